@@ -1,0 +1,839 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// CoordinatorConfig sets the coordinator's limits; zero durations take the
+// Default values.
+type CoordinatorConfig struct {
+	// Participants is the number of participant nodes, ids 0..Participants-1.
+	Participants int
+	// VoteTimeout bounds the wait for votes after prepare went out (--timeout).
+	VoteTimeout time.Duration
+	// ExecTimeout bounds the wait for one statement's result.
+	ExecTimeout time.Duration
+	// IdleTimeout aborts an explicit transaction whose client made no call
+	// for this long: the client is presumed gone.
+	IdleTimeout time.Duration
+	// BatchSize is the number of seed-form execute calls per transaction.
+	BatchSize int
+	// BatchFlush commits a partial batch this long after it began.
+	BatchFlush time.Duration
+	// RetryMin and RetryMax bound the backoff of decision resends.
+	RetryMin, RetryMax time.Duration
+	// RememberEnded is how many ended transactions' outcomes stay answerable
+	// by status after the coordinator forgot them.
+	RememberEnded int
+	// ReserveBlock is how many transaction ids one reservation event covers.
+	ReserveBlock int
+}
+
+func (c *CoordinatorConfig) fill() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.VoteTimeout, DefaultVoteTimeout)
+	def(&c.ExecTimeout, DefaultExecTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.BatchFlush, DefaultBatchFlush)
+	def(&c.RetryMin, DefaultRetryMin)
+	def(&c.RetryMax, DefaultRetryMax)
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1
+	}
+	if c.RememberEnded <= 0 {
+		c.RememberEnded = DefaultRememberEnded
+	}
+	if c.ReserveBlock <= 0 {
+		c.ReserveBlock = 1024
+	}
+}
+
+// Phase is where a transaction stands at the coordinator.
+type Phase uint8
+
+const (
+	// PhaseActive: statements may run; no prepare yet.
+	PhaseActive Phase = 1 + iota
+	// PhasePreparing: prepare sent, votes being collected.
+	PhasePreparing
+	// PhaseCommitting: commit decided, not yet acknowledged by everyone.
+	PhaseCommitting
+	// PhaseAborting: abort decided, not yet acknowledged by everyone.
+	PhaseAborting
+	// PhaseCommitted: commit applied everywhere.
+	PhaseCommitted
+	// PhaseAborted: abort applied everywhere.
+	PhaseAborted
+)
+
+var phaseNames = [...]string{"", "active", "preparing", "committing", "aborting", "committed", "aborted"}
+
+func (p Phase) String() string {
+	if int(p) < len(phaseNames) && p != 0 {
+		return phaseNames[p]
+	}
+	return "phase(?)"
+}
+
+// Coordinator is the coordinator's state machine. It is not safe for
+// concurrent use; the driver owns it from one goroutine.
+type Coordinator struct {
+	cfg CoordinatorConfig
+
+	cluster  string
+	epoch    Epoch
+	started  bool
+	reserved TxID
+	maxTx    TxID
+	nextTx   TxID
+	// reserveLSN is the LSN of the latest reservation; handing out an id
+	// waits for it so a crash can never lead to reuse.
+	reserveLSN LSN
+
+	txs   map[TxID]*coordTx
+	batch *coordTx
+
+	// ended remembers recent outcomes in FIFO order for status queries.
+	ended    []endedTx
+	endedIdx map[TxID]endedTx
+
+	lsn LSN
+	rd  Ready
+}
+
+type endedTx struct {
+	id      TxID
+	outcome Outcome
+	reason  string
+}
+
+type coordTx struct {
+	id    TxID
+	epoch Epoch
+	phase Phase
+	batch bool
+	nodes []coordNode // indexed by NodeID
+
+	abortOnly       string
+	commitRequested bool
+	commitWaiters   []ReqID
+	batchCount      int
+	begun           Instant
+	lastActivity    Instant
+	voteDeadline    Instant
+
+	outcome     Outcome
+	reason      string
+	decisionLSN LSN
+	nextRetry   Instant
+	backoff     time.Duration
+}
+
+type coordNode struct {
+	touched  bool
+	sent     int // statements sent, numbered 0..sent-1
+	inflight *pendingExec
+	queue    []pendingExec
+	vote     Vote
+	// inPhase2 marks a node that must acknowledge the decision.
+	inPhase2 bool
+	acked    bool
+}
+
+type pendingExec struct {
+	req      ReqID
+	sql      string
+	args     []any
+	stmt     int
+	deadline Instant
+	batch    bool
+}
+
+// NewCoordinator returns a coordinator with an empty state; fold its log in
+// with Apply before the Start step.
+func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
+	cfg.fill()
+	return &Coordinator{cfg: cfg, txs: map[TxID]*coordTx{}, endedIdx: map[TxID]endedTx{}}
+}
+
+// Cluster is the cluster id, known after Start or after folding a log.
+func (c *Coordinator) Cluster() string { return c.cluster }
+
+// Epoch is the current incarnation, known after Start.
+func (c *Coordinator) Epoch() Epoch { return c.epoch }
+
+// Apply folds one durable event into the state. Recovery calls it for every
+// event of the log in order; Step calls it for every event it emits, so both
+// paths reach the same state.
+func (c *Coordinator) Apply(e Event) error {
+	switch e := e.(type) {
+	case CoordStarted:
+		if c.cluster == "" {
+			c.cluster = e.Cluster
+		}
+		c.epoch = max(c.epoch, e.Epoch)
+	case CoordTxIDsReserved:
+		c.reserved = max(c.reserved, e.Through)
+	case CoordPreparing:
+		tx := c.txOrNew(e.TxID, e.Epoch)
+		tx.phase = PhasePreparing
+		for _, n := range e.Participants {
+			if err := c.checkNode(n); err != nil {
+				return fmt.Errorf("tx %d: %w", e.TxID, err)
+			}
+			tx.nodes[n].touched = true
+		}
+	case CoordDecided:
+		tx := c.txOrNew(e.TxID, e.Epoch)
+		tx.outcome, tx.reason = e.Outcome, e.Reason
+		tx.phase = PhaseCommitting
+		if e.Outcome == OutcomeAbort {
+			tx.phase = PhaseAborting
+		}
+		for i := range tx.nodes {
+			tx.nodes[i].inPhase2, tx.nodes[i].acked = false, false
+		}
+		for _, n := range e.Participants {
+			if err := c.checkNode(n); err != nil {
+				return fmt.Errorf("tx %d: %w", e.TxID, err)
+			}
+			tx.nodes[n].touched, tx.nodes[n].inPhase2 = true, true
+		}
+	case CoordEnded:
+		tx := c.txs[e.TxID]
+		c.maxTx = max(c.maxTx, e.TxID)
+		if tx == nil {
+			return nil
+		}
+		c.forget(tx)
+	default:
+		return fmt.Errorf("engine: coordinator cannot apply %s", e.Kind())
+	}
+	return nil
+}
+
+func (c *Coordinator) checkNode(n NodeID) error {
+	if n < 0 || int(n) >= c.cfg.Participants {
+		return fmt.Errorf("engine: participant %d out of range 0..%d", n, c.cfg.Participants-1)
+	}
+	return nil
+}
+
+func (c *Coordinator) txOrNew(id TxID, epoch Epoch) *coordTx {
+	c.maxTx = max(c.maxTx, id)
+	tx := c.txs[id]
+	if tx == nil {
+		tx = &coordTx{id: id, epoch: epoch, nodes: make([]coordNode, c.cfg.Participants)}
+		c.txs[id] = tx
+	}
+	return tx
+}
+
+// forget drops a finished transaction, remembering its outcome.
+func (c *Coordinator) forget(tx *coordTx) {
+	delete(c.txs, tx.id)
+	if c.batch == tx {
+		c.batch = nil
+	}
+	e := endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason}
+	c.ended = append(c.ended, e)
+	c.endedIdx[tx.id] = e
+	if len(c.ended) > c.cfg.RememberEnded {
+		delete(c.endedIdx, c.ended[0].id)
+		c.ended[0] = endedTx{}
+		c.ended = c.ended[1:]
+	}
+}
+
+// emit applies e and queues it for the log, returning its LSN.
+func (c *Coordinator) emit(e Event) LSN {
+	if err := c.Apply(e); err != nil {
+		panic(fmt.Sprintf("engine: emitted event does not apply: %v", err))
+	}
+	if len(c.rd.Events) == 0 {
+		c.rd.FirstLSN = c.lsn + 1
+	}
+	c.rd.Events = append(c.rd.Events, e)
+	c.lsn++
+	return c.lsn
+}
+
+func (c *Coordinator) effect(e Effect) { c.rd.Effects = append(c.rd.Effects, e) }
+
+func (c *Coordinator) reply(req ReqID, r Reply, wait LSN) {
+	c.effect(Respond{Req: req, Reply: r, WaitLSN: wait})
+}
+
+func (c *Coordinator) fail(req ReqID, code ErrorCode, format string, args ...any) {
+	c.effect(Respond{Req: req, Err: &Error{Code: code, Message: fmt.Sprintf(format, args...)}})
+}
+
+func (c *Coordinator) header() Header { return Header{Cluster: c.cluster, Epoch: c.epoch} }
+
+// Step feeds one input to the coordinator and returns what must be done.
+func (c *Coordinator) Step(in Input) Ready {
+	c.rd = Ready{}
+	if _, ok := in.(Start); !ok && !c.started {
+		if req, ok := reqOf(in); ok {
+			c.fail(req, ErrBadRequest, "coordinator is still starting")
+		}
+		return c.take()
+	}
+	now := in.At()
+	switch in := in.(type) {
+	case Start:
+		c.start(in)
+	case Tick:
+		c.tick(now)
+	case ClientBegin:
+		tx := c.newTx(now, false)
+		c.reply(in.Req, BeginReply{TxID: tx.id}, c.reserveLSN)
+	case ClientExec:
+		c.clientExec(in)
+	case ClientExecute:
+		c.clientExecute(in)
+	case ClientCommit:
+		c.clientCommit(in)
+	case ClientRollback:
+		c.clientRollback(in)
+	case ClientStatus:
+		c.reply(in.Req, c.Status(in.TxID), 0)
+	case Receive:
+		c.receive(now, in.Msg)
+	case SendFailed:
+		c.sendFailed(now, in.To, in.Msg)
+	}
+	return c.take()
+}
+
+func (c *Coordinator) take() Ready {
+	rd := c.rd
+	c.rd = Ready{}
+	return rd
+}
+
+func reqOf(in Input) (ReqID, bool) {
+	switch in := in.(type) {
+	case ClientBegin:
+		return in.Req, true
+	case ClientExec:
+		return in.Req, true
+	case ClientExecute:
+		return in.Req, true
+	case ClientCommit:
+		return in.Req, true
+	case ClientRollback:
+		return in.Req, true
+	case ClientStatus:
+		return in.Req, true
+	}
+	return 0, false
+}
+
+// start opens a new incarnation and finishes what the previous one owed:
+// decisions are resent until acknowledged, undecided transactions abort.
+func (c *Coordinator) start(in Start) {
+	if c.started {
+		return
+	}
+	c.started = true
+	cluster := c.cluster
+	if cluster == "" {
+		cluster = in.NewCluster
+	}
+	c.emit(CoordStarted{Cluster: cluster, Epoch: c.epoch + 1})
+	c.nextTx = max(c.reserved, c.maxTx) + 1
+	for _, id := range c.sortedTxIDs() {
+		tx := c.txs[id]
+		switch tx.phase {
+		case PhasePreparing:
+			c.decide(in.Now, tx, OutcomeAbort, "coordinator restarted before deciding")
+		case PhaseCommitting, PhaseAborting:
+			tx.backoff = c.cfg.RetryMin
+			tx.nextRetry = in.Now.Add(tx.backoff)
+			c.sendDecision(tx)
+		}
+	}
+}
+
+func (c *Coordinator) sortedTxIDs() []TxID {
+	ids := make([]TxID, 0, len(c.txs))
+	for id := range c.txs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (c *Coordinator) newTx(now Instant, batch bool) *coordTx {
+	id := c.nextTx
+	c.nextTx++
+	if id > c.reserved {
+		c.reserveLSN = c.emit(CoordTxIDsReserved{Through: id + TxID(c.cfg.ReserveBlock) - 1})
+	}
+	tx := c.txOrNew(id, c.epoch)
+	tx.phase, tx.batch, tx.begun, tx.lastActivity = PhaseActive, batch, now, now
+	return tx
+}
+
+// activeTx finds a transaction that still accepts client work.
+func (c *Coordinator) activeTx(req ReqID, id TxID) *coordTx {
+	tx := c.txs[id]
+	switch {
+	case tx == nil && (id == 0 || id >= c.nextTx):
+		c.fail(req, ErrUnknownTx, "unknown transaction %d", id)
+	case tx == nil:
+		c.fail(req, ErrTxNotActive, "transaction %d is no longer active (%s)", id, c.Status(id).State)
+	case tx.phase != PhaseActive:
+		c.fail(req, ErrTxNotActive, "transaction %d is %s", id, tx.phase)
+	case tx.commitRequested:
+		c.fail(req, ErrTxNotActive, "transaction %d is committing", id)
+	default:
+		return tx
+	}
+	return nil
+}
+
+func (c *Coordinator) clientExec(in ClientExec) {
+	if err := c.checkNode(in.Node); err != nil {
+		c.fail(in.Req, ErrBadNode, "node %d does not exist (participants are 0..%d)", in.Node, c.cfg.Participants-1)
+		return
+	}
+	tx := c.activeTx(in.Req, in.TxID)
+	if tx == nil {
+		return
+	}
+	if tx.batch {
+		c.fail(in.Req, ErrTxNotActive, "transaction %d is a batch; use execute", tx.id)
+		return
+	}
+	tx.lastActivity = in.Now
+	if tx.abortOnly != "" {
+		c.fail(in.Req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
+		return
+	}
+	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args})
+}
+
+func (c *Coordinator) clientExecute(in ClientExecute) {
+	if err := c.checkNode(in.Node); err != nil {
+		c.fail(in.Req, ErrBadNode, "node %d does not exist (participants are 0..%d)", in.Node, c.cfg.Participants-1)
+		return
+	}
+	tx := c.batch
+	if tx == nil {
+		tx = c.newTx(in.Now, true)
+		c.batch = tx
+	}
+	tx.batchCount++
+	if tx.abortOnly != "" {
+		c.fail(in.Req, ErrAborted, "batch transaction %d will abort: %s", tx.id, tx.abortOnly)
+	} else {
+		// The reply carries the txid, so it waits for the reservation too.
+		c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, batch: true})
+	}
+	if tx.batchCount >= c.cfg.BatchSize {
+		c.batch = nil
+		c.requestCommit(in.Now, tx)
+	}
+}
+
+func (c *Coordinator) enqueue(now Instant, tx *coordTx, node NodeID, p pendingExec) {
+	n := &tx.nodes[node]
+	n.touched = true
+	n.queue = append(n.queue, p)
+	c.pump(now, tx, node)
+}
+
+// pump sends the next queued statement of tx to node: statements of one
+// transaction reach a participant one at a time and in order.
+func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
+	n := &tx.nodes[node]
+	for n.inflight == nil && len(n.queue) > 0 {
+		p := n.queue[0]
+		n.queue = n.queue[1:]
+		if tx.abortOnly != "" {
+			c.fail(p.req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
+			continue
+		}
+		p.stmt = n.sent
+		n.sent++
+		p.deadline = now.Add(c.cfg.ExecTimeout)
+		n.inflight = &p
+		c.effect(Send{To: node, Msg: ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch}, WaitLSN: c.reserveLSN})
+	}
+}
+
+func (c *Coordinator) busy(tx *coordTx) bool {
+	for i := range tx.nodes {
+		if tx.nodes[i].inflight != nil || len(tx.nodes[i].queue) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// execFailed makes tx abort-only and answers the statement's client.
+func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code ErrorCode, reason string) {
+	n := &tx.nodes[node]
+	p := n.inflight
+	n.inflight = nil
+	if tx.abortOnly == "" {
+		tx.abortOnly = reason
+	}
+	c.fail(p.req, code, "%s", reason)
+	c.pump(now, tx, node)
+	c.tryPrepare(now, tx)
+}
+
+func (c *Coordinator) clientCommit(in ClientCommit) {
+	tx := c.txs[in.TxID]
+	if tx != nil && tx.phase == PhaseActive && !tx.batch && !tx.commitRequested {
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		c.requestCommit(in.Now, tx)
+		return
+	}
+	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
+		// A repeated commit joins the one in progress.
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		return
+	}
+	c.answerDecided(in.Req, in.TxID)
+}
+
+// answerDecided replies to commit/rollback of a transaction already decided.
+func (c *Coordinator) answerDecided(req ReqID, id TxID) {
+	if tx := c.txs[id]; tx != nil && tx.outcome != 0 {
+		c.reply(req, OutcomeReply{TxID: id, Outcome: tx.outcome, Reason: tx.reason}, tx.decisionLSN)
+		return
+	}
+	if e, ok := c.endedIdx[id]; ok {
+		c.reply(req, OutcomeReply{TxID: id, Outcome: e.outcome, Reason: e.reason}, 0)
+		return
+	}
+	if id == 0 || id >= c.nextTx {
+		c.fail(req, ErrUnknownTx, "unknown transaction %d", id)
+		return
+	}
+	c.fail(req, ErrTxNotActive, "transaction %d is no longer known here", id)
+}
+
+func (c *Coordinator) clientRollback(in ClientRollback) {
+	tx := c.txs[in.TxID]
+	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
+		c.decide(in.Now, tx, OutcomeAbort, "rolled back by client")
+		c.reply(in.Req, OutcomeReply{TxID: tx.id, Outcome: OutcomeAbort, Reason: tx.reason}, 0)
+		return
+	}
+	c.answerDecided(in.Req, in.TxID)
+}
+
+func (c *Coordinator) requestCommit(now Instant, tx *coordTx) {
+	tx.commitRequested = true
+	c.tryPrepare(now, tx)
+}
+
+// tryPrepare starts phase one once the client asked to commit and no
+// statement is still queued or running.
+func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
+	if tx.phase != PhaseActive || !tx.commitRequested {
+		return
+	}
+	if tx.abortOnly != "" {
+		c.decide(now, tx, OutcomeAbort, tx.abortOnly)
+		return
+	}
+	if c.busy(tx) {
+		return
+	}
+	var parts []NodeID
+	for i := range tx.nodes {
+		if tx.nodes[i].touched {
+			parts = append(parts, NodeID(i))
+		}
+	}
+	if len(parts) == 0 {
+		c.decide(now, tx, OutcomeCommit, "")
+		return
+	}
+	c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
+	tx.voteDeadline = now.Add(c.cfg.VoteTimeout)
+	for _, n := range parts {
+		c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent}})
+	}
+}
+
+// decide fixes the outcome. Presumed abort: only a commit decision is forced
+// to the log before anyone hears of it; an abort with nobody to tell is not
+// logged at all.
+func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string) {
+	var phase2 []NodeID
+	for i := range tx.nodes {
+		n := &tx.nodes[i]
+		if o == OutcomeCommit && n.vote == VoteYes ||
+			o == OutcomeAbort && n.touched && n.vote != VoteNo && n.vote != VoteReadOnly {
+			phase2 = append(phase2, NodeID(i))
+		}
+	}
+	if c.batch == tx {
+		c.batch = nil
+	}
+	for i := range tx.nodes {
+		n := &tx.nodes[i]
+		if n.inflight != nil {
+			c.fail(n.inflight.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
+			n.inflight = nil
+		}
+		for _, p := range n.queue {
+			c.fail(p.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
+		}
+		n.queue = nil
+	}
+	if len(phase2) == 0 {
+		tx.outcome, tx.reason = o, reason
+		tx.phase = PhaseCommitted
+		if o == OutcomeAbort {
+			tx.phase = PhaseAborted
+		}
+		c.answerWaiters(tx)
+		c.forget(tx)
+		return
+	}
+	lsn := c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Participants: phase2, Reason: reason})
+	if o == OutcomeCommit {
+		tx.decisionLSN = lsn
+	}
+	c.answerWaiters(tx)
+	tx.backoff = c.cfg.RetryMin
+	tx.nextRetry = now.Add(tx.backoff)
+	c.sendDecision(tx)
+}
+
+func (c *Coordinator) answerWaiters(tx *coordTx) {
+	for _, req := range tx.commitWaiters {
+		c.reply(req, OutcomeReply{TxID: tx.id, Outcome: tx.outcome, Reason: tx.reason}, tx.decisionLSN)
+	}
+	tx.commitWaiters = nil
+}
+
+func (c *Coordinator) sendDecision(tx *coordTx) {
+	for i := range tx.nodes {
+		if n := tx.nodes[i]; n.inPhase2 && !n.acked {
+			c.effect(Send{To: NodeID(i), Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
+		}
+	}
+}
+
+func (c *Coordinator) decisionMsg(id TxID, epoch Epoch, o Outcome, presumed bool) DecisionRequest {
+	return DecisionRequest{Header: c.header(), TxID: id, TxEpoch: epoch, Outcome: o, Presumed: presumed}
+}
+
+func (c *Coordinator) receive(now Instant, m Message) {
+	var from NodeID
+	switch m := m.(type) {
+	case ExecResult:
+		from = m.From
+	case VoteMessage:
+		from = m.From
+	case AckMessage:
+		from = m.From
+	case InquireMessage:
+		from = m.From
+	default:
+		return // a coordinator-bound message of another kind is nonsense; drop it
+	}
+	if c.checkNode(from) != nil {
+		return
+	}
+	if inq, ok := m.(InquireMessage); ok {
+		c.inquire(inq)
+		return
+	}
+	tx := c.txs[m.Tx()]
+	if tx == nil {
+		return // late or duplicate: the transaction is over
+	}
+	n := &tx.nodes[from]
+	switch m := m.(type) {
+	case ExecResult:
+		if tx.phase != PhaseActive || n.inflight == nil || n.inflight.stmt != m.Stmt {
+			return
+		}
+		if m.Err != "" {
+			c.execFailed(now, tx, from, ErrStatement, fmt.Sprintf("%s: %s", from, m.Err))
+			return
+		}
+		p := n.inflight
+		n.inflight = nil
+		c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
+		c.pump(now, tx, from)
+		c.tryPrepare(now, tx)
+	case VoteMessage:
+		if tx.phase != PhasePreparing || !n.touched || n.vote != 0 {
+			return
+		}
+		n.vote = m.Vote
+		if m.Vote == VoteNo {
+			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s voted no: %s", from, m.Reason))
+			return
+		}
+		for i := range tx.nodes {
+			if tx.nodes[i].touched && tx.nodes[i].vote == 0 {
+				return
+			}
+		}
+		c.decide(now, tx, OutcomeCommit, "")
+	case AckMessage:
+		if tx.outcome == 0 || m.Outcome != tx.outcome || !n.inPhase2 || n.acked {
+			return
+		}
+		n.acked = true
+		for i := range tx.nodes {
+			if tx.nodes[i].inPhase2 && !tx.nodes[i].acked {
+				return
+			}
+		}
+		c.emit(CoordEnded{TxID: tx.id})
+	}
+}
+
+// inquire answers a participant in doubt. An undecided transaction gets no
+// answer yet (the participant asks again); one with no record is presumed
+// aborted.
+func (c *Coordinator) inquire(m InquireMessage) {
+	if tx := c.txs[m.TxID]; tx != nil {
+		if tx.outcome != 0 {
+			c.effect(Send{To: m.From, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
+		}
+		return
+	}
+	if e, ok := c.endedIdx[m.TxID]; ok {
+		c.effect(Send{To: m.From, Msg: c.decisionMsg(m.TxID, m.TxEpoch, e.outcome, false)})
+		return
+	}
+	c.effect(Send{To: m.From, Msg: c.decisionMsg(m.TxID, m.TxEpoch, OutcomeAbort, true)})
+}
+
+func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
+	tx := c.txs[m.Tx()]
+	if tx == nil || c.checkNode(to) != nil {
+		return
+	}
+	switch m := m.(type) {
+	case ExecRequest:
+		if n := tx.nodes[to]; tx.phase == PhaseActive && n.inflight != nil && n.inflight.stmt == m.Stmt {
+			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to))
+		}
+	case PrepareRequest:
+		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 {
+			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s unreachable during prepare", to))
+		}
+	}
+	// A decision that could not be sent is resent from tick.
+}
+
+func (c *Coordinator) tick(now Instant) {
+	for _, id := range c.sortedTxIDs() {
+		tx := c.txs[id]
+		if tx == nil {
+			continue
+		}
+		switch tx.phase {
+		case PhaseActive:
+			for i := range tx.nodes {
+				if p := tx.nodes[i].inflight; p != nil && now >= p.deadline && tx.phase == PhaseActive {
+					c.execFailed(now, tx, NodeID(i), ErrAborted, fmt.Sprintf("%s did not answer statement %d within %s", NodeID(i), p.stmt, c.cfg.ExecTimeout))
+				}
+			}
+			if tx.phase != PhaseActive {
+				continue
+			}
+			switch {
+			case tx.batch && !tx.commitRequested && now >= tx.begun.Add(c.cfg.BatchFlush):
+				if c.batch == tx {
+					c.batch = nil
+				}
+				c.requestCommit(now, tx)
+			case !tx.batch && !tx.commitRequested && !c.busy(tx) && now >= tx.lastActivity.Add(c.cfg.IdleTimeout):
+				c.decide(now, tx, OutcomeAbort, fmt.Sprintf("client idle for %s", c.cfg.IdleTimeout))
+			}
+		case PhasePreparing:
+			if now >= tx.voteDeadline {
+				var missing []string
+				for i := range tx.nodes {
+					if tx.nodes[i].touched && tx.nodes[i].vote == 0 {
+						missing = append(missing, NodeID(i).String())
+					}
+				}
+				c.decide(now, tx, OutcomeAbort, fmt.Sprintf("vote timeout: no vote from %s within %s", strings.Join(missing, ","), c.cfg.VoteTimeout))
+			}
+		case PhaseCommitting, PhaseAborting:
+			if now >= tx.nextRetry {
+				c.sendDecision(tx)
+				tx.backoff = min(2*tx.backoff, c.cfg.RetryMax)
+				tx.nextRetry = now.Add(tx.backoff)
+			}
+		}
+	}
+}
+
+// Status describes a transaction for clients and operators.
+func (c *Coordinator) Status(id TxID) StatusReply {
+	if tx := c.txs[id]; tx != nil {
+		s := StatusReply{TxID: id, State: tx.phase.String(), Outcome: tx.outcome, Reason: tx.reason}
+		if s.Reason == "" && tx.abortOnly != "" {
+			s.Reason = "will abort: " + tx.abortOnly
+		}
+		for i, n := range tx.nodes {
+			if n.touched {
+				s.Participants = append(s.Participants, NodeID(i))
+			}
+			if n.inPhase2 && !n.acked {
+				s.Pending = append(s.Pending, NodeID(i))
+			}
+		}
+		return s
+	}
+	if e, ok := c.endedIdx[id]; ok {
+		st := PhaseCommitted
+		if e.outcome == OutcomeAbort {
+			st = PhaseAborted
+		}
+		return StatusReply{TxID: id, State: st.String(), Outcome: e.outcome, Reason: e.reason}
+	}
+	if id == 0 || id >= c.nextTx {
+		return StatusReply{TxID: id, State: "unknown"}
+	}
+	return StatusReply{TxID: id, State: "forgotten", Reason: "ended long ago, or aborted before anything was logged"}
+}
+
+// TxSummary is one transaction as seen by an operator.
+type TxSummary struct {
+	StatusReply
+	Epoch Epoch
+}
+
+// Transactions lists the transactions in memory, sorted by id.
+func (c *Coordinator) Transactions() []TxSummary {
+	var out []TxSummary
+	for _, id := range c.sortedTxIDs() {
+		out = append(out, TxSummary{StatusReply: c.Status(id), Epoch: c.txs[id].epoch})
+	}
+	return out
+}
+
+// Ended lists remembered outcomes of forgotten transactions, oldest first.
+func (c *Coordinator) Ended() []StatusReply {
+	out := make([]StatusReply, 0, len(c.ended))
+	for _, e := range c.ended {
+		out = append(out, c.Status(e.id))
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The Describe functions render events, messages, effects and state as one
+// stable line each, for golden files and operator output. They never include
+// times or anything else that varies between runs.
+
+// DescribeEvent renders an event as "kind field=value ...".
+func DescribeEvent(e Event) string {
+	switch e := e.(type) {
+	case CoordStarted:
+		return fmt.Sprintf("%s cluster=%s epoch=%d", e.Kind(), e.Cluster, e.Epoch)
+	case CoordTxIDsReserved:
+		return fmt.Sprintf("%s through=%d", e.Kind(), e.Through)
+	case CoordPreparing:
+		return fmt.Sprintf("%s tx=%d epoch=%d participants=%s", e.Kind(), e.TxID, e.Epoch, nodeList(e.Participants))
+	case CoordDecided:
+		return fmt.Sprintf("%s tx=%d epoch=%d outcome=%s participants=%s%s", e.Kind(), e.TxID, e.Epoch, e.Outcome, nodeList(e.Participants), reason(e.Reason))
+	case CoordEnded:
+		return fmt.Sprintf("%s tx=%d", e.Kind(), e.TxID)
+	case PartEpochSeen:
+		return fmt.Sprintf("%s cluster=%s epoch=%d", e.Kind(), e.Cluster, e.Epoch)
+	case PartPrepared:
+		return fmt.Sprintf("%s tx=%d gid=%s", e.Kind(), e.TxID, e.GID)
+	case PartVotedNo:
+		return fmt.Sprintf("%s tx=%d%s", e.Kind(), e.TxID, reason(e.Reason))
+	case PartCommitted:
+		return fmt.Sprintf("%s tx=%d gid=%s", e.Kind(), e.TxID, e.GID)
+	case PartAborted:
+		return fmt.Sprintf("%s tx=%d gid=%s%s", e.Kind(), e.TxID, e.GID, reason(e.Reason))
+	case PartForgotten:
+		return fmt.Sprintf("%s tx=%d", e.Kind(), e.TxID)
+	case PartViolation:
+		return fmt.Sprintf("%s tx=%d detail=%q", e.Kind(), e.TxID, e.Detail)
+	}
+	return fmt.Sprintf("%T", e)
+}
+
+// DescribeMessage renders a message as "method field=value ...".
+func DescribeMessage(m Message) string {
+	switch m := m.(type) {
+	case ExecRequest:
+		s := fmt.Sprintf("%s epoch=%d tx=%d stmt=%d sql=%q", m.Method(), m.Epoch, m.TxID, m.Stmt, m.SQL)
+		if len(m.Args) > 0 {
+			s += fmt.Sprintf(" args=%v", m.Args)
+		}
+		return s
+	case PrepareRequest:
+		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d", m.Method(), m.Epoch, m.TxID, m.Stmts)
+	case DecisionRequest:
+		s := fmt.Sprintf("%s epoch=%d tx=%d outcome=%s", m.Method(), m.Epoch, m.TxID, m.Outcome)
+		if m.Presumed {
+			s += " presumed"
+		}
+		return s
+	case ExecResult:
+		s := fmt.Sprintf("%s from=%s tx=%d stmt=%d", m.Method(), m.From, m.TxID, m.Stmt)
+		if m.Err != "" {
+			return s + fmt.Sprintf(" error=%q", m.Err)
+		}
+		if m.Result != nil {
+			s += " rows_affected=" + strconv.FormatInt(m.Result.RowsAffected, 10)
+		}
+		return s
+	case VoteMessage:
+		return fmt.Sprintf("%s from=%s tx=%d vote=%s%s", m.Method(), m.From, m.TxID, m.Vote, reason(m.Reason))
+	case AckMessage:
+		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
+	case InquireMessage:
+		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
+	}
+	return fmt.Sprintf("%T", m)
+}
+
+// DescribeEffect renders an effect on one line; "after=N" shows its WaitLSN.
+func DescribeEffect(e Effect) string {
+	after := ""
+	if e.After() != 0 {
+		after = fmt.Sprintf(" after=%d", e.After())
+	}
+	switch e := e.(type) {
+	case Send:
+		return fmt.Sprintf("send to=%s %s%s", e.To, DescribeMessage(e.Msg), after)
+	case Respond:
+		if e.Err != nil {
+			return fmt.Sprintf("respond req=%d error=%q (%s)%s", e.Req, e.Err.Message, e.Err.Code, after)
+		}
+		return fmt.Sprintf("respond req=%d %s%s", e.Req, describeReply(e.Reply), after)
+	case Data:
+		s := fmt.Sprintf("data %s tx=%d", e.Op, e.TxID)
+		if e.Op == DataExec {
+			s += fmt.Sprintf(" stmt=%d sql=%q", e.Stmt, e.SQL)
+		} else {
+			s += " gid=" + e.GID
+		}
+		return s + after
+	case Violation:
+		return fmt.Sprintf("VIOLATION tx=%d %s", e.TxID, e.Detail)
+	}
+	return fmt.Sprintf("%T", e)
+}
+
+func describeReply(r Reply) string {
+	switch r := r.(type) {
+	case BeginReply:
+		return fmt.Sprintf("begin tx=%d", r.TxID)
+	case ExecReply:
+		s := fmt.Sprintf("exec tx=%d node=%s", r.TxID, r.Node)
+		if r.Result != nil {
+			s += " rows_affected=" + strconv.FormatInt(r.Result.RowsAffected, 10)
+		}
+		return s
+	case OutcomeReply:
+		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))
+	case StatusReply:
+		return "status " + DescribeStatus(r)
+	}
+	return fmt.Sprintf("%T", r)
+}
+
+// DescribeStatus renders a status reply on one line.
+func DescribeStatus(s StatusReply) string {
+	out := fmt.Sprintf("tx=%d state=%s", s.TxID, s.State)
+	if len(s.Participants) > 0 {
+		out += " participants=" + nodeList(s.Participants)
+	}
+	if len(s.Pending) > 0 {
+		out += " pending=" + nodeList(s.Pending)
+	}
+	return out + reason(s.Reason)
+}
+
+// DescribeReady renders a step's output, one event or effect per line.
+func DescribeReady(rd Ready) string {
+	var b strings.Builder
+	for i, e := range rd.Events {
+		fmt.Fprintf(&b, "log %d: %s\n", rd.FirstLSN+LSN(i), DescribeEvent(e))
+	}
+	for _, e := range rd.Effects {
+		b.WriteString(DescribeEffect(e))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Describe renders the coordinator's state, one transaction per line.
+func (c *Coordinator) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "coordinator cluster=%s epoch=%d next-tx=%d reserved=%d\n", c.cluster, c.epoch, c.nextTx, c.reserved)
+	for _, id := range c.sortedTxIDs() {
+		tx := c.txs[id]
+		fmt.Fprintf(&b, "  tx %d %s", id, tx.phase)
+		for i, n := range tx.nodes {
+			if !n.touched {
+				continue
+			}
+			fmt.Fprintf(&b, " %s[stmts=%d", NodeID(i), n.sent)
+			if n.vote != 0 {
+				fmt.Fprintf(&b, " vote=%s", n.vote)
+			}
+			if n.inPhase2 {
+				fmt.Fprintf(&b, " acked=%t", n.acked)
+			}
+			b.WriteString("]")
+		}
+		if tx.abortOnly != "" {
+			fmt.Fprintf(&b, " abort-only=%q", tx.abortOnly)
+		}
+		b.WriteString(reason(tx.reason))
+		b.WriteByte('\n')
+	}
+	if len(c.ended) > 0 {
+		var parts []string
+		for _, e := range c.ended {
+			parts = append(parts, fmt.Sprintf("%d:%s", e.id, e.outcome))
+		}
+		fmt.Fprintf(&b, "  ended %s\n", strings.Join(parts, " "))
+	}
+	return b.String()
+}
+
+// Describe renders the participant's state, one transaction per line.
+func (p *Participant) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "participant %s cluster=%s epoch=%d violations=%d\n", p.cfg.Node, p.cluster, p.epoch, p.violations)
+	for _, id := range p.sortedTxIDs() {
+		tx := p.txs[id]
+		fmt.Fprintf(&b, "  tx %d %s stmts=%d%s\n", id, tx.phase, tx.nextStmt, reason(tx.reason))
+	}
+	return b.String()
+}
+
+func nodeList(ns []NodeID) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = n.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func reason(r string) string {
+	if r == "" {
+		return ""
+	}
+	return fmt.Sprintf(" reason=%q", r)
+}

@@ -1,0 +1,308 @@
+package engine
+
+import "time"
+
+// Input is anything that moves a state machine: a client call, a message, a
+// data-DB result or the passing of time. Every input carries the caller's
+// current time.
+type Input interface {
+	At() Instant
+	isInput()
+}
+
+// Start begins a node incarnation after its log was folded in with Apply.
+type Start struct {
+	Now Instant
+	// NewCluster is the cluster id the coordinator adopts when its log has
+	// none yet (the driver makes it up, so the engine stays deterministic).
+	NewCluster string
+	// PreparedGIDs and Markers are, for a participant, the GIDs found in the
+	// data database's pg_prepared_xacts and outcome-marker table.
+	PreparedGIDs []string
+	Markers      []string
+}
+
+// Tick tells the machine time has passed; timeouts and retries fire here.
+type Tick struct{ Now Instant }
+
+// Receive delivers a message from another node.
+type Receive struct {
+	Now Instant
+	Msg Message
+}
+
+// SendFailed reports that a message could not be handed to its destination.
+// It may still have been delivered; handlers must not assume either way.
+type SendFailed struct {
+	Now Instant
+	To  NodeID
+	Msg Message
+}
+
+// Client inputs (coordinator only). Req is echoed in the Respond effect.
+
+// ClientBegin starts an explicit transaction.
+type ClientBegin struct {
+	Now Instant
+	Req ReqID
+}
+
+// ClientExec runs one statement of an explicit transaction on a participant.
+type ClientExec struct {
+	Now  Instant
+	Req  ReqID
+	TxID TxID
+	Node NodeID
+	SQL  string
+	Args []any
+}
+
+// ClientCommit asks to commit an explicit transaction.
+type ClientCommit struct {
+	Now  Instant
+	Req  ReqID
+	TxID TxID
+}
+
+// ClientRollback asks to abort an explicit transaction.
+type ClientRollback struct {
+	Now  Instant
+	Req  ReqID
+	TxID TxID
+}
+
+// ClientStatus asks where a transaction stands.
+type ClientStatus struct {
+	Now  Instant
+	Req  ReqID
+	TxID TxID
+}
+
+// ClientExecute is the seed project's form: one statement that joins the
+// current batch; every BatchSize statements form one transaction.
+type ClientExecute struct {
+	Now  Instant
+	Req  ReqID
+	Node NodeID
+	SQL  string
+	Args []any
+}
+
+// DataDone reports the result of a Data effect (participant only).
+type DataDone struct {
+	Now  Instant
+	Op   DataOp
+	TxID TxID
+	Stmt int
+	// Result is set for a successful DataExec.
+	Result *StmtResult
+	// ReadOnly is set for a successful DataPrepare that found the
+	// transaction wrote nothing and so committed it at once.
+	ReadOnly bool
+	// Err is empty on success.
+	Err string
+	// Retry marks an error that says nothing about the transaction (the data
+	// database was unreachable); the engine tries the operation again later.
+	// It applies to DataCommitPrepared, DataRollbackPrepared and
+	// DataDeleteMarker only: the other operations lose their open data
+	// transaction with the connection, so their errors are final.
+	Retry bool
+}
+
+func (i Start) At() Instant          { return i.Now }
+func (i Tick) At() Instant           { return i.Now }
+func (i Receive) At() Instant        { return i.Now }
+func (i SendFailed) At() Instant     { return i.Now }
+func (i ClientBegin) At() Instant    { return i.Now }
+func (i ClientExec) At() Instant     { return i.Now }
+func (i ClientCommit) At() Instant   { return i.Now }
+func (i ClientRollback) At() Instant { return i.Now }
+func (i ClientStatus) At() Instant   { return i.Now }
+func (i ClientExecute) At() Instant  { return i.Now }
+func (i DataDone) At() Instant       { return i.Now }
+
+func (Start) isInput()          {}
+func (Tick) isInput()           {}
+func (Receive) isInput()        {}
+func (SendFailed) isInput()     {}
+func (ClientBegin) isInput()    {}
+func (ClientExec) isInput()     {}
+func (ClientCommit) isInput()   {}
+func (ClientRollback) isInput() {}
+func (ClientStatus) isInput()   {}
+func (ClientExecute) isInput()  {}
+func (DataDone) isInput()       {}
+
+// Ready is the to-do list a Step hands its caller.
+type Ready struct {
+	// Events must be appended to the log in this order. Event i has LSN
+	// FirstLSN+i.
+	Events   []Event
+	FirstLSN LSN
+	// Effects must be performed in order, each only after every event with
+	// an LSN up to its WaitLSN is durable.
+	Effects []Effect
+}
+
+// Empty reports whether the step produced nothing.
+func (r Ready) Empty() bool { return len(r.Events) == 0 && len(r.Effects) == 0 }
+
+// Effect is something the caller must do for the machine.
+type Effect interface {
+	// After is the LSN that must be durable before the effect runs (0: none).
+	After() LSN
+	isEffect()
+}
+
+// Send hands a message to another node.
+type Send struct {
+	To      NodeID
+	Msg     Message
+	WaitLSN LSN
+}
+
+// Respond answers a client request. Exactly one of Reply and Err is set.
+type Respond struct {
+	Req     ReqID
+	Reply   Reply
+	Err     *Error
+	WaitLSN LSN
+}
+
+// DataOp names an operation on a participant's data database.
+type DataOp uint8
+
+const (
+	// DataExec runs a statement in the transaction's open data transaction,
+	// beginning it if needed.
+	DataExec DataOp = 1 + iota
+	// DataPrepare inserts the outcome marker and runs PREPARE TRANSACTION.
+	// If the transaction wrote nothing the driver may commit it instead and
+	// report ReadOnly.
+	DataPrepare
+	// DataRollback rolls back the open (unprepared) data transaction.
+	DataRollback
+	// DataCommitPrepared runs COMMIT PREPARED. A GID that no longer exists
+	// counts as success only when the outcome marker is present.
+	DataCommitPrepared
+	// DataRollbackPrepared runs ROLLBACK PREPARED. A GID that no longer exists
+	// counts as success only when the outcome marker is absent.
+	DataRollbackPrepared
+	// DataDeleteMarker deletes the outcome marker of an ended transaction.
+	DataDeleteMarker
+)
+
+var dataOpNames = [...]string{"", "exec", "prepare", "rollback", "commit-prepared", "rollback-prepared", "delete-marker"}
+
+func (o DataOp) String() string {
+	if int(o) < len(dataOpNames) && o != 0 {
+		return dataOpNames[o]
+	}
+	return "dataop(?)"
+}
+
+// Data asks a participant's driver to work on its data database.
+type Data struct {
+	Op      DataOp
+	TxID    TxID
+	GID     string
+	Stmt    int
+	SQL     string
+	Args    []any
+	WaitLSN LSN
+}
+
+// Violation reports evidence that atomicity was broken. It must be made loud:
+// logged at error level and counted; it is never expected.
+type Violation struct {
+	TxID   TxID
+	Detail string
+}
+
+func (e Send) After() LSN      { return e.WaitLSN }
+func (e Respond) After() LSN   { return e.WaitLSN }
+func (e Data) After() LSN      { return e.WaitLSN }
+func (e Violation) After() LSN { return 0 }
+func (Send) isEffect()         {}
+func (Respond) isEffect()      {}
+func (Data) isEffect()         {}
+func (Violation) isEffect()    {}
+
+// Reply is the answer to a client request.
+type Reply interface{ isReply() }
+
+// BeginReply answers ClientBegin.
+type BeginReply struct {
+	TxID TxID `json:"tx"`
+}
+
+// ExecReply answers ClientExec and ClientExecute.
+type ExecReply struct {
+	TxID   TxID        `json:"tx"`
+	Node   NodeID      `json:"node"`
+	Result *StmtResult `json:"result"`
+}
+
+// OutcomeReply answers ClientCommit and ClientRollback.
+type OutcomeReply struct {
+	TxID    TxID    `json:"tx"`
+	Outcome Outcome `json:"outcome"`
+	Reason  string  `json:"reason,omitempty"`
+}
+
+// StatusReply answers ClientStatus.
+type StatusReply struct {
+	TxID  TxID   `json:"tx"`
+	State string `json:"state"`
+	// Outcome is set once decided.
+	Outcome      Outcome  `json:"outcome,omitempty"`
+	Reason       string   `json:"reason,omitempty"`
+	Participants []NodeID `json:"participants,omitempty"`
+	// Pending lists participants that have not acknowledged the decision.
+	Pending []NodeID `json:"pending,omitempty"`
+}
+
+func (BeginReply) isReply()   {}
+func (ExecReply) isReply()    {}
+func (OutcomeReply) isReply() {}
+func (StatusReply) isReply()  {}
+
+// ErrorCode classifies a client error.
+type ErrorCode uint8
+
+const (
+	ErrUnknownTx ErrorCode = 1 + iota
+	ErrTxNotActive
+	ErrBadNode
+	ErrAborted
+	ErrStatement
+	ErrBadRequest
+)
+
+var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request"}
+
+func (c ErrorCode) String() string {
+	if int(c) < len(errorCodeNames) && c != 0 {
+		return errorCodeNames[c]
+	}
+	return "error(?)"
+}
+
+// Error is a client-visible failure.
+type Error struct {
+	Code    ErrorCode
+	Message string
+}
+
+func (e *Error) Error() string { return "engine: " + e.Message }
+
+// Durations the machines use; zero fields take the defaults below.
+const (
+	DefaultVoteTimeout   = 5 * time.Second
+	DefaultExecTimeout   = 30 * time.Second
+	DefaultIdleTimeout   = 60 * time.Second
+	DefaultRetryMin      = 100 * time.Millisecond
+	DefaultRetryMax      = 5 * time.Second
+	DefaultBatchFlush    = time.Second
+	DefaultRememberEnded = 100000
+)

@@ -1,0 +1,114 @@
+package engine
+
+// Message travels between the coordinator and a participant. Messages are
+// one-way and may be lost, duplicated, delayed or reordered; every handler
+// tolerates that. Method is the JSON-RPC method that carries the message.
+type Message interface {
+	Method() string
+	// Tx is the transaction the message is about.
+	Tx() TxID
+	isMessage()
+}
+
+// Header is carried by every coordinator-to-participant message. It tells
+// which cluster and which coordinator incarnation sent it (fencing).
+type Header struct {
+	Cluster string `json:"cluster"`
+	Epoch   Epoch  `json:"epoch"`
+}
+
+// ExecRequest asks a participant to run one statement of a transaction.
+// Statements of one transaction on one participant are numbered from 0 so
+// duplicates and gaps can be recognised.
+type ExecRequest struct {
+	Header
+	TxID  TxID   `json:"tx"`
+	Stmt  int    `json:"stmt"`
+	SQL   string `json:"sql"`
+	Args  []any  `json:"args,omitempty"`
+	Batch bool   `json:"batch,omitempty"`
+}
+
+// PrepareRequest asks a participant to prepare. Stmts is the number of
+// statements the coordinator saw succeed there; a participant that has a
+// different count lost work and must vote no.
+type PrepareRequest struct {
+	Header
+	TxID  TxID `json:"tx"`
+	Stmts int  `json:"stmts"`
+}
+
+// DecisionRequest tells a participant the outcome. Presumed marks an abort
+// answered for a transaction the coordinator has no record of; such an answer
+// is stale when the participant already knows the transaction committed.
+type DecisionRequest struct {
+	Header
+	TxID     TxID    `json:"tx"`
+	TxEpoch  Epoch   `json:"tx_epoch"`
+	Outcome  Outcome `json:"outcome"`
+	Presumed bool    `json:"presumed,omitempty"`
+}
+
+// ExecResult answers an ExecRequest.
+type ExecResult struct {
+	From   NodeID      `json:"from"`
+	TxID   TxID        `json:"tx"`
+	Stmt   int         `json:"stmt"`
+	Result *StmtResult `json:"result,omitempty"`
+	Err    string      `json:"error,omitempty"`
+}
+
+// VoteMessage answers a PrepareRequest.
+type VoteMessage struct {
+	From   NodeID `json:"from"`
+	TxID   TxID   `json:"tx"`
+	Vote   Vote   `json:"vote"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// AckMessage acknowledges that a decision was applied.
+type AckMessage struct {
+	From    NodeID  `json:"from"`
+	TxID    TxID    `json:"tx"`
+	Outcome Outcome `json:"outcome"`
+}
+
+// InquireMessage asks the coordinator for the decision on an in-doubt
+// transaction; the answer is a DecisionRequest.
+type InquireMessage struct {
+	From    NodeID `json:"from"`
+	TxID    TxID   `json:"tx"`
+	TxEpoch Epoch  `json:"tx_epoch"`
+}
+
+// StmtResult is what a statement returned.
+type StmtResult struct {
+	Columns      []string `json:"columns,omitempty"`
+	Rows         [][]any  `json:"rows,omitempty"`
+	RowsAffected int64    `json:"rows_affected"`
+	Tag          string   `json:"tag,omitempty"`
+}
+
+func (ExecRequest) Method() string     { return "tpcd.exec" }
+func (PrepareRequest) Method() string  { return "tpcd.prepare" }
+func (DecisionRequest) Method() string { return "tpcd.decide" }
+func (ExecResult) Method() string      { return "tpcd.exec_result" }
+func (VoteMessage) Method() string     { return "tpcd.vote" }
+func (AckMessage) Method() string      { return "tpcd.ack" }
+func (InquireMessage) Method() string  { return "tpcd.inquire" }
+
+func (m ExecRequest) Tx() TxID     { return m.TxID }
+func (m PrepareRequest) Tx() TxID  { return m.TxID }
+func (m DecisionRequest) Tx() TxID { return m.TxID }
+func (m ExecResult) Tx() TxID      { return m.TxID }
+func (m VoteMessage) Tx() TxID     { return m.TxID }
+func (m AckMessage) Tx() TxID      { return m.TxID }
+func (m InquireMessage) Tx() TxID  { return m.TxID }
+
+func (ExecRequest) isMessage()     {}
+func (PrepareRequest) isMessage()  {}
+func (DecisionRequest) isMessage() {}
+func (ExecResult) isMessage()      {}
+func (VoteMessage) isMessage()     {}
+func (AckMessage) isMessage()      {}
+func (InquireMessage) isMessage()  {}

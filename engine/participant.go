@@ -1,0 +1,630 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ParticipantConfig sets a participant's limits; zero durations take defaults.
+type ParticipantConfig struct {
+	// Node is this participant's id.
+	Node NodeID
+	// IdleTimeout rolls back an unprepared transaction that heard nothing
+	// from the coordinator this long (client or coordinator gone).
+	IdleTimeout time.Duration
+	// InquireAfter is how long a prepared transaction waits for the decision
+	// before asking the coordinator; the question repeats with backoff.
+	InquireAfter time.Duration
+	// RetryMin and RetryMax bound the backoff of inquiries and of data
+	// operations that failed for want of the data database.
+	RetryMin, RetryMax time.Duration
+	// LazyPrepared lets the yes vote leave before the Prepared event is
+	// durable. The prepared transaction and its marker survive a crash on
+	// their own; in exchange recovery treats every prepared GID of ours
+	// without an outcome as in doubt and asks, never rolling it back alone.
+	LazyPrepared bool
+	// RememberAborted is how many rolled-back transaction ids stay known so
+	// late messages cannot revive them.
+	RememberAborted int
+}
+
+func (c *ParticipantConfig) fill() {
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * DefaultIdleTimeout
+	}
+	if c.InquireAfter <= 0 {
+		c.InquireAfter = time.Second
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.RememberAborted <= 0 {
+		c.RememberAborted = 10000
+	}
+}
+
+// PartPhase is where a transaction stands at a participant.
+type PartPhase uint8
+
+const (
+	// TxWorking: statements run in an open data transaction.
+	TxWorking PartPhase = 1 + iota
+	// TxPreparing: PREPARE TRANSACTION is running.
+	TxPreparing
+	// TxPrepared: prepared and voted yes; waiting for the decision.
+	TxPrepared
+	// TxCommitting: COMMIT PREPARED is running.
+	TxCommitting
+	// TxAborting: ROLLBACK PREPARED is running.
+	TxAborting
+	// TxRollingBack: the open data transaction is being rolled back.
+	TxRollingBack
+	// TxCommitted: committed; the marker is being deleted.
+	TxCommitted
+)
+
+var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back", "committed"}
+
+func (p PartPhase) String() string {
+	if int(p) < len(partPhaseNames) && p != 0 {
+		return partPhaseNames[p]
+	}
+	return "phase(?)"
+}
+
+// Participant is a participant's state machine. It is not safe for concurrent
+// use; the driver owns it from one goroutine.
+type Participant struct {
+	cfg ParticipantConfig
+
+	cluster string
+	epoch   Epoch
+	// epochLSN is the LSN of the latest epoch event: nothing may be sent
+	// before the fence it sets is durable.
+	epochLSN   LSN
+	started    bool
+	violations int
+
+	txs map[TxID]*partTx
+	// aborted remembers rolled-back ids (FIFO) so a late statement cannot
+	// start the transaction afresh; readOnly ones finished without phase 2.
+	aborted    []TxID
+	abortedIdx map[TxID]bool
+
+	lsn LSN
+	rd  Ready
+}
+
+type partTx struct {
+	id    TxID
+	epoch Epoch
+	gid   string
+	phase PartPhase
+
+	nextStmt     int
+	last         *ExecResult // result of statement nextStmt-1, resent on duplicates
+	pending      int         // data operations issued and not yet done
+	lastActivity Instant
+
+	prepareWanted bool
+	prepareStmts  int
+	// abortWanted is an abort decision that arrived while preparing.
+	abortWanted bool
+	// ackWanted: the coordinator asked for the outcome; ack once applied.
+	ackWanted bool
+	reason    string
+
+	preparedLSN LSN
+	nextInquiry Instant
+	backoff     time.Duration
+
+	retryOp DataOp
+	retryAt Instant
+}
+
+// NewParticipant returns a participant with an empty state; fold its log in
+// with Apply before the Start step.
+func NewParticipant(cfg ParticipantConfig) *Participant {
+	cfg.fill()
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, abortedIdx: map[TxID]bool{}}
+}
+
+// Cluster is the cluster this participant serves, "" before it heard of one.
+func (p *Participant) Cluster() string { return p.cluster }
+
+// Epoch is the newest coordinator incarnation seen.
+func (p *Participant) Epoch() Epoch { return p.epoch }
+
+// Violations counts atomicity violations recorded in the log.
+func (p *Participant) Violations() int { return p.violations }
+
+// Apply folds one durable event into the state; see Coordinator.Apply.
+func (p *Participant) Apply(e Event) error {
+	switch e := e.(type) {
+	case PartEpochSeen:
+		p.cluster, p.epoch = e.Cluster, e.Epoch
+	case PartPrepared:
+		_, epoch, _, ok := ParseGID(e.GID)
+		if !ok {
+			return fmt.Errorf("engine: tx %d: malformed gid %q", e.TxID, e.GID)
+		}
+		tx := p.txs[e.TxID]
+		if tx == nil {
+			tx = &partTx{id: e.TxID, epoch: epoch, gid: e.GID}
+			p.txs[e.TxID] = tx
+		}
+		tx.phase = TxPrepared
+	case PartCommitted:
+		tx := p.txs[e.TxID]
+		if tx == nil {
+			_, epoch, _, _ := ParseGID(e.GID)
+			tx = &partTx{id: e.TxID, epoch: epoch, gid: e.GID}
+			p.txs[e.TxID] = tx
+		}
+		tx.phase = TxCommitted
+	case PartVotedNo:
+		p.remember(e.TxID)
+	case PartAborted:
+		delete(p.txs, e.TxID)
+		p.remember(e.TxID)
+	case PartForgotten:
+		delete(p.txs, e.TxID)
+	case PartViolation:
+		p.violations++
+	default:
+		return fmt.Errorf("engine: participant cannot apply %s", e.Kind())
+	}
+	return nil
+}
+
+func (p *Participant) remember(id TxID) {
+	if p.abortedIdx[id] {
+		return
+	}
+	p.aborted = append(p.aborted, id)
+	p.abortedIdx[id] = true
+	if len(p.aborted) > p.cfg.RememberAborted {
+		delete(p.abortedIdx, p.aborted[0])
+		p.aborted = p.aborted[1:]
+	}
+}
+
+func (p *Participant) emit(e Event) LSN {
+	if err := p.Apply(e); err != nil {
+		panic(fmt.Sprintf("engine: emitted event does not apply: %v", err))
+	}
+	if len(p.rd.Events) == 0 {
+		p.rd.FirstLSN = p.lsn + 1
+	}
+	p.rd.Events = append(p.rd.Events, e)
+	p.lsn++
+	return p.lsn
+}
+
+func (p *Participant) send(m Message, wait LSN) {
+	p.rd.Effects = append(p.rd.Effects, Send{To: CoordinatorNode, Msg: m, WaitLSN: max(wait, p.epochLSN)})
+}
+
+func (p *Participant) data(d Data, tx *partTx) {
+	tx.pending++
+	p.rd.Effects = append(p.rd.Effects, d)
+}
+
+func (p *Participant) violation(id TxID, format string, args ...any) {
+	d := fmt.Sprintf(format, args...)
+	p.emit(PartViolation{TxID: id, Detail: d})
+	p.rd.Effects = append(p.rd.Effects, Violation{TxID: id, Detail: d})
+}
+
+// Step feeds one input to the participant and returns what must be done.
+func (p *Participant) Step(in Input) Ready {
+	p.rd = Ready{}
+	now := in.At()
+	switch in := in.(type) {
+	case Start:
+		p.start(in)
+	case Tick:
+		if p.started {
+			p.tick(now)
+		}
+	case Receive:
+		if p.started {
+			p.receive(now, in.Msg)
+		}
+	case DataDone:
+		p.dataDone(in)
+	}
+	rd := p.rd
+	p.rd = Ready{}
+	return rd
+}
+
+// start reconciles the log with the data database after a restart. The
+// marker row, written inside the data transaction before PREPARE, decides
+// what happened to a transaction that is no longer prepared: present means
+// committed, absent means rolled back. Nothing is guessed.
+func (p *Participant) start(in Start) {
+	if p.started {
+		return
+	}
+	p.started = true
+	prepared := p.ours(in.PreparedGIDs)
+	markers := p.ours(in.Markers)
+	for _, id := range p.sortedTxIDs() {
+		tx := p.txs[id]
+		switch tx.phase {
+		case TxPrepared:
+			if _, ok := prepared[id]; ok {
+				tx.nextInquiry = in.Now
+				tx.backoff = p.cfg.RetryMin
+				continue
+			}
+			if _, ok := markers[id]; ok {
+				lsn := p.emit(PartCommitted{TxID: id, GID: tx.gid})
+				p.data(Data{Op: DataDeleteMarker, TxID: id, GID: tx.gid, WaitLSN: lsn}, tx)
+				continue
+			}
+			p.emit(PartAborted{TxID: id, GID: tx.gid, Reason: "found rolled back at recovery"})
+		case TxCommitted:
+			p.data(Data{Op: DataDeleteMarker, TxID: id, GID: tx.gid}, tx)
+		}
+	}
+	for _, id := range sortedKeys(prepared) {
+		if p.txs[id] != nil {
+			continue
+		}
+		gid := prepared[id]
+		_, epoch, _, _ := ParseGID(gid)
+		tx := &partTx{id: id, epoch: epoch, gid: gid, phase: TxPrepared, nextInquiry: in.Now, backoff: p.cfg.RetryMin}
+		p.txs[id] = tx
+		if p.cfg.LazyPrepared {
+			// The vote may have left before the Prepared event was written.
+			continue
+		}
+		// Prepared in PostgreSQL but never logged, so it never voted.
+		tx.phase = TxAborting
+		tx.reason = "prepared but never voted (crash before logging Prepared)"
+		p.data(Data{Op: DataRollbackPrepared, TxID: id, GID: gid}, tx)
+	}
+	for _, id := range sortedKeys(markers) {
+		if p.txs[id] != nil {
+			continue
+		}
+		if _, ok := prepared[id]; ok {
+			continue
+		}
+		gid := markers[id]
+		_, epoch, _, _ := ParseGID(gid)
+		tx := &partTx{id: id, epoch: epoch, gid: gid}
+		p.txs[id] = tx
+		lsn := p.emit(PartCommitted{TxID: id, GID: gid})
+		p.data(Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn}, tx)
+	}
+}
+
+// ours keeps the GIDs of this participant's cluster, by transaction id.
+func (p *Participant) ours(gids []string) map[TxID]string {
+	out := map[TxID]string{}
+	for _, g := range gids {
+		cluster, _, id, ok := ParseGID(g)
+		if ok && cluster == p.cluster && p.cluster != "" {
+			out[id] = g
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[TxID]string) []TxID {
+	ids := make([]TxID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (p *Participant) sortedTxIDs() []TxID {
+	ids := make([]TxID, 0, len(p.txs))
+	for id := range p.txs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// admit applies fencing to a coordinator message: an older epoch is refused,
+// a newer one is recorded before anything is sent in reply, and work left
+// open by the previous incarnation is rolled back (it can never commit:
+// its coordinator died undecided, so the new one presumes abort).
+func (p *Participant) admit(now Instant, h Header) bool {
+	if h.Cluster == "" || h.Epoch == 0 {
+		return false
+	}
+	if h.Cluster != p.cluster && p.cluster != "" {
+		for _, tx := range p.txs {
+			if tx.phase == TxPrepared {
+				// In-doubt work of our own cluster is waiting for its
+				// coordinator; a stranger must not take over.
+				return false
+			}
+		}
+	} else if h.Epoch <= p.epoch {
+		return h.Epoch == p.epoch
+	}
+	p.epochLSN = p.emit(PartEpochSeen{Cluster: h.Cluster, Epoch: h.Epoch})
+	for _, id := range p.sortedTxIDs() {
+		if tx := p.txs[id]; tx.phase == TxWorking && tx.epoch < h.Epoch {
+			p.rollback(now, tx, "coordinator restarted")
+		}
+	}
+	return true
+}
+
+func (p *Participant) receive(now Instant, m Message) {
+	switch m := m.(type) {
+	case ExecRequest:
+		if p.admit(now, m.Header) {
+			p.exec(now, m)
+		}
+	case PrepareRequest:
+		if p.admit(now, m.Header) {
+			p.prepare(now, m)
+		}
+	case DecisionRequest:
+		if p.admit(now, m.Header) {
+			p.decision(now, m)
+		}
+	}
+}
+
+func (p *Participant) execResult(tx TxID, stmt int, err string) ExecResult {
+	return ExecResult{From: p.cfg.Node, TxID: tx, Stmt: stmt, Err: err}
+}
+
+func (p *Participant) exec(now Instant, m ExecRequest) {
+	tx := p.txs[m.TxID]
+	if tx == nil {
+		switch {
+		case p.abortedIdx[m.TxID]:
+			p.send(p.execResult(m.TxID, m.Stmt, "transaction was rolled back here"), 0)
+			return
+		case m.Stmt != 0:
+			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
+			return
+		}
+		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: FormatGID(p.cluster, m.Epoch, m.TxID), phase: TxWorking}
+		p.txs[m.TxID] = tx
+	}
+	if tx.phase != TxWorking {
+		if tx.last != nil && tx.last.Stmt == m.Stmt {
+			p.send(*tx.last, 0)
+		}
+		return
+	}
+	tx.lastActivity = now
+	switch {
+	case m.Stmt < tx.nextStmt:
+		if tx.last != nil && tx.last.Stmt == m.Stmt {
+			p.send(*tx.last, 0)
+		}
+	case m.Stmt > tx.nextStmt:
+		p.send(p.execResult(tx.id, m.Stmt, fmt.Sprintf("statement %d arrived before statement %d", m.Stmt, tx.nextStmt)), 0)
+		p.rollback(now, tx, "statements lost")
+	default:
+		tx.nextStmt++
+		p.data(Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args}, tx)
+	}
+}
+
+func (p *Participant) vote(tx TxID, v Vote, reason string, wait LSN) {
+	p.send(VoteMessage{From: p.cfg.Node, TxID: tx, Vote: v, Reason: reason}, wait)
+}
+
+func (p *Participant) prepare(now Instant, m PrepareRequest) {
+	tx := p.txs[m.TxID]
+	if tx == nil {
+		p.vote(m.TxID, VoteNo, "no such transaction here (rolled back, or lost in a restart)", 0)
+		return
+	}
+	switch tx.phase {
+	case TxWorking:
+		tx.lastActivity = now
+		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
+		p.tryPrepare(now, tx)
+	case TxPrepared:
+		p.vote(tx.id, VoteYes, "", tx.preparedLSN)
+	case TxRollingBack:
+		tx.prepareWanted = true
+	}
+}
+
+func (p *Participant) tryPrepare(now Instant, tx *partTx) {
+	if !tx.prepareWanted || tx.pending > 0 || tx.phase != TxWorking {
+		return
+	}
+	tx.prepareWanted = false
+	if tx.nextStmt != tx.prepareStmts {
+		tx.prepareWanted = true // answered when the rollback is done
+		p.rollback(now, tx, fmt.Sprintf("ran %d statements, coordinator counted %d", tx.nextStmt, tx.prepareStmts))
+		return
+	}
+	tx.phase = TxPreparing
+	p.data(Data{Op: DataPrepare, TxID: tx.id, GID: tx.gid}, tx)
+}
+
+// rollback abandons an unprepared transaction.
+func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
+	tx.phase = TxRollingBack
+	tx.reason = reason
+	p.data(Data{Op: DataRollback, TxID: tx.id, GID: tx.gid}, tx)
+}
+
+func (p *Participant) ack(id TxID, o Outcome) {
+	p.send(AckMessage{From: p.cfg.Node, TxID: id, Outcome: o}, 0)
+}
+
+func (p *Participant) decision(now Instant, m DecisionRequest) {
+	tx := p.txs[m.TxID]
+	if tx == nil {
+		if m.Outcome == OutcomeCommit && p.abortedIdx[m.TxID] {
+			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
+		}
+		// Already finished and forgotten: acknowledge so the coordinator can
+		// forget too.
+		p.ack(m.TxID, m.Outcome)
+		return
+	}
+	tx.ackWanted = true
+	switch {
+	case m.Outcome == OutcomeCommit && tx.phase == TxPrepared:
+		tx.phase = TxCommitting
+		p.data(Data{Op: DataCommitPrepared, TxID: tx.id, GID: tx.gid}, tx)
+	case m.Outcome == OutcomeAbort && tx.phase == TxPrepared:
+		tx.phase = TxAborting
+		tx.reason = "coordinator decided abort"
+		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
+	case m.Outcome == OutcomeAbort && tx.phase == TxWorking:
+		p.rollback(now, tx, "coordinator decided abort")
+	case m.Outcome == OutcomeAbort && tx.phase == TxPreparing:
+		tx.abortWanted = true
+	case m.Outcome == OutcomeCommit && tx.phase == TxCommitted:
+		p.ack(tx.id, OutcomeCommit)
+	case m.Outcome == OutcomeCommit && tx.phase == TxCommitting,
+		m.Outcome == OutcomeAbort && (tx.phase == TxAborting || tx.phase == TxRollingBack):
+		// Already being applied; the ack follows.
+	case m.Outcome == OutcomeAbort && m.Presumed:
+		// A stale presumed answer to an old question: this participant
+		// knows better (it is committing or committed).
+	default:
+		p.violation(tx.id, "coordinator decided %s while this participant is %s", m.Outcome, tx.phase)
+	}
+}
+
+func (p *Participant) dataDone(in DataDone) {
+	tx := p.txs[in.TxID]
+	if tx == nil {
+		return
+	}
+	tx.pending--
+	if in.Retry && (in.Op == DataCommitPrepared || in.Op == DataRollbackPrepared || in.Op == DataDeleteMarker) {
+		tx.retryOp = in.Op
+		if tx.backoff == 0 {
+			tx.backoff = p.cfg.RetryMin
+		}
+		tx.retryAt = in.Now.Add(tx.backoff)
+		tx.backoff = min(2*tx.backoff, p.cfg.RetryMax)
+		return
+	}
+	now := in.Now
+	switch in.Op {
+	case DataExec:
+		r := p.execResult(tx.id, in.Stmt, in.Err)
+		if in.Err == "" {
+			r.Result = in.Result
+			tx.last = &r
+		}
+		p.send(r, 0)
+		if in.Err != "" && tx.phase == TxWorking {
+			p.rollback(now, tx, "statement failed: "+in.Err)
+			return
+		}
+		p.tryPrepare(now, tx)
+	case DataPrepare:
+		switch {
+		case in.Err != "":
+			// PREPARE may or may not have happened; rolling back the GID
+			// settles it either way (a missing GID with no marker is fine).
+			p.emit(PartVotedNo{TxID: tx.id, Reason: in.Err})
+			p.vote(tx.id, VoteNo, in.Err, 0)
+			tx.phase, tx.reason = TxAborting, "prepare failed: "+in.Err
+			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
+		case in.ReadOnly:
+			p.vote(tx.id, VoteReadOnly, "", 0)
+			delete(p.txs, tx.id)
+		case tx.abortWanted:
+			tx.phase, tx.reason = TxAborting, "coordinator decided abort"
+			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
+		default:
+			lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid})
+			if !p.cfg.LazyPrepared {
+				tx.preparedLSN = lsn
+			}
+			tx.nextInquiry = now.Add(p.cfg.InquireAfter)
+			tx.backoff = p.cfg.RetryMin
+			p.vote(tx.id, VoteYes, "", tx.preparedLSN)
+		}
+	case DataRollback, DataRollbackPrepared:
+		// A failed rollback of an open transaction still leaves nothing
+		// behind (its connection is gone); a failed ROLLBACK PREPARED means
+		// the marker showed the transaction committed.
+		if in.Err != "" && in.Op == DataRollbackPrepared {
+			p.violation(tx.id, "rollback of %s failed: %s", tx.gid, in.Err)
+		}
+		if tx.pending > 0 {
+			return // an earlier statement is still finishing; wait for it
+		}
+		reason := tx.reason
+		p.emit(PartAborted{TxID: tx.id, GID: tx.gid, Reason: reason})
+		if tx.prepareWanted {
+			p.vote(tx.id, VoteNo, reason, 0)
+		}
+		if tx.ackWanted {
+			p.ack(tx.id, OutcomeAbort)
+		}
+	case DataCommitPrepared:
+		if in.Err != "" {
+			p.violation(tx.id, "commit of %s failed: %s", tx.gid, in.Err)
+		}
+		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
+		p.ack(tx.id, OutcomeCommit)
+		p.data(Data{Op: DataDeleteMarker, TxID: tx.id, GID: tx.gid, WaitLSN: lsn}, tx)
+	case DataDeleteMarker:
+		p.emit(PartForgotten{TxID: tx.id})
+	}
+}
+
+func (p *Participant) tick(now Instant) {
+	for _, id := range p.sortedTxIDs() {
+		tx := p.txs[id]
+		if tx.retryOp != 0 && now >= tx.retryAt {
+			op := tx.retryOp
+			tx.retryOp = 0
+			p.data(Data{Op: op, TxID: tx.id, GID: tx.gid}, tx)
+			continue
+		}
+		switch tx.phase {
+		case TxWorking:
+			if tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) {
+				p.rollback(now, tx, fmt.Sprintf("no word from the coordinator for %s", p.cfg.IdleTimeout))
+			}
+		case TxPrepared:
+			if now >= tx.nextInquiry {
+				p.send(InquireMessage{From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
+				tx.nextInquiry = now.Add(tx.backoff)
+				tx.backoff = min(2*tx.backoff, p.cfg.RetryMax)
+			}
+		}
+	}
+}
+
+// PartTxSummary is one transaction as a participant sees it.
+type PartTxSummary struct {
+	TxID   TxID
+	GID    string
+	Phase  PartPhase
+	Reason string
+}
+
+// Transactions lists the transactions in memory, sorted by id.
+func (p *Participant) Transactions() []PartTxSummary {
+	var out []PartTxSummary
+	for _, id := range p.sortedTxIDs() {
+		tx := p.txs[id]
+		out = append(out, PartTxSummary{TxID: id, GID: tx.gid, Phase: tx.phase, Reason: tx.reason})
+	}
+	return out
+}
