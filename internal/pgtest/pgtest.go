@@ -1,0 +1,150 @@
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/db/embedpg"
+)
+
+// BinDirEnv names the environment variable that overrides where the
+// PostgreSQL binaries are.
+const BinDirEnv = "TPCD_TEST_PG_BIN"
+
+// timeout bounds each server start and each database creation or removal.
+const timeout = 2 * time.Minute
+
+var (
+	mu         sync.Mutex
+	inMain     bool             // Main is running the tests
+	shared     *embedpg.Cluster // started on first use
+	sharedErr  error            // why starting it failed; not retried
+	dbSequence atomic.Int64     // makes database names unique
+)
+
+// Main runs the tests and then stops the shared cluster if one was started.
+// Call it from TestMain: os.Exit(pgtest.Main(m)). A failure to stop the
+// cluster fails the run.
+func Main(m *testing.M) int {
+	mu.Lock()
+	inMain = true
+	mu.Unlock()
+
+	code := m.Run()
+
+	mu.Lock()
+	defer mu.Unlock()
+	inMain = false
+	if shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: stop shared PostgreSQL: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+		shared = nil
+	}
+	return code
+}
+
+// Cluster returns the cluster shared by the whole test binary, starting it
+// on first use. It fails the test if the cluster cannot be started or if
+// the package's TestMain does not call Main (which stops the cluster).
+func Cluster(t testing.TB) *embedpg.Cluster {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if !inMain {
+		t.Fatal("pgtest: the shared cluster needs TestMain to call pgtest.Main, which stops it")
+	}
+	if shared == nil && sharedErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		shared, sharedErr = embedpg.Start(ctx, embedpg.Options{
+			BinDir: os.Getenv(BinDirEnv),
+			Settings: map[string]string{
+				"fsync":              "off",
+				"synchronous_commit": "off",
+				"full_page_writes":   "off",
+			},
+		})
+	}
+	if sharedErr != nil {
+		t.Fatalf("pgtest: start shared PostgreSQL: %v", sharedErr)
+	}
+	return shared
+}
+
+// NewDB creates a database of its own for the test on the shared cluster
+// and returns its URI. The database is dropped, sessions and all, when the
+// test ends.
+func NewDB(t testing.TB) string {
+	t.Helper()
+	c := Cluster(t)
+	name := dbName(t.Name(), dbSequence.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.CreateDatabase(ctx, name); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := c.DropDatabase(ctx, name); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return c.URI(name)
+}
+
+// dbName makes a valid, unique database name that still tells which test
+// it belongs to, for whoever looks at a server during a hanging test.
+func dbName(testName string, seq int64) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(testName) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 40 { // names are limited to 63 bytes
+			break
+		}
+	}
+	return fmt.Sprintf("t_%s_%d", b.String(), seq)
+}
+
+// NewCluster starts a private cluster for a test that must kill, stop or
+// restart a server; it is stopped when the test ends. Unless opts say
+// otherwise it runs with fsync off, which keeps committed data across a
+// server kill (only an OS crash would lose it), and BinDir comes from
+// TPCD_TEST_PG_BIN.
+func NewCluster(t testing.TB, opts embedpg.Options) *embedpg.Cluster {
+	t.Helper()
+	if opts.BinDir == "" {
+		opts.BinDir = os.Getenv(BinDirEnv)
+	}
+	settings := map[string]string{"fsync": "off"}
+	maps.Copy(settings, opts.Settings)
+	opts.Settings = settings
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := embedpg.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("pgtest: start PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("pgtest: stop PostgreSQL: %v", err)
+		}
+	})
+	return c
+}
