@@ -1,0 +1,278 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for ClientOptions.
+const (
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultMaxResponseBytes = 64 << 20
+	DefaultPingInterval     = 15 * time.Second
+	DefaultPingTimeout      = 5 * time.Second
+)
+
+// ClientOptions configure a Client. The zero value of every field selects
+// its default.
+type ClientOptions struct {
+	// Logger receives connection-level events. Default: discard.
+	Logger *slog.Logger
+	// Path of the endpoint on the server. Default "/rpc".
+	Path string
+	// DialTimeout bounds one connection attempt (the call's ctx may end it
+	// sooner). Default 5s.
+	DialTimeout time.Duration
+	// MaxResponseBytes bounds a response body; a larger one fails the call
+	// with a transport error. Default 64 MiB.
+	MaxResponseBytes int64
+	// PingInterval is how long the connection may be silent before the
+	// client sends an HTTP/2 PING; a peer that does not answer within
+	// PingTimeout is considered gone and its connection is dropped, failing
+	// the calls waiting on it. This is what notices a peer that vanished
+	// without closing its socket (power loss, partition). Defaults 15s, 5s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+}
+
+// Client calls one peer over a single h2c connection, shared by any number
+// of concurrent calls. It connects on first use and reconnects on the next
+// call after the connection breaks. It is safe for concurrent use.
+type Client struct {
+	addr     string
+	url      string
+	maxBytes int64
+	log      *slog.Logger
+	tr       *http.Transport
+	hc       *http.Client
+	nextID   atomic.Uint64
+	closed   atomic.Bool
+}
+
+// ErrClientClosed is returned by Call after Close.
+var ErrClientClosed = errors.New("rpc: client closed")
+
+// NewClient returns a client for the server at addr ("host:port"). It does
+// not connect yet.
+func NewClient(addr string, opts ClientOptions) *Client {
+	c := &Client{
+		addr:     addr,
+		maxBytes: opts.MaxResponseBytes,
+		log:      opts.Logger,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultMaxResponseBytes
+	}
+	path := opts.Path
+	if path == "" {
+		path = DefaultPath
+	}
+	c.url = "http://" + addr + path
+	dialTimeout := opts.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = DefaultDialTimeout
+	}
+	pingInterval := opts.PingInterval
+	if pingInterval <= 0 {
+		pingInterval = DefaultPingInterval
+	}
+	pingTimeout := opts.PingTimeout
+	if pingTimeout <= 0 {
+		pingTimeout = DefaultPingTimeout
+	}
+
+	// Only h2c: with HTTP/1.1 in the set the transport would fall back to
+	// one connection per concurrent request.
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	c.tr = &http.Transport{
+		Protocols:   protocols,
+		DialContext: c.logDial(dialer),
+		// One connection per peer: calls that arrive while it is being
+		// dialled wait for it instead of racing to dial their own, and calls
+		// beyond the server's stream limit queue on it.
+		MaxConnsPerHost: 1,
+		HTTP2: &http.HTTP2Config{
+			StrictMaxConcurrentRequests: true,
+			SendPingTimeout:             pingInterval,
+			PingTimeout:                 pingTimeout,
+		},
+	}
+	c.hc = &http.Client{Transport: c.tr}
+	return c
+}
+
+func (c *Client) logDial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			c.log.Debug("rpc: dial failed", "addr", addr, "err", err)
+			return nil, err
+		}
+		c.log.Debug("rpc: connected", "addr", addr, "local", conn.LocalAddr().String())
+		return conn, nil
+	}
+}
+
+// Addr returns the peer address the client was made for.
+func (c *Client) Addr() string { return c.addr }
+
+// Call invokes method with params (nil for none; a json.RawMessage is sent
+// as is) and decodes the result into result (which may be nil to ignore it).
+//
+// Errors: when the server answered with a JSON-RPC error, the returned error
+// wraps an *Error (see IsCode). When no answer arrived — connection refused
+// or broken, ctx cancelled or past its deadline, a reply that is not
+// JSON-RPC — it wraps a *TransportError (see IsTransport), and the request
+// may or may not have been executed. Call returns as soon as ctx ends.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	if c.closed.Load() {
+		return fmt.Errorf("call %s at %s: %w", method, c.addr, ErrClientClosed)
+	}
+	id := c.nextID.Add(1)
+	body, err := encodeRequest(id, method, params)
+	if err != nil {
+		return fmt.Errorf("call %s at %s: encode params: %w", method, c.addr, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("call %s at %s: %w", method, c.addr, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+
+	transportErr := func(err error) error {
+		return &TransportError{Method: method, Addr: c.addr, Err: err}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// url.Error only repeats the method and URL; keep its cause.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return transportErr(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return transportErr(fmt.Errorf("read response: %w", err))
+	}
+	if int64(len(data)) > c.maxBytes {
+		return transportErr(fmt.Errorf("response exceeds %d bytes", c.maxBytes))
+	}
+
+	var msg response
+	if err := json.Unmarshal(data, &msg); err != nil || msg.JSONRPC != "2.0" || (msg.Error == nil && msg.Result == nil) {
+		if resp.StatusCode != http.StatusOK {
+			return transportErr(fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data)))
+		}
+		return transportErr(fmt.Errorf("malformed JSON-RPC response: %s", snippet(data)))
+	}
+	if msg.Error != nil {
+		// Errors about the request as a whole (too large, unparsable) carry
+		// a null id; any other id must be ours.
+		if !isNullID(msg.ID) && !sameID(msg.ID, id) {
+			return transportErr(fmt.Errorf("response id %s does not match request id %d", msg.ID, id))
+		}
+		return fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return transportErr(fmt.Errorf("HTTP %s with a result", resp.Status))
+	}
+	if !sameID(msg.ID, id) {
+		return transportErr(fmt.Errorf("response id %s does not match request id %d", msg.ID, id))
+	}
+	if result == nil {
+		return nil
+	}
+	if err := json.Unmarshal(msg.Result, result); err != nil {
+		return fmt.Errorf("call %s at %s: decode result into %T: %w", method, c.addr, result, err)
+	}
+	return nil
+}
+
+// Close releases the connection. Calls still in flight finish or fail on
+// their own; cancel their contexts to stop them. Later calls fail with
+// ErrClientClosed.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	c.tr.CloseIdleConnections()
+	return nil
+}
+
+type request struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      uint64          `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+type response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result"`
+	Error   *Error          `json:"error"`
+}
+
+func encodeRequest(id uint64, method string, params any) ([]byte, error) {
+	req := request{JSONRPC: "2.0", ID: id, Method: method}
+	if params != nil {
+		raw, ok := params.(json.RawMessage)
+		if !ok {
+			var err error
+			if raw, err = json.Marshal(params); err != nil {
+				return nil, err
+			}
+		}
+		if first := firstNonSpace(raw); first != '{' && first != '[' {
+			// JSON-RPC allows only structured params; failing here beats a
+			// round trip that ends in CodeInvalidRequest.
+			return nil, fmt.Errorf("params must encode as a JSON object or array, got %s", snippet(raw))
+		}
+		req.Params = raw
+	}
+	return json.Marshal(req)
+}
+
+func firstNonSpace(b []byte) byte {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+func isNullID(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || bytes.Equal(t, []byte("null"))
+}
+
+func sameID(raw json.RawMessage, id uint64) bool {
+	return string(bytes.TrimSpace(raw)) == strconv.FormatUint(id, 10)
+}
+
+// snippet keeps error messages readable when a peer sends something large.
+func snippet(b []byte) string {
+	const max = 200
+	b = bytes.TrimSpace(b)
+	if len(b) > max {
+		return strconv.Quote(string(b[:max])) + "..."
+	}
+	return strconv.Quote(string(b))
+}

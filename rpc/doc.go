@@ -1,0 +1,20 @@
+// Package rpc is the JSON-RPC 2.0 transport between tpcd nodes and towards
+// operators and clients.
+//
+// Requests travel as HTTP POST bodies to one endpoint (default "/rpc"). The
+// server speaks HTTP/1.1, so that curl works, and unencrypted HTTP/2 with
+// prior knowledge (h2c), so that a node multiplexes any number of concurrent
+// calls to a peer over a single TCP connection instead of dialling once per
+// message. The Client speaks h2c only and keeps exactly one connection per
+// peer, dialled lazily and re-dialled after it breaks.
+//
+// The server side is built on github.com/creachadair/jrpc2 (its HTTP bridge
+// and handler map). The client side is a thin layer over net/http rather
+// than jrpc2's HTTP channel, because that channel stops the whole jrpc2
+// client when any single HTTP exchange fails and reports the failure as a
+// server-style internal error; tpcd needs per-call failures, cancellation
+// that reaches the wire, and a clear split between "the server answered with
+// an error" (*Error) and "no answer arrived" (IsTransport).
+//
+// The wire format is described in docs/WIRE.md.
+package rpc

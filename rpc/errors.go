@@ -1,0 +1,164 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+)
+
+// Standard JSON-RPC 2.0 error codes.
+const (
+	CodeParseError     = -32700 // the request body is not valid JSON
+	CodeInvalidRequest = -32600 // valid JSON but not a valid request (also: body too large, wrong HTTP method or content type)
+	CodeMethodNotFound = -32601 // no such method
+	CodeInvalidParams  = -32602 // params missing, of the wrong shape or type, or with unknown fields
+	CodeInternal       = -32603 // the handler failed or panicked; the message says why
+)
+
+// Application error codes of tpcd, in the range the specification leaves to
+// implementations (-32000..-32099). Codes -32096..-32099 are avoided because
+// the jrpc2 library may emit them itself (for example when a request is
+// cancelled during server shutdown).
+const (
+	CodeUnknownTx   = -32001 // the transaction id was never issued here, or has been forgotten after it ended
+	CodeTxNotActive = -32002 // the transaction exists but no longer accepts this request (already deciding, decided or ended)
+	CodeUnavailable = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
+	CodeStaleEpoch  = -32004 // the message comes from an older coordinator incarnation and is refused (fencing)
+	CodeBadNode     = -32005 // the node id is out of range, or the message reached the wrong node or cluster
+	CodeAborted     = -32006 // the transaction has been aborted; the message says why
+)
+
+// Error is a JSON-RPC error object. Handlers return it (possibly wrapped) to
+// choose the code sent to the caller; Client.Call returns it (wrapped with
+// the method name) when the server answered with an error.
+type Error struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// Error implements the error interface.
+func (e *Error) Error() string {
+	if len(e.Data) > 0 {
+		return fmt.Sprintf("rpc error %d: %s (data: %s)", e.Code, e.Message, e.Data)
+	}
+	return fmt.Sprintf("rpc error %d: %s", e.Code, e.Message)
+}
+
+// Errorf returns an *Error with the given code and a formatted message.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WithData returns a copy of e whose Data is v encoded as JSON, so that a
+// caller can act on structured details (for example the current epoch that
+// made a message stale). If v cannot be encoded the copy keeps e's Data and
+// the encoding failure is appended to its message instead of being lost.
+func (e *Error) WithData(v any) *Error {
+	out := *e
+	data, err := json.Marshal(v)
+	if err != nil {
+		out.Message = fmt.Sprintf("%s (error data not encodable: %v)", e.Message, err)
+		return &out
+	}
+	out.Data = data
+	return &out
+}
+
+// IsCode reports whether err is, or wraps, an *Error with the given code.
+func IsCode(err error, code int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// TransportError reports that a call got no JSON-RPC response: the
+// connection could not be made or broke, the context ended, or the peer
+// answered with something that is not a JSON-RPC response. The request may
+// or may not have reached the handler, so only idempotent requests may be
+// retried blindly.
+type TransportError struct {
+	Method string // the method called
+	Addr   string // the peer, "host:port"
+	Err    error  // the cause; errors.Is(err, context.DeadlineExceeded) etc. see through it
+}
+
+// Error implements the error interface.
+func (e *TransportError) Error() string {
+	return fmt.Sprintf("call %s at %s: transport: %v", e.Method, e.Addr, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// IsTransport reports whether err is, or wraps, a *TransportError, that is
+// whether the outcome of the call is unknown (the request may or may not
+// have been delivered and executed). It is false for an *Error, which proves
+// the server received and answered the request.
+func IsTransport(err error) bool {
+	var e *TransportError
+	return errors.As(err, &e)
+}
+
+// DecodeParams decodes a handler's params into v strictly: params must be
+// present, unknown object fields are refused, values must match the Go
+// types, and nothing may follow the value. Any failure is an *Error with
+// CodeInvalidParams whose message names the offending field, so that a
+// caller typing requests by hand learns what to fix.
+func DecodeParams(raw json.RawMessage, v any) error {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		return Errorf(CodeInvalidParams, "missing params")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeInvalidParams, "invalid params: %s", describeDecodeError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Errorf(CodeInvalidParams, "invalid params: unexpected data after the params value")
+	}
+	return nil
+}
+
+// describeDecodeError rewrites encoding/json errors, which speak of Go types
+// and struct names, in terms of the JSON the caller sent.
+func describeDecodeError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return fmt.Sprintf("expected %s, got JSON %s", jsonKind(typeErr.Type.Kind()), typeErr.Value)
+		}
+		return fmt.Sprintf("field %q: expected %s, got JSON %s", typeErr.Field, jsonKind(typeErr.Type.Kind()), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
+	}
+	// Unknown fields and custom unmarshalers produce plain errors; drop the
+	// package prefix that means nothing to a caller.
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names the JSON shape a Go kind decodes from.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "a value of kind " + k.String()
+}

@@ -1,0 +1,301 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/creachadair/jrpc2"
+	"github.com/creachadair/jrpc2/handler"
+	"github.com/creachadair/jrpc2/jhttp"
+)
+
+// Handler implements one method. params is the raw "params" member of the
+// request (nil when absent); decode it with DecodeParams. The result is
+// encoded as JSON. An *Error (possibly wrapped) is sent to the caller as is;
+// any other error is sent as CodeInternal with its message. ctx ends when
+// the server shuts down.
+type Handler func(ctx context.Context, params json.RawMessage) (any, error)
+
+// Defaults for ServerOptions.
+const (
+	DefaultMaxRequestBytes = 1 << 20
+	DefaultPath            = "/rpc"
+	DefaultMaxConcurrency  = 1024
+)
+
+// ServerOptions configure a Server. The zero value of every field selects
+// its default.
+type ServerOptions struct {
+	// Logger receives handler failures, panics and HTTP server errors.
+	// Default: discard.
+	Logger *slog.Logger
+	// MaxRequestBytes bounds a request body; a larger one is answered with
+	// HTTP 413 and a CodeInvalidRequest error. Default 1 MiB.
+	MaxRequestBytes int64
+	// Methods maps method names to handlers. Names starting with "rpc." are
+	// reserved by JSON-RPC and are not reachable.
+	Methods map[string]Handler
+	// Path is where Serve mounts the endpoint. Default "/rpc".
+	Path string
+	// MaxConcurrency bounds the handlers running at once across all
+	// connections, and the concurrent HTTP/2 streams of one connection;
+	// further requests wait. Default 1024: handlers mostly wait on
+	// databases and peers, so the limit guards memory, not CPU.
+	MaxConcurrency int
+}
+
+// Server answers JSON-RPC requests over HTTP/1.1 and h2c.
+type Server struct {
+	log      *slog.Logger
+	path     string
+	maxBytes int64
+
+	bridge jhttp.Bridge
+	http   *http.Server
+
+	// handlerCtx is the parent of every handler's context; cancelling it
+	// tells handlers still running at the end of a Shutdown to give up.
+	handlerCtx    context.Context
+	cancelHandler context.CancelFunc
+
+	closeOnce    sync.Once
+	bridgeClosed chan struct{}
+}
+
+type parsedRequestsKey struct{}
+
+// NewServer builds a server for opts.Methods. It does not listen; call Serve,
+// or mount Handler on a mux of your own.
+func NewServer(opts ServerOptions) *Server {
+	s := &Server{
+		log:          opts.Logger,
+		path:         opts.Path,
+		maxBytes:     opts.MaxRequestBytes,
+		bridgeClosed: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.path == "" {
+		s.path = DefaultPath
+	}
+	if s.maxBytes <= 0 {
+		s.maxBytes = DefaultMaxRequestBytes
+	}
+	concurrency := opts.MaxConcurrency
+	if concurrency <= 0 {
+		concurrency = DefaultMaxConcurrency
+	}
+	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+
+	methods := make(handler.Map, len(opts.Methods))
+	for name, h := range opts.Methods {
+		if strings.HasPrefix(name, "rpc.") {
+			s.log.Warn("rpc: method name reserved by JSON-RPC, not served", "method", name)
+			continue
+		}
+		methods[name] = s.wrap(name, h)
+	}
+
+	jopts := &jrpc2.ServerOptions{
+		Concurrency: concurrency,
+		NewContext:  func() context.Context { return s.handlerCtx },
+		// The built-in rpc.serverInfo would list methods and process-wide
+		// counters to anyone who can reach the port; tpcd exposes its own
+		// status methods instead.
+		DisableBuiltin: true,
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		jopts.Logger = func(text string) { s.log.Debug(text, "component", "jrpc2") }
+	}
+	s.bridge = jhttp.NewBridge(methods, &jhttp.BridgeOptions{
+		Server: jopts,
+		// serveRPC has already checked and parsed the request; handing the
+		// result over through the context keeps the bridge from failing
+		// malformed bodies with a plain-text HTTP 500.
+		ParseRequest: func(r *http.Request) ([]*jrpc2.ParsedRequest, error) {
+			reqs, ok := r.Context().Value(parsedRequestsKey{}).([]*jrpc2.ParsedRequest)
+			if !ok {
+				return nil, errors.New("rpc: request reached the bridge unparsed")
+			}
+			return reqs, nil
+		},
+	})
+
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	mux := http.NewServeMux()
+	mux.Handle(s.path, s.Handler())
+	s.http = &http.Server{
+		Handler:           mux,
+		Protocols:         protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: concurrency},
+		ReadHeaderTimeout: 10 * time.Second,
+		// Idle peers are dropped eventually; clients re-dial on demand.
+		IdleTimeout: 5 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
+// a mux of the caller's (next to metrics or health checks). It answers at
+// whatever path it is mounted on; ServerOptions.Path applies to Serve only.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveRPC) }
+
+// Serve accepts HTTP/1.1 and h2c connections on ln and serves Path on them
+// until Shutdown, after which it returns http.ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.http.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits for running requests to
+// finish or ctx to end, whichever comes first. When ctx ends first, open
+// connections are closed and the contexts of still-running handlers are
+// cancelled; Shutdown then returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+		s.cancelHandler()
+	}
+	// The bridge's Close waits for every running handler, so it must not
+	// outlast ctx either.
+	s.closeOnce.Do(func() {
+		go func() {
+			if err := s.bridge.Close(); err != nil {
+				s.log.Debug("rpc: jrpc2 server stopped", "err", err)
+			}
+			close(s.bridgeClosed)
+		}()
+	})
+	select {
+	case <-s.bridgeClosed:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	s.cancelHandler()
+	if err != nil {
+		return fmt.Errorf("rpc server shutdown: %w", err)
+	}
+	return nil
+}
+
+// serveRPC does the HTTP-level checks and the parsing itself, so that every
+// failure is reported as a JSON-RPC error object a client can decode, then
+// hands the parsed requests to the jrpc2 bridge.
+func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
+		return
+	}
+	// Requiring application/json is a guard, not pedantry: browsers send
+	// only "simple" content types cross-origin without a CORS preflight, so
+	// this keeps a web page from driving a node on localhost.
+	if mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" ||
+		(params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		writeError(w, http.StatusUnsupportedMediaType, Errorf(CodeInvalidRequest, "Content-Type must be application/json, not %q", r.Header.Get("Content-Type")))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, Errorf(CodeInvalidRequest, "request body exceeds %d bytes", s.maxBytes))
+			return
+		}
+		// The client most likely went away; answer anyway in case it did not.
+		writeError(w, http.StatusBadRequest, Errorf(CodeInvalidRequest, "reading request body: %v", err))
+		return
+	}
+	reqs, err := jrpc2.ParseRequests(body)
+	if err != nil {
+		writeError(w, http.StatusOK, Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))
+		return
+	}
+	if len(reqs) == 0 {
+		writeError(w, http.StatusOK, Errorf(CodeInvalidRequest, "empty batch"))
+		return
+	}
+	s.bridge.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), parsedRequestsKey{}, reqs)))
+}
+
+// writeError answers with a JSON-RPC error response whose id is null, as the
+// specification requires when the request id could not be determined.
+func writeError(w http.ResponseWriter, status int, e *Error) {
+	body, err := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      any    `json:"id"`
+		Error   *Error `json:"error"`
+	}{"2.0", nil, e})
+	if err != nil {
+		// An *Error built here always encodes; keep the reply valid anyway.
+		body = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// wrap adapts a Handler to jrpc2: it recovers panics, encodes the result
+// itself so an unencodable result is a clear CodeInternal, and maps errors
+// to the codes promised by the package.
+func (s *Server) wrap(name string, h Handler) jrpc2.Handler {
+	return func(ctx context.Context, req *jrpc2.Request) (result any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("rpc handler panicked", "method", name, "panic", p, "stack", string(debug.Stack()))
+				result, err = nil, &jrpc2.Error{Code: jrpc2.InternalError, Message: fmt.Sprintf("handler for %s panicked: %v", name, p)}
+			}
+		}()
+		var params json.RawMessage
+		if req.HasParams() {
+			params = json.RawMessage(req.ParamString())
+		}
+		v, err := h(ctx, params)
+		if err != nil {
+			return nil, s.toWire(ctx, name, err)
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			s.log.Error("rpc handler result not encodable", "method", name, "err", err)
+			return nil, &jrpc2.Error{Code: jrpc2.InternalError, Message: fmt.Sprintf("encode result of %s: %v", name, err)}
+		}
+		return json.RawMessage(data), nil
+	}
+}
+
+func (s *Server) toWire(ctx context.Context, name string, err error) *jrpc2.Error {
+	var e *Error
+	if errors.As(err, &e) {
+		msg := e.Message
+		if msg == "" {
+			// The specification requires a message.
+			msg = fmt.Sprintf("error %d", e.Code)
+		}
+		s.log.Debug("rpc handler error", "method", name, "code", e.Code, "err", err)
+		return &jrpc2.Error{Code: jrpc2.Code(e.Code), Message: msg, Data: e.Data}
+	}
+	level := slog.LevelWarn
+	if ctx.Err() != nil {
+		// Shutdown cut the handler short; that is expected, not a fault.
+		level = slog.LevelDebug
+	}
+	s.log.Log(ctx, level, "rpc handler failed", "method", name, "err", err)
+	return &jrpc2.Error{Code: jrpc2.InternalError, Message: err.Error()}
+}
