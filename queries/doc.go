@@ -1,0 +1,8 @@
+// Package queries is the sqlc-generated access layer of the event log: the SQL lives
+// in events.sql, the schema in db/migrations, and everything else here is generated
+// by `make generate` (sqlc, pgx/v5) and must not be edited by hand.
+//
+// Every method takes its DBTX as an argument, so the same call runs on a pool, a
+// connection or inside a transaction. Code outside logstore should not need this
+// package; logstore turns its rows into domain records.
+package queries

@@ -1,0 +1,52 @@
+-- EventAppend writes one event and returns its seq.
+-- name: EventAppend :one
+INSERT INTO tpcd_events (node, tx, kind, payload)
+VALUES (@node, @tx, @kind, @payload)
+RETURNING seq;
+
+-- EventAppendMany writes any number of events in one round trip (the arrays are
+-- parallel, one element per event). WITH ORDINALITY and ORDER BY make the rows, and
+-- so their seq values, follow the array order.
+-- name: EventAppendMany :many
+INSERT INTO tpcd_events (node, tx, kind, payload)
+SELECT e.node, e.tx, e.kind, e.payload
+FROM ROWS FROM (
+        unnest(@nodes::text[]), unnest(@txs::bigint[]),
+        unnest(@kinds::text[]), unnest(@payloads::jsonb[])
+    ) WITH ORDINALITY AS e(node, tx, kind, payload, ord)
+ORDER BY e.ord
+RETURNING seq;
+
+-- EventListByNode reads one keyset page of a node's log: callers pass the last seq
+-- they saw, so a log of any size streams in bounded memory.
+-- name: EventListByNode :many
+SELECT seq, node, tx, kind, payload, created_at
+FROM tpcd_events
+WHERE node = @node AND seq > @after_seq
+ORDER BY seq
+LIMIT @max_rows;
+
+-- EventListByTx reads one transaction's events of a node, in seq order.
+-- name: EventListByTx :many
+SELECT seq, node, tx, kind, payload, created_at
+FROM tpcd_events
+WHERE node = @node AND tx = @tx
+ORDER BY seq;
+
+-- EventDeleteByTxs compacts a node's log once the given transactions are over and
+-- returns how many events it removed.
+-- name: EventDeleteByTxs :execrows
+DELETE FROM tpcd_events
+WHERE node = @node AND tx = ANY(@txs::bigint[]);
+
+-- EventListNodes names every node that has events in this log, sorted.
+-- name: EventListNodes :many
+SELECT DISTINCT node
+FROM tpcd_events
+ORDER BY node;
+
+-- EventCountByNode counts a node's events.
+-- name: EventCountByNode :one
+SELECT count(*)
+FROM tpcd_events
+WHERE node = @node;
