@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CLI is the whole command line; each command lives in its own file.
+type CLI struct {
+	Globals
+
+	Coordinator CoordinatorCmd `cmd:"" help:"Run the coordinator: clients talk to it, it drives two-phase commit across the participants."`
+	Participant ParticipantCmd `cmd:"" help:"Run a participant: it executes statements on its data database and votes."`
+	Replay      ReplayCmd      `cmd:"" help:"Print the state recovered from a node's log without starting the node."`
+	Client      ClientCmd      `cmd:"" help:"Talk to a coordinator: interactive shell, scripts, and CSV loading."`
+}
+
+// Globals are flags every command takes.
+type Globals struct {
+	LogLevel  string `help:"Log level: debug, info, warn, error." enum:"debug,info,warn,error" default:"info"`
+	LogFormat string `help:"Log format: text or json." enum:"text,json" default:"text"`
+}
+
+// Logger builds the one logger a command passes down.
+func (g *Globals) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(g.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if g.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Seconds is a duration given as seconds ("5", "0.5") as in the seed
+// project, or with a unit ("500ms", "2m").
+type Seconds time.Duration
+
+// UnmarshalText lets kong parse flags and environment variables.
+func (s *Seconds) UnmarshalText(b []byte) error {
+	v := strings.TrimSpace(string(b))
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 {
+			return fmt.Errorf("%q: must not be negative", v)
+		}
+		*s = Seconds(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a number of seconds or a duration like 500ms", v)
+	}
+	if d < 0 {
+		return fmt.Errorf("%q: must not be negative", v)
+	}
+	*s = Seconds(d)
+	return nil
+}
+
+// D returns the duration.
+func (s Seconds) D() time.Duration { return time.Duration(s) }
+
+// checkAddr validates a HOST:PORT flag value.
+func checkAddr(flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--%s %q: want HOST:PORT, e.g. 127.0.0.1:9990", flag, addr)
+	}
+	if host == "" {
+		return fmt.Errorf("--%s %q: the host is missing; use e.g. 127.0.0.1%s", flag, addr, addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("--%s %q: the port must be a number from 1 to 65535", flag, addr)
+	}
+	return nil
+}
+
+// checkURI validates a PostgreSQL connection URI flag.
+func checkURI(flag, uri string) error {
+	if uri == "" {
+		return nil
+	}
+	if !strings.HasPrefix(uri, "postgres://") && !strings.HasPrefix(uri, "postgresql://") {
+		return fmt.Errorf("--%s: want a URI like postgresql://user@host:5432/dbname (leave it out to run an embedded PostgreSQL)", flag)
+	}
+	return nil
+}
+
+// waitForSignal blocks until ctx ends (SIGINT/SIGTERM) and says so.
+func waitForSignal(ctx context.Context, logger *slog.Logger) {
+	<-ctx.Done()
+	logger.Info("shutting down")
+}
+
+func stderrLogger(g *Globals) *slog.Logger { return g.Logger(os.Stderr) }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+)
+
+// CoordinatorCmd runs a coordinator node.
+type CoordinatorCmd struct {
+	Host        string   `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9990"`
+	Participant []string `help:"A participant's HOST:PORT; repeat once per participant, in node-id order (node 0 first)." required:""`
+	LogDB       string   `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	Timeout     Seconds  `help:"Seconds to wait for all votes before aborting." default:"5"`
+	BatchSize   int      `help:"Seed form: how many execute calls make one transaction." default:"1"`
+	BatchFlush  Seconds  `help:"Seed form: commit a partial batch this long after it began." default:"1"`
+	ExecTimeout Seconds  `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
+	IdleTimeout Seconds  `help:"Abort an explicit transaction whose client made no call for this long." default:"60"`
+	StateDir    string   `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
+	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+}
+
+// Help is the long help.
+func (c *CoordinatorCmd) Help() string {
+	return `Example (the seed project's command line):
+
+  tpcd coordinator --host localhost:9990 \
+      --participant localhost:9991 --participant localhost:9992 \
+      --log-db postgresql://localhost:8880
+
+Clients call begin/exec/commit/rollback/status, or the seed form execute,
+over JSON-RPC on --host (see docs/WIRE.md and 'tpcd client').`
+}
+
+// Validate checks flag combinations before anything starts.
+func (c *CoordinatorCmd) Validate() error {
+	if err := checkAddr("host", c.Host); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Participant {
+		if err := checkAddr("participant", p); err != nil {
+			return err
+		}
+		if seen[p] {
+			return fmt.Errorf("--participant %s is given twice; each participant needs its own address", p)
+		}
+		seen[p] = true
+	}
+	if c.BatchSize < 1 {
+		return fmt.Errorf("--batch-size %d: must be at least 1", c.BatchSize)
+	}
+	if c.Timeout.D() <= 0 {
+		return fmt.Errorf("--timeout must be more than 0 seconds")
+	}
+	return checkURI("log-db", c.LogDB)
+}
+
+// Run starts the coordinator and serves until SIGINT/SIGTERM.
+func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
+	logger := stderrLogger(g)
+	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer dbs.Close()
+	ln, err := net.Listen("tcp", c.Host)
+	if err != nil {
+		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+	}
+	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
+		Participants: c.Participant,
+		Log:          dbs.Log,
+		Logger:       logger,
+		Engine: engine.CoordinatorConfig{
+			VoteTimeout: c.Timeout.D(),
+			ExecTimeout: c.ExecTimeout.D(),
+			IdleTimeout: c.IdleTimeout.D(),
+			BatchSize:   c.BatchSize,
+			BatchFlush:  c.BatchFlush.D(),
+		},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
+		"log_db", node.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
+	waitForSignal(ctx, logger)
+	return coord.Close()
+}

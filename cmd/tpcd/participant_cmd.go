@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+)
+
+// ParticipantCmd runs a participant node.
+type ParticipantCmd struct {
+	NodeID           *int    `name:"node-id" help:"This participant's id: participants are numbered 0, 1, 2, ... in the order the coordinator lists them." required:""`
+	Host             string  `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9991"`
+	Coordinator      string  `help:"The coordinator's HOST:PORT." required:""`
+	LogDB            string  `name:"log-db" help:"PostgreSQL URI of this participant's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	DataDB           string  `name:"data-db" help:"PostgreSQL URI of the data database the statements run on. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	LockTimeout      Seconds `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
+	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
+	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long." default:"120"`
+	LazyPrepared     bool    `help:"Vote yes before the Prepared event is durable (faster; recovery then asks the coordinator about every prepared transaction)."`
+	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction." default:"100"`
+	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
+	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+}
+
+// Help is the long help.
+func (c *ParticipantCmd) Help() string {
+	return `Example (the seed project's command line):
+
+  tpcd participant --node-id 0 --host localhost:9991 \
+      --coordinator localhost:9990 \
+      --log-db postgresql://localhost:8881 --data-db postgresql://localhost:8871`
+}
+
+// Validate checks flag combinations before anything starts.
+func (c *ParticipantCmd) Validate() error {
+	if c.NodeID == nil {
+		return fmt.Errorf("--node-id is required (0 for the first participant)")
+	}
+	if *c.NodeID < 0 {
+		return fmt.Errorf("--node-id %d: ids start at 0", *c.NodeID)
+	}
+	if err := checkAddr("host", c.Host); err != nil {
+		return err
+	}
+	if err := checkAddr("coordinator", c.Coordinator); err != nil {
+		return err
+	}
+	if c.Host == c.Coordinator {
+		return fmt.Errorf("--host and --coordinator are both %s; the participant needs an address of its own", c.Host)
+	}
+	if c.MaxConns < 2 {
+		return fmt.Errorf("--max-conns %d: need at least 2", c.MaxConns)
+	}
+	if err := checkURI("log-db", c.LogDB); err != nil {
+		return err
+	}
+	return checkURI("data-db", c.DataDB)
+}
+
+// Run starts the participant and serves until SIGINT/SIGTERM.
+func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
+	logger := stderrLogger(g)
+	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{
+		LogURI: c.LogDB, DataURI: c.DataDB, NeedData: true, StateDir: c.StateDir, PGBin: c.PGBin,
+		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer dbs.Close()
+	ln, err := net.Listen("tcp", c.Host)
+	if err != nil {
+		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+	}
+	p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{
+		ID:               engine.NodeID(*c.NodeID),
+		Coordinator:      c.Coordinator,
+		Log:              dbs.Log,
+		Data:             dbs.Data,
+		Logger:           logger,
+		LockTimeout:      c.LockTimeout.D(),
+		StatementTimeout: c.StatementTimeout.D(),
+		Engine: engine.ParticipantConfig{
+			IdleTimeout:  c.IdleTimeout.D(),
+			LazyPrepared: c.LazyPrepared,
+		},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
+		"log_db", node.Redact(dbs.LogURI), "data_db", node.Redact(dbs.DataURI))
+	waitForSignal(ctx, logger)
+	return p.Close()
+}

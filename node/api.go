@@ -1,0 +1,146 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// Client-facing JSON-RPC methods of the coordinator. Replies are the engine's
+// reply types (engine.BeginReply, engine.ExecReply, engine.OutcomeReply,
+// engine.StatusReply) and NodeHealth.
+const (
+	MethodBegin    = "begin"
+	MethodExec     = "exec"
+	MethodCommit   = "commit"
+	MethodRollback = "rollback"
+	MethodStatus   = "status"
+	MethodExecute  = "execute"
+	MethodNodes    = "nodes"
+	// MethodPing is served by every node; peers use it to check health.
+	MethodPing = "tpcd.ping"
+)
+
+// TxParams names a transaction (commit, rollback, status).
+type TxParams struct {
+	TxID engine.TxID `json:"tx"`
+}
+
+// ExecParams runs a statement in an explicit transaction.
+type ExecParams struct {
+	TxID engine.TxID    `json:"tx"`
+	Node *engine.NodeID `json:"node"`
+	SQL  string         `json:"sql"`
+	Args []any          `json:"args,omitempty"`
+}
+
+// ExecuteParams is the seed form: a statement that joins the current batch.
+type ExecuteParams struct {
+	Node *engine.NodeID `json:"node"`
+	SQL  string         `json:"sql"`
+	Args []any          `json:"args,omitempty"`
+}
+
+// NodeHealth is one participant as the coordinator sees it.
+type NodeHealth struct {
+	Node      engine.NodeID `json:"node"`
+	Address   string        `json:"address"`
+	Reachable bool          `json:"reachable"`
+	Epoch     engine.Epoch  `json:"epoch,omitempty"`
+	LastError string        `json:"last_error,omitempty"`
+	// LastSeen is the age in milliseconds of the last successful contact,
+	// -1 if never.
+	LastSeenMillis int64 `json:"last_seen_ms"`
+}
+
+// PingReply answers MethodPing.
+type PingReply struct {
+	Role    string       `json:"role"`
+	Node    string       `json:"node"`
+	Cluster string       `json:"cluster,omitempty"`
+	Epoch   engine.Epoch `json:"epoch,omitempty"`
+}
+
+// Ack is the empty reply to node-to-node messages: they are one-way, and the
+// answer only says the message reached the node's queue.
+type Ack struct{}
+
+// rpcError turns an engine error into a JSON-RPC error with a matching code.
+func rpcError(e *engine.Error) *rpc.Error {
+	code := rpc.CodeInternal
+	switch e.Code {
+	case engine.ErrUnknownTx:
+		code = rpc.CodeUnknownTx
+	case engine.ErrTxNotActive:
+		code = rpc.CodeTxNotActive
+	case engine.ErrBadNode:
+		code = rpc.CodeBadNode
+	case engine.ErrAborted, engine.ErrStatement:
+		code = rpc.CodeAborted
+	case engine.ErrBadRequest:
+		code = rpc.CodeUnavailable
+	}
+	return rpc.Errorf(code, "%s", e.Message)
+}
+
+// decodeMessage decodes a node-to-node message of the given method.
+func decodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
+	var m engine.Message
+	var err error
+	switch method {
+	case engine.ExecRequest{}.Method():
+		m, err = decodeAs[engine.ExecRequest](raw)
+	case engine.PrepareRequest{}.Method():
+		m, err = decodeAs[engine.PrepareRequest](raw)
+	case engine.DecisionRequest{}.Method():
+		m, err = decodeAs[engine.DecisionRequest](raw)
+	case engine.ExecResult{}.Method():
+		m, err = decodeAs[engine.ExecResult](raw)
+	case engine.VoteMessage{}.Method():
+		m, err = decodeAs[engine.VoteMessage](raw)
+	case engine.AckMessage{}.Method():
+		m, err = decodeAs[engine.AckMessage](raw)
+	case engine.InquireMessage{}.Method():
+		m, err = decodeAs[engine.InquireMessage](raw)
+	default:
+		return nil, rpc.Errorf(rpc.CodeMethodNotFound, "no method %q", method)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.Tx() == 0 {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: tx must be a positive transaction id", method)
+	}
+	return m, nil
+}
+
+func decodeAs[T engine.Message](raw json.RawMessage) (engine.Message, error) {
+	var m T
+	if err := rpc.DecodeParams(raw, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func needNode(n *engine.NodeID) (engine.NodeID, error) {
+	if n == nil {
+		return 0, rpc.Errorf(rpc.CodeInvalidParams, "node is required (a participant id, 0..N-1)")
+	}
+	return *n, nil
+}
+
+func needSQL(sql string) error {
+	if sql == "" {
+		return rpc.Errorf(rpc.CodeInvalidParams, "sql is required")
+	}
+	return nil
+}
+
+var errStopped = errors.New("node is shutting down")
+
+func unavailable(err error) *rpc.Error {
+	return rpc.Errorf(rpc.CodeUnavailable, "%s", fmt.Sprint(err))
+}

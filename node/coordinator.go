@@ -1,0 +1,402 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// CoordinatorName is the coordinator's node name in the log.
+const CoordinatorName = "coordinator"
+
+// CoordinatorOptions configure a coordinator node.
+type CoordinatorOptions struct {
+	// Participants are the participants' RPC addresses; index i is node i.
+	Participants []string
+	// Log is the pool of the coordinator's log database, already migrated.
+	Log    *pgxpool.Pool
+	Engine engine.CoordinatorConfig
+	Logger *slog.Logger
+	// Tick is how often timeouts and retries are checked. Default 20ms.
+	Tick time.Duration
+	// MaxRequestBytes bounds one RPC request. Default 1 MiB.
+	MaxRequestBytes int64
+	// CompactEvery is how often events of ended transactions are deleted
+	// from the log. Default 10s; negative disables compaction.
+	CompactEvery time.Duration
+}
+
+// Coordinator is a running coordinator node.
+type Coordinator struct {
+	opts   CoordinatorOptions
+	logger *slog.Logger
+	eng    *engine.Coordinator
+	loop   *loop
+	store  *logstore.Store
+	peers  []*rpc.Client
+	server *rpc.Server
+
+	nextReq atomic.Uint64
+	mu      sync.Mutex
+	waiters map[engine.ReqID]chan engine.Respond
+	health  []peerHealth
+	ended   []engine.TxID // durable CoordEnded not yet compacted
+
+	// cluster and epoch are fixed at start; kept here so RPC handlers can
+	// read them without touching the engine, which the loop owns.
+	cluster string
+	epoch   engine.Epoch
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type peerHealth struct {
+	ok      bool
+	seen    time.Time
+	lastErr string
+	epoch   engine.Epoch
+}
+
+// StartCoordinator recovers the coordinator from its log, starts a new epoch
+// and serves JSON-RPC on ln until Close.
+func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOptions) (*Coordinator, error) {
+	if len(opts.Participants) == 0 {
+		return nil, errors.New("coordinator needs at least one participant")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.CompactEvery == 0 {
+		opts.CompactEvery = 10 * time.Second
+	}
+	opts.Engine.Participants = len(opts.Participants)
+	c := &Coordinator{
+		opts:    opts,
+		logger:  opts.Logger.With("role", "coordinator"),
+		eng:     engine.NewCoordinator(opts.Engine),
+		store:   logstore.New(opts.Log),
+		waiters: map[engine.ReqID]chan engine.Respond{},
+		health:  make([]peerHealth, len(opts.Participants)),
+		done:    make(chan struct{}),
+	}
+	c.loop = newLoop(CoordinatorName, c.eng, c.store, c.logger, opts.Tick)
+	c.loop.perform = c.perform
+	c.loop.onDurable = c.onDurable
+	for _, addr := range opts.Participants {
+		c.peers = append(c.peers, rpc.NewClient(addr, rpc.ClientOptions{Logger: c.logger}))
+	}
+
+	began := time.Now()
+	n, err := c.loop.recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	effects, err := c.loop.startStep(ctx, engine.Start{Now: c.loop.now(), NewCluster: uuid.NewString()})
+	if err != nil {
+		return nil, err
+	}
+	c.cluster, c.epoch = c.eng.Cluster(), c.eng.Epoch()
+	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
+		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))
+
+	c.server = rpc.NewServer(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods()})
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); c.loop.run(runCtx, effects) }()
+	go func() { defer wg.Done(); c.pingLoop(runCtx) }()
+	go func() { defer wg.Done(); c.compactLoop(runCtx) }()
+	go func() {
+		if err := c.server.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			c.logger.Error("rpc server stopped", "err", err)
+		}
+	}()
+	go func() { wg.Wait(); close(c.done) }()
+	return c, nil
+}
+
+// Cluster is the cluster id.
+func (c *Coordinator) Cluster() string { return c.cluster }
+
+// Epoch is this incarnation's epoch.
+func (c *Coordinator) Epoch() engine.Epoch { return c.epoch }
+
+// Close stops serving, writes what is pending and releases the peers. The
+// log pool stays open; it belongs to the caller.
+func (c *Coordinator) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.server.Shutdown(ctx)
+	c.cancel()
+	<-c.done
+	for _, p := range c.peers {
+		p.Close()
+	}
+	return err
+}
+
+func (c *Coordinator) methods() map[string]rpc.Handler {
+	m := map[string]rpc.Handler{
+		MethodBegin: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+				return engine.ClientBegin{Now: now, Req: req}
+			})
+		},
+		MethodExec: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			var p ExecParams
+			if err := rpc.DecodeParams(raw, &p); err != nil {
+				return nil, err
+			}
+			node, err := needNode(p.Node)
+			if err != nil {
+				return nil, err
+			}
+			if err := needSQL(p.SQL); err != nil {
+				return nil, err
+			}
+			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+				return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args}
+			})
+		},
+		MethodExecute: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			var p ExecuteParams
+			if err := rpc.DecodeParams(raw, &p); err != nil {
+				return nil, err
+			}
+			node, err := needNode(p.Node)
+			if err != nil {
+				return nil, err
+			}
+			if err := needSQL(p.SQL); err != nil {
+				return nil, err
+			}
+			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args}
+			})
+		},
+		MethodCommit: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+			return engine.ClientCommit{Now: now, Req: req, TxID: tx}
+		}),
+		MethodRollback: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
+		}),
+		MethodStatus: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
+		}),
+		MethodNodes: func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
+		MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			return PingReply{Role: "coordinator", Node: CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
+		},
+	}
+	for _, msg := range []engine.Message{engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}} {
+		method := msg.Method()
+		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
+			msg, err := decodeMessage(method, raw)
+			if err != nil {
+				return nil, err
+			}
+			if !c.loop.submit(engine.Receive{Now: c.loop.now(), Msg: msg}) {
+				return nil, unavailable(errStopped)
+			}
+			return Ack{}, nil
+		}
+	}
+	return m
+}
+
+func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p TxParams
+		if err := rpc.DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		if p.TxID == 0 {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx is required (a transaction id from begin)")
+		}
+		return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input { return mk(req, now, p.TxID) })
+	}
+}
+
+// call submits a client input and waits for the engine's answer. If the
+// client gives up, the answer is dropped when it comes; the transaction
+// itself is left to its timeouts.
+func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input) (any, error) {
+	req := engine.ReqID(c.nextReq.Add(1))
+	ch := make(chan engine.Respond, 1)
+	c.mu.Lock()
+	c.waiters[req] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, req)
+		c.mu.Unlock()
+	}()
+	if !c.loop.submit(mk(req, c.loop.now())) {
+		return nil, unavailable(errStopped)
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, rpcError(r.Err)
+		}
+		return r.Reply, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.loop.stopped:
+		return nil, unavailable(errStopped)
+	}
+}
+
+// perform runs on the loop goroutine and must not block.
+func (c *Coordinator) perform(e engine.Effect) {
+	switch e := e.(type) {
+	case engine.Respond:
+		c.mu.Lock()
+		ch := c.waiters[e.Req]
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- e
+		}
+	case engine.Send:
+		go c.send(e.To, e.Msg)
+	case engine.Violation:
+		c.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	}
+}
+
+func (c *Coordinator) send(to engine.NodeID, m engine.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.peers[to].Call(ctx, m.Method(), m, nil)
+	c.noteHealth(to, err, 0)
+	if err != nil {
+		c.logger.Debug("send failed", "to", to, "method", m.Method(), "tx", m.Tx(), "err", err)
+		c.loop.submit(engine.SendFailed{Now: c.loop.now(), To: to, Msg: m})
+	}
+}
+
+func (c *Coordinator) noteHealth(to engine.NodeID, err error, epoch engine.Epoch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := &c.health[to]
+	if err != nil {
+		h.ok, h.lastErr = false, err.Error()
+		return
+	}
+	h.ok, h.seen, h.lastErr = true, time.Now(), ""
+	if epoch != 0 {
+		h.epoch = epoch
+	}
+}
+
+func (c *Coordinator) pingLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for i, p := range c.peers {
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
+				defer cancel()
+				var r PingReply
+				err := p.Call(cctx, MethodPing, struct{}{}, &r)
+				if ctx.Err() == nil {
+					c.noteHealth(engine.NodeID(i), err, r.Epoch)
+				}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Nodes reports the participants' health.
+func (c *Coordinator) Nodes() []NodeHealth {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]NodeHealth, len(c.health))
+	for i, h := range c.health {
+		age := int64(-1)
+		if !h.seen.IsZero() {
+			age = time.Since(h.seen).Milliseconds()
+		}
+		out[i] = NodeHealth{Node: engine.NodeID(i), Address: c.opts.Participants[i], Reachable: h.ok, Epoch: h.epoch, LastError: h.lastErr, LastSeenMillis: age}
+	}
+	return out
+}
+
+func (c *Coordinator) onDurable(ev engine.Event) {
+	if e, ok := ev.(engine.CoordEnded); ok && c.opts.CompactEvery > 0 {
+		c.mu.Lock()
+		c.ended = append(c.ended, e.TxID)
+		c.mu.Unlock()
+	}
+}
+
+// compactLoop deletes the events of ended transactions: the coordinator
+// never needs them again (an inquiry about a forgotten transaction can only
+// be a stale duplicate), and transaction ids stay unique through the
+// reservation events, which are kept.
+func (c *Coordinator) compactLoop(ctx context.Context) {
+	if c.opts.CompactEvery < 0 {
+		return
+	}
+	t := time.NewTicker(c.opts.CompactEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		compact(ctx, c.store, CoordinatorName, &c.mu, &c.ended, c.logger)
+	}
+}
+
+func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.Mutex, ids *[]engine.TxID, logger *slog.Logger) {
+	mu.Lock()
+	batch := *ids
+	*ids = nil
+	mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	txs := make([]uint64, len(batch))
+	for i, id := range batch {
+		txs[i] = uint64(id)
+	}
+	n, err := store.DeleteTxs(ctx, node, txs)
+	if err != nil {
+		if ctx.Err() == nil {
+			logger.Warn("compaction failed; will retry", "node", node, "err", err)
+		}
+		mu.Lock()
+		*ids = append(*ids, batch...)
+		mu.Unlock()
+		return
+	}
+	logger.Debug("compacted log", "node", node, "transactions", len(txs), "events", n)
+}
+
+// String describes the coordinator for logs.
+func (c *Coordinator) String() string {
+	return fmt.Sprintf("coordinator cluster=%s epoch=%d", c.cluster, c.epoch)
+}

@@ -1,0 +1,292 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// dataDB performs a participant's data-database effects. Each transaction
+// gets a worker that runs its operations one after another, in the order
+// the engine emitted them, on the transaction's own connection while the
+// transaction is open.
+type dataDB struct {
+	pool             *pgxpool.Pool
+	logger           *slog.Logger
+	lockTimeout      time.Duration
+	statementTimeout time.Duration
+	done             func(engine.DataDone)
+	now              func() engine.Instant
+
+	mu      sync.Mutex
+	workers map[engine.TxID]*txWorker
+}
+
+type txWorker struct {
+	queue   []engine.Data
+	running bool
+	conn    *pgxpool.Conn // the open data transaction, if any
+}
+
+// opTimeout bounds one data operation so a hung server cannot hold a worker
+// forever; statement_timeout normally ends statements much sooner.
+const opTimeout = 5 * time.Minute
+
+func (d *dataDB) do(op engine.Data) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := d.workers[op.TxID]
+	if w == nil {
+		w = &txWorker{}
+		d.workers[op.TxID] = w
+	}
+	w.queue = append(w.queue, op)
+	if !w.running {
+		w.running = true
+		go d.work(op.TxID, w)
+	}
+}
+
+func (d *dataDB) work(id engine.TxID, w *txWorker) {
+	for {
+		d.mu.Lock()
+		if len(w.queue) == 0 {
+			w.running = false
+			if w.conn == nil {
+				delete(d.workers, id)
+			}
+			d.mu.Unlock()
+			return
+		}
+		op := w.queue[0]
+		w.queue = w.queue[1:]
+		d.mu.Unlock()
+		res := d.run(w, op)
+		res.Now, res.Op, res.TxID, res.Stmt = d.now(), op.Op, op.TxID, op.Stmt
+		d.done(res)
+	}
+}
+
+// closeAll rolls back every open data transaction (shutdown).
+func (d *dataDB) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, w := range d.workers {
+		if w.conn != nil && !w.running {
+			w.conn.Conn().Close(context.Background())
+			w.conn.Release()
+			w.conn = nil
+			delete(d.workers, id)
+		}
+	}
+}
+
+func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	switch op.Op {
+	case engine.DataExec:
+		return d.exec(ctx, w, op)
+	case engine.DataPrepare:
+		return d.prepare(ctx, w, op)
+	case engine.DataRollback:
+		d.release(ctx, w, "ROLLBACK")
+		return engine.DataDone{}
+	case engine.DataCommitPrepared:
+		return d.finish(ctx, op.GID, "COMMIT PREPARED", true)
+	case engine.DataRollbackPrepared:
+		return d.finish(ctx, op.GID, "ROLLBACK PREPARED", false)
+	case engine.DataDeleteMarker:
+		if _, err := d.pool.Exec(ctx, "DELETE FROM tpcd_markers WHERE gid = $1", op.GID); err != nil {
+			return engine.DataDone{Err: err.Error(), Retry: true}
+		}
+		return engine.DataDone{}
+	}
+	return engine.DataDone{Err: fmt.Sprintf("unknown data operation %d", op.Op)}
+}
+
+func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
+	if w.conn == nil {
+		conn, err := d.pool.Acquire(ctx)
+		if err != nil {
+			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
+		}
+		// One round trip opens the transaction with the timeouts that turn
+		// a distributed deadlock into an error instead of a hang.
+		begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+			d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
+		if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+			conn.Conn().Close(ctx)
+			conn.Release()
+			return engine.DataDone{Err: fmt.Sprintf("begin: %v", err)}
+		}
+		w.conn = conn
+	}
+	res, err := query(ctx, w.conn.Conn(), op.SQL, op.Args)
+	if err != nil {
+		return engine.DataDone{Err: err.Error()}
+	}
+	return engine.DataDone{Result: res}
+}
+
+// query runs one statement and returns its rows as text, which reads the
+// same in every client whatever the column types. Without arguments the
+// simple protocol is used so a statement may be several, as in psql.
+func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
+	var opts []any
+	if len(args) == 0 {
+		opts = []any{pgx.QueryExecModeSimpleProtocol}
+	} else {
+		opts = []any{pgx.QueryResultFormats{pgx.TextFormatCode}}
+		for _, a := range args {
+			opts = append(opts, normalizeArg(a))
+		}
+	}
+	rows, err := conn.Query(ctx, sql, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	res := &engine.StmtResult{}
+	for _, f := range rows.FieldDescriptions() {
+		res.Columns = append(res.Columns, f.Name)
+	}
+	for rows.Next() {
+		raw := rows.RawValues()
+		row := make([]any, len(raw))
+		for i, v := range raw {
+			if v != nil {
+				row[i] = string(v)
+			}
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	tag := rows.CommandTag()
+	res.RowsAffected, res.Tag = tag.RowsAffected(), tag.String()
+	return res, nil
+}
+
+// normalizeArg turns JSON numbers that are whole into integers, so that
+// they bind to integer columns.
+func normalizeArg(a any) any {
+	if f, ok := a.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return int64(f)
+	}
+	return a
+}
+
+func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
+	if w.conn == nil {
+		return engine.DataDone{Err: "no open data transaction to prepare"}
+	}
+	conn := w.conn.Conn()
+	var readOnly bool
+	if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NULL").Scan(&readOnly); err != nil {
+		d.release(ctx, w, "ROLLBACK")
+		return engine.DataDone{Err: fmt.Sprintf("prepare: %v", err)}
+	}
+	if readOnly {
+		if err := d.release(ctx, w, "COMMIT"); err != nil {
+			return engine.DataDone{Err: fmt.Sprintf("commit read-only: %v", err)}
+		}
+		return engine.DataDone{ReadOnly: true}
+	}
+	_, _, tx, _ := engine.ParseGID(op.GID)
+	// The marker commits with the transaction's changes or not at all, so
+	// after a crash its presence tells which way a transaction went.
+	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); PREPARE TRANSACTION %s", quote(op.GID), tx, quote(op.GID))
+	tag, err := conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	if err == nil && tag.String() != "PREPARE TRANSACTION" {
+		err = fmt.Errorf("PREPARE TRANSACTION answered %q", tag.String())
+	}
+	if err != nil {
+		d.release(ctx, w, "ROLLBACK")
+		return engine.DataDone{Err: fmt.Sprintf("prepare %s: %v", op.GID, err)}
+	}
+	d.release(ctx, w, "")
+	return engine.DataDone{}
+}
+
+// release ends the worker's hold on its connection, running sql first if
+// given; a connection that fails is closed rather than reused.
+func (d *dataDB) release(ctx context.Context, w *txWorker, sql string) error {
+	if w.conn == nil {
+		return nil
+	}
+	var err error
+	if sql != "" {
+		_, err = w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			w.conn.Conn().Close(ctx)
+		}
+	}
+	w.conn.Release()
+	d.mu.Lock()
+	w.conn = nil
+	d.mu.Unlock()
+	return err
+}
+
+// finish commits or rolls back a prepared transaction. "Does not exist" is
+// never taken as success by itself: the marker says whether the transaction
+// committed, and only the matching answer counts.
+func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engine.DataDone {
+	_, err := d.pool.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
+	if err == nil {
+		return engine.DataDone{}
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42704" {
+		return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
+	}
+	var marker bool
+	if err := d.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tpcd_markers WHERE gid = $1)", gid).Scan(&marker); err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("check marker of %s: %v", gid, err), Retry: true}
+	}
+	switch {
+	case marker == commit:
+		return engine.DataDone{}
+	case commit:
+		return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and has no commit marker: it was rolled back", gid)}
+	default:
+		return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and its commit marker is present: it was committed", gid)}
+	}
+}
+
+// recoveryFacts reads what survived in the data database: our prepared
+// transactions and outcome markers.
+func recoveryFacts(ctx context.Context, pool *pgxpool.Pool) (prepared, markers []string, err error) {
+	prepared, err = strings1(ctx, pool, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'tpcd:%' ORDER BY gid")
+	if err != nil {
+		return nil, nil, fmt.Errorf("read pg_prepared_xacts: %w", err)
+	}
+	markers, err = strings1(ctx, pool, "SELECT gid FROM tpcd_markers ORDER BY gid")
+	if err != nil {
+		return nil, nil, fmt.Errorf("read markers: %w", err)
+	}
+	return prepared, markers, nil
+}
+
+func strings1(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, error) {
+	rows, err := pool.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -1,0 +1,155 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/db"
+	"github.com/tpcd/tpcd/db/embedpg"
+)
+
+// DatabaseSpec says where a node's databases live. An empty URI means the
+// embedded default: a private PostgreSQL cluster started for this node, in
+// StateDir if given (kept across restarts) or in a temporary directory
+// (removed on Close).
+type DatabaseSpec struct {
+	LogURI, DataURI string
+	// NeedData is set for participants, which have a data database.
+	NeedData bool
+	StateDir string
+	PGBin    string
+	// MaxConns bounds each pool; the data pool needs one connection per
+	// open transaction.
+	MaxConns int
+	// MaxPreparedTransactions for an embedded cluster. Default 200.
+	MaxPreparedTransactions int
+	Logger                  *slog.Logger
+}
+
+// Databases are a node's open, migrated database pools.
+type Databases struct {
+	Log, Data *pgxpool.Pool
+	// Embedded is the cluster started for this node, nil when URIs were
+	// given for everything.
+	Embedded *embedpg.Cluster
+	LogURI   string
+	DataURI  string
+}
+
+// OpenDatabases connects to (or starts) a node's databases and applies the
+// migrations. On error everything it started is stopped again.
+func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err error) {
+	d := &Databases{LogURI: spec.LogURI, DataURI: spec.DataURI}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if d.LogURI == "" || (spec.NeedData && d.DataURI == "") {
+		bin, err := embedpg.FindBinDir(spec.PGBin)
+		if err != nil {
+			return d, err
+		}
+		opts := embedpg.Options{BinDir: bin, Logger: spec.Logger, MaxPreparedTransactions: spec.MaxPreparedTransactions}
+		if spec.StateDir != "" {
+			abs, err := filepath.Abs(spec.StateDir)
+			if err != nil {
+				return d, fmt.Errorf("state dir: %w", err)
+			}
+			opts.Dir = filepath.Join(abs, "pg")
+		}
+		if opts.MaxPreparedTransactions == 0 {
+			opts.MaxPreparedTransactions = 200
+		}
+		c, err := embedpg.Start(ctx, opts)
+		if err != nil {
+			return d, fmt.Errorf("start embedded PostgreSQL: %w", err)
+		}
+		d.Embedded = c
+		if d.LogURI == "" {
+			if err := c.CreateDatabase(ctx, "tpcd_log"); err != nil {
+				return d, err
+			}
+			d.LogURI = c.URI("tpcd_log")
+		}
+		if spec.NeedData && d.DataURI == "" {
+			if err := c.CreateDatabase(ctx, "tpcd_data"); err != nil {
+				return d, err
+			}
+			d.DataURI = c.URI("tpcd_data")
+		}
+	}
+	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns); err != nil {
+		return d, fmt.Errorf("log database: %w", err)
+	}
+	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
+		return d, fmt.Errorf("migrate log database %s: %w", Redact(d.LogURI), err)
+	}
+	if spec.NeedData {
+		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns); err != nil {
+			return d, fmt.Errorf("data database: %w", err)
+		}
+		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
+			return d, fmt.Errorf("migrate data database %s: %w", Redact(d.DataURI), err)
+		}
+	}
+	return d, nil
+}
+
+func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(uri)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", Redact(uri), redactErr(err))
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", Redact(uri), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect %s: %w", Redact(uri), err)
+	}
+	return pool, nil
+}
+
+// Close closes the pools and stops an embedded cluster (removing it unless
+// it lives in a state dir).
+func (d *Databases) Close() error {
+	if d.Log != nil {
+		d.Log.Close()
+	}
+	if d.Data != nil {
+		d.Data.Close()
+	}
+	if d.Embedded != nil {
+		return d.Embedded.Stop()
+	}
+	return nil
+}
+
+// Redact hides the password of a connection URI for logs and errors.
+func Redact(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.User == nil {
+		if err != nil {
+			return "<unparsable connection string>"
+		}
+		return uri
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// redactErr replaces a parse error, whose text may quote the password.
+func redactErr(error) error { return errors.New("malformed connection string") }

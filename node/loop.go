@@ -1,0 +1,289 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+)
+
+// machine is what the loop needs of an engine.
+type machine interface {
+	Step(engine.Input) engine.Ready
+	Apply(engine.Event) error
+}
+
+// loop drives one engine. Everything that touches the engine happens on the
+// loop goroutine; other goroutines talk to it through inputs.
+type loop struct {
+	name   string
+	m      machine
+	store  *logstore.Store
+	logger *slog.Logger
+	start  time.Time
+	tick   time.Duration
+
+	inputs chan engine.Input
+	// perform runs an effect whose events are durable. It must not block:
+	// slow work goes to other goroutines, whose results come back as inputs.
+	perform func(engine.Effect)
+	// onDurable sees every event once it is durable (compaction, metrics).
+	onDurable func(engine.Event)
+
+	// Loop-goroutine state.
+	lsn      engine.LSN // last LSN handed out by the engine
+	durable  engine.LSN
+	unsynced []pendingEvent
+	waiting  []engine.Effect
+	flushing bool
+	flushed  chan flushResult
+
+	stopped chan struct{}
+	stopErr error
+	once    sync.Once
+}
+
+type pendingEvent struct {
+	lsn engine.LSN
+	ev  engine.Event
+}
+
+type flushResult struct {
+	upTo   engine.LSN
+	events []pendingEvent
+	err    error
+}
+
+func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger, tick time.Duration) *loop {
+	if tick <= 0 {
+		tick = 20 * time.Millisecond
+	}
+	return &loop{
+		name: name, m: m, store: store, logger: logger, start: time.Now(), tick: tick,
+		inputs:  make(chan engine.Input, 1024),
+		flushed: make(chan flushResult, 1),
+		stopped: make(chan struct{}),
+	}
+}
+
+func (l *loop) now() engine.Instant { return engine.Instant(time.Since(l.start)) }
+
+// recover folds the node's durable log into the engine.
+func (l *loop) recover(ctx context.Context) (int, error) {
+	n := 0
+	err := l.store.Scan(ctx, l.name, func(r logstore.Record) error {
+		ev, err := engine.DecodeEvent(r.Payload)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", r.Seq, err)
+		}
+		if err := l.m.Apply(ev); err != nil {
+			return fmt.Errorf("event %d: %w", r.Seq, err)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("replay log of %s: %w", l.name, err)
+	}
+	return n, nil
+}
+
+// startStep runs the Start input and makes its events durable before the node
+// serves anything, so the new epoch is fenced in before its first message.
+func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect, error) {
+	rd := l.m.Step(in)
+	l.lsn += engine.LSN(len(rd.Events))
+	if len(rd.Events) > 0 {
+		recs, err := l.records(rd.Events)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := l.store.Append(ctx, recs); err != nil {
+			return nil, fmt.Errorf("log start events: %w", err)
+		}
+		for _, ev := range rd.Events {
+			l.observe(ev)
+		}
+	}
+	l.durable = l.lsn
+	return rd.Effects, nil
+}
+
+func (l *loop) observe(ev engine.Event) {
+	if l.onDurable != nil {
+		l.onDurable(ev)
+	}
+}
+
+func (l *loop) records(evs []engine.Event) ([]logstore.Record, error) {
+	recs := make([]logstore.Record, len(evs))
+	for i, ev := range evs {
+		payload, err := engine.EncodeEvent(ev)
+		if err != nil {
+			return nil, err
+		}
+		recs[i] = logstore.Record{Node: l.name, Tx: uint64(ev.Tx()), Kind: ev.Kind(), Payload: payload}
+	}
+	return recs, nil
+}
+
+// submit hands an input to the loop; it gives up when the loop stopped.
+func (l *loop) submit(in engine.Input) bool {
+	select {
+	case l.inputs <- in:
+		return true
+	case <-l.stopped:
+		return false
+	}
+}
+
+// run is the loop goroutine. It returns when ctx is done.
+func (l *loop) run(ctx context.Context, initial []engine.Effect) {
+	defer l.once.Do(func() { close(l.stopped) })
+	defer l.finalFlush()
+	for _, e := range initial {
+		l.perform(e)
+	}
+	ticker := time.NewTicker(l.tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-l.inputs:
+			l.step(in)
+			// Drain what else is queued so one flush carries it all.
+			for i := 0; i < 256; i++ {
+				select {
+				case in := <-l.inputs:
+					l.step(in)
+					continue
+				default:
+				}
+				break
+			}
+		case r := <-l.flushed:
+			l.flushing = false
+			if r.err != nil {
+				// The log is unreachable: keep everything, try again after a
+				// pause. Nothing that waits for these events may run meanwhile.
+				l.logger.Error("log append failed; retrying", "node", l.name, "events", len(r.events), "err", r.err)
+				l.unsynced = append(r.events, l.unsynced...)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			} else {
+				l.durable = r.upTo
+				for _, pe := range r.events {
+					l.observe(pe.ev)
+				}
+				l.release()
+			}
+		case <-ticker.C:
+			l.step(engine.Tick{Now: l.now()})
+		}
+		l.flush(ctx)
+	}
+}
+
+func (l *loop) step(in engine.Input) {
+	rd := l.m.Step(in)
+	for i, ev := range rd.Events {
+		l.unsynced = append(l.unsynced, pendingEvent{lsn: rd.FirstLSN + engine.LSN(i), ev: ev})
+	}
+	l.lsn += engine.LSN(len(rd.Events))
+	for _, e := range rd.Effects {
+		if e.After() <= l.durable && !l.behindWaiting(e) {
+			l.perform(e)
+		} else {
+			l.waiting = append(l.waiting, e)
+		}
+	}
+}
+
+// behindWaiting reports whether e is a data operation of a transaction that
+// already has one waiting: those must run in the order they were emitted.
+// Anything else may overtake waiting effects.
+func (l *loop) behindWaiting(e engine.Effect) bool {
+	d, ok := e.(engine.Data)
+	if !ok {
+		return false
+	}
+	for _, w := range l.waiting {
+		if wd, ok := w.(engine.Data); ok && wd.TxID == d.TxID {
+			return true
+		}
+	}
+	return false
+}
+
+// release performs the waiting effects whose events are now durable, in the
+// order they were emitted.
+func (l *loop) release() {
+	keep := l.waiting[:0]
+	for _, e := range l.waiting {
+		if e.After() <= l.durable {
+			l.perform(e)
+		} else {
+			keep = append(keep, e)
+		}
+	}
+	clear(l.waiting[len(keep):])
+	l.waiting = keep
+}
+
+// flush starts one append of everything not yet durable, unless one is
+// already under way; events arriving meanwhile ride the next one.
+func (l *loop) flush(ctx context.Context) {
+	if l.flushing || len(l.unsynced) == 0 {
+		return
+	}
+	batch := l.unsynced
+	l.unsynced = nil
+	l.flushing = true
+	go func() {
+		evs := make([]engine.Event, len(batch))
+		for i, pe := range batch {
+			evs[i] = pe.ev
+		}
+		recs, err := l.records(evs)
+		if err == nil {
+			_, err = l.store.Append(ctx, recs)
+		}
+		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, events: batch, err: err}
+	}()
+}
+
+// finalFlush writes what is still unsynced when the node shuts down cleanly.
+// Losing it would be safe (only lazy events can be pending without a waiter
+// having been answered), but keeping it makes replay more informative.
+func (l *loop) finalFlush() {
+	if l.flushing {
+		r := <-l.flushed
+		if r.err != nil {
+			l.unsynced = append(r.events, l.unsynced...)
+		}
+	}
+	if len(l.unsynced) == 0 {
+		return
+	}
+	evs := make([]engine.Event, len(l.unsynced))
+	for i, pe := range l.unsynced {
+		evs[i] = pe.ev
+	}
+	recs, err := l.records(evs)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = l.store.Append(ctx, recs)
+	}
+	if err != nil {
+		l.logger.Warn("could not write the last events at shutdown", "node", l.name, "events", len(evs), "err", err)
+	}
+}

@@ -1,0 +1,230 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// ParticipantName is participant i's node name in the log.
+func ParticipantName(id engine.NodeID) string { return fmt.Sprintf("participant-%d", id) }
+
+// ParticipantOptions configure a participant node.
+type ParticipantOptions struct {
+	ID engine.NodeID
+	// Coordinator is the coordinator's RPC address.
+	Coordinator string
+	// Log and Data are pools of the log and data databases, both migrated.
+	Log, Data *pgxpool.Pool
+	Engine    engine.ParticipantConfig
+	Logger    *slog.Logger
+	// Tick is how often timeouts and retries are checked. Default 20ms.
+	Tick time.Duration
+	// LockTimeout and StatementTimeout bound statements in data
+	// transactions, so a distributed deadlock ends in a failed statement and
+	// a no vote rather than a hang. Defaults 2s and 30s.
+	LockTimeout, StatementTimeout time.Duration
+	// MaxRequestBytes bounds one RPC request. Default 1 MiB.
+	MaxRequestBytes int64
+	// CompactEvery is how often events of finished transactions are deleted
+	// from the log. Default 10s; negative disables compaction.
+	CompactEvery time.Duration
+}
+
+// Participant is a running participant node.
+type Participant struct {
+	opts   ParticipantOptions
+	name   string
+	logger *slog.Logger
+	eng    *engine.Participant
+	loop   *loop
+	store  *logstore.Store
+	coord  *rpc.Client
+	data   *dataDB
+	server *rpc.Server
+
+	mu       sync.Mutex
+	cluster  string
+	epoch    engine.Epoch
+	finished []engine.TxID
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// StartParticipant recovers the participant from its log and data database
+// and serves JSON-RPC on ln until Close.
+func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOptions) (*Participant, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = 30 * time.Second
+	}
+	if opts.CompactEvery == 0 {
+		opts.CompactEvery = 10 * time.Second
+	}
+	opts.Engine.Node = opts.ID
+	p := &Participant{
+		opts:   opts,
+		name:   ParticipantName(opts.ID),
+		logger: opts.Logger.With("role", "participant", "node", int(opts.ID)),
+		eng:    engine.NewParticipant(opts.Engine),
+		store:  logstore.New(opts.Log),
+		done:   make(chan struct{}),
+	}
+	p.loop = newLoop(p.name, p.eng, p.store, p.logger, opts.Tick)
+	p.loop.perform = p.perform
+	p.loop.onDurable = p.onDurable
+	p.coord = rpc.NewClient(opts.Coordinator, rpc.ClientOptions{Logger: p.logger})
+	p.data = &dataDB{
+		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
+		now:     p.loop.now,
+		done:    func(d engine.DataDone) { p.loop.submit(d) },
+		workers: map[engine.TxID]*txWorker{},
+	}
+
+	began := time.Now()
+	n, err := p.loop.recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prepared, markers, err := recoveryFacts(ctx, opts.Data)
+	if err != nil {
+		return nil, err
+	}
+	effects, err := p.loop.startStep(ctx, engine.Start{Now: p.loop.now(), PreparedGIDs: prepared, Markers: markers})
+	if err != nil {
+		return nil, err
+	}
+	p.cluster, p.epoch = p.eng.Cluster(), p.eng.Epoch()
+	inDoubt := 0
+	for _, tx := range p.eng.Transactions() {
+		if tx.Phase == engine.TxPrepared {
+			inDoubt++
+		}
+	}
+	p.logger.Info("participant recovered", "events", n, "cluster", p.cluster, "epoch", p.epoch,
+		"prepared_in_db", len(prepared), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
+
+	p.server = rpc.NewServer(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods()})
+	runCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); p.loop.run(runCtx, effects) }()
+	go func() { defer wg.Done(); p.compactLoop(runCtx) }()
+	go func() {
+		if err := p.server.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			p.logger.Error("rpc server stopped", "err", err)
+		}
+	}()
+	go func() { wg.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// Close stops serving and rolls back open (unprepared) data transactions;
+// prepared ones stay prepared for recovery. The pools belong to the caller.
+func (p *Participant) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := p.server.Shutdown(ctx)
+	p.cancel()
+	<-p.done
+	p.data.closeAll()
+	p.coord.Close()
+	return err
+}
+
+func (p *Participant) methods() map[string]rpc.Handler {
+	m := map[string]rpc.Handler{
+		MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
+		},
+	}
+	for _, msg := range []engine.Message{engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{}} {
+		method := msg.Method()
+		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
+			msg, err := decodeMessage(method, raw)
+			if err != nil {
+				return nil, err
+			}
+			if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: msg}) {
+				return nil, unavailable(errStopped)
+			}
+			return Ack{}, nil
+		}
+	}
+	return m
+}
+
+// perform runs on the loop goroutine and must not block.
+func (p *Participant) perform(e engine.Effect) {
+	switch e := e.(type) {
+	case engine.Send:
+		go p.send(e.Msg)
+	case engine.Data:
+		p.data.do(e)
+	case engine.Violation:
+		p.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	}
+}
+
+// send delivers a message to the coordinator. A lost message needs no
+// handling here: the coordinator resends decisions and times out votes, and
+// in-doubt transactions keep asking.
+func (p *Participant) send(m engine.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.coord.Call(ctx, m.Method(), m, nil); err != nil {
+		p.logger.Debug("send failed", "method", m.Method(), "tx", m.Tx(), "err", err)
+	}
+}
+
+func (p *Participant) onDurable(ev engine.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e := ev.(type) {
+	case engine.PartEpochSeen:
+		p.cluster, p.epoch = e.Cluster, e.Epoch
+	case engine.PartForgotten, engine.PartAborted:
+		if p.opts.CompactEvery > 0 {
+			p.finished = append(p.finished, ev.Tx())
+		}
+	case engine.PartViolation:
+		p.logger.Error("violation recorded in the log", "tx", e.TxID, "detail", e.Detail)
+	}
+}
+
+func (p *Participant) compactLoop(ctx context.Context) {
+	if p.opts.CompactEvery < 0 {
+		return
+	}
+	t := time.NewTicker(p.opts.CompactEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		compact(ctx, p.store, p.name, &p.mu, &p.finished, p.logger)
+	}
+}
