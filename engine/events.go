@@ -126,30 +126,30 @@ func (PartAborted) Kind() string        { return "part.aborted" }
 func (PartForgotten) Kind() string      { return "part.forgotten" }
 func (PartViolation) Kind() string      { return "part.violation" }
 
-func (CoordStarted) Tx() TxID         { return 0 }
-func (CoordTxIDsReserved) Tx() TxID   { return 0 }
-func (e CoordPreparing) Tx() TxID     { return e.TxID }
-func (e CoordDecided) Tx() TxID       { return e.TxID }
-func (e CoordEnded) Tx() TxID         { return e.TxID }
-func (PartEpochSeen) Tx() TxID        { return 0 }
-func (e PartPrepared) Tx() TxID       { return e.TxID }
-func (e PartVotedNo) Tx() TxID        { return e.TxID }
-func (e PartCommitted) Tx() TxID      { return e.TxID }
-func (e PartAborted) Tx() TxID        { return e.TxID }
-func (e PartForgotten) Tx() TxID      { return e.TxID }
-func (e PartViolation) Tx() TxID      { return e.TxID }
-func (CoordStarted) isEvent()         {}
-func (CoordTxIDsReserved) isEvent()   {}
-func (CoordPreparing) isEvent()       {}
-func (CoordDecided) isEvent()         {}
-func (CoordEnded) isEvent()           {}
-func (PartEpochSeen) isEvent()        {}
-func (PartPrepared) isEvent()         {}
-func (PartVotedNo) isEvent()          {}
-func (PartCommitted) isEvent()        {}
-func (PartAborted) isEvent()          {}
-func (PartForgotten) isEvent()        {}
-func (PartViolation) isEvent()        {}
+func (CoordStarted) Tx() TxID       { return 0 }
+func (CoordTxIDsReserved) Tx() TxID { return 0 }
+func (e CoordPreparing) Tx() TxID   { return e.TxID }
+func (e CoordDecided) Tx() TxID     { return e.TxID }
+func (e CoordEnded) Tx() TxID       { return e.TxID }
+func (PartEpochSeen) Tx() TxID      { return 0 }
+func (e PartPrepared) Tx() TxID     { return e.TxID }
+func (e PartVotedNo) Tx() TxID      { return e.TxID }
+func (e PartCommitted) Tx() TxID    { return e.TxID }
+func (e PartAborted) Tx() TxID      { return e.TxID }
+func (e PartForgotten) Tx() TxID    { return e.TxID }
+func (e PartViolation) Tx() TxID    { return e.TxID }
+func (CoordStarted) isEvent()       {}
+func (CoordTxIDsReserved) isEvent() {}
+func (CoordPreparing) isEvent()     {}
+func (CoordDecided) isEvent()       {}
+func (CoordEnded) isEvent()         {}
+func (PartEpochSeen) isEvent()      {}
+func (PartPrepared) isEvent()       {}
+func (PartVotedNo) isEvent()        {}
+func (PartCommitted) isEvent()      {}
+func (PartAborted) isEvent()        {}
+func (PartForgotten) isEvent()      {}
+func (PartViolation) isEvent()      {}
 
 // eventDecoders maps every kind to a decoder of its data.
 var eventDecoders = map[string]func([]byte) (Event, error){
