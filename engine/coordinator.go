@@ -304,7 +304,13 @@ func (c *Coordinator) Step(in Input) Ready {
 	case ClientRollback:
 		c.clientRollback(in)
 	case ClientStatus:
-		c.reply(in.Req, c.Status(in.TxID), 0)
+		// A status naming the outcome reveals the decision, so it waits for
+		// the decision to be durable like a commit reply does.
+		var wait LSN
+		if tx := c.txs[in.TxID]; tx != nil {
+			wait = tx.decisionLSN
+		}
+		c.reply(in.Req, c.Status(in.TxID), wait)
 	case Receive:
 		c.receive(now, in.Msg)
 	case SendFailed:

@@ -24,8 +24,9 @@ type ParticipantConfig struct {
 	// their own; in exchange recovery treats every prepared GID of ours
 	// without an outcome as in doubt and asks, never rolling it back alone.
 	LazyPrepared bool
-	// RememberAborted is how many rolled-back transaction ids stay known so
-	// late messages cannot revive them.
+	// RememberAborted is how many finished (rolled-back, committed or
+	// read-only) transaction ids stay known so late messages cannot revive
+	// them.
 	RememberAborted int
 }
 
@@ -90,10 +91,11 @@ type Participant struct {
 	violations int
 
 	txs map[TxID]*partTx
-	// aborted remembers rolled-back ids (FIFO) so a late statement cannot
-	// start the transaction afresh; readOnly ones finished without phase 2.
-	aborted    []TxID
-	abortedIdx map[TxID]bool
+	// finished remembers the ids of finished transactions with their
+	// outcome (FIFO) so a late statement cannot start one afresh: rolled
+	// back, committed and forgotten, or read-only (finished without phase 2).
+	finished    []TxID
+	finishedIdx map[TxID]Outcome
 
 	lsn LSN
 	rd  Ready
@@ -130,7 +132,7 @@ type partTx struct {
 // with Apply before the Start step.
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
-	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, abortedIdx: map[TxID]bool{}}
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}}
 }
 
 // Cluster is the cluster this participant serves, "" before it heard of one.
@@ -148,31 +150,32 @@ func (p *Participant) Apply(e Event) error {
 	case PartEpochSeen:
 		p.cluster, p.epoch = e.Cluster, e.Epoch
 	case PartPrepared:
-		_, epoch, _, ok := ParseGID(e.GID)
+		g, ok := ParseGID(e.GID)
 		if !ok {
 			return fmt.Errorf("engine: tx %d: malformed gid %q", e.TxID, e.GID)
 		}
 		tx := p.txs[e.TxID]
 		if tx == nil {
-			tx = &partTx{id: e.TxID, epoch: epoch, gid: e.GID}
+			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID}
 			p.txs[e.TxID] = tx
 		}
 		tx.phase = TxPrepared
 	case PartCommitted:
 		tx := p.txs[e.TxID]
 		if tx == nil {
-			_, epoch, _, _ := ParseGID(e.GID)
-			tx = &partTx{id: e.TxID, epoch: epoch, gid: e.GID}
+			g, _ := ParseGID(e.GID)
+			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID}
 			p.txs[e.TxID] = tx
 		}
 		tx.phase = TxCommitted
 	case PartVotedNo:
-		p.remember(e.TxID)
+		p.remember(e.TxID, OutcomeAbort)
 	case PartAborted:
 		delete(p.txs, e.TxID)
-		p.remember(e.TxID)
+		p.remember(e.TxID, OutcomeAbort)
 	case PartForgotten:
 		delete(p.txs, e.TxID)
+		p.remember(e.TxID, OutcomeCommit)
 	case PartViolation:
 		p.violations++
 	default:
@@ -181,15 +184,15 @@ func (p *Participant) Apply(e Event) error {
 	return nil
 }
 
-func (p *Participant) remember(id TxID) {
-	if p.abortedIdx[id] {
+func (p *Participant) remember(id TxID, o Outcome) {
+	if _, ok := p.finishedIdx[id]; ok {
 		return
 	}
-	p.aborted = append(p.aborted, id)
-	p.abortedIdx[id] = true
-	if len(p.aborted) > p.cfg.RememberAborted {
-		delete(p.abortedIdx, p.aborted[0])
-		p.aborted = p.aborted[1:]
+	p.finished = append(p.finished, id)
+	p.finishedIdx[id] = o
+	if len(p.finished) > p.cfg.RememberAborted {
+		delete(p.finishedIdx, p.finished[0])
+		p.finished = p.finished[1:]
 	}
 }
 
@@ -278,8 +281,8 @@ func (p *Participant) start(in Start) {
 			continue
 		}
 		gid := prepared[id]
-		_, epoch, _, _ := ParseGID(gid)
-		tx := &partTx{id: id, epoch: epoch, gid: gid, phase: TxPrepared, nextInquiry: in.Now, backoff: p.cfg.RetryMin}
+		g, _ := ParseGID(gid)
+		tx := &partTx{id: id, epoch: g.Epoch, gid: gid, phase: TxPrepared, nextInquiry: in.Now, backoff: p.cfg.RetryMin}
 		p.txs[id] = tx
 		if p.cfg.LazyPrepared {
 			// The vote may have left before the Prepared event was written.
@@ -298,21 +301,21 @@ func (p *Participant) start(in Start) {
 			continue
 		}
 		gid := markers[id]
-		_, epoch, _, _ := ParseGID(gid)
-		tx := &partTx{id: id, epoch: epoch, gid: gid}
+		g, _ := ParseGID(gid)
+		tx := &partTx{id: id, epoch: g.Epoch, gid: gid}
 		p.txs[id] = tx
 		lsn := p.emit(PartCommitted{TxID: id, GID: gid})
 		p.data(Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn}, tx)
 	}
 }
 
-// ours keeps the GIDs of this participant's cluster, by transaction id.
+// ours keeps the GIDs of this participant in its cluster, by transaction id.
 func (p *Participant) ours(gids []string) map[TxID]string {
 	out := map[TxID]string{}
-	for _, g := range gids {
-		cluster, _, id, ok := ParseGID(g)
-		if ok && cluster == p.cluster && p.cluster != "" {
-			out[id] = g
+	for _, s := range gids {
+		g, ok := ParseGID(s)
+		if ok && g.Cluster == p.cluster && p.cluster != "" && g.Node == p.cfg.Node {
+			out[g.Tx] = s
 		}
 	}
 	return out
@@ -389,14 +392,18 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
 		switch {
-		case p.abortedIdx[m.TxID]:
+		case p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.send(p.execResult(m.TxID, m.Stmt, "transaction was rolled back here"), 0)
+			return
+		case p.finishedIdx[m.TxID] == OutcomeCommit:
+			// A late duplicate: running it would redo committed work.
+			p.send(p.execResult(m.TxID, m.Stmt, "transaction already finished here"), 0)
 			return
 		case m.Stmt != 0:
 			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
 			return
 		}
-		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: FormatGID(p.cluster, m.Epoch, m.TxID), phase: TxWorking}
+		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: TxWorking}
 		p.txs[m.TxID] = tx
 	}
 	if tx.phase != TxWorking {
@@ -470,7 +477,7 @@ func (p *Participant) ack(id TxID, o Outcome) {
 func (p *Participant) decision(now Instant, m DecisionRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
-		if m.Outcome == OutcomeCommit && p.abortedIdx[m.TxID] {
+		if m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort {
 			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
@@ -545,6 +552,7 @@ func (p *Participant) dataDone(in DataDone) {
 		case in.ReadOnly:
 			p.vote(tx.id, VoteReadOnly, "", 0)
 			delete(p.txs, tx.id)
+			p.remember(tx.id, OutcomeCommit)
 		case tx.abortWanted:
 			tx.phase, tx.reason = TxAborting, "coordinator decided abort"
 			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
@@ -553,8 +561,10 @@ func (p *Participant) dataDone(in DataDone) {
 			if !p.cfg.LazyPrepared {
 				tx.preparedLSN = lsn
 			}
+			// The decision normally arrives well within InquireAfter; only
+			// then does the participant start asking, at the same pace.
 			tx.nextInquiry = now.Add(p.cfg.InquireAfter)
-			tx.backoff = p.cfg.RetryMin
+			tx.backoff = p.cfg.InquireAfter
 			p.vote(tx.id, VoteYes, "", tx.preparedLSN)
 		}
 	case DataRollback, DataRollbackPrepared:

@@ -136,35 +136,39 @@ func (v *Vote) UnmarshalText(b []byte) error {
 // GIDPrefix starts every PostgreSQL prepared-transaction name tpcd creates.
 const GIDPrefix = "tpcd:"
 
-// FormatGID names the prepared transaction of tx on every participant. The
-// cluster part lets recovery touch only its own prepared transactions; the
-// epoch part tells which coordinator incarnation started it.
-func FormatGID(cluster string, epoch Epoch, tx TxID) string {
-	return GIDPrefix + cluster + ":" + strconv.FormatUint(uint64(epoch), 10) + ":" + strconv.FormatUint(uint64(tx), 10)
+// GID names the prepared transaction of one transaction on one
+// participant: "tpcd:<cluster>:<epoch>:<tx>:<node>". PostgreSQL's GIDs are
+// unique per server, not per database, so the node is part of the name for
+// participants that share a server. The cluster part lets recovery touch
+// only its own prepared transactions; the epoch part tells which coordinator
+// incarnation started it.
+type GID struct {
+	Cluster string
+	Epoch   Epoch
+	Tx      TxID
+	Node    NodeID
 }
 
-// ParseGID splits a GID made by FormatGID. ok is false for any other name.
-func ParseGID(gid string) (cluster string, epoch Epoch, tx TxID, ok bool) {
-	rest, found := strings.CutPrefix(gid, GIDPrefix)
+func (g GID) String() string {
+	return GIDPrefix + g.Cluster + ":" + strconv.FormatUint(uint64(g.Epoch), 10) + ":" +
+		strconv.FormatUint(uint64(g.Tx), 10) + ":" + strconv.Itoa(int(g.Node))
+}
+
+// ParseGID parses a GID made by GID.String. ok is false for any other name.
+func ParseGID(s string) (g GID, ok bool) {
+	rest, found := strings.CutPrefix(s, GIDPrefix)
 	if !found {
-		return "", 0, 0, false
+		return GID{}, false
 	}
-	i := strings.LastIndexByte(rest, ':')
-	if i < 0 {
-		return "", 0, 0, false
+	parts := strings.Split(rest, ":")
+	if len(parts) != 4 || parts[0] == "" {
+		return GID{}, false
 	}
-	t, err := strconv.ParseUint(rest[i+1:], 10, 64)
-	if err != nil || t == 0 {
-		return "", 0, 0, false
+	epoch, err1 := strconv.ParseUint(parts[1], 10, 64)
+	tx, err2 := strconv.ParseUint(parts[2], 10, 64)
+	node, err3 := strconv.ParseUint(parts[3], 10, 31)
+	if err1 != nil || err2 != nil || err3 != nil || epoch == 0 || tx == 0 {
+		return GID{}, false
 	}
-	rest = rest[:i]
-	j := strings.LastIndexByte(rest, ':')
-	if j <= 0 {
-		return "", 0, 0, false
-	}
-	e, err := strconv.ParseUint(rest[j+1:], 10, 64)
-	if err != nil || e == 0 {
-		return "", 0, 0, false
-	}
-	return rest[:j], Epoch(e), TxID(t), true
+	return GID{Cluster: parts[0], Epoch: Epoch(epoch), Tx: TxID(tx), Node: NodeID(node)}, true
 }

@@ -271,7 +271,11 @@ func (c *Coordinator) perform(e engine.Effect) {
 		ch := c.waiters[e.Req]
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- e
+			select {
+			case ch <- e:
+			default:
+				c.logger.Error("second answer to one request dropped", "req", e.Req)
+			}
 		}
 	case engine.Send:
 		go c.send(e.To, e.Msg)

@@ -26,6 +26,7 @@ type dataDB struct {
 	logger           *slog.Logger
 	lockTimeout      time.Duration
 	statementTimeout time.Duration
+	acquireTimeout   time.Duration
 	done             func(engine.DataDone)
 	now              func() engine.Instant
 
@@ -118,8 +119,16 @@ func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
 
 func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
 	if w.conn == nil {
-		conn, err := d.pool.Acquire(ctx)
+		// A full pool must fail the statement rather than wait: the
+		// connections are held by transactions that may be waiting for
+		// this one on another node.
+		actx, cancel := context.WithTimeout(ctx, d.acquireTimeout)
+		conn, err := d.pool.Acquire(actx)
+		cancel()
 		if err != nil {
+			if actx.Err() != nil && ctx.Err() == nil {
+				return engine.DataDone{Err: fmt.Sprintf("no free data-database connection within %s (all %d in use by open transactions; raise --max-conns)", d.acquireTimeout, d.pool.Config().MaxConns)}
+			}
 			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
 		}
 		// One round trip opens the transaction with the timeouts that turn
@@ -205,10 +214,9 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 		}
 		return engine.DataDone{ReadOnly: true}
 	}
-	_, _, tx, _ := engine.ParseGID(op.GID)
 	// The marker commits with the transaction's changes or not at all, so
 	// after a crash its presence tells which way a transaction went.
-	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); PREPARE TRANSACTION %s", quote(op.GID), tx, quote(op.GID))
+	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); PREPARE TRANSACTION %s", quote(op.GID), op.TxID, quote(op.GID))
 	tag, err := conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err == nil && tag.String() != "PREPARE TRANSACTION" {
 		err = fmt.Errorf("PREPARE TRANSACTION answered %q", tag.String())

@@ -42,6 +42,9 @@ type loop struct {
 	flushing bool
 	flushed  chan flushResult
 
+	// debug is fixed at start: describing every step costs allocations.
+	debug bool
+
 	stopped chan struct{}
 	stopErr error
 	once    sync.Once
@@ -67,6 +70,7 @@ func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger,
 		inputs:  make(chan engine.Input, 1024),
 		flushed: make(chan flushResult, 1),
 		stopped: make(chan struct{}),
+		debug:   logger.Enabled(context.Background(), slog.LevelDebug),
 	}
 }
 
@@ -194,6 +198,9 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 
 func (l *loop) step(in engine.Input) {
 	rd := l.m.Step(in)
+	if l.debug && !rd.Empty() {
+		l.logger.Debug("step", "input", fmt.Sprintf("%T", in), "durable", l.durable, "ready", engine.DescribeReady(rd))
+	}
 	for i, ev := range rd.Events {
 		l.unsynced = append(l.unsynced, pendingEvent{lsn: rd.FirstLSN + engine.LSN(i), ev: ev})
 	}

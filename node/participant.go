@@ -94,9 +94,10 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p.coord = rpc.NewClient(opts.Coordinator, rpc.ClientOptions{Logger: p.logger})
 	p.data = &dataDB{
 		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
-		now:     p.loop.now,
-		done:    func(d engine.DataDone) { p.loop.submit(d) },
-		workers: map[engine.TxID]*txWorker{},
+		acquireTimeout: max(opts.LockTimeout, time.Second),
+		now:            p.loop.now,
+		done:           func(d engine.DataDone) { p.loop.submit(d) },
+		workers:        map[engine.TxID]*txWorker{},
 	}
 
 	began := time.Now()
@@ -195,7 +196,9 @@ func (p *Participant) send(m engine.Message) {
 	defer cancel()
 	if err := p.coord.Call(ctx, m.Method(), m, nil); err != nil {
 		p.logger.Debug("send failed", "method", m.Method(), "tx", m.Tx(), "err", err)
+		return
 	}
+	p.logger.Debug("sent", "method", m.Method(), "tx", m.Tx())
 }
 
 func (p *Participant) onDurable(ev engine.Event) {

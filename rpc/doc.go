@@ -8,8 +8,12 @@
 // message. The Client speaks h2c only and keeps exactly one connection per
 // peer, dialled lazily and re-dialled after it breaks.
 //
-// The server side is built on github.com/creachadair/jrpc2 (its HTTP bridge
-// and handler map). The client side is a thin layer over net/http rather
+// The server uses github.com/creachadair/jrpc2 to parse and validate
+// requests (single and batch) and dispatches each HTTP request to its handler
+// itself, on that request's goroutine. jrpc2's HTTP bridge was tried first:
+// it funnels every request through one in-memory channel, so handlers that
+// wait (a commit waiting for votes) held up the very votes that would end
+// the wait, and 64 concurrent clients stalled until timeouts. The client side is a thin layer over net/http rather
 // than jrpc2's HTTP channel, because that channel stops the whole jrpc2
 // client when any single HTTP exchange fails and reports the failure as a
 // server-style internal error; tpcd needs per-call failures, cancellation

@@ -16,15 +16,13 @@ import (
 	"time"
 
 	"github.com/creachadair/jrpc2"
-	"github.com/creachadair/jrpc2/handler"
-	"github.com/creachadair/jrpc2/jhttp"
 )
 
 // Handler implements one method. params is the raw "params" member of the
 // request (nil when absent); decode it with DecodeParams. The result is
 // encoded as JSON. An *Error (possibly wrapped) is sent to the caller as is;
 // any other error is sent as CodeInternal with its message. ctx ends when
-// the server shuts down.
+// the caller goes away or the server shuts down.
 type Handler func(ctx context.Context, params json.RawMessage) (any, error)
 
 // Defaults for ServerOptions.
@@ -61,28 +59,25 @@ type Server struct {
 	path     string
 	maxBytes int64
 
-	bridge jhttp.Bridge
-	http   *http.Server
+	methods map[string]Handler
+	// slots bounds the handlers running at once.
+	slots chan struct{}
+	http  *http.Server
 
 	// handlerCtx is the parent of every handler's context; cancelling it
 	// tells handlers still running at the end of a Shutdown to give up.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
-
-	closeOnce    sync.Once
-	bridgeClosed chan struct{}
 }
-
-type parsedRequestsKey struct{}
 
 // NewServer builds a server for opts.Methods. It does not listen; call Serve,
 // or mount Handler on a mux of your own.
 func NewServer(opts ServerOptions) *Server {
 	s := &Server{
-		log:          opts.Logger,
-		path:         opts.Path,
-		maxBytes:     opts.MaxRequestBytes,
-		bridgeClosed: make(chan struct{}),
+		log:      opts.Logger,
+		path:     opts.Path,
+		maxBytes: opts.MaxRequestBytes,
+		methods:  map[string]Handler{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -99,39 +94,14 @@ func NewServer(opts ServerOptions) *Server {
 	}
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
 
-	methods := make(handler.Map, len(opts.Methods))
+	s.slots = make(chan struct{}, concurrency)
 	for name, h := range opts.Methods {
 		if strings.HasPrefix(name, "rpc.") {
 			s.log.Warn("rpc: method name reserved by JSON-RPC, not served", "method", name)
 			continue
 		}
-		methods[name] = s.wrap(name, h)
+		s.methods[name] = h
 	}
-
-	jopts := &jrpc2.ServerOptions{
-		Concurrency: concurrency,
-		NewContext:  func() context.Context { return s.handlerCtx },
-		// The built-in rpc.serverInfo would list methods and process-wide
-		// counters to anyone who can reach the port; tpcd exposes its own
-		// status methods instead.
-		DisableBuiltin: true,
-	}
-	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		jopts.Logger = func(text string) { s.log.Debug(text, "component", "jrpc2") }
-	}
-	s.bridge = jhttp.NewBridge(methods, &jhttp.BridgeOptions{
-		Server: jopts,
-		// serveRPC has already checked and parsed the request; handing the
-		// result over through the context keeps the bridge from failing
-		// malformed bodies with a plain-text HTTP 500.
-		ParseRequest: func(r *http.Request) ([]*jrpc2.ParsedRequest, error) {
-			reqs, ok := r.Context().Value(parsedRequestsKey{}).([]*jrpc2.ParsedRequest)
-			if !ok {
-				return nil, errors.New("rpc: request reached the bridge unparsed")
-			}
-			return reqs, nil
-		},
-	})
 
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -171,23 +141,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.http.Close()
 		s.cancelHandler()
 	}
-	// The bridge's Close waits for every running handler, so it must not
-	// outlast ctx either.
-	s.closeOnce.Do(func() {
-		go func() {
-			if err := s.bridge.Close(); err != nil {
-				s.log.Debug("rpc: jrpc2 server stopped", "err", err)
-			}
-			close(s.bridgeClosed)
-		}()
-	})
-	select {
-	case <-s.bridgeClosed:
-	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
-		}
-	}
 	s.cancelHandler()
 	if err != nil {
 		return fmt.Errorf("rpc server shutdown: %w", err)
@@ -197,7 +150,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // serveRPC does the HTTP-level checks and the parsing itself, so that every
 // failure is reported as a JSON-RPC error object a client can decode, then
-// hands the parsed requests to the jrpc2 bridge.
+// runs each request's handler on this goroutine (several at once for a
+// batch). Every HTTP request is dispatched on its own, so a handler that
+// waits (a commit waiting for votes) never holds up another request; jrpc2's
+// HTTP bridge funnels all requests through one channel and stalls exactly
+// that way under load.
 func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -232,7 +189,85 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusOK, Errorf(CodeInvalidRequest, "empty batch"))
 		return
 	}
-	s.bridge.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), parsedRequestsKey{}, reqs)))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.handlerCtx, cancel)
+	defer stop()
+
+	out := make([]json.RawMessage, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Add(1)
+		run := func() {
+			defer wg.Done()
+			out[i] = s.dispatch(ctx, req)
+		}
+		if len(reqs) == 1 {
+			run()
+		} else {
+			go run()
+		}
+	}
+	wg.Wait()
+	var replies []json.RawMessage
+	for _, o := range out {
+		if o != nil {
+			replies = append(replies, o)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case len(replies) == 0:
+		// Only notifications: JSON-RPC sends nothing back.
+		w.WriteHeader(http.StatusNoContent)
+	case len(reqs) == 1 && !reqs[0].Batch:
+		w.Write(replies[0])
+	default:
+		body, _ := json.Marshal(replies)
+		w.Write(body)
+	}
+}
+
+// dispatch runs one request and returns its encoded response, nil for a
+// notification.
+func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.RawMessage {
+	var result json.RawMessage
+	var rerr *Error
+	switch h, ok := s.methods[req.Method]; {
+	case req.Error != nil:
+		rerr = &Error{Code: int(req.Error.Code), Message: req.Error.Message}
+	case !ok:
+		rerr = Errorf(CodeMethodNotFound, "no method %q", req.Method)
+	default:
+		select {
+		case s.slots <- struct{}{}:
+			result, rerr = s.call(ctx, req.Method, h, req.Params)
+			<-s.slots
+		case <-ctx.Done():
+			rerr = Errorf(CodeUnavailable, "server busy or shutting down")
+		}
+	}
+	if req.ID == "" && req.Error == nil {
+		return nil
+	}
+	id := json.RawMessage(req.ID)
+	if req.ID == "" {
+		id = json.RawMessage("null")
+	}
+	resp := struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Result  json.RawMessage `json:"result,omitempty"`
+		Error   *Error          `json:"error,omitempty"`
+	}{"2.0", id, result, rerr}
+	if rerr == nil && result == nil {
+		resp.Result = json.RawMessage("null")
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		body = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}`)
+	}
+	return body
 }
 
 // writeError answers with a JSON-RPC error response whose id is null, as the
@@ -252,50 +287,44 @@ func writeError(w http.ResponseWriter, status int, e *Error) {
 	w.Write(body)
 }
 
-// wrap adapts a Handler to jrpc2: it recovers panics, encodes the result
-// itself so an unencodable result is a clear CodeInternal, and maps errors
-// to the codes promised by the package.
-func (s *Server) wrap(name string, h Handler) jrpc2.Handler {
-	return func(ctx context.Context, req *jrpc2.Request) (result any, err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("rpc handler panicked", "method", name, "panic", p, "stack", string(debug.Stack()))
-				result, err = nil, &jrpc2.Error{Code: jrpc2.InternalError, Message: fmt.Sprintf("handler for %s panicked: %v", name, p)}
-			}
-		}()
-		var params json.RawMessage
-		if req.HasParams() {
-			params = json.RawMessage(req.ParamString())
+// call runs a handler: it recovers panics, encodes the result itself so an
+// unencodable result is a clear CodeInternal, and maps errors to the codes
+// promised by the package.
+func (s *Server) call(ctx context.Context, name string, h Handler, params json.RawMessage) (result json.RawMessage, rerr *Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("rpc handler panicked", "method", name, "panic", p, "stack", string(debug.Stack()))
+			result, rerr = nil, Errorf(CodeInternal, "handler for %s panicked: %v", name, p)
 		}
-		v, err := h(ctx, params)
-		if err != nil {
-			return nil, s.toWire(ctx, name, err)
-		}
-		data, err := json.Marshal(v)
-		if err != nil {
-			s.log.Error("rpc handler result not encodable", "method", name, "err", err)
-			return nil, &jrpc2.Error{Code: jrpc2.InternalError, Message: fmt.Sprintf("encode result of %s: %v", name, err)}
-		}
-		return json.RawMessage(data), nil
+	}()
+	v, err := h(ctx, params)
+	if err != nil {
+		return nil, s.toWire(ctx, name, err)
 	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("rpc handler result not encodable", "method", name, "err", err)
+		return nil, Errorf(CodeInternal, "encode result of %s: %v", name, err)
+	}
+	return data, nil
 }
 
-func (s *Server) toWire(ctx context.Context, name string, err error) *jrpc2.Error {
+func (s *Server) toWire(ctx context.Context, name string, err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
-		msg := e.Message
-		if msg == "" {
+		out := *e
+		if out.Message == "" {
 			// The specification requires a message.
-			msg = fmt.Sprintf("error %d", e.Code)
+			out.Message = fmt.Sprintf("error %d", e.Code)
 		}
 		s.log.Debug("rpc handler error", "method", name, "code", e.Code, "err", err)
-		return &jrpc2.Error{Code: jrpc2.Code(e.Code), Message: msg, Data: e.Data}
+		return &out
 	}
 	level := slog.LevelWarn
 	if ctx.Err() != nil {
-		// Shutdown cut the handler short; that is expected, not a fault.
+		// The caller left or shutdown cut the handler short: expected.
 		level = slog.LevelDebug
 	}
 	s.log.Log(ctx, level, "rpc handler failed", "method", name, "err", err)
-	return &jrpc2.Error{Code: jrpc2.InternalError, Message: err.Error()}
+	return Errorf(CodeInternal, "%s", err.Error())
 }

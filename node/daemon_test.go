@@ -1,0 +1,392 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+func TestCommitAcrossThreeParticipants(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 3})
+	tx := c.begin()
+	for i := range 3 {
+		r := c.mustExec(tx, i, "INSERT INTO kv VALUES ($1, $2)", 10+i, "v")
+		if r.Result.RowsAffected != 1 {
+			t.Fatalf("node %d: rows affected %d, want 1", i, r.Result.RowsAffected)
+		}
+	}
+	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("outcome %s (%s), want commit", r.Outcome, r.Reason)
+	}
+	// The reply means decided; "committed" in status means applied on
+	// every participant.
+	eventually(t, "status says committed everywhere", func() bool { return c.status(tx).State == "committed" })
+	c.settled()
+	for i := range 3 {
+		if got := c.keys(i); !slices.Equal(got, []int{10 + i}) {
+			t.Errorf("node %d has keys %v, want [%d]", i, got, 10+i)
+		}
+	}
+
+	// A query returns rows through the coordinator.
+	tx = c.begin()
+	r := c.mustExec(tx, 1, "SELECT k, v FROM kv")
+	if !slices.Equal(r.Result.Columns, []string{"k", "v"}) || len(r.Result.Rows) != 1 || r.Result.Rows[0][0] != "11" {
+		t.Fatalf("select returned %+v", r.Result)
+	}
+	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("read-only commit: %s (%s)", r.Outcome, r.Reason)
+	}
+}
+
+func TestFailingStatementAbortsEverywhere(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 3})
+	c.exec1(2, "INSERT INTO kv VALUES (1, 'taken')")
+
+	for _, bad := range []struct{ name, sql string }{
+		{"duplicate key", "INSERT INTO kv VALUES (1, 'again')"},
+		{"syntax error", "INSERT INTO kv VALUEZ (7)"},
+		{"constraint", "INSERT INTO kv VALUES (NULL, 'x')"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			tx := c.begin()
+			c.mustExec(tx, 0, "INSERT INTO kv VALUES (100, 'a')")
+			c.mustExec(tx, 1, "INSERT INTO kv VALUES (100, 'b')")
+			_, err := c.exec(tx, 2, bad.sql)
+			if rpcCode(err) != rpc.CodeAborted {
+				t.Fatalf("failing statement: err %v, want code %d", err, rpc.CodeAborted)
+			}
+			// Further work is refused with the reason.
+			if _, err := c.exec(tx, 0, "INSERT INTO kv VALUES (101, 'c')"); rpcCode(err) != rpc.CodeAborted {
+				t.Fatalf("exec after failure: %v", err)
+			}
+			r := c.commit(tx)
+			if r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "p2") {
+				t.Fatalf("commit: %s (%q), want abort naming p2", r.Outcome, r.Reason)
+			}
+			c.settled()
+			for i := range 2 {
+				if got := c.keys(i); len(got) != 0 {
+					t.Fatalf("node %d kept rows %v of an aborted transaction", i, got)
+				}
+			}
+		})
+	}
+}
+
+func TestParticipantDownBeforePrepare(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{VoteTimeout: time.Second}})
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	c.stopParticipant(1)
+	r := c.commit(tx)
+	if r.Outcome != engine.OutcomeAbort {
+		t.Fatalf("outcome %s, want abort", r.Outcome)
+	}
+	t.Logf("abort reason: %s", r.Reason)
+	c.restartParticipant(1)
+	c.settled()
+	for i := range 2 {
+		if got := c.keys(i); len(got) != 0 {
+			t.Fatalf("node %d has %v after abort", i, got)
+		}
+	}
+}
+
+// TestVoteTimeout makes a participant address that accepts connections and
+// never answers, so the coordinator hears nothing and must abort after
+// --timeout.
+func TestVoteTimeout(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{VoteTimeout: 500 * time.Millisecond}})
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	// Swap participant 1 for a black hole on its address.
+	c.stopParticipant(1)
+	hole, err := net.Listen("tcp", c.partAddrs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	go func() {
+		for {
+			conn, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, conn)
+		}
+	}()
+	r := c.commit(tx)
+	if r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "vote timeout") {
+		t.Fatalf("commit: %s (%q), want abort by vote timeout", r.Outcome, r.Reason)
+	}
+	hole.Close()
+	for _, conn := range held {
+		conn.Close()
+	}
+	c.restartParticipant(1)
+	c.settled()
+	if got := c.keys(0); len(got) != 0 {
+		t.Fatalf("node 0 kept %v", got)
+	}
+}
+
+func TestManyConcurrentTransactions(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 3})
+	clients := make([]*rpc.Client, 4)
+	for i := range clients {
+		clients[i] = rpc.NewClient(c.coordAddr, rpc.ClientOptions{})
+		defer clients[i].Close()
+	}
+	const n = 64
+	var committed atomic.Int64
+	want := make([][]int, 3)
+	outcome := make([]engine.Outcome, n)
+	nodesOf := make([][]int, n)
+	concurrently(n, func(i int) {
+		cl := clients[i%len(clients)]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var b engine.BeginReply
+		if err := cl.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+			t.Errorf("begin: %v", err)
+			return
+		}
+		a, z := engine.NodeID(i%3), engine.NodeID((i+1)%3)
+		nodesOf[i] = []int{int(a), int(z)}
+		for _, nd := range []engine.NodeID{a, z} {
+			if err := cl.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'x')", Args: []any{1000 + i}}, nil); err != nil {
+				t.Errorf("exec: %v", err)
+				return
+			}
+		}
+		var r engine.OutcomeReply
+		if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+			t.Errorf("commit: %v", err)
+			return
+		}
+		outcome[i] = r.Outcome
+		if r.Outcome == engine.OutcomeCommit {
+			committed.Add(1)
+		} else {
+			t.Logf("tx %d aborted: %s", b.TxID, r.Reason)
+		}
+	})
+	for i := range n {
+		if outcome[i] == engine.OutcomeCommit {
+			for _, nd := range nodesOf[i] {
+				want[nd] = append(want[nd], 1000+i)
+			}
+		}
+	}
+	if committed.Load() != n {
+		t.Errorf("%d of %d committed; with distinct keys all should", committed.Load(), n)
+	}
+	c.settled()
+	for nd := range 3 {
+		slices.Sort(want[nd])
+		if got := c.keys(nd); !slices.Equal(got, want[nd]) {
+			t.Errorf("node %d: keys %v, want %v", nd, got, want[nd])
+		}
+	}
+}
+
+func TestDistributedDeadlockEndsInAbort(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2, lockTimeout: 300 * time.Millisecond})
+	c.exec1(0, "INSERT INTO kv VALUES (1, 'x')")
+	c.exec1(1, "INSERT INTO kv VALUES (1, 'x')")
+	a, b := c.begin(), c.begin()
+	c.mustExec(a, 0, "UPDATE kv SET v = 'a' WHERE k = 1")
+	c.mustExec(b, 1, "UPDATE kv SET v = 'b' WHERE k = 1")
+	// Now each takes the other's lock: a waits on node 1, b on node 0.
+	errs := make([]error, 2)
+	concurrently(2, func(i int) {
+		if i == 0 {
+			_, errs[0] = c.exec(a, 1, "UPDATE kv SET v = 'a' WHERE k = 1")
+		} else {
+			_, errs[1] = c.exec(b, 0, "UPDATE kv SET v = 'b' WHERE k = 1")
+		}
+	})
+	if errs[0] == nil && errs[1] == nil {
+		t.Fatal("both sides of a deadlock succeeded")
+	}
+	outcomes := []engine.Outcome{c.commit(a).Outcome, c.commit(b).Outcome}
+	aborts := 0
+	for _, o := range outcomes {
+		if o == engine.OutcomeAbort {
+			aborts++
+		}
+	}
+	if aborts == 0 {
+		t.Fatalf("outcomes %v: at least one must abort", outcomes)
+	}
+	c.settled()
+	// Both nodes agree on the value: whoever committed wrote both.
+	var v0, v1 string
+	c.data(0).QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v0)
+	c.data(1).QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v1)
+	if v0 != v1 {
+		t.Fatalf("node 0 has %q, node 1 has %q: a transaction committed on one node only", v0, v1)
+	}
+}
+
+func TestSeedBatchMode(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 3, engine: engine.CoordinatorConfig{BatchSize: 3, BatchFlush: 300 * time.Millisecond}})
+	txs := map[engine.TxID]int{}
+	for i := range 9 {
+		nd := engine.NodeID(i % 3)
+		var r engine.ExecReply
+		if err := c.call(node.MethodExecute, node.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'b')", Args: []any{i}}, &r); err != nil {
+			t.Fatalf("execute %d: %v", i, err)
+		}
+		txs[r.TxID]++
+	}
+	if len(txs) != 3 {
+		t.Fatalf("9 executes with batch size 3 made transactions %v, want 3 of 3", txs)
+	}
+	for tx, n := range txs {
+		if n != 3 {
+			t.Fatalf("transaction %d got %d statements, want 3", tx, n)
+		}
+		eventually(t, "batch committed", func() bool { return c.status(tx).Outcome == engine.OutcomeCommit })
+	}
+	// A partial batch is committed by the flush interval.
+	nd := engine.NodeID(0)
+	var r engine.ExecReply
+	if err := c.call(node.MethodExecute, node.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES (99, 'partial')"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "partial batch flushed", func() bool { return c.status(r.TxID).Outcome == engine.OutcomeCommit })
+	c.settled()
+	if got := c.keys(0); !slices.Equal(got, []int{0, 3, 6, 99}) {
+		t.Fatalf("node 0 keys %v", got)
+	}
+}
+
+// TestBadInputIsRefused sends hostile requests to the coordinator's port
+// while a valid transaction is open, and checks the transaction still
+// commits.
+func TestBadInputIsRefused(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2})
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (5, 'ok')")
+
+	url := "http://" + c.coordAddr + "/rpc"
+	post := func(body []byte) (int, int) {
+		resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var w struct {
+			Error *struct {
+				Code int `json:"code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(raw, &w); err != nil || w.Error == nil {
+			t.Fatalf("body %q: want a JSON-RPC error (%v)", raw, err)
+		}
+		return resp.StatusCode, w.Error.Code
+	}
+	req := func(method, params string) []byte {
+		return []byte(`{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":` + params + `}`)
+	}
+	cases := []struct {
+		name string
+		body []byte
+		code int
+	}{
+		{"malformed json", []byte(`{"jsonrpc":"2.0","id":1,"method":`), rpc.CodeParseError},
+		{"unknown method", req("drop_everything", `{}`), rpc.CodeMethodNotFound},
+		{"wrong type", req("exec", `{"tx":"one","node":0,"sql":"x"}`), rpc.CodeInvalidParams},
+		{"unknown field", req("commit", `{"tx":1,"force":true}`), rpc.CodeInvalidParams},
+		{"missing node", req("exec", `{"tx":1,"sql":"select 1"}`), rpc.CodeInvalidParams},
+		{"unknown txid", req("commit", `{"tx":987654}`), rpc.CodeUnknownTx},
+		{"node out of range", req("exec", `{"tx":1,"node":7,"sql":"select 1"}`), rpc.CodeBadNode},
+		{"negative node", req("exec", `{"tx":1,"node":-1,"sql":"select 1"}`), rpc.CodeBadNode},
+		{"huge number", req("status", `{"tx":1e400}`), rpc.CodeInvalidParams},
+		{"negative txid", req("status", `{"tx":-3}`), rpc.CodeInvalidParams},
+		{"forged vote from a stranger", req("tpcd.vote", `{"from":9,"tx":1,"vote":"yes"}`), 0},
+		{"oversized", req("exec", `{"tx":1,"node":0,"sql":"`+strings.Repeat("x", 2<<20)+`"}`), rpc.CodeInvalidRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.code == 0 {
+				// Accepted at the transport and ignored by the engine.
+				resp, err := http.Post(url, "application/json", bytes.NewReader(tc.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return
+			}
+			_, code := post(tc.body)
+			if code != tc.code {
+				t.Fatalf("code %d, want %d", code, tc.code)
+			}
+		})
+	}
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (5, 'ok')")
+	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("valid transaction after bad input: %s (%s)", r.Outcome, r.Reason)
+	}
+	c.settled()
+	for i := range 2 {
+		if got := c.keys(i); !slices.Equal(got, []int{5}) {
+			t.Fatalf("node %d keys %v", i, got)
+		}
+	}
+}
+
+// TestCoordinatorRestartKeepsIDsAndAnswers restarts the coordinator on the
+// same log: transaction ids are not reused and ended outcomes survive.
+func TestCoordinatorRestart(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2})
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
+	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatal(r)
+	}
+	open := c.begin()
+	c.mustExec(open, 0, "INSERT INTO kv VALUES (2, 'never')")
+	epoch := c.coord.Epoch()
+	c.coord.Close()
+	ln, err := net.Listen("tcp", c.coordAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startCoordinator(ln)
+	if c.coord.Epoch() != epoch+1 {
+		t.Fatalf("epoch %d after restart, want %d", c.coord.Epoch(), epoch+1)
+	}
+	next := c.begin()
+	if next <= open {
+		t.Fatalf("transaction id %d reused after restart (last was %d)", next, open)
+	}
+	// The open transaction's work is rolled back once the participant
+	// hears from the new epoch.
+	c.mustExec(next, 0, "INSERT INTO kv VALUES (3, 'b')")
+	if r := c.commit(next); r.Outcome != engine.OutcomeCommit {
+		t.Fatal(r)
+	}
+	c.settled()
+	if got := c.keys(0); !slices.Equal(got, []int{1, 3}) {
+		t.Fatalf("node 0 keys %v, want [1 3]", got)
+	}
+}
