@@ -1,9 +1,39 @@
-# Developer entry points for tpcd.
+# Developer entry points for tpcd. `make help` lists them.
 
 SQLC_VERSION := v1.31.1
 SQLC ?= $(shell command -v sqlc || echo $(HOME)/go/bin/sqlc)
+GO ?= go
+# The whole suite on this 2-core machine takes a few minutes; the limit only
+# stops a hung run.
+TEST_TIMEOUT ?= 12m
 
-.PHONY: generate verify-generated
+.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres
+
+## help: list the targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
+
+## build: build bin/tpcd
+build:
+	$(GO) build -o bin/tpcd ./cmd/tpcd
+
+## run: start a local cluster (coordinator + 3 participants, embedded PostgreSQL); Ctrl-C stops it
+run: ensure-postgres
+	$(GO) run ./cmd/tpcd cluster
+
+## test: everything CI checks: formatting, vet, generated code, and all tests with the race detector
+test: ensure-postgres lint verify-generated
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+## test-short: the tests without the race detector and the generated-code check (quicker while working)
+test-short: ensure-postgres
+	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
 
 ## generate: regenerate queries/ from queries/*.sql and db/migrations (sqlc)
 generate: $(SQLC)
@@ -13,7 +43,15 @@ generate: $(SQLC)
 verify-generated: $(SQLC)
 	$(SQLC) diff
 
+## bench: Go benchmarks (engine step and fold, ...)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## ensure-postgres: install PostgreSQL if no server binaries can be found
+ensure-postgres:
+	@scripts/ensure-postgres.sh
+
 # Built only when no sqlc binary is found, pinned so every checkout generates the
 # same code.
 $(SQLC):
-	GOBIN=$(abspath $(dir $(SQLC))) go install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
+	GOBIN=$(abspath $(dir $(SQLC))) $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)

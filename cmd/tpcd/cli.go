@@ -20,6 +20,7 @@ type CLI struct {
 	Participant ParticipantCmd `cmd:"" help:"Run a participant: it executes statements on its data database and votes."`
 	Replay      ReplayCmd      `cmd:"" help:"Print the state recovered from a node's log without starting the node."`
 	Client      ClientCmd      `cmd:"" help:"Talk to a coordinator: interactive shell, scripts, and CSV loading."`
+	Cluster     ClusterCmd     `cmd:"" help:"Run a coordinator and N participants with embedded PostgreSQL in one process (a local cluster to try tpcd)."`
 }
 
 // Globals are flags every command takes.

@@ -1,0 +1,191 @@
+// Package localcluster runs a whole tpcd cluster in one process: a
+// coordinator and N participants, each with its own embedded PostgreSQL
+// server (or given URIs), on consecutive loopback ports. It is what
+// `tpcd cluster` runs, so that a newcomer gets a working cluster from one
+// command.
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+)
+
+// Options configure a local cluster.
+type Options struct {
+	// Participants is the number of participants. Default 3.
+	Participants int
+	// Host is the interface to listen on. Default 127.0.0.1.
+	Host string
+	// BasePort is the coordinator's port; participant i listens on
+	// BasePort+1+i. 0 picks free ports.
+	BasePort int
+	// StateDir keeps every node's embedded PostgreSQL under it, so a second
+	// run resumes the same cluster (and recovers it). Empty: temporary.
+	StateDir string
+	PGBin    string
+	// Coordinator configures the coordinator's engine (timeouts, batches).
+	Coordinator engine.CoordinatorConfig
+	Logger      *slog.Logger
+}
+
+// Node describes one running node.
+type Node struct {
+	Role    string
+	Name    string
+	Addr    string
+	LogURI  string
+	DataURI string
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Nodes []Node
+	coord *node.Coordinator
+	parts []*node.Participant
+	dbs   []*node.Databases
+}
+
+// Start brings the cluster up. If anything fails, whatever was started is
+// stopped again (and temporary directories removed) before it returns.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.Participants <= 0 {
+		opts.Participants = 3
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{}
+	var lns []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			c.Close()
+		}
+	}()
+
+	// Listen first: the addresses are needed to wire the nodes together,
+	// and a taken port should fail before any database is started.
+	n := opts.Participants
+	for i := 0; i <= n; i++ {
+		port := 0
+		if opts.BasePort != 0 {
+			port = opts.BasePort + i
+		}
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s (choose another --base-port): %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	coordAddr := lns[0].Addr().String()
+	var partAddrs []string
+	for _, ln := range lns[1:] {
+		partAddrs = append(partAddrs, ln.Addr().String())
+	}
+
+	// Databases start in parallel: initdb dominates start-up time.
+	names := []string{node.CoordinatorName}
+	for i := range n {
+		names = append(names, node.ParticipantName(engine.NodeID(i)))
+	}
+	c.dbs = make([]*node.Databases, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spec := node.DatabaseSpec{NeedData: i > 0, PGBin: opts.PGBin, Logger: opts.Logger.With("node", name)}
+			if opts.StateDir != "" {
+				spec.StateDir = filepath.Join(opts.StateDir, name)
+			}
+			c.dbs[i], errs[i] = node.OpenDatabases(ctx, spec)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	for i := range n {
+		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
+			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
+			Logger: opts.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", names[i+1], err)
+		}
+		lns[i+1] = nil
+		c.parts = append(c.parts, p)
+	}
+	coord, err := node.StartCoordinator(ctx, lns[0], node.CoordinatorOptions{
+		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start coordinator: %w", err)
+	}
+	lns[0] = nil
+	lns = nil
+	c.coord = coord
+
+	c.Nodes = append(c.Nodes, Node{Role: "coordinator", Name: names[0], Addr: coordAddr, LogURI: c.dbs[0].LogURI})
+	for i := range n {
+		c.Nodes = append(c.Nodes, Node{Role: "participant", Name: names[i+1], Addr: partAddrs[i], LogURI: c.dbs[i+1].LogURI, DataURI: c.dbs[i+1].DataURI})
+	}
+	return c, nil
+}
+
+// CoordinatorAddr is where clients connect.
+func (c *Cluster) CoordinatorAddr() string { return c.Nodes[0].Addr }
+
+// PrintTable writes the nodes as an aligned table and how to connect.
+func (c *Cluster) PrintTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tNODE\tRPC\tLOG DB\tDATA DB")
+	for _, n := range c.Nodes {
+		data := n.DataURI
+		if data == "" {
+			data = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Role, n.Name, n.Addr, node.Redact(n.LogURI), node.Redact(data))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nConnect with:  tpcd client --coordinator %s\n", c.CoordinatorAddr())
+}
+
+// Close stops every node and database; temporary directories are removed.
+func (c *Cluster) Close() error {
+	var errs []error
+	if c.coord != nil {
+		errs = append(errs, c.coord.Close())
+		c.coord = nil
+	}
+	for _, p := range c.parts {
+		errs = append(errs, p.Close())
+	}
+	c.parts = nil
+	for _, d := range c.dbs {
+		if d != nil {
+			errs = append(errs, d.Close())
+		}
+	}
+	c.dbs = nil
+	return errors.Join(errs...)
+}
