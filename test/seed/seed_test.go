@@ -1,0 +1,291 @@
+package seed
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+var tpcdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tpcd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tpcdBin = filepath.Join(dir, "tpcd")
+	out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build tpcd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a tpcd process whose output goes to the test log on failure.
+type proc struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+	err chan error
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(tpcdBin, args...), out: &bytes.Buffer{}, err: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Env = append(os.Environ(), env...)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("tpcd %s:\n%s", strings.Join(args, " "), p.out)
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.err:
+		if err != nil {
+			t.Fatalf("tpcd exited with %v after SIGTERM:\n%s", err, p.out)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("tpcd did not stop after SIGTERM:\n%s", p.out)
+	}
+}
+
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	c := rpc.NewClient(addr, rpc.ClientOptions{})
+	defer c.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var r node.PingReply
+		err := c.Call(ctx, node.MethodPing, struct{}{}, &r)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// seedCluster starts the seed README's three commands (coordinator and two
+// participants), with or without database URIs.
+type seedCluster struct {
+	coordAddr string
+	procs     []*proc
+}
+
+func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
+	t.Helper()
+	coord, p0, p1 := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := []string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}
+	if withURIs {
+		args = append(args, "--log-db", pgtest.NewDB(t))
+	}
+	args = append(args, extra...)
+	c := &seedCluster{coordAddr: coord}
+	c.procs = append(c.procs, start(t, env, args...))
+	for i, addr := range []string{p0, p1} {
+		args := []string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}
+		if withURIs {
+			args = append(args, "--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t))
+		}
+		c.procs = append(c.procs, start(t, env, args...))
+	}
+	for _, addr := range []string{coord, p0, p1} {
+		waitReady(t, addr)
+	}
+	return c
+}
+
+// commitAcrossBoth runs a distributed transaction and waits until it is
+// applied everywhere.
+func commitAcrossBoth(t *testing.T, addr string) {
+	t.Helper()
+	c := rpc.NewClient(addr, rpc.ClientOptions{})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	call := func(method string, params, result any) {
+		t.Helper()
+		if err := c.Call(ctx, method, params, result); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+	}
+	for i := range 2 {
+		var b engine.BeginReply
+		call(node.MethodBegin, struct{}{}, &b)
+		n := engine.NodeID(i)
+		call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (id int primary key)"}, nil)
+		call(node.MethodCommit, node.TxParams{TxID: b.TxID}, nil)
+	}
+	var b engine.BeginReply
+	call(node.MethodBegin, struct{}{}, &b)
+	for i := range 2 {
+		n := engine.NodeID(i)
+		call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{7}}, nil)
+	}
+	var r engine.OutcomeReply
+	call(node.MethodCommit, node.TxParams{TxID: b.TxID}, &r)
+	if r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("outcome %s (%s)", r.Outcome, r.Reason)
+	}
+	for {
+		var s engine.StatusReply
+		call(node.MethodStatus, node.TxParams{TxID: b.TxID}, &s)
+		if s.State == "committed" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 2 {
+		var b2 engine.BeginReply
+		call(node.MethodBegin, struct{}{}, &b2)
+		n := engine.NodeID(i)
+		var e engine.ExecReply
+		call(node.MethodExec, node.ExecParams{TxID: b2.TxID, Node: &n, SQL: "SELECT count(*) FROM t"}, &e)
+		if got := e.Result.Rows[0][0]; got != "1" {
+			t.Fatalf("node %d has %v rows, want 1", i, got)
+		}
+		call(node.MethodRollback, node.TxParams{TxID: b2.TxID}, nil)
+	}
+}
+
+func TestSeedCommandsWithURIs(t *testing.T) {
+	c := startSeed(t, nil, true)
+	commitAcrossBoth(t, c.coordAddr)
+	for _, p := range c.procs {
+		p.stop(t)
+	}
+}
+
+// tempDirForPostgres makes a directory the postgres user can traverse, for
+// the embedded clusters' temporary files.
+func tempDirForPostgres(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tpcd-seed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func TestSeedCommandsEmbedded(t *testing.T) {
+	tmp := tempDirForPostgres(t)
+	c := startSeed(t, []string{"TMPDIR=" + tmp}, false)
+	commitAcrossBoth(t, c.coordAddr)
+	for _, p := range c.procs {
+		p.stop(t)
+	}
+	left, _ := os.ReadDir(tmp)
+	if len(left) != 0 {
+		t.Fatalf("embedded clusters left behind after SIGTERM: %v", left)
+	}
+}
+
+func TestStateDirSurvivesRestart(t *testing.T) {
+	state := tempDirForPostgres(t)
+	coord, p0 := freeAddr(t), freeAddr(t)
+	args := []string{"coordinator", "--host", coord, "--participant", p0, "--state-dir", filepath.Join(state, "c")}
+	part := []string{"participant", "--node-id", "0", "--host", p0, "--coordinator", coord, "--state-dir", filepath.Join(state, "p0")}
+	epochs := []engine.Epoch{}
+	for range 2 {
+		pc, pp := start(t, nil, args...), start(t, nil, part...)
+		waitReady(t, coord)
+		waitReady(t, p0)
+		cl := rpc.NewClient(coord, rpc.ClientOptions{})
+		var r node.PingReply
+		if err := cl.Call(context.Background(), node.MethodPing, struct{}{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		cl.Close()
+		epochs = append(epochs, r.Epoch)
+		pc.stop(t)
+		pp.stop(t)
+	}
+	if epochs[1] != epochs[0]+1 {
+		t.Fatalf("epochs %v: the second run should recover the first's log and start the next epoch", epochs)
+	}
+}
+
+func TestBadFlagsSayHowToFix(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"participant", "--host", "127.0.0.1:1", "--coordinator", "127.0.0.1:2"}, "--node-id"},
+		{[]string{"participant", "--node-id", "0", "--host", "nonsense", "--coordinator", "127.0.0.1:2"}, "HOST:PORT"},
+		{[]string{"participant", "--node-id=-1", "--coordinator", "127.0.0.1:2"}, "ids start at 0"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:99999"}, "port"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--coordinator", "127.0.0.1:6"}, "unknown flag"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--log-db", "mysql://x"}, "postgresql://"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--timeout", "soon"}, "seconds"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--participant", "127.0.0.1:5"}, "twice"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--batch-size", "0"}, "at least 1"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := exec.Command(tpcdBin, tc.args...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("exit 0; want an error\n%s", out)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("want one line mentioning %q, got:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, cmd := range []string{"coordinator", "participant", "replay", "client", "cluster"} {
+		out, err := exec.Command(tpcdBin, cmd, "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s --help: %v\n%s", cmd, err, out)
+		}
+		if !strings.Contains(string(out), "Usage: tpcd "+cmd) {
+			t.Fatalf("%s --help:\n%s", cmd, out)
+		}
+	}
+}
