@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -288,6 +289,7 @@ func (c *Coordinator) send(to engine.NodeID, m engine.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := c.peers[to].Call(ctx, m.Method(), m, nil)
+	failpoint.AfterSend(m, err)
 	c.noteHealth(to, err, 0)
 	if err != nil {
 		c.logger.Debug("send failed", "to", to, "method", m.Method(), "tx", m.Tx(), "err", err)

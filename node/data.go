@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
 )
 
 // dataDB performs a participant's data-database effects. Each transaction
@@ -74,6 +75,7 @@ func (d *dataDB) work(id engine.TxID, w *txWorker) {
 		w.queue = w.queue[1:]
 		d.mu.Unlock()
 		res := d.run(w, op)
+		failpoint.AfterData(op.Op, res)
 		res.Now, res.Op, res.TxID, res.Stmt = d.now(), op.Op, op.TxID, op.Stmt
 		d.done(res)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/logstore"
 )
 
@@ -261,7 +262,9 @@ func (l *loop) flush(ctx context.Context) {
 		}
 		recs, err := l.records(evs)
 		if err == nil {
+			failpoint.BeforeLog(evs)
 			_, err = l.store.Append(ctx, recs)
+			failpoint.AfterLog(evs, err)
 		}
 		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, events: batch, err: err}
 	}()

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -194,7 +195,10 @@ func (p *Participant) perform(e engine.Effect) {
 func (p *Participant) send(m engine.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.coord.Call(ctx, m.Method(), m, nil); err != nil {
+	failpoint.BeforeSend(m)
+	err := p.coord.Call(ctx, m.Method(), m, nil)
+	failpoint.AfterSend(m, err)
+	if err != nil {
 		p.logger.Debug("send failed", "method", m.Method(), "tx", m.Tx(), "err", err)
 		return
 	}

@@ -1,0 +1,154 @@
+package failpoint
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// EnvVar names the environment variable that arms failpoints.
+const EnvVar = "TPCD_FAILPOINTS"
+
+// The failpoints. Each name is "role/step"; docs/FAILPOINTS.md has the
+// details and the recovery each one exercises.
+const (
+	// CoordBeforeDecisionLogged: a commit decision is in the log batch about
+	// to be appended, not yet durable.
+	CoordBeforeDecisionLogged = "coordinator/before-decision-logged"
+	// CoordAfterDecisionLogged: a commit decision is durable; no client and
+	// no participant has heard of it.
+	CoordAfterDecisionLogged = "coordinator/after-decision-logged"
+	// CoordAfterDecisionSent: one participant accepted a commit decision;
+	// others may not have received theirs.
+	CoordAfterDecisionSent = "coordinator/after-decision-sent"
+	// PartAfterPrepare: PREPARE TRANSACTION succeeded; the Prepared event is
+	// not logged and no vote left.
+	PartAfterPrepare = "participant/after-prepare"
+	// PartAfterPreparedLogged: the Prepared event is durable; the yes vote
+	// has not left.
+	PartAfterPreparedLogged = "participant/after-prepared-logged"
+	// PartAfterVote: the coordinator accepted a yes vote.
+	PartAfterVote = "participant/after-vote"
+	// PartAfterCommitPrepared: COMMIT PREPARED succeeded; the Committed event
+	// is not logged and no ack left.
+	PartAfterCommitPrepared = "participant/after-commit-prepared"
+	// PartBeforeAck: an acknowledgement of a decision is about to be sent.
+	PartBeforeAck = "participant/before-ack"
+)
+
+// Names lists every failpoint, coordinator's first.
+func Names() []string {
+	return []string{
+		CoordBeforeDecisionLogged, CoordAfterDecisionLogged, CoordAfterDecisionSent,
+		PartAfterPrepare, PartAfterPreparedLogged, PartAfterVote, PartAfterCommitPrepared, PartBeforeAck,
+	}
+}
+
+// point is one armed failpoint.
+type point struct {
+	at   int64 // fire on this hit
+	hits atomic.Int64
+}
+
+var (
+	enabled atomic.Bool
+	// points is written before enabled is set and never again.
+	points map[string]*point
+	// die ends the process; tests of this package replace it.
+	die = killSelf
+)
+
+func init() {
+	spec, ok := os.LookupEnv(EnvVar)
+	if !ok || strings.TrimSpace(spec) == "" {
+		return
+	}
+	ps, err := Parse(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tpcd: %s: %v\n", EnvVar, err)
+		os.Exit(2)
+	}
+	arm(ps)
+	fmt.Fprintf(os.Stderr, "tpcd: failpoints armed: %s\n", spec)
+}
+
+// arm installs armed failpoints by name and hit number.
+func arm(ps map[string]int) {
+	points = make(map[string]*point, len(ps))
+	for name, at := range ps {
+		points[name] = &point{at: int64(at)}
+	}
+	enabled.Store(len(points) > 0)
+}
+
+// Parse reads a TPCD_FAILPOINTS value: comma-separated "name" or "name=N"
+// items, N being the hit that fires (default 1). It returns the hit number
+// by name.
+func Parse(spec string) (map[string]int, error) {
+	out := map[string]int{}
+	for item := range strings.SplitSeq(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, count, hasCount := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		if !slices.Contains(Names(), name) {
+			return nil, fmt.Errorf("unknown failpoint %q (known: %s)", name, strings.Join(Names(), ", "))
+		}
+		at := 1
+		if hasCount {
+			n, err := strconv.Atoi(strings.TrimSpace(count))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("failpoint %s: hit number %q must be a whole number from 1", name, count)
+			}
+			at = n
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("failpoint %s is named twice", name)
+		}
+		out[name] = at
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no failpoint named in %q", spec)
+	}
+	return out, nil
+}
+
+// Enabled reports whether any failpoint is armed.
+func Enabled() bool { return enabled.Load() }
+
+// Hit marks that the process reached the named step. If that failpoint is
+// armed and this is the hit it waits for, the process dies on the spot.
+func Hit(name string) {
+	if !enabled.Load() {
+		return
+	}
+	hit(name)
+}
+
+func hit(name string) {
+	p := points[name]
+	if p == nil {
+		return
+	}
+	if n := p.hits.Add(1); n == p.at {
+		die(name, n)
+	}
+}
+
+// killSelf announces the failpoint and sends SIGKILL to this process. The
+// signal may take a moment to land on every thread; the caller never
+// returns meanwhile, so the step after the failpoint cannot happen.
+func killSelf(name string, n int64) {
+	fmt.Fprintf(os.Stderr, "tpcd: failpoint %s fired (hit %d): SIGKILL\n", name, n)
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
