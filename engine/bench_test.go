@@ -1,0 +1,109 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// BenchmarkCoordinatorStep measures the coordinator's share of one explicit
+// transaction on three participants: begin, a statement on each, its result,
+// commit, three votes and three acknowledgements (12 steps).
+func BenchmarkCoordinatorStep(b *testing.B) {
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3})
+	now := engine.Instant(time.Hour)
+	c.Step(engine.Start{Now: now, NewCluster: "bench"})
+	var req engine.ReqID
+	nodes := []engine.NodeID{0, 1, 2}
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Millisecond)
+		req++
+		rd := c.Step(engine.ClientBegin{Now: now, Req: req})
+		tx := rd.Effects[len(rd.Effects)-1].(engine.Respond).Reply.(engine.BeginReply).TxID
+		for _, n := range nodes {
+			req++
+			c.Step(engine.ClientExec{Now: now, Req: req, TxID: tx, Node: n, SQL: "insert into t values ($1)", Args: []any{1}})
+		}
+		for _, n := range nodes {
+			c.Step(engine.Receive{Now: now, Msg: engine.ExecResult{From: n, TxID: tx, Stmt: 0, Result: &engine.StmtResult{RowsAffected: 1}}})
+		}
+		req++
+		c.Step(engine.ClientCommit{Now: now, Req: req, TxID: tx})
+		for _, n := range nodes {
+			c.Step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: n, TxID: tx, Vote: engine.VoteYes}})
+		}
+		for _, n := range nodes {
+			c.Step(engine.Receive{Now: now, Msg: engine.AckMessage{From: n, TxID: tx, Outcome: engine.OutcomeCommit}})
+		}
+	}
+	if len(c.Transactions()) != 0 {
+		b.Fatalf("transactions left over: %v", c.Transactions())
+	}
+}
+
+// BenchmarkParticipantStep measures a participant's share of one committed
+// transaction with one statement: the statement and its result, prepare and
+// its result, the decision, COMMIT PREPARED and the marker deletion (7 steps).
+func BenchmarkParticipantStep(b *testing.B) {
+	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	now := engine.Instant(time.Hour)
+	p.Step(engine.Start{Now: now})
+	h := engine.Header{Cluster: "bench", Epoch: 1}
+	var tx engine.TxID
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Millisecond)
+		tx++
+		rd := p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: tx, SQL: "insert into t values ($1)", Args: []any{1}}})
+		gid := rd.Effects[len(rd.Effects)-1].(engine.Data).GID
+		p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: tx, Result: &engine.StmtResult{RowsAffected: 1}})
+		p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: tx, Stmts: 1}})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx})
+		p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: tx, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: tx})
+		rd = p.Step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: tx})
+		if len(rd.Events) != 1 || gid == "" {
+			b.Fatalf("tx %d did not end: %s", tx, engine.DescribeReady(rd))
+		}
+	}
+	if len(p.Transactions()) != 0 {
+		b.Fatalf("transactions left over: %v", p.Transactions())
+	}
+}
+
+// foldLog is a coordinator log of 100,000 events: a start, id reservations,
+// and preparing/decided/ended triples, some still open at the end.
+func foldLog() []engine.Event {
+	evs := []engine.Event{engine.CoordStarted{Cluster: "bench", Epoch: 1}}
+	parts := []engine.NodeID{0, 1, 2}
+	for tx := engine.TxID(1); len(evs) < 100000; tx++ {
+		if tx%1024 == 1 {
+			evs = append(evs, engine.CoordTxIDsReserved{Through: tx + 1023})
+		}
+		evs = append(evs,
+			engine.CoordPreparing{TxID: tx, Epoch: 1, Participants: parts},
+			engine.CoordDecided{TxID: tx, Epoch: 1, Outcome: engine.OutcomeCommit, Participants: parts})
+		if tx%100 != 0 {
+			evs = append(evs, engine.CoordEnded{TxID: tx})
+		}
+	}
+	return evs[:100000]
+}
+
+// BenchmarkFold measures recovery: folding a 100,000-event log into a fresh
+// coordinator with Apply.
+func BenchmarkFold(b *testing.B) {
+	evs := foldLog()
+	b.ReportAllocs()
+	for b.Loop() {
+		c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3})
+		for _, e := range evs {
+			if err := c.Apply(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(len(evs))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,221 @@
+package engine_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// TestApplyRejects checks that recovery refuses a log it cannot trust rather
+// than folding it into a wrong state.
+func TestApplyRejects(t *testing.T) {
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2})
+	for _, e := range []engine.Event{
+		engine.CoordPreparing{TxID: 1, Epoch: 1, Participants: []engine.NodeID{2}},
+		engine.CoordDecided{TxID: 1, Epoch: 1, Outcome: engine.OutcomeCommit, Participants: []engine.NodeID{-1}},
+		engine.PartPrepared{TxID: 1, GID: "tpcd:c:1:1:0"},
+	} {
+		if err := c.Apply(e); err == nil {
+			t.Errorf("coordinator applied %s", engine.DescribeEvent(e))
+		}
+	}
+	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	for _, e := range []engine.Event{
+		engine.PartPrepared{TxID: 1, GID: "not-ours"},
+		engine.CoordEnded{TxID: 1},
+	} {
+		if err := p.Apply(e); err == nil {
+			t.Errorf("participant applied %s", engine.DescribeEvent(e))
+		}
+	}
+	// An end record for a transaction the log no longer holds (compacted)
+	// is fine.
+	if err := c.Apply(engine.CoordEnded{TxID: 9}); err != nil {
+		t.Errorf("end of a compacted transaction: %v", err)
+	}
+}
+
+// TestFoldMatchesStep checks the promise of Apply's comment: folding the
+// events a run emitted gives the state the run reached.
+func TestFoldMatchesStep(t *testing.T) {
+	now := engine.Instant(time.Hour)
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, ReserveBlock: 2})
+	var log []engine.Event
+	step := func(in engine.Input) engine.Ready {
+		rd := c.Step(in)
+		log = append(log, rd.Events...)
+		return rd
+	}
+	step(engine.Start{Now: now, NewCluster: "c"})
+	for tx := engine.TxID(1); tx <= 5; tx++ {
+		step(engine.ClientBegin{Now: now, Req: 1})
+		step(engine.ClientExec{Now: now, Req: 2, TxID: tx, Node: 0, SQL: "insert"})
+		step(engine.ClientExec{Now: now, Req: 3, TxID: tx, Node: 1, SQL: "insert"})
+		step(engine.Receive{Now: now, Msg: engine.ExecResult{From: 0, TxID: tx}})
+		step(engine.Receive{Now: now, Msg: engine.ExecResult{From: 1, TxID: tx}})
+		step(engine.ClientCommit{Now: now, Req: 4, TxID: tx})
+		step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: 0, TxID: tx, Vote: engine.VoteYes}})
+		if tx == 3 {
+			continue // left preparing
+		}
+		v := engine.VoteYes
+		if tx == 4 {
+			v = engine.VoteNo
+		}
+		step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: 1, TxID: tx, Vote: v}})
+		if tx != 2 {
+			step(engine.Receive{Now: now, Msg: engine.AckMessage{From: 0, TxID: tx, Outcome: engine.OutcomeCommit}})
+			step(engine.Receive{Now: now, Msg: engine.AckMessage{From: 1, TxID: tx, Outcome: engine.OutcomeCommit}})
+		}
+	}
+	folded := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, ReserveBlock: 2})
+	for _, e := range log {
+		if err := folded.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Votes and statement counts are not logged; the phases, outcomes and
+	// pending acknowledgements must match.
+	for i, want := range c.Transactions() {
+		got := folded.Transactions()
+		if i >= len(got) || got[i].TxID != want.TxID || got[i].State != want.State || got[i].Outcome != want.Outcome ||
+			len(got[i].Pending) != len(want.Pending) {
+			t.Errorf("folded state differs:\nstep:\n%s\nfold:\n%s", c.Describe(), folded.Describe())
+			break
+		}
+	}
+	if folded.Cluster() != "c" || folded.Epoch() != 1 || len(folded.Ended()) != len(c.Ended()) {
+		t.Errorf("folded cluster %q epoch %d ended %v; stepped ended %v", folded.Cluster(), folded.Epoch(), folded.Ended(), c.Ended())
+	}
+}
+
+// TestStepBeforeStart checks that a machine refuses work until recovery
+// finished with a Start step, and that a second Start changes nothing.
+func TestStepBeforeStart(t *testing.T) {
+	now := engine.Instant(time.Hour)
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 1})
+	for _, in := range []engine.Input{
+		engine.ClientBegin{Now: now, Req: 1},
+		engine.ClientExec{Now: now, Req: 2, TxID: 1},
+		engine.ClientExecute{Now: now, Req: 3},
+		engine.ClientCommit{Now: now, Req: 4, TxID: 1},
+		engine.ClientRollback{Now: now, Req: 5, TxID: 1},
+		engine.ClientStatus{Now: now, Req: 6, TxID: 1},
+	} {
+		rd := c.Step(in)
+		if len(rd.Events) != 0 || len(rd.Effects) != 1 {
+			t.Fatalf("%T before start: %s", in, engine.DescribeReady(rd))
+		}
+		r := rd.Effects[0].(engine.Respond)
+		if r.Err == nil || r.Err.Code != engine.ErrBadRequest || !strings.Contains(r.Err.Error(), "starting") {
+			t.Fatalf("%T before start answered %s", in, engine.DescribeReady(rd))
+		}
+	}
+	if rd := c.Step(engine.Tick{Now: now}); !rd.Empty() {
+		t.Fatalf("tick before start: %s", engine.DescribeReady(rd))
+	}
+	if rd := c.Step(engine.Start{Now: now, NewCluster: "c"}); rd.Empty() {
+		t.Fatal("start produced nothing")
+	}
+	if rd := c.Step(engine.Start{Now: now, NewCluster: "other"}); !rd.Empty() || c.Cluster() != "c" {
+		t.Fatalf("second start: %s, cluster %q", engine.DescribeReady(rd), c.Cluster())
+	}
+
+	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	h := engine.Header{Cluster: "c", Epoch: 1}
+	for _, in := range []engine.Input{
+		engine.Tick{Now: now},
+		engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}},
+	} {
+		if rd := p.Step(in); !rd.Empty() {
+			t.Fatalf("participant %T before start: %s", in, engine.DescribeReady(rd))
+		}
+	}
+	p.Step(engine.Start{Now: now})
+	if rd := p.Step(engine.Start{Now: now}); !rd.Empty() {
+		t.Fatalf("second participant start: %s", engine.DescribeReady(rd))
+	}
+	// Messages without a cluster or epoch are nobody's and are ignored.
+	if rd := p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{TxID: 1, SQL: "insert"}}); !rd.Empty() {
+		t.Fatalf("headerless exec: %s", engine.DescribeReady(rd))
+	}
+	if p.Cluster() != "" || p.Epoch() != 0 || p.Violations() != 0 {
+		t.Fatalf("participant state changed: %q %d %d", p.Cluster(), p.Epoch(), p.Violations())
+	}
+}
+
+// TestCoordinatorIgnoresNonsense feeds the coordinator messages no
+// participant sends it.
+func TestCoordinatorIgnoresNonsense(t *testing.T) {
+	now := engine.Instant(time.Hour)
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 1})
+	c.Step(engine.Start{Now: now, NewCluster: "c"})
+	for _, m := range []engine.Message{
+		engine.ExecRequest{Header: engine.Header{Cluster: "c", Epoch: 1}, TxID: 1},
+		engine.VoteMessage{From: 7, TxID: 1, Vote: engine.VoteYes},
+		engine.InquireMessage{From: -3, TxID: 1},
+		engine.AckMessage{From: 0, TxID: 42, Outcome: engine.OutcomeCommit},
+	} {
+		if rd := c.Step(engine.Receive{Now: now, Msg: m}); !rd.Empty() {
+			t.Errorf("%s: %s", engine.DescribeMessage(m), engine.DescribeReady(rd))
+		}
+	}
+	if rd := c.Step(engine.SendFailed{Now: now, To: 9, Msg: engine.PrepareRequest{TxID: 1}}); !rd.Empty() {
+		t.Errorf("send failure for an unknown transaction: %s", engine.DescribeReady(rd))
+	}
+}
+
+// TestParticipantViolations shows the loud path: a commit decision for a
+// transaction this participant rolled back, and a data operation that says
+// the outcome is not what the coordinator decided.
+func TestParticipantViolations(t *testing.T) {
+	now := engine.Instant(time.Hour)
+	h := engine.Header{Cluster: "c", Epoch: 1}
+	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	p.Step(engine.Start{Now: now})
+	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 1, Err: "boom"})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataRollback, TxID: 1})
+	rd := p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 1, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
+	if !hasViolation(rd) || p.Violations() != 1 {
+		t.Fatalf("commit of a rolled-back transaction: %s", engine.DescribeReady(rd))
+	}
+
+	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 2, SQL: "insert"}})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 2})
+	p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 2, Stmts: 1}})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 2})
+	p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 2, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
+	rd = p.Step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: 2, Err: "prepared transaction does not exist"})
+	if !hasViolation(rd) {
+		t.Fatalf("COMMIT PREPARED of a rolled-back GID: %s", engine.DescribeReady(rd))
+	}
+
+	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 3, SQL: "insert"}})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 3})
+	p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 3, Stmts: 1}})
+	p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 3})
+	p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 3, TxEpoch: 1, Outcome: engine.OutcomeAbort}})
+	rd = p.Step(engine.DataDone{Now: now, Op: engine.DataRollbackPrepared, TxID: 3, Err: "marker present: committed"})
+	if !hasViolation(rd) {
+		t.Fatalf("ROLLBACK PREPARED of a committed GID: %s", engine.DescribeReady(rd))
+	}
+	if p.Violations() != 3 {
+		t.Fatalf("violations = %d, want 3", p.Violations())
+	}
+	// A result for a transaction the participant does not know is dropped.
+	if rd := p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 99}); !rd.Empty() {
+		t.Fatalf("result for an unknown transaction: %s", engine.DescribeReady(rd))
+	}
+}
+
+func hasViolation(rd engine.Ready) bool {
+	for _, e := range rd.Effects {
+		if _, ok := e.(engine.Violation); ok && strings.HasPrefix(engine.DescribeEffect(e), "VIOLATION") && e.After() == 0 {
+			return true
+		}
+	}
+	return false
+}

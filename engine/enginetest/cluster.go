@@ -1,0 +1,688 @@
+package enginetest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// Config describes a simulated cluster.
+type Config struct {
+	// Participants is the number of participant nodes.
+	Participants int
+	// Coordinator and Participant configure the engines; Participants and
+	// Node are filled in.
+	Coordinator engine.CoordinatorConfig
+	Participant engine.ParticipantConfig
+	// ClusterID is the NewCluster given to the coordinator's Start.
+	ClusterID string
+	// ForgeVotes breaks two-phase commit on purpose, to prove the checker
+	// notices: the first yes vote the coordinator receives for a transaction
+	// is followed by forged yes votes from every other participant asked to
+	// prepare, so the coordinator commits on one real vote.
+	ForgeVotes bool
+	// Trace receives one line per thing that happens; nil keeps the
+	// cluster silent (and fast).
+	Trace func(string)
+	// OnResponse is called for every answer the client gets, including
+	// requests lost in a coordinator crash.
+	OnResponse func(Response)
+}
+
+// Envelope is a message in flight.
+type Envelope struct {
+	ID   uint64
+	From engine.NodeID
+	To   engine.NodeID
+	Msg  engine.Message
+	// fromInc is the sender's incarnation, so a send failure is reported
+	// only to the incarnation that sent the message.
+	fromInc int
+}
+
+// Kind is the message's method without the "tpcd." prefix (exec, prepare,
+// decide, exec_result, vote, ack, inquire).
+func (e Envelope) Kind() string { return strings.TrimPrefix(e.Msg.Method(), "tpcd.") }
+
+func (e Envelope) String() string {
+	return fmt.Sprintf("%s -> %s: %s", e.From, e.To, engine.DescribeMessage(e.Msg))
+}
+
+// Request is a client call made to the coordinator.
+type Request struct {
+	Req  engine.ReqID
+	Kind string // begin, exec, commit, rollback, status, execute
+	Tx   engine.TxID
+	Node engine.NodeID
+	SQL  string
+}
+
+// Response is what the client got for a request.
+type Response struct {
+	Request
+	Reply engine.Reply
+	Err   *engine.Error
+	// Lost is set when the coordinator crashed (or was down) before
+	// answering; the client cannot tell what happened.
+	Lost bool
+}
+
+// Node is one simulated node: an engine, its log, its held effects and, for
+// a participant, its data database and the data operations issued to it.
+type Node struct {
+	ID      engine.NodeID
+	up      bool
+	inc     int
+	coord   *engine.Coordinator
+	part    *engine.Participant
+	durable []engine.Event // every durable event, across incarnations
+	pending []engine.Event // appended in this incarnation, not yet durable
+	durLSN  engine.LSN     // highest durable LSN of this incarnation
+	held    []heldEffect
+	nextSeq uint64
+	db      *DataDB
+	ops     []engine.Data // issued data operations, in emission order
+}
+
+// Up reports whether the node is running.
+func (n *Node) Up() bool { return n.up }
+
+// Coordinator is the node's engine when it is the coordinator.
+func (n *Node) Coordinator() *engine.Coordinator { return n.coord }
+
+// Participant is the node's engine when it is a participant.
+func (n *Node) Participant() *engine.Participant { return n.part }
+
+// DB is a participant's data database.
+func (n *Node) DB() *DataDB { return n.db }
+
+// Durable is the node's durable log.
+func (n *Node) Durable() []engine.Event { return n.durable }
+
+// Pending is the number of appended events not yet durable.
+func (n *Node) Pending() int { return len(n.pending) }
+
+// Held is the number of effects waiting for durability.
+func (n *Node) Held() int { return len(n.held) }
+
+// Ops lists the data operations issued and not yet done.
+func (n *Node) Ops() []engine.Data { return n.ops }
+
+func (n *Node) step(in engine.Input) engine.Ready {
+	if n.coord != nil {
+		return n.coord.Step(in)
+	}
+	return n.part.Step(in)
+}
+
+// Cluster is one coordinator and its participants in a deterministic world.
+// It is not safe for concurrent use.
+type Cluster struct {
+	cfg     Config
+	now     engine.Instant
+	coord   *Node
+	parts   []*Node
+	net     []Envelope
+	nextMsg uint64
+	nextReq engine.ReqID
+	waiting map[engine.ReqID]Request
+	// prepareTargets lists, per transaction, the participants that were
+	// sent a prepare request (for ForgeVotes).
+	prepareTargets map[engine.TxID][]engine.NodeID
+	check          *Checker
+}
+
+// New builds a cluster whose nodes are all down; Start brings them up.
+func New(cfg Config) *Cluster {
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "sim"
+	}
+	cfg.Coordinator.Participants = cfg.Participants
+	c := &Cluster{
+		cfg:            cfg,
+		now:            engine.Instant(time.Hour), // far from zero, so no deadline is ever 0
+		waiting:        map[engine.ReqID]Request{},
+		prepareTargets: map[engine.TxID][]engine.NodeID{},
+	}
+	c.check = newChecker(c)
+	c.coord = &Node{ID: engine.CoordinatorNode, coord: engine.NewCoordinator(cfg.Coordinator)}
+	for i := range cfg.Participants {
+		pc := cfg.Participant
+		pc.Node = engine.NodeID(i)
+		c.parts = append(c.parts, &Node{ID: engine.NodeID(i), part: engine.NewParticipant(pc), db: newDataDB()})
+	}
+	return c
+}
+
+// Checker is the cluster's invariant checker.
+func (c *Cluster) Checker() *Checker { return c.check }
+
+// Now is the cluster's clock.
+func (c *Cluster) Now() engine.Instant { return c.now }
+
+// Advance moves the clock forward.
+func (c *Cluster) Advance(d time.Duration) { c.now = c.now.Add(d) }
+
+// Node returns the coordinator for engine.CoordinatorNode, else a
+// participant; nil if there is no such node.
+func (c *Cluster) Node(id engine.NodeID) *Node {
+	if id == engine.CoordinatorNode {
+		return c.coord
+	}
+	if id < 0 || int(id) >= len(c.parts) {
+		return nil
+	}
+	return c.parts[id]
+}
+
+// Nodes lists the coordinator then the participants.
+func (c *Cluster) Nodes() []*Node { return append([]*Node{c.coord}, c.parts...) }
+
+// Participants lists the participant nodes.
+func (c *Cluster) Participants() []*Node { return c.parts }
+
+// Messages lists the messages in flight, oldest first.
+func (c *Cluster) Messages() []Envelope { return c.net }
+
+func (c *Cluster) tracef(format string, args ...any) {
+	if c.cfg.Trace != nil {
+		c.cfg.Trace(fmt.Sprintf(format, args...))
+	}
+}
+
+// Start brings a down node up: a participant is given the prepared GIDs and
+// markers of its data database.
+func (c *Cluster) Start(id engine.NodeID) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %s", id)
+	}
+	if n.up {
+		return fmt.Errorf("%s is already up", id)
+	}
+	n.up = true
+	n.inc++
+	in := engine.Start{Now: c.now}
+	if n.coord != nil {
+		in.NewCluster = c.cfg.ClusterID
+	} else {
+		in.PreparedGIDs, in.Markers = n.db.PreparedGIDs(), n.db.Markers()
+	}
+	c.tracef("%s: start prepared=[%s] markers=[%s]", id, strings.Join(in.PreparedGIDs, " "), strings.Join(in.Markers, " "))
+	c.stepNode(n, in)
+	return nil
+}
+
+// Crash stops a node: events not yet durable, held effects, issued data
+// operations and open data transactions are lost, and the engine is rebuilt
+// from the durable log alone, ready for Start.
+func (c *Cluster) Crash(id engine.NodeID) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %s", id)
+	}
+	if !n.up {
+		return fmt.Errorf("%s is already down", id)
+	}
+	var lostOpen []engine.TxID
+	if n.db != nil {
+		lostOpen = n.db.OpenTxs()
+	}
+	c.tracef("%s: crash: lost %d events not durable, %d held effects, %d data ops, open data txs %v",
+		id, len(n.pending), len(n.held), len(n.ops), lostOpen)
+	n.up = false
+	n.pending, n.held, n.ops, n.durLSN = nil, nil, nil, 0
+	if n.db != nil {
+		c.check.onChanges(n, n.db.crash(false))
+	}
+	if n.coord != nil {
+		ids := make([]engine.ReqID, 0, len(c.waiting))
+		for req := range c.waiting {
+			ids = append(ids, req)
+		}
+		slices.Sort(ids)
+		for _, req := range ids {
+			c.respond(Response{Request: c.waiting[req], Lost: true})
+		}
+		clear(c.waiting)
+		n.coord = engine.NewCoordinator(c.cfg.Coordinator)
+	} else {
+		pc := c.cfg.Participant
+		pc.Node = id
+		n.part = engine.NewParticipant(pc)
+	}
+	for _, e := range n.durable {
+		var err error
+		if n.coord != nil {
+			err = n.coord.Apply(e)
+		} else {
+			err = n.part.Apply(e)
+		}
+		if err != nil {
+			c.check.failf("%s: replaying %s: %v", id, engine.DescribeEvent(e), err)
+		}
+	}
+	return nil
+}
+
+// CrashDataDB crashes a participant's data database server alone: its open
+// transactions are lost, prepared transactions and markers survive, and the
+// participant keeps running with dead connections.
+func (c *Cluster) CrashDataDB(id engine.NodeID) error {
+	n := c.Node(id)
+	if n == nil || n.db == nil {
+		return fmt.Errorf("%s has no data database", id)
+	}
+	c.tracef("%s: data database crash: open data txs %v lost", id, n.db.OpenTxs())
+	c.check.onChanges(n, n.db.crash(true))
+	return nil
+}
+
+// stepNode feeds an input to a node, appends its events and releases what
+// may be released.
+func (c *Cluster) stepNode(n *Node, in engine.Input) {
+	rd := n.step(in)
+	if len(rd.Events) > 0 {
+		if want := n.durLSN + engine.LSN(len(n.pending)) + 1; rd.FirstLSN != want {
+			c.check.failf("%s: Ready.FirstLSN is %d, want %d", n.ID, rd.FirstLSN, want)
+		}
+	}
+	for i, e := range rd.Events {
+		c.tracef("%s: log %d: %s", n.ID, rd.FirstLSN+engine.LSN(i), engine.DescribeEvent(e))
+		n.pending = append(n.pending, e)
+	}
+	first := n.nextSeq
+	for _, e := range rd.Effects {
+		n.held = append(n.held, heldEffect{seq: n.nextSeq, e: e})
+		n.nextSeq++
+	}
+	out := c.release(n)
+	if c.cfg.Trace != nil {
+		for i, e := range rd.Effects {
+			suffix := " [held]"
+			for _, h := range out {
+				if h.seq == first+uint64(i) {
+					suffix = ""
+				}
+			}
+			c.tracef("%s: %s%s", n.ID, engine.DescribeEffect(e), suffix)
+		}
+	}
+	for _, h := range out {
+		if h.seq < first {
+			c.tracef("%s: released %s", n.ID, engine.DescribeEffect(h.e))
+		}
+		c.perform(n, h.e)
+	}
+}
+
+// heldEffect is an effect waiting for its WaitLSN, numbered so that a trace
+// can tell which ones a step released.
+type heldEffect struct {
+	seq uint64
+	e   engine.Effect
+}
+
+// release takes every held effect whose WaitLSN is durable off the held
+// list, in order, keeping a data operation behind an earlier held one of its
+// transaction. Performing them is left to the caller, so that a trace shows
+// a step's output before its consequences.
+func (c *Cluster) release(n *Node) []heldEffect {
+	var out, keep []heldEffect
+	var blocked []engine.TxID
+	for _, h := range n.held {
+		d, isData := h.e.(engine.Data)
+		if h.e.After() > n.durLSN || isData && slices.Contains(blocked, d.TxID) {
+			keep = append(keep, h)
+			if isData {
+				blocked = append(blocked, d.TxID)
+			}
+			continue
+		}
+		out = append(out, h)
+	}
+	n.held = keep
+	return out
+}
+
+// perform carries out one released effect.
+func (c *Cluster) perform(n *Node, e engine.Effect) {
+	switch e := e.(type) {
+	case engine.Send:
+		c.check.onSend(n, e)
+		if pr, ok := e.Msg.(engine.PrepareRequest); ok && !slices.Contains(c.prepareTargets[pr.TxID], e.To) {
+			c.prepareTargets[pr.TxID] = append(c.prepareTargets[pr.TxID], e.To)
+		}
+		c.nextMsg++
+		c.net = append(c.net, Envelope{ID: c.nextMsg, From: n.ID, To: e.To, Msg: e.Msg, fromInc: n.inc})
+	case engine.Respond:
+		req, ok := c.waiting[e.Req]
+		if !ok {
+			c.check.failf("%s: response to unknown request %d", n.ID, e.Req)
+			return
+		}
+		delete(c.waiting, e.Req)
+		c.respond(Response{Request: req, Reply: e.Reply, Err: e.Err})
+	case engine.Data:
+		if n.db == nil {
+			c.check.failf("%s: data effect on a node without a data database", n.ID)
+			return
+		}
+		n.ops = append(n.ops, e)
+	case engine.Violation:
+		c.check.failf("%s: violation effect: tx %d: %s", n.ID, e.TxID, e.Detail)
+	}
+}
+
+func (c *Cluster) respond(r Response) {
+	if r.Lost {
+		c.tracef("client: req=%d %s lost", r.Req, r.Kind)
+	}
+	c.check.onResponse(r)
+	if c.cfg.OnResponse != nil {
+		c.cfg.OnResponse(r)
+	}
+}
+
+// Persist makes a node's appended events durable up to lsn (all of them when
+// lsn is 0) and releases the effects that waited for them.
+func (c *Cluster) Persist(id engine.NodeID, lsn engine.LSN) error {
+	n := c.Node(id)
+	if n == nil || !n.up {
+		return fmt.Errorf("%s is not up", id)
+	}
+	k := len(n.pending)
+	if lsn != 0 {
+		if lsn < n.durLSN {
+			return fmt.Errorf("%s: lsn %d is durable already", id, lsn)
+		}
+		k = min(k, int(lsn-n.durLSN))
+	}
+	if k == 0 && len(n.held) == 0 {
+		return nil
+	}
+	evs := n.pending[:k]
+	n.durable = append(n.durable, evs...)
+	n.pending = slices.Clone(n.pending[k:])
+	n.durLSN += engine.LSN(k)
+	if k > 0 {
+		c.tracef("%s: durable through lsn %d", id, n.durLSN)
+	}
+	c.check.onDurable(n, evs)
+	for _, h := range c.release(n) {
+		c.tracef("%s: released %s", id, engine.DescribeEffect(h.e))
+		c.perform(n, h.e)
+	}
+	return nil
+}
+
+// Tick tells a node that time passed.
+func (c *Cluster) Tick(id engine.NodeID) error {
+	n := c.Node(id)
+	if n == nil || !n.up {
+		return fmt.Errorf("%s is not up", id)
+	}
+	c.stepNode(n, engine.Tick{Now: c.now})
+	return nil
+}
+
+// Deliver hands the i-th message in flight to its destination; a message to
+// a down node is lost.
+func (c *Cluster) Deliver(i int) {
+	env := c.take(i)
+	n := c.Node(env.To)
+	if n == nil || !n.up {
+		c.tracef("%s (lost: %s is down)", env, env.To)
+		return
+	}
+	c.tracef("%s", env)
+	c.stepNode(n, engine.Receive{Now: c.now, Msg: env.Msg})
+	if v, ok := env.Msg.(engine.VoteMessage); ok && c.cfg.ForgeVotes && v.Vote == engine.VoteYes && c.coord.up {
+		for _, q := range c.prepareTargets[v.TxID] {
+			if q == v.From {
+				continue
+			}
+			forged := engine.VoteMessage{From: q, TxID: v.TxID, Vote: engine.VoteYes}
+			c.tracef("forged: %s -> coordinator: %s", q, engine.DescribeMessage(forged))
+			c.stepNode(c.coord, engine.Receive{Now: c.now, Msg: forged})
+		}
+	}
+}
+
+func (c *Cluster) take(i int) Envelope {
+	env := c.net[i]
+	c.net = slices.Delete(c.net, i, i+1)
+	return env
+}
+
+// Drop loses the i-th message in flight.
+func (c *Cluster) Drop(i int) {
+	c.tracef("drop %s", c.take(i))
+}
+
+// Duplicate puts a copy of the i-th message in flight at the end of the
+// queue.
+func (c *Cluster) Duplicate(i int) {
+	env := c.net[i]
+	c.nextMsg++
+	env.ID = c.nextMsg
+	c.net = append(c.net, env)
+	c.tracef("duplicate %s", env)
+}
+
+// FailSend removes the i-th message in flight, delivering it first when
+// deliver is set, and tells its sender the send failed (a send failure says
+// nothing about delivery). A sender that restarted since is not told.
+func (c *Cluster) FailSend(i int, deliver bool) {
+	env := c.net[i]
+	if deliver {
+		c.Deliver(i)
+	} else {
+		c.Drop(i)
+	}
+	n := c.Node(env.From)
+	if !n.up || n.inc != env.fromInc {
+		return
+	}
+	c.tracef("%s: send to %s failed: %s", env.From, env.To, engine.DescribeMessage(env.Msg))
+	c.stepNode(n, engine.SendFailed{Now: c.now, To: env.To, Msg: env.Msg})
+}
+
+// Runnable lists the indexes of a node's issued data operations that may run
+// now: the first of each transaction.
+func (c *Cluster) Runnable(id engine.NodeID) []int {
+	n := c.Node(id)
+	if n == nil || !n.up {
+		return nil
+	}
+	var out []int
+	var seen []engine.TxID
+	for i, op := range n.ops {
+		if !slices.Contains(seen, op.TxID) {
+			out = append(out, i)
+			seen = append(seen, op.TxID)
+		}
+	}
+	return out
+}
+
+// RunData performs the i-th issued data operation of a participant with the
+// given fault and feeds the result back to its engine.
+func (c *Cluster) RunData(id engine.NodeID, i int, f Fault) error {
+	return c.RunDataMsg(id, i, f, "")
+}
+
+// RunDataMsg is RunData with the error text of a failed operation replaced
+// by msg, when msg is not empty.
+func (c *Cluster) RunDataMsg(id engine.NodeID, i int, f Fault, msg string) error {
+	n, op, err := c.takeOp(id, i)
+	if err != nil {
+		return err
+	}
+	done, ch := n.db.run(op, f)
+	if msg != "" && done.Err != "" {
+		done.Err = msg
+	}
+	c.check.onChanges(n, ch)
+	done.Now = c.now
+	c.tracef("%s: %s -> %s", id, engine.DescribeEffect(op), describeDone(done))
+	c.stepNode(n, done)
+	return nil
+}
+
+// RunDataThenCrash performs the i-th issued data operation on the data
+// database, then crashes the participant before it hears the result.
+func (c *Cluster) RunDataThenCrash(id engine.NodeID, i int, f Fault) error {
+	n, op, err := c.takeOp(id, i)
+	if err != nil {
+		return err
+	}
+	done, ch := n.db.run(op, f)
+	c.check.onChanges(n, ch)
+	c.tracef("%s: %s -> %s, unheard", id, engine.DescribeEffect(op), describeDone(done))
+	return c.Crash(id)
+}
+
+func (c *Cluster) takeOp(id engine.NodeID, i int) (*Node, engine.Data, error) {
+	n := c.Node(id)
+	if n == nil || !n.up || n.db == nil {
+		return nil, engine.Data{}, fmt.Errorf("%s is not an up participant", id)
+	}
+	if !slices.Contains(c.Runnable(id), i) {
+		return nil, engine.Data{}, fmt.Errorf("%s: data op %d is not runnable", id, i)
+	}
+	op := n.ops[i]
+	n.ops = slices.Delete(n.ops, i, i+1)
+	return n, op, nil
+}
+
+func describeDone(d engine.DataDone) string {
+	switch {
+	case d.Retry:
+		return fmt.Sprintf("retry error=%q", d.Err)
+	case d.Err != "":
+		return fmt.Sprintf("error=%q", d.Err)
+	case d.ReadOnly:
+		return "read-only"
+	case d.Result != nil:
+		return fmt.Sprintf("ok rows_affected=%d", d.Result.RowsAffected)
+	}
+	return "ok"
+}
+
+// Client calls. Each returns the request id; the answer arrives through
+// Config.OnResponse when the coordinator's Respond effect is released.
+
+// Begin starts an explicit transaction.
+func (c *Cluster) Begin() engine.ReqID {
+	r := c.newReq("begin", 0, 0, "")
+	return c.request(r, engine.ClientBegin{Now: c.now, Req: r.Req})
+}
+
+// Exec runs a statement of an explicit transaction on a participant.
+func (c *Cluster) Exec(tx engine.TxID, node engine.NodeID, sql string) engine.ReqID {
+	r := c.newReq("exec", tx, node, sql)
+	return c.request(r, engine.ClientExec{Now: c.now, Req: r.Req, TxID: tx, Node: node, SQL: sql})
+}
+
+// Commit asks to commit an explicit transaction.
+func (c *Cluster) Commit(tx engine.TxID) engine.ReqID {
+	r := c.newReq("commit", tx, 0, "")
+	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx})
+}
+
+// Rollback asks to abort an explicit transaction.
+func (c *Cluster) Rollback(tx engine.TxID) engine.ReqID {
+	r := c.newReq("rollback", tx, 0, "")
+	return c.request(r, engine.ClientRollback{Now: c.now, Req: r.Req, TxID: tx})
+}
+
+// Status asks where a transaction stands.
+func (c *Cluster) Status(tx engine.TxID) engine.ReqID {
+	r := c.newReq("status", tx, 0, "")
+	return c.request(r, engine.ClientStatus{Now: c.now, Req: r.Req, TxID: tx})
+}
+
+// Execute is the seed form: a statement that joins the current batch.
+func (c *Cluster) Execute(node engine.NodeID, sql string) engine.ReqID {
+	r := c.newReq("execute", 0, node, sql)
+	return c.request(r, engine.ClientExecute{Now: c.now, Req: r.Req, Node: node, SQL: sql})
+}
+
+func (c *Cluster) newReq(kind string, tx engine.TxID, node engine.NodeID, sql string) Request {
+	c.nextReq++
+	return Request{Req: c.nextReq, Kind: kind, Tx: tx, Node: node, SQL: sql}
+}
+
+func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
+	if c.cfg.Trace != nil {
+		s := fmt.Sprintf("client: req=%d %s", r.Req, r.Kind)
+		if r.Tx != 0 {
+			s += fmt.Sprintf(" tx=%d", r.Tx)
+		}
+		if r.Kind == "exec" || r.Kind == "execute" {
+			s += fmt.Sprintf(" node=%s sql=%q", r.Node, r.SQL)
+		}
+		c.tracef("%s", s)
+	}
+	if !c.coord.up {
+		c.respond(Response{Request: r, Lost: true})
+		return r.Req
+	}
+	c.waiting[r.Req] = r
+	c.stepNode(c.coord, in)
+	return r.Req
+}
+
+// Quiet reports whether nothing is left to do: every node up with nothing
+// pending, held or issued, and no message in flight.
+func (c *Cluster) Quiet() bool {
+	if len(c.net) > 0 {
+		return false
+	}
+	for _, n := range c.Nodes() {
+		if !n.up || len(n.pending) > 0 || len(n.held) > 0 || len(n.ops) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// State renders every node's engine state, log, held effects and data
+// database, and the messages in flight.
+func (c *Cluster) State() string {
+	var b strings.Builder
+	for _, n := range c.Nodes() {
+		status := "up"
+		if !n.up {
+			status = "down"
+		}
+		var st string
+		if n.coord != nil {
+			st = n.coord.Describe()
+		} else {
+			st = n.part.Describe()
+		}
+		fmt.Fprintf(&b, "%s (%s, %d durable events, %d not durable)\n", n.ID, status, len(n.durable), len(n.pending))
+		for _, line := range strings.Split(strings.TrimRight(st, "\n"), "\n") {
+			fmt.Fprintf(&b, "  %s\n", line)
+		}
+		for _, h := range n.held {
+			fmt.Fprintf(&b, "  held: %s\n", engine.DescribeEffect(h.e))
+		}
+		for _, op := range n.ops {
+			fmt.Fprintf(&b, "  issued: %s\n", engine.DescribeEffect(op))
+		}
+		if n.db != nil {
+			b.WriteString("  ")
+			n.db.describe(&b, n.ID.String())
+		}
+	}
+	for _, env := range c.net {
+		fmt.Fprintf(&b, "in flight: %s\n", env)
+	}
+	return b.String()
+}

@@ -1,0 +1,321 @@
+package enginetest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// Statements in the simulated data database are plain strings. One that
+// starts with "select" reads and writes nothing; one that contains "fail"
+// raises an error (a constraint violation, say); anything else writes one row.
+
+// StatementWrites reports whether sql writes in the simulated data database.
+func StatementWrites(sql string) bool {
+	return !strings.HasPrefix(strings.TrimSpace(strings.ToLower(sql)), "select") && !StatementFails(sql)
+}
+
+// StatementFails reports whether sql raises an error in the simulated data
+// database.
+func StatementFails(sql string) bool { return strings.Contains(strings.ToLower(sql), "fail") }
+
+// Fault changes how one data operation turns out.
+type Fault uint8
+
+const (
+	// NoFault lets the operation do what the data database would do.
+	NoFault Fault = iota
+	// FailOp makes the operation fail with an error. Exec and prepare lose
+	// their open data transaction; the others change nothing.
+	FailOp
+	// FailAfterPrepare makes PREPARE TRANSACTION succeed but report an error,
+	// as when the connection breaks just after the server prepared.
+	FailAfterPrepare
+	// RetryOp reports the data database unreachable: nothing changes and the
+	// result has Retry set.
+	RetryOp
+	// ForceReadOnly makes prepare commit the open transaction instead and
+	// report read-only (the driver may do so when nothing was written).
+	ForceReadOnly
+	// ForcePrepare makes prepare really prepare a transaction that wrote
+	// nothing, which a driver is also free to do.
+	ForcePrepare
+)
+
+var faultNames = [...]string{"ok", "error", "error-after-prepare", "retry", "read-only", "force-prepare"}
+
+func (f Fault) String() string {
+	if int(f) < len(faultNames) {
+		return faultNames[f]
+	}
+	return "fault(?)"
+}
+
+// dataTx is one data transaction: open, or prepared under its GID.
+type dataTx struct {
+	tx     engine.TxID
+	gid    string
+	writes []string
+	failed bool
+}
+
+// DataDB simulates one participant's PostgreSQL data database: open
+// transactions (one connection each, lost in a crash), prepared transactions
+// and committed outcome markers (both survive a crash), and committed rows.
+type DataDB struct {
+	open     map[engine.TxID]*dataTx
+	prepared map[string]*dataTx
+	markers  map[string]bool
+	// committed holds the written statements of every committed transaction;
+	// a second commit of the same transaction appends, which the checker
+	// reports.
+	committed map[engine.TxID][]string
+	commits   map[engine.TxID]int
+	// broken marks transactions whose connection died with the server: the
+	// driver's next statement on them fails instead of starting afresh.
+	broken map[engine.TxID]bool
+}
+
+func newDataDB() *DataDB {
+	return &DataDB{
+		open:      map[engine.TxID]*dataTx{},
+		prepared:  map[string]*dataTx{},
+		markers:   map[string]bool{},
+		committed: map[engine.TxID][]string{},
+		commits:   map[engine.TxID]int{},
+		broken:    map[engine.TxID]bool{},
+	}
+}
+
+// PreparedGIDs lists the prepared transactions, sorted, as pg_prepared_xacts
+// would.
+func (d *DataDB) PreparedGIDs() []string { return sortedKeys(d.prepared) }
+
+// Markers lists the committed outcome markers, sorted.
+func (d *DataDB) Markers() []string { return sortedKeys(d.markers) }
+
+// OpenTxs lists the transactions with an open data transaction.
+func (d *DataDB) OpenTxs() []engine.TxID {
+	ids := make([]engine.TxID, 0, len(d.open))
+	for id := range d.open {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Committed returns the written statements of a committed transaction.
+func (d *DataDB) Committed(tx engine.TxID) ([]string, bool) {
+	w, ok := d.committed[tx]
+	return w, ok
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fate is what one data operation did to a transaction, for the checker.
+type fate uint8
+
+const (
+	fateNone fate = iota
+	fateOpen
+	fatePrepared
+	fateCommitted
+	fateAborted
+	fateReadOnly
+)
+
+var fateNames = [...]string{"none", "open", "prepared", "committed", "rolled back", "read-only"}
+
+func (f fate) String() string { return fateNames[f] }
+
+// change reports a transition caused by an operation: the transaction, its
+// new fate, and whether the abandoned or committed work wrote anything.
+type change struct {
+	tx     engine.TxID
+	to     fate
+	writes []string
+}
+
+// crash loses every open transaction, as closing their connections would.
+// When the server alone crashed (serverOnly), the participant's driver still
+// holds the dead connections, so their next statements fail.
+func (d *DataDB) crash(serverOnly bool) []change {
+	var out []change
+	for _, id := range d.OpenTxs() {
+		out = append(out, change{tx: id, to: fateAborted, writes: d.open[id].writes})
+		if serverOnly {
+			d.broken[id] = true
+		}
+	}
+	clear(d.open)
+	if !serverOnly {
+		clear(d.broken)
+	}
+	return out
+}
+
+// run performs one data operation and returns its result as the engine
+// expects it, plus the transitions it caused.
+func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
+	done := engine.DataDone{Op: op.Op, TxID: op.TxID, Stmt: op.Stmt}
+	var ch []change
+	fail := func(format string, args ...any) {
+		done.Err = fmt.Sprintf(format, args...)
+	}
+	switch op.Op {
+	case engine.DataExec:
+		if d.broken[op.TxID] {
+			fail("server closed the connection unexpectedly")
+			return done, ch
+		}
+		t := d.open[op.TxID]
+		if t == nil {
+			t = &dataTx{tx: op.TxID, gid: op.GID}
+			d.open[op.TxID] = t
+			ch = append(ch, change{tx: op.TxID, to: fateOpen})
+		}
+		switch {
+		case t.failed:
+			fail("current transaction is aborted, commands ignored until end of transaction block")
+		case f == FailOp:
+			t.failed = true
+			fail("injected statement error")
+		case StatementFails(op.SQL):
+			t.failed = true
+			fail("duplicate key value violates unique constraint")
+		case StatementWrites(op.SQL):
+			t.writes = append(t.writes, op.SQL)
+			done.Result = &engine.StmtResult{RowsAffected: 1, Tag: "INSERT 0 1"}
+		default:
+			done.Result = &engine.StmtResult{Columns: []string{"n"}, Rows: [][]any{{int64(len(t.writes))}}, RowsAffected: 1, Tag: "SELECT 1"}
+		}
+	case engine.DataPrepare:
+		delete(d.broken, op.TxID)
+		t := d.open[op.TxID]
+		switch {
+		case t == nil:
+			fail("no open data transaction (connection lost)")
+			return done, ch
+		case t.failed:
+			fail("current transaction is aborted")
+		case f == FailOp:
+			fail("injected prepare error")
+		case f == ForceReadOnly || len(t.writes) == 0 && f != ForcePrepare:
+			// A driver that commits instead of preparing makes whatever was
+			// written permanent, so the checker sees it as a commit.
+			delete(d.open, op.TxID)
+			done.ReadOnly = true
+			if len(t.writes) > 0 {
+				d.committed[t.tx] = append(d.committed[t.tx], t.writes...)
+				d.commits[t.tx]++
+			}
+			return done, append(ch, change{tx: op.TxID, to: fateReadOnly, writes: t.writes})
+		case d.markers[op.GID]:
+			fail("duplicate key value violates unique constraint on the outcome marker")
+		case d.prepared[op.GID] != nil:
+			fail("transaction identifier %q is already in use", op.GID)
+		default:
+			delete(d.open, op.TxID)
+			t.gid = op.GID
+			d.prepared[op.GID] = t
+			if f == FailAfterPrepare {
+				fail("connection lost after PREPARE TRANSACTION")
+			}
+			return done, append(ch, change{tx: op.TxID, to: fatePrepared, writes: t.writes})
+		}
+		// Any failure loses the open transaction with its connection.
+		delete(d.open, op.TxID)
+		ch = append(ch, change{tx: op.TxID, to: fateAborted, writes: t.writes})
+	case engine.DataRollback:
+		delete(d.broken, op.TxID)
+		if t := d.open[op.TxID]; t != nil {
+			delete(d.open, op.TxID)
+			ch = append(ch, change{tx: op.TxID, to: fateAborted, writes: t.writes})
+		}
+		if f == FailOp {
+			fail("injected rollback error")
+		}
+	case engine.DataCommitPrepared:
+		if f == RetryOp {
+			done.Retry = true
+			fail("connection refused")
+			return done, ch
+		}
+		if f == FailOp {
+			fail("injected commit error")
+			return done, ch
+		}
+		if t := d.prepared[op.GID]; t != nil {
+			delete(d.prepared, op.GID)
+			d.markers[op.GID] = true
+			d.committed[t.tx] = append(d.committed[t.tx], t.writes...)
+			d.commits[t.tx]++
+			return done, append(ch, change{tx: t.tx, to: fateCommitted, writes: t.writes})
+		}
+		if !d.markers[op.GID] {
+			fail("prepared transaction with identifier %q does not exist", op.GID)
+		}
+	case engine.DataRollbackPrepared:
+		if f == RetryOp {
+			done.Retry = true
+			fail("connection refused")
+			return done, ch
+		}
+		if f == FailOp {
+			fail("injected rollback error")
+			return done, ch
+		}
+		if t := d.prepared[op.GID]; t != nil {
+			delete(d.prepared, op.GID)
+			return done, append(ch, change{tx: t.tx, to: fateAborted, writes: t.writes})
+		}
+		if d.markers[op.GID] {
+			fail("prepared transaction with identifier %q does not exist and its marker says it committed", op.GID)
+		}
+	case engine.DataDeleteMarker:
+		if f == RetryOp {
+			done.Retry = true
+			fail("connection refused")
+			return done, ch
+		}
+		if f == FailOp {
+			fail("injected delete error")
+			return done, ch
+		}
+		delete(d.markers, op.GID)
+	}
+	return done, ch
+}
+
+// describe renders the database on a few lines.
+func (d *DataDB) describe(b *strings.Builder, name string) {
+	var open []string
+	for _, id := range d.OpenTxs() {
+		t := d.open[id]
+		s := fmt.Sprintf("%d(writes=%d", id, len(t.writes))
+		if t.failed {
+			s += " failed"
+		}
+		open = append(open, s+")")
+	}
+	ids := make([]engine.TxID, 0, len(d.committed))
+	for id := range d.committed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var committed []string
+	for _, id := range ids {
+		committed = append(committed, fmt.Sprintf("%d(writes=%d)", id, len(d.committed[id])))
+	}
+	fmt.Fprintf(b, "%s data: open=[%s] prepared=[%s] markers=[%s] committed=[%s]\n", name,
+		strings.Join(open, " "), strings.Join(d.PreparedGIDs(), " "), strings.Join(d.Markers(), " "), strings.Join(committed, " "))
+}

@@ -1,0 +1,433 @@
+package enginetest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// SimConfig shapes one randomized run.
+type SimConfig struct {
+	// Participants is the number of participants (default 3).
+	Participants int
+	// Steps is the number of random actions before the quiet period.
+	Steps int
+	// ForgeVotes breaks the protocol on purpose; see Config.ForgeVotes.
+	ForgeVotes bool
+	// Trace receives a "--- step N: ..." line before each action, then
+	// the cluster's lines; nil keeps the run silent.
+	Trace func(string)
+}
+
+// SimStats counts what a run did, to show that the faults really happen.
+type SimStats struct {
+	Steps, Delivered, Dropped, Duplicated, SendFailures int
+	DataOps, DataFaults, Crashes, Requests              int
+	// Committed and Aborted count outcomes told to clients; Logged counts
+	// durable commit decisions.
+	Committed, Aborted, Logged int
+}
+
+// Simulate runs one randomized scenario drawn from rng: client load, message
+// loss, duplication and reordering, data-database faults, crashes and
+// restarts of any node, and time passing; then a fault-free quiet period
+// after which everything must have ended. It returns the broken invariants,
+// or nil.
+func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
+	if sc.Participants <= 0 {
+		sc.Participants = 3
+	}
+	s := &sim{rng: rng, sc: sc, reqs: map[engine.ReqID]int{}}
+	cfg := Config{
+		Participants: sc.Participants,
+		ClusterID:    fmt.Sprintf("c%d", rng.IntN(1000)),
+		ForgeVotes:   sc.ForgeVotes,
+		Trace:        sc.Trace,
+		OnResponse:   s.onResponse,
+		Coordinator: engine.CoordinatorConfig{
+			VoteTimeout:  5 * time.Second,
+			ExecTimeout:  10 * time.Second,
+			IdleTimeout:  20 * time.Second,
+			BatchSize:    1 + rng.IntN(3),
+			BatchFlush:   time.Second,
+			RetryMin:     100 * time.Millisecond,
+			RetryMax:     2 * time.Second,
+			ReserveBlock: 1 + rng.IntN(4),
+		},
+		Participant: engine.ParticipantConfig{
+			IdleTimeout:  40 * time.Second,
+			InquireAfter: time.Second,
+			RetryMin:     100 * time.Millisecond,
+			RetryMax:     2 * time.Second,
+			LazyPrepared: rng.IntN(2) == 0,
+		},
+	}
+	if rng.IntN(4) == 0 {
+		// Forgetting ended transactions quickly makes the coordinator
+		// answer old questions by presumption.
+		cfg.Coordinator.RememberEnded = 1 + rng.IntN(8)
+	}
+	s.tracef("config: batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t",
+		cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared)
+	s.c = New(cfg)
+	s.sessions = make([]session, 3)
+	for _, n := range s.c.Nodes() {
+		_ = s.c.Start(n.ID)
+	}
+	for i := range sc.Steps {
+		s.stats.Steps++
+		s.step(i)
+		if err := s.c.check.Err(); err != nil {
+			return s.stats, fmt.Errorf("step %d: %w", i, err)
+		}
+	}
+	s.tracef("--- quiet period")
+	s.quiet()
+	s.stats.Logged = len(s.c.check.decided)
+	s.c.check.CheckQuiet()
+	if len(s.c.waiting) > 0 {
+		s.c.check.failf("%d client requests never answered", len(s.c.waiting))
+	}
+	if err := s.c.check.Err(); err != nil {
+		return s.stats, fmt.Errorf("after the quiet period: %w", err)
+	}
+	return s.stats, nil
+}
+
+type sim struct {
+	rng      *rand.Rand
+	sc       SimConfig
+	c        *Cluster
+	sessions []session
+	reqs     map[engine.ReqID]int // request -> session
+	known    []engine.TxID
+	sqlSeq   int
+	stats    SimStats
+}
+
+// session is one client connection: at most one explicit transaction and,
+// usually, one request at a time.
+type session struct {
+	tx      engine.TxID
+	waiting int
+}
+
+func (s *sim) tracef(format string, args ...any) {
+	if s.sc.Trace != nil {
+		s.sc.Trace(fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *sim) onResponse(r Response) {
+	i, ok := s.reqs[r.Req]
+	if !ok {
+		return
+	}
+	delete(s.reqs, r.Req)
+	ss := &s.sessions[i]
+	ss.waiting--
+	if r.Lost {
+		ss.tx = 0
+		return
+	}
+	switch rep := r.Reply.(type) {
+	case engine.BeginReply:
+		ss.tx = rep.TxID
+		s.known = append(s.known, rep.TxID)
+	case engine.ExecReply:
+		if r.Kind == "execute" && !slices.Contains(s.known, rep.TxID) {
+			s.known = append(s.known, rep.TxID)
+		}
+	case engine.OutcomeReply:
+		if rep.Outcome == engine.OutcomeCommit {
+			s.stats.Committed++
+		} else {
+			s.stats.Aborted++
+		}
+		if ss.tx == rep.TxID {
+			ss.tx = 0
+		}
+	}
+	if r.Err != nil && (r.Kind == "commit" || r.Kind == "rollback" || r.Kind == "begin") {
+		ss.tx = 0
+	}
+}
+
+// chance is true with probability p.
+func (s *sim) chance(p float64) bool { return s.rng.Float64() < p }
+
+func (s *sim) step(i int) {
+	c := s.c
+	var up, down, withPending, withOps []engine.NodeID
+	for _, n := range c.Nodes() {
+		if !n.up {
+			down = append(down, n.ID)
+			continue
+		}
+		up = append(up, n.ID)
+		if len(n.pending) > 0 {
+			withPending = append(withPending, n.ID)
+		}
+		if len(n.ops) > 0 {
+			withOps = append(withOps, n.ID)
+		}
+	}
+	type action struct {
+		w  int
+		do func()
+	}
+	acts := []action{
+		{12, s.client},
+		{10, func() { s.tick(up) }},
+	}
+	if len(c.net) > 0 {
+		acts = append(acts, action{30, s.deliver})
+	}
+	if len(withOps) > 0 {
+		acts = append(acts, action{25, func() { s.data(withOps) }})
+	}
+	if len(withPending) > 0 {
+		acts = append(acts, action{15, func() { s.persist(withPending) }})
+	}
+	if len(up) > 0 {
+		acts = append(acts, action{1, func() { s.crash(up) }})
+		acts = append(acts, action{1, func() {
+			s.stats.Crashes++
+			_ = c.CrashDataDB(engine.NodeID(s.rng.IntN(s.sc.Participants)))
+		}})
+	}
+	if len(down) > 0 {
+		acts = append(acts, action{6, func() { s.restart(down) }})
+	}
+	total := 0
+	for _, a := range acts {
+		total += a.w
+	}
+	r := s.rng.IntN(total)
+	for _, a := range acts {
+		if r < a.w {
+			s.tracef("--- step %d", i)
+			a.do()
+			return
+		}
+		r -= a.w
+	}
+}
+
+func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
+
+func (s *sim) deliver() {
+	c := s.c
+	i := s.rng.IntN(len(c.net))
+	switch r := s.rng.Float64(); {
+	case r < 0.05:
+		s.stats.Dropped++
+		c.Drop(i)
+	case r < 0.10:
+		s.stats.Duplicated++
+		c.Duplicate(i)
+		c.Deliver(i)
+	case r < 0.12:
+		s.stats.SendFailures++
+		c.FailSend(i, false)
+	case r < 0.13:
+		s.stats.SendFailures++
+		c.FailSend(i, true)
+	default:
+		s.stats.Delivered++
+		c.Deliver(i)
+	}
+}
+
+func (s *sim) data(withOps []engine.NodeID) {
+	id := pick(s.rng, withOps)
+	i := pick(s.rng, s.c.Runnable(id))
+	op := s.c.Node(id).ops[i]
+	f := NoFault
+	switch op.Op {
+	case engine.DataExec, engine.DataRollback:
+		if s.chance(0.02) {
+			f = FailOp
+		}
+	case engine.DataPrepare:
+		switch r := s.rng.Float64(); {
+		case r < 0.03:
+			f = FailOp
+		case r < 0.05:
+			f = FailAfterPrepare
+		case r < 0.35:
+			f = ForcePrepare
+		}
+	default:
+		if s.chance(0.08) {
+			f = RetryOp
+		}
+	}
+	s.stats.DataOps++
+	if f != NoFault && f != ForcePrepare {
+		s.stats.DataFaults++
+	}
+	if s.chance(0.02) {
+		s.stats.Crashes++
+		_ = s.c.RunDataThenCrash(id, i, f)
+		return
+	}
+	_ = s.c.RunData(id, i, f)
+}
+
+func (s *sim) persist(withPending []engine.NodeID) {
+	n := s.c.Node(pick(s.rng, withPending))
+	k := len(n.pending)
+	if s.chance(0.5) {
+		k = 1 + s.rng.IntN(k)
+	}
+	_ = s.c.Persist(n.ID, n.durLSN+engine.LSN(k))
+}
+
+func (s *sim) tick(up []engine.NodeID) {
+	var d time.Duration
+	switch r := s.rng.Float64(); {
+	case r < 0.70:
+		d = time.Duration(s.rng.IntN(500)) * time.Millisecond
+	case r < 0.95:
+		d = time.Duration(s.rng.IntN(3000)) * time.Millisecond
+	default:
+		d = time.Duration(s.rng.IntN(30)) * time.Second
+	}
+	s.c.Advance(d)
+	s.tracef("time +%s", d)
+	if len(up) == 0 {
+		return
+	}
+	if s.chance(0.5) {
+		_ = s.c.Tick(pick(s.rng, up))
+		return
+	}
+	for _, id := range up {
+		_ = s.c.Tick(id)
+	}
+}
+
+func (s *sim) crash(up []engine.NodeID) {
+	s.stats.Crashes++
+	_ = s.c.Crash(pick(s.rng, up))
+}
+
+func (s *sim) restart(down []engine.NodeID) {
+	_ = s.c.Start(pick(s.rng, down))
+}
+
+func (s *sim) sql() string {
+	s.sqlSeq++
+	switch r := s.rng.Float64(); {
+	case r < 0.04:
+		return fmt.Sprintf("insert %d fail", s.sqlSeq)
+	case r < 0.20:
+		return fmt.Sprintf("select %d", s.sqlSeq)
+	}
+	return fmt.Sprintf("insert %d", s.sqlSeq)
+}
+
+func (s *sim) client() {
+	i := s.rng.IntN(len(s.sessions))
+	ss := &s.sessions[i]
+	if ss.waiting > 0 && !(ss.tx != 0 && s.chance(0.1)) {
+		return // busy; now and then a client pipelines a second statement
+	}
+	node := engine.NodeID(s.rng.IntN(s.sc.Participants))
+	// The answer may come back within the call, so the request is
+	// registered under the id the cluster is about to assign.
+	next := s.c.nextReq + 1
+	s.reqs[next] = i
+	ss.waiting++
+	r := s.rng.Float64()
+	switch {
+	case ss.tx == 0 && r < 0.45:
+		s.c.Begin()
+	case ss.tx == 0 && r < 0.9:
+		s.c.Execute(node, s.sql())
+	case ss.tx == 0 && len(s.known) > 0:
+		s.c.Status(pick(s.rng, s.known))
+	case ss.tx == 0:
+		delete(s.reqs, next)
+		ss.waiting--
+		return
+	case r < 0.6:
+		s.c.Exec(ss.tx, node, s.sql())
+	case r < 0.8:
+		s.c.Commit(ss.tx)
+	case r < 0.87:
+		s.c.Rollback(ss.tx)
+	case r < 0.92:
+		s.c.Status(ss.tx)
+	default:
+		// The client walks away; the coordinator's idle timeout cleans up.
+		delete(s.reqs, next)
+		ss.waiting--
+		ss.tx = 0
+		return
+	}
+	s.stats.Requests++
+}
+
+// quiet restarts every node and lets the cluster run without faults and
+// without new client work until nothing is left to do.
+func (s *sim) quiet() {
+	c := s.c
+	for _, n := range c.Nodes() {
+		if !n.up {
+			_ = c.Start(n.ID)
+		}
+	}
+	for round := 0; round < 400; round++ {
+		for budget := 0; budget < 100000; budget++ {
+			if !s.drainOne() {
+				break
+			}
+		}
+		if c.Quiet() && s.idle() {
+			return
+		}
+		c.Advance(time.Second)
+		for _, n := range c.Nodes() {
+			_ = c.Tick(n.ID)
+		}
+	}
+}
+
+// drainOne performs one fault-free action, if any is left.
+func (s *sim) drainOne() bool {
+	c := s.c
+	for _, n := range c.Nodes() {
+		if len(n.pending) > 0 {
+			_ = c.Persist(n.ID, 0)
+			return true
+		}
+	}
+	for _, n := range c.parts {
+		if len(n.ops) > 0 {
+			_ = c.RunData(n.ID, 0, NoFault)
+			return true
+		}
+	}
+	if len(c.net) > 0 {
+		c.Deliver(0)
+		return true
+	}
+	return false
+}
+
+func (s *sim) idle() bool {
+	if len(s.c.coord.coord.Transactions()) > 0 || len(s.c.waiting) > 0 {
+		return false
+	}
+	for _, n := range s.c.parts {
+		if len(n.part.Transactions()) > 0 {
+			return false
+		}
+	}
+	return true
+}
