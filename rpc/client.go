@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -44,6 +46,15 @@ type ClientOptions struct {
 	// without closing its socket (power loss, partition). Defaults 15s, 5s.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// Token is sent as "Authorization: Bearer <Token>" with every call when
+	// not empty: the server's client token for client methods, its peer
+	// token for node-to-node (tpcd.*) methods.
+	Token string
+	// TLS, when set, makes the client speak HTTP/2 over TLS (https) instead
+	// of h2c. Set RootCAs to verify the server against a private CA and
+	// Certificates to present a client certificate (mutual TLS);
+	// TLSFiles.ClientTLS builds such a config from PEM files.
+	TLS *tls.Config
 }
 
 // Client calls one peer over a single h2c connection, shared by any number
@@ -58,6 +69,8 @@ type Client struct {
 	hc       *http.Client
 	nextID   atomic.Uint64
 	closed   atomic.Bool
+	token    string
+	tls      bool
 }
 
 // ErrClientClosed is returned by Call after Close.
@@ -70,6 +83,8 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		addr:     addr,
 		maxBytes: opts.MaxResponseBytes,
 		log:      opts.Logger,
+		token:    opts.Token,
+		tls:      opts.TLS != nil,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -81,7 +96,11 @@ func NewClient(addr string, opts ClientOptions) *Client {
 	if path == "" {
 		path = DefaultPath
 	}
-	c.url = "http://" + addr + path
+	scheme := "http://"
+	if c.tls {
+		scheme = "https://"
+	}
+	c.url = scheme + addr + path
 	dialTimeout := opts.DialTimeout
 	if dialTimeout <= 0 {
 		dialTimeout = DefaultDialTimeout
@@ -95,14 +114,21 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		pingTimeout = DefaultPingTimeout
 	}
 
-	// Only h2c: with HTTP/1.1 in the set the transport would fall back to
-	// one connection per concurrent request.
+	// Only HTTP/2 (h2c, or h2 over TLS): with HTTP/1.1 in the set the
+	// transport would fall back to one connection per concurrent request.
 	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
+	var tlsConfig *tls.Config
+	if c.tls {
+		protocols.SetHTTP2(true)
+		tlsConfig = opts.TLS.Clone()
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	c.tr = &http.Transport{
-		Protocols:   protocols,
-		DialContext: c.logDial(dialer),
+		Protocols:       protocols,
+		TLSClientConfig: tlsConfig,
+		DialContext:     c.logDial(dialer),
 		// One connection per peer: calls that arrive while it is being
 		// dialled wait for it instead of racing to dial their own, and calls
 		// beyond the server's stream limit queue on it.
@@ -155,6 +181,9 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 
 	transportErr := func(err error) error {
 		return &TransportError{Method: method, Addr: c.addr, Err: err}
@@ -166,7 +195,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return transportErr(err)
+		return transportErr(c.explain(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
@@ -275,4 +304,26 @@ func snippet(b []byte) string {
 		return strconv.Quote(string(b[:max])) + "..."
 	}
 	return strconv.Quote(string(b))
+}
+
+// explain adds the likely cause to the failures that otherwise read as a
+// bare EOF or "could not be established": a TLS server drops a plain-text
+// HTTP/2 connection without a word, and a server that refuses a client
+// certificate says so in a TLS alert the HTTP/2 layer does not pass on.
+// The server's log has the exact reason.
+func (c *Client) explain(err error) error {
+	setup := strings.Contains(err.Error(), "could not be established")
+	eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)
+	switch {
+	case !c.tls && (setup || eof):
+		return fmt.Errorf("%w (the server closed the connection before HTTP/2 started: if it serves TLS, this client needs TLS settings too)", err)
+	case c.tls && setup:
+		return fmt.Errorf("%w (the server closed the connection after the TLS handshake: it probably refused this client's certificate; its log says why)", err)
+	}
+	return err
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "read"
 }

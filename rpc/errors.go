@@ -24,12 +24,14 @@ const (
 // the jrpc2 library may emit them itself (for example when a request is
 // cancelled during server shutdown).
 const (
-	CodeUnknownTx   = -32001 // the transaction id was never issued here, or has been forgotten after it ended
-	CodeTxNotActive = -32002 // the transaction exists but no longer accepts this request (already deciding, decided or ended)
-	CodeUnavailable = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
-	CodeStaleEpoch  = -32004 // the message comes from an older coordinator incarnation and is refused (fencing)
-	CodeBadNode     = -32005 // the node id is out of range, or the message reached the wrong node or cluster
-	CodeAborted     = -32006 // the transaction has been aborted; the message says why
+	CodeUnknownTx    = -32001 // the transaction id was never issued here, or has been forgotten after it ended
+	CodeTxNotActive  = -32002 // the transaction exists but no longer accepts this request (already deciding, decided or ended)
+	CodeUnavailable  = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
+	CodeStaleEpoch   = -32004 // the message comes from an older coordinator incarnation and is refused (fencing)
+	CodeBadNode      = -32005 // the node id is out of range, or the message reached the wrong node or cluster
+	CodeAborted      = -32006 // the transaction has been aborted; the message says why
+	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions per client); the message names it
+	CodeUnauthorized = -32008 // no valid token for this method (HTTP 401 without any valid token, 403 with a token for other methods)
 )
 
 // Error is a JSON-RPC error object. Handlers return it (possibly wrapped) to

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,19 @@ const (
 	DefaultMaxRequestBytes = 1 << 20
 	DefaultPath            = "/rpc"
 	DefaultMaxConcurrency  = 1024
+	// DefaultReadTimeout bounds reading one request, headers and body: a
+	// client that trickles a body in cannot hold a handler slot forever.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds one request from its headers to the end of
+	// its response, handler included, so it must exceed the longest a
+	// handler may wait (an exec waits up to the coordinator's exec timeout).
+	DefaultWriteTimeout = 5 * time.Minute
+	// DefaultIdleTimeout closes connections silent for this long; clients
+	// re-dial on demand.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMaxHeaderBytes bounds request headers (HTTP/1.1) and the
+	// header list (HTTP/2). Nothing tpcd sends comes near it.
+	DefaultMaxHeaderBytes = 64 << 10
 )
 
 // ServerOptions configure a Server. The zero value of every field selects
@@ -51,6 +65,19 @@ type ServerOptions struct {
 	// further requests wait. Default 1024: handlers mostly wait on
 	// databases and peers, so the limit guards memory, not CPU.
 	MaxConcurrency int
+	// Auth lists the bearer tokens required; the zero value requires none.
+	// A request without a token the server accepts is answered with HTTP
+	// 401 and a CodeUnauthorized error before its body is read.
+	Auth Auth
+	// TLS, when set, makes Serve speak TLS (HTTP/2 negotiated by ALPN, and
+	// HTTP/1.1) instead of plain HTTP/1.1 and h2c. It must hold a
+	// certificate; with ClientCAs and ClientAuth set (TLSFiles.ServerTLS
+	// does so when given a CA) every caller must present a certificate.
+	TLS *tls.Config
+	// ReadTimeout, WriteTimeout, IdleTimeout and MaxHeaderBytes are those of
+	// http.Server; the defaults are the Default* constants.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                         int
 }
 
 // Server answers JSON-RPC requests over HTTP/1.1 and h2c.
@@ -60,6 +87,8 @@ type Server struct {
 	maxBytes int64
 
 	methods map[string]Handler
+	auth    Auth
+	tls     bool
 	// slots bounds the handlers running at once.
 	slots chan struct{}
 	http  *http.Server
@@ -78,6 +107,7 @@ func NewServer(opts ServerOptions) *Server {
 		path:     opts.Path,
 		maxBytes: opts.MaxRequestBytes,
 		methods:  map[string]Handler{},
+		auth:     opts.Auth,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -105,19 +135,42 @@ func NewServer(opts ServerOptions) *Server {
 
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	var tlsConfig *tls.Config
+	if opts.TLS != nil {
+		s.tls = true
+		protocols.SetHTTP2(true)
+		tlsConfig = opts.TLS.Clone()
+		tlsConfig.NextProtos = []string{"h2", "http/1.1"}
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(s.path, s.Handler())
 	s.http = &http.Server{
 		Handler:           mux,
 		Protocols:         protocols,
+		TLSConfig:         tlsConfig,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: concurrency},
 		ReadHeaderTimeout: 10 * time.Second,
-		// Idle peers are dropped eventually; clients re-dial on demand.
-		IdleTimeout: 5 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ReadTimeout:       orDefault(opts.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(opts.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		// TLS handshake failures (a peer with a stranger's certificate,
+		// plain text on a TLS port) land here, one line each.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.http.MaxHeaderBytes <= 0 {
+		s.http.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	return s
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
@@ -125,9 +178,13 @@ func NewServer(opts ServerOptions) *Server {
 // whatever path it is mounted on; ServerOptions.Path applies to Serve only.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveRPC) }
 
-// Serve accepts HTTP/1.1 and h2c connections on ln and serves Path on them
-// until Shutdown, after which it returns http.ErrServerClosed.
+// Serve accepts HTTP/1.1 and h2c connections on ln (TLS connections when
+// ServerOptions.TLS is set) and serves Path on them until Shutdown, after
+// which it returns http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.tls {
+		return s.http.ServeTLS(ln, "", "")
+	}
 	return s.http.Serve(ln)
 }
 
@@ -156,6 +213,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // HTTP bridge funnels all requests through one channel and stalls exactly
 // that way under load.
 func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
+	// Authentication comes first, so a stranger learns nothing, not even
+	// which methods or content types exist.
+	roles, authenticated, reason := s.auth.authenticate(r)
+	if roles == 0 {
+		s.log.Warn("rpc: request refused: not authenticated", "remote", r.RemoteAddr, "reason", reason)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tpcd"`)
+		writeError(w, http.StatusUnauthorized, Errorf(CodeUnauthorized, "unauthorized: %s", reason))
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
@@ -189,7 +255,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusOK, Errorf(CodeInvalidRequest, "empty batch"))
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(WithCaller(r.Context(), Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated}))
 	defer cancel()
 	stop := context.AfterFunc(s.handlerCtx, cancel)
 	defer stop()
@@ -216,6 +282,11 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if len(reqs) == 1 && !reqs[0].Batch && !allows(roles, reqs[0].Method) && reqs[0].Error == nil {
+		// A token for the wrong kind of method: the request is refused as a
+		// whole, so HTTP says so too.
+		w.WriteHeader(http.StatusForbidden)
+	}
 	switch {
 	case len(replies) == 0:
 		// Only notifications: JSON-RPC sends nothing back.
@@ -236,6 +307,9 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 	switch h, ok := s.methods[req.Method]; {
 	case req.Error != nil:
 		rerr = &Error{Code: int(req.Error.Code), Message: req.Error.Message}
+	case !allowed(ctx, req.Method):
+		s.log.Warn("rpc: method refused: token does not allow it", "method", req.Method, "remote", callerAddr(ctx))
+		rerr = Errorf(CodeUnauthorized, "unauthorized: the token presented does not allow %s", req.Method)
 	case !ok:
 		rerr = Errorf(CodeMethodNotFound, "no method %q", req.Method)
 	default:
@@ -327,4 +401,14 @@ func (s *Server) toWire(ctx context.Context, name string, err error) *Error {
 	}
 	s.log.Log(ctx, level, "rpc handler failed", "method", name, "err", err)
 	return Errorf(CodeInternal, "%s", err.Error())
+}
+
+func allowed(ctx context.Context, method string) bool {
+	c, ok := CallerOf(ctx)
+	return ok && allows(c.Roles, method)
+}
+
+func callerAddr(ctx context.Context) string {
+	c, _ := CallerOf(ctx)
+	return c.Addr
 }
