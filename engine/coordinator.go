@@ -30,6 +30,11 @@ type CoordinatorConfig struct {
 	RememberEnded int
 	// ReserveBlock is how many transaction ids one reservation event covers.
 	ReserveBlock int
+	// MaxStatements bounds the statements of one transaction, across all
+	// participants: a client cannot make the coordinator queue without end.
+	// A statement beyond it is refused with ErrBadRequest and the
+	// transaction stays usable. A batch is committed when it reaches it.
+	MaxStatements int
 }
 
 func (c *CoordinatorConfig) fill() {
@@ -53,6 +58,10 @@ func (c *CoordinatorConfig) fill() {
 	if c.ReserveBlock <= 0 {
 		c.ReserveBlock = 1024
 	}
+	if c.MaxStatements <= 0 {
+		c.MaxStatements = DefaultMaxStatements
+	}
+	c.BatchSize = min(c.BatchSize, c.MaxStatements)
 }
 
 // Phase is where a transaction stands at the coordinator.
@@ -103,6 +112,9 @@ type Coordinator struct {
 	// ended remembers recent outcomes in FIFO order for status queries.
 	ended    []endedTx
 	endedIdx map[TxID]endedTx
+	// endedCount counts every transaction forgotten, so that a driver can
+	// tell which entries of ended are new since it last looked.
+	endedCount uint64
 
 	lsn LSN
 	rd  Ready
@@ -125,6 +137,7 @@ type coordTx struct {
 	commitRequested bool
 	commitWaiters   []ReqID
 	batchCount      int
+	stmts           int
 	begun           Instant
 	lastActivity    Instant
 	voteDeadline    Instant
@@ -243,6 +256,7 @@ func (c *Coordinator) forget(tx *coordTx) {
 		c.batch = nil
 	}
 	e := endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason}
+	c.endedCount++
 	c.ended = append(c.ended, e)
 	c.endedIdx[tx.id] = e
 	if len(c.ended) > c.cfg.RememberEnded {
@@ -425,6 +439,10 @@ func (c *Coordinator) clientExec(in ClientExec) {
 		c.fail(in.Req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
 		return
 	}
+	if tx.stmts >= c.cfg.MaxStatements {
+		c.fail(in.Req, ErrBadRequest, "transaction %d already has %d statements, the most one transaction may have; commit it and continue in another", tx.id, c.cfg.MaxStatements)
+		return
+	}
 	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args})
 }
 
@@ -454,6 +472,7 @@ func (c *Coordinator) clientExecute(in ClientExecute) {
 func (c *Coordinator) enqueue(now Instant, tx *coordTx, node NodeID, p pendingExec) {
 	n := &tx.nodes[node]
 	n.touched = true
+	tx.stmts++
 	n.queue = append(n.queue, p)
 	c.pump(now, tx, node)
 }
@@ -831,6 +850,23 @@ func (c *Coordinator) Transactions() []TxSummary {
 	var out []TxSummary
 	for _, id := range c.sortedTxIDs() {
 		out = append(out, TxSummary{StatusReply: c.Status(id), Epoch: c.txs[id].epoch})
+	}
+	return out
+}
+
+// EndedCount is how many transactions this Coordinator has forgotten
+// since it was made, those folded in by recovery included. With RecentEnded
+// it lets a driver see each newly ended transaction once without copying
+// the whole remembered list.
+func (c *Coordinator) EndedCount() uint64 { return c.endedCount }
+
+// RecentEnded lists the outcomes of the n transactions forgotten last (fewer
+// if fewer are remembered), oldest first.
+func (c *Coordinator) RecentEnded(n int) []StatusReply {
+	n = max(0, min(n, len(c.ended)))
+	out := make([]StatusReply, 0, n)
+	for _, e := range c.ended[len(c.ended)-n:] {
+		out = append(out, c.Status(e.id))
 	}
 	return out
 }

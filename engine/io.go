@@ -305,4 +305,5 @@ const (
 	DefaultRetryMax      = 5 * time.Second
 	DefaultBatchFlush    = time.Second
 	DefaultRememberEnded = 100000
+	DefaultMaxStatements = 10000
 )
