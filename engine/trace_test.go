@@ -25,10 +25,12 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 // command is every event, effect and message it caused, rendered with the
 // engine's Describe functions. Commands:
 //
-//	init participants=3 [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N]
+//	init participants=3 [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes]
 //	start [node=c|pN]          start every down node, or one
 //	restart node=pN            same as start for one crashed node
 //	crash node=pN              lose volatile events, held effects, issued data ops, open data txs
+//	crash-data-db node=pN      the data database server alone crashes: open data txs are lost
+//	lose-log node=c cluster=X  a down node's log is replaced by an empty one (a coordinator becomes cluster X)
 //	client begin | exec tx=1 node=0 sql=(...) | commit tx=1 | rollback tx=1 | status tx=1 | execute node=1 sql=(...)
 //	deliver [all] [from=..] [to=..] [kind=..] [tx=..] [stmt=..] [count=..]
 //	drop [from=..] [to=..] [kind=..] [tx=..] [count=..]
@@ -52,11 +54,11 @@ func TestTrace(t *testing.T) {
 	})
 }
 
+// traceEnv runs one scenario file. Broken invariants appear in the output
+// as "INVARIANT BROKEN" lines, traced by the cluster's checker.
 type traceEnv struct {
 	c   *enginetest.Cluster
 	out []string
-	// failures already shown, so each broken invariant is printed once.
-	shown int
 }
 
 func (e *traceEnv) handle(t *testing.T, d *datadriven.TestData) string {
@@ -69,12 +71,6 @@ func (e *traceEnv) handle(t *testing.T, d *datadriven.TestData) string {
 	}
 	if err != nil {
 		e.out = append(e.out, "error: "+err.Error())
-	}
-	if e.c != nil {
-		for _, f := range e.c.Checker().Failures()[e.shown:] {
-			e.out = append(e.out, "INVARIANT BROKEN: "+f)
-		}
-		e.shown = len(e.c.Checker().Failures())
 	}
 	if len(e.out) == 0 {
 		return "ok\n"
@@ -94,6 +90,19 @@ func (e *traceEnv) run(d *datadriven.TestData) error {
 			return err
 		}
 		return e.c.Crash(n)
+	case "lose-log":
+		n, err := e.node(d, "node", true)
+		if err != nil {
+			return err
+		}
+		cluster, _ := arg(d, "cluster")
+		return e.c.LoseLog(n, cluster)
+	case "crash-data-db":
+		n, err := e.node(d, "node", true)
+		if err != nil {
+			return err
+		}
+		return e.c.CrashDataDB(n)
 	case "client":
 		return e.client(d)
 	case "deliver":
@@ -134,6 +143,8 @@ func (e *traceEnv) init(d *datadriven.TestData) error {
 			cfg.Coordinator.VoteTimeout, err = durationArg(a)
 		case "lazy-prepared":
 			cfg.Participant.LazyPrepared = true
+		case "forge-votes":
+			cfg.ForgeVotes = true
 		default:
 			return fmt.Errorf("init: unknown argument %q", a.Key)
 		}
@@ -142,7 +153,6 @@ func (e *traceEnv) init(d *datadriven.TestData) error {
 		}
 	}
 	e.c = enginetest.New(cfg)
-	e.shown = 0
 	return nil
 }
 

@@ -268,6 +268,30 @@ func (c *Cluster) Crash(id engine.NodeID) error {
 	return nil
 }
 
+// LoseLog wipes a down node's durable log, as when its log database is
+// replaced by an empty one; a coordinator then starts as a new cluster with
+// the given id. The data database is untouched.
+func (c *Cluster) LoseLog(id engine.NodeID, newClusterID string) error {
+	n := c.Node(id)
+	if n == nil || n.up {
+		return fmt.Errorf("%s is not a down node", id)
+	}
+	c.tracef("%s: log lost (%d durable events)", id, len(n.durable))
+	n.durable = nil
+	if n.coord != nil {
+		c.cfg.ClusterID = newClusterID
+		n.coord = engine.NewCoordinator(c.cfg.Coordinator)
+		// The new cluster hands out ids from 1 again.
+		c.check.reserved = 0
+		clear(c.check.begun)
+	} else {
+		pc := c.cfg.Participant
+		pc.Node = id
+		n.part = engine.NewParticipant(pc)
+	}
+	return nil
+}
+
 // CrashDataDB crashes a participant's data database server alone: its open
 // transactions are lost, prepared transactions and markers survive, and the
 // participant keeps running with dead connections.
@@ -526,9 +550,9 @@ func (c *Cluster) RunDataMsg(id engine.NodeID, i int, f Fault, msg string) error
 	if msg != "" && done.Err != "" {
 		done.Err = msg
 	}
-	c.check.onChanges(n, ch)
 	done.Now = c.now
 	c.tracef("%s: %s -> %s", id, engine.DescribeEffect(op), describeDone(done))
+	c.check.onChanges(n, ch)
 	c.stepNode(n, done)
 	return nil
 }
@@ -541,8 +565,8 @@ func (c *Cluster) RunDataThenCrash(id engine.NodeID, i int, f Fault) error {
 		return err
 	}
 	done, ch := n.db.run(op, f)
-	c.check.onChanges(n, ch)
 	c.tracef("%s: %s -> %s, unheard", id, engine.DescribeEffect(op), describeDone(done))
+	c.check.onChanges(n, ch)
 	return c.Crash(id)
 }
 

@@ -349,8 +349,14 @@ func (s *sim) client() {
 		s.c.Begin()
 	case ss.tx == 0 && r < 0.9:
 		s.c.Execute(node, s.sql())
-	case ss.tx == 0 && len(s.known) > 0:
+	case ss.tx == 0 && r < 0.93 && len(s.known) > 0:
 		s.c.Status(pick(s.rng, s.known))
+	case ss.tx == 0 && r < 0.96 && len(s.known) > 0:
+		// A confused client: a statement for an old transaction, or for
+		// a node that does not exist.
+		s.c.Exec(pick(s.rng, s.known), engine.NodeID(s.rng.IntN(s.sc.Participants+1)), s.sql())
+	case ss.tx == 0 && len(s.known) > 0:
+		s.c.Commit(pick(s.rng, s.known))
 	case ss.tx == 0:
 		delete(s.reqs, next)
 		ss.waiting--
