@@ -81,7 +81,11 @@ func rpcError(e *engine.Error) *rpc.Error {
 	case engine.ErrAborted, engine.ErrStatement:
 		code = rpc.CodeAborted
 	case engine.ErrBadRequest:
-		code = rpc.CodeUnavailable
+		// The engine refuses a request it will never accept as is (a limit
+		// such as MaxStatements); before Start it says "still starting",
+		// which the node never shows a client because it serves only after
+		// Start.
+		code = rpc.CodeLimit
 	}
 	return rpc.Errorf(code, "%s", e.Message)
 }

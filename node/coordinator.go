@@ -39,6 +39,14 @@ type CoordinatorOptions struct {
 	// CompactEvery is how often events of ended transactions are deleted
 	// from the log. Default 10s; negative disables compaction.
 	CompactEvery time.Duration
+	// Transport secures RPC (tokens, TLS); the zero value is plain h2c.
+	Transport Transport
+	// MaxOpenPerClient bounds the explicit transactions one client (remote
+	// IP) may hold undecided; a begin beyond it gets rpc.CodeLimit. 0: no
+	// limit.
+	MaxOpenPerClient int
+	// Observer, if set, watches the loop (metrics).
+	Observer Observer
 }
 
 // Coordinator is a running coordinator node.
@@ -61,6 +69,11 @@ type Coordinator struct {
 	// read them without touching the engine, which the loop owns.
 	cluster string
 	epoch   engine.Epoch
+
+	// counts and limiter serve the status page and per-client limits;
+	// counts is touched on the loop goroutine only.
+	counts  outcomeCounts
+	limiter *openLimiter
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -96,10 +109,12 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		done:    make(chan struct{}),
 	}
 	c.loop = newLoop(CoordinatorName, c.eng, c.store, c.logger, opts.Tick)
-	c.loop.perform = c.perform
+	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
+	c.loop.observer = opts.Observer
+	c.limiter = newOpenLimiter(opts.MaxOpenPerClient)
 	for _, addr := range opts.Participants {
-		c.peers = append(c.peers, rpc.NewClient(addr, rpc.ClientOptions{Logger: c.logger}))
+		c.peers = append(c.peers, rpc.NewClient(addr, opts.Transport.client(c.logger)))
 	}
 
 	began := time.Now()
@@ -107,6 +122,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if err != nil {
 		return nil, err
 	}
+	c.loop.afterStep = c.afterStep(endedFeed(c.eng))
 	effects, err := c.loop.startStep(ctx, engine.Start{Now: c.loop.now(), NewCluster: uuid.NewString()})
 	if err != nil {
 		return nil, err
@@ -114,8 +130,12 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	c.cluster, c.epoch = c.eng.Cluster(), c.eng.Epoch()
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
 		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))
+	if opts.Observer != nil {
+		opts.Observer.Recovered(n, time.Since(began))
+	}
 
-	c.server = rpc.NewServer(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods()})
+	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
+		WriteTimeout: writeTimeout(opts.Engine)}))
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	var wg sync.WaitGroup
@@ -154,11 +174,7 @@ func (c *Coordinator) Close() error {
 
 func (c *Coordinator) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
-		MethodBegin: func(ctx context.Context, _ json.RawMessage) (any, error) {
-			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-				return engine.ClientBegin{Now: now, Req: req}
-			})
-		},
+		MethodBegin: c.begin,
 		MethodExec: func(ctx context.Context, raw json.RawMessage) (any, error) {
 			var p ExecParams
 			if err := rpc.DecodeParams(raw, &p); err != nil {

@@ -34,6 +34,12 @@ type loop struct {
 	perform func(engine.Effect)
 	// onDurable sees every event once it is durable (compaction, metrics).
 	onDurable func(engine.Event)
+	// observer, if set, watches steps, effects and appends (metrics);
+	// afterStep, if set, runs after every step (see observe.go).
+	observer  Observer
+	afterStep func()
+	// queries run on the loop goroutine for readers of engine state.
+	queries chan func()
 
 	// Loop-goroutine state.
 	lsn      engine.LSN // last LSN handed out by the engine
@@ -69,6 +75,7 @@ func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger,
 	return &loop{
 		name: name, m: m, store: store, logger: logger, start: time.Now(), tick: tick,
 		inputs:  make(chan engine.Input, 1024),
+		queries: make(chan func()),
 		flushed: make(chan flushResult, 1),
 		stopped: make(chan struct{}),
 		debug:   logger.Enabled(context.Background(), slog.LevelDebug),
@@ -101,6 +108,7 @@ func (l *loop) recover(ctx context.Context) (int, error) {
 // serves anything, so the new epoch is fenced in before its first message.
 func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect, error) {
 	rd := l.m.Step(in)
+	l.observeStep(in, rd)
 	l.lsn += engine.LSN(len(rd.Events))
 	if len(rd.Events) > 0 {
 		recs, err := l.records(rd.Events)
@@ -121,6 +129,9 @@ func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect,
 func (l *loop) observe(ev engine.Event) {
 	if l.onDurable != nil {
 		l.onDurable(ev)
+	}
+	if l.observer != nil {
+		l.observer.Durable(ev)
 	}
 }
 
@@ -192,6 +203,8 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 			}
 		case <-ticker.C:
 			l.step(engine.Tick{Now: l.now()})
+		case q := <-l.queries:
+			q()
 		}
 		l.flush(ctx)
 	}
@@ -199,6 +212,7 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 
 func (l *loop) step(in engine.Input) {
 	rd := l.m.Step(in)
+	l.observeStep(in, rd)
 	if l.debug && !rd.Empty() {
 		l.logger.Debug("step", "input", fmt.Sprintf("%T", in), "durable", l.durable, "ready", engine.DescribeReady(rd))
 	}
@@ -263,7 +277,11 @@ func (l *loop) flush(ctx context.Context) {
 		recs, err := l.records(evs)
 		if err == nil {
 			failpoint.BeforeLog(evs)
+			began := time.Now()
 			_, err = l.store.Append(ctx, recs)
+			if l.observer != nil {
+				l.observer.Appended(len(recs), time.Since(began), err)
+			}
 			failpoint.AfterLog(evs, err)
 		}
 		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, events: batch, err: err}

@@ -42,6 +42,10 @@ type ParticipantOptions struct {
 	// CompactEvery is how often events of finished transactions are deleted
 	// from the log. Default 10s; negative disables compaction.
 	CompactEvery time.Duration
+	// Transport secures RPC (tokens, TLS); the zero value is plain h2c.
+	Transport Transport
+	// Observer, if set, watches the loop (metrics).
+	Observer Observer
 }
 
 // Participant is a running participant node.
@@ -90,9 +94,10 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		done:   make(chan struct{}),
 	}
 	p.loop = newLoop(p.name, p.eng, p.store, p.logger, opts.Tick)
-	p.loop.perform = p.perform
+	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
-	p.coord = rpc.NewClient(opts.Coordinator, rpc.ClientOptions{Logger: p.logger})
+	p.loop.observer = opts.Observer
+	p.coord = rpc.NewClient(opts.Coordinator, opts.Transport.client(p.logger))
 	p.data = &dataDB{
 		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
 		acquireTimeout: max(opts.LockTimeout, time.Second),
@@ -123,8 +128,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	}
 	p.logger.Info("participant recovered", "events", n, "cluster", p.cluster, "epoch", p.epoch,
 		"prepared_in_db", len(prepared), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
+	if opts.Observer != nil {
+		opts.Observer.Recovered(n, time.Since(began))
+	}
 
-	p.server = rpc.NewServer(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods()})
+	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods()}))
 	runCtx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	var wg sync.WaitGroup
