@@ -1,0 +1,212 @@
+package metrics_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/metrics"
+	"github.com/tpcd/tpcd/node"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// The observers are what the nodes accept.
+var (
+	_ node.Observer = (*metrics.Coordinator)(nil)
+	_ node.Observer = (*metrics.Participant)(nil)
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// sample finds the value of one series in Prometheus text output; series
+// is the name with its labels exactly as exposed.
+func sample(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("series %s not exposed", series)
+	return 0
+}
+
+func serve(t *testing.T, opts metrics.ServerOptions) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = testcluster.Logger(t)
+	s := metrics.Serve(ln, opts)
+	t.Cleanup(func() { s.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func TestMetricsMoveWithTransactions(t *testing.T) {
+	coordReg, partReg := metrics.NewRegistry(), metrics.NewRegistry()
+	coordHealth, partHealth := &metrics.Health{}, &metrics.Health{}
+	coordURL := serve(t, metrics.ServerOptions{Registry: coordReg, Health: coordHealth})
+	partURL := serve(t, metrics.ServerOptions{Registry: partReg, Health: partHealth})
+
+	// Before the node is up: alive, not ready.
+	if code, body := get(t, coordURL+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("/healthz before start: %d %q", code, body)
+	}
+	if code, body := get(t, coordURL+"/readyz"); code != 503 || !strings.Contains(body, "recovering") {
+		t.Fatalf("/readyz before start: %d %q", code, body)
+	}
+
+	coordObs := metrics.NewCoordinator(coordReg)
+	c := testcluster.Start(t, testcluster.Config{
+		Participants: 2,
+		Coordinator:  func(o *node.CoordinatorOptions) { o.Observer = coordObs },
+		Participant: func(i int, o *node.ParticipantOptions) {
+			if i == 0 {
+				o.Observer = metrics.NewParticipant(partReg)
+			}
+		},
+	})
+	metrics.WatchCoordinator(coordReg, c.Coord, testcluster.Logger(t))
+	metrics.WatchParticipant(partReg, c.Parts[0], testcluster.Logger(t))
+	coordHealth.SetReady(c.Coord.Ready)
+	partHealth.SetReady(c.Parts[0].Ready)
+	if code, body := get(t, coordURL+"/readyz"); code != 200 {
+		t.Fatalf("/readyz after start: %d %q", code, body)
+	}
+	if code, body := get(t, partURL+"/readyz"); code != 200 {
+		t.Fatalf("participant /readyz after start: %d %q", code, body)
+	}
+
+	_, before := get(t, coordURL+"/metrics")
+	begun0 := sample(t, before, "tpcd_transactions_begun_total")
+	committed0 := sample(t, before, "tpcd_transactions_committed_total")
+
+	// Two commits across both nodes, one rollback, one failed statement.
+	for k := range 2 {
+		tx := c.Begin()
+		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'a')", k)
+		c.Exec(tx, 1, "INSERT INTO kv VALUES ($1, 'b')", k)
+		if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
+			t.Fatalf("commit: %+v", r)
+		}
+		testcluster.Eventually(t, "committed everywhere", func() bool { return c.Status(tx).State == "committed" })
+	}
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (100, 'x')")
+	c.Rollback(tx)
+	tx = c.Begin()
+	if _, err := c.TryExec(tx, 1, "INSERT INTO kv VALUES (0, 'duplicate')"); err == nil {
+		t.Fatal("duplicate key accepted")
+	}
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeAbort {
+		t.Fatalf("commit after failed statement: %+v", r)
+	}
+	testcluster.Eventually(t, "aborts ended", func() bool { return c.Status(tx).State == "aborted" })
+
+	_, text := get(t, coordURL+"/metrics")
+	if got := sample(t, text, "tpcd_transactions_begun_total") - begun0; got != 4 {
+		t.Errorf("begun moved by %v, want 4", got)
+	}
+	if got := sample(t, text, "tpcd_transactions_committed_total") - committed0; got != 2 {
+		t.Errorf("committed moved by %v, want 2", got)
+	}
+	if got := sample(t, text, `tpcd_transactions_aborted_total{reason="rollback"}`); got != 1 {
+		t.Errorf("aborted by rollback %v, want 1", got)
+	}
+	if got := sample(t, text, `tpcd_transactions_aborted_total{reason="statement_failed"}`); got != 1 {
+		t.Errorf("aborted by a failed statement %v, want 1", got)
+	}
+	if got := sample(t, text, `tpcd_commit_latency_seconds_count{outcome="commit"}`); got < 2 {
+		t.Errorf("commit latency observations %v, want at least 2 (the table creations add more)", got)
+	}
+	if got := sample(t, text, "tpcd_vote_round_trip_seconds_count"); got < 4 {
+		t.Errorf("vote round trips %v, want at least 4", got)
+	}
+	if got := sample(t, text, "tpcd_decision_round_trip_seconds_count"); got < 4 {
+		t.Errorf("decision round trips %v, want at least 4", got)
+	}
+	if got := sample(t, text, "tpcd_log_append_batch_events_count"); got < 1 {
+		t.Errorf("log appends %v", got)
+	}
+	if got := sample(t, text, "tpcd_log_append_seconds_count"); got < 1 {
+		t.Errorf("log append latencies %v", got)
+	}
+	if got := sample(t, text, "tpcd_transactions_in_doubt"); got != 0 {
+		t.Errorf("in doubt %v after everything ended", got)
+	}
+	if !strings.Contains(text, "tpcd_recovery_seconds ") || !strings.Contains(text, "go_goroutines ") {
+		t.Errorf("recovery or runtime metrics missing")
+	}
+	testcluster.Eventually(t, "participants seen by the pinger", func() bool {
+		_, text := get(t, coordURL+"/metrics")
+		return sample(t, text, `tpcd_participant_reachable{address="`+c.PartAddrs[0]+`",node="0"}`) == 1 &&
+			sample(t, text, `tpcd_participant_reachable{address="`+c.PartAddrs[1]+`",node="1"}`) == 1
+	})
+
+	_, ptext := get(t, partURL+"/metrics")
+	if got := sample(t, ptext, `tpcd_votes_total{vote="yes"}`); got < 2 {
+		t.Errorf("participant yes votes %v, want at least 2", got)
+	}
+	testcluster.Eventually(t, "participant outcomes durable", func() bool {
+		_, ptext := get(t, partURL+"/metrics")
+		return sample(t, ptext, `tpcd_participant_outcomes_total{outcome="commit"}`) >= 2 &&
+			sample(t, ptext, `tpcd_participant_outcomes_total{outcome="abort"}`) >= 1
+	})
+	if got := sample(t, ptext, "tpcd_transactions_in_doubt"); got != 0 {
+		t.Errorf("participant in doubt %v", got)
+	}
+
+	// A participant whose node stops is reported unreachable.
+	c.Parts[1].Close()
+	testcluster.Eventually(t, "participant 1 unreachable", func() bool {
+		_, text := get(t, coordURL+"/metrics")
+		return sample(t, text, `tpcd_participant_reachable{address="`+c.PartAddrs[1]+`",node="1"}`) == 0
+	})
+	c.Coord.Close()
+	if code, body := get(t, coordURL+"/readyz"); code != 503 {
+		t.Fatalf("/readyz after the coordinator stopped: %d %q", code, body)
+	}
+}
+
+func TestReasonClass(t *testing.T) {
+	for reason, want := range map[string]string{
+		"rolled back by client":                           metrics.ReasonRollback,
+		"p1 voted no: statement count mismatch":           metrics.ReasonVoteNo,
+		"vote timeout: no vote from p0 within 5s":         metrics.ReasonVoteTimeout,
+		"p2 unreachable during prepare":                   metrics.ReasonUnreachable,
+		"p0 did not answer statement 3 within 30s":        metrics.ReasonExecTimeout,
+		"p2: ERROR: duplicate key value (SQLSTATE 23505)": metrics.ReasonStatementFailed,
+		"client idle for 1m0s":                            metrics.ReasonClientIdle,
+		"coordinator restarted before deciding":           metrics.ReasonCoordinatorRestart,
+		"something new":                                   metrics.ReasonOther,
+	} {
+		if got := metrics.ReasonClass(reason); got != want {
+			t.Errorf("ReasonClass(%q) = %s, want %s", reason, got, want)
+		}
+	}
+}

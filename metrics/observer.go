@@ -1,0 +1,302 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// latencyBuckets span a fast local commit (a millisecond) to a vote
+// timeout (seconds).
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// loopMetrics are what every node's loop shows: log appends and recovery.
+type loopMetrics struct {
+	appendEvents   prometheus.Histogram
+	appendSeconds  prometheus.Histogram
+	appendFailures prometheus.Counter
+	recovery       prometheus.Gauge
+	recoveryEvents prometheus.Gauge
+	violations     prometheus.Counter
+}
+
+func newLoopMetrics(reg prometheus.Registerer) loopMetrics {
+	m := loopMetrics{
+		appendEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tpcd_log_append_batch_events", Help: "Events written by one group-commit append to the log.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tpcd_log_append_seconds", Help: "Time one group-commit append to the log took.", Buckets: latencyBuckets,
+		}),
+		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_log_append_failures_total", Help: "Log appends that failed (and were retried).",
+		}),
+		recovery: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tpcd_recovery_seconds", Help: "How long replaying the log took at the last start.",
+		}),
+		recoveryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tpcd_recovery_events", Help: "Events replayed from the log at the last start.",
+		}),
+		violations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_atomicity_violations_total", Help: "Evidence of broken atomicity seen by this node. Never expected: alert on any.",
+		}),
+	}
+	reg.MustRegister(m.appendEvents, m.appendSeconds, m.appendFailures, m.recovery, m.recoveryEvents, m.violations)
+	return m
+}
+
+// Appended implements node.Observer.
+func (m *loopMetrics) Appended(events int, took time.Duration, err error) {
+	if err != nil {
+		m.appendFailures.Inc()
+		return
+	}
+	m.appendEvents.Observe(float64(events))
+	m.appendSeconds.Observe(took.Seconds())
+}
+
+// Recovered implements node.Observer.
+func (m *loopMetrics) Recovered(events int, took time.Duration) {
+	m.recovery.Set(took.Seconds())
+	m.recoveryEvents.Set(float64(events))
+}
+
+type nodeTx struct {
+	tx   engine.TxID
+	node engine.NodeID
+}
+
+// Coordinator derives a coordinator's metrics from its loop. Create it with
+// NewCoordinator and pass it as node.CoordinatorOptions.Observer.
+type Coordinator struct {
+	loopMetrics
+	begun     prometheus.Counter
+	committed prometheus.Counter
+	aborted   *prometheus.CounterVec
+	commitRPC *prometheus.HistogramVec
+	voteRTT   prometheus.Histogram
+	decideRTT prometheus.Histogram
+
+	// Loop-goroutine state. Entries go when their transaction ends, so the
+	// maps hold at most the transactions in flight.
+	now        func() time.Time
+	commitReqs map[engine.ReqID]time.Time
+	batches    map[engine.TxID]struct{}
+	decided    map[engine.TxID]struct{}
+	prepares   map[nodeTx]time.Time
+	decisions  map[nodeTx]time.Time
+}
+
+// NewCoordinator registers a coordinator's metrics with reg.
+func NewCoordinator(reg prometheus.Registerer) *Coordinator {
+	m := &Coordinator{
+		loopMetrics: newLoopMetrics(reg),
+		begun: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_transactions_begun_total", Help: "Transactions begun: explicit (begin) and seed-form batches.",
+		}),
+		committed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_transactions_committed_total", Help: "Transactions decided commit.",
+		}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tpcd_transactions_aborted_total", Help: "Transactions decided abort, by reason class.",
+		}, []string{"reason"}),
+		commitRPC: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tpcd_commit_latency_seconds", Help: "From a commit request to its answer (the decision is durable), by outcome.",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+		voteRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tpcd_vote_round_trip_seconds", Help: "From sending prepare to a participant to receiving its vote.", Buckets: latencyBuckets,
+		}),
+		decideRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tpcd_decision_round_trip_seconds", Help: "From first sending a decision to a participant to its acknowledgement.", Buckets: latencyBuckets,
+		}),
+		now:        time.Now,
+		commitReqs: map[engine.ReqID]time.Time{},
+		batches:    map[engine.TxID]struct{}{},
+		decided:    map[engine.TxID]struct{}{},
+		prepares:   map[nodeTx]time.Time{},
+		decisions:  map[nodeTx]time.Time{},
+	}
+	// Every reason class is shown from the start, at zero, so that rates
+	// and alerts work before the first abort of a kind.
+	for _, r := range []string{ReasonRollback, ReasonVoteNo, ReasonVoteTimeout, ReasonUnreachable, ReasonExecTimeout,
+		ReasonStatementFailed, ReasonClientIdle, ReasonCoordinatorRestart, ReasonOther} {
+		m.aborted.WithLabelValues(r)
+	}
+	reg.MustRegister(m.begun, m.committed, m.aborted, m.commitRPC, m.voteRTT, m.decideRTT)
+	return m
+}
+
+// Stepped implements node.Observer.
+func (m *Coordinator) Stepped(in engine.Input, rd engine.Ready) {
+	switch in := in.(type) {
+	case engine.ClientCommit:
+		if _, ok := m.commitReqs[in.Req]; !ok {
+			m.commitReqs[in.Req] = m.now()
+		}
+	case engine.Receive:
+		switch msg := in.Msg.(type) {
+		case engine.VoteMessage:
+			m.roundTrip(m.prepares, nodeTx{msg.TxID, msg.From}, m.voteRTT)
+		case engine.AckMessage:
+			m.roundTrip(m.decisions, nodeTx{msg.TxID, msg.From}, m.decideRTT)
+		}
+	}
+	for _, ev := range rd.Events {
+		if d, ok := ev.(engine.CoordDecided); ok {
+			if _, seen := m.decided[d.TxID]; !seen {
+				m.decided[d.TxID] = struct{}{}
+				m.countDecision(d.Outcome, d.Reason)
+			}
+		}
+	}
+}
+
+func (m *Coordinator) roundTrip(sent map[nodeTx]time.Time, k nodeTx, h prometheus.Histogram) {
+	if at, ok := sent[k]; ok {
+		h.Observe(m.now().Sub(at).Seconds())
+		delete(sent, k)
+	}
+}
+
+func (m *Coordinator) countDecision(o engine.Outcome, reason string) {
+	switch o {
+	case engine.OutcomeCommit:
+		m.committed.Inc()
+	case engine.OutcomeAbort:
+		m.aborted.WithLabelValues(ReasonClass(reason)).Inc()
+	}
+}
+
+// Performed implements node.Observer.
+func (m *Coordinator) Performed(e engine.Effect) {
+	switch e := e.(type) {
+	case engine.Respond:
+		switch r := e.Reply.(type) {
+		case engine.BeginReply:
+			m.begun.Inc()
+		case engine.OutcomeReply:
+			if at, ok := m.commitReqs[e.Req]; ok {
+				m.commitRPC.WithLabelValues(r.Outcome.String()).Observe(m.now().Sub(at).Seconds())
+			}
+		}
+		delete(m.commitReqs, e.Req)
+	case engine.Send:
+		switch msg := e.Msg.(type) {
+		case engine.ExecRequest:
+			if _, seen := m.batches[msg.TxID]; msg.Batch && !seen {
+				m.batches[msg.TxID] = struct{}{}
+				m.begun.Inc()
+			}
+		case engine.PrepareRequest:
+			if k := (nodeTx{msg.TxID, e.To}); m.prepares[k].IsZero() {
+				m.prepares[k] = m.now()
+			}
+		case engine.DecisionRequest:
+			// Resends keep the first time: the round trip includes the
+			// retries a slow or absent participant needed.
+			if k := (nodeTx{msg.TxID, e.To}); m.decisions[k].IsZero() && !msg.Presumed {
+				m.decisions[k] = m.now()
+			}
+		}
+	case engine.Violation:
+		m.violations.Inc()
+	}
+}
+
+// Durable implements node.Observer.
+func (m *Coordinator) Durable(engine.Event) {}
+
+// Ended implements node.Observer. A transaction decided without a log
+// record (nobody to tell: read-only, or aborted before any work reached a
+// participant) is counted here; one decided with a record was counted when
+// the record was made.
+func (m *Coordinator) Ended(txs []engine.StatusReply) {
+	for _, t := range txs {
+		if _, seen := m.decided[t.TxID]; !seen {
+			m.countDecision(t.Outcome, t.Reason)
+		}
+		delete(m.decided, t.TxID)
+		delete(m.batches, t.TxID)
+		for k := range m.prepares {
+			if k.tx == t.TxID {
+				delete(m.prepares, k)
+			}
+		}
+		for k := range m.decisions {
+			if k.tx == t.TxID {
+				delete(m.decisions, k)
+			}
+		}
+	}
+}
+
+// Participant derives a participant's metrics from its loop. Create it
+// with NewParticipant and pass it as node.ParticipantOptions.Observer.
+type Participant struct {
+	loopMetrics
+	votes    *prometheus.CounterVec
+	outcomes *prometheus.CounterVec
+	stmts    prometheus.Counter
+}
+
+// NewParticipant registers a participant's metrics with reg.
+func NewParticipant(reg prometheus.Registerer) *Participant {
+	m := &Participant{
+		loopMetrics: newLoopMetrics(reg),
+		votes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tpcd_votes_total", Help: "Votes sent to the coordinator, by vote.",
+		}, []string{"vote"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tpcd_participant_outcomes_total", Help: "Transactions finished in the data database, by outcome (durable).",
+		}, []string{"outcome"}),
+		stmts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_statements_total", Help: "Statements received from the coordinator.",
+		}),
+	}
+	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly} {
+		m.votes.WithLabelValues(v.String())
+	}
+	for _, o := range []engine.Outcome{engine.OutcomeCommit, engine.OutcomeAbort} {
+		m.outcomes.WithLabelValues(o.String())
+	}
+	reg.MustRegister(m.votes, m.outcomes, m.stmts)
+	return m
+}
+
+// Stepped implements node.Observer.
+func (m *Participant) Stepped(in engine.Input, _ engine.Ready) {
+	if r, ok := in.(engine.Receive); ok {
+		if _, ok := r.Msg.(engine.ExecRequest); ok {
+			m.stmts.Inc()
+		}
+	}
+}
+
+// Performed implements node.Observer.
+func (m *Participant) Performed(e engine.Effect) {
+	switch e := e.(type) {
+	case engine.Send:
+		if v, ok := e.Msg.(engine.VoteMessage); ok {
+			m.votes.WithLabelValues(v.Vote.String()).Inc()
+		}
+	case engine.Violation:
+		m.violations.Inc()
+	}
+}
+
+// Durable implements node.Observer.
+func (m *Participant) Durable(ev engine.Event) {
+	switch ev.(type) {
+	case engine.PartCommitted:
+		m.outcomes.WithLabelValues(engine.OutcomeCommit.String()).Inc()
+	case engine.PartAborted:
+		m.outcomes.WithLabelValues(engine.OutcomeAbort.String()).Inc()
+	}
+}
+
+// Ended implements node.Observer; participants have no such feed.
+func (m *Participant) Ended([]engine.StatusReply) {}

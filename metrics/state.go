@@ -1,0 +1,91 @@
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tpcd/tpcd/node"
+)
+
+// snapshotTimeout bounds one scrape's wait for the node's loop; a loop that
+// busy is better reported as a failed gauge than as a hung scrape.
+const snapshotTimeout = 2 * time.Second
+
+var (
+	inFlightDesc = prometheus.NewDesc("tpcd_transactions_in_flight",
+		"Transactions the coordinator holds in memory, by state.", []string{"state"}, nil)
+	inDoubtDesc = prometheus.NewDesc("tpcd_transactions_in_doubt",
+		"Transactions whose participants may be prepared and waiting for the outcome.", nil, nil)
+	reachableDesc = prometheus.NewDesc("tpcd_participant_reachable",
+		"1 if the coordinator's last contact with the participant succeeded.", []string{"node", "address"}, nil)
+	lastSeenDesc = prometheus.NewDesc("tpcd_participant_last_seen_seconds",
+		"Seconds since the last successful contact with the participant (-1: never).", []string{"node", "address"}, nil)
+	openDesc = prometheus.NewDesc("tpcd_participant_open_transactions",
+		"Transactions with unprepared work on this participant.", nil, nil)
+	snapshotErrDesc = prometheus.NewDesc("tpcd_snapshot_errors_total",
+		"Scrapes that could not read the node's state in time.", nil, nil)
+)
+
+// WatchCoordinator registers the coordinator's state gauges with reg: read
+// at every scrape from a snapshot the coordinator takes on its loop.
+func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger) {
+	var failures float64
+	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		defer cancel()
+		s, err := c.Snapshot(ctx)
+		if err != nil {
+			failures++
+			logger.Warn("metrics: coordinator snapshot failed", "err", err)
+		}
+		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, failures)
+		if err != nil {
+			return
+		}
+		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
+		for _, tx := range s.InFlight {
+			states[tx.State]++
+		}
+		for st, n := range states {
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(n), st)
+		}
+		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(len(s.InDoubt)))
+		for _, p := range s.Participants {
+			up := 0.0
+			if p.Reachable {
+				up = 1
+			}
+			id := strconv.Itoa(int(p.Node))
+			ch <- prometheus.MustNewConstMetric(reachableDesc, prometheus.GaugeValue, up, id, p.Address)
+			seen := -1.0
+			if p.LastSeenMillis >= 0 {
+				seen = float64(p.LastSeenMillis) / 1000
+			}
+			ch <- prometheus.MustNewConstMetric(lastSeenDesc, prometheus.GaugeValue, seen, id, p.Address)
+		}
+	}))
+}
+
+// WatchParticipant registers a participant's state gauges with reg.
+func WatchParticipant(reg prometheus.Registerer, p *node.Participant, logger *slog.Logger) {
+	var failures float64
+	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		defer cancel()
+		s, err := p.Snapshot(ctx)
+		if err != nil {
+			failures++
+			logger.Warn("metrics: participant snapshot failed", "err", err)
+		}
+		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, failures)
+		if err != nil {
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(s.InDoubt))
+		ch <- prometheus.MustNewConstMetric(openDesc, prometheus.GaugeValue, float64(s.Open))
+	}))
+}
