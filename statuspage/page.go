@@ -1,0 +1,97 @@
+package statuspage
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+)
+
+//go:embed page.html.tmpl
+var pageSource string
+
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"nodes": func(ids []engine.NodeID) string {
+		if len(ids) == 0 {
+			return "–"
+		}
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = id.String()
+		}
+		return strings.Join(s, ", ")
+	},
+	"ago": func(ms int64) string {
+		if ms < 0 {
+			return "never"
+		}
+		return (time.Duration(ms) * time.Millisecond).Round(time.Millisecond).String() + " ago"
+	},
+	"outcome": func(o engine.Outcome) string {
+		if o == 0 {
+			return "–"
+		}
+		return o.String()
+	},
+}).Parse(pageSource))
+
+// Snapshotter returns the coordinator's current state.
+type Snapshotter func(context.Context) (node.CoordinatorSnapshot, error)
+
+// Options configure the page.
+type Options struct {
+	// Refresh is how often the browser reloads the page. Default 2s.
+	Refresh time.Duration
+	Logger  *slog.Logger
+}
+
+type view struct {
+	node.CoordinatorSnapshot
+	Refresh int
+	Stamp   string
+}
+
+// Handler serves the page.
+func Handler(snapshot Snapshotter, opts Options) http.Handler {
+	if opts.Refresh <= 0 {
+		opts.Refresh = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	refresh := max(1, int(opts.Refresh/time.Second))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The page has no scripts and loads nothing: the policy says so, so
+		// that an injected tag could not do anything either.
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		s, err := snapshot(ctx)
+		if err != nil {
+			opts.Logger.Warn("status page: snapshot failed", "err", err)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Refresh", fmt.Sprint(refresh))
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "coordinator state unavailable: %v\n", err)
+			return
+		}
+		var buf bytes.Buffer
+		if err := page.Execute(&buf, view{CoordinatorSnapshot: s, Refresh: refresh, Stamp: s.Taken.UTC().Format("2006-01-02 15:04:05 MST")}); err != nil {
+			opts.Logger.Error("status page: render failed", "err", err)
+			http.Error(w, "render failed", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(buf.Bytes())
+	})
+}

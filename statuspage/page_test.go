@@ -1,0 +1,157 @@
+package statuspage_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/metrics"
+	"github.com/tpcd/tpcd/statuspage"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// chromium finds the browser, installing it with scripts/ensure-chromium.sh
+// when missing: the test never skips.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	out, err := exec.Command("../scripts/ensure-chromium.sh").CombinedOutput()
+	if err != nil {
+		t.Fatalf("chromium is missing and scripts/ensure-chromium.sh failed: %v\n%s", err, out)
+	}
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium still missing after scripts/ensure-chromium.sh: %v", err)
+	}
+	return p
+}
+
+// headless runs chromium once against url with extra flags and returns its
+// standard output. Each run gets a new empty profile and reaches nothing
+// but the page.
+func headless(t *testing.T, bin, url string, extra ...string) string {
+	t.Helper()
+	profile := t.TempDir()
+	args := append([]string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--user-data-dir=" + profile,
+	}, extra...)
+	args = append(args, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", extra, err, stderr.String())
+	}
+	return string(out)
+}
+
+func TestStatusPageInHeadlessChromium(t *testing.T) {
+	bin := chromium(t)
+	c := testcluster.Start(t, testcluster.Config{Participants: 2})
+
+	// One committed transaction across both participants, one rolled back,
+	// and one left open so that the page has something in flight.
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'left')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'right')")
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("commit: %+v", r)
+	}
+	testcluster.Eventually(t, "committed everywhere", func() bool { return c.Status(tx).State == "committed" })
+	rolled := c.Begin()
+	c.Exec(rolled, 0, "INSERT INTO kv VALUES (2, 'never')")
+	c.Rollback(rolled)
+	open := c.Begin()
+	c.Exec(open, 1, "INSERT INTO kv VALUES (3, 'open')")
+	testcluster.Eventually(t, "participants reachable", func() bool {
+		for _, n := range c.Coord.Nodes() {
+			if !n.Reachable {
+				return false
+			}
+		}
+		return true
+	})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := metrics.Serve(ln, metrics.ServerOptions{
+		Registry: metrics.NewRegistry(), Health: &metrics.Health{}, Logger: testcluster.Logger(t),
+		Page: statuspage.Handler(c.Coord.Snapshot, statuspage.Options{Refresh: 2 * time.Second}),
+	})
+	defer srv.Close()
+	url := "http://" + ln.Addr().String() + "/"
+
+	// The page is plain HTML with a strict policy.
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Fatalf("headers %v", resp.Header)
+	}
+	if strings.Contains(string(raw), "<script") || strings.Contains(string(raw), "http://") || strings.Contains(string(raw), "https://") {
+		t.Fatalf("page loads or runs something:\n%s", raw)
+	}
+
+	dom := headless(t, bin, url, "--dump-dom")
+	row := regexp.MustCompile(fmt.Sprintf(`(?s)<tr class="outcome-commit" id="tx-%d"><td>%d</td><td>committed</td><td>commit</td>`, tx, tx))
+	if !row.MatchString(dom) {
+		t.Fatalf("the page does not show transaction %d committed:\n%s", tx, dom)
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`id="tx-%d"`, rolled), "rolled back by client",
+		`<meta http-equiv="refresh" content="2">`,
+		c.PartAddrs[0], c.PartAddrs[1], `class="ok">reachable`,
+		`id="in-flight-table"`, fmt.Sprintf("<td>%d</td><td>active</td>", open),
+		c.Coord.Cluster(),
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`id="committed">(\d+)<`).FindStringSubmatch(dom); m == nil || m[1] == "0" {
+		t.Errorf("committed count missing or zero: %v", m)
+	}
+
+	shot := filepath.Join(t.TempDir(), "status-page.png")
+	headless(t, bin, url, "--screenshot="+shot, "--window-size=1280,1000", "--hide-scrollbars")
+	info, err := os.Stat(shot)
+	if err != nil || info.Size() == 0 {
+		t.Fatalf("no screenshot at %s: %v", shot, err)
+	}
+	t.Logf("screenshot of the status page: %s (%d bytes)", shot, info.Size())
+	if dir := os.Getenv("TPCD_SCREENSHOT_DIR"); dir != "" {
+		png, _ := os.ReadFile(shot)
+		if err := os.WriteFile(filepath.Join(dir, "status-page.png"), png, 0o644); err != nil {
+			t.Errorf("keep screenshot: %v", err)
+		}
+	}
+
+	c.Rollback(open)
+}
