@@ -21,6 +21,11 @@ type CoordinatorCmd struct {
 	IdleTimeout Seconds  `help:"Abort an explicit transaction whose client made no call for this long." default:"60"`
 	StateDir    string   `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+	// Limits on what one client may ask for.
+	MaxStatements    int `help:"Most statements one transaction may have; more are refused (code -32007)." default:"10000"`
+	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold; a begin beyond is refused (code -32007). 0: no limit." default:"1000"`
+
+	SecurityFlags `embed:""`
 }
 
 // Help is the long help.
@@ -56,12 +61,30 @@ func (c *CoordinatorCmd) Validate() error {
 	if c.Timeout.D() <= 0 {
 		return fmt.Errorf("--timeout must be more than 0 seconds")
 	}
+	if c.MaxStatements < 1 || c.MaxOpenPerClient < 0 {
+		return fmt.Errorf("--max-statements must be at least 1 and --max-open-per-client at least 0")
+	}
+	if err := c.SecurityFlags.validate(); err != nil {
+		return err
+	}
 	return checkURI("log-db", c.LogDB)
 }
 
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
+	transport, err := c.transport()
+	if err != nil {
+		return err
+	}
+	for _, w := range securityWarnings(c.Host, transport) {
+		logger.Warn(w)
+	}
+	obs, err := startObservability(c.MetricsAddr, logger, true)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger})
 	if err != nil {
 		return err
@@ -76,18 +99,24 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		Log:          dbs.Log,
 		Logger:       logger,
 		Engine: engine.CoordinatorConfig{
-			VoteTimeout: c.Timeout.D(),
-			ExecTimeout: c.ExecTimeout.D(),
-			IdleTimeout: c.IdleTimeout.D(),
-			BatchSize:   c.BatchSize,
-			BatchFlush:  c.BatchFlush.D(),
+			VoteTimeout:   c.Timeout.D(),
+			ExecTimeout:   c.ExecTimeout.D(),
+			IdleTimeout:   c.IdleTimeout.D(),
+			BatchSize:     c.BatchSize,
+			BatchFlush:    c.BatchFlush.D(),
+			MaxStatements: c.MaxStatements,
 		},
+		Transport:        transport,
+		MaxOpenPerClient: c.MaxOpenPerClient,
+		Observer:         obs.coordinatorObserver(),
 	})
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	obs.coordinatorUp(coord, logger)
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
+		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", node.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
 	waitForSignal(ctx, logger)
 	return coord.Close()

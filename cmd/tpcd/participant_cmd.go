@@ -23,6 +23,8 @@ type ParticipantCmd struct {
 	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction." default:"100"`
 	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+
+	SecurityFlags `embed:""`
 }
 
 // Help is the long help.
@@ -57,12 +59,27 @@ func (c *ParticipantCmd) Validate() error {
 	if err := checkURI("log-db", c.LogDB); err != nil {
 		return err
 	}
+	if err := c.SecurityFlags.validate(); err != nil {
+		return err
+	}
 	return checkURI("data-db", c.DataDB)
 }
 
 // Run starts the participant and serves until SIGINT/SIGTERM.
 func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
+	transport, err := c.transport()
+	if err != nil {
+		return err
+	}
+	for _, w := range securityWarnings(c.Host, transport) {
+		logger.Warn(w)
+	}
+	obs, err := startObservability(c.MetricsAddr, logger, false)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{
 		LogURI: c.LogDB, DataURI: c.DataDB, NeedData: true, StateDir: c.StateDir, PGBin: c.PGBin,
 		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger,
@@ -87,11 +104,14 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 			IdleTimeout:  c.IdleTimeout.D(),
 			LazyPrepared: c.LazyPrepared,
 		},
+		Transport: transport,
+		Observer:  obs.participantObserver(),
 	})
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	obs.participantUp(p, logger)
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
 		"log_db", node.Redact(dbs.LogURI), "data_db", node.Redact(dbs.DataURI))
 	waitForSignal(ctx, logger)
