@@ -1,0 +1,97 @@
+package client
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseCommand(t *testing.T) {
+	ok := []struct {
+		in   string
+		want Command
+	}{
+		{"begin", Command{Kind: CmdBegin}},
+		{"BEGIN", Command{Kind: CmdBegin}},
+		{"commit -- done", Command{Kind: CmdCommit}},
+		{"rollback", Command{Kind: CmdRollback}},
+		{"status", Command{Kind: CmdStatus}},
+		{"status 42", Command{Kind: CmdStatus, TxID: 42}},
+		{"nodes", Command{Kind: CmdNodes}},
+		{"quit", Command{Kind: CmdQuit}},
+		{`\q`, Command{Kind: CmdQuit}},
+		{"help exec", Command{Kind: CmdHelp, Topic: "exec"}},
+		{"@1 select 1", Command{Kind: CmdExec, Node: 1, SQL: "select 1"}},
+		{"@p2 select 1", Command{Kind: CmdExec, Node: 2, SQL: "select 1"}},
+		{"exec @0 insert into t\nvalues (1)", Command{Kind: CmdExec, Node: 0, SQL: "insert into t\nvalues (1)"}},
+		{"execute @3 delete from t", Command{Kind: CmdExecute, Node: 3, SQL: "delete from t"}},
+	}
+	for _, tt := range ok {
+		got, err := ParseCommand(tt.in)
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		if got.Kind != tt.want.Kind || got.Node != tt.want.Node || got.SQL != tt.want.SQL || got.TxID != tt.want.TxID || got.Topic != tt.want.Topic {
+			t.Errorf("%q: got %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+	bad := []struct{ in, msg string }{
+		{"begin now", "takes no arguments"},
+		{"exec select 1", "needs a node"},
+		{"@x select 1", "is not a node"},
+		{"@0", "SQL statement is missing"},
+		{"status abc", "want a transaction id"},
+		{"select 1", "statements need a node"},
+		{"frobnicate", "unknown command"},
+		{"load --table t x.csv", "--key is required"},
+		{"load --table t --key k", "exactly one CSV file"},
+		{"load --table t --key k --tx-size 0 f.csv", "at least 1"},
+	}
+	for _, tt := range bad {
+		_, err := ParseCommand(tt.in)
+		if err == nil || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%q: error %v, want one saying %q", tt.in, err, tt.msg)
+		}
+	}
+}
+
+func TestParseLoadArgs(t *testing.T) {
+	c, err := ParseCommand(`load testdata/x.csv --table "my table" --key sensor_id --create --tx-size 50`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := LoadOptions{File: "testdata/x.csv", Table: "my table", Key: "sensor_id", Create: true, TxSize: 50}
+	if *c.Load != want {
+		t.Fatalf("got %+v, want %+v", *c.Load, want)
+	}
+	c, err = ParseCommand("load --table t --key k f.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Load.TxSize != DefaultTxSize || c.Load.Create {
+		t.Fatalf("defaults: %+v", *c.Load)
+	}
+}
+
+func TestHelpText(t *testing.T) {
+	all, err := HelpText("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID]", "nodes", "load --table", "quit"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("help lacks %q", w)
+		}
+	}
+	for line := range strings.Lines(all) {
+		if len(strings.TrimRight(line, "\n")) > 80 {
+			t.Errorf("help line wider than 80 columns: %q", line)
+		}
+	}
+	if one, err := HelpText("@"); err != nil || !strings.HasPrefix(one, "exec") {
+		t.Errorf("help @: %q %v", one, err)
+	}
+	if _, err := HelpText("nope"); err == nil {
+		t.Error("help nope: no error")
+	}
+}

@@ -1,0 +1,279 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/peterh/liner"
+)
+
+// DefaultHistoryFile is where the interactive history lives unless told:
+// $XDG_STATE_HOME/tpcd/history, else ~/.local/state/tpcd/history. It is ""
+// when neither the variable nor a home directory is known.
+func DefaultHistoryFile() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "tpcd", "history")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
+	}
+	return filepath.Join(home, ".local", "state", "tpcd", "history")
+}
+
+// RunInteractive runs the shell on the process's terminal (standard input
+// and output must both be terminals): a prompt that shows the open
+// transaction, line editing, history kept in a file, Tab completion of
+// commands and nodes. Ctrl-C cancels the line being typed, or the command
+// running; Ctrl-D or quit leaves, rolling back an open transaction. Errors
+// are printed and never end the session; RunInteractive returns an error
+// only when the terminal fails.
+func RunInteractive(ctx context.Context, opts Options) error {
+	r := newRunner(opts)
+	// Ctrl-C interrupts a running command, not the shell: the shell takes
+	// SIGINT itself and works under a context the caller's SIGINT handling
+	// cannot cancel. SIGTERM still ends it.
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	sigint := make(chan os.Signal, 1)
+	sigterm := make(chan os.Signal, 1)
+	signal.Notify(sigint, os.Interrupt)
+	signal.Notify(sigterm, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigint)
+	defer signal.Stop(sigterm)
+
+	line := liner.NewLiner()
+	sh := &shell{r: r, line: line, sigint: sigint}
+	sh.setup()
+
+	done := make(chan error, 1)
+	go func() { done <- sh.loop(base) }()
+	var err error
+	select {
+	case err = <-done:
+	case sig := <-sigterm:
+		// Stop a running command and wait for it; the loop may instead be
+		// blocked reading the terminal, and is left there.
+		cancel()
+		sh.busy.Lock()
+		defer sh.busy.Unlock()
+		r.pr.Notice(fmt.Sprintf("%s: leaving", sig))
+	}
+	line.Close()
+	sh.saveHistory()
+	r.finish(ctx)
+	return err
+}
+
+type shell struct {
+	r      *runner
+	line   *liner.State
+	sigint chan os.Signal
+	hist   string
+	// lastEntry is the newest history entry.
+	lastEntry string
+	// busy is held while a command runs, so that SIGTERM can wait for it.
+	busy sync.Mutex
+}
+
+func (sh *shell) setup() {
+	sh.line.SetCtrlCAborts(true)
+	sh.line.SetTabCompletionStyle(liner.TabPrints)
+	sh.line.SetWordCompleter(sh.complete)
+	if sh.r.opts.NoHistory {
+		return
+	}
+	sh.hist = sh.r.opts.HistoryFile
+	if sh.hist == "" {
+		sh.hist = DefaultHistoryFile()
+	}
+	if sh.hist == "" {
+		return
+	}
+	if f, err := os.Open(sh.hist); err == nil {
+		_, _ = sh.line.ReadHistory(f)
+		f.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, err))
+	}
+}
+
+// loop reads and runs commands until quit, Ctrl-D or a terminal failure.
+func (sh *shell) loop(ctx context.Context) error {
+	r := sh.r
+	if err := r.sess.Connect(ctx); err != nil {
+		r.pr.Notice(fmt.Sprintf("cannot reach the coordinator yet: %s (commands will retry)", describe(err, r.sess.Addr())))
+	} else {
+		r.pr.Notice(fmt.Sprintf("connected to coordinator %s: %d participants (@0..@%d), epoch %d. Type help for commands.",
+			r.sess.Addr(), r.sess.Participants(), r.sess.Participants()-1, r.sess.Epoch()))
+	}
+	var sp Splitter
+	for {
+		sh.busy.Lock()
+		prompt := sh.prompt(sp.Pending())
+		sh.busy.Unlock()
+		text, err := sh.line.Prompt(prompt)
+		switch {
+		case errors.Is(err, liner.ErrPromptAborted):
+			sp.Reset()
+			continue
+		case errors.Is(err, io.EOF):
+			if sp.Pending() {
+				// Ctrl-D on an empty continuation line drops the command.
+				sp.Reset()
+				fmt.Fprintln(r.opts.Stdout)
+				continue
+			}
+			fmt.Fprintln(r.opts.Stdout)
+			return nil
+		case err != nil:
+			return fmt.Errorf("read the terminal: %w", err)
+		}
+		for _, c := range sp.Feed(text) {
+			sh.remember(c.History)
+			if sh.runOne(ctx, c) {
+				return nil
+			}
+		}
+	}
+}
+
+// runOne runs a command with Ctrl-C bound to cancelling it.
+func (sh *shell) runOne(ctx context.Context, c Complete) (quit bool) {
+	// A Ctrl-C pressed while no command ran is stale.
+	select {
+	case <-sh.sigint:
+	default:
+	}
+	sh.busy.Lock()
+	defer sh.busy.Unlock()
+	if ctx.Err() != nil {
+		return true
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-sh.sigint:
+			cancel()
+		case <-stop:
+		}
+	}()
+	quit, _ = sh.r.run(cctx, c, "")
+	close(stop)
+	cancel()
+	return quit
+}
+
+// prompt shows the open transaction: "tpcd> ", "tpcd tx 7> ", and
+// "tpcd tx 7 (failed)> " once a statement failed; a command that goes on
+// over several lines gets "...> " at the same width.
+func (sh *shell) prompt(continued bool) string {
+	p := "tpcd"
+	if tx := sh.r.sess.Tx(); tx != 0 {
+		p += " tx " + strconv.FormatUint(uint64(tx), 10)
+		if sh.r.sess.TxFailed() {
+			p += " (failed)"
+		}
+	}
+	if continued {
+		return strings.Repeat(" ", max(len(p)-3, 0)) + "...> "
+	}
+	return p + "> "
+}
+
+// remember adds a command to the history, in memory and in the file. The
+// file is appended to at once so that a killed shell loses nothing; it is
+// rewritten, trimmed, on exit.
+func (sh *shell) remember(entry string) {
+	if strings.TrimSpace(entry) == "" || entry == sh.lastEntry {
+		return // liner skips a repeat too
+	}
+	sh.lastEntry = entry
+	sh.line.AppendHistory(entry)
+	if sh.hist == "" {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(sh.hist), 0o700); err != nil {
+		return
+	}
+	f, err := os.OpenFile(sh.hist, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	fmt.Fprintln(f, entry)
+	f.Close()
+}
+
+func (sh *shell) saveHistory() {
+	if sh.hist == "" {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(sh.hist), 0o700); err != nil {
+		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, err))
+		return
+	}
+	tmp := sh.hist + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, err))
+		return
+	}
+	_, werr := sh.line.WriteHistory(f)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, sh.hist)
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, werr))
+	}
+}
+
+// complete offers command names for the first word, @N after exec and
+// execute or at the start, and load's flags.
+func (sh *shell) complete(line string, pos int) (head string, completions []string, tail string) {
+	head, tail = line[:pos], line[pos:]
+	start := strings.LastIndexAny(head, " \t") + 1
+	word := head[start:]
+	before := strings.Fields(head[:start])
+	head = head[:start]
+	var cands []string
+	switch {
+	case len(before) == 0:
+		cands = append(cands, commandWords...)
+		cands = append(cands, sh.nodeWords()...)
+	case len(before) == 1 && (strings.EqualFold(before[0], "exec") || strings.EqualFold(before[0], "execute")):
+		cands = sh.nodeWords()
+	case strings.EqualFold(before[0], "load"):
+		cands = []string{"--table", "--key", "--create", "--tx-size"}
+	case len(before) == 1 && strings.EqualFold(before[0], "help"):
+		cands = commandWords
+	}
+	for _, c := range cands {
+		if strings.HasPrefix(strings.ToLower(c), strings.ToLower(word)) {
+			completions = append(completions, c+" ")
+		}
+	}
+	return head, completions, tail
+}
+
+func (sh *shell) nodeWords() []string {
+	n := sh.r.sess.Participants()
+	out := make([]string, n)
+	for i := range n {
+		out[i] = "@" + strconv.Itoa(i)
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+const sensorsCSV = "../testdata/sensors.csv"
+
+// expectedSplit reads a CSV file and routes its rows as the loader must.
+func expectedSplit(t *testing.T, file, key string, n int) (rows int64, perNode []int64) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := -1
+	for i, h := range recs[0] {
+		if h == key {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		t.Fatalf("%s has no column %s", file, key)
+	}
+	perNode = make([]int64, n)
+	for _, r := range recs[1:] {
+		perNode[NodeFor(r[idx], n)]++
+	}
+	return int64(len(recs) - 1), perNode
+}
+
+func testLoadSensors(t *testing.T, c *testCluster) {
+	nodes := len(c.Data)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var out, errs bytes.Buffer
+	opts := Options{Coordinator: c.Addr, Format: FormatJSON, Stdout: &out, Stderr: &errs}
+	err := LoadCommand(ctx, opts, LoadOptions{File: sensorsCSV, Table: "sensors", Key: "sensor_id", Create: true, TxSize: 250})
+	if err != nil {
+		t.Fatalf("load: %v\n%s", err, errs.String())
+	}
+	var line struct {
+		Command string      `json:"command"`
+		OK      bool        `json:"ok"`
+		Result  LoadSummary `json:"result"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &line); err != nil || line.Command != "load" || !line.OK {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if errs.Len() > 0 {
+		t.Fatalf("stderr is not a terminal, yet got %q", errs.String())
+	}
+	sum := line.Result
+	t.Logf("%s", sum.String())
+	rows, perNode := expectedSplit(t, sensorsCSV, "sensor_id", nodes)
+	if rows != 3000 || sum.Rows != rows || sum.Transactions != 12 || sum.Aborts != 0 || !sum.Created {
+		t.Fatalf("summary %+v, want %d rows in 12 transactions", sum, rows)
+	}
+	wantTypes := []Column{{"id", "bigint"}, {"sensor_id", "bigint"}, {"temperature", "double precision"}, {"observed_at", "timestamptz"}}
+	for i, col := range wantTypes {
+		if sum.Columns[i] != col {
+			t.Fatalf("columns %+v, want %+v", sum.Columns, wantTypes)
+		}
+	}
+	// Each participant holds exactly the rows the hash sends it, once the
+	// second phase of the last transaction reached it.
+	for i := range nodes {
+		if sum.RowsPerNode[i] != perNode[i] {
+			t.Fatalf("summary puts %d rows on @%d, the hash %d", sum.RowsPerNode[i], i, perNode[i])
+		}
+		c.waitRows(t, i, "sensors", perNode[i])
+		if got := c.count(t, i, "SELECT count(*) FROM sensors"); got != perNode[i] {
+			t.Fatalf("@%d holds %d rows, want %d", i, got, perNode[i])
+		}
+		// No row sits on the wrong node.
+		var keys []string
+		rows, err := c.Data[i].Query(ctx, "SELECT DISTINCT sensor_id::text FROM sensors")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		for _, k := range keys {
+			if NodeFor(k, nodes) != engine.NodeID(i) {
+				t.Fatalf("sensor %s found on @%d, hashes to @%d", k, i, NodeFor(k, nodes))
+			}
+		}
+	}
+	if got := c.count(t, 0, "SELECT count(*) FROM sensors WHERE observed_at = '2024-03-01T00:00:00Z' AND id = 1") +
+		c.count(t, 1, "SELECT count(*) FROM sensors WHERE observed_at = '2024-03-01T00:00:00Z' AND id = 1") +
+		c.count(t, 2, "SELECT count(*) FROM sensors WHERE observed_at = '2024-03-01T00:00:00Z' AND id = 1"); got != 1 {
+		t.Fatalf("the first observation was found %d times", got)
+	}
+
+	// The load command of the language, into the existing table, in table
+	// format, with a bad row: the batch before it is committed, the batch
+	// with it aborts as a whole, and the summary says what was done.
+	bad := filepath.Join(t.TempDir(), "bad.csv")
+	body := "id,sensor_id,temperature,observed_at\n"
+	want := make([]int64, nodes)
+	for i := 1; i <= 5; i++ {
+		body += fmt.Sprintf("%d,%d,20.5,2024-04-01T00:00:00Z\n", 10000+i, i)
+		if i <= 3 {
+			want[NodeFor(strconv.Itoa(i), nodes)]++
+		}
+	}
+	body += "10006,6,hot,2024-04-01T00:00:00Z\n"
+	if err := os.WriteFile(bad, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errs.Reset()
+	err = RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs},
+		strings.NewReader("load --table sensors --key sensor_id --tx-size 3 "+bad+"\n"), "")
+	if err == nil {
+		t.Fatalf("load of a bad file succeeded: %s", out.String())
+	}
+	if !strings.Contains(out.String(), "loaded 3 rows into sensors in 1 transactions (1 aborted)") {
+		t.Fatalf("summary: %q", out.String())
+	}
+	if !strings.Contains(errs.String(), "error: load: rows 4..6: transaction ") ||
+		!strings.Contains(errs.String(), `invalid input syntax for type double precision: "hot"`) {
+		t.Fatalf("error: %q", errs.String())
+	}
+	for i := range nodes {
+		c.waitCount(t, i, "SELECT count(*) FROM sensors WHERE id > 10000", want[i])
+	}
+}
+
+func testLoadErrors(t *testing.T, c *testCluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.csv")
+	dup := filepath.Join(dir, "dup.csv")
+	ragged := filepath.Join(dir, "ragged.csv")
+	os.WriteFile(empty, nil, 0o600)
+	os.WriteFile(dup, []byte("a,a\n1,2\n"), 0o600)
+	os.WriteFile(ragged, []byte("a,b\n1,2\n3\n"), 0o600)
+	tests := []struct {
+		opts LoadOptions
+		msg  string
+	}{
+		{LoadOptions{File: sensorsCSV, Table: "t", Key: "nope", TxSize: 10}, `--key "nope" is not a column; the header has id, sensor_id, temperature, observed_at`},
+		{LoadOptions{File: filepath.Join(dir, "missing.csv"), Table: "t", Key: "a", TxSize: 10}, "no such file"},
+		{LoadOptions{File: empty, Table: "t", Key: "a", TxSize: 10}, "the file is empty"},
+		{LoadOptions{File: dup, Table: "t", Key: "a", TxSize: 10}, `column "a" appears twice`},
+		{LoadOptions{File: ragged, Table: "ragged", Key: "a", TxSize: 10, Create: true}, "wrong number of fields"},
+		{LoadOptions{File: sensorsCSV, Table: "not_created", Key: "id", TxSize: 10}, `relation "not_created" does not exist`},
+	}
+	for _, tt := range tests {
+		var out, errs bytes.Buffer
+		err := LoadCommand(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, tt.opts)
+		if err == nil || !strings.Contains(errs.String(), tt.msg) {
+			t.Errorf("%+v: err %v, stderr %q, want %q", tt.opts, err, errs.String(), tt.msg)
+		}
+	}
+}

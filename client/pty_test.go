@@ -1,0 +1,353 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binErr    error
+)
+
+// tpcdBinary builds cmd/tpcd once per test run; TestMain removes it.
+func tpcdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "tpcd-client-test-")
+		if binErr != nil {
+			return
+		}
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(gobin); err != nil {
+			gobin = "go"
+		}
+		args := []string{"build", "-o", filepath.Join(binDir, "tpcd")}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command(gobin, append(args, "github.com/tpcd/tpcd/cmd/tpcd")...).CombinedOutput()
+		if err != nil {
+			binErr = errors.New("go build ./cmd/tpcd: " + err.Error() + "\n" + string(out))
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return filepath.Join(binDir, "tpcd")
+}
+
+// terminal runs a program on a pseudo-terminal and keeps what it shows.
+type terminal struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	pty  *os.File
+	mu   sync.Mutex
+	scr  *screen
+	raw  strings.Builder // every byte the program wrote
+	done chan struct{}
+}
+
+const termCols = 120
+
+func startTerminal(t *testing.T, env []string, args ...string) *terminal {
+	t.Helper()
+	cmd := exec.Command(tpcdBinary(t), args...)
+	cmd.Env = append(cleanEnv(), env...)
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: termCols})
+	if err != nil {
+		t.Fatalf("start on a pty: %v", err)
+	}
+	tm := &terminal{t: t, cmd: cmd, pty: f, scr: newScreen(termCols), done: make(chan struct{})}
+	go func() {
+		defer close(tm.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			tm.mu.Lock()
+			tm.scr.Write(buf[:n])
+			tm.raw.Write(buf[:n])
+			tm.mu.Unlock()
+			if err != nil { // EIO once the program exited
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if tm.cmd.ProcessState == nil {
+			tm.cmd.Process.Kill()
+			tm.cmd.Wait()
+		}
+		f.Close()
+		<-tm.done
+	})
+	return tm
+}
+
+// cleanEnv is the test's environment without what would change the
+// client's defaults (TPCD_* flags, the history location, the terminal).
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "TPCD_") || name == "XDG_STATE_HOME" || name == "TERM" || name == "HOME" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// send types keys.
+func (tm *terminal) send(keys string) {
+	tm.t.Helper()
+	if _, err := tm.pty.Write([]byte(keys)); err != nil {
+		tm.t.Fatalf("type %q: %v", keys, err)
+	}
+}
+
+// waitFor waits until cond holds for the screen (all of it, and the line
+// the cursor is on), and fails the test with the screen if it never does.
+func (tm *terminal) waitFor(what string, cond func(all, current string) bool) string {
+	tm.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tm.mu.Lock()
+		all, cur := tm.scr.String(), tm.scr.current()
+		tm.mu.Unlock()
+		if cond(all, cur) {
+			return all
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("the screen never showed %s; it shows:\n%s\n[cursor line: %q]", what, all, cur)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitPrompt waits until the cursor line is exactly prompt (plus typed
+// text, if given) and returns the screen.
+func (tm *terminal) waitPrompt(line string) string {
+	tm.t.Helper()
+	return tm.waitFor("the line "+strings.TrimSpace(line), func(_, cur string) bool { return cur == strings.TrimRight(line, " ") })
+}
+
+// waitCount waits until the screen shows s at least n times.
+func (tm *terminal) waitCount(s string, n int) string {
+	tm.t.Helper()
+	return tm.waitFor(s+" ("+strconv.Itoa(n)+" times)", func(all, _ string) bool { return strings.Count(all, s) >= n })
+}
+
+// exit waits for the program to end and returns its exit status.
+func (tm *terminal) exit() int {
+	tm.t.Helper()
+	ch := make(chan error, 1)
+	go func() { ch <- tm.cmd.Wait() }()
+	select {
+	case err := <-ch:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			tm.t.Fatalf("wait: %v", err)
+		}
+		return 0
+	case <-time.After(20 * time.Second):
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		tm.t.Fatalf("the client did not exit; the screen shows:\n%s", tm.scr.String())
+		return -1
+	}
+}
+
+const upArrow = "\x1b[A"
+
+// testInteractive drives the shell as a person would, on a real
+// pseudo-terminal against a real cluster, and checks what the screen
+// shows.
+func testInteractive(t *testing.T, c *testCluster) {
+	c.createTable(t, "CREATE TABLE kv (k int PRIMARY KEY, v text)")
+	home := t.TempDir()
+	hist := filepath.Join(home, "hist")
+	env := []string{"TERM=xterm", "HOME=" + home}
+	tm := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
+
+	tm.waitFor("the greeting", func(all, _ string) bool {
+		return strings.Contains(all, "connected to coordinator "+c.Addr+": 3 participants (@0..@2), epoch ")
+	})
+	tm.waitPrompt("tpcd>")
+
+	// A transaction over two nodes; the second statement spans two lines.
+	tm.send("begin\r")
+	screen := tm.waitFor("BEGIN", func(all, _ string) bool { return regexp.MustCompile(`(?m)^BEGIN \d+$`).MatchString(all) })
+	tx := regexp.MustCompile(`(?m)^BEGIN (\d+)$`).FindStringSubmatch(screen)[1]
+	txPrompt := "tpcd tx " + tx + ">"
+	tm.waitPrompt(txPrompt)
+	tm.send("@0 insert into kv values (1, 'one');\r")
+	tm.waitCount("INSERT 0 1", 1)
+	tm.waitPrompt(txPrompt)
+	tm.send("exec @1 insert into kv\r")
+	cont := strings.Repeat(" ", len("tpcd tx "+tx)-3) + "...>"
+	tm.waitPrompt(cont)
+	tm.send("  values (2, 'two');\r")
+	tm.waitCount("INSERT 0 1", 2)
+	tm.waitPrompt(txPrompt)
+
+	// Tab completes the command.
+	tm.send("comm\t")
+	tm.waitPrompt(txPrompt + " commit")
+	tm.send("\r")
+	tm.waitCount("COMMIT "+tx, 1)
+	tm.waitPrompt("tpcd>")
+	tm.send("status\r")
+	tm.waitFor("the status", func(all, _ string) bool {
+		return regexp.MustCompile(`(?m)^transaction ` + tx + `: (committed$|committing; participants @0, @1)`).MatchString(all)
+	})
+	tm.waitPrompt("tpcd>")
+
+	// Failing statements: one line of error, and the session goes on.
+	tm.send("execute @0 insert into nosuch values (1);\r")
+	tm.waitFor("the error", func(all, _ string) bool {
+		return strings.Contains(all, "\nerror: p0: ERROR: relation \"nosuch\" does not exist (SQLSTATE 42P01)\n")
+	})
+	tm.waitPrompt("tpcd>")
+	tm.send("begin\r")
+	screen = tm.waitFor("a second BEGIN", func(all, _ string) bool {
+		return len(regexp.MustCompile(`(?m)^BEGIN \d+$`).FindAllString(all, -1)) == 2
+	})
+	all := regexp.MustCompile(`(?m)^BEGIN (\d+)$`).FindAllStringSubmatch(screen, -1)
+	tx2 := all[1][1]
+	tm.send("@1 select nope;\r")
+	tm.waitFor("the statement error", func(all, _ string) bool {
+		return strings.Contains(all, `error: p1: ERROR: column "nope" does not exist (SQLSTATE 42703); transaction `+tx2+` can only roll back now`)
+	})
+	tm.waitPrompt("tpcd tx " + tx2 + " (failed)>")
+	tm.send("rollback\r")
+	tm.waitCount("ROLLBACK "+tx2, 1)
+	tm.waitPrompt("tpcd>")
+
+	// A query prints a table; Up recalls it and Enter runs it again. The
+	// rows are read once the commit's second phase reached both nodes.
+	c.waitRows(t, 0, "kv", 1)
+	tm.send("execute @0 select k, v from kv;\r")
+	tm.waitFor("the table", func(all, _ string) bool { return strings.Contains(all, " k | v\n---+-----\n 1 | one\n(1 row)\n") })
+	tm.waitPrompt("tpcd>")
+	tm.send(upArrow)
+	tm.waitPrompt("tpcd> execute @0 select k, v from kv;")
+	tm.send("\r")
+	tm.waitCount(" 1 | one\n(1 row)", 2)
+	tm.waitPrompt("tpcd>")
+	// Further back: the statement typed over two lines is one entry.
+	tm.send(strings.Repeat(upArrow, 8))
+	tm.waitPrompt("tpcd> exec @1 insert into kv values (2, 'two');")
+
+	// Ctrl-C drops the line being edited; nothing runs.
+	tm.send("\x03")
+	tm.waitFor("^C", func(all, _ string) bool { return strings.HasSuffix(all, "two');^C\ntpcd>") })
+	tm.waitPrompt("tpcd>")
+
+	// Ctrl-C interrupts a running command, and the shell stays.
+	tm.send("execute @0 select pg_sleep(3);\r")
+	c.waitCount(t, 0, "SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(3)'", 1)
+	tm.send("\x03")
+	tm.waitFor("the cancellation", func(all, _ string) bool { return strings.Contains(all, "\nerror: cancelled") })
+	tm.waitPrompt("tpcd>")
+	// The statement itself runs on; its batch commits when it ends. Wait
+	// for that: a participant that stops while a data transaction is open
+	// never returns its connection (see docs/CLIENT.md, known issues).
+	c.waitCount(t, 0, `SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'`, 1)
+
+	// Ctrl-D leaves.
+	tm.send("\x04")
+	if code := tm.exit(); code != 0 {
+		t.Fatalf("exit status %d after Ctrl-D", code)
+	}
+	data, err := os.ReadFile(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"begin\n", "exec @1 insert into kv values (2, 'two');\n", "execute @0 select k, v from kv;\n"} {
+		if !strings.Contains(string(data), want) {
+			t.Fatalf("history file lacks %q:\n%s", want, data)
+		}
+	}
+
+	// The next session remembers: Up shows the last command of this one.
+	tm2 := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
+	tm2.waitPrompt("tpcd>")
+	tm2.send(upArrow)
+	tm2.waitPrompt("tpcd> execute @0 select pg_sleep(3);")
+	tm2.send("\x03quit\r")
+	if code := tm2.exit(); code != 0 {
+		t.Fatalf("exit status %d after quit", code)
+	}
+}
+
+// testScriptExitStatus runs the binary as a script would: results on
+// stdout, exit status 1 at the first failure.
+func testScriptExitStatus(t *testing.T, c *testCluster) {
+	bin := tpcdBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := func(stdin string, args ...string) (string, string, int) {
+		cmd := exec.CommandContext(ctx, bin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
+		cmd.Env = cleanEnv()
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errs strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errs
+		err := cmd.Run()
+		var ee *exec.ExitError
+		code := 0
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errs.String(), code
+	}
+	out, errs, code := run("", "-c", "execute @0 select 1 as one; execute @0 select nope; execute @0 select 2", "--format", "csv")
+	if code != 1 || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
+		t.Fatalf("-c: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+	// Standard input that is not a terminal is a script too.
+	out, errs, code = run("execute @0 select 1 as one;\nnodes\n", "--format", "json")
+	if code != 0 || !strings.HasPrefix(out, `{"command":"execute","ok":true,`) || strings.Count(out, "\n") != 2 || errs != "" {
+		t.Fatalf("stdin: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+// testLoadOnTerminal runs the command-line form of load on a terminal: it
+// draws a progress bar with the rate, then clears it for the summary.
+func testLoadOnTerminal(t *testing.T, c *testCluster) {
+	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()},
+		"client", "--coordinator", c.Addr, "load", "--table", "sensors_tty", "--key", "id", "--create", "--tx-size", "500", sensorsCSV)
+	if code := tm.exit(); code != 0 {
+		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
+	}
+	<-tm.done
+	raw := tm.raw.String()
+	if !regexp.MustCompile(`\r\x1b\[Kloading sensors_tty \[#*-*\] +\d+%  \d+ rows  \d+ rows/s`).MatchString(raw) ||
+		!strings.Contains(raw, "loading sensors_tty [##############################] 100%  3000 rows") {
+		t.Fatalf("no progress bar in the output: %q", raw)
+	}
+	// The summary is wider than the terminal, which wraps it.
+	screen := strings.ReplaceAll(tm.scr.String(), "\n", "")
+	if !regexp.MustCompile(`^loaded 3000 rows into sensors_tty in 6 transactions \(0 aborted\) in [0-9.]+s, \d+ rows/s; rows per node: @0 \d+, @1 \d+, @2 \d+$`).MatchString(screen) {
+		t.Fatalf("screen after the load:\n%s\nraw: %q", screen, raw)
+	}
+}

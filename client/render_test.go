@@ -1,0 +1,95 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+func TestRenderTable(t *testing.T) {
+	var out, errs bytes.Buffer
+	p := &Printer{Format: FormatTable, Out: &out, Err: &errs}
+	p.Result(&Result{Kind: CmdExec, Table: &Table{
+		Columns: []string{"id", "name"},
+		Rows:    [][]any{{"1", "ada"}, {"22", nil}, {"3", "two\nlines"}},
+		Count:   true,
+	}})
+	p.Result(&Result{Kind: CmdExec, Text: "INSERT 0 1"})
+	want := " id | name\n" +
+		"----+------------\n" +
+		" 1  | ada\n" +
+		" 22 | NULL\n" +
+		" 3  | two\\nlines\n" +
+		"(3 rows)\n" +
+		"INSERT 0 1\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+	p.Error("@0 x", CmdExec, errors.New("syntax error\nat or near x"))
+	if errs.String() != "error: syntax error at or near x\n" {
+		t.Fatalf("error line: %q", errs.String())
+	}
+}
+
+func TestRenderCSV(t *testing.T) {
+	var out, errs bytes.Buffer
+	p := &Printer{Format: FormatCSV, Out: &out, Err: &errs}
+	tbl := &Table{Columns: []string{"a", "b"}, Rows: [][]any{{"x,y", nil}, {"", "q\"uote"}}}
+	p.Result(&Result{Kind: CmdExec, Table: tbl})
+	p.Result(&Result{Kind: CmdExec, Text: "UPDATE 2"})
+	p.Result(&Result{Kind: CmdExec, Table: &Table{Columns: []string{"n"}, Rows: [][]any{{"1"}}}})
+	want := "a,b\n\"x,y\",\n,\"q\"\"uote\"\nUPDATE 2\n\nn\n1\n"
+	if out.String() != want {
+		t.Fatalf("got %q, want %q", out.String(), want)
+	}
+}
+
+func TestRenderJSON(t *testing.T) {
+	var out, errs bytes.Buffer
+	p := &Printer{Format: FormatJSON, Out: &out, Err: &errs}
+	p.Result(&Result{Kind: CmdBegin, Value: engine.BeginReply{TxID: 7}})
+	p.Error("@0 bad", CmdExec, &cmdError{msg: "p0: ERROR: boom", cause: fmt.Errorf("call exec: %w", rpc.Errorf(rpc.CodeAborted, "p0: ERROR: boom"))})
+	p.Error("commit", CmdCommit, &OutcomeError{TxID: 7, Reason: "p1 voted no"})
+	want := `{"command":"begin","ok":true,"result":{"tx":7}}` + "\n" +
+		`{"command":"exec","ok":false,"input":"@0 bad","error":{"code":-32006,"message":"p0: ERROR: boom"}}` + "\n" +
+		`{"command":"commit","ok":false,"input":"commit","error":{"message":"transaction 7 aborted: p1 voted no","outcome":"abort","tx":7}}` + "\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+func TestInferType(t *testing.T) {
+	tests := []struct {
+		vals []string
+		want string
+	}{
+		{[]string{"1", "-2", ""}, "bigint"},
+		{[]string{"1", "2.5", "1e3"}, "double precision"},
+		{[]string{"true", "FALSE"}, "boolean"},
+		{[]string{"2024-03-01"}, "date"},
+		{[]string{"2024-03-01T00:00:30Z", "2024-03-01 10:00:00+02:00"}, "timestamptz"},
+		{[]string{"1", "x"}, "text"},
+		{[]string{"", ""}, "text"},
+		{[]string{"99999999999999999999"}, "double precision"},
+		{[]string{"NaN"}, "text"},
+	}
+	for _, tt := range tests {
+		if got := InferType(tt.vals); got != tt.want {
+			t.Errorf("%q: %s, want %s", tt.vals, got, tt.want)
+		}
+	}
+}
+
+func TestNodeForIsFNV1a(t *testing.T) {
+	// FNV-1a 32 of "a" is 0xe40c292c (the published test vector).
+	if got, want := NodeFor("a", 1000), engine.NodeID(0xe40c292c%1000); got != want {
+		t.Fatalf("NodeFor(a) = %d, want %d", got, want)
+	}
+	if NodeFor("", 3) != engine.NodeID(0x811c9dc5%3) {
+		t.Fatal("empty key must hash to the offset basis")
+	}
+}

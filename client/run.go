@@ -1,0 +1,240 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// Options configure a client run.
+type Options struct {
+	// Coordinator is the coordinator's HOST:PORT.
+	Coordinator string
+	Format      Format
+	// Continue keeps a script going after a failed command; the run still
+	// ends in an error if any failed.
+	Continue bool
+	// Stdout receives results, Stderr errors and notices. Defaults: the
+	// process's.
+	Stdout, Stderr io.Writer
+	// Progress draws a progress bar on Stderr during a load. Set it only
+	// when Stderr is a terminal.
+	Progress bool
+	// HistoryFile keeps the interactive history; "" means the default
+	// (DefaultHistoryFile). NoHistory keeps none.
+	HistoryFile string
+	NoHistory   bool
+	// ReconnectWait: see SessionOptions.
+	ReconnectWait time.Duration
+	Logger        *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.Format == "" {
+		o.Format = FormatTable
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// IsTerminal reports whether f is a terminal.
+func IsTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// ErrFailed is wrapped by the error a script run returns when a command
+// failed; the command's own error was printed already.
+var ErrFailed = errors.New("a command failed")
+
+// runner runs commands of the client language against one session.
+type runner struct {
+	opts Options
+	sess *Session
+	pr   *Printer
+}
+
+func newRunner(opts Options) *runner {
+	opts.defaults()
+	pr := &Printer{Format: opts.Format, Out: opts.Stdout, Err: opts.Stderr}
+	r := &runner{opts: opts, pr: pr}
+	r.sess = NewSession(opts.Coordinator, SessionOptions{Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger})
+	return r
+}
+
+// run executes one complete command and prints its outcome. It reports
+// whether the command asked to quit, and the command's error (printed
+// already).
+func (r *runner) run(ctx context.Context, c Complete, where string) (quit bool, err error) {
+	cmd, err := ParseCommand(c.Text)
+	if err != nil {
+		r.fail(c.Text, 0, err, where)
+		return false, err
+	}
+	var res *Result
+	switch cmd.Kind {
+	case CmdQuit:
+		return true, nil
+	case CmdHelp:
+		text, herr := HelpText(cmd.Topic)
+		if herr != nil {
+			err = herr
+			break
+		}
+		res = &Result{Kind: CmdHelp, Value: map[string]string{"text": text}, Text: text}
+	case CmdLoad:
+		res, err = r.load(ctx, *cmd.Load)
+	default:
+		res, err = r.sess.Do(ctx, cmd)
+	}
+	// JSON gives a failed command its error object only, so that every
+	// command makes exactly one line.
+	if res != nil && (err == nil || r.pr.Format != FormatJSON) {
+		r.pr.Result(res)
+	}
+	if err != nil {
+		r.fail(c.Text, cmd.Kind, err, where)
+	}
+	return false, err
+}
+
+func (r *runner) fail(input string, kind Kind, err error, where string) {
+	if where != "" {
+		err = fmt.Errorf("%s: %w", where, err)
+	}
+	r.pr.Error(input, kind, err)
+}
+
+func (r *runner) load(ctx context.Context, lo LoadOptions) (*Result, error) {
+	var progress io.Writer
+	if r.opts.Progress {
+		progress = r.opts.Stderr
+	}
+	sum, err := Load(ctx, r.sess, lo, progress)
+	if sum == nil {
+		return nil, err
+	}
+	return &Result{Kind: CmdLoad, Value: sum, Text: sum.String()}, err
+}
+
+// finish rolls back what the run left open and closes the session.
+func (r *runner) finish(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r.sess.Finish(ctx)
+	r.sess.Close()
+}
+
+// RunScript runs the commands read from in, non-interactively: results in
+// the chosen format, no prompts, and (unless opts.Continue) a stop at the
+// first failed command. name labels error messages with line numbers
+// ("" for none, as for -c). A transaction left open at the end is rolled
+// back.
+func RunScript(ctx context.Context, opts Options, in io.Reader, name string) error {
+	r := newRunner(opts)
+	defer r.finish(ctx)
+	var sp Splitter
+	br := bufio.NewReader(in)
+	failed, lineNo, startLine := 0, 0, 1
+	var firstErr error
+	do := func(c Complete) bool {
+		where := ""
+		if name != "" {
+			where = fmt.Sprintf("%s:%d", name, startLine)
+		}
+		quit, err := r.run(ctx, c, where)
+		if err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return quit || (err != nil && !opts.Continue) || ctx.Err() != nil
+	}
+	for {
+		line, rerr := br.ReadString('\n')
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return fmt.Errorf("read commands: %w", rerr)
+		}
+		if line == "" && rerr != nil {
+			break
+		}
+		lineNo++
+		if !sp.Pending() {
+			startLine = lineNo
+		}
+		for _, c := range sp.Feed(strings.TrimRight(line, "\r\n")) {
+			if do(c) {
+				return scriptResult(failed, firstErr, opts.Continue)
+			}
+			startLine = lineNo
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if c, ok := sp.Flush(); ok {
+		do(c)
+	}
+	return scriptResult(failed, firstErr, opts.Continue)
+}
+
+func scriptResult(failed int, first error, cont bool) error {
+	if failed == 0 {
+		return nil
+	}
+	return &ScriptError{Failed: failed, First: first, Continued: cont}
+}
+
+// ScriptError ends a script run in which a command failed. The command's
+// error was printed when it happened; this only sets the exit status.
+type ScriptError struct {
+	Failed    int
+	First     error
+	Continued bool
+}
+
+func (e *ScriptError) Error() string {
+	if !e.Continued {
+		return "stopped at the first failed command"
+	}
+	if e.Failed == 1 {
+		return "1 command failed"
+	}
+	return fmt.Sprintf("%d commands failed", e.Failed)
+}
+
+// Unwrap returns the first command's error.
+func (e *ScriptError) Unwrap() error { return e.First }
+
+// Is makes errors.Is(err, ErrFailed) true.
+func (e *ScriptError) Is(target error) bool { return target == ErrFailed }
+
+// LoadCommand runs one load as the command line's `tpcd client load` does:
+// the summary in the chosen format, errors on one line, an error return if
+// the load failed.
+func LoadCommand(ctx context.Context, opts Options, lo LoadOptions) error {
+	r := newRunner(opts)
+	defer r.finish(ctx)
+	res, err := r.load(ctx, lo)
+	if res != nil && (err == nil || r.pr.Format != FormatJSON) {
+		r.pr.Result(res)
+	}
+	if err != nil {
+		r.pr.Error("", CmdLoad, err)
+		return &ScriptError{Failed: 1, First: err}
+	}
+	return nil
+}

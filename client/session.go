@@ -1,0 +1,551 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// DefaultReconnectWait is how long a session that was connected keeps
+// trying to reach a coordinator that went away before a command fails.
+const DefaultReconnectWait = 3 * time.Second
+
+// SessionOptions configure a Session.
+type SessionOptions struct {
+	// Notice receives one-line messages about the connection and the open
+	// transaction ("reconnected", "transaction 7 is gone"). Default: dropped.
+	Notice func(string)
+	// ReconnectWait bounds the retries when the coordinator cannot be
+	// reached after it was; 0 means DefaultReconnectWait, negative none.
+	ReconnectWait time.Duration
+	Logger        *slog.Logger
+}
+
+// Session is a conversation with one coordinator: the open transaction, the
+// coordinator's incarnation (epoch) last seen, and the number of
+// participants. It is not safe for concurrent use.
+type Session struct {
+	addr   string
+	rpc    *rpc.Client
+	opts   SessionOptions
+	logger *slog.Logger
+
+	tx       engine.TxID // the open transaction, 0 if none
+	txFailed bool        // a statement of tx failed: it can only abort
+	// txUnsure is set when a call about tx got no answer: whether it still
+	// exists is learnt from status once the coordinator answers again.
+	txUnsure bool
+	lastTx   engine.TxID // the transaction status reports without an id
+	// aborted remembers why transactions of this session ended without a
+	// commit request, for status to explain a coordinator that forgot them.
+	aborted map[engine.TxID]string
+
+	contacted bool
+	broken    bool // the last call got no answer
+	epoch     engine.Epoch
+	cluster   string
+	nodes     int
+}
+
+// NewSession makes a session with the coordinator at addr (HOST:PORT). It
+// connects on first use.
+func NewSession(addr string, opts SessionOptions) *Session {
+	if opts.Notice == nil {
+		opts.Notice = func(string) {}
+	}
+	if opts.ReconnectWait == 0 {
+		opts.ReconnectWait = DefaultReconnectWait
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Session{
+		addr:   addr,
+		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second}),
+		opts:   opts,
+		logger: opts.Logger,
+	}
+}
+
+// Addr is the coordinator's address.
+func (s *Session) Addr() string { return s.addr }
+
+// Tx is the open transaction, 0 if none.
+func (s *Session) Tx() engine.TxID { return s.tx }
+
+// TxFailed reports whether a statement of the open transaction failed, so
+// that it can only roll back.
+func (s *Session) TxFailed() bool { return s.tx != 0 && s.txFailed }
+
+// Participants is the number of participants last reported, 0 if unknown.
+func (s *Session) Participants() int { return s.nodes }
+
+// Epoch and Cluster describe the coordinator last reached.
+func (s *Session) Epoch() engine.Epoch { return s.epoch }
+
+// Cluster is the id of the coordinator's cluster.
+func (s *Session) Cluster() string { return s.cluster }
+
+// Close releases the connection. It leaves an open transaction alone; see
+// Finish.
+func (s *Session) Close() error { return s.rpc.Close() }
+
+// Connect reaches the coordinator and learns its incarnation and
+// participants. Commands call it themselves; an interactive shell calls it
+// first to greet the user.
+func (s *Session) Connect(ctx context.Context) error {
+	return s.check(ctx)
+}
+
+// Finish rolls back a transaction left open and says so. It is what ending
+// a session means: no transaction outlives its client on purpose.
+func (s *Session) Finish(ctx context.Context) {
+	if s.tx == 0 || s.broken {
+		return
+	}
+	id := s.tx
+	var r engine.OutcomeReply
+	err := s.call(ctx, node.MethodRollback, node.TxParams{TxID: id}, &r)
+	s.endTx()
+	if err != nil {
+		s.opts.Notice(fmt.Sprintf("could not roll back transaction %d: %s", id, oneLine(describe(err, s.addr))))
+		return
+	}
+	s.opts.Notice(fmt.Sprintf("rolled back transaction %d, left open", id))
+}
+
+// call is one RPC; it tracks whether the coordinator answered.
+func (s *Session) call(ctx context.Context, method string, params, result any) error {
+	err := s.rpc.Call(ctx, method, params, result)
+	if rpc.IsTransport(err) && ctx.Err() == nil {
+		s.broken = true
+	}
+	return err
+}
+
+// check makes sure the coordinator answers before a command runs, and
+// tells the user when it restarted or came back, and what became of the
+// open transaction. A ping costs a round trip on a local network and
+// catches a restart that happened while the user was idle, which a broken
+// connection alone may not reveal (the transport re-dials silently).
+func (s *Session) check(ctx context.Context) error {
+	var ping node.PingReply
+	err := s.call(ctx, node.MethodPing, struct{}{}, &ping)
+	if err != nil && rpc.IsTransport(err) && s.contacted && s.opts.ReconnectWait > 0 && ctx.Err() == nil {
+		s.opts.Notice(fmt.Sprintf("lost the connection to coordinator %s; reconnecting...", s.addr))
+		err = s.retryPing(ctx, &ping)
+	}
+	if err != nil {
+		if ctx.Err() == nil && rpc.IsTransport(err) {
+			s.broken = true
+		}
+		return err
+	}
+	wasBroken := s.broken
+	s.broken = false
+	restarted := s.contacted && ping.Epoch != s.epoch
+	switch {
+	case restarted:
+		s.opts.Notice(fmt.Sprintf("coordinator %s restarted (epoch %d -> %d); reconnected", s.addr, s.epoch, ping.Epoch))
+	case wasBroken && s.contacted:
+		s.opts.Notice(fmt.Sprintf("reconnected to coordinator %s", s.addr))
+	}
+	first := !s.contacted
+	s.contacted, s.epoch, s.cluster = true, ping.Epoch, ping.Cluster
+	if first || restarted || s.nodes == 0 {
+		if _, err := s.listNodes(ctx); err != nil {
+			return err
+		}
+	}
+	if s.tx != 0 && (restarted || s.txUnsure) {
+		s.recheckTx(ctx, restarted)
+	}
+	return nil
+}
+
+func (s *Session) retryPing(ctx context.Context, ping *node.PingReply) error {
+	deadline := time.Now().Add(s.opts.ReconnectWait)
+	wait := 100 * time.Millisecond
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		err := s.rpc.Call(ctx, node.MethodPing, struct{}{}, ping)
+		if err == nil || !rpc.IsTransport(err) || time.Now().After(deadline) {
+			return err
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// recheckTx asks where the open transaction stands after the coordinator
+// restarted or a call about it went unanswered, and forgets it if it is no
+// longer open.
+func (s *Session) recheckTx(ctx context.Context, restarted bool) {
+	id := s.tx
+	var st engine.StatusReply
+	if err := s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st); err != nil {
+		return // the command that follows reports the trouble
+	}
+	s.txUnsure = false
+	if st.State == engine.PhaseActive.String() {
+		return
+	}
+	s.endTx()
+	why := describeState(st)
+	if restarted && (st.State == "forgotten" || st.State == engine.PhaseAborted.String()) {
+		why = "the coordinator restarted and aborted it"
+		s.noteAborted(id, "the coordinator restarted while it was open")
+	}
+	s.opts.Notice(fmt.Sprintf("transaction %d is gone: %s", id, why))
+}
+
+// noteAborted records that tx ended without a commit request. Under
+// presumed abort such a transaction cannot have committed, even when the
+// coordinator kept no record of it and calls it "forgotten".
+func (s *Session) noteAborted(tx engine.TxID, why string) {
+	if s.aborted == nil {
+		s.aborted = map[engine.TxID]string{}
+	}
+	s.aborted[tx] = why
+}
+
+func (s *Session) endTx() {
+	if s.tx != 0 {
+		s.lastTx = s.tx
+	}
+	s.tx, s.txFailed, s.txUnsure = 0, false, false
+}
+
+// listNodes asks for the participants and remembers how many there are.
+func (s *Session) listNodes(ctx context.Context) ([]node.NodeHealth, error) {
+	var nodes []node.NodeHealth
+	if err := s.call(ctx, node.MethodNodes, struct{}{}, &nodes); err != nil {
+		return nil, err
+	}
+	s.nodes = len(nodes)
+	return nodes, nil
+}
+
+// Do runs one command. Help, quit and load are not handled here (see
+// Runner); an error leaves the session usable.
+func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, s.explain(err, c)
+	}
+	switch c.Kind {
+	case CmdBegin:
+		return s.begin(ctx)
+	case CmdExec:
+		return s.exec(ctx, c)
+	case CmdExecute:
+		return s.execute(ctx, c)
+	case CmdCommit:
+		return s.commit(ctx)
+	case CmdRollback:
+		return s.rollback(ctx)
+	case CmdStatus:
+		return s.status(ctx, c.TxID)
+	case CmdNodes:
+		return s.nodesResult(ctx)
+	}
+	return nil, fmt.Errorf("%s is not a session command", c.Kind)
+}
+
+func (s *Session) begin(ctx context.Context) (*Result, error) {
+	if s.tx != 0 {
+		return nil, fmt.Errorf("transaction %d is open; commit or rollback it first", s.tx)
+	}
+	var r engine.BeginReply
+	if err := s.call(ctx, node.MethodBegin, struct{}{}, &r); err != nil {
+		return nil, s.explain(err, Command{Kind: CmdBegin})
+	}
+	s.tx, s.txFailed, s.txUnsure = r.TxID, false, false
+	return &Result{Kind: CmdBegin, Value: r, Text: fmt.Sprintf("BEGIN %d", r.TxID)}, nil
+}
+
+func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
+	if s.tx == 0 {
+		return nil, errors.New("no open transaction: type begin first, or use execute @N SQL for a one-shot statement")
+	}
+	if err := s.checkNode(c.Node); err != nil {
+		return nil, err
+	}
+	n := c.Node
+	var r engine.ExecReply
+	err := s.call(ctx, node.MethodExec, node.ExecParams{TxID: s.tx, Node: &n, SQL: c.SQL}, &r)
+	if err != nil {
+		return nil, s.txError(ctx, err, c)
+	}
+	return execResult(CmdExec, r), nil
+}
+
+func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
+	if err := s.checkNode(c.Node); err != nil {
+		return nil, err
+	}
+	n := c.Node
+	var r engine.ExecReply
+	if err := s.call(ctx, node.MethodExecute, node.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
+		return nil, s.explain(err, c)
+	}
+	s.lastTx = r.TxID
+	return execResult(CmdExecute, r), nil
+}
+
+func (s *Session) checkNode(n engine.NodeID) error {
+	if s.nodes > 0 && int(n) >= s.nodes {
+		return fmt.Errorf("node %d does not exist: the participants are @0..@%d", n, s.nodes-1)
+	}
+	return nil
+}
+
+func (s *Session) commit(ctx context.Context) (*Result, error) {
+	if s.tx == 0 {
+		return nil, errors.New("no open transaction to commit")
+	}
+	id := s.tx
+	var r engine.OutcomeReply
+	if err := s.call(ctx, node.MethodCommit, node.TxParams{TxID: id}, &r); err != nil {
+		if rpc.IsTransport(err) {
+			s.txUnsure = true
+			return nil, wrapf(err, "no answer to commit of transaction %d, so its outcome is unknown; once the coordinator is back, status %d tells: %s",
+				id, id, describe(err, s.addr))
+		}
+		return nil, s.txError(ctx, err, Command{Kind: CmdCommit})
+	}
+	s.endTx()
+	res := &Result{Kind: CmdCommit, Value: r}
+	if r.Outcome != engine.OutcomeCommit {
+		return res, &OutcomeError{TxID: id, Reason: r.Reason}
+	}
+	res.Text = fmt.Sprintf("COMMIT %d", id)
+	return res, nil
+}
+
+// OutcomeError reports a commit that ended in an abort: the command
+// answered, but it failed.
+type OutcomeError struct {
+	TxID   engine.TxID
+	Reason string
+}
+
+func (e *OutcomeError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("transaction %d aborted", e.TxID)
+	}
+	return fmt.Sprintf("transaction %d aborted: %s", e.TxID, e.Reason)
+}
+
+func (s *Session) rollback(ctx context.Context) (*Result, error) {
+	if s.tx == 0 {
+		return nil, errors.New("no open transaction to roll back")
+	}
+	id := s.tx
+	var r engine.OutcomeReply
+	if err := s.call(ctx, node.MethodRollback, node.TxParams{TxID: id}, &r); err != nil {
+		if rpc.IsTransport(err) {
+			s.txUnsure = true
+			return nil, s.explain(err, Command{Kind: CmdRollback})
+		}
+		return nil, s.txError(ctx, err, Command{Kind: CmdRollback})
+	}
+	s.endTx()
+	text := fmt.Sprintf("ROLLBACK %d", id)
+	if r.Outcome == engine.OutcomeCommit {
+		text = fmt.Sprintf("transaction %d had already committed", id)
+	}
+	return &Result{Kind: CmdRollback, Value: r, Text: text}, nil
+}
+
+func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
+	if id == 0 {
+		id = s.tx
+	}
+	if id == 0 {
+		id = s.lastTx
+	}
+	if id == 0 {
+		return nil, errors.New("no transaction yet: status TXID asks about any transaction")
+	}
+	var r engine.StatusReply
+	if err := s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &r); err != nil {
+		return nil, s.explain(err, Command{Kind: CmdStatus})
+	}
+	if id == s.tx && r.State != engine.PhaseActive.String() {
+		s.endTx()
+	}
+	text := describeState(r)
+	if why, ok := s.aborted[id]; ok && r.State == "forgotten" {
+		text = fmt.Sprintf("aborted (%s, and keeps no record of it)", why)
+	}
+	return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("transaction %d: %s", id, text)}, nil
+}
+
+// describeState says where a transaction stands in words.
+func describeState(r engine.StatusReply) string {
+	var b strings.Builder
+	b.WriteString(r.State)
+	if r.Reason != "" {
+		b.WriteString(" (" + r.Reason + ")")
+	}
+	if len(r.Participants) > 0 {
+		b.WriteString("; participants " + nodeList(r.Participants))
+	}
+	if len(r.Pending) > 0 {
+		b.WriteString("; waiting for acknowledgements from " + nodeList(r.Pending))
+	}
+	return b.String()
+}
+
+func nodeList(ns []engine.NodeID) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = fmt.Sprintf("@%d", n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (s *Session) nodesResult(ctx context.Context) (*Result, error) {
+	nodes, err := s.listNodes(ctx)
+	if err != nil {
+		return nil, s.explain(err, Command{Kind: CmdNodes})
+	}
+	t := &Table{Columns: []string{"node", "address", "reachable", "epoch", "last seen", "last error"}}
+	for _, n := range nodes {
+		seen := "never"
+		if n.LastSeenMillis >= 0 {
+			seen = (time.Duration(n.LastSeenMillis) * time.Millisecond).String() + " ago"
+		}
+		reach := "no"
+		if n.Reachable {
+			reach = "yes"
+		}
+		t.Rows = append(t.Rows, []any{fmt.Sprintf("@%d", n.Node), n.Address, reach, fmt.Sprint(n.Epoch), seen, n.LastError})
+	}
+	return &Result{Kind: CmdNodes, Value: nodes, Table: t}, nil
+}
+
+// txError reports a failed call about the open transaction and updates
+// what the session knows of it.
+func (s *Session) txError(ctx context.Context, err error, c Command) error {
+	id := s.tx
+	switch {
+	case rpc.IsTransport(err):
+		s.txUnsure = true
+		if c.Kind == CmdExec {
+			return wrapf(err, "no answer from the coordinator, so whether the statement ran is unknown: %s", describe(err, s.addr))
+		}
+	case rpc.IsCode(err, rpc.CodeAborted):
+		s.txFailed = true
+		var st engine.StatusReply
+		// A failed statement leaves the transaction open but doomed; an
+		// abort decided meanwhile (timeout, restart) ends it.
+		if s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st) == nil && st.State != engine.PhaseActive.String() {
+			s.endTx()
+			return wrapf(err, "%s; transaction %d is over", rpcMessage(err), id)
+		}
+		return wrapf(err, "%s; transaction %d can only roll back now", rpcMessage(err), id)
+	case rpc.IsCode(err, rpc.CodeTxNotActive), rpc.IsCode(err, rpc.CodeUnknownTx):
+		var st engine.StatusReply
+		why := rpcMessage(err)
+		if s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st) == nil {
+			if st.State == engine.PhaseActive.String() {
+				return wrapf(err, "%s", why)
+			}
+			why = describeState(st)
+		}
+		s.endTx()
+		return wrapf(err, "transaction %d is gone: %s", id, why)
+	}
+	return s.explain(err, c)
+}
+
+// explain turns an RPC failure into the one line the user reads.
+func (s *Session) explain(err error, c Command) error {
+	if err == nil {
+		return nil
+	}
+	return &cmdError{msg: oneLine(describe(err, s.addr)), cause: err}
+}
+
+// cmdError is a failure worded for the user that still carries its cause,
+// so that the JSON output can give the coordinator's error code.
+type cmdError struct {
+	msg   string
+	cause error
+}
+
+func (e *cmdError) Error() string { return e.msg }
+func (e *cmdError) Unwrap() error { return e.cause }
+
+// wrapf words an error for the user and keeps err as its cause.
+func wrapf(err error, format string, args ...any) error {
+	return &cmdError{msg: oneLine(fmt.Sprintf(format, args...)), cause: err}
+}
+
+// describe drops the transport's wrapping ("call exec at ...: rpc error
+// -32006:") that means nothing to someone typing commands.
+func describe(err error, addr string) string {
+	var rerr *rpc.Error
+	var terr *rpc.TransportError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "cancelled (the coordinator may still carry the command out)"
+	case errors.As(err, &terr):
+		return fmt.Sprintf("coordinator %s unreachable: %v", addr, terr.Err)
+	case errors.As(err, &rerr):
+		return rerr.Message
+	}
+	return err.Error()
+}
+
+func rpcMessage(err error) string {
+	var rerr *rpc.Error
+	if errors.As(err, &rerr) {
+		return oneLine(rerr.Message)
+	}
+	return oneLine(err.Error())
+}
+
+// oneLine folds a multi-line message (PostgreSQL details, hints) onto one
+// line: errors never take more.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func execResult(kind Kind, r engine.ExecReply) *Result {
+	res := &Result{Kind: kind, Value: r}
+	sr := r.Result
+	if sr == nil {
+		sr = &engine.StmtResult{}
+	}
+	if len(sr.Columns) > 0 {
+		res.Table = &Table{Columns: sr.Columns, Rows: sr.Rows, Count: true}
+	} else {
+		res.Text = sr.Tag
+		if res.Text == "" {
+			res.Text = fmt.Sprintf("OK, %d rows affected", sr.RowsAffected)
+		}
+	}
+	if kind == CmdExecute {
+		note := fmt.Sprintf("(batch transaction %d)", r.TxID)
+		if res.Text != "" {
+			res.Text += " " + note
+		} else {
+			res.Note = note
+		}
+	}
+	return res
+}
