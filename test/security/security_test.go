@@ -1,0 +1,353 @@
+package security
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcerts"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+var tpcdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tpcd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tpcdBin = filepath.Join(dir, "tpcd")
+	out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build tpcd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(tpcdBin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Env = append(os.Environ(), env...)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("tpcd %s:\n%s", strings.Join(args, " "), p.out)
+		}
+	})
+	return p
+}
+
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("tpcd exited with %v after SIGTERM:\n%s", err, p.out)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("tpcd did not stop after SIGTERM")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// withPassword puts a password into a test database URI. The test server
+// trusts local connections, so it is accepted and ignored: only whether
+// it leaks matters.
+func withPassword(uri, pw string) string {
+	return strings.Replace(uri, "://postgres@", "://postgres:"+pw+"@", 1)
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func waitReady(t *testing.T, metricsAddr string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		code, body, err := httpGet("http://" + metricsAddr + "/readyz")
+		if err == nil && code == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became ready: %d %q %v", metricsAddr, code, body, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s", series)
+	return 0
+}
+
+func TestSecureClusterOfProcesses(t *testing.T) {
+	const password = "pw-Sup3rSecret"
+	token := "tok-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca := testcerts.NewCA(t, dir, "cluster")
+	stranger := testcerts.NewCA(t, dir, "stranger")
+
+	coord, parts := freeAddr(t), []string{freeAddr(t), freeAddr(t)}
+	coordMetrics, partMetrics := freeAddr(t), []string{freeAddr(t), freeAddr(t)}
+	tlsArgs := func(name string) []string {
+		p := ca.Issue(t, name)
+		return []string{"--tls-cert", p.Cert, "--tls-key", p.Key, "--tls-ca", ca.File}
+	}
+	var procs []*proc
+	for i, addr := range parts {
+		args := append([]string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
+			"--log-db", withPassword(pgtest.NewDB(t), password), "--data-db", withPassword(pgtest.NewDB(t), password),
+			"--auth-token-file", tokenFile, "--metrics-addr", partMetrics[i]}, tlsArgs(fmt.Sprintf("participant-%d", i))...)
+		procs = append(procs, start(t, nil, args...))
+	}
+	args := append([]string{"coordinator", "--host", coord, "--participant", parts[0], "--participant", parts[1],
+		"--log-db", withPassword(pgtest.NewDB(t), password), "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
+	// The token comes from the environment here, from a file above.
+	procs = append(procs, start(t, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
+	waitReady(t, coordMetrics)
+	for _, m := range partMetrics {
+		waitReady(t, m)
+	}
+
+	clientPair := ca.Issue(t, "client")
+	clientTLS, err := rpc.TLSFiles{Cert: clientPair.Cert, Key: clientPair.Key, CA: ca.File}.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := rpc.NewClient(coord, rpc.ClientOptions{Token: token, TLS: clientTLS})
+	defer client.Close()
+
+	// A transaction across both participants, every hop over mutual TLS
+	// with tokens.
+	var b engine.BeginReply
+	if err := client.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+		t.Fatalf("begin over TLS with token: %v", err)
+	}
+	for i := range 2 {
+		n := engine.NodeID(i)
+		for _, sql := range []string{"CREATE TABLE kv (k int PRIMARY KEY, v text)", "INSERT INTO kv VALUES (1, 'tls')"} {
+			if err := client.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: sql}, nil); err != nil {
+				t.Fatalf("exec on %d: %v", i, err)
+			}
+		}
+	}
+	var out engine.OutcomeReply
+	if err := client.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &out); err != nil || out.Outcome != engine.OutcomeCommit {
+		t.Fatalf("commit: %+v %v", out, err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var st engine.StatusReply
+		if err := client.Call(ctx, node.MethodStatus, node.TxParams{TxID: b.TxID}, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.State == "committed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never committed everywhere: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Refusals: no token; a token but no certificate the cluster trusts;
+	// plain text to the TLS port.
+	noToken := rpc.NewClient(coord, rpc.ClientOptions{TLS: clientTLS})
+	defer noToken.Close()
+	if err := noToken.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsCode(err, rpc.CodeUnauthorized) {
+		t.Errorf("without token: %v, want code %d", err, rpc.CodeUnauthorized)
+	}
+	strangerPair := stranger.Issue(t, "mallory")
+	strangerCert, err := tls.LoadX509KeyPair(strangerPair.Cert, strangerPair.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerTLS := clientTLS.Clone()
+	strangerTLS.Certificates = nil
+	strangerTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &strangerCert, nil }
+	mallory := rpc.NewClient(coord, rpc.ClientOptions{Token: token, TLS: strangerTLS})
+	defer mallory.Close()
+	if err := mallory.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) {
+		t.Errorf("certificate from another CA: %v, want a transport error", err)
+	}
+	plain := rpc.NewClient(coord, rpc.ClientOptions{Token: token})
+	defer plain.Close()
+	if err := plain.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) || !strings.Contains(err.Error(), "TLS") {
+		t.Errorf("plain text to the TLS port: %v, want a transport error naming TLS", err)
+	}
+	if err := client.Call(ctx, node.MethodNodes, struct{}{}, nil); err != nil {
+		t.Fatalf("coordinator stopped serving after the refusals: %v", err)
+	}
+
+	// Metrics and the status page, over plain HTTP on the metrics listener.
+	_, text, err := httpGet("http://" + coordMetrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := metricValue(t, text, "tpcd_transactions_committed_total"); v < 1 {
+		t.Errorf("committed counter %v", v)
+	}
+	if v := metricValue(t, text, "tpcd_transactions_begun_total"); v < 1 {
+		t.Errorf("begun counter %v", v)
+	}
+	_, ptext, err := httpGet("http://" + partMetrics[0] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := metricValue(t, ptext, `tpcd_votes_total{vote="yes"}`); v < 1 {
+		t.Errorf("participant yes votes %v", v)
+	}
+	code, page, err := httpGet("http://" + coordMetrics + "/")
+	if err != nil || code != 200 || !strings.Contains(page, fmt.Sprintf(`id="tx-%d"`, b.TxID)) {
+		t.Errorf("status page: %d %v\n%s", code, err, page)
+	}
+
+	for _, p := range procs {
+		p.stop(t)
+	}
+	for _, p := range procs {
+		logs := p.out.String()
+		if strings.Contains(logs, password) || strings.Contains(logs, token) {
+			t.Errorf("a secret leaked into the log of %v:\n%s", p.cmd.Args, logs)
+		}
+		if !strings.Contains(logs, "xxxxx") {
+			t.Errorf("log of %v never names its (redacted) database", p.cmd.Args[1])
+		}
+	}
+	if logs := procs[2].out.String(); !strings.Contains(logs, "not authenticated") || !strings.Contains(logs, "TLS handshake error") {
+		t.Errorf("refusals not logged by the coordinator:\n%s", logs)
+	}
+}
+
+// TestSecretsStayOutOfHelpAndErrors checks --help and start-up failures.
+func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
+	const pw, token = "pw-HelpSecret", "tok-HelpSecret"
+	env := append(os.Environ(), "TPCD_AUTH_TOKEN="+token, "TPCD_LOG_DB=postgresql://u:"+pw+"@127.0.0.1:1/x",
+		"TPCD_DATA_DB=postgresql://u:"+pw+"@127.0.0.1:1/y")
+	for _, args := range [][]string{{"--help"}, {"coordinator", "--help"}, {"participant", "--help"}} {
+		cmd := exec.Command(tpcdBin, args...)
+		cmd.Env = env
+		out, _ := cmd.CombinedOutput()
+		if strings.Contains(string(out), pw) || strings.Contains(string(out), token) {
+			t.Errorf("tpcd %v shows a secret:\n%s", args, out)
+		}
+		if args[0] != "--help" && !strings.Contains(string(out), "--auth-token") {
+			t.Errorf("tpcd %v does not document --auth-token:\n%s", args, out)
+		}
+	}
+
+	for _, uri := range []string{
+		"postgresql://u:" + pw + "@127.0.0.1:1/x",        // nothing listens there
+		"postgresql://u:" + pw + "@127.0.0.1:99999/x",    // bad port
+		"postgresql://u:" + pw + "@[::1/x?sslmode=bogus", // unparsable
+	} {
+		cmd := exec.Command(tpcdBin, "coordinator", "--host", freeAddr(t), "--participant", freeAddr(t), "--log-db", uri)
+		cmd.Env = os.Environ()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
+		cancel()
+		if err == nil {
+			t.Errorf("coordinator with %s started", uri)
+		}
+		if strings.Contains(string(out), pw) {
+			t.Errorf("error output shows the password:\n%s", out)
+		}
+		t.Logf("--log-db %s: %s", strings.ReplaceAll(uri, pw, "..."), bytes.TrimSpace(out))
+	}
+
+	// Inconsistent security flags are refused before anything starts.
+	for _, args := range [][]string{
+		{"--tls-cert", "/x.pem"},
+		{"--tls-ca", "/ca.pem"},
+		{"--auth-token", "a", "--auth-token-file", "/f"},
+	} {
+		all := append([]string{"coordinator", "--participant", "127.0.0.1:1"}, args...)
+		out, err := exec.Command(tpcdBin, all...).CombinedOutput()
+		if err == nil {
+			t.Errorf("tpcd %v accepted", all)
+		}
+		t.Logf("tpcd %v: %s", args, bytes.TrimSpace(out))
+	}
+}
