@@ -1,0 +1,337 @@
+package crash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// patterns are the participants a transaction writes to, in turn; p1, the
+// one the participant failpoints arm, is in most of them.
+var patterns = [][]engine.NodeID{{0, 1, 2}, {0, 1}, {1, 2}, {0, 2}, {2, 1, 0}}
+
+// txRecord is what a client did and heard in one transaction. It inserts
+// row (key, txid) on each of its nodes.
+type txRecord struct {
+	id    engine.TxID
+	nodes []engine.NodeID
+	key   int
+	// answer is the outcome the client was told (by commit, or by rollback
+	// after a failed statement), 0 if it heard none.
+	answer engine.Outcome
+	reason string
+	err    string
+}
+
+// workload runs explicit transactions from several concurrent clients until
+// stopped. Failed calls are expected while nodes are down; they are
+// recorded, never fatal.
+type workload struct {
+	t       *testing.T
+	c       *cluster
+	addr    string
+	nextKey atomic.Int64
+	commits atomic.Int64 // commit answers received
+	fails   atomic.Int64 // transactions that ended in an error
+
+	mu   sync.Mutex
+	recs []*txRecord
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startWorkload(t *testing.T, c *cluster, clients int) *workload {
+	w := &workload{t: t, c: c, addr: c.coord.addr, stop: make(chan struct{})}
+	for i := range clients {
+		w.wg.Go(func() { w.client(i) })
+	}
+	t.Cleanup(w.halt)
+	return w
+}
+
+func (w *workload) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	w.wg.Wait()
+}
+
+// records stops the workload and returns what every client did.
+func (w *workload) records() []*txRecord {
+	w.halt()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.recs)
+}
+
+func (w *workload) client(worker int) {
+	cl := rpc.NewClient(w.addr, rpc.ClientOptions{})
+	defer cl.Close()
+	for i := 0; ; i++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		if !w.one(cl, patterns[(worker+i)%len(patterns)]) {
+			// Nobody is listening (the coordinator is down): do not spin.
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// one runs a transaction; it returns false when it could not even begin.
+func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var b engine.BeginReply
+	if err := cl.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+		return false
+	}
+	rec := &txRecord{id: b.TxID, nodes: nodes, key: int(w.nextKey.Add(1))}
+	w.mu.Lock()
+	w.recs = append(w.recs, rec)
+	w.mu.Unlock()
+	for _, n := range nodes {
+		p := node.ExecParams{TxID: rec.id, Node: &n, SQL: "INSERT INTO kv VALUES ($1, $2)", Args: []any{rec.key, fmt.Sprint(rec.id)}}
+		if err := cl.Call(ctx, node.MethodExec, p, nil); err != nil {
+			rec.err = fmt.Sprintf("exec on %s: %v", n, err)
+			w.fails.Add(1)
+			var r engine.OutcomeReply
+			if cl.Call(ctx, node.MethodRollback, node.TxParams{TxID: rec.id}, &r) == nil {
+				rec.answer, rec.reason = r.Outcome, r.Reason
+			}
+			return true
+		}
+	}
+	var r engine.OutcomeReply
+	if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: rec.id}, &r); err != nil {
+		rec.err = fmt.Sprintf("commit: %v", err)
+		w.fails.Add(1)
+		return true
+	}
+	rec.answer, rec.reason = r.Outcome, r.Reason
+	if r.Outcome == engine.OutcomeCommit {
+		w.commits.Add(1)
+		w.checkApplied(ctx, cl, rec)
+	}
+	return true
+}
+
+// checkApplied asks for the status of a transaction just committed. The
+// commit answer only means decided; "committed" means applied on every
+// participant, so then the row must already be visible on each of them.
+func (w *workload) checkApplied(ctx context.Context, cl *rpc.Client, rec *txRecord) {
+	var s engine.StatusReply
+	if cl.Call(ctx, node.MethodStatus, node.TxParams{TxID: rec.id}, &s) != nil || s.State != "committed" {
+		return
+	}
+	for _, n := range rec.nodes {
+		var v string
+		err := w.c.data[n].QueryRow(ctx, "SELECT v FROM kv WHERE k = $1", rec.key).Scan(&v)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			w.t.Errorf("tx %d: status says committed, but %s does not have its row yet", rec.id, n)
+		case err == nil && v != fmt.Sprint(rec.id):
+			w.t.Errorf("tx %d: key %d on %s holds %q", rec.id, rec.key, n, v)
+		}
+	}
+}
+
+// waitFor polls cond until it holds. The deadline only bounds a broken
+// run; nothing is measured.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCommits waits for n more commit answers than there are now, which
+// proves the cluster makes progress.
+func (w *workload) waitCommits(n int64) {
+	w.t.Helper()
+	target := w.commits.Load() + n
+	waitFor(w.t, fmt.Sprintf("%d more commits", n), time.Minute, func() bool { return w.commits.Load() >= target })
+}
+
+// summary counts what happened, for the test log.
+type summary struct {
+	txs, committed, aborted            int
+	toldCommit, toldAbort, toldNothing int
+	forgotten                          int
+}
+
+func (s summary) String() string {
+	return fmt.Sprintf("%d transactions: %d committed, %d aborted; clients told commit %d, abort %d, nothing %d; status forgotten %d",
+		s.txs, s.committed, s.aborted, s.toldCommit, s.toldAbort, s.toldNothing, s.forgotten)
+}
+
+// unsettledStates are coordinator states of transactions not yet ended.
+var unsettledStates = []string{"active", "preparing", "committing", "aborting"}
+
+// check waits until every transaction ended and nothing of ours is left
+// prepared or marked, then proves the invariants on the data.
+func (c *cluster) check(recs []*txRecord) summary {
+	t := c.t
+	t.Helper()
+	status := map[engine.TxID]engine.StatusReply{}
+	pending := slices.Clone(recs)
+	waitFor(t, "every transaction to end and no prepared transaction or marker to remain", 90*time.Second, func() bool {
+		still := pending[:0]
+		for _, r := range pending {
+			s, err := c.txStatus(r.id)
+			if err != nil || slices.Contains(unsettledStates, s.State) {
+				still = append(still, r)
+				continue
+			}
+			status[r.id] = s
+		}
+		pending = still
+		if len(pending) > 0 {
+			return false
+		}
+		for i := range c.data {
+			if c.count(i, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tpcd:%' AND database = current_database()") > 0 ||
+				c.count(i, "SELECT count(*) FROM tpcd_markers") > 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	rows := make([]map[int]string, len(c.data))
+	for i := range c.data {
+		rows[i] = c.rows(i)
+	}
+	var s summary
+	known := map[int]bool{}
+	for _, r := range recs {
+		known[r.key] = true
+		s.txs++
+		var on, off []string
+		for _, n := range r.nodes {
+			v, ok := rows[n][r.key]
+			switch {
+			case !ok:
+				off = append(off, n.String())
+			case v != fmt.Sprint(r.id):
+				t.Errorf("tx %d: key %d on %s holds %q, not this transaction's row", r.id, r.key, n, v)
+			default:
+				on = append(on, n.String())
+			}
+		}
+		committed := len(off) == 0
+		if len(on) > 0 && len(off) > 0 {
+			t.Errorf("ATOMICITY: tx %d committed on %v and aborted on %v (client: %s %s %s; status %+v)",
+				r.id, on, off, r.answer, r.reason, r.err, status[r.id])
+			continue
+		}
+		if committed {
+			s.committed++
+		} else {
+			s.aborted++
+		}
+		st := status[r.id]
+		switch {
+		case st.Outcome == engine.OutcomeCommit && !committed, st.Outcome == engine.OutcomeAbort && committed:
+			t.Errorf("tx %d: coordinator says %s (%s), data says committed=%v", r.id, st.Outcome, st.State, committed)
+		case st.State == "forgotten":
+			s.forgotten++
+		case st.Outcome == 0:
+			t.Errorf("tx %d: coordinator status %+v names no outcome", r.id, st)
+		}
+		switch r.answer {
+		case engine.OutcomeCommit:
+			s.toldCommit++
+			if !committed {
+				t.Errorf("tx %d: client was told commit, but no participant has its rows", r.id)
+			}
+		case engine.OutcomeAbort:
+			s.toldAbort++
+			if committed {
+				t.Errorf("tx %d: client was told abort (%s), but it committed", r.id, r.reason)
+			}
+		default:
+			s.toldNothing++
+		}
+	}
+	for i, m := range rows {
+		for k := range m {
+			if !known[k] {
+				t.Errorf("%s holds key %d that no client wrote", partName(i), k)
+			}
+		}
+	}
+	if v := c.violations(); len(v) > 0 {
+		t.Errorf("nodes reported violations:\n%s", strings.Join(v, "\n"))
+	}
+	return s
+}
+
+func (c *cluster) txStatus(id engine.TxID) (engine.StatusReply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var s engine.StatusReply
+	err := c.status.Call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &s)
+	return s, err
+}
+
+// count runs a count query on participant i's data database; when it fails
+// (the server may be restarting) it answers 1, which is never "settled".
+func (c *cluster) count(i int, sql string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var n int
+	if err := c.data[i].QueryRow(ctx, sql).Scan(&n); err != nil {
+		return 1
+	}
+	return n
+}
+
+func (c *cluster) rows(i int) map[int]string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := c.data[i].Query(ctx, "SELECT k, v FROM kv")
+	if err != nil {
+		c.t.Fatalf("read %s: %v", partName(i), err)
+	}
+	defer rows.Close()
+	out := map[int]string{}
+	for rows.Next() {
+		var k int
+		var v string
+		if err := rows.Scan(&k, &v); err != nil {
+			c.t.Fatal(err)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
