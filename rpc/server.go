@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/creachadair/jrpc2"
 )
@@ -244,6 +245,13 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		}
 		// The client most likely went away; answer anyway in case it did not.
 		writeError(w, http.StatusBadRequest, Errorf(CodeInvalidRequest, "reading request body: %v", err))
+		return
+	}
+	// JSON must be UTF-8 (RFC 8259). encoding/json would quietly turn bad
+	// bytes into U+FFFD, so a statement would run with text its client
+	// never sent; refuse instead.
+	if !utf8.Valid(body) {
+		writeError(w, http.StatusOK, Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
 		return
 	}
 	reqs, err := jrpc2.ParseRequests(body)
