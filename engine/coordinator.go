@@ -376,6 +376,10 @@ func (c *Coordinator) start(in Start) {
 		case PhasePreparing:
 			c.decide(in.Now, tx, OutcomeAbort, "coordinator restarted before deciding")
 		case PhaseCommitting, PhaseAborting:
+			if c.allAcked(tx) {
+				c.emit(CoordEnded{TxID: tx.id})
+				continue
+			}
 			tx.backoff = c.cfg.RetryMin
 			tx.nextRetry = in.Now.Add(tx.backoff)
 			c.sendDecision(tx)
@@ -621,6 +625,16 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 		}
 		n.queue = nil
 	}
+	if len(phase2) == 0 && o == OutcomeCommit && tx.phase == PhasePreparing {
+		// Every participant voted read-only. The logged coord.preparing
+		// would make recovery abort this transaction, so the commit is
+		// logged (with its end, in the same append) before the client
+		// hears of it; nothing else needs to wait.
+		tx.decisionLSN = c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Reason: reason})
+		c.answerWaiters(tx)
+		c.emit(CoordEnded{TxID: tx.id})
+		return
+	}
 	if len(phase2) == 0 {
 		tx.outcome, tx.reason = o, reason
 		tx.phase = PhaseCommitted
@@ -807,6 +821,17 @@ func (c *Coordinator) tick(now Instant) {
 			}
 		}
 	}
+}
+
+// allAcked reports whether every participant owing an ack has sent it (true
+// when nobody owes one).
+func (c *Coordinator) allAcked(tx *coordTx) bool {
+	for i := range tx.nodes {
+		if tx.nodes[i].inPhase2 && !tx.nodes[i].acked {
+			return false
+		}
+	}
+	return true
 }
 
 // Status describes a transaction for clients and operators.
