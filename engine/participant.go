@@ -44,7 +44,9 @@ func (c *ParticipantConfig) fill() {
 		c.RetryMax = DefaultRetryMax
 	}
 	if c.RememberAborted <= 0 {
-		c.RememberAborted = 10000
+		// As long as the coordinator remembers outcomes, so a late duplicate
+		// is recognised here whenever the coordinator could still answer it.
+		c.RememberAborted = DefaultRememberEnded
 	}
 }
 
