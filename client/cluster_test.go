@@ -41,6 +41,7 @@ type testCluster struct {
 	coord       *node.Coordinator
 	parts       []*node.Participant
 	logger      *slog.Logger
+	transport   node.Transport
 }
 
 // startCluster starts n participants and a coordinator configured by cfg
@@ -48,9 +49,15 @@ type testCluster struct {
 // ends.
 func startCluster(t testing.TB, n int, cfg engine.CoordinatorConfig) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, cfg, node.Transport{})
+}
+
+// startClusterWith is startCluster with every node's RPC secured by tr.
+func startClusterWith(t testing.TB, n int, cfg engine.CoordinatorConfig, tr node.Transport) *testCluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := &testCluster{t: t, engine: cfg, logger: testLogger(t)}
+	c := &testCluster{t: t, engine: cfg, logger: testLogger(t), transport: tr}
 
 	coordLn := listen(t)
 	c.Addr = coordLn.Addr().String()
@@ -68,7 +75,7 @@ func startCluster(t testing.TB, n int, cfg engine.CoordinatorConfig) *testCluste
 		}
 		t.Cleanup(func() { dbs.Close() })
 		p, err := node.StartParticipant(ctx, lns[i], node.ParticipantOptions{
-			ID: engine.NodeID(i), Coordinator: c.Addr, Log: dbs.Log, Data: dbs.Data, Logger: c.logger,
+			ID: engine.NodeID(i), Coordinator: c.Addr, Log: dbs.Log, Data: dbs.Data, Logger: c.logger, Transport: tr,
 		})
 		if err != nil {
 			t.Fatalf("start participant %d: %v", i, err)
@@ -98,7 +105,7 @@ func (c *testCluster) startCoordinator(ctx context.Context, ln net.Listener) {
 		c.t.Fatalf("coordinator database: %v", err)
 	}
 	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
-		Participants: c.partAddrs, Log: dbs.Log, Engine: c.engine, Logger: c.logger,
+		Participants: c.partAddrs, Log: dbs.Log, Engine: c.engine, Logger: c.logger, Transport: c.transport,
 	})
 	if err != nil {
 		dbs.Close()

@@ -84,7 +84,7 @@ func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer)
 		return nil, fmt.Errorf("load runs its own transactions; commit or rollback transaction %d first", s.Tx())
 	}
 	if err := s.check(ctx); err != nil {
-		return nil, s.explain(err, Command{Kind: CmdLoad})
+		return nil, s.explain(err)
 	}
 	n := s.Participants()
 	if n == 0 {
@@ -346,12 +346,12 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 	s := l.s
 	if s.broken {
 		if err := s.check(ctx); err != nil {
-			return true, s.explain(err, Command{Kind: CmdLoad})
+			return true, s.explain(err)
 		}
 	}
 	var b engine.BeginReply
 	if err := s.call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
-		return rpc.IsTransport(err), s.explain(err, Command{Kind: CmdLoad})
+		return rpc.IsTransport(err), s.explain(err)
 	}
 	// Participants work in parallel; each one's statements run in order.
 	var wg sync.WaitGroup

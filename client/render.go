@@ -29,17 +29,6 @@ const (
 	FormatCSV Format = "csv"
 )
 
-// ParseFormat checks a --format value.
-func ParseFormat(s string) (Format, error) {
-	switch f := Format(s); f {
-	case FormatTable, FormatJSON, FormatCSV:
-		return f, nil
-	case "":
-		return FormatTable, nil
-	}
-	return "", fmt.Errorf("format %q: want table, json or csv", s)
-}
-
 // Result is what a command produced.
 type Result struct {
 	Kind Kind

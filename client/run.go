@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,8 +33,10 @@ type Options struct {
 	// (DefaultHistoryFile). NoHistory keeps none.
 	HistoryFile string
 	NoHistory   bool
-	// ReconnectWait: see SessionOptions.
+	// ReconnectWait, Token and TLS: see SessionOptions.
 	ReconnectWait time.Duration
+	Token         string
+	TLS           *tls.Config
 	Logger        *slog.Logger
 }
 
@@ -70,7 +73,9 @@ func newRunner(opts Options) *runner {
 	opts.defaults()
 	pr := &Printer{Format: opts.Format, Out: opts.Stdout, Err: opts.Stderr}
 	r := &runner{opts: opts, pr: pr}
-	r.sess = NewSession(opts.Coordinator, SessionOptions{Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger})
+	r.sess = NewSession(opts.Coordinator, SessionOptions{
+		Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger, Token: opts.Token, TLS: opts.TLS,
+	})
 	return r
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,11 @@ type SessionOptions struct {
 	// reached after it was; 0 means DefaultReconnectWait, negative none.
 	ReconnectWait time.Duration
 	Logger        *slog.Logger
+	// Token is presented to the coordinator (its client token, or the
+	// shared auth token); empty for a coordinator that requires none.
+	Token string
+	// TLS, if set, makes the session speak TLS (see rpc.TLSFiles).
+	TLS *tls.Config
 }
 
 // Session is a conversation with one coordinator: the open transaction, the
@@ -46,6 +52,10 @@ type Session struct {
 	// aborted remembers why transactions of this session ended without a
 	// commit request, for status to explain a coordinator that forgot them.
 	aborted map[engine.TxID]string
+	// lost is the open transaction the coordinator dropped, until the user
+	// has been told on the next statement (a notice alone scrolls by).
+	lost    engine.TxID
+	lostWhy string
 
 	contacted bool
 	broken    bool // the last call got no answer
@@ -68,7 +78,7 @@ func NewSession(addr string, opts SessionOptions) *Session {
 	}
 	return &Session{
 		addr:   addr,
-		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second}),
+		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS}),
 		opts:   opts,
 		logger: opts.Logger,
 	}
@@ -208,6 +218,7 @@ func (s *Session) recheckTx(ctx context.Context, restarted bool) {
 		why = "the coordinator restarted and aborted it"
 		s.noteAborted(id, "the coordinator restarted while it was open")
 	}
+	s.lost, s.lostWhy = id, why
 	s.opts.Notice(fmt.Sprintf("transaction %d is gone: %s", id, why))
 }
 
@@ -242,7 +253,7 @@ func (s *Session) listNodes(ctx context.Context) ([]node.NodeHealth, error) {
 // Runner); an error leaves the session usable.
 func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, s.explain(err, c)
+		return nil, s.explain(err)
 	}
 	switch c.Kind {
 	case CmdBegin:
@@ -267,15 +278,21 @@ func (s *Session) begin(ctx context.Context) (*Result, error) {
 	if s.tx != 0 {
 		return nil, fmt.Errorf("transaction %d is open; commit or rollback it first", s.tx)
 	}
+	s.lost = 0
 	var r engine.BeginReply
 	if err := s.call(ctx, node.MethodBegin, struct{}{}, &r); err != nil {
-		return nil, s.explain(err, Command{Kind: CmdBegin})
+		return nil, s.explain(err)
 	}
 	s.tx, s.txFailed, s.txUnsure = r.TxID, false, false
 	return &Result{Kind: CmdBegin, Value: r, Text: fmt.Sprintf("BEGIN %d", r.TxID)}, nil
 }
 
 func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
+	if s.tx == 0 && s.lost != 0 {
+		id := s.lost
+		s.lost = 0
+		return nil, fmt.Errorf("transaction %d is gone (%s), so the statement did not run; type begin for a new one", id, s.lostWhy)
+	}
 	if s.tx == 0 {
 		return nil, errors.New("no open transaction: type begin first, or use execute @N SQL for a one-shot statement")
 	}
@@ -298,7 +315,7 @@ func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
 	n := c.Node
 	var r engine.ExecReply
 	if err := s.call(ctx, node.MethodExecute, node.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
-		return nil, s.explain(err, c)
+		return nil, s.explain(err)
 	}
 	s.lastTx = r.TxID
 	return execResult(CmdExecute, r), nil
@@ -357,7 +374,7 @@ func (s *Session) rollback(ctx context.Context) (*Result, error) {
 	if err := s.call(ctx, node.MethodRollback, node.TxParams{TxID: id}, &r); err != nil {
 		if rpc.IsTransport(err) {
 			s.txUnsure = true
-			return nil, s.explain(err, Command{Kind: CmdRollback})
+			return nil, s.explain(err)
 		}
 		return nil, s.txError(ctx, err, Command{Kind: CmdRollback})
 	}
@@ -381,7 +398,7 @@ func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 	}
 	var r engine.StatusReply
 	if err := s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &r); err != nil {
-		return nil, s.explain(err, Command{Kind: CmdStatus})
+		return nil, s.explain(err)
 	}
 	if id == s.tx && r.State != engine.PhaseActive.String() {
 		s.endTx()
@@ -420,13 +437,13 @@ func nodeList(ns []engine.NodeID) string {
 func (s *Session) nodesResult(ctx context.Context) (*Result, error) {
 	nodes, err := s.listNodes(ctx)
 	if err != nil {
-		return nil, s.explain(err, Command{Kind: CmdNodes})
+		return nil, s.explain(err)
 	}
 	t := &Table{Columns: []string{"node", "address", "reachable", "epoch", "last seen", "last error"}}
 	for _, n := range nodes {
 		seen := "never"
 		if n.LastSeenMillis >= 0 {
-			seen = (time.Duration(n.LastSeenMillis) * time.Millisecond).String() + " ago"
+			seen = (time.Duration(n.LastSeenMillis) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 		}
 		reach := "no"
 		if n.Reachable {
@@ -456,6 +473,9 @@ func (s *Session) txError(ctx context.Context, err error, c Command) error {
 			s.endTx()
 			return wrapf(err, "%s; transaction %d is over", rpcMessage(err), id)
 		}
+		if strings.HasPrefix(rpcMessage(err), fmt.Sprintf("transaction %d will abort", id)) {
+			return wrapf(err, "%s; type rollback", rpcMessage(err))
+		}
 		return wrapf(err, "%s; transaction %d can only roll back now", rpcMessage(err), id)
 	case rpc.IsCode(err, rpc.CodeTxNotActive), rpc.IsCode(err, rpc.CodeUnknownTx):
 		var st engine.StatusReply
@@ -469,11 +489,11 @@ func (s *Session) txError(ctx context.Context, err error, c Command) error {
 		s.endTx()
 		return wrapf(err, "transaction %d is gone: %s", id, why)
 	}
-	return s.explain(err, c)
+	return s.explain(err)
 }
 
 // explain turns an RPC failure into the one line the user reads.
-func (s *Session) explain(err error, c Command) error {
+func (s *Session) explain(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -505,6 +525,8 @@ func describe(err error, addr string) string {
 		return "cancelled (the coordinator may still carry the command out)"
 	case errors.As(err, &terr):
 		return fmt.Sprintf("coordinator %s unreachable: %v", addr, terr.Err)
+	case errors.As(err, &rerr) && rerr.Code == rpc.CodeUnauthorized:
+		return rerr.Message + " (give the coordinator's client token with --auth-token-file, or TPCD_AUTH_TOKEN)"
 	case errors.As(err, &rerr):
 		return rerr.Message
 	}

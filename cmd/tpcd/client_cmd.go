@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tpcd/tpcd/client"
+	"github.com/tpcd/tpcd/rpc"
 )
 
 // ClientCmd talks to a coordinator: an interactive shell, scripts, and CSV
@@ -16,42 +17,79 @@ type ClientCmd struct {
 	Coordinator string `help:"The coordinator's HOST:PORT." default:"127.0.0.1:9990"`
 	Format      string `help:"How results are printed: table, json (one object per command and line) or csv." enum:"table,json,csv" default:"table"`
 
+	AuthToken     string `name:"auth-token" help:"Token the coordinator requires (its --auth-token). Prefer TPCD_AUTH_TOKEN or --auth-token-file: a flag shows in the process list." placeholder:"TOKEN"`
+	AuthTokenFile string `name:"auth-token-file" help:"Read --auth-token from this file." placeholder:"FILE" type:"path"`
+	ClientToken   string `name:"client-token" help:"The coordinator's --client-token, when it has one apart from --auth-token." placeholder:"TOKEN"`
+	TLSCA         string `name:"tls-ca" help:"Speak TLS and verify the coordinator against these PEM CA certificates (default: the system's)." placeholder:"FILE" type:"path"`
+	TLSCert       string `name:"tls-cert" help:"Speak TLS and present this PEM client certificate (for a coordinator that requires mutual TLS)." placeholder:"FILE" type:"path"`
+	TLSKey        string `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE" type:"path"`
+
 	Shell ClientShellCmd `cmd:"" default:"withargs" help:"Run commands: interactively on a terminal, else from -c, -f or standard input (the default)."`
 	Load  ClientLoadCmd  `cmd:"" help:"Load a CSV file into a table split across the participants by a hash of a key column."`
 }
 
 // Help is the long help.
 func (c *ClientCmd) Help() string {
-	return `On a terminal, 'tpcd client' opens a shell:
+	return `On a terminal, 'tpcd client' opens a shell (type help there):
 
-  tpcd> begin
-  tpcd tx 1> @0 insert into kv values (1, 'a');
-  tpcd tx 1> @1 insert into kv values (2, 'b');
-  tpcd tx 1> commit
+    tpcd> begin
+    tpcd tx 1> @0 insert into kv values (1, 'a');
+    tpcd tx 1> @1 insert into kv values (2, 'b');
+    tpcd tx 1> commit
 
-Scripts: tpcd client -c 'begin; @0 select 1; commit' --format json
-         tpcd client -f script.sql
-Loading: tpcd client load --table sensors --key sensor_id --create testdata/sensors.csv
+With -c COMMANDS, -f FILE, or standard input that is not a terminal, it runs
+a script: -c 'begin; @0 select 1; commit' --format json. A script stops at
+its first failed command (exit status 1) unless --continue. See 'tpcd client
+shell --help' for these flags, and docs/CLIENT.md.
 
-Type help in the shell for the commands; docs/CLIENT.md has the details.`
+Loading a CSV file split across the participants:
+
+    tpcd client load --table sensors --key sensor_id --create testdata/sensors.csv`
 }
 
-// Validate checks the coordinator address.
-func (c *ClientCmd) Validate() error { return checkAddr("coordinator", c.Coordinator) }
+// Validate checks flag combinations.
+func (c *ClientCmd) Validate() error {
+	if c.AuthToken != "" && c.AuthTokenFile != "" {
+		return errors.New("--auth-token and --auth-token-file both give the token; use one")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: give both")
+	}
+	return checkAddr("coordinator", c.Coordinator)
+}
 
-func (c *ClientCmd) options(g *Globals) client.Options {
+func (c *ClientCmd) options(g *Globals) (client.Options, error) {
+	token := c.AuthToken
+	if c.AuthTokenFile != "" {
+		b, err := os.ReadFile(c.AuthTokenFile)
+		if err != nil {
+			return client.Options{}, fmt.Errorf("--auth-token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return client.Options{}, fmt.Errorf("--auth-token-file %s is empty", c.AuthTokenFile)
+		}
+	}
+	if c.ClientToken != "" {
+		token = c.ClientToken
+	}
+	tlsConfig, err := rpc.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}.ClientTLS()
+	if err != nil {
+		return client.Options{}, err
+	}
 	return client.Options{
 		Coordinator: c.Coordinator,
 		Format:      client.Format(c.Format),
 		Progress:    client.IsTerminal(os.Stderr),
 		Logger:      g.Logger(os.Stderr),
-	}
+		Token:       token,
+		TLS:         tlsConfig,
+	}, nil
 }
 
 // ClientShellCmd runs the command language.
 type ClientShellCmd struct {
-	Command   string `short:"c" help:"Run these commands and exit (separate them with ';' or newlines)." placeholder:"COMMANDS"`
-	File      string `short:"f" help:"Run the commands in this file and exit ('-' for standard input)." placeholder:"FILE"`
+	Command   string `short:"c" env:"-" help:"Run these commands and exit (separate them with ';' or newlines)." placeholder:"COMMANDS"`
+	File      string `short:"f" env:"-" help:"Run the commands in this file and exit ('-' for standard input)." placeholder:"FILE"`
 	Continue  bool   `help:"Scripts: go on after a failed command (the exit status still says one failed)."`
 	History   string `help:"Interactive history file (default $XDG_STATE_HOME/tpcd/history or ~/.local/state/tpcd/history)." placeholder:"FILE"`
 	NoHistory bool   `help:"Keep no interactive history."`
@@ -67,7 +105,10 @@ func (c *ClientShellCmd) Validate() error {
 
 // Run picks interactive or scripted mode.
 func (c *ClientShellCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) error {
-	opts := parent.options(g)
+	opts, err := parent.options(g)
+	if err != nil {
+		return err
+	}
 	opts.Continue, opts.HistoryFile, opts.NoHistory = c.Continue, c.History, c.NoHistory
 	switch {
 	case c.Command != "":
@@ -89,16 +130,19 @@ func (c *ClientShellCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd)
 
 // ClientLoadCmd is the command-line form of the load command.
 type ClientLoadCmd struct {
-	Table  string `help:"Table to load into (schema.table allowed)." required:""`
-	Key    string `help:"Column whose value picks the participant: FNV-1a(value) mod N." required:""`
+	Table  string `env:"-" help:"Table to load into (schema.table allowed)." required:""`
+	Key    string `env:"-" help:"Column whose value picks the participant: FNV-1a(value) mod N." required:""`
 	Create bool   `help:"Create the table on every participant first (CREATE TABLE IF NOT EXISTS, types guessed from the data)."`
 	TxSize int    `name:"tx-size" help:"Rows per distributed transaction." default:"100"`
-	File   string `arg:"" help:"CSV file; its first line names the columns." type:"existingfile"`
+	File   string `arg:"" env:"-" help:"CSV file; its first line names the columns." type:"existingfile"`
 }
 
 // Run loads the file and prints the summary.
 func (c *ClientLoadCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) error {
-	opts := parent.options(g)
+	opts, err := parent.options(g)
+	if err != nil {
+		return err
+	}
 	return client.LoadCommand(ctx, opts, client.LoadOptions{
 		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, TxSize: c.TxSize,
 	})
