@@ -66,7 +66,8 @@ func RunInteractive(ctx context.Context, opts Options) error {
 		cancel()
 		sh.busy.Lock()
 		defer sh.busy.Unlock()
-		r.pr.Notice(fmt.Sprintf("%s: leaving", sig))
+		fmt.Fprintln(r.opts.Stdout)
+		err = fmt.Errorf("%s", sig)
 	}
 	line.Close()
 	sh.saveHistory()
