@@ -7,7 +7,7 @@ GO ?= go
 # stops a hung run.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres
+.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium fuzz-short fuzz-long
 
 ## help: list the targets
 help:
@@ -22,7 +22,7 @@ run: ensure-postgres
 	$(GO) run ./cmd/tpcd cluster
 
 ## test: everything CI checks: formatting, vet, generated code, and all tests with the race detector
-test: ensure-postgres lint verify-generated
+test: ensure-postgres ensure-chromium lint verify-generated fuzz-short
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
@@ -46,6 +46,28 @@ verify-generated: $(SQLC)
 ## bench: Go benchmarks (engine step and fold, ...)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Fuzz targets as package:target; each runs FUZZTIME in fuzz-short. Inputs
+# that failed once stay in <package>/testdata/fuzz/<target>/ and run with
+# every plain `go test` too.
+FUZZ_TARGETS := ./engine:FuzzDecodeEvent ./rpc:FuzzRequest
+FUZZTIME ?= 10s
+
+## fuzz-short: run each fuzz target for FUZZTIME (default 10s); CI runs it
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+## fuzz-long: the same for 2 minutes each
+fuzz-long:
+	$(MAKE) fuzz-short FUZZTIME=2m
+
+## ensure-chromium: install Debian's chromium if missing (the status page test drives it)
+ensure-chromium:
+	@scripts/ensure-chromium.sh
 
 ## ensure-postgres: install PostgreSQL if no server binaries can be found
 ensure-postgres:
