@@ -214,7 +214,7 @@ func (l *loop) step(in engine.Input) {
 	rd := l.m.Step(in)
 	l.observeStep(in, rd)
 	if l.debug && !rd.Empty() {
-		l.logger.Debug("step", "input", fmt.Sprintf("%T", in), "durable", l.durable, "ready", engine.DescribeReady(rd))
+		l.logger.Debug("step", "input", fmt.Sprintf("%T", in), "tx", inputTx(in), "durable", l.durable, "ready", engine.DescribeReady(rd))
 	}
 	for i, ev := range rd.Events {
 		l.unsynced = append(l.unsynced, pendingEvent{lsn: rd.FirstLSN + engine.LSN(i), ev: ev})

@@ -125,3 +125,26 @@ func writeTimeout(cfg engine.CoordinatorConfig) time.Duration {
 	}
 	return max(rpc.DefaultWriteTimeout, 4*exec+2*vote)
 }
+
+// inputTx is the transaction an input is about, 0 for none (ticks, begin,
+// node-level inputs), so that debug lines of the loop carry "tx" like every
+// other protocol line.
+func inputTx(in engine.Input) engine.TxID {
+	switch in := in.(type) {
+	case engine.Receive:
+		return in.Msg.Tx()
+	case engine.SendFailed:
+		return in.Msg.Tx()
+	case engine.ClientExec:
+		return in.TxID
+	case engine.ClientCommit:
+		return in.TxID
+	case engine.ClientRollback:
+		return in.TxID
+	case engine.ClientStatus:
+		return in.TxID
+	case engine.DataDone:
+		return in.TxID
+	}
+	return 0
+}
