@@ -136,17 +136,22 @@ func (d *Databases) Close() error {
 	return nil
 }
 
-// Redact hides the password of a connection URI for logs and errors.
+// Redact hides the password of a connection URI for logs and errors: in
+// the user part (postgres://u:pw@host) and in the query
+// (?password=pw, which libpq and pgx accept too).
 func Redact(uri string) string {
 	u, err := url.Parse(uri)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "<unparsable connection string>"
-		}
-		return uri
+	if err != nil {
+		return "<unparsable connection string>"
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.String()
 }
