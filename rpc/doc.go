@@ -20,5 +20,13 @@
 // that reaches the wire, and a clear split between "the server answered with
 // an error" (*Error) and "no answer arrived" (IsTransport).
 //
-// The wire format is described in docs/WIRE.md.
+// Security (auth.go, tls.go): a Server may require bearer tokens, one for
+// client methods and one for node-to-node methods (PeerMethodPrefix),
+// compared in constant time before the body is read; it may serve TLS
+// (HTTP/2 by ALPN) and require client certificates (mutual TLS). The Client
+// sends its Token and speaks HTTP/2 over TLS when given a TLS config.
+// Handlers learn who called through CallerOf.
+//
+// The wire format is described in docs/WIRE.md, security in
+// docs/SECURITY.md.
 package rpc
