@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
@@ -118,7 +119,22 @@ func decodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
 	if m.Tx() == 0 {
 		return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: tx must be a positive transaction id", method)
 	}
+	// A missing vote or outcome decodes to the invalid zero value, which the
+	// encoder refuses: refuse it here too rather than hand the engine a
+	// decision that is neither commit nor abort (found by FuzzRequest).
+	if _, err := json.Marshal(m); err != nil {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: invalid params: %s", method, strings.TrimPrefix(errors.Unwrap(err).Error(), "engine: "))
+	}
 	return m, nil
+}
+
+// DecodeMessage decodes and checks the params of a node-to-node method as
+// the nodes do before handing a message to their engine: strictly (see
+// rpc.DecodeParams), with a transaction id, and with valid votes and
+// outcomes. Errors are *rpc.Error with CodeInvalidParams, or
+// CodeMethodNotFound for a method that is not a message.
+func DecodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
+	return decodeMessage(method, raw)
 }
 
 func decodeAs[T engine.Message](raw json.RawMessage) (engine.Message, error) {

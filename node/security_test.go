@@ -159,6 +159,8 @@ func TestHostileInputWhileCommitting(t *testing.T) {
 		{"forged ack for the open transaction", req("tpcd.ack", fmt.Sprintf(`{"from":0,"tx":%d,"outcome":"commit"}`, open)), 0, peerToken},
 		{"forged inquiry", req("tpcd.inquire", `{"from":-5,"tx":3,"tx_epoch":99}`), 0, peerToken},
 		{"zero tx message", req("tpcd.vote", `{"from":0,"tx":0,"vote":"yes"}`), rpc.CodeInvalidParams, peerToken},
+		{"vote without a vote", req("tpcd.vote", fmt.Sprintf(`{"from":0,"tx":%d}`, open)), rpc.CodeInvalidParams, peerToken},
+		{"ack without an outcome", req("tpcd.ack", fmt.Sprintf(`{"from":0,"tx":%d}`, open)), rpc.CodeInvalidParams, peerToken},
 		{"wrong token", req("begin", `{}`), 0, "not-a-token"}, // client methods are open here
 	}
 	cluster, epoch := c.Coord.Cluster(), c.Coord.Epoch()
@@ -172,6 +174,7 @@ func TestHostileInputWhileCommitting(t *testing.T) {
 		{"negative tx", req("tpcd.exec", `{"cluster":"x","epoch":1,"tx":-1,"stmt":0,"sql":"select 1"}`), rpc.CodeInvalidParams, peerToken},
 		{"huge epoch", req("tpcd.exec", `{"cluster":"x","epoch":1e30,"tx":1,"stmt":0,"sql":"select 1"}`), rpc.CodeInvalidParams, peerToken},
 		{"bad outcome", req("tpcd.decide", `{"cluster":"x","epoch":1,"tx":1,"tx_epoch":1,"outcome":"perhaps"}`), rpc.CodeInvalidParams, peerToken},
+		{"decision without an outcome", req("tpcd.decide", fmt.Sprintf(`{"cluster":"%s","epoch":%d,"tx":%d,"tx_epoch":%d}`, cluster, epoch, open, epoch)), rpc.CodeInvalidParams, peerToken},
 		{"client method on a participant", req("begin", `{}`), rpc.CodeMethodNotFound, peerToken},
 		{"invalid utf-8", req("tpcd.exec", "{\"cluster\":\"\xff\"}"), rpc.CodeParseError, peerToken},
 		{"malformed", []byte(`{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{"cluster":`), rpc.CodeParseError, peerToken},

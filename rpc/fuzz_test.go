@@ -34,14 +34,22 @@ func fuzzServer() http.Handler {
 		node.MethodExecute:                decodeInto[node.ExecuteParams](),
 		node.MethodCommit:                 decodeInto[node.TxParams](),
 		node.MethodStatus:                 decodeInto[node.TxParams](),
-		engine.ExecRequest{}.Method():     decodeInto[engine.ExecRequest](),
-		engine.PrepareRequest{}.Method():  decodeInto[engine.PrepareRequest](),
-		engine.DecisionRequest{}.Method(): decodeInto[engine.DecisionRequest](),
-		engine.ExecResult{}.Method():      decodeInto[engine.ExecResult](),
-		engine.VoteMessage{}.Method():     decodeInto[engine.VoteMessage](),
-		engine.AckMessage{}.Method():      decodeInto[engine.AckMessage](),
-		engine.InquireMessage{}.Method():  decodeInto[engine.InquireMessage](),
+		engine.ExecRequest{}.Method():     decodeMessage(engine.ExecRequest{}.Method()),
+		engine.PrepareRequest{}.Method():  decodeMessage(engine.PrepareRequest{}.Method()),
+		engine.DecisionRequest{}.Method(): decodeMessage(engine.DecisionRequest{}.Method()),
+		engine.ExecResult{}.Method():      decodeMessage(engine.ExecResult{}.Method()),
+		engine.VoteMessage{}.Method():     decodeMessage(engine.VoteMessage{}.Method()),
+		engine.AckMessage{}.Method():      decodeMessage(engine.AckMessage{}.Method()),
+		engine.InquireMessage{}.Method():  decodeMessage(engine.InquireMessage{}.Method()),
 	}, MaxRequestBytes: 64 << 10}).Handler()
+}
+
+// decodeMessage is a handler that decodes a node-to-node message exactly
+// as the nodes do, and echoes it.
+func decodeMessage(method string) rpc.Handler {
+	return func(_ context.Context, raw json.RawMessage) (any, error) {
+		return node.DecodeMessage(method, raw)
+	}
 }
 
 // FuzzRequest sends arbitrary bodies through the whole request path: HTTP
