@@ -1,0 +1,139 @@
+package replay_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/replay"
+)
+
+// compacted waits until l's log holds nothing but node-level events.
+func compacted(t *testing.T, l logRef) {
+	t.Helper()
+	store := logstore.New(l.log)
+	ctx := context.Background()
+	eventually(t, l.node+" compacted to its node-level events", func() bool {
+		n, err := store.Count(ctx, l.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		level, err := store.TxEvents(ctx, l.node, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == int64(len(level))
+	})
+}
+
+// TestCompaction runs transactions on a cluster that compacts its logs
+// every 50ms, checks the events of ended transactions leave the logs, then
+// restarts the coordinator and a participant on the same databases and
+// checks that recovery from compacted logs is still right.
+func TestCompaction(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t, 2, 50*time.Millisecond)
+	var committed, aborted []int
+	var txs []engine.TxID
+	for i := range 20 {
+		tx := c.begin()
+		txs = append(txs, tx)
+		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		if i%4 == 3 {
+			c.rollback(tx)
+			aborted = append(aborted, 100+i)
+		} else {
+			c.mustCommit(tx)
+			committed = append(committed, 100+i)
+		}
+	}
+	c.settled()
+	logs := c.logs()
+	for _, l := range logs {
+		compacted(t, l)
+		for _, tx := range txs {
+			evs, err := logstore.New(l.log).TxEvents(ctx, l.node, uint64(tx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != 0 {
+				t.Errorf("%s still has %d events of ended tx %d", l.node, len(evs), tx)
+			}
+		}
+		rep := replayOf(t, l, replay.Options{})
+		n := rep.Nodes[0]
+		for state, count := range n.States {
+			if count != 0 {
+				t.Errorf("%s after compaction: %d transactions %s", l.node, count, state)
+			}
+		}
+		if !rep.Consistent() || n.InMemory != 0 {
+			t.Errorf("%s after compaction: %d problems, %d in memory", l.node, rep.Problems, n.InMemory)
+		}
+	}
+	before := replayOf(t, logs[0], replay.Options{}).Nodes[0].Coordinator
+	if before.HighestTx != 0 || before.NextTx <= uint64(txs[len(txs)-1]) {
+		t.Errorf("compacted coordinator: %+v; the reservation must keep the next id above %d", before, txs[len(txs)-1])
+	}
+
+	// Restart the coordinator and participant 0 on their compacted logs.
+	c.stopCoordinator()
+	c.stopParticipant(0)
+	c.startParticipant(0)
+	c.startCoordinator()
+
+	var st engine.StatusReply
+	if err := c.call(node.MethodStatus, node.TxParams{TxID: txs[0]}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "forgotten" {
+		t.Errorf("status of compacted tx %d after the restart: %s, want forgotten (known to be over, not unknown)", txs[0], st.State)
+	}
+	for i := range 5 {
+		tx := c.begin()
+		if slices.Contains(txs, tx) || tx <= txs[len(txs)-1] {
+			t.Fatalf("tx id %d after the restart reuses or precedes an id before it (last %d)", tx, txs[len(txs)-1])
+		}
+		txs = append(txs, tx)
+		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
+		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
+		c.mustCommit(tx)
+		committed = append(committed, 200+i)
+	}
+	c.settled()
+	for _, l := range logs {
+		compacted(t, l)
+		rep := replayOf(t, l, replay.Options{})
+		if !rep.Consistent() || rep.Nodes[0].InMemory != 0 {
+			t.Errorf("%s after the restart: %d problems, %d in memory", l.node, rep.Problems, rep.Nodes[0].InMemory)
+		}
+	}
+	after := replayOf(t, logs[0], replay.Options{}).Nodes[0]
+	if after.Coordinator.Incarnations != 2 || after.Epoch != 2 || after.Coordinator.NextTx <= uint64(txs[len(txs)-1]) {
+		t.Errorf("coordinator after the restart: epoch %d, %+v", after.Epoch, after.Coordinator)
+	}
+	for i := range c.parts {
+		var keys []int
+		rows, err := c.partDBs[i].Data.Query(ctx, "SELECT k FROM kv ORDER BY k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k int
+			if err := rows.Scan(&k); err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if fmt.Sprint(keys) != fmt.Sprint(committed) {
+			t.Errorf("participant %d holds keys %v, want the committed ones %v (aborted: %v)", i, keys, committed, aborted)
+		}
+	}
+}
