@@ -24,7 +24,7 @@ const (
 	// no participant has heard of it.
 	CoordAfterDecisionLogged = "coordinator/after-decision-logged"
 	// CoordAfterDecisionSent: one participant accepted a commit decision;
-	// others may not have received theirs.
+	// the transaction's other participants have not been sent theirs.
 	CoordAfterDecisionSent = "coordinator/after-decision-sent"
 	// PartAfterPrepare: PREPARE TRANSACTION succeeded; the Prepared event is
 	// not logged and no vote left.
@@ -83,6 +83,7 @@ func arm(ps map[string]int) {
 	for name, at := range ps {
 		points[name] = &point{at: int64(at)}
 	}
+	gate.reset()
 	enabled.Store(len(points) > 0)
 }
 

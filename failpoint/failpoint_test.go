@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -107,9 +108,15 @@ func TestHooksMapProtocolSteps(t *testing.T) {
 		{"durable prepared", func() { AfterLog([]engine.Event{prepared}, nil) }, PartAfterPreparedLogged},
 		{"presumed abort answer", func() { AfterSend(engine.DecisionRequest{TxID: 4, Outcome: engine.OutcomeAbort, Presumed: true}, nil) }, ""},
 		{"commit decision not accepted", func() {
-			AfterSend(engine.DecisionRequest{TxID: 4, Outcome: engine.OutcomeCommit}, errors.New("refused"))
+			d := engine.DecisionRequest{TxID: 4, Outcome: engine.OutcomeCommit}
+			BeforeSend(d)
+			AfterSend(d, errors.New("refused"))
 		}, ""},
-		{"commit decision accepted", func() { AfterSend(engine.DecisionRequest{TxID: 4, Outcome: engine.OutcomeCommit}, nil) }, CoordAfterDecisionSent},
+		{"commit decision accepted", func() {
+			d := engine.DecisionRequest{TxID: 7, Outcome: engine.OutcomeCommit}
+			BeforeSend(d)
+			AfterSend(d, nil)
+		}, CoordAfterDecisionSent},
 		{"no vote", func() { AfterSend(engine.VoteMessage{TxID: 5, Vote: engine.VoteNo}, nil) }, ""},
 		{"yes vote accepted", func() { AfterSend(engine.VoteMessage{TxID: 5, Vote: engine.VoteYes}, nil) }, PartAfterVote},
 		{"ack about to leave", func() { BeforeSend(engine.AckMessage{TxID: 6, Outcome: engine.OutcomeCommit}) }, PartBeforeAck},
@@ -127,9 +134,67 @@ func TestHooksMapProtocolSteps(t *testing.T) {
 		switch {
 		case s.want == "" && len(got) != 0:
 			t.Errorf("%s: fired %v, want nothing", s.name, got)
-		case s.want != "" && !slices.Equal(got, []string{s.want + "#1"}):
+		case s.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], s.want+"#")):
 			t.Errorf("%s: fired %v, want %s", s.name, got, s.want)
 		}
+	}
+}
+
+// TestDecisionGate checks that coordinator/after-decision-sent holds the
+// other sends of the chosen transaction until its first send is accepted,
+// so that the process dies with the decision delivered to some
+// participants and not sent to the others.
+func TestDecisionGate(t *testing.T) {
+	fired := record(t, "coordinator/after-decision-sent=2")
+	decision := func(tx engine.TxID) engine.DecisionRequest {
+		return engine.DecisionRequest{TxID: tx, Outcome: engine.OutcomeCommit}
+	}
+	waiting := func() int {
+		gate.mu.Lock()
+		defer gate.mu.Unlock()
+		return gate.waiting
+	}
+	// held starts a send of tx that must wait at the gate, and returns once
+	// it does.
+	held := func(tx engine.TxID) chan struct{} {
+		done := make(chan struct{})
+		before := waiting()
+		go func() {
+			BeforeSend(decision(tx))
+			close(done)
+		}()
+		for waiting() == before {
+			runtime.Gosched()
+		}
+		return done
+	}
+
+	// The first transaction is not the second: its sends pass freely.
+	BeforeSend(decision(1))
+	BeforeSend(decision(1))
+	AfterSend(decision(1), nil)
+	AfterSend(decision(1), nil)
+
+	// Transaction 2 is chosen; its first send goes, the second is held.
+	BeforeSend(decision(2))
+	done := held(2)
+	BeforeSend(decision(3)) // other transactions are not held
+	AfterSend(decision(3), nil)
+	// The first send failed: the held one goes ahead, nothing fires, and
+	// the next new transaction is chosen.
+	AfterSend(decision(2), errors.New("refused"))
+	<-done
+	AfterSend(decision(2), nil)
+	if len(*fired) != 0 {
+		t.Fatalf("fired %v before any chosen send was accepted", *fired)
+	}
+	BeforeSend(decision(4))
+	done = held(4)
+	AfterSend(decision(4), nil)
+	<-done // released only because the test's die returns
+	// Transaction 3 went by while 2 was chosen, so 4 is the third counted.
+	if want := []string{"coordinator/after-decision-sent#3"}; !slices.Equal(*fired, want) {
+		t.Fatalf("fired %v, want %v", *fired, want)
 	}
 }
 

@@ -302,6 +302,7 @@ func (c *Coordinator) perform(e engine.Effect) {
 }
 
 func (c *Coordinator) send(to engine.NodeID, m engine.Message) {
+	failpoint.BeforeSend(m)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := c.peers[to].Call(ctx, m.Method(), m, nil)

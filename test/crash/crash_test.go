@@ -65,23 +65,92 @@ func TestCrashMatrix(t *testing.T) {
 				t.Fatalf("%s was killed, but not by failpoint %s:\n%s", armed, tc.failpoint, tail(p.log(), 40))
 			}
 			died := time.Since(began)
+			if check := whileDown[tc.failpoint]; check != nil {
+				check(c, w)
+			}
 			c.restart(p)
 			w.waitCommits(5)
 			live := time.Since(began)
 			s := c.check(w.records())
+			if check := afterwards[tc.failpoint]; check != nil {
+				check(t, s)
+			}
 			t.Logf("%s killed at %s, restarted: %s (up %s, died %s, live again %s, settled %s)", armed, name, s,
 				up.Round(time.Millisecond), died.Round(time.Millisecond), live.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 		})
 	}
 }
 
+// whileDown proves, before the killed node restarts, that the crash left
+// the state its failpoint promises, so that a case cannot pass without
+// exercising its recovery path.
+var whileDown = map[string]func(*cluster, *workload){
+	failpoint.CoordAfterDecisionSent: func(c *cluster, w *workload) {
+		waitFor(c.t, "a transaction committed on some participants and not on others", 30*time.Second,
+			func() bool { return c.stuckHalfApplied(w) })
+	},
+	failpoint.PartAfterPrepare:        preparedOnP1,
+	failpoint.PartAfterPreparedLogged: preparedOnP1,
+	failpoint.PartAfterVote:           preparedOnP1,
+}
+
+// preparedOnP1 checks that the killed participant left a prepared
+// transaction for its recovery to settle.
+func preparedOnP1(c *cluster, _ *workload) {
+	if n := c.count(1, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tpcd:%' AND database = current_database()"); n < 1 {
+		c.t.Fatalf("p1 died at a prepared transaction, but none is prepared in its data database")
+	}
+}
+
+// afterwards proves the same from the outcome, for the coordinator steps
+// around the forced decision: the transaction whose client never heard an
+// answer must have aborted (decision lost) or committed (decision durable).
+var afterwards = map[string]func(*testing.T, summary){
+	failpoint.CoordBeforeDecisionLogged: func(t *testing.T, s summary) {
+		if s.abortedUnanswered < 1 {
+			t.Errorf("no transaction whose commit went unanswered aborted: the lost decision was not exercised")
+		}
+	},
+	failpoint.CoordAfterDecisionLogged: func(t *testing.T, s summary) {
+		if s.committedUnanswered < 1 {
+			t.Errorf("no transaction whose commit went unanswered committed: the durable decision was not exercised")
+		}
+	},
+}
+
 // TestPostgresCrash kills a PostgreSQL server under load and restarts it;
 // the tpcd nodes keep running and must recover on their own.
 func TestPostgresCrash(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ name, server string }{
-		{"participant-data-server", "data database of p1"},
-		{"coordinator-log-server", "log database of the coordinator"},
+	for _, tc := range []struct {
+		name, server string
+		// place puts databases of the killed server into the cluster spec.
+		place func(spec *clusterSpec, db func(string) string)
+		// hit tells that the load ran into the dead server.
+		hit func(c *cluster, w *workload, failsBefore int64) bool
+	}{
+		{
+			name: "participant-data-server", server: "data server of p1",
+			place: func(spec *clusterSpec, db func(string) string) { spec.partData = map[int]string{1: db("data")} },
+			hit:   func(c *cluster, w *workload, before int64) bool { return w.fails.Load() >= before+3 },
+		},
+		{
+			name: "coordinator-log-server", server: "log server of the coordinator",
+			place: func(spec *clusterSpec, db func(string) string) { spec.coordLog = db("log") },
+			hit: func(c *cluster, w *workload, _ int64) bool {
+				return strings.Contains(c.coord.log(), "log append failed")
+			},
+		},
+		{
+			// The embedded default's layout: one server holds both.
+			name: "participant-log-and-data-server", server: "log and data server of p1",
+			place: func(spec *clusterSpec, db func(string) string) {
+				spec.partLog, spec.partData = map[int]string{1: db("log")}, map[int]string{1: db("data")}
+			},
+			hit: func(c *cluster, w *workload, before int64) bool {
+				return w.fails.Load() >= before+3 && strings.Contains(c.parts[1].log(), "log append failed")
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -89,15 +158,13 @@ func TestPostgresCrash(t *testing.T) {
 			pg := pgtest.NewCluster(t, embedpg.Options{})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := pg.CreateDatabase(ctx, "crash"); err != nil {
-				t.Fatal(err)
-			}
 			spec := clusterSpec{participants: 3}
-			if tc.name == "participant-data-server" {
-				spec.partData = map[int]string{1: pg.URI("crash")}
-			} else {
-				spec.coordLog = pg.URI("crash")
-			}
+			tc.place(&spec, func(name string) string {
+				if err := pg.CreateDatabase(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				return pg.URI(name)
+			})
 			c := newCluster(t, spec)
 			c.start("", "")
 			w := startWorkload(t, c, clients)
@@ -105,14 +172,8 @@ func TestPostgresCrash(t *testing.T) {
 			if err := pg.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			// Let the load run into the dead server before it comes back.
 			fails := w.fails.Load()
-			waitFor(t, "the load to run into the dead server", time.Minute, func() bool {
-				if tc.name == "participant-data-server" {
-					return w.fails.Load() >= fails+3
-				}
-				return strings.Contains(c.coord.log(), "log append failed")
-			})
+			waitFor(t, "the load to run into the dead server", time.Minute, func() bool { return tc.hit(c, w, fails) })
 			if err := pg.Restart(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -164,6 +164,7 @@ type cluster struct {
 type clusterSpec struct {
 	participants int
 	coordLog     string
+	partLog      map[int]string
 	partData     map[int]string
 	// lazyPrepared runs the participants with --lazy-prepared.
 	lazyPrepared bool
@@ -202,8 +203,12 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 		}
 		c.data = append(c.data, openPool(t, data))
 		createTable(t, data)
+		log := spec.partLog[i]
+		if log == "" {
+			log = pgtest.NewDB(t)
+		}
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coordAddr,
-			"--log-db", pgtest.NewDB(t), "--data-db", data}
+			"--log-db", log, "--data-db", data}
 		args = append(args, partFlags...)
 		if spec.lazyPrepared {
 			args = append(args, "--lazy-prepared")

@@ -33,6 +33,8 @@ type txRecord struct {
 	answer engine.Outcome
 	reason string
 	err    string
+	// commitCalled: the client asked to commit (it may have had no answer).
+	commitCalled bool
 }
 
 // workload runs explicit transactions from several concurrent clients until
@@ -124,6 +126,7 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 		}
 	}
 	var r engine.OutcomeReply
+	rec.commitCalled = true
 	if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: rec.id}, &r); err != nil {
 		rec.err = fmt.Sprintf("commit: %v", err)
 		w.fails.Add(1)
@@ -183,11 +186,15 @@ type summary struct {
 	txs, committed, aborted            int
 	toldCommit, toldAbort, toldNothing int
 	forgotten                          int
+	// Transactions whose client asked to commit and got no answer.
+	committedUnanswered, abortedUnanswered int
 }
 
 func (s summary) String() string {
-	return fmt.Sprintf("%d transactions: %d committed, %d aborted; clients told commit %d, abort %d, nothing %d; status forgotten %d",
-		s.txs, s.committed, s.aborted, s.toldCommit, s.toldAbort, s.toldNothing, s.forgotten)
+	return fmt.Sprintf("%d transactions: %d committed, %d aborted; clients told commit %d, abort %d, nothing %d "+
+		"(of which asked to commit: %d committed, %d aborted); status forgotten %d",
+		s.txs, s.committed, s.aborted, s.toldCommit, s.toldAbort, s.toldNothing,
+		s.committedUnanswered, s.abortedUnanswered, s.forgotten)
 }
 
 // unsettledStates are coordinator states of transactions not yet ended.
@@ -277,6 +284,11 @@ func (c *cluster) check(recs []*txRecord) summary {
 			}
 		default:
 			s.toldNothing++
+			if r.commitCalled && committed {
+				s.committedUnanswered++
+			} else if r.commitCalled {
+				s.abortedUnanswered++
+			}
 		}
 	}
 	for i, m := range rows {
@@ -290,6 +302,51 @@ func (c *cluster) check(recs []*txRecord) summary {
 		t.Errorf("nodes reported violations:\n%s", strings.Join(v, "\n"))
 	}
 	return s
+}
+
+// partiallyApplied returns the transactions of the workload that have
+// their row on some of their participants and not on others: committed
+// there, still prepared elsewhere.
+func (c *cluster) partiallyApplied(w *workload) map[engine.TxID]bool {
+	w.mu.Lock()
+	recs := slices.Clone(w.recs)
+	w.mu.Unlock()
+	rows := make([]map[int]string, len(c.data))
+	for i := range c.data {
+		rows[i] = c.rows(i)
+	}
+	out := map[engine.TxID]bool{}
+	for _, r := range recs {
+		on := 0
+		for _, n := range r.nodes {
+			if _, ok := rows[n][r.key]; ok {
+				on++
+			}
+		}
+		if on > 0 && on < len(r.nodes) {
+			out[r.id] = true
+		}
+	}
+	return out
+}
+
+// stuckHalfApplied reports whether a transaction stays committed on some of
+// its participants and not on others across a second look a moment later,
+// so that a decision merely being applied right now does not count. With
+// the coordinator down, only a crash between decision messages leaves that.
+func (c *cluster) stuckHalfApplied(w *workload) bool {
+	first := c.partiallyApplied(w)
+	if len(first) == 0 {
+		return false
+	}
+	time.Sleep(time.Second)
+	for id := range c.partiallyApplied(w) {
+		if first[id] {
+			c.t.Logf("tx %d stays committed on some of its participants only while the coordinator is down", id)
+			return true
+		}
+	}
+	return false
 }
 
 func (c *cluster) txStatus(id engine.TxID) (engine.StatusReply, error) {
