@@ -239,15 +239,13 @@ func (c *cluster) rollback(tx engine.TxID) {
 	}
 }
 
-// logs names every log of the cluster with its URI and the data URI of a
-// participant.
+// logRef is one node's log, with the data database of a participant.
 type logRef struct {
-	node     string
-	log      *pgxpool.Pool
-	logURI   string
-	data     *pgxpool.Pool
-	dataURI  string
-	database *node.Databases
+	node    string
+	log     *pgxpool.Pool
+	logURI  string
+	data    *pgxpool.Pool
+	dataURI string
 }
 
 func (c *cluster) logs() []logRef {
