@@ -625,12 +625,16 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 		}
 		n.queue = nil
 	}
-	if len(phase2) == 0 && o == OutcomeCommit && tx.phase == PhasePreparing {
-		// Every participant voted read-only. The logged coord.preparing
-		// would make recovery abort this transaction, so the commit is
-		// logged (with its end, in the same append) before the client
-		// hears of it; nothing else needs to wait.
-		tx.decisionLSN = c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Reason: reason})
+	if len(phase2) == 0 && tx.phase == PhasePreparing {
+		// Nobody needs phase two (all read-only, or the only writer voted
+		// no), but coord.preparing is in the log: without a decision and an
+		// end, recovery would see an undecided transaction (and abort a
+		// read-only commit the client was told about). Both go in one
+		// append; only a commit makes the client wait for it.
+		lsn := c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Reason: reason})
+		if o == OutcomeCommit {
+			tx.decisionLSN = lsn
+		}
 		c.answerWaiters(tx)
 		c.emit(CoordEnded{TxID: tx.id})
 		return

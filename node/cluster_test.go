@@ -205,6 +205,9 @@ func (c *testCluster) exec1(n int, sql string, args ...any) {
 	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
 		c.t.Fatalf("%s on node %d: %s (%s)", sql, n, r.Outcome, r.Reason)
 	}
+	// The reply means decided; wait until it is applied, so the next
+	// statement sees it.
+	eventually(c.t, "applied", func() bool { return c.status(tx).State == "committed" })
 }
 
 func (c *testCluster) status(tx engine.TxID) engine.StatusReply {

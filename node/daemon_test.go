@@ -146,7 +146,9 @@ func TestVoteTimeout(t *testing.T) {
 }
 
 func TestManyConcurrentTransactions(t *testing.T) {
-	c := startCluster(t, clusterConfig{participants: 3})
+	// Every transaction must commit, so no timeout may fire: on a loaded
+	// 2-core machine with the race detector a vote can take seconds.
+	c := startCluster(t, clusterConfig{participants: 3, engine: engine.CoordinatorConfig{VoteTimeout: 2 * time.Minute, ExecTimeout: 2 * time.Minute}})
 	clients := make([]*rpc.Client, 4)
 	for i := range clients {
 		clients[i] = rpc.NewClient(c.coordAddr, rpc.ClientOptions{})

@@ -31,8 +31,19 @@ type dataDB struct {
 	done             func(engine.DataDone)
 	now              func() engine.Instant
 
+	// base is cancelled by closeAll, ending operations still running.
+	base    context.Context
+	stop    context.CancelFunc
+	running sync.WaitGroup
+
 	mu      sync.Mutex
 	workers map[engine.TxID]*txWorker
+}
+
+func newDataDB(d *dataDB) *dataDB {
+	d.base, d.stop = context.WithCancel(context.Background())
+	d.workers = map[engine.TxID]*txWorker{}
+	return d
 }
 
 type txWorker struct {
@@ -56,11 +67,13 @@ func (d *dataDB) do(op engine.Data) {
 	w.queue = append(w.queue, op)
 	if !w.running {
 		w.running = true
+		d.running.Add(1)
 		go d.work(op.TxID, w)
 	}
 }
 
 func (d *dataDB) work(id engine.TxID, w *txWorker) {
+	defer d.running.Done()
 	for {
 		d.mu.Lock()
 		if len(w.queue) == 0 {
@@ -81,12 +94,16 @@ func (d *dataDB) work(id engine.TxID, w *txWorker) {
 	}
 }
 
-// closeAll rolls back every open data transaction (shutdown).
+// closeAll ends running operations and rolls back every open data
+// transaction (shutdown; the loop must be stopped first). Prepared
+// transactions are not touched: they wait for recovery.
 func (d *dataDB) closeAll() {
+	d.stop()
+	d.running.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, w := range d.workers {
-		if w.conn != nil && !w.running {
+		if w.conn != nil {
 			w.conn.Conn().Close(context.Background())
 			w.conn.Release()
 			w.conn = nil
@@ -96,7 +113,7 @@ func (d *dataDB) closeAll() {
 }
 
 func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(d.base, opTimeout)
 	defer cancel()
 	switch op.Op {
 	case engine.DataExec:
@@ -124,7 +141,12 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 		// A full pool must fail the statement rather than wait: the
 		// connections are held by transactions that may be waiting for
 		// this one on another node.
-		actx, cancel := context.WithTimeout(ctx, d.acquireTimeout)
+		// Opening a new connection may take long on a busy server; only
+		// waiting for a full pool is cut short.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if st := d.pool.Stat(); st.AcquiredConns() >= st.MaxConns() {
+			actx, cancel = context.WithTimeout(ctx, d.acquireTimeout)
+		}
 		conn, err := d.pool.Acquire(actx)
 		cancel()
 		if err != nil {

@@ -98,13 +98,12 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
 	p.coord = rpc.NewClient(opts.Coordinator, opts.Transport.client(p.logger))
-	p.data = &dataDB{
+	p.data = newDataDB(&dataDB{
 		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
 		acquireTimeout: max(opts.LockTimeout, time.Second),
 		now:            p.loop.now,
 		done:           func(d engine.DataDone) { p.loop.submit(d) },
-		workers:        map[engine.TxID]*txWorker{},
-	}
+	})
 
 	began := time.Now()
 	n, err := p.loop.recover(ctx)
