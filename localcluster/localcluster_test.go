@@ -104,4 +104,3 @@ func TestFailureHalfwayLeavesNothing(t *testing.T) {
 		t.Fatalf("left behind after %v: %v", err, left)
 	}
 }
-
