@@ -1,0 +1,134 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Costs are what one committed transaction cost, whatever the machine's
+// load: rates and latencies swing with what else runs, these much less.
+type Costs struct {
+	// ProcessCPUMsPerTx is this process's CPU time (user + system) per
+	// committed transaction. With a cluster Run started, the nodes run in
+	// this process, so for tpcd it is all of tpcd's CPU plus the clients';
+	// for raw, only the clients'.
+	ProcessCPUMsPerTx float64 `json:"process_cpu_ms_per_tx"`
+	// Server-side work per committed transaction, summed over the
+	// PostgreSQL servers (each counted once): WAL flushes to disk
+	// (pg_stat_wal.wal_sync, the fsyncs), WAL bytes and committed
+	// PostgreSQL transactions (pg_stat_database.xact_commit, all
+	// databases). Zero when the servers' URIs are unknown.
+	WALSyncsPerTx  float64 `json:"wal_syncs_per_tx"`
+	WALBytesPerTx  float64 `json:"wal_bytes_per_tx"`
+	PGCommitsPerTx float64 `json:"pg_commits_per_tx"`
+}
+
+// costMeter takes the counters before and after a measurement.
+type costMeter struct {
+	uris    []string // one per server
+	cpu     time.Duration
+	servers []serverCounters
+	err     error
+}
+
+type serverCounters struct {
+	walSync, walBytes, commits int64
+}
+
+// newCostMeter keeps one URI per server: several databases of one server
+// share its WAL and statistics.
+func newCostMeter(uris []string) *costMeter {
+	m := &costMeter{}
+	seen := map[string]bool{}
+	for _, u := range uris {
+		cfg, err := pgx.ParseConfig(u)
+		if err != nil {
+			continue
+		}
+		key := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+		if !seen[key] {
+			seen[key] = true
+			m.uris = append(m.uris, u)
+		}
+	}
+	return m
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (m *costMeter) read(ctx context.Context) []serverCounters {
+	out := make([]serverCounters, len(m.uris))
+	for i, u := range m.uris {
+		c, err := readCounters(ctx, u)
+		if err != nil {
+			m.err = err
+			return nil
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func readCounters(ctx context.Context, uri string) (serverCounters, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return serverCounters{}, fmt.Errorf("read server statistics: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var c serverCounters
+	err = conn.QueryRow(ctx, `SELECT w.wal_sync, w.wal_bytes::bigint, (SELECT sum(xact_commit)::bigint FROM pg_stat_database)
+		FROM pg_stat_wal w`).Scan(&c.walSync, &c.walBytes, &c.commits)
+	if err != nil {
+		return c, fmt.Errorf("read server statistics: %w", err)
+	}
+	return c, nil
+}
+
+func (m *costMeter) start(ctx context.Context) {
+	m.cpu = processCPU()
+	m.servers = m.read(ctx)
+}
+
+// stop computes the costs per committed transaction. Server statistics
+// reach the shared counters a moment after a transaction ends, so it waits
+// that moment out first.
+func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
+	cpu := processCPU() - m.cpu
+	if committed == 0 {
+		return nil
+	}
+	c := &Costs{ProcessCPUMsPerTx: float64(cpu.Microseconds()) / 1000 / float64(committed)}
+	if len(m.uris) == 0 || m.servers == nil {
+		return c
+	}
+	time.Sleep(1500 * time.Millisecond)
+	after := m.read(ctx)
+	if after == nil {
+		return c
+	}
+	var d serverCounters
+	for i := range after {
+		d.walSync += after[i].walSync - m.servers[i].walSync
+		d.walBytes += after[i].walBytes - m.servers[i].walBytes
+		d.commits += after[i].commits - m.servers[i].commits
+	}
+	n := float64(committed)
+	c.WALSyncsPerTx = float64(d.walSync) / n
+	c.WALBytesPerTx = float64(d.walBytes) / n
+	c.PGCommitsPerTx = float64(d.commits) / n
+	return c
+}

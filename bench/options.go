@@ -1,0 +1,168 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Baselines that Options.Baseline accepts.
+const (
+	BaselineNone = "none"
+	BaselineRaw  = "raw"
+)
+
+// Defaults for Options.
+const (
+	DefaultConcurrency  = 8
+	DefaultStatements   = 3
+	DefaultParticipants = 3
+	DefaultHotKeys      = 16
+	DefaultDuration     = 20 * time.Second
+	DefaultWarmup       = 5 * time.Second
+	// DefaultLockTimeout ends a lock wait in the raw baseline as tpcd's
+	// participants do (their --lock-timeout): PostgreSQL cannot see a
+	// deadlock that spans two servers, so without it hot keys could hang
+	// the baseline forever.
+	DefaultLockTimeout = 2 * time.Second
+	// DefaultCallTimeout bounds one call or statement; a transaction that
+	// hits it counts as failed (outcome unknown).
+	DefaultCallTimeout = 60 * time.Second
+)
+
+// Options configure a benchmark run. The zero value of a field selects its
+// default.
+type Options struct {
+	// Coordinator is the HOST:PORT of a running coordinator. Empty: Run
+	// starts a local cluster with embedded PostgreSQL servers.
+	Coordinator string
+	// Participants is the number of participants of a cluster Run starts
+	// (default 3). Against a running coordinator it is asked for.
+	Participants int
+	// PGBin is where initdb and postgres are, for a cluster Run starts.
+	PGBin string
+	// MaxConns sizes each database pool of a cluster Run starts (default
+	// DefaultMaxConns); the data pools need one connection per open
+	// transaction.
+	MaxConns int
+	// LazyPrepared starts the participants of a cluster Run starts with
+	// engine.ParticipantConfig.LazyPrepared: the yes vote does not wait
+	// for the participant's Prepared event to be durable.
+	LazyPrepared bool
+
+	// Concurrency is the number of clients, each running one transaction at
+	// a time (default 8).
+	Concurrency int
+	// Connections is the number of RPC connections the clients share,
+	// round robin. 0: one per client.
+	Connections int
+	// Statements per transaction (default 3), spread over the participants
+	// round robin from a random first participant.
+	Statements int
+	// HotFraction of the statements write one of HotKeys keys (default 16)
+	// to provoke lock conflicts; the others write keys never used before.
+	HotFraction float64
+	HotKeys     int
+
+	// Duration of the measurement (default 20s), unless Transactions is
+	// set: then exactly that many transactions are measured.
+	Duration     time.Duration
+	Transactions int
+	// Warmup runs the load this long before measuring (default 5s; a
+	// negative value disables it).
+	Warmup time.Duration
+
+	// Baseline is BaselineNone (default) or BaselineRaw. The raw baseline
+	// needs the data databases (DataDBs, in node order) and the
+	// coordinator's log database (LogDB), which Run knows itself when it
+	// starts the cluster.
+	Baseline string
+	DataDBs  []string
+	LogDB    string
+	// LockTimeout for the raw baseline's transactions (default 2s).
+	LockTimeout time.Duration
+	// CallTimeout bounds each call and statement (default 60s).
+	CallTimeout time.Duration
+
+	// CPUProfile and MemProfile, if set, are files that receive a pprof CPU
+	// profile of the tpcd measurement and an allocation profile taken at
+	// its end. They profile this process, which holds the nodes too when
+	// Run started the cluster.
+	CPUProfile, MemProfile string
+	// WatchPID, if set, is a process (say, an external coordinator) whose
+	// resident memory is sampled every second during the measurements.
+	WatchPID int
+
+	// Progress, if set, receives a one-line progress display, redrawn in
+	// place every second; pass a terminal only.
+	Progress io.Writer
+	Logger   *slog.Logger
+}
+
+func (o *Options) fill() {
+	if o.Participants <= 0 {
+		o.Participants = DefaultParticipants
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Connections <= 0 || o.Connections > o.Concurrency {
+		o.Connections = o.Concurrency
+	}
+	if o.Statements <= 0 {
+		o.Statements = DefaultStatements
+	}
+	if o.HotKeys <= 0 {
+		o.HotKeys = DefaultHotKeys
+	}
+	if o.Duration <= 0 && o.Transactions <= 0 {
+		o.Duration = DefaultDuration
+	}
+	if o.Warmup == 0 {
+		o.Warmup = DefaultWarmup
+	}
+	if o.Warmup < 0 {
+		o.Warmup = 0
+	}
+	if o.Baseline == "" {
+		o.Baseline = BaselineNone
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports options that cannot work, before anything starts.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.HotFraction < 0 || o.HotFraction > 1 {
+		errs = append(errs, fmt.Errorf("hot fraction %g: must lie within 0..1", o.HotFraction))
+	}
+	if o.Transactions < 0 {
+		errs = append(errs, fmt.Errorf("transactions %d: must not be negative", o.Transactions))
+	}
+	switch o.Baseline {
+	case "", BaselineNone:
+	case BaselineRaw:
+		if o.Coordinator != "" && (len(o.DataDBs) == 0 || o.LogDB == "") {
+			errs = append(errs, errors.New("the raw baseline against a running cluster needs --data-db (once per participant, in node order) and --log-db (the coordinator's log server)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("baseline %q: want %s or %s", o.Baseline, BaselineNone, BaselineRaw))
+	}
+	if o.Coordinator == "" && (len(o.DataDBs) > 0 || o.LogDB != "") {
+		errs = append(errs, errors.New("--data-db and --log-db describe a running cluster; give --coordinator too"))
+	}
+	return errors.Join(errs...)
+}

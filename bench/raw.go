@@ -1,0 +1,266 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// rawDriver is the baseline: the workload's two-phase commit done by the
+// client itself, straight on the PostgreSQL servers, with nothing a
+// coordinator adds (no event log, no RPC, no markers): per transaction
+// BEGIN, the statements and PREPARE TRANSACTION on each touched server, one
+// forced decision row on the log server, COMMIT PREPARED on each.
+type rawDriver struct {
+	data        []string
+	log         string
+	nonce       int64
+	lockTimeout time.Duration
+	timeout     time.Duration
+
+	mu      sync.Mutex
+	clients []*rawClient
+}
+
+// rawClient holds one client's connections: one per data server and one to
+// the log server, kept for the whole run.
+type rawClient struct {
+	d    *rawDriver
+	id   int
+	data []*pgx.Conn
+	log  *pgx.Conn
+	seq  uint64
+	open []bool
+	errs []error
+}
+
+func newRawDriver(data []string, log string, nonce int64, lockTimeout, timeout time.Duration) *rawDriver {
+	return &rawDriver{data: data, log: log, nonce: nonce, lockTimeout: lockTimeout, timeout: timeout}
+}
+
+// setup creates the tables the baseline writes.
+func (d *rawDriver) setup(ctx context.Context) error {
+	for i, uri := range d.data {
+		if err := execOnce(ctx, uri, CreateTableSQL); err != nil {
+			return fmt.Errorf("create bench_kv on data database %d: %w", i, err)
+		}
+	}
+	if err := execOnce(ctx, d.log, CreateDecisionsSQL); err != nil {
+		return fmt.Errorf("create bench_decisions on the log database: %w", err)
+	}
+	return nil
+}
+
+func execOnce(ctx context.Context, uri, sql string) error {
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// connect opens n clients' connections, in parallel since there may be
+// hundreds.
+func (d *rawDriver) connect(ctx context.Context, n int) error {
+	d.clients = make([]*rawClient, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &rawClient{d: d, id: i, data: make([]*pgx.Conn, len(d.data)), open: make([]bool, len(d.data)), errs: make([]error, len(d.data))}
+			d.mu.Lock()
+			d.clients[i] = c
+			d.mu.Unlock()
+			errs[i] = c.connect(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *rawClient) connect(ctx context.Context) error {
+	var err error
+	for i, uri := range c.d.data {
+		if c.data[i] == nil || c.data[i].IsClosed() {
+			if c.data[i], err = pgx.Connect(ctx, uri); err != nil {
+				return fmt.Errorf("connect to data database %d: %w", i, err)
+			}
+		}
+	}
+	if c.log == nil || c.log.IsClosed() {
+		if c.log, err = pgx.Connect(ctx, c.d.log); err != nil {
+			return fmt.Errorf("connect to the log database: %w", err)
+		}
+	}
+	return nil
+}
+
+func (d *rawDriver) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, c := range d.clients {
+		if c == nil {
+			continue
+		}
+		for _, conn := range c.data {
+			if conn != nil {
+				conn.Close(ctx)
+			}
+		}
+		if c.log != nil {
+			c.log.Close(ctx)
+		}
+	}
+	d.clients = nil
+}
+
+func (d *rawDriver) client(i int) txFunc { return d.clients[i].tx }
+
+func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
+	ctx, cancel := context.WithTimeout(ctx, c.d.timeout)
+	defer cancel()
+	if err := c.connect(ctx); err != nil {
+		return outFailed, err.Error()
+	}
+	c.seq++
+	gid := fmt.Sprintf("bench:%d:%d:%d", c.d.nonce, c.id, c.seq)
+	clear(c.open)
+
+	// Work: the same statements in the same order as through tpcd, each
+	// server's transaction opened with the same lock timeout in one round
+	// trip, as tpcd's participants do.
+	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", c.d.lockTimeout.Milliseconds())
+	for _, s := range plan {
+		conn := c.data[s.node]
+		if !c.open[s.node] {
+			if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+				c.rollbackOpen(ctx)
+				return outAborted, fmt.Sprintf("begin on %d: %v", s.node, err)
+			}
+			c.open[s.node] = true
+		}
+		if _, err := conn.Exec(ctx, UpsertSQL, s.key, s.val); err != nil {
+			c.rollbackOpen(ctx)
+			return outAborted, fmt.Sprintf("statement on %d: %v", s.node, err)
+		}
+	}
+
+	// Prepare on every touched server at once, as a coordinator would.
+	c.eachOpen(func(i int, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "PREPARE TRANSACTION "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err := errors.Join(c.errs...); err != nil {
+		// A failed PREPARE TRANSACTION has rolled its transaction back;
+		// the others are prepared and must be rolled back by name.
+		for i := range c.open {
+			if c.open[i] && c.errs[i] != nil {
+				c.open[i] = false
+			}
+		}
+		c.eachOpen(func(i int, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
+			return err
+		})
+		return outAborted, fmt.Sprintf("prepare: %v", err)
+	}
+
+	// The decision: one forced row on the log server (synchronous commit
+	// as configured there, on by default).
+	if _, err := c.log.Exec(ctx, insertDecisionSQL, gid); err != nil {
+		c.eachOpen(func(i int, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
+			return err
+		})
+		return outAborted, fmt.Sprintf("log decision: %v", err)
+	}
+
+	c.eachOpen(func(i int, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "COMMIT PREPARED "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err := errors.Join(c.errs...); err != nil {
+		return outFailed, fmt.Sprintf("commit prepared: %v", err)
+	}
+	return outCommitted, ""
+}
+
+// rollbackOpen ends the open (unprepared) transactions after a failure.
+func (c *rawClient) rollbackOpen(ctx context.Context) {
+	c.eachOpen(func(_ int, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "ROLLBACK", pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+}
+
+// eachOpen runs fn on the connections of the open transactions
+// concurrently, one round trip's time in all, and leaves the errors in
+// c.errs. A connection whose operation failed is closed, so that the next
+// transaction reconnects instead of inheriting a broken session.
+func (c *rawClient) eachOpen(fn func(i int, conn *pgx.Conn) error) {
+	clear(c.errs)
+	var wg sync.WaitGroup
+	last := -1
+	for i := range c.open {
+		if !c.open[i] {
+			continue
+		}
+		if last >= 0 {
+			wg.Add(1)
+			go func(i int) { defer wg.Done(); c.errs[i] = fn(i, c.data[i]) }(last)
+		}
+		last = i
+	}
+	if last >= 0 {
+		// The last one runs here: one goroutine fewer per transaction.
+		c.errs[last] = fn(last, c.data[last])
+	}
+	wg.Wait()
+	for i, err := range c.errs {
+		if err != nil && isConnErr(err) {
+			c.data[i].Close(context.Background())
+		}
+	}
+}
+
+// isConnErr tells a broken connection from a statement that failed.
+func isConnErr(err error) bool {
+	var pgErr *pgconn.PgError
+	return !errors.As(err, &pgErr)
+}
+
+func nodeGID(gid string, node int) string { return fmt.Sprintf("%s:%d", gid, node) }
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// leftoverPrepared counts the baseline's prepared transactions still on
+// the data servers; after a run there must be none.
+func (d *rawDriver) leftoverPrepared(ctx context.Context) (int, error) {
+	total := 0
+	for i, uri := range d.data {
+		conn, err := pgx.Connect(ctx, uri)
+		if err != nil {
+			return total, fmt.Errorf("data database %d: %w", i, err)
+		}
+		var n int
+		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1", fmt.Sprintf("bench:%d:%%", d.nonce)).Scan(&n)
+		conn.Close(ctx)
+		if err != nil {
+			return total, fmt.Errorf("data database %d: read pg_prepared_xacts: %w", i, err)
+		}
+		total += n
+	}
+	return total, nil
+}

@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+)
+
+// Config is what a report was measured with.
+type Config struct {
+	// Coordinator is the address driven; StartedCluster says whether Run
+	// started it (in this process) or it was running already.
+	Coordinator    string  `json:"coordinator"`
+	StartedCluster bool    `json:"started_cluster"`
+	Participants   int     `json:"participants"`
+	Concurrency    int     `json:"concurrency"`
+	Connections    int     `json:"connections"`
+	Statements     int     `json:"statements"`
+	MaxConns       int     `json:"max_conns,omitempty"`
+	LazyPrepared   bool    `json:"lazy_prepared,omitempty"`
+	HotFraction    float64 `json:"hot_fraction"`
+	HotKeys        int     `json:"hot_keys"`
+	DurationSec    float64 `json:"duration_sec,omitempty"`
+	Transactions   int     `json:"transactions,omitempty"`
+	WarmupSec      float64 `json:"warmup_sec"`
+	Baseline       string  `json:"baseline"`
+	GOMAXPROCS     int     `json:"gomaxprocs"`
+}
+
+// Ratio compares tpcd with the raw baseline: tpcd's figure divided by the
+// baseline's.
+type Ratio struct {
+	Throughput float64 `json:"throughput"`
+	P50        float64 `json:"p50"`
+	P99        float64 `json:"p99"`
+}
+
+// Memory is the resident memory seen during the measurements, in MiB.
+type Memory struct {
+	// ProcessPeakMB is this process's peak (VmHWM) over its whole life;
+	// when Run started the cluster, that includes every node.
+	ProcessPeakMB float64 `json:"process_peak_mb"`
+	// WatchedPID and WatchedPeakMB: the peak of Options.WatchPID, sampled
+	// every second during the measurements.
+	WatchedPID    int     `json:"watched_pid,omitempty"`
+	WatchedPeakMB float64 `json:"watched_peak_mb,omitempty"`
+}
+
+// Machine is what else was going on: figures taken on a busy machine are
+// not comparable with figures taken on an idle one.
+type Machine struct {
+	CPUs int `json:"cpus"`
+	// LoadBefore and LoadAfter are the one-minute load averages when the
+	// measurements began and ended (0 where /proc/loadavg is missing).
+	LoadBefore float64 `json:"load_before"`
+	LoadAfter  float64 `json:"load_after"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Config Config  `json:"config"`
+	TPCD   *Result `json:"tpcd"`
+	Raw    *Result `json:"raw,omitempty"`
+	Ratio  *Ratio  `json:"ratio,omitempty"`
+	// RawLeftoverPrepared counts the baseline's prepared transactions
+	// found on the data servers after it ran; anything but 0 is a bug.
+	RawLeftoverPrepared int     `json:"raw_leftover_prepared"`
+	Memory              Memory  `json:"memory"`
+	Machine             Machine `json:"machine"`
+}
+
+// Run measures tpcd, and the raw baseline if asked, and reports both. When
+// ctx ends it stops early and returns ctx's error with what it measured.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.fill()
+	log := opts.Logger
+
+	rep := &Report{}
+	if opts.Coordinator == "" {
+		log.Info("starting a local cluster", "participants", opts.Participants, "max_conns", opts.MaxConns)
+		cl, err := startCluster(ctx, opts.Participants, opts.MaxConns, opts.LazyPrepared, opts.PGBin, log)
+		if err != nil {
+			return nil, fmt.Errorf("start a local cluster: %w", err)
+		}
+		defer func() {
+			if err := cl.close(); err != nil {
+				log.Warn("stopping the local cluster", "err", err)
+			}
+		}()
+		opts.Coordinator = cl.coordAddr
+		opts.LogDB = cl.logURI
+		opts.DataDBs = cl.dataURIs
+		rep.Config.StartedCluster = true
+	}
+
+	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout)
+	defer tp.close()
+	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
+	defer cancel()
+	n, err := tp.participants(setupCtx)
+	if err != nil {
+		return nil, err
+	}
+	opts.Participants = n
+	if opts.Baseline == BaselineRaw && len(opts.DataDBs) != n {
+		return nil, fmt.Errorf("the coordinator has %d participants but %d --data-db were given", n, len(opts.DataDBs))
+	}
+	if err := tp.createTable(setupCtx, n); err != nil {
+		return nil, err
+	}
+
+	rep.Config = Config{
+		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
+		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, Participants: n, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
+		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
+		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+	if !rep.Config.StartedCluster {
+		rep.Config.MaxConns = 0 // the running cluster's pools are its own
+	}
+	if opts.Transactions == 0 {
+		rep.Config.DurationSec = opts.Duration.Seconds()
+	}
+	keys := newKeySource(opts.HotFraction, opts.HotKeys)
+	rep.Machine = Machine{CPUs: runtime.NumCPU(), LoadBefore: loadAverage()}
+	defer func() { rep.Machine.LoadAfter = loadAverage() }()
+
+	var watched []float64
+	measure := func(l *load) *Result {
+		var uris []string
+		if opts.LogDB != "" {
+			uris = append(uris, opts.LogDB)
+		}
+		meter := newCostMeter(append(uris, opts.DataDBs...))
+		var s *rssSampler
+		prev := l.onMeasure
+		l.onMeasure = func() {
+			meter.start(ctx)
+			if opts.WatchPID > 0 {
+				s = startRSSSampler(opts.WatchPID)
+			}
+			if prev != nil {
+				prev()
+			}
+		}
+		res := l.run(ctx)
+		if s != nil {
+			watched = append(watched, s.stop()[opts.WatchPID])
+		}
+		res.Costs = meter.stop(context.WithoutCancel(ctx), res.Committed)
+		if meter.err != nil {
+			log.Warn("server statistics not read; costs per transaction are incomplete", "err", meter.err)
+		}
+		return res
+	}
+
+	// tpcd first, with the profiles if asked.
+	tl := &load{mode: "tpcd", opts: &opts, keys: keys, progress: opts.Progress}
+	for i := range opts.Concurrency {
+		tl.clients = append(tl.clients, tp.client(i))
+	}
+	prof, err := newProfiler(opts.CPUProfile, opts.MemProfile)
+	if err != nil {
+		return nil, err
+	}
+	tl.onMeasure, tl.onEnd = prof.start, prof.stop
+	log.Info("measuring tpcd", "clients", opts.Concurrency, "connections", opts.Connections)
+	rep.TPCD = measure(tl)
+	if err := prof.err; err != nil {
+		return rep, err
+	}
+
+	if opts.Baseline == BaselineRaw && ctx.Err() == nil {
+		raw := newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout)
+		defer raw.close()
+		rawCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
+		defer cancel()
+		if err := raw.setup(rawCtx); err != nil {
+			return rep, err
+		}
+		if err := raw.connect(rawCtx, opts.Concurrency); err != nil {
+			return rep, fmt.Errorf("raw baseline: %w", err)
+		}
+		rl := &load{mode: "raw", opts: &opts, keys: keys, progress: opts.Progress}
+		for i := range opts.Concurrency {
+			rl.clients = append(rl.clients, raw.client(i))
+		}
+		log.Info("measuring the raw baseline", "clients", opts.Concurrency)
+		rep.Raw = measure(rl)
+		left, err := raw.leftoverPrepared(context.WithoutCancel(ctx))
+		if err != nil {
+			return rep, fmt.Errorf("raw baseline: check for prepared transactions left behind: %w", err)
+		}
+		rep.RawLeftoverPrepared = left
+		rep.Ratio = ratio(rep.TPCD, rep.Raw)
+	}
+
+	rep.Memory.ProcessPeakMB = selfPeakRSS()
+	if opts.WatchPID > 0 {
+		rep.Memory.WatchedPID = opts.WatchPID
+		for _, w := range watched {
+			rep.Memory.WatchedPeakMB = max(rep.Memory.WatchedPeakMB, w)
+		}
+	}
+	return rep, ctx.Err()
+}
+
+func ratio(t, r *Result) *Ratio {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	return &Ratio{
+		Throughput: div(t.CommittedPerSec, r.CommittedPerSec),
+		P50:        div(t.Latency.P50, r.Latency.P50),
+		P99:        div(t.Latency.P99, r.Latency.P99),
+	}
+}
+
+// profiler writes a CPU profile of the measurement and an allocation
+// profile at its end.
+type profiler struct {
+	cpuPath, memPath string
+	cpu              *os.File
+	err              error
+}
+
+func newProfiler(cpuPath, memPath string) (*profiler, error) {
+	p := &profiler{cpuPath: cpuPath, memPath: memPath}
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		p.cpu = f
+	}
+	return p, nil
+}
+
+func (p *profiler) start() {
+	if p.cpu != nil {
+		if err := pprof.StartCPUProfile(p.cpu); err != nil {
+			p.err = fmt.Errorf("cpu profile: %w", err)
+			p.cpu.Close()
+			p.cpu = nil
+		}
+	}
+}
+
+func (p *profiler) stop() {
+	if p.cpu != nil {
+		pprof.StopCPUProfile()
+		p.err = errors.Join(p.err, p.cpu.Close())
+	}
+	if p.memPath != "" {
+		f, err := os.Create(p.memPath)
+		if err != nil {
+			p.err = errors.Join(p.err, fmt.Errorf("allocation profile: %w", err))
+			return
+		}
+		defer f.Close()
+		runtime.GC()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			p.err = errors.Join(p.err, fmt.Errorf("allocation profile: %w", err))
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram bounds: 1 µs to 10 minutes at 3 significant digits (0.1%
+// relative error) is about 40 KiB, however many samples.
+const (
+	histMin     = 1
+	histMax     = int64(10 * time.Minute / time.Microsecond)
+	histSigFigs = 3
+	// maxReasons bounds the distinct abort reasons a result keeps.
+	maxReasons = 8
+	// reasonLen is where a reason is cut: the rest is usually ids.
+	reasonLen = 120
+)
+
+// Latency percentiles of committed transactions, in milliseconds.
+type Latency struct {
+	P50  float64 `json:"p50_ms"`
+	P95  float64 `json:"p95_ms"`
+	P99  float64 `json:"p99_ms"`
+	Max  float64 `json:"max_ms"`
+	Mean float64 `json:"mean_ms"`
+}
+
+// Result is one measured load: either through tpcd or the raw baseline.
+type Result struct {
+	// Mode is "tpcd" or "raw".
+	Mode string `json:"mode"`
+	// Seconds is the measured time: from the end of the warm-up until the
+	// last measured transaction finished.
+	Seconds float64 `json:"seconds"`
+	// Attempted = Committed + Aborted + Failed. Failed transactions ended
+	// in an error that leaves their outcome unknown to the client (a lost
+	// connection, a timeout); aborted ones were answered "abort".
+	Attempted int64 `json:"attempted"`
+	Committed int64 `json:"committed"`
+	Aborted   int64 `json:"aborted"`
+	Failed    int64 `json:"failed"`
+	// Per-second rates over Seconds. StatementsPerSec counts the statements
+	// of committed transactions.
+	CommittedPerSec  float64 `json:"committed_per_sec"`
+	AbortedPerSec    float64 `json:"aborted_per_sec"`
+	StatementsPerSec float64 `json:"statements_per_sec"`
+	// Latency is from the client's first call of a transaction until its
+	// commit was answered (tpcd) or COMMIT PREPARED returned everywhere
+	// (raw), for committed transactions only.
+	Latency Latency `json:"latency"`
+	// Costs are the work per committed transaction.
+	Costs *Costs `json:"costs,omitempty"`
+	// NodeStatements counts the committed statements per participant.
+	NodeStatements []int64 `json:"node_statements"`
+	// Reasons counts aborts and failures by their (shortened) reason; at
+	// most a few distinct ones are kept, the rest count as "other".
+	Reasons map[string]int64 `json:"reasons,omitempty"`
+}
+
+// recorder collects the outcomes of one measurement from all clients.
+type recorder struct {
+	committed, aborted, failed atomic.Int64
+
+	mu      sync.Mutex
+	hist    *hdrhistogram.Histogram
+	nodes   []int64
+	reasons map[string]int64
+}
+
+func newRecorder(nodes int) *recorder {
+	return &recorder{
+		hist:    hdrhistogram.New(histMin, histMax, histSigFigs),
+		nodes:   make([]int64, nodes),
+		reasons: map[string]int64{},
+	}
+}
+
+// outcome is how one transaction ended.
+type outcome uint8
+
+const (
+	outCommitted outcome = 1 + iota
+	outAborted
+	outFailed
+)
+
+func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason string) {
+	switch out {
+	case outCommitted:
+		r.committed.Add(1)
+	case outAborted:
+		r.aborted.Add(1)
+	default:
+		r.failed.Add(1)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if out == outCommitted {
+		us := max(took.Microseconds(), histMin)
+		// A value past the top is clamped, not lost: it is still the max.
+		_ = r.hist.RecordValue(min(us, histMax))
+		for _, s := range plan {
+			r.nodes[s.node]++
+		}
+		return
+	}
+	reason = maskNumbers(reason)
+	if len(reason) > reasonLen {
+		reason = reason[:reasonLen] + "..."
+	}
+	if _, ok := r.reasons[reason]; !ok && len(r.reasons) >= maxReasons {
+		reason = "other"
+	}
+	r.reasons[reason]++
+}
+
+func (r *recorder) result(mode string, elapsed time.Duration, stmts int) *Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := &Result{
+		Mode:           mode,
+		Seconds:        elapsed.Seconds(),
+		Committed:      r.committed.Load(),
+		Aborted:        r.aborted.Load(),
+		Failed:         r.failed.Load(),
+		NodeStatements: append([]int64(nil), r.nodes...),
+	}
+	res.Attempted = res.Committed + res.Aborted + res.Failed
+	if s := elapsed.Seconds(); s > 0 {
+		res.CommittedPerSec = float64(res.Committed) / s
+		res.AbortedPerSec = float64(res.Aborted) / s
+		res.StatementsPerSec = float64(res.Committed*int64(stmts)) / s
+	}
+	if r.hist.TotalCount() > 0 {
+		ms := func(us int64) float64 { return float64(us) / 1000 }
+		res.Latency = Latency{
+			P50:  ms(r.hist.ValueAtQuantile(50)),
+			P95:  ms(r.hist.ValueAtQuantile(95)),
+			P99:  ms(r.hist.ValueAtQuantile(99)),
+			Max:  ms(r.hist.Max()),
+			Mean: r.hist.Mean() / 1000,
+		}
+	}
+	if len(r.reasons) > 0 {
+		res.Reasons = make(map[string]int64, len(r.reasons))
+		for k, v := range r.reasons {
+			res.Reasons[k] = v
+		}
+	}
+	return res
+}
+
+// topReasons lists reasons by count, most frequent first.
+func topReasons(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+// maskNumbers replaces every run of digits with "N", so that reasons that
+// differ only in transaction ids, GIDs or ports count as one.
+func maskNumbers(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			if len(b) == 0 || b[len(b)-1] != 'N' {
+				b = append(b, 'N')
+			}
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}

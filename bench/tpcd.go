@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// tpcdDriver runs transactions through a coordinator's explicit form:
+// begin, one exec per statement, commit.
+type tpcdDriver struct {
+	conns   []*rpc.Client
+	timeout time.Duration
+}
+
+func newTPCDDriver(addr string, conns int, timeout time.Duration) *tpcdDriver {
+	d := &tpcdDriver{timeout: timeout}
+	for range conns {
+		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{}))
+	}
+	return d
+}
+
+func (d *tpcdDriver) close() {
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+// participants asks the coordinator how many participants it has.
+func (d *tpcdDriver) participants(ctx context.Context) (int, error) {
+	var nodes []node.NodeHealth
+	if err := d.conns[0].Call(ctx, node.MethodNodes, struct{}{}, &nodes); err != nil {
+		return 0, fmt.Errorf("ask the coordinator for its participants: %w", err)
+	}
+	if len(nodes) == 0 {
+		return 0, errors.New("the coordinator reports no participants")
+	}
+	return len(nodes), nil
+}
+
+// createTable creates bench_kv on every participant in one transaction.
+func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
+	c := d.conns[0]
+	var b engine.BeginReply
+	if err := c.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+		return fmt.Errorf("create bench_kv: begin: %w", err)
+	}
+	for i := range participants {
+		n := engine.NodeID(i)
+		if err := c.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: CreateTableSQL}, nil); err != nil {
+			_ = c.Call(ctx, node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
+			return fmt.Errorf("create bench_kv on participant %d: %w", i, err)
+		}
+	}
+	var r engine.OutcomeReply
+	if err := c.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+		return fmt.Errorf("create bench_kv: commit: %w", err)
+	}
+	if r.Outcome != engine.OutcomeCommit {
+		return fmt.Errorf("create bench_kv: the transaction aborted: %s", r.Reason)
+	}
+	return nil
+}
+
+// client returns client i's transaction function; clients share the
+// connections round robin.
+func (d *tpcdDriver) client(i int) txFunc {
+	c := d.conns[i%len(d.conns)]
+	return func(ctx context.Context, plan []stmt) (outcome, string) {
+		return d.tx(ctx, c, plan)
+	}
+}
+
+func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt) (outcome, string) {
+	call := func(method string, params, result any) error {
+		cctx, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		return c.Call(cctx, method, params, result)
+	}
+	var b engine.BeginReply
+	if err := call(node.MethodBegin, struct{}{}, &b); err != nil {
+		// Nothing was begun, or what was is left to the idle timeout.
+		return outFailed, fmt.Sprintf("begin: %v", err)
+	}
+	for _, s := range plan {
+		n := engine.NodeID(s.node)
+		err := call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, nil)
+		if err == nil {
+			continue
+		}
+		if rpc.IsCode(err, rpc.CodeAborted) {
+			// The transaction is abort-only; rolling back now frees its
+			// connections on the participants without waiting for a
+			// timeout. The outcome is abort whatever rollback answers.
+			_ = call(node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
+			return outAborted, fmt.Sprintf("exec: %v", err)
+		}
+		// Anything else (a lost connection, a timeout): the outcome is
+		// known only if the rollback gets through.
+		if call(node.MethodRollback, node.TxParams{TxID: b.TxID}, nil) == nil {
+			return outAborted, fmt.Sprintf("exec: %v", err)
+		}
+		return outFailed, fmt.Sprintf("exec: %v", err)
+	}
+	var r engine.OutcomeReply
+	if err := call(node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+		return outFailed, fmt.Sprintf("commit: %v", err)
+	}
+	if r.Outcome != engine.OutcomeCommit {
+		return outAborted, "commit: " + r.Reason
+	}
+	return outCommitted, ""
+}
