@@ -247,7 +247,10 @@ func TestDistributedDeadlockEndsInAbort(t *testing.T) {
 }
 
 func TestSeedBatchMode(t *testing.T) {
-	c := startCluster(t, clusterConfig{participants: 3, engine: engine.CoordinatorConfig{BatchSize: 3, BatchFlush: 300 * time.Millisecond}})
+	// The flush interval is long enough that three sequential executes
+	// always land in one batch, even on a loaded machine; the partial batch
+	// at the end waits for it.
+	c := startCluster(t, clusterConfig{participants: 3, engine: engine.CoordinatorConfig{BatchSize: 3, BatchFlush: 10 * time.Second}})
 	txs := map[engine.TxID]int{}
 	for i := range 9 {
 		nd := engine.NodeID(i % 3)
