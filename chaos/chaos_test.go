@@ -1,0 +1,165 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/internal/pgtest"
+)
+
+// Environment knobs of TestChaos, for longer or repeated runs by hand.
+const (
+	durationEnv = "TPCD_CHAOS_DURATION" // e.g. 10m; default 60s
+	seedEnv     = "TPCD_CHAOS_SEED"     // default: from the clock, logged
+)
+
+var (
+	binDir   string
+	buildBin sync.Once
+	tpcdBin  string
+	buildErr error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tpcd-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// tpcd builds the tpcd binary once, for the tests that run nodes. It is
+// built without -race even under `go test -race`: the race detector
+// instruments the harness (this test binary); the nodes run as shipped.
+func tpcd(t *testing.T) string {
+	t.Helper()
+	buildBin.Do(func() {
+		tpcdBin = filepath.Join(binDir, "tpcd")
+		out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build tpcd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return tpcdBin
+}
+
+// syncBuffer is a bytes.Buffer safe for the harness's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestChaos is the CI run: a coordinator and three participants under a
+// minute of random faults, then every transaction checked.
+func TestChaos(t *testing.T) {
+	duration := time.Minute
+	if v := os.Getenv(durationEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s: %v", durationEnv, err)
+		}
+		duration = d
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(seedEnv); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", seedEnv, err)
+		}
+		seed = s
+	}
+	t.Logf("seed %d (rerun the same fault sequence with %s=%d)", seed, seedEnv, seed)
+
+	// The servers run as the postgres user when we are root, so the
+	// directory must be reachable for it: not t.TempDir, which is private.
+	parent, err := os.MkdirTemp("", "tpcd-chaos-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(parent, 0o755)
+	keep := filepath.Join(parent, "run")
+	var harnessLog syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("harness log:\n%s", tail(harnessLog.String(), 200))
+			for _, name := range []string{"coordinator", "participant-0", "participant-1", "participant-2"} {
+				b, _ := os.ReadFile(filepath.Join(keep, "logs", name+".log"))
+				t.Logf("%s log (end):\n%s", name, tail(string(b), 60))
+			}
+		}
+		os.RemoveAll(parent)
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Binary:       tpcd(t),
+		Duration:     duration,
+		Participants: 3,
+		Clients:      8,
+		Seed:         seed,
+		PGBin:        os.Getenv(pgtest.BinDirEnv),
+		Keep:         keep,
+		Logger:       slog.New(slog.NewTextHandler(&harnessLog, nil)),
+	})
+	if rep != nil {
+		var out bytes.Buffer
+		rep.Print(&out)
+		t.Logf("report:\n%s", out.String())
+	}
+	if err != nil {
+		t.Fatalf("chaos run: %v", err)
+	}
+	if !rep.OK() {
+		t.Fatalf("%d violations, %d problems (seed %d)", len(rep.Violations), len(rep.Problems), seed)
+	}
+	if rep.Committed == 0 {
+		t.Fatal("no transaction committed under faults")
+	}
+	// A deck holds every kind; a minute of faults draws several decks.
+	if duration >= time.Minute {
+		for _, k := range FaultKinds() {
+			if rep.Faults[k] == 0 {
+				t.Errorf("no %s fault injected", k)
+			}
+		}
+	}
+}
+
+// tail keeps the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

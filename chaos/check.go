@@ -1,0 +1,323 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// Observed is what the harness finds in the cluster once it is quiet.
+type Observed struct {
+	// Rows holds, per participant, the number of rows of each transaction.
+	Rows []map[uint64]int
+	// Prepared holds, per participant, prepared transactions of tpcd that
+	// are still in pg_prepared_xacts.
+	Prepared [][]string
+	// Status is the coordinator's state of each recorded transaction.
+	Status map[uint64]string
+	// Alarms are lines of the node logs that report a violation or a crash
+	// of the program itself (a panic).
+	Alarms []string
+}
+
+// Verdict is the outcome of Check.
+type Verdict struct {
+	Violations []string
+	// Applied counts transactions by what the data says: committed (rows
+	// present) or aborted (no rows).
+	AppliedCommit, AppliedAbort int
+	// UnknownCommit and UnknownAbort resolve the transactions whose client
+	// got no definite answer.
+	UnknownCommit, UnknownAbort int
+}
+
+// finalStates are the coordinator states after which nothing changes.
+var finalStates = []string{"committed", "aborted", "forgotten"}
+
+func isFinal(state string) bool { return slices.Contains(finalStates, state) }
+
+// Check compares what clients were told with what the cluster holds.
+//
+// A transaction committed on some node (it has rows there) must be
+// committed on every node it wrote to, with exactly the rows whose inserts
+// were acknowledged; it must not have been told abort, have had a failed
+// statement, or have been given up by its client. A transaction without rows
+// anywhere must not have been told commit. The coordinator's final state
+// must agree with the data; rows of transactions nobody began, prepared
+// transactions left behind and alarms in the node logs are violations too.
+func Check(records []*TxRecord, obs Observed) Verdict {
+	var v Verdict
+	bad := func(r *TxRecord, format string, args ...any) {
+		v.Violations = append(v.Violations, fmt.Sprintf("tx %d (client %d, told %s): ", r.TxID, r.Client, r.Told)+fmt.Sprintf(format, args...))
+	}
+	known := map[uint64]bool{}
+	for _, r := range records {
+		known[r.TxID] = true
+		rows := make([]int, len(obs.Rows))
+		var present, acked []int
+		for i := range obs.Rows {
+			rows[i] = obs.Rows[i][r.TxID]
+			if rows[i] > 0 {
+				present = append(present, i)
+			}
+			if i < len(r.Acked) && r.Acked[i] > 0 {
+				acked = append(acked, i)
+			}
+		}
+		state := obs.Status[r.TxID]
+		if r.Told == ToldCommit && r.Failed {
+			bad(r, "told commit although a statement failed (%s)", r.Reason)
+		}
+		if len(present) > 0 {
+			v.AppliedCommit++
+			if r.Told == ToldUnknown {
+				v.UnknownCommit++
+			}
+			switch {
+			case r.Told == ToldAbort:
+				bad(r, "client was told abort (%s) but rows are committed on nodes %v", r.Reason, present)
+			case r.Failed:
+				bad(r, "a statement failed (%s) but rows are committed on nodes %v", r.Reason, present)
+			case r.Lost || r.RolledBack:
+				bad(r, "the client never asked to commit but rows are committed on nodes %v", present)
+			}
+			for i := range rows {
+				want := 0
+				if i < len(r.Acked) {
+					want = r.Acked[i]
+				}
+				if rows[i] != want {
+					bad(r, "not atomic: node %d has %d rows, %d inserts were acknowledged there (rows per node %v)", i, rows[i], want, rows)
+				}
+			}
+			if state == "aborted" {
+				bad(r, "the coordinator says aborted but rows are committed on nodes %v", present)
+			}
+		} else {
+			v.AppliedAbort++
+			if r.Told == ToldUnknown {
+				v.UnknownAbort++
+			}
+			if r.Told == ToldCommit && len(acked) > 0 {
+				bad(r, "client was told commit but no node has its rows (acknowledged on nodes %v)", acked)
+			}
+			if state == "committed" && len(acked) > 0 {
+				bad(r, "the coordinator says committed but no node has its rows")
+			}
+		}
+		switch {
+		case state == "":
+			bad(r, "no status from the coordinator")
+		case state == "unknown":
+			bad(r, "the coordinator says it never issued this transaction id")
+		case !isFinal(state):
+			bad(r, "still %s after the faults stopped", state)
+		}
+	}
+	for i, m := range obs.Rows {
+		var phantom []uint64
+		for tx := range m {
+			if !known[tx] {
+				phantom = append(phantom, tx)
+			}
+		}
+		slices.Sort(phantom)
+		for _, tx := range phantom {
+			v.Violations = append(v.Violations, fmt.Sprintf("node %d has %d rows of tx %d, which no client was given", i, m[tx], tx))
+		}
+	}
+	for i, gids := range obs.Prepared {
+		for _, g := range gids {
+			v.Violations = append(v.Violations, fmt.Sprintf("node %d: prepared transaction %s left behind", i, g))
+		}
+	}
+	for _, a := range obs.Alarms {
+		v.Violations = append(v.Violations, "node log: "+a)
+	}
+	return v
+}
+
+// statusPoller asks the coordinator for the state of transactions.
+type statusPoller struct {
+	cl      *rpc.Client
+	mu      sync.Mutex
+	state   map[uint64]string
+	lastErr error
+}
+
+func newStatusPoller(addr string) *statusPoller {
+	return &statusPoller{cl: rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second}), state: map[uint64]string{}}
+}
+
+// poll refreshes the state of every transaction not yet final and returns
+// how many are not final.
+func (s *statusPoller) poll(ctx context.Context, txs []uint64) int {
+	var todo []uint64
+	s.mu.Lock()
+	for _, tx := range txs {
+		if !isFinal(s.state[tx]) {
+			todo = append(todo, tx)
+		}
+	}
+	s.mu.Unlock()
+	const workers = 8
+	var wg sync.WaitGroup
+	next := make(chan uint64)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for tx := range next {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				var r engine.StatusReply
+				err := s.cl.Call(cctx, node.MethodStatus, node.TxParams{TxID: engine.TxID(tx)}, &r)
+				cancel()
+				s.mu.Lock()
+				if err != nil {
+					s.lastErr = err
+				} else {
+					s.state[tx] = r.State
+				}
+				s.mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, tx := range todo {
+		select {
+		case next <- tx:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	open := 0
+	for _, tx := range txs {
+		if !isFinal(s.state[tx]) {
+			open++
+		}
+	}
+	return open
+}
+
+func (s *statusPoller) snapshot() map[uint64]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[uint64]string, len(s.state))
+	for k, v := range s.state {
+		out[k] = v
+	}
+	return out
+}
+
+// preparedLeft lists tpcd's prepared transactions on a participant's
+// server (all databases: GIDs are per server).
+func preparedLeft(ctx context.Context, uri string) ([]string, error) {
+	return queryStrings(ctx, uri, "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'tpcd:%' ORDER BY gid")
+}
+
+func queryStrings(ctx context.Context, uri, sql string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// rowsPerTx counts the workload's rows of each transaction on a data
+// database.
+func rowsPerTx(ctx context.Context, uri string) (map[uint64]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, "SELECT tx, count(*) FROM "+rowsTable+" GROUP BY tx")
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]int{}
+	var tx int64
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&tx, &n}, func() error {
+		out[uint64(tx)] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count rows: %w", err)
+	}
+	return out, nil
+}
+
+// alarmMarks are the log texts that make a node log line an alarm: the
+// nodes' own atomicity checks, and the Go runtime's crash reports.
+var alarmMarks = []string{"ATOMICITY VIOLATION", "violation recorded", "panic:", "fatal error:"}
+
+// logFacts is what a node log tells beyond alarms.
+type logFacts struct {
+	errorLines int
+	// recoveries counts starts that recovered something: a coordinator
+	// with transactions in flight, a participant with in-doubt ones;
+	// pending sums those transactions.
+	recoveries, pending int
+}
+
+// recoveredRe reads the in-flight (coordinator) or in-doubt (participant)
+// count from the line a node logs when it has recovered.
+var recoveredRe = regexp.MustCompile(`(?:coordinator|participant) recovered.* (?:in_flight|in_doubt)=([0-9]+)`)
+
+// scanLog returns the alarm lines of a node log and what it says about
+// errors and recoveries.
+func scanLog(path string) (alarms []string, facts logFacts, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, facts, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "level=ERROR") {
+			facts.errorLines++
+		}
+		if m := recoveredRe.FindStringSubmatch(line); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n > 0 {
+				facts.recoveries++
+				facts.pending += n
+			}
+		}
+		for _, m := range alarmMarks {
+			if strings.Contains(line, m) {
+				alarms = append(alarms, line)
+				break
+			}
+		}
+	}
+	return alarms, facts, sc.Err()
+}

@@ -1,0 +1,15 @@
+// Package chaos is tpcd's chaos harness: it runs a real cluster — a
+// coordinator and N participants as tpcd processes, each on private
+// PostgreSQL servers — under a concurrent client workload, injects faults
+// at random for a while (SIGKILL and restart of nodes and of PostgreSQL
+// servers, paused processes, cut, refused, black-holed, stalled and delayed
+// links), then restores everything, waits until every transaction has ended
+// and checks atomicity transaction by transaction: committed on every node
+// it wrote to or on none, everything a client was told committed present,
+// nothing a client was told aborted present, no prepared transaction left.
+//
+// Node-to-node traffic runs through an in-process TCP proxy per link (see
+// Link), which is how links are faulted; clients talk to the coordinator
+// directly. `tpcd chaos` runs it from the command line; docs/CHAOS.md
+// describes the fault kinds, the checks and the figures of a long run.
+package chaos

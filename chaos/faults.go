@@ -1,0 +1,298 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault kinds. Each names what happens to one target; see docs/CHAOS.md.
+const (
+	// KillNode SIGKILLs a tpcd process and starts it again after a pause
+	// (sometimes none, sometimes longer than the vote timeout).
+	KillNode = "kill-node"
+	// PauseNode SIGSTOPs a tpcd process and SIGCONTs it later: it keeps its
+	// connections but answers nothing meanwhile.
+	PauseNode = "pause-node"
+	// KillPostgres SIGKILLs a PostgreSQL server (postmaster and backends)
+	// and restarts it, with crash recovery, after a pause.
+	KillPostgres = "kill-postgres"
+	// LinkCut closes every connection of a link at once: messages in
+	// flight are lost and the dialler reconnects.
+	LinkCut = "link-cut"
+	// LinkDown cuts a link and refuses connections for a while, as if the
+	// peer were down while it is in fact alive.
+	LinkDown = "link-down"
+	// LinkBlackhole discards everything on a link for a while over
+	// connections that stay open, then cuts them.
+	LinkBlackhole = "link-blackhole"
+	// LinkStall holds everything on a link for a while, then delivers it:
+	// late messages, reordered relative to the other links.
+	LinkStall = "link-stall"
+	// LinkDelay adds latency (10-300 ms) to a link for a while.
+	LinkDelay = "link-delay"
+)
+
+// faultWeights is how many cards of each kind one deck holds. Kinds are
+// drawn from a shuffled deck so every kind comes up once per deck, however
+// the dice fall.
+var faultWeights = []struct {
+	kind   string
+	weight int
+}{
+	{KillNode, 3},
+	{KillPostgres, 2},
+	{PauseNode, 2},
+	{LinkCut, 3},
+	{LinkDown, 2},
+	{LinkBlackhole, 2},
+	{LinkStall, 2},
+	{LinkDelay, 2},
+}
+
+// FaultKinds lists every fault kind.
+func FaultKinds() []string {
+	var out []string
+	for _, w := range faultWeights {
+		out = append(out, w.kind)
+	}
+	return out
+}
+
+// Pacing of the injector.
+const (
+	minGap    = 300 * time.Millisecond
+	maxGap    = 1500 * time.Millisecond
+	maxActive = 3 // faults in effect at once
+)
+
+// injector injects faults at random (from a seeded generator) until its
+// context ends; then every fault in effect is healed.
+type injector struct {
+	c     *cluster
+	rng   *rand.Rand
+	kinds map[string]bool
+	log   *slog.Logger
+	start time.Time
+
+	mu     sync.Mutex
+	busy   map[string]bool // targets under a fault
+	counts map[string]int
+	errs   []error
+	wg     sync.WaitGroup
+	deck   []string
+}
+
+func newInjector(c *cluster, seed uint64, kinds []string, log *slog.Logger) *injector {
+	in := &injector{
+		c: c, rng: rand.New(rand.NewPCG(seed, 0x6368616f73)), kinds: map[string]bool{}, log: log,
+		busy: map[string]bool{}, counts: map[string]int{},
+	}
+	for _, k := range kinds {
+		in.kinds[k] = true
+	}
+	return in
+}
+
+func (in *injector) draw() string {
+	if len(in.deck) == 0 {
+		for _, w := range faultWeights {
+			if in.kinds[w.kind] {
+				for range w.weight {
+					in.deck = append(in.deck, w.kind)
+				}
+			}
+		}
+		in.rng.Shuffle(len(in.deck), func(i, j int) { in.deck[i], in.deck[j] = in.deck[j], in.deck[i] })
+	}
+	k := in.deck[0]
+	in.deck = in.deck[1:]
+	return k
+}
+
+// run injects until ctx ends, then waits for every fault to be healed.
+func (in *injector) run(ctx context.Context) {
+	in.start = time.Now()
+	defer in.wg.Wait()
+	for {
+		gap := minGap + time.Duration(in.rng.Int64N(int64(maxGap-minGap)))
+		sleepCtx(ctx, gap)
+		if ctx.Err() != nil {
+			return
+		}
+		in.mu.Lock()
+		active := len(in.busy)
+		in.mu.Unlock()
+		if active >= maxActive {
+			continue
+		}
+		if kind := in.draw(); !in.inject(ctx, kind) {
+			// Every target of the kind is under a fault: try it later.
+			in.deck = append(in.deck, kind)
+		}
+	}
+}
+
+// target picks a free target among names and marks it busy; "" if all
+// are busy.
+func (in *injector) target(names []string) string {
+	order := in.rng.Perm(len(names))
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, i := range order {
+		if !in.busy[names[i]] {
+			in.busy[names[i]] = true
+			return names[i]
+		}
+	}
+	return ""
+}
+
+func (in *injector) release(target string) {
+	in.mu.Lock()
+	delete(in.busy, target)
+	in.mu.Unlock()
+}
+
+func (in *injector) fail(err error) {
+	in.log.Error("fault injection failed", "err", err)
+	in.mu.Lock()
+	in.errs = append(in.errs, err)
+	in.mu.Unlock()
+}
+
+// uniform is a duration in [lo, hi).
+func (in *injector) uniform(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(in.rng.Int64N(int64(hi-lo)))
+}
+
+// inject applies one fault of the given kind and arranges for it to heal;
+// false means every target of that kind is busy.
+// All random choices happen here, on the injector's goroutine, so a seed
+// gives the same sequence of faults.
+func (in *injector) inject(ctx context.Context, kind string) bool {
+	var nodeTargets, linkTargets []string
+	for i := range in.c.nodes {
+		nodeTargets = append(nodeTargets, nodeName(i))
+	}
+	for _, l := range in.c.links {
+		linkTargets = append(linkTargets, l.Name())
+	}
+	switch kind {
+	case KillNode, PauseNode:
+		name := in.target(nodeTargets)
+		if name == "" {
+			return false
+		}
+		p := in.c.nodes[slices.Index(nodeTargets, name)]
+		if kind == KillNode {
+			var down time.Duration
+			switch r := in.rng.IntN(10); {
+			case r < 3: // straight back up
+			case r < 7:
+				down = in.uniform(100*time.Millisecond, time.Second)
+			default: // longer than the vote timeout
+				down = in.uniform(time.Second, 4*time.Second)
+			}
+			in.hold(ctx, kind, name, down, func() {
+				if !p.Kill() {
+					in.log.Info("node was not running when killed", "node", name)
+				}
+			}, p.Release)
+		} else {
+			in.hold(ctx, kind, name, in.uniform(200*time.Millisecond, 3*time.Second), func() { p.Pause() }, p.Resume)
+		}
+	case KillPostgres:
+		name := in.target(prefixed("pg:", nodeTargets))
+		if name == "" {
+			return false
+		}
+		s := in.c.servers[slices.Index(nodeTargets, strings.TrimPrefix(name, "pg:"))]
+		down := in.uniform(0, 500*time.Millisecond)
+		if in.rng.IntN(10) >= 4 {
+			down = in.uniform(500*time.Millisecond, 3*time.Second)
+		}
+		in.hold(ctx, kind, name, down, func() {
+			if err := s.Kill(); err != nil {
+				in.fail(fmt.Errorf("kill postgres of %s: %w", s.name, err))
+			}
+		}, func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			if err := s.Restart(rctx); err != nil {
+				in.fail(err)
+			}
+		})
+	default:
+		name := in.target(linkTargets)
+		if name == "" {
+			return false
+		}
+		l := in.c.links[slices.Index(linkTargets, name)]
+		switch kind {
+		case LinkCut:
+			n := l.Cut()
+			in.record(kind, name, 0, "connections", n)
+			in.release(name)
+		case LinkDown:
+			in.hold(ctx, kind, name, in.uniform(200*time.Millisecond, 4*time.Second), l.Down, l.Heal)
+		case LinkBlackhole:
+			in.hold(ctx, kind, name, in.uniform(200*time.Millisecond, 4*time.Second), l.Blackhole, l.Heal)
+		case LinkStall:
+			in.hold(ctx, kind, name, in.uniform(200*time.Millisecond, 4*time.Second), l.Stall, l.Heal)
+		case LinkDelay:
+			lat := in.uniform(10*time.Millisecond, 300*time.Millisecond)
+			in.hold(ctx, kind, name, in.uniform(time.Second, 5*time.Second), func() { l.Delay(lat) }, l.Heal, "latency", lat)
+		}
+	}
+	return true
+}
+
+// hold applies a fault now and heals it after d, or at once when ctx ends.
+func (in *injector) hold(ctx context.Context, kind, target string, d time.Duration, apply, heal func(), attrs ...any) {
+	apply()
+	in.record(kind, target, d, attrs...)
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		defer in.release(target)
+		sleepCtx(ctx, d)
+		heal()
+		in.log.Debug("healed", "kind", kind, "target", target)
+	}()
+}
+
+func (in *injector) record(kind, target string, d time.Duration, attrs ...any) {
+	in.mu.Lock()
+	in.counts[kind]++
+	in.mu.Unlock()
+	args := append([]any{"kind", kind, "target", target, "at", time.Since(in.start).Round(time.Millisecond)}, attrs...)
+	if d > 0 {
+		args = append(args, "for", d.Round(time.Millisecond))
+	}
+	in.log.Info("fault", args...)
+}
+
+// Counts returns the faults injected so far, by kind.
+func (in *injector) Counts() map[string]int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range in.counts {
+		out[k] = v
+	}
+	return out
+}
+
+func prefixed(p string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = p + n
+	}
+	return out
+}

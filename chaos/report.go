@@ -1,0 +1,174 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is what a chaos run found.
+type Report struct {
+	Seed          uint64
+	Participants  int
+	Clients       int
+	FaultDuration time.Duration // how long faults were injected
+
+	// Client transactions by what the client was told (the harness's own
+	// probe transactions are checked too but counted in Probes).
+	Attempted, Committed, Aborted, Unknown int
+	Probes                                 int
+	// BeginFailures are begin calls without an id (coordinator down).
+	BeginFailures int
+	// RolledBack and PlannedFail count transactions ended by the client's
+	// rollback and those that sent a statement meant to fail.
+	RolledBack, PlannedFail int
+
+	Verdict
+
+	// Faults counts the faults injected, by kind.
+	Faults map[string]int
+	// Starts and UnexpectedExits count node processes started and those
+	// that exited without the harness asking (a node exits when its
+	// PostgreSQL is down at start), by node.
+	Starts, UnexpectedExits map[string]int
+	// ErrorLines counts level=ERROR lines in each node's log.
+	ErrorLines map[string]int
+	// CoordRecoveries counts coordinator starts that found transactions in
+	// flight in its log (CoordInFlight of them in all); PartRecoveries
+	// counts participant starts that found in-doubt transactions
+	// (PartInDoubt in all). Read from the nodes' "recovered" log lines.
+	CoordRecoveries, CoordInFlight int
+	PartRecoveries, PartInDoubt    int
+
+	// Reasons are the most frequent reasons of aborts and unknowns, with
+	// numbers masked, most frequent first.
+	Reasons []ReasonCount
+
+	ProbeAttempts int
+	// Quiesced is how long the cluster took, after the faults stopped and
+	// everything was restored, to end every transaction.
+	Quiesced time.Duration
+	// Problems are failures of the run itself (set-up, restore, a cluster
+	// that never became quiet); they make the run fail like violations.
+	Problems []string
+	// Dir is where the servers' data and the node logs were kept, or "".
+	Dir string
+}
+
+// OK reports whether the run found nothing wrong.
+func (r *Report) OK() bool { return len(r.Violations) == 0 && len(r.Problems) == 0 }
+
+// maxListed bounds how many violations Print lists one by one.
+const maxListed = 50
+
+// Print writes the report for people.
+func (r *Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "seed\t%d\n", r.Seed)
+	fmt.Fprintf(tw, "cluster\tcoordinator + %d participants, %d clients, %v of faults\n", r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
+	fmt.Fprintf(tw, "transactions\tattempted %d, committed %d, aborted %d, unknown %d (client got no answer)\n", r.Attempted, r.Committed, r.Aborted, r.Unknown)
+	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement; %d begin calls failed\n", r.RolledBack, r.PlannedFail, r.BeginFailures)
+	fmt.Fprintf(tw, "applied\t%d committed on every node they touched, %d on none\n", r.AppliedCommit, r.AppliedAbort)
+	fmt.Fprintf(tw, "  unknowns\t%d turned out committed, %d aborted\n", r.UnknownCommit, r.UnknownAbort)
+	total := 0
+	var parts []string
+	for _, k := range FaultKinds() {
+		total += r.Faults[k]
+		parts = append(parts, fmt.Sprintf("%s %d", k, r.Faults[k]))
+	}
+	fmt.Fprintf(tw, "faults\t%d: %s\n", total, strings.Join(parts, ", "))
+	fmt.Fprintf(tw, "node starts\t%s\n", describeCounts(r.Starts))
+	fmt.Fprintf(tw, "exits on own\t%s\n", describeCounts(r.UnexpectedExits))
+	fmt.Fprintf(tw, "error lines\t%s\n", describeCounts(r.ErrorLines))
+	fmt.Fprintf(tw, "restarts\tcoordinator %d times with transactions in flight (%d in all); participants %d times with in-doubt transactions (%d in all)\n",
+		r.CoordRecoveries, r.CoordInFlight, r.PartRecoveries, r.PartInDoubt)
+	fmt.Fprintf(tw, "recovery\tprobe committed after %d attempt(s); quiet %v after restore (%d probe transactions in all)\n", r.ProbeAttempts, r.Quiesced.Round(100*time.Millisecond), r.Probes)
+	fmt.Fprintf(tw, "violations\t%d\n", len(r.Violations))
+	tw.Flush()
+	if len(r.Reasons) > 0 {
+		fmt.Fprintln(w, "most frequent abort and unknown reasons:")
+		for _, rc := range r.Reasons {
+			fmt.Fprintf(w, "  %6d  %s\n", rc.Count, rc.Reason)
+		}
+	}
+	for i, v := range r.Violations {
+		if i == maxListed {
+			fmt.Fprintf(w, "  ... and %d more\n", len(r.Violations)-maxListed)
+			break
+		}
+		fmt.Fprintf(w, "  VIOLATION %s\n", v)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "PROBLEM %s\n", p)
+	}
+	if r.Dir != "" {
+		fmt.Fprintf(w, "kept in %s (node logs in logs/, servers in pg/)\n", r.Dir)
+	}
+}
+
+func describeCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ReasonCount is how many transactions ended for one reason.
+type ReasonCount struct {
+	Reason string
+	Count  int
+}
+
+// maxReasons bounds the reasons a report keeps.
+const maxReasons = 8
+
+var digits = regexp.MustCompile(`[0-9]+`)
+
+// topReasons groups the reasons of transactions that were not told commit.
+func topReasons(records []*TxRecord) []ReasonCount {
+	counts := map[string]int{}
+	for _, r := range records {
+		if r.Told == ToldCommit || r.Client < 0 {
+			continue
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "(none given)"
+		}
+		if r.RolledBack {
+			reason = "rolled back by the client"
+		}
+		reason = digits.ReplaceAllString(reason, "N")
+		if len(reason) > 160 {
+			reason = reason[:160] + "..."
+		}
+		counts[reason]++
+	}
+	out := make([]ReasonCount, 0, len(counts))
+	for k, v := range counts {
+		out = append(out, ReasonCount{k, v})
+	}
+	slices.SortFunc(out, func(a, b ReasonCount) int {
+		if a.Count != b.Count {
+			return b.Count - a.Count
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	if len(out) > maxReasons {
+		out = out[:maxReasons]
+	}
+	return out
+}

@@ -1,0 +1,345 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// Told is what a client learned about the outcome of its transaction.
+type Told uint8
+
+const (
+	// ToldCommit: commit answered "commit".
+	ToldCommit Told = 1 + iota
+	// ToldAbort: commit or rollback answered "abort", or commit was refused
+	// because the transaction had been aborted.
+	ToldAbort
+	// ToldUnknown: no definite answer (no reply, a timeout, or an error that
+	// names no outcome, such as an unknown transaction after a coordinator
+	// restart).
+	ToldUnknown
+)
+
+func (t Told) String() string {
+	switch t {
+	case ToldCommit:
+		return "commit"
+	case ToldAbort:
+		return "abort"
+	case ToldUnknown:
+		return "unknown"
+	}
+	return fmt.Sprintf("Told(%d)", uint8(t))
+}
+
+// TxRecord is one transaction as its client saw it.
+type TxRecord struct {
+	TxID   uint64
+	Client int // -1 for the harness's own probe transactions
+	// Sent counts the inserts sent to each node (index = node id), Acked
+	// those that were answered with success.
+	Sent, Acked []int
+	// Failed: a statement was answered with a statement error (code
+	// -32006), which makes the transaction abort-only.
+	Failed bool
+	// Refused: a statement was answered with another error (an unknown or
+	// no longer active transaction, a coordinator that is starting).
+	Refused bool
+	// PlannedFail: the client sent a statement meant to fail.
+	PlannedFail bool
+	// Lost: a statement got no answer, so the client gave up and rolled back.
+	Lost bool
+	// RolledBack: the client asked for a rollback instead of a commit.
+	RolledBack bool
+	Told       Told
+	// Reason is the abort reason or the error behind ToldUnknown.
+	Reason string
+}
+
+// Per-call bounds of the workload's client calls. Exec is above the
+// coordinator's --exec-timeout, so a slow statement ends in its error rather
+// than in an unknown.
+const (
+	beginTimeout    = 5 * time.Second
+	execTimeout     = 10 * time.Second
+	commitTimeout   = 20 * time.Second
+	rollbackTimeout = 5 * time.Second
+)
+
+// Workload mix, in percent of transactions.
+const (
+	pctRollback = 10
+	pctFailing  = 6
+)
+
+// workload runs concurrent clients against the coordinator and records
+// every transaction that was given an id.
+type workload struct {
+	log  *slog.Logger
+	ctx  context.Context // ends only when the whole run is interrupted
+	addr string
+	n    int
+
+	mu      sync.Mutex
+	records []*TxRecord
+
+	beginFailures atomic.Int64
+	stop          atomic.Bool
+	wg            sync.WaitGroup
+}
+
+func newWorkload(ctx context.Context, addr string, participants int, log *slog.Logger) *workload {
+	return &workload{ctx: ctx, addr: addr, n: participants, log: log}
+}
+
+// start launches clients; each runs until stopAndWait.
+func (w *workload) start(clients int, seed uint64) {
+	for i := range clients {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			c := &client{
+				w: w, id: i,
+				rng: rand.New(rand.NewPCG(seed, uint64(i)+1)),
+				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second}),
+			}
+			defer c.rpc.Close()
+			for !w.stop.Load() && w.ctx.Err() == nil {
+				c.runOne()
+			}
+		}()
+	}
+}
+
+// stopAndWait lets every client finish the transaction it is in (each call
+// is bounded) and returns the records.
+func (w *workload) stopAndWait() []*TxRecord {
+	w.stop.Store(true)
+	w.wg.Wait()
+	return w.snapshot()
+}
+
+func (w *workload) snapshot() []*TxRecord {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]*TxRecord(nil), w.records...)
+}
+
+func (w *workload) add(r *TxRecord) {
+	w.mu.Lock()
+	w.records = append(w.records, r)
+	w.mu.Unlock()
+}
+
+// counts tallies finished records by what clients were told.
+func (w *workload) counts() (attempted, committed, aborted, unknown int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range w.records {
+		attempted++
+		switch r.Told {
+		case ToldCommit:
+			committed++
+		case ToldAbort:
+			aborted++
+		case ToldUnknown:
+			unknown++
+		}
+	}
+	return
+}
+
+type client struct {
+	w   *workload
+	id  int
+	seq int
+	rng *rand.Rand
+	rpc *rpc.Client
+}
+
+// stmt is one planned statement.
+type stmt struct {
+	node int
+	sql  string
+	args []any
+	// fail marks a statement meant to fail; it adds no row.
+	fail bool
+}
+
+const insertSQL = "INSERT INTO " + rowsTable + " (key, tx, node) VALUES ($1, $2, $3)"
+
+// plan picks 1-3 nodes, 1-2 inserts of unique keys on each, and now and
+// then a statement that fails (duplicate key, syntax error, NOT NULL).
+func (c *client) plan(tx uint64) []stmt {
+	n := c.w.n
+	k := 1 + c.rng.IntN(min(3, n))
+	nodes := c.rng.Perm(n)[:k]
+	var out []stmt
+	for _, nd := range nodes {
+		for range 1 + c.rng.IntN(2) {
+			key := fmt.Sprintf("c%d-%d-%d", c.id, c.seq, len(out))
+			out = append(out, stmt{node: nd, sql: insertSQL, args: []any{key, tx, nd}})
+		}
+	}
+	if c.rng.IntN(100) < pctFailing {
+		at := c.rng.IntN(len(out) + 1)
+		nd := nodes[c.rng.IntN(len(nodes))]
+		var bad stmt
+		switch c.rng.IntN(3) {
+		case 0: // duplicate key: the same new key twice on nd
+			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-dup", c.id, c.seq), tx, nd}, fail: true}
+			first := stmt{node: nd, sql: insertSQL, args: bad.args}
+			out = append(out[:at], append([]stmt{first, bad}, out[at:]...)...)
+			return out
+		case 1:
+			bad = stmt{node: nd, sql: "INSERT INTO " + rowsTable + " VALUS (1)", fail: true}
+		default:
+			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-null", c.id, c.seq), nil, nd}, fail: true}
+		}
+		out = append(out[:at], append([]stmt{bad}, out[at:]...)...)
+	}
+	return out
+}
+
+// runOne runs one transaction from begin to its end and records it.
+func (c *client) runOne() {
+	c.seq++
+	var b engine.BeginReply
+	if err := c.call(beginTimeout, node.MethodBegin, struct{}{}, &b); err != nil {
+		c.w.beginFailures.Add(1)
+		// The coordinator is down or restarting; do not spin.
+		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond)
+		return
+	}
+	r := &TxRecord{TxID: uint64(b.TxID), Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n)}
+	defer c.w.add(r)
+	for _, s := range c.plan(r.TxID) {
+		r.Sent[s.node]++
+		r.PlannedFail = r.PlannedFail || s.fail
+		nd := engine.NodeID(s.node)
+		err := c.call(execTimeout, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &nd, SQL: s.sql, Args: s.args}, nil)
+		if err == nil {
+			r.Acked[s.node]++
+			continue
+		}
+		r.noteExecError(err)
+		break
+	}
+	switch {
+	case r.Lost:
+		// The client cannot know what happened to its statement; it gives
+		// up on the transaction.
+		c.finish(r, node.MethodRollback, rollbackTimeout)
+	case !r.Failed && c.rng.IntN(100) < pctRollback:
+		r.RolledBack = true
+		c.finish(r, node.MethodRollback, rollbackTimeout)
+	default:
+		// After a failed statement the client still asks to commit: the
+		// coordinator must answer abort.
+		c.finish(r, node.MethodCommit, commitTimeout)
+	}
+}
+
+func (r *TxRecord) noteExecError(err error) {
+	switch {
+	case rpc.IsTransport(err):
+		r.Lost = true
+	case rpc.IsCode(err, rpc.CodeAborted):
+		r.Failed = true
+	default:
+		r.Refused = true
+	}
+	r.Reason = err.Error()
+}
+
+// finish sends commit or rollback and records the answer. "Unavailable"
+// (the coordinator is starting) is retried a few times, as a client would.
+func (c *client) finish(r *TxRecord, method string, timeout time.Duration) {
+	var out engine.OutcomeReply
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = c.call(timeout, method, node.TxParams{TxID: engine.TxID(r.TxID)}, &out)
+		if err == nil || !rpc.IsCode(err, rpc.CodeUnavailable) || attempt == 5 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	switch {
+	case err == nil && out.Outcome == engine.OutcomeCommit:
+		r.Told = ToldCommit
+	case err == nil && out.Outcome == engine.OutcomeAbort:
+		r.Told, r.Reason = ToldAbort, out.Reason
+	case err == nil:
+		r.Told, r.Reason = ToldUnknown, fmt.Sprintf("%s answered outcome %q", method, out.Outcome)
+	case rpc.IsCode(err, rpc.CodeAborted):
+		r.Told, r.Reason = ToldAbort, err.Error()
+	default:
+		r.Told, r.Reason = ToldUnknown, err.Error()
+	}
+}
+
+func (c *client) call(timeout time.Duration, method string, params, result any) error {
+	ctx, cancel := context.WithTimeout(c.w.ctx, timeout)
+	defer cancel()
+	return c.rpc.Call(ctx, method, params, result)
+}
+
+// probe runs one transaction that inserts on every node and commits,
+// retrying until one commits or ctx ends. It shows that the cluster serves
+// again after the faults; its transactions are recorded like any other.
+func (w *workload) probe(ctx context.Context) (attempts int, err error) {
+	c := &client{w: w, id: -1, rng: rand.New(rand.NewPCG(0, 0)), rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
+	defer c.rpc.Close()
+	for ctx.Err() == nil {
+		attempts++
+		c.seq++
+		var b engine.BeginReply
+		if err = c.call(beginTimeout, node.MethodBegin, struct{}{}, &b); err != nil {
+			sleepCtx(ctx, 500*time.Millisecond)
+			continue
+		}
+		r := &TxRecord{TxID: uint64(b.TxID), Client: -1, Sent: make([]int, w.n), Acked: make([]int, w.n)}
+		for nd := range w.n {
+			r.Sent[nd]++
+			id := engine.NodeID(nd)
+			key := fmt.Sprintf("probe-%d-%d", r.TxID, nd)
+			if err = c.call(execTimeout, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, r.TxID, nd}}, nil); err != nil {
+				r.noteExecError(err)
+				break
+			}
+			r.Acked[nd]++
+		}
+		if r.Lost {
+			c.finish(r, node.MethodRollback, rollbackTimeout)
+		} else {
+			c.finish(r, node.MethodCommit, commitTimeout)
+		}
+		w.add(r)
+		if r.Told == ToldCommit {
+			return attempts, nil
+		}
+		err = errors.New(r.Reason)
+		w.log.Info("probe transaction did not commit; retrying", "tx", r.TxID, "told", r.Told.String(), "reason", r.Reason)
+		sleepCtx(ctx, 500*time.Millisecond)
+	}
+	return attempts, fmt.Errorf("no probe transaction committed: %w (last: %v)", ctx.Err(), err)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
