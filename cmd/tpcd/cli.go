@@ -22,6 +22,7 @@ type CLI struct {
 	Client      ClientCmd      `cmd:"" help:"Talk to a coordinator: interactive shell, scripts, and CSV loading."`
 	Cluster     ClusterCmd     `cmd:"" help:"Run a coordinator and N participants with embedded PostgreSQL in one process (a local cluster to try tpcd)."`
 	Chaos       ChaosCmd       `cmd:"" help:"Run a cluster under random faults (crashes, lost and delayed messages) and check that every transaction stayed atomic."`
+	Bench       BenchCmd       `cmd:"" help:"Measure throughput and latency under load, optionally against raw two-phase commit on the same servers."`
 }
 
 // Globals are flags every command takes.
