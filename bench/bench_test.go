@@ -107,6 +107,16 @@ func TestAgainstRunningCluster(t *testing.T) {
 			t.Errorf("%s: %d failed, %d aborted: %v", res.Mode, res.Failed, res.Aborted, res.Reasons)
 		}
 	}
+	for mode, steps := range map[*Result][]string{
+		rep.TPCD: {"begin", "exec", "commit"},
+		rep.Raw:  {"exec", "prepare", "decision", "commit prepared"},
+	} {
+		for _, step := range steps {
+			if l, ok := mode.Steps[step]; !ok || l.P50 <= 0 {
+				t.Errorf("%s: no latency for step %q: %+v", mode.Mode, step, mode.Steps)
+			}
+		}
+	}
 	if rep.Config.Participants != 2 || rep.Config.StartedCluster {
 		t.Errorf("config: %+v", rep.Config)
 	}
@@ -266,11 +276,16 @@ func TestPlannerSpreadsAndKeys(t *testing.T) {
 func TestRecorder(t *testing.T) {
 	r := newRecorder(2)
 	plan := []stmt{{node: 0}, {node: 1}, {node: 0}}
-	r.record(outCommitted, 10*time.Millisecond, plan, "")
-	r.record(outCommitted, 30*time.Millisecond, plan, "")
-	r.record(outAborted, time.Millisecond, plan, "exec tx 17: lock timeout")
-	r.record(outAborted, time.Millisecond, plan, "exec tx 18: lock timeout")
-	r.record(outFailed, time.Millisecond, plan, "commit: connection refused")
+	sp := &spans{}
+	sp.reset(time.Now())
+	sp.mark("begin")
+	sp.mark("exec")
+	sp.mark("exec")
+	r.record(outCommitted, 10*time.Millisecond, plan, "", sp)
+	r.record(outCommitted, 30*time.Millisecond, plan, "", nil)
+	r.record(outAborted, time.Millisecond, plan, "exec tx 17: lock timeout", sp)
+	r.record(outAborted, time.Millisecond, plan, "exec tx 18: lock timeout", nil)
+	r.record(outFailed, time.Millisecond, plan, "commit: connection refused", nil)
 	res := r.result("tpcd", 2*time.Second, 3)
 	if res.Attempted != 5 || res.Committed != 2 || res.Aborted != 2 || res.Failed != 1 {
 		t.Errorf("counts: %+v", res)
@@ -283,6 +298,9 @@ func TestRecorder(t *testing.T) {
 	}
 	if res.Latency.Max < 29.9 || res.Latency.Max > 30.1 || res.Latency.P50 < 9.9 || res.Latency.P50 > 10.1 {
 		t.Errorf("latency: %+v", res.Latency)
+	}
+	if len(res.Steps) != 2 || res.Steps["exec"].Max < res.Steps["exec"].P50 {
+		t.Errorf("steps of the committed transaction: %+v", res.Steps)
 	}
 	if res.Reasons["exec tx N: lock timeout"] != 2 {
 		t.Errorf("reasons not merged by masking numbers: %v", res.Reasons)

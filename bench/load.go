@@ -11,7 +11,7 @@ import (
 
 // txFunc runs one planned transaction and says how it ended; reason
 // explains an abort or a failure.
-type txFunc func(ctx context.Context, plan []stmt) (out outcome, reason string)
+type txFunc func(ctx context.Context, plan []stmt, sp *spans) (out outcome, reason string)
 
 // load is one measurement: Concurrency clients running transactions
 // through one kind of driver.
@@ -62,6 +62,7 @@ func (l *load) run(ctx context.Context) *Result {
 	var wg sync.WaitGroup
 	for _, tx := range l.clients {
 		p := newPlanner(l.keys, l.opts.Participants, l.opts.Statements)
+		sp := &spans{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -72,9 +73,10 @@ func (l *load) run(ctx context.Context) *Result {
 				}
 				plan := p.next()
 				began := time.Now()
-				out, reason := tx(callCtx, plan)
+				sp.reset(began)
+				out, reason := tx(callCtx, plan, sp)
 				if measured {
-					rec.record(out, time.Since(began), plan, reason)
+					rec.record(out, time.Since(began), plan, reason, sp)
 				}
 			}
 		}()

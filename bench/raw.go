@@ -128,7 +128,7 @@ func (d *rawDriver) close() {
 
 func (d *rawDriver) client(i int) txFunc { return d.clients[i].tx }
 
-func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
+func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 	ctx, cancel := context.WithTimeout(ctx, c.d.timeout)
 	defer cancel()
 	if err := c.connect(ctx); err != nil {
@@ -155,6 +155,7 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
 			c.rollbackOpen(ctx)
 			return outAborted, fmt.Sprintf("statement on %d: %v", s.node, err)
 		}
+		sp.mark("exec")
 	}
 
 	// Prepare on every touched server at once, as a coordinator would.
@@ -176,6 +177,7 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
 		})
 		return outAborted, fmt.Sprintf("prepare: %v", err)
 	}
+	sp.mark("prepare")
 
 	// The decision: one forced row on the log server (synchronous commit
 	// as configured there, on by default).
@@ -186,6 +188,7 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
 		})
 		return outAborted, fmt.Sprintf("log decision: %v", err)
 	}
+	sp.mark("decision")
 
 	c.eachOpen(func(i int, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, "COMMIT PREPARED "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
@@ -194,6 +197,7 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt) (outcome, string) {
 	if err := errors.Join(c.errs...); err != nil {
 		return outFailed, fmt.Sprintf("commit prepared: %v", err)
 	}
+	sp.mark("commit prepared")
 	return outCommitted, ""
 }
 

@@ -7,6 +7,9 @@ import (
 	"text/tabwriter"
 )
 
+// stepOrder is the order steps happen in, for printing.
+var stepOrder = []string{"begin", "exec", "prepare", "decision", "commit", "commit prepared"}
+
 // WriteJSON writes the report as one indented JSON document.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -47,6 +50,20 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "\nlatency by step of committed transactions (p50 / p99 ms):")
+	for _, res := range []*Result{r.TPCD, r.Raw} {
+		if res == nil || len(res.Steps) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-5s", res.Mode)
+		for _, name := range stepOrder {
+			if l, ok := res.Steps[name]; ok {
+				fmt.Fprintf(w, "  %s %.2f / %.2f", name, l.P50, l.P99)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+
 	fmt.Fprintln(w, "\nwork per committed transaction:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tWAL fsyncs\tPG commits\tWAL bytes\t")

@@ -53,6 +53,11 @@ type Result struct {
 	// commit was answered (tpcd) or COMMIT PREPARED returned everywhere
 	// (raw), for committed transactions only.
 	Latency Latency `json:"latency"`
+	// Steps are the latencies of the steps of committed transactions, as
+	// the client saw them: for tpcd "begin", "exec" (one sample per
+	// statement) and "commit"; for raw "exec" (the first on a server
+	// includes its BEGIN), "prepare", "decision" and "commit prepared".
+	Steps map[string]Latency `json:"steps,omitempty"`
 	// Costs are the work per committed transaction.
 	Costs *Costs `json:"costs,omitempty"`
 	// NodeStatements counts the committed statements per participant.
@@ -68,6 +73,7 @@ type recorder struct {
 
 	mu      sync.Mutex
 	hist    *hdrhistogram.Histogram
+	steps   map[string]*hdrhistogram.Histogram
 	nodes   []int64
 	reasons map[string]int64
 }
@@ -75,6 +81,7 @@ type recorder struct {
 func newRecorder(nodes int) *recorder {
 	return &recorder{
 		hist:    hdrhistogram.New(histMin, histMax, histSigFigs),
+		steps:   map[string]*hdrhistogram.Histogram{},
 		nodes:   make([]int64, nodes),
 		reasons: map[string]int64{},
 	}
@@ -89,7 +96,7 @@ const (
 	outFailed
 )
 
-func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason string) {
+func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason string, sp *spans) {
 	switch out {
 	case outCommitted:
 		r.committed.Add(1)
@@ -101,9 +108,17 @@ func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason s
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if out == outCommitted {
-		us := max(took.Microseconds(), histMin)
-		// A value past the top is clamped, not lost: it is still the max.
-		_ = r.hist.RecordValue(min(us, histMax))
+		recordDuration(r.hist, took)
+		if sp != nil {
+			for i := range sp.n {
+				h := r.steps[sp.name[i]]
+				if h == nil {
+					h = hdrhistogram.New(histMin, histMax, histSigFigs)
+					r.steps[sp.name[i]] = h
+				}
+				recordDuration(h, sp.took[i])
+			}
+		}
 		for _, s := range plan {
 			r.nodes[s.node]++
 		}
@@ -137,13 +152,12 @@ func (r *recorder) result(mode string, elapsed time.Duration, stmts int) *Result
 		res.StatementsPerSec = float64(res.Committed*int64(stmts)) / s
 	}
 	if r.hist.TotalCount() > 0 {
-		ms := func(us int64) float64 { return float64(us) / 1000 }
-		res.Latency = Latency{
-			P50:  ms(r.hist.ValueAtQuantile(50)),
-			P95:  ms(r.hist.ValueAtQuantile(95)),
-			P99:  ms(r.hist.ValueAtQuantile(99)),
-			Max:  ms(r.hist.Max()),
-			Mean: r.hist.Mean() / 1000,
+		res.Latency = latencyOf(r.hist)
+	}
+	if len(r.steps) > 0 {
+		res.Steps = make(map[string]Latency, len(r.steps))
+		for name, h := range r.steps {
+			res.Steps[name] = latencyOf(h)
 		}
 	}
 	if len(r.reasons) > 0 {
@@ -184,4 +198,48 @@ func maskNumbers(s string) string {
 		b = append(b, s[i])
 	}
 	return string(b)
+}
+
+func recordDuration(h *hdrhistogram.Histogram, d time.Duration) {
+	us := max(d.Microseconds(), histMin)
+	// A value past the top is clamped, not lost: it is still the max.
+	_ = h.RecordValue(min(us, histMax))
+}
+
+func latencyOf(h *hdrhistogram.Histogram) Latency {
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return Latency{
+		P50:  ms(h.ValueAtQuantile(50)),
+		P95:  ms(h.ValueAtQuantile(95)),
+		P99:  ms(h.ValueAtQuantile(99)),
+		Max:  ms(h.Max()),
+		Mean: h.Mean() / 1000,
+	}
+}
+
+// maxSpans bounds the steps one transaction records; steps past it are
+// not timed (S statements take S of them).
+const maxSpans = 16
+
+// spans times the steps of one transaction; each client reuses its own.
+type spans struct {
+	n    int
+	name [maxSpans]string
+	took [maxSpans]time.Duration
+	last time.Time
+}
+
+func (s *spans) reset(now time.Time) {
+	s.n = 0
+	s.last = now
+}
+
+// mark ends the step that began at the previous mark (or the reset).
+func (s *spans) mark(name string) {
+	now := time.Now()
+	if s.n < maxSpans {
+		s.name[s.n], s.took[s.n] = name, now.Sub(s.last)
+		s.n++
+	}
+	s.last = now
 }

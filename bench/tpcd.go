@@ -72,12 +72,12 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 // connections round robin.
 func (d *tpcdDriver) client(i int) txFunc {
 	c := d.conns[i%len(d.conns)]
-	return func(ctx context.Context, plan []stmt) (outcome, string) {
-		return d.tx(ctx, c, plan)
+	return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+		return d.tx(ctx, c, plan, sp)
 	}
 }
 
-func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt) (outcome, string) {
+func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {
 	call := func(method string, params, result any) error {
 		cctx, cancel := context.WithTimeout(ctx, d.timeout)
 		defer cancel()
@@ -88,10 +88,12 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt) (outcom
 		// Nothing was begun, or what was is left to the idle timeout.
 		return outFailed, fmt.Sprintf("begin: %v", err)
 	}
+	sp.mark("begin")
 	for _, s := range plan {
 		n := engine.NodeID(s.node)
 		err := call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, nil)
 		if err == nil {
+			sp.mark("exec")
 			continue
 		}
 		if rpc.IsCode(err, rpc.CodeAborted) {
@@ -115,5 +117,6 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt) (outcom
 	if r.Outcome != engine.OutcomeCommit {
 		return outAborted, "commit: " + r.Reason
 	}
+	sp.mark("commit")
 	return outCommitted, ""
 }
