@@ -148,9 +148,10 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			actx, cancel = context.WithTimeout(ctx, d.acquireTimeout)
 		}
 		conn, err := d.pool.Acquire(actx)
+		poolFull := actx != ctx && actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
-			if actx.Err() != nil && ctx.Err() == nil {
+			if poolFull {
 				return engine.DataDone{Err: fmt.Sprintf("no free data-database connection within %s (all %d in use by open transactions; raise --max-conns)", d.acquireTimeout, d.pool.Config().MaxConns)}
 			}
 			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
