@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -33,7 +34,7 @@ type cluster struct {
 	parts []*node.Participant
 }
 
-func startCluster(ctx context.Context, n, maxConns int, lazyPrepared bool, pgBin string, logger *slog.Logger) (_ *cluster, err error) {
+func startCluster(ctx context.Context, n, maxConns int, lazyPrepared bool, retryMin time.Duration, pgBin string, logger *slog.Logger) (_ *cluster, err error) {
 	c := &cluster{dbs: make([]*node.Databases, n+1)}
 	var lns []net.Listener
 	defer func() {
@@ -90,6 +91,7 @@ func startCluster(ctx context.Context, n, maxConns int, lazyPrepared bool, pgBin
 	}
 	coord, err := node.StartCoordinator(ctx, lns[0], node.CoordinatorOptions{
 		Participants: addrs[1:], Log: c.dbs[0].Log, Logger: logger,
+		Engine: engine.CoordinatorConfig{RetryMin: retryMin},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start coordinator: %w", err)

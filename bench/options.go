@@ -51,6 +51,10 @@ type Options struct {
 	// engine.ParticipantConfig.LazyPrepared: the yes vote does not wait
 	// for the participant's Prepared event to be durable.
 	LazyPrepared bool
+	// DecisionRetry is the coordinator's first decision resend interval
+	// (engine.CoordinatorConfig.RetryMin) in a cluster Run starts; 0 keeps
+	// the engine's default.
+	DecisionRetry time.Duration
 
 	// Concurrency is the number of clients, each running one transaction at
 	// a time (default 8).

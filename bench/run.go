@@ -7,27 +7,29 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"time"
 )
 
 // Config is what a report was measured with.
 type Config struct {
 	// Coordinator is the address driven; StartedCluster says whether Run
 	// started it (in this process) or it was running already.
-	Coordinator    string  `json:"coordinator"`
-	StartedCluster bool    `json:"started_cluster"`
-	Participants   int     `json:"participants"`
-	Concurrency    int     `json:"concurrency"`
-	Connections    int     `json:"connections"`
-	Statements     int     `json:"statements"`
-	MaxConns       int     `json:"max_conns,omitempty"`
-	LazyPrepared   bool    `json:"lazy_prepared,omitempty"`
-	HotFraction    float64 `json:"hot_fraction"`
-	HotKeys        int     `json:"hot_keys"`
-	DurationSec    float64 `json:"duration_sec,omitempty"`
-	Transactions   int     `json:"transactions,omitempty"`
-	WarmupSec      float64 `json:"warmup_sec"`
-	Baseline       string  `json:"baseline"`
-	GOMAXPROCS     int     `json:"gomaxprocs"`
+	Coordinator     string  `json:"coordinator"`
+	StartedCluster  bool    `json:"started_cluster"`
+	Participants    int     `json:"participants"`
+	Concurrency     int     `json:"concurrency"`
+	Connections     int     `json:"connections"`
+	Statements      int     `json:"statements"`
+	MaxConns        int     `json:"max_conns,omitempty"`
+	LazyPrepared    bool    `json:"lazy_prepared,omitempty"`
+	DecisionRetryMS float64 `json:"decision_retry_ms,omitempty"`
+	HotFraction     float64 `json:"hot_fraction"`
+	HotKeys         int     `json:"hot_keys"`
+	DurationSec     float64 `json:"duration_sec,omitempty"`
+	Transactions    int     `json:"transactions,omitempty"`
+	WarmupSec       float64 `json:"warmup_sec"`
+	Baseline        string  `json:"baseline"`
+	GOMAXPROCS      int     `json:"gomaxprocs"`
 }
 
 // Ratio compares tpcd with the raw baseline: tpcd's figure divided by the
@@ -84,7 +86,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep := &Report{}
 	if opts.Coordinator == "" {
 		log.Info("starting a local cluster", "participants", opts.Participants, "max_conns", opts.MaxConns)
-		cl, err := startCluster(ctx, opts.Participants, opts.MaxConns, opts.LazyPrepared, opts.PGBin, log)
+		cl, err := startCluster(ctx, opts.Participants, opts.MaxConns, opts.LazyPrepared, opts.DecisionRetry, opts.PGBin, log)
 		if err != nil {
 			return nil, fmt.Errorf("start a local cluster: %w", err)
 		}
@@ -117,7 +119,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	rep.Config = Config{
 		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
-		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, Participants: n, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
+		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
 		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
 		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}

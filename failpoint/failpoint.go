@@ -18,7 +18,7 @@ const EnvVar = "TPCD_FAILPOINTS"
 // details and the recovery each one exercises.
 const (
 	// CoordBeforeDecisionLogged: a commit decision is in the log batch about
-	// to be appended, not yet durable.
+	// to be appended, not yet durable (the process lingers first).
 	CoordBeforeDecisionLogged = "coordinator/before-decision-logged"
 	// CoordAfterDecisionLogged: a commit decision is durable; no client and
 	// no participant has heard of it.
@@ -29,6 +29,9 @@ const (
 	// PartAfterPrepare: PREPARE TRANSACTION succeeded; the Prepared event is
 	// not logged and no vote left.
 	PartAfterPrepare = "participant/after-prepare"
+	// PartBeforePreparedLogged: a Prepared event is in the log batch about
+	// to be appended, not yet durable (the process lingers first).
+	PartBeforePreparedLogged = "participant/before-prepared-logged"
 	// PartAfterPreparedLogged: the Prepared event is durable; the yes vote
 	// has not left.
 	PartAfterPreparedLogged = "participant/after-prepared-logged"
@@ -37,6 +40,9 @@ const (
 	// PartAfterCommitPrepared: COMMIT PREPARED succeeded; the Committed event
 	// is not logged and no ack left.
 	PartAfterCommitPrepared = "participant/after-commit-prepared"
+	// PartBeforeCommittedLogged: a Committed event is in the log batch about
+	// to be appended, not yet durable (the process lingers first).
+	PartBeforeCommittedLogged = "participant/before-committed-logged"
 	// PartBeforeAck: an acknowledgement of a decision is about to be sent.
 	PartBeforeAck = "participant/before-ack"
 )
@@ -45,7 +51,8 @@ const (
 func Names() []string {
 	return []string{
 		CoordBeforeDecisionLogged, CoordAfterDecisionLogged, CoordAfterDecisionSent,
-		PartAfterPrepare, PartAfterPreparedLogged, PartAfterVote, PartAfterCommitPrepared, PartBeforeAck,
+		PartAfterPrepare, PartBeforePreparedLogged, PartAfterPreparedLogged, PartAfterVote,
+		PartAfterCommitPrepared, PartBeforeCommittedLogged, PartBeforeAck,
 	}
 }
 
@@ -55,12 +62,21 @@ type point struct {
 	hits atomic.Int64
 }
 
+// Linger is how long a failpoint placed before a log append holds that
+// append before the process dies. Meanwhile the node runs on: anything
+// that waits for the events stays held, anything wrongly released without
+// waiting gets out. Dying at once would hide such an ordering bug, because
+// the process would be gone before any message could leave.
+const Linger = 500 * time.Millisecond
+
 var (
 	enabled atomic.Bool
 	// points is written before enabled is set and never again.
 	points map[string]*point
-	// die ends the process; tests of this package replace it.
-	die = killSelf
+	// die ends the process and sleep lingers; tests of this package
+	// replace them.
+	die   = killSelf
+	sleep = time.Sleep
 )
 
 func init() {
@@ -133,12 +149,18 @@ func Hit(name string) {
 	hit(name)
 }
 
-func hit(name string) {
+func hit(name string) { fire(name, 0) }
+
+// fire counts a hit of name and, on the armed hit, waits linger and dies.
+func fire(name string, linger time.Duration) {
 	p := points[name]
 	if p == nil {
 		return
 	}
 	if n := p.hits.Add(1); n == p.at {
+		if linger > 0 {
+			sleep(linger)
+		}
 		die(name, n)
 	}
 }

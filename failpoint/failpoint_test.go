@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tpcd/tpcd/engine"
 )
@@ -63,10 +64,11 @@ func record(t *testing.T, spec string) *[]string {
 	}
 	var fired []string
 	die = func(name string, n int64) { fired = append(fired, fmt.Sprintf("%s#%d", name, n)) }
+	sleep = func(d time.Duration) { fired = append(fired, "linger "+d.String()) }
 	arm(ps)
 	t.Cleanup(func() {
 		arm(nil)
-		die = killSelf
+		die, sleep = killSelf, time.Sleep
 	})
 	return &fired
 }
@@ -102,7 +104,9 @@ func TestHooksMapProtocolSteps(t *testing.T) {
 		want string // "" when nothing may fire
 	}{
 		{"abort decision is not forced", func() { BeforeLog([]engine.Event{abort}) }, ""},
-		{"commit decision before append", func() { BeforeLog([]engine.Event{abort, commit}) }, CoordBeforeDecisionLogged},
+		{"commit decision before append", func() { BeforeLog([]engine.Event{abort, commit}) }, "linger 500ms," + CoordBeforeDecisionLogged},
+		{"prepared before append", func() { BeforeLog([]engine.Event{prepared}) }, "linger 500ms," + PartBeforePreparedLogged},
+		{"committed before append", func() { BeforeLog([]engine.Event{engine.PartCommitted{TxID: 3, GID: prepared.GID}}) }, "linger 500ms," + PartBeforeCommittedLogged},
 		{"failed append", func() { AfterLog([]engine.Event{commit, prepared}, errors.New("down")) }, ""},
 		{"durable commit decision", func() { AfterLog([]engine.Event{abort, commit}, nil) }, CoordAfterDecisionLogged},
 		{"durable prepared", func() { AfterLog([]engine.Event{prepared}, nil) }, PartAfterPreparedLogged},
@@ -134,7 +138,7 @@ func TestHooksMapProtocolSteps(t *testing.T) {
 		switch {
 		case s.want == "" && len(got) != 0:
 			t.Errorf("%s: fired %v, want nothing", s.name, got)
-		case s.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], s.want+"#")):
+		case s.want != "" && (len(got) != strings.Count(s.want, ",")+1 || !strings.HasPrefix(strings.Join(got, ","), s.want+"#")):
 			t.Errorf("%s: fired %v, want %s", s.name, got, s.want)
 		}
 	}

@@ -11,14 +11,21 @@ import (
 // hits. Every one returns at once when nothing is armed.
 
 // BeforeLog marks a log append of evs about to start: a commit decision
-// among them hits CoordBeforeDecisionLogged.
+// among them hits CoordBeforeDecisionLogged, a Prepared event
+// PartBeforePreparedLogged, a Committed event PartBeforeCommittedLogged.
+// All linger before dying (see Linger).
 func BeforeLog(evs []engine.Event) {
 	if !enabled.Load() {
 		return
 	}
 	for _, ev := range evs {
-		if commitDecision(ev) {
-			hit(CoordBeforeDecisionLogged)
+		switch {
+		case commitDecision(ev):
+			fire(CoordBeforeDecisionLogged, Linger)
+		case ev.Kind() == engine.PartPrepared{}.Kind():
+			fire(PartBeforePreparedLogged, Linger)
+		case ev.Kind() == engine.PartCommitted{}.Kind():
+			fire(PartBeforeCommittedLogged, Linger)
 		}
 	}
 }

@@ -13,26 +13,27 @@ import (
 
 // BenchCmd is a load generator; the logic lives in package bench.
 type BenchCmd struct {
-	Coordinator  string   `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process)." placeholder:"HOST:PORT"`
-	N            int      `short:"n" help:"Participants of the local cluster bench starts (ignored with --coordinator)." default:"3"`
-	PGBin        string   `name:"pg-bin" help:"Directory with initdb and postgres for the local cluster." type:"path"`
-	MaxConns     int      `help:"Connections per database pool of the local cluster (as tpcd participant --max-conns)." default:"100"`
-	C            int      `short:"c" name:"concurrency" help:"Concurrent clients, each running one transaction at a time." default:"8"`
-	Connections  int      `help:"RPC connections the clients share round robin (0: one per client)." default:"0"`
-	S            int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
-	HotFraction  float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
-	HotKeys      int      `help:"Size of the hot key set." default:"16"`
-	Duration     Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
-	Transactions int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
-	Warmup       Seconds  `help:"Run the load this long before measuring." default:"5"`
-	Baseline     string   `help:"Also measure a baseline: 'raw' runs the same two-phase work straight on the PostgreSQL servers, without tpcd." enum:"none,raw" default:"none"`
-	DataDB       []string `name:"data-db" help:"For --baseline raw against --coordinator: a participant's data database URI; repeat in node order." placeholder:"URI"`
-	LogDB        string   `name:"log-db" help:"For --baseline raw against --coordinator: a database on the coordinator's log server, for the decision rows." placeholder:"URI"`
-	JSON         bool     `name:"json" help:"Print the report as JSON."`
-	CPUProfile   string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
-	MemProfile   string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the tpcd measurement." type:"path"`
-	LazyPrepared bool     `name:"lazy-prepared" hidden:"" help:"Start the local cluster's participants with lazy Prepared events (the yes vote does not wait for the participant's log)."`
-	WatchPID     int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
+	Coordinator   string   `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process)." placeholder:"HOST:PORT"`
+	N             int      `short:"n" help:"Participants of the local cluster bench starts (ignored with --coordinator)." default:"3"`
+	PGBin         string   `name:"pg-bin" help:"Directory with initdb and postgres for the local cluster." type:"path"`
+	MaxConns      int      `help:"Connections per database pool of the local cluster (as tpcd participant --max-conns)." default:"100"`
+	C             int      `short:"c" name:"concurrency" help:"Concurrent clients, each running one transaction at a time." default:"8"`
+	Connections   int      `help:"RPC connections the clients share round robin (0: one per client)." default:"0"`
+	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
+	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
+	HotKeys       int      `help:"Size of the hot key set." default:"16"`
+	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
+	Transactions  int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
+	Warmup        Seconds  `help:"Run the load this long before measuring." default:"5"`
+	Baseline      string   `help:"Also measure a baseline: 'raw' runs the same two-phase work straight on the PostgreSQL servers, without tpcd." enum:"none,raw" default:"none"`
+	DataDB        []string `name:"data-db" help:"For --baseline raw against --coordinator: a participant's data database URI; repeat in node order." placeholder:"URI"`
+	LogDB         string   `name:"log-db" help:"For --baseline raw against --coordinator: a database on the coordinator's log server, for the decision rows." placeholder:"URI"`
+	JSON          bool     `name:"json" help:"Print the report as JSON."`
+	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
+	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the tpcd measurement." type:"path"`
+	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" help:"Start the local cluster's participants with lazy Prepared events (the yes vote does not wait for the participant's log)."`
+	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
+	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
 }
 
 // Help is the long help.
@@ -51,7 +52,7 @@ Examples:
 
 func (c *BenchCmd) options() bench.Options {
 	o := bench.Options{
-		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared,
+		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(),
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(),

@@ -153,8 +153,9 @@ type cluster struct {
 	t     *testing.T
 	coord *proc
 	parts []*proc
-	// data are pools on the participants' data databases, for checks.
-	data []*pgxpool.Pool
+	// data and logs are pools on the participants' data and log
+	// databases, for checks.
+	data, logs []*pgxpool.Pool
 	// status asks the coordinator where transactions stand.
 	status *rpc.Client
 }
@@ -207,6 +208,7 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 		if log == "" {
 			log = pgtest.NewDB(t)
 		}
+		c.logs = append(c.logs, openPool(t, log))
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coordAddr,
 			"--log-db", log, "--data-db", data}
 		args = append(args, partFlags...)

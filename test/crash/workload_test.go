@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -234,6 +235,10 @@ func (c *cluster) check(recs []*txRecord) summary {
 	for i := range c.data {
 		rows[i] = c.rows(i)
 	}
+	logged := make([]map[engine.TxID]map[string]bool, len(c.logs))
+	for i := range c.logs {
+		logged[i] = c.outcomesLogged(i)
+	}
 	var s summary
 	known := map[int]bool{}
 	for _, r := range recs {
@@ -249,6 +254,13 @@ func (c *cluster) check(recs []*txRecord) summary {
 				t.Errorf("tx %d: key %d on %s holds %q, not this transaction's row", r.id, r.key, n, v)
 			default:
 				on = append(on, n.String())
+			}
+		}
+		for _, n := range r.nodes {
+			_, has := rows[n][r.key]
+			kinds := logged[n][r.id]
+			if has && kinds[engine.PartAborted{}.Kind()] || !has && kinds[engine.PartCommitted{}.Kind()] {
+				t.Errorf("tx %d: the log of %s records %v, but its row is there=%v", r.id, n, kinds, has)
 			}
 		}
 		committed := len(off) == 0
@@ -347,6 +359,31 @@ func (c *cluster) stuckHalfApplied(w *workload) bool {
 		}
 	}
 	return false
+}
+
+// outcomesLogged reads participant i's log: the outcome event kinds it
+// holds for each transaction. Events of finished transactions are
+// compacted after a while, so a missing outcome proves nothing; a wrong one
+// is a log that would mislead recovery and replay.
+func (c *cluster) outcomesLogged(i int) map[engine.TxID]map[string]bool {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := map[engine.TxID]map[string]bool{}
+	err := logstore.New(c.logs[i]).Scan(ctx, node.ParticipantName(engine.NodeID(i)), func(r logstore.Record) error {
+		if r.Kind == (engine.PartCommitted{}).Kind() || r.Kind == (engine.PartAborted{}).Kind() {
+			id := engine.TxID(r.Tx)
+			if out[id] == nil {
+				out[id] = map[string]bool{}
+			}
+			out[id][r.Kind] = true
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("read the log of %s: %v", partName(i), err)
+	}
+	return out
 }
 
 func (c *cluster) txStatus(id engine.TxID) (engine.StatusReply, error) {
