@@ -112,7 +112,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			spec := node.DatabaseSpec{NeedData: i > 0, PGBin: opts.PGBin, Logger: opts.Logger.With("node", name)}
+			// As `tpcd participant` does: the data pool needs one connection
+			// per open transaction (pgxpool's default is 4).
+			spec := node.DatabaseSpec{NeedData: i > 0, PGBin: opts.PGBin, Logger: opts.Logger.With("node", name),
+				MaxConns: 100, MaxPreparedTransactions: 200}
 			if opts.StateDir != "" {
 				spec.StateDir = filepath.Join(opts.StateDir, name)
 			}
