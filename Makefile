@@ -21,7 +21,7 @@ build:
 run: ensure-postgres
 	$(GO) run ./cmd/tpcd cluster
 
-## test: everything CI checks: formatting, vet, generated code, and all tests with the race detector
+## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
 test: ensure-postgres ensure-chromium lint verify-generated fuzz-short
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
