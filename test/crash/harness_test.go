@@ -21,6 +21,7 @@ import (
 
 	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -31,21 +32,7 @@ import (
 var tpcdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tpcd-crash-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tpcdBin = filepath.Join(dir, "tpcd")
-	out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build tpcd: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := pgtest.Main(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
 }
 
 // nodeName names the processes of a cluster: "coordinator", "p0", "p1"...

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcerts"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
@@ -28,20 +29,7 @@ import (
 var tpcdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tpcd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tpcdBin = filepath.Join(dir, "tpcd")
-	out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build tpcd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := pgtest.Main(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
 }
 
 // syncBuffer collects a process's output while it runs.
