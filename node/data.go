@@ -50,6 +50,9 @@ type txWorker struct {
 	queue   []engine.Data
 	running bool
 	conn    *pgxpool.Conn // the open data transaction, if any
+	// wrote is set once a statement's command tag proves the open
+	// transaction wrote, which makes the read-only probe at prepare moot.
+	wrote bool
 }
 
 // opTimeout bounds one data operation so a hung server cannot hold a worker
@@ -171,6 +174,9 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 	if err != nil {
 		return engine.DataDone{Err: err.Error()}
 	}
+	if provesWrite(res) {
+		w.wrote = true
+	}
 	return engine.DataDone{Result: res}
 }
 
@@ -228,10 +234,14 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 		return engine.DataDone{Err: "no open data transaction to prepare"}
 	}
 	conn := w.conn.Conn()
+	// Only a transaction not known to have written needs the round trip
+	// that asks PostgreSQL whether it did.
 	var readOnly bool
-	if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NULL").Scan(&readOnly); err != nil {
-		d.release(ctx, w, "ROLLBACK")
-		return engine.DataDone{Err: fmt.Sprintf("prepare: %v", err)}
+	if !w.wrote {
+		if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NULL").Scan(&readOnly); err != nil {
+			d.release(ctx, w, "ROLLBACK")
+			return engine.DataDone{Err: fmt.Sprintf("prepare: %v", err)}
+		}
 	}
 	if readOnly {
 		if err := d.release(ctx, w, "COMMIT"); err != nil {
@@ -269,7 +279,7 @@ func (d *dataDB) release(ctx context.Context, w *txWorker, sql string) error {
 	}
 	w.conn.Release()
 	d.mu.Lock()
-	w.conn = nil
+	w.conn, w.wrote = nil, false
 	d.mu.Unlock()
 	return err
 }
@@ -323,3 +333,17 @@ func strings1(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, er
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// provesWrite reports whether a statement's command tag shows that its
+// transaction wrote (and so has a transaction id): a DML statement that
+// touched rows, or DDL. Anything else proves nothing; the probe decides.
+func provesWrite(r *engine.StmtResult) bool {
+	verb, _, _ := strings.Cut(r.Tag, " ")
+	switch verb {
+	case "INSERT", "UPDATE", "DELETE", "MERGE":
+		return r.RowsAffected > 0
+	case "CREATE", "ALTER", "DROP", "TRUNCATE":
+		return true
+	}
+	return false
+}
