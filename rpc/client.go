@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -325,5 +326,7 @@ func (c *Client) explain(err error) error {
 
 func isReset(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "read"
+	// A server that hangs up at once may also beat the client's first
+	// write, which then fails with a broken pipe.
+	return errors.As(err, &op) && op.Op == "read" || errors.Is(err, syscall.EPIPE)
 }
