@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,19 +135,12 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		WriteTimeout: writeTimeout(opts.Engine)}))
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); c.loop.run(runCtx, effects) }()
-	go func() { defer wg.Done(); c.pingLoop(runCtx) }()
-	go func() { defer wg.Done(); c.compactLoop(runCtx) }()
-	go func() {
-		if err := c.server.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
-			c.logger.Error("rpc server stopped", "err", err)
-		}
-	}()
-	go func() { wg.Wait(); close(c.done) }()
+	c.cancel = background(c.server, ln, c.logger, c.done,
+		func(ctx context.Context) { c.loop.run(ctx, effects) },
+		c.pingLoop,
+		func(ctx context.Context) {
+			compactLoop(ctx, c.opts.CompactEvery, c.store, CoordinatorName, &c.mu, &c.ended, c.logger)
+		})
 	return c, nil
 }
 
@@ -374,26 +366,8 @@ func (c *Coordinator) onDurable(ev engine.Event) {
 	}
 }
 
-// compactLoop deletes the events of ended transactions: the coordinator
-// never needs them again (an inquiry about a forgotten transaction can only
-// be a stale duplicate), and transaction ids stay unique through the
-// reservation events, which are kept.
-func (c *Coordinator) compactLoop(ctx context.Context) {
-	if c.opts.CompactEvery < 0 {
-		return
-	}
-	t := time.NewTicker(c.opts.CompactEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		compact(ctx, c.store, CoordinatorName, &c.mu, &c.ended, c.logger)
-	}
-}
-
+// compact deletes the events of the transactions in *ids, keeping them
+// for the next round if the log cannot be reached.
 func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.Mutex, ids *[]engine.TxID, logger *slog.Logger) {
 	mu.Lock()
 	batch := *ids

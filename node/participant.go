@@ -3,11 +3,9 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -132,18 +130,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	}
 
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods()}))
-	runCtx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); p.loop.run(runCtx, effects) }()
-	go func() { defer wg.Done(); p.compactLoop(runCtx) }()
-	go func() {
-		if err := p.server.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
-			p.logger.Error("rpc server stopped", "err", err)
-		}
-	}()
-	go func() { wg.Wait(); close(p.done) }()
+	p.cancel = background(p.server, ln, p.logger, p.done,
+		func(ctx context.Context) { p.loop.run(ctx, effects) },
+		func(ctx context.Context) {
+			compactLoop(ctx, p.opts.CompactEvery, p.store, p.name, &p.mu, &p.finished, p.logger)
+		})
 	return p, nil
 }
 
@@ -224,21 +215,5 @@ func (p *Participant) onDurable(ev engine.Event) {
 		}
 	case engine.PartViolation:
 		p.logger.Error("violation recorded in the log", "tx", e.TxID, "detail", e.Detail)
-	}
-}
-
-func (p *Participant) compactLoop(ctx context.Context) {
-	if p.opts.CompactEvery < 0 {
-		return
-	}
-	t := time.NewTicker(p.opts.CompactEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		compact(ctx, p.store, p.name, &p.mu, &p.finished, p.logger)
 	}
 }
