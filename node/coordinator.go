@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -56,6 +55,7 @@ type Coordinator struct {
 	loop   *loop
 	store  *logstore.Store
 	peers  []*rpc.Client
+	out    []*outbox
 	server *rpc.Server
 
 	nextReq atomic.Uint64
@@ -112,8 +112,13 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer
 	c.limiter = newOpenLimiter(opts.MaxOpenPerClient)
-	for _, addr := range opts.Participants {
-		c.peers = append(c.peers, rpc.NewClient(addr, opts.Transport.client(c.logger)))
+	for i, addr := range opts.Participants {
+		peer := rpc.NewClient(addr, opts.Transport.client(c.logger))
+		to := engine.NodeID(i)
+		c.peers = append(c.peers, peer)
+		c.out = append(c.out, newOutbox(to, peer, c.logger,
+			func(err error) { c.noteHealth(to, err, 0) },
+			func(m engine.Message) { c.loop.submit(engine.SendFailed{Now: c.loop.now(), To: to, Msg: m}) }))
 	}
 
 	began := time.Now()
@@ -134,13 +139,19 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	}
 
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
+		Inline: messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}),
 		WriteTimeout: writeTimeout(opts.Engine)}))
-	c.cancel = background(c.server, ln, c.logger, c.done,
+	workers := []func(context.Context){
 		func(ctx context.Context) { c.loop.run(ctx, effects) },
 		c.pingLoop,
 		func(ctx context.Context) {
 			compactLoop(ctx, c.opts.CompactEvery, c.store, CoordinatorName, &c.mu, &c.ended, c.logger)
-		})
+		},
+	}
+	for _, o := range c.out {
+		workers = append(workers, o.run)
+	}
+	c.cancel = background(c.server, ln, c.logger, c.done, workers...)
 	return c, nil
 }
 
@@ -213,8 +224,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			return PingReply{Role: "coordinator", Node: CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
 		},
 	}
-	for _, msg := range []engine.Message{engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}} {
-		method := msg.Method()
+	for _, method := range messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}) {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
 			msg, err := decodeMessage(method, raw)
 			if err != nil {
@@ -287,22 +297,9 @@ func (c *Coordinator) perform(e engine.Effect) {
 			}
 		}
 	case engine.Send:
-		go c.send(e.To, e.Msg)
+		c.out[e.To].push(e.Msg)
 	case engine.Violation:
 		c.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
-	}
-}
-
-func (c *Coordinator) send(to engine.NodeID, m engine.Message) {
-	failpoint.BeforeSend(m)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := c.peers[to].Call(ctx, m.Method(), m, nil)
-	failpoint.AfterSend(m, err)
-	c.noteHealth(to, err, 0)
-	if err != nil {
-		c.logger.Debug("send failed", "to", to, "method", m.Method(), "tx", m.Tx(), "err", err)
-		c.loop.submit(engine.SendFailed{Now: c.loop.now(), To: to, Msg: m})
 	}
 }
 

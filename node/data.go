@@ -38,11 +38,30 @@ type dataDB struct {
 
 	mu      sync.Mutex
 	workers map[engine.TxID]*txWorker
+	// idle hands a transaction that has work to a parked goroutine; one is
+	// started only when none is parked. Goroutines that ran pgx have grown
+	// their stacks, and reusing them saves growing a new one per task.
+	idle chan task
+	// markers collects marker deletions, which run in batches.
+	markers *markerSweeper
 }
+
+type task struct {
+	id engine.TxID
+	w  *txWorker
+}
+
+// idleWorker is how long a parked worker goroutine waits for work before it
+// ends.
+const idleWorker = 10 * time.Second
 
 func newDataDB(d *dataDB) *dataDB {
 	d.base, d.stop = context.WithCancel(context.Background())
 	d.workers = map[engine.TxID]*txWorker{}
+	d.idle = make(chan task)
+	d.markers = &markerSweeper{d: d, wake: make(chan struct{}, 1)}
+	d.running.Add(1)
+	go func() { defer d.running.Done(); d.markers.run() }()
 	return d
 }
 
@@ -60,6 +79,12 @@ type txWorker struct {
 const opTimeout = 5 * time.Minute
 
 func (d *dataDB) do(op engine.Data) {
+	if op.Op == engine.DataDeleteMarker {
+		// The transaction is over on this node: nothing else of it can be
+		// queued, so its marker may go with other transactions' markers.
+		d.markers.push(op)
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w := d.workers[op.TxID]
@@ -71,7 +96,29 @@ func (d *dataDB) do(op engine.Data) {
 	if !w.running {
 		w.running = true
 		d.running.Add(1)
-		go d.work(op.TxID, w)
+		t := task{op.TxID, w}
+		select {
+		case d.idle <- t:
+		default:
+			go d.worker(t)
+		}
+	}
+}
+
+// worker runs tasks until it has been idle for idleWorker or closeAll.
+func (d *dataDB) worker(t task) {
+	timer := time.NewTimer(idleWorker)
+	defer timer.Stop()
+	for {
+		d.work(t.id, t.w)
+		timer.Reset(idleWorker)
+		select {
+		case t = <-d.idle:
+		case <-timer.C:
+			return
+		case <-d.base.Done():
+			return
+		}
 	}
 }
 
@@ -130,11 +177,6 @@ func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
 		return d.finish(ctx, op.GID, "COMMIT PREPARED", true)
 	case engine.DataRollbackPrepared:
 		return d.finish(ctx, op.GID, "ROLLBACK PREPARED", false)
-	case engine.DataDeleteMarker:
-		if _, err := d.pool.Exec(ctx, "DELETE FROM tpcd_markers WHERE gid = $1", op.GID); err != nil {
-			return engine.DataDone{Err: err.Error(), Retry: true}
-		}
-		return engine.DataDone{}
 	}
 	return engine.DataDone{Err: fmt.Sprintf("unknown data operation %d", op.Op)}
 }

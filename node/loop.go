@@ -48,6 +48,9 @@ type loop struct {
 	waiting  []engine.Effect
 	flushing bool
 	flushed  chan flushResult
+	// toFlush hands a batch to the flusher goroutine, which lives as long as
+	// the loop: a goroutine per append would grow a fresh stack every time.
+	toFlush chan []pendingEvent
 
 	// debug is fixed at start: describing every step costs allocations.
 	debug bool
@@ -77,6 +80,7 @@ func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger,
 		inputs:  make(chan engine.Input, 1024),
 		queries: make(chan func()),
 		flushed: make(chan flushResult, 1),
+		toFlush: make(chan []pendingEvent, 1),
 		stopped: make(chan struct{}),
 		debug:   logger.Enabled(context.Background(), slog.LevelDebug),
 	}
@@ -160,6 +164,8 @@ func (l *loop) submit(in engine.Input) bool {
 // run is the loop goroutine. It returns when ctx is done.
 func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 	defer l.once.Do(func() { close(l.stopped) })
+	go l.flusher(ctx)
+	defer close(l.toFlush)
 	defer l.finalFlush()
 	for _, e := range initial {
 		l.perform(e)
@@ -269,7 +275,13 @@ func (l *loop) flush(ctx context.Context) {
 	batch := l.unsynced
 	l.unsynced = nil
 	l.flushing = true
-	go func() {
+	l.toFlush <- batch
+}
+
+// flusher appends the batches flush hands it, one at a time, until run
+// closes toFlush.
+func (l *loop) flusher(ctx context.Context) {
+	for batch := range l.toFlush {
 		evs := make([]engine.Event, len(batch))
 		for i, pe := range batch {
 			evs[i] = pe.ev
@@ -285,7 +297,7 @@ func (l *loop) flush(ctx context.Context) {
 			failpoint.AfterLog(evs, err)
 		}
 		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, events: batch, err: err}
-	}()
+	}
 }
 
 // finalFlush writes what is still unsynced when the node shuts down cleanly.

@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -55,6 +54,7 @@ type Participant struct {
 	loop   *loop
 	store  *logstore.Store
 	coord  *rpc.Client
+	out    *outbox
 	data   *dataDB
 	server *rpc.Server
 
@@ -96,6 +96,9 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
 	p.coord = rpc.NewClient(opts.Coordinator, opts.Transport.client(p.logger))
+	// A lost message needs no handling here: the coordinator resends
+	// decisions and times out votes, and in-doubt transactions keep asking.
+	p.out = newOutbox(0, p.coord, p.logger, nil, nil)
 	p.data = newDataDB(&dataDB{
 		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
 		acquireTimeout: max(opts.LockTimeout, time.Second),
@@ -129,9 +132,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
-	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods()}))
+	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
+		Inline: messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{})}))
 	p.cancel = background(p.server, ln, p.logger, p.done,
 		func(ctx context.Context) { p.loop.run(ctx, effects) },
+		p.out.run,
 		func(ctx context.Context) {
 			compactLoop(ctx, p.opts.CompactEvery, p.store, p.name, &p.mu, &p.finished, p.logger)
 		})
@@ -159,8 +164,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			return PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
 		},
 	}
-	for _, msg := range []engine.Message{engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{}} {
-		method := msg.Method()
+	for _, method := range messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{}) {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
 			msg, err := decodeMessage(method, raw)
 			if err != nil {
@@ -179,28 +183,12 @@ func (p *Participant) methods() map[string]rpc.Handler {
 func (p *Participant) perform(e engine.Effect) {
 	switch e := e.(type) {
 	case engine.Send:
-		go p.send(e.Msg)
+		p.out.push(e.Msg)
 	case engine.Data:
 		p.data.do(e)
 	case engine.Violation:
 		p.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
 	}
-}
-
-// send delivers a message to the coordinator. A lost message needs no
-// handling here: the coordinator resends decisions and times out votes, and
-// in-doubt transactions keep asking.
-func (p *Participant) send(m engine.Message) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	failpoint.BeforeSend(m)
-	err := p.coord.Call(ctx, m.Method(), m, nil)
-	failpoint.AfterSend(m, err)
-	if err != nil {
-		p.logger.Debug("send failed", "method", m.Method(), "tx", m.Tx(), "err", err)
-		return
-	}
-	p.logger.Debug("sent", "method", m.Method(), "tx", m.Tx())
 }
 
 func (p *Participant) onDurable(ev engine.Event) {

@@ -176,35 +176,12 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	if err != nil {
 		return fmt.Errorf("call %s at %s: encode params: %w", method, c.addr, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("call %s at %s: %w", method, c.addr, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-
 	transportErr := func(err error) error {
 		return &TransportError{Method: method, Addr: c.addr, Err: err}
 	}
-	resp, err := c.hc.Do(req)
+	resp, data, err := c.post(ctx, body)
 	if err != nil {
-		// url.Error only repeats the method and URL; keep its cause.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return transportErr(c.explain(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
-	if err != nil {
-		return transportErr(fmt.Errorf("read response: %w", err))
-	}
-	if int64(len(data)) > c.maxBytes {
-		return transportErr(fmt.Errorf("response exceeds %d bytes", c.maxBytes))
+		return transportErr(err)
 	}
 
 	var msg response
@@ -233,6 +210,129 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}
 	if err := json.Unmarshal(msg.Result, result); err != nil {
 		return fmt.Errorf("call %s at %s: decode result into %T: %w", method, c.addr, result, err)
+	}
+	return nil
+}
+
+// post sends one request body and reads the whole response. An error means
+// no answer arrived (see TransportError).
+func (c *Client) post(ctx context.Context, body []byte) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// url.Error only repeats the method and URL; keep its cause.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, nil, c.explain(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read response: %w", err)
+	}
+	if int64(len(data)) > c.maxBytes {
+		return nil, nil, fmt.Errorf("response exceeds %d bytes", c.maxBytes)
+	}
+	return resp, data, nil
+}
+
+// BatchCall is one call of a batch: the caller sets Method, Params and
+// optionally Result; CallBatch sets Err.
+type BatchCall struct {
+	Method string
+	Params any
+	// Result, if not nil, receives the call's result.
+	Result any
+	// Err is the call's outcome, with the meaning Call gives its error.
+	Err error
+}
+
+// CallBatch sends calls as one JSON-RPC batch in one HTTP request and sets
+// each call's Err. It returns an error wrapping a *TransportError when no
+// usable answer arrived (every call's Err is then that error: each may or
+// may not have run), or when a call could not be encoded (nothing is sent).
+// A batch costs one request's framing, headers and system calls however
+// many calls it carries; the server may run its calls in any order.
+func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	fail := func(err error) error {
+		for i := range calls {
+			calls[i].Err = err
+		}
+		return err
+	}
+	if c.closed.Load() {
+		return fail(fmt.Errorf("call batch of %d at %s: %w", len(calls), c.addr, ErrClientClosed))
+	}
+	first := c.nextID.Add(uint64(len(calls))) - uint64(len(calls)) + 1
+	var buf bytes.Buffer
+	buf.WriteByte('[')
+	for i, call := range calls {
+		one, err := encodeRequest(first+uint64(i), call.Method, call.Params)
+		if err != nil {
+			return fail(fmt.Errorf("call %s at %s: encode params: %w", call.Method, c.addr, err))
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(one)
+	}
+	buf.WriteByte(']')
+	method := fmt.Sprintf("batch of %d (%s...)", len(calls), calls[0].Method)
+	transportErr := func(err error) error {
+		return fail(&TransportError{Method: method, Addr: c.addr, Err: err})
+	}
+	resp, data, err := c.post(ctx, buf.Bytes())
+	if err != nil {
+		return transportErr(err)
+	}
+	var msgs []response
+	if err := json.Unmarshal(data, &msgs); err != nil {
+		// A request refused as a whole (unauthorized, too large) is answered
+		// with one error object.
+		var msg response
+		if json.Unmarshal(data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
+			return fail(fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error))
+		}
+		if resp.StatusCode != http.StatusOK {
+			return transportErr(fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data)))
+		}
+		return transportErr(fmt.Errorf("malformed JSON-RPC batch response: %s", snippet(data)))
+	}
+	answered := make([]bool, len(calls))
+	for _, msg := range msgs {
+		id, err := strconv.ParseUint(string(bytes.TrimSpace(msg.ID)), 10, 64)
+		if err != nil || id < first || id >= first+uint64(len(calls)) || msg.JSONRPC != "2.0" || (msg.Error == nil && msg.Result == nil) {
+			return transportErr(fmt.Errorf("malformed or foreign response in batch: id %s", snippet(msg.ID)))
+		}
+		i := id - first
+		call := &calls[i]
+		answered[i] = true
+		switch {
+		case msg.Error != nil:
+			call.Err = fmt.Errorf("call %s at %s: %w", call.Method, c.addr, msg.Error)
+		case call.Result != nil:
+			if err := json.Unmarshal(msg.Result, call.Result); err != nil {
+				call.Err = fmt.Errorf("call %s at %s: decode result into %T: %w", call.Method, c.addr, call.Result, err)
+			}
+		}
+	}
+	for i, ok := range answered {
+		if !ok {
+			calls[i].Err = &TransportError{Method: calls[i].Method, Addr: c.addr, Err: errors.New("no response to this call in the batch reply")}
+		}
 	}
 	return nil
 }

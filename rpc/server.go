@@ -66,6 +66,12 @@ type ServerOptions struct {
 	// further requests wait. Default 1024: handlers mostly wait on
 	// databases and peers, so the limit guards memory, not CPU.
 	MaxConcurrency int
+	// Inline names methods whose handlers return at once (they only hand
+	// their message to another goroutine). The entries of a batch that call
+	// them run one after another on the request's goroutine, in batch
+	// order; every other entry of a batch gets a goroutine of its own so
+	// that one waiting handler holds up none of the rest.
+	Inline []string
 	// Auth lists the bearer tokens required; the zero value requires none.
 	// A request without a token the server accepts is answered with HTTP
 	// 401 and a CodeUnauthorized error before its body is read.
@@ -88,6 +94,7 @@ type Server struct {
 	maxBytes int64
 
 	methods map[string]Handler
+	inline  map[string]bool
 	auth    Auth
 	tls     bool
 	// slots bounds the handlers running at once.
@@ -108,7 +115,11 @@ func NewServer(opts ServerOptions) *Server {
 		path:     opts.Path,
 		maxBytes: opts.MaxRequestBytes,
 		methods:  map[string]Handler{},
+		inline:   map[string]bool{},
 		auth:     opts.Auth,
+	}
+	for _, name := range opts.Inline {
+		s.inline[name] = true
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -209,7 +220,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // serveRPC does the HTTP-level checks and the parsing itself, so that every
 // failure is reported as a JSON-RPC error object a client can decode, then
 // runs each request's handler on this goroutine (several at once for a
-// batch). Every HTTP request is dispatched on its own, so a handler that
+// batch, except Inline methods). Every HTTP request is dispatched on its own, so a handler that
 // waits (a commit waiting for votes) never holds up another request; jrpc2's
 // HTTP bridge funnels all requests through one channel and stalls exactly
 // that way under load.
@@ -276,7 +287,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			out[i] = s.dispatch(ctx, req)
 		}
-		if len(reqs) == 1 {
+		if len(reqs) == 1 || s.inline[req.Method] {
 			run()
 		} else {
 			go run()

@@ -1,0 +1,85 @@
+package node
+
+import (
+	"context"
+	"sync"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
+)
+
+// maxMarkerBatch bounds the GIDs of one DELETE.
+const maxMarkerBatch = 1000
+
+// markerSweeper deletes the markers of transactions that are over. A marker
+// deletion is its own forced commit, one per transaction and participant;
+// one goroutine deletes whatever has queued meanwhile with one statement, so
+// under load many transactions share that commit. Nobody waits for it but
+// the transaction's PartForgotten event.
+type markerSweeper struct {
+	d    *dataDB
+	mu   sync.Mutex
+	ops  []engine.Data
+	wake chan struct{}
+}
+
+func (m *markerSweeper) push(op engine.Data) {
+	m.mu.Lock()
+	m.ops = append(m.ops, op)
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *markerSweeper) take() []engine.Data {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := min(len(m.ops), maxMarkerBatch)
+	batch := m.ops[:n:n]
+	m.ops = m.ops[n:]
+	if len(m.ops) == 0 {
+		m.ops = nil
+	}
+	return batch
+}
+
+// run sweeps until the data layer closes; deletions still queued then are
+// left to the next start, whose recovery deletes markers of finished
+// transactions again.
+func (m *markerSweeper) run() {
+	for {
+		select {
+		case <-m.d.base.Done():
+			return
+		case <-m.wake:
+		}
+		for m.d.base.Err() == nil {
+			batch := m.take()
+			if len(batch) == 0 {
+				break
+			}
+			m.sweep(batch)
+		}
+	}
+}
+
+func (m *markerSweeper) sweep(batch []engine.Data) {
+	gids := make([]string, len(batch))
+	for i, op := range batch {
+		gids[i] = op.GID
+	}
+	ctx, cancel := context.WithTimeout(m.d.base, opTimeout)
+	defer cancel()
+	var res engine.DataDone
+	if _, err := m.d.pool.Exec(ctx, "DELETE FROM tpcd_markers WHERE gid = ANY($1)", gids); err != nil {
+		res = engine.DataDone{Err: err.Error(), Retry: true}
+	}
+	for _, op := range batch {
+		r := res
+		failpoint.AfterData(op.Op, r)
+		r.Now, r.Op, r.TxID, r.Stmt = m.d.now(), op.Op, op.TxID, op.Stmt
+		m.d.done(r)
+	}
+}

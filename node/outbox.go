@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// Limits of an outbox.
+const (
+	// maxBatch bounds the messages of one request, keeping a request well
+	// under the default 1 MiB body limit of the peer (an exec carries SQL
+	// and arguments; everything else is a few hundred bytes).
+	maxBatch = 64
+	// maxQueued bounds what waits for a peer that does not answer; beyond
+	// it the oldest messages are dropped as lost. The protocol survives lost
+	// messages (decisions are resent, votes time out, in-doubt participants
+	// ask), and a peer that far behind is gone for all practical purposes.
+	maxQueued = 100_000
+	// sendTimeout bounds one request to a peer.
+	sendTimeout = 10 * time.Second
+)
+
+// outbox carries one node's one-way messages to one peer. A single goroutine
+// sends whatever has queued up as one JSON-RPC batch in one request, so
+// under load the many small messages of concurrent transactions share a
+// request's framing and system calls; when idle a message leaves at once,
+// alone. One request in flight per peer is enough: while it is out, the
+// next batch collects.
+type outbox struct {
+	to     engine.NodeID
+	client *rpc.Client
+	logger *slog.Logger
+	// sent sees the outcome of every request: peer health.
+	sent func(err error)
+	// failed sees each message a request failed to deliver, for the engine
+	// (SendFailed); nil when the sender does not care.
+	failed func(m engine.Message)
+
+	mu    sync.Mutex
+	queue []engine.Message
+	wake  chan struct{}
+}
+
+func newOutbox(to engine.NodeID, client *rpc.Client, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
+	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, wake: make(chan struct{}, 1)}
+}
+
+// push queues m. It never blocks: the loop goroutine calls it.
+func (o *outbox) push(m engine.Message) {
+	o.mu.Lock()
+	if len(o.queue) >= maxQueued {
+		dropped := o.queue[0]
+		o.queue = o.queue[1:]
+		o.logger.Warn("outbox full: oldest message dropped", "to", o.to, "method", dropped.Method(), "tx", dropped.Tx())
+	}
+	o.queue = append(o.queue, m)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to maxBatch queued messages.
+func (o *outbox) take(buf []engine.Message) []engine.Message {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := min(len(o.queue), maxBatch)
+	buf = append(buf[:0], o.queue[:n]...)
+	clear(o.queue[:n])
+	o.queue = o.queue[n:]
+	if len(o.queue) == 0 {
+		// Let the backing array go instead of creeping along it.
+		o.queue = nil
+	}
+	return buf
+}
+
+// run sends until ctx ends; what is still queued then is dropped, as a
+// stopping node's network would.
+func (o *outbox) run(ctx context.Context) {
+	var batch []engine.Message
+	var calls []rpc.BatchCall
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		}
+		for ctx.Err() == nil {
+			batch = o.take(batch)
+			if len(batch) == 0 {
+				break
+			}
+			calls = o.send(ctx, batch, calls)
+		}
+	}
+}
+
+func (o *outbox) send(ctx context.Context, batch []engine.Message, calls []rpc.BatchCall) []rpc.BatchCall {
+	calls = calls[:0]
+	for _, m := range batch {
+		failpoint.BeforeSend(m)
+		calls = append(calls, rpc.BatchCall{Method: m.Method(), Params: m})
+	}
+	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	err := o.client.CallBatch(sctx, calls)
+	cancel()
+	if o.sent != nil {
+		o.sent(err)
+	}
+	for i, m := range batch {
+		err := calls[i].Err
+		failpoint.AfterSend(m, err)
+		if err != nil {
+			o.logger.Debug("send failed", "to", o.to, "method", m.Method(), "tx", m.Tx(), "err", err)
+			if o.failed != nil && ctx.Err() == nil {
+				o.failed(m)
+			}
+		}
+	}
+	clear(calls)
+	return calls
+}
+
+// messageMethods names the RPC methods of node-to-node messages.
+func messageMethods(msgs ...engine.Message) []string {
+	names := make([]string, len(msgs))
+	for i, m := range msgs {
+		names[i] = m.Method()
+	}
+	return names
+}
