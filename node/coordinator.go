@@ -139,7 +139,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	}
 
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
-		Inline: messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}),
+		Inline:       messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}),
 		WriteTimeout: writeTimeout(opts.Engine)}))
 	workers := []func(context.Context){
 		func(ctx context.Context) { c.loop.run(ctx, effects) },
