@@ -45,6 +45,9 @@ type loop struct {
 	lsn      engine.LSN // last LSN handed out by the engine
 	durable  engine.LSN
 	unsynced []pendingEvent
+	// lazySince is when the oldest unsynced event arrived while nothing
+	// waited for it (see flush).
+	lazySince time.Time
 	waiting  []engine.Effect
 	flushing bool
 	flushed  chan flushResult
@@ -266,16 +269,55 @@ func (l *loop) release() {
 	l.waiting = keep
 }
 
+// lazyFlush bounds how long events nobody waits for stay in memory. Such
+// events (preparing, ended, a participant's forgotten, abort outcomes) may
+// be lost in a crash by design; holding them back lets them ride the next
+// append that someone waits for instead of costing a forced write each.
+const lazyFlush = 100 * time.Millisecond
+
+// maxLazy bounds the events held back that way.
+const maxLazy = 512
+
 // flush starts one append of everything not yet durable, unless one is
-// already under way; events arriving meanwhile ride the next one.
+// already under way (events arriving meanwhile ride the next one) or no
+// effect waits for any of it yet.
 func (l *loop) flush(ctx context.Context) {
 	if l.flushing || len(l.unsynced) == 0 {
 		return
 	}
+	if !l.awaited() && len(l.unsynced) < maxLazy {
+		if l.lazySince.IsZero() {
+			l.lazySince = time.Now()
+		}
+		if time.Since(l.lazySince) < lazyFlush {
+			return
+		}
+	}
+	l.lazySince = time.Time{}
 	batch := l.unsynced
 	l.unsynced = nil
 	l.flushing = true
 	l.toFlush <- batch
+}
+
+// awaited reports whether an urgent effect waits for an event not yet
+// durable.
+func (l *loop) awaited() bool {
+	for _, e := range l.waiting {
+		if e.After() > l.durable && urgent(e) {
+			return true
+		}
+	}
+	return false
+}
+
+// urgent tells the effects worth a forced write of their own from those
+// that can wait for the next one. Deleting a marker is housekeeping: it
+// must not run before its part.committed is durable, but nothing waits for
+// it, so it follows whichever append comes next.
+func urgent(e engine.Effect) bool {
+	d, ok := e.(engine.Data)
+	return !ok || d.Op != engine.DataDeleteMarker
 }
 
 // flusher appends the batches flush hands it, one at a time, until run

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/failpoint"
@@ -10,6 +11,10 @@ import (
 
 // maxMarkerBatch bounds the GIDs of one DELETE.
 const maxMarkerBatch = 1000
+
+// sweepPause spaces sweeps so that even a lightly loaded node deletes
+// several markers per commit; a marker left a little longer costs nothing.
+const sweepPause = 50 * time.Millisecond
 
 // markerSweeper deletes the markers of transactions that are over. A marker
 // deletion is its own forced commit, one per transaction and participant;
@@ -61,6 +66,10 @@ func (m *markerSweeper) run() {
 				break
 			}
 			m.sweep(batch)
+			select {
+			case <-m.d.base.Done():
+			case <-time.After(sweepPause):
+			}
 		}
 	}
 }
