@@ -21,7 +21,9 @@ type tpcdDriver struct {
 func newTPCDDriver(addr string, conns int, timeout time.Duration) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout}
 	for range conns {
-		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{}))
+		// HTTP/1.1 with keep-alive, as most applications' HTTP clients
+		// speak it: a client has one call out at a time.
+		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{HTTP1: true}))
 	}
 	return d
 }

@@ -30,5 +30,7 @@ func (t Transport) server(opts rpc.ServerOptions) rpc.ServerOptions {
 }
 
 func (t Transport) client(logger *slog.Logger) rpc.ClientOptions {
-	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS}
+	// HTTP/1.1: a node has one batch in flight per peer (see outbox), the
+	// case where HTTP/1.1 costs least.
+	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true}
 }
