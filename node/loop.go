@@ -48,9 +48,9 @@ type loop struct {
 	// lazySince is when the oldest unsynced event arrived while nothing
 	// waited for it (see flush).
 	lazySince time.Time
-	waiting  []engine.Effect
-	flushing bool
-	flushed  chan flushResult
+	waiting   []engine.Effect
+	flushing  bool
+	flushed   chan flushResult
 	// toFlush hands a batch to the flusher goroutine, which lives as long as
 	// the loop: a goroutine per append would grow a fresh stack every time.
 	toFlush chan []pendingEvent
