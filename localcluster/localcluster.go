@@ -131,6 +131,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
 			Logger: opts.Logger,
+			// As tpcd participant by default.
+			Engine: engine.ParticipantConfig{LazyPrepared: true},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", names[i+1], err)

@@ -257,14 +257,21 @@ func injectProblems(t *testing.T, logs []logRef, epoch engine.Epoch) {
 		t.Errorf("participant-1: %d violations, %d undecodable, %d problems; want 1, 1, 5", len(n1.Violations), len(n1.Undecodable), r1.Problems)
 	}
 
-	// The command exits 2 and its JSON says why; --tx narrows it down.
-	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--node", "participant-1")
+	// The command exits 2 and its JSON says why; --tx narrows it down. The
+	// scenario is one of a participant with eager Prepared events.
+	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--node", "participant-1", "--no-lazy-prepared")
 	if rep.Problems != 5 {
 		t.Errorf("tpcd replay: %d problems, want 5", rep.Problems)
 	}
-	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--tx", itoa(orphan))
+	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--tx", itoa(orphan), "--no-lazy-prepared")
 	if rep.Problems != 1 || len(rep.Nodes[0].Data.Findings) != 1 || rep.Nodes[0].Data.Findings[0].Category != replay.FindingOrphan {
 		t.Errorf("tpcd replay --tx %d: %+v", orphan, rep.Nodes[0])
+	}
+	// By default replay assumes lazy Prepared events, as tpcd participant
+	// does: the unlogged prepared transaction is in doubt, not a problem.
+	rep = replayJSON(t, 0, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--tx", itoa(orphan))
+	if rep.Problems != 0 || len(rep.Nodes[0].Data.Findings) != 1 || rep.Nodes[0].Data.Findings[0].Category != replay.FindingPreparedUnlogged {
+		t.Errorf("tpcd replay --tx %d (lazy by default): %+v", orphan, rep.Nodes[0])
 	}
 	rep = replayJSON(t, 0, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--tx", itoa(next+100))
 	if rep.Nodes[0].Transactions[0].State != "no events" {

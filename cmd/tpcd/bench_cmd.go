@@ -31,7 +31,7 @@ type BenchCmd struct {
 	JSON          bool     `name:"json" help:"Print the report as JSON."`
 	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
 	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the tpcd measurement." type:"path"`
-	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" help:"Start the local cluster's participants with lazy Prepared events (the yes vote does not wait for the participant's log)."`
+	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" default:"true" negatable:"" help:"Start the local cluster's participants with lazy Prepared events, as tpcd participant does by default (--no-lazy-prepared: the yes vote waits for the participant's log)."`
 	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
 	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
 }

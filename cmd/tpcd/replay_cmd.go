@@ -21,7 +21,7 @@ type ReplayCmd struct {
 	Limit        int    `help:"List at most this many transactions per node (0: all); counts always cover all." default:"50"`
 	Events       int    `help:"Show this many last events per listed transaction." default:"3"`
 	Times        bool   `help:"Show when each event was logged."`
-	LazyPrepared bool   `help:"The participant runs with --lazy-prepared: a prepared GID it has not logged yet is in doubt, not an orphan."`
+	LazyPrepared bool   `help:"The participant runs with lazy Prepared events (its default): a prepared GID it has not logged yet is in doubt, not an orphan. Give --no-lazy-prepared for a participant started with --no-lazy-prepared." default:"true" negatable:""`
 }
 
 // Help is the long help.

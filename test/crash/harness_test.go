@@ -201,6 +201,8 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 		args = append(args, partFlags...)
 		if spec.lazyPrepared {
 			args = append(args, "--lazy-prepared")
+		} else {
+			args = append(args, "--no-lazy-prepared")
 		}
 		c.parts = append(c.parts, &proc{name: partName(i), addr: addr, args: args, logPath: filepath.Join(dir, partName(i)+".log")})
 	}
