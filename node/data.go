@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -201,6 +202,24 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			}
 			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
 		}
+		if params, ok := textParams(op.Args); ok {
+			// The usual first statement: one round trip opens the
+			// transaction and runs it.
+			res, begun, err := d.beginWith(ctx, conn.Conn(), op.SQL, params)
+			if !begun {
+				conn.Conn().Close(ctx)
+				conn.Release()
+				return engine.DataDone{Err: fmt.Sprintf("begin: %v", err)}
+			}
+			w.conn = conn
+			if err != nil {
+				return engine.DataDone{Err: err.Error()}
+			}
+			if provesWrite(res) {
+				w.wrote = true
+			}
+			return engine.DataDone{Result: res}
+		}
 		// One round trip opens the transaction with the timeouts that turn
 		// a distributed deadlock into an error instead of a hang.
 		begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
@@ -224,8 +243,14 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 
 // query runs one statement and returns its rows as text, which reads the
 // same in every client whatever the column types. Without arguments the
-// simple protocol is used so a statement may be several, as in psql.
+// simple protocol is used so a statement may be several, as in psql; with
+// scalar arguments they go as text parameters (see textParams), as in the
+// first statement of a transaction (beginWith), so a statement behaves the
+// same wherever it falls in its transaction.
 func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
+	if params, ok := textParams(args); ok {
+		return textResult(conn.PgConn().ExecParams(ctx, sql, params, nil, nil, []int16{pgx.TextFormatCode}))
+	}
 	var opts []any
 	if len(args) == 0 {
 		opts = []any{pgx.QueryExecModeSimpleProtocol}
@@ -260,6 +285,110 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 	tag := rows.CommandTag()
 	res.RowsAffected, res.Tag = tag.RowsAffected(), tag.String()
 	return res, nil
+}
+
+// beginWith opens a transaction, sets the timeouts that turn a distributed
+// deadlock into an error instead of a hang, and runs the transaction's first
+// statement, all in one round trip (one pipeline, one Sync). begun reports
+// whether the transaction is open: when it is not, the connection is in an
+// unknown state and must not be reused; when it is and err is set, the
+// statement failed and the transaction awaits its rollback.
+func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, sql string, params [][]byte) (res *engine.StmtResult, begun bool, err error) {
+	b := &pgconn.Batch{}
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	b.ExecParams("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))},
+		nil, nil, nil)
+	b.ExecParams(sql, params, nil, nil, []int16{pgx.TextFormatCode})
+	mrr := conn.PgConn().ExecBatch(ctx, b)
+	for range 2 {
+		if !mrr.NextResult() {
+			return nil, false, closeBoth(nil, mrr)
+		}
+		if _, err := mrr.ResultReader().Close(); err != nil {
+			return nil, false, closeBoth(err, mrr)
+		}
+	}
+	if !mrr.NextResult() {
+		return nil, true, closeBoth(nil, mrr)
+	}
+	res, err = textResult(mrr.ResultReader())
+	if cerr := mrr.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return res, true, nil
+}
+
+// textResult reads a statement's rows, all columns in text format.
+func textResult(rr *pgconn.ResultReader) (*engine.StmtResult, error) {
+	res := &engine.StmtResult{}
+	for _, f := range rr.FieldDescriptions() {
+		res.Columns = append(res.Columns, f.Name)
+	}
+	for rr.NextRow() {
+		raw := rr.Values()
+		row := make([]any, len(raw))
+		for i, v := range raw {
+			if v != nil {
+				row[i] = string(v)
+			}
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	tag, err := rr.Close()
+	if err != nil {
+		return nil, err
+	}
+	res.RowsAffected, res.Tag = tag.RowsAffected(), tag.String()
+	return res, nil
+}
+
+// closeBoth closes mrr and returns err, or else mrr's error, or else a
+// note that a result was missing (which only a broken connection causes).
+func closeBoth(err error, mrr *pgconn.MultiResultReader) error {
+	cerr := mrr.Close()
+	switch {
+	case err != nil:
+		return err
+	case cerr != nil:
+		return cerr
+	}
+	return errors.New("connection returned fewer results than statements sent")
+}
+
+// textParams renders statement arguments as text parameters of unspecified
+// type, which PostgreSQL then types from the statement, as it types quoted
+// literals (psql's \bind and libpq clients pass parameters the same way).
+// It declines (ok false) for anything but strings, numbers, booleans and
+// nulls: arrays and objects go through pgx's typed encoding, which knows
+// how to write a JSON array as a PostgreSQL array of the parameter's type.
+func textParams(args []any) (params [][]byte, ok bool) {
+	if len(args) == 0 {
+		return nil, false
+	}
+	params = make([][]byte, len(args))
+	for i, a := range args {
+		switch v := normalizeArg(a).(type) {
+		case nil:
+		case string:
+			params[i] = []byte(v)
+		case int64:
+			params[i] = strconv.AppendInt(nil, v, 10)
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, false
+			}
+			params[i] = strconv.AppendFloat(nil, v, 'g', -1, 64)
+		case bool:
+			params[i] = strconv.AppendBool(nil, v)
+		default:
+			return nil, false
+		}
+	}
+	return params, true
 }
 
 // normalizeArg turns JSON numbers that are whole into integers, so that
