@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -138,20 +139,23 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, st
 	gid := fmt.Sprintf("bench:%d:%d:%d", c.d.nonce, c.id, c.seq)
 	clear(c.open)
 
-	// Work: the same statements in the same order as through tpcd, each
-	// server's transaction opened with the same lock timeout in one round
-	// trip, as tpcd's participants do.
-	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", c.d.lockTimeout.Milliseconds())
+	// Work: the same statements in the same order as through tpcd. A
+	// server's first statement opens its transaction, with the same lock
+	// timeout, in the same round trip, as tpcd's participants do.
+	lockTimeout := strconv.FormatInt(c.d.lockTimeout.Milliseconds(), 10)
 	for _, s := range plan {
 		conn := c.data[s.node]
 		if !c.open[s.node] {
-			if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
-				c.rollbackOpen(ctx)
-				return outAborted, fmt.Sprintf("begin on %d: %v", s.node, err)
-			}
 			c.open[s.node] = true
-		}
-		if _, err := conn.Exec(ctx, UpsertSQL, s.key, s.val); err != nil {
+			b := &pgx.Batch{}
+			b.Queue("BEGIN")
+			b.Queue("SELECT set_config('lock_timeout', $1, true)", lockTimeout)
+			b.Queue(UpsertSQL, s.key, s.val)
+			if err := conn.SendBatch(ctx, b).Close(); err != nil {
+				c.rollbackOpen(ctx)
+				return outAborted, fmt.Sprintf("begin and statement on %d: %v", s.node, err)
+			}
+		} else if _, err := conn.Exec(ctx, UpsertSQL, s.key, s.val); err != nil {
 			c.rollbackOpen(ctx)
 			return outAborted, fmt.Sprintf("statement on %d: %v", s.node, err)
 		}
