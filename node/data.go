@@ -265,19 +265,9 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 		return nil, err
 	}
 	defer rows.Close()
-	res := &engine.StmtResult{}
-	for _, f := range rows.FieldDescriptions() {
-		res.Columns = append(res.Columns, f.Name)
-	}
+	res := &engine.StmtResult{Columns: columnNames(rows.FieldDescriptions())}
 	for rows.Next() {
-		raw := rows.RawValues()
-		row := make([]any, len(raw))
-		for i, v := range raw {
-			if v != nil {
-				row[i] = string(v)
-			}
-		}
-		res.Rows = append(res.Rows, row)
+		res.Rows = append(res.Rows, textRow(rows.RawValues()))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -324,19 +314,9 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, sql string, para
 
 // textResult reads a statement's rows, all columns in text format.
 func textResult(rr *pgconn.ResultReader) (*engine.StmtResult, error) {
-	res := &engine.StmtResult{}
-	for _, f := range rr.FieldDescriptions() {
-		res.Columns = append(res.Columns, f.Name)
-	}
+	res := &engine.StmtResult{Columns: columnNames(rr.FieldDescriptions())}
 	for rr.NextRow() {
-		raw := rr.Values()
-		row := make([]any, len(raw))
-		for i, v := range raw {
-			if v != nil {
-				row[i] = string(v)
-			}
-		}
-		res.Rows = append(res.Rows, row)
+		res.Rows = append(res.Rows, textRow(rr.Values()))
 	}
 	tag, err := rr.Close()
 	if err != nil {
@@ -357,6 +337,26 @@ func closeBoth(err error, mrr *pgconn.MultiResultReader) error {
 		return cerr
 	}
 	return errors.New("connection returned fewer results than statements sent")
+}
+
+func columnNames(fields []pgconn.FieldDescription) []string {
+	var names []string
+	for _, f := range fields {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// textRow copies a row of text-format values (the buffer is reused for the
+// next row); a NULL stays nil.
+func textRow(raw [][]byte) []any {
+	row := make([]any, len(raw))
+	for i, v := range raw {
+		if v != nil {
+			row[i] = string(v)
+		}
+	}
+	return row
 }
 
 // textParams renders statement arguments as text parameters of unspecified
