@@ -283,17 +283,17 @@ func (p *Participant) start(in Start) {
 			continue
 		}
 		gid := prepared[id]
-		g, _ := ParseGID(gid)
-		tx := &partTx{id: id, epoch: g.Epoch, gid: gid, phase: TxPrepared, nextInquiry: in.Now, backoff: p.cfg.RetryMin}
-		p.txs[id] = tx
-		if p.cfg.LazyPrepared {
-			// The vote may have left before the Prepared event was written.
-			continue
-		}
-		// Prepared in PostgreSQL but never logged, so it never voted.
-		tx.phase = TxAborting
-		tx.reason = "prepared but never voted (crash before logging Prepared)"
-		p.data(Data{Op: DataRollbackPrepared, TxID: id, GID: gid}, tx)
+		// Prepared in PostgreSQL but not logged: in doubt, whatever this
+		// incarnation's LazyPrepared says. With lazy Prepared events the vote
+		// may have left before the event was written; and the incarnation
+		// that crashed may have run with them even if this one does not, so
+		// rolling back on our own could undo a commit. The coordinator
+		// knows; it answers abort for a vote it never counted. Logging the
+		// Prepared event now records what PostgreSQL holds, so that a yes
+		// vote repeated for a late prepare request waits for it as usual.
+		lsn := p.emit(PartPrepared{TxID: id, GID: gid})
+		tx := p.txs[id]
+		tx.preparedLSN, tx.nextInquiry, tx.backoff = lsn, in.Now, p.cfg.RetryMin
 	}
 	for _, id := range sortedKeys(markers) {
 		if p.txs[id] != nil {

@@ -327,7 +327,7 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 		fd.Detail = "prepared in PostgreSQL with no Prepared event yet; with lazy Prepared events the yes vote may have left, so a restart treats it as in doubt and asks the coordinator"
 	case prepared && st.last == "":
 		fd.Category, fd.Problem = FindingOrphan, true
-		fd.Detail = "prepared in PostgreSQL but the log has no event for it: it never voted yes (a crash between PREPARE TRANSACTION and the Prepared event) or it was prepared by hand; a restart rolls it back (if the participant runs with --lazy-prepared, replay with --lazy-prepared: then it is in doubt)"
+		fd.Detail = "prepared in PostgreSQL but the log has no event for it: it never voted yes (a crash between PREPARE TRANSACTION and the Prepared event) or it was prepared by hand; a restart logs it as prepared and asks the coordinator, which aborts a vote it never counted (if the participant runs with lazy Prepared events, its default, replay without --no-lazy-prepared: then this is expected, not a problem)"
 	case prepared:
 		fd.Category, fd.Problem = FindingOrphan, true
 		fd.Detail = fmt.Sprintf("prepared in PostgreSQL although the log says it ended (%s); a restart rolls it back", st.last)
