@@ -101,6 +101,20 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 		t.Fatalf("rows %v, want [%v]", got.Rows, want)
 	}
 
+	// Whole numbers past 2^53 stay JSON floats; they must still read as
+	// integers, not in exponent notation.
+	params, _ = textParams([]any{float64(1e16), 2.5e-7})
+	got, _, err = d.beginWith(ctx, conn, `SELECT $1::bigint AS b, $2::float8 AS f`, params)
+	if err != nil {
+		t.Fatalf("large whole number: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []any{"10000000000000000", "2.5e-07"}; len(got.Rows) != 1 || fmt.Sprint(got.Rows[0]) != fmt.Sprint(want) {
+		t.Fatalf("rows %v, want [%v]", got.Rows, want)
+	}
+
 	// A failing statement leaves the transaction open and aborted, for the
 	// rollback that follows; the error is the statement's.
 	params, _ = textParams([]any{float64(1), "dup"})

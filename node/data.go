@@ -381,7 +381,8 @@ func textParams(args []any) (params [][]byte, ok bool) {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
 				return nil, false
 			}
-			params[i] = strconv.AppendFloat(nil, v, 'g', -1, 64)
+			// Never exponent notation: integer types reject "1e+16".
+			params[i] = strconv.AppendFloat(nil, v, 'f', -1, 64)
 		case bool:
 			params[i] = strconv.AppendBool(nil, v)
 		default:

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,11 +68,26 @@ func (o *outbox) push(m engine.Message) {
 	}
 }
 
-// take removes up to maxBatch queued messages.
+// take removes up to maxBatch queued messages. A batch ends before a
+// second decision for one transaction (a resend queued behind the first):
+// the failpoints that hold decisions back (failpoint.BeforeSend) wait for
+// the first one's delivery, which a shared batch could never finish.
 func (o *outbox) take(buf []engine.Message) []engine.Message {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := min(len(o.queue), maxBatch)
+	var decided []engine.TxID
+	for i, m := range o.queue[:n] {
+		d, ok := m.(engine.DecisionRequest)
+		if !ok {
+			continue
+		}
+		if slices.Contains(decided, d.TxID) {
+			n = i
+			break
+		}
+		decided = append(decided, d.TxID)
+	}
 	buf = append(buf[:0], o.queue[:n]...)
 	clear(o.queue[:n])
 	o.queue = o.queue[n:]
@@ -104,17 +120,10 @@ func (o *outbox) run(ctx context.Context) {
 }
 
 func (o *outbox) send(ctx context.Context, batch []engine.Message, calls []rpc.BatchCall) []rpc.BatchCall {
-	calls = calls[:0]
 	for _, m := range batch {
 		failpoint.BeforeSend(m)
-		calls = append(calls, rpc.BatchCall{Method: m.Method(), Params: m})
 	}
-	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
-	err := o.client.CallBatch(sctx, calls)
-	cancel()
-	if o.sent != nil {
-		o.sent(err)
-	}
+	calls = o.deliver(ctx, batch, calls[:0])
 	for i, m := range batch {
 		err := calls[i].Err
 		failpoint.AfterSend(m, err)
@@ -126,6 +135,40 @@ func (o *outbox) send(ctx context.Context, batch []engine.Message, calls []rpc.B
 		}
 	}
 	clear(calls)
+	return calls
+}
+
+// deliver sends batch and appends one call (with its outcome) per message
+// to calls. A batch the peer refuses as a whole as too large (each message
+// fits its limit, but not all of them together) is split in halves and
+// sent again; nothing of a refused request has run.
+func (o *outbox) deliver(ctx context.Context, batch []engine.Message, calls []rpc.BatchCall) []rpc.BatchCall {
+	start := len(calls)
+	for _, m := range batch {
+		calls = append(calls, rpc.BatchCall{Method: m.Method(), Params: m})
+	}
+	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	err := o.client.CallBatch(sctx, calls[start:])
+	cancel()
+	if err != nil && len(batch) > 1 && !rpc.IsTransport(err) && rpc.IsCode(err, rpc.CodeInvalidRequest) {
+		half := len(batch) / 2
+		calls = o.deliver(ctx, batch[:half], calls[:start])
+		return o.deliver(ctx, batch[half:], calls)
+	}
+	if err == nil {
+		// A peer that refused every message (stopping, wrong token) is
+		// not healthy either.
+		err = calls[start].Err
+		for _, c := range calls[start+1:] {
+			if c.Err == nil {
+				err = nil
+				break
+			}
+		}
+	}
+	if o.sent != nil {
+		o.sent(err)
+	}
 	return calls
 }
 

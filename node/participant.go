@@ -69,7 +69,7 @@ type Participant struct {
 
 // StartParticipant recovers the participant from its log and data database
 // and serves JSON-RPC on ln until Close.
-func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOptions) (*Participant, error) {
+func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOptions) (_ *Participant, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,6 +105,14 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		now:            p.loop.now,
 		done:           func(d engine.DataDone) { p.loop.submit(d) },
 	})
+	defer func() {
+		if err != nil {
+			// Stop the data layer's sweeper and the peer client; nothing
+			// else has started yet.
+			p.data.closeAll()
+			p.coord.Close()
+		}
+	}()
 
 	began := time.Now()
 	n, err := p.loop.recover(ctx)

@@ -160,6 +160,10 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		// caller's usual concurrency without re-dialling.
 		c.tr.MaxConnsPerHost = 0
 		c.tr.MaxIdleConnsPerHost = 64
+		// Close idle connections well before a tpcd server does (5 min), so
+		// a request is never written onto a connection the server is
+		// closing at that moment: HTTP/1.1 cannot retry a POST.
+		c.tr.IdleConnTimeout = 90 * time.Second
 	}
 	c.hc = &http.Client{Transport: c.tr}
 	return c
