@@ -54,9 +54,10 @@ type Result struct {
 	// (raw), for committed transactions only.
 	Latency Latency `json:"latency"`
 	// Steps are the latencies of the steps of committed transactions, as
-	// the client saw them: for tpcd "begin", "exec" (one sample per
-	// statement) and "commit"; for raw "exec" (the first on a server
-	// includes its BEGIN), "prepare", "decision" and "commit prepared".
+	// the client saw them: for tpcd "exec" (one sample per statement; the
+	// first begins the transaction) and "commit"; for raw "exec" (the first
+	// on a server includes its BEGIN), "prepare", "decision" and "commit
+	// prepared".
 	Steps map[string]Latency `json:"steps,omitempty"`
 	// Costs are the work per committed transaction.
 	Costs *Costs `json:"costs,omitempty"`

@@ -85,35 +85,45 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spa
 		defer cancel()
 		return c.Call(cctx, method, params, result)
 	}
-	var b engine.BeginReply
-	if err := call(node.MethodBegin, struct{}{}, &b); err != nil {
-		// Nothing was begun, or what was is left to the idle timeout.
-		return outFailed, fmt.Sprintf("begin: %v", err)
-	}
-	sp.mark("begin")
+	// The first exec begins the transaction (no begin call) and its reply
+	// names it.
+	var tx engine.TxID
 	for _, s := range plan {
 		n := engine.NodeID(s.node)
-		err := call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, nil)
+		var reply struct {
+			TxID engine.TxID `json:"tx"`
+		}
+		err := call(node.MethodExec, node.ExecParams{TxID: tx, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, &reply)
 		if err == nil {
+			tx = reply.TxID
 			sp.mark("exec")
 			continue
 		}
-		if rpc.IsCode(err, rpc.CodeAborted) {
+		switch {
+		case tx == 0 && rpc.IsCode(err, rpc.CodeAborted):
+			// The statement that began the transaction failed: the
+			// coordinator rolled it back already.
+			return outAborted, fmt.Sprintf("exec: %v", err)
+		case tx == 0:
+			// Whether a transaction was begun is unknown; if one was, the
+			// coordinator's idle timeout ends it.
+			return outFailed, fmt.Sprintf("exec: %v", err)
+		case rpc.IsCode(err, rpc.CodeAborted):
 			// The transaction is abort-only; rolling back now frees its
 			// connections on the participants without waiting for a
 			// timeout. The outcome is abort whatever rollback answers.
-			_ = call(node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
+			_ = call(node.MethodRollback, node.TxParams{TxID: tx}, nil)
 			return outAborted, fmt.Sprintf("exec: %v", err)
 		}
 		// Anything else (a lost connection, a timeout): the outcome is
 		// known only if the rollback gets through.
-		if call(node.MethodRollback, node.TxParams{TxID: b.TxID}, nil) == nil {
+		if call(node.MethodRollback, node.TxParams{TxID: tx}, nil) == nil {
 			return outAborted, fmt.Sprintf("exec: %v", err)
 		}
 		return outFailed, fmt.Sprintf("exec: %v", err)
 	}
 	var r engine.OutcomeReply
-	if err := call(node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+	if err := call(node.MethodCommit, node.TxParams{TxID: tx}, &r); err != nil {
 		return outFailed, fmt.Sprintf("commit: %v", err)
 	}
 	if r.Outcome != engine.OutcomeCommit {

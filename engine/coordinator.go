@@ -135,12 +135,16 @@ type coordTx struct {
 
 	abortOnly       string
 	commitRequested bool
-	commitWaiters   []ReqID
-	batchCount      int
-	stmts           int
-	begun           Instant
-	lastActivity    Instant
-	voteDeadline    Instant
+	// implicit marks a transaction begun by an exec without a transaction
+	// id; unanswered says no reply has told the client its id yet, so
+	// nobody could roll it back (see execFailed).
+	implicit, unanswered bool
+	commitWaiters        []ReqID
+	batchCount           int
+	stmts                int
+	begun                Instant
+	lastActivity         Instant
+	voteDeadline         Instant
 
 	outcome     Outcome
 	reason      string
@@ -430,8 +434,13 @@ func (c *Coordinator) clientExec(in ClientExec) {
 		c.fail(in.Req, ErrBadNode, "node %d does not exist (participants are 0..%d)", in.Node, c.cfg.Participants-1)
 		return
 	}
-	tx := c.activeTx(in.Req, in.TxID)
-	if tx == nil {
+	var tx *coordTx
+	if in.TxID == 0 {
+		// An exec without a transaction begins one: the reply carries its
+		// id, and the client saves the round trip of a begin.
+		tx = c.newTx(in.Now, false)
+		tx.implicit, tx.unanswered = true, true
+	} else if tx = c.activeTx(in.Req, in.TxID); tx == nil {
 		return
 	}
 	if tx.batch {
@@ -516,6 +525,13 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 	n.inflight = nil
 	if tx.abortOnly == "" {
 		tx.abortOnly = reason
+	}
+	if tx.unanswered {
+		// The statement that began the transaction failed before any reply
+		// named it: the client cannot roll it back, so it ends here.
+		c.fail(p.req, code, "%s (transaction %d rolled back)", reason, tx.id)
+		c.decide(now, tx, OutcomeAbort, reason)
+		return
 	}
 	c.fail(p.req, code, "%s", reason)
 	c.pump(now, tx, node)
@@ -715,6 +731,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		}
 		p := n.inflight
 		n.inflight = nil
+		tx.unanswered = false
 		c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
 		c.pump(now, tx, from)
 		c.tryPrepare(now, tx)

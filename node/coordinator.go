@@ -190,8 +190,19 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			if err := needSQL(p.SQL); err != nil {
 				return nil, err
 			}
-			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+			exec := func(req engine.ReqID, now engine.Instant) engine.Input {
 				return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args}
+			}
+			if p.TxID != 0 {
+				return c.call(ctx, exec)
+			}
+			// Without a transaction id the exec begins one, which counts
+			// against the client's open transactions as a begin does.
+			return c.beginWith(ctx, exec, func(r any) engine.TxID {
+				if e, ok := r.(engine.ExecReply); ok {
+					return e.TxID
+				}
+				return 0
 			})
 		},
 		MethodExecute: func(ctx context.Context, raw json.RawMessage) (any, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -394,4 +395,53 @@ func TestCoordinatorRestart(t *testing.T) {
 	if got := c.keys(0); !slices.Equal(got, []int{1, 3}) {
 		t.Fatalf("node 0 keys %v, want [1 3]", got)
 	}
+}
+
+// An exec without a transaction id begins one: the reply names it and the
+// transaction goes on as any other. A failing first statement leaves nothing
+// behind: the coordinator rolls the transaction back at once, since the
+// client never learned its id.
+func TestExecWithoutTransactionBeginsOne(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2})
+	c.exec1(1, "INSERT INTO kv VALUES (1, 'taken')")
+
+	r := c.mustExec(0, 0, "INSERT INTO kv VALUES (10, 'a')")
+	if r.TxID == 0 {
+		t.Fatalf("exec without tx: reply %+v names no transaction", r)
+	}
+	c.mustExec(r.TxID, 1, "INSERT INTO kv VALUES (10, 'b')")
+	if out := c.commit(r.TxID); out.Outcome != engine.OutcomeCommit {
+		t.Fatalf("commit %d: %+v", r.TxID, out)
+	}
+	c.settled()
+	for i, want := range [][]int{{10}, {1, 10}} {
+		if got := c.keys(i); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("node %d: keys %v, want %v", i, got, want)
+		}
+	}
+
+	_, err := c.exec(0, 1, "INSERT INTO kv VALUES (1, 'again')")
+	if rpcCode(err) != rpc.CodeAborted || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("failing first statement: %v, want code %d saying the transaction was rolled back", err, rpc.CodeAborted)
+	}
+	// The coordinator ended the transaction itself: its status is aborted,
+	// not active waiting for an idle timeout.
+	var failed engine.TxID
+	msg := err.Error()
+	if _, serr := fmt.Sscanf(msg[strings.LastIndex(msg, "(transaction "):], "(transaction %d rolled back)", &failed); serr != nil || failed <= r.TxID {
+		t.Fatalf("error %q does not name the new transaction (%v)", msg, serr)
+	}
+	if st := c.status(failed); st.State != "aborted" {
+		t.Fatalf("status of %d after its first statement failed: %+v, want aborted", failed, st)
+	}
+	// The participant's open data transaction is rolled back, not left for
+	// an idle timeout.
+	eventually(t, "node 1 has no open data transaction", func() bool {
+		var open int
+		if err := c.data(1).QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'").Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		return open == 0
+	})
 }

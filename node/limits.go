@@ -119,17 +119,29 @@ func (c *Coordinator) stillOpen(ctx context.Context, ids []engine.TxID) ([]engin
 
 // begin serves MethodBegin within the client's open-transaction limit.
 func (c *Coordinator) begin(ctx context.Context, _ json.RawMessage) (any, error) {
+	return c.beginWith(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientBegin{Now: now, Req: req}
+	}, func(r any) engine.TxID {
+		if b, ok := r.(engine.BeginReply); ok {
+			return b.TxID
+		}
+		return 0
+	})
+}
+
+// beginWith runs a client input that begins a transaction (begin, or an
+// exec without one) within the client's open-transaction limit; began
+// finds the new transaction's id in the answer.
+func (c *Coordinator) beginWith(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input, began func(any) engine.TxID) (any, error) {
 	client := clientIdentity(ctx)
 	if err := c.limiter.reserve(ctx, client, c.stillOpen); err != nil {
 		c.logger.Warn("begin refused", "client", client, "err", err)
 		return nil, err
 	}
-	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientBegin{Now: now, Req: req}
-	})
+	r, err := c.call(ctx, mk)
 	var tx engine.TxID
-	if b, ok := r.(engine.BeginReply); ok && err == nil {
-		tx = b.TxID
+	if err == nil {
+		tx = began(r)
 	}
 	c.limiter.settle(client, tx)
 	return r, err

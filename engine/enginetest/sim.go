@@ -141,6 +141,11 @@ func (s *sim) onResponse(r Response) {
 		if r.Kind == "execute" && !slices.Contains(s.known, rep.TxID) {
 			s.known = append(s.known, rep.TxID)
 		}
+		if r.Kind == "exec" && ss.tx == 0 && !slices.Contains(s.known, rep.TxID) {
+			// An exec without a transaction began this one.
+			ss.tx = rep.TxID
+			s.known = append(s.known, rep.TxID)
+		}
 	case engine.OutcomeReply:
 		if rep.Outcome == engine.OutcomeCommit {
 			s.stats.Committed++
@@ -345,8 +350,11 @@ func (s *sim) client() {
 	ss.waiting++
 	r := s.rng.Float64()
 	switch {
-	case ss.tx == 0 && r < 0.45:
+	case ss.tx == 0 && r < 0.3:
 		s.c.Begin()
+	case ss.tx == 0 && r < 0.45:
+		// Begin with the first statement.
+		s.c.Exec(0, node, s.sql())
 	case ss.tx == 0 && r < 0.9:
 		s.c.Execute(node, s.sql())
 	case ss.tx == 0 && r < 0.93 && len(s.known) > 0:
