@@ -135,16 +135,16 @@ type coordTx struct {
 
 	abortOnly       string
 	commitRequested bool
-	// implicit marks a transaction begun by an exec without a transaction
-	// id; unanswered says no reply has told the client its id yet, so
+	// unanswered marks a transaction begun by an exec without a
+	// transaction id until a reply tells the client its id: before that
 	// nobody could roll it back (see execFailed).
-	implicit, unanswered bool
-	commitWaiters        []ReqID
-	batchCount           int
-	stmts                int
-	begun                Instant
-	lastActivity         Instant
-	voteDeadline         Instant
+	unanswered    bool
+	commitWaiters []ReqID
+	batchCount    int
+	stmts         int
+	begun         Instant
+	lastActivity  Instant
+	voteDeadline  Instant
 
 	outcome     Outcome
 	reason      string
@@ -439,7 +439,7 @@ func (c *Coordinator) clientExec(in ClientExec) {
 		// An exec without a transaction begins one: the reply carries its
 		// id, and the client saves the round trip of a begin.
 		tx = c.newTx(in.Now, false)
-		tx.implicit, tx.unanswered = true, true
+		tx.unanswered = true
 	} else if tx = c.activeTx(in.Req, in.TxID); tx == nil {
 		return
 	}
