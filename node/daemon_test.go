@@ -424,15 +424,16 @@ func TestExecWithoutTransactionBeginsOne(t *testing.T) {
 	if rpcCode(err) != rpc.CodeAborted || !strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("failing first statement: %v, want code %d saying the transaction was rolled back", err, rpc.CodeAborted)
 	}
-	// The coordinator ended the transaction itself: its status is aborted,
-	// not active waiting for an idle timeout.
+	// The coordinator decided the transaction itself: its status is abort
+	// (aborting until the participant acknowledges), not active waiting
+	// for an idle timeout.
 	var failed engine.TxID
 	msg := err.Error()
 	if _, serr := fmt.Sscanf(msg[strings.LastIndex(msg, "(transaction "):], "(transaction %d rolled back)", &failed); serr != nil || failed <= r.TxID {
 		t.Fatalf("error %q does not name the new transaction (%v)", msg, serr)
 	}
-	if st := c.status(failed); st.State != "aborted" {
-		t.Fatalf("status of %d after its first statement failed: %+v, want aborted", failed, st)
+	if st := c.status(failed); st.Outcome != engine.OutcomeAbort {
+		t.Fatalf("status of %d after its first statement failed: %+v, want the abort decided", failed, st)
 	}
 	// The participant's open data transaction is rolled back, not left for
 	// an idle timeout.
