@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// DefaultMaxConns sizes every database pool of a cluster bench starts, as
+// `tpcd participant --max-conns` does by default.
+const DefaultMaxConns = 100
+
 // Baselines that Options.Baseline accepts.
 const (
 	BaselineNone = "none"

@@ -8,6 +8,9 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/localcluster"
 )
 
 // Config is what a report was measured with.
@@ -86,18 +89,25 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep := &Report{}
 	if opts.Coordinator == "" {
 		log.Info("starting a local cluster", "participants", opts.Participants, "max_conns", opts.MaxConns)
-		cl, err := startCluster(ctx, opts.Participants, opts.MaxConns, opts.LazyPrepared, opts.DecisionRetry, opts.PGBin, log)
+		cl, err := localcluster.Start(ctx, localcluster.Options{
+			Participants: opts.Participants, PGBin: opts.PGBin, MaxConns: opts.MaxConns,
+			EagerPrepared: !opts.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: opts.DecisionRetry},
+			Logger: log,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("start a local cluster: %w", err)
 		}
 		defer func() {
-			if err := cl.close(); err != nil {
+			if err := cl.Close(); err != nil {
 				log.Warn("stopping the local cluster", "err", err)
 			}
 		}()
-		opts.Coordinator = cl.coordAddr
-		opts.LogDB = cl.logURI
-		opts.DataDBs = cl.dataURIs
+		opts.Coordinator = cl.CoordinatorAddr()
+		opts.LogDB = cl.Nodes[0].LogURI
+		opts.DataDBs = nil
+		for _, n := range cl.Nodes[1:] {
+			opts.DataDBs = append(opts.DataDBs, n.DataURI)
+		}
 		rep.Config.StartedCluster = true
 	}
 

@@ -36,7 +36,14 @@ type Options struct {
 	PGBin    string
 	// Coordinator configures the coordinator's engine (timeouts, batches).
 	Coordinator engine.CoordinatorConfig
-	Logger      *slog.Logger
+	// MaxConns sizes every database pool, as `tpcd participant --max-conns`
+	// does: the data pool needs one connection per open transaction.
+	// Default 100.
+	MaxConns int
+	// EagerPrepared makes the participants wait for their part.prepared
+	// event before voting yes, as `tpcd participant --no-lazy-prepared`.
+	EagerPrepared bool
+	Logger        *slog.Logger
 }
 
 // Node describes one running node.
@@ -67,6 +74,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 100
 	}
 	c := &Cluster{}
 	var lns []net.Listener
@@ -112,10 +122,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// As `tpcd participant` does: the data pool needs one connection
-			// per open transaction (pgxpool's default is 4).
 			spec := node.DatabaseSpec{NeedData: i > 0, PGBin: opts.PGBin, Logger: opts.Logger.With("node", name),
-				MaxConns: 100, MaxPreparedTransactions: 200}
+				MaxConns: opts.MaxConns, MaxPreparedTransactions: 2 * opts.MaxConns}
 			if opts.StateDir != "" {
 				spec.StateDir = filepath.Join(opts.StateDir, name)
 			}
@@ -131,8 +139,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
 			Logger: opts.Logger,
-			// As tpcd participant by default.
-			Engine: engine.ParticipantConfig{LazyPrepared: true},
+			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", names[i+1], err)
