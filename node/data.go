@@ -60,7 +60,7 @@ func newDataDB(d *dataDB) *dataDB {
 	d.base, d.stop = context.WithCancel(context.Background())
 	d.workers = map[engine.TxID]*txWorker{}
 	d.idle = make(chan task)
-	d.markers = &markerSweeper{d: d, wake: make(chan struct{}, 1)}
+	d.markers = &markerSweeper{d: d, queue: newBatchQueue[engine.Data]()}
 	d.running.Add(1)
 	go func() { defer d.running.Done(); d.markers.run() }()
 	return d

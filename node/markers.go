@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
@@ -22,56 +21,23 @@ const sweepPause = 50 * time.Millisecond
 // under load many transactions share that commit. Nobody waits for it but
 // the transaction's PartForgotten event.
 type markerSweeper struct {
-	d    *dataDB
-	mu   sync.Mutex
-	ops  []engine.Data
-	wake chan struct{}
+	d     *dataDB
+	queue *batchQueue[engine.Data]
 }
 
-func (m *markerSweeper) push(op engine.Data) {
-	m.mu.Lock()
-	m.ops = append(m.ops, op)
-	m.mu.Unlock()
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (m *markerSweeper) take() []engine.Data {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := min(len(m.ops), maxMarkerBatch)
-	batch := m.ops[:n:n]
-	m.ops = m.ops[n:]
-	if len(m.ops) == 0 {
-		m.ops = nil
-	}
-	return batch
-}
+func (m *markerSweeper) push(op engine.Data) { m.queue.push(op, 0) }
 
 // run sweeps until the data layer closes; deletions still queued then are
 // left to the next start, whose recovery deletes markers of finished
 // transactions again.
 func (m *markerSweeper) run() {
-	for {
+	m.queue.drain(m.d.base.Done(), maxMarkerBatch, nil, func(batch []engine.Data) {
+		m.sweep(batch)
 		select {
 		case <-m.d.base.Done():
-			return
-		case <-m.wake:
+		case <-time.After(sweepPause):
 		}
-		for m.d.base.Err() == nil {
-			batch := m.take()
-			if len(batch) == 0 {
-				break
-			}
-			m.sweep(batch)
-			select {
-			case <-m.d.base.Done():
-			case <-time.After(sweepPause):
-			}
-		}
-	}
+	})
 }
 
 func (m *markerSweeper) sweep(batch []engine.Data) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
@@ -43,80 +42,51 @@ type outbox struct {
 	// (SendFailed); nil when the sender does not care.
 	failed func(m engine.Message)
 
-	mu    sync.Mutex
-	queue []engine.Message
-	wake  chan struct{}
+	queue *batchQueue[engine.Message]
 }
 
 func newOutbox(to engine.NodeID, client *rpc.Client, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
-	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, wake: make(chan struct{}, 1)}
+	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: newBatchQueue[engine.Message]()}
 }
 
 // push queues m. It never blocks: the loop goroutine calls it.
 func (o *outbox) push(m engine.Message) {
-	o.mu.Lock()
-	if len(o.queue) >= maxQueued {
-		dropped := o.queue[0]
-		o.queue = o.queue[1:]
+	if dropped, ok := o.queue.push(m, maxQueued); ok {
 		o.logger.Warn("outbox full: oldest message dropped", "to", o.to, "method", dropped.Method(), "tx", dropped.Tx())
-	}
-	o.queue = append(o.queue, m)
-	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
 	}
 }
 
-// take removes up to maxBatch queued messages. A batch ends before a
-// second decision for one transaction (a resend queued behind the first):
-// the failpoints that hold decisions back (failpoint.BeforeSend) wait for
-// the first one's delivery, which a shared batch could never finish.
+// take removes up to maxBatch queued messages.
 func (o *outbox) take(buf []engine.Message) []engine.Message {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	n := min(len(o.queue), maxBatch)
+	return o.queue.take(buf, maxBatch, cutBeforeRepeatedDecision)
+}
+
+// cutBeforeRepeatedDecision ends a batch before a second decision for one
+// transaction (a resend queued behind the first): the failpoints that hold
+// decisions back (failpoint.BeforeSend) wait for the first one's delivery,
+// which a shared batch could never finish.
+func cutBeforeRepeatedDecision(msgs []engine.Message) int {
 	var decided []engine.TxID
-	for i, m := range o.queue[:n] {
+	for i, m := range msgs {
 		d, ok := m.(engine.DecisionRequest)
 		if !ok {
 			continue
 		}
 		if slices.Contains(decided, d.TxID) {
-			n = i
-			break
+			return i
 		}
 		decided = append(decided, d.TxID)
 	}
-	buf = append(buf[:0], o.queue[:n]...)
-	clear(o.queue[:n])
-	o.queue = o.queue[n:]
-	if len(o.queue) == 0 {
-		// Let the backing array go instead of creeping along it.
-		o.queue = nil
-	}
-	return buf
+	return len(msgs)
 }
 
 // run sends until ctx ends; what is still queued then is dropped, as a
 // stopping node's network would.
 func (o *outbox) run(ctx context.Context) {
-	var batch []engine.Message
 	var calls []rpc.BatchCall
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-o.wake:
-		}
-		for ctx.Err() == nil {
-			batch = o.take(batch)
-			if len(batch) == 0 {
-				break
-			}
-			calls = o.send(ctx, batch, calls)
-		}
-	}
+	o.queue.drain(ctx.Done(), maxBatch, cutBeforeRepeatedDecision, func(batch []engine.Message) {
+		calls = o.send(ctx, batch, calls)
+	})
 }
 
 func (o *outbox) send(ctx context.Context, batch []engine.Message, calls []rpc.BatchCall) []rpc.BatchCall {
