@@ -198,7 +198,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			}
 			// Without a transaction id the exec begins one, which counts
 			// against the client's open transactions as a begin does.
-			return c.beginWith(ctx, exec, func(r any) engine.TxID {
+			return c.startTx(ctx, exec, func(r any) engine.TxID {
 				if e, ok := r.(engine.ExecReply); ok {
 					return e.TxID
 				}

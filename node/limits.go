@@ -119,7 +119,7 @@ func (c *Coordinator) stillOpen(ctx context.Context, ids []engine.TxID) ([]engin
 
 // begin serves MethodBegin within the client's open-transaction limit.
 func (c *Coordinator) begin(ctx context.Context, _ json.RawMessage) (any, error) {
-	return c.beginWith(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+	return c.startTx(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientBegin{Now: now, Req: req}
 	}, func(r any) engine.TxID {
 		if b, ok := r.(engine.BeginReply); ok {
@@ -129,10 +129,10 @@ func (c *Coordinator) begin(ctx context.Context, _ json.RawMessage) (any, error)
 	})
 }
 
-// beginWith runs a client input that begins a transaction (begin, or an
+// startTx runs a client input that begins a transaction (begin, or an
 // exec without one) within the client's open-transaction limit; began
 // finds the new transaction's id in the answer.
-func (c *Coordinator) beginWith(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input, began func(any) engine.TxID) (any, error) {
+func (c *Coordinator) startTx(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input, began func(any) engine.TxID) (any, error) {
 	client := clientIdentity(ctx)
 	if err := c.limiter.reserve(ctx, client, c.stillOpen); err != nil {
 		c.logger.Warn("begin refused", "client", client, "err", err)
