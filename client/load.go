@@ -244,10 +244,35 @@ func (l *loader) create(ctx context.Context) error {
 	for i := range l.n {
 		stmts[engine.NodeID(i)] = []stmt{{sql: sql}}
 	}
-	if _, err := l.transact(ctx, stmts); err != nil {
+	tx, _, err := l.transact(ctx, stmts)
+	if err != nil {
+		return fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
+	}
+	// Commit answers once the decision is durable; the rows must not reach
+	// a participant before its CREATE TABLE is applied there.
+	if err := l.waitApplied(ctx, tx); err != nil {
 		return fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
 	}
 	return nil
+}
+
+// waitApplied waits until transaction tx is committed on every participant.
+func (l *loader) waitApplied(ctx context.Context, tx engine.TxID) error {
+	for {
+		var st engine.StatusReply
+		if err := l.s.call(ctx, node.MethodStatus, node.TxParams{TxID: tx}, &st); err != nil {
+			return fmt.Errorf("status of transaction %d: %s", tx, l.s.explain(err))
+		}
+		if st.State != engine.PhaseCommitting.String() {
+			// committed, or forgotten after every participant acknowledged.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 type stmt struct {
@@ -271,7 +296,7 @@ func (l *loader) batch(ctx context.Context, recs [][]string) error {
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		retry, err := l.transact(ctx, stmts)
+		_, retry, err := l.transact(ctx, stmts)
 		if err == nil {
 			l.sum.Transactions++
 			for i, rows := range byNode {
@@ -342,16 +367,16 @@ func nullable(v string) any {
 // transaction and commits it. retry reports whether trying again may work:
 // the transaction aborted for a reason other than a failing statement, or
 // the coordinator did not answer.
-func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (retry bool, err error) {
+func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (tx engine.TxID, retry bool, err error) {
 	s := l.s
 	if s.broken {
 		if err := s.check(ctx); err != nil {
-			return true, s.explain(err)
+			return 0, true, s.explain(err)
 		}
 	}
 	var b engine.BeginReply
 	if err := s.call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
-		return rpc.IsTransport(err), s.explain(err)
+		return b.TxID, rpc.IsTransport(err), s.explain(err)
 	}
 	// Participants work in parallel; each one's statements run in order.
 	var wg sync.WaitGroup
@@ -385,36 +410,36 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = s.rpc.Call(rctx, node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
 		cancel()
-		return rpc.IsTransport(firstErr) && ctx.Err() == nil, fmt.Errorf("transaction %d: %s", b.TxID, describe(firstErr, s.addr))
+		return b.TxID, rpc.IsTransport(firstErr) && ctx.Err() == nil, fmt.Errorf("transaction %d: %s", b.TxID, describe(firstErr, s.addr))
 	}
 	var out engine.OutcomeReply
 	if err := s.call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &out); err != nil {
 		if !rpc.IsTransport(err) || ctx.Err() != nil {
-			return false, fmt.Errorf("commit transaction %d: %s", b.TxID, describe(err, s.addr))
+			return b.TxID, false, fmt.Errorf("commit transaction %d: %s", b.TxID, describe(err, s.addr))
 		}
 		// The commit may or may not have happened: ask once the
 		// coordinator answers again, so rows are neither lost nor doubled.
 		if cerr := s.check(ctx); cerr != nil {
-			return false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", b.TxID, describe(cerr, s.addr))
+			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", b.TxID, describe(cerr, s.addr))
 		}
 		var st engine.StatusReply
 		if serr := s.call(ctx, node.MethodStatus, node.TxParams{TxID: b.TxID}, &st); serr != nil {
-			return false, fmt.Errorf("commit transaction %d: outcome unknown: %s", b.TxID, describe(serr, s.addr))
+			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown: %s", b.TxID, describe(serr, s.addr))
 		}
 		switch st.State {
 		case engine.PhaseCommitted.String(), engine.PhaseCommitting.String():
-			return false, nil
+			return b.TxID, false, nil
 		case engine.PhaseAborted.String(), engine.PhaseAborting.String(), "forgotten":
-			return true, fmt.Errorf("transaction %d: %s", b.TxID, describeState(st))
+			return b.TxID, true, fmt.Errorf("transaction %d: %s", b.TxID, describeState(st))
 		}
-		return false, fmt.Errorf("commit transaction %d: outcome unknown (%s)", b.TxID, describeState(st))
+		return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown (%s)", b.TxID, describeState(st))
 	}
 	if out.Outcome != engine.OutcomeCommit {
 		// A failed statement would have failed its exec; an abort decided
 		// at commit is a no vote or a timeout, which may pass next time.
-		return true, &OutcomeError{TxID: b.TxID, Reason: out.Reason}
+		return b.TxID, true, &OutcomeError{TxID: b.TxID, Reason: out.Reason}
 	}
-	return false, nil
+	return b.TxID, false, nil
 }
 
 var (
