@@ -67,6 +67,11 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 	if r.Outcome != engine.OutcomeCommit {
 		return fmt.Errorf("create bench_kv: the transaction aborted: %s", r.Reason)
 	}
+	// The load must not reach a participant before its CREATE TABLE is
+	// applied there.
+	if err := node.WaitApplied(ctx, c.Call, b.TxID); err != nil {
+		return fmt.Errorf("create bench_kv: %w", err)
+	}
 	return nil
 }
 

@@ -248,31 +248,12 @@ func (l *loader) create(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
 	}
-	// Commit answers once the decision is durable; the rows must not reach
-	// a participant before its CREATE TABLE is applied there.
-	if err := l.waitApplied(ctx, tx); err != nil {
-		return fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
+	// The rows must not reach a participant before its CREATE TABLE is
+	// applied there.
+	if err := node.WaitApplied(ctx, l.s.call, tx); err != nil {
+		return fmt.Errorf("load: create table %s: %w", l.opts.Table, l.s.explain(err))
 	}
 	return nil
-}
-
-// waitApplied waits until transaction tx is committed on every participant.
-func (l *loader) waitApplied(ctx context.Context, tx engine.TxID) error {
-	for {
-		var st engine.StatusReply
-		if err := l.s.call(ctx, node.MethodStatus, node.TxParams{TxID: tx}, &st); err != nil {
-			return fmt.Errorf("status of transaction %d: %s", tx, l.s.explain(err))
-		}
-		if st.State != engine.PhaseCommitting.String() {
-			// committed, or forgotten after every participant acknowledged.
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 type stmt struct {
