@@ -99,6 +99,10 @@ type Options struct {
 	// its end. They profile this process, which holds the nodes too when
 	// Run started the cluster.
 	CPUProfile, MemProfile string
+	// Trace, if set, receives an execution trace of the tpcd measurement
+	// (go tool trace; its -pprof=sched view shows where goroutines waited
+	// for a CPU).
+	Trace string
 	// WatchPID, if set, is a process (say, an external coordinator) whose
 	// resident memory is sampled every second during the measurements.
 	WatchPID int

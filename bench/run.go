@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
@@ -177,7 +178,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for i := range opts.Concurrency {
 		tl.clients = append(tl.clients, tp.client(i))
 	}
-	prof, err := newProfiler(opts.CPUProfile, opts.MemProfile)
+	prof, err := newProfiler(opts.CPUProfile, opts.MemProfile, opts.Trace)
 	if err != nil {
 		return nil, err
 	}
@@ -237,22 +238,32 @@ func ratio(t, r *Result) *Ratio {
 	}
 }
 
-// profiler writes a CPU profile of the measurement and an allocation
-// profile at its end.
+// profiler writes a CPU profile and an execution trace of the measurement
+// and an allocation profile at its end.
 type profiler struct {
-	cpuPath, memPath string
-	cpu              *os.File
-	err              error
+	memPath    string
+	cpu, trace *os.File
+	err        error
 }
 
-func newProfiler(cpuPath, memPath string) (*profiler, error) {
-	p := &profiler{cpuPath: cpuPath, memPath: memPath}
+func newProfiler(cpuPath, memPath, tracePath string) (*profiler, error) {
+	p := &profiler{memPath: memPath}
 	if cpuPath != "" {
 		f, err := os.Create(cpuPath)
 		if err != nil {
 			return nil, fmt.Errorf("cpu profile: %w", err)
 		}
 		p.cpu = f
+	}
+	if tracePath != "" {
+		f, err := os.Create(tracePath)
+		if err != nil {
+			if p.cpu != nil {
+				p.cpu.Close()
+			}
+			return nil, fmt.Errorf("execution trace: %w", err)
+		}
+		p.trace = f
 	}
 	return p, nil
 }
@@ -265,12 +276,23 @@ func (p *profiler) start() {
 			p.cpu = nil
 		}
 	}
+	if p.trace != nil {
+		if err := trace.Start(p.trace); err != nil {
+			p.err = errors.Join(p.err, fmt.Errorf("execution trace: %w", err))
+			p.trace.Close()
+			p.trace = nil
+		}
+	}
 }
 
 func (p *profiler) stop() {
 	if p.cpu != nil {
 		pprof.StopCPUProfile()
 		p.err = errors.Join(p.err, p.cpu.Close())
+	}
+	if p.trace != nil {
+		trace.Stop()
+		p.err = errors.Join(p.err, p.trace.Close())
 	}
 	if p.memPath != "" {
 		f, err := os.Create(p.memPath)

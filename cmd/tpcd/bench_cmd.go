@@ -31,6 +31,7 @@ type BenchCmd struct {
 	JSON          bool     `name:"json" help:"Print the report as JSON."`
 	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
 	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the tpcd measurement." type:"path"`
+	Trace         string   `name:"trace" hidden:"" help:"Write an execution trace of the tpcd measurement (go tool trace)." type:"path"`
 	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" default:"true" negatable:"" help:"Start the local cluster's participants with lazy Prepared events, as tpcd participant does by default (--no-lazy-prepared: the yes vote waits for the participant's log)."`
 	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
 	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
@@ -57,7 +58,7 @@ func (c *BenchCmd) options() bench.Options {
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(),
 		Baseline: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
-		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, WatchPID: c.WatchPID,
+		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, Trace: c.Trace, WatchPID: c.WatchPID,
 	}
 	if o.Warmup == 0 {
 		o.Warmup = -1 // --warmup 0 means none, not the default
