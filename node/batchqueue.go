@@ -1,6 +1,9 @@
 package node
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // batchQueue is a FIFO that any goroutine fills without blocking and one
 // goroutine drains in batches: whatever queued while the previous batch was
@@ -9,6 +12,13 @@ type batchQueue[T any] struct {
 	mu    sync.Mutex
 	items []T
 	wake  chan struct{}
+
+	// patient, if set, marks items that may wait up to patience for
+	// company: a batch of nothing but patient items is held that long
+	// unless an impatient one arrives, so that it rides along in the
+	// same request instead of costing one of its own.
+	patient  func(T) bool
+	patience time.Duration
 }
 
 func newBatchQueue[T any]() *batchQueue[T] {
@@ -52,15 +62,50 @@ func (q *batchQueue[T]) take(buf []T, max int, cut func([]T) int) []T {
 	return buf
 }
 
+// onlyPatient reports whether something is queued and all of it may wait.
+func (q *batchQueue[T]) onlyPatient() bool {
+	if q.patient == nil {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, v := range q.items {
+		if !q.patient(v) {
+			return false
+		}
+	}
+	return len(q.items) > 0
+}
+
 // drain calls send with each batch until done closes; items still queued
 // then are dropped.
 func (q *batchQueue[T]) drain(done <-chan struct{}, max int, cut func([]T) int, send func([]T)) {
 	var batch []T
+	var hold *time.Timer
 	for {
 		select {
 		case <-done:
 			return
 		case <-q.wake:
+		}
+		if q.onlyPatient() {
+			// The deadline counts from the first patient item, so a
+			// trickle of them cannot hold each other back for ever.
+			if hold == nil {
+				hold = time.NewTimer(q.patience)
+			} else {
+				hold.Reset(q.patience)
+			}
+			for waiting := true; waiting && q.onlyPatient(); {
+				select {
+				case <-done:
+					return
+				case <-q.wake:
+				case <-hold.C:
+					waiting = false
+				}
+			}
+			hold.Stop()
 		}
 		for {
 			select {

@@ -24,6 +24,13 @@ const (
 	maxQueued = 100_000
 	// sendTimeout bounds one request to a peer.
 	sendTimeout = 10 * time.Second
+	// ackPatience is how long an acknowledgement waits for another message
+	// to the same peer to travel with. Nobody waits for an ack but the
+	// coordinator's bookkeeping (it ends the transaction and later resends
+	// the decision, first after engine.DefaultRetryMin, ten times longer),
+	// and when transactions follow each other the next exec result or vote
+	// comes within milliseconds, saving a request per ack.
+	ackPatience = 10 * time.Millisecond
 )
 
 // outbox carries one node's one-way messages to one peer. A single goroutine
@@ -46,7 +53,14 @@ type outbox struct {
 }
 
 func newOutbox(to engine.NodeID, client *rpc.Client, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
-	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: newBatchQueue[engine.Message]()}
+	q := newBatchQueue[engine.Message]()
+	q.patient, q.patience = isAck, ackPatience
+	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q}
+}
+
+func isAck(m engine.Message) bool {
+	_, ok := m.(engine.AckMessage)
+	return ok
 }
 
 // push queues m. It never blocks: the loop goroutine calls it.

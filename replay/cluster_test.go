@@ -64,6 +64,9 @@ type cluster struct {
 	partDBs   []*node.Databases
 	parts     []*node.Participant
 	client    *rpc.Client
+	// began are the transactions begun through begin, which settled waits
+	// for.
+	began []engine.TxID
 }
 
 type testWriter struct{ t *testing.T }
@@ -199,6 +202,7 @@ func (c *cluster) begin() engine.TxID {
 	if err := c.call(node.MethodBegin, struct{}{}, &r); err != nil {
 		c.t.Fatalf("begin: %v", err)
 	}
+	c.began = append(c.began, r.TxID)
 	return r.TxID
 }
 
@@ -272,6 +276,23 @@ func replayOf(t *testing.T, l logRef, opts replay.Options) *replay.Report {
 // is left prepared, judged by replaying every log.
 func (c *cluster) settled() {
 	c.t.Helper()
+	// The coordinator first: until every participant has acknowledged, its
+	// log may not yet show the decision (an abort is logged lazily) while
+	// the participants' logs already look finished.
+	eventually(c.t, "the coordinator ended every transaction begun", func() bool {
+		for _, tx := range c.began {
+			var st engine.StatusReply
+			if err := c.call(node.MethodStatus, node.TxParams{TxID: tx}, &st); err != nil {
+				return false
+			}
+			switch st.State {
+			case engine.PhaseCommitted.String(), engine.PhaseAborted.String(), "forgotten":
+			default:
+				return false
+			}
+		}
+		return true
+	})
 	eventually(c.t, "every transaction ended on every node", func() bool {
 		for _, l := range c.logs() {
 			rep := replayOf(c.t, l, replay.Options{})
