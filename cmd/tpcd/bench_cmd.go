@@ -112,3 +112,5 @@ func (c *BenchCmd) Run(g *Globals, ctx context.Context) error {
 	}
 	return err
 }
+
+func (c *BenchCmd) startsPostgres() bool { return c.Coordinator == "" }

@@ -58,3 +58,5 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	fmt.Fprintln(os.Stderr, "stopping...")
 	return cl.Close()
 }
+
+func (c *ClusterCmd) startsPostgres() bool { return true }

@@ -121,3 +121,5 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	waitForSignal(ctx, logger)
 	return coord.Close()
 }
+
+func (c *CoordinatorCmd) startsPostgres() bool { return c.LogDB == "" }

@@ -117,3 +117,5 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	waitForSignal(ctx, logger)
 	return p.Close()
 }
+
+func (c *ParticipantCmd) startsPostgres() bool { return c.LogDB == "" || c.DataDB == "" }
