@@ -374,13 +374,6 @@ func (c *Client) Close() error {
 	return nil
 }
 
-type request struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      uint64          `json:"id"`
-	Method  string          `json:"method"`
-	Params  json.RawMessage `json:"params,omitempty"`
-}
-
 type response struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
@@ -388,24 +381,47 @@ type response struct {
 	Error   *Error          `json:"error"`
 }
 
+// encodeRequest writes the request envelope by hand around params encoded
+// once: marshalling a struct that holds the encoded params would scan them
+// all over again. The bytes are what json.Marshal of the envelope struct
+// (jsonrpc, id, method, params omitempty) would give.
 func encodeRequest(id uint64, method string, params any) ([]byte, error) {
-	req := request{JSONRPC: "2.0", ID: id, Method: method}
+	var raw []byte
 	if params != nil {
-		raw, ok := params.(json.RawMessage)
-		if !ok {
-			var err error
-			if raw, err = json.Marshal(params); err != nil {
-				return nil, err
+		given, ok := params.(json.RawMessage)
+		var err error
+		if ok {
+			// Compacting validates, and the caller's JSON goes out in the
+			// form json.Marshal gives it.
+			var compact, escaped bytes.Buffer
+			if err := json.Compact(&compact, given); err != nil {
+				return nil, fmt.Errorf("json: error calling MarshalJSON for type json.RawMessage: %w", err)
 			}
+			json.HTMLEscape(&escaped, compact.Bytes())
+			raw = escaped.Bytes()
+		} else if raw, err = json.Marshal(params); err != nil {
+			return nil, err
 		}
 		if first := firstNonSpace(raw); first != '{' && first != '[' {
 			// JSON-RPC allows only structured params; failing here beats a
 			// round trip that ends in CodeInvalidRequest.
 			return nil, fmt.Errorf("params must encode as a JSON object or array, got %s", snippet(raw))
 		}
-		req.Params = raw
 	}
-	return json.Marshal(req)
+	name, err := json.Marshal(method)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, 48+len(name)+len(raw))
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = strconv.AppendUint(out, id, 10)
+	out = append(out, `,"method":`...)
+	out = append(out, name...)
+	if raw != nil {
+		out = append(out, `,"params":`...)
+		out = append(out, raw...)
+	}
+	return append(out, '}'), nil
 }
 
 func firstNonSpace(b []byte) byte {

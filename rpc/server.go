@@ -157,8 +157,11 @@ func NewServer(opts ServerOptions) *Server {
 		protocols.SetUnencryptedHTTP2(true)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(s.path, s.Handler())
+	// Requests on our own server inherit handlerCtx through the
+	// connection, so they need no link of their own to it (see serveRPC).
+	mux.Handle(s.path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveRPC(w, r, true) }))
 	s.http = &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return s.handlerCtx },
 		Handler:           mux,
 		Protocols:         protocols,
 		TLSConfig:         tlsConfig,
@@ -188,7 +191,9 @@ func orDefault(d, def time.Duration) time.Duration {
 // Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
 // a mux of the caller's (next to metrics or health checks). It answers at
 // whatever path it is mounted on; ServerOptions.Path applies to Serve only.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveRPC) }
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveRPC(w, r, false) })
+}
 
 // Serve accepts HTTP/1.1 and h2c connections on ln (TLS connections when
 // ServerOptions.TLS is set) and serves Path on them until Shutdown, after
@@ -224,7 +229,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // waits (a commit waiting for votes) never holds up another request; jrpc2's
 // HTTP bridge funnels all requests through one channel and stalls exactly
 // that way under load.
-func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
+//
+// own says the request came through Serve, whose connections derive their
+// contexts from handlerCtx; on a caller's mux the request's context is
+// linked to handlerCtx here, which costs every request a registration on
+// that one shared context.
+func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 	// Authentication comes first, so a stranger learns nothing, not even
 	// which methods or content types exist.
 	roles, authenticated, reason := s.auth.authenticate(r)
@@ -274,10 +284,15 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusOK, Errorf(CodeInvalidRequest, "empty batch"))
 		return
 	}
-	ctx, cancel := context.WithCancel(WithCaller(r.Context(), Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated}))
-	defer cancel()
-	stop := context.AfterFunc(s.handlerCtx, cancel)
-	defer stop()
+	// net/http cancels r.Context() when this handler returns.
+	ctx := WithCaller(r.Context(), Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated})
+	if !own {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(s.handlerCtx, cancel)
+		defer stop()
+	}
 
 	out := make([]json.RawMessage, len(reqs))
 	var wg sync.WaitGroup
@@ -313,8 +328,21 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	case len(reqs) == 1 && !reqs[0].Batch:
 		w.Write(replies[0])
 	default:
-		body, _ := json.Marshal(replies)
-		w.Write(body)
+		// Each reply is JSON that dispatch encoded; joining them by hand
+		// spares encoding/json validating them all over again.
+		n := 1 + len(replies)
+		for _, r := range replies {
+			n += len(r)
+		}
+		body := make([]byte, 0, n)
+		body = append(body, '[')
+		for i, r := range replies {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, r...)
+		}
+		w.Write(append(body, ']'))
 	}
 }
 
@@ -343,6 +371,17 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 	if req.ID == "" && req.Error == nil {
 		return nil
 	}
+	if rerr == nil && result != nil && isDecimal(req.ID) {
+		// The usual reply: a numeric id and a result dispatch's call just
+		// encoded, put together without encoding/json scanning the result
+		// again. Same bytes as the general form below.
+		body := make([]byte, 0, 32+len(req.ID)+len(result))
+		body = append(body, `{"jsonrpc":"2.0","id":`...)
+		body = append(body, req.ID...)
+		body = append(body, `,"result":`...)
+		body = append(body, result...)
+		return append(body, '}')
+	}
 	id := json.RawMessage(req.ID)
 	if req.ID == "" {
 		id = json.RawMessage("null")
@@ -361,6 +400,20 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 		body = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}`)
 	}
 	return body
+}
+
+// isDecimal reports whether id is a plain non-negative integer, as every
+// tpcd client sends.
+func isDecimal(id string) bool {
+	if id == "" || len(id) > 20 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '0' || id[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // writeError answers with a JSON-RPC error response whose id is null, as the
