@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,8 +125,20 @@ func decodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
 	// A missing vote or outcome decodes to the invalid zero value, which the
 	// encoder refuses: refuse it here too rather than hand the engine a
 	// decision that is neither commit nor abort (found by FuzzRequest).
-	if _, err := json.Marshal(m); err != nil {
-		return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: invalid params: %s", method, strings.TrimPrefix(errors.Unwrap(err).Error(), "engine: "))
+	// These are the only fields of a decoded message that cannot encode.
+	var enum encoding.TextMarshaler
+	switch v := m.(type) {
+	case engine.VoteMessage:
+		enum = v.Vote
+	case engine.DecisionRequest:
+		enum = v.Outcome
+	case engine.AckMessage:
+		enum = v.Outcome
+	}
+	if enum != nil {
+		if _, err := enum.MarshalText(); err != nil {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: invalid params: %s", method, strings.TrimPrefix(err.Error(), "engine: "))
+		}
 	}
 	return m, nil
 }
