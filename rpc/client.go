@@ -212,7 +212,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	var msg response
 	if err := json.Unmarshal(data, &msg); err != nil || msg.JSONRPC != "2.0" || (msg.Error == nil && msg.Result == nil) {
 		if resp.StatusCode != http.StatusOK {
-			return transportErr(fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data)))
+			return transportErr(c.statusError(resp, data))
 		}
 		return transportErr(fmt.Errorf("malformed JSON-RPC response: %s", snippet(data)))
 	}
@@ -335,7 +335,7 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 			return fail(fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error))
 		}
 		if resp.StatusCode != http.StatusOK {
-			return transportErr(fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data)))
+			return transportErr(c.statusError(resp, data))
 		}
 		return transportErr(fmt.Errorf("malformed JSON-RPC batch response: %s", snippet(data)))
 	}
@@ -449,6 +449,17 @@ func snippet(b []byte) string {
 		return strconv.Quote(string(b[:max])) + "..."
 	}
 	return strconv.Quote(string(b))
+}
+
+// statusError describes an HTTP answer that is not JSON-RPC. A TLS server
+// answers plain HTTP/1.1 with a 400 that says so; HTTP/2 clients see the
+// connection close instead (see explain).
+func (c *Client) statusError(resp *http.Response, data []byte) error {
+	err := fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data))
+	if !c.tls && resp.StatusCode == http.StatusBadRequest && bytes.Contains(data, []byte("HTTPS server")) {
+		return fmt.Errorf("%w (the server serves TLS: this client needs TLS settings too)", err)
+	}
+	return err
 }
 
 // explain adds the likely cause to the failures that otherwise read as a

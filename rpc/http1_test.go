@@ -71,7 +71,7 @@ func TestHTTP1ClientTLS(t *testing.T) {
 		t.Fatalf("plain HTTP/1.1 to a TLS port: %v, want a transport error", err)
 	}
 	var terr *TransportError
-	if !errors.As(err, &terr) || !strings.Contains(err.Error(), "HTTPS") && !strings.Contains(err.Error(), "TLS") {
+	if !errors.As(err, &terr) || !strings.Contains(err.Error(), "this client needs TLS settings too") {
 		t.Fatalf("plain HTTP/1.1 to a TLS port: %q does not point at TLS", err)
 	}
 }
