@@ -263,6 +263,7 @@ func newProfiler(cpuPath, memPath, tracePath string) (*profiler, error) {
 		if err != nil {
 			if p.cpu != nil {
 				p.cpu.Close()
+				os.Remove(cpuPath)
 			}
 			return nil, fmt.Errorf("execution trace: %w", err)
 		}

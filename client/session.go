@@ -77,10 +77,8 @@ func NewSession(addr string, opts SessionOptions) *Session {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Session{
-		addr: addr,
-		// Kept-alive HTTP/1.1 costs less per call than HTTP/2 (docs/WIRE.md);
-		// calls made at once (load's participants) each get a connection.
-		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS, HTTP1: true}),
+		addr:   addr,
+		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS}),
 		opts:   opts,
 		logger: opts.Logger,
 	}
