@@ -89,7 +89,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprint(w, " (bench clients and every node)")
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), load average %.1f before, %.1f after\n", r.Machine.CPUs, r.Machine.GoMaxProcs, r.Machine.LoadBefore, r.Machine.LoadAfter)
+	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), load average %.1f before, %.1f after\n", r.Machine.CPUs, r.Config.GOMAXPROCS, r.Machine.LoadBefore, r.Machine.LoadAfter)
 	if m.WatchedPID > 0 {
 		fmt.Fprintf(w, "peak RSS of pid %d during the measurements: %.0f MiB\n", m.WatchedPID, m.WatchedPeakMB)
 	}

@@ -59,9 +59,6 @@ type Memory struct {
 // not comparable with figures taken on an idle one.
 type Machine struct {
 	CPUs int `json:"cpus"`
-	// GoMaxProcs is the Go runtime's GOMAXPROCS in this process (tpcd
-	// bench gives half the CPUs to Go when it starts the servers too).
-	GoMaxProcs int `json:"gomaxprocs"`
 	// LoadBefore and LoadAfter are the one-minute load averages when the
 	// measurements began and ended (0 where /proc/loadavg is missing).
 	LoadBefore float64 `json:"load_before"`
@@ -144,7 +141,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.DurationSec = opts.Duration.Seconds()
 	}
 	keys := newKeySource(opts.HotFraction, opts.HotKeys)
-	rep.Machine = Machine{CPUs: runtime.NumCPU(), GoMaxProcs: runtime.GOMAXPROCS(0), LoadBefore: loadAverage()}
+	rep.Machine = Machine{CPUs: runtime.NumCPU(), LoadBefore: loadAverage()}
 	defer func() { rep.Machine.LoadAfter = loadAverage() }()
 
 	var watched []float64
