@@ -88,24 +88,41 @@ func TestAgainstRunningCluster(t *testing.T) {
 		data = append(data, n.DataURI)
 	}
 
-	const txs, stmts = 300, 3
+	const txs, stmts, rounds = 300, 3, 2
 	rep, err := Run(ctx, Options{
 		Coordinator: cl.CoordinatorAddr(), Concurrency: 6, Connections: 2, Statements: stmts,
 		Transactions: txs, Warmup: -1, Baseline: BaselineRaw, DataDBs: data, LogDB: cl.Nodes[0].LogURI,
-		Logger: testLogger(t),
+		Rounds: rounds, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, res := range []*Result{rep.TPCD, rep.Raw} {
-		checkCounts(t, res, stmts)
-		if res.Attempted != txs {
-			t.Errorf("%s: attempted %d, want %d", res.Mode, res.Attempted, txs)
+	if len(rep.Rounds) != rounds || rep.Config.Rounds != rounds {
+		t.Fatalf("%d rounds reported (config %d), want %d", len(rep.Rounds), rep.Config.Rounds, rounds)
+	}
+	// Every round measured both; the report's figures are the median
+	// round's (of two, the one with the lower ratio).
+	median := rep.Rounds[0]
+	for _, rd := range rep.Rounds {
+		for _, res := range []*Result{rd.TPCD, rd.Raw} {
+			checkCounts(t, res, stmts)
+			if res.Attempted != txs {
+				t.Errorf("%s: attempted %d, want %d", res.Mode, res.Attempted, txs)
+			}
+			// Unique keys: nothing conflicts, so nothing may fail or abort.
+			if res.Failed != 0 || res.Aborted != 0 {
+				t.Errorf("%s: %d failed, %d aborted: %v", res.Mode, res.Failed, res.Aborted, res.Reasons)
+			}
 		}
-		// Unique keys: nothing conflicts, so nothing may fail or abort.
-		if res.Failed != 0 || res.Aborted != 0 {
-			t.Errorf("%s: %d failed, %d aborted: %v", res.Mode, res.Failed, res.Aborted, res.Reasons)
+		if rd.Ratio == nil || rd.Ratio.Throughput != rd.TPCD.CommittedPerSec/rd.Raw.CommittedPerSec {
+			t.Errorf("round ratio %+v for %.1f/%.1f", rd.Ratio, rd.TPCD.CommittedPerSec, rd.Raw.CommittedPerSec)
 		}
+		if rd.Ratio.Throughput < median.Ratio.Throughput {
+			median = rd
+		}
+	}
+	if rep.TPCD != median.TPCD || rep.Raw != median.Raw || rep.Ratio != median.Ratio {
+		t.Errorf("report is not the median round's: ratio %+v, rounds %+v, %+v", rep.Ratio, rep.Rounds[0].Ratio, rep.Rounds[1].Ratio)
 	}
 	for mode, steps := range map[*Result][]string{
 		rep.TPCD: {"exec", "commit"},
@@ -125,10 +142,12 @@ func TestAgainstRunningCluster(t *testing.T) {
 	}
 	for i, uri := range data {
 		rows := queryInt(t, uri, "SELECT count(*) FROM bench_kv")
-		want := rep.TPCD.NodeStatements[i] + rep.Raw.NodeStatements[i]
+		var want int64
+		for _, rd := range rep.Rounds {
+			want += rd.TPCD.NodeStatements[i] + rd.Raw.NodeStatements[i]
+		}
 		if rows != want {
-			t.Errorf("participant %d: %d rows in bench_kv, want %d (tpcd %d + raw %d committed statements)",
-				i, rows, want, rep.TPCD.NodeStatements[i], rep.Raw.NodeStatements[i])
+			t.Errorf("participant %d: %d rows in bench_kv, want %d (committed statements of every round and mode)", i, rows, want)
 		}
 		if n := queryInt(t, uri, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'bench:%'"); n != 0 {
 			t.Errorf("participant %d: the raw baseline left %d prepared transactions", i, n)
@@ -138,8 +157,8 @@ func TestAgainstRunningCluster(t *testing.T) {
 		t.Errorf("report counts %d prepared transactions left behind", rep.RawLeftoverPrepared)
 	}
 	decisions := queryInt(t, cl.Nodes[0].LogURI, "SELECT count(*) FROM bench_decisions")
-	if decisions != rep.Raw.Committed {
-		t.Errorf("%d decision rows for %d raw commits", decisions, rep.Raw.Committed)
+	if want := rep.Rounds[0].Raw.Committed + rep.Rounds[1].Raw.Committed; decisions != want {
+		t.Errorf("%d decision rows for %d raw commits", decisions, want)
 	}
 	if rep.Ratio == nil || rep.Ratio.Throughput <= 0 {
 		t.Errorf("ratio: %+v", rep.Ratio)
@@ -157,6 +176,9 @@ func TestAgainstRunningCluster(t *testing.T) {
 	}
 	if back.TPCD.Committed != rep.TPCD.Committed || back.Raw.Committed != rep.Raw.Committed || back.Ratio.P99 != rep.Ratio.P99 {
 		t.Errorf("JSON round trip changed the figures:\n%s", buf.String())
+	}
+	if len(back.Rounds) != rounds || back.Rounds[1].Raw.Committed != rep.Rounds[1].Raw.Committed {
+		t.Errorf("JSON rounds: %d, want %d with the same figures", len(back.Rounds), rounds)
 	}
 	var generic map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &generic); err != nil {
@@ -179,7 +201,7 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"tpcd/raw: throughput", "committed/s", "p99 ms"} {
+	for _, want := range []string{"tpcd/raw: throughput", "committed/s", "p99 ms", "2 rounds (the figures above are the median round's"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, buf.String())
 		}
@@ -231,6 +253,7 @@ func TestValidate(t *testing.T) {
 		want string
 	}{
 		{"hot fraction", Options{HotFraction: 1.5}, "hot fraction"},
+		{"rounds", Options{Rounds: -2}, "rounds"},
 		{"baseline", Options{Baseline: "fast"}, "baseline"},
 		{"raw needs URIs", Options{Coordinator: "127.0.0.1:1", Baseline: BaselineRaw}, "--data-db"},
 		{"URIs need coordinator", Options{LogDB: "postgres://x/y"}, "--coordinator"},
@@ -320,5 +343,34 @@ func TestProcStatus(t *testing.T) {
 	s := startRSSSampler(os.Getpid())
 	if peak := s.stop()[os.Getpid()]; peak <= 0 {
 		t.Errorf("sampled peak %f", peak)
+	}
+}
+
+// The median round is the middle one by tpcd/raw throughput (the lower
+// middle of an even number), or by tpcd's throughput without a baseline.
+func TestMedianRound(t *testing.T) {
+	withRaw := func(ratios ...float64) []Round {
+		var rs []Round
+		for _, r := range ratios {
+			rs = append(rs, Round{TPCD: &Result{CommittedPerSec: 100}, Raw: &Result{CommittedPerSec: 100 / r}, Ratio: &Ratio{Throughput: r}})
+		}
+		return rs
+	}
+	for _, c := range []struct {
+		rounds []Round
+		want   float64
+	}{
+		{withRaw(0.5, 0.3, 0.4), 0.4},
+		{withRaw(0.5, 0.3), 0.3},
+		{withRaw(0.7), 0.7},
+		{withRaw(0.2, 0.9, 0.6, 0.4, 0.8), 0.6},
+	} {
+		if got := medianRound(c.rounds).Ratio.Throughput; got != c.want {
+			t.Errorf("median of %d rounds: %.1f, want %.1f", len(c.rounds), got, c.want)
+		}
+	}
+	alone := []Round{{TPCD: &Result{CommittedPerSec: 30}}, {TPCD: &Result{CommittedPerSec: 10}}, {TPCD: &Result{CommittedPerSec: 20}}}
+	if got := medianRound(alone).TPCD.CommittedPerSec; got != 20 {
+		t.Errorf("median without a baseline: %.0f/s, want 20/s", got)
 	}
 }

@@ -81,6 +81,10 @@ type Options struct {
 	// Warmup runs the load this long before measuring (default 5s; a
 	// negative value disables it).
 	Warmup time.Duration
+	// Rounds repeats the measurement (default 1), tpcd and the baseline
+	// taking turns, so that a machine whose speed drifts shows as spread
+	// between rounds instead of in one mode's favour; every round warms up.
+	Rounds int
 
 	// Baseline is BaselineNone (default) or BaselineRaw. The raw baseline
 	// needs the data databases (DataDBs, in node order) and the
@@ -144,6 +148,9 @@ func (o *Options) fill() {
 	if o.Baseline == "" {
 		o.Baseline = BaselineNone
 	}
+	if o.Rounds <= 0 {
+		o.Rounds = 1
+	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout
 	}
@@ -163,6 +170,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Transactions < 0 {
 		errs = append(errs, fmt.Errorf("transactions %d: must not be negative", o.Transactions))
+	}
+	if o.Rounds < 0 {
+		errs = append(errs, fmt.Errorf("rounds %d: must not be negative", o.Rounds))
 	}
 	switch o.Baseline {
 	case "", BaselineNone:

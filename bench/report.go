@@ -77,6 +77,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(r.Rounds) > 1 {
+		if err := r.writeRounds(w); err != nil {
+			return err
+		}
+	}
 	if r.Ratio != nil {
 		fmt.Fprintf(w, "\ntpcd/raw: throughput %.2fx, p50 %.2fx, p99 %.2fx\n", r.Ratio.Throughput, r.Ratio.P50, r.Ratio.P99)
 		if r.RawLeftoverPrepared > 0 {
@@ -103,4 +108,38 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// writeRounds lists every round; the figures above are the median round's.
+func (r *Report) writeRounds(w io.Writer) error {
+	median := medianRound(r.Rounds)
+	fmt.Fprintf(w, "\n%d rounds (the figures above are the median round's, marked *; p50 and CPU per transaction in ms):\n", len(r.Rounds))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if r.Rounds[0].Raw != nil {
+		fmt.Fprintln(tw, "round\ttpcd/s\traw/s\ttpcd/raw\tp50 tpcd\tp50 raw\tp99 ratio\tCPU tpcd\tCPU raw\t")
+	} else {
+		fmt.Fprintln(tw, "round\ttpcd/s\tp50\tp99\tCPU\t")
+	}
+	for i, rd := range r.Rounds {
+		mark := ""
+		if rd.TPCD == median.TPCD {
+			mark = "*"
+		}
+		t := rd.TPCD
+		if rd.Raw == nil || rd.Ratio == nil {
+			fmt.Fprintf(tw, "%d%s\t%.1f\t%.2f\t%.2f\t%.2f\t\n", i+1, mark, t.CommittedPerSec, t.Latency.P50, t.Latency.P99, cpuPerTx(t))
+			continue
+		}
+		fmt.Fprintf(tw, "%d%s\t%.1f\t%.1f\t%.2fx\t%.2f\t%.2f\t%.2fx\t%.2f\t%.2f\t\n", i+1, mark,
+			t.CommittedPerSec, rd.Raw.CommittedPerSec, rd.Ratio.Throughput,
+			t.Latency.P50, rd.Raw.Latency.P50, rd.Ratio.P99, cpuPerTx(t), cpuPerTx(rd.Raw))
+	}
+	return tw.Flush()
+}
+
+func cpuPerTx(r *Result) float64 {
+	if r.Costs == nil {
+		return 0
+	}
+	return r.Costs.ProcessCPUMsPerTx
 }

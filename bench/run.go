@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
@@ -33,6 +35,7 @@ type Config struct {
 	Transactions    int     `json:"transactions,omitempty"`
 	WarmupSec       float64 `json:"warmup_sec"`
 	Baseline        string  `json:"baseline"`
+	Rounds          int     `json:"rounds"`
 	GOMAXPROCS      int     `json:"gomaxprocs"`
 }
 
@@ -71,11 +74,37 @@ type Report struct {
 	TPCD   *Result `json:"tpcd"`
 	Raw    *Result `json:"raw,omitempty"`
 	Ratio  *Ratio  `json:"ratio,omitempty"`
+	// Rounds holds every round when there was more than one; TPCD, Raw and
+	// Ratio above are then the median round's (see medianRound).
+	Rounds []Round `json:"rounds,omitempty"`
 	// RawLeftoverPrepared counts the baseline's prepared transactions
 	// found on the data servers after it ran; anything but 0 is a bug.
 	RawLeftoverPrepared int     `json:"raw_leftover_prepared"`
 	Memory              Memory  `json:"memory"`
 	Machine             Machine `json:"machine"`
+}
+
+// Round is one measurement of tpcd and, if asked, of the baseline right
+// after it.
+type Round struct {
+	TPCD  *Result `json:"tpcd"`
+	Raw   *Result `json:"raw,omitempty"`
+	Ratio *Ratio  `json:"ratio,omitempty"`
+}
+
+// medianRound picks the round that stands for all: the median by tpcd/raw
+// throughput, or by tpcd's throughput without a baseline; of an even
+// number, the lower of the middle two.
+func medianRound(rounds []Round) Round {
+	sorted := slices.Clone(rounds)
+	key := func(r Round) float64 {
+		if r.Ratio != nil {
+			return r.Ratio.Throughput
+		}
+		return r.TPCD.CommittedPerSec
+	}
+	slices.SortStableFunc(sorted, func(a, b Round) int { return cmp.Compare(key(a), key(b)) })
+	return sorted[(len(sorted)-1)/2]
 }
 
 // Run measures tpcd, and the raw baseline if asked, and reports both. When
@@ -132,7 +161,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
 		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
 		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
-		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, GOMAXPROCS: runtime.GOMAXPROCS(0),
+		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, Rounds: opts.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}
 	if !rep.Config.StartedCluster {
 		rep.Config.MaxConns = 0 // the running cluster's pools are its own
@@ -173,24 +202,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return res
 	}
 
-	// tpcd first, with the profiles if asked.
-	tl := &load{mode: "tpcd", opts: &opts, keys: keys, progress: opts.Progress}
-	for i := range opts.Concurrency {
-		tl.clients = append(tl.clients, tp.client(i))
-	}
-	prof, err := newProfiler(opts.CPUProfile, opts.MemProfile, opts.Trace)
-	if err != nil {
-		return nil, err
-	}
-	tl.onMeasure, tl.onEnd = prof.start, prof.stop
-	log.Info("measuring tpcd", "clients", opts.Concurrency, "connections", opts.Connections)
-	rep.TPCD = measure(tl)
-	if err := prof.err; err != nil {
-		return rep, err
-	}
-
-	if opts.Baseline == BaselineRaw && ctx.Err() == nil {
-		raw := newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout)
+	var raw *rawDriver
+	if opts.Baseline == BaselineRaw {
+		raw = newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout)
 		defer raw.close()
 		rawCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 		defer cancel()
@@ -200,18 +214,58 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if err := raw.connect(rawCtx, opts.Concurrency); err != nil {
 			return rep, fmt.Errorf("raw baseline: %w", err)
 		}
-		rl := &load{mode: "raw", opts: &opts, keys: keys, progress: opts.Progress}
-		for i := range opts.Concurrency {
-			rl.clients = append(rl.clients, raw.client(i))
+	}
+
+	var rounds []Round
+	for r := range opts.Rounds {
+		if ctx.Err() != nil {
+			break
 		}
-		log.Info("measuring the raw baseline", "clients", opts.Concurrency)
-		rep.Raw = measure(rl)
+		// tpcd first, with the profiles if asked (first round only).
+		var round Round
+		tl := &load{mode: "tpcd", opts: &opts, keys: keys, progress: opts.Progress}
+		for i := range opts.Concurrency {
+			tl.clients = append(tl.clients, tp.client(i))
+		}
+		var prof *profiler
+		if r == 0 {
+			var err error
+			if prof, err = newProfiler(opts.CPUProfile, opts.MemProfile, opts.Trace); err != nil {
+				return nil, err
+			}
+			tl.onMeasure, tl.onEnd = prof.start, prof.stop
+		}
+		log.Info("measuring tpcd", "round", r+1, "clients", opts.Concurrency, "connections", opts.Connections)
+		round.TPCD = measure(tl)
+		if prof != nil && prof.err != nil {
+			rep.TPCD = round.TPCD
+			return rep, prof.err
+		}
+
+		if raw != nil && ctx.Err() == nil {
+			rl := &load{mode: "raw", opts: &opts, keys: keys, progress: opts.Progress}
+			for i := range opts.Concurrency {
+				rl.clients = append(rl.clients, raw.client(i))
+			}
+			log.Info("measuring the raw baseline", "round", r+1, "clients", opts.Concurrency)
+			round.Raw = measure(rl)
+			round.Ratio = ratio(round.TPCD, round.Raw)
+		}
+		rounds = append(rounds, round)
+	}
+	if len(rounds) > 0 {
+		m := medianRound(rounds)
+		rep.TPCD, rep.Raw, rep.Ratio = m.TPCD, m.Raw, m.Ratio
+	}
+	if len(rounds) > 1 {
+		rep.Rounds = rounds
+	}
+	if raw != nil {
 		left, err := raw.leftoverPrepared(context.WithoutCancel(ctx))
 		if err != nil {
 			return rep, fmt.Errorf("raw baseline: check for prepared transactions left behind: %w", err)
 		}
 		rep.RawLeftoverPrepared = left
-		rep.Ratio = ratio(rep.TPCD, rep.Raw)
 	}
 
 	rep.Memory.ProcessPeakMB = selfPeakRSS()

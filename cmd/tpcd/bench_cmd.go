@@ -25,6 +25,7 @@ type BenchCmd struct {
 	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
 	Transactions  int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
 	Warmup        Seconds  `help:"Run the load this long before measuring." default:"5"`
+	Rounds        int      `help:"Measure this many times, tpcd and the baseline taking turns; the report is the median round's, and lists every round." default:"1"`
 	Baseline      string   `help:"Also measure a baseline: 'raw' runs the same two-phase work straight on the PostgreSQL servers, without tpcd." enum:"none,raw" default:"none"`
 	DataDB        []string `name:"data-db" help:"For --baseline raw against --coordinator: a participant's data database URI; repeat in node order." placeholder:"URI"`
 	LogDB         string   `name:"log-db" help:"For --baseline raw against --coordinator: a database on the coordinator's log server, for the decision rows." placeholder:"URI"`
@@ -56,7 +57,7 @@ func (c *BenchCmd) options() bench.Options {
 		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(),
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
-		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(),
+		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
 		Baseline: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
 		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, Trace: c.Trace, WatchPID: c.WatchPID,
 	}
