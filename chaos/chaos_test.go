@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // Environment knobs of TestChaos, for longer or repeated runs by hand.
@@ -60,24 +61,6 @@ func tpcd(t *testing.T) string {
 	return tpcdBin
 }
 
-// syncBuffer is a bytes.Buffer safe for the harness's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestChaos is the CI run: a coordinator and three participants under a
 // minute of random faults, then every transaction checked.
 func TestChaos(t *testing.T) {
@@ -107,7 +90,7 @@ func TestChaos(t *testing.T) {
 	}
 	os.Chmod(parent, 0o755)
 	keep := filepath.Join(parent, "run")
-	var harnessLog syncBuffer
+	var harnessLog testbin.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("harness log:\n%s", tail(harnessLog.String(), 200))

@@ -1,7 +1,8 @@
-// Package testbin builds the tpcd binary once for a test process, for the
-// end-to-end tests that run nodes as real processes. The binary is built
-// without the race detector: only the test binary needs it, and the nodes
-// run faster without.
+// Package testbin serves the end-to-end tests that run nodes as real
+// processes: it builds the tpcd binary once for a test process, starts and
+// stops such processes keeping their output, and finds free loopback
+// addresses. The binary is built without the race detector: only the test
+// binary needs it, and the nodes run faster without.
 package testbin
 
 import (

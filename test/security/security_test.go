@@ -6,15 +6,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,71 +27,6 @@ var tpcdBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
-
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
-}
-
-func start(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(tpcdBin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), env...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("tpcd %s:\n%s", strings.Join(args, " "), p.out)
-		}
-	})
-	return p
-}
-
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Errorf("tpcd exited with %v after SIGTERM:\n%s", err, p.out)
-		}
-	case <-time.After(time.Minute):
-		t.Errorf("tpcd did not stop after SIGTERM")
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // withPassword puts a password into a test database URI. The test server
@@ -155,23 +87,23 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	ca := testcerts.NewCA(t, dir, "cluster")
 	stranger := testcerts.NewCA(t, dir, "stranger")
 
-	coord, parts := freeAddr(t), []string{freeAddr(t), freeAddr(t)}
-	coordMetrics, partMetrics := freeAddr(t), []string{freeAddr(t), freeAddr(t)}
+	coord, parts := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
+	coordMetrics, partMetrics := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
 	tlsArgs := func(name string) []string {
 		p := ca.Issue(t, name)
 		return []string{"--tls-cert", p.Cert, "--tls-key", p.Key, "--tls-ca", ca.File}
 	}
-	var procs []*proc
+	var procs []*testbin.Proc
 	for i, addr := range parts {
 		args := append([]string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
 			"--log-db", withPassword(pgtest.NewDB(t), password), "--data-db", withPassword(pgtest.NewDB(t), password),
 			"--auth-token-file", tokenFile, "--metrics-addr", partMetrics[i]}, tlsArgs(fmt.Sprintf("participant-%d", i))...)
-		procs = append(procs, start(t, nil, args...))
+		procs = append(procs, testbin.Start(t, tpcdBin, nil, args...))
 	}
 	args := append([]string{"coordinator", "--host", coord, "--participant", parts[0], "--participant", parts[1],
 		"--log-db", withPassword(pgtest.NewDB(t), password), "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
 	// The token comes from the environment here, from a file above.
-	procs = append(procs, start(t, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
+	procs = append(procs, testbin.Start(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
 	waitReady(t, coordMetrics)
 	for _, m := range partMetrics {
 		waitReady(t, m)
@@ -273,18 +205,18 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	}
 
 	for _, p := range procs {
-		p.stop(t)
+		p.Stop(t)
 	}
 	for _, p := range procs {
-		logs := p.out.String()
+		logs := p.Out.String()
 		if strings.Contains(logs, password) || strings.Contains(logs, token) {
-			t.Errorf("a secret leaked into the log of %v:\n%s", p.cmd.Args, logs)
+			t.Errorf("a secret leaked into the log of %v:\n%s", p.Cmd.Args, logs)
 		}
 		if !strings.Contains(logs, "xxxxx") {
-			t.Errorf("log of %v never names its (redacted) database", p.cmd.Args[1])
+			t.Errorf("log of %v never names its (redacted) database", p.Cmd.Args[1])
 		}
 	}
-	if logs := procs[2].out.String(); !strings.Contains(logs, "not authenticated") || !strings.Contains(logs, "TLS handshake error") {
+	if logs := procs[2].Out.String(); !strings.Contains(logs, "not authenticated") || !strings.Contains(logs, "TLS handshake error") {
 		t.Errorf("refusals not logged by the coordinator:\n%s", logs)
 	}
 }
@@ -311,7 +243,7 @@ func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
 		"postgresql://u:" + pw + "@127.0.0.1:99999/x",    // bad port
 		"postgresql://u:" + pw + "@[::1/x?sslmode=bogus", // unparsable
 	} {
-		cmd := exec.Command(tpcdBin, "coordinator", "--host", freeAddr(t), "--participant", freeAddr(t), "--log-db", uri)
+		cmd := exec.Command(tpcdBin, "coordinator", "--host", testbin.FreeAddr(t), "--participant", testbin.FreeAddr(t), "--log-db", uri)
 		cmd.Env = os.Environ()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()

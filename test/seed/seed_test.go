@@ -1,15 +1,12 @@
 package seed
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,55 +21,6 @@ var tpcdBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is a tpcd process whose output goes to the test log on failure.
-type proc struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
-	err chan error
-}
-
-func start(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(tpcdBin, args...), out: &bytes.Buffer{}, err: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), env...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("tpcd %s:\n%s", strings.Join(args, " "), p.out)
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.err:
-		if err != nil {
-			t.Fatalf("tpcd exited with %v after SIGTERM:\n%s", err, p.out)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("tpcd did not stop after SIGTERM:\n%s", p.out)
-	}
 }
 
 func waitReady(t *testing.T, addr string) {
@@ -99,25 +47,25 @@ func waitReady(t *testing.T, addr string) {
 // participants), with or without database URIs.
 type seedCluster struct {
 	coordAddr string
-	procs     []*proc
+	procs     []*testbin.Proc
 }
 
 func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
 	t.Helper()
-	coord, p0, p1 := freeAddr(t), freeAddr(t), freeAddr(t)
+	coord, p0, p1 := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
 	args := []string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}
 	if withURIs {
 		args = append(args, "--log-db", pgtest.NewDB(t))
 	}
 	args = append(args, extra...)
 	c := &seedCluster{coordAddr: coord}
-	c.procs = append(c.procs, start(t, env, args...))
+	c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	for i, addr := range []string{p0, p1} {
 		args := []string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}
 		if withURIs {
 			args = append(args, "--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t))
 		}
-		c.procs = append(c.procs, start(t, env, args...))
+		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
 		waitReady(t, addr)
@@ -182,7 +130,7 @@ func TestSeedCommandsWithURIs(t *testing.T) {
 	c := startSeed(t, nil, true)
 	commitAcrossBoth(t, c.coordAddr)
 	for _, p := range c.procs {
-		p.stop(t)
+		p.Stop(t)
 	}
 }
 
@@ -204,7 +152,7 @@ func TestSeedCommandsEmbedded(t *testing.T) {
 	c := startSeed(t, []string{"TMPDIR=" + tmp}, false)
 	commitAcrossBoth(t, c.coordAddr)
 	for _, p := range c.procs {
-		p.stop(t)
+		p.Stop(t)
 	}
 	left, _ := os.ReadDir(tmp)
 	if len(left) != 0 {
@@ -214,12 +162,12 @@ func TestSeedCommandsEmbedded(t *testing.T) {
 
 func TestStateDirSurvivesRestart(t *testing.T) {
 	state := tempDirForPostgres(t)
-	coord, p0 := freeAddr(t), freeAddr(t)
+	coord, p0 := testbin.FreeAddr(t), testbin.FreeAddr(t)
 	args := []string{"coordinator", "--host", coord, "--participant", p0, "--state-dir", filepath.Join(state, "c")}
 	part := []string{"participant", "--node-id", "0", "--host", p0, "--coordinator", coord, "--state-dir", filepath.Join(state, "p0")}
 	epochs := []engine.Epoch{}
 	for range 2 {
-		pc, pp := start(t, nil, args...), start(t, nil, part...)
+		pc, pp := testbin.Start(t, tpcdBin, nil, args...), testbin.Start(t, tpcdBin, nil, part...)
 		waitReady(t, coord)
 		waitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
@@ -229,8 +177,8 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 		}
 		cl.Close()
 		epochs = append(epochs, r.Epoch)
-		pc.stop(t)
-		pp.stop(t)
+		pc.Stop(t)
+		pp.Stop(t)
 	}
 	if epochs[1] != epochs[0]+1 {
 		t.Fatalf("epochs %v: the second run should recover the first's log and start the next epoch", epochs)

@@ -1,0 +1,87 @@
+package testbin
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proc is a tpcd process a test started. Its output is kept, and written
+// to the test log if the test fails; the process is killed when the test
+// ends, if it still runs.
+type Proc struct {
+	Cmd  *exec.Cmd
+	Out  *SyncBuffer
+	done chan error
+}
+
+// Start runs bin with args and env added to this process's environment.
+func Start(t testing.TB, bin string, env []string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(bin, args...), Out: &SyncBuffer{}, done: make(chan error, 1)}
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Out
+	p.Cmd.Env = append(os.Environ(), env...)
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.Cmd.Wait() }()
+	t.Cleanup(func() {
+		p.Cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("tpcd %s:\n%s", strings.Join(args, " "), p.Out)
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM and waits up to a minute for a clean exit, reporting
+// anything else as a test error.
+func (p *Proc) Stop(t testing.TB) {
+	t.Helper()
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("tpcd exited with %v after SIGTERM:\n%s", err, p.Out)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("tpcd did not stop within a minute of SIGTERM:\n%s", p.Out)
+	}
+}
+
+// SyncBuffer collects a process's output while it runs and may be read
+// meanwhile.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago, for a process to listen on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
