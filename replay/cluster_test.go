@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
@@ -32,22 +32,7 @@ var tpcdBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "tpcd-replay-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tpcdBin = filepath.Join(dir, "tpcd")
-	build := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd")
-	build.Stderr = os.Stderr
-	code := 1
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "build tpcd: %v\n", err)
-	} else {
-		code = pgtest.Main(m)
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
 }
 
 // cluster is a coordinator and participants in this process, each node
@@ -86,16 +71,6 @@ func openDBs(t *testing.T, spec node.DatabaseSpec) *node.Databases {
 	return dbs
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startCluster starts n participants and a coordinator and creates the
 // table kv (k int primary key, v text) on every participant. compact is
 // the nodes' CompactEvery (negative: never).
@@ -106,10 +81,10 @@ func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 		logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		compact: compact,
 	}
-	c.coordAddr = freeAddr(t)
+	c.coordAddr = testbin.FreeAddr(t)
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: c.logger})
 	for range n {
-		c.partAddrs = append(c.partAddrs, freeAddr(t))
+		c.partAddrs = append(c.partAddrs, testbin.FreeAddr(t))
 		c.partDBs = append(c.partDBs, openDBs(t, node.DatabaseSpec{
 			LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: c.logger, MaxConns: 20,
 		}))

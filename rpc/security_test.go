@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -16,26 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcerts"
 )
-
-// lockedBuffer collects log output written from server goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // rawPost sends body with the given Authorization header (none if empty)
 // over HTTP/1.1 and returns the status and the JSON-RPC error code (0 for a
@@ -68,7 +50,7 @@ func rawPost(t *testing.T, hc *http.Client, url, auth, body string) (int, int) {
 
 func TestTokensAreRequired(t *testing.T) {
 	const clientTok, peerTok = "client-secret-123", "peer-secret-456"
-	logs := &lockedBuffer{}
+	logs := &testbin.SyncBuffer{}
 	methods := newTestMethods().methods()
 	methods["tpcd.vote"] = func(context.Context, json.RawMessage) (any, error) { return "voted", nil }
 	methods[PingMethod] = func(context.Context, json.RawMessage) (any, error) { return "pong", nil }
@@ -224,7 +206,7 @@ func mustTLS(t *testing.T, build func() (*tls.Config, error)) *tls.Config {
 
 func TestMutualTLS(t *testing.T) {
 	s := newTLSSetup(t)
-	logs := &lockedBuffer{}
+	logs := &testbin.SyncBuffer{}
 	serverTLS := mustTLS(t, s.server.ServerTLS)
 	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods(), TLS: serverTLS,
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))})
