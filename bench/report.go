@@ -115,7 +115,7 @@ func (r *Report) writeRounds(w io.Writer) error {
 	median := medianRound(r.Rounds)
 	fmt.Fprintf(w, "\n%d rounds (the figures above are the median round's, marked *; p50 and CPU per transaction in ms):\n", len(r.Rounds))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if r.Rounds[0].Raw != nil {
+	if r.Raw != nil {
 		fmt.Fprintln(tw, "round\ttpcd/s\traw/s\ttpcd/raw\tp50 tpcd\tp50 raw\tp99 ratio\tCPU tpcd\tCPU raw\t")
 	} else {
 		fmt.Fprintln(tw, "round\ttpcd/s\tp50\tp99\tCPU\t")
@@ -126,7 +126,7 @@ func (r *Report) writeRounds(w io.Writer) error {
 			mark = "*"
 		}
 		t := rd.TPCD
-		if rd.Raw == nil || rd.Ratio == nil {
+		if rd.Raw == nil {
 			fmt.Fprintf(tw, "%d%s\t%.1f\t%.2f\t%.2f\t%.2f\t\n", i+1, mark, t.CommittedPerSec, t.Latency.P50, t.Latency.P99, cpuPerTx(t))
 			continue
 		}

@@ -357,7 +357,7 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 	}
 	var b engine.BeginReply
 	if err := s.call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
-		return b.TxID, rpc.IsTransport(err), s.explain(err)
+		return 0, rpc.IsTransport(err), s.explain(err)
 	}
 	// Participants work in parallel; each one's statements run in order.
 	var wg sync.WaitGroup

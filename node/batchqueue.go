@@ -81,7 +81,6 @@ func (q *batchQueue[T]) onlyPatient() bool {
 // then are dropped.
 func (q *batchQueue[T]) drain(done <-chan struct{}, max int, cut func([]T) int, send func([]T)) {
 	var batch []T
-	var hold *time.Timer
 	for {
 		select {
 		case <-done:
@@ -91,18 +90,16 @@ func (q *batchQueue[T]) drain(done <-chan struct{}, max int, cut func([]T) int, 
 		if q.onlyPatient() {
 			// The deadline counts from the first patient item, so a
 			// trickle of them cannot hold each other back for ever.
-			if hold == nil {
-				hold = time.NewTimer(q.patience)
-			} else {
-				hold.Reset(q.patience)
-			}
-			for waiting := true; waiting && q.onlyPatient(); {
+			hold := time.NewTimer(q.patience)
+		wait:
+			for q.onlyPatient() {
 				select {
 				case <-done:
+					hold.Stop()
 					return
 				case <-q.wake:
 				case <-hold.C:
-					waiting = false
+					break wait
 				}
 			}
 			hold.Stop()

@@ -8,15 +8,23 @@ import (
 	"github.com/tpcd/tpcd/engine"
 )
 
+// drainNegativesPatiently drains a queue whose negative items are patient
+// for patience, handing each batch sent to the returned channel, until the
+// test ends.
+func drainNegativesPatiently(t *testing.T, patience time.Duration) (*batchQueue[int], <-chan []int) {
+	q := newBatchQueue[int]()
+	q.patient, q.patience = func(v int) bool { return v < 0 }, patience
+	sent := make(chan []int, 4)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go q.drain(done, 10, nil, func(b []int) { sent <- slices.Clone(b) })
+	return q, sent
+}
+
 // A patient item waits for company: one that arrives later leaves in the
 // same batch, and the patient one never goes alone first.
 func TestBatchQueuePatientItemWaitsForCompany(t *testing.T) {
-	q := newBatchQueue[int]()
-	q.patient, q.patience = func(v int) bool { return v < 0 }, time.Hour
-	sent := make(chan []int, 4)
-	done := make(chan struct{})
-	defer close(done)
-	go q.drain(done, 10, nil, func(b []int) { sent <- slices.Clone(b) })
+	q, sent := drainNegativesPatiently(t, time.Hour)
 
 	q.push(-1, 0)
 	q.push(-2, 0)
@@ -39,12 +47,7 @@ func TestBatchQueuePatientItemWaitsForCompany(t *testing.T) {
 // Alone, patient items leave once their patience is up, and the next
 // impatient item is not held at all.
 func TestBatchQueuePatientItemsLeaveAlone(t *testing.T) {
-	q := newBatchQueue[int]()
-	q.patient, q.patience = func(v int) bool { return v < 0 }, time.Millisecond
-	sent := make(chan []int, 4)
-	done := make(chan struct{})
-	defer close(done)
-	go q.drain(done, 10, nil, func(b []int) { sent <- slices.Clone(b) })
+	q, sent := drainNegativesPatiently(t, time.Millisecond)
 
 	for _, v := range []int{-1, 2} {
 		q.push(v, 0)

@@ -70,11 +70,6 @@ func (o *outbox) push(m engine.Message) {
 	}
 }
 
-// take removes up to maxBatch queued messages.
-func (o *outbox) take(buf []engine.Message) []engine.Message {
-	return o.queue.take(buf, maxBatch, cutBeforeRepeatedDecision)
-}
-
 // cutBeforeRepeatedDecision ends a batch before a second decision for one
 // transaction (a resend queued behind the first): the failpoints that hold
 // decisions back (failpoint.BeforeSend) wait for the first one's delivery,
@@ -134,7 +129,7 @@ func (o *outbox) deliver(ctx context.Context, batch []engine.Message, calls []rp
 	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 	err := o.client.CallBatch(sctx, calls[start:])
 	cancel()
-	if err != nil && len(batch) > 1 && !rpc.IsTransport(err) && rpc.IsCode(err, rpc.CodeInvalidRequest) {
+	if err != nil && len(batch) > 1 && rpc.IsCode(err, rpc.CodeInvalidRequest) {
 		half := len(batch) / 2
 		calls = o.deliver(ctx, batch[:half], calls[:start])
 		return o.deliver(ctx, batch[half:], calls)

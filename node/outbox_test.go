@@ -88,15 +88,15 @@ func TestOutboxTakeSplitsRepeatedDecision(t *testing.T) {
 	o.push(engine.DecisionRequest{TxID: 9, Outcome: engine.OutcomeCommit})
 	o.push(engine.DecisionRequest{TxID: 7, Outcome: engine.OutcomeCommit})
 	o.push(engine.ExecRequest{TxID: 10})
-	first := o.take(nil)
+	first := o.queue.take(nil, maxBatch, cutBeforeRepeatedDecision)
 	if len(first) != 3 {
 		t.Fatalf("first batch has %d messages, want 3 (up to the repeated decision): %v", len(first), first)
 	}
-	second := o.take(nil)
+	second := o.queue.take(nil, maxBatch, cutBeforeRepeatedDecision)
 	if len(second) != 2 || second[0].Tx() != 7 || second[1].Tx() != 10 {
 		t.Fatalf("second batch %v, want the repeated decision and what follows", second)
 	}
-	if rest := o.take(nil); len(rest) != 0 {
+	if rest := o.queue.take(nil, maxBatch, cutBeforeRepeatedDecision); len(rest) != 0 {
 		t.Fatalf("left over: %v", rest)
 	}
 }

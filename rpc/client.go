@@ -388,18 +388,10 @@ type response struct {
 func encodeRequest(id uint64, method string, params any) ([]byte, error) {
 	var raw []byte
 	if params != nil {
-		given, ok := params.(json.RawMessage)
+		// json.Marshal validates, compacts and escapes a json.RawMessage
+		// too, so a caller's JSON goes out in the same form as ours.
 		var err error
-		if ok {
-			// Compacting validates, and the caller's JSON goes out in the
-			// form json.Marshal gives it.
-			var compact, escaped bytes.Buffer
-			if err := json.Compact(&compact, given); err != nil {
-				return nil, fmt.Errorf("json: error calling MarshalJSON for type json.RawMessage: %w", err)
-			}
-			json.HTMLEscape(&escaped, compact.Bytes())
-			raw = escaped.Bytes()
-		} else if raw, err = json.Marshal(params); err != nil {
+		if raw, err = json.Marshal(params); err != nil {
 			return nil, err
 		}
 		if first := firstNonSpace(raw); first != '{' && first != '[' {
