@@ -30,7 +30,8 @@ func (t Transport) server(opts rpc.ServerOptions) rpc.ServerOptions {
 }
 
 func (t Transport) client(logger *slog.Logger) rpc.ClientOptions {
-	// HTTP/1.1: a node has one batch in flight per peer (see outbox), the
-	// case where HTTP/1.1 costs least.
-	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true}
+	// Batches travel over a stream (one frame each way per batch); the
+	// rest (pings) over HTTP/1.1. A node has one batch in flight per peer
+	// (see outbox), the case where both cost least.
+	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true, BatchStream: true}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,7 +11,7 @@ import (
 
 // benchClient serves the test methods on loopback and returns a client of
 // them; both end with the benchmark.
-func benchClient(b *testing.B, http1 bool) *Client {
+func benchClient(b *testing.B, opts ClientOptions) *Client {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -19,7 +20,8 @@ func benchClient(b *testing.B, http1 bool) *Client {
 	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: quiet})
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Shutdown(context.Background()) })
-	c := NewClient(ln.Addr().String(), ClientOptions{Logger: quiet, HTTP1: http1})
+	opts.Logger = quiet
+	c := NewClient(ln.Addr().String(), opts)
 	b.Cleanup(func() { c.Close() })
 	return c
 }
@@ -32,7 +34,7 @@ func BenchmarkCall(b *testing.B) {
 		http1 bool
 	}{{"h2c", false}, {"http1", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			c := benchClient(b, tc.http1)
+			c := benchClient(b, ClientOptions{HTTP1: tc.http1})
 			ctx := context.Background()
 			in := echoParams{Text: "insert into t values ($1, $2)", Count: 3}
 			var out echoParams
@@ -47,22 +49,32 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
-// BenchmarkCallBatch is one batch of eight messages the size of a node's
-// exec requests, as an outbox under load sends them.
+// BenchmarkCallBatch is one batch of one or eight messages the size of a
+// node's exec requests, as an outbox sends them when idle and under load,
+// over HTTP/1.1 requests and over a batch stream.
 func BenchmarkCallBatch(b *testing.B) {
-	c := benchClient(b, true)
-	ctx := context.Background()
-	in := echoParams{Text: "INSERT INTO bench_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v -- 1370000000000001, 1370000000000001", Count: 3}
-	out := make([]echoParams, 8)
-	calls := make([]BatchCall, 8)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		for i := range calls {
-			calls[i] = BatchCall{Method: "echo", Params: in, Result: &out[i]}
-		}
-		if err := c.CallBatch(ctx, calls); err != nil {
-			b.Fatal(err)
+	for _, size := range []int{1, 8} {
+		for _, tc := range []struct {
+			name string
+			opts ClientOptions
+		}{{"http1", ClientOptions{HTTP1: true}}, {"stream", ClientOptions{HTTP1: true, BatchStream: true}}} {
+			b.Run(fmt.Sprintf("%s/%d", tc.name, size), func(b *testing.B) {
+				c := benchClient(b, tc.opts)
+				ctx := context.Background()
+				in := echoParams{Text: "INSERT INTO bench_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v -- 1370000000000001, 1370000000000001", Count: 3}
+				out := make([]echoParams, size)
+				calls := make([]BatchCall, size)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					for i := range calls {
+						calls[i] = BatchCall{Method: "echo", Params: in, Result: &out[i]}
+					}
+					if err := c.CallBatch(ctx, calls); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

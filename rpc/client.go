@@ -64,6 +64,13 @@ type ClientOptions struct {
 	// requests on one. PingInterval and PingTimeout do not apply; a peer that
 	// vanished is noticed when a call's ctx ends.
 	HTTP1 bool
+	// BatchStream makes CallBatch send its batches over one long-lived
+	// connection switched to a batch stream (StreamProtocol, over TLS when
+	// TLS is set), one batch at a time, instead of one HTTP request each.
+	// Call still uses HTTP. A server that does not serve streams (an older
+	// tpcd) is noticed at the first batch, which is then posted, as are all
+	// later ones.
+	BatchStream bool
 }
 
 // Client calls one peer. By default it uses a single HTTP/2 connection
@@ -83,6 +90,8 @@ type Client struct {
 	token    string
 	tls      bool
 	http1    bool
+	// stream carries CallBatch when ClientOptions.BatchStream is set.
+	stream *batchStream
 }
 
 // ErrClientClosed is returned by Call after Close.
@@ -166,6 +175,20 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		c.tr.IdleConnTimeout = 90 * time.Second
 	}
 	c.hc = &http.Client{Transport: c.tr}
+	if opts.BatchStream {
+		var streamTLS *tls.Config
+		if c.tls {
+			// The upgrade is HTTP/1.1's: ALPN must not pick HTTP/2.
+			streamTLS = opts.TLS.Clone()
+			streamTLS.NextProtos = []string{"http/1.1"}
+			if streamTLS.ServerName == "" {
+				if host, _, err := net.SplitHostPort(addr); err == nil {
+					streamTLS.ServerName = host
+				}
+			}
+		}
+		c.stream = newBatchStream(dialer, streamTLS)
+	}
 	return c
 }
 
@@ -204,15 +227,16 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	transportErr := func(err error) error {
 		return &TransportError{Method: method, Addr: c.addr, Err: err}
 	}
-	resp, data, err := c.post(ctx, body)
+	ans, err := c.post(ctx, body)
 	if err != nil {
 		return transportErr(err)
 	}
+	data := ans.data
 
 	var msg response
 	if err := json.Unmarshal(data, &msg); err != nil || msg.JSONRPC != "2.0" || (msg.Error == nil && msg.Result == nil) {
-		if resp.StatusCode != http.StatusOK {
-			return transportErr(c.statusError(resp, data))
+		if ans.status != http.StatusOK {
+			return transportErr(c.statusError(ans))
 		}
 		return transportErr(fmt.Errorf("malformed JSON-RPC response: %s", snippet(data)))
 	}
@@ -224,8 +248,8 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 		}
 		return fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return transportErr(fmt.Errorf("HTTP %s with a result", resp.Status))
+	if ans.status != http.StatusOK {
+		return transportErr(fmt.Errorf("HTTP %s with a result", ans.statusText))
 	}
 	if !sameID(msg.ID, id) {
 		return transportErr(fmt.Errorf("response id %s does not match request id %d", msg.ID, id))
@@ -239,12 +263,20 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	return nil
 }
 
+// answer is what came back for a request body: the reply body and the HTTP
+// status it came with (200 for a stream's reply).
+type answer struct {
+	status     int
+	statusText string
+	data       []byte
+}
+
 // post sends one request body and reads the whole response. An error means
 // no answer arrived (see TransportError).
-func (c *Client) post(ctx context.Context, body []byte) (*http.Response, []byte, error) {
+func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, err
+		return answer{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -258,17 +290,28 @@ func (c *Client) post(ctx context.Context, body []byte) (*http.Response, []byte,
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, nil, c.explain(err)
+		return answer{}, c.explain(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("read response: %w", err)
+		return answer{}, fmt.Errorf("read response: %w", err)
 	}
 	if int64(len(data)) > c.maxBytes {
-		return nil, nil, fmt.Errorf("response exceeds %d bytes", c.maxBytes)
+		return answer{}, fmt.Errorf("response exceeds %d bytes", c.maxBytes)
 	}
-	return resp, data, nil
+	return answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
+}
+
+// postBatch sends a batch's body over the client's stream when it has one
+// and the server serves streams, and as an HTTP request otherwise.
+func (c *Client) postBatch(ctx context.Context, body []byte) (answer, error) {
+	if c.stream != nil {
+		if ans, ok, err := c.exchange(ctx, body); ok {
+			return ans, err
+		}
+	}
+	return c.post(ctx, body)
 }
 
 // BatchCall is one call of a batch: the caller sets Method, Params and
@@ -322,10 +365,11 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 	transportErr := func(err error) error {
 		return fail(&TransportError{Method: method, Addr: c.addr, Err: err})
 	}
-	resp, data, err := c.post(ctx, buf.Bytes())
+	ans, err := c.postBatch(ctx, buf.Bytes())
 	if err != nil {
 		return transportErr(err)
 	}
+	data := ans.data
 	var msgs []response
 	if err := json.Unmarshal(data, &msgs); err != nil {
 		// A request refused as a whole (unauthorized, too large) is answered
@@ -334,8 +378,8 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 		if json.Unmarshal(data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
 			return fail(fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error))
 		}
-		if resp.StatusCode != http.StatusOK {
-			return transportErr(c.statusError(resp, data))
+		if ans.status != http.StatusOK {
+			return transportErr(c.statusError(ans))
 		}
 		return transportErr(fmt.Errorf("malformed JSON-RPC batch response: %s", snippet(data)))
 	}
@@ -371,6 +415,9 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 func (c *Client) Close() error {
 	c.closed.Store(true)
 	c.tr.CloseIdleConnections()
+	if c.stream != nil {
+		c.stream.close()
+	}
 	return nil
 }
 
@@ -446,9 +493,9 @@ func snippet(b []byte) string {
 // statusError describes an HTTP answer that is not JSON-RPC. A TLS server
 // answers plain HTTP/1.1 with a 400 that says so; HTTP/2 clients see the
 // connection close instead (see explain).
-func (c *Client) statusError(resp *http.Response, data []byte) error {
-	err := fmt.Errorf("HTTP %s: %s", resp.Status, snippet(data))
-	if !c.tls && resp.StatusCode == http.StatusBadRequest && bytes.Contains(data, []byte("HTTPS server")) {
+func (c *Client) statusError(ans answer) error {
+	err := fmt.Errorf("HTTP %s: %s", ans.statusText, snippet(ans.data))
+	if !c.tls && ans.status == http.StatusBadRequest && bytes.Contains(ans.data, []byte("HTTPS server")) {
 		return fmt.Errorf("%w (the server serves TLS: this client needs TLS settings too)", err)
 	}
 	return err

@@ -5,8 +5,13 @@
 // server speaks HTTP/1.1, so that curl works, and unencrypted HTTP/2 with
 // prior knowledge (h2c), so that a node multiplexes any number of concurrent
 // calls to a peer over a single TCP connection instead of dialling once per
-// message. The Client speaks h2c only and keeps exactly one connection per
+// message. The Client speaks h2c (or HTTP/1.1) and keeps one connection per
 // peer, dialled lazily and re-dialled after it breaks.
+//
+// Between nodes, batches travel over batch streams (stream.go): an HTTP/1.1
+// connection upgraded to carry request bodies and their replies as
+// checksummed frames, one in each direction per batch, which spares the
+// per-request HTTP work for the many small messages of a transaction.
 //
 // The server uses github.com/creachadair/jrpc2 to parse and validate
 // requests (single and batch) and dispatches each HTTP request to its handler

@@ -100,6 +100,8 @@ type Server struct {
 	// slots bounds the handlers running at once.
 	slots chan struct{}
 	http  *http.Server
+	// streams are the batch streams (stream.go) being served.
+	streams streams
 
 	// handlerCtx is the parent of every handler's context; cancelling it
 	// tells handlers still running at the end of a Shutdown to give up.
@@ -215,6 +217,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.http.Close()
 		s.cancelHandler()
 	}
+	if serr := s.streams.shutdown(ctx); err == nil {
+		err = serr
+	}
 	s.cancelHandler()
 	if err != nil {
 		return fmt.Errorf("rpc server shutdown: %w", err)
@@ -244,6 +249,10 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 		writeError(w, http.StatusUnauthorized, Errorf(CodeUnauthorized, "unauthorized: %s", reason))
 		return
 	}
+	if isStreamUpgrade(r) {
+		s.serveStream(w, r, roles, authenticated)
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
@@ -261,27 +270,11 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, Errorf(CodeInvalidRequest, "request body exceeds %d bytes", s.maxBytes))
+			writeError(w, http.StatusRequestEntityTooLarge, s.tooLarge())
 			return
 		}
 		// The client most likely went away; answer anyway in case it did not.
 		writeError(w, http.StatusBadRequest, Errorf(CodeInvalidRequest, "reading request body: %v", err))
-		return
-	}
-	// JSON must be UTF-8 (RFC 8259). encoding/json would quietly turn bad
-	// bytes into U+FFFD, so a statement would run with text its client
-	// never sent; refuse instead.
-	if !utf8.Valid(body) {
-		writeError(w, http.StatusOK, Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
-		return
-	}
-	reqs, err := jrpc2.ParseRequests(body)
-	if err != nil {
-		writeError(w, http.StatusOK, Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))
-		return
-	}
-	if len(reqs) == 0 {
-		writeError(w, http.StatusOK, Errorf(CodeInvalidRequest, "empty batch"))
 		return
 	}
 	// net/http cancels r.Context() when this handler returns.
@@ -293,7 +286,39 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 		stop := context.AfterFunc(s.handlerCtx, cancel)
 		defer stop()
 	}
+	status, reply := s.answer(ctx, roles, body)
+	w.Header().Set("Content-Type", "application/json")
+	if reply == nil && status == http.StatusOK {
+		// Only notifications: JSON-RPC sends nothing back.
+		status = http.StatusNoContent
+	}
+	w.WriteHeader(status)
+	w.Write(reply)
+}
 
+func (s *Server) tooLarge() *Error {
+	return Errorf(CodeInvalidRequest, "request body exceeds %d bytes", s.maxBytes)
+}
+
+// answer parses one request body (a single request or a batch), runs each
+// request's handler (several at once for a batch, except Inline methods)
+// and returns the reply body, nil when the body held only notifications,
+// and the HTTP status that goes with it. Both HTTP requests and stream
+// frames come here, so they behave alike.
+func (s *Server) answer(ctx context.Context, roles Role, body []byte) (int, []byte) {
+	// JSON must be UTF-8 (RFC 8259). encoding/json would quietly turn bad
+	// bytes into U+FFFD, so a statement would run with text its client
+	// never sent; refuse instead.
+	if !utf8.Valid(body) {
+		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
+	}
+	reqs, err := jrpc2.ParseRequests(body)
+	if err != nil {
+		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))
+	}
+	if len(reqs) == 0 {
+		return http.StatusOK, errorBody(Errorf(CodeInvalidRequest, "empty batch"))
+	}
 	out := make([]json.RawMessage, len(reqs))
 	var wg sync.WaitGroup
 	for i, req := range reqs {
@@ -315,35 +340,33 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 			replies = append(replies, o)
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
+	status := http.StatusOK
 	if len(reqs) == 1 && !reqs[0].Batch && !allows(roles, reqs[0].Method) && reqs[0].Error == nil {
 		// A token for the wrong kind of method: the request is refused as a
 		// whole, so HTTP says so too.
-		w.WriteHeader(http.StatusForbidden)
+		status = http.StatusForbidden
 	}
 	switch {
 	case len(replies) == 0:
-		// Only notifications: JSON-RPC sends nothing back.
-		w.WriteHeader(http.StatusNoContent)
+		return status, nil
 	case len(reqs) == 1 && !reqs[0].Batch:
-		w.Write(replies[0])
-	default:
-		// Each reply is JSON that dispatch encoded; joining them by hand
-		// spares encoding/json validating them all over again.
-		n := 1 + len(replies)
-		for _, r := range replies {
-			n += len(r)
-		}
-		body := make([]byte, 0, n)
-		body = append(body, '[')
-		for i, r := range replies {
-			if i > 0 {
-				body = append(body, ',')
-			}
-			body = append(body, r...)
-		}
-		w.Write(append(body, ']'))
+		return status, replies[0]
 	}
+	// Each reply is JSON that dispatch encoded; joining them by hand spares
+	// encoding/json validating them all over again.
+	n := 1 + len(replies)
+	for _, r := range replies {
+		n += len(r)
+	}
+	joined := make([]byte, 0, n)
+	joined = append(joined, '[')
+	for i, r := range replies {
+		if i > 0 {
+			joined = append(joined, ',')
+		}
+		joined = append(joined, r...)
+	}
+	return status, append(joined, ']')
 }
 
 // dispatch runs one request and returns its encoded response, nil for a
@@ -419,6 +442,13 @@ func isDecimal(id string) bool {
 // writeError answers with a JSON-RPC error response whose id is null, as the
 // specification requires when the request id could not be determined.
 func writeError(w http.ResponseWriter, status int, e *Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(errorBody(e))
+}
+
+// errorBody encodes a JSON-RPC error response with a null id.
+func errorBody(e *Error) []byte {
 	body, err := json.Marshal(struct {
 		JSONRPC string `json:"jsonrpc"`
 		ID      any    `json:"id"`
@@ -428,9 +458,7 @@ func writeError(w http.ResponseWriter, status int, e *Error) {
 		// An *Error built here always encodes; keep the reply valid anyway.
 		body = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(body)
+	return body
 }
 
 // call runs a handler: it recovers panics, encodes the result itself so an

@@ -1,0 +1,455 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StreamProtocol is the HTTP/1.1 Upgrade token of a batch stream: a
+// connection that, after "101 Switching Protocols", carries request bodies
+// one way and their reply bodies the other, each in a frame (see
+// docs/WIRE.md). A frame costs one write and one read at each end where an
+// HTTP request costs headers to build and parse and, in Go's client, a hand
+// between goroutines for every request; node-to-node batches, many small
+// ones per transaction, go this way (ClientOptions.BatchStream).
+const StreamProtocol = "tpcd-batch/1"
+
+// frameHeader is a frame's length and the CRC-32C of its body, both big
+// endian. The checksum is there because the chaos harness may drop bytes in
+// the middle of a connection, which TCP never does: a frame spliced from two
+// must not run.
+const frameHeader = 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// writeFrame sends body as one frame with a single vectored write.
+func writeFrame(w io.Writer, body []byte) error {
+	var hdr [frameHeader]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(body, castagnoli))
+	bufs := net.Buffers{hdr[:], body}
+	_, err := bufs.WriteTo(w)
+	return err
+}
+
+// errFrameTooLarge reports a frame over the reader's limit; its body is
+// still on the wire, skip says how much of it.
+type errFrameTooLarge struct{ skip int64 }
+
+func (e errFrameTooLarge) Error() string { return fmt.Sprintf("frame of %d bytes", e.skip) }
+
+// readFrameHeader reads a frame's header.
+func readFrameHeader(r io.Reader) (size uint32, sum uint32, err error) {
+	var hdr [frameHeader]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, err
+	}
+	return binary.BigEndian.Uint32(hdr[:4]), binary.BigEndian.Uint32(hdr[4:]), nil
+}
+
+// readFrameBody reads a body of size bytes and checks it against sum.
+func readFrameBody(r io.Reader, size, sum uint32) ([]byte, error) {
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, errors.New("frame checksum mismatch: the connection lost or changed bytes")
+	}
+	return body, nil
+}
+
+// readFrame reads one frame of at most max bytes.
+func readFrame(r io.Reader, max int64) ([]byte, error) {
+	size, sum, err := readFrameHeader(r)
+	if err != nil {
+		return nil, err
+	}
+	if int64(size) > max {
+		return nil, errFrameTooLarge{skip: int64(size)}
+	}
+	return readFrameBody(r, size, sum)
+}
+
+// isStreamUpgrade reports whether r asks to switch to a batch stream.
+func isStreamUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), StreamProtocol) && headerHasToken(r.Header, "Connection", "upgrade")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stream is one server-side batch stream.
+type stream struct {
+	conn net.Conn
+	// busy is set while a frame is being read, run or answered; Shutdown
+	// interrupts only streams that are not, so no frame is cut in half.
+	busy bool
+}
+
+// streams tracks a server's batch streams, which net/http forgets once
+// they are hijacked.
+type streams struct {
+	mu      sync.Mutex
+	all     map[*stream]struct{}
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// add registers st; false means the server is shutting down.
+func (ss *streams) add(st *stream) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closing {
+		return false
+	}
+	if ss.all == nil {
+		ss.all = map[*stream]struct{}{}
+	}
+	ss.all[st] = struct{}{}
+	ss.wg.Add(1)
+	return true
+}
+
+func (ss *streams) remove(st *stream) {
+	ss.mu.Lock()
+	delete(ss.all, st)
+	ss.mu.Unlock()
+	ss.wg.Done()
+}
+
+// idle marks st as waiting for its next frame, for at most timeout; false
+// means it must end instead, the server is shutting down. The deadline is
+// set under the lock so that shutdown's interruption cannot be overwritten.
+func (ss *streams) idle(st *stream, timeout time.Duration) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closing {
+		return false
+	}
+	st.busy = false
+	st.conn.SetReadDeadline(time.Now().Add(timeout))
+	return true
+}
+
+// busy marks st as inside a frame, which it finishes even if shutdown
+// begins meanwhile.
+func (ss *streams) busy(st *stream) {
+	ss.mu.Lock()
+	st.busy = true
+	ss.mu.Unlock()
+}
+
+// shutdown ends every stream between frames and waits for them; when ctx
+// ends first, it closes them mid-frame.
+func (ss *streams) shutdown(ctx context.Context) error {
+	ss.mu.Lock()
+	ss.closing = true
+	for st := range ss.all {
+		if !st.busy {
+			// Wakes the read of the next frame's header.
+			st.conn.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+	ss.mu.Unlock()
+	done := make(chan struct{})
+	go func() { ss.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		ss.mu.Lock()
+		for st := range ss.all {
+			st.conn.Close()
+		}
+		ss.mu.Unlock()
+		// Handlers still running end when the server cancels their
+		// context, after this returns.
+		return ctx.Err()
+	}
+}
+
+// serveStream switches an authenticated HTTP/1.1 request to a batch stream
+// and answers its frames until the peer closes it, it idles for the
+// server's idle timeout, or the server shuts down. Each frame is a request
+// body, answered exactly as an HTTP request with that body would be; the
+// roles of the token presented with the upgrade apply to every frame.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role, authenticated bool) {
+	if r.ProtoMajor != 1 {
+		writeError(w, http.StatusBadRequest, Errorf(CodeInvalidRequest, "a %s stream needs HTTP/1.1, not %s", StreamProtocol, r.Proto))
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method of an upgrade must be GET, not %s", r.Method))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, Errorf(CodeInternal, "cannot take over the connection: %v", err))
+		return
+	}
+	defer conn.Close()
+	st := &stream{conn: conn}
+	if !s.streams.add(st) {
+		return
+	}
+	defer s.streams.remove(st)
+	// Deadlines net/http set for the upgrade request would cut the stream.
+	conn.SetDeadline(time.Time{})
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	s.log.Debug("rpc: batch stream opened", "remote", r.RemoteAddr)
+	ctx, cancel := context.WithCancel(WithCaller(s.handlerCtx, Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated}))
+	defer cancel()
+	err = s.serveFrames(ctx, st, brw.Reader, roles)
+	s.log.Debug("rpc: batch stream closed", "remote", r.RemoteAddr, "err", err)
+}
+
+func (s *Server) serveFrames(ctx context.Context, st *stream, br *bufio.Reader, roles Role) error {
+	for {
+		if !s.streams.idle(st, s.http.IdleTimeout) {
+			return nil
+		}
+		size, sum, err := readFrameHeader(br)
+		if err != nil {
+			return err
+		}
+		s.streams.busy(st)
+		// Also lifts shutdown's interruption if it came after the header.
+		st.conn.SetReadDeadline(time.Now().Add(s.http.ReadTimeout))
+		var reply []byte
+		if int64(size) > s.maxBytes {
+			// Skipped rather than cut off, so the peer can split the batch
+			// and try again on the same connection, as over HTTP.
+			if _, err := io.CopyN(io.Discard, br, int64(size)); err != nil {
+				return err
+			}
+			reply = errorBody(s.tooLarge())
+		} else {
+			body, err := readFrameBody(br, size, sum)
+			if err != nil {
+				if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("rpc: batch stream broken", "remote", callerAddr(ctx), "err", err)
+				}
+				return err
+			}
+			_, reply = s.answer(ctx, roles, body)
+		}
+		st.conn.SetWriteDeadline(time.Now().Add(s.http.WriteTimeout))
+		if err := writeFrame(st.conn, reply); err != nil {
+			return err
+		}
+	}
+}
+
+// streamIdle is how long the client keeps an unused stream. It closes it
+// well before a tpcd server would (its idle timeout, 5 min by default), so
+// a frame is never written onto a connection the server is closing at that
+// moment: the frame's fate would be unknown.
+const streamIdle = 90 * time.Second
+
+// streamConn is the client's end of a batch stream.
+type streamConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	used time.Time
+}
+
+// batchStream sends request bodies over one stream, one exchange at a time:
+// a node has one batch in flight per peer anyway (node's outbox).
+type batchStream struct {
+	// turn is held by the exchange in progress; a channel rather than a
+	// mutex so that waiting for it respects the caller's ctx.
+	turn chan struct{}
+	conn *streamConn // guarded by turn
+	// unsupported is set when the server answered the upgrade as an old
+	// tpcd does (HTTP 405 for a GET): the client posts from then on.
+	unsupported bool // guarded by turn
+	dialer      *net.Dialer
+	tls         *tls.Config
+}
+
+func newBatchStream(dialer *net.Dialer, tlsConfig *tls.Config) *batchStream {
+	return &batchStream{turn: make(chan struct{}, 1), dialer: dialer, tls: tlsConfig}
+}
+
+// exchange sends body as one frame and returns the reply frame's body, or
+// ok false when the server does not speak streams (the caller posts
+// instead). A refused upgrade (unauthorized) is returned as the answer it
+// carries, with its HTTP status. An error means no answer arrived.
+func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool, err error) {
+	bs := c.stream
+	select {
+	case bs.turn <- struct{}{}:
+	case <-ctx.Done():
+		return answer{}, true, ctx.Err()
+	}
+	defer func() { <-bs.turn }()
+	if bs.unsupported {
+		return answer{}, false, nil
+	}
+	if c.closed.Load() {
+		return answer{}, true, ErrClientClosed
+	}
+	sc := bs.conn
+	if sc != nil && (time.Since(sc.used) > streamIdle || sc.br.Buffered() > 0 || peerClosed(sc.conn)) {
+		sc.conn.Close()
+		sc, bs.conn = nil, nil
+	}
+	if sc == nil {
+		var refused *answer
+		sc, refused, err = c.openStream(ctx)
+		switch {
+		case err != nil:
+			return answer{}, true, err
+		case refused != nil && refused.status == http.StatusMethodNotAllowed:
+			c.log.Info("rpc: peer does not serve batch streams; posting batches instead", "addr", c.addr)
+			bs.unsupported = true
+			return answer{}, false, nil
+		case refused != nil:
+			return *refused, true, nil
+		}
+		bs.conn = sc
+	}
+	data, err := sc.roundTrip(ctx, body, c.maxBytes)
+	if err != nil || c.closed.Load() {
+		sc.conn.Close()
+		bs.conn = nil
+	}
+	if err != nil {
+		return answer{}, true, err
+	}
+	sc.used = time.Now()
+	return answer{status: http.StatusOK, data: data}, true, nil
+}
+
+// roundTrip writes one frame and reads the reply. Any error leaves the
+// connection unusable.
+func (sc *streamConn) roundTrip(ctx context.Context, body []byte, max int64) ([]byte, error) {
+	deadline, _ := ctx.Deadline()
+	sc.conn.SetDeadline(deadline)
+	// Cancelling ctx wakes the read or write in progress.
+	stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := writeFrame(sc.conn, body); err != nil {
+		return nil, ctxOr(ctx, fmt.Errorf("write frame: %w", err))
+	}
+	data, err := readFrame(sc.br, max)
+	if err != nil {
+		var tooLarge errFrameTooLarge
+		if errors.As(err, &tooLarge) {
+			return nil, fmt.Errorf("response exceeds %d bytes", max)
+		}
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: the peer closed the stream", io.ErrUnexpectedEOF)
+		}
+		return nil, ctxOr(ctx, fmt.Errorf("read frame: %w", err))
+	}
+	return data, nil
+}
+
+// ctxOr prefers ctx's error, the cause, to the deadline error it provoked.
+func ctxOr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// openStream dials the server and asks it to switch to a batch stream.
+// When the server answers the upgrade with anything but 101, that answer
+// is returned in refused and the connection is closed.
+func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answer, err error) {
+	bs := c.stream
+	conn, err := c.logDial(bs.dialer)(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if sc == nil {
+			conn.Close()
+		}
+	}()
+	if bs.tls != nil {
+		tc := tls.Client(conn, bs.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req, err := http.NewRequest(http.MethodGet, c.url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", StreamProtocol)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if err := req.Write(conn); err != nil {
+		return nil, nil, ctxOr(ctx, c.explain(fmt.Errorf("write upgrade request: %w", err)))
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, nil, ctxOr(ctx, c.explain(fmt.Errorf("read upgrade response: %w", err)))
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes))
+		if err != nil {
+			return nil, nil, ctxOr(ctx, fmt.Errorf("read upgrade response: %w", err))
+		}
+		return nil, &answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), StreamProtocol) {
+		return nil, nil, fmt.Errorf("server switched to %q, not %s", resp.Header.Get("Upgrade"), StreamProtocol)
+	}
+	conn.SetDeadline(time.Time{})
+	c.log.Debug("rpc: batch stream opened", "addr", c.addr)
+	return &streamConn{conn: conn, br: br, used: time.Now()}, nil, nil
+}
+
+// close closes the stream's connection if no exchange is using it;
+// one in progress closes it when it sees the client closed.
+func (bs *batchStream) close() {
+	select {
+	case bs.turn <- struct{}{}:
+		if bs.conn != nil {
+			bs.conn.conn.Close()
+			bs.conn = nil
+		}
+		<-bs.turn
+	default:
+	}
+}

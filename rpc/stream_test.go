@@ -1,0 +1,405 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
+	t.Helper()
+	opts.BatchStream = true
+	opts.HTTP1 = true
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	c := NewClient(addr, opts)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// countingHandler wraps h and counts the HTTP requests that reach it, the
+// upgrades among them apart.
+type countingHandler struct {
+	h                  http.Handler
+	requests, upgrades atomic.Int64
+}
+
+func (c *countingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.requests.Add(1)
+	if isStreamUpgrade(r) {
+		c.upgrades.Add(1)
+	}
+	c.h.ServeHTTP(w, r)
+}
+
+// serveMux serves h on a fresh loopback port with a plain http.Server and
+// returns its address; the rpc server srv (if any) is shut down after it.
+func serveMux(t *testing.T, h http.Handler, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		hs.Shutdown(ctx)
+		if srv != nil {
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("rpc shutdown: %v", err)
+			}
+		}
+	})
+	return ln.Addr().String()
+}
+
+// serveOwnShutdown serves m's methods on a fresh loopback port, for a test
+// that shuts the server down itself.
+func serveOwnShutdown(t *testing.T, m *testMethods) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	go srv.Serve(ln)
+	return srv, ln.Addr().String()
+}
+
+// Batches over a stream get what they get over HTTP: each call's result or
+// error, in one upgrade for any number of batches; plain calls still go
+// over HTTP.
+func TestBatchStreamCarriesBatches(t *testing.T) {
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	addr := serveMux(t, counter, srv)
+	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	for i := range 10 {
+		var a, b echoParams
+		untouched := echoParams{Text: "untouched"}
+		calls := []BatchCall{
+			{Method: "echo", Params: echoParams{Text: "a", Count: i}, Result: &a},
+			{Method: "no.such.method"},
+			{Method: "staleepoch", Params: map[string]int{}, Result: &untouched},
+			{Method: "plainerr"},
+			{Method: "echo", Params: echoParams{Text: "b", Count: -i}, Result: &b},
+		}
+		if err := c.CallBatch(ctx, calls); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if calls[0].Err != nil || calls[4].Err != nil || a != (echoParams{Text: "a", Count: i}) || b != (echoParams{Text: "b", Count: -i}) {
+			t.Fatalf("batch %d results: %v %v %+v %+v", i, calls[0].Err, calls[4].Err, a, b)
+		}
+		for j, code := range map[int]int{1: CodeMethodNotFound, 2: CodeStaleEpoch, 3: CodeInternal} {
+			if !IsCode(calls[j].Err, code) || IsTransport(calls[j].Err) {
+				t.Fatalf("batch %d call %d: %v, want code %d", i, j, calls[j].Err, code)
+			}
+		}
+		if untouched.Text != "untouched" {
+			t.Fatalf("a failed call wrote its result: %+v", untouched)
+		}
+	}
+	if n := counter.upgrades.Load(); n != 1 {
+		t.Fatalf("%d upgrades for 10 batches, want 1", n)
+	}
+	var got echoParams
+	if err := c.Call(ctx, "echo", echoParams{Text: "plain"}, &got); err != nil || got.Text != "plain" {
+		t.Fatalf("Call next to a stream: %v, %+v", err, got)
+	}
+	if n := counter.requests.Load(); n != 2 {
+		t.Fatalf("%d HTTP requests, want 2 (the upgrade and the plain call)", n)
+	}
+}
+
+// A stream authenticates once, with the upgrade: a wrong token is refused
+// as a whole, as an HTTP batch is, and the token's roles bound every frame.
+func TestBatchStreamAuth(t *testing.T) {
+	methods := newTestMethods().methods()
+	methods["tpcd.vote"] = func(context.Context, json.RawMessage) (any, error) { return "voted", nil }
+	_, ln := startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c-secret", PeerToken: "p-secret"}})
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	for _, token := range []string{"", "wrong"} {
+		c := newStreamClient(t, addr, ClientOptions{Token: token})
+		calls := []BatchCall{{Method: "tpcd.vote"}, {Method: "echo", Params: echoParams{}}}
+		err := c.CallBatch(ctx, calls)
+		if !IsCode(err, CodeUnauthorized) || IsTransport(err) {
+			t.Fatalf("token %q: %v, want code %d", token, err, CodeUnauthorized)
+		}
+		if calls[0].Err != err || calls[1].Err != err {
+			t.Fatalf("token %q: calls carry %v, %v, want the batch's error", token, calls[0].Err, calls[1].Err)
+		}
+	}
+
+	peer := newStreamClient(t, addr, ClientOptions{Token: "p-secret"})
+	var voted string
+	calls := []BatchCall{{Method: "tpcd.vote", Result: &voted}, {Method: "echo", Params: echoParams{}}}
+	if err := peer.CallBatch(ctx, calls); err != nil {
+		t.Fatalf("peer token: %v", err)
+	}
+	if calls[0].Err != nil || voted != "voted" {
+		t.Fatalf("peer method with the peer token: %v, %q", calls[0].Err, voted)
+	}
+	if !IsCode(calls[1].Err, CodeUnauthorized) {
+		t.Fatalf("client method with the peer token: %v, want code %d", calls[1].Err, CodeUnauthorized)
+	}
+}
+
+// A frame over the server's limit is refused as a whole, as an HTTP body
+// would be, and the stream goes on: the sender can split the batch.
+func TestBatchStreamFrameTooLarge(t *testing.T) {
+	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods(), MaxRequestBytes: 512})
+	c := newStreamClient(t, ln.Addr().String(), ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	big := strings.Repeat("x", 600)
+	calls := []BatchCall{{Method: "echo", Params: echoParams{Text: big}}, {Method: "nothing"}}
+	err := c.CallBatch(ctx, calls)
+	if !IsCode(err, CodeInvalidRequest) || IsTransport(err) {
+		t.Fatalf("oversized frame: %v, want code %d", err, CodeInvalidRequest)
+	}
+	var got echoParams
+	small := []BatchCall{{Method: "echo", Params: echoParams{Text: "small"}, Result: &got}}
+	if err := c.CallBatch(ctx, small); err != nil || small[0].Err != nil || got.Text != "small" {
+		t.Fatalf("batch after an oversized one: %v, %v, %+v", err, small[0].Err, got)
+	}
+	if n := ln.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1: the oversized frame must not cost the stream", n)
+	}
+}
+
+// A client notices a stream its server closed while it sat idle (here: the
+// server restarted on the same address) and opens a new one instead of
+// losing the next batch on the dead one.
+func TestBatchStreamAfterServerRestart(t *testing.T) {
+	m := newTestMethods()
+	srv, addr := serveOwnShutdown(t, m)
+	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	one := func(text string) error {
+		var got echoParams
+		calls := []BatchCall{{Method: "echo", Params: echoParams{Text: text}, Result: &got}}
+		if err := c.CallBatch(ctx, calls); err != nil {
+			return err
+		}
+		if calls[0].Err != nil || got.Text != text {
+			return errors.Join(calls[0].Err, errors.New("wrong echo "+got.Text))
+		}
+		return nil
+	}
+	if err := one("before"); err != nil {
+		t.Fatalf("before restart: %v", err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	_, _ = startServer(t, addr, ServerOptions{Methods: m.methods()})
+	for i := range 3 {
+		if err := one("after"); err != nil {
+			t.Fatalf("batch %d after restart: %v", i, err)
+		}
+	}
+}
+
+// Shutdown lets a frame being answered finish and its reply reach the
+// client, then ends the stream.
+func TestBatchStreamShutdownFinishesFrame(t *testing.T) {
+	m := newTestMethods()
+	srv, addr := serveOwnShutdown(t, m)
+	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	var res string
+	calls := []BatchCall{{Method: "block", Result: &res}}
+	batch := make(chan error, 1)
+	go func() { batch <- c.CallBatch(ctx, calls) }()
+	<-m.started
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) while a frame was being answered", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(m.release)
+	if err := <-batch; err != nil || calls[0].Err != nil || res != "released" {
+		t.Fatalf("batch answered during shutdown: %v, %v, %q", err, calls[0].Err, res)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	// The stream is gone with the server.
+	err := c.CallBatch(ctx, []BatchCall{{Method: "nothing"}})
+	if !IsTransport(err) {
+		t.Fatalf("batch after shutdown: %v, want a transport error", err)
+	}
+}
+
+// A client whose context ends while a frame is out gives up at once and
+// starts a fresh stream for the next batch: the reply of the abandoned one
+// must not be taken for the next one's.
+func TestBatchStreamContextEnds(t *testing.T) {
+	m := newTestMethods()
+	_, ln := startServer(t, "", ServerOptions{Methods: m.methods()})
+	c := newStreamClient(t, ln.Addr().String(), ClientOptions{})
+	defer close(m.release)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.CallBatch(ctx, []BatchCall{{Method: "block"}}) }()
+	<-m.started
+	cancel()
+	if err := <-done; !IsTransport(err) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled batch: %v, want context.Canceled as a transport error", err)
+	}
+	var got echoParams
+	calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "next"}, Result: &got}}
+	if err := c.CallBatch(context.Background(), calls); err != nil || calls[0].Err != nil || got.Text != "next" {
+		t.Fatalf("batch after a cancelled one: %v, %v, %+v", err, calls[0].Err, got)
+	}
+	if n := ln.accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (the abandoned stream is not reused)", n)
+	}
+}
+
+// A server that does not serve streams (an older tpcd answers the upgrade's
+// GET with 405) still gets every batch, posted.
+func TestBatchStreamFallsBackToPost(t *testing.T) {
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	endpoint := srv.Handler()
+	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
+			return
+		}
+		endpoint.ServeHTTP(w, r)
+	})}
+	addr := serveMux(t, old, srv)
+	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	for i := range 3 {
+		var got echoParams
+		calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "posted", Count: i}, Result: &got}, {Method: "nothing"}}
+		if err := c.CallBatch(ctx, calls); err != nil || calls[0].Err != nil || got.Count != i {
+			t.Fatalf("batch %d to a server without streams: %v, %v, %+v", i, err, calls[0].Err, got)
+		}
+	}
+	if n := old.upgrades.Load(); n != 1 {
+		t.Fatalf("%d upgrade attempts, want 1 (the client remembers)", n)
+	}
+	if n := old.requests.Load(); n != 4 {
+		t.Fatalf("%d requests, want 4 (one refused upgrade, three posts)", n)
+	}
+}
+
+// openRawStream upgrades a connection by hand, for tests of what the server
+// does with frames no Client would send.
+func openRawStream(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(batchDeadline))
+	io.WriteString(conn, "GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+StreamProtocol+"\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %s", resp.Status)
+	}
+	return conn, br
+}
+
+// A frame whose checksum does not match its body (bytes lost or changed on
+// the way) never runs: the server drops the stream. Frames that carry only
+// notifications are answered with an empty frame.
+func TestBatchStreamFrames(t *testing.T) {
+	var ran atomic.Int64
+	methods := newTestMethods().methods()
+	methods["count"] = func(context.Context, json.RawMessage) (any, error) {
+		ran.Add(1)
+		return nil, nil
+	}
+	_, ln := startServer(t, "", ServerOptions{Methods: methods})
+	conn, br := openRawStream(t, ln.Addr().String())
+
+	if err := writeFrame(conn, []byte(`[{"jsonrpc":"2.0","method":"count"},{"jsonrpc":"2.0","method":"count"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := readFrame(br, 1<<20)
+	if err != nil || len(reply) != 0 {
+		t.Fatalf("notifications only: reply %q, %v; want an empty frame", reply, err)
+	}
+	if n := ran.Load(); n != 2 {
+		t.Fatalf("%d notifications ran, want 2", n)
+	}
+
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"count"}`)
+	var hdr [frameHeader]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(hdr[4:], 12345)
+	conn.Write(append(hdr[:], body...))
+	if _, err := readFrame(br, 1<<20); !errors.Is(err, io.EOF) {
+		t.Fatalf("after a corrupt frame: %v, want the server to close the stream", err)
+	}
+	if n := ran.Load(); n != 2 {
+		t.Fatalf("the corrupt frame ran (%d calls)", n)
+	}
+}
+
+// Over TLS the stream negotiates HTTP/1.1 by ALPN (the server also offers
+// HTTP/2) and presents the client's certificate.
+func TestBatchStreamTLS(t *testing.T) {
+	s := newTLSSetup(t)
+	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods(), TLS: mustTLS(t, s.server.ServerTLS)})
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	good := newStreamClient(t, addr, ClientOptions{TLS: mustTLS(t, s.client.ClientTLS)})
+	for i := range 3 {
+		var got echoParams
+		calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "tls", Count: i}, Result: &got}}
+		if err := good.CallBatch(ctx, calls); err != nil || calls[0].Err != nil || got.Count != i {
+			t.Fatalf("batch %d over TLS: %v, %v, %+v", i, err, calls[0].Err, got)
+		}
+	}
+	if n := ln.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 batches, want 1", n)
+	}
+
+	stranger := newStreamClient(t, addr, ClientOptions{TLS: mustTLS(t, s.stranger.ClientTLS)})
+	if err := stranger.CallBatch(ctx, []BatchCall{{Method: "nothing"}}); !IsTransport(err) {
+		t.Fatalf("stranger's certificate: %v, want a transport error", err)
+	}
+	plain := newStreamClient(t, addr, ClientOptions{})
+	err := plain.CallBatch(ctx, []BatchCall{{Method: "nothing"}})
+	if !IsTransport(err) || !strings.Contains(err.Error(), "this client needs TLS settings too") {
+		t.Fatalf("plain stream to a TLS port: %v, want a transport error pointing at TLS", err)
+	}
+}
