@@ -4,17 +4,24 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// logVersions are the log migrations in db/migrations, in order.
+var logVersions = []int64{1, 2}
 
 func openPool(t *testing.T, uri string) *pgxpool.Pool {
 	t.Helper()
@@ -108,13 +115,16 @@ func TestMigrateLogFreshDB(t *testing.T) {
 	if tableExists(t, pool, "tpcd_markers") {
 		t.Fatal("tpcd_markers belongs to the data set, not the log")
 	}
-	if got := appliedVersions(t, pool, db.LogVersionTable); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("applied versions = %v, want [1]", got)
+	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("applied versions = %v, want %v", got, logVersions)
 	}
 	idx := indexNames(t, pool, "tpcd_events")
 	want := map[string]string{
-		"tpcd_events_node_seq":    "(node, seq)",
+		"tpcd_events_pkey":        "(node, seq)",
 		"tpcd_events_node_tx_seq": "(node, tx, seq)",
+	}
+	if len(idx) != len(want) {
+		t.Fatalf("indexes on tpcd_events: %v, want only %v", idx, want)
 	}
 	for name, cols := range want {
 		def, ok := idx[name]
@@ -161,8 +171,8 @@ func TestMigrateLogTwiceIsNoop(t *testing.T) {
 	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
 		t.Fatalf("second MigrateLog: %v", err)
 	}
-	if got := appliedVersions(t, pool, db.LogVersionTable); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("applied versions after second run = %v, want [1]", got)
+	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("applied versions after second run = %v, want %v", got, logVersions)
 	}
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tpcd_events`).Scan(&n); err != nil {
@@ -200,8 +210,8 @@ func TestMigrateLogConcurrent(t *testing.T) {
 			t.Errorf("node %d: MigrateLog: %v", i, err)
 		}
 	}
-	if got := appliedVersions(t, pools[0], db.LogVersionTable); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("applied versions = %v, want migration 1 applied exactly once", got)
+	if got := appliedVersions(t, pools[0], db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("applied versions = %v, want %v, each migration applied exactly once", got, logVersions)
 	}
 	if !tableExists(t, pools[0], "tpcd_events") {
 		t.Fatal("tpcd_events missing")
@@ -224,8 +234,8 @@ func TestMigrateLogSharedPoolConcurrent(t *testing.T) {
 			t.Errorf("caller %d: MigrateLog: %v", i, err)
 		}
 	}
-	if got := appliedVersions(t, pool, db.LogVersionTable); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("applied versions = %v, want [1]", got)
+	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("applied versions = %v, want %v", got, logVersions)
 	}
 }
 
@@ -267,8 +277,8 @@ func TestMigrateData(t *testing.T) {
 	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
 		t.Fatalf("MigrateLog next to data set: %v", err)
 	}
-	if got := appliedVersions(t, pool, db.LogVersionTable); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("log applied versions = %v, want [1]", got)
+	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("log applied versions = %v, want %v", got, logVersions)
 	}
 	if got := appliedVersions(t, pool, db.DataVersionTable); len(got) != 1 || got[0] != 1 {
 		t.Fatalf("data applied versions after log migration = %v, want [1]", got)
@@ -301,5 +311,50 @@ func TestMigrateCanceledContext(t *testing.T) {
 	cancel()
 	if err := db.MigrateLog(ctx, pool, nil); err == nil {
 		t.Fatal("MigrateLog with a canceled context succeeded")
+	}
+}
+
+// A log created by an older tpcd (migration 1 only) keeps its events through
+// the upgrade, and its primary key becomes (node, seq).
+func TestMigrateLogUpgradesVersion1(t *testing.T) {
+	ctx := t.Context()
+	pool := openPool(t, pgtest.NewDB(t))
+
+	first, err := os.ReadFile("migrations/00001_events.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{"00001_events.sql": {Data: first}}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, old,
+		goose.WithTableName(db.LogVersionTable), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provider.Up(ctx); err != nil {
+		t.Fatalf("migration 1: %v", err)
+	}
+	provider.Close()
+	for _, node := range []string{"a", "b", "a"} {
+		if _, err := pool.Exec(ctx, `INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ($1, 1, 'k', '{}')`, node); err != nil {
+			t.Fatalf("insert: %v", err)
+		}
+	}
+
+	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
+		t.Fatalf("MigrateLog over version 1: %v", err)
+	}
+	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
+		t.Fatalf("applied versions = %v, want %v", got, logVersions)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tpcd_events WHERE node = 'a'`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("events of node a after the upgrade: %d, %v; want 2", n, err)
+	}
+	if def := indexNames(t, pool, "tpcd_events")["tpcd_events_pkey"]; !strings.Contains(def, "(node, seq)") {
+		t.Fatalf("primary key after the upgrade: %q, want (node, seq)", def)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ('c', 1, 'k', '{}')`); err != nil {
+		t.Fatalf("append after the upgrade: %v", err)
 	}
 }
