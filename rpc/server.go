@@ -312,7 +312,7 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte) (int, []by
 	if !utf8.Valid(body) {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
 	}
-	reqs, err := jrpc2.ParseRequests(body)
+	reqs, err := parseRequests(body)
 	if err != nil {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))
 	}

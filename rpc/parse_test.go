@@ -1,0 +1,104 @@
+package rpc
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	"github.com/creachadair/jrpc2"
+)
+
+// sameParse fails the test unless parseRequests and jrpc2 agree on body.
+func sameParse(t *testing.T, body []byte) {
+	t.Helper()
+	got, gotErr := parseRequests(body)
+	want, wantErr := jrpc2.ParseRequests(body)
+	if (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("%q: error %v, jrpc2 %v", body, gotErr, wantErr)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%q: %d requests, jrpc2 %d", body, len(got), len(want))
+	}
+	for i := range got {
+		g, w := *got[i], *want[i]
+		// Params compare as bytes: jrpc2 copies them, the fast path
+		// slices the body.
+		if !bytes.Equal(g.Params, w.Params) {
+			t.Fatalf("%q request %d: params %q, jrpc2 %q", body, i, g.Params, w.Params)
+		}
+		g.Params, w.Params = nil, nil
+		// An error's data lists extra members in map order; its code and
+		// message are what the server passes on.
+		if (g.Error == nil) != (w.Error == nil) || g.Error != nil && (g.Error.Code != w.Error.Code || g.Error.Message != w.Error.Message) {
+			t.Fatalf("%q request %d: error %v, jrpc2 %v", body, i, g.Error, w.Error)
+		}
+		g.Error, w.Error = nil, nil
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("%q request %d: %+v, jrpc2 %+v", body, i, g, w)
+		}
+	}
+}
+
+var parseCases = []string{
+	`{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{"sql":"INSERT INTO t VALUES ('}', \"]\\\"\")","args":[1,[2,{"a":"}"}]]}}`,
+	`[{"jsonrpc":"2.0","id":1,"method":"tpcd.ack","params":{"tx":1}},{"jsonrpc":"2.0","id":2,"method":"tpcd.vote","params":[1,2]}]`,
+	`{"jsonrpc":"2.0","id":7,"method":"nothing"}`,
+	`[{"jsonrpc":"2.0","id":7,"method":"nothing"}]`,
+	// Not canonical: each goes to jrpc2, whose answer must stand.
+	`{"jsonrpc":"2.0","id":1,"Method":"tpcd.exec","params":{}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{},"method":"x"}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{},"extra":1}`,
+	`{"jsonrpc":"1.0","id":1,"method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","id":"x","method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","id":-1,"method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","id":1.5,"method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a\u0062","params":{}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"","params":{}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params":null}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params":3}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":1}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":tru}}`,
+	`{"jsonrpc":"2.0","method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","id":1, "method":"a"}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a"} `,
+	`[{"jsonrpc":"2.0","id":1,"method":"a"},]`,
+	`[{"jsonrpc":"2.0","id":1,"method":"a"} ,{"jsonrpc":"2.0","id":2,"method":"b"}]`,
+	`[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":2,"method":"b","Params":{}}]`,
+	`[]`,
+	`[1]`,
+	``,
+	`{}`,
+}
+
+func TestParseRequestsMatchesJrpc2(t *testing.T) {
+	for _, body := range parseCases {
+		sameParse(t, []byte(body))
+	}
+}
+
+// What this package's client writes takes the fast path; were it ever to
+// miss it, nothing would break but the saving would be gone unnoticed.
+func TestClientRequestsAreCanonical(t *testing.T) {
+	one, err := encodeRequest(42, "tpcd.exec", map[string]any{"sql": "SELECT '}'", "args": []any{1, "\"", nil}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := encodeRequest(43, "tpcd.ping", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range [][]byte{one, bare, []byte("[" + string(one) + "," + string(bare) + "]")} {
+		if _, ok := parseCanonical(body); !ok {
+			t.Fatalf("client request %s is not canonical", body)
+		}
+		sameParse(t, body)
+	}
+}
+
+// FuzzParseRequests: whatever the body, the fast path and jrpc2 agree.
+func FuzzParseRequests(f *testing.F) {
+	for _, body := range parseCases {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { sameParse(t, body) })
+}
