@@ -81,13 +81,17 @@ func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 		logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		compact: compact,
 	}
-	c.coordAddr = testbin.FreeAddr(t)
+	// Databases before addresses: the first database starts the shared
+	// PostgreSQL server on a free port, which must not be one picked here.
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: c.logger})
 	for range n {
-		c.partAddrs = append(c.partAddrs, testbin.FreeAddr(t))
 		c.partDBs = append(c.partDBs, openDBs(t, node.DatabaseSpec{
 			LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: c.logger, MaxConns: 20,
 		}))
+	}
+	c.coordAddr = testbin.FreeAddr(t)
+	for range n {
+		c.partAddrs = append(c.partAddrs, testbin.FreeAddr(t))
 	}
 	c.parts = make([]*node.Participant, n)
 	for i := range n {

@@ -87,6 +87,11 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	ca := testcerts.NewCA(t, dir, "cluster")
 	stranger := testcerts.NewCA(t, dir, "stranger")
 
+	// The databases first: the first one starts the PostgreSQL server, on
+	// a free port of its choosing, which must not be one picked below.
+	logDBs := []string{withPassword(pgtest.NewDB(t), password), withPassword(pgtest.NewDB(t), password)}
+	dataDBs := []string{withPassword(pgtest.NewDB(t), password), withPassword(pgtest.NewDB(t), password)}
+	coordLogDB := withPassword(pgtest.NewDB(t), password)
 	coord, parts := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
 	coordMetrics, partMetrics := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
 	tlsArgs := func(name string) []string {
@@ -96,12 +101,12 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	var procs []*testbin.Proc
 	for i, addr := range parts {
 		args := append([]string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
-			"--log-db", withPassword(pgtest.NewDB(t), password), "--data-db", withPassword(pgtest.NewDB(t), password),
+			"--log-db", logDBs[i], "--data-db", dataDBs[i],
 			"--auth-token-file", tokenFile, "--metrics-addr", partMetrics[i]}, tlsArgs(fmt.Sprintf("participant-%d", i))...)
 		procs = append(procs, testbin.Start(t, tpcdBin, nil, args...))
 	}
 	args := append([]string{"coordinator", "--host", coord, "--participant", parts[0], "--participant", parts[1],
-		"--log-db", withPassword(pgtest.NewDB(t), password), "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
+		"--log-db", coordLogDB, "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
 	// The token comes from the environment here, from a file above.
 	procs = append(procs, testbin.Start(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
 	waitReady(t, coordMetrics)

@@ -52,19 +52,24 @@ type seedCluster struct {
 
 func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
 	t.Helper()
-	coord, p0, p1 := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
-	args := []string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}
+	// Databases before addresses: the first database starts the shared
+	// PostgreSQL server on a free port of its own choosing, which must not
+	// be one of the addresses picked here.
+	var coordDB []string
+	partDBs := make([][]string, 2)
 	if withURIs {
-		args = append(args, "--log-db", pgtest.NewDB(t))
+		coordDB = []string{"--log-db", pgtest.NewDB(t)}
+		for i := range partDBs {
+			partDBs[i] = []string{"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)}
+		}
 	}
+	coord, p0, p1 := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	args := append([]string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}, coordDB...)
 	args = append(args, extra...)
 	c := &seedCluster{coordAddr: coord}
 	c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	for i, addr := range []string{p0, p1} {
-		args := []string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}
-		if withURIs {
-			args = append(args, "--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t))
-		}
+		args := append([]string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}, partDBs[i]...)
 		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
