@@ -98,6 +98,8 @@ func parseCanonicalOne(b []byte) (req *jrpc2.ParsedRequest, rest []byte, ok bool
 	if end < 0 || end >= len(b) || b[end] != '}' {
 		return nil, nil, false
 	}
+	// A slice of the body, where jrpc2 copies: a handler that keeps its
+	// params keeps the whole body alive.
 	req.Params = json.RawMessage(b[:end])
 	return req, b[end+1:], true
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -193,6 +194,8 @@ func orDefault(d, def time.Duration) time.Duration {
 // Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
 // a mux of the caller's (next to metrics or health checks). It answers at
 // whatever path it is mounted on; ServerOptions.Path applies to Serve only.
+// Batch streams opened through it are no longer the http.Server's: they end
+// with this Server's Shutdown (or their client), not with the mux's server.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveRPC(w, r, false) })
 }
@@ -212,12 +215,15 @@ func (s *Server) Serve(ln net.Listener) error {
 // connections are closed and the contexts of still-running handlers are
 // cancelled; Shutdown then returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Streams stop taking frames at once, like connections; the frames
+	// they are answering finish within ctx as requests do.
+	s.streams.stop()
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()
 		s.cancelHandler()
 	}
-	if serr := s.streams.shutdown(ctx); err == nil {
+	if serr := s.streams.wait(ctx); err == nil {
 		err = serr
 	}
 	s.cancelHandler()
@@ -286,7 +292,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request, own bool) {
 		stop := context.AfterFunc(s.handlerCtx, cancel)
 		defer stop()
 	}
-	status, reply := s.answer(ctx, roles, body)
+	status, reply := s.answer(ctx, roles, body, nil)
 	w.Header().Set("Content-Type", "application/json")
 	if reply == nil && status == http.StatusOK {
 		// Only notifications: JSON-RPC sends nothing back.
@@ -304,8 +310,10 @@ func (s *Server) tooLarge() *Error {
 // request's handler (several at once for a batch, except Inline methods)
 // and returns the reply body, nil when the body held only notifications,
 // and the HTTP status that goes with it. Both HTTP requests and stream
-// frames come here, so they behave alike.
-func (s *Server) answer(ctx context.Context, roles Role, body []byte) (int, []byte) {
+// frames come here, so they behave alike. watch, if not nil, gives the
+// handlers a context that ends when the caller goes away; it is called only
+// when some handler is not Inline (Inline ones return at once).
+func (s *Server) answer(ctx context.Context, roles Role, body []byte, watch func(context.Context) (context.Context, func())) (int, []byte) {
 	// JSON must be UTF-8 (RFC 8259). encoding/json would quietly turn bad
 	// bytes into U+FFFD, so a statement would run with text its client
 	// never sent; refuse instead.
@@ -318,6 +326,11 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte) (int, []by
 	}
 	if len(reqs) == 0 {
 		return http.StatusOK, errorBody(Errorf(CodeInvalidRequest, "empty batch"))
+	}
+	if watch != nil && slices.ContainsFunc(reqs, func(r *jrpc2.ParsedRequest) bool { return !s.inline[r.Method] }) {
+		var stop func()
+		ctx, stop = watch(ctx)
+		defer stop()
 	}
 	out := make([]json.RawMessage, len(reqs))
 	var wg sync.WaitGroup

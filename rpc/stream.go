@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -33,8 +35,12 @@ const frameHeader = 8
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// writeFrame sends body as one frame with a single vectored write.
+// writeFrame sends body as one frame: one vectored write on a TCP
+// connection (over TLS, a record each for header and body).
 func writeFrame(w io.Writer, body []byte) error {
+	if len(body) > math.MaxUint32 {
+		return fmt.Errorf("frame of %d bytes exceeds the format's 4 GiB", len(body))
+	}
 	var hdr [frameHeader]byte
 	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)))
 	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(body, castagnoli))
@@ -104,9 +110,39 @@ func headerHasToken(h http.Header, name, token string) bool {
 // stream is one server-side batch stream.
 type stream struct {
 	conn net.Conn
+	br   *bufio.Reader
 	// busy is set while a frame is being read, run or answered; Shutdown
 	// interrupts only streams that are not, so no frame is cut in half.
 	busy bool
+	// broken is set when the client sent bytes while a frame was being
+	// answered, which a client waiting for its reply never does.
+	broken bool
+}
+
+// watch gives handlers that may wait (any but Inline ones) a context that
+// ends when the client goes away, as net/http gives an HTTP request: a
+// goroutine reads the connection until stop interrupts it. A client sends
+// nothing while it waits for its reply, so anything read ends the stream.
+func (st *stream) watch(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	st.conn.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		n, err := st.br.Read(b[:])
+		if n > 0 {
+			st.broken = true
+		}
+		if n > 0 || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel()
+		}
+	}()
+	return ctx, func() {
+		st.conn.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		cancel()
+	}
 }
 
 // streams tracks a server's batch streams, which net/http forgets once
@@ -162,10 +198,11 @@ func (ss *streams) busy(st *stream) {
 	ss.mu.Unlock()
 }
 
-// shutdown ends every stream between frames and waits for them; when ctx
-// ends first, it closes them mid-frame.
-func (ss *streams) shutdown(ctx context.Context) error {
+// stop ends every stream between frames: idle ones now, busy ones once
+// their frame is answered. New ones are refused.
+func (ss *streams) stop() {
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	ss.closing = true
 	for st := range ss.all {
 		if !st.busy {
@@ -173,7 +210,11 @@ func (ss *streams) shutdown(ctx context.Context) error {
 			st.conn.SetReadDeadline(time.Unix(1, 0))
 		}
 	}
-	ss.mu.Unlock()
+}
+
+// wait waits for the streams stop ended; when ctx ends first, it closes
+// them mid-frame.
+func (ss *streams) wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { ss.wg.Wait(); close(done) }()
 	select {
@@ -208,15 +249,22 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, Errorf(CodeInternal, "cannot take over the connection: %v", err))
+		// Mounted behind something that cannot hand the connection over:
+		// the client posts its batches instead (it takes 501 as 405).
+		writeError(w, http.StatusNotImplemented, Errorf(CodeInvalidRequest, "batch streams are not available here: %v", err))
 		return
 	}
-	defer conn.Close()
-	st := &stream{conn: conn}
+	st := &stream{conn: conn, br: brw.Reader}
 	if !s.streams.add(st) {
+		conn.Close()
 		return
 	}
-	defer s.streams.remove(st)
+	// Closed before it counts as gone, so Shutdown never returns with a
+	// stream's connection still open.
+	defer func() {
+		conn.Close()
+		s.streams.remove(st)
+	}()
 	// Deadlines net/http set for the upgrade request would cut the stream.
 	conn.SetDeadline(time.Time{})
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
@@ -226,11 +274,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	s.log.Debug("rpc: batch stream opened", "remote", r.RemoteAddr)
 	ctx, cancel := context.WithCancel(WithCaller(s.handlerCtx, Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated}))
 	defer cancel()
-	err = s.serveFrames(ctx, st, brw.Reader, roles)
+	err = s.serveFrames(ctx, st, roles)
 	s.log.Debug("rpc: batch stream closed", "remote", r.RemoteAddr, "err", err)
 }
 
-func (s *Server) serveFrames(ctx context.Context, st *stream, br *bufio.Reader, roles Role) error {
+func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error {
+	br := st.br
 	for {
 		if !s.streams.idle(st, s.http.IdleTimeout) {
 			return nil
@@ -258,7 +307,10 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, br *bufio.Reader, 
 				}
 				return err
 			}
-			_, reply = s.answer(ctx, roles, body)
+			_, reply = s.answer(ctx, roles, body, st.watch)
+			if st.broken {
+				return errors.New("the client sent data before its reply")
+			}
 		}
 		st.conn.SetWriteDeadline(time.Now().Add(s.http.WriteTimeout))
 		if err := writeFrame(st.conn, reply); err != nil {
@@ -287,12 +339,17 @@ type batchStream struct {
 	// mutex so that waiting for it respects the caller's ctx.
 	turn chan struct{}
 	conn *streamConn // guarded by turn
-	// unsupported is set when the server answered the upgrade as an old
-	// tpcd does (HTTP 405 for a GET): the client posts from then on.
-	unsupported bool // guarded by turn
-	dialer      *net.Dialer
-	tls         *tls.Config
+	// postUntil is set when the server answered the upgrade as an old tpcd
+	// does (HTTP 405 for a GET) or as one that cannot hand connections over
+	// (501): the client posts until then, and asks again after.
+	postUntil time.Time // guarded by turn
+	dialer    *net.Dialer
+	tls       *tls.Config
 }
+
+// reprobe is how long a client posts to a server that refused a stream
+// before it asks again: a peer upgraded in a rolling upgrade is noticed.
+const reprobe = time.Minute
 
 func newBatchStream(dialer *net.Dialer, tlsConfig *tls.Config) *batchStream {
 	return &batchStream{turn: make(chan struct{}, 1), dialer: dialer, tls: tlsConfig}
@@ -310,11 +367,20 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		return answer{}, true, ctx.Err()
 	}
 	defer func() { <-bs.turn }()
-	if bs.unsupported {
-		return answer{}, false, nil
+	if err := ctx.Err(); err != nil {
+		// Both cases of the select were ready and the turn won; going on
+		// would cut the stream for nothing.
+		return answer{}, true, err
 	}
 	if c.closed.Load() {
+		if bs.conn != nil {
+			bs.conn.conn.Close()
+			bs.conn = nil
+		}
 		return answer{}, true, ErrClientClosed
+	}
+	if time.Now().Before(bs.postUntil) {
+		return answer{}, false, nil
 	}
 	sc := bs.conn
 	if sc != nil && (time.Since(sc.used) > streamIdle || sc.br.Buffered() > 0 || peerClosed(sc.conn)) {
@@ -327,9 +393,9 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		switch {
 		case err != nil:
 			return answer{}, true, err
-		case refused != nil && refused.status == http.StatusMethodNotAllowed:
-			c.log.Info("rpc: peer does not serve batch streams; posting batches instead", "addr", c.addr)
-			bs.unsupported = true
+		case refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented):
+			c.log.Info("rpc: peer does not serve batch streams; posting batches instead", "addr", c.addr, "for", reprobe)
+			bs.postUntil = time.Now().Add(reprobe)
 			return answer{}, false, nil
 		case refused != nil:
 			return *refused, true, nil
@@ -349,13 +415,26 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 }
 
 // roundTrip writes one frame and reads the reply. Any error leaves the
-// connection unusable.
+// connection unusable; on success it has no deadline left, so that the next
+// exchange (and peerClosed before it) finds it as it was.
 func (sc *streamConn) roundTrip(ctx context.Context, body []byte, max int64) ([]byte, error) {
 	deadline, _ := ctx.Deadline()
 	sc.conn.SetDeadline(deadline)
 	// Cancelling ctx wakes the read or write in progress.
 	stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	data, err := sc.frameTrip(ctx, body, max)
+	if !stop() && err == nil {
+		// ctx ended just as the reply came; its wake-up may have left a
+		// past deadline behind, so the connection is not kept.
+		return nil, ctx.Err()
+	}
+	if err == nil {
+		sc.conn.SetDeadline(time.Time{})
+	}
+	return data, err
+}
+
+func (sc *streamConn) frameTrip(ctx context.Context, body []byte, max int64) ([]byte, error) {
 	if err := writeFrame(sc.conn, body); err != nil {
 		return nil, ctxOr(ctx, fmt.Errorf("write frame: %w", err))
 	}
@@ -426,14 +505,20 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
-		data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes))
+		data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
 		if err != nil {
 			return nil, nil, ctxOr(ctx, fmt.Errorf("read upgrade response: %w", err))
+		}
+		if int64(len(data)) > c.maxBytes {
+			return nil, nil, fmt.Errorf("upgrade response exceeds %d bytes", c.maxBytes)
 		}
 		return nil, &answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
 	}
 	if !strings.EqualFold(resp.Header.Get("Upgrade"), StreamProtocol) {
 		return nil, nil, fmt.Errorf("server switched to %q, not %s", resp.Header.Get("Upgrade"), StreamProtocol)
+	}
+	if !stop() {
+		return nil, nil, ctx.Err()
 	}
 	conn.SetDeadline(time.Time{})
 	c.log.Debug("rpc: batch stream opened", "addr", c.addr)

@@ -257,20 +257,36 @@ func TestBatchStreamShutdownFinishesFrame(t *testing.T) {
 
 // A client whose context ends while a frame is out gives up at once and
 // starts a fresh stream for the next batch: the reply of the abandoned one
-// must not be taken for the next one's.
+// must not be taken for the next one's. The server sees the client go and
+// cancels the handler's context, as it would an HTTP request's.
 func TestBatchStreamContextEnds(t *testing.T) {
 	m := newTestMethods()
-	_, ln := startServer(t, "", ServerOptions{Methods: m.methods()})
+	methods := m.methods()
+	handlerDone := make(chan error, 1)
+	methods["wait"] = func(ctx context.Context, _ json.RawMessage) (any, error) {
+		m.started <- struct{}{}
+		<-ctx.Done()
+		handlerDone <- ctx.Err()
+		return nil, ctx.Err()
+	}
+	_, ln := startServer(t, "", ServerOptions{Methods: methods})
 	c := newStreamClient(t, ln.Addr().String(), ClientOptions{})
-	defer close(m.release)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.CallBatch(ctx, []BatchCall{{Method: "block"}}) }()
+	go func() { done <- c.CallBatch(ctx, []BatchCall{{Method: "wait"}}) }()
 	<-m.started
 	cancel()
 	if err := <-done; !IsTransport(err) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled batch: %v, want context.Canceled as a transport error", err)
+	}
+	select {
+	case err := <-handlerDone:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler's context ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(batchDeadline):
+		t.Fatal("the handler's context did not end when its client went away")
 	}
 	var got echoParams
 	calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "next"}, Result: &got}}
@@ -281,6 +297,115 @@ func TestBatchStreamContextEnds(t *testing.T) {
 		t.Fatalf("%d connections, want 2 (the abandoned stream is not reused)", n)
 	}
 }
+
+// A batch's deadline ends with the batch: a stream used under a short
+// deadline is still good after the deadline has passed.
+func TestBatchStreamOutlivesDeadlines(t *testing.T) {
+	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods()})
+	c := newStreamClient(t, ln.Addr().String(), ClientOptions{})
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		var got echoParams
+		calls := []BatchCall{{Method: "echo", Params: echoParams{Count: i}, Result: &got}}
+		err := c.CallBatch(ctx, calls)
+		cancel()
+		if err != nil || calls[0].Err != nil || got.Count != i {
+			t.Fatalf("batch %d: %v, %v, %+v", i, err, calls[0].Err, got)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if n := ln.accepted.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 batches with deadlines long past, want 1", n)
+	}
+}
+
+// Close while a batch is out: the batch finishes, then the stream is
+// closed rather than left open.
+func TestBatchStreamCloseDuringBatch(t *testing.T) {
+	m := newTestMethods()
+	srv, addr := serveOwnShutdown(t, m)
+	defer srv.Shutdown(context.Background())
+	c := newStreamClient(t, addr, ClientOptions{})
+	done := make(chan error, 1)
+	go func() { done <- c.CallBatch(context.Background(), []BatchCall{{Method: "block"}}) }()
+	<-m.started
+	c.Close()
+	close(m.release)
+	if err := <-done; err != nil {
+		t.Fatalf("batch during Close: %v", err)
+	}
+	if err := c.CallBatch(context.Background(), []BatchCall{{Method: "nothing"}}); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("batch after Close: %v, want ErrClientClosed", err)
+	}
+	waitStreams(t, srv, 0)
+}
+
+// waitStreams waits until srv serves n batch streams; it fails the test if
+// that has not happened within batchDeadline.
+func waitStreams(t *testing.T, srv *Server, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(batchDeadline); ; time.Sleep(10 * time.Millisecond) {
+		srv.streams.mu.Lock()
+		have := len(srv.streams.all)
+		srv.streams.mu.Unlock()
+		if have == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server has %d batch streams, want %d", have, n)
+		}
+	}
+}
+
+// A Shutdown whose ctx ends while a frame is being answered closes the
+// stream and cancels the handler; the client sees a transport error.
+func TestBatchStreamShutdownTimesOut(t *testing.T) {
+	m := newTestMethods()
+	srv, addr := serveOwnShutdown(t, m)
+	c := newStreamClient(t, addr, ClientOptions{})
+	done := make(chan error, 1)
+	go func() { done <- c.CallBatch(context.Background(), []BatchCall{{Method: "block"}}) }()
+	<-m.started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a frame stuck: %v, want context.DeadlineExceeded", err)
+	}
+	if err := <-done; !IsTransport(err) {
+		t.Fatalf("batch cut by shutdown: %v, want a transport error", err)
+	}
+	waitStreams(t, srv, 0)
+}
+
+// Mounted where the connection cannot be taken over, the endpoint answers
+// the upgrade with 501 and the client posts its batches instead.
+func TestBatchStreamWithoutHijack(t *testing.T) {
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	endpoint := srv.Handler()
+	wrapped := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		endpoint.ServeHTTP(plainWriter{w}, r)
+	})}
+	addr := serveMux(t, wrapped, srv)
+	c := newStreamClient(t, addr, ClientOptions{})
+	for i := range 2 {
+		var got echoParams
+		calls := []BatchCall{{Method: "echo", Params: echoParams{Count: i}, Result: &got}}
+		if err := c.CallBatch(context.Background(), calls); err != nil || calls[0].Err != nil || got.Count != i {
+			t.Fatalf("batch %d: %v, %v, %+v", i, err, calls[0].Err, got)
+		}
+	}
+	if n := wrapped.upgrades.Load(); n != 1 {
+		t.Fatalf("%d upgrade attempts, want 1", n)
+	}
+}
+
+// plainWriter hides every optional interface of the ResponseWriter it
+// carries, Hijacker included, as some middleware does.
+type plainWriter struct{ w http.ResponseWriter }
+
+func (p plainWriter) Header() http.Header         { return p.w.Header() }
+func (p plainWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
 
 // A server that does not serve streams (an older tpcd answers the upgrade's
 // GET with 405) still gets every batch, posted.
