@@ -402,8 +402,8 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		}
 		bs.conn = sc
 	}
-	data, err := sc.roundTrip(ctx, body, c.maxBytes)
-	if err != nil || c.closed.Load() {
+	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
+	if !reusable || c.closed.Load() {
 		sc.conn.Close()
 		bs.conn = nil
 	}
@@ -414,24 +414,22 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	return answer{status: http.StatusOK, data: data}, true, nil
 }
 
-// roundTrip writes one frame and reads the reply. Any error leaves the
-// connection unusable; on success it has no deadline left, so that the next
-// exchange (and peerClosed before it) finds it as it was.
-func (sc *streamConn) roundTrip(ctx context.Context, body []byte, max int64) ([]byte, error) {
+// roundTrip writes one frame and reads the reply. The connection is
+// reusable only after a clean exchange, and then has no deadline left, so
+// that the next exchange (and peerClosed before it) finds it as it was.
+func (sc *streamConn) roundTrip(ctx context.Context, body []byte, max int64) (data []byte, reusable bool, err error) {
 	deadline, _ := ctx.Deadline()
 	sc.conn.SetDeadline(deadline)
 	// Cancelling ctx wakes the read or write in progress.
 	stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Unix(1, 0)) })
-	data, err := sc.frameTrip(ctx, body, max)
-	if !stop() && err == nil {
-		// ctx ended just as the reply came; its wake-up may have left a
-		// past deadline behind, so the connection is not kept.
-		return nil, ctx.Err()
+	data, err = sc.frameTrip(ctx, body, max)
+	if !stop() || err != nil {
+		// A ctx that ended just as the reply came may have left a past
+		// deadline behind: the reply stands, the connection goes.
+		return data, false, err
 	}
-	if err == nil {
-		sc.conn.SetDeadline(time.Time{})
-	}
-	return data, err
+	sc.conn.SetDeadline(time.Time{})
+	return data, true, nil
 }
 
 func (sc *streamConn) frameTrip(ctx context.Context, body []byte, max int64) ([]byte, error) {
