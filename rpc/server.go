@@ -327,7 +327,7 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte, watch func
 	if len(reqs) == 0 {
 		return http.StatusOK, errorBody(Errorf(CodeInvalidRequest, "empty batch"))
 	}
-	if watch != nil && slices.ContainsFunc(reqs, func(r *jrpc2.ParsedRequest) bool { return !s.inline[r.Method] }) {
+	if watch != nil && slices.ContainsFunc(reqs, func(r *jrpc2.ParsedRequest) bool { return s.mayWait(roles, r) }) {
 		var stop func()
 		ctx, stop = watch(ctx)
 		defer stop()
@@ -380,6 +380,13 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte, watch func
 		joined = append(joined, r...)
 	}
 	return status, append(joined, ']')
+}
+
+// mayWait reports whether req will run a handler that may wait: one that
+// exists, is allowed and is not Inline.
+func (s *Server) mayWait(roles Role, req *jrpc2.ParsedRequest) bool {
+	_, ok := s.methods[req.Method]
+	return ok && req.Error == nil && !s.inline[req.Method] && allows(roles, req.Method)
 }
 
 // dispatch runs one request and returns its encoded response, nil for a

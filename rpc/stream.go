@@ -38,7 +38,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // writeFrame sends body as one frame: one vectored write on a TCP
 // connection (over TLS, a record each for header and body).
 func writeFrame(w io.Writer, body []byte) error {
-	if len(body) > math.MaxUint32 {
+	if uint64(len(body)) > math.MaxUint32 {
 		return fmt.Errorf("frame of %d bytes exceeds the format's 4 GiB", len(body))
 	}
 	var hdr [frameHeader]byte
@@ -125,8 +125,11 @@ type stream struct {
 // nothing while it waits for its reply, so anything read ends the stream.
 func (st *stream) watch(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(ctx)
+	if err := st.conn.SetReadDeadline(time.Time{}); err != nil {
+		// A connection without deadlines could not be interrupted: no watch.
+		return ctx, cancel
+	}
 	done := make(chan struct{})
-	st.conn.SetReadDeadline(time.Time{})
 	go func() {
 		defer close(done)
 		var b [1]byte
@@ -139,7 +142,10 @@ func (st *stream) watch(ctx context.Context) (context.Context, func()) {
 		}
 	}()
 	return ctx, func() {
-		st.conn.SetReadDeadline(time.Unix(1, 0))
+		// Both directions: a TLS read may be writing (a key update's
+		// answer), which a read deadline alone would not interrupt. The
+		// reply's write deadline is set afresh.
+		st.conn.SetDeadline(time.Unix(1, 0))
 		<-done
 		cancel()
 	}
@@ -174,6 +180,13 @@ func (ss *streams) remove(st *stream) {
 	delete(ss.all, st)
 	ss.mu.Unlock()
 	ss.wg.Done()
+}
+
+// stopping reports whether Shutdown has begun.
+func (ss *streams) stopping() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.closing
 }
 
 // idle marks st as waiting for its next frame, for at most timeout; false
@@ -245,6 +258,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method of an upgrade must be GET, not %s", r.Method))
+		return
+	}
+	if s.streams.stopping() {
+		// Refused before anything is taken over, so the client knows the
+		// batch did not run.
+		writeError(w, http.StatusServiceUnavailable, Errorf(CodeUnavailable, "server shutting down"))
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -366,7 +385,14 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	case <-ctx.Done():
 		return answer{}, true, ctx.Err()
 	}
-	defer func() { <-bs.turn }()
+	defer func() {
+		<-bs.turn
+		// A Close that came while this exchange held the turn could not
+		// close the stream; either it or this sees the other.
+		if c.closed.Load() {
+			bs.close()
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		// Both cases of the select were ready and the turn won; going on
 		// would cut the stream for nothing.

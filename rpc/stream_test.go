@@ -304,7 +304,7 @@ func TestBatchStreamOutlivesDeadlines(t *testing.T) {
 	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods()})
 	c := newStreamClient(t, ln.Addr().String(), ClientOptions{})
 	for i := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		var got echoParams
 		calls := []BatchCall{{Method: "echo", Params: echoParams{Count: i}, Result: &got}}
 		err := c.CallBatch(ctx, calls)
@@ -312,7 +312,7 @@ func TestBatchStreamOutlivesDeadlines(t *testing.T) {
 		if err != nil || calls[0].Err != nil || got.Count != i {
 			t.Fatalf("batch %d: %v, %v, %+v", i, err, calls[0].Err, got)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(1100 * time.Millisecond)
 	}
 	if n := ln.accepted.Load(); n != 1 {
 		t.Fatalf("%d connections for 3 batches with deadlines long past, want 1", n)
@@ -526,5 +526,36 @@ func TestBatchStreamTLS(t *testing.T) {
 	err := plain.CallBatch(ctx, []BatchCall{{Method: "nothing"}})
 	if !IsTransport(err) || !strings.Contains(err.Error(), "this client needs TLS settings too") {
 		t.Fatalf("plain stream to a TLS port: %v, want a transport error pointing at TLS", err)
+	}
+}
+
+// A client sends nothing while it waits for its reply; bytes arriving then
+// end the stream and cancel the handlers still running.
+func TestBatchStreamStrayBytes(t *testing.T) {
+	started := make(chan struct{}, 1)
+	ended := make(chan error, 1)
+	methods := map[string]Handler{"wait": func(ctx context.Context, _ json.RawMessage) (any, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		ended <- ctx.Err()
+		return nil, ctx.Err()
+	}}
+	_, ln := startServer(t, "", ServerOptions{Methods: methods})
+	conn, br := openRawStream(t, ln.Addr().String())
+	if err := writeFrame(conn, []byte(`{"jsonrpc":"2.0","id":1,"method":"wait"}`)); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	conn.Write([]byte{0})
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler's context ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(batchDeadline):
+		t.Fatal("stray bytes did not cancel the handler")
+	}
+	if _, err := readFrame(br, 1<<20); !errors.Is(err, io.EOF) {
+		t.Fatalf("after stray bytes: %v, want the server to close the stream", err)
 	}
 }
