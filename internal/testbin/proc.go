@@ -2,9 +2,11 @@ package testbin
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,10 +76,49 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment
-// ago, for a process to listen on.
+// portsGiven are the ports FreeAddr handed out.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// FreeAddr returns a loopback address for a process to listen on, with a
+// port that was free a moment ago, below the kernel's ephemeral range and
+// never handed out twice in one test binary. A port from the ephemeral range
+// could be taken, between this probe and the node's bind or while a killed
+// node is down, as the local end of any outgoing connection on the machine
+// (a PostgreSQL client, for one) or by a server asking the kernel for any
+// free port (the shared test PostgreSQL).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	const base = 10000
+	for range 200 {
+		if lo <= base+1000 {
+			break
+		}
+		port := base + rand.IntN(lo-base)
+		portsMu.Lock()
+		taken := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if taken {
+			continue // handed to another node of this test binary
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+			return addr
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,10 +168,10 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{t: t}
-	coordAddr := freeAddr(t)
+	coordAddr := testbin.FreeAddr(t)
 	var partAddrs []string
 	for range spec.participants {
-		partAddrs = append(partAddrs, freeAddr(t))
+		partAddrs = append(partAddrs, testbin.FreeAddr(t))
 	}
 	coordLog := spec.coordLog
 	if coordLog == "" {
@@ -299,53 +297,6 @@ func (c *cluster) violations() []string {
 		}
 	}
 	return out
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
-// freeAddr finds a free port below the kernel's ephemeral range. A port
-// from that range could be taken, between this probe and the node's bind
-// or while a killed node is down, as the local end of any outgoing
-// connection on the machine (a PostgreSQL client, for one).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	const base = 10000
-	for range 200 {
-		if lo <= base+1000 {
-			break
-		}
-		port := base + rand.IntN(lo-base)
-		portsMu.Lock()
-		taken := portsGiven[port]
-		portsGiven[port] = true
-		portsMu.Unlock()
-		if taken {
-			continue // handed to another node of this test binary
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			ln.Close()
-			return addr
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func openPool(t *testing.T, uri string) *pgxpool.Pool {
