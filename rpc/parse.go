@@ -25,7 +25,7 @@ func parseRequests(body []byte) ([]*jrpc2.ParsedRequest, error) {
 // parseCanonical parses body if it is in canonical form; ok is false
 // otherwise, and nothing is decided.
 func parseCanonical(body []byte) (reqs []*jrpc2.ParsedRequest, ok bool) {
-	if len(body) == 0 || !json.Valid(body) {
+	if len(body) == 0 {
 		return nil, false
 	}
 	batch := body[0] == '['
@@ -41,9 +41,13 @@ func parseCanonical(body []byte) (reqs []*jrpc2.ParsedRequest, ok bool) {
 		req.Batch = batch
 		reqs = append(reqs, req)
 		switch {
-		case !batch && len(after) == 0:
-			return reqs, true
-		case batch && len(after) == 1 && after[0] == ']':
+		case !batch && len(after) == 0, batch && len(after) == 1 && after[0] == ']':
+			// Validity is checked last, so that a body bound for jrpc2
+			// costs no extra pass; until then the scan may have been
+			// fooled by invalid JSON, and its result counts only now.
+			if !json.Valid(body) {
+				return nil, false
+			}
 			return reqs, true
 		case batch && len(after) > 1 && after[0] == ',':
 			rest = after[1:]
@@ -59,8 +63,8 @@ const (
 	canonicalParams = `,"params":`
 )
 
-// parseCanonicalOne parses one canonical request at the start of b, which
-// is part of a valid JSON document, and returns what follows it.
+// parseCanonicalOne parses one canonical request at the start of b and
+// returns what follows it. b may be invalid JSON; the caller checks.
 func parseCanonicalOne(b []byte) (req *jrpc2.ParsedRequest, rest []byte, ok bool) {
 	b, ok = cutPrefix(b, canonicalHead)
 	if !ok {
@@ -118,8 +122,8 @@ func isPlainMethodByte(c byte) bool {
 }
 
 // endOfComposite returns the length of the object or array at the start of
-// b, which must be valid JSON (the caller checked the whole document), or
-// -1 if b ends first.
+// b, or -1 if b ends first. Only for valid JSON is the answer right, which
+// parseCanonical checks before trusting it.
 func endOfComposite(b []byte) int {
 	depth := 0
 	inString := false

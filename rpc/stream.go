@@ -49,11 +49,23 @@ func writeFrame(w io.Writer, body []byte) error {
 	return err
 }
 
-// errFrameTooLarge reports a frame over the reader's limit; its body is
-// still on the wire, skip says how much of it.
-type errFrameTooLarge struct{ skip int64 }
+// errFrameTooLarge reports a frame over the reader's limit, its body still
+// unread.
+type errFrameTooLarge struct{ size int64 }
 
-func (e errFrameTooLarge) Error() string { return fmt.Sprintf("frame of %d bytes", e.skip) }
+func (e errFrameTooLarge) Error() string { return fmt.Sprintf("frame of %d bytes", e.size) }
+
+// past is a deadline long gone: setting it wakes a blocked read or write.
+var past = time.Unix(1, 0)
+
+// bindCtx makes ctx's deadline and cancellation apply to conn's reads and
+// writes until stop is called; stop reports false when ctx ended first
+// (conn may then hold a past deadline).
+func bindCtx(ctx context.Context, conn net.Conn) (stop func() bool) {
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	return context.AfterFunc(ctx, func() { conn.SetDeadline(past) })
+}
 
 // readFrameHeader reads a frame's header.
 func readFrameHeader(r io.Reader) (size uint32, sum uint32, err error) {
@@ -86,7 +98,7 @@ func readFrame(r io.Reader, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(size) > max {
-		return nil, errFrameTooLarge{skip: int64(size)}
+		return nil, errFrameTooLarge{size: int64(size)}
 	}
 	return readFrameBody(r, size, sum)
 }
@@ -145,7 +157,7 @@ func (st *stream) watch(ctx context.Context) (context.Context, func()) {
 		// Both directions: a TLS read may be writing (a key update's
 		// answer), which a read deadline alone would not interrupt. The
 		// reply's write deadline is set afresh.
-		st.conn.SetDeadline(time.Unix(1, 0))
+		st.conn.SetDeadline(past)
 		<-done
 		cancel()
 	}
@@ -220,7 +232,7 @@ func (ss *streams) stop() {
 	for st := range ss.all {
 		if !st.busy {
 			// Wakes the read of the next frame's header.
-			st.conn.SetReadDeadline(time.Unix(1, 0))
+			st.conn.SetReadDeadline(past)
 		}
 	}
 }
@@ -399,20 +411,16 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		return answer{}, true, err
 	}
 	if c.closed.Load() {
-		if bs.conn != nil {
-			bs.conn.conn.Close()
-			bs.conn = nil
-		}
+		// The deferred close drops the stream.
 		return answer{}, true, ErrClientClosed
 	}
 	if time.Now().Before(bs.postUntil) {
 		return answer{}, false, nil
 	}
-	sc := bs.conn
-	if sc != nil && (time.Since(sc.used) > streamIdle || sc.br.Buffered() > 0 || peerClosed(sc.conn)) {
-		sc.conn.Close()
-		sc, bs.conn = nil, nil
+	if sc := bs.conn; sc != nil && (time.Since(sc.used) > streamIdle || sc.br.Buffered() > 0 || peerClosed(sc.conn)) {
+		bs.drop()
 	}
+	sc := bs.conn
 	if sc == nil {
 		var refused *answer
 		sc, refused, err = c.openStream(ctx)
@@ -429,9 +437,8 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		bs.conn = sc
 	}
 	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
-	if !reusable || c.closed.Load() {
-		sc.conn.Close()
-		bs.conn = nil
+	if !reusable {
+		bs.drop()
 	}
 	if err != nil {
 		return answer{}, true, err
@@ -444,10 +451,7 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 // reusable only after a clean exchange, and then has no deadline left, so
 // that the next exchange (and peerClosed before it) finds it as it was.
 func (sc *streamConn) roundTrip(ctx context.Context, body []byte, max int64) (data []byte, reusable bool, err error) {
-	deadline, _ := ctx.Deadline()
-	sc.conn.SetDeadline(deadline)
-	// Cancelling ctx wakes the read or write in progress.
-	stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Unix(1, 0)) })
+	stop := bindCtx(ctx, sc.conn)
 	data, err = sc.frameTrip(ctx, body, max)
 	if !stop() || err != nil {
 		// A ctx that ended just as the reply came may have left a past
@@ -505,10 +509,7 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 		}
 		conn = tc
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := bindCtx(ctx, conn)
 	defer stop()
 	req, err := http.NewRequest(http.MethodGet, c.url, nil)
 	if err != nil {
@@ -554,11 +555,16 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 func (bs *batchStream) close() {
 	select {
 	case bs.turn <- struct{}{}:
-		if bs.conn != nil {
-			bs.conn.conn.Close()
-			bs.conn = nil
-		}
+		bs.drop()
 		<-bs.turn
 	default:
+	}
+}
+
+// drop closes the stream's connection, if any; the caller holds the turn.
+func (bs *batchStream) drop() {
+	if bs.conn != nil {
+		bs.conn.conn.Close()
+		bs.conn = nil
 	}
 }
