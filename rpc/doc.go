@@ -5,8 +5,9 @@
 // server speaks HTTP/1.1, so that curl works, and unencrypted HTTP/2 with
 // prior knowledge (h2c), so that a node multiplexes any number of concurrent
 // calls to a peer over a single TCP connection instead of dialling once per
-// message. The Client speaks h2c (or HTTP/1.1) and keeps one connection per
-// peer, dialled lazily and re-dialled after it breaks.
+// message. The Client speaks h2c, keeping one connection per peer, or
+// HTTP/1.1, keeping one per call in flight; connections are dialled lazily
+// and re-dialled after they break.
 //
 // Between nodes, batches travel over batch streams (stream.go): an HTTP/1.1
 // connection upgraded to carry request bodies and their replies as

@@ -30,9 +30,9 @@ type BenchCmd struct {
 	DataDB        []string `name:"data-db" help:"For --baseline raw against --coordinator: a participant's data database URI; repeat in node order." placeholder:"URI"`
 	LogDB         string   `name:"log-db" help:"For --baseline raw against --coordinator: a database on the coordinator's log server, for the decision rows." placeholder:"URI"`
 	JSON          bool     `name:"json" help:"Print the report as JSON."`
-	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
-	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the tpcd measurement." type:"path"`
-	Trace         string   `name:"trace" hidden:"" help:"Write an execution trace of the tpcd measurement (go tool trace)." type:"path"`
+	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the (first round's) tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
+	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the (first round's) tpcd measurement." type:"path"`
+	Trace         string   `name:"trace" hidden:"" help:"Write an execution trace of the (first round's) tpcd measurement (go tool trace)." type:"path"`
 	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" default:"true" negatable:"" help:"Start the local cluster's participants with lazy Prepared events, as tpcd participant does by default (--no-lazy-prepared: the yes vote waits for the participant's log)."`
 	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
 	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
