@@ -210,39 +210,48 @@ func TestAgainstRunningCluster(t *testing.T) {
 }
 
 // TestStartsClusterWithHotKeys lets Run start its own cluster and provoke
-// conflicts on a few hot keys, measuring by time with a warm-up.
+// conflicts on a few hot keys, measuring by time with a warm-up, in each
+// form.
 func TestStartsClusterWithHotKeys(t *testing.T) {
-	var progress bytes.Buffer
-	rep, err := Run(context.Background(), Options{
-		// Conflicts, but not so many that a busy machine (CI runs packages in
-		// parallel) sees every transaction of the short run time out.
-		Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8,
-		Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baseline: BaselineRaw,
-		LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Config.StartedCluster || rep.Config.Participants != 2 {
-		t.Errorf("config: %+v", rep.Config)
-	}
-	for _, res := range []*Result{rep.TPCD, rep.Raw} {
-		checkCounts(t, res, 4)
-		if res.Committed == 0 {
-			t.Errorf("%s: nothing committed: %v", res.Mode, res.Reasons)
-		}
-		if res.Failed != 0 {
-			t.Errorf("%s: %d failed: %v", res.Mode, res.Failed, res.Reasons)
-		}
-	}
-	if rep.RawLeftoverPrepared != 0 {
-		t.Errorf("the raw baseline left %d prepared transactions", rep.RawLeftoverPrepared)
-	}
-	if !strings.Contains(progress.String(), "committed") {
-		t.Errorf("no progress line written: %q", progress.String())
-	}
-	if rep.Memory.ProcessPeakMB <= 0 {
-		t.Errorf("peak RSS not read: %+v", rep.Memory)
+	for form, step := range map[string]string{FormInteractive: "commit", FormSingle: "transact"} {
+		t.Run(form, func(t *testing.T) {
+			var progress bytes.Buffer
+			rep, err := Run(context.Background(), Options{
+				// Conflicts, but not so many that a busy machine (CI runs
+				// packages in parallel) sees every transaction of the
+				// short run time out.
+				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form,
+				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baseline: BaselineRaw,
+				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.Config.StartedCluster || rep.Config.Participants != 2 || rep.Config.Form != form {
+				t.Errorf("config: %+v", rep.Config)
+			}
+			for _, res := range []*Result{rep.TPCD, rep.Raw} {
+				checkCounts(t, res, 4)
+				if res.Committed == 0 {
+					t.Errorf("%s: nothing committed: %v", res.Mode, res.Reasons)
+				}
+				if res.Failed != 0 {
+					t.Errorf("%s: %d failed: %v", res.Mode, res.Failed, res.Reasons)
+				}
+			}
+			if l, ok := rep.TPCD.Steps[step]; !ok || l.P50 <= 0 {
+				t.Errorf("tpcd: no latency for step %q: %+v", step, rep.TPCD.Steps)
+			}
+			if rep.RawLeftoverPrepared != 0 {
+				t.Errorf("the raw baseline left %d prepared transactions", rep.RawLeftoverPrepared)
+			}
+			if !strings.Contains(progress.String(), "committed") {
+				t.Errorf("no progress line written: %q", progress.String())
+			}
+			if rep.Memory.ProcessPeakMB <= 0 {
+				t.Errorf("peak RSS not read: %+v", rep.Memory)
+			}
+		})
 	}
 }
 
@@ -256,6 +265,7 @@ func TestValidate(t *testing.T) {
 		{"rounds", Options{Rounds: -2}, "rounds"},
 		{"baseline", Options{Baseline: "fast"}, "baseline"},
 		{"raw needs URIs", Options{Coordinator: "127.0.0.1:1", Baseline: BaselineRaw}, "--data-db"},
+		{"bad form", Options{Form: "batch"}, `form "batch"`},
 		{"URIs need coordinator", Options{LogDB: "postgres://x/y"}, "--coordinator"},
 	} {
 		err := tc.opts.Validate()

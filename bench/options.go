@@ -18,6 +18,19 @@ const (
 	BaselineRaw  = "raw"
 )
 
+// Forms that Options.Form accepts: how a transaction reaches the
+// coordinator.
+const (
+	// FormInteractive sends a call per statement (the first begins the
+	// transaction) and then commit, as an application that decides each
+	// statement after the one before does.
+	FormInteractive = "interactive"
+	// FormSingle sends the whole transaction, statements and commit, in
+	// one transact call; the raw baseline then also runs each server's
+	// statements at the same time as the other servers'.
+	FormSingle = "single"
+)
+
 // Defaults for Options.
 const (
 	DefaultConcurrency  = 8
@@ -69,6 +82,8 @@ type Options struct {
 	// Statements per transaction (default 3), spread over the participants
 	// round robin from a random first participant.
 	Statements int
+	// Form is FormInteractive (default) or FormSingle.
+	Form string
 	// HotFraction of the statements write one of HotKeys keys (default 16)
 	// to provoke lock conflicts; the others write keys never used before.
 	HotFraction float64
@@ -133,6 +148,9 @@ func (o *Options) fill() {
 	if o.Statements <= 0 {
 		o.Statements = DefaultStatements
 	}
+	if o.Form == "" {
+		o.Form = FormInteractive
+	}
 	if o.HotKeys <= 0 {
 		o.HotKeys = DefaultHotKeys
 	}
@@ -173,6 +191,11 @@ func (o *Options) Validate() error {
 	}
 	if o.Rounds < 0 {
 		errs = append(errs, fmt.Errorf("rounds %d: must not be negative", o.Rounds))
+	}
+	switch o.Form {
+	case "", FormInteractive, FormSingle:
+	default:
+		errs = append(errs, fmt.Errorf("form %q: want %s or %s", o.Form, FormInteractive, FormSingle))
 	}
 	switch o.Baseline {
 	case "", BaselineNone:

@@ -24,6 +24,10 @@ type rawDriver struct {
 	nonce       int64
 	lockTimeout time.Duration
 	timeout     time.Duration
+	// concurrent runs each server's statements at the same time as the
+	// other servers' (bench's single form), as tpcd's coordinator does
+	// with a transact call.
+	concurrent bool
 
 	mu      sync.Mutex
 	clients []*rawClient
@@ -41,8 +45,8 @@ type rawClient struct {
 	errs []error
 }
 
-func newRawDriver(data []string, log string, nonce int64, lockTimeout, timeout time.Duration) *rawDriver {
-	return &rawDriver{data: data, log: log, nonce: nonce, lockTimeout: lockTimeout, timeout: timeout}
+func newRawDriver(data []string, log string, nonce int64, lockTimeout, timeout time.Duration, concurrent bool) *rawDriver {
+	return &rawDriver{data: data, log: log, nonce: nonce, lockTimeout: lockTimeout, timeout: timeout, concurrent: concurrent}
 }
 
 // setup creates the tables the baseline writes.
@@ -139,27 +143,8 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, st
 	gid := fmt.Sprintf("bench:%d:%d:%d", c.d.nonce, c.id, c.seq)
 	clear(c.open)
 
-	// Work: the same statements in the same order as through tpcd. A
-	// server's first statement opens its transaction, with the same lock
-	// timeout, in the same round trip, as tpcd's participants do.
-	lockTimeout := strconv.FormatInt(c.d.lockTimeout.Milliseconds(), 10)
-	for _, s := range plan {
-		conn := c.data[s.node]
-		if !c.open[s.node] {
-			c.open[s.node] = true
-			b := &pgx.Batch{}
-			b.Queue("BEGIN")
-			b.Queue("SELECT set_config('lock_timeout', $1, true)", lockTimeout)
-			b.Queue(UpsertSQL, s.key, s.val)
-			if err := conn.SendBatch(ctx, b).Close(); err != nil {
-				c.rollbackOpen(ctx)
-				return outAborted, fmt.Sprintf("begin and statement on %d: %v", s.node, err)
-			}
-		} else if _, err := conn.Exec(ctx, UpsertSQL, s.key, s.val); err != nil {
-			c.rollbackOpen(ctx)
-			return outAborted, fmt.Sprintf("statement on %d: %v", s.node, err)
-		}
-		sp.mark("exec")
+	if out, reason := c.work(ctx, plan, sp); out != outCommitted {
+		return out, reason
 	}
 
 	// Prepare on every touched server at once, as a coordinator would.
@@ -202,6 +187,59 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, st
 		return outFailed, fmt.Sprintf("commit prepared: %v", err)
 	}
 	sp.mark("commit prepared")
+	return outCommitted, ""
+}
+
+// work runs plan's statements, in order on each server; a server's first
+// statement opens its transaction, with the same lock timeout, in the same
+// round trip, as tpcd's participants do. It answers outCommitted when
+// every statement succeeded, and otherwise rolls back what it opened.
+func (c *rawClient) work(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+	lockTimeout := strconv.FormatInt(c.d.lockTimeout.Milliseconds(), 10)
+	run := func(conn *pgx.Conn, s stmt, first bool) error {
+		if !first {
+			_, err := conn.Exec(ctx, UpsertSQL, s.key, s.val)
+			return err
+		}
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		b.Queue("SELECT set_config('lock_timeout', $1, true)", lockTimeout)
+		b.Queue(UpsertSQL, s.key, s.val)
+		return conn.SendBatch(ctx, b).Close()
+	}
+	if !c.d.concurrent {
+		for _, s := range plan {
+			first := !c.open[s.node]
+			c.open[s.node] = true
+			if err := run(c.data[s.node], s, first); err != nil {
+				c.rollbackOpen(ctx)
+				return outAborted, fmt.Sprintf("statement on %d: %v", s.node, err)
+			}
+			sp.mark("exec")
+		}
+		return outCommitted, ""
+	}
+	for _, s := range plan {
+		c.open[s.node] = true
+	}
+	c.eachOpen(func(i int, conn *pgx.Conn) error {
+		first := true
+		for _, s := range plan {
+			if s.node != i {
+				continue
+			}
+			if err := run(conn, s, first); err != nil {
+				return fmt.Errorf("statement on %d: %w", i, err)
+			}
+			first = false
+		}
+		return nil
+	})
+	if err := errors.Join(c.errs...); err != nil {
+		c.rollbackOpen(ctx)
+		return outAborted, err.Error()
+	}
+	sp.mark("exec")
 	return outCommitted, ""
 }
 

@@ -23,6 +23,7 @@ type Config struct {
 	Coordinator     string  `json:"coordinator"`
 	StartedCluster  bool    `json:"started_cluster"`
 	Participants    int     `json:"participants"`
+	Form            string  `json:"form"`
 	Concurrency     int     `json:"concurrency"`
 	Connections     int     `json:"connections"`
 	Statements      int     `json:"statements"`
@@ -141,7 +142,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout)
+	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout, opts.Form == FormSingle)
 	defer tp.close()
 	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 	defer cancel()
@@ -159,7 +160,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	rep.Config = Config{
 		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
-		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
+		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Form: opts.Form, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
 		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
 		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, Rounds: opts.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}
@@ -204,7 +205,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	var raw *rawDriver
 	if opts.Baseline == BaselineRaw {
-		raw = newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout)
+		raw = newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout, opts.Form == FormSingle)
 		defer raw.close()
 		rawCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 		defer cancel()

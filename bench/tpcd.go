@@ -11,15 +11,16 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-// tpcdDriver runs transactions through a coordinator's explicit form:
-// begin, one exec per statement, commit.
+// tpcdDriver runs transactions through a coordinator's explicit form: an
+// exec per statement and a commit, or (single) one transact call.
 type tpcdDriver struct {
 	conns   []*rpc.Client
 	timeout time.Duration
+	single  bool
 }
 
-func newTPCDDriver(addr string, conns int, timeout time.Duration) *tpcdDriver {
-	d := &tpcdDriver{timeout: timeout}
+func newTPCDDriver(addr string, conns int, timeout time.Duration, single bool) *tpcdDriver {
+	d := &tpcdDriver{timeout: timeout, single: single}
 	for range conns {
 		// HTTP/1.1 with keep-alive, as most applications' HTTP clients
 		// speak it: a client has one call out at a time.
@@ -79,9 +80,43 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 // connections round robin.
 func (d *tpcdDriver) client(i int) txFunc {
 	c := d.conns[i%len(d.conns)]
+	if d.single {
+		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+			return d.transact(ctx, c, plan, sp)
+		}
+	}
 	return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 		return d.tx(ctx, c, plan, sp)
 	}
+}
+
+// transact runs plan and its commit in one call.
+func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {
+	p := node.TransactParams{Commit: true, Statements: make([]node.StatementParams, len(plan))}
+	nodes := make([]engine.NodeID, len(plan))
+	for i, s := range plan {
+		nodes[i] = engine.NodeID(s.node)
+		p.Statements[i] = node.StatementParams{Node: &nodes[i], SQL: UpsertSQL, Args: []any{s.key, s.val}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var r struct {
+		Outcome engine.Outcome `json:"outcome"`
+		Reason  string         `json:"reason"`
+	}
+	switch err := c.Call(ctx, node.MethodTransact, p, &r); {
+	case rpc.IsCode(err, rpc.CodeAborted):
+		// A statement failed and the transaction that the call began was
+		// rolled back.
+		return outAborted, fmt.Sprintf("transact: %v", err)
+	case err != nil:
+		// Whether the transaction committed is unknown.
+		return outFailed, fmt.Sprintf("transact: %v", err)
+	case r.Outcome != engine.OutcomeCommit:
+		return outAborted, "transact: " + r.Reason
+	}
+	sp.mark("transact")
+	return outCommitted, ""
 }
 
 func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,7 +231,8 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 		MethodStatus: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 		}),
-		MethodNodes: func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
+		MethodTransact: c.transact,
+		MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
 		MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
 			return PingReply{Role: "coordinator", Node: CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
 		},
@@ -267,30 +269,54 @@ func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID
 // client gives up, the answer is dropped when it comes; the transaction
 // itself is left to its timeouts.
 func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input) (any, error) {
-	req := engine.ReqID(c.nextReq.Add(1))
-	ch := make(chan engine.Respond, 1)
+	rs, err := c.callAll(ctx, mk)
+	if err != nil {
+		return nil, err
+	}
+	if rs[0].Err != nil {
+		return nil, rpcError(rs[0].Err)
+	}
+	return rs[0].Reply, nil
+}
+
+// callAll submits client inputs in order, without waiting in between, and
+// waits for all their answers, which it returns in the same order. The
+// engine's errors stay in the answers; err is set only when ctx ends or
+// the node stops first.
+func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, engine.Instant) engine.Input) ([]engine.Respond, error) {
+	reqs := make([]engine.ReqID, len(mks))
+	ch := make(chan engine.Respond, len(mks))
 	c.mu.Lock()
-	c.waiters[req] = ch
+	for i := range reqs {
+		reqs[i] = engine.ReqID(c.nextReq.Add(1))
+		c.waiters[reqs[i]] = ch
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.waiters, req)
+		for _, req := range reqs {
+			delete(c.waiters, req)
+		}
 		c.mu.Unlock()
 	}()
-	if !c.loop.submit(mk(req, c.loop.now())) {
-		return nil, unavailable(errStopped)
-	}
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, rpcError(r.Err)
+	for i, mk := range mks {
+		if !c.loop.submit(mk(reqs[i], c.loop.now())) {
+			return nil, unavailable(errStopped)
 		}
-		return r.Reply, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-c.loop.stopped:
-		return nil, unavailable(errStopped)
 	}
+	answers := make([]engine.Respond, len(mks))
+	for range mks {
+		select {
+		case r := <-ch:
+			// Requests are few; a scan finds an answer's place.
+			answers[slices.Index(reqs, r.Req)] = r
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.loop.stopped:
+			return nil, unavailable(errStopped)
+		}
+	}
+	return answers, nil
 }
 
 // perform runs on the loop goroutine and must not block.

@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// MethodTransact runs several statements of one explicit transaction in a
+// single call and, if asked, commits it: an application that knows its
+// statements up front pays one round trip for the whole transaction.
+const MethodTransact = "transact"
+
+// TransactParams are the statements to run, in order, in transaction TxID
+// (0: a new one) and whether to commit after them.
+type TransactParams struct {
+	TxID       engine.TxID       `json:"tx"`
+	Statements []StatementParams `json:"statements"`
+	Commit     bool              `json:"commit"`
+}
+
+// StatementParams is one statement of MethodTransact, as ExecParams without
+// the transaction.
+type StatementParams struct {
+	Node *engine.NodeID `json:"node"`
+	SQL  string         `json:"sql"`
+	Args []any          `json:"args,omitempty"`
+}
+
+// TransactReply answers MethodTransact: the statements' results in the
+// order given, and the outcome when the call committed.
+type TransactReply struct {
+	TxID    engine.TxID          `json:"tx"`
+	Results []*engine.StmtResult `json:"results"`
+	Outcome *engine.Outcome      `json:"outcome,omitempty"`
+	Reason  string               `json:"reason,omitempty"`
+}
+
+// transact serves MethodTransact. Every statement is handed to the engine
+// at once, so statements for one participant run there one after another
+// in the order given while different participants run theirs at the same
+// time. The commit is asked for only once every statement succeeded: a
+// statement the engine refuses without dooming the transaction (a limit)
+// must not leave the others to commit without it.
+func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p TransactParams
+	if err := rpc.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	if len(p.Statements) == 0 {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements is required: at least one {\"node\", \"sql\", \"args\"}")
+	}
+	nodes := make([]engine.NodeID, len(p.Statements))
+	for i, s := range p.Statements {
+		n, err := needNode(s.Node)
+		if err == nil && (n < 0 || int(n) >= len(c.opts.Participants)) {
+			err = rpc.Errorf(rpc.CodeBadNode, "node %d does not exist (participants are 0..%d)", n, len(c.opts.Participants)-1)
+		}
+		if err == nil {
+			err = needSQL(s.SQL)
+		}
+		if err != nil {
+			return nil, statementError(i, err)
+		}
+		nodes[i] = n
+	}
+
+	tx, began := p.TxID, false
+	if tx == 0 {
+		r, err := c.begin(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		tx, began = r.(engine.BeginReply).TxID, true
+	}
+	execs := make([]func(engine.ReqID, engine.Instant) engine.Input, len(p.Statements))
+	for i, s := range p.Statements {
+		execs[i] = func(req engine.ReqID, now engine.Instant) engine.Input {
+			return engine.ClientExec{Now: now, Req: req, TxID: tx, Node: nodes[i], SQL: s.SQL, Args: s.Args}
+		}
+	}
+	answers, err := c.callAll(ctx, execs...)
+	if err != nil {
+		if began {
+			c.abandon(tx)
+		}
+		return nil, err
+	}
+	if i := firstFailure(answers); i >= 0 {
+		e := statementError(i, rpcError(answers[i].Err))
+		if began {
+			// No reply named the transaction, so its client cannot end it.
+			c.abandon(tx)
+			e.Message += fmt.Sprintf(" (transaction %d rolled back)", tx)
+		}
+		return nil, e
+	}
+	reply := TransactReply{TxID: tx, Results: make([]*engine.StmtResult, len(answers))}
+	for i, a := range answers {
+		reply.Results[i] = a.Reply.(engine.ExecReply).Result
+	}
+	if !p.Commit {
+		return reply, nil
+	}
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientCommit{Now: now, Req: req, TxID: tx}
+	})
+	if err != nil {
+		return nil, err
+	}
+	o := r.(engine.OutcomeReply)
+	reply.Outcome, reply.Reason = &o.Outcome, o.Reason
+	return reply, nil
+}
+
+// firstFailure picks the statement whose error to report, -1 if none
+// failed: the first that failed by itself rather than for an earlier
+// failure (statements of a doomed transaction are refused, and those on
+// another participant may come back first).
+func firstFailure(answers []engine.Respond) int {
+	first := -1
+	for i, a := range answers {
+		switch {
+		case a.Err == nil:
+		case a.Err.Code == engine.ErrStatement:
+			return i
+		case first < 0:
+			first = i
+		}
+	}
+	return first
+}
+
+// statementError names the statement an error is about.
+func statementError(i int, err error) *rpc.Error {
+	e := &rpc.Error{Code: rpc.CodeInternal, Message: err.Error()}
+	errors.As(err, &e)
+	return &rpc.Error{Code: e.Code, Message: fmt.Sprintf("statements[%d]: %s", i, e.Message), Data: e.Data}
+}
+
+// abandon rolls back a transaction whose client was never told its id; the
+// answer goes nowhere.
+func (c *Coordinator) abandon(tx engine.TxID) {
+	req := engine.ReqID(c.nextReq.Add(1))
+	c.loop.submit(engine.ClientRollback{Now: c.loop.now(), Req: req, TxID: tx})
+}

@@ -1,0 +1,199 @@
+package node_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+func stmt(n int, sql string, args ...any) node.StatementParams {
+	id := engine.NodeID(n)
+	return node.StatementParams{Node: &id, SQL: sql, Args: args}
+}
+
+func (c *testCluster) transact(p node.TransactParams) (node.TransactReply, error) {
+	var r node.TransactReply
+	err := c.call(node.MethodTransact, p, &r)
+	return r, err
+}
+
+func TestTransactCommitsInOneCall(t *testing.T) {
+	c := startCluster(t, clusterConfig{})
+	r, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		stmt(0, "INSERT INTO kv VALUES ($1, $2)", 1, "a"),
+		stmt(1, "INSERT INTO kv VALUES ($1, $2)", 2, "b"),
+		// Statements for one participant run in the order given: the
+		// update finds the row the insert before it wrote.
+		stmt(0, "UPDATE kv SET v = 'c' WHERE k = 1"),
+		stmt(2, "SELECT count(*) FROM kv"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome == nil || *r.Outcome != engine.OutcomeCommit || r.TxID == 0 {
+		t.Fatalf("reply %+v, want a committed transaction", r)
+	}
+	var tags []string
+	for _, res := range r.Results {
+		tags = append(tags, res.Tag)
+	}
+	if want := []string{"INSERT 0 1", "INSERT 0 1", "UPDATE 1", "SELECT 1"}; !slices.Equal(tags, want) {
+		t.Fatalf("tags %q, want %q", tags, want)
+	}
+	if got := r.Results[3].Rows; len(got) != 1 || got[0][0] != "0" {
+		t.Fatalf("count on node 2: %v", got)
+	}
+	eventually(t, "applied", func() bool { return c.status(r.TxID).State == "committed" })
+	var v string
+	if err := c.data(0).QueryRow(t.Context(), "SELECT v FROM kv WHERE k = 1").Scan(&v); err != nil || v != "c" {
+		t.Fatalf("node 0 has v = %q (%v), want c", v, err)
+	}
+	if got := c.keys(1); !slices.Equal(got, []int{2}) {
+		t.Fatalf("node 1 keys %v", got)
+	}
+}
+
+func TestTransactFailedStatementRollsBack(t *testing.T) {
+	c := startCluster(t, clusterConfig{})
+	c.exec1(1, "INSERT INTO kv VALUES (7, 'x')")
+	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		stmt(0, "INSERT INTO kv VALUES (7, 'y')"),
+		stmt(1, "INSERT INTO kv VALUES (7, 'y')"), // duplicate key
+		stmt(2, "INSERT INTO kv VALUES (7, 'y')"),
+	}})
+	if rpcCode(err) != rpc.CodeAborted {
+		t.Fatalf("err %v, want code %d", err, rpc.CodeAborted)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "statements[1]") || !strings.Contains(msg, "duplicate key") || !strings.Contains(msg, "rolled back") {
+		t.Fatalf("error %q should name statements[1], its cause and the rollback", msg)
+	}
+	c.settled()
+	for i, want := range [][]int{nil, {7}, nil} {
+		if got := c.keys(i); !slices.Equal(got, want) {
+			t.Fatalf("node %d keys %v, want %v", i, got, want)
+		}
+	}
+}
+
+func TestTransactRefusesBadStatementsBeforeRunning(t *testing.T) {
+	c := startCluster(t, clusterConfig{})
+	cases := []struct {
+		name string
+		p    node.TransactParams
+		code int
+		msg  string
+	}{
+		{"no statements", node.TransactParams{Commit: true}, rpc.CodeInvalidParams, "statements is required"},
+		{"node out of range", node.TransactParams{Commit: true, Statements: []node.StatementParams{
+			stmt(0, "INSERT INTO kv VALUES (1, 'a')"), stmt(3, "INSERT INTO kv VALUES (1, 'a')"),
+		}}, rpc.CodeBadNode, "statements[1]: node 3 does not exist"},
+		{"no node", node.TransactParams{Statements: []node.StatementParams{
+			stmt(0, "INSERT INTO kv VALUES (1, 'a')"), {SQL: "SELECT 1"},
+		}}, rpc.CodeInvalidParams, "statements[1]: node is required"},
+		{"no sql", node.TransactParams{Statements: []node.StatementParams{stmt(2, "")}}, rpc.CodeInvalidParams, "statements[0]: sql is required"},
+	}
+	for _, tc := range cases {
+		_, err := c.transact(tc.p)
+		if rpcCode(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: err %v, want code %d and %q", tc.name, err, tc.code, tc.msg)
+		}
+	}
+	// Nothing ran: a transaction begun now is the first after the table's.
+	tx := c.begin()
+	if st := c.status(tx - 1); st.State != "committed" && st.State != "forgotten" {
+		t.Fatalf("transaction %d before %d is %s: a refused call began one", tx-1, tx, st.State)
+	}
+	if got := c.keys(0); len(got) != 0 {
+		t.Fatalf("node 0 keys %v", got)
+	}
+}
+
+func TestTransactContinuesAnOpenTransaction(t *testing.T) {
+	c := startCluster(t, clusterConfig{})
+	tx := c.begin()
+	c.mustExec(tx, 2, "INSERT INTO kv VALUES (1, 'a')")
+	r, err := c.transact(node.TransactParams{TxID: tx, Statements: []node.StatementParams{
+		stmt(0, "INSERT INTO kv VALUES (2, 'b')"),
+		stmt(1, "INSERT INTO kv VALUES (3, 'c')"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TxID != tx || r.Outcome != nil || len(r.Results) != 2 {
+		t.Fatalf("reply %+v, want tx %d's two results and no outcome", r, tx)
+	}
+	if st := c.status(tx); st.State != "active" {
+		t.Fatalf("transaction is %s, want active until its commit", st.State)
+	}
+	r, err = c.transact(node.TransactParams{TxID: tx, Commit: true, Statements: []node.StatementParams{
+		stmt(1, "INSERT INTO kv VALUES (4, 'd')"),
+	}})
+	if err != nil || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("commit: %+v, %v", r, err)
+	}
+	eventually(t, "applied", func() bool { return c.status(tx).State == "committed" })
+	for i, want := range [][]int{{2}, {3, 4}, {1}} {
+		if got := c.keys(i); !slices.Equal(got, want) {
+			t.Fatalf("node %d keys %v, want %v", i, got, want)
+		}
+	}
+
+	// A failure in an open transaction leaves it to its client, as exec
+	// does: abort-only, not rolled back behind the client's back.
+	tx = c.begin()
+	_, err = c.transact(node.TransactParams{TxID: tx, Statements: []node.StatementParams{stmt(0, "SELECT * FROM missing")}})
+	if rpcCode(err) != rpc.CodeAborted || strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("err %v, want code %d without a rollback", err, rpc.CodeAborted)
+	}
+	if st := c.status(tx); st.State != "active" {
+		t.Fatalf("transaction is %s, want active (abort-only)", st.State)
+	}
+	if out := c.commit(tx); out.Outcome != engine.OutcomeAbort {
+		t.Fatalf("commit of a failed transaction: %+v", out)
+	}
+}
+
+func TestTransactKeepsTheStatementLimit(t *testing.T) {
+	c := startCluster(t, clusterConfig{engine: engine.CoordinatorConfig{MaxStatements: 2}})
+	// The third statement is over the limit, which by itself leaves a
+	// transaction usable: the first two must not commit without it.
+	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		stmt(0, "INSERT INTO kv VALUES (1, 'a')"),
+		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
+		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
+	}})
+	if rpcCode(err) != rpc.CodeLimit || !strings.Contains(err.Error(), "statements[2]") {
+		t.Fatalf("err %v, want code %d for statements[2]", err, rpc.CodeLimit)
+	}
+	c.settled()
+	for i := range 3 {
+		if got := c.keys(i); len(got) != 0 {
+			t.Fatalf("node %d keys %v, want none", i, got)
+		}
+	}
+}
+
+func TestTransactReportsANoVote(t *testing.T) {
+	c := startCluster(t, clusterConfig{})
+	c.exec1(1, "CREATE TABLE once (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+	// The duplicate passes its statement and fails at PREPARE, where the
+	// deferred check runs: node 1 votes no.
+	r, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		stmt(0, "INSERT INTO kv VALUES (1, 'a')"),
+		stmt(1, "INSERT INTO once VALUES (1), (1)"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome == nil || *r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "duplicate key") {
+		t.Fatalf("reply %+v, want abort for the duplicate", r)
+	}
+	c.settled()
+	if got := c.keys(0); len(got) != 0 {
+		t.Fatalf("node 0 keys %v", got)
+	}
+}
