@@ -128,6 +128,9 @@ func TestChaos(t *testing.T) {
 	if rep.Committed == 0 {
 		t.Fatal("no transaction committed under faults")
 	}
+	if rep.OneCall == 0 {
+		t.Error("no transaction went in one transact call: that path was not exercised")
+	}
 	// A deck holds every kind; a minute of faults draws several decks.
 	if duration >= time.Minute {
 		for _, k := range FaultKinds() {

@@ -280,6 +280,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		if r.PlannedFail {
 			rep.PlannedFail++
 		}
+		if r.OneCall {
+			rep.OneCall++
+		}
 	}
 	rep.BeginFailures = int(wl.beginFailures.Load())
 	rep.Reasons = topReasons(records)

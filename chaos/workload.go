@@ -47,7 +47,8 @@ type TxRecord struct {
 	TxID   uint64
 	Client int // -1 for the harness's own probe transactions
 	// Sent counts the inserts sent to each node (index = node id), Acked
-	// those that were answered with success.
+	// those that were answered with success (all of a transact call's
+	// when it got no answer: it commits only if all of them ran).
 	Sent, Acked []int
 	// Failed: a statement was answered with a statement error (code
 	// -32006), which makes the transaction abort-only.
@@ -61,7 +62,9 @@ type TxRecord struct {
 	Lost bool
 	// RolledBack: the client asked for a rollback instead of a commit.
 	RolledBack bool
-	Told       Told
+	// OneCall: the statements and the commit went in one transact call.
+	OneCall bool
+	Told    Told
 	// Reason is the abort reason or the error behind ToldUnknown.
 	Reason string
 }
@@ -80,6 +83,9 @@ const (
 const (
 	pctRollback = 10
 	pctFailing  = 6
+	// pctTransact of the transactions send their statements and commit in
+	// one transact call instead of an exec per statement.
+	pctTransact = 30
 )
 
 // workload runs concurrent clients against the coordinator and records
@@ -223,7 +229,12 @@ func (c *client) runOne() {
 	}
 	r := &TxRecord{TxID: uint64(b.TxID), Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n)}
 	defer c.w.add(r)
-	for _, s := range c.plan(r.TxID) {
+	plan := c.plan(r.TxID)
+	if c.rng.IntN(100) < pctTransact {
+		c.transact(r, plan)
+		return
+	}
+	for _, s := range plan {
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
 		nd := engine.NodeID(s.node)
@@ -247,6 +258,44 @@ func (c *client) runOne() {
 		// After a failed statement the client still asks to commit: the
 		// coordinator must answer abort.
 		c.finish(r, node.MethodCommit, commitTimeout)
+	}
+}
+
+// transact sends a begun transaction's statements and its commit in one
+// call and records the answer.
+func (c *client) transact(r *TxRecord, plan []stmt) {
+	r.OneCall = true
+	p := node.TransactParams{TxID: engine.TxID(r.TxID), Commit: true}
+	for _, s := range plan {
+		nd := engine.NodeID(s.node)
+		p.Statements = append(p.Statements, node.StatementParams{Node: &nd, SQL: s.sql, Args: s.args})
+		r.Sent[s.node]++
+		r.PlannedFail = r.PlannedFail || s.fail
+	}
+	var out node.TransactReply
+	err := c.call(execTimeout+commitTimeout, node.MethodTransact, p, &out)
+	switch {
+	case err == nil && out.Outcome != nil:
+		copy(r.Acked, r.Sent)
+		r.Told = ToldAbort
+		if *out.Outcome == engine.OutcomeCommit {
+			r.Told = ToldCommit
+		}
+		r.Reason = out.Reason
+	case rpc.IsCode(err, rpc.CodeAborted):
+		// A statement failed; the commit was never asked for, and the
+		// client still asks for it: the coordinator must answer abort.
+		r.Failed, r.Reason = true, err.Error()
+		c.finish(r, node.MethodCommit, commitTimeout)
+	default:
+		// No answer, or not the expected one: the commit may have been
+		// decided, which the coordinator does only once every statement
+		// has run, so a commit must show all of them. A rollback ends the
+		// transaction if it is still open and otherwise answers its
+		// outcome.
+		copy(r.Acked, r.Sent)
+		r.Reason = fmt.Sprint(err)
+		c.finish(r, node.MethodRollback, rollbackTimeout)
 	}
 }
 
