@@ -242,6 +242,13 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			if l, ok := rep.TPCD.Steps[step]; !ok || l.P50 <= 0 {
 				t.Errorf("tpcd: no latency for step %q: %+v", step, rep.TPCD.Steps)
 			}
+			var text bytes.Buffer
+			if err := rep.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(text.String(), " "+step+" ") {
+				t.Errorf("text report lacks step %q:\n%s", step, text.String())
+			}
 			if rep.RawLeftoverPrepared != 0 {
 				t.Errorf("the raw baseline left %d prepared transactions", rep.RawLeftoverPrepared)
 			}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -222,22 +223,33 @@ func (c *rawClient) work(ctx context.Context, plan []stmt, sp *spans) (outcome, 
 	for _, s := range plan {
 		c.open[s.node] = true
 	}
+	// Once a server's statement fails the others stop before their next
+	// statement, as tpcd refuses the queued statements of a doomed
+	// transaction, so that no server holds its locks longer than tpcd's
+	// participants would.
+	var doomed atomic.Bool
 	c.eachOpen(func(i int, conn *pgx.Conn) error {
 		first := true
 		for _, s := range plan {
 			if s.node != i {
 				continue
 			}
+			if doomed.Load() {
+				return nil
+			}
 			if err := run(conn, s, first); err != nil {
+				doomed.Store(true)
 				return fmt.Errorf("statement on %d: %w", i, err)
 			}
 			first = false
 		}
 		return nil
 	})
-	if err := errors.Join(c.errs...); err != nil {
-		c.rollbackOpen(ctx)
-		return outAborted, err.Error()
+	for _, err := range c.errs {
+		if err != nil {
+			c.rollbackOpen(ctx)
+			return outAborted, err.Error()
+		}
 	}
 	sp.mark("exec")
 	return outCommitted, ""

@@ -55,9 +55,10 @@ type Result struct {
 	Latency Latency `json:"latency"`
 	// Steps are the latencies of the steps of committed transactions, as
 	// the client saw them: for tpcd "exec" (one sample per statement; the
-	// first begins the transaction) and "commit"; for raw "exec" (the first
-	// on a server includes its BEGIN), "prepare", "decision" and "commit
-	// prepared".
+	// first begins the transaction) and "commit", or in the single form
+	// "transact" (the whole call); for raw "exec" (the first on a server
+	// includes its BEGIN; in the single form one sample for all servers'
+	// statements at once), "prepare", "decision" and "commit prepared".
 	Steps map[string]Latency `json:"steps,omitempty"`
 	// Costs are the work per committed transaction.
 	Costs *Costs `json:"costs,omitempty"`

@@ -47,8 +47,9 @@ type TxRecord struct {
 	TxID   uint64
 	Client int // -1 for the harness's own probe transactions
 	// Sent counts the inserts sent to each node (index = node id), Acked
-	// those that were answered with success (all of a transact call's
-	// when it got no answer: it commits only if all of them ran).
+	// those that were answered with success (for a transact call whose
+	// answer was lost, all of its inserts meant to add a row: it commits
+	// only if all of them ran).
 	Sent, Acked []int
 	// Failed: a statement was answered with a statement error (code
 	// -32006), which makes the transaction abort-only.
@@ -266,17 +267,23 @@ func (c *client) runOne() {
 func (c *client) transact(r *TxRecord, plan []stmt) {
 	r.OneCall = true
 	p := node.TransactParams{TxID: engine.TxID(r.TxID), Commit: true}
+	// rows counts the inserts that add a row if the call commits: all but
+	// those meant to fail.
+	rows := make([]int, len(r.Acked))
 	for _, s := range plan {
 		nd := engine.NodeID(s.node)
 		p.Statements = append(p.Statements, node.StatementParams{Node: &nd, SQL: s.sql, Args: s.args})
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
+		if !s.fail {
+			rows[s.node]++
+		}
 	}
 	var out node.TransactReply
 	err := c.call(execTimeout+commitTimeout, node.MethodTransact, p, &out)
 	switch {
 	case err == nil && out.Outcome != nil:
-		copy(r.Acked, r.Sent)
+		copy(r.Acked, rows)
 		r.Told = ToldAbort
 		if *out.Outcome == engine.OutcomeCommit {
 			r.Told = ToldCommit
@@ -293,7 +300,7 @@ func (c *client) transact(r *TxRecord, plan []stmt) {
 		// has run, so a commit must show all of them. A rollback ends the
 		// transaction if it is still open and otherwise answers its
 		// outcome.
-		copy(r.Acked, r.Sent)
+		copy(r.Acked, rows)
 		r.Reason = fmt.Sprint(err)
 		c.finish(r, node.MethodRollback, rollbackTimeout)
 	}

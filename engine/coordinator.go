@@ -17,7 +17,8 @@ type CoordinatorConfig struct {
 	// ExecTimeout bounds the wait for one statement's result.
 	ExecTimeout time.Duration
 	// IdleTimeout aborts an explicit transaction whose client made no call
-	// for this long: the client is presumed gone.
+	// for this long, counted from its last call or its last statement's
+	// answer, whichever came later: the client is presumed gone.
 	IdleTimeout time.Duration
 	// BatchSize is the number of seed-form execute calls per transaction.
 	BatchSize int
@@ -732,6 +733,10 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		p := n.inflight
 		n.inflight = nil
 		tx.unanswered = false
+		// The client was waiting for this answer, not idle: its idle time
+		// starts now (a client that sent many statements at once may
+		// find the last answered long after it sent them).
+		tx.lastActivity = now
 		c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
 		c.pump(now, tx, from)
 		c.tryPrepare(now, tx)

@@ -219,3 +219,25 @@ func hasViolation(rd engine.Ready) bool {
 	}
 	return false
 }
+
+// TestIdleCountsFromLastAnswer: a client that sent several statements at
+// once waits for their answers; it is idle only from the last one on.
+func TestIdleCountsFromLastAnswer(t *testing.T) {
+	start := engine.Instant(time.Hour)
+	at := func(d time.Duration) engine.Instant { return start.Add(d) }
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 1, IdleTimeout: 10 * time.Second, ExecTimeout: time.Minute})
+	c.Step(engine.Start{Now: start, NewCluster: "c"})
+	c.Step(engine.ClientBegin{Now: start, Req: 1})
+	c.Step(engine.ClientExec{Now: start, Req: 2, TxID: 1, Node: 0, SQL: "select 1"})
+	c.Step(engine.ClientExec{Now: start, Req: 3, TxID: 1, Node: 0, SQL: "select 2"})
+	c.Step(engine.Receive{Now: at(6 * time.Second), Msg: engine.ExecResult{From: 0, TxID: 1, Stmt: 0}})
+	c.Step(engine.Receive{Now: at(12 * time.Second), Msg: engine.ExecResult{From: 0, TxID: 1, Stmt: 1}})
+	c.Step(engine.Tick{Now: at(15 * time.Second)})
+	if st := c.Status(1); st.State != "active" {
+		t.Fatalf("5 s after its last answer the transaction is %s, want active", st.State)
+	}
+	c.Step(engine.Tick{Now: at(23 * time.Second)})
+	if st := c.Status(1); st.Outcome != engine.OutcomeAbort {
+		t.Fatalf("11 s after its last answer the transaction is %+v, want aborted as idle", st)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,7 +268,7 @@ func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID
 // client gives up, the answer is dropped when it comes; the transaction
 // itself is left to its timeouts.
 func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input) (any, error) {
-	rs, err := c.callAll(ctx, mk)
+	rs, _, err := c.callAll(ctx, mk)
 	if err != nil {
 		return nil, err
 	}
@@ -280,43 +279,53 @@ func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Ins
 }
 
 // callAll submits client inputs in order, without waiting in between, and
-// waits for all their answers, which it returns in the same order. The
-// engine's errors stay in the answers; err is set only when ctx ends or
-// the node stops first.
-func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, engine.Instant) engine.Input) ([]engine.Respond, error) {
-	reqs := make([]engine.ReqID, len(mks))
+// waits for all their answers, which it returns in the same order, with
+// the index of the first answer to arrive that was an error (-1 if none
+// was). The engine's errors stay in the answers; err is set only when ctx
+// ends or the node stops first.
+func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, engine.Instant) engine.Input) (answers []engine.Respond, firstErr int, err error) {
+	reqs := make(map[engine.ReqID]int, len(mks))
 	ch := make(chan engine.Respond, len(mks))
 	c.mu.Lock()
-	for i := range reqs {
-		reqs[i] = engine.ReqID(c.nextReq.Add(1))
-		c.waiters[reqs[i]] = ch
+	first := engine.ReqID(c.nextReq.Add(uint64(len(mks)))) - engine.ReqID(len(mks)) + 1
+	for i := range mks {
+		reqs[first+engine.ReqID(i)] = i
+		c.waiters[first+engine.ReqID(i)] = ch
 	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		for _, req := range reqs {
+		for req := range reqs {
 			delete(c.waiters, req)
 		}
 		c.mu.Unlock()
 	}()
 	for i, mk := range mks {
-		if !c.loop.submit(mk(reqs[i], c.loop.now())) {
-			return nil, unavailable(errStopped)
+		if !c.loop.submit(mk(first+engine.ReqID(i), c.loop.now())) {
+			return nil, -1, unavailable(errStopped)
 		}
 	}
-	answers := make([]engine.Respond, len(mks))
-	for range mks {
+	answers, firstErr = make([]engine.Respond, len(mks)), -1
+	got := make([]bool, len(mks))
+	for n := 0; n < len(mks); {
 		select {
 		case r := <-ch:
-			// Requests are few; a scan finds an answer's place.
-			answers[slices.Index(reqs, r.Req)] = r
+			i := reqs[r.Req]
+			if got[i] {
+				continue // a second answer, which perform has logged
+			}
+			got[i], answers[i] = true, r
+			n++
+			if r.Err != nil && firstErr < 0 {
+				firstErr = i
+			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, -1, ctx.Err()
 		case <-c.loop.stopped:
-			return nil, unavailable(errStopped)
+			return nil, -1, unavailable(errStopped)
 		}
 	}
-	return answers, nil
+	return answers, firstErr, nil
 }
 
 // perform runs on the loop goroutine and must not block.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
@@ -54,6 +56,9 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	if len(p.Statements) == 0 {
 		return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements is required: at least one {\"node\", \"sql\", \"args\"}")
 	}
+	if limit := c.maxStatements(); len(p.Statements) > limit {
+		return nil, rpc.Errorf(rpc.CodeLimit, "%d statements, more than one transaction may have (%d)", len(p.Statements), limit)
+	}
 	nodes := make([]engine.NodeID, len(p.Statements))
 	for i, s := range p.Statements {
 		n, err := needNode(s.Node)
@@ -83,19 +88,33 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 			return engine.ClientExec{Now: now, Req: req, TxID: tx, Node: nodes[i], SQL: s.SQL, Args: s.Args}
 		}
 	}
-	answers, err := c.callAll(ctx, execs...)
+	answers, failed, err := c.callAll(ctx, execs...)
 	if err != nil {
 		if began {
 			c.abandon(tx)
 		}
 		return nil, err
 	}
-	if i := firstFailure(answers); i >= 0 {
-		e := statementError(i, rpcError(answers[i].Err))
-		if began {
+	if failed >= 0 {
+		// The first failure to arrive is the cause; statements refused
+		// because of it come later (or, on another participant, are
+		// answered as their turn comes).
+		e := statementError(failed, rpcError(answers[failed].Err))
+		switch {
+		case began:
 			// No reply named the transaction, so its client cannot end it.
 			c.abandon(tx)
 			e.Message += fmt.Sprintf(" (transaction %d rolled back)", tx)
+		case e.Code == rpc.CodeLimit:
+			// The refusal left the transaction usable: the client must
+			// know which statements of the call ran.
+			var ran []string
+			for i, a := range answers {
+				if a.Err == nil {
+					ran = append(ran, strconv.Itoa(i))
+				}
+			}
+			e.Message += fmt.Sprintf(" (transaction %d is still active; of this call's statements these ran: [%s])", tx, strings.Join(ran, ", "))
 		}
 		return nil, e
 	}
@@ -117,22 +136,12 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	return reply, nil
 }
 
-// firstFailure picks the statement whose error to report, -1 if none
-// failed: the first that failed by itself rather than for an earlier
-// failure (statements of a doomed transaction are refused, and those on
-// another participant may come back first).
-func firstFailure(answers []engine.Respond) int {
-	first := -1
-	for i, a := range answers {
-		switch {
-		case a.Err == nil:
-		case a.Err.Code == engine.ErrStatement:
-			return i
-		case first < 0:
-			first = i
-		}
+// maxStatements is the engine's limit on statements per transaction.
+func (c *Coordinator) maxStatements() int {
+	if n := c.opts.Engine.MaxStatements; n > 0 {
+		return n
 	}
-	return first
+	return engine.DefaultMaxStatements
 }
 
 // statementError names the statement an error is about.

@@ -1,9 +1,13 @@
 package node_test
 
 import (
+	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -19,6 +23,23 @@ func (c *testCluster) transact(p node.TransactParams) (node.TransactReply, error
 	var r node.TransactReply
 	err := c.call(node.MethodTransact, p, &r)
 	return r, err
+}
+
+// wantRolledBack checks that the transaction an error says was rolled back
+// was: its id is only in the message, since no reply named it.
+func (c *testCluster) wantRolledBack(err error) {
+	c.t.Helper()
+	m := regexp.MustCompile(`\(transaction (\d+) rolled back\)`).FindStringSubmatch(err.Error())
+	if m == nil {
+		c.t.Fatalf("error %q does not say which transaction was rolled back", err)
+	}
+	id, _ := strconv.ParseUint(m[1], 10, 64)
+	tx := engine.TxID(id)
+	// Decided abort; "aborting" until every participant it touched
+	// acknowledged, which an unreachable one cannot.
+	eventually(c.t, fmt.Sprintf("transaction %d decided abort", tx), func() bool {
+		return c.status(tx).Outcome == engine.OutcomeAbort
+	})
 }
 
 func TestTransactCommitsInOneCall(t *testing.T) {
@@ -57,8 +78,12 @@ func TestTransactCommitsInOneCall(t *testing.T) {
 	}
 }
 
+// noIdleAbort keeps the coordinator from aborting idle transactions within
+// a test's patience, so that only the rollback under test can end them.
+var noIdleAbort = clusterConfig{engine: engine.CoordinatorConfig{IdleTimeout: time.Hour}}
+
 func TestTransactFailedStatementRollsBack(t *testing.T) {
-	c := startCluster(t, clusterConfig{})
+	c := startCluster(t, noIdleAbort)
 	c.exec1(1, "INSERT INTO kv VALUES (7, 'x')")
 	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (7, 'y')"),
@@ -68,9 +93,10 @@ func TestTransactFailedStatementRollsBack(t *testing.T) {
 	if rpcCode(err) != rpc.CodeAborted {
 		t.Fatalf("err %v, want code %d", err, rpc.CodeAborted)
 	}
-	if msg := err.Error(); !strings.Contains(msg, "statements[1]") || !strings.Contains(msg, "duplicate key") || !strings.Contains(msg, "rolled back") {
-		t.Fatalf("error %q should name statements[1], its cause and the rollback", msg)
+	if msg := err.Error(); !strings.Contains(msg, "statements[1]") || !strings.Contains(msg, "duplicate key") {
+		t.Fatalf("error %q should name statements[1] and its cause", msg)
 	}
+	c.wantRolledBack(err)
 	c.settled()
 	for i, want := range [][]int{nil, {7}, nil} {
 		if got := c.keys(i); !slices.Equal(got, want) {
@@ -159,22 +185,59 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 
 func TestTransactKeepsTheStatementLimit(t *testing.T) {
 	c := startCluster(t, clusterConfig{engine: engine.CoordinatorConfig{MaxStatements: 2}})
-	// The third statement is over the limit, which by itself leaves a
-	// transaction usable: the first two must not commit without it.
+	// More statements than a transaction may have: refused before anything
+	// runs.
 	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (1, 'a')"),
 		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
 	}})
-	if rpcCode(err) != rpc.CodeLimit || !strings.Contains(err.Error(), "statements[2]") {
-		t.Fatalf("err %v, want code %d for statements[2]", err, rpc.CodeLimit)
+	if rpcCode(err) != rpc.CodeLimit || !strings.Contains(err.Error(), "more than one transaction may have (2)") {
+		t.Fatalf("err %v, want code %d", err, rpc.CodeLimit)
 	}
-	c.settled()
-	for i := range 3 {
-		if got := c.keys(i); len(got) != 0 {
-			t.Fatalf("node %d keys %v, want none", i, got)
+
+	// In an open transaction the limit is crossed midway: the refusal
+	// leaves the transaction usable, so the error says which statements
+	// ran, and nothing is committed behind the client's back.
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	_, err = c.transact(node.TransactParams{TxID: tx, Commit: true, Statements: []node.StatementParams{
+		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
+		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
+	}})
+	want := fmt.Sprintf("(transaction %d is still active; of this call's statements these ran: [0])", tx)
+	if rpcCode(err) != rpc.CodeLimit || !strings.Contains(err.Error(), "statements[1]") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err %v, want code %d for statements[1] ending %q", err, rpc.CodeLimit, want)
+	}
+	if st := c.status(tx); st.State != "active" {
+		t.Fatalf("transaction is %s, want active", st.State)
+	}
+	if out := c.commit(tx); out.Outcome != engine.OutcomeCommit {
+		t.Fatalf("commit: %+v", out)
+	}
+	eventually(t, "applied", func() bool { return c.status(tx).State == "committed" })
+	for i, want := range [][]int{{1}, {2}, nil} {
+		if got := c.keys(i); !slices.Equal(got, want) {
+			t.Fatalf("node %d keys %v, want %v", i, got, want)
 		}
 	}
+}
+
+// TestTransactReportsTheCause: when a participant is unreachable, the
+// statements queued behind a slow one elsewhere are refused because the
+// transaction is doomed; the error names the statement that doomed it.
+func TestTransactReportsTheCause(t *testing.T) {
+	c := startCluster(t, noIdleAbort)
+	c.stopParticipant(1)
+	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		stmt(0, "SELECT pg_sleep(1)"),
+		stmt(0, "SELECT 1"),
+		stmt(1, "SELECT 1"),
+	}})
+	if rpcCode(err) != rpc.CodeAborted || !strings.Contains(err.Error(), "statements[2]: p1 unreachable") {
+		t.Fatalf("err %v, want statements[2] with p1 unreachable", err)
+	}
+	c.wantRolledBack(err)
 }
 
 func TestTransactReportsANoVote(t *testing.T) {
