@@ -17,6 +17,10 @@ func TestDecodeMessageRefusesInvalidVoteOrOutcome(t *testing.T) {
 		{"tpcd.vote", `{"from":0,"tx":1}`, "vote"},
 		{"tpcd.vote", `{"from":0,"tx":1,"vote":7}`, "vote"},
 		{"tpcd.ack", `{"from":0,"tx":1,"outcome":""}`, "outcome"},
+		// Missing outcomes decode to the invalid zero value, which only the
+		// check after decoding refuses.
+		{"tpcd.ack", `{"from":0,"tx":1}`, "outcome"},
+		{"tpcd.decide", `{"cluster":"c","epoch":1,"tx":1,"tx_epoch":1}`, "outcome"},
 		{"tpcd.decide", `{"cluster":"c","epoch":1,"tx":1,"tx_epoch":1,"outcome":"perhaps"}`, "outcome"},
 		{"tpcd.vote", `{"from":0,"tx":1,"vote":"yes"}`, ""},
 		{"tpcd.ack", `{"from":0,"tx":1,"outcome":"commit"}`, ""},
