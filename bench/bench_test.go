@@ -386,6 +386,12 @@ func TestMedianRound(t *testing.T) {
 			t.Errorf("median of %d rounds: %.1f, want %.1f", len(c.rounds), got, c.want)
 		}
 	}
+	// A last round cut short before its baseline ran has no ratio; its
+	// rate must not be sorted among the others' ratios.
+	cut := append(withRaw(0.5, 0.6), Round{TPCD: &Result{CommittedPerSec: 0.55}})
+	if got := medianRound(cut); got.Ratio == nil || got.Ratio.Throughput != 0.5 {
+		t.Errorf("median of two ratios and a cut round: %+v, want the 0.5 round", got)
+	}
 	alone := []Round{{TPCD: &Result{CommittedPerSec: 30}}, {TPCD: &Result{CommittedPerSec: 10}}, {TPCD: &Result{CommittedPerSec: 20}}}
 	if got := medianRound(alone).TPCD.CommittedPerSec; got != 20 {
 		t.Errorf("median without a baseline: %.0f/s, want 20/s", got)

@@ -97,12 +97,14 @@ type Round struct {
 // throughput, or by tpcd's throughput without a baseline; of an even
 // number, the lower of the middle two.
 func medianRound(rounds []Round) Round {
-	sorted := slices.Clone(rounds)
-	key := func(r Round) float64 {
-		if r.Ratio != nil {
-			return r.Ratio.Throughput
-		}
-		return r.TPCD.CommittedPerSec
+	// Ratios and rates do not sort together: when some rounds have a ratio
+	// (a round cut short by a cancel may lack its baseline), only those
+	// take part.
+	sorted := slices.DeleteFunc(slices.Clone(rounds), func(r Round) bool { return r.Ratio == nil })
+	key := func(r Round) float64 { return r.Ratio.Throughput }
+	if len(sorted) == 0 {
+		sorted = slices.Clone(rounds)
+		key = func(r Round) float64 { return r.TPCD.CommittedPerSec }
 	}
 	slices.SortStableFunc(sorted, func(a, b Round) int { return cmp.Compare(key(a), key(b)) })
 	return sorted[(len(sorted)-1)/2]
