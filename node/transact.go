@@ -25,13 +25,9 @@ type TransactParams struct {
 	Commit     bool              `json:"commit"`
 }
 
-// StatementParams is one statement of MethodTransact, as ExecParams without
-// the transaction.
-type StatementParams struct {
-	Node *engine.NodeID `json:"node"`
-	SQL  string         `json:"sql"`
-	Args []any          `json:"args,omitempty"`
-}
+// StatementParams is one statement of MethodTransact: a node and its SQL,
+// the shape the seed form's execute takes.
+type StatementParams = ExecuteParams
 
 // TransactReply answers MethodTransact: the statements' results in the
 // order given, and the outcome when the call committed.

@@ -280,14 +280,7 @@ func TestBatchStreamContextEnds(t *testing.T) {
 	if err := <-done; !IsTransport(err) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled batch: %v, want context.Canceled as a transport error", err)
 	}
-	select {
-	case err := <-handlerDone:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("handler's context ended with %v, want context.Canceled", err)
-		}
-	case <-time.After(batchDeadline):
-		t.Fatal("the handler's context did not end when its client went away")
-	}
+	wantCanceled(t, handlerDone, "the handler's context did not end when its client went away")
 	var got echoParams
 	calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "next"}, Result: &got}}
 	if err := c.CallBatch(context.Background(), calls); err != nil || calls[0].Err != nil || got.Text != "next" {
@@ -547,15 +540,22 @@ func TestBatchStreamStrayBytes(t *testing.T) {
 	}
 	<-started
 	conn.Write([]byte{0})
+	wantCanceled(t, ended, "stray bytes did not cancel the handler")
+	if _, err := readFrame(br, 1<<20); !errors.Is(err, io.EOF) {
+		t.Fatalf("after stray bytes: %v, want the server to close the stream", err)
+	}
+}
+
+// wantCanceled waits for a handler's context error and checks that the
+// context was cancelled; missed says what failed if it never ends.
+func wantCanceled(t *testing.T, ended <-chan error, missed string) {
+	t.Helper()
 	select {
 	case err := <-ended:
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("handler's context ended with %v, want context.Canceled", err)
 		}
 	case <-time.After(batchDeadline):
-		t.Fatal("stray bytes did not cancel the handler")
-	}
-	if _, err := readFrame(br, 1<<20); !errors.Is(err, io.EOF) {
-		t.Fatalf("after stray bytes: %v, want the server to close the stream", err)
+		t.Fatal(missed)
 	}
 }
