@@ -17,8 +17,9 @@ type CoordinatorConfig struct {
 	// ExecTimeout bounds the wait for one statement's result.
 	ExecTimeout time.Duration
 	// IdleTimeout aborts an explicit transaction whose client made no call
-	// for this long, counted from its last call or its last statement's
-	// answer, whichever came later: the client is presumed gone.
+	// for this long, counted from its last call or the last successful
+	// answer to one of its statements, whichever came later: the client is
+	// presumed gone.
 	IdleTimeout time.Duration
 	// BatchSize is the number of seed-form execute calls per transaction.
 	BatchSize int

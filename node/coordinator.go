@@ -268,14 +268,30 @@ func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID
 // client gives up, the answer is dropped when it comes; the transaction
 // itself is left to its timeouts.
 func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Instant) engine.Input) (any, error) {
-	rs, _, err := c.callAll(ctx, mk)
-	if err != nil {
-		return nil, err
+	req := engine.ReqID(c.nextReq.Add(1))
+	ch := make(chan engine.Respond, 1)
+	c.mu.Lock()
+	c.waiters[req] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, req)
+		c.mu.Unlock()
+	}()
+	if !c.loop.submit(mk(req, c.loop.now())) {
+		return nil, unavailable(errStopped)
 	}
-	if rs[0].Err != nil {
-		return nil, rpcError(rs[0].Err)
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, rpcError(r.Err)
+		}
+		return r.Reply, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.loop.stopped:
+		return nil, unavailable(errStopped)
 	}
-	return rs[0].Reply, nil
 }
 
 // callAll submits client inputs in order, without waiting in between, and
@@ -284,19 +300,20 @@ func (c *Coordinator) call(ctx context.Context, mk func(engine.ReqID, engine.Ins
 // was). The engine's errors stay in the answers; err is set only when ctx
 // ends or the node stops first.
 func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, engine.Instant) engine.Input) (answers []engine.Respond, firstErr int, err error) {
-	reqs := make(map[engine.ReqID]int, len(mks))
-	ch := make(chan engine.Respond, len(mks))
+	n := len(mks)
+	// The requests take consecutive ids, so an answer's index is its id's
+	// distance from the first.
+	first := engine.ReqID(c.nextReq.Add(uint64(n))) - engine.ReqID(n) + 1
+	ch := make(chan engine.Respond, n)
 	c.mu.Lock()
-	first := engine.ReqID(c.nextReq.Add(uint64(len(mks)))) - engine.ReqID(len(mks)) + 1
-	for i := range mks {
-		reqs[first+engine.ReqID(i)] = i
+	for i := range n {
 		c.waiters[first+engine.ReqID(i)] = ch
 	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		for req := range reqs {
-			delete(c.waiters, req)
+		for i := range n {
+			delete(c.waiters, first+engine.ReqID(i))
 		}
 		c.mu.Unlock()
 	}()
@@ -305,17 +322,19 @@ func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, eng
 			return nil, -1, unavailable(errStopped)
 		}
 	}
-	answers, firstErr = make([]engine.Respond, len(mks)), -1
-	got := make([]bool, len(mks))
-	for n := 0; n < len(mks); {
+	answers, firstErr = make([]engine.Respond, n), -1
+	got := make([]bool, n)
+	for left := n; left > 0; {
 		select {
 		case r := <-ch:
-			i := reqs[r.Req]
+			i := int(r.Req - first)
 			if got[i] {
-				continue // a second answer, which perform has logged
+				// The engine answers each request once; a second answer
+				// for one must not stand in for another's.
+				continue
 			}
 			got[i], answers[i] = true, r
-			n++
+			left--
 			if r.Err != nil && firstErr < 0 {
 				firstErr = i
 			}

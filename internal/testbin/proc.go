@@ -91,14 +91,7 @@ var (
 // free port (the shared test PostgreSQL).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	lo := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
+	lo := ephemeralLow()
 	const base = 10000
 	for range 200 {
 		if lo <= base+1000 {
@@ -126,3 +119,15 @@ func FreeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// ephemeralLow is the lowest port the kernel hands out by itself, read once.
+var ephemeralLow = sync.OnceValue(func() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return 32768
+})
