@@ -211,23 +211,27 @@ func TestAgainstRunningCluster(t *testing.T) {
 
 // TestStartsClusterWithHotKeys lets Run start its own cluster and provoke
 // conflicts on a few hot keys, measuring by time with a warm-up, in each
-// form.
+// form and over each transport.
 func TestStartsClusterWithHotKeys(t *testing.T) {
-	for form, step := range map[string]string{FormInteractive: "commit", FormSingle: "transact"} {
-		t.Run(form, func(t *testing.T) {
+	for _, tc := range []struct{ form, transport, step string }{
+		{FormInteractive, TransportHTTP, "commit"},
+		{FormSingle, TransportStream, "transact"},
+	} {
+		form, step := tc.form, tc.step
+		t.Run(form+"-"+tc.transport, func(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(context.Background(), Options{
 				// Conflicts, but not so many that a busy machine (CI runs
 				// packages in parallel) sees every transaction of the
 				// short run time out.
-				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form,
+				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
 				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baseline: BaselineRaw,
 				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !rep.Config.StartedCluster || rep.Config.Participants != 2 || rep.Config.Form != form {
+			if !rep.Config.StartedCluster || rep.Config.Participants != 2 || rep.Config.Form != form || rep.Config.Transport != tc.transport {
 				t.Errorf("config: %+v", rep.Config)
 			}
 			for _, res := range []*Result{rep.TPCD, rep.Raw} {
@@ -246,7 +250,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			if err := rep.WriteText(&text); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(text.String(), " "+step+" ") {
+			if !strings.Contains(text.String(), " "+step+" ") || !strings.Contains(text.String(), "transport="+tc.transport) {
 				t.Errorf("text report lacks step %q:\n%s", step, text.String())
 			}
 			if rep.RawLeftoverPrepared != 0 {
@@ -273,6 +277,7 @@ func TestValidate(t *testing.T) {
 		{"baseline", Options{Baseline: "fast"}, "baseline"},
 		{"raw needs URIs", Options{Coordinator: "127.0.0.1:1", Baseline: BaselineRaw}, "--data-db"},
 		{"bad form", Options{Form: "batch"}, `form "batch"`},
+		{"bad transport", Options{Transport: "udp"}, `transport "udp"`},
 		{"URIs need coordinator", Options{LogDB: "postgres://x/y"}, "--coordinator"},
 	} {
 		err := tc.opts.Validate()

@@ -31,6 +31,18 @@ const (
 	FormSingle = "single"
 )
 
+// Transports that Options.Transport accepts: how the clients' calls reach
+// the coordinator.
+const (
+	// TransportHTTP sends each call as an HTTP/1.1 request on a kept-alive
+	// connection, as most applications' HTTP clients do.
+	TransportHTTP = "http"
+	// TransportStream sends each call as one frame of a batch stream
+	// (rpc.ClientOptions.Stream): the same JSON-RPC without HTTP's request
+	// line and headers.
+	TransportStream = "stream"
+)
+
 // Defaults for Options.
 const (
 	DefaultConcurrency  = 8
@@ -84,6 +96,8 @@ type Options struct {
 	Statements int
 	// Form is FormInteractive (default) or FormSingle.
 	Form string
+	// Transport is TransportHTTP (default) or TransportStream.
+	Transport string
 	// HotFraction of the statements write one of HotKeys keys (default 16)
 	// to provoke lock conflicts; the others write keys never used before.
 	HotFraction float64
@@ -151,6 +165,9 @@ func (o *Options) fill() {
 	if o.Form == "" {
 		o.Form = FormInteractive
 	}
+	if o.Transport == "" {
+		o.Transport = TransportHTTP
+	}
 	if o.HotKeys <= 0 {
 		o.HotKeys = DefaultHotKeys
 	}
@@ -196,6 +213,11 @@ func (o *Options) Validate() error {
 	case "", FormInteractive, FormSingle:
 	default:
 		errs = append(errs, fmt.Errorf("form %q: want %s or %s", o.Form, FormInteractive, FormSingle))
+	}
+	switch o.Transport {
+	case "", TransportHTTP, TransportStream:
+	default:
+		errs = append(errs, fmt.Errorf("transport %q: want %s or %s", o.Transport, TransportHTTP, TransportStream))
 	}
 	switch o.Baseline {
 	case "", BaselineNone:

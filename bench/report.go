@@ -33,8 +33,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	if c.Transactions > 0 {
 		span = fmt.Sprintf("%d transactions", c.Transactions)
 	}
-	fmt.Fprintf(w, "participants=%d form=%s clients=%d connections=%d statements/tx=%d hot-fraction=%g (of %d keys) measured=%s after %.0fs warm-up\n\n",
-		c.Participants, c.Form, c.Concurrency, c.Connections, c.Statements, c.HotFraction, c.HotKeys, span, c.WarmupSec)
+	fmt.Fprintf(w, "participants=%d form=%s transport=%s clients=%d connections=%d statements/tx=%d hot-fraction=%g (of %d keys) measured=%s after %.0fs warm-up\n\n",
+		c.Participants, c.Form, c.Transport, c.Concurrency, c.Connections, c.Statements, c.HotFraction, c.HotKeys, span, c.WarmupSec)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tcommitted/s\taborted/s\tstatements/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcommitted\taborted\tfailed\t")

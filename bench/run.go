@@ -24,6 +24,7 @@ type Config struct {
 	StartedCluster  bool    `json:"started_cluster"`
 	Participants    int     `json:"participants"`
 	Form            string  `json:"form"`
+	Transport       string  `json:"transport"`
 	Concurrency     int     `json:"concurrency"`
 	Connections     int     `json:"connections"`
 	Statements      int     `json:"statements"`
@@ -144,7 +145,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout, opts.Form == FormSingle)
+	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
 	defer tp.close()
 	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 	defer cancel()
@@ -162,7 +163,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	rep.Config = Config{
 		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
-		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Form: opts.Form, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
+		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Form: opts.Form, Transport: opts.Transport, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
 		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
 		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, Rounds: opts.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}

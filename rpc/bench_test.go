@@ -30,11 +30,11 @@ func benchClient(b *testing.B, opts ClientOptions) *Client {
 // statement pays: run with -bench Call to see it per transport.
 func BenchmarkCall(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		http1 bool
-	}{{"h2c", false}, {"http1", true}} {
+		name string
+		opts ClientOptions
+	}{{"h2c", ClientOptions{}}, {"http1", ClientOptions{HTTP1: true}}, {"stream", ClientOptions{HTTP1: true, Stream: true}}} {
 		b.Run(tc.name, func(b *testing.B) {
-			c := benchClient(b, ClientOptions{HTTP1: tc.http1})
+			c := benchClient(b, tc.opts)
 			ctx := context.Background()
 			in := echoParams{Text: "insert into t values ($1, $2)", Count: 3}
 			var out echoParams

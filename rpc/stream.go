@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -363,17 +364,24 @@ type streamConn struct {
 	used time.Time
 }
 
-// batchStream sends request bodies over one stream, one exchange at a time:
-// a node has one batch in flight per peer anyway (node's outbox).
+// maxIdleStreams bounds the streams a client keeps for reuse, as
+// HTTP1's MaxIdleConnsPerHost bounds its idle connections.
+const maxIdleStreams = 64
+
+// batchStream sends request bodies over batch streams, one exchange per
+// stream at a time: concurrent exchanges open a stream each, and a stream
+// whose exchange ended cleanly is kept for the next, as an HTTP/1.1
+// transport keeps its connections. A node has one batch in flight per peer
+// (node's outbox), so it uses one.
 type batchStream struct {
-	// turn is held by the exchange in progress; a channel rather than a
-	// mutex so that waiting for it respects the caller's ctx.
-	turn chan struct{}
-	conn *streamConn // guarded by turn
+	mu sync.Mutex
+	// idle are the streams ready for an exchange, most recently used last.
+	idle   []*streamConn
+	closed bool
 	// postUntil is set when the server answered the upgrade as an old tpcd
 	// does (HTTP 405 for a GET) or as one that cannot hand connections over
 	// (501): the client posts until then, and asks again after.
-	postUntil time.Time // guarded by turn
+	postUntil time.Time
 	dialer    *net.Dialer
 	tls       *tls.Config
 }
@@ -383,7 +391,7 @@ type batchStream struct {
 const reprobe = time.Minute
 
 func newBatchStream(dialer *net.Dialer, tlsConfig *tls.Config) *batchStream {
-	return &batchStream{turn: make(chan struct{}, 1), dialer: dialer, tls: tlsConfig}
+	return &batchStream{dialer: dialer, tls: tlsConfig}
 }
 
 // exchange sends body as one frame and returns the reply frame's body, or
@@ -391,36 +399,17 @@ func newBatchStream(dialer *net.Dialer, tlsConfig *tls.Config) *batchStream {
 // instead). A refused upgrade (unauthorized) is returned as the answer it
 // carries, with its HTTP status. An error means no answer arrived.
 func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool, err error) {
-	bs := c.stream
-	select {
-	case bs.turn <- struct{}{}:
-	case <-ctx.Done():
-		return answer{}, true, ctx.Err()
-	}
-	defer func() {
-		<-bs.turn
-		// A Close that came while this exchange held the turn could not
-		// close the stream; either it or this sees the other.
-		if c.closed.Load() {
-			bs.close()
-		}
-	}()
 	if err := ctx.Err(); err != nil {
-		// Both cases of the select were ready and the turn won; going on
-		// would cut the stream for nothing.
 		return answer{}, true, err
 	}
-	if c.closed.Load() {
-		// The deferred close drops the stream.
-		return answer{}, true, ErrClientClosed
-	}
-	if time.Now().Before(bs.postUntil) {
+	bs := c.stream
+	sc, post, err := bs.take()
+	switch {
+	case err != nil:
+		return answer{}, true, err
+	case post:
 		return answer{}, false, nil
 	}
-	if sc := bs.conn; sc != nil && (time.Since(sc.used) > streamIdle || sc.br.Buffered() > 0 || peerClosed(sc.conn)) {
-		bs.drop()
-	}
-	sc := bs.conn
 	if sc == nil {
 		var refused *answer
 		sc, refused, err = c.openStream(ctx)
@@ -428,23 +417,67 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		case err != nil:
 			return answer{}, true, err
 		case refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented):
-			c.log.Info("rpc: peer does not serve batch streams; posting batches instead", "addr", c.addr, "for", reprobe)
+			c.log.Info("rpc: peer does not serve batch streams; posting instead", "addr", c.addr, "for", reprobe)
+			bs.mu.Lock()
 			bs.postUntil = time.Now().Add(reprobe)
+			bs.mu.Unlock()
 			return answer{}, false, nil
 		case refused != nil:
 			return *refused, true, nil
 		}
-		bs.conn = sc
 	}
 	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
-	if !reusable {
-		bs.drop()
+	if reusable {
+		sc.used = time.Now()
+		bs.put(sc)
+	} else {
+		sc.conn.Close()
 	}
 	if err != nil {
 		return answer{}, true, err
 	}
-	sc.used = time.Now()
 	return answer{status: http.StatusOK, data: data}, true, nil
+}
+
+// take returns the most recently used idle stream that is still good, or
+// nil when the caller must open one, or post true while the server is
+// known not to serve streams.
+func (bs *batchStream) take() (sc *streamConn, post bool, err error) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.closed {
+		return nil, false, ErrClientClosed
+	}
+	if time.Now().Before(bs.postUntil) {
+		return nil, true, nil
+	}
+	// The oldest go first when they have idled too long, so that a pool
+	// grown by a burst shrinks again.
+	for len(bs.idle) > 0 && time.Since(bs.idle[0].used) > streamIdle {
+		bs.idle[0].conn.Close()
+		bs.idle = slices.Delete(bs.idle, 0, 1)
+	}
+	for len(bs.idle) > 0 {
+		sc = bs.idle[len(bs.idle)-1]
+		bs.idle = bs.idle[:len(bs.idle)-1]
+		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
+			return sc, false, nil
+		}
+		sc.conn.Close()
+	}
+	return nil, false, nil
+}
+
+// put keeps sc for the next exchange, or closes it when the client closed
+// or enough streams are idle already.
+func (bs *batchStream) put(sc *streamConn) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.closed || len(bs.idle) >= maxIdleStreams {
+		sc.conn.Close()
+		return
+	}
+	bs.idle = append(bs.idle, sc)
 }
 
 // roundTrip writes one frame and reads the reply. The connection is
@@ -550,21 +583,14 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 	return &streamConn{conn: conn, br: br, used: time.Now()}, nil, nil
 }
 
-// close closes the stream's connection if no exchange is using it;
-// one in progress closes it when it sees the client closed.
+// close closes the idle streams; one in an exchange is closed when the
+// exchange ends.
 func (bs *batchStream) close() {
-	select {
-	case bs.turn <- struct{}{}:
-		bs.drop()
-		<-bs.turn
-	default:
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	bs.closed = true
+	for _, sc := range bs.idle {
+		sc.conn.Close()
 	}
-}
-
-// drop closes the stream's connection, if any; the caller holds the turn.
-func (bs *batchStream) drop() {
-	if bs.conn != nil {
-		bs.conn.conn.Close()
-		bs.conn = nil
-	}
+	bs.idle = nil
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,13 +128,36 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 	}
 }
 
-// A stream authenticates once, with the upgrade: a wrong token is refused
-// as a whole, as an HTTP batch is, and the token's roles bound every frame.
-func TestBatchStreamAuth(t *testing.T) {
+// serveWithTokens serves the test methods and a peer method, tpcd.vote,
+// with a client token ("c-secret") and a peer token ("p-secret").
+func serveWithTokens(t *testing.T) string {
+	t.Helper()
 	methods := newTestMethods().methods()
 	methods["tpcd.vote"] = func(context.Context, json.RawMessage) (any, error) { return "voted", nil }
 	_, ln := startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c-secret", PeerToken: "p-secret"}})
-	addr := ln.Addr().String()
+	return ln.Addr().String()
+}
+
+// serveWithoutStreams serves the test methods as a tpcd from before
+// streams did: anything but a POST is answered 405.
+func serveWithoutStreams(t *testing.T) (*countingHandler, string) {
+	t.Helper()
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	endpoint := srv.Handler()
+	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
+			return
+		}
+		endpoint.ServeHTTP(w, r)
+	})}
+	return old, serveMux(t, old, srv)
+}
+
+// A stream authenticates once, with the upgrade: a wrong token is refused
+// as a whole, as an HTTP batch is, and the token's roles bound every frame.
+func TestBatchStreamAuth(t *testing.T) {
+	addr := serveWithTokens(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -403,16 +428,7 @@ func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
 // A server that does not serve streams (an older tpcd answers the upgrade's
 // GET with 405) still gets every batch, posted.
 func TestBatchStreamFallsBackToPost(t *testing.T) {
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
-	endpoint := srv.Handler()
-	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
-			return
-		}
-		endpoint.ServeHTTP(w, r)
-	})}
-	addr := serveMux(t, old, srv)
+	old, addr := serveWithoutStreams(t)
 	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
@@ -557,5 +573,178 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 		}
 	case <-time.After(batchDeadline):
 		t.Fatal(missed)
+	}
+}
+
+func newCallStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
+	t.Helper()
+	opts.Stream = true
+	return newStreamClient(t, addr, opts)
+}
+
+// With Stream, plain calls go over a stream too and get what they get over
+// HTTP: results, and errors with their codes; one upgrade serves them all.
+func TestStreamCarriesCalls(t *testing.T) {
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	addr := serveMux(t, counter, srv)
+	c := newCallStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	for i := range 10 {
+		var got echoParams
+		if err := c.Call(ctx, "echo", echoParams{Text: "s", Count: i}, &got); err != nil || got != (echoParams{Text: "s", Count: i}) {
+			t.Fatalf("call %d: %v, %+v", i, err, got)
+		}
+	}
+	for method, code := range map[string]int{"no.such.method": CodeMethodNotFound, "staleepoch": CodeStaleEpoch, "plainerr": CodeInternal} {
+		err := c.Call(ctx, method, map[string]int{}, nil)
+		if !IsCode(err, code) || IsTransport(err) {
+			t.Fatalf("%s: %v, want code %d", method, err, code)
+		}
+	}
+	var bad echoParams
+	if err := c.Call(ctx, "echo", map[string]any{"text": 1}, &bad); !IsCode(err, CodeInvalidParams) {
+		t.Fatalf("bad params: %v, want code %d", err, CodeInvalidParams)
+	}
+	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != 1 || u != 1 {
+		t.Fatalf("%d HTTP requests, %d upgrades; want one upgrade and nothing else", n, u)
+	}
+}
+
+// Calls at the same time do not wait for each other: each takes a stream of
+// its own, and the streams are kept for the calls after them.
+func TestStreamConcurrentCalls(t *testing.T) {
+	m := newTestMethods()
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	addr := serveMux(t, counter, srv)
+	c := newCallStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	const n = 3
+	done := make(chan error, n)
+	for range n {
+		go func() {
+			var got string
+			err := c.Call(ctx, "block", nil, &got)
+			if err == nil && got != "released" {
+				err = fmt.Errorf("result %q", got)
+			}
+			done <- err
+		}()
+	}
+	// Every call reaches a handler before any is released: calls sharing
+	// one stream would wait here until ctx ends.
+	for i := range n {
+		select {
+		case <-m.started:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d concurrent calls reached the server", i, n)
+		}
+	}
+	close(m.release)
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatalf("concurrent call: %v", err)
+		}
+	}
+	if u := counter.upgrades.Load(); u != n {
+		t.Fatalf("%d upgrades for %d concurrent calls", u, n)
+	}
+	// The streams stay open for reuse: more calls, in any concurrency up
+	// to n, open no new ones.
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				var got echoParams
+				if err := c.Call(ctx, "echo", echoParams{Count: i*100 + j}, &got); err != nil || got.Count != i*100+j {
+					t.Errorf("call %d.%d: %v, %+v", i, j, err, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if u := counter.upgrades.Load(); u > n {
+		t.Fatalf("%d upgrades after reuse, want at most %d", u, n)
+	}
+	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != u {
+		t.Fatalf("%d HTTP requests besides %d upgrades", n-u, u)
+	}
+	// Close closes the idle streams; the server sees them go.
+	c.Close()
+	waitStreams(t, srv, 0)
+	if err := c.Call(context.Background(), "nothing", nil, nil); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("call after Close: %v, want ErrClientClosed", err)
+	}
+}
+
+// The upgrade carries the token: a wrong one refuses the call as HTTP
+// would, with its code, and the right one's roles bound what may be called.
+func TestStreamCallAuth(t *testing.T) {
+	addr := serveWithTokens(t)
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	for _, token := range []string{"", "wrong"} {
+		c := newCallStreamClient(t, addr, ClientOptions{Token: token})
+		if err := c.Call(ctx, "echo", echoParams{}, nil); !IsCode(err, CodeUnauthorized) || IsTransport(err) {
+			t.Fatalf("token %q: %v, want code %d", token, err, CodeUnauthorized)
+		}
+	}
+	client := newCallStreamClient(t, addr, ClientOptions{Token: "c-secret"})
+	var got echoParams
+	if err := client.Call(ctx, "echo", echoParams{Text: "ok"}, &got); err != nil || got.Text != "ok" {
+		t.Fatalf("client token: %v, %+v", err, got)
+	}
+	if err := client.Call(ctx, "tpcd.vote", nil, nil); !IsCode(err, CodeUnauthorized) {
+		t.Fatalf("peer method with the client token: %v, want code %d", err, CodeUnauthorized)
+	}
+}
+
+// A server without streams gets every call posted, after one refused
+// upgrade.
+func TestStreamCallFallsBackToPost(t *testing.T) {
+	old, addr := serveWithoutStreams(t)
+	c := newCallStreamClient(t, addr, ClientOptions{})
+	for i := range 3 {
+		var got echoParams
+		if err := c.Call(context.Background(), "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
+			t.Fatalf("call %d to a server without streams: %v, %+v", i, err, got)
+		}
+	}
+	if u, n := old.upgrades.Load(), old.requests.Load(); u != 1 || n != 4 {
+		t.Fatalf("%d upgrade attempts, %d requests; want 1 and 4 (three posts)", u, n)
+	}
+}
+
+// A stream the server closed while it sat idle is noticed before use: the
+// next call opens a new one instead of failing.
+func TestStreamCallAfterServerRestart(t *testing.T) {
+	m := newTestMethods()
+	srv, addr := serveOwnShutdown(t, m)
+	c := newCallStreamClient(t, addr, ClientOptions{})
+	if err := c.Call(context.Background(), "nothing", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	srv2 := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	go srv2.Serve(ln)
+	defer srv2.Shutdown(context.Background())
+	var got echoParams
+	if err := c.Call(ctx, "echo", echoParams{Text: "again"}, &got); err != nil || got.Text != "again" {
+		t.Fatalf("call after the server restarted: %v, %+v", err, got)
 	}
 }

@@ -21,6 +21,7 @@ type BenchCmd struct {
 	Connections   int      `help:"RPC connections the clients share round robin (0: one per client)." default:"0"`
 	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
 	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others')." enum:"interactive,single" default:"interactive"`
+	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
 	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
@@ -52,13 +53,14 @@ decision row on the log server, COMMIT PREPARED) and prints tpcd/raw.
 Examples:
   tpcd bench -c 32 --baseline raw
   tpcd bench -c 32 --baseline raw --form single
+  tpcd bench -c 32 --baseline raw --transport stream
   tpcd bench --coordinator 127.0.0.1:9990 -c 8 --hot-fraction 0.2 --duration 60`
 }
 
 func (c *BenchCmd) options() bench.Options {
 	o := bench.Options{
 		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(),
-		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form,
+		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
 		Baseline: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
