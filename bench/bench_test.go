@@ -215,7 +215,8 @@ func TestAgainstRunningCluster(t *testing.T) {
 func TestStartsClusterWithHotKeys(t *testing.T) {
 	for _, tc := range []struct{ form, transport, step string }{
 		{FormInteractive, TransportHTTP, "commit"},
-		{FormSingle, TransportStream, "transact"},
+		{FormSingle, TransportHTTP, "transact"},
+		{FormInteractive, TransportStream, "commit"},
 	} {
 		form, step := tc.form, tc.step
 		t.Run(form+"-"+tc.transport, func(t *testing.T) {

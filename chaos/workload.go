@@ -118,8 +118,9 @@ func (w *workload) start(clients int, seed uint64) {
 			c := &client{
 				w: w, id: i,
 				rng: rand.New(rand.NewPCG(seed, uint64(i)+1)),
-				// Odd clients call over batch streams, so that crashes
-				// and partitions meet both client transports.
+				// Odd clients call over batch streams, so that the
+				// coordinator's crashes and pauses meet both client
+				// transports.
 				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second, HTTP1: i%2 == 1, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()

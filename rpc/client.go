@@ -69,21 +69,26 @@ type ClientOptions struct {
 	// TLS is set) instead of one HTTP request each: one batch per
 	// connection at a time, so batches sent at the same time open a
 	// connection each, and a connection is kept for the next (up to 64
-	// idle). Call still uses HTTP. A server that does not serve streams (an
-	// older tpcd) is noticed at the first batch, which is then posted, as
-	// are all later ones.
+	// idle, an unused one closed after 90 s). Call still uses HTTP. A server
+	// that does not serve streams (an older tpcd) is noticed at the first
+	// batch, which is then posted over HTTP as configured (HTTP1 or h2), as
+	// are the batches of the next minute; then one batch asks again.
 	BatchStream bool
 	// Stream is BatchStream for Call too: every call is one frame on a
 	// stream and its answer the reply frame, without HTTP's request line,
 	// headers and their parsing on both ends. For a caller with one call
 	// out at a time per connection, as HTTP1 has, this costs markedly less
-	// CPU than HTTP/1.1; calls at the same time take a connection each.
+	// CPU than HTTP/1.1; calls at the same time take a stream each. As with
+	// HTTP1, PingInterval and PingTimeout do not apply to calls over
+	// streams: a peer that vanished without closing the connection is
+	// noticed when a call's ctx ends.
 	Stream bool
 }
 
 // Client calls one peer. By default it uses a single HTTP/2 connection
 // (h2c, or h2 over TLS) shared by any number of concurrent calls; with
-// ClientOptions.HTTP1, kept-alive HTTP/1.1 connections. It connects on first
+// ClientOptions.HTTP1, kept-alive HTTP/1.1 connections; with BatchStream or
+// Stream, batch streams for batches or for every call. It connects on first
 // use and reconnects on the next call after a connection breaks. It is safe
 // for concurrent use.
 type Client struct {
@@ -98,9 +103,9 @@ type Client struct {
 	token    string
 	tls      bool
 	http1    bool
-	// stream carries CallBatch when ClientOptions.BatchStream or Stream is
+	// streams carry CallBatch when ClientOptions.BatchStream or Stream is
 	// set, and Call when callStream is.
-	stream     *batchStream
+	streams    *streamPool
 	callStream bool
 }
 
@@ -198,7 +203,7 @@ func NewClient(addr string, opts ClientOptions) *Client {
 				}
 			}
 		}
-		c.stream = newBatchStream(dialer, streamTLS)
+		c.streams = newStreamPool(dialer, streamTLS)
 	}
 	return c
 }
@@ -240,7 +245,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	}
 	send := c.post
 	if c.callStream {
-		send = c.postStream
+		send = c.send
 	}
 	ans, err := send(ctx, body)
 	if err != nil {
@@ -318,10 +323,10 @@ func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
 	return answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
 }
 
-// postStream sends a request body over one of the client's streams when it
-// has them and the server serves streams, and as an HTTP request otherwise.
-func (c *Client) postStream(ctx context.Context, body []byte) (answer, error) {
-	if c.stream != nil {
+// send sends a request body over one of the client's streams when it has
+// them and the server serves streams, and as an HTTP request otherwise.
+func (c *Client) send(ctx context.Context, body []byte) (answer, error) {
+	if c.streams != nil {
 		if ans, ok, err := c.exchange(ctx, body); ok {
 			return ans, err
 		}
@@ -341,7 +346,8 @@ type BatchCall struct {
 }
 
 // CallBatch sends calls as one JSON-RPC batch in one HTTP request (or one
-// frame of the client's batch stream, ClientOptions.BatchStream) and sets
+// frame on one of the client's batch streams, ClientOptions.BatchStream or
+// Stream) and sets
 // each call's Err. It returns an error, which every call's Err then repeats,
 // when no usable answer arrived (it wraps a *TransportError: each call may
 // or may not have run), when the server refused the request as a whole (it
@@ -381,7 +387,7 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 	transportErr := func(err error) error {
 		return fail(&TransportError{Method: method, Addr: c.addr, Err: err})
 	}
-	ans, err := c.postStream(ctx, buf.Bytes())
+	ans, err := c.send(ctx, buf.Bytes())
 	if err != nil {
 		return transportErr(err)
 	}
@@ -431,8 +437,8 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 func (c *Client) Close() error {
 	c.closed.Store(true)
 	c.tr.CloseIdleConnections()
-	if c.stream != nil {
-		c.stream.close()
+	if c.streams != nil {
+		c.streams.close()
 	}
 	return nil
 }

@@ -25,7 +25,8 @@ import (
 // docs/WIRE.md). A frame costs one write and one read at each end where an
 // HTTP request costs headers to build and parse and, in Go's client, a hand
 // between goroutines for every request; node-to-node batches, many small
-// ones per transaction, go this way (ClientOptions.BatchStream).
+// ones per transaction, go this way (ClientOptions.BatchStream), and so may
+// a caller's plain calls (ClientOptions.Stream).
 const StreamProtocol = "tpcd-batch/1"
 
 // frameHeader is a frame's length and the CRC-32C of its body, both big
@@ -368,20 +369,25 @@ type streamConn struct {
 // HTTP1's MaxIdleConnsPerHost bounds its idle connections.
 const maxIdleStreams = 64
 
-// batchStream sends request bodies over batch streams, one exchange per
-// stream at a time: concurrent exchanges open a stream each, and a stream
-// whose exchange ended cleanly is kept for the next, as an HTTP/1.1
-// transport keeps its connections. A node has one batch in flight per peer
-// (node's outbox), so it uses one.
-type batchStream struct {
+// streamPool holds a client's batch streams. An exchange has a stream to
+// itself: concurrent exchanges open a stream each, and a stream whose
+// exchange ended cleanly is kept for the next, as an HTTP/1.1 transport
+// keeps its connections. A node has one batch in flight per peer (node's
+// outbox), so it uses one.
+type streamPool struct {
 	mu sync.Mutex
-	// idle are the streams ready for an exchange, most recently used last.
+	// idle are the streams ready for an exchange, oldest first.
 	idle   []*streamConn
 	closed bool
+	// expiry closes streams that idled for streamIdle; armed while any is
+	// idle.
+	expiry *time.Timer
 	// postUntil is set when the server answered the upgrade as an old tpcd
 	// does (HTTP 405 for a GET) or as one that cannot hand connections over
-	// (501): the client posts until then, and asks again after.
+	// (501): the client posts until then, and one exchange asks again
+	// after (probing) while the others go on posting.
 	postUntil time.Time
+	probing   bool
 	dialer    *net.Dialer
 	tls       *tls.Config
 }
@@ -390,8 +396,8 @@ type batchStream struct {
 // before it asks again: a peer upgraded in a rolling upgrade is noticed.
 const reprobe = time.Minute
 
-func newBatchStream(dialer *net.Dialer, tlsConfig *tls.Config) *batchStream {
-	return &batchStream{dialer: dialer, tls: tlsConfig}
+func newStreamPool(dialer *net.Dialer, tlsConfig *tls.Config) *streamPool {
+	return &streamPool{dialer: dialer, tls: tlsConfig}
 }
 
 // exchange sends body as one frame and returns the reply frame's body, or
@@ -402,8 +408,8 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	if err := ctx.Err(); err != nil {
 		return answer{}, true, err
 	}
-	bs := c.stream
-	sc, post, err := bs.take()
+	sp := c.streams
+	sc, post, probe, err := sp.take()
 	switch {
 	case err != nil:
 		return answer{}, true, err
@@ -413,14 +419,15 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	if sc == nil {
 		var refused *answer
 		sc, refused, err = c.openStream(ctx)
+		unserved := refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented)
+		if probe || unserved {
+			sp.probed(err == nil, unserved)
+		}
 		switch {
 		case err != nil:
 			return answer{}, true, err
-		case refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented):
+		case unserved:
 			c.log.Info("rpc: peer does not serve batch streams; posting instead", "addr", c.addr, "for", reprobe)
-			bs.mu.Lock()
-			bs.postUntil = time.Now().Add(reprobe)
-			bs.mu.Unlock()
 			return answer{}, false, nil
 		case refused != nil:
 			return *refused, true, nil
@@ -428,8 +435,7 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	}
 	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
 	if reusable {
-		sc.used = time.Now()
-		bs.put(sc)
+		sp.put(sc)
 	} else {
 		sc.conn.Close()
 	}
@@ -440,44 +446,104 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 }
 
 // take returns the most recently used idle stream that is still good, or
-// nil when the caller must open one, or post true while the server is
-// known not to serve streams.
-func (bs *batchStream) take() (sc *streamConn, post bool, err error) {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	if bs.closed {
-		return nil, false, ErrClientClosed
+// nil when the caller must open one (probe: as the one asking a server
+// that refused streams before), or post true while the client posts.
+func (sp *streamPool) take() (sc *streamConn, post, probe bool, err error) {
+	var stale []*streamConn
+	defer func() { closeStreams(stale) }()
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.closed {
+		return nil, false, false, ErrClientClosed
 	}
-	if time.Now().Before(bs.postUntil) {
-		return nil, true, nil
-	}
-	// The oldest go first when they have idled too long, so that a pool
-	// grown by a burst shrinks again.
-	for len(bs.idle) > 0 && time.Since(bs.idle[0].used) > streamIdle {
-		bs.idle[0].conn.Close()
-		bs.idle = slices.Delete(bs.idle, 0, 1)
-	}
-	for len(bs.idle) > 0 {
-		sc = bs.idle[len(bs.idle)-1]
-		bs.idle = bs.idle[:len(bs.idle)-1]
-		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
-			return sc, false, nil
+	if !sp.postUntil.IsZero() {
+		if sp.probing || time.Now().Before(sp.postUntil) {
+			return nil, true, false, nil
 		}
-		sc.conn.Close()
+		sp.probing = true
+		return nil, false, true, nil
 	}
-	return nil, false, nil
+	stale = sp.expired()
+	for len(sp.idle) > 0 {
+		last := len(sp.idle) - 1
+		sc = sp.idle[last]
+		sp.idle[last] = nil
+		sp.idle = sp.idle[:last]
+		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
+			return sc, false, false, nil
+		}
+		stale = append(stale, sc)
+	}
+	return nil, false, false, nil
+}
+
+// probed records what an upgrade found, if it got an answer: a server
+// that does not serve streams is posted to for reprobe, one that does ends
+// the posting. Without an answer the next exchange asks again.
+func (sp *streamPool) probed(answered, unserved bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.probing = false
+	switch {
+	case unserved:
+		sp.postUntil = time.Now().Add(reprobe)
+	case answered:
+		sp.postUntil = time.Time{}
+	}
 }
 
 // put keeps sc for the next exchange, or closes it when the client closed
 // or enough streams are idle already.
-func (bs *batchStream) put(sc *streamConn) {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	if bs.closed || len(bs.idle) >= maxIdleStreams {
+func (sp *streamPool) put(sc *streamConn) {
+	sp.mu.Lock()
+	if sp.closed || len(sp.idle) >= maxIdleStreams {
+		sp.mu.Unlock()
 		sc.conn.Close()
 		return
 	}
-	bs.idle = append(bs.idle, sc)
+	sc.used = time.Now()
+	sp.idle = append(sp.idle, sc)
+	if sp.expiry == nil {
+		sp.expiry = time.AfterFunc(streamIdle, sp.expire)
+	}
+	sp.mu.Unlock()
+}
+
+// expire closes the streams that idled too long, so that a client gone
+// quiet after a burst does not hold its streams until its next call; it
+// runs again while any stream is idle.
+func (sp *streamPool) expire() {
+	sp.mu.Lock()
+	stale := sp.expired()
+	sp.expiry = nil
+	if len(sp.idle) > 0 && !sp.closed {
+		sp.expiry = time.AfterFunc(time.Until(sp.idle[0].used.Add(streamIdle)), sp.expire)
+	}
+	sp.mu.Unlock()
+	closeStreams(stale)
+}
+
+// expired removes the streams idle longer than streamIdle from the pool
+// and returns them; the caller holds mu and closes them after letting go.
+func (sp *streamPool) expired() []*streamConn {
+	n := 0
+	for n < len(sp.idle) && time.Since(sp.idle[n].used) > streamIdle {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	stale := slices.Clone(sp.idle[:n])
+	sp.idle = slices.Delete(sp.idle, 0, n)
+	return stale
+}
+
+// closeStreams closes connections outside the pool's lock: closing a TLS
+// connection writes to it, which may take a while.
+func closeStreams(scs []*streamConn) {
+	for _, sc := range scs {
+		sc.conn.Close()
+	}
 }
 
 // roundTrip writes one frame and reads the reply. The connection is
@@ -525,8 +591,8 @@ func ctxOr(ctx context.Context, err error) error {
 // When the server answers the upgrade with anything but 101, that answer
 // is returned in refused and the connection is closed.
 func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answer, err error) {
-	bs := c.stream
-	conn, err := c.logDial(bs.dialer)(ctx, "tcp", c.addr)
+	sp := c.streams
+	conn, err := c.logDial(sp.dialer)(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -535,8 +601,8 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 			conn.Close()
 		}
 	}()
-	if bs.tls != nil {
-		tc := tls.Client(conn, bs.tls)
+	if sp.tls != nil {
+		tc := tls.Client(conn, sp.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
 		}
@@ -585,12 +651,15 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 
 // close closes the idle streams; one in an exchange is closed when the
 // exchange ends.
-func (bs *batchStream) close() {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	bs.closed = true
-	for _, sc := range bs.idle {
-		sc.conn.Close()
+func (sp *streamPool) close() {
+	sp.mu.Lock()
+	sp.closed = true
+	idle := sp.idle
+	sp.idle = nil
+	if sp.expiry != nil {
+		sp.expiry.Stop()
+		sp.expiry = nil
 	}
-	bs.idle = nil
+	sp.mu.Unlock()
+	closeStreams(idle)
 }

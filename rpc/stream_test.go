@@ -130,12 +130,13 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 
 // serveWithTokens serves the test methods and a peer method, tpcd.vote,
 // with a client token ("c-secret") and a peer token ("p-secret").
-func serveWithTokens(t *testing.T) string {
+func serveWithTokens(t *testing.T) (*countingHandler, string) {
 	t.Helper()
 	methods := newTestMethods().methods()
 	methods["tpcd.vote"] = func(context.Context, json.RawMessage) (any, error) { return "voted", nil }
-	_, ln := startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c-secret", PeerToken: "p-secret"}})
-	return ln.Addr().String()
+	srv := NewServer(ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c-secret", PeerToken: "p-secret"}, Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	return counter, serveMux(t, counter, srv)
 }
 
 // serveWithoutStreams serves the test methods as a tpcd from before
@@ -157,7 +158,7 @@ func serveWithoutStreams(t *testing.T) (*countingHandler, string) {
 // A stream authenticates once, with the upgrade: a wrong token is refused
 // as a whole, as an HTTP batch is, and the token's roles bound every frame.
 func TestBatchStreamAuth(t *testing.T) {
-	addr := serveWithTokens(t)
+	_, addr := serveWithTokens(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -576,19 +577,23 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 	}
 }
 
-func newCallStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
+// newCallStreamClient is a client with Stream set and nothing else: calls
+// and batches over streams, HTTP/2 when it posts.
+func newCallStreamClient(t *testing.T, addr string) *Client {
 	t.Helper()
-	opts.Stream = true
-	return newStreamClient(t, addr, opts)
+	c := NewClient(addr, ClientOptions{Stream: true, Logger: testLogger(t)})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
-// With Stream, plain calls go over a stream too and get what they get over
-// HTTP: results, and errors with their codes; one upgrade serves them all.
+// With Stream, plain calls go over a stream too, and so do batches, and get
+// what they get over HTTP: results, and errors with their codes; one
+// upgrade serves them all.
 func TestStreamCarriesCalls(t *testing.T) {
 	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
 	addr := serveMux(t, counter, srv)
-	c := newCallStreamClient(t, addr, ClientOptions{})
+	c := newCallStreamClient(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for i := range 10 {
@@ -607,23 +612,22 @@ func TestStreamCarriesCalls(t *testing.T) {
 	if err := c.Call(ctx, "echo", map[string]any{"text": 1}, &bad); !IsCode(err, CodeInvalidParams) {
 		t.Fatalf("bad params: %v, want code %d", err, CodeInvalidParams)
 	}
+	var a echoParams
+	calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "batch"}, Result: &a}, {Method: "nothing"}}
+	if err := c.CallBatch(ctx, calls); err != nil || calls[0].Err != nil || calls[1].Err != nil || a.Text != "batch" {
+		t.Fatalf("batch: %v, %v, %v, %+v", err, calls[0].Err, calls[1].Err, a)
+	}
 	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != 1 || u != 1 {
 		t.Fatalf("%d HTTP requests, %d upgrades; want one upgrade and nothing else", n, u)
 	}
 }
 
-// Calls at the same time do not wait for each other: each takes a stream of
-// its own, and the streams are kept for the calls after them.
-func TestStreamConcurrentCalls(t *testing.T) {
-	m := newTestMethods()
-	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
-	counter := &countingHandler{h: srv.Handler()}
-	addr := serveMux(t, counter, srv)
-	c := newCallStreamClient(t, addr, ClientOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
-	defer cancel()
-
-	const n = 3
+// blockAll starts n calls of the test method "block" at once and returns
+// when every one has reached its handler (so each has a stream of its
+// own: calls sharing one would wait here until ctx ends); the calls'
+// errors arrive on the channel once m.release is closed.
+func blockAll(ctx context.Context, t *testing.T, c *Client, m *testMethods, n int) <-chan error {
+	t.Helper()
 	done := make(chan error, n)
 	for range n {
 		go func() {
@@ -635,8 +639,6 @@ func TestStreamConcurrentCalls(t *testing.T) {
 			done <- err
 		}()
 	}
-	// Every call reaches a handler before any is released: calls sharing
-	// one stream would wait here until ctx ends.
 	for i := range n {
 		select {
 		case <-m.started:
@@ -644,6 +646,22 @@ func TestStreamConcurrentCalls(t *testing.T) {
 			t.Fatalf("%d of %d concurrent calls reached the server", i, n)
 		}
 	}
+	return done
+}
+
+// Calls at the same time do not wait for each other: each takes a stream of
+// its own, and the streams are kept for the calls after them.
+func TestStreamConcurrentCalls(t *testing.T) {
+	m := newTestMethods()
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	addr := serveMux(t, counter, srv)
+	c := newCallStreamClient(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	const n = 3
+	done := blockAll(ctx, t, c, m, n)
 	close(m.release)
 	for range n {
 		if err := <-done; err != nil {
@@ -673,8 +691,8 @@ func TestStreamConcurrentCalls(t *testing.T) {
 	if u := counter.upgrades.Load(); u > n {
 		t.Fatalf("%d upgrades after reuse, want at most %d", u, n)
 	}
-	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != u {
-		t.Fatalf("%d HTTP requests besides %d upgrades", n-u, u)
+	if r, u := counter.requests.Load(), counter.upgrades.Load(); r != u {
+		t.Fatalf("%d HTTP requests besides %d upgrades", r-u, u)
 	}
 	// Close closes the idle streams; the server sees them go.
 	c.Close()
@@ -684,19 +702,64 @@ func TestStreamConcurrentCalls(t *testing.T) {
 	}
 }
 
+// A burst leaves at most maxIdleStreams streams open, and those that then
+// sit unused for streamIdle are closed without waiting for another call.
+func TestStreamPoolBoundsIdle(t *testing.T) {
+	m := newTestMethods()
+	m.started = make(chan struct{}, maxIdleStreams+2)
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	addr := serveMux(t, srv.Handler(), srv)
+	c := newCallStreamClient(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	done := blockAll(ctx, t, c, m, maxIdleStreams+2)
+	close(m.release)
+	for range maxIdleStreams + 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("call of the burst: %v", err)
+		}
+	}
+	waitStreams(t, srv, maxIdleStreams)
+
+	// Make them look old, and let the expiry run as its timer would.
+	c.streams.mu.Lock()
+	for _, sc := range c.streams.idle {
+		sc.used = sc.used.Add(-streamIdle - time.Second)
+	}
+	armed := c.streams.expiry != nil
+	c.streams.mu.Unlock()
+	if !armed {
+		t.Fatal("streams idle but no expiry armed")
+	}
+	c.streams.expire()
+	waitStreams(t, srv, 0)
+	c.streams.mu.Lock()
+	left, rearmed := len(c.streams.idle), c.streams.expiry != nil
+	c.streams.mu.Unlock()
+	if left != 0 || rearmed {
+		t.Fatalf("after expiry: %d idle, timer armed %v; want none", left, rearmed)
+	}
+	if err := c.Call(ctx, "nothing", nil, nil); err != nil {
+		t.Fatalf("call after the pool emptied: %v", err)
+	}
+}
+
 // The upgrade carries the token: a wrong one refuses the call as HTTP
 // would, with its code, and the right one's roles bound what may be called.
 func TestStreamCallAuth(t *testing.T) {
-	addr := serveWithTokens(t)
+	counter, addr := serveWithTokens(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for _, token := range []string{"", "wrong"} {
-		c := newCallStreamClient(t, addr, ClientOptions{Token: token})
+		c := NewClient(addr, ClientOptions{Stream: true, Token: token, Logger: testLogger(t)})
+		defer c.Close()
 		if err := c.Call(ctx, "echo", echoParams{}, nil); !IsCode(err, CodeUnauthorized) || IsTransport(err) {
 			t.Fatalf("token %q: %v, want code %d", token, err, CodeUnauthorized)
 		}
 	}
-	client := newCallStreamClient(t, addr, ClientOptions{Token: "c-secret"})
+	client := NewClient(addr, ClientOptions{Stream: true, Token: "c-secret", Logger: testLogger(t)})
+	defer client.Close()
 	var got echoParams
 	if err := client.Call(ctx, "echo", echoParams{Text: "ok"}, &got); err != nil || got.Text != "ok" {
 		t.Fatalf("client token: %v, %+v", err, got)
@@ -704,13 +767,20 @@ func TestStreamCallAuth(t *testing.T) {
 	if err := client.Call(ctx, "tpcd.vote", nil, nil); !IsCode(err, CodeUnauthorized) {
 		t.Fatalf("peer method with the client token: %v, want code %d", err, CodeUnauthorized)
 	}
+	// Each call was an upgrade: the refused ones, and one that served both
+	// calls with the client token.
+	if r, u := counter.requests.Load(), counter.upgrades.Load(); r != 3 || u != 3 {
+		t.Fatalf("%d HTTP requests, %d upgrades; want 3 upgrades", r, u)
+	}
 }
 
 // A server without streams gets every call posted, after one refused
-// upgrade.
+// upgrade; when the client asks again, one call asks while the others
+// go on posting.
 func TestStreamCallFallsBackToPost(t *testing.T) {
 	old, addr := serveWithoutStreams(t)
-	c := newCallStreamClient(t, addr, ClientOptions{})
+	// HTTP/1.1 for the posts: the plain http.Server here has no h2c.
+	c := newStreamClient(t, addr, ClientOptions{Stream: true})
 	for i := range 3 {
 		var got echoParams
 		if err := c.Call(context.Background(), "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
@@ -720,19 +790,43 @@ func TestStreamCallFallsBackToPost(t *testing.T) {
 	if u, n := old.upgrades.Load(), old.requests.Load(); u != 1 || n != 4 {
 		t.Fatalf("%d upgrade attempts, %d requests; want 1 and 4 (three posts)", u, n)
 	}
+
+	c.streams.mu.Lock()
+	c.streams.postUntil = time.Now().Add(-time.Second)
+	c.streams.mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got echoParams
+			if err := c.Call(context.Background(), "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
+				t.Errorf("call %d after the posting time: %v, %+v", i, err, got)
+			}
+		}()
+	}
+	wg.Wait()
+	if u := old.upgrades.Load(); u != 2 {
+		t.Fatalf("%d upgrade attempts in all, want 2 (one more for eight calls)", u)
+	}
 }
 
-// A stream the server closed while it sat idle is noticed before use: the
-// next call opens a new one instead of failing.
-func TestStreamCallAfterServerRestart(t *testing.T) {
+// Streams the server closed while they sat idle are noticed before use:
+// the next calls open new ones instead of failing.
+func TestStreamCallsAfterServerRestart(t *testing.T) {
 	m := newTestMethods()
 	srv, addr := serveOwnShutdown(t, m)
-	c := newCallStreamClient(t, addr, ClientOptions{})
-	if err := c.Call(context.Background(), "nothing", nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	c := newCallStreamClient(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
+	const n = 3
+	done := blockAll(ctx, t, c, m, n)
+	close(m.release)
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -743,8 +837,16 @@ func TestStreamCallAfterServerRestart(t *testing.T) {
 	srv2 := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	go srv2.Serve(ln)
 	defer srv2.Shutdown(context.Background())
-	var got echoParams
-	if err := c.Call(ctx, "echo", echoParams{Text: "again"}, &got); err != nil || got.Text != "again" {
-		t.Fatalf("call after the server restarted: %v, %+v", err, got)
+	for i := range n + 1 {
+		var got echoParams
+		if err := c.Call(ctx, "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
+			t.Fatalf("call %d after the server restarted: %v, %+v", i, err, got)
+		}
+	}
+	c.streams.mu.Lock()
+	idle := len(c.streams.idle)
+	c.streams.mu.Unlock()
+	if idle != 1 {
+		t.Fatalf("%d streams idle after sequential calls, want 1 (the stale ones dropped)", idle)
 	}
 }
