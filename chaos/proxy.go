@@ -245,7 +245,7 @@ func (l *Link) Down() {
 
 // Blackhole silently discards everything sent either way until Heal, over
 // connections that stay open: the dialler only notices by timeouts. Heal
-// cuts the connections, whose HTTP/2 streams lost bytes.
+// cuts the connections, whose streams lost bytes.
 func (l *Link) Blackhole() {
 	l.mu.Lock()
 	l.discard = true

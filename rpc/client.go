@@ -180,14 +180,10 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		h1 := new(http.Protocols)
 		h1.SetHTTP1(true)
 		c.tr.Protocols = h1
-		// A connection per call in flight; those kept idle cover a
-		// caller's usual concurrency without re-dialling.
+		// A connection per call in flight, kept idle as streams are.
 		c.tr.MaxConnsPerHost = 0
-		c.tr.MaxIdleConnsPerHost = 64
-		// Close idle connections well before a tpcd server does (5 min), so
-		// a request is never written onto a connection the server is
-		// closing at that moment: HTTP/1.1 cannot retry a POST.
-		c.tr.IdleConnTimeout = 90 * time.Second
+		c.tr.MaxIdleConnsPerHost = maxIdle
+		c.tr.IdleConnTimeout = keepIdle
 	}
 	c.hc = &http.Client{Transport: c.tr}
 	if opts.BatchStream || opts.Stream {

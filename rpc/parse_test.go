@@ -8,8 +8,9 @@ import (
 	"github.com/creachadair/jrpc2"
 )
 
-// sameParse fails the test unless parseRequests and jrpc2 agree on body.
-// A body the fast path declines goes to jrpc2 itself, so there is nothing
+// sameParse fails the test unless the fast path (parseCanonical), where it
+// takes body, parses it as jrpc2 does. A body it declines goes to jrpc2
+// itself (parseRequests), so there is nothing
 // to compare: jrpc2 checks a request's members in map order, and of two
 // faults in one request either may be the one reported, so two calls on
 // the same body can disagree.

@@ -352,11 +352,12 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 	}
 }
 
-// streamIdle is how long the client keeps an unused stream. It closes it
-// well before a tpcd server would (its idle timeout, 5 min by default), so
-// a frame is never written onto a connection the server is closing at that
-// moment: the frame's fate would be unknown.
-const streamIdle = 90 * time.Second
+// keepIdle is how long a client keeps an unused stream or HTTP/1.1
+// connection. It closes it well before a tpcd server would (its idle
+// timeout, 5 min by default), so a request is never written onto a
+// connection the server is closing at that moment: its fate would be
+// unknown, and HTTP/1.1 cannot retry a POST.
+const keepIdle = 90 * time.Second
 
 // streamConn is the client's end of a batch stream.
 type streamConn struct {
@@ -365,9 +366,19 @@ type streamConn struct {
 	used time.Time
 }
 
-// maxIdleStreams bounds the streams a client keeps for reuse, as
-// HTTP1's MaxIdleConnsPerHost bounds its idle connections.
-const maxIdleStreams = 64
+// maxIdle bounds the streams, or HTTP/1.1 connections, a client keeps for
+// reuse: enough for a caller's usual concurrency without re-dialling.
+const maxIdle = 64
+
+// route is how an exchange goes.
+type route uint8
+
+const (
+	routeOpen  route = iota // over a new stream
+	routeReuse              // over the idle stream take returned
+	routePost               // as an HTTP request: the server does not serve streams
+	routeProbe              // over a new stream, asking a server that refused streams before
+)
 
 // streamPool holds a client's batch streams. An exchange has a stream to
 // itself: concurrent exchanges open a stream each, and a stream whose
@@ -379,7 +390,7 @@ type streamPool struct {
 	// idle are the streams ready for an exchange, oldest first.
 	idle   []*streamConn
 	closed bool
-	// expiry closes streams that idled for streamIdle; armed while any is
+	// expiry closes streams that idled for keepIdle; armed while any is
 	// idle.
 	expiry *time.Timer
 	// postUntil is set when the server answered the upgrade as an old tpcd
@@ -409,21 +420,24 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		return answer{}, true, err
 	}
 	sp := c.streams
-	sc, post, probe, err := sp.take()
+	sc, how, err := sp.take()
 	switch {
 	case err != nil:
 		return answer{}, true, err
-	case post:
+	case how == routePost:
 		return answer{}, false, nil
-	}
-	if sc == nil {
+	case how == routeOpen, how == routeProbe:
 		var refused *answer
 		sc, refused, err = c.openStream(ctx)
 		unserved := refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented)
-		if probe || unserved {
-			sp.probed(err == nil, unserved)
+		if how == routeProbe || unserved {
+			sp.probed(err == nil && !unserved)
 		}
 		switch {
+		case err != nil && how == routeProbe:
+			// The server refused streams before; this call may still get
+			// through as a POST.
+			return answer{}, false, nil
 		case err != nil:
 			return answer{}, true, err
 		case unserved:
@@ -445,50 +459,61 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 	return answer{status: http.StatusOK, data: data}, true, nil
 }
 
-// take returns the most recently used idle stream that is still good, or
-// nil when the caller must open one (probe: as the one asking a server
-// that refused streams before), or post true while the client posts.
-func (sp *streamPool) take() (sc *streamConn, post, probe bool, err error) {
-	var stale []*streamConn
-	defer func() { closeStreams(stale) }()
+// take returns the most recently used idle stream that is still good
+// (routeReuse), or how the exchange goes without one.
+func (sp *streamPool) take() (*streamConn, route, error) {
+	for {
+		sc, how, stale, err := sp.pop()
+		// Closed, and checked, outside the lock: a close may write (TLS),
+		// the check is a system call.
+		closeStreams(stale)
+		if err != nil || how != routeReuse {
+			return nil, how, err
+		}
+		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
+			return sc, routeReuse, nil
+		}
+		sc.conn.Close()
+	}
+}
+
+// pop takes the most recently used idle stream off the pool, or says how
+// the exchange goes without one; stale are streams that idled too long.
+func (sp *streamPool) pop() (sc *streamConn, how route, stale []*streamConn, err error) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.closed {
-		return nil, false, false, ErrClientClosed
+		return nil, 0, nil, ErrClientClosed
 	}
 	if !sp.postUntil.IsZero() {
 		if sp.probing || time.Now().Before(sp.postUntil) {
-			return nil, true, false, nil
+			return nil, routePost, nil, nil
 		}
 		sp.probing = true
-		return nil, false, true, nil
+		return nil, routeProbe, nil, nil
 	}
 	stale = sp.expired()
-	for len(sp.idle) > 0 {
-		last := len(sp.idle) - 1
-		sc = sp.idle[last]
-		sp.idle[last] = nil
-		sp.idle = sp.idle[:last]
-		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
-			return sc, false, false, nil
-		}
-		stale = append(stale, sc)
+	if len(sp.idle) == 0 {
+		return nil, routeOpen, stale, nil
 	}
-	return nil, false, false, nil
+	last := len(sp.idle) - 1
+	sc = sp.idle[last]
+	sp.idle[last] = nil
+	sp.idle = sp.idle[:last]
+	return sc, routeReuse, stale, nil
 }
 
-// probed records what an upgrade found, if it got an answer: a server
-// that does not serve streams is posted to for reprobe, one that does ends
-// the posting. Without an answer the next exchange asks again.
-func (sp *streamPool) probed(answered, unserved bool) {
+// probed records what an upgrade found: a server that serves streams ends
+// the posting; one that does not, or an upgrade without an answer, leaves
+// the client posting for reprobe more.
+func (sp *streamPool) probed(served bool) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	sp.probing = false
-	switch {
-	case unserved:
-		sp.postUntil = time.Now().Add(reprobe)
-	case answered:
+	if served {
 		sp.postUntil = time.Time{}
+	} else {
+		sp.postUntil = time.Now().Add(reprobe)
 	}
 }
 
@@ -496,7 +521,7 @@ func (sp *streamPool) probed(answered, unserved bool) {
 // or enough streams are idle already.
 func (sp *streamPool) put(sc *streamConn) {
 	sp.mu.Lock()
-	if sp.closed || len(sp.idle) >= maxIdleStreams {
+	if sp.closed || len(sp.idle) >= maxIdle {
 		sp.mu.Unlock()
 		sc.conn.Close()
 		return
@@ -504,7 +529,7 @@ func (sp *streamPool) put(sc *streamConn) {
 	sc.used = time.Now()
 	sp.idle = append(sp.idle, sc)
 	if sp.expiry == nil {
-		sp.expiry = time.AfterFunc(streamIdle, sp.expire)
+		sp.expiry = time.AfterFunc(keepIdle, sp.expire)
 	}
 	sp.mu.Unlock()
 }
@@ -517,17 +542,17 @@ func (sp *streamPool) expire() {
 	stale := sp.expired()
 	sp.expiry = nil
 	if len(sp.idle) > 0 && !sp.closed {
-		sp.expiry = time.AfterFunc(time.Until(sp.idle[0].used.Add(streamIdle)), sp.expire)
+		sp.expiry = time.AfterFunc(time.Until(sp.idle[0].used.Add(keepIdle)), sp.expire)
 	}
 	sp.mu.Unlock()
 	closeStreams(stale)
 }
 
-// expired removes the streams idle longer than streamIdle from the pool
+// expired removes the streams idle longer than keepIdle from the pool
 // and returns them; the caller holds mu and closes them after letting go.
 func (sp *streamPool) expired() []*streamConn {
 	n := 0
-	for n < len(sp.idle) && time.Since(sp.idle[n].used) > streamIdle {
+	for n < len(sp.idle) && time.Since(sp.idle[n].used) >= keepIdle {
 		n++
 	}
 	if n == 0 {

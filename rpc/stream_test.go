@@ -21,6 +21,13 @@ func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
 	t.Helper()
 	opts.BatchStream = true
 	opts.HTTP1 = true
+	return newClientWith(t, addr, opts)
+}
+
+// newClientWith is a client with opts (and the test's logger), closed at
+// the end of the test.
+func newClientWith(t *testing.T, addr string, opts ClientOptions) *Client {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
@@ -581,9 +588,7 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 // and batches over streams, HTTP/2 when it posts.
 func newCallStreamClient(t *testing.T, addr string) *Client {
 	t.Helper()
-	c := NewClient(addr, ClientOptions{Stream: true, Logger: testLogger(t)})
-	t.Cleanup(func() { c.Close() })
-	return c
+	return newClientWith(t, addr, ClientOptions{Stream: true})
 }
 
 // With Stream, plain calls go over a stream too, and so do batches, and get
@@ -622,11 +627,11 @@ func TestStreamCarriesCalls(t *testing.T) {
 	}
 }
 
-// blockAll starts n calls of the test method "block" at once and returns
-// when every one has reached its handler (so each has a stream of its
-// own: calls sharing one would wait here until ctx ends); the calls'
-// errors arrive on the channel once m.release is closed.
-func blockAll(ctx context.Context, t *testing.T, c *Client, m *testMethods, n int) <-chan error {
+// runBlocked makes n calls of the test method "block" at once and waits
+// until every one has reached its handler, so each has a stream of its own
+// (calls sharing one would wait here until ctx ends); then it releases
+// them and fails the test unless all succeed.
+func runBlocked(ctx context.Context, t *testing.T, c *Client, m *testMethods, n int) {
 	t.Helper()
 	done := make(chan error, n)
 	for range n {
@@ -646,7 +651,20 @@ func blockAll(ctx context.Context, t *testing.T, c *Client, m *testMethods, n in
 			t.Fatalf("%d of %d concurrent calls reached the server", i, n)
 		}
 	}
-	return done
+	close(m.release)
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatalf("concurrent call: %v", err)
+		}
+	}
+}
+
+// idleStreams is how many streams c keeps idle, and whether their expiry
+// is armed.
+func idleStreams(c *Client) (int, bool) {
+	c.streams.mu.Lock()
+	defer c.streams.mu.Unlock()
+	return len(c.streams.idle), c.streams.expiry != nil
 }
 
 // Calls at the same time do not wait for each other: each takes a stream of
@@ -661,13 +679,7 @@ func TestStreamConcurrentCalls(t *testing.T) {
 	defer cancel()
 
 	const n = 3
-	done := blockAll(ctx, t, c, m, n)
-	close(m.release)
-	for range n {
-		if err := <-done; err != nil {
-			t.Fatalf("concurrent call: %v", err)
-		}
-	}
+	runBlocked(ctx, t, c, m, n)
 	if u := counter.upgrades.Load(); u != n {
 		t.Fatalf("%d upgrades for %d concurrent calls", u, n)
 	}
@@ -702,43 +714,46 @@ func TestStreamConcurrentCalls(t *testing.T) {
 	}
 }
 
-// A burst leaves at most maxIdleStreams streams open, and those that then
-// sit unused for streamIdle are closed without waiting for another call.
+// A burst leaves at most maxIdle streams open, and those that then sit
+// unused for keepIdle are closed without waiting for another call, the
+// oldest first.
 func TestStreamPoolBoundsIdle(t *testing.T) {
 	m := newTestMethods()
-	m.started = make(chan struct{}, maxIdleStreams+2)
+	m.started = make(chan struct{}, maxIdle+2)
 	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	addr := serveMux(t, srv.Handler(), srv)
 	c := newCallStreamClient(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
-	done := blockAll(ctx, t, c, m, maxIdleStreams+2)
-	close(m.release)
-	for range maxIdleStreams + 2 {
-		if err := <-done; err != nil {
-			t.Fatalf("call of the burst: %v", err)
-		}
+	runBlocked(ctx, t, c, m, maxIdle+2)
+	waitStreams(t, srv, maxIdle)
+	if n, armed := idleStreams(c); n != maxIdle || !armed {
+		t.Fatalf("%d streams idle, expiry armed %v; want %d and armed", n, armed, maxIdle)
 	}
-	waitStreams(t, srv, maxIdleStreams)
 
-	// Make them look old, and let the expiry run as its timer would.
+	// Make the older half look expired, and let the expiry run as its
+	// timer would: the rest stay, and the timer is armed for them.
+	c.streams.mu.Lock()
+	for _, sc := range c.streams.idle[:maxIdle/2] {
+		sc.used = sc.used.Add(-keepIdle)
+	}
+	c.streams.mu.Unlock()
+	c.streams.expire()
+	waitStreams(t, srv, maxIdle/2)
+	if n, armed := idleStreams(c); n != maxIdle/2 || !armed {
+		t.Fatalf("after a partial expiry: %d idle, expiry armed %v; want %d and armed", n, armed, maxIdle/2)
+	}
+
 	c.streams.mu.Lock()
 	for _, sc := range c.streams.idle {
-		sc.used = sc.used.Add(-streamIdle - time.Second)
+		sc.used = sc.used.Add(-keepIdle)
 	}
-	armed := c.streams.expiry != nil
 	c.streams.mu.Unlock()
-	if !armed {
-		t.Fatal("streams idle but no expiry armed")
-	}
 	c.streams.expire()
 	waitStreams(t, srv, 0)
-	c.streams.mu.Lock()
-	left, rearmed := len(c.streams.idle), c.streams.expiry != nil
-	c.streams.mu.Unlock()
-	if left != 0 || rearmed {
-		t.Fatalf("after expiry: %d idle, timer armed %v; want none", left, rearmed)
+	if n, armed := idleStreams(c); n != 0 || armed {
+		t.Fatalf("after expiry: %d idle, expiry armed %v; want none", n, armed)
 	}
 	if err := c.Call(ctx, "nothing", nil, nil); err != nil {
 		t.Fatalf("call after the pool emptied: %v", err)
@@ -752,14 +767,12 @@ func TestStreamCallAuth(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for _, token := range []string{"", "wrong"} {
-		c := NewClient(addr, ClientOptions{Stream: true, Token: token, Logger: testLogger(t)})
-		defer c.Close()
+		c := newClientWith(t, addr, ClientOptions{Stream: true, Token: token})
 		if err := c.Call(ctx, "echo", echoParams{}, nil); !IsCode(err, CodeUnauthorized) || IsTransport(err) {
 			t.Fatalf("token %q: %v, want code %d", token, err, CodeUnauthorized)
 		}
 	}
-	client := NewClient(addr, ClientOptions{Stream: true, Token: "c-secret", Logger: testLogger(t)})
-	defer client.Close()
+	client := newClientWith(t, addr, ClientOptions{Stream: true, Token: "c-secret"})
 	var got echoParams
 	if err := client.Call(ctx, "echo", echoParams{Text: "ok"}, &got); err != nil || got.Text != "ok" {
 		t.Fatalf("client token: %v, %+v", err, got)
@@ -775,39 +788,72 @@ func TestStreamCallAuth(t *testing.T) {
 }
 
 // A server without streams gets every call posted, after one refused
-// upgrade; when the client asks again, one call asks while the others
-// go on posting.
+// upgrade. When the client asks again, one call asks while the others go
+// on posting; once the server serves streams, calls use them.
 func TestStreamCallFallsBackToPost(t *testing.T) {
-	old, addr := serveWithoutStreams(t)
+	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	endpoint := srv.Handler()
+	var streams atomic.Bool
+	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && !streams.Load() {
+			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
+			return
+		}
+		endpoint.ServeHTTP(w, r)
+	})}
+	addr := serveMux(t, old, srv)
 	// HTTP/1.1 for the posts: the plain http.Server here has no h2c.
 	c := newStreamClient(t, addr, ClientOptions{Stream: true})
-	for i := range 3 {
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	echo := func(i int) error {
 		var got echoParams
-		if err := c.Call(context.Background(), "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
-			t.Fatalf("call %d to a server without streams: %v, %+v", i, err, got)
+		if err := c.Call(ctx, "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
+			return fmt.Errorf("call %d: %v, %+v", i, err, got)
+		}
+		return nil
+	}
+	for i := range 3 {
+		if err := echo(i); err != nil {
+			t.Fatalf("to a server without streams: %v", err)
 		}
 	}
 	if u, n := old.upgrades.Load(), old.requests.Load(); u != 1 || n != 4 {
 		t.Fatalf("%d upgrade attempts, %d requests; want 1 and 4 (three posts)", u, n)
 	}
 
-	c.streams.mu.Lock()
-	c.streams.postUntil = time.Now().Add(-time.Second)
-	c.streams.mu.Unlock()
+	askAgain := func() {
+		c.streams.mu.Lock()
+		c.streams.postUntil = time.Now().Add(-time.Second)
+		c.streams.mu.Unlock()
+	}
+	askAgain()
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var got echoParams
-			if err := c.Call(context.Background(), "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
-				t.Errorf("call %d after the posting time: %v, %+v", i, err, got)
+			if err := echo(i); err != nil {
+				t.Errorf("after the posting time: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
 	if u := old.upgrades.Load(); u != 2 {
 		t.Fatalf("%d upgrade attempts in all, want 2 (one more for eight calls)", u)
+	}
+
+	streams.Store(true)
+	askAgain()
+	for i := range 3 {
+		if err := echo(i); err != nil {
+			t.Fatalf("once the server serves streams: %v", err)
+		}
+	}
+	// Requests: 4 before; one refused upgrade and eight posts; then one
+	// upgrade that carries all three calls.
+	if u, n := old.upgrades.Load(), old.requests.Load(); u != 3 || n != 4+9+1 {
+		t.Fatalf("%d upgrade attempts, %d requests; want 3 and %d", u, n, 4+9+1)
 	}
 }
 
@@ -820,33 +866,18 @@ func TestStreamCallsAfterServerRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	const n = 3
-	done := blockAll(ctx, t, c, m, n)
-	close(m.release)
-	for range n {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	runBlocked(ctx, t, c, m, n)
 	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("shutdown: %v", err)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen again on %s: %v", addr, err)
-	}
-	srv2 := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
-	go srv2.Serve(ln)
-	defer srv2.Shutdown(context.Background())
+	_, _ = startServer(t, addr, ServerOptions{Methods: m.methods()})
 	for i := range n + 1 {
 		var got echoParams
 		if err := c.Call(ctx, "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
 			t.Fatalf("call %d after the server restarted: %v, %+v", i, err, got)
 		}
 	}
-	c.streams.mu.Lock()
-	idle := len(c.streams.idle)
-	c.streams.mu.Unlock()
-	if idle != 1 {
+	if idle, _ := idleStreams(c); idle != 1 {
 		t.Fatalf("%d streams idle after sequential calls, want 1 (the stale ones dropped)", idle)
 	}
 }

@@ -18,7 +18,7 @@ type BenchCmd struct {
 	PGBin         string   `name:"pg-bin" help:"Directory with initdb and postgres for the local cluster." type:"path"`
 	MaxConns      int      `help:"Connections per database pool of the local cluster (as tpcd participant --max-conns)." default:"100"`
 	C             int      `short:"c" name:"concurrency" help:"Concurrent clients, each running one transaction at a time." default:"8"`
-	Connections   int      `help:"RPC connections the clients share round robin (0: one per client)." default:"0"`
+	Connections   int      `help:"RPC clients the clients share round robin (0: one per client); each opens a connection, or stream, per call in flight." default:"0"`
 	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
 	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others')." enum:"interactive,single" default:"interactive"`
 	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
