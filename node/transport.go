@@ -30,8 +30,11 @@ func (t Transport) server(opts rpc.ServerOptions) rpc.ServerOptions {
 }
 
 func (t Transport) client(logger *slog.Logger) rpc.ClientOptions {
-	// Batches travel over a stream (one frame each way per batch); the
-	// rest (pings) over HTTP/1.1. A node has one batch in flight per peer
-	// (see outbox), the case where both cost least.
-	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true, BatchStream: true}
+	// Batches travel over a stream (one frame each way per batch), and so
+	// do pings, on a stream of their own: a stream is checked before it is
+	// reused, so a peer that restarted does not fail the first ping, as a
+	// kept-alive HTTP/1.1 connection can. A node has one batch in flight
+	// per peer (see outbox), the case where streams cost least. HTTP1 is
+	// for a peer that serves no streams.
+	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true, Stream: true}
 }

@@ -541,6 +541,7 @@ func (c *Client) explain(err error) error {
 func isReset(err error) bool {
 	var op *net.OpError
 	// A server that hangs up at once may also beat the client's first
-	// write, which then fails with a broken pipe.
-	return errors.As(err, &op) && op.Op == "read" || errors.Is(err, syscall.EPIPE)
+	// write, which then fails with a broken pipe, or with a reset when the
+	// server's kernel already answered the bytes it will never read.
+	return errors.As(err, &op) && op.Op == "read" || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
