@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -251,8 +252,11 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			if err := rep.WriteText(&text); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(text.String(), " "+step+" ") || !strings.Contains(text.String(), "transport="+tc.transport) {
-				t.Errorf("text report lacks step %q:\n%s", step, text.String())
+			// The step on tpcd's line: the baseline's "commit prepared"
+			// must not pass for tpcd's "commit".
+			tpcdStep := regexp.MustCompile(`(?m)^ *tpcd +.*\b` + step + ` [0-9]`)
+			if !tpcdStep.MatchString(text.String()) || !strings.Contains(text.String(), "transport="+tc.transport) {
+				t.Errorf("text report lacks tpcd's step %q or transport %q:\n%s", step, tc.transport, text.String())
 			}
 			if rep.RawLeftoverPrepared != 0 {
 				t.Errorf("the raw baseline left %d prepared transactions", rep.RawLeftoverPrepared)

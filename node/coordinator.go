@@ -323,18 +323,12 @@ func (c *Coordinator) callAll(ctx context.Context, mks ...func(engine.ReqID, eng
 		}
 	}
 	answers, firstErr = make([]engine.Respond, n), -1
-	got := make([]bool, n)
-	for left := n; left > 0; {
+	// The engine answers each request exactly once.
+	for left := n; left > 0; left-- {
 		select {
 		case r := <-ch:
 			i := int(r.Req - first)
-			if got[i] {
-				// The engine answers each request once; a second answer
-				// for one must not stand in for another's.
-				continue
-			}
-			got[i], answers[i] = true, r
-			left--
+			answers[i] = r
 			if r.Err != nil && firstErr < 0 {
 				firstErr = i
 			}

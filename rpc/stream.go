@@ -671,7 +671,7 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 	}
 	conn.SetDeadline(time.Time{})
 	c.log.Debug("rpc: batch stream opened", "addr", c.addr)
-	return &streamConn{conn: conn, br: br, used: time.Now()}, nil, nil
+	return &streamConn{conn: conn, br: br}, nil, nil
 }
 
 // close closes the idle streams; one in an exchange is closed when the

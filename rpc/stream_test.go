@@ -147,13 +147,14 @@ func serveWithTokens(t *testing.T) (*countingHandler, string) {
 }
 
 // serveWithoutStreams serves the test methods as a tpcd from before
-// streams did: anything but a POST is answered 405.
-func serveWithoutStreams(t *testing.T) (*countingHandler, string) {
+// streams did: anything but a POST is answered 405, until streams (if not
+// nil) is set.
+func serveWithoutStreams(t *testing.T, streams *atomic.Bool) (*countingHandler, string) {
 	t.Helper()
 	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
 	endpoint := srv.Handler()
 	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
+		if r.Method != http.MethodPost && (streams == nil || !streams.Load()) {
 			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
 			return
 		}
@@ -436,7 +437,7 @@ func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
 // A server that does not serve streams (an older tpcd answers the upgrade's
 // GET with 405) still gets every batch, posted.
 func TestBatchStreamFallsBackToPost(t *testing.T) {
-	old, addr := serveWithoutStreams(t)
+	old, addr := serveWithoutStreams(t, nil)
 	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
@@ -791,17 +792,8 @@ func TestStreamCallAuth(t *testing.T) {
 // upgrade. When the client asks again, one call asks while the others go
 // on posting; once the server serves streams, calls use them.
 func TestStreamCallFallsBackToPost(t *testing.T) {
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
-	endpoint := srv.Handler()
 	var streams atomic.Bool
-	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost && !streams.Load() {
-			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
-			return
-		}
-		endpoint.ServeHTTP(w, r)
-	})}
-	addr := serveMux(t, old, srv)
+	old, addr := serveWithoutStreams(t, &streams)
 	// HTTP/1.1 for the posts: the plain http.Server here has no h2c.
 	c := newStreamClient(t, addr, ClientOptions{Stream: true})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
