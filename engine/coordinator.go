@@ -39,6 +39,13 @@ type CoordinatorConfig struct {
 	MaxStatements int
 }
 
+// Filled returns c with every unset field at the default NewCoordinator
+// would give it, for drivers that size their own limits by the engine's.
+func (c CoordinatorConfig) Filled() CoordinatorConfig {
+	c.fill()
+	return c
+}
+
 func (c *CoordinatorConfig) fill() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

@@ -98,6 +98,9 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts.CompactEvery = 10 * time.Second
 	}
 	opts.Engine.Participants = len(opts.Participants)
+	// Filled here so that the limits the node applies itself (write
+	// timeout, transact's statement count) are the engine's.
+	opts.Engine = opts.Engine.Filled()
 	c := &Coordinator{
 		opts:    opts,
 		logger:  opts.Logger.With("role", "coordinator"),

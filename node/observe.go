@@ -114,16 +114,9 @@ func (c *Coordinator) afterStep(feed func() []engine.StatusReply) func() {
 // writeTimeout bounds one RPC from its headers to its answer. It must
 // outlast the longest wait a client method may have: a statement queued
 // behind others and then running up to the exec timeout, or a commit
-// waiting for votes.
+// waiting for votes. cfg has its defaults filled.
 func writeTimeout(cfg engine.CoordinatorConfig) time.Duration {
-	exec, vote := cfg.ExecTimeout, cfg.VoteTimeout
-	if exec <= 0 {
-		exec = engine.DefaultExecTimeout
-	}
-	if vote <= 0 {
-		vote = engine.DefaultVoteTimeout
-	}
-	return max(rpc.DefaultWriteTimeout, 4*exec+2*vote)
+	return max(rpc.DefaultWriteTimeout, 4*cfg.ExecTimeout+2*cfg.VoteTimeout)
 }
 
 // inputTx is the transaction an input is about, 0 for none (ticks, begin,

@@ -52,7 +52,7 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	if len(p.Statements) == 0 {
 		return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements is required: at least one {\"node\", \"sql\", \"args\"}")
 	}
-	if limit := c.maxStatements(); len(p.Statements) > limit {
+	if limit := c.opts.Engine.MaxStatements; len(p.Statements) > limit {
 		return nil, rpc.Errorf(rpc.CodeLimit, "%d statements, more than one transaction may have (%d)", len(p.Statements), limit)
 	}
 	nodes := make([]engine.NodeID, len(p.Statements))
@@ -130,14 +130,6 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	o := r.(engine.OutcomeReply)
 	reply.Outcome, reply.Reason = &o.Outcome, o.Reason
 	return reply, nil
-}
-
-// maxStatements is the engine's limit on statements per transaction.
-func (c *Coordinator) maxStatements() int {
-	if n := c.opts.Engine.MaxStatements; n > 0 {
-		return n
-	}
-	return engine.DefaultMaxStatements
 }
 
 // statementError names the statement an error is about.
