@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -101,6 +102,8 @@ func DescribeEffect(e Effect) string {
 		return s + after
 	case Violation:
 		return fmt.Sprintf("VIOLATION tx=%d %s", e.TxID, e.Detail)
+	case Forget:
+		return fmt.Sprintf("forget tx=%d", e.TxID)
 	}
 	return fmt.Sprintf("%T", e)
 }
@@ -191,6 +194,14 @@ func (p *Participant) Describe() string {
 	for _, id := range p.sortedTxIDs() {
 		tx := p.txs[id]
 		fmt.Fprintf(&b, "  tx %d %s stmts=%d%s\n", id, tx.phase, tx.nextStmt, reason(tx.reason))
+	}
+	if len(p.sweeps) > 0 {
+		ids := make([]TxID, 0, len(p.sweeps))
+		for id := range p.sweeps {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		fmt.Fprintf(&b, "  deleting markers of %v\n", ids)
 	}
 	return b.String()
 }

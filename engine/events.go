@@ -100,8 +100,10 @@ type PartAborted struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// PartForgotten records that the outcome marker was deleted and the
-// transaction needs nothing more from this participant.
+// PartForgotten recorded, in logs of earlier tpcd builds, that the
+// outcome marker was deleted. It is no longer written (a committed
+// transaction is final at PartCommitted; the Forget effect starts its
+// compaction) but is still read, as a no-op after PartCommitted.
 type PartForgotten struct {
 	TxID TxID `json:"tx"`
 }

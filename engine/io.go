@@ -219,14 +219,25 @@ type Violation struct {
 	Detail string
 }
 
+// Forget tells a participant's driver that a transaction's events may be
+// compacted away: a committed transaction's once its marker is deleted, and
+// at the start step those of every transaction the log shows ended. (A
+// running participant's aborted transactions are over once their
+// PartAborted is durable.)
+type Forget struct {
+	TxID TxID
+}
+
 func (e Send) After() LSN      { return e.WaitLSN }
 func (e Respond) After() LSN   { return e.WaitLSN }
 func (e Data) After() LSN      { return e.WaitLSN }
 func (e Violation) After() LSN { return 0 }
+func (e Forget) After() LSN    { return 0 }
 func (Send) isEffect()         {}
 func (Respond) isEffect()      {}
 func (Data) isEffect()         {}
 func (Violation) isEffect()    {}
+func (Forget) isEffect()       {}
 
 // Reply is the answer to a client request.
 type Reply interface{ isReply() }

@@ -66,11 +66,9 @@ const (
 	TxAborting
 	// TxRollingBack: the open data transaction is being rolled back.
 	TxRollingBack
-	// TxCommitted: committed; the marker is being deleted.
-	TxCommitted
 )
 
-var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back", "committed"}
+var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back"}
 
 func (p PartPhase) String() string {
 	if int(p) < len(partPhaseNames) && p != 0 {
@@ -95,9 +93,13 @@ type Participant struct {
 	txs map[TxID]*partTx
 	// finished remembers the ids of finished transactions with their
 	// outcome (FIFO) so a late statement cannot start one afresh: rolled
-	// back, committed and forgotten, or read-only (finished without phase 2).
+	// back, committed, or read-only (finished without phase 2).
 	finished    []TxID
 	finishedIdx map[TxID]Outcome
+	// sweeps are the markers of committed transactions being deleted. They
+	// are not folded from the log: a restart finds the markers left in the
+	// data database and deletes them again.
+	sweeps map[TxID]*sweep
 
 	lsn LSN
 	rd  Ready
@@ -130,11 +132,19 @@ type partTx struct {
 	retryAt Instant
 }
 
+// sweep is the deletion of one committed transaction's marker.
+type sweep struct {
+	gid     string
+	retry   bool
+	retryAt Instant
+	backoff time.Duration
+}
+
 // NewParticipant returns a participant with an empty state; fold its log in
 // with Apply before the Start step.
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
-	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}}
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, sweeps: map[TxID]*sweep{}}
 }
 
 // Cluster is the cluster this participant serves, "" before it heard of one.
@@ -162,22 +172,18 @@ func (p *Participant) Apply(e Event) error {
 			p.txs[e.TxID] = tx
 		}
 		tx.phase = TxPrepared
-	case PartCommitted:
-		tx := p.txs[e.TxID]
-		if tx == nil {
-			g, _ := ParseGID(e.GID)
-			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID}
-			p.txs[e.TxID] = tx
-		}
-		tx.phase = TxCommitted
+	case PartCommitted, PartForgotten:
+		// Committed is final: what is left, deleting the marker, needs no
+		// record. After a crash the marker itself says whether it is still
+		// there. Logs of earlier versions also hold a PartForgotten after the
+		// PartCommitted; it changes nothing.
+		delete(p.txs, e.Tx())
+		p.remember(e.Tx(), OutcomeCommit)
 	case PartVotedNo:
 		p.remember(e.TxID, OutcomeAbort)
 	case PartAborted:
 		delete(p.txs, e.TxID)
 		p.remember(e.TxID, OutcomeAbort)
-	case PartForgotten:
-		delete(p.txs, e.TxID)
-		p.remember(e.TxID, OutcomeCommit)
 	case PartViolation:
 		p.violations++
 	default:
@@ -217,6 +223,13 @@ func (p *Participant) send(m Message, wait LSN) {
 func (p *Participant) data(d Data, tx *partTx) {
 	tx.pending++
 	p.rd.Effects = append(p.rd.Effects, d)
+}
+
+// deleteMarker starts deleting a committed transaction's marker once lsn is
+// durable; the Forget effect follows when it is gone.
+func (p *Participant) deleteMarker(id TxID, gid string, lsn LSN) {
+	p.sweeps[id] = &sweep{gid: gid}
+	p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn})
 }
 
 func (p *Participant) violation(id TxID, format string, args ...any) {
@@ -269,13 +282,10 @@ func (p *Participant) start(in Start) {
 				continue
 			}
 			if _, ok := markers[id]; ok {
-				lsn := p.emit(PartCommitted{TxID: id, GID: tx.gid})
-				p.data(Data{Op: DataDeleteMarker, TxID: id, GID: tx.gid, WaitLSN: lsn}, tx)
+				p.deleteMarker(id, tx.gid, p.emit(PartCommitted{TxID: id, GID: tx.gid}))
 				continue
 			}
 			p.emit(PartAborted{TxID: id, GID: tx.gid, Reason: "found rolled back at recovery"})
-		case TxCommitted:
-			p.data(Data{Op: DataDeleteMarker, TxID: id, GID: tx.gid}, tx)
 		}
 	}
 	for _, id := range sortedKeys(prepared) {
@@ -296,18 +306,26 @@ func (p *Participant) start(in Start) {
 		tx.preparedLSN, tx.nextInquiry, tx.backoff = lsn, in.Now, p.cfg.RetryMin
 	}
 	for _, id := range sortedKeys(markers) {
-		if p.txs[id] != nil {
+		if p.txs[id] != nil || p.sweeps[id] != nil {
 			continue
 		}
 		if _, ok := prepared[id]; ok {
 			continue
 		}
 		gid := markers[id]
-		g, _ := ParseGID(gid)
-		tx := &partTx{id: id, epoch: g.Epoch, gid: gid}
-		p.txs[id] = tx
-		lsn := p.emit(PartCommitted{TxID: id, GID: gid})
-		p.data(Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn}, tx)
+		if p.finishedIdx[id] == OutcomeCommit {
+			// Logged as committed; only the marker's deletion was cut short.
+			p.deleteMarker(id, gid, 0)
+			continue
+		}
+		p.deleteMarker(id, gid, p.emit(PartCommitted{TxID: id, GID: gid}))
+	}
+	// The transactions that ended before the crash may still have events
+	// that the last incarnation did not live to compact.
+	for _, id := range p.finished {
+		if p.txs[id] == nil && p.sweeps[id] == nil {
+			p.rd.Effects = append(p.rd.Effects, Forget{TxID: id})
+		}
 	}
 }
 
@@ -500,26 +518,28 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		p.rollback(now, tx, "coordinator decided abort")
 	case m.Outcome == OutcomeAbort && tx.phase == TxPreparing:
 		tx.abortWanted = true
-	case m.Outcome == OutcomeCommit && tx.phase == TxCommitted:
-		p.ack(tx.id, OutcomeCommit)
 	case m.Outcome == OutcomeCommit && tx.phase == TxCommitting,
 		m.Outcome == OutcomeAbort && (tx.phase == TxAborting || tx.phase == TxRollingBack):
 		// Already being applied; the ack follows.
 	case m.Outcome == OutcomeAbort && m.Presumed:
 		// A stale presumed answer to an old question: this participant
-		// knows better (it is committing or committed).
+		// knows better (it is committing).
 	default:
 		p.violation(tx.id, "coordinator decided %s while this participant is %s", m.Outcome, tx.phase)
 	}
 }
 
 func (p *Participant) dataDone(in DataDone) {
+	if in.Op == DataDeleteMarker {
+		p.swept(in)
+		return
+	}
 	tx := p.txs[in.TxID]
 	if tx == nil {
 		return
 	}
 	tx.pending--
-	if in.Retry && (in.Op == DataCommitPrepared || in.Op == DataRollbackPrepared || in.Op == DataDeleteMarker) {
+	if in.Retry && (in.Op == DataCommitPrepared || in.Op == DataRollbackPrepared) {
 		tx.retryOp = in.Op
 		if tx.backoff == 0 {
 			tx.backoff = p.cfg.RetryMin
@@ -593,13 +613,32 @@ func (p *Participant) dataDone(in DataDone) {
 		}
 		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
 		p.ack(tx.id, OutcomeCommit)
-		p.data(Data{Op: DataDeleteMarker, TxID: tx.id, GID: tx.gid, WaitLSN: lsn}, tx)
-	case DataDeleteMarker:
-		p.emit(PartForgotten{TxID: tx.id})
+		p.deleteMarker(tx.id, tx.gid, lsn)
 	}
 }
 
+// swept ends a marker's deletion: retried with backoff while the data
+// database is unreachable, else the transaction's events are no longer
+// needed.
+func (p *Participant) swept(in DataDone) {
+	s := p.sweeps[in.TxID]
+	if s == nil {
+		return
+	}
+	if in.Retry {
+		if s.backoff == 0 {
+			s.backoff = p.cfg.RetryMin
+		}
+		s.retry, s.retryAt = true, in.Now.Add(s.backoff)
+		s.backoff = min(2*s.backoff, p.cfg.RetryMax)
+		return
+	}
+	delete(p.sweeps, in.TxID)
+	p.rd.Effects = append(p.rd.Effects, Forget{TxID: in.TxID})
+}
+
 func (p *Participant) tick(now Instant) {
+	p.retrySweeps(now)
 	for _, id := range p.sortedTxIDs() {
 		tx := p.txs[id]
 		if tx.retryOp != 0 && now >= tx.retryAt {
@@ -622,6 +661,26 @@ func (p *Participant) tick(now Instant) {
 		}
 	}
 }
+
+// retrySweeps reissues the marker deletions whose retry is due, in id order.
+func (p *Participant) retrySweeps(now Instant) {
+	var due []TxID
+	for id, s := range p.sweeps {
+		if s.retry && now >= s.retryAt {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	for _, id := range due {
+		s := p.sweeps[id]
+		s.retry = false
+		p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: s.gid})
+	}
+}
+
+// MarkerDeletions counts the committed transactions whose markers are still
+// being deleted; they are no longer in Transactions.
+func (p *Participant) MarkerDeletions() int { return len(p.sweeps) }
 
 // PartTxSummary is one transaction as a participant sees it.
 type PartTxSummary struct {

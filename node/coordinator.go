@@ -135,6 +135,13 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		return nil, err
 	}
 	c.cluster, c.epoch = c.eng.Cluster(), c.eng.Epoch()
+	if opts.CompactEvery > 0 {
+		// Transactions the log shows ended may be left over from an
+		// incarnation that did not live to compact them.
+		for _, s := range c.eng.Ended() {
+			c.ended = append(c.ended, s.TxID)
+		}
+	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
 		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))
 	if opts.Observer != nil {

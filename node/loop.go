@@ -270,7 +270,7 @@ func (l *loop) release() {
 }
 
 // lazyFlush bounds how long events nobody waits for stay in memory. Such
-// events (preparing, ended, a participant's forgotten, abort outcomes) may
+// events (preparing, ended, abort outcomes) may
 // be lost in a crash by design; holding them back lets them ride the next
 // append that someone waits for instead of costing a forced write each.
 const lazyFlush = 100 * time.Millisecond

@@ -19,7 +19,7 @@ const sweepPause = 50 * time.Millisecond
 // deletion is its own forced commit, one per transaction and participant;
 // one goroutine deletes whatever has queued meanwhile with one statement, so
 // under load many transactions share that commit. Nobody waits for it but
-// the transaction's PartForgotten event.
+// the compaction of the transaction's events (the engine's Forget effect).
 type markerSweeper struct {
 	d     *dataDB
 	queue *batchQueue[engine.Data]

@@ -196,7 +196,20 @@ func (p *Participant) perform(e engine.Effect) {
 		p.data.do(e)
 	case engine.Violation:
 		p.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	case engine.Forget:
+		p.compactLater(e.TxID)
 	}
+}
+
+// compactLater queues a transaction the engine forgot for the next
+// compaction.
+func (p *Participant) compactLater(id engine.TxID) {
+	if p.opts.CompactEvery <= 0 {
+		return
+	}
+	p.mu.Lock()
+	p.finished = append(p.finished, id)
+	p.mu.Unlock()
 }
 
 func (p *Participant) onDurable(ev engine.Event) {
@@ -205,7 +218,7 @@ func (p *Participant) onDurable(ev engine.Event) {
 	switch e := ev.(type) {
 	case engine.PartEpochSeen:
 		p.cluster, p.epoch = e.Cluster, e.Epoch
-	case engine.PartForgotten, engine.PartAborted:
+	case engine.PartAborted:
 		if p.opts.CompactEvery > 0 {
 			p.finished = append(p.finished, ev.Tx())
 		}

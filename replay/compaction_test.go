@@ -137,3 +137,48 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestCompactionAfterRestart runs transactions while the nodes do not
+// compact, as a node leaves its log when it crashes between the end of
+// transactions and their compaction, then restarts the coordinator and
+// participant 0 with compaction on: both hand every transaction their log
+// shows ended to compaction, so the logs shed them without new traffic.
+func TestCompactionAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t, 2, -1)
+	for i := range 6 {
+		tx := c.begin()
+		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		if i%3 == 2 {
+			c.rollback(tx)
+		} else {
+			c.mustCommit(tx)
+		}
+	}
+	c.settled()
+	logs := c.logs()
+	for _, l := range logs[:2] {
+		before := replayOf(t, l, replay.Options{}).Nodes[0]
+		if before.States["committed"] < 4 || before.States["aborted"] < 2 {
+			t.Fatalf("%s before the restart: states %v, want the 4 commits and 2 rollbacks still in the log", l.node, before.States)
+		}
+	}
+	c.stopCoordinator()
+	c.stopParticipant(0)
+	c.compact = 50 * time.Millisecond
+	c.startParticipant(0)
+	c.startCoordinator()
+	for _, l := range logs[:2] {
+		compacted(t, l)
+		rep := replayOf(t, l, replay.Options{})
+		for state, count := range rep.Nodes[0].States {
+			if count != 0 {
+				t.Errorf("%s compacted after the restart: %d transactions %s", l.node, count, state)
+			}
+		}
+		if n, err := logstore.New(l.log).Count(ctx, l.node); err != nil || n == 0 {
+			t.Errorf("%s: %d events left, err %v; its node-level events must stay", l.node, n, err)
+		}
+	}
+}

@@ -69,8 +69,8 @@ func gids(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, error)
 
 // logState is a transaction's state in a participant's log.
 type logState struct {
-	// phase is "prepared" or "committed" while the engine holds the
-	// transaction, "" otherwise.
+	// phase is "prepared" while the engine holds the transaction,
+	// "committed" when its last event is part.committed, "" otherwise.
 	phase string
 	gid   string
 	// last is the kind of its last event when it is not in memory, "" if
@@ -98,9 +98,12 @@ func (r *runner) freshState(ctx context.Context, name string, tx engine.TxID) (l
 	eng := engine.NewParticipant(engine.ParticipantConfig{RememberAborted: 1})
 	var st logState
 	for _, rec := range recs {
-		st.last = rec.Kind
+		st.last, st.phase = rec.Kind, ""
 		if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 			_ = eng.Apply(ev) // a bad event is reported by the fold
+			if c, ok := ev.(engine.PartCommitted); ok {
+				st.phase, st.gid = "committed", c.GID
+			}
 		}
 	}
 	for _, s := range eng.Transactions() {
@@ -317,11 +320,8 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 	case st.phase == "committed" && prepared:
 		fd.Category, fd.Problem = FindingStillPrepared, true
 		fd.Detail = "the log says committed, yet PostgreSQL still holds it prepared; a restart does not finish it (it only deletes the marker): check the coordinator's decision and COMMIT PREPARED it by hand"
-	case st.phase == "committed" && marker:
-		return fd, false, nil // the marker awaits deletion
 	case st.phase == "committed":
-		fd.Category = FindingForgetUnlogged
-		fd.Detail = "committed; the marker is already deleted but the Forgotten event is not logged yet; a restart logs it"
+		return fd, false, nil // ended; its marker may still await deletion
 	case prepared && lazy && st.last == "":
 		fd.Category = FindingPreparedUnlogged
 		fd.Detail = "prepared in PostgreSQL with no Prepared event yet; with lazy Prepared events the yes vote may have left, so a restart treats it as in doubt and asks the coordinator"

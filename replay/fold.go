@@ -238,7 +238,7 @@ type partFold struct {
 }
 
 // Participant states, in report order.
-var partStates = []string{"prepared", "committed", "forgotten", "aborted"}
+var partStates = []string{"prepared", "committed", "aborted"}
 
 func newPartFold(rep *NodeReport, keep int, only engine.TxID, id engine.NodeID) *partFold {
 	return &partFold{
@@ -256,23 +256,23 @@ func (f *partFold) apply(rec logstore.Record, ev engine.Event) error {
 		return nil
 	}
 	tr := f.tr.note(id, eventRef{seq: rec.Seq, at: rec.At, ev: ev})
-	// The cases mirror engine.Participant.Apply: prepared and committed
-	// transactions stay in memory, aborted and forgotten ones leave it.
+	// The cases mirror engine.Participant.Apply: prepared transactions stay
+	// in memory, committed and aborted ones leave it. (Logs of earlier
+	// builds follow part.committed with part.forgotten, which ended nothing
+	// more.)
 	switch e := ev.(type) {
 	case engine.PartPrepared:
 		if tr != nil {
 			tr.state = "prepared"
 		}
 	case engine.PartCommitted:
-		if tr != nil {
-			tr.state = "committed"
-		}
+		f.states["committed"]++
+		f.tr.end(id, "committed")
 	case engine.PartAborted:
 		f.states["aborted"]++
 		f.tr.end(id, "aborted")
 	case engine.PartForgotten:
-		f.states["forgotten"]++
-		f.tr.end(id, "forgotten")
+		f.tr.end(id, "committed") // counted at its part.committed
 	case engine.PartVotedNo:
 		if tr != nil && !partLive(tr.state) {
 			f.tr.end(id, "voted-no")
@@ -292,7 +292,7 @@ func (f *partFold) apply(rec logstore.Record, ev engine.Event) error {
 	return nil
 }
 
-func partLive(state string) bool { return state == "prepared" || state == "committed" }
+func partLive(state string) bool { return state == "prepared" }
 
 // refs turns a track's events into reports.
 func refs(tr *txTrack, times bool) ([]EventReport, int) {

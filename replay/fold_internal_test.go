@@ -100,13 +100,16 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 				step(engine.PartAborted{TxID: tx, GID: gid(tx), Reason: "coordinator decided abort"})
 			default:
 				step(engine.PartCommitted{TxID: tx, GID: gid(tx)})
-				step(engine.PartForgotten{TxID: tx})
+				if old%8 == 2 {
+					// As logs of earlier builds have it.
+					step(engine.PartForgotten{TxID: tx})
+				}
 			}
 		}
 		if len(f.tr.txs) != 0 || len(f.eng.Transactions()) != 0 {
 			t.Errorf("after every transaction ended: %d tracked, %d in the engine", len(f.tr.txs), len(f.eng.Transactions()))
 		}
-		if f.states["forgotten"] != total/2 || f.states["aborted"] != total/2 {
+		if f.states["committed"] != total/2 || f.states["aborted"] != total/2 {
 			t.Errorf("states %v", f.states)
 		}
 	})

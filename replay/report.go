@@ -45,8 +45,8 @@ type NodeReport struct {
 	// States counts transactions by state. Coordinator: preparing,
 	// committing and aborting are in memory; committed and aborted ended
 	// but their events are still in the log (not compacted yet).
-	// Participant: prepared and committed are in memory; forgotten
-	// (committed, all done) and aborted ended and await compaction.
+	// Participant: prepared is in memory; committed and aborted ended and
+	// await compaction (a committed one's marker may still await deletion).
 	States map[string]int `json:"states"`
 	// InMemory is how many transactions the engine holds after the fold.
 	InMemory int `json:"in_memory"`
@@ -171,7 +171,6 @@ const (
 	// Consistent states a restart completes.
 	FindingCommitUnlogged   = "commit-unlogged"   // prepared in the log, marker present: it committed
 	FindingAbortUnlogged    = "abort-unlogged"    // prepared in the log, rolled back, coordinator decided abort
-	FindingForgetUnlogged   = "forget-unlogged"   // committed in the log, marker already deleted
 	FindingPreparedUnlogged = "prepared-unlogged" // lazy-prepared: prepared in PostgreSQL, Prepared not yet logged
 )
 

@@ -197,7 +197,7 @@ func writeTx(p printer, n *NodeReport, t *TxReport) {
 func states(n *NodeReport) string {
 	order, ended := coordStates[:3], coordStates[3:]
 	if n.Role == RoleParticipant {
-		order, ended = partStates[:2], partStates[2:]
+		order, ended = partStates[:1], partStates[1:]
 	}
 	var extra []string
 	for k := range n.States {

@@ -317,6 +317,9 @@ func (k *Checker) CheckQuiet() {
 		if txs := n.part.Transactions(); len(txs) > 0 {
 			k.failf("%s still has %d transactions, first: tx %d %s %s", n.ID, len(txs), txs[0].TxID, txs[0].Phase, txs[0].Reason)
 		}
+		if d := n.part.MarkerDeletions(); d > 0 {
+			k.failf("%s still deletes the markers of %d transactions", n.ID, d)
+		}
 		if g := n.db.PreparedGIDs(); len(g) > 0 {
 			k.failf("%s still has prepared transactions %v", n.ID, g)
 		}

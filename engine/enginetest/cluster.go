@@ -398,6 +398,14 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 		n.ops = append(n.ops, e)
 	case engine.Violation:
 		c.check.failf("%s: violation effect: tx %d: %s", n.ID, e.TxID, e.Detail)
+	case engine.Forget:
+		// Compaction would delete the transaction's events: its marker,
+		// which a restart reads instead, must be gone by then.
+		for m := range n.db.markers {
+			if g, ok := engine.ParseGID(m); ok && g.Tx == e.TxID && g.Node == n.ID {
+				c.check.failf("%s: forgets tx %d while its marker %s is present", n.ID, e.TxID, m)
+			}
+		}
 	}
 }
 

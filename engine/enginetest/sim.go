@@ -439,7 +439,7 @@ func (s *sim) idle() bool {
 		return false
 	}
 	for _, n := range s.c.parts {
-		if len(n.part.Transactions()) > 0 {
+		if len(n.part.Transactions()) > 0 || n.part.MarkerDeletions() > 0 {
 			return false
 		}
 	}
