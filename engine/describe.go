@@ -103,7 +103,7 @@ func DescribeEffect(e Effect) string {
 	case Violation:
 		return fmt.Sprintf("VIOLATION tx=%d %s", e.TxID, e.Detail)
 	case Forget:
-		return fmt.Sprintf("forget tx=%d", e.TxID)
+		return fmt.Sprintf("forget tx=%d%s", e.TxID, after)
 	}
 	return fmt.Sprintf("%T", e)
 }

@@ -241,3 +241,93 @@ func TestIdleCountsFromLastAnswer(t *testing.T) {
 		t.Fatalf("11 s after its last answer the transaction is %+v, want aborted as idle", st)
 	}
 }
+
+// TestParticipantAfterCommit covers a committed transaction from its
+// part.committed on: a non-presumed abort while its marker is being deleted
+// is a violation, a presumed one is not; the Forget effect comes only once
+// the marker is gone; a stranger cluster must wait for the deletion; and a
+// restart neither adopts a GID the log says committed nor forgets it.
+func TestParticipantAfterCommit(t *testing.T) {
+	now := engine.Instant(time.Hour)
+	h := engine.Header{Cluster: "c", Epoch: 1}
+	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	var log []engine.Event
+	step := func(in engine.Input) engine.Ready {
+		rd := p.Step(in)
+		log = append(log, rd.Events...)
+		return rd
+	}
+	step(engine.Start{Now: now})
+	step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}})
+	step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 1})
+	step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 1, Stmts: 1}})
+	step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 1})
+	step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 1, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
+	rd := step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: 1})
+	if len(rd.Events) != 1 || rd.Events[0].Kind() != "part.committed" || len(p.Transactions()) != 0 || p.MarkerDeletions() != 1 {
+		t.Fatalf("after COMMIT PREPARED: %s; %d in memory, %d marker deletions", engine.DescribeReady(rd), len(p.Transactions()), p.MarkerDeletions())
+	}
+
+	stale := engine.DecisionRequest{Header: h, TxID: 1, TxEpoch: 1, Outcome: engine.OutcomeAbort, Presumed: true}
+	if rd := step(engine.Receive{Now: now, Msg: stale}); hasViolation(rd) {
+		t.Errorf("a presumed abort of a committed transaction: %s", engine.DescribeReady(rd))
+	}
+	if rd := step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: engine.Header{Cluster: "other", Epoch: 1}, TxID: 5, SQL: "insert"}}); !rd.Empty() {
+		t.Errorf("a stranger cluster while a marker is being deleted: %s", engine.DescribeReady(rd))
+	}
+	abort := stale
+	abort.Presumed = false
+	if rd := step(engine.Receive{Now: now, Msg: abort}); !hasViolation(rd) {
+		t.Errorf("an abort decision for a committed transaction: %s", engine.DescribeReady(rd))
+	}
+
+	rd = step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 1, Retry: true})
+	if len(rd.Effects) != 0 || p.MarkerDeletions() != 1 {
+		t.Fatalf("a marker deletion to retry: %s", engine.DescribeReady(rd))
+	}
+	rd = step(engine.Tick{Now: now.Add(time.Second)})
+	if len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "data delete-marker tx=1 gid=tpcd:c:1:1:0" {
+		t.Fatalf("the retry: %s", engine.DescribeReady(rd))
+	}
+	rd = step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 1})
+	if len(rd.Events) != 0 || len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "forget tx=1" || p.MarkerDeletions() != 0 {
+		t.Fatalf("the marker deleted: %s", engine.DescribeReady(rd))
+	}
+	// With the marker gone only the id is remembered, as for a read-only
+	// vote, to which an abort may be sent: no violation then.
+	if rd := step(engine.Receive{Now: now, Msg: abort}); hasViolation(rd) {
+		t.Errorf("an abort after the marker is gone: %s", engine.DescribeReady(rd))
+	}
+
+	// A restart that finds the GID prepared again (by hand: the protocol
+	// never does) leaves it alone and says so, and keeps its events.
+	q := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	for _, e := range log {
+		if _, ok := e.(engine.PartViolation); ok {
+			continue
+		}
+		if err := q.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd = q.Step(engine.Start{Now: now, PreparedGIDs: []string{"tpcd:c:1:1:0"}})
+	if !hasViolation(rd) || len(q.Transactions()) != 0 {
+		t.Fatalf("restart with a committed GID prepared: %s; in memory %v", engine.DescribeReady(rd), q.Transactions())
+	}
+	for _, e := range rd.Effects {
+		if _, ok := e.(engine.Forget); ok {
+			t.Errorf("restart forgets a transaction still prepared: %s", engine.DescribeReady(rd))
+		}
+	}
+	// Without it, the restart only forgets the transaction.
+	q = engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	for _, e := range log {
+		if err := q.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd = q.Step(engine.Start{Now: now})
+	if len(rd.Events) != 0 || len(rd.Effects) != 1 || !strings.HasPrefix(engine.DescribeEffect(rd.Effects[0]), "forget tx=1") {
+		t.Fatalf("restart after the commit: %s", engine.DescribeReady(rd))
+	}
+}

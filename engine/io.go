@@ -225,14 +225,15 @@ type Violation struct {
 // running participant's aborted transactions are over once their
 // PartAborted is durable.)
 type Forget struct {
-	TxID TxID
+	TxID    TxID
+	WaitLSN LSN
 }
 
 func (e Send) After() LSN      { return e.WaitLSN }
 func (e Respond) After() LSN   { return e.WaitLSN }
 func (e Data) After() LSN      { return e.WaitLSN }
 func (e Violation) After() LSN { return 0 }
-func (e Forget) After() LSN    { return 0 }
+func (e Forget) After() LSN    { return e.WaitLSN }
 func (Send) isEffect()         {}
 func (Respond) isEffect()      {}
 func (Data) isEffect()         {}

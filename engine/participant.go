@@ -293,6 +293,13 @@ func (p *Participant) start(in Start) {
 			continue
 		}
 		gid := prepared[id]
+		if p.finishedIdx[id] == OutcomeCommit {
+			// Only a hand could have prepared it again; asking the
+			// coordinator, which may have forgotten it, could roll back what
+			// the log says committed. Leave it for the operator, loudly.
+			p.violation(id, "the log says committed, yet PostgreSQL holds %s prepared; left alone", gid)
+			continue
+		}
 		// Prepared in PostgreSQL but not logged: in doubt, whatever this
 		// incarnation's LazyPrepared says. With lazy Prepared events the vote
 		// may have left before the event was written; and the incarnation
@@ -321,10 +328,11 @@ func (p *Participant) start(in Start) {
 		p.deleteMarker(id, gid, p.emit(PartCommitted{TxID: id, GID: gid}))
 	}
 	// The transactions that ended before the crash may still have events
-	// that the last incarnation did not live to compact.
+	// that the last incarnation did not live to compact; they go once the
+	// events logged above are durable.
 	for _, id := range p.finished {
-		if p.txs[id] == nil && p.sweeps[id] == nil {
-			p.rd.Effects = append(p.rd.Effects, Forget{TxID: id})
+		if _, ok := prepared[id]; !ok && p.txs[id] == nil && p.sweeps[id] == nil {
+			p.rd.Effects = append(p.rd.Effects, Forget{TxID: id, WaitLSN: p.lsn})
 		}
 	}
 }
@@ -368,6 +376,11 @@ func (p *Participant) admit(now Instant, h Header) bool {
 		return false
 	}
 	if h.Cluster != p.cluster && p.cluster != "" {
+		if len(p.sweeps) > 0 {
+			// Markers of our own cluster are being deleted; after a switch
+			// a restart would no longer see them as ours.
+			return false
+		}
 		for _, tx := range p.txs {
 			if tx.phase == TxPrepared {
 				// In-doubt work of our own cluster is waiting for its
@@ -497,8 +510,14 @@ func (p *Participant) ack(id TxID, o Outcome) {
 func (p *Participant) decision(now Instant, m DecisionRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
-		if m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort {
+		switch {
+		case m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
+		case m.Outcome == OutcomeAbort && !m.Presumed && p.sweeps[m.TxID] != nil:
+			// Committed here, its marker still being deleted. (Once it is
+			// gone only the id is remembered, as for a read-only vote, to
+			// which an abort may be sent.)
+			p.violation(m.TxID, "coordinator decided abort, but this participant committed the transaction")
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
 		// forget too.

@@ -34,10 +34,11 @@ WHERE node = @node AND tx = @tx
 ORDER BY seq;
 
 -- EventDeleteByTxs compacts a node's log once the given transactions are over and
--- returns how many events it removed.
+-- returns how many events it removed. Violations stay: they are evidence for replay
+-- long after the transaction ended.
 -- name: EventDeleteByTxs :execrows
 DELETE FROM tpcd_events
-WHERE node = @node AND tx = ANY(@txs::bigint[]);
+WHERE node = @node AND tx = ANY(@txs::bigint[]) AND kind <> 'part.violation';
 
 -- EventListNodes names every node that has events in this log, sorted.
 -- name: EventListNodes :many

@@ -97,7 +97,7 @@ func (q *Queries) EventCountByNode(ctx context.Context, db DBTX, node string) (i
 
 const eventDeleteByTxs = `-- name: EventDeleteByTxs :execrows
 DELETE FROM tpcd_events
-WHERE node = $1 AND tx = ANY($2::bigint[])
+WHERE node = $1 AND tx = ANY($2::bigint[]) AND kind <> 'part.violation'
 `
 
 type EventDeleteByTxsParams struct {
@@ -106,7 +106,8 @@ type EventDeleteByTxsParams struct {
 }
 
 // EventDeleteByTxs compacts a node's log once the given transactions are over and
-// returns how many events it removed.
+// returns how many events it removed. Violations stay: they are evidence for replay
+// long after the transaction ended.
 func (q *Queries) EventDeleteByTxs(ctx context.Context, db DBTX, arg EventDeleteByTxsParams) (int64, error) {
 	result, err := db.Exec(ctx, eventDeleteByTxs, arg.Node, arg.Txs)
 	if err != nil {

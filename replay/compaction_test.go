@@ -158,6 +158,7 @@ func TestCompactionAfterRestart(t *testing.T) {
 	}
 	c.settled()
 	logs := c.logs()
+	last := engine.TxID(replayOf(t, logs[0], replay.Options{}).Nodes[0].Coordinator.HighestTx)
 	for _, l := range logs[:2] {
 		before := replayOf(t, l, replay.Options{}).Nodes[0]
 		if before.States["committed"] < 4 || before.States["aborted"] < 2 {
@@ -166,11 +167,18 @@ func TestCompactionAfterRestart(t *testing.T) {
 	}
 	c.stopCoordinator()
 	c.stopParticipant(0)
+	// A violation recorded for one of them stays through compaction: it is
+	// evidence, not a transaction's state.
+	appendEvents(t, logs[1].log, logs[1].node, engine.PartViolation{TxID: last, Detail: "made by hand"})
 	c.compact = 50 * time.Millisecond
 	c.startParticipant(0)
 	c.startCoordinator()
+	compacted(t, logs[0])
+	eventually(t, logs[1].node+" compacted", func() bool {
+		st := replayOf(t, logs[1], replay.Options{}).Nodes[0].States
+		return st["committed"] == 0 && st["aborted"] == 0
+	})
 	for _, l := range logs[:2] {
-		compacted(t, l)
 		rep := replayOf(t, l, replay.Options{})
 		for state, count := range rep.Nodes[0].States {
 			if count != 0 {
@@ -180,5 +188,13 @@ func TestCompactionAfterRestart(t *testing.T) {
 		if n, err := logstore.New(l.log).Count(ctx, l.node); err != nil || n == 0 {
 			t.Errorf("%s: %d events left, err %v; its node-level events must stay", l.node, n, err)
 		}
+	}
+	if v := replayOf(t, logs[1], replay.Options{}).Nodes[0].Violations; len(v) != 1 || v[0].Detail != "made by hand" {
+		t.Errorf("%s after compaction: violations %+v, want the one made by hand", logs[1].node, v)
+	}
+	// Participant 1, not restarted and still not compacting, keeps them:
+	// the restarts did it, not the transactions' own ends.
+	if st := replayOf(t, logs[2], replay.Options{}).Nodes[0].States; st["committed"] < 4 || st["aborted"] < 2 {
+		t.Errorf("%s, not restarted: states %v, want its ended transactions still in the log", logs[2].node, st)
 	}
 }

@@ -76,6 +76,9 @@ type logState struct {
 	// last is the kind of its last event when it is not in memory, "" if
 	// the log has none.
 	last string
+	// committed: the log records the commit (part.committed, or the
+	// part.forgotten of older logs), which a restart remembers.
+	committed bool
 }
 
 func (s logState) String() string {
@@ -101,8 +104,11 @@ func (r *runner) freshState(ctx context.Context, name string, tx engine.TxID) (l
 		st.last, st.phase = rec.Kind, ""
 		if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 			_ = eng.Apply(ev) // a bad event is reported by the fold
-			if c, ok := ev.(engine.PartCommitted); ok {
-				st.phase, st.gid = "committed", c.GID
+			switch e := ev.(type) {
+			case engine.PartCommitted:
+				st.phase, st.gid, st.committed = "committed", e.GID, true
+			case engine.PartForgotten:
+				st.committed = true
 			}
 		}
 	}
@@ -319,7 +325,7 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 		}
 	case st.phase == "committed" && prepared:
 		fd.Category, fd.Problem = FindingStillPrepared, true
-		fd.Detail = "the log says committed, yet PostgreSQL still holds it prepared; a restart does not finish it (it only deletes the marker): check the coordinator's decision and COMMIT PREPARED it by hand"
+		fd.Detail = "the log says committed, yet PostgreSQL still holds it prepared; a restart leaves it prepared and logs a violation: check the coordinator's decision and COMMIT PREPARED it by hand"
 	case st.phase == "committed":
 		return fd, false, nil // ended; its marker may still await deletion
 	case prepared && lazy && st.last == "":
@@ -330,7 +336,10 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 		fd.Detail = "prepared in PostgreSQL but the log has no event for it: it never voted yes (a crash between PREPARE TRANSACTION and the Prepared event) or it was prepared by hand; a restart logs it as prepared and asks the coordinator, which aborts a vote it never counted (if the participant runs with lazy Prepared events, its default, replay without --no-lazy-prepared: then this is expected, not a problem)"
 	case prepared:
 		fd.Category, fd.Problem = FindingOrphan, true
-		fd.Detail = fmt.Sprintf("prepared in PostgreSQL although the log says it ended (%s); a restart rolls it back", st.last)
+		fd.Detail = fmt.Sprintf("prepared in PostgreSQL although the log says it ended (%s); a restart logs it as prepared again and asks the coordinator, which answers abort unless it decided commit", st.last)
+		if st.committed {
+			fd.Detail = fmt.Sprintf("prepared in PostgreSQL although the log says it ended committed (%s); a restart leaves it prepared and logs a violation: check the coordinator's decision and COMMIT PREPARED it by hand", st.last)
+		}
 	case marker && lazy && st.last == "":
 		fd.Category = FindingCommitUnlogged
 		fd.Detail = "its marker is present, so it committed, and with lazy Prepared events none of its events may be logged yet; a restart logs the commit and deletes the marker"
@@ -339,7 +348,10 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 		fd.Detail = "its marker is present, so it committed here, but the log has no event for it, which a participant without lazy Prepared events never leaves behind (events lost, or a log restored from an older backup?); a restart logs it as committed"
 	case marker:
 		fd.Category, fd.Problem = FindingStrayMarker, true
-		fd.Detail = fmt.Sprintf("its marker is present, so it committed here, but the log says it ended (%s); a restart logs it as committed again", st.last)
+		fd.Detail = fmt.Sprintf("its marker is present, so it committed here, but the log says it ended (%s); a restart logs it as committed", st.last)
+		if st.committed {
+			fd.Detail = fmt.Sprintf("its marker is present although the log says it was deleted (%s): inserted again by hand, or a data database restored from an older backup; a restart deletes it", st.last)
+		}
 	default:
 		return fd, false, nil
 	}

@@ -406,6 +406,11 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 				c.check.failf("%s: forgets tx %d while its marker %s is present", n.ID, e.TxID, m)
 			}
 		}
+		for _, gid := range n.db.PreparedGIDs() {
+			if g, ok := engine.ParseGID(gid); ok && g.Tx == e.TxID && g.Node == n.ID {
+				c.check.failf("%s: forgets tx %d while %s is prepared", n.ID, e.TxID, gid)
+			}
+		}
 	}
 }
 
