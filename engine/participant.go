@@ -100,6 +100,8 @@ type Participant struct {
 	// are not folded from the log: a restart finds the markers left in the
 	// data database and deletes them again.
 	sweeps map[TxID]*sweep
+	// sweepRetries counts the sweeps waiting to be retried.
+	sweepRetries int
 
 	lsn LSN
 	rd  Ready
@@ -648,17 +650,35 @@ func (p *Participant) swept(in DataDone) {
 		if s.backoff == 0 {
 			s.backoff = p.cfg.RetryMin
 		}
+		if !s.retry {
+			p.sweepRetries++
+		}
 		s.retry, s.retryAt = true, in.Now.Add(s.backoff)
 		s.backoff = min(2*s.backoff, p.cfg.RetryMax)
 		return
+	}
+	if s.retry {
+		p.sweepRetries--
 	}
 	delete(p.sweeps, in.TxID)
 	p.rd.Effects = append(p.rd.Effects, Forget{TxID: in.TxID})
 }
 
+// tick acts on the transactions whose time came, in id order. Ticks come
+// every few milliseconds and usually find nothing due, so only the due
+// ones are sorted.
 func (p *Participant) tick(now Instant) {
-	p.retrySweeps(now)
-	for _, id := range p.sortedTxIDs() {
+	if p.sweepRetries > 0 {
+		p.retrySweeps(now)
+	}
+	var due []TxID
+	for id, tx := range p.txs {
+		if p.due(now, tx) {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	for _, id := range due {
 		tx := p.txs[id]
 		if tx.retryOp != 0 && now >= tx.retryAt {
 			op := tx.retryOp
@@ -681,6 +701,14 @@ func (p *Participant) tick(now Instant) {
 	}
 }
 
+// due reports whether tick has something to do for tx: the cases of its
+// loop.
+func (p *Participant) due(now Instant, tx *partTx) bool {
+	return tx.retryOp != 0 && now >= tx.retryAt ||
+		tx.phase == TxWorking && tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) ||
+		tx.phase == TxPrepared && now >= tx.nextInquiry
+}
+
 // retrySweeps reissues the marker deletions whose retry is due, in id order.
 func (p *Participant) retrySweeps(now Instant) {
 	var due []TxID
@@ -693,6 +721,7 @@ func (p *Participant) retrySweeps(now Instant) {
 	for _, id := range due {
 		s := p.sweeps[id]
 		s.retry = false
+		p.sweepRetries--
 		p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: s.gid})
 	}
 }
