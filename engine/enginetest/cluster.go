@@ -24,6 +24,11 @@ type Config struct {
 	// is followed by forged yes votes from every other participant asked to
 	// prepare, so the coordinator commits on one real vote.
 	ForgeVotes bool
+	// Compact deletes a transaction's durable events (violations excepted)
+	// the moment a node's compaction could: on the participant's Forget
+	// effect, and when coord.ended or part.aborted becomes durable. Off,
+	// logs keep every event, as with compaction disabled.
+	Compact bool
 	// Trace receives one line per thing that happens; nil keeps the
 	// cluster silent (and fast).
 	Trace func(string)
@@ -411,6 +416,9 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 				c.check.failf("%s: forgets tx %d while %s is prepared", n.ID, e.TxID, gid)
 			}
 		}
+		if c.cfg.Compact {
+			c.compact(n, e.TxID)
+		}
 	}
 }
 
@@ -422,6 +430,16 @@ func (c *Cluster) respond(r Response) {
 	if c.cfg.OnResponse != nil {
 		c.cfg.OnResponse(r)
 	}
+}
+
+// compact deletes a transaction's durable events but its violations, as a
+// node's compaction does, at once: the harshest schedule a node could keep,
+// so that a restart after it runs on a compacted log.
+func (c *Cluster) compact(n *Node, id engine.TxID) {
+	n.durable = slices.DeleteFunc(n.durable, func(e engine.Event) bool {
+		_, violation := e.(engine.PartViolation)
+		return e.Tx() == id && !violation
+	})
 }
 
 // Persist makes a node's appended events durable up to lsn (all of them when
@@ -449,6 +467,15 @@ func (c *Cluster) Persist(id engine.NodeID, lsn engine.LSN) error {
 		c.tracef("%s: durable through lsn %d", id, n.durLSN)
 	}
 	c.check.onDurable(n, evs)
+	for _, e := range evs {
+		switch e.(type) {
+		case engine.CoordEnded, engine.PartAborted:
+			// What a node's compaction keys on besides Forget.
+			if c.cfg.Compact {
+				c.compact(n, e.Tx())
+			}
+		}
+	}
 	for _, h := range c.release(n) {
 		c.tracef("%s: released %s", id, engine.DescribeEffect(h.e))
 		c.perform(n, h.e)

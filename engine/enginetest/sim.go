@@ -70,8 +70,9 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		// answer old questions by presumption.
 		cfg.Coordinator.RememberEnded = 1 + rng.IntN(8)
 	}
-	s.tracef("config: batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t",
-		cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared)
+	cfg.Compact = rng.IntN(2) == 0
+	s.tracef("config: batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t compact=%t",
+		cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared, cfg.Compact)
 	s.c = New(cfg)
 	s.sessions = make([]session, 3)
 	for _, n := range s.c.Nodes() {
