@@ -195,9 +195,9 @@ func (p *Participant) Describe() string {
 		tx := p.txs[id]
 		fmt.Fprintf(&b, "  tx %d %s stmts=%d%s\n", id, tx.phase, tx.nextStmt, reason(tx.reason))
 	}
-	if len(p.sweeps) > 0 {
-		ids := make([]TxID, 0, len(p.sweeps))
-		for id := range p.sweeps {
+	if len(p.deleting) > 0 {
+		ids := make([]TxID, 0, len(p.deleting))
+		for id := range p.deleting {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids)

@@ -96,12 +96,13 @@ type Participant struct {
 	// back, committed, or read-only (finished without phase 2).
 	finished    []TxID
 	finishedIdx map[TxID]Outcome
-	// sweeps are the markers of committed transactions being deleted. They
+	// deleting holds the markers of committed transactions being deleted. They
 	// are not folded from the log: a restart finds the markers left in the
 	// data database and deletes them again.
-	sweeps map[TxID]*sweep
-	// sweepRetries counts the sweeps waiting to be retried.
-	sweepRetries int
+	deleting map[TxID]*markerDeletion
+	// markerRetries counts the deletions waiting for a retry, so that a
+	// tick need not look through them all while none does.
+	markerRetries int
 
 	lsn LSN
 	rd  Ready
@@ -134,8 +135,8 @@ type partTx struct {
 	retryAt Instant
 }
 
-// sweep is the deletion of one committed transaction's marker.
-type sweep struct {
+// markerDeletion is the deletion of one committed transaction's marker.
+type markerDeletion struct {
 	gid     string
 	retry   bool
 	retryAt Instant
@@ -146,7 +147,7 @@ type sweep struct {
 // with Apply before the Start step.
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
-	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, sweeps: map[TxID]*sweep{}}
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, deleting: map[TxID]*markerDeletion{}}
 }
 
 // Cluster is the cluster this participant serves, "" before it heard of one.
@@ -230,7 +231,10 @@ func (p *Participant) data(d Data, tx *partTx) {
 // deleteMarker starts deleting a committed transaction's marker once lsn is
 // durable; the Forget effect follows when it is gone.
 func (p *Participant) deleteMarker(id TxID, gid string, lsn LSN) {
-	p.sweeps[id] = &sweep{gid: gid}
+	if d := p.deleting[id]; d != nil && d.retry {
+		p.markerRetries--
+	}
+	p.deleting[id] = &markerDeletion{gid: gid}
 	p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn})
 }
 
@@ -315,7 +319,7 @@ func (p *Participant) start(in Start) {
 		tx.preparedLSN, tx.nextInquiry, tx.backoff = lsn, in.Now, p.cfg.RetryMin
 	}
 	for _, id := range sortedKeys(markers) {
-		if p.txs[id] != nil || p.sweeps[id] != nil {
+		if p.txs[id] != nil || p.deleting[id] != nil {
 			continue
 		}
 		if _, ok := prepared[id]; ok {
@@ -333,7 +337,7 @@ func (p *Participant) start(in Start) {
 	// that the last incarnation did not live to compact; they go once the
 	// events logged above are durable.
 	for _, id := range p.finished {
-		if _, ok := prepared[id]; !ok && p.txs[id] == nil && p.sweeps[id] == nil {
+		if _, ok := prepared[id]; !ok && p.txs[id] == nil && p.deleting[id] == nil {
 			p.rd.Effects = append(p.rd.Effects, Forget{TxID: id, WaitLSN: p.lsn})
 		}
 	}
@@ -378,7 +382,7 @@ func (p *Participant) admit(now Instant, h Header) bool {
 		return false
 	}
 	if h.Cluster != p.cluster && p.cluster != "" {
-		if len(p.sweeps) > 0 {
+		if len(p.deleting) > 0 {
 			// Markers of our own cluster are being deleted; after a switch
 			// a restart would no longer see them as ours.
 			return false
@@ -515,7 +519,7 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		switch {
 		case m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
-		case m.Outcome == OutcomeAbort && !m.Presumed && p.sweeps[m.TxID] != nil:
+		case m.Outcome == OutcomeAbort && !m.Presumed && p.deleting[m.TxID] != nil:
 			// Committed here, its marker still being deleted. (Once it is
 			// gone only the id is remembered, as for a read-only vote, to
 			// which an abort may be sent.)
@@ -552,7 +556,7 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 
 func (p *Participant) dataDone(in DataDone) {
 	if in.Op == DataDeleteMarker {
-		p.swept(in)
+		p.markerDeleted(in)
 		return
 	}
 	tx := p.txs[in.TxID]
@@ -638,47 +642,48 @@ func (p *Participant) dataDone(in DataDone) {
 	}
 }
 
-// swept ends a marker's deletion: retried with backoff while the data
-// database is unreachable, else the transaction's events are no longer
-// needed.
-func (p *Participant) swept(in DataDone) {
-	s := p.sweeps[in.TxID]
+// markerDeleted ends a marker's deletion: any failure is retried with
+// backoff (the marker may still be there), else the transaction's events are
+// no longer needed.
+func (p *Participant) markerDeleted(in DataDone) {
+	s := p.deleting[in.TxID]
 	if s == nil {
 		return
 	}
-	if in.Retry {
+	if in.Retry || in.Err != "" {
 		if s.backoff == 0 {
 			s.backoff = p.cfg.RetryMin
 		}
 		if !s.retry {
-			p.sweepRetries++
+			p.markerRetries++
 		}
 		s.retry, s.retryAt = true, in.Now.Add(s.backoff)
 		s.backoff = min(2*s.backoff, p.cfg.RetryMax)
 		return
 	}
 	if s.retry {
-		p.sweepRetries--
+		p.markerRetries--
 	}
-	delete(p.sweeps, in.TxID)
+	delete(p.deleting, in.TxID)
 	p.rd.Effects = append(p.rd.Effects, Forget{TxID: in.TxID})
 }
 
-// tick acts on the transactions whose time came, in id order. Ticks come
-// every few milliseconds and usually find nothing due, so only the due
-// ones are sorted.
+// tick reissues the marker deletions whose retry is due, then acts on the
+// transactions whose time came, each in id order. Ticks come every few
+// milliseconds and usually find nothing due, so only the due ones are
+// sorted.
 func (p *Participant) tick(now Instant) {
-	if p.sweepRetries > 0 {
-		p.retrySweeps(now)
+	if p.markerRetries > 0 {
+		p.retryMarkerDeletions(now)
 	}
-	var due []TxID
+	var ready []TxID
 	for id, tx := range p.txs {
 		if p.due(now, tx) {
-			due = append(due, id)
+			ready = append(ready, id)
 		}
 	}
-	slices.Sort(due)
-	for _, id := range due {
+	slices.Sort(ready)
+	for _, id := range ready {
 		tx := p.txs[id]
 		if tx.retryOp != 0 && now >= tx.retryAt {
 			op := tx.retryOp
@@ -709,26 +714,27 @@ func (p *Participant) due(now Instant, tx *partTx) bool {
 		tx.phase == TxPrepared && now >= tx.nextInquiry
 }
 
-// retrySweeps reissues the marker deletions whose retry is due, in id order.
-func (p *Participant) retrySweeps(now Instant) {
-	var due []TxID
-	for id, s := range p.sweeps {
+// retryMarkerDeletions reissues the marker deletions whose retry is due, in
+// id order.
+func (p *Participant) retryMarkerDeletions(now Instant) {
+	var ready []TxID
+	for id, s := range p.deleting {
 		if s.retry && now >= s.retryAt {
-			due = append(due, id)
+			ready = append(ready, id)
 		}
 	}
-	slices.Sort(due)
-	for _, id := range due {
-		s := p.sweeps[id]
+	slices.Sort(ready)
+	for _, id := range ready {
+		s := p.deleting[id]
 		s.retry = false
-		p.sweepRetries--
+		p.markerRetries--
 		p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: s.gid})
 	}
 }
 
 // MarkerDeletions counts the committed transactions whose markers are still
 // being deleted; they are no longer in Transactions.
-func (p *Participant) MarkerDeletions() int { return len(p.sweeps) }
+func (p *Participant) MarkerDeletions() int { return len(p.deleting) }
 
 // PartTxSummary is one transaction as a participant sees it.
 type PartTxSummary struct {

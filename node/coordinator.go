@@ -138,9 +138,11 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if opts.CompactEvery > 0 {
 		// Transactions the log shows ended may be left over from an
 		// incarnation that did not live to compact them.
+		c.mu.Lock()
 		for _, s := range c.eng.Ended() {
 			c.ended = append(c.ended, s.TxID)
 		}
+		c.mu.Unlock()
 	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
 		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))

@@ -270,9 +270,9 @@ func (l *loop) release() {
 }
 
 // lazyFlush bounds how long events nobody waits for stay in memory. Such
-// events (preparing, ended, abort outcomes) may
-// be lost in a crash by design; holding them back lets them ride the next
-// append that someone waits for instead of costing a forced write each.
+// events (preparing, ended, abort outcomes) may be lost in a crash by
+// design; holding them back lets them ride the next append that someone
+// waits for instead of costing a forced write each.
 const lazyFlush = 100 * time.Millisecond
 
 // maxLazy bounds the events held back that way.

@@ -101,6 +101,9 @@ func (r *runner) freshState(ctx context.Context, name string, tx engine.TxID) (l
 	eng := engine.NewParticipant(engine.ParticipantConfig{RememberAborted: 1})
 	var st logState
 	for _, rec := range recs {
+		if rec.Kind == (engine.PartViolation{}).Kind() {
+			continue // evidence, not state: the transaction stands where it was
+		}
 		st.last, st.phase = rec.Kind, ""
 		if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 			_ = eng.Apply(ev) // a bad event is reported by the fold

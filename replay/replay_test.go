@@ -229,13 +229,20 @@ func injectProblems(t *testing.T, logs []logRef, epoch engine.Epoch) {
 	// participant-1: prepared with no event, prepared although committed in
 	// the log, a marker the log does not know, a violation, and an event no
 	// tpcd can decode.
-	orphan, stillPrepared, stray, violated := next+3, next+4, next+5, next+6
+	orphan, stillPrepared, stray, violated, committedViolated := next+3, next+4, next+5, next+6, next+7
 	prepareByHand(t, p1.data, gid(orphan, 1), orphan, 20, true)
 	appendEvents(t, p1.log, p1.node, engine.PartPrepared{TxID: stillPrepared, GID: gid(stillPrepared, 1)},
 		engine.PartCommitted{TxID: stillPrepared, GID: gid(stillPrepared, 1)})
 	prepareByHand(t, p1.data, gid(stillPrepared, 1), stillPrepared, 21, true)
 	marker(p1, stray, gid(stray, 1))
 	appendEvents(t, p1.log, p1.node, engine.PartViolation{TxID: violated, Detail: "made by hand"})
+	// A violation logged after a commit (an abort decision that came while
+	// the marker was being deleted) is evidence, not state: the marker
+	// still awaits deletion, no finding of its own.
+	appendEvents(t, p1.log, p1.node, engine.PartPrepared{TxID: committedViolated, GID: gid(committedViolated, 1)},
+		engine.PartCommitted{TxID: committedViolated, GID: gid(committedViolated, 1)},
+		engine.PartViolation{TxID: committedViolated, Detail: "coordinator decided abort, but this participant committed the transaction"})
+	marker(p1, committedViolated, gid(committedViolated, 1))
 	if _, err := logstore.New(p1.log).Append(ctx, []logstore.Record{{
 		Node: p1.node, Tx: uint64(violated), Kind: "part.from_the_future", Payload: []byte(`{"type":"part.from_the_future","v":1,"data":{"tx":1}}`),
 	}}); err != nil {
@@ -255,15 +262,18 @@ func injectProblems(t *testing.T, logs []logRef, epoch engine.Epoch) {
 		}
 	}
 	n1 := r1.Nodes[0]
-	if len(n1.Violations) != 1 || len(n1.Undecodable) != 1 || r1.Problems != 5 {
-		t.Errorf("participant-1: %d violations, %d undecodable, %d problems; want 1, 1, 5", len(n1.Violations), len(n1.Undecodable), r1.Problems)
+	if len(n1.Violations) != 2 || len(n1.Undecodable) != 1 || r1.Problems != 6 {
+		t.Errorf("participant-1: %d violations, %d undecodable, %d problems; want 2, 1, 6", len(n1.Violations), len(n1.Undecodable), r1.Problems)
+	}
+	if f, ok := got[uint64(committedViolated)]; ok {
+		t.Errorf("participant-1 tx %d, committed with its marker and a violation after: %+v, want no finding", committedViolated, f)
 	}
 
 	// The command exits 2 and its JSON says why; --tx narrows it down. The
 	// scenario is one of a participant with eager Prepared events.
 	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--node", "participant-1", "--no-lazy-prepared")
-	if rep.Problems != 5 {
-		t.Errorf("tpcd replay: %d problems, want 5", rep.Problems)
+	if rep.Problems != 6 {
+		t.Errorf("tpcd replay: %d problems, want 6", rep.Problems)
 	}
 	rep = replayJSON(t, 2, "--log-db", p1.logURI, "--data-db", p1.dataURI, "--tx", itoa(orphan), "--no-lazy-prepared")
 	if rep.Problems != 1 || len(rep.Nodes[0].Data.Findings) != 1 || rep.Nodes[0].Data.Findings[0].Category != replay.FindingOrphan {
