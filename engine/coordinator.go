@@ -930,6 +930,16 @@ func (c *Coordinator) RecentEnded(n int) []StatusReply {
 	return out
 }
 
+// EndedIDs lists the ids of the remembered forgotten transactions, oldest
+// first, without building their outcomes.
+func (c *Coordinator) EndedIDs() []TxID {
+	out := make([]TxID, len(c.ended))
+	for i, e := range c.ended {
+		out[i] = e.id
+	}
+	return out
+}
+
 // Ended lists remembered outcomes of forgotten transactions, oldest first.
 func (c *Coordinator) Ended() []StatusReply {
 	out := make([]StatusReply, 0, len(c.ended))

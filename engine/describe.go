@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,12 +197,7 @@ func (p *Participant) Describe() string {
 		fmt.Fprintf(&b, "  tx %d %s stmts=%d%s\n", id, tx.phase, tx.nextStmt, reason(tx.reason))
 	}
 	if len(p.deleting) > 0 {
-		ids := make([]TxID, 0, len(p.deleting))
-		for id := range p.deleting {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		fmt.Fprintf(&b, "  deleting markers of %v\n", ids)
+		fmt.Fprintf(&b, "  deleting markers of %v\n", slices.Sorted(maps.Keys(p.deleting)))
 	}
 	return b.String()
 }

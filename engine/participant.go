@@ -100,9 +100,6 @@ type Participant struct {
 	// are not folded from the log: a restart finds the markers left in the
 	// data database and deletes them again.
 	deleting map[TxID]*markerDeletion
-	// markerRetries counts the deletions waiting for a retry, so that a
-	// tick need not look through them all while none does.
-	markerRetries int
 
 	lsn LSN
 	rd  Ready
@@ -231,9 +228,6 @@ func (p *Participant) data(d Data, tx *partTx) {
 // deleteMarker starts deleting a committed transaction's marker once lsn is
 // durable; the Forget effect follows when it is gone.
 func (p *Participant) deleteMarker(id TxID, gid string, lsn LSN) {
-	if d := p.deleting[id]; d != nil && d.retry {
-		p.markerRetries--
-	}
 	p.deleting[id] = &markerDeletion{gid: gid}
 	p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn})
 }
@@ -566,11 +560,7 @@ func (p *Participant) dataDone(in DataDone) {
 	tx.pending--
 	if in.Retry && (in.Op == DataCommitPrepared || in.Op == DataRollbackPrepared) {
 		tx.retryOp = in.Op
-		if tx.backoff == 0 {
-			tx.backoff = p.cfg.RetryMin
-		}
-		tx.retryAt = in.Now.Add(tx.backoff)
-		tx.backoff = min(2*tx.backoff, p.cfg.RetryMax)
+		tx.retryAt = p.backOff(in.Now, &tx.backoff)
 		return
 	}
 	now := in.Now
@@ -651,18 +641,8 @@ func (p *Participant) markerDeleted(in DataDone) {
 		return
 	}
 	if in.Retry || in.Err != "" {
-		if s.backoff == 0 {
-			s.backoff = p.cfg.RetryMin
-		}
-		if !s.retry {
-			p.markerRetries++
-		}
-		s.retry, s.retryAt = true, in.Now.Add(s.backoff)
-		s.backoff = min(2*s.backoff, p.cfg.RetryMax)
+		s.retry, s.retryAt = true, p.backOff(in.Now, &s.backoff)
 		return
-	}
-	if s.retry {
-		p.markerRetries--
 	}
 	delete(p.deleting, in.TxID)
 	p.rd.Effects = append(p.rd.Effects, Forget{TxID: in.TxID})
@@ -673,9 +653,7 @@ func (p *Participant) markerDeleted(in DataDone) {
 // milliseconds and usually find nothing due, so only the due ones are
 // sorted.
 func (p *Participant) tick(now Instant) {
-	if p.markerRetries > 0 {
-		p.retryMarkerDeletions(now)
-	}
+	p.retryMarkerDeletions(now)
 	var ready []TxID
 	for id, tx := range p.txs {
 		if p.due(now, tx) {
@@ -699,11 +677,21 @@ func (p *Participant) tick(now Instant) {
 		case TxPrepared:
 			if now >= tx.nextInquiry {
 				p.send(InquireMessage{From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
-				tx.nextInquiry = now.Add(tx.backoff)
-				tx.backoff = min(2*tx.backoff, p.cfg.RetryMax)
+				tx.nextInquiry = p.backOff(now, &tx.backoff)
 			}
 		}
 	}
+}
+
+// backOff returns when to try again from now, and doubles *backoff (from
+// RetryMin, up to RetryMax) for the time after.
+func (p *Participant) backOff(now Instant, backoff *time.Duration) Instant {
+	if *backoff == 0 {
+		*backoff = p.cfg.RetryMin
+	}
+	at := now.Add(*backoff)
+	*backoff = min(2**backoff, p.cfg.RetryMax)
+	return at
 }
 
 // due reports whether tick has something to do for tx: the cases of its
@@ -727,7 +715,6 @@ func (p *Participant) retryMarkerDeletions(now Instant) {
 	for _, id := range ready {
 		s := p.deleting[id]
 		s.retry = false
-		p.markerRetries--
 		p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: s.gid})
 	}
 }

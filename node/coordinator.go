@@ -139,9 +139,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		// Transactions the log shows ended may be left over from an
 		// incarnation that did not live to compact them.
 		c.mu.Lock()
-		for _, s := range c.eng.Ended() {
-			c.ended = append(c.ended, s.TxID)
-		}
+		c.ended = append(c.ended, c.eng.EndedIDs()...)
 		c.mu.Unlock()
 	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),

@@ -201,8 +201,9 @@ func (p *Participant) perform(e engine.Effect) {
 	}
 }
 
-// compactLater queues a transaction the engine forgot for the next
-// compaction.
+// compactLater queues a transaction that is over here for the next
+// compaction: a committed one on the engine's Forget, an aborted one once
+// its PartAborted is durable.
 func (p *Participant) compactLater(id engine.TxID) {
 	if p.opts.CompactEvery <= 0 {
 		return
@@ -213,15 +214,15 @@ func (p *Participant) compactLater(id engine.TxID) {
 }
 
 func (p *Participant) onDurable(ev engine.Event) {
+	if _, ok := ev.(engine.PartAborted); ok {
+		p.compactLater(ev.Tx())
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch e := ev.(type) {
 	case engine.PartEpochSeen:
 		p.cluster, p.epoch = e.Cluster, e.Epoch
-	case engine.PartAborted:
-		if p.opts.CompactEvery > 0 {
-			p.finished = append(p.finished, ev.Tx())
-		}
 	case engine.PartViolation:
 		p.logger.Error("violation recorded in the log", "tx", e.TxID, "detail", e.Detail)
 	}

@@ -347,8 +347,8 @@ type BatchCall struct {
 // Err then repeats, when no usable answer arrived (it wraps a
 // *TransportError: each call may or may not have run), when the server
 // refused the request as a whole (it wraps the server's *Error: none ran),
-// or when a call could not be encoded (nothing is sent). A call the server's reply leaves out gets a transport
-// error of its own.
+// or when a call could not be encoded (nothing is sent). A call the
+// server's reply leaves out gets a transport error of its own.
 // A batch costs one request's (or frame's) framing and system calls however
 // many calls it carries; the server may run its calls in any order.
 func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {

@@ -404,16 +404,12 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 	case engine.Violation:
 		c.check.failf("%s: violation effect: tx %d: %s", n.ID, e.TxID, e.Detail)
 	case engine.Forget:
-		// Compaction would delete the transaction's events: its marker,
-		// which a restart reads instead, must be gone by then.
-		for m := range n.db.markers {
-			if g, ok := engine.ParseGID(m); ok && g.Tx == e.TxID && g.Node == n.ID {
-				c.check.failf("%s: forgets tx %d while its marker %s is present", n.ID, e.TxID, m)
-			}
-		}
-		for _, gid := range n.db.PreparedGIDs() {
+		// Compaction would delete the transaction's events: its marker and
+		// its prepared GID, which a restart reads instead, must be gone by
+		// then.
+		for _, gid := range append(n.db.Markers(), n.db.PreparedGIDs()...) {
 			if g, ok := engine.ParseGID(gid); ok && g.Tx == e.TxID && g.Node == n.ID {
-				c.check.failf("%s: forgets tx %d while %s is prepared", n.ID, e.TxID, gid)
+				c.check.failf("%s: forgets tx %d while %s is marked or prepared", n.ID, e.TxID, gid)
 			}
 		}
 		if c.cfg.Compact {
