@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -400,14 +401,7 @@ func (c *Coordinator) start(in Start) {
 	}
 }
 
-func (c *Coordinator) sortedTxIDs() []TxID {
-	ids := make([]TxID, 0, len(c.txs))
-	for id := range c.txs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (c *Coordinator) sortedTxIDs() []TxID { return slices.Sorted(maps.Keys(c.txs)) }
 
 func (c *Coordinator) newTx(now Instant, batch bool) *coordTx {
 	id := c.nextTx

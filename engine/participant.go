@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -288,7 +289,7 @@ func (p *Participant) start(in Start) {
 			p.emit(PartAborted{TxID: id, GID: tx.gid, Reason: "found rolled back at recovery"})
 		}
 	}
-	for _, id := range sortedKeys(prepared) {
+	for _, id := range slices.Sorted(maps.Keys(prepared)) {
 		if p.txs[id] != nil {
 			continue
 		}
@@ -312,7 +313,7 @@ func (p *Participant) start(in Start) {
 		tx := p.txs[id]
 		tx.preparedLSN, tx.nextInquiry, tx.backoff = lsn, in.Now, p.cfg.RetryMin
 	}
-	for _, id := range sortedKeys(markers) {
+	for _, id := range slices.Sorted(maps.Keys(markers)) {
 		if p.txs[id] != nil || p.deleting[id] != nil {
 			continue
 		}
@@ -349,23 +350,7 @@ func (p *Participant) ours(gids []string) map[TxID]string {
 	return out
 }
 
-func sortedKeys(m map[TxID]string) []TxID {
-	ids := make([]TxID, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-func (p *Participant) sortedTxIDs() []TxID {
-	ids := make([]TxID, 0, len(p.txs))
-	for id := range p.txs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (p *Participant) sortedTxIDs() []TxID { return slices.Sorted(maps.Keys(p.txs)) }
 
 // admit applies fencing to a coordinator message: an older epoch is refused,
 // a newer one is recorded before anything is sent in reply, and work left

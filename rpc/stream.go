@@ -594,7 +594,7 @@ func (sc *streamConn) frameTrip(ctx context.Context, body []byte, max int64) ([]
 	if err != nil {
 		var tooLarge errFrameTooLarge
 		if errors.As(err, &tooLarge) {
-			return nil, fmt.Errorf("response exceeds %d bytes", max)
+			return nil, fmt.Errorf("response of %d bytes exceeds the limit of %d bytes", tooLarge.size, max)
 		}
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: the peer closed the stream", io.ErrUnexpectedEOF)

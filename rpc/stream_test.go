@@ -873,3 +873,31 @@ func TestStreamCallsAfterServerRestart(t *testing.T) {
 		t.Fatalf("%d streams idle after sequential calls, want 1 (the stale ones dropped)", idle)
 	}
 }
+
+// A response over the client's limit fails the call with both sizes named
+// (over HTTP only the limit is known), and the client stays usable.
+func TestOversizedResponse(t *testing.T) {
+	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods()})
+	for _, tc := range []struct {
+		name string
+		opts ClientOptions
+		want string
+	}{
+		{"http", ClientOptions{HTTP1: true}, "response exceeds 4096 bytes"},
+		{"stream", ClientOptions{Stream: true}, "bytes exceeds the limit of 4096 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.MaxResponseBytes = 4096
+			c := newClientWith(t, ln.Addr().String(), tc.opts)
+			ctx := context.Background()
+			var got echoParams
+			err := c.Call(ctx, "echo", echoParams{Text: strings.Repeat("x", 8<<10)}, &got)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("oversized response: got %v, want an error containing %q", err, tc.want)
+			}
+			if err := c.Call(ctx, "echo", echoParams{Text: "small"}, &got); err != nil || got.Text != "small" {
+				t.Fatalf("call after oversized response: %+v, %v", got, err)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package enginetest
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -91,10 +92,10 @@ func newDataDB() *DataDB {
 
 // PreparedGIDs lists the prepared transactions, sorted, as pg_prepared_xacts
 // would.
-func (d *DataDB) PreparedGIDs() []string { return sortedKeys(d.prepared) }
+func (d *DataDB) PreparedGIDs() []string { return slices.Sorted(maps.Keys(d.prepared)) }
 
 // Markers lists the committed outcome markers, sorted.
-func (d *DataDB) Markers() []string { return sortedKeys(d.markers) }
+func (d *DataDB) Markers() []string { return slices.Sorted(maps.Keys(d.markers)) }
 
 // OpenTxs lists the transactions with an open data transaction.
 func (d *DataDB) OpenTxs() []engine.TxID {
@@ -110,15 +111,6 @@ func (d *DataDB) OpenTxs() []engine.TxID {
 func (d *DataDB) Committed(tx engine.TxID) ([]string, bool) {
 	w, ok := d.committed[tx]
 	return w, ok
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // fate is what one data operation did to a transaction, for the checker.
