@@ -60,9 +60,11 @@ type ClientOptions struct {
 	// kept-alive connections, one per call in flight, instead of HTTP/2.
 	// For a caller that has one call out at a time, each call then costs
 	// markedly less CPU on both ends: Go's HTTP/2 hands every request and
-	// every frame write between goroutines, HTTP/1.1 serves a connection's
-	// requests on one. PingInterval and PingTimeout do not apply; a peer that
-	// vanished is noticed when a call's ctx ends.
+	// every frame write between goroutines, while the client writes an
+	// HTTP/1.1 request and reads its response on the caller's goroutine
+	// (http1.go) and the server serves a connection's requests on one.
+	// PingInterval and PingTimeout do not apply; a peer that vanished is
+	// noticed when a call's ctx ends.
 	HTTP1 bool
 	// BatchStream makes CallBatch send its batches over long-lived
 	// connections switched to a batch stream (StreamProtocol, over TLS when
@@ -107,6 +109,10 @@ type Client struct {
 	// set, and Call when callStream is.
 	streams    *streamPool
 	callStream bool
+	// h1 holds the kept-alive connections of ClientOptions.HTTP1's posts
+	// (http1.go), h1Head their requests' fixed head.
+	h1     *streamPool
+	h1Head string
 }
 
 // ErrClientClosed is returned by Call after Close.
@@ -176,30 +182,26 @@ func NewClient(addr string, opts ClientOptions) *Client {
 			PingTimeout:                 pingTimeout,
 		},
 	}
-	if c.http1 {
-		h1 := new(http.Protocols)
-		h1.SetHTTP1(true)
-		c.tr.Protocols = h1
-		// A connection per call in flight, kept idle as streams are.
-		c.tr.MaxConnsPerHost = 0
-		c.tr.MaxIdleConnsPerHost = maxIdle
-		c.tr.IdleConnTimeout = keepIdle
-	}
 	c.hc = &http.Client{Transport: c.tr}
-	if opts.BatchStream || opts.Stream {
-		c.callStream = opts.Stream
-		var streamTLS *tls.Config
-		if c.tls {
-			// The upgrade is HTTP/1.1's: ALPN must not pick HTTP/2.
-			streamTLS = opts.TLS.Clone()
-			streamTLS.NextProtos = []string{"http/1.1"}
-			if streamTLS.ServerName == "" {
-				if host, _, err := net.SplitHostPort(addr); err == nil {
-					streamTLS.ServerName = host
-				}
+	var http1TLS *tls.Config
+	if c.tls {
+		// Streams upgrade from HTTP/1.1, and HTTP1 posts speak it: ALPN
+		// must not pick HTTP/2.
+		http1TLS = opts.TLS.Clone()
+		http1TLS.NextProtos = []string{"http/1.1"}
+		if http1TLS.ServerName == "" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				http1TLS.ServerName = host
 			}
 		}
-		c.streams = newStreamPool(dialer, streamTLS)
+	}
+	if c.http1 {
+		c.h1 = newStreamPool(dialer, http1TLS)
+		c.h1Head = headHTTP1(addr, path, c.token)
+	}
+	if opts.BatchStream || opts.Stream {
+		c.callStream = opts.Stream
+		c.streams = newStreamPool(dialer, http1TLS)
 	}
 	return c
 }
@@ -290,6 +292,9 @@ type answer struct {
 // post sends one request body and reads the whole response. An error means
 // no answer arrived (see TransportError).
 func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
+	if c.h1 != nil {
+		return c.postHTTP1(ctx, body)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, err
@@ -434,6 +439,9 @@ func (c *Client) Close() error {
 	c.tr.CloseIdleConnections()
 	if c.streams != nil {
 		c.streams.close()
+	}
+	if c.h1 != nil {
+		c.h1.close()
 	}
 	return nil
 }
