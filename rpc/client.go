@@ -182,6 +182,16 @@ func NewClient(addr string, opts ClientOptions) *Client {
 			PingTimeout:                 pingTimeout,
 		},
 	}
+	if c.http1 {
+		// Requests too large for the client's own path (http1.go) go
+		// through the transport, which reads while it writes.
+		h1 := new(http.Protocols)
+		h1.SetHTTP1(true)
+		c.tr.Protocols = h1
+		c.tr.MaxConnsPerHost = 0
+		c.tr.MaxIdleConnsPerHost = maxIdle
+		c.tr.IdleConnTimeout = keepIdle
+	}
 	c.hc = &http.Client{Transport: c.tr}
 	var http1TLS *tls.Config
 	if c.tls {
@@ -195,9 +205,9 @@ func NewClient(addr string, opts ClientOptions) *Client {
 			}
 		}
 	}
-	if c.http1 {
+	if head, ok := headHTTP1(addr, path, c.token); c.http1 && ok {
 		c.h1 = newStreamPool(dialer, http1TLS)
-		c.h1Head = headHTTP1(addr, path, c.token)
+		c.h1Head = head
 	}
 	if opts.BatchStream || opts.Stream {
 		c.callStream = opts.Stream
@@ -292,7 +302,7 @@ type answer struct {
 // post sends one request body and reads the whole response. An error means
 // no answer arrived (see TransportError).
 func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
-	if c.h1 != nil {
+	if c.h1 != nil && len(body) <= maxOwnPost {
 		return c.postHTTP1(ctx, body)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))

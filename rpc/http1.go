@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,16 @@ import (
 // streamPool, so they expire, are checked with peerClosed before reuse (a
 // connection the server closed while idle is not written to) and close
 // with the client as streams do.
+//
+// Requests over maxOwnPost still go through http.Transport: this path
+// writes the whole request before it reads, and a server that refuses a
+// request early (413 past its size limit, 401 without reading the body)
+// closes the connection once a few hundred KiB are left unread, so the
+// refusal would be lost in a reset. Up to maxOwnPost the server always
+// reads the whole body first (net/http drains up to 256 KiB of an unread
+// one to keep the connection). A path or token that could not go into a
+// request line or header as is also leaves the client on the transport.
+const maxOwnPost = 64 << 10
 
 // postHTTP1 sends body as one HTTP/1.1 POST and reads the whole response.
 // An error means no answer arrived.
@@ -34,12 +45,13 @@ func (c *Client) postHTTP1(ctx context.Context, body []byte) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	if how != routeReuse {
+	fresh := how != routeReuse
+	if fresh {
 		if sc, err = c.dialHTTP1(ctx); err != nil {
 			return answer{}, err
 		}
 	}
-	ans, reusable, err := c.tripHTTP1(ctx, sc, body)
+	ans, reusable, err := c.tripHTTP1(ctx, sc, body, fresh)
 	if reusable {
 		c.h1.put(sc)
 	} else {
@@ -65,8 +77,10 @@ func (c *Client) dialHTTP1(ctx context.Context) (*streamConn, error) {
 }
 
 // tripHTTP1 writes one request on sc and reads its response; reusable says
-// whether sc may carry the next one.
-func (c *Client) tripHTTP1(ctx context.Context, sc *streamConn, body []byte) (ans answer, reusable bool, err error) {
+// whether sc may carry the next one. Only a fresh connection's failure gets
+// Client.explain's hints: one that already carried a response spoke plain
+// HTTP, and its end means the server closed or crashed.
+func (c *Client) tripHTTP1(ctx context.Context, sc *streamConn, body []byte, fresh bool) (ans answer, reusable bool, err error) {
 	stop := bindCtx(ctx, sc.conn)
 	ans, keep, err := c.exchangeHTTP1(sc, body)
 	ended := !stop()
@@ -74,7 +88,10 @@ func (c *Client) tripHTTP1(ctx context.Context, sc *streamConn, body []byte) (an
 		if cerr := ctxEnded(ctx, err); cerr != nil {
 			return answer{}, false, cerr
 		}
-		return answer{}, false, c.explain(err)
+		if fresh {
+			err = c.explain(err)
+		}
+		return answer{}, false, err
 	}
 	if ended {
 		// A ctx that ended just as the response came may have left a past
@@ -103,6 +120,11 @@ func (c *Client) exchangeHTTP1(sc *streamConn, body []byte) (answer, bool, error
 		return answer{}, false, fmt.Errorf("write request: %w", err)
 	}
 	resp, err := http.ReadResponse(sc.br, nil)
+	// An informational response (100 Continue, 103 Early Hints; a proxy
+	// may send them) comes before the real one.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(sc.br, nil)
+	}
 	if err != nil {
 		return answer{}, false, fmt.Errorf("read response: %w", err)
 	}
@@ -128,12 +150,18 @@ func (c *Client) requestHTTP1(body []byte) []byte {
 	return append(b, body...)
 }
 
-// headHTTP1 is the part of every request before its Content-Length value.
-func headHTTP1(host, path, token string) string {
-	head := "POST " + path + " HTTP/1.1\r\nHost: " + host +
+// headHTTP1 is the part of every request before its Content-Length value;
+// ok is false when host, path or token hold what a request line or header
+// cannot carry as is (the transport then escapes or refuses it).
+func headHTTP1(host, path, token string) (head string, ok bool) {
+	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n%?#") ||
+		strings.ContainsAny(host, " \t\r\n/") || strings.ContainsAny(token, "\r\n") {
+		return "", false
+	}
+	head = "POST " + path + " HTTP/1.1\r\nHost: " + host +
 		"\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
 	if token != "" {
 		head += "Authorization: Bearer " + token + "\r\n"
 	}
-	return head + "Content-Length: "
+	return head + "Content-Length: ", true
 }
