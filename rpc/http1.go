@@ -19,7 +19,7 @@ import (
 // response read (by net/http's http.ReadResponse) on the caller's
 // goroutine. The transport hands every request to a writing and a reading
 // goroutine of the connection and back; on a busy machine those hand-offs
-// cost a fifth of a transaction's Go CPU at one client
+// cost a tenth to a fifth of a transaction's Go CPU at one client
 // (docs/PERFORMANCE.md, session 8). The idle connections live in a
 // streamPool, so they expire, are checked with peerClosed before reuse (a
 // connection the server closed while idle is not written to) and close
