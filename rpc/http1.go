@@ -3,7 +3,6 @@ package rpc
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -65,15 +64,12 @@ func (c *Client) dialHTTP1(ctx context.Context) (*streamConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.h1.tls != nil {
-		tc := tls.Client(conn, c.h1.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, ctxOr(ctx, c.explain(fmt.Errorf("TLS handshake: %w", err)))
-		}
-		conn = tc
+	secured, err := c.h1.secure(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, ctxOr(ctx, c.explain(err))
 	}
-	return &streamConn{conn: conn, br: bufio.NewReader(conn)}, nil
+	return &streamConn{conn: secured, br: bufio.NewReader(secured)}, nil
 }
 
 // tripHTTP1 writes one request on sc and reads its response; reusable says

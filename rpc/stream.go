@@ -612,6 +612,20 @@ func ctxOr(ctx context.Context, err error) error {
 	return err
 }
 
+// secure runs the TLS handshake on a new connection of the pool when it
+// has a TLS config, and returns conn as it is otherwise; the caller closes
+// conn on an error.
+func (sp *streamPool) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	if sp.tls == nil {
+		return conn, nil
+	}
+	tc := tls.Client(conn, sp.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
+
 // openStream dials the server and asks it to switch to a batch stream.
 // When the server answers the upgrade with anything but 101, that answer
 // is returned in refused and the connection is closed.
@@ -626,13 +640,11 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 			conn.Close()
 		}
 	}()
-	if sp.tls != nil {
-		tc := tls.Client(conn, sp.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
-		}
-		conn = tc
+	secured, err := sp.secure(ctx, conn)
+	if err != nil {
+		return nil, nil, err
 	}
+	conn = secured
 	stop := bindCtx(ctx, conn)
 	defer stop()
 	req, err := http.NewRequest(http.MethodGet, c.url, nil)
