@@ -27,15 +27,15 @@ func BenchmarkCoordinatorStep(b *testing.B) {
 			c.Step(engine.ClientExec{Now: now, Req: req, TxID: tx, Node: n, SQL: "insert into t values ($1)", Args: []any{1}})
 		}
 		for _, n := range nodes {
-			c.Step(engine.Receive{Now: now, Msg: engine.ExecResult{From: n, TxID: tx, Stmt: 0, Result: &engine.StmtResult{RowsAffected: 1}}})
+			c.Step(engine.Receive{Now: now, Msg: engine.ExecResult{Cluster: "bench", From: n, TxID: tx, Stmt: 0, Result: &engine.StmtResult{RowsAffected: 1}}})
 		}
 		req++
 		c.Step(engine.ClientCommit{Now: now, Req: req, TxID: tx})
 		for _, n := range nodes {
-			c.Step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: n, TxID: tx, Vote: engine.VoteYes}})
+			c.Step(engine.Receive{Now: now, Msg: engine.VoteMessage{Cluster: "bench", From: n, TxID: tx, Vote: engine.VoteYes}})
 		}
 		for _, n := range nodes {
-			c.Step(engine.Receive{Now: now, Msg: engine.AckMessage{From: n, TxID: tx, Outcome: engine.OutcomeCommit}})
+			c.Step(engine.Receive{Now: now, Msg: engine.AckMessage{Cluster: "bench", From: n, TxID: tx, Outcome: engine.OutcomeCommit}})
 		}
 	}
 	if len(c.Transactions()) != 0 {
@@ -50,6 +50,7 @@ func BenchmarkParticipantStep(b *testing.B) {
 	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
 	now := engine.Instant(time.Hour)
 	p.Step(engine.Start{Now: now})
+	p.Step(engine.CoordinatorAnswered{Now: now, Cluster: "bench", Epoch: 1})
 	h := engine.Header{Cluster: "bench", Epoch: 1}
 	var tx engine.TxID
 	b.ReportAllocs()
@@ -83,6 +84,7 @@ func BenchmarkParticipantTick(b *testing.B) {
 	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
 	now := engine.Instant(time.Hour)
 	p.Step(engine.Start{Now: now})
+	p.Step(engine.CoordinatorAnswered{Now: now, Cluster: "bench", Epoch: 1})
 	h := engine.Header{Cluster: "bench", Epoch: 1}
 	for tx := engine.TxID(1); tx <= 32; tx++ {
 		p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: tx, SQL: "insert"}})

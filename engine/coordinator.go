@@ -699,19 +699,23 @@ func (c *Coordinator) decisionMsg(id TxID, epoch Epoch, o Outcome, presumed bool
 
 func (c *Coordinator) receive(now Instant, m Message) {
 	var from NodeID
+	var cluster string
 	switch m := m.(type) {
 	case ExecResult:
-		from = m.From
+		from, cluster = m.From, m.Cluster
 	case VoteMessage:
-		from = m.From
+		from, cluster = m.From, m.Cluster
 	case AckMessage:
-		from = m.From
+		from, cluster = m.From, m.Cluster
 	case InquireMessage:
-		from = m.From
+		from, cluster = m.From, m.Cluster
 	default:
 		return // a coordinator-bound message of another kind is nonsense; drop it
 	}
-	if c.checkNode(from) != nil {
+	if c.checkNode(from) != nil || cluster != c.cluster {
+		// A message about another cluster's transaction (a participant
+		// still bound to the cluster of a lost log) must not be taken for
+		// ours of the same id.
 		return
 	}
 	if inq, ok := m.(InquireMessage); ok {

@@ -105,6 +105,10 @@ func DescribeEffect(e Effect) string {
 		return fmt.Sprintf("VIOLATION tx=%d %s", e.TxID, e.Detail)
 	case Forget:
 		return fmt.Sprintf("forget tx=%d%s", e.TxID, after)
+	case AskCoordinator:
+		return "ask coordinator who it is"
+	case Warning:
+		return "WARNING " + e.Detail
 	}
 	return fmt.Sprintf("%T", e)
 }
@@ -192,6 +196,12 @@ func (c *Coordinator) Describe() string {
 func (p *Participant) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "participant %s cluster=%s epoch=%d violations=%d\n", p.cfg.Node, p.cluster, p.epoch, p.violations)
+	if p.joining != nil {
+		fmt.Fprintf(&b, "  joining cluster=%s epoch=%d\n", p.joining.Cluster, p.joining.Epoch)
+	}
+	if len(p.held) > 0 {
+		fmt.Fprintf(&b, "  held %d messages\n", len(p.held))
+	}
 	for _, id := range p.sortedTxIDs() {
 		tx := p.txs[id]
 		fmt.Fprintf(&b, "  tx %d %s stmts=%d%s\n", id, tx.phase, tx.nextStmt, reason(tx.reason))

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,10 +54,10 @@ func TestFoldMatchesStep(t *testing.T) {
 		step(engine.ClientBegin{Now: now, Req: 1})
 		step(engine.ClientExec{Now: now, Req: 2, TxID: tx, Node: 0, SQL: "insert"})
 		step(engine.ClientExec{Now: now, Req: 3, TxID: tx, Node: 1, SQL: "insert"})
-		step(engine.Receive{Now: now, Msg: engine.ExecResult{From: 0, TxID: tx}})
-		step(engine.Receive{Now: now, Msg: engine.ExecResult{From: 1, TxID: tx}})
+		step(engine.Receive{Now: now, Msg: engine.ExecResult{Cluster: "c", From: 0, TxID: tx}})
+		step(engine.Receive{Now: now, Msg: engine.ExecResult{Cluster: "c", From: 1, TxID: tx}})
 		step(engine.ClientCommit{Now: now, Req: 4, TxID: tx})
-		step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: 0, TxID: tx, Vote: engine.VoteYes}})
+		step(engine.Receive{Now: now, Msg: engine.VoteMessage{Cluster: "c", From: 0, TxID: tx, Vote: engine.VoteYes}})
 		if tx == 3 {
 			continue // left preparing
 		}
@@ -64,10 +65,10 @@ func TestFoldMatchesStep(t *testing.T) {
 		if tx == 4 {
 			v = engine.VoteNo
 		}
-		step(engine.Receive{Now: now, Msg: engine.VoteMessage{From: 1, TxID: tx, Vote: v}})
+		step(engine.Receive{Now: now, Msg: engine.VoteMessage{Cluster: "c", From: 1, TxID: tx, Vote: v}})
 		if tx != 2 {
-			step(engine.Receive{Now: now, Msg: engine.AckMessage{From: 0, TxID: tx, Outcome: engine.OutcomeCommit}})
-			step(engine.Receive{Now: now, Msg: engine.AckMessage{From: 1, TxID: tx, Outcome: engine.OutcomeCommit}})
+			step(engine.Receive{Now: now, Msg: engine.AckMessage{Cluster: "c", From: 0, TxID: tx, Outcome: engine.OutcomeCommit}})
+			step(engine.Receive{Now: now, Msg: engine.AckMessage{Cluster: "c", From: 1, TxID: tx, Outcome: engine.OutcomeCommit}})
 		}
 	}
 	folded := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, ReserveBlock: 2})
@@ -154,9 +155,9 @@ func TestCoordinatorIgnoresNonsense(t *testing.T) {
 	c.Step(engine.Start{Now: now, NewCluster: "c"})
 	for _, m := range []engine.Message{
 		engine.ExecRequest{Header: engine.Header{Cluster: "c", Epoch: 1}, TxID: 1},
-		engine.VoteMessage{From: 7, TxID: 1, Vote: engine.VoteYes},
-		engine.InquireMessage{From: -3, TxID: 1},
-		engine.AckMessage{From: 0, TxID: 42, Outcome: engine.OutcomeCommit},
+		engine.VoteMessage{Cluster: "c", From: 7, TxID: 1, Vote: engine.VoteYes},
+		engine.InquireMessage{Cluster: "c", From: -3, TxID: 1},
+		engine.AckMessage{Cluster: "c", From: 0, TxID: 42, Outcome: engine.OutcomeCommit},
 	} {
 		if rd := c.Step(engine.Receive{Now: now, Msg: m}); !rd.Empty() {
 			t.Errorf("%s: %s", engine.DescribeMessage(m), engine.DescribeReady(rd))
@@ -175,6 +176,7 @@ func TestParticipantViolations(t *testing.T) {
 	h := engine.Header{Cluster: "c", Epoch: 1}
 	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
 	p.Step(engine.Start{Now: now})
+	p.Step(engine.CoordinatorAnswered{Now: now, Cluster: "c", Epoch: 1})
 	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}})
 	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 1, Err: "boom"})
 	p.Step(engine.DataDone{Now: now, Op: engine.DataRollback, TxID: 1})
@@ -230,8 +232,8 @@ func TestIdleCountsFromLastAnswer(t *testing.T) {
 	c.Step(engine.ClientBegin{Now: start, Req: 1})
 	c.Step(engine.ClientExec{Now: start, Req: 2, TxID: 1, Node: 0, SQL: "select 1"})
 	c.Step(engine.ClientExec{Now: start, Req: 3, TxID: 1, Node: 0, SQL: "select 2"})
-	c.Step(engine.Receive{Now: at(6 * time.Second), Msg: engine.ExecResult{From: 0, TxID: 1, Stmt: 0}})
-	c.Step(engine.Receive{Now: at(12 * time.Second), Msg: engine.ExecResult{From: 0, TxID: 1, Stmt: 1}})
+	c.Step(engine.Receive{Now: at(6 * time.Second), Msg: engine.ExecResult{Cluster: "c", From: 0, TxID: 1, Stmt: 0}})
+	c.Step(engine.Receive{Now: at(12 * time.Second), Msg: engine.ExecResult{Cluster: "c", From: 0, TxID: 1, Stmt: 1}})
 	c.Step(engine.Tick{Now: at(15 * time.Second)})
 	if st := c.Status(1); st.State != "active" {
 		t.Fatalf("5 s after its last answer the transaction is %s, want active", st.State)
@@ -258,6 +260,7 @@ func TestParticipantAfterCommit(t *testing.T) {
 		return rd
 	}
 	step(engine.Start{Now: now})
+	step(engine.CoordinatorAnswered{Now: now, Cluster: "c", Epoch: 1})
 	step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}})
 	step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 1})
 	step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 1, Stmts: 1}})
@@ -272,8 +275,13 @@ func TestParticipantAfterCommit(t *testing.T) {
 	if rd := step(engine.Receive{Now: now, Msg: stale}); hasViolation(rd) {
 		t.Errorf("a presumed abort of a committed transaction: %s", engine.DescribeReady(rd))
 	}
-	if rd := step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: engine.Header{Cluster: "other", Epoch: 1}, TxID: 5, SQL: "insert"}}); !rd.Empty() {
-		t.Errorf("a stranger cluster while a marker is being deleted: %s", engine.DescribeReady(rd))
+	if rd := step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: engine.Header{Cluster: "other", Epoch: 1}, TxID: 5, SQL: "insert"}}); len(rd.Events) != 0 || slices.ContainsFunc(rd.Effects, isData) {
+		t.Errorf("a stranger cluster's statement ran before the coordinator vouched for it: %s", engine.DescribeReady(rd))
+	}
+	// The configured coordinator is still cluster c: the stranger's
+	// statement is dropped, nothing else changes.
+	if rd := step(engine.CoordinatorAnswered{Now: now, Cluster: "c", Epoch: 1}); !rd.Empty() || p.Cluster() != "c" {
+		t.Errorf("the coordinator disowns the stranger: %s; cluster %q", engine.DescribeReady(rd), p.Cluster())
 	}
 	abort := stale
 	abort.Presumed = false
@@ -332,7 +340,13 @@ func TestParticipantAfterCommit(t *testing.T) {
 		}
 	}
 	rd = q.Step(engine.Start{Now: now})
+	rd.Effects = slices.DeleteFunc(rd.Effects, func(e engine.Effect) bool { _, ask := e.(engine.AskCoordinator); return ask })
 	if len(rd.Events) != 0 || len(rd.Effects) != 1 || !strings.HasPrefix(engine.DescribeEffect(rd.Effects[0]), "forget tx=1") {
 		t.Fatalf("restart after the commit: %s", engine.DescribeReady(rd))
 	}
+}
+
+func isData(e engine.Effect) bool {
+	_, ok := e.(engine.Data)
+	return ok
 }

@@ -109,29 +109,44 @@ type DataDone struct {
 	Retry bool
 }
 
-func (i Start) At() Instant          { return i.Now }
-func (i Tick) At() Instant           { return i.Now }
-func (i Receive) At() Instant        { return i.Now }
-func (i SendFailed) At() Instant     { return i.Now }
-func (i ClientBegin) At() Instant    { return i.Now }
-func (i ClientExec) At() Instant     { return i.Now }
-func (i ClientCommit) At() Instant   { return i.Now }
-func (i ClientRollback) At() Instant { return i.Now }
-func (i ClientStatus) At() Instant   { return i.Now }
-func (i ClientExecute) At() Instant  { return i.Now }
-func (i DataDone) At() Instant       { return i.Now }
+// CoordinatorAnswered reports, to a participant, what its configured
+// coordinator said when asked who it is (the AskCoordinator effect). The
+// driver makes it from the answer to a call it placed itself, never from a
+// message it was sent: anyone can send a message, while only the
+// configured coordinator answers at its address. Err is set when the call
+// failed; the engine asks again later.
+type CoordinatorAnswered struct {
+	Now     Instant
+	Cluster string
+	Epoch   Epoch
+	Err     string
+}
 
-func (Start) isInput()          {}
-func (Tick) isInput()           {}
-func (Receive) isInput()        {}
-func (SendFailed) isInput()     {}
-func (ClientBegin) isInput()    {}
-func (ClientExec) isInput()     {}
-func (ClientCommit) isInput()   {}
-func (ClientRollback) isInput() {}
-func (ClientStatus) isInput()   {}
-func (ClientExecute) isInput()  {}
-func (DataDone) isInput()       {}
+func (i Start) At() Instant               { return i.Now }
+func (i Tick) At() Instant                { return i.Now }
+func (i Receive) At() Instant             { return i.Now }
+func (i SendFailed) At() Instant          { return i.Now }
+func (i ClientBegin) At() Instant         { return i.Now }
+func (i ClientExec) At() Instant          { return i.Now }
+func (i ClientCommit) At() Instant        { return i.Now }
+func (i ClientRollback) At() Instant      { return i.Now }
+func (i ClientStatus) At() Instant        { return i.Now }
+func (i ClientExecute) At() Instant       { return i.Now }
+func (i DataDone) At() Instant            { return i.Now }
+func (i CoordinatorAnswered) At() Instant { return i.Now }
+
+func (Start) isInput()               {}
+func (Tick) isInput()                {}
+func (Receive) isInput()             {}
+func (SendFailed) isInput()          {}
+func (ClientBegin) isInput()         {}
+func (ClientExec) isInput()          {}
+func (ClientCommit) isInput()        {}
+func (ClientRollback) isInput()      {}
+func (ClientStatus) isInput()        {}
+func (ClientExecute) isInput()       {}
+func (DataDone) isInput()            {}
+func (CoordinatorAnswered) isInput() {}
 
 // Ready is the to-do list a Step hands its caller.
 type Ready struct {
@@ -229,16 +244,34 @@ type Forget struct {
 	WaitLSN LSN
 }
 
-func (e Send) After() LSN      { return e.WaitLSN }
-func (e Respond) After() LSN   { return e.WaitLSN }
-func (e Data) After() LSN      { return e.WaitLSN }
-func (e Violation) After() LSN { return 0 }
-func (e Forget) After() LSN    { return e.WaitLSN }
-func (Send) isEffect()         {}
-func (Respond) isEffect()      {}
-func (Data) isEffect()         {}
-func (Violation) isEffect()    {}
-func (Forget) isEffect()       {}
+// AskCoordinator asks a participant's driver to call its configured
+// coordinator, ask who it is (cluster and epoch), and report the answer as
+// a CoordinatorAnswered input. A participant asks before it acts on a
+// message that names a cluster or an epoch it has not confirmed, so a
+// forged message can neither take it over nor fence its coordinator off.
+type AskCoordinator struct{}
+
+// Warning is something an operator must hear of that is not a violation,
+// such as work refused from a coordinator of another cluster. The driver
+// logs it at warning level.
+type Warning struct {
+	Detail string
+}
+
+func (e Send) After() LSN         { return e.WaitLSN }
+func (e Respond) After() LSN      { return e.WaitLSN }
+func (e Data) After() LSN         { return e.WaitLSN }
+func (e Violation) After() LSN    { return 0 }
+func (e Forget) After() LSN       { return e.WaitLSN }
+func (AskCoordinator) After() LSN { return 0 }
+func (Warning) After() LSN        { return 0 }
+func (Send) isEffect()            {}
+func (Respond) isEffect()         {}
+func (Data) isEffect()            {}
+func (Violation) isEffect()       {}
+func (Forget) isEffect()          {}
+func (AskCoordinator) isEffect()  {}
+func (Warning) isEffect()         {}
 
 // Reply is the answer to a client request.
 type Reply interface{ isReply() }

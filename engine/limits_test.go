@@ -37,12 +37,12 @@ func TestMaxStatements(t *testing.T) {
 	}
 	// The refusal does not doom the transaction: the three statements
 	// commit.
-	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{From: 0, TxID: tx, Stmt: 0}})
-	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{From: 1, TxID: tx, Stmt: 0}})
-	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{From: 0, TxID: tx, Stmt: 1}})
+	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{Cluster: "c", From: 0, TxID: tx, Stmt: 0}})
+	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{Cluster: "c", From: 1, TxID: tx, Stmt: 0}})
+	c.Step(engine.Receive{Now: 1, Msg: engine.ExecResult{Cluster: "c", From: 0, TxID: tx, Stmt: 1}})
 	c.Step(engine.ClientCommit{Now: 1, Req: 30, TxID: tx})
-	c.Step(engine.Receive{Now: 1, Msg: engine.VoteMessage{From: 0, TxID: tx, Vote: engine.VoteYes}})
-	rd := c.Step(engine.Receive{Now: 1, Msg: engine.VoteMessage{From: 1, TxID: tx, Vote: engine.VoteYes}})
+	c.Step(engine.Receive{Now: 1, Msg: engine.VoteMessage{Cluster: "c", From: 0, TxID: tx, Vote: engine.VoteYes}})
+	rd := c.Step(engine.Receive{Now: 1, Msg: engine.VoteMessage{Cluster: "c", From: 1, TxID: tx, Vote: engine.VoteYes}})
 	if o := respondTo(t, rd, 30).Reply.(engine.OutcomeReply); o.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit after the refusal: %+v", o)
 	}

@@ -51,23 +51,29 @@ type DecisionRequest struct {
 
 // ExecResult answers an ExecRequest.
 type ExecResult struct {
-	From   NodeID      `json:"from"`
-	TxID   TxID        `json:"tx"`
-	Stmt   int         `json:"stmt"`
-	Result *StmtResult `json:"result,omitempty"`
-	Err    string      `json:"error,omitempty"`
+	// Cluster is the cluster of the transaction the message is about, as
+	// in every participant-to-coordinator message: a coordinator drops
+	// what concerns another cluster's transaction of the same id.
+	Cluster string      `json:"cluster"`
+	From    NodeID      `json:"from"`
+	TxID    TxID        `json:"tx"`
+	Stmt    int         `json:"stmt"`
+	Result  *StmtResult `json:"result,omitempty"`
+	Err     string      `json:"error,omitempty"`
 }
 
 // VoteMessage answers a PrepareRequest.
 type VoteMessage struct {
-	From   NodeID `json:"from"`
-	TxID   TxID   `json:"tx"`
-	Vote   Vote   `json:"vote"`
-	Reason string `json:"reason,omitempty"`
+	Cluster string `json:"cluster"`
+	From    NodeID `json:"from"`
+	TxID    TxID   `json:"tx"`
+	Vote    Vote   `json:"vote"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // AckMessage acknowledges that a decision was applied.
 type AckMessage struct {
+	Cluster string  `json:"cluster"`
 	From    NodeID  `json:"from"`
 	TxID    TxID    `json:"tx"`
 	Outcome Outcome `json:"outcome"`
@@ -76,6 +82,7 @@ type AckMessage struct {
 // InquireMessage asks the coordinator for the decision on an in-doubt
 // transaction; the answer is a DecisionRequest.
 type InquireMessage struct {
+	Cluster string `json:"cluster"`
 	From    NodeID `json:"from"`
 	TxID    TxID   `json:"tx"`
 	TxEpoch Epoch  `json:"tx_epoch"`

@@ -102,6 +102,23 @@ type Participant struct {
 	// data database and deletes them again.
 	deleting map[TxID]*markerDeletion
 
+	// held keeps coordinator messages that name a cluster or an epoch this
+	// participant has not confirmed with its configured coordinator; they
+	// wait for its answer (AskCoordinator), bounded by maxHeld and
+	// maxHeldBytes.
+	held      []Message
+	heldBytes int
+	// askAt is when the next AskCoordinator may leave, askBackoff the
+	// pause after that one: a flood of strange messages costs the
+	// coordinator one question per backoff period.
+	askAt      Instant
+	askBackoff time.Duration
+	// joining is a cluster the configured coordinator now belongs to
+	// (its log was replaced): its work waits in held until every
+	// transaction of the old cluster has ended here, so that no
+	// transaction id of one cluster is ever taken for the other's.
+	joining *Header
+
 	lsn LSN
 	rd  Ready
 }
@@ -157,10 +174,24 @@ func (p *Participant) Epoch() Epoch { return p.epoch }
 // Violations counts atomicity violations recorded in the log.
 func (p *Participant) Violations() int { return p.violations }
 
+// Limits of the messages held while the coordinator is asked who it is.
+// Beyond them a message is dropped, as if lost: the coordinator resends
+// decisions and times out statements and votes.
+const (
+	maxHeld      = 1024
+	maxHeldBytes = 16 << 20
+)
+
 // Apply folds one durable event into the state; see Coordinator.Apply.
 func (p *Participant) Apply(e Event) error {
 	switch e := e.(type) {
 	case PartEpochSeen:
+		if p.cluster != "" && e.Cluster != p.cluster {
+			// Joined another cluster: every transaction of the old one had
+			// ended first (see join), and its ids mean nothing to the new
+			// one, which hands out the same numbers again.
+			p.finished, p.finishedIdx = nil, map[TxID]Outcome{}
+		}
 		p.cluster, p.epoch = e.Cluster, e.Epoch
 	case PartPrepared:
 		g, ok := ParseGID(e.GID)
@@ -256,6 +287,13 @@ func (p *Participant) Step(in Input) Ready {
 		}
 	case DataDone:
 		p.dataDone(in)
+	case CoordinatorAnswered:
+		if p.started {
+			p.answered(now, in)
+		}
+	}
+	if p.joining != nil {
+		p.settleJoin(now)
 	}
 	rd := p.rd
 	p.rd = Ready{}
@@ -328,6 +366,9 @@ func (p *Participant) start(in Start) {
 		}
 		p.deleteMarker(id, gid, p.emit(PartCommitted{TxID: id, GID: gid}))
 	}
+	// Confirm at once who the configured coordinator is, so that its
+	// first message does not wait for the question.
+	p.ask(in.Now)
 	// The transactions that ended before the crash may still have events
 	// that the last incarnation did not live to compact; they go once the
 	// events logged above are durable.
@@ -352,58 +393,218 @@ func (p *Participant) ours(gids []string) map[TxID]string {
 
 func (p *Participant) sortedTxIDs() []TxID { return slices.Sorted(maps.Keys(p.txs)) }
 
-// admit applies fencing to a coordinator message: an older epoch is refused,
-// a newer one is recorded before anything is sent in reply, and work left
-// open by the previous incarnation is rolled back (it can never commit:
-// its coordinator died undecided, so the new one presumes abort).
-func (p *Participant) admit(now Instant, h Header) bool {
-	if h.Cluster == "" || h.Epoch == 0 {
+// admit applies fencing to a coordinator message. A message of the
+// cluster and epoch this participant has confirmed passes; one of an older
+// epoch is refused; anything else (the first word from a new epoch,
+// another cluster, or any cluster at all before the first) waits until the
+// configured coordinator confirms who it is, so that a forged header can
+// neither take the participant over nor fence its coordinator off.
+func (p *Participant) admit(now Instant, m Message, h Header) bool {
+	switch {
+	case h.Cluster == "" || h.Epoch == 0:
+		return false
+	case p.joining != nil && h == *p.joining:
+		p.hold(m)
+		return false
+	case p.joining != nil:
+		// Leaving: the configured coordinator is already the new
+		// cluster's; nothing of the old one starts here any more.
+		return false
+	case h.Cluster == p.cluster && h.Epoch == p.epoch:
+		return true
+	case h.Cluster == p.cluster && h.Epoch < p.epoch:
 		return false
 	}
-	if h.Cluster != p.cluster && p.cluster != "" {
-		if len(p.deleting) > 0 {
-			// Markers of our own cluster are being deleted; after a switch
-			// a restart would no longer see them as ours.
-			return false
-		}
-		for _, tx := range p.txs {
-			if tx.phase == TxPrepared {
-				// In-doubt work of our own cluster is waiting for its
-				// coordinator; a stranger must not take over.
-				return false
-			}
-		}
-	} else if h.Epoch <= p.epoch {
-		return h.Epoch == p.epoch
+	p.hold(m)
+	p.ask(now)
+	return false
+}
+
+func (p *Participant) hold(m Message) {
+	size := messageSize(m)
+	if len(p.held) >= maxHeld || p.heldBytes+size > maxHeldBytes {
+		return
 	}
-	p.epochLSN = p.emit(PartEpochSeen{Cluster: h.Cluster, Epoch: h.Epoch})
-	for _, id := range p.sortedTxIDs() {
-		if tx := p.txs[id]; tx.phase == TxWorking && tx.epoch < h.Epoch {
+	p.held = append(p.held, m)
+	p.heldBytes += size
+}
+
+// messageSize is what a held message costs, roughly: its statement text
+// dominates.
+func messageSize(m Message) int {
+	if e, ok := m.(ExecRequest); ok {
+		return 256 + len(e.SQL) + 64*len(e.Args)
+	}
+	return 256
+}
+
+// ask asks the configured coordinator who it is, unless a question left
+// less than a backoff period ago.
+func (p *Participant) ask(now Instant) {
+	if now < p.askAt {
+		return
+	}
+	p.askAt = p.backOff(now, &p.askBackoff)
+	p.rd.Effects = append(p.rd.Effects, AskCoordinator{})
+}
+
+// answered acts on the configured coordinator's word about who it is, then
+// lets through the held messages it vouches for and drops the others.
+func (p *Participant) answered(now Instant, in CoordinatorAnswered) {
+	if in.Err != "" || in.Cluster == "" || in.Epoch == 0 {
+		return // tick asks again while messages wait
+	}
+	// Answered: the next strange message may ask at once.
+	p.askAt, p.askBackoff = 0, 0
+	id := Header{Cluster: in.Cluster, Epoch: in.Epoch}
+	switch {
+	case p.joining != nil:
+		// Already leaving for the cluster named then; a later answer
+		// naming yet another one is taken up once that is done.
+	case p.cluster == "" || id.Cluster == p.cluster && id.Epoch > p.epoch:
+		p.bind(now, id)
+	case id.Cluster == p.cluster && id.Epoch < p.epoch:
+		p.warn("the coordinator says it is epoch %d of cluster %s, older than epoch %d seen here: its log went back in time (restored from a backup?); its messages are refused", id.Epoch, id.Cluster, p.epoch)
+	case id.Cluster != p.cluster:
+		p.join(now, id)
+	}
+	p.releaseHeld(now)
+}
+
+// bind records the cluster and epoch confirmed by the coordinator, before
+// anything is sent in reply, and rolls back work left open by an earlier
+// incarnation: its coordinator died undecided, so the new one presumes
+// abort.
+func (p *Participant) bind(now Instant, id Header) {
+	p.epochLSN = p.emit(PartEpochSeen{Cluster: id.Cluster, Epoch: id.Epoch})
+	for _, tidx := range p.sortedTxIDs() {
+		if tx := p.txs[tidx]; tx.phase == TxWorking && tx.epoch < id.Epoch {
 			p.rollback(now, tx, "coordinator restarted")
 		}
 	}
-	return true
+}
+
+// join starts moving this participant to the cluster its configured
+// coordinator now belongs to, as when that coordinator lost its log. Work
+// of the old cluster can never be decided by the new one: open work is
+// rolled back, and the new cluster's messages wait until nothing of the
+// old one is left (settleJoin). A transaction the old cluster left in
+// doubt cannot be settled by anyone but its own coordinator, so while one
+// exists the new cluster is refused, with a message saying why.
+func (p *Participant) join(now Instant, id Header) {
+	if n := p.inDoubt(); n > 0 {
+		p.refuse(id, n)
+		return
+	}
+	p.joining = &id
+	for _, tidx := range p.sortedTxIDs() {
+		if tx := p.txs[tidx]; tx.phase == TxWorking {
+			p.rollback(now, tx, "the coordinator now belongs to cluster "+id.Cluster)
+		}
+	}
+}
+
+// settleJoin finishes a join once the old cluster's transactions have all
+// ended here, or gives it up if one of them ended up prepared.
+func (p *Participant) settleJoin(now Instant) {
+	id := *p.joining
+	if n := p.inDoubt(); n > 0 {
+		p.joining = nil
+		p.refuse(id, n)
+		return
+	}
+	if len(p.txs) > 0 || len(p.deleting) > 0 {
+		return
+	}
+	p.joining = nil
+	p.bind(now, id)
+	p.releaseHeld(now)
+}
+
+func (p *Participant) inDoubt() int {
+	n := 0
+	for _, tx := range p.txs {
+		if tx.phase == TxPrepared {
+			n++
+		}
+	}
+	return n
+}
+
+// refuse turns away the held work of cluster id: its statements fail and
+// its prepare requests get a no vote, each carrying the reason, so that the
+// new cluster's clients learn why; the operator hears of it too.
+func (p *Participant) refuse(id Header, inDoubt int) {
+	reason := fmt.Sprintf("this participant belongs to cluster %s and holds %d prepared transaction(s) of it that only that cluster's coordinator can decide; it takes no work from cluster %s until they are resolved (see tpcd replay)",
+		p.cluster, inDoubt, id.Cluster)
+	p.warn("%s", reason)
+	for _, m := range p.held {
+		switch m := m.(type) {
+		case ExecRequest:
+			if m.Header == id {
+				p.send(ExecResult{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt, Err: reason}, 0)
+			}
+		case PrepareRequest:
+			if m.Header == id {
+				p.send(VoteMessage{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Vote: VoteNo, Reason: reason}, 0)
+			}
+		}
+	}
+	p.held, p.heldBytes = nil, 0
+}
+
+// releaseHeld runs the held messages of the confirmed cluster and epoch and
+// drops the others, which named an identity the coordinator did not
+// confirm. Those of a cluster being joined wait on.
+func (p *Participant) releaseHeld(now Instant) {
+	held := p.held
+	p.held, p.heldBytes = nil, 0
+	for _, m := range held {
+		h := headerOf(m)
+		switch {
+		case p.joining != nil && h == *p.joining:
+			p.hold(m)
+		case h.Cluster == p.cluster && h.Epoch == p.epoch:
+			p.receive(now, m)
+		}
+	}
+}
+
+func headerOf(m Message) Header {
+	switch m := m.(type) {
+	case ExecRequest:
+		return m.Header
+	case PrepareRequest:
+		return m.Header
+	case DecisionRequest:
+		return m.Header
+	}
+	return Header{}
+}
+
+func (p *Participant) warn(format string, args ...any) {
+	p.rd.Effects = append(p.rd.Effects, Warning{Detail: fmt.Sprintf(format, args...)})
 }
 
 func (p *Participant) receive(now Instant, m Message) {
 	switch m := m.(type) {
 	case ExecRequest:
-		if p.admit(now, m.Header) {
+		if p.admit(now, m, m.Header) {
 			p.exec(now, m)
 		}
 	case PrepareRequest:
-		if p.admit(now, m.Header) {
+		if p.admit(now, m, m.Header) {
 			p.prepare(now, m)
 		}
 	case DecisionRequest:
-		if p.admit(now, m.Header) {
+		if p.admit(now, m, m.Header) {
 			p.decision(now, m)
 		}
 	}
 }
 
 func (p *Participant) execResult(tx TxID, stmt int, err string) ExecResult {
-	return ExecResult{From: p.cfg.Node, TxID: tx, Stmt: stmt, Err: err}
+	return ExecResult{Cluster: p.cluster, From: p.cfg.Node, TxID: tx, Stmt: stmt, Err: err}
 }
 
 func (p *Participant) exec(now Instant, m ExecRequest) {
@@ -446,7 +647,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 }
 
 func (p *Participant) vote(tx TxID, v Vote, reason string, wait LSN) {
-	p.send(VoteMessage{From: p.cfg.Node, TxID: tx, Vote: v, Reason: reason}, wait)
+	p.send(VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx, Vote: v, Reason: reason}, wait)
 }
 
 func (p *Participant) prepare(now Instant, m PrepareRequest) {
@@ -489,7 +690,7 @@ func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
 }
 
 func (p *Participant) ack(id TxID, o Outcome) {
-	p.send(AckMessage{From: p.cfg.Node, TxID: id, Outcome: o}, 0)
+	p.send(AckMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}, 0)
 }
 
 func (p *Participant) decision(now Instant, m DecisionRequest) {
@@ -638,6 +839,9 @@ func (p *Participant) markerDeleted(in DataDone) {
 // milliseconds and usually find nothing due, so only the due ones are
 // sorted.
 func (p *Participant) tick(now Instant) {
+	if len(p.held) > 0 && p.joining == nil {
+		p.ask(now) // the last question or its answer was lost
+	}
 	p.retryMarkerDeletions(now)
 	var ready []TxID
 	for id, tx := range p.txs {
@@ -661,7 +865,7 @@ func (p *Participant) tick(now Instant) {
 			}
 		case TxPrepared:
 			if now >= tx.nextInquiry {
-				p.send(InquireMessage{From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
+				p.send(InquireMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
 				tx.nextInquiry = p.backOff(now, &tx.backoff)
 			}
 		}

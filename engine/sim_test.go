@@ -146,6 +146,7 @@ func addStats(t *enginetest.SimStats, s enginetest.SimStats) {
 	t.Committed += s.Committed
 	t.Aborted += s.Aborted
 	t.Logged += s.Logged
+	t.Replaced += s.Replaced
 }
 
 // TestSimCatchesBrokenRule breaks two-phase commit on purpose, from outside

@@ -25,14 +25,15 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 // command is every event, effect and message it caused, rendered with the
 // engine's Describe functions. Commands:
 //
-//	init participants=3 [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes]
+//	init participants=3 [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes] [asks-in-flight]
 //	start [node=c|pN]          start every down node, or one
 //	restart node=pN            same as start for one crashed node
 //	crash node=pN              lose volatile events, held effects, issued data ops, open data txs
 //	crash-data-db node=pN      the data database server alone crashes: open data txs are lost
 //	lose-log node=c cluster=X  a down node's log is replaced by an empty one (a coordinator becomes cluster X)
+//	forge to=pN kind=exec|prepare|decide cluster=X epoch=N tx=N [stmt=N] [sql=(...)] [outcome=..]   a message nobody sent
 //	client begin | exec tx=1 node=0 sql=(...) | commit tx=1 | rollback tx=1 | status tx=1 | execute node=1 sql=(...)
-//	deliver [all] [from=..] [to=..] [kind=..] [tx=..] [stmt=..] [count=..]
+//	deliver [all] [from=..] [to=..] [kind=..] [tx=..] [stmt=..] [count=..]   (kind=ask|answer: a participant's question to its coordinator and the answer, with asks-in-flight)
 //	drop [from=..] [to=..] [kind=..] [tx=..] [count=..]
 //	duplicate [from=..] [to=..] [kind=..] [tx=..] [count=..]
 //	fail-send [delivered] [from=..] [to=..] [kind=..] [tx=..]
@@ -51,6 +52,11 @@ func TestTrace(t *testing.T) {
 	datadriven.Walk(t, "testdata/trace", func(t *testing.T, path string) {
 		env := &traceEnv{}
 		datadriven.RunTest(t, path, env.handle)
+		// Checked in -update runs too: a rewrite must not record a broken
+		// protocol as the expected behaviour.
+		if env.broken != "" && !env.forges {
+			t.Errorf("%s: %s, and the file does not break the protocol on purpose (init ... forge-votes)", path, env.broken)
+		}
 	})
 }
 
@@ -59,6 +65,10 @@ func TestTrace(t *testing.T) {
 type traceEnv struct {
 	c   *enginetest.Cluster
 	out []string
+	// forges is set when the scenario breaks the protocol on purpose;
+	// broken is the first broken invariant the checker traced.
+	forges bool
+	broken string
 }
 
 func (e *traceEnv) handle(t *testing.T, d *datadriven.TestData) string {
@@ -97,6 +107,8 @@ func (e *traceEnv) run(d *datadriven.TestData) error {
 		}
 		cluster, _ := arg(d, "cluster")
 		return e.c.LoseLog(n, cluster)
+	case "forge":
+		return e.forge(d)
 	case "crash-data-db":
 		n, err := e.node(d, "node", true)
 		if err != nil {
@@ -124,10 +136,15 @@ func (e *traceEnv) run(d *datadriven.TestData) error {
 	return fmt.Errorf("unknown command %q", d.Cmd)
 }
 
-func (e *traceEnv) trace(s string) { e.out = append(e.out, s) }
+func (e *traceEnv) trace(s string) {
+	if e.broken == "" && strings.HasPrefix(s, "INVARIANT BROKEN") {
+		e.broken = s
+	}
+	e.out = append(e.out, s)
+}
 
 func (e *traceEnv) init(d *datadriven.TestData) error {
-	cfg := enginetest.Config{Participants: 3, ClusterID: "7a3f", Trace: e.trace}
+	cfg := enginetest.Config{Participants: 3, ClusterID: "7a3f", Trace: e.trace, AnswerAtOnce: true}
 	for _, a := range d.CmdArgs {
 		var err error
 		switch a.Key {
@@ -145,6 +162,9 @@ func (e *traceEnv) init(d *datadriven.TestData) error {
 			cfg.Participant.LazyPrepared = true
 		case "forge-votes":
 			cfg.ForgeVotes = true
+			e.forges = true
+		case "asks-in-flight":
+			cfg.AnswerAtOnce = false
 		default:
 			return fmt.Errorf("init: unknown argument %q", a.Key)
 		}
@@ -204,6 +224,47 @@ func (e *traceEnv) node(d *datadriven.TestData, key string, required bool) (engi
 }
 
 var errNoArg = fmt.Errorf("no such argument")
+
+// forge puts a coordinator message nobody sent in flight to a participant,
+// as an outsider could: forge to=p0 kind=exec|prepare|decide cluster=X
+// epoch=N tx=N [stmt=N] [sql=(...)] [outcome=commit|abort].
+func (e *traceEnv) forge(d *datadriven.TestData) error {
+	to, err := e.node(d, "to", true)
+	if err != nil {
+		return err
+	}
+	var h engine.Header
+	h.Cluster, _ = arg(d, "cluster")
+	var tx, stmt, epoch uint64
+	for key, v := range map[string]*uint64{"tx": &tx, "stmt": &stmt, "epoch": &epoch} {
+		if s, ok := arg(d, key); ok {
+			if *v, err = strconv.ParseUint(s, 10, 64); err != nil {
+				return fmt.Errorf("forge: bad %s %q", key, s)
+			}
+		}
+	}
+	h.Epoch = engine.Epoch(epoch)
+	kind, _ := arg(d, "kind")
+	var m engine.Message
+	switch kind {
+	case "exec":
+		sql, _ := arg(d, "sql")
+		m = engine.ExecRequest{Header: h, TxID: engine.TxID(tx), Stmt: int(stmt), SQL: sql}
+	case "prepare":
+		m = engine.PrepareRequest{Header: h, TxID: engine.TxID(tx), Stmts: int(stmt)}
+	case "decide":
+		var o engine.Outcome
+		s, _ := arg(d, "outcome")
+		if err := o.UnmarshalText([]byte(s)); err != nil {
+			return err
+		}
+		m = engine.DecisionRequest{Header: h, TxID: engine.TxID(tx), TxEpoch: h.Epoch, Outcome: o}
+	default:
+		return fmt.Errorf("forge: kind=exec|prepare|decide, not %q", kind)
+	}
+	e.c.Forge(to, m)
+	return nil
+}
 
 func (e *traceEnv) start(d *datadriven.TestData) error {
 	n, err := e.node(d, "node", d.Cmd == "restart")
@@ -312,7 +373,7 @@ func (e *traceEnv) filter(d *datadriven.TestData) (msgFilter, error) {
 
 func (f msgFilter) match(env enginetest.Envelope) bool {
 	return (f.from == nil || *f.from == env.From) && (f.to == nil || *f.to == env.To) &&
-		(f.kind == "" || f.kind == env.Kind()) && (f.tx == 0 || f.tx == env.Msg.Tx()) &&
+		(f.kind == "" || f.kind == env.Kind()) && (f.tx == 0 || f.tx == env.Tx()) &&
 		(f.stmt < 0 || f.stmt == stmtOf(env.Msg))
 }
 

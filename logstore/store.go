@@ -128,22 +128,33 @@ func (s *Store) TxEvents(ctx context.Context, node string, tx uint64) ([]Record,
 	return recs, nil
 }
 
-// DeleteTxs removes every event of node that belongs to one of txs, leaving other
-// nodes' events alone, and returns how many it removed.
-func (s *Store) DeleteTxs(ctx context.Context, node string, txs []uint64) (int64, error) {
-	if len(txs) == 0 {
+// Ended names a transaction whose events may be compacted: Tx, with every
+// event of it up to UpToSeq, the last seq of the log when it ended. Events
+// of the same id appended later belong to another transaction (a
+// participant that joined a new cluster meets the ids again) and stay.
+type Ended struct {
+	Tx      uint64
+	UpToSeq int64
+}
+
+// DeleteTxs removes node's events of the ended transactions, leaving other
+// nodes' events, later events of the same ids and violations alone, and
+// returns how many it removed.
+func (s *Store) DeleteTxs(ctx context.Context, node string, ended []Ended) (int64, error) {
+	if len(ended) == 0 {
 		return 0, nil
 	}
-	ids := make([]int64, 0, len(txs))
-	for _, tx := range txs {
+	arg := queries.EventDeleteByTxsParams{Node: node, Txs: make([]int64, 0, len(ended)), UpToSeqs: make([]int64, 0, len(ended))}
+	for _, e := range ended {
 		// No stored tx can be this large, so there is nothing to delete for it.
-		if tx <= math.MaxInt64 {
-			ids = append(ids, int64(tx))
+		if e.Tx <= math.MaxInt64 {
+			arg.Txs = append(arg.Txs, int64(e.Tx))
+			arg.UpToSeqs = append(arg.UpToSeqs, e.UpToSeq)
 		}
 	}
-	n, err := s.q.EventDeleteByTxs(ctx, s.pool, queries.EventDeleteByTxsParams{Node: node, Txs: ids})
+	n, err := s.q.EventDeleteByTxs(ctx, s.pool, arg)
 	if err != nil {
-		return 0, fmt.Errorf("delete events of %d txs of %s: %w", len(txs), node, err)
+		return 0, fmt.Errorf("delete events of %d txs of %s: %w", len(ended), node, err)
 	}
 	return n, nil
 }

@@ -274,7 +274,8 @@ func TestTxEventsAndDeleteTxs(t *testing.T) {
 		t.Fatalf("unknown tx has %d events", len(none))
 	}
 
-	deleted, err := s.DeleteTxs(ctx, "a", []uint64{1, 3, 99})
+	last := seqs[len(seqs)-1]
+	deleted, err := s.DeleteTxs(ctx, "a", []Ended{{1, last}, {3, last}, {99, last}})
 	if err != nil {
 		t.Fatalf("DeleteTxs: %v", err)
 	}
@@ -287,10 +288,24 @@ func TestTxEventsAndDeleteTxs(t *testing.T) {
 	allB, seqAllB := want("b", 0, 1, 2, 3, 4)
 	checkRecords(t, scanAll(t, s, "b"), allB, seqAllB)
 
+	// Events of an id appended after the bound belong to a later
+	// transaction of that id and stay.
+	_, seqA2 := want("a", 2)
+	deleted, err = s.DeleteTxs(ctx, "a", []Ended{{2, seqA2[0]}})
+	if err != nil || deleted != 1 {
+		t.Fatalf("DeleteTxs of tx 2 up to its first event = %d, %v; want 1", deleted, err)
+	}
+	i := slices.Index(seqKeptA, seqA2[0])
+	checkRecords(t, scanAll(t, s, "a"), slices.Delete(keptA, i, i+1), slices.Delete(seqKeptA, i, i+1))
+	left, err := s.TxEvents(ctx, "a", 2)
+	if err != nil || len(left) != len(seqA2)-1 || left[0].Seq != seqA2[1] {
+		t.Fatalf("tx 2 after the bounded delete: %v, %v; want its events from seq %d", left, err, seqA2[1])
+	}
+
 	if n, err := s.DeleteTxs(ctx, "a", nil); err != nil || n != 0 {
 		t.Fatalf("DeleteTxs of no txs = %d, %v", n, err)
 	}
-	if n, err := s.DeleteTxs(ctx, "a", []uint64{math.MaxUint64}); err != nil || n != 0 {
+	if n, err := s.DeleteTxs(ctx, "a", []Ended{{math.MaxUint64, last}}); err != nil || n != 0 {
 		t.Fatalf("DeleteTxs of an impossible tx = %d, %v", n, err)
 	}
 }

@@ -62,7 +62,7 @@ type Coordinator struct {
 	mu      sync.Mutex
 	waiters map[engine.ReqID]chan engine.Respond
 	health  []peerHealth
-	ended   []engine.TxID // durable CoordEnded not yet compacted
+	ended   []logstore.Ended // durable CoordEnded not yet compacted
 
 	// cluster and epoch are fixed at start; kept here so RPC handlers can
 	// read them without touching the engine, which the loop owns.
@@ -139,7 +139,9 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		// Transactions the log shows ended may be left over from an
 		// incarnation that did not live to compact them.
 		c.mu.Lock()
-		c.ended = append(c.ended, c.eng.EndedIDs()...)
+		for _, id := range c.eng.EndedIDs() {
+			c.ended = append(c.ended, logstore.Ended{Tx: uint64(id), UpToSeq: c.loop.durableSeq})
+		}
 		c.mu.Unlock()
 	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
@@ -427,36 +429,32 @@ func (c *Coordinator) Nodes() []NodeHealth {
 func (c *Coordinator) onDurable(ev engine.Event) {
 	if e, ok := ev.(engine.CoordEnded); ok && c.opts.CompactEvery > 0 {
 		c.mu.Lock()
-		c.ended = append(c.ended, e.TxID)
+		c.ended = append(c.ended, logstore.Ended{Tx: uint64(e.TxID), UpToSeq: c.loop.durableSeq})
 		c.mu.Unlock()
 	}
 }
 
-// compact deletes the events of the transactions in *ids, keeping them
+// compact deletes the events of the transactions in *ended, keeping them
 // for the next round if the log cannot be reached.
-func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.Mutex, ids *[]engine.TxID, logger *slog.Logger) {
+func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.Mutex, ended *[]logstore.Ended, logger *slog.Logger) {
 	mu.Lock()
-	batch := *ids
-	*ids = nil
+	batch := *ended
+	*ended = nil
 	mu.Unlock()
 	if len(batch) == 0 {
 		return
 	}
-	txs := make([]uint64, len(batch))
-	for i, id := range batch {
-		txs[i] = uint64(id)
-	}
-	n, err := store.DeleteTxs(ctx, node, txs)
+	n, err := store.DeleteTxs(ctx, node, batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			logger.Warn("compaction failed; will retry", "node", node, "err", err)
 		}
 		mu.Lock()
-		*ids = append(*ids, batch...)
+		*ended = append(*ended, batch...)
 		mu.Unlock()
 		return
 	}
-	logger.Debug("compacted log", "node", node, "transactions", len(txs), "events", n)
+	logger.Debug("compacted log", "node", node, "transactions", len(batch), "events", n)
 }
 
 // String describes the coordinator for logs.

@@ -42,9 +42,12 @@ type loop struct {
 	queries chan func()
 
 	// Loop-goroutine state.
-	lsn      engine.LSN // last LSN handed out by the engine
-	durable  engine.LSN
-	unsynced []pendingEvent
+	lsn     engine.LSN // last LSN handed out by the engine
+	durable engine.LSN
+	// durableSeq is the log's seq of the last durable event: a transaction
+	// that ended has no event beyond it (compaction is bounded by it).
+	durableSeq int64
+	unsynced   []pendingEvent
 	// lazySince is when the oldest unsynced event arrived while nothing
 	// waited for it (see flush).
 	lazySince time.Time
@@ -69,9 +72,10 @@ type pendingEvent struct {
 }
 
 type flushResult struct {
-	upTo   engine.LSN
-	events []pendingEvent
-	err    error
+	upTo    engine.LSN
+	lastSeq int64
+	events  []pendingEvent
+	err     error
 }
 
 func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger, tick time.Duration) *loop {
@@ -95,6 +99,7 @@ func (l *loop) now() engine.Instant { return engine.Instant(time.Since(l.start))
 func (l *loop) recover(ctx context.Context) (int, error) {
 	n := 0
 	err := l.store.Scan(ctx, l.name, func(r logstore.Record) error {
+		l.durableSeq = max(l.durableSeq, r.Seq)
 		ev, err := engine.DecodeEvent(r.Payload)
 		if err != nil {
 			return fmt.Errorf("event %d: %w", r.Seq, err)
@@ -122,9 +127,11 @@ func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect,
 		if err != nil {
 			return nil, err
 		}
-		if _, err := l.store.Append(ctx, recs); err != nil {
+		seqs, err := l.store.Append(ctx, recs)
+		if err != nil {
 			return nil, fmt.Errorf("log start events: %w", err)
 		}
+		l.durableSeq = seqs[len(seqs)-1]
 		for _, ev := range rd.Events {
 			l.observe(ev)
 		}
@@ -204,7 +211,7 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 				case <-time.After(200 * time.Millisecond):
 				}
 			} else {
-				l.durable = r.upTo
+				l.durable, l.durableSeq = r.upTo, r.lastSeq
 				for _, pe := range r.events {
 					l.observe(pe.ev)
 				}
@@ -329,16 +336,21 @@ func (l *loop) flusher(ctx context.Context) {
 			evs[i] = pe.ev
 		}
 		recs, err := l.records(evs)
+		var lastSeq int64
 		if err == nil {
 			failpoint.BeforeLog(evs)
 			began := time.Now()
-			_, err = l.store.Append(ctx, recs)
+			var seqs []int64
+			seqs, err = l.store.Append(ctx, recs)
+			if err == nil {
+				lastSeq = seqs[len(seqs)-1]
+			}
 			if l.observer != nil {
 				l.observer.Appended(len(recs), time.Since(began), err)
 			}
 			failpoint.AfterLog(evs, err)
 		}
-		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, events: batch, err: err}
+		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, lastSeq: lastSeq, events: batch, err: err}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -58,10 +59,13 @@ type Participant struct {
 	data   *dataDB
 	server *rpc.Server
 
+	// asking is set while a question to the coordinator is out.
+	asking atomic.Bool
+
 	mu       sync.Mutex
 	cluster  string
 	epoch    engine.Epoch
-	finished []engine.TxID
+	finished []logstore.Ended
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -196,10 +200,46 @@ func (p *Participant) perform(e engine.Effect) {
 		p.data.do(e)
 	case engine.Violation:
 		p.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	case engine.Warning:
+		p.logger.Warn(e.Detail)
 	case engine.Forget:
 		p.compactLater(e.TxID)
+	case engine.AskCoordinator:
+		p.askCoordinator()
 	}
 }
+
+// askCoordinator asks the configured coordinator who it is and hands the
+// answer to the engine. The answer to our own call is the one word about
+// the coordinator's identity that nobody else can forge (with TLS, not even
+// on the path), unlike a message anyone may send to our port. One question
+// at a time: the engine asks again if an answer is lost.
+func (p *Participant) askCoordinator() {
+	if !p.asking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.asking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		defer cancel()
+		var r PingReply
+		err := p.coord.Call(ctx, MethodPing, struct{}{}, &r)
+		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch}
+		switch {
+		case err != nil:
+			a.Err = err.Error()
+		case r.Role != "coordinator":
+			a.Err = fmt.Sprintf("%s answers as a %s, not a coordinator", p.opts.Coordinator, r.Role)
+		}
+		if a.Err != "" {
+			p.logger.Debug("asking the coordinator who it is failed; will ask again", "coordinator", p.opts.Coordinator, "err", a.Err)
+		}
+		p.loop.submit(a)
+	}()
+}
+
+// askTimeout bounds one question to the coordinator.
+const askTimeout = 2 * time.Second
 
 // compactLater queues a transaction that is over here for the next
 // compaction: a committed one on the engine's Forget, an aborted one once
@@ -209,7 +249,7 @@ func (p *Participant) compactLater(id engine.TxID) {
 		return
 	}
 	p.mu.Lock()
-	p.finished = append(p.finished, id)
+	p.finished = append(p.finished, logstore.Ended{Tx: uint64(id), UpToSeq: p.loop.durableSeq})
 	p.mu.Unlock()
 }
 

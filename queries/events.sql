@@ -34,11 +34,14 @@ WHERE node = @node AND tx = @tx
 ORDER BY seq;
 
 -- EventDeleteByTxs compacts a node's log once the given transactions are over and
--- returns how many events it removed. Violations stay: they are evidence for replay
--- long after the transaction ended.
+-- returns how many events it removed. Each transaction comes with the last seq of
+-- the log when it ended: later events with the same id belong to another
+-- transaction (a participant that joined a new cluster sees ids again). Violations
+-- stay: they are evidence for replay long after the transaction ended.
 -- name: EventDeleteByTxs :execrows
-DELETE FROM tpcd_events
-WHERE node = @node AND tx = ANY(@txs::bigint[]) AND kind <> 'part.violation';
+DELETE FROM tpcd_events e
+USING ROWS FROM (unnest(@txs::bigint[]), unnest(@up_to_seqs::bigint[])) AS d(tx, up_to_seq)
+WHERE e.node = @node AND e.tx = d.tx AND e.seq <= d.up_to_seq AND e.kind <> 'part.violation';
 
 -- EventListNodes names every node that has events in this log, sorted.
 -- name: EventListNodes :many

@@ -96,20 +96,24 @@ func (q *Queries) EventCountByNode(ctx context.Context, db DBTX, node string) (i
 }
 
 const eventDeleteByTxs = `-- name: EventDeleteByTxs :execrows
-DELETE FROM tpcd_events
-WHERE node = $1 AND tx = ANY($2::bigint[]) AND kind <> 'part.violation'
+DELETE FROM tpcd_events e
+USING ROWS FROM (unnest($1::bigint[]), unnest($2::bigint[])) AS d(tx, up_to_seq)
+WHERE e.node = $3 AND e.tx = d.tx AND e.seq <= d.up_to_seq AND e.kind <> 'part.violation'
 `
 
 type EventDeleteByTxsParams struct {
-	Node string
-	Txs  []int64
+	Txs      []int64
+	UpToSeqs []int64
+	Node     string
 }
 
 // EventDeleteByTxs compacts a node's log once the given transactions are over and
-// returns how many events it removed. Violations stay: they are evidence for replay
-// long after the transaction ended.
+// returns how many events it removed. Each transaction comes with the last seq of
+// the log when it ended: later events with the same id belong to another
+// transaction (a participant that joined a new cluster sees ids again). Violations
+// stay: they are evidence for replay long after the transaction ended.
 func (q *Queries) EventDeleteByTxs(ctx context.Context, db DBTX, arg EventDeleteByTxsParams) (int64, error) {
-	result, err := db.Exec(ctx, eventDeleteByTxs, arg.Node, arg.Txs)
+	result, err := db.Exec(ctx, eventDeleteByTxs, arg.Txs, arg.UpToSeqs, arg.Node)
 	if err != nil {
 		return 0, err
 	}

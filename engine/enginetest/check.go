@@ -1,7 +1,9 @@
 package enginetest
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -18,24 +20,27 @@ type Checker struct {
 
 	// reserved is the highest transaction id reserved durably.
 	reserved engine.TxID
+	// Transactions are named with their cluster: a coordinator that lost
+	// its log starts a new one, which hands out the same ids again.
+	//
 	// decided holds the coordinator's durable commit decisions.
-	decided map[engine.TxID]engine.CoordDecided
+	decided map[TxKey]engine.CoordDecided
 	// abortLogged marks transactions with a durable abort decision.
-	abortLogged map[engine.TxID]bool
+	abortLogged map[TxKey]bool
 	// preparedLogged[p] marks transactions with a durable Prepared event at
 	// participant p.
-	preparedLogged []map[engine.TxID]bool
+	preparedLogged []map[TxKey]bool
 
 	// fates[tx][p] is the data database's last word on tx at p.
-	fates map[engine.TxID][]fateRec
+	fates map[TxKey][]fateRec
 	// preparedWrites marks transactions some participant prepared with
 	// writes.
-	preparedWrites map[engine.TxID]bool
+	preparedWrites map[TxKey]bool
 	// okWrites[tx][p] are the writing statements the client was told
 	// succeeded on p, in order.
-	okWrites   map[engine.TxID][][]string
-	toldCommit map[engine.TxID]bool
-	toldAbort  map[engine.TxID]bool
+	okWrites   map[TxKey][][]string
+	toldCommit map[TxKey]bool
+	toldAbort  map[TxKey]bool
 	begun      map[engine.TxID]bool
 }
 
@@ -50,17 +55,17 @@ type fateRec struct {
 func newChecker(c *Cluster) *Checker {
 	k := &Checker{
 		c:              c,
-		decided:        map[engine.TxID]engine.CoordDecided{},
-		abortLogged:    map[engine.TxID]bool{},
-		fates:          map[engine.TxID][]fateRec{},
-		preparedWrites: map[engine.TxID]bool{},
-		okWrites:       map[engine.TxID][][]string{},
-		toldCommit:     map[engine.TxID]bool{},
-		toldAbort:      map[engine.TxID]bool{},
+		decided:        map[TxKey]engine.CoordDecided{},
+		abortLogged:    map[TxKey]bool{},
+		fates:          map[TxKey][]fateRec{},
+		preparedWrites: map[TxKey]bool{},
+		okWrites:       map[TxKey][][]string{},
+		toldCommit:     map[TxKey]bool{},
+		toldAbort:      map[TxKey]bool{},
 		begun:          map[engine.TxID]bool{},
 	}
 	for range c.cfg.Participants {
-		k.preparedLogged = append(k.preparedLogged, map[engine.TxID]bool{})
+		k.preparedLogged = append(k.preparedLogged, map[TxKey]bool{})
 	}
 	return k
 }
@@ -82,6 +87,11 @@ func (k *Checker) failf(format string, args ...any) {
 	k.c.tracef("INVARIANT BROKEN: %s", msg)
 }
 
+// current names a transaction of the coordinator's cluster as it is now.
+func (k *Checker) current(tx engine.TxID) TxKey {
+	return TxKey{Cluster: k.c.coord.coord.Cluster(), Tx: tx}
+}
+
 // onDurable follows what became durable.
 func (k *Checker) onDurable(n *Node, evs []engine.Event) {
 	for _, e := range evs {
@@ -89,18 +99,19 @@ func (k *Checker) onDurable(n *Node, evs []engine.Event) {
 		case engine.CoordTxIDsReserved:
 			k.reserved = max(k.reserved, e.Through)
 		case engine.CoordDecided:
-			_, committed := k.decided[e.TxID]
+			key := k.current(e.TxID)
+			_, committed := k.decided[key]
 			switch {
-			case e.Outcome == engine.OutcomeCommit && k.abortLogged[e.TxID],
+			case e.Outcome == engine.OutcomeCommit && k.abortLogged[key],
 				e.Outcome == engine.OutcomeAbort && committed:
-				k.failf("coordinator logged both commit and abort for tx %d", e.TxID)
+				k.failf("coordinator logged both commit and abort for tx %s", key)
 			case e.Outcome == engine.OutcomeCommit:
-				k.decided[e.TxID] = e
+				k.decided[key] = e
 			default:
-				k.abortLogged[e.TxID] = true
+				k.abortLogged[key] = true
 			}
 		case engine.PartPrepared:
-			k.preparedLogged[n.ID][e.TxID] = true
+			k.preparedLogged[n.ID][keyOf(e.GID, e.TxID)] = true
 		case engine.PartViolation:
 			k.failf("%s logged a violation: tx %d: %s", n.ID, e.TxID, e.Detail)
 		}
@@ -115,7 +126,7 @@ func (k *Checker) onSend(n *Node, s engine.Send) {
 			k.failf("exec for tx %d sent before its id was reserved durably (reserved through %d)", m.TxID, k.reserved)
 		}
 	case engine.DecisionRequest:
-		_, committed := k.decided[m.TxID]
+		_, committed := k.decided[TxKey{Cluster: m.Cluster, Tx: m.TxID}]
 		if m.Outcome == engine.OutcomeCommit && !committed {
 			k.failf("commit of tx %d sent to %s before the commit decision was durable", m.TxID, s.To)
 		}
@@ -126,14 +137,14 @@ func (k *Checker) onSend(n *Node, s engine.Send) {
 			k.failf("abort of tx %d sent to %s, but commit was logged", m.TxID, s.To)
 		}
 	case engine.VoteMessage:
-		if m.Vote == engine.VoteYes && !k.c.cfg.Participant.LazyPrepared && !k.preparedLogged[n.ID][m.TxID] {
+		if m.Vote == engine.VoteYes && !k.c.cfg.Participant.LazyPrepared && !k.preparedLogged[n.ID][TxKey{Cluster: m.Cluster, Tx: m.TxID}] {
 			k.failf("%s voted yes on tx %d before its Prepared event was durable", n.ID, m.TxID)
 		}
 	case engine.AckMessage:
 		// An abort may be acknowledged for a transaction committed and
 		// forgotten long ago (a stale presumed answer); only the commit
 		// acknowledgement is a promise the coordinator acts on.
-		if m.Outcome == engine.OutcomeCommit && n.db.commits[m.TxID] == 0 {
+		if m.Outcome == engine.OutcomeCommit && n.db.commits[TxKey{Cluster: m.Cluster, Tx: m.TxID}] == 0 {
 			k.failf("%s acknowledged commit of tx %d without committing it", n.ID, m.TxID)
 		}
 	}
@@ -161,19 +172,19 @@ func (k *Checker) onResponse(r Response) {
 			k.failf("exec on %s answered from %s", r.Node, rep.Node)
 		}
 		if StatementWrites(r.SQL) && rep.Node >= 0 && int(rep.Node) < k.c.cfg.Participants {
-			w := k.okWritesOf(rep.TxID)
+			w := k.okWritesOf(k.current(rep.TxID))
 			w[rep.Node] = append(w[rep.Node], r.SQL)
 		}
 	case engine.OutcomeReply:
-		k.told(rep.TxID, rep.Outcome, r.Kind)
+		k.told(k.current(rep.TxID), rep.Outcome, r.Kind)
 	case engine.StatusReply:
 		if rep.Outcome != 0 {
-			k.told(rep.TxID, rep.Outcome, "status")
+			k.told(k.current(rep.TxID), rep.Outcome, "status")
 		}
 	}
 }
 
-func (k *Checker) okWritesOf(tx engine.TxID) [][]string {
+func (k *Checker) okWritesOf(tx TxKey) [][]string {
 	w := k.okWrites[tx]
 	if w == nil {
 		w = make([][]string, k.c.cfg.Participants)
@@ -182,7 +193,7 @@ func (k *Checker) okWritesOf(tx engine.TxID) [][]string {
 	return w
 }
 
-func (k *Checker) fatesOf(tx engine.TxID) []fateRec {
+func (k *Checker) fatesOf(tx TxKey) []fateRec {
 	f := k.fates[tx]
 	if f == nil {
 		f = make([]fateRec, k.c.cfg.Participants)
@@ -193,7 +204,7 @@ func (k *Checker) fatesOf(tx engine.TxID) []fateRec {
 
 // told records an outcome the client heard and checks it against what the
 // participants did so far.
-func (k *Checker) told(tx engine.TxID, o engine.Outcome, via string) {
+func (k *Checker) told(tx TxKey, o engine.Outcome, via string) {
 	fates := k.fatesOf(tx)
 	switch o {
 	case engine.OutcomeCommit:
@@ -201,20 +212,20 @@ func (k *Checker) told(tx engine.TxID, o engine.Outcome, via string) {
 		// so after a coordinator crash its outcome may read as aborted;
 		// with nothing written, neither answer can be wrong about data.
 		if k.toldAbort[tx] && k.preparedWrites[tx] {
-			k.failf("client was told abort and then commit (%s) for tx %d", via, tx)
+			k.failf("client was told abort and then commit (%s) for tx %s", via, tx)
 		}
 		k.toldCommit[tx] = true
 		if _, ok := k.decided[tx]; !ok && k.preparedWrites[tx] {
-			k.failf("client was told commit (%s) of tx %d, which has prepared writes but no durable commit decision", via, tx)
+			k.failf("client was told commit (%s) of tx %s, which has prepared writes but no durable commit decision", via, tx)
 		}
 	case engine.OutcomeAbort:
 		if k.toldCommit[tx] && k.preparedWrites[tx] {
-			k.failf("client was told commit and then abort (%s) for tx %d", via, tx)
+			k.failf("client was told commit and then abort (%s) for tx %s", via, tx)
 		}
 		k.toldAbort[tx] = true
 		for p, f := range fates {
 			if f.f == fateCommitted {
-				k.failf("client was told abort (%s) of tx %d, but p%d committed it", via, tx, p)
+				k.failf("client was told abort (%s) of tx %s, but p%d committed it", via, tx, p)
 			}
 		}
 	}
@@ -224,22 +235,22 @@ func (k *Checker) told(tx engine.TxID, o engine.Outcome, via string) {
 func (k *Checker) onChanges(n *Node, chs []change) {
 	p := int(n.ID)
 	for _, ch := range chs {
-		fates := k.fatesOf(ch.tx)
+		fates := k.fatesOf(ch.key)
 		prev := fates[p]
 		writes := len(ch.writes) > 0
 		fates[p] = fateRec{f: ch.to, writes: writes, prepared: ch.to == fateAborted && prev.f == fatePrepared}
 		switch ch.to {
 		case fateOpen:
-			if n.db.commits[ch.tx] > 0 {
-				k.failf("%s reopened tx %d after committing it (a late duplicate statement ran again)", n.ID, ch.tx)
+			if n.db.commits[ch.key] > 0 {
+				k.failf("%s reopened tx %s after committing it (a late duplicate statement ran again)", n.ID, ch.key)
 			}
 		case fatePrepared:
 			if writes {
-				k.preparedWrites[ch.tx] = true
+				k.preparedWrites[ch.key] = true
 			}
 		case fateReadOnly:
 			if writes {
-				k.failf("%s committed tx %d without two-phase commit (read-only vote for a transaction that wrote)", n.ID, ch.tx)
+				k.failf("%s committed tx %s without two-phase commit (read-only vote for a transaction that wrote)", n.ID, ch.key)
 			}
 		case fateCommitted:
 			k.onCommit(n, ch)
@@ -247,58 +258,58 @@ func (k *Checker) onChanges(n *Node, chs []change) {
 			if !writes {
 				continue
 			}
-			d, decided := k.decided[ch.tx]
+			d, decided := k.decided[ch.key]
 			switch {
-			case prev.f == fatePrepared && n.db.commits[ch.tx] == 0:
+			case prev.f == fatePrepared && n.db.commits[ch.key] == 0:
 				for q, f := range fates {
 					if f.f == fateCommitted {
-						k.failf("tx %d committed on p%d but rolled back on %s", ch.tx, q, n.ID)
+						k.failf("tx %s committed on p%d but rolled back on %s", ch.key, q, n.ID)
 					}
 				}
 				if decided && slices.Contains(d.Participants, n.ID) {
-					k.failf("%s rolled back tx %d, whose commit was logged with it as participant", n.ID, ch.tx)
+					k.failf("%s rolled back tx %s, whose commit was logged with it as participant", n.ID, ch.key)
 				}
-				if k.toldCommit[ch.tx] {
-					k.failf("client was told commit of tx %d, but %s rolled it back", ch.tx, n.ID)
+				if k.toldCommit[ch.key] {
+					k.failf("client was told commit of tx %s, but %s rolled it back", ch.key, n.ID)
 				}
-			case decided && slices.Contains(d.Participants, n.ID) && k.c.Node(n.ID).db.commits[ch.tx] == 0:
-				k.failf("%s lost the work of tx %d before committing it, but commit was logged with it as participant", n.ID, ch.tx)
+			case decided && slices.Contains(d.Participants, n.ID) && k.c.Node(n.ID).db.commits[ch.key] == 0:
+				k.failf("%s lost the work of tx %s before committing it, but commit was logged with it as participant", n.ID, ch.key)
 			}
 		}
 	}
 }
 
 func (k *Checker) onCommit(n *Node, ch change) {
-	d, decided := k.decided[ch.tx]
+	d, decided := k.decided[ch.key]
 	switch {
 	case !decided:
-		k.failf("%s committed tx %d before the coordinator's commit decision was durable", n.ID, ch.tx)
+		k.failf("%s committed tx %s before the coordinator's commit decision was durable", n.ID, ch.key)
 	case !slices.Contains(d.Participants, n.ID):
-		k.failf("%s committed tx %d, but the commit decision does not list it", n.ID, ch.tx)
+		k.failf("%s committed tx %s, but the commit decision does not list it", n.ID, ch.key)
 	}
-	if c := n.db.commits[ch.tx]; c > 1 {
-		k.failf("%s committed tx %d %d times", n.ID, ch.tx, c)
+	if c := n.db.commits[ch.key]; c > 1 {
+		k.failf("%s committed tx %s %d times", n.ID, ch.key, c)
 	}
-	if k.toldAbort[ch.tx] {
-		k.failf("%s committed tx %d, but the client was told abort", n.ID, ch.tx)
+	if k.toldAbort[ch.key] {
+		k.failf("%s committed tx %s, but the client was told abort", n.ID, ch.key)
 	}
-	for q, f := range k.fatesOf(ch.tx) {
-		if q == int(n.ID) || f.f != fateAborted || !f.writes || k.c.parts[q].db.commits[ch.tx] > 0 {
+	for q, f := range k.fatesOf(ch.key) {
+		if q == int(n.ID) || f.f != fateAborted || !f.writes || k.c.parts[q].db.commits[ch.key] > 0 {
 			continue
 		}
 		// Rolled-back work elsewhere conflicts if it was prepared, or if
 		// the decision counts on that participant; an earlier open attempt
 		// lost in a crash is legitimately redone.
 		if f.prepared || slices.Contains(d.Participants, engine.NodeID(q)) {
-			k.failf("tx %d committed on %s but its work on p%d is gone", ch.tx, n.ID, q)
+			k.failf("tx %s committed on %s but its work on p%d is gone", ch.key, n.ID, q)
 		}
 	}
 	var want []string
-	if w := k.okWrites[ch.tx]; w != nil {
+	if w := k.okWrites[ch.key]; w != nil {
 		want = w[n.ID]
 	}
 	if !slices.Equal(ch.writes, want) {
-		k.failf("%s committed tx %d with writes %q, but the client was told of %q", n.ID, ch.tx, ch.writes, want)
+		k.failf("%s committed tx %s with writes %q, but the client was told of %q", n.ID, ch.key, ch.writes, want)
 	}
 }
 
@@ -333,7 +344,7 @@ func (k *Checker) CheckQuiet() {
 	for _, tx := range sortedTxs(k.decided) {
 		for _, p := range k.decided[tx].Participants {
 			if c.parts[p].db.commits[tx] != 1 {
-				k.failf("tx %d: commit was logged, but %s committed it %d times", tx, p, c.parts[p].db.commits[tx])
+				k.failf("tx %s: commit was logged, but %s committed it %d times", tx, p, c.parts[p].db.commits[tx])
 			}
 		}
 	}
@@ -344,22 +355,19 @@ func (k *Checker) CheckQuiet() {
 		}
 		for q, f := range k.fates[tx] {
 			if committed && f.f == fateAborted && f.writes && c.parts[q].db.commits[tx] == 0 {
-				k.failf("tx %d committed somewhere, but its writes on p%d were rolled back", tx, q)
+				k.failf("tx %s committed somewhere, but its writes on p%d were rolled back", tx, q)
 			}
 		}
 	}
 	for _, tx := range sortedTxs(k.toldCommit) {
 		if _, ok := k.decided[tx]; !ok && k.preparedWrites[tx] {
-			k.failf("client was told commit of tx %d, which was never logged", tx)
+			k.failf("client was told commit of tx %s, which was never logged", tx)
 		}
 	}
 }
 
-func sortedTxs[V any](m map[engine.TxID]V) []engine.TxID {
-	out := make([]engine.TxID, 0, len(m))
-	for id := range m {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
+func sortedTxs[V any](m map[TxKey]V) []TxKey {
+	return slices.SortedFunc(maps.Keys(m), func(a, b TxKey) int {
+		return cmp.Or(strings.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Tx, b.Tx))
+	})
 }

@@ -35,25 +35,66 @@ type Config struct {
 	// OnResponse is called for every answer the client gets, including
 	// requests lost in a coordinator crash.
 	OnResponse func(Response)
+	// AnswerAtOnce answers a participant's AskCoordinator in the same step
+	// when the coordinator is up (and with an error when it is down),
+	// instead of sending the question and its answer through the network
+	// like messages: golden traces stay short, while the simulation lets
+	// questions and answers be lost and delayed.
+	AnswerAtOnce bool
 }
 
-// Envelope is a message in flight.
+// Envelope is a message in flight, or a participant's question to its
+// coordinator (Ask) or the coordinator's answer to it (Answer), which a
+// driver makes as a call rather than a message and which travel here as
+// envelopes so that they can be lost and delayed too.
 type Envelope struct {
-	ID   uint64
-	From engine.NodeID
-	To   engine.NodeID
-	Msg  engine.Message
+	ID     uint64
+	From   engine.NodeID
+	To     engine.NodeID
+	Msg    engine.Message
+	Ask    bool
+	Answer *engine.CoordinatorAnswered
 	// fromInc is the sender's incarnation, so a send failure is reported
-	// only to the incarnation that sent the message.
+	// only to the incarnation that sent the message; for an answer it is
+	// the incarnation of the participant that asked.
 	fromInc int
 }
 
 // Kind is the message's method without the "tpcd." prefix (exec, prepare,
-// decide, exec_result, vote, ack, inquire).
-func (e Envelope) Kind() string { return strings.TrimPrefix(e.Msg.Method(), "tpcd.") }
+// decide, exec_result, vote, ack, inquire), or ask or answer.
+func (e Envelope) Kind() string {
+	switch {
+	case e.Ask:
+		return "ask"
+	case e.Answer != nil:
+		return "answer"
+	}
+	return strings.TrimPrefix(e.Msg.Method(), "tpcd.")
+}
+
+// Tx is the transaction a message is about, 0 for questions and answers.
+func (e Envelope) Tx() engine.TxID {
+	if e.Msg == nil {
+		return 0
+	}
+	return e.Msg.Tx()
+}
 
 func (e Envelope) String() string {
+	switch {
+	case e.Ask:
+		return fmt.Sprintf("%s -> %s: who are you?", e.From, e.To)
+	case e.Answer != nil:
+		return fmt.Sprintf("%s -> %s: %s", e.From, e.To, describeAnswer(*e.Answer))
+	}
 	return fmt.Sprintf("%s -> %s: %s", e.From, e.To, engine.DescribeMessage(e.Msg))
+}
+
+func describeAnswer(a engine.CoordinatorAnswered) string {
+	if a.Err != "" {
+		return fmt.Sprintf("no answer: %s", a.Err)
+	}
+	return fmt.Sprintf("I am cluster=%s epoch=%d", a.Cluster, a.Epoch)
 }
 
 // Request is a client call made to the coordinator.
@@ -401,6 +442,18 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 			return
 		}
 		n.ops = append(n.ops, e)
+	case engine.AskCoordinator:
+		if c.cfg.AnswerAtOnce {
+			a := c.answer()
+			c.tracef("%s -> %s: %s", c.coord.ID, n.ID, describeAnswer(a))
+			c.stepNode(n, a)
+			return
+		}
+		c.nextMsg++
+		c.net = append(c.net, Envelope{ID: c.nextMsg, From: n.ID, To: engine.CoordinatorNode, Ask: true, fromInc: n.inc})
+	case engine.Warning:
+		// Worth an operator's attention, and shown in traces; not a
+		// broken invariant.
 	case engine.Violation:
 		c.check.failf("%s: violation effect: tx %d: %s", n.ID, e.TxID, e.Detail)
 	case engine.Forget:
@@ -489,23 +542,44 @@ func (c *Cluster) Tick(id engine.NodeID) error {
 	return nil
 }
 
+// answer is what the coordinator says when asked who it is.
+func (c *Cluster) answer() engine.CoordinatorAnswered {
+	if !c.coord.up {
+		return engine.CoordinatorAnswered{Now: c.now, Err: "coordinator unreachable"}
+	}
+	return engine.CoordinatorAnswered{Now: c.now, Cluster: c.coord.coord.Cluster(), Epoch: c.coord.coord.Epoch()}
+}
+
 // Deliver hands the i-th message in flight to its destination; a message to
-// a down node is lost.
+// a down node is lost, and so is an answer to a participant that restarted
+// since it asked.
 func (c *Cluster) Deliver(i int) {
 	env := c.take(i)
 	n := c.Node(env.To)
-	if n == nil || !n.up {
+	if n == nil || !n.up || env.Answer != nil && n.inc != env.fromInc {
 		c.tracef("%s (lost: %s is down)", env, env.To)
 		return
 	}
 	c.tracef("%s", env)
+	switch {
+	case env.Ask:
+		a := c.answer()
+		c.nextMsg++
+		c.net = append(c.net, Envelope{ID: c.nextMsg, From: env.To, To: env.From, Answer: &a, fromInc: env.fromInc})
+		return
+	case env.Answer != nil:
+		a := *env.Answer
+		a.Now = c.now
+		c.stepNode(n, a)
+		return
+	}
 	c.stepNode(n, engine.Receive{Now: c.now, Msg: env.Msg})
 	if v, ok := env.Msg.(engine.VoteMessage); ok && c.cfg.ForgeVotes && v.Vote == engine.VoteYes && c.coord.up {
 		for _, q := range c.prepareTargets[v.TxID] {
 			if q == v.From {
 				continue
 			}
-			forged := engine.VoteMessage{From: q, TxID: v.TxID, Vote: engine.VoteYes}
+			forged := engine.VoteMessage{Cluster: v.Cluster, From: q, TxID: v.TxID, Vote: engine.VoteYes}
 			c.tracef("forged: %s -> coordinator: %s", q, engine.DescribeMessage(forged))
 			c.stepNode(c.coord, engine.Receive{Now: c.now, Msg: forged})
 		}
@@ -516,6 +590,15 @@ func (c *Cluster) take(i int) Envelope {
 	env := c.net[i]
 	c.net = slices.Delete(c.net, i, i+1)
 	return env
+}
+
+// Forge puts a message in flight to a participant as if the coordinator
+// had sent it, as an outsider who can reach the participant could.
+func (c *Cluster) Forge(to engine.NodeID, m engine.Message) {
+	c.nextMsg++
+	env := Envelope{ID: c.nextMsg, From: engine.CoordinatorNode, To: to, Msg: m}
+	c.net = append(c.net, env)
+	c.tracef("forged %s", env)
 }
 
 // Drop loses the i-th message in flight.
@@ -544,7 +627,12 @@ func (c *Cluster) FailSend(i int, deliver bool) {
 		c.Drop(i)
 	}
 	n := c.Node(env.From)
-	if !n.up || n.inc != env.fromInc {
+	if env.Answer != nil || !n.up || n.inc != env.fromInc {
+		return
+	}
+	if env.Ask {
+		c.tracef("%s: question to %s failed", env.From, env.To)
+		c.stepNode(n, engine.CoordinatorAnswered{Now: c.now, Err: "call failed"})
 		return
 	}
 	c.tracef("%s: send to %s failed: %s", env.From, env.To, engine.DescribeMessage(env.Msg))

@@ -1,6 +1,7 @@
 package enginetest
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -54,9 +55,24 @@ func (f Fault) String() string {
 	return "fault(?)"
 }
 
+// TxKey names a transaction across clusters: a coordinator that lost its
+// log starts a new cluster, which hands out the same ids again.
+type TxKey struct {
+	Cluster string
+	Tx      engine.TxID
+}
+
+func (k TxKey) String() string { return fmt.Sprintf("%s/%d", k.Cluster, k.Tx) }
+
+// keyOf names the transaction a GID belongs to.
+func keyOf(gid string, tx engine.TxID) TxKey {
+	g, _ := engine.ParseGID(gid)
+	return TxKey{Cluster: g.Cluster, Tx: tx}
+}
+
 // dataTx is one data transaction: open, or prepared under its GID.
 type dataTx struct {
-	tx     engine.TxID
+	key    TxKey
 	gid    string
 	writes []string
 	failed bool
@@ -72,8 +88,8 @@ type DataDB struct {
 	// committed holds the written statements of every committed transaction;
 	// a second commit of the same transaction appends, which the checker
 	// reports.
-	committed map[engine.TxID][]string
-	commits   map[engine.TxID]int
+	committed map[TxKey][]string
+	commits   map[TxKey]int
 	// broken marks transactions whose connection died with the server: the
 	// driver's next statement on them fails instead of starting afresh.
 	broken map[engine.TxID]bool
@@ -84,8 +100,8 @@ func newDataDB() *DataDB {
 		open:      map[engine.TxID]*dataTx{},
 		prepared:  map[string]*dataTx{},
 		markers:   map[string]bool{},
-		committed: map[engine.TxID][]string{},
-		commits:   map[engine.TxID]int{},
+		committed: map[TxKey][]string{},
+		commits:   map[TxKey]int{},
 		broken:    map[engine.TxID]bool{},
 	}
 }
@@ -108,8 +124,8 @@ func (d *DataDB) OpenTxs() []engine.TxID {
 }
 
 // Committed returns the written statements of a committed transaction.
-func (d *DataDB) Committed(tx engine.TxID) ([]string, bool) {
-	w, ok := d.committed[tx]
+func (d *DataDB) Committed(k TxKey) ([]string, bool) {
+	w, ok := d.committed[k]
 	return w, ok
 }
 
@@ -132,7 +148,7 @@ func (f fate) String() string { return fateNames[f] }
 // change reports a transition caused by an operation: the transaction, its
 // new fate, and whether the abandoned or committed work wrote anything.
 type change struct {
-	tx     engine.TxID
+	key    TxKey
 	to     fate
 	writes []string
 }
@@ -143,7 +159,7 @@ type change struct {
 func (d *DataDB) crash(serverOnly bool) []change {
 	var out []change
 	for _, id := range d.OpenTxs() {
-		out = append(out, change{tx: id, to: fateAborted, writes: d.open[id].writes})
+		out = append(out, change{key: d.open[id].key, to: fateAborted, writes: d.open[id].writes})
 		if serverOnly {
 			d.broken[id] = true
 		}
@@ -171,9 +187,9 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		}
 		t := d.open[op.TxID]
 		if t == nil {
-			t = &dataTx{tx: op.TxID, gid: op.GID}
+			t = &dataTx{key: keyOf(op.GID, op.TxID), gid: op.GID}
 			d.open[op.TxID] = t
-			ch = append(ch, change{tx: op.TxID, to: fateOpen})
+			ch = append(ch, change{key: t.key, to: fateOpen})
 		}
 		switch {
 		case t.failed:
@@ -207,10 +223,10 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			delete(d.open, op.TxID)
 			done.ReadOnly = true
 			if len(t.writes) > 0 {
-				d.committed[t.tx] = append(d.committed[t.tx], t.writes...)
-				d.commits[t.tx]++
+				d.committed[t.key] = append(d.committed[t.key], t.writes...)
+				d.commits[t.key]++
 			}
-			return done, append(ch, change{tx: op.TxID, to: fateReadOnly, writes: t.writes})
+			return done, append(ch, change{key: t.key, to: fateReadOnly, writes: t.writes})
 		case d.markers[op.GID]:
 			fail("duplicate key value violates unique constraint on the outcome marker")
 		case d.prepared[op.GID] != nil:
@@ -222,16 +238,16 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			if f == FailAfterPrepare {
 				fail("connection lost after PREPARE TRANSACTION")
 			}
-			return done, append(ch, change{tx: op.TxID, to: fatePrepared, writes: t.writes})
+			return done, append(ch, change{key: t.key, to: fatePrepared, writes: t.writes})
 		}
 		// Any failure loses the open transaction with its connection.
 		delete(d.open, op.TxID)
-		ch = append(ch, change{tx: op.TxID, to: fateAborted, writes: t.writes})
+		ch = append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 	case engine.DataRollback:
 		delete(d.broken, op.TxID)
 		if t := d.open[op.TxID]; t != nil {
 			delete(d.open, op.TxID)
-			ch = append(ch, change{tx: op.TxID, to: fateAborted, writes: t.writes})
+			ch = append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 		}
 		if f == FailOp {
 			fail("injected rollback error")
@@ -249,9 +265,9 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		if t := d.prepared[op.GID]; t != nil {
 			delete(d.prepared, op.GID)
 			d.markers[op.GID] = true
-			d.committed[t.tx] = append(d.committed[t.tx], t.writes...)
-			d.commits[t.tx]++
-			return done, append(ch, change{tx: t.tx, to: fateCommitted, writes: t.writes})
+			d.committed[t.key] = append(d.committed[t.key], t.writes...)
+			d.commits[t.key]++
+			return done, append(ch, change{key: t.key, to: fateCommitted, writes: t.writes})
 		}
 		if !d.markers[op.GID] {
 			fail("prepared transaction with identifier %q does not exist", op.GID)
@@ -268,7 +284,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		}
 		if t := d.prepared[op.GID]; t != nil {
 			delete(d.prepared, op.GID)
-			return done, append(ch, change{tx: t.tx, to: fateAborted, writes: t.writes})
+			return done, append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 		}
 		if d.markers[op.GID] {
 			fail("prepared transaction with identifier %q does not exist and its marker says it committed", op.GID)
@@ -299,14 +315,12 @@ func (d *DataDB) describe(b *strings.Builder, name string) {
 		}
 		open = append(open, s+")")
 	}
-	ids := make([]engine.TxID, 0, len(d.committed))
-	for id := range d.committed {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	keys := slices.SortedFunc(maps.Keys(d.committed), func(a, b TxKey) int {
+		return cmp.Or(cmp.Compare(a.Tx, b.Tx), strings.Compare(a.Cluster, b.Cluster))
+	})
 	var committed []string
-	for _, id := range ids {
-		committed = append(committed, fmt.Sprintf("%d(writes=%d)", id, len(d.committed[id])))
+	for _, k := range keys {
+		committed = append(committed, fmt.Sprintf("%d(writes=%d)", k.Tx, len(d.committed[k])))
 	}
 	fmt.Fprintf(b, "%s data: open=[%s] prepared=[%s] markers=[%s] committed=[%s]\n", name,
 		strings.Join(open, " "), strings.Join(d.PreparedGIDs(), " "), strings.Join(d.Markers(), " "), strings.Join(committed, " "))

@@ -29,6 +29,9 @@ type SimStats struct {
 	// Committed and Aborted count outcomes told to clients; Logged counts
 	// durable commit decisions.
 	Committed, Aborted, Logged int
+	// Replaced counts coordinators that came back with an empty log, as a
+	// new cluster.
+	Replaced int
 }
 
 // Simulate runs one randomized scenario drawn from rng: client load, message
@@ -106,6 +109,7 @@ type sim struct {
 	reqs     map[engine.ReqID]int // request -> session
 	known    []engine.TxID
 	sqlSeq   int
+	replaced int
 	stats    SimStats
 }
 
@@ -207,6 +211,9 @@ func (s *sim) step(i int) {
 	}
 	if len(down) > 0 {
 		acts = append(acts, action{6, func() { s.restart(down) }})
+	}
+	if !c.coord.up && s.nothingToDecide() {
+		acts = append(acts, action{1, s.replaceCoordinator})
 	}
 	total := 0
 	for _, a := range acts {
@@ -320,6 +327,49 @@ func (s *sim) tick(up []engine.NodeID) {
 func (s *sim) crash(up []engine.NodeID) {
 	s.stats.Crashes++
 	_ = s.c.Crash(pick(s.rng, up))
+}
+
+// nothingToDecide reports whether no transaction can need the
+// coordinator's decision: nothing is prepared or being prepared anywhere, and
+// no prepare request is on its way. Only then may the simulation lose the
+// coordinator's log: with it, a transaction in doubt would have nobody left
+// to decide it, which tpcd cannot fix and refuses to guess at.
+func (s *sim) nothingToDecide() bool {
+	for _, env := range s.c.net {
+		if _, ok := env.Msg.(engine.PrepareRequest); ok {
+			return false
+		}
+	}
+	for _, n := range s.c.parts {
+		if len(n.db.PreparedGIDs()) > 0 {
+			return false
+		}
+		for _, tx := range n.part.Transactions() {
+			if tx.Phase != engine.TxWorking && tx.Phase != engine.TxRollingBack {
+				return false
+			}
+		}
+		for _, op := range n.ops {
+			if op.Op == engine.DataPrepare {
+				return false
+			}
+		}
+		for _, h := range n.held {
+			if d, ok := h.e.(engine.Data); ok && d.Op == engine.DataPrepare {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// replaceCoordinator gives the down coordinator an empty log, as when it
+// runs without a state directory: it comes back as a new cluster that hands
+// out the same transaction ids again.
+func (s *sim) replaceCoordinator() {
+	s.stats.Replaced++
+	s.replaced++
+	_ = s.c.LoseLog(engine.CoordinatorNode, fmt.Sprintf("%s-%d", s.c.cfg.ClusterID, s.replaced))
 }
 
 func (s *sim) restart(down []engine.NodeID) {
