@@ -55,18 +55,18 @@ func (c *ParticipantConfig) fill() {
 type PartPhase uint8
 
 const (
-	// TxWorking: statements run in an open data transaction.
-	TxWorking PartPhase = 1 + iota
-	// TxPreparing: PREPARE TRANSACTION is running.
-	TxPreparing
-	// TxPrepared: prepared and voted yes; waiting for the decision.
-	TxPrepared
-	// TxCommitting: COMMIT PREPARED is running.
-	TxCommitting
-	// TxAborting: ROLLBACK PREPARED is running.
-	TxAborting
-	// TxRollingBack: the open data transaction is being rolled back.
-	TxRollingBack
+	// PartPhaseWorking: statements run in an open data transaction.
+	PartPhaseWorking PartPhase = 1 + iota
+	// PartPhasePreparing: PREPARE TRANSACTION is running.
+	PartPhasePreparing
+	// PartPhasePrepared: prepared and voted yes; waiting for the decision.
+	PartPhasePrepared
+	// PartPhaseCommitting: COMMIT PREPARED is running.
+	PartPhaseCommitting
+	// PartPhaseAborting: ROLLBACK PREPARED is running.
+	PartPhaseAborting
+	// PartPhaseRollingBack: the open data transaction is being rolled back.
+	PartPhaseRollingBack
 )
 
 var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back"}
@@ -203,7 +203,7 @@ func (p *Participant) Apply(e Event) error {
 			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID}
 			p.txs[e.TxID] = tx
 		}
-		tx.phase = TxPrepared
+		tx.phase = PartPhasePrepared
 	case PartCommitted, PartForgotten:
 		// Committed is final: what is left, deleting the marker, needs no
 		// record. After a crash the marker itself says whether it is still
@@ -314,7 +314,7 @@ func (p *Participant) start(in Start) {
 	for _, id := range p.sortedTxIDs() {
 		tx := p.txs[id]
 		switch tx.phase {
-		case TxPrepared:
+		case PartPhasePrepared:
 			if _, ok := prepared[id]; ok {
 				tx.nextInquiry = in.Now
 				tx.backoff = p.cfg.RetryMin
@@ -478,7 +478,7 @@ func (p *Participant) answered(now Instant, in CoordinatorAnswered) {
 func (p *Participant) bind(now Instant, id Header) {
 	p.epochLSN = p.emit(PartEpochSeen{Cluster: id.Cluster, Epoch: id.Epoch})
 	for _, tidx := range p.sortedTxIDs() {
-		if tx := p.txs[tidx]; tx.phase == TxWorking && tx.epoch < id.Epoch {
+		if tx := p.txs[tidx]; tx.phase == PartPhaseWorking && tx.epoch < id.Epoch {
 			p.rollback(now, tx, "coordinator restarted")
 		}
 	}
@@ -498,7 +498,7 @@ func (p *Participant) join(now Instant, id Header) {
 	}
 	p.joining = &id
 	for _, tidx := range p.sortedTxIDs() {
-		if tx := p.txs[tidx]; tx.phase == TxWorking {
+		if tx := p.txs[tidx]; tx.phase == PartPhaseWorking {
 			p.rollback(now, tx, "the coordinator now belongs to cluster "+id.Cluster)
 		}
 	}
@@ -524,7 +524,7 @@ func (p *Participant) settleJoin(now Instant) {
 func (p *Participant) inDoubt() int {
 	n := 0
 	for _, tx := range p.txs {
-		if tx.phase == TxPrepared {
+		if tx.phase == PartPhasePrepared {
 			n++
 		}
 	}
@@ -622,10 +622,10 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
 			return
 		}
-		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: TxWorking}
+		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking}
 		p.txs[m.TxID] = tx
 	}
-	if tx.phase != TxWorking {
+	if tx.phase != PartPhaseWorking {
 		if tx.last != nil && tx.last.Stmt == m.Stmt {
 			p.send(*tx.last, 0)
 		}
@@ -657,19 +657,19 @@ func (p *Participant) prepare(now Instant, m PrepareRequest) {
 		return
 	}
 	switch tx.phase {
-	case TxWorking:
+	case PartPhaseWorking:
 		tx.lastActivity = now
 		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
 		p.tryPrepare(now, tx)
-	case TxPrepared:
+	case PartPhasePrepared:
 		p.vote(tx.id, VoteYes, "", tx.preparedLSN)
-	case TxRollingBack:
+	case PartPhaseRollingBack:
 		tx.prepareWanted = true
 	}
 }
 
 func (p *Participant) tryPrepare(now Instant, tx *partTx) {
-	if !tx.prepareWanted || tx.pending > 0 || tx.phase != TxWorking {
+	if !tx.prepareWanted || tx.pending > 0 || tx.phase != PartPhaseWorking {
 		return
 	}
 	tx.prepareWanted = false
@@ -678,13 +678,13 @@ func (p *Participant) tryPrepare(now Instant, tx *partTx) {
 		p.rollback(now, tx, fmt.Sprintf("ran %d statements, coordinator counted %d", tx.nextStmt, tx.prepareStmts))
 		return
 	}
-	tx.phase = TxPreparing
+	tx.phase = PartPhasePreparing
 	p.data(Data{Op: DataPrepare, TxID: tx.id, GID: tx.gid}, tx)
 }
 
 // rollback abandons an unprepared transaction.
 func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
-	tx.phase = TxRollingBack
+	tx.phase = PartPhaseRollingBack
 	tx.reason = reason
 	p.data(Data{Op: DataRollback, TxID: tx.id, GID: tx.gid}, tx)
 }
@@ -712,19 +712,19 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 	}
 	tx.ackWanted = true
 	switch {
-	case m.Outcome == OutcomeCommit && tx.phase == TxPrepared:
-		tx.phase = TxCommitting
+	case m.Outcome == OutcomeCommit && tx.phase == PartPhasePrepared:
+		tx.phase = PartPhaseCommitting
 		p.data(Data{Op: DataCommitPrepared, TxID: tx.id, GID: tx.gid}, tx)
-	case m.Outcome == OutcomeAbort && tx.phase == TxPrepared:
-		tx.phase = TxAborting
+	case m.Outcome == OutcomeAbort && tx.phase == PartPhasePrepared:
+		tx.phase = PartPhaseAborting
 		tx.reason = "coordinator decided abort"
 		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
-	case m.Outcome == OutcomeAbort && tx.phase == TxWorking:
+	case m.Outcome == OutcomeAbort && tx.phase == PartPhaseWorking:
 		p.rollback(now, tx, "coordinator decided abort")
-	case m.Outcome == OutcomeAbort && tx.phase == TxPreparing:
+	case m.Outcome == OutcomeAbort && tx.phase == PartPhasePreparing:
 		tx.abortWanted = true
-	case m.Outcome == OutcomeCommit && tx.phase == TxCommitting,
-		m.Outcome == OutcomeAbort && (tx.phase == TxAborting || tx.phase == TxRollingBack):
+	case m.Outcome == OutcomeCommit && tx.phase == PartPhaseCommitting,
+		m.Outcome == OutcomeAbort && (tx.phase == PartPhaseAborting || tx.phase == PartPhaseRollingBack):
 		// Already being applied; the ack follows.
 	case m.Outcome == OutcomeAbort && m.Presumed:
 		// A stale presumed answer to an old question: this participant
@@ -758,7 +758,7 @@ func (p *Participant) dataDone(in DataDone) {
 			tx.last = &r
 		}
 		p.send(r, 0)
-		if in.Err != "" && tx.phase == TxWorking {
+		if in.Err != "" && tx.phase == PartPhaseWorking {
 			p.rollback(now, tx, "statement failed: "+in.Err)
 			return
 		}
@@ -770,14 +770,14 @@ func (p *Participant) dataDone(in DataDone) {
 			// settles it either way (a missing GID with no marker is fine).
 			p.emit(PartVotedNo{TxID: tx.id, Reason: in.Err})
 			p.vote(tx.id, VoteNo, in.Err, 0)
-			tx.phase, tx.reason = TxAborting, "prepare failed: "+in.Err
+			tx.phase, tx.reason = PartPhaseAborting, "prepare failed: "+in.Err
 			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
 		case in.ReadOnly:
 			p.vote(tx.id, VoteReadOnly, "", 0)
 			delete(p.txs, tx.id)
 			p.remember(tx.id, OutcomeCommit)
 		case tx.abortWanted:
-			tx.phase, tx.reason = TxAborting, "coordinator decided abort"
+			tx.phase, tx.reason = PartPhaseAborting, "coordinator decided abort"
 			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
 		default:
 			lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid})
@@ -859,11 +859,11 @@ func (p *Participant) tick(now Instant) {
 			continue
 		}
 		switch tx.phase {
-		case TxWorking:
+		case PartPhaseWorking:
 			if tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) {
 				p.rollback(now, tx, fmt.Sprintf("no word from the coordinator for %s", p.cfg.IdleTimeout))
 			}
-		case TxPrepared:
+		case PartPhasePrepared:
 			if now >= tx.nextInquiry {
 				p.send(InquireMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
 				tx.nextInquiry = p.backOff(now, &tx.backoff)
@@ -887,8 +887,8 @@ func (p *Participant) backOff(now Instant, backoff *time.Duration) Instant {
 // loop.
 func (p *Participant) due(now Instant, tx *partTx) bool {
 	return tx.retryOp != 0 && now >= tx.retryAt ||
-		tx.phase == TxWorking && tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) ||
-		tx.phase == TxPrepared && now >= tx.nextInquiry
+		tx.phase == PartPhaseWorking && tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) ||
+		tx.phase == PartPhasePrepared && now >= tx.nextInquiry
 }
 
 // retryMarkerDeletions reissues the marker deletions whose retry is due, in

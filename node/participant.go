@@ -134,7 +134,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p.cluster, p.epoch = p.eng.Cluster(), p.eng.Epoch()
 	inDoubt := 0
 	for _, tx := range p.eng.Transactions() {
-		if tx.Phase == engine.TxPrepared {
+		if tx.Phase == engine.PartPhasePrepared {
 			inDoubt++
 		}
 	}

@@ -82,9 +82,9 @@ func (p *Participant) Snapshot(ctx context.Context) (ParticipantSnapshot, error)
 	err := p.loop.query(ctx, func() {
 		for _, tx := range p.eng.Transactions() {
 			switch tx.Phase {
-			case engine.TxPrepared:
+			case engine.PartPhasePrepared:
 				s.InDoubt++
-			case engine.TxWorking, engine.TxPreparing:
+			case engine.PartPhaseWorking, engine.PartPhasePreparing:
 				s.Open++
 			}
 		}

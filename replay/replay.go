@@ -393,7 +393,7 @@ func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpoo
 		f.states[s.Phase.String()]++
 	}
 	txr := func(s engine.PartTxSummary) TxReport {
-		t := TxReport{Tx: uint64(s.TxID), State: s.Phase.String(), InDoubt: s.Phase == engine.TxPrepared, GID: s.GID, Reason: s.Reason}
+		t := TxReport{Tx: uint64(s.TxID), State: s.Phase.String(), InDoubt: s.Phase == engine.PartPhasePrepared, GID: s.GID, Reason: s.Reason}
 		if g, ok := engine.ParseGID(s.GID); ok {
 			t.Epoch = uint64(g.Epoch)
 		}

@@ -345,7 +345,7 @@ func (s *sim) nothingToDecide() bool {
 			return false
 		}
 		for _, tx := range n.part.Transactions() {
-			if tx.Phase != engine.TxWorking && tx.Phase != engine.TxRollingBack {
+			if tx.Phase != engine.PartPhaseWorking && tx.Phase != engine.PartPhaseRollingBack {
 				return false
 			}
 		}
