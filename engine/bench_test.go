@@ -11,7 +11,7 @@ import (
 // transaction on three participants: begin, a statement on each, its result,
 // commit, three votes and three acknowledgements (12 steps).
 func BenchmarkCoordinatorStep(b *testing.B) {
-	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3})
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3, Protocol: engine.ProtocolClassic})
 	now := engine.Instant(time.Hour)
 	c.Step(engine.Start{Now: now, NewCluster: "bench"})
 	var req engine.ReqID
@@ -127,7 +127,7 @@ func BenchmarkFold(b *testing.B) {
 	evs := foldLog()
 	b.ReportAllocs()
 	for b.Loop() {
-		c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3})
+		c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 3, Protocol: engine.ProtocolClassic})
 		for _, e := range evs {
 			if err := c.Apply(e); err != nil {
 				b.Fatal(err)

@@ -16,13 +16,13 @@ import (
 var sampleEvents = []engine.Event{
 	engine.CoordStarted{Cluster: "7a3f", Epoch: 3},
 	engine.CoordTxIDsReserved{Through: 2048},
-	engine.CoordPreparing{TxID: 7, Epoch: 3, Participants: []engine.NodeID{0, 2}},
+	engine.CoordPreparing{TxID: 7, Epoch: 3, Participants: []engine.NodeID{0, 2}, Decider: ptr(engine.NodeID(2))},
 	engine.CoordDecided{TxID: 7, Epoch: 3, Outcome: engine.OutcomeAbort, Participants: []engine.NodeID{0}, Reason: "p2 voted no"},
 	engine.CoordEnded{TxID: 7},
-	engine.PartEpochSeen{Cluster: "7a3f", Epoch: 3},
+	engine.PartEpochSeen{Cluster: "7a3f", Epoch: 3, Participants: []string{"10.0.0.1:9991", "10.0.0.2:9991"}},
 	engine.PartPrepared{TxID: 7, GID: "tpcd:7a3f:3:7:0"},
 	engine.PartVotedNo{TxID: 7, Reason: "deadlock detected"},
-	engine.PartCommitted{TxID: 7, GID: "tpcd:7a3f:3:7:0"},
+	engine.PartCommitted{TxID: 7, GID: "tpcd:7a3f:3:7:0:2"},
 	engine.PartAborted{TxID: 7, GID: "tpcd:7a3f:3:7:0", Reason: "coordinator decided abort"},
 	engine.PartForgotten{TxID: 7},
 	engine.PartViolation{TxID: 7, Detail: "commit of a rolled-back transaction"},
@@ -156,6 +156,8 @@ func TestGIDRoundTrip(t *testing.T) {
 		{Cluster: "7a3f", Epoch: 1, Tx: 1, Node: 0},
 		{Cluster: "0b6a4a52-8a0e-4f59-9a69-3f5a2e1e9b11", Epoch: 18446744073709551615, Tx: 18446744073709551615, Node: 2147483647},
 		{Cluster: "c", Epoch: 12, Tx: 345, Node: 6},
+		{Cluster: "c", Epoch: 12, Tx: 345, Node: 6, HasDecider: true, Decider: 0},
+		{Cluster: "0b6a4a52-8a0e-4f59-9a69-3f5a2e1e9b11", Epoch: 18446744073709551615, Tx: 18446744073709551615, Node: 2147483647, HasDecider: true, Decider: 2147483647},
 	} {
 		s := g.String()
 		if !strings.HasPrefix(s, engine.GIDPrefix) {
@@ -177,7 +179,9 @@ func TestParseGIDRejects(t *testing.T) {
 		"",
 		"tpcd:",
 		"tpcd:c:1:1",                      // no node
-		"tpcd:c:1:1:0:9",                  // one part too many
+		"tpcd:c:1:1:0:9:1",                // one part too many
+		"tpcd:c:1:1:0:",                   // an empty decider
+		"tpcd:c:1:1:0:-1",                 // a negative decider
 		"tpcd::1:1:0",                     // no cluster
 		"tpcd:c:0:1:0",                    // epoch 0 is never used
 		"tpcd:c:1:0:0",                    // nor is tx 0
@@ -195,3 +199,5 @@ func TestParseGIDRejects(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

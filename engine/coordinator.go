@@ -38,6 +38,49 @@ type CoordinatorConfig struct {
 	// A statement beyond it is refused with ErrBadRequest and the
 	// transaction stays usable. A batch is committed when it reaches it.
 	MaxStatements int
+	// Protocol is how transactions commit; the zero value takes
+	// DefaultProtocol.
+	Protocol Protocol
+}
+
+// Protocol is how the coordinator commits a transaction.
+type Protocol uint8
+
+const (
+	// ProtocolDecider prepares every participant but one, the decider, then
+	// has the decider commit its branch with an ordinary COMMIT that carries
+	// its outcome marker: that commit is the decision, so no forced
+	// coordinator write waits in the commit path, and a transaction that
+	// wrote on one participant commits in one phase. Branches in doubt ask
+	// the decider (Lampson and Sturgis' "last agent"; Gray and Reuter,
+	// 12.5.3).
+	ProtocolDecider Protocol = 1 + iota
+	// ProtocolClassic prepares every participant, forces the decision to
+	// the coordinator's log, then commits every branch (presumed abort).
+	ProtocolClassic
+)
+
+// DefaultProtocol is the protocol of a coordinator that names none. (Classic
+// until the node runs the decider's data operations.)
+const DefaultProtocol = ProtocolClassic
+
+var protocolNames = [...]string{"", "decider", "classic"}
+
+func (p Protocol) String() string {
+	if int(p) < len(protocolNames) && p != 0 {
+		return protocolNames[p]
+	}
+	return "protocol(?)"
+}
+
+// ParseProtocol reads a protocol name.
+func ParseProtocol(s string) (Protocol, error) {
+	for i, n := range protocolNames {
+		if n != "" && n == s {
+			return Protocol(i), nil
+		}
+	}
+	return 0, fmt.Errorf("engine: unknown protocol %q (decider or classic)", s)
 }
 
 // Filled returns c with every unset field at the default NewCoordinator
@@ -70,6 +113,9 @@ func (c *CoordinatorConfig) fill() {
 	}
 	if c.MaxStatements <= 0 {
 		c.MaxStatements = DefaultMaxStatements
+	}
+	if c.Protocol == 0 {
+		c.Protocol = DefaultProtocol
 	}
 	c.BatchSize = min(c.BatchSize, c.MaxStatements)
 }
@@ -161,10 +207,26 @@ type coordTx struct {
 	decisionLSN LSN
 	nextRetry   Instant
 	backoff     time.Duration
+
+	// decider is the participant whose commit decides the transaction,
+	// CoordinatorNode in the classic protocol. preparingLSN is the
+	// coord.preparing that must be durable before the decider is asked.
+	decider      NodeID
+	preparingLSN LSN
+	// branchAsked is set once the decider may have been asked to commit
+	// (after a restart: may have been). From then on only the decider's
+	// answer decides: the coordinator never concludes abort on its own,
+	// and asks the decider (settle) when the answer is late.
+	branchAsked   bool
+	settleAt      Instant
+	settleBackoff time.Duration
 }
 
 type coordNode struct {
-	touched  bool
+	touched bool
+	// wrote is set once a statement there answered with a tag other than
+	// SELECT: the decider is chosen among the nodes that wrote.
+	wrote    bool
 	sent     int // statements sent, numbered 0..sent-1
 	inflight *pendingExec
 	queue    []pendingExec
@@ -211,6 +273,12 @@ func (c *Coordinator) Apply(e Event) error {
 	case CoordPreparing:
 		tx := c.txOrNew(e.TxID, e.Epoch)
 		tx.phase = PhasePreparing
+		if e.Decider != nil {
+			if err := c.checkNode(*e.Decider); err != nil {
+				return fmt.Errorf("tx %d: decider: %w", e.TxID, err)
+			}
+			tx.decider = *e.Decider
+		}
 		for _, n := range e.Participants {
 			if err := c.checkNode(n); err != nil {
 				return fmt.Errorf("tx %d: %w", e.TxID, err)
@@ -257,7 +325,7 @@ func (c *Coordinator) txOrNew(id TxID, epoch Epoch) *coordTx {
 	c.maxTx = max(c.maxTx, id)
 	tx := c.txs[id]
 	if tx == nil {
-		tx = &coordTx{id: id, epoch: epoch, nodes: make([]coordNode, c.cfg.Participants)}
+		tx = &coordTx{id: id, epoch: epoch, nodes: make([]coordNode, c.cfg.Participants), decider: CoordinatorNode}
 		c.txs[id] = tx
 	}
 	return tx
@@ -386,14 +454,19 @@ func (c *Coordinator) start(in Start) {
 	c.nextTx = max(c.reserved, c.maxTx) + 1
 	for _, id := range c.sortedTxIDs() {
 		tx := c.txs[id]
-		switch tx.phase {
-		case PhasePreparing:
+		switch {
+		case tx.phase == PhasePreparing && tx.decider != CoordinatorNode:
+			// The decider may have committed: only it can tell.
+			tx.branchAsked = true
+			c.settle(in.Now, tx)
+		case tx.phase == PhasePreparing:
 			c.decide(in.Now, tx, OutcomeAbort, "coordinator restarted before deciding")
-		case PhaseCommitting, PhaseAborting:
+		case tx.phase == PhaseCommitting || tx.phase == PhaseAborting:
 			if c.allAcked(tx) {
 				c.emit(CoordEnded{TxID: tx.id})
 				continue
 			}
+			tx.branchAsked = tx.decider != CoordinatorNode
 			tx.backoff = c.cfg.RetryMin
 			tx.nextRetry = in.Now.Add(tx.backoff)
 			c.sendDecision(tx)
@@ -575,6 +648,11 @@ func (c *Coordinator) answerDecided(req ReqID, id TxID) {
 
 func (c *Coordinator) clientRollback(in ClientRollback) {
 	tx := c.txs[in.TxID]
+	if tx != nil && tx.branchAsked && tx.outcome == 0 {
+		// The decider is deciding; the answer is whatever it decides.
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		return
+	}
 	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
 		c.decide(in.Now, tx, OutcomeAbort, "rolled back by client")
 		c.reply(in.Req, OutcomeReply{TxID: tx.id, Outcome: OutcomeAbort, Reason: tx.reason}, 0)
@@ -611,11 +689,70 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 		c.decide(now, tx, OutcomeCommit, "")
 		return
 	}
-	c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
 	tx.voteDeadline = now.Add(c.cfg.VoteTimeout)
+	if c.cfg.Protocol == ProtocolDecider {
+		d := chooseDecider(tx, parts)
+		tx.decider = d
+		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d})
+		for _, n := range parts {
+			if n != d {
+				c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent, Decider: &d}})
+			}
+		}
+		c.askDecider(now, tx)
+		return
+	}
+	c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
 	for _, n := range parts {
 		c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent}})
 	}
+}
+
+// chooseDecider picks the participant whose commit will decide: among
+// those that wrote, the one that ran the most statements (its branch is
+// the one most worth sparing a PREPARE and a COMMIT PREPARED), the lowest
+// id on a tie; among all of them if none wrote.
+func chooseDecider(tx *coordTx, parts []NodeID) NodeID {
+	best := parts[0]
+	for _, n := range parts[1:] {
+		b, c := &tx.nodes[best], &tx.nodes[n]
+		if c.wrote && !b.wrote || c.wrote == b.wrote && c.sent > b.sent {
+			best = n
+		}
+	}
+	return best
+}
+
+// askDecider asks the decider to commit its branch once every other branch
+// voted yes or finished read-only, and once the coord.preparing naming it
+// is durable.
+func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
+	if tx.phase != PhasePreparing || tx.branchAsked {
+		return
+	}
+	for i := range tx.nodes {
+		n := &tx.nodes[i]
+		if NodeID(i) != tx.decider && n.touched && n.vote != VoteYes && n.vote != VoteReadOnly {
+			return
+		}
+	}
+	tx.branchAsked = true
+	d := tx.decider
+	c.effect(Send{To: d, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[d].sent}, WaitLSN: tx.preparingLSN})
+	// An answer this late is asked for (settled) rather than waited for.
+	tx.settleAt = now.Add(c.cfg.VoteTimeout)
+	tx.settleBackoff = c.cfg.RetryMin
+}
+
+// settle asks the decider for the outcome it holds, and again with backoff
+// until it answers.
+func (c *Coordinator) settle(now Instant, tx *coordTx) {
+	c.effect(Send{To: tx.decider, Msg: SettleRequest{Cluster: c.cluster, From: CoordinatorNode, TxID: tx.id, TxEpoch: tx.epoch}, WaitLSN: tx.preparingLSN})
+	if tx.settleBackoff == 0 {
+		tx.settleBackoff = c.cfg.RetryMin
+	}
+	tx.settleAt = now.Add(tx.settleBackoff)
+	tx.settleBackoff = min(2*tx.settleBackoff, c.cfg.RetryMax)
 }
 
 // decide fixes the outcome. Presumed abort: only a commit decision is forced
@@ -625,8 +762,21 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 	var phase2 []NodeID
 	for i := range tx.nodes {
 		n := &tx.nodes[i]
-		if o == OutcomeCommit && n.vote == VoteYes ||
-			o == OutcomeAbort && n.touched && n.vote != VoteNo && n.vote != VoteReadOnly {
+		switch {
+		case NodeID(i) == tx.decider && tx.branchAsked:
+			// Told last, once every other branch acknowledged: then it
+			// drops its marker (or tombstone), which branches in doubt
+			// would otherwise still ask about.
+			phase2 = append(phase2, NodeID(i))
+		case tx.decider != CoordinatorNode && o == OutcomeCommit:
+			// After a restart the votes are unknown: every branch but a
+			// read-only one hears the commit (a read-only branch that
+			// finished acknowledges it too).
+			if n.touched && n.vote != VoteReadOnly && n.vote != VoteNo {
+				phase2 = append(phase2, NodeID(i))
+			}
+		case o == OutcomeCommit && n.vote == VoteYes,
+			o == OutcomeAbort && n.touched && n.vote != VoteNo && n.vote != VoteReadOnly:
 			phase2 = append(phase2, NodeID(i))
 		}
 	}
@@ -669,7 +819,10 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 		return
 	}
 	lsn := c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Participants: phase2, Reason: reason})
-	if o == OutcomeCommit {
+	if o == OutcomeCommit && tx.decider == CoordinatorNode {
+		// Classic: the decision exists once this event is durable. With a
+		// decider it already is, in the decider's database; the event is
+		// lazy (a restart that lost it settles with the decider).
 		tx.decisionLSN = lsn
 	}
 	c.answerWaiters(tx)
@@ -687,10 +840,24 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 
 func (c *Coordinator) sendDecision(tx *coordTx) {
 	for i := range tx.nodes {
-		if n := tx.nodes[i]; n.inPhase2 && !n.acked {
+		if n := tx.nodes[i]; n.inPhase2 && !n.acked && !c.deciderWaits(tx, NodeID(i)) {
 			c.effect(Send{To: NodeID(i), Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
 		}
 	}
+}
+
+// deciderWaits reports whether node is a decider that must not hear the
+// outcome yet: it keeps its marker until every other branch acknowledged.
+func (c *Coordinator) deciderWaits(tx *coordTx, node NodeID) bool {
+	if node != tx.decider || !tx.branchAsked {
+		return false
+	}
+	for i := range tx.nodes {
+		if n := tx.nodes[i]; NodeID(i) != node && n.inPhase2 && !n.acked {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Coordinator) decisionMsg(id TxID, epoch Epoch, o Outcome, presumed bool) DecisionRequest {
@@ -708,6 +875,8 @@ func (c *Coordinator) receive(now Instant, m Message) {
 	case AckMessage:
 		from, cluster = m.From, m.Cluster
 	case InquireMessage:
+		from, cluster = m.From, m.Cluster
+	case SettleAnswer:
 		from, cluster = m.From, m.Cluster
 	default:
 		return // a coordinator-bound message of another kind is nonsense; drop it
@@ -739,6 +908,9 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		p := n.inflight
 		n.inflight = nil
 		tx.unanswered = false
+		if m.Result != nil && !strings.HasPrefix(m.Result.Tag, "SELECT") {
+			n.wrote = true
+		}
 		// The client was waiting for this answer, not idle: its idle time
 		// starts now (a client that sent many statements at once may
 		// find the last answered long after it sent them).
@@ -750,9 +922,20 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		if tx.phase != PhasePreparing || !n.touched || n.vote != 0 {
 			return
 		}
+		if from == tx.decider {
+			c.deciderAnswered(now, tx, m.Vote == VoteCommitted, m.Vote == VoteNo, m.Reason)
+			return
+		}
+		if m.Vote == VoteCommitted {
+			return // only the decider's branch decides
+		}
 		n.vote = m.Vote
 		if m.Vote == VoteNo {
 			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s voted no: %s", from, m.Reason))
+			return
+		}
+		if tx.decider != CoordinatorNode {
+			c.askDecider(now, tx)
 			return
 		}
 		for i := range tx.nodes {
@@ -761,17 +944,39 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			}
 		}
 		c.decide(now, tx, OutcomeCommit, "")
+	case SettleAnswer:
+		if tx.phase == PhasePreparing && from == tx.decider && tx.branchAsked {
+			c.deciderAnswered(now, tx, m.Outcome == OutcomeCommit, m.Outcome == OutcomeAbort, "the decider settled it as aborted")
+		}
 	case AckMessage:
 		if tx.outcome == 0 || m.Outcome != tx.outcome || !n.inPhase2 || n.acked {
 			return
 		}
 		n.acked = true
-		for i := range tx.nodes {
-			if tx.nodes[i].inPhase2 && !tx.nodes[i].acked {
-				return
+		if !c.allAcked(tx) {
+			if d := tx.decider; d != CoordinatorNode && tx.nodes[d].inPhase2 && !tx.nodes[d].acked && !c.deciderWaits(tx, d) {
+				// The last other branch acknowledged: the decider may now
+				// drop its marker.
+				c.effect(Send{To: d, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
 			}
+			return
 		}
 		c.emit(CoordEnded{TxID: tx.id})
+	}
+}
+
+// deciderAnswered takes the decider's word on its branch: committed, which
+// is the commit decision, or aborted. Anything else (a vote that is
+// neither) is not an answer.
+func (c *Coordinator) deciderAnswered(now Instant, tx *coordTx, committed, aborted bool, reason string) {
+	n := &tx.nodes[tx.decider]
+	switch {
+	case committed:
+		n.vote = VoteCommitted
+		c.decide(now, tx, OutcomeCommit, "")
+	case aborted:
+		n.vote = VoteNo
+		c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s (the decider) did not commit: %s", tx.decider, reason))
 	}
 }
 
@@ -803,8 +1008,13 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to))
 		}
 	case PrepareRequest:
-		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 {
+		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 && !tx.branchAsked {
 			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s unreachable during prepare", to))
+		}
+	case CommitBranchRequest:
+		// It may have arrived: ask the decider soon rather than guess.
+		if tx.phase == PhasePreparing && tx.branchAsked {
+			tx.settleAt = now.Add(c.cfg.RetryMin)
 		}
 	}
 	// A decision that could not be sent is resent from tick.
@@ -836,6 +1046,12 @@ func (c *Coordinator) tick(now Instant) {
 				c.decide(now, tx, OutcomeAbort, fmt.Sprintf("client idle for %s", c.cfg.IdleTimeout))
 			}
 		case PhasePreparing:
+			if tx.branchAsked {
+				if now >= tx.settleAt {
+					c.settle(now, tx)
+				}
+				continue
+			}
 			if now >= tx.voteDeadline {
 				var missing []string
 				for i := range tx.nodes {

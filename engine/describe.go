@@ -20,13 +20,17 @@ func DescribeEvent(e Event) string {
 	case CoordTxIDsReserved:
 		return fmt.Sprintf("%s through=%d", e.Kind(), e.Through)
 	case CoordPreparing:
-		return fmt.Sprintf("%s tx=%d epoch=%d participants=%s", e.Kind(), e.TxID, e.Epoch, nodeList(e.Participants))
+		return fmt.Sprintf("%s tx=%d epoch=%d participants=%s%s", e.Kind(), e.TxID, e.Epoch, nodeList(e.Participants), decider(e.Decider))
 	case CoordDecided:
 		return fmt.Sprintf("%s tx=%d epoch=%d outcome=%s participants=%s%s", e.Kind(), e.TxID, e.Epoch, e.Outcome, nodeList(e.Participants), reason(e.Reason))
 	case CoordEnded:
 		return fmt.Sprintf("%s tx=%d", e.Kind(), e.TxID)
 	case PartEpochSeen:
-		return fmt.Sprintf("%s cluster=%s epoch=%d", e.Kind(), e.Cluster, e.Epoch)
+		s := fmt.Sprintf("%s cluster=%s epoch=%d", e.Kind(), e.Cluster, e.Epoch)
+		if len(e.Participants) > 0 {
+			s += " participants=" + strings.Join(e.Participants, ",")
+		}
+		return s
 	case PartPrepared:
 		return fmt.Sprintf("%s tx=%d gid=%s", e.Kind(), e.TxID, e.GID)
 	case PartVotedNo:
@@ -53,7 +57,13 @@ func DescribeMessage(m Message) string {
 		}
 		return s
 	case PrepareRequest:
+		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
+	case CommitBranchRequest:
 		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d", m.Method(), m.Epoch, m.TxID, m.Stmts)
+	case SettleRequest:
+		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
+	case SettleAnswer:
+		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
 	case DecisionRequest:
 		s := fmt.Sprintf("%s epoch=%d tx=%d outcome=%s", m.Method(), m.Epoch, m.TxID, m.Outcome)
 		if m.Presumed {
@@ -163,6 +173,9 @@ func (c *Coordinator) Describe() string {
 	for _, id := range c.sortedTxIDs() {
 		tx := c.txs[id]
 		fmt.Fprintf(&b, "  tx %d %s", id, tx.phase)
+		if tx.decider != CoordinatorNode {
+			fmt.Fprintf(&b, " decider=%s", tx.decider)
+		}
 		for i, n := range tx.nodes {
 			if !n.touched {
 				continue
@@ -170,6 +183,9 @@ func (c *Coordinator) Describe() string {
 			fmt.Fprintf(&b, " %s[stmts=%d", NodeID(i), n.sent)
 			if n.vote != 0 {
 				fmt.Fprintf(&b, " vote=%s", n.vote)
+			}
+			if NodeID(i) == tx.decider && tx.branchAsked {
+				b.WriteString(" asked")
 			}
 			if n.inPhase2 {
 				fmt.Fprintf(&b, " acked=%t", n.acked)
@@ -209,7 +225,28 @@ func (p *Participant) Describe() string {
 	if len(p.deleting) > 0 {
 		fmt.Fprintf(&b, "  deleting markers of %v\n", slices.Sorted(maps.Keys(p.deleting)))
 	}
+	if len(p.kept) > 0 {
+		var parts []string
+		for _, id := range slices.Sorted(maps.Keys(p.kept)) {
+			what := "marker"
+			if p.kept[id].tombstone {
+				what = "tombstone"
+			}
+			parts = append(parts, fmt.Sprintf("%d:%s", id, what))
+		}
+		fmt.Fprintf(&b, "  deciding for %s\n", strings.Join(parts, " "))
+	}
+	if len(p.settles) > 0 {
+		fmt.Fprintf(&b, "  settling %v\n", slices.Sorted(maps.Keys(p.settles)))
+	}
 	return b.String()
+}
+
+func decider(d *NodeID) string {
+	if d == nil {
+		return ""
+	}
+	return " decider=" + d.String()
 }
 
 func nodeList(ns []NodeID) string {

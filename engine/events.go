@@ -38,13 +38,18 @@ type CoordTxIDsReserved struct {
 	Through TxID `json:"through"`
 }
 
-// CoordPreparing records that prepare requests went to Participants. It is
-// lazy: it only lets a restarted coordinator tell those participants to abort
-// sooner than they would find out by asking.
+// CoordPreparing records that prepare requests went to Participants. In
+// the classic protocol it is lazy: it only lets a restarted coordinator
+// tell those participants to abort sooner than they would find out by
+// asking. With a Decider it must be durable before the decider is asked to
+// commit: a restarted coordinator then knows every transaction a decider
+// may have committed, and settles it with the decider instead of presuming
+// abort.
 type CoordPreparing struct {
 	TxID         TxID     `json:"tx"`
 	Epoch        Epoch    `json:"epoch"`
 	Participants []NodeID `json:"participants"`
+	Decider      *NodeID  `json:"decider,omitempty"`
 }
 
 // CoordDecided records the decision. A commit decision must be durable before
@@ -67,10 +72,13 @@ type CoordEnded struct {
 // Participant events.
 
 // PartEpochSeen records the newest coordinator incarnation a participant has
-// heard from, which fences off older ones across restarts.
+// heard from, which fences off older ones across restarts, and the
+// participants' addresses as that coordinator knows them, so that a branch
+// in doubt can reach its decider while the coordinator is down.
 type PartEpochSeen struct {
-	Cluster string `json:"cluster"`
-	Epoch   Epoch  `json:"epoch"`
+	Cluster      string   `json:"cluster"`
+	Epoch        Epoch    `json:"epoch"`
+	Participants []string `json:"participants,omitempty"`
 }
 
 // PartPrepared records a successful PREPARE TRANSACTION; when forced it must

@@ -17,9 +17,11 @@ type Start struct {
 	// none yet (the driver makes it up, so the engine stays deterministic).
 	NewCluster string
 	// PreparedGIDs and Markers are, for a participant, the GIDs found in the
-	// data database's pg_prepared_xacts and outcome-marker table.
+	// data database's pg_prepared_xacts and outcome-marker table (commit
+	// markers); Tombstones are the decider branches settled as aborted.
 	PreparedGIDs []string
 	Markers      []string
+	Tombstones   []string
 }
 
 // Tick tells the machine time has passed; timeouts and retries fire here.
@@ -99,6 +101,9 @@ type DataDone struct {
 	// ReadOnly is set for a successful DataPrepare that found the
 	// transaction wrote nothing and so committed it at once.
 	ReadOnly bool
+	// Committed is a DataSettle's finding: the decider's branch committed
+	// (its marker is there). Otherwise it is settled as aborted.
+	Committed bool
 	// Err is empty on success.
 	Err string
 	// Retry marks an error that says nothing about the transaction (the data
@@ -119,7 +124,9 @@ type CoordinatorAnswered struct {
 	Now     Instant
 	Cluster string
 	Epoch   Epoch
-	Err     string
+	// Participants are the participants' addresses, by node id.
+	Participants []string
+	Err          string
 }
 
 func (i Start) At() Instant               { return i.Now }
@@ -203,11 +210,25 @@ const (
 	// DataRollbackPrepared runs ROLLBACK PREPARED. A GID that no longer exists
 	// counts as success only when the outcome marker is absent.
 	DataRollbackPrepared
-	// DataDeleteMarker deletes the outcome marker of an ended transaction.
+	// DataDeleteMarker deletes the outcome marker (or tombstone) of an ended
+	// transaction.
 	DataDeleteMarker
+	// DataCommitBranch inserts the outcome marker into the open data
+	// transaction and commits it with an ordinary COMMIT: the decider's
+	// branch, whose commit decides the transaction. An error may leave the
+	// outcome unknown (the connection broke during COMMIT); the engine then
+	// settles.
+	DataCommitBranch
+	// DataSettle makes the outcome of the decider's branch final and reports
+	// it: a tombstone is inserted under the marker's name unless the marker
+	// is there (DataDone.Committed). The marker's primary key decides the
+	// race with a commit still running: whichever row commits first wins,
+	// and the other fails or waits for it, so nobody concludes abort while
+	// the branch could still commit.
+	DataSettle
 )
 
-var dataOpNames = [...]string{"", "exec", "prepare", "rollback", "commit-prepared", "rollback-prepared", "delete-marker"}
+var dataOpNames = [...]string{"", "exec", "prepare", "rollback", "commit-prepared", "rollback-prepared", "delete-marker", "commit-branch", "settle"}
 
 func (o DataOp) String() string {
 	if int(o) < len(dataOpNames) && o != 0 {

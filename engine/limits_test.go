@@ -20,7 +20,7 @@ func respondTo(t *testing.T, rd engine.Ready, req engine.ReqID) engine.Respond {
 }
 
 func TestMaxStatements(t *testing.T) {
-	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, MaxStatements: 3})
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, MaxStatements: 3, Protocol: engine.ProtocolClassic})
 	c.Step(engine.Start{Now: 1, NewCluster: "c"})
 	tx := respondTo(t, c.Step(engine.ClientBegin{Now: 1, Req: 1}), 1).Reply.(engine.BeginReply).TxID
 	for i := range 3 {

@@ -31,11 +31,48 @@ type ExecRequest struct {
 
 // PrepareRequest asks a participant to prepare. Stmts is the number of
 // statements the coordinator saw succeed there; a participant that has a
-// different count lost work and must vote no.
+// different count lost work and must vote no. Decider, when set, names the
+// participant whose own COMMIT will decide the transaction: the prepared
+// branch's GID names it, and a branch in doubt asks it.
 type PrepareRequest struct {
+	Header
+	TxID    TxID    `json:"tx"`
+	Stmts   int     `json:"stmts"`
+	Decider *NodeID `json:"decider,omitempty"`
+}
+
+// CommitBranchRequest asks the decider to commit its branch with an
+// ordinary COMMIT, its outcome marker inside: that commit is the decision
+// of the whole transaction. The coordinator sends it once every other
+// branch is prepared (or finished read-only), and only after its
+// coord.preparing naming the decider is durable. The answer is a
+// VoteMessage: committed, or no.
+type CommitBranchRequest struct {
 	Header
 	TxID  TxID `json:"tx"`
 	Stmts int  `json:"stmts"`
+}
+
+// SettleRequest asks a decider for the outcome of a transaction it
+// decides: from a branch in doubt, or from the coordinator that lost track
+// of the decider's answer. The decider answers only once its own branch
+// can no longer commit unless it did: it settles an undecided branch as
+// aborted, durably (a tombstone where its outcome marker would be), before
+// it says abort.
+type SettleRequest struct {
+	Cluster string `json:"cluster"`
+	From    NodeID `json:"from"`
+	TxID    TxID   `json:"tx"`
+	TxEpoch Epoch  `json:"tx_epoch"`
+}
+
+// SettleAnswer is the decider's answer to a SettleRequest: the outcome its
+// own database holds.
+type SettleAnswer struct {
+	Cluster string  `json:"cluster"`
+	From    NodeID  `json:"from"`
+	TxID    TxID    `json:"tx"`
+	Outcome Outcome `json:"outcome"`
 }
 
 // DecisionRequest tells a participant the outcome. Presumed marks an abort
@@ -96,26 +133,35 @@ type StmtResult struct {
 	Tag          string   `json:"tag,omitempty"`
 }
 
-func (ExecRequest) Method() string     { return "tpcd.exec" }
-func (PrepareRequest) Method() string  { return "tpcd.prepare" }
-func (DecisionRequest) Method() string { return "tpcd.decide" }
-func (ExecResult) Method() string      { return "tpcd.exec_result" }
-func (VoteMessage) Method() string     { return "tpcd.vote" }
-func (AckMessage) Method() string      { return "tpcd.ack" }
-func (InquireMessage) Method() string  { return "tpcd.inquire" }
+func (ExecRequest) Method() string         { return "tpcd.exec" }
+func (PrepareRequest) Method() string      { return "tpcd.prepare" }
+func (DecisionRequest) Method() string     { return "tpcd.decide" }
+func (ExecResult) Method() string          { return "tpcd.exec_result" }
+func (VoteMessage) Method() string         { return "tpcd.vote" }
+func (AckMessage) Method() string          { return "tpcd.ack" }
+func (InquireMessage) Method() string      { return "tpcd.inquire" }
+func (CommitBranchRequest) Method() string { return "tpcd.commit_branch" }
+func (SettleRequest) Method() string       { return "tpcd.settle" }
+func (SettleAnswer) Method() string        { return "tpcd.settled" }
 
-func (m ExecRequest) Tx() TxID     { return m.TxID }
-func (m PrepareRequest) Tx() TxID  { return m.TxID }
-func (m DecisionRequest) Tx() TxID { return m.TxID }
-func (m ExecResult) Tx() TxID      { return m.TxID }
-func (m VoteMessage) Tx() TxID     { return m.TxID }
-func (m AckMessage) Tx() TxID      { return m.TxID }
-func (m InquireMessage) Tx() TxID  { return m.TxID }
+func (m ExecRequest) Tx() TxID         { return m.TxID }
+func (m PrepareRequest) Tx() TxID      { return m.TxID }
+func (m DecisionRequest) Tx() TxID     { return m.TxID }
+func (m ExecResult) Tx() TxID          { return m.TxID }
+func (m VoteMessage) Tx() TxID         { return m.TxID }
+func (m AckMessage) Tx() TxID          { return m.TxID }
+func (m InquireMessage) Tx() TxID      { return m.TxID }
+func (m CommitBranchRequest) Tx() TxID { return m.TxID }
+func (m SettleRequest) Tx() TxID       { return m.TxID }
+func (m SettleAnswer) Tx() TxID        { return m.TxID }
 
-func (ExecRequest) isMessage()     {}
-func (PrepareRequest) isMessage()  {}
-func (DecisionRequest) isMessage() {}
-func (ExecResult) isMessage()      {}
-func (VoteMessage) isMessage()     {}
-func (AckMessage) isMessage()      {}
-func (InquireMessage) isMessage()  {}
+func (ExecRequest) isMessage()         {}
+func (PrepareRequest) isMessage()      {}
+func (DecisionRequest) isMessage()     {}
+func (ExecResult) isMessage()          {}
+func (VoteMessage) isMessage()         {}
+func (AckMessage) isMessage()          {}
+func (InquireMessage) isMessage()      {}
+func (CommitBranchRequest) isMessage() {}
+func (SettleRequest) isMessage()       {}
+func (SettleAnswer) isMessage()        {}

@@ -29,6 +29,12 @@ type ParticipantConfig struct {
 	// read-only) transaction ids stay known so late messages cannot revive
 	// them.
 	RememberAborted int
+	// DeciderPatience is how long a decider's open branch waits for the
+	// coordinator's commit request once a branch in doubt asked about it;
+	// then the decider gives up on it (rolls it back, settles it as
+	// aborted) and answers. A coordinator that asks gets its answer at
+	// once.
+	DeciderPatience time.Duration
 }
 
 func (c *ParticipantConfig) fill() {
@@ -43,6 +49,9 @@ func (c *ParticipantConfig) fill() {
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = DefaultRetryMax
+	}
+	if c.DeciderPatience <= 0 {
+		c.DeciderPatience = 5 * time.Second
 	}
 	if c.RememberAborted <= 0 {
 		// As long as the coordinator remembers outcomes, so a late duplicate
@@ -67,9 +76,11 @@ const (
 	PartPhaseAborting
 	// PartPhaseRollingBack: the open data transaction is being rolled back.
 	PartPhaseRollingBack
+	// PartPhaseDeciding: the decider's COMMIT (with its marker) is running.
+	PartPhaseDeciding
 )
 
-var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back"}
+var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back", "deciding"}
 
 func (p PartPhase) String() string {
 	if int(p) < len(partPhaseNames) && p != 0 {
@@ -117,7 +128,20 @@ type Participant struct {
 	// (its log was replaced): its work waits in held until every
 	// transaction of the old cluster has ended here, so that no
 	// transaction id of one cluster is ever taken for the other's.
-	joining *Header
+	joining      *Header
+	joiningPeers []string
+	// peers are the participants' addresses, by node id, as the
+	// coordinator last named them: a branch in doubt reaches its decider
+	// with them.
+	peers []string
+
+	// kept holds, as the decider of transactions, their outcome markers
+	// (and tombstones) that must stay until the coordinator says every
+	// other branch has its outcome: branches in doubt ask about them.
+	kept map[TxID]*keptMarker
+	// settles are the decider's DataSettle operations in flight or waiting
+	// for a retry, with whoever asked.
+	settles map[TxID]*settling
 
 	lsn LSN
 	rd  Ready
@@ -148,21 +172,50 @@ type partTx struct {
 
 	retryOp DataOp
 	retryAt Instant
+
+	// decider is the participant whose commit decides the transaction, or
+	// CoordinatorNode in the classic protocol (and before the decider is
+	// known).
+	decider NodeID
+	// commitWanted is the coordinator's request to commit this branch as
+	// the decider (with its statement count), waiting for running work.
+	commitWanted bool
+	commitStmts  int
+	// askers wait for this decider branch's outcome (SettleRequest); the
+	// first came at askedAt.
+	askers  []NodeID
+	askedAt Instant
 }
 
 // markerDeletion is the deletion of one committed transaction's marker.
 type markerDeletion struct {
-	gid     string
-	retry   bool
-	retryAt Instant
-	backoff time.Duration
+	markerOp
+	// ack is the outcome to acknowledge to the coordinator once the marker
+	// is gone: a decider's marker is deleted on the coordinator's word,
+	// which is acknowledged only then (or the coordinator would forget a
+	// transaction whose marker a crash could leave behind for good).
+	ack Outcome
+}
+
+// keptMarker is a decider's outcome marker (or tombstone) waiting for the
+// coordinator's word that it may go.
+type keptMarker struct {
+	gid       string
+	tombstone bool
+}
+
+// settling is a decider's DataSettle: the askers get its finding.
+type settling struct {
+	markerOp
+	askers []NodeID
 }
 
 // NewParticipant returns a participant with an empty state; fold its log in
 // with Apply before the Start step.
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
-	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, deleting: map[TxID]*markerDeletion{}}
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, deleting: map[TxID]*markerDeletion{},
+		kept: map[TxID]*keptMarker{}, settles: map[TxID]*settling{}}
 }
 
 // Cluster is the cluster this participant serves, "" before it heard of one.
@@ -173,6 +226,10 @@ func (p *Participant) Epoch() Epoch { return p.epoch }
 
 // Violations counts atomicity violations recorded in the log.
 func (p *Participant) Violations() int { return p.violations }
+
+// Peers are the participants' addresses, by node id, as the coordinator
+// last named them.
+func (p *Participant) Peers() []string { return p.peers }
 
 // Limits of the messages held while the coordinator is asked who it is.
 // Beyond them a message is dropped, as if lost: the coordinator resends
@@ -193,6 +250,9 @@ func (p *Participant) Apply(e Event) error {
 			p.finished, p.finishedIdx = nil, map[TxID]Outcome{}
 		}
 		p.cluster, p.epoch = e.Cluster, e.Epoch
+		if len(e.Participants) > 0 {
+			p.peers = e.Participants
+		}
 	case PartPrepared:
 		g, ok := ParseGID(e.GID)
 		if !ok {
@@ -200,8 +260,11 @@ func (p *Participant) Apply(e Event) error {
 		}
 		tx := p.txs[e.TxID]
 		if tx == nil {
-			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID}
+			tx = &partTx{id: e.TxID, epoch: g.Epoch, gid: e.GID, decider: CoordinatorNode}
 			p.txs[e.TxID] = tx
+		}
+		if g.HasDecider {
+			tx.decider = g.Decider
 		}
 		tx.phase = PartPhasePrepared
 	case PartCommitted, PartForgotten:
@@ -248,8 +311,10 @@ func (p *Participant) emit(e Event) LSN {
 	return p.lsn
 }
 
-func (p *Participant) send(m Message, wait LSN) {
-	p.rd.Effects = append(p.rd.Effects, Send{To: CoordinatorNode, Msg: m, WaitLSN: max(wait, p.epochLSN)})
+func (p *Participant) send(m Message, wait LSN) { p.sendTo(CoordinatorNode, m, wait) }
+
+func (p *Participant) sendTo(to NodeID, m Message, wait LSN) {
+	p.rd.Effects = append(p.rd.Effects, Send{To: to, Msg: m, WaitLSN: max(wait, p.epochLSN)})
 }
 
 func (p *Participant) data(d Data, tx *partTx) {
@@ -258,9 +323,10 @@ func (p *Participant) data(d Data, tx *partTx) {
 }
 
 // deleteMarker starts deleting a committed transaction's marker once lsn is
-// durable; the Forget effect follows when it is gone.
-func (p *Participant) deleteMarker(id TxID, gid string, lsn LSN) {
-	p.deleting[id] = &markerDeletion{gid: gid}
+// durable; the Forget effect follows when it is gone (and the ack, if ack
+// is set).
+func (p *Participant) deleteMarker(id TxID, gid string, lsn LSN, ack Outcome) {
+	p.deleting[id] = &markerDeletion{markerOp: markerOp{gid: gid}, ack: ack}
 	p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: gid, WaitLSN: lsn})
 }
 
@@ -311,6 +377,25 @@ func (p *Participant) start(in Start) {
 	p.started = true
 	prepared := p.ours(in.PreparedGIDs)
 	markers := p.ours(in.Markers)
+	// A decider's marker or tombstone stays until the coordinator says the
+	// other branches have their outcome: they may still ask about it.
+	for id, gid := range p.ours(in.Tombstones) {
+		p.kept[id] = &keptMarker{gid: gid, tombstone: true}
+	}
+	for _, id := range slices.Sorted(maps.Keys(markers)) {
+		if g, _ := ParseGID(markers[id]); g.IsDecider() {
+			p.kept[id] = &keptMarker{gid: markers[id]}
+			delete(markers, id)
+			if p.finishedIdx[id] != OutcomeCommit {
+				p.emit(PartCommitted{TxID: id, GID: g.String()})
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(p.kept)) {
+		if k := p.kept[id]; k.tombstone && p.finishedIdx[id] == 0 {
+			p.emit(PartAborted{TxID: id, GID: k.gid, Reason: "settled as aborted by the decider"})
+		}
+	}
 	for _, id := range p.sortedTxIDs() {
 		tx := p.txs[id]
 		switch tx.phase {
@@ -321,7 +406,7 @@ func (p *Participant) start(in Start) {
 				continue
 			}
 			if _, ok := markers[id]; ok {
-				p.deleteMarker(id, tx.gid, p.emit(PartCommitted{TxID: id, GID: tx.gid}))
+				p.deleteMarker(id, tx.gid, p.emit(PartCommitted{TxID: id, GID: tx.gid}), 0)
 				continue
 			}
 			p.emit(PartAborted{TxID: id, GID: tx.gid, Reason: "found rolled back at recovery"})
@@ -361,10 +446,10 @@ func (p *Participant) start(in Start) {
 		gid := markers[id]
 		if p.finishedIdx[id] == OutcomeCommit {
 			// Logged as committed; only the marker's deletion was cut short.
-			p.deleteMarker(id, gid, 0)
+			p.deleteMarker(id, gid, 0, 0)
 			continue
 		}
-		p.deleteMarker(id, gid, p.emit(PartCommitted{TxID: id, GID: gid}))
+		p.deleteMarker(id, gid, p.emit(PartCommitted{TxID: id, GID: gid}), 0)
 	}
 	// Confirm at once who the configured coordinator is, so that its
 	// first message does not wait for the question.
@@ -373,7 +458,7 @@ func (p *Participant) start(in Start) {
 	// that the last incarnation did not live to compact; they go once the
 	// events logged above are durable.
 	for _, id := range p.finished {
-		if _, ok := prepared[id]; !ok && p.txs[id] == nil && p.deleting[id] == nil {
+		if _, ok := prepared[id]; !ok && p.txs[id] == nil && p.deleting[id] == nil && p.kept[id] == nil {
 			p.rd.Effects = append(p.rd.Effects, Forget{TxID: id, WaitLSN: p.lsn})
 		}
 	}
@@ -462,11 +547,14 @@ func (p *Participant) answered(now Instant, in CoordinatorAnswered) {
 		// Already leaving for the cluster named then; a later answer
 		// naming yet another one is taken up once that is done.
 	case p.cluster == "" || id.Cluster == p.cluster && id.Epoch > p.epoch:
-		p.bind(now, id)
+		p.bind(now, id, in.Participants)
+	case id.Cluster == p.cluster && id.Epoch == p.epoch && len(in.Participants) > 0 && !slices.Equal(in.Participants, p.peers):
+		// Same coordinator, new addresses for its participants.
+		p.epochLSN = p.emit(PartEpochSeen{Cluster: p.cluster, Epoch: p.epoch, Participants: in.Participants})
 	case id.Cluster == p.cluster && id.Epoch < p.epoch:
 		p.warn("the coordinator says it is epoch %d of cluster %s, older than epoch %d seen here: its log went back in time (restored from a backup?); its messages are refused", id.Epoch, id.Cluster, p.epoch)
 	case id.Cluster != p.cluster:
-		p.join(now, id)
+		p.join(now, id, in.Participants)
 	}
 	p.releaseHeld(now)
 }
@@ -475,8 +563,8 @@ func (p *Participant) answered(now Instant, in CoordinatorAnswered) {
 // anything is sent in reply, and rolls back work left open by an earlier
 // incarnation: its coordinator died undecided, so the new one presumes
 // abort.
-func (p *Participant) bind(now Instant, id Header) {
-	p.epochLSN = p.emit(PartEpochSeen{Cluster: id.Cluster, Epoch: id.Epoch})
+func (p *Participant) bind(now Instant, id Header, peers []string) {
+	p.epochLSN = p.emit(PartEpochSeen{Cluster: id.Cluster, Epoch: id.Epoch, Participants: peers})
 	for _, tidx := range p.sortedTxIDs() {
 		if tx := p.txs[tidx]; tx.phase == PartPhaseWorking && tx.epoch < id.Epoch {
 			p.rollback(now, tx, "coordinator restarted")
@@ -491,12 +579,12 @@ func (p *Participant) bind(now Instant, id Header) {
 // old one is left (settleJoin). A transaction the old cluster left in
 // doubt cannot be settled by anyone but its own coordinator, so while one
 // exists the new cluster is refused, with a message saying why.
-func (p *Participant) join(now Instant, id Header) {
+func (p *Participant) join(now Instant, id Header, peers []string) {
 	if n := p.inDoubt(); n > 0 {
 		p.refuse(id, n)
 		return
 	}
-	p.joining = &id
+	p.joining, p.joiningPeers = &id, peers
 	for _, tidx := range p.sortedTxIDs() {
 		if tx := p.txs[tidx]; tx.phase == PartPhaseWorking {
 			p.rollback(now, tx, "the coordinator now belongs to cluster "+id.Cluster)
@@ -513,18 +601,26 @@ func (p *Participant) settleJoin(now Instant) {
 		p.refuse(id, n)
 		return
 	}
-	if len(p.txs) > 0 || len(p.deleting) > 0 {
+	if len(p.txs) > 0 || len(p.deleting) > 0 || len(p.settles) > 0 {
 		return
 	}
 	p.joining = nil
-	p.bind(now, id)
+	p.bind(now, id, p.joiningPeers)
 	p.releaseHeld(now)
 }
 
+// inDoubt counts the old cluster's transactions that tie this participant
+// to it: branches prepared and waiting for their outcome, and, as a
+// decider, outcomes that branches elsewhere may still ask about.
 func (p *Participant) inDoubt() int {
 	n := 0
 	for _, tx := range p.txs {
 		if tx.phase == PartPhasePrepared {
+			n++
+		}
+	}
+	for _, k := range p.kept {
+		if !k.tombstone {
 			n++
 		}
 	}
@@ -535,7 +631,7 @@ func (p *Participant) inDoubt() int {
 // its prepare requests get a no vote, each carrying the reason, so that the
 // new cluster's clients learn why; the operator hears of it too.
 func (p *Participant) refuse(id Header, inDoubt int) {
-	reason := fmt.Sprintf("this participant belongs to cluster %s and holds %d prepared transaction(s) of it that only that cluster's coordinator can decide; it takes no work from cluster %s until they are resolved (see tpcd replay)",
+	reason := fmt.Sprintf("this participant belongs to cluster %s and holds %d undecided or deciding transaction(s) of it that only that cluster can settle; it takes no work from cluster %s until they are resolved (see tpcd replay)",
 		p.cluster, inDoubt, id.Cluster)
 	p.warn("%s", reason)
 	for _, m := range p.held {
@@ -545,6 +641,10 @@ func (p *Participant) refuse(id Header, inDoubt int) {
 				p.send(ExecResult{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt, Err: reason}, 0)
 			}
 		case PrepareRequest:
+			if m.Header == id {
+				p.send(VoteMessage{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Vote: VoteNo, Reason: reason}, 0)
+			}
+		case CommitBranchRequest:
 			if m.Header == id {
 				p.send(VoteMessage{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Vote: VoteNo, Reason: reason}, 0)
 			}
@@ -578,6 +678,8 @@ func headerOf(m Message) Header {
 		return m.Header
 	case DecisionRequest:
 		return m.Header
+	case CommitBranchRequest:
+		return m.Header
 	}
 	return Header{}
 }
@@ -600,6 +702,21 @@ func (p *Participant) receive(now Instant, m Message) {
 		if p.admit(now, m, m.Header) {
 			p.decision(now, m)
 		}
+	case CommitBranchRequest:
+		if p.admit(now, m, m.Header) {
+			p.commitBranch(now, m)
+		}
+	case SettleRequest:
+		// A question from a branch in doubt or from the coordinator. It
+		// changes nothing a commit could not also have changed, so only
+		// the cluster is checked; peers authenticate each other.
+		if m.Cluster == p.cluster && p.cluster != "" && p.joining == nil {
+			p.settleRequested(now, m)
+		}
+	case SettleAnswer:
+		if m.Cluster == p.cluster && p.cluster != "" {
+			p.settleAnswered(now, m)
+		}
 	}
 }
 
@@ -614,15 +731,16 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		case p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.send(p.execResult(m.TxID, m.Stmt, "transaction was rolled back here"), 0)
 			return
-		case p.finishedIdx[m.TxID] == OutcomeCommit:
-			// A late duplicate: running it would redo committed work.
+		case p.finishedIdx[m.TxID] == OutcomeCommit || p.kept[m.TxID] != nil || p.settles[m.TxID] != nil:
+			// A late duplicate: running it would redo committed work (or
+			// reopen a branch its decider settled).
 			p.send(p.execResult(m.TxID, m.Stmt, "transaction already finished here"), 0)
 			return
 		case m.Stmt != 0:
 			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
 			return
 		}
-		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking}
+		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking, decider: CoordinatorNode}
 		p.txs[m.TxID] = tx
 	}
 	if tx.phase != PartPhaseWorking {
@@ -659,6 +777,13 @@ func (p *Participant) prepare(now Instant, m PrepareRequest) {
 	switch tx.phase {
 	case PartPhaseWorking:
 		tx.lastActivity = now
+		if m.Decider != nil {
+			if *m.Decider == p.cfg.Node {
+				return // the decider commits; it is never asked to prepare
+			}
+			tx.decider = *m.Decider
+			tx.gid = p.branchGID(tx.id, tx.epoch, tx.decider)
+		}
 		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
 		p.tryPrepare(now, tx)
 	case PartPhasePrepared:
@@ -682,6 +807,169 @@ func (p *Participant) tryPrepare(now Instant, tx *partTx) {
 	p.data(Data{Op: DataPrepare, TxID: tx.id, GID: tx.gid}, tx)
 }
 
+// branchGID names this participant's branch of a transaction decided by
+// decider.
+func (p *Participant) branchGID(id TxID, epoch Epoch, decider NodeID) string {
+	return GID{Cluster: p.cluster, Epoch: epoch, Tx: id, Node: p.cfg.Node, HasDecider: true, Decider: decider}.String()
+}
+
+// commitBranch commits this participant's branch as the decider: its
+// COMMIT, marker inside, decides the transaction. A branch this
+// participant no longer has is settled instead, so that "no" is final
+// before it is said.
+func (p *Participant) commitBranch(now Instant, m CommitBranchRequest) {
+	tx := p.txs[m.TxID]
+	if tx == nil {
+		if k := p.kept[m.TxID]; k != nil {
+			p.answerBranch(m.TxID, !k.tombstone, "settled as aborted earlier")
+			return
+		}
+		if o := p.finishedIdx[m.TxID]; o != 0 {
+			p.answerBranch(m.TxID, o == OutcomeCommit, "rolled back here")
+			return
+		}
+		p.settle(m.TxID, p.branchGID(m.TxID, m.Epoch, p.cfg.Node), CoordinatorNode)
+		return
+	}
+	switch tx.phase {
+	case PartPhaseWorking, PartPhaseRollingBack:
+		tx.lastActivity = now
+		tx.commitWanted, tx.commitStmts = true, m.Stmts
+		p.tryCommitBranch(now, tx)
+	}
+	// Deciding: the answer follows. Any other phase: this branch is
+	// prepared for another decider, and the request is nonsense.
+}
+
+func (p *Participant) tryCommitBranch(now Instant, tx *partTx) {
+	if !tx.commitWanted || tx.pending > 0 || tx.phase != PartPhaseWorking {
+		return
+	}
+	tx.commitWanted = false
+	tx.decider = p.cfg.Node
+	tx.gid = p.branchGID(tx.id, tx.epoch, p.cfg.Node)
+	if tx.nextStmt != tx.commitStmts {
+		tx.askers = appendAsker(tx.askers, CoordinatorNode)
+		p.rollback(now, tx, fmt.Sprintf("ran %d statements, coordinator counted %d", tx.nextStmt, tx.commitStmts))
+		return
+	}
+	tx.phase = PartPhaseDeciding
+	p.data(Data{Op: DataCommitBranch, TxID: tx.id, GID: tx.gid}, tx)
+}
+
+// answerBranch answers the coordinator's commit request for a branch
+// whose outcome is known.
+func (p *Participant) answerBranch(id TxID, committed bool, reason string) {
+	if committed {
+		p.vote(id, VoteCommitted, "", 0)
+	} else {
+		p.vote(id, VoteNo, reason, 0)
+	}
+}
+
+func appendAsker(askers []NodeID, n NodeID) []NodeID {
+	if slices.Contains(askers, n) {
+		return askers
+	}
+	return append(askers, n)
+}
+
+// settleRequested answers a question about a transaction this participant
+// decides. An open branch the coordinator has not asked to commit is
+// given up on (rolled back, then settled) when the coordinator asks, or
+// when a branch in doubt asked and DeciderPatience passed; a branch being
+// committed answers when done.
+func (p *Participant) settleRequested(now Instant, m SettleRequest) {
+	if tx := p.txs[m.TxID]; tx != nil {
+		switch tx.phase {
+		case PartPhaseWorking, PartPhaseRollingBack, PartPhaseDeciding:
+			if len(tx.askers) == 0 {
+				tx.askedAt = now
+			}
+			tx.askers = appendAsker(tx.askers, m.From)
+			if m.From == CoordinatorNode && tx.phase == PartPhaseWorking {
+				p.rollback(now, tx, "the coordinator settled it before asking for its commit")
+			}
+		}
+		// A prepared branch here belongs to another decider.
+		return
+	}
+	if k := p.kept[m.TxID]; k != nil {
+		p.settleAnswer(m.TxID, []NodeID{m.From}, !k.tombstone)
+		return
+	}
+	if o := p.finishedIdx[m.TxID]; o != 0 {
+		// Ended here, its marker gone on the coordinator's word: only a
+		// late copy of an old question gets here. What ended is known for
+		// longer than any message can be late (the log's events of ended
+		// transactions are compacted only after a while, see
+		// docs/PROTOCOL.md), and a branch that rolled back cannot be
+		// reopened meanwhile.
+		p.settleAnswer(m.TxID, []NodeID{m.From}, o == OutcomeCommit)
+		return
+	}
+	p.settle(m.TxID, p.branchGID(m.TxID, m.TxEpoch, p.cfg.Node), m.From)
+}
+
+// settle starts (or joins) a DataSettle of this participant's decider
+// branch of id.
+func (p *Participant) settle(id TxID, gid string, asker NodeID) {
+	if s := p.settles[id]; s != nil {
+		s.askers = appendAsker(s.askers, asker)
+		return
+	}
+	p.settles[id] = &settling{markerOp: markerOp{gid: gid}, askers: []NodeID{asker}}
+	p.rd.Effects = append(p.rd.Effects, Data{Op: DataSettle, TxID: id, GID: gid})
+}
+
+// settleAnswer tells each asker the decider's outcome: the coordinator as
+// the answer to its commit request or question, a branch in doubt as the
+// decision it waits for.
+func (p *Participant) settleAnswer(id TxID, askers []NodeID, committed bool) {
+	o := OutcomeAbort
+	if committed {
+		o = OutcomeCommit
+	}
+	for _, a := range askers {
+		p.sendTo(a, SettleAnswer{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}, 0)
+	}
+}
+
+// settled records what a DataSettle found and answers whoever asked.
+func (p *Participant) settled(in DataDone) {
+	s := p.settles[in.TxID]
+	if s == nil {
+		return
+	}
+	if in.Retry || in.Err != "" {
+		s.retry, s.retryAt = true, p.backOff(in.Now, &s.backoff)
+		return
+	}
+	delete(p.settles, in.TxID)
+	p.kept[in.TxID] = &keptMarker{gid: s.gid, tombstone: !in.Committed}
+	switch {
+	case in.Committed && p.finishedIdx[in.TxID] != OutcomeCommit:
+		p.emit(PartCommitted{TxID: in.TxID, GID: s.gid})
+	case !in.Committed && p.finishedIdx[in.TxID] == OutcomeCommit:
+		p.violation(in.TxID, "the log says committed, but the decider's marker is missing: settled as aborted")
+	case !in.Committed && p.finishedIdx[in.TxID] == 0:
+		p.emit(PartAborted{TxID: in.TxID, GID: s.gid, Reason: "settled as aborted by the decider"})
+	}
+	p.settleAnswer(in.TxID, s.askers, in.Committed)
+}
+
+// settleAnswered applies a decider's answer to a branch in doubt here.
+func (p *Participant) settleAnswered(now Instant, m SettleAnswer) {
+	tx := p.txs[m.TxID]
+	if tx == nil || tx.decider != m.From || tx.phase != PartPhasePrepared {
+		return
+	}
+	p.decision(now, DecisionRequest{Header: Header{Cluster: p.cluster, Epoch: p.epoch}, TxID: m.TxID, TxEpoch: tx.epoch, Outcome: m.Outcome})
+	if tx.phase == PartPhaseAborting {
+		tx.reason = fmt.Sprintf("%s, the decider, settled it as aborted", m.From)
+	}
+}
+
 // rollback abandons an unprepared transaction.
 func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
 	tx.phase = PartPhaseRollingBack
@@ -695,8 +983,26 @@ func (p *Participant) ack(id TxID, o Outcome) {
 
 func (p *Participant) decision(now Instant, m DecisionRequest) {
 	tx := p.txs[m.TxID]
+	if tx == nil && p.kept[m.TxID] != nil {
+		// The decider hears the outcome last: every other branch has it,
+		// so its marker (or tombstone) may go, and the ack follows.
+		k := p.kept[m.TxID]
+		delete(p.kept, m.TxID)
+		switch {
+		case m.Outcome == OutcomeCommit && k.tombstone:
+			p.violation(m.TxID, "coordinator decided commit, but this participant, its decider, settled it as aborted")
+		case m.Outcome == OutcomeAbort && !m.Presumed && !k.tombstone:
+			p.violation(m.TxID, "coordinator decided abort, but this participant, its decider, committed it")
+		}
+		// Not before what this participant logged of it is durable: a
+		// marker gone with no record of the commit would read as aborted.
+		p.deleteMarker(m.TxID, k.gid, p.lsn, m.Outcome)
+		return
+	}
 	if tx == nil {
 		switch {
+		case p.deleting[m.TxID] != nil && p.deleting[m.TxID].ack != 0:
+			return // the ack follows the marker's deletion
 		case m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
 		case m.Outcome == OutcomeAbort && !m.Presumed && p.deleting[m.TxID] != nil:
@@ -735,8 +1041,12 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 }
 
 func (p *Participant) dataDone(in DataDone) {
-	if in.Op == DataDeleteMarker {
+	switch in.Op {
+	case DataDeleteMarker:
 		p.markerDeleted(in)
+		return
+	case DataSettle:
+		p.settled(in)
 		return
 	}
 	tx := p.txs[in.TxID]
@@ -763,6 +1073,7 @@ func (p *Participant) dataDone(in DataDone) {
 			return
 		}
 		p.tryPrepare(now, tx)
+		p.tryCommitBranch(now, tx)
 	case DataPrepare:
 		switch {
 		case in.Err != "":
@@ -808,13 +1119,41 @@ func (p *Participant) dataDone(in DataDone) {
 		if tx.ackWanted {
 			p.ack(tx.id, OutcomeAbort)
 		}
+		if len(tx.askers) > 0 || tx.commitWanted {
+			// Asked about as a decider: rolled back is not yet final (a
+			// duplicate could reopen the branch); the tombstone makes it
+			// so, then the askers hear.
+			if tx.commitWanted {
+				tx.askers = appendAsker(tx.askers, CoordinatorNode)
+			}
+			p.settle(tx.id, p.branchGID(tx.id, tx.epoch, p.cfg.Node), tx.askers[0])
+			for _, a := range tx.askers[1:] {
+				p.settle(tx.id, "", a)
+			}
+		}
+	case DataCommitBranch:
+		if in.Err != "" || in.Retry {
+			// The COMMIT may or may not have happened (the connection broke
+			// during it): only the marker can tell, and settling reads it
+			// or makes the abort final.
+			delete(p.txs, tx.id)
+			p.settle(tx.id, tx.gid, CoordinatorNode)
+			for _, a := range tx.askers {
+				p.settle(tx.id, "", a)
+			}
+			return
+		}
+		p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
+		p.kept[tx.id] = &keptMarker{gid: tx.gid}
+		p.answerBranch(tx.id, true, "")
+		p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 	case DataCommitPrepared:
 		if in.Err != "" {
 			p.violation(tx.id, "commit of %s failed: %s", tx.gid, in.Err)
 		}
 		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
 		p.ack(tx.id, OutcomeCommit)
-		p.deleteMarker(tx.id, tx.gid, lsn)
+		p.deleteMarker(tx.id, tx.gid, lsn, 0)
 	}
 }
 
@@ -831,6 +1170,9 @@ func (p *Participant) markerDeleted(in DataDone) {
 		return
 	}
 	delete(p.deleting, in.TxID)
+	if s.ack != 0 {
+		p.ack(in.TxID, s.ack)
+	}
 	p.rd.Effects = append(p.rd.Effects, Forget{TxID: in.TxID})
 }
 
@@ -843,6 +1185,7 @@ func (p *Participant) tick(now Instant) {
 		p.ask(now) // the last question or its answer was lost
 	}
 	p.retryMarkerDeletions(now)
+	p.retrySettles(now)
 	var ready []TxID
 	for id, tx := range p.txs {
 		if p.due(now, tx) {
@@ -860,12 +1203,21 @@ func (p *Participant) tick(now Instant) {
 		}
 		switch tx.phase {
 		case PartPhaseWorking:
-			if tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) {
+			switch {
+			case tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout):
 				p.rollback(now, tx, fmt.Sprintf("no word from the coordinator for %s", p.cfg.IdleTimeout))
+			case p.outOfPatience(now, tx):
+				p.rollback(now, tx, fmt.Sprintf("a branch in doubt asked about it as the decider, and no commit request came within %s", p.cfg.DeciderPatience))
 			}
 		case PartPhasePrepared:
 			if now >= tx.nextInquiry {
-				p.send(InquireMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
+				if tx.decider != CoordinatorNode {
+					// The decider's database holds the outcome; it answers
+					// while the coordinator is down too.
+					p.sendTo(tx.decider, SettleRequest{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
+				} else {
+					p.send(InquireMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, TxEpoch: tx.epoch}, 0)
+				}
 				tx.nextInquiry = p.backOff(now, &tx.backoff)
 			}
 		}
@@ -888,23 +1240,50 @@ func (p *Participant) backOff(now Instant, backoff *time.Duration) Instant {
 func (p *Participant) due(now Instant, tx *partTx) bool {
 	return tx.retryOp != 0 && now >= tx.retryAt ||
 		tx.phase == PartPhaseWorking && tx.pending == 0 && now >= tx.lastActivity.Add(p.cfg.IdleTimeout) ||
+		tx.phase == PartPhaseWorking && p.outOfPatience(now, tx) ||
 		tx.phase == PartPhasePrepared && now >= tx.nextInquiry
 }
+
+// outOfPatience reports whether an open branch asked about as the decider
+// has waited long enough for the coordinator's commit request.
+func (p *Participant) outOfPatience(now Instant, tx *partTx) bool {
+	return len(tx.askers) > 0 && !tx.commitWanted && now >= tx.askedAt.Add(p.cfg.DeciderPatience)
+}
+
+// retrySettles reissues the settles whose retry is due, in id order.
+func (p *Participant) retrySettles(now Instant) { reissue(p, now, p.settles, DataSettle) }
 
 // retryMarkerDeletions reissues the marker deletions whose retry is due, in
 // id order.
 func (p *Participant) retryMarkerDeletions(now Instant) {
+	reissue(p, now, p.deleting, DataDeleteMarker)
+}
+
+// markerOp is a data operation on a marker, which may fail for want of the
+// data database and wait to be tried again.
+type markerOp struct {
+	gid     string
+	retry   bool
+	retryAt Instant
+	backoff time.Duration
+}
+
+func (r *markerOp) op() *markerOp { return r }
+
+// reissue emits op again for the entries of m whose retry is due, in id
+// order.
+func reissue[T interface{ op() *markerOp }](p *Participant, now Instant, m map[TxID]T, op DataOp) {
 	var ready []TxID
-	for id, s := range p.deleting {
-		if s.retry && now >= s.retryAt {
+	for id, e := range m {
+		if r := e.op(); r.retry && now >= r.retryAt {
 			ready = append(ready, id)
 		}
 	}
 	slices.Sort(ready)
 	for _, id := range ready {
-		s := p.deleting[id]
-		s.retry = false
-		p.rd.Effects = append(p.rd.Effects, Data{Op: DataDeleteMarker, TxID: id, GID: s.gid})
+		r := m[id].op()
+		r.retry = false
+		p.rd.Effects = append(p.rd.Effects, Data{Op: op, TxID: id, GID: r.gid})
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/engine/enginetest"
 )
 
@@ -189,4 +190,25 @@ func TestSimDeterministic(t *testing.T) {
 	if a, b := run(), run(); a != b {
 		t.Fatal("two runs of seed 7 produced different traces")
 	}
+}
+
+// TestSimCatchesEarlyAbort breaks the decider rule on purpose, from outside
+// the engines: a branch in doubt hears abort from its decider the moment
+// it asks, as from a decider that concluded abort while its own branch
+// could still commit. The checker must notice a transaction committed by
+// its decider and rolled back elsewhere.
+func TestSimCatchesEarlyAbort(t *testing.T) {
+	caught := 0
+	for seed := uint64(1); seed <= 2000; seed++ {
+		_, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps, Protocol: engine.ProtocolDecider, ForgeEarlyAbort: true})
+		if err == nil {
+			continue
+		}
+		caught++
+		if msg := firstLine(err.Error()); strings.Contains(msg, "rolled back") || strings.Contains(msg, "not prepared") {
+			t.Logf("seed %d caught the early abort (%d seeds caught something so far): %s", seed, caught, msg)
+			return
+		}
+	}
+	t.Fatalf("2000 seeds with early aborts: %d reported something, none a transaction committed by its decider and rolled back elsewhere", caught)
 }

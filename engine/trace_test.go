@@ -25,7 +25,7 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 // command is every event, effect and message it caused, rendered with the
 // engine's Describe functions. Commands:
 //
-//	init participants=3 [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes] [asks-in-flight]
+//	init participants=3 [protocol=decider|classic] [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes] [asks-in-flight]
 //	start [node=c|pN]          start every down node, or one
 //	restart node=pN            same as start for one crashed node
 //	crash node=pN              lose volatile events, held effects, issued data ops, open data txs
@@ -37,7 +37,7 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 //	drop [from=..] [to=..] [kind=..] [tx=..] [count=..]
 //	duplicate [from=..] [to=..] [kind=..] [tx=..] [count=..]
 //	fail-send [delivered] [from=..] [to=..] [kind=..] [tx=..]
-//	data-done [all] [node=pN] [tx=..] [op=exec|prepare|...] [error=(...)|error-after-prepare|read-only|retry|force-prepare]
+//	data-done [all] [node=pN] [tx=..] [op=exec|prepare|commit-branch|settle|...] [error=(...)|error-after-prepare|error-after-commit|read-only|retry|force-prepare]
 //	crash-after-data node=pN [tx=..] [op=..] [fault]   run the operation, then crash before the result is heard
 //	persist [node=..] [lsn=..] make events durable and release what waited for them
 //	tick [node=..] [advance=6s]
@@ -165,6 +165,11 @@ func (e *traceEnv) init(d *datadriven.TestData) error {
 			e.forges = true
 		case "asks-in-flight":
 			cfg.AnswerAtOnce = false
+		case "protocol":
+			if len(a.Vals) != 1 {
+				return fmt.Errorf("init: protocol=decider|classic")
+			}
+			cfg.Coordinator.Protocol, err = engine.ParseProtocol(a.Vals[0])
 		default:
 			return fmt.Errorf("init: unknown argument %q", a.Key)
 		}
@@ -464,6 +469,7 @@ var faults = []struct {
 	fault enginetest.Fault
 }{
 	{"error-after-prepare", enginetest.FailAfterPrepare},
+	{"error-after-commit", enginetest.FailAfterCommit},
 	{"retry", enginetest.RetryOp},
 	{"read-only", enginetest.ForceReadOnly},
 	{"force-prepare", enginetest.ForcePrepare},

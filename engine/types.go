@@ -95,6 +95,9 @@ const (
 	// VoteReadOnly means the participant wrote nothing, has already finished
 	// its part, and needs no second phase.
 	VoteReadOnly
+	// VoteCommitted is the decider's answer: its branch committed, and with
+	// it the transaction.
+	VoteCommitted
 )
 
 func (v Vote) String() string {
@@ -105,6 +108,8 @@ func (v Vote) String() string {
 		return "no"
 	case VoteReadOnly:
 		return "read-only"
+	case VoteCommitted:
+		return "committed"
 	}
 	return "vote(" + strconv.Itoa(int(v)) + ")"
 }
@@ -112,7 +117,7 @@ func (v Vote) String() string {
 // MarshalText encodes a vote by name.
 func (v Vote) MarshalText() ([]byte, error) {
 	switch v {
-	case VoteYes, VoteNo, VoteReadOnly:
+	case VoteYes, VoteNo, VoteReadOnly, VoteCommitted:
 		return []byte(v.String()), nil
 	}
 	return nil, fmt.Errorf("engine: invalid vote %d", v)
@@ -127,6 +132,8 @@ func (v *Vote) UnmarshalText(b []byte) error {
 		*v = VoteNo
 	case "read-only":
 		*v = VoteReadOnly
+	case "committed":
+		*v = VoteCommitted
 	default:
 		return fmt.Errorf("engine: invalid vote %q", b)
 	}
@@ -136,22 +143,36 @@ func (v *Vote) UnmarshalText(b []byte) error {
 // GIDPrefix starts every PostgreSQL prepared-transaction name tpcd creates.
 const GIDPrefix = "tpcd:"
 
-// GID names the prepared transaction of one transaction on one
-// participant: "tpcd:<cluster>:<epoch>:<tx>:<node>". PostgreSQL's GIDs are
+// GID names one participant's branch of a transaction:
+// "tpcd:<cluster>:<epoch>:<tx>:<node>", or with a decider
+// "tpcd:<cluster>:<epoch>:<tx>:<node>:<decider>". PostgreSQL's GIDs are
 // unique per server, not per database, so the node is part of the name for
 // participants that share a server. The cluster part lets recovery touch
-// only its own prepared transactions; the epoch part tells which coordinator
-// incarnation started it.
+// only its own prepared transactions; the epoch part tells which
+// coordinator incarnation started it. The decider part names the
+// participant whose own COMMIT decides the transaction: a branch in doubt
+// asks it, not the coordinator. The decider's own branch is never prepared;
+// its name (node equal to decider) is that of its outcome marker.
 type GID struct {
 	Cluster string
 	Epoch   Epoch
 	Tx      TxID
 	Node    NodeID
+	// HasDecider marks a branch of a transaction decided by Decider.
+	HasDecider bool
+	Decider    NodeID
 }
 
+// IsDecider reports whether g is the decider's own branch.
+func (g GID) IsDecider() bool { return g.HasDecider && g.Decider == g.Node }
+
 func (g GID) String() string {
-	return GIDPrefix + g.Cluster + ":" + strconv.FormatUint(uint64(g.Epoch), 10) + ":" +
+	s := GIDPrefix + g.Cluster + ":" + strconv.FormatUint(uint64(g.Epoch), 10) + ":" +
 		strconv.FormatUint(uint64(g.Tx), 10) + ":" + strconv.Itoa(int(g.Node))
+	if g.HasDecider {
+		s += ":" + strconv.Itoa(int(g.Decider))
+	}
+	return s
 }
 
 // ParseGID parses a GID made by GID.String. ok is false for any other name.
@@ -161,7 +182,7 @@ func ParseGID(s string) (g GID, ok bool) {
 		return GID{}, false
 	}
 	parts := strings.Split(rest, ":")
-	if len(parts) != 4 || parts[0] == "" {
+	if len(parts) != 4 && len(parts) != 5 || parts[0] == "" {
 		return GID{}, false
 	}
 	epoch, err1 := strconv.ParseUint(parts[1], 10, 64)
@@ -170,5 +191,13 @@ func ParseGID(s string) (g GID, ok bool) {
 	if err1 != nil || err2 != nil || err3 != nil || epoch == 0 || tx == 0 {
 		return GID{}, false
 	}
-	return GID{Cluster: parts[0], Epoch: Epoch(epoch), Tx: TxID(tx), Node: NodeID(node)}, true
+	g = GID{Cluster: parts[0], Epoch: Epoch(epoch), Tx: TxID(tx), Node: NodeID(node)}
+	if len(parts) == 5 {
+		d, err := strconv.ParseUint(parts[4], 10, 31)
+		if err != nil {
+			return GID{}, false
+		}
+		g.HasDecider, g.Decider = true, NodeID(d)
+	}
+	return g, true
 }

@@ -42,6 +42,11 @@ type Checker struct {
 	toldCommit map[TxKey]bool
 	toldAbort  map[TxKey]bool
 	begun      map[engine.TxID]bool
+	// byDecider marks commit decisions that are a decider's COMMIT;
+	// deciderSaidAbort marks transactions whose decider told someone they
+	// aborted, after which its branch must never commit.
+	byDecider        map[TxKey]bool
+	deciderSaidAbort map[TxKey]bool
 }
 
 type fateRec struct {
@@ -54,15 +59,17 @@ type fateRec struct {
 
 func newChecker(c *Cluster) *Checker {
 	k := &Checker{
-		c:              c,
-		decided:        map[TxKey]engine.CoordDecided{},
-		abortLogged:    map[TxKey]bool{},
-		fates:          map[TxKey][]fateRec{},
-		preparedWrites: map[TxKey]bool{},
-		okWrites:       map[TxKey][][]string{},
-		toldCommit:     map[TxKey]bool{},
-		toldAbort:      map[TxKey]bool{},
-		begun:          map[engine.TxID]bool{},
+		c:                c,
+		decided:          map[TxKey]engine.CoordDecided{},
+		abortLogged:      map[TxKey]bool{},
+		fates:            map[TxKey][]fateRec{},
+		preparedWrites:   map[TxKey]bool{},
+		okWrites:         map[TxKey][][]string{},
+		toldCommit:       map[TxKey]bool{},
+		toldAbort:        map[TxKey]bool{},
+		begun:            map[engine.TxID]bool{},
+		byDecider:        map[TxKey]bool{},
+		deciderSaidAbort: map[TxKey]bool{},
 	}
 	for range c.cfg.Participants {
 		k.preparedLogged = append(k.preparedLogged, map[TxKey]bool{})
@@ -105,6 +112,10 @@ func (k *Checker) onDurable(n *Node, evs []engine.Event) {
 			case e.Outcome == engine.OutcomeCommit && k.abortLogged[key],
 				e.Outcome == engine.OutcomeAbort && committed:
 				k.failf("coordinator logged both commit and abort for tx %s", key)
+			case e.Outcome == engine.OutcomeCommit && k.byDecider[key]:
+				// The decider's commit was the decision; the coordinator's
+				// lazy record of it may list branches whose votes a
+				// restart lost (read-only ones among them).
 			case e.Outcome == engine.OutcomeCommit:
 				k.decided[key] = e
 			default:
@@ -137,14 +148,33 @@ func (k *Checker) onSend(n *Node, s engine.Send) {
 			k.failf("abort of tx %d sent to %s, but commit was logged", m.TxID, s.To)
 		}
 	case engine.VoteMessage:
+		if m.Vote == engine.VoteCommitted {
+			if _, ok := k.decided[TxKey{Cluster: m.Cluster, Tx: m.TxID}]; !ok {
+				k.failf("%s answered committed for tx %d, but its branch did not commit", n.ID, m.TxID)
+			}
+		}
 		if m.Vote == engine.VoteYes && !k.c.cfg.Participant.LazyPrepared && !k.preparedLogged[n.ID][TxKey{Cluster: m.Cluster, Tx: m.TxID}] {
 			k.failf("%s voted yes on tx %d before its Prepared event was durable", n.ID, m.TxID)
+		}
+	case engine.SettleAnswer:
+		key := TxKey{Cluster: m.Cluster, Tx: m.TxID}
+		_, committed := k.decided[key]
+		switch {
+		case m.Outcome == engine.OutcomeCommit && !committed:
+			k.failf("%s told %s that tx %s committed, but its branch did not", n.ID, s.To, key)
+		case m.Outcome == engine.OutcomeAbort && committed:
+			k.failf("%s told %s that tx %s aborted, but its branch committed", n.ID, s.To, key)
+		case m.Outcome == engine.OutcomeAbort:
+			k.deciderSaidAbort[key] = true
 		}
 	case engine.AckMessage:
 		// An abort may be acknowledged for a transaction committed and
 		// forgotten long ago (a stale presumed answer); only the commit
 		// acknowledgement is a promise the coordinator acts on.
-		if m.Outcome == engine.OutcomeCommit && n.db.commits[TxKey{Cluster: m.Cluster, Tx: m.TxID}] == 0 {
+		// (A branch that finished read-only may acknowledge a commit too:
+		// a restarted coordinator no longer knows who voted read-only.)
+		key := TxKey{Cluster: m.Cluster, Tx: m.TxID}
+		if m.Outcome == engine.OutcomeCommit && n.db.commits[key] == 0 && k.fatesOf(key)[n.ID].writes {
 			k.failf("%s acknowledged commit of tx %d without committing it", n.ID, m.TxID)
 		}
 	}
@@ -253,7 +283,14 @@ func (k *Checker) onChanges(n *Node, chs []change) {
 				k.failf("%s committed tx %s without two-phase commit (read-only vote for a transaction that wrote)", n.ID, ch.key)
 			}
 		case fateCommitted:
+			if ch.decider {
+				k.onDecision(n, ch)
+			}
 			k.onCommit(n, ch)
+		case fateSettledAborted:
+			// Not a fate of the branch itself: the outcome is final.
+			fates[p] = prev
+			continue
 		case fateAborted:
 			if !writes {
 				continue
@@ -277,6 +314,32 @@ func (k *Checker) onChanges(n *Node, chs []change) {
 			}
 		}
 	}
+}
+
+// onDecision checks a decider's COMMIT, which decides its transaction:
+// every other branch that wrote must be prepared by then, and nobody may
+// have been told it aborted.
+func (k *Checker) onDecision(n *Node, ch change) {
+	if k.deciderSaidAbort[ch.key] {
+		k.failf("%s, the decider, committed tx %s after saying it aborted", n.ID, ch.key)
+	}
+	if e, ok := k.decided[ch.key]; ok {
+		k.failf("%s, the decider, committed tx %s, already decided (%v)", n.ID, ch.key, e.Participants)
+		return
+	}
+	d := engine.CoordDecided{TxID: ch.key.Tx, Outcome: engine.OutcomeCommit}
+	for q, f := range k.fatesOf(ch.key) {
+		switch {
+		case q == int(n.ID):
+		case f.f == fatePrepared:
+			d.Participants = append(d.Participants, engine.NodeID(q))
+		case f.writes && f.f != fateReadOnly:
+			k.failf("%s, the decider, committed tx %s while the writes on p%d are %s, not prepared", n.ID, ch.key, q, f.f)
+		}
+	}
+	d.Participants = append(d.Participants, n.ID)
+	k.decided[ch.key] = d
+	k.byDecider[ch.key] = true
 }
 
 func (k *Checker) onCommit(n *Node, ch change) {

@@ -35,6 +35,18 @@ type Config struct {
 	// OnResponse is called for every answer the client gets, including
 	// requests lost in a coordinator crash.
 	OnResponse func(Response)
+	// ForgeEarlyAbort breaks the decider rule on purpose, to prove the
+	// checker notices: a decider's answer to a branch in doubt is forged
+	// as abort the moment the question arrives, as a decider would answer
+	// that concluded abort while its own branch could still commit.
+	ForgeEarlyAbort bool
+	// CompactAfter delays Compact: a transaction's events go only this long
+	// after they could, as a node keeps them (so that what ended stays
+	// known for longer than a message can be late).
+	CompactAfter time.Duration
+	// MaxMessageAge loses a message delivered later than this after it was
+	// sent, as a node's transport gives up on one (0: no limit).
+	MaxMessageAge time.Duration
 	// AnswerAtOnce answers a participant's AskCoordinator in the same step
 	// when the coordinator is up (and with an error when it is down),
 	// instead of sending the question and its answer through the network
@@ -54,6 +66,7 @@ type Envelope struct {
 	Msg    engine.Message
 	Ask    bool
 	Answer *engine.CoordinatorAnswered
+	sentAt engine.Instant
 	// fromInc is the sender's incarnation, so a send failure is reported
 	// only to the incarnation that sent the message; for an answer it is
 	// the incarnation of the participant that asked.
@@ -131,6 +144,13 @@ type Node struct {
 	nextSeq uint64
 	db      *DataDB
 	ops     []engine.Data // issued data operations, in emission order
+	// compactions wait for CompactAfter.
+	compactions []compaction
+}
+
+type compaction struct {
+	tx engine.TxID
+	at engine.Instant
 }
 
 // Up reports whether the node is running.
@@ -255,9 +275,13 @@ func (c *Cluster) Start(id engine.NodeID) error {
 	if n.coord != nil {
 		in.NewCluster = c.cfg.ClusterID
 	} else {
-		in.PreparedGIDs, in.Markers = n.db.PreparedGIDs(), n.db.Markers()
+		in.PreparedGIDs, in.Markers, in.Tombstones = n.db.PreparedGIDs(), n.db.Markers(), n.db.Tombstones()
 	}
-	c.tracef("%s: start prepared=[%s] markers=[%s]", id, strings.Join(in.PreparedGIDs, " "), strings.Join(in.Markers, " "))
+	tomb := ""
+	if len(in.Tombstones) > 0 {
+		tomb = " tombstones=[" + strings.Join(in.Tombstones, " ") + "]"
+	}
+	c.tracef("%s: start prepared=[%s] markers=[%s]%s", id, strings.Join(in.PreparedGIDs, " "), strings.Join(in.Markers, " "), tomb)
 	c.stepNode(n, in)
 	return nil
 }
@@ -427,7 +451,7 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 			c.prepareTargets[pr.TxID] = append(c.prepareTargets[pr.TxID], e.To)
 		}
 		c.nextMsg++
-		c.net = append(c.net, Envelope{ID: c.nextMsg, From: n.ID, To: e.To, Msg: e.Msg, fromInc: n.inc})
+		c.net = append(c.net, Envelope{ID: c.nextMsg, sentAt: c.now, From: n.ID, To: e.To, Msg: e.Msg, fromInc: n.inc})
 	case engine.Respond:
 		req, ok := c.waiting[e.Req]
 		if !ok {
@@ -450,7 +474,7 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 			return
 		}
 		c.nextMsg++
-		c.net = append(c.net, Envelope{ID: c.nextMsg, From: n.ID, To: engine.CoordinatorNode, Ask: true, fromInc: n.inc})
+		c.net = append(c.net, Envelope{ID: c.nextMsg, sentAt: c.now, From: n.ID, To: engine.CoordinatorNode, Ask: true, fromInc: n.inc})
 	case engine.Warning:
 		// Worth an operator's attention, and shown in traces; not a
 		// broken invariant.
@@ -460,14 +484,12 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 		// Compaction would delete the transaction's events: its marker and
 		// its prepared GID, which a restart reads instead, must be gone by
 		// then.
-		for _, gid := range append(n.db.Markers(), n.db.PreparedGIDs()...) {
-			if g, ok := engine.ParseGID(gid); ok && g.Tx == e.TxID && g.Node == n.ID {
+		for _, gid := range slices.Concat(n.db.Markers(), n.db.PreparedGIDs(), n.db.Tombstones()) {
+			if g, ok := engine.ParseGID(gid); ok && g.Tx == e.TxID && g.Node == n.ID && g.Cluster == n.part.Cluster() {
 				c.check.failf("%s: forgets tx %d while %s is marked or prepared", n.ID, e.TxID, gid)
 			}
 		}
-		if c.cfg.Compact {
-			c.compact(n, e.TxID)
-		}
+		c.compactLater(n, e.TxID)
 	}
 }
 
@@ -484,6 +506,30 @@ func (c *Cluster) respond(r Response) {
 // compact deletes a transaction's durable events but its violations, as a
 // node's compaction does, at once: the harshest schedule a node could keep,
 // so that a restart after it runs on a compacted log.
+func (c *Cluster) compactLater(n *Node, id engine.TxID) {
+	if !c.cfg.Compact {
+		return
+	}
+	if c.cfg.CompactAfter == 0 {
+		c.compact(n, id)
+		return
+	}
+	n.compactions = append(n.compactions, compaction{tx: id, at: c.now.Add(c.cfg.CompactAfter)})
+}
+
+// compactDue runs the compactions whose time came.
+func (c *Cluster) compactDue(n *Node) {
+	keep := n.compactions[:0]
+	for _, cp := range n.compactions {
+		if c.now >= cp.at {
+			c.compact(n, cp.tx)
+		} else {
+			keep = append(keep, cp)
+		}
+	}
+	n.compactions = keep
+}
+
 func (c *Cluster) compact(n *Node, id engine.TxID) {
 	n.durable = slices.DeleteFunc(n.durable, func(e engine.Event) bool {
 		_, violation := e.(engine.PartViolation)
@@ -520,9 +566,7 @@ func (c *Cluster) Persist(id engine.NodeID, lsn engine.LSN) error {
 		switch e.(type) {
 		case engine.CoordEnded, engine.PartAborted:
 			// What a node's compaction keys on besides Forget.
-			if c.cfg.Compact {
-				c.compact(n, e.Tx())
-			}
+			c.compactLater(n, e.Tx())
 		}
 	}
 	for _, h := range c.release(n) {
@@ -538,6 +582,7 @@ func (c *Cluster) Tick(id engine.NodeID) error {
 	if n == nil || !n.up {
 		return fmt.Errorf("%s is not up", id)
 	}
+	c.compactDue(n)
 	c.stepNode(n, engine.Tick{Now: c.now})
 	return nil
 }
@@ -547,7 +592,11 @@ func (c *Cluster) answer() engine.CoordinatorAnswered {
 	if !c.coord.up {
 		return engine.CoordinatorAnswered{Now: c.now, Err: "coordinator unreachable"}
 	}
-	return engine.CoordinatorAnswered{Now: c.now, Cluster: c.coord.coord.Cluster(), Epoch: c.coord.coord.Epoch()}
+	peers := make([]string, len(c.parts))
+	for i := range peers {
+		peers[i] = engine.NodeID(i).String()
+	}
+	return engine.CoordinatorAnswered{Now: c.now, Cluster: c.coord.coord.Cluster(), Epoch: c.coord.coord.Epoch(), Participants: peers}
 }
 
 // Deliver hands the i-th message in flight to its destination; a message to
@@ -560,12 +609,23 @@ func (c *Cluster) Deliver(i int) {
 		c.tracef("%s (lost: %s is down)", env, env.To)
 		return
 	}
+	if c.cfg.MaxMessageAge > 0 && c.now > env.sentAt.Add(c.cfg.MaxMessageAge) {
+		c.tracef("%s (lost: sent %s ago)", env, time.Duration(c.now-env.sentAt))
+		return
+	}
 	c.tracef("%s", env)
+	if q, ok := env.Msg.(engine.SettleRequest); ok && c.cfg.ForgeEarlyAbort && q.From != engine.CoordinatorNode {
+		if asker := c.Node(q.From); asker != nil && asker.up {
+			forged := engine.SettleAnswer{Cluster: q.Cluster, From: env.To, TxID: q.TxID, Outcome: engine.OutcomeAbort}
+			c.tracef("forged: %s -> %s: %s", env.To, q.From, engine.DescribeMessage(forged))
+			c.stepNode(asker, engine.Receive{Now: c.now, Msg: forged})
+		}
+	}
 	switch {
 	case env.Ask:
 		a := c.answer()
 		c.nextMsg++
-		c.net = append(c.net, Envelope{ID: c.nextMsg, From: env.To, To: env.From, Answer: &a, fromInc: env.fromInc})
+		c.net = append(c.net, Envelope{ID: c.nextMsg, sentAt: c.now, From: env.To, To: env.From, Answer: &a, fromInc: env.fromInc})
 		return
 	case env.Answer != nil:
 		a := *env.Answer
@@ -596,7 +656,7 @@ func (c *Cluster) take(i int) Envelope {
 // had sent it, as an outsider who can reach the participant could.
 func (c *Cluster) Forge(to engine.NodeID, m engine.Message) {
 	c.nextMsg++
-	env := Envelope{ID: c.nextMsg, From: engine.CoordinatorNode, To: to, Msg: m}
+	env := Envelope{ID: c.nextMsg, sentAt: c.now, From: engine.CoordinatorNode, To: to, Msg: m}
 	c.net = append(c.net, env)
 	c.tracef("forged %s", env)
 }

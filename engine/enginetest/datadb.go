@@ -44,9 +44,12 @@ const (
 	// ForcePrepare makes prepare really prepare a transaction that wrote
 	// nothing, which a driver is also free to do.
 	ForcePrepare
+	// FailAfterCommit makes a decider's COMMIT succeed but report an
+	// error, as when the connection breaks just after the server committed.
+	FailAfterCommit
 )
 
-var faultNames = [...]string{"ok", "error", "error-after-prepare", "retry", "read-only", "force-prepare"}
+var faultNames = [...]string{"ok", "error", "error-after-prepare", "retry", "read-only", "force-prepare", "error-after-commit"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -85,6 +88,10 @@ type DataDB struct {
 	open     map[engine.TxID]*dataTx
 	prepared map[string]*dataTx
 	markers  map[string]bool
+	// tombstones are decider branches settled as aborted: rows under the
+	// marker's name, so that the branch's own marker can never be
+	// inserted after them.
+	tombstones map[string]bool
 	// committed holds the written statements of every committed transaction;
 	// a second commit of the same transaction appends, which the checker
 	// reports.
@@ -97,12 +104,13 @@ type DataDB struct {
 
 func newDataDB() *DataDB {
 	return &DataDB{
-		open:      map[engine.TxID]*dataTx{},
-		prepared:  map[string]*dataTx{},
-		markers:   map[string]bool{},
-		committed: map[TxKey][]string{},
-		commits:   map[TxKey]int{},
-		broken:    map[engine.TxID]bool{},
+		open:       map[engine.TxID]*dataTx{},
+		prepared:   map[string]*dataTx{},
+		markers:    map[string]bool{},
+		tombstones: map[string]bool{},
+		committed:  map[TxKey][]string{},
+		commits:    map[TxKey]int{},
+		broken:     map[engine.TxID]bool{},
 	}
 }
 
@@ -112,6 +120,9 @@ func (d *DataDB) PreparedGIDs() []string { return slices.Sorted(maps.Keys(d.prep
 
 // Markers lists the committed outcome markers, sorted.
 func (d *DataDB) Markers() []string { return slices.Sorted(maps.Keys(d.markers)) }
+
+// Tombstones lists the decider branches settled as aborted, sorted.
+func (d *DataDB) Tombstones() []string { return slices.Sorted(maps.Keys(d.tombstones)) }
 
 // OpenTxs lists the transactions with an open data transaction.
 func (d *DataDB) OpenTxs() []engine.TxID {
@@ -139,9 +150,13 @@ const (
 	fateCommitted
 	fateAborted
 	fateReadOnly
+	// fateSettledAborted is the tombstone of a decider's branch: it can
+	// never commit from now on. It is reported as a change of its own and
+	// not recorded as a participant's fate.
+	fateSettledAborted
 )
 
-var fateNames = [...]string{"none", "open", "prepared", "committed", "rolled back", "read-only"}
+var fateNames = [...]string{"none", "open", "prepared", "committed", "rolled back", "read-only", "settled aborted"}
 
 func (f fate) String() string { return fateNames[f] }
 
@@ -151,6 +166,8 @@ type change struct {
 	key    TxKey
 	to     fate
 	writes []string
+	// decider marks the commit of a decider's branch: the decision.
+	decider bool
 }
 
 // crash loses every open transaction, as closing their connections would.
@@ -223,8 +240,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			delete(d.open, op.TxID)
 			done.ReadOnly = true
 			if len(t.writes) > 0 {
-				d.committed[t.key] = append(d.committed[t.key], t.writes...)
-				d.commits[t.key]++
+				d.commit(t)
 			}
 			return done, append(ch, change{key: t.key, to: fateReadOnly, writes: t.writes})
 		case d.markers[op.GID]:
@@ -265,8 +281,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		if t := d.prepared[op.GID]; t != nil {
 			delete(d.prepared, op.GID)
 			d.markers[op.GID] = true
-			d.committed[t.key] = append(d.committed[t.key], t.writes...)
-			d.commits[t.key]++
+			d.commit(t)
 			return done, append(ch, change{key: t.key, to: fateCommitted, writes: t.writes})
 		}
 		if !d.markers[op.GID] {
@@ -300,8 +315,55 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			return done, ch
 		}
 		delete(d.markers, op.GID)
+		delete(d.tombstones, op.GID)
+	case engine.DataCommitBranch:
+		delete(d.broken, op.TxID)
+		t := d.open[op.TxID]
+		switch {
+		case t == nil:
+			fail("no open data transaction (connection lost)")
+			return done, ch
+		case t.failed:
+			fail("current transaction is aborted")
+		case f == FailOp || f == RetryOp:
+			fail("injected commit error")
+		case d.markers[op.GID] || d.tombstones[op.GID]:
+			fail("duplicate key value violates unique constraint on the outcome marker")
+		default:
+			// The marker and the writes commit together.
+			delete(d.open, op.TxID)
+			d.markers[op.GID] = true
+			t.gid = op.GID
+			t.key = keyOf(op.GID, op.TxID)
+			d.commit(t)
+			if f == FailAfterCommit {
+				fail("connection lost during COMMIT")
+			}
+			return done, append(ch, change{key: t.key, to: fateCommitted, writes: t.writes, decider: true})
+		}
+		// A failed COMMIT rolls the transaction back.
+		delete(d.open, op.TxID)
+		ch = append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
+	case engine.DataSettle:
+		if f == RetryOp || f == FailOp {
+			done.Retry = f == RetryOp
+			fail("connection refused")
+			return done, ch
+		}
+		if !d.markers[op.GID] {
+			d.tombstones[op.GID] = true
+			return done, append(ch, change{key: keyOf(op.GID, op.TxID), to: fateSettledAborted})
+		}
+		done.Committed = true
 	}
 	return done, ch
+}
+
+// commit makes t's writes permanent; a second commit of the same
+// transaction appends again, which the checker reports.
+func (d *DataDB) commit(t *dataTx) {
+	d.committed[t.key] = append(d.committed[t.key], t.writes...)
+	d.commits[t.key]++
 }
 
 // describe renders the database on a few lines.
@@ -322,6 +384,10 @@ func (d *DataDB) describe(b *strings.Builder, name string) {
 	for _, k := range keys {
 		committed = append(committed, fmt.Sprintf("%d(writes=%d)", k.Tx, len(d.committed[k])))
 	}
-	fmt.Fprintf(b, "%s data: open=[%s] prepared=[%s] markers=[%s] committed=[%s]\n", name,
-		strings.Join(open, " "), strings.Join(d.PreparedGIDs(), " "), strings.Join(d.Markers(), " "), strings.Join(committed, " "))
+	tomb := ""
+	if len(d.tombstones) > 0 {
+		tomb = " tombstones=[" + strings.Join(d.Tombstones(), " ") + "]"
+	}
+	fmt.Fprintf(b, "%s data: open=[%s] prepared=[%s] markers=[%s]%s committed=[%s]\n", name,
+		strings.Join(open, " "), strings.Join(d.PreparedGIDs(), " "), strings.Join(d.Markers(), " "), tomb, strings.Join(committed, " "))
 }

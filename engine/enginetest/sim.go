@@ -17,6 +17,11 @@ type SimConfig struct {
 	Steps int
 	// ForgeVotes breaks the protocol on purpose; see Config.ForgeVotes.
 	ForgeVotes bool
+	// Protocol is the coordinator's; 0 draws one per run.
+	Protocol engine.Protocol
+	// ForgeEarlyAbort breaks the decider rule on purpose; see
+	// Config.ForgeEarlyAbort.
+	ForgeEarlyAbort bool
 	// Trace receives a "--- step N: ..." line before each action, then
 	// the cluster's lines; nil keeps the run silent.
 	Trace func(string)
@@ -45,11 +50,12 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 	}
 	s := &sim{rng: rng, sc: sc, reqs: map[engine.ReqID]int{}}
 	cfg := Config{
-		Participants: sc.Participants,
-		ClusterID:    fmt.Sprintf("c%d", rng.IntN(1000)),
-		ForgeVotes:   sc.ForgeVotes,
-		Trace:        sc.Trace,
-		OnResponse:   s.onResponse,
+		Participants:    sc.Participants,
+		ClusterID:       fmt.Sprintf("c%d", rng.IntN(1000)),
+		ForgeVotes:      sc.ForgeVotes,
+		ForgeEarlyAbort: sc.ForgeEarlyAbort,
+		Trace:           sc.Trace,
+		OnResponse:      s.onResponse,
 		Coordinator: engine.CoordinatorConfig{
 			VoteTimeout:  5 * time.Second,
 			ExecTimeout:  10 * time.Second,
@@ -74,8 +80,16 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		cfg.Coordinator.RememberEnded = 1 + rng.IntN(8)
 	}
 	cfg.Compact = rng.IntN(2) == 0
-	s.tracef("config: batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t compact=%t",
-		cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared, cfg.Compact)
+	// A node keeps what ended for a minute (node.keepEnded) and its
+	// transport gives up on a message well before that.
+	cfg.CompactAfter, cfg.MaxMessageAge = time.Minute, 30*time.Second
+	cfg.Coordinator.Protocol = sc.Protocol
+	if cfg.Coordinator.Protocol == 0 {
+		cfg.Coordinator.Protocol = engine.Protocol(1 + rng.IntN(2))
+	}
+	cfg.Participant.DeciderPatience = time.Duration(1+rng.IntN(6)) * time.Second
+	s.tracef("config: protocol=%s batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t compact=%t patience=%s",
+		cfg.Coordinator.Protocol, cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared, cfg.Compact, cfg.Participant.DeciderPatience)
 	s.c = New(cfg)
 	s.sessions = make([]session, 3)
 	for _, n := range s.c.Nodes() {
@@ -274,6 +288,15 @@ func (s *sim) data(withOps []engine.NodeID) {
 		case r < 0.35:
 			f = ForcePrepare
 		}
+	case engine.DataCommitBranch:
+		switch r := s.rng.Float64(); {
+		case r < 0.03:
+			f = FailOp
+		case r < 0.06:
+			f = FailAfterCommit
+		case r < 0.08:
+			f = RetryOp
+		}
 	default:
 		if s.chance(0.08) {
 			f = RetryOp
@@ -336,12 +359,13 @@ func (s *sim) crash(up []engine.NodeID) {
 // to decide it, which tpcd cannot fix and refuses to guess at.
 func (s *sim) nothingToDecide() bool {
 	for _, env := range s.c.net {
-		if _, ok := env.Msg.(engine.PrepareRequest); ok {
+		switch env.Msg.(type) {
+		case engine.PrepareRequest, engine.CommitBranchRequest:
 			return false
 		}
 	}
 	for _, n := range s.c.parts {
-		if len(n.db.PreparedGIDs()) > 0 {
+		if len(n.db.PreparedGIDs()) > 0 || len(n.db.Markers()) > 0 {
 			return false
 		}
 		for _, tx := range n.part.Transactions() {
@@ -350,12 +374,12 @@ func (s *sim) nothingToDecide() bool {
 			}
 		}
 		for _, op := range n.ops {
-			if op.Op == engine.DataPrepare {
+			if op.Op == engine.DataPrepare || op.Op == engine.DataCommitBranch {
 				return false
 			}
 		}
 		for _, h := range n.held {
-			if d, ok := h.e.(engine.Data); ok && d.Op == engine.DataPrepare {
+			if d, ok := h.e.(engine.Data); ok && (d.Op == engine.DataPrepare || d.Op == engine.DataCommitBranch) {
 				return false
 			}
 		}
