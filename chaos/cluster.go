@@ -20,8 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -101,7 +101,7 @@ type cluster struct {
 
 func nodeName(i int) string {
 	if i == 0 {
-		return node.CoordinatorName
+		return api.CoordinatorName
 	}
 	return fmt.Sprintf("participant-%d", i-1)
 }
@@ -311,7 +311,7 @@ func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 		cl := rpc.NewClient(a, rpc.ClientOptions{DialTimeout: time.Second})
 		for {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := cl.Call(cctx, node.MethodPing, struct{}{}, nil)
+			err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
 			cancel()
 			if err == nil {
 				break
