@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -455,9 +454,4 @@ func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.M
 		return
 	}
 	logger.Debug("compacted log", "node", node, "transactions", len(txs), "events", n)
-}
-
-// String describes the coordinator for logs.
-func (c *Coordinator) String() string {
-	return fmt.Sprintf("coordinator cluster=%s epoch=%d", c.cluster, c.epoch)
 }
