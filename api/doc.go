@@ -24,8 +24,8 @@
 // The results named engine.* are the engine's reply types, encoded as they
 // are: the coordinator hands the engine's answer to the transport
 // unchanged, so they stay in package engine (BeginReply, ExecReply with its
-// StmtResult, OutcomeReply, StatusReply; StatusReply.State is an
-// engine.Phase's name).
+// StmtResult, OutcomeReply, StatusReply, whose State is an engine.Phase's
+// name, "forgotten" or "unknown"; docs/API.md explains each).
 //
 // # Errors
 //
