@@ -29,11 +29,12 @@ test: ensure-postgres ensure-chromium lint verify-generated fuzz-short
 test-short: ensure-postgres
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy and commit the result"; exit 1; }
 
 ## generate: regenerate queries/ from queries/*.sql and db/migrations (sqlc)
 generate: $(SQLC)

@@ -13,8 +13,26 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/localcluster"
 )
+
+// startLocalCluster is Options.StartCluster for tests, as cmd/tpcd's.
+func startLocalCluster(ctx context.Context, s ClusterSpec) (StartedCluster, error) {
+	cl, err := localcluster.Start(ctx, localcluster.Options{
+		Participants: s.Participants, PGBin: s.PGBin, MaxConns: s.MaxConns,
+		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry},
+		Logger: s.Logger,
+	})
+	if err != nil {
+		return StartedCluster{}, err
+	}
+	started := StartedCluster{Coordinator: cl.CoordinatorAddr(), LogDB: cl.Nodes[0].LogURI, Stop: cl.Close}
+	for _, n := range cl.Nodes[1:] {
+		started.DataDBs = append(started.DataDBs, n.DataURI)
+	}
+	return started, nil
+}
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -229,6 +247,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
 				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baseline: BaselineRaw,
 				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
+				StartCluster: startLocalCluster,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -284,6 +303,7 @@ func TestValidate(t *testing.T) {
 		{"bad form", Options{Form: "batch"}, `form "batch"`},
 		{"bad transport", Options{Transport: "udp"}, `transport "udp"`},
 		{"URIs need coordinator", Options{LogDB: "postgres://x/y"}, "--coordinator"},
+		{"nothing to drive", Options{}, "no coordinator to drive"},
 	} {
 		err := tc.opts.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

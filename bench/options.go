@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,8 +66,14 @@ const (
 // default.
 type Options struct {
 	// Coordinator is the HOST:PORT of a running coordinator. Empty: Run
-	// starts a local cluster with embedded PostgreSQL servers.
+	// starts a local cluster with StartCluster.
 	Coordinator string
+	// StartCluster starts a cluster in this process for Run to measure
+	// when Coordinator is empty (cmd/tpcd passes one that runs
+	// localcluster, with an embedded PostgreSQL per node). It is the
+	// caller's so that bench, a client of the coordinator, never links the
+	// nodes themselves.
+	StartCluster func(context.Context, ClusterSpec) (StartedCluster, error)
 	// Participants is the number of participants of a cluster Run starts
 	// (default 3). Against a running coordinator it is asked for.
 	Participants int
@@ -144,6 +151,29 @@ type Options struct {
 	// place every second; pass a terminal only.
 	Progress io.Writer
 	Logger   *slog.Logger
+}
+
+// ClusterSpec is the cluster Run asks Options.StartCluster for: the fields
+// of Options of the same names.
+type ClusterSpec struct {
+	Participants  int
+	PGBin         string
+	MaxConns      int
+	LazyPrepared  bool
+	DecisionRetry time.Duration
+	Logger        *slog.Logger
+}
+
+// StartedCluster is a cluster started for Run.
+type StartedCluster struct {
+	// Coordinator is the coordinator's HOST:PORT.
+	Coordinator string
+	// LogDB is the coordinator's log database and DataDBs the
+	// participants' data databases in node order, for the raw baseline.
+	LogDB   string
+	DataDBs []string
+	// Stop stops the cluster and removes what it started.
+	Stop func() error
 }
 
 func (o *Options) fill() {
@@ -227,6 +257,9 @@ func (o *Options) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("baseline %q: want %s or %s", o.Baseline, BaselineNone, BaselineRaw))
+	}
+	if o.Coordinator == "" && o.StartCluster == nil {
+		errs = append(errs, errors.New("no coordinator to drive: give --coordinator, or a way to start a local cluster (Options.StartCluster)"))
 	}
 	if o.Coordinator == "" && (len(o.DataDBs) > 0 || o.LogDB != "") {
 		errs = append(errs, errors.New("--data-db and --log-db describe a running cluster; give --coordinator too"))

@@ -11,9 +11,6 @@ import (
 	"runtime/trace"
 	"slices"
 	"time"
-
-	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/localcluster"
 )
 
 // Config is what a report was measured with.
@@ -123,25 +120,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep := &Report{}
 	if opts.Coordinator == "" {
 		log.Info("starting a local cluster", "participants", opts.Participants, "max_conns", opts.MaxConns)
-		cl, err := localcluster.Start(ctx, localcluster.Options{
+		cl, err := opts.StartCluster(ctx, ClusterSpec{
 			Participants: opts.Participants, PGBin: opts.PGBin, MaxConns: opts.MaxConns,
-			EagerPrepared: !opts.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: opts.DecisionRetry},
-			Logger: log,
+			LazyPrepared: opts.LazyPrepared, DecisionRetry: opts.DecisionRetry, Logger: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start a local cluster: %w", err)
 		}
 		defer func() {
-			if err := cl.Close(); err != nil {
+			if err := cl.Stop(); err != nil {
 				log.Warn("stopping the local cluster", "err", err)
 			}
 		}()
-		opts.Coordinator = cl.CoordinatorAddr()
-		opts.LogDB = cl.Nodes[0].LogURI
-		opts.DataDBs = nil
-		for _, n := range cl.Nodes[1:] {
-			opts.DataDBs = append(opts.DataDBs, n.DataURI)
-		}
+		opts.Coordinator, opts.LogDB, opts.DataDBs = cl.Coordinator, cl.LogDB, cl.DataDBs
 		rep.Config.StartedCluster = true
 	}
 

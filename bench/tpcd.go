@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -38,8 +38,8 @@ func (d *tpcdDriver) close() {
 
 // participants asks the coordinator how many participants it has.
 func (d *tpcdDriver) participants(ctx context.Context) (int, error) {
-	var nodes []node.NodeHealth
-	if err := d.conns[0].Call(ctx, node.MethodNodes, struct{}{}, &nodes); err != nil {
+	var nodes []api.NodeHealth
+	if err := d.conns[0].Call(ctx, api.MethodNodes, struct{}{}, &nodes); err != nil {
 		return 0, fmt.Errorf("ask the coordinator for its participants: %w", err)
 	}
 	if len(nodes) == 0 {
@@ -52,18 +52,18 @@ func (d *tpcdDriver) participants(ctx context.Context) (int, error) {
 func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 	c := d.conns[0]
 	var b engine.BeginReply
-	if err := c.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := c.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		return fmt.Errorf("create bench_kv: begin: %w", err)
 	}
 	for i := range participants {
 		n := engine.NodeID(i)
-		if err := c.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: CreateTableSQL}, nil); err != nil {
-			_ = c.Call(ctx, node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
+		if err := c.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: CreateTableSQL}, nil); err != nil {
+			_ = c.Call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
 			return fmt.Errorf("create bench_kv on participant %d: %w", i, err)
 		}
 	}
 	var r engine.OutcomeReply
-	if err := c.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+	if err := c.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
 		return fmt.Errorf("create bench_kv: commit: %w", err)
 	}
 	if r.Outcome != engine.OutcomeCommit {
@@ -71,7 +71,7 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 	}
 	// The load must not reach a participant before its CREATE TABLE is
 	// applied there.
-	if err := node.WaitApplied(ctx, c.Call, b.TxID); err != nil {
+	if err := api.WaitApplied(ctx, c.Call, b.TxID); err != nil {
 		return fmt.Errorf("create bench_kv: %w", err)
 	}
 	return nil
@@ -93,11 +93,11 @@ func (d *tpcdDriver) client(i int) txFunc {
 
 // transact runs plan and its commit in one call.
 func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {
-	p := node.TransactParams{Commit: true, Statements: make([]node.StatementParams, len(plan))}
+	p := api.TransactParams{Commit: true, Statements: make([]api.StatementParams, len(plan))}
 	nodes := make([]engine.NodeID, len(plan))
 	for i, s := range plan {
 		nodes[i] = engine.NodeID(s.node)
-		p.Statements[i] = node.StatementParams{Node: &nodes[i], SQL: UpsertSQL, Args: []any{s.key, s.val}}
+		p.Statements[i] = api.StatementParams{Node: &nodes[i], SQL: UpsertSQL, Args: []any{s.key, s.val}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
@@ -105,7 +105,7 @@ func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, s
 		Outcome engine.Outcome `json:"outcome"`
 		Reason  string         `json:"reason"`
 	}
-	switch err := c.Call(ctx, node.MethodTransact, p, &r); {
+	switch err := c.Call(ctx, api.MethodTransact, p, &r); {
 	case rpc.IsCode(err, rpc.CodeAborted):
 		// A statement failed and the transaction that the call began was
 		// rolled back.
@@ -134,7 +134,7 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spa
 		var reply struct {
 			TxID engine.TxID `json:"tx"`
 		}
-		err := call(node.MethodExec, node.ExecParams{TxID: tx, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, &reply)
+		err := call(api.MethodExec, api.ExecParams{TxID: tx, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, &reply)
 		if err == nil {
 			tx = reply.TxID
 			sp.mark("exec")
@@ -153,18 +153,18 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spa
 			// The transaction is abort-only; rolling back now frees its
 			// connections on the participants without waiting for a
 			// timeout. The outcome is abort whatever rollback answers.
-			_ = call(node.MethodRollback, node.TxParams{TxID: tx}, nil)
+			_ = call(api.MethodRollback, api.TxParams{TxID: tx}, nil)
 			return outAborted, fmt.Sprintf("exec: %v", err)
 		}
 		// Anything else (a lost connection, a timeout): the outcome is
 		// known only if the rollback gets through.
-		if call(node.MethodRollback, node.TxParams{TxID: tx}, nil) == nil {
+		if call(api.MethodRollback, api.TxParams{TxID: tx}, nil) == nil {
 			return outAborted, fmt.Sprintf("exec: %v", err)
 		}
 		return outFailed, fmt.Sprintf("exec: %v", err)
 	}
 	var r engine.OutcomeReply
-	if err := call(node.MethodCommit, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
 		return outFailed, fmt.Sprintf("commit: %v", err)
 	}
 	if r.Outcome != engine.OutcomeCommit {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -183,7 +183,7 @@ func (s *statusPoller) poll(ctx context.Context, txs []uint64) int {
 			for tx := range next {
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				var r engine.StatusReply
-				err := s.cl.Call(cctx, node.MethodStatus, node.TxParams{TxID: engine.TxID(tx)}, &r)
+				err := s.cl.Call(cctx, api.MethodStatus, api.TxParams{TxID: engine.TxID(tx)}, &r)
 				cancel()
 				s.mu.Lock()
 				if err != nil {

@@ -20,8 +20,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
-	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -99,11 +100,13 @@ type cluster struct {
 	dataURIs  []string // participant i's data database
 }
 
+// nodeName names node i of the cluster as the node names itself (in its
+// log and its ping reply): 0 is the coordinator, i the participant i-1.
 func nodeName(i int) string {
 	if i == 0 {
-		return node.CoordinatorName
+		return api.CoordinatorName
 	}
-	return fmt.Sprintf("participant-%d", i-1)
+	return api.ParticipantName(engine.NodeID(i - 1))
 }
 
 // startCluster brings everything up. On error the caller still calls
@@ -311,7 +314,7 @@ func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 		cl := rpc.NewClient(a, rpc.ClientOptions{DialTimeout: time.Second})
 		for {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := cl.Call(cctx, node.MethodPing, struct{}{}, nil)
+			err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
 			cancel()
 			if err == nil {
 				break

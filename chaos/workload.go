@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -225,7 +225,7 @@ func (c *client) plan(tx uint64) []stmt {
 func (c *client) runOne() {
 	c.seq++
 	var b engine.BeginReply
-	if err := c.call(beginTimeout, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := c.call(beginTimeout, api.MethodBegin, struct{}{}, &b); err != nil {
 		c.w.beginFailures.Add(1)
 		// The coordinator is down or restarting; do not spin.
 		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond)
@@ -242,7 +242,7 @@ func (c *client) runOne() {
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
 		nd := engine.NodeID(s.node)
-		err := c.call(execTimeout, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &nd, SQL: s.sql, Args: s.args}, nil)
+		err := c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: s.sql, Args: s.args}, nil)
 		if err == nil {
 			r.Acked[s.node]++
 			continue
@@ -254,14 +254,14 @@ func (c *client) runOne() {
 	case r.Lost:
 		// The client cannot know what happened to its statement; it gives
 		// up on the transaction.
-		c.finish(r, node.MethodRollback, rollbackTimeout)
+		c.finish(r, api.MethodRollback, rollbackTimeout)
 	case !r.Failed && c.rng.IntN(100) < pctRollback:
 		r.RolledBack = true
-		c.finish(r, node.MethodRollback, rollbackTimeout)
+		c.finish(r, api.MethodRollback, rollbackTimeout)
 	default:
 		// After a failed statement the client still asks to commit: the
 		// coordinator must answer abort.
-		c.finish(r, node.MethodCommit, commitTimeout)
+		c.finish(r, api.MethodCommit, commitTimeout)
 	}
 }
 
@@ -269,21 +269,21 @@ func (c *client) runOne() {
 // call and records the answer.
 func (c *client) transact(r *TxRecord, plan []stmt) {
 	r.OneCall = true
-	p := node.TransactParams{TxID: engine.TxID(r.TxID), Commit: true}
+	p := api.TransactParams{TxID: engine.TxID(r.TxID), Commit: true}
 	// rows counts the inserts that add a row if the call commits: all but
 	// those meant to fail.
 	rows := make([]int, len(r.Acked))
 	for _, s := range plan {
 		nd := engine.NodeID(s.node)
-		p.Statements = append(p.Statements, node.StatementParams{Node: &nd, SQL: s.sql, Args: s.args})
+		p.Statements = append(p.Statements, api.StatementParams{Node: &nd, SQL: s.sql, Args: s.args})
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
 		if !s.fail {
 			rows[s.node]++
 		}
 	}
-	var out node.TransactReply
-	err := c.call(execTimeout+commitTimeout, node.MethodTransact, p, &out)
+	var out api.TransactReply
+	err := c.call(execTimeout+commitTimeout, api.MethodTransact, p, &out)
 	switch {
 	case err == nil && out.Outcome != nil:
 		copy(r.Acked, rows)
@@ -296,7 +296,7 @@ func (c *client) transact(r *TxRecord, plan []stmt) {
 		// A statement failed; the commit was never asked for, and the
 		// client still asks for it: the coordinator must answer abort.
 		r.Failed, r.Reason = true, err.Error()
-		c.finish(r, node.MethodCommit, commitTimeout)
+		c.finish(r, api.MethodCommit, commitTimeout)
 	default:
 		// No answer, or not the expected one: the commit may have been
 		// decided, which the coordinator does only once every statement
@@ -305,7 +305,7 @@ func (c *client) transact(r *TxRecord, plan []stmt) {
 		// outcome.
 		copy(r.Acked, rows)
 		r.Reason = fmt.Sprint(err)
-		c.finish(r, node.MethodRollback, rollbackTimeout)
+		c.finish(r, api.MethodRollback, rollbackTimeout)
 	}
 }
 
@@ -327,7 +327,7 @@ func (c *client) finish(r *TxRecord, method string, timeout time.Duration) {
 	var out engine.OutcomeReply
 	var err error
 	for attempt := 0; ; attempt++ {
-		err = c.call(timeout, method, node.TxParams{TxID: engine.TxID(r.TxID)}, &out)
+		err = c.call(timeout, method, api.TxParams{TxID: engine.TxID(r.TxID)}, &out)
 		if err == nil || !rpc.IsCode(err, rpc.CodeUnavailable) || attempt == 5 {
 			break
 		}
@@ -363,7 +363,7 @@ func (w *workload) probe(ctx context.Context) (attempts int, err error) {
 		attempts++
 		c.seq++
 		var b engine.BeginReply
-		if err = c.call(beginTimeout, node.MethodBegin, struct{}{}, &b); err != nil {
+		if err = c.call(beginTimeout, api.MethodBegin, struct{}{}, &b); err != nil {
 			sleepCtx(ctx, 500*time.Millisecond)
 			continue
 		}
@@ -372,16 +372,16 @@ func (w *workload) probe(ctx context.Context) (attempts int, err error) {
 			r.Sent[nd]++
 			id := engine.NodeID(nd)
 			key := fmt.Sprintf("probe-%d-%d", r.TxID, nd)
-			if err = c.call(execTimeout, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, r.TxID, nd}}, nil); err != nil {
+			if err = c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, r.TxID, nd}}, nil); err != nil {
 				r.noteExecError(err)
 				break
 			}
 			r.Acked[nd]++
 		}
 		if r.Lost {
-			c.finish(r, node.MethodRollback, rollbackTimeout)
+			c.finish(r, api.MethodRollback, rollbackTimeout)
 		} else {
-			c.finish(r, node.MethodCommit, commitTimeout)
+			c.finish(r, api.MethodCommit, commitTimeout)
 		}
 		w.add(r)
 		if r.Told == ToldCommit {

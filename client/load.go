@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -250,7 +250,7 @@ func (l *loader) create(ctx context.Context) error {
 	}
 	// The rows must not reach a participant before its CREATE TABLE is
 	// applied there.
-	if err := node.WaitApplied(ctx, l.s.call, tx); err != nil {
+	if err := api.WaitApplied(ctx, l.s.call, tx); err != nil {
 		return fmt.Errorf("load: create table %s: %w", l.opts.Table, l.s.explain(err))
 	}
 	return nil
@@ -356,7 +356,7 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 		}
 	}
 	var b engine.BeginReply
-	if err := s.call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := s.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		return 0, rpc.IsTransport(err), s.explain(err)
 	}
 	// Participants work in parallel; each one's statements run in order.
@@ -369,7 +369,7 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 			defer wg.Done()
 			for _, st := range list {
 				var r engine.ExecReply
-				err := s.rpc.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &nd, SQL: st.sql, Args: st.args}, &r)
+				err := s.rpc.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: st.sql, Args: st.args}, &r)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -389,12 +389,12 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 		// The transaction is doomed; say so now rather than leave it to
 		// the idle timeout.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = s.rpc.Call(rctx, node.MethodRollback, node.TxParams{TxID: b.TxID}, nil)
+		_ = s.rpc.Call(rctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
 		cancel()
 		return b.TxID, rpc.IsTransport(firstErr) && ctx.Err() == nil, fmt.Errorf("transaction %d: %s", b.TxID, describe(firstErr, s.addr))
 	}
 	var out engine.OutcomeReply
-	if err := s.call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &out); err != nil {
+	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &out); err != nil {
 		if !rpc.IsTransport(err) || ctx.Err() != nil {
 			return b.TxID, false, fmt.Errorf("commit transaction %d: %s", b.TxID, describe(err, s.addr))
 		}
@@ -404,7 +404,7 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", b.TxID, describe(cerr, s.addr))
 		}
 		var st engine.StatusReply
-		if serr := s.call(ctx, node.MethodStatus, node.TxParams{TxID: b.TxID}, &st); serr != nil {
+		if serr := s.call(ctx, api.MethodStatus, api.TxParams{TxID: b.TxID}, &st); serr != nil {
 			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown: %s", b.TxID, describe(serr, s.addr))
 		}
 		switch st.State {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -122,7 +122,7 @@ func (s *Session) Finish(ctx context.Context) {
 	}
 	id := s.tx
 	var r engine.OutcomeReply
-	err := s.call(ctx, node.MethodRollback, node.TxParams{TxID: id}, &r)
+	err := s.call(ctx, api.MethodRollback, api.TxParams{TxID: id}, &r)
 	s.endTx()
 	if err != nil {
 		s.opts.Notice(fmt.Sprintf("could not roll back transaction %d: %s", id, oneLine(describe(err, s.addr))))
@@ -146,8 +146,8 @@ func (s *Session) call(ctx context.Context, method string, params, result any) e
 // catches a restart that happened while the user was idle, which a broken
 // connection alone may not reveal (the transport re-dials silently).
 func (s *Session) check(ctx context.Context) error {
-	var ping node.PingReply
-	err := s.call(ctx, node.MethodPing, struct{}{}, &ping)
+	var ping api.PingReply
+	err := s.call(ctx, api.MethodPing, struct{}{}, &ping)
 	if err != nil && rpc.IsTransport(err) && s.contacted && s.opts.ReconnectWait > 0 && ctx.Err() == nil {
 		s.opts.Notice(fmt.Sprintf("lost the connection to coordinator %s; reconnecting...", s.addr))
 		err = s.retryPing(ctx, &ping)
@@ -180,7 +180,7 @@ func (s *Session) check(ctx context.Context) error {
 	return nil
 }
 
-func (s *Session) retryPing(ctx context.Context, ping *node.PingReply) error {
+func (s *Session) retryPing(ctx context.Context, ping *api.PingReply) error {
 	deadline := time.Now().Add(s.opts.ReconnectWait)
 	wait := 100 * time.Millisecond
 	for {
@@ -191,7 +191,7 @@ func (s *Session) retryPing(ctx context.Context, ping *node.PingReply) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		err := s.rpc.Call(ctx, node.MethodPing, struct{}{}, ping)
+		err := s.rpc.Call(ctx, api.MethodPing, struct{}{}, ping)
 		if err == nil || !rpc.IsTransport(err) || time.Now().After(deadline) {
 			return err
 		}
@@ -205,7 +205,7 @@ func (s *Session) retryPing(ctx context.Context, ping *node.PingReply) error {
 func (s *Session) recheckTx(ctx context.Context, restarted bool) {
 	id := s.tx
 	var st engine.StatusReply
-	if err := s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st); err != nil {
+	if err := s.call(ctx, api.MethodStatus, api.TxParams{TxID: id}, &st); err != nil {
 		return // the command that follows reports the trouble
 	}
 	s.txUnsure = false
@@ -240,9 +240,9 @@ func (s *Session) endTx() {
 }
 
 // listNodes asks for the participants and remembers how many there are.
-func (s *Session) listNodes(ctx context.Context) ([]node.NodeHealth, error) {
-	var nodes []node.NodeHealth
-	if err := s.call(ctx, node.MethodNodes, struct{}{}, &nodes); err != nil {
+func (s *Session) listNodes(ctx context.Context) ([]api.NodeHealth, error) {
+	var nodes []api.NodeHealth
+	if err := s.call(ctx, api.MethodNodes, struct{}{}, &nodes); err != nil {
 		return nil, err
 	}
 	s.nodes = len(nodes)
@@ -280,7 +280,7 @@ func (s *Session) begin(ctx context.Context) (*Result, error) {
 	}
 	s.lost = 0
 	var r engine.BeginReply
-	if err := s.call(ctx, node.MethodBegin, struct{}{}, &r); err != nil {
+	if err := s.call(ctx, api.MethodBegin, struct{}{}, &r); err != nil {
 		return nil, s.explain(err)
 	}
 	s.tx, s.txFailed, s.txUnsure = r.TxID, false, false
@@ -301,7 +301,7 @@ func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
 	}
 	n := c.Node
 	var r engine.ExecReply
-	err := s.call(ctx, node.MethodExec, node.ExecParams{TxID: s.tx, Node: &n, SQL: c.SQL}, &r)
+	err := s.call(ctx, api.MethodExec, api.ExecParams{TxID: s.tx, Node: &n, SQL: c.SQL}, &r)
 	if err != nil {
 		return nil, s.txError(ctx, err, c)
 	}
@@ -314,7 +314,7 @@ func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
 	}
 	n := c.Node
 	var r engine.ExecReply
-	if err := s.call(ctx, node.MethodExecute, node.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
+	if err := s.call(ctx, api.MethodExecute, api.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
 		return nil, s.explain(err)
 	}
 	s.lastTx = r.TxID
@@ -334,7 +334,7 @@ func (s *Session) commit(ctx context.Context) (*Result, error) {
 	}
 	id := s.tx
 	var r engine.OutcomeReply
-	if err := s.call(ctx, node.MethodCommit, node.TxParams{TxID: id}, &r); err != nil {
+	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: id}, &r); err != nil {
 		if rpc.IsTransport(err) {
 			s.txUnsure = true
 			return nil, wrapf(err, "no answer to commit of transaction %d, so its outcome is unknown; once the coordinator is back, status %d tells: %s",
@@ -371,7 +371,7 @@ func (s *Session) rollback(ctx context.Context) (*Result, error) {
 	}
 	id := s.tx
 	var r engine.OutcomeReply
-	if err := s.call(ctx, node.MethodRollback, node.TxParams{TxID: id}, &r); err != nil {
+	if err := s.call(ctx, api.MethodRollback, api.TxParams{TxID: id}, &r); err != nil {
 		if rpc.IsTransport(err) {
 			s.txUnsure = true
 			return nil, s.explain(err)
@@ -397,7 +397,7 @@ func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 		return nil, errors.New("no transaction yet: status TXID asks about any transaction")
 	}
 	var r engine.StatusReply
-	if err := s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &r); err != nil {
+	if err := s.call(ctx, api.MethodStatus, api.TxParams{TxID: id}, &r); err != nil {
 		return nil, s.explain(err)
 	}
 	if id == s.tx && r.State != engine.PhaseActive.String() {
@@ -469,7 +469,7 @@ func (s *Session) txError(ctx context.Context, err error, c Command) error {
 		var st engine.StatusReply
 		// A failed statement leaves the transaction open but doomed; an
 		// abort decided meanwhile (timeout, restart) ends it.
-		if s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st) == nil && st.State != engine.PhaseActive.String() {
+		if s.call(ctx, api.MethodStatus, api.TxParams{TxID: id}, &st) == nil && st.State != engine.PhaseActive.String() {
 			s.endTx()
 			return wrapf(err, "%s; transaction %d is over", rpcMessage(err), id)
 		}
@@ -480,7 +480,7 @@ func (s *Session) txError(ctx context.Context, err error, c Command) error {
 	case rpc.IsCode(err, rpc.CodeTxNotActive), rpc.IsCode(err, rpc.CodeUnknownTx):
 		var st engine.StatusReply
 		why := rpcMessage(err)
-		if s.call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &st) == nil {
+		if s.call(ctx, api.MethodStatus, api.TxParams{TxID: id}, &st) == nil {
 			if st.State == engine.PhaseActive.String() {
 				return wrapf(err, "%s", why)
 			}

@@ -6,4 +6,7 @@
 // one database and never touch the user's tables, and each takes a PostgreSQL
 // advisory lock while migrating, so several nodes starting against the same server
 // at once apply every migration exactly once.
+//
+// Redact hides the password of a connection string, for every package that
+// names a database in a log line or an error.
 package db

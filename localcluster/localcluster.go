@@ -17,6 +17,8 @@ import (
 	"sync"
 	"text/tabwriter"
 
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
 )
@@ -111,9 +113,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	// Databases start in parallel: initdb dominates start-up time.
-	names := []string{node.CoordinatorName}
+	names := []string{api.CoordinatorName}
 	for i := range n {
-		names = append(names, node.ParticipantName(engine.NodeID(i)))
+		names = append(names, api.ParticipantName(engine.NodeID(i)))
 	}
 	c.dbs = make([]*node.Databases, len(names))
 	errs := make([]error, len(names))
@@ -176,7 +178,7 @@ func (c *Cluster) PrintTable(w io.Writer) {
 		if data == "" {
 			data = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Role, n.Name, n.Addr, node.Redact(n.LogURI), node.Redact(data))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Role, n.Name, n.Addr, db.Redact(n.LogURI), db.Redact(data))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nConnect with:  tpcd client --coordinator %s\n", c.CoordinatorAddr())

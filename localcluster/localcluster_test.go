@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -47,17 +47,17 @@ func TestStartCommitStop(t *testing.T) {
 	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
 	defer cl.Close()
 	var b engine.BeginReply
-	if err := cl.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
 		n := engine.NodeID(i)
-		if err := cl.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int)"}, nil); err != nil {
+		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int)"}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var r engine.OutcomeReply
-	if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil || r.Outcome != engine.OutcomeCommit {
+	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil || r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit: %v %+v", err, r)
 	}
 	if err := c.Close(); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/node"
@@ -163,7 +164,7 @@ func (c *testCluster) call(method string, params, result any) error {
 func (c *testCluster) begin() engine.TxID {
 	c.t.Helper()
 	var r engine.BeginReply
-	if err := c.call(node.MethodBegin, struct{}{}, &r); err != nil {
+	if err := c.call(api.MethodBegin, struct{}{}, &r); err != nil {
 		c.t.Fatalf("begin: %v", err)
 	}
 	return r.TxID
@@ -172,7 +173,7 @@ func (c *testCluster) begin() engine.TxID {
 func (c *testCluster) exec(tx engine.TxID, n int, sql string, args ...any) (*engine.ExecReply, error) {
 	id := engine.NodeID(n)
 	var r engine.ExecReply
-	err := c.call(node.MethodExec, node.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r)
+	err := c.call(api.MethodExec, api.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (c *testCluster) mustExec(tx engine.TxID, n int, sql string, args ...any) *
 func (c *testCluster) commit(tx engine.TxID) engine.OutcomeReply {
 	c.t.Helper()
 	var r engine.OutcomeReply
-	if err := c.call(node.MethodCommit, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
 		c.t.Fatalf("commit %d: %v", tx, err)
 	}
 	return r
@@ -213,7 +214,7 @@ func (c *testCluster) exec1(n int, sql string, args ...any) {
 func (c *testCluster) status(tx engine.TxID) engine.StatusReply {
 	c.t.Helper()
 	var r engine.StatusReply
-	if err := c.call(node.MethodStatus, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.call(api.MethodStatus, api.TxParams{TxID: tx}, &r); err != nil {
 		c.t.Fatalf("status %d: %v", tx, err)
 	}
 	return r

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -14,13 +13,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
-
-// CoordinatorName is the coordinator's node name in the log.
-const CoordinatorName = "coordinator"
 
 // CoordinatorOptions configure a coordinator node.
 type CoordinatorOptions struct {
@@ -110,7 +107,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.loop = newLoop(CoordinatorName, c.eng, c.store, c.logger, opts.Tick)
+	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, c.logger, opts.Tick)
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer
@@ -157,7 +154,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) { c.loop.run(ctx, effects) },
 		c.pingLoop,
 		func(ctx context.Context) {
-			compactLoop(ctx, c.opts.CompactEvery, c.store, CoordinatorName, &c.mu, &c.ended, c.logger)
+			compactLoop(ctx, c.opts.CompactEvery, c.store, api.CoordinatorName, &c.mu, &c.ended, c.logger)
 		},
 	}
 	for _, o := range c.out {
@@ -189,9 +186,9 @@ func (c *Coordinator) Close() error {
 
 func (c *Coordinator) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
-		MethodBegin: c.begin,
-		MethodExec: func(ctx context.Context, raw json.RawMessage) (any, error) {
-			var p ExecParams
+		api.MethodBegin: c.begin,
+		api.MethodExec: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			var p api.ExecParams
 			if err := rpc.DecodeParams(raw, &p); err != nil {
 				return nil, err
 			}
@@ -217,8 +214,8 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 				return 0
 			})
 		},
-		MethodExecute: func(ctx context.Context, raw json.RawMessage) (any, error) {
-			var p ExecuteParams
+		api.MethodExecute: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			var p api.ExecuteParams
 			if err := rpc.DecodeParams(raw, &p); err != nil {
 				return nil, err
 			}
@@ -233,31 +230,31 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args}
 			})
 		},
-		MethodCommit: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodCommit: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientCommit{Now: now, Req: req, TxID: tx}
 		}),
-		MethodRollback: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodRollback: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
 		}),
-		MethodStatus: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodStatus: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 		}),
-		MethodTransact: c.transact,
-		MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
-		MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
-			return PingReply{Role: "coordinator", Node: CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
+		api.MethodTransact: c.transact,
+		api.MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
+		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
 		},
 	}
 	for _, method := range messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}) {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
-			msg, err := decodeMessage(method, raw)
+			msg, err := api.DecodeMessage(method, raw)
 			if err != nil {
 				return nil, err
 			}
 			if !c.loop.submit(engine.Receive{Now: c.loop.now(), Msg: msg}) {
 				return nil, unavailable(errStopped)
 			}
-			return Ack{}, nil
+			return api.Ack{}, nil
 		}
 	}
 	return m
@@ -265,7 +262,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 
 func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p TxParams
+		var p api.TxParams
 		if err := rpc.DecodeParams(raw, &p); err != nil {
 			return nil, err
 		}
@@ -396,8 +393,8 @@ func (c *Coordinator) pingLoop(ctx context.Context) {
 			go func() {
 				cctx, cancel := context.WithTimeout(ctx, time.Second)
 				defer cancel()
-				var r PingReply
-				err := p.Call(cctx, MethodPing, struct{}{}, &r)
+				var r api.PingReply
+				err := p.Call(cctx, api.MethodPing, struct{}{}, &r)
 				if ctx.Err() == nil {
 					c.noteHealth(engine.NodeID(i), err, r.Epoch)
 				}
@@ -412,16 +409,16 @@ func (c *Coordinator) pingLoop(ctx context.Context) {
 }
 
 // Nodes reports the participants' health.
-func (c *Coordinator) Nodes() []NodeHealth {
+func (c *Coordinator) Nodes() []api.NodeHealth {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]NodeHealth, len(c.health))
+	out := make([]api.NodeHealth, len(c.health))
 	for i, h := range c.health {
 		age := int64(-1)
 		if !h.seen.IsZero() {
 			age = time.Since(h.seen).Milliseconds()
 		}
-		out[i] = NodeHealth{Node: engine.NodeID(i), Address: c.opts.Participants[i], Reachable: h.ok, Epoch: h.epoch, LastError: h.lastErr, LastSeenMillis: age}
+		out[i] = api.NodeHealth{Node: engine.NodeID(i), Address: c.opts.Participants[i], Reachable: h.ok, Epoch: h.epoch, LastError: h.lastErr, LastSeenMillis: age}
 	}
 	return out
 }
@@ -455,9 +452,4 @@ func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.M
 		return
 	}
 	logger.Debug("compacted log", "node", node, "transactions", len(batch), "events", n)
-}
-
-// String describes the coordinator for logs.
-func (c *Coordinator) String() string {
-	return fmt.Sprintf("coordinator cluster=%s epoch=%d", c.cluster, c.epoch)
 }

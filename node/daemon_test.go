@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -165,20 +165,20 @@ func TestManyConcurrentTransactions(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var b engine.BeginReply
-		if err := cl.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+		if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 			t.Errorf("begin: %v", err)
 			return
 		}
 		a, z := engine.NodeID(i%3), engine.NodeID((i+1)%3)
 		nodesOf[i] = []int{int(a), int(z)}
 		for _, nd := range []engine.NodeID{a, z} {
-			if err := cl.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'x')", Args: []any{1000 + i}}, nil); err != nil {
+			if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'x')", Args: []any{1000 + i}}, nil); err != nil {
 				t.Errorf("exec: %v", err)
 				return
 			}
 		}
 		var r engine.OutcomeReply
-		if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &r); err != nil {
+		if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
 			t.Errorf("commit: %v", err)
 			return
 		}
@@ -256,7 +256,7 @@ func TestSeedBatchMode(t *testing.T) {
 	for i := range 9 {
 		nd := engine.NodeID(i % 3)
 		var r engine.ExecReply
-		if err := c.call(node.MethodExecute, node.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'b')", Args: []any{i}}, &r); err != nil {
+		if err := c.call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'b')", Args: []any{i}}, &r); err != nil {
 			t.Fatalf("execute %d: %v", i, err)
 		}
 		txs[r.TxID]++
@@ -273,7 +273,7 @@ func TestSeedBatchMode(t *testing.T) {
 	// A partial batch is committed by the flush interval.
 	nd := engine.NodeID(0)
 	var r engine.ExecReply
-	if err := c.call(node.MethodExecute, node.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES (99, 'partial')"}, &r); err != nil {
+	if err := c.call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES (99, 'partial')"}, &r); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "partial batch flushed", func() bool { return c.status(r.TxID).Outcome == engine.OutcomeCommit })

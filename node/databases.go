@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -89,14 +88,14 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		return d, fmt.Errorf("log database: %w", err)
 	}
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
-		return d, fmt.Errorf("migrate log database %s: %w", Redact(d.LogURI), err)
+		return d, fmt.Errorf("migrate log database %s: %w", db.Redact(d.LogURI), err)
 	}
 	if spec.NeedData {
 		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
 		}
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
-			return d, fmt.Errorf("migrate data database %s: %w", Redact(d.DataURI), err)
+			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
 	}
 	return d, nil
@@ -105,18 +104,18 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", Redact(uri), redactErr(err))
+		return nil, fmt.Errorf("parse %s: %w", db.Redact(uri), redactErr(err))
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", Redact(uri), err)
+		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect %s: %w", Redact(uri), err)
+		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
 	}
 	return pool, nil
 }
@@ -134,26 +133,6 @@ func (d *Databases) Close() error {
 		return d.Embedded.Stop()
 	}
 	return nil
-}
-
-// Redact hides the password of a connection URI for logs and errors: in
-// the user part (postgres://u:pw@host) and in the query
-// (?password=pw, which libpq and pgx accept too).
-func Redact(uri string) string {
-	u, err := url.Parse(uri)
-	if err != nil {
-		return "<unparsable connection string>"
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
 }
 
 // redactErr replaces a parse error, whose text may quote the password.

@@ -5,4 +5,8 @@
 // transactions), and performs effects only once the events they wait for are
 // durable. The coordinator and participant types wire that loop to the
 // JSON-RPC transport and, for a participant, to its data database.
+//
+// The contract the coordinator serves (method names, params and result
+// types) is package api's; node holds only the handlers behind it, so a
+// client never links the server.
 package node

@@ -117,7 +117,7 @@ func (c *Coordinator) stillOpen(ctx context.Context, ids []engine.TxID) ([]engin
 	return open, err
 }
 
-// begin serves MethodBegin within the client's open-transaction limit.
+// begin serves api.MethodBegin within the client's open-transaction limit.
 func (c *Coordinator) begin(ctx context.Context, _ json.RawMessage) (any, error) {
 	return c.startTx(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientBegin{Now: now, Req: req}

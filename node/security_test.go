@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/testcerts"
 	"github.com/tpcd/tpcd/internal/testcluster"
@@ -277,7 +278,7 @@ func TestLimitsOverRPC(t *testing.T) {
 	// Open transactions per client.
 	a, b := c.Begin(), c.Begin()
 	var r engine.BeginReply
-	err = c.Call(node.MethodBegin, struct{}{}, &r)
+	err = c.Call(api.MethodBegin, struct{}{}, &r)
 	if !rpc.IsCode(err, rpc.CodeLimit) || !strings.Contains(err.Error(), "127.0.0.1") {
 		t.Fatalf("third begin: %v, want code %d naming the client", err, rpc.CodeLimit)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 )
 
@@ -18,7 +19,7 @@ type CoordinatorSnapshot struct {
 	Epoch   engine.Epoch
 	Taken   time.Time
 	// Participants are the participants' health, by node id.
-	Participants []NodeHealth
+	Participants []api.NodeHealth
 	// InFlight are the transactions the coordinator holds in memory, by id.
 	InFlight []engine.TxSummary
 	// InDoubt is the part of InFlight whose participants may be prepared

@@ -8,44 +8,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
 
-// MethodTransact runs several statements of one explicit transaction in a
-// single call and, if asked, commits it: an application that knows its
-// statements up front pays one round trip for the whole transaction.
-const MethodTransact = "transact"
-
-// TransactParams are the statements to run, in order, in transaction TxID
-// (0: a new one) and whether to commit after them.
-type TransactParams struct {
-	TxID       engine.TxID       `json:"tx"`
-	Statements []StatementParams `json:"statements"`
-	Commit     bool              `json:"commit"`
-}
-
-// StatementParams is one statement of MethodTransact: a node and its SQL,
-// the shape the seed form's execute takes.
-type StatementParams = ExecuteParams
-
-// TransactReply answers MethodTransact: the statements' results in the
-// order given, and the outcome when the call committed.
-type TransactReply struct {
-	TxID    engine.TxID          `json:"tx"`
-	Results []*engine.StmtResult `json:"results"`
-	Outcome *engine.Outcome      `json:"outcome,omitempty"`
-	Reason  string               `json:"reason,omitempty"`
-}
-
-// transact serves MethodTransact. Every statement is handed to the engine
+// transact serves api.MethodTransact. Every statement is handed to the engine
 // at once, so statements for one participant run there one after another
 // in the order given while different participants run theirs at the same
 // time. The commit is asked for only once every statement succeeded: a
 // statement the engine refuses without dooming the transaction (a limit)
 // must not leave the others to commit without it.
 func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p TransactParams
+	var p api.TransactParams
 	if err := rpc.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
@@ -114,7 +89,7 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 		}
 		return nil, e
 	}
-	reply := TransactReply{TxID: tx, Results: make([]*engine.StmtResult, len(answers))}
+	reply := api.TransactReply{TxID: tx, Results: make([]*engine.StmtResult, len(answers))}
 	for i, a := range answers {
 		reply.Results[i] = a.Reply.(engine.ExecReply).Result
 	}

@@ -9,19 +9,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
-func stmt(n int, sql string, args ...any) node.StatementParams {
+func stmt(n int, sql string, args ...any) api.StatementParams {
 	id := engine.NodeID(n)
-	return node.StatementParams{Node: &id, SQL: sql, Args: args}
+	return api.StatementParams{Node: &id, SQL: sql, Args: args}
 }
 
-func (c *testCluster) transact(p node.TransactParams) (node.TransactReply, error) {
-	var r node.TransactReply
-	err := c.call(node.MethodTransact, p, &r)
+func (c *testCluster) transact(p api.TransactParams) (api.TransactReply, error) {
+	var r api.TransactReply
+	err := c.call(api.MethodTransact, p, &r)
 	return r, err
 }
 
@@ -44,7 +44,7 @@ func (c *testCluster) wantRolledBack(err error) {
 
 func TestTransactCommitsInOneCall(t *testing.T) {
 	c := startCluster(t, clusterConfig{})
-	r, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+	r, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES ($1, $2)", 1, "a"),
 		stmt(1, "INSERT INTO kv VALUES ($1, $2)", 2, "b"),
 		// Statements for one participant run in the order given: the
@@ -85,7 +85,7 @@ var noIdleAbort = clusterConfig{engine: engine.CoordinatorConfig{IdleTimeout: ti
 func TestTransactFailedStatementRollsBack(t *testing.T) {
 	c := startCluster(t, noIdleAbort)
 	c.exec1(1, "INSERT INTO kv VALUES (7, 'x')")
-	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+	_, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (7, 'y')"),
 		stmt(1, "INSERT INTO kv VALUES (7, 'y')"), // duplicate key
 		stmt(2, "INSERT INTO kv VALUES (7, 'y')"),
@@ -109,18 +109,18 @@ func TestTransactRefusesBadStatementsBeforeRunning(t *testing.T) {
 	c := startCluster(t, clusterConfig{})
 	cases := []struct {
 		name string
-		p    node.TransactParams
+		p    api.TransactParams
 		code int
 		msg  string
 	}{
-		{"no statements", node.TransactParams{Commit: true}, rpc.CodeInvalidParams, "statements is required"},
-		{"node out of range", node.TransactParams{Commit: true, Statements: []node.StatementParams{
+		{"no statements", api.TransactParams{Commit: true}, rpc.CodeInvalidParams, "statements is required"},
+		{"node out of range", api.TransactParams{Commit: true, Statements: []api.StatementParams{
 			stmt(0, "INSERT INTO kv VALUES (1, 'a')"), stmt(3, "INSERT INTO kv VALUES (1, 'a')"),
 		}}, rpc.CodeBadNode, "statements[1]: node 3 does not exist"},
-		{"no node", node.TransactParams{Statements: []node.StatementParams{
+		{"no node", api.TransactParams{Statements: []api.StatementParams{
 			stmt(0, "INSERT INTO kv VALUES (1, 'a')"), {SQL: "SELECT 1"},
 		}}, rpc.CodeInvalidParams, "statements[1]: node is required"},
-		{"no sql", node.TransactParams{Statements: []node.StatementParams{stmt(2, "")}}, rpc.CodeInvalidParams, "statements[0]: sql is required"},
+		{"no sql", api.TransactParams{Statements: []api.StatementParams{stmt(2, "")}}, rpc.CodeInvalidParams, "statements[0]: sql is required"},
 	}
 	for _, tc := range cases {
 		_, err := c.transact(tc.p)
@@ -142,7 +142,7 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	c := startCluster(t, clusterConfig{})
 	tx := c.begin()
 	c.mustExec(tx, 2, "INSERT INTO kv VALUES (1, 'a')")
-	r, err := c.transact(node.TransactParams{TxID: tx, Statements: []node.StatementParams{
+	r, err := c.transact(api.TransactParams{TxID: tx, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(1, "INSERT INTO kv VALUES (3, 'c')"),
 	}})
@@ -155,7 +155,7 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	if st := c.status(tx); st.State != "active" {
 		t.Fatalf("transaction is %s, want active until its commit", st.State)
 	}
-	r, err = c.transact(node.TransactParams{TxID: tx, Commit: true, Statements: []node.StatementParams{
+	r, err = c.transact(api.TransactParams{TxID: tx, Commit: true, Statements: []api.StatementParams{
 		stmt(1, "INSERT INTO kv VALUES (4, 'd')"),
 	}})
 	if err != nil || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
@@ -171,7 +171,7 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	// A failure in an open transaction leaves it to its client, as exec
 	// does: abort-only, not rolled back behind the client's back.
 	tx = c.begin()
-	_, err = c.transact(node.TransactParams{TxID: tx, Statements: []node.StatementParams{stmt(0, "SELECT * FROM missing")}})
+	_, err = c.transact(api.TransactParams{TxID: tx, Statements: []api.StatementParams{stmt(0, "SELECT * FROM missing")}})
 	if rpcCode(err) != rpc.CodeAborted || strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("err %v, want code %d without a rollback", err, rpc.CodeAborted)
 	}
@@ -187,7 +187,7 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 	c := startCluster(t, clusterConfig{engine: engine.CoordinatorConfig{MaxStatements: 2}})
 	// More statements than a transaction may have: refused before anything
 	// runs.
-	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+	_, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (1, 'a')"),
 		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
@@ -201,7 +201,7 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 	// ran, and nothing is committed behind the client's back.
 	tx := c.begin()
 	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	_, err = c.transact(node.TransactParams{TxID: tx, Commit: true, Statements: []node.StatementParams{
+	_, err = c.transact(api.TransactParams{TxID: tx, Commit: true, Statements: []api.StatementParams{
 		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
 	}})
@@ -229,7 +229,7 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 func TestTransactReportsTheCause(t *testing.T) {
 	c := startCluster(t, noIdleAbort)
 	c.stopParticipant(1)
-	_, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+	_, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "SELECT pg_sleep(1)"),
 		stmt(0, "SELECT 1"),
 		stmt(1, "SELECT 1"),
@@ -245,7 +245,7 @@ func TestTransactReportsANoVote(t *testing.T) {
 	c.exec1(1, "CREATE TABLE once (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
 	// The duplicate passes its statement and fails at PREPARE, where the
 	// deferred check runs: node 1 votes no.
-	r, err := c.transact(node.TransactParams{Commit: true, Statements: []node.StatementParams{
+	r, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (1, 'a')"),
 		stmt(1, "INSERT INTO once VALUES (1), (1)"),
 	}})

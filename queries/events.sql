@@ -1,9 +1,3 @@
--- EventAppend writes one event and returns its seq.
--- name: EventAppend :one
-INSERT INTO tpcd_events (node, tx, kind, payload)
-VALUES (@node, @tx, @kind, @payload)
-RETURNING seq;
-
 -- EventAppendMany writes any number of events in one round trip (the arrays are
 -- parallel, one element per event). WITH ORDINALITY and ORDER BY make the rows, and
 -- so their seq values, follow the array order.

@@ -9,32 +9,6 @@ import (
 	"context"
 )
 
-const eventAppend = `-- name: EventAppend :one
-INSERT INTO tpcd_events (node, tx, kind, payload)
-VALUES ($1, $2, $3, $4)
-RETURNING seq
-`
-
-type EventAppendParams struct {
-	Node    string
-	Tx      int64
-	Kind    string
-	Payload []byte
-}
-
-// EventAppend writes one event and returns its seq.
-func (q *Queries) EventAppend(ctx context.Context, db DBTX, arg EventAppendParams) (int64, error) {
-	row := db.QueryRow(ctx, eventAppend,
-		arg.Node,
-		arg.Tx,
-		arg.Kind,
-		arg.Payload,
-	)
-	var seq int64
-	err := row.Scan(&seq)
-	return seq, err
-}
-
 const eventAppendMany = `-- name: EventAppendMany :many
 INSERT INTO tpcd_events (node, tx, kind, payload)
 SELECT e.node, e.tx, e.kind, e.payload

@@ -12,11 +12,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
 )
 
@@ -51,7 +51,7 @@ func writeBigLog(t *testing.T, pool *pgxpool.Pool, n int) bigLog {
 			recs = recs[:0]
 		}
 	}
-	coord, part := node.CoordinatorName, node.ParticipantName(0)
+	coord, part := api.CoordinatorName, api.ParticipantName(0)
 	p0 := []engine.NodeID{0}
 	gid := func(tx engine.TxID) string { return engine.GID{Cluster: cluster, Epoch: 1, Tx: tx, Node: 0}.String() }
 	undecided := func(tx engine.TxID) bool { return tx%1000 == 500 }

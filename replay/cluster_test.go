@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
@@ -178,7 +179,7 @@ func (c *cluster) call(method string, params, result any) error {
 func (c *cluster) begin() engine.TxID {
 	c.t.Helper()
 	var r engine.BeginReply
-	if err := c.call(node.MethodBegin, struct{}{}, &r); err != nil {
+	if err := c.call(api.MethodBegin, struct{}{}, &r); err != nil {
 		c.t.Fatalf("begin: %v", err)
 	}
 	c.began = append(c.began, r.TxID)
@@ -188,7 +189,7 @@ func (c *cluster) begin() engine.TxID {
 func (c *cluster) tryExec(tx engine.TxID, n int, sql string, args ...any) error {
 	id := engine.NodeID(n)
 	var r engine.ExecReply
-	return c.call(node.MethodExec, node.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r)
+	return c.call(api.MethodExec, api.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r)
 }
 
 func (c *cluster) exec(tx engine.TxID, n int, sql string, args ...any) {
@@ -201,7 +202,7 @@ func (c *cluster) exec(tx engine.TxID, n int, sql string, args ...any) {
 func (c *cluster) commit(tx engine.TxID) engine.OutcomeReply {
 	c.t.Helper()
 	var r engine.OutcomeReply
-	if err := c.call(node.MethodCommit, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
 		c.t.Fatalf("commit %d: %v", tx, err)
 	}
 	return r
@@ -217,7 +218,7 @@ func (c *cluster) mustCommit(tx engine.TxID) {
 func (c *cluster) rollback(tx engine.TxID) {
 	c.t.Helper()
 	var r engine.OutcomeReply
-	if err := c.call(node.MethodRollback, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.call(api.MethodRollback, api.TxParams{TxID: tx}, &r); err != nil {
 		c.t.Fatalf("rollback %d: %v", tx, err)
 	}
 }
@@ -232,9 +233,9 @@ type logRef struct {
 }
 
 func (c *cluster) logs() []logRef {
-	out := []logRef{{node: node.CoordinatorName, log: c.coordDBs.Log, logURI: c.coordDBs.LogURI}}
+	out := []logRef{{node: api.CoordinatorName, log: c.coordDBs.Log, logURI: c.coordDBs.LogURI}}
 	for i, d := range c.partDBs {
-		out = append(out, logRef{node: node.ParticipantName(engine.NodeID(i)), log: d.Log, logURI: d.LogURI, data: d.Data, dataURI: d.DataURI})
+		out = append(out, logRef{node: api.ParticipantName(engine.NodeID(i)), log: d.Log, logURI: d.LogURI, data: d.Data, dataURI: d.DataURI})
 	}
 	return out
 }
@@ -261,7 +262,7 @@ func (c *cluster) settled() {
 	eventually(c.t, "the coordinator ended every transaction begun", func() bool {
 		for _, tx := range c.began {
 			var st engine.StatusReply
-			if err := c.call(node.MethodStatus, node.TxParams{TxID: tx}, &st); err != nil {
+			if err := c.call(api.MethodStatus, api.TxParams{TxID: tx}, &st); err != nil {
 				return false
 			}
 			switch st.State {

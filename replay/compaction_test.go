@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
 )
 
@@ -89,7 +89,7 @@ func TestCompaction(t *testing.T) {
 	c.startCoordinator()
 
 	var st engine.StatusReply
-	if err := c.call(node.MethodStatus, node.TxParams{TxID: txs[0]}, &st); err != nil {
+	if err := c.call(api.MethodStatus, api.TxParams{TxID: txs[0]}, &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.State != "forgotten" {

@@ -9,9 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 )
 
 // maxConfirm bounds how many candidate problems are re-checked one by one.
@@ -257,8 +257,8 @@ var errStop = errors.New("stop")
 func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string, known bool, err error) {
 	if !c.coordRead {
 		c.coordRead = true
-		if slices.Contains(c.r.names, node.CoordinatorName) {
-			err := c.r.store.Scan(ctx, node.CoordinatorName, func(rec logstore.Record) error {
+		if slices.Contains(c.r.names, api.CoordinatorName) {
+			err := c.r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error {
 				if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 					if s, ok := ev.(engine.CoordStarted); ok {
 						c.coordCluster = s.Cluster
@@ -275,7 +275,7 @@ func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string,
 	if c.coordCluster == "" || c.coordCluster != c.rep.Cluster {
 		return "", false, nil
 	}
-	recs, err := c.r.store.TxEvents(ctx, node.CoordinatorName, uint64(tx))
+	recs, err := c.r.store.TxEvents(ctx, api.CoordinatorName, uint64(tx))
 	if err != nil {
 		return "", false, err
 	}

@@ -13,9 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 )
 
 // DefaultEvents is how many of its last events each listed transaction shows.
@@ -57,25 +58,25 @@ type Options struct {
 func Connect(ctx context.Context, uri string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
-		return nil, fmt.Errorf("parse %s: malformed connection string", node.Redact(uri))
+		return nil, fmt.Errorf("parse %s: malformed connection string", db.Redact(uri))
 	}
 	cfg.MaxConns = 2
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "tpcd replay"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", node.Redact(uri), err)
+		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect %s: %w", node.Redact(uri), err)
+		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
 	}
 	return pool, nil
 }
 
 // ParseNode splits a node name of the log into its role and participant id.
 func ParseNode(name string) (role string, id engine.NodeID, ok bool) {
-	if name == node.CoordinatorName {
+	if name == api.CoordinatorName {
 		return RoleCoordinator, engine.CoordinatorNode, true
 	}
 	rest, found := strings.CutPrefix(name, "participant-")
@@ -83,7 +84,7 @@ func ParseNode(name string) (role string, id engine.NodeID, ok bool) {
 		return "", 0, false
 	}
 	n, err := strconv.Atoi(rest)
-	if err != nil || n < 0 || node.ParticipantName(engine.NodeID(n)) != name {
+	if err != nil || n < 0 || api.ParticipantName(engine.NodeID(n)) != name {
 		return "", 0, false
 	}
 	return RoleParticipant, engine.NodeID(n), true
@@ -216,14 +217,14 @@ func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		rep := &NodeReport{Node: node.CoordinatorName, Role: RoleCoordinator}
+		rep := &NodeReport{Node: api.CoordinatorName, Role: RoleCoordinator}
 		f := newCoordFold(rep, r.keep, r.opts.Tx, n, inferred)
-		err := r.store.Scan(ctx, node.CoordinatorName, func(rec logstore.Record) error { return f.step(f, rec) })
+		err := r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error { return f.step(f, rec) })
 		if err == nil {
 			return r.coordReport(ctx, f)
 		}
 		if !errors.Is(err, errRefold) || attempt >= 2 {
-			return nil, fmt.Errorf("replay %s: %w", node.CoordinatorName, err)
+			return nil, fmt.Errorf("replay %s: %w", api.CoordinatorName, err)
 		}
 		r.log.Debug("an event names a participant beyond the guess; reading the log for the highest id", "guess", n, "needed", f.need)
 		if n, err = r.highestParticipant(ctx); err != nil {
@@ -237,7 +238,7 @@ func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
 // participants its events name, decoding only the lists of nodes.
 func (r *runner) highestParticipant(ctx context.Context) (int, error) {
 	n := 1
-	err := r.store.Scan(ctx, node.CoordinatorName, func(rec logstore.Record) error {
+	err := r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error {
 		if rec.Kind != (engine.CoordPreparing{}).Kind() && rec.Kind != (engine.CoordDecided{}).Kind() {
 			return nil
 		}
@@ -255,7 +256,7 @@ func (r *runner) highestParticipant(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("replay %s: count participants: %w", node.CoordinatorName, err)
+		return 0, fmt.Errorf("replay %s: count participants: %w", api.CoordinatorName, err)
 	}
 	return n, nil
 }
@@ -297,7 +298,7 @@ func (r *runner) coordReport(ctx context.Context, f *coordFold) (*NodeReport, er
 		if tr := f.tr.txs[r.opts.Tx]; tr != nil && !coordLive(tr.state) {
 			t.State = tr.state
 		}
-		if err := r.txEvents(ctx, node.CoordinatorName, &t); err != nil {
+		if err := r.txEvents(ctx, api.CoordinatorName, &t); err != nil {
 			return nil, err
 		}
 		rep.Transactions = []TxReport{t}
@@ -378,7 +379,7 @@ func eventGID(ev engine.Event) string {
 // participant folds participant id's log and, given its data database,
 // compares the two.
 func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpool.Pool) (*NodeReport, error) {
-	name := node.ParticipantName(id)
+	name := api.ParticipantName(id)
 	nid := int(id)
 	rep := &NodeReport{Node: name, Role: RoleParticipant, ID: &nid}
 	f := newPartFold(rep, r.keep, r.opts.Tx, id)

@@ -13,11 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
 )
 
@@ -136,7 +136,7 @@ func TestReplayCluster(t *testing.T) {
 	inDoubt := engine.TxID(coord.Coordinator.NextTx)
 	epoch := engine.Epoch(coord.Epoch)
 	gid := engine.GID{Cluster: coord.Cluster, Epoch: epoch, Tx: inDoubt, Node: 0}.String()
-	appendEvents(t, logs[0].log, node.CoordinatorName, engine.CoordPreparing{TxID: inDoubt, Epoch: epoch, Participants: []engine.NodeID{0}})
+	appendEvents(t, logs[0].log, api.CoordinatorName, engine.CoordPreparing{TxID: inDoubt, Epoch: epoch, Participants: []engine.NodeID{0}})
 	appendEvents(t, logs[1].log, logs[1].node, engine.PartPrepared{TxID: inDoubt, GID: gid})
 	prepareByHand(t, logs[1].data, gid, inDoubt, 10, true)
 
@@ -304,7 +304,7 @@ func TestReplaySharedLog(t *testing.T) {
 	const cluster = "0b9e5f3a-8d1c-4a52-9a4e-1c2d3e4f5a6b"
 	g := func(tx engine.TxID) string { return engine.GID{Cluster: cluster, Epoch: 1, Tx: tx, Node: 0}.String() }
 	three := []engine.NodeID{0, 2}
-	appendEvents(t, logPool, node.CoordinatorName,
+	appendEvents(t, logPool, api.CoordinatorName,
 		engine.CoordStarted{Cluster: cluster, Epoch: 1},
 		engine.CoordTxIDsReserved{Through: 1024},
 		engine.CoordPreparing{TxID: 1, Epoch: 1, Participants: []engine.NodeID{0}},
@@ -315,7 +315,7 @@ func TestReplaySharedLog(t *testing.T) {
 		engine.CoordDecided{TxID: 3, Epoch: 1, Outcome: engine.OutcomeCommit, Participants: three},
 		engine.CoordEnded{TxID: 3},
 	)
-	appendEvents(t, logPool, node.ParticipantName(0),
+	appendEvents(t, logPool, api.ParticipantName(0),
 		engine.PartEpochSeen{Cluster: cluster, Epoch: 1},
 		engine.PartPrepared{TxID: 1, GID: g(1)},
 		engine.PartPrepared{TxID: 2, GID: g(2)},
@@ -346,7 +346,7 @@ func TestReplaySharedLog(t *testing.T) {
 
 	// Told the participant count, replay takes it; told too few, the events
 	// naming other nodes are reported, as a restart would refuse them.
-	rep, err = replay.Run(ctx, replay.Options{Log: logPool, Node: node.CoordinatorName, Participants: 2})
+	rep, err = replay.Run(ctx, replay.Options{Log: logPool, Node: api.CoordinatorName, Participants: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestReplaySharedLog(t *testing.T) {
 	for _, opts := range []replay.Options{
 		{Log: logPool, Node: "participant-7"},
 		{Log: logPool, Node: "somebody"},
-		{Log: logPool, Node: node.CoordinatorName, Data: dataPool},
+		{Log: logPool, Node: api.CoordinatorName, Data: dataPool},
 		{Log: dataPool},
 	} {
 		if _, err := replay.Run(ctx, opts); err == nil {

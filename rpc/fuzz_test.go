@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -29,11 +29,11 @@ func decodeInto[T any]() rpc.Handler {
 // fuzzServer serves the node's param types under their method names.
 func fuzzServer() http.Handler {
 	return rpc.NewServer(rpc.ServerOptions{Methods: map[string]rpc.Handler{
-		node.MethodBegin:                  decodeInto[struct{}](),
-		node.MethodExec:                   decodeInto[node.ExecParams](),
-		node.MethodExecute:                decodeInto[node.ExecuteParams](),
-		node.MethodCommit:                 decodeInto[node.TxParams](),
-		node.MethodStatus:                 decodeInto[node.TxParams](),
+		api.MethodBegin:                   decodeInto[struct{}](),
+		api.MethodExec:                    decodeInto[api.ExecParams](),
+		api.MethodExecute:                 decodeInto[api.ExecuteParams](),
+		api.MethodCommit:                  decodeInto[api.TxParams](),
+		api.MethodStatus:                  decodeInto[api.TxParams](),
 		engine.ExecRequest{}.Method():     decodeMessage(engine.ExecRequest{}.Method()),
 		engine.PrepareRequest{}.Method():  decodeMessage(engine.PrepareRequest{}.Method()),
 		engine.DecisionRequest{}.Method(): decodeMessage(engine.DecisionRequest{}.Method()),
@@ -48,7 +48,7 @@ func fuzzServer() http.Handler {
 // as the nodes do, and echoes it.
 func decodeMessage(method string) rpc.Handler {
 	return func(_ context.Context, raw json.RawMessage) (any, error) {
-		return node.DecodeMessage(method, raw)
+		return api.DecodeMessage(method, raw)
 	}
 }
 

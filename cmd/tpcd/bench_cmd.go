@@ -9,6 +9,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tpcd/tpcd/bench"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/localcluster"
 )
 
 // BenchCmd is a load generator; the logic lives in package bench.
@@ -65,6 +67,7 @@ func (c *BenchCmd) options() bench.Options {
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
 		Baseline: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
 		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, Trace: c.Trace, WatchPID: c.WatchPID,
+		StartCluster: startBenchCluster,
 	}
 	if o.Warmup == 0 {
 		o.Warmup = -1 // --warmup 0 means none, not the default
@@ -120,3 +123,22 @@ func (c *BenchCmd) Run(g *Globals, ctx context.Context) error {
 }
 
 func (c *BenchCmd) startsPostgres() bool { return c.Coordinator == "" }
+
+// startBenchCluster starts the local cluster bench measures without
+// --coordinator: a coordinator and participants in this process, each with
+// its own embedded PostgreSQL.
+func startBenchCluster(ctx context.Context, s bench.ClusterSpec) (bench.StartedCluster, error) {
+	cl, err := localcluster.Start(ctx, localcluster.Options{
+		Participants: s.Participants, PGBin: s.PGBin, MaxConns: s.MaxConns,
+		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry},
+		Logger: s.Logger,
+	})
+	if err != nil {
+		return bench.StartedCluster{}, err
+	}
+	started := bench.StartedCluster{Coordinator: cl.CoordinatorAddr(), LogDB: cl.Nodes[0].LogURI, Stop: cl.Close}
+	for _, n := range cl.Nodes[1:] {
+		started.DataDBs = append(started.DataDBs, n.DataURI)
+	}
+	return started, nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
 )
@@ -117,7 +118,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	obs.coordinatorUp(coord, logger)
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
-		"log_db", node.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
+		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
 	waitForSignal(ctx, logger)
 	return coord.Close()
 }

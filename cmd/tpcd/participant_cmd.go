@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
 )
@@ -113,7 +114,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	}
 	obs.participantUp(p, logger)
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
-		"log_db", node.Redact(dbs.LogURI), "data_db", node.Redact(dbs.DataURI))
+		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))
 	waitForSignal(ctx, logger)
 	return p.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/node"
@@ -135,7 +136,7 @@ func (c *Cluster) Call(method string, params, result any) error {
 func (c *Cluster) Begin() engine.TxID {
 	c.T.Helper()
 	var r engine.BeginReply
-	if err := c.Call(node.MethodBegin, struct{}{}, &r); err != nil {
+	if err := c.Call(api.MethodBegin, struct{}{}, &r); err != nil {
 		c.T.Fatalf("begin: %v", err)
 	}
 	return r.TxID
@@ -145,7 +146,7 @@ func (c *Cluster) Begin() engine.TxID {
 func (c *Cluster) TryExec(tx engine.TxID, n int, sql string, args ...any) (*engine.ExecReply, error) {
 	id := engine.NodeID(n)
 	var r engine.ExecReply
-	if err := c.Call(node.MethodExec, node.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r); err != nil {
+	if err := c.Call(api.MethodExec, api.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -165,7 +166,7 @@ func (c *Cluster) Exec(tx engine.TxID, n int, sql string, args ...any) *engine.E
 func (c *Cluster) Commit(tx engine.TxID) engine.OutcomeReply {
 	c.T.Helper()
 	var r engine.OutcomeReply
-	if err := c.Call(node.MethodCommit, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.Call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
 		c.T.Fatalf("commit %d: %v", tx, err)
 	}
 	return r
@@ -174,7 +175,7 @@ func (c *Cluster) Commit(tx engine.TxID) engine.OutcomeReply {
 // Rollback rolls tx back or fails the test.
 func (c *Cluster) Rollback(tx engine.TxID) {
 	c.T.Helper()
-	if err := c.Call(node.MethodRollback, node.TxParams{TxID: tx}, nil); err != nil {
+	if err := c.Call(api.MethodRollback, api.TxParams{TxID: tx}, nil); err != nil {
 		c.T.Fatalf("rollback %d: %v", tx, err)
 	}
 }
@@ -183,7 +184,7 @@ func (c *Cluster) Rollback(tx engine.TxID) {
 func (c *Cluster) Status(tx engine.TxID) engine.StatusReply {
 	c.T.Helper()
 	var r engine.StatusReply
-	if err := c.Call(node.MethodStatus, node.TxParams{TxID: tx}, &r); err != nil {
+	if err := c.Call(api.MethodStatus, api.TxParams{TxID: tx}, &r); err != nil {
 		c.T.Fatalf("status %d: %v", tx, err)
 	}
 	return r

@@ -17,10 +17,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -265,7 +265,7 @@ func (c *cluster) waitReady(p *proc) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := cl.Call(ctx, node.MethodPing, struct{}{}, nil)
+		err := cl.Call(ctx, api.MethodPing, struct{}{}, nil)
 		cancel()
 		if err == nil {
 			return

@@ -13,9 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -107,7 +107,7 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var b engine.BeginReply
-	if err := cl.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		return false
 	}
 	rec := &txRecord{id: b.TxID, nodes: nodes, key: int(w.nextKey.Add(1))}
@@ -115,12 +115,12 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 	w.recs = append(w.recs, rec)
 	w.mu.Unlock()
 	for _, n := range nodes {
-		p := node.ExecParams{TxID: rec.id, Node: &n, SQL: "INSERT INTO kv VALUES ($1, $2)", Args: []any{rec.key, fmt.Sprint(rec.id)}}
-		if err := cl.Call(ctx, node.MethodExec, p, nil); err != nil {
+		p := api.ExecParams{TxID: rec.id, Node: &n, SQL: "INSERT INTO kv VALUES ($1, $2)", Args: []any{rec.key, fmt.Sprint(rec.id)}}
+		if err := cl.Call(ctx, api.MethodExec, p, nil); err != nil {
 			rec.err = fmt.Sprintf("exec on %s: %v", n, err)
 			w.fails.Add(1)
 			var r engine.OutcomeReply
-			if cl.Call(ctx, node.MethodRollback, node.TxParams{TxID: rec.id}, &r) == nil {
+			if cl.Call(ctx, api.MethodRollback, api.TxParams{TxID: rec.id}, &r) == nil {
 				rec.answer, rec.reason = r.Outcome, r.Reason
 			}
 			return true
@@ -128,7 +128,7 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 	}
 	var r engine.OutcomeReply
 	rec.commitCalled = true
-	if err := cl.Call(ctx, node.MethodCommit, node.TxParams{TxID: rec.id}, &r); err != nil {
+	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: rec.id}, &r); err != nil {
 		rec.err = fmt.Sprintf("commit: %v", err)
 		w.fails.Add(1)
 		return true
@@ -146,7 +146,7 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 // participant, so then the row must already be visible on each of them.
 func (w *workload) checkApplied(ctx context.Context, cl *rpc.Client, rec *txRecord) {
 	var s engine.StatusReply
-	if cl.Call(ctx, node.MethodStatus, node.TxParams{TxID: rec.id}, &s) != nil || s.State != "committed" {
+	if cl.Call(ctx, api.MethodStatus, api.TxParams{TxID: rec.id}, &s) != nil || s.State != "committed" {
 		return
 	}
 	for _, n := range rec.nodes {
@@ -370,7 +370,7 @@ func (c *cluster) outcomesLogged(i int) map[engine.TxID]map[string]bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out := map[engine.TxID]map[string]bool{}
-	err := logstore.New(c.logs[i]).Scan(ctx, node.ParticipantName(engine.NodeID(i)), func(r logstore.Record) error {
+	err := logstore.New(c.logs[i]).Scan(ctx, api.ParticipantName(engine.NodeID(i)), func(r logstore.Record) error {
 		if r.Kind == (engine.PartCommitted{}).Kind() || r.Kind == (engine.PartAborted{}).Kind() {
 			id := engine.TxID(r.Tx)
 			if out[id] == nil {
@@ -390,7 +390,7 @@ func (c *cluster) txStatus(id engine.TxID) (engine.StatusReply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var s engine.StatusReply
-	err := c.status.Call(ctx, node.MethodStatus, node.TxParams{TxID: id}, &s)
+	err := c.status.Call(ctx, api.MethodStatus, api.TxParams{TxID: id}, &s)
 	return s, err
 }
 

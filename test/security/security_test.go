@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcerts"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -127,25 +127,25 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	// A transaction across both participants, every hop over mutual TLS
 	// with tokens.
 	var b engine.BeginReply
-	if err := client.Call(ctx, node.MethodBegin, struct{}{}, &b); err != nil {
+	if err := client.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		t.Fatalf("begin over TLS with token: %v", err)
 	}
 	for i := range 2 {
 		n := engine.NodeID(i)
 		for _, sql := range []string{"CREATE TABLE kv (k int PRIMARY KEY, v text)", "INSERT INTO kv VALUES (1, 'tls')"} {
-			if err := client.Call(ctx, node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: sql}, nil); err != nil {
+			if err := client.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: sql}, nil); err != nil {
 				t.Fatalf("exec on %d: %v", i, err)
 			}
 		}
 	}
 	var out engine.OutcomeReply
-	if err := client.Call(ctx, node.MethodCommit, node.TxParams{TxID: b.TxID}, &out); err != nil || out.Outcome != engine.OutcomeCommit {
+	if err := client.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &out); err != nil || out.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit: %+v %v", out, err)
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		var st engine.StatusReply
-		if err := client.Call(ctx, node.MethodStatus, node.TxParams{TxID: b.TxID}, &st); err != nil {
+		if err := client.Call(ctx, api.MethodStatus, api.TxParams{TxID: b.TxID}, &st); err != nil {
 			t.Fatal(err)
 		}
 		if st.State == "committed" {
@@ -161,7 +161,7 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	// plain text to the TLS port.
 	noToken := rpc.NewClient(coord, rpc.ClientOptions{TLS: clientTLS})
 	defer noToken.Close()
-	if err := noToken.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsCode(err, rpc.CodeUnauthorized) {
+	if err := noToken.Call(ctx, api.MethodBegin, struct{}{}, nil); !rpc.IsCode(err, rpc.CodeUnauthorized) {
 		t.Errorf("without token: %v, want code %d", err, rpc.CodeUnauthorized)
 	}
 	strangerPair := stranger.Issue(t, "mallory")
@@ -174,15 +174,15 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	strangerTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &strangerCert, nil }
 	mallory := rpc.NewClient(coord, rpc.ClientOptions{Token: token, TLS: strangerTLS})
 	defer mallory.Close()
-	if err := mallory.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) {
+	if err := mallory.Call(ctx, api.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) {
 		t.Errorf("certificate from another CA: %v, want a transport error", err)
 	}
 	plain := rpc.NewClient(coord, rpc.ClientOptions{Token: token})
 	defer plain.Close()
-	if err := plain.Call(ctx, node.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) || !strings.Contains(err.Error(), "TLS") {
+	if err := plain.Call(ctx, api.MethodBegin, struct{}{}, nil); !rpc.IsTransport(err) || !strings.Contains(err.Error(), "TLS") {
 		t.Errorf("plain text to the TLS port: %v, want a transport error naming TLS", err)
 	}
-	if err := client.Call(ctx, node.MethodNodes, struct{}{}, nil); err != nil {
+	if err := client.Call(ctx, api.MethodNodes, struct{}{}, nil); err != nil {
 		t.Fatalf("coordinator stopped serving after the refusals: %v", err)
 	}
 

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -30,8 +30,8 @@ func waitReady(t *testing.T, addr string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var r node.PingReply
-		err := c.Call(ctx, node.MethodPing, struct{}{}, &r)
+		var r api.PingReply
+		err := c.Call(ctx, api.MethodPing, struct{}{}, &r)
 		cancel()
 		if err == nil {
 			return
@@ -94,25 +94,25 @@ func commitAcrossBoth(t *testing.T, addr string) {
 	}
 	for i := range 2 {
 		var b engine.BeginReply
-		call(node.MethodBegin, struct{}{}, &b)
+		call(api.MethodBegin, struct{}{}, &b)
 		n := engine.NodeID(i)
-		call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (id int primary key)"}, nil)
-		call(node.MethodCommit, node.TxParams{TxID: b.TxID}, nil)
+		call(api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (id int primary key)"}, nil)
+		call(api.MethodCommit, api.TxParams{TxID: b.TxID}, nil)
 	}
 	var b engine.BeginReply
-	call(node.MethodBegin, struct{}{}, &b)
+	call(api.MethodBegin, struct{}{}, &b)
 	for i := range 2 {
 		n := engine.NodeID(i)
-		call(node.MethodExec, node.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{7}}, nil)
+		call(api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{7}}, nil)
 	}
 	var r engine.OutcomeReply
-	call(node.MethodCommit, node.TxParams{TxID: b.TxID}, &r)
+	call(api.MethodCommit, api.TxParams{TxID: b.TxID}, &r)
 	if r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("outcome %s (%s)", r.Outcome, r.Reason)
 	}
 	for {
 		var s engine.StatusReply
-		call(node.MethodStatus, node.TxParams{TxID: b.TxID}, &s)
+		call(api.MethodStatus, api.TxParams{TxID: b.TxID}, &s)
 		if s.State == "committed" {
 			break
 		}
@@ -120,14 +120,14 @@ func commitAcrossBoth(t *testing.T, addr string) {
 	}
 	for i := range 2 {
 		var b2 engine.BeginReply
-		call(node.MethodBegin, struct{}{}, &b2)
+		call(api.MethodBegin, struct{}{}, &b2)
 		n := engine.NodeID(i)
 		var e engine.ExecReply
-		call(node.MethodExec, node.ExecParams{TxID: b2.TxID, Node: &n, SQL: "SELECT count(*) FROM t"}, &e)
+		call(api.MethodExec, api.ExecParams{TxID: b2.TxID, Node: &n, SQL: "SELECT count(*) FROM t"}, &e)
 		if got := e.Result.Rows[0][0]; got != "1" {
 			t.Fatalf("node %d has %v rows, want 1", i, got)
 		}
-		call(node.MethodRollback, node.TxParams{TxID: b2.TxID}, nil)
+		call(api.MethodRollback, api.TxParams{TxID: b2.TxID}, nil)
 	}
 }
 
@@ -176,8 +176,8 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 		waitReady(t, coord)
 		waitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
-		var r node.PingReply
-		if err := cl.Call(context.Background(), node.MethodPing, struct{}{}, &r); err != nil {
+		var r api.PingReply
+		if err := cl.Call(context.Background(), api.MethodPing, struct{}{}, &r); err != nil {
 			t.Fatal(err)
 		}
 		cl.Close()

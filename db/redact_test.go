@@ -1,10 +1,10 @@
-package node_test
+package db_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/db"
 )
 
 func TestRedact(t *testing.T) {
@@ -15,7 +15,7 @@ func TestRedact(t *testing.T) {
 		"postgres://u:s3cret@db/x?password=s3cret":        "postgres://u:xxxxx@db/x?password=xxxxx",
 		"postgres://u:s3cret@[::1/x":                      "<unparsable connection string>",
 	} {
-		got := node.Redact(in)
+		got := db.Redact(in)
 		if got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}

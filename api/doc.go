@@ -1,0 +1,61 @@
+// Package api is the wire contract of tpcd's client-facing JSON-RPC
+// methods: their names, the types of their parameters and of the results
+// that are not the engine's own, the names nodes go by, and the helpers a
+// client needs to use them. It holds no server code, so a client, a load
+// generator or a test links only the contract (and the engine's and the
+// transport's types it names), never the node that serves it.
+//
+// # Methods
+//
+// The coordinator serves every method below; MethodPing is served by every
+// node. docs/API.md shows each with example params and results.
+//
+//	method          params          result
+//	begin           {}              engine.BeginReply
+//	exec            ExecParams      engine.ExecReply
+//	transact        TransactParams  TransactReply
+//	commit          TxParams        engine.OutcomeReply
+//	rollback        TxParams        engine.OutcomeReply
+//	status          TxParams        engine.StatusReply
+//	execute         ExecuteParams   engine.ExecReply
+//	nodes           {}              []NodeHealth
+//	tpcd.ping       {}              PingReply
+//
+// The results named engine.* are the engine's reply types, encoded as they
+// are: the coordinator hands the engine's answer to the transport
+// unchanged, so they stay in package engine (BeginReply, ExecReply with its
+// StmtResult, OutcomeReply, StatusReply, whose State is an engine.Phase's
+// name, "forgotten" or "unknown"; docs/API.md explains each).
+//
+// # Errors
+//
+// Errors are JSON-RPC error objects with the codes of package rpc
+// (rpc.Code*). Any method may answer rpc.CodeParseError,
+// rpc.CodeInvalidRequest or rpc.CodeMethodNotFound (the request itself is
+// wrong), rpc.CodeInvalidParams (params missing, of the wrong type, or
+// with unknown fields: decoding is strict), rpc.CodeUnauthorized (no valid
+// token), rpc.CodeUnavailable (the node is starting or stopping; retry)
+// and rpc.CodeInternal. Beyond those:
+//
+//   - begin: rpc.CodeLimit when the client already holds as many undecided
+//     transactions as it may.
+//   - exec, execute, transact: rpc.CodeUnknownTx for a transaction never
+//     issued, rpc.CodeTxNotActive for one that no longer takes statements,
+//     rpc.CodeBadNode for a node out of range, rpc.CodeAborted when the
+//     statement failed or the transaction can only abort, rpc.CodeLimit for
+//     a statement beyond the transaction's limit (the transaction stays
+//     usable) or, without a transaction id, as begin. transact's messages
+//     start with "statements[i]: ", naming the statement.
+//   - commit, rollback: rpc.CodeUnknownTx, or rpc.CodeTxNotActive for a
+//     transaction ended so long ago that its outcome is forgotten. An
+//     abort is an outcome, not an error.
+//   - status: only the common codes; an unknown transaction is the state
+//     "unknown".
+//
+// # Node-to-node messages
+//
+// Messages between nodes are the engine's message types (engine.Message,
+// whose Method names the JSON-RPC method, "tpcd.exec" and so on); this
+// package does not restate them. DecodeMessage decodes their params as a
+// node does before its engine sees them. Their JSON-RPC result is Ack.
+package api

@@ -1,0 +1,32 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// WaitApplied polls the coordinator's status of committed transaction tx
+// until it is applied on every participant: commit answers once the
+// decision is durable, and COMMIT PREPARED follows, so a caller whose next
+// transaction depends on this one (a table it created) waits here. call is
+// the caller's way to make an RPC (rpc.Client.Call or a wrapper of it).
+func WaitApplied(ctx context.Context, call func(ctx context.Context, method string, params, result any) error, tx engine.TxID) error {
+	for {
+		var st engine.StatusReply
+		if err := call(ctx, MethodStatus, TxParams{TxID: tx}, &st); err != nil {
+			return fmt.Errorf("status of transaction %d: %w", tx, err)
+		}
+		if st.State != engine.PhaseCommitting.String() {
+			// committed, or forgotten once every participant acknowledged
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for transaction %d to be applied: %w", tx, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// rpcError turns an engine error into a JSON-RPC error with a matching code.
+func rpcError(e *engine.Error) *rpc.Error {
+	code := rpc.CodeInternal
+	switch e.Code {
+	case engine.ErrUnknownTx:
+		code = rpc.CodeUnknownTx
+	case engine.ErrTxNotActive:
+		code = rpc.CodeTxNotActive
+	case engine.ErrBadNode:
+		code = rpc.CodeBadNode
+	case engine.ErrAborted, engine.ErrStatement:
+		code = rpc.CodeAborted
+	case engine.ErrBadRequest:
+		// The engine refuses a request it will never accept as is (a limit
+		// such as MaxStatements); before Start it says "still starting",
+		// which the node never shows a client because it serves only after
+		// Start.
+		code = rpc.CodeLimit
+	}
+	return rpc.Errorf(code, "%s", e.Message)
+}
+
+// needNode checks that a statement names its participant: a missing node
+// must not pass as participant 0.
+func needNode(n *engine.NodeID) (engine.NodeID, error) {
+	if n == nil {
+		return 0, rpc.Errorf(rpc.CodeInvalidParams, "node is required (a participant id, 0..N-1)")
+	}
+	return *n, nil
+}
+
+// needSQL checks that a statement has SQL.
+func needSQL(sql string) error {
+	if sql == "" {
+		return rpc.Errorf(rpc.CodeInvalidParams, "sql is required")
+	}
+	return nil
+}
+
+// errStopped is why a request that reaches a stopping node is refused.
+var errStopped = errors.New("node is shutting down")
+
+// unavailable tells the caller to retry later (rpc.CodeUnavailable).
+func unavailable(err error) *rpc.Error {
+	return rpc.Errorf(rpc.CodeUnavailable, "%s", fmt.Sprint(err))
+}
