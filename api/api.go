@@ -94,6 +94,10 @@ type PingReply struct {
 	Node    string       `json:"node"`
 	Cluster string       `json:"cluster,omitempty"`
 	Epoch   engine.Epoch `json:"epoch,omitempty"`
+	// Participants, from a coordinator, are its participants' addresses by
+	// node id: a participant reaches the decider of a transaction in doubt
+	// with them.
+	Participants []string `json:"participants,omitempty"`
 }
 
 // Ack is the empty reply to node-to-node messages: they are one-way, and

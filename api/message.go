@@ -12,13 +12,16 @@ import (
 // messageDecoders decodes the params of each node-to-node method into its
 // engine message type: its keys are the node-to-node methods.
 var messageDecoders = map[string]func(json.RawMessage) (engine.Message, error){
-	engine.ExecRequest{}.Method():     decodeAs[engine.ExecRequest],
-	engine.PrepareRequest{}.Method():  decodeAs[engine.PrepareRequest],
-	engine.DecisionRequest{}.Method(): decodeAs[engine.DecisionRequest],
-	engine.ExecResult{}.Method():      decodeAs[engine.ExecResult],
-	engine.VoteMessage{}.Method():     decodeAs[engine.VoteMessage],
-	engine.AckMessage{}.Method():      decodeAs[engine.AckMessage],
-	engine.InquireMessage{}.Method():  decodeAs[engine.InquireMessage],
+	engine.ExecRequest{}.Method():         decodeAs[engine.ExecRequest],
+	engine.PrepareRequest{}.Method():      decodeAs[engine.PrepareRequest],
+	engine.DecisionRequest{}.Method():     decodeAs[engine.DecisionRequest],
+	engine.ExecResult{}.Method():          decodeAs[engine.ExecResult],
+	engine.VoteMessage{}.Method():         decodeAs[engine.VoteMessage],
+	engine.AckMessage{}.Method():          decodeAs[engine.AckMessage],
+	engine.InquireMessage{}.Method():      decodeAs[engine.InquireMessage],
+	engine.CommitBranchRequest{}.Method(): decodeAs[engine.CommitBranchRequest],
+	engine.SettleRequest{}.Method():       decodeAs[engine.SettleRequest],
+	engine.SettleAnswer{}.Method():        decodeAs[engine.SettleAnswer],
 }
 
 // DecodeMessage decodes and checks the params of a node-to-node method as
@@ -49,6 +52,8 @@ func DecodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
 	case engine.DecisionRequest:
 		enum = v.Outcome
 	case engine.AckMessage:
+		enum = v.Outcome
+	case engine.SettleAnswer:
 		enum = v.Outcome
 	}
 	if enum != nil {

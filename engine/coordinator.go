@@ -62,7 +62,7 @@ const (
 
 // DefaultProtocol is the protocol of a coordinator that names none. (Classic
 // until the node runs the decider's data operations.)
-const DefaultProtocol = ProtocolClassic
+const DefaultProtocol = ProtocolDecider
 
 var protocolNames = [...]string{"", "decider", "classic"}
 

@@ -148,7 +148,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	}
 
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
-		Inline:       messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}),
+		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
 	workers := []func(context.Context){
 		func(ctx context.Context) { c.loop.run(ctx, effects) },
@@ -242,10 +242,10 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 		api.MethodTransact: c.transact,
 		api.MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
 		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
-			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch}, nil
+			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
 		},
 	}
-	for _, method := range messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}) {
+	for _, method := range coordinatorMethods {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
 			msg, err := api.DecodeMessage(method, raw)
 			if err != nil {
@@ -259,6 +259,9 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 	}
 	return m
 }
+
+// coordinatorMethods are the node-to-node messages a coordinator serves.
+var coordinatorMethods = messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}, engine.SettleAnswer{})
 
 func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {

@@ -178,6 +178,10 @@ func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
 		return d.finish(ctx, op.GID, "COMMIT PREPARED", true)
 	case engine.DataRollbackPrepared:
 		return d.finish(ctx, op.GID, "ROLLBACK PREPARED", false)
+	case engine.DataCommitBranch:
+		return d.commitBranch(ctx, w, op)
+	case engine.DataSettle:
+		return d.settle(ctx, op)
 	}
 	return engine.DataDone{Err: fmt.Sprintf("unknown data operation %d", op.Op)}
 }
@@ -469,7 +473,7 @@ func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engi
 		return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
 	}
 	var marker bool
-	if err := d.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tpcd_markers WHERE gid = $1)", gid).Scan(&marker); err != nil {
+	if err := d.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tpcd_markers WHERE gid = $1 AND NOT aborted)", gid).Scan(&marker); err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("check marker of %s: %v", gid, err), Retry: true}
 	}
 	switch {
@@ -483,17 +487,21 @@ func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engi
 }
 
 // recoveryFacts reads what survived in the data database: our prepared
-// transactions and outcome markers.
-func recoveryFacts(ctx context.Context, pool *pgxpool.Pool) (prepared, markers []string, err error) {
+// transactions, outcome markers and decider tombstones.
+func recoveryFacts(ctx context.Context, pool *pgxpool.Pool) (prepared, markers, tombstones []string, err error) {
 	prepared, err = strings1(ctx, pool, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'tpcd:%' ORDER BY gid")
 	if err != nil {
-		return nil, nil, fmt.Errorf("read pg_prepared_xacts: %w", err)
+		return nil, nil, nil, fmt.Errorf("read pg_prepared_xacts: %w", err)
 	}
-	markers, err = strings1(ctx, pool, "SELECT gid FROM tpcd_markers ORDER BY gid")
+	markers, err = strings1(ctx, pool, "SELECT gid FROM tpcd_markers WHERE NOT aborted ORDER BY gid")
 	if err != nil {
-		return nil, nil, fmt.Errorf("read markers: %w", err)
+		return nil, nil, nil, fmt.Errorf("read markers: %w", err)
 	}
-	return prepared, markers, nil
+	tombstones, err = strings1(ctx, pool, "SELECT gid FROM tpcd_markers WHERE aborted ORDER BY gid")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read tombstones: %w", err)
+	}
+	return prepared, markers, tombstones, nil
 }
 
 func strings1(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, error) {

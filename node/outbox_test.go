@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -36,7 +37,7 @@ func TestOutboxSplitsBatchTooLargeForPeer(t *testing.T) {
 				if len(got) == n {
 					close(all)
 				}
-				return Ack{}, nil
+				return api.Ack{}, nil
 			},
 		},
 	})

@@ -12,13 +12,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
-
-// ParticipantName is participant i's node name in the log.
-func ParticipantName(id engine.NodeID) string { return fmt.Sprintf("participant-%d", id) }
 
 // ParticipantOptions configure a participant node.
 type ParticipantOptions struct {
@@ -61,6 +59,13 @@ type Participant struct {
 
 	// asking is set while a question to the coordinator is out.
 	asking atomic.Bool
+	// peers carry messages to the other participants (a branch in doubt
+	// asks its decider; a decider answers), opened on first use from the
+	// addresses the engine learned from the coordinator. Loop goroutine
+	// only.
+	peers map[engine.NodeID]*peerOutbox
+	// runCtx lives as long as the node's goroutines: peer outboxes run in it.
+	runCtx context.Context
 
 	mu       sync.Mutex
 	cluster  string
@@ -89,7 +94,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	opts.Engine.Node = opts.ID
 	p := &Participant{
 		opts:   opts,
-		name:   ParticipantName(opts.ID),
+		name:   api.ParticipantName(opts.ID),
 		logger: opts.Logger.With("role", "participant", "node", int(opts.ID)),
 		eng:    engine.NewParticipant(opts.Engine),
 		store:  logstore.New(opts.Log),
@@ -123,11 +128,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if err != nil {
 		return nil, err
 	}
-	prepared, markers, err := recoveryFacts(ctx, opts.Data)
+	prepared, markers, tombstones, err := recoveryFacts(ctx, opts.Data)
 	if err != nil {
 		return nil, err
 	}
-	effects, err := p.loop.startStep(ctx, engine.Start{Now: p.loop.now(), PreparedGIDs: prepared, Markers: markers})
+	effects, err := p.loop.startStep(ctx, engine.Start{Now: p.loop.now(), PreparedGIDs: prepared, Markers: markers, Tombstones: tombstones})
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +150,13 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	}
 
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
-		Inline: messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{})}))
+		Inline: participantMethods}))
+	p.peers = map[engine.NodeID]*peerOutbox{}
 	p.cancel = background(p.server, ln, p.logger, p.done,
-		func(ctx context.Context) { p.loop.run(ctx, effects) },
+		func(ctx context.Context) {
+			p.runCtx = ctx
+			p.loop.run(ctx, effects)
+		},
 		p.out.run,
 		func(ctx context.Context) {
 			compactLoop(ctx, p.opts.CompactEvery, p.store, p.name, &p.mu, &p.finished, p.logger)
@@ -165,27 +174,34 @@ func (p *Participant) Close() error {
 	<-p.done
 	p.data.closeAll()
 	p.coord.Close()
+	for _, o := range p.peers {
+		o.client.Close()
+	}
 	return err
 }
 
+// participantMethods are the node-to-node messages a participant serves.
+var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{},
+	engine.CommitBranchRequest{}, engine.SettleRequest{}, engine.SettleAnswer{})
+
 func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
-		MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			return PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
+			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
 		},
 	}
-	for _, method := range messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{}) {
+	for _, method := range participantMethods {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
-			msg, err := decodeMessage(method, raw)
+			msg, err := api.DecodeMessage(method, raw)
 			if err != nil {
 				return nil, err
 			}
 			if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: msg}) {
 				return nil, unavailable(errStopped)
 			}
-			return Ack{}, nil
+			return api.Ack{}, nil
 		}
 	}
 	return m
@@ -195,7 +211,11 @@ func (p *Participant) methods() map[string]rpc.Handler {
 func (p *Participant) perform(e engine.Effect) {
 	switch e := e.(type) {
 	case engine.Send:
-		p.out.push(e.Msg)
+		if e.To == engine.CoordinatorNode {
+			p.out.push(e.Msg)
+			return
+		}
+		p.peer(e.To).push(e.Msg)
 	case engine.Data:
 		p.data.do(e)
 	case engine.Violation:
@@ -222,9 +242,9 @@ func (p *Participant) askCoordinator() {
 		defer p.asking.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
 		defer cancel()
-		var r PingReply
-		err := p.coord.Call(ctx, MethodPing, struct{}{}, &r)
-		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch}
+		var r api.PingReply
+		err := p.coord.Call(ctx, api.MethodPing, struct{}{}, &r)
+		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch, Participants: r.Participants}
 		switch {
 		case err != nil:
 			a.Err = err.Error()
@@ -266,4 +286,38 @@ func (p *Participant) onDurable(ev engine.Event) {
 	case engine.PartViolation:
 		p.logger.Error("violation recorded in the log", "tx", e.TxID, "detail", e.Detail)
 	}
+}
+
+// peerOutbox is the outbox to another participant, with the address it was
+// opened for.
+type peerOutbox struct {
+	*outbox
+	addr   string
+	client *rpc.Client
+	stop   context.CancelFunc
+}
+
+// peer returns the outbox to participant id, opening it (or reopening it
+// when the coordinator named a new address) on the loop goroutine. A
+// participant the engine has no address for gets an outbox to nowhere, whose
+// messages are lost, as the protocol allows: the question is asked again.
+func (p *Participant) peer(id engine.NodeID) *peerOutbox {
+	var addr string
+	if peers := p.eng.Peers(); int(id) >= 0 && int(id) < len(peers) {
+		addr = peers[id]
+	}
+	o := p.peers[id]
+	if o != nil && o.addr == addr {
+		return o
+	}
+	if o != nil {
+		o.stop()
+		o.client.Close()
+	}
+	client := rpc.NewClient(addr, p.opts.Transport.client(p.logger))
+	ctx, stop := context.WithCancel(p.runCtx)
+	o = &peerOutbox{outbox: newOutbox(id, client, p.logger, nil, nil), addr: addr, client: client, stop: stop}
+	p.peers[id] = o
+	go o.run(ctx)
+	return o
 }

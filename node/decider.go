@@ -1,0 +1,56 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// commitBranch commits the open data transaction as the decider's branch:
+// its outcome marker goes in, then COMMIT, in one round trip. Only a
+// "COMMIT" answer means it committed; anything else leaves the outcome to
+// the engine, which settles it (a broken connection may have committed).
+func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
+	if w.conn == nil {
+		return engine.DataDone{Err: "no open data transaction to commit"}
+	}
+	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); COMMIT", quote(op.GID), op.TxID)
+	tag, err := w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	if err == nil && tag.String() != "COMMIT" {
+		// A transaction already failed answers COMMIT with ROLLBACK.
+		err = fmt.Errorf("COMMIT answered %q", tag.String())
+	}
+	if err != nil {
+		d.release(ctx, w, "ROLLBACK")
+		return engine.DataDone{Err: fmt.Sprintf("commit %s: %v", op.GID, err)}
+	}
+	d.release(ctx, w, "")
+	return engine.DataDone{}
+}
+
+// settle makes the outcome of the decider's branch op.GID final and reads
+// it. The tombstone is inserted on its own (its own transaction, committed
+// before anyone hears abort) unless a row of that name exists; an insert
+// that meets the branch's uncommitted marker waits until the branch ends,
+// so a branch still committing is never settled as aborted. The row read
+// afterwards, in a statement of its own, is whichever committed first.
+func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
+	if _, err := d.pool.Exec(ctx, "INSERT INTO tpcd_markers (gid, tx, aborted) VALUES ($1, $2, true) ON CONFLICT (gid) DO NOTHING", op.GID, int64(op.TxID)); err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
+	}
+	var aborted bool
+	err := d.pool.QueryRow(ctx, "SELECT aborted FROM tpcd_markers WHERE gid = $1", op.GID).Scan(&aborted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Deleted between the two statements: the coordinator already
+		// let it go, which it does only once everyone has the outcome.
+		err = errors.New("its marker vanished while settling")
+	}
+	if err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
+	}
+	return engine.DataDone{Committed: !aborted}
+}
