@@ -77,9 +77,9 @@ func (m *testMethods) methods() map[string]Handler {
 		"plainerr": func(ctx context.Context, raw json.RawMessage) (any, error) {
 			return nil, errors.New("disk on fire")
 		},
-		"staleepoch": func(ctx context.Context, raw json.RawMessage) (any, error) {
-			e := Errorf(CodeStaleEpoch, "epoch %d is older than %d", 3, 7).WithData(map[string]int{"current": 7})
-			return nil, fmt.Errorf("handle prepare: %w", e)
+		"coded": func(ctx context.Context, raw json.RawMessage) (any, error) {
+			e := Errorf(CodeTxNotActive, "transaction %d is deciding", 7).WithData(map[string]int{"tx": 7})
+			return nil, fmt.Errorf("handle exec: %w", e)
 		},
 		"unencodable": func(ctx context.Context, raw json.RawMessage) (any, error) {
 			return func() {}, nil
@@ -363,7 +363,7 @@ func TestErrorCodes(t *testing.T) {
 		{"echo", nil, CodeInvalidParams, "missing params"},
 		{"plainerr", nil, CodeInternal, "disk on fire"},
 		{"unencodable", nil, CodeInternal, "encode result of unencodable"},
-		{"staleepoch", nil, CodeStaleEpoch, "epoch 3 is older than 7"},
+		{"coded", nil, CodeTxNotActive, "transaction 7 is deciding"},
 	}
 	for _, tc := range cases {
 		err := c.Call(ctx, tc.method, tc.params, nil)
@@ -378,8 +378,8 @@ func TestErrorCodes(t *testing.T) {
 		if !strings.Contains(e.Message, tc.message) {
 			t.Fatalf("%s(%v): message %q lacks %q", tc.method, tc.params, e.Message, tc.message)
 		}
-		if tc.code == CodeStaleEpoch && string(e.Data) != `{"current":7}` {
-			t.Fatalf("staleepoch data %s", e.Data)
+		if tc.method == "coded" && string(e.Data) != `{"tx":7}` {
+			t.Fatalf("coded data %s", e.Data)
 		}
 	}
 }

@@ -104,7 +104,7 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 		calls := []BatchCall{
 			{Method: "echo", Params: echoParams{Text: "a", Count: i}, Result: &a},
 			{Method: "no.such.method"},
-			{Method: "staleepoch", Params: map[string]int{}, Result: &untouched},
+			{Method: "coded", Params: map[string]int{}, Result: &untouched},
 			{Method: "plainerr"},
 			{Method: "echo", Params: echoParams{Text: "b", Count: -i}, Result: &b},
 		}
@@ -114,7 +114,7 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 		if calls[0].Err != nil || calls[4].Err != nil || a != (echoParams{Text: "a", Count: i}) || b != (echoParams{Text: "b", Count: -i}) {
 			t.Fatalf("batch %d results: %v %v %+v %+v", i, calls[0].Err, calls[4].Err, a, b)
 		}
-		for j, code := range map[int]int{1: CodeMethodNotFound, 2: CodeStaleEpoch, 3: CodeInternal} {
+		for j, code := range map[int]int{1: CodeMethodNotFound, 2: CodeTxNotActive, 3: CodeInternal} {
 			if !IsCode(calls[j].Err, code) || IsTransport(calls[j].Err) {
 				t.Fatalf("batch %d call %d: %v, want code %d", i, j, calls[j].Err, code)
 			}
@@ -608,7 +608,7 @@ func TestStreamCarriesCalls(t *testing.T) {
 			t.Fatalf("call %d: %v, %+v", i, err, got)
 		}
 	}
-	for method, code := range map[string]int{"no.such.method": CodeMethodNotFound, "staleepoch": CodeStaleEpoch, "plainerr": CodeInternal} {
+	for method, code := range map[string]int{"no.such.method": CodeMethodNotFound, "coded": CodeTxNotActive, "plainerr": CodeInternal} {
 		err := c.Call(ctx, method, map[string]int{}, nil)
 		if !IsCode(err, code) || IsTransport(err) {
 			t.Fatalf("%s: %v, want code %d", method, err, code)
