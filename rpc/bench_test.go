@@ -27,18 +27,14 @@ func benchClient(b *testing.B, opts ClientOptions) *Client {
 	return c
 }
 
-// benchTransports are the ways a Client can send a call. "http1-transport"
-// is HTTP/1.1 through net/http's http.Transport, which a Client with HTTP1
-// uses only for requests over maxOwnPost; "http1-own" is http1.go's path.
+// benchTransports are the ways a Client can send a call.
 var benchTransports = []struct {
-	name  string
-	opts  ClientOptions
-	setup func(*Client)
+	name string
+	opts ClientOptions
 }{
-	{"h2c", ClientOptions{}, nil},
-	{"http1-transport", ClientOptions{HTTP1: true}, func(c *Client) { c.h1 = nil }},
-	{"http1-own", ClientOptions{HTTP1: true}, nil},
-	{"stream", ClientOptions{HTTP1: true, Stream: true}, nil},
+	{"h2c", ClientOptions{}},
+	{"http1", ClientOptions{HTTP1: true}},
+	{"stream", ClientOptions{Stream: true}},
 }
 
 // reportCPU adds the CPU time per operation since start as "cpu-ns/op":
@@ -56,9 +52,6 @@ func BenchmarkCall(b *testing.B) {
 	for _, tc := range benchTransports {
 		b.Run(tc.name, func(b *testing.B) {
 			c := benchClient(b, tc.opts)
-			if tc.setup != nil {
-				tc.setup(c)
-			}
 			ctx := context.Background()
 			var out echoParams
 			b.ReportAllocs()
@@ -81,9 +74,6 @@ func BenchmarkCallParallel(b *testing.B) {
 	for _, tc := range benchTransports {
 		b.Run(tc.name, func(b *testing.B) {
 			c := benchClient(b, tc.opts)
-			if tc.setup != nil {
-				tc.setup(c)
-			}
 			b.ReportAllocs()
 			b.SetParallelism(8)
 			b.ResetTimer()
@@ -110,9 +100,6 @@ func BenchmarkCallBatch(b *testing.B) {
 		for _, tc := range benchTransports {
 			b.Run(fmt.Sprintf("%s/%d", tc.name, size), func(b *testing.B) {
 				c := benchClient(b, tc.opts)
-				if tc.setup != nil {
-					tc.setup(c)
-				}
 				ctx := context.Background()
 				in := echoParams{Text: "INSERT INTO bench_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v -- 1370000000000001, 1370000000000001", Count: 3}
 				out := make([]echoParams, size)
