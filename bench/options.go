@@ -36,7 +36,8 @@ const (
 // the coordinator.
 const (
 	// TransportHTTP sends each call as an HTTP/1.1 request on a kept-alive
-	// connection, as most applications' HTTP clients do.
+	// connection through Go's net/http client (rpc.ClientOptions.HTTP1),
+	// as most applications' HTTP clients do.
 	TransportHTTP = "http"
 	// TransportStream sends each call as one frame of a batch stream
 	// (rpc.ClientOptions.Stream): the same JSON-RPC without HTTP's request

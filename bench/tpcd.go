@@ -22,10 +22,10 @@ type tpcdDriver struct {
 func newTPCDDriver(addr string, conns int, timeout time.Duration, single, stream bool) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout, single: single}
 	for range conns {
-		// HTTP/1.1 with keep-alive, as most applications' HTTP clients
-		// speak it (a client has one call out at a time), or the same
-		// calls as frames of a batch stream.
-		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{HTTP1: true, Stream: stream}))
+		// HTTP/1.1 with keep-alive through net/http's transport, as most
+		// applications' HTTP clients speak it (a client has one call out
+		// at a time), or the same calls as frames of a batch stream.
+		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
 	}
 	return d
 }

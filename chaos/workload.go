@@ -118,10 +118,10 @@ func (w *workload) start(clients int, seed uint64) {
 			c := &client{
 				w: w, id: i,
 				rng: rand.New(rand.NewPCG(seed, uint64(i)+1)),
-				// Odd clients call over batch streams, so that the
-				// coordinator's crashes and pauses meet both client
-				// transports.
-				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second, HTTP1: i%2 == 1, Stream: i%2 == 1}),
+				// Odd clients call over batch streams, even ones over
+				// h2c, so that the coordinator's crashes and pauses meet
+				// both ways a client calls.
+				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()
 			for !w.stop.Load() && w.ctx.Err() == nil {

@@ -48,7 +48,7 @@ func TestOutboxSplitsBatchTooLargeForPeer(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 
-	client := rpc.NewClient(ln.Addr().String(), rpc.ClientOptions{HTTP1: true})
+	client := rpc.NewClient(ln.Addr().String(), rpc.ClientOptions{Stream: true})
 	defer client.Close()
 	var failed []engine.Message
 	var fmu sync.Mutex

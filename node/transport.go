@@ -9,7 +9,7 @@ import (
 
 // Transport secures a node's RPC: the tokens its server requires, the
 // token it presents to its peers, and TLS on both sides. The zero value is
-// plain h2c without tokens.
+// plain TCP without tokens.
 type Transport struct {
 	// Auth lists the tokens this node's server requires (see rpc.Auth:
 	// ClientToken for client methods, PeerToken for tpcd.* methods).
@@ -29,12 +29,13 @@ func (t Transport) server(opts rpc.ServerOptions) rpc.ServerOptions {
 	return opts
 }
 
+// client is how a node calls its peers: over batch streams only, which
+// every tpcd node serves. A batch takes one frame each way, and so does the
+// coordinator's health ping, on a stream of its own; a stream is checked
+// before it is reused, so a peer that restarted does not fail the first
+// ping. A node
+// has one batch in flight per peer (see outbox), the case where streams
+// cost least (docs/WIRE.md).
 func (t Transport) client(logger *slog.Logger) rpc.ClientOptions {
-	// Batches travel over a stream (one frame each way per batch), and so
-	// do pings, on a stream of their own: a stream is checked before it is
-	// reused, so a peer that restarted does not fail the first ping, as a
-	// kept-alive HTTP/1.1 connection can. A node has one batch in flight
-	// per peer (see outbox), the case where streams cost least. HTTP1 is
-	// for a peer that serves no streams.
-	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, HTTP1: true, Stream: true}
+	return rpc.ClientOptions{Logger: logger, Token: t.PeerToken, TLS: t.ClientTLS, Stream: true}
 }

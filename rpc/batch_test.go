@@ -84,7 +84,7 @@ func TestCallBatchMixedOutcomes(t *testing.T) {
 	untouched := echoParams{Text: "untouched"}
 	calls := []BatchCall{
 		{Method: "echo", Params: echoParams{Text: "first", Count: 1}, Result: &first},
-		{Method: "staleepoch", Params: map[string]int{}, Result: &untouched},
+		{Method: "coded", Params: map[string]int{}, Result: &untouched},
 		{Method: "no.such.method"},
 		{Method: "echo", Params: echoParams{Text: "ignored"}},
 		{Method: "nothing", Result: &null},
@@ -105,7 +105,7 @@ func TestCallBatchMixedOutcomes(t *testing.T) {
 
 	// Server errors, each on its own call and each proving the call ran.
 	wantCode := map[int]int{
-		1: CodeStaleEpoch,
+		1: CodeTxNotActive,
 		2: CodeMethodNotFound,
 		5: CodeInternal,
 		6: CodeInvalidParams,
@@ -133,8 +133,8 @@ func TestCallBatchMixedOutcomes(t *testing.T) {
 		}
 	}
 	var e *Error
-	if errors.As(calls[1].Err, &e) && string(e.Data) != `{"current":7}` {
-		t.Errorf("staleepoch data %s, want {\"current\":7}", e.Data)
+	if errors.As(calls[1].Err, &e) && string(e.Data) != `{"tx":7}` {
+		t.Errorf("coded data %s, want {\"tx\":7}", e.Data)
 	}
 	if !strings.Contains(fmt.Sprint(calls[5].Err), "disk on fire") {
 		t.Errorf("plainerr: %v does not carry the handler's message", calls[5].Err)

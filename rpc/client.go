@@ -40,79 +40,69 @@ type ClientOptions struct {
 	// MaxResponseBytes bounds a response body; a larger one fails the call
 	// with a transport error. Default 64 MiB.
 	MaxResponseBytes int64
-	// PingInterval is how long the connection may be silent before the
-	// client sends an HTTP/2 PING; a peer that does not answer within
+	// PingInterval is how long an HTTP/2 connection may be silent before
+	// the client sends a PING; a peer that does not answer within
 	// PingTimeout is considered gone and its connection is dropped, failing
 	// the calls waiting on it. This is what notices a peer that vanished
-	// without closing its socket (power loss, partition). Defaults 15s, 5s.
+	// without closing its socket (power loss, partition) while a call
+	// without a deadline waits. Defaults 15s, 5s. Neither applies with
+	// HTTP1 or Stream: there a vanished peer is noticed when a call's ctx
+	// ends.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
-	// Token is sent as "Authorization: Bearer <Token>" with every call when
-	// not empty: the server's client token for client methods, its peer
-	// token for node-to-node (tpcd.*) methods.
+	// Token is sent as "Authorization: Bearer <Token>" with every call (or
+	// with a stream's upgrade) when not empty: the server's client token
+	// for client methods, its peer token for node-to-node (tpcd.*)
+	// methods.
 	Token string
-	// TLS, when set, makes the client speak HTTP/2 over TLS (https) instead
-	// of h2c. Set RootCAs to verify the server against a private CA and
+	// TLS, when set, makes the client speak TLS (https) instead of plain
+	// TCP. Set RootCAs to verify the server against a private CA and
 	// Certificates to present a client certificate (mutual TLS);
 	// TLSFiles.ClientTLS builds such a config from PEM files.
 	TLS *tls.Config
-	// HTTP1 makes the client speak HTTP/1.1 (over TLS when TLS is set) with
-	// kept-alive connections, one per call in flight, instead of HTTP/2.
-	// For a caller that has one call out at a time, each call then costs
-	// markedly less CPU on both ends: Go's HTTP/2 hands every request and
-	// every frame write between goroutines, while the client writes an
-	// HTTP/1.1 request and reads its response on the caller's goroutine
-	// (http1.go) and the server serves a connection's requests on one.
-	// PingInterval and PingTimeout do not apply; a peer that vanished is
-	// noticed when a call's ctx ends.
+	// HTTP1 makes the client post over HTTP/1.1 instead of HTTP/2, as most
+	// HTTP clients do: net/http's transport keeps a connection per call in
+	// flight alive for the next call (up to 64 idle, an unused one closed
+	// after 90 s). It is there to measure what such clients cost (tpcd
+	// bench --transport http): a call may fail with a transport error on a
+	// kept-alive connection the server closed meanwhile, since net/http
+	// does not send a POST again.
 	HTTP1 bool
-	// BatchStream makes CallBatch send its batches over long-lived
-	// connections switched to a batch stream (StreamProtocol, over TLS when
-	// TLS is set) instead of one HTTP request each: one batch per
-	// connection at a time, so batches sent at the same time open a
-	// connection each, and a connection is kept for the next (up to 64
-	// idle, an unused one closed after 90 s). Call still uses HTTP. A server
-	// that does not serve streams (an older tpcd) is noticed at the first
-	// batch, which is then posted over HTTP as configured (HTTP1 or h2), as
-	// are the batches of the next minute; then one batch asks again.
-	BatchStream bool
-	// Stream is BatchStream for Call too: every call is one frame on a
-	// stream and its answer the reply frame, without HTTP's request line,
-	// headers and their parsing on both ends. For a caller with one call
-	// out at a time per connection, as HTTP1 has, this costs markedly less
-	// CPU than HTTP/1.1; calls at the same time take a stream each. As with
-	// HTTP1, PingInterval and PingTimeout do not apply to calls over
-	// streams: a peer that vanished without closing the connection is
-	// noticed when a call's ctx ends.
+	// Stream sends every call and batch as one frame on a batch stream
+	// (StreamProtocol) instead of an HTTP request: the same JSON-RPC
+	// without a request line and headers to build and parse on both ends,
+	// the cheapest way to call (docs/WIRE.md). A call has a stream to
+	// itself; calls at the same time open one each, and a stream is kept
+	// for the next call (up to 64 idle, an unused one closed after 90 s).
+	// tpcd nodes call each other this way. The server must serve streams,
+	// as every tpcd node does: there is no falling back to HTTP. Stream
+	// overrides HTTP1.
 	Stream bool
 }
 
-// Client calls one peer. By default it uses a single HTTP/2 connection
-// (h2c, or h2 over TLS) shared by any number of concurrent calls; with
-// ClientOptions.HTTP1, kept-alive HTTP/1.1 connections; with BatchStream or
-// Stream, batch streams for batches or for every call. It connects on first
-// use and reconnects on the next call after a connection breaks. It is safe
-// for concurrent use.
+// Client calls one peer. By default it posts over a single HTTP/2
+// connection (h2c, or h2 over TLS) shared by any number of concurrent
+// calls; with ClientOptions.HTTP1 over kept-alive HTTP/1.1 connections;
+// with ClientOptions.Stream it sends frames on batch streams instead. It
+// connects on first use and reconnects on the next call after a connection
+// breaks. It is safe for concurrent use.
 type Client struct {
 	addr     string
 	url      string
 	maxBytes int64
 	log      *slog.Logger
-	tr       *http.Transport
-	hc       *http.Client
 	nextID   atomic.Uint64
 	closed   atomic.Bool
 	token    string
 	tls      bool
-	http1    bool
-	// streams carry CallBatch when ClientOptions.BatchStream or Stream is
-	// set, and Call when callStream is.
-	streams    *streamPool
-	callStream bool
-	// h1 holds the kept-alive connections of ClientOptions.HTTP1's posts
-	// (http1.go), h1Head their requests' fixed head.
-	h1     *streamPool
-	h1Head string
+	// h2 is set when the client posts over HTTP/2, which makes a TLS
+	// mismatch look different (see explain).
+	h2 bool
+	// Exactly one of the two carries the calls: tr (through hc) posts
+	// them, streams frames them (ClientOptions.Stream).
+	tr      *http.Transport
+	hc      *http.Client
+	streams *streamPool
 }
 
 // ErrClientClosed is returned by Call after Close.
@@ -127,7 +117,6 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		log:      opts.Logger,
 		token:    opts.Token,
 		tls:      opts.TLS != nil,
-		http1:    opts.HTTP1,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -148,71 +137,57 @@ func NewClient(addr string, opts ClientOptions) *Client {
 	if dialTimeout <= 0 {
 		dialTimeout = DefaultDialTimeout
 	}
-	pingInterval := opts.PingInterval
-	if pingInterval <= 0 {
-		pingInterval = DefaultPingInterval
-	}
-	pingTimeout := opts.PingTimeout
-	if pingTimeout <= 0 {
-		pingTimeout = DefaultPingTimeout
-	}
-
-	// Only HTTP/2 (h2c, or h2 over TLS): with HTTP/1.1 in the set the
-	// transport would fall back to one connection per concurrent request.
-	protocols := new(http.Protocols)
-	var tlsConfig *tls.Config
-	if c.tls {
-		protocols.SetHTTP2(true)
-		tlsConfig = opts.TLS.Clone()
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
-	}
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	c.tr = &http.Transport{
-		Protocols:       protocols,
-		TLSClientConfig: tlsConfig,
-		DialContext:     c.logDial(dialer),
-		// One connection per peer: calls that arrive while it is being
-		// dialled wait for it instead of racing to dial their own, and calls
-		// beyond the server's stream limit queue on it.
-		MaxConnsPerHost: 1,
-		HTTP2: &http.HTTP2Config{
-			StrictMaxConcurrentRequests: true,
-			SendPingTimeout:             pingInterval,
-			PingTimeout:                 pingTimeout,
-		},
-	}
-	if c.http1 {
-		// Requests too large for the client's own path (http1.go) go
-		// through the transport, which reads while it writes.
-		h1 := new(http.Protocols)
-		h1.SetHTTP1(true)
-		c.tr.Protocols = h1
-		c.tr.MaxConnsPerHost = 0
-		c.tr.MaxIdleConnsPerHost = maxIdle
-		c.tr.IdleConnTimeout = keepIdle
-	}
-	c.hc = &http.Client{Transport: c.tr}
-	var http1TLS *tls.Config
-	if c.tls {
-		// Streams upgrade from HTTP/1.1, and HTTP1 posts speak it: ALPN
-		// must not pick HTTP/2.
-		http1TLS = opts.TLS.Clone()
-		http1TLS.NextProtos = []string{"http/1.1"}
-		if http1TLS.ServerName == "" {
-			if host, _, err := net.SplitHostPort(addr); err == nil {
-				http1TLS.ServerName = host
+
+	if opts.Stream {
+		var tlsConfig *tls.Config
+		if c.tls {
+			// Streams upgrade from HTTP/1.1: ALPN must not pick HTTP/2.
+			tlsConfig = opts.TLS.Clone()
+			tlsConfig.NextProtos = []string{"http/1.1"}
+			if tlsConfig.ServerName == "" {
+				if host, _, err := net.SplitHostPort(addr); err == nil {
+					tlsConfig.ServerName = host
+				}
 			}
 		}
+		c.streams = &streamPool{dialer: dialer, tls: tlsConfig}
+		return c
 	}
-	if head, ok := headHTTP1(addr, path, c.token); c.http1 && ok {
-		c.h1 = newStreamPool(dialer, http1TLS)
-		c.h1Head = head
+
+	var tlsConfig *tls.Config
+	if c.tls {
+		tlsConfig = opts.TLS.Clone()
 	}
-	if opts.BatchStream || opts.Stream {
-		c.callStream = opts.Stream
-		c.streams = newStreamPool(dialer, http1TLS)
+	c.tr = &http.Transport{
+		Protocols:       new(http.Protocols),
+		TLSClientConfig: tlsConfig,
+		DialContext:     c.logDial(dialer),
 	}
+	if opts.HTTP1 {
+		c.tr.Protocols.SetHTTP1(true)
+		c.tr.MaxIdleConnsPerHost = maxIdle
+		c.tr.IdleConnTimeout = keepIdle
+	} else {
+		c.h2 = true
+		// Only HTTP/2: with HTTP/1.1 in the set the transport would fall
+		// back to one connection per concurrent request.
+		if c.tls {
+			c.tr.Protocols.SetHTTP2(true)
+		} else {
+			c.tr.Protocols.SetUnencryptedHTTP2(true)
+		}
+		// One connection per peer: calls that arrive while it is being
+		// dialled wait for it instead of racing to dial their own, and
+		// calls beyond the server's stream limit queue on it.
+		c.tr.MaxConnsPerHost = 1
+		c.tr.HTTP2 = &http.HTTP2Config{
+			StrictMaxConcurrentRequests: true,
+			SendPingTimeout:             orDefault(opts.PingInterval, DefaultPingInterval),
+			PingTimeout:                 orDefault(opts.PingTimeout, DefaultPingTimeout),
+		}
+	}
+	c.hc = &http.Client{Transport: c.tr}
 	return c
 }
 
@@ -251,11 +226,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	transportErr := func(err error) error {
 		return &TransportError{Method: method, Addr: c.addr, Err: err}
 	}
-	send := c.post
-	if c.callStream {
-		send = c.send
-	}
-	ans, err := send(ctx, body)
+	ans, err := c.send(ctx, body)
 	if err != nil {
 		return transportErr(err)
 	}
@@ -299,12 +270,18 @@ type answer struct {
 	data       []byte
 }
 
-// post sends one request body and reads the whole response. An error means
-// no answer arrived (see TransportError).
-func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
-	if c.h1 != nil && len(body) <= maxOwnPost {
-		return c.postHTTP1(ctx, body)
+// send sends one request body, as a frame on a stream or as an HTTP
+// request, and reads the whole answer. An error means no answer arrived
+// (see TransportError).
+func (c *Client) send(ctx context.Context, body []byte) (answer, error) {
+	if c.streams != nil {
+		return c.exchange(ctx, body)
 	}
+	return c.post(ctx, body)
+}
+
+// post sends one request body as an HTTP POST.
+func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, err
@@ -334,17 +311,6 @@ func (c *Client) post(ctx context.Context, body []byte) (answer, error) {
 	return answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
 }
 
-// send sends a request body over one of the client's streams when it has
-// them and the server serves streams, and as an HTTP request otherwise.
-func (c *Client) send(ctx context.Context, body []byte) (answer, error) {
-	if c.streams != nil {
-		if ans, ok, err := c.exchange(ctx, body); ok {
-			return ans, err
-		}
-	}
-	return c.post(ctx, body)
-}
-
 // BatchCall is one call of a batch: the caller sets Method, Params and
 // optionally Result; CallBatch sets Err.
 type BatchCall struct {
@@ -357,8 +323,7 @@ type BatchCall struct {
 }
 
 // CallBatch sends calls as one JSON-RPC batch in one HTTP request (or one
-// frame on one of the client's batch streams, ClientOptions.BatchStream or
-// Stream) and sets each call's Err. It returns an error, which every call's
+// frame on a batch stream, ClientOptions.Stream) and sets each call's Err. It returns an error, which every call's
 // Err then repeats, when no usable answer arrived (it wraps a
 // *TransportError: each call may or may not have run), when the server
 // refused the request as a whole (it wraps the server's *Error: none ran),
@@ -441,17 +406,15 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 	return nil
 }
 
-// Close releases the connection. Calls still in flight finish or fail on
-// their own; cancel their contexts to stop them. Later calls fail with
-// ErrClientClosed.
+// Close releases the idle connections. Calls still in flight finish or
+// fail on their own; cancel their contexts to stop them. Later calls fail
+// with ErrClientClosed.
 func (c *Client) Close() error {
 	c.closed.Store(true)
-	c.tr.CloseIdleConnections()
 	if c.streams != nil {
 		c.streams.close()
-	}
-	if c.h1 != nil {
-		c.h1.close()
+	} else {
+		c.tr.CloseIdleConnections()
 	}
 	return nil
 }
@@ -540,13 +503,17 @@ func (c *Client) statusError(ans answer) error {
 // bare EOF or "could not be established": a TLS server drops a plain-text
 // HTTP/2 connection without a word, and a server that refuses a client
 // certificate says so in a TLS alert the HTTP/2 layer does not pass on.
-// The server's log has the exact reason.
+// The server's log has the exact reason. A stream gets the hints only
+// while it opens; an HTTP/1.1 post may also have met a kept-alive
+// connection the server closed.
 func (c *Client) explain(err error) error {
 	setup := strings.Contains(err.Error(), "could not be established")
 	eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)
 	switch {
-	case !c.tls && (setup || eof) && !c.http1:
+	case !c.tls && (setup || eof) && c.h2:
 		return fmt.Errorf("%w (the server closed the connection before HTTP/2 started: if it serves TLS, this client needs TLS settings too)", err)
+	case !c.tls && eof && c.streams == nil:
+		return fmt.Errorf("%w (the server closed the connection without an answer: it closed a kept-alive connection, or it serves TLS and this client needs TLS settings too)", err)
 	case !c.tls && eof:
 		return fmt.Errorf("%w (the server closed the connection without an answer: if it serves TLS, this client needs TLS settings too)", err)
 	case c.tls && setup:

@@ -22,12 +22,15 @@ const (
 // Application error codes of tpcd, in the range the specification leaves to
 // implementations (-32000..-32099). Codes -32096..-32099 are avoided because
 // the jrpc2 library may emit them itself (for example when a request is
-// cancelled during server shutdown).
+// cancelled during server shutdown). -32004 is not used: a message from an
+// older coordinator incarnation is accepted and then dropped by the
+// participant's engine (fencing), because its handler only queues it and
+// cannot know its fate when it answers. Leave the number unassigned: older
+// documents gave it that meaning.
 const (
 	CodeUnknownTx    = -32001 // the transaction id was never issued here, or has been forgotten after it ended
 	CodeTxNotActive  = -32002 // the transaction exists but no longer accepts this request (already deciding, decided or ended)
 	CodeUnavailable  = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
-	CodeStaleEpoch   = -32004 // the message comes from an older coordinator incarnation and is refused (fencing)
 	CodeBadNode      = -32005 // the node id is out of range, or the message reached the wrong node or cluster
 	CodeAborted      = -32006 // the transaction has been aborted; the message says why
 	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions per client); the message names it
@@ -57,8 +60,7 @@ func Errorf(code int, format string, args ...any) *Error {
 }
 
 // WithData returns a copy of e whose Data is v encoded as JSON, so that a
-// caller can act on structured details (for example the current epoch that
-// made a message stale). If v cannot be encoded the copy keeps e's Data and
+// caller can act on structured details. If v cannot be encoded the copy keeps e's Data and
 // the encoding failure is appended to its message instead of being lost.
 func (e *Error) WithData(v any) *Error {
 	out := *e

@@ -1,14 +1,8 @@
 package rpc
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -79,44 +73,5 @@ func TestHTTP1ClientTLS(t *testing.T) {
 	var terr *TransportError
 	if !errors.As(err, &terr) || !strings.Contains(err.Error(), "this client needs TLS settings too") {
 		t.Fatalf("plain HTTP/1.1 to a TLS port: %q does not point at TLS", err)
-	}
-}
-
-// An informational response before the real one (a proxy may send 103
-// Early Hints) is skipped, and the connection then carries the next call
-// with the next response, not the one left behind.
-func TestHTTP1ClientSkipsInformational(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		br := bufio.NewReader(conn)
-		for i := 1; ; i++ {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body, _ := io.ReadAll(req.Body)
-			var in struct{ ID json.RawMessage }
-			json.Unmarshal(body, &in)
-			reply := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"text":"reply %d"}}`, in.ID, i)
-			fmt.Fprintf(conn, "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(reply), reply)
-		}
-	}()
-	c := newClientWith(t, ln.Addr().String(), ClientOptions{HTTP1: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for i := 1; i <= 3; i++ {
-		var got echoParams
-		if err := c.Call(ctx, "echo", echoParams{Text: "x"}, &got); err != nil || got.Text != fmt.Sprintf("reply %d", i) {
-			t.Fatalf("call %d: %+v, %v", i, got, err)
-		}
 	}
 }

@@ -77,9 +77,9 @@ func (m *testMethods) methods() map[string]Handler {
 		"plainerr": func(ctx context.Context, raw json.RawMessage) (any, error) {
 			return nil, errors.New("disk on fire")
 		},
-		"staleepoch": func(ctx context.Context, raw json.RawMessage) (any, error) {
-			e := Errorf(CodeStaleEpoch, "epoch %d is older than %d", 3, 7).WithData(map[string]int{"current": 7})
-			return nil, fmt.Errorf("handle prepare: %w", e)
+		"coded": func(ctx context.Context, raw json.RawMessage) (any, error) {
+			e := Errorf(CodeTxNotActive, "transaction %d is deciding", 7).WithData(map[string]int{"tx": 7})
+			return nil, fmt.Errorf("handle exec: %w", e)
 		},
 		"unencodable": func(ctx context.Context, raw json.RawMessage) (any, error) {
 			return func() {}, nil
@@ -363,7 +363,7 @@ func TestErrorCodes(t *testing.T) {
 		{"echo", nil, CodeInvalidParams, "missing params"},
 		{"plainerr", nil, CodeInternal, "disk on fire"},
 		{"unencodable", nil, CodeInternal, "encode result of unencodable"},
-		{"staleepoch", nil, CodeStaleEpoch, "epoch 3 is older than 7"},
+		{"coded", nil, CodeTxNotActive, "transaction 7 is deciding"},
 	}
 	for _, tc := range cases {
 		err := c.Call(ctx, tc.method, tc.params, nil)
@@ -378,8 +378,8 @@ func TestErrorCodes(t *testing.T) {
 		if !strings.Contains(e.Message, tc.message) {
 			t.Fatalf("%s(%v): message %q lacks %q", tc.method, tc.params, e.Message, tc.message)
 		}
-		if tc.code == CodeStaleEpoch && string(e.Data) != `{"current":7}` {
-			t.Fatalf("staleepoch data %s", e.Data)
+		if tc.method == "coded" && string(e.Data) != `{"tx":7}` {
+			t.Fatalf("coded data %s", e.Data)
 		}
 	}
 }
@@ -390,16 +390,15 @@ func TestOversizedRequest(t *testing.T) {
 	ctx := context.Background()
 
 	big := echoParams{Text: strings.Repeat("x", 64<<10)}
-	// Over HTTP/1.1 a request up to maxOwnPost is written whole before the
-	// response is read, a larger one goes through the transport; the
-	// server's refusal must reach the caller either way, as the error
-	// the node outbox splits batches on. 8 MiB is more than the sockets
-	// buffer: written whole, it would meet the server's reset instead.
+	// The server's refusal must reach the caller as the error the node
+	// outbox splits batches on, also when the server refuses before the
+	// request is all sent: 8 MiB is more than the sockets buffer, and a
+	// client that wrote it whole before reading would meet a reset.
 	for _, tc := range []struct {
 		name string
 		opts ClientOptions
 		size int
-	}{{"h2c", ClientOptions{}, 64 << 10}, {"http1", ClientOptions{HTTP1: true}, 12 << 10}, {"http1-large", ClientOptions{HTTP1: true}, 8 << 20}} {
+	}{{"h2c", ClientOptions{}, 64 << 10}, {"http1", ClientOptions{HTTP1: true}, 12 << 10}, {"http1-large", ClientOptions{HTTP1: true}, 8 << 20}, {"stream", ClientOptions{Stream: true}, 12 << 10}} {
 		c := newClientWith(t, ln.Addr().String(), tc.opts)
 		err := c.Call(ctx, "echo", echoParams{Text: strings.Repeat("x", tc.size)}, nil)
 		if !IsCode(err, CodeInvalidRequest) || !strings.Contains(err.Error(), "exceeds 4096 bytes") {
@@ -441,20 +440,23 @@ func TestHandlerPanic(t *testing.T) {
 	}
 }
 
-// postingClients are the client set-ups whose calls are HTTP requests:
-// h2c through http.Transport, HTTP/1.1 on the client's own connections.
-var postingClients = []struct {
+// clientModes are the ways a Client sends its calls.
+var clientModes = []struct {
 	name string
 	opts ClientOptions
-}{{"h2c", ClientOptions{}}, {"http1", ClientOptions{HTTP1: true}}}
+}{{"h2c", ClientOptions{}}, {"http1", ClientOptions{HTTP1: true}}, {"stream", ClientOptions{Stream: true}}}
 
 // A server that goes down and comes back on the same port: calls in
 // between fail as transport errors, and the first call after it is back
-// succeeds on a new connection. Over HTTP/1.1 the kept-alive connection
-// the old server closed must not be written to (the client checks it
-// before reuse) or that call would fail with EOF.
+// succeeds on a new connection. A stream the old server closed must not be
+// written to (the client checks it before reuse) or that call would fail
+// with EOF. Not over HTTP/1.1: there net/http's transport may write the
+// first call onto the old connection, and it does not retry a POST.
 func TestServerDownAndBack(t *testing.T) {
-	for _, tc := range postingClients {
+	for _, tc := range clientModes {
+		if tc.opts.HTTP1 {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) { testServerDownAndBack(t, tc.opts) })
 	}
 }
@@ -514,7 +516,7 @@ func testServerDownAndBack(t *testing.T, opts ClientOptions) {
 }
 
 func TestContextCancel(t *testing.T) {
-	for _, tc := range postingClients {
+	for _, tc := range clientModes {
 		t.Run(tc.name, func(t *testing.T) { testContextCancel(t, tc.opts) })
 	}
 }

@@ -88,7 +88,8 @@ type ServerOptions struct {
 	MaxHeaderBytes                         int
 }
 
-// Server answers JSON-RPC requests over HTTP/1.1 and h2c.
+// Server answers JSON-RPC requests over HTTP/1.1, h2c and batch streams
+// (over TLS: HTTP/2, HTTP/1.1 and batch streams).
 type Server struct {
 	log      *slog.Logger
 	path     string
@@ -201,8 +202,8 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Serve accepts HTTP/1.1 and h2c connections on ln (TLS connections when
-// ServerOptions.TLS is set) and serves Path on them until Shutdown, after
-// which it returns http.ErrServerClosed.
+// ServerOptions.TLS is set) and serves Path on them, batch streams
+// included, until Shutdown, after which it returns http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.tls {
 		return s.http.ServeTLS(ln, "", "")

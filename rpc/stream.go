@@ -25,8 +25,8 @@ import (
 // docs/WIRE.md). A frame costs one write and one read at each end where an
 // HTTP request costs headers to build and parse and, in Go's client, a hand
 // between goroutines for every request; node-to-node batches, many small
-// ones per transaction, go this way (ClientOptions.BatchStream), and so may
-// a caller's plain calls (ClientOptions.Stream).
+// ones per transaction, go this way, and so may a Go caller's calls
+// (ClientOptions.Stream).
 const StreamProtocol = "tpcd-batch/1"
 
 // frameHeader is a frame's length and the CRC-32C of its body, both big
@@ -282,8 +282,9 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		// Mounted behind something that cannot hand the connection over:
-		// the client posts its batches instead (it takes 501 as 405).
+		// Mounted behind something that cannot hand the connection over
+		// (an HTTP/2 server, a wrapping ResponseWriter): nothing ran, and
+		// the client says so.
 		writeError(w, http.StatusNotImplemented, Errorf(CodeInvalidRequest, "batch streams are not available here: %v", err))
 		return
 	}
@@ -356,8 +357,12 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 // connection. It closes it well before a tpcd server would (its idle
 // timeout, 5 min by default), so a request is never written onto a
 // connection the server is closing at that moment: its fate would be
-// unknown, and HTTP/1.1 cannot retry a POST.
+// unknown.
 const keepIdle = 90 * time.Second
+
+// maxIdle bounds the streams, or HTTP/1.1 connections, a client keeps for
+// reuse: enough for a caller's usual concurrency without re-dialling.
+const maxIdle = 64
 
 // streamConn is the client's end of a batch stream.
 type streamConn struct {
@@ -366,25 +371,11 @@ type streamConn struct {
 	used time.Time
 }
 
-// maxIdle bounds the streams, or HTTP/1.1 connections, a client keeps for
-// reuse: enough for a caller's usual concurrency without re-dialling.
-const maxIdle = 64
-
-// route is how an exchange goes.
-type route uint8
-
-const (
-	routeOpen  route = iota // over a new stream
-	routeReuse              // over the idle stream take returned
-	routePost               // as an HTTP request: the server does not serve streams
-	routeProbe              // over a new stream, asking a server that refused streams before
-)
-
 // streamPool holds a client's batch streams. An exchange has a stream to
 // itself: concurrent exchanges open a stream each, and a stream whose
 // exchange ended cleanly is kept for the next, as an HTTP/1.1 transport
 // keeps its connections. A node has one batch in flight per peer (node's
-// outbox), so it uses one.
+// outbox), so it uses one, and one more for its pings.
 type streamPool struct {
 	mu sync.Mutex
 	// idle are the streams ready for an exchange, oldest first.
@@ -393,58 +384,32 @@ type streamPool struct {
 	// expiry closes streams that idled for keepIdle; armed while any is
 	// idle.
 	expiry *time.Timer
-	// postUntil is set when the server answered the upgrade as an old tpcd
-	// does (HTTP 405 for a GET) or as one that cannot hand connections over
-	// (501): the client posts until then, and one exchange asks again
-	// after (probing) while the others go on posting.
-	postUntil time.Time
-	probing   bool
-	dialer    *net.Dialer
-	tls       *tls.Config
+	dialer *net.Dialer
+	// tls, when set, secures every new stream; it offers only HTTP/1.1
+	// by ALPN, as HTTP/2 has no upgrade.
+	tls *tls.Config
 }
 
-// reprobe is how long a client posts to a server that refused a stream
-// before it asks again: a peer upgraded in a rolling upgrade is noticed.
-const reprobe = time.Minute
-
-func newStreamPool(dialer *net.Dialer, tlsConfig *tls.Config) *streamPool {
-	return &streamPool{dialer: dialer, tls: tlsConfig}
-}
-
-// exchange sends body as one frame and returns the reply frame's body, or
-// ok false when the server does not speak streams (the caller posts
-// instead). A refused upgrade (unauthorized) is returned as the answer it
-// carries, with its HTTP status. An error means no answer arrived.
-func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool, err error) {
+// exchange sends body as one frame and returns the reply frame's body. A
+// refused upgrade (unauthorized, or a server that serves no streams) is
+// returned as the answer it carries, with its HTTP status. An error means
+// no answer arrived.
+func (c *Client) exchange(ctx context.Context, body []byte) (answer, error) {
 	if err := ctx.Err(); err != nil {
-		return answer{}, true, err
+		return answer{}, err
 	}
 	sp := c.streams
-	sc, how, err := sp.take()
-	switch {
-	case err != nil:
-		return answer{}, true, err
-	case how == routePost:
-		return answer{}, false, nil
-	case how == routeOpen, how == routeProbe:
+	sc, err := sp.take()
+	if err != nil {
+		return answer{}, err
+	}
+	if sc == nil {
 		var refused *answer
-		sc, refused, err = c.openStream(ctx)
-		unserved := refused != nil && (refused.status == http.StatusMethodNotAllowed || refused.status == http.StatusNotImplemented)
-		if how == routeProbe || unserved {
-			sp.probed(err == nil && !unserved)
+		if sc, refused, err = c.openStream(ctx); err != nil {
+			return answer{}, err
 		}
-		switch {
-		case err != nil && how == routeProbe:
-			// The server refused streams before; this call may still get
-			// through as a POST.
-			return answer{}, false, nil
-		case err != nil:
-			return answer{}, true, err
-		case unserved:
-			c.log.Info("rpc: peer does not serve batch streams; posting instead", "addr", c.addr, "for", reprobe)
-			return answer{}, false, nil
-		case refused != nil:
-			return *refused, true, nil
+		if refused != nil {
+			return *refused, nil
 		}
 	}
 	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
@@ -454,67 +419,46 @@ func (c *Client) exchange(ctx context.Context, body []byte) (ans answer, ok bool
 		sc.conn.Close()
 	}
 	if err != nil {
-		return answer{}, true, err
+		return answer{}, err
 	}
-	return answer{status: http.StatusOK, data: data}, true, nil
+	return answer{status: http.StatusOK, data: data}, nil
 }
 
-// take returns the most recently used idle stream that is still good
-// (routeReuse), or how the exchange goes without one.
-func (sp *streamPool) take() (*streamConn, route, error) {
+// take returns the most recently used idle stream that is still good, or
+// nil when a new one must be opened.
+func (sp *streamPool) take() (*streamConn, error) {
 	for {
-		sc, how, stale, err := sp.pop()
+		sc, stale, err := sp.pop()
 		// Closed, and checked, outside the lock: a close may write (TLS),
 		// the check is a system call.
 		closeStreams(stale)
-		if err != nil || how != routeReuse {
-			return nil, how, err
+		if err != nil || sc == nil {
+			return nil, err
 		}
 		if sc.br.Buffered() == 0 && !peerClosed(sc.conn) {
-			return sc, routeReuse, nil
+			return sc, nil
 		}
 		sc.conn.Close()
 	}
 }
 
-// pop takes the most recently used idle stream off the pool, or says how
-// the exchange goes without one; stale are streams that idled too long.
-func (sp *streamPool) pop() (sc *streamConn, how route, stale []*streamConn, err error) {
+// pop takes the most recently used idle stream off the pool, nil when
+// there is none; stale are streams that idled too long.
+func (sp *streamPool) pop() (sc *streamConn, stale []*streamConn, err error) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.closed {
-		return nil, 0, nil, ErrClientClosed
-	}
-	if !sp.postUntil.IsZero() {
-		if sp.probing || time.Now().Before(sp.postUntil) {
-			return nil, routePost, nil, nil
-		}
-		sp.probing = true
-		return nil, routeProbe, nil, nil
+		return nil, nil, ErrClientClosed
 	}
 	stale = sp.expired()
 	if len(sp.idle) == 0 {
-		return nil, routeOpen, stale, nil
+		return nil, stale, nil
 	}
 	last := len(sp.idle) - 1
 	sc = sp.idle[last]
 	sp.idle[last] = nil
 	sp.idle = sp.idle[:last]
-	return sc, routeReuse, stale, nil
-}
-
-// probed records what an upgrade found: a server that serves streams ends
-// the posting; one that does not, or an upgrade without an answer, leaves
-// the client posting for reprobe more.
-func (sp *streamPool) probed(served bool) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	sp.probing = false
-	if served {
-		sp.postUntil = time.Time{}
-	} else {
-		sp.postUntil = time.Now().Add(reprobe)
-	}
+	return sc, stale, nil
 }
 
 // put keeps sc for the next exchange, or closes it when the client closed
@@ -604,26 +548,17 @@ func (sc *streamConn) frameTrip(ctx context.Context, body []byte, max int64) ([]
 	return data, nil
 }
 
-// ctxOr prefers ctx's error, the cause, to the deadline error it provoked.
+// ctxOr prefers ctx's error, the cause, to the deadline error it provoked:
+// bindCtx gives the connection ctx's deadline, which may fire a moment
+// before the context's own.
 func ctxOr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
 	return err
-}
-
-// secure runs the TLS handshake on a new connection of the pool when it
-// has a TLS config, and returns conn as it is otherwise; the caller closes
-// conn on an error.
-func (sp *streamPool) secure(ctx context.Context, conn net.Conn) (net.Conn, error) {
-	if sp.tls == nil {
-		return conn, nil
-	}
-	tc := tls.Client(conn, sp.tls)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake: %w", err)
-	}
-	return tc, nil
 }
 
 // openStream dials the server and asks it to switch to a batch stream.
@@ -640,11 +575,13 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 			conn.Close()
 		}
 	}()
-	secured, err := sp.secure(ctx, conn)
-	if err != nil {
-		return nil, nil, err
+	if sp.tls != nil {
+		tc := tls.Client(conn, sp.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
 	}
-	conn = secured
 	stop := bindCtx(ctx, conn)
 	defer stop()
 	req, err := http.NewRequest(http.MethodGet, c.url, nil)

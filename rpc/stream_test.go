@@ -17,10 +17,11 @@ import (
 	"time"
 )
 
+// newStreamClient is a client with opts and Stream set, closed at the end
+// of the test.
 func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
 	t.Helper()
-	opts.BatchStream = true
-	opts.HTTP1 = true
+	opts.Stream = true
 	return newClientWith(t, addr, opts)
 }
 
@@ -88,8 +89,7 @@ func serveOwnShutdown(t *testing.T, m *testMethods) (*Server, string) {
 }
 
 // Batches over a stream get what they get over HTTP: each call's result or
-// error, in one upgrade for any number of batches; plain calls still go
-// over HTTP.
+// error, in one upgrade for any number of batches.
 func TestBatchStreamCarriesBatches(t *testing.T) {
 	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
@@ -104,7 +104,7 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 		calls := []BatchCall{
 			{Method: "echo", Params: echoParams{Text: "a", Count: i}, Result: &a},
 			{Method: "no.such.method"},
-			{Method: "staleepoch", Params: map[string]int{}, Result: &untouched},
+			{Method: "coded", Params: map[string]int{}, Result: &untouched},
 			{Method: "plainerr"},
 			{Method: "echo", Params: echoParams{Text: "b", Count: -i}, Result: &b},
 		}
@@ -114,7 +114,7 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 		if calls[0].Err != nil || calls[4].Err != nil || a != (echoParams{Text: "a", Count: i}) || b != (echoParams{Text: "b", Count: -i}) {
 			t.Fatalf("batch %d results: %v %v %+v %+v", i, calls[0].Err, calls[4].Err, a, b)
 		}
-		for j, code := range map[int]int{1: CodeMethodNotFound, 2: CodeStaleEpoch, 3: CodeInternal} {
+		for j, code := range map[int]int{1: CodeMethodNotFound, 2: CodeTxNotActive, 3: CodeInternal} {
 			if !IsCode(calls[j].Err, code) || IsTransport(calls[j].Err) {
 				t.Fatalf("batch %d call %d: %v, want code %d", i, j, calls[j].Err, code)
 			}
@@ -123,15 +123,8 @@ func TestBatchStreamCarriesBatches(t *testing.T) {
 			t.Fatalf("a failed call wrote its result: %+v", untouched)
 		}
 	}
-	if n := counter.upgrades.Load(); n != 1 {
-		t.Fatalf("%d upgrades for 10 batches, want 1", n)
-	}
-	var got echoParams
-	if err := c.Call(ctx, "echo", echoParams{Text: "plain"}, &got); err != nil || got.Text != "plain" {
-		t.Fatalf("Call next to a stream: %v, %+v", err, got)
-	}
-	if n := counter.requests.Load(); n != 2 {
-		t.Fatalf("%d HTTP requests, want 2 (the upgrade and the plain call)", n)
+	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != 1 || u != 1 {
+		t.Fatalf("%d HTTP requests, %d upgrades for 10 batches; want one upgrade and nothing else", n, u)
 	}
 }
 
@@ -144,23 +137,6 @@ func serveWithTokens(t *testing.T) (*countingHandler, string) {
 	srv := NewServer(ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c-secret", PeerToken: "p-secret"}, Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
 	return counter, serveMux(t, counter, srv)
-}
-
-// serveWithoutStreams serves the test methods as a tpcd from before
-// streams did: anything but a POST is answered 405, until streams (if not
-// nil) is set.
-func serveWithoutStreams(t *testing.T, streams *atomic.Bool) (*countingHandler, string) {
-	t.Helper()
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
-	endpoint := srv.Handler()
-	old := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost && (streams == nil || !streams.Load()) {
-			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method must be POST, not %s", r.Method))
-			return
-		}
-		endpoint.ServeHTTP(w, r)
-	})}
-	return old, serveMux(t, old, srv)
 }
 
 // A stream authenticates once, with the upgrade: a wrong token is refused
@@ -405,24 +381,34 @@ func TestBatchStreamShutdownTimesOut(t *testing.T) {
 }
 
 // Mounted where the connection cannot be taken over, the endpoint answers
-// the upgrade with 501 and the client posts its batches instead.
+// the upgrade with 501 and a JSON-RPC error, which the client returns as
+// the server's answer: nothing ran, and nothing is posted instead.
 func TestBatchStreamWithoutHijack(t *testing.T) {
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
+	m := newTestMethods()
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	endpoint := srv.Handler()
 	wrapped := &countingHandler{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		endpoint.ServeHTTP(plainWriter{w}, r)
 	})}
 	addr := serveMux(t, wrapped, srv)
 	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
 	for i := range 2 {
-		var got echoParams
-		calls := []BatchCall{{Method: "echo", Params: echoParams{Count: i}, Result: &got}}
-		if err := c.CallBatch(context.Background(), calls); err != nil || calls[0].Err != nil || got.Count != i {
-			t.Fatalf("batch %d: %v, %v, %+v", i, err, calls[0].Err, got)
+		calls := []BatchCall{{Method: "block"}}
+		err := c.CallBatch(ctx, calls)
+		if !IsCode(err, CodeInvalidRequest) || IsTransport(err) || !strings.Contains(err.Error(), "not available") {
+			t.Fatalf("batch %d: %v, want code %d saying streams are not available", i, err, CodeInvalidRequest)
+		}
+		if err := c.Call(ctx, "block", nil, nil); !IsCode(err, CodeInvalidRequest) {
+			t.Fatalf("call %d: %v, want code %d", i, err, CodeInvalidRequest)
 		}
 	}
-	if n := wrapped.upgrades.Load(); n != 1 {
-		t.Fatalf("%d upgrade attempts, want 1", n)
+	if n, u := wrapped.requests.Load(), wrapped.upgrades.Load(); n != 4 || u != 4 {
+		t.Fatalf("%d HTTP requests, %d upgrades; want 4 upgrades and nothing else", n, u)
+	}
+	if len(m.started) != 0 {
+		t.Fatal("a refused upgrade ran its request")
 	}
 }
 
@@ -433,28 +419,6 @@ type plainWriter struct{ w http.ResponseWriter }
 func (p plainWriter) Header() http.Header         { return p.w.Header() }
 func (p plainWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
 func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
-
-// A server that does not serve streams (an older tpcd answers the upgrade's
-// GET with 405) still gets every batch, posted.
-func TestBatchStreamFallsBackToPost(t *testing.T) {
-	old, addr := serveWithoutStreams(t, nil)
-	c := newStreamClient(t, addr, ClientOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
-	defer cancel()
-	for i := range 3 {
-		var got echoParams
-		calls := []BatchCall{{Method: "echo", Params: echoParams{Text: "posted", Count: i}, Result: &got}, {Method: "nothing"}}
-		if err := c.CallBatch(ctx, calls); err != nil || calls[0].Err != nil || got.Count != i {
-			t.Fatalf("batch %d to a server without streams: %v, %v, %+v", i, err, calls[0].Err, got)
-		}
-	}
-	if n := old.upgrades.Load(); n != 1 {
-		t.Fatalf("%d upgrade attempts, want 1 (the client remembers)", n)
-	}
-	if n := old.requests.Load(); n != 4 {
-		t.Fatalf("%d requests, want 4 (one refused upgrade, three posts)", n)
-	}
-}
 
 // openRawStream upgrades a connection by hand, for tests of what the server
 // does with frames no Client would send.
@@ -585,13 +549,6 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 	}
 }
 
-// newCallStreamClient is a client with Stream set and nothing else: calls
-// and batches over streams, HTTP/2 when it posts.
-func newCallStreamClient(t *testing.T, addr string) *Client {
-	t.Helper()
-	return newClientWith(t, addr, ClientOptions{Stream: true})
-}
-
 // With Stream, plain calls go over a stream too, and so do batches, and get
 // what they get over HTTP: results, and errors with their codes; one
 // upgrade serves them all.
@@ -599,7 +556,7 @@ func TestStreamCarriesCalls(t *testing.T) {
 	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
 	addr := serveMux(t, counter, srv)
-	c := newCallStreamClient(t, addr)
+	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for i := range 10 {
@@ -608,7 +565,7 @@ func TestStreamCarriesCalls(t *testing.T) {
 			t.Fatalf("call %d: %v, %+v", i, err, got)
 		}
 	}
-	for method, code := range map[string]int{"no.such.method": CodeMethodNotFound, "staleepoch": CodeStaleEpoch, "plainerr": CodeInternal} {
+	for method, code := range map[string]int{"no.such.method": CodeMethodNotFound, "coded": CodeTxNotActive, "plainerr": CodeInternal} {
 		err := c.Call(ctx, method, map[string]int{}, nil)
 		if !IsCode(err, code) || IsTransport(err) {
 			t.Fatalf("%s: %v, want code %d", method, err, code)
@@ -675,7 +632,7 @@ func TestStreamConcurrentCalls(t *testing.T) {
 	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
 	addr := serveMux(t, counter, srv)
-	c := newCallStreamClient(t, addr)
+	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -723,7 +680,7 @@ func TestStreamPoolBoundsIdle(t *testing.T) {
 	m.started = make(chan struct{}, maxIdle+2)
 	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	addr := serveMux(t, srv.Handler(), srv)
-	c := newCallStreamClient(t, addr)
+	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -788,73 +745,12 @@ func TestStreamCallAuth(t *testing.T) {
 	}
 }
 
-// A server without streams gets every call posted, after one refused
-// upgrade. When the client asks again, one call asks while the others go
-// on posting; once the server serves streams, calls use them.
-func TestStreamCallFallsBackToPost(t *testing.T) {
-	var streams atomic.Bool
-	old, addr := serveWithoutStreams(t, &streams)
-	// HTTP/1.1 for the posts: the plain http.Server here has no h2c.
-	c := newStreamClient(t, addr, ClientOptions{Stream: true})
-	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
-	defer cancel()
-	echo := func(i int) error {
-		var got echoParams
-		if err := c.Call(ctx, "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
-			return fmt.Errorf("call %d: %v, %+v", i, err, got)
-		}
-		return nil
-	}
-	for i := range 3 {
-		if err := echo(i); err != nil {
-			t.Fatalf("to a server without streams: %v", err)
-		}
-	}
-	if u, n := old.upgrades.Load(), old.requests.Load(); u != 1 || n != 4 {
-		t.Fatalf("%d upgrade attempts, %d requests; want 1 and 4 (three posts)", u, n)
-	}
-
-	askAgain := func() {
-		c.streams.mu.Lock()
-		c.streams.postUntil = time.Now().Add(-time.Second)
-		c.streams.mu.Unlock()
-	}
-	askAgain()
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := echo(i); err != nil {
-				t.Errorf("after the posting time: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if u := old.upgrades.Load(); u != 2 {
-		t.Fatalf("%d upgrade attempts in all, want 2 (one more for eight calls)", u)
-	}
-
-	streams.Store(true)
-	askAgain()
-	for i := range 3 {
-		if err := echo(i); err != nil {
-			t.Fatalf("once the server serves streams: %v", err)
-		}
-	}
-	// Requests: 4 before; one refused upgrade and eight posts; then one
-	// upgrade that carries all three calls.
-	if u, n := old.upgrades.Load(), old.requests.Load(); u != 3 || n != 4+9+1 {
-		t.Fatalf("%d upgrade attempts, %d requests; want 3 and %d", u, n, 4+9+1)
-	}
-}
-
 // Streams the server closed while they sat idle are noticed before use:
 // the next calls open new ones instead of failing.
 func TestStreamCallsAfterServerRestart(t *testing.T) {
 	m := newTestMethods()
 	srv, addr := serveOwnShutdown(t, m)
-	c := newCallStreamClient(t, addr)
+	c := newStreamClient(t, addr, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	const n = 3

@@ -23,7 +23,7 @@ type BenchCmd struct {
 	Connections   int      `help:"RPC clients the clients share round robin (0: one per client); each opens a connection, or stream, per call in flight." default:"0"`
 	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
 	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others')." enum:"interactive,single" default:"interactive"`
-	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
+	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections through Go's net/http client, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
 	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
