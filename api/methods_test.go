@@ -21,8 +21,8 @@ func TestMethodNamesAndTokens(t *testing.T) {
 			t.Errorf("client method %q decodes as a node-to-node message", m)
 		}
 	}
-	if len(messageDecoders) != 7 {
-		t.Errorf("%d node-to-node methods, want 7", len(messageDecoders))
+	if len(messageDecoders) != 10 {
+		t.Errorf("%d node-to-node methods, want 10", len(messageDecoders))
 	}
 	for m := range messageDecoders {
 		if !strings.HasPrefix(m, rpc.PeerMethodPrefix) {

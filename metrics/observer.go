@@ -108,7 +108,7 @@ func NewCoordinator(reg prometheus.Registerer) *Coordinator {
 			Buckets: latencyBuckets,
 		}, []string{"outcome"}),
 		voteRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tpcd_vote_round_trip_seconds", Help: "From sending prepare to a participant to receiving its vote.", Buckets: latencyBuckets,
+			Name: "tpcd_vote_round_trip_seconds", Help: "From sending prepare to a participant to receiving its vote, or the decider's commit request to its answer.", Buckets: latencyBuckets,
 		}),
 		decideRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tpcd_decision_round_trip_seconds", Help: "From first sending a decision to a participant to its acknowledgement.", Buckets: latencyBuckets,
@@ -140,6 +140,8 @@ func (m *Coordinator) Stepped(in engine.Input, rd engine.Ready) {
 	case engine.Receive:
 		switch msg := in.Msg.(type) {
 		case engine.VoteMessage:
+			m.roundTrip(m.prepares, nodeTx{msg.TxID, msg.From}, m.voteRTT)
+		case engine.SettleAnswer:
 			m.roundTrip(m.prepares, nodeTx{msg.TxID, msg.From}, m.voteRTT)
 		case engine.AckMessage:
 			m.roundTrip(m.decisions, nodeTx{msg.TxID, msg.From}, m.decideRTT)
@@ -191,8 +193,8 @@ func (m *Coordinator) Performed(e engine.Effect) {
 				m.batches[msg.TxID] = struct{}{}
 				m.begun.Inc()
 			}
-		case engine.PrepareRequest:
-			if k := (nodeTx{msg.TxID, e.To}); m.prepares[k].IsZero() {
+		case engine.PrepareRequest, engine.CommitBranchRequest:
+			if k := (nodeTx{msg.Tx(), e.To}); m.prepares[k].IsZero() {
 				m.prepares[k] = m.now()
 			}
 		case engine.DecisionRequest:
@@ -248,7 +250,7 @@ func NewParticipant(reg prometheus.Registerer) *Participant {
 	m := &Participant{
 		loopMetrics: newLoopMetrics(reg),
 		votes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tpcd_votes_total", Help: "Votes sent to the coordinator, by vote.",
+			Name: "tpcd_votes_total", Help: "Votes sent to the coordinator, by vote (committed: a decider's commit).",
 		}, []string{"vote"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tpcd_participant_outcomes_total", Help: "Transactions finished in the data database, by outcome (durable).",
@@ -257,7 +259,7 @@ func NewParticipant(reg prometheus.Registerer) *Participant {
 			Name: "tpcd_statements_total", Help: "Statements received from the coordinator.",
 		}),
 	}
-	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly} {
+	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly, engine.VoteCommitted} {
 		m.votes.WithLabelValues(v.String())
 	}
 	for _, o := range []engine.Outcome{engine.OutcomeCommit, engine.OutcomeAbort} {
