@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -118,24 +119,31 @@ func planRestart(eng *engine.Participant, preparedGIDs, markerGIDs []string) *re
 	return ps
 }
 
+// eventWords and opWords say in words what logging an event of a kind,
+// or running a data operation, does to a transaction.
+var (
+	eventWords = map[string]string{
+		engine.PartPrepared{}.Kind():  "logs it as prepared",
+		engine.PartCommitted{}.Kind(): "logs the commit",
+		engine.PartAborted{}.Kind():   "logs the abort",
+		engine.PartViolation{}.Kind(): "logs a violation",
+	}
+	opWords = map[engine.DataOp]string{
+		engine.DataDeleteMarker:     "deletes the marker",
+		engine.DataCommitPrepared:   "commits it (COMMIT PREPARED)",
+		engine.DataRollbackPrepared: "rolls it back (ROLLBACK PREPARED)",
+	}
+)
+
 func (ps *restartPlans) event(ev engine.Event) {
 	pl := ps.add(ev.Tx(), "log "+engine.DescribeEvent(ev))
 	if pl == nil {
 		return
 	}
 	pl.logged = append(pl.logged, ev.Kind())
-	switch e := ev.(type) {
-	case engine.PartPrepared:
-		pl.words = append(pl.words, "logs it as prepared")
-	case engine.PartCommitted:
-		pl.words = append(pl.words, "logs the commit")
-	case engine.PartAborted:
-		pl.words = append(pl.words, "logs the abort")
-	case engine.PartViolation:
-		pl.words = append(pl.words, "logs a violation")
-		pl.violation = e.Detail
-	default:
-		pl.words = append(pl.words, "logs "+ev.Kind())
+	pl.words = append(pl.words, cmp.Or(eventWords[ev.Kind()], "logs "+ev.Kind()))
+	if v, ok := ev.(engine.PartViolation); ok {
+		pl.violation = v.Detail
 	}
 }
 
@@ -149,16 +157,7 @@ func (ps *restartPlans) effect(ef engine.Effect) {
 			return
 		}
 		pl.ops = append(pl.ops, e.Op)
-		switch e.Op {
-		case engine.DataDeleteMarker:
-			pl.words = append(pl.words, "deletes the marker")
-		case engine.DataCommitPrepared:
-			pl.words = append(pl.words, "commits it (COMMIT PREPARED)")
-		case engine.DataRollbackPrepared:
-			pl.words = append(pl.words, "rolls it back (ROLLBACK PREPARED)")
-		default:
-			pl.words = append(pl.words, "runs "+e.Op.String())
-		}
+		pl.words = append(pl.words, cmp.Or(opWords[e.Op], "runs "+e.Op.String()))
 	case engine.Send:
 		e.WaitLSN = 0
 		pl := ps.add(e.Msg.Tx(), engine.DescribeEffect(e))
