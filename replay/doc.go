@@ -10,7 +10,11 @@
 // violations recorded (part.violation events) and the events a restart could
 // not decode or apply. Given a participant's data database, it also compares
 // the log with pg_prepared_xacts and the tpcd_markers table, the two facts a
-// participant's recovery reads (see docs/REPLAY.md for every category).
+// participant's recovery reads: it runs the engine's own Start step (and a
+// Tick) on the folded participant with those facts and classifies what the
+// returned Ready would log and do, performing none of it, so its account of
+// a restart follows the engine's rules instead of copying them (see
+// docs/REPLAY.md for every category).
 //
 // Memory stays bounded whatever the length of the log: the engines forget a
 // transaction when it ends, and so does the replay's own bookkeeping (a few

@@ -240,10 +240,10 @@ type partFold struct {
 // Participant states, in report order.
 var partStates = []string{"prepared", "committed", "aborted"}
 
-func newPartFold(rep *NodeReport, keep int, only engine.TxID, id engine.NodeID) *partFold {
+func newPartFold(rep *NodeReport, keep int, only engine.TxID, cfg engine.ParticipantConfig) *partFold {
 	return &partFold{
 		nodeFold: newNodeFold(rep, keep, only, partStates...),
-		eng:      engine.NewParticipant(engine.ParticipantConfig{Node: id, RememberAborted: 1}),
+		eng:      engine.NewParticipant(cfg),
 	}
 }
 

@@ -67,7 +67,7 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 
 	t.Run("participant", func(t *testing.T) {
 		rep := &NodeReport{}
-		f := newPartFold(rep, 3, 0, 0)
+		f := newPartFold(rep, 3, 0, engine.ParticipantConfig{Node: 0, RememberAborted: 1})
 		step := func(ev engine.Event) {
 			seq++
 			if err := f.step(f, record(t, seq, ev)); err != nil {

@@ -48,7 +48,8 @@ type Options struct {
 	Times bool
 	// LazyPrepared says the participant runs with lazy Prepared events, so
 	// a prepared GID (or a marker) the log does not know yet is in doubt
-	// rather than an orphan.
+	// rather than an orphan. The participant's engine is configured with
+	// it too, as the node's is.
 	LazyPrepared bool
 	Logger       *slog.Logger
 }
@@ -382,7 +383,7 @@ func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpoo
 	name := api.ParticipantName(id)
 	nid := int(id)
 	rep := &NodeReport{Node: name, Role: RoleParticipant, ID: &nid}
-	f := newPartFold(rep, r.keep, r.opts.Tx, id)
+	f := newPartFold(rep, r.keep, r.opts.Tx, r.partConfig(id, data != nil))
 	if err := r.store.Scan(ctx, name, func(rec logstore.Record) error { return f.step(f, rec) }); err != nil {
 		return nil, fmt.Errorf("replay %s: %w", name, err)
 	}
@@ -422,7 +423,7 @@ func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpoo
 		}
 	}
 	if data != nil {
-		if err := r.checkData(ctx, rep, id, sums, data); err != nil {
+		if err := r.checkData(ctx, rep, id, f.eng, sums, data); err != nil {
 			return nil, err
 		}
 	}

@@ -66,6 +66,11 @@ type NodeReport struct {
 	// Data is the comparison with the participant's data database, when
 	// one was given.
 	Data *DataReport `json:"data,omitempty"`
+	// RestartNotes are what a restart of the participant would tell its
+	// operator beyond single transactions (the Warning effects of the
+	// engine's start step), and any effect of that step replay cannot tie
+	// to a transaction; only with a data database.
+	RestartNotes []string `json:"restart_notes,omitempty"`
 	// Problems counts this node's inconsistencies.
 	Problems int `json:"problems"`
 }
@@ -94,7 +99,8 @@ type TxReport struct {
 	// InDoubt marks a transaction waiting for a decision: at the
 	// coordinator, one still preparing (a restart aborts it); at a
 	// participant, one prepared without an outcome (a restart asks the
-	// coordinator) and, given the data database, still prepared there.
+	// coordinator) and, given the data database, one the engine's start
+	// step leaves prepared and asks the coordinator about.
 	InDoubt bool   `json:"in_doubt"`
 	Epoch   uint64 `json:"epoch,omitempty"`
 	// GID is the participant's prepared-transaction name.
@@ -172,6 +178,9 @@ const (
 	FindingCommitUnlogged   = "commit-unlogged"   // prepared in the log, marker present: it committed
 	FindingAbortUnlogged    = "abort-unlogged"    // prepared in the log, rolled back, coordinator decided abort
 	FindingPreparedUnlogged = "prepared-unlogged" // lazy-prepared: prepared in PostgreSQL, Prepared not yet logged
+	// A problem: the engine's start step does something with the
+	// transaction that no category above describes.
+	FindingUnclassified = "unclassified"
 )
 
 // Finding is one transaction where the log and the data database differ.
@@ -188,4 +197,9 @@ type Finding struct {
 	MarkerInDB   bool   `json:"marker_in_db"`
 	// Detail explains the finding and what a restart of the node does.
 	Detail string `json:"detail"`
+	// Restart is what the engine's start step (and the first tick after
+	// it) does with the transaction, one event or effect per line as
+	// engine.DescribeEvent and engine.DescribeEffect render them: an event
+	// logged is "log <event>". Empty if it does nothing.
+	Restart []string `json:"restart,omitempty"`
 }

@@ -117,6 +117,9 @@ func writeNode(p printer, n *NodeReport, oneTx bool) {
 			p(2, "%s %s tx %d gid=%s log=%q prepared=%s marker=%s", label, f.Category, f.Tx, orNone(f.GID), f.Log, yesNo(f.PreparedInDB), yesNo(f.MarkerInDB))
 			p(3, "%s", f.Detail)
 		}
+		for _, s := range n.RestartNotes {
+			p(2, "a restart also: %s", s)
+		}
 		if d.Unconfirmed {
 			p(2, "(too many problems to re-check each against the log; on a running participant some may be transactions in flight)")
 		}

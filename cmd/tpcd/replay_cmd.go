@@ -29,7 +29,9 @@ func (c *ReplayCmd) Help() string {
 	return `Folds each node's events as a restart would (nothing is started or written)
 and prints, per node, the transactions still in memory (in doubt first),
 counts per state, recorded violations and undecodable events. With
---data-db it also compares a participant's log with its data database.
+--data-db it also compares a participant's log with its data database, by
+running the participant's own start step on paper: what the report says a
+restart does is what the engine would do (nothing is performed).
 
 Exit status: 0 consistent, 2 an inconsistency was found (orphan, missing,
 violation, undecodable event, ...), 1 the replay could not be done.
