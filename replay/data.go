@@ -25,9 +25,10 @@ const maxForeign = 20
 // facts is what a participant's recovery reads from its data database:
 // its prepared transactions and its outcome markers.
 type facts struct {
-	// preparedGIDs and markerGIDs are every tpcd GID read, as node hands
-	// them to the engine's Start step (the engine keeps its own).
-	preparedGIDs, markerGIDs []string
+	// preparedGIDs, markerGIDs and tombstoneGIDs are every tpcd GID read,
+	// as node hands them to the engine's Start step (the engine keeps its
+	// own).
+	preparedGIDs, markerGIDs, tombstoneGIDs []string
 	// prepared and markers are this participant's (its cluster and node
 	// id), by transaction id, for the report's counts and columns.
 	prepared map[engine.TxID]string
@@ -46,9 +47,13 @@ func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engin
 	if err != nil {
 		return f, fmt.Errorf("read pg_prepared_xacts: %w", err)
 	}
-	f.markerGIDs, err = gids(ctx, pool, "SELECT gid FROM tpcd_markers ORDER BY gid")
+	f.markerGIDs, err = gids(ctx, pool, "SELECT gid FROM tpcd_markers WHERE NOT aborted ORDER BY gid")
 	if err != nil {
 		return f, fmt.Errorf("read markers: %w", explain(err, "tpcd_markers", "a tpcd participant's data database"))
+	}
+	f.tombstoneGIDs, err = gids(ctx, pool, "SELECT gid FROM tpcd_markers WHERE aborted ORDER BY gid")
+	if err != nil {
+		return f, fmt.Errorf("read tombstones: %w", err)
 	}
 	sort := func(list []string, into map[engine.TxID]string) {
 		for _, s := range list {
@@ -182,7 +187,7 @@ func (r *runner) checkData(ctx context.Context, rep *NodeReport, id engine.NodeI
 	if err != nil {
 		return fmt.Errorf("data database of %s: %w", rep.Node, err)
 	}
-	plans := planRestart(eng, fs.preparedGIDs, fs.markerGIDs)
+	plans := planRestart(eng, fs.preparedGIDs, fs.markerGIDs, fs.tombstoneGIDs)
 	rep.RestartNotes = plans.notes
 	live := map[engine.TxID]logState{}
 	for _, s := range sums {
@@ -270,7 +275,7 @@ func (c *checker) confirm(ctx context.Context, pool *pgxpool.Pool, dr *DataRepor
 			return err
 		}
 		prepared, markers := fs.of(tx)
-		fd, found, err := c.classify(ctx, tx, st, fs, planRestart(eng, prepared, markers).txs[tx])
+		fd, found, err := c.classify(ctx, tx, st, fs, planRestart(eng, prepared, markers, nil).txs[tx])
 		if err != nil {
 			return err
 		}

@@ -9,10 +9,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
-	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
 )
 
@@ -130,12 +130,12 @@ func TestReplayFindings(t *testing.T) {
 	// business.
 	foreign := engine.GID{Cluster: cluster, Epoch: 1, Tx: 1, Node: 1}.String()
 	prepareByHand(t, dataPool, foreign, 1, 100, true)
-	appendEvents(t, logPool, node.CoordinatorName, coordEvents...)
-	appendEvents(t, logPool, node.ParticipantName(0), partEvents...)
+	appendEvents(t, logPool, api.CoordinatorName, coordEvents...)
+	appendEvents(t, logPool, api.ParticipantName(0), partEvents...)
 
 	before := dataState(t, logPool, dataPool)
 	for _, lazy := range []bool{false, true} {
-		rep, err := replay.Run(ctx, replay.Options{Log: logPool, Data: dataPool, Node: node.ParticipantName(0), LazyPrepared: lazy})
+		rep, err := replay.Run(ctx, replay.Options{Log: logPool, Data: dataPool, Node: api.ParticipantName(0), LazyPrepared: lazy})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +203,7 @@ func dataState(t *testing.T, logPool, dataPool *pgxpool.Pool) []string {
 	t.Helper()
 	ctx := context.Background()
 	var out []string
-	err := logstore.New(logPool).Scan(ctx, node.ParticipantName(0), func(rec logstore.Record) error {
+	err := logstore.New(logPool).Scan(ctx, api.ParticipantName(0), func(rec logstore.Record) error {
 		out = append(out, "event "+string(rec.Payload))
 		return nil
 	})

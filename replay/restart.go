@@ -104,9 +104,9 @@ func (ps *restartPlans) add(tx engine.TxID, line string) *restartPlan {
 // Two kinds of effect are housekeeping and left out: AskCoordinator (a
 // started participant confirms who its coordinator is) and Forget (the
 // events of ended transactions go to compaction).
-func planRestart(eng *engine.Participant, preparedGIDs, markerGIDs []string) *restartPlans {
+func planRestart(eng *engine.Participant, preparedGIDs, markerGIDs, tombstoneGIDs []string) *restartPlans {
 	ps := &restartPlans{txs: map[engine.TxID]*restartPlan{}}
-	start := eng.Step(engine.Start{Now: restartAt, PreparedGIDs: preparedGIDs, Markers: markerGIDs})
+	start := eng.Step(engine.Start{Now: restartAt, PreparedGIDs: preparedGIDs, Markers: markerGIDs, Tombstones: tombstoneGIDs})
 	tick := eng.Step(engine.Tick{Now: restartAt.Add(firstTickAfter)})
 	for _, rd := range []engine.Ready{start, tick} {
 		for _, ev := range rd.Events {
