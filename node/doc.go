@@ -5,4 +5,14 @@
 // transactions), and performs effects only once the events they wait for are
 // durable. The coordinator and participant types wire that loop to the
 // JSON-RPC transport and, for a participant, to its data database.
+//
+// The loop reaches its log through eventLog and tells time through clock.
+// Both interfaces live here, with the code that consumes them, rather than
+// in logstore: they name what the loop needs (append a batch and learn its
+// seqs, scan a node's log, delete ended transactions; the time, a timer, a
+// ticker), not everything a log offers. Nodes run on logstore.Store and
+// wallClock. The loop's own tests (loop_test.go) run it on
+// logstore/memlog, whose appends they hold back, fail or release, with a
+// fake clock and a scripted machine, and check the ordering rule above
+// without PostgreSQL.
 package node
