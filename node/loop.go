@@ -252,12 +252,16 @@ func (l *loop) step(in engine.Input) {
 // behindWaiting reports whether e is a data operation of a transaction that
 // already has one waiting: those must run in the order they were emitted.
 // Anything else may overtake waiting effects.
-func (l *loop) behindWaiting(e engine.Effect) bool {
+func (l *loop) behindWaiting(e engine.Effect) bool { return behind(e, l.waiting) }
+
+// behind reports whether e is a data operation of a transaction that has
+// one in queue.
+func behind(e engine.Effect, queue []engine.Effect) bool {
 	d, ok := e.(engine.Data)
 	if !ok {
 		return false
 	}
-	for _, w := range l.waiting {
+	for _, w := range queue {
 		if wd, ok := w.(engine.Data); ok && wd.TxID == d.TxID {
 			return true
 		}
@@ -266,11 +270,13 @@ func (l *loop) behindWaiting(e engine.Effect) bool {
 }
 
 // release performs the waiting effects whose events are now durable, in the
-// order they were emitted.
+// order they were emitted. A data operation whose events are durable still
+// waits while an earlier one of its transaction does: an append can make
+// the later one ready first when it waits for an earlier LSN.
 func (l *loop) release() {
 	keep := l.waiting[:0]
 	for _, e := range l.waiting {
-		if e.After() <= l.durable {
+		if e.After() <= l.durable && !behind(e, keep) {
 			l.perform(e)
 		} else {
 			keep = append(keep, e)

@@ -527,6 +527,30 @@ func TestTransactionsDoNotWaitForEachOther(t *testing.T) {
 	h.waitPerformed("exec b1", "answer b1", "exec a1", "exec a2", "exec b2", "answer b2", "exec a3")
 }
 
+func TestDataOrderHoldsWhileAppendsLandInBetween(t *testing.T) {
+	h := newHarness(t, memlog.New())
+	h.start(nil)
+	h.log.Hold()
+
+	h.step(evs(ev(1, "a1")), answer("answer a1", h.lsn+1))
+	first := h.held()
+	// While a1 is out, transaction 1 emits an operation that waits for a2
+	// and one that waits for nothing: the second stays behind the first
+	// when a1 becomes durable, though a1 is all it would need.
+	h.step(evs(ev(1, "a2")), dataOp(1, "prepare", h.lsn+1), dataOp(1, "after prepare", 0))
+	h.sync()
+	h.wantPerformed()
+
+	first.Release()
+	h.waitPerformed("answer a1")
+	second := h.held()
+	h.sync()
+	h.wantPerformed("answer a1")
+
+	second.Release()
+	h.waitPerformed("answer a1", "prepare", "after prepare")
+}
+
 func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	h := newHarness(t, memlog.New())
 	h.start(nil)
