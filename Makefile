@@ -35,11 +35,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## generate: regenerate queries/ from queries/*.sql and db/migrations (sqlc)
+## generate: regenerate queries/ from queries/*.sql and db/migrations, and queries/dataqueries/ from its .sql files and db/datamigrations (sqlc)
 generate: $(SQLC)
 	$(SQLC) generate
 
-## verify-generated: fail if the generated code in queries/ is stale
+## verify-generated: fail if the generated code in queries/ or queries/dataqueries/ is stale
 verify-generated: $(SQLC)
 	$(SQLC) diff
 

@@ -15,16 +15,16 @@ import (
 // never taken as success by itself: the marker says whether the transaction
 // committed, and only the matching answer counts.
 func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engine.DataDone {
+	// A utility statement: the GID goes in as a literal (see quote).
 	_, err := d.pool.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
 	if err == nil {
 		return engine.DataDone{}
 	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "42704" {
+	if !notPrepared(err) {
 		return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
 	}
-	var marker bool
-	if err := d.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tpcd_markers WHERE gid = $1)", gid).Scan(&marker); err != nil {
+	marker, err := d.q.MarkerExists(ctx, d.pool, gid)
+	if err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("check marker of %s: %v", gid, err), Retry: true}
 	}
 	switch {
@@ -35,4 +35,13 @@ func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engi
 	default:
 		return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and its commit marker is present: it was committed", gid)}
 	}
+}
+
+// notPrepared reports whether err says the GID names no prepared
+// transaction (undefined_object). Any other error says nothing about the
+// transaction (the server is down, the connection broke): the operation
+// is retried.
+func notPrepared(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42704"
 }

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // prepare ends the work phase: a transaction that wrote nothing commits at
@@ -21,7 +22,8 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 	// that asks PostgreSQL whether it did.
 	var readOnly bool
 	if !w.wrote {
-		if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NULL").Scan(&readOnly); err != nil {
+		var err error
+		if readOnly, err = d.q.XactWroteNothing(ctx, conn); err != nil {
 			d.release(ctx, w, "ROLLBACK")
 			return engine.DataDone{Err: fmt.Sprintf("prepare: %v", err)}
 		}
@@ -33,9 +35,15 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 		return engine.DataDone{ReadOnly: true}
 	}
 	// The marker commits with the transaction's changes or not at all, so
-	// after a crash its presence tells which way a transaction went.
-	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); PREPARE TRANSACTION %s", quote(op.GID), op.TxID, quote(op.GID))
-	tag, err := conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	// after a crash its presence tells which way a transaction went. It
+	// goes out with PREPARE TRANSACTION in one round trip.
+	var p pipeline
+	err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID)})
+	p.utility("PREPARE TRANSACTION " + quote(op.GID))
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = p.run(ctx, conn.PgConn())
+	}
 	if err == nil && tag.String() != "PREPARE TRANSACTION" {
 		err = fmt.Errorf("PREPARE TRANSACTION answered %q", tag.String())
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/failpoint"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // dataDB performs a participant's data-database effects. Each transaction
@@ -19,6 +20,7 @@ import (
 // transaction is open.
 type dataDB struct {
 	pool             *pgxpool.Pool
+	q                *dataqueries.Queries
 	logger           *slog.Logger
 	lockTimeout      time.Duration
 	statementTimeout time.Duration
@@ -52,6 +54,7 @@ const idleWorker = 10 * time.Second
 
 func newDataDB(d *dataDB) *dataDB {
 	d.base, d.stop = context.WithCancel(context.Background())
+	d.q = dataqueries.New()
 	d.workers = map[engine.TxID]*txWorker{}
 	d.idle = make(chan task)
 	d.markers = &markerSweeper{d: d, queue: newBatchQueue[engine.Data]()}
