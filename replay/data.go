@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // maxConfirm bounds how many candidate problems are re-checked one by one.
@@ -33,11 +33,12 @@ type facts struct {
 // the same way the participant does at start (node.recoveryFacts).
 func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engine.NodeID) (facts, error) {
 	f := facts{prepared: map[engine.TxID]string{}, markers: map[engine.TxID]string{}}
-	prepared, err := gids(ctx, pool, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'tpcd:%' ORDER BY gid")
+	q := dataqueries.New()
+	prepared, err := q.PreparedListGIDs(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read pg_prepared_xacts: %w", err)
 	}
-	markers, err := gids(ctx, pool, "SELECT gid FROM tpcd_markers ORDER BY gid")
+	markers, err := q.MarkerListGIDs(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read markers: %w", explain(err, "tpcd_markers", "a tpcd participant's data database"))
 	}
@@ -57,14 +58,6 @@ func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engin
 	sort(prepared, f.prepared)
 	sort(markers, f.markers)
 	return f, nil
-}
-
-func gids(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, error) {
-	rows, err := pool.Query(ctx, sql)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // logState is a transaction's state in a participant's log.
