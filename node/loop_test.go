@@ -731,3 +731,51 @@ func TestStopAppendsWhatIsLeft(t *testing.T) {
 	h.stop()
 	h.wantLogged("lazy")
 }
+
+// echoMachine emits, for each ClientBegin, one event and an answer that
+// waits for it: the shape of a coordinator's commit decision.
+type echoMachine struct{ lsn engine.LSN }
+
+func (m *echoMachine) Step(in engine.Input) engine.Ready {
+	begin, ok := in.(engine.ClientBegin)
+	if !ok {
+		return engine.Ready{}
+	}
+	m.lsn++
+	return engine.Ready{
+		Events:   []engine.Event{engine.CoordEnded{TxID: engine.TxID(begin.Req)}},
+		FirstLSN: m.lsn,
+		Effects:  []engine.Effect{engine.Respond{Req: begin.Req, WaitLSN: m.lsn}},
+	}
+}
+
+func (m *echoMachine) Apply(engine.Event) error { return nil }
+
+// BenchmarkLoopEvent is the loop's own cost of one event and the effect that
+// waits for it (step, encode, group commit, release) on an in-memory log,
+// without a database.
+func BenchmarkLoopEvent(b *testing.B) {
+	l := newLoop("n", &echoMachine{}, memlog.New(), wallClock{}, slog.New(slog.DiscardHandler), time.Hour)
+	var performed int
+	done := make(chan struct{})
+	l.perform = func(engine.Effect) {
+		if performed++; performed == b.N {
+			close(done)
+		}
+	}
+	initial, err := l.startStep(b.Context(), engine.Start{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	go l.run(ctx, initial)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		l.submit(engine.ClientBegin{Req: engine.ReqID(i + 1)})
+	}
+	<-done
+	b.StopTimer()
+	cancel()
+	<-l.stopped
+}
