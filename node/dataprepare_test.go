@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
@@ -18,16 +16,8 @@ import (
 // database with a table t (k bigint primary key).
 func newTestDataDB(t *testing.T) *dataDB {
 	t.Helper()
-	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, pgtest.NewDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := db.MigrateData(ctx, pool, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, "CREATE TABLE t (k bigint PRIMARY KEY)"); err != nil {
+	pool := pgtest.MigratedPool(t, db.MigrateData)
+	if _, err := pool.Exec(t.Context(), "CREATE TABLE t (k bigint PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
 	d := newDataDB(&dataDB{pool: pool, logger: slog.New(slog.DiscardHandler),

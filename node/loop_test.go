@@ -183,6 +183,15 @@ func newHarness(t *testing.T, log *memlog.Log) *harness {
 	return h
 }
 
+// newHeldHarness returns a running loop with no start events whose log
+// holds every append back.
+func newHeldHarness(t *testing.T) *harness {
+	h := newHarness(t, memlog.New())
+	h.start(nil)
+	h.log.Hold()
+	return h
+}
+
 // start runs the start step, which emits evs and effs, and then the loop.
 func (h *harness) start(evs []engine.Event, effs ...engine.Effect) {
 	h.t.Helper()
@@ -432,9 +441,7 @@ func effectName(e engine.Effect) string {
 }
 
 func TestEffectWaitsForItsAppend(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "a1")), answer("after a1", h.lsn+1))
 	first := h.held()
@@ -461,9 +468,7 @@ func TestEffectWaitsForItsAppend(t *testing.T) {
 }
 
 func TestFailedAppendIsRetriedAndReleasesNothing(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "a1"), ev(1, "a2")), dataOp(1, "exec a", h.lsn+2))
 	first := h.held()
@@ -498,9 +503,7 @@ func TestFailedAppendIsRetriedAndReleasesNothing(t *testing.T) {
 }
 
 func TestTransactionsDoNotWaitForEachOther(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "a1")), dataOp(1, "exec a1", h.lsn+1))
 	first := h.held()
@@ -528,9 +531,7 @@ func TestTransactionsDoNotWaitForEachOther(t *testing.T) {
 }
 
 func TestDataOrderHoldsWhileAppendsLandInBetween(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "a1")), answer("answer a1", h.lsn+1))
 	first := h.held()
@@ -552,9 +553,7 @@ func TestDataOrderHoldsWhileAppendsLandInBetween(t *testing.T) {
 }
 
 func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "ended")))
 	// A marker deletion waits for its event but is worth no write of its
@@ -577,9 +576,7 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 }
 
 func TestManyLazyEventsAreAppendedAtOnce(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	var many []engine.Event
 	for i := range maxLazy {
@@ -592,9 +589,7 @@ func TestManyLazyEventsAreAppendedAtOnce(t *testing.T) {
 }
 
 func TestUrgentEffectForcesAnAppend(t *testing.T) {
-	h := newHarness(t, memlog.New())
-	h.start(nil)
-	h.log.Hold()
+	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "lazy")))
 	h.sync()

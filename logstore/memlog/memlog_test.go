@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/logstore"
@@ -189,15 +187,7 @@ func transcript(t *testing.T, lg eventLog) []string {
 // TestBehavesLikeStore runs one script on a memlog and on the PostgreSQL
 // store: a loop test on memlog means something only while the two agree.
 func TestBehavesLikeStore(t *testing.T) {
-	pool, err := pgxpool.New(t.Context(), pgtest.NewDB(t))
-	if err != nil {
-		t.Fatalf("open pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := db.MigrateLog(t.Context(), pool, nil); err != nil {
-		t.Fatalf("MigrateLog: %v", err)
-	}
-	want := transcript(t, logstore.New(pool))
+	want := transcript(t, logstore.New(pgtest.MigratedPool(t, db.MigrateLog)))
 	got := transcript(t, New())
 	if !slices.Equal(got, want) {
 		t.Fatalf("memlog:\n%s\nlogstore.Store:\n%s", join(got), join(want))
