@@ -36,11 +36,11 @@ lint:
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy and commit the result"; exit 1; }
 
-## generate: regenerate queries/ from queries/*.sql and db/migrations (sqlc)
+## generate: regenerate queries/ from queries/*.sql and db/migrations, and queries/dataqueries/ from its .sql files and db/datamigrations (sqlc)
 generate: $(SQLC)
 	$(SQLC) generate
 
-## verify-generated: fail if the generated code in queries/ is stale
+## verify-generated: fail if the generated code in queries/ or queries/dataqueries/ is stale
 verify-generated: $(SQLC)
 	$(SQLC) diff
 

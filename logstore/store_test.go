@@ -10,8 +10,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/internal/pgtest"
 )
@@ -21,15 +19,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // newStore returns a Store over a fresh, migrated log database.
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), pgtest.NewDB(t))
-	if err != nil {
-		t.Fatalf("open pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := db.MigrateLog(t.Context(), pool, nil); err != nil {
-		t.Fatalf("MigrateLog: %v", err)
-	}
-	return New(pool)
+	return New(pgtest.MigratedPool(t, db.MigrateLog))
 }
 
 func rec(node string, tx uint64, kind string, i int) Record {

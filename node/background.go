@@ -37,7 +37,7 @@ func background(server *rpc.Server, ln net.Listener, logger *slog.Logger, done c
 // an inquiry about a forgotten transaction can only be a stale duplicate,
 // and transaction ids stay unique through the reservation events, which are
 // kept. A participant's finished transactions have no marker left to check.
-func compactLoop(ctx context.Context, every time.Duration, store *logstore.Store, node string, mu *sync.Mutex, ids *[]logstore.Ended, logger *slog.Logger) {
+func compactLoop(ctx context.Context, every time.Duration, store eventLog, node string, mu *sync.Mutex, ids *[]logstore.Ended, logger *slog.Logger) {
 	if every < 0 {
 		return
 	}

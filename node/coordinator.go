@@ -107,7 +107,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, c.logger, opts.Tick)
+	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer
@@ -436,7 +436,7 @@ func (c *Coordinator) onDurable(ev engine.Event) {
 
 // compact deletes the events of the transactions in *ended, keeping them
 // for the next round if the log cannot be reached.
-func compact(ctx context.Context, store *logstore.Store, node string, mu *sync.Mutex, ended *[]logstore.Ended, logger *slog.Logger) {
+func compact(ctx context.Context, store eventLog, node string, mu *sync.Mutex, ended *[]logstore.Ended, logger *slog.Logger) {
 	mu.Lock()
 	batch := *ended
 	*ended = nil

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // commitBranch commits the open data transaction as the decider's branch:
@@ -39,11 +40,11 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 // so a branch still committing is never settled as aborted. The row read
 // afterwards, in a statement of its own, is whichever committed first.
 func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
-	if _, err := d.pool.Exec(ctx, "INSERT INTO tpcd_markers (gid, tx, aborted) VALUES ($1, $2, true) ON CONFLICT (gid) DO NOTHING", op.GID, int64(op.TxID)); err != nil {
+	q := dataqueries.New()
+	if err := q.MarkerSettle(ctx, d.pool, dataqueries.MarkerSettleParams{Gid: op.GID, Tx: int64(op.TxID)}); err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
 	}
-	var aborted bool
-	err := d.pool.QueryRow(ctx, "SELECT aborted FROM tpcd_markers WHERE gid = $1", op.GID).Scan(&aborted)
+	aborted, err := q.MarkerAborted(ctx, d.pool, op.GID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Deleted between the two statements: the coordinator already
 		// let it go, which it does only once everyone has the outcome.

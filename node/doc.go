@@ -9,4 +9,14 @@
 // The contract the coordinator serves (method names, params and result
 // types) is package api's; node holds only the handlers behind it, so a
 // client never links the server.
+//
+// The loop reaches its log through eventLog and tells time through clock.
+// Both interfaces live here, with the code that consumes them, rather than
+// in logstore: they name what the loop needs (append a batch and learn its
+// seqs, scan a node's log, delete ended transactions; the time, a timer, a
+// ticker), not everything a log offers. Nodes run on logstore.Store and
+// wallClock. The loop's own tests (loop_test.go) run it on
+// logstore/memlog, whose appends they hold back, fail or release, with a
+// fake clock and a scripted machine, and check the ordering rule above
+// without PostgreSQL.
 package node

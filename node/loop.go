@@ -23,7 +23,8 @@ type machine interface {
 type loop struct {
 	name   string
 	m      machine
-	store  *logstore.Store
+	log    eventLog
+	clock  clock
 	logger *slog.Logger
 	start  time.Time
 	tick   time.Duration
@@ -78,12 +79,15 @@ type flushResult struct {
 	err     error
 }
 
-func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger, tick time.Duration) *loop {
+// newLoop returns the loop of node name around m, writing to log and
+// telling time by clk (wallClock{} outside tests). tick is how often m gets
+// a Tick; 0 means 20ms.
+func newLoop(name string, m machine, log eventLog, clk clock, logger *slog.Logger, tick time.Duration) *loop {
 	if tick <= 0 {
 		tick = 20 * time.Millisecond
 	}
 	return &loop{
-		name: name, m: m, store: store, logger: logger, start: time.Now(), tick: tick,
+		name: name, m: m, log: log, clock: clk, logger: logger, start: clk.Now(), tick: tick,
 		inputs:  make(chan engine.Input, 1024),
 		queries: make(chan func()),
 		flushed: make(chan flushResult, 1),
@@ -93,12 +97,12 @@ func newLoop(name string, m machine, store *logstore.Store, logger *slog.Logger,
 	}
 }
 
-func (l *loop) now() engine.Instant { return engine.Instant(time.Since(l.start)) }
+func (l *loop) now() engine.Instant { return engine.Instant(l.clock.Now().Sub(l.start)) }
 
 // recover folds the node's durable log into the engine.
 func (l *loop) recover(ctx context.Context) (int, error) {
 	n := 0
-	err := l.store.Scan(ctx, l.name, func(r logstore.Record) error {
+	err := l.log.Scan(ctx, l.name, func(r logstore.Record) error {
 		l.durableSeq = max(l.durableSeq, r.Seq)
 		ev, err := engine.DecodeEvent(r.Payload)
 		if err != nil {
@@ -127,7 +131,7 @@ func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect,
 		if err != nil {
 			return nil, err
 		}
-		seqs, err := l.store.Append(ctx, recs)
+		seqs, err := l.log.Append(ctx, recs)
 		if err != nil {
 			return nil, fmt.Errorf("log start events: %w", err)
 		}
@@ -180,8 +184,8 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 	for _, e := range initial {
 		l.perform(e)
 	}
-	ticker := time.NewTicker(l.tick)
-	defer ticker.Stop()
+	ticks, stopTicks := l.clock.NewTicker(l.tick)
+	defer stopTicks()
 	for {
 		select {
 		case <-ctx.Done():
@@ -208,7 +212,7 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(200 * time.Millisecond):
+				case <-l.clock.After(appendRetryPause):
 				}
 			} else {
 				l.durable, l.durableSeq = r.upTo, r.lastSeq
@@ -217,7 +221,7 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 				}
 				l.release()
 			}
-		case <-ticker.C:
+		case <-ticks:
 			l.step(engine.Tick{Now: l.now()})
 		case q := <-l.queries:
 			q()
@@ -248,12 +252,16 @@ func (l *loop) step(in engine.Input) {
 // behindWaiting reports whether e is a data operation of a transaction that
 // already has one waiting: those must run in the order they were emitted.
 // Anything else may overtake waiting effects.
-func (l *loop) behindWaiting(e engine.Effect) bool {
+func (l *loop) behindWaiting(e engine.Effect) bool { return behind(e, l.waiting) }
+
+// behind reports whether e is a data operation of a transaction that has
+// one in queue.
+func behind(e engine.Effect, queue []engine.Effect) bool {
 	d, ok := e.(engine.Data)
 	if !ok {
 		return false
 	}
-	for _, w := range l.waiting {
+	for _, w := range queue {
 		if wd, ok := w.(engine.Data); ok && wd.TxID == d.TxID {
 			return true
 		}
@@ -262,11 +270,13 @@ func (l *loop) behindWaiting(e engine.Effect) bool {
 }
 
 // release performs the waiting effects whose events are now durable, in the
-// order they were emitted.
+// order they were emitted. A data operation whose events are durable still
+// waits while an earlier one of its transaction does: an append can make
+// the later one ready first when it waits for an earlier LSN.
 func (l *loop) release() {
 	keep := l.waiting[:0]
 	for _, e := range l.waiting {
-		if e.After() <= l.durable {
+		if e.After() <= l.durable && !behind(e, keep) {
 			l.perform(e)
 		} else {
 			keep = append(keep, e)
@@ -285,6 +295,10 @@ const lazyFlush = 100 * time.Millisecond
 // maxLazy bounds the events held back that way.
 const maxLazy = 512
 
+// appendRetryPause is how long the loop waits before it appends again
+// after the log refused a batch.
+const appendRetryPause = 200 * time.Millisecond
+
 // flush starts one append of everything not yet durable, unless one is
 // already under way (events arriving meanwhile ride the next one) or no
 // effect waits for any of it yet.
@@ -293,10 +307,11 @@ func (l *loop) flush(ctx context.Context) {
 		return
 	}
 	if !l.awaited() && len(l.unsynced) < maxLazy {
+		now := l.clock.Now()
 		if l.lazySince.IsZero() {
-			l.lazySince = time.Now()
+			l.lazySince = now
 		}
-		if time.Since(l.lazySince) < lazyFlush {
+		if now.Sub(l.lazySince) < lazyFlush {
 			return
 		}
 	}
@@ -339,14 +354,14 @@ func (l *loop) flusher(ctx context.Context) {
 		var lastSeq int64
 		if err == nil {
 			failpoint.BeforeLog(evs)
-			began := time.Now()
+			began := l.clock.Now()
 			var seqs []int64
-			seqs, err = l.store.Append(ctx, recs)
+			seqs, err = l.log.Append(ctx, recs)
 			if err == nil {
 				lastSeq = seqs[len(seqs)-1]
 			}
 			if l.observer != nil {
-				l.observer.Appended(len(recs), time.Since(began), err)
+				l.observer.Appended(len(recs), l.clock.Now().Sub(began), err)
 			}
 			failpoint.AfterLog(evs, err)
 		}
@@ -375,7 +390,7 @@ func (l *loop) finalFlush() {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err = l.store.Append(ctx, recs)
+		_, err = l.log.Append(ctx, recs)
 	}
 	if err != nil {
 		l.logger.Warn("could not write the last events at shutdown", "node", l.name, "events", len(evs), "err", err)

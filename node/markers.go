@@ -48,7 +48,7 @@ func (m *markerSweeper) sweep(batch []engine.Data) {
 	ctx, cancel := context.WithTimeout(m.d.base, opTimeout)
 	defer cancel()
 	var res engine.DataDone
-	if _, err := m.d.pool.Exec(ctx, "DELETE FROM tpcd_markers WHERE gid = ANY($1)", gids); err != nil {
+	if err := m.d.q.MarkerDeleteByGIDs(ctx, m.d.pool, gids); err != nil {
 		res = engine.DataDone{Err: err.Error(), Retry: true}
 	}
 	for _, op := range batch {

@@ -100,7 +100,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		store:  logstore.New(opts.Log),
 		done:   make(chan struct{}),
 	}
-	p.loop = newLoop(p.name, p.eng, p.store, p.logger, opts.Tick)
+	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer

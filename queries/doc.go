@@ -5,4 +5,6 @@
 // Every method takes its DBTX as an argument, so the same call runs on a pool, a
 // connection or inside a transaction. Code outside logstore should not need this
 // package; logstore turns its rows into domain records.
+//
+// The data database's queries are generated the same way into queries/dataqueries.
 package queries

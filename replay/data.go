@@ -8,12 +8,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // maxConfirm bounds how many candidate problems are re-checked one by one.
@@ -42,19 +42,20 @@ type facts struct {
 // belong to participant id of cluster.
 func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engine.NodeID) (facts, error) {
 	f := facts{prepared: map[engine.TxID]string{}, markers: map[engine.TxID]string{}}
-	var err error
-	f.preparedGIDs, err = gids(ctx, pool, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'tpcd:%' ORDER BY gid")
+	q := dataqueries.New()
+	prepared, err := q.PreparedListGIDs(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read pg_prepared_xacts: %w", err)
 	}
-	f.markerGIDs, err = gids(ctx, pool, "SELECT gid FROM tpcd_markers WHERE NOT aborted ORDER BY gid")
+	markers, err := q.MarkerListGIDs(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read markers: %w", explain(err, "tpcd_markers", "a tpcd participant's data database"))
 	}
-	f.tombstoneGIDs, err = gids(ctx, pool, "SELECT gid FROM tpcd_markers WHERE aborted ORDER BY gid")
+	tombstones, err := q.MarkerListTombstones(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read tombstones: %w", err)
 	}
+	f.preparedGIDs, f.markerGIDs, f.tombstoneGIDs = prepared, markers, tombstones
 	sort := func(list []string, into map[engine.TxID]string) {
 		for _, s := range list {
 			g, ok := engine.ParseGID(s)
@@ -86,14 +87,6 @@ func (f facts) of(tx engine.TxID) (prepared, markers []string) {
 		return out
 	}
 	return pick(f.preparedGIDs), pick(f.markerGIDs)
-}
-
-func gids(ctx context.Context, pool *pgxpool.Pool, sql string) ([]string, error) {
-	rows, err := pool.Query(ctx, sql)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // logState is a transaction's state in a participant's log.

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db/embedpg"
 )
@@ -102,6 +105,22 @@ func NewDB(t testing.TB) string {
 		}
 	})
 	return c.URI(name)
+}
+
+// MigratedPool opens a pool on a new database (NewDB) and brings its schema
+// up with migrate (db.MigrateLog, db.MigrateData). The pool is closed when
+// the test ends.
+func MigratedPool(t testing.TB, migrate func(context.Context, *pgxpool.Pool, *slog.Logger) error) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), NewDB(t))
+	if err != nil {
+		t.Fatalf("pgtest: open pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrate(context.Background(), pool, nil); err != nil {
+		t.Fatalf("pgtest: migrate: %v", err)
+	}
+	return pool
 }
 
 // dbName makes a valid, unique database name that still tells which test

@@ -1,0 +1,193 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// exec runs one statement of the work phase in the transaction's own data
+// transaction, opening it on the first statement.
+func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
+	if w.conn == nil {
+		// A full pool must fail the statement rather than wait: the
+		// connections are held by transactions that may be waiting for
+		// this one on another node.
+		// Opening a new connection may take long on a busy server; only
+		// waiting for a full pool is cut short.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if st := d.pool.Stat(); st.AcquiredConns() >= st.MaxConns() {
+			actx, cancel = context.WithTimeout(ctx, d.acquireTimeout)
+		}
+		conn, err := d.pool.Acquire(actx)
+		poolFull := actx != ctx && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil {
+			if poolFull {
+				return engine.DataDone{Err: fmt.Sprintf("no free data-database connection within %s (all %d in use by open transactions; raise --max-conns)", d.acquireTimeout, d.pool.Config().MaxConns)}
+			}
+			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
+		}
+		if params, ok := textParams(op.Args); ok {
+			// The usual first statement: one round trip opens the
+			// transaction and runs it.
+			res, begun, err := d.beginWith(ctx, conn.Conn(), op.SQL, params)
+			if !begun {
+				conn.Conn().Close(ctx)
+				conn.Release()
+				return engine.DataDone{Err: fmt.Sprintf("begin: %v", err)}
+			}
+			w.conn = conn
+			if err != nil {
+				return engine.DataDone{Err: err.Error()}
+			}
+			if provesWrite(res) {
+				w.wrote = true
+			}
+			return engine.DataDone{Result: res}
+		}
+		// One round trip opens the transaction with the timeouts that turn
+		// a distributed deadlock into an error instead of a hang.
+		begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+			d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
+		if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+			conn.Conn().Close(ctx)
+			conn.Release()
+			return engine.DataDone{Err: fmt.Sprintf("begin: %v", err)}
+		}
+		w.conn = conn
+	}
+	res, err := query(ctx, w.conn.Conn(), op.SQL, op.Args)
+	if err != nil {
+		return engine.DataDone{Err: err.Error()}
+	}
+	if provesWrite(res) {
+		w.wrote = true
+	}
+	return engine.DataDone{Result: res}
+}
+
+// query runs one statement and returns its rows as text, which reads the
+// same in every client whatever the column types. Without arguments the
+// simple protocol is used so a statement may be several, as in psql; with
+// scalar arguments they go as text parameters (see textParams), as in the
+// first statement of a transaction (beginWith), so a statement behaves the
+// same wherever it falls in its transaction.
+func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
+	if params, ok := textParams(args); ok {
+		return textResult(conn.PgConn().ExecParams(ctx, sql, params, nil, nil, []int16{pgx.TextFormatCode}))
+	}
+	var opts []any
+	if len(args) == 0 {
+		opts = []any{pgx.QueryExecModeSimpleProtocol}
+	} else {
+		opts = []any{pgx.QueryResultFormats{pgx.TextFormatCode}}
+		for _, a := range args {
+			opts = append(opts, normalizeArg(a))
+		}
+	}
+	rows, err := conn.Query(ctx, sql, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	res := &engine.StmtResult{Columns: columnNames(rows.FieldDescriptions())}
+	for rows.Next() {
+		res.Rows = append(res.Rows, textRow(rows.RawValues()))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	tag := rows.CommandTag()
+	res.RowsAffected, res.Tag = tag.RowsAffected(), tag.String()
+	return res, nil
+}
+
+// beginWith opens a transaction, sets the timeouts that turn a distributed
+// deadlock into an error instead of a hang, and runs the transaction's first
+// statement, all in one round trip (one pipeline, one Sync). begun reports
+// whether the transaction is open: when it is not, the connection is in an
+// unknown state and must not be reused; when it is and err is set, the
+// statement failed and the transaction awaits its rollback.
+func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, sql string, params [][]byte) (res *engine.StmtResult, begun bool, err error) {
+	b := &pgconn.Batch{}
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	b.ExecParams("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))},
+		nil, nil, nil)
+	b.ExecParams(sql, params, nil, nil, []int16{pgx.TextFormatCode})
+	mrr := conn.PgConn().ExecBatch(ctx, b)
+	for range 2 {
+		if !mrr.NextResult() {
+			return nil, false, closeBoth(nil, mrr)
+		}
+		if _, err := mrr.ResultReader().Close(); err != nil {
+			return nil, false, closeBoth(err, mrr)
+		}
+	}
+	if !mrr.NextResult() {
+		return nil, true, closeBoth(nil, mrr)
+	}
+	res, err = textResult(mrr.ResultReader())
+	if cerr := mrr.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return res, true, nil
+}
+
+// closeBoth closes mrr and returns err, or else mrr's error, or else a
+// note that a result was missing (which only a broken connection causes).
+func closeBoth(err error, mrr *pgconn.MultiResultReader) error {
+	cerr := mrr.Close()
+	switch {
+	case err != nil:
+		return err
+	case cerr != nil:
+		return cerr
+	}
+	return errors.New("connection returned fewer results than statements sent")
+}
+
+// release ends the worker's hold on its connection, running sql first if
+// given; a connection that fails is closed rather than reused.
+func (d *dataDB) release(ctx context.Context, w *txWorker, sql string) error {
+	if w.conn == nil {
+		return nil
+	}
+	var err error
+	if sql != "" {
+		_, err = w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			w.conn.Conn().Close(ctx)
+		}
+	}
+	w.conn.Release()
+	d.mu.Lock()
+	w.conn, w.wrote = nil, false
+	d.mu.Unlock()
+	return err
+}
+
+// provesWrite reports whether a statement's command tag shows that its
+// transaction wrote (and so has a transaction id): a DML statement that
+// touched rows, or DDL. Anything else proves nothing; the probe decides.
+func provesWrite(r *engine.StmtResult) bool {
+	verb, _, _ := strings.Cut(r.Tag, " ")
+	switch verb {
+	case "INSERT", "UPDATE", "DELETE", "MERGE":
+		return r.RowsAffected > 0
+	case "CREATE", "ALTER", "DROP", "TRUNCATE":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,47 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tpcd/tpcd/engine"
+)
+
+// finish commits or rolls back a prepared transaction. "Does not exist" is
+// never taken as success by itself: the marker says whether the transaction
+// committed, and only the matching answer counts.
+func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engine.DataDone {
+	// A utility statement: the GID goes in as a literal (see quote).
+	_, err := d.pool.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
+	if err == nil {
+		return engine.DataDone{}
+	}
+	if !notPrepared(err) {
+		return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
+	}
+	marker, err := d.q.MarkerExists(ctx, d.pool, gid)
+	if err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("check marker of %s: %v", gid, err), Retry: true}
+	}
+	switch {
+	case marker == commit:
+		return engine.DataDone{}
+	case commit:
+		return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and has no commit marker: it was rolled back", gid)}
+	default:
+		return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and its commit marker is present: it was committed", gid)}
+	}
+}
+
+// notPrepared reports whether err says the GID names no prepared
+// transaction (undefined_object). Any other error says nothing about the
+// transaction (the server is down, the connection broke): the operation
+// is retried.
+func notPrepared(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42704"
+}

@@ -1,0 +1,44 @@
+-- MarkerInsert writes a transaction's outcome marker inside the data transaction
+-- about to be prepared, so that the row exists exactly when that transaction
+-- committed.
+-- name: MarkerInsert :exec
+INSERT INTO tpcd_markers (gid, tx)
+VALUES (@gid, @tx);
+
+-- MarkerExists tells, once PostgreSQL no longer holds a GID prepared, whether its
+-- transaction committed (a tombstone is no commit marker).
+-- name: MarkerExists :one
+SELECT EXISTS (SELECT 1 FROM tpcd_markers WHERE gid = @gid AND NOT aborted);
+
+-- MarkerSettle inserts a tombstone for a decider's branch unless a row of its name
+-- exists; an insert that meets the branch's uncommitted marker waits until the
+-- branch ends. Run on its own, it commits before anyone hears abort.
+-- name: MarkerSettle :exec
+INSERT INTO tpcd_markers (gid, tx, aborted)
+VALUES (@gid, @tx, true)
+ON CONFLICT (gid) DO NOTHING;
+
+-- MarkerAborted reads whether the row of a decider's branch is a tombstone
+-- (aborted) or its commit marker.
+-- name: MarkerAborted :one
+SELECT aborted FROM tpcd_markers WHERE gid = @gid;
+
+-- MarkerDeleteByGIDs deletes the markers of transactions that are over, any number
+-- in one statement.
+-- name: MarkerDeleteByGIDs :exec
+DELETE FROM tpcd_markers
+WHERE gid = ANY (@gids::text[]);
+
+-- MarkerListGIDs lists every commit marker, sorted: what a restart reads.
+-- name: MarkerListGIDs :many
+SELECT gid
+FROM tpcd_markers
+WHERE NOT aborted
+ORDER BY gid;
+
+-- MarkerListTombstones lists the decider branches settled as aborted, sorted.
+-- name: MarkerListTombstones :many
+SELECT gid
+FROM tpcd_markers
+WHERE aborted
+ORDER BY gid;
