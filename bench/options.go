@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/tpcd/tpcd/engine"
 )
 
 // DefaultMaxConns sizes every database pool of a cluster bench starts, as
@@ -88,6 +90,9 @@ type Options struct {
 	// engine.ParticipantConfig.LazyPrepared: the yes vote does not wait
 	// for the participant's Prepared event to be durable.
 	LazyPrepared bool
+	// Protocol is how the coordinator of a cluster Run starts commits (0:
+	// the engine's default).
+	Protocol engine.Protocol
 	// DecisionRetry is the coordinator's first decision resend interval
 	// (engine.CoordinatorConfig.RetryMin) in a cluster Run starts; 0 keeps
 	// the engine's default.
@@ -162,6 +167,7 @@ type ClusterSpec struct {
 	MaxConns      int
 	LazyPrepared  bool
 	DecisionRetry time.Duration
+	Protocol      engine.Protocol
 	Logger        *slog.Logger
 }
 

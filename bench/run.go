@@ -122,7 +122,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		log.Info("starting a local cluster", "participants", opts.Participants, "max_conns", opts.MaxConns)
 		cl, err := opts.StartCluster(ctx, ClusterSpec{
 			Participants: opts.Participants, PGBin: opts.PGBin, MaxConns: opts.MaxConns,
-			LazyPrepared: opts.LazyPrepared, DecisionRetry: opts.DecisionRetry, Logger: log,
+			LazyPrepared: opts.LazyPrepared, DecisionRetry: opts.DecisionRetry, Protocol: opts.Protocol, Logger: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start a local cluster: %w", err)

@@ -185,6 +185,9 @@ type partTx struct {
 	// first came at askedAt.
 	askers  []NodeID
 	askedAt Instant
+	// abortDecided is set when the coordinator's (not presumed) abort
+	// decision arrived for the open branch.
+	abortDecided bool
 }
 
 // markerDeletion is the deletion of one committed transaction's marker.
@@ -202,6 +205,12 @@ type markerDeletion struct {
 type keptMarker struct {
 	gid       string
 	tombstone bool
+	// A tombstone may belong to a transaction the coordinator never learned
+	// of (it died before coord.preparing was durable), which will never
+	// say it may go: the decider asks about it, and a presumed abort lets
+	// it go.
+	nextInquiry Instant
+	backoff     time.Duration
 }
 
 // settling is a decider's DataSettle: the askers get its finding.
@@ -248,6 +257,9 @@ func (p *Participant) Apply(e Event) error {
 			// ended first (see join), and its ids mean nothing to the new
 			// one, which hands out the same numbers again.
 			p.finished, p.finishedIdx = nil, map[TxID]Outcome{}
+			// Tombstones of the old cluster answer nobody now (its
+			// coordinator is gone; its commit markers forbid a join).
+			clear(p.kept)
 		}
 		p.cluster, p.epoch = e.Cluster, e.Epoch
 		if len(e.Participants) > 0 {
@@ -380,11 +392,11 @@ func (p *Participant) start(in Start) {
 	// A decider's marker or tombstone stays until the coordinator says the
 	// other branches have their outcome: they may still ask about it.
 	for id, gid := range p.ours(in.Tombstones) {
-		p.kept[id] = &keptMarker{gid: gid, tombstone: true}
+		p.keep(in.Now, id, gid, true)
 	}
 	for _, id := range slices.Sorted(maps.Keys(markers)) {
 		if g, _ := ParseGID(markers[id]); g.IsDecider() {
-			p.kept[id] = &keptMarker{gid: markers[id]}
+			p.keep(in.Now, id, markers[id], false)
 			delete(markers, id)
 			if p.finishedIdx[id] != OutcomeCommit {
 				p.emit(PartCommitted{TxID: id, GID: g.String()})
@@ -946,7 +958,7 @@ func (p *Participant) settled(in DataDone) {
 		return
 	}
 	delete(p.settles, in.TxID)
-	p.kept[in.TxID] = &keptMarker{gid: s.gid, tombstone: !in.Committed}
+	p.keep(in.Now, in.TxID, s.gid, !in.Committed)
 	switch {
 	case in.Committed && p.finishedIdx[in.TxID] != OutcomeCommit:
 		p.emit(PartCommitted{TxID: in.TxID, GID: s.gid})
@@ -956,6 +968,30 @@ func (p *Participant) settled(in DataDone) {
 		p.emit(PartAborted{TxID: in.TxID, GID: s.gid, Reason: "settled as aborted by the decider"})
 	}
 	p.settleAnswer(in.TxID, s.askers, in.Committed)
+}
+
+// keep records a decider's marker or tombstone, which stays until the
+// coordinator's word.
+func (p *Participant) keep(now Instant, id TxID, gid string, tombstone bool) {
+	p.kept[id] = &keptMarker{gid: gid, tombstone: tombstone, nextInquiry: now.Add(p.cfg.InquireAfter), backoff: p.cfg.InquireAfter}
+}
+
+// inquireTombstones asks the coordinator about the tombstones whose
+// question is due, in id order.
+func (p *Participant) inquireTombstones(now Instant) {
+	var due []TxID
+	for id, k := range p.kept {
+		if k.tombstone && now >= k.nextInquiry {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	for _, id := range due {
+		k := p.kept[id]
+		g, _ := ParseGID(k.gid)
+		p.send(InquireMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, TxEpoch: g.Epoch}, 0)
+		k.nextInquiry = p.backOff(now, &k.backoff)
+	}
 }
 
 // settleAnswered applies a decider's answer to a branch in doubt here.
@@ -985,8 +1021,14 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil && p.kept[m.TxID] != nil {
 		// The decider hears the outcome last: every other branch has it,
-		// so its marker (or tombstone) may go, and the ack follows.
+		// so its marker (or tombstone) may go, and the ack follows. A
+		// presumed abort (the coordinator knows nothing of it) only lets a
+		// tombstone go: a commit marker exists only for a transaction the
+		// coordinator knows, and stays until it says so.
 		k := p.kept[m.TxID]
+		if m.Presumed && !k.tombstone {
+			return
+		}
 		delete(p.kept, m.TxID)
 		switch {
 		case m.Outcome == OutcomeCommit && k.tombstone:
@@ -1026,6 +1068,7 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		tx.reason = "coordinator decided abort"
 		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
 	case m.Outcome == OutcomeAbort && tx.phase == PartPhaseWorking:
+		tx.abortDecided = !m.Presumed
 		p.rollback(now, tx, "coordinator decided abort")
 	case m.Outcome == OutcomeAbort && tx.phase == PartPhasePreparing:
 		tx.abortWanted = true
@@ -1119,7 +1162,11 @@ func (p *Participant) dataDone(in DataDone) {
 		if tx.ackWanted {
 			p.ack(tx.id, OutcomeAbort)
 		}
-		if len(tx.askers) > 0 || tx.commitWanted {
+		if len(tx.askers) > 0 && tx.abortDecided {
+			// The coordinator decided abort before asking this branch to
+			// commit: it never will, so the abort is final as it is.
+			p.settleAnswer(tx.id, tx.askers, false)
+		} else if len(tx.askers) > 0 || tx.commitWanted {
 			// Asked about as a decider: rolled back is not yet final (a
 			// duplicate could reopen the branch); the tombstone makes it
 			// so, then the askers hear.
@@ -1144,7 +1191,7 @@ func (p *Participant) dataDone(in DataDone) {
 			return
 		}
 		p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
-		p.kept[tx.id] = &keptMarker{gid: tx.gid}
+		p.keep(now, tx.id, tx.gid, false)
 		p.answerBranch(tx.id, true, "")
 		p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 	case DataCommitPrepared:
@@ -1186,6 +1233,7 @@ func (p *Participant) tick(now Instant) {
 	}
 	p.retryMarkerDeletions(now)
 	p.retrySettles(now)
+	p.inquireTombstones(now)
 	var ready []TxID
 	for id, tx := range p.txs {
 		if p.due(now, tx) {

@@ -45,6 +45,21 @@ const (
 	PartBeforeCommittedLogged = "participant/before-committed-logged"
 	// PartBeforeAck: an acknowledgement of a decision is about to be sent.
 	PartBeforeAck = "participant/before-ack"
+
+	// The decider protocol's steps.
+
+	// CoordAfterBranchAsked: the decider accepted the coordinator's request
+	// to commit its branch; the coordinator has not heard the outcome.
+	CoordAfterBranchAsked = "coordinator/after-branch-asked"
+	// PartBeforeBranchCommit: a decider is about to COMMIT its branch (its
+	// marker inside); nothing of it has reached the data database.
+	PartBeforeBranchCommit = "participant/before-branch-commit"
+	// PartAfterBranchCommit: the decider's COMMIT succeeded, so the
+	// transaction is decided commit; nothing is logged and nobody has heard.
+	PartAfterBranchCommit = "participant/after-branch-commit"
+	// PartAfterSettle: a decider settled a branch someone asked about (its
+	// tombstone is durable, or its marker was found); nobody heard.
+	PartAfterSettle = "participant/after-settle"
 )
 
 // Names lists every failpoint, coordinator's first.
@@ -53,6 +68,7 @@ func Names() []string {
 		CoordBeforeDecisionLogged, CoordAfterDecisionLogged, CoordAfterDecisionSent,
 		PartAfterPrepare, PartBeforePreparedLogged, PartAfterPreparedLogged, PartAfterVote,
 		PartAfterCommitPrepared, PartBeforeCommittedLogged, PartBeforeAck,
+		CoordAfterBranchAsked, PartBeforeBranchCommit, PartAfterBranchCommit, PartAfterSettle,
 	}
 }
 

@@ -87,6 +87,10 @@ func AfterSend(m engine.Message, err error) {
 		if m.Vote == engine.VoteYes && err == nil {
 			hit(PartAfterVote)
 		}
+	case engine.CommitBranchRequest:
+		if err == nil {
+			hit(CoordAfterBranchAsked)
+		}
 	}
 }
 
@@ -182,5 +186,17 @@ func AfterData(op engine.DataOp, res engine.DataDone) {
 		hit(PartAfterPrepare)
 	case op == engine.DataCommitPrepared:
 		hit(PartAfterCommitPrepared)
+	case op == engine.DataCommitBranch:
+		hit(PartAfterBranchCommit)
+	case op == engine.DataSettle:
+		hit(PartAfterSettle)
+	}
+}
+
+// BeforeData marks a data-database operation about to run: a decider's
+// COMMIT hits PartBeforeBranchCommit.
+func BeforeData(op engine.DataOp) {
+	if enabled.Load() && op == engine.DataCommitBranch {
+		hit(PartBeforeBranchCommit)
 	}
 }

@@ -135,6 +135,7 @@ func (d *dataDB) work(id engine.TxID, w *txWorker) {
 		op := w.queue[0]
 		w.queue = w.queue[1:]
 		d.mu.Unlock()
+		failpoint.BeforeData(op.Op)
 		res := d.run(w, op)
 		failpoint.AfterData(op.Op, res)
 		res.Now, res.Op, res.TxID, res.Stmt = d.now(), op.Op, op.TxID, op.Stmt

@@ -40,6 +40,10 @@ type BenchCmd struct {
 	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" default:"true" negatable:"" help:"Start the local cluster's participants with lazy Prepared events, as tpcd participant does by default (--no-lazy-prepared: the yes vote waits for the participant's log)."`
 	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
 	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
+
+	// Protocol applies to the cluster bench starts; a coordinator given
+	// with --coordinator commits with its own.
+	ProtocolFlag `embed:""`
 }
 
 // Help is the long help.
@@ -61,7 +65,7 @@ Examples:
 
 func (c *BenchCmd) options() bench.Options {
 	o := bench.Options{
-		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(),
+		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(), Protocol: c.protocol(),
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
@@ -130,7 +134,7 @@ func (c *BenchCmd) startsPostgres() bool { return c.Coordinator == "" }
 func startBenchCluster(ctx context.Context, s bench.ClusterSpec) (bench.StartedCluster, error) {
 	cl, err := localcluster.Start(ctx, localcluster.Options{
 		Participants: s.Participants, PGBin: s.PGBin, MaxConns: s.MaxConns,
-		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry},
+		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry, Protocol: s.Protocol},
 		Logger: s.Logger,
 	})
 	if err != nil {

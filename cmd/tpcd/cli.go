@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tpcd/tpcd/engine"
+
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +25,19 @@ type CLI struct {
 	Cluster     ClusterCmd     `cmd:"" help:"Run a coordinator and N participants with embedded PostgreSQL in one process (a local cluster to try tpcd)."`
 	Chaos       ChaosCmd       `cmd:"" help:"Run a cluster under random faults (crashes, lost and delayed messages) and check that every transaction stayed atomic."`
 	Bench       BenchCmd       `cmd:"" help:"Measure throughput and latency under load, optionally against raw two-phase commit on the same servers."`
+}
+
+// ProtocolFlag chooses how a coordinator commits (docs/PROTOCOL.md).
+type ProtocolFlag struct {
+	Protocol string `help:"How transactions commit: decider (prepare every participant but one, whose own COMMIT decides; one phase when a transaction wrote on one participant) or classic (prepare all, force the decision to the coordinator's log, then commit all)." enum:"decider,classic" default:"decider"`
+}
+
+func (f ProtocolFlag) protocol() engine.Protocol {
+	p, err := engine.ParseProtocol(f.Protocol)
+	if err != nil {
+		panic(err) // kong's enum admits only the names ParseProtocol knows
+	}
+	return p
 }
 
 // Globals are flags every command takes.

@@ -18,6 +18,8 @@ type ClusterCmd struct {
 	Timeout    Seconds `help:"Seconds to wait for all votes before aborting." default:"5"`
 	BatchSize  int     `help:"Seed form: how many execute calls make one transaction." default:"1"`
 	BatchFlush Seconds `help:"Seed form: commit a partial batch this long after it began." default:"1"`
+
+	ProtocolFlag `embed:""`
 }
 
 // Help is the long help.
@@ -47,7 +49,7 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	fmt.Fprintf(os.Stderr, "starting a coordinator and %d participants, each with its own PostgreSQL...\n", c.N)
 	cl, err := localcluster.Start(ctx, localcluster.Options{
 		Participants: c.N, BasePort: c.BasePort, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger,
-		Coordinator: engine.CoordinatorConfig{VoteTimeout: c.Timeout.D(), BatchSize: c.BatchSize, BatchFlush: c.BatchFlush.D()},
+		Coordinator: engine.CoordinatorConfig{VoteTimeout: c.Timeout.D(), BatchSize: c.BatchSize, BatchFlush: c.BatchFlush.D(), Protocol: c.protocol()},
 	})
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ type CoordinatorCmd struct {
 	MaxStatements    int `help:"Most statements one transaction may have; more are refused (code -32007)." default:"10000"`
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold; a begin beyond is refused (code -32007). 0: no limit." default:"1000"`
 
+	ProtocolFlag  `embed:""`
 	SecurityFlags `embed:""`
 }
 
@@ -106,6 +107,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			BatchSize:     c.BatchSize,
 			BatchFlush:    c.BatchFlush.D(),
 			MaxStatements: c.MaxStatements,
+			Protocol:      c.protocol(),
 		},
 		Transport:        transport,
 		MaxOpenPerClient: c.MaxOpenPerClient,

@@ -2,6 +2,7 @@ package crash
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,10 @@ const clients = 8
 const armedHit = "=3"
 
 // TestCrashMatrix kills a node at every failpoint, restarts it and checks
-// that recovery finishes every transaction consistently. The participant
-// steps whose recovery differs when the yes vote may leave before the
-// Prepared event is durable run again with --lazy-prepared.
+// that recovery finishes every transaction consistently, under both
+// protocols where the step exists in both. The participant steps whose
+// recovery differs when the yes vote may leave before the Prepared event is
+// durable run again with --lazy-prepared.
 //
 // Cases run in parallel (go test's -parallel, GOMAXPROCS by default): each
 // has its own processes, ports and databases, and much of a case is spent
@@ -30,17 +32,25 @@ func TestCrashMatrix(t *testing.T) {
 	t.Parallel()
 	type matrixCase struct {
 		failpoint string
+		protocol  string
 		lazy      bool
 	}
 	var cases []matrixCase
 	for _, fp := range failpoint.Names() {
-		cases = append(cases, matrixCase{failpoint: fp})
+		switch {
+		case deciderOnly[fp]:
+			cases = append(cases, matrixCase{failpoint: fp, protocol: "decider"})
+		case classicOnly[fp]:
+			cases = append(cases, matrixCase{failpoint: fp, protocol: "classic"})
+		default:
+			cases = append(cases, matrixCase{failpoint: fp, protocol: "classic"}, matrixCase{failpoint: fp, protocol: "decider"})
+		}
 	}
 	for _, fp := range []string{failpoint.PartAfterPrepare, failpoint.PartBeforePreparedLogged, failpoint.PartAfterPreparedLogged, failpoint.PartAfterVote} {
-		cases = append(cases, matrixCase{failpoint: fp, lazy: true})
+		cases = append(cases, matrixCase{failpoint: fp, protocol: "classic", lazy: true})
 	}
 	for _, tc := range cases {
-		name := tc.failpoint
+		name := tc.protocol + "/" + tc.failpoint
 		if tc.lazy {
 			name += "/lazy-prepared"
 		}
@@ -51,10 +61,17 @@ func TestCrashMatrix(t *testing.T) {
 			if strings.HasPrefix(tc.failpoint, "coordinator/") {
 				armed = coordName
 			}
-			c := newCluster(t, clusterSpec{participants: 3, lazyPrepared: tc.lazy})
-			c.start(armed, tc.failpoint+armedHit)
+			c := newCluster(t, clusterSpec{participants: 3, lazyPrepared: tc.lazy, protocol: tc.protocol})
+			hit := armedHit
+			if trigger := triggers[tc.failpoint]; trigger != nil {
+				hit = "=1"
+			}
+			c.start(armed, tc.failpoint+hit)
 			up := time.Since(began)
 			w := startWorkload(t, c, clients)
+			if trigger := triggers[tc.failpoint]; trigger != nil {
+				trigger(c, w)
+			}
 
 			p := c.proc(armed)
 			st := p.exited(t, time.Minute)
@@ -65,8 +82,11 @@ func TestCrashMatrix(t *testing.T) {
 				t.Fatalf("%s was killed, but not by failpoint %s:\n%s", armed, tc.failpoint, tail(p.log(), 40))
 			}
 			died := time.Since(began)
-			if check := whileDown[tc.failpoint]; check != nil && !(tc.lazy && lazyMayFinish[tc.failpoint]) {
+			if check := whileDown[tc.failpoint]; check != nil && !(tc.lazy && lazyMayFinish[tc.failpoint]) && !(tc.protocol == "decider" && deciderMayFinish[tc.failpoint]) {
 				check(c, w)
+			}
+			if p != c.coord && !c.coord.running() {
+				c.restart(c.coord) // a trigger killed it
 			}
 			c.restart(p)
 			w.waitCommits(5)
@@ -81,6 +101,40 @@ func TestCrashMatrix(t *testing.T) {
 	}
 }
 
+// deciderOnly and classicOnly are the failpoints of one protocol's steps.
+var (
+	deciderOnly = map[string]bool{
+		failpoint.CoordAfterBranchAsked: true, failpoint.PartBeforeBranchCommit: true,
+		failpoint.PartAfterBranchCommit: true, failpoint.PartAfterSettle: true,
+	}
+	// The forced commit decision exists in the classic protocol only.
+	classicOnly = map[string]bool{failpoint.CoordBeforeDecisionLogged: true, failpoint.CoordAfterDecisionLogged: true}
+)
+
+// deciderMayFinish marks the steps after which, with a decider, the
+// branches left in doubt settle with the decider while the coordinator is
+// down, so nothing need stay half applied.
+var deciderMayFinish = map[string]bool{failpoint.CoordAfterDecisionSent: true}
+
+// triggers bring about the situation a failpoint waits for when the
+// workload alone does not: a decider settles only when asked, which a
+// coordinator that died mid-commit makes the branches in doubt do.
+var triggers = map[string]func(*cluster, *workload){
+	failpoint.PartAfterSettle: func(c *cluster, w *workload) {
+		p1 := c.proc(partName(1))
+		for round := 0; round < 20 && p1.running(); round++ {
+			w.waitCommits(3)
+			c.coord.kill(c.t)
+			waitFor(c.t, "p1 to be asked as the decider, or a few seconds", 30*time.Second, func() bool {
+				return !p1.running() || time.Since(c.coord.diedAt()) > 4*time.Second
+			})
+			if p1.running() {
+				c.restart(c.coord)
+			}
+		}
+	},
+}
+
 // whileDown proves, before the killed node restarts, that the crash left
 // the state its failpoint promises, so that a case cannot pass without
 // exercising its recovery path.
@@ -93,6 +147,25 @@ var whileDown = map[string]func(*cluster, *workload){
 	failpoint.PartBeforePreparedLogged: preparedOnP1,
 	failpoint.PartAfterPreparedLogged:  preparedOnP1,
 	failpoint.PartAfterVote:            preparedOnP1,
+	failpoint.CoordAfterBranchAsked: func(c *cluster, _ *workload) {
+		// The branches in doubt ask the decider, not the coordinator: they
+		// settle while it is down.
+		n0 := c.prepared()
+		if n0 == 0 {
+			c.t.Fatalf("the coordinator died after asking a decider, but no branch is prepared anywhere")
+		}
+		waitFor(c.t, fmt.Sprintf("the %d prepared branches to settle with their deciders while the coordinator is down", n0), 30*time.Second,
+			func() bool { return c.prepared() == 0 })
+	},
+}
+
+// prepared counts the prepared transactions of every participant.
+func (c *cluster) prepared() int {
+	n := 0
+	for i := range c.data {
+		n += c.count(i, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tpcd:%' AND database = current_database()")
+	}
+	return n
 }
 
 // lazyMayFinish marks the steps after which, with --lazy-prepared, the yes

@@ -50,6 +50,7 @@ type proc struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	state *os.ProcessState
+	died  time.Time
 }
 
 func (p *proc) start(t *testing.T, env ...string) {
@@ -128,6 +129,39 @@ func (p *proc) stop() {
 	}
 }
 
+// running reports whether the process is alive.
+func (p *proc) running() bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends the process with SIGKILL and waits for it.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	p.exited(t, 30*time.Second)
+	p.mu.Lock()
+	p.died = time.Now()
+	p.mu.Unlock()
+}
+
+// diedAt is when kill last ended the process.
+func (p *proc) diedAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.died
+}
+
 func (p *proc) log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
@@ -154,6 +188,8 @@ type clusterSpec struct {
 	partData     map[int]string
 	// lazyPrepared runs the participants with --lazy-prepared.
 	lazyPrepared bool
+	// protocol is the coordinator's --protocol ("": its default).
+	protocol string
 }
 
 // Flags that keep recovery quick: a vote is awaited 2s, an abandoned
@@ -181,7 +217,11 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 	for _, a := range partAddrs {
 		args = append(args, "--participant", a)
 	}
-	c.coord = &proc{name: coordName, addr: coordAddr, args: append(args, coordFlags...), logPath: filepath.Join(dir, coordName+".log")}
+	args = append(args, coordFlags...)
+	if spec.protocol != "" {
+		args = append(args, "--protocol", spec.protocol)
+	}
+	c.coord = &proc{name: coordName, addr: coordAddr, args: args, logPath: filepath.Join(dir, coordName+".log")}
 	for i, addr := range partAddrs {
 		data := spec.partData[i]
 		if data == "" {
