@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
-	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -32,23 +30,3 @@ func background(server *rpc.Server, ln net.Listener, logger *slog.Logger, done c
 	return cancel
 }
 
-// compactLoop deletes the events of finished transactions every interval
-// (a negative interval disables it). A coordinator never needs them again:
-// an inquiry about a forgotten transaction can only be a stale duplicate,
-// and transaction ids stay unique through the reservation events, which are
-// kept. A participant's finished transactions have no marker left to check.
-func compactLoop(ctx context.Context, every time.Duration, store eventLog, node string, mu *sync.Mutex, ids *[]logstore.Ended, logger *slog.Logger) {
-	if every < 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		compact(ctx, store, node, mu, ids, logger)
-	}
-}

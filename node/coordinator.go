@@ -59,7 +59,7 @@ type Coordinator struct {
 	mu      sync.Mutex
 	waiters map[engine.ReqID]chan engine.Respond
 	health  []peerHealth
-	ended   []logstore.Ended // durable CoordEnded not yet compacted
+	ended   *compactor // durable CoordEnded, compacted later
 
 	// cluster and epoch are fixed at start; kept here so RPC handlers can
 	// read them without touching the engine, which the loop owns.
@@ -107,6 +107,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
+	c.ended = &compactor{store: c.store, node: api.CoordinatorName, logger: c.logger}
 	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
@@ -135,11 +136,9 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if opts.CompactEvery > 0 {
 		// Transactions the log shows ended may be left over from an
 		// incarnation that did not live to compact them.
-		c.mu.Lock()
 		for _, id := range c.eng.EndedIDs() {
-			c.ended = append(c.ended, logstore.Ended{Tx: uint64(id), UpToSeq: c.loop.durableSeq})
+			c.ended.add(logstore.Ended{Tx: uint64(id), UpToSeq: c.loop.durableSeq})
 		}
-		c.mu.Unlock()
 	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
 		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))
@@ -154,7 +153,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) { c.loop.run(ctx, effects) },
 		c.pingLoop,
 		func(ctx context.Context) {
-			compactLoop(ctx, c.opts.CompactEvery, c.store, api.CoordinatorName, &c.mu, &c.ended, c.logger)
+			c.ended.run(ctx, c.opts.CompactEvery)
 		},
 	}
 	for _, o := range c.out {
@@ -428,31 +427,7 @@ func (c *Coordinator) Nodes() []api.NodeHealth {
 
 func (c *Coordinator) onDurable(ev engine.Event) {
 	if e, ok := ev.(engine.CoordEnded); ok && c.opts.CompactEvery > 0 {
-		c.mu.Lock()
-		c.ended = append(c.ended, logstore.Ended{Tx: uint64(e.TxID), UpToSeq: c.loop.durableSeq})
-		c.mu.Unlock()
+		c.ended.add(logstore.Ended{Tx: uint64(e.TxID), UpToSeq: c.loop.durableSeq})
 	}
 }
 
-// compact deletes the events of the transactions in *ended, keeping them
-// for the next round if the log cannot be reached.
-func compact(ctx context.Context, store eventLog, node string, mu *sync.Mutex, ended *[]logstore.Ended, logger *slog.Logger) {
-	mu.Lock()
-	batch := *ended
-	*ended = nil
-	mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-	n, err := store.DeleteTxs(ctx, node, batch)
-	if err != nil {
-		if ctx.Err() == nil {
-			logger.Warn("compaction failed; will retry", "node", node, "err", err)
-		}
-		mu.Lock()
-		*ended = append(*ended, batch...)
-		mu.Unlock()
-		return
-	}
-	logger.Debug("compacted log", "node", node, "transactions", len(batch), "events", n)
-}

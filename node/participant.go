@@ -35,6 +35,10 @@ type ParticipantOptions struct {
 	LockTimeout, StatementTimeout time.Duration
 	// MaxRequestBytes bounds one RPC request. Default 1 MiB.
 	MaxRequestBytes int64
+	// KeepEnded is how long the events of a transaction that ended here stay
+	// in the log before compaction deletes them (default keepEnded): longer
+	// than a message can be late.
+	KeepEnded time.Duration
 	// CompactEvery is how often events of finished transactions are deleted
 	// from the log. Default 10s; negative disables compaction.
 	CompactEvery time.Duration
@@ -70,7 +74,7 @@ type Participant struct {
 	mu       sync.Mutex
 	cluster  string
 	epoch    engine.Epoch
-	finished []logstore.Ended
+	finished *compactor // ended here, compacted a while later
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -100,6 +104,10 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		store:  logstore.New(opts.Log),
 		done:   make(chan struct{}),
 	}
+	if opts.KeepEnded <= 0 {
+		opts.KeepEnded = keepEnded
+	}
+	p.finished = &compactor{store: p.store, node: p.name, keep: opts.KeepEnded, logger: p.logger}
 	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
@@ -159,7 +167,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		},
 		p.out.run,
 		func(ctx context.Context) {
-			compactLoop(ctx, p.opts.CompactEvery, p.store, p.name, &p.mu, &p.finished, p.logger)
+			p.finished.run(ctx, p.opts.CompactEvery)
 		})
 	return p, nil
 }
@@ -268,9 +276,7 @@ func (p *Participant) compactLater(id engine.TxID) {
 	if p.opts.CompactEvery <= 0 {
 		return
 	}
-	p.mu.Lock()
-	p.finished = append(p.finished, logstore.Ended{Tx: uint64(id), UpToSeq: p.loop.durableSeq})
-	p.mu.Unlock()
+	p.finished.add(logstore.Ended{Tx: uint64(id), UpToSeq: p.loop.durableSeq})
 }
 
 func (p *Participant) onDurable(ev engine.Event) {

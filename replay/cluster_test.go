@@ -139,7 +139,7 @@ func (c *cluster) startParticipant(i int) {
 	c.t.Helper()
 	p, err := node.StartParticipant(context.Background(), listenOn(c.t, c.partAddrs[i]), node.ParticipantOptions{
 		ID: engine.NodeID(i), Coordinator: c.coordAddr, Log: c.partDBs[i].Log, Data: c.partDBs[i].Data,
-		Logger: c.logger, CompactEvery: c.compact,
+		Logger: c.logger, CompactEvery: c.compact, KeepEnded: time.Millisecond,
 		Engine: engine.ParticipantConfig{InquireAfter: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},
 	})
 	if err != nil {
