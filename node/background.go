@@ -29,4 +29,3 @@ func background(server *rpc.Server, ln net.Listener, logger *slog.Logger, done c
 	go func() { wg.Wait(); close(done) }()
 	return cancel
 }
-

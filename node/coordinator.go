@@ -430,4 +430,3 @@ func (c *Coordinator) onDurable(ev engine.Event) {
 		c.ended.add(logstore.Ended{Tx: uint64(e.TxID), UpToSeq: c.loop.durableSeq})
 	}
 }
-
