@@ -93,8 +93,8 @@ func TestMetricsMoveWithTransactions(t *testing.T) {
 	})
 	metrics.WatchCoordinator(coordReg, c.Coord, testcluster.Logger(t))
 	metrics.WatchParticipant(partReg, c.Parts[0], testcluster.Logger(t))
-	coordHealth.SetReady(c.Coord.Ready)
-	partHealth.SetReady(c.Parts[0].Ready)
+	coordHealth.SetReady(c.Coord.CheckHealth)
+	partHealth.SetReady(c.Parts[0].CheckHealth)
 	if code, body := get(t, coordURL+"/readyz"); code != 200 {
 		t.Fatalf("/readyz after start: %d %q", code, body)
 	}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 )
 
-// Ready reports whether the coordinator can serve: it has recovered (it
+// CheckHealth reports whether the coordinator can serve: it has recovered (it
 // exists), its loop runs, and its log database answers.
-func (c *Coordinator) Ready(ctx context.Context) error {
+func (c *Coordinator) CheckHealth(ctx context.Context) error {
 	select {
 	case <-c.loop.stopped:
 		return errStopped
@@ -19,9 +19,9 @@ func (c *Coordinator) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether the participant can serve: it has recovered, its
+// CheckHealth reports whether the participant can serve: it has recovered, its
 // loop runs, and its log and data databases answer.
-func (p *Participant) Ready(ctx context.Context) error {
+func (p *Participant) CheckHealth(ctx context.Context) error {
 	select {
 	case <-p.loop.stopped:
 		return errStopped

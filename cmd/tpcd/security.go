@@ -175,7 +175,7 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 	}
 	metrics.WatchCoordinator(o.reg, c, logger)
 	o.coord.Store(c)
-	o.health.SetReady(c.Ready)
+	o.health.SetReady(c.CheckHealth)
 }
 
 // participantUp wires the running participant's gauges and readiness.
@@ -184,5 +184,5 @@ func (o *observability) participantUp(p *node.Participant, logger *slog.Logger) 
 		return
 	}
 	metrics.WatchParticipant(o.reg, p, logger)
-	o.health.SetReady(p.Ready)
+	o.health.SetReady(p.CheckHealth)
 }
