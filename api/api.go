@@ -66,13 +66,10 @@ type TransactParams struct {
 type StatementParams = ExecuteParams
 
 // TransactReply answers MethodTransact: the statements' results in the
-// order given, and the outcome when the call committed.
-type TransactReply struct {
-	TxID    engine.TxID          `json:"tx"`
-	Results []*engine.StmtResult `json:"results"`
-	Outcome *engine.Outcome      `json:"outcome,omitempty"`
-	Reason  string               `json:"reason,omitempty"`
-}
+// order given, and the outcome when the call committed. (A result may be
+// null when the statement's answer was lost yet the transaction
+// committed: the commit says every statement ran.)
+type TransactReply = engine.TransactReply
 
 // NodeHealth is one participant as the coordinator sees it (MethodNodes).
 type NodeHealth struct {

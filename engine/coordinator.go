@@ -220,6 +220,29 @@ type coordTx struct {
 	branchAsked   bool
 	settleAt      Instant
 	settleBackoff time.Duration
+
+	// transact is the ClientTransact call whose statements run; piggyback
+	// marks a transaction whose participants prepare (or, alone, commit)
+	// right after their last statement, because the commit was asked for
+	// with the statements.
+	transact  *transactCall
+	piggyback bool
+}
+
+// transactCall is a ClientTransact in progress: its statements' results
+// as they arrive.
+type transactCall struct {
+	req     ReqID
+	results []*StmtResult
+	pending int
+	commit  bool
+	began   bool
+	// failed is the statement error a decider reported for the statement
+	// that carried its commit: said to the client if the decider's answer
+	// is abort (an error may also come from a late copy of the statement,
+	// after the branch committed, so only the answer decides).
+	failed    string
+	failedIdx int
 }
 
 type coordNode struct {
@@ -234,6 +257,8 @@ type coordNode struct {
 	// inPhase2 marks a node that must acknowledge the decision.
 	inPhase2 bool
 	acked    bool
+	// prepareSent marks a node asked to prepare with its last statement.
+	prepareSent bool
 }
 
 type pendingExec struct {
@@ -243,6 +268,11 @@ type pendingExec struct {
 	stmt     int
 	deadline Instant
 	batch    bool
+	// inTransact marks statement idx of the transaction's ClientTransact,
+	// answered with the call rather than on its own (req is 0).
+	inTransact bool
+	idx        int
+	then       Then
 }
 
 // NewCoordinator returns a coordinator with an empty state; fold its log in
@@ -395,6 +425,8 @@ func (c *Coordinator) Step(in Input) Ready {
 		c.clientExec(in)
 	case ClientExecute:
 		c.clientExecute(in)
+	case ClientTransact:
+		c.clientTransact(in)
 	case ClientCommit:
 		c.clientCommit(in)
 	case ClientRollback:
@@ -434,6 +466,8 @@ func reqOf(in Input) (ReqID, bool) {
 	case ClientRollback:
 		return in.Req, true
 	case ClientStatus:
+		return in.Req, true
+	case ClientTransact:
 		return in.Req, true
 	}
 	return 0, false
@@ -558,6 +592,174 @@ func (c *Coordinator) clientExecute(in ClientExecute) {
 	}
 }
 
+// clientTransact runs a transaction's statements and, when asked, its
+// commit, answering once with every result and the outcome. A fresh
+// transaction whose commit comes with its statements is piggybacked: each
+// participant prepares right after its last statement (the decider, when it
+// is the only one, commits instead), which spares a message and a round
+// trip to its database per participant.
+func (c *Coordinator) clientTransact(in ClientTransact) {
+	for i, s := range in.Stmts {
+		if err := c.checkNode(s.Node); err != nil {
+			c.fail(in.Req, ErrBadNode, "statements[%d]: node %d does not exist (participants are 0..%d)", i, s.Node, c.cfg.Participants-1)
+			return
+		}
+	}
+	if len(in.Stmts) == 0 {
+		c.fail(in.Req, ErrBadRequest, "no statements")
+		return
+	}
+	var tx *coordTx
+	began := in.TxID == 0
+	if began {
+		tx = c.newTx(in.Now, false)
+		tx.unanswered = true
+	} else if tx = c.activeTx(in.Req, in.TxID); tx == nil {
+		return
+	}
+	switch {
+	case tx.batch:
+		c.fail(in.Req, ErrTxNotActive, "transaction %d is a batch; use execute", tx.id)
+		return
+	case tx.transact != nil:
+		c.fail(in.Req, ErrTxNotActive, "transaction %d already runs a transact call", tx.id)
+		return
+	case tx.abortOnly != "":
+		c.fail(in.Req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
+		return
+	case tx.stmts+len(in.Stmts) > c.cfg.MaxStatements:
+		c.fail(in.Req, ErrBadRequest, "transaction %d would have %d statements, more than one transaction may have (%d); none of these ran", tx.id, tx.stmts+len(in.Stmts), c.cfg.MaxStatements)
+		return
+	}
+	tx.lastActivity = in.Now
+	call := &transactCall{req: in.Req, results: make([]*StmtResult, len(in.Stmts)), pending: len(in.Stmts), commit: in.Commit, began: began}
+	tx.transact = call
+	var thens []Then
+	if in.Commit && tx.stmts == 0 {
+		thens = c.piggyback(tx, in.Stmts)
+	}
+	if in.Commit {
+		// Committing from now on: nothing else joins the transaction, so
+		// the commit planned with its statements covers all of it.
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		tx.commitRequested = true
+	}
+	for i, s := range in.Stmts {
+		p := pendingExec{sql: s.SQL, args: s.Args, inTransact: true, idx: i}
+		if thens != nil {
+			p.then = thens[i]
+		}
+		c.enqueue(in.Now, tx, s.Node, p)
+	}
+}
+
+// piggyback plans a fresh transaction's commit from its statements: which
+// statement of each participant carries the prepare (or the one-phase
+// commit), and, with the decider protocol, the decider, chosen as
+// chooseDecider would (a statement not starting with SELECT counts as a
+// write). It records coord.preparing at once. Participants with nothing but
+// reads are asked to prepare after their statements as usual, so that they
+// may finish read-only.
+func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
+	count := make([]int, c.cfg.Participants)
+	writes := make([]bool, c.cfg.Participants)
+	last := make([]int, c.cfg.Participants)
+	var parts []NodeID
+	for i, s := range stmts {
+		if count[s.Node] == 0 {
+			parts = append(parts, s.Node)
+		}
+		count[s.Node]++
+		last[s.Node] = i
+		if !isRead(s.SQL) {
+			writes[s.Node] = true
+		}
+	}
+	slices.Sort(parts)
+	thens := make([]Then, len(stmts))
+	tx.piggyback = true
+	if c.cfg.Protocol != ProtocolDecider {
+		for _, n := range parts {
+			if writes[n] {
+				thens[last[n]] = ThenPrepare
+			}
+		}
+		c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
+		tx.phase = PhaseActive // (the event names the phase a restart finds)
+		return thens
+	}
+	d := parts[0]
+	for _, n := range parts[1:] {
+		if writes[n] && !writes[d] || writes[n] == writes[d] && count[n] > count[d] {
+			d = n
+		}
+	}
+	tx.decider = d
+	tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d})
+	tx.phase = PhaseActive // (the event names the phase a restart finds)
+	if len(parts) == 1 {
+		thens[last[d]] = ThenCommit
+		return thens
+	}
+	for _, n := range parts {
+		if n != d && writes[n] {
+			thens[last[n]] = ThenPrepare
+		}
+	}
+	return thens
+}
+
+// isRead reports whether a statement is a plain read, by its first word.
+func isRead(sql string) bool {
+	w := strings.TrimLeft(sql, " \t\r\n(")
+	return len(w) >= 6 && strings.EqualFold(w[:6], "select")
+}
+
+// transactResult records a statement's result; the last one completes the
+// call, or starts the commit that answers it.
+func (c *Coordinator) transactResult(now Instant, tx *coordTx, idx int, r *StmtResult) {
+	call := tx.transact
+	if call == nil {
+		return
+	}
+	call.results[idx] = r
+	call.pending--
+	if call.pending > 0 {
+		return
+	}
+	tx.unanswered = false
+	if call.commit {
+		return // the commit, asked for already, starts once nothing is busy
+	}
+	tx.transact = nil
+	c.reply(call.req, TransactReply{TxID: tx.id, Results: call.results}, c.reserveLSN)
+}
+
+// transactFailed answers a ClientTransact whose statement idx failed. A
+// transaction begun by the call, or whose commit was asked for with it,
+// is rolled back: nobody else could end it, or its client wanted it ended.
+// Otherwise it stays, abort-only, for its client to roll back.
+func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code ErrorCode, reason string) {
+	call := tx.transact
+	if call == nil {
+		return
+	}
+	tx.transact = nil
+	if tx.abortOnly == "" {
+		tx.abortOnly = reason
+	}
+	msg := fmt.Sprintf("statements[%d]: %s", idx, reason)
+	if !call.began && !call.commit {
+		c.fail(call.req, code, "%s", msg)
+		return
+	}
+	tx.commitWaiters = slices.DeleteFunc(tx.commitWaiters, func(r ReqID) bool { return r == call.req })
+	c.fail(call.req, code, "%s (transaction %d rolled back)", msg, tx.id)
+	if !tx.branchAsked {
+		c.decide(now, tx, OutcomeAbort, reason)
+	}
+}
+
 func (c *Coordinator) enqueue(now Instant, tx *coordTx, node NodeID, p pendingExec) {
 	n := &tx.nodes[node]
 	n.touched = true
@@ -574,14 +776,33 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 		p := n.queue[0]
 		n.queue = n.queue[1:]
 		if tx.abortOnly != "" {
-			c.fail(p.req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
+			if !p.inTransact {
+				c.fail(p.req, ErrAborted, "transaction %d will abort: %s", tx.id, tx.abortOnly)
+			}
 			continue
 		}
 		p.stmt = n.sent
 		n.sent++
 		p.deadline = now.Add(c.cfg.ExecTimeout)
 		n.inflight = &p
-		c.effect(Send{To: node, Msg: ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch}, WaitLSN: c.reserveLSN})
+		m := ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch, Then: p.then}
+		wait := c.reserveLSN
+		switch p.then {
+		case ThenPrepare:
+			n.prepareSent = true
+			if tx.decider != CoordinatorNode {
+				d := tx.decider
+				m.Decider = &d
+			}
+		case ThenCommit:
+			// The decider may commit from here on: its coord.preparing
+			// comes first, and only its answer decides.
+			wait = max(wait, tx.preparingLSN)
+			tx.branchAsked = true
+			tx.settleAt = p.deadline
+			tx.settleBackoff = c.cfg.RetryMin
+		}
+		c.effect(Send{To: node, Msg: m, WaitLSN: wait})
 	}
 }
 
@@ -599,6 +820,12 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 	n := &tx.nodes[node]
 	p := n.inflight
 	n.inflight = nil
+	if p.inTransact {
+		c.transactFailed(now, tx, p.idx, code, reason)
+		c.pump(now, tx, node)
+		c.tryPrepare(now, tx)
+		return
+	}
 	if tx.abortOnly == "" {
 		tx.abortOnly = reason
 	}
@@ -690,6 +917,38 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 		return
 	}
 	tx.voteDeadline = now.Add(c.cfg.VoteTimeout)
+	if tx.piggyback {
+		// coord.preparing is recorded and most participants were asked to
+		// prepare with their last statement; the others are asked now.
+		tx.phase = PhasePreparing
+		for _, n := range parts {
+			if tx.nodes[n].prepareSent || n == tx.decider {
+				continue
+			}
+			m := PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent}
+			if tx.decider != CoordinatorNode {
+				d := tx.decider
+				m.Decider = &d
+			}
+			c.effect(Send{To: n, Msg: m})
+		}
+		for i := range tx.nodes {
+			if n := tx.nodes[i]; n.vote == VoteNo {
+				c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s voted no", NodeID(i)))
+				return
+			}
+		}
+		if tx.decider != CoordinatorNode {
+			if d := &tx.nodes[tx.decider]; d.vote != 0 {
+				c.deciderAnswered(now, tx, d.vote == VoteCommitted, d.vote == VoteNo, "")
+				return
+			}
+			c.askDecider(now, tx)
+			return
+		}
+		c.decideIfAllVoted(now, tx)
+		return
+	}
 	if c.cfg.Protocol == ProtocolDecider {
 		d := chooseDecider(tx, parts)
 		tx.decider = d
@@ -785,14 +1044,22 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 	}
 	for i := range tx.nodes {
 		n := &tx.nodes[i]
-		if n.inflight != nil {
+		if n.inflight != nil && !n.inflight.inTransact {
 			c.fail(n.inflight.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
-			n.inflight = nil
 		}
+		n.inflight = nil
 		for _, p := range n.queue {
-			c.fail(p.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
+			if !p.inTransact {
+				c.fail(p.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
+			}
 		}
 		n.queue = nil
+	}
+	// A transact call still waiting for results is answered with the
+	// outcome (it is among the commit waiters), or, without a commit,
+	// here.
+	if call := tx.transact; call != nil && !call.commit {
+		c.fail(call.req, ErrAborted, "transaction %d aborted: %s", tx.id, reason)
 	}
 	if len(phase2) == 0 && tx.phase == PhasePreparing {
 		// Nobody needs phase two (all read-only, or the only writer voted
@@ -833,9 +1100,20 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 
 func (c *Coordinator) answerWaiters(tx *coordTx) {
 	for _, req := range tx.commitWaiters {
+		if call := tx.transact; call != nil && call.req == req {
+			if call.failed != "" && tx.outcome == OutcomeAbort {
+				c.fail(req, ErrStatement, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
+				continue
+			}
+			// The answer may be the first to name the transaction.
+			o := tx.outcome
+			c.reply(req, TransactReply{TxID: tx.id, Results: call.results, Outcome: &o, Reason: tx.reason}, max(tx.decisionLSN, c.reserveLSN))
+			continue
+		}
 		c.reply(req, OutcomeReply{TxID: tx.id, Outcome: tx.outcome, Reason: tx.reason}, tx.decisionLSN)
 	}
 	tx.commitWaiters = nil
+	tx.transact = nil
 }
 
 func (c *Coordinator) sendDecision(tx *coordTx) {
@@ -901,6 +1179,19 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		if tx.phase != PhaseActive || n.inflight == nil || n.inflight.stmt != m.Stmt {
 			return
 		}
+		if m.Err != "" && n.inflight.then == ThenCommit {
+			// Most likely the statement failed and its commit never ran;
+			// but a late copy of the statement, after the branch
+			// committed, fails too. The decider's own answer decides
+			// (it settles the branch and says); ask soon if it is lost.
+			p := n.inflight
+			n.inflight = nil
+			if call := tx.transact; call != nil && call.failed == "" {
+				call.failed, call.failedIdx = fmt.Sprintf("%s: %s", from, m.Err), p.idx
+			}
+			tx.settleAt = now.Add(c.cfg.RetryMin)
+			return
+		}
 		if m.Err != "" {
 			c.execFailed(now, tx, from, ErrStatement, fmt.Sprintf("%s: %s", from, m.Err))
 			return
@@ -915,11 +1206,16 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		// starts now (a client that sent many statements at once may
 		// find the last answered long after it sent them).
 		tx.lastActivity = now
-		c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
+		if p.inTransact {
+			c.transactResult(now, tx, p.idx, m.Result)
+		} else {
+			c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
+		}
 		c.pump(now, tx, from)
 		c.tryPrepare(now, tx)
 	case VoteMessage:
-		if tx.phase != PhasePreparing || !n.touched || n.vote != 0 {
+		early := tx.phase == PhaseActive && tx.piggyback && (n.prepareSent || from == tx.decider && tx.branchAsked)
+		if tx.phase != PhasePreparing && !early || !n.touched || n.vote != 0 {
 			return
 		}
 		if from == tx.decider {
@@ -934,18 +1230,16 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s voted no: %s", from, m.Reason))
 			return
 		}
+		if early {
+			return // the statements' results and the commit come first
+		}
 		if tx.decider != CoordinatorNode {
 			c.askDecider(now, tx)
 			return
 		}
-		for i := range tx.nodes {
-			if tx.nodes[i].touched && tx.nodes[i].vote == 0 {
-				return
-			}
-		}
-		c.decide(now, tx, OutcomeCommit, "")
+		c.decideIfAllVoted(now, tx)
 	case SettleAnswer:
-		if tx.phase == PhasePreparing && from == tx.decider && tx.branchAsked {
+		if (tx.phase == PhasePreparing || tx.phase == PhaseActive) && from == tx.decider && tx.branchAsked {
 			c.deciderAnswered(now, tx, m.Outcome == OutcomeCommit, m.Outcome == OutcomeAbort, "the decider settled it as aborted")
 		}
 	case AckMessage:
@@ -963,6 +1257,17 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		}
 		c.emit(CoordEnded{TxID: tx.id})
 	}
+}
+
+// decideIfAllVoted commits in the classic protocol once every participant
+// voted yes or read-only.
+func (c *Coordinator) decideIfAllVoted(now Instant, tx *coordTx) {
+	for i := range tx.nodes {
+		if tx.nodes[i].touched && tx.nodes[i].vote == 0 {
+			return
+		}
+	}
+	c.decide(now, tx, OutcomeCommit, "")
 }
 
 // deciderAnswered takes the decider's word on its branch: committed, which
@@ -1004,6 +1309,12 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 	}
 	switch m := m.(type) {
 	case ExecRequest:
+		if m.Then == ThenCommit {
+			if tx.branchAsked && tx.outcome == 0 {
+				tx.settleAt = now.Add(c.cfg.RetryMin)
+			}
+			return
+		}
 		if n := tx.nodes[to]; tx.phase == PhaseActive && n.inflight != nil && n.inflight.stmt == m.Stmt {
 			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to))
 		}
@@ -1028,6 +1339,14 @@ func (c *Coordinator) tick(now Instant) {
 		}
 		switch tx.phase {
 		case PhaseActive:
+			if tx.branchAsked {
+				// The decider was asked to commit with its statement: only
+				// its answer decides, so a late one is asked for.
+				if now >= tx.settleAt {
+					c.settle(now, tx)
+				}
+				continue
+			}
 			for i := range tx.nodes {
 				if p := tx.nodes[i].inflight; p != nil && now >= p.deadline && tx.phase == PhaseActive {
 					c.execFailed(now, tx, NodeID(i), ErrAborted, fmt.Sprintf("%s did not answer statement %d within %s", NodeID(i), p.stmt, c.cfg.ExecTimeout))
@@ -1055,7 +1374,7 @@ func (c *Coordinator) tick(now Instant) {
 			if now >= tx.voteDeadline {
 				var missing []string
 				for i := range tx.nodes {
-					if tx.nodes[i].touched && tx.nodes[i].vote == 0 {
+					if tx.nodes[i].touched && tx.nodes[i].vote == 0 && NodeID(i) != tx.decider {
 						missing = append(missing, NodeID(i).String())
 					}
 				}

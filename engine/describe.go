@@ -55,6 +55,9 @@ func DescribeMessage(m Message) string {
 		if len(m.Args) > 0 {
 			s += fmt.Sprintf(" args=%v", m.Args)
 		}
+		if m.Then != ThenNothing {
+			s += " then=" + m.Then.String() + decider(m.Decider)
+		}
 		return s
 	case PrepareRequest:
 		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
@@ -107,6 +110,9 @@ func DescribeEffect(e Effect) string {
 		s := fmt.Sprintf("data %s tx=%d", e.Op, e.TxID)
 		if e.Op == DataExec {
 			s += fmt.Sprintf(" stmt=%d sql=%q", e.Stmt, e.SQL)
+			if e.Then != 0 {
+				s += fmt.Sprintf(" then=%s gid=%s", e.Then, e.GID)
+			}
 		} else {
 			s += " gid=" + e.GID
 		}
@@ -135,6 +141,12 @@ func describeReply(r Reply) string {
 		return s
 	case OutcomeReply:
 		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))
+	case TransactReply:
+		s := fmt.Sprintf("transact tx=%d results=%d", r.TxID, len(r.Results))
+		if r.Outcome != nil {
+			s += " " + r.Outcome.String()
+		}
+		return s + reason(r.Reason)
 	case StatusReply:
 		return "status " + DescribeStatus(r)
 	}

@@ -90,6 +90,26 @@ type ClientExecute struct {
 	Args []any
 }
 
+// ClientTransact runs a transaction's statements, in order per
+// participant and at once across participants, and commits it when Commit
+// is set, all in one call. TxID 0 begins a transaction. Asking for the
+// commit together with the statements lets the coordinator have each
+// participant prepare (or, alone, commit) right after its last statement.
+type ClientTransact struct {
+	Now    Instant
+	Req    ReqID
+	TxID   TxID
+	Stmts  []Statement
+	Commit bool
+}
+
+// Statement is one statement of a ClientTransact.
+type Statement struct {
+	Node NodeID
+	SQL  string
+	Args []any
+}
+
 // DataDone reports the result of a Data effect (participant only).
 type DataDone struct {
 	Now  Instant
@@ -106,6 +126,11 @@ type DataDone struct {
 	Committed bool
 	// Err is empty on success.
 	Err string
+	// Then is the operation that ran right after a DataExec's statement
+	// (Data.Then), and ThenErr its error; ReadOnly, Committed and Retry
+	// then describe it. A failed statement leaves Then unrun (0).
+	Then    DataOp
+	ThenErr string
 	// Retry marks an error that says nothing about the transaction (the data
 	// database was unreachable); the engine tries the operation again later.
 	// It applies to DataCommitPrepared, DataRollbackPrepared and
@@ -139,6 +164,7 @@ func (i ClientCommit) At() Instant        { return i.Now }
 func (i ClientRollback) At() Instant      { return i.Now }
 func (i ClientStatus) At() Instant        { return i.Now }
 func (i ClientExecute) At() Instant       { return i.Now }
+func (i ClientTransact) At() Instant      { return i.Now }
 func (i DataDone) At() Instant            { return i.Now }
 func (i CoordinatorAnswered) At() Instant { return i.Now }
 
@@ -152,6 +178,7 @@ func (ClientCommit) isInput()        {}
 func (ClientRollback) isInput()      {}
 func (ClientStatus) isInput()        {}
 func (ClientExecute) isInput()       {}
+func (ClientTransact) isInput()      {}
 func (DataDone) isInput()            {}
 func (CoordinatorAnswered) isInput() {}
 
@@ -246,6 +273,10 @@ type Data struct {
 	SQL     string
 	Args    []any
 	WaitLSN LSN
+	// Then, on a DataExec, is DataPrepare or DataCommitBranch to run right
+	// after the statement succeeds, on GID, best in the same round trip;
+	// it is not run when the statement fails.
+	Then DataOp
 }
 
 // Violation reports evidence that atomicity was broken. It must be made loud:
@@ -316,6 +347,15 @@ type OutcomeReply struct {
 	Reason  string  `json:"reason,omitempty"`
 }
 
+// TransactReply answers ClientTransact: every statement's result, and the
+// outcome when the commit was asked for.
+type TransactReply struct {
+	TxID    TxID          `json:"tx"`
+	Results []*StmtResult `json:"results"`
+	Outcome *Outcome      `json:"outcome,omitempty"`
+	Reason  string        `json:"reason,omitempty"`
+}
+
 // StatusReply answers ClientStatus.
 type StatusReply struct {
 	TxID  TxID   `json:"tx"`
@@ -328,10 +368,11 @@ type StatusReply struct {
 	Pending []NodeID `json:"pending,omitempty"`
 }
 
-func (BeginReply) isReply()   {}
-func (ExecReply) isReply()    {}
-func (OutcomeReply) isReply() {}
-func (StatusReply) isReply()  {}
+func (BeginReply) isReply()    {}
+func (ExecReply) isReply()     {}
+func (OutcomeReply) isReply()  {}
+func (TransactReply) isReply() {}
+func (StatusReply) isReply()   {}
 
 // ErrorCode classifies a client error.
 type ErrorCode uint8

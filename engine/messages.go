@@ -1,5 +1,7 @@
 package engine
 
+import "fmt"
+
 // Message travels between the coordinator and a participant. Messages are
 // one-way and may be lost, duplicated, delayed or reordered; every handler
 // tolerates that. Method is the JSON-RPC method that carries the message.
@@ -19,14 +21,66 @@ type Header struct {
 
 // ExecRequest asks a participant to run one statement of a transaction.
 // Statements of one transaction on one participant are numbered from 0 so
-// duplicates and gaps can be recognised.
+// duplicates and gaps can be recognised. Then, set on the last statement
+// of a transaction whose commit was asked for with its statements, has the
+// participant prepare (with Decider, as a PrepareRequest would) or commit
+// its branch as the decider right after the statement, in the same round
+// trip to its database; the vote follows the result.
 type ExecRequest struct {
 	Header
-	TxID  TxID   `json:"tx"`
-	Stmt  int    `json:"stmt"`
-	SQL   string `json:"sql"`
-	Args  []any  `json:"args,omitempty"`
-	Batch bool   `json:"batch,omitempty"`
+	TxID    TxID    `json:"tx"`
+	Stmt    int     `json:"stmt"`
+	SQL     string  `json:"sql"`
+	Args    []any   `json:"args,omitempty"`
+	Batch   bool    `json:"batch,omitempty"`
+	Then    Then    `json:"then,omitempty"`
+	Decider *NodeID `json:"decider,omitempty"`
+}
+
+// Then is what a participant does right after a statement.
+type Then uint8
+
+const (
+	// ThenNothing: the statement alone (the zero value: absent).
+	ThenNothing Then = iota
+	// ThenPrepare: prepare the branch, and vote.
+	ThenPrepare
+	// ThenCommit: commit the branch as the decider (one-phase commit).
+	ThenCommit
+)
+
+func (t Then) String() string {
+	switch t {
+	case ThenPrepare:
+		return "prepare"
+	case ThenCommit:
+		return "commit"
+	}
+	return ""
+}
+
+// MarshalText encodes a Then by name.
+func (t Then) MarshalText() ([]byte, error) {
+	switch t {
+	case ThenNothing, ThenPrepare, ThenCommit:
+		return []byte(t.String()), nil
+	}
+	return nil, fmt.Errorf("engine: invalid then %d", t)
+}
+
+// UnmarshalText decodes a Then name.
+func (t *Then) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "":
+		*t = ThenNothing
+	case "prepare":
+		*t = ThenPrepare
+	case "commit":
+		*t = ThenCommit
+	default:
+		return fmt.Errorf("engine: invalid then %q", b)
+	}
+	return nil
 }
 
 // PrepareRequest asks a participant to prepare. Stmts is the number of

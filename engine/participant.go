@@ -188,6 +188,10 @@ type partTx struct {
 	// abortDecided is set when the coordinator's (not presumed) abort
 	// decision arrived for the open branch.
 	abortDecided bool
+	// thenInFlight is set while a statement runs that prepares or commits
+	// the branch right after (ExecRequest.Then): an abort decision then
+	// waits for it, as for a prepare.
+	thenInFlight bool
 }
 
 // markerDeletion is the deletion of one committed transaction's marker.
@@ -772,7 +776,29 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		p.rollback(now, tx, "statements lost")
 	default:
 		tx.nextStmt++
-		p.data(Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args}, tx)
+		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args}
+		switch {
+		case m.Then == ThenPrepare && (m.Decider == nil || *m.Decider != p.cfg.Node):
+			if m.Decider != nil {
+				tx.decider = *m.Decider
+				tx.gid = p.branchGID(tx.id, tx.epoch, tx.decider)
+			}
+			tx.prepareWanted, tx.prepareStmts = true, tx.nextStmt
+			d.Then, d.GID = DataPrepare, tx.gid
+		case m.Then == ThenCommit:
+			tx.decider = p.cfg.Node
+			tx.gid = p.branchGID(tx.id, tx.epoch, p.cfg.Node)
+			tx.commitWanted, tx.commitStmts = true, tx.nextStmt
+			d.Then, d.GID = DataCommitBranch, tx.gid
+		}
+		if d.Then != 0 {
+			// The GID it prepares (or the marker it commits) names the
+			// cluster: its binding must be durable first, or a restart
+			// would not know the branch for its own.
+			d.WaitLSN = p.epochLSN
+		}
+		tx.thenInFlight = d.Then != 0
+		p.data(d, tx)
 	}
 }
 
@@ -1006,8 +1032,14 @@ func (p *Participant) settleAnswered(now Instant, m SettleAnswer) {
 	}
 }
 
-// rollback abandons an unprepared transaction.
+// rollback abandons an unprepared transaction. One whose statement runs
+// with its prepare is undone once that is over (a commit running with its
+// statement cannot be stopped: its outcome is what it is).
 func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
+	if tx.thenInFlight {
+		tx.abortWanted, tx.reason = true, reason
+		return
+	}
 	tx.phase = PartPhaseRollingBack
 	tx.reason = reason
 	p.data(Data{Op: DataRollback, TxID: tx.id, GID: tx.gid}, tx)
@@ -1111,89 +1143,29 @@ func (p *Participant) dataDone(in DataDone) {
 			tx.last = &r
 		}
 		p.send(r, 0)
+		tx.thenInFlight = false
 		if in.Err != "" && tx.phase == PartPhaseWorking {
 			p.rollback(now, tx, "statement failed: "+in.Err)
+			return
+		}
+		switch {
+		case in.Then == DataPrepare:
+			tx.prepareWanted, tx.phase = false, PartPhasePreparing
+			p.prepareDone(now, tx, in.ThenErr, in.ReadOnly)
+			return
+		case in.Then == DataCommitBranch:
+			tx.commitWanted, tx.phase = false, PartPhaseDeciding
+			p.branchDone(now, tx, in.ThenErr, in.Retry)
 			return
 		}
 		p.tryPrepare(now, tx)
 		p.tryCommitBranch(now, tx)
 	case DataPrepare:
-		switch {
-		case in.Err != "":
-			// PREPARE may or may not have happened; rolling back the GID
-			// settles it either way (a missing GID with no marker is fine).
-			p.emit(PartVotedNo{TxID: tx.id, Reason: in.Err})
-			p.vote(tx.id, VoteNo, in.Err, 0)
-			tx.phase, tx.reason = PartPhaseAborting, "prepare failed: "+in.Err
-			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
-		case in.ReadOnly:
-			p.vote(tx.id, VoteReadOnly, "", 0)
-			delete(p.txs, tx.id)
-			p.remember(tx.id, OutcomeCommit)
-		case tx.abortWanted:
-			tx.phase, tx.reason = PartPhaseAborting, "coordinator decided abort"
-			p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
-		default:
-			lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid})
-			if !p.cfg.LazyPrepared {
-				tx.preparedLSN = lsn
-			}
-			// The decision normally arrives well within InquireAfter; only
-			// then does the participant start asking, at the same pace.
-			tx.nextInquiry = now.Add(p.cfg.InquireAfter)
-			tx.backoff = p.cfg.InquireAfter
-			p.vote(tx.id, VoteYes, "", tx.preparedLSN)
-		}
+		p.prepareDone(now, tx, in.Err, in.ReadOnly)
 	case DataRollback, DataRollbackPrepared:
-		// A failed rollback of an open transaction still leaves nothing
-		// behind (its connection is gone); a failed ROLLBACK PREPARED means
-		// the marker showed the transaction committed.
-		if in.Err != "" && in.Op == DataRollbackPrepared {
-			p.violation(tx.id, "rollback of %s failed: %s", tx.gid, in.Err)
-		}
-		if tx.pending > 0 {
-			return // an earlier statement is still finishing; wait for it
-		}
-		reason := tx.reason
-		p.emit(PartAborted{TxID: tx.id, GID: tx.gid, Reason: reason})
-		if tx.prepareWanted {
-			p.vote(tx.id, VoteNo, reason, 0)
-		}
-		if tx.ackWanted {
-			p.ack(tx.id, OutcomeAbort)
-		}
-		if len(tx.askers) > 0 && tx.abortDecided {
-			// The coordinator decided abort before asking this branch to
-			// commit: it never will, so the abort is final as it is.
-			p.settleAnswer(tx.id, tx.askers, false)
-		} else if len(tx.askers) > 0 || tx.commitWanted {
-			// Asked about as a decider: rolled back is not yet final (a
-			// duplicate could reopen the branch); the tombstone makes it
-			// so, then the askers hear.
-			if tx.commitWanted {
-				tx.askers = appendAsker(tx.askers, CoordinatorNode)
-			}
-			p.settle(tx.id, p.branchGID(tx.id, tx.epoch, p.cfg.Node), tx.askers[0])
-			for _, a := range tx.askers[1:] {
-				p.settle(tx.id, "", a)
-			}
-		}
+		p.rolledBack(now, tx, in)
 	case DataCommitBranch:
-		if in.Err != "" || in.Retry {
-			// The COMMIT may or may not have happened (the connection broke
-			// during it): only the marker can tell, and settling reads it
-			// or makes the abort final.
-			delete(p.txs, tx.id)
-			p.settle(tx.id, tx.gid, CoordinatorNode)
-			for _, a := range tx.askers {
-				p.settle(tx.id, "", a)
-			}
-			return
-		}
-		p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
-		p.keep(now, tx.id, tx.gid, false)
-		p.answerBranch(tx.id, true, "")
-		p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
+		p.branchDone(now, tx, in.Err, in.Retry)
 	case DataCommitPrepared:
 		if in.Err != "" {
 			p.violation(tx.id, "commit of %s failed: %s", tx.gid, in.Err)
@@ -1202,6 +1174,96 @@ func (p *Participant) dataDone(in DataDone) {
 		p.ack(tx.id, OutcomeCommit)
 		p.deleteMarker(tx.id, tx.gid, lsn, 0)
 	}
+}
+
+// prepareDone ends a branch's PREPARE TRANSACTION: it votes.
+func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly bool) {
+	switch {
+	case err != "":
+		// PREPARE may or may not have happened; rolling back the GID
+		// settles it either way (a missing GID with no marker is fine).
+		p.emit(PartVotedNo{TxID: tx.id, Reason: err})
+		p.vote(tx.id, VoteNo, err, 0)
+		tx.phase, tx.reason = PartPhaseAborting, "prepare failed: "+err
+		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
+	case readOnly:
+		p.vote(tx.id, VoteReadOnly, "", 0)
+		delete(p.txs, tx.id)
+		p.remember(tx.id, OutcomeCommit)
+	case tx.abortWanted:
+		tx.phase = PartPhaseAborting
+		if tx.reason == "" {
+			tx.reason = "coordinator decided abort"
+		}
+		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
+	default:
+		lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid})
+		if !p.cfg.LazyPrepared {
+			tx.preparedLSN = lsn
+		}
+		// The decision normally arrives well within InquireAfter; only
+		// then does the participant start asking, at the same pace.
+		tx.nextInquiry = now.Add(p.cfg.InquireAfter)
+		tx.backoff = p.cfg.InquireAfter
+		p.vote(tx.id, VoteYes, "", tx.preparedLSN)
+	}
+}
+
+// rolledBack ends a rollback: the branch is over; whoever waits for it
+// hears.
+func (p *Participant) rolledBack(now Instant, tx *partTx, in DataDone) {
+	// A failed rollback of an open transaction still leaves nothing
+	// behind (its connection is gone); a failed ROLLBACK PREPARED means
+	// the marker showed the transaction committed.
+	if in.Err != "" && in.Op == DataRollbackPrepared {
+		p.violation(tx.id, "rollback of %s failed: %s", tx.gid, in.Err)
+	}
+	if tx.pending > 0 {
+		return // an earlier statement is still finishing; wait for it
+	}
+	reason := tx.reason
+	p.emit(PartAborted{TxID: tx.id, GID: tx.gid, Reason: reason})
+	if tx.prepareWanted {
+		p.vote(tx.id, VoteNo, reason, 0)
+	}
+	if tx.ackWanted {
+		p.ack(tx.id, OutcomeAbort)
+	}
+	if len(tx.askers) > 0 && tx.abortDecided {
+		// The coordinator decided abort before asking this branch to
+		// commit: it never will, so the abort is final as it is.
+		p.settleAnswer(tx.id, tx.askers, false)
+	} else if len(tx.askers) > 0 || tx.commitWanted {
+		// Asked about as a decider: rolled back is not yet final (a
+		// duplicate could reopen the branch); the tombstone makes it
+		// so, then the askers hear.
+		if tx.commitWanted {
+			tx.askers = appendAsker(tx.askers, CoordinatorNode)
+		}
+		p.settle(tx.id, p.branchGID(tx.id, tx.epoch, p.cfg.Node), tx.askers[0])
+		for _, a := range tx.askers[1:] {
+			p.settle(tx.id, "", a)
+		}
+	}
+}
+
+// branchDone ends the decider's COMMIT of its branch: the decision.
+func (p *Participant) branchDone(now Instant, tx *partTx, err string, retry bool) {
+	if err != "" || retry {
+		// The COMMIT may or may not have happened (the connection broke
+		// during it): only the marker can tell, and settling reads it
+		// or makes the abort final.
+		delete(p.txs, tx.id)
+		p.settle(tx.id, tx.gid, CoordinatorNode)
+		for _, a := range tx.askers {
+			p.settle(tx.id, "", a)
+		}
+		return
+	}
+	p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
+	p.keep(now, tx.id, tx.gid, false)
+	p.answerBranch(tx.id, true, "")
+	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 }
 
 // markerDeleted ends a marker's deletion: any failure is retried with

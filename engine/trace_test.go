@@ -33,6 +33,7 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 //	lose-log node=c cluster=X  a down node's log is replaced by an empty one (a coordinator becomes cluster X)
 //	forge to=pN kind=exec|prepare|decide cluster=X epoch=N tx=N [stmt=N] [sql=(...)] [outcome=..]   a message nobody sent
 //	client begin | exec tx=1 node=0 sql=(...) | commit tx=1 | rollback tx=1 | status tx=1 | execute node=1 sql=(...)
+//	client transact [tx=1] [commit] stmts=(0:sql|1:sql|...)   statements (and the commit) in one call
 //	deliver [all] [from=..] [to=..] [kind=..] [tx=..] [stmt=..] [count=..]   (kind=ask|answer: a participant's question to its coordinator and the answer, with asks-in-flight)
 //	drop [from=..] [to=..] [kind=..] [tx=..] [count=..]
 //	duplicate [from=..] [to=..] [kind=..] [tx=..] [count=..]
@@ -319,6 +320,18 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 		e.c.Status(tx)
 	case "execute":
 		e.c.Execute(node, sql)
+	case "transact":
+		list, _ := arg(d, "stmts")
+		var stmts []engine.Statement
+		for item := range strings.SplitSeq(list, "|") {
+			n, q, ok := strings.Cut(item, ":")
+			id, err := strconv.Atoi(strings.TrimSpace(n))
+			if !ok || err != nil {
+				return fmt.Errorf("client transact: stmts=(N:sql|N:sql...), not %q", item)
+			}
+			stmts = append(stmts, engine.Statement{Node: engine.NodeID(id), SQL: strings.TrimSpace(q)})
+		}
+		e.c.Transact(tx, stmts, d.HasArg("commit"))
 	default:
 		return fmt.Errorf("client: unknown call %q", call)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/failpoint"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // exec runs one statement of the work phase in the transaction's own data
@@ -37,8 +39,9 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 		}
 		if params, ok := textParams(op.Args); ok {
 			// The usual first statement: one round trip opens the
-			// transaction and runs it.
-			res, begun, err := d.beginWith(ctx, conn.Conn(), op.SQL, params)
+			// transaction and runs it, and also prepares or commits it
+			// when the statement carries that (op.Then).
+			res, begun, err, thenErr := d.beginWith(ctx, conn.Conn(), op, params)
 			if !begun {
 				conn.Conn().Close(ctx)
 				conn.Release()
@@ -51,7 +54,17 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			if provesWrite(res) {
 				w.wrote = true
 			}
-			return engine.DataDone{Result: res}
+			done := engine.DataDone{Result: res}
+			if op.Then != 0 {
+				done.Then = op.Then
+				if thenErr != nil {
+					d.release(ctx, w, "ROLLBACK")
+					done.ThenErr = fmt.Sprintf("%s %s: %v", op.Then, op.GID, thenErr)
+				} else {
+					d.release(ctx, w, "")
+				}
+			}
+			return done
 		}
 		// One round trip opens the transaction with the timeouts that turn
 		// a distributed deadlock into an error instead of a hang.
@@ -112,37 +125,84 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 
 // beginWith opens a transaction, sets the timeouts that turn a distributed
 // deadlock into an error instead of a hang, and runs the transaction's first
-// statement, all in one round trip (one pipeline, one Sync). begun reports
-// whether the transaction is open: when it is not, the connection is in an
-// unknown state and must not be reused; when it is and err is set, the
-// statement failed and the transaction awaits its rollback.
-func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, sql string, params [][]byte) (res *engine.StmtResult, begun bool, err error) {
-	b := &pgconn.Batch{}
+// statement, all in one round trip (one pipeline, one Sync); with op.Then,
+// the outcome marker and PREPARE TRANSACTION or COMMIT go in the same
+// pipeline. begun reports whether the transaction is open: when it is not,
+// the connection is in an unknown state and must not be reused; when it is
+// and err is set, the statement failed (nothing after it ran) and the
+// transaction awaits its rollback. thenErr is the prepare's or commit's
+// error; the transaction is then to be rolled back (a COMMIT whose answer
+// was lost may have committed: the engine settles it).
+func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, params [][]byte) (res *engine.StmtResult, begun bool, err, thenErr error) {
+	var p pipeline
+	b := &p.batch
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
 	b.ExecParams("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
 		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))},
 		nil, nil, nil)
-	b.ExecParams(sql, params, nil, nil, []int16{pgx.TextFormatCode})
+	b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
+	wantTag := ""
+	if op.Then != 0 {
+		if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID)}); err != nil {
+			return nil, false, err, nil
+		}
+		switch op.Then {
+		case engine.DataPrepare:
+			p.utility("PREPARE TRANSACTION " + quote(op.GID))
+			wantTag = "PREPARE TRANSACTION"
+		case engine.DataCommitBranch:
+			p.utility("COMMIT")
+			wantTag = "COMMIT"
+		default:
+			return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil
+		}
+	}
 	mrr := conn.PgConn().ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
-			return nil, false, closeBoth(nil, mrr)
+			return nil, false, closeBoth(nil, mrr), nil
 		}
 		if _, err := mrr.ResultReader().Close(); err != nil {
-			return nil, false, closeBoth(err, mrr)
+			return nil, false, closeBoth(err, mrr), nil
 		}
 	}
 	if !mrr.NextResult() {
-		return nil, true, closeBoth(nil, mrr)
+		return nil, true, closeBoth(nil, mrr), nil
 	}
 	res, err = textResult(mrr.ResultReader())
-	if cerr := mrr.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		return nil, true, err
+		mrr.Close()
+		return nil, true, err, nil
 	}
-	return res, true, nil
+	if wantTag != "" {
+		thenErr = thenResults(mrr, wantTag)
+	}
+	if cerr := mrr.Close(); cerr != nil && thenErr == nil {
+		if wantTag == "" {
+			return nil, true, cerr, nil
+		}
+		thenErr = cerr
+	}
+	return res, true, nil, thenErr
+}
+
+// thenResults reads the marker insert's and the PREPARE TRANSACTION's or
+// COMMIT's results; only the expected tag means it happened.
+func thenResults(mrr *pgconn.MultiResultReader, wantTag string) error {
+	for i := range 2 {
+		if !mrr.NextResult() {
+			return errors.New("connection returned fewer results than statements sent")
+		}
+		tag, err := mrr.ResultReader().Close()
+		if err != nil {
+			return err
+		}
+		if i == 1 && tag.String() != wantTag {
+			// A transaction already failed answers COMMIT with ROLLBACK.
+			return fmt.Errorf("%s answered %q", wantTag, tag.String())
+		}
+	}
+	return nil
 }
 
 // closeBoth closes mrr and returns err, or else mrr's error, or else a
@@ -190,4 +250,34 @@ func provesWrite(r *engine.StmtResult) bool {
 		return true
 	}
 	return false
+}
+
+// execThen runs a statement and, when it carries one (op.Then) and
+// succeeded, the prepare or commit of its branch: in the statement's round
+// trip when it opens the transaction (beginWith), else right after it.
+func (d *dataDB) execThen(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
+	if op.Then != 0 {
+		failpoint.BeforeData(op.Then)
+	}
+	done := d.exec(ctx, w, op)
+	if op.Then == 0 || done.Err != "" {
+		return done
+	}
+	if done.Then != 0 {
+		// beginWith ran it with the statement.
+		failpoint.AfterData(op.Then, engine.DataDone{Err: done.ThenErr})
+		return done
+	}
+	var then engine.DataDone
+	switch op.Then {
+	case engine.DataPrepare:
+		then = d.prepare(ctx, w, op)
+	case engine.DataCommitBranch:
+		then = d.commitBranch(ctx, w, op)
+	default:
+		then = engine.DataDone{Err: fmt.Sprintf("a statement cannot carry %s", op.Then)}
+	}
+	failpoint.AfterData(op.Then, then)
+	done.Then, done.ThenErr, done.ReadOnly, done.Retry = op.Then, then.Err, then.ReadOnly, then.Retry
+	return done
 }

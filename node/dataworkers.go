@@ -169,7 +169,7 @@ func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
 	defer cancel()
 	switch op.Op {
 	case engine.DataExec:
-		return d.exec(ctx, w, op)
+		return d.execThen(ctx, w, op)
 	case engine.DataPrepare:
 		return d.prepare(ctx, w, op)
 	case engine.DataRollback:

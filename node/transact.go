@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -45,66 +43,27 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 		nodes[i] = n
 	}
 
-	tx, began := p.TxID, false
-	if tx == 0 {
-		r, err := c.begin(ctx, nil)
-		if err != nil {
-			return nil, err
-		}
-		tx, began = r.(engine.BeginReply).TxID, true
-	}
-	execs := make([]func(engine.ReqID, engine.Instant) engine.Input, len(p.Statements))
+	stmts := make([]engine.Statement, len(p.Statements))
 	for i, s := range p.Statements {
-		execs[i] = func(req engine.ReqID, now engine.Instant) engine.Input {
-			return engine.ClientExec{Now: now, Req: req, TxID: tx, Node: nodes[i], SQL: s.SQL, Args: s.Args}
+		stmts[i] = engine.Statement{Node: nodes[i], SQL: s.SQL, Args: s.Args}
+	}
+	// One input: the engine sees the whole transaction and its commit at
+	// once, so each participant can prepare (or, alone, commit) with its
+	// last statement.
+	mk := func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit}
+	}
+	if p.TxID != 0 {
+		return c.call(ctx, mk)
+	}
+	// A transaction begun by the call counts against its client's open
+	// transactions while it stays open (no commit asked for).
+	return c.startTx(ctx, mk, func(r any) engine.TxID {
+		if t, ok := r.(engine.TransactReply); ok && t.Outcome == nil {
+			return t.TxID
 		}
-	}
-	answers, failed, err := c.callAll(ctx, execs...)
-	if err != nil {
-		if began {
-			c.abandon(tx)
-		}
-		return nil, err
-	}
-	if failed >= 0 {
-		// The first failure to arrive is the cause; statements refused
-		// because of it come later (or, on another participant, are
-		// answered as their turn comes).
-		e := statementError(failed, rpcError(answers[failed].Err))
-		switch {
-		case began:
-			// No reply named the transaction, so its client cannot end it.
-			c.abandon(tx)
-			e.Message += fmt.Sprintf(" (transaction %d rolled back)", tx)
-		case e.Code == rpc.CodeLimit:
-			// The refusal left the transaction usable: the client must
-			// know which statements of the call ran.
-			var ran []string
-			for i, a := range answers {
-				if a.Err == nil {
-					ran = append(ran, strconv.Itoa(i))
-				}
-			}
-			e.Message += fmt.Sprintf(" (transaction %d is still active; of this call's statements these ran: [%s])", tx, strings.Join(ran, ", "))
-		}
-		return nil, e
-	}
-	reply := api.TransactReply{TxID: tx, Results: make([]*engine.StmtResult, len(answers))}
-	for i, a := range answers {
-		reply.Results[i] = a.Reply.(engine.ExecReply).Result
-	}
-	if !p.Commit {
-		return reply, nil
-	}
-	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientCommit{Now: now, Req: req, TxID: tx}
+		return 0
 	})
-	if err != nil {
-		return nil, err
-	}
-	o := r.(engine.OutcomeReply)
-	reply.Outcome, reply.Reason = &o.Outcome, o.Reason
-	return reply, nil
 }
 
 // statementError names the statement an error is about.
@@ -112,11 +71,4 @@ func statementError(i int, err error) *rpc.Error {
 	e := &rpc.Error{Code: rpc.CodeInternal, Message: err.Error()}
 	errors.As(err, &e)
 	return &rpc.Error{Code: e.Code, Message: fmt.Sprintf("statements[%d]: %s", i, e.Message), Data: e.Data}
-}
-
-// abandon rolls back a transaction whose client was never told its id; the
-// answer goes nowhere.
-func (c *Coordinator) abandon(tx engine.TxID) {
-	req := engine.ReqID(c.nextReq.Add(1))
-	c.loop.submit(engine.ClientRollback{Now: c.loop.now(), Req: req, TxID: tx})
 }

@@ -47,6 +47,18 @@ type Checker struct {
 	// aborted, after which its branch must never commit.
 	byDecider        map[TxKey]bool
 	deciderSaidAbort map[TxKey]bool
+	// early holds commits that came before the client heard of any
+	// statement of their transaction (a transact call is answered once,
+	// after its decider committed); its answer checks them.
+	early map[TxKey][]earlyCommit
+	// transacting marks transactions a transact call runs statements of:
+	// their client hears of them only with the call's answer.
+	transacting map[TxKey]bool
+}
+
+type earlyCommit struct {
+	node   engine.NodeID
+	writes []string
 }
 
 type fateRec struct {
@@ -70,6 +82,8 @@ func newChecker(c *Cluster) *Checker {
 		begun:            map[engine.TxID]bool{},
 		byDecider:        map[TxKey]bool{},
 		deciderSaidAbort: map[TxKey]bool{},
+		early:            map[TxKey][]earlyCommit{},
+		transacting:      map[TxKey]bool{},
 	}
 	for range c.cfg.Participants {
 		k.preparedLogged = append(k.preparedLogged, map[TxKey]bool{})
@@ -180,6 +194,13 @@ func (k *Checker) onSend(n *Node, s engine.Send) {
 	}
 }
 
+// onRequest notes a call as the client makes it.
+func (k *Checker) onRequest(r Request) {
+	if r.Kind == "transact" && r.Tx != 0 {
+		k.transacting[k.current(r.Tx)] = true
+	}
+}
+
 // onResponse checks an answer at the moment the client gets it.
 func (k *Checker) onResponse(r Response) {
 	if r.Lost || r.Err != nil {
@@ -207,10 +228,41 @@ func (k *Checker) onResponse(r Response) {
 		}
 	case engine.OutcomeReply:
 		k.told(k.current(rep.TxID), rep.Outcome, r.Kind)
+	case engine.TransactReply:
+		k.transacted(r, rep)
 	case engine.StatusReply:
 		if rep.Outcome != 0 {
 			k.told(k.current(rep.TxID), rep.Outcome, "status")
 		}
+	}
+}
+
+// transacted records what a transact call's client was told: the writes
+// of the statements that answered (all of them when it committed, which
+// only a transaction whose every statement ran does), then the outcome.
+// Commits that came before the answer are checked against it now.
+func (k *Checker) transacted(r Response, rep engine.TransactReply) {
+	key := k.current(rep.TxID)
+	if rep.TxID > k.reserved {
+		k.failf("transact answered tx %d before its id was reserved durably", rep.TxID)
+	}
+	committed := rep.Outcome != nil && *rep.Outcome == engine.OutcomeCommit
+	w := k.okWritesOf(key)
+	for i, s := range r.Stmts {
+		ran := i < len(rep.Results) && rep.Results[i] != nil
+		if (ran || committed) && StatementWrites(s.SQL) && s.Node >= 0 && int(s.Node) < len(w) {
+			w[s.Node] = append(w[s.Node], s.SQL)
+		}
+	}
+	for _, e := range k.early[key] {
+		if !slices.Equal(e.writes, w[e.node]) {
+			k.failf("%s committed tx %s with writes %q, but the transact call that ran it was told of %q", e.node, key, e.writes, w[e.node])
+		}
+	}
+	delete(k.early, key)
+	delete(k.transacting, key)
+	if rep.Outcome != nil {
+		k.told(key, *rep.Outcome, "transact")
 	}
 }
 
@@ -271,7 +323,9 @@ func (k *Checker) onChanges(n *Node, chs []change) {
 		fates[p] = fateRec{f: ch.to, writes: writes, prepared: ch.to == fateAborted && prev.f == fatePrepared}
 		switch ch.to {
 		case fateOpen:
-			if n.db.commits[ch.key] > 0 {
+			// (The fate before this change, not the database now: a
+			// statement and its commit report their changes together.)
+			if prev.f == fateCommitted {
 				k.failf("%s reopened tx %s after committing it (a late duplicate statement ran again)", n.ID, ch.key)
 			}
 		case fatePrepared:
@@ -367,11 +421,12 @@ func (k *Checker) onCommit(n *Node, ch change) {
 			k.failf("tx %s committed on %s but its work on p%d is gone", ch.key, n.ID, q)
 		}
 	}
-	var want []string
-	if w := k.okWrites[ch.key]; w != nil {
-		want = w[n.ID]
+	w := k.okWrites[ch.key]
+	if w == nil || k.transacting[ch.key] {
+		k.early[ch.key] = append(k.early[ch.key], earlyCommit{node: n.ID, writes: ch.writes})
+		return
 	}
-	if !slices.Equal(ch.writes, want) {
+	if want := w[n.ID]; !slices.Equal(ch.writes, want) {
 		k.failf("%s committed tx %s with writes %q, but the client was told of %q", n.ID, ch.key, ch.writes, want)
 	}
 }

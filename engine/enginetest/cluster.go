@@ -113,10 +113,12 @@ func describeAnswer(a engine.CoordinatorAnswered) string {
 // Request is a client call made to the coordinator.
 type Request struct {
 	Req  engine.ReqID
-	Kind string // begin, exec, commit, rollback, status, execute
+	Kind string // begin, exec, commit, rollback, status, execute, transact
 	Tx   engine.TxID
 	Node engine.NodeID
 	SQL  string
+	// Stmts are a transact call's statements.
+	Stmts []engine.Statement
 }
 
 // Response is what the client got for a request.
@@ -309,6 +311,9 @@ func (c *Cluster) Crash(id engine.NodeID) error {
 		c.check.onChanges(n, n.db.crash(false))
 	}
 	if n.coord != nil {
+		// Its answers to participants' questions travel on the calls that
+		// asked, which die with it.
+		c.net = slices.DeleteFunc(c.net, func(e Envelope) bool { return e.Answer != nil })
 		ids := make([]engine.ReqID, 0, len(c.waiting))
 		for req := range c.waiting {
 			ids = append(ids, req)
@@ -768,6 +773,18 @@ func (c *Cluster) takeOp(id engine.NodeID, i int) (*Node, engine.Data, error) {
 }
 
 func describeDone(d engine.DataDone) string {
+	if d.Then != 0 {
+		first := d
+		first.Then, first.ThenErr, first.Retry, first.ReadOnly = 0, "", false, false
+		then := "ok"
+		switch {
+		case d.Retry:
+			then = fmt.Sprintf("retry error=%q", d.ThenErr)
+		case d.ThenErr != "":
+			then = fmt.Sprintf("error=%q", d.ThenErr)
+		}
+		return fmt.Sprintf("%s, %s %s", describeDone(first), d.Then, then)
+	}
 	switch {
 	case d.Retry:
 		return fmt.Sprintf("retry error=%q", d.Err)
@@ -814,6 +831,14 @@ func (c *Cluster) Status(tx engine.TxID) engine.ReqID {
 	return c.request(r, engine.ClientStatus{Now: c.now, Req: r.Req, TxID: tx})
 }
 
+// Transact runs statements (each "pN:sql") in one call, committing when
+// commit is set; tx 0 begins a transaction.
+func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool) engine.ReqID {
+	r := c.newReq("transact", tx, 0, "")
+	r.Stmts = stmts
+	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit})
+}
+
 // Execute is the seed form: a statement that joins the current batch.
 func (c *Cluster) Execute(node engine.NodeID, sql string) engine.ReqID {
 	r := c.newReq("execute", 0, node, sql)
@@ -834,6 +859,9 @@ func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
 		if r.Kind == "exec" || r.Kind == "execute" {
 			s += fmt.Sprintf(" node=%s sql=%q", r.Node, r.SQL)
 		}
+		for _, st := range r.Stmts {
+			s += fmt.Sprintf(" %s:%q", st.Node, st.SQL)
+		}
 		c.tracef("%s", s)
 	}
 	if !c.coord.up {
@@ -841,6 +869,7 @@ func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
 		return r.Req
 	}
 	c.waiting[r.Req] = r
+	c.check.onRequest(r)
 	c.stepNode(c.coord, in)
 	return r.Req
 }

@@ -47,9 +47,12 @@ const (
 	// FailAfterCommit makes a decider's COMMIT succeed but report an
 	// error, as when the connection breaks just after the server committed.
 	FailAfterCommit
+	// FailThen makes what a statement carried (Data.Then: its prepare or
+	// commit) fail, the statement itself succeeding.
+	FailThen
 )
 
-var faultNames = [...]string{"ok", "error", "error-after-prepare", "retry", "read-only", "force-prepare", "error-after-commit"}
+var faultNames = [...]string{"ok", "error", "error-after-prepare", "retry", "read-only", "force-prepare", "error-after-commit", "error-then"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -191,6 +194,9 @@ func (d *DataDB) crash(serverOnly bool) []change {
 // run performs one data operation and returns its result as the engine
 // expects it, plus the transitions it caused.
 func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
+	if op.Op == engine.DataExec && op.Then != 0 {
+		return d.runThen(op, f)
+	}
 	done := engine.DataDone{Op: op.Op, TxID: op.TxID, Stmt: op.Stmt}
 	var ch []change
 	fail := func(format string, args ...any) {
@@ -357,6 +363,38 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		done.Committed = true
 	}
 	return done, ch
+}
+
+// runThen runs a statement and what it carries, as a driver does in one
+// round trip: the prepare or commit runs only when the statement
+// succeeded. A driver prepares such a branch without asking whether it
+// wrote. FailOp fails the statement; FailThen fails what follows; the
+// other faults apply to what follows.
+func (d *DataDB) runThen(op engine.Data, f Fault) (engine.DataDone, []change) {
+	stmt := op
+	stmt.Then = 0
+	sf := NoFault
+	if f == FailOp {
+		sf = FailOp
+	}
+	done, ch := d.run(stmt, sf)
+	if done.Err != "" {
+		return done, ch
+	}
+	tf := f
+	switch f {
+	case NoFault:
+		if op.Then == engine.DataPrepare {
+			tf = ForcePrepare
+		}
+	case FailThen:
+		tf = FailOp
+	case FailOp:
+		tf = NoFault
+	}
+	then, tch := d.run(engine.Data{Op: op.Then, TxID: op.TxID, GID: op.GID}, tf)
+	done.Then, done.ThenErr, done.ReadOnly, done.Retry = op.Then, then.Err, then.ReadOnly, then.Retry
+	return done, append(ch, tch...)
 }
 
 // commit makes t's writes permanent; a second commit of the same

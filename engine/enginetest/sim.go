@@ -174,8 +174,22 @@ func (s *sim) onResponse(r Response) {
 		if ss.tx == rep.TxID {
 			ss.tx = 0
 		}
+	case engine.TransactReply:
+		if !slices.Contains(s.known, rep.TxID) {
+			s.known = append(s.known, rep.TxID)
+		}
+		switch {
+		case rep.Outcome == nil:
+			ss.tx = rep.TxID // statements only: the transaction goes on
+		case *rep.Outcome == engine.OutcomeCommit:
+			s.stats.Committed++
+			ss.tx = 0
+		default:
+			s.stats.Aborted++
+			ss.tx = 0
+		}
 	}
-	if r.Err != nil && (r.Kind == "commit" || r.Kind == "rollback" || r.Kind == "begin") {
+	if r.Err != nil && (r.Kind == "commit" || r.Kind == "rollback" || r.Kind == "begin" || r.Kind == "transact" && r.Tx == 0) {
 		ss.tx = 0
 	}
 }
@@ -359,9 +373,13 @@ func (s *sim) crash(up []engine.NodeID) {
 // to decide it, which tpcd cannot fix and refuses to guess at.
 func (s *sim) nothingToDecide() bool {
 	for _, env := range s.c.net {
-		switch env.Msg.(type) {
+		switch m := env.Msg.(type) {
 		case engine.PrepareRequest, engine.CommitBranchRequest:
 			return false
+		case engine.ExecRequest:
+			if m.Then != engine.ThenNothing {
+				return false
+			}
 		}
 	}
 	for _, n := range s.c.parts {
@@ -374,17 +392,22 @@ func (s *sim) nothingToDecide() bool {
 			}
 		}
 		for _, op := range n.ops {
-			if op.Op == engine.DataPrepare || op.Op == engine.DataCommitBranch {
+			if decides(op) {
 				return false
 			}
 		}
 		for _, h := range n.held {
-			if d, ok := h.e.(engine.Data); ok && (d.Op == engine.DataPrepare || d.Op == engine.DataCommitBranch) {
+			if d, ok := h.e.(engine.Data); ok && decides(d) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// decides reports whether a data operation may prepare or commit a branch.
+func decides(d engine.Data) bool {
+	return d.Op == engine.DataPrepare || d.Op == engine.DataCommitBranch || d.Then != 0
 }
 
 // replaceCoordinator gives the down coordinator an empty log, as when it
@@ -411,6 +434,15 @@ func (s *sim) sql() string {
 	return fmt.Sprintf("insert %d", s.sqlSeq)
 }
 
+// stmts draws a transact call's statements: 1-4 of them over 1-3 nodes.
+func (s *sim) stmts() []engine.Statement {
+	out := make([]engine.Statement, 1+s.rng.IntN(4))
+	for i := range out {
+		out[i] = engine.Statement{Node: engine.NodeID(s.rng.IntN(s.sc.Participants)), SQL: s.sql()}
+	}
+	return out
+}
+
 func (s *sim) client() {
 	i := s.rng.IntN(len(s.sessions))
 	ss := &s.sessions[i]
@@ -430,6 +462,9 @@ func (s *sim) client() {
 	case ss.tx == 0 && r < 0.45:
 		// Begin with the first statement.
 		s.c.Exec(0, node, s.sql())
+	case ss.tx == 0 && r < 0.65:
+		// A whole transaction in one call, committed (mostly) with it.
+		s.c.Transact(0, s.stmts(), s.chance(0.9))
 	case ss.tx == 0 && r < 0.9:
 		s.c.Execute(node, s.sql())
 	case ss.tx == 0 && r < 0.93 && len(s.known) > 0:
@@ -444,8 +479,10 @@ func (s *sim) client() {
 		delete(s.reqs, next)
 		ss.waiting--
 		return
-	case r < 0.6:
+	case r < 0.55:
 		s.c.Exec(ss.tx, node, s.sql())
+	case r < 0.6:
+		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5))
 	case r < 0.8:
 		s.c.Commit(ss.tx)
 	case r < 0.87:
