@@ -52,8 +52,12 @@ type Checker struct {
 	// after its decider committed); its answer checks them.
 	early map[TxKey][]earlyCommit
 	// transacting marks transactions a transact call runs statements of:
-	// their client hears of them only with the call's answer.
-	transacting map[TxKey]bool
+	// their client hears of them only with the call's answer. transacted
+	// marks those that had one: the order in which the client heard of
+	// their writes is not their order on a participant (a transact call's
+	// statements are answered together, after an exec's that ran later).
+	transacting    map[TxKey]bool
+	transactedCall map[TxKey]bool
 }
 
 type earlyCommit struct {
@@ -84,6 +88,7 @@ func newChecker(c *Cluster) *Checker {
 		deciderSaidAbort: map[TxKey]bool{},
 		early:            map[TxKey][]earlyCommit{},
 		transacting:      map[TxKey]bool{},
+		transactedCall:   map[TxKey]bool{},
 	}
 	for range c.cfg.Participants {
 		k.preparedLogged = append(k.preparedLogged, map[TxKey]bool{})
@@ -254,8 +259,9 @@ func (k *Checker) transacted(r Response, rep engine.TransactReply) {
 			w[s.Node] = append(w[s.Node], s.SQL)
 		}
 	}
+	k.transactedCall[key] = true
 	for _, e := range k.early[key] {
-		if !slices.Equal(e.writes, w[e.node]) {
+		if !k.sameWrites(key, e.writes, w[e.node]) {
 			k.failf("%s committed tx %s with writes %q, but the transact call that ran it was told of %q", e.node, key, e.writes, w[e.node])
 		}
 	}
@@ -264,6 +270,15 @@ func (k *Checker) transacted(r Response, rep engine.TransactReply) {
 	if rep.Outcome != nil {
 		k.told(key, *rep.Outcome, "transact")
 	}
+}
+
+// sameWrites compares committed writes with those the client heard of, in
+// order unless a transact call made the order the client heard in differ.
+func (k *Checker) sameWrites(key TxKey, got, want []string) bool {
+	if k.transactedCall[key] {
+		return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want)))
+	}
+	return slices.Equal(got, want)
 }
 
 func (k *Checker) okWritesOf(tx TxKey) [][]string {
@@ -426,7 +441,7 @@ func (k *Checker) onCommit(n *Node, ch change) {
 		k.early[ch.key] = append(k.early[ch.key], earlyCommit{node: n.ID, writes: ch.writes})
 		return
 	}
-	if want := w[n.ID]; !slices.Equal(ch.writes, want) {
+	if want := w[n.ID]; !k.sameWrites(ch.key, ch.writes, want) {
 		k.failf("%s committed tx %s with writes %q, but the client was told of %q", n.ID, ch.key, ch.writes, want)
 	}
 }
