@@ -726,8 +726,17 @@ func (p *Participant) receive(now Instant, m Message) {
 		// A question from a branch in doubt or from the coordinator. It
 		// changes nothing a commit could not also have changed, so only
 		// the cluster is checked; peers authenticate each other.
-		if m.Cluster == p.cluster && p.cluster != "" && p.joining == nil {
+		switch {
+		case m.Cluster == "" || p.joining != nil:
+			// Joining: the new cluster's questions repeat until it is done.
+		case m.Cluster == p.cluster:
 			p.settleRequested(now, m)
+		default:
+			// A cluster not confirmed here: the coordinator may have moved
+			// on (its log replaced) while this participant was down. The
+			// question is not held (it carries no epoch to fence on) but
+			// repeats, and is answered once the coordinator confirms.
+			p.ask(now)
 		}
 	case SettleAnswer:
 		if m.Cluster == p.cluster && p.cluster != "" {
