@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -19,6 +20,22 @@ type Costs struct {
 	// this process, so for tpcd it is all of tpcd's CPU plus the clients';
 	// for raw, only the clients'.
 	ProcessCPUMsPerTx float64 `json:"process_cpu_ms_per_tx"`
+	// MachineCPUMsPerTx is the CPU time of every process involved per
+	// committed transaction: this process's (as above) plus that of every
+	// postgres process and every other tpcd process on this machine, read
+	// from /proc at the start and the end of the measurement (see
+	// cpuBetween for the processes that start or end in between).
+	// PostgresCPUMsPerTx and TPCDProcessesCPUMsPerTx are its parts other
+	// than this process. All three are 0 where /proc cannot be read.
+	MachineCPUMsPerTx       float64 `json:"machine_cpu_ms_per_tx"`
+	PostgresCPUMsPerTx      float64 `json:"postgres_cpu_ms_per_tx"`
+	TPCDProcessesCPUMsPerTx float64 `json:"tpcd_processes_cpu_ms_per_tx"`
+	// PostgresProcesses and TPCDProcesses count the processes of each kind
+	// the machine figure includes: those seen at the start or the end of
+	// the measurement (servers of other clusters and unrelated tpcd
+	// processes on this machine included).
+	PostgresProcesses int `json:"postgres_processes"`
+	TPCDProcesses     int `json:"tpcd_processes"`
 	// Server-side work per committed transaction, summed over the
 	// PostgreSQL servers (each counted once): WAL flushes to disk
 	// (pg_stat_wal.wal_sync, the fsyncs), WAL bytes and committed
@@ -33,8 +50,11 @@ type Costs struct {
 type costMeter struct {
 	uris    []string // one per server
 	cpu     time.Duration
+	procs   procSnapshot
 	servers []serverCounters
-	err     error
+	// err is why the servers' statistics are missing, procErr why the
+	// other processes' CPU is.
+	err, procErr error
 }
 
 type serverCounters struct {
@@ -98,20 +118,44 @@ func readCounters(ctx context.Context, uri string) (serverCounters, error) {
 	return c, nil
 }
 
+// start takes the counters as the measurement begins. The servers'
+// statistics come first: reading them starts a backend on each server,
+// whose CPU is the meter's, not the workload's.
 func (m *costMeter) start(ctx context.Context) {
-	m.cpu = processCPU()
 	m.servers = m.read(ctx)
+	m.cpu = processCPU()
+	m.procs = m.snapshot()
 }
 
-// stop computes the costs per committed transaction. Server statistics
-// reach the shared counters a moment after a transaction ends, so it waits
-// that moment out first.
+func (m *costMeter) snapshot() procSnapshot {
+	snap, err := takeProcSnapshot(os.Getpid())
+	if err != nil {
+		m.procErr = err
+	}
+	return snap
+}
+
+// stop computes the costs per committed transaction. CPU times are taken
+// at once; server statistics reach the shared counters a moment after a
+// transaction ends, so it waits that moment out before reading them.
 func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
 	cpu := processCPU() - m.cpu
+	var procs procSnapshot
+	if m.procs != nil {
+		procs = m.snapshot()
+	}
 	if committed == 0 {
 		return nil
 	}
-	c := &Costs{ProcessCPUMsPerTx: float64(cpu.Microseconds()) / 1000 / float64(committed)}
+	n := float64(committed)
+	perTx := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	c := &Costs{ProcessCPUMsPerTx: perTx(cpu)}
+	if procs != nil {
+		others := cpuBetween(m.procs, procs, clockTicks())
+		c.PostgresCPUMsPerTx, c.TPCDProcessesCPUMsPerTx = perTx(others.postgres), perTx(others.tpcd)
+		c.MachineCPUMsPerTx = perTx(cpu + others.postgres + others.tpcd)
+		c.PostgresProcesses, c.TPCDProcesses = others.postgresProcs, others.tpcdProcs
+	}
 	if len(m.uris) == 0 || m.servers == nil {
 		return c
 	}
@@ -126,7 +170,6 @@ func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
 		d.walBytes += after[i].walBytes - m.servers[i].walBytes
 		d.commits += after[i].commits - m.servers[i].commits
 	}
-	n := float64(committed)
 	c.WALSyncsPerTx = float64(d.walSync) / n
 	c.WALBytesPerTx = float64(d.walBytes) / n
 	c.PGCommitsPerTx = float64(d.commits) / n
