@@ -51,6 +51,7 @@ func (l *load) run(ctx context.Context) *Result {
 			l.onMeasure()
 		}
 		start = time.Now()
+		rec.startAt(start)
 		measuring.Store(true)
 	}
 	// Without a warm-up, nothing may run before measuring starts: every
