@@ -276,6 +276,18 @@ func TestAgainstRunningCluster(t *testing.T) {
 		t.Errorf("ratio: %+v", rep.Ratio)
 	}
 
+	// A database's server is found by its postmaster: here one this
+	// process started. A server that does not answer is left out.
+	servers := findServers(ctx, []string{logURI, "postgres://127.0.0.1:1/none?connect_timeout=1"})
+	if len(servers) != 1 {
+		t.Errorf("servers found: %v, want the log server's postmaster", servers)
+	}
+	for pid := range servers {
+		if comm, p, err := readProcStat(pid); err != nil || comm != "postgres" || p.ppid != os.Getpid() {
+			t.Errorf("server pid %d: %q, parent %d (%v), want a postgres process of this one", pid, comm, p.ppid, err)
+		}
+	}
+
 	// The JSON parses back into the same figures, under the documented
 	// names.
 	var buf bytes.Buffer

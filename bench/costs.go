@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -21,10 +20,11 @@ type Costs struct {
 	// for raw, only the clients'.
 	ProcessCPUMsPerTx float64 `json:"process_cpu_ms_per_tx"`
 	// MachineCPUMsPerTx is the CPU time of every process involved per
-	// committed transaction: this process's (as above) plus that of every
-	// postgres process and every other tpcd process on this machine, read
-	// from /proc at the start and the end of the measurement (see
-	// cpuBetween for the processes that start or end in between).
+	// committed transaction: this process's (as above) plus that of the
+	// PostgreSQL servers involved (procScope) and of every other tpcd
+	// process on this machine, read from /proc at the start and the end
+	// of the measurement (see cpuBetween for the processes that start or
+	// end in between).
 	// PostgresCPUMsPerTx and TPCDProcessesCPUMsPerTx are its parts other
 	// than this process. All three are 0 where /proc cannot be read.
 	MachineCPUMsPerTx       float64 `json:"machine_cpu_ms_per_tx"`
@@ -32,8 +32,7 @@ type Costs struct {
 	TPCDProcessesCPUMsPerTx float64 `json:"tpcd_processes_cpu_ms_per_tx"`
 	// PostgresProcesses and TPCDProcesses count the processes of each kind
 	// the machine figure includes: those seen at the start or the end of
-	// the measurement (servers of other clusters and unrelated tpcd
-	// processes on this machine included).
+	// the measurement (unrelated tpcd processes on this machine included).
 	PostgresProcesses int `json:"postgres_processes"`
 	TPCDProcesses     int `json:"tpcd_processes"`
 	// Server-side work per committed transaction, summed over the
@@ -49,6 +48,7 @@ type Costs struct {
 // costMeter takes the counters before and after a measurement.
 type costMeter struct {
 	uris    []string // one per server
+	scope   procScope
 	cpu     time.Duration
 	procs   procSnapshot
 	servers []serverCounters
@@ -61,10 +61,17 @@ type serverCounters struct {
 	walSync, walBytes, commits int64
 }
 
-// newCostMeter keeps one URI per server: several databases of one server
-// share its WAL and statistics.
-func newCostMeter(uris []string) *costMeter {
-	m := &costMeter{}
+// newCostMeter reads the statistics of the servers of uris (one URI per
+// server, see oneURIPerServer); scope chooses the processes whose CPU
+// counts besides this one.
+func newCostMeter(uris []string, scope procScope) *costMeter {
+	return &costMeter{uris: uris, scope: scope}
+}
+
+// oneURIPerServer keeps the first URI of each server: several databases of
+// one server share its WAL, statistics and processes.
+func oneURIPerServer(uris []string) []string {
+	var out []string
 	seen := map[string]bool{}
 	for _, u := range uris {
 		cfg, err := pgx.ParseConfig(u)
@@ -74,10 +81,10 @@ func newCostMeter(uris []string) *costMeter {
 		key := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 		if !seen[key] {
 			seen[key] = true
-			m.uris = append(m.uris, u)
+			out = append(out, u)
 		}
 	}
-	return m
+	return out
 }
 
 func processCPU() time.Duration {
@@ -128,7 +135,7 @@ func (m *costMeter) start(ctx context.Context) {
 }
 
 func (m *costMeter) snapshot() procSnapshot {
-	snap, err := takeProcSnapshot(os.Getpid())
+	snap, err := m.scope.snapshot()
 	if err != nil {
 		m.procErr = err
 	}

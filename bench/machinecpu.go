@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -8,14 +9,24 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // A transaction's CPU is spread over the client, the tpcd nodes and the
 // PostgreSQL servers, and the servers do more of it than the Go processes
-// (docs/PERFORMANCE.md). getrusage sees only this process, so the machine
-// figure reads every involved process's times from /proc instead: at the
-// start and at the end of a measurement, the difference is what they spent
-// in between.
+// (docs/PERFORMANCE.md). getrusage sees only this process, so the figure
+// of all processes reads every involved process's times from /proc
+// instead: at the start and at the end of a measurement, the difference
+// is what they spent in between.
+//
+// Which PostgreSQL servers are involved is not a matter of names: a shared
+// machine runs other clusters' servers too, and their CPU divided by this
+// measurement's commits would favour whichever mode commits more. A server
+// counts when its postmaster is a child of this process (the cluster bench
+// starts) or of a tpcd process (a node's embedded server), or serves one
+// of the databases bench was given (found by asking it for a backend's
+// pid); its processes are the postmaster and its children.
 
 // procKind is what a counted process is.
 type procKind uint8
@@ -25,11 +36,12 @@ const (
 	procTPCD
 )
 
-// kindOfCommand tells the processes that take part in a commit by their
-// command name (the executable's base name, /proc/PID/comm): PostgreSQL's
-// postmasters and every process they fork (backends, the WAL writer, the
-// checkpointer...) keep the name of the postgres binary, and tpcd nodes run
-// as tpcd. Unrelated processes of those names on the machine count too.
+// kindOfCommand tells the processes that may take part in a commit by
+// their command name (the executable's base name, /proc/PID/comm):
+// PostgreSQL's postmasters and every process they fork (backends, the WAL
+// writer, the checkpointer...) keep the name of the postgres binary, and
+// tpcd nodes run as tpcd. Every tpcd process on the machine counts,
+// unrelated ones too; postgres processes only as procScope says.
 func kindOfCommand(comm string) (procKind, bool) {
 	switch comm {
 	case "postgres", "postmaster":
@@ -60,19 +72,28 @@ func (p procTimes) total() uint64 { return p.own + p.reaped }
 // procSnapshot is every counted process at one moment, by pid.
 type procSnapshot map[int]procTimes
 
-// takeProcSnapshot reads /proc/PID/stat of every process but skip (this
-// process, whose CPU getrusage measures exactly) and keeps the kinds
-// kindOfCommand knows. A process that ends while the directory is read is
-// simply not there.
-func takeProcSnapshot(skip int) (procSnapshot, error) {
+// procScope says which processes a snapshot takes.
+type procScope struct {
+	// self is this process, whose CPU getrusage measures exactly; it is
+	// left out.
+	self int
+	// servers are the postmasters of the databases bench was given, by
+	// pid, with their start times (see findServers).
+	servers map[int]uint64
+}
+
+// snapshot reads /proc/PID/stat of every process and keeps every tpcd
+// process but this one and the processes of the servers in scope. A
+// process that ends while the directory is read is simply not there.
+func (s procScope) snapshot() (procSnapshot, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	snap := procSnapshot{}
+	named := procSnapshot{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == skip {
+		if err != nil || pid == s.self {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -85,10 +106,92 @@ func takeProcSnapshot(skip int) (procSnapshot, error) {
 		}
 		if kind, ok := kindOfCommand(comm); ok {
 			p.kind = kind
+			named[pid] = p
+		}
+	}
+	isServer := func(pid int, p procTimes) bool {
+		if p.kind != procPostgres {
+			return false
+		}
+		if started, ok := s.servers[pid]; ok && started == p.started {
+			return true
+		}
+		parent, ok := named[p.ppid]
+		return p.ppid == s.self || ok && parent.kind == procTPCD
+	}
+	snap := procSnapshot{}
+	for pid, p := range named {
+		parent, ok := named[p.ppid]
+		if p.kind == procTPCD || isServer(pid, p) || ok && isServer(p.ppid, parent) {
 			snap[pid] = p
 		}
 	}
 	return snap, nil
+}
+
+// findServers finds the postmasters of the servers of uris that run on
+// this machine: a backend's pid, asked for over a new connection, is a
+// child of its postmaster. The backend must have started moments ago here
+// too, or the pid is another machine's (or another pid namespace's).
+// Servers it cannot reach or find are left out; the report's process
+// count shows what was counted.
+func findServers(ctx context.Context, uris []string) map[int]uint64 {
+	servers := map[int]uint64{}
+	for _, uri := range uris {
+		if pid, started, ok := findServer(ctx, uri); ok {
+			servers[pid] = started
+		}
+	}
+	return servers
+}
+
+func findServer(ctx context.Context, uri string) (int, uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0, 0, false
+	}
+	comm, b, err := readProcStat(backend)
+	if err != nil || comm != "postgres" && comm != "postmaster" {
+		return 0, 0, false
+	}
+	now, err := ticksSinceBoot()
+	if err != nil || b.started+10*clockTicks() < now {
+		return 0, 0, false
+	}
+	comm, postmaster, err := readProcStat(b.ppid)
+	if err != nil || comm != "postgres" && comm != "postmaster" {
+		return 0, 0, false
+	}
+	return b.ppid, postmaster.started, true
+}
+
+func readProcStat(pid int) (string, procTimes, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", procTimes{}, err
+	}
+	return parseProcStat(string(b))
+}
+
+// ticksSinceBoot is now on the clock of /proc/PID/stat's start times.
+func ticksSinceBoot() (uint64, error) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	up, err := strconv.ParseFloat(f, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/uptime: %w", err)
+	}
+	return uint64(up * float64(clockTicks())), nil
 }
 
 // parseProcStat reads the command name, parent, start time and CPU times

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -84,54 +85,109 @@ func TestAuxvValue(t *testing.T) {
 	}
 }
 
-// A busy process named tpcd and one named postgres (a shell under those
-// names) show up with their CPU in a snapshot's difference.
-func TestProcSnapshotCountsNamedProcesses(t *testing.T) {
+// Busy processes under the names tpcd and postgres (shells by those
+// names): every tpcd process counts, and a postgres process when it is a
+// server of this process or of a tpcd process, or a child of one; one
+// started by something else is another cluster's and does not count.
+func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh")
 	}
 	dir := t.TempDir()
-	busy := map[procKind]*exec.Cmd{}
-	for kind, name := range map[procKind]string{procTPCD: "tpcd", procPostgres: "postgres"} {
-		link := filepath.Join(dir, name)
-		if err := os.Symlink(sh, link); err != nil {
+	for _, name := range []string{"tpcd", "postgres"} {
+		if err := os.Symlink(sh, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(link, "-c", "while :; do :; done")
+	}
+	tpcd, postgres := filepath.Join(dir, "tpcd"), filepath.Join(dir, "postgres")
+	const spin = "while :; do :; done"
+	start := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command(name, args...)
+		// Its own process group, so that the cleanup ends its children
+		// too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		busy[kind] = cmd
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		return cmd
 	}
-	before, err := takeProcSnapshot(os.Getpid())
+	// A server of this process, with a busy child (a backend).
+	ownServer := start(postgres, "-c", postgres+" -c '"+spin+"' & wait")
+	// A node: a tpcd process, busy itself, whose server is busy.
+	node := start(tpcd, "-c", postgres+" -c '"+spin+"' & "+spin)
+	// Another cluster's server, started by a plain shell.
+	other := start(sh, "-c", postgres+" -c '"+spin+"' & wait")
+
+	children := func(parent int) []int {
+		var pids []int
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if _, p, err := readProcStat(pid); err == nil && p.ppid == parent {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	var ownBackend, nodeServer, otherServer []int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		ownBackend, nodeServer, otherServer = children(ownServer.Process.Pid), children(node.Process.Pid), children(other.Process.Pid)
+		if len(ownBackend) > 0 && len(nodeServer) > 0 && len(otherServer) > 0 {
+			break
+		}
+	}
+	if len(ownBackend) != 1 || len(nodeServer) != 1 || len(otherServer) != 1 {
+		t.Fatalf("children: %v of the own server, %v of the node, %v of the other shell", ownBackend, nodeServer, otherServer)
+	}
+
+	scope := procScope{self: os.Getpid()}
+	before, err := scope.snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for kind, cmd := range busy {
-		if p, ok := before[cmd.Process.Pid]; !ok || p.kind != kind {
-			t.Errorf("pid %d (%s) not counted as kind %d: %+v", cmd.Process.Pid, cmd.Path, kind, p)
+	for pid, kind := range map[int]procKind{ownServer.Process.Pid: procPostgres, ownBackend[0]: procPostgres, node.Process.Pid: procTPCD, nodeServer[0]: procPostgres} {
+		if p, ok := before[pid]; !ok || p.kind != kind {
+			t.Errorf("pid %d not counted as kind %d: %+v", pid, kind, p)
 		}
+	}
+	if _, ok := before[otherServer[0]]; ok {
+		t.Errorf("another cluster's postgres process (pid %d) is counted", otherServer[0])
 	}
 	if _, ok := before[os.Getpid()]; ok {
 		t.Error("this process is in the snapshot; getrusage counts it")
 	}
-	// Two spinning processes get some CPU soon even on a busy machine;
-	// they must show as their kinds' CPU.
+	// Named as a server of the databases bench uses, the other one counts.
+	_, otherStat, err := readProcStat(otherServer[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOther := procScope{self: os.Getpid(), servers: map[int]uint64{otherServer[0]: otherStat.started}}
+	if snap, err := withOther.snapshot(); err != nil || snap[otherServer[0]].kind != procPostgres {
+		t.Errorf("a server bench was given is not counted: %v", err)
+	}
+
+	// The busy processes get some CPU soon even on a busy machine; it
+	// must show as their kinds' CPU.
 	var got procCPU
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(200 * time.Millisecond)
-		after, err := takeProcSnapshot(os.Getpid())
+		after, err := scope.snapshot()
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = cpuBetween(before, after, clockTicks())
-		if got.tpcd >= 50*time.Millisecond && got.postgres >= 50*time.Millisecond {
+		if got.tpcd >= 50*time.Millisecond && got.postgres >= 100*time.Millisecond {
 			break
 		}
 	}
-	if got.tpcd < 50*time.Millisecond || got.postgres < 50*time.Millisecond || got.tpcdProcs < 1 || got.postgresProcs < 1 {
-		t.Errorf("two busy processes named tpcd and postgres: %+v", got)
+	if got.tpcd < 50*time.Millisecond || got.postgres < 100*time.Millisecond || got.tpcdProcs < 1 || got.postgresProcs < 3 {
+		// Other tpcd processes on the machine, with their servers, may
+		// count too.
+		t.Errorf("busy processes: %+v, want tpcd and postgres CPU, at least 3 postgres processes", got)
 	}
 }

@@ -208,13 +208,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep.Machine = Machine{CPUs: runtime.NumCPU(), LoadBefore: loadAverage()}
 	defer func() { rep.Machine.LoadAfter = loadAverage() }()
 
+	var servers []string
+	if opts.LogDB != "" {
+		servers = append(servers, opts.LogDB)
+	}
+	servers = oneURIPerServer(append(servers, opts.DataDBs...))
+	scope := procScope{self: os.Getpid(), servers: findServers(ctx, servers)}
+
 	var watched []float64
 	measure := func(l *load) *Result {
-		var uris []string
-		if opts.LogDB != "" {
-			uris = append(uris, opts.LogDB)
-		}
-		meter := newCostMeter(append(uris, opts.DataDBs...))
+		meter := newCostMeter(servers, scope)
 		var s *rssSampler
 		prev := l.onMeasure
 		l.onMeasure = func() {

@@ -61,11 +61,12 @@ together; local runs each transaction's statements as one plain
 transaction on one server.
 
 CPU per committed transaction is given for this process (with the
-cluster bench starts, the nodes too) and for all processes: this one
-plus every postgres and every other tpcd process on this machine, read
-from /proc. Against --coordinator, nodes on other machines are not in
-it; unrelated postgres and tpcd processes here are, and the report says
-how many processes it counted.
+cluster bench starts, the nodes too) and for all processes, read from
+/proc: this one, every other tpcd process on this machine, and the
+PostgreSQL servers here that this process or a tpcd process started or
+that --data-db and --log-db name (postmasters and their children).
+Nodes and servers on other machines are not in it; unrelated tpcd
+processes here are, and the report says how many processes it counted.
 
 Examples:
   tpcd bench -c 32 --baseline raw,raw-grouped
