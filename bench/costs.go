@@ -21,10 +21,10 @@ type Costs struct {
 	ProcessCPUMsPerTx float64 `json:"process_cpu_ms_per_tx"`
 	// MachineCPUMsPerTx is the CPU time of every process involved per
 	// committed transaction: this process's (as above) plus that of the
-	// PostgreSQL servers involved (procScope) and of every other tpcd
-	// process on this machine, read from /proc at the start and the end
-	// of the measurement (see cpuBetween for the processes that start or
-	// end in between).
+	// cluster's nodes that run here as processes of their own and of the
+	// PostgreSQL servers involved (procScope), read from /proc at the
+	// start and the end of the measurement (see cpuBetween for the
+	// processes that start or end in between).
 	// PostgresCPUMsPerTx and TPCDProcessesCPUMsPerTx are its parts other
 	// than this process. All three are 0 where /proc cannot be read.
 	MachineCPUMsPerTx       float64 `json:"machine_cpu_ms_per_tx"`
@@ -32,7 +32,7 @@ type Costs struct {
 	TPCDProcessesCPUMsPerTx float64 `json:"tpcd_processes_cpu_ms_per_tx"`
 	// PostgresProcesses and TPCDProcesses count the processes of each kind
 	// the machine figure includes: those seen at the start or the end of
-	// the measurement (unrelated tpcd processes on this machine included).
+	// the measurement.
 	PostgresProcesses int `json:"postgres_processes"`
 	TPCDProcesses     int `json:"tpcd_processes"`
 	// Server-side work per committed transaction, summed over the

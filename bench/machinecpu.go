@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -20,13 +21,15 @@ import (
 // instead: at the start and at the end of a measurement, the difference
 // is what they spent in between.
 //
-// Which PostgreSQL servers are involved is not a matter of names: a shared
-// machine runs other clusters' servers too, and their CPU divided by this
-// measurement's commits would favour whichever mode commits more. A server
-// counts when its postmaster is a child of this process (the cluster bench
-// starts) or of a tpcd process (a node's embedded server), or serves one
-// of the databases bench was given (found by asking it for a backend's
-// pid); its processes are the postmaster and its children.
+// Which processes are involved is not a matter of names: a shared machine
+// runs other clusters' nodes and servers too, and their CPU divided by
+// this measurement's commits would favour whichever mode commits more. A
+// tpcd process counts when it listens on the address of one of the
+// cluster's nodes (found through /proc/net/tcp and its sockets). A
+// PostgreSQL server counts when its postmaster is a child of this process
+// (the cluster bench starts) or of a counted node (its embedded server),
+// or serves one of the databases bench was given (found by asking it for
+// a backend's pid); its processes are the postmaster and its children.
 
 // procKind is what a counted process is.
 type procKind uint8
@@ -40,8 +43,7 @@ const (
 // their command name (the executable's base name, /proc/PID/comm):
 // PostgreSQL's postmasters and every process they fork (backends, the WAL
 // writer, the checkpointer...) keep the name of the postgres binary, and
-// tpcd nodes run as tpcd. Every tpcd process on the machine counts,
-// unrelated ones too; postgres processes only as procScope says.
+// tpcd nodes run as tpcd. Which of them count, procScope says.
 func kindOfCommand(comm string) (procKind, bool) {
 	switch comm {
 	case "postgres", "postmaster":
@@ -72,19 +74,24 @@ func (p procTimes) total() uint64 { return p.own + p.reaped }
 // procSnapshot is every counted process at one moment, by pid.
 type procSnapshot map[int]procTimes
 
-// procScope says which processes a snapshot takes.
+// procScope says which processes a snapshot takes. Pids come with their
+// start times, so that a later process on a reused pid is not taken for
+// them.
 type procScope struct {
 	// self is this process, whose CPU getrusage measures exactly; it is
 	// left out.
 	self int
-	// servers are the postmasters of the databases bench was given, by
-	// pid, with their start times (see findServers).
+	// nodes are the cluster's tpcd processes on this machine but this one
+	// (see findNodes).
+	nodes map[int]uint64
+	// servers are the postmasters of the databases bench was given (see
+	// findServers).
 	servers map[int]uint64
 }
 
-// snapshot reads /proc/PID/stat of every process and keeps every tpcd
-// process but this one and the processes of the servers in scope. A
-// process that ends while the directory is read is simply not there.
+// snapshot reads /proc/PID/stat of every process and keeps the nodes and
+// the processes of the servers in scope. A process that ends while the
+// directory is read is simply not there.
 func (s procScope) snapshot() (procSnapshot, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -109,6 +116,10 @@ func (s procScope) snapshot() (procSnapshot, error) {
 			named[pid] = p
 		}
 	}
+	isNode := func(pid int, p procTimes) bool {
+		started, ok := s.nodes[pid]
+		return ok && p.kind == procTPCD && started == p.started
+	}
 	isServer := func(pid int, p procTimes) bool {
 		if p.kind != procPostgres {
 			return false
@@ -117,16 +128,125 @@ func (s procScope) snapshot() (procSnapshot, error) {
 			return true
 		}
 		parent, ok := named[p.ppid]
-		return p.ppid == s.self || ok && parent.kind == procTPCD
+		return p.ppid == s.self || ok && isNode(p.ppid, parent)
 	}
 	snap := procSnapshot{}
 	for pid, p := range named {
 		parent, ok := named[p.ppid]
-		if p.kind == procTPCD || isServer(pid, p) || ok && isServer(p.ppid, parent) {
+		if isNode(pid, p) || isServer(pid, p) || ok && isServer(p.ppid, parent) {
 			snap[pid] = p
 		}
 	}
 	return snap, nil
+}
+
+// findNodes finds the tpcd processes on this machine that listen on one of
+// addrs (the nodes' HOST:PORTs): the sockets listening on those ports
+// (/proc/net/tcp and tcp6), then the processes that hold one of them. An
+// address whose host is not this machine's is left out; so is a process
+// whose sockets cannot be read (another user's, without privileges).
+func findNodes(addrs []string) map[int]uint64 {
+	ports := map[uint16]bool{}
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || !isLocalHost(host) {
+			continue
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err == nil {
+			ports[uint16(p)] = true
+		}
+	}
+	sockets := map[string]bool{} // "socket:[INODE]", as /proc/PID/fd links read
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		for inode := range listeningInodes(table, ports) {
+			sockets["socket:["+inode+"]"] = true
+		}
+	}
+	nodes := map[int]uint64{}
+	if len(sockets) == 0 {
+		return nodes
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nodes
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, p, err := readProcStat(pid)
+		if err != nil {
+			continue
+		}
+		if kind, ok := kindOfCommand(comm); !ok || kind != procTPCD {
+			continue
+		}
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if err == nil && sockets[link] {
+				nodes[pid] = p.started
+				break
+			}
+		}
+	}
+	return nodes
+}
+
+// listeningInodes reads a /proc/net/tcp table and returns the inodes of
+// the sockets in state LISTEN on one of ports.
+func listeningInodes(table string, ports map[uint16]bool) map[string]bool {
+	inodes := map[string]bool{}
+	b, err := os.ReadFile(table)
+	if err != nil {
+		return inodes
+	}
+	const listen = "0A"
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when
+		// retrnsmt uid timeout inode ...; the address is HEX_IP:HEX_PORT.
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != listen {
+			continue
+		}
+		_, hexPort, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		if port, err := strconv.ParseUint(hexPort, 16, 16); err == nil && ports[uint16(port)] {
+			inodes[f[9]] = true
+		}
+	}
+	return inodes
+}
+
+// isLocalHost tells whether host names this machine: a loopback name or
+// address, or an address of one of its interfaces.
+func isLocalHost(host string) bool {
+	if host == "" || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // findServers finds the postmasters of the servers of uris that run on

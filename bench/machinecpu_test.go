@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"bufio"
 	"encoding/binary"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -86,9 +90,10 @@ func TestAuxvValue(t *testing.T) {
 }
 
 // Busy processes under the names tpcd and postgres (shells by those
-// names): every tpcd process counts, and a postgres process when it is a
-// server of this process or of a tpcd process, or a child of one; one
-// started by something else is another cluster's and does not count.
+// names): a node's tpcd process counts, and a postgres process when it is
+// a server of this process or of a node, or a child of one; another tpcd
+// process, or a postgres process started by something else, is another
+// cluster's and does not count.
 func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
@@ -117,8 +122,10 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	ownServer := start(postgres, "-c", postgres+" -c '"+spin+"' & wait")
 	// A node: a tpcd process, busy itself, whose server is busy.
 	node := start(tpcd, "-c", postgres+" -c '"+spin+"' & "+spin)
-	// Another cluster's server, started by a plain shell.
+	// Another cluster's server, started by a plain shell, and another
+	// cluster's node.
 	other := start(sh, "-c", postgres+" -c '"+spin+"' & wait")
+	otherNode := start(tpcd, "-c", spin)
 
 	children := func(parent int) []int {
 		var pids []int
@@ -145,7 +152,11 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 		t.Fatalf("children: %v of the own server, %v of the node, %v of the other shell", ownBackend, nodeServer, otherServer)
 	}
 
-	scope := procScope{self: os.Getpid()}
+	_, nodeStat, err := readProcStat(node.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := procScope{self: os.Getpid(), nodes: map[int]uint64{node.Process.Pid: nodeStat.started}}
 	before, err := scope.snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +169,9 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	if _, ok := before[otherServer[0]]; ok {
 		t.Errorf("another cluster's postgres process (pid %d) is counted", otherServer[0])
 	}
+	if _, ok := before[otherNode.Process.Pid]; ok {
+		t.Errorf("another cluster's tpcd process (pid %d) is counted", otherNode.Process.Pid)
+	}
 	if _, ok := before[os.Getpid()]; ok {
 		t.Error("this process is in the snapshot; getrusage counts it")
 	}
@@ -166,7 +180,7 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withOther := procScope{self: os.Getpid(), servers: map[int]uint64{otherServer[0]: otherStat.started}}
+	withOther := procScope{self: os.Getpid(), nodes: scope.nodes, servers: map[int]uint64{otherServer[0]: otherStat.started}}
 	if snap, err := withOther.snapshot(); err != nil || snap[otherServer[0]].kind != procPostgres {
 		t.Errorf("a server bench was given is not counted: %v", err)
 	}
@@ -185,9 +199,74 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 			break
 		}
 	}
-	if got.tpcd < 50*time.Millisecond || got.postgres < 100*time.Millisecond || got.tpcdProcs < 1 || got.postgresProcs < 3 {
-		// Other tpcd processes on the machine, with their servers, may
-		// count too.
-		t.Errorf("busy processes: %+v, want tpcd and postgres CPU, at least 3 postgres processes", got)
+	if got.tpcd < 50*time.Millisecond || got.postgres < 100*time.Millisecond || got.tpcdProcs != 1 || got.postgresProcs != 3 {
+		t.Errorf("busy processes: %+v, want tpcd and postgres CPU of 1 node and 3 postgres processes", got)
+	}
+}
+
+// listenEnv makes this test binary, run by TestFindNodes under the name
+// tpcd, listen on a port, print it and wait.
+const listenEnv = "BENCH_TEST_LISTEN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(listenEnv) != "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(l.Addr().String())
+		// Until the test kills it.
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// A node is found by the address it listens on, and only a tpcd process
+// on this machine is.
+func TestFindNodes(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "tpcd")
+	if err := os.Symlink(exe, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(link)
+	cmd.Env = append(os.Environ(), listenEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = strings.TrimSpace(addr)
+	_, port, _ := net.SplitHostPort(addr)
+
+	// This process listens too, but is not named tpcd.
+	self, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+
+	nodes := findNodes([]string{addr, "localhost:" + port, self.Addr().String(), "192.0.2.1:" + port})
+	if len(nodes) != 1 {
+		t.Fatalf("nodes found: %v, want pid %d alone", nodes, cmd.Process.Pid)
+	}
+	_, p, err := readProcStat(cmd.Process.Pid)
+	if err != nil || nodes[cmd.Process.Pid] != p.started {
+		t.Errorf("nodes found: %v, want pid %d started at %d (%v)", nodes, cmd.Process.Pid, p.started, err)
+	}
+	if nodes := findNodes([]string{"192.0.2.1:" + port}); len(nodes) != 0 {
+		t.Errorf("another machine's address matched local processes: %v", nodes)
 	}
 }

@@ -66,9 +66,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(w)
 	}
 
-	fmt.Fprintln(w, "\nwork per committed transaction (CPU: user + system ms; all processes: this one, the PostgreSQL servers involved and every other tpcd process on this machine):")
+	fmt.Fprintln(w, "\nwork per committed transaction (CPU: user + system ms; all processes: this one, the cluster's node processes and PostgreSQL servers on this machine):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tCPU ms (all processes)\tof it postgres\tof it other tpcd\tprocesses (postgres + tpcd)\tWAL fsyncs\tPG commits\tWAL bytes\t")
+	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tCPU ms (all processes)\tof it postgres\tof it node processes\tprocesses (postgres + tpcd)\tWAL fsyncs\tPG commits\tWAL bytes\t")
 	for _, res := range results {
 		if res.Costs == nil {
 			continue

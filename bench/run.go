@@ -177,10 +177,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer tp.close()
 	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 	defer cancel()
-	n, err := tp.participants(setupCtx)
+	participants, err := tp.participants(setupCtx)
 	if err != nil {
 		return nil, err
 	}
+	n := len(participants)
 	opts.Participants = n
 	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {
 		return nil, fmt.Errorf("the coordinator has %d participants but %d --data-db were given", n, len(opts.DataDBs))
@@ -213,7 +214,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		servers = append(servers, opts.LogDB)
 	}
 	servers = oneURIPerServer(append(servers, opts.DataDBs...))
-	scope := procScope{self: os.Getpid(), servers: findServers(ctx, servers)}
+	scope := procScope{
+		self:    os.Getpid(),
+		nodes:   findNodes(append([]string{opts.Coordinator}, participants...)),
+		servers: findServers(ctx, servers),
+	}
 
 	var watched []float64
 	measure := func(l *load) *Result {

@@ -62,11 +62,11 @@ transaction on one server.
 
 CPU per committed transaction is given for this process (with the
 cluster bench starts, the nodes too) and for all processes, read from
-/proc: this one, every other tpcd process on this machine, and the
-PostgreSQL servers here that this process or a tpcd process started or
-that --data-db and --log-db name (postmasters and their children).
-Nodes and servers on other machines are not in it; unrelated tpcd
-processes here are, and the report says how many processes it counted.
+/proc: this one, the cluster's nodes running here as tpcd processes
+(found by the addresses they listen on), and the PostgreSQL servers here
+that this process or such a node started or that --data-db and --log-db
+name (postmasters and their children). Nodes and servers on other
+machines are not in it; the report says how many processes it counted.
 
 Examples:
   tpcd bench -c 32 --baseline raw,raw-grouped
