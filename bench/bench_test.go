@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,9 +91,56 @@ func checkCounts(t *testing.T, res *Result, stmts int) {
 	}
 }
 
+// checkBySecond checks the committed rates by second add up to the
+// result's and cover its measured time, and its start-up comparison is
+// made of them.
+func checkBySecond(t *testing.T, res *Result) {
+	t.Helper()
+	var sum int64
+	for _, n := range res.CommittedBySecond {
+		sum += n
+	}
+	if sum != res.Committed {
+		t.Errorf("%s: %d committed by second %v, %d in all", res.Mode, sum, res.CommittedBySecond, res.Committed)
+	}
+	if want := int(math.Ceil(res.Seconds)); len(res.CommittedBySecond) != want {
+		t.Errorf("%s: %d seconds of rates over %.2f s measured, want %d", res.Mode, len(res.CommittedBySecond), res.Seconds, want)
+	}
+	if st := res.Startup; st != nil {
+		var first int64
+		for _, n := range res.CommittedBySecond[:st.FirstSeconds] {
+			first += n
+		}
+		if st.FirstPerSec != float64(first)/float64(st.FirstSeconds) || st.Ratio != st.FirstPerSec/st.LaterPerSec {
+			t.Errorf("%s: start-up %+v does not follow from %v", res.Mode, st, res.CommittedBySecond)
+		}
+	}
+}
+
+// checkMachineCPU checks the CPU of all processes counts the PostgreSQL
+// servers: more than this process alone, and the sum of its parts.
+func checkMachineCPU(t *testing.T, res *Result) {
+	t.Helper()
+	c := res.Costs
+	if c == nil {
+		t.Errorf("%s: no costs", res.Mode)
+		return
+	}
+	if c.PostgresProcesses < 1 || c.PostgresCPUMsPerTx <= 0 || c.MachineCPUMsPerTx <= c.ProcessCPUMsPerTx {
+		t.Errorf("%s: CPU of all processes %.3f ms per transaction, this process %.3f, %d postgres processes with %.3f: the servers are not counted",
+			res.Mode, c.MachineCPUMsPerTx, c.ProcessCPUMsPerTx, c.PostgresProcesses, c.PostgresCPUMsPerTx)
+	}
+	if sum := c.ProcessCPUMsPerTx + c.PostgresCPUMsPerTx + c.TPCDProcessesCPUMsPerTx; math.Abs(c.MachineCPUMsPerTx-sum) > 0.001 {
+		t.Errorf("%s: CPU of all processes %.4f ms per transaction, its parts add up to %.4f", res.Mode, c.MachineCPUMsPerTx, sum)
+	}
+}
+
 // TestAgainstRunningCluster drives a cluster started by the test, through
-// tpcd and then raw, with unique keys, and checks every committed
-// statement left exactly one row and the baseline left nothing prepared.
+// tpcd and then every baseline, with unique keys, and checks every
+// committed statement left exactly one row, the two-phase baselines left
+// nothing prepared and wrote one decision row per commit (the grouped one
+// several in one commit), the local one kept each transaction on one
+// server, and the CPU of all processes includes the servers'.
 func TestAgainstRunningCluster(t *testing.T) {
 	ctx := context.Background()
 	cl, err := localcluster.Start(ctx, localcluster.Options{Participants: 2, Logger: testLogger(t)})
@@ -108,9 +158,10 @@ func TestAgainstRunningCluster(t *testing.T) {
 	}
 
 	const txs, stmts, rounds = 300, 3, 2
+	baselines := []string{BaselineRaw, BaselineRawGrouped, BaselineLocal}
 	rep, err := Run(ctx, Options{
 		Coordinator: cl.CoordinatorAddr(), Concurrency: 6, Connections: 2, Statements: stmts,
-		Transactions: txs, Warmup: -1, Baseline: BaselineRaw, DataDBs: data, LogDB: cl.Nodes[0].LogURI,
+		Transactions: txs, Warmup: -1, Baselines: baselines, DataDBs: data, LogDB: cl.Nodes[0].LogURI,
 		Rounds: rounds, Logger: testLogger(t),
 	})
 	if err != nil {
@@ -119,11 +170,21 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if len(rep.Rounds) != rounds || rep.Config.Rounds != rounds {
 		t.Fatalf("%d rounds reported (config %d), want %d", len(rep.Rounds), rep.Config.Rounds, rounds)
 	}
-	// Every round measured both; the report's figures are the median
-	// round's (of two, the one with the lower ratio).
+	if rep.Config.Baseline != "raw,raw-grouped,local" || !slices.Equal(rep.Config.Baselines, baselines) {
+		t.Errorf("config names baselines %q, %v", rep.Config.Baseline, rep.Config.Baselines)
+	}
+	// Every round measured tpcd and each baseline in the order asked; the
+	// report's figures are the median round's (of two, the one with the
+	// lower ratio against the first baseline).
 	median := rep.Rounds[0]
 	for _, rd := range rep.Rounds {
-		for _, res := range []*Result{rd.TPCD, rd.Raw} {
+		if len(rd.Baselines) != len(baselines) {
+			t.Fatalf("a round measured %d baselines, want %d", len(rd.Baselines), len(baselines))
+		}
+		for i, res := range append([]*Result{rd.TPCD}, rd.Baselines...) {
+			if i > 0 && res.Mode != baselines[i-1] {
+				t.Errorf("baseline %d is %q, want %q", i-1, res.Mode, baselines[i-1])
+			}
 			checkCounts(t, res, stmts)
 			if res.Attempted != txs {
 				t.Errorf("%s: attempted %d, want %d", res.Mode, res.Attempted, txs)
@@ -132,20 +193,38 @@ func TestAgainstRunningCluster(t *testing.T) {
 			if res.Failed != 0 || res.Aborted != 0 {
 				t.Errorf("%s: %d failed, %d aborted: %v", res.Mode, res.Failed, res.Aborted, res.Reasons)
 			}
+			checkBySecond(t, res)
+			checkMachineCPU(t, res)
 		}
-		if rd.Ratio == nil || rd.Ratio.Throughput != rd.TPCD.CommittedPerSec/rd.Raw.CommittedPerSec {
-			t.Errorf("round ratio %+v for %.1f/%.1f", rd.Ratio, rd.TPCD.CommittedPerSec, rd.Raw.CommittedPerSec)
+		for _, res := range rd.Baselines {
+			q := rd.Ratios[res.Mode]
+			if q == nil || q.Throughput != rd.TPCD.CommittedPerSec/res.CommittedPerSec ||
+				q.MachineCPU != rd.TPCD.Costs.MachineCPUMsPerTx/res.Costs.MachineCPUMsPerTx {
+				t.Errorf("round ratio against %s %+v for %.1f/%.1f tx/s", res.Mode, q, rd.TPCD.CommittedPerSec, res.CommittedPerSec)
+			}
+		}
+		// The fields of reports before there were several baselines.
+		if rd.Raw != rd.Baselines[0] || rd.Ratio != rd.Ratios[BaselineRaw] {
+			t.Errorf("round's raw result and ratio are not the raw baseline's: %+v", rd.Ratio)
 		}
 		if rd.Ratio.Throughput < median.Ratio.Throughput {
 			median = rd
+		}
+		// Each local transaction wrote its statements on one server.
+		for i, n := range rd.Baselines[2].NodeStatements {
+			if n%stmts != 0 {
+				t.Errorf("local: %d statements on participant %d, not a multiple of %d statements per transaction", n, i, stmts)
+			}
 		}
 	}
 	if rep.TPCD != median.TPCD || rep.Raw != median.Raw || rep.Ratio != median.Ratio {
 		t.Errorf("report is not the median round's: ratio %+v, rounds %+v, %+v", rep.Ratio, rep.Rounds[0].Ratio, rep.Rounds[1].Ratio)
 	}
 	for mode, steps := range map[*Result][]string{
-		rep.TPCD: {"exec", "commit"},
-		rep.Raw:  {"exec", "prepare", "decision", "commit prepared"},
+		rep.TPCD:         {"exec", "commit"},
+		rep.Baselines[0]: {"exec", "prepare", "decision", "commit prepared"},
+		rep.Baselines[1]: {"exec", "prepare", "decision", "commit prepared"},
+		rep.Baselines[2]: {"exec", "commit"},
 	} {
 		for _, step := range steps {
 			if l, ok := mode.Steps[step]; !ok || l.P50 <= 0 {
@@ -163,7 +242,9 @@ func TestAgainstRunningCluster(t *testing.T) {
 		rows := queryInt(t, uri, "SELECT count(*) FROM bench_kv")
 		var want int64
 		for _, rd := range rep.Rounds {
-			want += rd.TPCD.NodeStatements[i] + rd.Raw.NodeStatements[i]
+			for _, res := range append([]*Result{rd.TPCD}, rd.Baselines...) {
+				want += res.NodeStatements[i]
+			}
 		}
 		if rows != want {
 			t.Errorf("participant %d: %d rows in bench_kv, want %d (committed statements of every round and mode)", i, rows, want)
@@ -175,12 +256,36 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if rep.RawLeftoverPrepared != 0 {
 		t.Errorf("report counts %d prepared transactions left behind", rep.RawLeftoverPrepared)
 	}
-	decisions := queryInt(t, cl.Nodes[0].LogURI, "SELECT count(*) FROM bench_decisions")
-	if want := rep.Rounds[0].Raw.Committed + rep.Rounds[1].Raw.Committed; decisions != want {
-		t.Errorf("%d decision rows for %d raw commits", decisions, want)
+	// The grouped baseline's GIDs carry a "g"; a group's rows share their
+	// transaction's now().
+	logURI := cl.Nodes[0].LogURI
+	eachDecisions := queryInt(t, logURI, "SELECT count(*) FROM bench_decisions WHERE gid NOT LIKE 'bench:%:g%'")
+	if want := rep.Rounds[0].Raw.Committed + rep.Rounds[1].Raw.Committed; eachDecisions != want {
+		t.Errorf("%d decision rows for %d raw commits", eachDecisions, want)
 	}
+	groupedDecisions := queryInt(t, logURI, "SELECT count(*) FROM bench_decisions WHERE gid LIKE 'bench:%:g%'")
+	if want := rep.Rounds[0].Baselines[1].Committed + rep.Rounds[1].Baselines[1].Committed; groupedDecisions != want {
+		t.Errorf("%d grouped decision rows for %d raw-grouped commits", groupedDecisions, want)
+	}
+	groupCommits := queryInt(t, logURI, "SELECT count(DISTINCT decided_at) FROM bench_decisions WHERE gid LIKE 'bench:%:g%'")
+	if groupCommits >= groupedDecisions {
+		t.Errorf("raw-grouped: %d decision rows in %d commits, none shared", groupedDecisions, groupCommits)
+	}
+	t.Logf("raw-grouped: %d decision rows in %d commits", groupedDecisions, groupCommits)
 	if rep.Ratio == nil || rep.Ratio.Throughput <= 0 {
 		t.Errorf("ratio: %+v", rep.Ratio)
+	}
+
+	// A database's server is found by its postmaster: here one this
+	// process started. A server that does not answer is left out.
+	servers := findServers(ctx, []string{logURI, "postgres://127.0.0.1:1/none?connect_timeout=1"})
+	if len(servers) != 1 {
+		t.Errorf("servers found: %v, want the log server's postmaster", servers)
+	}
+	for pid := range servers {
+		if comm, p, err := readProcStat(pid); err != nil || comm != "postgres" || p.ppid != os.Getpid() {
+			t.Errorf("server pid %d: %q, parent %d (%v), want a postgres process of this one", pid, comm, p.ppid, err)
+		}
 	}
 
 	// The JSON parses back into the same figures, under the documented
@@ -193,7 +298,9 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
 		t.Fatalf("JSON report does not parse: %v\n%s", err, buf.String())
 	}
-	if back.TPCD.Committed != rep.TPCD.Committed || back.Raw.Committed != rep.Raw.Committed || back.Ratio.P99 != rep.Ratio.P99 {
+	if back.TPCD.Committed != rep.TPCD.Committed || back.Raw.Committed != rep.Raw.Committed || back.Ratio.P99 != rep.Ratio.P99 ||
+		back.Baselines[2].Committed != rep.Baselines[2].Committed || back.Ratios[BaselineLocal].MachineCPU != rep.Ratios[BaselineLocal].MachineCPU ||
+		!slices.Equal(back.TPCD.CommittedBySecond, rep.TPCD.CommittedBySecond) || *back.TPCD.Costs != *rep.TPCD.Costs {
 		t.Errorf("JSON round trip changed the figures:\n%s", buf.String())
 	}
 	if len(back.Rounds) != rounds || back.Rounds[1].Raw.Committed != rep.Rounds[1].Raw.Committed {
@@ -203,10 +310,21 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &generic); err != nil {
 		t.Fatal(err)
 	}
+	for _, key := range []string{"tpcd", "raw", "ratio", "baselines", "ratios", "rounds"} {
+		if _, ok := generic[key]; !ok {
+			t.Errorf("JSON report lacks %q", key)
+		}
+	}
 	tp := generic["tpcd"].(map[string]any)
-	for _, key := range []string{"committed_per_sec", "aborted_per_sec", "statements_per_sec", "latency", "attempted"} {
+	for _, key := range []string{"committed_per_sec", "aborted_per_sec", "statements_per_sec", "latency", "attempted", "committed_by_second", "costs"} {
 		if _, ok := tp[key]; !ok {
 			t.Errorf("JSON tpcd result lacks %q", key)
+		}
+	}
+	costs := tp["costs"].(map[string]any)
+	for _, key := range []string{"process_cpu_ms_per_tx", "machine_cpu_ms_per_tx", "postgres_cpu_ms_per_tx", "tpcd_processes_cpu_ms_per_tx", "postgres_processes", "tpcd_processes"} {
+		if _, ok := costs[key]; !ok {
+			t.Errorf("JSON costs lack %q", key)
 		}
 	}
 	lat := tp["latency"].(map[string]any)
@@ -220,7 +338,8 @@ func TestAgainstRunningCluster(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"tpcd/raw: throughput", "committed/s", "p99 ms", "2 rounds (the figures above are the median round's"} {
+	for _, want := range []string{"tpcd/raw: throughput", "tpcd/raw-grouped: throughput", "tpcd/local: throughput", "CPU of all processes",
+		"committed/s", "p99 ms", "2 rounds (the figures above are the median round's", "CPU ms (all processes)", "committed/s over the measurement"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, buf.String())
 		}
@@ -232,10 +351,13 @@ func TestAgainstRunningCluster(t *testing.T) {
 // conflicts on a few hot keys, measuring by time with a warm-up, in each
 // form and over each transport.
 func TestStartsClusterWithHotKeys(t *testing.T) {
-	for _, tc := range []struct{ form, transport, step string }{
-		{FormInteractive, TransportHTTP, "commit"},
-		{FormSingle, TransportHTTP, "transact"},
-		{FormInteractive, TransportStream, "commit"},
+	for _, tc := range []struct {
+		form, transport, step string
+		baselines             []string
+	}{
+		{FormInteractive, TransportHTTP, "commit", []string{BaselineRaw, BaselineLocal}},
+		{FormSingle, TransportHTTP, "transact", []string{BaselineRawGrouped}},
+		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}},
 	} {
 		form, step := tc.form, tc.step
 		t.Run(form+"-"+tc.transport, func(t *testing.T) {
@@ -245,7 +367,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				// packages in parallel) sees every transaction of the
 				// short run time out.
 				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
-				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baseline: BaselineRaw,
+				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baselines: tc.baselines,
 				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
 				StartCluster: startLocalCluster,
 			})
@@ -255,13 +377,23 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			if !rep.Config.StartedCluster || rep.Config.Participants != 2 || rep.Config.Form != form || rep.Config.Transport != tc.transport {
 				t.Errorf("config: %+v", rep.Config)
 			}
-			for _, res := range []*Result{rep.TPCD, rep.Raw} {
+			if len(rep.Baselines) != len(tc.baselines) {
+				t.Fatalf("%d baselines measured, want %v", len(rep.Baselines), tc.baselines)
+			}
+			for _, res := range append([]*Result{rep.TPCD}, rep.Baselines...) {
 				checkCounts(t, res, 4)
 				if res.Committed == 0 {
 					t.Errorf("%s: nothing committed: %v", res.Mode, res.Reasons)
 				}
 				if res.Failed != 0 {
 					t.Errorf("%s: %d failed: %v", res.Mode, res.Failed, res.Reasons)
+				}
+				checkBySecond(t, res)
+				checkMachineCPU(t, res)
+				// Measured by time: 3 whole seconds, the first against
+				// the two after it.
+				if res.Startup == nil || res.Startup.FirstSeconds != 1 || res.Startup.LaterPerSec <= 0 {
+					t.Errorf("%s: start-up %+v from %v", res.Mode, res.Startup, res.CommittedBySecond)
 				}
 			}
 			if l, ok := rep.TPCD.Steps[step]; !ok || l.P50 <= 0 {
@@ -276,6 +408,12 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			tpcdStep := regexp.MustCompile(`(?m)^ *tpcd +.*\b` + step + ` [0-9]`)
 			if !tpcdStep.MatchString(text.String()) || !strings.Contains(text.String(), "transport="+tc.transport) {
 				t.Errorf("text report lacks tpcd's step %q or transport %q:\n%s", step, tc.transport, text.String())
+			}
+			// tpcd's rates by second and its first second against the
+			// later ones, on its own line.
+			bySecond := regexp.MustCompile(fmt.Sprintf(`(?m)^  tpcd +( [0-9]+)+  \| first 1 s %.0f/s, later %.0f/s`, rep.TPCD.Startup.FirstPerSec, rep.TPCD.Startup.LaterPerSec))
+			if !bySecond.MatchString(text.String()) {
+				t.Errorf("text report lacks tpcd's rates by second:\n%s", text.String())
 			}
 			if rep.RawLeftoverPrepared != 0 {
 				t.Errorf("the raw baseline left %d prepared transactions", rep.RawLeftoverPrepared)
@@ -298,8 +436,10 @@ func TestValidate(t *testing.T) {
 	}{
 		{"hot fraction", Options{HotFraction: 1.5}, "hot fraction"},
 		{"rounds", Options{Rounds: -2}, "rounds"},
-		{"baseline", Options{Baseline: "fast"}, "baseline"},
-		{"raw needs URIs", Options{Coordinator: "127.0.0.1:1", Baseline: BaselineRaw}, "--data-db"},
+		{"baseline", Options{Baselines: []string{BaselineRaw, "fast"}}, `baseline "fast"`},
+		{"raw needs URIs", Options{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineRaw}}, "--data-db"},
+		{"raw-grouped needs the log", Options{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineRawGrouped}, DataDBs: []string{"postgres://a/b"}}, "--log-db"},
+		{"local needs data", Options{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineLocal}}, "local baseline against a running cluster needs --data-db"},
 		{"bad form", Options{Form: "batch"}, `form "batch"`},
 		{"bad transport", Options{Transport: "udp"}, `transport "udp"`},
 		{"URIs need coordinator", Options{LogDB: "postgres://x/y"}, "--coordinator"},
@@ -310,15 +450,25 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: got %v, want an error mentioning %q", tc.name, err, tc.want)
 		}
 	}
-	ok := Options{Coordinator: "127.0.0.1:1", Baseline: BaselineRaw, DataDBs: []string{"postgres://a/b"}, LogDB: "postgres://a/c"}
-	if err := ok.Validate(); err != nil {
-		t.Errorf("valid options refused: %v", err)
+	for _, ok := range []Options{
+		{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineRaw, BaselineRawGrouped}, DataDBs: []string{"postgres://a/b"}, LogDB: "postgres://a/c"},
+		{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineLocal}, DataDBs: []string{"postgres://a/b"}},
+		{Coordinator: "127.0.0.1:1", Baselines: []string{BaselineNone}},
+	} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("valid options %v refused: %v", ok.Baselines, err)
+		}
+	}
+	o := Options{Baselines: []string{BaselineNone, BaselineLocal, BaselineRaw, BaselineLocal}}
+	o.fill()
+	if !slices.Equal(o.Baselines, []string{BaselineLocal, BaselineRaw}) {
+		t.Errorf("baselines %v, want none and repeats left out", o.Baselines)
 	}
 }
 
 func TestPlannerSpreadsAndKeys(t *testing.T) {
 	keys := newKeySource(0, 16)
-	p := newPlanner(keys, 3, 5)
+	p := newPlanner(keys, 3, 5, false)
 	seen := map[int64]bool{}
 	for range 200 {
 		plan := p.next()
@@ -338,7 +488,7 @@ func TestPlannerSpreadsAndKeys(t *testing.T) {
 		}
 	}
 
-	hot := newPlanner(newKeySource(1, 4), 2, 3)
+	hot := newPlanner(newKeySource(1, 4), 2, 3, false)
 	for range 100 {
 		for _, s := range hot.next() {
 			if s.key < 0 || s.key >= 4 {
@@ -380,6 +530,26 @@ func TestRecorder(t *testing.T) {
 	if res.Reasons["exec tx N: lock timeout"] != 2 {
 		t.Errorf("reasons not merged by masking numbers: %v", res.Reasons)
 	}
+
+}
+
+// Local plans put all of a transaction's statements on one participant,
+// the next one round robin.
+func TestPlannerOneNode(t *testing.T) {
+	p := newPlanner(newKeySource(0, 16), 3, 4, true)
+	prev := -1
+	for range 30 {
+		plan := p.next()
+		for _, s := range plan {
+			if s.node != plan[0].node {
+				t.Fatalf("a local transaction on two participants: %+v", plan)
+			}
+		}
+		if prev >= 0 && plan[0].node != (prev+1)%3 {
+			t.Fatalf("participant %d after %d, not round robin", plan[0].node, prev)
+		}
+		prev = plan[0].node
+	}
 }
 
 func TestProcStatus(t *testing.T) {
@@ -393,13 +563,20 @@ func TestProcStatus(t *testing.T) {
 	}
 }
 
-// The median round is the middle one by tpcd/raw throughput (the lower
-// middle of an even number), or by tpcd's throughput without a baseline.
+// The median round is the middle one by tpcd's throughput against the
+// first baseline (the lower middle of an even number), or by tpcd's
+// throughput without a baseline.
 func TestMedianRound(t *testing.T) {
 	withRaw := func(ratios ...float64) []Round {
 		var rs []Round
 		for _, r := range ratios {
-			rs = append(rs, Round{TPCD: &Result{CommittedPerSec: 100}, Raw: &Result{CommittedPerSec: 100 / r}, Ratio: &Ratio{Throughput: r}})
+			// A second baseline whose ratios run the other way must not
+			// decide.
+			rs = append(rs, Round{
+				TPCD:      &Result{CommittedPerSec: 100},
+				Baselines: []*Result{{Mode: BaselineLocal}, {Mode: BaselineRaw}},
+				Ratios:    map[string]*Ratio{BaselineLocal: {Throughput: r}, BaselineRaw: {Throughput: 1 / r}},
+			})
 		}
 		return rs
 	}
@@ -412,14 +589,14 @@ func TestMedianRound(t *testing.T) {
 		{withRaw(0.7), 0.7},
 		{withRaw(0.2, 0.9, 0.6, 0.4, 0.8), 0.6},
 	} {
-		if got := medianRound(c.rounds).Ratio.Throughput; got != c.want {
+		if got := medianRound(c.rounds).leadRatio().Throughput; got != c.want {
 			t.Errorf("median of %d rounds: %.1f, want %.1f", len(c.rounds), got, c.want)
 		}
 	}
 	// A last round cut short before its baseline ran has no ratio; its
 	// rate must not be sorted among the others' ratios.
 	cut := append(withRaw(0.5, 0.6), Round{TPCD: &Result{CommittedPerSec: 0.55}})
-	if got := medianRound(cut); got.Ratio == nil || got.Ratio.Throughput != 0.5 {
+	if got := medianRound(cut); got.leadRatio() == nil || got.leadRatio().Throughput != 0.5 {
 		t.Errorf("median of two ratios and a cut round: %+v, want the 0.5 round", got)
 	}
 	alone := []Round{{TPCD: &Result{CommittedPerSec: 30}}, {TPCD: &Result{CommittedPerSec: 10}}, {TPCD: &Result{CommittedPerSec: 20}}}

@@ -19,6 +19,22 @@ type Costs struct {
 	// this process, so for tpcd it is all of tpcd's CPU plus the clients';
 	// for raw, only the clients'.
 	ProcessCPUMsPerTx float64 `json:"process_cpu_ms_per_tx"`
+	// MachineCPUMsPerTx is the CPU time of every process involved per
+	// committed transaction: this process's (as above) plus that of the
+	// cluster's nodes that run here as processes of their own and of the
+	// PostgreSQL servers involved (procScope), read from /proc at the
+	// start and the end of the measurement (see cpuBetween for the
+	// processes that start or end in between).
+	// PostgresCPUMsPerTx and TPCDProcessesCPUMsPerTx are its parts other
+	// than this process. All three are 0 where /proc cannot be read.
+	MachineCPUMsPerTx       float64 `json:"machine_cpu_ms_per_tx"`
+	PostgresCPUMsPerTx      float64 `json:"postgres_cpu_ms_per_tx"`
+	TPCDProcessesCPUMsPerTx float64 `json:"tpcd_processes_cpu_ms_per_tx"`
+	// PostgresProcesses and TPCDProcesses count the processes of each kind
+	// the machine figure includes: those seen at the start or the end of
+	// the measurement.
+	PostgresProcesses int `json:"postgres_processes"`
+	TPCDProcesses     int `json:"tpcd_processes"`
 	// Server-side work per committed transaction, summed over the
 	// PostgreSQL servers (each counted once): WAL flushes to disk
 	// (pg_stat_wal.wal_sync, the fsyncs), WAL bytes and committed
@@ -32,19 +48,30 @@ type Costs struct {
 // costMeter takes the counters before and after a measurement.
 type costMeter struct {
 	uris    []string // one per server
+	scope   procScope
 	cpu     time.Duration
+	procs   procSnapshot
 	servers []serverCounters
-	err     error
+	// err is why the servers' statistics are missing, procErr why the
+	// other processes' CPU is.
+	err, procErr error
 }
 
 type serverCounters struct {
 	walSync, walBytes, commits int64
 }
 
-// newCostMeter keeps one URI per server: several databases of one server
-// share its WAL and statistics.
-func newCostMeter(uris []string) *costMeter {
-	m := &costMeter{}
+// newCostMeter reads the statistics of the servers of uris (one URI per
+// server, see oneURIPerServer); scope chooses the processes whose CPU
+// counts besides this one.
+func newCostMeter(uris []string, scope procScope) *costMeter {
+	return &costMeter{uris: uris, scope: scope}
+}
+
+// oneURIPerServer keeps the first URI of each server: several databases of
+// one server share its WAL, statistics and processes.
+func oneURIPerServer(uris []string) []string {
+	var out []string
 	seen := map[string]bool{}
 	for _, u := range uris {
 		cfg, err := pgx.ParseConfig(u)
@@ -54,10 +81,10 @@ func newCostMeter(uris []string) *costMeter {
 		key := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 		if !seen[key] {
 			seen[key] = true
-			m.uris = append(m.uris, u)
+			out = append(out, u)
 		}
 	}
-	return m
+	return out
 }
 
 func processCPU() time.Duration {
@@ -98,20 +125,44 @@ func readCounters(ctx context.Context, uri string) (serverCounters, error) {
 	return c, nil
 }
 
+// start takes the counters as the measurement begins. The servers'
+// statistics come first: reading them starts a backend on each server,
+// whose CPU is the meter's, not the workload's.
 func (m *costMeter) start(ctx context.Context) {
-	m.cpu = processCPU()
 	m.servers = m.read(ctx)
+	m.cpu = processCPU()
+	m.procs = m.snapshot()
 }
 
-// stop computes the costs per committed transaction. Server statistics
-// reach the shared counters a moment after a transaction ends, so it waits
-// that moment out first.
+func (m *costMeter) snapshot() procSnapshot {
+	snap, err := m.scope.snapshot()
+	if err != nil {
+		m.procErr = err
+	}
+	return snap
+}
+
+// stop computes the costs per committed transaction. CPU times are taken
+// at once; server statistics reach the shared counters a moment after a
+// transaction ends, so it waits that moment out before reading them.
 func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
 	cpu := processCPU() - m.cpu
+	var procs procSnapshot
+	if m.procs != nil {
+		procs = m.snapshot()
+	}
 	if committed == 0 {
 		return nil
 	}
-	c := &Costs{ProcessCPUMsPerTx: float64(cpu.Microseconds()) / 1000 / float64(committed)}
+	n := float64(committed)
+	perTx := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	c := &Costs{ProcessCPUMsPerTx: perTx(cpu)}
+	if procs != nil {
+		others := cpuBetween(m.procs, procs, clockTicks())
+		c.PostgresCPUMsPerTx, c.TPCDProcessesCPUMsPerTx = perTx(others.postgres), perTx(others.tpcd)
+		c.MachineCPUMsPerTx = perTx(cpu + others.postgres + others.tpcd)
+		c.PostgresProcesses, c.TPCDProcesses = others.postgresProcs, others.tpcdProcs
+	}
 	if len(m.uris) == 0 || m.servers == nil {
 		return c
 	}
@@ -126,7 +177,6 @@ func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
 		d.walBytes += after[i].walBytes - m.servers[i].walBytes
 		d.commits += after[i].commits - m.servers[i].commits
 	}
-	n := float64(committed)
 	c.WALSyncsPerTx = float64(d.walSync) / n
 	c.WALBytesPerTx = float64(d.walBytes) / n
 	c.PGCommitsPerTx = float64(d.commits) / n

@@ -5,12 +5,18 @@
 // measures committed and aborted transactions per second and commit
 // latency.
 //
-// The raw baseline runs the same workload straight against the same
-// PostgreSQL servers with the least two-phase-commit work there is — on
-// every touched server BEGIN, the statements and PREPARE TRANSACTION, one
-// decision row on the coordinator's log server, then COMMIT PREPARED — so
-// that tpcd's cost is measured against the floor it cannot go below, not
-// against an arbitrary number.
+// The baselines run the same workload straight against the same
+// PostgreSQL servers with the least work there is, so that tpcd's cost is
+// measured against a floor, not against an arbitrary number: raw
+// two-phase commit (on every touched server BEGIN, the statements and
+// PREPARE TRANSACTION, a decision row on the coordinator's log server,
+// then COMMIT PREPARED), with a forced decision row each or with the
+// decision rows of concurrent transactions group-committed, and a plain
+// local transaction on one server (BEGIN, statements, COMMIT).
+//
+// Costs per committed transaction include the CPU of every process
+// involved on the machine, the PostgreSQL servers' and separately run
+// nodes' too, read from /proc (machinecpu.go).
 //
 // Latencies go into an HDR histogram: its percentiles keep a fixed
 // relative error from microseconds to minutes in fixed memory, whatever

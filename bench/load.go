@@ -16,10 +16,13 @@ type txFunc func(ctx context.Context, plan []stmt, sp *spans) (out outcome, reas
 // load is one measurement: Concurrency clients running transactions
 // through one kind of driver.
 type load struct {
-	mode     string
-	opts     *Options
-	keys     *keySource
-	clients  []txFunc
+	mode    string
+	opts    *Options
+	keys    *keySource
+	clients []txFunc
+	// oneNode plans every transaction on one participant (the local
+	// baseline).
+	oneNode  bool
 	progress io.Writer
 	// onMeasure, if set, runs when the warm-up is over and measuring
 	// starts; onEnd when the last measured transaction finished.
@@ -51,6 +54,7 @@ func (l *load) run(ctx context.Context) *Result {
 			l.onMeasure()
 		}
 		start = time.Now()
+		rec.startAt(start)
 		measuring.Store(true)
 	}
 	// Without a warm-up, nothing may run before measuring starts: every
@@ -61,7 +65,7 @@ func (l *load) run(ctx context.Context) *Result {
 
 	var wg sync.WaitGroup
 	for _, tx := range l.clients {
-		p := newPlanner(l.keys, l.opts.Participants, l.opts.Statements)
+		p := newPlanner(l.keys, l.opts.Participants, l.opts.Statements, l.oneNode)
 		sp := &spans{}
 		wg.Add(1)
 		go func() {

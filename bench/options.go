@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
@@ -15,11 +17,31 @@ import (
 // `tpcd participant --max-conns` does by default.
 const DefaultMaxConns = 100
 
-// Baselines that Options.Baseline accepts.
+// Baselines that Options.Baselines accepts: the same workload done by the
+// bench clients themselves, straight on the PostgreSQL servers tpcd uses.
 const (
+	// BaselineNone measures tpcd alone.
 	BaselineNone = "none"
-	BaselineRaw  = "raw"
+	// BaselineRaw is two-phase commit with one forced decision row per
+	// transaction on the coordinator's log server: on every touched
+	// server BEGIN, the statements and PREPARE TRANSACTION, the decision,
+	// COMMIT PREPARED on each.
+	BaselineRaw = "raw"
+	// BaselineRawGrouped is BaselineRaw with the decision rows of
+	// concurrent transactions written in one insert and commit (one WAL
+	// flush for all) by a writer they hand them to; each transaction
+	// waits for the commit that carries its row.
+	BaselineRawGrouped = "raw-grouped"
+	// BaselineLocal is a plain local transaction, what an application
+	// without tpcd does: all of a transaction's statements on one data
+	// server, chosen round robin, in BEGIN; statements; COMMIT. With one
+	// statement per transaction tpcd commits in one phase too, and this
+	// is what it is measured against.
+	BaselineLocal = "local"
 )
+
+// knownBaselines lists the baselines in the order help texts name them.
+var knownBaselines = []string{BaselineNone, BaselineRaw, BaselineRawGrouped, BaselineLocal}
 
 // Forms that Options.Form accepts: how a transaction reaches the
 // coordinator.
@@ -128,14 +150,16 @@ type Options struct {
 	// between rounds instead of in one mode's favour; every round warms up.
 	Rounds int
 
-	// Baseline is BaselineNone (default) or BaselineRaw. The raw baseline
-	// needs the data databases (DataDBs, in node order) and the
-	// coordinator's log database (LogDB), which Run knows itself when it
-	// starts the cluster.
-	Baseline string
-	DataDBs  []string
-	LogDB    string
-	// LockTimeout for the raw baseline's transactions (default 2s).
+	// Baselines to measure besides tpcd, in this order, each right after
+	// tpcd in every round: BaselineRaw, BaselineRawGrouped, BaselineLocal
+	// (BaselineNone and repeats are left out). Every baseline needs the
+	// data databases (DataDBs, in node order), the two-phase ones the
+	// coordinator's log database (LogDB) too; Run knows them itself when
+	// it starts the cluster.
+	Baselines []string
+	DataDBs   []string
+	LogDB     string
+	// LockTimeout for the baselines' transactions (default 2s).
 	LockTimeout time.Duration
 	// CallTimeout bounds each call and statement (default 60s).
 	CallTimeout time.Duration
@@ -217,9 +241,7 @@ func (o *Options) fill() {
 	if o.Warmup < 0 {
 		o.Warmup = 0
 	}
-	if o.Baseline == "" {
-		o.Baseline = BaselineNone
-	}
+	o.Baselines = cleanBaselines(o.Baselines)
 	if o.Rounds <= 0 {
 		o.Rounds = 1
 	}
@@ -256,14 +278,19 @@ func (o *Options) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("transport %q: want %s or %s", o.Transport, TransportHTTP, TransportStream))
 	}
-	switch o.Baseline {
-	case "", BaselineNone:
-	case BaselineRaw:
-		if o.Coordinator != "" && (len(o.DataDBs) == 0 || o.LogDB == "") {
-			errs = append(errs, errors.New("the raw baseline against a running cluster needs --data-db (once per participant, in node order) and --log-db (the coordinator's log server)"))
+	for _, b := range o.Baselines {
+		if !slices.Contains(knownBaselines, b) {
+			errs = append(errs, fmt.Errorf("baseline %q: want one of %s", b, strings.Join(knownBaselines, ", ")))
 		}
-	default:
-		errs = append(errs, fmt.Errorf("baseline %q: want %s or %s", o.Baseline, BaselineNone, BaselineRaw))
+	}
+	if o.Coordinator != "" {
+		baselines := cleanBaselines(o.Baselines)
+		switch {
+		case hasTwoPhaseBaseline(baselines) && (len(o.DataDBs) == 0 || o.LogDB == ""):
+			errs = append(errs, errors.New("the raw baselines against a running cluster need --data-db (once per participant, in node order) and --log-db (the coordinator's log server)"))
+		case len(baselines) > 0 && len(o.DataDBs) == 0:
+			errs = append(errs, errors.New("the local baseline against a running cluster needs --data-db (once per participant, in node order)"))
+		}
 	}
 	if o.Coordinator == "" && o.StartCluster == nil {
 		errs = append(errs, errors.New("no coordinator to drive: give --coordinator, or a way to start a local cluster (Options.StartCluster)"))
@@ -272,4 +299,21 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--data-db and --log-db describe a running cluster; give --coordinator too"))
 	}
 	return errors.Join(errs...)
+}
+
+// cleanBaselines drops BaselineNone and repeats, keeping the order.
+func cleanBaselines(baselines []string) []string {
+	var out []string
+	for _, b := range baselines {
+		if b != BaselineNone && b != "" && !slices.Contains(out, b) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// hasTwoPhaseBaseline tells whether a baseline that writes decisions to
+// the log server is among baselines.
+func hasTwoPhaseBaseline(baselines []string) bool {
+	return slices.Contains(baselines, BaselineRaw) || slices.Contains(baselines, BaselineRawGrouped)
 }

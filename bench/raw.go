@@ -14,13 +14,20 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// rawDriver is the baseline: the workload's two-phase commit done by the
-// client itself, straight on the PostgreSQL servers, with nothing a
-// coordinator adds (no event log, no RPC, no markers): per transaction
-// BEGIN, the statements and PREPARE TRANSACTION on each touched server, one
-// forced decision row on the log server, COMMIT PREPARED on each.
+// rawDriver runs the baselines: the workload done by the client itself,
+// straight on the PostgreSQL servers, with nothing a coordinator adds (no
+// event log, no RPC, no markers). Its two-phase baselines run per
+// transaction BEGIN, the statements and PREPARE TRANSACTION on each
+// touched server, a decision row on the log server, and COMMIT PREPARED on
+// each; the decision is a forced row of its own (BaselineRaw) or shares
+// one insert and commit with the decisions of concurrent transactions
+// (BaselineRawGrouped). The local baseline runs BEGIN, the statements and
+// COMMIT on the one server its transaction was planned on
+// (BaselineLocal). Baselines take turns on the same connections.
 type rawDriver struct {
-	data        []string
+	data []string
+	// log is the log server's URI; empty when only the local baseline
+	// runs, which writes no decisions.
 	log         string
 	nonce       int64
 	lockTimeout time.Duration
@@ -29,6 +36,9 @@ type rawDriver struct {
 	// other servers' (bench's single form), as tpcd's coordinator does
 	// with a transact call.
 	concurrent bool
+	// group writes the decisions of BaselineRawGrouped; nil when that
+	// baseline does not run.
+	group *decisionGroup
 
 	mu      sync.Mutex
 	clients []*rawClient
@@ -46,16 +56,27 @@ type rawClient struct {
 	errs []error
 }
 
-func newRawDriver(data []string, log string, nonce int64, lockTimeout, timeout time.Duration, concurrent bool) *rawDriver {
-	return &rawDriver{data: data, log: log, nonce: nonce, lockTimeout: lockTimeout, timeout: timeout, concurrent: concurrent}
+// newRawDriver drives the baselines on the data servers data; log is the
+// log server for the two-phase baselines ("" if none runs), and grouped
+// starts the decision writer of BaselineRawGrouped for up to clients
+// transactions at a time.
+func newRawDriver(data []string, log string, nonce int64, lockTimeout, timeout time.Duration, concurrent, grouped bool, clients int) *rawDriver {
+	d := &rawDriver{data: data, log: log, nonce: nonce, lockTimeout: lockTimeout, timeout: timeout, concurrent: concurrent}
+	if grouped {
+		d.group = startDecisionGroup(log, clients, timeout)
+	}
+	return d
 }
 
-// setup creates the tables the baseline writes.
+// setup creates the tables the baselines write.
 func (d *rawDriver) setup(ctx context.Context) error {
 	for i, uri := range d.data {
 		if err := execOnce(ctx, uri, CreateTableSQL); err != nil {
 			return fmt.Errorf("create bench_kv on data database %d: %w", i, err)
 		}
+	}
+	if d.log == "" {
+		return nil
 	}
 	if err := execOnce(ctx, d.log, CreateDecisionsSQL); err != nil {
 		return fmt.Errorf("create bench_decisions on the log database: %w", err)
@@ -103,7 +124,7 @@ func (c *rawClient) connect(ctx context.Context) error {
 			}
 		}
 	}
-	if c.log == nil || c.log.IsClosed() {
+	if c.d.log != "" && (c.log == nil || c.log.IsClosed()) {
 		if c.log, err = pgx.Connect(ctx, c.d.log); err != nil {
 			return fmt.Errorf("connect to the log database: %w", err)
 		}
@@ -112,6 +133,9 @@ func (c *rawClient) connect(ctx context.Context) error {
 }
 
 func (d *rawDriver) close() {
+	if d.group != nil {
+		d.group.stop()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -132,16 +156,39 @@ func (d *rawDriver) close() {
 	d.clients = nil
 }
 
-func (d *rawDriver) client(i int) txFunc { return d.clients[i].tx }
+// client returns client i's transaction function for baseline (one of
+// the Baseline constants but BaselineNone).
+func (d *rawDriver) client(i int, baseline string) txFunc {
+	c := d.clients[i]
+	switch baseline {
+	case BaselineLocal:
+		return c.local
+	case BaselineRawGrouped:
+		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+			return c.twoPhase(ctx, plan, sp, true)
+		}
+	}
+	return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+		return c.twoPhase(ctx, plan, sp, false)
+	}
+}
 
-func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+// twoPhase runs plan as a raw two-phase commit; grouped hands the decision
+// to the driver's decision writer instead of inserting it here.
+func (c *rawClient) twoPhase(ctx context.Context, plan []stmt, sp *spans, grouped bool) (outcome, string) {
 	ctx, cancel := context.WithTimeout(ctx, c.d.timeout)
 	defer cancel()
 	if err := c.connect(ctx); err != nil {
 		return outFailed, err.Error()
 	}
 	c.seq++
-	gid := fmt.Sprintf("bench:%d:%d:%d", c.d.nonce, c.id, c.seq)
+	// The sequence is the client's across baselines, so GIDs never repeat
+	// in a run; a "g" marks the grouped baseline's.
+	tag := ""
+	if grouped {
+		tag = "g"
+	}
+	gid := fmt.Sprintf("bench:%d:%s%d:%d", c.d.nonce, tag, c.id, c.seq)
 	clear(c.open)
 
 	if out, reason := c.work(ctx, plan, sp); out != outCommitted {
@@ -169,9 +216,16 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, st
 	}
 	sp.mark("prepare")
 
-	// The decision: one forced row on the log server (synchronous commit
-	// as configured there, on by default).
-	if _, err := c.log.Exec(ctx, insertDecisionSQL, gid); err != nil {
+	// The decision: a row on the log server, durable before any COMMIT
+	// PREPARED (synchronous commit as configured there, on by default):
+	// one forced insert of its own, or a place in the writer's next group.
+	var err error
+	if grouped {
+		err = c.d.group.decide(ctx, gid)
+	} else {
+		_, err = c.log.Exec(ctx, insertDecisionSQL, gid)
+	}
+	if err != nil {
 		c.eachOpen(func(i int, conn *pgx.Conn) error {
 			_, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quote(nodeGID(gid, i)), pgx.QueryExecModeSimpleProtocol)
 			return err
@@ -188,6 +242,41 @@ func (c *rawClient) tx(ctx context.Context, plan []stmt, sp *spans) (outcome, st
 		return outFailed, fmt.Sprintf("commit prepared: %v", err)
 	}
 	sp.mark("commit prepared")
+	return outCommitted, ""
+}
+
+// local runs plan, whose statements are all on one server, as an
+// application without tpcd would: BEGIN, the statements, COMMIT.
+func (c *rawClient) local(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+	ctx, cancel := context.WithTimeout(ctx, c.d.timeout)
+	defer cancel()
+	for _, s := range plan {
+		if s.node != plan[0].node {
+			// Separate COMMITs on two servers would not be atomic: this
+			// is a planning bug, and must not pass for a commit.
+			return outFailed, fmt.Sprintf("local baseline: a transaction planned on participants %d and %d", plan[0].node, s.node)
+		}
+	}
+	if err := c.connect(ctx); err != nil {
+		return outFailed, err.Error()
+	}
+	clear(c.open)
+	if out, reason := c.work(ctx, plan, sp); out != outCommitted {
+		return out, reason
+	}
+	c.eachOpen(func(_ int, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, "COMMIT", pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+	if err := errors.Join(c.errs...); err != nil {
+		// A COMMIT the server refused rolled back; one that got no answer
+		// may have committed.
+		if isConnErr(err) {
+			return outFailed, fmt.Sprintf("commit: %v", err)
+		}
+		return outAborted, fmt.Sprintf("commit: %v", err)
+	}
+	sp.mark("commit")
 	return outCommitted, ""
 }
 

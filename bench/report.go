@@ -36,12 +36,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "participants=%d form=%s transport=%s clients=%d connections=%d statements/tx=%d hot-fraction=%g (of %d keys) measured=%s after %.0fs warm-up\n\n",
 		c.Participants, c.Form, c.Transport, c.Concurrency, c.Connections, c.Statements, c.HotFraction, c.HotKeys, span, c.WarmupSec)
 
+	results := r.results()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tcommitted/s\taborted/s\tstatements/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\tcommitted\taborted\tfailed\t")
-	for _, res := range []*Result{r.TPCD, r.Raw} {
-		if res == nil {
-			continue
-		}
+	for _, res := range results {
 		l := res.Latency
 		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%d\t\n",
 			res.Mode, res.CommittedPerSec, res.AbortedPerSec, res.StatementsPerSec,
@@ -50,12 +48,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	width := 0
+	for _, res := range results {
+		width = max(width, len(res.Mode))
+	}
 	fmt.Fprintln(w, "\nlatency by step of committed transactions (p50 / p99 ms):")
-	for _, res := range []*Result{r.TPCD, r.Raw} {
-		if res == nil || len(res.Steps) == 0 {
+	for _, res := range results {
+		if len(res.Steps) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "  %-5s", res.Mode)
+		fmt.Fprintf(w, "  %-*s", width, res.Mode)
 		for _, name := range stepOrder {
 			if l, ok := res.Steps[name]; ok {
 				fmt.Fprintf(w, "  %s %.2f / %.2f", name, l.P50, l.P99)
@@ -64,29 +66,39 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(w)
 	}
 
-	fmt.Fprintln(w, "\nwork per committed transaction:")
+	fmt.Fprintln(w, "\nwork per committed transaction (CPU: user + system ms; all processes: this one, the cluster's node processes and PostgreSQL servers on this machine):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tWAL fsyncs\tPG commits\tWAL bytes\t")
-	for _, res := range []*Result{r.TPCD, r.Raw} {
-		if res == nil || res.Costs == nil {
+	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tCPU ms (all processes)\tof it postgres\tof it node processes\tprocesses (postgres + tpcd)\tWAL fsyncs\tPG commits\tWAL bytes\t")
+	for _, res := range results {
+		if res.Costs == nil {
 			continue
 		}
 		c := res.Costs
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t\n", res.Mode, c.ProcessCPUMsPerTx, c.WALSyncsPerTx, c.PGCommitsPerTx, c.WALBytesPerTx)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%d + %d\t%.2f\t%.2f\t%.0f\t\n", res.Mode, c.ProcessCPUMsPerTx,
+			c.MachineCPUMsPerTx, c.PostgresCPUMsPerTx, c.TPCDProcessesCPUMsPerTx, c.PostgresProcesses, c.TPCDProcesses,
+			c.WALSyncsPerTx, c.PGCommitsPerTx, c.WALBytesPerTx)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeBySecond(w, results, width)
 	if len(r.Rounds) > 1 {
 		if err := r.writeRounds(w); err != nil {
 			return err
 		}
 	}
-	if r.Ratio != nil {
-		fmt.Fprintf(w, "\ntpcd/raw: throughput %.2fx, p50 %.2fx, p99 %.2fx\n", r.Ratio.Throughput, r.Ratio.P50, r.Ratio.P99)
-		if r.RawLeftoverPrepared > 0 {
-			fmt.Fprintf(w, "WARNING: the raw baseline left %d prepared transactions behind\n", r.RawLeftoverPrepared)
+	if len(r.Baselines) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, b := range r.Baselines {
+		q := r.Ratios[b.Mode]
+		if q == nil {
+			continue
 		}
+		fmt.Fprintf(w, "tpcd/%s: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU of all processes %.2fx\n", b.Mode, q.Throughput, q.P50, q.P99, q.MachineCPU)
+	}
+	if r.RawLeftoverPrepared > 0 {
+		fmt.Fprintf(w, "WARNING: the raw baselines left %d prepared transactions behind\n", r.RawLeftoverPrepared)
 	}
 	m := r.Memory
 	fmt.Fprintf(w, "\npeak RSS of this process: %.0f MiB", m.ProcessPeakMB)
@@ -98,8 +110,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	if m.WatchedPID > 0 {
 		fmt.Fprintf(w, "peak RSS of pid %d during the measurements: %.0f MiB\n", m.WatchedPID, m.WatchedPeakMB)
 	}
-	for _, res := range []*Result{r.TPCD, r.Raw} {
-		if res == nil || len(res.Reasons) == 0 {
+	for _, res := range results {
+		if len(res.Reasons) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s aborts and failures by reason:\n", res.Mode)
@@ -110,36 +122,97 @@ func (r *Report) WriteText(w io.Writer) error {
 	return nil
 }
 
+// results lists tpcd's result and the baselines', in the order measured.
+func (r *Report) results() []*Result {
+	var out []*Result
+	if r.TPCD != nil {
+		out = append(out, r.TPCD)
+	}
+	return append(out, r.Baselines...)
+}
+
+// maxBySecondColumns bounds the rates printed on one line; a longer
+// measurement prints the mean rate of steps of several seconds.
+const maxBySecondColumns = 30
+
+// writeBySecond prints each result's committed rate second by second, and
+// its first seconds against the later ones, where a start-up tail shows.
+func writeBySecond(w io.Writer, results []*Result, width int) {
+	printed := false
+	for _, res := range results {
+		n := len(res.CommittedBySecond)
+		if n == 0 {
+			continue
+		}
+		step := (n + maxBySecondColumns - 1) / maxBySecondColumns
+		if !printed {
+			unit := "each second"
+			if step > 1 {
+				unit = fmt.Sprintf("mean of each %d s", step)
+			}
+			fmt.Fprintf(w, "\ncommitted/s over the measurement (%s; the last may be part of a second):\n", unit)
+			printed = true
+		}
+		fmt.Fprintf(w, "  %-*s ", width, res.Mode)
+		for i := 0; i < n; i += step {
+			part := res.CommittedBySecond[i:min(i+step, n)]
+			var sum int64
+			for _, v := range part {
+				sum += v
+			}
+			fmt.Fprintf(w, " %d", sum/int64(len(part)))
+		}
+		if st := res.Startup; st != nil {
+			fmt.Fprintf(w, "  | first %d s %.0f/s, later %.0f/s: %.2fx", st.FirstSeconds, st.FirstPerSec, st.LaterPerSec, st.Ratio)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
 // writeRounds lists every round; the figures above are the median round's.
 func (r *Report) writeRounds(w io.Writer) error {
 	median := medianRound(r.Rounds)
-	fmt.Fprintf(w, "\n%d rounds (the figures above are the median round's, marked *; p50 and CPU per transaction in ms):\n", len(r.Rounds))
+	fmt.Fprintf(w, "\n%d rounds (the figures above are the median round's, marked *; p50 and CPU of all processes per transaction in ms):\n", len(r.Rounds))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if r.Raw != nil {
-		fmt.Fprintln(tw, "round\ttpcd/s\traw/s\ttpcd/raw\tp50 tpcd\tp50 raw\tp99 ratio\tCPU tpcd\tCPU raw\t")
-	} else {
-		fmt.Fprintln(tw, "round\ttpcd/s\tp50\tp99\tCPU\t")
+	fmt.Fprint(tw, "round\ttpcd/s\tp50 tpcd\tCPU tpcd\t")
+	for _, b := range r.Baselines {
+		fmt.Fprintf(tw, "%[1]s/s\ttpcd/%[1]s\tp50 %[1]s\tp99 ratio\tCPU %[1]s\t", b.Mode)
 	}
+	fmt.Fprintln(tw)
 	for i, rd := range r.Rounds {
 		mark := ""
 		if rd.TPCD == median.TPCD {
 			mark = "*"
 		}
 		t := rd.TPCD
-		if rd.Raw == nil {
-			fmt.Fprintf(tw, "%d%s\t%.1f\t%.2f\t%.2f\t%.2f\t\n", i+1, mark, t.CommittedPerSec, t.Latency.P50, t.Latency.P99, cpuPerTx(t))
-			continue
+		fmt.Fprintf(tw, "%d%s\t%.1f\t%.2f\t%.2f\t", i+1, mark, t.CommittedPerSec, t.Latency.P50, machineCPUPerTx(t))
+		for _, b := range r.Baselines {
+			res, q := rd.baseline(b.Mode)
+			if res == nil {
+				fmt.Fprint(tw, "-\t-\t-\t-\t-\t")
+				continue
+			}
+			fmt.Fprintf(tw, "%.1f\t%.2fx\t%.2f\t%.2fx\t%.2f\t", res.CommittedPerSec, q.Throughput, res.Latency.P50, q.P99, machineCPUPerTx(res))
 		}
-		fmt.Fprintf(tw, "%d%s\t%.1f\t%.1f\t%.2fx\t%.2f\t%.2f\t%.2fx\t%.2f\t%.2f\t\n", i+1, mark,
-			t.CommittedPerSec, rd.Raw.CommittedPerSec, rd.Ratio.Throughput,
-			t.Latency.P50, rd.Raw.Latency.P50, rd.Ratio.P99, cpuPerTx(t), cpuPerTx(rd.Raw))
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
 
-func cpuPerTx(r *Result) float64 {
+// baseline is the round's result of the baseline mode and tpcd's ratio
+// against it; nil if the round did not measure it.
+func (r Round) baseline(mode string) (*Result, *Ratio) {
+	for _, res := range r.Baselines {
+		if res.Mode == mode {
+			return res, r.Ratios[mode]
+		}
+	}
+	return nil, nil
+}
+
+func machineCPUPerTx(r *Result) float64 {
 	if r.Costs == nil {
 		return 0
 	}
-	return r.Costs.ProcessCPUMsPerTx
+	return r.Costs.MachineCPUMsPerTx
 }

@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -33,17 +34,23 @@ type Config struct {
 	DurationSec     float64 `json:"duration_sec,omitempty"`
 	Transactions    int     `json:"transactions,omitempty"`
 	WarmupSec       float64 `json:"warmup_sec"`
-	Baseline        string  `json:"baseline"`
-	Rounds          int     `json:"rounds"`
-	GOMAXPROCS      int     `json:"gomaxprocs"`
+	// Baseline names the baselines measured, comma-separated ("none":
+	// tpcd alone), and Baselines lists them.
+	Baseline   string   `json:"baseline"`
+	Baselines  []string `json:"baselines,omitempty"`
+	Rounds     int      `json:"rounds"`
+	GOMAXPROCS int      `json:"gomaxprocs"`
 }
 
-// Ratio compares tpcd with the raw baseline: tpcd's figure divided by the
+// Ratio compares tpcd with a baseline: tpcd's figure divided by the
 // baseline's.
 type Ratio struct {
 	Throughput float64 `json:"throughput"`
 	P50        float64 `json:"p50"`
 	P99        float64 `json:"p99"`
+	// MachineCPU compares the CPU of every process involved per committed
+	// transaction (Costs.MachineCPUMsPerTx); 0 where it was not read.
+	MachineCPU float64 `json:"machine_cpu,omitempty"`
 }
 
 // Memory is the resident memory seen during the measurements, in MiB.
@@ -69,37 +76,67 @@ type Machine struct {
 
 // Report is the outcome of Run.
 type Report struct {
-	Config Config  `json:"config"`
-	TPCD   *Result `json:"tpcd"`
-	Raw    *Result `json:"raw,omitempty"`
-	Ratio  *Ratio  `json:"ratio,omitempty"`
-	// Rounds holds every round when there was more than one; TPCD, Raw and
-	// Ratio above are then the median round's (see medianRound).
+	Config Config `json:"config"`
+	// Round holds the figures: when there was more than one round, the
+	// median round's (see medianRound).
+	Round
+	// Rounds holds every round when there was more than one.
 	Rounds []Round `json:"rounds,omitempty"`
-	// RawLeftoverPrepared counts the baseline's prepared transactions
-	// found on the data servers after it ran; anything but 0 is a bug.
+	// RawLeftoverPrepared counts the two-phase baselines' prepared
+	// transactions found on the data servers after they ran; anything but
+	// 0 is a bug.
 	RawLeftoverPrepared int     `json:"raw_leftover_prepared"`
 	Memory              Memory  `json:"memory"`
 	Machine             Machine `json:"machine"`
 }
 
-// Round is one measurement of tpcd and, if asked, of the baseline right
+// Round is one measurement of tpcd and, if asked, of the baselines right
 // after it.
 type Round struct {
-	TPCD  *Result `json:"tpcd"`
+	TPCD *Result `json:"tpcd"`
+	// Raw and Ratio are the raw baseline's result (one forced decision
+	// each) and tpcd's figures against it, where reports had them before
+	// there was more than one baseline; Baselines has Raw too.
 	Raw   *Result `json:"raw,omitempty"`
 	Ratio *Ratio  `json:"ratio,omitempty"`
+	// Baselines are the baselines' results in the order measured
+	// (Result.Mode names each), and Ratios tpcd's figures against each of
+	// them by mode.
+	Baselines []*Result         `json:"baselines,omitempty"`
+	Ratios    map[string]*Ratio `json:"ratios,omitempty"`
 }
 
-// medianRound picks the round that stands for all: the median by tpcd/raw
-// throughput, or by tpcd's throughput without a baseline; of an even
-// number, the lower of the middle two.
+// addBaseline files a baseline's result and tpcd's ratio against it.
+func (r *Round) addBaseline(res *Result) {
+	q := ratio(r.TPCD, res)
+	r.Baselines = append(r.Baselines, res)
+	if r.Ratios == nil {
+		r.Ratios = map[string]*Ratio{}
+	}
+	r.Ratios[res.Mode] = q
+	if res.Mode == BaselineRaw {
+		r.Raw, r.Ratio = res, q
+	}
+}
+
+// leadRatio is tpcd's ratio against the first baseline measured; nil
+// without one.
+func (r Round) leadRatio() *Ratio {
+	if len(r.Baselines) == 0 {
+		return nil
+	}
+	return r.Ratios[r.Baselines[0].Mode]
+}
+
+// medianRound picks the round that stands for all: the median by tpcd's
+// throughput against the first baseline, or by tpcd's throughput without
+// a baseline; of an even number, the lower of the middle two.
 func medianRound(rounds []Round) Round {
 	// Ratios and rates do not sort together: when some rounds have a ratio
 	// (a round cut short by a cancel may lack its baseline), only those
 	// take part.
-	sorted := slices.DeleteFunc(slices.Clone(rounds), func(r Round) bool { return r.Ratio == nil })
-	key := func(r Round) float64 { return r.Ratio.Throughput }
+	sorted := slices.DeleteFunc(slices.Clone(rounds), func(r Round) bool { return r.leadRatio() == nil })
+	key := func(r Round) float64 { return r.leadRatio().Throughput }
 	if len(sorted) == 0 {
 		sorted = slices.Clone(rounds)
 		key = func(r Round) float64 { return r.TPCD.CommittedPerSec }
@@ -108,7 +145,7 @@ func medianRound(rounds []Round) Round {
 	return sorted[(len(sorted)-1)/2]
 }
 
-// Run measures tpcd, and the raw baseline if asked, and reports both. When
+// Run measures tpcd, and the baselines asked for, and reports them. When
 // ctx ends it stops early and returns ctx's error with what it measured.
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := opts.Validate(); err != nil {
@@ -140,12 +177,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer tp.close()
 	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 	defer cancel()
-	n, err := tp.participants(setupCtx)
+	participants, err := tp.participants(setupCtx)
 	if err != nil {
 		return nil, err
 	}
+	n := len(participants)
 	opts.Participants = n
-	if opts.Baseline == BaselineRaw && len(opts.DataDBs) != n {
+	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {
 		return nil, fmt.Errorf("the coordinator has %d participants but %d --data-db were given", n, len(opts.DataDBs))
 	}
 	if err := tp.createTable(setupCtx, n); err != nil {
@@ -156,7 +194,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Coordinator: opts.Coordinator, StartedCluster: rep.Config.StartedCluster,
 		MaxConns: opts.MaxConns, LazyPrepared: opts.LazyPrepared, DecisionRetryMS: float64(opts.DecisionRetry) / float64(time.Millisecond), Participants: n, Form: opts.Form, Transport: opts.Transport, Concurrency: opts.Concurrency, Connections: opts.Connections, Statements: opts.Statements,
 		HotFraction: opts.HotFraction, HotKeys: opts.HotKeys, Transactions: opts.Transactions,
-		WarmupSec: opts.Warmup.Seconds(), Baseline: opts.Baseline, Rounds: opts.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
+		WarmupSec: opts.Warmup.Seconds(), Baseline: BaselineNone, Baselines: opts.Baselines, Rounds: opts.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+	if len(opts.Baselines) > 0 {
+		rep.Config.Baseline = strings.Join(opts.Baselines, ",")
 	}
 	if !rep.Config.StartedCluster {
 		rep.Config.MaxConns = 0 // the running cluster's pools are its own
@@ -168,13 +209,20 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep.Machine = Machine{CPUs: runtime.NumCPU(), LoadBefore: loadAverage()}
 	defer func() { rep.Machine.LoadAfter = loadAverage() }()
 
+	var servers []string
+	if opts.LogDB != "" {
+		servers = append(servers, opts.LogDB)
+	}
+	servers = oneURIPerServer(append(servers, opts.DataDBs...))
+	scope := procScope{
+		self:    os.Getpid(),
+		nodes:   findNodes(append([]string{opts.Coordinator}, participants...)),
+		servers: findServers(ctx, servers),
+	}
+
 	var watched []float64
 	measure := func(l *load) *Result {
-		var uris []string
-		if opts.LogDB != "" {
-			uris = append(uris, opts.LogDB)
-		}
-		meter := newCostMeter(append(uris, opts.DataDBs...))
+		meter := newCostMeter(servers, scope)
 		var s *rssSampler
 		prev := l.onMeasure
 		l.onMeasure = func() {
@@ -194,12 +242,20 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if meter.err != nil {
 			log.Warn("server statistics not read; costs per transaction are incomplete", "err", meter.err)
 		}
+		if meter.procErr != nil {
+			log.Warn("other processes' CPU not read; the machine's CPU per transaction is missing", "err", meter.procErr)
+		}
 		return res
 	}
 
 	var raw *rawDriver
-	if opts.Baseline == BaselineRaw {
-		raw = newRawDriver(opts.DataDBs, opts.LogDB, keys.nonce, opts.LockTimeout, opts.CallTimeout, opts.Form == FormSingle)
+	if len(opts.Baselines) > 0 {
+		logDB := ""
+		if hasTwoPhaseBaseline(opts.Baselines) {
+			logDB = opts.LogDB
+		}
+		raw = newRawDriver(opts.DataDBs, logDB, keys.nonce, opts.LockTimeout, opts.CallTimeout, opts.Form == FormSingle,
+			slices.Contains(opts.Baselines, BaselineRawGrouped), opts.Concurrency)
 		defer raw.close()
 		rawCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 		defer cancel()
@@ -207,7 +263,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return rep, err
 		}
 		if err := raw.connect(rawCtx, opts.Concurrency); err != nil {
-			return rep, fmt.Errorf("raw baseline: %w", err)
+			return rep, fmt.Errorf("baselines: %w", err)
 		}
 	}
 
@@ -237,28 +293,29 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return rep, prof.err
 		}
 
-		if raw != nil && ctx.Err() == nil {
-			rl := &load{mode: "raw", opts: &opts, keys: keys, progress: opts.Progress}
-			for i := range opts.Concurrency {
-				rl.clients = append(rl.clients, raw.client(i))
+		for _, b := range opts.Baselines {
+			if ctx.Err() != nil {
+				break
 			}
-			log.Info("measuring the raw baseline", "round", r+1, "clients", opts.Concurrency)
-			round.Raw = measure(rl)
-			round.Ratio = ratio(round.TPCD, round.Raw)
+			bl := &load{mode: b, opts: &opts, keys: keys, progress: opts.Progress, oneNode: b == BaselineLocal}
+			for i := range opts.Concurrency {
+				bl.clients = append(bl.clients, raw.client(i, b))
+			}
+			log.Info("measuring a baseline", "baseline", b, "round", r+1, "clients", opts.Concurrency)
+			round.addBaseline(measure(bl))
 		}
 		rounds = append(rounds, round)
 	}
 	if len(rounds) > 0 {
-		m := medianRound(rounds)
-		rep.TPCD, rep.Raw, rep.Ratio = m.TPCD, m.Raw, m.Ratio
+		rep.Round = medianRound(rounds)
 	}
 	if len(rounds) > 1 {
 		rep.Rounds = rounds
 	}
-	if raw != nil {
+	if raw != nil && hasTwoPhaseBaseline(opts.Baselines) {
 		left, err := raw.leftoverPrepared(context.WithoutCancel(ctx))
 		if err != nil {
-			return rep, fmt.Errorf("raw baseline: check for prepared transactions left behind: %w", err)
+			return rep, fmt.Errorf("raw baselines: check for prepared transactions left behind: %w", err)
 		}
 		rep.RawLeftoverPrepared = left
 	}
@@ -280,11 +337,15 @@ func ratio(t, r *Result) *Ratio {
 		}
 		return a / b
 	}
-	return &Ratio{
+	q := &Ratio{
 		Throughput: div(t.CommittedPerSec, r.CommittedPerSec),
 		P50:        div(t.Latency.P50, r.Latency.P50),
 		P99:        div(t.Latency.P99, r.Latency.P99),
 	}
+	if t.Costs != nil && r.Costs != nil {
+		q.MachineCPU = div(t.Costs.MachineCPUMsPerTx, r.Costs.MachineCPUMsPerTx)
+	}
+	return q
 }
 
 // profiler writes a CPU profile and an execution trace of the measurement

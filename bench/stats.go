@@ -67,17 +67,74 @@ type Result struct {
 	// Reasons counts aborts and failures by their (shortened) reason; at
 	// most a few distinct ones are kept, the rest count as "other".
 	Reasons map[string]int64 `json:"reasons,omitempty"`
+	// CommittedBySecond counts the committed transactions by the second of
+	// the measured time they ended in, from its start: entry i is the rate
+	// over second i. The last entry covers what is left of Seconds (the
+	// transactions in flight when time was up) and may be a part of a
+	// second. A transaction begun before the measurement started is not
+	// measured, so the first second misses those that ended in it.
+	CommittedBySecond []int64 `json:"committed_by_second,omitempty"`
+	// Startup compares the first seconds with the rest; nil when fewer
+	// than minStartupSeconds whole seconds were measured.
+	Startup *Startup `json:"startup,omitempty"`
+}
+
+// Startup compares the committed rate of a measurement's first seconds
+// with that of its later whole seconds: right after the nodes start
+// (--warmup 0), a start-up tail shows as a Ratio well below 1.
+type Startup struct {
+	// FirstSeconds is how many seconds count as the start: a third of the
+	// whole seconds measured, at most maxStartupSeconds.
+	FirstSeconds int `json:"first_seconds"`
+	// FirstPerSec and LaterPerSec are the committed rates over the first
+	// seconds and over the whole seconds after them; Ratio is
+	// FirstPerSec / LaterPerSec.
+	FirstPerSec float64 `json:"first_per_sec"`
+	LaterPerSec float64 `json:"later_per_sec"`
+	Ratio       float64 `json:"ratio"`
+}
+
+// Bounds of Startup.FirstSeconds.
+const (
+	minStartupSeconds = 3
+	maxStartupSeconds = 5
+)
+
+// startupOf compares the first seconds of bySecond with the later whole
+// ones; the last entry is left out when the measurement ended inside it.
+func startupOf(bySecond []int64, elapsed time.Duration) *Startup {
+	whole := min(int(elapsed/time.Second), len(bySecond))
+	if whole < minStartupSeconds {
+		return nil
+	}
+	first := min(whole/3, maxStartupSeconds)
+	rate := func(counts []int64) float64 {
+		var sum int64
+		for _, n := range counts {
+			sum += n
+		}
+		return float64(sum) / float64(len(counts))
+	}
+	st := &Startup{FirstSeconds: first, FirstPerSec: rate(bySecond[:first]), LaterPerSec: rate(bySecond[first:whole])}
+	if st.LaterPerSec > 0 {
+		st.Ratio = st.FirstPerSec / st.LaterPerSec
+	}
+	return st
 }
 
 // recorder collects the outcomes of one measurement from all clients.
 type recorder struct {
 	committed, aborted, failed atomic.Int64
 
-	mu      sync.Mutex
-	hist    *hdrhistogram.Histogram
-	steps   map[string]*hdrhistogram.Histogram
-	nodes   []int64
-	reasons map[string]int64
+	mu sync.Mutex
+	// start is when the measurement began; bySecond counts committed
+	// transactions by the second after it that they ended in.
+	start    time.Time
+	bySecond []int64
+	hist     *hdrhistogram.Histogram
+	steps    map[string]*hdrhistogram.Histogram
+	nodes    []int64
+	reasons  map[string]int64
 }
 
 func newRecorder(nodes int) *recorder {
@@ -98,6 +155,13 @@ const (
 	outFailed
 )
 
+// startAt sets when the measurement began, before anything is recorded.
+func (r *recorder) startAt(t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.start = t
+}
+
 func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason string, sp *spans) {
 	switch out {
 	case outCommitted:
@@ -110,6 +174,13 @@ func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason s
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if out == outCommitted {
+		if !r.start.IsZero() {
+			second := int(time.Since(r.start) / time.Second)
+			for len(r.bySecond) <= second {
+				r.bySecond = append(r.bySecond, 0)
+			}
+			r.bySecond[second]++
+		}
 		recordDuration(r.hist, took)
 		if sp != nil {
 			for i := range sp.n {
@@ -147,6 +218,14 @@ func (r *recorder) result(mode string, elapsed time.Duration, stmts int) *Result
 		Failed:         r.failed.Load(),
 		NodeStatements: append([]int64(nil), r.nodes...),
 	}
+	// Seconds in which nothing committed are there as zeros, the last
+	// one too.
+	seconds := int((elapsed + time.Second - 1) / time.Second)
+	res.CommittedBySecond = append(make([]int64, 0, max(seconds, len(r.bySecond))), r.bySecond...)
+	for len(res.CommittedBySecond) < seconds {
+		res.CommittedBySecond = append(res.CommittedBySecond, 0)
+	}
+	res.Startup = startupOf(res.CommittedBySecond, elapsed)
 	res.Attempted = res.Committed + res.Aborted + res.Failed
 	if s := elapsed.Seconds(); s > 0 {
 		res.CommittedPerSec = float64(res.Committed) / s

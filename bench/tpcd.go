@@ -36,16 +36,21 @@ func (d *tpcdDriver) close() {
 	}
 }
 
-// participants asks the coordinator how many participants it has.
-func (d *tpcdDriver) participants(ctx context.Context) (int, error) {
+// participants asks the coordinator for its participants' addresses, in
+// node order.
+func (d *tpcdDriver) participants(ctx context.Context) ([]string, error) {
 	var nodes []api.NodeHealth
 	if err := d.conns[0].Call(ctx, api.MethodNodes, struct{}{}, &nodes); err != nil {
-		return 0, fmt.Errorf("ask the coordinator for its participants: %w", err)
+		return nil, fmt.Errorf("ask the coordinator for its participants: %w", err)
 	}
 	if len(nodes) == 0 {
-		return 0, errors.New("the coordinator reports no participants")
+		return nil, errors.New("the coordinator reports no participants")
 	}
-	return len(nodes), nil
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Address
+	}
+	return addrs, nil
 }
 
 // createTable creates bench_kv on every participant in one transaction.

@@ -58,26 +58,41 @@ type planner struct {
 	nodes int
 	stmts int
 	buf   []stmt
+	// oneNode puts each transaction's statements on one participant, the
+	// next one round robin after the previous transaction's (from a
+	// random one): the plain local baseline's transactions.
+	oneNode bool
+	last    int
 }
 
-func newPlanner(keys *keySource, nodes, stmts int) *planner {
-	return &planner{
-		keys:  keys,
-		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		nodes: nodes,
-		stmts: stmts,
-		buf:   make([]stmt, stmts),
+func newPlanner(keys *keySource, nodes, stmts int, oneNode bool) *planner {
+	p := &planner{
+		keys:    keys,
+		rng:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		nodes:   nodes,
+		stmts:   stmts,
+		buf:     make([]stmt, stmts),
+		oneNode: oneNode,
 	}
+	p.last = p.rng.IntN(nodes)
+	return p
 }
 
 // next plans a transaction: statement j goes to participant (first+j) mod
 // N, so S ≥ N touches every participant and S < N a random subset of
-// neighbours. The returned slice is reused by the next call.
+// neighbours; with oneNode every statement goes to first. The returned
+// slice is reused by the next call.
 func (p *planner) next() []stmt {
-	first := p.rng.IntN(p.nodes)
+	var first, step int
+	if p.oneNode {
+		p.last = (p.last + 1) % p.nodes
+		first = p.last
+	} else {
+		first, step = p.rng.IntN(p.nodes), 1
+	}
 	for j := range p.buf {
 		s := &p.buf[j]
-		s.node = (first + j) % p.nodes
+		s.node = (first + j*step) % p.nodes
 		if p.keys.hotFrac > 0 && p.rng.Float64() < p.keys.hotFrac {
 			s.key = p.rng.Int64N(p.keys.hotKeys)
 		} else {

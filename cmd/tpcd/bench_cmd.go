@@ -28,11 +28,11 @@ type BenchCmd struct {
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
 	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
 	Transactions  int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
-	Warmup        Seconds  `help:"Run the load this long before measuring." default:"5"`
-	Rounds        int      `help:"Measure this many times, tpcd and the baseline taking turns; the report is the median round's, and lists every round." default:"1"`
-	Baseline      string   `help:"Also measure a baseline: 'raw' runs the same two-phase work straight on the PostgreSQL servers, without tpcd." enum:"none,raw" default:"none"`
-	DataDB        []string `name:"data-db" help:"For --baseline raw against --coordinator: a participant's data database URI; repeat in node order." placeholder:"URI"`
-	LogDB         string   `name:"log-db" help:"For --baseline raw against --coordinator: a database on the coordinator's log server, for the decision rows." placeholder:"URI"`
+	Warmup        Seconds  `help:"Run the load this long before measuring (0: none; right after the nodes start, the report's rates by second then show how fast they get up to speed)." default:"5"`
+	Rounds        int      `help:"Measure this many times, tpcd and the baselines taking turns; the report is the median round's (by tpcd's throughput against the first baseline), and lists every round." default:"1"`
+	Baseline      []string `help:"Also measure baselines, the same workload straight on the same PostgreSQL servers without tpcd, each after tpcd in every round (comma-separated or repeated): 'raw' two-phase commit with one forced decision row each; 'raw-grouped' the same with the decision rows of concurrent transactions in one insert and commit; 'local' BEGIN, statements, COMMIT of each transaction on one data server, round robin (against -s 1 it is the plain local transaction tpcd's one-phase commit competes with)." enum:"none,raw,raw-grouped,local" default:"none" sep:","`
+	DataDB        []string `name:"data-db" help:"With --coordinator, a participant's data database URI, for the baselines and the WAL figures; repeat in node order." placeholder:"URI"`
+	LogDB         string   `name:"log-db" help:"With --coordinator, a database on the coordinator's log server, for the decision rows of --baseline raw and raw-grouped and the WAL figures." placeholder:"URI"`
 	JSON          bool     `name:"json" help:"Print the report as JSON."`
 	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the (first round's) tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
 	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the (first round's) tpcd measurement." type:"path"`
@@ -51,15 +51,28 @@ func (c *BenchCmd) Help() string {
 	return `Runs explicit transactions of upserts into bench_kv (created on every
 participant) from many clients, a call per statement or (--form single)
 one call per transaction, and prints committed and aborted
-transactions per second and commit latency percentiles. With
+transactions per second, commit latency percentiles, the committed rate
+second by second, and the work per committed transaction. With
 --baseline raw it measures the same workload done directly on the same
 PostgreSQL servers (BEGIN, statements, PREPARE TRANSACTION on each, one
-decision row on the log server, COMMIT PREPARED) and prints tpcd/raw.
+decision row on the log server, COMMIT PREPARED) and prints tpcd/raw;
+raw-grouped writes the decision rows of concurrent transactions
+together; local runs each transaction's statements as one plain
+transaction on one server.
+
+CPU per committed transaction is given for this process (with the
+cluster bench starts, the nodes too) and for all processes, read from
+/proc: this one, the cluster's nodes running here as tpcd processes
+(found by the addresses they listen on), and the PostgreSQL servers here
+that this process or such a node started or that --data-db and --log-db
+name (postmasters and their children). Nodes and servers on other
+machines are not in it; the report says how many processes it counted.
 
 Examples:
-  tpcd bench -c 32 --baseline raw
-  tpcd bench -c 32 --baseline raw --form single
-  tpcd bench -c 32 --baseline raw --transport stream
+  tpcd bench -c 32 --baseline raw,raw-grouped
+  tpcd bench -c 32 --baseline raw --form single --transport stream
+  tpcd bench -c 32 -s 1 --baseline local --form single --transport stream
+  tpcd bench -c 32 --warmup 0 --duration 30
   tpcd bench --coordinator 127.0.0.1:9990 -c 8 --hot-fraction 0.2 --duration 60`
 }
 
@@ -69,7 +82,7 @@ func (c *BenchCmd) options() bench.Options {
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
-		Baseline: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
+		Baselines: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
 		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, Trace: c.Trace, WatchPID: c.WatchPID,
 		StartCluster: startBenchCluster,
 	}
