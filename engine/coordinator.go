@@ -205,6 +205,10 @@ type coordTx struct {
 	outcome     Outcome
 	reason      string
 	decisionLSN LSN
+	// decidedLSN is where coord.decided went. The decider hears the outcome
+	// only once it is durable: dropping its marker drops the commit's one
+	// record, which must then be the coordinator's.
+	decidedLSN LSN
 	nextRetry   Instant
 	backoff     time.Duration
 
@@ -1086,6 +1090,7 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 		return
 	}
 	lsn := c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Participants: phase2, Reason: reason})
+	tx.decidedLSN = lsn
 	if o == OutcomeCommit && tx.decider == CoordinatorNode {
 		// Classic: the decision exists once this event is durable. With a
 		// decider it already is, in the decider's database; the event is
@@ -1119,9 +1124,18 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 func (c *Coordinator) sendDecision(tx *coordTx) {
 	for i := range tx.nodes {
 		if n := tx.nodes[i]; n.inPhase2 && !n.acked && !c.deciderWaits(tx, NodeID(i)) {
-			c.effect(Send{To: NodeID(i), Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
+			c.effect(Send{To: NodeID(i), Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, NodeID(i))})
 		}
 	}
+}
+
+// decisionWait is the log position a decision sent to node waits for: the
+// client's (decisionLSN) for a branch, coord.decided too for the decider.
+func (c *Coordinator) decisionWait(tx *coordTx, node NodeID) LSN {
+	if node == tx.decider && tx.branchAsked {
+		return max(tx.decisionLSN, tx.decidedLSN)
+	}
+	return tx.decisionLSN
 }
 
 // deciderWaits reports whether node is a decider that must not hear the
@@ -1251,7 +1265,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			if d := tx.decider; d != CoordinatorNode && tx.nodes[d].inPhase2 && !tx.nodes[d].acked && !c.deciderWaits(tx, d) {
 				// The last other branch acknowledged: the decider may now
 				// drop its marker.
-				c.effect(Send{To: d, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
+				c.effect(Send{To: d, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, d)})
 			}
 			return
 		}
@@ -1291,7 +1305,7 @@ func (c *Coordinator) deciderAnswered(now Instant, tx *coordTx, committed, abort
 func (c *Coordinator) inquire(m InquireMessage) {
 	if tx := c.txs[m.TxID]; tx != nil {
 		if tx.outcome != 0 {
-			c.effect(Send{To: m.From, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN})
+			c.effect(Send{To: m.From, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, m.From)})
 		}
 		return
 	}
