@@ -209,8 +209,8 @@ type coordTx struct {
 	// only once it is durable: dropping its marker drops the commit's one
 	// record, which must then be the coordinator's.
 	decidedLSN LSN
-	nextRetry   Instant
-	backoff     time.Duration
+	nextRetry  Instant
+	backoff    time.Duration
 
 	// decider is the participant whose commit decides the transaction,
 	// CoordinatorNode in the classic protocol. preparingLSN is the
