@@ -89,7 +89,43 @@ func (e *traceEnv) handle(t *testing.T, d *datadriven.TestData) string {
 	return strings.Join(e.out, "\n") + "\n"
 }
 
+// traceArgs lists the arguments each command takes (init checks its own),
+// so that a misspelt one fails the trace instead of being ignored.
+var traceArgs = func() map[string][]string {
+	filter := []string{"from", "to", "kind", "tx", "stmt", "count"}
+	data := []string{"node", "op", "tx", "error", "all"}
+	for _, f := range faults {
+		data = append(data, f.flag)
+	}
+	return map[string][]string{
+		"start":            {"node"},
+		"restart":          {"node"},
+		"crash":            {"node"},
+		"lose-log":         {"node", "cluster"},
+		"forge":            {"to", "kind", "cluster", "epoch", "tx", "stmt", "sql", "outcome"},
+		"crash-data-db":    {"node"},
+		"client":           {"begin", "exec", "commit", "rollback", "status", "execute", "transact", "tx", "node", "sql", "stmts"},
+		"deliver":          append(slices.Clone(filter), "all"),
+		"drop":             filter,
+		"duplicate":        filter,
+		"fail-send":        append(slices.Clone(filter), "delivered"),
+		"data-done":        data,
+		"crash-after-data": data,
+		"persist":          {"node", "lsn"},
+		"tick":             {"node", "advance"},
+		"stabilize":        nil,
+		"state":            nil,
+	}
+}()
+
 func (e *traceEnv) run(d *datadriven.TestData) error {
+	if allowed, ok := traceArgs[d.Cmd]; ok {
+		for _, a := range d.CmdArgs {
+			if !slices.Contains(allowed, a.Key) {
+				return fmt.Errorf("%s: unknown argument %q", d.Cmd, a.Key)
+			}
+		}
+	}
 	switch d.Cmd {
 	case "init":
 		return e.init(d)
