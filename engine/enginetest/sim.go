@@ -373,16 +373,14 @@ func (s *sim) crash(up []engine.NodeID) {
 // to decide it, which tpcd cannot fix and refuses to guess at.
 func (s *sim) nothingToDecide() bool {
 	for _, env := range s.c.net {
-		switch m := env.Msg.(type) {
-		case engine.PrepareRequest, engine.CommitBranchRequest:
+		if mayDecide(env.Msg) {
 			return false
-		case engine.ExecRequest:
-			if m.Then != engine.ThenNothing {
-				return false
-			}
 		}
 	}
 	for _, n := range s.c.parts {
+		if slices.ContainsFunc(n.part.Held(), mayDecide) {
+			return false
+		}
 		if len(n.db.PreparedGIDs()) > 0 || len(n.db.Markers()) > 0 {
 			return false
 		}
@@ -403,6 +401,18 @@ func (s *sim) nothingToDecide() bool {
 		}
 	}
 	return true
+}
+
+// mayDecide reports whether a coordinator message may prepare or commit a
+// branch.
+func mayDecide(m engine.Message) bool {
+	switch m := m.(type) {
+	case engine.PrepareRequest, engine.CommitBranchRequest:
+		return true
+	case engine.ExecRequest:
+		return m.Then != engine.ThenNothing
+	}
+	return false
 }
 
 // decides reports whether a data operation may prepare or commit a branch.
