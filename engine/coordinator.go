@@ -247,6 +247,11 @@ type transactCall struct {
 	// after the branch committed, so only the answer decides).
 	failed    string
 	failedIdx int
+	// execute marks the execute call that closed a batch: it carries the
+	// batch's commit and is answered with its one result and the outcome
+	// (ExecReply), so that its caller's next call sees the batch committed.
+	execute bool
+	node    NodeID
 }
 
 type coordNode struct {
@@ -584,13 +589,29 @@ func (c *Coordinator) clientExecute(in ClientExecute) {
 		c.batch = tx
 	}
 	tx.batchCount++
-	if tx.abortOnly != "" {
+	closes := tx.batchCount >= c.cfg.BatchSize
+	switch {
+	case tx.abortOnly != "":
 		c.fail(in.Req, ErrAborted, "batch transaction %d will abort: %s", tx.id, tx.abortOnly)
-	} else {
+	case closes:
+		// The closing statement carries the commit and is answered with
+		// its outcome; in a batch of one, it is planned with its statement
+		// as a one-call transaction's is.
+		tx.transact = &transactCall{req: in.Req, results: make([]*StmtResult, 1), pending: 1, commit: true, began: tx.batchCount == 1, execute: true, node: in.Node}
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		p := pendingExec{sql: in.SQL, args: in.Args, inTransact: true, batch: true}
+		if tx.stmts == 0 {
+			p.then = c.piggyback(tx, []Statement{{Node: in.Node, SQL: in.SQL, Args: in.Args}})[0]
+		}
+		tx.commitRequested = true
+		c.batch = nil
+		c.enqueue(in.Now, tx, in.Node, p)
+		return
+	default:
 		// The reply carries the txid, so it waits for the reservation too.
 		c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, batch: true})
 	}
-	if tx.batchCount >= c.cfg.BatchSize {
+	if closes {
 		c.batch = nil
 		c.requestCommit(in.Now, tx)
 	}
@@ -753,6 +774,9 @@ func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code Err
 		tx.abortOnly = reason
 	}
 	msg := fmt.Sprintf("statements[%d]: %s", idx, reason)
+	if call.execute {
+		msg = reason
+	}
 	if !call.began && !call.commit {
 		c.fail(call.req, code, "%s", msg)
 		return
@@ -1106,12 +1130,22 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 func (c *Coordinator) answerWaiters(tx *coordTx) {
 	for _, req := range tx.commitWaiters {
 		if call := tx.transact; call != nil && call.req == req {
-			if call.failed != "" && tx.outcome == OutcomeAbort {
+			o := tx.outcome
+			switch {
+			case call.failed != "" && o == OutcomeAbort && call.execute:
+				c.fail(req, ErrStatement, "%s (transaction %d rolled back)", call.failed, tx.id)
+				continue
+			case call.failed != "" && o == OutcomeAbort:
 				c.fail(req, ErrStatement, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
+				continue
+			case call.execute && o == OutcomeAbort:
+				c.fail(req, ErrAborted, "batch transaction %d aborted: %s", tx.id, tx.reason)
+				continue
+			case call.execute:
+				c.reply(req, ExecReply{TxID: tx.id, Node: call.node, Result: call.results[0], Outcome: &o}, max(tx.decisionLSN, c.reserveLSN))
 				continue
 			}
 			// The answer may be the first to name the transaction.
-			o := tx.outcome
 			c.reply(req, TransactReply{TxID: tx.id, Results: call.results, Outcome: &o, Reason: tx.reason}, max(tx.decisionLSN, c.reserveLSN))
 			continue
 		}

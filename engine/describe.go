@@ -138,6 +138,9 @@ func describeReply(r Reply) string {
 		if r.Result != nil {
 			s += " rows_affected=" + strconv.FormatInt(r.Result.RowsAffected, 10)
 		}
+		if r.Outcome != nil {
+			s += " " + r.Outcome.String()
+		}
 		return s
 	case OutcomeReply:
 		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))

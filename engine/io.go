@@ -333,11 +333,13 @@ type BeginReply struct {
 	TxID TxID `json:"tx"`
 }
 
-// ExecReply answers ClientExec and ClientExecute.
+// ExecReply answers ClientExec and ClientExecute. The execute that closes
+// its batch is answered after the batch committed, with Outcome set.
 type ExecReply struct {
-	TxID   TxID        `json:"tx"`
-	Node   NodeID      `json:"node"`
-	Result *StmtResult `json:"result"`
+	TxID    TxID        `json:"tx"`
+	Node    NodeID      `json:"node"`
+	Result  *StmtResult `json:"result"`
+	Outcome *Outcome    `json:"outcome,omitempty"`
 }
 
 // OutcomeReply answers ClientCommit and ClientRollback.

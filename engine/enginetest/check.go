@@ -227,9 +227,23 @@ func (k *Checker) onResponse(r Response) {
 		if rep.Node != r.Node {
 			k.failf("exec on %s answered from %s", r.Node, rep.Node)
 		}
+		key := k.current(rep.TxID)
 		if StatementWrites(r.SQL) && rep.Node >= 0 && int(rep.Node) < k.c.cfg.Participants {
-			w := k.okWritesOf(k.current(rep.TxID))
+			w := k.okWritesOf(key)
 			w[rep.Node] = append(w[rep.Node], r.SQL)
+		}
+		if r.Kind == "execute" {
+			// A batch commits with its closing execute, before that
+			// execute is answered (with the outcome), and several
+			// clients' executes share it in no order the checker knows.
+			k.transactedCall[key] = true
+			k.transacting[key] = rep.Outcome == nil
+			if rep.Outcome != nil {
+				k.checkEarly(key)
+			}
+		}
+		if rep.Outcome != nil {
+			k.told(key, *rep.Outcome, r.Kind)
 		}
 	case engine.OutcomeReply:
 		k.told(k.current(rep.TxID), rep.Outcome, r.Kind)
@@ -260,16 +274,23 @@ func (k *Checker) transacted(r Response, rep engine.TransactReply) {
 		}
 	}
 	k.transactedCall[key] = true
+	k.checkEarly(key)
+	if rep.Outcome != nil {
+		k.told(key, *rep.Outcome, "transact")
+	}
+}
+
+// checkEarly checks the commits of key that came before the call that
+// ran them was answered, now that the client heard of its writes.
+func (k *Checker) checkEarly(key TxKey) {
+	w := k.okWritesOf(key)
 	for _, e := range k.early[key] {
 		if !k.sameWrites(key, e.writes, w[e.node]) {
-			k.failf("%s committed tx %s with writes %q, but the transact call that ran it was told of %q", e.node, key, e.writes, w[e.node])
+			k.failf("%s committed tx %s with writes %q, but the call that ran it was told of %q", e.node, key, e.writes, w[e.node])
 		}
 	}
 	delete(k.early, key)
 	delete(k.transacting, key)
-	if rep.Outcome != nil {
-		k.told(key, *rep.Outcome, "transact")
-	}
 }
 
 // sameWrites compares committed writes with those the client heard of, in

@@ -160,6 +160,9 @@ func (s *sim) onResponse(r Response) {
 		if r.Kind == "execute" && !slices.Contains(s.known, rep.TxID) {
 			s.known = append(s.known, rep.TxID)
 		}
+		if rep.Outcome != nil && *rep.Outcome == engine.OutcomeCommit {
+			s.stats.Committed++
+		}
 		if r.Kind == "exec" && ss.tx == 0 && !slices.Contains(s.known, rep.TxID) {
 			// An exec without a transaction began this one.
 			ss.tx = rep.TxID
