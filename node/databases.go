@@ -26,7 +26,8 @@ type DatabaseSpec struct {
 	// MaxConns bounds each pool; the data pool needs one connection per
 	// open transaction.
 	MaxConns int
-	// MaxPreparedTransactions for an embedded cluster. Default 200.
+	// MaxPreparedTransactions for an embedded cluster. Default 200, and
+	// never fewer than MaxConns.
 	MaxPreparedTransactions int
 	Logger                  *slog.Logger
 }
@@ -56,6 +57,11 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			return d, err
 		}
 		opts := embedpg.Options{BinDir: bin, Logger: spec.Logger, MaxPreparedTransactions: spec.MaxPreparedTransactions}
+		// The log and the data pool may each fill up; superusers keep a
+		// few connections of their own (superuser_reserved_connections).
+		if n := 2*spec.MaxConns + 10; n > defaultEmbeddedMaxConnections {
+			opts.MaxConnections = n
+		}
 		if spec.StateDir != "" {
 			abs, err := filepath.Abs(spec.StateDir)
 			if err != nil {
@@ -66,6 +72,9 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		if opts.MaxPreparedTransactions == 0 {
 			opts.MaxPreparedTransactions = 200
 		}
+		// Every connection of the data pool may hold a transaction that
+		// prepares (checkDataServer).
+		opts.MaxPreparedTransactions = max(opts.MaxPreparedTransactions, spec.MaxConns)
 		c, err := embedpg.Start(ctx, opts)
 		if err != nil {
 			return d, fmt.Errorf("start embedded PostgreSQL: %w", err)
@@ -90,15 +99,60 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
 		return d, fmt.Errorf("migrate log database %s: %w", db.Redact(d.LogURI), err)
 	}
+	warnLogServer(ctx, d.Log, d.LogURI, spec.Logger)
 	if spec.NeedData {
 		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
+		}
+		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
+			return d, err
 		}
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
 	}
 	return d, nil
+}
+
+// defaultEmbeddedMaxConnections is embedpg's max_connections default.
+const defaultEmbeddedMaxConnections = 200
+
+// checkDataServer refuses a data server that cannot prepare a transaction
+// on every connection of the data pool: PREPARE TRANSACTION beyond
+// max_prepared_transactions fails, so (with initdb's default of 0) every
+// commit would abort while the node looks healthy.
+func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error {
+	var have int
+	if err := pool.QueryRow(ctx, "SELECT current_setting('max_prepared_transactions')::int").Scan(&have); err != nil {
+		return fmt.Errorf("data database %s: read max_prepared_transactions: %w", db.Redact(uri), err)
+	}
+	need := int(pool.Config().MaxConns)
+	if have >= need {
+		return nil
+	}
+	return fmt.Errorf("data database %s has max_prepared_transactions = %d, fewer than the %d connections of the data pool (--max-conns), "+
+		"each of which may hold a prepared transaction: commits would abort. "+
+		"On that server run ALTER SYSTEM SET max_prepared_transactions = %d; and restart it "+
+		"(or set max_prepared_transactions = %d in its postgresql.conf and restart it), or lower --max-conns",
+		db.Redact(uri), have, need, need, need)
+}
+
+// warnLogServer warns about a log server that does not make commits
+// durable before it acknowledges them.
+func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) {
+	if logger == nil {
+		return
+	}
+	var sync string
+	if err := pool.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sync); err != nil {
+		logger.Warn("could not read the log database's synchronous_commit", "log_db", db.Redact(uri), "err", err)
+		return
+	}
+	if sync == "off" {
+		logger.Warn("the log database has synchronous_commit = off: decisions and votes the node takes for durable would not survive a crash of that server; "+
+			"turn it on (ALTER SYSTEM SET synchronous_commit = on; SELECT pg_reload_conf();, and leave it out of the connection string)",
+			"log_db", db.Redact(uri))
+	}
 }
 
 func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, error) {
