@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -30,9 +31,25 @@ type DatabaseSpec struct {
 	// never fewer than MaxConns.
 	MaxPreparedTransactions int
 	Logger                  *slog.Logger
+	// Observer, if set, counts restarts of an embedded cluster (metrics).
+	Observer PostgresObserver
+}
+
+// PostgresObserver watches the PostgreSQL server a node started itself.
+type PostgresObserver interface {
+	// PostgresRestarted is called each time the server died and was
+	// restarted; it must return quickly.
+	PostgresRestarted()
 }
 
 // Databases are a node's open, migrated database pools.
+//
+// An embedded cluster is supervised: when its server dies it is restarted
+// (PostgreSQL's crash recovery runs) and the pools drop their dead
+// connections; meanwhile Down says why the databases are down. A server
+// that keeps dying, or cannot be restarted, is given up on: Failed then
+// delivers the reason, and the node should exit. Servers given by URI are
+// not the node's to restart.
 type Databases struct {
 	Log, Data *pgxpool.Pool
 	// Embedded is the cluster started for this node, nil when URIs were
@@ -40,6 +57,11 @@ type Databases struct {
 	Embedded *embedpg.Cluster
 	LogURI   string
 	DataURI  string
+
+	down           atomic.Pointer[error]
+	failed         chan error
+	stopSupervisor context.CancelFunc
+	supervisor     chan struct{} // closed when supervision ended
 }
 
 // OpenDatabases connects to (or starts) a node's databases and applies the
@@ -111,11 +133,60 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
 	}
+	if d.Embedded != nil {
+		d.supervise(spec.Observer)
+	}
 	return d, nil
 }
 
 // defaultEmbeddedMaxConnections is embedpg's max_connections default.
 const defaultEmbeddedMaxConnections = 200
+
+// supervise restarts the embedded cluster whenever its server dies, until
+// Close or until it gives up.
+func (d *Databases) supervise(obs PostgresObserver) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopSupervisor = cancel
+	d.failed = make(chan error, 1)
+	d.supervisor = make(chan struct{})
+	go func() {
+		defer close(d.supervisor)
+		err := d.Embedded.Supervise(ctx, embedpg.Supervision{
+			Down: func(err error) { d.down.Store(&err) },
+			Up: func() {
+				// Every connection the pools hold went with the old
+				// server; an idle one would fail its next user once.
+				d.Log.Reset()
+				if d.Data != nil {
+					d.Data.Reset()
+				}
+				d.down.Store(nil)
+				if obs != nil {
+					obs.PostgresRestarted()
+				}
+			},
+		})
+		if err != nil {
+			d.failed <- fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+	}()
+}
+
+// Down reports why the node's own PostgreSQL is known to be down (it died
+// and is being restarted, or was given up on), nil while it is not. It
+// knows nothing of servers given by URI.
+func (d *Databases) Down() error {
+	if err := d.down.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// Failed delivers, once, why the supervision of the node's own PostgreSQL
+// gave up (the server kept dying or could not be restarted); the node
+// cannot serve without it and should exit. Nothing is ever delivered for
+// servers given by URI.
+func (d *Databases) Failed() <-chan error { return d.failed }
 
 // checkDataServer refuses a data server that cannot prepare a transaction
 // on every connection of the data pool: PREPARE TRANSACTION beyond
@@ -177,6 +248,10 @@ func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, err
 // Close closes the pools and stops an embedded cluster (removing it unless
 // it lives in a state dir).
 func (d *Databases) Close() error {
+	if d.stopSupervisor != nil {
+		d.stopSupervisor()
+		<-d.supervisor
+	}
 	if d.Log != nil {
 		d.Log.Close()
 	}
