@@ -14,8 +14,9 @@ const (
 
 // Supervision says how Supervise treats a server that died.
 type Supervision struct {
-	// MaxRestarts is how many restarts Window may hold: one death more
-	// within Window and Supervise gives up. 0 means DefaultMaxRestarts.
+	// MaxRestarts is how many deaths and failed restarts Window may hold:
+	// one more within Window and Supervise gives up. 0 means
+	// DefaultMaxRestarts.
 	MaxRestarts int
 	// Window is the span MaxRestarts counts over; 0 means
 	// DefaultRestartWindow.
@@ -28,13 +29,17 @@ type Supervision struct {
 	Up func()
 }
 
+// restartPause is the wait before a restart that failed is tried again.
+const restartPause = time.Second
+
 // Supervise restarts the server whenever it exits without being asked to (a
 // crash, a kill, the OOM killer), on the same directory and port, so that
 // PostgreSQL's crash recovery runs and the clients' connection strings stay
-// valid. A server that keeps dying is not restarted for good: Supervise
-// gives up and returns an error when it died more than MaxRestarts times
-// within Window, or when a restart fails. It returns nil when ctx ends or
-// the server is stopped with Stop, Shutdown or Kill.
+// valid; a restart that fails is tried again after a pause. A server that
+// keeps dying is not restarted for good: once it died or failed to restart
+// more than MaxRestarts times within Window, Supervise gives up and returns
+// why. It returns nil when ctx ends or the server is stopped with Stop,
+// Shutdown or Kill.
 func (c *Cluster) Supervise(ctx context.Context, sup Supervision) error {
 	if sup.MaxRestarts <= 0 {
 		sup.MaxRestarts = DefaultMaxRestarts
@@ -42,7 +47,7 @@ func (c *Cluster) Supervise(ctx context.Context, sup Supervision) error {
 	if sup.Window <= 0 {
 		sup.Window = DefaultRestartWindow
 	}
-	var deaths []time.Time
+	var failures []time.Time
 	for {
 		c.mu.Lock()
 		s := c.srv
@@ -65,41 +70,47 @@ func (c *Cluster) Supervise(ctx context.Context, sup Supervision) error {
 			c.mu.Unlock()
 			return nil
 		}
-		now := time.Now()
-		deaths = append(deaths, now)
-		for len(deaths) > 0 && now.Sub(deaths[0]) > sup.Window {
-			deaths = deaths[1:]
-		}
-		died := fmt.Errorf("postgres (pid %d) in %s exited on its own: %v", s.pid, c.dir, s.err)
-		if len(deaths) > sup.MaxRestarts {
-			c.mu.Unlock()
-			err := fmt.Errorf("postgres in %s exited %d times within %v (last: pid %d, %v); not restarting it again, see its log %s",
-				c.dir, len(deaths), sup.Window, s.pid, s.err, c.LogFile())
-			c.log.Error("giving up on postgres", "dir", c.dir, "deaths", len(deaths), "window", sup.Window, "status", s.err)
-			if sup.Down != nil {
-				sup.Down(err)
-			}
-			return err
-		}
-		c.log.Warn("postgres exited on its own; restarting it (crash recovery)", "dir", c.dir, "pid", s.pid, "status", s.err,
-			"restart", len(deaths), "of_at_most", sup.MaxRestarts, "window", sup.Window)
+		last := fmt.Errorf("postgres (pid %d) in %s exited on its own: %v", s.pid, c.dir, s.err)
+		c.log.Warn("postgres exited on its own; restarting it (crash recovery)", "dir", c.dir, "pid", s.pid, "status", s.err)
 		if sup.Down != nil {
-			sup.Down(died)
+			sup.Down(last)
 		}
 		began := time.Now()
-		err := c.restartLocked(ctx)
-		pid := 0
-		if c.srv != nil {
-			pid = c.srv.pid
-		}
-		c.mu.Unlock()
-		if err != nil {
+		for {
+			now := time.Now()
+			failures = append(failures, now)
+			for now.Sub(failures[0]) > sup.Window {
+				failures = failures[1:]
+			}
+			if len(failures) > sup.MaxRestarts {
+				c.mu.Unlock()
+				err := fmt.Errorf("postgres in %s died or failed to restart %d times within %v, see its log %s; not restarting it again. Last: %w",
+					c.dir, len(failures), sup.Window, c.LogFile(), last)
+				c.log.Error("giving up on postgres", "dir", c.dir, "failures", len(failures), "window", sup.Window)
+				if sup.Down != nil {
+					sup.Down(err)
+				}
+				return err
+			}
+			err := c.restartLocked(ctx)
+			if err == nil {
+				break
+			}
 			if ctx.Err() != nil {
+				c.mu.Unlock()
 				return nil
 			}
-			c.log.Error("postgres could not be restarted", "dir", c.dir, "err", err)
-			return fmt.Errorf("%w, and restarting it failed: %w", died, err)
+			last = fmt.Errorf("restarting it failed: %w", err)
+			c.log.Warn("postgres could not be restarted; trying again", "dir", c.dir, "in", restartPause, "err", err)
+			select {
+			case <-ctx.Done():
+				c.mu.Unlock()
+				return nil
+			case <-time.After(restartPause):
+			}
 		}
+		pid := c.srv.pid
+		c.mu.Unlock()
 		c.log.Info("postgres restarted", "dir", c.dir, "pid", pid, "port", c.port, "took", time.Since(began).Round(time.Millisecond))
 		if sup.Up != nil {
 			sup.Up()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -120,7 +121,7 @@ func TestSuperviseGivesUpOnAServerThatKeepsDying(t *testing.T) {
 	}
 	select {
 	case err := <-s.result:
-		if err == nil || !strings.Contains(err.Error(), "exited 3 times within 1h0m0s") || !strings.Contains(err.Error(), c.LogFile()) {
+		if err == nil || !strings.Contains(err.Error(), "died or failed to restart 3 times within 1h0m0s") || !strings.Contains(err.Error(), c.LogFile()) {
 			t.Fatalf("Supervise: %v; want it to give up, counting the deaths and naming the log", err)
 		}
 	case <-s.up:
@@ -133,32 +134,70 @@ func TestSuperviseGivesUpOnAServerThatKeepsDying(t *testing.T) {
 	}
 }
 
-func TestSuperviseGivesUpWhenARestartFails(t *testing.T) {
-	t.Parallel()
-	c := start(t, Options{})
-	// Someone takes the port while the server is down: the restart, which
-	// must keep the port its clients know, cannot bind it.
+// takePortOnDeath returns a Down for Supervise that takes the server's port
+// at its first death, so that restarts, which must keep the port its
+// clients know, cannot bind it; release gives it back.
+func takePortOnDeath(t *testing.T, c *Cluster) (down func(error), release func()) {
+	var mu sync.Mutex
 	var taken net.Listener
-	t.Cleanup(func() {
+	release = func() {
+		mu.Lock()
+		defer mu.Unlock()
 		if taken != nil {
 			taken.Close()
 		}
-	})
-	s := supervise(t, c, Supervision{Down: func(error) {
+	}
+	t.Cleanup(release)
+	down = func(error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if taken != nil {
+			return
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)))
 		if err != nil {
 			t.Errorf("take the port: %v", err)
 			return
 		}
 		taken = ln
-	}})
+	}
+	return down, release
+}
+
+func TestSuperviseRetriesAFailedRestart(t *testing.T) {
+	t.Parallel()
+	c := start(t, Options{})
+	down, release := takePortOnDeath(t, c)
+	s := supervise(t, c, Supervision{Down: down})
+	if err := syscall.Kill(c.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-s.down
+	time.Sleep(restartPause + restartPause/2) // a restart or two failed
+	release()
+	select {
+	case <-s.up:
+	case err := <-s.result:
+		t.Fatalf("Supervise gave up: %v", err)
+	case <-time.After(healWithin):
+		t.Fatal("not restarted once the port was free")
+	}
+	queryInt(t, connect(t, c.URI("postgres")), "SELECT 1")
+}
+
+func TestSuperviseGivesUpWhenRestartsKeepFailing(t *testing.T) {
+	t.Parallel()
+	c := start(t, Options{})
+	down, _ := takePortOnDeath(t, c)
+	s := supervise(t, c, Supervision{MaxRestarts: 2, Down: down})
 	if err := syscall.Kill(c.PID(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-s.result:
-		if err == nil || !strings.Contains(err.Error(), "restarting it failed") || !bindFailed([]byte(err.Error())) {
-			t.Fatalf("Supervise: %v; want it to give up quoting the bind failure", err)
+		if err == nil || !strings.Contains(err.Error(), "died or failed to restart 3 times") ||
+			!strings.Contains(err.Error(), "restarting it failed") || !bindFailed([]byte(err.Error())) {
+			t.Fatalf("Supervise: %v; want it to give up quoting the failed restart", err)
 		}
 	case <-s.up:
 		t.Fatal("restarted on a taken port")
