@@ -63,6 +63,11 @@ type Cluster struct {
 	coord *node.Coordinator
 	parts []*node.Participant
 	dbs   []*node.Databases
+	// failed carries the first node whose PostgreSQL was given up on;
+	// closing ends the goroutines that watch for one.
+	failed    chan error
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // Start brings the cluster up. If anything fails, whatever was started is
@@ -80,7 +85,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 100
 	}
-	c := &Cluster{}
+	c := &Cluster{failed: make(chan error, 1), closing: make(chan struct{})}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -140,7 +145,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for i := range n {
 		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
-			Logger: opts.Logger,
+			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down,
 			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
 		})
 		if err != nil {
@@ -159,12 +164,33 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	lns = nil
 	c.coord = coord
 
+	for i, d := range c.dbs {
+		go c.watch(names[i], d)
+	}
+
 	c.Nodes = append(c.Nodes, Node{Role: "coordinator", Name: names[0], Addr: coordAddr, LogURI: c.dbs[0].LogURI})
 	for i := range n {
 		c.Nodes = append(c.Nodes, Node{Role: "participant", Name: names[i+1], Addr: partAddrs[i], LogURI: c.dbs[i+1].LogURI, DataURI: c.dbs[i+1].DataURI})
 	}
 	return c, nil
 }
+
+// watch passes on why a node's PostgreSQL was given up on.
+func (c *Cluster) watch(name string, d *node.Databases) {
+	select {
+	case err := <-d.Failed():
+		select {
+		case c.failed <- fmt.Errorf("%s: %w", name, err):
+		default: // another node's failure is reported already
+		}
+	case <-c.closing:
+	}
+}
+
+// Failed delivers why the cluster cannot go on: a node's own PostgreSQL
+// kept dying or could not be restarted, and was given up on. Each node's
+// server is otherwise restarted whenever it dies (node.Databases).
+func (c *Cluster) Failed() <-chan error { return c.failed }
 
 // CoordinatorAddr is where clients connect.
 func (c *Cluster) CoordinatorAddr() string { return c.Nodes[0].Addr }
@@ -186,6 +212,7 @@ func (c *Cluster) PrintTable(w io.Writer) {
 
 // Close stops every node and database; temporary directories are removed.
 func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() { close(c.closing) })
 	var errs []error
 	if c.coord != nil {
 		errs = append(errs, c.coord.Close())

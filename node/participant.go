@@ -46,6 +46,13 @@ type ParticipantOptions struct {
 	Transport Transport
 	// Observer, if set, watches the loop (metrics).
 	Observer Observer
+	// DatabasesDown, if set, reports why the node's databases are known to
+	// be down (Databases.Down: its own PostgreSQL died and is being
+	// restarted), nil while they are not. Meanwhile the participant refuses
+	// pings and node-to-node messages with rpc.CodeUnavailable, as if it
+	// were unreachable: the coordinator shows it not ready and fails its
+	// statements at once instead of after the exec timeout.
+	DatabasesDown func() error
 }
 
 // Participant is a running participant node.
@@ -195,6 +202,9 @@ var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequ
 func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
 		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+			if err := p.notReady(); err != nil {
+				return nil, err
+			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
@@ -206,6 +216,11 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			if err != nil {
 				return nil, err
 			}
+			// A refused message is a lost one, which the protocol
+			// survives; the sender learns at once that it did not arrive.
+			if err := p.notReady(); err != nil {
+				return nil, err
+			}
 			if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: msg}) {
 				return nil, unavailable(errStopped)
 			}
@@ -213,6 +228,18 @@ func (p *Participant) methods() map[string]rpc.Handler {
 		}
 	}
 	return m
+}
+
+// notReady is the refusal of a request while the node's databases are
+// known to be down, nil otherwise.
+func (p *Participant) notReady() error {
+	if p.opts.DatabasesDown == nil {
+		return nil
+	}
+	if err := p.opts.DatabasesDown(); err != nil {
+		return unavailable(fmt.Errorf("%s is not ready, its databases are down: %w", p.name, err))
+	}
+	return nil
 }
 
 // perform runs on the loop goroutine and must not block.

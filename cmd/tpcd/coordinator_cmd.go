@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -87,7 +88,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	defer obs.close()
-	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger})
+	observer := obs.coordinatorObserver()
+	pgObserver, _ := observer.(node.PostgresObserver)
+	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger, Observer: pgObserver})
 	if err != nil {
 		return err
 	}
@@ -111,7 +114,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		},
 		Transport:        transport,
 		MaxOpenPerClient: c.MaxOpenPerClient,
-		Observer:         obs.coordinatorObserver(),
+		Observer:         observer,
 	})
 	if err != nil {
 		ln.Close()
@@ -121,8 +124,8 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
-	waitForSignal(ctx, logger)
-	return coord.Close()
+	err = waitForSignal(ctx, logger, dbs.Failed())
+	return errors.Join(err, coord.Close())
 }
 
 func (c *CoordinatorCmd) startsPostgres() bool { return c.LogDB == "" }

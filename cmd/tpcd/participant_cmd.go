@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -81,9 +82,11 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	defer obs.close()
+	observer := obs.participantObserver()
+	pgObserver, _ := observer.(node.PostgresObserver)
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{
 		LogURI: c.LogDB, DataURI: c.DataDB, NeedData: true, StateDir: c.StateDir, PGBin: c.PGBin,
-		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger,
+		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger, Observer: pgObserver,
 	})
 	if err != nil {
 		return err
@@ -105,8 +108,9 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 			IdleTimeout:  c.IdleTimeout.D(),
 			LazyPrepared: c.LazyPrepared,
 		},
-		Transport: transport,
-		Observer:  obs.participantObserver(),
+		Transport:     transport,
+		Observer:      observer,
+		DatabasesDown: dbs.Down,
 	})
 	if err != nil {
 		ln.Close()
@@ -115,8 +119,8 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	obs.participantUp(p, logger)
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
 		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))
-	waitForSignal(ctx, logger)
-	return p.Close()
+	err = waitForSignal(ctx, logger, dbs.Failed())
+	return errors.Join(err, p.Close())
 }
 
 func (c *ParticipantCmd) startsPostgres() bool { return c.LogDB == "" || c.DataDB == "" }
