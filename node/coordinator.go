@@ -239,8 +239,16 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 		}),
 		api.MethodTransact: c.transact,
-		api.MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
-		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+		api.MethodNodes: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
+			return c.Nodes(), nil
+		},
+		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
 			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
 		},
 	}

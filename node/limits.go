@@ -118,7 +118,10 @@ func (c *Coordinator) stillOpen(ctx context.Context, ids []engine.TxID) ([]engin
 }
 
 // begin serves api.MethodBegin within the client's open-transaction limit.
-func (c *Coordinator) begin(ctx context.Context, _ json.RawMessage) (any, error) {
+func (c *Coordinator) begin(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := rpc.DecodeNoParams(raw); err != nil {
+		return nil, err
+	}
 	return c.startTx(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientBegin{Now: now, Req: req}
 	}, func(r any) engine.TxID {

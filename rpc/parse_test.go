@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"testing"
 
@@ -117,10 +118,96 @@ func TestClientRequestsAreCanonical(t *testing.T) {
 	}
 }
 
-// FuzzParseRequests: whatever the body, the fast path and jrpc2 agree.
-func FuzzParseRequests(f *testing.F) {
+// strictCases are what jrpc2 accepts and parseRequests refuses.
+var strictCases = []string{
+	`{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}`,
+	`{"jsonrpc":"2.0","id":1,"id":2,"method":"a"}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params":{},"params":{}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"a","params": null }`,
+	`[{"jsonrpc":"2.0","id":1,"method":"a","params":null},{"jsonrpc":"2.0","id":2,"method":"a"}]`,
+	`{"jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"a"}`,
+}
+
+// referenceMembers says, with encoding/json's tokenizer, whether the
+// request object raw repeats a member or has null params.
+func referenceMembers(t *testing.T, raw json.RawMessage) (refuse bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		key := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if seen[key] || key == "params" && string(v) == "null" {
+			refuse = true
+		}
+		seen[key] = true
+	}
+	return refuse
+}
+
+// strictParse fails the test unless parseRequests refuses exactly the
+// requests that repeat a member or have null params, besides those jrpc2
+// refuses.
+func strictParse(t *testing.T, body []byte) {
+	t.Helper()
+	got, err := parseRequests(body)
+	want, wantErr := jrpc2.ParseRequests(body)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("%q: parseRequests %v, jrpc2 %v", body, err, wantErr)
+	}
+	if err != nil {
+		return
+	}
+	var elems []json.RawMessage
+	if bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("[")) {
+		if err := json.Unmarshal(body, &elems); err != nil {
+			t.Fatalf("%q: jrpc2 parsed a batch encoding/json cannot: %v", body, err)
+		}
+	} else {
+		elems = []json.RawMessage{body}
+	}
+	if len(elems) != len(got) || len(got) != len(want) {
+		t.Fatalf("%q: %d elements, %d requests, jrpc2 %d", body, len(elems), len(got), len(want))
+	}
+	for i := range got {
+		refuse := want[i].Error != nil || referenceMembers(t, elems[i])
+		if refuse != (got[i].Error != nil) {
+			t.Fatalf("%q request %d: error %v, want refused %v (jrpc2: %v)", body, i, got[i].Error, refuse, want[i].Error)
+		}
+	}
+}
+
+func TestParseRequestsStrict(t *testing.T) {
+	for _, body := range strictCases {
+		got, err := parseRequests([]byte(body))
+		if err != nil || got[0].Error == nil || got[0].Error.Code != CodeInvalidRequest {
+			t.Fatalf("%q: %+v %v, want the first request refused with %d", body, got, err, CodeInvalidRequest)
+		}
+		strictParse(t, []byte(body))
+	}
 	for _, body := range append(canonicalCases, otherCases...) {
+		strictParse(t, []byte(body))
+	}
+}
+
+// FuzzParseRequests: whatever the body, the fast path and jrpc2 agree,
+// and parseRequests refuses what jrpc2 refuses plus exactly the requests
+// that repeat a member or have null params.
+func FuzzParseRequests(f *testing.F) {
+	for _, body := range append(append(canonicalCases, otherCases...), strictCases...) {
 		f.Add([]byte(body))
 	}
-	f.Fuzz(func(t *testing.T, body []byte) { sameParse(t, body) })
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sameParse(t, body)
+		strictParse(t, body)
+	})
 }

@@ -663,7 +663,7 @@ func TestDecodeParams(t *testing.T) {
 		{`{"name":"a","inner":{"n":1}}`, ""},
 		{` {"name":"a"} `, ""},
 		{``, "missing params"},
-		{`null`, "missing params"},
+		{`null`, "not null"},
 		{`{"inner":{"n":"1"}}`, `field "inner.n": expected an integer, got JSON string`},
 		{`{"inner":{"m":1}}`, `unknown field "m"`},
 		{`{"name":"a"} {"name":"b"}`, "unexpected data after the params value"},

@@ -321,6 +321,11 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte, watch func
 	if !utf8.Valid(body) {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
 	}
+	// The same holds for an escape of half a UTF-16 pair: valid JSON
+	// syntax, no character, and decoded as U+FFFD.
+	if at := loneSurrogate(body); at >= 0 {
+		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: %s at byte %d is a lone UTF-16 surrogate, not a character", body[at:at+6], at))
+	}
 	reqs, err := parseRequests(body)
 	if err != nil {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))

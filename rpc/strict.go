@@ -1,0 +1,489 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/creachadair/jrpc2"
+)
+
+// This file holds the checks encoding/json and jrpc2 leave out, each of
+// which would let a request mean something its sender did not write:
+//
+//   - a lone surrogate escape ("\ud800") is valid JSON syntax but no
+//     character; encoding/json decodes it to U+FFFD, as it does bad UTF-8
+//     bytes, so a statement would run with text its client never sent;
+//   - a key given twice: encoding/json and jrpc2 keep the last, another
+//     decoder may keep the first, so two readers of one request could
+//     disagree on what it asks;
+//   - a field name in another case ("TX" for "tx"): encoding/json matches
+//     names case-insensitively, which makes {"tx":1,"TX":2} a duplicate
+//     the byte-wise comparison cannot see;
+//   - "params": null, which jrpc2 reads as no params at all.
+
+// loneSurrogate returns the offset in body of the first \u escape of a
+// UTF-16 surrogate that is not part of a high-low pair, or -1 if there is
+// none. Backslashes occur only inside strings in valid JSON, so no string
+// tracking is needed; for invalid JSON the answer does not matter, since
+// the body is refused either way.
+func loneSurrogate(body []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(body[i:], '\\')
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if i+1 >= len(body) {
+			return -1
+		}
+		if body[i+1] != 'u' {
+			i += 2 // \" \\ \n and the like
+			continue
+		}
+		r, ok := hex4(body[i+2:])
+		switch {
+		case !ok:
+			i += 2
+		case r >= 0xdc00 && r <= 0xdfff:
+			return i
+		case r >= 0xd800 && r <= 0xdbff:
+			if i+12 <= len(body) && body[i+6] == '\\' && body[i+7] == 'u' {
+				if low, ok := hex4(body[i+8:]); ok && low >= 0xdc00 && low <= 0xdfff {
+					i += 12
+					continue
+				}
+			}
+			return i
+		default:
+			i += 6
+		}
+	}
+}
+
+// hex4 decodes the four hex digits at the start of b.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// checkMembers refuses, request by request, what jrpc2 lets through in
+// the members of a request object: a member given twice, and "params":
+// null. body parsed into reqs (one per element of a batch, in order), so
+// it is valid JSON. A request that jrpc2 already refused keeps its error.
+// A duplicate "id" leaves the id unknown, so the answer carries null.
+func checkMembers(body []byte, reqs []*jrpc2.ParsedRequest) {
+	sc := &jsonScanner{b: body}
+	sc.space()
+	elements := 1
+	batch := sc.peek() == '['
+	if batch {
+		sc.i++
+		sc.space()
+		if sc.peek() == ']' {
+			return
+		}
+		elements = len(reqs)
+	}
+	for n := 0; n < elements && n < len(reqs); n++ {
+		sc.space()
+		if err := sc.members(reqs[n]); err != nil {
+			return // cannot happen for a body jrpc2 parsed; leave it be
+		}
+		sc.space()
+		if batch {
+			sc.i++ // ',' or ']'
+		}
+	}
+}
+
+// members walks the value at the scanner, a request object, and sets
+// req.Error when it repeats a member or has null params.
+func (sc *jsonScanner) members(req *jrpc2.ParsedRequest) error {
+	if sc.peek() != '{' {
+		return sc.skip()
+	}
+	var seen []string
+	return sc.object(func(key string) error {
+		start := sc.i
+		if err := sc.skip(); err != nil {
+			return err
+		}
+		if req.Error != nil {
+			return nil
+		}
+		for _, k := range seen {
+			if k == key {
+				req.Error = &jrpc2.Error{Code: CodeInvalidRequest, Message: fmt.Sprintf("invalid request: member %q given twice", key)}
+				if key == "id" {
+					req.ID = ""
+				}
+				return nil
+			}
+		}
+		seen = append(seen, key)
+		if key == "params" && string(sc.b[start:sc.i]) == "null" {
+			req.Error = &jrpc2.Error{Code: CodeInvalidRequest, Message: "invalid request: params must be an object or an array, not null"}
+		}
+		return nil
+	})
+}
+
+// checkParams walks params (one JSON value, possibly invalid) along the Go
+// type t it is about to be decoded into, and refuses a key given twice in
+// any object, a key of a struct that is not exactly one of its field names
+// (encoding/json would match it regardless of case), and a lone surrogate
+// escape. Malformed JSON passes: the decoder reports it better.
+func checkParams(params []byte, t reflect.Type) error {
+	sc := &jsonScanner{b: params}
+	sc.space()
+	err := sc.typed(t, 0)
+	if _, malformed := err.(errMalformed); malformed {
+		return nil
+	}
+	return err
+}
+
+// maxDepth bounds nesting, as encoding/json does (10000), so that a walk
+// of a hostile body cannot recurse without end.
+const maxDepth = 10000
+
+// typed walks one value that decodes into t (nil when no names are to be
+// checked below this point: maps, interfaces, custom decoders).
+func (sc *jsonScanner) typed(t reflect.Type, depth int) error {
+	if depth > maxDepth {
+		return errMalformed{}
+	}
+	t = checkedType(t)
+	switch sc.peek() {
+	case '{':
+		var fields map[string]reflect.Type
+		var elem reflect.Type
+		if t != nil {
+			switch t.Kind() {
+			case reflect.Struct:
+				fields = structFields(t)
+			case reflect.Map:
+				elem = t.Elem()
+			}
+		}
+		seen := newKeySet()
+		return sc.object(func(key string) error {
+			if !seen.add(key) {
+				return Errorf(CodeInvalidParams, "invalid params: key %q given twice", key)
+			}
+			next := elem
+			if fields != nil {
+				ft, ok := fields[key]
+				if !ok {
+					return Errorf(CodeInvalidParams, "invalid params: unknown field %q", key)
+				}
+				next = ft
+			}
+			return sc.typed(next, depth+1)
+		})
+	case '[':
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		return sc.array(func() error { return sc.typed(elem, depth+1) })
+	case '"':
+		_, err := sc.str(false)
+		return err
+	}
+	return sc.scalar()
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// checkedType is t without pointers, or nil when names below t are not
+// encoding/json's to match: a type that decodes itself, an interface.
+func checkedType(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() == reflect.Interface {
+		return nil
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return nil
+	}
+	return t
+}
+
+// structFieldCache maps a struct type to its JSON field names.
+var structFieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+
+// structFields returns the JSON names of t's fields, as encoding/json
+// names them (tag name, else Go name; fields of untagged embedded structs
+// promoted, the shallower winning), with the type each decodes into.
+func structFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := structFieldCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := map[string]reflect.Type{}
+	addFields(m, t, map[reflect.Type]bool{})
+	structFieldCache.Store(t, m)
+	return m
+}
+
+func addFields(m map[string]reflect.Type, t reflect.Type, visiting map[reflect.Type]bool) {
+	if visiting[t] {
+		return
+	}
+	visiting[t] = true
+	defer delete(visiting, t)
+	var embedded []reflect.Type
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				embedded = append(embedded, ft)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[name] = f.Type
+	}
+	// Promoted fields come second: a field of t itself hides them.
+	for _, et := range embedded {
+		inner := map[string]reflect.Type{}
+		addFields(inner, et, visiting)
+		for name, ft := range inner {
+			if _, ok := m[name]; !ok {
+				m[name] = ft
+			}
+		}
+	}
+}
+
+// keySet remembers the keys of one object: a slice while small, as
+// requests' objects are, a map once an object is large enough for the
+// slice to cost more than the map.
+type keySet struct {
+	small []string
+	large map[string]struct{}
+}
+
+func newKeySet() *keySet { return &keySet{} }
+
+// add reports whether key is new.
+func (s *keySet) add(key string) bool {
+	if s.large != nil {
+		if _, ok := s.large[key]; ok {
+			return false
+		}
+		s.large[key] = struct{}{}
+		return true
+	}
+	for _, k := range s.small {
+		if k == key {
+			return false
+		}
+	}
+	s.small = append(s.small, key)
+	if len(s.small) > 16 {
+		s.large = make(map[string]struct{}, 2*len(s.small))
+		for _, k := range s.small {
+			s.large[k] = struct{}{}
+		}
+		s.small = nil
+	}
+	return true
+}
+
+// errMalformed stops a walk at input that is not JSON; the decoder that
+// runs next says what is wrong with it.
+type errMalformed struct{}
+
+func (errMalformed) Error() string { return "malformed JSON" }
+
+// jsonScanner walks JSON text just enough to see object keys and string
+// escapes; values are validated by the decoder that runs after it.
+type jsonScanner struct {
+	b []byte
+	i int
+}
+
+func (sc *jsonScanner) peek() byte {
+	if sc.i < len(sc.b) {
+		return sc.b[sc.i]
+	}
+	return 0
+}
+
+func (sc *jsonScanner) space() {
+	for sc.i < len(sc.b) {
+		switch sc.b[sc.i] {
+		case ' ', '\t', '\n', '\r':
+			sc.i++
+		default:
+			return
+		}
+	}
+}
+
+// object walks an object, calling member with each key while the
+// scanner stands at the key's value; member must walk the value.
+func (sc *jsonScanner) object(member func(key string) error) error {
+	sc.i++ // '{'
+	sc.space()
+	if sc.peek() == '}' {
+		sc.i++
+		return nil
+	}
+	for {
+		sc.space()
+		if sc.peek() != '"' {
+			return errMalformed{}
+		}
+		key, err := sc.str(true)
+		if err != nil {
+			return err
+		}
+		sc.space()
+		if sc.peek() != ':' {
+			return errMalformed{}
+		}
+		sc.i++
+		sc.space()
+		if err := member(key); err != nil {
+			return err
+		}
+		sc.space()
+		switch sc.peek() {
+		case ',':
+			sc.i++
+		case '}':
+			sc.i++
+			return nil
+		default:
+			return errMalformed{}
+		}
+	}
+}
+
+// array walks an array, calling elem at each element; elem must walk it.
+func (sc *jsonScanner) array(elem func() error) error {
+	sc.i++ // '['
+	sc.space()
+	if sc.peek() == ']' {
+		sc.i++
+		return nil
+	}
+	for {
+		sc.space()
+		if err := elem(); err != nil {
+			return err
+		}
+		sc.space()
+		switch sc.peek() {
+		case ',':
+			sc.i++
+		case ']':
+			sc.i++
+			return nil
+		default:
+			return errMalformed{}
+		}
+	}
+}
+
+// skip walks any value.
+func (sc *jsonScanner) skip() error { return sc.typed(nil, 0) }
+
+// str walks a string and returns its decoded value if decode is set; a
+// lone surrogate escape in it is an error.
+func (sc *jsonScanner) str(decode bool) (string, error) {
+	start := sc.i
+	sc.i++ // '"'
+	escaped := false
+	for sc.i < len(sc.b) {
+		switch sc.b[sc.i] {
+		case '"':
+			sc.i++
+			raw := sc.b[start:sc.i]
+			if !escaped {
+				if !decode {
+					return "", nil
+				}
+				return string(raw[1 : len(raw)-1]), nil
+			}
+			if at := loneSurrogate(raw); at >= 0 {
+				return "", Errorf(CodeInvalidParams, "invalid params: %s is a lone UTF-16 surrogate, not a character", raw[at:at+6])
+			}
+			if !decode {
+				return "", nil
+			}
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return "", errMalformed{}
+			}
+			return s, nil
+		case '\\':
+			escaped = true
+			sc.i += 2
+		default:
+			sc.i++
+		}
+	}
+	return "", errMalformed{}
+}
+
+// scalar walks a number, true, false or null.
+func (sc *jsonScanner) scalar() error {
+	start := sc.i
+	for sc.i < len(sc.b) {
+		switch sc.b[sc.i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			if sc.i == start {
+				return errMalformed{}
+			}
+			return nil
+		case '{', '[', '"', ':':
+			return errMalformed{}
+		}
+		sc.i++
+	}
+	if sc.i == start {
+		return errMalformed{}
+	}
+	return nil
+}
