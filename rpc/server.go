@@ -86,6 +86,14 @@ type ServerOptions struct {
 	// http.Server; the defaults are the Default* constants.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                         int
+	// MaxConns and MaxConnsPerHost bound the connections the server keeps
+	// open (HTTP connections and batch streams alike), in total and per
+	// remote IP address. A connection over a cap closes an idle one to
+	// make room (see connTracker); when none is idle it is refused:
+	// closed at once, or for a batch stream opened through Handler,
+	// answered 503 with CodeLimit. Defaults DefaultMaxConns and
+	// DefaultMaxConnsPerHost; negative: no cap.
+	MaxConns, MaxConnsPerHost int
 }
 
 // Server answers JSON-RPC requests over HTTP/1.1, h2c and batch streams
@@ -104,6 +112,8 @@ type Server struct {
 	http  *http.Server
 	// streams are the batch streams (stream.go) being served.
 	streams streams
+	// conns caps the open connections, streams included.
+	conns *connTracker
 
 	// handlerCtx is the parent of every handler's context; cancelling it
 	// tells handlers still running at the end of a Shutdown to give up.
@@ -139,6 +149,7 @@ func NewServer(opts ServerOptions) *Server {
 		concurrency = DefaultMaxConcurrency
 	}
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+	s.conns = newConnTracker(capOrDefault(opts.MaxConns, DefaultMaxConns), capOrDefault(opts.MaxConnsPerHost, DefaultMaxConnsPerHost), s.log)
 
 	s.slots = make(chan struct{}, concurrency)
 	for name, h := range opts.Methods {
@@ -175,6 +186,7 @@ func NewServer(opts ServerOptions) *Server {
 		WriteTimeout:      orDefault(opts.WriteTimeout, DefaultWriteTimeout),
 		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ConnState:         s.conns.connState,
 		// TLS handshake failures (a peer with a stranger's certificate,
 		// plain text on a TLS port) land here, one line each.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -192,6 +204,17 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+// capOrDefault reads a cap option: 0 is the default, negative none (0).
+func capOrDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
+
 // Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
 // a mux of the caller's (next to metrics or health checks). It answers at
 // whatever path it is mounted on; ServerOptions.Path applies to Serve only.
@@ -202,9 +225,11 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Serve accepts HTTP/1.1 and h2c connections on ln (TLS connections when
-// ServerOptions.TLS is set) and serves Path on them, batch streams
-// included, until Shutdown, after which it returns http.ErrServerClosed.
+// ServerOptions.TLS is set) within the connection caps and serves Path on
+// them, batch streams included, until Shutdown, after which it returns
+// http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = limitListener{Listener: ln, t: s.conns}
 	if s.tls {
 		return s.http.ServeTLS(ln, "", "")
 	}
