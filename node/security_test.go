@@ -387,7 +387,7 @@ func TestMethodsWithoutParamsAreStrict(t *testing.T) {
 		{api.MethodBegin, `[]`, rpc.CodeInvalidParams},
 		{api.MethodBegin, `[1]`, rpc.CodeInvalidParams},
 		{api.MethodBegin, `{"tx":1}`, rpc.CodeInvalidParams},
-		{api.MethodBegin, `null`, rpc.CodeInvalidRequest},
+		{api.MethodBegin, `null`, rpc.CodeInvalidParams},
 		{api.MethodNodes, `{}`, 0},
 		{api.MethodNodes, `{"node":0}`, rpc.CodeInvalidParams},
 		{api.MethodNodes, `["x"]`, rpc.CodeInvalidParams},

@@ -87,8 +87,8 @@ func hex4(b []byte) (rune, bool) {
 }
 
 // checkMembers refuses, request by request, what jrpc2 lets through in
-// the members of a request object: a member given twice, and "params":
-// null. body parsed into reqs (one per element of a batch, in order), so
+// the members of a request object: a member given twice (CodeInvalidRequest)
+// and "params": null (CodeInvalidParams, as DecodeParams refuses it). body parsed into reqs (one per element of a batch, in order), so
 // it is valid JSON. A request that jrpc2 already refused keeps its error.
 // A duplicate "id" leaves the id unknown, so the answer carries null.
 func checkMembers(body []byte, reqs []*jrpc2.ParsedRequest) {
@@ -142,7 +142,7 @@ func (sc *jsonScanner) members(req *jrpc2.ParsedRequest) error {
 		}
 		seen = append(seen, key)
 		if key == "params" && string(sc.b[start:sc.i]) == "null" {
-			req.Error = &jrpc2.Error{Code: CodeInvalidRequest, Message: "invalid request: params must be an object or an array, not null"}
+			req.Error = &jrpc2.Error{Code: CodeInvalidParams, Message: "invalid params: params must be an object, not null"}
 		}
 		return nil
 	})

@@ -36,9 +36,9 @@ func TestStrictInput(t *testing.T) {
 		message    string
 	}{
 		// null is not "no params".
-		{"null params, method with params", head + `"method":"echo","params":null}`, CodeInvalidRequest, "1", "not null"},
-		{"null params, method without params", head + `"method":"none","params":null}`, CodeInvalidRequest, "1", "not null"},
-		{"null params, spaced", `{ "jsonrpc":"2.0", "id":1, "method":"none", "params": null }`, CodeInvalidRequest, "1", "not null"},
+		{"null params, method with params", head + `"method":"echo","params":null}`, CodeInvalidParams, "1", "not null"},
+		{"null params, method without params", head + `"method":"none","params":null}`, CodeInvalidParams, "1", "not null"},
+		{"null params, spaced", `{ "jsonrpc":"2.0", "id":1, "method":"none", "params": null }`, CodeInvalidParams, "1", "not null"},
 		{"no params at all", head + `"method":"none"}`, 0, "1", ""},
 		{"empty object", head + `"method":"none","params":{}}`, 0, "1", ""},
 		{"empty object, canonical", head + `"method":"none","params":{ }}`, 0, "1", ""},
@@ -97,7 +97,7 @@ func TestStrictInput(t *testing.T) {
 		t.Fatalf("batch answer %s", data)
 	}
 	for _, a := range answers {
-		want := map[string]int{"1": CodeInvalidRequest, "2": 0, "3": CodeInvalidParams}[string(a.ID)]
+		want := map[string]int{"1": CodeInvalidParams, "2": 0, "3": CodeInvalidParams}[string(a.ID)]
 		if got := 0; a.Error != nil {
 			got = a.Error.Code
 			if got != want {
