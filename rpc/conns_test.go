@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -261,5 +262,69 @@ func TestIdleConnectionFlood(t *testing.T) {
 	})
 	if open, _ := srv.conns.counts("127.0.0.1"); open > DefaultMaxConnsPerHost {
 		t.Fatalf("%d connections open, cap %d", open, DefaultMaxConnsPerHost)
+	}
+}
+
+// postFrom posts body over HTTP/1.1 from the loopback address from and
+// returns the answer's JSON-RPC error code (0 for a result).
+func postFrom(ctx context.Context, t *testing.T, from, url, body string) int {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if r := decodeWire(t, data); r.Error != nil {
+		return r.Error.Code
+	}
+	return 0
+}
+
+// TestHandlerSlotsPerAddress: one address with as many waiting calls as
+// the server runs handlers gets a quarter of them; another address's
+// call still runs.
+func TestHandlerSlotsPerAddress(t *testing.T) {
+	m := newTestMethods()
+	srv, ln := startServer(t, "", ServerOptions{Methods: m.methods(), MaxConcurrency: 8})
+	url := "http://" + ln.Addr().String() + "/rpc"
+	ctx := context.Background()
+	done := make(chan int, 8)
+	for range 8 {
+		go func() { done <- postFrom(ctx, t, "127.0.0.1", url, `{"jsonrpc":"2.0","id":1,"method":"block"}`) }()
+	}
+	<-m.started
+	<-m.started
+	waitFor(t, "all eight calls at the server", func() bool {
+		srv.hostSlots.mu.Lock()
+		defer srv.hostSlots.mu.Unlock()
+		sem := srv.hostSlots.hosts["127.0.0.1"]
+		return sem != nil && sem.users == 8
+	})
+	cctx, cancel := context.WithTimeout(ctx, batchDeadline)
+	defer cancel()
+	if code := postFrom(cctx, t, "127.0.0.2", url, `{"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"x"}}`); code != 0 {
+		t.Fatalf("another address's call while one holds its slots: code %d", code)
+	}
+	if n := len(m.started); n != 0 {
+		t.Fatalf("%d more handlers of the first address started; its quarter is 2", n)
+	}
+	for range 8 {
+		m.release <- struct{}{}
+	}
+	for range 8 {
+		if code := <-done; code != 0 {
+			t.Fatalf("blocked call: code %d", code)
+		}
 	}
 }

@@ -67,6 +67,11 @@ type ServerOptions struct {
 	// further requests wait. Default 1024: handlers mostly wait on
 	// databases and peers, so the limit guards memory, not CPU.
 	MaxConcurrency int
+	// MaxConcurrencyPerHost bounds those of one remote IP address, so
+	// that one caller's waiting requests cannot take every slot; further
+	// requests of that address wait. Default a quarter of MaxConcurrency;
+	// negative: no bound but MaxConcurrency.
+	MaxConcurrencyPerHost int
 	// Inline names methods whose handlers return at once (they only hand
 	// their message to another goroutine). The entries of a batch that call
 	// them run one after another on the request's goroutine, in batch
@@ -107,8 +112,10 @@ type Server struct {
 	inline  map[string]bool
 	auth    Auth
 	tls     bool
-	// slots bounds the handlers running at once.
-	slots chan struct{}
+	// slots bounds the handlers running at once, hostSlots those of one
+	// address.
+	slots     chan struct{}
+	hostSlots *hostSlots
 	http  *http.Server
 	// streams are the batch streams (stream.go) being served.
 	streams streams
@@ -152,6 +159,7 @@ func NewServer(opts ServerOptions) *Server {
 	s.conns = newConnTracker(capOrDefault(opts.MaxConns, DefaultMaxConns), capOrDefault(opts.MaxConnsPerHost, DefaultMaxConnsPerHost), s.log)
 
 	s.slots = make(chan struct{}, concurrency)
+	s.hostSlots = newHostSlots(capOrDefault(opts.MaxConcurrencyPerHost, max(1, concurrency/4)))
 	for name, h := range opts.Methods {
 		if strings.HasPrefix(name, "rpc.") {
 			s.log.Warn("rpc: method name reserved by JSON-RPC, not served", "method", name)
@@ -434,6 +442,13 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 	case !ok:
 		rerr = Errorf(CodeMethodNotFound, "no method %q", req.Method)
 	default:
+		// The address's slot first: a caller waiting for its own holds
+		// none of the server's.
+		host := hostOf(callerAddr(ctx))
+		if !s.hostSlots.acquire(ctx, host) {
+			rerr = Errorf(CodeUnavailable, "server busy or shutting down")
+			break
+		}
 		select {
 		case s.slots <- struct{}{}:
 			result, rerr = s.call(ctx, req.Method, h, req.Params)
@@ -441,6 +456,7 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 		case <-ctx.Done():
 			rerr = Errorf(CodeUnavailable, "server busy or shutting down")
 		}
+		s.hostSlots.release(host)
 	}
 	if req.ID == "" && req.Error == nil {
 		return nil
