@@ -260,6 +260,7 @@ func TestLimitsOverRPC(t *testing.T) {
 		Coordinator: func(o *node.CoordinatorOptions) {
 			o.Engine.MaxStatements = 3
 			o.MaxOpenPerClient = 2
+			o.AdmissionWait = 100 * time.Millisecond
 		},
 	})
 	// Statements per transaction.

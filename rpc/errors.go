@@ -33,7 +33,7 @@ const (
 	CodeUnavailable  = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
 	CodeBadNode      = -32005 // the node id is out of range, or the message reached the wrong node or cluster
 	CodeAborted      = -32006 // the transaction has been aborted; the message says why
-	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions per client); the message names it
+	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions in total or per client, connections); the message names it
 	CodeUnauthorized = -32008 // no valid token for this method (HTTP 401 without any valid token, 403 with a token for other methods)
 )
 
