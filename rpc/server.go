@@ -116,7 +116,7 @@ type Server struct {
 	// address.
 	slots     chan struct{}
 	hostSlots *hostSlots
-	http  *http.Server
+	http      *http.Server
 	// streams are the batch streams (stream.go) being served.
 	streams streams
 	// conns caps the open connections, streams included.
