@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // Standard JSON-RPC 2.0 error codes.
@@ -108,7 +109,7 @@ func IsTransport(err error) bool {
 }
 
 // DecodeParams decodes a handler's params into v strictly: params must be
-// present and not null, unknown object fields are refused (and so is a
+// present, not null and UTF-8, unknown object fields are refused (and so is a
 // field name that matches only when case is ignored, which encoding/json
 // would accept), no object may give a key twice, strings may not hold a
 // lone UTF-16 surrogate escape, values must match the Go types, and
@@ -122,6 +123,11 @@ func DecodeParams(raw json.RawMessage, v any) error {
 	}
 	if bytes.Equal(trimmed, []byte("null")) {
 		return Errorf(CodeInvalidParams, "invalid params: params must be an object, not null")
+	}
+	// The server refuses such a body as a whole; a caller of its own
+	// (or a test) gets the same guarantee here.
+	if !utf8.Valid(trimmed) {
+		return Errorf(CodeInvalidParams, "invalid params: not valid UTF-8")
 	}
 	if err := checkParams(trimmed, reflect.TypeOf(v)); err != nil {
 		return err

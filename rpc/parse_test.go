@@ -3,8 +3,10 @@ package rpc
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/creachadair/jrpc2"
 )
@@ -186,6 +188,16 @@ func strictParse(t *testing.T, body []byte) {
 	}
 }
 
+func TestParamsWalkFindsDuplicates(t *testing.T) {
+	for _, body := range []string{
+		`{"a":{"b":1,"c":[{"b":2},{"b":3,"b":4}]}}`, `[{"x":{}},{"x":1}]`, `{"k\u0061":1,"ka":2}`, `{"a":{"a":{"a":1}},"b":[]}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}`,
+		` [ 1 , "x" , true , null , { } , [ ] ] `, `"\\u"`, `-1.5e+3`,
+	} {
+		strictParams(t, []byte(body))
+	}
+}
+
 func TestParseRequestsStrict(t *testing.T) {
 	for _, body := range strictCases {
 		got, err := parseRequests([]byte(body))
@@ -199,15 +211,87 @@ func TestParseRequestsStrict(t *testing.T) {
 	}
 }
 
+// referenceDuplicate says, with encoding/json's tokenizer, whether any
+// object in the valid JSON text body gives a key twice.
+func referenceDuplicate(t *testing.T, body []byte) bool {
+	type frame struct {
+		keys      map[string]bool // nil for an array
+		expectKey bool
+	}
+	var stack []*frame
+	dup := false
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // a number too large for float64 is still JSON
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return dup
+		}
+		if err != nil {
+			t.Fatalf("%q: valid JSON the tokenizer refuses: %v", body, err)
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if top != nil && top.keys != nil {
+				top.expectKey = true // after this value, a key
+			}
+			f := &frame{}
+			if tok == json.Delim('{') {
+				f.keys, f.expectKey = map[string]bool{}, true
+			}
+			stack = append(stack, f)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		default:
+			switch {
+			case top != nil && top.keys != nil && top.expectKey:
+				key := tok.(string)
+				dup = dup || top.keys[key]
+				top.keys[key], top.expectKey = true, false
+			case top != nil && top.keys != nil:
+				top.expectKey = true
+			}
+		}
+	}
+}
+
+// strictParams fails the test unless checkParams, on valid UTF-8 JSON
+// without a lone surrogate, refuses exactly what repeats a key somewhere.
+func strictParams(t *testing.T, body []byte) {
+	t.Helper()
+	err := checkParams(body, nil)
+	if err != nil && !IsCode(err, CodeInvalidParams) {
+		t.Fatalf("%q: %v, want nil or code %d", body, err, CodeInvalidParams)
+	}
+	// Bytes that are not UTF-8 are refused before (the server's check,
+	// DecodeParams'): encoding/json reads each as U+FFFD, so "\xdc" and
+	// "\xff" are one key to it (found by this target).
+	if !json.Valid(body) || !utf8.Valid(body) || loneSurrogate(body) >= 0 {
+		return
+	}
+	if want := referenceDuplicate(t, body); (err != nil) != want {
+		t.Fatalf("%q: checkParams %v, encoding/json's tokenizer finds a key twice: %v", body, err, want)
+	}
+}
+
 // FuzzParseRequests: whatever the body, the fast path and jrpc2 agree,
-// and parseRequests refuses what jrpc2 refuses plus exactly the requests
-// that repeat a member or have null params.
+// parseRequests refuses what jrpc2 refuses plus exactly the requests that
+// repeat a member or have null params, and the params walk finds exactly
+// the keys given twice (the body standing in for params).
 func FuzzParseRequests(f *testing.F) {
 	for _, body := range append(append(canonicalCases, otherCases...), strictCases...) {
+		f.Add([]byte(body))
+	}
+	for _, body := range []string{`{"a":{"b":1,"c":[{"b":2},{"b":3,"b":4}]}}`, `[{"x":{}},{"x":1}]`, `{"k\u0061":1,"ka":2}`, `{"a":{"a":{"a":1}},"b":[]}`} {
 		f.Add([]byte(body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		sameParse(t, body)
 		strictParse(t, body)
+		strictParams(t, body)
 	})
 }

@@ -168,85 +168,178 @@ func checkParams(params []byte, t reflect.Type) error {
 const maxDepth = 10000
 
 // typed walks one value that decodes into t (nil when no names are to be
-// checked below this point: maps, interfaces, custom decoders).
+// checked below this point: maps' keys, interfaces, custom decoders). It
+// runs on every params a node decodes, so it neither allocates per value
+// nor calls through closures.
 func (sc *jsonScanner) typed(t reflect.Type, depth int) error {
 	if depth > maxDepth {
 		return errMalformed{}
 	}
-	t = checkedType(t)
 	switch sc.peek() {
 	case '{':
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil {
-			switch t.Kind() {
-			case reflect.Struct:
-				fields = structFields(t)
-			case reflect.Map:
-				elem = t.Elem()
-			}
-		}
-		seen := newKeySet()
-		return sc.object(func(key string) error {
-			if !seen.add(key) {
-				return Errorf(CodeInvalidParams, "invalid params: key %q given twice", key)
-			}
-			next := elem
-			if fields != nil {
-				ft, ok := fields[key]
-				if !ok {
-					return Errorf(CodeInvalidParams, "invalid params: unknown field %q", key)
-				}
-				next = ft
-			}
-			return sc.typed(next, depth+1)
-		})
+		return sc.typedObject(infoOf(t), depth)
 	case '[':
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
+		sc.i++
+		sc.space()
+		if sc.peek() == ']' {
+			sc.i++
+			return nil
 		}
-		return sc.array(func() error { return sc.typed(elem, depth+1) })
+		elem := infoOf(t).elem
+		for {
+			sc.space()
+			if err := sc.typed(elem, depth+1); err != nil {
+				return err
+			}
+			sc.space()
+			switch sc.peek() {
+			case ',':
+				sc.i++
+			case ']':
+				sc.i++
+				return nil
+			default:
+				return errMalformed{}
+			}
+		}
 	case '"':
-		_, err := sc.str(false)
+		_, _, err := sc.strRaw()
 		return err
 	}
 	return sc.scalar()
 }
 
+// typedObject walks an object whose keys info names (when it describes a
+// struct), refusing a key given twice or one that is no field's name.
+func (sc *jsonScanner) typedObject(info *typeInfo, depth int) error {
+	sc.i++ // '{'
+	sc.space()
+	if sc.peek() == '}' {
+		sc.i++
+		return nil
+	}
+	// Keys seen so far: inline while few, as in every request tpcd
+	// knows; a map past that, so that a huge object costs no more than
+	// linear time.
+	var few [16][]byte
+	seen := few[:0]
+	var many map[string]struct{}
+	for {
+		sc.space()
+		if sc.peek() != '"' {
+			return errMalformed{}
+		}
+		key, escaped, err := sc.strRaw()
+		if err != nil {
+			return err
+		}
+		if escaped {
+			var decoded string
+			if json.Unmarshal(sc.b[sc.i-len(key)-2:sc.i], &decoded) != nil {
+				return errMalformed{}
+			}
+			key = []byte(decoded)
+		}
+		dup := false
+		if many != nil {
+			_, dup = many[string(key)]
+			many[string(key)] = struct{}{}
+		} else {
+			for _, k := range seen {
+				if bytes.Equal(k, key) {
+					dup = true
+					break
+				}
+			}
+			seen = append(seen, key)
+			if len(seen) > len(few) {
+				many = make(map[string]struct{}, 2*len(seen))
+				for _, k := range seen {
+					many[string(k)] = struct{}{}
+				}
+			}
+		}
+		if dup {
+			return Errorf(CodeInvalidParams, "invalid params: key %q given twice", key)
+		}
+		next := info.elem
+		if info.fields != nil {
+			ft, ok := info.fields[string(key)]
+			if !ok {
+				return Errorf(CodeInvalidParams, "invalid params: unknown field %q", key)
+			}
+			next = ft
+		}
+		sc.space()
+		if sc.peek() != ':' {
+			return errMalformed{}
+		}
+		sc.i++
+		sc.space()
+		if err := sc.typed(next, depth+1); err != nil {
+			return err
+		}
+		sc.space()
+		switch sc.peek() {
+		case ',':
+			sc.i++
+		case '}':
+			sc.i++
+			return nil
+		default:
+			return errMalformed{}
+		}
+	}
+}
+
+// typeInfo is what a walk needs of a Go type: the JSON names of a
+// struct's fields with their types, or the element type of a slice,
+// array or map. The zero value checks nothing below it.
+type typeInfo struct {
+	fields map[string]reflect.Type
+	elem   reflect.Type
+}
+
 var (
 	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	// typeInfoCache maps a reflect.Type to its *typeInfo.
+	typeInfoCache sync.Map
+	noInfo        = &typeInfo{}
 )
 
-// checkedType is t without pointers, or nil when names below t are not
-// encoding/json's to match: a type that decodes itself, an interface.
-func checkedType(t reflect.Type) reflect.Type {
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
+// infoOf describes t; for nil, an interface or a type that decodes itself
+// (names below it are not encoding/json's to match) it is noInfo.
+func infoOf(t reflect.Type) *typeInfo {
+	if t == nil {
+		return noInfo
 	}
-	if t == nil || t.Kind() == reflect.Interface {
-		return nil
+	if info, ok := typeInfoCache.Load(t); ok {
+		return info.(*typeInfo)
 	}
-	if reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
-		return nil
+	info := noInfo
+	u := t
+	for u.Kind() == reflect.Pointer {
+		u = u.Elem()
 	}
-	return t
+	decodesItself := reflect.PointerTo(u).Implements(jsonUnmarshaler) || reflect.PointerTo(u).Implements(textUnmarshaler)
+	switch {
+	case decodesItself:
+	case u.Kind() == reflect.Struct:
+		info = &typeInfo{fields: structFields(u)}
+	case u.Kind() == reflect.Map, u.Kind() == reflect.Slice, u.Kind() == reflect.Array:
+		info = &typeInfo{elem: u.Elem()}
+	}
+	typeInfoCache.Store(t, info)
+	return info
 }
-
-// structFieldCache maps a struct type to its JSON field names.
-var structFieldCache sync.Map // reflect.Type -> map[string]reflect.Type
 
 // structFields returns the JSON names of t's fields, as encoding/json
 // names them (tag name, else Go name; fields of untagged embedded structs
 // promoted, the shallower winning), with the type each decodes into.
 func structFields(t reflect.Type) map[string]reflect.Type {
-	if m, ok := structFieldCache.Load(t); ok {
-		return m.(map[string]reflect.Type)
-	}
 	m := map[string]reflect.Type{}
 	addFields(m, t, map[reflect.Type]bool{})
-	structFieldCache.Store(t, m)
 	return m
 }
 
@@ -294,41 +387,6 @@ func addFields(m map[string]reflect.Type, t reflect.Type, visiting map[reflect.T
 	}
 }
 
-// keySet remembers the keys of one object: a slice while small, as
-// requests' objects are, a map once an object is large enough for the
-// slice to cost more than the map.
-type keySet struct {
-	small []string
-	large map[string]struct{}
-}
-
-func newKeySet() *keySet { return &keySet{} }
-
-// add reports whether key is new.
-func (s *keySet) add(key string) bool {
-	if s.large != nil {
-		if _, ok := s.large[key]; ok {
-			return false
-		}
-		s.large[key] = struct{}{}
-		return true
-	}
-	for _, k := range s.small {
-		if k == key {
-			return false
-		}
-	}
-	s.small = append(s.small, key)
-	if len(s.small) > 16 {
-		s.large = make(map[string]struct{}, 2*len(s.small))
-		for _, k := range s.small {
-			s.large[k] = struct{}{}
-		}
-		s.small = nil
-	}
-	return true
-}
-
 // errMalformed stops a walk at input that is not JSON; the decoder that
 // runs next says what is wrong with it.
 type errMalformed struct{}
@@ -374,7 +432,7 @@ func (sc *jsonScanner) object(member func(key string) error) error {
 		if sc.peek() != '"' {
 			return errMalformed{}
 		}
-		key, err := sc.str(true)
+		key, err := sc.str()
 		if err != nil {
 			return err
 		}
@@ -400,63 +458,25 @@ func (sc *jsonScanner) object(member func(key string) error) error {
 	}
 }
 
-// array walks an array, calling elem at each element; elem must walk it.
-func (sc *jsonScanner) array(elem func() error) error {
-	sc.i++ // '['
-	sc.space()
-	if sc.peek() == ']' {
-		sc.i++
-		return nil
-	}
-	for {
-		sc.space()
-		if err := elem(); err != nil {
-			return err
-		}
-		sc.space()
-		switch sc.peek() {
-		case ',':
-			sc.i++
-		case ']':
-			sc.i++
-			return nil
-		default:
-			return errMalformed{}
-		}
-	}
-}
-
 // skip walks any value.
 func (sc *jsonScanner) skip() error { return sc.typed(nil, 0) }
 
-// str walks a string and returns its decoded value if decode is set; a
-// lone surrogate escape in it is an error.
-func (sc *jsonScanner) str(decode bool) (string, error) {
-	start := sc.i
+// strRaw walks a string and returns its contents between the quotes,
+// and whether they hold an escape; a lone surrogate escape is an error.
+func (sc *jsonScanner) strRaw() (raw []byte, escaped bool, err error) {
 	sc.i++ // '"'
-	escaped := false
+	start := sc.i
 	for sc.i < len(sc.b) {
 		switch sc.b[sc.i] {
 		case '"':
+			raw = sc.b[start:sc.i]
 			sc.i++
-			raw := sc.b[start:sc.i]
-			if !escaped {
-				if !decode {
-					return "", nil
+			if escaped {
+				if at := loneSurrogate(raw); at >= 0 {
+					return nil, false, Errorf(CodeInvalidParams, "invalid params: %s is a lone UTF-16 surrogate, not a character", raw[at:at+6])
 				}
-				return string(raw[1 : len(raw)-1]), nil
 			}
-			if at := loneSurrogate(raw); at >= 0 {
-				return "", Errorf(CodeInvalidParams, "invalid params: %s is a lone UTF-16 surrogate, not a character", raw[at:at+6])
-			}
-			if !decode {
-				return "", nil
-			}
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return "", errMalformed{}
-			}
-			return s, nil
+			return raw, escaped, nil
 		case '\\':
 			escaped = true
 			sc.i += 2
@@ -464,7 +484,21 @@ func (sc *jsonScanner) str(decode bool) (string, error) {
 			sc.i++
 		}
 	}
-	return "", errMalformed{}
+	return nil, false, errMalformed{}
+}
+
+// str walks a string and returns its decoded value.
+func (sc *jsonScanner) str() (string, error) {
+	start := sc.i
+	raw, escaped, err := sc.strRaw()
+	if err != nil || !escaped {
+		return string(raw), err
+	}
+	var s string
+	if json.Unmarshal(sc.b[start:sc.i], &s) != nil {
+		return "", errMalformed{}
+	}
+	return s, nil
 }
 
 // scalar walks a number, true, false or null.
