@@ -328,3 +328,26 @@ func TestHandlerSlotsPerAddress(t *testing.T) {
 		}
 	}
 }
+
+// Over TLS the tracker learns of a connection from the listener (TCP) and
+// of its state from net/http (TLS over it): closed connections of every
+// transport must leave it, or an address would run out of room.
+func TestConnCapForgetsClosedConnections(t *testing.T) {
+	s := newTLSSetup(t)
+	srv, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods(), TLS: mustTLS(t, s.server.ServerTLS), MaxConnsPerHost: 4})
+	addr := ln.Addr().String()
+	clientTLS := mustTLS(t, s.client.ClientTLS)
+	for i := range 12 {
+		// h2, HTTP/1.1 and streams in turn, each client closed after one call.
+		c := NewClient(addr, ClientOptions{TLS: clientTLS, HTTP1: i%3 == 1, Stream: i%3 == 2})
+		var out echoParams
+		if err := c.Call(context.Background(), "echo", echoParams{Text: "x"}, &out); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		c.Close()
+	}
+	waitFor(t, "closed connections forgotten", func() bool {
+		open, ofHost := srv.conns.counts("127.0.0.1")
+		return open == 0 && ofHost == 0
+	})
+}
