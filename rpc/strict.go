@@ -191,15 +191,8 @@ func (sc *jsonScanner) typed(t reflect.Type, depth int) error {
 			if err := sc.typed(elem, depth+1); err != nil {
 				return err
 			}
-			sc.space()
-			switch sc.peek() {
-			case ',':
-				sc.i++
-			case ']':
-				sc.i++
-				return nil
-			default:
-				return errMalformed{}
+			if more, err := sc.more(']'); !more {
+				return err
 			}
 		}
 	case '"':
@@ -270,24 +263,14 @@ func (sc *jsonScanner) typedObject(info *typeInfo, depth int) error {
 			}
 			next = ft
 		}
-		sc.space()
-		if sc.peek() != ':' {
-			return errMalformed{}
+		if err := sc.colon(); err != nil {
+			return err
 		}
-		sc.i++
-		sc.space()
 		if err := sc.typed(next, depth+1); err != nil {
 			return err
 		}
-		sc.space()
-		switch sc.peek() {
-		case ',':
-			sc.i++
-		case '}':
-			sc.i++
-			return nil
-		default:
-			return errMalformed{}
+		if more, err := sc.more('}'); !more {
+			return err
 		}
 	}
 }
@@ -436,26 +419,43 @@ func (sc *jsonScanner) object(member func(key string) error) error {
 		if err != nil {
 			return err
 		}
-		sc.space()
-		if sc.peek() != ':' {
-			return errMalformed{}
+		if err := sc.colon(); err != nil {
+			return err
 		}
-		sc.i++
-		sc.space()
 		if err := member(key); err != nil {
 			return err
 		}
-		sc.space()
-		switch sc.peek() {
-		case ',':
-			sc.i++
-		case '}':
-			sc.i++
-			return nil
-		default:
-			return errMalformed{}
+		if more, err := sc.more('}'); !more {
+			return err
 		}
 	}
+}
+
+// colon passes the ':' after an object's key.
+func (sc *jsonScanner) colon() error {
+	sc.space()
+	if sc.peek() != ':' {
+		return errMalformed{}
+	}
+	sc.i++
+	sc.space()
+	return nil
+}
+
+// more passes what follows a member or element: true after a ',', false
+// after the closing byte (with a nil error) or anything else (with
+// errMalformed).
+func (sc *jsonScanner) more(closing byte) (bool, error) {
+	sc.space()
+	switch sc.peek() {
+	case ',':
+		sc.i++
+		return true, nil
+	case closing:
+		sc.i++
+		return false, nil
+	}
+	return false, errMalformed{}
 }
 
 // skip walks any value.

@@ -125,10 +125,7 @@ func TestDecodeParamsNames(t *testing.T) {
 		Raw    json.RawMessage
 		hidden int
 	}
-	cases := []struct {
-		raw     string
-		message string // "" means success
-	}{
+	runDecodeCases(t, func(raw json.RawMessage) error { var p params; return DecodeParams(raw, &p) }, []decodeCase{
 		{`{"cluster":"c","tx":1,"items":[{"n":1}],"by_name":{"A":1,"a":2},"any":{"X":1,"x":2},"Raw":{"k":1}}`, ""},
 		{`{"Header":{"cluster":"c"}}`, `unknown field "Header"`},
 		{`{"Cluster":"c"}`, `unknown field "Cluster"`},
@@ -145,20 +142,7 @@ func TestDecodeParamsNames(t *testing.T) {
 		{`null`, "not null"},
 		{`{"tx":`, "invalid params"},
 		{`{"tx":1}}`, "invalid params"},
-	}
-	for _, tc := range cases {
-		var p params
-		err := DecodeParams(json.RawMessage(tc.raw), &p)
-		if tc.message == "" {
-			if err != nil {
-				t.Fatalf("DecodeParams(%s): %v", tc.raw, err)
-			}
-			continue
-		}
-		if !IsCode(err, CodeInvalidParams) || !strings.Contains(err.Error(), tc.message) {
-			t.Fatalf("DecodeParams(%s): got %v, want CodeInvalidParams mentioning %q", tc.raw, err, tc.message)
-		}
-	}
+	})
 	// Many keys take the map path of the duplicate check.
 	var b strings.Builder
 	b.WriteString("{")
