@@ -25,7 +25,8 @@ type CoordinatorCmd struct {
 	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 	// Limits on what one client may ask for.
 	MaxStatements    int `help:"Most statements one transaction may have; more are refused (code -32007)." default:"10000"`
-	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold; a begin beyond is refused (code -32007). 0: no limit." default:"1000"`
+	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
+	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
 	ProtocolFlag  `embed:""`
 	SecurityFlags `embed:""`
@@ -64,8 +65,11 @@ func (c *CoordinatorCmd) Validate() error {
 	if c.Timeout.D() <= 0 {
 		return fmt.Errorf("--timeout must be more than 0 seconds")
 	}
-	if c.MaxStatements < 1 || c.MaxOpenPerClient < 0 {
-		return fmt.Errorf("--max-statements must be at least 1 and --max-open-per-client at least 0")
+	if c.MaxStatements < 1 || c.MaxOpen < 1 || c.MaxOpenPerClient < 0 {
+		return fmt.Errorf("--max-statements and --max-open must be at least 1, --max-open-per-client at least 0")
+	}
+	if c.MaxOpenPerClient > c.MaxOpen {
+		return fmt.Errorf("--max-open-per-client %d exceeds --max-open %d", c.MaxOpenPerClient, c.MaxOpen)
 	}
 	if err := c.SecurityFlags.validate(); err != nil {
 		return err
@@ -113,6 +117,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			Protocol:      c.protocol(),
 		},
 		Transport:        transport,
+		MaxOpen:          c.MaxOpen,
 		MaxOpenPerClient: c.MaxOpenPerClient,
 		Observer:         observer,
 	})

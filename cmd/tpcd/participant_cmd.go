@@ -22,7 +22,7 @@ type ParticipantCmd struct {
 	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
 	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long." default:"120"`
 	LazyPrepared     bool    `help:"Vote yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
-	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction." default:"100"`
+	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
 	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 
