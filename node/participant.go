@@ -201,7 +201,10 @@ var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequ
 
 func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
-		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
 			if err := p.notReady(); err != nil {
 				return nil, err
 			}

@@ -405,4 +405,19 @@ func TestMethodsWithoutParamsAreStrict(t *testing.T) {
 			t.Errorf("%s: HTTP %d code %d, want code %d", body, status, code, tc.code)
 		}
 	}
+	// A participant's ping is as strict as the coordinator's.
+	part := "http://" + c.PartAddrs[0] + "/rpc"
+	for _, tc := range []struct {
+		params string
+		code   int
+	}{{"", 0}, {`{"cluster":"x"}`, rpc.CodeInvalidParams}, {`null`, rpc.CodeInvalidParams}} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"` + api.MethodPing + `"`
+		if tc.params != "" {
+			body += `,"params":` + tc.params
+		}
+		body += "}"
+		if status, code := rpcAnswer(t, part, "application/json", "", []byte(body)); status != http.StatusOK || code != tc.code {
+			t.Errorf("participant %s: HTTP %d code %d, want code %d", body, status, code, tc.code)
+		}
+	}
 }
