@@ -70,6 +70,8 @@ type Coordinator struct {
 	// counts is touched on the loop goroutine only.
 	counts  outcomeCounts
 	limiter *openLimiter
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[CoordinatorSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -146,6 +148,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	c.watch.checkHealth(ctx, c.CheckHealth)
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
@@ -155,6 +158,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) {
 			c.ended.run(ctx, c.opts.CompactEvery)
 		},
+		c.watchState,
 	}
 	for _, o := range c.out {
 		workers = append(workers, o.run)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,12 +132,12 @@ func startObservability(addr string, logger *slog.Logger, withPage bool) (*obser
 	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}}
 	opts := metrics.ServerOptions{Registry: o.reg, Health: o.health, Logger: logger}
 	if withPage {
-		opts.Page = statuspage.Handler(func(ctx context.Context) (node.CoordinatorSnapshot, error) {
+		opts.Page = statuspage.Handler(func() (node.CoordinatorSnapshot, error) {
 			c := o.coord.Load()
 			if c == nil {
 				return node.CoordinatorSnapshot{}, errors.New("the coordinator is still recovering its log")
 			}
-			return c.Snapshot(ctx)
+			return c.LatestSnapshot()
 		}, statuspage.Options{Logger: logger})
 	}
 	o.server = metrics.Serve(ln, opts)
@@ -175,7 +174,7 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 	}
 	metrics.WatchCoordinator(o.reg, c, logger)
 	o.coord.Store(c)
-	o.health.SetReady(c.CheckHealth)
+	o.health.SetReady(c.Health)
 }
 
 // participantUp wires the running participant's gauges and readiness.
@@ -184,5 +183,5 @@ func (o *observability) participantUp(p *node.Participant, logger *slog.Logger) 
 		return
 	}
 	metrics.WatchParticipant(o.reg, p, logger)
-	o.health.SetReady(p.CheckHealth)
+	o.health.SetReady(p.Health)
 }
