@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,8 +21,12 @@ type access struct {
 	// require it.
 	certificate bool
 	bucket      *bucket
-	refused     *prometheus.CounterVec
-	logger      *slog.Logger
+	// delay holds back every refusal, and every probe beyond the bucket,
+	// before it is answered.
+	delay   time.Duration
+	refused *prometheus.CounterVec
+	slowed  prometheus.Counter
+	logger  *slog.Logger
 }
 
 // requireCaller answers 401 unless the request comes from a caller the RPC
@@ -57,13 +62,50 @@ func (a *access) limited(h http.Handler) http.Handler {
 	})
 }
 
+// paced answers a health probe when the bucket is empty too, but only
+// after the delay: a probe must not fail because somebody else flooded
+// the listener (an orchestrator would take the node out of service or
+// restart it), while a flood of probes is slowed like any other.
+func (a *access) paced(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.bucket.take() {
+			a.slowed.Inc()
+			if !a.wait(r) {
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// wait sleeps a.delay unless the caller leaves first (false).
+func (a *access) wait(r *http.Request) bool {
+	if a.delay <= 0 {
+		return true
+	}
+	t := time.NewTimer(a.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// refuse answers status after a.delay. A caller that floods waits for
+// each answer on its connection (HTTP/1.1 answers in order), so the delay
+// slows it to a few requests a second per connection; answering at once
+// would let it spend as much of the node's CPU on refusals as it likes.
 func (a *access) refuse(w http.ResponseWriter, r *http.Request, class, reason string, status int) {
 	a.refused.WithLabelValues(class).Inc()
 	if status == http.StatusUnauthorized {
 		// As the RPC port does: who and why, never the token.
 		a.logger.Warn("metrics listener: request refused: not authenticated", "remote", r.RemoteAddr, "path", r.URL.Path, "reason", reason)
 	}
-	http.Error(w, http.StatusText(status), status)
+	if a.wait(r) {
+		http.Error(w, http.StatusText(status), status)
+	}
 }
 
 // listenerTLS is the RPC port's server TLS as the listener uses it: a

@@ -1,12 +1,14 @@
 package metrics_test
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tpcd/tpcd/internal/testcerts"
 	"github.com/tpcd/tpcd/internal/testcluster"
@@ -32,17 +34,22 @@ func getWith(t *testing.T, hc *http.Client, url, token string) int {
 	return resp.StatusCode
 }
 
-func refused(t *testing.T, opts metrics.ServerOptions, reason string) float64 {
+// counter reads a counter of the listener's registry; reason selects the
+// series of tpcd_observer_requests_refused_total.
+func counter(t *testing.T, opts metrics.ServerOptions, name, reason string) float64 {
 	t.Helper()
 	families, err := opts.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "tpcd_observer_requests_refused_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if reason == "" {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "reason" && l.GetValue() == reason {
 					return m.GetCounter().GetValue()
@@ -50,8 +57,12 @@ func refused(t *testing.T, opts metrics.ServerOptions, reason string) float64 {
 			}
 		}
 	}
-	t.Fatalf("no tpcd_observer_requests_refused_total{reason=%q}", reason)
+	t.Fatalf("no %s{reason=%q}", name, reason)
 	return 0
+}
+
+func refused(t *testing.T, opts metrics.ServerOptions, reason string) float64 {
+	return counter(t, opts, "tpcd_observer_requests_refused_total", reason)
 }
 
 // TestListenerTakesTheRPCTokens: with tokens on the RPC port, the listener
@@ -62,8 +73,9 @@ func TestListenerTakesTheRPCTokens(t *testing.T) {
 	health.SetReady(func() error { return nil })
 	opts := metrics.ServerOptions{
 		Registry: metrics.NewRegistry(), Health: health,
-		Page: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") }),
-		Auth: rpc.Auth{ClientToken: "client-tok", PeerToken: "peer-tok"},
+		Page:         http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") }),
+		Auth:         rpc.Auth{ClientToken: "client-tok", PeerToken: "peer-tok"},
+		RefusalDelay: -1,
 	}
 	url := serve(t, opts)
 	hc := http.DefaultClient
@@ -83,7 +95,7 @@ func TestListenerTakesTheRPCTokens(t *testing.T) {
 
 	// Only a client token on the RPC port: the peer methods are closed
 	// there, and the listener takes the client token alone.
-	opts = metrics.ServerOptions{Registry: metrics.NewRegistry(), Health: health, Auth: rpc.Auth{ClientToken: "client-tok"}}
+	opts = metrics.ServerOptions{Registry: metrics.NewRegistry(), Health: health, Auth: rpc.Auth{ClientToken: "client-tok"}, RefusalDelay: -1}
 	url = serve(t, opts)
 	if got := getWith(t, hc, url+"/readyz", ""); got != 401 {
 		t.Errorf("client token only, /readyz without token: %d, want 401", got)
@@ -93,9 +105,9 @@ func TestListenerTakesTheRPCTokens(t *testing.T) {
 	}
 }
 
-// TestRateLimit: /metrics and the page share one bucket and get 429 when
-// it is empty; callers refused for want of a token spend none of it; the
-// probes, which answer from memory, are not limited.
+// TestRateLimit: requests share one bucket; /metrics and the page get 429
+// when it is empty, probes are answered anyway (late); callers refused for
+// want of a token spend none of it.
 func TestRateLimit(t *testing.T) {
 	health := &metrics.Health{}
 	health.SetReady(func() error { return errors.New("log database: down") })
@@ -106,6 +118,7 @@ func TestRateLimit(t *testing.T) {
 		// A bucket that never refills within the test: every count below
 		// is exact.
 		Rate: 1e-9, Burst: 4,
+		RefusalDelay: -1,
 	}
 	url := serve(t, opts)
 	hc := http.DefaultClient
@@ -139,6 +152,9 @@ func TestRateLimit(t *testing.T) {
 	}
 	if got := refused(t, opts, "rate_limited"); got != 6 {
 		t.Errorf("rate_limited refusals counted %v, want 6", got)
+	}
+	if got := counter(t, opts, "tpcd_observer_probes_slowed_total", ""); got != 100 {
+		t.Errorf("probes slowed %v, want all 100 sent with the bucket empty", got)
 	}
 }
 
@@ -192,4 +208,73 @@ func TestListenerMutualTLS(t *testing.T) {
 			t.Errorf("plain HTTP to the TLS listener: %d %q", resp.StatusCode, body)
 		}
 	}
+}
+
+// TestFloodersAreSlowed: a refusal is answered only after RefusalDelay, so
+// a caller flooding over one connection waits that long per request; and
+// the listener serves at most MaxConns connections at once.
+func TestFloodersAreSlowed(t *testing.T) {
+	health := &metrics.Health{}
+	health.SetReady(func() error { return nil })
+	const delay = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := metrics.Serve(ln, metrics.ServerOptions{
+		Registry: metrics.NewRegistry(), Health: health, Logger: testcluster.Logger(t),
+		Auth: rpc.Auth{ClientToken: "tok"}, RefusalDelay: delay, MaxConns: 2,
+		Rate: 1e-9, Burst: 1,
+	})
+	t.Cleanup(func() { s.Close() })
+	url := "http://" + ln.Addr().String()
+
+	oneShot := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	began := time.Now()
+	if got := getWith(t, oneShot, url+"/readyz", ""); got != 401 {
+		t.Fatalf("/readyz without token: %d", got)
+	}
+	if took := time.Since(began); took < delay {
+		t.Errorf("a refusal came after %s, before the delay of %s", took, delay)
+	}
+	// The bucket's one token goes to the first probe; the second is
+	// answered all the same, late.
+	for i := range 2 {
+		began = time.Now()
+		if got := getWith(t, oneShot, url+"/readyz", "tok"); got != 200 {
+			t.Fatalf("probe %d: %d, want 200", i, got)
+		}
+		if took := time.Since(began); i == 1 && took < delay {
+			t.Errorf("a probe beyond the bucket came after %s, before the delay of %s", took, delay)
+		}
+	}
+
+	// Two connections held open take both slots: a third is not served
+	// until one of them closes.
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A request answered proves the connection was accepted.
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	third := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: delay}
+	if resp, err := third.Get(url + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a third connection was served while two held the listener's two slots")
+	}
+	held[0].Close()
+	third.Timeout = time.Minute
+	resp, err := third.Get(url + "/healthz")
+	if err != nil {
+		t.Fatalf("after a slot was freed: %v", err)
+	}
+	resp.Body.Close()
+	held[1].Close()
 }

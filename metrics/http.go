@@ -26,6 +26,12 @@ const (
 	// commits.
 	DefaultRate  = 10
 	DefaultBurst = 40
+	// DefaultRefusalDelay holds back every 401 and 429, and every probe
+	// beyond the bucket: a flooding caller then sends a few requests a
+	// second per connection.
+	DefaultRefusalDelay = 200 * time.Millisecond
+	// DefaultMaxConns bounds the listener's open connections.
+	DefaultMaxConns = 64
 )
 
 // NewRegistry returns a registry with the Go runtime and process collectors,
@@ -72,19 +78,29 @@ type ServerOptions struct {
 	// with it, and when it requires client certificates (mutual TLS), so do
 	// all paths but /healthz.
 	TLS *tls.Config
-	// Rate and Burst size the token bucket of /metrics and the page:
-	// requests beyond it get 429. Defaults DefaultRate and DefaultBurst.
+	// Rate and Burst size the listener's token bucket: requests for
+	// /metrics and the page beyond it get 429, probes beyond it are
+	// answered after RefusalDelay. Defaults DefaultRate and DefaultBurst.
 	Rate  float64
 	Burst int
+	// RefusalDelay is how long a refused request (401, 429), or a probe
+	// beyond the bucket, waits for its answer; default
+	// DefaultRefusalDelay, negative for none.
+	RefusalDelay time.Duration
+	// MaxConns bounds the connections open at once (Serve); more wait to
+	// be accepted. Default DefaultMaxConns.
+	MaxConns int
 }
 
 // Handler serves /metrics, /healthz, /readyz and Page at /.
 //
-// /metrics and the page cost the node work (gathering, rendering) and
-// share one token bucket. /readyz and /healthz are not rate-limited: they
-// answer from memory, so a 429 would save nothing, and a probe refused
-// because someone else flooded the listener would make an orchestrator
-// take the node out of service or restart it.
+// Every request takes a token from one bucket. Beyond it, /metrics and the
+// page (which cost the node work: gathering, rendering) get 429, while
+// /readyz and /healthz (answered from memory) are answered late: a probe
+// refused because somebody else flooded the listener would make an
+// orchestrator take the node out of service or restart it. Refusals are
+// answered late too, so that a flood over a connection slows to a few
+// requests a second.
 func Handler(opts ServerOptions) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -95,16 +111,23 @@ func Handler(opts ServerOptions) http.Handler {
 	if opts.Burst <= 0 {
 		opts.Burst = DefaultBurst
 	}
+	if opts.RefusalDelay == 0 {
+		opts.RefusalDelay = DefaultRefusalDelay
+	}
 	_, certificate := listenerTLS(opts.TLS)
 	a := &access{
 		auth: opts.Auth, certificate: certificate, logger: opts.Logger,
-		bucket: newBucket(opts.Rate, opts.Burst, time.Now),
+		bucket: newBucket(opts.Rate, opts.Burst, time.Now), delay: opts.RefusalDelay,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tpcd_observer_requests_refused_total",
 			Help: "Requests to the metrics listener refused: unauthorized (no or wrong token or certificate), rate_limited (429).",
 		}, []string{"reason"}),
 	}
-	opts.Registry.MustRegister(a.refused)
+	a.slowed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tpcd_observer_probes_slowed_total",
+		Help: "Health probes (/readyz, /healthz) answered late because the metrics listener's token bucket was empty.",
+	})
+	opts.Registry.MustRegister(a.refused, a.slowed)
 	for _, class := range []string{"unauthorized", "rate_limited"} {
 		a.refused.WithLabelValues(class)
 	}
@@ -113,11 +136,11 @@ func Handler(opts ServerOptions) http.Handler {
 	mux.Handle("GET /metrics", a.requireCaller(a.limited(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}))))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /healthz", a.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /readyz", a.requireCaller(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("GET /readyz", a.requireCaller(a.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := opts.Health.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -125,7 +148,7 @@ func Handler(opts ServerOptions) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ready")
-	})))
+	}))))
 	if opts.Page != nil {
 		mux.Handle("GET /{$}", a.requireCaller(a.limited(opts.Page)))
 	}
@@ -145,6 +168,10 @@ func Serve(ln net.Listener, opts ServerOptions) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	tlsConfig, _ := listenerTLS(opts.TLS)
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	ln = limitListener(ln, opts.MaxConns)
 	s := &Server{
 		http: &http.Server{
 			Handler:           Handler(opts),

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -17,12 +18,13 @@ import (
 // pools' acquires: the node's own once-a-second check takes a few) and
 // still show the node's state.
 func TestObserversReadMemory(t *testing.T) {
-	var logPool, dataPool *pgxpool.Pool
+	var logPool, dataPool, coordPool *pgxpool.Pool
 	c := testcluster.Start(t, testcluster.Config{
 		Participants: 1,
 		Participant: func(_ int, o *node.ParticipantOptions) {
 			logPool, dataPool = o.Log, o.Data
 		},
+		Coordinator: func(o *node.CoordinatorOptions) { coordPool = o.Log },
 	})
 	p := c.Parts[0]
 	if err := p.Health(); err != nil {
@@ -85,9 +87,24 @@ func TestObserversReadMemory(t *testing.T) {
 		t.Fatalf("empty commit: %+v", r)
 	}
 
-	// A stopped node says so at once, without waiting for a check.
+	// A stopped node says so at once, without waiting for a check; its
+	// last snapshot is memory, there until it goes stale.
+	last, err := p.LatestSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.Close()
 	if err := p.Health(); err == nil {
 		t.Fatal("a closed participant reports healthy")
 	}
+	if s, err := p.LatestSnapshot(); err != nil || s != last {
+		t.Errorf("the last snapshot of a stopped participant: %+v %v, want %+v", s, err, last)
+	}
+
+	// A database that stops answering shows at the next check.
+	coordPool.Close()
+	testcluster.Eventually(t, "the coordinator unhealthy without its log database", func() bool {
+		err := c.Coord.Health()
+		return err != nil && strings.Contains(err.Error(), "log database")
+	})
 }
