@@ -83,7 +83,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	}
 	// Once serving, the node closes ln itself; closing it again is harmless.
 	defer ln.Close()
-	transport, warnings, err := c.secure(ln.Addr())
+	transport, warnings, err := c.secure(c.Host, ln.Addr())
 	if err != nil {
 		return err
 	}

@@ -49,20 +49,21 @@ func (f *SecurityFlags) validate() error {
 	return nil
 }
 
-// secure builds the RPC security of a node listening on listen (the
-// address it bound) from the flags, applies the peer rule (peerAccess)
-// and lists what the operator should hear about at start.
-func (f *SecurityFlags) secure(listen net.Addr) (node.Transport, []string, error) {
+// secure builds the RPC security of a node from the flags, applies the
+// peer rule (peerAccess) and lists what the operator should hear about at
+// start. host is --host as given, for messages; bound is the address the
+// node's listener bound, which decides whether it is loopback.
+func (f *SecurityFlags) secure(host string, bound net.Addr) (node.Transport, []string, error) {
 	t, err := f.transport()
 	if err != nil {
 		return node.Transport{}, nil, err
 	}
-	loopback := isLoopback(listen)
-	warnings, err := peerAccess(listen.String(), loopback, &t, f.TLSCA != "", f.Insecure)
+	loopback := isLoopback(bound)
+	warnings, err := peerAccess(host, loopback, &t, f.TLSCA != "", f.Insecure)
 	if err != nil {
 		return node.Transport{}, nil, err
 	}
-	return t, append(warnings, securityWarnings(listen.String(), loopback, t, f.TLSCA != "")...), nil
+	return t, append(warnings, securityWarnings(host, loopback, t, f.TLSCA != "")...), nil
 }
 
 // transport builds the node's RPC security from the flags.

@@ -91,10 +91,11 @@ func (n *netns) addr() string {
 }
 
 // dial connects from inside the namespace: a goroutine locks its thread,
-// moves the thread into the namespace and dials there. A socket stays in
-// the namespace it was made in, so the connection works from any thread;
-// the goroutine ends still locked, which makes Go end the thread rather
-// than reuse it outside the namespace it no longer belongs to.
+// moves the thread into the namespace, dials there and moves the thread
+// back. A socket stays in the namespace it was made in, so the connection
+// works from any thread. The thread must not end: a child process started
+// from it with a parent-death signal (the shared test PostgreSQL is one)
+// would get that signal; so if it cannot move back, it stays parked.
 func (n *netns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	type dialed struct {
 		conn net.Conn
@@ -103,22 +104,43 @@ func (n *netns) dial(ctx context.Context, network, addr string) (net.Conn, error
 	ch := make(chan dialed, 1)
 	go func() {
 		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + n.name)
+		home, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- dialed{err: err}
 			return
 		}
-		defer f.Close()
-		if _, _, errno := syscall.RawSyscall(setnsCall, f.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 {
-			ch <- dialed{err: fmt.Errorf("setns %s: %w", n.name, errno)}
+		defer home.Close()
+		there, err := os.Open("/run/netns/" + n.name)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- dialed{err: err}
+			return
+		}
+		defer there.Close()
+		if err := setns(there); err != nil {
+			runtime.UnlockOSThread()
+			ch <- dialed{err: fmt.Errorf("enter %s: %w", n.name, err)}
 			return
 		}
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, network, addr)
 		ch <- dialed{conn, err}
+		if err := setns(home); err != nil {
+			select {} // a thread in the wrong namespace is never reused
+		}
+		runtime.UnlockOSThread()
 	}()
 	d := <-ch
 	return d.conn, d.err
+}
+
+// setns moves the calling thread into the network namespace of f.
+func setns(f *os.File) error {
+	if _, _, errno := syscall.RawSyscall(setnsCall, f.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // outsider is a stranger inside the namespace.
