@@ -223,7 +223,7 @@ func TestFloodersAreSlowed(t *testing.T) {
 	}
 	s := metrics.Serve(ln, metrics.ServerOptions{
 		Registry: metrics.NewRegistry(), Health: health, Logger: testcluster.Logger(t),
-		Auth: rpc.Auth{ClientToken: "tok"}, RefusalDelay: delay, MaxConns: 2,
+		Auth: rpc.Auth{ClientToken: "tok"}, RefusalDelay: delay,
 		Rate: 1e-9, Burst: 1,
 	})
 	t.Cleanup(func() { s.Close() })
@@ -249,8 +249,19 @@ func TestFloodersAreSlowed(t *testing.T) {
 		}
 	}
 
-	// Two connections held open take both slots: a third is not served
-	// until one of them closes.
+	// Two connections held open take both slots of a listener: a third is
+	// not served until one of them closes. (A listener of its own, whose
+	// bucket and delay stay out of the way.)
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = metrics.Serve(ln, metrics.ServerOptions{
+		Registry: metrics.NewRegistry(), Health: health, Logger: testcluster.Logger(t),
+		RefusalDelay: -1, MaxConns: 2,
+	})
+	t.Cleanup(func() { s.Close() })
+	url = "http://" + ln.Addr().String()
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", ln.Addr().String())
