@@ -231,9 +231,12 @@ func TestObserverFloodDuringCommits(t *testing.T) {
 	if p, m := tallies["/"], tallies["/metrics"]; p.limited+m.limited == 0 || p.ok == 0 || m.ok == 0 {
 		t.Errorf("page %+v, /metrics %+v: want some answered and the rest limited (429)", *p, *m)
 	}
+	// Within the pool, and short of it: two clients never need the whole
+	// pool, so a full one means the observers took connections (as when
+	// every /readyz pinged the databases itself).
 	for i, most := range mostConns {
-		if most > pool {
-			t.Errorf("participant 0 held %d connections to %s, more than its pool of %d", most, watched[i], pool)
+		if most >= pool {
+			t.Errorf("participant 0 held %d connections to %s, its whole pool of %d or more", most, watched[i], pool)
 		}
 	}
 	if code, body, err := partObs.get("/readyz"); err != nil || code != http.StatusOK {
