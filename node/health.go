@@ -80,8 +80,14 @@ func (w *watched[S]) takeSnapshot(parent context.Context, snapshot func(context.
 	w.snapshot.Store(&stampedSnapshot[S]{s: s, at: time.Now()})
 }
 
-// lastHealth is the result of the last check.
-func (w *watched[S]) lastHealth() error {
+// lastHealth is the result of the last check, or errStopped at once
+// when the node's loop has stopped.
+func (w *watched[S]) lastHealth(stopped <-chan struct{}) error {
+	select {
+	case <-stopped:
+		return errStopped
+	default:
+	}
 	r := w.health.Load()
 	if r == nil {
 		return errNotChecked
@@ -121,14 +127,7 @@ func (c *Coordinator) CheckHealth(ctx context.Context) error {
 // Health is the coordinator's health as of its last check, at most about a
 // second old (nil: it can serve). It reads memory only, so any number of
 // probes cost the node nothing; a stopped loop shows at once.
-func (c *Coordinator) Health() error {
-	select {
-	case <-c.loop.stopped:
-		return errStopped
-	default:
-	}
-	return c.watch.lastHealth()
-}
+func (c *Coordinator) Health() error { return c.watch.lastHealth(c.loop.stopped) }
 
 // LatestSnapshot is the snapshot the coordinator took last, at most about a
 // second old, for the status page and metrics: reading it costs the loop
@@ -164,14 +163,7 @@ func (p *Participant) CheckHealth(ctx context.Context) error {
 
 // Health is the participant's health as of its last check, at most about a
 // second old; it reads memory only.
-func (p *Participant) Health() error {
-	select {
-	case <-p.loop.stopped:
-		return errStopped
-	default:
-	}
-	return p.watch.lastHealth()
-}
+func (p *Participant) Health() error { return p.watch.lastHealth(p.loop.stopped) }
 
 // LatestSnapshot is the snapshot the participant took last, at most about
 // a second old, for metrics.
