@@ -83,6 +83,8 @@ type Coordinator struct {
 	// transactions; counts is touched on the loop goroutine only.
 	counts    outcomeCounts
 	admission *admission
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[CoordinatorSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -160,6 +162,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	c.watch.checkHealth(ctx, c.CheckHealth)
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
@@ -169,6 +172,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) {
 			c.ended.run(ctx, c.opts.CompactEvery)
 		},
+		c.watchState,
 	}
 	for _, o := range c.out {
 		workers = append(workers, o.run)

@@ -82,6 +82,8 @@ type Participant struct {
 	cluster  string
 	epoch    engine.Epoch
 	finished *compactor // ended here, compacted a while later
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[ParticipantSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -164,6 +166,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	p.watch.checkHealth(ctx, p.CheckHealth)
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
 		Inline: participantMethods}))
 	p.peers = map[engine.NodeID]*peerOutbox{}
@@ -175,7 +178,8 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		p.out.run,
 		func(ctx context.Context) {
 			p.finished.run(ctx, p.opts.CompactEvery)
-		})
+		},
+		p.watchState)
 	return p, nil
 }
 

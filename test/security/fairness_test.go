@@ -36,8 +36,8 @@ func fromAddr(from string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, Protocols: protocols}}
 }
 
-// answer is one JSON-RPC response.
-type answer struct {
+// rpcReply is one JSON-RPC response.
+type rpcReply struct {
 	ID     json.RawMessage `json:"id"`
 	Result json.RawMessage `json:"result"`
 	Error  *rpc.Error      `json:"error"`
@@ -210,7 +210,7 @@ func TestFairShareAgainstDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answers []answer
+	var answers []rpcReply
 	if err := json.Unmarshal(raw, &answers); err != nil || len(answers) != calls {
 		t.Fatalf("the hog's batch answer (%d answers, %v): %.500s", len(answers), err, raw)
 	}
@@ -313,7 +313,7 @@ func callFrom(ctx context.Context, from, addr, method string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var a answer
+	var a rpcReply
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
 		return err
 	}
