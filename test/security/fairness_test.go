@@ -102,7 +102,7 @@ func (s *steadyClient) waitCommits(t *testing.T, n int64, what string) {
 // goroutines reads the go_goroutines gauge of a node's metrics.
 func goroutines(t *testing.T, metricsAddr string) float64 {
 	t.Helper()
-	_, text, err := httpGet("http://" + metricsAddr + "/metrics")
+	_, text, err := observer{hc: http.DefaultClient, base: "http://" + metricsAddr}.get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,9 +156,9 @@ func TestFairShareAgainstDefaults(t *testing.T) {
 		args = append(args, "--participant", p)
 	}
 	testbin.Start(t, tpcdBin, nil, args...)
-	waitReady(t, coordMetrics)
+	observer{hc: http.DefaultClient, base: "http://" + coordMetrics}.waitReady(t)
 	for _, m := range partMetrics {
-		waitReady(t, m)
+		observer{hc: http.DefaultClient, base: "http://" + m}.waitReady(t)
 	}
 
 	steadyRPC := rpc.NewClient(coord, rpc.ClientOptions{}) // from 127.0.0.1
