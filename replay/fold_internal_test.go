@@ -7,14 +7,14 @@ import (
 	"github.com/tpcd/tpcd/logstore"
 )
 
-// record makes the log row a node would write for ev.
+// record makes the record a node would read back for ev, alone in row seq.
 func record(t *testing.T, seq int64, ev engine.Event) logstore.Record {
 	t.Helper()
 	payload, err := engine.EncodeEvent(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return logstore.Record{Seq: seq, Tx: uint64(ev.Tx()), Kind: ev.Kind(), Payload: payload}
+	return logstore.Record{Pos: logstore.Pos{Seq: seq}, Tx: uint64(ev.Tx()), Payload: payload}
 }
 
 // TestFoldForgetsEndedTransactions feeds long logs with a bounded number of
@@ -120,7 +120,7 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 func TestTrackerKeepsLastEvents(t *testing.T) {
 	tr := newTracker(2, 0)
 	for i := range 5 {
-		tr.note(7, eventRef{seq: int64(i + 1), ev: engine.CoordEnded{TxID: 7}})
+		tr.note(7, eventRef{pos: logstore.Pos{Seq: int64(i + 1)}, ev: engine.CoordEnded{TxID: 7}})
 	}
 	evs, earlier := refs(tr.txs[7], false)
 	if len(evs) != 2 || evs[0].Seq != 4 || evs[1].Seq != 5 || earlier != 3 {
