@@ -781,3 +781,37 @@ func BenchmarkLoopEvent(b *testing.B) {
 	cancel()
 	<-l.stopped
 }
+
+// BenchmarkLoopEventCompacting is BenchmarkLoopEvent on a loop that tells
+// compaction about every row it appends, with every transaction ending at
+// once and compacted every 10ms, as a coordinator's are.
+func BenchmarkLoopEventCompacting(b *testing.B) {
+	log := memlog.New()
+	l := newLoop("n", &echoMachine{}, log, wallClock{}, slog.New(slog.DiscardHandler), time.Hour)
+	c := newCompactor(log, "n", 0, slog.New(slog.DiscardHandler))
+	l.compaction = c
+	l.onDurable = func(ev engine.Event) { c.add(logstore.Ended{Tx: uint64(ev.Tx()), UpToSeq: l.durableSeq}) }
+	var performed int
+	done := make(chan struct{})
+	l.perform = func(engine.Effect) {
+		if performed++; performed == b.N {
+			close(done)
+		}
+	}
+	initial, err := l.startStep(b.Context(), engine.Start{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.Context())
+	go l.run(ctx, initial)
+	go c.run(ctx, 10*time.Millisecond)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		l.submit(engine.ClientBegin{Req: engine.ReqID(i + 1)})
+	}
+	<-done
+	b.StopTimer()
+	cancel()
+	<-l.stopped
+}
