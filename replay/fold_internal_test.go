@@ -141,3 +141,25 @@ func TestTrackerKeepsLastEvents(t *testing.T) {
 		t.Errorf("the one tracked transaction was forgotten at its end")
 	}
 }
+
+// TestFoldReportsAnEventTheRowMisplaces checks that an event whose row names
+// another transaction for it is a problem: compaction removes events by the
+// row's transaction, so it would outlive its transaction or go too early.
+func TestFoldReportsAnEventTheRowMisplaces(t *testing.T) {
+	rep := &NodeReport{}
+	f := newPartFold(rep, 3, 0, engine.ParticipantConfig{})
+	good := record(t, 1, engine.PartEpochSeen{Cluster: "c", Epoch: 1})
+	bad := record(t, 2, engine.PartVotedNo{TxID: 7, Reason: "r"})
+	bad.Index, bad.Tx = 3, 8
+	for _, rec := range []logstore.Record{good, bad} {
+		if err := f.step(f, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rep.Undecodable) != 1 {
+		t.Fatalf("reported %+v, want the misplaced event alone", rep.Undecodable)
+	}
+	if b := rep.Undecodable[0]; b.Seq != 2 || b.Index != 3 || b.Tx != 8 || b.Kind != "part.voted_no" {
+		t.Fatalf("reported %+v, want #2.3 part.voted_no as tx 8", b)
+	}
+}
