@@ -757,29 +757,7 @@ func (m *echoMachine) Apply(engine.Event) error { return nil }
 // waits for it (step, encode, group commit, release) on an in-memory log,
 // without a database.
 func BenchmarkLoopEvent(b *testing.B) {
-	l := newLoop("n", &echoMachine{}, memlog.New(), wallClock{}, slog.New(slog.DiscardHandler), time.Hour)
-	var performed int
-	done := make(chan struct{})
-	l.perform = func(engine.Effect) {
-		if performed++; performed == b.N {
-			close(done)
-		}
-	}
-	initial, err := l.startStep(b.Context(), engine.Start{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	go l.run(ctx, initial)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		l.submit(engine.ClientBegin{Req: engine.ReqID(i + 1)})
-	}
-	<-done
-	b.StopTimer()
-	cancel()
-	<-l.stopped
+	benchmarkLoop(b, newLoop("n", &echoMachine{}, memlog.New(), wallClock{}, slog.New(slog.DiscardHandler), time.Hour))
 }
 
 // BenchmarkLoopEventCompacting is BenchmarkLoopEvent on a loop that tells
@@ -791,6 +769,12 @@ func BenchmarkLoopEventCompacting(b *testing.B) {
 	c := newCompactor(log, "n", 0, slog.New(slog.DiscardHandler))
 	l.compaction = c
 	l.onDurable = func(ev engine.Event) { c.add(logstore.Ended{Tx: uint64(ev.Tx()), UpToSeq: l.durableSeq}) }
+	benchmarkLoop(b, l, func(ctx context.Context) { c.run(ctx, 10*time.Millisecond) })
+}
+
+// benchmarkLoop runs l, and workers beside it, on b.N inputs of an
+// echoMachine and waits until every answer was performed.
+func benchmarkLoop(b *testing.B, l *loop, workers ...func(context.Context)) {
 	var performed int
 	done := make(chan struct{})
 	l.perform = func(engine.Effect) {
@@ -804,7 +788,9 @@ func BenchmarkLoopEventCompacting(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(b.Context())
 	go l.run(ctx, initial)
-	go c.run(ctx, 10*time.Millisecond)
+	for _, w := range workers {
+		go w(ctx)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
