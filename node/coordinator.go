@@ -122,8 +122,11 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.ended = &compactor{store: c.store, node: api.CoordinatorName, logger: c.logger}
+	c.ended = newCompactor(c.store, api.CoordinatorName, 0, c.logger)
 	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		c.loop.compaction = c.ended
+	}
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer

@@ -116,8 +116,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if opts.KeepEnded <= 0 {
 		opts.KeepEnded = keepEnded
 	}
-	p.finished = &compactor{store: p.store, node: p.name, keep: opts.KeepEnded, logger: p.logger}
+	p.finished = newCompactor(p.store, p.name, opts.KeepEnded, p.logger)
 	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		p.loop.compaction = p.finished
+	}
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
