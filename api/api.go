@@ -20,6 +20,11 @@ const (
 	// its statements up front pays one round trip for the whole
 	// transaction.
 	MethodTransact = "transact"
+	// MethodInDoubt lists the transactions past their statements that
+	// have not ended, with what each waits for; MethodResolve retries one
+	// now. They are an operator's: the coordinator logs every resolve.
+	MethodInDoubt = "indoubt"
+	MethodResolve = "resolve"
 	// MethodPing is served by every node; the coordinator pings its
 	// participants with it to report their health (MethodNodes). Package
 	// rpc names it too, because either token may call it.
@@ -102,6 +107,22 @@ type StatementParams struct {
 // null when the statement's answer was lost yet the transaction
 // committed: the commit says every statement ran.)
 type TransactReply = engine.TransactReply
+
+// InDoubtTx is a transaction past its statements that has not ended
+// (MethodInDoubt): how long since it began, what it waits for and from
+// whom, and when the coordinator tries again by itself.
+type InDoubtTx struct {
+	engine.StatusReply
+	// AgeMillis is the time since the transaction began.
+	AgeMillis int64 `json:"age_ms"`
+	// Waiting says what it waits for: "votes", "acknowledgements of the
+	// commit decision", the decider's answer.
+	Waiting   string       `json:"waiting"`
+	WaitingOn []NodeHealth `json:"waiting_on,omitempty"`
+	// NextTryMillis is the time until the coordinator acts on it again by
+	// itself (resends, asks, or gives up on votes); 0 when due.
+	NextTryMillis int64 `json:"next_try_ms"`
+}
 
 // NodeHealth is one participant as the coordinator sees it (MethodNodes).
 type NodeHealth struct {

@@ -19,6 +19,8 @@
 //	status          StatusParams    engine.StatusReply
 //	execute         ExecuteParams   engine.ExecReply
 //	nodes           {}              []NodeHealth
+//	indoubt         {}              []InDoubtTx
+//	resolve         TxParams        engine.StatusReply
 //	tpcd.ping       {}              PingReply
 //
 // The results named engine.* are the engine's reply types, encoded as they
@@ -53,6 +55,9 @@
 //   - commit, rollback: rpc.CodeUnknownTx, or rpc.CodeTxNotActive for a
 //     transaction ended so long ago that its outcome is forgotten. An
 //     abort is an outcome, not an error.
+//   - resolve: rpc.CodeUnknownTx for a transaction never issued,
+//     rpc.CodeTxNotActive for one not in doubt (still taking statements,
+//     or ended).
 //   - status: only the common codes; an unknown transaction is the state
 //     "unknown", one whose outcome is no longer kept "forgotten".
 //

@@ -26,9 +26,11 @@ const (
 	CmdLoad
 	CmdHelp
 	CmdQuit
+	CmdInDoubt
+	CmdResolve
 )
 
-var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit"}
+var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "indoubt", "resolve"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && k != 0 {
@@ -55,7 +57,7 @@ type Command struct {
 }
 
 // commandWords are the words that start a command, for help and completion.
-var commandWords = []string{"begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "exit"}
+var commandWords = []string{"begin", "exec", "execute", "commit", "rollback", "status", "nodes", "indoubt", "resolve", "load", "help", "quit", "exit"}
 
 // ParseCommand parses one command as cut by a Splitter.
 func ParseCommand(text string) (Command, error) {
@@ -114,6 +116,17 @@ func ParseCommand(text string) (Command, error) {
 		return noArgs(CmdRollback)
 	case "nodes":
 		return noArgs(CmdNodes)
+	case "indoubt":
+		return noArgs(CmdInDoubt)
+	case "resolve":
+		if len(args) != 1 {
+			return Command{}, errors.New("resolve takes one transaction id (indoubt lists them)")
+		}
+		n, err := strconv.ParseUint(strings.TrimPrefix(args[0], "#"), 10, 64)
+		if err != nil || n == 0 {
+			return Command{}, fmt.Errorf("resolve %s: want a transaction id, a positive number", args[0])
+		}
+		return Command{Kind: CmdResolve, TxID: engine.TxID(n)}, nil
 	case "quit", "exit", `\q`:
 		return noArgs(CmdQuit)
 	case "help", `\?`, "?":

@@ -13,6 +13,8 @@ var helpTopics = []struct{ name, usage, text string }{
 	{"commit", "commit", "Commit the open transaction on every participant it touched (two-phase commit)."},
 	{"rollback", "rollback", "Abort the open transaction."},
 	{"status", "status [TXID | key KEY]", "Where a transaction stands: the open one, else the last one used, else TXID, or the one begun with KEY."},
+	{"indoubt", "indoubt", "Transactions past their statements that have not ended: their age, what they wait for and from whom, and why (an unreachable participant)."},
+	{"resolve", "resolve TXID", "Retry now what an in-doubt transaction waits for (resend its decision, ask its decider again); the coordinator logs it. It changes no outcome."},
 	{"nodes", "nodes", "List the participants and whether the coordinator reaches them."},
 	{"load", "load --table T --key COL [--create] [--tx-size N] FILE.csv", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows."},
 	{"help", "help [COMMAND]", "This text."},

@@ -273,6 +273,14 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 		return s.status(ctx, c.TxID)
 	case CmdNodes:
 		return s.nodesResult(ctx)
+	case CmdInDoubt:
+		return s.inDoubt(ctx)
+	case CmdResolve:
+		var r engine.StatusReply
+		if err := s.call(ctx, api.MethodResolve, api.TxParams{TxID: c.TxID}, &r); err != nil {
+			return nil, s.explain(err)
+		}
+		return &Result{Kind: CmdResolve, Value: r, Text: fmt.Sprintf("transaction %d: retrying now; %s", c.TxID, describeState(r))}, nil
 	}
 	return nil, fmt.Errorf("%s is not a session command", c.Kind)
 }
@@ -453,6 +461,31 @@ func nodeList(ns []engine.NodeID) string {
 		parts[i] = fmt.Sprintf("@%d", n)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// inDoubt lists the transactions past their statements that have not
+// ended, oldest first, with what each waits for.
+func (s *Session) inDoubt(ctx context.Context) (*Result, error) {
+	var list []api.InDoubtTx
+	if err := s.call(ctx, api.MethodInDoubt, struct{}{}, &list); err != nil {
+		return nil, s.explain(err)
+	}
+	t := &Table{Columns: []string{"tx", "state", "age", "waiting for", "from", "next try in", "why"}, Count: true}
+	for _, d := range list {
+		var from, why []string
+		for _, n := range d.WaitingOn {
+			from = append(from, fmt.Sprintf("@%d", n.Node))
+			switch {
+			case !n.Reachable && n.LastError != "":
+				why = append(why, fmt.Sprintf("@%d unreachable: %s", n.Node, n.LastError))
+			case !n.Reachable:
+				why = append(why, fmt.Sprintf("@%d unreachable", n.Node))
+			}
+		}
+		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).Round(100 * time.Millisecond).String() }
+		t.Rows = append(t.Rows, []any{fmt.Sprint(d.TxID), d.State, ms(d.AgeMillis), d.Waiting, strings.Join(from, ","), ms(d.NextTryMillis), strings.Join(why, "; ")})
+	}
+	return &Result{Kind: CmdInDoubt, Value: list, Table: t}, nil
 }
 
 func (s *Session) nodesResult(ctx context.Context) (*Result, error) {

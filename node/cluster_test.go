@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -45,6 +46,8 @@ type clusterConfig struct {
 	lockTimeout  time.Duration
 	// compactEvery is the coordinator's CompactEvery (0: its default).
 	compactEvery time.Duration
+	// coordLog, if set, also receives the coordinator's log lines.
+	coordLog io.Writer
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -92,7 +95,11 @@ func startCluster(t *testing.T, cfg clusterConfig) *testCluster {
 	}
 	logger := testLogger(t)
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: logger})
-	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: logger, CompactEvery: cfg.compactEvery}
+	coordLogger := logger
+	if cfg.coordLog != nil {
+		coordLogger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, cfg.coordLog), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: coordLogger, CompactEvery: cfg.compactEvery}
 	for i := range lns {
 		dbs := openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 60})
 		c.partDBs = append(c.partDBs, dbs)

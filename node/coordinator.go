@@ -290,7 +290,9 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 		api.MethodRollback: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
 		}),
-		api.MethodStatus: c.status,
+		api.MethodStatus:  c.status,
+		api.MethodInDoubt: c.inDoubt,
+		api.MethodResolve: c.resolve,
 		api.MethodTransact: func(ctx context.Context, raw json.RawMessage) (any, error) {
 			r, err := c.transact(ctx, raw)
 			if reply, ok := r.(api.TransactReply); ok && reply.Outcome != nil {
@@ -347,6 +349,56 @@ func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, 
 		}
 		return r, err
 	}
+}
+
+// inDoubt lists the transactions in doubt with what each waits for; the
+// participants it waits on come with the coordinator's last word from
+// them.
+func (c *Coordinator) inDoubt(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := rpc.DecodeNoParams(raw); err != nil {
+		return nil, err
+	}
+	var list []engine.InDoubt
+	var now engine.Instant
+	if err := c.loop.query(ctx, func() { list, now = c.eng.InDoubt(), c.loop.now() }); err != nil {
+		return nil, unavailable(err)
+	}
+	health := c.Nodes()
+	out := make([]api.InDoubtTx, 0, len(list))
+	for _, d := range list {
+		t := api.InDoubtTx{StatusReply: d.StatusReply, AgeMillis: time.Duration(now - d.Begun).Milliseconds(),
+			Waiting: d.Waiting, NextTryMillis: max(0, time.Duration(d.NextTry-now).Milliseconds())}
+		for _, n := range d.WaitingOn {
+			if int(n) < len(health) {
+				t.WaitingOn = append(t.WaitingOn, health[n])
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// resolve retries an in-doubt transaction now. Operators act by hand
+// rarely and must be able to tell afterwards who did what: every call is
+// logged, refused or not.
+func (c *Coordinator) resolve(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.TxParams
+	if err := rpc.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	if p.TxID == 0 {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx is required (the id of a transaction in doubt)")
+	}
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientResolve{Now: now, Req: req, TxID: p.TxID}
+	})
+	if err != nil {
+		c.logger.Warn("manual resolve refused", "tx", p.TxID, "client", clientIdentity(ctx), "err", err)
+		return nil, err
+	}
+	st, _ := r.(engine.StatusReply)
+	c.logger.Warn("manual resolve: retrying now what the transaction waits for", "tx", p.TxID, "client", clientIdentity(ctx), "state", st.State, "pending", st.Pending)
+	return r, nil
 }
 
 // status answers where a transaction stands, by id or by key. What the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +145,68 @@ func TestKeyParamsAreChecked(t *testing.T) {
 	}
 	if err := c.call(api.MethodBegin, api.BeginParams{Key: "b"}, &b2); err != nil || b2.TxID != b1.TxID || !b2.Repeated {
 		t.Fatalf("begin repeated with its key: %+v, %v; want tx %d, repeated", b2, err, b1.TxID)
+	}
+}
+
+// lockedBuffer is a log destination the test reads while nodes write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// An abort that cannot reach a participant is in doubt: indoubt lists it
+// with what it waits for and from whom; resolve, once the participant is
+// back, sends the decision again at once, and is logged.
+func TestInDoubtAndResolve(t *testing.T) {
+	var logs lockedBuffer
+	// A long backoff, so that only resolve gets the decision there soon.
+	c := startCluster(t, clusterConfig{participants: 2, coordLog: &logs,
+		engine: engine.CoordinatorConfig{RetryMin: 10 * time.Minute, RetryMax: 10 * time.Minute}})
+	tx := c.begin()
+	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
+	c.stopParticipant(1)
+	var r engine.OutcomeReply
+	if err := c.call(api.MethodRollback, api.TxParams{TxID: tx}, &r); err != nil || r.Outcome != engine.OutcomeAbort {
+		t.Fatalf("rollback: %+v, %v", r, err)
+	}
+	var list []api.InDoubtTx
+	eventually(t, "the abort in doubt at p1, p1 unreachable", func() bool {
+		list = nil
+		if err := c.call(api.MethodInDoubt, struct{}{}, &list); err != nil {
+			t.Fatal(err)
+		}
+		return len(list) == 1 && len(list[0].WaitingOn) == 1 && !list[0].WaitingOn[0].Reachable
+	})
+	d := list[0]
+	if d.TxID != tx || d.State != "aborting" || !strings.Contains(d.Waiting, "abort") || d.WaitingOn[0].Node != 1 || d.AgeMillis <= 0 || d.NextTryMillis <= 0 {
+		t.Fatalf("in doubt: %+v", d)
+	}
+	c.restartParticipant(1)
+	var st engine.StatusReply
+	if err := c.call(api.MethodResolve, api.TxParams{TxID: tx}, &st); err != nil || st.TxID != tx {
+		t.Fatalf("resolve: %+v, %v", st, err)
+	}
+	eventually(t, "the transaction ended after resolve", func() bool { return c.status(tx).State == "aborted" })
+	if err := c.call(api.MethodInDoubt, struct{}{}, &list); err != nil || len(list) != 0 {
+		t.Fatalf("in doubt after resolve: %+v, %v", list, err)
+	}
+	if err := c.call(api.MethodResolve, api.TxParams{TxID: tx}, &st); rpcCode(err) != rpc.CodeTxNotActive {
+		t.Fatalf("resolve of an ended transaction: %v, want not active", err)
+	}
+	if n := strings.Count(logs.String(), "manual resolve"); n != 2 {
+		t.Fatalf("%d log lines about manual resolves, want 2 (one done, one refused):\n%s", n, logs.String())
 	}
 }
