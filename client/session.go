@@ -482,7 +482,9 @@ func (s *Session) inDoubt(ctx context.Context) (*Result, error) {
 				why = append(why, fmt.Sprintf("@%d unreachable", n.Node))
 			}
 		}
-		ms := func(v int64) string { return (time.Duration(v) * time.Millisecond).Round(100 * time.Millisecond).String() }
+		ms := func(v int64) string {
+			return (time.Duration(v) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
 		t.Rows = append(t.Rows, []any{fmt.Sprint(d.TxID), d.State, ms(d.AgeMillis), d.Waiting, strings.Join(from, ","), ms(d.NextTryMillis), strings.Join(why, "; ")})
 	}
 	return &Result{Kind: CmdInDoubt, Value: list, Table: t}, nil
