@@ -111,7 +111,10 @@ func (sh *shell) setup() {
 // loop reads and runs commands until quit, Ctrl-D or a terminal failure.
 func (sh *shell) loop(ctx context.Context) error {
 	r := sh.r
-	if err := r.sess.Connect(ctx); err != nil {
+	var werr *WrongAddrError
+	if err := r.sess.Connect(ctx); errors.As(err, &werr) {
+		return werr // no use prompting: nothing would work
+	} else if err != nil {
 		r.pr.Notice(fmt.Sprintf("cannot reach the coordinator yet: %s (commands will retry)", describe(err, r.sess.Addr())))
 	} else {
 		r.pr.Notice(fmt.Sprintf("connected to coordinator %s: %d participants (@0..@%d), epoch %d. Type help for commands.",

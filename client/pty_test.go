@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 var (
@@ -298,36 +300,59 @@ func testInteractive(t *testing.T, c *testCluster) {
 	}
 }
 
-// testScriptExitStatus runs the binary as a script would: results on
-// stdout, exit status 1 at the first failure.
+// testScriptExitStatus runs the binary as a script would, and checks
+// psql's exit statuses: 0 all went well, 1 a command failed and the script
+// went on (--continue), 2 no coordinator answered, 3 the script stopped at
+// a failed command or was interrupted.
 func testScriptExitStatus(t *testing.T, c *testCluster) {
 	bin := tpcdBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	run := func(stdin string, args ...string) (string, string, int) {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
-		cmd.Env = cleanEnv()
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errs strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		err := cmd.Run()
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return out.String(), errs.String(), code
+		return testbin.Run(t, bin, cleanEnv(), stdin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
 	}
 	out, errs, code := run("", "-c", "execute @0 select 1 as one; execute @0 select nope; execute @0 select 2", "--format", "csv")
-	if code != 1 || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
+	if code != ExitStopped || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
 		t.Fatalf("-c: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+	out, errs, code = run("", "-c", "execute @0 select nope; execute @0 select 2 as two", "--format", "csv", "--continue")
+	if code != ExitFailed || out != "two\n2\n" || !strings.Contains(errs, "tpcd: error: 1 command failed\n") {
+		t.Fatalf("-c --continue: status %d, stdout %q, stderr %q", code, out, errs)
 	}
 	// Standard input that is not a terminal is a script too.
 	out, errs, code = run("execute @0 select 1 as one;\nnodes\n", "--format", "json")
 	if code != 0 || !strings.HasPrefix(out, `{"command":"execute","ok":true,`) || strings.Count(out, "\n") != 2 || errs != "" {
 		t.Fatalf("stdin: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+	// Nothing listens on a port that was just closed.
+	ln := listen(t)
+	gone := ln.Addr().String()
+	ln.Close()
+	_, errs, code = testbin.Run(t, bin, cleanEnv(), "", "client", "--coordinator", gone, "-c", "nodes")
+	if code != ExitConnection || !strings.Contains(errs, "error: coordinator "+gone+" unreachable: ") {
+		t.Fatalf("no coordinator: status %d, stderr %q", code, errs)
+	}
+
+	// Ctrl-C (SIGINT) stops a script, as psql's does.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "client", "--coordinator", c.Addr, "-c",
+		"execute @0 select pg_sleep(60) as slept_in_exit_test; execute @0 select 2")
+	cmd.Env = cleanEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitCount(t, 0, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60) as slept_in_exit_test%'", 1)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	// The statement runs on at the participant, which nobody waits for:
+	// end it there.
+	c.count(t, 0, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60) as slept_in_exit_test%'")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitStopped || !strings.Contains(stderr.String(), "tpcd: error: interrupted\n") {
+		t.Fatalf("interrupted: %v, stderr %q", err, &stderr)
 	}
 }
 

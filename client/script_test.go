@@ -62,6 +62,7 @@ func TestCluster(t *testing.T) {
 		{"script/csv", testScriptCSV},
 		{"script/stop-at-first-failure", testScriptStopsAtFirstFailure},
 		{"script/exit-status", testScriptExitStatus},
+		{"wrong-address", testWrongAddress},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
 		{"load/terminal", testLoadOnTerminal},

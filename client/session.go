@@ -156,6 +156,9 @@ func (s *Session) check(ctx context.Context) error {
 		if ctx.Err() == nil && rpc.IsTransport(err) {
 			s.broken = true
 		}
+		return s.identify(ctx, err)
+	}
+	if err := s.notCoordinator(ping); err != nil {
 		return err
 	}
 	wasBroken := s.broken
@@ -520,7 +523,10 @@ func wrapf(err error, format string, args ...any) error {
 func describe(err error, addr string) string {
 	var rerr *rpc.Error
 	var terr *rpc.TransportError
+	var werr *WrongAddrError
 	switch {
+	case errors.As(err, &werr):
+		return werr.Error()
 	case errors.Is(err, context.Canceled):
 		return "cancelled (the coordinator may still carry the command out)"
 	case errors.As(err, &terr):

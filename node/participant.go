@@ -197,7 +197,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
+			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch, Coordinator: p.opts.Coordinator}, nil
 		},
 	}
 	for _, method := range participantMethods {

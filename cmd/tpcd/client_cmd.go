@@ -39,8 +39,16 @@ func (c *ClientCmd) Help() string {
 
 With -c COMMANDS, -f FILE, or standard input that is not a terminal, it runs
 a script: -c 'begin; @0 select 1; commit' --format json. A script stops at
-its first failed command (exit status 1) unless --continue. See 'tpcd client
-shell --help' for these flags, and docs/CLIENT.md.
+its first failed command unless --continue. See 'tpcd client shell --help'
+for these flags, and docs/CLIENT.md.
+
+Exit status, as psql's:
+  0  everything worked (the interactive shell: it ended normally)
+  1  a command failed and the run went on (--continue, load), or the
+     command line is wrong
+  2  no coordinator answered: unreachable, the connection lost, an address
+     that is not a coordinator's, TLS or the token refused
+  3  a script stopped at a failed command, or was interrupted (Ctrl-C)
 
 Loading a CSV file split across the participants:
 
@@ -90,7 +98,7 @@ func (c *ClientCmd) options(g *Globals) (client.Options, error) {
 type ClientShellCmd struct {
 	Command   string `short:"c" env:"-" help:"Run these commands and exit (separate them with ';' or newlines)." placeholder:"COMMANDS"`
 	File      string `short:"f" env:"-" help:"Run the commands in this file and exit ('-' for standard input)." placeholder:"FILE"`
-	Continue  bool   `help:"Scripts: go on after a failed command (the exit status still says one failed)."`
+	Continue  bool   `help:"Scripts: go on after a failed command (the exit status is then 1 if any failed, instead of 3 at the first)."`
 	History   string `help:"Interactive history file (default $XDG_STATE_HOME/tpcd/history or ~/.local/state/tpcd/history)." placeholder:"FILE"`
 	NoHistory bool   `help:"Keep no interactive history."`
 }
