@@ -262,17 +262,51 @@ func testInteractive(t *testing.T, c *testCluster) {
 	tm.waitFor("^C", func(all, _ string) bool { return strings.HasSuffix(all, "two');^C\ntpcd>") })
 	tm.waitPrompt("tpcd>")
 
-	// Ctrl-C interrupts a running command, and the shell stays.
+	// Ctrl-C interrupts a running command, and the shell stays. The
+	// message says what becomes of the statement: one that joined a batch
+	// runs on in it.
 	tm.send("execute @0 select pg_sleep(3);\r")
 	c.waitCount(t, 0, "SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(3)'", 1)
 	tm.send("\x03")
-	tm.waitFor("the cancellation", func(all, _ string) bool { return strings.Contains(all, "\nerror: cancelled") })
+	tm.waitFor("the cancellation", func(all, _ string) bool {
+		return strings.Contains(all, "\nerror: cancelled waiting: the statement runs on at @0 and commits with its batch unless the batch fails\n")
+	})
 	tm.waitPrompt("tpcd>")
 	// The statement itself runs on; its batch commits when it ends. Wait
 	// for that: a participant that stops while a data transaction is open
 	// never returns its connection (see docs/CLIENT.md, known issues).
-	c.waitCount(t, 0, `SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'`, 1)
+	const idleData = `SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'`
+	c.waitCount(t, 0, idleData, 1)
+
+	// In a transaction, Ctrl-C rolls the transaction back: a running
+	// statement cannot be stopped on its own, and the rollback makes sure
+	// it has no effect.
+	tm.send("begin\r")
+	screen = tm.waitFor("a third BEGIN", func(all, _ string) bool {
+		return len(regexp.MustCompile(`(?m)^BEGIN \d+$`).FindAllString(all, -1)) == 3
+	})
+	tx3 := regexp.MustCompile(`(?m)^BEGIN (\d+)$`).FindAllStringSubmatch(screen, -1)[2][1]
+	tm.waitPrompt("tpcd tx " + tx3 + ">")
+	tm.send("@0 insert into kv select 99, 'slow' from pg_sleep(60);\r")
+	const slowInsert = "SELECT count(*) FROM pg_stat_activity WHERE query = 'insert into kv select 99, ''slow'' from pg_sleep(60)'"
+	c.waitCount(t, 0, slowInsert, 1)
+	tm.send("\x03")
+	tm.waitFor("the rollback", func(all, _ string) bool {
+		return strings.Contains(all, "\nerror: cancelled: transaction "+tx3+" rolled back (a statement cannot be stopped alone; @0 undoes it when it ends)\n")
+	})
+	tm.waitPrompt("tpcd>")
+	tm.send("status " + tx3 + "\r")
+	tm.waitFor("the aborted status", func(all, _ string) bool {
+		return regexp.MustCompile(`(?m)^transaction ` + tx3 + `: abort(ing|ed) \(rolled back by client\)`).MatchString(all)
+	})
+	// End the sleep rather than wait a minute for it: the transaction is
+	// aborted either way, and its row never lands.
+	c.count(t, 0, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query = 'insert into kv select 99, ''slow'' from pg_sleep(60)'")
+	c.waitCount(t, 0, idleData, 1)
+	if n := c.count(t, 0, "SELECT count(*) FROM kv WHERE k = 99"); n != 0 {
+		t.Fatalf("the cancelled insert landed: %d rows", n)
+	}
 
 	// Ctrl-D leaves.
 	tm.send("\x04")
@@ -293,7 +327,7 @@ func testInteractive(t *testing.T, c *testCluster) {
 	tm2 := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
 	tm2.waitPrompt("tpcd>")
 	tm2.send(upArrow)
-	tm2.waitPrompt("tpcd> execute @0 select pg_sleep(3);")
+	tm2.waitPrompt("tpcd> status " + tx3)
 	tm2.send("\x03quit\r")
 	if code := tm2.exit(); code != 0 {
 		t.Fatalf("exit status %d after quit", code)
