@@ -100,12 +100,14 @@ func startTerminal(t *testing.T, env []string, args ...string) *terminal {
 }
 
 // cleanEnv is the test's environment without what would change the
-// client's defaults (TPCD_* flags, the history location, the terminal).
+// client's defaults (TPCD_* flags, the history location, the terminal,
+// the pager).
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "TPCD_") || name == "XDG_STATE_HOME" || name == "TERM" || name == "HOME" {
+		if strings.HasPrefix(name, "TPCD_") || name == "XDG_STATE_HOME" || name == "TERM" || name == "HOME" ||
+			name == "PAGER" || name == "LESS" {
 			continue
 		}
 		env = append(env, kv)

@@ -31,6 +31,11 @@ type Options struct {
 	// Progress draws a progress bar on Stderr during a load. Set it only
 	// when Stderr is a terminal.
 	Progress bool
+	// Terminal, when set, is the terminal Stdout writes to: output taller
+	// than it goes through a pager (table format), and \x auto expands
+	// tables wider than it. Leave it nil when Stdout is no
+	// terminal: then nothing is paged.
+	Terminal *os.File
 	// HistoryFile keeps the interactive history; "" means the default
 	// (DefaultHistoryFile). NoHistory keeps none.
 	HistoryFile string
@@ -73,7 +78,19 @@ type runner struct {
 
 func newRunner(opts Options) *runner {
 	opts.defaults()
-	pr := &Printer{Format: opts.Format, Out: opts.Stdout, Err: opts.Stderr}
+	pr := &Printer{Format: opts.Format, Out: opts.Stdout, Err: opts.Stderr, Pager: &Pager{Mode: PagerOn}}
+	if tm := opts.Terminal; tm != nil {
+		pr.Width = func() int {
+			cols, _, err := term.GetSize(int(tm.Fd()))
+			if err != nil {
+				return 0
+			}
+			return cols
+		}
+		if opts.Format == FormatTable {
+			pr.Pager = NewPager(tm)
+		}
+	}
 	r := &runner{opts: opts, pr: pr}
 	r.sess = NewSession(opts.Coordinator, SessionOptions{
 		Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger, Token: opts.Token, TLS: opts.TLS,
@@ -101,10 +118,16 @@ func (r *runner) run(ctx context.Context, c Complete, where string) (quit bool, 
 			break
 		}
 		res = &Result{Kind: CmdHelp, Value: map[string]string{"text": text}, Text: text}
+	case CmdSet:
+		res = r.set(cmd)
 	case CmdLoad:
+		start := time.Now()
 		res, err = r.load(ctx, *cmd.Load)
+		r.pr.Took(time.Since(start))
 	default:
+		start := time.Now()
 		res, err = r.sess.Do(ctx, cmd)
+		r.pr.Took(time.Since(start))
 	}
 	// JSON gives a failed command its error object only, so that every
 	// command makes exactly one line.
@@ -115,6 +138,62 @@ func (r *runner) run(ctx context.Context, c Complete, where string) (quit bool, 
 		r.fail(c.Text, cmd.Kind, err, where)
 	}
 	return false, err
+}
+
+// set changes a display setting and says what it is now, in psql's
+// words.
+func (r *runner) set(cmd Command) *Result {
+	pr := r.pr
+	switch cmd.Setting {
+	case "timing":
+		pr.Timing = cmd.Value == "on" || cmd.Value == "" && !pr.Timing
+	case "expanded":
+		switch {
+		case cmd.Value == "off" || cmd.Value == "" && pr.Expanded != "":
+			pr.Expanded = ""
+		case cmd.Value == "":
+			pr.Expanded = ExpandedOn
+		default:
+			pr.Expanded = cmd.Value
+		}
+	case "pager":
+		switch {
+		case cmd.Value != "":
+			pr.Pager.Mode = cmd.Value
+		case pr.Pager.Mode == PagerOff:
+			pr.Pager.Mode = PagerOn
+		default:
+			pr.Pager.Mode = PagerOff
+		}
+	}
+	var text string
+	var value any
+	switch cmd.Setting {
+	case "timing":
+		text, value = "Timing is off.", pr.Timing
+		if pr.Timing {
+			text = "Timing is on."
+		}
+	case "expanded":
+		text, value = "Expanded display is off.", "off"
+		switch pr.Expanded {
+		case ExpandedOn:
+			text, value = "Expanded display is on.", ExpandedOn
+		case ExpandedAuto:
+			text, value = "Expanded display is used automatically.", ExpandedAuto
+		}
+	case "pager":
+		value = pr.Pager.Mode
+		switch pr.Pager.Mode {
+		case PagerOff:
+			text = "Pager usage is off."
+		case PagerAlways:
+			text = "Pager is always used."
+		default:
+			text = "Pager is used for long output."
+		}
+	}
+	return &Result{Kind: CmdSet, Value: map[string]any{cmd.Setting: value}, Text: text}
 }
 
 func (r *runner) fail(input string, kind Kind, err error, where string) {

@@ -37,6 +37,9 @@ func (c *ClientCmd) Help() string {
     tpcd tx 1> @1 insert into kv values (2, 'b');
     tpcd tx 1> commit
 
+There \timing, \x and \pset pager change the display (output taller than the
+terminal goes through $TPCD_PAGER, else $PAGER, else less).
+
 With -c COMMANDS, -f FILE, or standard input that is not a terminal, it runs
 a script: -c 'begin; @0 select 1; commit' --format json. A script stops at
 its first failed command unless --continue. See 'tpcd client shell --help'
@@ -88,6 +91,7 @@ func (c *ClientCmd) options(g *Globals) (client.Options, error) {
 		Coordinator: c.Coordinator,
 		Format:      client.Format(c.Format),
 		Progress:    client.IsTerminal(os.Stderr),
+		Terminal:    terminal(os.Stdout),
 		Logger:      g.Logger(os.Stderr),
 		Token:       token,
 		TLS:         tlsConfig,
@@ -154,4 +158,12 @@ func (c *ClientLoadCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) 
 	return client.LoadCommand(ctx, opts, client.LoadOptions{
 		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, TxSize: c.TxSize,
 	})
+}
+
+// terminal is f if it is a terminal, else nil.
+func terminal(f *os.File) *os.File {
+	if client.IsTerminal(f) {
+		return f
+	}
+	return nil
 }
