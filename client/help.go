@@ -30,7 +30,7 @@ func HelpText(topic string) (string, error) {
 		for _, h := range helpTopics {
 			fmt.Fprintf(&b, "  %s\n%s\n", h.usage, wrap(h.text, "      ", 78))
 		}
-		b.WriteString(wrap("Keys: Tab completes; Up/Down recall history; Ctrl-C cancels the line or the running command (in a transaction, rolling it back); Ctrl-D quits.", "", 78))
+		b.WriteString(wrap("Keys: Tab completes commands, SQL keywords and table names; Up/Down recall history; Ctrl-C cancels the line or the running command (in a transaction, rolling it back); Ctrl-D quits.", "", 78))
 		return b.String(), nil
 	}
 	if topic == "@" || strings.HasPrefix(topic, "@") {

@@ -33,11 +33,17 @@ func DefaultHistoryFile() string {
 // RunInteractive runs the shell on the process's terminal (standard input
 // and output must both be terminals): a prompt that shows the open
 // transaction, line editing, history kept in a file, Tab completion of
-// commands and nodes. Ctrl-C cancels the line being typed, or the command
-// running; Ctrl-D or quit leaves, rolling back an open transaction. Errors
-// are printed and never end the session; RunInteractive returns an error
-// only when the terminal fails.
+// commands, nodes, SQL keywords and the participants' tables. Ctrl-C
+// cancels the line being typed, or the command running; Ctrl-D or quit
+// leaves, rolling back an open transaction. Errors are printed and never
+// end the session; RunInteractive returns an error only when the terminal
+// fails.
 func RunInteractive(ctx context.Context, opts Options) error {
+	if opts.Terminal == nil {
+		// Standard output is a terminal here: page and size for it even
+		// when the caller did not say so.
+		opts.Terminal = os.Stdout
+	}
 	r := newRunner(opts)
 	// Ctrl-C interrupts a running command, not the shell: the shell takes
 	// SIGINT itself and works under a context the caller's SIGINT handling
@@ -52,7 +58,7 @@ func RunInteractive(ctx context.Context, opts Options) error {
 	defer signal.Stop(sigterm)
 
 	line := liner.NewLiner()
-	sh := &shell{r: r, line: line, sigint: sigint}
+	sh := &shell{r: r, line: line, sigint: sigint, base: base}
 	sh.setup()
 
 	done := make(chan error, 1)
@@ -79,7 +85,12 @@ type shell struct {
 	r      *runner
 	line   *liner.State
 	sigint chan os.Signal
-	hist   string
+	// base is the context commands run under; completion's questions too.
+	base context.Context
+	// sp cuts the typed lines into commands; completion reads what it
+	// holds of a statement typed over several lines.
+	sp   Splitter
+	hist string
 	// lastEntry is the newest history entry.
 	lastEntry string
 	// busy is held while a command runs, so that SIGTERM can wait for it.
@@ -120,7 +131,7 @@ func (sh *shell) loop(ctx context.Context) error {
 		r.pr.Notice(fmt.Sprintf("connected to coordinator %s: %d participants (@0..@%d), epoch %d. Type help for commands.",
 			r.sess.Addr(), r.sess.Participants(), r.sess.Participants()-1, r.sess.Epoch()))
 	}
-	var sp Splitter
+	sp := &sh.sp
 	for {
 		sh.busy.Lock()
 		prompt := sh.prompt(sp.Pending())
@@ -243,41 +254,4 @@ func (sh *shell) saveHistory() {
 		os.Remove(tmp)
 		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, werr))
 	}
-}
-
-// complete offers command names for the first word, @N after exec and
-// execute or at the start, and load's flags.
-func (sh *shell) complete(line string, pos int) (head string, completions []string, tail string) {
-	head, tail = line[:pos], line[pos:]
-	start := strings.LastIndexAny(head, " \t") + 1
-	word := head[start:]
-	before := strings.Fields(head[:start])
-	head = head[:start]
-	var cands []string
-	switch {
-	case len(before) == 0:
-		cands = append(cands, commandWords...)
-		cands = append(cands, sh.nodeWords()...)
-	case len(before) == 1 && (strings.EqualFold(before[0], "exec") || strings.EqualFold(before[0], "execute")):
-		cands = sh.nodeWords()
-	case strings.EqualFold(before[0], "load"):
-		cands = []string{"--table", "--key", "--create", "--tx-size"}
-	case len(before) == 1 && strings.EqualFold(before[0], "help"):
-		cands = commandWords
-	}
-	for _, c := range cands {
-		if strings.HasPrefix(strings.ToLower(c), strings.ToLower(word)) {
-			completions = append(completions, c+" ")
-		}
-	}
-	return head, completions, tail
-}
-
-func (sh *shell) nodeWords() []string {
-	n := sh.r.sess.Participants()
-	out := make([]string, n)
-	for i := range n {
-		out[i] = "@" + strconv.Itoa(i)
-	}
-	return out
 }

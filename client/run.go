@@ -71,9 +71,10 @@ var ErrFailed = errors.New("a command failed")
 
 // runner runs commands of the client language against one session.
 type runner struct {
-	opts Options
-	sess *Session
-	pr   *Printer
+	opts   Options
+	sess   *Session
+	pr     *Printer
+	tables tableNames // for completion
 }
 
 func newRunner(opts Options) *runner {
@@ -128,6 +129,7 @@ func (r *runner) run(ctx context.Context, c Complete, where string) (quit bool, 
 		start := time.Now()
 		res, err = r.sess.Do(ctx, cmd)
 		r.pr.Took(time.Since(start))
+		r.tables.saw(cmd.Kind, res, err)
 	}
 	// JSON gives a failed command its error object only, so that every
 	// command makes exactly one line.

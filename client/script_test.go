@@ -69,6 +69,7 @@ func TestCluster(t *testing.T) {
 		{"load/errors", testLoadErrors},
 		{"load/terminal", testLoadOnTerminal},
 		{"interactive", testInteractive},
+		{"interactive/display", testShellDisplay},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

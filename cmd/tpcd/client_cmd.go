@@ -37,7 +37,8 @@ func (c *ClientCmd) Help() string {
     tpcd tx 1> @1 insert into kv values (2, 'b');
     tpcd tx 1> commit
 
-There \timing, \x and \pset pager change the display (output taller than the
+There Tab completes commands, SQL keywords and the participants' tables;
+\timing, \x and \pset pager change the display (output taller than the
 terminal goes through $TPCD_PAGER, else $PAGER, else less).
 
 With -c COMMANDS, -f FILE, or standard input that is not a terminal, it runs
