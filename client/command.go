@@ -144,7 +144,7 @@ func ParseCommand(text string) (Command, error) {
 		return Command{}, errors.New("empty command")
 	}
 	if isSQLWord(lower) {
-		return Command{}, fmt.Errorf("%q: statements need a node, e.g. @0 %s (in a transaction) or execute @0 %s", word, text, text)
+		return Command{}, &NodeMissingError{Word: word, SQL: text}
 	}
 	if guess, ok := closest(lower, commandWords); ok {
 		return Command{}, fmt.Errorf("unknown command %q; did you mean %s? (type help for the list)", word, guess)
@@ -253,6 +253,19 @@ var sqlWords = map[string]bool{
 }
 
 func isSQLWord(w string) bool { return sqlWords[w] }
+
+// NodeMissingError is a statement typed without a node. A script cannot
+// run it; the interactive shell asks which node, as the seed's client does.
+type NodeMissingError struct {
+	// Word is the statement's first word as typed.
+	Word string
+	// SQL is the statement.
+	SQL string
+}
+
+func (e *NodeMissingError) Error() string {
+	return fmt.Sprintf("%q: statements need a node, e.g. @0 %s (in a transaction) or execute @0 %s", e.Word, e.SQL, e.SQL)
+}
 
 // splitArgs splits a command line into words the way a shell would for
 // simple cases: whitespace separates, single or double quotes group.

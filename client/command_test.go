@@ -90,7 +90,8 @@ func TestHelpText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID]", "nodes", "load --table", "quit"} {
+	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID]", "nodes", "load --table", "quit",
+		`\timing [on|off]`, `\x [on|off|auto]`, `\pset pager`, "On this node #:"} {
 		if !strings.Contains(all, w) {
 			t.Errorf("help lacks %q", w)
 		}
@@ -105,6 +106,12 @@ func TestHelpText(t *testing.T) {
 	}
 	if _, err := HelpText("nope"); err == nil {
 		t.Error("help nope: no error")
+	}
+	if one, err := HelpText("insert"); err != nil || !strings.Contains(one, "Send another query request? (y/n)") {
+		t.Errorf("help insert: %q %v", one, err)
+	}
+	if _, err := HelpText("statsu"); err == nil || !strings.Contains(err.Error(), "did you mean status?") {
+		t.Errorf("help statsu: %v", err)
 	}
 }
 

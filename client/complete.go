@@ -203,6 +203,14 @@ func (sh *shell) complete(line string, pos int) (head string, completions []stri
 	case len(before) == 0:
 		cands = append(cands, commandWords...)
 		cands = append(cands, sh.nodeWords()...)
+		if word != "" {
+			// A statement may start the line: the shell asks for its node.
+			for _, k := range sqlKeywords {
+				if isSQLWord(strings.ToLower(k)) {
+					cands = append(cands, keywordCase(k, word))
+				}
+			}
+		}
 	case len(before) == 1 && (strings.EqualFold(before[0], "exec") || strings.EqualFold(before[0], "execute")):
 		cands = sh.nodeWords()
 	case strings.EqualFold(before[0], "load"):
@@ -229,11 +237,15 @@ func (sh *shell) complete(line string, pos int) (head string, completions []stri
 // statementNode reports whether the word being completed is part of a
 // statement, and the node the statement goes to (-1 if not known): the
 // line starts with @N or exec/execute @N and the word comes after that, or
-// the line goes on with a statement begun on an earlier line.
+// with an SQL keyword (a statement the shell will ask the node of), or the
+// line goes on with a statement begun on an earlier line.
 func (sh *shell) statementNode(before []string) (node int, ok bool) {
 	words := before
 	if sh.sp.Pending() {
 		words = strings.Fields(sh.sp.Partial())
+	}
+	if len(words) > 0 && isSQLWord(strings.ToLower(words[0])) {
+		return -1, true // typed without a node: the shell asks for one
 	}
 	lead := 1
 	if len(words) > 0 && (strings.EqualFold(words[0], "exec") || strings.EqualFold(words[0], "execute")) {

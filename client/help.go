@@ -10,6 +10,7 @@ var helpTopics = []struct{ name, usage, text string }{
 	{"begin", "begin", "Open a distributed transaction; the prompt shows its id."},
 	{"exec", "exec @N SQL;   or   @N SQL;", "Run SQL on participant N inside the open transaction. SQL may span lines; it ends at ';'."},
 	{"execute", "execute @N SQL;", "Seed form: run SQL on participant N in the coordinator's current batch; every --batch-size statements commit together."},
+	{"sql", "SQL   (a statement without a node, as in the seed's client)", "The shell asks On this node #:, runs it there (in the open transaction, else as execute), then asks Send another query request? (y/n); n leaves. Scripts need @N."},
 	{"commit", "commit", "Commit the open transaction on every participant it touched (two-phase commit)."},
 	{"rollback", "rollback", "Abort the open transaction."},
 	{"status", "status [TXID]", "Where a transaction stands: the open one, else the last one used, else TXID."},
@@ -35,6 +36,9 @@ func HelpText(topic string) (string, error) {
 	}
 	if topic == "@" || strings.HasPrefix(topic, "@") {
 		topic = "exec"
+	}
+	if isSQLWord(topic) {
+		topic = "sql"
 	}
 	switch topic {
 	case "exit", `\q`:

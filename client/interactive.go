@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/peterh/liner"
+
+	"github.com/tpcd/tpcd/engine"
 )
 
 // DefaultHistoryFile is where the interactive history lives unless told:
@@ -154,6 +156,13 @@ func (sh *shell) loop(ctx context.Context) error {
 			return fmt.Errorf("read the terminal: %w", err)
 		}
 		for _, c := range sp.Feed(text) {
+			var nm *NodeMissingError
+			if _, perr := ParseCommand(c.Text); errors.As(perr, &nm) {
+				if sh.seedDialogue(ctx, nm.SQL) {
+					return nil
+				}
+				continue
+			}
 			sh.remember(c.History)
 			if sh.runOne(ctx, c) {
 				return nil
@@ -254,4 +263,68 @@ func (sh *shell) saveHistory() {
 		os.Remove(tmp)
 		sh.r.pr.Notice(fmt.Sprintf("history %s: %v", sh.hist, werr))
 	}
+}
+
+// The seed client's questions, word for word, so that its users' answers
+// fit.
+const (
+	seedNodePrompt    = "On this node #: "
+	seedAnotherPrompt = "Send another query request? (y/n) "
+)
+
+// seedDialogue runs a statement typed without a node the way the seed's
+// client runs every statement: it asks which node, runs it there (in the
+// open transaction if there is one, else as the seed's EXECUTE, in the
+// coordinator's batch), and asks whether to send another; no ends the
+// shell, as it ends the seed's client. Enter goes on: a tpcd user who
+// only wanted the statement run should not lose the shell to a key press.
+// It reports whether to quit.
+func (sh *shell) seedDialogue(ctx context.Context, sql string) (quit bool) {
+	r := sh.r
+	var node engine.NodeID
+	for {
+		ans, err := sh.line.Prompt(seedNodePrompt)
+		if err != nil { // Ctrl-C, Ctrl-D or a terminal failure: drop the statement
+			if errors.Is(err, io.EOF) {
+				fmt.Fprintln(r.opts.Stdout)
+			}
+			return false
+		}
+		ans = strings.TrimSpace(ans)
+		if ans == "" {
+			return false
+		}
+		if !strings.HasPrefix(ans, "@") {
+			ans = "@" + ans
+		}
+		n, perr := parseNode(ans)
+		if perr == nil && r.sess.Participants() > 0 && int(n) >= r.sess.Participants() {
+			perr = fmt.Errorf("there is no node %d: the participants are @0..@%d", n, r.sess.Participants()-1)
+		}
+		if perr == nil {
+			node = n
+			break
+		}
+		r.pr.Error(ans, 0, perr)
+	}
+	text := fmt.Sprintf("execute @%d %s", node, sql)
+	if r.sess.Tx() != 0 {
+		text = fmt.Sprintf("exec @%d %s", node, sql)
+	}
+	// The history keeps the command tpcd's own language runs it as, so
+	// that Up brings back something that runs without the questions.
+	sh.remember(text + ";")
+	if sh.runOne(ctx, Complete{Text: text, History: text + ";"}) {
+		return true
+	}
+	ans, err := sh.line.Prompt(seedAnotherPrompt)
+	switch {
+	case errors.Is(err, io.EOF):
+		fmt.Fprintln(r.opts.Stdout)
+		return true
+	case err != nil:
+		return false
+	}
+	a := strings.ToLower(strings.TrimSpace(ans))
+	return a == "n" || a == "no"
 }

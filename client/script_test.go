@@ -70,6 +70,7 @@ func TestCluster(t *testing.T) {
 		{"load/terminal", testLoadOnTerminal},
 		{"interactive", testInteractive},
 		{"interactive/display", testShellDisplay},
+		{"interactive/seed-dialogue", testSeedDialogue},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

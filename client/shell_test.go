@@ -1,6 +1,7 @@
 package client
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -119,5 +120,84 @@ func testShellDisplay(t *testing.T, c *testCluster) {
 		"client", "--coordinator", c.Addr, "-c", "execute @0 select generate_series(1, 60) as n")
 	if code != 0 || strings.Contains(out, "paged") || !strings.Contains(out, "\n 60\n(60 rows)\n") {
 		t.Fatalf("not a terminal: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+// testSeedDialogue types statements as the seed's client takes them: a
+// bare SQL line, the node asked for, and whether to send another.
+func testSeedDialogue(t *testing.T, c *testCluster) {
+	c.createTable(t, "CREATE TABLE seedkv (k int PRIMARY KEY, v text)")
+	home := t.TempDir()
+	hist := home + "/hist"
+	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + home}, "client", "--coordinator", c.Addr, "--history", hist)
+	tm.waitPrompt("tpcd>")
+
+	// Tab offers SQL keywords at the start of the line too.
+	tm.send("ins\t")
+	tm.waitPrompt("tpcd> insert")
+	tm.send("into seedkv values (1, 'one')\r")
+	tm.waitPrompt("On this node #:")
+	// A node the cluster lacks is refused and asked again.
+	tm.send("9\r")
+	tm.waitCount("error: there is no node 9: the participants are @0..@2", 1)
+	tm.waitPrompt("On this node #:")
+	tm.send("1\r")
+	tm.waitFor("the insert", func(all, _ string) bool {
+		return regexp.MustCompile(`\nINSERT 0 1 \(batch transaction \d+ committed\)\n`).MatchString(all)
+	})
+	tm.waitPrompt("Send another query request? (y/n)")
+	tm.send("y\r")
+	tm.waitPrompt("tpcd>")
+	if n := c.count(t, 1, "SELECT count(*) FROM seedkv WHERE v = 'one'"); n != 1 {
+		t.Fatalf("participant 1 holds %d rows of the insert, want 1", n)
+	}
+
+	// In an open transaction the statement joins it.
+	tm.send("begin\r")
+	screen := tm.waitFor("BEGIN", func(all, _ string) bool { return regexp.MustCompile(`\nBEGIN \d+\n`).MatchString(all) })
+	tx := regexp.MustCompile(`\nBEGIN (\d+)\n`).FindStringSubmatch(screen)[1]
+	tm.send("insert into seedkv values (2, 'two')\r")
+	tm.waitPrompt("On this node #:")
+	tm.send("@2\r")
+	tm.waitCount("\nINSERT 0 1\n", 1)
+	tm.waitPrompt("Send another query request? (y/n)")
+	tm.send("\r")
+	tm.waitPrompt("tpcd tx " + tx + ">")
+	tm.send("rollback\r")
+	tm.waitCount("\nROLLBACK "+tx+"\n", 1)
+	if n := c.count(t, 2, "SELECT count(*) FROM seedkv"); n != 0 {
+		t.Fatalf("the rolled-back insert landed: %d rows", n)
+	}
+
+	// Ctrl-C at the node question drops the statement.
+	tm.send("select 1\r")
+	tm.waitPrompt("On this node #:")
+	tm.send("\x03")
+	tm.waitPrompt("tpcd>")
+
+	// n ends the client, as it ends the seed's.
+	tm.send("select v from seedkv\r")
+	tm.waitPrompt("On this node #:")
+	tm.send("1\r")
+	tm.waitFor("the row", func(all, _ string) bool { return strings.Contains(all, "\n v\n-----\n one\n(1 row)\n") })
+	tm.waitPrompt("Send another query request? (y/n)")
+	tm.send("n\r")
+	if code := tm.exit(); code != 0 {
+		t.Fatalf("exit status %d after n", code)
+	}
+	// The history holds what runs without the questions.
+	data, err := os.ReadFile(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "execute @1 insert into seedkv values (1, 'one');\n") ||
+		!strings.Contains(string(data), "exec @2 insert into seedkv values (2, 'two');\n") {
+		t.Fatalf("history:\n%s", data)
+	}
+
+	// A script has nobody to ask: it refuses the statement as before.
+	_, errs, code := testbin.Run(t, tpcdBinary(t), cleanEnv(), "", "client", "--coordinator", c.Addr, "-c", "select 1")
+	if code != ExitStopped || !strings.Contains(errs, `"select": statements need a node, e.g. @0 select 1 (in a transaction) or execute @0 select 1`) {
+		t.Fatalf("script: status %d, stderr %q", code, errs)
 	}
 }
