@@ -26,9 +26,29 @@ const (
 	MethodPing = rpc.PingMethod
 )
 
-// TxParams names a transaction (commit, rollback, status).
+// TxParams names a transaction (commit, rollback).
 type TxParams struct {
 	TxID engine.TxID `json:"tx"`
+}
+
+// MaxKeyBytes bounds an idempotency key. A key is kept with its
+// transaction's outcome for the retention window, so it must stay small;
+// a UUID or a request id fits many times over.
+const MaxKeyBytes = 200
+
+// BeginParams are begin's optional params. Key is the client's
+// idempotency key for the transaction: a begin repeated with the key of a
+// transaction still open is answered with that transaction (Repeated set);
+// with the key of one that ended, it is refused (rpc.CodeKeyUsed).
+type BeginParams struct {
+	Key string `json:"key,omitempty"`
+}
+
+// StatusParams name the transaction status asks about: by id, or by the
+// key its client gave it (exactly one of the two).
+type StatusParams struct {
+	TxID engine.TxID `json:"tx,omitempty"`
+	Key  string      `json:"key,omitempty"`
 }
 
 // ExecParams runs a statement in an explicit transaction. TxID 0 begins a
@@ -46,24 +66,36 @@ type ExecParams struct {
 }
 
 // ExecuteParams is the seed form: a statement that joins the current batch
-// transaction.
+// transaction. Key, optional, names the statement: repeated with the same
+// key, it does not run again but is answered with its batch's outcome
+// (Repeated set).
 type ExecuteParams struct {
 	Node *engine.NodeID `json:"node"`
 	SQL  string         `json:"sql"`
 	Args []any          `json:"args,omitempty"`
+	Key  string         `json:"key,omitempty"`
 }
 
 // TransactParams are the statements MethodTransact runs, in order, in
-// transaction TxID (0: a new one), and whether to commit after them.
+// transaction TxID (0: a new one), and whether to commit after them. Key,
+// optional and only without TxID, is the client's idempotency key for the
+// transaction the call begins: a call repeated with the same key never
+// runs its statements again, and is answered with the first call's
+// outcome (Repeated set) once it is known.
 type TransactParams struct {
 	TxID       engine.TxID       `json:"tx"`
 	Statements []StatementParams `json:"statements"`
 	Commit     bool              `json:"commit"`
+	Key        string            `json:"key,omitempty"`
 }
 
-// StatementParams is one statement of MethodTransact: a node and its SQL,
-// the shape the seed form's execute takes.
-type StatementParams = ExecuteParams
+// StatementParams is one statement of MethodTransact: a node, its SQL and
+// its arguments.
+type StatementParams struct {
+	Node *engine.NodeID `json:"node"`
+	SQL  string         `json:"sql"`
+	Args []any          `json:"args,omitempty"`
+}
 
 // TransactReply answers MethodTransact: the statements' results in the
 // order given, and the outcome when the call committed. (A result may be

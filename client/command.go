@@ -47,6 +47,9 @@ type Command struct {
 	SQL  string
 	// TxID is the transaction status asks about; 0 means the session's.
 	TxID engine.TxID
+	// Key is the idempotency key begin gives its transaction, or the key
+	// status asks about.
+	Key string
 	// Load is set for load.
 	Load *LoadOptions
 	// Topic is the command help asks about, if any.
@@ -105,7 +108,13 @@ func ParseCommand(text string) (Command, error) {
 	}
 	switch lower {
 	case "begin":
-		return noArgs(CmdBegin)
+		switch len(args) {
+		case 0:
+			return Command{Kind: CmdBegin}, nil
+		case 1:
+			return Command{Kind: CmdBegin, Key: args[0]}, nil
+		}
+		return Command{}, errors.New("begin takes at most one argument, the transaction's idempotency key")
 	case "commit":
 		return noArgs(CmdCommit)
 	case "rollback", "abort":
@@ -127,16 +136,18 @@ func ParseCommand(text string) (Command, error) {
 		return parseSetting(lower, args)
 	case "status":
 		c := Command{Kind: CmdStatus}
-		switch len(args) {
-		case 0:
-		case 1:
+		switch {
+		case len(args) == 0:
+		case len(args) == 2 && strings.EqualFold(args[0], "key"):
+			c.Key = args[1]
+		case len(args) == 1:
 			n, err := strconv.ParseUint(strings.TrimPrefix(args[0], "#"), 10, 64)
 			if err != nil || n == 0 {
-				return Command{}, fmt.Errorf("status %s: want a transaction id, a positive number", args[0])
+				return Command{}, fmt.Errorf("status %s: want a transaction id, a positive number (or status key KEY)", args[0])
 			}
 			c.TxID = engine.TxID(n)
 		default:
-			return Command{}, errors.New("status takes at most one transaction id")
+			return Command{}, errors.New("status takes a transaction id, or key and a key")
 		}
 		return c, nil
 	}

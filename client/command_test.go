@@ -16,6 +16,8 @@ func TestParseCommand(t *testing.T) {
 		{"rollback", Command{Kind: CmdRollback}},
 		{"status", Command{Kind: CmdStatus}},
 		{"status 42", Command{Kind: CmdStatus, TxID: 42}},
+		{"status key transfer-7", Command{Kind: CmdStatus, Key: "transfer-7"}},
+		{"begin transfer-7", Command{Kind: CmdBegin, Key: "transfer-7"}},
 		{"nodes", Command{Kind: CmdNodes}},
 		{"quit", Command{Kind: CmdQuit}},
 		{`\q`, Command{Kind: CmdQuit}},
@@ -42,7 +44,8 @@ func TestParseCommand(t *testing.T) {
 		}
 	}
 	bad := []struct{ in, msg string }{
-		{"begin now", "takes no arguments"},
+		{"begin now please", "at most one argument"},
+		{"status key", "want a transaction id"},
 		{"exec select 1", "needs a node"},
 		{"@x select 1", "is not a node"},
 		{"@0", "SQL statement is missing"},
@@ -90,7 +93,7 @@ func TestHelpText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID]", "nodes", "load --table", "quit",
+	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID | key KEY]", "begin [KEY]", "nodes", "load --table", "quit",
 		`\timing [on|off]`, `\x [on|off|auto]`, `\pset pager`, "On this node #:"} {
 		if !strings.Contains(all, w) {
 			t.Errorf("help lacks %q", w)

@@ -7,13 +7,13 @@ import (
 
 // helpTopics documents each command in one or two lines; help prints them.
 var helpTopics = []struct{ name, usage, text string }{
-	{"begin", "begin", "Open a distributed transaction; the prompt shows its id."},
+	{"begin", "begin [KEY]", "Open a distributed transaction; the prompt shows its id. KEY, an idempotency key, names it: begin KEY again gets the same open transaction, and status key KEY finds it for a day after it ended."},
 	{"exec", "exec @N SQL;   or   @N SQL;", "Run SQL on participant N inside the open transaction. SQL may span lines; it ends at ';'."},
 	{"execute", "execute @N SQL;", "Seed form: run SQL on participant N in the coordinator's current batch; every --batch-size statements commit together."},
 	{"sql", "SQL   (a statement without a node, as in the seed's client)", "The shell asks On this node #:, runs it there (in the open transaction, else as execute), then asks Send another query request? (y/n); n leaves. Scripts need @N."},
 	{"commit", "commit", "Commit the open transaction on every participant it touched (two-phase commit)."},
 	{"rollback", "rollback", "Abort the open transaction."},
-	{"status", "status [TXID]", "Where a transaction stands: the open one, else the last one used, else TXID."},
+	{"status", "status [TXID | key KEY]", "Where a transaction stands: the open one, else the last one used, else TXID, or the one begun with KEY."},
 	{"nodes", "nodes", "List the participants and whether the coordinator reaches them."},
 	{"load", "load --table T --key COL [--create] [--tx-size N] FILE.csv", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows."},
 	{`\timing`, `\timing [on|off]`, "Say how long each command took (Time: 1.234 ms; time_ms in JSON)."},

@@ -260,7 +260,7 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	}
 	switch c.Kind {
 	case CmdBegin:
-		return s.begin(ctx)
+		return s.begin(ctx, c)
 	case CmdExec:
 		return s.exec(ctx, c)
 	case CmdExecute:
@@ -270,6 +270,9 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	case CmdRollback:
 		return s.rollback(ctx)
 	case CmdStatus:
+		if c.Key != "" {
+			return s.statusByKey(ctx, c.Key)
+		}
 		return s.status(ctx, c.TxID)
 	case CmdNodes:
 		return s.nodesResult(ctx)
@@ -277,17 +280,21 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	return nil, fmt.Errorf("%s is not a session command", c.Kind)
 }
 
-func (s *Session) begin(ctx context.Context) (*Result, error) {
+func (s *Session) begin(ctx context.Context, c Command) (*Result, error) {
 	if s.tx != 0 {
 		return nil, fmt.Errorf("transaction %d is open; commit or rollback it first", s.tx)
 	}
 	s.lost = 0
 	var r engine.BeginReply
-	if err := s.call(ctx, api.MethodBegin, struct{}{}, &r); err != nil {
+	if err := s.call(ctx, api.MethodBegin, api.BeginParams{Key: c.Key}, &r); err != nil {
 		return nil, s.explain(err)
 	}
 	s.tx, s.txFailed, s.txUnsure = r.TxID, false, false
-	return &Result{Kind: CmdBegin, Value: r, Text: fmt.Sprintf("BEGIN %d", r.TxID)}, nil
+	text := fmt.Sprintf("BEGIN %d", r.TxID)
+	if r.Repeated {
+		text += " (already begun with this key; its statements so far stand)"
+	}
+	return &Result{Kind: CmdBegin, Value: r, Text: text}, nil
 }
 
 func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
@@ -424,6 +431,18 @@ func (s *Session) rollback(ctx context.Context) (*Result, error) {
 	return &Result{Kind: CmdRollback, Value: r, Text: text}, nil
 }
 
+// statusByKey asks about the transaction a client gave key.
+func (s *Session) statusByKey(ctx context.Context, key string) (*Result, error) {
+	var r engine.StatusReply
+	if err := s.call(ctx, api.MethodStatus, api.StatusParams{Key: key}, &r); err != nil {
+		return nil, s.explain(err)
+	}
+	if r.TxID == 0 {
+		return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("key %q: %s", key, describeState(r))}, nil
+	}
+	return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("key %q: transaction %d: %s", key, r.TxID, describeState(r))}, nil
+}
+
 func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 	if id == 0 {
 		id = s.tx
@@ -442,7 +461,9 @@ func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 		s.endTx()
 	}
 	text := describeState(r)
-	if why, ok := s.aborted[id]; ok && r.State == "forgotten" {
+	// The coordinator has nothing to say of a transaction it aborted by
+	// restarting; the session saw why.
+	if why, ok := s.aborted[id]; ok && (r.State == "forgotten" || r.State == engine.PhaseAborted.String() && strings.HasPrefix(r.Reason, "no record")) {
 		text = fmt.Sprintf("aborted (%s, and keeps no record of it)", why)
 	}
 	return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("transaction %d: %s", id, text)}, nil

@@ -1274,8 +1274,11 @@ func (c *Coordinator) clientBegin(in ClientBegin) {
 	}
 	if id, ok := c.keys[in.Key]; ok && in.Key != "" {
 		switch tx := c.txs[id]; {
-		case tx != nil && !tx.batch:
+		case tx != nil && !tx.batch && tx.phase == PhaseActive:
 			c.reply(in.Req, BeginReply{TxID: id, Repeated: true}, c.reserveLSN)
+		case tx != nil && !tx.batch:
+			// Its outcome may not be durable yet, so it is not named here.
+			c.fail(in.Req, ErrKeyUsed, "key %q names transaction %d, which takes no more statements; status key %s tells how it ends", in.Key, id, in.Key)
 		case tx != nil:
 			c.fail(in.Req, ErrKeyUsed, "key %q names a statement of batch transaction %d", in.Key, id)
 		default:
@@ -1297,7 +1300,7 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 	if in.Err != "" {
 		for _, w := range waiting {
 			if req, ok := reqOf(w); ok {
-				c.fail(req, ErrBadRequest, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
+				c.fail(req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
 			}
 		}
 		return

@@ -441,9 +441,12 @@ const (
 	// ErrKeyUsed refuses a key that already names a transaction that
 	// cannot take the request (a begin after that transaction ended).
 	ErrKeyUsed
+	// ErrUnavailable refuses a call the coordinator cannot serve now (its
+	// driver could not look its key up); the call may be retried as is.
+	ErrUnavailable
 )
 
-var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used"}
+var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used", "unavailable"}
 
 func (c ErrorCode) String() string {
 	if int(c) < len(errorCodeNames) && c != 0 {

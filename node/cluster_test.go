@@ -43,6 +43,8 @@ type clusterConfig struct {
 	participants int
 	engine       engine.CoordinatorConfig
 	lockTimeout  time.Duration
+	// compactEvery is the coordinator's CompactEvery (0: its default).
+	compactEvery time.Duration
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -90,7 +92,7 @@ func startCluster(t *testing.T, cfg clusterConfig) *testCluster {
 	}
 	logger := testLogger(t)
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: logger})
-	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: logger}
+	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: logger, CompactEvery: cfg.compactEvery}
 	for i := range lns {
 		dbs := openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 60})
 		c.partDBs = append(c.partDBs, dbs)
@@ -136,6 +138,19 @@ func (c *testCluster) startParticipant(i int, ln net.Listener) {
 		c.t.Fatal(err)
 	}
 	c.parts[i] = p
+}
+
+// restartCoordinator closes the coordinator and starts it again on the
+// same address and log.
+func (c *testCluster) restartCoordinator() {
+	c.t.Helper()
+	c.coord.Close()
+	c.coord = nil
+	ln, err := net.Listen("tcp", c.coordAddr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.startCoordinator(ln)
 }
 
 // stopParticipant closes participant i; restartParticipant brings it back on
