@@ -148,6 +148,9 @@ type PingReply struct {
 	// node id: a participant reaches the decider of a transaction in doubt
 	// with them.
 	Participants []string `json:"participants,omitempty"`
+	// Coordinator, from a participant, is the coordinator address it was
+	// given, so that a client pointed at a participant can say where to go.
+	Coordinator string `json:"coordinator,omitempty"`
 }
 
 // Ack is the empty reply to node-to-node messages: they are one-way, and

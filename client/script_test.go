@@ -65,10 +65,13 @@ func TestCluster(t *testing.T) {
 		{"script/exit-status", testScriptExitStatus},
 		{"script/execute-sees-previous", testScriptExecuteSeesPrevious},
 		{"script/keys", testScriptKeys},
+		{"wrong-address", testWrongAddress},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
 		{"load/terminal", testLoadOnTerminal},
 		{"interactive", testInteractive},
+		{"interactive/display", testShellDisplay},
+		{"interactive/seed-dialogue", testSeedDialogue},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -156,6 +156,9 @@ func (s *Session) check(ctx context.Context) error {
 		if ctx.Err() == nil && rpc.IsTransport(err) {
 			s.broken = true
 		}
+		return s.identify(ctx, err)
+	}
+	if err := s.notCoordinator(ping); err != nil {
 		return err
 	}
 	wasBroken := s.broken
@@ -317,10 +320,42 @@ func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
 	n := c.Node
 	var r engine.ExecReply
 	err := s.call(ctx, api.MethodExec, api.ExecParams{TxID: s.tx, Node: &n, SQL: c.SQL}, &r)
+	if err != nil && interrupted(ctx, err) {
+		return nil, s.cancelExec(ctx, err, c)
+	}
 	if err != nil {
 		return nil, s.txError(ctx, err, c)
 	}
 	return execResult(CmdExec, r), nil
+}
+
+// interrupted reports whether a call failed because the user cancelled it
+// (Ctrl-C), rather than for lack of an answer.
+func interrupted(ctx context.Context, err error) bool {
+	return errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Canceled)
+}
+
+// cancelExec ends the open transaction after its statement was
+// interrupted. A running statement cannot be stopped on its own: the
+// coordinator answers the exec once the participant ran it, and the
+// participant runs it to its end (or its statement_timeout), keeping what
+// it did in the transaction. What Ctrl-C asks for is that the statement
+// have no effect, which only a rollback of its transaction guarantees; a
+// cancelled statement aborts psql's transaction too. The rollback is
+// decided at once, and the participant undoes the statement when it ends.
+func (s *Session) cancelExec(ctx context.Context, err error, c Command) error {
+	id := s.tx
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReconnectWait+5*time.Second)
+	defer cancel()
+	var r engine.OutcomeReply
+	if rerr := s.call(rctx, api.MethodRollback, api.TxParams{TxID: id}, &r); rerr != nil {
+		s.txUnsure = true
+		return wrapf(err, "cancelled, but the statement runs on at @%d and stays part of transaction %d if it succeeds: rolling the transaction back failed (%s); type rollback",
+			c.Node, id, describe(rerr, s.addr))
+	}
+	s.endTx()
+	s.noteAborted(id, "rolled back when its statement was cancelled")
+	return wrapf(err, "cancelled: transaction %d rolled back (a statement cannot be stopped alone; @%d undoes it when it ends)", id, c.Node)
 }
 
 func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
@@ -329,7 +364,10 @@ func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
 	}
 	n := c.Node
 	var r engine.ExecReply
-	if err := s.call(ctx, api.MethodExecute, api.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
+	if err := s.call(ctx, api.MethodExecute, api.ExecuteParams{Node: &n, SQL: c.SQL}, &r); interrupted(ctx, err) {
+		// Nothing can withdraw a statement from a batch it joined.
+		return nil, wrapf(err, "cancelled waiting: the statement runs on at @%d and commits with its batch unless the batch fails", n)
+	} else if err != nil {
 		return nil, s.explain(err)
 	}
 	s.lastTx = r.TxID
@@ -576,9 +614,12 @@ func wrapf(err error, format string, args ...any) error {
 func describe(err error, addr string) string {
 	var rerr *rpc.Error
 	var terr *rpc.TransportError
+	var werr *WrongAddrError
 	switch {
+	case errors.As(err, &werr):
+		return werr.Error()
 	case errors.Is(err, context.Canceled):
-		return "cancelled (the coordinator may still carry the command out)"
+		return "cancelled: the client stopped waiting (the coordinator may still carry the command out)"
 	case errors.As(err, &terr):
 		return fmt.Sprintf("coordinator %s unreachable: %v", addr, terr.Err)
 	case errors.As(err, &rerr) && rerr.Code == rpc.CodeUnauthorized:
@@ -610,7 +651,7 @@ func execResult(kind Kind, r engine.ExecReply) *Result {
 		sr = &engine.StmtResult{}
 	}
 	if len(sr.Columns) > 0 {
-		res.Table = &Table{Columns: sr.Columns, Rows: sr.Rows, Count: true}
+		res.Table = &Table{Columns: sr.Columns, Types: sr.Types, Rows: sr.Rows, Count: true}
 	} else {
 		res.Text = sr.Tag
 		if res.Text == "" {
