@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -27,7 +28,12 @@ func rpcError(e *engine.Error) *rpc.Error {
 		// Start.
 		code = rpc.CodeLimit
 	}
-	return rpc.Errorf(code, "%s", e.Message)
+	err := rpc.Errorf(code, "%s", e.Message)
+	if e.SQL != nil {
+		// What PostgreSQL said, for clients that act on the SQLSTATE.
+		return err.WithData(api.StatementErrorData{SQL: e.SQL})
+	}
+	return err
 }
 
 // needNode checks that a statement names its participant: a missing node
