@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -56,9 +57,14 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	}
 	cl.PrintTable(os.Stdout)
 	fmt.Println("Press Ctrl-C to stop.")
-	<-ctx.Done()
-	fmt.Fprintln(os.Stderr, "stopping...")
-	return cl.Close()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "stopping...")
+		return cl.Close()
+	case err := <-cl.Failed():
+		fmt.Fprintf(os.Stderr, "stopping: %v\n", err)
+		return errors.Join(err, cl.Close())
+	}
 }
 
 func (c *ClusterCmd) startsPostgres() bool { return true }
