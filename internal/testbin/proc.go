@@ -2,7 +2,6 @@ package testbin
 
 import (
 	"bytes"
-	"context"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -13,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tpcd/tpcd/api"
-	"github.com/tpcd/tpcd/rpc"
 )
 
 // Proc is a tpcd process a test started. Its output is kept, and written
@@ -144,25 +140,3 @@ var ephemeralLow = sync.OnceValue(func() int {
 	}
 	return 32768
 })
-
-// WaitReady waits up to two minutes for the node at addr to answer a ping
-// (api.MethodPing), failing the test if it never does.
-func WaitReady(t testing.TB, addr string) {
-	t.Helper()
-	c := rpc.NewClient(addr, rpc.ClientOptions{})
-	defer c.Close()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var r api.PingReply
-		err := c.Call(ctx, api.MethodPing, struct{}{}, &r)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}

@@ -207,3 +207,26 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// WaitReady waits up to two minutes for the node at addr (a node run as
+// a process, say) to answer a ping
+// (api.MethodPing), failing the test if it never does.
+func WaitReady(t testing.TB, addr string) {
+	t.Helper()
+	c := rpc.NewClient(addr, rpc.ClientOptions{})
+	defer c.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var r api.PingReply
+		err := c.Call(ctx, api.MethodPing, struct{}{}, &r)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -53,7 +54,7 @@ func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seed
 		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
-		testbin.WaitReady(t, addr)
+		testcluster.WaitReady(t, addr)
 	}
 	return c
 }
@@ -153,8 +154,8 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 	epochs := []engine.Epoch{}
 	for range 2 {
 		pc, pp := testbin.Start(t, tpcdBin, nil, args...), testbin.Start(t, tpcdBin, nil, part...)
-		testbin.WaitReady(t, coord)
-		testbin.WaitReady(t, p0)
+		testcluster.WaitReady(t, coord)
+		testcluster.WaitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
 		var r api.PingReply
 		if err := cl.Call(context.Background(), api.MethodPing, struct{}{}, &r); err != nil {
