@@ -22,20 +22,35 @@ func (c *Coordinator) Exec(ctx context.Context, p api.ExecParams) (engine.ExecRe
 
 // Transact runs api.MethodTransact.
 func (c *Coordinator) Transact(ctx context.Context, p api.TransactParams) (engine.TransactReply, error) {
-	return typed[engine.TransactReply](c.transactTyped(ctx, p))
+	r, err := typed[engine.TransactReply](c.transactTyped(ctx, p))
+	if err == nil && r.Outcome != nil {
+		c.endsTx(r.TxID, nil)
+	}
+	return r, err
 }
 
 // Commit runs api.MethodCommit.
 func (c *Coordinator) Commit(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error) {
-	return typed[engine.OutcomeReply](c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientCommit{Now: now, Req: req, TxID: tx}
-	}))
+	})
+	c.endsTx(tx, err)
+	return typed[engine.OutcomeReply](r, err)
 }
 
 // Rollback runs api.MethodRollback.
 func (c *Coordinator) Rollback(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error) {
-	return typed[engine.OutcomeReply](c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientRollback{Now: now, Req: req, TxID: tx}
+	})
+	c.endsTx(tx, err)
+	return typed[engine.OutcomeReply](r, err)
+}
+
+// Status runs api.MethodStatus.
+func (c *Coordinator) Status(ctx context.Context, tx engine.TxID) (engine.StatusReply, error) {
+	return typed[engine.StatusReply](c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 	}))
 }
 
