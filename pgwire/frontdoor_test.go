@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -201,13 +200,4 @@ func (f *frontDoor) nothingLeft() {
 			f.t.Fatalf("participant %d left prepared: %v", n, gids)
 		}
 	}
-}
-
-func sorted(m map[int]string) []int {
-	var ks []int
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
