@@ -201,9 +201,15 @@ func TestPgxRouting(t *testing.T) {
 			t.Fatalf("participant %d: %q %v, want %q", n, body, err, want)
 		}
 	}
-	var count int
-	if err := conn.QueryRow(ctx, "/* tpcd:node=all */ SELECT count(*) FROM notes").Scan(&count); err != nil {
+	// Run on every participant, a statement answers every participant's
+	// rows: one count from each.
+	rows, err := conn.Query(ctx, "/* tpcd:node=all */ SELECT count(*) FROM notes")
+	if err != nil {
 		t.Fatal(err)
+	}
+	counts, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(counts) != 2 || counts[0] != 1 || counts[1] != 1 {
+		t.Fatalf("count on every participant: %v %v, want [1 1]", counts, err)
 	}
 
 	noRoute := func(sql, wantIn string, args ...any) {
@@ -220,7 +226,7 @@ func TestPgxRouting(t *testing.T) {
 	k0, k1 := keysOn(0, 1, 0)[0], keysOn(1, 1, 0)[0]
 	noRoute("INSERT INTO kv (k, v) VALUES ($1, 'a'), ($2, 'b')", "spans shards", k0, k1)
 	noRoute("/* tpcd:node=7 */ SELECT 1", "participant 7 does not exist")
-	_, err := conn.Exec(ctx, "SAVEPOINT s1")
+	_, err = conn.Exec(ctx, "SAVEPOINT s1")
 	if pe := pgCode(t, err); pe.Code != "0A000" {
 		t.Fatalf("SAVEPOINT: %+v", pe)
 	}
