@@ -54,6 +54,8 @@ func (c *ClusterCmd) Validate() error {
 		if err := checkAddr("pg-listen", c.PGListen); err != nil {
 			return err
 		}
+	} else if c.PG && c.BasePort != 0 && c.BasePort+c.N+1 > 65535 {
+		return fmt.Errorf("--base-port %d: the PostgreSQL front door's port, base-port+%d, must lie within 1..65535; give --pg-listen or --no-pg", c.BasePort, c.N+1)
 	}
 	return c.PGWireFlags.validate(c.pgListen())
 }

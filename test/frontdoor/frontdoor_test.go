@@ -132,6 +132,7 @@ func TestFrontDoorFlags(t *testing.T) {
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-user", "a:b"}, "--pg-listen"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-listen", "127.0.0.1:5432", "--pg-user", "nopassword"}, "NAME:PASSWORD"},
 		{[]string{"cluster", "--shard", "kv"}, "TABLE:COLUMN"},
+		{[]string{"cluster", "-n", "2", "--base-port", "65533"}, "--no-pg"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
