@@ -107,9 +107,14 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 			cl.Close()
 			return err
 		}
+		shards, err := c.shards()
+		if err != nil {
+			cl.Close()
+			return err
+		}
 		var addr net.Addr
 		pg, addr, err = startPGWire(c.pgListen(), pgwire.Options{Coordinator: cl.Coordinator(), Users: users, Trust: c.PGTrust,
-			Shards: c.shards(), Logger: logger}, logger)
+			Shards: shards, Logger: logger}, logger)
 		if err != nil {
 			cl.Close()
 			return err

@@ -82,11 +82,11 @@ func (c *CoordinatorCmd) Validate() error {
 		if err := checkAddr("pg-listen", c.PGListen); err != nil {
 			return err
 		}
-		if len(c.PGUser) == 0 && c.PGUsersFile == "" && !c.PGTrust {
-			return errors.New("--pg-listen needs users: --pg-user NAME:PASSWORD, --pg-users-file FILE, or --pg-trust on a loopback address")
+		if !c.PGWireFlags.configured() && c.ClientToken == "" && c.AuthToken == "" && c.AuthTokenFile == "" {
+			return errors.New("--pg-listen needs users: --pg-user NAME:PASSWORD, --pg-users-file FILE, a client token (--client-token or --auth-token: user tpcd, the token as password), or --pg-trust on a loopback address")
 		}
-	} else if len(c.PGUser) > 0 || c.PGUsersFile != "" || c.PGTrust || len(c.Shard) > 0 {
-		return errors.New("--pg-user, --pg-users-file, --pg-trust and --shard configure the PostgreSQL front door: give --pg-listen too")
+	} else if c.PGWireFlags.configured() || len(c.Shard) > 0 || c.ShardFile != "" {
+		return errors.New("--pg-user, --pg-users-file, --pg-trust, --shard and --shard-file configure the PostgreSQL front door: give --pg-listen too")
 	}
 	if err := c.PGWireFlags.validate(c.PGListen); err != nil {
 		return err
@@ -153,15 +153,24 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			coord.Close()
 			return err
 		}
-		var addr net.Addr
-		pg, addr, err = startPGWire(c.PGListen, pgwire.Options{Coordinator: coord, Users: users, Trust: c.PGTrust,
-			TLS: pgTLS(transport.ServerTLS), Shards: c.shards(), Logger: logger}, logger)
+		tokenLogin := !c.PGWireFlags.configured()
+		if tokenLogin {
+			users = map[string]string{tokenUser: transport.Auth.ClientToken}
+		}
+		shards, err := c.shards()
 		if err != nil {
 			coord.Close()
 			return err
 		}
-		logger.Info("PostgreSQL front door serving", "addr", addr.String(), "users", len(users), "trust", c.PGTrust,
-			"tls", transport.ServerTLS != nil, "shards", c.Shard)
+		var addr net.Addr
+		pg, addr, err = startPGWire(c.PGListen, pgwire.Options{Coordinator: coord, Users: users, Trust: c.PGTrust,
+			TLS: pgTLS(transport.ServerTLS), Shards: shards, Logger: logger}, logger)
+		if err != nil {
+			coord.Close()
+			return err
+		}
+		logger.Info("PostgreSQL front door serving", "addr", addr.String(), "users", len(users), "token_user", tokenLogin, "trust", c.PGTrust,
+			"tls", transport.ServerTLS != nil, "shards", shards)
 	}
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),

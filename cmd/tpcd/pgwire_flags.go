@@ -20,6 +20,7 @@ type PGWireFlags struct {
 	PGUsersFile string   `name:"pg-users-file" help:"Read front-door users from this file, one NAME:PASSWORD a line ('#' starts a comment)." placeholder:"FILE" type:"path"`
 	PGTrust     bool     `name:"pg-trust" help:"Let every client of the front door in without a password; only allowed on a loopback address."`
 	Shard       []string `help:"Route statements on TABLE by the hash of COLUMN's value (the hash 'tpcd client load' splits rows with); repeatable." placeholder:"TABLE:COLUMN" sep:"none"`
+	ShardFile   string   `name:"shard-file" help:"Read more --shard TABLE:COLUMN from this file, one a line ('#' starts a comment)." placeholder:"FILE" type:"path"`
 }
 
 // validate checks the flags without reading any file. --pg-trust on an
@@ -77,13 +78,49 @@ func (f *PGWireFlags) users() (map[string]string, error) {
 	return users, sc.Err()
 }
 
-func (f *PGWireFlags) shards() map[string]string {
+// shards returns the shard key column of every sharded table, from
+// --shard and --shard-file.
+func (f *PGWireFlags) shards() (map[string]string, error) {
 	m := map[string]string{}
 	for _, s := range f.Shard {
 		t, c, _ := strings.Cut(s, ":")
 		m[t] = c
 	}
-	return m
+	if f.ShardFile == "" {
+		return m, nil
+	}
+	file, err := os.Open(f.ShardFile)
+	if err != nil {
+		return nil, fmt.Errorf("--shard-file: %w", err)
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		t, c, ok := strings.Cut(text, ":")
+		t, c = strings.TrimSpace(t), strings.TrimSpace(c)
+		if !ok || t == "" || c == "" || strings.Contains(c, ":") {
+			return nil, fmt.Errorf("--shard-file %s line %d: want TABLE:COLUMN", f.ShardFile, line)
+		}
+		m[t] = c
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--shard-file %s: %w", f.ShardFile, err)
+	}
+	return m, nil
+}
+
+// tokenUser is the front door's user when the coordinator has a client
+// token and no users were configured: its password is the token, so
+// that whoever may call the coordinator's client methods may use psql too.
+const tokenUser = "tpcd"
+
+// configured reports whether users or trust were configured.
+func (f *PGWireFlags) configured() bool {
+	return len(f.PGUser) > 0 || f.PGUsersFile != "" || f.PGTrust
 }
 
 // startPGWire listens on addr and serves the front door in the background;

@@ -120,6 +120,66 @@ func TestCoordinatorPGListen(t *testing.T) {
 	}
 }
 
+// TestCoordinatorTokenUser: a coordinator with a token and no front-door
+// users lets user tpcd in with the token as password, and routes by the
+// shard keys of --shard-file; the rows land where the hash puts them.
+func TestCoordinatorTokenUser(t *testing.T) {
+	const token = "a token, not a password"
+	dir := t.TempDir()
+	shards := filepath.Join(dir, "shards")
+	os.WriteFile(shards, []byte("# sharded tables\nkv:k\n"), 0o600)
+	env := []string{"TPCD_AUTH_TOKEN=" + token}
+	coord, p0, p1, pg := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	data := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
+	procs := []*testbin.Proc{testbin.Start(t, tpcdBin, env, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--shard-file", shards)}
+	for i, addr := range []string{p0, p1} {
+		procs = append(procs, testbin.Start(t, tpcdBin, env, "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+			"--log-db", pgtest.NewDB(t), "--data-db", data[i]))
+	}
+	waitFor(t, procs[0], regexp.MustCompile(`PostgreSQL front door serving.*token_user=true`))
+	for _, p := range procs[1:] {
+		waitFor(t, p, regexp.MustCompile(`participant serving`))
+	}
+	url := fmt.Sprintf("postgresql://tpcd:a%%20token,%%20not%%20a%%20password@%s/tpcd?sslmode=disable", pg)
+	psql(t, url,
+		"-c", "SET tpcd.node = all",
+		"-c", "CREATE TABLE kv (k int PRIMARY KEY, v text)",
+		"-c", "RESET tpcd.node",
+		"-c", "BEGIN",
+		"-c", "INSERT INTO kv (k, v) VALUES (1, 'one')",
+		"-c", "INSERT INTO kv (k, v) VALUES (2, 'two')",
+		"-c", "INSERT INTO kv (k, v) VALUES (3, 'three')",
+		"-c", "COMMIT")
+	// FNV-1a: "1" and "3" hash to participant 0 of 2, "2" to participant 1.
+	for i, want := range []string{"[1 3]", "[2]"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		conn, err := pgx.Connect(ctx, data[i])
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		conn.Close(ctx)
+		cancel()
+		if err != nil || fmt.Sprint(keys) != want {
+			t.Fatalf("participant %d holds keys %v (%v), want %s", i, keys, err, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, bad := range []string{"tpcd:wrong", "alice:a%20token,%20not%20a%20password"} {
+		_, err := pgx.Connect(ctx, fmt.Sprintf("postgresql://%s@%s/tpcd?sslmode=disable", bad, pg))
+		if err == nil || !strings.Contains(err.Error(), "28P01") {
+			t.Fatalf("%s: %v, want 28P01", bad, err)
+		}
+	}
+	for _, p := range procs {
+		p.Stop(t)
+	}
+}
+
 // TestFrontDoorFlags: the flags refuse what would be unsafe or useless,
 // in one line that says how to fix it.
 func TestFrontDoorFlags(t *testing.T) {
@@ -130,6 +190,7 @@ func TestFrontDoorFlags(t *testing.T) {
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-listen", "0.0.0.0:5432", "--pg-trust"}, "loopback"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-listen", "127.0.0.1:5432"}, "--pg-user"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-user", "a:b"}, "--pg-listen"},
+		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--shard-file", "/dev/null"}, "--pg-listen"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--pg-listen", "127.0.0.1:5432", "--pg-user", "nopassword"}, "NAME:PASSWORD"},
 		{[]string{"cluster", "--shard", "kv"}, "TABLE:COLUMN"},
 		{[]string{"cluster", "-n", "2", "--base-port", "65533"}, "--no-pg"},
