@@ -292,3 +292,49 @@ func TestPgxTLS(t *testing.T) {
 		t.Fatalf("over TLS: %d %v", one, err)
 	}
 }
+
+// TestPgxCommitVotedNo: a participant that cannot prepare (a deferred
+// unique constraint fails at PREPARE TRANSACTION, or at the commit of the
+// participant that decides) makes COMMIT fail with 40000 and the
+// coordinator's reason; nothing stays on either participant.
+func TestPgxCommitVotedNo(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	if _, err := conn.Exec(ctx, "/* tpcd:node=all */ CREATE TABLE d (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		"/* tpcd:node=0 */ INSERT INTO d VALUES (1)",
+		"/* tpcd:node=0 */ INSERT INTO d VALUES (1)", // checked only at the end
+		"/* tpcd:node=1 */ INSERT INTO d VALUES (1)",
+	} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	err = tx.Commit(ctx)
+	// The reason is the coordinator's: which participant failed, and how
+	// the decision was reached (a deciding participant's COMMIT does not
+	// carry its error further).
+	if pe := pgCode(t, err); pe.Code != "40000" || !strings.Contains(pe.Message, "rolled back") || !strings.Contains(pe.Message, "p0") {
+		t.Fatalf("COMMIT with a participant that cannot prepare: %+v", pe)
+	}
+	for n := range 2 {
+		var count int
+		if err := f.c.Data[n].QueryRow(ctx, "SELECT count(*) FROM d").Scan(&count); err != nil || count != 0 {
+			t.Fatalf("participant %d holds %d rows of d (%v), want none", n, count, err)
+		}
+	}
+	// The session goes on, outside a block.
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after the failed commit: %d %v", one, err)
+	}
+	f.nothingLeft()
+}
