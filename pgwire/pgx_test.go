@@ -338,3 +338,46 @@ func TestPgxCommitVotedNo(t *testing.T) {
 	}
 	f.nothingLeft()
 }
+
+// TestPgxBatch: pgx's batches send several statements before one Sync.
+// Outside a block they are one implicit transaction: all commit, or, when
+// one fails, none does and the statements after it are not run.
+func TestPgxBatch(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	keys0, keys1 := keysOn(0, 3, 0), keysOn(1, 3, 0)
+
+	b := &pgx.Batch{}
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'batch')", keys0[0])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'batch')", keys1[0])
+	b.Queue("SELECT v FROM kv WHERE k = $1", keys1[0])
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatalf("batch across participants: %v", err)
+	}
+
+	b = &pgx.Batch{}
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'not kept')", keys0[1])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'duplicate')", keys1[0])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'never run')", keys1[2])
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		t.Fatalf("first statement of the failing batch: %v", err)
+	}
+	_, err := br.Exec()
+	if pe := pgCode(t, err); pe.Code != "23505" {
+		t.Fatalf("duplicate in a batch: %+v", pe)
+	}
+	if _, err := br.Exec(); err == nil {
+		t.Fatal("the statement after the failure ran")
+	}
+	br.Close()
+
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after the failed batch: %d %v", one, err)
+	}
+	f.nothingLeft()
+	f.wantRows(map[int]string{keys0[0]: "batch", keys1[0]: "batch"})
+}
