@@ -7,7 +7,7 @@ GO ?= go
 # stops a hung run.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium fuzz-short fuzz-long
+.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 fuzz-short fuzz-long
 
 ## help: list the targets
 help:
@@ -30,11 +30,11 @@ run: ensure-postgres
 	$(GO) run ./cmd/tpcd cluster
 
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
-test: ensure-postgres ensure-chromium lint verify-generated fuzz-short
+test: ensure-postgres ensure-chromium ensure-psycopg2 lint verify-generated fuzz-short
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
-test-short: ensure-postgres
+test-short: ensure-postgres ensure-psycopg2
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 ## lint: gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
@@ -80,6 +80,10 @@ fuzz-long:
 ## ensure-chromium: install Debian's chromium if missing (the status page test drives it)
 ensure-chromium:
 	@scripts/ensure-chromium.sh
+
+## ensure-psycopg2: install Debian's python3-psycopg2 if Python cannot import it (the PostgreSQL front door's tests drive it)
+ensure-psycopg2:
+	@scripts/ensure-psycopg2.sh
 
 ## ensure-postgres: install PostgreSQL if no server binaries can be found
 ensure-postgres:

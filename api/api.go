@@ -1,6 +1,9 @@
 package api
 
 import (
+	"encoding/json"
+	"errors"
+
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -68,6 +71,11 @@ type ExecParams struct {
 	// goes over PostgreSQL's simple protocol and may hold several
 	// statements.
 	Args []any `json:"args,omitempty"`
+	// Describe asks for the statement's parameter types and result
+	// columns (StmtResult's Params, Columns and Types) instead of running
+	// it. It is parsed in the transaction, so it sees the tables the
+	// transaction's earlier statements created there.
+	Describe bool `json:"describe,omitempty"`
 }
 
 // ExecuteParams is the seed form: a statement that joins the current batch
@@ -151,6 +159,27 @@ type PingReply struct {
 	// Coordinator, from a participant, is the coordinator address it was
 	// given, so that a client pointed at a participant can say where to go.
 	Coordinator string `json:"coordinator,omitempty"`
+}
+
+// StatementErrorData is the data of the JSON-RPC error a statement that
+// PostgreSQL refused answers with (rpc.CodeAborted): its SQLSTATE, message,
+// detail and hint as the participant's server gave them.
+type StatementErrorData struct {
+	SQL *engine.SQLError `json:"sql"`
+}
+
+// SQLErrorOf returns what PostgreSQL said about a failed statement, if err
+// is an *rpc.Error that carries it.
+func SQLErrorOf(err error) (*engine.SQLError, bool) {
+	var re *rpc.Error
+	if !errors.As(err, &re) || len(re.Data) == 0 {
+		return nil, false
+	}
+	var d StatementErrorData
+	if json.Unmarshal(re.Data, &d) != nil || d.SQL == nil || d.SQL.Code == "" {
+		return nil, false
+	}
+	return d.SQL, true
 }
 
 // Ack is the empty reply to node-to-node messages: they are one-way, and

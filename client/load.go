@@ -18,6 +18,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
+	"github.com/tpcd/tpcd/shard"
 )
 
 // Limits of a load.
@@ -71,10 +72,10 @@ func (s *LoadSummary) String() string {
 }
 
 // Load streams a CSV file into a table split across the participants: row
-// r goes to participant NodeFor(r[key], N), and every opts.TxSize rows are
-// committed together in one distributed transaction. With opts.Create the
-// table is first created on every participant, in one transaction too. A
-// progress bar is drawn on progress if it is not nil. The summary is
+// r goes to participant shard.NodeFor(r[key], N), and every opts.TxSize
+// rows are committed together in one distributed transaction. With
+// opts.Create the table is first created on every participant, in one
+// transaction too. A progress bar is drawn on progress if it is not nil. The summary is
 // returned also when the load stops early, with what was committed.
 func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer) (*LoadSummary, error) {
 	if err := opts.Check(); err != nil {
@@ -267,7 +268,7 @@ type stmt struct {
 func (l *loader) batch(ctx context.Context, recs [][]string) error {
 	byNode := make([][][]string, l.n)
 	for _, rec := range recs {
-		i := NodeFor(rec[l.keyIdx], l.n)
+		i := shard.NodeFor(rec[l.keyIdx], l.n)
 		byNode[i] = append(byNode[i], rec)
 	}
 	stmts := make(map[engine.NodeID][]stmt, l.n)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/shard"
 )
 
 const sensorsCSV = "../testdata/sensors.csv"
@@ -41,7 +42,7 @@ func expectedSplit(t *testing.T, file, key string, n int) (rows int64, perNode [
 	}
 	perNode = make([]int64, n)
 	for _, r := range recs[1:] {
-		perNode[NodeFor(r[idx], n)]++
+		perNode[shard.NodeFor(r[idx], n)]++
 	}
 	return int64(len(recs) - 1), perNode
 }
@@ -104,8 +105,8 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 		}
 		rows.Close()
 		for _, k := range keys {
-			if NodeFor(k, nodes) != engine.NodeID(i) {
-				t.Fatalf("sensor %s found on @%d, hashes to @%d", k, i, NodeFor(k, nodes))
+			if shard.NodeFor(k, nodes) != engine.NodeID(i) {
+				t.Fatalf("sensor %s found on @%d, hashes to @%d", k, i, shard.NodeFor(k, nodes))
 			}
 		}
 	}
@@ -124,7 +125,7 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	for i := 1; i <= 5; i++ {
 		body += fmt.Sprintf("%d,%d,20.5,2024-04-01T00:00:00Z\n", 10000+i, i)
 		if i <= 3 {
-			want[NodeFor(strconv.Itoa(i), nodes)]++
+			want[shard.NodeFor(strconv.Itoa(i), nodes)]++
 		}
 	}
 	body += "10006,6,hot,2024-04-01T00:00:00Z\n"

@@ -651,7 +651,7 @@ func execResult(kind Kind, r engine.ExecReply) *Result {
 		sr = &engine.StmtResult{}
 	}
 	if len(sr.Columns) > 0 {
-		res.Table = &Table{Columns: sr.Columns, Types: sr.Types, Rows: sr.Rows, Count: true}
+		res.Table = &Table{Columns: sr.Columns, Types: typeNames(sr.Types), Rows: sr.Rows, Count: true}
 	} else {
 		res.Text = sr.Tag
 		if res.Text == "" {

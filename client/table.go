@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/mattn/go-runewidth"
 )
 
@@ -12,6 +13,25 @@ import (
 var numericTypes = map[string]bool{
 	"int2": true, "int4": true, "int8": true, "float4": true, "float8": true,
 	"numeric": true, "oid": true, "money": true,
+}
+
+// builtinTypes names PostgreSQL's built-in types by OID; it is only read,
+// which is safe from any goroutine.
+var builtinTypes = pgtype.NewMap()
+
+// typeNames names the columns' types from their OIDs, "" for a type the
+// database defined itself (an enum, a domain).
+func typeNames(oids []uint32) []string {
+	if len(oids) == 0 {
+		return nil
+	}
+	names := make([]string, len(oids))
+	for i, oid := range oids {
+		if t, ok := builtinTypes.TypeForOID(oid); ok {
+			names[i] = t.Name
+		}
+	}
+	return names
 }
 
 // numberText matches what PostgreSQL prints for a number: 42, -1.5, 1e+30.

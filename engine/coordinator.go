@@ -262,6 +262,7 @@ type transactCall struct {
 	// is abort (an error may also come from a late copy of the statement,
 	// after the branch committed, so only the answer decides).
 	failed    string
+	failedSQL *SQLError
 	failedIdx int
 	// execute marks the execute call that closed a batch: it carries the
 	// batch's commit and is answered with its one result and the outcome
@@ -313,6 +314,8 @@ type pendingExec struct {
 	inTransact bool
 	idx        int
 	then       Then
+	// describe asks for the statement's types instead of running it.
+	describe bool
 }
 
 // NewCoordinator returns a coordinator with an empty state; fold its log in
@@ -462,7 +465,12 @@ func (c *Coordinator) reply(req ReqID, r Reply, wait LSN) {
 }
 
 func (c *Coordinator) fail(req ReqID, code ErrorCode, format string, args ...any) {
-	c.effect(Respond{Req: req, Err: &Error{Code: code, Message: fmt.Sprintf(format, args...)}})
+	c.failSQL(req, code, nil, format, args...)
+}
+
+// failSQL answers an error that carries what PostgreSQL said, if anything.
+func (c *Coordinator) failSQL(req ReqID, code ErrorCode, sqlErr *SQLError, format string, args ...any) {
+	c.effect(Respond{Req: req, Err: &Error{Code: code, Message: fmt.Sprintf(format, args...), SQL: sqlErr}})
 }
 
 func (c *Coordinator) header() Header { return Header{Cluster: c.cluster, Epoch: c.epoch} }
@@ -625,7 +633,7 @@ func (c *Coordinator) clientExec(in ClientExec) {
 		c.fail(in.Req, ErrBadRequest, "transaction %d already has %d statements, the most one transaction may have; commit it and continue in another", tx.id, c.cfg.MaxStatements)
 		return
 	}
-	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args})
+	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, describe: in.Describe})
 }
 
 func (c *Coordinator) clientExecute(in ClientExecute) {
@@ -826,7 +834,7 @@ func (c *Coordinator) transactResult(now Instant, tx *coordTx, idx int, r *StmtR
 // transaction begun by the call, or whose commit was asked for with it,
 // is rolled back: nobody else could end it, or its client wanted it ended.
 // Otherwise it stays, abort-only, for its client to roll back.
-func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code ErrorCode, reason string) {
+func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code ErrorCode, reason string, sqlErr *SQLError) {
 	call := tx.transact
 	if call == nil {
 		return
@@ -840,11 +848,11 @@ func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code Err
 		msg = reason
 	}
 	if !call.began && !call.commit {
-		c.fail(call.req, code, "%s", msg)
+		c.failSQL(call.req, code, sqlErr, "%s", msg)
 		return
 	}
 	tx.commitWaiters = slices.DeleteFunc(tx.commitWaiters, func(r ReqID) bool { return r == call.req })
-	c.fail(call.req, code, "%s (transaction %d rolled back)", msg, tx.id)
+	c.failSQL(call.req, code, sqlErr, "%s (transaction %d rolled back)", msg, tx.id)
 	if !tx.branchAsked {
 		c.decide(now, tx, OutcomeAbort, reason)
 	}
@@ -875,7 +883,7 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 		n.sent++
 		p.deadline = now.Add(c.cfg.ExecTimeout)
 		n.inflight = &p
-		m := ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch, Then: p.then}
+		m := ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch, Then: p.then, Describe: p.describe}
 		wait := c.reserveLSN
 		switch p.then {
 		case ThenPrepare:
@@ -906,12 +914,12 @@ func (c *Coordinator) busy(tx *coordTx) bool {
 }
 
 // execFailed makes tx abort-only and answers the statement's client.
-func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code ErrorCode, reason string) {
+func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code ErrorCode, reason string, sqlErr *SQLError) {
 	n := &tx.nodes[node]
 	p := n.inflight
 	n.inflight = nil
 	if p.inTransact {
-		c.transactFailed(now, tx, p.idx, code, reason)
+		c.transactFailed(now, tx, p.idx, code, reason, sqlErr)
 		c.pump(now, tx, node)
 		c.tryPrepare(now, tx)
 		return
@@ -922,11 +930,11 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 	if tx.unanswered {
 		// The statement that began the transaction failed before any reply
 		// named it: the client cannot roll it back, so it ends here.
-		c.fail(p.req, code, "%s (transaction %d rolled back)", reason, tx.id)
+		c.failSQL(p.req, code, sqlErr, "%s (transaction %d rolled back)", reason, tx.id)
 		c.decide(now, tx, OutcomeAbort, reason)
 		return
 	}
-	c.fail(p.req, code, "%s", reason)
+	c.failSQL(p.req, code, sqlErr, "%s", reason)
 	c.pump(now, tx, node)
 	c.tryPrepare(now, tx)
 }
@@ -1195,10 +1203,10 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 			o := tx.outcome
 			switch {
 			case call.failed != "" && o == OutcomeAbort && call.execute:
-				c.fail(req, ErrStatement, "%s (transaction %d rolled back)", call.failed, tx.id)
+				c.failSQL(req, ErrStatement, call.failedSQL, "%s (transaction %d rolled back)", call.failed, tx.id)
 				continue
 			case call.failed != "" && o == OutcomeAbort:
-				c.fail(req, ErrStatement, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
+				c.failSQL(req, ErrStatement, call.failedSQL, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
 				continue
 			case call.execute && o == OutcomeAbort:
 				c.fail(req, ErrAborted, "batch transaction %d aborted: %s", tx.id, tx.reason)
@@ -1476,19 +1484,19 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			p := n.inflight
 			n.inflight = nil
 			if call := tx.transact; call != nil && call.failed == "" {
-				call.failed, call.failedIdx = fmt.Sprintf("%s: %s", from, m.Err), p.idx
+				call.failed, call.failedSQL, call.failedIdx = fmt.Sprintf("%s: %s", from, m.Err), m.SQLErr, p.idx
 			}
 			tx.settleAt = now.Add(c.cfg.RetryMin)
 			return
 		}
 		if m.Err != "" {
-			c.execFailed(now, tx, from, ErrStatement, fmt.Sprintf("%s: %s", from, m.Err))
+			c.execFailed(now, tx, from, ErrStatement, fmt.Sprintf("%s: %s", from, m.Err), m.SQLErr)
 			return
 		}
 		p := n.inflight
 		n.inflight = nil
 		tx.unanswered = false
-		if m.Result != nil && !strings.HasPrefix(m.Result.Tag, "SELECT") {
+		if m.Result != nil && !p.describe && !strings.HasPrefix(m.Result.Tag, "SELECT") {
 			n.wrote = true
 		}
 		// The client was waiting for this answer, not idle: its idle time
@@ -1605,7 +1613,7 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 			return
 		}
 		if n := tx.nodes[to]; tx.phase == PhaseActive && n.inflight != nil && n.inflight.stmt == m.Stmt {
-			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to))
+			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to), nil)
 		}
 	case PrepareRequest:
 		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 && !tx.branchAsked {
@@ -1638,7 +1646,7 @@ func (c *Coordinator) tick(now Instant) {
 			}
 			for i := range tx.nodes {
 				if p := tx.nodes[i].inflight; p != nil && now >= p.deadline && tx.phase == PhaseActive {
-					c.execFailed(now, tx, NodeID(i), ErrAborted, fmt.Sprintf("%s did not answer statement %d within %s", NodeID(i), p.stmt, c.cfg.ExecTimeout))
+					c.execFailed(now, tx, NodeID(i), ErrAborted, fmt.Sprintf("%s did not answer statement %d within %s", NodeID(i), p.stmt, c.cfg.ExecTimeout), nil)
 				}
 			}
 			if tx.phase != PhaseActive {

@@ -61,6 +61,9 @@ type ClientExec struct {
 	Node NodeID
 	SQL  string
 	Args []any
+	// Describe asks for the statement's parameter and result types
+	// instead of running it (ExecRequest.Describe).
+	Describe bool
 }
 
 // ClientCommit asks to commit an explicit transaction.
@@ -148,6 +151,8 @@ type DataDone struct {
 	Committed bool
 	// Err is empty on success.
 	Err string
+	// SQLErr is what PostgreSQL said when a DataExec's statement failed.
+	SQLErr *SQLError
 	// Then is the operation that ran right after a DataExec's statement
 	// (Data.Then), and ThenErr its error; ReadOnly, Committed and Retry
 	// then describe it. A failed statement leaves Then unrun (0).
@@ -317,6 +322,9 @@ type Data struct {
 	// after the statement succeeds, on GID, best in the same round trip;
 	// it is not run when the statement fails.
 	Then DataOp
+	// Describe, on a DataExec, asks for the statement's parameter and
+	// result types instead of running it.
+	Describe bool
 }
 
 // Violation reports evidence that atomicity was broken. It must be made loud:
@@ -470,6 +478,9 @@ func (c ErrorCode) String() string {
 type Error struct {
 	Code    ErrorCode
 	Message string
+	// SQL is what PostgreSQL said when a statement failed (ErrStatement),
+	// nil otherwise.
+	SQL *SQLError
 }
 
 func (e *Error) Error() string { return "engine: " + e.Message }

@@ -35,6 +35,10 @@ type ExecRequest struct {
 	Batch   bool    `json:"batch,omitempty"`
 	Then    Then    `json:"then,omitempty"`
 	Decider *NodeID `json:"decider,omitempty"`
+	// Describe asks for the statement's parameter and result types
+	// without running it (what a PostgreSQL client learns from Parse and
+	// Describe before it binds values).
+	Describe bool `json:"describe,omitempty"`
 }
 
 // Then is what a participant does right after a statement.
@@ -151,6 +155,9 @@ type ExecResult struct {
 	Stmt    int         `json:"stmt"`
 	Result  *StmtResult `json:"result,omitempty"`
 	Err     string      `json:"error,omitempty"`
+	// SQLErr is what PostgreSQL said when the statement failed there;
+	// nil for other failures.
+	SQLErr *SQLError `json:"sql_error,omitempty"`
 }
 
 // VoteMessage answers a PrepareRequest.
@@ -182,12 +189,29 @@ type InquireMessage struct {
 // StmtResult is what a statement returned.
 type StmtResult struct {
 	Columns []string `json:"columns,omitempty"`
-	// Types are the columns' PostgreSQL type names (int4, numeric, text,
-	// ...), "" for a type known only to that database (an enum, a domain).
-	Types        []string `json:"types,omitempty"`
+	// Types are the columns' PostgreSQL type OIDs, in the order of
+	// Columns (absent from participants older than the field).
+	Types        []uint32 `json:"types,omitempty"`
 	Rows         [][]any  `json:"rows,omitempty"`
 	RowsAffected int64    `json:"rows_affected"`
 	Tag          string   `json:"tag,omitempty"`
+	// Params are the parameter type OIDs of a described statement
+	// (ExecRequest.Describe), which has no rows and no tag.
+	Params []uint32 `json:"params,omitempty"`
+}
+
+// SQLError is what PostgreSQL reported about a statement that failed on a
+// participant, so that a client can act on the SQLSTATE rather than on the
+// message's text.
+type SQLError struct {
+	Code     string `json:"sqlstate"`
+	Severity string `json:"severity,omitempty"`
+	Message  string `json:"message"`
+	Detail   string `json:"detail,omitempty"`
+	Hint     string `json:"hint,omitempty"`
+	// Position is the 1-based character offset in the statement that
+	// the error points at, 0 if none.
+	Position int32 `json:"position,omitempty"`
 }
 
 func (ExecRequest) Method() string         { return "tpcd.exec" }

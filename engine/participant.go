@@ -785,7 +785,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		p.rollback(now, tx, "statements lost")
 	default:
 		tx.nextStmt++
-		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args}
+		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args, Describe: m.Describe}
 		switch {
 		case m.Then == ThenPrepare && (m.Decider == nil || *m.Decider != p.cfg.Node):
 			if m.Decider != nil {
@@ -1147,6 +1147,7 @@ func (p *Participant) dataDone(in DataDone) {
 	switch in.Op {
 	case DataExec:
 		r := p.execResult(tx.id, in.Stmt, in.Err)
+		r.SQLErr = in.SQLErr
 		if in.Err == "" {
 			r.Result = in.Result
 			tx.last = &r

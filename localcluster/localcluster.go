@@ -209,6 +209,10 @@ func (c *Cluster) watch(name string, d *node.Databases) {
 // server is otherwise restarted whenever it dies (node.Databases).
 func (c *Cluster) Failed() <-chan error { return c.failed }
 
+// Coordinator is the running coordinator, for front doors served in the
+// same process (the PostgreSQL protocol).
+func (c *Cluster) Coordinator() *node.Coordinator { return c.coord }
+
 // CoordinatorAddr is where clients connect.
 func (c *Cluster) CoordinatorAddr() string { return c.Nodes[0].Addr }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tpcd/tpcd/internal/pgtest"
 )
@@ -75,11 +76,11 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 			}
 			// Column types let a client right-align numbers that arrive as
 			// text.
-			if wantTypes := map[string][]string{
-				"select":  {"int8", "text", "float8", "numeric", "bool", "jsonb", "timestamptz", "int4"},
-				"untyped": {"text", "text"},
+			if wantTypes := map[string][]uint32{
+				"select":  {pgtype.Int8OID, pgtype.TextOID, pgtype.Float8OID, pgtype.NumericOID, pgtype.BoolOID, pgtype.JSONBOID, pgtype.TimestamptzOID, pgtype.Int4OID},
+				"untyped": {pgtype.TextOID, pgtype.TextOID},
 			}[tc.name]; wantTypes != nil && !slices.Equal(want.Types, wantTypes) {
-				t.Errorf("types %q, want %q", want.Types, wantTypes)
+				t.Errorf("types %v, want %v", want.Types, wantTypes)
 			}
 			for i := range want.Rows {
 				for j := range want.Rows[i] {

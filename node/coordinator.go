@@ -243,27 +243,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			if err := rpc.DecodeParams(raw, &p); err != nil {
 				return nil, err
 			}
-			node, err := needNode(p.Node)
-			if err != nil {
-				return nil, err
-			}
-			if err := needSQL(p.SQL); err != nil {
-				return nil, err
-			}
-			exec := func(req engine.ReqID, now engine.Instant) engine.Input {
-				return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args}
-			}
-			if p.TxID != 0 {
-				return c.call(ctx, exec)
-			}
-			// Without a transaction id the exec begins one, which counts
-			// against the client's open transactions as a begin does.
-			return c.startTx(ctx, exec, func(r any) engine.TxID {
-				if e, ok := r.(engine.ExecReply); ok {
-					return e.TxID
-				}
-				return 0
-			})
+			return c.exec(ctx, p)
 		},
 		api.MethodExecute: func(ctx context.Context, raw json.RawMessage) (any, error) {
 			var p api.ExecuteParams
@@ -330,6 +310,31 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 
 // coordinatorMethods are the node-to-node messages a coordinator serves.
 var coordinatorMethods = messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}, engine.SettleAnswer{})
+
+// exec serves api.MethodExec.
+func (c *Coordinator) exec(ctx context.Context, p api.ExecParams) (any, error) {
+	node, err := needNode(p.Node)
+	if err != nil {
+		return nil, err
+	}
+	if err := needSQL(p.SQL); err != nil {
+		return nil, err
+	}
+	exec := func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args, Describe: p.Describe}
+	}
+	if p.TxID != 0 {
+		return c.call(ctx, exec)
+	}
+	// Without a transaction id the exec begins one, which counts
+	// against the client's open transactions as a begin does.
+	return c.startTx(ctx, exec, func(r any) engine.TxID {
+		if e, ok := r.(engine.ExecReply); ok {
+			return e.TxID
+		}
+		return 0
+	})
+}
 
 // txMethod serves a client method about one transaction; ends says its
 // answer shows the transaction decided (commit, rollback), which frees

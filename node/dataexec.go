@@ -49,7 +49,7 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			}
 			w.conn = conn
 			if err != nil {
-				return engine.DataDone{Err: err.Error()}
+				return statementFailed(err)
 			}
 			if provesWrite(res) {
 				w.wrote = true
@@ -77,9 +77,18 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 		}
 		w.conn = conn
 	}
+	if op.Describe {
+		// Parsed and described in the transaction, so that it sees what
+		// the transaction's earlier statements created; nothing runs.
+		res, err := describe(ctx, w.conn.Conn(), op.SQL)
+		if err != nil {
+			return statementFailed(err)
+		}
+		return engine.DataDone{Result: res}
+	}
 	res, err := query(ctx, w.conn.Conn(), op.SQL, op.Args)
 	if err != nil {
-		return engine.DataDone{Err: err.Error()}
+		return statementFailed(err)
 	}
 	if provesWrite(res) {
 		w.wrote = true
@@ -111,7 +120,8 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 		return nil, err
 	}
 	defer rows.Close()
-	res := &engine.StmtResult{Columns: columnNames(rows.FieldDescriptions()), Types: columnTypes(rows.FieldDescriptions())}
+	res := &engine.StmtResult{}
+	res.Columns, res.Types = columns(rows.FieldDescriptions())
 	for rows.Next() {
 		res.Rows = append(res.Rows, textRow(rows.RawValues()))
 	}

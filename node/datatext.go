@@ -1,18 +1,21 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"math"
 	"strconv"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tpcd/tpcd/engine"
 )
 
 // textResult reads a statement's rows, all columns in text format.
 func textResult(rr *pgconn.ResultReader) (*engine.StmtResult, error) {
-	res := &engine.StmtResult{Columns: columnNames(rr.FieldDescriptions()), Types: columnTypes(rr.FieldDescriptions())}
+	res := &engine.StmtResult{}
+	res.Columns, res.Types = columns(rr.FieldDescriptions())
 	for rr.NextRow() {
 		res.Rows = append(res.Rows, textRow(rr.Values()))
 	}
@@ -24,31 +27,36 @@ func textResult(rr *pgconn.ResultReader) (*engine.StmtResult, error) {
 	return res, nil
 }
 
-func columnNames(fields []pgconn.FieldDescription) []string {
-	var names []string
+// columns returns the result columns' names and type OIDs.
+func columns(fields []pgconn.FieldDescription) (names []string, types []uint32) {
 	for _, f := range fields {
 		names = append(names, f.Name)
+		types = append(types, f.DataTypeOID)
 	}
-	return names
+	return names, types
 }
 
-// builtinTypes names PostgreSQL's built-in types by OID. It is only read
-// (TypeForOID), which is safe from any goroutine.
-var builtinTypes = pgtype.NewMap()
+// describe parses sql as the unnamed prepared statement and returns its
+// parameter and result types, without running it.
+func describe(ctx context.Context, conn *pgx.Conn, sql string) (*engine.StmtResult, error) {
+	sd, err := conn.PgConn().Prepare(ctx, "", sql, nil)
+	if err != nil {
+		return nil, err
+	}
+	res := &engine.StmtResult{Params: sd.ParamOIDs}
+	res.Columns, res.Types = columns(sd.Fields)
+	return res, nil
+}
 
-// columnTypes names the columns' types, so that a client can show numbers
-// as numbers though every value arrives as text.
-func columnTypes(fields []pgconn.FieldDescription) []string {
-	if len(fields) == 0 {
-		return nil
+// statementFailed reports a failed statement, with what PostgreSQL said
+// about it when it was PostgreSQL that refused it.
+func statementFailed(err error) engine.DataDone {
+	done := engine.DataDone{Err: err.Error()}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		done.SQLErr = &engine.SQLError{Code: pe.Code, Severity: pe.Severity, Message: pe.Message, Detail: pe.Detail, Hint: pe.Hint, Position: pe.Position}
 	}
-	names := make([]string, len(fields))
-	for i, f := range fields {
-		if t, ok := builtinTypes.TypeForOID(f.DataTypeOID); ok {
-			names[i] = t.Name
-		}
-	}
-	return names
+	return done
 }
 
 // textRow copies a row of text-format values (the buffer is reused for the

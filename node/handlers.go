@@ -33,7 +33,12 @@ func rpcError(e *engine.Error) *rpc.Error {
 		// Start.
 		code = rpc.CodeLimit
 	}
-	return rpc.Errorf(code, "%s", e.Message)
+	err := rpc.Errorf(code, "%s", e.Message)
+	if e.SQL != nil {
+		// What PostgreSQL said, for clients that act on the SQLSTATE.
+		return err.WithData(api.StatementErrorData{SQL: e.SQL})
+	}
+	return err
 }
 
 // needNode checks that a statement names its participant: a missing node

@@ -22,6 +22,10 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	if err := rpc.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
+	return c.transactTyped(ctx, p)
+}
+
+func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams) (any, error) {
 	if err := needKey(p.Key); err != nil {
 		return nil, err
 	}

@@ -95,7 +95,9 @@ func CallerOf(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
-// WithCaller returns ctx carrying c, for tests of handlers.
+// WithCaller returns ctx carrying c: for tests of handlers, and for
+// callers in the same process that serve clients of their own (the
+// PostgreSQL front door), so that per-client limits count their clients.
 func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }

@@ -13,15 +13,10 @@ have() {
 have && exit 0
 
 echo "PostgreSQL server binaries not found; installing them." >&2
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "No apt-get here: install PostgreSQL (initdb, postgres) yourself, or pass --pg-bin." >&2
-  exit 1
-fi
+. "$(dirname "$0")/apt-install.sh"
+apt_install postgresql
+# Debian's package starts a cluster of its own; tpcd does not use it.
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq postgresql >/dev/null
-# Debian's package starts a cluster of its own; tpcd does not use it.
 $SUDO service postgresql stop >/dev/null 2>&1 || true
 have || { echo "installed postgresql, but initdb is still not found" >&2; exit 1; }

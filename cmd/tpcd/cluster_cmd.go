@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/localcluster"
+	"github.com/tpcd/tpcd/pgwire"
 )
 
 // ClusterCmd runs a whole local cluster in one process.
@@ -20,7 +25,11 @@ type ClusterCmd struct {
 	BatchSize  int     `help:"Seed form: how many execute calls make one transaction." default:"1"`
 	BatchFlush Seconds `help:"Seed form: commit a partial batch this long after it began." default:"1"`
 
+	PG       bool   `name:"pg" help:"Serve the PostgreSQL protocol too (--no-pg: don't)." default:"true" negatable:""`
+	PGListen string `name:"pg-listen" help:"HOST:PORT of the PostgreSQL front door (default: 127.0.0.1, port base-port+n+1; a free port with --base-port 0)." placeholder:"HOST:PORT"`
+
 	ProtocolFlag `embed:""`
+	PGWireFlags  `embed:""`
 }
 
 // Help is the long help.
@@ -41,7 +50,43 @@ func (c *ClusterCmd) Validate() error {
 	if c.BatchSize < 1 {
 		return fmt.Errorf("--batch-size %d: must be at least 1", c.BatchSize)
 	}
-	return nil
+	if c.PGListen != "" {
+		if err := checkAddr("pg-listen", c.PGListen); err != nil {
+			return err
+		}
+	} else if c.PG && c.BasePort != 0 && c.BasePort+c.N+1 > 65535 {
+		return fmt.Errorf("--base-port %d: the PostgreSQL front door's port, base-port+%d, must lie within 1..65535; give --pg-listen or --no-pg", c.BasePort, c.N+1)
+	}
+	return c.PGWireFlags.validate(c.pgListen())
+}
+
+// pgListen is where the front door listens.
+func (c *ClusterCmd) pgListen() string {
+	if c.PGListen != "" {
+		return c.PGListen
+	}
+	port := 0
+	if c.BasePort != 0 {
+		port = c.BasePort + c.N + 1
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// clusterPGUser is the user tpcd cluster makes up when given none.
+const clusterPGUser = "tpcd"
+
+// pgUsers are the configured users or, with none (and no --pg-trust), the
+// user tpcd with a password made up for this run: printed with the
+// connect command, so that only who sees the output can log in.
+func (c *ClusterCmd) pgUsers() (users map[string]string, generated string, err error) {
+	users, err = c.users()
+	if err != nil || len(users) > 0 || c.PGTrust {
+		return users, "", err
+	}
+	b := make([]byte, 12)
+	rand.Read(b)
+	generated = hex.EncodeToString(b)
+	return map[string]string{clusterPGUser: generated}, generated, nil
 }
 
 // Run starts the cluster and waits for a signal.
@@ -55,16 +100,51 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cl.PrintTable(os.Stdout)
+	var pg *pgwire.Server
+	if c.PG {
+		users, generated, err := c.pgUsers()
+		if err != nil {
+			cl.Close()
+			return err
+		}
+		shards, err := c.shards()
+		if err != nil {
+			cl.Close()
+			return err
+		}
+		var addr net.Addr
+		pg, addr, err = startPGWire(c.pgListen(), pgwire.Options{Coordinator: cl.Coordinator(), Users: users, Trust: c.PGTrust,
+			Shards: shards, Logger: logger}, logger)
+		if err != nil {
+			cl.Close()
+			return err
+		}
+		defer pg.Close()
+		cl.PrintTable(os.Stdout)
+		switch {
+		case generated != "":
+			fmt.Printf("PostgreSQL:    psql 'postgresql://%s:%s@%s/tpcd'  (user %s, password %s, made up for this run)\n", clusterPGUser, generated, addr, clusterPGUser, generated)
+		case c.PGTrust:
+			fmt.Printf("PostgreSQL:    psql 'postgresql://%s@%s/tpcd'  (trust: no password)\n", clusterPGUser, addr)
+		default:
+			fmt.Printf("PostgreSQL:    psql 'postgresql://USER@%s/tpcd'  (the users of --pg-user or --pg-users-file)\n", addr)
+		}
+	} else {
+		cl.PrintTable(os.Stdout)
+	}
 	fmt.Println("Press Ctrl-C to stop.")
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(os.Stderr, "stopping...")
-		return cl.Close()
-	case err := <-cl.Failed():
+	case err = <-cl.Failed():
 		fmt.Fprintf(os.Stderr, "stopping: %v\n", err)
-		return errors.Join(err, cl.Close())
 	}
+	if pg != nil {
+		// First, so that the sessions' open transactions are rolled
+		// back while the coordinator still runs.
+		pg.Close()
+	}
+	return errors.Join(err, cl.Close())
 }
 
 func (c *ClusterCmd) startsPostgres() bool { return true }

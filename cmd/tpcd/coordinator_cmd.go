@@ -10,6 +10,7 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/pgwire"
 )
 
 // CoordinatorCmd runs a coordinator node.
@@ -30,8 +31,11 @@ type CoordinatorCmd struct {
 	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
+	PGListen string `name:"pg-listen" help:"Also serve the PostgreSQL protocol on HOST:PORT, so that psql, pgbench and any driver commit across participants (docs/PGWIRE.md). Needs --pg-user, --pg-users-file or --pg-trust." placeholder:"HOST:PORT"`
+
 	ProtocolFlag  `embed:""`
 	SecurityFlags `embed:""`
+	PGWireFlags   `embed:""`
 }
 
 // Help is the long help.
@@ -77,6 +81,19 @@ func (c *CoordinatorCmd) Validate() error {
 		return fmt.Errorf("--max-open-per-client %d exceeds --max-open %d", c.MaxOpenPerClient, c.MaxOpen)
 	}
 	if err := c.SecurityFlags.validate(); err != nil {
+		return err
+	}
+	if c.PGListen != "" {
+		if err := checkAddr("pg-listen", c.PGListen); err != nil {
+			return err
+		}
+		if !c.PGWireFlags.configured() && c.ClientToken == "" && c.AuthToken == "" && c.AuthTokenFile == "" {
+			return errors.New("--pg-listen needs users: --pg-user NAME:PASSWORD, --pg-users-file FILE, a client token (--client-token or --auth-token: user tpcd, the token as password), or --pg-trust on a loopback address")
+		}
+	} else if c.PGWireFlags.configured() || len(c.Shard) > 0 || c.ShardFile != "" {
+		return errors.New("--pg-user, --pg-users-file, --pg-trust, --shard and --shard-file configure the PostgreSQL front door: give --pg-listen too")
+	}
+	if err := c.PGWireFlags.validate(c.PGListen); err != nil {
 		return err
 	}
 	return checkURI("log-db", c.LogDB)
@@ -135,10 +152,41 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	obs.coordinatorUp(coord, logger)
+	var pg *pgwire.Server
+	if c.PGListen != "" {
+		users, err := c.users()
+		if err != nil {
+			coord.Close()
+			return err
+		}
+		tokenLogin := !c.PGWireFlags.configured()
+		if tokenLogin {
+			users = map[string]string{tokenUser: transport.Auth.ClientToken}
+		}
+		shards, err := c.shards()
+		if err != nil {
+			coord.Close()
+			return err
+		}
+		var addr net.Addr
+		pg, addr, err = startPGWire(c.PGListen, pgwire.Options{Coordinator: coord, Users: users, Trust: c.PGTrust,
+			TLS: pgTLS(transport.ServerTLS), Shards: shards, Logger: logger}, logger)
+		if err != nil {
+			coord.Close()
+			return err
+		}
+		logger.Info("PostgreSQL front door serving", "addr", addr.String(), "users", len(users), "token_user", tokenLogin, "trust", c.PGTrust,
+			"tls", transport.ServerTLS != nil, "shards", shards)
+	}
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
 	err = waitForSignal(ctx, logger, dbs.Failed())
+	if pg != nil {
+		// First, so that the sessions' open transactions are rolled
+		// back while the coordinator still runs.
+		pg.Close()
+	}
 	return errors.Join(err, coord.Close())
 }
 

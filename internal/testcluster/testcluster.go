@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
@@ -38,6 +40,9 @@ type Cluster struct {
 	PartAddrs []string
 	// Client calls the coordinator with Config.Client.
 	Client *rpc.Client
+	// Data are the participants' data databases, for tests that check
+	// rows where they landed.
+	Data []*pgxpool.Pool
 }
 
 // Logger logs to the test's log.
@@ -88,6 +93,7 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	}
 	for i, ln := range lns {
 		dbs := open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 20})
+		c.Data = append(c.Data, dbs.Data)
 		opts := node.ParticipantOptions{ID: engine.NodeID(i), Coordinator: c.CoordAddr, Log: dbs.Log, Data: dbs.Data, Logger: logger}
 		if cfg.Participant != nil {
 			cfg.Participant(i, &opts)
@@ -199,5 +205,28 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("gave up waiting: %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitReady waits up to two minutes for the node at addr (a node run as
+// a process, say) to answer a ping
+// (api.MethodPing), failing the test if it never does.
+func WaitReady(t testing.TB, addr string) {
+	t.Helper()
+	c := rpc.NewClient(addr, rpc.ClientOptions{})
+	defer c.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var r api.PingReply
+		err := c.Call(ctx, api.MethodPing, struct{}{}, &r)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

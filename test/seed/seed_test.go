@@ -14,6 +14,7 @@ import (
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -21,26 +22,6 @@ var tpcdBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
-
-func waitReady(t *testing.T, addr string) {
-	t.Helper()
-	c := rpc.NewClient(addr, rpc.ClientOptions{})
-	defer c.Close()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var r api.PingReply
-		err := c.Call(ctx, api.MethodPing, struct{}{}, &r)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // seedCluster starts the seed README's three commands (coordinator and two
@@ -73,7 +54,7 @@ func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seed
 		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
-		waitReady(t, addr)
+		testcluster.WaitReady(t, addr)
 	}
 	return c
 }
@@ -173,8 +154,8 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 	epochs := []engine.Epoch{}
 	for range 2 {
 		pc, pp := testbin.Start(t, tpcdBin, nil, args...), testbin.Start(t, tpcdBin, nil, part...)
-		waitReady(t, coord)
-		waitReady(t, p0)
+		testcluster.WaitReady(t, coord)
+		testcluster.WaitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
 		var r api.PingReply
 		if err := cl.Call(context.Background(), api.MethodPing, struct{}{}, &r); err != nil {

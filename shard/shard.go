@@ -1,4 +1,7 @@
-package client
+// Package shard routes a row to a participant by its key: the one hash that
+// `tpcd client load` and the PostgreSQL front door share, so that rows
+// loaded either way line up.
+package shard
 
 import (
 	"hash/fnv"
@@ -12,7 +15,7 @@ import (
 // changes between releases, so a table loaded twice splits the same way.
 func NodeFor(key string, participants int) engine.NodeID {
 	if participants <= 0 {
-		panic("client: NodeFor needs at least one participant")
+		panic("shard: NodeFor needs at least one participant")
 	}
 	h := fnv.New32a()
 	h.Write([]byte(key))

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/tpcd/tpcd/pgwire"
+)
+
+// PGWireFlags configure the PostgreSQL front door: who may log in, and
+// how statements on sharded tables are routed.
+type PGWireFlags struct {
+	PGUser      []string `name:"pg-user" help:"A PostgreSQL user of the front door, NAME:PASSWORD (SCRAM-SHA-256); repeatable. Prefer --pg-users-file or TPCD_PG_USER: a flag shows in the process list." placeholder:"NAME:PASSWORD" sep:"none"`
+	PGUsersFile string   `name:"pg-users-file" help:"Read front-door users from this file, one NAME:PASSWORD a line ('#' starts a comment)." placeholder:"FILE" type:"path"`
+	PGTrust     bool     `name:"pg-trust" help:"Let every client of the front door in without a password; only allowed on a loopback address."`
+	Shard       []string `help:"Route statements on TABLE by the hash of COLUMN's value (the hash 'tpcd client load' splits rows with); repeatable." placeholder:"TABLE:COLUMN" sep:"none"`
+	ShardFile   string   `name:"shard-file" help:"Read more --shard TABLE:COLUMN from this file, one a line ('#' starts a comment)." placeholder:"FILE" type:"path"`
+}
+
+// validate checks the flags without reading any file. --pg-trust on an
+// address that is plainly not loopback is refused here, before any
+// PostgreSQL starts; a host name is checked once bound (startPGWire), as
+// for --host.
+func (f *PGWireFlags) validate(listen string) error {
+	if f.PGTrust && listen != "" {
+		if host, _, err := net.SplitHostPort(listen); err == nil {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() || host == "" {
+				return fmt.Errorf("--pg-trust lets anyone in without a password, so it is allowed only on a loopback address, not %s", listen)
+			}
+		}
+	}
+	for _, u := range f.PGUser {
+		if name, pw, ok := strings.Cut(u, ":"); !ok || name == "" || pw == "" {
+			return errors.New("--pg-user wants NAME:PASSWORD, both not empty")
+		}
+	}
+	for _, s := range f.Shard {
+		if t, c, ok := strings.Cut(s, ":"); !ok || t == "" || c == "" || strings.Contains(c, ":") {
+			return fmt.Errorf("--shard %q: want TABLE:COLUMN", s)
+		}
+	}
+	return nil
+}
+
+// users returns the configured users by name.
+func (f *PGWireFlags) users() (map[string]string, error) {
+	users := map[string]string{}
+	for _, u := range f.PGUser {
+		name, pw, _ := strings.Cut(u, ":")
+		users[name] = pw
+	}
+	if f.PGUsersFile == "" {
+		return users, nil
+	}
+	file, err := os.Open(f.PGUsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("--pg-users-file: %w", err)
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		name, pw, ok := strings.Cut(text, ":")
+		if !ok || name == "" || pw == "" {
+			return nil, fmt.Errorf("--pg-users-file %s line %d: want NAME:PASSWORD", f.PGUsersFile, line)
+		}
+		users[name] = pw
+	}
+	return users, sc.Err()
+}
+
+// shards returns the shard key column of every sharded table, from
+// --shard and --shard-file.
+func (f *PGWireFlags) shards() (map[string]string, error) {
+	m := map[string]string{}
+	for _, s := range f.Shard {
+		t, c, _ := strings.Cut(s, ":")
+		m[t] = c
+	}
+	if f.ShardFile == "" {
+		return m, nil
+	}
+	file, err := os.Open(f.ShardFile)
+	if err != nil {
+		return nil, fmt.Errorf("--shard-file: %w", err)
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		t, c, ok := strings.Cut(text, ":")
+		t, c = strings.TrimSpace(t), strings.TrimSpace(c)
+		if !ok || t == "" || c == "" || strings.Contains(c, ":") {
+			return nil, fmt.Errorf("--shard-file %s line %d: want TABLE:COLUMN", f.ShardFile, line)
+		}
+		m[t] = c
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--shard-file %s: %w", f.ShardFile, err)
+	}
+	return m, nil
+}
+
+// tokenUser is the front door's user when the coordinator has a client
+// token and no users were configured: its password is the token, so
+// that whoever may call the coordinator's client methods may use psql too.
+const tokenUser = "tpcd"
+
+// configured reports whether users or trust were configured.
+func (f *PGWireFlags) configured() bool {
+	return len(f.PGUser) > 0 || f.PGUsersFile != "" || f.PGTrust
+}
+
+// startPGWire listens on addr and serves the front door in the background;
+// the caller closes the server.
+func startPGWire(addr string, opts pgwire.Options, logger *slog.Logger) (*pgwire.Server, net.Addr, error) {
+	srv, err := pgwire.NewServer(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on --pg-listen %s: %w", addr, err)
+	}
+	if opts.Trust && !isLoopback(ln.Addr()) {
+		ln.Close()
+		return nil, nil, fmt.Errorf("--pg-trust lets anyone in without a password, so it is allowed only on a loopback address, not %s (--pg-listen %s)", ln.Addr(), addr)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			logger.Error("PostgreSQL front door stopped", "err", err)
+		}
+	}()
+	return srv, ln.Addr(), nil
+}
+
+// pgTLS is the front door's TLS: the node's certificate. A client
+// certificate is checked if presented but not required, even where the
+// JSON-RPC port requires one: PostgreSQL clients log in with a password.
+func pgTLS(rpcTLS *tls.Config) *tls.Config {
+	if rpcTLS == nil {
+		return nil
+	}
+	c := rpcTLS.Clone()
+	c.NextProtos = []string{"postgresql"}
+	if c.ClientAuth == tls.RequireAndVerifyClientCert {
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return c
+}

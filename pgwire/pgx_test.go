@@ -1,0 +1,383 @@
+package pgwire_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tpcd/tpcd/internal/testcerts"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/pgwire"
+)
+
+func pgCode(t *testing.T, err error) *pgconn.PgError {
+	t.Helper()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("want a PostgreSQL error, got %v", err)
+	}
+	return pe
+}
+
+// TestPgxTransactionAcrossParticipants: pgx, in each of its query modes,
+// runs a transaction across both participants through the front door; the
+// rows land where their keys hash to, and read back typed.
+func TestPgxTransactionAcrossParticipants(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	want := map[int]string{}
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
+		pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol}
+	for i, mode := range modes {
+		cfg, err := pgx.ParseConfig(f.url(testUser, testPassword, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = mode
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%v: connect: %v", mode, err)
+		}
+		k0, k1 := keysOn(0, 1, 100*i)[0], keysOn(1, 1, 100*i)[0]
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatalf("%v: begin: %v", mode, err)
+		}
+		for _, k := range []int{k0, k1} {
+			tag, err := tx.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, $2)", k, mode.String())
+			if err != nil || tag.String() != "INSERT 0 1" {
+				t.Fatalf("%v: insert %d: %v %v", mode, k, tag, err)
+			}
+			want[k] = mode.String()
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("%v: commit: %v", mode, err)
+		}
+		// Read back outside a transaction, routed by the bound key.
+		var k int
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT k, v FROM kv WHERE k = $1", k1).Scan(&k, &v); err != nil || k != k1 || v != mode.String() {
+			t.Fatalf("%v: read back %d: %d %q %v", mode, k1, k, v, err)
+		}
+		conn.Close(ctx)
+	}
+	f.wantRows(want)
+	f.nothingLeft()
+
+	// Types come back as the participant's: binary for pgx, any column.
+	conn := f.connect(ctx)
+	var (
+		n    int64
+		ts   time.Time
+		num  float64
+		arr  []int32
+		null *string
+	)
+	err := conn.QueryRow(ctx, "SELECT 42::int8, '2026-12-05 10:00:00+00'::timestamptz, 1.5::numeric, ARRAY[1,2]::int4[], NULL::text").Scan(&n, &ts, &num, &arr, &null)
+	if err != nil || n != 42 || !ts.Equal(time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)) || num != 1.5 || len(arr) != 2 || null != nil {
+		t.Fatalf("typed values: %v %v %v %v %v: %v", n, ts, num, arr, null, err)
+	}
+}
+
+// TestPgxFailingStatement: a statement the participant refuses answers
+// with its SQLSTATE, message and detail; inside a block the block fails
+// (25P02) and COMMIT rolls back, leaving nothing on either participant.
+func TestPgxFailingStatement(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	k0, k1 := keysOn(0, 1, 0)[0], keysOn(1, 2, 0)
+	if _, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'first')", k1[0]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'again')", k1[0])
+	if pe := pgCode(t, err); pe.Code != "23505" || pe.Detail == "" || !strings.Contains(pe.Message, "duplicate key") {
+		t.Fatalf("duplicate outside a block: %+v", pe)
+	}
+
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'in block')", k0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'in block')", k1[1]); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'dup in block')", k1[0])
+	if pe := pgCode(t, err); pe.Code != "23505" {
+		t.Fatalf("duplicate in a block: %+v", pe)
+	}
+	_, err = tx.Exec(ctx, "SELECT v FROM kv WHERE k = $1", k0)
+	if pe := pgCode(t, err); pe.Code != "25P02" {
+		t.Fatalf("statement after the failure: %+v", pe)
+	}
+	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("COMMIT of a failed block: %v, want the ROLLBACK answer", err)
+	}
+	// A syntax error, with its position; the session goes on.
+	_, err = conn.Exec(ctx, "SELEC 1")
+	if pe := pgCode(t, err); pe.Code != "42601" || pe.Position != 1 {
+		t.Fatalf("syntax error: %+v", pe)
+	}
+	f.wantRows(map[int]string{k1[0]: "first"})
+	f.nothingLeft()
+}
+
+// TestPgxDisconnectMidTransaction: a client that vanishes inside a block
+// leaves nothing behind: its rows are gone, nothing is prepared.
+func TestPgxDisconnectMidTransaction(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.url(testUser, testPassword, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{keysOn(0, 1, 0)[0], keysOn(1, 1, 0)[0]} {
+		if _, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'left behind?')", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both participants hold the transaction open now.
+	if f.openOn(0) != 1 || f.openOn(1) != 1 {
+		t.Fatalf("open transactions before the disconnect: %d, %d", f.openOn(0), f.openOn(1))
+	}
+	// No Terminate: the socket just closes.
+	conn.PgConn().Conn().Close()
+	f.nothingLeft()
+	f.wantRows(map[int]string{})
+}
+
+// TestPgxWrongPassword: a wrong password, or an unknown user, fails as
+// PostgreSQL fails it (28P01), and a right one gets in.
+func TestPgxWrongPassword(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, c := range []struct{ user, password string }{{testUser, "wrong"}, {"mallory", testPassword}} {
+		_, err := pgx.Connect(ctx, f.url(c.user, c.password, ""))
+		if pe := pgCode(t, err); pe.Code != "28P01" {
+			t.Fatalf("%s with a wrong password: %+v", c.user, pe)
+		}
+	}
+	f.connect(ctx)
+}
+
+// TestPgxRouting: SET tpcd.node, its RESET, a leading comment, SET
+// tpcd.node = all for DDL, and the errors that name the choices.
+func TestPgxRouting(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec("SET tpcd.node = all")
+	exec("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+	exec("SET tpcd.node = 1")
+	exec("INSERT INTO notes VALUES (1, 'on one')")
+	exec("RESET tpcd.node")
+	exec("/* tpcd:node=0 */ INSERT INTO notes VALUES (1, 'on zero')")
+	for n, want := range []string{"on zero", "on one"} {
+		var body string
+		if err := f.c.Data[n].QueryRow(ctx, "SELECT body FROM notes WHERE id = 1").Scan(&body); err != nil || body != want {
+			t.Fatalf("participant %d: %q %v, want %q", n, body, err, want)
+		}
+	}
+	// Run on every participant, a statement answers every participant's
+	// rows: one count from each.
+	rows, err := conn.Query(ctx, "/* tpcd:node=all */ SELECT count(*) FROM notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(counts) != 2 || counts[0] != 1 || counts[1] != 1 {
+		t.Fatalf("count on every participant: %v %v, want [1 1]", counts, err)
+	}
+
+	noRoute := func(sql, wantIn string, args ...any) {
+		t.Helper()
+		_, err := conn.Exec(ctx, sql, args...)
+		pe := pgCode(t, err)
+		if pe.Code != "22023" || !strings.Contains(pe.Message+pe.Hint, wantIn) || !strings.Contains(pe.Hint, "tpcd:node=N") || !strings.Contains(pe.Hint, "SET tpcd.node") {
+			t.Fatalf("%s: %+v, want 22023 naming the choices and %q", sql, pe, wantIn)
+		}
+	}
+	noRoute("SELECT * FROM notes", "--shard notes:COLUMN")
+	noRoute("INSERT INTO kv (v) VALUES ('no key')", "kv.k")
+	noRoute("UPDATE kv SET v = 'x' WHERE v = 'y'", "without a value for k")
+	k0, k1 := keysOn(0, 1, 0)[0], keysOn(1, 1, 0)[0]
+	noRoute("INSERT INTO kv (k, v) VALUES ($1, 'a'), ($2, 'b')", "spans shards", k0, k1)
+	noRoute("/* tpcd:node=7 */ SELECT 1", "participant 7 does not exist")
+	_, err = conn.Exec(ctx, "SAVEPOINT s1")
+	if pe := pgCode(t, err); pe.Code != "0A000" {
+		t.Fatalf("SAVEPOINT: %+v", pe)
+	}
+	_, err = conn.Exec(ctx, "LISTEN ch")
+	if pe := pgCode(t, err); pe.Code != "0A000" {
+		t.Fatalf("LISTEN: %+v", pe)
+	}
+	f.nothingLeft()
+}
+
+// TestPgxCancel: a CancelRequest stops the running statement with 57014,
+// and the session goes on.
+func TestPgxCancel(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, "/* tpcd:node=1 */ SELECT pg_sleep(3)")
+		done <- err
+	}()
+	testcluster.Eventually(t, "the sleep running on participant 1", func() bool {
+		var n int
+		f.c.Data[1].QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%SELECT pg_sleep(3)' AND state = 'active'").Scan(&n)
+		return n == 1
+	})
+	if err := conn.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pe := pgCode(t, <-done); pe.Code != "57014" {
+		t.Fatalf("cancelled statement: %+v", pe)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after the cancel: %d %v", one, err)
+	}
+}
+
+// TestPgxTLS: with a certificate the front door answers SSLRequest with
+// TLS, and pgx verifies it.
+func TestPgxTLS(t *testing.T) {
+	ca := testcerts.NewCA(t, t.TempDir(), "test")
+	pair := ca.Issue(t, "coordinator")
+	cert, err := tls.LoadX509KeyPair(pair.Cert, pair.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFrontDoor(t, func(o *pgwire.Options) { o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}} })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.url(testUser, testPassword, "sslmode=verify-full&sslrootcert="+ca.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tc, ok := conn.PgConn().Conn().(*tls.Conn)
+	if !ok || !tc.ConnectionState().HandshakeComplete {
+		t.Fatalf("connection is %T, not TLS", conn.PgConn().Conn())
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("over TLS: %d %v", one, err)
+	}
+}
+
+// TestPgxCommitVotedNo: a participant that cannot prepare (a deferred
+// unique constraint fails at PREPARE TRANSACTION, or at the commit of the
+// participant that decides) makes COMMIT fail with 40000 and the
+// coordinator's reason; nothing stays on either participant.
+func TestPgxCommitVotedNo(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	if _, err := conn.Exec(ctx, "/* tpcd:node=all */ CREATE TABLE d (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		"/* tpcd:node=0 */ INSERT INTO d VALUES (1)",
+		"/* tpcd:node=0 */ INSERT INTO d VALUES (1)", // checked only at the end
+		"/* tpcd:node=1 */ INSERT INTO d VALUES (1)",
+	} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	err = tx.Commit(ctx)
+	// The reason is the coordinator's: which participant failed, and how
+	// the decision was reached (a deciding participant's COMMIT does not
+	// carry its error further).
+	if pe := pgCode(t, err); pe.Code != "40000" || !strings.Contains(pe.Message, "rolled back") || !strings.Contains(pe.Message, "p0") {
+		t.Fatalf("COMMIT with a participant that cannot prepare: %+v", pe)
+	}
+	for n := range 2 {
+		var count int
+		if err := f.c.Data[n].QueryRow(ctx, "SELECT count(*) FROM d").Scan(&count); err != nil || count != 0 {
+			t.Fatalf("participant %d holds %d rows of d (%v), want none", n, count, err)
+		}
+	}
+	// The session goes on, outside a block.
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after the failed commit: %d %v", one, err)
+	}
+	f.nothingLeft()
+}
+
+// TestPgxBatch: pgx's batches send several statements before one Sync.
+// Outside a block they are one implicit transaction: all commit, or, when
+// one fails, none does and the statements after it are not run.
+func TestPgxBatch(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	keys0, keys1 := keysOn(0, 3, 0), keysOn(1, 3, 0)
+
+	b := &pgx.Batch{}
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'batch')", keys0[0])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'batch')", keys1[0])
+	b.Queue("SELECT v FROM kv WHERE k = $1", keys1[0])
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatalf("batch across participants: %v", err)
+	}
+
+	b = &pgx.Batch{}
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'not kept')", keys0[1])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'duplicate')", keys1[0])
+	b.Queue("INSERT INTO kv (k, v) VALUES ($1, 'never run')", keys1[2])
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		t.Fatalf("first statement of the failing batch: %v", err)
+	}
+	_, err := br.Exec()
+	if pe := pgCode(t, err); pe.Code != "23505" {
+		t.Fatalf("duplicate in a batch: %+v", pe)
+	}
+	if _, err := br.Exec(); err == nil {
+		t.Fatal("the statement after the failure ran")
+	}
+	br.Close()
+
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("after the failed batch: %d %v", one, err)
+	}
+	f.nothingLeft()
+	f.wantRows(map[int]string{keys0[0]: "batch", keys1[0]: "batch"})
+}

@@ -1,0 +1,90 @@
+package pgwire
+
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// Participants answer every value in text (node/datatext.go); a client
+// may want some in binary, and may send its parameters in binary. values
+// converts between the two with pgx's codecs, one Map per session (a Map
+// is not safe for concurrent use).
+type values struct {
+	m *pgtype.Map
+}
+
+func newValues() *values { return &values{m: pgtype.NewMap()} }
+
+// textIsBinary lists the types whose binary form is their text (json's
+// too: re-encoding it through Go could reorder its keys).
+var textIsBinary = map[uint32]bool{
+	pgtype.TextOID: true, pgtype.VarcharOID: true, pgtype.BPCharOID: true, pgtype.NameOID: true,
+	pgtype.UnknownOID: true, pgtype.JSONOID: true, 0: true,
+}
+
+// toBinary encodes a column value the participant gave in text in the
+// type's binary format.
+func (v *values) toBinary(oid uint32, text []byte) ([]byte, error) {
+	if textIsBinary[oid] {
+		return text, nil
+	}
+	if oid == pgtype.JSONBOID {
+		return append([]byte{1}, text...), nil
+	}
+	t, ok := v.m.TypeForOID(oid)
+	if !ok {
+		return nil, &pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("binary format of type %d is not supported through tpcd; ask for text", oid)}
+	}
+	val, err := t.Codec.DecodeValue(v.m, oid, pgtype.TextFormatCode, text)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s value %q: %w", t.Name, text, err)
+	}
+	out, err := v.m.Encode(oid, pgtype.BinaryFormatCode, val, nil)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s value in binary: %w", t.Name, err)
+	}
+	return out, nil
+}
+
+// toText decodes a parameter a client sent in binary, of type oid, into
+// the text the participant is given.
+func (v *values) toText(oid uint32, raw []byte) (string, error) {
+	if textIsBinary[oid] && oid != 0 {
+		return string(raw), nil
+	}
+	if oid == pgtype.JSONBOID {
+		if len(raw) == 0 || raw[0] != 1 {
+			return "", &pgError{code: codeProtocolViolation, message: "unsupported jsonb version number"}
+		}
+		return string(raw[1:]), nil
+	}
+	t, ok := v.m.TypeForOID(oid)
+	if !ok {
+		return "", &pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("a parameter of type %d in binary format is not supported through tpcd; send it in text", oid)}
+	}
+	val, err := t.Codec.DecodeValue(v.m, oid, pgtype.BinaryFormatCode, raw)
+	if err != nil {
+		return "", &pgError{code: codeProtocolViolation, message: fmt.Sprintf("incorrect binary data format in %s parameter: %v", t.Name, err)}
+	}
+	out, err := v.m.Encode(oid, pgtype.TextFormatCode, val, nil)
+	if err != nil {
+		return "", fmt.Errorf("encode %s parameter in text: %w", t.Name, err)
+	}
+	return string(out), nil
+}
+
+// formatOf is the format code of column or parameter i, given a message's
+// format codes: none means text, one applies to all.
+func formatOf(codes []int16, i int) int16 {
+	switch len(codes) {
+	case 0:
+		return pgtype.TextFormatCode
+	case 1:
+		return codes[0]
+	}
+	if i < len(codes) {
+		return codes[i]
+	}
+	return pgtype.TextFormatCode
+}
