@@ -2,7 +2,6 @@ package logstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -17,39 +16,49 @@ import (
 type Outcome struct {
 	Tx      uint64
 	EndedAt time.Time
-	// Outcome is "commit" or "abort" (engine.Outcome's names).
-	Outcome string
+	// Committed is false for an abort.
+	Committed bool
 	// Reason is why an abort happened; empty for a commit.
 	Reason string
 	// Keys are the idempotency keys the transaction's clients gave it.
 	Keys []string
 }
 
-// SaveOutcomes stores outcomes in one transaction; an outcome stored before
-// stays as it was. It must return before the events of those transactions
-// are compacted away, or a crash in between would lose their outcome.
+// SaveOutcomes stores outcomes in one transaction, as one row and a row per
+// key. It must return before the events of those transactions are
+// compacted away, or a crash in between would lose their outcome. Saving an
+// outcome again adds a row that agrees with the first.
 func (s *Store) SaveOutcomes(ctx context.Context, outcomes []Outcome) error {
 	if len(outcomes) == 0 {
 		return nil
 	}
-	n := len(outcomes)
-	rows := queries.OutcomesSaveParams{Txs: make([]int64, 0, n), EndedAt: make([]time.Time, 0, n), Outcomes: make([]string, 0, n), Reasons: make([]string, 0, n)}
-	var keys queries.OutcomeKeysSaveParams
+	row := queries.OutcomesSaveParams{FirstTx: math.MaxInt64, Committed: []int64{}, Aborted: []int64{}, Reasons: []string{}}
+	keys := queries.OutcomeKeysSaveParams{}
 	for _, o := range outcomes {
 		if o.Tx == 0 || o.Tx > math.MaxInt64 {
 			return fmt.Errorf("save outcome of tx %d: not a transaction id", o.Tx)
 		}
-		rows.Txs = append(rows.Txs, int64(o.Tx))
-		rows.EndedAt = append(rows.EndedAt, o.EndedAt)
-		rows.Outcomes = append(rows.Outcomes, o.Outcome)
-		rows.Reasons = append(rows.Reasons, o.Reason)
+		tx := int64(o.Tx)
+		row.FirstTx, row.LastTx = min(row.FirstTx, tx), max(row.LastTx, tx)
+		if o.EndedAt.After(row.EndedAt) {
+			row.EndedAt = o.EndedAt
+		}
+		if o.Committed {
+			row.Committed = append(row.Committed, tx)
+		} else {
+			row.Aborted = append(row.Aborted, tx)
+			row.Reasons = append(row.Reasons, o.Reason)
+		}
 		for _, k := range o.Keys {
 			keys.Keys = append(keys.Keys, k)
-			keys.Txs = append(keys.Txs, int64(o.Tx))
+			keys.Txs = append(keys.Txs, tx)
+			keys.Committed = append(keys.Committed, o.Committed)
+			keys.Reasons = append(keys.Reasons, o.Reason)
 		}
 	}
+	keys.EndedAt = row.EndedAt
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := s.q.OutcomesSave(ctx, tx, rows); err != nil {
+		if err := s.q.OutcomesSave(ctx, tx, row); err != nil {
 			return err
 		}
 		if len(keys.Keys) == 0 {
@@ -58,7 +67,7 @@ func (s *Store) SaveOutcomes(ctx context.Context, outcomes []Outcome) error {
 		return s.q.OutcomeKeysSave(ctx, tx, keys)
 	})
 	if err != nil {
-		return fmt.Errorf("save %d outcomes: %w", n, err)
+		return fmt.Errorf("save %d outcomes: %w", len(outcomes), err)
 	}
 	return nil
 }
@@ -72,7 +81,7 @@ func (s *Store) OutcomesByKey(ctx context.Context, keys []string) (map[string]Ou
 	}
 	found := make(map[string]Outcome, len(rows))
 	for _, r := range rows {
-		found[r.Key] = Outcome{Tx: uint64(r.Tx), Outcome: r.Outcome, Reason: r.Reason, Keys: []string{r.Key}}
+		found[r.Key] = Outcome{Tx: uint64(r.Tx), Committed: r.Committed, Reason: r.Reason, Keys: []string{r.Key}}
 	}
 	return found, nil
 }
@@ -84,17 +93,20 @@ func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool,
 		return Outcome{}, false, nil
 	}
 	r, err := s.q.OutcomeByTx(ctx, s.pool, int64(tx))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Outcome{}, false, nil
-	}
 	if err != nil {
 		return Outcome{}, false, fmt.Errorf("outcome of tx %d: %w", tx, err)
 	}
-	return Outcome{Tx: uint64(r.Tx), EndedAt: r.EndedAt, Outcome: r.Outcome, Reason: r.Reason}, true, nil
+	if r.Committed && r.Aborted {
+		return Outcome{}, false, fmt.Errorf("outcome of tx %d: kept as committed and as aborted", tx)
+	}
+	if !r.Committed && !r.Aborted {
+		return Outcome{}, false, nil
+	}
+	return Outcome{Tx: tx, Committed: r.Committed, Reason: r.Reason}, true, nil
 }
 
 // PruneOutcomes deletes the outcomes of transactions that ended before
-// before, with their keys, and returns how many it deleted.
+// before, with their keys, and returns how many rows it deleted.
 func (s *Store) PruneOutcomes(ctx context.Context, before time.Time) (int64, error) {
 	n, err := s.q.OutcomesPrune(ctx, s.pool, before)
 	if err != nil {

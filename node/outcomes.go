@@ -89,7 +89,7 @@ func (k *outcomeKeeper) add(e engine.CoordEnded, upTo int64, at time.Time) {
 	if _, ok := k.pending[tx]; ok {
 		return
 	}
-	k.pending[tx] = &keptOutcome{Outcome: logstore.Outcome{Tx: tx, EndedAt: at, Outcome: e.Outcome.String(), Reason: e.Reason, Keys: e.Keys}, upTo: upTo}
+	k.pending[tx] = &keptOutcome{Outcome: logstore.Outcome{Tx: tx, EndedAt: at, Committed: e.Outcome == engine.OutcomeCommit, Reason: e.Reason, Keys: e.Keys}, upTo: upTo}
 	k.order = append(k.order, tx)
 	for _, key := range e.Keys {
 		k.byKey[key] = tx
@@ -242,11 +242,11 @@ func (k *outcomeKeeper) answerLookups(ctx context.Context) {
 }
 
 func (k *outcomeKeeper) answerFound(key string, o logstore.Outcome) {
-	k.answer(engine.KeyLookedUp{Key: key, Found: true, TxID: engine.TxID(o.Tx), Outcome: outcomeOf(o.Outcome), Reason: o.Reason})
+	k.answer(engine.KeyLookedUp{Key: key, Found: true, TxID: engine.TxID(o.Tx), Outcome: outcomeOf(o), Reason: o.Reason})
 }
 
-func outcomeOf(name string) engine.Outcome {
-	if name == engine.OutcomeCommit.String() {
+func outcomeOf(o logstore.Outcome) engine.Outcome {
+	if o.Committed {
 		return engine.OutcomeCommit
 	}
 	return engine.OutcomeAbort
@@ -286,7 +286,7 @@ func (k *outcomeKeeper) status(ctx context.Context, st engine.StatusReply) (engi
 			return st, nil
 		}
 	}
-	st.Outcome = outcomeOf(o.Outcome)
+	st.Outcome = outcomeOf(o)
 	if st.Outcome == engine.OutcomeCommit {
 		st.State = engine.PhaseCommitted.String()
 	} else {

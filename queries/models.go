@@ -17,15 +17,20 @@ type TpcdLog struct {
 }
 
 type TpcdOutcome struct {
-	Tx      int64
-	EndedAt time.Time
-	Outcome string
-	Reason  string
+	EndedAt   time.Time
+	FirstTx   int64
+	LastTx    int64
+	Committed []int64
+	Aborted   []int64
+	Reasons   []string
 }
 
 type TpcdOutcomeKey struct {
-	Key string
-	Tx  int64
+	Key       string
+	Tx        int64
+	EndedAt   time.Time
+	Committed bool
+	Reason    string
 }
 
 type TpcdOutcomesHorizon struct {

@@ -1,48 +1,53 @@
--- OutcomesSave keeps the outcomes of ended transactions, one row each. A row
--- already there stays as it is: a restart saves again what it finds ended in
--- the log, which may have been saved before the crash.
+-- OutcomesSave keeps the outcomes of the transactions that ended since the
+-- last save as one row. A restart saves again what it finds ended in its
+-- log; a transaction then has two rows, which agree.
 -- name: OutcomesSave :exec
-INSERT INTO tpcd_outcomes (tx, ended_at, outcome, reason)
-SELECT o.tx, o.ended_at, o.outcome, o.reason
-FROM ROWS FROM (unnest(@txs::bigint[]), unnest(@ended_at::timestamptz[]), unnest(@outcomes::text[]), unnest(@reasons::text[])) AS o(tx, ended_at, outcome, reason)
-ON CONFLICT (tx) DO NOTHING;
+INSERT INTO tpcd_outcomes (ended_at, first_tx, last_tx, committed, aborted, reasons)
+VALUES (@ended_at, @first_tx, @last_tx, @committed::bigint[], @aborted::bigint[], @reasons::text[]);
 
 -- OutcomeKeysSave records the idempotency keys of saved outcomes. A key still
 -- held by an older transaction moves to the newer one: the engine lets a
 -- client use a key again only once the old one was forgotten.
 -- name: OutcomeKeysSave :exec
-INSERT INTO tpcd_outcome_keys (key, tx)
-SELECT k.key, k.tx
-FROM ROWS FROM (unnest(@keys::text[]), unnest(@txs::bigint[])) AS k(key, tx)
-ON CONFLICT (key) DO UPDATE SET tx = excluded.tx;
+INSERT INTO tpcd_outcome_keys (key, tx, ended_at, committed, reason)
+SELECT k.key, k.tx, @ended_at, k.committed, k.reason
+FROM ROWS FROM (unnest(@keys::text[]), unnest(@txs::bigint[]), unnest(@committed::boolean[]), unnest(@reasons::text[])) AS k(key, tx, committed, reason)
+ON CONFLICT (key) DO UPDATE SET tx = excluded.tx, ended_at = excluded.ended_at, committed = excluded.committed, reason = excluded.reason;
 
 -- OutcomesByKey finds the transactions some keys named, with their outcomes.
 -- name: OutcomesByKey :many
-SELECT k.key, o.tx, o.outcome, o.reason
-FROM tpcd_outcome_keys k
-JOIN tpcd_outcomes o ON o.tx = k.tx
-WHERE k.key = ANY (@keys::text[]);
+SELECT key, tx, committed, reason
+FROM tpcd_outcome_keys
+WHERE key = ANY (@keys::text[]);
 
--- OutcomeByTx finds one transaction's outcome.
+-- OutcomeByTx finds one transaction's outcome: found is false when no row
+-- holds it.
 -- name: OutcomeByTx :one
-SELECT tx, ended_at, outcome, reason
+SELECT
+    coalesce(bool_or(@tx::bigint = ANY (committed)), false)::boolean AS committed,
+    coalesce(bool_or(@tx::bigint = ANY (aborted)), false)::boolean AS aborted,
+    coalesce(max(reasons[array_position(aborted, @tx::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE tx = @tx;
+WHERE last_tx >= @tx::bigint AND first_tx <= @tx::bigint;
 
 -- OutcomesPrune deletes the outcomes of transactions that ended before
--- @before (their keys go with them) and raises the horizon to the largest id
--- deleted, in one statement. It returns how many it deleted.
+-- @before, with their keys, and raises the horizon to the largest id
+-- deleted, in one statement. It returns how many rows it deleted.
 -- name: OutcomesPrune :one
 WITH pruned AS (
     DELETE FROM tpcd_outcomes
     WHERE ended_at < @before::timestamptz
+    RETURNING last_tx
+), pruned_keys AS (
+    DELETE FROM tpcd_outcome_keys
+    WHERE ended_at < @before::timestamptz
     RETURNING tx
 ), horizon AS (
     INSERT INTO tpcd_outcomes_horizon (max_tx)
-    SELECT max(tx) FROM pruned HAVING count(*) > 0
+    SELECT max(last_tx) FROM pruned HAVING count(*) > 0
     ON CONFLICT (only_row) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
 )
-SELECT count(*) FROM pruned;
+SELECT ((SELECT count(*) FROM pruned) + (SELECT count(*) FROM pruned_keys))::bigint AS deleted;
 
 -- OutcomesHorizon reads the largest transaction id whose outcome was deleted
 -- for age (0 if none was).

@@ -11,56 +11,69 @@ import (
 )
 
 const outcomeByTx = `-- name: OutcomeByTx :one
-SELECT tx, ended_at, outcome, reason
+SELECT
+    coalesce(bool_or($1::bigint = ANY (committed)), false)::boolean AS committed,
+    coalesce(bool_or($1::bigint = ANY (aborted)), false)::boolean AS aborted,
+    coalesce(max(reasons[array_position(aborted, $1::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE tx = $1
+WHERE last_tx >= $1::bigint AND first_tx <= $1::bigint
 `
 
-// OutcomeByTx finds one transaction's outcome.
-func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, tx int64) (TpcdOutcome, error) {
+type OutcomeByTxRow struct {
+	Committed bool
+	Aborted   bool
+	Reason    string
+}
+
+// OutcomeByTx finds one transaction's outcome: found is false when no row
+// holds it.
+func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, tx int64) (OutcomeByTxRow, error) {
 	row := db.QueryRow(ctx, outcomeByTx, tx)
-	var i TpcdOutcome
-	err := row.Scan(
-		&i.Tx,
-		&i.EndedAt,
-		&i.Outcome,
-		&i.Reason,
-	)
+	var i OutcomeByTxRow
+	err := row.Scan(&i.Committed, &i.Aborted, &i.Reason)
 	return i, err
 }
 
 const outcomeKeysSave = `-- name: OutcomeKeysSave :exec
-INSERT INTO tpcd_outcome_keys (key, tx)
-SELECT k.key, k.tx
-FROM ROWS FROM (unnest($1::text[]), unnest($2::bigint[])) AS k(key, tx)
-ON CONFLICT (key) DO UPDATE SET tx = excluded.tx
+INSERT INTO tpcd_outcome_keys (key, tx, ended_at, committed, reason)
+SELECT k.key, k.tx, $1, k.committed, k.reason
+FROM ROWS FROM (unnest($2::text[]), unnest($3::bigint[]), unnest($4::boolean[]), unnest($5::text[])) AS k(key, tx, committed, reason)
+ON CONFLICT (key) DO UPDATE SET tx = excluded.tx, ended_at = excluded.ended_at, committed = excluded.committed, reason = excluded.reason
 `
 
 type OutcomeKeysSaveParams struct {
-	Keys []string
-	Txs  []int64
+	EndedAt   time.Time
+	Keys      []string
+	Txs       []int64
+	Committed []bool
+	Reasons   []string
 }
 
 // OutcomeKeysSave records the idempotency keys of saved outcomes. A key still
 // held by an older transaction moves to the newer one: the engine lets a
 // client use a key again only once the old one was forgotten.
 func (q *Queries) OutcomeKeysSave(ctx context.Context, db DBTX, arg OutcomeKeysSaveParams) error {
-	_, err := db.Exec(ctx, outcomeKeysSave, arg.Keys, arg.Txs)
+	_, err := db.Exec(ctx, outcomeKeysSave,
+		arg.EndedAt,
+		arg.Keys,
+		arg.Txs,
+		arg.Committed,
+		arg.Reasons,
+	)
 	return err
 }
 
 const outcomesByKey = `-- name: OutcomesByKey :many
-SELECT k.key, o.tx, o.outcome, o.reason
-FROM tpcd_outcome_keys k
-JOIN tpcd_outcomes o ON o.tx = k.tx
-WHERE k.key = ANY ($1::text[])
+SELECT key, tx, committed, reason
+FROM tpcd_outcome_keys
+WHERE key = ANY ($1::text[])
 `
 
 type OutcomesByKeyRow struct {
-	Key     string
-	Tx      int64
-	Outcome string
-	Reason  string
+	Key       string
+	Tx        int64
+	Committed bool
+	Reason    string
 }
 
 // OutcomesByKey finds the transactions some keys named, with their outcomes.
@@ -76,7 +89,7 @@ func (q *Queries) OutcomesByKey(ctx context.Context, db DBTX, keys []string) ([]
 		if err := rows.Scan(
 			&i.Key,
 			&i.Tx,
-			&i.Outcome,
+			&i.Committed,
 			&i.Reason,
 		); err != nil {
 			return nil, err
@@ -106,47 +119,53 @@ const outcomesPrune = `-- name: OutcomesPrune :one
 WITH pruned AS (
     DELETE FROM tpcd_outcomes
     WHERE ended_at < $1::timestamptz
+    RETURNING last_tx
+), pruned_keys AS (
+    DELETE FROM tpcd_outcome_keys
+    WHERE ended_at < $1::timestamptz
     RETURNING tx
 ), horizon AS (
     INSERT INTO tpcd_outcomes_horizon (max_tx)
-    SELECT max(tx) FROM pruned HAVING count(*) > 0
+    SELECT max(last_tx) FROM pruned HAVING count(*) > 0
     ON CONFLICT (only_row) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
 )
-SELECT count(*) FROM pruned
+SELECT ((SELECT count(*) FROM pruned) + (SELECT count(*) FROM pruned_keys))::bigint AS deleted
 `
 
 // OutcomesPrune deletes the outcomes of transactions that ended before
-// @before (their keys go with them) and raises the horizon to the largest id
-// deleted, in one statement. It returns how many it deleted.
+// @before, with their keys, and raises the horizon to the largest id
+// deleted, in one statement. It returns how many rows it deleted.
 func (q *Queries) OutcomesPrune(ctx context.Context, db DBTX, before time.Time) (int64, error) {
 	row := db.QueryRow(ctx, outcomesPrune, before)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+	var deleted int64
+	err := row.Scan(&deleted)
+	return deleted, err
 }
 
 const outcomesSave = `-- name: OutcomesSave :exec
-INSERT INTO tpcd_outcomes (tx, ended_at, outcome, reason)
-SELECT o.tx, o.ended_at, o.outcome, o.reason
-FROM ROWS FROM (unnest($1::bigint[]), unnest($2::timestamptz[]), unnest($3::text[]), unnest($4::text[])) AS o(tx, ended_at, outcome, reason)
-ON CONFLICT (tx) DO NOTHING
+INSERT INTO tpcd_outcomes (ended_at, first_tx, last_tx, committed, aborted, reasons)
+VALUES ($1, $2, $3, $4::bigint[], $5::bigint[], $6::text[])
 `
 
 type OutcomesSaveParams struct {
-	Txs      []int64
-	EndedAt  []time.Time
-	Outcomes []string
-	Reasons  []string
+	EndedAt   time.Time
+	FirstTx   int64
+	LastTx    int64
+	Committed []int64
+	Aborted   []int64
+	Reasons   []string
 }
 
-// OutcomesSave keeps the outcomes of ended transactions, one row each. A row
-// already there stays as it is: a restart saves again what it finds ended in
-// the log, which may have been saved before the crash.
+// OutcomesSave keeps the outcomes of the transactions that ended since the
+// last save as one row. A restart saves again what it finds ended in its
+// log; a transaction then has two rows, which agree.
 func (q *Queries) OutcomesSave(ctx context.Context, db DBTX, arg OutcomesSaveParams) error {
 	_, err := db.Exec(ctx, outcomesSave,
-		arg.Txs,
 		arg.EndedAt,
-		arg.Outcomes,
+		arg.FirstTx,
+		arg.LastTx,
+		arg.Committed,
+		arg.Aborted,
 		arg.Reasons,
 	)
 	return err
