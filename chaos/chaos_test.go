@@ -131,12 +131,19 @@ func TestChaos(t *testing.T) {
 	if rep.OneCall == 0 {
 		t.Error("no transaction went in one transact call: that path was not exercised")
 	}
-	// A deck holds every kind; a minute of faults draws several decks.
+	// A deck holds every kind, and kinds not drawn a third of the way
+	// through go first; a minute of faults draws several decks.
 	if duration >= time.Minute {
 		for _, k := range FaultKinds() {
 			if rep.Faults[k] == 0 {
 				t.Errorf("no %s fault injected", k)
 			}
+		}
+		// The replaced coordinator must have issued ids the first had
+		// issued too, or the case the incarnation keys exist for did not
+		// come up.
+		if len(rep.Incarnations) < 2 || rep.ReusedIDs == 0 {
+			t.Errorf("%d coordinator incarnations, %d tx ids issued by more than one: a replacement that reissued ids was not exercised", len(rep.Incarnations), rep.ReusedIDs)
 		}
 	}
 }
