@@ -3,10 +3,15 @@
 // server (or given URIs), on consecutive loopback ports. It is what
 // `tpcd cluster` runs, so that a newcomer gets a working cluster from one
 // command.
+//
+// The nodes share a peer token made at random for each start and never
+// shown: node-to-node methods (tpcd.*) refuse every caller but the
+// cluster's own nodes, while clients need no token.
 package localcluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +26,7 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
 )
 
 // Options configure a local cluster.
@@ -60,6 +66,8 @@ type Node struct {
 // Cluster is a running local cluster.
 type Cluster struct {
 	Nodes []Node
+	// peers is the secret the nodes present to each other.
+	peers node.Transport
 	coord *node.Coordinator
 	parts []*node.Participant
 	dbs   []*node.Databases
@@ -85,7 +93,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 100
 	}
-	c := &Cluster{failed: make(chan error, 1), closing: make(chan struct{})}
+	// 128 random bits: only the cluster's own nodes know it, so nobody
+	// else may send them node-to-node messages, even on this machine.
+	token := rand.Text()
+	c := &Cluster{failed: make(chan error, 1), closing: make(chan struct{}), peers: node.Transport{Auth: rpc.Auth{PeerToken: token}, PeerToken: token}}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -145,7 +156,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for i := range n {
 		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
-			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down,
+			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down, Transport: c.peers,
 			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
 		})
 		if err != nil {
@@ -155,7 +166,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.parts = append(c.parts, p)
 	}
 	coord, err := node.StartCoordinator(ctx, lns[0], node.CoordinatorOptions{
-		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger,
+		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger, Transport: c.peers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start coordinator: %w", err)

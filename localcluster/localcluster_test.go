@@ -63,6 +63,26 @@ func TestStartCommitStop(t *testing.T) {
 	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil || r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit: %v %+v", err, r)
 	}
+
+	// The nodes reached each other with their peer token; a stranger on
+	// this machine, without it, reaches no node-to-node method, and still
+	// the health check.
+	for _, n := range c.Nodes {
+		peer := rpc.NewClient(n.Addr, rpc.ClientOptions{Stream: true})
+		defer peer.Close()
+		for _, m := range []engine.Message{
+			engine.ExecRequest{TxID: 99, SQL: "CREATE TABLE forged (k int)"},
+			engine.DecisionRequest{TxID: 99, Outcome: engine.OutcomeCommit},
+			engine.VoteMessage{TxID: 99, Vote: engine.VoteYes},
+		} {
+			if err := peer.Call(ctx, m.Method(), m, nil); !rpc.IsCode(err, rpc.CodeUnauthorized) {
+				t.Errorf("%s: %s without the peer token: %v, want code %d", n.Name, m.Method(), err, rpc.CodeUnauthorized)
+			}
+		}
+		if err := peer.Call(ctx, api.MethodPing, struct{}{}, nil); err != nil {
+			t.Errorf("%s: ping: %v", n.Name, err)
+		}
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

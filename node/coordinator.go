@@ -83,6 +83,8 @@ type Coordinator struct {
 	// transactions; counts is touched on the loop goroutine only.
 	counts    outcomeCounts
 	admission *admission
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[CoordinatorSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -120,8 +122,11 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.ended = &compactor{store: c.store, node: api.CoordinatorName, logger: c.logger}
+	c.ended = newCompactor(c.store, api.CoordinatorName, 0, c.logger)
 	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		c.loop.compaction = c.ended
+	}
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer
@@ -160,6 +165,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	c.watch.checkHealth(ctx, c.CheckHealth)
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
@@ -169,6 +175,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) {
 			c.ended.run(ctx, c.opts.CompactEvery)
 		},
+		c.watchState,
 	}
 	for _, o := range c.out {
 		workers = append(workers, o.run)

@@ -82,6 +82,8 @@ type Participant struct {
 	cluster  string
 	epoch    engine.Epoch
 	finished *compactor // ended here, compacted a while later
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[ParticipantSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -114,8 +116,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if opts.KeepEnded <= 0 {
 		opts.KeepEnded = keepEnded
 	}
-	p.finished = &compactor{store: p.store, node: p.name, keep: opts.KeepEnded, logger: p.logger}
+	p.finished = newCompactor(p.store, p.name, opts.KeepEnded, p.logger)
 	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		p.loop.compaction = p.finished
+	}
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
@@ -164,6 +169,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	p.watch.checkHealth(ctx, p.CheckHealth)
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
 		Inline: participantMethods}))
 	p.peers = map[engine.NodeID]*peerOutbox{}
@@ -175,7 +181,8 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		p.out.run,
 		func(ctx context.Context) {
 			p.finished.run(ctx, p.opts.CompactEvery)
-		})
+		},
+		p.watchState)
 	return p, nil
 }
 

@@ -80,14 +80,22 @@ func (c *CoordinatorCmd) Validate() error {
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	transport, err := c.transport()
+	// Listen first: whether peers must authenticate depends on the address
+	// bound, and a taken port should fail before any database starts.
+	ln, err := net.Listen("tcp", c.Host)
+	if err != nil {
+		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+	}
+	// Once serving, the node closes ln itself; closing it again is harmless.
+	defer ln.Close()
+	transport, warnings, err := c.secure(c.Host, ln.Addr())
 	if err != nil {
 		return err
 	}
-	for _, w := range securityWarnings(c.Host, transport) {
+	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	obs, err := startObservability(c.MetricsAddr, logger, true)
+	obs, err := startObservability(c.MetricsAddr, logger, true, transport)
 	if err != nil {
 		return err
 	}
@@ -99,10 +107,6 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	defer dbs.Close()
-	ln, err := net.Listen("tcp", c.Host)
-	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
-	}
 	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
 		Participants: c.Participant,
 		Log:          dbs.Log,
@@ -122,7 +126,6 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		Observer:         observer,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	obs.coordinatorUp(coord, logger)

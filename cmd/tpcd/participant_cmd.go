@@ -70,14 +70,22 @@ func (c *ParticipantCmd) Validate() error {
 // Run starts the participant and serves until SIGINT/SIGTERM.
 func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	transport, err := c.transport()
+	// Listen first: whether peers must authenticate depends on the address
+	// bound, and a taken port should fail before any database starts.
+	ln, err := net.Listen("tcp", c.Host)
+	if err != nil {
+		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+	}
+	// Once serving, the node closes ln itself; closing it again is harmless.
+	defer ln.Close()
+	transport, warnings, err := c.secure(c.Host, ln.Addr())
 	if err != nil {
 		return err
 	}
-	for _, w := range securityWarnings(c.Host, transport) {
+	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	obs, err := startObservability(c.MetricsAddr, logger, false)
+	obs, err := startObservability(c.MetricsAddr, logger, false, transport)
 	if err != nil {
 		return err
 	}
@@ -92,10 +100,6 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	defer dbs.Close()
-	ln, err := net.Listen("tcp", c.Host)
-	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
-	}
 	p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{
 		ID:               engine.NodeID(*c.NodeID),
 		Coordinator:      c.Coordinator,
@@ -113,11 +117,11 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		DatabasesDown: dbs.Down,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	obs.participantUp(p, logger)
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
+		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))
 	err = waitForSignal(ctx, logger, dbs.Failed())
 	return errors.Join(err, p.Close())

@@ -123,15 +123,19 @@ type sim struct {
 	reqs     map[engine.ReqID]int // request -> session
 	known    []engine.TxID
 	sqlSeq   int
+	keySeq   int
+	keys     []string // given to calls, for status by key
 	replaced int
 	stats    SimStats
 }
 
 // session is one client connection: at most one explicit transaction and,
-// usually, one request at a time.
+// usually, one request at a time. retry is a keyed call whose answer was
+// lost, which the client may send again with the same key.
 type session struct {
 	tx      engine.TxID
 	waiting int
+	retry   *Request
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -150,6 +154,10 @@ func (s *sim) onResponse(r Response) {
 	ss.waiting--
 	if r.Lost {
 		ss.tx = 0
+		if r.Key != "" && (r.Kind == "transact" || r.Kind == "execute") {
+			lost := r.Request
+			ss.retry = &lost
+		}
 		return
 	}
 	switch rep := r.Reply.(type) {
@@ -430,10 +438,27 @@ func (s *sim) replaceCoordinator() {
 	s.stats.Replaced++
 	s.replaced++
 	_ = s.c.LoseLog(engine.CoordinatorNode, fmt.Sprintf("%s-%d", s.c.cfg.ClusterID, s.replaced))
+	// Keys live in the coordinator's log: a new cluster knows none, so a
+	// call repeated now would run again (its clients are told so).
+	for i := range s.sessions {
+		s.sessions[i].retry = nil
+	}
+	s.keys = nil
 }
 
 func (s *sim) restart(down []engine.NodeID) {
 	_ = s.c.Start(pick(s.rng, down))
+}
+
+// key gives half the calls an idempotency key.
+func (s *sim) key() string {
+	if s.chance(0.5) {
+		return ""
+	}
+	s.keySeq++
+	k := fmt.Sprintf("k%d", s.keySeq)
+	s.keys = append(s.keys, k)
+	return k
 }
 
 func (s *sim) sql() string {
@@ -470,18 +495,29 @@ func (s *sim) client() {
 	ss.waiting++
 	r := s.rng.Float64()
 	switch {
+	case ss.tx == 0 && ss.retry != nil && s.chance(0.5):
+		// The same call again, with the same key: it must not run twice.
+		again := ss.retry
+		ss.retry = nil
+		if again.Kind == "transact" {
+			s.c.Transact(0, again.Stmts, true, again.Key)
+		} else {
+			s.c.Execute(again.Node, again.SQL, again.Key)
+		}
 	case ss.tx == 0 && r < 0.3:
-		s.c.Begin()
+		s.c.Begin(s.key())
 	case ss.tx == 0 && r < 0.45:
 		// Begin with the first statement.
 		s.c.Exec(0, node, s.sql())
 	case ss.tx == 0 && r < 0.65:
 		// A whole transaction in one call, committed (mostly) with it.
-		s.c.Transact(0, s.stmts(), s.chance(0.9))
+		s.c.Transact(0, s.stmts(), s.chance(0.9), s.key())
 	case ss.tx == 0 && r < 0.9:
-		s.c.Execute(node, s.sql())
-	case ss.tx == 0 && r < 0.93 && len(s.known) > 0:
-		s.c.Status(pick(s.rng, s.known))
+		s.c.Execute(node, s.sql(), s.key())
+	case ss.tx == 0 && r < 0.92 && len(s.known) > 0:
+		s.c.Status(pick(s.rng, s.known), "")
+	case ss.tx == 0 && r < 0.93 && len(s.keys) > 0:
+		s.c.Status(0, pick(s.rng, s.keys))
 	case ss.tx == 0 && r < 0.96 && len(s.known) > 0:
 		// A confused client: a statement for an old transaction, or for
 		// a node that does not exist.
@@ -495,13 +531,13 @@ func (s *sim) client() {
 	case r < 0.55:
 		s.c.Exec(ss.tx, node, s.sql())
 	case r < 0.6:
-		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5))
+		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5), "")
 	case r < 0.8:
 		s.c.Commit(ss.tx)
 	case r < 0.87:
 		s.c.Rollback(ss.tx)
 	case r < 0.92:
-		s.c.Status(ss.tx)
+		s.c.Status(ss.tx, "")
 	default:
 		// The client walks away; the coordinator's idle timeout cleans up.
 		delete(s.reqs, next)
