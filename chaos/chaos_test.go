@@ -145,6 +145,21 @@ func TestChaos(t *testing.T) {
 		if len(rep.Incarnations) < 2 || rep.ReusedIDs == 0 {
 			t.Errorf("%d coordinator incarnations, %d tx ids issued by more than one: a replacement that reissued ids was not exercised", len(rep.Incarnations), rep.ReusedIDs)
 		}
+		// The sharp case: a new coordinator's transaction reaching a
+		// participant that still holds the old cluster's open work under
+		// the same id.
+		if rep.OrphansMet == 0 {
+			t.Errorf("%d transactions left open by replaced coordinators, none of their ids issued again by the next coordinator to a transaction that sent statements", rep.Orphans)
+		}
+		healed := 0
+		for _, k := range rep.EmbeddedKills {
+			if k.Failure == "" {
+				healed++
+			}
+		}
+		if healed == 0 {
+			t.Errorf("%d kills of the coordinator's own postgres, none healed: supervision was not shown to work", len(rep.EmbeddedKills))
+		}
 	}
 }
 

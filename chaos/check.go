@@ -65,6 +65,8 @@ func isFinal(state string) bool { return slices.Contains(finalStates, state) }
 // anywhere must not have been told commit. The coordinator's final state
 // must agree with the data; rows of transactions nobody began, prepared
 // transactions left behind and alarms in the node logs are violations too.
+// A transaction orphaned by a replaced coordinator has no state anywhere;
+// any row of it is a violation.
 func Check(records []*TxRecord, obs Observed) Verdict {
 	var v Verdict
 	bad := func(r *TxRecord, format string, args ...any) {
@@ -98,6 +100,8 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 				bad(r, "client was told abort (%s) but rows are committed on nodes %v", r.Reason, present)
 			case r.Failed:
 				bad(r, "a statement failed (%s) but rows are committed on nodes %v", r.Reason, present)
+			case r.Orphaned:
+				bad(r, "left open when its coordinator was replaced, but rows are committed on nodes %v", present)
 			case r.Lost || r.RolledBack:
 				bad(r, "the client never asked to commit but rows are committed on nodes %v", present)
 			}
@@ -126,6 +130,9 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 			}
 		}
 		switch {
+		case r.Orphaned:
+			// Its coordinator is gone with its log: no one can tell its
+			// state, only the data can show it never committed.
 		case state == "":
 			bad(r, "no status from the coordinator")
 		case state == "unknown":

@@ -181,3 +181,62 @@ func TestDescribeIncarnations(t *testing.T) {
 		t.Fatalf("got %+v, %d reused; want %+v, 1", got, reused, want)
 	}
 }
+
+// A transaction left open when its coordinator was replaced has no state
+// anywhere; that is expected, and only its rows would be wrong.
+func TestCheckOrphans(t *testing.T) {
+	orphan := func() *TxRecord { r := recOf(2, 1, ToldUnknown, 1, 1, 1); r.Orphaned = true; return r }
+	second := TxKey{Incarnation: 2, TxID: 1}
+	v := Check([]*TxRecord{orphan()}, observed(map[TxKey]string{}, map[TxKey]int{}, map[TxKey]int{}, map[TxKey]int{}))
+	if len(v.Violations) != 0 {
+		t.Fatalf("violations for an orphan without rows: %q", v.Violations)
+	}
+	v = Check([]*TxRecord{orphan()}, observed(map[TxKey]string{}, map[TxKey]int{second: 1}, map[TxKey]int{}, map[TxKey]int{}))
+	want := "tx 1 of coordinator #2 (client 0, told unknown): left open when its coordinator was replaced, but rows are committed on nodes [0]"
+	if !anyContains(v.Violations, want) {
+		t.Fatalf("no violation %q in %q", want, v.Violations)
+	}
+}
+
+// The bug the orphans are there to catch, as the data would show it: the
+// third coordinator's transaction 1 was taken by participant 0 for the
+// open transaction 1 of the second, so its commit committed the orphan's
+// row there instead of its own.
+func TestCheckCatchesOrphanRowCommittedUnderNewTx(t *testing.T) {
+	orphan := recOf(2, 1, ToldUnknown, 1, 1, 1)
+	orphan.Orphaned = true
+	fresh := recOf(3, 1, ToldCommit, 1, 1, 0)
+	obs := observed(map[TxKey]string{{Incarnation: 3, TxID: 1}: "committed"},
+		map[TxKey]int{{Incarnation: 2, TxID: 1}: 1},
+		map[TxKey]int{{Incarnation: 3, TxID: 1}: 1},
+		map[TxKey]int{})
+	v := Check([]*TxRecord{orphan, fresh}, obs)
+	for _, want := range []string{
+		"tx 1 of coordinator #2 (client 0, told unknown): left open when its coordinator was replaced, but rows are committed on nodes [0]",
+		"tx 1 of coordinator #3 (client 0, told commit): not atomic: node 0 has 0 rows, 1 inserts were acknowledged there",
+	} {
+		if !anyContains(v.Violations, want) {
+			t.Errorf("no violation %q in %q", want, v.Violations)
+		}
+	}
+}
+
+func TestCountOrphans(t *testing.T) {
+	orphan := func(inc int, tx uint64) *TxRecord {
+		r := recOf(inc, tx, ToldUnknown, 1, 1, 1)
+		r.Orphaned = true
+		return r
+	}
+	records := []*TxRecord{
+		orphan(2, 1), orphan(2, 2), orphan(2, 3),
+		recOf(3, 1, ToldCommit, 0, 1, 0),
+		recOf(3, 2, ToldAbort, 0, 0, 0),  // begun, sent nothing
+		recOf(1, 3, ToldCommit, 1, 0, 0), // an earlier coordinator's, not the next one's
+		orphan(4, 1), recOf(5, 1, ToldCommit, 1, 0, 0),
+	}
+	records[len(records)-2].Acked = []int{0, 0, 0} // left open before any work was acknowledged
+	orphans, met := countOrphans(records)
+	if orphans != 4 || met != 1 {
+		t.Fatalf("got %d orphans, %d met; want 4, 1", orphans, met)
+	}
+}

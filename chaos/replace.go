@@ -107,8 +107,10 @@ func waitGone(ctx context.Context, pid int, limit time.Duration) bool {
 
 // Replacement is one replace-coordinator fault that was carried out.
 type Replacement struct {
-	// Incarnation is the number of the new coordinator.
-	Incarnation int
+	// Incarnation is the number of the new coordinator; Via the one
+	// started in between, which left Orphans transactions open on every
+	// participant before it was replaced in turn.
+	Incarnation, Via, Orphans int
 	// Quiet is how long the old cluster took to become quiet after the
 	// clients were paused; Took the whole fault, until the new coordinator
 	// served.
@@ -127,9 +129,13 @@ const replaceQuietLimit = time.Minute
 // it knows nothing is in doubt: it pauses the clients between their
 // transactions, lets the faults in effect heal, waits until every
 // transaction of the old coordinator is final there and no participant's
-// server holds a prepared transaction of tpcd, and only then starts the
-// new coordinator on an empty log. It runs on the injector's goroutine, so
-// no other fault starts meanwhile.
+// server holds a prepared transaction of tpcd, and only then starts a
+// new coordinator on an empty log. That one leaves a few transactions open
+// on every participant (work, nothing prepared: not in doubt) and is
+// replaced by another fresh one in turn, which issues the same ids again:
+// the participants must roll the open work back, and never take the
+// newest coordinator's transactions for it. It runs on the injector's
+// goroutine, so no other fault starts meanwhile.
 func (in *injector) replaceCoordinator(ctx context.Context) {
 	began := time.Now()
 	old := in.c.current()
@@ -158,19 +164,47 @@ func (in *injector) replaceCoordinator(ctx context.Context) {
 	// From here on the replacement is finished even if the faults end.
 	rctx, cancel := context.WithTimeout(in.runCtx, 3*time.Minute)
 	defer cancel()
-	err = in.c.replaceCoordinator(rctx)
-	in.wl.gate.open(in.c.current())
-	if err != nil {
+	defer func() { in.wl.gate.open(in.c.current()) }()
+	if err := in.c.replaceCoordinator(rctx); err != nil {
 		in.fail(fmt.Errorf("replace the coordinator: %w", err))
 		return
 	}
+	// The fresh coordinator's first ids are the ones the next fresh
+	// coordinator will issue first, so transactions it leaves open on
+	// every participant are met, within seconds and well inside the
+	// participants' idle timeout, by new transactions of the same ids:
+	// the case of a participant taking a new transaction for an old one
+	// comes up every time instead of by chance.
+	via := in.c.current()
+	orphans, err := in.wl.orphans(rctx, via, orphansPerReplacement)
+	if err != nil {
+		in.fail(fmt.Errorf("leave transactions open on coordinator #%d: %w", via, err))
+		return
+	}
+	if err := in.c.replaceCoordinator(rctx); err != nil {
+		in.fail(fmt.Errorf("replace the coordinator #%d that left transactions open: %w", via, err))
+		return
+	}
 	ids := in.c.ClusterIDs()
-	rep := Replacement{Incarnation: in.c.current(), Quiet: quiet, Took: time.Since(began)}
+	rep := Replacement{Incarnation: in.c.current(), Via: via, Orphans: len(orphans), Quiet: quiet, Took: time.Since(began)}
 	in.mu.Lock()
 	in.replacements = append(in.replacements, rep)
 	in.mu.Unlock()
 	in.record(ReplaceCoordinator, nodeName(0), 0, "incarnation", rep.Incarnation, "cluster", ids[len(ids)-1],
-		"quiet_after", quiet.Round(time.Millisecond), "took", rep.Took.Round(time.Millisecond))
+		"via", via, "orphans", txIDs(orphans), "quiet_after", quiet.Round(time.Millisecond), "took", rep.Took.Round(time.Millisecond))
+}
+
+// orphansPerReplacement is how many transactions the intermediate
+// coordinator of a replacement leaves open: more than one client's worth,
+// so that several of the next coordinator's first ids meet one.
+const orphansPerReplacement = 3
+
+func txIDs(records []*TxRecord) []uint64 {
+	out := make([]uint64, len(records))
+	for i, r := range records {
+		out[i] = r.TxID
+	}
+	return out
 }
 
 // checkJoined reports every participant that is not bound to the cluster

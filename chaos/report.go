@@ -41,6 +41,11 @@ type Report struct {
 	// ReplaceSkipped says why others were not (the cluster was not quiet).
 	Replacements   []Replacement
 	ReplaceSkipped []string
+	// Orphans counts the transactions left open by the coordinator
+	// replaced in the middle of a replacement; OrphansMet those of them
+	// that hold acknowledged work on a participant and whose id the next
+	// coordinator issued again to a transaction that sent statements.
+	Orphans, OrphansMet int
 	// EmbeddedKills are the kill-embedded-postgres faults and how the
 	// coordinator healed after each; one that did not heal in time is a
 	// violation too.
@@ -112,6 +117,30 @@ func describeIncarnations(clusterIDs []string, records []*TxRecord) (out []Incar
 		}
 	}
 	return out, reused
+}
+
+// countOrphans counts the orphaned transactions, and those with
+// acknowledged work whose id the next coordinator incarnation issued again
+// to a transaction that sent statements.
+func countOrphans(records []*TxRecord) (orphans, met int) {
+	sent := map[TxKey]bool{}
+	for _, r := range records {
+		for _, n := range r.Sent {
+			if n > 0 {
+				sent[r.Key()] = true
+			}
+		}
+	}
+	for _, r := range records {
+		if !r.Orphaned {
+			continue
+		}
+		orphans++
+		if slices.ContainsFunc(r.Acked, func(n int) bool { return n > 0 }) && sent[TxKey{Incarnation: r.Incarnation + 1, TxID: r.TxID}] {
+			met++
+		}
+	}
+	return orphans, met
 }
 
 // OK reports whether the run found nothing wrong.
@@ -196,6 +225,7 @@ func (r *Report) describeReplacements() string {
 	s := fmt.Sprintf("%d times, %d skipped (not quiet)", len(r.Replacements), len(r.ReplaceSkipped))
 	if len(r.Replacements) > 0 {
 		s += fmt.Sprintf("; from the clients' pause: quiet after %s, the new coordinator serving after %s", strings.Join(quiet, ", "), strings.Join(took, ", "))
+		s += fmt.Sprintf("; %d transactions left open by the coordinators in between, %d of them with acknowledged work and their ids issued again by the next", r.Orphans, r.OrphansMet)
 	}
 	return s
 }

@@ -254,7 +254,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	for _, r := range records {
 		if r.Client < 0 {
-			rep.Probes++ // checked like the rest, counted apart
+			if !r.Orphaned {
+				rep.Probes++ // checked like the rest, counted apart
+			}
 			continue
 		}
 		rep.Attempted++
@@ -277,6 +279,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 	}
 	rep.Incarnations, rep.ReusedIDs = describeIncarnations(c.ClusterIDs(), records)
+	rep.Orphans, rep.OrphansMet = countOrphans(records)
 	rep.BeginFailures = int(wl.beginFailures.Load())
 	rep.Reasons = topReasons(records)
 	return rep, nil

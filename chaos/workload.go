@@ -82,7 +82,11 @@ type TxRecord struct {
 	RolledBack bool
 	// OneCall: the statements and the commit went in one transact call.
 	OneCall bool
-	Told    Told
+	// Orphaned: the harness left the transaction open on purpose and
+	// replaced its coordinator, so no coordinator can tell its state and
+	// none of its rows may ever commit.
+	Orphaned bool
+	Told     Told
 	// Reason is the abort reason or the error behind ToldUnknown.
 	Reason string
 }
@@ -438,6 +442,64 @@ func (w *workload) probe(ctx context.Context, nodes func(attempt int) []int) (at
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
 	return attempts, fmt.Errorf("no probe transaction committed: %w (last: %v)", ctx.Err(), err)
+}
+
+// orphans begins k transactions of the given coordinator incarnation, each
+// inserting one row on every participant, and leaves them open: the state
+// a client that vanished leaves behind. They are recorded as orphaned, and
+// returned with the first error that kept one from being begun.
+func (w *workload) orphans(ctx context.Context, incarnation, k int) ([]*TxRecord, error) {
+	c := &client{w: w, id: -1, rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
+	defer c.rpc.Close()
+	var out []*TxRecord
+	for range k {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		b, err := c.beginPatiently(ctx, orphanBeginWithin)
+		if err != nil {
+			return out, fmt.Errorf("begin a transaction to leave open: %w", err)
+		}
+		r := &TxRecord{TxID: uint64(b.TxID), Incarnation: incarnation, Client: -1, Sent: make([]int, w.n), Acked: make([]int, w.n), Orphaned: true, Told: ToldUnknown}
+		for nd := range w.n {
+			r.Sent[nd]++
+			id := engine.NodeID(nd)
+			key := fmt.Sprintf("orphan-%d-%d-%d", incarnation, r.TxID, nd)
+			if err := c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, incarnation, r.TxID, nd}}, nil); err != nil {
+				r.noteExecError(err)
+				break
+			}
+			r.Acked[nd]++
+		}
+		if r.Reason == "" {
+			r.Reason = "left open; its coordinator was replaced"
+		}
+		w.add(r)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// orphanBeginWithin bounds the begins of transactions left open: the
+// coordinator has just started and may still be recovering, but nothing
+// else is wrong.
+const orphanBeginWithin = 30 * time.Second
+
+// beginPatiently retries begin until it gives an id or limit passes.
+func (c *client) beginPatiently(ctx context.Context, limit time.Duration) (engine.BeginReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		var b engine.BeginReply
+		err := c.call(beginTimeout, api.MethodBegin, struct{}{}, &b)
+		if err == nil {
+			return b, nil
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+		if ctx.Err() != nil {
+			return b, fmt.Errorf("no begin within %v: %w", limit, err)
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
