@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,6 +151,9 @@ func TestChaos(t *testing.T) {
 		// the same id.
 		if rep.OrphansMet == 0 {
 			t.Errorf("%d transactions left open by replaced coordinators, none of their ids issued again by the next coordinator to a transaction that sent statements", rep.Orphans)
+		}
+		if !slices.ContainsFunc(rep.Replacements, func(r Replacement) bool { return r.OpenAtResume > 0 }) {
+			t.Errorf("no replacement left open work on the participants for the new coordinator's transactions to meet (%+v)", rep.Replacements)
 		}
 		healed := 0
 		for _, k := range rep.EmbeddedKills {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -55,8 +56,11 @@ func (c *cluster) waitQuiet(ctx context.Context, poller *statusPoller, keys []Tx
 // one in a new state directory: an empty log, so a new cluster id and
 // transaction ids from 1 again, while the participants keep running. The
 // caller has made sure nothing of the old cluster is in doubt. It returns
-// once the new coordinator serves and has told its cluster id.
-func (c *cluster) replaceCoordinator(ctx context.Context) error {
+// once the new coordinator serves and has told its cluster id, with a
+// function that removes the old coordinator's state once its server is
+// gone (unless the run keeps it): that wait is left to the caller, so that
+// it does not hold up the clients.
+func (c *cluster) replaceCoordinator(ctx context.Context) (retire func(context.Context), err error) {
 	coord := c.nodes[0]
 	old := c.coordinatorStateDir(c.current())
 	oldPostmaster, _ := postmasterPID(filepath.Join(old, "pg"))
@@ -64,31 +68,55 @@ func (c *cluster) replaceCoordinator(ctx context.Context) error {
 	args, err := c.nextCoordinator()
 	if err != nil {
 		coord.Release() // the old coordinator comes back instead
-		return err
+		return nil, err
 	}
 	coord.SetArgs(args)
 	coord.Release()
-	if err := c.waitNodeServing(ctx, 0, time.Now().Add(2*time.Minute)); err != nil {
-		return fmt.Errorf("the new coordinator: %w", err)
-	}
-	if err := c.learnClusterID(ctx); err != nil {
-		return err
-	}
-	if ids := c.ClusterIDs(); len(ids) >= 2 && ids[len(ids)-1] == ids[len(ids)-2] {
-		return fmt.Errorf("the new coordinator reports the old cluster id %s: its log was not new", ids[len(ids)-1])
-	}
-	if !c.keep {
+	retire = func(ctx context.Context) {
+		if c.keep {
+			return
+		}
 		// The old server goes down with its node (it is asked to quit
 		// when its owner dies); its directory is only taking space.
 		if oldPostmaster > 0 && !waitGone(ctx, oldPostmaster, 30*time.Second) {
 			c.log.Warn("the replaced coordinator's postgres is still running; its directory stays", "pid", oldPostmaster, "dir", old)
-			return nil
+			return
 		}
 		if err := os.RemoveAll(old); err != nil {
 			c.log.Warn("could not remove the replaced coordinator's state", "dir", old, "err", err)
 		}
 	}
-	return nil
+	if err := c.waitNodeServing(ctx, 0, time.Now().Add(2*time.Minute)); err != nil {
+		return retire, fmt.Errorf("the new coordinator: %w", err)
+	}
+	if err := c.learnClusterID(ctx); err != nil {
+		return retire, err
+	}
+	if ids := c.ClusterIDs(); len(ids) >= 2 && ids[len(ids)-1] == ids[len(ids)-2] {
+		return retire, fmt.Errorf("the new coordinator reports the old cluster id %s: its log was not new", ids[len(ids)-1])
+	}
+	return retire, nil
+}
+
+// openWork counts the transactions that hold uncommitted writes open on
+// the participants' data databases, idle between statements. With the
+// clients paused after the old cluster was quiet, those are the ones a
+// replaced coordinator left open: what the next coordinator's first
+// transactions must not be taken for. A server that cannot be read counts
+// as none.
+func (c *cluster) openWork(ctx context.Context) int {
+	n := 0
+	for i, uri := range c.dataURIs {
+		got, err := queryStrings(ctx, uri, `SELECT count(*)::text FROM pg_stat_activity
+			WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND backend_xid IS NOT NULL`)
+		if err != nil || len(got) != 1 {
+			c.log.Warn("cannot count the open transactions of a participant", "node", nodeName(i+1), "err", err)
+			continue
+		}
+		k, _ := strconv.Atoi(got[0])
+		n += k
+	}
+	return n
 }
 
 // waitGone waits until process pid no longer exists.
@@ -109,8 +137,11 @@ func waitGone(ctx context.Context, pid int, limit time.Duration) bool {
 type Replacement struct {
 	// Incarnation is the number of the new coordinator; Via the one
 	// started in between, which left Orphans transactions open on every
-	// participant before it was replaced in turn.
-	Incarnation, Via, Orphans int
+	// participant before it was replaced in turn. OpenAtResume counts the
+	// transactions with uncommitted writes open on the participants' data
+	// databases when the clients resumed: the orphans' work, still there
+	// for the new coordinator's transactions of the same ids to meet.
+	Incarnation, Via, Orphans, OpenAtResume int
 	// Quiet is how long the old cluster took to become quiet after the
 	// clients were paused; Took the whole fault, until the new coordinator
 	// served.
@@ -164,8 +195,18 @@ func (in *injector) replaceCoordinator(ctx context.Context) {
 	// From here on the replacement is finished even if the faults end.
 	rctx, cancel := context.WithTimeout(in.runCtx, 3*time.Minute)
 	defer cancel()
-	defer func() { in.wl.gate.open(in.c.current()) }()
-	if err := in.c.replaceCoordinator(rctx); err != nil {
+	var retired []func(context.Context)
+	defer func() {
+		in.wl.gate.open(in.c.current())
+		for _, retire := range retired {
+			if retire != nil {
+				retire(rctx)
+			}
+		}
+	}()
+	retire, err := in.c.replaceCoordinator(rctx)
+	retired = append(retired, retire)
+	if err != nil {
 		in.fail(fmt.Errorf("replace the coordinator: %w", err))
 		return
 	}
@@ -181,17 +222,19 @@ func (in *injector) replaceCoordinator(ctx context.Context) {
 		in.fail(fmt.Errorf("leave transactions open on coordinator #%d: %w", via, err))
 		return
 	}
-	if err := in.c.replaceCoordinator(rctx); err != nil {
+	retire, err = in.c.replaceCoordinator(rctx)
+	retired = append(retired, retire)
+	if err != nil {
 		in.fail(fmt.Errorf("replace the coordinator #%d that left transactions open: %w", via, err))
 		return
 	}
 	ids := in.c.ClusterIDs()
-	rep := Replacement{Incarnation: in.c.current(), Via: via, Orphans: len(orphans), Quiet: quiet, Took: time.Since(began)}
+	rep := Replacement{Incarnation: in.c.current(), Via: via, Orphans: len(orphans), OpenAtResume: in.c.openWork(rctx), Quiet: quiet, Took: time.Since(began)}
 	in.mu.Lock()
 	in.replacements = append(in.replacements, rep)
 	in.mu.Unlock()
 	in.record(ReplaceCoordinator, nodeName(0), 0, "incarnation", rep.Incarnation, "cluster", ids[len(ids)-1],
-		"via", via, "orphans", txIDs(orphans), "quiet_after", quiet.Round(time.Millisecond), "took", rep.Took.Round(time.Millisecond))
+		"via", via, "orphans", txIDs(orphans), "open_at_resume", rep.OpenAtResume, "quiet_after", quiet.Round(time.Millisecond), "took", rep.Took.Round(time.Millisecond))
 }
 
 // orphansPerReplacement is how many transactions the intermediate

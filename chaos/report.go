@@ -217,15 +217,17 @@ func (r *Report) describeCoordinators() string {
 }
 
 func (r *Report) describeReplacements() string {
-	var quiet, took []string
+	var quiet, took, open []string
 	for _, rp := range r.Replacements {
 		quiet = append(quiet, rp.Quiet.Round(100*time.Millisecond).String())
 		took = append(took, rp.Took.Round(100*time.Millisecond).String())
+		open = append(open, fmt.Sprint(rp.OpenAtResume))
 	}
 	s := fmt.Sprintf("%d times, %d skipped (not quiet)", len(r.Replacements), len(r.ReplaceSkipped))
 	if len(r.Replacements) > 0 {
 		s += fmt.Sprintf("; from the clients' pause: quiet after %s, the new coordinator serving after %s", strings.Join(quiet, ", "), strings.Join(took, ", "))
-		s += fmt.Sprintf("; %d transactions left open by the coordinators in between, %d of them with acknowledged work and their ids issued again by the next", r.Orphans, r.OrphansMet)
+		s += fmt.Sprintf("; %d transactions left open by the coordinators in between, %d of them with acknowledged work and their ids issued again by the next; open writes on the participants when the clients resumed: %s",
+			r.Orphans, r.OrphansMet, strings.Join(open, ", "))
 	}
 	return s
 }
