@@ -20,15 +20,40 @@ const (
 	// its statements up front pays one round trip for the whole
 	// transaction.
 	MethodTransact = "transact"
+	// MethodInDoubt lists the transactions past their statements that
+	// have not ended, with what each waits for; MethodResolve retries one
+	// now. They are an operator's: the coordinator logs every resolve.
+	MethodInDoubt = "indoubt"
+	MethodResolve = "resolve"
 	// MethodPing is served by every node; the coordinator pings its
 	// participants with it to report their health (MethodNodes). Package
 	// rpc names it too, because either token may call it.
 	MethodPing = rpc.PingMethod
 )
 
-// TxParams names a transaction (commit, rollback, status).
+// TxParams names a transaction (commit, rollback).
 type TxParams struct {
 	TxID engine.TxID `json:"tx"`
+}
+
+// MaxKeyBytes bounds an idempotency key. A key is kept with its
+// transaction's outcome for the retention window, so it must stay small;
+// a UUID or a request id fits many times over.
+const MaxKeyBytes = 200
+
+// BeginParams are begin's optional params. Key is the client's
+// idempotency key for the transaction: a begin repeated with the key of a
+// transaction still open is answered with that transaction (Repeated set);
+// with the key of one that ended, it is refused (rpc.CodeKeyUsed).
+type BeginParams struct {
+	Key string `json:"key,omitempty"`
+}
+
+// StatusParams name the transaction status asks about: by id, or by the
+// key its client gave it (exactly one of the two).
+type StatusParams struct {
+	TxID engine.TxID `json:"tx,omitempty"`
+	Key  string      `json:"key,omitempty"`
 }
 
 // ExecParams runs a statement in an explicit transaction. TxID 0 begins a
@@ -46,30 +71,58 @@ type ExecParams struct {
 }
 
 // ExecuteParams is the seed form: a statement that joins the current batch
-// transaction.
+// transaction. Key, optional, names the statement: repeated with the same
+// key, it does not run again but is answered with its batch's outcome
+// (Repeated set).
 type ExecuteParams struct {
 	Node *engine.NodeID `json:"node"`
 	SQL  string         `json:"sql"`
 	Args []any          `json:"args,omitempty"`
+	Key  string         `json:"key,omitempty"`
 }
 
 // TransactParams are the statements MethodTransact runs, in order, in
-// transaction TxID (0: a new one), and whether to commit after them.
+// transaction TxID (0: a new one), and whether to commit after them. Key,
+// optional and only without TxID, is the client's idempotency key for the
+// transaction the call begins: a call repeated with the same key never
+// runs its statements again, and is answered with the first call's
+// outcome (Repeated set) once it is known.
 type TransactParams struct {
 	TxID       engine.TxID       `json:"tx"`
 	Statements []StatementParams `json:"statements"`
 	Commit     bool              `json:"commit"`
+	Key        string            `json:"key,omitempty"`
 }
 
-// StatementParams is one statement of MethodTransact: a node and its SQL,
-// the shape the seed form's execute takes.
-type StatementParams = ExecuteParams
+// StatementParams is one statement of MethodTransact: a node, its SQL and
+// its arguments.
+type StatementParams struct {
+	Node *engine.NodeID `json:"node"`
+	SQL  string         `json:"sql"`
+	Args []any          `json:"args,omitempty"`
+}
 
 // TransactReply answers MethodTransact: the statements' results in the
 // order given, and the outcome when the call committed. (A result may be
 // null when the statement's answer was lost yet the transaction
 // committed: the commit says every statement ran.)
 type TransactReply = engine.TransactReply
+
+// InDoubtTx is a transaction past its statements that has not ended
+// (MethodInDoubt): how long since it began, what it waits for and from
+// whom, and when the coordinator tries again by itself.
+type InDoubtTx struct {
+	engine.StatusReply
+	// AgeMillis is the time since the transaction began.
+	AgeMillis int64 `json:"age_ms"`
+	// Waiting says what it waits for: "votes", "acknowledgements of the
+	// commit decision", the decider's answer.
+	Waiting   string       `json:"waiting"`
+	WaitingOn []NodeHealth `json:"waiting_on,omitempty"`
+	// NextTryMillis is the time until the coordinator acts on it again by
+	// itself (resends, asks, or gives up on votes); 0 when due.
+	NextTryMillis int64 `json:"next_try_ms"`
+}
 
 // NodeHealth is one participant as the coordinator sees it (MethodNodes).
 type NodeHealth struct {
@@ -95,6 +148,9 @@ type PingReply struct {
 	// node id: a participant reaches the decider of a transaction in doubt
 	// with them.
 	Participants []string `json:"participants,omitempty"`
+	// Coordinator, from a participant, is the coordinator address it was
+	// given, so that a client pointed at a participant can say where to go.
+	Coordinator string `json:"coordinator,omitempty"`
 }
 
 // Ack is the empty reply to node-to-node messages: they are one-way, and

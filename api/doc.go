@@ -11,14 +11,16 @@
 // node. docs/API.md shows each with example params and results.
 //
 //	method          params          result
-//	begin           {}              engine.BeginReply
+//	begin           BeginParams     engine.BeginReply
 //	exec            ExecParams      engine.ExecReply
 //	transact        TransactParams  TransactReply
 //	commit          TxParams        engine.OutcomeReply
 //	rollback        TxParams        engine.OutcomeReply
-//	status          TxParams        engine.StatusReply
+//	status          StatusParams    engine.StatusReply
 //	execute         ExecuteParams   engine.ExecReply
 //	nodes           {}              []NodeHealth
+//	indoubt         {}              []InDoubtTx
+//	resolve         TxParams        engine.StatusReply
 //	tpcd.ping       {}              PingReply
 //
 // The results named engine.* are the engine's reply types, encoded as they
@@ -38,7 +40,11 @@
 // and rpc.CodeInternal. Beyond those:
 //
 //   - begin: rpc.CodeLimit when the client already holds as many undecided
-//     transactions as it may.
+//     transactions as it may; rpc.CodeKeyUsed when its key named a
+//     transaction that has ended.
+//   - begin, transact, execute with a key: rpc.CodeUnavailable when the
+//     coordinator could not tell whether the key was used before (its
+//     outcome store did not answer); retry.
 //   - exec, execute, transact: rpc.CodeUnknownTx for a transaction never
 //     issued, rpc.CodeTxNotActive for one that no longer takes statements,
 //     rpc.CodeBadNode for a node out of range, rpc.CodeAborted when the
@@ -49,8 +55,11 @@
 //   - commit, rollback: rpc.CodeUnknownTx, or rpc.CodeTxNotActive for a
 //     transaction ended so long ago that its outcome is forgotten. An
 //     abort is an outcome, not an error.
+//   - resolve: rpc.CodeUnknownTx for a transaction never issued,
+//     rpc.CodeTxNotActive for one not in doubt (still taking statements,
+//     or ended).
 //   - status: only the common codes; an unknown transaction is the state
-//     "unknown".
+//     "unknown", one whose outcome is no longer kept "forgotten".
 //
 // # Node-to-node messages
 //

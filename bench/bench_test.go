@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/localcluster"
 )
@@ -602,5 +603,38 @@ func TestMedianRound(t *testing.T) {
 	alone := []Round{{TPCD: &Result{CommittedPerSec: 30}}, {TPCD: &Result{CommittedPerSec: 10}}, {TPCD: &Result{CommittedPerSec: 20}}}
 	if got := medianRound(alone).TPCD.CommittedPerSec; got != 20 {
 		t.Errorf("median without a baseline: %.0f/s, want 20/s", got)
+	}
+}
+
+// TestTransactCarriesKey: the single form's calls carry idempotency keys,
+// so the coordinator knows each transaction by its key, and a call sent
+// again with a key is answered with the first one's outcome rather than
+// run again (here, run again, it would fail: its table is gone).
+func TestTransactCarriesKey(t *testing.T) {
+	ctx := context.Background()
+	cl, err := startLocalCluster(ctx, ClusterSpec{Participants: 2, LazyPrepared: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Stop()
+	d := newTPCDDriver(cl.Coordinator, 1, time.Minute, true, false)
+	defer d.close()
+	d.keyPrefix = "bench-test-"
+	if err := d.createTable(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if out, why := d.transact(ctx, d.conns[0], []stmt{{node: 0, key: 1, val: 1}, {node: 1, key: 2, val: 2}}, &spans{}); out != outCommitted {
+		t.Fatalf("transact: %v %s", out, why)
+	}
+	var st engine.StatusReply
+	if err := d.conns[0].Call(ctx, api.MethodStatus, api.StatusParams{Key: "bench-test-1"}, &st); err != nil || st.TxID == 0 || st.Outcome != engine.OutcomeCommit {
+		t.Fatalf("status by the call's key: %+v, %v", st, err)
+	}
+	n0, n1 := engine.NodeID(0), engine.NodeID(1)
+	var r api.TransactReply
+	err = d.conns[0].Call(ctx, api.MethodTransact, api.TransactParams{Commit: true, Key: "bench-test-1", Statements: []api.StatementParams{
+		{Node: &n0, SQL: "INSERT INTO no_such_table VALUES (1)"}, {Node: &n1, SQL: "INSERT INTO no_such_table VALUES (1)"}}}, &r)
+	if err != nil || !r.Repeated || r.TxID != st.TxID || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("the call sent again with its key: %+v, %v; want tx %d's commit, repeated", r, err, st.TxID)
 	}
 }

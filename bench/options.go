@@ -131,6 +131,10 @@ type Options struct {
 	Statements int
 	// Form is FormInteractive (default) or FormSingle.
 	Form string
+	// NoKeys sends FormSingle's transactions without idempotency keys.
+	// With a key (the default), a call whose reply was lost is sent again
+	// and answered with the outcome of the first, never run twice.
+	NoKeys bool
 	// Transport is TransportHTTP (default) or TransportStream.
 	Transport string
 	// HotFraction of the statements write one of HotKeys keys (default 16)

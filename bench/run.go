@@ -174,6 +174,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
+	if !opts.NoKeys {
+		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
+	}
 	defer tp.close()
 	setupCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
 	defer cancel()

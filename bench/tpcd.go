@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tpcd/tpcd/api"
@@ -17,7 +19,16 @@ type tpcdDriver struct {
 	conns   []*rpc.Client
 	timeout time.Duration
 	single  bool
+	// keyPrefix, if set, starts the idempotency key of every transact
+	// call; a sequence number ends it.
+	keyPrefix string
+	keySeq    atomic.Uint64
 }
+
+// keyRetries is how often transact sends a call again after its reply was
+// lost on the way: with its key, the repeat is answered with the first
+// call's outcome.
+const keyRetries = 3
 
 func newTPCDDriver(addr string, conns int, timeout time.Duration, single, stream bool) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout, single: single}
@@ -104,13 +115,20 @@ func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, s
 		nodes[i] = engine.NodeID(s.node)
 		p.Statements[i] = api.StatementParams{Node: &nodes[i], SQL: UpsertSQL, Args: []any{s.key, s.val}}
 	}
+	if d.keyPrefix != "" {
+		p.Key = d.keyPrefix + strconv.FormatUint(d.keySeq.Add(1), 10)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	var r struct {
 		Outcome engine.Outcome `json:"outcome"`
 		Reason  string         `json:"reason"`
 	}
-	switch err := c.Call(ctx, api.MethodTransact, p, &r); {
+	err := c.Call(ctx, api.MethodTransact, p, &r)
+	for try := 0; p.Key != "" && rpc.IsTransport(err) && ctx.Err() == nil && try < keyRetries; try++ {
+		err = c.Call(ctx, api.MethodTransact, p, &r)
+	}
+	switch {
 	case rpc.IsCode(err, rpc.CodeAborted):
 		// A statement failed and the transaction that the call began was
 		// rolled back.

@@ -26,9 +26,13 @@ const (
 	CmdLoad
 	CmdHelp
 	CmdQuit
+	// CmdSet changes how the client shows results: \timing, \x, \pset.
+	CmdSet
+	CmdInDoubt
+	CmdResolve
 )
 
-var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit"}
+var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "set", "indoubt", "resolve"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && k != 0 {
@@ -45,14 +49,22 @@ type Command struct {
 	SQL  string
 	// TxID is the transaction status asks about; 0 means the session's.
 	TxID engine.TxID
+	// Key is the idempotency key begin gives its transaction, or the key
+	// status asks about.
+	Key string
 	// Load is set for load.
 	Load *LoadOptions
 	// Topic is the command help asks about, if any.
 	Topic string
+	// Setting and Value are set for CmdSet: timing, expanded or pager,
+	// and the value asked for ("" to toggle).
+	Setting, Value string
 }
 
-// commandWords are the words that start a command, for help and completion.
-var commandWords = []string{"begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "exit"}
+// commandWords are the words that start a command, for help, completion
+// and guesses at a mistyped one.
+var commandWords = []string{"begin", "exec", "execute", "commit", "rollback", "status", "nodes", "indoubt", "resolve", "load", "help", "quit", "exit",
+	`\timing`, `\x`, `\pset`, `\q`, `\?`}
 
 // ParseCommand parses one command as cut by a Splitter.
 func ParseCommand(text string) (Command, error) {
@@ -98,13 +110,30 @@ func ParseCommand(text string) (Command, error) {
 	}
 	switch lower {
 	case "begin":
-		return noArgs(CmdBegin)
+		switch len(args) {
+		case 0:
+			return Command{Kind: CmdBegin}, nil
+		case 1:
+			return Command{Kind: CmdBegin, Key: args[0]}, nil
+		}
+		return Command{}, errors.New("begin takes at most one argument, the transaction's idempotency key")
 	case "commit":
 		return noArgs(CmdCommit)
 	case "rollback", "abort":
 		return noArgs(CmdRollback)
 	case "nodes":
 		return noArgs(CmdNodes)
+	case "indoubt":
+		return noArgs(CmdInDoubt)
+	case "resolve":
+		if len(args) != 1 {
+			return Command{}, errors.New("resolve takes one transaction id (indoubt lists them)")
+		}
+		n, err := strconv.ParseUint(strings.TrimPrefix(args[0], "#"), 10, 64)
+		if err != nil || n == 0 {
+			return Command{}, fmt.Errorf("resolve %s: want a transaction id, a positive number", args[0])
+		}
+		return Command{Kind: CmdResolve, TxID: engine.TxID(n)}, nil
 	case "quit", "exit", `\q`:
 		return noArgs(CmdQuit)
 	case "help", `\?`, "?":
@@ -116,18 +145,22 @@ func ParseCommand(text string) (Command, error) {
 			c.Topic = strings.ToLower(args[0])
 		}
 		return c, nil
+	case `\timing`, `\x`, `\pset`:
+		return parseSetting(lower, args)
 	case "status":
 		c := Command{Kind: CmdStatus}
-		switch len(args) {
-		case 0:
-		case 1:
+		switch {
+		case len(args) == 0:
+		case len(args) == 2 && strings.EqualFold(args[0], "key"):
+			c.Key = args[1]
+		case len(args) == 1:
 			n, err := strconv.ParseUint(strings.TrimPrefix(args[0], "#"), 10, 64)
 			if err != nil || n == 0 {
-				return Command{}, fmt.Errorf("status %s: want a transaction id, a positive number", args[0])
+				return Command{}, fmt.Errorf("status %s: want a transaction id, a positive number (or status key KEY)", args[0])
 			}
 			c.TxID = engine.TxID(n)
 		default:
-			return Command{}, errors.New("status takes at most one transaction id")
+			return Command{}, errors.New("status takes a transaction id, or key and a key")
 		}
 		return c, nil
 	}
@@ -135,9 +168,71 @@ func ParseCommand(text string) (Command, error) {
 		return Command{}, errors.New("empty command")
 	}
 	if isSQLWord(lower) {
-		return Command{}, fmt.Errorf("%q: statements need a node, e.g. @0 %s (in a transaction) or execute @0 %s", word, text, text)
+		return Command{}, &NodeMissingError{Word: word, SQL: text}
+	}
+	if guess, ok := closest(lower, commandWords); ok {
+		return Command{}, fmt.Errorf("unknown command %q; did you mean %s? (type help for the list)", word, guess)
 	}
 	return Command{}, fmt.Errorf("unknown command %q; type help for the list", word)
+}
+
+// settingValues are the values each setting takes; "" toggles the first
+// two.
+var settingValues = map[string][]string{
+	"timing":   {"on", "off"},
+	"expanded": {ExpandedOn, "off", ExpandedAuto},
+	"pager":    {PagerOn, PagerOff, PagerAlways},
+}
+
+// parseSetting reads \timing [on|off], \x [on|off|auto] and
+// \pset pager|expanded [VALUE].
+func parseSetting(cmd string, args []string) (Command, error) {
+	c := Command{Kind: CmdSet}
+	switch cmd {
+	case `\timing`:
+		c.Setting = "timing"
+	case `\x`:
+		c.Setting = "expanded"
+	default:
+		if len(args) == 0 {
+			return Command{}, errors.New(`\pset needs an option: \pset pager [on|off|always] or \pset expanded [on|off|auto]`)
+		}
+		opt := strings.ToLower(args[0])
+		args = args[1:]
+		switch opt {
+		case "pager", "expanded":
+			c.Setting = opt
+		case "x":
+			c.Setting = "expanded"
+		default:
+			if guess, ok := closest(opt, []string{"pager", "expanded"}); ok {
+				return Command{}, fmt.Errorf(`\pset %s: no such option; did you mean %s?`, opt, guess)
+			}
+			return Command{}, fmt.Errorf(`\pset %s: no such option; tpcd knows pager and expanded`, opt)
+		}
+	}
+	values := settingValues[c.Setting]
+	switch len(args) {
+	case 0:
+		return c, nil
+	case 1:
+	default:
+		return Command{}, fmt.Errorf("%s takes one value: %s", cmd, strings.Join(values, ", "))
+	}
+	v := strings.ToLower(args[0])
+	switch v {
+	case "true", "1", "yes":
+		v = "on"
+	case "false", "0", "no":
+		v = "off"
+	}
+	for _, ok := range values {
+		if v == ok {
+			c.Value = v
+			return c, nil
+		}
+	}
+	return Command{}, fmt.Errorf("%s %s: want %s", cmd, args[0], strings.Join(values, ", "))
 }
 
 func sqlCommand(kind Kind, node engine.NodeID, sql, what string) (Command, error) {
@@ -182,6 +277,19 @@ var sqlWords = map[string]bool{
 }
 
 func isSQLWord(w string) bool { return sqlWords[w] }
+
+// NodeMissingError is a statement typed without a node. A script cannot
+// run it; the interactive shell asks which node, as the seed's client does.
+type NodeMissingError struct {
+	// Word is the statement's first word as typed.
+	Word string
+	// SQL is the statement.
+	SQL string
+}
+
+func (e *NodeMissingError) Error() string {
+	return fmt.Sprintf("%q: statements need a node, e.g. @0 %s (in a transaction) or execute @0 %s", e.Word, e.SQL, e.SQL)
+}
 
 // splitArgs splits a command line into words the way a shell would for
 // simple cases: whitespace separates, single or double quotes group.

@@ -16,6 +16,8 @@ func TestParseCommand(t *testing.T) {
 		{"rollback", Command{Kind: CmdRollback}},
 		{"status", Command{Kind: CmdStatus}},
 		{"status 42", Command{Kind: CmdStatus, TxID: 42}},
+		{"status key transfer-7", Command{Kind: CmdStatus, Key: "transfer-7"}},
+		{"begin transfer-7", Command{Kind: CmdBegin, Key: "transfer-7"}},
 		{"nodes", Command{Kind: CmdNodes}},
 		{"quit", Command{Kind: CmdQuit}},
 		{`\q`, Command{Kind: CmdQuit}},
@@ -24,6 +26,11 @@ func TestParseCommand(t *testing.T) {
 		{"@p2 select 1", Command{Kind: CmdExec, Node: 2, SQL: "select 1"}},
 		{"exec @0 insert into t\nvalues (1)", Command{Kind: CmdExec, Node: 0, SQL: "insert into t\nvalues (1)"}},
 		{"execute @3 delete from t", Command{Kind: CmdExecute, Node: 3, SQL: "delete from t"}},
+		{`\timing`, Command{Kind: CmdSet, Setting: "timing"}},
+		{`\timing OFF`, Command{Kind: CmdSet, Setting: "timing", Value: "off"}},
+		{`\x auto`, Command{Kind: CmdSet, Setting: "expanded", Value: "auto"}},
+		{`\pset pager always`, Command{Kind: CmdSet, Setting: "pager", Value: "always"}},
+		{`\pset expanded`, Command{Kind: CmdSet, Setting: "expanded"}},
 	}
 	for _, tt := range ok {
 		got, err := ParseCommand(tt.in)
@@ -31,18 +38,26 @@ func TestParseCommand(t *testing.T) {
 			t.Errorf("%q: %v", tt.in, err)
 			continue
 		}
-		if got.Kind != tt.want.Kind || got.Node != tt.want.Node || got.SQL != tt.want.SQL || got.TxID != tt.want.TxID || got.Topic != tt.want.Topic {
+		if got.Kind != tt.want.Kind || got.Node != tt.want.Node || got.SQL != tt.want.SQL || got.TxID != tt.want.TxID || got.Topic != tt.want.Topic ||
+			got.Setting != tt.want.Setting || got.Value != tt.want.Value {
 			t.Errorf("%q: got %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
 	bad := []struct{ in, msg string }{
-		{"begin now", "takes no arguments"},
+		{"begin now please", "at most one argument"},
+		{"status key", "want a transaction id"},
 		{"exec select 1", "needs a node"},
 		{"@x select 1", "is not a node"},
 		{"@0", "SQL statement is missing"},
 		{"status abc", "want a transaction id"},
 		{"select 1", "statements need a node"},
-		{"frobnicate", "unknown command"},
+		{"frobnicate", "unknown command \"frobnicate\"; type help for the list"},
+		{"comit", `unknown command "comit"; did you mean commit?`},
+		{"statsu 3", `unknown command "statsu"; did you mean status?`},
+		{`\timming`, `unknown command "\\timming"; did you mean \timing?`},
+		{`\pset pagr off`, `\pset pagr: no such option; did you mean pager?`},
+		{`\x sometimes`, `\x sometimes: want on, off, auto`},
+		{`\timing on off`, `takes one value`},
 		{"load --table t x.csv", "--key is required"},
 		{"load --table t --key k", "exactly one CSV file"},
 		{"load --table t --key k --tx-size 0 f.csv", "at least 1"},
@@ -78,7 +93,8 @@ func TestHelpText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID]", "nodes", "load --table", "quit"} {
+	for _, w := range []string{"begin", "exec @N SQL", "execute @N SQL", "commit", "rollback", "status [TXID | key KEY]", "begin [KEY]", "nodes", "load --table", "quit",
+		`\timing [on|off]`, `\x [on|off|auto]`, `\pset pager`, "On this node #:"} {
 		if !strings.Contains(all, w) {
 			t.Errorf("help lacks %q", w)
 		}
@@ -93,5 +109,38 @@ func TestHelpText(t *testing.T) {
 	}
 	if _, err := HelpText("nope"); err == nil {
 		t.Error("help nope: no error")
+	}
+	if one, err := HelpText("insert"); err != nil || !strings.Contains(one, "Send another query request? (y/n)") {
+		t.Errorf("help insert: %q %v", one, err)
+	}
+	if _, err := HelpText("statsu"); err == nil || !strings.Contains(err.Error(), "did you mean status?") {
+		t.Errorf("help statsu: %v", err)
+	}
+}
+
+func TestClosest(t *testing.T) {
+	for _, tt := range []struct {
+		word string
+		want string // "" for no guess
+	}{
+		{"comit", "commit"},
+		{"ocmmit", "commit"}, // two letters swapped
+		{"rollbak", "rollback"},
+		{"nodse", "nodes"},
+		{"exet", ""}, // exit and exec are as near: no guess
+		{"bgn", ""},  // two edits in a short word is not a typo
+		{"commit", ""},
+		{"xyzzy", ""},
+	} {
+		got, ok := closest(tt.word, commandWords)
+		if !ok {
+			got = ""
+		}
+		if got != tt.want {
+			t.Errorf("closest(%q) = %q, want %q", tt.word, got, tt.want)
+		}
+	}
+	if d := editDistance("kitten", "sitting"); d != 3 {
+		t.Errorf("editDistance(kitten, sitting) = %d, want 3", d)
 	}
 }

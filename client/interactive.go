@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/peterh/liner"
+
+	"github.com/tpcd/tpcd/engine"
 )
 
 // DefaultHistoryFile is where the interactive history lives unless told:
@@ -33,11 +35,17 @@ func DefaultHistoryFile() string {
 // RunInteractive runs the shell on the process's terminal (standard input
 // and output must both be terminals): a prompt that shows the open
 // transaction, line editing, history kept in a file, Tab completion of
-// commands and nodes. Ctrl-C cancels the line being typed, or the command
-// running; Ctrl-D or quit leaves, rolling back an open transaction. Errors
-// are printed and never end the session; RunInteractive returns an error
-// only when the terminal fails.
+// commands, nodes, SQL keywords and the participants' tables. Ctrl-C
+// cancels the line being typed, or the command running; Ctrl-D or quit
+// leaves, rolling back an open transaction. Errors are printed and never
+// end the session; RunInteractive returns an error only when the terminal
+// fails.
 func RunInteractive(ctx context.Context, opts Options) error {
+	if opts.Terminal == nil {
+		// Standard output is a terminal here: page and size for it even
+		// when the caller did not say so.
+		opts.Terminal = os.Stdout
+	}
 	r := newRunner(opts)
 	// Ctrl-C interrupts a running command, not the shell: the shell takes
 	// SIGINT itself and works under a context the caller's SIGINT handling
@@ -52,7 +60,7 @@ func RunInteractive(ctx context.Context, opts Options) error {
 	defer signal.Stop(sigterm)
 
 	line := liner.NewLiner()
-	sh := &shell{r: r, line: line, sigint: sigint}
+	sh := &shell{r: r, line: line, sigint: sigint, base: base}
 	sh.setup()
 
 	done := make(chan error, 1)
@@ -79,7 +87,12 @@ type shell struct {
 	r      *runner
 	line   *liner.State
 	sigint chan os.Signal
-	hist   string
+	// base is the context commands run under; completion's questions too.
+	base context.Context
+	// sp cuts the typed lines into commands; completion reads what it
+	// holds of a statement typed over several lines.
+	sp   Splitter
+	hist string
 	// lastEntry is the newest history entry.
 	lastEntry string
 	// busy is held while a command runs, so that SIGTERM can wait for it.
@@ -111,13 +124,16 @@ func (sh *shell) setup() {
 // loop reads and runs commands until quit, Ctrl-D or a terminal failure.
 func (sh *shell) loop(ctx context.Context) error {
 	r := sh.r
-	if err := r.sess.Connect(ctx); err != nil {
+	var werr *WrongAddrError
+	if err := r.sess.Connect(ctx); errors.As(err, &werr) {
+		return werr // no use prompting: nothing would work
+	} else if err != nil {
 		r.pr.Notice(fmt.Sprintf("cannot reach the coordinator yet: %s (commands will retry)", describe(err, r.sess.Addr())))
 	} else {
 		r.pr.Notice(fmt.Sprintf("connected to coordinator %s: %d participants (@0..@%d), epoch %d. Type help for commands.",
 			r.sess.Addr(), r.sess.Participants(), r.sess.Participants()-1, r.sess.Epoch()))
 	}
-	var sp Splitter
+	sp := &sh.sp
 	for {
 		sh.busy.Lock()
 		prompt := sh.prompt(sp.Pending())
@@ -140,6 +156,13 @@ func (sh *shell) loop(ctx context.Context) error {
 			return fmt.Errorf("read the terminal: %w", err)
 		}
 		for _, c := range sp.Feed(text) {
+			var nm *NodeMissingError
+			if _, perr := ParseCommand(c.Text); errors.As(perr, &nm) {
+				if sh.seedDialogue(ctx, nm.SQL) {
+					return nil
+				}
+				continue
+			}
 			sh.remember(c.History)
 			if sh.runOne(ctx, c) {
 				return nil
@@ -242,39 +265,66 @@ func (sh *shell) saveHistory() {
 	}
 }
 
-// complete offers command names for the first word, @N after exec and
-// execute or at the start, and load's flags.
-func (sh *shell) complete(line string, pos int) (head string, completions []string, tail string) {
-	head, tail = line[:pos], line[pos:]
-	start := strings.LastIndexAny(head, " \t") + 1
-	word := head[start:]
-	before := strings.Fields(head[:start])
-	head = head[:start]
-	var cands []string
-	switch {
-	case len(before) == 0:
-		cands = append(cands, commandWords...)
-		cands = append(cands, sh.nodeWords()...)
-	case len(before) == 1 && (strings.EqualFold(before[0], "exec") || strings.EqualFold(before[0], "execute")):
-		cands = sh.nodeWords()
-	case strings.EqualFold(before[0], "load"):
-		cands = []string{"--table", "--key", "--create", "--tx-size"}
-	case len(before) == 1 && strings.EqualFold(before[0], "help"):
-		cands = commandWords
-	}
-	for _, c := range cands {
-		if strings.HasPrefix(strings.ToLower(c), strings.ToLower(word)) {
-			completions = append(completions, c+" ")
-		}
-	}
-	return head, completions, tail
-}
+// The seed client's questions, word for word, so that its users' answers
+// fit.
+const (
+	seedNodePrompt    = "On this node #: "
+	seedAnotherPrompt = "Send another query request? (y/n) "
+)
 
-func (sh *shell) nodeWords() []string {
-	n := sh.r.sess.Participants()
-	out := make([]string, n)
-	for i := range n {
-		out[i] = "@" + strconv.Itoa(i)
+// seedDialogue runs a statement typed without a node the way the seed's
+// client runs every statement: it asks which node, runs it there (in the
+// open transaction if there is one, else as the seed's EXECUTE, in the
+// coordinator's batch), and asks whether to send another; no ends the
+// shell, as it ends the seed's client. Enter goes on: a tpcd user who
+// only wanted the statement run should not lose the shell to a key press.
+// It reports whether to quit.
+func (sh *shell) seedDialogue(ctx context.Context, sql string) (quit bool) {
+	r := sh.r
+	var node engine.NodeID
+	for {
+		ans, err := sh.line.Prompt(seedNodePrompt)
+		if err != nil { // Ctrl-C, Ctrl-D or a terminal failure: drop the statement
+			if errors.Is(err, io.EOF) {
+				fmt.Fprintln(r.opts.Stdout)
+			}
+			return false
+		}
+		ans = strings.TrimSpace(ans)
+		if ans == "" {
+			return false
+		}
+		if !strings.HasPrefix(ans, "@") {
+			ans = "@" + ans
+		}
+		n, perr := parseNode(ans)
+		if perr == nil && r.sess.Participants() > 0 && int(n) >= r.sess.Participants() {
+			perr = fmt.Errorf("there is no node %d: the participants are @0..@%d", n, r.sess.Participants()-1)
+		}
+		if perr == nil {
+			node = n
+			break
+		}
+		r.pr.Error(ans, 0, perr)
 	}
-	return out
+	text := fmt.Sprintf("execute @%d %s", node, sql)
+	if r.sess.Tx() != 0 {
+		text = fmt.Sprintf("exec @%d %s", node, sql)
+	}
+	// The history keeps the command tpcd's own language runs it as, so
+	// that Up brings back something that runs without the questions.
+	sh.remember(text + ";")
+	if sh.runOne(ctx, Complete{Text: text, History: text + ";"}) {
+		return true
+	}
+	ans, err := sh.line.Prompt(seedAnotherPrompt)
+	switch {
+	case errors.Is(err, io.EOF):
+		fmt.Fprintln(r.opts.Stdout)
+		return true
+	case err != nil:
+		return false
+	}
+	a := strings.ToLower(strings.TrimSpace(ans))
+	return a == "n" || a == "no"
 }

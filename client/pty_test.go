@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 var (
@@ -98,12 +100,14 @@ func startTerminal(t *testing.T, env []string, args ...string) *terminal {
 }
 
 // cleanEnv is the test's environment without what would change the
-// client's defaults (TPCD_* flags, the history location, the terminal).
+// client's defaults (TPCD_* flags, the history location, the terminal,
+// the pager).
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "TPCD_") || name == "XDG_STATE_HOME" || name == "TERM" || name == "HOME" {
+		if strings.HasPrefix(name, "TPCD_") || name == "XDG_STATE_HOME" || name == "TERM" || name == "HOME" ||
+			name == "PAGER" || name == "LESS" {
 			continue
 		}
 		env = append(env, kv)
@@ -260,17 +264,51 @@ func testInteractive(t *testing.T, c *testCluster) {
 	tm.waitFor("^C", func(all, _ string) bool { return strings.HasSuffix(all, "two');^C\ntpcd>") })
 	tm.waitPrompt("tpcd>")
 
-	// Ctrl-C interrupts a running command, and the shell stays.
+	// Ctrl-C interrupts a running command, and the shell stays. The
+	// message says what becomes of the statement: one that joined a batch
+	// runs on in it.
 	tm.send("execute @0 select pg_sleep(3);\r")
 	c.waitCount(t, 0, "SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(3)'", 1)
 	tm.send("\x03")
-	tm.waitFor("the cancellation", func(all, _ string) bool { return strings.Contains(all, "\nerror: cancelled") })
+	tm.waitFor("the cancellation", func(all, _ string) bool {
+		return strings.Contains(all, "\nerror: cancelled waiting: the statement runs on at @0 and commits with its batch unless the batch fails\n")
+	})
 	tm.waitPrompt("tpcd>")
 	// The statement itself runs on; its batch commits when it ends. Wait
 	// for that: a participant that stops while a data transaction is open
 	// never returns its connection (see docs/CLIENT.md, known issues).
-	c.waitCount(t, 0, `SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'`, 1)
+	const idleData = `SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'`
+	c.waitCount(t, 0, idleData, 1)
+
+	// In a transaction, Ctrl-C rolls the transaction back: a running
+	// statement cannot be stopped on its own, and the rollback makes sure
+	// it has no effect.
+	tm.send("begin\r")
+	screen = tm.waitFor("a third BEGIN", func(all, _ string) bool {
+		return len(regexp.MustCompile(`(?m)^BEGIN \d+$`).FindAllString(all, -1)) == 3
+	})
+	tx3 := regexp.MustCompile(`(?m)^BEGIN (\d+)$`).FindAllStringSubmatch(screen, -1)[2][1]
+	tm.waitPrompt("tpcd tx " + tx3 + ">")
+	tm.send("@0 insert into kv select 99, 'slow' from pg_sleep(60);\r")
+	const slowInsert = "SELECT count(*) FROM pg_stat_activity WHERE query = 'insert into kv select 99, ''slow'' from pg_sleep(60)'"
+	c.waitCount(t, 0, slowInsert, 1)
+	tm.send("\x03")
+	tm.waitFor("the rollback", func(all, _ string) bool {
+		return strings.Contains(all, "\nerror: cancelled: transaction "+tx3+" rolled back (a statement cannot be stopped alone; @0 undoes it when it ends)\n")
+	})
+	tm.waitPrompt("tpcd>")
+	tm.send("status " + tx3 + "\r")
+	tm.waitFor("the aborted status", func(all, _ string) bool {
+		return regexp.MustCompile(`(?m)^transaction ` + tx3 + `: abort(ing|ed) \(rolled back by client\)`).MatchString(all)
+	})
+	// End the sleep rather than wait a minute for it: the transaction is
+	// aborted either way, and its row never lands.
+	c.count(t, 0, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query = 'insert into kv select 99, ''slow'' from pg_sleep(60)'")
+	c.waitCount(t, 0, idleData, 1)
+	if n := c.count(t, 0, "SELECT count(*) FROM kv WHERE k = 99"); n != 0 {
+		t.Fatalf("the cancelled insert landed: %d rows", n)
+	}
 
 	// Ctrl-D leaves.
 	tm.send("\x04")
@@ -291,43 +329,66 @@ func testInteractive(t *testing.T, c *testCluster) {
 	tm2 := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
 	tm2.waitPrompt("tpcd>")
 	tm2.send(upArrow)
-	tm2.waitPrompt("tpcd> execute @0 select pg_sleep(3);")
+	tm2.waitPrompt("tpcd> status " + tx3)
 	tm2.send("\x03quit\r")
 	if code := tm2.exit(); code != 0 {
 		t.Fatalf("exit status %d after quit", code)
 	}
 }
 
-// testScriptExitStatus runs the binary as a script would: results on
-// stdout, exit status 1 at the first failure.
+// testScriptExitStatus runs the binary as a script would, and checks
+// psql's exit statuses: 0 all went well, 1 a command failed and the script
+// went on (--continue), 2 no coordinator answered, 3 the script stopped at
+// a failed command or was interrupted.
 func testScriptExitStatus(t *testing.T, c *testCluster) {
 	bin := tpcdBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	run := func(stdin string, args ...string) (string, string, int) {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
-		cmd.Env = cleanEnv()
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errs strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errs
-		err := cmd.Run()
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return out.String(), errs.String(), code
+		return testbin.Run(t, bin, cleanEnv(), stdin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
 	}
 	out, errs, code := run("", "-c", "execute @0 select 1 as one; execute @0 select nope; execute @0 select 2", "--format", "csv")
-	if code != 1 || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
+	if code != ExitStopped || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
 		t.Fatalf("-c: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+	out, errs, code = run("", "-c", "execute @0 select nope; execute @0 select 2 as two", "--format", "csv", "--continue")
+	if code != ExitFailed || out != "two\n2\n" || !strings.Contains(errs, "tpcd: error: 1 command failed\n") {
+		t.Fatalf("-c --continue: status %d, stdout %q, stderr %q", code, out, errs)
 	}
 	// Standard input that is not a terminal is a script too.
 	out, errs, code = run("execute @0 select 1 as one;\nnodes\n", "--format", "json")
 	if code != 0 || !strings.HasPrefix(out, `{"command":"execute","ok":true,`) || strings.Count(out, "\n") != 2 || errs != "" {
 		t.Fatalf("stdin: status %d, stdout %q, stderr %q", code, out, errs)
+	}
+	// Nothing listens on a port that was just closed.
+	ln := listen(t)
+	gone := ln.Addr().String()
+	ln.Close()
+	_, errs, code = testbin.Run(t, bin, cleanEnv(), "", "client", "--coordinator", gone, "-c", "nodes")
+	if code != ExitConnection || !strings.Contains(errs, "error: coordinator "+gone+" unreachable: ") {
+		t.Fatalf("no coordinator: status %d, stderr %q", code, errs)
+	}
+
+	// Ctrl-C (SIGINT) stops a script, as psql's does.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "client", "--coordinator", c.Addr, "-c",
+		"execute @0 select pg_sleep(60) as slept_in_exit_test; execute @0 select 2")
+	cmd.Env = cleanEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitCount(t, 0, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60) as slept_in_exit_test%'", 1)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	// The statement runs on at the participant, which nobody waits for:
+	// end it there.
+	c.count(t, 0, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'select pg_sleep(60) as slept_in_exit_test%'")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitStopped || !strings.Contains(stderr.String(), "tpcd: error: interrupted\n") {
+		t.Fatalf("interrupted: %v, stderr %q", err, &stderr)
 	}
 }
 

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
-
-	"github.com/mattn/go-runewidth"
+	"time"
 
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -45,7 +45,10 @@ type Result struct {
 // Table is rows under named columns. A nil cell is SQL NULL.
 type Table struct {
 	Columns []string
-	Rows    [][]any
+	// Types are the columns' PostgreSQL type names where known (they
+	// right-align numbers); nil for a table the client made.
+	Types []string
+	Rows  [][]any
 	// Count adds "(N rows)" below the table, as for query results.
 	Count bool
 }
@@ -58,14 +61,68 @@ type Printer struct {
 	Out    io.Writer
 	Err    io.Writer
 
-	wroteTable bool // CSV: a blank line separates consecutive tables
+	// Timing adds how long each command took: a "Time: 1.234 ms" line,
+	// time_ms in JSON (\timing).
+	Timing bool
+	// Expanded shows the rows of a table as blocks of "column | value"
+	// lines (\x): ExpandedOn, ExpandedAuto (when the table is wider than
+	// Width says the terminal is), or off ("").
+	Expanded string
+	// Width returns the terminal's width in columns, 0 when Out is no
+	// terminal. Nil: no terminal.
+	Width func() int
+	// Pager, if set, shows table-format output that does not fit the
+	// terminal through a pager program.
+	Pager *Pager
+
+	wroteTable bool          // CSV: a blank line separates consecutive tables
+	took       time.Duration // how long the command being printed took
+}
+
+// The values of Printer.Expanded besides off ("").
+const (
+	ExpandedOn   = "on"
+	ExpandedAuto = "auto"
+)
+
+// Took records how long the command whose outcome is printed next took;
+// with Timing, Result or Error prints it. Outcomes that were not timed
+// (settings, commands that did not parse) print no time.
+func (p *Printer) Took(d time.Duration) { p.took = d }
+
+// timeLine is psql's \timing line: milliseconds, and from a second on the
+// time in minutes and seconds too.
+func timeLine(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	if d < time.Second {
+		return fmt.Sprintf("Time: %.3f ms", ms)
+	}
+	return fmt.Sprintf("Time: %.3f ms (%02d:%06.3f)", ms, int(d/time.Minute), (d % time.Minute).Seconds())
+}
+
+// timing ends a command's output in the table and CSV formats.
+func (p *Printer) timing() {
+	if p.Timing && p.took > 0 && p.Format != FormatJSON {
+		fmt.Fprintln(p.Out, timeLine(p.took))
+	}
+	p.took = 0
+}
+
+// timeMS is the command's time for its JSON line, nil without Timing.
+func (p *Printer) timeMS() *float64 {
+	if !p.Timing || p.took <= 0 {
+		return nil
+	}
+	ms := math.Round(float64(p.took)/float64(time.Microsecond)) / 1000
+	return &ms
 }
 
 // Result prints a command's result.
 func (p *Printer) Result(r *Result) {
+	defer p.timing()
 	switch p.Format {
 	case FormatJSON:
-		p.json(jsonLine{Command: r.Kind.String(), OK: true, Result: r.Value})
+		p.json(jsonLine{Command: r.Kind.String(), OK: true, Result: r.Value, TimeMS: p.timeMS()})
 	case FormatCSV:
 		if r.Table != nil {
 			if p.wroteTable {
@@ -89,27 +146,45 @@ func (p *Printer) Result(r *Result) {
 			fmt.Fprintln(p.Out, r.Text)
 		}
 	default:
+		var b strings.Builder
 		if r.Table != nil {
-			writeTable(p.Out, r.Table)
+			p.table(&b, r.Table)
 		}
 		if r.Text != "" {
-			fmt.Fprintln(p.Out, r.Text)
+			b.WriteString(r.Text + "\n")
 		}
 		if r.Note != "" {
-			fmt.Fprintln(p.Out, r.Note)
+			b.WriteString(r.Note + "\n")
 		}
+		p.Pager.show(p.Out, b.String())
 	}
+}
+
+// table lays t out aligned, or expanded when asked to or, with
+// ExpandedAuto, when it is wider than the terminal.
+func (p *Printer) table(b *strings.Builder, t *Table) {
+	tt := layout(t)
+	width := 0
+	if p.Width != nil {
+		width = p.Width()
+	}
+	if p.Expanded == ExpandedOn || p.Expanded == ExpandedAuto && width > 0 && tt.width() > width {
+		tt.expanded(b)
+		return
+	}
+	tt.aligned(b)
 }
 
 // Error prints a failed command on one line. input is the command as
 // typed, kind what it was understood as (0 if it did not parse).
 func (p *Printer) Error(input string, kind Kind, err error) {
+	defer p.timing()
 	msg := oneLine(err.Error())
 	if rerr, ok := err.(*rpc.Error); ok {
 		msg = oneLine(rerr.Message) // not "rpc error -32006: ..."
 	}
 	if p.Format == FormatJSON {
-		line := jsonLine{Command: kind.String(), OK: false, Input: input, Error: &jsonError{Message: msg}}
+		line := jsonLine{Command: kind.String(), OK: false, Input: input, Error: &jsonError{Message: msg}, TimeMS: p.timeMS()}
 		if kind == 0 {
 			line.Command = ""
 		}
@@ -138,6 +213,8 @@ type jsonLine struct {
 	Input   string     `json:"input,omitempty"`
 	Result  any        `json:"result,omitempty"`
 	Error   *jsonError `json:"error,omitempty"`
+	// TimeMS is how long the command took, in milliseconds (\timing on).
+	TimeMS *float64 `json:"time_ms,omitempty"`
 }
 
 type jsonError struct {
@@ -156,70 +233,4 @@ func (p *Printer) json(v jsonLine) {
 		b, _ = json.Marshal(jsonLine{Command: v.Command, Error: &jsonError{Message: "encode result: " + err.Error()}})
 	}
 	p.Out.Write(append(b, '\n'))
-}
-
-// writeTable prints t aligned, psql style:
-//
-//	 id | name
-//	----+------
-//	 1  | ada
-//	(1 row)
-func writeTable(w io.Writer, t *Table) {
-	cells := make([][]string, len(t.Rows))
-	widths := make([]int, len(t.Columns))
-	for i, c := range t.Columns {
-		widths[i] = runewidth.StringWidth(c)
-	}
-	for r, row := range t.Rows {
-		cells[r] = make([]string, len(t.Columns))
-		for i := range t.Columns {
-			s := "NULL"
-			if i < len(row) && row[i] != nil {
-				s = cellText(fmt.Sprint(row[i]))
-			}
-			cells[r][i] = s
-			widths[i] = max(widths[i], runewidth.StringWidth(s))
-		}
-	}
-	var b strings.Builder
-	line := func(vals []string) {
-		for i, v := range vals {
-			if i > 0 {
-				b.WriteString(" |")
-			}
-			b.WriteByte(' ')
-			b.WriteString(v)
-			if i < len(vals)-1 {
-				b.WriteString(strings.Repeat(" ", widths[i]-runewidth.StringWidth(v)))
-			}
-		}
-		b.WriteByte('\n')
-	}
-	line(t.Columns)
-	for i, wd := range widths {
-		if i > 0 {
-			b.WriteByte('+')
-		}
-		b.WriteString(strings.Repeat("-", wd+2))
-	}
-	b.WriteByte('\n')
-	for _, row := range cells {
-		line(row)
-	}
-	if t.Count {
-		if len(t.Rows) == 1 {
-			b.WriteString("(1 row)\n")
-		} else {
-			fmt.Fprintf(&b, "(%d rows)\n", len(t.Rows))
-		}
-	}
-	io.WriteString(w, b.String())
-}
-
-// cellText keeps a cell on one line of the table.
-func cellText(s string) string {
-	if !strings.ContainsAny(s, "\n\r\t") {
-		return s
-	}
-	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
@@ -21,9 +23,9 @@ func TestRenderTable(t *testing.T) {
 	p.Result(&Result{Kind: CmdExec, Text: "INSERT 0 1"})
 	want := " id | name\n" +
 		"----+------------\n" +
-		" 1  | ada\n" +
+		"  1 | ada\n" +
 		" 22 | NULL\n" +
-		" 3  | two\\nlines\n" +
+		"  3 | two\\nlines\n" +
 		"(3 rows)\n" +
 		"INSERT 0 1\n"
 	if out.String() != want {
@@ -32,6 +34,82 @@ func TestRenderTable(t *testing.T) {
 	p.Error("@0 x", CmdExec, errors.New("syntax error\nat or near x"))
 	if errs.String() != "error: syntax error at or near x\n" {
 		t.Fatalf("error line: %q", errs.String())
+	}
+}
+
+// Numbers are right-aligned: by the column's type where the participant
+// named it, else when every value reads as a number.
+func TestRenderAlignment(t *testing.T) {
+	var out bytes.Buffer
+	p := &Printer{Format: FormatTable, Out: &out, Err: &out}
+	p.Result(&Result{Kind: CmdExec, Table: &Table{
+		Columns: []string{"code", "n", "x", "guess", "word"},
+		Types:   []string{"text", "int4", "numeric"},
+		Rows:    [][]any{{"7", "7", "NaN", "-1.5e3", "a"}, {"1000", "1000", "12.25", "2", nil}, {"5", nil, "1", nil, "b"}},
+	}})
+	want := " code | n    | x     | guess  | word\n" +
+		"------+------+-------+--------+------\n" +
+		" 7    |    7 |   NaN | -1.5e3 | a\n" +
+		" 1000 | 1000 | 12.25 |      2 | NULL\n" +
+		" 5    | NULL |     1 |   NULL | b\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+// \x: each row as a block; auto only when the table is wider than the
+// terminal.
+func TestRenderExpanded(t *testing.T) {
+	tbl := &Table{Columns: []string{"id", "sensor"}, Rows: [][]any{{"1", "kitchen"}, {"22", nil}}, Count: true}
+	var out bytes.Buffer
+	p := &Printer{Format: FormatTable, Out: &out, Err: &out, Expanded: ExpandedOn}
+	p.Result(&Result{Kind: CmdExec, Table: tbl})
+	p.Result(&Result{Kind: CmdExec, Table: &Table{Columns: []string{"id"}, Count: true}})
+	want := "-[ RECORD 1 ]---\n" +
+		"id     | 1\n" +
+		"sensor | kitchen\n" +
+		"-[ RECORD 2 ]---\n" +
+		"id     | 22\n" +
+		"sensor | NULL\n" +
+		"(0 rows)\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+	for _, width := range []int{0, 14, 40} { // the aligned table is 14 wide
+		out.Reset()
+		p := &Printer{Format: FormatTable, Out: &out, Err: &out, Expanded: ExpandedAuto, Width: func() int { return width }}
+		p.Result(&Result{Kind: CmdExec, Table: tbl})
+		if expanded := strings.HasPrefix(out.String(), "-[ RECORD 1 ]"); expanded {
+			t.Errorf("auto, terminal %d wide: expanded:\n%s", width, &out)
+		}
+	}
+	out.Reset()
+	p = &Printer{Format: FormatTable, Out: &out, Err: &out, Expanded: ExpandedAuto, Width: func() int { return 13 }}
+	p.Result(&Result{Kind: CmdExec, Table: tbl})
+	if !strings.HasPrefix(out.String(), "-[ RECORD 1 ]") {
+		t.Errorf("auto, terminal 13 wide: not expanded:\n%s", &out)
+	}
+}
+
+// \timing: psql's line after the outcome, time_ms in JSON; nothing for
+// what was not timed.
+func TestRenderTiming(t *testing.T) {
+	var out, errs bytes.Buffer
+	p := &Printer{Format: FormatTable, Out: &out, Err: &errs, Timing: true}
+	p.Took(1234567 * time.Microsecond / 1000)
+	p.Result(&Result{Kind: CmdExec, Text: "INSERT 0 1"})
+	p.Took(61500 * time.Millisecond)
+	p.Error("@0 x", CmdExec, errors.New("boom"))
+	p.Result(&Result{Kind: CmdSet, Text: "Timing is on."})
+	if want := "INSERT 0 1\nTime: 1.235 ms\nTime: 61500.000 ms (01:01.500)\nTiming is on.\n"; out.String() != want {
+		t.Fatalf("got %q, want %q", out.String(), want)
+	}
+	out.Reset()
+	p = &Printer{Format: FormatJSON, Out: &out, Err: &errs, Timing: true}
+	p.Took(2500 * time.Microsecond)
+	p.Result(&Result{Kind: CmdBegin, Value: engine.BeginReply{TxID: 7}})
+	if want := `{"command":"begin","ok":true,"result":{"tx":7},"time_ms":2.5}` + "\n"; out.String() != want {
+		t.Fatalf("got %q, want %q", out.String(), want)
 	}
 }
 

@@ -64,10 +64,14 @@ func TestCluster(t *testing.T) {
 		{"script/stop-at-first-failure", testScriptStopsAtFirstFailure},
 		{"script/exit-status", testScriptExitStatus},
 		{"script/execute-sees-previous", testScriptExecuteSeesPrevious},
+		{"script/keys", testScriptKeys},
+		{"wrong-address", testWrongAddress},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
 		{"load/terminal", testLoadOnTerminal},
 		{"interactive", testInteractive},
+		{"interactive/display", testShellDisplay},
+		{"interactive/seed-dialogue", testSeedDialogue},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -99,6 +103,26 @@ func testScriptExecuteSeesPrevious(t *testing.T, c *testCluster) {
 		if !regexp.MustCompile(`(?s)INSERT 0 1 \(batch transaction \d+ committed\).* 1\n`).MatchString(out) {
 			t.Fatalf("run %d: the insert or its count is missing:\n%s", i, out)
 		}
+	}
+}
+
+// testScriptKeys begins a transaction with a key, commits it, and finds it
+// by the key; a begin with the key of the ended transaction is refused.
+func testScriptKeys(t *testing.T, c *testCluster) {
+	c.createTable(t, "CREATE TABLE keyed (k int PRIMARY KEY)")
+	out, errs, err := runScript(t, c, FormatTable, true,
+		"begin order-17;\nexec @0 insert into keyed values (1);\ncommit;\nstatus key order-17;\nbegin order-17;\nstatus key order-18;\n")
+	if err == nil {
+		t.Fatalf("a begin with a used key passed:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?s)^BEGIN (\d+)\nINSERT 0 1\nCOMMIT (\d+)\nkey "order-17": transaction (\d+): (committed|committing)[^\n]*\nkey "order-18": unknown`).FindStringSubmatch(out)
+	if m == nil || m[1] != m[2] || m[1] != m[3] {
+		t.Fatalf("stdout does not match:\n%s\nstderr:\n%s", out, errs)
+	}
+	// Refused with the outcome once the transaction ended, without it
+	// while its commit is still on its way.
+	if !strings.Contains(errs, "order-17") || !strings.Contains(errs, "committed") && !strings.Contains(errs, "takes no more statements") {
+		t.Fatalf("the refused begin says:\n%s", errs)
 	}
 }
 

@@ -63,12 +63,13 @@ func TestSecured(t *testing.T) {
 	}
 	tlsFlags := []string{"--tls-ca", ca.File, "--tls-cert", clientCert.Cert, "--tls-key", clientCert.Key}
 
+	// A refused connection, TLS or token, is exit status 2 (as psql's).
 	_, errs, code := run("-c", "nodes")
-	if code != 1 || !strings.Contains(errs, "this client needs TLS settings too") {
+	if code != 2 || !strings.HasPrefix(errs, "error: "+c.Addr+" serves TLS: give --tls-ca FILE") {
 		t.Fatalf("plain h2c against TLS: status %d, stderr %q", code, errs)
 	}
 	_, errs, code = run(append([]string{"-c", "nodes"}, tlsFlags...)...)
-	if code != 1 || !strings.Contains(errs, "unauthorized") || !strings.Contains(errs, "--auth-token-file") {
+	if code != 2 || !strings.Contains(errs, "unauthorized") || !strings.Contains(errs, "--auth-token-file") {
 		t.Fatalf("no token: status %d, stderr %q", code, errs)
 	}
 	out, errs, code := run(append([]string{"-c", "begin; @0 select 1 as one; commit", "--format", "csv", "--auth-token-file", tokenFile}, tlsFlags...)...)
@@ -77,7 +78,7 @@ func TestSecured(t *testing.T) {
 	}
 	// The peer token is not a client token.
 	_, errs, code = run(append([]string{"-c", "nodes", "--auth-token", "peer-secret"}, tlsFlags...)...)
-	if code != 1 || !strings.Contains(errs, "does not allow nodes") {
+	if code != 2 || !strings.Contains(errs, "does not allow nodes") {
 		t.Fatalf("peer token: status %d, stderr %q", code, errs)
 	}
 }

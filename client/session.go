@@ -156,6 +156,9 @@ func (s *Session) check(ctx context.Context) error {
 		if ctx.Err() == nil && rpc.IsTransport(err) {
 			s.broken = true
 		}
+		return s.identify(ctx, err)
+	}
+	if err := s.notCoordinator(ping); err != nil {
 		return err
 	}
 	wasBroken := s.broken
@@ -257,7 +260,7 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	}
 	switch c.Kind {
 	case CmdBegin:
-		return s.begin(ctx)
+		return s.begin(ctx, c)
 	case CmdExec:
 		return s.exec(ctx, c)
 	case CmdExecute:
@@ -267,24 +270,39 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 	case CmdRollback:
 		return s.rollback(ctx)
 	case CmdStatus:
+		if c.Key != "" {
+			return s.statusByKey(ctx, c.Key)
+		}
 		return s.status(ctx, c.TxID)
 	case CmdNodes:
 		return s.nodesResult(ctx)
+	case CmdInDoubt:
+		return s.inDoubt(ctx)
+	case CmdResolve:
+		var r engine.StatusReply
+		if err := s.call(ctx, api.MethodResolve, api.TxParams{TxID: c.TxID}, &r); err != nil {
+			return nil, s.explain(err)
+		}
+		return &Result{Kind: CmdResolve, Value: r, Text: fmt.Sprintf("transaction %d: retrying now; %s", c.TxID, describeState(r))}, nil
 	}
 	return nil, fmt.Errorf("%s is not a session command", c.Kind)
 }
 
-func (s *Session) begin(ctx context.Context) (*Result, error) {
+func (s *Session) begin(ctx context.Context, c Command) (*Result, error) {
 	if s.tx != 0 {
 		return nil, fmt.Errorf("transaction %d is open; commit or rollback it first", s.tx)
 	}
 	s.lost = 0
 	var r engine.BeginReply
-	if err := s.call(ctx, api.MethodBegin, struct{}{}, &r); err != nil {
+	if err := s.call(ctx, api.MethodBegin, api.BeginParams{Key: c.Key}, &r); err != nil {
 		return nil, s.explain(err)
 	}
 	s.tx, s.txFailed, s.txUnsure = r.TxID, false, false
-	return &Result{Kind: CmdBegin, Value: r, Text: fmt.Sprintf("BEGIN %d", r.TxID)}, nil
+	text := fmt.Sprintf("BEGIN %d", r.TxID)
+	if r.Repeated {
+		text += " (already begun with this key; its statements so far stand)"
+	}
+	return &Result{Kind: CmdBegin, Value: r, Text: text}, nil
 }
 
 func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
@@ -302,10 +320,42 @@ func (s *Session) exec(ctx context.Context, c Command) (*Result, error) {
 	n := c.Node
 	var r engine.ExecReply
 	err := s.call(ctx, api.MethodExec, api.ExecParams{TxID: s.tx, Node: &n, SQL: c.SQL}, &r)
+	if err != nil && interrupted(ctx, err) {
+		return nil, s.cancelExec(ctx, err, c)
+	}
 	if err != nil {
 		return nil, s.txError(ctx, err, c)
 	}
 	return execResult(CmdExec, r), nil
+}
+
+// interrupted reports whether a call failed because the user cancelled it
+// (Ctrl-C), rather than for lack of an answer.
+func interrupted(ctx context.Context, err error) bool {
+	return errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Canceled)
+}
+
+// cancelExec ends the open transaction after its statement was
+// interrupted. A running statement cannot be stopped on its own: the
+// coordinator answers the exec once the participant ran it, and the
+// participant runs it to its end (or its statement_timeout), keeping what
+// it did in the transaction. What Ctrl-C asks for is that the statement
+// have no effect, which only a rollback of its transaction guarantees; a
+// cancelled statement aborts psql's transaction too. The rollback is
+// decided at once, and the participant undoes the statement when it ends.
+func (s *Session) cancelExec(ctx context.Context, err error, c Command) error {
+	id := s.tx
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReconnectWait+5*time.Second)
+	defer cancel()
+	var r engine.OutcomeReply
+	if rerr := s.call(rctx, api.MethodRollback, api.TxParams{TxID: id}, &r); rerr != nil {
+		s.txUnsure = true
+		return wrapf(err, "cancelled, but the statement runs on at @%d and stays part of transaction %d if it succeeds: rolling the transaction back failed (%s); type rollback",
+			c.Node, id, describe(rerr, s.addr))
+	}
+	s.endTx()
+	s.noteAborted(id, "rolled back when its statement was cancelled")
+	return wrapf(err, "cancelled: transaction %d rolled back (a statement cannot be stopped alone; @%d undoes it when it ends)", id, c.Node)
 }
 
 func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
@@ -314,7 +364,10 @@ func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
 	}
 	n := c.Node
 	var r engine.ExecReply
-	if err := s.call(ctx, api.MethodExecute, api.ExecuteParams{Node: &n, SQL: c.SQL}, &r); err != nil {
+	if err := s.call(ctx, api.MethodExecute, api.ExecuteParams{Node: &n, SQL: c.SQL}, &r); interrupted(ctx, err) {
+		// Nothing can withdraw a statement from a batch it joined.
+		return nil, wrapf(err, "cancelled waiting: the statement runs on at @%d and commits with its batch unless the batch fails", n)
+	} else if err != nil {
 		return nil, s.explain(err)
 	}
 	s.lastTx = r.TxID
@@ -386,6 +439,18 @@ func (s *Session) rollback(ctx context.Context) (*Result, error) {
 	return &Result{Kind: CmdRollback, Value: r, Text: text}, nil
 }
 
+// statusByKey asks about the transaction a client gave key.
+func (s *Session) statusByKey(ctx context.Context, key string) (*Result, error) {
+	var r engine.StatusReply
+	if err := s.call(ctx, api.MethodStatus, api.StatusParams{Key: key}, &r); err != nil {
+		return nil, s.explain(err)
+	}
+	if r.TxID == 0 {
+		return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("key %q: %s", key, describeState(r))}, nil
+	}
+	return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("key %q: transaction %d: %s", key, r.TxID, describeState(r))}, nil
+}
+
 func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 	if id == 0 {
 		id = s.tx
@@ -404,7 +469,9 @@ func (s *Session) status(ctx context.Context, id engine.TxID) (*Result, error) {
 		s.endTx()
 	}
 	text := describeState(r)
-	if why, ok := s.aborted[id]; ok && r.State == "forgotten" {
+	// The coordinator has nothing to say of a transaction it aborted by
+	// restarting; the session saw why.
+	if why, ok := s.aborted[id]; ok && (r.State == "forgotten" || r.State == engine.PhaseAborted.String() && strings.HasPrefix(r.Reason, "no record")) {
 		text = fmt.Sprintf("aborted (%s, and keeps no record of it)", why)
 	}
 	return &Result{Kind: CmdStatus, Value: r, Text: fmt.Sprintf("transaction %d: %s", id, text)}, nil
@@ -432,6 +499,33 @@ func nodeList(ns []engine.NodeID) string {
 		parts[i] = fmt.Sprintf("@%d", n)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// inDoubt lists the transactions past their statements that have not
+// ended, oldest first, with what each waits for.
+func (s *Session) inDoubt(ctx context.Context) (*Result, error) {
+	var list []api.InDoubtTx
+	if err := s.call(ctx, api.MethodInDoubt, struct{}{}, &list); err != nil {
+		return nil, s.explain(err)
+	}
+	t := &Table{Columns: []string{"tx", "state", "age", "waiting for", "from", "next try in", "why"}, Count: true}
+	for _, d := range list {
+		var from, why []string
+		for _, n := range d.WaitingOn {
+			from = append(from, fmt.Sprintf("@%d", n.Node))
+			switch {
+			case !n.Reachable && n.LastError != "":
+				why = append(why, fmt.Sprintf("@%d unreachable: %s", n.Node, n.LastError))
+			case !n.Reachable:
+				why = append(why, fmt.Sprintf("@%d unreachable", n.Node))
+			}
+		}
+		ms := func(v int64) string {
+			return (time.Duration(v) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
+		t.Rows = append(t.Rows, []any{fmt.Sprint(d.TxID), d.State, ms(d.AgeMillis), d.Waiting, strings.Join(from, ","), ms(d.NextTryMillis), strings.Join(why, "; ")})
+	}
+	return &Result{Kind: CmdInDoubt, Value: list, Table: t}, nil
 }
 
 func (s *Session) nodesResult(ctx context.Context) (*Result, error) {
@@ -520,9 +614,12 @@ func wrapf(err error, format string, args ...any) error {
 func describe(err error, addr string) string {
 	var rerr *rpc.Error
 	var terr *rpc.TransportError
+	var werr *WrongAddrError
 	switch {
+	case errors.As(err, &werr):
+		return werr.Error()
 	case errors.Is(err, context.Canceled):
-		return "cancelled (the coordinator may still carry the command out)"
+		return "cancelled: the client stopped waiting (the coordinator may still carry the command out)"
 	case errors.As(err, &terr):
 		return fmt.Sprintf("coordinator %s unreachable: %v", addr, terr.Err)
 	case errors.As(err, &rerr) && rerr.Code == rpc.CodeUnauthorized:
@@ -554,7 +651,7 @@ func execResult(kind Kind, r engine.ExecReply) *Result {
 		sr = &engine.StmtResult{}
 	}
 	if len(sr.Columns) > 0 {
-		res.Table = &Table{Columns: sr.Columns, Rows: sr.Rows, Count: true}
+		res.Table = &Table{Columns: sr.Columns, Types: sr.Types, Rows: sr.Rows, Count: true}
 	} else {
 		res.Text = sr.Tag
 		if res.Text == "" {

@@ -36,6 +36,9 @@ type Complete struct {
 	History string
 }
 
+// Partial is what the splitter holds of a command not complete yet.
+func (s *Splitter) Partial() string { return s.buf.String() }
+
 // Feed adds one line (without its line break) and returns the commands it
 // completed, in order.
 func (s *Splitter) Feed(line string) []Complete {

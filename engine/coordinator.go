@@ -492,6 +492,8 @@ func (c *Coordinator) Step(in Input) Ready {
 		c.clientRollback(in)
 	case ClientStatus:
 		c.clientStatus(in)
+	case ClientResolve:
+		c.clientResolve(now, in)
 	case KeyLookedUp:
 		c.keyLookedUp(in)
 	case Receive:
@@ -521,6 +523,8 @@ func reqOf(in Input) (ReqID, bool) {
 	case ClientRollback:
 		return in.Req, true
 	case ClientStatus:
+		return in.Req, true
+	case ClientResolve:
 		return in.Req, true
 	case ClientTransact:
 		return in.Req, true
@@ -1274,8 +1278,11 @@ func (c *Coordinator) clientBegin(in ClientBegin) {
 	}
 	if id, ok := c.keys[in.Key]; ok && in.Key != "" {
 		switch tx := c.txs[id]; {
-		case tx != nil && !tx.batch:
+		case tx != nil && !tx.batch && tx.phase == PhaseActive:
 			c.reply(in.Req, BeginReply{TxID: id, Repeated: true}, c.reserveLSN)
+		case tx != nil && !tx.batch:
+			// Its outcome may not be durable yet, so it is not named here.
+			c.fail(in.Req, ErrKeyUsed, "key %q names transaction %d, which takes no more statements; status key %s tells how it ends", in.Key, id, in.Key)
 		case tx != nil:
 			c.fail(in.Req, ErrKeyUsed, "key %q names a statement of batch transaction %d", in.Key, id)
 		default:
@@ -1297,7 +1304,7 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 	if in.Err != "" {
 		for _, w := range waiting {
 			if req, ok := reqOf(w); ok {
-				c.fail(req, ErrBadRequest, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
+				c.fail(req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
 			}
 		}
 		return
@@ -1670,6 +1677,86 @@ func (c *Coordinator) tick(now Instant) {
 			}
 		}
 	}
+}
+
+// clientResolve retries at once what an in-doubt transaction waits for,
+// and answers where it stands. Only the timing changes: a decided
+// transaction's decision goes again to those that have not acknowledged
+// it, one whose decider was asked is settled with the decider, and one
+// still collecting votes is left to its vote timeout.
+func (c *Coordinator) clientResolve(now Instant, in ClientResolve) {
+	tx := c.txs[in.TxID]
+	switch {
+	case tx == nil:
+		st, code := c.Status(in.TxID), ErrTxNotActive
+		if st.State == "unknown" {
+			code = ErrUnknownTx
+		}
+		c.fail(in.Req, code, "transaction %d is not in doubt here (%s)", in.TxID, st.State)
+		return
+	case tx.phase == PhaseActive:
+		c.fail(in.Req, ErrTxNotActive, "transaction %d is still taking statements: commit or roll it back", in.TxID)
+		return
+	}
+	switch tx.phase {
+	case PhasePreparing:
+		if tx.branchAsked {
+			c.settle(now, tx)
+		}
+	case PhaseCommitting, PhaseAborting:
+		c.sendDecision(tx)
+		tx.backoff = c.cfg.RetryMin
+		tx.nextRetry = now.Add(tx.backoff)
+	}
+	c.reply(in.Req, c.Status(in.TxID), tx.decisionLSN)
+}
+
+// InDoubt is a transaction past its statements and not yet ended, as an
+// operator sees it: since when and what it waits for.
+type InDoubt struct {
+	StatusReply
+	Begun Instant
+	// Waiting says what the transaction waits for, in words.
+	Waiting string
+	// WaitingOn are the participants it waits for.
+	WaitingOn []NodeID
+	// NextTry is when the coordinator will next act on it by itself.
+	NextTry Instant
+}
+
+// InDoubt lists the transactions past their statements that have not
+// ended, sorted by id.
+func (c *Coordinator) InDoubt() []InDoubt {
+	var out []InDoubt
+	for _, id := range c.sortedTxIDs() {
+		tx := c.txs[id]
+		if tx.phase == PhaseActive {
+			continue
+		}
+		d := InDoubt{StatusReply: c.Status(id), Begun: tx.begun}
+		switch tx.phase {
+		case PhasePreparing:
+			if tx.branchAsked {
+				d.WaitingOn = []NodeID{tx.decider}
+				d.Waiting = fmt.Sprintf("the decider %s's answer: its own commit decides", tx.decider)
+				d.NextTry = tx.settleAt
+				break
+			}
+			for i := range tx.nodes {
+				if tx.nodes[i].touched && tx.nodes[i].vote == 0 && NodeID(i) != tx.decider {
+					d.WaitingOn = append(d.WaitingOn, NodeID(i))
+				}
+			}
+			d.Waiting = "votes"
+			d.NextTry = tx.voteDeadline
+		case PhaseCommitting, PhaseAborting:
+			d.WaitingOn = d.Pending
+			d.Waiting = "acknowledgements of the " + tx.outcome.String() + " decision"
+			d.NextTry = tx.nextRetry
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // maxEndedReason bounds the reason kept with an aborted transaction's end.

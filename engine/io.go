@@ -86,6 +86,15 @@ type ClientStatus struct {
 	Key  string
 }
 
+// ClientResolve is an operator's request to retry, now, what an in-doubt
+// transaction waits for: resend its decision to the participants that have
+// not acknowledged it, or ask its decider again. It changes no outcome.
+type ClientResolve struct {
+	Now  Instant
+	Req  ReqID
+	TxID TxID
+}
+
 // ClientExecute is the seed project's form: one statement that joins the
 // current batch; every BatchSize statements form one transaction.
 type ClientExecute struct {
@@ -191,6 +200,7 @@ func (i ClientExec) At() Instant          { return i.Now }
 func (i ClientCommit) At() Instant        { return i.Now }
 func (i ClientRollback) At() Instant      { return i.Now }
 func (i ClientStatus) At() Instant        { return i.Now }
+func (i ClientResolve) At() Instant       { return i.Now }
 func (i ClientExecute) At() Instant       { return i.Now }
 func (i ClientTransact) At() Instant      { return i.Now }
 func (i DataDone) At() Instant            { return i.Now }
@@ -198,6 +208,7 @@ func (i CoordinatorAnswered) At() Instant { return i.Now }
 
 func (Start) isInput()               {}
 func (Tick) isInput()                {}
+func (ClientResolve) isInput()       {}
 func (Receive) isInput()             {}
 func (SendFailed) isInput()          {}
 func (ClientBegin) isInput()         {}
@@ -441,9 +452,12 @@ const (
 	// ErrKeyUsed refuses a key that already names a transaction that
 	// cannot take the request (a begin after that transaction ended).
 	ErrKeyUsed
+	// ErrUnavailable refuses a call the coordinator cannot serve now (its
+	// driver could not look its key up); the call may be retried as is.
+	ErrUnavailable
 )
 
-var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used"}
+var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used", "unavailable"}
 
 func (c ErrorCode) String() string {
 	if int(c) < len(errorCodeNames) && c != 0 {

@@ -181,7 +181,10 @@ type InquireMessage struct {
 
 // StmtResult is what a statement returned.
 type StmtResult struct {
-	Columns      []string `json:"columns,omitempty"`
+	Columns []string `json:"columns,omitempty"`
+	// Types are the columns' PostgreSQL type names (int4, numeric, text,
+	// ...), "" for a type known only to that database (an enum, a domain).
+	Types        []string `json:"types,omitempty"`
 	Rows         [][]any  `json:"rows,omitempty"`
 	RowsAffected int64    `json:"rows_affected"`
 	Tag          string   `json:"tag,omitempty"`

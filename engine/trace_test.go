@@ -104,7 +104,7 @@ var traceArgs = func() map[string][]string {
 		"lose-log":         {"node", "cluster"},
 		"forge":            {"to", "kind", "cluster", "epoch", "tx", "stmt", "sql", "outcome"},
 		"crash-data-db":    {"node"},
-		"client":           {"begin", "exec", "commit", "rollback", "status", "execute", "transact", "tx", "node", "sql", "stmts", "key"},
+		"client":           {"begin", "exec", "commit", "rollback", "status", "resolve", "execute", "transact", "tx", "node", "sql", "stmts", "key"},
 		"deliver":          append(slices.Clone(filter), "all"),
 		"drop":             filter,
 		"duplicate":        filter,
@@ -355,6 +355,8 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 		e.c.Rollback(tx)
 	case "status":
 		e.c.Status(tx, key)
+	case "resolve":
+		e.c.Resolve(tx)
 	case "execute":
 		e.c.Execute(node, sql, key)
 	case "transact":

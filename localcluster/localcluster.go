@@ -24,6 +24,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
+	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
@@ -128,6 +129,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		partAddrs = append(partAddrs, ln.Addr().String())
 	}
 
+	// Every node would find the same binaries, or fail alike: look once,
+	// so that a wrong --pg-bin is told once rather than per node.
+	if _, err := embedpg.FindBinDir(opts.PGBin); err != nil {
+		return nil, err
+	}
 	// Databases start in parallel: initdb dominates start-up time.
 	names := []string{api.CoordinatorName}
 	for i := range n {

@@ -5,6 +5,7 @@ import (
 
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,8 +69,17 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 			if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
 				t.Fatal(err)
 			}
-			if got.Tag != want.Tag || got.RowsAffected != want.RowsAffected || len(got.Rows) != len(want.Rows) || len(got.Columns) != len(want.Columns) {
+			if got.Tag != want.Tag || got.RowsAffected != want.RowsAffected || len(got.Rows) != len(want.Rows) || len(got.Columns) != len(want.Columns) ||
+				!slices.Equal(got.Types, want.Types) {
 				t.Fatalf("beginWith %+v, later statement %+v", got, want)
+			}
+			// Column types let a client right-align numbers that arrive as
+			// text.
+			if wantTypes := map[string][]string{
+				"select":  {"int8", "text", "float8", "numeric", "bool", "jsonb", "timestamptz", "int4"},
+				"untyped": {"text", "text"},
+			}[tc.name]; wantTypes != nil && !slices.Equal(want.Types, wantTypes) {
+				t.Errorf("types %q, want %q", want.Types, wantTypes)
 			}
 			for i := range want.Rows {
 				for j := range want.Rows[i] {

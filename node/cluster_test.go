@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -43,6 +44,10 @@ type clusterConfig struct {
 	participants int
 	engine       engine.CoordinatorConfig
 	lockTimeout  time.Duration
+	// compactEvery is the coordinator's CompactEvery (0: its default).
+	compactEvery time.Duration
+	// coordLog, if set, also receives the coordinator's log lines.
+	coordLog io.Writer
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -90,7 +95,11 @@ func startCluster(t *testing.T, cfg clusterConfig) *testCluster {
 	}
 	logger := testLogger(t)
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: logger})
-	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: logger}
+	coordLogger := logger
+	if cfg.coordLog != nil {
+		coordLogger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, cfg.coordLog), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	c.coordOpts = node.CoordinatorOptions{Participants: c.partAddrs, Log: c.coordDBs.Log, Engine: cfg.engine, Logger: coordLogger, CompactEvery: cfg.compactEvery}
 	for i := range lns {
 		dbs := openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 60})
 		c.partDBs = append(c.partDBs, dbs)
@@ -136,6 +145,19 @@ func (c *testCluster) startParticipant(i int, ln net.Listener) {
 		c.t.Fatal(err)
 	}
 	c.parts[i] = p
+}
+
+// restartCoordinator closes the coordinator and starts it again on the
+// same address and log.
+func (c *testCluster) restartCoordinator() {
+	c.t.Helper()
+	c.coord.Close()
+	c.coord = nil
+	ln, err := net.Listen("tcp", c.coordAddr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.startCoordinator(ln)
 }
 
 // stopParticipant closes participant i; restartParticipant brings it back on

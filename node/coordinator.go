@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -34,6 +35,10 @@ type CoordinatorOptions struct {
 	// CompactEvery is how often events of ended transactions are deleted
 	// from the log. Default 10s; negative disables compaction.
 	CompactEvery time.Duration
+	// KeepOutcomes is how long the outcome of an ended transaction stays
+	// answerable (status, a call repeated with its key) after compaction
+	// removed its events. Default DefaultKeepOutcomes.
+	KeepOutcomes time.Duration
 	// Transport secures RPC (tokens, TLS); the zero value is plain h2c.
 	Transport Transport
 	// MaxOpen bounds the explicit transactions the coordinator holds
@@ -73,6 +78,8 @@ type Coordinator struct {
 	waiters map[engine.ReqID]chan engine.Respond
 	health  []peerHealth
 	ended   *compactor // durable CoordEnded, compacted later
+	// outcomes keeps what ended transactions came to, beyond compaction.
+	outcomes *outcomeKeeper
 
 	// cluster and epoch are fixed at start; kept here so RPC handlers can
 	// read them without touching the engine, which the loop owns.
@@ -109,6 +116,9 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if opts.CompactEvery == 0 {
 		opts.CompactEvery = 10 * time.Second
 	}
+	if opts.KeepOutcomes <= 0 {
+		opts.KeepOutcomes = DefaultKeepOutcomes
+	}
 	opts.Engine.Participants = len(opts.Participants)
 	// Filled here so that the limits the node applies itself (write
 	// timeout, transact's statement count) are the engine's.
@@ -127,8 +137,24 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if opts.CompactEvery > 0 {
 		c.loop.compaction = c.ended
 	}
+	c.outcomes = newOutcomeKeeper(c.store, opts.KeepOutcomes, c.logger)
+	if opts.CompactEvery > 0 {
+		// Compaction may remove a transaction's events only once its
+		// outcome is kept elsewhere.
+		c.outcomes.saved = c.ended.add
+	}
+	c.outcomes.answer = func(in engine.KeyLookedUp) {
+		in.Now = c.loop.now()
+		c.loop.submit(in)
+	}
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
+	var recoveredEnds []engine.CoordEnded
+	c.loop.onRecovered = func(ev engine.Event) {
+		if e, ok := ev.(engine.CoordEnded); ok {
+			recoveredEnds = append(recoveredEnds, e)
+		}
+	}
 	c.loop.observer = opts.Observer
 	total, perClient, wait := admissionBounds(opts)
 	c.admission = newAdmission(total, perClient, wait, c.logger, c.stillOpen)
@@ -152,12 +178,16 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		return nil, err
 	}
 	c.cluster, c.epoch = c.eng.Cluster(), c.eng.Epoch()
-	if opts.CompactEvery > 0 {
-		// Transactions the log shows ended may be left over from an
-		// incarnation that did not live to compact them.
-		for _, id := range c.eng.EndedIDs() {
-			c.ended.add(logstore.Ended{Tx: uint64(id), UpToSeq: c.loop.durableSeq})
-		}
+	// Transactions the log shows ended may be left over from an
+	// incarnation that did not live to keep their outcomes and compact
+	// them; keeping an outcome again changes nothing.
+	now := time.Now()
+	for _, e := range recoveredEnds {
+		c.outcomes.add(e, c.loop.durableSeq, now)
+	}
+	c.loop.onRecovered = nil
+	if err := c.outcomes.start(ctx); err != nil {
+		return nil, err
 	}
 	c.logger.Info("coordinator recovered", "events", n, "cluster", c.eng.Cluster(), "epoch", c.eng.Epoch(),
 		"in_flight", len(c.eng.Transactions()), "took", time.Since(began).Round(time.Millisecond))
@@ -175,6 +205,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) {
 			c.ended.run(ctx, c.opts.CompactEvery)
 		},
+		func(ctx context.Context) { c.outcomes.run(ctx, outcomesSaveEvery) },
 		c.watchState,
 	}
 	for _, o := range c.out {
@@ -246,8 +277,11 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			if err := needSQL(p.SQL); err != nil {
 				return nil, err
 			}
+			if err := needKey(p.Key); err != nil {
+				return nil, err
+			}
 			return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args}
+				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args, Key: p.Key}
 			})
 		},
 		api.MethodCommit: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
@@ -256,9 +290,9 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 		api.MethodRollback: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
 		}),
-		api.MethodStatus: c.txMethod(false, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
-			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
-		}),
+		api.MethodStatus:  c.status,
+		api.MethodInDoubt: c.inDoubt,
+		api.MethodResolve: c.resolve,
 		api.MethodTransact: func(ctx context.Context, raw json.RawMessage) (any, error) {
 			r, err := c.transact(ctx, raw)
 			if reply, ok := r.(api.TransactReply); ok && reply.Outcome != nil {
@@ -315,6 +349,90 @@ func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, 
 		}
 		return r, err
 	}
+}
+
+// inDoubt lists the transactions in doubt with what each waits for; the
+// participants it waits on come with the coordinator's last word from
+// them.
+func (c *Coordinator) inDoubt(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := rpc.DecodeNoParams(raw); err != nil {
+		return nil, err
+	}
+	var list []engine.InDoubt
+	var now engine.Instant
+	if err := c.loop.query(ctx, func() { list, now = c.eng.InDoubt(), c.loop.now() }); err != nil {
+		return nil, unavailable(err)
+	}
+	health := c.Nodes()
+	out := make([]api.InDoubtTx, 0, len(list))
+	for _, d := range list {
+		t := api.InDoubtTx{StatusReply: d.StatusReply, AgeMillis: time.Duration(now - d.Begun).Milliseconds(),
+			Waiting: d.Waiting, NextTryMillis: max(0, time.Duration(d.NextTry-now).Milliseconds())}
+		for _, n := range d.WaitingOn {
+			if int(n) < len(health) {
+				t.WaitingOn = append(t.WaitingOn, health[n])
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// resolve retries an in-doubt transaction now. Operators act by hand
+// rarely and must be able to tell afterwards who did what: every call is
+// logged, refused or not.
+func (c *Coordinator) resolve(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.TxParams
+	if err := rpc.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	if p.TxID == 0 {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx is required (the id of a transaction in doubt)")
+	}
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientResolve{Now: now, Req: req, TxID: p.TxID}
+	})
+	if err != nil {
+		c.logger.Warn("manual resolve refused", "tx", p.TxID, "client", clientIdentity(ctx), "err", err)
+		return nil, err
+	}
+	st, _ := r.(engine.StatusReply)
+	c.logger.Warn("manual resolve: retrying now what the transaction waits for", "tx", p.TxID, "client", clientIdentity(ctx), "state", st.State, "pending", st.Pending)
+	return r, nil
+}
+
+// status answers where a transaction stands, by id or by key. What the
+// engine has forgotten, the outcomes kept answer for as long as they are
+// kept.
+func (c *Coordinator) status(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.StatusParams
+	if err := rpc.DecodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	switch {
+	case p.TxID == 0 && p.Key == "":
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx or key is required (a transaction id from begin, or the key its client gave it)")
+	case p.TxID != 0 && p.Key != "":
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "give tx or key, not both")
+	}
+	if err := needKey(p.Key); err != nil {
+		return nil, err
+	}
+	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
+		return engine.ClientStatus{Now: now, Req: req, TxID: p.TxID, Key: p.Key}
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, ok := r.(engine.StatusReply)
+	if !ok {
+		return r, nil
+	}
+	st, err = c.outcomes.status(ctx, st)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("status of tx %d: %w", st.TxID, err))
+	}
+	return st, nil
 }
 
 // call submits a client input and waits for the engine's answer. If the
@@ -412,8 +530,14 @@ func (c *Coordinator) perform(e engine.Effect) {
 		c.out[e.To].push(e.Msg)
 	case engine.Violation:
 		c.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	case engine.LookupKey:
+		c.outcomes.lookUp(e.Key)
 	}
 }
+
+// outcomesSaveEvery is how often the outcomes of ended transactions move
+// from memory to the store, in one transaction for all of them.
+const outcomesSaveEvery = time.Second
 
 func (c *Coordinator) noteHealth(to engine.NodeID, err error, epoch engine.Epoch) {
 	c.mu.Lock()
@@ -468,7 +592,7 @@ func (c *Coordinator) Nodes() []api.NodeHealth {
 }
 
 func (c *Coordinator) onDurable(ev engine.Event) {
-	if e, ok := ev.(engine.CoordEnded); ok && c.opts.CompactEvery > 0 {
-		c.ended.add(logstore.Ended{Tx: uint64(e.TxID), UpToSeq: c.loop.durableSeq})
+	if e, ok := ev.(engine.CoordEnded); ok {
+		c.outcomes.add(e, c.loop.durableSeq, time.Now())
 	}
 }

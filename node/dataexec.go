@@ -111,7 +111,7 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 		return nil, err
 	}
 	defer rows.Close()
-	res := &engine.StmtResult{Columns: columnNames(rows.FieldDescriptions())}
+	res := &engine.StmtResult{Columns: columnNames(rows.FieldDescriptions()), Types: columnTypes(rows.FieldDescriptions())}
 	for rows.Next() {
 		res.Rows = append(res.Rows, textRow(rows.RawValues()))
 	}

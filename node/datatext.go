@@ -5,13 +5,14 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tpcd/tpcd/engine"
 )
 
 // textResult reads a statement's rows, all columns in text format.
 func textResult(rr *pgconn.ResultReader) (*engine.StmtResult, error) {
-	res := &engine.StmtResult{Columns: columnNames(rr.FieldDescriptions())}
+	res := &engine.StmtResult{Columns: columnNames(rr.FieldDescriptions()), Types: columnTypes(rr.FieldDescriptions())}
 	for rr.NextRow() {
 		res.Rows = append(res.Rows, textRow(rr.Values()))
 	}
@@ -27,6 +28,25 @@ func columnNames(fields []pgconn.FieldDescription) []string {
 	var names []string
 	for _, f := range fields {
 		names = append(names, f.Name)
+	}
+	return names
+}
+
+// builtinTypes names PostgreSQL's built-in types by OID. It is only read
+// (TypeForOID), which is safe from any goroutine.
+var builtinTypes = pgtype.NewMap()
+
+// columnTypes names the columns' types, so that a client can show numbers
+// as numbers though every value arrives as text.
+func columnTypes(fields []pgconn.FieldDescription) []string {
+	if len(fields) == 0 {
+		return nil
+	}
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		if t, ok := builtinTypes.TypeForOID(f.DataTypeOID); ok {
+			names[i] = t.Name
+		}
 	}
 	return names
 }

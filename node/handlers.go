@@ -3,7 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -20,6 +22,10 @@ func rpcError(e *engine.Error) *rpc.Error {
 		code = rpc.CodeBadNode
 	case engine.ErrAborted, engine.ErrStatement:
 		code = rpc.CodeAborted
+	case engine.ErrKeyUsed:
+		code = rpc.CodeKeyUsed
+	case engine.ErrUnavailable:
+		code = rpc.CodeUnavailable
 	case engine.ErrBadRequest:
 		// The engine refuses a request it will never accept as is (a limit
 		// such as MaxStatements); before Start it says "still starting",
@@ -37,6 +43,18 @@ func needNode(n *engine.NodeID) (engine.NodeID, error) {
 		return 0, rpc.Errorf(rpc.CodeInvalidParams, "node is required (a participant id, 0..N-1)")
 	}
 	return *n, nil
+}
+
+// needKey checks a client's idempotency key: optional, but when given a
+// short string of valid UTF-8, since it is kept with the outcome.
+func needKey(key string) error {
+	switch {
+	case len(key) > api.MaxKeyBytes:
+		return rpc.Errorf(rpc.CodeInvalidParams, "key is %d bytes, more than %d", len(key), api.MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return rpc.Errorf(rpc.CodeInvalidParams, "key is not valid UTF-8")
+	}
+	return nil
 }
 
 // needSQL checks that a statement has SQL.

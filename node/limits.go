@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -408,13 +409,20 @@ func (c *Coordinator) stillOpen(ctx context.Context, ids []engine.TxID) ([]engin
 // begin serves api.MethodBegin within the client's share of the
 // transactions the coordinator admits.
 func (c *Coordinator) begin(ctx context.Context, raw json.RawMessage) (any, error) {
-	if err := rpc.DecodeNoParams(raw); err != nil {
+	var p api.BeginParams
+	if len(raw) > 0 {
+		if err := rpc.DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+	}
+	if err := needKey(p.Key); err != nil {
 		return nil, err
 	}
 	return c.startTx(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientBegin{Now: now, Req: req}
+		return engine.ClientBegin{Now: now, Req: req, Key: p.Key}
 	}, func(r any) engine.TxID {
-		if b, ok := r.(engine.BeginReply); ok {
+		// A repeated begin names a transaction that holds its slot already.
+		if b, ok := r.(engine.BeginReply); ok && !b.Repeated {
 			return b.TxID
 		}
 		return 0

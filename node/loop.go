@@ -35,6 +35,8 @@ type loop struct {
 	perform func(engine.Effect)
 	// onDurable sees every event once it is durable (compaction, metrics).
 	onDurable func(engine.Event)
+	// onRecovered sees every event recovery reads from the log.
+	onRecovered func(engine.Event)
 	// compaction, if set, learns which transactions each row of the log
 	// holds, as rows are recovered and appended, before onDurable sees
 	// their events.
@@ -132,6 +134,9 @@ func (l *loop) recover(ctx context.Context) (int, error) {
 			return fmt.Errorf("event %s: %w", r.Pos, err)
 		}
 		row = append(row, ev)
+		if l.onRecovered != nil {
+			l.onRecovered(ev)
+		}
 		n++
 		return nil
 	})

@@ -217,7 +217,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
+			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch, Coordinator: p.opts.Coordinator}, nil
 		},
 	}
 	for _, method := range participantMethods {

@@ -22,6 +22,12 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	if err := rpc.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
+	if err := needKey(p.Key); err != nil {
+		return nil, err
+	}
+	if p.Key != "" && p.TxID != 0 {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "key names the transaction a call begins: give it without tx")
+	}
 	if len(p.Statements) == 0 {
 		return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements is required: at least one {\"node\", \"sql\", \"args\"}")
 	}
@@ -51,7 +57,7 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	// once, so each participant can prepare (or, alone, commit) with its
 	// last statement.
 	mk := func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit}
+		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit, Key: p.Key}
 	}
 	if p.TxID != 0 {
 		return c.call(ctx, mk)
@@ -59,7 +65,7 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	// A transaction begun by the call counts against its client's open
 	// transactions while it stays open (no commit asked for).
 	return c.startTx(ctx, mk, func(r any) engine.TxID {
-		if t, ok := r.(engine.TransactReply); ok && t.Outcome == nil {
+		if t, ok := r.(engine.TransactReply); ok && t.Outcome == nil && !t.Repeated {
 			return t.TxID
 		}
 		return 0

@@ -15,3 +15,20 @@ type TpcdLog struct {
 	Txs       []int64
 	Events    []byte
 }
+
+type TpcdOutcome struct {
+	Tx      int64
+	EndedAt time.Time
+	Outcome string
+	Reason  string
+}
+
+type TpcdOutcomeKey struct {
+	Key string
+	Tx  int64
+}
+
+type TpcdOutcomesHorizon struct {
+	OnlyRow bool
+	MaxTx   int64
+}

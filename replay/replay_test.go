@@ -440,7 +440,7 @@ func migratedURI(t *testing.T, uri string, migrate func(context.Context, *pgxpoo
 }
 
 // TestReplayCommandErrors checks that what is not a replay exits neither 0
-// nor 2: status 1 for errors while running, and kong's usage status (80,
+// nor 2: status 1 for errors while running, and the usage status (1 too,
 // as for every tpcd command) for flags it rejects before running.
 func TestReplayCommandErrors(t *testing.T) {
 	logURI := pgtest.NewDB(t)

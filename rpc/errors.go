@@ -36,6 +36,7 @@ const (
 	CodeAborted      = -32006 // the transaction has been aborted; the message says why
 	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions in total or per client, connections); the message names it
 	CodeUnauthorized = -32008 // no valid token for this method (HTTP 401 without any valid token, 403 with a token for other methods)
+	CodeKeyUsed      = -32009 // the idempotency key names a transaction that cannot take the request (a begin with the key of one that ended)
 )
 
 // Error is a JSON-RPC error object. Handlers return it (possibly wrapped) to

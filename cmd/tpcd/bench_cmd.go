@@ -23,6 +23,7 @@ type BenchCmd struct {
 	Connections   int      `help:"RPC clients the clients share round robin (0: one per client); each opens a connection, or stream, per call in flight." default:"0"`
 	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
 	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others')." enum:"interactive,single" default:"interactive"`
+	NoKeys        bool     `name:"no-keys" help:"Send --form single's transactions without idempotency keys (by default each carries one, and a call whose reply was lost is sent again and answered with the first call's outcome)."`
 	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections through Go's net/http client, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
@@ -79,7 +80,7 @@ Examples:
 func (c *BenchCmd) options() bench.Options {
 	o := bench.Options{
 		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(), Protocol: c.protocol(),
-		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, Transport: c.Transport,
+		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, NoKeys: c.NoKeys, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
 		Baselines: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/alecthomas/kong"
+
 	"github.com/tpcd/tpcd/engine"
 
 	"context"
@@ -25,6 +27,9 @@ type CLI struct {
 	Cluster     ClusterCmd     `cmd:"" help:"Run a coordinator and N participants with embedded PostgreSQL in one process (a local cluster to try tpcd)."`
 	Chaos       ChaosCmd       `cmd:"" help:"Run a cluster under random faults (crashes, lost and delayed messages) and check that every transaction stayed atomic."`
 	Bench       BenchCmd       `cmd:"" help:"Measure throughput and latency under load, optionally against raw two-phase commit on the same servers."`
+	Version     VersionCmd     `cmd:"" help:"Print the version (the same line as --version)."`
+
+	VersionFlag kong.VersionFlag `name:"version" env:"-" help:"Print the version (module version, commit, commit time, modified tree, Go) and exit."`
 }
 
 // ProtocolFlag chooses how a coordinator commits (docs/PROTOCOL.md).

@@ -37,10 +37,22 @@ func (c *ClientCmd) Help() string {
     tpcd tx 1> @1 insert into kv values (2, 'b');
     tpcd tx 1> commit
 
+There Tab completes commands, SQL keywords and the participants' tables;
+\timing, \x and \pset pager change the display (output taller than the
+terminal goes through $TPCD_PAGER, else $PAGER, else less).
+
 With -c COMMANDS, -f FILE, or standard input that is not a terminal, it runs
 a script: -c 'begin; @0 select 1; commit' --format json. A script stops at
-its first failed command (exit status 1) unless --continue. See 'tpcd client
-shell --help' for these flags, and docs/CLIENT.md.
+its first failed command unless --continue. See 'tpcd client shell --help'
+for these flags, and docs/CLIENT.md.
+
+Exit status, as psql's:
+  0  everything worked (the interactive shell: it ended normally)
+  1  a command failed and the run went on (--continue, load), or the
+     command line is wrong
+  2  no coordinator answered: unreachable, the connection lost, an address
+     that is not a coordinator's, TLS or the token refused
+  3  a script stopped at a failed command, or was interrupted (Ctrl-C)
 
 Loading a CSV file split across the participants:
 
@@ -80,6 +92,7 @@ func (c *ClientCmd) options(g *Globals) (client.Options, error) {
 		Coordinator: c.Coordinator,
 		Format:      client.Format(c.Format),
 		Progress:    client.IsTerminal(os.Stderr),
+		Terminal:    terminal(os.Stdout),
 		Logger:      g.Logger(os.Stderr),
 		Token:       token,
 		TLS:         tlsConfig,
@@ -90,7 +103,7 @@ func (c *ClientCmd) options(g *Globals) (client.Options, error) {
 type ClientShellCmd struct {
 	Command   string `short:"c" env:"-" help:"Run these commands and exit (separate them with ';' or newlines)." placeholder:"COMMANDS"`
 	File      string `short:"f" env:"-" help:"Run the commands in this file and exit ('-' for standard input)." placeholder:"FILE"`
-	Continue  bool   `help:"Scripts: go on after a failed command (the exit status still says one failed)."`
+	Continue  bool   `help:"Scripts: go on after a failed command (the exit status is then 1 if any failed, instead of 3 at the first)."`
 	History   string `help:"Interactive history file (default $XDG_STATE_HOME/tpcd/history or ~/.local/state/tpcd/history)." placeholder:"FILE"`
 	NoHistory bool   `help:"Keep no interactive history."`
 }
@@ -146,4 +159,12 @@ func (c *ClientLoadCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) 
 	return client.LoadCommand(ctx, opts, client.LoadOptions{
 		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, TxSize: c.TxSize,
 	})
+}
+
+// terminal is f if it is a terminal, else nil.
+func terminal(f *os.File) *os.File {
+	if client.IsTerminal(f) {
+		return f
+	}
+	return nil
 }

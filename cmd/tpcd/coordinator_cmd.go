@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
@@ -13,16 +14,17 @@ import (
 
 // CoordinatorCmd runs a coordinator node.
 type CoordinatorCmd struct {
-	Host        string   `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9990"`
-	Participant []string `help:"A participant's HOST:PORT; repeat once per participant, in node-id order (node 0 first)." required:""`
-	LogDB       string   `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
-	Timeout     Seconds  `help:"Seconds to wait for all votes before aborting." default:"5"`
-	BatchSize   int      `help:"Seed form: how many execute calls make one transaction." default:"1"`
-	BatchFlush  Seconds  `help:"Seed form: commit a partial batch this long after it began." default:"1"`
-	ExecTimeout Seconds  `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
-	IdleTimeout Seconds  `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later)." default:"60"`
-	StateDir    string   `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
-	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+	Host         string        `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9990"`
+	Participant  []string      `help:"A participant's HOST:PORT; repeat once per participant, in node-id order (node 0 first)." required:""`
+	LogDB        string        `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	Timeout      Seconds       `help:"Seconds to wait for all votes before aborting." default:"5"`
+	BatchSize    int           `help:"Seed form: how many execute calls make one transaction." default:"1"`
+	BatchFlush   Seconds       `help:"Seed form: commit a partial batch this long after it began." default:"1"`
+	ExecTimeout  Seconds       `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
+	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later)." default:"60"`
+	KeepOutcomes time.Duration `name:"keep-outcomes" help:"How long the outcome of an ended transaction stays answerable, by id and by its client's key, after the log forgot it (status says forgotten after that)." default:"24h"`
+	StateDir     string        `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
+	PGBin        string        `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 	// Limits on what one client may ask for.
 	MaxStatements    int `help:"Most statements one transaction may have; more are refused (code -32007)." default:"10000"`
 	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
@@ -48,6 +50,9 @@ over JSON-RPC on --host (see docs/WIRE.md and 'tpcd client').`
 func (c *CoordinatorCmd) Validate() error {
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
+	}
+	if c.KeepOutcomes <= 0 {
+		return fmt.Errorf("--keep-outcomes %s: give a positive duration, such as 24h", c.KeepOutcomes)
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Participant {
@@ -109,6 +114,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	defer dbs.Close()
 	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
 		Participants: c.Participant,
+		KeepOutcomes: c.KeepOutcomes,
 		Log:          dbs.Log,
 		Logger:       logger,
 		Engine: engine.CoordinatorConfig{

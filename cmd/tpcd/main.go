@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/tpcd/tpcd/buildinfo"
 )
 
 // Garbage-collector settings used unless GOGC or GOMEMLIMIT say otherwise.
@@ -53,24 +56,58 @@ func tuneProcs(cmd any) {
 	}
 }
 
+// Exit statuses every command shares; the client and replay add their own
+// (their --help lists them).
+const (
+	exitFailed = 1
+	// exitUsage is psql's status for a command line it cannot use, rather
+	// than kong's 80 (sysexits-style codes no PostgreSQL tool uses):
+	// scripts that run tpcd beside psql read one convention.
+	exitUsage = 1
+)
+
 func main() {
 	tuneGC()
 	var cli CLI
-	kctx := kong.Parse(&cli,
+	parser, err := kong.New(&cli,
 		kong.Name("tpcd"),
-		kong.Description("tpcd makes writes that span several PostgreSQL servers atomic (two-phase commit)."),
+		kong.Description("tpcd makes writes that span several PostgreSQL servers atomic (two-phase commit).\n\n"+
+			"Exit status: 0 success, 1 a failure or a command line tpcd cannot use; "+
+			"tpcd client also exits 2 when it cannot reach a coordinator and 3 when a script stops at a failed command, "+
+			"tpcd replay 2 when it finds an inconsistency (see their --help)."),
 		kong.DefaultEnvars("TPCD"),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"version": buildinfo.Read().String()},
 	)
+	if err != nil {
+		panic(err) // the CLI struct itself is wrong
+	}
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		// As psql: the complaint, then where to read more, both on stderr.
+		parser.Errorf("%s", err)
+		fmt.Fprintf(parser.Stderr, "Run \"%s --help\" for more information.\n", helpPath(err))
+		parser.Exit(exitUsage)
+	}
 	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
 		tuneProcs(sel.Target.Addr().Interface())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
-	err := kctx.Run(&cli.Globals)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "tpcd: %v\n", err)
-		os.Exit(1)
+	err = kctx.Run(&cli.Globals)
+	stop()
+	// An error that carries its own status (kong.ExitCoder: the client's
+	// and replay's) exits with it, any other with exitFailed.
+	kctx.FatalIfErrorf(err)
+}
+
+// helpPath is the command whose --help explains a refused command line.
+func helpPath(err error) string {
+	var perr *kong.ParseError
+	if errors.As(err, &perr) && perr.Context != nil {
+		if cmd := perr.Context.Selected(); cmd != nil {
+			return cmd.FullPath()
+		}
 	}
+	return "tpcd"
 }

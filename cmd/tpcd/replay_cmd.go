@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/replay"
 )
@@ -82,7 +83,7 @@ func (c *ReplayCmd) Run(g *Globals, ctx context.Context) error {
 func (c *ReplayCmd) run(ctx context.Context, g *Globals) (problems bool, err error) {
 	logPool, err := replay.Connect(ctx, c.LogDB)
 	if err != nil {
-		return false, fmt.Errorf("--log-db: %w", err)
+		return false, connectFailed("log-db", c.LogDB, err)
 	}
 	defer logPool.Close()
 	opts := replay.Options{
@@ -96,7 +97,7 @@ func (c *ReplayCmd) run(ctx context.Context, g *Globals) (problems bool, err err
 	if c.DataDB != "" {
 		dataPool, err := replay.Connect(ctx, c.DataDB)
 		if err != nil {
-			return false, fmt.Errorf("--data-db: %w", err)
+			return false, connectFailed("data-db", c.DataDB, err)
 		}
 		defer dataPool.Close()
 		opts.Data = dataPool
@@ -114,4 +115,13 @@ func (c *ReplayCmd) run(ctx context.Context, g *Globals) (problems bool, err err
 		return false, fmt.Errorf("write report: %w", err)
 	}
 	return !rep.Consistent(), nil
+}
+
+// connectFailed words a failure to open the database a flag names on one
+// line, with the cause worth reading first.
+func connectFailed(flag, uri string, err error) error {
+	if cause, ok := db.ConnectCause(err); ok {
+		return fmt.Errorf("--%s %s: cannot connect: %w", flag, db.Redact(uri), cause)
+	}
+	return fmt.Errorf("--%s: %w", flag, err)
 }

@@ -899,6 +899,12 @@ func (c *Cluster) Status(tx engine.TxID, key string) engine.ReqID {
 	return c.request(r, engine.ClientStatus{Now: c.now, Req: r.Req, TxID: tx, Key: key})
 }
 
+// Resolve asks the coordinator to retry an in-doubt transaction now.
+func (c *Cluster) Resolve(tx engine.TxID) engine.ReqID {
+	r := c.newReq("resolve", tx, 0, "")
+	return c.request(r, engine.ClientResolve{Now: c.now, Req: r.Req, TxID: tx})
+}
+
 // Transact runs statements in one call, committing when commit is set; tx
 // 0 begins a transaction, named by key unless it is empty.
 func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool, key string) engine.ReqID {

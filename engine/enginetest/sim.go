@@ -518,6 +518,9 @@ func (s *sim) client() {
 		s.c.Status(pick(s.rng, s.known), "")
 	case ss.tx == 0 && r < 0.93 && len(s.keys) > 0:
 		s.c.Status(0, pick(s.rng, s.keys))
+	case ss.tx == 0 && r < 0.94 && len(s.known) > 0:
+		// An operator retries an in-doubt transaction now.
+		s.c.Resolve(pick(s.rng, s.known))
 	case ss.tx == 0 && r < 0.96 && len(s.known) > 0:
 		// A confused client: a statement for an old transaction, or for
 		// a node that does not exist.

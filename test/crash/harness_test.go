@@ -175,6 +175,8 @@ type cluster struct {
 	// data and logs are pools on the participants' data and log
 	// databases, for checks.
 	data, logs []*pgxpool.Pool
+	// coordLog is a pool on the coordinator's log database.
+	coordLog *pgxpool.Pool
 	// status asks the coordinator where transactions stand.
 	status *rpc.Client
 }
@@ -213,6 +215,7 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 	if coordLog == "" {
 		coordLog = pgtest.NewDB(t)
 	}
+	c.coordLog = openPool(t, coordLog)
 	args := []string{"coordinator", "--host", coordAddr, "--log-db", coordLog}
 	for _, a := range partAddrs {
 		args = append(args, "--participant", a)

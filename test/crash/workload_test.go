@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -432,4 +433,16 @@ func (c *cluster) rows(i int) map[int]string {
 		c.t.Fatal(err)
 	}
 	return out
+}
+
+// count0 runs a counting query on pool, which must answer.
+func (c *cluster) count0(pool *pgxpool.Pool, sql string, args ...any) int {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var n int
+	if err := pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		c.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
 }

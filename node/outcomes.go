@@ -1,0 +1,297 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+)
+
+// DefaultKeepOutcomes is how long a coordinator keeps the outcome of a
+// transaction after it ended, unless told otherwise: a client that lost
+// its answer has a day to ask, by id or by key, before status says
+// forgotten.
+const DefaultKeepOutcomes = 24 * time.Hour
+
+// outcomeStore keeps outcomes apart from the log (logstore.Store does, in
+// the coordinator's log database).
+type outcomeStore interface {
+	SaveOutcomes(ctx context.Context, outcomes []logstore.Outcome) error
+	OutcomesByKey(ctx context.Context, keys []string) (map[string]logstore.Outcome, error)
+	OutcomeByTx(ctx context.Context, tx uint64) (logstore.Outcome, bool, error)
+	PruneOutcomes(ctx context.Context, before time.Time) (int64, error)
+	OutcomesHorizon(ctx context.Context) (uint64, error)
+}
+
+var _ outcomeStore = (*logstore.Store)(nil)
+
+// outcomeKeeper carries the outcome of each transaction the coordinator
+// ended from its log to the outcome store, and answers from both. An
+// outcome is held in memory from the moment its coord.ended event is
+// durable until the store has it; only then may compaction remove the
+// transaction's events (saved), so that at every moment one of the log,
+// the memory and the store holds it. Lookups go to memory first and then to
+// the store: an entry leaves memory only after the store committed it, so
+// a lookup that missed it in memory finds it there.
+type outcomeKeeper struct {
+	store  outcomeStore
+	keep   time.Duration
+	logger *slog.Logger
+	// saved hears of each outcome once the store holds it.
+	saved func(logstore.Ended)
+	// answer takes the result of a key lookup (the engine's KeyLookedUp).
+	answer func(engine.KeyLookedUp)
+
+	mu      sync.Mutex
+	pending map[uint64]*keptOutcome
+	byKey   map[string]uint64
+	order   []uint64 // pending, in the order they ended
+	horizon uint64
+	asked   []string // keys to look up
+	wake    chan struct{}
+}
+
+type keptOutcome struct {
+	logstore.Outcome
+	upTo int64 // the log's last row when it ended, for compaction
+}
+
+func newOutcomeKeeper(store outcomeStore, keep time.Duration, logger *slog.Logger) *outcomeKeeper {
+	return &outcomeKeeper{store: store, keep: keep, logger: logger,
+		pending: map[uint64]*keptOutcome{}, byKey: map[string]uint64{}, wake: make(chan struct{}, 1),
+		saved: func(logstore.Ended) {}, answer: func(engine.KeyLookedUp) {}}
+}
+
+// start reads the horizon, so that status may tell an unlogged
+// transaction from one whose outcome was deleted for age.
+func (k *outcomeKeeper) start(ctx context.Context) error {
+	h, err := k.store.OutcomesHorizon(ctx)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.horizon = h
+	k.mu.Unlock()
+	return nil
+}
+
+// add holds the outcome of a transaction whose coord.ended event is
+// durable in row upTo or before; it never blocks for long (the loop
+// goroutine calls it).
+func (k *outcomeKeeper) add(e engine.CoordEnded, upTo int64, at time.Time) {
+	tx := uint64(e.TxID)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.pending[tx]; ok {
+		return
+	}
+	k.pending[tx] = &keptOutcome{Outcome: logstore.Outcome{Tx: tx, EndedAt: at, Outcome: e.Outcome.String(), Reason: e.Reason, Keys: e.Keys}, upTo: upTo}
+	k.order = append(k.order, tx)
+	for _, key := range e.Keys {
+		k.byKey[key] = tx
+	}
+}
+
+// outcomesPerSave bounds one save, so that a long backlog (the store was
+// down) goes in transactions of a sensible size.
+const outcomesPerSave = 2000
+
+// pruneEvery is how often outcomes older than the window are deleted.
+const pruneEvery = time.Minute
+
+// run saves held outcomes every interval, deletes the old ones every
+// pruneEvery, and answers key lookups, until ctx ends.
+func (k *outcomeKeeper) run(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = time.Second
+	}
+	save := time.NewTicker(every)
+	defer save.Stop()
+	prune := time.NewTicker(pruneEvery)
+	defer prune.Stop()
+	go k.answerLookups(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-save.C:
+			k.save(ctx)
+		case <-prune.C:
+			k.prune(ctx, time.Now())
+		}
+	}
+}
+
+// save writes the held outcomes to the store and lets compaction have their
+// transactions; after an error they stay held for the next round.
+func (k *outcomeKeeper) save(ctx context.Context) {
+	for ctx.Err() == nil {
+		k.mu.Lock()
+		n := min(len(k.order), outcomesPerSave)
+		batch := make([]logstore.Outcome, n)
+		upTo := make([]int64, n)
+		for i, tx := range k.order[:n] {
+			batch[i], upTo[i] = k.pending[tx].Outcome, k.pending[tx].upTo
+		}
+		k.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if err := k.store.SaveOutcomes(ctx, batch); err != nil {
+			if ctx.Err() == nil {
+				k.logger.Warn("saving outcomes failed; will retry", "outcomes", n, "err", err)
+			}
+			return
+		}
+		k.mu.Lock()
+		for _, o := range batch {
+			delete(k.pending, o.Tx)
+			for _, key := range o.Keys {
+				if k.byKey[key] == o.Tx {
+					delete(k.byKey, key)
+				}
+			}
+		}
+		k.order = k.order[n:]
+		k.mu.Unlock()
+		for i, o := range batch {
+			k.saved(logstore.Ended{Tx: o.Tx, UpToSeq: upTo[i]})
+		}
+	}
+}
+
+// prune deletes the outcomes older than the window and moves the horizon.
+func (k *outcomeKeeper) prune(ctx context.Context, now time.Time) {
+	n, err := k.store.PruneOutcomes(ctx, now.Add(-k.keep))
+	if err != nil {
+		if ctx.Err() == nil {
+			k.logger.Warn("deleting old outcomes failed; will retry", "err", err)
+		}
+		return
+	}
+	if n == 0 {
+		return
+	}
+	h, err := k.store.OutcomesHorizon(ctx)
+	if err != nil {
+		k.logger.Warn("reading the outcomes horizon failed", "err", err)
+		return
+	}
+	k.mu.Lock()
+	k.horizon = max(k.horizon, h)
+	k.mu.Unlock()
+	k.logger.Debug("deleted old outcomes", "outcomes", n, "horizon", h)
+}
+
+// lookUp asks, without blocking, for the transaction key named; the answer
+// comes through answer. Lookups asked meanwhile go to the store together.
+func (k *outcomeKeeper) lookUp(key string) {
+	k.mu.Lock()
+	k.asked = append(k.asked, key)
+	k.mu.Unlock()
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (k *outcomeKeeper) answerLookups(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.wake:
+		}
+		k.mu.Lock()
+		asked := k.asked
+		k.asked = nil
+		var ask []string
+		held := map[string]logstore.Outcome{}
+		for _, key := range asked {
+			if tx, ok := k.byKey[key]; ok {
+				held[key] = k.pending[tx].Outcome
+				continue
+			}
+			ask = append(ask, key)
+		}
+		k.mu.Unlock()
+		// Answered outside the lock: answering may wait for the loop,
+		// which calls add.
+		for key, o := range held {
+			k.answerFound(key, o)
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		found, err := k.store.OutcomesByKey(ctx, ask)
+		for _, key := range ask {
+			switch o, ok := found[key]; {
+			case err != nil:
+				k.answer(engine.KeyLookedUp{Key: key, Err: err.Error()})
+			case ok:
+				k.answerFound(key, o)
+			default:
+				k.answer(engine.KeyLookedUp{Key: key})
+			}
+		}
+	}
+}
+
+func (k *outcomeKeeper) answerFound(key string, o logstore.Outcome) {
+	k.answer(engine.KeyLookedUp{Key: key, Found: true, TxID: engine.TxID(o.Tx), Outcome: outcomeOf(o.Outcome), Reason: o.Reason})
+}
+
+func outcomeOf(name string) engine.Outcome {
+	if name == engine.OutcomeCommit.String() {
+		return engine.OutcomeCommit
+	}
+	return engine.OutcomeAbort
+}
+
+// status completes the engine's answer about a transaction it forgot from
+// the outcomes kept: the outcome if kept; aborted if the id is newer than
+// every outcome deleted for age, since a transaction that may commit is
+// logged before it does and its outcome kept once it ends; forgotten only
+// when the window has passed.
+func (k *outcomeKeeper) status(ctx context.Context, st engine.StatusReply) (engine.StatusReply, error) {
+	if st.State != "forgotten" {
+		return st, nil
+	}
+	tx := uint64(st.TxID)
+	k.mu.Lock()
+	held, inMemory := k.pending[tx]
+	var o logstore.Outcome
+	if inMemory {
+		o = held.Outcome
+	}
+	horizon := k.horizon
+	k.mu.Unlock()
+	if !inMemory {
+		var err error
+		var ok bool
+		if o, ok, err = k.store.OutcomeByTx(ctx, tx); err != nil {
+			return st, err
+		}
+		if !ok {
+			if tx > horizon {
+				st.State, st.Outcome = engine.PhaseAborted.String(), engine.OutcomeAbort
+				st.Reason = "no record of it: it ended before anything of it was logged, so nothing of it committed"
+			} else {
+				st.Reason = fmt.Sprintf("ended more than %s ago; outcomes are kept that long (--keep-outcomes)", k.keep)
+			}
+			return st, nil
+		}
+	}
+	st.Outcome = outcomeOf(o.Outcome)
+	if st.Outcome == engine.OutcomeCommit {
+		st.State = engine.PhaseCommitted.String()
+	} else {
+		st.State = engine.PhaseAborted.String()
+	}
+	st.Reason = o.Reason
+	return st, nil
+}
