@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,12 +132,37 @@ func TestChaos(t *testing.T) {
 	if rep.OneCall == 0 {
 		t.Error("no transaction went in one transact call: that path was not exercised")
 	}
-	// A deck holds every kind; a minute of faults draws several decks.
+	// A deck holds every kind, and kinds not drawn a third of the way
+	// through go first; a minute of faults draws several decks.
 	if duration >= time.Minute {
 		for _, k := range FaultKinds() {
 			if rep.Faults[k] == 0 {
 				t.Errorf("no %s fault injected", k)
 			}
+		}
+		// The replaced coordinator must have issued ids the first had
+		// issued too, or the case the incarnation keys exist for did not
+		// come up.
+		if len(rep.Incarnations) < 2 || rep.ReusedIDs == 0 {
+			t.Errorf("%d coordinator incarnations, %d tx ids issued by more than one: a replacement that reissued ids was not exercised", len(rep.Incarnations), rep.ReusedIDs)
+		}
+		// The sharp case: a new coordinator's transaction reaching a
+		// participant that still holds the old cluster's open work under
+		// the same id.
+		if rep.OrphansMet == 0 {
+			t.Errorf("%d transactions left open by replaced coordinators, none of their ids issued again by the next coordinator to a transaction that sent statements", rep.Orphans)
+		}
+		if !slices.ContainsFunc(rep.Replacements, func(r Replacement) bool { return r.OpenAtResume > 0 }) {
+			t.Errorf("no replacement left open work on the participants for the new coordinator's transactions to meet (%+v)", rep.Replacements)
+		}
+		healed := 0
+		for _, k := range rep.EmbeddedKills {
+			if k.Failure == "" {
+				healed++
+			}
+		}
+		if healed == 0 {
+			t.Errorf("%d kills of the coordinator's own postgres, none healed: supervision was not shown to work", len(rep.EmbeddedKills))
 		}
 	}
 }

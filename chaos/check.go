@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -20,14 +21,18 @@ import (
 )
 
 // Observed is what the harness finds in the cluster once it is quiet.
+// Transactions are keyed by coordinator incarnation and id: the rows name
+// both, and each incarnation's states were read from that incarnation.
 type Observed struct {
 	// Rows holds, per participant, the number of rows of each transaction.
-	Rows []map[uint64]int
+	Rows []map[TxKey]int
 	// Prepared holds, per participant, prepared transactions of tpcd that
 	// are still in pg_prepared_xacts.
 	Prepared [][]string
-	// Status is the coordinator's state of each recorded transaction.
-	Status map[uint64]string
+	// Status is the state of each recorded transaction at the coordinator
+	// incarnation that issued it: the last one's after the faults, an
+	// earlier one's as it was when that coordinator was replaced.
+	Status map[TxKey]string
 	// Alarms are lines of the node logs that report a violation or a crash
 	// of the program itself (a panic).
 	Alarms []string
@@ -49,7 +54,9 @@ var finalStates = []string{"committed", "aborted", "forgotten"}
 
 func isFinal(state string) bool { return slices.Contains(finalStates, state) }
 
-// Check compares what clients were told with what the cluster holds.
+// Check compares what clients were told with what the cluster holds. It
+// tells transactions apart by coordinator incarnation and id (TxKey), never
+// by id alone: a replaced coordinator issues the old ids again.
 //
 // A transaction committed on some node (it has rows there) must be
 // committed on every node it wrote to, with exactly the rows whose inserts
@@ -58,18 +65,20 @@ func isFinal(state string) bool { return slices.Contains(finalStates, state) }
 // anywhere must not have been told commit. The coordinator's final state
 // must agree with the data; rows of transactions nobody began, prepared
 // transactions left behind and alarms in the node logs are violations too.
+// A transaction orphaned by a replaced coordinator has no state anywhere;
+// any row of it is a violation.
 func Check(records []*TxRecord, obs Observed) Verdict {
 	var v Verdict
 	bad := func(r *TxRecord, format string, args ...any) {
-		v.Violations = append(v.Violations, fmt.Sprintf("tx %d (client %d, told %s): ", r.TxID, r.Client, r.Told)+fmt.Sprintf(format, args...))
+		v.Violations = append(v.Violations, fmt.Sprintf("%s (client %d, told %s): ", r.Key(), r.Client, r.Told)+fmt.Sprintf(format, args...))
 	}
-	known := map[uint64]bool{}
+	known := map[TxKey]bool{}
 	for _, r := range records {
-		known[r.TxID] = true
+		known[r.Key()] = true
 		rows := make([]int, len(obs.Rows))
 		var present, acked []int
 		for i := range obs.Rows {
-			rows[i] = obs.Rows[i][r.TxID]
+			rows[i] = obs.Rows[i][r.Key()]
 			if rows[i] > 0 {
 				present = append(present, i)
 			}
@@ -77,7 +86,7 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 				acked = append(acked, i)
 			}
 		}
-		state := obs.Status[r.TxID]
+		state := obs.Status[r.Key()]
 		if r.Told == ToldCommit && r.Failed {
 			bad(r, "told commit although a statement failed (%s)", r.Reason)
 		}
@@ -91,6 +100,8 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 				bad(r, "client was told abort (%s) but rows are committed on nodes %v", r.Reason, present)
 			case r.Failed:
 				bad(r, "a statement failed (%s) but rows are committed on nodes %v", r.Reason, present)
+			case r.Orphaned:
+				bad(r, "left open when its coordinator was replaced, but rows are committed on nodes %v", present)
 			case r.Lost || r.RolledBack:
 				bad(r, "the client never asked to commit but rows are committed on nodes %v", present)
 			}
@@ -119,6 +130,9 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 			}
 		}
 		switch {
+		case r.Orphaned:
+			// Its coordinator is gone with its log: no one can tell its
+			// state, only the data can show it never committed.
 		case state == "":
 			bad(r, "no status from the coordinator")
 		case state == "unknown":
@@ -128,15 +142,15 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 		}
 	}
 	for i, m := range obs.Rows {
-		var phantom []uint64
-		for tx := range m {
-			if !known[tx] {
-				phantom = append(phantom, tx)
+		var phantom []TxKey
+		for k := range m {
+			if !known[k] {
+				phantom = append(phantom, k)
 			}
 		}
-		slices.Sort(phantom)
-		for _, tx := range phantom {
-			v.Violations = append(v.Violations, fmt.Sprintf("node %d has %d rows of tx %d, which no client was given", i, m[tx], tx))
+		slices.SortFunc(phantom, compareKeys)
+		for _, k := range phantom {
+			v.Violations = append(v.Violations, fmt.Sprintf("node %d has %d rows of %s, which no client was given", i, m[k], k))
 		}
 	}
 	for i, gids := range obs.Prepared {
@@ -150,55 +164,77 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 	return v
 }
 
-// statusPoller asks the coordinator for the state of transactions.
+func compareKeys(a, b TxKey) int {
+	if a.Incarnation != b.Incarnation {
+		return a.Incarnation - b.Incarnation
+	}
+	return cmp.Compare(a.TxID, b.TxID)
+}
+
+// statusPoller asks the coordinator for the state of transactions and
+// keeps what it learnt, by incarnation and id: the states of a replaced
+// incarnation stay as they were read from it.
 type statusPoller struct {
 	cl      *rpc.Client
 	mu      sync.Mutex
-	state   map[uint64]string
+	state   map[TxKey]string
 	lastErr error
 }
 
 func newStatusPoller(addr string) *statusPoller {
-	return &statusPoller{cl: rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second}), state: map[uint64]string{}}
+	return &statusPoller{cl: rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second}), state: map[TxKey]string{}}
+}
+
+// keysOf lists the keys of the records of one coordinator incarnation.
+func keysOf(records []*TxRecord, incarnation int) []TxKey {
+	var out []TxKey
+	for _, r := range records {
+		if r.Incarnation == incarnation {
+			out = append(out, r.Key())
+		}
+	}
+	return out
 }
 
 // poll refreshes the state of every transaction not yet final and returns
-// how many are not final.
-func (s *statusPoller) poll(ctx context.Context, txs []uint64) int {
-	var todo []uint64
+// how many are not final. The coordinator answering must be the
+// incarnation that issued keys: another one would answer about its own
+// transaction of the same id.
+func (s *statusPoller) poll(ctx context.Context, keys []TxKey) int {
+	var todo []TxKey
 	s.mu.Lock()
-	for _, tx := range txs {
-		if !isFinal(s.state[tx]) {
-			todo = append(todo, tx)
+	for _, k := range keys {
+		if !isFinal(s.state[k]) {
+			todo = append(todo, k)
 		}
 	}
 	s.mu.Unlock()
 	const workers = 8
 	var wg sync.WaitGroup
-	next := make(chan uint64)
+	next := make(chan TxKey)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for tx := range next {
+			for k := range next {
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				var r engine.StatusReply
-				err := s.cl.Call(cctx, api.MethodStatus, api.TxParams{TxID: engine.TxID(tx)}, &r)
+				err := s.cl.Call(cctx, api.MethodStatus, api.TxParams{TxID: engine.TxID(k.TxID)}, &r)
 				cancel()
 				s.mu.Lock()
 				if err != nil {
 					s.lastErr = err
 				} else {
-					s.state[tx] = r.State
+					s.state[k] = r.State
 				}
 				s.mu.Unlock()
 			}
 		}()
 	}
 feed:
-	for _, tx := range todo {
+	for _, k := range todo {
 		select {
-		case next <- tx:
+		case next <- k:
 		case <-ctx.Done():
 			break feed
 		}
@@ -208,18 +244,18 @@ feed:
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	open := 0
-	for _, tx := range txs {
-		if !isFinal(s.state[tx]) {
+	for _, k := range keys {
+		if !isFinal(s.state[k]) {
 			open++
 		}
 	}
 	return open
 }
 
-func (s *statusPoller) snapshot() map[uint64]string {
+func (s *statusPoller) snapshot() map[TxKey]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[uint64]string, len(s.state))
+	out := make(map[TxKey]string, len(s.state))
 	for k, v := range s.state {
 		out[k] = v
 	}
@@ -248,8 +284,8 @@ func queryStrings(ctx context.Context, uri, sql string) ([]string, error) {
 }
 
 // rowsPerTx counts the workload's rows of each transaction on a data
-// database.
-func rowsPerTx(ctx context.Context, uri string) (map[uint64]int, error) {
+// database, by the incarnation and id each row names.
+func rowsPerTx(ctx context.Context, uri string) (map[TxKey]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, uri)
@@ -257,15 +293,16 @@ func rowsPerTx(ctx context.Context, uri string) (map[uint64]int, error) {
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, "SELECT tx, count(*) FROM "+rowsTable+" GROUP BY tx")
+	rows, err := conn.Query(ctx, "SELECT incarnation, tx, count(*) FROM "+rowsTable+" GROUP BY incarnation, tx")
 	if err != nil {
 		return nil, err
 	}
-	out := map[uint64]int{}
+	out := map[TxKey]int{}
+	var incarnation int
 	var tx int64
 	var n int
-	_, err = pgx.ForEachRow(rows, []any{&tx, &n}, func() error {
-		out[uint64(tx)] = n
+	_, err = pgx.ForEachRow(rows, []any{&incarnation, &tx, &n}, func() error {
+		out[TxKey{Incarnation: incarnation, TxID: uint64(tx)}] = n
 		return nil
 	})
 	if err != nil {
@@ -278,9 +315,15 @@ func rowsPerTx(ctx context.Context, uri string) (map[uint64]int, error) {
 // nodes' own atomicity checks, and the Go runtime's crash reports.
 var alarmMarks = []string{"ATOMICITY VIOLATION", "violation recorded", "panic:", "fatal error:"}
 
+// refusalMark is in the warning a participant logs when it refuses a new
+// cluster because it holds transactions of the old one in doubt.
+const refusalMark = "takes no work from cluster"
+
 // logFacts is what a node log tells beyond alarms.
 type logFacts struct {
 	errorLines int
+	// refusals are the lines where a participant refused a new cluster.
+	refusals []string
 	// recoveries counts starts that recovered something: a coordinator
 	// with transactions in flight, a participant with in-doubt ones;
 	// pending sums those transactions.
@@ -305,6 +348,9 @@ func scanLog(path string) (alarms []string, facts logFacts, err error) {
 		line := sc.Text()
 		if strings.Contains(line, "level=ERROR") {
 			facts.errorLines++
+		}
+		if strings.Contains(line, refusalMark) {
+			facts.refusals = append(facts.refusals, line)
 		}
 		if m := recoveredRe.FindStringSubmatch(line); m != nil {
 			if n, _ := strconv.Atoi(m[1]); n > 0 {

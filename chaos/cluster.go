@@ -8,10 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,14 +92,27 @@ type cluster struct {
 	root string
 	n    int
 	log  *slog.Logger
+	keep bool // keep the state of replaced coordinators
 
-	servers []*server // 0: coordinator's log; i+1: participant i
+	servers []*server // participant i's server
 	links   []*Link   // 2i: coordinator->participant-i, 2i+1: participant-i->coordinator
 	nodes   []*proc   // 0: coordinator; i+1: participant i
 
-	coordAddr string   // the coordinator's own address (clients connect here)
-	nodeAddrs []string // every node's own address, in nodes order
-	dataURIs  []string // participant i's data database
+	coordAddr    string   // the coordinator's own address (clients connect here)
+	coordMetrics string   // the coordinator's /metrics and /readyz listener
+	coordArgs    []string // the coordinator's arguments but its --state-dir
+	nodeAddrs    []string // every node's own address, in nodes order
+	dataURIs     []string // participant i's data database
+	// template is a stopped, initialised PostgreSQL directory every server
+	// starts from, each coordinator incarnation's too.
+	template string
+
+	// mu guards the coordinator incarnations: the 1-based number of the
+	// current one (each has a state directory of its own) and the cluster
+	// id each one reported.
+	mu          sync.Mutex
+	incarnation int
+	clusterIDs  []string
 }
 
 // nodeName names node i of the cluster as the node names itself (in its
@@ -113,7 +128,7 @@ func nodeName(i int) string {
 // stop on what it returns.
 func startCluster(ctx context.Context, opts Options, root string, log *slog.Logger) (*cluster, error) {
 	n := opts.Participants
-	c := &cluster{root: root, n: n, log: log}
+	c := &cluster{root: root, n: n, log: log, keep: opts.Keep != ""}
 	for _, dir := range []string{"pg", "logs"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			return c, fmt.Errorf("create %s: %w", dir, err)
@@ -124,7 +139,9 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	if err := os.Chmod(root, 0o755); err != nil {
 		return c, err
 	}
-	ports, err := allocPorts(2*(n+1) + 2*n)
+	// Ports: a server per participant, every node, every link, the
+	// coordinator's metrics listener.
+	ports, err := allocPorts(n + (n + 1) + 2*n + 1)
 	if err != nil {
 		return c, err
 	}
@@ -145,22 +162,19 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 			Logger:   log.With("pg", name),
 		}
 	}
-	tpl, err := embedpg.Start(ctx, pgOpts(template, 0, "template"))
-	if err != nil {
-		return c, fmt.Errorf("postgres template: %w", err)
+	if err := makeTemplate(ctx, pgOpts(template, 0, "template")); err != nil {
+		return c, err
 	}
-	if err := tpl.Stop(); err != nil {
-		return c, fmt.Errorf("stop postgres template: %w", err)
-	}
-	c.servers = make([]*server, n+1)
-	errs := make([]error, n+1)
+	c.template = template
+	c.servers = make([]*server, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range n + 1 {
+	for i := range n {
 		port := take()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			name := nodeName(i)
+			name := nodeName(i + 1)
 			dir := filepath.Join(root, "pg", name)
 			if err := cloneDir(template, dir); err != nil {
 				errs[i] = fmt.Errorf("copy postgres template for %s: %w", name, err)
@@ -172,36 +186,28 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 				return
 			}
 			c.servers[i] = &server{name: name, pg: pg}
-			dbs := []string{logDBName}
-			if i > 0 {
-				dbs = append(dbs, dataDBName)
-			}
-			for _, db := range dbs {
+			for _, db := range []string{logDBName, dataDBName} {
 				if err := pg.CreateDatabase(ctx, db); err != nil {
 					errs[i] = err
 					return
 				}
 			}
-			if i > 0 {
-				errs[i] = createRowsTable(ctx, pg.URI(dataDBName))
-			}
+			errs[i] = createRowsTable(ctx, pg.URI(dataDBName))
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
-	if err := os.RemoveAll(template); err != nil {
-		return c, err
-	}
-	for i := 1; i <= n; i++ {
-		c.dataURIs = append(c.dataURIs, c.servers[i].pg.URI(dataDBName))
+	for _, s := range c.servers {
+		c.dataURIs = append(c.dataURIs, s.pg.URI(dataDBName))
 	}
 
 	for range n + 1 {
 		c.nodeAddrs = append(c.nodeAddrs, addr(take()))
 	}
 	c.coordAddr = c.nodeAddrs[0]
+	c.coordMetrics = addr(take())
 	for i := range n {
 		for _, l := range []struct{ name, target string }{
 			{fmt.Sprintf("coordinator->participant-%d", i), c.nodeAddrs[i+1]},
@@ -215,21 +221,137 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		}
 	}
 
-	args := []string{"coordinator", "--host", c.coordAddr, "--log-db", c.servers[0].pg.URI(logDBName)}
-	for i := range n {
-		args = append(args, "--participant", c.links[2*i].Addr())
+	// The coordinator keeps its log in its own embedded PostgreSQL, in a
+	// state directory of its incarnation: the node supervises that server
+	// (kill-embedded-postgres), and a fresh directory is a coordinator
+	// that lost its log (replace-coordinator).
+	c.coordArgs = []string{"coordinator", "--host", c.coordAddr, "--metrics-addr", c.coordMetrics}
+	if opts.PGBin != "" {
+		c.coordArgs = append(c.coordArgs, "--pg-bin", opts.PGBin)
 	}
-	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, append(args, coordinatorFlags...), c.logPath(0), log))
+	for i := range n {
+		c.coordArgs = append(c.coordArgs, "--participant", c.links[2*i].Addr())
+	}
+	c.coordArgs = append(c.coordArgs, coordinatorFlags...)
+	args, err := c.nextCoordinator()
+	if err != nil {
+		return c, err
+	}
+	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, args, c.logPath(0), log))
 	for i := range n {
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", c.nodeAddrs[i+1],
 			"--coordinator", c.links[2*i+1].Addr(),
-			"--log-db", c.servers[i+1].pg.URI(logDBName), "--data-db", c.dataURIs[i]}
+			"--log-db", c.servers[i].pg.URI(logDBName), "--data-db", c.dataURIs[i]}
 		c.nodes = append(c.nodes, newProc(nodeName(i+1), opts.Binary, append(args, participantFlags...), c.logPath(i+1), log))
 	}
 	for _, p := range c.nodes {
 		go p.supervise()
 	}
-	return c, c.waitServing(ctx, 2*time.Minute)
+	if err := c.waitServing(ctx, 2*time.Minute); err != nil {
+		return c, err
+	}
+	return c, c.learnClusterID(ctx)
+}
+
+// makeTemplate initialises the PostgreSQL directory every server is copied
+// from. Settings made with ALTER SYSTEM travel with the copies, so that the
+// coordinator's embedded server, which the node starts with its own
+// options, runs with fsync off like the others.
+func makeTemplate(ctx context.Context, opts embedpg.Options) error {
+	tpl, err := embedpg.Start(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("postgres template: %w", err)
+	}
+	err = alterSystem(ctx, tpl.URI("postgres"), opts.Settings)
+	if serr := tpl.Stop(); serr != nil {
+		err = errors.Join(err, fmt.Errorf("stop postgres template: %w", serr))
+	}
+	return err
+}
+
+func alterSystem(ctx context.Context, uri string, settings map[string]string) error {
+	conn, err := pgx.Connect(ctx, uri)
+	if err != nil {
+		return fmt.Errorf("connect to postgres template: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET %s = %s", pgx.Identifier{k}.Sanitize(), quoteLiteral(settings[k]))); err != nil {
+			return fmt.Errorf("postgres template: set %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// coordinatorStateDir is where coordinator incarnation i keeps its
+// embedded PostgreSQL (in pg/ below it).
+func (c *cluster) coordinatorStateDir(incarnation int) string {
+	return filepath.Join(c.root, "coordinator", strconv.Itoa(incarnation))
+}
+
+// nextCoordinator prepares the state directory of the next coordinator
+// incarnation, a copy of the template (the node finds an initialised
+// server there and skips initdb, and creates its log database itself), and
+// returns the coordinator's arguments for it. It does not start anything.
+func (c *cluster) nextCoordinator() ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := c.incarnation + 1
+	dir := c.coordinatorStateDir(next)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("coordinator state dir: %w", err)
+	}
+	if err := cloneDir(c.template, filepath.Join(dir, "pg")); err != nil {
+		return nil, fmt.Errorf("copy postgres template for coordinator #%d: %w", next, err)
+	}
+	c.incarnation = next
+	return append(slices.Clone(c.coordArgs), "--state-dir", dir), nil
+}
+
+// current is the number of the coordinator incarnation that runs now.
+func (c *cluster) current() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.incarnation
+}
+
+// learnClusterID asks the coordinator for its cluster id and records it as
+// the current incarnation's. The id is fixed when the log is created, so a
+// replaced coordinator reports a new one.
+func (c *cluster) learnClusterID(ctx context.Context) error {
+	id, err := pingCluster(ctx, c.coordAddr)
+	if err != nil {
+		return fmt.Errorf("ask the coordinator for its cluster id: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.clusterIDs) < c.incarnation {
+		c.clusterIDs = append(c.clusterIDs, "")
+	}
+	c.clusterIDs[c.incarnation-1] = id
+	return nil
+}
+
+// ClusterIDs lists the cluster id of each coordinator incarnation so far.
+func (c *cluster) ClusterIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.clusterIDs)
+}
+
+// pingCluster asks the node at addr which cluster it belongs to.
+func pingCluster(ctx context.Context, addr string) (string, error) {
+	cl := rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second})
+	defer cl.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var r api.PingReply
+	if err := cl.Call(cctx, api.MethodPing, struct{}{}, &r); err != nil {
+		return "", err
+	}
+	return r.Cluster, nil
 }
 
 // cloneDir copies a stopped PostgreSQL data directory, keeping modes and
@@ -295,12 +417,13 @@ func createRowsTable(ctx context.Context, uri string) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	_, err = conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+rowsTable+` (
-		key  text PRIMARY KEY,
-		tx   bigint NOT NULL,
-		node int NOT NULL,
-		at   timestamptz NOT NULL DEFAULT now()
+		key         text PRIMARY KEY,
+		incarnation int NOT NULL,
+		tx          bigint NOT NULL,
+		node        int NOT NULL,
+		at          timestamptz NOT NULL DEFAULT now()
 	);
-	CREATE INDEX IF NOT EXISTS `+rowsTable+`_tx ON `+rowsTable+` (tx)`)
+	CREATE INDEX IF NOT EXISTS `+rowsTable+`_tx ON `+rowsTable+` (incarnation, tx)`)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", rowsTable, err)
 	}
@@ -310,28 +433,34 @@ func createRowsTable(ctx context.Context, uri string) error {
 // waitServing waits until every node answers a ping on its own address.
 func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for i, a := range c.nodeAddrs {
-		cl := rpc.NewClient(a, rpc.ClientOptions{DialTimeout: time.Second})
-		for {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				cl.Close()
-				return ctx.Err()
-			}
-			if time.Now().After(deadline) {
-				cl.Close()
-				return fmt.Errorf("%s does not answer at %s after %v: %v (see %s)", nodeName(i), a, limit, err, c.logPath(i))
-			}
-			time.Sleep(100 * time.Millisecond)
+	for i := range c.nodeAddrs {
+		if err := c.waitNodeServing(ctx, i, deadline); err != nil {
+			return err
 		}
-		cl.Close()
 	}
 	return nil
+}
+
+// waitNodeServing waits until node i answers a ping, up to deadline.
+func (c *cluster) waitNodeServing(ctx context.Context, i int, deadline time.Time) error {
+	a := c.nodeAddrs[i]
+	cl := rpc.NewClient(a, rpc.ClientOptions{DialTimeout: time.Second})
+	defer cl.Close()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not answer at %s: %v (see %s)", nodeName(i), a, err, c.logPath(i))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // restore ends every fault that may be left: links healed, servers up,

@@ -36,6 +36,14 @@ const (
 	LinkStall = "link-stall"
 	// LinkDelay adds latency (10-300 ms) to a link for a while.
 	LinkDelay = "link-delay"
+	// KillEmbeddedPostgres SIGKILLs the postmaster of the coordinator's own
+	// PostgreSQL, which the coordinator must restart by itself: ready again,
+	// the restart counted, and committing within 30 s.
+	KillEmbeddedPostgres = "kill-embedded-postgres"
+	// ReplaceCoordinator replaces the coordinator by a fresh one with an
+	// empty log (a new cluster, issuing the same transaction ids again),
+	// once nothing of the old cluster is in doubt.
+	ReplaceCoordinator = "replace-coordinator"
 )
 
 // faultWeights is how many cards of each kind one deck holds. Kinds are
@@ -53,6 +61,8 @@ var faultWeights = []struct {
 	{LinkBlackhole, 2},
 	{LinkStall, 2},
 	{LinkDelay, 2},
+	{KillEmbeddedPostgres, 1},
+	{ReplaceCoordinator, 1},
 }
 
 // FaultKinds lists every fault kind.
@@ -74,23 +84,36 @@ const (
 // injector injects faults at random (from a seeded generator) until its
 // context ends; then every fault in effect is healed.
 type injector struct {
-	c     *cluster
-	rng   *rand.Rand
-	kinds map[string]bool
-	log   *slog.Logger
-	start time.Time
+	c      *cluster
+	wl     *workload
+	poller *statusPoller
+	rng    *rand.Rand
+	kinds  map[string]bool
+	log    *slog.Logger
+	start  time.Time
+	// runCtx ends only when the whole run is interrupted: what a fault
+	// must finish after the faults' time is over (watching a node heal,
+	// completing a replacement) runs under it.
+	runCtx context.Context
+	// everyKindBy is when kinds not yet injected go to the top of the
+	// deck, so that a run long enough injects each at least once.
+	everyKindBy time.Time
 
-	mu     sync.Mutex
-	busy   map[string]bool // targets under a fault
-	counts map[string]int
-	errs   []error
-	wg     sync.WaitGroup
-	deck   []string
+	mu             sync.Mutex
+	busy           map[string]bool // targets under a fault
+	counts         map[string]int
+	errs           []error
+	kills          []EmbeddedKill
+	replacements   []Replacement
+	replaceSkipped []string
+	wg             sync.WaitGroup
+	deck           []string
 }
 
-func newInjector(c *cluster, seed uint64, kinds []string, log *slog.Logger) *injector {
+func newInjector(runCtx context.Context, c *cluster, wl *workload, poller *statusPoller, seed uint64, kinds []string, log *slog.Logger) *injector {
 	in := &injector{
-		c: c, rng: rand.New(rand.NewPCG(seed, 0x6368616f73)), kinds: map[string]bool{}, log: log,
+		c: c, wl: wl, poller: poller, runCtx: runCtx,
+		rng: rand.New(rand.NewPCG(seed, 0x6368616f73)), kinds: map[string]bool{}, log: log,
 		busy: map[string]bool{}, counts: map[string]int{},
 	}
 	for _, k := range kinds {
@@ -115,9 +138,34 @@ func (in *injector) draw() string {
 	return k
 }
 
+// promoteMissing puts every kind not injected yet on top of the deck.
+func (in *injector) promoteMissing() {
+	var missing []string
+	for _, w := range faultWeights {
+		if in.kinds[w.kind] && in.Counts()[w.kind] == 0 {
+			missing = append(missing, w.kind)
+			if i := slices.Index(in.deck, w.kind); i >= 0 {
+				in.deck = slices.Delete(in.deck, i, i+1)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		in.log.Info("kinds not injected yet go first", "kinds", missing)
+		in.deck = append(missing, in.deck...)
+	}
+}
+
+// retryAfter is how many cards a kind whose targets are all busy goes
+// down the deck: it is tried again soon, not only in the next deck.
+const retryAfter = 2
+
 // run injects until ctx ends, then waits for every fault to be healed.
-func (in *injector) run(ctx context.Context) {
+// A third of the way through (by end, the time the faults end), kinds
+// not yet injected go to the top of the deck.
+func (in *injector) run(ctx context.Context, end time.Time) {
 	in.start = time.Now()
+	in.everyKindBy = in.start.Add(end.Sub(in.start) / 3)
+	promoted := false
 	defer in.wg.Wait()
 	for {
 		gap := minGap + time.Duration(in.rng.Int64N(int64(maxGap-minGap)))
@@ -125,17 +173,27 @@ func (in *injector) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		in.mu.Lock()
-		active := len(in.busy)
-		in.mu.Unlock()
-		if active >= maxActive {
+		if in.active() >= maxActive {
 			continue
 		}
-		if kind := in.draw(); !in.inject(ctx, kind) {
-			// Every target of the kind is under a fault: try it later.
-			in.deck = append(in.deck, kind)
+		if !promoted && !time.Now().Before(in.everyKindBy) {
+			in.promoteMissing()
+			promoted = true
+		}
+		kind := in.draw()
+		if !in.inject(ctx, kind) {
+			// Every target of the kind is under a fault: try it soon.
+			at := min(retryAfter, len(in.deck))
+			in.deck = slices.Insert(in.deck, at, kind)
 		}
 	}
+}
+
+// active is how many targets are under a fault.
+func (in *injector) active() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.busy)
 }
 
 // target picks a free target among names and marks it busy; "" if all
@@ -207,12 +265,18 @@ func (in *injector) inject(ctx context.Context, kind string) bool {
 		} else {
 			in.hold(ctx, kind, name, in.uniform(200*time.Millisecond, 3*time.Second), func() { p.Pause() }, p.Resume)
 		}
+	case KillEmbeddedPostgres:
+		return in.killEmbeddedPostgres(ctx)
+	case ReplaceCoordinator:
+		in.replaceCoordinator(ctx)
 	case KillPostgres:
-		name := in.target(prefixed("pg:", nodeTargets))
+		// The servers the harness runs: the participants'. The
+		// coordinator's is its own (KillEmbeddedPostgres).
+		name := in.target(prefixed("pg:", nodeTargets[1:]))
 		if name == "" {
 			return false
 		}
-		s := in.c.servers[slices.Index(nodeTargets, strings.TrimPrefix(name, "pg:"))]
+		s := in.c.servers[slices.Index(nodeTargets[1:], strings.TrimPrefix(name, "pg:"))]
 		down := in.uniform(0, 500*time.Millisecond)
 		if in.rng.IntN(10) >= 4 {
 			down = in.uniform(500*time.Millisecond, 3*time.Second)

@@ -163,6 +163,13 @@ func (p *proc) Kill() bool {
 	return true
 }
 
+// SetArgs changes the node's arguments for its next start.
+func (p *proc) SetArgs(args []string) {
+	p.mu.Lock()
+	p.args = args
+	p.mu.Unlock()
+}
+
 // Release lets the supervisor start the node again.
 func (p *proc) Release() {
 	p.mu.Lock()

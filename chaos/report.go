@@ -32,6 +32,24 @@ type Report struct {
 
 	// Faults counts the faults injected, by kind.
 	Faults map[string]int
+	// Incarnations describes each coordinator of the run, the first and
+	// every replacement, in order; ReusedIDs counts the transaction ids
+	// that more than one of them issued to the workload.
+	Incarnations []Incarnation
+	ReusedIDs    int
+	// Replacements are the replace-coordinator faults carried out;
+	// ReplaceSkipped says why others were not (the cluster was not quiet).
+	Replacements   []Replacement
+	ReplaceSkipped []string
+	// Orphans counts the transactions left open by the coordinator
+	// replaced in the middle of a replacement; OrphansMet those of them
+	// that hold acknowledged work on a participant and whose id the next
+	// coordinator issued again to a transaction that sent statements.
+	Orphans, OrphansMet int
+	// EmbeddedKills are the kill-embedded-postgres faults and how the
+	// coordinator healed after each; one that did not heal in time is a
+	// violation too.
+	EmbeddedKills []EmbeddedKill
 	// Starts and UnexpectedExits count node processes started and those
 	// that exited without the harness asking (a node exits when its
 	// PostgreSQL is down at start), by node.
@@ -60,6 +78,71 @@ type Report struct {
 	Dir string
 }
 
+// Incarnation is one coordinator of a run and the transactions it issued
+// to the workload.
+type Incarnation struct {
+	Cluster string
+	// Transactions counts the recorded transactions; FirstTx and LastTx
+	// are the lowest and highest of their ids.
+	Transactions    int
+	FirstTx, LastTx uint64
+}
+
+// describeIncarnations sums up the records by coordinator incarnation and
+// counts the ids issued by more than one.
+func describeIncarnations(clusterIDs []string, records []*TxRecord) (out []Incarnation, reused int) {
+	out = make([]Incarnation, len(clusterIDs))
+	for i, id := range clusterIDs {
+		out[i].Cluster = id
+	}
+	issuers := map[uint64]map[int]bool{}
+	for _, r := range records {
+		if r.Incarnation < 1 || r.Incarnation > len(out) {
+			continue
+		}
+		inc := &out[r.Incarnation-1]
+		if inc.Transactions == 0 || r.TxID < inc.FirstTx {
+			inc.FirstTx = r.TxID
+		}
+		inc.LastTx = max(inc.LastTx, r.TxID)
+		inc.Transactions++
+		if issuers[r.TxID] == nil {
+			issuers[r.TxID] = map[int]bool{}
+		}
+		issuers[r.TxID][r.Incarnation] = true
+	}
+	for _, by := range issuers {
+		if len(by) > 1 {
+			reused++
+		}
+	}
+	return out, reused
+}
+
+// countOrphans counts the orphaned transactions, and those with
+// acknowledged work whose id the next coordinator incarnation issued again
+// to a transaction that sent statements.
+func countOrphans(records []*TxRecord) (orphans, met int) {
+	sent := map[TxKey]bool{}
+	for _, r := range records {
+		for _, n := range r.Sent {
+			if n > 0 {
+				sent[r.Key()] = true
+			}
+		}
+	}
+	for _, r := range records {
+		if !r.Orphaned {
+			continue
+		}
+		orphans++
+		if slices.ContainsFunc(r.Acked, func(n int) bool { return n > 0 }) && sent[TxKey{Incarnation: r.Incarnation + 1, TxID: r.TxID}] {
+			met++
+		}
+	}
+	return orphans, met
+}
+
 // OK reports whether the run found nothing wrong.
 func (r *Report) OK() bool { return len(r.Violations) == 0 && len(r.Problems) == 0 }
 
@@ -82,6 +165,9 @@ func (r *Report) Print(w io.Writer) {
 		parts = append(parts, fmt.Sprintf("%s %d", k, r.Faults[k]))
 	}
 	fmt.Fprintf(tw, "faults\t%d: %s\n", total, strings.Join(parts, ", "))
+	fmt.Fprintf(tw, "coordinators\t%s\n", r.describeCoordinators())
+	fmt.Fprintf(tw, "replaced\t%s\n", r.describeReplacements())
+	fmt.Fprintf(tw, "own postgres\t%s\n", r.describeEmbeddedKills())
 	fmt.Fprintf(tw, "node starts\t%s\n", describeCounts(r.Starts))
 	fmt.Fprintf(tw, "exits on own\t%s\n", describeCounts(r.UnexpectedExits))
 	fmt.Fprintf(tw, "error lines\t%s\n", describeCounts(r.ErrorLines))
@@ -109,6 +195,56 @@ func (r *Report) Print(w io.Writer) {
 	if r.Dir != "" {
 		fmt.Fprintf(w, "kept in %s (node logs in logs/, servers in pg/)\n", r.Dir)
 	}
+}
+
+func (r *Report) describeCoordinators() string {
+	var parts []string
+	for i, inc := range r.Incarnations {
+		id := inc.Cluster
+		if len(id) > 8 {
+			id = id[:8]
+		}
+		txs := "no transactions"
+		if inc.Transactions > 0 {
+			txs = fmt.Sprintf("%d transactions, tx %d-%d", inc.Transactions, inc.FirstTx, inc.LastTx)
+		}
+		parts = append(parts, fmt.Sprintf("#%d cluster %s (%s)", i+1, id, txs))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d: %s; %d tx ids issued by more than one", len(parts), strings.Join(parts, ", "), r.ReusedIDs)
+}
+
+func (r *Report) describeReplacements() string {
+	var quiet, took, open []string
+	for _, rp := range r.Replacements {
+		quiet = append(quiet, rp.Quiet.Round(100*time.Millisecond).String())
+		took = append(took, rp.Took.Round(100*time.Millisecond).String())
+		open = append(open, fmt.Sprint(rp.OpenAtResume))
+	}
+	s := fmt.Sprintf("%d times, %d skipped (not quiet)", len(r.Replacements), len(r.ReplaceSkipped))
+	if len(r.Replacements) > 0 {
+		s += fmt.Sprintf("; from the clients' pause: quiet after %s, the new coordinator serving after %s", strings.Join(quiet, ", "), strings.Join(took, ", "))
+		s += fmt.Sprintf("; %d transactions left open by the coordinators in between, %d of them with acknowledged work and their ids issued again by the next; open writes on the participants when the clients resumed: %s",
+			r.Orphans, r.OrphansMet, strings.Join(open, ", "))
+	}
+	return s
+}
+
+func (r *Report) describeEmbeddedKills() string {
+	var ready, commit []string
+	for _, k := range r.EmbeddedKills {
+		if k.Failure == "" {
+			ready = append(ready, k.ReadyAfter.Round(100*time.Millisecond).String())
+			commit = append(commit, k.CommitAfter.Round(100*time.Millisecond).String())
+		}
+	}
+	s := fmt.Sprintf("coordinator's killed %d times, healed within %v %d times", len(r.EmbeddedKills), healWithin, len(ready))
+	if len(ready) > 0 {
+		s += fmt.Sprintf(": ready after %s, committing after %s", strings.Join(ready, ", "), strings.Join(commit, ", "))
+	}
+	return s
 }
 
 func describeCounts(m map[string]int) string {

@@ -126,7 +126,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	// One transaction across every node before any fault: a cluster that
 	// cannot commit at all is a set-up failure, not a finding.
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	_, err = wl.probe(sctx)
+	_, err = wl.probe(sctx, everyNode(opts.Participants))
 	cancel()
 	if err != nil {
 		return rep, fmt.Errorf("cluster does not commit before any fault: %w", err)
@@ -135,7 +135,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	log.Info("injecting faults", "for", opts.Duration, "clients", opts.Clients)
 	faultCtx, stopFaults := context.WithTimeout(ctx, opts.Duration)
 	defer stopFaults()
-	inj := newInjector(c, opts.Seed, opts.Faults, log)
+	poller := newStatusPoller(c.coordAddr)
+	defer poller.cl.Close()
+	inj := newInjector(ctx, c, wl, poller, opts.Seed, opts.Faults, log)
 	began := time.Now()
 	progressDone := make(chan struct{})
 	go func() {
@@ -158,13 +160,14 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 	}()
 	wl.start(opts.Clients, opts.Seed)
-	inj.run(faultCtx) // returns once every fault is healed
+	inj.run(faultCtx, began.Add(opts.Duration)) // returns once every fault is healed
 	<-progressDone
 	rep.FaultDuration = time.Since(began)
 	rep.Faults = inj.Counts()
 	for _, e := range inj.errs {
 		rep.Problems = append(rep.Problems, "fault: "+e.Error())
 	}
+	rep.EmbeddedKills, rep.Replacements, rep.ReplaceSkipped = inj.kills, inj.replacements, inj.replaceSkipped
 	log.Info("faults stopped; letting clients finish their transactions")
 	wl.stopAndWait()
 	if ctx.Err() != nil {
@@ -182,46 +185,25 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		rep.Problems = append(rep.Problems, "after restore: "+err.Error())
 	}
 	log.Info("restored; probing and waiting for every transaction to end")
-	attempts, err := wl.probe(qctx)
+	attempts, err := wl.probe(qctx, everyNode(opts.Participants))
 	rep.ProbeAttempts = attempts
 	if err != nil {
 		rep.Problems = append(rep.Problems, "after restore: "+err.Error())
 	}
 	records := wl.snapshot()
-	txs := make([]uint64, len(records))
-	for i, r := range records {
-		txs[i] = r.TxID
-	}
-	poller := newStatusPoller(c.coordAddr)
-	defer poller.cl.Close()
 	var obs Observed
-	for {
-		open := poller.poll(qctx, txs)
-		obs.Prepared = make([][]string, opts.Participants)
-		prepared := 0
-		for i, uri := range c.dataURIs {
-			gids, err := preparedLeft(qctx, uri)
-			if err != nil {
-				prepared++ // cannot tell yet
-				continue
-			}
-			obs.Prepared[i] = gids
-			prepared += len(gids)
+	// Earlier incarnations were quiet, with their states read, when they
+	// were replaced; the last one is asked now.
+	q, err := c.waitQuiet(qctx, poller, keysOf(records, c.current()))
+	obs.Prepared = q.gids
+	if err != nil {
+		if ctx.Err() != nil {
+			return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 		}
-		if open == 0 && prepared == 0 {
-			break
-		}
-		if qctx.Err() != nil {
-			if ctx.Err() != nil {
-				return rep, fmt.Errorf("interrupted: %w", context.Cause(ctx))
-			}
-			rep.Problems = append(rep.Problems, fmt.Sprintf("not quiet %v after the faults: %d transactions not ended, %d prepared transactions (or unreadable servers) left",
-				opts.QuiesceTimeout, open, prepared))
-			break
-		}
-		sleepCtx(qctx, 500*time.Millisecond)
+		rep.Problems = append(rep.Problems, fmt.Sprintf("not quiet %v after the faults: %s", opts.QuiesceTimeout, q))
 	}
 	rep.Quiesced = time.Since(restored)
+	rep.Problems = append(rep.Problems, c.checkJoined(qctx)...)
 
 	// Observe the data with a fresh bound: the quiescence bound may be spent.
 	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -247,6 +229,11 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		if err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("read log of %s: %v", p.name, err))
 		}
+		if n := len(facts.refusals); n > 0 {
+			// The harness replaces the coordinator only once nothing is in
+			// doubt, so no participant had a reason to refuse the new one.
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s refused the new coordinator %d times although the old cluster was quiet; first: %s", p.name, n, facts.refusals[0]))
+		}
 		rep.ErrorLines[p.name] = facts.errorLines
 		if i == 0 {
 			rep.CoordRecoveries, rep.CoordInFlight = facts.recoveries, facts.pending
@@ -260,9 +247,16 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 
 	rep.Verdict = Check(records, obs)
+	for _, k := range rep.EmbeddedKills {
+		if k.Failure != "" {
+			rep.Violations = append(rep.Violations, fmt.Sprintf("the coordinator did not heal after its own postgres (postmaster %d) was killed: %s", k.Postmaster, k.Failure))
+		}
+	}
 	for _, r := range records {
 		if r.Client < 0 {
-			rep.Probes++ // checked like the rest, counted apart
+			if !r.Orphaned {
+				rep.Probes++ // checked like the rest, counted apart
+			}
 			continue
 		}
 		rep.Attempted++
@@ -284,6 +278,8 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			rep.OneCall++
 		}
 	}
+	rep.Incarnations, rep.ReusedIDs = describeIncarnations(c.ClusterIDs(), records)
+	rep.Orphans, rep.OrphansMet = countOrphans(records)
 	rep.BeginFailures = int(wl.beginFailures.Load())
 	rep.Reasons = topReasons(records)
 	return rep, nil

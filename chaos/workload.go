@@ -42,10 +42,27 @@ func (t Told) String() string {
 	return fmt.Sprintf("Told(%d)", uint8(t))
 }
 
+// TxKey names a transaction across coordinator incarnations. A coordinator
+// replaced by a fresh one (an empty log) is a new cluster and hands out the
+// same transaction ids again, so an id alone does not say which
+// transaction it is.
+type TxKey struct {
+	// Incarnation counts the coordinators of a run: 1 is the first, and
+	// each replace-coordinator fault starts the next.
+	Incarnation int
+	TxID        uint64
+}
+
+func (k TxKey) String() string {
+	return fmt.Sprintf("tx %d of coordinator #%d", k.TxID, k.Incarnation)
+}
+
 // TxRecord is one transaction as its client saw it.
 type TxRecord struct {
-	TxID   uint64
-	Client int // -1 for the harness's own probe transactions
+	TxID uint64
+	// Incarnation is the coordinator incarnation that handed out TxID.
+	Incarnation int
+	Client      int // -1 for the harness's own probe transactions
 	// Sent counts the inserts sent to each node (index = node id), Acked
 	// those that were answered with success (for a transact call whose
 	// answer was lost, all of its inserts meant to add a row: it commits
@@ -65,10 +82,17 @@ type TxRecord struct {
 	RolledBack bool
 	// OneCall: the statements and the commit went in one transact call.
 	OneCall bool
-	Told    Told
+	// Orphaned: the harness left the transaction open on purpose and
+	// replaced its coordinator, so no coordinator can tell its state and
+	// none of its rows may ever commit.
+	Orphaned bool
+	Told     Told
 	// Reason is the abort reason or the error behind ToldUnknown.
 	Reason string
 }
+
+// Key names the transaction among those of every coordinator incarnation.
+func (r *TxRecord) Key() TxKey { return TxKey{Incarnation: r.Incarnation, TxID: r.TxID} }
 
 // Per-call bounds of the workload's client calls. Exec is above the
 // coordinator's --exec-timeout, so a slow statement ends in its error rather
@@ -100,13 +124,17 @@ type workload struct {
 	mu      sync.Mutex
 	records []*TxRecord
 
+	// gate holds the clients while the coordinator is replaced and says
+	// which incarnation their transactions belong to.
+	gate          *gate
 	beginFailures atomic.Int64
-	stop          atomic.Bool
 	wg            sync.WaitGroup
 }
 
 func newWorkload(ctx context.Context, addr string, participants int, log *slog.Logger) *workload {
-	return &workload{ctx: ctx, addr: addr, n: participants, log: log}
+	w := &workload{ctx: ctx, addr: addr, n: participants, log: log, gate: newGate()}
+	context.AfterFunc(ctx, w.gate.stop)
+	return w
 }
 
 // start launches clients; each runs until stopAndWait.
@@ -124,8 +152,13 @@ func (w *workload) start(clients int, seed uint64) {
 				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()
-			for !w.stop.Load() && w.ctx.Err() == nil {
-				c.runOne()
+			for {
+				incarnation, ok := w.gate.enter()
+				if !ok {
+					return
+				}
+				c.runOne(incarnation)
+				w.gate.leave()
 			}
 		}()
 	}
@@ -134,7 +167,7 @@ func (w *workload) start(clients int, seed uint64) {
 // stopAndWait lets every client finish the transaction it is in (each call
 // is bounded) and returns the records.
 func (w *workload) stopAndWait() []*TxRecord {
-	w.stop.Store(true)
+	w.gate.stop()
 	w.wg.Wait()
 	return w.snapshot()
 }
@@ -186,11 +219,14 @@ type stmt struct {
 	fail bool
 }
 
-const insertSQL = "INSERT INTO " + rowsTable + " (key, tx, node) VALUES ($1, $2, $3)"
+// insertSQL adds one row; the row names the coordinator incarnation and
+// the transaction id it was written under, so that the data says which
+// transaction committed it even when two incarnations issued the same id.
+const insertSQL = "INSERT INTO " + rowsTable + " (key, incarnation, tx, node) VALUES ($1, $2, $3, $4)"
 
 // plan picks 1-3 nodes, 1-2 inserts of unique keys on each, and now and
 // then a statement that fails (duplicate key, syntax error, NOT NULL).
-func (c *client) plan(tx uint64) []stmt {
+func (c *client) plan(incarnation int, tx uint64) []stmt {
 	n := c.w.n
 	k := 1 + c.rng.IntN(min(3, n))
 	nodes := c.rng.Perm(n)[:k]
@@ -198,7 +234,7 @@ func (c *client) plan(tx uint64) []stmt {
 	for _, nd := range nodes {
 		for range 1 + c.rng.IntN(2) {
 			key := fmt.Sprintf("c%d-%d-%d", c.id, c.seq, len(out))
-			out = append(out, stmt{node: nd, sql: insertSQL, args: []any{key, tx, nd}})
+			out = append(out, stmt{node: nd, sql: insertSQL, args: []any{key, incarnation, tx, nd}})
 		}
 	}
 	if c.rng.IntN(100) < pctFailing {
@@ -207,22 +243,23 @@ func (c *client) plan(tx uint64) []stmt {
 		var bad stmt
 		switch c.rng.IntN(3) {
 		case 0: // duplicate key: the same new key twice on nd
-			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-dup", c.id, c.seq), tx, nd}, fail: true}
+			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-dup", c.id, c.seq), incarnation, tx, nd}, fail: true}
 			first := stmt{node: nd, sql: insertSQL, args: bad.args}
 			out = append(out[:at], append([]stmt{first, bad}, out[at:]...)...)
 			return out
 		case 1:
 			bad = stmt{node: nd, sql: "INSERT INTO " + rowsTable + " VALUS (1)", fail: true}
 		default:
-			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-null", c.id, c.seq), nil, nd}, fail: true}
+			bad = stmt{node: nd, sql: insertSQL, args: []any{fmt.Sprintf("c%d-%d-null", c.id, c.seq), incarnation, nil, nd}, fail: true}
 		}
 		out = append(out[:at], append([]stmt{bad}, out[at:]...)...)
 	}
 	return out
 }
 
-// runOne runs one transaction from begin to its end and records it.
-func (c *client) runOne() {
+// runOne runs one transaction of the given coordinator incarnation from
+// begin to its end and records it.
+func (c *client) runOne(incarnation int) {
 	c.seq++
 	var b engine.BeginReply
 	if err := c.call(beginTimeout, api.MethodBegin, struct{}{}, &b); err != nil {
@@ -231,9 +268,9 @@ func (c *client) runOne() {
 		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond)
 		return
 	}
-	r := &TxRecord{TxID: uint64(b.TxID), Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n)}
+	r := &TxRecord{TxID: uint64(b.TxID), Incarnation: incarnation, Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n)}
 	defer c.w.add(r)
-	plan := c.plan(r.TxID)
+	plan := c.plan(incarnation, r.TxID)
 	if c.rng.IntN(100) < pctTransact {
 		c.transact(r, plan)
 		return
@@ -353,26 +390,39 @@ func (c *client) call(timeout time.Duration, method string, params, result any) 
 	return c.rpc.Call(ctx, method, params, result)
 }
 
-// probe runs one transaction that inserts on every node and commits,
-// retrying until one commits or ctx ends. It shows that the cluster serves
-// again after the faults; its transactions are recorded like any other.
-func (w *workload) probe(ctx context.Context) (attempts int, err error) {
+// everyNode has a probe insert on every participant.
+func everyNode(n int) func(attempt int) []int {
+	return func(int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+}
+
+// probe runs transactions that insert on the nodes given for each attempt
+// and commit, retrying until one commits or ctx ends. It shows that the
+// cluster serves (again); its transactions are recorded like any other, as
+// transactions of the coordinator incarnation current at their begin.
+func (w *workload) probe(ctx context.Context, nodes func(attempt int) []int) (attempts int, err error) {
 	c := &client{w: w, id: -1, rng: rand.New(rand.NewPCG(0, 0)), rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
 	defer c.rpc.Close()
 	for ctx.Err() == nil {
 		attempts++
 		c.seq++
+		incarnation := w.gate.current()
 		var b engine.BeginReply
 		if err = c.call(beginTimeout, api.MethodBegin, struct{}{}, &b); err != nil {
 			sleepCtx(ctx, 500*time.Millisecond)
 			continue
 		}
-		r := &TxRecord{TxID: uint64(b.TxID), Client: -1, Sent: make([]int, w.n), Acked: make([]int, w.n)}
-		for nd := range w.n {
+		r := &TxRecord{TxID: uint64(b.TxID), Incarnation: incarnation, Client: -1, Sent: make([]int, w.n), Acked: make([]int, w.n)}
+		for _, nd := range nodes(attempts) {
 			r.Sent[nd]++
 			id := engine.NodeID(nd)
-			key := fmt.Sprintf("probe-%d-%d", r.TxID, nd)
-			if err = c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, r.TxID, nd}}, nil); err != nil {
+			key := fmt.Sprintf("probe-%d-%d-%d", incarnation, r.TxID, nd)
+			if err = c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, incarnation, r.TxID, nd}}, nil); err != nil {
 				r.noteExecError(err)
 				break
 			}
@@ -388,10 +438,68 @@ func (w *workload) probe(ctx context.Context) (attempts int, err error) {
 			return attempts, nil
 		}
 		err = errors.New(r.Reason)
-		w.log.Info("probe transaction did not commit; retrying", "tx", r.TxID, "told", r.Told.String(), "reason", r.Reason)
+		w.log.Info("probe transaction did not commit; retrying", "tx", r.Key().String(), "told", r.Told.String(), "reason", r.Reason)
 		sleepCtx(ctx, 500*time.Millisecond)
 	}
 	return attempts, fmt.Errorf("no probe transaction committed: %w (last: %v)", ctx.Err(), err)
+}
+
+// orphans begins k transactions of the given coordinator incarnation, each
+// inserting one row on every participant, and leaves them open: the state
+// a client that vanished leaves behind. They are recorded as orphaned, and
+// returned with the first error that kept one from being begun.
+func (w *workload) orphans(ctx context.Context, incarnation, k int) ([]*TxRecord, error) {
+	c := &client{w: w, id: -1, rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
+	defer c.rpc.Close()
+	var out []*TxRecord
+	for range k {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		b, err := c.beginPatiently(ctx, orphanBeginWithin)
+		if err != nil {
+			return out, fmt.Errorf("begin a transaction to leave open: %w", err)
+		}
+		r := &TxRecord{TxID: uint64(b.TxID), Incarnation: incarnation, Client: -1, Sent: make([]int, w.n), Acked: make([]int, w.n), Orphaned: true, Told: ToldUnknown}
+		for nd := range w.n {
+			r.Sent[nd]++
+			id := engine.NodeID(nd)
+			key := fmt.Sprintf("orphan-%d-%d-%d", incarnation, r.TxID, nd)
+			if err := c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: insertSQL, Args: []any{key, incarnation, r.TxID, nd}}, nil); err != nil {
+				r.noteExecError(err)
+				break
+			}
+			r.Acked[nd]++
+		}
+		if r.Reason == "" {
+			r.Reason = "left open; its coordinator was replaced"
+		}
+		w.add(r)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// orphanBeginWithin bounds the begins of transactions left open: the
+// coordinator has just started and may still be recovering, but nothing
+// else is wrong.
+const orphanBeginWithin = 30 * time.Second
+
+// beginPatiently retries begin until it gives an id or limit passes.
+func (c *client) beginPatiently(ctx context.Context, limit time.Duration) (engine.BeginReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		var b engine.BeginReply
+		err := c.call(beginTimeout, api.MethodBegin, struct{}{}, &b)
+		if err == nil {
+			return b, nil
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+		if ctx.Err() != nil {
+			return b, fmt.Errorf("no begin within %v: %w", limit, err)
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

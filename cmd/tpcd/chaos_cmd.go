@@ -15,7 +15,7 @@ type ChaosCmd struct {
 	N              int      `short:"n" help:"Number of participants." default:"3"`
 	Clients        int      `help:"Concurrent clients." default:"8"`
 	Seed           uint64   `help:"Seed of every random choice (faults, targets, workload); 0 picks one and prints it." default:"0"`
-	Faults         []string `help:"Fault kinds to inject, comma-separated (default: all): kill-node, kill-postgres, pause-node, link-cut, link-down, link-blackhole, link-stall, link-delay." placeholder:"KIND"`
+	Faults         []string `help:"Fault kinds to inject, comma-separated (default: all): kill-node, kill-postgres, pause-node, link-cut, link-down, link-blackhole, link-stall, link-delay, kill-embedded-postgres, replace-coordinator." placeholder:"KIND"`
 	QuiesceTimeout Seconds  `help:"How long the cluster may take, after the faults, to end every transaction." default:"3m"`
 	PGBin          string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path" placeholder:"DIR"`
 	Keep           string   `help:"Keep the servers' data and the node logs in this new directory (default: a temporary directory, removed)." type:"path" placeholder:"DIR"`
@@ -27,8 +27,9 @@ func (c *ChaosCmd) Help() string {
 each on private PostgreSQL servers, routes node-to-node traffic through
 proxies it controls, and runs concurrent client transactions while it
 injects faults at random: SIGKILL and restart of nodes and PostgreSQL
-servers, paused nodes, cut, refused, black-holed, stalled and delayed links.
-Then it restores everything, waits until every transaction has ended and
+servers, the coordinator's own PostgreSQL killed for it to heal, the
+coordinator replaced by a fresh one with an empty log, paused nodes, cut,
+refused, black-holed, stalled and delayed links. Then it restores everything, waits until every transaction has ended and
 checks that each one committed on all the nodes it touched or on none.
 
 It prints what the clients were told, the faults injected and the
