@@ -50,7 +50,9 @@ type Verdict struct {
 }
 
 // finalStates are the coordinator states after which nothing changes.
-var finalStates = []string{"committed", "aborted", "forgotten"}
+// "forgotten" is not one: the coordinator keeps every outcome for a day,
+// so a transaction whose client heard nothing always gets its answer.
+var finalStates = []string{"committed", "aborted"}
 
 func isFinal(state string) bool { return slices.Contains(finalStates, state) }
 
@@ -137,6 +139,8 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 			bad(r, "no status from the coordinator")
 		case state == "unknown":
 			bad(r, "the coordinator says it never issued this transaction id")
+		case state == "forgotten":
+			bad(r, "the coordinator forgot its outcome, which it must keep for a day: a client that heard nothing cannot learn it")
 		case !isFinal(state):
 			bad(r, "still %s after the faults stopped", state)
 		}

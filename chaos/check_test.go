@@ -31,7 +31,7 @@ func TestCheckCleanRun(t *testing.T) {
 		rec(3, ToldUnknown, 0, 1, 1), // turned out committed
 		rec(4, ToldUnknown, 1, 0, 0), // turned out aborted
 	}
-	obs := observed(map[TxKey]string{first(1): "committed", first(2): "aborted", first(3): "forgotten", first(4): "aborted"},
+	obs := observed(map[TxKey]string{first(1): "committed", first(2): "aborted", first(3): "committed", first(4): "aborted"},
 		map[TxKey]int{first(1): 1},
 		map[TxKey]int{first(1): 2, first(3): 1},
 		map[TxKey]int{first(3): 1})
@@ -54,12 +54,13 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		prepare []string
 	}{
 		{name: "partial commit", rec: rec(1, ToldCommit, 1, 1, 0), status: "committed", rows: []int{1, 0, 0}, want: "not atomic: node 1"},
-		{name: "lost row on a node", rec: rec(1, ToldUnknown, 2, 1, 0), status: "forgotten", rows: []int{1, 1, 0}, want: "not atomic: node 0 has 1 rows, 2"},
+		{name: "lost row on a node", rec: rec(1, ToldUnknown, 2, 1, 0), status: "committed", rows: []int{1, 1, 0}, want: "not atomic: node 0 has 1 rows, 2"},
 		{name: "told commit, nothing there", rec: rec(1, ToldCommit, 1, 0, 0), status: "committed", rows: []int{0, 0, 0}, want: "told commit but no node"},
 		{name: "told abort, rows there", rec: rec(1, ToldAbort, 1, 1, 0), status: "aborted", rows: []int{1, 1, 0}, want: "told abort"},
 		{name: "failed statement committed", rec: func() *TxRecord { r := rec(1, ToldCommit, 1, 0, 0); r.Failed = true; return r }(), status: "committed", rows: []int{1, 0, 0}, want: "a statement failed"},
 		{name: "told commit after a failed statement", rec: func() *TxRecord { r := rec(1, ToldCommit, 0, 0, 0); r.Failed = true; return r }(), status: "committed", rows: []int{0, 0, 0}, want: "told commit although a statement failed"},
-		{name: "rolled back but committed", rec: func() *TxRecord { r := rec(1, ToldUnknown, 1, 0, 0); r.RolledBack = true; return r }(), status: "forgotten", rows: []int{1, 0, 0}, want: "never asked to commit"},
+		{name: "rolled back but committed", rec: func() *TxRecord { r := rec(1, ToldUnknown, 1, 0, 0); r.RolledBack = true; return r }(), status: "committed", rows: []int{1, 0, 0}, want: "never asked to commit"},
+		{name: "outcome forgotten", rec: rec(1, ToldUnknown, 1, 0, 0), status: "forgotten", rows: []int{1, 0, 0}, want: "forgot its outcome"},
 		{name: "coordinator and data disagree", rec: rec(1, ToldUnknown, 1, 0, 0), status: "aborted", rows: []int{1, 0, 0}, want: "coordinator says aborted"},
 		{name: "coordinator says committed, no rows", rec: rec(1, ToldUnknown, 1, 0, 0), status: "committed", rows: []int{0, 0, 0}, want: "coordinator says committed"},
 		{name: "not ended", rec: rec(1, ToldUnknown, 1, 0, 0), status: "committing", rows: []int{1, 0, 0}, want: "still committing"},
@@ -123,7 +124,7 @@ func TestCheckKeepsIncarnationsApart(t *testing.T) {
 		recOf(2, 2, ToldCommit, 1, 0, 1),
 	}
 	second := func(tx uint64) TxKey { return TxKey{Incarnation: 2, TxID: tx} }
-	obs := observed(map[TxKey]string{first(1): "committed", first(2): "aborted", second(1): "aborted", second(2): "forgotten"},
+	obs := observed(map[TxKey]string{first(1): "committed", first(2): "aborted", second(1): "aborted", second(2): "committed"},
 		map[TxKey]int{first(1): 1, second(2): 1},
 		map[TxKey]int{first(1): 1},
 		map[TxKey]int{second(2): 1})

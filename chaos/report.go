@@ -23,6 +23,9 @@ type Report struct {
 	Probes                                 int
 	// BeginFailures are begin calls without an id (coordinator down).
 	BeginFailures int
+	// BeginRepeats are begins sent again with their key after the first
+	// answer was lost.
+	BeginRepeats int
 	// RolledBack and PlannedFail count transactions ended by the client's
 	// rollback and those that sent a statement meant to fail; OneCall
 	// those sent in one transact call.
@@ -155,7 +158,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "seed\t%d\n", r.Seed)
 	fmt.Fprintf(tw, "cluster\tcoordinator + %d participants, %d clients, %v of faults\n", r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
 	fmt.Fprintf(tw, "transactions\tattempted %d, committed %d, aborted %d, unknown %d (client got no answer)\n", r.Attempted, r.Committed, r.Aborted, r.Unknown)
-	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one transact call; %d begin calls failed\n", r.RolledBack, r.PlannedFail, r.OneCall, r.BeginFailures)
+	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one transact call; %d begin calls failed, %d sent again with their key after a lost answer\n", r.RolledBack, r.PlannedFail, r.OneCall, r.BeginFailures, r.BeginRepeats)
 	fmt.Fprintf(tw, "applied\t%d committed on every node they touched, %d on none\n", r.AppliedCommit, r.AppliedAbort)
 	fmt.Fprintf(tw, "  unknowns\t%d turned out committed, %d aborted\n", r.UnknownCommit, r.UnknownAbort)
 	total := 0

@@ -281,6 +281,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	rep.Incarnations, rep.ReusedIDs = describeIncarnations(c.ClusterIDs(), records)
 	rep.Orphans, rep.OrphansMet = countOrphans(records)
 	rep.BeginFailures = int(wl.beginFailures.Load())
+	rep.BeginRepeats = int(wl.beginRepeats.Load())
 	rep.Reasons = topReasons(records)
 	return rep, nil
 }

@@ -128,7 +128,10 @@ type workload struct {
 	// which incarnation their transactions belong to.
 	gate          *gate
 	beginFailures atomic.Int64
-	wg            sync.WaitGroup
+	// beginRepeats counts begins sent again with their key after the
+	// answer was lost.
+	beginRepeats atomic.Int64
+	wg           sync.WaitGroup
 }
 
 func newWorkload(ctx context.Context, addr string, participants int, log *slog.Logger) *workload {
@@ -262,7 +265,16 @@ func (c *client) plan(incarnation int, tx uint64) []stmt {
 func (c *client) runOne(incarnation int) {
 	c.seq++
 	var b engine.BeginReply
-	if err := c.call(beginTimeout, api.MethodBegin, struct{}{}, &b); err != nil {
+	// The begin carries a key: when its answer is lost, the begin sent
+	// again gets the transaction the first one opened instead of leaving it
+	// to the idle timeout.
+	key := api.BeginParams{Key: fmt.Sprintf("chaos-%d-c%d-%d", incarnation, c.id, c.seq)}
+	err := c.call(beginTimeout, api.MethodBegin, key, &b)
+	if rpc.IsTransport(err) {
+		c.w.beginRepeats.Add(1)
+		err = c.call(beginTimeout, api.MethodBegin, key, &b)
+	}
+	if err != nil {
 		c.w.beginFailures.Add(1)
 		// The coordinator is down or restarting; do not spin.
 		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond)

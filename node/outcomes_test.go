@@ -4,12 +4,12 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -148,29 +148,11 @@ func TestKeyParamsAreChecked(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination the test reads while nodes write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // An abort that cannot reach a participant is in doubt: indoubt lists it
 // with what it waits for and from whom; resolve, once the participant is
 // back, sends the decision again at once, and is logged.
 func TestInDoubtAndResolve(t *testing.T) {
-	var logs lockedBuffer
+	var logs testbin.SyncBuffer
 	// A long backoff, so that only resolve gets the decision there soon.
 	c := startCluster(t, clusterConfig{participants: 2, coordLog: &logs,
 		engine: engine.CoordinatorConfig{RetryMin: 10 * time.Minute, RetryMax: 10 * time.Minute}})

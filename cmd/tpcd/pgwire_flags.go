@@ -55,27 +55,8 @@ func (f *PGWireFlags) users() (map[string]string, error) {
 		name, pw, _ := strings.Cut(u, ":")
 		users[name] = pw
 	}
-	if f.PGUsersFile == "" {
-		return users, nil
-	}
-	file, err := os.Open(f.PGUsersFile)
-	if err != nil {
-		return nil, fmt.Errorf("--pg-users-file: %w", err)
-	}
-	defer file.Close()
-	sc := bufio.NewScanner(file)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		name, pw, ok := strings.Cut(text, ":")
-		if !ok || name == "" || pw == "" {
-			return nil, fmt.Errorf("--pg-users-file %s line %d: want NAME:PASSWORD", f.PGUsersFile, line)
-		}
-		users[name] = pw
-	}
-	return users, sc.Err()
+	err := readPairs("--pg-users-file", f.PGUsersFile, "NAME:PASSWORD", false, users)
+	return users, err
 }
 
 // shards returns the shard key column of every sharded table, from
@@ -86,31 +67,45 @@ func (f *PGWireFlags) shards() (map[string]string, error) {
 		t, c, _ := strings.Cut(s, ":")
 		m[t] = c
 	}
-	if f.ShardFile == "" {
-		return m, nil
+	if err := readPairs("--shard-file", f.ShardFile, "TABLE:COLUMN", true, m); err != nil {
+		return nil, err
 	}
-	file, err := os.Open(f.ShardFile)
+	return m, nil
+}
+
+// readPairs adds to m the A:B lines of file (none if file is empty),
+// skipping blank lines and # comments. trim trims the space around each
+// half and refuses a second colon, as names allow neither; a password
+// keeps what it holds.
+func readPairs(flag, file, want string, trim bool, m map[string]string) error {
+	if file == "" {
+		return nil
+	}
+	fh, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("--shard-file: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
-	defer file.Close()
-	sc := bufio.NewScanner(file)
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
 	for line := 1; sc.Scan(); line++ {
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		t, c, ok := strings.Cut(text, ":")
-		t, c = strings.TrimSpace(t), strings.TrimSpace(c)
-		if !ok || t == "" || c == "" || strings.Contains(c, ":") {
-			return nil, fmt.Errorf("--shard-file %s line %d: want TABLE:COLUMN", f.ShardFile, line)
+		a, b, ok := strings.Cut(text, ":")
+		if trim {
+			a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+			ok = ok && !strings.Contains(b, ":")
 		}
-		m[t] = c
+		if !ok || a == "" || b == "" {
+			return fmt.Errorf("%s %s line %d: want %s", flag, file, line, want)
+		}
+		m[a] = b
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--shard-file %s: %w", f.ShardFile, err)
+		return fmt.Errorf("%s %s: %w", flag, file, err)
 	}
-	return m, nil
+	return nil
 }
 
 // tokenUser is the front door's user when the coordinator has a client
