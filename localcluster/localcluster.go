@@ -147,7 +147,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		go func() {
 			defer wg.Done()
 			spec := node.DatabaseSpec{NeedData: i > 0, PGBin: opts.PGBin, Logger: opts.Logger.With("node", name),
-				MaxConns: opts.MaxConns, MaxPreparedTransactions: 2 * opts.MaxConns}
+				MaxConns: opts.MaxConns, MaxPreparedTransactions: 2 * opts.MaxConns, WarmDataConns: node.DefaultWarmDataConns}
 			if opts.StateDir != "" {
 				spec.StateDir = filepath.Join(opts.StateDir, name)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -27,6 +28,10 @@ type DatabaseSpec struct {
 	// MaxConns bounds each pool; the data pool needs one connection per
 	// open transaction.
 	MaxConns int
+	// WarmDataConns, if positive, is how many data connections to open at
+	// start and keep open (DefaultWarmDataConns suits a node of its own;
+	// tests sharing one server leave it 0).
+	WarmDataConns int
 	// MaxPreparedTransactions for an embedded cluster. Default 200, and
 	// never fewer than MaxConns.
 	MaxPreparedTransactions int
@@ -115,7 +120,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			d.DataURI = c.URI("tpcd_data")
 		}
 	}
-	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns); err != nil {
+	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns, 0); err != nil {
 		return d, fmt.Errorf("log database: %w", err)
 	}
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
@@ -123,7 +128,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	}
 	warnLogServer(ctx, d.Log, d.LogURI, spec.Logger)
 	if spec.NeedData {
-		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns); err != nil {
+		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
 		}
 		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
@@ -132,6 +137,11 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
+		// A transaction holds a data connection from its first statement:
+		// opened on demand, the first burst of clients waited seconds for
+		// a few dozen PostgreSQL backends to start at once (32 clients ran
+		// at 1 tx/s in their first second).
+		warm(ctx, d.Data, spec.WarmDataConns)
 	}
 	if d.Embedded != nil {
 		d.supervise(spec.Observer)
@@ -226,7 +236,10 @@ func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *
 	}
 }
 
-func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, error) {
+// openPool opens a pool of at most maxConns connections that keeps at
+// least minConns open once it has them (pgxpool's health check replaces
+// those it closes).
+func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", db.Redact(uri), redactErr(err))
@@ -234,6 +247,7 @@ func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, err
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
+	cfg.MinConns = min(cfg.MaxConns, int32(max(minConns, 0)))
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
@@ -243,6 +257,36 @@ func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, err
 		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
 	}
 	return pool, nil
+}
+
+// DefaultWarmDataConns is how many data connections a participant opens
+// at start and keeps: as many as the transactions a busy client runs at
+// once (tpcd bench's 32), far below the pool's bound.
+const DefaultWarmDataConns = 32
+
+// warm opens up to n connections of pool at once and keeps them open:
+// the pool holds at least that many from then on. A failure only leaves
+// the pool colder.
+func warm(ctx context.Context, pool *pgxpool.Pool, n int) {
+	n = min(n, int(pool.Config().MaxConns))
+	if n <= 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	conns := make([]*pgxpool.Conn, n)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conns[i], _ = pool.Acquire(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			c.Release()
+		}
+	}
 }
 
 // Close closes the pools and stops an embedded cluster (removing it unless

@@ -94,7 +94,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	pgObserver, _ := observer.(node.PostgresObserver)
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{
 		LogURI: c.LogDB, DataURI: c.DataDB, NeedData: true, StateDir: c.StateDir, PGBin: c.PGBin,
-		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger, Observer: pgObserver,
+		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, WarmDataConns: node.DefaultWarmDataConns, Logger: logger, Observer: pgObserver,
 	})
 	if err != nil {
 		return err
