@@ -48,8 +48,9 @@ const (
 
 // Options configures Start. The zero value is a usable throw-away cluster.
 type Options struct {
-	// Dir is the data directory. Empty means a new temporary directory that
-	// Stop removes. A directory that already holds a cluster (PG_VERSION) is
+	// Dir is the data directory. Empty means a new temporary directory
+	// (os.TempDir()/embedpg-*/data) that Stop removes; one left by a process
+	// that died is removed at the next such start (RemoveStale). A directory that already holds a cluster (PG_VERSION) is
 	// reused, which after a crash means recovery; an empty or missing one is
 	// initialised with initdb.
 	Dir string
@@ -77,7 +78,7 @@ type Options struct {
 type Cluster struct {
 	dir     string
 	binDir  string
-	temp    bool
+	tmp     *tempDir // nil unless Start made the directory
 	port    int
 	args    []string // server arguments except the port
 	as      *runAs
@@ -131,11 +132,21 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.timeout = defaultStartTimeout
 	}
 	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "embedpg-")
-		if err != nil {
-			return nil, fmt.Errorf("create temporary cluster dir: %w", err)
+		// A failed sweep is no reason not to start; it is tried again at
+		// the next start.
+		if _, err := RemoveStale(c.log); err != nil {
+			c.log.Warn("could not remove the temporary clusters of dead processes", "err", err)
 		}
-		c.dir, c.temp = dir, true
+		tmp, err := newTempDir()
+		if err != nil {
+			return nil, err
+		}
+		c.tmp = tmp
+		c.dir = tmp.dataDir()
+		if err := os.Mkdir(c.dir, 0o700); err != nil {
+			tmp.remove()
+			return nil, fmt.Errorf("create cluster dir: %w", err)
+		}
 	} else {
 		dir, err := filepath.Abs(opts.Dir)
 		if err != nil {
@@ -160,10 +171,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	// setUp stops a server it started but failed to get ready; what may be
 	// left is the directory.
 	if err := c.setUp(ctx, opts.Port); err != nil {
-		if c.temp {
-			if rmErr := os.RemoveAll(c.dir); rmErr != nil {
-				err = errors.Join(err, fmt.Errorf("remove %s: %w", c.dir, rmErr))
-			}
+		if c.tmp != nil {
+			err = errors.Join(err, c.tmp.remove())
 			c.removed = true
 		}
 		return nil, err
@@ -176,7 +185,7 @@ func (c *Cluster) setUp(ctx context.Context, port int) error {
 	if err := c.as.chown(c.dir); err != nil {
 		return err
 	}
-	if c.temp {
+	if c.tmp != nil {
 		if err := c.as.checkTraverse(c.dir); err != nil {
 			return fmt.Errorf("%w (or point TMPDIR elsewhere)", err)
 		}
@@ -506,12 +515,12 @@ func (c *Cluster) Stop() error {
 		err = c.halt(c.srv)
 		c.srv = nil
 	}
-	if c.temp && !c.removed {
-		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
-			return errors.Join(err, fmt.Errorf("remove cluster dir: %w", rmErr))
+	if c.tmp != nil && !c.removed {
+		if rmErr := c.tmp.remove(); rmErr != nil {
+			return errors.Join(err, rmErr)
 		}
 		c.removed = true
-		c.log.Info("removed temporary cluster", "dir", c.dir)
+		c.log.Info("removed temporary cluster", "dir", c.tmp.root)
 	}
 	return err
 }
