@@ -13,6 +13,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -20,13 +21,8 @@ import (
 // use, so the test can see what the embedded clusters leave behind.
 func tempRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tpcd-localcluster-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
+	dir := testbin.ServerTempDir(t)
 	t.Setenv("TMPDIR", dir)
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
 

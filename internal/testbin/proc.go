@@ -131,3 +131,20 @@ var ephemeralLow = sync.OnceValue(func() int {
 	}
 	return 32768
 })
+
+// ServerTempDir makes a fresh directory under os.TempDir() that the
+// PostgreSQL server user can reach (a test's t.TempDir is 0700, which that
+// user cannot traverse when the tests run as root); it is removed when the
+// test ends.
+func ServerTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tpcd-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
