@@ -17,9 +17,15 @@ help:
 build:
 	$(GO) build -o bin/tpcd ./cmd/tpcd
 
-## run: start a local cluster (coordinator + 3 participants, embedded PostgreSQL); Ctrl-C stops it
-run: ensure-postgres
-	$(GO) run ./cmd/tpcd cluster
+# Flags for `tpcd cluster` in make run, e.g. make run ARGS='-n 2 --base-port 7000';
+# they come last, so they override RUN_METRICS_ADDR too (--metrics-addr= turns it off).
+ARGS ?=
+RUN_METRICS_ADDR ?= 127.0.0.1:9100
+
+## run: build bin/tpcd and start a local cluster (coordinator + 3 participants, embedded PostgreSQL, metrics and status page on RUN_METRICS_ADDR); flags in ARGS='-n 2 --base-port 7000'; Ctrl-C stops it
+# The binary itself, not go run, so that make sees its exit status.
+run: ensure-postgres build
+	bin/tpcd cluster --metrics-addr $(RUN_METRICS_ADDR) $(ARGS)
 
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
 test: ensure-postgres ensure-chromium lint verify-generated fuzz-short

@@ -53,6 +53,20 @@ func tuneProcs(cmd any) {
 	}
 }
 
+// stopSignals are the signals that stop a command cleanly (it then exits 0).
+// A command that may start PostgreSQL servers stops on SIGHUP too: a closed
+// terminal would otherwise kill it before it removed their temporary
+// directories.
+func stopSignals(kctx *kong.Context) []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
+		if s, ok := sel.Target.Addr().Interface().(startsPostgres); ok && s.startsPostgres() {
+			sigs = append(sigs, syscall.SIGHUP)
+		}
+	}
+	return sigs
+}
+
 func main() {
 	tuneGC()
 	var cli CLI
@@ -65,7 +79,7 @@ func main() {
 	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
 		tuneProcs(sel.Target.Addr().Interface())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(kctx)...)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	err := kctx.Run(&cli.Globals)

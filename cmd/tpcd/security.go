@@ -116,6 +116,7 @@ type observability struct {
 	reg    *prometheus.Registry
 	health *metrics.Health
 	server *metrics.Server
+	addr   string // where it listens
 	// coord is set once the coordinator runs; the status page waits for it.
 	coord atomic.Pointer[node.Coordinator]
 }
@@ -130,7 +131,7 @@ func startObservability(addr string, logger *slog.Logger, withPage bool) (*obser
 	if err != nil {
 		return nil, fmt.Errorf("listen on --metrics-addr %s: %w", addr, err)
 	}
-	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}}
+	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}, addr: ln.Addr().String()}
 	opts := metrics.ServerOptions{Registry: o.reg, Health: o.health, Logger: logger}
 	if withPage {
 		opts.Page = statuspage.Handler(func(ctx context.Context) (node.CoordinatorSnapshot, error) {
