@@ -26,7 +26,7 @@ type BenchCmd struct {
 	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections through Go's net/http client, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
-	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
+	Duration      Seconds  `help:"How long to measure (after the warm-up) ($$${env})." env:"TPCD_BENCH_DURATION,TPCD_DURATION" default:"20"`
 	Transactions  int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
 	Warmup        Seconds  `help:"Run the load this long before measuring (0: none; right after the nodes start, the report's rates by second then show how fast they get up to speed)." default:"5"`
 	Rounds        int      `help:"Measure this many times, tpcd and the baselines taking turns; the report is the median round's (by tpcd's throughput against the first baseline), and lists every round." default:"1"`

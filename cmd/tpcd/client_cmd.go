@@ -134,7 +134,7 @@ type ClientLoadCmd struct {
 	Key    string `env:"-" help:"Column whose value picks the participant: FNV-1a(value) mod N." required:""`
 	Create bool   `help:"Create the table on every participant first (CREATE TABLE IF NOT EXISTS, types guessed from the data)."`
 	TxSize int    `name:"tx-size" help:"Rows per distributed transaction." default:"100"`
-	File   string `arg:"" env:"-" help:"CSV file; its first line names the columns." type:"existingfile"`
+	File   string `arg:"" help:"CSV file; its first line names the columns." type:"existingfile"`
 }
 
 // Run loads the file and prints the summary.

@@ -19,7 +19,7 @@ type CoordinatorCmd struct {
 	BatchSize   int      `help:"Seed form: how many execute calls make one transaction." default:"1"`
 	BatchFlush  Seconds  `help:"Seed form: commit a partial batch this long after it began." default:"1"`
 	ExecTimeout Seconds  `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
-	IdleTimeout Seconds  `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later)." default:"60"`
+	IdleTimeout Seconds  `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later) ($$${env})." env:"TPCD_COORDINATOR_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"60"`
 	StateDir    string   `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 	// Limits on what one client may ask for.

@@ -79,6 +79,7 @@ func main() {
 	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
 		tuneProcs(sel.Target.Addr().Interface())
 	}
+	warnDeprecatedEnvs(kctx, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(kctx)...)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
