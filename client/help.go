@@ -14,7 +14,7 @@ var helpTopics = []struct{ name, usage, text string }{
 	{"rollback", "rollback", "Abort the open transaction."},
 	{"status", "status [TXID]", "Where a transaction stands: the open one, else the last one used, else TXID."},
 	{"nodes", "nodes", "List the participants and whether the coordinator reaches them."},
-	{"load", "load --table T --key COL [--create] [--tx-size N] FILE.csv", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows."},
+	{"load", "load --table T --key COL [--create] [--tx-size N|--atomic] [--append] FILE", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows, or with --atomic all in one. A table that holds rows already needs --append."},
 	{"help", "help [COMMAND]", "This text."},
 	{"quit", "quit   (or exit, Ctrl-D)", "Leave; an open transaction is rolled back."},
 }

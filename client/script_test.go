@@ -64,6 +64,9 @@ func TestCluster(t *testing.T) {
 		{"script/exit-status", testScriptExitStatus},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
+		{"load/positions", testLoadPositions},
+		{"load/atomic", testLoadAtomic},
+		{"load/refuses-non-empty", testLoadRefusesNonEmpty},
 		{"load/terminal", testLoadOnTerminal},
 		{"interactive", testInteractive},
 	} {
