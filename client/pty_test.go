@@ -222,7 +222,7 @@ func testInteractive(t *testing.T, c *testCluster) {
 	// Failing statements: one line of error, and the session goes on.
 	tm.send("execute @0 insert into nosuch values (1);\r")
 	tm.waitFor("the error", func(all, _ string) bool {
-		return strings.Contains(all, "\nerror: p0: ERROR: relation \"nosuch\" does not exist (SQLSTATE 42P01)\n")
+		return regexp.MustCompile(`\nerror: p0: ERROR: relation "nosuch" does not exist \(SQLSTATE 42P01\) \(transaction \d+ rolled back\)\n`).MatchString(all)
 	})
 	tm.waitPrompt("tpcd>")
 	tm.send("begin\r")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -62,6 +63,7 @@ func TestCluster(t *testing.T) {
 		{"script/csv", testScriptCSV},
 		{"script/stop-at-first-failure", testScriptStopsAtFirstFailure},
 		{"script/exit-status", testScriptExitStatus},
+		{"script/execute-sees-previous", testScriptExecuteSeesPrevious},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
 		{"load/positions", testLoadPositions},
@@ -86,6 +88,23 @@ func runScript(t *testing.T, c *testCluster, format Format, cont bool, text stri
 	return out.String(), errs.String(), err
 }
 
+// testScriptExecuteSeesPrevious runs the seed's way of working, one
+// execute after another: each is answered once its batch committed, so the
+// next one sees the table the previous one created.
+func testScriptExecuteSeesPrevious(t *testing.T, c *testCluster) {
+	for i := range 5 {
+		table := fmt.Sprintf("seen_%d", i)
+		out, errs, err := runScript(t, c, FormatTable, false, fmt.Sprintf(
+			"execute @0 create table %s (k int);\nexecute @0 insert into %[1]s values (1);\nexecute @0 select count(*) from %[1]s;\n", table))
+		if err != nil {
+			t.Fatalf("run %d: %v\nstdout:\n%s\nstderr:\n%s", i, err, out, errs)
+		}
+		if !regexp.MustCompile(`(?s)INSERT 0 1 \(batch transaction \d+ committed\).* 1\n`).MatchString(out) {
+			t.Fatalf("run %d: the insert or its count is missing:\n%s", i, out)
+		}
+	}
+}
+
 func testScriptTable(t *testing.T, c *testCluster) {
 	out, errs, err := runFormat(t, c, "kv_table", FormatTable, false, "")
 	if err != nil {
@@ -103,12 +122,12 @@ transaction (\d+): (committed|committing; participants @0, @1[^\n]*)
 ---\+-----
  1 \| one
 \(1 row\)
-\(batch transaction \d+\)
+\(batch transaction \d+ committed\)
  v   \| nothing
 -----\+---------
  two \| NULL
 \(1 row\)
-\(batch transaction \d+\)
+\(batch transaction \d+ committed\)
 $`)
 	m := want.FindStringSubmatch(out)
 	if m == nil {

@@ -563,6 +563,11 @@ func execResult(kind Kind, r engine.ExecReply) *Result {
 	}
 	if kind == CmdExecute {
 		note := fmt.Sprintf("(batch transaction %d)", r.TxID)
+		if r.Outcome != nil {
+			// This execute closed its batch and was answered once it committed
+			// (an abort comes as an error).
+			note = fmt.Sprintf("(batch transaction %d committed)", r.TxID)
+		}
 		if res.Text != "" {
 			res.Text += " " + note
 		} else {

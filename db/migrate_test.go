@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // logVersions are the log migrations in db/migrations, in order.
-var logVersions = []int64{1, 2}
+var logVersions = []int64{1, 2, 3}
 
 // dataVersions are the data set's migrations, in order.
 var dataVersions = []int64{1, 2}
@@ -106,8 +107,11 @@ func TestMigrateLogFreshDB(t *testing.T) {
 	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
 		t.Fatalf("MigrateLog: %v", err)
 	}
-	if !tableExists(t, pool, "tpcd_events") {
-		t.Fatal("tpcd_events missing after MigrateLog")
+	if !tableExists(t, pool, "tpcd_log") {
+		t.Fatal("tpcd_log missing after MigrateLog")
+	}
+	if tableExists(t, pool, "tpcd_events") {
+		t.Fatal("tpcd_events left after MigrateLog; migration 3 replaces it")
 	}
 	if !tableExists(t, pool, db.LogVersionTable) {
 		t.Fatalf("%s missing after MigrateLog", db.LogVersionTable)
@@ -121,42 +125,34 @@ func TestMigrateLogFreshDB(t *testing.T) {
 	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
 		t.Fatalf("applied versions = %v, want %v", got, logVersions)
 	}
-	idx := indexNames(t, pool, "tpcd_events")
-	want := map[string]string{
-		"tpcd_events_pkey":        "(node, seq)",
-		"tpcd_events_node_tx_seq": "(node, tx, seq)",
-	}
-	if len(idx) != len(want) {
-		t.Fatalf("indexes on tpcd_events: %v, want only %v", idx, want)
-	}
-	for name, cols := range want {
-		def, ok := idx[name]
-		if !ok {
-			t.Fatalf("index %s missing; have %v", name, idx)
-		}
-		if !strings.Contains(def, cols) {
-			t.Fatalf("index %s = %q, want columns %s", name, def, cols)
-		}
+	// Every append updates every index: the primary key is the only one.
+	idx := indexNames(t, pool, "tpcd_log")
+	if len(idx) != 1 || !strings.Contains(idx["tpcd_log_pkey"], "(node, seq)") {
+		t.Fatalf("indexes on tpcd_log: %v, want only the primary key on (node, seq)", idx)
 	}
 
-	// The defaults are part of the schema's contract: tx 0 for node-level events,
-	// seq and created_at assigned by the database.
+	// seq and created_at are the database's; a row holds one tx per event.
 	var (
-		seq, tx int64
+		seq     int64
 		stamped bool
 	)
 	err := pool.QueryRow(ctx,
-		`INSERT INTO tpcd_events (node, kind, payload) VALUES ('n', 'k', '{}')
-		 RETURNING seq, tx, created_at IS NOT NULL`).Scan(&seq, &tx, &stamped)
+		`INSERT INTO tpcd_log (node, txs, events) VALUES ('n', '{0,7}', '[{}, {}]')
+		 RETURNING seq, created_at IS NOT NULL`).Scan(&seq, &stamped)
 	if err != nil {
 		t.Fatalf("insert with defaults: %v", err)
 	}
-	if seq <= 0 || tx != 0 || !stamped {
-		t.Fatalf("defaults: seq=%d tx=%d created_at set=%v", seq, tx, stamped)
+	if seq <= 0 || !stamped {
+		t.Fatalf("defaults: seq=%d created_at set=%v", seq, stamped)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO tpcd_events (seq, node, kind, payload) VALUES (1000, 'n', 'k', '{}')`)
+	_, err = pool.Exec(ctx, `INSERT INTO tpcd_log (seq, node, txs, events) VALUES (1000, 'n', '{1}', '[{}]')`)
 	if err == nil {
 		t.Fatal("explicit seq accepted; seq must be generated always")
+	}
+	for _, bad := range []string{`'{1}', '[{}, {}]'`, `'{1, 2}', '[{}]'`, `'{1}', '{}'`} {
+		if _, err := pool.Exec(ctx, `INSERT INTO tpcd_log (node, txs, events) VALUES ('n', `+bad+`)`); err == nil {
+			t.Fatalf("row (%s) accepted; txs must name one transaction per event of an array", bad)
+		}
 	}
 }
 
@@ -168,7 +164,7 @@ func TestMigrateLogTwiceIsNoop(t *testing.T) {
 		t.Fatalf("first MigrateLog: %v", err)
 	}
 	if _, err := pool.Exec(ctx,
-		`INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ('n', 7, 'k', '{"a": 1}')`); err != nil {
+		`INSERT INTO tpcd_log (node, txs, events) VALUES ('n', '{7}', '[{"a": 1}]')`); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
 	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
@@ -178,11 +174,11 @@ func TestMigrateLogTwiceIsNoop(t *testing.T) {
 		t.Fatalf("applied versions after second run = %v, want %v", got, logVersions)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tpcd_events`).Scan(&n); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tpcd_log`).Scan(&n); err != nil {
 		t.Fatalf("count: %v", err)
 	}
 	if n != 1 {
-		t.Fatalf("events after second run = %d, want the 1 inserted before it", n)
+		t.Fatalf("rows after second run = %d, want the 1 inserted before it", n)
 	}
 }
 
@@ -216,8 +212,8 @@ func TestMigrateLogConcurrent(t *testing.T) {
 	if got := appliedVersions(t, pools[0], db.LogVersionTable); !slices.Equal(got, logVersions) {
 		t.Fatalf("applied versions = %v, want %v, each migration applied exactly once", got, logVersions)
 	}
-	if !tableExists(t, pools[0], "tpcd_events") {
-		t.Fatal("tpcd_events missing")
+	if !tableExists(t, pools[0], "tpcd_log") {
+		t.Fatal("tpcd_log missing")
 	}
 }
 
@@ -263,7 +259,7 @@ func TestMigrateData(t *testing.T) {
 	if got := appliedVersions(t, pool, db.DataVersionTable); !slices.Equal(got, dataVersions) {
 		t.Fatalf("data applied versions = %v, want %v", got, dataVersions)
 	}
-	if tableExists(t, pool, db.LogVersionTable) || tableExists(t, pool, "tpcd_events") {
+	if tableExists(t, pool, db.LogVersionTable) || tableExists(t, pool, "tpcd_log") {
 		t.Fatal("MigrateData touched the log's tables")
 	}
 
@@ -317,31 +313,72 @@ func TestMigrateCanceledContext(t *testing.T) {
 	}
 }
 
-// A log created by an older tpcd (migration 1 only) keeps its events through
-// the upgrade, and its primary key becomes (node, seq).
-func TestMigrateLogUpgradesVersion1(t *testing.T) {
-	ctx := t.Context()
-	pool := openPool(t, pgtest.NewDB(t))
-
-	first, err := os.ReadFile("migrations/00001_events.sql")
-	if err != nil {
-		t.Fatal(err)
+// logProvider returns a goose provider over the first n log migrations.
+func logProvider(t *testing.T, pool *pgxpool.Pool, n int) *goose.Provider {
+	t.Helper()
+	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql"}[:n]
+	fsys := fstest.MapFS{}
+	for _, name := range files {
+		data, err := os.ReadFile("migrations/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[name] = &fstest.MapFile{Data: data}
 	}
-	old := fstest.MapFS{"00001_events.sql": {Data: first}}
-	sqlDB := stdlib.OpenDBFromPool(pool)
-	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, old,
+	provider, err := goose.NewProvider(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), fsys,
 		goose.WithTableName(db.LogVersionTable), goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := provider.Up(ctx); err != nil {
+	t.Cleanup(func() { provider.Close() })
+	return provider
+}
+
+// logRow is a row of tpcd_log as text, for comparisons.
+type logRow struct {
+	seq    int64
+	node   string
+	txs    []int64
+	events string
+}
+
+func logRows(t *testing.T, pool *pgxpool.Pool) []logRow {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), `SELECT seq, node, txs, events::text FROM tpcd_log ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []logRow
+	for rows.Next() {
+		var r logRow
+		if err := rows.Scan(&r.seq, &r.node, &r.txs, &r.events); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A log created by an older tpcd (migration 1 only) keeps its events through
+// the upgrade: each becomes a row of its own under its old seq, in order.
+func TestMigrateLogUpgradesVersion1(t *testing.T) {
+	ctx := t.Context()
+	pool := openPool(t, pgtest.NewDB(t))
+
+	if _, err := logProvider(t, pool, 1).Up(ctx); err != nil {
 		t.Fatalf("migration 1: %v", err)
 	}
-	provider.Close()
-	for _, node := range []string{"a", "b", "a"} {
-		if _, err := pool.Exec(ctx, `INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ($1, 1, 'k', '{}')`, node); err != nil {
+	var seqs []int64
+	for i, node := range []string{"a", "b", "a"} {
+		var seq int64
+		if err := pool.QueryRow(ctx, `INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ($1, $2::bigint, 'k', jsonb_build_object('i', $2::bigint)) RETURNING seq`,
+			node, i).Scan(&seq); err != nil {
 			t.Fatalf("insert: %v", err)
 		}
+		seqs = append(seqs, seq)
 	}
 
 	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
@@ -350,14 +387,73 @@ func TestMigrateLogUpgradesVersion1(t *testing.T) {
 	if got := appliedVersions(t, pool, db.LogVersionTable); !slices.Equal(got, logVersions) {
 		t.Fatalf("applied versions = %v, want %v", got, logVersions)
 	}
-	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tpcd_events WHERE node = 'a'`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("events of node a after the upgrade: %d, %v; want 2", n, err)
+	want := []logRow{
+		{seqs[0], "a", []int64{0}, `[{"i": 0}]`},
+		{seqs[1], "b", []int64{1}, `[{"i": 1}]`},
+		{seqs[2], "a", []int64{2}, `[{"i": 2}]`},
 	}
-	if def := indexNames(t, pool, "tpcd_events")["tpcd_events_pkey"]; !strings.Contains(def, "(node, seq)") {
-		t.Fatalf("primary key after the upgrade: %q, want (node, seq)", def)
+	if got := logRows(t, pool); !slices.EqualFunc(got, want, sameRow) {
+		t.Fatalf("rows after the upgrade: %v, want %v", got, want)
 	}
-	if _, err := pool.Exec(ctx, `INSERT INTO tpcd_events (node, tx, kind, payload) VALUES ('c', 1, 'k', '{}')`); err != nil {
+	var next int64
+	if err := pool.QueryRow(ctx, `INSERT INTO tpcd_log (node, txs, events) VALUES ('c', '{1}', '[{}]') RETURNING seq`).Scan(&next); err != nil {
 		t.Fatalf("append after the upgrade: %v", err)
 	}
+	if next <= seqs[2] {
+		t.Fatalf("seq %d after the upgrade, want one after the old events' (%d)", next, seqs[2])
+	}
+}
+
+// Migration 3's Down turns every event of a row back into a row of
+// tpcd_events, in log order, and Up again makes each one a row.
+func TestMigrateLogDownFromRows(t *testing.T) {
+	ctx := t.Context()
+	pool := openPool(t, pgtest.NewDB(t))
+	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{
+		`('a', '{0,5}', '[{"type": "coord.txids_reserved", "data": {"through": 9}}, {"type": "coord.preparing", "data": {"tx": 5}}]')`,
+		`('a', '{5}', '[{"type": "coord.ended", "data": {"tx": 5}}]')`,
+	} {
+		if _, err := pool.Exec(ctx, `INSERT INTO tpcd_log (node, txs, events) VALUES `+r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := logProvider(t, pool, 3).DownTo(ctx, 2); err != nil {
+		t.Fatalf("down to version 2: %v", err)
+	}
+	if tableExists(t, pool, "tpcd_log") {
+		t.Fatal("tpcd_log left after Down")
+	}
+	rows, err := pool.Query(ctx, `SELECT node, tx, kind FROM tpcd_events ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var node, kind string
+		var tx int64
+		if err := rows.Scan(&node, &tx, &kind); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, node+" "+kind+" "+strconv.FormatInt(tx, 10))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a coord.txids_reserved 0", "a coord.preparing 5", "a coord.ended 5"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events after Down: %q, want %q", got, want)
+	}
+	if err := db.MigrateLog(ctx, pool, testLogger(t)); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if n := len(logRows(t, pool)); n != 3 {
+		t.Fatalf("%d rows after Up again, want one per event", n)
+	}
+}
+
+func sameRow(a, b logRow) bool {
+	return a.seq == b.seq && a.node == b.node && slices.Equal(a.txs, b.txs) && a.events == b.events
 }

@@ -168,6 +168,17 @@ type Coordinator struct {
 	// ended remembers recent outcomes in FIFO order for status queries.
 	ended    []endedTx
 	endedIdx map[TxID]endedTx
+	// keys finds transactions in memory and remembered ended ones by the
+	// idempotency keys their clients gave them.
+	keys map[string]TxID
+	// lookups holds the calls waiting for a LookupKey of their key, in
+	// order; keyChecked marks the key whose lookup found nothing while its
+	// first call runs.
+	lookups    map[string][]Input
+	keyChecked string
+	// recalled keeps what lookups found, the latest maxRecalled of them.
+	recalled     map[string]endedTx
+	recalledFIFO []string
 	// endedCount counts every transaction forgotten, so that a driver can
 	// tell which entries of ended are new since it last looked.
 	endedCount uint64
@@ -180,6 +191,7 @@ type endedTx struct {
 	id      TxID
 	outcome Outcome
 	reason  string
+	keys    []string
 }
 
 type coordTx struct {
@@ -188,6 +200,10 @@ type coordTx struct {
 	phase Phase
 	batch bool
 	nodes []coordNode // indexed by NodeID
+	// keys are its clients' idempotency keys; keyWaiters are calls that
+	// repeated one and wait for the outcome.
+	keys       []string
+	keyWaiters []keyWaiter
 
 	abortOnly       string
 	commitRequested bool
@@ -247,6 +263,11 @@ type transactCall struct {
 	// after the branch committed, so only the answer decides).
 	failed    string
 	failedIdx int
+	// execute marks the execute call that closed a batch: it carries the
+	// batch's commit and is answered with its one result and the outcome
+	// (ExecReply), so that its caller's next call sees the batch committed.
+	execute bool
+	node    NodeID
 }
 
 type coordNode struct {
@@ -264,6 +285,21 @@ type coordNode struct {
 	// prepareSent marks a node asked to prepare with its last statement.
 	prepareSent bool
 }
+
+// keyWaiter is a call repeated with the key of a transaction still
+// running, answered with its outcome in the call's own form.
+type keyWaiter struct {
+	req  ReqID
+	kind keyedCall
+	node NodeID // of an execute
+}
+
+type keyedCall uint8
+
+const (
+	keyedTransact keyedCall = iota
+	keyedExecute
+)
 
 type pendingExec struct {
 	req      ReqID
@@ -283,7 +319,7 @@ type pendingExec struct {
 // with Apply before the Start step.
 func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
 	cfg.fill()
-	return &Coordinator{cfg: cfg, txs: map[TxID]*coordTx{}, endedIdx: map[TxID]endedTx{}}
+	return &Coordinator{cfg: cfg, txs: map[TxID]*coordTx{}, endedIdx: map[TxID]endedTx{}, keys: map[string]TxID{}, lookups: map[string][]Input{}, recalled: map[string]endedTx{}}
 }
 
 // Cluster is the cluster id, known after Start or after folding a log.
@@ -307,6 +343,9 @@ func (c *Coordinator) Apply(e Event) error {
 	case CoordPreparing:
 		tx := c.txOrNew(e.TxID, e.Epoch)
 		tx.phase = PhasePreparing
+		for _, k := range e.Keys {
+			c.addKey(tx, k)
+		}
 		if e.Decider != nil {
 			if err := c.checkNode(*e.Decider); err != nil {
 				return fmt.Errorf("tx %d: decider: %w", e.TxID, err)
@@ -339,6 +378,10 @@ func (c *Coordinator) Apply(e Event) error {
 		tx := c.txs[e.TxID]
 		c.maxTx = max(c.maxTx, e.TxID)
 		if tx == nil {
+			if e.Outcome != 0 {
+				// Its other events were compacted away.
+				c.remember(endedTx{id: e.TxID, outcome: e.Outcome, reason: e.Reason, keys: e.Keys})
+			}
 			return nil
 		}
 		c.forget(tx)
@@ -371,12 +414,29 @@ func (c *Coordinator) forget(tx *coordTx) {
 	if c.batch == tx {
 		c.batch = nil
 	}
-	e := endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason}
+	c.remember(endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason, keys: tx.keys})
+}
+
+// remember keeps an ended transaction's outcome (and keys) answerable,
+// forgetting the oldest beyond RememberEnded.
+func (c *Coordinator) remember(e endedTx) {
+	if _, ok := c.endedIdx[e.id]; ok {
+		return
+	}
+	for _, k := range e.keys {
+		c.keys[k] = e.id
+	}
 	c.endedCount++
 	c.ended = append(c.ended, e)
-	c.endedIdx[tx.id] = e
+	c.endedIdx[e.id] = e
 	if len(c.ended) > c.cfg.RememberEnded {
-		delete(c.endedIdx, c.ended[0].id)
+		old := c.ended[0]
+		for _, k := range old.keys {
+			if c.keys[k] == old.id {
+				delete(c.keys, k)
+			}
+		}
+		delete(c.endedIdx, old.id)
 		c.ended[0] = endedTx{}
 		c.ended = c.ended[1:]
 	}
@@ -422,27 +482,18 @@ func (c *Coordinator) Step(in Input) Ready {
 		c.start(in)
 	case Tick:
 		c.tick(now)
-	case ClientBegin:
-		tx := c.newTx(now, false)
-		c.reply(in.Req, BeginReply{TxID: tx.id}, c.reserveLSN)
+	case ClientBegin, ClientExecute, ClientTransact:
+		c.dispatchClient(in)
 	case ClientExec:
 		c.clientExec(in)
-	case ClientExecute:
-		c.clientExecute(in)
-	case ClientTransact:
-		c.clientTransact(in)
 	case ClientCommit:
 		c.clientCommit(in)
 	case ClientRollback:
 		c.clientRollback(in)
 	case ClientStatus:
-		// A status naming the outcome reveals the decision, so it waits for
-		// the decision to be durable like a commit reply does.
-		var wait LSN
-		if tx := c.txs[in.TxID]; tx != nil {
-			wait = tx.decisionLSN
-		}
-		c.reply(in.Req, c.Status(in.TxID), wait)
+		c.clientStatus(in)
+	case KeyLookedUp:
+		c.keyLookedUp(in)
 	case Receive:
 		c.receive(now, in.Msg)
 	case SendFailed:
@@ -501,7 +552,7 @@ func (c *Coordinator) start(in Start) {
 			c.decide(in.Now, tx, OutcomeAbort, "coordinator restarted before deciding")
 		case tx.phase == PhaseCommitting || tx.phase == PhaseAborting:
 			if c.allAcked(tx) {
-				c.emit(CoordEnded{TxID: tx.id})
+				c.emitEnded(tx)
 				continue
 			}
 			tx.branchAsked = tx.decider != CoordinatorNode
@@ -578,19 +629,39 @@ func (c *Coordinator) clientExecute(in ClientExecute) {
 		c.fail(in.Req, ErrBadNode, "node %d does not exist (participants are 0..%d)", in.Node, c.cfg.Participants-1)
 		return
 	}
+	if c.repeated(in, in.Req, in.Key, keyWaiter{req: in.Req, kind: keyedExecute, node: in.Node}) {
+		return
+	}
 	tx := c.batch
 	if tx == nil {
 		tx = c.newTx(in.Now, true)
 		c.batch = tx
 	}
+	c.addKey(tx, in.Key)
 	tx.batchCount++
-	if tx.abortOnly != "" {
+	closes := tx.batchCount >= c.cfg.BatchSize
+	switch {
+	case tx.abortOnly != "":
 		c.fail(in.Req, ErrAborted, "batch transaction %d will abort: %s", tx.id, tx.abortOnly)
-	} else {
+	case closes:
+		// The closing statement carries the commit and is answered with
+		// its outcome; in a batch of one, it is planned with its statement
+		// as a one-call transaction's is.
+		tx.transact = &transactCall{req: in.Req, results: make([]*StmtResult, 1), pending: 1, commit: true, began: tx.batchCount == 1, execute: true, node: in.Node}
+		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		p := pendingExec{sql: in.SQL, args: in.Args, inTransact: true, batch: true}
+		if tx.stmts == 0 {
+			p.then = c.piggyback(tx, []Statement{{Node: in.Node, SQL: in.SQL, Args: in.Args}})[0]
+		}
+		tx.commitRequested = true
+		c.batch = nil
+		c.enqueue(in.Now, tx, in.Node, p)
+		return
+	default:
 		// The reply carries the txid, so it waits for the reservation too.
 		c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, batch: true})
 	}
-	if tx.batchCount >= c.cfg.BatchSize {
+	if closes {
 		c.batch = nil
 		c.requestCommit(in.Now, tx)
 	}
@@ -613,11 +684,19 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 		c.fail(in.Req, ErrBadRequest, "no statements")
 		return
 	}
+	if in.Key != "" && in.TxID != 0 {
+		c.fail(in.Req, ErrBadRequest, "a key names the transaction a call begins; give it without tx")
+		return
+	}
+	if c.repeated(in, in.Req, in.Key, keyWaiter{req: in.Req, kind: keyedTransact}) {
+		return
+	}
 	var tx *coordTx
 	began := in.TxID == 0
 	if began {
 		tx = c.newTx(in.Now, false)
 		tx.unanswered = true
+		c.addKey(tx, in.Key)
 	} else if tx = c.activeTx(in.Req, in.TxID); tx == nil {
 		return
 	}
@@ -688,7 +767,7 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 				thens[last[n]] = ThenPrepare
 			}
 		}
-		c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
+		c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Keys: tx.keys})
 		tx.phase = PhaseActive // (the event names the phase a restart finds)
 		return thens
 	}
@@ -699,7 +778,7 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 		}
 	}
 	tx.decider = d
-	tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d})
+	tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
 	tx.phase = PhaseActive // (the event names the phase a restart finds)
 	if len(parts) == 1 {
 		thens[last[d]] = ThenCommit
@@ -753,6 +832,9 @@ func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code Err
 		tx.abortOnly = reason
 	}
 	msg := fmt.Sprintf("statements[%d]: %s", idx, reason)
+	if call.execute {
+		msg = reason
+	}
 	if !call.began && !call.commit {
 		c.fail(call.req, code, "%s", msg)
 		return
@@ -956,7 +1038,7 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 	if c.cfg.Protocol == ProtocolDecider {
 		d := chooseDecider(tx, parts)
 		tx.decider = d
-		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d})
+		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
 		for _, n := range parts {
 			if n != d {
 				c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent, Decider: &d}})
@@ -965,7 +1047,7 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 		c.askDecider(now, tx)
 		return
 	}
-	c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts})
+	c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Keys: tx.keys})
 	for _, n := range parts {
 		c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent}})
 	}
@@ -1076,7 +1158,7 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 			tx.decisionLSN = lsn
 		}
 		c.answerWaiters(tx)
-		c.emit(CoordEnded{TxID: tx.id})
+		c.emitEnded(tx)
 		return
 	}
 	if len(phase2) == 0 {
@@ -1106,12 +1188,22 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 func (c *Coordinator) answerWaiters(tx *coordTx) {
 	for _, req := range tx.commitWaiters {
 		if call := tx.transact; call != nil && call.req == req {
-			if call.failed != "" && tx.outcome == OutcomeAbort {
+			o := tx.outcome
+			switch {
+			case call.failed != "" && o == OutcomeAbort && call.execute:
+				c.fail(req, ErrStatement, "%s (transaction %d rolled back)", call.failed, tx.id)
+				continue
+			case call.failed != "" && o == OutcomeAbort:
 				c.fail(req, ErrStatement, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
+				continue
+			case call.execute && o == OutcomeAbort:
+				c.fail(req, ErrAborted, "batch transaction %d aborted: %s", tx.id, tx.reason)
+				continue
+			case call.execute:
+				c.reply(req, ExecReply{TxID: tx.id, Node: call.node, Result: call.results[0], Outcome: &o}, max(tx.decisionLSN, c.reserveLSN))
 				continue
 			}
 			// The answer may be the first to name the transaction.
-			o := tx.outcome
 			c.reply(req, TransactReply{TxID: tx.id, Results: call.results, Outcome: &o, Reason: tx.reason}, max(tx.decisionLSN, c.reserveLSN))
 			continue
 		}
@@ -1119,6 +1211,182 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 	}
 	tx.commitWaiters = nil
 	tx.transact = nil
+	for _, w := range tx.keyWaiters {
+		c.answerRepeated(w, tx.id, tx.outcome, tx.reason, max(tx.decisionLSN, c.reserveLSN))
+	}
+	tx.keyWaiters = nil
+}
+
+// dispatchClient runs a call that may carry a key.
+func (c *Coordinator) dispatchClient(in Input) {
+	switch in := in.(type) {
+	case ClientBegin:
+		c.clientBegin(in)
+	case ClientExecute:
+		c.clientExecute(in)
+	case ClientTransact:
+		c.clientTransact(in)
+	case ClientStatus:
+		c.clientStatus(in)
+	}
+}
+
+func (c *Coordinator) clientStatus(in ClientStatus) {
+	id := in.TxID
+	if id == 0 && in.Key != "" {
+		var ok bool
+		if id, ok = c.keys[in.Key]; !ok {
+			if e, found := c.recalled[in.Key]; found {
+				c.reply(in.Req, StatusReply{TxID: e.id, Key: in.Key, State: endedState(e.outcome).String(), Outcome: e.outcome, Reason: e.reason}, 0)
+				return
+			}
+			if in.Key != c.keyChecked {
+				c.lookUp(in.Key, in)
+				return
+			}
+			c.reply(in.Req, StatusReply{Key: in.Key, State: "unknown", Reason: "no transaction with this key is remembered here"}, 0)
+			return
+		}
+	}
+	// A status naming the outcome reveals the decision, so it waits for
+	// the decision to be durable like a commit reply does.
+	var wait LSN
+	if tx := c.txs[id]; tx != nil {
+		wait = tx.decisionLSN
+	}
+	if in.TxID == 0 {
+		// Asked by key, the answer names the id: its reservation first.
+		wait = max(wait, c.reserveLSN)
+	}
+	st := c.Status(id)
+	st.Key = in.Key
+	c.reply(in.Req, st, wait)
+}
+
+func (c *Coordinator) clientBegin(in ClientBegin) {
+	if e, ok := c.recalled[in.Key]; ok && in.Key != "" {
+		c.fail(in.Req, ErrKeyUsed, "key %q named transaction %d, which has %s", in.Key, e.id, e.outcome.pastTense())
+		return
+	}
+	if _, ok := c.keys[in.Key]; !ok && in.Key != "" && in.Key != c.keyChecked {
+		c.lookUp(in.Key, in)
+		return
+	}
+	if id, ok := c.keys[in.Key]; ok && in.Key != "" {
+		switch tx := c.txs[id]; {
+		case tx != nil && !tx.batch:
+			c.reply(in.Req, BeginReply{TxID: id, Repeated: true}, c.reserveLSN)
+		case tx != nil:
+			c.fail(in.Req, ErrKeyUsed, "key %q names a statement of batch transaction %d", in.Key, id)
+		default:
+			c.fail(in.Req, ErrKeyUsed, "key %q named transaction %d, which has %s", in.Key, id, c.endedIdx[id].outcome.pastTense())
+		}
+		return
+	}
+	tx := c.newTx(in.Now, false)
+	c.addKey(tx, in.Key)
+	c.reply(in.Req, BeginReply{TxID: tx.id}, c.reserveLSN)
+}
+
+// keyLookedUp takes the driver's answer about a key and runs the calls
+// that waited for it, in order: the first of a new key begins its
+// transaction, and the others then find that.
+func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
+	waiting := c.lookups[in.Key]
+	delete(c.lookups, in.Key)
+	if in.Err != "" {
+		for _, w := range waiting {
+			if req, ok := reqOf(w); ok {
+				c.fail(req, ErrBadRequest, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
+			}
+		}
+		return
+	}
+	if _, known := c.keys[in.Key]; in.Found && !known {
+		c.recall(in.Key, endedTx{id: in.TxID, outcome: in.Outcome, reason: in.Reason})
+	}
+	for _, w := range waiting {
+		c.keyChecked = in.Key
+		c.dispatchClient(w)
+		c.keyChecked = ""
+	}
+}
+
+// lookUp holds a call whose key is not in memory: it may have been named
+// long ago. The driver's store is asked once, however many calls wait.
+func (c *Coordinator) lookUp(key string, in Input) {
+	if _, asked := c.lookups[key]; !asked {
+		c.effect(LookupKey{Key: key, WaitLSN: c.lsn})
+	}
+	c.lookups[key] = append(c.lookups[key], in)
+}
+
+// maxRecalled bounds the outcomes kept from lookups.
+const maxRecalled = 4096
+
+func (c *Coordinator) recall(key string, e endedTx) {
+	if _, ok := c.recalled[key]; !ok {
+		c.recalledFIFO = append(c.recalledFIFO, key)
+	}
+	c.recalled[key] = e
+	if len(c.recalledFIFO) > maxRecalled {
+		delete(c.recalled, c.recalledFIFO[0])
+		c.recalledFIFO = c.recalledFIFO[1:]
+	}
+}
+
+// addKey records a client's key for tx.
+func (c *Coordinator) addKey(tx *coordTx, key string) {
+	if key == "" || slices.Contains(tx.keys, key) {
+		return
+	}
+	tx.keys = append(tx.keys, key)
+	c.keys[key] = tx.id
+}
+
+// repeated answers a call whose key names a known transaction instead of
+// running it again: at once with the outcome of one that ended or was
+// decided, else once it is decided. It reports whether it took the call.
+func (c *Coordinator) repeated(in Input, req ReqID, key string, w keyWaiter) bool {
+	if key == "" {
+		return false
+	}
+	id, ok := c.keys[key]
+	if e, found := c.recalled[key]; !ok && found {
+		c.answerRepeated(w, e.id, e.outcome, e.reason, 0)
+		return true
+	}
+	if !ok {
+		if key == c.keyChecked {
+			return false // looked up: new
+		}
+		c.lookUp(key, in)
+		return true
+	}
+	tx := c.txs[id]
+	switch {
+	case tx == nil:
+		e := c.endedIdx[id]
+		c.answerRepeated(w, id, e.outcome, e.reason, c.reserveLSN)
+	case tx.outcome != 0:
+		c.answerRepeated(w, id, tx.outcome, tx.reason, max(tx.decisionLSN, c.reserveLSN))
+	default:
+		tx.keyWaiters = append(tx.keyWaiters, w)
+	}
+	return true
+}
+
+func (c *Coordinator) answerRepeated(w keyWaiter, id TxID, o Outcome, reason string, wait LSN) {
+	switch w.kind {
+	case keyedExecute:
+		if o != OutcomeCommit {
+			c.fail(w.req, ErrAborted, "batch transaction %d, which ran this key's statement, aborted: %s", id, reason)
+			return
+		}
+		c.reply(w.req, ExecReply{TxID: id, Node: w.node, Outcome: &o, Repeated: true}, wait)
+	default:
+		c.reply(w.req, TransactReply{TxID: id, Outcome: &o, Reason: reason, Repeated: true}, wait)
+	}
 }
 
 func (c *Coordinator) sendDecision(tx *coordTx) {
@@ -1269,7 +1537,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			}
 			return
 		}
-		c.emit(CoordEnded{TxID: tx.id})
+		c.emitEnded(tx)
 	}
 }
 
@@ -1404,6 +1672,22 @@ func (c *Coordinator) tick(now Instant) {
 	}
 }
 
+// maxEndedReason bounds the reason kept with an aborted transaction's end.
+const maxEndedReason = 200
+
+// emitEnded records that tx ended, with what a status or a repeated call
+// needs once the rest of its events are compacted away.
+func (c *Coordinator) emitEnded(tx *coordTx) {
+	e := CoordEnded{TxID: tx.id, Outcome: tx.outcome, Keys: tx.keys}
+	if tx.outcome == OutcomeAbort {
+		e.Reason = tx.reason
+		if len(e.Reason) > maxEndedReason {
+			e.Reason = strings.ToValidUTF8(e.Reason[:maxEndedReason], "")
+		}
+	}
+	c.emit(e)
+}
+
 // allAcked reports whether every participant owing an ack has sent it (true
 // when nobody owes one).
 func (c *Coordinator) allAcked(tx *coordTx) bool {
@@ -1433,16 +1717,19 @@ func (c *Coordinator) Status(id TxID) StatusReply {
 		return s
 	}
 	if e, ok := c.endedIdx[id]; ok {
-		st := PhaseCommitted
-		if e.outcome == OutcomeAbort {
-			st = PhaseAborted
-		}
-		return StatusReply{TxID: id, State: st.String(), Outcome: e.outcome, Reason: e.reason}
+		return StatusReply{TxID: id, State: endedState(e.outcome).String(), Outcome: e.outcome, Reason: e.reason}
 	}
 	if id == 0 || id >= c.nextTx {
 		return StatusReply{TxID: id, State: "unknown"}
 	}
 	return StatusReply{TxID: id, State: "forgotten", Reason: "ended long ago, or aborted before anything was logged"}
+}
+
+func endedState(o Outcome) Phase {
+	if o == OutcomeAbort {
+		return PhaseAborted
+	}
+	return PhaseCommitted
 }
 
 // TxSummary is one transaction as seen by an operator.

@@ -20,11 +20,15 @@ func DescribeEvent(e Event) string {
 	case CoordTxIDsReserved:
 		return fmt.Sprintf("%s through=%d", e.Kind(), e.Through)
 	case CoordPreparing:
-		return fmt.Sprintf("%s tx=%d epoch=%d participants=%s%s", e.Kind(), e.TxID, e.Epoch, nodeList(e.Participants), decider(e.Decider))
+		return fmt.Sprintf("%s tx=%d epoch=%d participants=%s%s%s", e.Kind(), e.TxID, e.Epoch, nodeList(e.Participants), decider(e.Decider), keyList(e.Keys))
 	case CoordDecided:
 		return fmt.Sprintf("%s tx=%d epoch=%d outcome=%s participants=%s%s", e.Kind(), e.TxID, e.Epoch, e.Outcome, nodeList(e.Participants), reason(e.Reason))
 	case CoordEnded:
-		return fmt.Sprintf("%s tx=%d", e.Kind(), e.TxID)
+		s := fmt.Sprintf("%s tx=%d", e.Kind(), e.TxID)
+		if e.Outcome != 0 {
+			s += " outcome=" + e.Outcome.String()
+		}
+		return s + keyList(e.Keys) + reason(e.Reason)
 	case PartEpochSeen:
 		s := fmt.Sprintf("%s cluster=%s epoch=%d", e.Kind(), e.Cluster, e.Epoch)
 		if len(e.Participants) > 0 {
@@ -123,6 +127,8 @@ func DescribeEffect(e Effect) string {
 		return fmt.Sprintf("forget tx=%d%s", e.TxID, after)
 	case AskCoordinator:
 		return "ask coordinator who it is"
+	case LookupKey:
+		return fmt.Sprintf("look up key %q%s", e.Key, after)
 	case Warning:
 		return "WARNING " + e.Detail
 	}
@@ -132,13 +138,16 @@ func DescribeEffect(e Effect) string {
 func describeReply(r Reply) string {
 	switch r := r.(type) {
 	case BeginReply:
-		return fmt.Sprintf("begin tx=%d", r.TxID)
+		return fmt.Sprintf("begin tx=%d%s", r.TxID, repeated(r.Repeated))
 	case ExecReply:
 		s := fmt.Sprintf("exec tx=%d node=%s", r.TxID, r.Node)
 		if r.Result != nil {
 			s += " rows_affected=" + strconv.FormatInt(r.Result.RowsAffected, 10)
 		}
-		return s
+		if r.Outcome != nil {
+			s += " " + r.Outcome.String()
+		}
+		return s + repeated(r.Repeated)
 	case OutcomeReply:
 		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))
 	case TransactReply:
@@ -146,16 +155,37 @@ func describeReply(r Reply) string {
 		if r.Outcome != nil {
 			s += " " + r.Outcome.String()
 		}
-		return s + reason(r.Reason)
+		return s + repeated(r.Repeated) + reason(r.Reason)
 	case StatusReply:
 		return "status " + DescribeStatus(r)
 	}
 	return fmt.Sprintf("%T", r)
 }
 
+func repeated(r bool) string {
+	if r {
+		return " repeated"
+	}
+	return ""
+}
+
+func keyList(keys []string) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = strconv.Quote(k)
+	}
+	return " keys=" + strings.Join(q, ",")
+}
+
 // DescribeStatus renders a status reply on one line.
 func DescribeStatus(s StatusReply) string {
 	out := fmt.Sprintf("tx=%d state=%s", s.TxID, s.State)
+	if s.Key != "" {
+		out += " key=" + strconv.Quote(s.Key)
+	}
 	if len(s.Participants) > 0 {
 		out += " participants=" + nodeList(s.Participants)
 	}

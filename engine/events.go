@@ -50,6 +50,9 @@ type CoordPreparing struct {
 	Epoch        Epoch    `json:"epoch"`
 	Participants []NodeID `json:"participants"`
 	Decider      *NodeID  `json:"decider,omitempty"`
+	// Keys are the client's idempotency keys of the transaction, kept
+	// with it so that a restarted coordinator still knows them.
+	Keys []string `json:"keys,omitempty"`
 }
 
 // CoordDecided records the decision. A commit decision must be durable before
@@ -67,6 +70,12 @@ type CoordDecided struct {
 // coordinator may forget the transaction and compaction may drop its events.
 type CoordEnded struct {
 	TxID TxID `json:"tx"`
+	// Outcome, Reason (of an abort) and Keys are kept, after compaction
+	// dropped the transaction's other events, for status and for calls
+	// repeated with a key (the driver stores them apart, see LookupKey).
+	Outcome Outcome  `json:"outcome,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	Keys    []string `json:"keys,omitempty"`
 }
 
 // Participant events.

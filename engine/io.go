@@ -47,6 +47,10 @@ type SendFailed struct {
 type ClientBegin struct {
 	Now Instant
 	Req ReqID
+	// Key is the client's idempotency key for the transaction, optional:
+	// a begin repeated with the key of a running transaction is answered
+	// with that transaction; status answers by key.
+	Key string
 }
 
 // ClientExec runs one statement of an explicit transaction on a participant.
@@ -73,11 +77,13 @@ type ClientRollback struct {
 	TxID TxID
 }
 
-// ClientStatus asks where a transaction stands.
+// ClientStatus asks where a transaction stands, by id or, with TxID 0, by
+// the key its client gave it.
 type ClientStatus struct {
 	Now  Instant
 	Req  ReqID
 	TxID TxID
+	Key  string
 }
 
 // ClientExecute is the seed project's form: one statement that joins the
@@ -88,6 +94,9 @@ type ClientExecute struct {
 	Node NodeID
 	SQL  string
 	Args []any
+	// Key, optional, names the statement: repeated with the same key, it
+	// does not run again but is answered with its batch's outcome.
+	Key string
 }
 
 // ClientTransact runs a transaction's statements, in order per
@@ -101,6 +110,10 @@ type ClientTransact struct {
 	TxID   TxID
 	Stmts  []Statement
 	Commit bool
+	// Key, optional and only with TxID 0, names the transaction the call
+	// begins: a call repeated with the same key never runs its statements
+	// again; it is answered with the first call's outcome once known.
+	Key string
 }
 
 // Statement is one statement of a ClientTransact.
@@ -139,6 +152,20 @@ type DataDone struct {
 	Retry bool
 }
 
+// KeyLookedUp answers LookupKey: Found with the transaction the key named
+// and its outcome, or not found (the key is new, or was forgotten after the
+// retention window). Err is set when the lookup failed: the calls waiting
+// for it are refused, to be retried.
+type KeyLookedUp struct {
+	Now     Instant
+	Key     string
+	Found   bool
+	TxID    TxID
+	Outcome Outcome
+	Reason  string
+	Err     string
+}
+
 // CoordinatorAnswered reports, to a participant, what its configured
 // coordinator said when asked who it is (the AskCoordinator effect). The
 // driver makes it from the answer to a call it placed itself, never from a
@@ -154,6 +181,7 @@ type CoordinatorAnswered struct {
 	Err          string
 }
 
+func (i KeyLookedUp) At() Instant         { return i.Now }
 func (i Start) At() Instant               { return i.Now }
 func (i Tick) At() Instant                { return i.Now }
 func (i Receive) At() Instant             { return i.Now }
@@ -181,6 +209,7 @@ func (ClientExecute) isInput()       {}
 func (ClientTransact) isInput()      {}
 func (DataDone) isInput()            {}
 func (CoordinatorAnswered) isInput() {}
+func (KeyLookedUp) isInput()         {}
 
 // Ready is the to-do list a Step hands its caller.
 type Ready struct {
@@ -303,6 +332,16 @@ type Forget struct {
 // forged message can neither take it over nor fence its coordinator off.
 type AskCoordinator struct{}
 
+// LookupKey asks the coordinator's driver for the transaction a client's
+// idempotency key named, among the outcomes it keeps after the coordinator
+// forgot them (CoordEnded); the answer is a KeyLookedUp input. Calls with
+// the key wait for it. The lookup waits for WaitLSN, so that the store
+// holds every transaction the coordinator forgot before asking.
+type LookupKey struct {
+	Key     string
+	WaitLSN LSN
+}
+
 // Warning is something an operator must hear of that is not a violation,
 // such as work refused from a coordinator of another cluster. The driver
 // logs it at warning level.
@@ -316,6 +355,7 @@ func (e Data) After() LSN         { return e.WaitLSN }
 func (e Violation) After() LSN    { return 0 }
 func (e Forget) After() LSN       { return e.WaitLSN }
 func (AskCoordinator) After() LSN { return 0 }
+func (e LookupKey) After() LSN    { return e.WaitLSN }
 func (Warning) After() LSN        { return 0 }
 func (Send) isEffect()            {}
 func (Respond) isEffect()         {}
@@ -323,21 +363,29 @@ func (Data) isEffect()            {}
 func (Violation) isEffect()       {}
 func (Forget) isEffect()          {}
 func (AskCoordinator) isEffect()  {}
+func (LookupKey) isEffect()       {}
 func (Warning) isEffect()         {}
 
 // Reply is the answer to a client request.
 type Reply interface{ isReply() }
 
-// BeginReply answers ClientBegin.
+// BeginReply answers ClientBegin. Repeated says the begin's key named a
+// transaction already running, whose id it is.
 type BeginReply struct {
-	TxID TxID `json:"tx"`
+	TxID     TxID `json:"tx"`
+	Repeated bool `json:"repeated,omitempty"`
 }
 
-// ExecReply answers ClientExec and ClientExecute.
+// ExecReply answers ClientExec and ClientExecute. The execute that closes
+// its batch is answered after the batch committed, with Outcome set.
 type ExecReply struct {
-	TxID   TxID        `json:"tx"`
-	Node   NodeID      `json:"node"`
-	Result *StmtResult `json:"result"`
+	TxID    TxID        `json:"tx"`
+	Node    NodeID      `json:"node"`
+	Result  *StmtResult `json:"result"`
+	Outcome *Outcome    `json:"outcome,omitempty"`
+	// Repeated says the execute's key named a statement that had run: it
+	// did not run again (Result is absent) and Outcome is its batch's.
+	Repeated bool `json:"repeated,omitempty"`
 }
 
 // OutcomeReply answers ClientCommit and ClientRollback.
@@ -354,11 +402,17 @@ type TransactReply struct {
 	Results []*StmtResult `json:"results"`
 	Outcome *Outcome      `json:"outcome,omitempty"`
 	Reason  string        `json:"reason,omitempty"`
+	// Repeated says the call's key named a transaction that had run: its
+	// statements did not run again (Results is empty) and Outcome is the
+	// first call's.
+	Repeated bool `json:"repeated,omitempty"`
 }
 
 // StatusReply answers ClientStatus.
 type StatusReply struct {
-	TxID  TxID   `json:"tx"`
+	TxID TxID `json:"tx"`
+	// Key is the key asked about, when status was asked by key.
+	Key   string `json:"key,omitempty"`
 	State string `json:"state"`
 	// Outcome is set once decided.
 	Outcome      Outcome  `json:"outcome,omitempty"`
@@ -384,9 +438,12 @@ const (
 	ErrAborted
 	ErrStatement
 	ErrBadRequest
+	// ErrKeyUsed refuses a key that already names a transaction that
+	// cannot take the request (a begin after that transaction ended).
+	ErrKeyUsed
 )
 
-var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request"}
+var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used"}
 
 func (c ErrorCode) String() string {
 	if int(c) < len(errorCodeNames) && c != 0 {

@@ -1418,6 +1418,10 @@ type PartTxSummary struct {
 	Reason string
 }
 
+// Held lists the coordinator messages waiting for the coordinator to
+// confirm who it is.
+func (p *Participant) Held() []Message { return slices.Clone(p.held) }
+
 // Transactions lists the transactions in memory, sorted by id.
 func (p *Participant) Transactions() []PartTxSummary {
 	var out []PartTxSummary

@@ -104,7 +104,7 @@ var traceArgs = func() map[string][]string {
 		"lose-log":         {"node", "cluster"},
 		"forge":            {"to", "kind", "cluster", "epoch", "tx", "stmt", "sql", "outcome"},
 		"crash-data-db":    {"node"},
-		"client":           {"begin", "exec", "commit", "rollback", "status", "execute", "transact", "tx", "node", "sql", "stmts"},
+		"client":           {"begin", "exec", "commit", "rollback", "status", "execute", "transact", "tx", "node", "sql", "stmts", "key"},
 		"deliver":          append(slices.Clone(filter), "all"),
 		"drop":             filter,
 		"duplicate":        filter,
@@ -343,9 +343,10 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 		return err
 	}
 	sql, _ := arg(d, "sql")
+	key, _ := arg(d, "key")
 	switch call := d.CmdArgs[0].Key; call {
 	case "begin":
-		e.c.Begin()
+		e.c.Begin(key)
 	case "exec":
 		e.c.Exec(tx, node, sql)
 	case "commit":
@@ -353,9 +354,9 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 	case "rollback":
 		e.c.Rollback(tx)
 	case "status":
-		e.c.Status(tx)
+		e.c.Status(tx, key)
 	case "execute":
-		e.c.Execute(node, sql)
+		e.c.Execute(node, sql, key)
 	case "transact":
 		list, _ := arg(d, "stmts")
 		var stmts []engine.Statement
@@ -367,7 +368,7 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 			}
 			stmts = append(stmts, engine.Statement{Node: engine.NodeID(id), SQL: strings.TrimSpace(q)})
 		}
-		e.c.Transact(tx, stmts, d.HasArg("commit"))
+		e.c.Transact(tx, stmts, d.HasArg("commit"), key)
 	default:
 		return fmt.Errorf("client: unknown call %q", call)
 	}

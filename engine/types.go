@@ -64,6 +64,17 @@ func (o Outcome) String() string {
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
+// pastTense says what happened: "committed", "aborted".
+func (o Outcome) pastTense() string {
+	switch o {
+	case OutcomeCommit:
+		return "committed"
+	case OutcomeAbort:
+		return "aborted"
+	}
+	return o.String()
+}
+
 // MarshalText encodes an outcome by name so logs stay readable.
 func (o Outcome) MarshalText() ([]byte, error) {
 	switch o {

@@ -3,10 +3,15 @@
 // server (or given URIs), on consecutive loopback ports. It is what
 // `tpcd cluster` runs, so that a newcomer gets a working cluster from one
 // command.
+//
+// The nodes share a peer token made at random for each start and never
+// shown: node-to-node methods (tpcd.*) refuse every caller but the
+// cluster's own nodes, while clients need no token.
 package localcluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +26,7 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
 )
 
 // Options configure a local cluster.
@@ -64,9 +70,16 @@ type Node struct {
 // Cluster is a running local cluster.
 type Cluster struct {
 	Nodes []Node
+	// peers is the secret the nodes present to each other.
+	peers node.Transport
 	coord *node.Coordinator
 	parts []*node.Participant
 	dbs   []*node.Databases
+	// failed carries the first node whose PostgreSQL was given up on;
+	// closing ends the goroutines that watch for one.
+	failed    chan error
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // Start brings the cluster up. If anything fails, whatever was started is
@@ -84,7 +97,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 100
 	}
-	c := &Cluster{}
+	// 128 random bits: only the cluster's own nodes know it, so nobody
+	// else may send them node-to-node messages, even on this machine.
+	token := rand.Text()
+	c := &Cluster{failed: make(chan error, 1), closing: make(chan struct{}), peers: node.Transport{Auth: rpc.Auth{PeerToken: token}, PeerToken: token}}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -144,7 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for i := range n {
 		popts := node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
-			Logger: opts.Logger,
+			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down, Transport: c.peers,
 			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
 		}
 		if opts.ParticipantObserver != nil {
@@ -158,7 +174,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.parts = append(c.parts, p)
 	}
 	coord, err := node.StartCoordinator(ctx, lns[0], node.CoordinatorOptions{
-		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger,
+		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger, Transport: c.peers,
 		Observer: opts.CoordinatorObserver,
 	})
 	if err != nil {
@@ -168,12 +184,33 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	lns = nil
 	c.coord = coord
 
+	for i, d := range c.dbs {
+		go c.watch(names[i], d)
+	}
+
 	c.Nodes = append(c.Nodes, Node{Role: "coordinator", Name: names[0], Addr: coordAddr, LogURI: c.dbs[0].LogURI})
 	for i := range n {
 		c.Nodes = append(c.Nodes, Node{Role: "participant", Name: names[i+1], Addr: partAddrs[i], LogURI: c.dbs[i+1].LogURI, DataURI: c.dbs[i+1].DataURI})
 	}
 	return c, nil
 }
+
+// watch passes on why a node's PostgreSQL was given up on.
+func (c *Cluster) watch(name string, d *node.Databases) {
+	select {
+	case err := <-d.Failed():
+		select {
+		case c.failed <- fmt.Errorf("%s: %w", name, err):
+		default: // another node's failure is reported already
+		}
+	case <-c.closing:
+	}
+}
+
+// Failed delivers why the cluster cannot go on: a node's own PostgreSQL
+// kept dying or could not be restarted, and was given up on. Each node's
+// server is otherwise restarted whenever it dies (node.Databases).
+func (c *Cluster) Failed() <-chan error { return c.failed }
 
 // CoordinatorAddr is where clients connect.
 func (c *Cluster) CoordinatorAddr() string { return c.Nodes[0].Addr }
@@ -200,6 +237,7 @@ func (c *Cluster) PrintTable(w io.Writer) {
 
 // Close stops every node and database; temporary directories are removed.
 func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() { close(c.closing) })
 	var errs []error
 	if c.coord != nil {
 		errs = append(errs, c.coord.Close())

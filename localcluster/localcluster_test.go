@@ -2,12 +2,15 @@ package localcluster
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,6 +60,26 @@ func TestStartCommitStop(t *testing.T) {
 	var r engine.OutcomeReply
 	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil || r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit: %v %+v", err, r)
+	}
+
+	// The nodes reached each other with their peer token; a stranger on
+	// this machine, without it, reaches no node-to-node method, and still
+	// the health check.
+	for _, n := range c.Nodes {
+		peer := rpc.NewClient(n.Addr, rpc.ClientOptions{Stream: true})
+		defer peer.Close()
+		for _, m := range []engine.Message{
+			engine.ExecRequest{TxID: 99, SQL: "CREATE TABLE forged (k int)"},
+			engine.DecisionRequest{TxID: 99, Outcome: engine.OutcomeCommit},
+			engine.VoteMessage{TxID: 99, Vote: engine.VoteYes},
+		} {
+			if err := peer.Call(ctx, m.Method(), m, nil); !rpc.IsCode(err, rpc.CodeUnauthorized) {
+				t.Errorf("%s: %s without the peer token: %v, want code %d", n.Name, m.Method(), err, rpc.CodeUnauthorized)
+			}
+		}
+		if err := peer.Call(ctx, api.MethodPing, struct{}{}, nil); err != nil {
+			t.Errorf("%s: ping: %v", n.Name, err)
+		}
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -136,4 +159,99 @@ func listeningPorts(t *testing.T) map[int]bool {
 		}
 	}
 	return ports
+}
+
+// commitOnBoth commits a row on participants 0 and 1 in one transaction.
+func commitOnBoth(ctx context.Context, c *Cluster, key int) error {
+	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
+	defer cl.Close()
+	var b engine.BeginReply
+	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+		return err
+	}
+	for i := range 2 {
+		n := engine.NodeID(i)
+		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}, nil); err != nil {
+			cl.Call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
+			return err
+		}
+	}
+	var r engine.OutcomeReply
+	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
+		return err
+	}
+	if r.Outcome != engine.OutcomeCommit {
+		return errors.New(r.Outcome.String() + ": " + r.Reason)
+	}
+	return nil
+}
+
+// TestKilledPostgresIsRestarted kills participant-0's postmaster: the node
+// restarts it and the cluster commits again without help. A server that
+// cannot be restarted ends the cluster through Failed.
+func TestKilledPostgresIsRestarted(t *testing.T) {
+	tempRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Participants: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
+	defer cl.Close()
+	for i := range 2 {
+		var b engine.BeginReply
+		if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+			t.Fatal(err)
+		}
+		n := engine.NodeID(i)
+		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int PRIMARY KEY)"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := commitOnBoth(ctx, c, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	pg := c.dbs[1].Embedded // participant-0's
+	killed := time.Now()
+	if err := syscall.Kill(pg.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	attempts := 0
+	for {
+		attempts++
+		err := commitOnBoth(ctx, c, 2)
+		if err == nil {
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("no commit within 30 s of the kill: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("committed %v after the kill, attempt %d", time.Since(killed).Round(time.Millisecond), attempts)
+
+	// Unreadable configuration: the server runs on, but cannot start again.
+	conf := filepath.Join(pg.Dir(), "postgresql.conf")
+	if err := os.Chmod(conf, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(conf, 0o600)
+	if err := syscall.Kill(pg.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.Failed():
+		if !strings.Contains(err.Error(), "participant-0") || !strings.Contains(err.Error(), "restarting it failed") {
+			t.Fatalf("Failed: %v; want it to name participant-0 and the failed restart", err)
+		}
+		t.Logf("Failed: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("Failed delivered nothing")
+	}
 }

@@ -2,33 +2,61 @@ package logstore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
-	"slices"
+	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/queries"
 )
 
-// scanPage is how many records Scan holds at once: big enough that round trips do not
-// dominate a recovery, small enough that memory stays flat however long the log is.
-const scanPage = 1000
+// scanPage is how many rows Scan holds at once: big enough that round trips do not
+// dominate a recovery, small enough that memory stays flat however long the log is
+// (a row holds the events of one append, rarely more than a few hundred).
+const scanPage = 500
 
-// Record is one event of a node's log.
-type Record struct {
-	// Seq orders all events of a log; it is assigned by the database on Append.
-	Seq  int64
-	Node string
+// Entry is one event to append.
+type Entry struct {
 	// Tx is the transaction the event belongs to; 0 marks a node-level event.
-	Tx   uint64
-	Kind string
-	// Payload is a JSON document. The database stores it as jsonb, so it reads back
-	// equal as JSON but not necessarily byte for byte (key order, spacing).
+	Tx uint64
+	// Event is the event's JSON document (engine.EncodeEvent's envelope).
+	Event []byte
+}
+
+// Pos is where an event sits in a node's log: the seq of the row holding it and
+// its index among the row's events, from 0. Positions order a node's log.
+type Pos struct {
+	Seq   int64
+	Index int
+}
+
+// String renders p as "seq.index".
+func (p Pos) String() string {
+	return strconv.FormatInt(p.Seq, 10) + "." + strconv.Itoa(p.Index)
+}
+
+// Record is one event read back from a node's log.
+type Record struct {
+	Pos
+	Node string
+	// Tx is the transaction the row names for the event; 0 marks a node-level
+	// event.
+	Tx uint64
+	// Payload is the event's JSON document. The database stores rows as jsonb,
+	// so it reads back equal as JSON but not byte for byte (key order, spacing).
 	Payload []byte
-	// At is when the database stored the event; it is informational only.
+	// At is when the database stored the row; it is informational only.
 	At time.Time
+}
+
+// Size is how much of a node's log is stored.
+type Size struct {
+	Rows, Events int64
 }
 
 // Store reads and writes the event log in one PostgreSQL database.
@@ -43,65 +71,89 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, q: queries.New()}
 }
 
-// Append durably writes recs in one round trip, whatever their number, and returns
-// their seq values in the order of recs. Only Node, Tx, Kind and Payload are used;
-// recs is not modified.
-func (s *Store) Append(ctx context.Context, recs []Record) ([]int64, error) {
-	if len(recs) == 0 {
-		return nil, nil
+// Append durably writes entries as one row of node's log, in one round trip
+// whatever their number, and returns the row's seq; entry i is at Pos{seq, i}.
+// Appending nothing writes no row and returns 0. entries is not modified.
+func (s *Store) Append(ctx context.Context, node string, entries []Entry) (int64, error) {
+	if len(entries) == 0 {
+		return 0, nil
 	}
-	arg := queries.EventAppendManyParams{
-		Nodes:    make([]string, len(recs)),
-		Txs:      make([]int64, len(recs)),
-		Kinds:    make([]string, len(recs)),
-		Payloads: make([][]byte, len(recs)),
-	}
-	for i, r := range recs {
-		// Reject here what the database would reject anyway, with a clearer message,
-		// and never let a huge tx id wrap into a negative one.
-		if r.Tx > math.MaxInt64 {
-			return nil, fmt.Errorf("append %d events: record %d: tx %d out of range", len(recs), i, r.Tx)
-		}
-		if len(r.Payload) == 0 {
-			return nil, fmt.Errorf("append %d events: record %d (%s): empty payload", len(recs), i, r.Kind)
-		}
-		arg.Nodes[i] = r.Node
-		arg.Txs[i] = int64(r.Tx)
-		arg.Kinds[i] = r.Kind
-		arg.Payloads[i] = r.Payload
-	}
-	seqs, err := s.q.EventAppendMany(ctx, s.pool, arg)
+	txs, events, err := rowOf(entries)
 	if err != nil {
-		return nil, fmt.Errorf("append %d events: %w", len(recs), err)
+		return 0, err
 	}
-	if len(seqs) != len(recs) {
-		return nil, fmt.Errorf("append %d events: database returned %d seqs", len(recs), len(seqs))
+	seq, err := s.q.LogAppend(ctx, s.pool, queries.LogAppendParams{Node: node, Txs: txs, Events: events})
+	if err != nil {
+		return 0, fmt.Errorf("append %d events: %w", len(entries), err)
 	}
-	// Rows are inserted, and their seq drawn, in array order, but SQL does not promise
-	// RETURNING keeps that order; sorting restores it without relying on it.
-	slices.Sort(seqs)
-	return seqs, nil
+	return seq, nil
 }
 
-// Scan calls fn with each of node's events in seq order, reading the log in pages so
+// rowOf checks entries and returns the row that stores them: the transaction
+// of each event, and the events as one JSON array. It rejects what the
+// database would reject anyway, with a clearer message, and what it would not:
+// a huge tx id that would wrap into a negative one, and an event that is not
+// one JSON value, which would shift the positions of the events after it.
+func rowOf(entries []Entry) ([]int64, []byte, error) {
+	txs := make([]int64, len(entries))
+	size := len(entries) + 1
+	for i, e := range entries {
+		switch {
+		case e.Tx > math.MaxInt64:
+			return nil, nil, fmt.Errorf("append %d events: event %d: tx %d out of range", len(entries), i, e.Tx)
+		case len(e.Event) == 0:
+			return nil, nil, fmt.Errorf("append %d events: event %d of tx %d: empty", len(entries), i, e.Tx)
+		case !json.Valid(e.Event):
+			return nil, nil, fmt.Errorf("append %d events: event %d of tx %d: not JSON", len(entries), i, e.Tx)
+		}
+		txs[i] = int64(e.Tx)
+		size += len(e.Event)
+	}
+	events := make([]byte, 0, size)
+	events = append(events, '[')
+	for i, e := range entries {
+		if i > 0 {
+			events = append(events, ',')
+		}
+		events = append(events, e.Event...)
+	}
+	events = append(events, ']')
+	return txs, events, nil
+}
+
+// Last returns the seq of node's newest row and how many events it holds, or
+// zeros if node has no row. After an Append that failed, it tells whether the
+// row was written all the same (the answer to a commit can be lost).
+func (s *Store) Last(ctx context.Context, node string) (seq int64, events int, err error) {
+	row, err := s.q.LogLastByNode(ctx, s.pool, node)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, 0, nil
+	case err != nil:
+		return 0, 0, fmt.Errorf("last row of %s: %w", node, err)
+	}
+	return row.Seq, int(row.Events), nil
+}
+
+// Scan calls fn with each of node's events in log order, reading the log in pages so
 // memory stays bounded. It stops at the first error from fn and returns it wrapped.
 //
 // Scan is meant for a node reading back its own log while it is not appending:
-// events appended during the scan may or may not be seen.
+// rows appended during the scan may or may not be seen.
 func (s *Store) Scan(ctx context.Context, node string, fn func(Record) error) error {
 	var after int64
 	for {
-		page, err := s.q.EventListByNode(ctx, s.pool, queries.EventListByNodeParams{
+		page, err := s.q.LogListByNode(ctx, s.pool, queries.LogListByNodeParams{
 			Node:     node,
 			AfterSeq: after,
 			MaxRows:  scanPage,
 		})
 		if err != nil {
-			return fmt.Errorf("scan events of %s after seq %d: %w", node, after, err)
+			return fmt.Errorf("scan log of %s after seq %d: %w", node, after, err)
 		}
 		for _, row := range page {
-			if err := fn(fromRow(row)); err != nil {
-				return fmt.Errorf("scan events of %s at seq %d: %w", node, row.Seq, err)
+			if err := eachRecord(row, fn); err != nil {
+				return fmt.Errorf("scan log of %s: %w", node, err)
 			}
 		}
 		if len(page) < scanPage {
@@ -111,79 +163,108 @@ func (s *Store) Scan(ctx context.Context, node string, fn func(Record) error) er
 	}
 }
 
-// TxEvents returns node's events of transaction tx in seq order (none if there are
-// none, or if they were compacted).
-func (s *Store) TxEvents(ctx context.Context, node string, tx uint64) ([]Record, error) {
+// eachRecord calls fn with each event of row, in order.
+func eachRecord(row queries.TpcdLog, fn func(Record) error) error {
+	var events []json.RawMessage
+	if err := json.Unmarshal(row.Events, &events); err != nil {
+		return fmt.Errorf("row %d: events are not a JSON array: %w", row.Seq, err)
+	}
+	if len(events) != len(row.Txs) {
+		return fmt.Errorf("row %d: %d events but %d transactions", row.Seq, len(events), len(row.Txs))
+	}
+	for i, ev := range events {
+		r := Record{Pos: Pos{Seq: row.Seq, Index: i}, Node: row.Node, Tx: uint64(row.Txs[i]), Payload: ev, At: row.CreatedAt}
+		if err := fn(r); err != nil {
+			return fmt.Errorf("at %s: %w", r.Pos, err)
+		}
+	}
+	return nil
+}
+
+// TxRows returns every event of node's rows that hold an event of transaction
+// tx, in log order: the transaction's own events and those of other
+// transactions appended with them (Record.Tx tells them apart). It returns
+// none if tx has no events, or if they were compacted.
+func (s *Store) TxRows(ctx context.Context, node string, tx uint64) ([]Record, error) {
 	if tx > math.MaxInt64 {
-		return nil, fmt.Errorf("events of %s tx %d: tx out of range", node, tx)
+		return nil, fmt.Errorf("rows of %s tx %d: tx out of range", node, tx)
 	}
-	rows, err := s.q.EventListByTx(ctx, s.pool, queries.EventListByTxParams{Node: node, Tx: int64(tx)})
+	rows, err := s.q.LogListByTx(ctx, s.pool, queries.LogListByTxParams{Node: node, Tx: int64(tx)})
 	if err != nil {
-		return nil, fmt.Errorf("events of %s tx %d: %w", node, tx, err)
+		return nil, fmt.Errorf("rows of %s tx %d: %w", node, tx, err)
 	}
-	recs := make([]Record, len(rows))
-	for i, row := range rows {
-		recs[i] = fromRow(row)
+	var recs []Record
+	for _, row := range rows {
+		err := eachRecord(row, func(r Record) error {
+			recs = append(recs, r)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("rows of %s tx %d: %w", node, tx, err)
+		}
 	}
 	return recs, nil
 }
 
-// Ended names a transaction whose events may be compacted: Tx, with every
-// event of it up to UpToSeq, the last seq of the log when it ended. Events
-// of the same id appended later belong to another transaction (a
-// participant that joined a new cluster meets the ids again) and stay.
+// Ended names a transaction that is over, for compaction: Tx, whose events
+// up to row UpToSeq, the last row of the log when it ended, may go. Events of
+// the same id appended later belong to another transaction (a participant
+// that joined a new cluster meets the ids again) and stay.
 type Ended struct {
 	Tx      uint64
 	UpToSeq int64
 }
 
-// DeleteTxs removes node's events of the ended transactions, leaving other
-// nodes' events, later events of the same ids and violations alone, and
-// returns how many it removed.
-func (s *Store) DeleteTxs(ctx context.Context, node string, ended []Ended) (int64, error) {
-	if len(ended) == 0 {
-		return 0, nil
-	}
-	arg := queries.EventDeleteByTxsParams{Node: node, Txs: make([]int64, 0, len(ended)), UpToSeqs: make([]int64, 0, len(ended))}
-	for _, e := range ended {
-		// No stored tx can be this large, so there is nothing to delete for it.
-		if e.Tx <= math.MaxInt64 {
-			arg.Txs = append(arg.Txs, int64(e.Tx))
-			arg.UpToSeqs = append(arg.UpToSeqs, e.UpToSeq)
-		}
-	}
-	n, err := s.q.EventDeleteByTxs(ctx, s.pool, arg)
-	if err != nil {
-		return 0, fmt.Errorf("delete events of %d txs of %s: %w", len(ended), node, err)
-	}
-	return n, nil
+// Cut names the events of transaction Tx in row Seq.
+type Cut struct {
+	Seq int64
+	Tx  uint64
 }
 
-// Nodes returns the names of all nodes with events in the log, sorted.
+// Compact removes the events of ended transactions from node's log, all of it
+// or, on an error, none: it deletes the rows drop, every transaction of which
+// has ended, and removes from each row that stays the events cuts name, so
+// that no row keeps part of an ended transaction's history (a restart would
+// fold it into a transaction that never ends). The caller decides what has
+// ended; the log only refuses to delete a row with a node-level event (tx 0)
+// or a violation, and to cut a violation. Compact returns how many rows it
+// deleted and how many it trimmed.
+func (s *Store) Compact(ctx context.Context, node string, drop []int64, cuts []Cut) (deleted, trimmed int64, err error) {
+	if len(drop) == 0 && len(cuts) == 0 {
+		return 0, 0, nil
+	}
+	arg := queries.LogCompactParams{Node: node, Drop: drop, CutSeqs: make([]int64, 0, len(cuts)), CutTxs: make([]int64, 0, len(cuts))}
+	if arg.Drop == nil {
+		arg.Drop = []int64{} // NULL would make = ANY unknown, not false
+	}
+	for _, c := range cuts {
+		// No stored tx can be this large, so there is nothing to cut.
+		if c.Tx <= math.MaxInt64 {
+			arg.CutSeqs = append(arg.CutSeqs, c.Seq)
+			arg.CutTxs = append(arg.CutTxs, int64(c.Tx))
+		}
+	}
+	n, err := s.q.LogCompact(ctx, s.pool, arg)
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact log of %s (%d rows, %d cuts): %w", node, len(drop), len(cuts), err)
+	}
+	return n.Deleted, n.Trimmed, nil
+}
+
+// Nodes returns the names of all nodes with rows in the log, sorted.
 func (s *Store) Nodes(ctx context.Context) ([]string, error) {
-	nodes, err := s.q.EventListNodes(ctx, s.pool)
+	nodes, err := s.q.LogListNodes(ctx, s.pool)
 	if err != nil {
 		return nil, fmt.Errorf("list log nodes: %w", err)
 	}
 	return nodes, nil
 }
 
-// Count returns how many events node has in the log.
-func (s *Store) Count(ctx context.Context, node string) (int64, error) {
-	n, err := s.q.EventCountByNode(ctx, s.pool, node)
+// Count returns how many rows and events node has in the log.
+func (s *Store) Count(ctx context.Context, node string) (Size, error) {
+	c, err := s.q.LogCountByNode(ctx, s.pool, node)
 	if err != nil {
-		return 0, fmt.Errorf("count events of %s: %w", node, err)
+		return Size{}, fmt.Errorf("count log of %s: %w", node, err)
 	}
-	return n, nil
-}
-
-func fromRow(row queries.TpcdEvent) Record {
-	return Record{
-		Seq:     row.Seq,
-		Node:    row.Node,
-		Tx:      uint64(row.Tx),
-		Kind:    row.Kind,
-		Payload: row.Payload,
-		At:      row.CreatedAt,
-	}
+	return Size{Rows: c.Rows, Events: c.Events}, nil
 }

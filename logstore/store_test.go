@@ -22,8 +22,25 @@ func newStore(t *testing.T) *Store {
 	return New(pgtest.MigratedPool(t, db.MigrateLog))
 }
 
-func rec(node string, tx uint64, kind string, i int) Record {
-	return Record{Node: node, Tx: tx, Kind: kind, Payload: fmt.Appendf(nil, `{"i":%d,"kind":%q}`, i, kind)}
+// entry is an event of tx told apart by i, shaped like an envelope.
+func entry(tx uint64, kind string, i int) Entry {
+	return Entry{Tx: tx, Event: fmt.Appendf(nil, `{"type":%q,"v":1,"data":{"tx":%d,"i":%d}}`, kind, tx, i)}
+}
+
+// appended is what one Append wrote, to compare a scan with.
+type appended struct {
+	node    string
+	seq     int64
+	entries []Entry
+}
+
+func appendRow(t *testing.T, s *Store, node string, entries ...Entry) appended {
+	t.Helper()
+	seq, err := s.Append(t.Context(), node, entries)
+	if err != nil {
+		t.Fatalf("Append %d events to %s: %v", len(entries), node, err)
+	}
+	return appended{node, seq, entries}
 }
 
 func scanAll(t *testing.T, s *Store, node string) []Record {
@@ -50,116 +67,78 @@ func sameJSON(t *testing.T, a, b []byte) bool {
 	return reflect.DeepEqual(va, vb)
 }
 
-// checkRecords asserts got are want, stored with seqs, in that order.
-func checkRecords(t *testing.T, got, want []Record, seqs []int64) {
+// checkRecords asserts got are the events of rows, in order, each at its
+// row's seq and its index in the row.
+func checkRecords(t *testing.T, got []Record, rows ...appended) {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("got %d records, want %d", len(got), len(want))
+	i := 0
+	for _, row := range rows {
+		for j, e := range row.entries {
+			if i >= len(got) {
+				t.Fatalf("got %d records, want more", len(got))
+			}
+			g := got[i]
+			want := Pos{Seq: row.seq, Index: j}
+			if g.Pos != want || g.Node != row.node || g.Tx != e.Tx {
+				t.Fatalf("record %d = {%s %s tx %d}, want {%s %s tx %d}", i, g.Pos, g.Node, g.Tx, want, row.node, e.Tx)
+			}
+			if !sameJSON(t, g.Payload, e.Event) {
+				t.Fatalf("record %d payload = %s, want %s", i, g.Payload, e.Event)
+			}
+			if g.At.IsZero() {
+				t.Fatalf("record %d has no timestamp", i)
+			}
+			i++
+		}
 	}
-	for i := range want {
-		g, w := got[i], want[i]
-		if g.Seq != seqs[i] || g.Node != w.Node || g.Tx != w.Tx || g.Kind != w.Kind {
-			t.Fatalf("record %d = {seq %d %s tx %d %s}, want {seq %d %s tx %d %s}",
-				i, g.Seq, g.Node, g.Tx, g.Kind, seqs[i], w.Node, w.Tx, w.Kind)
-		}
-		if !sameJSON(t, g.Payload, w.Payload) {
-			t.Fatalf("record %d payload = %s, want %s", i, g.Payload, w.Payload)
-		}
-		if g.At.IsZero() {
-			t.Fatalf("record %d has no timestamp", i)
-		}
+	if i != len(got) {
+		t.Fatalf("got %d records, want %d", len(got), i)
 	}
 }
 
-func strictlyIncreasing(seqs []int64) bool {
-	for i := 1; i < len(seqs); i++ {
-		if seqs[i] <= seqs[i-1] {
-			return false
-		}
-	}
-	return true
-}
-
-func TestAppendOneThenManyAndScan(t *testing.T) {
+func TestAppendIsOneRowAndScanReadsItsEvents(t *testing.T) {
 	ctx := t.Context()
 	s := newStore(t)
 
-	one := []Record{{Node: "n1", Tx: 0, Kind: "Started", Payload: []byte(`{"cluster":"c"}`)}}
-	seq1, err := s.Append(ctx, one)
-	if err != nil {
-		t.Fatalf("Append 1: %v", err)
-	}
-	if len(seq1) != 1 {
-		t.Fatalf("Append 1 returned %d seqs", len(seq1))
-	}
-
-	many := make([]Record, 500)
+	one := appendRow(t, s, "n1", Entry{Tx: 0, Event: []byte(`{"type":"started","data":{"cluster":"c"}}`)})
+	many := make([]Entry, 500)
 	for i := range many {
-		many[i] = rec("n1", uint64(i%7+1), fmt.Sprintf("K%d", i%3), i)
+		many[i] = entry(uint64(i%7+1), fmt.Sprintf("K%d", i%3), i)
 	}
-	seqs, err := s.Append(ctx, many)
-	if err != nil {
-		t.Fatalf("Append 500: %v", err)
+	big := appendRow(t, s, "n1", many...)
+	if one.seq <= 0 || big.seq <= one.seq {
+		t.Fatalf("seqs %d then %d, want increasing and positive", one.seq, big.seq)
 	}
-	if len(seqs) != 500 {
-		t.Fatalf("Append 500 returned %d seqs", len(seqs))
-	}
-	all := append(seq1, seqs...)
-	if !strictlyIncreasing(all) {
-		t.Fatalf("seqs not increasing in append order: %v", all)
-	}
-	if many[0].Seq != 0 {
+	if many[3].Tx != 4 {
 		t.Fatal("Append modified its input")
 	}
+	checkRecords(t, scanAll(t, s, "n1"), one, big)
 
-	checkRecords(t, scanAll(t, s, "n1"), append(one, many...), all)
+	size, err := s.Count(ctx, "n1")
+	if err != nil || size != (Size{Rows: 2, Events: 501}) {
+		t.Fatalf("Count = %+v, %v; want 2 rows of 501 events", size, err)
+	}
+	if seq, err := s.Append(ctx, "n1", nil); err != nil || seq != 0 {
+		t.Fatalf("Append of nothing = %d, %v; want no row", seq, err)
+	}
 }
 
 func TestScanCrossesPages(t *testing.T) {
-	ctx := t.Context()
 	s := newStore(t)
 
-	const n = 2500
-	if n <= 2*scanPage {
-		t.Fatalf("test needs more than two pages of %d", scanPage)
+	const n = 2*scanPage + 100
+	rows := make([]appended, n)
+	for i := range rows {
+		rows[i] = appendRow(t, s, "big", entry(uint64(i/10+1), "E", 2*i), entry(uint64(i/10+2), "E", 2*i+1))
 	}
-	recs := make([]Record, n)
-	for i := range recs {
-		recs[i] = rec("big", uint64(i/10), "E", i)
-	}
-	// Two appends, so seqs of the page boundaries come from different statements.
-	seqA, err := s.Append(ctx, recs[:1200])
-	if err != nil {
-		t.Fatalf("Append: %v", err)
-	}
-	seqB, err := s.Append(ctx, recs[1200:])
-	if err != nil {
-		t.Fatalf("Append: %v", err)
-	}
-	seqs := append(seqA, seqB...)
-	if !strictlyIncreasing(seqs) {
-		t.Fatal("seqs not increasing in append order")
-	}
-	checkRecords(t, scanAll(t, s, "big"), recs, seqs)
-
-	count, err := s.Count(ctx, "big")
-	if err != nil {
-		t.Fatalf("Count: %v", err)
-	}
-	if count != n {
-		t.Fatalf("Count = %d, want %d", count, n)
-	}
+	checkRecords(t, scanAll(t, s, "big"), rows...)
 }
 
 func TestScanStopsOnCallbackError(t *testing.T) {
 	ctx := t.Context()
 	s := newStore(t)
-	recs := make([]Record, 10)
-	for i := range recs {
-		recs[i] = rec("n", 1, "E", i)
-	}
-	if _, err := s.Append(ctx, recs); err != nil {
-		t.Fatalf("Append: %v", err)
+	for i := range 4 {
+		appendRow(t, s, "n", entry(1, "E", 2*i), entry(2, "E", 2*i+1))
 	}
 	stop := errors.New("stop here")
 	calls := 0
@@ -182,33 +161,19 @@ func TestNodesStayApart(t *testing.T) {
 	ctx := t.Context()
 	s := newStore(t)
 
-	// Interleaved in one Append, as a shared log of a cluster could receive them.
-	var all, a, b []Record
-	for i := range 40 {
-		r := rec("a", uint64(i%4), "E", i)
+	var a, b []appended
+	for i := range 12 {
 		if i%3 == 0 {
-			r.Node = "b"
-		}
-		all = append(all, r)
-	}
-	seqs, err := s.Append(ctx, all)
-	if err != nil {
-		t.Fatalf("Append: %v", err)
-	}
-	var seqA, seqB []int64
-	for i, r := range all {
-		if r.Node == "a" {
-			a, seqA = append(a, r), append(seqA, seqs[i])
+			b = append(b, appendRow(t, s, "b", entry(uint64(i%4), "E", i)))
 		} else {
-			b, seqB = append(b, r), append(seqB, seqs[i])
+			a = append(a, appendRow(t, s, "a", entry(uint64(i%4), "E", i), entry(9, "E", i)))
 		}
 	}
-	checkRecords(t, scanAll(t, s, "a"), a, seqA)
-	checkRecords(t, scanAll(t, s, "b"), b, seqB)
+	checkRecords(t, scanAll(t, s, "a"), a...)
+	checkRecords(t, scanAll(t, s, "b"), b...)
 	if got := scanAll(t, s, "nobody"); len(got) != 0 {
 		t.Fatalf("unknown node scanned %d records", len(got))
 	}
-
 	nodes, err := s.Nodes(ctx)
 	if err != nil {
 		t.Fatalf("Nodes: %v", err)
@@ -216,112 +181,82 @@ func TestNodesStayApart(t *testing.T) {
 	if !slices.Equal(nodes, []string{"a", "b"}) {
 		t.Fatalf("Nodes = %v, want [a b]", nodes)
 	}
-}
-
-func TestTxEventsAndDeleteTxs(t *testing.T) {
-	ctx := t.Context()
-	s := newStore(t)
-
-	var recs []Record
-	for i := range 30 {
-		node := "a"
-		if i%2 == 1 {
-			node = "b"
-		}
-		recs = append(recs, rec(node, uint64(i%5), fmt.Sprintf("K%d", i), i))
-	}
-	seqs, err := s.Append(ctx, recs)
-	if err != nil {
-		t.Fatalf("Append: %v", err)
-	}
-	// want returns node's records of txs, in append order, with their seqs.
-	want := func(node string, txs ...uint64) ([]Record, []int64) {
-		var rs []Record
-		var ss []int64
-		for i, r := range recs {
-			if r.Node == node && slices.Contains(txs, r.Tx) {
-				rs, ss = append(rs, r), append(ss, seqs[i])
-			}
-		}
-		return rs, ss
-	}
-
-	got, err := s.TxEvents(ctx, "a", 2)
-	if err != nil {
-		t.Fatalf("TxEvents: %v", err)
-	}
-	w, ws := want("a", 2)
-	if len(w) == 0 {
-		t.Fatal("test data has no events of a tx 2")
-	}
-	checkRecords(t, got, w, ws)
-
-	none, err := s.TxEvents(ctx, "a", 99)
-	if err != nil {
-		t.Fatalf("TxEvents of unknown tx: %v", err)
-	}
-	if len(none) != 0 {
-		t.Fatalf("unknown tx has %d events", len(none))
-	}
-
-	last := seqs[len(seqs)-1]
-	deleted, err := s.DeleteTxs(ctx, "a", []Ended{{1, last}, {3, last}, {99, last}})
-	if err != nil {
-		t.Fatalf("DeleteTxs: %v", err)
-	}
-	gone, _ := want("a", 1, 3)
-	if deleted != int64(len(gone)) {
-		t.Fatalf("DeleteTxs removed %d events, want %d", deleted, len(gone))
-	}
-	keptA, seqKeptA := want("a", 0, 2, 4)
-	checkRecords(t, scanAll(t, s, "a"), keptA, seqKeptA)
-	allB, seqAllB := want("b", 0, 1, 2, 3, 4)
-	checkRecords(t, scanAll(t, s, "b"), allB, seqAllB)
-
-	// Events of an id appended after the bound belong to a later
-	// transaction of that id and stay.
-	_, seqA2 := want("a", 2)
-	deleted, err = s.DeleteTxs(ctx, "a", []Ended{{2, seqA2[0]}})
-	if err != nil || deleted != 1 {
-		t.Fatalf("DeleteTxs of tx 2 up to its first event = %d, %v; want 1", deleted, err)
-	}
-	i := slices.Index(seqKeptA, seqA2[0])
-	checkRecords(t, scanAll(t, s, "a"), slices.Delete(keptA, i, i+1), slices.Delete(seqKeptA, i, i+1))
-	left, err := s.TxEvents(ctx, "a", 2)
-	if err != nil || len(left) != len(seqA2)-1 || left[0].Seq != seqA2[1] {
-		t.Fatalf("tx 2 after the bounded delete: %v, %v; want its events from seq %d", left, err, seqA2[1])
-	}
-
-	if n, err := s.DeleteTxs(ctx, "a", nil); err != nil || n != 0 {
-		t.Fatalf("DeleteTxs of no txs = %d, %v", n, err)
-	}
-	if n, err := s.DeleteTxs(ctx, "a", []Ended{{math.MaxUint64, last}}); err != nil || n != 0 {
-		t.Fatalf("DeleteTxs of an impossible tx = %d, %v", n, err)
+	// Another node's rows are not this node's to compact.
+	if d, c, err := s.Compact(ctx, "b", []int64{a[0].seq}, []Cut{{a[1].seq, 9}}); err != nil || d != 0 || c != 0 {
+		t.Fatalf("Compact of a's rows as b = %d, %d, %v; want nothing deleted or cut", d, c, err)
 	}
 }
 
-func TestAppendRejectsBadRecords(t *testing.T) {
+func TestTxRowsAndCompact(t *testing.T) {
 	ctx := t.Context()
 	s := newStore(t)
 
-	if seqs, err := s.Append(ctx, nil); err != nil || seqs != nil {
-		t.Fatalf("Append of nothing = %v, %v", seqs, err)
+	r1 := appendRow(t, s, "a", entry(1, "K", 1), entry(2, "K", 2), entry(1, "K", 3))
+	r2 := appendRow(t, s, "a", entry(3, "K", 4))
+	node := appendRow(t, s, "a", entry(0, "coord.txids_reserved", 5), entry(2, "K", 6))
+	violation := appendRow(t, s, "a", entry(4, "part.violation", 7), entry(4, "K", 8))
+	r5 := appendRow(t, s, "a", entry(2, "K", 9))
+	other := appendRow(t, s, "b", entry(2, "K", 10))
+
+	got, err := s.TxRows(ctx, "a", 2)
+	if err != nil {
+		t.Fatalf("TxRows: %v", err)
 	}
-	bad := [][]Record{
-		{rec("n", 1, "E", 0), {Node: "n", Tx: 1, Kind: "E"}},
-		{{Node: "n", Tx: math.MaxUint64, Kind: "E", Payload: []byte(`{}`)}},
-		{{Node: "n", Tx: 1, Kind: "E", Payload: []byte(`not json`)}},
+	checkRecords(t, got, r1, node, r5)
+	if none, err := s.TxRows(ctx, "a", 99); err != nil || len(none) != 0 {
+		t.Fatalf("TxRows of an unknown tx = %v, %v; want none", none, err)
 	}
-	for i, recs := range bad {
-		if _, err := s.Append(ctx, recs); err == nil {
+	if _, err := s.TxRows(ctx, "a", math.MaxUint64); err == nil {
+		t.Fatal("TxRows of an impossible tx succeeded")
+	}
+
+	// Rows with a node-level event or a violation are never deleted, nor
+	// another node's.
+	deleted, trimmed, err := s.Compact(ctx, "a", []int64{r2.seq, node.seq, violation.seq, other.seq, 1 << 40}, nil)
+	if err != nil || deleted != 1 || trimmed != 0 {
+		t.Fatalf("Compact dropping rows = %d deleted, %d trimmed, %v; want r2 deleted", deleted, trimmed, err)
+	}
+	// Cuts remove a transaction's events from rows that stay, but never a
+	// violation, and never the last event of a row (that row is dropped).
+	deleted, trimmed, err = s.Compact(ctx, "a", nil, []Cut{
+		{r1.seq, 1}, {node.seq, 2}, {violation.seq, 4}, {r5.seq, 2}, {r5.seq, 9}, {other.seq, 2}, {r1.seq, math.MaxUint64},
+	})
+	if err != nil || deleted != 0 || trimmed != 3 {
+		t.Fatalf("Compact cutting = %d deleted, %d trimmed, %v; want r1, node and violation trimmed", deleted, trimmed, err)
+	}
+	r1.entries = r1.entries[1:2]
+	node.entries = node.entries[:1]
+	violation.entries = violation.entries[:1]
+	checkRecords(t, scanAll(t, s, "a"), r1, node, violation, r5)
+	checkRecords(t, scanAll(t, s, "b"), other)
+
+	// A cut and a drop of one row: the drop wins.
+	deleted, trimmed, err = s.Compact(ctx, "a", []int64{r1.seq}, []Cut{{r1.seq, 2}})
+	if err != nil || deleted != 1 || trimmed != 0 {
+		t.Fatalf("Compact dropping and cutting r1 = %d deleted, %d trimmed, %v; want it deleted", deleted, trimmed, err)
+	}
+	if d, c, err := s.Compact(ctx, "a", nil, nil); err != nil || d != 0 || c != 0 {
+		t.Fatalf("Compact of nothing = %d, %d, %v", d, c, err)
+	}
+}
+
+func TestAppendRejectsBadEntries(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+
+	bad := [][]Entry{
+		{entry(1, "E", 0), {Tx: 1}},
+		{{Tx: math.MaxUint64, Event: []byte(`{}`)}},
+		{{Tx: 1, Event: []byte(`not json`)}},
+		// Two values would take two positions in the row.
+		{{Tx: 1, Event: []byte(`{}, {}`)}},
+	}
+	for i, entries := range bad {
+		if _, err := s.Append(ctx, "n", entries); err == nil {
 			t.Errorf("bad batch %d accepted", i)
 		}
 	}
-	// A failed batch writes nothing, not even its good records.
-	if n, err := s.Count(ctx, "n"); err != nil || n != 0 {
-		t.Fatalf("Count after rejected batches = %d, %v; want 0", n, err)
-	}
-	if _, err := s.TxEvents(ctx, "n", math.MaxUint64); err == nil {
-		t.Fatal("TxEvents of an impossible tx succeeded")
+	if size, err := s.Count(ctx, "n"); err != nil || size != (Size{}) {
+		t.Fatalf("Count after rejected batches = %+v, %v; want nothing", size, err)
 	}
 }

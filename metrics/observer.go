@@ -20,6 +20,7 @@ type loopMetrics struct {
 	recovery       prometheus.Gauge
 	recoveryEvents prometheus.Gauge
 	violations     prometheus.Counter
+	pgRestarts     prometheus.Counter
 }
 
 func newLoopMetrics(reg prometheus.Registerer) loopMetrics {
@@ -43,10 +44,16 @@ func newLoopMetrics(reg prometheus.Registerer) loopMetrics {
 		violations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tpcd_atomicity_violations_total", Help: "Evidence of broken atomicity seen by this node. Never expected: alert on any.",
 		}),
+		pgRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tpcd_postgres_restarts_total", Help: "Restarts of the node's own (embedded) PostgreSQL after it died.",
+		}),
 	}
-	reg.MustRegister(m.appendEvents, m.appendSeconds, m.appendFailures, m.recovery, m.recoveryEvents, m.violations)
+	reg.MustRegister(m.appendEvents, m.appendSeconds, m.appendFailures, m.recovery, m.recoveryEvents, m.violations, m.pgRestarts)
 	return m
 }
+
+// PostgresRestarted implements node.PostgresObserver.
+func (m *loopMetrics) PostgresRestarted() { m.pgRestarts.Inc() }
 
 // Appended implements node.Observer.
 func (m *loopMetrics) Appended(events int, took time.Duration, err error) {

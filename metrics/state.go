@@ -1,19 +1,14 @@
 package metrics
 
 import (
-	"context"
 	"log/slog"
 	"strconv"
-	"time"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tpcd/tpcd/node"
 )
-
-// snapshotTimeout bounds one scrape's wait for the node's loop; a loop that
-// busy is better reported as a failed gauge than as a hung scrape.
-const snapshotTimeout = 2 * time.Second
 
 var (
 	inFlightDesc = prometheus.NewDesc("tpcd_transactions_in_flight",
@@ -27,34 +22,18 @@ var (
 	openDesc = prometheus.NewDesc("tpcd_participant_open_transactions",
 		"Transactions with unprepared work on this participant.", nil, nil)
 	snapshotErrDesc = prometheus.NewDesc("tpcd_snapshot_errors_total",
-		"Scrapes that could not read the node's state in time.", nil, nil)
+		"Scrapes that found no recent snapshot of the node's state (the node's loop stopped answering).", nil, nil)
 )
 
 // WatchCoordinator registers the coordinator's state gauges with reg: read
-// at every scrape from a snapshot the coordinator takes on its loop.
+// at every scrape from the snapshot the coordinator refreshes every second
+// (LatestSnapshot), so that scrapes never wait for its loop.
 func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger) {
-	var failures float64
+	var failures atomic.Uint64 // scrapes may run concurrently
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-		defer cancel()
-		s, err := c.Snapshot(ctx)
-		if err != nil {
-			failures++
-			logger.Warn("metrics: coordinator snapshot failed", "err", err)
-		}
-		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, failures)
-		if err != nil {
-			return
-		}
-		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
-		for _, tx := range s.InFlight {
-			states[tx.State]++
-		}
-		for st, n := range states {
-			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(n), st)
-		}
-		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(len(s.InDoubt)))
-		for _, p := range s.Participants {
+		// Reachability is kept apart from the loop: read it now rather
+		// than as old as the snapshot.
+		for _, p := range c.Nodes() {
 			up := 0.0
 			if p.Reachable {
 				up = 1
@@ -67,21 +46,37 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 			}
 			ch <- prometheus.MustNewConstMetric(lastSeenDesc, prometheus.GaugeValue, seen, id, p.Address)
 		}
+		s, err := c.LatestSnapshot()
+		if err != nil {
+			failures.Add(1)
+			logger.Warn("metrics: coordinator snapshot unavailable", "err", err)
+		}
+		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, float64(failures.Load()))
+		if err != nil {
+			return
+		}
+		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
+		for _, tx := range s.InFlight {
+			states[tx.State]++
+		}
+		for st, n := range states {
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(n), st)
+		}
+		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(len(s.InDoubt)))
 	}))
 }
 
-// WatchParticipant registers a participant's state gauges with reg.
+// WatchParticipant registers a participant's state gauges with reg, read
+// from its LatestSnapshot.
 func WatchParticipant(reg prometheus.Registerer, p *node.Participant, logger *slog.Logger) {
-	var failures float64
+	var failures atomic.Uint64
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-		defer cancel()
-		s, err := p.Snapshot(ctx)
+		s, err := p.LatestSnapshot()
 		if err != nil {
-			failures++
-			logger.Warn("metrics: participant snapshot failed", "err", err)
+			failures.Add(1)
+			logger.Warn("metrics: participant snapshot unavailable", "err", err)
 		}
-		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, failures)
+		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, float64(failures.Load()))
 		if err != nil {
 			return
 		}

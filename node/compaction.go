@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 )
 
@@ -17,8 +18,11 @@ import (
 // message that late (docs/PROTOCOL.md, "Settling").
 const keepEnded = time.Minute
 
-// compactor collects the transactions whose events may go and deletes them
-// from the log every so often, each once it has been over for keep.
+// compactor collects the transactions whose events may go and, every so
+// often, removes from the log the events of those that have been over for
+// keep (rowIndex says how: delete a row, or cut them out of a row that
+// stays). The loop tells it which rows hold which transactions (track) as
+// they become durable, before it reports an ended transaction's last seq.
 type compactor struct {
 	store  eventLog
 	node   string
@@ -27,11 +31,29 @@ type compactor struct {
 
 	mu      sync.Mutex
 	pending []endedAt
+	rows    rowIndex
+	// drop and cuts are what the ended transactions leave to remove, not yet
+	// removed (a failed compaction leaves them for the next round).
+	drop []int64
+	cuts []logstore.Cut
 }
 
 type endedAt struct {
 	logstore.Ended
 	at time.Time
+}
+
+func newCompactor(store eventLog, node string, keep time.Duration, logger *slog.Logger) *compactor {
+	return &compactor{store: store, node: node, keep: keep, logger: logger, rows: newRowIndex()}
+}
+
+// track enters row seq of the log, which holds evs. The loop calls it for
+// each row it recovers or appends, in seq order, before anything it learns
+// from the row can end a transaction.
+func (c *compactor) track(seq int64, evs []engine.Event) {
+	c.mu.Lock()
+	c.rows.add(seq, evs)
+	c.mu.Unlock()
 }
 
 // add queues an ended transaction; it never blocks for long (the loop
@@ -63,36 +85,39 @@ func (c *compactor) run(ctx context.Context, every time.Duration) {
 	}
 }
 
-// compact deletes the events of the transactions due, keeping them for
-// the next round if the log cannot be reached.
+// compact ends the transactions due and removes their events from the
+// log, in one statement so that a crash never leaves part of one behind,
+// keeping the work for the next round if the log cannot be reached.
 func (c *compactor) compact(ctx context.Context) {
 	cut := time.Now().Add(-c.keep)
 	c.mu.Lock()
-	var due []logstore.Ended
+	due := 0
 	keep := c.pending[:0]
 	for _, e := range c.pending {
 		if e.at.After(cut) {
 			keep = append(keep, e)
-		} else {
-			due = append(due, e.Ended)
+			continue
 		}
+		c.drop, c.cuts = c.rows.end(e.Ended, c.drop, c.cuts)
+		due++
 	}
+	clear(c.pending[len(keep):])
 	c.pending = keep
+	drop, cuts := c.drop, c.cuts
+	c.drop, c.cuts = nil, nil
 	c.mu.Unlock()
-	if len(due) == 0 {
+	if len(drop) == 0 && len(cuts) == 0 {
 		return
 	}
-	n, err := c.store.DeleteTxs(ctx, c.node, due)
+	deleted, trimmed, err := c.store.Compact(ctx, c.node, drop, cuts)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.logger.Warn("compaction failed; will retry", "node", c.node, "err", err)
 		}
 		c.mu.Lock()
-		for _, e := range due {
-			c.pending = append(c.pending, endedAt{Ended: e})
-		}
+		c.drop, c.cuts = append(c.drop, drop...), append(c.cuts, cuts...)
 		c.mu.Unlock()
 		return
 	}
-	c.logger.Debug("compacted log", "node", c.node, "transactions", len(due), "events", n)
+	c.logger.Debug("compacted log", "node", c.node, "transactions", due, "rows_deleted", deleted, "rows_trimmed", trimmed)
 }

@@ -36,10 +36,23 @@ type CoordinatorOptions struct {
 	CompactEvery time.Duration
 	// Transport secures RPC (tokens, TLS); the zero value is plain h2c.
 	Transport Transport
-	// MaxOpenPerClient bounds the explicit transactions one client (remote
-	// IP) may hold undecided; a begin beyond it gets rpc.CodeLimit. 0: no
-	// limit.
+	// MaxOpen bounds the explicit transactions the coordinator holds
+	// undecided at once, all clients together: each may hold a data
+	// connection on every participant it touched, so keep it below the
+	// participants' pools (tpcd participant --max-conns), with room for
+	// phase two. A begin beyond it waits up to AdmissionWait for a slot,
+	// then gets rpc.CodeLimit. Default DefaultMaxOpen; negative: no bound.
+	MaxOpen int
+	// MaxOpenPerClient bounds those of one client (remote IP) further:
+	// a client's share is MaxOpen divided among the clients active in the
+	// last 10 s (at least 4), and never more than this. Default: seven
+	// eighths of MaxOpen, so that an eighth is always left to others
+	// though one client came first and took all it could; negative: no
+	// bound but the share.
 	MaxOpenPerClient int
+	// AdmissionWait is how long a begin waits for a slot. Default
+	// DefaultAdmissionWait.
+	AdmissionWait time.Duration
 	// Observer, if set, watches the loop (metrics).
 	Observer Observer
 }
@@ -66,10 +79,12 @@ type Coordinator struct {
 	cluster string
 	epoch   engine.Epoch
 
-	// counts and limiter serve the status page and per-client limits;
-	// counts is touched on the loop goroutine only.
-	counts  outcomeCounts
-	limiter *openLimiter
+	// counts serves the status page, admission the bounds on open
+	// transactions; counts is touched on the loop goroutine only.
+	counts    outcomeCounts
+	admission *admission
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[CoordinatorSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -107,12 +122,16 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.ended = &compactor{store: c.store, node: api.CoordinatorName, logger: c.logger}
+	c.ended = newCompactor(c.store, api.CoordinatorName, 0, c.logger)
 	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		c.loop.compaction = c.ended
+	}
 	c.loop.perform = observed(opts.Observer, c.perform)
 	c.loop.onDurable = c.onDurable
 	c.loop.observer = opts.Observer
-	c.limiter = newOpenLimiter(opts.MaxOpenPerClient)
+	total, perClient, wait := admissionBounds(opts)
+	c.admission = newAdmission(total, perClient, wait, c.logger, c.stillOpen)
 	for i, addr := range opts.Participants {
 		peer := rpc.NewClient(addr, opts.Transport.client(c.logger))
 		to := engine.NodeID(i)
@@ -146,6 +165,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	c.watch.checkHealth(ctx, c.CheckHealth)
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
@@ -155,6 +175,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		func(ctx context.Context) {
 			c.ended.run(ctx, c.opts.CompactEvery)
 		},
+		c.watchState,
 	}
 	for _, o := range c.out {
 		workers = append(workers, o.run)
@@ -229,18 +250,32 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args}
 			})
 		},
-		api.MethodCommit: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodCommit: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientCommit{Now: now, Req: req, TxID: tx}
 		}),
-		api.MethodRollback: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodRollback: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
 		}),
-		api.MethodStatus: c.txMethod(func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
+		api.MethodStatus: c.txMethod(false, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
 			return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 		}),
-		api.MethodTransact: c.transact,
-		api.MethodNodes:    func(ctx context.Context, _ json.RawMessage) (any, error) { return c.Nodes(), nil },
-		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+		api.MethodTransact: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			r, err := c.transact(ctx, raw)
+			if reply, ok := r.(api.TransactReply); ok && reply.Outcome != nil {
+				c.endsTx(reply.TxID, nil)
+			}
+			return r, err
+		},
+		api.MethodNodes: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
+			return c.Nodes(), nil
+		},
+		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
 			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
 		},
 	}
@@ -262,7 +297,10 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 // coordinatorMethods are the node-to-node messages a coordinator serves.
 var coordinatorMethods = messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}, engine.SettleAnswer{})
 
-func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
+// txMethod serves a client method about one transaction; ends says its
+// answer shows the transaction decided (commit, rollback), which frees
+// its admission slot.
+func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p api.TxParams
 		if err := rpc.DecodeParams(raw, &p); err != nil {
@@ -271,7 +309,11 @@ func (c *Coordinator) txMethod(mk func(engine.ReqID, engine.Instant, engine.TxID
 		if p.TxID == 0 {
 			return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx is required (a transaction id from begin)")
 		}
-		return c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input { return mk(req, now, p.TxID) })
+		r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input { return mk(req, now, p.TxID) })
+		if ends {
+			c.endsTx(p.TxID, err)
+		}
+		return r, err
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -26,12 +27,29 @@ type DatabaseSpec struct {
 	// MaxConns bounds each pool; the data pool needs one connection per
 	// open transaction.
 	MaxConns int
-	// MaxPreparedTransactions for an embedded cluster. Default 200.
+	// MaxPreparedTransactions for an embedded cluster. Default 200, and
+	// never fewer than MaxConns.
 	MaxPreparedTransactions int
 	Logger                  *slog.Logger
+	// Observer, if set, counts restarts of an embedded cluster (metrics).
+	Observer PostgresObserver
+}
+
+// PostgresObserver watches the PostgreSQL server a node started itself.
+type PostgresObserver interface {
+	// PostgresRestarted is called each time the server died and was
+	// restarted; it must return quickly.
+	PostgresRestarted()
 }
 
 // Databases are a node's open, migrated database pools.
+//
+// An embedded cluster is supervised: when its server dies it is restarted
+// (PostgreSQL's crash recovery runs) and the pools drop their dead
+// connections; meanwhile Down says why the databases are down. A server
+// that keeps dying, or cannot be restarted, is given up on: Failed then
+// delivers the reason, and the node should exit. Servers given by URI are
+// not the node's to restart.
 type Databases struct {
 	Log, Data *pgxpool.Pool
 	// Embedded is the cluster started for this node, nil when URIs were
@@ -39,6 +57,11 @@ type Databases struct {
 	Embedded *embedpg.Cluster
 	LogURI   string
 	DataURI  string
+
+	down           atomic.Pointer[error]
+	failed         chan error
+	stopSupervisor context.CancelFunc
+	supervisor     chan struct{} // closed when supervision ended
 }
 
 // OpenDatabases connects to (or starts) a node's databases and applies the
@@ -56,6 +79,11 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			return d, err
 		}
 		opts := embedpg.Options{BinDir: bin, Logger: spec.Logger, MaxPreparedTransactions: spec.MaxPreparedTransactions}
+		// The log and the data pool may each fill up; superusers keep a
+		// few connections of their own (superuser_reserved_connections).
+		if n := 2*spec.MaxConns + 10; n > defaultEmbeddedMaxConnections {
+			opts.MaxConnections = n
+		}
 		if spec.StateDir != "" {
 			abs, err := filepath.Abs(spec.StateDir)
 			if err != nil {
@@ -66,6 +94,9 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		if opts.MaxPreparedTransactions == 0 {
 			opts.MaxPreparedTransactions = 200
 		}
+		// Every connection of the data pool may hold a transaction that
+		// prepares (checkDataServer).
+		opts.MaxPreparedTransactions = max(opts.MaxPreparedTransactions, spec.MaxConns)
 		c, err := embedpg.Start(ctx, opts)
 		if err != nil {
 			return d, fmt.Errorf("start embedded PostgreSQL: %w", err)
@@ -90,15 +121,109 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
 		return d, fmt.Errorf("migrate log database %s: %w", db.Redact(d.LogURI), err)
 	}
+	warnLogServer(ctx, d.Log, d.LogURI, spec.Logger)
 	if spec.NeedData {
 		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
+		}
+		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
+			return d, err
 		}
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
 	}
+	if d.Embedded != nil {
+		d.supervise(spec.Observer)
+	}
 	return d, nil
+}
+
+// defaultEmbeddedMaxConnections is embedpg's max_connections default.
+const defaultEmbeddedMaxConnections = 200
+
+// supervise restarts the embedded cluster whenever its server dies, until
+// Close or until it gives up.
+func (d *Databases) supervise(obs PostgresObserver) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopSupervisor = cancel
+	d.failed = make(chan error, 1)
+	d.supervisor = make(chan struct{})
+	go func() {
+		defer close(d.supervisor)
+		err := d.Embedded.Supervise(ctx, embedpg.Supervision{
+			Down: func(err error) { d.down.Store(&err) },
+			Up: func() {
+				// Every connection the pools hold went with the old
+				// server; an idle one would fail its next user once.
+				d.Log.Reset()
+				if d.Data != nil {
+					d.Data.Reset()
+				}
+				d.down.Store(nil)
+				if obs != nil {
+					obs.PostgresRestarted()
+				}
+			},
+		})
+		if err != nil {
+			d.failed <- fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+	}()
+}
+
+// Down reports why the node's own PostgreSQL is known to be down (it died
+// and is being restarted, or was given up on), nil while it is not. It
+// knows nothing of servers given by URI.
+func (d *Databases) Down() error {
+	if err := d.down.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// Failed delivers, once, why the supervision of the node's own PostgreSQL
+// gave up (the server kept dying or could not be restarted); the node
+// cannot serve without it and should exit. Nothing is ever delivered for
+// servers given by URI.
+func (d *Databases) Failed() <-chan error { return d.failed }
+
+// checkDataServer refuses a data server that cannot prepare a transaction
+// on every connection of the data pool: PREPARE TRANSACTION beyond
+// max_prepared_transactions fails, so (with initdb's default of 0) every
+// commit would abort while the node looks healthy.
+func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error {
+	var have int
+	if err := pool.QueryRow(ctx, "SELECT current_setting('max_prepared_transactions')::int").Scan(&have); err != nil {
+		return fmt.Errorf("data database %s: read max_prepared_transactions: %w", db.Redact(uri), err)
+	}
+	need := int(pool.Config().MaxConns)
+	if have >= need {
+		return nil
+	}
+	return fmt.Errorf("data database %s has max_prepared_transactions = %d, fewer than the %d connections of the data pool (--max-conns), "+
+		"each of which may hold a prepared transaction: commits would abort. "+
+		"On that server run ALTER SYSTEM SET max_prepared_transactions = %d; and restart it "+
+		"(or set max_prepared_transactions = %d in its postgresql.conf and restart it), or lower --max-conns",
+		db.Redact(uri), have, need, need, need)
+}
+
+// warnLogServer warns about a log server that does not make commits
+// durable before it acknowledges them.
+func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) {
+	if logger == nil {
+		return
+	}
+	var sync string
+	if err := pool.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sync); err != nil {
+		logger.Warn("could not read the log database's synchronous_commit", "log_db", db.Redact(uri), "err", err)
+		return
+	}
+	if sync == "off" {
+		logger.Warn("the log database has synchronous_commit = off: decisions and votes the node takes for durable would not survive a crash of that server; "+
+			"turn it on (ALTER SYSTEM SET synchronous_commit = on; SELECT pg_reload_conf();, and leave it out of the connection string)",
+			"log_db", db.Redact(uri))
+	}
 }
 
 func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, error) {
@@ -123,6 +248,10 @@ func openPool(ctx context.Context, uri string, maxConns int) (*pgxpool.Pool, err
 // Close closes the pools and stops an embedded cluster (removing it unless
 // it lives in a state dir).
 func (d *Databases) Close() error {
+	if d.stopSupervisor != nil {
+		d.stopSupervisor()
+		<-d.supervisor
+	}
 	if d.Log != nil {
 		d.Log.Close()
 	}

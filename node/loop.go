@@ -35,6 +35,10 @@ type loop struct {
 	perform func(engine.Effect)
 	// onDurable sees every event once it is durable (compaction, metrics).
 	onDurable func(engine.Event)
+	// compaction, if set, learns which transactions each row of the log
+	// holds, as rows are recovered and appended, before onDurable sees
+	// their events.
+	compaction *compactor
 	// observer, if set, watches steps, effects and appends (metrics);
 	// afterStep, if set, runs after every step (see observe.go).
 	observer  Observer
@@ -45,7 +49,7 @@ type loop struct {
 	// Loop-goroutine state.
 	lsn     engine.LSN // last LSN handed out by the engine
 	durable engine.LSN
-	// durableSeq is the log's seq of the last durable event: a transaction
+	// durableSeq is the log's seq of the last durable row: a transaction
 	// that ended has no event beyond it (compaction is bounded by it).
 	durableSeq int64
 	unsynced   []pendingEvent
@@ -73,10 +77,13 @@ type pendingEvent struct {
 }
 
 type flushResult struct {
-	upTo    engine.LSN
-	lastSeq int64
-	events  []pendingEvent
-	err     error
+	upTo   engine.LSN
+	seq    int64 // the row the events went to
+	events []pendingEvent
+	// rest are events of the batch that did not go with events (see
+	// flushBatch); the loop appends them again.
+	rest []pendingEvent
+	err  error
 }
 
 // newLoop returns the loop of node name around m, writing to log and
@@ -102,21 +109,36 @@ func (l *loop) now() engine.Instant { return engine.Instant(l.clock.Now().Sub(l.
 // recover folds the node's durable log into the engine.
 func (l *loop) recover(ctx context.Context) (int, error) {
 	n := 0
+	// row collects the events of the row being read, for compaction.
+	var row []engine.Event
+	var rowSeq int64
+	endRow := func() {
+		if l.compaction != nil && len(row) > 0 {
+			l.compaction.track(rowSeq, row)
+		}
+		row = row[:0]
+	}
 	err := l.log.Scan(ctx, l.name, func(r logstore.Record) error {
+		if r.Seq != rowSeq {
+			endRow()
+			rowSeq = r.Seq
+		}
 		l.durableSeq = max(l.durableSeq, r.Seq)
 		ev, err := engine.DecodeEvent(r.Payload)
 		if err != nil {
-			return fmt.Errorf("event %d: %w", r.Seq, err)
+			return fmt.Errorf("event %s: %w", r.Pos, err)
 		}
 		if err := l.m.Apply(ev); err != nil {
-			return fmt.Errorf("event %d: %w", r.Seq, err)
+			return fmt.Errorf("event %s: %w", r.Pos, err)
 		}
+		row = append(row, ev)
 		n++
 		return nil
 	})
 	if err != nil {
 		return n, fmt.Errorf("replay log of %s: %w", l.name, err)
 	}
+	endRow()
 	return n, nil
 }
 
@@ -127,15 +149,18 @@ func (l *loop) startStep(ctx context.Context, in engine.Start) ([]engine.Effect,
 	l.observeStep(in, rd)
 	l.lsn += engine.LSN(len(rd.Events))
 	if len(rd.Events) > 0 {
-		recs, err := l.records(rd.Events)
+		entries, err := entriesOf(nil, rd.Events)
 		if err != nil {
 			return nil, err
 		}
-		seqs, err := l.log.Append(ctx, recs)
+		seq, err := l.log.Append(ctx, l.name, entries)
 		if err != nil {
 			return nil, fmt.Errorf("log start events: %w", err)
 		}
-		l.durableSeq = seqs[len(seqs)-1]
+		if l.compaction != nil {
+			l.compaction.track(seq, rd.Events)
+		}
+		l.durableSeq = seq
 		for _, ev := range rd.Events {
 			l.observe(ev)
 		}
@@ -153,16 +178,16 @@ func (l *loop) observe(ev engine.Event) {
 	}
 }
 
-func (l *loop) records(evs []engine.Event) ([]logstore.Record, error) {
-	recs := make([]logstore.Record, len(evs))
-	for i, ev := range evs {
+// entriesOf appends to dst the log entries of evs and returns it.
+func entriesOf(dst []logstore.Entry, evs []engine.Event) ([]logstore.Entry, error) {
+	for _, ev := range evs {
 		payload, err := engine.EncodeEvent(ev)
 		if err != nil {
 			return nil, err
 		}
-		recs[i] = logstore.Record{Node: l.name, Tx: uint64(ev.Tx()), Kind: ev.Kind(), Payload: payload}
+		dst = append(dst, logstore.Entry{Tx: uint64(ev.Tx()), Event: payload})
 	}
-	return recs, nil
+	return dst, nil
 }
 
 // submit hands an input to the loop; it gives up when the loop stopped.
@@ -178,7 +203,7 @@ func (l *loop) submit(in engine.Input) bool {
 // run is the loop goroutine. It returns when ctx is done.
 func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 	defer l.once.Do(func() { close(l.stopped) })
-	go l.flusher(ctx)
+	go l.flusher(ctx, l.durableSeq)
 	defer close(l.toFlush)
 	defer l.finalFlush()
 	for _, e := range initial {
@@ -215,10 +240,11 @@ func (l *loop) run(ctx context.Context, initial []engine.Effect) {
 				case <-l.clock.After(appendRetryPause):
 				}
 			} else {
-				l.durable, l.durableSeq = r.upTo, r.lastSeq
+				l.durable, l.durableSeq = r.upTo, r.seq
 				for _, pe := range r.events {
 					l.observe(pe.ev)
 				}
+				l.unsynced = append(r.rest, l.unsynced...)
 				l.release()
 			}
 		case <-ticks:
@@ -342,31 +368,89 @@ func urgent(e engine.Effect) bool {
 	return !ok || d.Op != engine.DataDeleteMarker
 }
 
-// flusher appends the batches flush hands it, one at a time, until run
-// closes toFlush.
-func (l *loop) flusher(ctx context.Context) {
+// flushState is the flusher's own: buffers it reuses from batch to batch
+// (neither the log nor compaction keeps them) and what it knows of the log.
+type flushState struct {
+	evs     []engine.Event
+	entries []logstore.Entry
+	// lastSeq is the node's newest row.
+	lastSeq int64
+	// unsure counts the events of the last append if it failed: its row may
+	// be in the log all the same (the answer to the commit was lost), and
+	// the loop hands them back first in the next batch. Appending them again
+	// would leave the first copy out of compaction's knowledge, to outlive
+	// the rest of its transactions' events.
+	unsure int
+}
+
+// flusher appends the batches flush hands it, one row each and one at a
+// time, until run closes toFlush. lastSeq is the node's newest row.
+func (l *loop) flusher(ctx context.Context, lastSeq int64) {
+	st := flushState{lastSeq: lastSeq}
 	for batch := range l.toFlush {
-		evs := make([]engine.Event, len(batch))
-		for i, pe := range batch {
-			evs[i] = pe.ev
-		}
-		recs, err := l.records(evs)
-		var lastSeq int64
-		if err == nil {
-			failpoint.BeforeLog(evs)
-			began := l.clock.Now()
-			var seqs []int64
-			seqs, err = l.log.Append(ctx, recs)
-			if err == nil {
-				lastSeq = seqs[len(seqs)-1]
-			}
-			if l.observer != nil {
-				l.observer.Appended(len(recs), l.clock.Now().Sub(began), err)
-			}
-			failpoint.AfterLog(evs, err)
-		}
-		l.flushed <- flushResult{upTo: batch[len(batch)-1].lsn, lastSeq: lastSeq, events: batch, err: err}
+		l.flushed <- l.flushBatch(ctx, &st, batch)
 	}
+}
+
+// flushBatch appends batch as one row. If the last append failed, it first
+// asks the log whether that row was written all the same; if so, the
+// events it holds, the first of batch, are durable, and the rest wait for
+// the next append.
+func (l *loop) flushBatch(ctx context.Context, st *flushState, batch []pendingEvent) flushResult {
+	if st.unsure > 0 {
+		seq, n, err := l.log.Last(ctx, l.name)
+		if err != nil {
+			return flushResult{events: batch, err: err}
+		}
+		unsure := st.unsure
+		st.unsure = 0
+		if seq > st.lastSeq {
+			if n == unsure && n <= len(batch) {
+				st.lastSeq = seq
+				evs := st.collect(batch[:n])
+				if l.compaction != nil {
+					l.compaction.track(seq, evs)
+				}
+				failpoint.AfterLog(evs, nil)
+				clear(st.evs)
+				return flushResult{upTo: batch[n-1].lsn, seq: seq, events: batch[:n], rest: batch[n:]}
+			}
+			l.logger.Warn("the log holds a row this node did not write; is another process running as this node?",
+				"node", l.name, "seq", seq, "events", n, "after", st.lastSeq)
+		}
+	}
+	evs := st.collect(batch)
+	r := flushResult{upTo: batch[len(batch)-1].lsn, events: batch}
+	st.entries, r.err = entriesOf(st.entries[:0], evs)
+	if r.err == nil {
+		failpoint.BeforeLog(evs)
+		began := l.clock.Now()
+		r.seq, r.err = l.log.Append(ctx, l.name, st.entries)
+		if r.err != nil {
+			st.unsure = len(batch)
+		} else {
+			st.lastSeq = r.seq
+			if l.compaction != nil {
+				l.compaction.track(r.seq, evs)
+			}
+		}
+		if l.observer != nil {
+			l.observer.Appended(len(st.entries), l.clock.Now().Sub(began), r.err)
+		}
+		failpoint.AfterLog(evs, r.err)
+	}
+	clear(st.evs)
+	clear(st.entries)
+	return r
+}
+
+// collect returns the events of batch, in st's buffer.
+func (st *flushState) collect(batch []pendingEvent) []engine.Event {
+	st.evs = st.evs[:0]
+	for _, pe := range batch {
+		st.evs = append(st.evs, pe.ev)
+	}
+	return st.evs
 }
 
 // finalFlush writes what is still unsynced when the node shuts down cleanly.
@@ -377,6 +461,8 @@ func (l *loop) finalFlush() {
 		r := <-l.flushed
 		if r.err != nil {
 			l.unsynced = append(r.events, l.unsynced...)
+		} else {
+			l.unsynced = append(r.rest, l.unsynced...)
 		}
 	}
 	if len(l.unsynced) == 0 {
@@ -386,11 +472,11 @@ func (l *loop) finalFlush() {
 	for i, pe := range l.unsynced {
 		evs[i] = pe.ev
 	}
-	recs, err := l.records(evs)
+	entries, err := entriesOf(nil, evs)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err = l.log.Append(ctx, recs)
+		_, err = l.log.Append(ctx, l.name, entries)
 	}
 	if err != nil {
 		l.logger.Warn("could not write the last events at shutdown", "node", l.name, "events", len(evs), "err", err)

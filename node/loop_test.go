@@ -244,7 +244,7 @@ func (h *harness) record(e engine.Effect) {
 		if err != nil {
 			h.t.Errorf("count the log: %v", err)
 		}
-		h.loggedAtFirst = logged
+		h.loggedAtFirst = logged.Events
 	}
 	h.performed = append(h.performed, name)
 }
@@ -406,11 +406,16 @@ func recordName(t *testing.T, r logstore.Record) string {
 	return eventName(ev)
 }
 
-func names(t *testing.T, recs []logstore.Record) []string {
+// names returns the names of the events of an append.
+func names(t *testing.T, a *memlog.HeldAppend) []string {
 	t.Helper()
 	var out []string
-	for _, r := range recs {
-		out = append(out, recordName(t, r))
+	for i, e := range a.Entries {
+		ev, err := engine.DecodeEvent(e.Event)
+		if err != nil {
+			t.Fatalf("event %d of the append: %v", i, err)
+		}
+		out = append(out, eventName(ev))
 	}
 	return out
 }
@@ -456,7 +461,7 @@ func TestEffectWaitsForItsAppend(t *testing.T) {
 	first.Release()
 	h.waitPerformed("after a1")
 	second := h.held()
-	if got := names(t, second.Records); !slices.Equal(got, []string{"b1"}) {
+	if got := names(t, second); !slices.Equal(got, []string{"b1"}) {
 		t.Fatalf("second append holds %q, want [b1]", got)
 	}
 	h.sync()
@@ -493,7 +498,7 @@ func TestFailedAppendIsRetriedAndReleasesNothing(t *testing.T) {
 		h.clock.Advance(appendRetryPause)
 		failed = h.held()
 		// The failed events go first, then those that came meanwhile.
-		if got := names(t, failed.Records); !slices.Equal(got, []string{"a1", "a2", "b1"}) {
+		if got := names(t, failed); !slices.Equal(got, []string{"a1", "a2", "b1"}) {
 			t.Fatalf("attempt %d: retry appends %q, want [a1 a2 b1]", attempt, got)
 		}
 	}
@@ -567,7 +572,7 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	}
 	h.tick()
 	a := h.held()
-	if got := names(t, a.Records); !slices.Equal(got, []string{"ended", "committed"}) {
+	if got := names(t, a); !slices.Equal(got, []string{"ended", "committed"}) {
 		t.Fatalf("lazy append holds %q, want [ended committed]", got)
 	}
 	h.wantPerformed()
@@ -583,8 +588,8 @@ func TestManyLazyEventsAreAppendedAtOnce(t *testing.T) {
 		many = append(many, ev(engine.TxID(i+1), fmt.Sprint(i)))
 	}
 	h.step(many)
-	if a := h.held(); len(a.Records) != maxLazy {
-		t.Fatalf("append of %d events, want %d", len(a.Records), maxLazy)
+	if a := h.held(); len(a.Entries) != maxLazy {
+		t.Fatalf("append of %d events, want %d", len(a.Entries), maxLazy)
 	}
 }
 
@@ -598,7 +603,7 @@ func TestUrgentEffectForcesAnAppend(t *testing.T) {
 	// The clock stands still: only the waiting answer can start this.
 	h.step(evs(ev(2, "decided")), answer("answer", h.lsn+1))
 	a := h.held()
-	if got := names(t, a.Records); !slices.Equal(got, []string{"lazy", "decided"}) {
+	if got := names(t, a); !slices.Equal(got, []string{"lazy", "decided"}) {
 		t.Fatalf("forced append holds %q, want [lazy decided]", got)
 	}
 	a.Release()
@@ -650,7 +655,7 @@ func TestStartEventsAreDurableBeforeTheFirstEffect(t *testing.T) {
 func TestDurableSeqCoversEachDurableEvent(t *testing.T) {
 	log := memlog.New()
 	// Another node's events take seqs in between, as in a shared log.
-	if _, err := log.Append(t.Context(), []logstore.Record{{Node: "other", Kind: "k", Payload: []byte("{}")}}); err != nil {
+	if _, err := log.Append(t.Context(), "other", []logstore.Entry{{Event: []byte("{}")}}); err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, log)
@@ -675,25 +680,27 @@ func TestDurableSeqCoversEachDurableEvent(t *testing.T) {
 	}
 }
 
-func TestRecoverFoldsOnlyThisNodesLog(t *testing.T) {
-	log := memlog.New()
-	h := newHarness(t, log)
-	var recs []logstore.Record
-	for _, e := range []struct {
-		node string
-		ev   engine.Event
-	}{{"n", ev(1, "a")}, {"other", ev(9, "x")}, {"n", ev(2, "b")}, {"n", ev(1, "c")}, {"other", ev(9, "y")}} {
-		r, err := h.loop.records([]engine.Event{e.ev})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r[0].Node = e.node
-		recs = append(recs, r[0])
-	}
-	seqs, err := log.Append(t.Context(), recs)
+// appendEvents appends evs as one row of node's log and returns its seq.
+func appendEvents(t *testing.T, log eventLog, node string, evs ...engine.Event) int64 {
+	t.Helper()
+	entries, err := entriesOf(nil, evs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	seq, err := log.Append(t.Context(), node, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func TestRecoverFoldsOnlyThisNodesLog(t *testing.T) {
+	log := memlog.New()
+	h := newHarness(t, log)
+	appendEvents(t, log, "n", ev(1, "a"), ev(2, "b"))
+	appendEvents(t, log, "other", ev(9, "x"))
+	last := appendEvents(t, log, "n", ev(1, "c"))
+	appendEvents(t, log, "other", ev(9, "y"))
 	n, err := h.loop.recover(t.Context())
 	if err != nil || n != 3 {
 		t.Fatalf("recover = %d, %v; want 3 events", n, err)
@@ -705,11 +712,11 @@ func TestRecoverFoldsOnlyThisNodesLog(t *testing.T) {
 	if !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("applied %q, want [a b c]", got)
 	}
-	if h.loop.durableSeq != seqs[3] {
-		t.Fatalf("durableSeq after recovery = %d, want %d (this node's last event)", h.loop.durableSeq, seqs[3])
+	if h.loop.durableSeq != last {
+		t.Fatalf("durableSeq after recovery = %d, want %d (this node's last row)", h.loop.durableSeq, last)
 	}
 
-	if _, err := log.Append(t.Context(), []logstore.Record{{Node: "n", Kind: "k", Payload: []byte(`{"type":"no.such.kind"}`)}}); err != nil {
+	if _, err := log.Append(t.Context(), "n", []logstore.Entry{{Event: []byte(`{"type":"no.such.kind"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := newHarness(t, log).loop.recover(t.Context()); err == nil {
@@ -750,7 +757,24 @@ func (m *echoMachine) Apply(engine.Event) error { return nil }
 // waits for it (step, encode, group commit, release) on an in-memory log,
 // without a database.
 func BenchmarkLoopEvent(b *testing.B) {
-	l := newLoop("n", &echoMachine{}, memlog.New(), wallClock{}, slog.New(slog.DiscardHandler), time.Hour)
+	benchmarkLoop(b, newLoop("n", &echoMachine{}, memlog.New(), wallClock{}, slog.New(slog.DiscardHandler), time.Hour))
+}
+
+// BenchmarkLoopEventCompacting is BenchmarkLoopEvent on a loop that tells
+// compaction about every row it appends, with every transaction ending at
+// once and compacted every 10ms, as a coordinator's are.
+func BenchmarkLoopEventCompacting(b *testing.B) {
+	log := memlog.New()
+	l := newLoop("n", &echoMachine{}, log, wallClock{}, slog.New(slog.DiscardHandler), time.Hour)
+	c := newCompactor(log, "n", 0, slog.New(slog.DiscardHandler))
+	l.compaction = c
+	l.onDurable = func(ev engine.Event) { c.add(logstore.Ended{Tx: uint64(ev.Tx()), UpToSeq: l.durableSeq}) }
+	benchmarkLoop(b, l, func(ctx context.Context) { c.run(ctx, 10*time.Millisecond) })
+}
+
+// benchmarkLoop runs l, and workers beside it, on b.N inputs of an
+// echoMachine and waits until every answer was performed.
+func benchmarkLoop(b *testing.B, l *loop, workers ...func(context.Context)) {
 	var performed int
 	done := make(chan struct{})
 	l.perform = func(engine.Effect) {
@@ -764,6 +788,9 @@ func BenchmarkLoopEvent(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(b.Context())
 	go l.run(ctx, initial)
+	for _, w := range workers {
+		go w(ctx)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

@@ -46,6 +46,13 @@ type ParticipantOptions struct {
 	Transport Transport
 	// Observer, if set, watches the loop (metrics).
 	Observer Observer
+	// DatabasesDown, if set, reports why the node's databases are known to
+	// be down (Databases.Down: its own PostgreSQL died and is being
+	// restarted), nil while they are not. Meanwhile the participant refuses
+	// pings and node-to-node messages with rpc.CodeUnavailable, as if it
+	// were unreachable: the coordinator shows it not ready and fails its
+	// statements at once instead of after the exec timeout.
+	DatabasesDown func() error
 }
 
 // Participant is a running participant node.
@@ -75,6 +82,8 @@ type Participant struct {
 	cluster  string
 	epoch    engine.Epoch
 	finished *compactor // ended here, compacted a while later
+	// watch is what operators read (Health, LatestSnapshot).
+	watch watched[ParticipantSnapshot]
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -107,8 +116,11 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if opts.KeepEnded <= 0 {
 		opts.KeepEnded = keepEnded
 	}
-	p.finished = &compactor{store: p.store, node: p.name, keep: opts.KeepEnded, logger: p.logger}
+	p.finished = newCompactor(p.store, p.name, opts.KeepEnded, p.logger)
 	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
+	if opts.CompactEvery > 0 {
+		p.loop.compaction = p.finished
+	}
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
@@ -157,6 +169,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		opts.Observer.Recovered(n, time.Since(began))
 	}
 
+	p.watch.checkHealth(ctx, p.CheckHealth)
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
 		Inline: participantMethods}))
 	p.peers = map[engine.NodeID]*peerOutbox{}
@@ -168,7 +181,8 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		p.out.run,
 		func(ctx context.Context) {
 			p.finished.run(ctx, p.opts.CompactEvery)
-		})
+		},
+		p.watchState)
 	return p, nil
 }
 
@@ -194,7 +208,13 @@ var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequ
 
 func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
-		api.MethodPing: func(ctx context.Context, _ json.RawMessage) (any, error) {
+		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if err := rpc.DecodeNoParams(raw); err != nil {
+				return nil, err
+			}
+			if err := p.notReady(); err != nil {
+				return nil, err
+			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch}, nil
@@ -206,6 +226,11 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			if err != nil {
 				return nil, err
 			}
+			// A refused message is a lost one, which the protocol
+			// survives; the sender learns at once that it did not arrive.
+			if err := p.notReady(); err != nil {
+				return nil, err
+			}
 			if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: msg}) {
 				return nil, unavailable(errStopped)
 			}
@@ -213,6 +238,18 @@ func (p *Participant) methods() map[string]rpc.Handler {
 		}
 	}
 	return m
+}
+
+// notReady is the refusal of a request while the node's databases are
+// known to be down, nil otherwise.
+func (p *Participant) notReady() error {
+	if p.opts.DatabasesDown == nil {
+		return nil
+	}
+	if err := p.opts.DatabasesDown(); err != nil {
+		return unavailable(fmt.Errorf("%s is not ready, its databases are down: %w", p.name, err))
+	}
+	return nil
 }
 
 // perform runs on the loop goroutine and must not block.

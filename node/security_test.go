@@ -260,6 +260,7 @@ func TestLimitsOverRPC(t *testing.T) {
 		Coordinator: func(o *node.CoordinatorOptions) {
 			o.Engine.MaxStatements = 3
 			o.MaxOpenPerClient = 2
+			o.AdmissionWait = 100 * time.Millisecond
 		},
 	})
 	// Statements per transaction.
@@ -371,4 +372,52 @@ func TestPeersMustAuthenticate(t *testing.T) {
 		t.Fatalf("exec on the participant with the wrong token: %v, want an exec timeout", err)
 	}
 	c.Rollback(tx)
+}
+
+// TestMethodsWithoutParamsAreStrict: begin, nodes and ping take no params,
+// and refuse positional ones, members and null instead of ignoring them.
+func TestMethodsWithoutParamsAreStrict(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Config{Participants: 1, NoTable: true})
+	url := "http://" + c.CoordAddr + "/rpc"
+	cases := []struct {
+		method, params string // params "" means no params member
+		code           int
+	}{
+		{api.MethodBegin, "", 0},
+		{api.MethodBegin, `{}`, 0},
+		{api.MethodBegin, `[]`, rpc.CodeInvalidParams},
+		{api.MethodBegin, `[1]`, rpc.CodeInvalidParams},
+		{api.MethodBegin, `{"tx":1}`, rpc.CodeInvalidParams},
+		{api.MethodBegin, `null`, rpc.CodeInvalidParams},
+		{api.MethodNodes, `{}`, 0},
+		{api.MethodNodes, `{"node":0}`, rpc.CodeInvalidParams},
+		{api.MethodNodes, `["x"]`, rpc.CodeInvalidParams},
+		{api.MethodPing, "", 0},
+		{api.MethodPing, `{"cluster":"x"}`, rpc.CodeInvalidParams},
+	}
+	for _, tc := range cases {
+		body := `{"jsonrpc":"2.0","id":1,"method":"` + tc.method + `"`
+		if tc.params != "" {
+			body += `,"params":` + tc.params
+		}
+		body += "}"
+		if status, code := rpcAnswer(t, url, "application/json", "", []byte(body)); status != http.StatusOK || code != tc.code {
+			t.Errorf("%s: HTTP %d code %d, want code %d", body, status, code, tc.code)
+		}
+	}
+	// A participant's ping is as strict as the coordinator's.
+	part := "http://" + c.PartAddrs[0] + "/rpc"
+	for _, tc := range []struct {
+		params string
+		code   int
+	}{{"", 0}, {`{"cluster":"x"}`, rpc.CodeInvalidParams}, {`null`, rpc.CodeInvalidParams}} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"` + api.MethodPing + `"`
+		if tc.params != "" {
+			body += `,"params":` + tc.params
+		}
+		body += "}"
+		if status, code := rpcAnswer(t, part, "application/json", "", []byte(body)); status != http.StatusOK || code != tc.code {
+			t.Errorf("participant %s: HTTP %d code %d, want code %d", body, status, code, tc.code)
+		}
+	}
 }

@@ -9,7 +9,10 @@ import (
 
 // Transport secures a node's RPC: the tokens its server requires, the
 // token it presents to its peers, and TLS on both sides. The zero value is
-// plain TCP without tokens.
+// plain TCP without tokens, which lets anyone who reaches the node send it
+// node-to-node messages: right only for a node that listens on loopback.
+// cmd/tpcd refuses to start a node elsewhere without a peer token or mutual
+// TLS, and localcluster gives its nodes a random peer token.
 type Transport struct {
 	// Auth lists the tokens this node's server requires (see rpc.Auth:
 	// ClientToken for client methods, PeerToken for tpcd.* methods).

@@ -1,5 +1,5 @@
 // Package queries is the sqlc-generated access layer of the event log: the SQL lives
-// in events.sql, the schema in db/migrations, and everything else here is generated
+// in log.sql, the schema in db/migrations, and everything else here is generated
 // by `make generate` (sqlc, pgx/v5) and must not be edited by hand.
 //
 // Every method takes its DBTX as an argument, so the same call runs on a pool, a

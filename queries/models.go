@@ -8,11 +8,10 @@ import (
 	"time"
 )
 
-type TpcdEvent struct {
+type TpcdLog struct {
 	Seq       int64
-	Node      string
-	Tx        int64
-	Kind      string
-	Payload   []byte
 	CreatedAt time.Time
+	Node      string
+	Txs       []int64
+	Events    []byte
 }

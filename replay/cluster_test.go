@@ -299,18 +299,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// appendEvents writes hand-made events to a node's log, as the node would.
+// appendEvents writes hand-made events to a node's log as one row, as the
+// node would.
 func appendEvents(t *testing.T, pool *pgxpool.Pool, nodeName string, evs ...engine.Event) {
 	t.Helper()
-	recs := make([]logstore.Record, len(evs))
+	entries := make([]logstore.Entry, len(evs))
 	for i, ev := range evs {
 		payload, err := engine.EncodeEvent(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs[i] = logstore.Record{Node: nodeName, Tx: uint64(ev.Tx()), Kind: ev.Kind(), Payload: payload}
+		entries[i] = logstore.Entry{Tx: uint64(ev.Tx()), Event: payload}
 	}
-	if _, err := logstore.New(pool).Append(context.Background(), recs); err != nil {
+	if _, err := logstore.New(pool).Append(context.Background(), nodeName, entries); err != nil {
 		t.Fatal(err)
 	}
 }

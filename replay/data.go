@@ -136,7 +136,7 @@ func (r *runner) partConfig(id engine.NodeID, withStart bool) engine.Participant
 // that transaction in the log, and an engine ready for a start step that
 // concerns that transaction alone.
 func (r *runner) freshState(ctx context.Context, rep *NodeReport, id engine.NodeID, tx engine.TxID) (logState, *engine.Participant, error) {
-	recs, err := r.store.TxEvents(ctx, rep.Node, uint64(tx))
+	evs, err := r.readTx(ctx, rep.Node, uint64(tx))
 	if err != nil {
 		return logState{}, nil, err
 	}
@@ -147,16 +147,15 @@ func (r *runner) freshState(ctx context.Context, rep *NodeReport, id engine.Node
 		_ = eng.Apply(engine.PartEpochSeen{Cluster: rep.Cluster, Epoch: engine.Epoch(rep.Epoch)})
 	}
 	var st logState
-	for _, rec := range recs {
-		ev, err := engine.DecodeEvent(rec.Payload)
-		if err == nil {
-			_ = eng.Apply(ev) // a bad event is reported by the fold
+	for _, te := range evs {
+		if te.ev != nil {
+			_ = eng.Apply(te.ev) // a bad event is reported by the fold
 		}
-		if rec.Kind == (engine.PartViolation{}).Kind() {
+		if te.kind() == (engine.PartViolation{}).Kind() {
 			continue // evidence, not state: the transaction stands where it was
 		}
-		st.last, st.phase = rec.Kind, ""
-		switch e := ev.(type) {
+		st.last, st.phase = te.kind(), ""
+		switch e := te.ev.(type) {
 		case engine.PartCommitted:
 			st.phase, st.gid, st.committed = "committed", e.GID, true
 		case engine.PartForgotten:
@@ -327,15 +326,13 @@ func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string,
 	if c.coordCluster == "" || c.coordCluster != c.rep.Cluster {
 		return "", false, nil
 	}
-	recs, err := c.r.store.TxEvents(ctx, api.CoordinatorName, uint64(tx))
+	evs, err := c.r.readTx(ctx, api.CoordinatorName, uint64(tx))
 	if err != nil {
 		return "", false, err
 	}
-	for _, rec := range recs {
-		if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
-			if d, ok := ev.(engine.CoordDecided); ok {
-				outcome = d.Outcome.String()
-			}
+	for _, te := range evs {
+		if d, ok := te.ev.(engine.CoordDecided); ok {
+			outcome = d.Outcome.String()
 		}
 	}
 	return outcome, true, nil

@@ -16,7 +16,7 @@ const maxListed = 1000
 
 // eventRef is an event kept for display; it is rendered only if reported.
 type eventRef struct {
-	seq int64
+	pos logstore.Pos
 	at  time.Time
 	ev  engine.Event
 }
@@ -120,7 +120,7 @@ func (f *nodeFold) bad(rec logstore.Record, ev engine.Event, err error) {
 		f.rep.UndecodableOmitted++
 		return
 	}
-	f.rep.Undecodable = append(f.rep.Undecodable, BadEvent{Seq: rec.Seq, Kind: rec.Kind, Tx: rec.Tx, Error: err.Error()})
+	f.rep.Undecodable = append(f.rep.Undecodable, BadEvent{Seq: rec.Seq, Index: rec.Index, Kind: kindOf(rec, ev), Tx: rec.Tx, Error: err.Error()})
 }
 
 // step decodes and folds one record. Recovery applies the payload and
@@ -133,10 +133,11 @@ func (f *nodeFold) step(fo folder, rec logstore.Record) error {
 		f.bad(rec, nil, err)
 		return nil
 	}
-	if ev.Kind() != rec.Kind || uint64(ev.Tx()) != rec.Tx {
-		// Recovery trusts the payload, but compaction deletes by the row's
-		// tx column, so such a row outlives its transaction or dies early.
-		f.bad(rec, ev, fmt.Errorf("row says %s of tx %d but the payload is %s of tx %d", rec.Kind, rec.Tx, ev.Kind(), ev.Tx()))
+	if uint64(ev.Tx()) != rec.Tx {
+		// Recovery trusts the payload, but compaction removes events by the
+		// row's txs column, so such an event outlives its transaction or
+		// dies early.
+		f.bad(rec, ev, fmt.Errorf("the row says tx %d but the payload is %s of tx %d", rec.Tx, ev.Kind(), ev.Tx()))
 	}
 	if err := fo.apply(rec, ev); err != nil {
 		if errors.Is(err, errRefold) {
@@ -209,7 +210,7 @@ func (f *coordFold) apply(rec logstore.Record, ev engine.Event) error {
 		return nil
 	}
 	f.facts.HighestTx = max(f.facts.HighestTx, uint64(id))
-	tr := f.tr.note(id, eventRef{seq: rec.Seq, at: rec.At, ev: ev})
+	tr := f.tr.note(id, eventRef{pos: rec.Pos, at: rec.At, ev: ev})
 	st := f.eng.Status(id)
 	if tr != nil {
 		tr.state = st.State
@@ -255,7 +256,7 @@ func (f *partFold) apply(rec logstore.Record, ev engine.Event) error {
 	if id == 0 {
 		return nil
 	}
-	tr := f.tr.note(id, eventRef{seq: rec.Seq, at: rec.At, ev: ev})
+	tr := f.tr.note(id, eventRef{pos: rec.Pos, at: rec.At, ev: ev})
 	// The cases mirror engine.Participant.Apply: prepared transactions stay
 	// in memory, committed and aborted ones leave it. (Logs of earlier
 	// builds follow part.committed with part.forgotten, which ended nothing
@@ -280,7 +281,7 @@ func (f *partFold) apply(rec logstore.Record, ev engine.Event) error {
 	case engine.PartViolation:
 		if f.relevant(rec, ev) {
 			if len(f.rep.Violations) < maxListed {
-				f.rep.Violations = append(f.rep.Violations, ViolationReport{Tx: uint64(e.TxID), Seq: rec.Seq, Detail: e.Detail})
+				f.rep.Violations = append(f.rep.Violations, ViolationReport{Tx: uint64(e.TxID), Seq: rec.Seq, Index: rec.Index, Detail: e.Detail})
 			} else {
 				f.rep.ViolationsOmitted++
 			}
@@ -301,13 +302,13 @@ func refs(tr *txTrack, times bool) ([]EventReport, int) {
 	}
 	out := make([]EventReport, len(tr.last))
 	for i, r := range tr.last {
-		out[i] = eventReport(r.seq, r.ev.Kind(), engine.DescribeEvent(r.ev), r.at, times)
+		out[i] = eventReport(r.pos, r.ev.Kind(), engine.DescribeEvent(r.ev), r.at, times)
 	}
 	return out, tr.total - len(tr.last)
 }
 
-func eventReport(seq int64, kind, text string, at time.Time, times bool) EventReport {
-	e := EventReport{Seq: seq, Kind: kind, Text: text}
+func eventReport(pos logstore.Pos, kind, text string, at time.Time, times bool) EventReport {
+	e := EventReport{Seq: pos.Seq, Index: pos.Index, Kind: kind, Text: text}
 	if times {
 		t := at.UTC()
 		e.At = &t

@@ -7,14 +7,14 @@ import (
 	"github.com/tpcd/tpcd/logstore"
 )
 
-// record makes the log row a node would write for ev.
+// record makes the record a node would read back for ev, alone in row seq.
 func record(t *testing.T, seq int64, ev engine.Event) logstore.Record {
 	t.Helper()
 	payload, err := engine.EncodeEvent(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return logstore.Record{Seq: seq, Tx: uint64(ev.Tx()), Kind: ev.Kind(), Payload: payload}
+	return logstore.Record{Pos: logstore.Pos{Seq: seq}, Tx: uint64(ev.Tx()), Payload: payload}
 }
 
 // TestFoldForgetsEndedTransactions feeds long logs with a bounded number of
@@ -120,7 +120,7 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 func TestTrackerKeepsLastEvents(t *testing.T) {
 	tr := newTracker(2, 0)
 	for i := range 5 {
-		tr.note(7, eventRef{seq: int64(i + 1), ev: engine.CoordEnded{TxID: 7}})
+		tr.note(7, eventRef{pos: logstore.Pos{Seq: int64(i + 1)}, ev: engine.CoordEnded{TxID: 7}})
 	}
 	evs, earlier := refs(tr.txs[7], false)
 	if len(evs) != 2 || evs[0].Seq != 4 || evs[1].Seq != 5 || earlier != 3 {
@@ -139,5 +139,27 @@ func TestTrackerKeepsLastEvents(t *testing.T) {
 	only.end(9, "aborted")
 	if only.txs[9] == nil || only.txs[9].state != "aborted" {
 		t.Errorf("the one tracked transaction was forgotten at its end")
+	}
+}
+
+// TestFoldReportsAnEventTheRowMisplaces checks that an event whose row names
+// another transaction for it is a problem: compaction removes events by the
+// row's transaction, so it would outlive its transaction or go too early.
+func TestFoldReportsAnEventTheRowMisplaces(t *testing.T) {
+	rep := &NodeReport{}
+	f := newPartFold(rep, 3, 0, engine.ParticipantConfig{})
+	good := record(t, 1, engine.PartEpochSeen{Cluster: "c", Epoch: 1})
+	bad := record(t, 2, engine.PartVotedNo{TxID: 7, Reason: "r"})
+	bad.Index, bad.Tx = 3, 8
+	for _, rec := range []logstore.Record{good, bad} {
+		if err := f.step(f, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rep.Undecodable) != 1 {
+		t.Fatalf("reported %+v, want the misplaced event alone", rep.Undecodable)
+	}
+	if b := rep.Undecodable[0]; b.Seq != 2 || b.Index != 3 || b.Tx != 8 || b.Kind != "part.voted_no" {
+		t.Fatalf("reported %+v, want #2.3 part.voted_no as tx 8", b)
 	}
 }

@@ -118,7 +118,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	var err error
 	if r.names, err = r.store.Nodes(ctx); err != nil {
-		return nil, explain(err, "tpcd_events", "a tpcd log database")
+		return nil, explain(err, "tpcd_log", "a tpcd log database")
 	}
 
 	rep := &Report{Tx: uint64(opts.Tx), Nodes: []NodeReport{}}
@@ -240,16 +240,17 @@ func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
 func (r *runner) highestParticipant(ctx context.Context) (int, error) {
 	n := 1
 	err := r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error {
-		if rec.Kind != (engine.CoordPreparing{}).Kind() && rec.Kind != (engine.CoordDecided{}).Kind() {
-			return nil
-		}
 		var env struct {
+			Type string `json:"type"`
 			Data struct {
 				Participants []int `json:"participants"`
 			} `json:"data"`
 		}
 		if json.Unmarshal(rec.Payload, &env) != nil {
 			return nil // the fold reports it
+		}
+		if env.Type != (engine.CoordPreparing{}).Kind() && env.Type != (engine.CoordDecided{}).Kind() {
+			return nil
 		}
 		for _, p := range env.Data.Participants {
 			n = max(n, p+1)
@@ -330,18 +331,18 @@ func (r *runner) limit(rep *NodeReport) {
 // txEvents reads all of one transaction's events for a --tx report and
 // completes t with what they say about an ended transaction.
 func (r *runner) txEvents(ctx context.Context, name string, t *TxReport) error {
-	recs, err := r.store.TxEvents(ctx, name, t.Tx)
+	evs, err := r.readTx(ctx, name, t.Tx)
 	if err != nil {
 		return err
 	}
-	t.Events = make([]EventReport, 0, len(recs))
-	for _, rec := range recs {
-		ev, err := engine.DecodeEvent(rec.Payload)
-		if err != nil {
-			t.Events = append(t.Events, eventReport(rec.Seq, rec.Kind, "(undecodable)", rec.At, r.opts.Times))
+	t.Events = make([]EventReport, 0, len(evs))
+	for _, te := range evs {
+		ev := te.ev
+		if ev == nil {
+			t.Events = append(t.Events, eventReport(te.Pos, te.kind(), "(undecodable)", te.At, r.opts.Times))
 			continue
 		}
-		t.Events = append(t.Events, eventReport(rec.Seq, rec.Kind, engine.DescribeEvent(ev), rec.At, r.opts.Times))
+		t.Events = append(t.Events, eventReport(te.Pos, te.kind(), engine.DescribeEvent(ev), te.At, r.opts.Times))
 		switch e := ev.(type) {
 		case engine.CoordDecided:
 			t.Outcome, t.Reason = e.Outcome.String(), e.Reason

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,16 +26,54 @@ import (
 // text renders reports of several logs as one golden file.
 func text(t *testing.T, reps ...*replay.Report) string {
 	t.Helper()
+	return textAfter(t, nil, reps...)
+}
+
+// textAfter is text for logs a live cluster wrote before the test appended
+// to them: the cluster groups events into rows as timing has it, so the
+// positions of report i are shown from lives[i], its last row, on: "#L+1.0"
+// is the first event of the first row appended after the cluster's.
+func textAfter(t *testing.T, lives []int64, reps ...*replay.Report) string {
+	t.Helper()
 	var b bytes.Buffer
 	for i, r := range reps {
 		if i > 0 {
 			b.WriteString("\n----\n\n")
 		}
-		if err := replay.WriteText(&b, r); err != nil {
+		var one bytes.Buffer
+		if err := replay.WriteText(&one, r); err != nil {
 			t.Fatal(err)
 		}
+		s := one.String()
+		if lives != nil {
+			s = positionRE.ReplaceAllStringFunc(s, func(pos string) string {
+				m := positionRE.FindStringSubmatch(pos)
+				seq, err := strconv.ParseInt(m[1], 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fmt.Sprintf("#L%+d.%s", seq-lives[i], m[2])
+			})
+		}
+		b.WriteString(s)
 	}
 	return normalize(b.String())
+}
+
+var positionRE = regexp.MustCompile(`#([0-9]+)\.([0-9]+)`)
+
+// lastRows returns the last row of each log.
+func lastRows(t *testing.T, logs ...logRef) []int64 {
+	t.Helper()
+	var out []int64
+	for _, l := range logs {
+		seq, _, err := logstore.New(l.log).Last(context.Background(), l.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, seq)
+	}
+	return out
 }
 
 // runTpcd runs the tpcd binary and returns its stdout and exit status.
@@ -122,6 +162,7 @@ func TestReplayCluster(t *testing.T) {
 	c.stop()
 
 	logs := c.logs()
+	lives := lastRows(t, logs...)
 	coord := replayOf(t, logs[0], replay.Options{}).Nodes[0]
 	if coord.Coordinator.Participants != 2 || !coord.Coordinator.Inferred {
 		t.Errorf("participants: %+v, want 2 inferred from the events", coord.Coordinator)
@@ -148,7 +189,7 @@ func TestReplayCluster(t *testing.T) {
 		}
 		reps = append(reps, rep)
 	}
-	golden(t, "cluster.golden", text(t, reps...))
+	golden(t, "cluster.golden", textAfter(t, lives, reps...))
 	if tr := findTx(reps[0].Nodes[0], inDoubt); tr == nil || tr.State != "preparing" || !tr.InDoubt {
 		t.Errorf("coordinator: tx %d is %+v, want preparing and undecided", inDoubt, tr)
 	}
@@ -202,6 +243,7 @@ func TestReplayCluster(t *testing.T) {
 // in every way the data check knows, and checks replay tells each one.
 func injectProblems(t *testing.T, logs []logRef, epoch engine.Epoch) {
 	ctx := context.Background()
+	lives := lastRows(t, logs[1], logs[2])
 	coord := replayOf(t, logs[0], replay.Options{}).Nodes[0]
 	next := engine.TxID(coord.Coordinator.NextTx)
 	gid := func(tx engine.TxID, n engine.NodeID) string {
@@ -252,14 +294,14 @@ func injectProblems(t *testing.T, logs []logRef, epoch engine.Epoch) {
 		engine.PartCommitted{TxID: committedViolated, GID: gid(committedViolated, 1)},
 		engine.PartViolation{TxID: committedViolated, Detail: "coordinator decided abort, but this participant committed the transaction"})
 	marker(p1, committedViolated, gid(committedViolated, 1))
-	if _, err := logstore.New(p1.log).Append(ctx, []logstore.Record{{
-		Node: p1.node, Tx: uint64(violated), Kind: "part.from_the_future", Payload: []byte(`{"type":"part.from_the_future","v":1,"data":{"tx":1}}`),
+	if _, err := logstore.New(p1.log).Append(ctx, p1.node, []logstore.Entry{{
+		Tx: uint64(violated), Event: []byte(`{"type":"part.from_the_future","v":1,"data":{"tx":1}}`),
 	}}); err != nil {
 		t.Fatal(err)
 	}
 
 	r0, r1 := replayOf(t, p0, replay.Options{}), replayOf(t, p1, replay.Options{})
-	golden(t, "problems.golden", text(t, r0, r1))
+	golden(t, "problems.golden", textAfter(t, lives, r0, r1))
 	if r0.Problems != 1 || findings(r0.Nodes[0])[uint64(missing)].Category != replay.FindingMissing {
 		t.Errorf("participant-0: %d problems, findings %+v; want the missing one", r0.Problems, findings(r0.Nodes[0]))
 	}

@@ -121,10 +121,12 @@ type TxReport struct {
 	EarlierEvents int           `json:"earlier_events,omitempty"`
 }
 
-// EventReport is one event of the log.
+// EventReport is one event of the log. Seq is the row holding it (the events
+// of one append share a row) and Index its place in the row, from 0.
 type EventReport struct {
-	Seq  int64  `json:"seq"`
-	Kind string `json:"kind"`
+	Seq   int64  `json:"seq"`
+	Index int    `json:"index"`
+	Kind  string `json:"kind"`
 	// Text is the event rendered by engine.DescribeEvent.
 	Text string `json:"text"`
 	// At is when the log stored it (only with Options.Times).
@@ -135,6 +137,7 @@ type EventReport struct {
 type ViolationReport struct {
 	Tx     uint64 `json:"tx"`
 	Seq    int64  `json:"seq"`
+	Index  int    `json:"index"`
 	Detail string `json:"detail"`
 }
 
@@ -142,6 +145,7 @@ type ViolationReport struct {
 // apply: the node's recovery stops at it, so the node cannot restart.
 type BadEvent struct {
 	Seq   int64  `json:"seq"`
+	Index int    `json:"index"`
 	Kind  string `json:"kind"`
 	Tx    uint64 `json:"tx"`
 	Error string `json:"error"`

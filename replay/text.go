@@ -131,7 +131,7 @@ func writeNode(p printer, n *NodeReport, oneTx bool) {
 		} else {
 			p(1, "violations: %d", len(n.Violations)+n.ViolationsOmitted)
 			for _, v := range n.Violations {
-				p(2, "PROBLEM tx %d #%d: %s", v.Tx, v.Seq, v.Detail)
+				p(2, "PROBLEM tx %d #%d.%d: %s", v.Tx, v.Seq, v.Index, v.Detail)
 			}
 			if n.ViolationsOmitted > 0 {
 				p(2, "... and %d more", n.ViolationsOmitted)
@@ -143,7 +143,7 @@ func writeNode(p printer, n *NodeReport, oneTx bool) {
 	} else {
 		p(1, "undecodable events: %d (a restart of this node stops at the first)", len(n.Undecodable)+n.UndecodableOmitted)
 		for _, e := range n.Undecodable {
-			p(2, "PROBLEM #%d %s tx %d: %s", e.Seq, e.Kind, e.Tx, e.Error)
+			p(2, "PROBLEM #%d.%d %s tx %d: %s", e.Seq, e.Index, e.Kind, e.Tx, e.Error)
 		}
 		if n.UndecodableOmitted > 0 {
 			p(2, "... and %d more", n.UndecodableOmitted)
@@ -187,7 +187,7 @@ func writeTx(p printer, n *NodeReport, t *TxReport) {
 		p(3, "(%d earlier %s)", t.EarlierEvents, plural(t.EarlierEvents, "event", "events"))
 	}
 	for _, e := range t.Events {
-		line := fmt.Sprintf("#%d %s", e.Seq, e.Text)
+		line := fmt.Sprintf("#%d.%d %s", e.Seq, e.Index, e.Text)
 		if e.At != nil {
 			line += " at=" + e.At.Format(time.RFC3339Nano)
 		}

@@ -19,19 +19,41 @@ const PeerMethodPrefix = "tpcd."
 // and peers use it.
 const PingMethod = "tpcd.ping"
 
-// Auth says which bearer tokens a Server requires. An empty token leaves its
-// methods open. Tokens travel in the "Authorization: Bearer <token>" header
-// and are compared in constant time.
+// Auth says which bearer tokens a Server requires. Tokens travel in the
+// "Authorization: Bearer <token>" header and are compared in constant time.
+//
+// The rules, in full:
+//   - client methods need ClientToken; with ClientToken empty they are open;
+//   - peer methods (PeerMethodPrefix) need PeerToken; with PeerToken empty
+//     they are open only while the client methods are open too, or when
+//     PeersWithoutToken says so. Peer methods run SQL and decide
+//     transactions, so they are never more open than the client methods: a
+//     server whose only token is a client token serves them to nobody;
+//   - PingMethod, the health check, answers any caller that may call
+//     anything.
+//
+// The zero value requires no token at all, for a node only its own machine
+// reaches (the caller decides when that is so).
 type Auth struct {
 	// ClientToken is required for client methods (those not starting with
 	// PeerMethodPrefix).
 	ClientToken string
 	// PeerToken is required for node-to-node methods (PeerMethodPrefix).
 	PeerToken string
+	// PeersWithoutToken opens the peer methods to callers without a token
+	// when PeerToken is empty although ClientToken is set: for a node whose
+	// callers prove themselves with a certificate (mutual TLS), or one an
+	// operator chose to run insecurely.
+	PeersWithoutToken bool
 }
 
 // Enabled reports whether any token is required.
 func (a Auth) Enabled() bool { return a.ClientToken != "" || a.PeerToken != "" }
+
+// peersOpen reports whether peer methods need no token.
+func (a Auth) peersOpen() bool {
+	return a.PeerToken == "" && (a.ClientToken == "" || a.PeersWithoutToken)
+}
 
 // Role is what a caller's token allows.
 type Role uint8
@@ -78,8 +100,15 @@ func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
-// authenticate works out what the request's token allows. reason says why
-// nothing is allowed, for the log; it never contains the token.
+// Authenticate works out what the token of r (or its absence) allows:
+// roles is empty when it allows nothing, and reason then says why, for the
+// log (it never contains the token). authenticated is set when r presented
+// a token the server requires. Servers other than Server (the metrics
+// listener) use it to accept the same callers.
+func (a Auth) Authenticate(r *http.Request) (roles Role, authenticated bool, reason string) {
+	return a.authenticate(r)
+}
+
 func (a Auth) authenticate(r *http.Request) (roles Role, authenticated bool, reason string) {
 	token, present := bearer(r.Header.Get("Authorization"))
 	if a.ClientToken == "" {
@@ -88,9 +117,9 @@ func (a Auth) authenticate(r *http.Request) (roles Role, authenticated bool, rea
 		roles |= RoleClient
 		authenticated = true
 	}
-	if a.PeerToken == "" {
+	if a.peersOpen() {
 		roles |= RolePeer
-	} else if present && tokenEqual(token, a.PeerToken) {
+	} else if a.PeerToken != "" && present && tokenEqual(token, a.PeerToken) {
 		roles |= RolePeer
 		authenticated = true
 	}

@@ -46,6 +46,13 @@
 // (mutual TLS). The Client sends its Token and speaks TLS when given a TLS
 // config. Handlers learn who called through CallerOf.
 //
+// Limits (conns.go, hostslots.go, strict.go): a Server keeps at most
+// MaxConns connections open, MaxConnsPerHost of one remote IP (a batch
+// stream is a connection), closing idle ones to make room; it runs at most
+// MaxConcurrencyPerHost handlers for one address; and it refuses input
+// that encoding/json or jrpc2 would quietly reinterpret (lone surrogate
+// escapes, keys given twice, field names in another case, null params).
+//
 // The wire format, limits and error codes are described in docs/WIRE.md,
 // security in docs/SECURITY.md.
 package rpc

@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // Standard JSON-RPC 2.0 error codes.
@@ -33,7 +34,7 @@ const (
 	CodeUnavailable  = -32003 // the node cannot serve the request right now (starting, recovering, shutting down, database down); retry later
 	CodeBadNode      = -32005 // the node id is out of range, or the message reached the wrong node or cluster
 	CodeAborted      = -32006 // the transaction has been aborted; the message says why
-	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions per client); the message names it
+	CodeLimit        = -32007 // a limit was reached (statements per transaction, open transactions in total or per client, connections); the message names it
 	CodeUnauthorized = -32008 // no valid token for this method (HTTP 401 without any valid token, 403 with a token for other methods)
 )
 
@@ -108,14 +109,28 @@ func IsTransport(err error) bool {
 }
 
 // DecodeParams decodes a handler's params into v strictly: params must be
-// present, unknown object fields are refused, values must match the Go
-// types, and nothing may follow the value. Any failure is an *Error with
+// present, not null and UTF-8, unknown object fields are refused (and so is a
+// field name that matches only when case is ignored, which encoding/json
+// would accept), no object may give a key twice, strings may not hold a
+// lone UTF-16 surrogate escape, values must match the Go types, and
+// nothing may follow the value. Any failure is an *Error with
 // CodeInvalidParams whose message names the offending field, so that a
 // caller typing requests by hand learns what to fix.
 func DecodeParams(raw json.RawMessage, v any) error {
 	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+	if len(trimmed) == 0 {
 		return Errorf(CodeInvalidParams, "missing params")
+	}
+	if bytes.Equal(trimmed, []byte("null")) {
+		return Errorf(CodeInvalidParams, "invalid params: params must be an object, not null")
+	}
+	// The server refuses such a body as a whole; a caller of its own
+	// (or a test) gets the same guarantee here.
+	if !utf8.Valid(trimmed) {
+		return Errorf(CodeInvalidParams, "invalid params: not valid UTF-8")
+	}
+	if err := checkParams(trimmed, reflect.TypeOf(v)); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
@@ -126,6 +141,21 @@ func DecodeParams(raw json.RawMessage, v any) error {
 		return Errorf(CodeInvalidParams, "invalid params: unexpected data after the params value")
 	}
 	return nil
+}
+
+// DecodeNoParams checks the params of a method that takes none: they must
+// be absent or an empty object. Positional params (an array, even an empty
+// one), null and members are refused with CodeInvalidParams, as
+// DecodeParams refuses them for methods that take params.
+func DecodeNoParams(raw json.RawMessage) error {
+	trimmed := bytes.TrimSpace(raw)
+	switch {
+	case len(trimmed) == 0:
+		return nil
+	case trimmed[0] == '[':
+		return Errorf(CodeInvalidParams, "invalid params: this method takes no params; send none or {}, not an array")
+	}
+	return DecodeParams(trimmed, &struct{}{})
 }
 
 // describeDecodeError rewrites encoding/json errors, which speak of Go types

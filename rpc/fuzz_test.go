@@ -26,10 +26,19 @@ func decodeInto[T any]() rpc.Handler {
 	}
 }
 
+// noParams is a handler of a method without params, as begin and nodes.
+func noParams(_ context.Context, raw json.RawMessage) (any, error) {
+	if err := rpc.DecodeNoParams(raw); err != nil {
+		return nil, err
+	}
+	return "ok", nil
+}
+
 // fuzzServer serves the node's param types under their method names.
 func fuzzServer() http.Handler {
 	return rpc.NewServer(rpc.ServerOptions{Methods: map[string]rpc.Handler{
-		api.MethodBegin:                   decodeInto[struct{}](),
+		api.MethodBegin:                   noParams,
+		api.MethodNodes:                   noParams,
 		api.MethodExec:                    decodeInto[api.ExecParams](),
 		api.MethodExecute:                 decodeInto[api.ExecuteParams](),
 		api.MethodCommit:                  decodeInto[api.TxParams](),

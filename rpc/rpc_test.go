@@ -656,22 +656,27 @@ func TestDecodeParams(t *testing.T) {
 		Name  string `json:"name"`
 		Inner inner  `json:"inner"`
 	}
-	cases := []struct {
-		raw     string
-		message string // "" means success
-	}{
+	runDecodeCases(t, func(raw json.RawMessage) error { var p params; return DecodeParams(raw, &p) }, []decodeCase{
 		{`{"name":"a","inner":{"n":1}}`, ""},
 		{` {"name":"a"} `, ""},
 		{``, "missing params"},
-		{`null`, "missing params"},
+		{`null`, "not null"},
 		{`{"inner":{"n":"1"}}`, `field "inner.n": expected an integer, got JSON string`},
 		{`{"inner":{"m":1}}`, `unknown field "m"`},
 		{`{"name":"a"} {"name":"b"}`, "unexpected data after the params value"},
 		{`{"name":`, "invalid params"},
-	}
+	})
+}
+
+// decodeCase is params and the message its decoding fails with ("" for
+// success).
+type decodeCase struct{ raw, message string }
+
+// runDecodeCases decodes each case's params and checks the outcome.
+func runDecodeCases(t *testing.T, decode func(json.RawMessage) error, cases []decodeCase) {
+	t.Helper()
 	for _, tc := range cases {
-		var p params
-		err := DecodeParams(json.RawMessage(tc.raw), &p)
+		err := decode(json.RawMessage(tc.raw))
 		if tc.message == "" {
 			if err != nil {
 				t.Fatalf("DecodeParams(%s): %v", tc.raw, err)

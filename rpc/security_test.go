@@ -155,6 +155,55 @@ func TestOpenRoleWithoutToken(t *testing.T) {
 	}
 }
 
+// TestClientTokenAloneClosesPeerMethods: a server whose only token is a
+// client token must not serve peer methods to callers without one (they
+// would run SQL through a node whose clients need a token); the client
+// token does not open them either. PeersWithoutToken is the explicit way
+// back to open peer methods.
+func TestClientTokenAloneClosesPeerMethods(t *testing.T) {
+	methods := newTestMethods().methods()
+	methods["tpcd.exec"] = func(context.Context, json.RawMessage) (any, error) { return "ran", nil }
+	methods[PingMethod] = func(context.Context, json.RawMessage) (any, error) { return "pong", nil }
+	peerCall := `{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{}}`
+	clientCall := `{"jsonrpc":"2.0","id":1,"method":"echo","params":{}}`
+	ping := `{"jsonrpc":"2.0","id":1,"method":"tpcd.ping","params":{}}`
+
+	_, ln := startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c"}})
+	url := "http://" + ln.Addr().String() + "/rpc"
+	for _, tc := range []struct {
+		name, auth, body string
+		status, code     int
+	}{
+		{"peer method, no token", "", peerCall, 401, CodeUnauthorized},
+		{"peer method, client token", "Bearer c", peerCall, 403, CodeUnauthorized},
+		{"client method, no token", "", clientCall, 401, CodeUnauthorized},
+		{"client method, client token", "Bearer c", clientCall, 200, 0},
+		{"ping, client token", "Bearer c", ping, 200, 0},
+		{"ping, no token", "", ping, 401, CodeUnauthorized},
+	} {
+		if s, c := rawPost(t, http.DefaultClient, url, tc.auth, tc.body); s != tc.status || c != tc.code {
+			t.Errorf("%s: HTTP %d code %d, want %d %d", tc.name, s, c, tc.status, tc.code)
+		}
+	}
+	// Over a batch stream, as peers call, the same.
+	stream := NewClient(ln.Addr().String(), ClientOptions{Token: "c", Stream: true})
+	defer stream.Close()
+	if err := stream.Call(context.Background(), "tpcd.exec", struct{}{}, nil); !IsCode(err, CodeUnauthorized) {
+		t.Errorf("peer method over a stream with the client token: %v, want code %d", err, CodeUnauthorized)
+	}
+
+	_, ln = startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: "c", PeersWithoutToken: true}})
+	url = "http://" + ln.Addr().String() + "/rpc"
+	if s, c := rawPost(t, http.DefaultClient, url, "", peerCall); s != 200 || c != 0 {
+		t.Errorf("PeersWithoutToken, peer method without token: HTTP %d code %d", s, c)
+	}
+	// Open peer methods make a caller without a token a peer, which may not
+	// call client methods: refused as a whole, as a wrong kind of token is.
+	if s, c := rawPost(t, http.DefaultClient, url, "", clientCall); s != 403 || c != CodeUnauthorized {
+		t.Errorf("PeersWithoutToken, client method without token: HTTP %d code %d", s, c)
+	}
+}
+
 func TestCallerReachesHandlers(t *testing.T) {
 	got := make(chan Caller, 1)
 	methods := map[string]Handler{"who": func(ctx context.Context, _ json.RawMessage) (any, error) {

@@ -67,6 +67,11 @@ type ServerOptions struct {
 	// further requests wait. Default 1024: handlers mostly wait on
 	// databases and peers, so the limit guards memory, not CPU.
 	MaxConcurrency int
+	// MaxConcurrencyPerHost bounds those of one remote IP address, so
+	// that one caller's waiting requests cannot take every slot; further
+	// requests of that address wait. Default a quarter of MaxConcurrency;
+	// negative: no bound but MaxConcurrency.
+	MaxConcurrencyPerHost int
 	// Inline names methods whose handlers return at once (they only hand
 	// their message to another goroutine). The entries of a batch that call
 	// them run one after another on the request's goroutine, in batch
@@ -86,6 +91,14 @@ type ServerOptions struct {
 	// http.Server; the defaults are the Default* constants.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	MaxHeaderBytes                         int
+	// MaxConns and MaxConnsPerHost bound the connections the server keeps
+	// open (HTTP connections and batch streams alike), in total and per
+	// remote IP address. A connection over a cap closes an idle one to
+	// make room (see connTracker); when none is idle it is refused:
+	// closed at once, or for a batch stream opened through Handler,
+	// answered 503 with CodeLimit. Defaults DefaultMaxConns and
+	// DefaultMaxConnsPerHost; negative: no cap.
+	MaxConns, MaxConnsPerHost int
 }
 
 // Server answers JSON-RPC requests over HTTP/1.1, h2c and batch streams
@@ -99,11 +112,15 @@ type Server struct {
 	inline  map[string]bool
 	auth    Auth
 	tls     bool
-	// slots bounds the handlers running at once.
-	slots chan struct{}
-	http  *http.Server
+	// slots bounds the handlers running at once, hostSlots those of one
+	// address.
+	slots     chan struct{}
+	hostSlots *hostSlots
+	http      *http.Server
 	// streams are the batch streams (stream.go) being served.
 	streams streams
+	// conns caps the open connections, streams included.
+	conns *connTracker
 
 	// handlerCtx is the parent of every handler's context; cancelling it
 	// tells handlers still running at the end of a Shutdown to give up.
@@ -139,8 +156,10 @@ func NewServer(opts ServerOptions) *Server {
 		concurrency = DefaultMaxConcurrency
 	}
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+	s.conns = newConnTracker(capOrDefault(opts.MaxConns, DefaultMaxConns), capOrDefault(opts.MaxConnsPerHost, DefaultMaxConnsPerHost), s.log)
 
 	s.slots = make(chan struct{}, concurrency)
+	s.hostSlots = newHostSlots(capOrDefault(opts.MaxConcurrencyPerHost, max(1, concurrency/4)))
 	for name, h := range opts.Methods {
 		if strings.HasPrefix(name, "rpc.") {
 			s.log.Warn("rpc: method name reserved by JSON-RPC, not served", "method", name)
@@ -175,6 +194,7 @@ func NewServer(opts ServerOptions) *Server {
 		WriteTimeout:      orDefault(opts.WriteTimeout, DefaultWriteTimeout),
 		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ConnState:         s.conns.connState,
 		// TLS handshake failures (a peer with a stranger's certificate,
 		// plain text on a TLS port) land here, one line each.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -192,6 +212,17 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+// capOrDefault reads a cap option: 0 is the default, negative none (0).
+func capOrDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
+
 // Handler returns the JSON-RPC endpoint as an http.Handler, for mounting on
 // a mux of the caller's (next to metrics or health checks). It answers at
 // whatever path it is mounted on; ServerOptions.Path applies to Serve only.
@@ -202,9 +233,11 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Serve accepts HTTP/1.1 and h2c connections on ln (TLS connections when
-// ServerOptions.TLS is set) and serves Path on them, batch streams
-// included, until Shutdown, after which it returns http.ErrServerClosed.
+// ServerOptions.TLS is set) within the connection caps and serves Path on
+// them, batch streams included, until Shutdown, after which it returns
+// http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = limitListener{Listener: ln, t: s.conns}
 	if s.tls {
 		return s.http.ServeTLS(ln, "", "")
 	}
@@ -321,6 +354,11 @@ func (s *Server) answer(ctx context.Context, roles Role, body []byte, watch func
 	if !utf8.Valid(body) {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not valid UTF-8"))
 	}
+	// The same holds for an escape of half a UTF-16 pair: valid JSON
+	// syntax, no character, and decoded as U+FFFD.
+	if at := loneSurrogate(body); at >= 0 {
+		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: %s at byte %d is a lone UTF-16 surrogate, not a character", body[at:at+6], at))
+	}
 	reqs, err := parseRequests(body)
 	if err != nil {
 		return http.StatusOK, errorBody(Errorf(CodeParseError, "parse error: request body is not a JSON object or array"))
@@ -404,6 +442,13 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 	case !ok:
 		rerr = Errorf(CodeMethodNotFound, "no method %q", req.Method)
 	default:
+		// The address's slot first: a caller waiting for its own holds
+		// none of the server's.
+		host := hostOf(callerAddr(ctx))
+		if !s.hostSlots.acquire(ctx, host) {
+			rerr = Errorf(CodeUnavailable, "server busy or shutting down")
+			break
+		}
 		select {
 		case s.slots <- struct{}{}:
 			result, rerr = s.call(ctx, req.Method, h, req.Params)
@@ -411,6 +456,7 @@ func (s *Server) dispatch(ctx context.Context, req *jrpc2.ParsedRequest) json.Ra
 		case <-ctx.Done():
 			rerr = Errorf(CodeUnavailable, "server busy or shutting down")
 		}
+		s.hostSlots.release(host)
 	}
 	if req.ID == "" && req.Error == nil {
 		return nil

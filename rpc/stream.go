@@ -288,15 +288,23 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 		writeError(w, http.StatusNotImplemented, Errorf(CodeInvalidRequest, "batch streams are not available here: %v", err))
 		return
 	}
+	// A connection that Serve accepted is counted already; one from a
+	// caller's server (Handler) is counted from here on.
+	if !s.conns.admit(conn) {
+		refuseHijacked(conn, http.StatusServiceUnavailable, Errorf(CodeLimit, "too many connections: the server's connection cap is reached and every connection is busy"))
+		return
+	}
 	st := &stream{conn: conn, br: brw.Reader}
 	if !s.streams.add(st) {
 		conn.Close()
+		s.conns.forget(conn)
 		return
 	}
 	// Closed before it counts as gone, so Shutdown never returns with a
 	// stream's connection still open.
 	defer func() {
 		conn.Close()
+		s.conns.forget(conn)
 		s.streams.remove(st)
 	}()
 	// Deadlines net/http set for the upgrade request would cut the stream.
@@ -312,16 +320,31 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	s.log.Debug("rpc: batch stream closed", "remote", r.RemoteAddr, "err", err)
 }
 
+// refuseHijacked answers an upgrade on a connection already taken from
+// net/http with a plain HTTP/1.1 error response, which a stream client
+// returns as the server's answer, and closes it.
+func refuseHijacked(conn net.Conn, status int, e *Error) {
+	body := errorBody(e)
+	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+	conn.Close()
+}
+
 func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error {
 	br := st.br
 	for {
 		if !s.streams.idle(st, s.http.IdleTimeout) {
 			return nil
 		}
+		// Between frames a stream is idle: the first to close when a
+		// new connection needs its place.
+		s.conns.setIdle(st.conn, true)
 		size, sum, err := readFrameHeader(br)
 		if err != nil {
 			return err
 		}
+		s.conns.setIdle(st.conn, false)
 		s.streams.busy(st)
 		// Also lifts shutdown's interruption if it came after the header.
 		st.conn.SetReadDeadline(time.Now().Add(s.http.ReadTimeout))

@@ -2,7 +2,6 @@ package statuspage
 
 import (
 	"bytes"
-	"context"
 	_ "embed"
 	"fmt"
 	"html/template"
@@ -43,8 +42,11 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	},
 }).Parse(pageSource))
 
-// Snapshotter returns the coordinator's current state.
-type Snapshotter func(context.Context) (node.CoordinatorSnapshot, error)
+// Snapshotter returns the coordinator's state as the node last took it
+// (node.Coordinator.LatestSnapshot). It is called on every page view, so it
+// must read memory only: a page that queried the coordinator's loop per
+// view let a flood of views slow every commit.
+type Snapshotter func() (node.CoordinatorSnapshot, error)
 
 // Options configure the page.
 type Options struct {
@@ -74,9 +76,7 @@ func Handler(snapshot Snapshotter, opts Options) http.Handler {
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		s, err := snapshot(ctx)
+		s, err := snapshot()
 		if err != nil {
 			opts.Logger.Warn("status page: snapshot failed", "err", err)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

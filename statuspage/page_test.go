@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,13 +95,28 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 		return true
 	})
 
+	// The page shows the snapshot the coordinator refreshes every second.
+	testcluster.Eventually(t, "all three transactions in the latest snapshot", func() bool {
+		s, err := c.Coord.LatestSnapshot()
+		if err != nil {
+			return false
+		}
+		inFlight := func(id engine.TxID) bool {
+			return slices.ContainsFunc(s.InFlight, func(tx engine.TxSummary) bool { return tx.TxID == id })
+		}
+		ended := func(id engine.TxID) bool {
+			return slices.ContainsFunc(s.Recent, func(tx engine.StatusReply) bool { return tx.TxID == id })
+		}
+		return ended(tx) && (ended(rolled) || inFlight(rolled)) && inFlight(open)
+	})
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := metrics.Serve(ln, metrics.ServerOptions{
 		Registry: metrics.NewRegistry(), Health: &metrics.Health{}, Logger: testcluster.Logger(t),
-		Page: statuspage.Handler(c.Coord.Snapshot, statuspage.Options{Refresh: 2 * time.Second}),
+		Page: statuspage.Handler(c.Coord.LatestSnapshot, statuspage.Options{Refresh: 2 * time.Second}),
 	})
 	defer srv.Close()
 	url := "http://" + ln.Addr().String() + "/"

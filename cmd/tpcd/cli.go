@@ -111,10 +111,18 @@ func checkURI(flag, uri string) error {
 	return nil
 }
 
-// waitForSignal blocks until ctx ends (SIGINT/SIGTERM) and says so.
-func waitForSignal(ctx context.Context, logger *slog.Logger) {
-	<-ctx.Done()
-	logger.Info("shutting down")
+// waitForSignal blocks until ctx ends (SIGINT/SIGTERM) and says so, or
+// until failed delivers why the node cannot go on (its own PostgreSQL was
+// given up on), which it returns.
+func waitForSignal(ctx context.Context, logger *slog.Logger, failed <-chan error) error {
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		return nil
+	case err := <-failed:
+		logger.Error("stopping: the node cannot serve without its PostgreSQL", "err", err)
+		return err
+	}
 }
 
 func stderrLogger(g *Globals) *slog.Logger { return g.Logger(os.Stderr) }

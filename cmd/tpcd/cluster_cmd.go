@@ -9,6 +9,7 @@ import (
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/localcluster"
+	"github.com/tpcd/tpcd/node"
 )
 
 // ClusterCmd runs a whole local cluster in one process.
@@ -63,7 +64,9 @@ func checkListenAddr(flag, addr string) error {
 // Run starts the cluster and waits for a signal.
 func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	obs, err := startObservability(c.MetricsAddr, logger, true)
+	// No token: the listener is for whoever runs the cluster on this machine,
+	// and a non-loopback address is warned about.
+	obs, err := startObservability(c.MetricsAddr, logger, true, node.Transport{})
 	if err != nil {
 		return err
 	}
@@ -92,8 +95,13 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	}
 	fmt.Printf("Connect with:  %s client --coordinator %s\n", selfCommand(), cl.CoordinatorAddr())
 	fmt.Println("Press Ctrl-C to stop.")
-	<-ctx.Done()
-	fmt.Fprintln(os.Stderr, "stopping...")
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "stopping...")
+	case err := <-cl.Failed():
+		fmt.Fprintf(os.Stderr, "stopping: %v\n", err)
+		return errors.Join(err, cl.Close())
+	}
 	if err := cl.Close(); err != nil {
 		return err
 	}

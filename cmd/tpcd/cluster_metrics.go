@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,10 +47,12 @@ func (o *observability) clusterUp(cl *localcluster.Cluster, logger *slog.Logger)
 		metrics.WatchParticipant(o.nodeRegisterer(api.ParticipantName(engine.NodeID(i))), p, logger)
 	}
 	o.coord.Store(coord)
-	o.health.SetReady(func(ctx context.Context) error {
-		errs := []error{nodeHealth(api.CoordinatorName, coord.CheckHealth(ctx))}
+	// Each node's latest health from memory: a probe costs no database
+	// round trip, as for a single node.
+	o.health.SetReady(func() error {
+		errs := []error{nodeHealth(api.CoordinatorName, coord.Health())}
 		for i, p := range parts {
-			errs = append(errs, nodeHealth(api.ParticipantName(engine.NodeID(i)), p.CheckHealth(ctx)))
+			errs = append(errs, nodeHealth(api.ParticipantName(engine.NodeID(i)), p.Health()))
 		}
 		return errors.Join(errs...)
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -24,7 +25,8 @@ type CoordinatorCmd struct {
 	PGBin       string   `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 	// Limits on what one client may ask for.
 	MaxStatements    int `help:"Most statements one transaction may have; more are refused (code -32007)." default:"10000"`
-	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold; a begin beyond is refused (code -32007). 0: no limit." default:"1000"`
+	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
+	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
 	ProtocolFlag  `embed:""`
 	SecurityFlags `embed:""`
@@ -63,8 +65,11 @@ func (c *CoordinatorCmd) Validate() error {
 	if c.Timeout.D() <= 0 {
 		return fmt.Errorf("--timeout must be more than 0 seconds")
 	}
-	if c.MaxStatements < 1 || c.MaxOpenPerClient < 0 {
-		return fmt.Errorf("--max-statements must be at least 1 and --max-open-per-client at least 0")
+	if c.MaxStatements < 1 || c.MaxOpen < 1 || c.MaxOpenPerClient < 0 {
+		return fmt.Errorf("--max-statements and --max-open must be at least 1, --max-open-per-client at least 0")
+	}
+	if c.MaxOpenPerClient > c.MaxOpen {
+		return fmt.Errorf("--max-open-per-client %d exceeds --max-open %d", c.MaxOpenPerClient, c.MaxOpen)
 	}
 	if err := c.SecurityFlags.validate(); err != nil {
 		return err
@@ -75,27 +80,33 @@ func (c *CoordinatorCmd) Validate() error {
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	transport, err := c.transport()
-	if err != nil {
-		return err
-	}
-	for _, w := range securityWarnings(c.Host, transport) {
-		logger.Warn(w)
-	}
-	obs, err := startObservability(c.MetricsAddr, logger, true)
-	if err != nil {
-		return err
-	}
-	defer obs.close()
-	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer dbs.Close()
+	// Listen first: whether peers must authenticate depends on the address
+	// bound, and a taken port should fail before any database starts.
 	ln, err := net.Listen("tcp", c.Host)
 	if err != nil {
 		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
 	}
+	// Once serving, the node closes ln itself; closing it again is harmless.
+	defer ln.Close()
+	transport, warnings, err := c.secure(c.Host, ln.Addr())
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		logger.Warn(w)
+	}
+	obs, err := startObservability(c.MetricsAddr, logger, true, transport)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+	observer := obs.coordinatorObserver()
+	pgObserver, _ := observer.(node.PostgresObserver)
+	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger, Observer: pgObserver})
+	if err != nil {
+		return err
+	}
+	defer dbs.Close()
 	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
 		Participants: c.Participant,
 		Log:          dbs.Log,
@@ -110,19 +121,19 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			Protocol:      c.protocol(),
 		},
 		Transport:        transport,
+		MaxOpen:          c.MaxOpen,
 		MaxOpenPerClient: c.MaxOpenPerClient,
-		Observer:         obs.coordinatorObserver(),
+		Observer:         observer,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	obs.coordinatorUp(coord, logger)
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
-	waitForSignal(ctx, logger)
-	return coord.Close()
+	err = waitForSignal(ctx, logger, dbs.Failed())
+	return errors.Join(err, coord.Close())
 }
 
 func (c *CoordinatorCmd) startsPostgres() bool { return c.LogDB == "" }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -21,7 +22,7 @@ type ParticipantCmd struct {
 	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
 	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
 	LazyPrepared     bool    `help:"Vote yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
-	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction." default:"100"`
+	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
 	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 
@@ -69,30 +70,36 @@ func (c *ParticipantCmd) Validate() error {
 // Run starts the participant and serves until SIGINT/SIGTERM.
 func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	transport, err := c.transport()
+	// Listen first: whether peers must authenticate depends on the address
+	// bound, and a taken port should fail before any database starts.
+	ln, err := net.Listen("tcp", c.Host)
+	if err != nil {
+		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+	}
+	// Once serving, the node closes ln itself; closing it again is harmless.
+	defer ln.Close()
+	transport, warnings, err := c.secure(c.Host, ln.Addr())
 	if err != nil {
 		return err
 	}
-	for _, w := range securityWarnings(c.Host, transport) {
+	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	obs, err := startObservability(c.MetricsAddr, logger, false)
+	obs, err := startObservability(c.MetricsAddr, logger, false, transport)
 	if err != nil {
 		return err
 	}
 	defer obs.close()
+	observer := obs.participantObserver()
+	pgObserver, _ := observer.(node.PostgresObserver)
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{
 		LogURI: c.LogDB, DataURI: c.DataDB, NeedData: true, StateDir: c.StateDir, PGBin: c.PGBin,
-		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger,
+		MaxConns: c.MaxConns, MaxPreparedTransactions: 2 * c.MaxConns, Logger: logger, Observer: pgObserver,
 	})
 	if err != nil {
 		return err
 	}
 	defer dbs.Close()
-	ln, err := net.Listen("tcp", c.Host)
-	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
-	}
 	p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{
 		ID:               engine.NodeID(*c.NodeID),
 		Coordinator:      c.Coordinator,
@@ -105,18 +112,19 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 			IdleTimeout:  c.IdleTimeout.D(),
 			LazyPrepared: c.LazyPrepared,
 		},
-		Transport: transport,
-		Observer:  obs.participantObserver(),
+		Transport:     transport,
+		Observer:      observer,
+		DatabasesDown: dbs.Down,
 	})
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	obs.participantUp(p, logger)
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
+		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))
-	waitForSignal(ctx, logger)
-	return p.Close()
+	err = waitForSignal(ctx, logger, dbs.Failed())
+	return errors.Join(err, p.Close())
 }
 
 func (c *ParticipantCmd) startsPostgres() bool { return c.LogDB == "" || c.DataDB == "" }

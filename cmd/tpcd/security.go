@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,14 +21,15 @@ import (
 // also reads TPCD_<NAME> (TPCD_AUTH_TOKEN, ...), which keeps secrets out of
 // the process list.
 type SecurityFlags struct {
-	AuthToken     string `name:"auth-token" help:"Shared secret required on every RPC (Authorization: Bearer). Prefer TPCD_AUTH_TOKEN or --auth-token-file: a flag shows in the process list." placeholder:"TOKEN"`
+	AuthToken     string `name:"auth-token" help:"Shared secret required on every RPC (Authorization: Bearer), for both clients and peers. Prefer TPCD_AUTH_TOKEN or --auth-token-file: a flag shows in the process list." placeholder:"TOKEN"`
 	AuthTokenFile string `name:"auth-token-file" help:"Read --auth-token from this file (surrounding whitespace dropped)." placeholder:"FILE" type:"path"`
-	ClientToken   string `name:"client-token" help:"Token for client methods (begin, exec, ...), instead of --auth-token." placeholder:"TOKEN"`
-	PeerToken     string `name:"peer-token" help:"Token for node-to-node methods (tpcd.*), instead of --auth-token; sent to peers too." placeholder:"TOKEN"`
-	TLSCert       string `name:"tls-cert" help:"Serve TLS with this PEM certificate (and call peers over TLS, presenting it as client certificate)." placeholder:"FILE" type:"path"`
+	ClientToken   string `name:"client-token" help:"Token for client methods (begin, exec, ...), instead of --auth-token. Alone it is refused: node-to-node methods need a peer token (or mutual TLS) too." placeholder:"TOKEN"`
+	PeerToken     string `name:"peer-token" help:"Token for node-to-node methods (tpcd.*), instead of --auth-token; sent to peers too. Required (or --auth-token, or mutual TLS) when --host is not a loopback address." placeholder:"TOKEN"`
+	TLSCert       string `name:"tls-cert" help:"Serve TLS with this PEM certificate (and call peers over TLS, presenting it as client certificate). The metrics listener serves TLS with it too." placeholder:"FILE" type:"path"`
 	TLSKey        string `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE" type:"path"`
 	TLSCA         string `name:"tls-ca" help:"PEM CA certificates: verify peers against them, and require callers to present a certificate they signed (mutual TLS)." placeholder:"FILE" type:"path"`
-	MetricsAddr   string `name:"metrics-addr" help:"Serve Prometheus /metrics, /healthz, /readyz (and on the coordinator the status page at /) on this HOST:PORT. Off by default; it has no authentication, so keep it on loopback or a private network." placeholder:"HOST:PORT"`
+	Insecure      bool   `help:"Serve node-to-node methods (tpcd.*) without a peer token or mutual TLS where that is refused: on an address that is not loopback, or beside a client token alone. Anyone who can reach the node can then run SQL and decide transactions through it; a warning says so at start."`
+	MetricsAddr   string `name:"metrics-addr" help:"Serve Prometheus /metrics, /healthz, /readyz (and on the coordinator the status page at /) on this HOST:PORT, with the RPC port's tokens and TLS. Off by default." placeholder:"HOST:PORT"`
 }
 
 // validate checks the flags without reading any file.
@@ -47,6 +47,23 @@ func (f *SecurityFlags) validate() error {
 		return checkAddr("metrics-addr", f.MetricsAddr)
 	}
 	return nil
+}
+
+// secure builds the RPC security of a node from the flags, applies the
+// peer rule (peerAccess) and lists what the operator should hear about at
+// start. host is --host as given, for messages; bound is the address the
+// node's listener bound, which decides whether it is loopback.
+func (f *SecurityFlags) secure(host string, bound net.Addr) (node.Transport, []string, error) {
+	t, err := f.transport()
+	if err != nil {
+		return node.Transport{}, nil, err
+	}
+	loopback := isLoopback(bound)
+	warnings, err := peerAccess(host, loopback, &t, f.TLSCA != "", f.Insecure)
+	if err != nil {
+		return node.Transport{}, nil, err
+	}
+	return t, append(warnings, securityWarnings(host, loopback, t, f.TLSCA != "")...), nil
 }
 
 // transport builds the node's RPC security from the flags.
@@ -81,15 +98,63 @@ func firstOf(a, b string) string {
 	return b
 }
 
-// securityWarnings lists what an operator should hear about at start: a
-// node reachable from other machines that anyone there may drive.
-func securityWarnings(addr string, t node.Transport) []string {
-	if isLoopback(addr) {
+// peerAccess applies the rule for node-to-node methods (tpcd.*), which run
+// SQL and decide transactions, to a node listening on addr:
+//
+//   - with a peer token or mutual TLS, peers prove who they are: served;
+//   - without either, on a loopback address and with no token at all:
+//     served to anyone on this machine, as the seed project's command
+//     lines on localhost need;
+//   - without either, on any other address, or beside a client token
+//     alone (whose callers must not reach the peer methods, and whose
+//     peers have no token to present): refused to start, unless insecure,
+//     which serves them without credentials and says so.
+//
+// It sets t.Auth.PeersWithoutToken where the peer methods are served
+// without a token although a client token is set.
+func peerAccess(addr string, loopback bool, t *node.Transport, mutualTLS, insecure bool) (warnings []string, err error) {
+	if t.Auth.PeerToken != "" || mutualTLS {
+		// Certificates prove peers; a client token alone must not close
+		// the peer methods to them.
+		t.Auth.PeersWithoutToken = t.Auth.PeerToken == "" && t.Auth.ClientToken != ""
+		if insecure {
+			warnings = append(warnings, "--insecure changes nothing: node-to-node methods are authenticated here by a peer token or mutual TLS")
+		}
+		return warnings, nil
+	}
+	clientOnly := t.Auth.ClientToken != ""
+	if loopback && !clientOnly {
+		if insecure {
+			warnings = append(warnings, fmt.Sprintf("--insecure changes nothing on %s: without any token a node on a loopback address serves node-to-node methods to this machine anyway", addr))
+		}
+		return warnings, nil
+	}
+	var why string
+	if clientOnly {
+		why = "the only token is a client token (--client-token)"
+	} else {
+		why = fmt.Sprintf("--host %s is not a loopback address", addr)
+	}
+	if !insecure {
+		return nil, fmt.Errorf("%s, and there is no peer token or mutual TLS: node-to-node methods (tpcd.*), which run SQL and decide transactions, "+
+			"would be served to anyone who can reach the node. Give a peer token (--peer-token, or --auth-token for clients and peers; "+
+			"or TPCD_PEER_TOKEN, TPCD_AUTH_TOKEN) to every node, or mutual TLS (--tls-cert, --tls-key, --tls-ca), or --insecure to serve them without credentials", why)
+	}
+	t.Auth.PeersWithoutToken = clientOnly
+	return []string{fmt.Sprintf("--insecure: %s, and node-to-node methods (tpcd.*) are served without a peer token or mutual TLS: "+
+		"anyone who can reach %s can run SQL and decide transactions through this node", why, addr)}, nil
+}
+
+// securityWarnings lists what else an operator should hear about at start:
+// a node reachable from other machines that any of them may drive as a
+// client, or whose traffic crosses the network in clear.
+func securityWarnings(addr string, loopback bool, t node.Transport, mutualTLS bool) []string {
+	if loopback {
 		return nil
 	}
 	var w []string
-	if !t.Auth.Enabled() {
-		w = append(w, fmt.Sprintf("listening on %s, which is not a loopback address, without any token: anyone who can reach it can run SQL through tpcd; set --auth-token (or TPCD_AUTH_TOKEN)", addr))
+	if t.Auth.ClientToken == "" && !mutualTLS {
+		w = append(w, fmt.Sprintf("listening on %s, which is not a loopback address, with no client token: anyone who can reach it can run SQL through tpcd; set --client-token or --auth-token (or TPCD_AUTH_TOKEN)", addr))
 	}
 	if t.ServerTLS == nil {
 		w = append(w, fmt.Sprintf("listening on %s without TLS: tokens and data cross the network in clear; set --tls-cert and --tls-key", addr))
@@ -97,17 +162,12 @@ func securityWarnings(addr string, t node.Transport) []string {
 	return w
 }
 
-// isLoopback reports whether HOST:PORT names only this machine.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// isLoopback reports whether a listener's address reaches only this
+// machine. It is the address bound, not the name given: "localhost:9990"
+// binds 127.0.0.1, while "0.0.0.0:9990" binds every interface.
+func isLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // observability is a node's metrics listener, started before recovery so
@@ -122,8 +182,9 @@ type observability struct {
 }
 
 // startObservability listens on --metrics-addr; it returns nil when the
-// flag is not set. withPage adds the coordinator's status page at /.
-func startObservability(addr string, logger *slog.Logger, withPage bool) (*observability, error) {
+// flag is not set. withPage adds the coordinator's status page at /. The
+// listener accepts the callers the RPC port accepts (t's tokens and TLS).
+func startObservability(addr string, logger *slog.Logger, withPage bool, t node.Transport) (*observability, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -131,19 +192,22 @@ func startObservability(addr string, logger *slog.Logger, withPage bool) (*obser
 	if err != nil {
 		return nil, fmt.Errorf("listen on --metrics-addr %s: %w", addr, err)
 	}
+	if !isLoopback(ln.Addr()) && !t.Auth.Enabled() && t.ServerTLS == nil {
+		logger.Warn(fmt.Sprintf("metrics listener on %s, which is not a loopback address, without a token or TLS: anyone who can reach it can read the node's metrics and status page", ln.Addr()))
+	}
 	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}, addr: ln.Addr().String()}
-	opts := metrics.ServerOptions{Registry: o.reg, Health: o.health, Logger: logger}
+	opts := metrics.ServerOptions{Registry: o.reg, Health: o.health, Logger: logger, Auth: t.Auth, TLS: t.ServerTLS}
 	if withPage {
-		opts.Page = statuspage.Handler(func(ctx context.Context) (node.CoordinatorSnapshot, error) {
+		opts.Page = statuspage.Handler(func() (node.CoordinatorSnapshot, error) {
 			c := o.coord.Load()
 			if c == nil {
 				return node.CoordinatorSnapshot{}, errors.New("the coordinator is still recovering its log")
 			}
-			return c.Snapshot(ctx)
+			return c.LatestSnapshot()
 		}, statuspage.Options{Logger: logger})
 	}
 	o.server = metrics.Serve(ln, opts)
-	logger.Info("metrics listener serving", "addr", ln.Addr().String(), "status_page", withPage)
+	logger.Info("metrics listener serving", "addr", ln.Addr().String(), "status_page", withPage, "tls", t.ServerTLS != nil, "auth", t.Auth.Enabled())
 	return o, nil
 }
 
@@ -176,7 +240,7 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 	}
 	metrics.WatchCoordinator(o.reg, c, logger)
 	o.coord.Store(c)
-	o.health.SetReady(c.CheckHealth)
+	o.health.SetReady(c.Health)
 }
 
 // participantUp wires the running participant's gauges and readiness.
@@ -185,5 +249,5 @@ func (o *observability) participantUp(p *node.Participant, logger *slog.Logger) 
 		return
 	}
 	metrics.WatchParticipant(o.reg, p, logger)
-	o.health.SetReady(p.CheckHealth)
+	o.health.SetReady(p.Health)
 }

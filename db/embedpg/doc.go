@@ -22,4 +22,12 @@
 // process group (so a terminal's Ctrl-C does not shut it down before its
 // owner is done with it) and asked to quit if that owner dies, so that a
 // crashed owner does not leave a server behind.
+//
+// A start first clears what an earlier server of the directory may have
+// left: it waits for a postmaster still exiting, kills backends that
+// outlived theirs, and removes lock files naming a pid that is no server
+// (see clearPrevious), which PostgreSQL alone mistakes for a running one.
+//
+// Supervise restarts a server that dies on its own, on the same port, and
+// gives up on one that keeps dying or cannot be restarted.
 package embedpg

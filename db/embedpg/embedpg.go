@@ -319,6 +319,9 @@ func (c *Cluster) prepare(cmd *exec.Cmd) {
 // startServer runs the postmaster on c.port and waits until it accepts
 // connections. It also returns where this run's output starts in the log.
 func (c *Cluster) startServer(ctx context.Context) (*server, int64, error) {
+	if err := c.clearPrevious(ctx); err != nil {
+		return nil, 0, err
+	}
 	logPath := c.LogFile()
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -452,6 +455,16 @@ func (c *Cluster) kill(s *server) error {
 // Port is the TCP port the server listens on at 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
+// PID is the postmaster's process id, 0 while the server is not running.
+func (c *Cluster) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srv == nil || c.srv.exited() {
+		return 0
+	}
+	return c.srv.pid
+}
+
 // Dir is the data directory.
 func (c *Cluster) Dir() string { return c.dir }
 
@@ -559,6 +572,11 @@ func (c *Cluster) Kill() error {
 func (c *Cluster) Restart(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.restartLocked(ctx)
+}
+
+// restartLocked is Restart with c.mu held.
+func (c *Cluster) restartLocked(ctx context.Context) error {
 	if c.removed {
 		return fmt.Errorf("restart postgres: temporary cluster %s was removed by Stop", c.dir)
 	}

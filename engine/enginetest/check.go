@@ -58,6 +58,10 @@ type Checker struct {
 	// statements are answered together, after an exec's that ran later).
 	transacting    map[TxKey]bool
 	transactedCall map[TxKey]bool
+	// committedBy finds the transaction that committed each write: the
+	// simulation's statements are unique, so a write committed by two
+	// transactions ran twice (a call repeated with its key must not).
+	committedBy map[string]TxKey
 }
 
 type earlyCommit struct {
@@ -88,6 +92,7 @@ func newChecker(c *Cluster) *Checker {
 		deciderSaidAbort: map[TxKey]bool{},
 		early:            map[TxKey][]earlyCommit{},
 		transacting:      map[TxKey]bool{},
+		committedBy:      map[string]TxKey{},
 		transactedCall:   map[TxKey]bool{},
 	}
 	for range c.cfg.Participants {
@@ -216,7 +221,7 @@ func (k *Checker) onResponse(r Response) {
 		if rep.TxID > k.reserved {
 			k.failf("begin answered tx %d before its id was reserved durably", rep.TxID)
 		}
-		if k.begun[rep.TxID] {
+		if k.begun[rep.TxID] && !rep.Repeated {
 			k.failf("tx id %d handed out twice", rep.TxID)
 		}
 		k.begun[rep.TxID] = true
@@ -227,9 +232,23 @@ func (k *Checker) onResponse(r Response) {
 		if rep.Node != r.Node {
 			k.failf("exec on %s answered from %s", r.Node, rep.Node)
 		}
+		key := k.current(rep.TxID)
 		if StatementWrites(r.SQL) && rep.Node >= 0 && int(rep.Node) < k.c.cfg.Participants {
-			w := k.okWritesOf(k.current(rep.TxID))
+			w := k.okWritesOf(key)
 			w[rep.Node] = append(w[rep.Node], r.SQL)
+		}
+		if r.Kind == "execute" {
+			// A batch commits with its closing execute, before that
+			// execute is answered (with the outcome), and several
+			// clients' executes share it in no order the checker knows.
+			k.transactedCall[key] = true
+			k.transacting[key] = rep.Outcome == nil
+			if rep.Outcome != nil {
+				k.checkEarly(key)
+			}
+		}
+		if rep.Outcome != nil {
+			k.told(key, *rep.Outcome, r.Kind)
 		}
 	case engine.OutcomeReply:
 		k.told(k.current(rep.TxID), rep.Outcome, r.Kind)
@@ -253,23 +272,36 @@ func (k *Checker) transacted(r Response, rep engine.TransactReply) {
 	}
 	committed := rep.Outcome != nil && *rep.Outcome == engine.OutcomeCommit
 	w := k.okWritesOf(key)
+	// A repeated call's statements are the first call's: heard of once
+	// (here, if the first call's answer was lost).
+	heard := rep.Repeated && k.transactedCall[key]
 	for i, s := range r.Stmts {
+		if heard {
+			break
+		}
 		ran := i < len(rep.Results) && rep.Results[i] != nil
 		if (ran || committed) && StatementWrites(s.SQL) && s.Node >= 0 && int(s.Node) < len(w) {
 			w[s.Node] = append(w[s.Node], s.SQL)
 		}
 	}
 	k.transactedCall[key] = true
+	k.checkEarly(key)
+	if rep.Outcome != nil {
+		k.told(key, *rep.Outcome, "transact")
+	}
+}
+
+// checkEarly checks the commits of key that came before the call that
+// ran them was answered, now that the client heard of its writes.
+func (k *Checker) checkEarly(key TxKey) {
+	w := k.okWritesOf(key)
 	for _, e := range k.early[key] {
 		if !k.sameWrites(key, e.writes, w[e.node]) {
-			k.failf("%s committed tx %s with writes %q, but the transact call that ran it was told of %q", e.node, key, e.writes, w[e.node])
+			k.failf("%s committed tx %s with writes %q, but the call that ran it was told of %q", e.node, key, e.writes, w[e.node])
 		}
 	}
 	delete(k.early, key)
 	delete(k.transacting, key)
-	if rep.Outcome != nil {
-		k.told(key, *rep.Outcome, "transact")
-	}
 }
 
 // sameWrites compares committed writes with those the client heard of, in
@@ -421,6 +453,13 @@ func (k *Checker) onCommit(n *Node, ch change) {
 	}
 	if c := n.db.commits[ch.key]; c > 1 {
 		k.failf("%s committed tx %s %d times", n.ID, ch.key, c)
+	}
+	for _, w := range ch.writes {
+		wk := ch.key.Cluster + "/" + w
+		if first, ok := k.committedBy[wk]; ok && first != ch.key {
+			k.failf("%s committed %q in tx %s, which tx %s committed already: a call ran twice", n.ID, w, ch.key, first)
+		}
+		k.committedBy[wk] = ch.key
 	}
 	if k.toldAbort[ch.key] {
 		k.failf("%s committed tx %s, but the client was told abort", n.ID, ch.key)

@@ -119,6 +119,8 @@ type Request struct {
 	SQL  string
 	// Stmts are a transact call's statements.
 	Stmts []engine.Statement
+	// Key is the call's idempotency key, if any.
+	Key string
 }
 
 // Response is what the client got for a request.
@@ -140,6 +142,12 @@ type Node struct {
 	coord   *engine.Coordinator
 	part    *engine.Participant
 	durable []engine.Event // every durable event, across incarnations
+	// durSeq numbers durable's events in the order they became durable
+	// (lastSeq the latest), so that a compaction deletes only events that
+	// were durable when it was scheduled: the same id may come back in a
+	// new cluster, as the node's compaction allows for.
+	durSeq  []uint64
+	lastSeq uint64
 	pending []engine.Event // appended in this incarnation, not yet durable
 	durLSN  engine.LSN     // highest durable LSN of this incarnation
 	held    []heldEffect
@@ -148,11 +156,18 @@ type Node struct {
 	ops     []engine.Data // issued data operations, in emission order
 	// compactions wait for CompactAfter.
 	compactions []compaction
+	// retained is the coordinator's store of ended transactions' outcomes
+	// by key (what its driver keeps beside the log, written with each
+	// durable coord.ended), and lookups the keys asked of it not yet
+	// answered (without AnswerAtOnce, answered at the next tick).
+	retained map[string]engine.KeyLookedUp
+	lookups  []string
 }
 
 type compaction struct {
-	tx engine.TxID
-	at engine.Instant
+	tx   engine.TxID
+	at   engine.Instant
+	upTo uint64
 }
 
 // Up reports whether the node is running.
@@ -306,7 +321,7 @@ func (c *Cluster) Crash(id engine.NodeID) error {
 	c.tracef("%s: crash: lost %d events not durable, %d held effects, %d data ops, open data txs %v",
 		id, len(n.pending), len(n.held), len(n.ops), lostOpen)
 	n.up = false
-	n.pending, n.held, n.ops, n.durLSN = nil, nil, nil, 0
+	n.pending, n.held, n.ops, n.durLSN, n.lookups = nil, nil, nil, 0, nil
 	if n.db != nil {
 		c.check.onChanges(n, n.db.crash(false))
 	}
@@ -352,8 +367,9 @@ func (c *Cluster) LoseLog(id engine.NodeID, newClusterID string) error {
 		return fmt.Errorf("%s is not a down node", id)
 	}
 	c.tracef("%s: log lost (%d durable events)", id, len(n.durable))
-	n.durable = nil
+	n.durable, n.durSeq = nil, nil
 	if n.coord != nil {
+		clear(n.retained)
 		c.cfg.ClusterID = newClusterID
 		n.coord = engine.NewCoordinator(c.cfg.Coordinator)
 		// The new cluster hands out ids from 1 again.
@@ -480,6 +496,12 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 		}
 		c.nextMsg++
 		c.net = append(c.net, Envelope{ID: c.nextMsg, sentAt: c.now, From: n.ID, To: engine.CoordinatorNode, Ask: true, fromInc: n.inc})
+	case engine.LookupKey:
+		if c.cfg.AnswerAtOnce {
+			c.answerLookup(n, e.Key)
+			return
+		}
+		n.lookups = append(n.lookups, e.Key)
 	case engine.Warning:
 		// Worth an operator's attention, and shown in traces; not a
 		// broken invariant.
@@ -516,10 +538,10 @@ func (c *Cluster) compactLater(n *Node, id engine.TxID) {
 		return
 	}
 	if c.cfg.CompactAfter == 0 {
-		c.compact(n, id)
+		c.compact(n, id, n.lastSeq)
 		return
 	}
-	n.compactions = append(n.compactions, compaction{tx: id, at: c.now.Add(c.cfg.CompactAfter)})
+	n.compactions = append(n.compactions, compaction{tx: id, at: c.now.Add(c.cfg.CompactAfter), upTo: n.lastSeq})
 }
 
 // compactDue runs the compactions whose time came.
@@ -527,7 +549,7 @@ func (c *Cluster) compactDue(n *Node) {
 	keep := n.compactions[:0]
 	for _, cp := range n.compactions {
 		if c.now >= cp.at {
-			c.compact(n, cp.tx)
+			c.compact(n, cp.tx, cp.upTo)
 		} else {
 			keep = append(keep, cp)
 		}
@@ -535,11 +557,16 @@ func (c *Cluster) compactDue(n *Node) {
 	n.compactions = keep
 }
 
-func (c *Cluster) compact(n *Node, id engine.TxID) {
-	n.durable = slices.DeleteFunc(n.durable, func(e engine.Event) bool {
+func (c *Cluster) compact(n *Node, id engine.TxID, upTo uint64) {
+	keep, keepSeq := n.durable[:0], n.durSeq[:0]
+	for i, e := range n.durable {
 		_, violation := e.(engine.PartViolation)
-		return e.Tx() == id && !violation
-	})
+		if e.Tx() == id && !violation && n.durSeq[i] <= upTo {
+			continue
+		}
+		keep, keepSeq = append(keep, e), append(keepSeq, n.durSeq[i])
+	}
+	n.durable, n.durSeq = keep, keepSeq
 }
 
 // Persist makes a node's appended events durable up to lsn (all of them when
@@ -561,6 +588,10 @@ func (c *Cluster) Persist(id engine.NodeID, lsn engine.LSN) error {
 	}
 	evs := n.pending[:k]
 	n.durable = append(n.durable, evs...)
+	for range evs {
+		n.lastSeq++
+		n.durSeq = append(n.durSeq, n.lastSeq)
+	}
 	n.pending = slices.Clone(n.pending[k:])
 	n.durLSN += engine.LSN(k)
 	if k > 0 {
@@ -568,6 +599,14 @@ func (c *Cluster) Persist(id engine.NodeID, lsn engine.LSN) error {
 	}
 	c.check.onDurable(n, evs)
 	for _, e := range evs {
+		if end, ok := e.(engine.CoordEnded); ok {
+			for _, k := range end.Keys {
+				if n.retained == nil {
+					n.retained = map[string]engine.KeyLookedUp{}
+				}
+				n.retained[k] = engine.KeyLookedUp{Key: k, Found: true, TxID: end.TxID, Outcome: end.Outcome, Reason: end.Reason}
+			}
+		}
 		switch e.(type) {
 		case engine.CoordEnded, engine.PartAborted:
 			// What a node's compaction keys on besides Forget.
@@ -588,8 +627,34 @@ func (c *Cluster) Tick(id engine.NodeID) error {
 		return fmt.Errorf("%s is not up", id)
 	}
 	c.compactDue(n)
+	lookups := n.lookups
+	n.lookups = nil
+	for _, k := range lookups {
+		c.answerLookup(n, k)
+	}
+	if !n.up {
+		return nil
+	}
 	c.stepNode(n, engine.Tick{Now: c.now})
 	return nil
+}
+
+// answerLookup answers a LookupKey from the coordinator's retained store.
+func (c *Cluster) answerLookup(n *Node, key string) {
+	a, ok := n.retained[key]
+	if !ok {
+		a = engine.KeyLookedUp{Key: key}
+	}
+	a.Now = c.now
+	c.tracef("%s: key %q looked up: %s", n.ID, key, describeLookup(a))
+	c.stepNode(n, a)
+}
+
+func describeLookup(a engine.KeyLookedUp) string {
+	if !a.Found {
+		return "not found"
+	}
+	return fmt.Sprintf("tx=%d %s", a.TxID, a.Outcome)
 }
 
 // answer is what the coordinator says when asked who it is.
@@ -801,10 +866,12 @@ func describeDone(d engine.DataDone) string {
 // Client calls. Each returns the request id; the answer arrives through
 // Config.OnResponse when the coordinator's Respond effect is released.
 
-// Begin starts an explicit transaction.
-func (c *Cluster) Begin() engine.ReqID {
+// Begin starts an explicit transaction, with an idempotency key unless
+// key is empty.
+func (c *Cluster) Begin(key string) engine.ReqID {
 	r := c.newReq("begin", 0, 0, "")
-	return c.request(r, engine.ClientBegin{Now: c.now, Req: r.Req})
+	r.Key = key
+	return c.request(r, engine.ClientBegin{Now: c.now, Req: r.Req, Key: key})
 }
 
 // Exec runs a statement of an explicit transaction on a participant.
@@ -825,24 +892,27 @@ func (c *Cluster) Rollback(tx engine.TxID) engine.ReqID {
 	return c.request(r, engine.ClientRollback{Now: c.now, Req: r.Req, TxID: tx})
 }
 
-// Status asks where a transaction stands.
-func (c *Cluster) Status(tx engine.TxID) engine.ReqID {
+// Status asks where a transaction stands, by id or, with tx 0, by key.
+func (c *Cluster) Status(tx engine.TxID, key string) engine.ReqID {
 	r := c.newReq("status", tx, 0, "")
-	return c.request(r, engine.ClientStatus{Now: c.now, Req: r.Req, TxID: tx})
+	r.Key = key
+	return c.request(r, engine.ClientStatus{Now: c.now, Req: r.Req, TxID: tx, Key: key})
 }
 
-// Transact runs statements (each "pN:sql") in one call, committing when
-// commit is set; tx 0 begins a transaction.
-func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool) engine.ReqID {
+// Transact runs statements in one call, committing when commit is set; tx
+// 0 begins a transaction, named by key unless it is empty.
+func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool, key string) engine.ReqID {
 	r := c.newReq("transact", tx, 0, "")
-	r.Stmts = stmts
-	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit})
+	r.Stmts, r.Key = stmts, key
+	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit, Key: key})
 }
 
-// Execute is the seed form: a statement that joins the current batch.
-func (c *Cluster) Execute(node engine.NodeID, sql string) engine.ReqID {
+// Execute is the seed form: a statement that joins the current batch,
+// named by key unless it is empty.
+func (c *Cluster) Execute(node engine.NodeID, sql string, key string) engine.ReqID {
 	r := c.newReq("execute", 0, node, sql)
-	return c.request(r, engine.ClientExecute{Now: c.now, Req: r.Req, Node: node, SQL: sql})
+	r.Key = key
+	return c.request(r, engine.ClientExecute{Now: c.now, Req: r.Req, Node: node, SQL: sql, Key: key})
 }
 
 func (c *Cluster) newReq(kind string, tx engine.TxID, node engine.NodeID, sql string) Request {
@@ -861,6 +931,9 @@ func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
 		}
 		for _, st := range r.Stmts {
 			s += fmt.Sprintf(" %s:%q", st.Node, st.SQL)
+		}
+		if r.Key != "" {
+			s += fmt.Sprintf(" key=%q", r.Key)
 		}
 		c.tracef("%s", s)
 	}

@@ -123,15 +123,19 @@ type sim struct {
 	reqs     map[engine.ReqID]int // request -> session
 	known    []engine.TxID
 	sqlSeq   int
+	keySeq   int
+	keys     []string // given to calls, for status by key
 	replaced int
 	stats    SimStats
 }
 
 // session is one client connection: at most one explicit transaction and,
-// usually, one request at a time.
+// usually, one request at a time. retry is a keyed call whose answer was
+// lost, which the client may send again with the same key.
 type session struct {
 	tx      engine.TxID
 	waiting int
+	retry   *Request
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -150,6 +154,10 @@ func (s *sim) onResponse(r Response) {
 	ss.waiting--
 	if r.Lost {
 		ss.tx = 0
+		if r.Key != "" && (r.Kind == "transact" || r.Kind == "execute") {
+			lost := r.Request
+			ss.retry = &lost
+		}
 		return
 	}
 	switch rep := r.Reply.(type) {
@@ -159,6 +167,9 @@ func (s *sim) onResponse(r Response) {
 	case engine.ExecReply:
 		if r.Kind == "execute" && !slices.Contains(s.known, rep.TxID) {
 			s.known = append(s.known, rep.TxID)
+		}
+		if rep.Outcome != nil && *rep.Outcome == engine.OutcomeCommit {
+			s.stats.Committed++
 		}
 		if r.Kind == "exec" && ss.tx == 0 && !slices.Contains(s.known, rep.TxID) {
 			// An exec without a transaction began this one.
@@ -373,16 +384,14 @@ func (s *sim) crash(up []engine.NodeID) {
 // to decide it, which tpcd cannot fix and refuses to guess at.
 func (s *sim) nothingToDecide() bool {
 	for _, env := range s.c.net {
-		switch m := env.Msg.(type) {
-		case engine.PrepareRequest, engine.CommitBranchRequest:
+		if mayDecide(env.Msg) {
 			return false
-		case engine.ExecRequest:
-			if m.Then != engine.ThenNothing {
-				return false
-			}
 		}
 	}
 	for _, n := range s.c.parts {
+		if slices.ContainsFunc(n.part.Held(), mayDecide) {
+			return false
+		}
 		if len(n.db.PreparedGIDs()) > 0 || len(n.db.Markers()) > 0 {
 			return false
 		}
@@ -405,6 +414,18 @@ func (s *sim) nothingToDecide() bool {
 	return true
 }
 
+// mayDecide reports whether a coordinator message may prepare or commit a
+// branch.
+func mayDecide(m engine.Message) bool {
+	switch m := m.(type) {
+	case engine.PrepareRequest, engine.CommitBranchRequest:
+		return true
+	case engine.ExecRequest:
+		return m.Then != engine.ThenNothing
+	}
+	return false
+}
+
 // decides reports whether a data operation may prepare or commit a branch.
 func decides(d engine.Data) bool {
 	return d.Op == engine.DataPrepare || d.Op == engine.DataCommitBranch || d.Then != 0
@@ -417,10 +438,27 @@ func (s *sim) replaceCoordinator() {
 	s.stats.Replaced++
 	s.replaced++
 	_ = s.c.LoseLog(engine.CoordinatorNode, fmt.Sprintf("%s-%d", s.c.cfg.ClusterID, s.replaced))
+	// Keys live in the coordinator's log: a new cluster knows none, so a
+	// call repeated now would run again (its clients are told so).
+	for i := range s.sessions {
+		s.sessions[i].retry = nil
+	}
+	s.keys = nil
 }
 
 func (s *sim) restart(down []engine.NodeID) {
 	_ = s.c.Start(pick(s.rng, down))
+}
+
+// key gives half the calls an idempotency key.
+func (s *sim) key() string {
+	if s.chance(0.5) {
+		return ""
+	}
+	s.keySeq++
+	k := fmt.Sprintf("k%d", s.keySeq)
+	s.keys = append(s.keys, k)
+	return k
 }
 
 func (s *sim) sql() string {
@@ -457,18 +495,29 @@ func (s *sim) client() {
 	ss.waiting++
 	r := s.rng.Float64()
 	switch {
+	case ss.tx == 0 && ss.retry != nil && s.chance(0.5):
+		// The same call again, with the same key: it must not run twice.
+		again := ss.retry
+		ss.retry = nil
+		if again.Kind == "transact" {
+			s.c.Transact(0, again.Stmts, true, again.Key)
+		} else {
+			s.c.Execute(again.Node, again.SQL, again.Key)
+		}
 	case ss.tx == 0 && r < 0.3:
-		s.c.Begin()
+		s.c.Begin(s.key())
 	case ss.tx == 0 && r < 0.45:
 		// Begin with the first statement.
 		s.c.Exec(0, node, s.sql())
 	case ss.tx == 0 && r < 0.65:
 		// A whole transaction in one call, committed (mostly) with it.
-		s.c.Transact(0, s.stmts(), s.chance(0.9))
+		s.c.Transact(0, s.stmts(), s.chance(0.9), s.key())
 	case ss.tx == 0 && r < 0.9:
-		s.c.Execute(node, s.sql())
-	case ss.tx == 0 && r < 0.93 && len(s.known) > 0:
-		s.c.Status(pick(s.rng, s.known))
+		s.c.Execute(node, s.sql(), s.key())
+	case ss.tx == 0 && r < 0.92 && len(s.known) > 0:
+		s.c.Status(pick(s.rng, s.known), "")
+	case ss.tx == 0 && r < 0.93 && len(s.keys) > 0:
+		s.c.Status(0, pick(s.rng, s.keys))
 	case ss.tx == 0 && r < 0.96 && len(s.known) > 0:
 		// A confused client: a statement for an old transaction, or for
 		// a node that does not exist.
@@ -482,13 +531,13 @@ func (s *sim) client() {
 	case r < 0.55:
 		s.c.Exec(ss.tx, node, s.sql())
 	case r < 0.6:
-		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5))
+		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5), "")
 	case r < 0.8:
 		s.c.Commit(ss.tx)
 	case r < 0.87:
 		s.c.Rollback(ss.tx)
 	case r < 0.92:
-		s.c.Status(ss.tx)
+		s.c.Status(ss.tx, "")
 	default:
 		// The client walks away; the coordinator's idle timeout cleans up.
 		delete(s.reqs, next)

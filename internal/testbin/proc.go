@@ -18,21 +18,26 @@ import (
 // to the test log if the test fails; the process is killed when the test
 // ends, if it still runs.
 type Proc struct {
-	Cmd  *exec.Cmd
-	Out  *SyncBuffer
-	done chan error
+	Cmd    *exec.Cmd
+	Out    *SyncBuffer
+	done   chan error
+	exited chan struct{}
 }
 
 // Start runs bin with args and env added to this process's environment.
 func Start(t testing.TB, bin string, env []string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(bin, args...), Out: &SyncBuffer{}, done: make(chan error, 1)}
+	p := &Proc{Cmd: exec.Command(bin, args...), Out: &SyncBuffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Out
 	p.Cmd.Env = append(os.Environ(), env...)
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- p.Cmd.Wait() }()
+	go func() {
+		err := p.Cmd.Wait()
+		close(p.exited)
+		p.done <- err
+	}()
 	t.Cleanup(func() {
 		p.Cmd.Process.Kill()
 		if t.Failed() {
@@ -41,6 +46,10 @@ func Start(t testing.TB, bin string, env []string, args ...string) *Proc {
 	})
 	return p
 }
+
+// Exited is closed once the process has ended, on its own or not;
+// Cmd.ProcessState tells how.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
 
 // Stop sends SIGTERM and waits up to a minute for a clean exit, reporting
 // anything else as a test error.

@@ -1,9 +1,10 @@
 // Package memlog is an event log held in memory, for tests of code that
 // writes a log, package node's loop first of all. It keeps the contract of
-// logstore.Store (seqs increase across the whole log in append order, a
-// failed append writes nothing, DeleteTxs spares violations and the later
-// events of a reused id) and adds what a database cannot offer a test: the
-// test decides when each append completes and whether it fails.
+// logstore.Store (one row per append, seqs increasing across the whole log
+// in append order, a failed append writes nothing, Compact spares rows with
+// node-level events or violations) and adds what a database cannot
+// offer a test: the test decides when each append completes and whether it
+// fails.
 //
 // By default an append is written at once. After Hold, every append waits
 // as a HeldAppend on the Held channel until the test releases or fails it,

@@ -18,22 +18,23 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-func rec(node string, tx uint64, kind, name string) logstore.Record {
-	return logstore.Record{Node: node, Tx: tx, Kind: kind, Payload: fmt.Appendf(nil, `{"name":%q}`, name)}
+// entry is an event of tx named name, shaped like an envelope.
+func entry(tx uint64, kind, name string) logstore.Entry {
+	return logstore.Entry{Tx: tx, Event: fmt.Appendf(nil, `{"type":%q,"data":{"tx":%d,"name":%q}}`, kind, tx, name)}
 }
 
 // appendAsync runs Append on its own goroutine; the channel yields its
 // result.
 type appendResult struct {
-	seqs []int64
-	err  error
+	seq int64
+	err error
 }
 
-func appendAsync(ctx context.Context, l *Log, recs []logstore.Record) <-chan appendResult {
+func appendAsync(ctx context.Context, l *Log, entries []logstore.Entry) <-chan appendResult {
 	ch := make(chan appendResult, 1)
 	go func() {
-		seqs, err := l.Append(ctx, recs)
-		ch <- appendResult{seqs, err}
+		seq, err := l.Append(ctx, "n", entries)
+		ch <- appendResult{seq, err}
 	}()
 	return ch
 }
@@ -55,17 +56,17 @@ func count(t *testing.T, l *Log, node string) int64 {
 	if err != nil {
 		t.Fatalf("Count: %v", err)
 	}
-	return n
+	return n.Events
 }
 
 func TestHeldAppendWaitsForRelease(t *testing.T) {
 	l := New()
 	l.Hold()
-	recs := []logstore.Record{rec("n", 1, "K", "a"), rec("n", 2, "K", "b")}
-	res := appendAsync(t.Context(), l, recs)
+	entries := []logstore.Entry{entry(1, "K", "a"), entry(2, "K", "b")}
+	res := appendAsync(t.Context(), l, entries)
 	h := nextHeld(t, l)
-	if len(h.Records) != 2 || string(h.Records[1].Payload) != `{"name":"b"}` {
-		t.Fatalf("held records = %v, want the two appended", h.Records)
+	if h.Node != "n" || len(h.Entries) != 2 || string(h.Entries[1].Event) != string(entries[1].Event) {
+		t.Fatalf("held append = %s %v, want the two events appended to n", h.Node, h.Entries)
 	}
 	select {
 	case r := <-res:
@@ -75,10 +76,10 @@ func TestHeldAppendWaitsForRelease(t *testing.T) {
 	if n := count(t, l, "n"); n != 0 {
 		t.Fatalf("%d events written before release", n)
 	}
-	seqs := h.Release()
+	seq := h.Release()
 	r := <-res
-	if r.err != nil || !slices.Equal(r.seqs, seqs) || !slices.Equal(seqs, []int64{1, 2}) {
-		t.Fatalf("Append = %v, %v; Release = %v; want seqs 1 and 2 from both", r.seqs, r.err, seqs)
+	if r.err != nil || r.seq != seq || seq != 1 {
+		t.Fatalf("Append = %v, %v; Release = %v; want seq 1 from both", r.seq, r.err, seq)
 	}
 	if n := count(t, l, "n"); n != 2 {
 		t.Fatalf("%d events written after release, want 2", n)
@@ -89,18 +90,18 @@ func TestFailedAppendWritesNothing(t *testing.T) {
 	l := New()
 	l.Hold()
 	down := errors.New("log down")
-	res := appendAsync(t.Context(), l, []logstore.Record{rec("n", 1, "K", "a")})
+	res := appendAsync(t.Context(), l, []logstore.Entry{entry(1, "K", "a")})
 	nextHeld(t, l).Fail(down)
-	if r := <-res; !errors.Is(r.err, down) || r.seqs != nil {
-		t.Fatalf("failed Append = %v, %v; want the test's error", r.seqs, r.err)
+	if r := <-res; !errors.Is(r.err, down) || r.seq != 0 {
+		t.Fatalf("failed Append = %v, %v; want the test's error", r.seq, r.err)
 	}
 	if n := count(t, l, "n"); n != 0 {
 		t.Fatalf("a failed append wrote %d events", n)
 	}
 	l.Pass()
-	seqs, err := l.Append(t.Context(), []logstore.Record{rec("n", 1, "K", "a")})
-	if err != nil || len(seqs) != 1 {
-		t.Fatalf("Append after Pass = %v, %v", seqs, err)
+	seq, err := l.Append(t.Context(), "n", []logstore.Entry{entry(1, "K", "a")})
+	if err != nil || seq == 0 {
+		t.Fatalf("Append after Pass = %v, %v", seq, err)
 	}
 }
 
@@ -108,14 +109,14 @@ func TestAbandonedAppendWritesNothing(t *testing.T) {
 	l := New()
 	l.Hold()
 	ctx, cancel := context.WithCancel(t.Context())
-	res := appendAsync(ctx, l, []logstore.Record{rec("n", 1, "K", "a")})
+	res := appendAsync(ctx, l, []logstore.Entry{entry(1, "K", "a")})
 	h := nextHeld(t, l)
 	cancel()
 	if r := <-res; !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("Append whose context ended = %v, %v", r.seqs, r.err)
+		t.Fatalf("Append whose context ended = %v, %v", r.seq, r.err)
 	}
-	if seqs := h.Release(); seqs != nil {
-		t.Fatalf("Release of an abandoned append wrote seqs %v", seqs)
+	if seq := h.Release(); seq != 0 {
+		t.Fatalf("Release of an abandoned append wrote seq %v", seq)
 	}
 	if n := count(t, l, "n"); n != 0 {
 		t.Fatalf("an abandoned append wrote %d events", n)
@@ -124,54 +125,82 @@ func TestAbandonedAppendWritesNothing(t *testing.T) {
 
 // eventLog is what the transcript exercises, in both logs.
 type eventLog interface {
-	Append(ctx context.Context, recs []logstore.Record) ([]int64, error)
+	Append(ctx context.Context, node string, entries []logstore.Entry) (int64, error)
+	Last(ctx context.Context, node string) (int64, int, error)
 	Scan(ctx context.Context, node string, fn func(logstore.Record) error) error
-	DeleteTxs(ctx context.Context, node string, ended []logstore.Ended) (int64, error)
-	Count(ctx context.Context, node string) (int64, error)
+	TxRows(ctx context.Context, node string, tx uint64) ([]logstore.Record, error)
+	Compact(ctx context.Context, node string, drop []int64, cuts []logstore.Cut) (int64, int64, error)
+	Count(ctx context.Context, node string) (logstore.Size, error)
 }
+
+func cut(seq int64, tx uint64) logstore.Cut { return logstore.Cut{Seq: seq, Tx: tx} }
 
 // transcript runs one script on lg and describes what it saw. Seqs appear
 // as their rank among the seqs appended, since a database may skip values
-// (a rejected batch still draws from the identity).
+// (a rejected append still draws from the identity).
 func transcript(t *testing.T, lg eventLog) []string {
 	ctx := t.Context()
 	var out []string
 	var all []int64
-	add := func(recs ...logstore.Record) []int64 {
-		seqs, err := lg.Append(ctx, recs)
+	add := func(node string, entries ...logstore.Entry) int64 {
+		seq, err := lg.Append(ctx, node, entries)
 		if err != nil {
 			t.Fatalf("Append: %v", err)
 		}
-		out = append(out, fmt.Sprintf("append %d: %d seqs, increasing %t", len(recs), len(seqs), slices.IsSorted(seqs) && len(slices.Compact(slices.Clone(seqs))) == len(seqs)))
-		all = append(all, seqs...)
-		return seqs
+		out = append(out, fmt.Sprintf("append %d to %s: increasing %t", len(entries), node, len(all) == 0 || seq > all[len(all)-1]))
+		all = append(all, seq)
+		return seq
 	}
 	rank := func(seq int64) int { return slices.Index(all, seq) }
+	describe := func(r logstore.Record) string {
+		return fmt.Sprintf("  #%d.%d %s tx %d %s", rank(r.Seq), r.Index, r.Node, r.Tx, canonical(t, r.Payload))
+	}
 
-	first := add(rec("a", 1, "K", "a1"), rec("b", 1, "K", "b1"), rec("a", 2, "K", "a2"),
-		rec("a", 1, "part.violation", "v1"), rec("a", 1, "K", "a1b"))
-	for _, bad := range [][]logstore.Record{
-		{rec("a", 9, "K", "fine"), {Node: "a", Tx: 9, Kind: "K"}},
-		{{Node: "a", Tx: 9, Kind: "K", Payload: []byte("not json")}},
-		{{Node: "a", Tx: 1 << 63, Kind: "K", Payload: []byte("{}")}},
+	first := add("a", entry(1, "K", "a1"), entry(2, "K", "a2"), entry(1, "K", "a1b"))
+	add("b", entry(1, "K", "b1"))
+	violation := add("a", entry(1, "part.violation", "v1"), entry(3, "K", "a3"))
+	node := add("a", entry(0, "coord.txids_reserved", "r"), entry(3, "K", "a3b"))
+	for _, bad := range [][]logstore.Entry{
+		{entry(9, "K", "fine"), {Tx: 9}},
+		{{Tx: 9, Event: []byte("not json")}},
+		{{Tx: 9, Event: []byte("{}, {}")}},
+		{{Tx: 1 << 63, Event: []byte("{}")}},
 	} {
-		_, err := lg.Append(ctx, bad)
+		_, err := lg.Append(ctx, "a", bad)
 		out = append(out, fmt.Sprintf("bad append of %d: rejected %t", len(bad), err != nil))
 	}
-	second := add(rec("a", 3, "K", "a3"), rec("a", 1, "K", "a1-later"))
-	for _, ended := range [][]logstore.Ended{
-		{{Tx: 1, UpToSeq: first[4]}, {Tx: 3, UpToSeq: second[0]}, {Tx: 1 << 63, UpToSeq: second[1]}},
-		{{Tx: 2, UpToSeq: first[2] - 1}},
-		nil,
+	if seq, err := lg.Append(ctx, "a", nil); seq != 0 || err != nil {
+		t.Fatalf("Append of nothing = %d, %v", seq, err)
+	}
+	later := add("a", entry(2, "K", "a2-later"))
+	for _, node := range []string{"a", "b", "nobody"} {
+		seq, n, err := lg.Last(ctx, node)
+		out = append(out, fmt.Sprintf("last of %s: #%d, %d events, error %t", node, rank(seq), n, err != nil))
+	}
+	for _, tx := range []uint64{1, 3, 7} {
+		recs, err := lg.TxRows(ctx, "a", tx)
+		out = append(out, fmt.Sprintf("rows of tx %d: %d events, error %t", tx, len(recs), err != nil))
+		for _, r := range recs {
+			out = append(out, describe(r))
+		}
+	}
+	for _, c := range []struct {
+		drop []int64
+		cuts []logstore.Cut
+	}{
+		{drop: []int64{violation, node, all[1]}},
+		{cuts: []logstore.Cut{cut(first, 1), cut(violation, 1), cut(violation, 3), cut(node, 3), cut(later, 2), cut(all[1], 1), cut(first, 1<<63)}},
+		{drop: []int64{first, later}, cuts: []logstore.Cut{cut(first, 2)}},
+		{},
 	} {
-		n, err := lg.DeleteTxs(ctx, "a", ended)
-		out = append(out, fmt.Sprintf("delete %d txs: %d events, error %t", len(ended), n, err != nil))
+		d, tr, err := lg.Compact(ctx, "a", c.drop, c.cuts)
+		out = append(out, fmt.Sprintf("compact %d rows, %d cuts: %d deleted, %d trimmed, error %t", len(c.drop), len(c.cuts), d, tr, err != nil))
 	}
 	for _, node := range []string{"a", "b", "nobody"} {
-		n, err := lg.Count(ctx, node)
-		out = append(out, fmt.Sprintf("count %s: %d, error %t", node, n, err != nil))
+		size, err := lg.Count(ctx, node)
+		out = append(out, fmt.Sprintf("count %s: %d rows, %d events, error %t", node, size.Rows, size.Events, err != nil))
 		err = lg.Scan(ctx, node, func(r logstore.Record) error {
-			out = append(out, fmt.Sprintf("  #%d %s tx %d %s %s", rank(r.Seq), r.Node, r.Tx, r.Kind, canonical(t, r.Payload)))
+			out = append(out, describe(r))
 			return nil
 		})
 		if err != nil {
@@ -193,8 +222,15 @@ func TestBehavesLikeStore(t *testing.T) {
 		t.Fatalf("memlog:\n%s\nlogstore.Store:\n%s", join(got), join(want))
 	}
 	// The script must have deleted something and spared something.
-	if !slices.Contains(want, "delete 3 txs: 3 events, error false") {
-		t.Fatalf("the script deleted other than expected:\n%s", join(want))
+	for _, line := range []string{
+		"compact 3 rows, 0 cuts: 0 deleted, 0 trimmed, error false",
+		"compact 0 rows, 7 cuts: 0 deleted, 3 trimmed, error false",
+		"compact 2 rows, 1 cuts: 2 deleted, 0 trimmed, error false",
+		"count a: 2 rows, 2 events, error false",
+	} {
+		if !slices.Contains(want, line) {
+			t.Fatalf("the script went other than expected (no %q):\n%s", line, join(want))
+		}
 	}
 	t.Logf("both logs:\n%s", join(want))
 }

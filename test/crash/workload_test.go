@@ -371,12 +371,16 @@ func (c *cluster) outcomesLogged(i int) map[engine.TxID]map[string]bool {
 	defer cancel()
 	out := map[engine.TxID]map[string]bool{}
 	err := logstore.New(c.logs[i]).Scan(ctx, api.ParticipantName(engine.NodeID(i)), func(r logstore.Record) error {
-		if r.Kind == (engine.PartCommitted{}).Kind() || r.Kind == (engine.PartAborted{}).Kind() {
-			id := engine.TxID(r.Tx)
-			if out[id] == nil {
-				out[id] = map[string]bool{}
+		ev, err := engine.DecodeEvent(r.Payload)
+		if err != nil {
+			return fmt.Errorf("event %s: %w", r.Pos, err)
+		}
+		switch ev.(type) {
+		case engine.PartCommitted, engine.PartAborted:
+			if out[ev.Tx()] == nil {
+				out[ev.Tx()] = map[string]bool{}
 			}
-			out[id][r.Kind] = true
+			out[ev.Tx()][ev.Kind()] = true
 		}
 		return nil
 	})

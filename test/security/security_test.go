@@ -36,8 +36,22 @@ func withPassword(uri, pw string) string {
 	return strings.Replace(uri, "://postgres@", "://postgres:"+pw+"@", 1)
 }
 
-func httpGet(url string) (int, string, error) {
-	resp, err := http.Get(url)
+// observer reads a metrics listener as Prometheus or a probe would.
+type observer struct {
+	hc    *http.Client
+	base  string // scheme://host:port
+	token string
+}
+
+func (o observer) get(path string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, o.base+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if o.token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.token)
+	}
+	resp, err := o.hc.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
@@ -46,16 +60,16 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-func waitReady(t *testing.T, metricsAddr string) {
+func (o observer) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		code, body, err := httpGet("http://" + metricsAddr + "/readyz")
+		code, body, err := o.get("/readyz")
 		if err == nil && code == 200 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never became ready: %d %q %v", metricsAddr, code, body, err)
+			t.Fatalf("%s never became ready: %d %q %v", o.base, code, body, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -109,15 +123,21 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 		"--log-db", coordLogDB, "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
 	// The token comes from the environment here, from a file above.
 	procs = append(procs, testbin.Start(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
-	waitReady(t, coordMetrics)
-	for _, m := range partMetrics {
-		waitReady(t, m)
-	}
 
 	clientPair := ca.Issue(t, "client")
 	clientTLS, err := rpc.TLSFiles{Cert: clientPair.Cert, Key: clientPair.Key, CA: ca.File}.ClientTLS()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The metrics listeners take the RPC port's TLS (a client certificate
+	// of the cluster's CA) and token.
+	scraper := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}}
+	defer scraper.CloseIdleConnections()
+	coordObs := observer{hc: scraper, base: "https://" + coordMetrics, token: token}
+	partObs := []observer{{hc: scraper, base: "https://" + partMetrics[0], token: token}, {hc: scraper, base: "https://" + partMetrics[1], token: token}}
+	coordObs.waitReady(t)
+	for _, o := range partObs {
+		o.waitReady(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -186,8 +206,8 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 		t.Fatalf("coordinator stopped serving after the refusals: %v", err)
 	}
 
-	// Metrics and the status page, over plain HTTP on the metrics listener.
-	_, text, err := httpGet("http://" + coordMetrics + "/metrics")
+	// Metrics and the status page, over TLS with the token.
+	_, text, err := coordObs.get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +217,7 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	if v := metricValue(t, text, "tpcd_transactions_begun_total"); v < 1 {
 		t.Errorf("begun counter %v", v)
 	}
-	_, ptext, err := httpGet("http://" + partMetrics[0] + "/metrics")
+	_, ptext, err := partObs[0].get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +225,30 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	if v := metricValue(t, ptext, `tpcd_votes_total{vote="yes"}`) + metricValue(t, ptext, `tpcd_votes_total{vote="committed"}`); v < 1 {
 		t.Errorf("participant yes and committed votes %v", v)
 	}
-	code, page, err := httpGet("http://" + coordMetrics + "/")
-	if err != nil || code != 200 || !strings.Contains(page, fmt.Sprintf(`id="tx-%d"`, b.TxID)) {
-		t.Errorf("status page: %d %v\n%s", code, err, page)
+	// The page shows the snapshot the coordinator refreshes every second.
+	deadline = time.Now().Add(time.Minute)
+	for {
+		code, page, err := coordObs.get("/")
+		if err == nil && code == 200 && strings.Contains(page, fmt.Sprintf(`id="tx-%d"`, b.TxID)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status page: %d %v\n%s", code, err, page)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Without the token, or without a certificate, only /healthz answers.
+	tokenless := coordObs
+	tokenless.token = ""
+	certless := coordObs
+	certless.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: clientTLS.RootCAs}}}
+	defer certless.hc.CloseIdleConnections()
+	for _, o := range []observer{tokenless, certless} {
+		for path, want := range map[string]int{"/metrics": 401, "/readyz": 401, "/": 401, "/healthz": 200} {
+			if code, _, err := o.get(path); err != nil || code != want {
+				t.Errorf("%s (token %v, certificate %v): %d %v, want %d", path, o.token != "", o.hc != scraper, code, err, want)
+			}
+		}
 	}
 
 	for _, p := range procs {

@@ -1,0 +1,245 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db/embedpg"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/node"
+)
+
+// restartCounter is a node.PostgresObserver.
+type restartCounter struct{ n atomic.Int64 }
+
+func (r *restartCounter) PostgresRestarted() { r.n.Add(1) }
+
+func queryInt(t *testing.T, pool *pgxpool.Pool, sql string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// TestEmbeddedServerIsRestartedWhenItDies kills the postmaster of a node's
+// own server: the node restarts it, says it is down meanwhile, counts the
+// restart, and its pools work again.
+func TestEmbeddedServerIsRestartedWhenItDies(t *testing.T) {
+	restarts := &restartCounter{}
+	dbs := openDBs(t, node.DatabaseSpec{NeedData: true, MaxConns: 250, Logger: testLogger(t), Observer: restarts,
+		PGBin: os.Getenv(pgtest.BinDirEnv)})
+	// Sized for its pools: a prepared transaction per data connection, and
+	// room for both pools.
+	if got := queryInt(t, dbs.Data, "SELECT current_setting('max_prepared_transactions')::int"); got != 250 {
+		t.Errorf("max_prepared_transactions = %d, want the data pool's 250", got)
+	}
+	if got := queryInt(t, dbs.Data, "SELECT current_setting('max_connections')::int"); got < 500 {
+		t.Errorf("max_connections = %d, want room for two pools of 250", got)
+	}
+	if _, err := dbs.Data.Exec(context.Background(), "CREATE TABLE t (x int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Down is watched from the start: the restart may take well under a
+	// second.
+	var sawDown atomic.Pointer[error]
+	stop := make(chan struct{})
+	var watching sync.WaitGroup
+	watching.Add(1)
+	go func() {
+		defer watching.Done()
+		for {
+			if err := dbs.Down(); err != nil {
+				sawDown.CompareAndSwap(nil, &err)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	pid := dbs.Embedded.PID()
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := killed.Add(30 * time.Second)
+	for restarts.n.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not restarted within 30 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("restarted %v after the kill", time.Since(killed).Round(time.Millisecond))
+	close(stop)
+	watching.Wait()
+	if err := dbs.Down(); err != nil {
+		t.Fatalf("still down after the restart: %v", err)
+	}
+	if err := sawDown.Load(); err == nil || !strings.Contains((*err).Error(), "exited on its own") {
+		t.Errorf("Down while restarting: %v", err)
+	}
+	if got := queryInt(t, dbs.Data, "SELECT sum(x) FROM t"); got != 1 {
+		t.Fatalf("data after the restart: %d", got)
+	}
+	if got := queryInt(t, dbs.Log, "SELECT 1"); got != 1 {
+		t.Fatal("log pool")
+	}
+	select {
+	case err := <-dbs.Failed():
+		t.Fatalf("Failed: %v", err)
+	default:
+	}
+}
+
+// TestDataServerWithoutPreparedTransactionsIsRefused: initdb leaves
+// max_prepared_transactions at 0, which lets every commit abort.
+func TestDataServerWithoutPreparedTransactionsIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		have     string
+		maxConns int
+		ok       bool
+	}{
+		{"0", 10, false},
+		{"5", 10, false},
+		{"5", 5, true},
+	} {
+		server := pgtest.NewCluster(t, embedpg.Options{Settings: map[string]string{"max_prepared_transactions": tc.have}})
+		if err := server.CreateDatabase(context.Background(), "data"); err != nil {
+			t.Fatal(err)
+		}
+		dbs, err := node.OpenDatabases(context.Background(), node.DatabaseSpec{
+			LogURI: pgtest.NewDB(t), DataURI: server.URI("data"), NeedData: true, MaxConns: tc.maxConns,
+		})
+		if tc.ok {
+			if err != nil {
+				t.Fatalf("max_prepared_transactions %s, %d connections: %v", tc.have, tc.maxConns, err)
+			}
+			dbs.Close()
+			continue
+		}
+		if err == nil {
+			dbs.Close()
+			t.Fatalf("max_prepared_transactions %s, %d connections: accepted", tc.have, tc.maxConns)
+		}
+		for _, want := range []string{
+			"max_prepared_transactions = " + tc.have,
+			"ALTER SYSTEM SET max_prepared_transactions = 10",
+			"max_prepared_transactions = 10 in its postgresql.conf",
+			"--max-conns",
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error lacks %q: %v", want, err)
+			}
+		}
+	}
+}
+
+// TestLogServerWithoutSynchronousCommitWarns: the shared test server runs
+// with synchronous_commit off; a connection string can turn it on.
+func TestLogServerWithoutSynchronousCommitWarns(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		warn  bool
+	}{
+		{"", true},
+		{"&synchronous_commit=on", false},
+	} {
+		var out bytes.Buffer
+		var mu sync.Mutex
+		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
+		dbs := openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t) + tc.query, Logger: logger})
+		dbs.Close()
+		mu.Lock()
+		warned := strings.Contains(out.String(), "synchronous_commit = off")
+		mu.Unlock()
+		if warned != tc.warn {
+			t.Errorf("log URI%s: warned %v, want %v:\n%s", tc.query, warned, tc.warn, out.String())
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestParticipantRefusesWhileItsDatabasesAreDown: while a participant's
+// databases are known down, the coordinator shows it not ready and its
+// statements fail at once instead of after the exec timeout.
+func TestParticipantRefusesWhileItsDatabasesAreDown(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{ExecTimeout: 30 * time.Second}})
+	var down atomic.Pointer[error]
+	c.stopParticipant(0)
+	c.partOpts[0].DatabasesDown = func() error {
+		if err := down.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}
+	c.restartParticipant(0)
+	eventually(t, "participant 0 reachable", func() bool { return c.nodes()[0].Reachable })
+
+	why := errors.New("postgres (pid 12345) exited on its own")
+	down.Store(&why)
+	eventually(t, "participant 0 shown not ready", func() bool {
+		n := c.nodes()[0]
+		return !n.Reachable && strings.Contains(n.LastError, "databases are down") && strings.Contains(n.LastError, why.Error())
+	})
+	if !c.nodes()[1].Reachable {
+		t.Fatal("participant 1 not reachable")
+	}
+
+	tx := c.begin()
+	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	began := time.Now()
+	_, err := c.exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	if took := time.Since(began); err == nil || took > 5*time.Second {
+		t.Fatalf("statement for a participant whose databases are down: %v after %v; want an error at once", err, took)
+	}
+	t.Logf("refused in %v: %v", time.Since(began).Round(time.Millisecond), err)
+	if r := c.commit(tx); r.Outcome != engine.OutcomeAbort {
+		t.Fatalf("outcome %s, want abort", r.Outcome)
+	}
+
+	down.Store(nil)
+	eventually(t, "participant 0 ready again", func() bool { return c.nodes()[0].Reachable })
+	tx = c.begin()
+	for i := range 2 {
+		c.mustExec(tx, i, "INSERT INTO kv VALUES (2, 'x')")
+	}
+	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("outcome %s (%s) after the databases came back", r.Outcome, r.Reason)
+	}
+}
+
+func (c *testCluster) nodes() []api.NodeHealth {
+	c.t.Helper()
+	var r []api.NodeHealth
+	if err := c.call(api.MethodNodes, struct{}{}, &r); err != nil {
+		c.t.Fatalf("nodes: %v", err)
+	}
+	return r
+}

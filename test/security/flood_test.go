@@ -1,0 +1,248 @@
+package security
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// dbName is the database a test URI names.
+func dbName(t *testing.T, uri string) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// TestObserverFloodDuringCommits floods the coordinator's status page and
+// a participant's /readyz and /metrics while clients commit: the
+// participant never reports itself unready, its PostgreSQL connections
+// stay within its pools, and the clients keep committing, every
+// transaction of theirs. (Before, each /readyz pinged the databases with a
+// pooled connection and each page view queued on the coordinator's loop.)
+// Only counts are asserted, no timings.
+func TestObserverFloodDuringCommits(t *testing.T) {
+	const (
+		pool     = 8 // --max-conns of the participants: per database
+		requests = 2000
+		floods   = 32
+		// The flood goes on until the clients committed this many
+		// transactions while it ran, or until cap requests show they
+		// cannot.
+		committedDuring = 20
+		requestCap      = 50 * requests
+	)
+	logDBs := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
+	dataDBs := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
+	coordDB := pgtest.NewDB(t)
+	coord, parts := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
+	coordMetrics, partMetrics := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	var procs []*testbin.Proc
+	for i, addr := range parts {
+		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
+			"--log-db", logDBs[i], "--data-db", dataDBs[i], "--max-conns", strconv.Itoa(pool)}
+		if i == 0 {
+			args = append(args, "--metrics-addr", partMetrics)
+		}
+		procs = append(procs, testbin.Start(t, tpcdBin, nil, args...))
+	}
+	procs = append(procs, testbin.Start(t, tpcdBin, nil, "coordinator", "--host", coord,
+		"--participant", parts[0], "--participant", parts[1], "--log-db", coordDB, "--metrics-addr", coordMetrics))
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: floods}}
+	defer hc.CloseIdleConnections()
+	coordObs, partObs := observer{hc: hc, base: "http://" + coordMetrics}, observer{hc: hc, base: "http://" + partMetrics}
+	coordObs.waitReady(t)
+	partObs.waitReady(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	client := rpc.NewClient(coord, rpc.ClientOptions{})
+	defer client.Close()
+	for i := range parts {
+		n := engine.NodeID(i)
+		var b engine.BeginReply
+		if err := client.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE kv (k bigint PRIMARY KEY)"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		var out engine.OutcomeReply
+		if err := client.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &out); err != nil || out.Outcome != engine.OutcomeCommit {
+			t.Fatalf("create table: %+v %v", out, err)
+		}
+	}
+
+	// The workload: two clients committing transactions across both
+	// participants until the flood is over.
+	var flooding atomic.Bool
+	var committed, committedInFlood atomic.Int64
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	workErrs := make(chan error, 2)
+	for w := range 2 {
+		workers.Go(func() {
+			for k := int64(w); ; k += 2 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var b engine.BeginReply
+				err := client.Call(ctx, api.MethodBegin, struct{}{}, &b)
+				for i := range parts {
+					if err == nil {
+						n := engine.NodeID(i)
+						err = client.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO kv VALUES ($1)", Args: []any{k}}, nil)
+					}
+				}
+				var out engine.OutcomeReply
+				if err == nil {
+					err = client.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &out)
+				}
+				if err == nil && out.Outcome != engine.OutcomeCommit {
+					err = fmt.Errorf("transaction %d aborted: %s", b.TxID, out.Reason)
+				}
+				if err != nil {
+					workErrs <- err
+					return
+				}
+				committed.Add(1)
+				if flooding.Load() {
+					committedInFlood.Add(1)
+				}
+			}
+		})
+	}
+
+	// The participant's connections, per database, while the flood runs.
+	admin, err := pgx.Connect(ctx, pgtest.Cluster(t).URI("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	watched := []string{dbName(t, logDBs[0]), dbName(t, dataDBs[0])}
+	var mostConns [2]int
+	var sampling sync.Mutex // one connection, one query at a time
+	sampleConns := func() {
+		sampling.Lock()
+		defer sampling.Unlock()
+		rows, err := admin.Query(ctx, "SELECT datname, count(*) FROM pg_stat_activity WHERE datname = ANY($1) GROUP BY datname", watched)
+		if err != nil {
+			t.Errorf("pg_stat_activity: %v", err)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var n int
+			if err := rows.Scan(&name, &n); err != nil {
+				t.Errorf("pg_stat_activity: %v", err)
+				return
+			}
+			for i, w := range watched {
+				if name == w {
+					mostConns[i] = max(mostConns[i], n)
+				}
+			}
+		}
+	}
+
+	// The flood: status page, /readyz and /metrics in turn, from 32
+	// goroutines at once.
+	type tally struct{ ok, limited, unready, other int }
+	var mu sync.Mutex
+	tallies := map[string]*tally{"/": {}, "/readyz": {}, "/metrics": {}}
+	var sent atomic.Int64
+	began, committedBefore := time.Now(), committed.Load()
+	flooding.Store(true)
+	var flood sync.WaitGroup
+	for range floods {
+		flood.Go(func() {
+			for {
+				n := sent.Add(1)
+				if n > requestCap || (n > requests && committedInFlood.Load() >= committedDuring) {
+					return
+				}
+				path, obs := "/", coordObs
+				switch n % 3 {
+				case 1:
+					path, obs = "/readyz", partObs
+				case 2:
+					path, obs = "/metrics", partObs
+				}
+				code, _, err := obs.get(path)
+				mu.Lock()
+				switch tl := tallies[path]; {
+				case err == nil && code == http.StatusOK:
+					tl.ok++
+				case err == nil && code == http.StatusTooManyRequests:
+					tl.limited++
+				case err == nil && code == http.StatusServiceUnavailable:
+					tl.unready++
+				default:
+					tl.other++
+					t.Errorf("%s: %d %v", path, code, err)
+				}
+				mu.Unlock()
+				if n%100 == 0 {
+					sampleConns()
+				}
+			}
+		})
+	}
+	flood.Wait()
+	flooding.Store(false)
+	took := time.Since(began) // logged, never asserted
+	committedAfter := committed.Load()
+	close(stop)
+	workers.Wait()
+	close(workErrs)
+	for err := range workErrs {
+		t.Errorf("workload: %v", err)
+	}
+
+	total := min(sent.Load(), requestCap)
+	t.Logf("%d requests in %s; page %+v, /readyz %+v, /metrics %+v; %d commits before, %d during the flood; most connections of participant 0: log %d, data %d",
+		total, took.Round(time.Millisecond), *tallies["/"], *tallies["/readyz"], *tallies["/metrics"], committedBefore, committedAfter-committedBefore, mostConns[0], mostConns[1])
+	if got := committedInFlood.Load(); got < committedDuring {
+		t.Errorf("%d transactions committed during a flood of %d requests, want at least %d", got, total, committedDuring)
+	}
+	if r := tallies["/readyz"]; r.unready > 0 || r.limited > 0 || r.ok == 0 {
+		t.Errorf("/readyz during the flood: %+v; want it ready every time", *r)
+	}
+	if p, m := tallies["/"], tallies["/metrics"]; p.limited+m.limited == 0 || p.ok == 0 || m.ok == 0 {
+		t.Errorf("page %+v, /metrics %+v: want some answered and the rest limited (429)", *p, *m)
+	}
+	// Within the pool, and short of it: two clients never need the whole
+	// pool, so a full one means the observers took connections (as when
+	// every /readyz pinged the databases itself).
+	for i, most := range mostConns {
+		if most >= pool {
+			t.Errorf("participant 0 held %d connections to %s, its whole pool of %d or more", most, watched[i], pool)
+		}
+	}
+	if code, body, err := partObs.get("/readyz"); err != nil || code != http.StatusOK {
+		t.Errorf("participant after the flood: %d %q %v", code, body, err)
+	}
+	for _, p := range procs {
+		p.Stop(t)
+	}
+}
