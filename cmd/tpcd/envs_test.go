@@ -75,6 +75,7 @@ var sharedEnvs = map[string]string{
 	"TPCD_TLS_CERT":        "the certificate this process presents",
 	"TPCD_TLS_KEY":         "the key of that certificate",
 	"TPCD_TLS_CA":          "the CAs that peers are verified against",
+	"TPCD_INSECURE":        "whether a node serves node-to-node methods without peer credentials",
 }
 
 func TestSharedEnvsMeanOneThing(t *testing.T) {
