@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -82,7 +82,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
 	// Listen first: whether peers must authenticate depends on the address
 	// bound, and a taken port should fail before any database starts.
-	ln, err := net.Listen("tcp", c.Host)
+	ln, err := activation.Listen("tcp", c.Host)
 	if err != nil {
 		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
 	}
@@ -129,6 +129,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	obs.coordinatorUp(coord, logger)
+	for _, addr := range activation.Unused() {
+		logger.Warn("a socket passed to this process (LISTEN_FDS) is bound to no address it serves on; it stays unused", "addr", addr)
+	}
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/tpcd/tpcd/activation"
 )
 
 // Garbage-collector settings used unless GOGC or GOMEMLIMIT say otherwise.
@@ -68,6 +70,11 @@ func stopSignals(kctx *kong.Context) []os.Signal {
 }
 
 func main() {
+	// Before anything can start a process that would inherit the sockets.
+	if err := activation.Init(); err != nil {
+		fmt.Fprintf(os.Stderr, "tpcd: %v\n", err)
+		os.Exit(1)
+	}
 	tuneGC()
 	var cli CLI
 	kctx := kong.Parse(&cli,

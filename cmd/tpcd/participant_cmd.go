@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -72,7 +72,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
 	// Listen first: whether peers must authenticate depends on the address
 	// bound, and a taken port should fail before any database starts.
-	ln, err := net.Listen("tcp", c.Host)
+	ln, err := activation.Listen("tcp", c.Host)
 	if err != nil {
 		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
 	}
@@ -120,6 +120,9 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	obs.participantUp(p, logger)
+	for _, addr := range activation.Unused() {
+		logger.Warn("a socket passed to this process (LISTEN_FDS) is bound to no address it serves on; it stays unused", "addr", addr)
+	}
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))

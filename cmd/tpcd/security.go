@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/metrics"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
@@ -188,7 +189,7 @@ func startObservability(addr string, logger *slog.Logger, withPage bool, t node.
 	if addr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := activation.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --metrics-addr %s: %w", addr, err)
 	}

@@ -44,6 +44,8 @@ const (
 	maxSocketPath = 107
 	// logTailBytes is how much of the server log an error quotes.
 	logTailBytes = 2048
+	// defaultSocketPort names the socket of a UnixSocketOnly server.
+	defaultSocketPort = 5432
 )
 
 // Options configures Start. The zero value is a usable throw-away cluster.
@@ -58,6 +60,11 @@ type Options struct {
 	BinDir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// UnixSocketOnly serves on the unix socket in the data directory alone,
+	// with no TCP port: nothing another program binds can stand in the way
+	// of a restart, and URI names the socket. Port then only names the
+	// socket file (.s.PGSQL.<port>; 0 means 5432).
+	UnixSocketOnly bool
 	// MaxConnections is max_connections; 0 means 200 unless Settings sets it.
 	MaxConnections int
 	// MaxPreparedTransactions is max_prepared_transactions, which must be
@@ -78,6 +85,7 @@ type Options struct {
 type Cluster struct {
 	dir     string
 	binDir  string
+	unix    bool     // UnixSocketOnly
 	tmp     *tempDir // nil unless Start made the directory
 	port    int
 	args    []string // server arguments except the port
@@ -121,6 +129,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{
 		binDir:  binDir,
+		unix:    opts.UnixSocketOnly,
 		as:      as,
 		log:     opts.Logger,
 		timeout: opts.StartTimeout,
@@ -195,6 +204,9 @@ func (c *Cluster) setUp(ctx context.Context, port int) error {
 	}
 	if err := c.initdb(ctx); err != nil {
 		return err
+	}
+	if c.unix && port == 0 {
+		port = defaultSocketPort
 	}
 	picked := port == 0
 	for attempt := 1; ; attempt++ {
@@ -290,6 +302,9 @@ func serverArgs(dir string, opts Options) []string {
 		set["max_prepared_transactions"] = strconv.Itoa(cmpOr(opts.MaxPreparedTransactions, defaultMaxPreparedTransactions))
 	}
 	set["listen_addresses"] = "127.0.0.1"
+	if opts.UnixSocketOnly {
+		set["listen_addresses"] = ""
+	}
 	// A quoted entry may hold commas; quotes inside are doubled.
 	set["unix_socket_directories"] = `"` + strings.ReplaceAll(dir, `"`, `""`) + `"`
 	delete(set, "port")
@@ -452,7 +467,8 @@ func (c *Cluster) kill(s *server) error {
 	return err
 }
 
-// Port is the TCP port the server listens on at 127.0.0.1.
+// Port is the TCP port the server listens on at 127.0.0.1 (with
+// UnixSocketOnly, the number in its socket's name).
 func (c *Cluster) Port() int { return c.port }
 
 // PID is the postmaster's process id, 0 while the server is not running.
@@ -479,6 +495,10 @@ func (c *Cluster) URI(dbname string) string {
 		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)),
 		Path:     "/" + dbname,
 		RawQuery: "sslmode=disable",
+	}
+	if c.unix {
+		u.Host = ""
+		u.RawQuery = url.Values{"host": {c.dir}, "port": {strconv.Itoa(c.port)}, "sslmode": {"disable"}}.Encode()
 	}
 	return u.String()
 }

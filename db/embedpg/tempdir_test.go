@@ -99,3 +99,28 @@ func TestRemoveStale(t *testing.T) {
 		t.Errorf("Stop left %s", live.tmp.root)
 	}
 }
+
+// A server on its unix socket alone has no TCP port to lose: it restarts
+// after a kill whatever other programs bound meanwhile.
+func TestUnixSocketOnly(t *testing.T) {
+	t.Parallel()
+	c := start(t, Options{UnixSocketOnly: true})
+	if !strings.Contains(c.URI("postgres"), "host=") || strings.Contains(c.URI("postgres"), "127.0.0.1") {
+		t.Errorf("URI %s does not name the socket", c.URI("postgres"))
+	}
+	admin := connect(t, c.URI("postgres"))
+	if got := queryString(t, admin, "SHOW listen_addresses"); got != "" {
+		t.Errorf("listen_addresses = %q, want none", got)
+	}
+	mustExec(t, admin, "CREATE TABLE kept (k int)")
+	mustExec(t, admin, "INSERT INTO kept VALUES (1)")
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, connect(t, c.URI("postgres")), "SELECT count(*) FROM kept"); n != 1 {
+		t.Errorf("%d rows after the restart, want 1", n)
+	}
+}

@@ -52,9 +52,6 @@ type seedCluster struct {
 
 func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
 	t.Helper()
-	// Databases before addresses: the first database starts the shared
-	// PostgreSQL server on a free port of its own choosing, which must not
-	// be one of the addresses picked here.
 	var coordDB []string
 	partDBs := make([][]string, 2)
 	if withURIs {
@@ -63,14 +60,16 @@ func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seed
 			partDBs[i] = []string{"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)}
 		}
 	}
-	coord, p0, p1 := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	// Each node serves on a port the test holds and passes to it.
+	ports := testbin.HoldPorts(t, 3)
+	coord, p0, p1 := ports[0].Addr, ports[1].Addr, ports[2].Addr
 	args := append([]string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}, coordDB...)
 	args = append(args, extra...)
 	c := &seedCluster{coordAddr: coord}
-	c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
+	c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[:1], args...))
 	for i, addr := range []string{p0, p1} {
 		args := append([]string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}, partDBs[i]...)
-		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
+		c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[i+1:i+2], args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
 		waitReady(t, addr)
@@ -141,16 +140,7 @@ func TestSeedCommandsWithURIs(t *testing.T) {
 
 // tempDirForPostgres makes a directory the postgres user can traverse, for
 // the embedded clusters' temporary files.
-func tempDirForPostgres(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "tpcd-seed-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func tempDirForPostgres(t *testing.T) string { return testbin.ServerTempDir(t) }
 
 func TestSeedCommandsEmbedded(t *testing.T) {
 	tmp := tempDirForPostgres(t)
@@ -167,12 +157,13 @@ func TestSeedCommandsEmbedded(t *testing.T) {
 
 func TestStateDirSurvivesRestart(t *testing.T) {
 	state := tempDirForPostgres(t)
-	coord, p0 := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	ports := testbin.HoldPorts(t, 2)
+	coord, p0 := ports[0].Addr, ports[1].Addr
 	args := []string{"coordinator", "--host", coord, "--participant", p0, "--state-dir", filepath.Join(state, "c")}
 	part := []string{"participant", "--node-id", "0", "--host", p0, "--coordinator", coord, "--state-dir", filepath.Join(state, "p0")}
 	epochs := []engine.Epoch{}
 	for range 2 {
-		pc, pp := testbin.Start(t, tpcdBin, nil, args...), testbin.Start(t, tpcdBin, nil, part...)
+		pc, pp := testbin.StartServing(t, tpcdBin, nil, ports[:1], args...), testbin.StartServing(t, tpcdBin, nil, ports[1:], part...)
 		waitReady(t, coord)
 		waitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
