@@ -13,8 +13,8 @@ import (
 
 // CoordinatorCmd runs a coordinator node.
 type CoordinatorCmd struct {
-	Host        string   `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9990"`
-	Participant []string `help:"A participant's HOST:PORT; repeat once per participant, in node-id order (node 0 first)." required:""`
+	Host        string   `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9990"`
+	Participant []string `help:"A participant's HOST:PORT (HOST alone: port 12345); repeat once per participant, in node-id order (node 0 first)." required:""`
 	LogDB       string   `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
 	Timeout     Seconds  `help:"Seconds to wait for all votes before aborting." default:"5"`
 	BatchSize   int      `help:"Seed form: how many execute calls make one transaction." default:"1"`
@@ -46,11 +46,14 @@ over JSON-RPC on --host (see docs/WIRE.md and 'tpcd client').`
 
 // Validate checks flag combinations before anything starts.
 func (c *CoordinatorCmd) Validate() error {
+	c.Host = withDefaultPort(c.Host)
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
-	for _, p := range c.Participant {
+	for i, p := range c.Participant {
+		p = withDefaultPort(p)
+		c.Participant[i] = p
 		if err := checkAddr("participant", p); err != nil {
 			return err
 		}

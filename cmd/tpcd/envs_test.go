@@ -14,8 +14,13 @@ import (
 // exits into out instead of the process's.
 func newParser(t *testing.T, out *bytes.Buffer) *kong.Kong {
 	t.Helper()
-	var cli CLI
-	p, err := kong.New(&cli, kong.Name("tpcd"), kong.DefaultEnvars("TPCD"),
+	return newParserFor(t, &CLI{}, out)
+}
+
+// newParserFor is newParser filling cli.
+func newParserFor(t *testing.T, cli *CLI, out *bytes.Buffer) *kong.Kong {
+	t.Helper()
+	p, err := kong.New(cli, kong.Name("tpcd"), kong.DefaultEnvars("TPCD"),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Writers(out, out), kong.Exit(func(int) {}))
 	if err != nil {
@@ -60,8 +65,8 @@ var sharedEnvs = map[string]string{
 	"TPCD_DATA_DB":         "the URI of a participant's data database",
 	"TPCD_COORDINATOR":     "the coordinator's address",
 	"TPCD_HOST":            "the address a node serves on",
-	"TPCD_TIMEOUT":         "the coordinator's vote timeout",
-	"TPCD_BATCH_SIZE":      "the coordinator's seed-form batch size",
+	"TPCD_TIMEOUT":         "how long a node waits for its peers' answers, as the seed's --timeout on every node: the coordinator for votes, a participant for the coordinator to take its messages",
+	"TPCD_BATCH_SIZE":      "the coordinator's seed-form batch size (a participant accepts it and, as in the seed, ignores it)",
 	"TPCD_BATCH_FLUSH":     "the coordinator's seed-form batch flush interval",
 	"TPCD_PROTOCOL":        "how the coordinator commits",
 	"TPCD_LAZY_PREPARED":   "whether participants log Prepared lazily",

@@ -52,6 +52,13 @@ type seedCluster struct {
 
 func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
 	t.Helper()
+	return startSeedWith(t, env, withURIs, extra, nil)
+}
+
+// startSeedWith is startSeed with extra flags for the coordinator and for
+// each participant.
+func startSeedWith(t *testing.T, env []string, withURIs bool, extra, partExtra []string) *seedCluster {
+	t.Helper()
 	var coordDB []string
 	partDBs := make([][]string, 2)
 	if withURIs {
@@ -69,6 +76,7 @@ func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seed
 	c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[:1], args...))
 	for i, addr := range []string{p0, p1} {
 		args := append([]string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}, partDBs[i]...)
+		args = append(args, partExtra...)
 		c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[i+1:i+2], args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
@@ -138,6 +146,23 @@ func TestSeedCommandsWithURIs(t *testing.T) {
 	}
 }
 
+// TestSeedFlagsOnEveryNode runs the seed's command lines with the flags its
+// main.py gave every node: --timeout and --batch-size (on participants too)
+// and --verbose, which logs at debug level.
+func TestSeedFlagsOnEveryNode(t *testing.T) {
+	seedFlags := []string{"--timeout", "10", "--batch-size", "3", "--verbose"}
+	c := startSeedWith(t, nil, true, seedFlags, seedFlags)
+	commitAcrossBoth(t, c.coordAddr)
+	for _, p := range c.procs {
+		p.Stop(t)
+	}
+	for _, p := range c.procs {
+		if out := p.Out.String(); !strings.Contains(out, "level=DEBUG") {
+			t.Errorf("tpcd %v logged nothing at debug level with --verbose:\n%s", p.Cmd.Args, out)
+		}
+	}
+}
+
 // tempDirForPostgres makes a directory the postgres user can traverse, for
 // the embedded clusters' temporary files.
 func tempDirForPostgres(t *testing.T) string { return testbin.ServerTempDir(t) }
@@ -187,7 +212,8 @@ func TestBadFlagsSayHowToFix(t *testing.T) {
 		want string
 	}{
 		{[]string{"participant", "--host", "127.0.0.1:1", "--coordinator", "127.0.0.1:2"}, "--node-id"},
-		{[]string{"participant", "--node-id", "0", "--host", "nonsense", "--coordinator", "127.0.0.1:2"}, "HOST:PORT"},
+		{[]string{"participant", "--node-id", "0", "--host", "127.0.0.1:nonsense", "--coordinator", "127.0.0.1:2"}, "port must be a number"},
+		{[]string{"participant", "--node-id", "0", "--coordinator", "127.0.0.1:2", "--timeout", "0"}, "more than 0 seconds"},
 		{[]string{"participant", "--node-id=-1", "--coordinator", "127.0.0.1:2"}, "ids start at 0"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:99999"}, "port"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--coordinator", "127.0.0.1:6"}, "unknown flag"},
