@@ -1,25 +1,22 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
@@ -95,9 +92,10 @@ type cluster struct {
 	links   []*Link   // 2i: coordinator->participant-i, 2i+1: participant-i->coordinator
 	nodes   []*proc   // 0: coordinator; i+1: participant i
 
-	coordAddr string   // the coordinator's own address (clients connect here)
-	nodeAddrs []string // every node's own address, in nodes order
-	dataURIs  []string // participant i's data database
+	coordAddr string               // the coordinator's own address (clients connect here)
+	nodeAddrs []string             // every node's own address, in nodes order
+	sockets   []*activation.Socket // every node's held port, in nodes order
+	dataURIs  []string             // participant i's data database
 }
 
 // nodeName names node i of the cluster as the node names itself (in its
@@ -124,20 +122,16 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	if err := os.Chmod(root, 0o755); err != nil {
 		return c, err
 	}
-	ports, err := allocPorts(2*(n+1) + 2*n)
-	if err != nil {
-		return c, err
-	}
-	take := func() int { p := ports[0]; ports = ports[1:]; return p }
-
 	// initdb dominates the set-up time and is mostly waiting: run it once
 	// and give every server a copy.
 	template := filepath.Join(root, "pg", "template")
-	pgOpts := func(dir string, port int, name string) embedpg.Options {
+	pgOpts := func(dir string, name string) embedpg.Options {
 		return embedpg.Options{
 			Dir:    dir,
 			BinDir: opts.PGBin,
-			Port:   port,
+			// On its unix socket alone: a server killed by a fault gets
+			// no TCP port to lose before its restart.
+			UnixSocketOnly: true,
 			// fsync=off keeps everything a killed server wrote (the kernel
 			// has it); only an OS crash would lose data, and the harness
 			// does not simulate one.
@@ -145,7 +139,7 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 			Logger:   log.With("pg", name),
 		}
 	}
-	tpl, err := embedpg.Start(ctx, pgOpts(template, 0, "template"))
+	tpl, err := embedpg.Start(ctx, pgOpts(template, "template"))
 	if err != nil {
 		return c, fmt.Errorf("postgres template: %w", err)
 	}
@@ -156,7 +150,6 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	errs := make([]error, n+1)
 	var wg sync.WaitGroup
 	for i := range n + 1 {
-		port := take()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -166,7 +159,7 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 				errs[i] = fmt.Errorf("copy postgres template for %s: %w", name, err)
 				return
 			}
-			pg, err := embedpg.Start(ctx, pgOpts(dir, port, name))
+			pg, err := embedpg.Start(ctx, pgOpts(dir, name))
 			if err != nil {
 				errs[i] = fmt.Errorf("postgres for %s: %w", name, err)
 				return
@@ -198,8 +191,16 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		c.dataURIs = append(c.dataURIs, c.servers[i].pg.URI(dataDBName))
 	}
 
+	// Each node's port is a socket the kernel picked and the harness holds
+	// for the whole run, passed to every start of the node: a node killed
+	// by a fault finds its port as it left it.
 	for range n + 1 {
-		c.nodeAddrs = append(c.nodeAddrs, addr(take()))
+		sock, err := activation.Hold("127.0.0.1:0")
+		if err != nil {
+			return c, fmt.Errorf("hold a node's port: %w", err)
+		}
+		c.sockets = append(c.sockets, sock)
+		c.nodeAddrs = append(c.nodeAddrs, sock.Addr)
 	}
 	c.coordAddr = c.nodeAddrs[0]
 	for i := range n {
@@ -207,7 +208,7 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 			{fmt.Sprintf("coordinator->participant-%d", i), c.nodeAddrs[i+1]},
 			{fmt.Sprintf("participant-%d->coordinator", i), c.coordAddr},
 		} {
-			link, err := NewLink(l.name, addr(take()), l.target, log)
+			link, err := NewLink(l.name, "127.0.0.1:0", l.target, log)
 			if err != nil {
 				return c, err
 			}
@@ -219,12 +220,12 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	for i := range n {
 		args = append(args, "--participant", c.links[2*i].Addr())
 	}
-	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, append(args, coordinatorFlags...), c.logPath(0), log))
+	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, append(args, coordinatorFlags...), c.logPath(0), log, c.sockets[0].File()))
 	for i := range n {
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", c.nodeAddrs[i+1],
 			"--coordinator", c.links[2*i+1].Addr(),
 			"--log-db", c.servers[i+1].pg.URI(logDBName), "--data-db", c.dataURIs[i]}
-		c.nodes = append(c.nodes, newProc(nodeName(i+1), opts.Binary, append(args, participantFlags...), c.logPath(i+1), log))
+		c.nodes = append(c.nodes, newProc(nodeName(i+1), opts.Binary, append(args, participantFlags...), c.logPath(i+1), log, c.sockets[i+1].File()))
 	}
 	for _, p := range c.nodes {
 		go p.supervise()
@@ -285,8 +286,6 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 func (c *cluster) logPath(i int) string {
 	return filepath.Join(c.root, "logs", nodeName(i)+".log")
 }
-
-func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 func createRowsTable(ctx context.Context, uri string) error {
 	conn, err := pgx.Connect(ctx, uri)
@@ -361,6 +360,9 @@ func (c *cluster) stop() error {
 	for _, l := range c.links {
 		l.Close()
 	}
+	for _, sock := range c.sockets {
+		sock.Close()
+	}
 	for _, s := range c.servers {
 		if s != nil {
 			if err := s.pg.Stop(); err != nil {
@@ -390,52 +392,4 @@ func (c *cluster) stopNodes() error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// allocPorts picks k free loopback ports below the kernel's ephemeral range.
-// A node or server restarted after a fault must get its port back; a port
-// from the ephemeral range could meanwhile be the local end of some
-// outgoing connection, and the restart would fail to bind it.
-func allocPorts(k int) ([]int, error) {
-	lo, hi := 20000, ephemeralLow()
-	if hi-lo < 1000 {
-		lo, hi = 10000, 20000
-	}
-	seen := map[int]bool{}
-	var ports []int
-	for attempts := 0; len(ports) < k; attempts++ {
-		if attempts > 100*k {
-			return nil, fmt.Errorf("could not find %d free ports in %d..%d", k, lo, hi)
-		}
-		p := lo + rand.IntN(hi-lo)
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		ln, err := net.Listen("tcp", addr(p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		ports = append(ports, p)
-	}
-	return ports, nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range.
-func ephemeralLow() int {
-	f, err := os.Open("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) == 2 {
-			if v, err := strconv.Atoi(fields[0]); err == nil {
-				return v
-			}
-		}
-	}
-	return 32768
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tpcd/tpcd/activation"
 )
 
 // proc supervises one tpcd node process: it starts it, starts it again
@@ -21,6 +23,9 @@ type proc struct {
 	env     []string
 	logPath string
 	log     *slog.Logger
+	// socket is the node's listening socket, passed to every start
+	// (activation.Command).
+	socket *os.File
 
 	mu         sync.Mutex
 	cmd        *exec.Cmd
@@ -41,9 +46,9 @@ type proc struct {
 // on its own (typically: its PostgreSQL was down when it started).
 const restartBackoff = 300 * time.Millisecond
 
-func newProc(name, bin string, args []string, logPath string, log *slog.Logger) *proc {
+func newProc(name, bin string, args []string, logPath string, log *slog.Logger, socket *os.File) *proc {
 	return &proc{
-		name: name, bin: bin, args: args, env: childEnv(), logPath: logPath, log: log,
+		name: name, bin: bin, args: args, env: childEnv(), logPath: logPath, log: log, socket: socket,
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 }
@@ -111,7 +116,7 @@ func (p *proc) start() (*exec.Cmd, chan struct{}, error) {
 	defer f.Close()
 	p.starts++
 	fmt.Fprintf(f, "=== chaos: start #%d of %s at %s ===\n", p.starts, p.name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(p.bin, p.args...)
+	cmd := activation.Command(p.bin, []*os.File{p.socket}, p.args...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = f, f
 	// Own process group: a Ctrl-C at the terminal is for the harness,
