@@ -25,9 +25,15 @@ VERSION_LDFLAGS = -X $(BUILDINFO).revision=$(shell git rev-parse HEAD 2>/dev/nul
 build:
 	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o bin/tpcd ./cmd/tpcd
 
-## run: start a local cluster (coordinator + 3 participants, embedded PostgreSQL); Ctrl-C stops it
-run: ensure-postgres
-	$(GO) run ./cmd/tpcd cluster
+# Flags for `tpcd cluster` in make run, e.g. make run ARGS='-n 2 --base-port 7000';
+# they come last, so they override RUN_METRICS_ADDR too (--metrics-addr= turns it off).
+ARGS ?=
+RUN_METRICS_ADDR ?= 127.0.0.1:9100
+
+## run: build bin/tpcd and start a local cluster (coordinator + 3 participants, embedded PostgreSQL, metrics and status page on RUN_METRICS_ADDR); flags in ARGS='-n 2 --base-port 7000'; Ctrl-C stops it
+# The binary itself, not go run, so that make sees its exit status.
+run: ensure-postgres build
+	bin/tpcd cluster --metrics-addr $(RUN_METRICS_ADDR) $(ARGS)
 
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
 test: ensure-postgres ensure-chromium ensure-psycopg2 lint verify-generated fuzz-short

@@ -38,6 +38,22 @@ func startLocalCluster(ctx context.Context, s ClusterSpec) (StartedCluster, erro
 	return started, nil
 }
 
+// runningCluster starts a cluster of two participants for bench to drive
+// with Options.Coordinator; it stops when the test ends.
+func runningCluster(t *testing.T) *localcluster.Cluster {
+	t.Helper()
+	cl, err := localcluster.Start(context.Background(), localcluster.Options{Participants: 2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cl.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	return cl
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -144,15 +160,7 @@ func checkMachineCPU(t *testing.T, res *Result) {
 // server, and the CPU of all processes includes the servers'.
 func TestAgainstRunningCluster(t *testing.T) {
 	ctx := context.Background()
-	cl, err := localcluster.Start(ctx, localcluster.Options{Participants: 2, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := cl.Close(); err != nil {
-			t.Errorf("close cluster: %v", err)
-		}
-	}()
+	cl := runningCluster(t)
 	var data []string
 	for _, n := range cl.Nodes[1:] {
 		data = append(data, n.DataURI)
@@ -500,19 +508,19 @@ func TestPlannerSpreadsAndKeys(t *testing.T) {
 }
 
 func TestRecorder(t *testing.T) {
-	r := newRecorder(2)
+	r := newRecorder(2, false, 0)
 	plan := []stmt{{node: 0}, {node: 1}, {node: 0}}
 	sp := &spans{}
 	sp.reset(time.Now())
 	sp.mark("begin")
 	sp.mark("exec")
 	sp.mark("exec")
-	r.record(outCommitted, 10*time.Millisecond, plan, "", sp)
-	r.record(outCommitted, 30*time.Millisecond, plan, "", nil)
-	r.record(outAborted, time.Millisecond, plan, "exec tx 17: lock timeout", sp)
-	r.record(outAborted, time.Millisecond, plan, "exec tx 18: lock timeout", nil)
-	r.record(outFailed, time.Millisecond, plan, "commit: connection refused", nil)
-	res := r.result("tpcd", 2*time.Second, 3)
+	r.record(true, outCommitted, 10*time.Millisecond, 0, plan, "", sp)
+	r.record(true, outCommitted, 30*time.Millisecond, 0, plan, "", nil)
+	r.record(true, outAborted, time.Millisecond, 0, plan, "exec tx 17: lock timeout", sp)
+	r.record(true, outAborted, time.Millisecond, 0, plan, "exec tx 18: lock timeout", nil)
+	r.record(true, outFailed, time.Millisecond, 0, plan, "commit: connection refused", nil)
+	res := r.result("tpcd", 2*time.Second, 3, nil)
 	if res.Attempted != 5 || res.Committed != 2 || res.Aborted != 2 || res.Failed != 1 {
 		t.Errorf("counts: %+v", res)
 	}
@@ -636,5 +644,76 @@ func TestTransactCarriesKey(t *testing.T) {
 		{Node: &n0, SQL: "INSERT INTO no_such_table VALUES (1)"}, {Node: &n1, SQL: "INSERT INTO no_such_table VALUES (1)"}}}, &r)
 	if err != nil || !r.Repeated || r.TxID != st.TxID || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("the call sent again with its key: %+v, %v; want tx %d's commit, repeated", r, err, st.TxID)
+	}
+}
+
+// TestRateAndProgress measures at a set arrival rate against a running
+// cluster. At a rate far beyond what one client can do, transactions queue:
+// each waits for the client (lag), latency counts from the due time and so
+// holds the lag, and with a latency limit the due times already too late
+// are skipped. At a modest rate, the progress lines come as pgbench -P
+// writes them, and no more transactions start than were due.
+func TestRateAndProgress(t *testing.T) {
+	ctx := context.Background()
+	cl := runningCluster(t)
+
+	// A transaction through tpcd takes far longer than 10 µs, the gap
+	// between due times at 100,000/s, and longer than a 100 µs limit.
+	const txs = 20
+	rep, err := Run(ctx, Options{
+		Coordinator: cl.CoordinatorAddr(), Concurrency: 1, Statements: 2, Transactions: txs, Warmup: -1,
+		Rate: 100000, Schedule: ScheduleFixed, LatencyLimit: 100 * time.Microsecond, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := rep.TPCD
+	checkCounts(t, res, 2)
+	sc := res.Schedule
+	if res.Attempted != txs || sc == nil || sc.Rate != 100000 || sc.Kind != ScheduleFixed {
+		t.Fatalf("attempted %d, schedule %+v; want %d at 100000/s fixed", res.Attempted, sc, txs)
+	}
+	if sc.Lag.Max <= 0 || res.Latency.Max < sc.Lag.Max {
+		t.Errorf("lag %+v, latency %+v: want queued transactions, their latency holding their lag", sc.Lag, res.Latency)
+	}
+	if sc.Skipped == 0 || res.Late == 0 || res.LatencyLimitMS != 0.1 {
+		t.Errorf("skipped %d, late %d over %g ms: want due times skipped and transactions late", sc.Skipped, res.Late, res.LatencyLimitMS)
+	}
+	if rep.Config.Rate != 100000 || rep.Config.Schedule != ScheduleFixed {
+		t.Errorf("config %+v", rep.Config)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"arrivals: 100000/s on a fixed schedule", fmt.Sprintf("%d skipped;", sc.Skipped), fmt.Sprintf("%d committed over the 0.1 ms limit", res.Late)} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+
+	// 20/s for 2 s on a fixed schedule: at most 40 due, whatever the
+	// machine's speed.
+	var progress bytes.Buffer
+	rep, err = Run(ctx, Options{
+		Coordinator: cl.CoordinatorAddr(), Concurrency: 4, Statements: 2, Duration: 2 * time.Second, Warmup: -1,
+		Rate: 20, Schedule: ScheduleFixed, ProgressEvery: 100 * time.Millisecond, ProgressLog: &progress, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, rep.TPCD, 2)
+	if rep.TPCD.Attempted > 40 || rep.TPCD.Committed == 0 {
+		t.Errorf("%d attempted, %d committed; want some, at most the 40 due", rep.TPCD.Attempted, rep.TPCD.Committed)
+	}
+	line := regexp.MustCompile(`^progress: tpcd [0-9]+\.[0-9] s, [0-9]+\.[0-9] tx/s, lat [0-9]+\.[0-9]{3} ms stddev [0-9]+\.[0-9]{3}, [0-9]+ aborted, [0-9]+ failed, lag [0-9]+\.[0-9]{3} ms, [0-9]+ skipped$`)
+	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+	for _, l := range lines {
+		if !line.MatchString(l) {
+			t.Errorf("progress line %q", l)
+		}
+	}
+	if len(lines) == 0 || lines[0] == "" {
+		t.Errorf("no progress lines in 2 s at 100 ms")
 	}
 }

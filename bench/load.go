@@ -34,12 +34,19 @@ type load struct {
 // other. ctx ending stops the load early; the result covers what was
 // measured until then.
 func (l *load) run(ctx context.Context) *Result {
-	rec := newRecorder(l.opts.Participants)
+	loadStart := time.Now()
+	var sched *schedule
+	if l.opts.Rate > 0 {
+		sched = newSchedule(loadStart, l.opts.Rate, l.opts.Schedule, l.opts.LatencyLimit)
+	}
+	rec := newRecorder(l.opts.Participants, sched != nil, l.opts.LatencyLimit)
 	var (
 		measuring atomic.Bool
 		stop      atomic.Bool
 		remaining atomic.Int64
 	)
+	// stopped is closed with stop set, for clients waiting for a due time.
+	stopped := make(chan struct{})
 	remaining.Store(int64(l.opts.Transactions))
 	byCount := l.opts.Transactions > 0
 
@@ -77,11 +84,19 @@ func (l *load) run(ctx context.Context) *Result {
 				}
 				plan := p.next()
 				began := time.Now()
+				due := began
+				if sched != nil {
+					var skipped int64
+					due, skipped = sched.take(began)
+					rec.skip(skipped, measured)
+					if !waitUntil(due, stopped) {
+						return
+					}
+					began = time.Now()
+				}
 				sp.reset(began)
 				out, reason := tx(callCtx, plan, sp)
-				if measured {
-					rec.record(out, time.Since(began), plan, reason, sp)
-				}
+				rec.record(measured, out, time.Since(due), began.Sub(due), plan, reason, sp)
 			}
 		}()
 	}
@@ -98,6 +113,10 @@ func (l *load) run(ctx context.Context) *Result {
 		}
 	}
 
+	if l.opts.ProgressEvery > 0 && l.opts.ProgressLog != nil {
+		stopLog := l.logProgress(loadStart, rec, &measuring)
+		defer stopLog()
+	}
 	if l.opts.Warmup > 0 {
 		l.show("warm-up", time.Now(), rec, true)
 		wait(l.opts.Warmup)
@@ -117,6 +136,7 @@ func (l *load) run(ctx context.Context) *Result {
 		wait(l.opts.Duration)
 	}
 	stop.Store(true)
+	close(stopped)
 	<-finished
 	elapsed := time.Since(start)
 	if l.onEnd != nil {
@@ -125,7 +145,65 @@ func (l *load) run(ctx context.Context) *Result {
 	if stopProgress != nil {
 		stopProgress()
 	}
-	return rec.result(l.mode, elapsed, l.opts.Statements)
+	return rec.result(l.mode, elapsed, l.opts.Statements, sched)
+}
+
+// waitUntil sleeps until t; false if stopped was closed first.
+func waitUntil(t time.Time, stopped <-chan struct{}) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return true
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-stopped:
+		return false
+	}
+}
+
+// logProgress writes a line to Options.ProgressLog every
+// Options.ProgressEvery, as pgbench -P does: the time since the load
+// began, the committed rate, the mean latency and its standard deviation
+// over the interval, aborts and failures, and with a schedule the mean lag
+// and the skipped transactions. It returns a function that stops it.
+func (l *load) logProgress(start time.Time, rec *recorder, measuring *atomic.Bool) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(l.opts.ProgressEvery)
+		defer t.Stop()
+		last := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				iv := rec.takeInterval()
+				fmt.Fprintln(l.opts.ProgressLog, progressLine(l.mode, now.Sub(start), now.Sub(last), iv, rec.scheduled, !measuring.Load()))
+				last = now
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// progressLine words one interval of a progress report.
+func progressLine(mode string, since, span time.Duration, iv interval, scheduled, warmup bool) string {
+	ms := func(us float64) float64 { return us / 1000 }
+	line := fmt.Sprintf("progress: %s %.1f s, %.1f tx/s, lat %.3f ms stddev %.3f, %d aborted, %d failed",
+		mode, since.Seconds(), float64(iv.committed)/span.Seconds(), ms(iv.latency.Mean()), ms(iv.latency.StdDev()), iv.aborted, iv.failed)
+	if scheduled {
+		line += fmt.Sprintf(", lag %.3f ms, %d skipped", ms(iv.lag.Mean()), iv.skipped)
+	}
+	if warmup {
+		line += " (warm-up)"
+	}
+	return line
 }
 
 func (l *load) showEverySecond(start time.Time, rec *recorder) func() {

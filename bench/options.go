@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -181,10 +182,31 @@ type Options struct {
 	// resident memory is sampled every second during the measurements.
 	WatchPID int
 
+	// Rate, if set, runs transactions at this many per second (an open
+	// system, as pgbench --rate): they are due on Schedule
+	// (SchedulePoisson by default, or ScheduleFixed) whether or not the
+	// last ones are done, the first free client of Concurrency takes the
+	// next one due, and latency counts from the due time, so that waiting
+	// for a client counts as it would for a user. Without it every client
+	// starts its next transaction as soon as the last one ends.
+	Rate     float64
+	Schedule string
+	// LatencyLimit, if set, counts committed transactions slower than it
+	// (Result.Late) and, with Rate, skips a transaction that is already
+	// this late when a client is free (ScheduleResult.Skipped), as pgbench
+	// --latency-limit.
+	LatencyLimit time.Duration
+
 	// Progress, if set, receives a one-line progress display, redrawn in
 	// place every second; pass a terminal only.
 	Progress io.Writer
-	Logger   *slog.Logger
+	// ProgressEvery, with ProgressLog, writes a line there at this
+	// interval, as pgbench -P: committed per second, latency mean and
+	// standard deviation, aborts (and with Rate, lag and skips) over the
+	// interval, warm-up included.
+	ProgressEvery time.Duration
+	ProgressLog   io.Writer
+	Logger        *slog.Logger
 }
 
 // ClusterSpec is the cluster Run asks Options.StartCluster for: the fields
@@ -255,6 +277,9 @@ func (o *Options) fill() {
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout
 	}
+	if o.Schedule == "" {
+		o.Schedule = SchedulePoisson
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -276,6 +301,17 @@ func (o *Options) Validate() error {
 	case "", FormInteractive, FormSingle:
 	default:
 		errs = append(errs, fmt.Errorf("form %q: want %s or %s", o.Form, FormInteractive, FormSingle))
+	}
+	if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
+		errs = append(errs, fmt.Errorf("rate %g: must be a positive number of transactions per second (0: as fast as the clients go)", o.Rate))
+	}
+	switch o.Schedule {
+	case "", SchedulePoisson, ScheduleFixed:
+	default:
+		errs = append(errs, fmt.Errorf("schedule %q: want %s or %s", o.Schedule, SchedulePoisson, ScheduleFixed))
+	}
+	if o.LatencyLimit < 0 || o.ProgressEvery < 0 {
+		errs = append(errs, errors.New("latency limit and progress interval must not be negative"))
 	}
 	switch o.Transport {
 	case "", TransportHTTP, TransportStream:

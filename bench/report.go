@@ -33,8 +33,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	if c.Transactions > 0 {
 		span = fmt.Sprintf("%d transactions", c.Transactions)
 	}
-	fmt.Fprintf(w, "participants=%d form=%s transport=%s clients=%d connections=%d statements/tx=%d hot-fraction=%g (of %d keys) measured=%s after %.0fs warm-up\n\n",
+	fmt.Fprintf(w, "participants=%d form=%s transport=%s clients=%d connections=%d statements/tx=%d hot-fraction=%g (of %d keys) measured=%s after %.0fs warm-up\n",
 		c.Participants, c.Form, c.Transport, c.Concurrency, c.Connections, c.Statements, c.HotFraction, c.HotKeys, span, c.WarmupSec)
+	if c.Rate > 0 {
+		fmt.Fprintf(w, "arrivals: %g/s on a %s schedule; latency counts from each transaction's due time, waiting for a free client included\n", c.Rate, c.Schedule)
+	}
+	fmt.Fprintln(w)
 
 	results := r.results()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -52,6 +56,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, res := range results {
 		width = max(width, len(res.Mode))
 	}
+	writeSchedule(w, results, width)
 	fmt.Fprintln(w, "\nlatency by step of committed transactions (p50 / p99 ms):")
 	for _, res := range results {
 		if len(res.Steps) == 0 {
@@ -120,6 +125,29 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// writeSchedule prints how well each result kept its arrival schedule and
+// how many transactions were over the latency limit.
+func writeSchedule(w io.Writer, results []*Result, width int) {
+	printed := false
+	for _, res := range results {
+		if res.Schedule == nil && res.LatencyLimitMS == 0 {
+			continue
+		}
+		if !printed {
+			fmt.Fprintln(w, "\nschedule (lag: due time to start, waiting for a free client):")
+			printed = true
+		}
+		fmt.Fprintf(w, "  %-*s ", width, res.Mode)
+		if sc := res.Schedule; sc != nil {
+			fmt.Fprintf(w, " %g/s %s: lag mean %.2f ms, p99 %.2f ms, max %.2f ms; %d skipped;", sc.Rate, sc.Kind, sc.Lag.Mean, sc.Lag.P99, sc.Lag.Max, sc.Skipped)
+		}
+		if res.LatencyLimitMS > 0 {
+			fmt.Fprintf(w, " %d committed over the %g ms limit", res.Late, res.LatencyLimitMS)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // results lists tpcd's result and the baselines', in the order measured.

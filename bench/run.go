@@ -40,6 +40,12 @@ type Config struct {
 	Baselines  []string `json:"baselines,omitempty"`
 	Rounds     int      `json:"rounds"`
 	GOMAXPROCS int      `json:"gomaxprocs"`
+	// Rate and Schedule: transactions were due at this rate per second
+	// on this schedule (0: as fast as the clients went); LatencyLimitMS
+	// is Options.LatencyLimit.
+	Rate           float64 `json:"rate,omitempty"`
+	Schedule       string  `json:"schedule,omitempty"`
+	LatencyLimitMS float64 `json:"latency_limit_ms,omitempty"`
 }
 
 // Ratio compares tpcd with a baseline: tpcd's figure divided by the
@@ -208,6 +214,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.Transactions == 0 {
 		rep.Config.DurationSec = opts.Duration.Seconds()
 	}
+	if opts.Rate > 0 {
+		rep.Config.Rate, rep.Config.Schedule = opts.Rate, opts.Schedule
+	}
+	rep.Config.LatencyLimitMS = float64(opts.LatencyLimit) / float64(time.Millisecond)
 	keys := newKeySource(opts.HotFraction, opts.HotKeys)
 	rep.Machine = Machine{CPUs: runtime.NumCPU(), LoadBefore: loadAverage()}
 	defer func() { rep.Machine.LoadAfter = loadAverage() }()

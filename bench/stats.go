@@ -77,6 +77,27 @@ type Result struct {
 	// Startup compares the first seconds with the rest; nil when fewer
 	// than minStartupSeconds whole seconds were measured.
 	Startup *Startup `json:"startup,omitempty"`
+	// Schedule is how well the arrival schedule was kept, with
+	// Options.Rate; Latency then counts from each transaction's due time.
+	Schedule *ScheduleResult `json:"schedule,omitempty"`
+	// Late counts the committed transactions whose latency was over
+	// LatencyLimitMS (Options.LatencyLimit); both are 0 without a limit.
+	LatencyLimitMS float64 `json:"latency_limit_ms,omitempty"`
+	Late           int64   `json:"late,omitempty"`
+}
+
+// ScheduleResult describes a measurement at a fixed arrival rate.
+type ScheduleResult struct {
+	// Rate is the arrival rate asked for, per second, and Kind the
+	// schedule (SchedulePoisson or ScheduleFixed).
+	Rate float64 `json:"rate"`
+	Kind string  `json:"kind"`
+	// Lag is how long transactions waited past their due time for a free
+	// client, every measured transaction that ran.
+	Lag Latency `json:"lag"`
+	// Skipped counts due times that were already more than the latency
+	// limit past when a client was free, and were not run.
+	Skipped int64 `json:"skipped"`
 }
 
 // Startup compares the committed rate of a measurement's first seconds
@@ -122,9 +143,16 @@ func startupOf(bySecond []int64, elapsed time.Duration) *Startup {
 	return st
 }
 
-// recorder collects the outcomes of one measurement from all clients.
+// recorder collects the outcomes of one measurement from all clients, and
+// those of every transaction, warm-up included, for the progress report.
 type recorder struct {
 	committed, aborted, failed atomic.Int64
+	skipped, late              atomic.Int64
+
+	// scheduled: transactions have due times and lags (Options.Rate);
+	// limit is Options.LatencyLimit.
+	scheduled bool
+	limit     time.Duration
 
 	mu sync.Mutex
 	// start is when the measurement began; bySecond counts committed
@@ -132,18 +160,62 @@ type recorder struct {
 	start    time.Time
 	bySecond []int64
 	hist     *hdrhistogram.Histogram
+	lag      *hdrhistogram.Histogram
 	steps    map[string]*hdrhistogram.Histogram
 	nodes    []int64
 	reasons  map[string]int64
+	// iv is the progress report's current interval.
+	iv interval
 }
 
-func newRecorder(nodes int) *recorder {
+func newRecorder(nodes int, scheduled bool, limit time.Duration) *recorder {
 	return &recorder{
-		hist:    hdrhistogram.New(histMin, histMax, histSigFigs),
-		steps:   map[string]*hdrhistogram.Histogram{},
-		nodes:   make([]int64, nodes),
-		reasons: map[string]int64{},
+		scheduled: scheduled,
+		limit:     limit,
+		hist:      hdrhistogram.New(histMin, histMax, histSigFigs),
+		lag:       hdrhistogram.New(histMin, histMax, histSigFigs),
+		steps:     map[string]*hdrhistogram.Histogram{},
+		nodes:     make([]int64, nodes),
+		reasons:   map[string]int64{},
+		iv:        newInterval(),
 	}
+}
+
+// interval is what ended since the last progress report, measured or not.
+type interval struct {
+	committed, aborted, failed, skipped int64
+	// latency of committed transactions, lag of all that ran.
+	latency, lag *hdrhistogram.Histogram
+}
+
+func newInterval() interval {
+	return interval{
+		latency: hdrhistogram.New(histMin, histMax, histSigFigs),
+		lag:     hdrhistogram.New(histMin, histMax, histSigFigs),
+	}
+}
+
+// takeInterval returns the interval since the last call and starts the
+// next.
+func (r *recorder) takeInterval() interval {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	iv := r.iv
+	r.iv = newInterval()
+	return iv
+}
+
+// skip counts due times the schedule skipped.
+func (r *recorder) skip(n int64, measured bool) {
+	if n == 0 {
+		return
+	}
+	if measured {
+		r.skipped.Add(n)
+	}
+	r.mu.Lock()
+	r.iv.skipped += n
+	r.mu.Unlock()
 }
 
 // outcome is how one transaction ended.
@@ -162,7 +234,27 @@ func (r *recorder) startAt(t time.Time) {
 	r.start = t
 }
 
-func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason string, sp *spans) {
+// record files a transaction that ended: took is its latency (from its
+// due time with a schedule), lag how late it started. Only a measured one
+// counts in the result; every one counts in the progress interval.
+func (r *recorder) record(measured bool, out outcome, took, lag time.Duration, plan []stmt, reason string, sp *spans) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch out {
+	case outCommitted:
+		r.iv.committed++
+		recordDuration(r.iv.latency, took)
+	case outAborted:
+		r.iv.aborted++
+	default:
+		r.iv.failed++
+	}
+	if r.scheduled {
+		recordDuration(r.iv.lag, lag)
+	}
+	if !measured {
+		return
+	}
 	switch out {
 	case outCommitted:
 		r.committed.Add(1)
@@ -171,9 +263,13 @@ func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason s
 	default:
 		r.failed.Add(1)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	if r.scheduled {
+		recordDuration(r.lag, lag)
+	}
 	if out == outCommitted {
+		if r.limit > 0 && took > r.limit {
+			r.late.Add(1)
+		}
 		if !r.start.IsZero() {
 			second := int(time.Since(r.start) / time.Second)
 			for len(r.bySecond) <= second {
@@ -207,7 +303,9 @@ func (r *recorder) record(out outcome, took time.Duration, plan []stmt, reason s
 	r.reasons[reason]++
 }
 
-func (r *recorder) result(mode string, elapsed time.Duration, stmts int) *Result {
+// result sums the measurement up; sched is the schedule it ran on, nil
+// without one.
+func (r *recorder) result(mode string, elapsed time.Duration, stmts int, sched *schedule) *Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := &Result{
@@ -217,6 +315,16 @@ func (r *recorder) result(mode string, elapsed time.Duration, stmts int) *Result
 		Aborted:        r.aborted.Load(),
 		Failed:         r.failed.Load(),
 		NodeStatements: append([]int64(nil), r.nodes...),
+	}
+	if sched != nil {
+		res.Schedule = &ScheduleResult{Rate: sched.rate(), Kind: sched.kind, Skipped: r.skipped.Load()}
+		if r.lag.TotalCount() > 0 {
+			res.Schedule.Lag = latencyOf(r.lag)
+		}
+	}
+	if r.limit > 0 {
+		res.LatencyLimitMS = float64(r.limit) / float64(time.Millisecond)
+		res.Late = r.late.Load()
 	}
 	// Seconds in which nothing committed are there as zeros, the last
 	// one too.

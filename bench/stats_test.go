@@ -10,12 +10,12 @@ import (
 // of the measurement; seconds without any are zeros.
 func TestRecorderBySecond(t *testing.T) {
 	plan := []stmt{{node: 0}, {node: 1}, {node: 0}}
-	r := newRecorder(2)
+	r := newRecorder(2, false, 0)
 	r.startAt(time.Now().Add(-1500 * time.Millisecond))
-	r.record(outCommitted, time.Millisecond, plan, "", nil)
-	r.record(outCommitted, time.Millisecond, plan, "", nil)
-	r.record(outAborted, time.Millisecond, plan, "lock timeout", nil)
-	res := r.result("tpcd", 3200*time.Millisecond, 3)
+	r.record(true, outCommitted, time.Millisecond, 0, plan, "", nil)
+	r.record(true, outCommitted, time.Millisecond, 0, plan, "", nil)
+	r.record(true, outAborted, time.Millisecond, 0, plan, "lock timeout", nil)
+	res := r.result("tpcd", 3200*time.Millisecond, 3, nil)
 	if !slices.Equal(res.CommittedBySecond, []int64{0, 2, 0, 0}) {
 		t.Errorf("committed by second %v, want [0 2 0 0]", res.CommittedBySecond)
 	}

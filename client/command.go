@@ -334,6 +334,13 @@ type LoadOptions struct {
 	// Create makes the table on every participant first (CREATE TABLE IF
 	// NOT EXISTS), with column types guessed from the data.
 	Create bool
+	// Atomic loads every row (and with Create the table) in one
+	// distributed transaction: all of them or none. TxSize does not apply.
+	Atomic bool
+	// Append allows loading into a table that already holds rows; without
+	// it such a table is refused, so that a second run does not double
+	// every row.
+	Append bool
 	// TxSize is the number of rows per distributed transaction.
 	TxSize int
 }
@@ -342,7 +349,7 @@ type LoadOptions struct {
 const DefaultTxSize = 100
 
 // ParseLoadArgs reads the arguments of the load command:
-// --table NAME --key COLUMN [--create] [--tx-size N] FILE.
+// --table NAME --key COLUMN [--create] [--atomic] [--append] [--tx-size N] FILE.
 func ParseLoadArgs(args []string) (LoadOptions, error) {
 	var o LoadOptions
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
@@ -350,6 +357,8 @@ func ParseLoadArgs(args []string) (LoadOptions, error) {
 	fs.StringVar(&o.Table, "table", "", "table to load into")
 	fs.StringVar(&o.Key, "key", "", "column whose hash picks the node")
 	fs.BoolVar(&o.Create, "create", false, "create the table on every participant")
+	fs.BoolVar(&o.Atomic, "atomic", false, "load every row in one transaction")
+	fs.BoolVar(&o.Append, "append", false, "load into a table that already holds rows")
 	fs.IntVar(&o.TxSize, "tx-size", DefaultTxSize, "rows per transaction")
 	// Flags may follow the file name too: parse, take a positional, go on.
 	var files []string
@@ -370,7 +379,7 @@ func ParseLoadArgs(args []string) (LoadOptions, error) {
 	return o, o.Check()
 }
 
-const loadUsage = "load --table NAME --key COLUMN [--create] [--tx-size N] FILE.csv"
+const loadUsage = "load --table NAME --key COLUMN [--create] [--atomic] [--append] [--tx-size N] FILE.csv"
 
 // Check validates the options.
 func (o LoadOptions) Check() error {

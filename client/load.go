@@ -8,16 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/rpc"
 	"github.com/tpcd/tpcd/shard"
 )
 
@@ -29,10 +24,14 @@ const (
 	// coordinator's 1 MiB request limit and PostgreSQL's 65535 parameters.
 	maxStmtBytes  = 256 << 10
 	maxStmtParams = 60000
-	// loadAttempts is how often a batch is tried before the load gives up
-	// (a vote timeout or a lost connection may abort a transaction that
-	// would commit on a second try).
+	// loadAttempts is how often a transaction is tried before the load
+	// gives up (a vote timeout or a lost connection may abort a transaction
+	// that would commit on a second try).
 	loadAttempts = 3
+	// atomicChunkRows is how many rows an atomic load sends at a time: its
+	// one transaction may hold only so many statements (the coordinator's
+	// --max-statements), so they are as large as the limits above allow.
+	atomicChunkRows = 5000
 )
 
 // LoadSummary is what a load did.
@@ -42,6 +41,7 @@ type LoadSummary struct {
 	Key     string   `json:"key"`
 	Columns []Column `json:"columns"`
 	Created bool     `json:"created"`
+	Atomic  bool     `json:"atomic"`
 	// Rows counts committed rows; RowsPerNode splits them by participant.
 	Rows         int64   `json:"rows"`
 	RowsPerNode  []int64 `json:"rows_per_node"`
@@ -67,15 +67,25 @@ func (s *LoadSummary) String() string {
 	for i, n := range s.RowsPerNode {
 		per[i] = fmt.Sprintf("@%d %d", i, n)
 	}
-	return fmt.Sprintf("loaded %d rows into %s in %d transactions (%d aborted) in %.2fs, %.0f rows/s; rows per node: %s",
-		s.Rows, s.Table, s.Transactions, s.Aborts, s.Seconds, rate, strings.Join(per, ", "))
+	txs := fmt.Sprintf("%d transactions", s.Transactions)
+	if s.Atomic {
+		txs = "one transaction"
+		if s.Transactions == 0 {
+			txs = "no transaction"
+		}
+	}
+	return fmt.Sprintf("loaded %d rows into %s in %s (%d aborted) in %.2fs, %.0f rows/s; rows per node: %s",
+		s.Rows, s.Table, txs, s.Aborts, s.Seconds, rate, strings.Join(per, ", "))
 }
 
 // Load streams a CSV file into a table split across the participants: row
-// r goes to participant shard.NodeFor(r[key], N), and every opts.TxSize
-// rows are committed together in one distributed transaction. With
-// opts.Create the table is first created on every participant, in one
-// transaction too. A progress bar is drawn on progress if it is not nil. The summary is
+// r goes to participant shard.NodeFor(r[key], N). Every opts.TxSize rows are
+// committed together in one distributed transaction, or with opts.Atomic
+// all rows in one. With opts.Create the table is first created on every
+// participant (in one transaction too, or in the atomic load's). A table
+// that already holds rows is refused unless opts.Append. A value the
+// servers refuse is reported with its line and column in the file. A
+// progress bar is drawn on progress if it is not nil. The summary is
 // returned also when the load stops early, with what was committed.
 func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer) (*LoadSummary, error) {
 	if err := opts.Check(); err != nil {
@@ -91,141 +101,39 @@ func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer)
 	if n == 0 {
 		return nil, errors.New("load: the coordinator reports no participants")
 	}
-	f, err := os.Open(opts.File)
-	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
-	}
-	defer f.Close()
-	var size int64
-	if st, err := f.Stat(); err == nil {
-		size = st.Size()
-	}
-	cr := csv.NewReader(bufio.NewReaderSize(f, 1<<16))
-	header, err := cr.Read()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("load %s: the file is empty; its first line must name the columns", opts.File)
-		}
-		return nil, fmt.Errorf("load %s: %w", opts.File, err)
-	}
-	keyIdx := -1
-	seen := map[string]bool{}
-	for i, h := range header {
-		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
-		header[i] = h
-		if h == "" {
-			return nil, fmt.Errorf("load %s: column %d of the header has no name", opts.File, i+1)
-		}
-		if seen[h] {
-			return nil, fmt.Errorf("load %s: column %q appears twice in the header", opts.File, h)
-		}
-		seen[h] = true
-		if h == opts.Key {
-			keyIdx = i
-		}
-	}
-	if keyIdx < 0 {
-		return nil, fmt.Errorf("load %s: --key %q is not a column; the header has %s", opts.File, opts.Key, strings.Join(header, ", "))
-	}
-
-	// Read a sample first: the types are guessed from it.
-	var sample [][]string
-	var readErr error
-	for len(sample) < sampleRows {
-		rec, err := cr.Read()
+	for attempt := 1; ; attempt++ {
+		l, err := openLoad(s, opts, n)
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				readErr = fmt.Errorf("load %s: %w", opts.File, err)
-			}
-			break
-		}
-		sample = append(sample, rec)
-	}
-	cols := make([]Column, len(header))
-	for i, h := range header {
-		vals := make([]string, len(sample))
-		for j, rec := range sample {
-			vals[j] = rec[i]
-		}
-		cols[i] = Column{Name: h, Type: InferType(vals)}
-	}
-
-	l := &loader{
-		s: s, opts: opts, cols: cols, keyIdx: keyIdx, n: n,
-		sum: &LoadSummary{Table: opts.Table, File: opts.File, Key: opts.Key, Columns: cols, RowsPerNode: make([]int64, n)},
-	}
-	started := time.Now()
-	defer func() { l.sum.Seconds = time.Since(started).Seconds() }()
-	if progress != nil {
-		l.bar = &progressBar{w: progress, size: size, start: started, label: "loading " + opts.Table}
-		defer l.bar.clear()
-	}
-	if opts.Create {
-		if err := l.create(ctx); err != nil {
 			return nil, err
 		}
-		l.sum.Created = true
-	}
-
-	batch := make([][]string, 0, opts.TxSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+		started := time.Now()
+		if progress != nil {
+			l.bar = &progressBar{w: progress, size: l.src.size, start: started, label: "loading " + opts.Table}
 		}
-		if err := l.batch(ctx, batch); err != nil {
-			return err
+		var retry bool
+		if opts.Atomic {
+			retry, err = l.loadAtomic(ctx)
+		} else {
+			err = l.loadBatches(ctx)
 		}
-		batch = batch[:0]
+		l.sum.Seconds = time.Since(started).Seconds()
 		if l.bar != nil {
-			l.bar.update(l.sum.Rows, cr.InputOffset(), false)
+			l.bar.clear()
 		}
-		return nil
-	}
-	for _, rec := range sample {
-		batch = append(batch, rec)
-		if len(batch) == opts.TxSize {
-			if err := flush(); err != nil {
-				return l.sum, err
-			}
-		}
-	}
-	if readErr != nil {
-		if err := flush(); err != nil {
+		l.src.close()
+		// Only an atomic load starts over: it left nothing behind.
+		if !retry || attempt == loadAttempts || ctx.Err() != nil {
 			return l.sum, err
 		}
-		return l.sum, readErr
+		s.opts.Notice(fmt.Sprintf("load: %v; trying again from the start", err))
 	}
-	// A full sample means the file may go on.
-	for more := len(sample) == sampleRows; more; {
-		rec, err := cr.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ferr := flush(); ferr != nil {
-				return l.sum, ferr
-			}
-			return l.sum, fmt.Errorf("load %s: %w", opts.File, err)
-		}
-		batch = append(batch, rec)
-		if len(batch) == opts.TxSize {
-			if err := flush(); err != nil {
-				return l.sum, err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return l.sum, err
-	}
-	if l.bar != nil {
-		l.bar.update(l.sum.Rows, size, true)
-	}
-	return l.sum, nil
 }
 
+// loader is one pass over the file.
 type loader struct {
 	s      *Session
 	opts   LoadOptions
+	src    *csvSource
 	cols   []Column
 	keyIdx int
 	n      int
@@ -233,19 +141,158 @@ type loader struct {
 	bar    *progressBar
 }
 
-// create makes the table on every participant in one distributed
-// transaction, so that it exists everywhere or nowhere.
-func (l *loader) create(ctx context.Context) error {
+// openLoad opens the file and reads its header and sample, from which the
+// column types are guessed.
+func openLoad(s *Session, opts LoadOptions, n int) (*loader, error) {
+	src, err := openCSV(opts.File)
+	if err != nil {
+		return nil, err
+	}
+	keyIdx := -1
+	for i, h := range src.header {
+		if h == opts.Key {
+			keyIdx = i
+		}
+	}
+	if keyIdx < 0 {
+		src.close()
+		return nil, fmt.Errorf("load %s: --key %q is not a column; the header has %s", opts.File, opts.Key, strings.Join(src.header, ", "))
+	}
+	cols := make([]Column, len(src.header))
+	for i, h := range src.header {
+		vals := make([]string, len(src.sample))
+		for j, rec := range src.sample {
+			vals[j] = rec.fields[i]
+		}
+		cols[i] = Column{Name: h, Type: InferType(vals)}
+	}
+	return &loader{
+		s: s, opts: opts, src: src, cols: cols, keyIdx: keyIdx, n: n,
+		sum: &LoadSummary{Table: opts.Table, File: opts.File, Key: opts.Key, Columns: cols, Atomic: opts.Atomic, RowsPerNode: make([]int64, n)},
+	}, nil
+}
+
+// loadBatches commits every opts.TxSize rows in a transaction of their own.
+func (l *loader) loadBatches(ctx context.Context) error {
+	if l.opts.Create {
+		if err := l.create(ctx); err != nil {
+			return err
+		}
+		l.sum.Created = true
+	}
+	if !l.opts.Append {
+		if err := l.refuseNonEmpty(ctx, nil); err != nil {
+			return err
+		}
+	}
+	for {
+		recs, readErr := l.src.next(l.opts.TxSize)
+		if len(recs) > 0 {
+			if err := l.batch(ctx, recs); err != nil {
+				return err
+			}
+			l.drawProgress(false)
+		}
+		if readErr != nil {
+			return l.endOfFile(readErr)
+		}
+	}
+}
+
+// loadAtomic sends every row in one transaction and commits it: all rows
+// are loaded or none. retry reports whether starting over may work.
+func (l *loader) loadAtomic(ctx context.Context) (retry bool, err error) {
+	tx, err := l.begin(ctx)
+	if err != nil {
+		return retryable(err), fmt.Errorf("load: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.rollback(ctx)
+			l.sum.Rows, l.sum.RowsPerNode = 0, make([]int64, l.n)
+		}
+	}()
+	if l.opts.Create {
+		if err := tx.exec(ctx, l.everyNode(l.createSQL())); err != nil {
+			return retryable(err), fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
+		}
+	}
+	if !l.opts.Append {
+		if err := l.refuseNonEmpty(ctx, tx); err != nil {
+			return retryable(err), err
+		}
+	}
+	for {
+		recs, readErr := l.src.next(atomicChunkRows)
+		if len(recs) > 0 {
+			byNode, stmts := l.route(recs)
+			if err := tx.exec(ctx, stmts); err != nil {
+				return retryable(err), l.rowError(ctx, recs, err)
+			}
+			l.count(byNode)
+			l.drawProgress(false)
+		}
+		if readErr != nil {
+			if err := l.endOfFile(readErr); err != nil {
+				return false, err
+			}
+			break
+		}
+	}
+	retry, err = tx.commit(ctx)
+	l.sum.Transactions++
+	if err != nil {
+		l.sum.Aborts++
+		return retry, fmt.Errorf("load: no rows loaded: %w", err)
+	}
+	l.sum.Created = l.opts.Create
+	l.drawProgress(true)
+	return false, nil
+}
+
+// endOfFile turns the reader's last error into the load's: none at the
+// end of the file.
+func (l *loader) endOfFile(readErr error) error {
+	if errors.Is(readErr, io.EOF) {
+		l.drawProgress(true)
+		return nil
+	}
+	return fmt.Errorf("load %s: %w", l.opts.File, readErr)
+}
+
+func (l *loader) drawProgress(done bool) {
+	if l.bar == nil {
+		return
+	}
+	offset := l.src.offset()
+	if done {
+		offset = l.src.size
+	}
+	l.bar.update(l.sum.Rows, offset, done)
+}
+
+// createSQL creates the table with the guessed column types.
+func (l *loader) createSQL() string {
 	defs := make([]string, len(l.cols))
 	for i, c := range l.cols {
 		defs[i] = quoteIdent(c.Name) + " " + c.Type
 	}
-	sql := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s)", quoteTable(l.opts.Table), strings.Join(defs, ", "))
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s)", quoteTable(l.opts.Table), strings.Join(defs, ", "))
+}
+
+// everyNode runs sql once on every participant.
+func (l *loader) everyNode(sql string) map[engine.NodeID][]stmt {
 	stmts := make(map[engine.NodeID][]stmt, l.n)
 	for i := range l.n {
 		stmts[engine.NodeID(i)] = []stmt{{sql: sql}}
 	}
-	tx, _, err := l.transact(ctx, stmts)
+	return stmts
+}
+
+// create makes the table on every participant in one distributed
+// transaction, so that it exists everywhere or nowhere.
+func (l *loader) create(ctx context.Context) error {
+	tx, _, err := l.transact(ctx, l.everyNode(l.createSQL()))
 	if err != nil {
 		return fmt.Errorf("load: create table %s: %w", l.opts.Table, err)
 	}
@@ -257,18 +304,45 @@ func (l *loader) create(ctx context.Context) error {
 	return nil
 }
 
+// refuseNonEmpty fails if the table holds rows on any participant: loading
+// the same file twice would double them. It looks in tx, or in a
+// transaction of its own that it rolls back.
+func (l *loader) refuseNonEmpty(ctx context.Context, tx *loadTx) error {
+	if tx == nil {
+		var err error
+		if tx, err = l.begin(ctx); err != nil {
+			return fmt.Errorf("load: check that %s is empty: %w", l.opts.Table, err)
+		}
+		defer tx.rollback(ctx)
+	}
+	stmts := l.everyNode(fmt.Sprintf("SELECT 1 FROM %s LIMIT 1", quoteTable(l.opts.Table)))
+	results, err := tx.query(ctx, stmts)
+	if err != nil {
+		return fmt.Errorf("load: check that %s is empty: %w", l.opts.Table, err)
+	}
+	var holding []string
+	for i := range l.n {
+		if r := results[engine.NodeID(i)]; r != nil && len(r.Rows) > 0 {
+			holding = append(holding, fmt.Sprintf("@%d", i))
+		}
+	}
+	if len(holding) > 0 {
+		return fmt.Errorf("load: table %s already holds rows (on %s); loading would add to them: give --append if that is what you want", l.opts.Table, strings.Join(holding, ", "))
+	}
+	return nil
+}
+
 type stmt struct {
 	sql  string
 	args []any
-	rows int
+	recs []record // the rows an INSERT carries
 }
 
-// batch commits one transaction's worth of rows, retrying it when it
-// aborted for a reason other than a failing statement.
-func (l *loader) batch(ctx context.Context, recs [][]string) error {
-	byNode := make([][][]string, l.n)
+// route splits rows by participant and turns them into INSERTs.
+func (l *loader) route(recs []record) ([][]record, map[engine.NodeID][]stmt) {
+	byNode := make([][]record, l.n)
 	for _, rec := range recs {
-		i := shard.NodeFor(rec[l.keyIdx], l.n)
+		i := shard.NodeFor(rec.fields[l.keyIdx], l.n)
 		byNode[i] = append(byNode[i], rec)
 	}
 	stmts := make(map[engine.NodeID][]stmt, l.n)
@@ -277,26 +351,38 @@ func (l *loader) batch(ctx context.Context, recs [][]string) error {
 			stmts[engine.NodeID(i)] = l.inserts(rows)
 		}
 	}
+	return byNode, stmts
+}
+
+// count adds committed (or, in an atomic load, sent) rows to the summary.
+func (l *loader) count(byNode [][]record) {
+	for i, rows := range byNode {
+		l.sum.RowsPerNode[i] += int64(len(rows))
+		l.sum.Rows += int64(len(rows))
+	}
+}
+
+// batch commits one transaction's worth of rows, retrying it when it
+// aborted for a reason other than a failing statement.
+func (l *loader) batch(ctx context.Context, recs []record) error {
+	byNode, stmts := l.route(recs)
 	for attempt := 1; ; attempt++ {
 		_, retry, err := l.transact(ctx, stmts)
 		if err == nil {
 			l.sum.Transactions++
-			for i, rows := range byNode {
-				l.sum.RowsPerNode[i] += int64(len(rows))
-				l.sum.Rows += int64(len(rows))
-			}
+			l.count(byNode)
 			return nil
 		}
 		l.sum.Aborts++
 		if !retry || attempt == loadAttempts || ctx.Err() != nil {
-			return fmt.Errorf("load: rows %d..%d: %w", l.sum.Rows+1, l.sum.Rows+int64(len(recs)), err)
+			return l.rowError(ctx, recs, err)
 		}
 	}
 }
 
 // inserts turns rows into INSERT statements with parameters, as few as the
 // limits allow. Empty fields are NULL.
-func (l *loader) inserts(rows [][]string) []stmt {
+func (l *loader) inserts(rows []record) []stmt {
 	names := make([]string, len(l.cols))
 	for i, c := range l.cols {
 		names[i] = quoteIdent(c.Name)
@@ -305,25 +391,26 @@ func (l *loader) inserts(rows [][]string) []stmt {
 	var out []stmt
 	var b strings.Builder
 	var args []any
-	size, count := 0, 0
+	var recs []record
+	size := 0
 	emit := func() {
-		if count > 0 {
-			out = append(out, stmt{sql: b.String(), args: args, rows: count})
+		if len(recs) > 0 {
+			out = append(out, stmt{sql: b.String(), args: args, recs: recs})
 		}
 		b.Reset()
-		args, size, count = nil, 0, 0
+		args, recs, size = nil, nil, 0
 	}
 	for _, rec := range rows {
-		if count > 0 && (size > maxStmtBytes || len(args)+len(rec) > maxStmtParams) {
+		if len(recs) > 0 && (size > maxStmtBytes || len(args)+len(rec.fields) > maxStmtParams) {
 			emit()
 		}
-		if count == 0 {
+		if len(recs) == 0 {
 			b.WriteString(head)
 		} else {
 			b.WriteString(", ")
 		}
 		b.WriteByte('(')
-		for i, v := range rec {
+		for i, v := range rec.fields {
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -332,7 +419,7 @@ func (l *loader) inserts(rows [][]string) []stmt {
 			size += len(v) + 8
 		}
 		b.WriteByte(')')
-		count++
+		recs = append(recs, rec)
 	}
 	emit()
 	return out
@@ -345,138 +432,102 @@ func nullable(v string) any {
 	return v
 }
 
-// transact runs stmts (per participant, in order) in one distributed
-// transaction and commits it. retry reports whether trying again may work:
-// the transaction aborted for a reason other than a failing statement, or
-// the coordinator did not answer.
-func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (tx engine.TxID, retry bool, err error) {
-	s := l.s
-	if s.broken {
-		if err := s.check(ctx); err != nil {
-			return 0, true, s.explain(err)
-		}
-	}
-	var b engine.BeginReply
-	if err := s.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-		return 0, rpc.IsTransport(err), s.explain(err)
-	}
-	// Participants work in parallel; each one's statements run in order.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for nd, list := range stmts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, st := range list {
-				var r engine.ExecReply
-				err := s.rpc.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: st.sql, Args: st.args}, &r)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		if rpc.IsTransport(firstErr) && ctx.Err() == nil {
-			s.broken = true
-		}
-		// The transaction is doomed; say so now rather than leave it to
-		// the idle timeout.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = s.rpc.Call(rctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
-		cancel()
-		return b.TxID, rpc.IsTransport(firstErr) && ctx.Err() == nil, fmt.Errorf("transaction %d: %s", b.TxID, describe(firstErr, s.addr))
-	}
-	var out engine.OutcomeReply
-	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &out); err != nil {
-		if !rpc.IsTransport(err) || ctx.Err() != nil {
-			return b.TxID, false, fmt.Errorf("commit transaction %d: %s", b.TxID, describe(err, s.addr))
-		}
-		// The commit may or may not have happened: ask once the
-		// coordinator answers again, so rows are neither lost nor doubled.
-		if cerr := s.check(ctx); cerr != nil {
-			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", b.TxID, describe(cerr, s.addr))
-		}
-		var st engine.StatusReply
-		if serr := s.call(ctx, api.MethodStatus, api.TxParams{TxID: b.TxID}, &st); serr != nil {
-			return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown: %s", b.TxID, describe(serr, s.addr))
-		}
-		switch st.State {
-		case engine.PhaseCommitted.String(), engine.PhaseCommitting.String():
-			return b.TxID, false, nil
-		case engine.PhaseAborted.String(), engine.PhaseAborting.String(), "forgotten":
-			return b.TxID, true, fmt.Errorf("transaction %d: %s", b.TxID, describeState(st))
-		}
-		return b.TxID, false, fmt.Errorf("commit transaction %d: outcome unknown (%s)", b.TxID, describeState(st))
-	}
-	if out.Outcome != engine.OutcomeCommit {
-		// A failed statement would have failed its exec; an abort decided
-		// at commit is a no vote or a timeout, which may pass next time.
-		return b.TxID, true, &OutcomeError{TxID: b.TxID, Reason: out.Reason}
-	}
-	return b.TxID, false, nil
+// record is a row of the file and where its fields start there.
+type record struct {
+	fields []string
+	lines  []int // line of each field (a quoted field may span lines)
 }
 
-var (
-	intRe   = regexp.MustCompile(`^[+-]?[0-9]+$`)
-	floatRe = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
-	dateRe  = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`)
-	tsRe    = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$`)
-)
+// csvSource reads the file: the header, a sample of the first rows for
+// the types, then the rest.
+type csvSource struct {
+	f      *os.File
+	r      *csv.Reader
+	size   int64
+	header []string
+	sample []record
+	err    error // what ended the sample, if it ended the file early
+}
 
-// InferType guesses a column's SQL type from its values: bigint, double
-// precision, boolean, date or timestamptz when every non-empty value reads
-// as one, text otherwise (and for a column with no values).
-func InferType(values []string) string {
-	kinds := []struct {
-		typ string
-		ok  func(string) bool
-	}{
-		{"bigint", func(v string) bool {
-			_, err := strconv.ParseInt(v, 10, 64)
-			return err == nil && intRe.MatchString(v)
-		}},
-		{"double precision", floatRe.MatchString},
-		{"boolean", func(v string) bool {
-			switch strings.ToLower(v) {
-			case "true", "false":
-				return true
-			}
-			return false
-		}},
-		{"date", dateRe.MatchString},
-		{"timestamptz", tsRe.MatchString},
+func openCSV(file string) (*csvSource, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
 	}
-	if !slices.ContainsFunc(values, func(v string) bool { return v != "" }) {
-		return "text"
+	src := &csvSource{f: f, r: csv.NewReader(bufio.NewReaderSize(f, 1<<16))}
+	if st, err := f.Stat(); err == nil {
+		src.size = st.Size()
 	}
-next:
-	for _, k := range kinds {
-		for _, v := range values {
-			if v != "" && !k.ok(v) {
-				continue next
-			}
+	header, err := src.r.Read()
+	if err != nil {
+		f.Close()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("load %s: the file is empty; its first line must name the columns", file)
 		}
-		return k.typ
+		return nil, fmt.Errorf("load %s: %w", file, err)
 	}
-	return "text"
+	seen := map[string]bool{}
+	for i, h := range header {
+		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		header[i] = h
+		if h == "" {
+			f.Close()
+			return nil, fmt.Errorf("load %s: column %d of the header has no name", file, i+1)
+		}
+		if seen[h] {
+			f.Close()
+			return nil, fmt.Errorf("load %s: column %q appears twice in the header", file, h)
+		}
+		seen[h] = true
+	}
+	src.header = header
+	for len(src.sample) < sampleRows {
+		rec, err := src.read()
+		if err != nil {
+			src.err = err
+			break
+		}
+		src.sample = append(src.sample, rec)
+	}
+	return src, nil
 }
 
-// quoteIdent quotes a name for SQL, so any CSV header works as a column.
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-// quoteTable quotes schema.table or table.
-func quoteTable(s string) string {
-	parts := strings.Split(s, ".")
-	for i, p := range parts {
-		parts[i] = quoteIdent(p)
+func (c *csvSource) read() (record, error) {
+	fields, err := c.r.Read()
+	if err != nil {
+		return record{}, err
 	}
-	return strings.Join(parts, ".")
+	rec := record{fields: fields, lines: make([]int, len(fields))}
+	for i := range fields {
+		rec.lines[i], _ = c.r.FieldPos(i)
+	}
+	return rec, nil
 }
+
+// next returns up to n rows: the sample's first, then the file's. With
+// fewer than n, the error says why (io.EOF at the end of the file).
+func (c *csvSource) next(n int) ([]record, error) {
+	var out []record
+	for len(out) < n {
+		if len(c.sample) > 0 {
+			out = append(out, c.sample[0])
+			c.sample = c.sample[1:]
+			continue
+		}
+		if c.err != nil {
+			return out, c.err
+		}
+		rec, err := c.read()
+		if err != nil {
+			c.err = err
+			return out, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// offset is how far the reader got into the file, in bytes.
+func (c *csvSource) offset() int64 { return c.r.InputOffset() }
+
+func (c *csvSource) close() { c.f.Close() }

@@ -135,14 +135,14 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	out.Reset()
 	errs.Reset()
 	err = RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs},
-		strings.NewReader("load --table sensors --key sensor_id --tx-size 3 "+bad+"\n"), "")
+		strings.NewReader("load --table sensors --key sensor_id --append --tx-size 3 "+bad+"\n"), "")
 	if err == nil {
 		t.Fatalf("load of a bad file succeeded: %s", out.String())
 	}
 	if !strings.Contains(out.String(), "loaded 3 rows into sensors in 1 transactions (1 aborted)") {
 		t.Fatalf("summary: %q", out.String())
 	}
-	if !strings.Contains(errs.String(), "error: load: rows 4..6: transaction ") ||
+	if !strings.Contains(errs.String(), "error: load: line 7, column 3 (temperature): transaction ") ||
 		!strings.Contains(errs.String(), `invalid input syntax for type double precision: "hot"`) {
 		t.Fatalf("error: %q", errs.String())
 	}
@@ -177,6 +177,126 @@ func testLoadErrors(t *testing.T, c *testCluster) {
 		err := LoadCommand(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, tt.opts)
 		if err == nil || !strings.Contains(errs.String(), tt.msg) {
 			t.Errorf("%+v: err %v, stderr %q, want %q", tt.opts, err, errs.String(), tt.msg)
+		}
+	}
+}
+
+// loadFile writes body to a file and loads it with the command language's
+// load command and args, returning stdout, stderr and the run's error.
+func loadFile(t *testing.T, c *testCluster, body, args string) (string, string, error) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "data.csv")
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var out, errs bytes.Buffer
+	err := RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, strings.NewReader("load "+args+" "+file+"\n"), "")
+	return out.String(), errs.String(), err
+}
+
+// rowsOf counts a table's rows on every participant.
+func (c *testCluster) rowsOf(t *testing.T, table string) (total int64) {
+	t.Helper()
+	for i := range c.Data {
+		total += c.count(t, i, "SELECT count(*) FROM "+table)
+	}
+	return total
+}
+
+// testLoadPositions checks that a value the servers refuse is named by its
+// line in the file, counting the lines of a quoted field that spans
+// several, and by its column when the server's message points at it.
+func testLoadPositions(t *testing.T, c *testCluster) {
+	c.createTable(t, "CREATE TABLE positions (id bigint, note text, amount bigint NOT NULL)")
+	head := "id,note,amount\n1,\"two\nlines\",10\n2,plain,20\n"
+	for _, tt := range []struct{ name, row, want string }{
+		{"bad number", "3,x,12x\n", `error: load: line 5, column 3 (amount): transaction `},
+		{"null in a not-null column", "3,x,\n", `error: load: line 5, column 3 (amount): transaction `},
+		{"quoted field", "3,\"a \"\"b\"\"\",oops\n", `error: load: line 5, column 3 (amount): transaction `},
+	} {
+		_, errs, err := loadFile(t, c, head+tt.row+"4,y,40\n", "--table positions --key id --atomic")
+		if err == nil || !strings.Contains(errs, tt.want) {
+			t.Errorf("%s: err %v, stderr %q, want %q", tt.name, err, errs, tt.want)
+		}
+	}
+	if n := c.rowsOf(t, "positions"); n != 0 {
+		t.Errorf("failed atomic loads left %d rows", n)
+	}
+	// A value too long says nothing of its column: the line alone.
+	c.createTable(t, "CREATE TABLE positions_short (id bigint, code varchar(3))")
+	_, errs, err := loadFile(t, c, "id,code\n1,abc\n2,abcd\n", "--table positions_short --key id")
+	if err == nil || !strings.Contains(errs, "error: load: line 3: transaction ") || !strings.Contains(errs, "value too long") {
+		t.Errorf("value too long: err %v, stderr %q", err, errs)
+	}
+}
+
+// testLoadAtomic loads a file in one transaction: all rows, or with a bad
+// row none, and with --create then no table either.
+func testLoadAtomic(t *testing.T, c *testCluster) {
+	out, errs, err := loadFile(t, c, "id,v\n1,a\n2,b\n3,c\n4,d\n5,e\n", "--table atomic_ok --key id --create --atomic")
+	if err != nil || !strings.Contains(out, "loaded 5 rows into atomic_ok in one transaction (0 aborted)") {
+		t.Fatalf("atomic load: %v\nstdout %q\nstderr %q", err, out, errs)
+	}
+	c.waitSplit(t, "atomic_ok", []string{"1", "2", "3", "4", "5"}, 1)
+
+	// The bad row is the last of many, sent well after the first ones
+	// reached their participants: nothing stays, not even the table.
+	var body strings.Builder
+	body.WriteString("id,v\n")
+	for i := 1; i <= 3*atomicChunkRows; i++ {
+		fmt.Fprintf(&body, "%d,%d\n", i, i)
+	}
+	body.WriteString("x,y\n")
+	out, errs, err = loadFile(t, c, body.String(), "--table atomic_bad --key v --create --atomic")
+	line := 3*atomicChunkRows + 2
+	if err == nil || !strings.Contains(errs, fmt.Sprintf("error: load: line %d, column 1 (id): ", line)) ||
+		!strings.Contains(out, "loaded 0 rows into atomic_bad in no transaction") {
+		t.Fatalf("atomic load with a bad last row: %v\nstdout %q\nstderr %q", err, out, errs)
+	}
+	for i := range c.Data {
+		if n := c.count(t, i, "SELECT count(*) FROM pg_tables WHERE tablename = 'atomic_bad'"); n != 0 {
+			t.Errorf("@%d has table atomic_bad after a failed atomic load", i)
+		}
+	}
+}
+
+// testLoadRefusesNonEmpty loads a file twice: the second time is refused
+// unless --append, which adds the rows again.
+func testLoadRefusesNonEmpty(t *testing.T, c *testCluster) {
+	body := "id,v\n1,a\n2,b\n3,c\n4,d\n"
+	if _, errs, err := loadFile(t, c, body, "--table twice --key id --create"); err != nil {
+		t.Fatalf("first load: %v %s", err, errs)
+	}
+	for _, mode := range []string{"", " --atomic"} {
+		out, errs, err := loadFile(t, c, body, "--table twice --key id --create"+mode)
+		if err == nil || !strings.Contains(errs, "error: load: table twice already holds rows (on @") ||
+			!strings.Contains(errs, "give --append") || !strings.Contains(out, "loaded 0 rows") {
+			t.Errorf("second load%s: err %v, stdout %q, stderr %q", mode, err, out, errs)
+		}
+	}
+	if _, errs, err := loadFile(t, c, body, "--table twice --key id --append"); err != nil {
+		t.Fatalf("load --append: %v %s", err, errs)
+	}
+	c.waitSplit(t, "twice", []string{"1", "2", "3", "4"}, 2)
+}
+
+// waitSplit waits until every participant holds the rows the hash sends
+// it, each key times times (the second phase of the last commit may still
+// be on its way), and checks that no participant holds more.
+func (c *testCluster) waitSplit(t *testing.T, table string, keys []string, times int64) {
+	t.Helper()
+	want := make([]int64, len(c.Data))
+	for _, k := range keys {
+		want[shard.NodeFor(k, len(c.Data))] += times
+	}
+	for i := range c.Data {
+		// A table made in the load's transaction is not there before then.
+		c.waitCount(t, i, "SELECT count(*) FROM pg_tables WHERE tablename = '"+table+"'", 1)
+		c.waitRows(t, i, table, want[i])
+		if got := c.count(t, i, "SELECT count(*) FROM "+table); got != want[i] {
+			t.Errorf("@%d holds %d rows of %s, want %d", i, got, table, want[i])
 		}
 	}
 }

@@ -52,7 +52,11 @@ type Options struct {
 	// EagerPrepared makes the participants wait for their part.prepared
 	// event before voting yes, as `tpcd participant --no-lazy-prepared`.
 	EagerPrepared bool
-	Logger        *slog.Logger
+	// CoordinatorObserver and ParticipantObserver, if set, give the nodes
+	// their observers (metrics), as --metrics-addr does for a single node.
+	CoordinatorObserver node.Observer
+	ParticipantObserver func(id engine.NodeID) node.Observer
+	Logger              *slog.Logger
 }
 
 // Node describes one running node.
@@ -160,11 +164,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	for i := range n {
-		p, err := node.StartParticipant(ctx, lns[i+1], node.ParticipantOptions{
+		popts := node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
 			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down, Transport: c.peers,
 			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
-		})
+		}
+		if opts.ParticipantObserver != nil {
+			popts.Observer = opts.ParticipantObserver(engine.NodeID(i))
+		}
+		p, err := node.StartParticipant(ctx, lns[i+1], popts)
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", names[i+1], err)
 		}
@@ -173,6 +181,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	coord, err := node.StartCoordinator(ctx, lns[0], node.CoordinatorOptions{
 		Participants: partAddrs, Log: c.dbs[0].Log, Engine: opts.Coordinator, Logger: opts.Logger, Transport: c.peers,
+		Observer: opts.CoordinatorObserver,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start coordinator: %w", err)
@@ -216,7 +225,10 @@ func (c *Cluster) Coordinator() *node.Coordinator { return c.coord }
 // CoordinatorAddr is where clients connect.
 func (c *Cluster) CoordinatorAddr() string { return c.Nodes[0].Addr }
 
-// PrintTable writes the nodes as an aligned table and how to connect.
+// Participants are the running participants, by node id.
+func (c *Cluster) Participants() []*node.Participant { return c.parts }
+
+// PrintTable writes the nodes as an aligned table.
 func (c *Cluster) PrintTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tNODE\tRPC\tLOG DB\tDATA DB")
@@ -228,7 +240,6 @@ func (c *Cluster) PrintTable(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Role, n.Name, n.Addr, db.Redact(n.LogURI), db.Redact(data))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nConnect with:  tpcd client --coordinator %s\n", c.CoordinatorAddr())
 }
 
 // Close stops every node and database; temporary directories are removed.

@@ -22,7 +22,8 @@ const (
 	// messages (decisions are resent, votes time out, in-doubt participants
 	// ask), and a peer that far behind is gone for all practical purposes.
 	maxQueued = 100_000
-	// sendTimeout bounds one request to a peer.
+	// sendTimeout bounds one request to a peer unless the node sets its
+	// own (ParticipantOptions.SendTimeout).
 	sendTimeout = 10 * time.Second
 	// ackPatience is how long an acknowledgement waits for another message
 	// to the same peer to travel with. Nobody waits for an ack but the
@@ -50,12 +51,14 @@ type outbox struct {
 	failed func(m engine.Message)
 
 	queue *batchQueue[engine.Message]
+	// timeout bounds one request (sendTimeout unless set).
+	timeout time.Duration
 }
 
 func newOutbox(to engine.NodeID, client *rpc.Client, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
 	q := newBatchQueue[engine.Message]()
 	q.patient, q.patience = isAck, ackPatience
-	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q}
+	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q, timeout: sendTimeout}
 }
 
 func isAck(m engine.Message) bool {
@@ -126,7 +129,7 @@ func (o *outbox) deliver(ctx context.Context, batch []engine.Message, calls []rp
 	for _, m := range batch {
 		calls = append(calls, rpc.BatchCall{Method: m.Method(), Params: m})
 	}
-	sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	sctx, cancel := context.WithTimeout(ctx, o.timeout)
 	err := o.client.CallBatch(sctx, calls[start:])
 	cancel()
 	if err != nil && len(batch) > 1 && rpc.IsCode(err, rpc.CodeInvalidRequest) {

@@ -35,6 +35,11 @@ type ParticipantOptions struct {
 	LockTimeout, StatementTimeout time.Duration
 	// MaxRequestBytes bounds one RPC request. Default 1 MiB.
 	MaxRequestBytes int64
+	// SendTimeout is how long the participant waits for the coordinator (or
+	// another participant) to answer one request carrying its messages
+	// before counting them lost: the seed project's --timeout on a
+	// participant. Default 10s.
+	SendTimeout time.Duration
 	// KeepEnded is how long the events of a transaction that ended here stay
 	// in the log before compaction deletes them (default keepEnded): longer
 	// than a message can be late.
@@ -128,6 +133,9 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	// A lost message needs no handling here: the coordinator resends
 	// decisions and times out votes, and in-doubt transactions keep asking.
 	p.out = newOutbox(0, p.coord, p.logger, nil, nil)
+	if opts.SendTimeout > 0 {
+		p.out.timeout = opts.SendTimeout
+	}
 	p.data = newDataDB(&dataDB{
 		pool: opts.Data, logger: p.logger, lockTimeout: opts.LockTimeout, statementTimeout: opts.StatementTimeout,
 		acquireTimeout: max(opts.LockTimeout, time.Second),
@@ -360,6 +368,7 @@ func (p *Participant) peer(id engine.NodeID) *peerOutbox {
 	client := rpc.NewClient(addr, p.opts.Transport.client(p.logger))
 	ctx, stop := context.WithCancel(p.runCtx)
 	o = &peerOutbox{outbox: newOutbox(id, client, p.logger, nil, nil), addr: addr, client: client, stop: stop}
+	o.timeout = p.out.timeout
 	p.peers[id] = o
 	go o.run(ctx)
 	return o

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,12 +39,16 @@ func TestMain(m *testing.M) {
 // with its own log database (and data database) on the shared test server,
 // talking JSON-RPC over loopback, as separate tpcd processes would.
 type cluster struct {
-	t         *testing.T
-	logger    *slog.Logger
-	compact   time.Duration
+	t       *testing.T
+	logger  *slog.Logger
+	compact time.Duration
+	// The ports are held for the whole test: a node restarted on its
+	// port gets it back (testbin.Port).
+	coordPort *testbin.Port
 	coordAddr string
 	coordDBs  *node.Databases
 	coord     *node.Coordinator
+	partPorts []*testbin.Port
 	partAddrs []string
 	partDBs   []*node.Databases
 	parts     []*node.Participant
@@ -82,18 +85,14 @@ func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 		logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		compact: compact,
 	}
-	// Databases before addresses: the first database starts the shared
-	// PostgreSQL server on a free port, which must not be one picked here.
 	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: c.logger})
 	for range n {
 		c.partDBs = append(c.partDBs, openDBs(t, node.DatabaseSpec{
 			LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: c.logger, MaxConns: 20,
 		}))
 	}
-	c.coordAddr = testbin.FreeAddr(t)
-	for range n {
-		c.partAddrs = append(c.partAddrs, testbin.FreeAddr(t))
-	}
+	c.coordPort, c.partPorts = testbin.HoldPort(t), testbin.HoldPorts(t, n)
+	c.coordAddr, c.partAddrs = c.coordPort.Addr, testbin.Addrs(c.partPorts)
 	c.parts = make([]*node.Participant, n)
 	for i := range n {
 		c.startParticipant(i)
@@ -114,18 +113,9 @@ func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 	return c
 }
 
-func listenOn(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen again on %s: %v", addr, err)
-	}
-	return ln
-}
-
 func (c *cluster) startCoordinator() {
 	c.t.Helper()
-	coord, err := node.StartCoordinator(context.Background(), listenOn(c.t, c.coordAddr), node.CoordinatorOptions{
+	coord, err := node.StartCoordinator(context.Background(), c.coordPort.Lend(), node.CoordinatorOptions{
 		Participants: c.partAddrs, Log: c.coordDBs.Log, Logger: c.logger, CompactEvery: c.compact,
 		Engine: engine.CoordinatorConfig{RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},
 	})
@@ -137,7 +127,7 @@ func (c *cluster) startCoordinator() {
 
 func (c *cluster) startParticipant(i int) {
 	c.t.Helper()
-	p, err := node.StartParticipant(context.Background(), listenOn(c.t, c.partAddrs[i]), node.ParticipantOptions{
+	p, err := node.StartParticipant(context.Background(), c.partPorts[i].Lend(), node.ParticipantOptions{
 		ID: engine.NodeID(i), Coordinator: c.coordAddr, Log: c.partDBs[i].Log, Data: c.partDBs[i].Data,
 		Logger: c.logger, CompactEvery: c.compact, KeepEnded: time.Millisecond,
 		Engine: engine.ParticipantConfig{InquireAfter: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},

@@ -27,13 +27,17 @@ type BenchCmd struct {
 	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections through Go's net/http client, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
 	HotKeys       int      `help:"Size of the hot key set." default:"16"`
-	Duration      Seconds  `help:"How long to measure (after the warm-up)." default:"20"`
+	Duration      Seconds  `help:"How long to measure (after the warm-up) ($$${env})." env:"TPCD_BENCH_DURATION,TPCD_DURATION" default:"20"`
 	Transactions  int      `help:"Measure exactly this many transactions instead of a duration." default:"0"`
 	Warmup        Seconds  `help:"Run the load this long before measuring (0: none; right after the nodes start, the report's rates by second then show how fast they get up to speed)." default:"5"`
 	Rounds        int      `help:"Measure this many times, tpcd and the baselines taking turns; the report is the median round's (by tpcd's throughput against the first baseline), and lists every round." default:"1"`
 	Baseline      []string `help:"Also measure baselines, the same workload straight on the same PostgreSQL servers without tpcd, each after tpcd in every round (comma-separated or repeated): 'raw' two-phase commit with one forced decision row each; 'raw-grouped' the same with the decision rows of concurrent transactions in one insert and commit; 'local' BEGIN, statements, COMMIT of each transaction on one data server, round robin (against -s 1 it is the plain local transaction tpcd's one-phase commit competes with)." enum:"none,raw,raw-grouped,local" default:"none" sep:","`
 	DataDB        []string `name:"data-db" help:"With --coordinator, a participant's data database URI, for the baselines and the WAL figures; repeat in node order." placeholder:"URI"`
 	LogDB         string   `name:"log-db" help:"With --coordinator, a database on the coordinator's log server, for the decision rows of --baseline raw and raw-grouped and the WAL figures." placeholder:"URI"`
+	Rate          float64  `help:"Transactions per second to start, due on --schedule whether or not the last ones are done (an open system, like pgbench --rate); latency then counts from each one's due time, waiting for a free client included, and the report gives the lag. 0: every client starts its next transaction when its last one ends." default:"0"`
+	Schedule      string   `help:"With --rate: 'poisson' (exponential gaps, as pgbench) or 'fixed' (equal gaps)." enum:"poisson,fixed" default:"poisson"`
+	LatencyLimit  Seconds  `name:"latency-limit" help:"Count committed transactions slower than this; with --rate, skip a transaction already this late when a client is free (like pgbench --latency-limit; seconds, or e.g. 50ms). 0: none." default:"0"`
+	Progress      Seconds  `short:"P" help:"Print a progress line to stderr every this many seconds, as pgbench -P: committed/s, latency mean and standard deviation, aborted and failed over the interval (with --rate, lag and skipped too), warm-up included. 0: none (a terminal gets a line redrawn in place instead)." default:"0"`
 	JSON          bool     `name:"json" help:"Print the report as JSON."`
 	CPUProfile    string   `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the (first round's) tpcd measurement (this process: with a local cluster, the nodes too)." type:"path"`
 	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the (first round's) tpcd measurement." type:"path"`
@@ -74,6 +78,7 @@ Examples:
   tpcd bench -c 32 --baseline raw --form single --transport stream
   tpcd bench -c 32 -s 1 --baseline local --form single --transport stream
   tpcd bench -c 32 --warmup 0 --duration 30
+  tpcd bench -c 16 --rate 200 -P 5 --latency-limit 100ms
   tpcd bench --coordinator 127.0.0.1:9990 -c 8 --hot-fraction 0.2 --duration 60`
 }
 
@@ -83,6 +88,7 @@ func (c *BenchCmd) options() bench.Options {
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, NoKeys: c.NoKeys, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
+		Rate: c.Rate, Schedule: c.Schedule, LatencyLimit: c.LatencyLimit.D(), ProgressEvery: c.Progress.D(),
 		Baselines: c.Baseline, DataDBs: c.DataDB, LogDB: c.LogDB,
 		CPUProfile: c.CPUProfile, MemProfile: c.MemProfile, Trace: c.Trace, WatchPID: c.WatchPID,
 		StartCluster: startBenchCluster,
@@ -119,7 +125,10 @@ func (c *BenchCmd) Validate() error {
 func (c *BenchCmd) Run(g *Globals, ctx context.Context) error {
 	o := c.options()
 	o.Logger = stderrLogger(g)
-	if term.IsTerminal(int(os.Stderr.Fd())) {
+	switch {
+	case o.ProgressEvery > 0:
+		o.ProgressLog = os.Stderr
+	case term.IsTerminal(int(os.Stderr.Fd())):
 		o.Progress = os.Stderr
 	}
 	rep, err := bench.Run(ctx, o)

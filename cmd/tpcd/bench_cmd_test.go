@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -44,6 +45,18 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if o := c.options(); !slices.Equal(o.Baselines, []string{bench.BaselineNone}) {
 		t.Errorf("default baselines %v, want none", o.Baselines)
+	}
+
+	// pgbench's -P and --rate.
+	c, err = parse("-P", "2", "--rate", "50", "--schedule", "fixed", "--latency-limit", "100ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.options(); o.ProgressEvery != 2*time.Second || o.Rate != 50 || o.Schedule != bench.ScheduleFixed || o.LatencyLimit != 100*time.Millisecond {
+		t.Errorf("progress %v, rate %g, schedule %q, latency limit %v", o.ProgressEvery, o.Rate, o.Schedule, o.LatencyLimit)
+	}
+	if _, err := parse("--rate", "-1"); err == nil || !strings.Contains(err.Error(), "rate") {
+		t.Errorf("a negative rate: %v", err)
 	}
 
 	if _, err := parse("--baseline", "raw,fast"); err == nil || !strings.Contains(err.Error(), "fast") {

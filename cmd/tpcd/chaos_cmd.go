@@ -11,7 +11,7 @@ import (
 
 // ChaosCmd runs the chaos harness.
 type ChaosCmd struct {
-	Duration       Seconds  `help:"How long to inject faults (seconds, or a duration like 10m)." default:"60s"`
+	Duration       Seconds  `help:"How long to inject faults (seconds, or a duration like 10m) ($$${env})." env:"TPCD_CHAOS_DURATION,TPCD_DURATION" default:"60s"`
 	N              int      `short:"n" help:"Number of participants." default:"3"`
 	Clients        int      `help:"Concurrent clients." default:"8"`
 	Seed           uint64   `help:"Seed of every random choice (faults, targets, workload); 0 picks one and prints it." default:"0"`

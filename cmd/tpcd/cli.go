@@ -49,12 +49,16 @@ func (f ProtocolFlag) protocol() engine.Protocol {
 type Globals struct {
 	LogLevel  string `help:"Log level: debug, info, warn, error." enum:"debug,info,warn,error" default:"info"`
 	LogFormat string `help:"Log format: text or json." enum:"text,json" default:"text"`
+	Verbose   bool   `help:"Log at debug level (--log-level debug): every message sent or refused, as the seed project's --verbose did."`
 }
 
 // Logger builds the one logger a command passes down.
 func (g *Globals) Logger(w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(g.LogLevel))
+	if g.Verbose {
+		level = slog.LevelDebug
+	}
 	opts := &slog.HandlerOptions{Level: level}
 	if g.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -103,6 +107,25 @@ func checkAddr(flag, addr string) error {
 		return fmt.Errorf("--%s %q: the port must be a number from 1 to 65535", flag, addr)
 	}
 	return nil
+}
+
+// seedDefaultPort is the port the seed project gave an address without
+// one (--host localhost).
+const seedDefaultPort = "12345"
+
+// withDefaultPort adds seedDefaultPort to an address that names a host
+// alone, so that the seed's command lines mean what they meant there.
+func withDefaultPort(addr string) string {
+	if addr == "" {
+		return addr
+	}
+	if strings.HasPrefix(addr, "[") && strings.HasSuffix(addr, "]") {
+		return addr + ":" + seedDefaultPort // [::1]
+	}
+	if !strings.Contains(addr, ":") {
+		return net.JoinHostPort(addr, seedDefaultPort)
+	}
+	return addr
 }
 
 // checkURI validates a PostgreSQL connection URI flag.

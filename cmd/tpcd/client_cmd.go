@@ -146,8 +146,10 @@ type ClientLoadCmd struct {
 	Table  string `env:"-" help:"Table to load into (schema.table allowed)." required:""`
 	Key    string `env:"-" help:"Column whose value picks the participant: FNV-1a(value) mod N." required:""`
 	Create bool   `help:"Create the table on every participant first (CREATE TABLE IF NOT EXISTS, types guessed from the data)."`
+	Atomic bool   `env:"-" help:"Load every row (and with --create the table) in one distributed transaction: all of them or none. --tx-size does not apply."`
+	Append bool   `env:"-" help:"Load into a table that already holds rows (refused without it, so that loading a file twice does not double its rows)."`
 	TxSize int    `name:"tx-size" help:"Rows per distributed transaction." default:"100"`
-	File   string `arg:"" env:"-" help:"CSV file; its first line names the columns." type:"existingfile"`
+	File   string `arg:"" help:"CSV file; its first line names the columns." type:"existingfile"`
 }
 
 // Run loads the file and prints the summary.
@@ -157,7 +159,7 @@ func (c *ClientLoadCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) 
 		return err
 	}
 	return client.LoadCommand(ctx, opts, client.LoadOptions{
-		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, TxSize: c.TxSize,
+		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, Atomic: c.Atomic, Append: c.Append, TxSize: c.TxSize,
 	})
 }
 

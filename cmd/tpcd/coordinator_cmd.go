@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -15,14 +16,14 @@ import (
 
 // CoordinatorCmd runs a coordinator node.
 type CoordinatorCmd struct {
-	Host         string        `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9990"`
-	Participant  []string      `help:"A participant's HOST:PORT; repeat once per participant, in node-id order (node 0 first)." required:""`
+	Host         string        `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9990"`
+	Participant  []string      `help:"A participant's HOST:PORT (HOST alone: port 12345); repeat once per participant, in node-id order (node 0 first)." required:""`
 	LogDB        string        `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
 	Timeout      Seconds       `help:"Seconds to wait for all votes before aborting." default:"5"`
 	BatchSize    int           `help:"Seed form: how many execute calls make one transaction." default:"1"`
 	BatchFlush   Seconds       `help:"Seed form: commit a partial batch this long after it began." default:"1"`
 	ExecTimeout  Seconds       `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
-	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later)." default:"60"`
+	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later) ($$${env})." env:"TPCD_COORDINATOR_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"60"`
 	KeepOutcomes time.Duration `name:"keep-outcomes" help:"How long the outcome of an ended transaction stays answerable, by id and by its client's key, after the log forgot it (status says forgotten after that)." default:"24h"`
 	StateDir     string        `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin        string        `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
@@ -52,6 +53,7 @@ over JSON-RPC on --host (see docs/WIRE.md and 'tpcd client').`
 
 // Validate checks flag combinations before anything starts.
 func (c *CoordinatorCmd) Validate() error {
+	c.Host = withDefaultPort(c.Host)
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
 	}
@@ -59,7 +61,9 @@ func (c *CoordinatorCmd) Validate() error {
 		return fmt.Errorf("--keep-outcomes %s: give a positive duration, such as 24h", c.KeepOutcomes)
 	}
 	seen := map[string]bool{}
-	for _, p := range c.Participant {
+	for i, p := range c.Participant {
+		p = withDefaultPort(p)
+		c.Participant[i] = p
 		if err := checkAddr("participant", p); err != nil {
 			return err
 		}
@@ -104,7 +108,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
 	// Listen first: whether peers must authenticate depends on the address
 	// bound, and a taken port should fail before any database starts.
-	ln, err := net.Listen("tcp", c.Host)
+	ln, err := activation.Listen("tcp", c.Host)
 	if err != nil {
 		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
 	}
@@ -177,6 +181,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		}
 		logger.Info("PostgreSQL front door serving", "addr", addr.String(), "users", len(users), "token_user", tokenLogin, "trust", c.PGTrust,
 			"tls", transport.ServerTLS != nil, "shards", shards)
+	}
+	for _, addr := range activation.Unused() {
+		logger.Warn("a socket passed to this process (LISTEN_FDS) is bound to no address it serves on; it stays unused", "addr", addr)
 	}
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/buildinfo"
 )
 
@@ -66,7 +67,26 @@ const (
 	exitUsage = 1
 )
 
+// stopSignals are the signals that stop a command cleanly (it then exits 0).
+// A command that may start PostgreSQL servers stops on SIGHUP too: a closed
+// terminal would otherwise kill it before it removed their temporary
+// directories.
+func stopSignals(kctx *kong.Context) []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
+		if s, ok := sel.Target.Addr().Interface().(startsPostgres); ok && s.startsPostgres() {
+			sigs = append(sigs, syscall.SIGHUP)
+		}
+	}
+	return sigs
+}
+
 func main() {
+	// Before anything can start a process that would inherit the sockets.
+	if err := activation.Init(); err != nil {
+		fmt.Fprintf(os.Stderr, "tpcd: %v\n", err)
+		os.Exit(1)
+	}
 	tuneGC()
 	var cli CLI
 	parser, err := kong.New(&cli,
@@ -92,7 +112,9 @@ func main() {
 	if sel := kctx.Selected(); sel != nil && sel.Target.CanAddr() {
 		tuneProcs(sel.Target.Addr().Interface())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	warnDeprecatedEnvs(kctx, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(kctx)...)
+	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	err = kctx.Run(&cli.Globals)
 	stop()

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -14,13 +14,15 @@ import (
 // ParticipantCmd runs a participant node.
 type ParticipantCmd struct {
 	NodeID           *int    `name:"node-id" help:"This participant's id: participants are numbered 0, 1, 2, ... in the order the coordinator lists them." required:""`
-	Host             string  `help:"Address to serve JSON-RPC on, HOST:PORT." default:"127.0.0.1:9991"`
-	Coordinator      string  `help:"The coordinator's HOST:PORT." required:""`
+	Host             string  `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9991"`
+	Coordinator      string  `help:"The coordinator's HOST:PORT (HOST alone: port 12345)." required:""`
+	Timeout          Seconds `help:"Seconds to wait for the coordinator (or another participant) to answer a request carrying this node's messages (votes, acknowledgements, inquiries) before counting them lost, as the seed project's --timeout on a participant; the protocol sends again what matters." default:"10"`
+	BatchSize        int     `help:"Accepted for the seed project's command lines, where every node took it: only the coordinator batches execute calls, so a participant ignores it." default:"1"`
 	LogDB            string  `name:"log-db" help:"PostgreSQL URI of this participant's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
 	DataDB           string  `name:"data-db" help:"PostgreSQL URI of the data database the statements run on. Without it an embedded PostgreSQL is started." placeholder:"URI"`
 	LockTimeout      Seconds `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
 	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
-	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long." default:"120"`
+	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
 	LazyPrepared     bool    `help:"Vote yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
 	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
 	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
@@ -46,6 +48,7 @@ func (c *ParticipantCmd) Validate() error {
 	if *c.NodeID < 0 {
 		return fmt.Errorf("--node-id %d: ids start at 0", *c.NodeID)
 	}
+	c.Host, c.Coordinator = withDefaultPort(c.Host), withDefaultPort(c.Coordinator)
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
 	}
@@ -54,6 +57,12 @@ func (c *ParticipantCmd) Validate() error {
 	}
 	if c.Host == c.Coordinator {
 		return fmt.Errorf("--host and --coordinator are both %s; the participant needs an address of its own", c.Host)
+	}
+	if c.Timeout.D() <= 0 {
+		return fmt.Errorf("--timeout must be more than 0 seconds")
+	}
+	if c.BatchSize < 1 {
+		return fmt.Errorf("--batch-size %d: must be at least 1", c.BatchSize)
 	}
 	if c.MaxConns < 2 {
 		return fmt.Errorf("--max-conns %d: need at least 2", c.MaxConns)
@@ -72,7 +81,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
 	// Listen first: whether peers must authenticate depends on the address
 	// bound, and a taken port should fail before any database starts.
-	ln, err := net.Listen("tcp", c.Host)
+	ln, err := activation.Listen("tcp", c.Host)
 	if err != nil {
 		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
 	}
@@ -108,6 +117,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		Logger:           logger,
 		LockTimeout:      c.LockTimeout.D(),
 		StatementTimeout: c.StatementTimeout.D(),
+		SendTimeout:      c.Timeout.D(),
 		Engine: engine.ParticipantConfig{
 			IdleTimeout:  c.IdleTimeout.D(),
 			LazyPrepared: c.LazyPrepared,
@@ -120,6 +130,9 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		return err
 	}
 	obs.participantUp(p, logger)
+	for _, addr := range activation.Unused() {
+		logger.Warn("a socket passed to this process (LISTEN_FDS) is bound to no address it serves on; it stays unused", "addr", addr)
+	}
 	logger.Info("participant serving", "node", *c.NodeID, "addr", ln.Addr().String(), "coordinator", c.Coordinator,
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "data_db", db.Redact(dbs.DataURI))

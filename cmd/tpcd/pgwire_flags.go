@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tpcd/tpcd/activation"
 	"log/slog"
 	"net"
 	"os"
@@ -125,7 +126,9 @@ func startPGWire(addr string, opts pgwire.Options, logger *slog.Logger) (*pgwire
 	if err != nil {
 		return nil, nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
+	// A socket passed by the starting process (tests hold their ports so)
+	// serves if it is bound to addr.
+	ln, err := activation.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on --pg-listen %s: %w", addr, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/metrics"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
@@ -176,6 +177,7 @@ type observability struct {
 	reg    *prometheus.Registry
 	health *metrics.Health
 	server *metrics.Server
+	addr   string // where it listens
 	// coord is set once the coordinator runs; the status page waits for it.
 	coord atomic.Pointer[node.Coordinator]
 }
@@ -187,14 +189,14 @@ func startObservability(addr string, logger *slog.Logger, withPage bool, t node.
 	if addr == "" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := activation.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --metrics-addr %s: %w", addr, err)
 	}
 	if !isLoopback(ln.Addr()) && !t.Auth.Enabled() && t.ServerTLS == nil {
 		logger.Warn(fmt.Sprintf("metrics listener on %s, which is not a loopback address, without a token or TLS: anyone who can reach it can read the node's metrics and status page", ln.Addr()))
 	}
-	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}}
+	o := &observability{reg: metrics.NewRegistry(), health: &metrics.Health{}, addr: ln.Addr().String()}
 	opts := metrics.ServerOptions{Registry: o.reg, Health: o.health, Logger: logger, Auth: t.Auth, TLS: t.ServerTLS}
 	if withPage {
 		opts.Page = statuspage.Handler(func() (node.CoordinatorSnapshot, error) {

@@ -9,6 +9,11 @@
 // named postgres and enables prepared transactions, which two-phase commit
 // needs.
 //
+// A temporary cluster's directory holds a lock its process keeps until it
+// dies; a directory whose lock is free belongs to a dead run (killed, or
+// its terminal closed before it could clean up) and the next start of a
+// temporary cluster removes it.
+//
 // PostgreSQL refuses to run as root, so when the calling process is root the
 // binaries run as the operating-system user postgres and the data directory
 // is handed over to that user.

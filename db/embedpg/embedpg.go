@@ -44,12 +44,15 @@ const (
 	maxSocketPath = 107
 	// logTailBytes is how much of the server log an error quotes.
 	logTailBytes = 2048
+	// defaultSocketPort names the socket of a UnixSocketOnly server.
+	defaultSocketPort = 5432
 )
 
 // Options configures Start. The zero value is a usable throw-away cluster.
 type Options struct {
-	// Dir is the data directory. Empty means a new temporary directory that
-	// Stop removes. A directory that already holds a cluster (PG_VERSION) is
+	// Dir is the data directory. Empty means a new temporary directory
+	// (os.TempDir()/embedpg-*/data) that Stop removes; one left by a process
+	// that died is removed at the next such start (RemoveStale). A directory that already holds a cluster (PG_VERSION) is
 	// reused, which after a crash means recovery; an empty or missing one is
 	// initialised with initdb.
 	Dir string
@@ -57,6 +60,11 @@ type Options struct {
 	BinDir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// UnixSocketOnly serves on the unix socket in the data directory alone,
+	// with no TCP port: nothing another program binds can stand in the way
+	// of a restart, and URI names the socket. Port then only names the
+	// socket file (.s.PGSQL.<port>; 0 means 5432).
+	UnixSocketOnly bool
 	// MaxConnections is max_connections; 0 means 200 unless Settings sets it.
 	MaxConnections int
 	// MaxPreparedTransactions is max_prepared_transactions, which must be
@@ -77,7 +85,8 @@ type Options struct {
 type Cluster struct {
 	dir     string
 	binDir  string
-	temp    bool
+	unix    bool     // UnixSocketOnly
+	tmp     *tempDir // nil unless Start made the directory
 	port    int
 	args    []string // server arguments except the port
 	as      *runAs
@@ -120,6 +129,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{
 		binDir:  binDir,
+		unix:    opts.UnixSocketOnly,
 		as:      as,
 		log:     opts.Logger,
 		timeout: opts.StartTimeout,
@@ -131,11 +141,21 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.timeout = defaultStartTimeout
 	}
 	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "embedpg-")
-		if err != nil {
-			return nil, fmt.Errorf("create temporary cluster dir: %w", err)
+		// A failed sweep is no reason not to start; it is tried again at
+		// the next start.
+		if _, err := RemoveStale(c.log); err != nil {
+			c.log.Warn("could not remove the temporary clusters of dead processes", "err", err)
 		}
-		c.dir, c.temp = dir, true
+		tmp, err := newTempDir()
+		if err != nil {
+			return nil, err
+		}
+		c.tmp = tmp
+		c.dir = tmp.dataDir()
+		if err := os.Mkdir(c.dir, 0o700); err != nil {
+			tmp.remove()
+			return nil, fmt.Errorf("create cluster dir: %w", err)
+		}
 	} else {
 		dir, err := filepath.Abs(opts.Dir)
 		if err != nil {
@@ -160,10 +180,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	// setUp stops a server it started but failed to get ready; what may be
 	// left is the directory.
 	if err := c.setUp(ctx, opts.Port); err != nil {
-		if c.temp {
-			if rmErr := os.RemoveAll(c.dir); rmErr != nil {
-				err = errors.Join(err, fmt.Errorf("remove %s: %w", c.dir, rmErr))
-			}
+		if c.tmp != nil {
+			err = errors.Join(err, c.tmp.remove())
 			c.removed = true
 		}
 		return nil, err
@@ -176,7 +194,7 @@ func (c *Cluster) setUp(ctx context.Context, port int) error {
 	if err := c.as.chown(c.dir); err != nil {
 		return err
 	}
-	if c.temp {
+	if c.tmp != nil {
 		if err := c.as.checkTraverse(c.dir); err != nil {
 			return fmt.Errorf("%w (or point TMPDIR elsewhere)", err)
 		}
@@ -186,6 +204,9 @@ func (c *Cluster) setUp(ctx context.Context, port int) error {
 	}
 	if err := c.initdb(ctx); err != nil {
 		return err
+	}
+	if c.unix && port == 0 {
+		port = defaultSocketPort
 	}
 	picked := port == 0
 	for attempt := 1; ; attempt++ {
@@ -281,6 +302,9 @@ func serverArgs(dir string, opts Options) []string {
 		set["max_prepared_transactions"] = strconv.Itoa(cmpOr(opts.MaxPreparedTransactions, defaultMaxPreparedTransactions))
 	}
 	set["listen_addresses"] = "127.0.0.1"
+	if opts.UnixSocketOnly {
+		set["listen_addresses"] = ""
+	}
 	// A quoted entry may hold commas; quotes inside are doubled.
 	set["unix_socket_directories"] = `"` + strings.ReplaceAll(dir, `"`, `""`) + `"`
 	delete(set, "port")
@@ -443,7 +467,8 @@ func (c *Cluster) kill(s *server) error {
 	return err
 }
 
-// Port is the TCP port the server listens on at 127.0.0.1.
+// Port is the TCP port the server listens on at 127.0.0.1 (with
+// UnixSocketOnly, the number in its socket's name).
 func (c *Cluster) Port() int { return c.port }
 
 // PID is the postmaster's process id, 0 while the server is not running.
@@ -470,6 +495,10 @@ func (c *Cluster) URI(dbname string) string {
 		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)),
 		Path:     "/" + dbname,
 		RawQuery: "sslmode=disable",
+	}
+	if c.unix {
+		u.Host = ""
+		u.RawQuery = url.Values{"host": {c.dir}, "port": {strconv.Itoa(c.port)}, "sslmode": {"disable"}}.Encode()
 	}
 	return u.String()
 }
@@ -519,12 +548,12 @@ func (c *Cluster) Stop() error {
 		err = c.halt(c.srv)
 		c.srv = nil
 	}
-	if c.temp && !c.removed {
-		if rmErr := os.RemoveAll(c.dir); rmErr != nil {
-			return errors.Join(err, fmt.Errorf("remove cluster dir: %w", rmErr))
+	if c.tmp != nil && !c.removed {
+		if rmErr := c.tmp.remove(); rmErr != nil {
+			return errors.Join(err, rmErr)
 		}
 		c.removed = true
-		c.log.Info("removed temporary cluster", "dir", c.dir)
+		c.log.Info("removed temporary cluster", "dir", c.tmp.root)
 	}
 	return err
 }

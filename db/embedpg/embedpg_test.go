@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // fast are settings that keep committed data across a server kill (only an
@@ -77,20 +79,8 @@ func queryString(t *testing.T, conn *pgx.Conn, sql string) string {
 	return s
 }
 
-// sharedDir makes a directory the server user can reach (t.TempDir is 0700,
-// which the postgres user cannot traverse when we are root).
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "embedpg-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+// sharedDir makes a directory the server user can reach.
+func sharedDir(t *testing.T) string { return testbin.ServerTempDir(t) }
 
 func exists(t *testing.T, path string) bool {
 	t.Helper()

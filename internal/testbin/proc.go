@@ -2,11 +2,8 @@ package testbin
 
 import (
 	"bytes"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +24,19 @@ type Proc struct {
 // Start runs bin with args and env added to this process's environment.
 func Start(t testing.TB, bin string, env []string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(bin, args...), Out: &SyncBuffer{}, done: make(chan error, 1), exited: make(chan struct{})}
+	return start(t, exec.Command(bin, args...), env, args)
+}
+
+// StartServing is Start for a node that serves on held ports, passed to it
+// as Command does.
+func StartServing(t testing.TB, bin string, env []string, ports []*Port, args ...string) *Proc {
+	t.Helper()
+	return start(t, Command(bin, ports, args...), env, args)
+}
+
+func start(t testing.TB, cmd *exec.Cmd, env, args []string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: cmd, Out: &SyncBuffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Out
 	p.Cmd.Env = append(os.Environ(), env...)
 	if err := p.Cmd.Start(); err != nil {
@@ -85,58 +94,19 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// portsGiven are the ports FreeAddr handed out.
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
-// FreeAddr returns a loopback address for a process to listen on, with a
-// port that was free a moment ago, below the kernel's ephemeral range and
-// never handed out twice in one test binary. A port from the ephemeral range
-// could be taken, between this probe and the node's bind or while a killed
-// node is down, as the local end of any outgoing connection on the machine
-// (a PostgreSQL client, for one) or by a server asking the kernel for any
-// free port (the shared test PostgreSQL).
-func FreeAddr(t testing.TB) string {
+// ServerTempDir makes a fresh directory under os.TempDir() that the
+// PostgreSQL server user can reach (a test's t.TempDir is 0700, which that
+// user cannot traverse when the tests run as root); it is removed when the
+// test ends.
+func ServerTempDir(t testing.TB) string {
 	t.Helper()
-	lo := ephemeralLow()
-	const base = 10000
-	for range 200 {
-		if lo <= base+1000 {
-			break
-		}
-		port := base + rand.IntN(lo-base)
-		portsMu.Lock()
-		taken := portsGiven[port]
-		portsGiven[port] = true
-		portsMu.Unlock()
-		if taken {
-			continue // handed to another node of this test binary
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			ln.Close()
-			return addr
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	dir, err := os.MkdirTemp("", "tpcd-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// ephemeralLow is the lowest port the kernel hands out by itself, read once.
-var ephemeralLow = sync.OnceValue(func() int {
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				return n
-			}
-		}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	return 32768
-})
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

@@ -41,7 +41,10 @@ const coordName = "coordinator"
 // proc is one tpcd process. Its output goes to a file, shown when the test
 // fails; a restart appends to the same file.
 type proc struct {
-	name    string
+	name string
+	// port is held by the test for the node: every start serves on it,
+	// so a restart finds it as the last run left it.
+	port    *testbin.Port
 	addr    string
 	args    []string
 	logPath string
@@ -60,7 +63,7 @@ func (p *proc) start(t *testing.T, env ...string) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(f, "=== start %s %s\n", strings.Join(env, " "), strings.Join(p.args, " "))
-	cmd := exec.Command(tpcdBin, p.args...)
+	cmd := testbin.Command(tpcdBin, []*testbin.Port{p.port}, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// A failpoint left in the test's own environment must not arm every
 	// node; only env arms one.
@@ -206,11 +209,8 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{t: t}
-	coordAddr := testbin.FreeAddr(t)
-	var partAddrs []string
-	for range spec.participants {
-		partAddrs = append(partAddrs, testbin.FreeAddr(t))
-	}
+	coordPort, partPorts := testbin.HoldPort(t), testbin.HoldPorts(t, spec.participants)
+	coordAddr, partAddrs := coordPort.Addr, testbin.Addrs(partPorts)
 	coordLog := spec.coordLog
 	if coordLog == "" {
 		coordLog = pgtest.NewDB(t)
@@ -224,7 +224,7 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 	if spec.protocol != "" {
 		args = append(args, "--protocol", spec.protocol)
 	}
-	c.coord = &proc{name: coordName, addr: coordAddr, args: args, logPath: filepath.Join(dir, coordName+".log")}
+	c.coord = &proc{name: coordName, port: coordPort, addr: coordAddr, args: args, logPath: filepath.Join(dir, coordName+".log")}
 	for i, addr := range partAddrs {
 		data := spec.partData[i]
 		if data == "" {
@@ -245,7 +245,7 @@ func newCluster(t *testing.T, spec clusterSpec) *cluster {
 		} else {
 			args = append(args, "--no-lazy-prepared")
 		}
-		c.parts = append(c.parts, &proc{name: partName(i), addr: addr, args: args, logPath: filepath.Join(dir, partName(i)+".log")})
+		c.parts = append(c.parts, &proc{name: partName(i), port: partPorts[i], addr: addr, args: args, logPath: filepath.Join(dir, partName(i)+".log")})
 	}
 	c.status = rpc.NewClient(coordAddr, rpc.ClientOptions{})
 	t.Cleanup(func() {

@@ -98,12 +98,13 @@ func TestCoordinatorPGListen(t *testing.T) {
 	dir := t.TempDir()
 	users := filepath.Join(dir, "users")
 	os.WriteFile(users, []byte("# front-door users\nbob:correct horse\n"), 0o600)
-	coord, p0, p1, pg := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	ports := testbin.HoldPorts(t, 4)
+	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	var procs []*testbin.Proc
-	procs = append(procs, testbin.Start(t, tpcdBin, nil, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs = append(procs, testbin.StartServing(t, tpcdBin, nil, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--pg-users-file", users))
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.Start(t, tpcdBin, nil, "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)))
 	}
 	for _, addr := range []string{coord, p0, p1} {
@@ -129,12 +130,13 @@ func TestCoordinatorTokenUser(t *testing.T) {
 	shards := filepath.Join(dir, "shards")
 	os.WriteFile(shards, []byte("# sharded tables\nkv:k\n"), 0o600)
 	env := []string{"TPCD_AUTH_TOKEN=" + token}
-	coord, p0, p1, pg := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	ports := testbin.HoldPorts(t, 4)
+	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	data := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
-	procs := []*testbin.Proc{testbin.Start(t, tpcdBin, env, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs := []*testbin.Proc{testbin.StartServing(t, tpcdBin, env, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--shard-file", shards)}
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.Start(t, tpcdBin, env, "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, tpcdBin, env, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", data[i]))
 	}
 	waitFor(t, procs[0], regexp.MustCompile(`PostgreSQL front door serving.*token_user=true`))

@@ -39,7 +39,10 @@ const healWithin = 30 * time.Second
 type node struct {
 	name, addr, metrics, state string
 	args                       []string
-	proc                       *testbin.Proc
+	// ports are the node's RPC and metrics ports, held by the test for
+	// every start of the node.
+	ports []*testbin.Port
+	proc  *testbin.Proc
 }
 
 // stateRoot makes a directory the postgres user can traverse.
@@ -55,14 +58,15 @@ func stateRoot(t *testing.T) string {
 }
 
 func newNode(t *testing.T, root, name string, args ...string) *node {
-	n := &node{name: name, addr: testbin.FreeAddr(t), metrics: testbin.FreeAddr(t), state: filepath.Join(root, name)}
+	ports := testbin.HoldPorts(t, 2)
+	n := &node{name: name, addr: ports[0].Addr, metrics: ports[1].Addr, ports: ports, state: filepath.Join(root, name)}
 	n.args = append(args, "--host", n.addr, "--metrics-addr", n.metrics, "--state-dir", n.state)
 	return n
 }
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.proc = testbin.Start(t, tpcdBin, nil, n.args...)
+	n.proc = testbin.StartServing(t, tpcdBin, nil, n.ports, n.args...)
 }
 
 // exited reports the process's exit, if it has ended.
@@ -331,7 +335,7 @@ func TestNodesHealWhenTheirPostgresIsKilled(t *testing.T) {
 // each time it is back: the sixth death within a minute ends the node,
 // non-zero, saying why.
 func TestNodeExitsWhenItsPostgresKeepsDying(t *testing.T) {
-	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.FreeAddr(t))
+	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.RefusingAddr(t))
 	p.start(t)
 	p.waitServing(t, 2*time.Minute)
 	began := time.Now()
@@ -358,7 +362,7 @@ func TestNodeExitsWhenItsPostgresKeepsDying(t *testing.T) {
 // TestNodeExitsWhenItsPostgresCannotRestart makes the coordinator's server
 // unable to start again (its configuration unreadable), then kills it.
 func TestNodeExitsWhenItsPostgresCannotRestart(t *testing.T) {
-	c := newNode(t, stateRoot(t), "coordinator", "coordinator", "--participant", testbin.FreeAddr(t))
+	c := newNode(t, stateRoot(t), "coordinator", "coordinator", "--participant", testbin.RefusingAddr(t))
 	c.start(t)
 	c.waitServing(t, 2*time.Minute)
 	conf := filepath.Join(c.state, "pg", "postgresql.conf")
@@ -380,7 +384,7 @@ func TestNodeExitsWhenItsPostgresCannotRestart(t *testing.T) {
 // directory: the earlier server is still going away, which PostgreSQL alone
 // takes for "another postmaster".
 func TestRestartRightAfterKillStartsFirstTime(t *testing.T) {
-	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.FreeAddr(t))
+	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.RefusingAddr(t))
 	p.start(t)
 	p.waitServing(t, 2*time.Minute)
 	p.killPostmaster(t)
@@ -408,7 +412,8 @@ func TestDataServerWithoutPreparedTransactionsIsRefused(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, tpcdBin, "participant", "--node-id", "0", "--host", testbin.FreeAddr(t), "--coordinator", testbin.FreeAddr(t),
+	host := testbin.HoldPort(t)
+	out, err := testbin.CommandContext(ctx, tpcdBin, []*testbin.Port{host}, "participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t),
 		"--log-db", pgtest.NewDB(t), "--data-db", server.URI("data")).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {

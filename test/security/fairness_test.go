@@ -143,19 +143,22 @@ func TestFairShareAgainstDefaults(t *testing.T) {
 		return pg.URI(name)
 	}
 	const participants = 2
-	coord, coordMetrics := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	// Each node's RPC and metrics ports, held by the test and passed on.
+	coordPorts := testbin.HoldPorts(t, 2)
+	coord, coordMetrics := coordPorts[0].Addr, coordPorts[1].Addr
 	var parts, partMetrics, dataDBs []string
 	for i := range participants {
-		parts, partMetrics = append(parts, testbin.FreeAddr(t)), append(partMetrics, testbin.FreeAddr(t))
+		ports := testbin.HoldPorts(t, 2)
+		parts, partMetrics = append(parts, ports[0].Addr), append(partMetrics, ports[1].Addr)
 		dataDBs = append(dataDBs, fmt.Sprintf("data%d", i))
-		testbin.Start(t, tpcdBin, nil, "participant", "--node-id", strconv.Itoa(i), "--host", parts[i], "--coordinator", coord,
+		testbin.StartServing(t, tpcdBin, nil, ports, "participant", "--node-id", strconv.Itoa(i), "--host", parts[i], "--coordinator", coord,
 			"--log-db", uri(fmt.Sprintf("log%d", i)), "--data-db", uri(dataDBs[i]), "--metrics-addr", partMetrics[i])
 	}
 	args := []string{"coordinator", "--host", coord, "--log-db", uri("coordlog"), "--metrics-addr", coordMetrics}
 	for _, p := range parts {
 		args = append(args, "--participant", p)
 	}
-	testbin.Start(t, tpcdBin, nil, args...)
+	testbin.StartServing(t, tpcdBin, nil, coordPorts, args...)
 	observer{hc: http.DefaultClient, base: "http://" + coordMetrics}.waitReady(t)
 	for _, m := range partMetrics {
 		observer{hc: http.DefaultClient, base: "http://" + m}.waitReady(t)

@@ -52,8 +52,11 @@ func TestObserverFloodDuringCommits(t *testing.T) {
 	logDBs := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
 	dataDBs := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
 	coordDB := pgtest.NewDB(t)
-	coord, parts := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
-	coordMetrics, partMetrics := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	// Ports held by the test and passed to the nodes: the coordinator's
+	// RPC and metrics, each participant's RPC, and participant 0's metrics.
+	coordPorts, partPorts := testbin.HoldPorts(t, 2), [][]*testbin.Port{testbin.HoldPorts(t, 2), testbin.HoldPorts(t, 1)}
+	coord, parts := coordPorts[0].Addr, []string{partPorts[0][0].Addr, partPorts[1][0].Addr}
+	coordMetrics, partMetrics := coordPorts[1].Addr, partPorts[0][1].Addr
 	var procs []*testbin.Proc
 	for i, addr := range parts {
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
@@ -61,9 +64,9 @@ func TestObserverFloodDuringCommits(t *testing.T) {
 		if i == 0 {
 			args = append(args, "--metrics-addr", partMetrics)
 		}
-		procs = append(procs, testbin.Start(t, tpcdBin, nil, args...))
+		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, partPorts[i], args...))
 	}
-	procs = append(procs, testbin.Start(t, tpcdBin, nil, "coordinator", "--host", coord,
+	procs = append(procs, testbin.StartServing(t, tpcdBin, nil, coordPorts, "coordinator", "--host", coord,
 		"--participant", parts[0], "--participant", parts[1], "--log-db", coordDB, "--metrics-addr", coordMetrics))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: floods}}
 	defer hc.CloseIdleConnections()

@@ -114,20 +114,22 @@ func TestNonLoopbackNodesNeedPeerCredentials(t *testing.T) {
 // alone is refused at start (whose peer methods would be open, or closed to
 // its own peers).
 func TestPeerRulesOnLoopback(t *testing.T) {
+	host := testbin.HoldPort(t)
 	for _, args := range [][]string{
-		{"participant", "--node-id", "0", "--host", testbin.FreeAddr(t), "--coordinator", testbin.FreeAddr(t), "--client-token", "c"},
-		{"coordinator", "--host", testbin.FreeAddr(t), "--participant", testbin.FreeAddr(t), "--client-token", "c"},
+		{"participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t), "--client-token", "c"},
+		{"coordinator", "--host", host.Addr, "--participant", testbin.RefusingAddr(t), "--client-token", "c"},
 	} {
-		wantRefusedStart(t, exec.Command(tpcdBin, args...), "only token is a client token")
+		wantRefusedStart(t, testbin.Command(tpcdBin, []*testbin.Port{host}, args...), "only token is a client token")
 	}
 
 	const clientTok, peerTok = "client-tok-1", "peer-tok-2"
 	env := []string{"TPCD_CLIENT_TOKEN=" + clientTok, "TPCD_PEER_TOKEN=" + peerTok}
 	logDB, dataDB, coordDB := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
-	coord, part := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	ports := testbin.HoldPorts(t, 2)
+	coord, part := ports[0].Addr, ports[1].Addr
 	procs := []*testbin.Proc{
-		testbin.Start(t, tpcdBin, env, "participant", "--node-id", "0", "--host", part, "--coordinator", coord, "--log-db", logDB, "--data-db", dataDB),
-		testbin.Start(t, tpcdBin, env, "coordinator", "--host", coord, "--participant", part, "--log-db", coordDB),
+		testbin.StartServing(t, tpcdBin, env, ports[1:], "participant", "--node-id", "0", "--host", part, "--coordinator", coord, "--log-db", logDB, "--data-db", dataDB),
+		testbin.StartServing(t, tpcdBin, env, ports[:1], "coordinator", "--host", coord, "--participant", part, "--log-db", coordDB),
 	}
 	stranger := outsider{hc: http.DefaultClient}
 	ping := stranger.waitPing(t, coord, clientTok)

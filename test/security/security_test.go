@@ -101,13 +101,14 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 	ca := testcerts.NewCA(t, dir, "cluster")
 	stranger := testcerts.NewCA(t, dir, "stranger")
 
-	// The databases first: the first one starts the PostgreSQL server, on
-	// a free port of its choosing, which must not be one picked below.
 	logDBs := []string{withPassword(pgtest.NewDB(t), password), withPassword(pgtest.NewDB(t), password)}
 	dataDBs := []string{withPassword(pgtest.NewDB(t), password), withPassword(pgtest.NewDB(t), password)}
 	coordLogDB := withPassword(pgtest.NewDB(t), password)
-	coord, parts := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
-	coordMetrics, partMetrics := testbin.FreeAddr(t), []string{testbin.FreeAddr(t), testbin.FreeAddr(t)}
+	// Every node serves RPC and metrics on ports the test holds and passes
+	// to it.
+	coordPorts, partPorts := testbin.HoldPorts(t, 2), [][]*testbin.Port{testbin.HoldPorts(t, 2), testbin.HoldPorts(t, 2)}
+	coord, parts := coordPorts[0].Addr, []string{partPorts[0][0].Addr, partPorts[1][0].Addr}
+	coordMetrics, partMetrics := coordPorts[1].Addr, []string{partPorts[0][1].Addr, partPorts[1][1].Addr}
 	tlsArgs := func(name string) []string {
 		p := ca.Issue(t, name)
 		return []string{"--tls-cert", p.Cert, "--tls-key", p.Key, "--tls-ca", ca.File}
@@ -117,12 +118,12 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 		args := append([]string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
 			"--log-db", logDBs[i], "--data-db", dataDBs[i],
 			"--auth-token-file", tokenFile, "--metrics-addr", partMetrics[i]}, tlsArgs(fmt.Sprintf("participant-%d", i))...)
-		procs = append(procs, testbin.Start(t, tpcdBin, nil, args...))
+		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, partPorts[i], args...))
 	}
 	args := append([]string{"coordinator", "--host", coord, "--participant", parts[0], "--participant", parts[1],
 		"--log-db", coordLogDB, "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
 	// The token comes from the environment here, from a file above.
-	procs = append(procs, testbin.Start(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, args...))
+	procs = append(procs, testbin.StartServing(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, coordPorts, args...))
 
 	clientPair := ca.Issue(t, "client")
 	clientTLS, err := rpc.TLSFiles{Cert: clientPair.Cert, Key: clientPair.Key, CA: ca.File}.ClientTLS()
@@ -260,7 +261,7 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 			t.Errorf("a secret leaked into the log of %v:\n%s", p.Cmd.Args, logs)
 		}
 		if !strings.Contains(logs, "xxxxx") {
-			t.Errorf("log of %v never names its (redacted) database", p.Cmd.Args[1])
+			t.Errorf("log of %v never names its (redacted) database", p.Cmd.Args)
 		}
 	}
 	if logs := procs[2].Out.String(); !strings.Contains(logs, "not authenticated") || !strings.Contains(logs, "TLS handshake error") {
@@ -285,15 +286,17 @@ func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
 		}
 	}
 
+	// The coordinator serves on a port the test holds and passes to it, and
+	// fails on its database.
+	host, participant := testbin.HoldPort(t), testbin.RefusingAddr(t)
 	for _, uri := range []string{
 		"postgresql://u:" + pw + "@127.0.0.1:1/x",        // nothing listens there
 		"postgresql://u:" + pw + "@127.0.0.1:99999/x",    // bad port
 		"postgresql://u:" + pw + "@[::1/x?sslmode=bogus", // unparsable
 	} {
-		cmd := exec.Command(tpcdBin, "coordinator", "--host", testbin.FreeAddr(t), "--participant", testbin.FreeAddr(t), "--log-db", uri)
-		cmd.Env = os.Environ()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		out, err := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...).CombinedOutput()
+		cmd := testbin.CommandContext(ctx, tpcdBin, []*testbin.Port{host}, "coordinator", "--host", host.Addr, "--participant", participant, "--log-db", uri)
+		out, err := cmd.CombinedOutput()
 		cancel()
 		if err == nil {
 			t.Errorf("coordinator with %s started", uri)

@@ -33,9 +33,13 @@ type seedCluster struct {
 
 func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seedCluster {
 	t.Helper()
-	// Databases before addresses: the first database starts the shared
-	// PostgreSQL server on a free port of its own choosing, which must not
-	// be one of the addresses picked here.
+	return startSeedWith(t, env, withURIs, extra, nil)
+}
+
+// startSeedWith is startSeed with extra flags for the coordinator and for
+// each participant.
+func startSeedWith(t *testing.T, env []string, withURIs bool, extra, partExtra []string) *seedCluster {
+	t.Helper()
 	var coordDB []string
 	partDBs := make([][]string, 2)
 	if withURIs {
@@ -44,14 +48,17 @@ func startSeed(t *testing.T, env []string, withURIs bool, extra ...string) *seed
 			partDBs[i] = []string{"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)}
 		}
 	}
-	coord, p0, p1 := testbin.FreeAddr(t), testbin.FreeAddr(t), testbin.FreeAddr(t)
+	// Each node serves on a port the test holds and passes to it.
+	ports := testbin.HoldPorts(t, 3)
+	coord, p0, p1 := ports[0].Addr, ports[1].Addr, ports[2].Addr
 	args := append([]string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}, coordDB...)
 	args = append(args, extra...)
 	c := &seedCluster{coordAddr: coord}
-	c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
+	c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[:1], args...))
 	for i, addr := range []string{p0, p1} {
 		args := append([]string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}, partDBs[i]...)
-		c.procs = append(c.procs, testbin.Start(t, tpcdBin, env, args...))
+		args = append(args, partExtra...)
+		c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[i+1:i+2], args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
 		testcluster.WaitReady(t, addr)
@@ -120,18 +127,26 @@ func TestSeedCommandsWithURIs(t *testing.T) {
 	}
 }
 
+// TestSeedFlagsOnEveryNode runs the seed's command lines with the flags its
+// main.py gave every node: --timeout and --batch-size (on participants too)
+// and --verbose, which logs at debug level.
+func TestSeedFlagsOnEveryNode(t *testing.T) {
+	seedFlags := []string{"--timeout", "10", "--batch-size", "3", "--verbose"}
+	c := startSeedWith(t, nil, true, seedFlags, seedFlags)
+	commitAcrossBoth(t, c.coordAddr)
+	for _, p := range c.procs {
+		p.Stop(t)
+	}
+	for _, p := range c.procs {
+		if out := p.Out.String(); !strings.Contains(out, "level=DEBUG") {
+			t.Errorf("tpcd %v logged nothing at debug level with --verbose:\n%s", p.Cmd.Args, out)
+		}
+	}
+}
+
 // tempDirForPostgres makes a directory the postgres user can traverse, for
 // the embedded clusters' temporary files.
-func tempDirForPostgres(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "tpcd-seed-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func tempDirForPostgres(t *testing.T) string { return testbin.ServerTempDir(t) }
 
 func TestSeedCommandsEmbedded(t *testing.T) {
 	tmp := tempDirForPostgres(t)
@@ -148,12 +163,13 @@ func TestSeedCommandsEmbedded(t *testing.T) {
 
 func TestStateDirSurvivesRestart(t *testing.T) {
 	state := tempDirForPostgres(t)
-	coord, p0 := testbin.FreeAddr(t), testbin.FreeAddr(t)
+	ports := testbin.HoldPorts(t, 2)
+	coord, p0 := ports[0].Addr, ports[1].Addr
 	args := []string{"coordinator", "--host", coord, "--participant", p0, "--state-dir", filepath.Join(state, "c")}
 	part := []string{"participant", "--node-id", "0", "--host", p0, "--coordinator", coord, "--state-dir", filepath.Join(state, "p0")}
 	epochs := []engine.Epoch{}
 	for range 2 {
-		pc, pp := testbin.Start(t, tpcdBin, nil, args...), testbin.Start(t, tpcdBin, nil, part...)
+		pc, pp := testbin.StartServing(t, tpcdBin, nil, ports[:1], args...), testbin.StartServing(t, tpcdBin, nil, ports[1:], part...)
 		testcluster.WaitReady(t, coord)
 		testcluster.WaitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
@@ -177,7 +193,8 @@ func TestBadFlagsSayHowToFix(t *testing.T) {
 		want string
 	}{
 		{[]string{"participant", "--host", "127.0.0.1:1", "--coordinator", "127.0.0.1:2"}, "--node-id"},
-		{[]string{"participant", "--node-id", "0", "--host", "nonsense", "--coordinator", "127.0.0.1:2"}, "HOST:PORT"},
+		{[]string{"participant", "--node-id", "0", "--host", "127.0.0.1:nonsense", "--coordinator", "127.0.0.1:2"}, "port must be a number"},
+		{[]string{"participant", "--node-id", "0", "--coordinator", "127.0.0.1:2", "--timeout", "0"}, "more than 0 seconds"},
 		{[]string{"participant", "--node-id=-1", "--coordinator", "127.0.0.1:2"}, "ids start at 0"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:99999"}, "port"},
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--coordinator", "127.0.0.1:6"}, "unknown flag"},

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The seed project's flags on every role, parsed as main parses them: an
+// address without a port gets the seed's 12345, --timeout and --batch-size
+// are taken by a participant too, and --verbose logs at debug level.
+func TestSeedFlagsOnEveryRole(t *testing.T) {
+	var out bytes.Buffer
+	var cli CLI
+	p := newParserFor(t, &cli, &out)
+	if _, err := p.Parse([]string{"coordinator", "--verbose", "--host", "localhost", "--participant", "localhost:9991",
+		"--participant", "db2", "--participant", "[::1]", "--timeout", "10", "--batch-size", "3"}); err != nil {
+		t.Fatalf("coordinator: %v\n%s", err, out.String())
+	}
+	c := cli.Coordinator
+	if c.Host != "localhost:12345" {
+		t.Errorf("--host localhost became %q, want localhost:12345", c.Host)
+	}
+	if want := []string{"localhost:9991", "db2:12345", "[::1]:12345"}; strings.Join(c.Participant, " ") != strings.Join(want, " ") {
+		t.Errorf("--participant became %v, want %v", c.Participant, want)
+	}
+	if c.Timeout.D() != 10*time.Second || c.BatchSize != 3 {
+		t.Errorf("--timeout %v --batch-size %d, want 10s and 3", c.Timeout.D(), c.BatchSize)
+	}
+	if !cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("--verbose does not log at debug level")
+	}
+
+	cli = CLI{}
+	p = newParserFor(t, &cli, &out)
+	if _, err := p.Parse([]string{"participant", "--node-id", "0", "--host", "localhost:9991", "--coordinator", "localhost",
+		"--timeout", "7", "--batch-size", "3", "--verbose"}); err != nil {
+		t.Fatalf("participant: %v\n%s", err, out.String())
+	}
+	pc := cli.Participant
+	if pc.Coordinator != "localhost:12345" || pc.Host != "localhost:9991" {
+		t.Errorf("participant --coordinator %q --host %q, want localhost:12345 and localhost:9991", pc.Coordinator, pc.Host)
+	}
+	if pc.Timeout.D() != 7*time.Second || pc.BatchSize != 3 {
+		t.Errorf("participant --timeout %v --batch-size %d, want 7s and 3", pc.Timeout.D(), pc.BatchSize)
+	}
+	if !cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("participant --verbose does not log at debug level")
+	}
+
+	cli = CLI{}
+	p = newParserFor(t, &cli, &out)
+	if _, err := p.Parse([]string{"participant", "--node-id", "0", "--coordinator", "localhost:9990"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cli.Participant.Timeout.D(); d != 10*time.Second {
+		t.Errorf("participant --timeout defaults to %v, want the seed's 10s", d)
+	}
+	if cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("debug logging without --verbose")
+	}
+}
