@@ -72,6 +72,8 @@ func TestCluster(t *testing.T) {
 		{"load/atomic", testLoadAtomic},
 		{"load/refuses-non-empty", testLoadRefusesNonEmpty},
 		{"load/terminal", testLoadOnTerminal},
+		{"demo", testDemo},
+		{"demo/errors", testDemoErrors},
 		{"interactive", testInteractive},
 		{"interactive/display", testShellDisplay},
 		{"interactive/seed-dialogue", testSeedDialogue},
