@@ -177,3 +177,23 @@ func testDemoErrors(t *testing.T, c *testCluster) {
 		}
 	}
 }
+
+// testDemoOnTerminal runs the seed client's demo command line on a
+// terminal: load's progress bar is drawn, then the summary.
+func testDemoOnTerminal(t *testing.T, c *testCluster) {
+	uri, _ := sourceDB(t, "CREATE TABLE demo_tty (id int PRIMARY KEY, v text); INSERT INTO demo_tty SELECT i, 'v' || i FROM generate_series(1, 500) i")
+	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()},
+		"client", "--coordinator", c.Addr, "--demo", "--n-nodes", "3", "--data-db", uri)
+	if code := tm.exit(); code != 0 {
+		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
+	}
+	<-tm.done
+	raw := tm.raw.String()
+	if !strings.Contains(raw, "\r\x1b[Kloading demo_tty [##############################] 100%  500 rows") {
+		t.Fatalf("no progress bar in the output: %q", raw)
+	}
+	screen := strings.ReplaceAll(strings.ReplaceAll(tm.scr.String(), "\n", ""), " ", "")
+	if !strings.HasPrefix(screen, "loaded500rowsintodemo_ttyin5transactions(0aborted)") {
+		t.Fatalf("screen after the demo:\n%s", tm.scr.String())
+	}
+}

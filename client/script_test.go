@@ -74,6 +74,7 @@ func TestCluster(t *testing.T) {
 		{"load/terminal", testLoadOnTerminal},
 		{"demo", testDemo},
 		{"demo/errors", testDemoErrors},
+		{"demo/terminal", testDemoOnTerminal},
 		{"interactive", testInteractive},
 		{"interactive/display", testShellDisplay},
 		{"interactive/seed-dialogue", testSeedDialogue},
