@@ -343,6 +343,24 @@ type LoadOptions struct {
 	Append bool
 	// TxSize is the number of rows per distributed transaction.
 	TxSize int
+	// Source names the rows in messages and the summary instead of File,
+	// when File is a temporary copy (the demo loader's dump of a table).
+	Source string
+	// Nodes, if not 0, splits the rows over participants 0..Nodes-1 only
+	// (the seed client's --n-nodes); more than the coordinator has is
+	// refused.
+	Nodes int
+	// Types are column types to use instead of guessing them from the
+	// data, by column name: the demo loader knows its source's.
+	Types map[string]string
+}
+
+// source is what messages call the rows' origin.
+func (o LoadOptions) source() string {
+	if o.Source != "" {
+		return o.Source
+	}
+	return o.File
 }
 
 // DefaultTxSize is the rows per transaction of a load unless told.
@@ -392,6 +410,8 @@ func (o LoadOptions) Check() error {
 		return fmt.Errorf("load: --key is required: the column whose hash picks the node (usage: %s)", loadUsage)
 	case o.TxSize < 1:
 		return fmt.Errorf("load: --tx-size %d: must be at least 1", o.TxSize)
+	case o.Nodes < 0:
+		return fmt.Errorf("load: --n-nodes %d: must be at least 1", o.Nodes)
 	}
 	return nil
 }

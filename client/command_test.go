@@ -1,6 +1,7 @@
 package client
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -76,7 +77,7 @@ func TestParseLoadArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := LoadOptions{File: "testdata/x.csv", Table: "my table", Key: "sensor_id", Create: true, TxSize: 50}
-	if *c.Load != want {
+	if !reflect.DeepEqual(*c.Load, want) {
 		t.Fatalf("got %+v, want %+v", *c.Load, want)
 	}
 	c, err = ParseCommand("load --table t --key k f.csv")

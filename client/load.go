@@ -101,6 +101,12 @@ func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer)
 	if n == 0 {
 		return nil, errors.New("load: the coordinator reports no participants")
 	}
+	if opts.Nodes > n {
+		return nil, fmt.Errorf("load: --n-nodes %d: the coordinator has only %d participants (@0..@%d)", opts.Nodes, n, n-1)
+	}
+	if opts.Nodes > 0 {
+		n = opts.Nodes
+	}
 	for attempt := 1; ; attempt++ {
 		l, err := openLoad(s, opts, n)
 		if err != nil {
@@ -144,7 +150,7 @@ type loader struct {
 // openLoad opens the file and reads its header and sample, from which the
 // column types are guessed.
 func openLoad(s *Session, opts LoadOptions, n int) (*loader, error) {
-	src, err := openCSV(opts.File)
+	src, err := openCSV(opts.File, opts.source())
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +162,7 @@ func openLoad(s *Session, opts LoadOptions, n int) (*loader, error) {
 	}
 	if keyIdx < 0 {
 		src.close()
-		return nil, fmt.Errorf("load %s: --key %q is not a column; the header has %s", opts.File, opts.Key, strings.Join(src.header, ", "))
+		return nil, fmt.Errorf("load %s: --key %q is not a column; the header has %s", opts.source(), opts.Key, strings.Join(src.header, ", "))
 	}
 	cols := make([]Column, len(src.header))
 	for i, h := range src.header {
@@ -165,10 +171,13 @@ func openLoad(s *Session, opts LoadOptions, n int) (*loader, error) {
 			vals[j] = rec.fields[i]
 		}
 		cols[i] = Column{Name: h, Type: InferType(vals)}
+		if t := opts.Types[h]; t != "" {
+			cols[i].Type = t
+		}
 	}
 	return &loader{
 		s: s, opts: opts, src: src, cols: cols, keyIdx: keyIdx, n: n,
-		sum: &LoadSummary{Table: opts.Table, File: opts.File, Key: opts.Key, Columns: cols, Atomic: opts.Atomic, RowsPerNode: make([]int64, n)},
+		sum: &LoadSummary{Table: opts.Table, File: opts.source(), Key: opts.Key, Columns: cols, Atomic: opts.Atomic, RowsPerNode: make([]int64, n)},
 	}, nil
 }
 
@@ -257,7 +266,7 @@ func (l *loader) endOfFile(readErr error) error {
 		l.drawProgress(true)
 		return nil
 	}
-	return fmt.Errorf("load %s: %w", l.opts.File, readErr)
+	return fmt.Errorf("load %s: %w", l.opts.source(), readErr)
 }
 
 func (l *loader) drawProgress(done bool) {
@@ -449,8 +458,8 @@ type csvSource struct {
 	err    error // what ended the sample, if it ended the file early
 }
 
-func openCSV(file string) (*csvSource, error) {
-	f, err := os.Open(file)
+func openCSV(path, file string) (*csvSource, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}

@@ -56,7 +56,15 @@ Exit status, as psql's:
 
 Loading a CSV file split across the participants:
 
-    tpcd client load --table sensors --key sensor_id --create testdata/sensors.csv`
+    tpcd client load --table sensors --key sensor_id --create testdata/sensors.csv
+
+The seed client's demo loader copies the only table of a PostgreSQL
+database (or --demo-table NAME) to the participants, creating it there
+with the source's column types, split by a hash of its primary key's first
+column (or its first column, or --key COLUMN), over all participants or
+@0..@N-1 with --n-nodes N ('tpcd client shell --help' lists its flags):
+
+    tpcd client --coordinator localhost:9990 --demo --n-nodes 2 --data-db postgresql://localhost:8870/demo`
 }
 
 // Validate checks flag combinations.
@@ -106,12 +114,38 @@ type ClientShellCmd struct {
 	Continue  bool   `help:"Scripts: go on after a failed command (the exit status is then 1 if any failed, instead of 3 at the first)."`
 	History   string `help:"Interactive history file (default $XDG_STATE_HOME/tpcd/history or ~/.local/state/tpcd/history)." placeholder:"FILE"`
 	NoHistory bool   `help:"Keep no interactive history."`
+
+	// The seed client's demo loader. No environment variables: TPCD_DATA_DB
+	// and TPCD_KEY mean other things to other commands.
+	Demo      bool   `env:"-" group:"Demo loader (the seed client's --demo)" help:"The seed client's demo loader: copy a table of --data-db through the coordinator to the participants (created there if missing), split by a hash of --key, with a progress bar and a summary."`
+	DataDB    string `name:"data-db" env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: PostgreSQL URI of the database the rows come from." placeholder:"URI"`
+	NNodes    int    `name:"n-nodes" env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: split the rows over participants @0..@N-1 (default: all the coordinator has)." placeholder:"N"`
+	DemoTable string `name:"demo-table" env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: the table to copy, under the same name (default: the only table of --data-db)." placeholder:"NAME"`
+	Key       string `env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: the column whose hash picks the participant (default: the first column of the primary key, else the first column)." placeholder:"COLUMN"`
+	Append    bool   `env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: load into tables that already hold rows (refused without it, so that a second demo does not double them)."`
+	TxSize    int    `name:"tx-size" env:"-" group:"Demo loader (the seed client's --demo)" help:"--demo: rows per distributed transaction." default:"100"`
 }
 
 // Validate refuses contradictory inputs.
 func (c *ClientShellCmd) Validate() error {
 	if c.Command != "" && c.File != "" {
 		return errors.New("-c and -f both give the commands; use one")
+	}
+	if !c.Demo {
+		if c.DataDB != "" || c.NNodes != 0 || c.DemoTable != "" || c.Key != "" || c.Append {
+			return errors.New("--data-db, --n-nodes, --demo-table, --key and --append belong to --demo (the demo loader); give --demo too")
+		}
+		return nil
+	}
+	switch {
+	case c.Command != "" || c.File != "":
+		return errors.New("--demo loads a table and exits; it takes no -c or -f")
+	case c.DataDB == "":
+		return errors.New("--demo reads its rows from a PostgreSQL database: give --data-db URI")
+	case !strings.HasPrefix(c.DataDB, "postgres://") && !strings.HasPrefix(c.DataDB, "postgresql://"):
+		return errors.New("--data-db: want a URI like postgresql://user@host:5432/dbname")
+	case c.NNodes < 0:
+		return fmt.Errorf("--n-nodes %d: must be at least 1", c.NNodes)
 	}
 	return nil
 }
@@ -124,6 +158,10 @@ func (c *ClientShellCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd)
 	}
 	opts.Continue, opts.HistoryFile, opts.NoHistory = c.Continue, c.History, c.NoHistory
 	switch {
+	case c.Demo:
+		return client.DemoCommand(ctx, opts, client.DemoOptions{
+			DataDB: c.DataDB, Table: c.DemoTable, Key: c.Key, Nodes: c.NNodes, Append: c.Append, TxSize: c.TxSize,
+		})
 	case c.Command != "":
 		return client.RunScript(ctx, opts, strings.NewReader(c.Command), "")
 	case c.File == "-":

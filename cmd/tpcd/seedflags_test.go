@@ -63,3 +63,35 @@ func TestSeedFlagsOnEveryRole(t *testing.T) {
 		t.Error("debug logging without --verbose")
 	}
 }
+
+// The seed client's demo loader command line parses as the shell's
+// --demo, and its flags are refused where they cannot mean anything.
+func TestSeedClientDemoFlags(t *testing.T) {
+	var out bytes.Buffer
+	var cli CLI
+	p := newParserFor(t, &cli, &out)
+	if _, err := p.Parse([]string{"client", "--coordinator", "localhost:9990", "--demo", "--n-nodes", "2",
+		"--data-db", "postgresql://localhost:8870/demo"}); err != nil {
+		t.Fatalf("seed demo command line: %v\n%s", err, out.String())
+	}
+	if s := cli.Client.Shell; !s.Demo || s.NNodes != 2 || s.DataDB != "postgresql://localhost:8870/demo" || s.TxSize != 100 {
+		t.Fatalf("parsed %+v", s)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"client", "--demo"}, "--demo reads its rows from a PostgreSQL database: give --data-db URI"},
+		{[]string{"client", "--demo", "--data-db", "localhost:8870"}, "--data-db: want a URI like postgresql://"},
+		{[]string{"client", "--n-nodes", "2"}, "belong to --demo (the demo loader); give --demo too"},
+		{[]string{"client", "--data-db", "postgresql://x/y"}, "belong to --demo"},
+		{[]string{"client", "--demo", "--data-db", "postgresql://x/y", "-c", "nodes"}, "--demo loads a table and exits; it takes no -c or -f"},
+		{[]string{"client", "--demo", "--data-db", "postgresql://x/y", "--n-nodes=-1"}, "--n-nodes -1: must be at least 1"},
+	} {
+		cli = CLI{}
+		p = newParserFor(t, &cli, &out)
+		if _, err := p.Parse(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: got %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}

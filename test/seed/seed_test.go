@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -141,6 +144,48 @@ func TestSeedFlagsOnEveryNode(t *testing.T) {
 		if out := p.Out.String(); !strings.Contains(out, "level=DEBUG") {
 			t.Errorf("tpcd %v logged nothing at debug level with --verbose:\n%s", p.Cmd.Args, out)
 		}
+	}
+}
+
+// TestSeedClientDemo runs the seed client's demo loader command line
+// (`python client.py --coordinator ... --demo --n-nodes 2 --data-db URI`
+// with tpcd for python client.py) against the seed's cluster: the source
+// table's rows are split over both participants and the summary printed.
+func TestSeedClientDemo(t *testing.T) {
+	c := startSeed(t, nil, true)
+	src := pgtest.NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));
+		INSERT INTO items SELECT i, 'item ' || i, i * 1.25 FROM generate_series(1, 120) i`); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, tpcdBin, "client", "--coordinator", c.coordAddr, "--demo", "--n-nodes", "2", "--data-db", src).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`^loaded 120 rows into items in 2 transactions \(0 aborted\) in [0-9.]+s, \d+ rows/s; rows per node: @0 \d+, @1 \d+\n$`).Match(out) {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, tpcdBin, "client", "--coordinator", c.coordAddr, "--format", "csv",
+		"-c", "begin; @0 select count(*), sum(price) from items; @1 select count(*), sum(price) from items; rollback").CombinedOutput()
+	if err != nil {
+		t.Fatalf("count: %v\n%s", err, out)
+	}
+	var rows, sum float64
+	for _, line := range strings.Split(string(out), "\n") {
+		var n, s float64
+		if _, err := fmt.Sscanf(line, "%g,%g", &n, &s); err == nil {
+			rows, sum = rows+n, sum+s
+		}
+	}
+	if rows != 120 || sum != 1.25*120*121/2 {
+		t.Fatalf("the participants hold %v rows summing to %v, want 120 and %v:\n%s", rows, sum, 1.25*120*121/2, out)
+	}
+	for _, p := range c.procs {
+		p.Stop(t)
 	}
 }
 
