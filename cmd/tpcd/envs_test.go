@@ -81,6 +81,12 @@ var sharedEnvs = map[string]string{
 	"TPCD_TLS_KEY":         "the key of that certificate",
 	"TPCD_TLS_CA":          "the CAs that peers are verified against",
 	"TPCD_INSECURE":        "whether a node serves node-to-node methods without peer credentials",
+	"TPCD_PG_LISTEN":       "where the coordinator's PostgreSQL front door listens",
+	"TPCD_PG_USER":         "a user of the front door, NAME:PASSWORD",
+	"TPCD_PG_USERS_FILE":   "the file of front-door users",
+	"TPCD_PG_TRUST":        "whether the front door lets loopback clients in without a password",
+	"TPCD_SHARD":           "a sharded table of the front door, TABLE:COLUMN",
+	"TPCD_SHARD_FILE":      "the file of sharded tables",
 }
 
 func TestSharedEnvsMeanOneThing(t *testing.T) {
