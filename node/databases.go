@@ -236,6 +236,11 @@ func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *
 	}
 }
 
+// warmable is how many of a pool of maxConns connections may be opened at
+// start and kept: half, so that a small pool still grows and shrinks with
+// its load.
+func warmable(maxConns int32) int { return int(maxConns) / 2 }
+
 // openPool opens a pool of at most maxConns connections that keeps at
 // least minConns open once it has them (pgxpool's health check replaces
 // those it closes).
@@ -247,7 +252,7 @@ func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
-	cfg.MinConns = min(cfg.MaxConns, int32(max(minConns, 0)))
+	cfg.MinConns = int32(min(warmable(cfg.MaxConns), max(minConns, 0)))
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
@@ -261,14 +266,14 @@ func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool
 
 // DefaultWarmDataConns is how many data connections a participant opens
 // at start and keeps: as many as the transactions a busy client runs at
-// once (tpcd bench's 32), far below the pool's bound.
+// once (tpcd bench's 32), and at most half its pool.
 const DefaultWarmDataConns = 32
 
 // warm opens up to n connections of pool at once and keeps them open:
 // the pool holds at least that many from then on. A failure only leaves
 // the pool colder.
 func warm(ctx context.Context, pool *pgxpool.Pool, n int) {
-	n = min(n, int(pool.Config().MaxConns))
+	n = min(n, warmable(pool.Config().MaxConns))
 	if n <= 0 {
 		return
 	}

@@ -354,7 +354,7 @@ func TestNodeExitsWhenItsPostgresKeepsDying(t *testing.T) {
 	if st.Success() {
 		t.Fatal("exit status 0")
 	}
-	if want := "died or failed to restart 6 times within 1m0s"; !strings.Contains(out, "tpcd: embedded PostgreSQL: ") || !strings.Contains(out, want) {
+	if want := "died or failed to restart 6 times within 1m0s"; !strings.Contains(out, "tpcd: error: embedded PostgreSQL: ") || !strings.Contains(out, want) {
 		t.Fatalf("output lacks the reason (%q):\n%s", want, out)
 	}
 }
