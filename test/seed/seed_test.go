@@ -254,9 +254,10 @@ func TestBadFlagsSayHowToFix(t *testing.T) {
 			if err == nil {
 				t.Fatalf("exit 0; want an error\n%s", out)
 			}
+			// The complaint, then where to read more, as psql does.
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-				t.Fatalf("want one line mentioning %q, got:\n%s", tc.want, out)
+			if len(lines) != 2 || !strings.Contains(lines[0], tc.want) || !strings.Contains(lines[1], "--help") {
+				t.Fatalf("want a line mentioning %q and one naming --help, got:\n%s", tc.want, out)
 			}
 		})
 	}
