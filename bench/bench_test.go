@@ -360,7 +360,28 @@ func TestAgainstRunningCluster(t *testing.T) {
 // conflicts on a few hot keys, measuring by time with a warm-up, in each
 // form and over each transport.
 func TestStartsClusterWithHotKeys(t *testing.T) {
-	for _, tc := range []struct {
+	// The first case starts a cluster of its own, as tpcd bench does; the
+	// others go through the same path to one cluster they share, since
+	// starting clusters is most of what the test costs.
+	var shared *StartedCluster
+	defer func() {
+		if shared != nil {
+			shared.Stop()
+		}
+	}()
+	startShared := func(ctx context.Context, s ClusterSpec) (StartedCluster, error) {
+		if shared == nil {
+			cl, err := startLocalCluster(ctx, s)
+			if err != nil {
+				return StartedCluster{}, err
+			}
+			shared = &cl
+		}
+		cl := *shared
+		cl.Stop = func() error { return nil }
+		return cl, nil
+	}
+	for i, tc := range []struct {
 		form, transport, step string
 		baselines             []string
 	}{
@@ -369,6 +390,10 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}},
 	} {
 		form, step := tc.form, tc.step
+		start := startShared
+		if i == 0 {
+			start = startLocalCluster
+		}
 		t.Run(form+"-"+tc.transport, func(t *testing.T) {
 			var progress bytes.Buffer
 			rep, err := Run(context.Background(), Options{
@@ -378,7 +403,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
 				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baselines: tc.baselines,
 				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
-				StartCluster: startLocalCluster,
+				StartCluster: start,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -614,18 +639,13 @@ func TestMedianRound(t *testing.T) {
 	}
 }
 
-// TestTransactCarriesKey: the single form's calls carry idempotency keys,
+// testTransactCarriesKey: the single form's calls carry idempotency keys,
 // so the coordinator knows each transaction by its key, and a call sent
 // again with a key is answered with the first one's outcome rather than
 // run again (here, run again, it would fail: its table is gone).
-func TestTransactCarriesKey(t *testing.T) {
+func testTransactCarriesKey(t *testing.T, cl *localcluster.Cluster) {
 	ctx := context.Background()
-	cl, err := startLocalCluster(ctx, ClusterSpec{Participants: 2, LazyPrepared: true, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
-	d := newTPCDDriver(cl.Coordinator, 1, time.Minute, true, false)
+	d := newTPCDDriver(cl.CoordinatorAddr(), 1, time.Minute, true, false)
 	defer d.close()
 	d.keyPrefix = "bench-test-"
 	if err := d.createTable(ctx, 2); err != nil {
@@ -640,22 +660,29 @@ func TestTransactCarriesKey(t *testing.T) {
 	}
 	n0, n1 := engine.NodeID(0), engine.NodeID(1)
 	var r api.TransactReply
-	err = d.conns[0].Call(ctx, api.MethodTransact, api.TransactParams{Commit: true, Key: "bench-test-1", Statements: []api.StatementParams{
+	err := d.conns[0].Call(ctx, api.MethodTransact, api.TransactParams{Commit: true, Key: "bench-test-1", Statements: []api.StatementParams{
 		{Node: &n0, SQL: "INSERT INTO no_such_table VALUES (1)"}, {Node: &n1, SQL: "INSERT INTO no_such_table VALUES (1)"}}}, &r)
 	if err != nil || !r.Repeated || r.TxID != st.TxID || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("the call sent again with its key: %+v, %v; want tx %d's commit, repeated", r, err, st.TxID)
 	}
 }
 
-// TestRateAndProgress measures at a set arrival rate against a running
+// testRateAndProgress measures at a set arrival rate against a running
 // cluster. At a rate far beyond what one client can do, transactions queue:
 // each waits for the client (lag), latency counts from the due time and so
 // holds the lag, and with a latency limit the due times already too late
 // are skipped. At a modest rate, the progress lines come as pgbench -P
 // writes them, and no more transactions start than were due.
-func TestRateAndProgress(t *testing.T) {
-	ctx := context.Background()
+// TestRunningCluster runs the tests that can share one cluster Run does
+// not start (starting one costs more than most of them).
+func TestRunningCluster(t *testing.T) {
 	cl := runningCluster(t)
+	t.Run("rate-and-progress", func(t *testing.T) { testRateAndProgress(t, cl) })
+	t.Run("transact-carries-key", func(t *testing.T) { testTransactCarriesKey(t, cl) })
+}
+
+func testRateAndProgress(t *testing.T, cl *localcluster.Cluster) {
+	ctx := context.Background()
 
 	// A transaction through tpcd takes far longer than 10 µs, the gap
 	// between due times at 100,000/s, and longer than a 100 µs limit.
