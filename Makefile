@@ -36,8 +36,8 @@ run: ensure-postgres build
 	bin/tpcd cluster --metrics-addr $(RUN_METRICS_ADDR) $(ARGS)
 
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
-test: ensure-postgres ensure-chromium ensure-psycopg2 lint verify-generated fuzz-short build
-	TPCD_TEST_BIN=$(CURDIR)/bin/tpcd $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+test: ensure-postgres ensure-chromium ensure-psycopg2 lint verify-generated fuzz-short
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
 test-short: ensure-postgres ensure-psycopg2

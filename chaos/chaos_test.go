@@ -50,11 +50,6 @@ func TestMain(m *testing.M) {
 func tpcd(t *testing.T) string {
 	t.Helper()
 	buildBin.Do(func() {
-		// make test has built it already (internal/testbin.Main says why).
-		if prebuilt := os.Getenv("TPCD_TEST_BIN"); prebuilt != "" {
-			tpcdBin = prebuilt
-			return
-		}
 		tpcdBin = filepath.Join(binDir, "tpcd")
 		out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
 		if err != nil {
