@@ -110,3 +110,18 @@ func ServerTempDir(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// WantUsageError runs bin with args, which it must refuse as a command
+// line: exit non-zero, print the complaint (naming want) on one line and
+// where to read more (--help) on the next, as psql does.
+func WantUsageError(t testing.TB, bin string, args []string, want string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("exit 0; want an error\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], want) || !strings.Contains(lines[1], "--help") {
+		t.Fatalf("want a line mentioning %q and one naming --help, got:\n%s", want, out)
+	}
+}

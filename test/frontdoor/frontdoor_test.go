@@ -198,16 +198,6 @@ func TestFrontDoorFlags(t *testing.T) {
 		{[]string{"cluster", "-n", "2", "--base-port", "65533"}, "--no-pg"},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			out, err := exec.Command(tpcdBin, tc.args...).CombinedOutput()
-			if err == nil {
-				t.Fatalf("exit 0; want an error\n%s", out)
-			}
-			// The complaint, then where to read more, as psql does.
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			if len(lines) != 2 || !strings.Contains(lines[0], tc.want) || !strings.Contains(lines[1], "--help") {
-				t.Fatalf("want a line mentioning %q and one naming --help, got:\n%s", tc.want, out)
-			}
-		})
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, tpcdBin, tc.args, tc.want) })
 	}
 }
