@@ -36,7 +36,11 @@ func DescribeEvent(e Event) string {
 		}
 		return s
 	case PartPrepared:
-		return fmt.Sprintf("%s tx=%d gid=%s", e.Kind(), e.TxID, e.GID)
+		s := fmt.Sprintf("%s tx=%d gid=%s", e.Kind(), e.TxID, e.GID)
+		if e.Xid != 0 {
+			s += fmt.Sprintf(" xid=%d", e.Xid)
+		}
+		return s
 	case PartVotedNo:
 		return fmt.Sprintf("%s tx=%d%s", e.Kind(), e.TxID, reason(e.Reason))
 	case PartCommitted:
@@ -119,6 +123,9 @@ func DescribeEffect(e Effect) string {
 			}
 		} else {
 			s += " gid=" + e.GID
+		}
+		if e.Xid != 0 {
+			s += fmt.Sprintf(" xid=%d", e.Xid)
 		}
 		return s + after
 	case Violation:

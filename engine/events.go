@@ -91,10 +91,15 @@ type PartEpochSeen struct {
 }
 
 // PartPrepared records a successful PREPARE TRANSACTION; when forced it must
-// be durable before the yes vote leaves.
+// be durable before the yes vote leaves. Xid is the branch's PostgreSQL
+// transaction id (64 bits, as pg_current_xact_id gives it): once the GID is
+// no longer prepared, PostgreSQL's commit log says through it whether the
+// branch committed, so a prepared branch needs no marker row. Logs of
+// earlier versions have none (0); their branches carry a marker instead.
 type PartPrepared struct {
 	TxID TxID   `json:"tx"`
 	GID  string `json:"gid"`
+	Xid  uint64 `json:"xid,omitempty"`
 }
 
 // PartVotedNo records a no vote and the reason for it.

@@ -22,6 +22,11 @@ type Start struct {
 	PreparedGIDs []string
 	Markers      []string
 	Tombstones   []string
+	// PreparedXids are the transaction ids of PreparedGIDs, by GID.
+	PreparedXids map[string]uint64
+	// CommittedXids are those of Participant.BranchXids that PostgreSQL's
+	// commit log shows committed.
+	CommittedXids []uint64
 }
 
 // Tick tells the machine time has passed; timeouts and retries fire here.
@@ -146,6 +151,9 @@ type DataDone struct {
 	// ReadOnly is set for a successful DataPrepare that found the
 	// transaction wrote nothing and so committed it at once.
 	ReadOnly bool
+	// Xid is the transaction id of a branch a DataPrepare (or a DataExec's
+	// Then) prepared.
+	Xid uint64
 	// Committed is a DataSettle's finding: the decider's branch committed
 	// (its marker is there). Otherwise it is settled as aborted.
 	Committed bool
@@ -325,6 +333,11 @@ type Data struct {
 	// Describe, on a DataExec, asks for the statement's parameter and
 	// result types instead of running it.
 	Describe bool
+	// Xid, on DataCommitPrepared and DataRollbackPrepared, is the
+	// branch's transaction id (0 if unknown: a branch of an earlier
+	// version, which has a marker instead): when the GID is no longer
+	// prepared, its status in the commit log tells what became of it.
+	Xid uint64
 }
 
 // Violation reports evidence that atomicity was broken. It must be made loud:

@@ -152,6 +152,9 @@ type partTx struct {
 	epoch Epoch
 	gid   string
 	phase PartPhase
+	// xid is the prepared branch's PostgreSQL transaction id (0 when its
+	// PREPARE came from an earlier version, which wrote a marker).
+	xid uint64
 
 	nextStmt     int
 	last         *ExecResult // result of statement nextStmt-1, resent on duplicates
@@ -282,7 +285,7 @@ func (p *Participant) Apply(e Event) error {
 		if g.HasDecider {
 			tx.decider = g.Decider
 		}
-		tx.phase = PartPhasePrepared
+		tx.phase, tx.xid = PartPhasePrepared, e.Xid
 	case PartCommitted, PartForgotten:
 		// Committed is final: what is left, deleting the marker, needs no
 		// record. After a crash the marker itself says whether it is still
@@ -335,6 +338,9 @@ func (p *Participant) sendTo(to NodeID, m Message, wait LSN) {
 
 func (p *Participant) data(d Data, tx *partTx) {
 	tx.pending++
+	if d.Op == DataCommitPrepared || d.Op == DataRollbackPrepared {
+		d.Xid = tx.xid
+	}
 	p.rd.Effects = append(p.rd.Effects, d)
 }
 
@@ -382,10 +388,11 @@ func (p *Participant) Step(in Input) Ready {
 	return rd
 }
 
-// start reconciles the log with the data database after a restart. The
-// marker row, written inside the data transaction before PREPARE, decides
-// what happened to a transaction that is no longer prepared: present means
-// committed, absent means rolled back. Nothing is guessed.
+// start reconciles the log with the data database after a restart. A
+// transaction that is no longer prepared committed if PostgreSQL's commit
+// log says its transaction id committed (or, for a branch of an earlier
+// version, its marker row is there), else it was rolled back. Nothing is
+// guessed.
 func (p *Participant) start(in Start) {
 	if p.started {
 		return
@@ -393,6 +400,10 @@ func (p *Participant) start(in Start) {
 	p.started = true
 	prepared := p.ours(in.PreparedGIDs)
 	markers := p.ours(in.Markers)
+	committedXids := map[uint64]bool{}
+	for _, x := range in.CommittedXids {
+		committedXids[x] = true
+	}
 	// A decider's marker or tombstone stays until the coordinator says the
 	// other branches have their outcome: they may still ask about it.
 	for id, gid := range p.ours(in.Tombstones) {
@@ -425,6 +436,11 @@ func (p *Participant) start(in Start) {
 				p.deleteMarker(id, tx.gid, p.emit(PartCommitted{TxID: id, GID: tx.gid}), 0)
 				continue
 			}
+			if tx.xid != 0 && committedXids[tx.xid] {
+				// Its events go with the other ended ones' below.
+				p.emit(PartCommitted{TxID: id, GID: tx.gid})
+				continue
+			}
 			p.emit(PartAborted{TxID: id, GID: tx.gid, Reason: "found rolled back at recovery"})
 		}
 	}
@@ -448,7 +464,7 @@ func (p *Participant) start(in Start) {
 		// knows; it answers abort for a vote it never counted. Logging the
 		// Prepared event now records what PostgreSQL holds, so that a yes
 		// vote repeated for a late prepare request waits for it as usual.
-		lsn := p.emit(PartPrepared{TxID: id, GID: gid})
+		lsn := p.emit(PartPrepared{TxID: id, GID: gid, Xid: in.PreparedXids[gid]})
 		tx := p.txs[id]
 		tx.preparedLSN, tx.nextInquiry, tx.backoff = lsn, in.Now, p.cfg.RetryMin
 	}
@@ -1161,7 +1177,7 @@ func (p *Participant) dataDone(in DataDone) {
 		switch {
 		case in.Then == DataPrepare:
 			tx.prepareWanted, tx.phase = false, PartPhasePreparing
-			p.prepareDone(now, tx, in.ThenErr, in.ReadOnly)
+			p.prepareDone(now, tx, in.ThenErr, in.ReadOnly, in.Xid)
 			return
 		case in.Then == DataCommitBranch:
 			tx.commitWanted, tx.phase = false, PartPhaseDeciding
@@ -1171,7 +1187,7 @@ func (p *Participant) dataDone(in DataDone) {
 		p.tryPrepare(now, tx)
 		p.tryCommitBranch(now, tx)
 	case DataPrepare:
-		p.prepareDone(now, tx, in.Err, in.ReadOnly)
+		p.prepareDone(now, tx, in.Err, in.ReadOnly, in.Xid)
 	case DataRollback, DataRollbackPrepared:
 		p.rolledBack(now, tx, in)
 	case DataCommitBranch:
@@ -1182,12 +1198,17 @@ func (p *Participant) dataDone(in DataDone) {
 		}
 		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
 		p.ack(tx.id, OutcomeCommit)
-		p.deleteMarker(tx.id, tx.gid, lsn, 0)
+		if tx.xid == 0 {
+			p.deleteMarker(tx.id, tx.gid, lsn, 0)
+			return
+		}
+		// No marker to delete: the commit log keeps the outcome.
+		p.rd.Effects = append(p.rd.Effects, Forget{TxID: tx.id, WaitLSN: lsn})
 	}
 }
 
 // prepareDone ends a branch's PREPARE TRANSACTION: it votes.
-func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly bool) {
+func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly bool, xid uint64) {
 	switch {
 	case err != "":
 		// PREPARE may or may not have happened; rolling back the GID
@@ -1207,7 +1228,8 @@ func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly 
 		}
 		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
 	default:
-		lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid})
+		tx.xid = xid
+		lsn := p.emit(PartPrepared{TxID: tx.id, GID: tx.gid, Xid: xid})
 		if !p.cfg.LazyPrepared {
 			tx.preparedLSN = lsn
 		}
@@ -1431,4 +1453,19 @@ func (p *Participant) Transactions() []PartTxSummary {
 		out = append(out, PartTxSummary{TxID: id, GID: tx.gid, Phase: tx.phase, Reason: tx.reason})
 	}
 	return out
+}
+
+// BranchXids lists the transaction ids of the branches the folded log shows
+// prepared, sorted: a driver reads their status in PostgreSQL's commit log
+// before the start step (Start.CommittedXids) for the ones no longer
+// prepared.
+func (p *Participant) BranchXids() []uint64 {
+	var xs []uint64
+	for _, tx := range p.txs {
+		if tx.phase == PartPhasePrepared && tx.xid != 0 {
+			xs = append(xs, tx.xid)
+		}
+	}
+	slices.Sort(xs)
+	return xs
 }

@@ -50,7 +50,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 			if !ok {
 				t.Fatalf("textParams declined %v", tc.args)
 			}
-			got, begun, err, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: tc.sql}, params)
+			got, begun, err, _, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: tc.sql}, params)
 			if !begun || err != nil {
 				t.Fatalf("beginWith: begun %t, err %v", begun, err)
 			}
@@ -92,7 +92,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 		})
 		// Keep the inserted rows for the select cases.
 		if params, _ := textParams(tc.args); tc.name == "insert" || tc.name == "nulls" {
-			if _, _, err, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: tc.sql}, params); err != nil {
+			if _, _, err, _, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: tc.sql}, params); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
@@ -103,7 +103,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 
 	// Spot checks of the text itself.
 	params, _ := textParams([]any{"text", float64(7)})
-	got, _, err, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `SELECT $1 AS s, $2 AS t, current_setting('lock_timeout') AS lt, current_setting('statement_timeout') AS st`}, params)
+	got, _, err, _, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `SELECT $1 AS s, $2 AS t, current_setting('lock_timeout') AS lt, current_setting('statement_timeout') AS st`}, params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 	// Whole numbers past 2^53 stay JSON floats; they must still read as
 	// integers, not in exponent notation.
 	params, _ = textParams([]any{float64(1e16), 2.5e-7})
-	got, _, err, _ = d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `SELECT $1::bigint AS b, $2::float8 AS f`}, params)
+	got, _, err, _, _ = d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `SELECT $1::bigint AS b, $2::float8 AS f`}, params)
 	if err != nil {
 		t.Fatalf("large whole number: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 	// A failing statement leaves the transaction open and aborted, for the
 	// rollback that follows; the error is the statement's.
 	params, _ = textParams([]any{float64(1), "dup"})
-	_, begun, err, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `INSERT INTO kv (k, v) VALUES ($1, $2)`}, params)
+	_, begun, err, _, _ := d.beginWith(ctx, conn, engine.Data{Op: engine.DataExec, SQL: `INSERT INTO kv (k, v) VALUES ($1, $2)`}, params)
 	if !begun || err == nil {
 		t.Fatalf("duplicate key: begun %t, err %v; want an open transaction and the error", begun, err)
 	}

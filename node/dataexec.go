@@ -41,7 +41,7 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			// The usual first statement: one round trip opens the
 			// transaction and runs it, and also prepares or commits it
 			// when the statement carries that (op.Then).
-			res, begun, err, thenErr := d.beginWith(ctx, conn.Conn(), op, params)
+			res, begun, err, thenErr, xid := d.beginWith(ctx, conn.Conn(), op, params)
 			if !begun {
 				conn.Conn().Close(ctx)
 				conn.Release()
@@ -56,7 +56,7 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			}
 			done := engine.DataDone{Result: res}
 			if op.Then != 0 {
-				done.Then = op.Then
+				done.Then, done.Xid = op.Then, xid
 				if thenErr != nil {
 					d.release(ctx, w, "ROLLBACK")
 					done.ThenErr = fmt.Sprintf("%s %s: %v", op.Then, op.GID, thenErr)
@@ -136,14 +136,15 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 // beginWith opens a transaction, sets the timeouts that turn a distributed
 // deadlock into an error instead of a hang, and runs the transaction's first
 // statement, all in one round trip (one pipeline, one Sync); with op.Then,
-// the outcome marker and PREPARE TRANSACTION or COMMIT go in the same
-// pipeline. begun reports whether the transaction is open: when it is not,
+// the branch's transaction id and PREPARE TRANSACTION, or the outcome
+// marker and COMMIT, go in the same pipeline. begun reports whether the transaction is open: when it is not,
 // the connection is in an unknown state and must not be reused; when it is
 // and err is set, the statement failed (nothing after it ran) and the
 // transaction awaits its rollback. thenErr is the prepare's or commit's
 // error; the transaction is then to be rolled back (a COMMIT whose answer
-// was lost may have committed: the engine settles it).
-func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, params [][]byte) (res *engine.StmtResult, begun bool, err, thenErr error) {
+// was lost may have committed: the engine settles it). xid is the id of the
+// branch prepared.
+func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, params [][]byte) (res *engine.StmtResult, begun bool, err, thenErr error, xid uint64) {
 	var p pipeline
 	b := &p.batch
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
@@ -152,67 +153,75 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 		nil, nil, nil)
 	b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
 	wantTag := ""
-	if op.Then != 0 {
+	switch op.Then {
+	case 0:
+	case engine.DataPrepare:
+		p.utility(branchXidSQL)
+		p.utility("PREPARE TRANSACTION " + quote(op.GID))
+		wantTag = "PREPARE TRANSACTION"
+	case engine.DataCommitBranch:
 		if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID)}); err != nil {
-			return nil, false, err, nil
+			return nil, false, err, nil, 0
 		}
-		switch op.Then {
-		case engine.DataPrepare:
-			p.utility("PREPARE TRANSACTION " + quote(op.GID))
-			wantTag = "PREPARE TRANSACTION"
-		case engine.DataCommitBranch:
-			p.utility("COMMIT")
-			wantTag = "COMMIT"
-		default:
-			return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil
-		}
+		p.utility("COMMIT")
+		wantTag = "COMMIT"
+	default:
+		return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil, 0
 	}
 	mrr := conn.PgConn().ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
-			return nil, false, closeBoth(nil, mrr), nil
+			return nil, false, closeBoth(nil, mrr), nil, 0
 		}
 		if _, err := mrr.ResultReader().Close(); err != nil {
-			return nil, false, closeBoth(err, mrr), nil
+			return nil, false, closeBoth(err, mrr), nil, 0
 		}
 	}
 	if !mrr.NextResult() {
-		return nil, true, closeBoth(nil, mrr), nil
+		return nil, true, closeBoth(nil, mrr), nil, 0
 	}
 	res, err = textResult(mrr.ResultReader())
 	if err != nil {
 		mrr.Close()
-		return nil, true, err, nil
+		return nil, true, err, nil, 0
 	}
 	if wantTag != "" {
-		thenErr = thenResults(mrr, wantTag)
+		xid, thenErr = thenResults(mrr, wantTag)
 	}
 	if cerr := mrr.Close(); cerr != nil && thenErr == nil {
 		if wantTag == "" {
-			return nil, true, cerr, nil
+			return nil, true, cerr, nil, 0
 		}
 		thenErr = cerr
 	}
-	return res, true, nil, thenErr
+	return res, true, nil, thenErr, xid
 }
 
-// thenResults reads the marker insert's and the PREPARE TRANSACTION's or
-// COMMIT's results; only the expected tag means it happened.
-func thenResults(mrr *pgconn.MultiResultReader, wantTag string) error {
+// thenResults reads the results of the branch's transaction id query and
+// PREPARE TRANSACTION, or of the marker insert and COMMIT; only the
+// expected tag means it happened.
+func thenResults(mrr *pgconn.MultiResultReader, wantTag string) (xid uint64, err error) {
 	for i := range 2 {
 		if !mrr.NextResult() {
-			return errors.New("connection returned fewer results than statements sent")
+			return 0, closeBoth(nil, mrr)
 		}
-		tag, err := mrr.ResultReader().Close()
+		rr := mrr.ResultReader()
+		if i == 0 && wantTag == "PREPARE TRANSACTION" {
+			xid, err = readXid(rr)
+		}
+		tag, cerr := rr.Close()
+		if err == nil {
+			err = cerr
+		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if i == 1 && tag.String() != wantTag {
 			// A transaction already failed answers COMMIT with ROLLBACK.
-			return fmt.Errorf("%s answered %q", wantTag, tag.String())
+			return 0, fmt.Errorf("%s answered %q", wantTag, tag.String())
 		}
 	}
-	return nil
+	return xid, nil
 }
 
 // closeBoth closes mrr and returns err, or else mrr's error, or else a

@@ -12,9 +12,11 @@ import (
 )
 
 // finish commits or rolls back a prepared transaction. "Does not exist" is
-// never taken as success by itself: the marker says whether the transaction
-// committed, and only the matching answer counts.
-func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engine.DataDone {
+// never taken as success by itself: the commit log, asked with the branch's
+// transaction id (or, for a branch an earlier version prepared, its marker),
+// says whether the transaction committed, and only the matching answer
+// counts.
+func (d *dataDB) finish(ctx context.Context, gid string, xid uint64, verb string, commit bool) engine.DataDone {
 	// A utility statement: the GID goes in as a literal (see quote).
 	_, err := d.pool.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
 	if err == nil {
@@ -22,6 +24,22 @@ func (d *dataDB) finish(ctx context.Context, gid, verb string, commit bool) engi
 	}
 	if !notPrepared(err) {
 		return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
+	}
+	if xid != 0 {
+		status, err := d.q.XactStatus(ctx, d.pool, int64(xid))
+		if err != nil {
+			return engine.DataDone{Err: fmt.Sprintf("read the status of %s (transaction %d): %v", gid, xid, err), Retry: true}
+		}
+		switch {
+		case status == "committed" && commit, status == "aborted" && !commit:
+			return engine.DataDone{}
+		case status == "committed":
+			return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and transaction %d committed", gid, xid)}
+		case status == "aborted":
+			return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and transaction %d was rolled back", gid, xid)}
+		default:
+			return engine.DataDone{Err: fmt.Sprintf("%s is no longer prepared and the commit log says %q of transaction %d", gid, status, xid)}
+		}
 	}
 	marker, err := d.q.MarkerExists(ctx, d.pool, gid)
 	if err != nil {

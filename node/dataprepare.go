@@ -3,16 +3,19 @@ package node
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // prepare ends the work phase: a transaction that wrote nothing commits at
-// once and votes read-only; any other gets its marker and is prepared.
+// once and votes read-only; any other is prepared, and its transaction id
+// read on the way, in the same round trip: once the GID is gone, the commit
+// log says through that id whether the branch committed, so a prepared
+// branch needs no marker row.
 func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
 	if w.conn == nil {
 		return engine.DataDone{Err: "no open data transaction to prepare"}
@@ -34,25 +37,39 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 		}
 		return engine.DataDone{ReadOnly: true}
 	}
-	// The marker commits with the transaction's changes or not at all, so
-	// after a crash its presence tells which way a transaction went. It
-	// goes out with PREPARE TRANSACTION in one round trip.
 	var p pipeline
-	err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID)})
+	p.utility(branchXidSQL)
 	p.utility("PREPARE TRANSACTION " + quote(op.GID))
-	var tag pgconn.CommandTag
-	if err == nil {
-		tag, err = p.run(ctx, conn.PgConn())
-	}
-	if err == nil && tag.String() != "PREPARE TRANSACTION" {
-		err = fmt.Errorf("PREPARE TRANSACTION answered %q", tag.String())
+	mrr := conn.PgConn().ExecBatch(ctx, &p.batch)
+	xid, err := thenResults(mrr, "PREPARE TRANSACTION")
+	if cerr := mrr.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		d.release(ctx, w, "ROLLBACK")
 		return engine.DataDone{Err: fmt.Sprintf("prepare %s: %v", op.GID, err)}
 	}
 	d.release(ctx, w, "")
-	return engine.DataDone{}
+	return engine.DataDone{Xid: xid}
+}
+
+// branchXidSQL reads the open transaction's id, 64 bits (the epoch
+// included, so it never wraps), as text.
+const branchXidSQL = "SELECT pg_current_xact_id()"
+
+// readXid reads the one row of branchXidSQL.
+func readXid(rr *pgconn.ResultReader) (uint64, error) {
+	var xid uint64
+	var err error
+	n := 0
+	for rr.NextRow() {
+		n++
+		xid, err = strconv.ParseUint(string(rr.Values()[0]), 10, 64)
+	}
+	if err == nil && n != 1 {
+		err = fmt.Errorf("transaction id query returned %d rows", n)
+	}
+	return xid, err
 }
 
 // quote makes s a SQL string literal, for the utility statements that take

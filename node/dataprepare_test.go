@@ -30,11 +30,11 @@ func newTestDataDB(t *testing.T) *dataDB {
 // facts reads the prepared GIDs and the markers as a restart would.
 func facts(t *testing.T, d *dataDB) (prepared, markers []string) {
 	t.Helper()
-	prepared, markers, _, err := recoveryFacts(t.Context(), d.pool)
+	in, err := RecoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return prepared, markers
+	return in.PreparedGIDs, in.Markers
 }
 
 func mustRun(t *testing.T, d *dataDB, w *txWorker, op engine.Data) engine.DataDone {
@@ -46,46 +46,81 @@ func mustRun(t *testing.T, d *dataDB, w *txWorker, op engine.Data) engine.DataDo
 	return res
 }
 
-// The marker goes in with PREPARE TRANSACTION, is seen once the
-// transaction commits, and is what finish trusts when the GID is gone.
-func TestPrepareCommitAndMarker(t *testing.T) {
+// A prepared branch carries no marker: PREPARE TRANSACTION reports the
+// branch's transaction id, and once the GID is gone the commit log, asked
+// with that id, is what finish trusts. The id is the one pg_prepared_xacts
+// shows, widened to 64 bits as a restart reads it.
+func TestPrepareCommitAndXid(t *testing.T) {
 	d := newTestDataDB(t)
-	const gid = "tpcd:test:1:7"
+	const gid, gid2 = "tpcd:test:1:7", "tpcd:test:1:9"
 	w := &txWorker{}
 	mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 7, GID: gid, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(1)}})
-	if res := mustRun(t, d, w, engine.Data{Op: engine.DataPrepare, TxID: 7, GID: gid}); res.ReadOnly {
-		t.Fatal("a transaction that wrote voted read-only")
+	res := mustRun(t, d, w, engine.Data{Op: engine.DataPrepare, TxID: 7, GID: gid})
+	if res.ReadOnly || res.Xid == 0 {
+		t.Fatalf("prepare of a writer = %+v, want a yes with the transaction id", res)
 	}
+	xid := res.Xid
 	if w.conn != nil {
 		t.Fatal("the worker kept its connection after PREPARE TRANSACTION")
 	}
-	if prepared, markers := facts(t, d); !slices.Equal(prepared, []string{gid}) || len(markers) != 0 {
-		t.Fatalf("after prepare: prepared %q, markers %q; want the GID prepared and its marker unseen", prepared, markers)
+	in, err := RecoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(in.PreparedGIDs, []string{gid}) || in.PreparedXids[gid] != xid || len(in.Markers) != 0 {
+		t.Fatalf("after prepare: %+v; want %s prepared as transaction %d and no marker", in, gid, xid)
 	}
 
-	mustRun(t, d, w, engine.Data{Op: engine.DataCommitPrepared, TxID: 7, GID: gid})
-	if prepared, markers := facts(t, d); len(prepared) != 0 || !slices.Equal(markers, []string{gid}) {
-		t.Fatalf("after commit: prepared %q, markers %q; want the marker alone", prepared, markers)
+	// A second branch, prepared then rolled back.
+	w2 := &txWorker{}
+	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 9, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(2)}})
+	xid2 := mustRun(t, d, w2, engine.Data{Op: engine.DataPrepare, TxID: 9, GID: gid2}).Xid
+	if xid2 == 0 || xid2 == xid {
+		t.Fatalf("second branch's transaction id %d (first %d)", xid2, xid)
 	}
-	// Again, as after a lost answer: the marker says it committed.
+	mustRun(t, d, w2, engine.Data{Op: engine.DataRollbackPrepared, TxID: 9, GID: gid2, Xid: xid2})
+
+	mustRun(t, d, w, engine.Data{Op: engine.DataCommitPrepared, TxID: 7, GID: gid, Xid: xid})
+	if prepared, markers := facts(t, d); len(prepared) != 0 || len(markers) != 0 {
+		t.Fatalf("after commit: prepared %q, markers %q; want neither", prepared, markers)
+	}
+	// Again, as after a lost answer: the commit log says it committed.
+	mustRun(t, d, w, engine.Data{Op: engine.DataCommitPrepared, TxID: 7, GID: gid, Xid: xid})
+	res = d.run(w, engine.Data{Op: engine.DataRollbackPrepared, TxID: 7, GID: gid, Xid: xid})
+	if !strings.Contains(res.Err, "committed") || res.Retry {
+		t.Fatalf("rollback of a committed GID = %+v, want a final error saying it committed", res)
+	}
+	mustRun(t, d, w, engine.Data{Op: engine.DataRollbackPrepared, TxID: 9, GID: gid2, Xid: xid2})
+	res = d.run(w, engine.Data{Op: engine.DataCommitPrepared, TxID: 9, GID: gid2, Xid: xid2})
+	if !strings.Contains(res.Err, "rolled back") || res.Retry {
+		t.Fatalf("commit of a rolled back GID = %+v, want a final error saying it was rolled back", res)
+	}
+
+	// What a restart asks: of the branches its log shows prepared, which
+	// committed.
+	committed, err := d.q.XactsCommitted(t.Context(), d.pool, []int64{int64(xid), int64(xid2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(committed, []int64{int64(xid)}) {
+		t.Fatalf("committed among %d and %d: %v, want the first only", xid, xid2, committed)
+	}
+}
+
+// A branch an earlier version prepared has a marker row and no known
+// transaction id: its marker still decides.
+func TestFinishByMarkerWithoutXid(t *testing.T) {
+	d := newTestDataDB(t)
+	const gid = "tpcd:test:1:7"
+	if _, err := d.pool.Exec(t.Context(), "INSERT INTO tpcd_markers (gid, tx) VALUES ($1, 7)", gid); err != nil {
+		t.Fatal(err)
+	}
+	w := &txWorker{}
 	mustRun(t, d, w, engine.Data{Op: engine.DataCommitPrepared, TxID: 7, GID: gid})
 	res := d.run(w, engine.Data{Op: engine.DataRollbackPrepared, TxID: 7, GID: gid})
 	if !strings.Contains(res.Err, "commit marker is present") || res.Retry {
 		t.Fatalf("rollback of a committed GID = %+v, want a final error naming the marker", res)
 	}
-
-	// A second transaction with the same GID cannot insert its marker: the
-	// whole prepare fails and leaves nothing prepared.
-	w2 := &txWorker{}
-	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 7, GID: gid, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(2)}})
-	res = d.run(w2, engine.Data{Op: engine.DataPrepare, TxID: 7, GID: gid})
-	if !strings.Contains(res.Err, "tpcd_markers") || w2.conn != nil {
-		t.Fatalf("prepare with a duplicate marker = %+v, connection kept %t; want the key error and the connection released", res, w2.conn != nil)
-	}
-	if prepared, _ := facts(t, d); len(prepared) != 0 {
-		t.Fatalf("a failed prepare left %q prepared", prepared)
-	}
-
 	d.markers.sweep([]engine.Data{{Op: engine.DataDeleteMarker, TxID: 7, GID: gid}})
 	if _, markers := facts(t, d); len(markers) != 0 {
 		t.Fatalf("markers %q left after the sweep", markers)

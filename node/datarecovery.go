@@ -6,24 +6,33 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
-// recoveryFacts reads what survived in the data database: our prepared
-// transactions, outcome markers and decider tombstones.
-func recoveryFacts(ctx context.Context, pool *pgxpool.Pool) (prepared, markers, tombstones []string, err error) {
+// RecoveryFacts reads what survived in the data database, as the start step
+// of eng (a participant with its log folded in) takes it: our prepared
+// transactions with their transaction ids, outcome markers, decider
+// tombstones, and which of the branches the log shows prepared the commit
+// log shows committed.
+func RecoveryFacts(ctx context.Context, pool *pgxpool.Pool, eng *engine.Participant) (engine.Start, error) {
+	var in engine.Start
 	q := dataqueries.New()
-	prepared, err = q.PreparedListGIDs(ctx, pool)
+	prepared, err := q.PreparedList(ctx, pool)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read pg_prepared_xacts: %w", err)
+		return in, fmt.Errorf("read pg_prepared_xacts: %w", err)
 	}
-	markers, err = q.MarkerListGIDs(ctx, pool)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read markers: %w", err)
+	in.PreparedXids = make(map[string]uint64, len(prepared))
+	for _, p := range prepared {
+		in.PreparedGIDs = append(in.PreparedGIDs, p.Gid)
+		in.PreparedXids[p.Gid] = uint64(p.Xid)
 	}
-	tombstones, err = q.MarkerListTombstones(ctx, pool)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read tombstones: %w", err)
+	if in.Markers, err = q.MarkerListGIDs(ctx, pool); err != nil {
+		return in, fmt.Errorf("read markers: %w", err)
 	}
-	return prepared, markers, tombstones, nil
+	if in.Tombstones, err = q.MarkerListTombstones(ctx, pool); err != nil {
+		return in, fmt.Errorf("read tombstones: %w", err)
+	}
+	in.CommittedXids, err = q.CommittedOf(ctx, pool, eng.BranchXids())
+	return in, err
 }

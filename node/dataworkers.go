@@ -176,9 +176,9 @@ func (d *dataDB) run(w *txWorker, op engine.Data) engine.DataDone {
 		d.release(ctx, w, "ROLLBACK")
 		return engine.DataDone{}
 	case engine.DataCommitPrepared:
-		return d.finish(ctx, op.GID, "COMMIT PREPARED", true)
+		return d.finish(ctx, op.GID, op.Xid, "COMMIT PREPARED", true)
 	case engine.DataRollbackPrepared:
-		return d.finish(ctx, op.GID, "ROLLBACK PREPARED", false)
+		return d.finish(ctx, op.GID, op.Xid, "ROLLBACK PREPARED", false)
 	case engine.DataCommitBranch:
 		return d.commitBranch(ctx, w, op)
 	case engine.DataSettle:

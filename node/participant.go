@@ -156,11 +156,12 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if err != nil {
 		return nil, err
 	}
-	prepared, markers, tombstones, err := recoveryFacts(ctx, opts.Data)
+	start, err := RecoveryFacts(ctx, opts.Data, p.eng)
 	if err != nil {
 		return nil, err
 	}
-	effects, err := p.loop.startStep(ctx, engine.Start{Now: p.loop.now(), PreparedGIDs: prepared, Markers: markers, Tombstones: tombstones})
+	start.Now = p.loop.now()
+	effects, err := p.loop.startStep(ctx, start)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +173,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		}
 	}
 	p.logger.Info("participant recovered", "events", n, "cluster", p.cluster, "epoch", p.epoch,
-		"prepared_in_db", len(prepared), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
+		"prepared_in_db", len(start.PreparedGIDs), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
 	if opts.Observer != nil {
 		opts.Observer.Recovered(n, time.Since(began))
 	}

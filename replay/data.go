@@ -29,6 +29,8 @@ type facts struct {
 	// as node hands them to the engine's Start step (the engine keeps its
 	// own).
 	preparedGIDs, markerGIDs, tombstoneGIDs []string
+	// preparedXids are the transaction ids of preparedGIDs.
+	preparedXids map[string]uint64
 	// prepared and markers are this participant's (its cluster and node
 	// id), by transaction id, for the report's counts and columns.
 	prepared map[engine.TxID]string
@@ -43,9 +45,15 @@ type facts struct {
 func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engine.NodeID) (facts, error) {
 	f := facts{prepared: map[engine.TxID]string{}, markers: map[engine.TxID]string{}}
 	q := dataqueries.New()
-	prepared, err := q.PreparedListGIDs(ctx, pool)
+	rows, err := q.PreparedList(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read pg_prepared_xacts: %w", err)
+	}
+	var prepared []string
+	f.preparedXids = map[string]uint64{}
+	for _, r := range rows {
+		prepared = append(prepared, r.Gid)
+		f.preparedXids[r.Gid] = uint64(r.Xid)
 	}
 	markers, err := q.MarkerListGIDs(ctx, pool)
 	if err != nil {
@@ -179,7 +187,12 @@ func (r *runner) checkData(ctx context.Context, rep *NodeReport, id engine.NodeI
 	if err != nil {
 		return fmt.Errorf("data database of %s: %w", rep.Node, err)
 	}
-	plans := planRestart(eng, fs.preparedGIDs, fs.markerGIDs, fs.tombstoneGIDs)
+	committed, err := dataqueries.New().CommittedOf(ctx, pool, eng.BranchXids())
+	if err != nil {
+		return fmt.Errorf("data database of %s: %w", rep.Node, err)
+	}
+	plans := planRestart(eng, engine.Start{PreparedGIDs: fs.preparedGIDs, Markers: fs.markerGIDs, Tombstones: fs.tombstoneGIDs,
+		PreparedXids: fs.preparedXids, CommittedXids: committed})
 	rep.RestartNotes = plans.notes
 	live := map[engine.TxID]logState{}
 	for _, s := range sums {
@@ -267,7 +280,12 @@ func (c *checker) confirm(ctx context.Context, pool *pgxpool.Pool, dr *DataRepor
 			return err
 		}
 		prepared, markers := fs.of(tx)
-		fd, found, err := c.classify(ctx, tx, st, fs, planRestart(eng, prepared, markers, nil).txs[tx])
+		committed, err := dataqueries.New().CommittedOf(ctx, pool, eng.BranchXids())
+		if err != nil {
+			return fmt.Errorf("data database of %s: %w", c.rep.Node, err)
+		}
+		in := engine.Start{PreparedGIDs: prepared, Markers: markers, PreparedXids: fs.preparedXids, CommittedXids: committed}
+		fd, found, err := c.classify(ctx, tx, st, fs, planRestart(eng, in).txs[tx])
 		if err != nil {
 			return err
 		}

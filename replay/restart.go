@@ -104,9 +104,10 @@ func (ps *restartPlans) add(tx engine.TxID, line string) *restartPlan {
 // Two kinds of effect are housekeeping and left out: AskCoordinator (a
 // started participant confirms who its coordinator is) and Forget (the
 // events of ended transactions go to compaction).
-func planRestart(eng *engine.Participant, preparedGIDs, markerGIDs, tombstoneGIDs []string) *restartPlans {
+func planRestart(eng *engine.Participant, in engine.Start) *restartPlans {
 	ps := &restartPlans{txs: map[engine.TxID]*restartPlan{}}
-	start := eng.Step(engine.Start{Now: restartAt, PreparedGIDs: preparedGIDs, Markers: markerGIDs, Tombstones: tombstoneGIDs})
+	in.Now = restartAt
+	start := eng.Step(in)
 	tick := eng.Step(engine.Tick{Now: restartAt.Add(firstTickAfter)})
 	for _, rd := range []engine.Ready{start, tick} {
 		for _, ev := range rd.Events {

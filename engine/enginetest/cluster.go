@@ -293,12 +293,17 @@ func (c *Cluster) Start(id engine.NodeID) error {
 		in.NewCluster = c.cfg.ClusterID
 	} else {
 		in.PreparedGIDs, in.Markers, in.Tombstones = n.db.PreparedGIDs(), n.db.Markers(), n.db.Tombstones()
+		in.PreparedXids, in.CommittedXids = n.db.PreparedXids(), n.db.CommittedXids(n.part.BranchXids())
 	}
 	tomb := ""
 	if len(in.Tombstones) > 0 {
 		tomb = " tombstones=[" + strings.Join(in.Tombstones, " ") + "]"
 	}
-	c.tracef("%s: start prepared=[%s] markers=[%s]%s", id, strings.Join(in.PreparedGIDs, " "), strings.Join(in.Markers, " "), tomb)
+	committed := ""
+	if len(in.CommittedXids) > 0 {
+		committed = fmt.Sprintf(" committed-xids=%v", in.CommittedXids)
+	}
+	c.tracef("%s: start prepared=[%s] markers=[%s]%s%s", id, strings.Join(in.PreparedGIDs, " "), strings.Join(in.Markers, " "), tomb, committed)
 	c.stepNode(n, in)
 	return nil
 }

@@ -80,6 +80,7 @@ func keyOf(gid string, tx engine.TxID) TxKey {
 type dataTx struct {
 	key    TxKey
 	gid    string
+	xid    uint64
 	writes []string
 	failed bool
 }
@@ -103,6 +104,11 @@ type DataDB struct {
 	// broken marks transactions whose connection died with the server: the
 	// driver's next statement on them fails instead of starting afresh.
 	broken map[engine.TxID]bool
+	// xactCommitted is the commit log of prepared transactions, by
+	// transaction id: true once committed, false once rolled back. Like
+	// PostgreSQL's, it survives a crash.
+	xactCommitted map[uint64]bool
+	lastXid       uint64
 }
 
 func newDataDB() *DataDB {
@@ -114,7 +120,39 @@ func newDataDB() *DataDB {
 		committed:  map[TxKey][]string{},
 		commits:    map[TxKey]int{},
 		broken:     map[engine.TxID]bool{},
+
+		xactCommitted: map[uint64]bool{},
 	}
+}
+
+// PreparedXids gives the transaction id of each prepared GID, as
+// pg_prepared_xacts would.
+func (d *DataDB) PreparedXids() map[string]uint64 {
+	m := map[string]uint64{}
+	for gid, t := range d.prepared {
+		m[gid] = t.xid
+	}
+	return m
+}
+
+// CommittedXids returns those of xids the commit log shows committed.
+func (d *DataDB) CommittedXids(xids []uint64) []uint64 {
+	var c []uint64
+	for _, x := range xids {
+		if d.xactCommitted[x] {
+			c = append(c, x)
+		}
+	}
+	return c
+}
+
+// finished tells what the commit log, or for a branch of unknown id the
+// marker table, says of a branch that is no longer prepared.
+func (d *DataDB) finished(op engine.Data) (committed bool) {
+	if op.Xid != 0 {
+		return d.xactCommitted[op.Xid]
+	}
+	return d.markers[op.GID]
 }
 
 // PreparedGIDs lists the prepared transactions, sorted, as pg_prepared_xacts
@@ -256,7 +294,10 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		default:
 			delete(d.open, op.TxID)
 			t.gid = op.GID
+			d.lastXid++
+			t.xid = d.lastXid
 			d.prepared[op.GID] = t
+			done.Xid = t.xid
 			if f == FailAfterPrepare {
 				fail("connection lost after PREPARE TRANSACTION")
 			}
@@ -286,11 +327,11 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		}
 		if t := d.prepared[op.GID]; t != nil {
 			delete(d.prepared, op.GID)
-			d.markers[op.GID] = true
+			d.xactCommitted[t.xid] = true
 			d.commit(t)
 			return done, append(ch, change{key: t.key, to: fateCommitted, writes: t.writes})
 		}
-		if !d.markers[op.GID] {
+		if !d.finished(op) {
 			fail("prepared transaction with identifier %q does not exist", op.GID)
 		}
 	case engine.DataRollbackPrepared:
@@ -305,10 +346,11 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		}
 		if t := d.prepared[op.GID]; t != nil {
 			delete(d.prepared, op.GID)
+			d.xactCommitted[t.xid] = false
 			return done, append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 		}
-		if d.markers[op.GID] {
-			fail("prepared transaction with identifier %q does not exist and its marker says it committed", op.GID)
+		if d.finished(op) {
+			fail("prepared transaction with identifier %q does not exist and committed", op.GID)
 		}
 	case engine.DataDeleteMarker:
 		if f == RetryOp {
@@ -393,7 +435,7 @@ func (d *DataDB) runThen(op engine.Data, f Fault) (engine.DataDone, []change) {
 		tf = NoFault
 	}
 	then, tch := d.run(engine.Data{Op: op.Then, TxID: op.TxID, GID: op.GID}, tf)
-	done.Then, done.ThenErr, done.ReadOnly, done.Retry = op.Then, then.Err, then.ReadOnly, then.Retry
+	done.Then, done.ThenErr, done.ReadOnly, done.Retry, done.Xid = op.Then, then.Err, then.ReadOnly, then.Retry, then.Xid
 	return done, append(ch, tch...)
 }
 

@@ -9,33 +9,58 @@ import (
 	"context"
 )
 
-const preparedListGIDs = `-- name: PreparedListGIDs :many
-SELECT gid
+const preparedList = `-- name: PreparedList :many
+SELECT gid,
+    ((((pg_snapshot_xmax(pg_current_snapshot())::text::bigint) >> 32)
+      - CASE WHEN transaction::text::bigint > ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint) & 4294967295) THEN 1 ELSE 0 END) << 32
+     | transaction::text::bigint)::bigint AS xid
 FROM pg_catalog.pg_prepared_xacts
 WHERE database = current_database() AND gid LIKE 'tpcd:%'
 ORDER BY gid
 `
 
-// PreparedListGIDs lists the transactions of this database that tpcd prepared
-// (GIDs starting with "tpcd:") and nobody has committed or rolled back yet, sorted.
-func (q *Queries) PreparedListGIDs(ctx context.Context, db DBTX) ([]string, error) {
-	rows, err := db.Query(ctx, preparedListGIDs)
+type PreparedListRow struct {
+	Gid string
+	Xid int64
+}
+
+// PreparedList lists the transactions of this database that tpcd prepared
+// (GIDs starting with "tpcd:") and nobody has committed or rolled back yet,
+// sorted, each with its transaction id widened to 64 bits as
+// pg_current_xact_id gives it: the epoch of the next id to be assigned, or
+// the one before when the prepared id's low bits are above the next id's
+// (it was assigned before the 32-bit counter last wrapped).
+func (q *Queries) PreparedList(ctx context.Context, db DBTX) ([]PreparedListRow, error) {
+	rows, err := db.Query(ctx, preparedList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []string
+	var items []PreparedListRow
 	for rows.Next() {
-		var gid string
-		if err := rows.Scan(&gid); err != nil {
+		var i PreparedListRow
+		if err := rows.Scan(&i.Gid, &i.Xid); err != nil {
 			return nil, err
 		}
-		items = append(items, gid)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	return items, nil
+}
+
+const xactStatus = `-- name: XactStatus :one
+SELECT coalesce(pg_xact_status(($1::bigint)::text::xid8), '')::text AS status
+`
+
+// XactStatus tells what the commit log says of one transaction id:
+// 'committed', 'aborted', 'in progress', or ” when it is too old to know.
+func (q *Queries) XactStatus(ctx context.Context, db DBTX, xid int64) (string, error) {
+	row := db.QueryRow(ctx, xactStatus, xid)
+	var status string
+	err := row.Scan(&status)
+	return status, err
 }
 
 const xactWroteNothing = `-- name: XactWroteNothing :one
@@ -50,4 +75,32 @@ func (q *Queries) XactWroteNothing(ctx context.Context, db DBTX) (bool, error) {
 	var wrote_nothing bool
 	err := row.Scan(&wrote_nothing)
 	return wrote_nothing, err
+}
+
+const xactsCommitted = `-- name: XactsCommitted :many
+SELECT u.x::bigint AS xid
+FROM unnest($1::bigint[]) AS u(x)
+WHERE pg_xact_status(u.x::text::xid8) = 'committed'
+`
+
+// XactsCommitted returns those of some transaction ids (64 bits) that the
+// commit log shows committed.
+func (q *Queries) XactsCommitted(ctx context.Context, db DBTX, xids []int64) ([]int64, error) {
+	rows, err := db.Query(ctx, xactsCommitted, xids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var xid int64
+		if err := rows.Scan(&xid); err != nil {
+			return nil, err
+		}
+		items = append(items, xid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
