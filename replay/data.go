@@ -411,12 +411,12 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 		}
 		switch {
 		case known && outcome == engine.OutcomeCommit.String():
-			set(FindingMissing, true, "neither prepared nor marked in PostgreSQL, so it was rolled back here, but the coordinator's log decided commit: atomicity is broken; "+restart+
+			set(FindingMissing, true, "neither prepared nor committed in PostgreSQL (no marker, and its transaction id not committed), so it was rolled back here, but the coordinator's log decided commit: atomicity is broken; "+restart+
 				", and the coordinator's commit, resent, then meets a rolled-back transaction (a violation)")
 		case known:
-			set(FindingAbortUnlogged, false, "rolled back in PostgreSQL (neither prepared nor marked) and the coordinator decided abort or has no decision (presumed abort); the abort is not logged yet; "+restart)
+			set(FindingAbortUnlogged, false, "rolled back in PostgreSQL (neither prepared nor committed) and the coordinator decided abort or has no decision (presumed abort); the abort is not logged yet; "+restart)
 		default:
-			set(FindingMissing, true, fmt.Sprintf("neither prepared nor marked in PostgreSQL, so it was rolled back, yet the log has no outcome: either a crash came between ROLLBACK PREPARED and the abort's log write, or it was rolled back by hand; if the coordinator decided commit, atomicity is broken; %s; check with: tpcd replay --node coordinator --tx %d on the coordinator's log", restart, tx))
+			set(FindingMissing, true, fmt.Sprintf("neither prepared nor committed in PostgreSQL, so it was rolled back, yet the log has no outcome: either a crash came between ROLLBACK PREPARED and the abort's log write, or it was rolled back by hand; if the coordinator decided commit, atomicity is broken; %s; check with: tpcd replay --node coordinator --tx %d on the coordinator's log", restart, tx))
 		}
 	case pl.logs(engine.PartCommitted{}):
 		switch {
@@ -425,7 +425,7 @@ func (c *checker) classify(ctx context.Context, tx engine.TxID, st logState, fs 
 			// logging it again changes nothing.
 			return fd, false, nil
 		case st.phase == engine.PartPhasePrepared.String():
-			set(FindingCommitUnlogged, false, "no longer prepared and its marker is present, so it committed; the outcome is not logged yet (a crash after COMMIT PREPARED); "+restart)
+			set(FindingCommitUnlogged, false, "no longer prepared and committed (its transaction id in the commit log, or its marker); the outcome is not logged yet (a crash after COMMIT PREPARED); "+restart)
 		case lazy && st.unlogged():
 			set(FindingCommitUnlogged, false, "its marker is present, so it committed, and with lazy Prepared events none of its events may be logged yet; "+restart)
 		case st.unlogged():

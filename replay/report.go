@@ -175,7 +175,7 @@ type DataReport struct {
 const (
 	// Problems.
 	FindingOrphan        = "orphan"         // prepared in PostgreSQL, not prepared in the log
-	FindingMissing       = "missing"        // prepared in the log, neither prepared nor marked
+	FindingMissing       = "missing"        // prepared in the log, neither prepared nor committed
 	FindingStillPrepared = "still-prepared" // committed in the log, still prepared in PostgreSQL
 	FindingStrayMarker   = "stray-marker"   // marker present, not prepared or committed in the log
 	// Consistent states a restart completes.
