@@ -365,12 +365,18 @@ func (l *loop) awaited() bool {
 }
 
 // urgent tells the effects worth a forced write of their own from those
-// that can wait for the next one. Deleting a marker is housekeeping: it
-// must not run before its part.committed is durable, but nothing waits for
-// it, so it follows whichever append comes next.
+// that can wait for the next one. Deleting a marker and forgetting a
+// transaction's events are housekeeping: neither may run before the
+// part.committed it waits for is durable, but nothing waits for them, so
+// they follow whichever append comes next.
 func urgent(e engine.Effect) bool {
-	d, ok := e.(engine.Data)
-	return !ok || d.Op != engine.DataDeleteMarker
+	switch e := e.(type) {
+	case engine.Forget:
+		return false
+	case engine.Data:
+		return e.Op != engine.DataDeleteMarker
+	}
+	return true
 }
 
 // flushState is the flusher's own: buffers it reuses from batch to batch

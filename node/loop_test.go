@@ -425,7 +425,7 @@ func dataOp(tx engine.TxID, name string, wait engine.LSN) engine.Effect {
 	return engine.Data{Op: engine.DataExec, TxID: tx, SQL: name, WaitLSN: wait}
 }
 
-// deleteMarker is the one effect that is not urgent (see urgent).
+// deleteMarker is, with Forget, an effect that is not urgent (see urgent).
 func deleteMarker(tx engine.TxID, name string, wait engine.LSN) engine.Effect {
 	return engine.Data{Op: engine.DataDeleteMarker, TxID: tx, SQL: name, WaitLSN: wait}
 }
@@ -561,9 +561,10 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "ended")))
-	// A marker deletion waits for its event but is worth no write of its
-	// own.
+	// A marker deletion, or forgetting a transaction, waits for its event
+	// but is worth no write of its own.
 	h.step(evs(ev(2, "committed")), deleteMarker(2, "delete marker", h.lsn+1))
+	h.step(evs(ev(3, "committed 3")), engine.Forget{TxID: 3, WaitLSN: h.lsn + 1})
 	h.sync()
 	h.wantAppending(false)
 	for elapsed := h.loop.tick; elapsed < lazyFlush; elapsed += h.loop.tick {
@@ -572,12 +573,12 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	}
 	h.tick()
 	a := h.held()
-	if got := names(t, a); !slices.Equal(got, []string{"ended", "committed"}) {
-		t.Fatalf("lazy append holds %q, want [ended committed]", got)
+	if got := names(t, a); !slices.Equal(got, []string{"ended", "committed", "committed 3"}) {
+		t.Fatalf("lazy append holds %q, want [ended committed committed 3]", got)
 	}
 	h.wantPerformed()
 	a.Release()
-	h.waitPerformed("delete marker")
+	h.waitPerformed("delete marker", "engine.Forget")
 }
 
 func TestManyLazyEventsAreAppendedAtOnce(t *testing.T) {
