@@ -126,7 +126,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
 		return d, fmt.Errorf("migrate log database %s: %w", db.Redact(d.LogURI), err)
 	}
-	warnLogServer(ctx, d.Log, d.LogURI, spec.Logger)
+	warnLogServer(ctx, d.Log, d.LogURI, d.Embedded != nil && spec.LogURI == "", spec.Logger)
 	if spec.NeedData {
 		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
@@ -219,8 +219,11 @@ func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error 
 }
 
 // warnLogServer warns about a log server that does not make commits
-// durable before it acknowledges them.
-func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) {
+// durable before it acknowledges them, or only on its own disk: without a
+// synchronous standby, losing that server's disk loses the decisions in
+// it. The node's own embedded server (embedded) never has one, by choice
+// of whoever started it so; that is said once at info level.
+func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, embedded bool, logger *slog.Logger) {
 	if logger == nil {
 		return
 	}
@@ -233,8 +236,32 @@ func warnLogServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *
 		logger.Warn("the log database has synchronous_commit = off: decisions and votes the node takes for durable would not survive a crash of that server; "+
 			"turn it on (ALTER SYSTEM SET synchronous_commit = on; SELECT pg_reload_conf();, and leave it out of the connection string)",
 			"log_db", db.Redact(uri))
+		return
+	}
+	var standby bool
+	if err := pool.QueryRow(ctx, synchronousStandbySQL).Scan(&standby); err != nil {
+		logger.Warn("could not tell whether the log database has a synchronous standby", "log_db", db.Redact(uri), "err", err)
+		return
+	}
+	switch {
+	case standby:
+	case embedded:
+		logger.Info("the log is on this node's own embedded PostgreSQL, with no standby: it lives and dies with this machine's disk (docs/OPERATIONS.md, \"The log on replicated PostgreSQL\")")
+	default:
+		logger.Warn("the log database commits without a synchronous standby: a decision is on that server's disk alone, and lost with it; "+
+			"give it one (synchronous_standby_names, docs/OPERATIONS.md, \"The log on replicated PostgreSQL\")",
+			"log_db", db.Redact(uri))
 	}
 }
+
+// synchronousStandbySQL tells whether commits wait for a standby: one is
+// named in synchronous_standby_names, synchronous_commit waits for it
+// (remote_write or stronger), and one is streaming as synchronous now.
+// A role that may not read pg_stat_replication's details sees no
+// synchronous standby, and is warned: better a word too many than silence.
+const synchronousStandbySQL = `SELECT current_setting('synchronous_standby_names') <> ''
+	AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply')
+	AND EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`
 
 // warmable is how many of a pool of maxConns connections may be opened at
 // start and kept: half, so that a small pool still grows and shrinks with

@@ -243,3 +243,84 @@ func (c *testCluster) nodes() []api.NodeHealth {
 	}
 	return r
 }
+
+// TestLogServerWithoutSynchronousStandbyWarns starts a log server of its
+// own, then a streaming standby of it: the node warns while commits wait
+// for no standby (none yet, then one that is not synchronous), and not
+// once the standby is synchronous.
+func TestLogServerWithoutSynchronousStandbyWarns(t *testing.T) {
+	ctx := t.Context()
+	primary, err := embedpg.Start(ctx, embedpg.Options{Settings: map[string]string{"fsync": "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { primary.Stop() })
+	if err := primary.CreateDatabase(ctx, "tpcd_log"); err != nil {
+		t.Fatal(err)
+	}
+	const warning = "without a synchronous standby"
+	warned := func() bool {
+		t.Helper()
+		var out bytes.Buffer
+		var mu sync.Mutex
+		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
+		openDBs(t, node.DatabaseSpec{LogURI: primary.URI("tpcd_log"), Logger: logger}).Close()
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(out.String(), warning)
+	}
+	if !warned() {
+		t.Fatalf("no %q warning for a log server with no standby", warning)
+	}
+
+	// The server user must reach the standby's directory.
+	parent, err := os.MkdirTemp("", "tpcd-standby-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	standby, err := primary.StartStandby(ctx, "s1", embedpg.Options{Dir: parent + "/data", Settings: map[string]string{"fsync": "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	pool, err := pgxpool.New(ctx, primary.URI("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	waitState := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var states []string
+			if err := pool.QueryRow(ctx, "SELECT coalesce(array_agg(sync_state::text), '{}') FROM pg_stat_replication WHERE application_name = 's1'").Scan(&states); err != nil {
+				t.Fatal(err)
+			}
+			if len(states) == 1 && states[0] == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("standby s1 in states %v, want %s", states, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitState("async")
+	if !warned() {
+		t.Fatalf("no %q warning with an asynchronous standby", warning)
+	}
+	if _, err := pool.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = 's1'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	waitState("sync")
+	if warned() {
+		t.Fatalf("%q warning with a synchronous standby", warning)
+	}
+}
