@@ -1,0 +1,191 @@
+package heal
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db/embedpg"
+	"github.com/tpcd/tpcd/engine"
+)
+
+// TestLogFailsOverToItsStandby gives the coordinator a log server with a
+// synchronous standby and a URI naming both (target_session_attrs=
+// read-write). Under load the primary is killed and the standby promoted:
+// the coordinator goes on committing on the new primary, every commit a
+// client heard of is on both participants, every other transaction ended
+// one way on both, and nothing is left prepared.
+func TestLogFailsOverToItsStandby(t *testing.T) {
+	ctx := t.Context()
+	root := stateRoot(t)
+	primary, err := embedpg.Start(ctx, embedpg.Options{Dir: filepath.Join(root, "log-primary")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { primary.Stop() })
+	if err := primary.CreateDatabase(ctx, "tpcd_log"); err != nil {
+		t.Fatal(err)
+	}
+	standby, err := primary.StartStandby(ctx, "s1", embedpg.Options{Dir: filepath.Join(root, "log-standby")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	sql(t, primary.URI("postgres"), "ALTER SYSTEM SET synchronous_standby_names = 's1'", "SELECT pg_reload_conf()")
+	eventually(t, 30*time.Second, "the standby streams synchronously", func() bool {
+		return query(t, primary.URI("postgres"), "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's1' AND sync_state = 'sync'") == "1"
+	})
+	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d,127.0.0.1:%d/tpcd_log?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
+		embedpg.Superuser, primary.Port(), standby.Port())
+
+	c := &cluster{}
+	for i := range 2 {
+		c.parts = append(c.parts, newNode(t, root, fmt.Sprintf("p%d", i)))
+	}
+	c.coord = newNode(t, root, "coordinator", "coordinator", "--log-db", logURI, "--participant", c.parts[0].addr, "--participant", c.parts[1].addr)
+	for i, p := range c.parts {
+		p.args = append([]string{"participant", "--node-id", fmt.Sprint(i), "--coordinator", c.coord.addr}, p.args...)
+	}
+	for _, n := range c.all() {
+		n.start(t)
+	}
+	for _, n := range c.all() {
+		n.waitServing(t, 2*time.Minute)
+	}
+	c.createTable(t)
+
+	// Four clients commit keys of their own until told to stop; a key is
+	// acknowledged when its commit answered commit.
+	var mu sync.Mutex
+	var acked, failed []int
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := 1000 * (w + 1); ; key++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := c.commit(key)
+				mu.Lock()
+				if err == nil {
+					acked = append(acked, key)
+				} else {
+					failed = append(failed, key)
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	eventually(t, time.Minute, "commits before the failover", func() bool { return ackedCount() >= 40 })
+	if err := primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := ackedCount()
+	sql(t, standby.URI("postgres"), "SELECT pg_promote(true, 60)")
+	if got := query(t, standby.URI("postgres"), "SELECT pg_is_in_recovery()"); got != "false" {
+		t.Fatalf("the promoted standby is in recovery: %s", got)
+	}
+	lastSeq := func() string {
+		return query(t, standby.URI("tpcd_log"), "SELECT coalesce(max(seq), 0) FROM tpcd_log WHERE node = 'coordinator'")
+	}
+	promotedAt := lastSeq()
+	eventually(t, time.Minute, "commits on the promoted standby", func() bool { return ackedCount() >= killedAt+40 })
+	close(stop)
+	wg.Wait()
+	if now := lastSeq(); now == promotedAt {
+		t.Fatalf("the coordinator's log on the promoted standby did not grow (last row %s)", now)
+	}
+	t.Logf("%d commits acknowledged (%d before the kill), %d calls failed", len(acked), killedAt, len(failed))
+
+	// Every transaction ends; then each key is on both participants or on
+	// neither, and every acknowledged one is on both.
+	eventually(t, time.Minute, "no transaction left prepared", func() bool {
+		return c.readAll(t, "SELECT count(*) FROM pg_prepared_xacts") == [2]string{"0", "0"}
+	})
+	rows := c.readAll(t, "SELECT coalesce(string_agg(k::text, ',' ORDER BY k), '') FROM t")
+	if rows[0] != rows[1] {
+		t.Fatalf("participants differ:\np0 %s\np1 %s", rows[0], rows[1])
+	}
+	have := strings.Split(rows[0], ",")
+	for _, k := range acked {
+		if !slices.Contains(have, fmt.Sprint(k)) {
+			t.Errorf("acknowledged key %d is missing", k)
+		}
+	}
+	if out := c.coord.proc.Out.String(); strings.Contains(out, "level=ERROR") && strings.Contains(out, "violation") {
+		t.Errorf("the coordinator logged a violation:\n%s", out)
+	}
+}
+
+// readAll runs a query that returns one value on each participant, in a
+// transaction of its own, and returns the values.
+func (c *cluster) readAll(t *testing.T, q string) [2]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got [2]string
+	var b engine.BeginReply
+	if err := c.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+		t.Fatal(err)
+	}
+	defer c.call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
+	for i := range 2 {
+		n := engine.NodeID(i)
+		var r engine.ExecReply
+		if err := c.call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: q}, &r); err != nil {
+			t.Fatalf("%s on p%d: %v", q, i, err)
+		}
+		if r.Result == nil || len(r.Result.Rows) != 1 || len(r.Result.Rows[0]) != 1 {
+			t.Fatalf("%s on p%d: result %+v", q, i, r.Result)
+		}
+		got[i] = fmt.Sprint(r.Result.Rows[0][0])
+	}
+	return got
+}
+
+// sql runs statements on uri, each on its own.
+func sql(t *testing.T, uri string, stmts ...string) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, s := range stmts {
+		if _, err := conn.Exec(t.Context(), s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+// query reads one value from uri.
+func query(t *testing.T, uri, q string) string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var v any
+	if err := conn.QueryRow(t.Context(), q).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return fmt.Sprint(v)
+}
