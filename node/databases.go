@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db"
@@ -120,7 +121,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			d.DataURI = c.URI("tpcd_data")
 		}
 	}
-	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns, 0); err != nil {
+	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns, 0, nil); err != nil {
 		return d, fmt.Errorf("log database: %w", err)
 	}
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
@@ -128,7 +129,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	}
 	warnLogServer(ctx, d.Log, d.LogURI, d.Embedded != nil && spec.LogURI == "", spec.Logger)
 	if spec.NeedData {
-		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns); err != nil {
+		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns, unreplicated.note); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
 		}
 		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
@@ -271,10 +272,13 @@ func warmable(maxConns int32) int { return int(maxConns) / 2 }
 // openPool opens a pool of at most maxConns connections that keeps at
 // least minConns open once it has them (pgxpool's health check replaces
 // those it closes).
-func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool.Pool, error) {
+func openPool(ctx context.Context, uri string, maxConns, minConns int, onNotice pgconn.NoticeHandler) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", db.Redact(uri), redactErr(err))
+	}
+	if onNotice != nil {
+		cfg.ConnConfig.OnNotice = onNotice
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)

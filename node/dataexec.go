@@ -168,6 +168,7 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	default:
 		return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil, 0
 	}
+	unreplicated.take(conn.PgConn())
 	mrr := conn.PgConn().ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
@@ -193,6 +194,9 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 			return nil, true, cerr, nil, 0
 		}
 		thenErr = cerr
+	}
+	if wantTag != "" && thenErr == nil && unreplicated.take(conn.PgConn()) {
+		thenErr = errNotReplicated
 	}
 	return res, true, nil, thenErr, xid
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tpcd/tpcd/db"
+	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 )
@@ -142,5 +143,119 @@ func TestPrepareOfAReaderCommitsAtOnce(t *testing.T) {
 	}
 	if prepared, markers := facts(t, d); len(prepared) != 0 || len(markers) != 0 {
 		t.Fatalf("a reader left prepared %q, markers %q", prepared, markers)
+	}
+}
+
+// A PREPARE TRANSACTION whose wait for the synchronous standby is cut
+// short (the standby is down; someone cancels the wait) returns success
+// with a warning; it must be a no vote. ROLLBACK PREPARED then waits for
+// the standby too, and ends once commits stop waiting for it.
+func TestPrepareNotOnTheStandbyIsANoVote(t *testing.T) {
+	ctx := t.Context()
+	server, err := embedpg.Start(ctx, embedpg.Options{Settings: map[string]string{"fsync": "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	setup, err := openPool(ctx, server.URI("postgres"), 2, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(setup.Close)
+	if err := db.MigrateData(ctx, setup, nil); err != nil {
+		t.Fatal(err)
+	}
+	// From now on commits wait for a standby that never comes; the data
+	// pool's connections, opened after, see it at once.
+	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "ALTER SYSTEM SET synchronous_standby_names = 'absent'", "SELECT pg_reload_conf()"} {
+		if _, err := setup.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var v string
+		if err := setup.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if v == "absent" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("synchronous_standby_names is %q after the reload", v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pool, err := openPool(ctx, server.URI("postgres"), 4, 0, unreplicated.note)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	d := newDataDB(&dataDB{pool: pool, logger: slog.New(slog.DiscardHandler),
+		lockTimeout: time.Second, statementTimeout: 500 * time.Millisecond, acquireTimeout: time.Second,
+		now: func() engine.Instant { return 0 }, done: func(engine.DataDone) {}})
+	t.Cleanup(d.closeAll)
+
+	// cancelled runs op and cancels its wait for the standby, as an
+	// operator would with pg_cancel_backend.
+	cancelled := func(w *txWorker, op engine.Data) engine.DataDone {
+		t.Helper()
+		done := make(chan engine.DataDone, 1)
+		go func() { done <- d.run(w, op) }()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			var n int
+			if err := setup.QueryRow(ctx, "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("nothing waits for the standby")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return <-done
+	}
+
+	// Through the first statement's pipeline, and through a prepare of its
+	// own after a second statement.
+	const gid1, gid2 = "tpcd:test:1:1", "tpcd:test:1:2"
+	w1 := &txWorker{}
+	res := cancelled(w1, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid1, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(1)}, Then: engine.DataPrepare})
+	if res.Err != "" || !strings.Contains(res.ThenErr, "synchronous standby") {
+		t.Fatalf("statement with its prepare = %+v, want the statement's result and the prepare refused for want of the standby", res)
+	}
+	w2 := &txWorker{}
+	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 2, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(2)}})
+	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 2, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(3)}})
+	if res := cancelled(w2, engine.Data{Op: engine.DataPrepare, TxID: 2, GID: gid2}); !strings.Contains(res.Err, "synchronous standby") {
+		t.Fatalf("prepare = %+v, want it refused for want of the standby", res)
+	}
+	if prepared, _ := facts(t, d); !slices.Equal(prepared, []string{gid1, gid2}) {
+		t.Fatalf("prepared %q: the server holds both, on its own", prepared)
+	}
+
+	// The engine rolls them back; that waits for the standby, until
+	// commits no longer wait for one.
+	rolled := make(chan engine.DataDone, 2)
+	for i, gid := range []string{gid1, gid2} {
+		go func() { rolled <- d.run(&txWorker{}, engine.Data{Op: engine.DataRollbackPrepared, TxID: engine.TxID(i + 1), GID: gid}) }()
+	}
+	for _, s := range []string{"ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()"} {
+		if _, err := setup.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	for range 2 {
+		if res := <-rolled; res.Err != "" {
+			t.Fatalf("rollback: %+v", res)
+		}
+	}
+	if prepared, _ := facts(t, d); len(prepared) != 0 {
+		t.Fatalf("still prepared: %q", prepared)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d rows (%v), want none", n, err)
 	}
 }

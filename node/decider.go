@@ -20,10 +20,17 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 		return engine.DataDone{Err: "no open data transaction to commit"}
 	}
 	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); COMMIT", quote(op.GID), op.TxID)
+	pc := w.conn.Conn().PgConn()
+	unreplicated.take(pc)
 	tag, err := w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err == nil && tag.String() != "COMMIT" {
 		// A transaction already failed answers COMMIT with ROLLBACK.
 		err = fmt.Errorf("COMMIT answered %q", tag.String())
+	}
+	if err == nil && unreplicated.take(pc) {
+		// Committed here, maybe not on the standby: not an answer to give;
+		// the engine settles the branch, as after a broken connection.
+		err = errNotReplicated
 	}
 	if err != nil {
 		d.release(ctx, w, "ROLLBACK")
