@@ -239,7 +239,9 @@ func TestPrepareNotOnTheStandbyIsANoVote(t *testing.T) {
 	// commits no longer wait for one.
 	rolled := make(chan engine.DataDone, 2)
 	for i, gid := range []string{gid1, gid2} {
-		go func() { rolled <- d.run(&txWorker{}, engine.Data{Op: engine.DataRollbackPrepared, TxID: engine.TxID(i + 1), GID: gid}) }()
+		go func() {
+			rolled <- d.run(&txWorker{}, engine.Data{Op: engine.DataRollbackPrepared, TxID: engine.TxID(i + 1), GID: gid})
+		}()
 	}
 	for _, s := range []string{"ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()"} {
 		if _, err := setup.Exec(ctx, s); err != nil {
