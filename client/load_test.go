@@ -52,7 +52,7 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var out, errs bytes.Buffer
-	opts := Options{Coordinator: c.Addr, Format: FormatJSON, Stdout: &out, Stderr: &errs}
+	opts := Options{Coordinator: c.CoordAddr, Format: FormatJSON, Stdout: &out, Stderr: &errs}
 	err := LoadCommand(ctx, opts, LoadOptions{File: sensorsCSV, Table: "sensors", Key: "sensor_id", Create: true, TxSize: 250})
 	if err != nil {
 		t.Fatalf("load: %v\n%s", err, errs.String())
@@ -134,7 +134,7 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	}
 	out.Reset()
 	errs.Reset()
-	err = RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs},
+	err = RunScript(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs},
 		strings.NewReader("load --table sensors --key sensor_id --append --tx-size 3 "+bad+"\n"), "")
 	if err == nil {
 		t.Fatalf("load of a bad file succeeded: %s", out.String())
@@ -174,7 +174,7 @@ func testLoadErrors(t *testing.T, c *testCluster) {
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer
-		err := LoadCommand(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, tt.opts)
+		err := LoadCommand(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs}, tt.opts)
 		if err == nil || !strings.Contains(errs.String(), tt.msg) {
 			t.Errorf("%+v: err %v, stderr %q, want %q", tt.opts, err, errs.String(), tt.msg)
 		}
@@ -192,7 +192,7 @@ func loadFile(t *testing.T, c *testCluster, body, args string) (string, string, 
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var out, errs bytes.Buffer
-	err := RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, strings.NewReader("load "+args+" "+file+"\n"), "")
+	err := RunScript(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs}, strings.NewReader("load "+args+" "+file+"\n"), "")
 	return out.String(), errs.String(), err
 }
 

@@ -39,7 +39,7 @@ func TestReconnect(t *testing.T) {
 	c := startCluster(t, 2, engine.CoordinatorConfig{})
 	c.createTable(t, "CREATE TABLE kv (k int PRIMARY KEY, v text)")
 	var out, errs lockedBuffer
-	r := newRunner(Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs, ReconnectWait: 500 * time.Millisecond})
+	r := newRunner(Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs, ReconnectWait: 500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	defer r.finish(ctx)
@@ -64,13 +64,13 @@ func TestReconnect(t *testing.T) {
 	// The coordinator restarts while the transaction is open: it aborts
 	// it (nothing was decided), and the client says so before it would
 	// run the next statement in a transaction that no longer exists.
-	c.restartCoordinator()
+	c.RestartCoordinator()
 	err := run("@1 insert into kv values (2, 'lost too')")
 	if err == nil || !regexp.MustCompile(`^transaction \d+ is gone \(the coordinator restarted and aborted it\), so the statement did not run; type begin for a new one$`).MatchString(err.Error()) {
 		t.Fatalf("exec after restart: %v", err)
 	}
 	notices := errs.take()
-	wantRestart := regexp.QuoteMeta("coordinator "+c.Addr+" restarted (epoch ") + `\d+ -> \d+\); reconnected`
+	wantRestart := regexp.QuoteMeta("coordinator "+c.CoordAddr+" restarted (epoch ") + `\d+ -> \d+\); reconnected`
 	for _, re := range []string{wantRestart, `transaction \d+ is gone: the coordinator restarted and aborted it`} {
 		if !regexp.MustCompile(re).MatchString(notices) {
 			t.Fatalf("notices %q lack %q", notices, re)
@@ -88,15 +88,15 @@ func TestReconnect(t *testing.T) {
 
 	// The coordinator is down: commands fail on one line, the session
 	// lives on, and the first command after it is back says so.
-	c.stopCoordinator()
+	c.StopCoordinator()
 	err = run("nodes")
-	if err == nil || !strings.Contains(err.Error(), "coordinator "+c.Addr+" unreachable") {
+	if err == nil || !strings.Contains(err.Error(), "coordinator "+c.CoordAddr+" unreachable") {
 		t.Fatalf("nodes while down: %v", err)
 	}
 	if n := errs.take(); !strings.Contains(n, "lost the connection to coordinator") {
 		t.Fatalf("notices while down: %q", n)
 	}
-	c.startAgain()
+	c.StartCoordinator()
 	must("begin")
 	if n := errs.take(); !regexp.MustCompile(wantRestart).MatchString(n) {
 		t.Fatalf("notices after the coordinator came back: %q", n)

@@ -127,23 +127,6 @@ func (f *frontDoor) rowsOn(node int) map[int]string {
 	return out
 }
 
-// preparedOn lists the prepared transactions left on participant node's
-// data server.
-func (f *frontDoor) preparedOn(node int) []string {
-	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rows, err := f.c.Data[node].Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return gids
-}
-
 // openOn counts the data server's sessions of the participant that are in
 // a transaction.
 func (f *frontDoor) openOn(node int) int {
@@ -196,7 +179,7 @@ func (f *frontDoor) nothingLeft() {
 		return f.openOn(0) == 0 && f.openOn(1) == 0
 	})
 	for n := range 2 {
-		if gids := f.preparedOn(n); len(gids) > 0 {
+		if gids := f.c.Prepared(n); len(gids) > 0 {
 			f.t.Fatalf("participant %d left prepared: %v", n, gids)
 		}
 	}
