@@ -9,16 +9,13 @@ import (
 
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/node"
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
 }
 
 // testCluster is a coordinator and N participants running in the test

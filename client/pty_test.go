@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,37 +18,13 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binErr    error
-)
-
-// tpcdBinary builds cmd/tpcd once per test run; TestMain removes it.
+// tpcdBinary is tpcd with the race detector when the tests have it: the
+// shell under test runs in the binary.
 func tpcdBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "tpcd-client-test-")
-		if binErr != nil {
-			return
-		}
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			gobin = "go"
-		}
-		args := []string{"build", "-o", filepath.Join(binDir, "tpcd")}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command(gobin, append(args, "github.com/tpcd/tpcd/cmd/tpcd")...).CombinedOutput()
-		if err != nil {
-			binErr = errors.New("go build ./cmd/tpcd: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	if raceEnabled {
+		return testbin.RaceBinary(t)
 	}
-	return filepath.Join(binDir, "tpcd")
+	return testbin.Binary(t)
 }
 
 // terminal runs a program on a pseudo-terminal and keeps what it shows.

@@ -27,12 +27,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
 
-// tpcdBin is the tpcd binary built for the tests that run the command.
-var tpcdBin string
-
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
 }
 
 // cluster is a coordinator and participants in this process

@@ -19,6 +19,7 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/replay"
@@ -80,7 +81,7 @@ func lastRows(t *testing.T, logs ...logRef) []int64 {
 // runTpcd runs the tpcd binary and returns its stdout and exit status.
 func runTpcd(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(tpcdBin, args...)
+	cmd := exec.Command(testbin.Binary(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -8,11 +8,8 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-// tpcdBin is the tpcd binary built for the tests that run it.
-var tpcdBin string
-
 func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
 }
 
 // runBin runs a tpcd binary and returns its output and exit status.

@@ -18,10 +18,8 @@ import (
 	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
-var tpcdBin string
-
 func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
 }
 
 // psql runs psql with args and fails the test unless it succeeds.
@@ -58,7 +56,7 @@ func waitFor(t *testing.T, p *testbin.Proc, re *regexp.Regexp) []string {
 // made-up password; psql runs a transaction across both participants with
 // it, and the rows are on the participants' data servers.
 func TestClusterPrintsPsql(t *testing.T) {
-	p := testbin.Start(t, tpcdBin, nil, "cluster", "-n", "2", "--base-port", "0", "--shard", "kv:k")
+	p := testbin.Start(t, testbin.Binary(t), nil, "cluster", "-n", "2", "--base-port", "0", "--shard", "kv:k")
 	url := waitFor(t, p, regexp.MustCompile(`PostgreSQL:\s+psql '(postgresql://tpcd:[0-9a-f]+@127\.0\.0\.1:\d+/tpcd)'`))[1]
 	data := regexp.MustCompile(`participant-(\d)\s+\S+\s+\S+\s+(postgres://\S+/tpcd_data\S*)`).FindAllStringSubmatch(p.Out.String(), -1)
 	if len(data) != 2 {
@@ -101,10 +99,10 @@ func TestCoordinatorPGListen(t *testing.T) {
 	ports := testbin.HoldPorts(t, 4)
 	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	var procs []*testbin.Proc
-	procs = append(procs, testbin.StartServing(t, tpcdBin, nil, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--pg-users-file", users))
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)))
 	}
 	for _, addr := range []string{coord, p0, p1} {
@@ -133,10 +131,10 @@ func TestCoordinatorTokenUser(t *testing.T) {
 	ports := testbin.HoldPorts(t, 4)
 	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	data := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
-	procs := []*testbin.Proc{testbin.StartServing(t, tpcdBin, env, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs := []*testbin.Proc{testbin.StartServing(t, testbin.Binary(t), env, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--shard-file", shards)}
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.StartServing(t, tpcdBin, env, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), env, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", data[i]))
 	}
 	waitFor(t, procs[0], regexp.MustCompile(`PostgreSQL front door serving.*token_user=true`))
@@ -198,6 +196,6 @@ func TestFrontDoorFlags(t *testing.T) {
 		{[]string{"cluster", "-n", "2", "--base-port", "65533"}, "--no-pg"},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, tpcdBin, tc.args, tc.want) })
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, testbin.Binary(t), tc.args, tc.want) })
 	}
 }

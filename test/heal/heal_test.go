@@ -24,10 +24,8 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-var tpcdBin string
-
 func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
 }
 
 // healWithin is how long a node may take to serve again after its server
@@ -66,7 +64,7 @@ func newNode(t *testing.T, root, name string, args ...string) *node {
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.proc = testbin.StartServing(t, tpcdBin, nil, n.ports, n.args...)
+	n.proc = testbin.StartServing(t, testbin.Binary(t), nil, n.ports, n.args...)
 }
 
 // exited reports the process's exit, if it has ended.
@@ -413,7 +411,7 @@ func TestDataServerWithoutPreparedTransactionsIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	host := testbin.HoldPort(t)
-	out, err := testbin.CommandContext(ctx, tpcdBin, []*testbin.Port{host}, "participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t),
+	out, err := testbin.CommandContext(ctx, testbin.Binary(t), []*testbin.Port{host}, "participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t),
 		"--log-db", pgtest.NewDB(t), "--data-db", server.URI("data")).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {
