@@ -33,7 +33,7 @@ func TestStartCommitStop(t *testing.T) {
 	tmp := tempRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, Options{Participants: 2})
+	c, err := Start(ctx, Options{Participants: 2, LazyPrepared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestKilledPostgresIsRestarted(t *testing.T) {
 	tempRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, Options{Participants: 2})
+	c, err := Start(ctx, Options{Participants: 2, LazyPrepared: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,10 +23,10 @@ type ParticipantCmd struct {
 	LockTimeout      Seconds `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
 	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
 	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
-	LazyPrepared     bool    `help:"Vote yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
-	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
-	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
-	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+	LazyPreparedFlag `embed:""`
+	MaxConns         int    `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
+	StateDir         string `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
+	PGBin            string `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 
 	SecurityFlags `embed:""`
 }
