@@ -79,25 +79,11 @@ func (c *ParticipantCmd) Validate() error {
 // Run starts the participant and serves until SIGINT/SIGTERM.
 func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	// Listen first: whether peers must authenticate depends on the address
-	// bound, and a taken port should fail before any database starts.
-	ln, err := activation.Listen("tcp", c.Host)
+	ln, transport, obs, err := c.listen(c.Host, logger, false)
 	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+		return err
 	}
-	// Once serving, the node closes ln itself; closing it again is harmless.
 	defer ln.Close()
-	transport, warnings, err := c.secure(c.Host, ln.Addr())
-	if err != nil {
-		return err
-	}
-	for _, w := range warnings {
-		logger.Warn(w)
-	}
-	obs, err := startObservability(c.MetricsAddr, logger, false, transport)
-	if err != nil {
-		return err
-	}
 	defer obs.close()
 	observer := obs.participantObserver()
 	pgObserver, _ := observer.(node.PostgresObserver)
