@@ -22,7 +22,7 @@ const (
 	seedEnv     = "TPCD_CHAOS_SEED"     // default: from the clock, logged
 )
 
-func TestMain(m *testing.M) { os.Exit(testbin.Main(m.Run)) }
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, nil)) }
 
 // TestChaos is the CI run: a coordinator and three participants under a
 // minute of random faults, then every transaction checked.

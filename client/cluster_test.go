@@ -14,9 +14,7 @@ import (
 	"github.com/tpcd/tpcd/node"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // testCluster is a coordinator and N participants running in the test
 // process (internal/testcluster), without table kv.

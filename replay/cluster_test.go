@@ -29,7 +29,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/re
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(m, pgtest.Main))
 }
 
 // cluster is a coordinator and participants in this process

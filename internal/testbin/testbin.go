@@ -28,10 +28,14 @@ type build struct {
 	err  error
 }
 
-// Main runs the tests through run (pgtest.Main(m), or m.Run), then removes
-// the binaries Binary built. It returns the exit code for os.Exit.
-func Main(run func() int) int {
-	code := run()
+// Main runs m's tests through run (pgtest.Main for tests that need
+// PostgreSQL; nil: m.Run), then removes the binaries Binary built. It
+// returns the exit code for os.Exit.
+func Main(m *testing.M, run func(*testing.M) int) int {
+	if run == nil {
+		run = (*testing.M).Run
+	}
+	code := run(m)
 	if dir != "" {
 		os.RemoveAll(dir)
 	}

@@ -24,9 +24,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // nodeName names the processes of a cluster: "coordinator", "p0", "p1"...
 func partName(i int) string { return "p" + strconv.Itoa(i) }

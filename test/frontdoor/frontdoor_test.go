@@ -18,9 +18,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // psql runs psql with args and fails the test unless it succeeds.
 func psql(t *testing.T, url string, args ...string) string {

@@ -24,9 +24,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // healWithin is how long a node may take to serve again after its server
 // was killed: crash recovery, with fsync on, on a loaded machine.

@@ -16,9 +16,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(m.Run))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, nil)) }
 
 // startTimeout is generous: two initdb runs on a loaded 2-core machine.
 const startTimeout = 4 * time.Minute

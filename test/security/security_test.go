@@ -23,9 +23,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // withPassword puts a password into a test database URI. The test server
 // trusts local connections, so it is accepted and ignored: only whether

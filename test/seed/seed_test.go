@@ -21,9 +21,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // seedCluster starts the seed README's three commands (coordinator and two
 // participants), with or without database URIs.
