@@ -359,6 +359,34 @@ func (c *Cluster) Settled() {
 	}
 }
 
+// CommitOn runs sql with args on participants 0..n-1 in one transaction
+// through the coordinator at addr and commits it; it fails unless the
+// transaction committed. It serves clusters a test reaches by address
+// only: processes, or localcluster.
+func CommitOn(ctx context.Context, addr string, n int, sql string, args ...any) error {
+	cl := rpc.NewClient(addr, rpc.ClientOptions{})
+	defer cl.Close()
+	var b engine.BeginReply
+	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	for i := range n {
+		id := engine.NodeID(i)
+		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &id, SQL: sql, Args: args}, nil); err != nil {
+			cl.Call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
+			return fmt.Errorf("exec on %d: %w", i, err)
+		}
+	}
+	var r engine.OutcomeReply
+	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if r.Outcome != engine.OutcomeCommit {
+		return fmt.Errorf("%s: %s", r.Outcome, r.Reason)
+	}
+	return nil
+}
+
 // Eventually polls cond until it holds; the minute only bounds a broken run.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,9 +17,9 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
-	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -225,43 +224,15 @@ func (c *cluster) call(ctx context.Context, method string, params, result any) e
 func (c *cluster) commit(key int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var b engine.BeginReply
-	if err := c.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	for i := range 2 {
-		n := engine.NodeID(i)
-		if err := c.call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}, nil); err != nil {
-			c.call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
-			return fmt.Errorf("exec on %d: %w", i, err)
-		}
-	}
-	var r engine.OutcomeReply
-	if err := c.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if r.Outcome != engine.OutcomeCommit {
-		return fmt.Errorf("%s: %s", r.Outcome, r.Reason)
-	}
-	return nil
+	return testcluster.CommitOn(ctx, c.coord.addr, 2, "INSERT INTO t VALUES ($1)", key)
 }
 
 func (c *cluster) createTable(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for i := range 2 {
-		var b engine.BeginReply
-		if err := c.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-			t.Fatal(err)
-		}
-		n := engine.NodeID(i)
-		if err := c.call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int PRIMARY KEY)"}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, nil); err != nil {
-			t.Fatal(err)
-		}
+	if err := testcluster.CommitOn(ctx, c.coord.addr, 2, "CREATE TABLE t (k int PRIMARY KEY)"); err != nil {
+		t.Fatalf("create table: %v", err)
 	}
 }
 
