@@ -69,23 +69,24 @@ func TestClusterPrintsPsql(t *testing.T) {
 		"-c", "INSERT INTO kv (k, v) VALUES (2, 'two')",
 		"-c", "COMMIT")
 	// FNV-1a: "1" and "3" hash to participant 0 of 2, "2" to participant 1.
-	want := map[string][]string{"0": {"1", "3"}, "1": {"2"}}
+	want := map[string]string{"0": "[1 3]", "1": "[2]"}
 	for _, d := range data {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		conn, err := pgx.Connect(ctx, d[2])
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		conn.Close(ctx)
-		cancel()
-		if err != nil || fmt.Sprint(keys) != fmt.Sprint(want[d[1]]) {
-			t.Fatalf("participant %s holds keys %v (%v), want %v", d[1], keys, err, want[d[1]])
-		}
+		wantKeys(t, d[1], d[2], want[d[1]])
 	}
 	p.Stop(t)
+}
+
+// wantKeys fails the test unless kv on participant who's data database,
+// at uri, holds the keys want ("[1 3]").
+func wantKeys(t *testing.T, who, uri, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, _ := pgtest.Connect(t, uri).Query(ctx, "SELECT k::text FROM kv ORDER BY k")
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || fmt.Sprint(keys) != want {
+		t.Fatalf("participant %s holds keys %v (%v), want %s", who, keys, err, want)
+	}
 }
 
 // TestCoordinatorPGListen: the seed's coordinator command line with
@@ -151,19 +152,7 @@ func TestCoordinatorTokenUser(t *testing.T) {
 		"-c", "COMMIT")
 	// FNV-1a: "1" and "3" hash to participant 0 of 2, "2" to participant 1.
 	for i, want := range []string{"[1 3]", "[2]"} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		conn, err := pgx.Connect(ctx, data[i])
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		conn.Close(ctx)
-		cancel()
-		if err != nil || fmt.Sprint(keys) != want {
-			t.Fatalf("participant %d holds keys %v (%v), want %s", i, keys, err, want)
-		}
+		wantKeys(t, fmt.Sprint(i), data[i], want)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

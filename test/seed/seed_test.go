@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
@@ -152,12 +150,7 @@ func TestSeedClientDemo(t *testing.T) {
 	src := pgtest.NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));
+	if _, err := pgtest.Connect(t, src).Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));
 		INSERT INTO items SELECT i, 'item ' || i, i * 1.25 FROM generate_series(1, 120) i`); err != nil {
 		t.Fatal(err)
 	}
