@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -82,15 +81,7 @@ func testDemo(t *testing.T, c *testCluster) {
 	if !strings.Contains(errs.String(), "loading demo_orders [##############################] 100%  250 rows") {
 		t.Fatalf("no progress bar on stderr: %q", errs.String())
 	}
-	var line struct {
-		Command string      `json:"command"`
-		OK      bool        `json:"ok"`
-		Result  LoadSummary `json:"result"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &line); err != nil || line.Command != "load" || !line.OK {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
-	sum := line.Result
+	sum := loadSummary(t, out.Bytes())
 	t.Logf("%s", sum.String())
 	wantPer := make([]int64, 2)
 	for id := range want {

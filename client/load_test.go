@@ -47,6 +47,20 @@ func expectedSplit(t *testing.T, file, key string, n int) (rows int64, perNode [
 	return int64(len(recs) - 1), perNode
 }
 
+// loadSummary reads the JSON line of a load that succeeded.
+func loadSummary(t *testing.T, out []byte) LoadSummary {
+	t.Helper()
+	var line struct {
+		Command string      `json:"command"`
+		OK      bool        `json:"ok"`
+		Result  LoadSummary `json:"result"`
+	}
+	if err := json.Unmarshal(out, &line); err != nil || line.Command != "load" || !line.OK {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	return line.Result
+}
+
 func testLoadSensors(t *testing.T, c *testCluster) {
 	nodes := len(c.Data)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
@@ -57,18 +71,10 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	if err != nil {
 		t.Fatalf("load: %v\n%s", err, errs.String())
 	}
-	var line struct {
-		Command string      `json:"command"`
-		OK      bool        `json:"ok"`
-		Result  LoadSummary `json:"result"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &line); err != nil || line.Command != "load" || !line.OK {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
+	sum := loadSummary(t, out.Bytes())
 	if errs.Len() > 0 {
 		t.Fatalf("stderr is not a terminal, yet got %q", errs.String())
 	}
-	sum := line.Result
 	t.Logf("%s", sum.String())
 	rows, perNode := expectedSplit(t, sensorsCSV, "sensor_id", nodes)
 	if rows != 3000 || sum.Rows != rows || sum.Transactions != 12 || sum.Aborts != 0 || !sum.Created {
