@@ -8,7 +8,6 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -69,10 +68,7 @@ func TestDescribeRunsNothing(t *testing.T) {
 	if err := c.Data[0].QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'fresh'").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("fresh visible outside its transaction (%d, %v)", n, err)
 	}
-	if o := c.Commit(tx); o.Outcome != engine.OutcomeCommit {
-		t.Fatalf("commit: %+v", o)
-	}
-	testcluster.Eventually(t, "applied", func() bool { return c.Status(tx).State == "committed" })
+	c.CommitApplied(tx)
 	if err := c.Data[0].QueryRow(ctx, "SELECT count(*) FROM fresh").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the described insert ran: %d rows (%v)", n, err)
 	}

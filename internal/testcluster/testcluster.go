@@ -295,15 +295,22 @@ func (c *Cluster) MustCommit(tx engine.TxID) {
 	}
 }
 
-// Exec1 runs sql on node n in a transaction of its own, commits it and
-// waits until the commit is applied: the reply means decided, and the
-// next statement should see it.
+// CommitApplied commits tx, failing the test unless it commits, and
+// waits until the commit is applied on every participant: the reply means
+// decided, and the next statement should see it.
+func (c *Cluster) CommitApplied(tx engine.TxID) {
+	c.T.Helper()
+	c.MustCommit(tx)
+	Eventually(c.T, fmt.Sprintf("tx %d applied", tx), func() bool { return c.Status(tx).State == "committed" })
+}
+
+// Exec1 runs sql on node n in a transaction of its own and commits it,
+// applied.
 func (c *Cluster) Exec1(n int, sql string, args ...any) {
 	c.T.Helper()
 	tx := c.Begin()
 	c.Exec(tx, n, sql, args...)
-	c.MustCommit(tx)
-	Eventually(c.T, "applied", func() bool { return c.Status(tx).State == "committed" })
+	c.CommitApplied(tx)
 }
 
 // Rollback rolls tx back or fails the test.
