@@ -103,30 +103,6 @@ func keysOn(node, n, start int) []int {
 	return keys
 }
 
-// rowsOn reads kv on participant node's data database directly.
-func (f *frontDoor) rowsOn(node int) map[int]string {
-	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rows, err := f.c.Data[node].Query(ctx, "SELECT k, v FROM kv")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	out := map[int]string{}
-	for rows.Next() {
-		var k int
-		var v string
-		if err := rows.Scan(&k, &v); err != nil {
-			f.t.Fatal(err)
-		}
-		out[k] = v
-	}
-	if err := rows.Err(); err != nil {
-		f.t.Fatal(err)
-	}
-	return out
-}
-
 // openOn counts the data server's sessions of the participant that are in
 // a transaction.
 func (f *frontDoor) openOn(node int) int {
@@ -151,12 +127,12 @@ func (f *frontDoor) wantRows(want map[int]string) {
 	testcluster.Eventually(f.t, "rows applied on both participants", func() bool {
 		got := 0
 		for n := range 2 {
-			got += len(f.rowsOn(n))
+			got += len(testcluster.KV(f.t, f.c.Data[n]))
 		}
 		return got >= len(want)
 	})
 	for n := range 2 {
-		got := f.rowsOn(n)
+		got := testcluster.KV(f.t, f.c.Data[n])
 		for k, v := range want {
 			onThis := shard.NodeFor(strconv.Itoa(k), 2) == engine.NodeID(n)
 			if gv, ok := got[k]; ok != onThis || ok && gv != v {

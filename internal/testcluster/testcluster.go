@@ -352,6 +352,24 @@ func (c *Cluster) Keys(i int) []int {
 	return query[int](c, i, "SELECT k FROM kv ORDER BY k")
 }
 
+// KV reads table kv on a participant's data database, past tpcd.
+func KV(t testing.TB, data *pgxpool.Pool) map[int]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := data.Query(ctx, "SELECT k, v FROM kv")
+	if err != nil {
+		t.Fatalf("read kv: %v", err)
+	}
+	out := map[int]string{}
+	var k int
+	var v string
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { out[k] = v; return nil }); err != nil {
+		t.Fatalf("read kv: %v", err)
+	}
+	return out
+}
+
 // Prepared returns the prepared transactions left on participant i.
 func (c *Cluster) Prepared(i int) []string {
 	c.T.Helper()
