@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/shard"
 )
@@ -97,19 +99,11 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 			t.Fatalf("@%d holds %d rows, want %d", i, got, perNode[i])
 		}
 		// No row sits on the wrong node.
-		var keys []string
-		rows, err := c.Data[i].Query(ctx, "SELECT DISTINCT sensor_id::text FROM sensors")
+		rows, _ := c.Data[i].Query(ctx, "SELECT DISTINCT sensor_id::text FROM sensors")
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, k)
-		}
-		rows.Close()
 		for _, k := range keys {
 			if shard.NodeFor(k, nodes) != engine.NodeID(i) {
 				t.Fatalf("sensor %s found on @%d, hashes to @%d", k, i, shard.NodeFor(k, nodes))

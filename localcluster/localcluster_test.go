@@ -85,13 +85,9 @@ func TestFailureHalfwayLeavesNothing(t *testing.T) {
 	before := listeningPorts(t)
 
 	// The coordinator's port is taken: the error says what to change.
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
+	taken := testbin.Listen(t)
 	port := taken.Addr().(*net.TCPAddr).Port
-	_, err = Start(context.Background(), Options{Participants: 2, BasePort: port})
+	_, err := Start(context.Background(), Options{Participants: 2, BasePort: port})
 	if err == nil || !strings.Contains(err.Error(), "base-port") {
 		t.Fatalf("err = %v, want a taken-port error naming --base-port", err)
 	}

@@ -137,19 +137,7 @@ func TestCompaction(t *testing.T) {
 		t.Errorf("coordinator after the restart: epoch %d, %+v", after.Epoch, after.Coordinator)
 	}
 	for i := range c.Parts {
-		var keys []int
-		rows, err := c.PartDBs[i].Data.Query(ctx, "SELECT k FROM kv ORDER BY k")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var k int
-			if err := rows.Scan(&k); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, k)
-		}
-		rows.Close()
+		keys := c.Keys(i)
 		if fmt.Sprint(keys) != fmt.Sprint(committed) {
 			t.Errorf("participant %d holds keys %v, want the committed ones %v (aborted: %v)", i, keys, committed, aborted)
 		}
