@@ -228,11 +228,14 @@ func (c *Cluster) StopParticipant(i int) {
 	}
 }
 
-// Stop closes every node that runs; the databases stay. The nodes stop
-// at once, since each takes a while (its server drains).
+// Stop closes every node that runs; the databases stay. The coordinator
+// goes first: its loop keeps sending while its server drains, so a
+// decision already on its way usually reaches the participants before they
+// stop (a test that needs it applied waits for that: CommitApplied). Then
+// the participants stop at once, since each takes a while.
 func (c *Cluster) Stop() {
+	c.StopCoordinator()
 	var wg sync.WaitGroup
-	wg.Go(c.StopCoordinator)
 	for i := range c.Parts {
 		wg.Go(func() { c.StopParticipant(i) })
 	}
