@@ -25,7 +25,7 @@ import (
 func startLocalCluster(ctx context.Context, s ClusterSpec) (StartedCluster, error) {
 	cl, err := localcluster.Start(ctx, localcluster.Options{
 		Participants: s.Participants, PGBin: s.PGBin, MaxConns: s.MaxConns,
-		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry},
+		LazyPrepared: s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry},
 		Logger: s.Logger,
 	})
 	if err != nil {
@@ -42,7 +42,7 @@ func startLocalCluster(ctx context.Context, s ClusterSpec) (StartedCluster, erro
 // with Options.Coordinator; it stops when the test ends.
 func runningCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
-	cl, err := localcluster.Start(context.Background(), localcluster.Options{Participants: 2, Logger: testLogger(t)})
+	cl, err := localcluster.Start(context.Background(), localcluster.Options{Participants: 2, LazyPrepared: true, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

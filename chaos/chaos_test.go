@@ -3,15 +3,12 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,42 +22,7 @@ const (
 	seedEnv     = "TPCD_CHAOS_SEED"     // default: from the clock, logged
 )
 
-var (
-	binDir   string
-	buildBin sync.Once
-	tpcdBin  string
-	buildErr error
-)
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tpcd-chaos-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// tpcd builds the tpcd binary once, for the tests that run nodes. It is
-// built without -race even under `go test -race`: the race detector
-// instruments the harness (this test binary); the nodes run as shipped.
-func tpcd(t *testing.T) string {
-	t.Helper()
-	buildBin.Do(func() {
-		tpcdBin = filepath.Join(binDir, "tpcd")
-		out, err := exec.Command("go", "build", "-o", tpcdBin, "github.com/tpcd/tpcd/cmd/tpcd").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build tpcd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return tpcdBin
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, nil)) }
 
 // TestChaos is the CI run: a coordinator and three participants under a
 // minute of random faults, then every transaction checked.
@@ -106,7 +68,7 @@ func TestChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Binary:       tpcd(t),
+		Binary:       testbin.Binary(t),
 		Duration:     duration,
 		Participants: 3,
 		Clients:      8,

@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -75,22 +74,14 @@ func testDemo(t *testing.T, c *testCluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var out, errs bytes.Buffer
-	opts := Options{Coordinator: c.Addr, Format: FormatJSON, Stdout: &out, Stderr: &errs, Progress: true}
+	opts := Options{Coordinator: c.CoordAddr, Format: FormatJSON, Stdout: &out, Stderr: &errs, Progress: true}
 	if err := DemoCommand(ctx, opts, DemoOptions{DataDB: uri, Nodes: 2, TxSize: 40}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, errs.String())
 	}
 	if !strings.Contains(errs.String(), "loading demo_orders [##############################] 100%  250 rows") {
 		t.Fatalf("no progress bar on stderr: %q", errs.String())
 	}
-	var line struct {
-		Command string      `json:"command"`
-		OK      bool        `json:"ok"`
-		Result  LoadSummary `json:"result"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &line); err != nil || line.Command != "load" || !line.OK {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
-	sum := line.Result
+	sum := loadSummary(t, out.Bytes())
 	t.Logf("%s", sum.String())
 	wantPer := make([]int64, 2)
 	for id := range want {
@@ -156,7 +147,7 @@ func testDemoErrors(t *testing.T, c *testCluster) {
 		{"too many nodes", DemoOptions{DataDB: one, Nodes: 4}, "load: --n-nodes 4: the coordinator has only 3 participants (@0..@2)", true},
 	} {
 		var out, errs bytes.Buffer
-		opts := Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}
+		opts := Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs}
 		tt.do.TxSize = 10
 		err := DemoCommand(ctx, opts, tt.do)
 		msg := ""
@@ -183,7 +174,7 @@ func testDemoErrors(t *testing.T, c *testCluster) {
 func testDemoOnTerminal(t *testing.T, c *testCluster) {
 	uri, _ := sourceDB(t, "CREATE TABLE demo_tty (id int PRIMARY KEY, v text); INSERT INTO demo_tty SELECT i, 'v' || i FROM generate_series(1, 500) i")
 	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()},
-		"client", "--coordinator", c.Addr, "--demo", "--n-nodes", "3", "--data-db", uri)
+		"client", "--coordinator", c.CoordAddr, "--demo", "--n-nodes", "3", "--data-db", uri)
 	if code := tm.exit(); code != 0 {
 		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/shard"
 )
@@ -47,28 +49,34 @@ func expectedSplit(t *testing.T, file, key string, n int) (rows int64, perNode [
 	return int64(len(recs) - 1), perNode
 }
 
-func testLoadSensors(t *testing.T, c *testCluster) {
-	nodes := len(c.Data)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	var out, errs bytes.Buffer
-	opts := Options{Coordinator: c.Addr, Format: FormatJSON, Stdout: &out, Stderr: &errs}
-	err := LoadCommand(ctx, opts, LoadOptions{File: sensorsCSV, Table: "sensors", Key: "sensor_id", Create: true, TxSize: 250})
-	if err != nil {
-		t.Fatalf("load: %v\n%s", err, errs.String())
-	}
+// loadSummary reads the JSON line of a load that succeeded.
+func loadSummary(t *testing.T, out []byte) LoadSummary {
+	t.Helper()
 	var line struct {
 		Command string      `json:"command"`
 		OK      bool        `json:"ok"`
 		Result  LoadSummary `json:"result"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &line); err != nil || line.Command != "load" || !line.OK {
-		t.Fatalf("output %q: %v", out.String(), err)
+	if err := json.Unmarshal(out, &line); err != nil || line.Command != "load" || !line.OK {
+		t.Fatalf("output %q: %v", out, err)
 	}
+	return line.Result
+}
+
+func testLoadSensors(t *testing.T, c *testCluster) {
+	nodes := len(c.Data)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	var out, errs bytes.Buffer
+	opts := Options{Coordinator: c.CoordAddr, Format: FormatJSON, Stdout: &out, Stderr: &errs}
+	err := LoadCommand(ctx, opts, LoadOptions{File: sensorsCSV, Table: "sensors", Key: "sensor_id", Create: true, TxSize: 250})
+	if err != nil {
+		t.Fatalf("load: %v\n%s", err, errs.String())
+	}
+	sum := loadSummary(t, out.Bytes())
 	if errs.Len() > 0 {
 		t.Fatalf("stderr is not a terminal, yet got %q", errs.String())
 	}
-	sum := line.Result
 	t.Logf("%s", sum.String())
 	rows, perNode := expectedSplit(t, sensorsCSV, "sensor_id", nodes)
 	if rows != 3000 || sum.Rows != rows || sum.Transactions != 12 || sum.Aborts != 0 || !sum.Created {
@@ -91,19 +99,11 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 			t.Fatalf("@%d holds %d rows, want %d", i, got, perNode[i])
 		}
 		// No row sits on the wrong node.
-		var keys []string
-		rows, err := c.Data[i].Query(ctx, "SELECT DISTINCT sensor_id::text FROM sensors")
+		rows, _ := c.Data[i].Query(ctx, "SELECT DISTINCT sensor_id::text FROM sensors")
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, k)
-		}
-		rows.Close()
 		for _, k := range keys {
 			if shard.NodeFor(k, nodes) != engine.NodeID(i) {
 				t.Fatalf("sensor %s found on @%d, hashes to @%d", k, i, shard.NodeFor(k, nodes))
@@ -134,7 +134,7 @@ func testLoadSensors(t *testing.T, c *testCluster) {
 	}
 	out.Reset()
 	errs.Reset()
-	err = RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs},
+	err = RunScript(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs},
 		strings.NewReader("load --table sensors --key sensor_id --append --tx-size 3 "+bad+"\n"), "")
 	if err == nil {
 		t.Fatalf("load of a bad file succeeded: %s", out.String())
@@ -174,7 +174,7 @@ func testLoadErrors(t *testing.T, c *testCluster) {
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer
-		err := LoadCommand(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, tt.opts)
+		err := LoadCommand(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs}, tt.opts)
 		if err == nil || !strings.Contains(errs.String(), tt.msg) {
 			t.Errorf("%+v: err %v, stderr %q, want %q", tt.opts, err, errs.String(), tt.msg)
 		}
@@ -192,7 +192,7 @@ func loadFile(t *testing.T, c *testCluster, body, args string) (string, string, 
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var out, errs bytes.Buffer
-	err := RunScript(ctx, Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs}, strings.NewReader("load "+args+" "+file+"\n"), "")
+	err := RunScript(ctx, Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs}, strings.NewReader("load "+args+" "+file+"\n"), "")
 	return out.String(), errs.String(), err
 }
 

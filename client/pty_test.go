@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,37 +18,13 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binErr    error
-)
-
-// tpcdBinary builds cmd/tpcd once per test run; TestMain removes it.
+// tpcdBinary is tpcd with the race detector when the tests have it: the
+// shell under test runs in the binary.
 func tpcdBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "tpcd-client-test-")
-		if binErr != nil {
-			return
-		}
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			gobin = "go"
-		}
-		args := []string{"build", "-o", filepath.Join(binDir, "tpcd")}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command(gobin, append(args, "github.com/tpcd/tpcd/cmd/tpcd")...).CombinedOutput()
-		if err != nil {
-			binErr = errors.New("go build ./cmd/tpcd: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	if raceEnabled {
+		return testbin.RaceBinary(t)
 	}
-	return filepath.Join(binDir, "tpcd")
+	return testbin.Binary(t)
 }
 
 // terminal runs a program on a pseudo-terminal and keeps what it shows.
@@ -188,10 +163,10 @@ func testInteractive(t *testing.T, c *testCluster) {
 	home := t.TempDir()
 	hist := filepath.Join(home, "hist")
 	env := []string{"TERM=xterm", "HOME=" + home}
-	tm := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
+	tm := startTerminal(t, env, "client", "--coordinator", c.CoordAddr, "--history", hist)
 
 	tm.waitFor("the greeting", func(all, _ string) bool {
-		return strings.Contains(all, "connected to coordinator "+c.Addr+": 3 participants (@0..@2), epoch ")
+		return strings.Contains(all, "connected to coordinator "+c.CoordAddr+": 3 participants (@0..@2), epoch ")
 	})
 	tm.waitPrompt("tpcd>")
 
@@ -326,7 +301,7 @@ func testInteractive(t *testing.T, c *testCluster) {
 	}
 
 	// The next session remembers: Up shows the last command of this one.
-	tm2 := startTerminal(t, env, "client", "--coordinator", c.Addr, "--history", hist)
+	tm2 := startTerminal(t, env, "client", "--coordinator", c.CoordAddr, "--history", hist)
 	tm2.waitPrompt("tpcd>")
 	tm2.send(upArrow)
 	tm2.waitPrompt("tpcd> status " + tx3)
@@ -343,7 +318,7 @@ func testInteractive(t *testing.T, c *testCluster) {
 func testScriptExitStatus(t *testing.T, c *testCluster) {
 	bin := tpcdBinary(t)
 	run := func(stdin string, args ...string) (string, string, int) {
-		return testbin.Run(t, bin, cleanEnv(), stdin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
+		return testbin.Run(t, bin, cleanEnv(), stdin, append([]string{"client", "--coordinator", c.CoordAddr}, args...)...)
 	}
 	out, errs, code := run("", "-c", "execute @0 select 1 as one; execute @0 select nope; execute @0 select 2", "--format", "csv")
 	if code != ExitStopped || out != "one\n1\n" || !strings.Contains(errs, `error: p0: ERROR: column "nope" does not exist`) {
@@ -358,10 +333,7 @@ func testScriptExitStatus(t *testing.T, c *testCluster) {
 	if code != 0 || !strings.HasPrefix(out, `{"command":"execute","ok":true,`) || strings.Count(out, "\n") != 2 || errs != "" {
 		t.Fatalf("stdin: status %d, stdout %q, stderr %q", code, out, errs)
 	}
-	// Nothing listens on a port that was just closed.
-	ln := listen(t)
-	gone := ln.Addr().String()
-	ln.Close()
+	gone := testbin.RefusingAddr(t)
 	_, errs, code = testbin.Run(t, bin, cleanEnv(), "", "client", "--coordinator", gone, "-c", "nodes")
 	if code != ExitConnection || !strings.Contains(errs, "error: coordinator "+gone+" unreachable: ") {
 		t.Fatalf("no coordinator: status %d, stderr %q", code, errs)
@@ -370,7 +342,7 @@ func testScriptExitStatus(t *testing.T, c *testCluster) {
 	// Ctrl-C (SIGINT) stops a script, as psql's does.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "client", "--coordinator", c.Addr, "-c",
+	cmd := exec.CommandContext(ctx, bin, "client", "--coordinator", c.CoordAddr, "-c",
 		"execute @0 select pg_sleep(60) as slept_in_exit_test; execute @0 select 2")
 	cmd.Env = cleanEnv()
 	var stderr strings.Builder
@@ -396,7 +368,7 @@ func testScriptExitStatus(t *testing.T, c *testCluster) {
 // draws a progress bar with the rate, then clears it for the summary.
 func testLoadOnTerminal(t *testing.T, c *testCluster) {
 	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()},
-		"client", "--coordinator", c.Addr, "load", "--table", "sensors_tty", "--key", "id", "--create", "--tx-size", "500", sensorsCSV)
+		"client", "--coordinator", c.CoordAddr, "load", "--table", "sensors_tty", "--key", "id", "--create", "--tx-size", "500", sensorsCSV)
 	if code := tm.exit(); code != 0 {
 		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
 	}

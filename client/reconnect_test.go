@@ -1,45 +1,23 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the session's notices.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns what was written since the last take.
-func (l *lockedBuffer) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
 
 func TestReconnect(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 2, engine.CoordinatorConfig{})
 	c.createTable(t, "CREATE TABLE kv (k int PRIMARY KEY, v text)")
-	var out, errs lockedBuffer
-	r := newRunner(Options{Coordinator: c.Addr, Stdout: &out, Stderr: &errs, ReconnectWait: 500 * time.Millisecond})
+	var out, errs testbin.SyncBuffer
+	r := newRunner(Options{Coordinator: c.CoordAddr, Stdout: &out, Stderr: &errs, ReconnectWait: 500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	defer r.finish(ctx)
@@ -51,7 +29,7 @@ func TestReconnect(t *testing.T) {
 	must := func(text string) {
 		t.Helper()
 		if err := run(text); err != nil {
-			t.Fatalf("%s: %v\nstderr: %s", text, err, errs.take())
+			t.Fatalf("%s: %v\nstderr: %s", text, err, errs.Take())
 		}
 	}
 
@@ -59,18 +37,18 @@ func TestReconnect(t *testing.T) {
 	must("@0 insert into kv values (1, 'lost')")
 	tx := r.sess.Tx()
 	epoch := r.sess.Epoch()
-	out.take()
+	out.Take()
 
 	// The coordinator restarts while the transaction is open: it aborts
 	// it (nothing was decided), and the client says so before it would
 	// run the next statement in a transaction that no longer exists.
-	c.restartCoordinator()
+	c.RestartCoordinator()
 	err := run("@1 insert into kv values (2, 'lost too')")
 	if err == nil || !regexp.MustCompile(`^transaction \d+ is gone \(the coordinator restarted and aborted it\), so the statement did not run; type begin for a new one$`).MatchString(err.Error()) {
 		t.Fatalf("exec after restart: %v", err)
 	}
-	notices := errs.take()
-	wantRestart := regexp.QuoteMeta("coordinator "+c.Addr+" restarted (epoch ") + `\d+ -> \d+\); reconnected`
+	notices := errs.Take()
+	wantRestart := regexp.QuoteMeta("coordinator "+c.CoordAddr+" restarted (epoch ") + `\d+ -> \d+\); reconnected`
 	for _, re := range []string{wantRestart, `transaction \d+ is gone: the coordinator restarted and aborted it`} {
 		if !regexp.MustCompile(re).MatchString(notices) {
 			t.Fatalf("notices %q lack %q", notices, re)
@@ -80,7 +58,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatalf("epoch %d after restart, was %d", r.sess.Epoch(), epoch)
 	}
 	must("status")
-	got := out.take()
+	got := out.Take()
 	t.Logf("status after restart: %s", got)
 	if !regexp.MustCompile(`^transaction ` + strconv.FormatUint(uint64(tx), 10) + `: aborted \(the coordinator restarted while it was open, and keeps no record of it\)\n$`).MatchString(got) {
 		t.Fatalf("status after restart: %q", got)
@@ -88,17 +66,17 @@ func TestReconnect(t *testing.T) {
 
 	// The coordinator is down: commands fail on one line, the session
 	// lives on, and the first command after it is back says so.
-	c.stopCoordinator()
+	c.StopCoordinator()
 	err = run("nodes")
-	if err == nil || !strings.Contains(err.Error(), "coordinator "+c.Addr+" unreachable") {
+	if err == nil || !strings.Contains(err.Error(), "coordinator "+c.CoordAddr+" unreachable") {
 		t.Fatalf("nodes while down: %v", err)
 	}
-	if n := errs.take(); !strings.Contains(n, "lost the connection to coordinator") {
+	if n := errs.Take(); !strings.Contains(n, "lost the connection to coordinator") {
 		t.Fatalf("notices while down: %q", n)
 	}
-	c.startAgain()
+	c.StartCoordinator()
 	must("begin")
-	if n := errs.take(); !regexp.MustCompile(wantRestart).MatchString(n) {
+	if n := errs.Take(); !regexp.MustCompile(wantRestart).MatchString(n) {
 		t.Fatalf("notices after the coordinator came back: %q", n)
 	}
 	must("@1 insert into kv values (3, 'kept')")

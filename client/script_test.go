@@ -91,7 +91,7 @@ func runScript(t *testing.T, c *testCluster, format Format, cont bool, text stri
 	var out, errs bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = RunScript(ctx, Options{Coordinator: c.Addr, Format: format, Continue: cont, Stdout: &out, Stderr: &errs}, strings.NewReader(text), "script")
+	err = RunScript(ctx, Options{Coordinator: c.CoordAddr, Format: format, Continue: cont, Stdout: &out, Stderr: &errs}, strings.NewReader(text), "script")
 	return out.String(), errs.String(), err
 }
 

@@ -47,7 +47,7 @@ func TestSecured(t *testing.T) {
 	defer cancel()
 	run := func(args ...string) (string, string, int) {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, bin, append([]string{"client", "--coordinator", c.Addr}, args...)...)
+		cmd := exec.CommandContext(ctx, bin, append([]string{"client", "--coordinator", c.CoordAddr}, args...)...)
 		cmd.Env = cleanEnv()
 		var out, errs strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errs
@@ -65,7 +65,7 @@ func TestSecured(t *testing.T) {
 
 	// A refused connection, TLS or token, is exit status 2 (as psql's).
 	_, errs, code := run("-c", "nodes")
-	if code != 2 || !strings.HasPrefix(errs, "error: "+c.Addr+" serves TLS: give --tls-ca FILE") {
+	if code != 2 || !strings.HasPrefix(errs, "error: "+c.CoordAddr+" serves TLS: give --tls-ca FILE") {
 		t.Fatalf("plain h2c against TLS: status %d, stderr %q", code, errs)
 	}
 	_, errs, code = run(append([]string{"-c", "nodes"}, tlsFlags...)...)

@@ -25,7 +25,7 @@ func testShellDisplay(t *testing.T, c *testCluster) {
 	// The pager marks each line it shows, so the screen tells paged output
 	// from the rest.
 	env := []string{"TERM=xterm", "HOME=" + t.TempDir(), "PAGER=sed 's/^/paged: /'"}
-	tm := startTerminal(t, env, "client", "--coordinator", c.Addr, "--no-history")
+	tm := startTerminal(t, env, "client", "--coordinator", c.CoordAddr, "--no-history")
 	tm.waitPrompt("tpcd>")
 
 	// Numbers right-aligned, text left-aligned, as psql has them (the
@@ -117,7 +117,7 @@ func testShellDisplay(t *testing.T, c *testCluster) {
 
 	// Output that is not a terminal is never paged, however long.
 	out, errs, code := testbin.Run(t, tpcdBinary(t), append(cleanEnv(), "PAGER=sed 's/^/paged: /'"), "",
-		"client", "--coordinator", c.Addr, "-c", "execute @0 select generate_series(1, 60) as n")
+		"client", "--coordinator", c.CoordAddr, "-c", "execute @0 select generate_series(1, 60) as n")
 	if code != 0 || strings.Contains(out, "paged") || !strings.Contains(out, "\n 60\n(60 rows)\n") {
 		t.Fatalf("not a terminal: status %d, stdout %q, stderr %q", code, out, errs)
 	}
@@ -129,7 +129,7 @@ func testSeedDialogue(t *testing.T, c *testCluster) {
 	c.createTable(t, "CREATE TABLE seedkv (k int PRIMARY KEY, v text)")
 	home := t.TempDir()
 	hist := home + "/hist"
-	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + home}, "client", "--coordinator", c.Addr, "--history", hist)
+	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + home}, "client", "--coordinator", c.CoordAddr, "--history", hist)
 	tm.waitPrompt("tpcd>")
 
 	// Tab offers SQL keywords at the start of the line too.
@@ -196,7 +196,7 @@ func testSeedDialogue(t *testing.T, c *testCluster) {
 	}
 
 	// A script has nobody to ask: it refuses the statement as before.
-	_, errs, code := testbin.Run(t, tpcdBinary(t), cleanEnv(), "", "client", "--coordinator", c.Addr, "-c", "select 1")
+	_, errs, code := testbin.Run(t, tpcdBinary(t), cleanEnv(), "", "client", "--coordinator", c.CoordAddr, "-c", "select 1")
 	if code != ExitStopped || !strings.Contains(errs, `"select": statements need a node, e.g. @0 select 1 (in a transaction) or execute @0 select 1`) {
 		t.Fatalf("script: status %d, stderr %q", code, errs)
 	}

@@ -33,7 +33,7 @@ func testWrongAddress(t *testing.T, c *testCluster) {
 	}))
 	reg := metrics.NewRegistry()
 	metrics.NewCoordinator(reg)
-	metricsLn := listen(t)
+	metricsLn := testbin.Listen(t)
 	metricsAddr := metricsLn.Addr().String()
 	ms := metrics.Serve(metricsLn, metrics.ServerOptions{Registry: reg, Health: &metrics.Health{}})
 	t.Cleanup(func() { ms.Close() })
@@ -44,16 +44,16 @@ func testWrongAddress(t *testing.T, c *testCluster) {
 		args       []string
 		want       string
 	}{
-		{"participant", c.partAddrs[1], nil,
-			c.partAddrs[1] + " is participant-1 of a tpcd cluster, not its coordinator: use --coordinator " + c.Addr},
+		{"participant", c.PartAddrs[1], nil,
+			c.PartAddrs[1] + " is participant-1 of a tpcd cluster, not its coordinator: use --coordinator " + c.CoordAddr},
 		{"postgresql", pgAddr, nil,
 			pgAddr + " is a PostgreSQL server, not a tpcd coordinator (psql connects there): give --coordinator the coordinator's RPC address (its --host)"},
 		{"metrics", metricsAddr, nil,
 			metricsAddr + " is a tpcd node's metrics listener (its --metrics-addr: /metrics, /healthz, the status page), not its RPC address: give --coordinator the coordinator's RPC address (its --host)"},
 		{"http", httpAddr, nil,
 			httpAddr + " is an HTTP server (test-web/1.0) without tpcd's JSON-RPC endpoint /rpc: give --coordinator the coordinator's RPC address (its --host)"},
-		{"tls-client-plain-coordinator", c.Addr, []string{"--tls-ca", ca.File},
-			c.Addr + " serves plain HTTP, not TLS: leave out --tls-ca, --tls-cert and --tls-key"},
+		{"tls-client-plain-coordinator", c.CoordAddr, []string{"--tls-ca", ca.File},
+			c.CoordAddr + " serves plain HTTP, not TLS: leave out --tls-ca, --tls-cert and --tls-key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errs, code := runClient(t, tc.addr, append([]string{"-c", "nodes"}, tc.args...)...)
@@ -65,12 +65,12 @@ func testWrongAddress(t *testing.T, c *testCluster) {
 
 	// The interactive shell says it once and ends, rather than prompting
 	// for commands that cannot work.
-	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()}, "client", "--coordinator", c.partAddrs[0])
+	tm := startTerminal(t, []string{"TERM=xterm", "HOME=" + t.TempDir()}, "client", "--coordinator", c.PartAddrs[0])
 	if code := tm.exit(); code != ExitConnection {
 		t.Fatalf("interactive: exit status %d, want %d", code, ExitConnection)
 	}
 	<-tm.done
-	want := fmt.Sprintf("tpcd: error: %s is participant-0 of a tpcd cluster, not its coordinator: use --coordinator %s", c.partAddrs[0], c.Addr)
+	want := fmt.Sprintf("tpcd: error: %s is participant-0 of a tpcd cluster, not its coordinator: use --coordinator %s", c.PartAddrs[0], c.CoordAddr)
 	// The terminal wraps the long line; a space that falls at the end of
 	// a row is not kept there, so compare without either.
 	squeeze := strings.NewReplacer("\n", "", " ", "").Replace
@@ -82,7 +82,7 @@ func testWrongAddress(t *testing.T, c *testCluster) {
 // serveHTTP serves h on a loopback port until the test ends.
 func serveHTTP(t *testing.T, h http.Handler) string {
 	t.Helper()
-	ln := listen(t)
+	ln := testbin.Listen(t)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })

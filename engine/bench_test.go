@@ -43,15 +43,21 @@ func BenchmarkCoordinatorStep(b *testing.B) {
 	}
 }
 
-// BenchmarkParticipantStep measures a participant's share of one committed
-// transaction with one statement: the statement and its result, prepare and
-// its result, the decision, COMMIT PREPARED and the marker deletion (7 steps).
-func BenchmarkParticipantStep(b *testing.B) {
+// benchParticipant is participant 0 started and in touch with the
+// coordinator of epoch 1, with that coordinator's header.
+func benchParticipant() (*engine.Participant, engine.Instant, engine.Header) {
 	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
 	now := engine.Instant(time.Hour)
 	p.Step(engine.Start{Now: now})
 	p.Step(engine.CoordinatorAnswered{Now: now, Cluster: "bench", Epoch: 1})
-	h := engine.Header{Cluster: "bench", Epoch: 1}
+	return p, now, engine.Header{Cluster: "bench", Epoch: 1}
+}
+
+// BenchmarkParticipantStep measures a participant's share of one committed
+// transaction with one statement: the statement and its result, prepare and
+// its result, the decision, COMMIT PREPARED and the marker deletion (7 steps).
+func BenchmarkParticipantStep(b *testing.B) {
+	p, now, h := benchParticipant()
 	var tx engine.TxID
 	b.ReportAllocs()
 	for b.Loop() {
@@ -81,11 +87,7 @@ func BenchmarkParticipantStep(b *testing.B) {
 // transactions (16 running a statement, 16 prepared), none of them due: a
 // node ticks every 20 ms whatever the load.
 func BenchmarkParticipantTick(b *testing.B) {
-	p := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
-	now := engine.Instant(time.Hour)
-	p.Step(engine.Start{Now: now})
-	p.Step(engine.CoordinatorAnswered{Now: now, Cluster: "bench", Epoch: 1})
-	h := engine.Header{Cluster: "bench", Epoch: 1}
+	p, now, h := benchParticipant()
 	for tx := engine.TxID(1); tx <= 32; tx++ {
 		p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: tx, SQL: "insert"}})
 		if tx%2 == 0 {

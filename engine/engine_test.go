@@ -185,20 +185,20 @@ func TestParticipantViolations(t *testing.T) {
 		t.Fatalf("commit of a rolled-back transaction: %s", engine.DescribeReady(rd))
 	}
 
-	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 2, SQL: "insert"}})
-	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 2})
-	p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 2, Stmts: 1}})
-	p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 2})
+	prepared := func(tx engine.TxID) {
+		p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: tx, SQL: "insert"}})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: tx})
+		p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: tx, Stmts: 1}})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx})
+	}
+	prepared(2)
 	p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 2, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
 	rd = p.Step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: 2, Err: "prepared transaction does not exist"})
 	if !hasViolation(rd) {
 		t.Fatalf("COMMIT PREPARED of a rolled-back GID: %s", engine.DescribeReady(rd))
 	}
 
-	p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 3, SQL: "insert"}})
-	p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 3})
-	p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 3, Stmts: 1}})
-	p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 3})
+	prepared(3)
 	p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 3, TxEpoch: 1, Outcome: engine.OutcomeAbort}})
 	rd = p.Step(engine.DataDone{Now: now, Op: engine.DataRollbackPrepared, TxID: 3, Err: "marker present: committed"})
 	if !hasViolation(rd) {

@@ -24,6 +24,9 @@ type ParticipantConfig struct {
 	// durable. The prepared transaction and its marker survive a crash on
 	// their own; in exchange recovery treats every prepared GID of ours
 	// without an outcome as in doubt and asks, never rolling it back alone.
+	// The setting has this one name wherever it is carried (replay, bench,
+	// localcluster options); the commands that run participants turn it on
+	// unless given --no-lazy-prepared.
 	LazyPrepared bool
 	// RememberAborted is how many finished (rolled-back, committed or
 	// read-only) transaction ids stay known so late messages cannot revive

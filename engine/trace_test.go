@@ -267,6 +267,40 @@ func (e *traceEnv) node(d *datadriven.TestData, key string, required bool) (engi
 
 var errNoArg = fmt.Errorf("no such argument")
 
+// uintArg reads key=N, 0 when absent.
+func uintArg(d *datadriven.TestData, key string) (uint64, error) {
+	s, ok := arg(d, key)
+	if !ok {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad %s %q", key, s)
+	}
+	return v, nil
+}
+
+// eachNode runs f on the node d names (node=), or without one on every
+// node that is up (down, for a start): a command that names no node
+// means all it applies to.
+func (e *traceEnv) eachNode(d *datadriven.TestData, required, down bool, f func(engine.NodeID) error) error {
+	n, err := e.node(d, "node", required)
+	if err != errNoArg {
+		if err != nil {
+			return err
+		}
+		return f(n)
+	}
+	for _, n := range e.c.Nodes() {
+		if n.Up() != down {
+			if err := f(n.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // forge puts a coordinator message nobody sent in flight to a participant,
 // as an outsider could: forge to=p0 kind=exec|prepare|decide cluster=X
 // epoch=N tx=N [stmt=N] [sql=(...)] [outcome=commit|abort].
@@ -279,10 +313,8 @@ func (e *traceEnv) forge(d *datadriven.TestData) error {
 	h.Cluster, _ = arg(d, "cluster")
 	var tx, stmt, epoch uint64
 	for key, v := range map[string]*uint64{"tx": &tx, "stmt": &stmt, "epoch": &epoch} {
-		if s, ok := arg(d, key); ok {
-			if *v, err = strconv.ParseUint(s, 10, 64); err != nil {
-				return fmt.Errorf("forge: bad %s %q", key, s)
-			}
+		if *v, err = uintArg(d, key); err != nil {
+			return fmt.Errorf("forge: %w", err)
 		}
 	}
 	h.Epoch = engine.Epoch(epoch)
@@ -309,35 +341,18 @@ func (e *traceEnv) forge(d *datadriven.TestData) error {
 }
 
 func (e *traceEnv) start(d *datadriven.TestData) error {
-	n, err := e.node(d, "node", d.Cmd == "restart")
-	if err == errNoArg {
-		for _, n := range e.c.Nodes() {
-			if !n.Up() {
-				if err := e.c.Start(n.ID); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return e.c.Start(n)
+	return e.eachNode(d, d.Cmd == "restart", true, e.c.Start)
 }
 
 func (e *traceEnv) client(d *datadriven.TestData) error {
 	if len(d.CmdArgs) == 0 {
 		return fmt.Errorf("client: which call?")
 	}
-	var tx engine.TxID
-	if s, ok := arg(d, "tx"); ok {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad tx %q", s)
-		}
-		tx = engine.TxID(v)
+	v, err := uintArg(d, "tx")
+	if err != nil {
+		return err
 	}
+	tx := engine.TxID(v)
 	node, err := e.node(d, "node", false)
 	if err != nil && err != errNoArg {
 		return err
@@ -404,13 +419,11 @@ func (e *traceEnv) filter(d *datadriven.TestData) (msgFilter, error) {
 		}
 	}
 	f.kind, _ = arg(d, "kind")
-	if s, ok := arg(d, "tx"); ok {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return f, fmt.Errorf("bad tx %q", s)
-		}
-		f.tx = engine.TxID(v)
+	tx, err := uintArg(d, "tx")
+	if err != nil {
+		return f, err
 	}
+	f.tx = engine.TxID(tx)
 	if s, ok := arg(d, "stmt"); ok {
 		v, err := strconv.Atoi(s)
 		if err != nil {
@@ -544,14 +557,11 @@ func (e *traceEnv) data(d *datadriven.TestData) error {
 		nodes = []engine.NodeID{n}
 	}
 	op, _ := arg(d, "op")
-	var tx engine.TxID
-	if s, ok := arg(d, "tx"); ok {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad tx %q", s)
-		}
-		tx = engine.TxID(v)
+	v, err := uintArg(d, "tx")
+	if err != nil {
+		return err
 	}
+	tx := engine.TxID(v)
 	fault := enginetest.NoFault
 	for _, f := range faults {
 		if d.HasArg(f.flag) {
@@ -592,29 +602,11 @@ func (e *traceEnv) data(d *datadriven.TestData) error {
 }
 
 func (e *traceEnv) persist(d *datadriven.TestData) error {
-	var lsn engine.LSN
-	if s, ok := arg(d, "lsn"); ok {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad lsn %q", s)
-		}
-		lsn = engine.LSN(v)
-	}
-	n, err := e.node(d, "node", false)
-	if err == errNoArg {
-		for _, n := range e.c.Nodes() {
-			if n.Up() {
-				if err := e.c.Persist(n.ID, lsn); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
+	lsn, err := uintArg(d, "lsn")
 	if err != nil {
 		return err
 	}
-	return e.c.Persist(n, lsn)
+	return e.eachNode(d, false, false, func(n engine.NodeID) error { return e.c.Persist(n, engine.LSN(lsn)) })
 }
 
 func (e *traceEnv) tick(d *datadriven.TestData) error {
@@ -625,21 +617,7 @@ func (e *traceEnv) tick(d *datadriven.TestData) error {
 		}
 		e.c.Advance(dur)
 	}
-	n, err := e.node(d, "node", false)
-	if err == errNoArg {
-		for _, n := range e.c.Nodes() {
-			if n.Up() {
-				if err := e.c.Tick(n.ID); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return e.c.Tick(n)
+	return e.eachNode(d, false, false, e.c.Tick)
 }
 
 // stabilize runs the world without faults until nothing is left to do:

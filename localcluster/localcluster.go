@@ -49,9 +49,10 @@ type Options struct {
 	// does: the data pool needs one connection per open transaction.
 	// Default 100.
 	MaxConns int
-	// EagerPrepared makes the participants wait for their part.prepared
-	// event before voting yes, as `tpcd participant --no-lazy-prepared`.
-	EagerPrepared bool
+	// LazyPrepared is the participants' engine.ParticipantConfig.LazyPrepared,
+	// which `tpcd cluster` and `tpcd participant` turn on unless given
+	// --no-lazy-prepared.
+	LazyPrepared bool
 	// CoordinatorObserver and ParticipantObserver, if set, give the nodes
 	// their observers (metrics), as --metrics-addr does for a single node.
 	CoordinatorObserver node.Observer
@@ -167,7 +168,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		popts := node.ParticipantOptions{
 			ID: engine.NodeID(i), Coordinator: coordAddr, Log: c.dbs[i+1].Log, Data: c.dbs[i+1].Data,
 			Logger: opts.Logger, DatabasesDown: c.dbs[i+1].Down, Transport: c.peers,
-			Engine: engine.ParticipantConfig{LazyPrepared: !opts.EagerPrepared},
+			Engine: engine.ParticipantConfig{LazyPrepared: opts.LazyPrepared},
 		}
 		if opts.ParticipantObserver != nil {
 			popts.Observer = opts.ParticipantObserver(engine.NodeID(i))

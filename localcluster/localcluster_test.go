@@ -2,7 +2,6 @@ package localcluster
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -33,7 +33,7 @@ func TestStartCommitStop(t *testing.T) {
 	tmp := tempRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, Options{Participants: 2})
+	c, err := Start(ctx, Options{Participants: 2, LazyPrepared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,21 +45,8 @@ func TestStartCommitStop(t *testing.T) {
 		}
 	}
 
-	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
-	defer cl.Close()
-	var b engine.BeginReply
-	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		n := engine.NodeID(i)
-		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int)"}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var r engine.OutcomeReply
-	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil || r.Outcome != engine.OutcomeCommit {
-		t.Fatalf("commit: %v %+v", err, r)
+	if err := testcluster.CommitOn(ctx, c.CoordinatorAddr(), 2, "CREATE TABLE t (k int)"); err != nil {
+		t.Fatalf("create table: %v", err)
 	}
 
 	// The nodes reached each other with their peer token; a stranger on
@@ -98,13 +85,9 @@ func TestFailureHalfwayLeavesNothing(t *testing.T) {
 	before := listeningPorts(t)
 
 	// The coordinator's port is taken: the error says what to change.
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
+	taken := testbin.Listen(t)
 	port := taken.Addr().(*net.TCPAddr).Port
-	_, err = Start(context.Background(), Options{Participants: 2, BasePort: port})
+	_, err := Start(context.Background(), Options{Participants: 2, BasePort: port})
 	if err == nil || !strings.Contains(err.Error(), "base-port") {
 		t.Fatalf("err = %v, want a taken-port error naming --base-port", err)
 	}
@@ -163,27 +146,7 @@ func listeningPorts(t *testing.T) map[int]bool {
 
 // commitOnBoth commits a row on participants 0 and 1 in one transaction.
 func commitOnBoth(ctx context.Context, c *Cluster, key int) error {
-	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
-	defer cl.Close()
-	var b engine.BeginReply
-	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-		return err
-	}
-	for i := range 2 {
-		n := engine.NodeID(i)
-		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}, nil); err != nil {
-			cl.Call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
-			return err
-		}
-	}
-	var r engine.OutcomeReply
-	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
-		return err
-	}
-	if r.Outcome != engine.OutcomeCommit {
-		return errors.New(r.Outcome.String() + ": " + r.Reason)
-	}
-	return nil
+	return testcluster.CommitOn(ctx, c.CoordinatorAddr(), 2, "INSERT INTO t VALUES ($1)", key)
 }
 
 // TestKilledPostgresIsRestarted kills participant-0's postmaster: the node
@@ -193,25 +156,13 @@ func TestKilledPostgresIsRestarted(t *testing.T) {
 	tempRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, Options{Participants: 2})
+	c, err := Start(ctx, Options{Participants: 2, LazyPrepared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cl := rpc.NewClient(c.CoordinatorAddr(), rpc.ClientOptions{})
-	defer cl.Close()
-	for i := range 2 {
-		var b engine.BeginReply
-		if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-			t.Fatal(err)
-		}
-		n := engine.NodeID(i)
-		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int PRIMARY KEY)"}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, nil); err != nil {
-			t.Fatal(err)
-		}
+	if err := testcluster.CommitOn(ctx, c.CoordinatorAddr(), 2, "CREATE TABLE t (k int PRIMARY KEY)"); err != nil {
+		t.Fatalf("create table: %v", err)
 	}
 	if err := commitOnBoth(ctx, c, 1); err != nil {
 		t.Fatal(err)

@@ -111,10 +111,7 @@ func TestMetricsMoveWithTransactions(t *testing.T) {
 		tx := c.Begin()
 		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'a')", k)
 		c.Exec(tx, 1, "INSERT INTO kv VALUES ($1, 'b')", k)
-		if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
-			t.Fatalf("commit: %+v", r)
-		}
-		testcluster.Eventually(t, "committed everywhere", func() bool { return c.Status(tx).State == "committed" })
+		c.CommitApplied(tx)
 	}
 	tx := c.Begin()
 	c.Exec(tx, 0, "INSERT INTO kv VALUES (100, 'x')")

@@ -22,25 +22,27 @@ const (
 // participant, then PostgreSQL's error.
 var statementFailure = regexp.MustCompile(`^p[0-9]+: `)
 
+// reasonTexts are tried in order: the first text the reason contains
+// names its class.
+var reasonTexts = []struct{ text, class string }{
+	{"rolled back by client", ReasonRollback},
+	{"voted no", ReasonVoteNo},
+	{"vote timeout", ReasonVoteTimeout},
+	{"did not answer statement", ReasonExecTimeout},
+	{"unreachable", ReasonUnreachable},
+	{"client idle", ReasonClientIdle},
+	{"coordinator restarted", ReasonCoordinatorRestart},
+}
+
 // ReasonClass sorts an abort reason, free text from the engine, into a few
 // classes, so that the label's values stay few whatever the errors say.
 func ReasonClass(reason string) string {
-	switch {
-	case strings.Contains(reason, "rolled back by client"):
-		return ReasonRollback
-	case strings.Contains(reason, "voted no"):
-		return ReasonVoteNo
-	case strings.Contains(reason, "vote timeout"):
-		return ReasonVoteTimeout
-	case strings.Contains(reason, "did not answer statement"):
-		return ReasonExecTimeout
-	case strings.Contains(reason, "unreachable"):
-		return ReasonUnreachable
-	case strings.Contains(reason, "client idle"):
-		return ReasonClientIdle
-	case strings.Contains(reason, "coordinator restarted"):
-		return ReasonCoordinatorRestart
-	case statementFailure.MatchString(reason):
+	for _, r := range reasonTexts {
+		if strings.Contains(reason, r.text) {
+			return r.class
+		}
+	}
+	if statementFailure.MatchString(reason) {
 		return ReasonStatementFailed
 	}
 	return ReasonOther

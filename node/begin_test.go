@@ -22,11 +22,7 @@ import (
 func TestBeginWithMatchesLaterStatements(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.NewDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := pgtest.Connect(t, pgtest.NewDB(t))
 	if _, err := conn.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text, f double precision, n numeric, b boolean, j jsonb, ts timestamptz)`); err != nil {
 		t.Fatal(err)
 	}

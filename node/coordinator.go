@@ -293,18 +293,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
 		},
 	}
-	for _, method := range coordinatorMethods {
-		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
-			msg, err := api.DecodeMessage(method, raw)
-			if err != nil {
-				return nil, err
-			}
-			if !c.loop.submit(engine.Receive{Now: c.loop.now(), Msg: msg}) {
-				return nil, unavailable(errStopped)
-			}
-			return api.Ack{}, nil
-		}
-	}
+	serveMessages(m, coordinatorMethods, c.loop, nil)
 	return m
 }
 

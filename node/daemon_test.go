@@ -16,45 +16,41 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
 func TestCommitAcrossThreeParticipants(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 3})
-	tx := c.begin()
+	tx := c.Begin()
 	for i := range 3 {
-		r := c.mustExec(tx, i, "INSERT INTO kv VALUES ($1, $2)", 10+i, "v")
+		r := c.Exec(tx, i, "INSERT INTO kv VALUES ($1, $2)", 10+i, "v")
 		if r.Result.RowsAffected != 1 {
 			t.Fatalf("node %d: rows affected %d, want 1", i, r.Result.RowsAffected)
 		}
 	}
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
-		t.Fatalf("outcome %s (%s), want commit", r.Outcome, r.Reason)
-	}
-	// The reply means decided; "committed" in status means applied on
-	// every participant.
-	eventually(t, "status says committed everywhere", func() bool { return c.status(tx).State == "committed" })
-	c.settled()
+	c.CommitApplied(tx)
+	c.Settled()
 	for i := range 3 {
-		if got := c.keys(i); !slices.Equal(got, []int{10 + i}) {
+		if got := c.Keys(i); !slices.Equal(got, []int{10 + i}) {
 			t.Errorf("node %d has keys %v, want [%d]", i, got, 10+i)
 		}
 	}
 
 	// A query returns rows through the coordinator.
-	tx = c.begin()
-	r := c.mustExec(tx, 1, "SELECT k, v FROM kv")
+	tx = c.Begin()
+	r := c.Exec(tx, 1, "SELECT k, v FROM kv")
 	if !slices.Equal(r.Result.Columns, []string{"k", "v"}) || len(r.Result.Rows) != 1 || r.Result.Rows[0][0] != "11" {
 		t.Fatalf("select returned %+v", r.Result)
 	}
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("read-only commit: %s (%s)", r.Outcome, r.Reason)
 	}
 }
 
 func TestFailingStatementAbortsEverywhere(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 3})
-	c.exec1(2, "INSERT INTO kv VALUES (1, 'taken')")
+	c.Exec1(2, "INSERT INTO kv VALUES (1, 'taken')")
 
 	for _, bad := range []struct{ name, sql string }{
 		{"duplicate key", "INSERT INTO kv VALUES (1, 'again')"},
@@ -62,24 +58,24 @@ func TestFailingStatementAbortsEverywhere(t *testing.T) {
 		{"constraint", "INSERT INTO kv VALUES (NULL, 'x')"},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
-			tx := c.begin()
-			c.mustExec(tx, 0, "INSERT INTO kv VALUES (100, 'a')")
-			c.mustExec(tx, 1, "INSERT INTO kv VALUES (100, 'b')")
-			_, err := c.exec(tx, 2, bad.sql)
+			tx := c.Begin()
+			c.Exec(tx, 0, "INSERT INTO kv VALUES (100, 'a')")
+			c.Exec(tx, 1, "INSERT INTO kv VALUES (100, 'b')")
+			_, err := c.TryExec(tx, 2, bad.sql)
 			if rpcCode(err) != rpc.CodeAborted {
 				t.Fatalf("failing statement: err %v, want code %d", err, rpc.CodeAborted)
 			}
 			// Further work is refused with the reason.
-			if _, err := c.exec(tx, 0, "INSERT INTO kv VALUES (101, 'c')"); rpcCode(err) != rpc.CodeAborted {
+			if _, err := c.TryExec(tx, 0, "INSERT INTO kv VALUES (101, 'c')"); rpcCode(err) != rpc.CodeAborted {
 				t.Fatalf("exec after failure: %v", err)
 			}
-			r := c.commit(tx)
+			r := c.Commit(tx)
 			if r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "p2") {
 				t.Fatalf("commit: %s (%q), want abort naming p2", r.Outcome, r.Reason)
 			}
-			c.settled()
+			c.Settled()
 			for i := range 2 {
-				if got := c.keys(i); len(got) != 0 {
+				if got := c.Keys(i); len(got) != 0 {
 					t.Fatalf("node %d kept rows %v of an aborted transaction", i, got)
 				}
 			}
@@ -89,19 +85,19 @@ func TestFailingStatementAbortsEverywhere(t *testing.T) {
 
 func TestParticipantDownBeforePrepare(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{VoteTimeout: time.Second}})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
-	c.stopParticipant(1)
-	r := c.commit(tx)
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	c.StopParticipant(1)
+	r := c.Commit(tx)
 	if r.Outcome != engine.OutcomeAbort {
 		t.Fatalf("outcome %s, want abort", r.Outcome)
 	}
 	t.Logf("abort reason: %s", r.Reason)
-	c.restartParticipant(1)
-	c.settled()
+	c.StartParticipant(1)
+	c.Settled()
 	for i := range 2 {
-		if got := c.keys(i); len(got) != 0 {
+		if got := c.Keys(i); len(got) != 0 {
 			t.Fatalf("node %d has %v after abort", i, got)
 		}
 	}
@@ -112,12 +108,12 @@ func TestParticipantDownBeforePrepare(t *testing.T) {
 // --timeout.
 func TestVoteTimeout(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{VoteTimeout: 500 * time.Millisecond}})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
 	// Swap participant 1 for a black hole on its address.
-	c.stopParticipant(1)
-	hole, err := net.Listen("tcp", c.partAddrs[1])
+	c.StopParticipant(1)
+	hole, err := net.Listen("tcp", c.PartAddrs[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +127,7 @@ func TestVoteTimeout(t *testing.T) {
 			held = append(held, conn)
 		}
 	}()
-	r := c.commit(tx)
+	r := c.Commit(tx)
 	if r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "vote timeout") {
 		t.Fatalf("commit: %s (%q), want abort by vote timeout", r.Outcome, r.Reason)
 	}
@@ -139,9 +135,9 @@ func TestVoteTimeout(t *testing.T) {
 	for _, conn := range held {
 		conn.Close()
 	}
-	c.restartParticipant(1)
-	c.settled()
-	if got := c.keys(0); len(got) != 0 {
+	c.StartParticipant(1)
+	c.Settled()
+	if got := c.Keys(0); len(got) != 0 {
 		t.Fatalf("node 0 kept %v", got)
 	}
 }
@@ -152,7 +148,7 @@ func TestManyConcurrentTransactions(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 3, engine: engine.CoordinatorConfig{VoteTimeout: 2 * time.Minute, ExecTimeout: 2 * time.Minute}})
 	clients := make([]*rpc.Client, 4)
 	for i := range clients {
-		clients[i] = rpc.NewClient(c.coordAddr, rpc.ClientOptions{})
+		clients[i] = rpc.NewClient(c.CoordAddr, rpc.ClientOptions{})
 		defer clients[i].Close()
 	}
 	const n = 64
@@ -199,10 +195,10 @@ func TestManyConcurrentTransactions(t *testing.T) {
 	if committed.Load() != n {
 		t.Errorf("%d of %d committed; with distinct keys all should", committed.Load(), n)
 	}
-	c.settled()
+	c.Settled()
 	for nd := range 3 {
 		slices.Sort(want[nd])
-		if got := c.keys(nd); !slices.Equal(got, want[nd]) {
+		if got := c.Keys(nd); !slices.Equal(got, want[nd]) {
 			t.Errorf("node %d: keys %v, want %v", nd, got, want[nd])
 		}
 	}
@@ -210,24 +206,24 @@ func TestManyConcurrentTransactions(t *testing.T) {
 
 func TestDistributedDeadlockEndsInAbort(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2, lockTimeout: 300 * time.Millisecond})
-	c.exec1(0, "INSERT INTO kv VALUES (1, 'x')")
-	c.exec1(1, "INSERT INTO kv VALUES (1, 'x')")
-	a, b := c.begin(), c.begin()
-	c.mustExec(a, 0, "UPDATE kv SET v = 'a' WHERE k = 1")
-	c.mustExec(b, 1, "UPDATE kv SET v = 'b' WHERE k = 1")
+	c.Exec1(0, "INSERT INTO kv VALUES (1, 'x')")
+	c.Exec1(1, "INSERT INTO kv VALUES (1, 'x')")
+	a, b := c.Begin(), c.Begin()
+	c.Exec(a, 0, "UPDATE kv SET v = 'a' WHERE k = 1")
+	c.Exec(b, 1, "UPDATE kv SET v = 'b' WHERE k = 1")
 	// Now each takes the other's lock: a waits on node 1, b on node 0.
 	errs := make([]error, 2)
 	concurrently(2, func(i int) {
 		if i == 0 {
-			_, errs[0] = c.exec(a, 1, "UPDATE kv SET v = 'a' WHERE k = 1")
+			_, errs[0] = c.TryExec(a, 1, "UPDATE kv SET v = 'a' WHERE k = 1")
 		} else {
-			_, errs[1] = c.exec(b, 0, "UPDATE kv SET v = 'b' WHERE k = 1")
+			_, errs[1] = c.TryExec(b, 0, "UPDATE kv SET v = 'b' WHERE k = 1")
 		}
 	})
 	if errs[0] == nil && errs[1] == nil {
 		t.Fatal("both sides of a deadlock succeeded")
 	}
-	outcomes := []engine.Outcome{c.commit(a).Outcome, c.commit(b).Outcome}
+	outcomes := []engine.Outcome{c.Commit(a).Outcome, c.Commit(b).Outcome}
 	aborts := 0
 	for _, o := range outcomes {
 		if o == engine.OutcomeAbort {
@@ -237,11 +233,11 @@ func TestDistributedDeadlockEndsInAbort(t *testing.T) {
 	if aborts == 0 {
 		t.Fatalf("outcomes %v: at least one must abort", outcomes)
 	}
-	c.settled()
+	c.Settled()
 	// Both nodes agree on the value: whoever committed wrote both.
 	var v0, v1 string
-	c.data(0).QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v0)
-	c.data(1).QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v1)
+	c.Data[0].QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v0)
+	c.Data[1].QueryRow(context.Background(), "SELECT v FROM kv WHERE k = 1").Scan(&v1)
 	if v0 != v1 {
 		t.Fatalf("node 0 has %q, node 1 has %q: a transaction committed on one node only", v0, v1)
 	}
@@ -256,7 +252,7 @@ func TestSeedBatchMode(t *testing.T) {
 	for i := range 9 {
 		nd := engine.NodeID(i % 3)
 		var r engine.ExecReply
-		if err := c.call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'b')", Args: []any{i}}, &r); err != nil {
+		if err := c.Call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES ($1, 'b')", Args: []any{i}}, &r); err != nil {
 			t.Fatalf("execute %d: %v", i, err)
 		}
 		txs[r.TxID]++
@@ -268,17 +264,17 @@ func TestSeedBatchMode(t *testing.T) {
 		if n != 3 {
 			t.Fatalf("transaction %d got %d statements, want 3", tx, n)
 		}
-		eventually(t, "batch committed", func() bool { return c.status(tx).Outcome == engine.OutcomeCommit })
+		testcluster.Eventually(t, "batch committed", func() bool { return c.Status(tx).Outcome == engine.OutcomeCommit })
 	}
 	// A partial batch is committed by the flush interval.
 	nd := engine.NodeID(0)
 	var r engine.ExecReply
-	if err := c.call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES (99, 'partial')"}, &r); err != nil {
+	if err := c.Call(api.MethodExecute, api.ExecuteParams{Node: &nd, SQL: "INSERT INTO kv VALUES (99, 'partial')"}, &r); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "partial batch flushed", func() bool { return c.status(r.TxID).Outcome == engine.OutcomeCommit })
-	c.settled()
-	if got := c.keys(0); !slices.Equal(got, []int{0, 3, 6, 99}) {
+	testcluster.Eventually(t, "partial batch flushed", func() bool { return c.Status(r.TxID).Outcome == engine.OutcomeCommit })
+	c.Settled()
+	if got := c.Keys(0); !slices.Equal(got, []int{0, 3, 6, 99}) {
 		t.Fatalf("node 0 keys %v", got)
 	}
 }
@@ -288,10 +284,10 @@ func TestSeedBatchMode(t *testing.T) {
 // commits.
 func TestBadInputIsRefused(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (5, 'ok')")
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (5, 'ok')")
 
-	url := "http://" + c.coordAddr + "/rpc"
+	url := "http://" + c.CoordAddr + "/rpc"
 	post := func(body []byte) (int, int) {
 		resp, err := http.Post(url, "application/json", bytes.NewReader(body))
 		if err != nil {
@@ -347,13 +343,13 @@ func TestBadInputIsRefused(t *testing.T) {
 			}
 		})
 	}
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (5, 'ok')")
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (5, 'ok')")
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("valid transaction after bad input: %s (%s)", r.Outcome, r.Reason)
 	}
-	c.settled()
+	c.Settled()
 	for i := range 2 {
-		if got := c.keys(i); !slices.Equal(got, []int{5}) {
+		if got := c.Keys(i); !slices.Equal(got, []int{5}) {
 			t.Fatalf("node %d keys %v", i, got)
 		}
 	}
@@ -363,36 +359,31 @@ func TestBadInputIsRefused(t *testing.T) {
 // same log: transaction ids are not reused and ended outcomes survive.
 func TestCoordinatorRestart(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeCommit {
 		t.Fatal(r)
 	}
-	open := c.begin()
-	c.mustExec(open, 0, "INSERT INTO kv VALUES (2, 'never')")
-	epoch := c.coord.Epoch()
-	c.coord.Close()
-	ln, err := net.Listen("tcp", c.coordAddr)
-	if err != nil {
-		t.Fatal(err)
+	open := c.Begin()
+	c.Exec(open, 0, "INSERT INTO kv VALUES (2, 'never')")
+	epoch := c.Coord.Epoch()
+	c.RestartCoordinator()
+	if c.Coord.Epoch() != epoch+1 {
+		t.Fatalf("epoch %d after restart, want %d", c.Coord.Epoch(), epoch+1)
 	}
-	c.startCoordinator(ln)
-	if c.coord.Epoch() != epoch+1 {
-		t.Fatalf("epoch %d after restart, want %d", c.coord.Epoch(), epoch+1)
-	}
-	next := c.begin()
+	next := c.Begin()
 	if next <= open {
 		t.Fatalf("transaction id %d reused after restart (last was %d)", next, open)
 	}
 	// The open transaction's work is rolled back once the participant
 	// hears from the new epoch.
-	c.mustExec(next, 0, "INSERT INTO kv VALUES (3, 'b')")
-	if r := c.commit(next); r.Outcome != engine.OutcomeCommit {
+	c.Exec(next, 0, "INSERT INTO kv VALUES (3, 'b')")
+	if r := c.Commit(next); r.Outcome != engine.OutcomeCommit {
 		t.Fatal(r)
 	}
-	c.settled()
-	if got := c.keys(0); !slices.Equal(got, []int{1, 3}) {
+	c.Settled()
+	if got := c.Keys(0); !slices.Equal(got, []int{1, 3}) {
 		t.Fatalf("node 0 keys %v, want [1 3]", got)
 	}
 }
@@ -403,24 +394,24 @@ func TestCoordinatorRestart(t *testing.T) {
 // client never learned its id.
 func TestExecWithoutTransactionBeginsOne(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2})
-	c.exec1(1, "INSERT INTO kv VALUES (1, 'taken')")
+	c.Exec1(1, "INSERT INTO kv VALUES (1, 'taken')")
 
-	r := c.mustExec(0, 0, "INSERT INTO kv VALUES (10, 'a')")
+	r := c.Exec(0, 0, "INSERT INTO kv VALUES (10, 'a')")
 	if r.TxID == 0 {
 		t.Fatalf("exec without tx: reply %+v names no transaction", r)
 	}
-	c.mustExec(r.TxID, 1, "INSERT INTO kv VALUES (10, 'b')")
-	if out := c.commit(r.TxID); out.Outcome != engine.OutcomeCommit {
+	c.Exec(r.TxID, 1, "INSERT INTO kv VALUES (10, 'b')")
+	if out := c.Commit(r.TxID); out.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit %d: %+v", r.TxID, out)
 	}
-	c.settled()
+	c.Settled()
 	for i, want := range [][]int{{10}, {1, 10}} {
-		if got := c.keys(i); fmt.Sprint(got) != fmt.Sprint(want) {
+		if got := c.Keys(i); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("node %d: keys %v, want %v", i, got, want)
 		}
 	}
 
-	_, err := c.exec(0, 1, "INSERT INTO kv VALUES (1, 'again')")
+	_, err := c.TryExec(0, 1, "INSERT INTO kv VALUES (1, 'again')")
 	if rpcCode(err) != rpc.CodeAborted || !strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("failing first statement: %v, want code %d saying the transaction was rolled back", err, rpc.CodeAborted)
 	}
@@ -432,14 +423,14 @@ func TestExecWithoutTransactionBeginsOne(t *testing.T) {
 	if _, serr := fmt.Sscanf(msg[strings.LastIndex(msg, "(transaction "):], "(transaction %d rolled back)", &failed); serr != nil || failed <= r.TxID {
 		t.Fatalf("error %q does not name the new transaction (%v)", msg, serr)
 	}
-	if st := c.status(failed); st.Outcome != engine.OutcomeAbort {
+	if st := c.Status(failed); st.Outcome != engine.OutcomeAbort {
 		t.Fatalf("status of %d after its first statement failed: %+v, want the abort decided", failed, st)
 	}
 	// The participant's open data transaction is rolled back, not left for
 	// an idle timeout.
-	eventually(t, "node 1 has no open data transaction", func() bool {
+	testcluster.Eventually(t, "node 1 has no open data transaction", func() bool {
 		var open int
-		if err := c.data(1).QueryRow(context.Background(),
+		if err := c.Data[1].QueryRow(context.Background(),
 			"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'").Scan(&open); err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/node"
 )
 
@@ -41,7 +42,7 @@ func queryInt(t *testing.T, pool *pgxpool.Pool, sql string) int {
 // restart, and its pools work again.
 func TestEmbeddedServerIsRestartedWhenItDies(t *testing.T) {
 	restarts := &restartCounter{}
-	dbs := openDBs(t, node.DatabaseSpec{NeedData: true, MaxConns: 250, Logger: testLogger(t), Observer: restarts,
+	dbs := testcluster.Open(t, node.DatabaseSpec{NeedData: true, MaxConns: 250, Logger: testcluster.Logger(t), Observer: restarts,
 		PGBin: os.Getenv(pgtest.BinDirEnv)})
 	// Sized for its pools: a prepared transaction per data connection, and
 	// room for both pools.
@@ -164,7 +165,7 @@ func TestLogServerWithoutSynchronousCommitWarns(t *testing.T) {
 		var out bytes.Buffer
 		var mu sync.Mutex
 		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
-		dbs := openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t) + tc.query, Logger: logger})
+		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t) + tc.query, Logger: logger})
 		dbs.Close()
 		mu.Lock()
 		warned := strings.Contains(out.String(), "synchronous_commit = off")
@@ -192,19 +193,19 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func TestParticipantRefusesWhileItsDatabasesAreDown(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2, engine: engine.CoordinatorConfig{ExecTimeout: 30 * time.Second}})
 	var down atomic.Pointer[error]
-	c.stopParticipant(0)
-	c.partOpts[0].DatabasesDown = func() error {
+	c.StopParticipant(0)
+	c.PartOpts[0].DatabasesDown = func() error {
 		if err := down.Load(); err != nil {
 			return *err
 		}
 		return nil
 	}
-	c.restartParticipant(0)
-	eventually(t, "participant 0 reachable", func() bool { return c.nodes()[0].Reachable })
+	c.StartParticipant(0)
+	testcluster.Eventually(t, "participant 0 reachable", func() bool { return c.nodes()[0].Reachable })
 
 	why := errors.New("postgres (pid 12345) exited on its own")
 	down.Store(&why)
-	eventually(t, "participant 0 shown not ready", func() bool {
+	testcluster.Eventually(t, "participant 0 shown not ready", func() bool {
 		n := c.nodes()[0]
 		return !n.Reachable && strings.Contains(n.LastError, "databases are down") && strings.Contains(n.LastError, why.Error())
 	})
@@ -212,34 +213,34 @@ func TestParticipantRefusesWhileItsDatabasesAreDown(t *testing.T) {
 		t.Fatal("participant 1 not reachable")
 	}
 
-	tx := c.begin()
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
+	tx := c.Begin()
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'b')")
 	began := time.Now()
-	_, err := c.exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	_, err := c.TryExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
 	if took := time.Since(began); err == nil || took > 5*time.Second {
 		t.Fatalf("statement for a participant whose databases are down: %v after %v; want an error at once", err, took)
 	}
 	t.Logf("refused in %v: %v", time.Since(began).Round(time.Millisecond), err)
-	if r := c.commit(tx); r.Outcome != engine.OutcomeAbort {
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeAbort {
 		t.Fatalf("outcome %s, want abort", r.Outcome)
 	}
 
 	down.Store(nil)
-	eventually(t, "participant 0 ready again", func() bool { return c.nodes()[0].Reachable })
-	tx = c.begin()
+	testcluster.Eventually(t, "participant 0 ready again", func() bool { return c.nodes()[0].Reachable })
+	tx = c.Begin()
 	for i := range 2 {
-		c.mustExec(tx, i, "INSERT INTO kv VALUES (2, 'x')")
+		c.Exec(tx, i, "INSERT INTO kv VALUES (2, 'x')")
 	}
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
-		t.Fatalf("outcome %s (%s) after the databases came back", r.Outcome, r.Reason)
-	}
+	// Applied, too: a participant stopped before COMMIT PREPARED leaves the
+	// transaction prepared, and its database cannot be dropped.
+	c.CommitApplied(tx)
 }
 
 func (c *testCluster) nodes() []api.NodeHealth {
-	c.t.Helper()
+	c.T.Helper()
 	var r []api.NodeHealth
-	if err := c.call(api.MethodNodes, struct{}{}, &r); err != nil {
-		c.t.Fatalf("nodes: %v", err)
+	if err := c.Call(api.MethodNodes, struct{}{}, &r); err != nil {
+		c.T.Fatalf("nodes: %v", err)
 	}
 	return r
 }

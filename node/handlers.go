@@ -1,6 +1,8 @@
 package node
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"unicode/utf8"
@@ -76,4 +78,28 @@ var errStopped = errors.New("node is shutting down")
 // unavailable tells the caller to retry later (rpc.CodeUnavailable).
 func unavailable(err error) *rpc.Error {
 	return rpc.Errorf(rpc.CodeUnavailable, "%s", fmt.Sprint(err))
+}
+
+// serveMessages adds to m a handler for each node-to-node message method
+// that hands the message to l's engine. ready, if set, may refuse it: a
+// refused message is a lost one, which the protocol survives, and the
+// sender learns at once that it did not arrive.
+func serveMessages(m map[string]rpc.Handler, methods []string, l *loop, ready func() error) {
+	for _, method := range methods {
+		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
+			msg, err := api.DecodeMessage(method, raw)
+			if err != nil {
+				return nil, err
+			}
+			if ready != nil {
+				if err := ready(); err != nil {
+					return nil, err
+				}
+			}
+			if !l.submit(engine.Receive{Now: l.now(), Msg: msg}) {
+				return nil, unavailable(errStopped)
+			}
+			return api.Ack{}, nil
+		}
+	}
 }

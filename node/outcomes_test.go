@@ -10,6 +10,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -22,15 +23,15 @@ func (c *testCluster) keyedTransact(key string, sql ...string) (api.TransactRepl
 		p.Statements = append(p.Statements, api.StatementParams{Node: &n, SQL: q})
 	}
 	var r api.TransactReply
-	err := c.call(api.MethodTransact, p, &r)
+	err := c.Call(api.MethodTransact, p, &r)
 	return r, err
 }
 
 func (c *testCluster) statusBy(p api.StatusParams) engine.StatusReply {
-	c.t.Helper()
+	c.T.Helper()
 	var r engine.StatusReply
-	if err := c.call(api.MethodStatus, p, &r); err != nil {
-		c.t.Fatalf("status %+v: %v", p, err)
+	if err := c.Call(api.MethodStatus, p, &r); err != nil {
+		c.T.Fatalf("status %+v: %v", p, err)
 	}
 	return r
 }
@@ -47,38 +48,38 @@ func TestOutcomesOutliveCompactionAndRestart(t *testing.T) {
 	if err != nil || committed.Outcome == nil || *committed.Outcome != engine.OutcomeCommit {
 		t.Fatalf("keyed transact: %+v, %v", committed, err)
 	}
-	c.exec1(0, "INSERT INTO kv VALUES (2, 'b')")
+	c.Exec1(0, "INSERT INTO kv VALUES (2, 'b')")
 	// A duplicate key aborts the second transaction.
 	_, err = c.keyedTransact("transfer-2", "INSERT INTO kv VALUES (3, 'c')", "INSERT INTO kv VALUES (1, 'dup')")
 	if rpcCode(err) != rpc.CodeAborted {
 		t.Fatalf("transact with a duplicate row: %v, want aborted", err)
 	}
 	var aborted engine.StatusReply
-	eventually(t, "transfer-2 aborted everywhere", func() bool {
+	testcluster.Eventually(t, "transfer-2 aborted everywhere", func() bool {
 		aborted = c.statusBy(api.StatusParams{Key: "transfer-2"})
 		return aborted.State == "aborted" && aborted.TxID != 0
 	})
 	for i := 10; i < 14; i++ {
-		c.exec1(1, "INSERT INTO kv VALUES ($1, 'filler')", i)
+		c.Exec1(1, "INSERT INTO kv VALUES ($1, 'filler')", i)
 	}
 	// Compaction removed the events of the first transaction, and the
 	// engine, which remembers one ended transaction, has forgotten it.
-	eventually(t, "the first transaction's events compacted", func() bool {
+	testcluster.Eventually(t, "the first transaction's events compacted", func() bool {
 		var rows int
-		err := c.coordDBs.Log.QueryRow(context.Background(),
+		err := c.CoordDBs.Log.QueryRow(context.Background(),
 			"SELECT count(*) FROM tpcd_log WHERE $1::bigint = ANY (txs)", int64(committed.TxID)).Scan(&rows)
 		return err == nil && rows == 0
 	})
 
 	check := func(when string) {
 		t.Helper()
-		if st := c.status(committed.TxID); st.State != "committed" || st.Outcome != engine.OutcomeCommit {
+		if st := c.Status(committed.TxID); st.State != "committed" || st.Outcome != engine.OutcomeCommit {
 			t.Fatalf("%s: status of tx %d: %+v, want committed", when, committed.TxID, st)
 		}
 		if st := c.statusBy(api.StatusParams{Key: "transfer-1"}); st.TxID != committed.TxID || st.State != "committed" {
 			t.Fatalf("%s: status by key: %+v, want tx %d committed", when, st, committed.TxID)
 		}
-		if st := c.status(aborted.TxID); st.State != "aborted" || !strings.Contains(st.Reason, "duplicate") {
+		if st := c.Status(aborted.TxID); st.State != "aborted" || !strings.Contains(st.Reason, "duplicate") {
 			t.Fatalf("%s: status of the aborted tx %d: %+v", when, aborted.TxID, st)
 		}
 		// Run again, the first insert would fail on its primary key: a
@@ -88,7 +89,7 @@ func TestOutcomesOutliveCompactionAndRestart(t *testing.T) {
 			t.Fatalf("%s: transact repeated with its key: %+v, %v; want tx %d's commit, repeated", when, again, err, committed.TxID)
 		}
 		var b engine.BeginReply
-		if err := c.call(api.MethodBegin, api.BeginParams{Key: "transfer-2"}, &b); rpcCode(err) != rpc.CodeKeyUsed {
+		if err := c.Call(api.MethodBegin, api.BeginParams{Key: "transfer-2"}, &b); rpcCode(err) != rpc.CodeKeyUsed {
 			t.Fatalf("%s: begin with the key of an aborted transaction: %+v, %v; want key used", when, b, err)
 		}
 	}
@@ -96,15 +97,15 @@ func TestOutcomesOutliveCompactionAndRestart(t *testing.T) {
 
 	// A transaction begun and left open when the coordinator stops has
 	// nothing in the log but its id's reservation.
-	open := c.begin()
-	c.mustExec(open, 0, "INSERT INTO kv VALUES (20, 'never')")
-	c.restartCoordinator()
+	open := c.Begin()
+	c.Exec(open, 0, "INSERT INTO kv VALUES (20, 'never')")
+	c.RestartCoordinator()
 	check("after a restart")
-	if st := c.status(open); st.State != "aborted" || !strings.Contains(st.Reason, "no record") {
+	if st := c.Status(open); st.State != "aborted" || !strings.Contains(st.Reason, "no record") {
 		t.Fatalf("status of the transaction open at the restart: %+v, want aborted with no record", st)
 	}
-	c.settled()
-	if got := c.keys(0); !slices.Equal(got, []int{1, 2}) {
+	c.Settled()
+	if got := c.Keys(0); !slices.Equal(got, []int{1, 2}) {
 		t.Fatalf("node 0 keys %v, want [1 2]", got)
 	}
 }
@@ -129,7 +130,7 @@ func TestKeyParamsAreChecked(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var r any
-		err := c.call(tc.method, tc.params, &r)
+		err := c.Call(tc.method, tc.params, &r)
 		if rpcCode(err) != rpc.CodeInvalidParams || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want invalid params saying %q", tc.name, err, tc.want)
 		}
@@ -140,10 +141,10 @@ func TestKeyParamsAreChecked(t *testing.T) {
 	}
 	// A repeated begin names the open transaction.
 	var b1, b2 engine.BeginReply
-	if err := c.call(api.MethodBegin, api.BeginParams{Key: "b"}, &b1); err != nil {
+	if err := c.Call(api.MethodBegin, api.BeginParams{Key: "b"}, &b1); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.call(api.MethodBegin, api.BeginParams{Key: "b"}, &b2); err != nil || b2.TxID != b1.TxID || !b2.Repeated {
+	if err := c.Call(api.MethodBegin, api.BeginParams{Key: "b"}, &b2); err != nil || b2.TxID != b1.TxID || !b2.Repeated {
 		t.Fatalf("begin repeated with its key: %+v, %v; want tx %d, repeated", b2, err, b1.TxID)
 	}
 }
@@ -156,18 +157,18 @@ func TestInDoubtAndResolve(t *testing.T) {
 	// A long backoff, so that only resolve gets the decision there soon.
 	c := startCluster(t, clusterConfig{participants: 2, coordLog: &logs,
 		engine: engine.CoordinatorConfig{RetryMin: 10 * time.Minute, RetryMax: 10 * time.Minute}})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.mustExec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
-	c.stopParticipant(1)
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
+	c.StopParticipant(1)
 	var r engine.OutcomeReply
-	if err := c.call(api.MethodRollback, api.TxParams{TxID: tx}, &r); err != nil || r.Outcome != engine.OutcomeAbort {
+	if err := c.Call(api.MethodRollback, api.TxParams{TxID: tx}, &r); err != nil || r.Outcome != engine.OutcomeAbort {
 		t.Fatalf("rollback: %+v, %v", r, err)
 	}
 	var list []api.InDoubtTx
-	eventually(t, "the abort in doubt at p1, p1 unreachable", func() bool {
+	testcluster.Eventually(t, "the abort in doubt at p1, p1 unreachable", func() bool {
 		list = nil
-		if err := c.call(api.MethodInDoubt, struct{}{}, &list); err != nil {
+		if err := c.Call(api.MethodInDoubt, struct{}{}, &list); err != nil {
 			t.Fatal(err)
 		}
 		return len(list) == 1 && len(list[0].WaitingOn) == 1 && !list[0].WaitingOn[0].Reachable
@@ -176,16 +177,16 @@ func TestInDoubtAndResolve(t *testing.T) {
 	if d.TxID != tx || d.State != "aborting" || !strings.Contains(d.Waiting, "abort") || d.WaitingOn[0].Node != 1 || d.AgeMillis <= 0 || d.NextTryMillis <= 0 {
 		t.Fatalf("in doubt: %+v", d)
 	}
-	c.restartParticipant(1)
+	c.StartParticipant(1)
 	var st engine.StatusReply
-	if err := c.call(api.MethodResolve, api.TxParams{TxID: tx}, &st); err != nil || st.TxID != tx {
+	if err := c.Call(api.MethodResolve, api.TxParams{TxID: tx}, &st); err != nil || st.TxID != tx {
 		t.Fatalf("resolve: %+v, %v", st, err)
 	}
-	eventually(t, "the transaction ended after resolve", func() bool { return c.status(tx).State == "aborted" })
-	if err := c.call(api.MethodInDoubt, struct{}{}, &list); err != nil || len(list) != 0 {
+	testcluster.Eventually(t, "the transaction ended after resolve", func() bool { return c.Status(tx).State == "aborted" })
+	if err := c.Call(api.MethodInDoubt, struct{}{}, &list); err != nil || len(list) != 0 {
 		t.Fatalf("in doubt after resolve: %+v, %v", list, err)
 	}
-	if err := c.call(api.MethodResolve, api.TxParams{TxID: tx}, &st); rpcCode(err) != rpc.CodeTxNotActive {
+	if err := c.Call(api.MethodResolve, api.TxParams{TxID: tx}, &st); rpcCode(err) != rpc.CodeTxNotActive {
 		t.Fatalf("resolve of an ended transaction: %v, want not active", err)
 	}
 	if n := strings.Count(logs.String(), "manual resolve"); n != 2 {

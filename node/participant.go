@@ -229,23 +229,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch, Coordinator: p.opts.Coordinator}, nil
 		},
 	}
-	for _, method := range participantMethods {
-		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
-			msg, err := api.DecodeMessage(method, raw)
-			if err != nil {
-				return nil, err
-			}
-			// A refused message is a lost one, which the protocol
-			// survives; the sender learns at once that it did not arrive.
-			if err := p.notReady(); err != nil {
-				return nil, err
-			}
-			if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: msg}) {
-				return nil, unavailable(errStopped)
-			}
-			return api.Ack{}, nil
-		}
-	}
+	serveMessages(m, participantMethods, p.loop, p.notReady)
 	return m
 }
 

@@ -395,15 +395,19 @@ func TestMethodsWithoutParamsAreStrict(t *testing.T) {
 		{api.MethodPing, "", 0},
 		{api.MethodPing, `{"cluster":"x"}`, rpc.CodeInvalidParams},
 	}
-	for _, tc := range cases {
-		body := `{"jsonrpc":"2.0","id":1,"method":"` + tc.method + `"`
-		if tc.params != "" {
-			body += `,"params":` + tc.params
+	ask := func(who, url, method, params string, want int) {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `"`
+		if params != "" {
+			body += `,"params":` + params
 		}
 		body += "}"
-		if status, code := rpcAnswer(t, url, "application/json", "", []byte(body)); status != http.StatusOK || code != tc.code {
-			t.Errorf("%s: HTTP %d code %d, want code %d", body, status, code, tc.code)
+		if status, code := rpcAnswer(t, url, "application/json", "", []byte(body)); status != http.StatusOK || code != want {
+			t.Errorf("%s %s: HTTP %d code %d, want code %d", who, body, status, code, want)
 		}
+	}
+	for _, tc := range cases {
+		ask("coordinator", url, tc.method, tc.params, tc.code)
 	}
 	// A participant's ping is as strict as the coordinator's.
 	part := "http://" + c.PartAddrs[0] + "/rpc"
@@ -411,13 +415,6 @@ func TestMethodsWithoutParamsAreStrict(t *testing.T) {
 		params string
 		code   int
 	}{{"", 0}, {`{"cluster":"x"}`, rpc.CodeInvalidParams}, {`null`, rpc.CodeInvalidParams}} {
-		body := `{"jsonrpc":"2.0","id":1,"method":"` + api.MethodPing + `"`
-		if tc.params != "" {
-			body += `,"params":` + tc.params
-		}
-		body += "}"
-		if status, code := rpcAnswer(t, part, "application/json", "", []byte(body)); status != http.StatusOK || code != tc.code {
-			t.Errorf("participant %s: HTTP %d code %d, want code %d", body, status, code, tc.code)
-		}
+		ask("participant", part, api.MethodPing, tc.params, tc.code)
 	}
 }

@@ -22,23 +22,23 @@ const (
 // type OIDs, over JSON-RPC and in the process.
 func TestResultCarriesColumnTypes(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 1})
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'one')")
-	r := c.mustExec(tx, 0, "SELECT k, v, count(*) OVER () FROM kv")
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'one')")
+	r := c.Exec(tx, 0, "SELECT k, v, count(*) OVER () FROM kv")
 	if want := []uint32{oidInt4, oidText, oidInt8}; !slices.Equal(r.Result.Types, want) {
 		t.Fatalf("types over JSON-RPC = %v, want %v (columns %v)", r.Result.Types, want, r.Result.Columns)
 	}
 	// With parameters the statement takes the other path (textParams).
-	r = c.mustExec(tx, 0, "SELECT v FROM kv WHERE k = $1", 1)
+	r = c.Exec(tx, 0, "SELECT v FROM kv WHERE k = $1", 1)
 	if !slices.Equal(r.Result.Types, []uint32{oidText}) || len(r.Result.Rows) != 1 {
 		t.Fatalf("with a parameter: types %v rows %v", r.Result.Types, r.Result.Rows)
 	}
-	c.commit(tx)
+	c.Commit(tx)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	zero := engine.NodeID(0)
-	reply, err := c.coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{{Node: &zero, SQL: "SELECT 1::int8 AS n"}}, Commit: true})
+	reply, err := c.Coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{{Node: &zero, SQL: "SELECT 1::int8 AS n"}}, Commit: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +55,9 @@ func TestDescribeRunsNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	zero := engine.NodeID(0)
-	tx := c.begin()
-	c.mustExec(tx, 0, "CREATE TABLE fresh (id bigint, name text)")
-	r, err := c.coord.Exec(ctx, api.ExecParams{TxID: tx, Node: &zero, SQL: "INSERT INTO fresh VALUES ($1, $2) RETURNING id", Describe: true})
+	tx := c.Begin()
+	c.Exec(tx, 0, "CREATE TABLE fresh (id bigint, name text)")
+	r, err := c.Coord.Exec(ctx, api.ExecParams{TxID: tx, Node: &zero, SQL: "INSERT INTO fresh VALUES ($1, $2) RETURNING id", Describe: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +65,11 @@ func TestDescribeRunsNothing(t *testing.T) {
 		t.Fatalf("describe: %+v", r.Result)
 	}
 	var n int
-	if err := c.data(0).QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'fresh'").Scan(&n); err != nil || n != 0 {
+	if err := c.Data[0].QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = 'fresh'").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("fresh visible outside its transaction (%d, %v)", n, err)
 	}
-	if o := c.commit(tx); o.Outcome != engine.OutcomeCommit {
-		t.Fatalf("commit: %+v", o)
-	}
-	eventually(t, "applied", func() bool { return c.status(tx).State == "committed" })
-	if err := c.data(0).QueryRow(ctx, "SELECT count(*) FROM fresh").Scan(&n); err != nil || n != 0 {
+	c.CommitApplied(tx)
+	if err := c.Data[0].QueryRow(ctx, "SELECT count(*) FROM fresh").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the described insert ran: %d rows (%v)", n, err)
 	}
 }
@@ -82,7 +79,7 @@ func TestDescribeRunsNothing(t *testing.T) {
 // and in the process.
 func TestStatementErrorCarriesSQLState(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2})
-	c.exec1(1, "INSERT INTO kv VALUES (7, 'seven')")
+	c.Exec1(1, "INSERT INTO kv VALUES (7, 'seven')")
 	check := func(how string, err error) {
 		t.Helper()
 		if !rpc.IsCode(err, rpc.CodeAborted) {
@@ -93,25 +90,25 @@ func TestStatementErrorCarriesSQLState(t *testing.T) {
 			t.Fatalf("%s: SQL error %+v (%v)", how, e, err)
 		}
 	}
-	tx := c.begin()
-	_, err := c.exec(tx, 1, "INSERT INTO kv VALUES (7, 'again')")
+	tx := c.Begin()
+	_, err := c.TryExec(tx, 1, "INSERT INTO kv VALUES (7, 'again')")
 	check("exec over JSON-RPC", err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	zero, one := engine.NodeID(0), engine.NodeID(1)
-	_, err = c.coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{
+	_, err = c.Coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{
 		{Node: &zero, SQL: "INSERT INTO kv VALUES (8, 'eight')"},
 		{Node: &one, SQL: "INSERT INTO kv VALUES (7, 'again')"},
 	}, Commit: true})
 	check("transact in process", err)
 	// A one-participant transact commits with its statement (the decider
 	// path): its error still says what PostgreSQL said.
-	_, err = c.coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{{Node: &one, SQL: "INSERT INTO kv VALUES (7, 'again')"}}, Commit: true})
+	_, err = c.Coord.Transact(ctx, api.TransactParams{Statements: []api.StatementParams{{Node: &one, SQL: "INSERT INTO kv VALUES (7, 'again')"}}, Commit: true})
 	check("one-phase transact in process", err)
-	_, err = c.coord.Exec(ctx, api.ExecParams{Node: &one, SQL: "INSERT INTO kv VALUES (7, 'again')"})
+	_, err = c.Coord.Exec(ctx, api.ExecParams{Node: &one, SQL: "INSERT INTO kv VALUES (7, 'again')"})
 	check("exec beginning a transaction, in process", err)
-	if got := c.keys(0); len(got) != 0 {
+	if got := c.Keys(0); len(got) != 0 {
 		t.Fatalf("node 0 kept %v from a transaction that failed", got)
 	}
 }

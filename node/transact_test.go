@@ -11,6 +11,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -21,24 +22,24 @@ func stmt(n int, sql string, args ...any) api.StatementParams {
 
 func (c *testCluster) transact(p api.TransactParams) (api.TransactReply, error) {
 	var r api.TransactReply
-	err := c.call(api.MethodTransact, p, &r)
+	err := c.Call(api.MethodTransact, p, &r)
 	return r, err
 }
 
 // wantRolledBack checks that the transaction an error says was rolled back
 // was: its id is only in the message, since no reply named it.
 func (c *testCluster) wantRolledBack(err error) {
-	c.t.Helper()
+	c.T.Helper()
 	m := regexp.MustCompile(`\(transaction (\d+) rolled back\)`).FindStringSubmatch(err.Error())
 	if m == nil {
-		c.t.Fatalf("error %q does not say which transaction was rolled back", err)
+		c.T.Fatalf("error %q does not say which transaction was rolled back", err)
 	}
 	id, _ := strconv.ParseUint(m[1], 10, 64)
 	tx := engine.TxID(id)
 	// Decided abort; "aborting" until every participant it touched
 	// acknowledged, which an unreachable one cannot.
-	eventually(c.t, fmt.Sprintf("transaction %d decided abort", tx), func() bool {
-		return c.status(tx).Outcome == engine.OutcomeAbort
+	testcluster.Eventually(c.T, fmt.Sprintf("transaction %d decided abort", tx), func() bool {
+		return c.Status(tx).Outcome == engine.OutcomeAbort
 	})
 }
 
@@ -68,12 +69,12 @@ func TestTransactCommitsInOneCall(t *testing.T) {
 	if got := r.Results[3].Rows; len(got) != 1 || got[0][0] != "0" {
 		t.Fatalf("count on node 2: %v", got)
 	}
-	eventually(t, "applied", func() bool { return c.status(r.TxID).State == "committed" })
+	testcluster.Eventually(t, "applied", func() bool { return c.Status(r.TxID).State == "committed" })
 	var v string
-	if err := c.data(0).QueryRow(t.Context(), "SELECT v FROM kv WHERE k = 1").Scan(&v); err != nil || v != "c" {
+	if err := c.Data[0].QueryRow(t.Context(), "SELECT v FROM kv WHERE k = 1").Scan(&v); err != nil || v != "c" {
 		t.Fatalf("node 0 has v = %q (%v), want c", v, err)
 	}
-	if got := c.keys(1); !slices.Equal(got, []int{2}) {
+	if got := c.Keys(1); !slices.Equal(got, []int{2}) {
 		t.Fatalf("node 1 keys %v", got)
 	}
 }
@@ -84,7 +85,7 @@ var noIdleAbort = clusterConfig{engine: engine.CoordinatorConfig{IdleTimeout: ti
 
 func TestTransactFailedStatementRollsBack(t *testing.T) {
 	c := startCluster(t, noIdleAbort)
-	c.exec1(1, "INSERT INTO kv VALUES (7, 'x')")
+	c.Exec1(1, "INSERT INTO kv VALUES (7, 'x')")
 	_, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (7, 'y')"),
 		stmt(1, "INSERT INTO kv VALUES (7, 'y')"), // duplicate key
@@ -97,9 +98,9 @@ func TestTransactFailedStatementRollsBack(t *testing.T) {
 		t.Fatalf("error %q should name statements[1] and its cause", msg)
 	}
 	c.wantRolledBack(err)
-	c.settled()
+	c.Settled()
 	for i, want := range [][]int{nil, {7}, nil} {
-		if got := c.keys(i); !slices.Equal(got, want) {
+		if got := c.Keys(i); !slices.Equal(got, want) {
 			t.Fatalf("node %d keys %v, want %v", i, got, want)
 		}
 	}
@@ -129,19 +130,19 @@ func TestTransactRefusesBadStatementsBeforeRunning(t *testing.T) {
 		}
 	}
 	// Nothing ran: a transaction begun now is the first after the table's.
-	tx := c.begin()
-	if st := c.status(tx - 1); st.State != "committed" && st.State != "forgotten" {
+	tx := c.Begin()
+	if st := c.Status(tx - 1); st.State != "committed" && st.State != "forgotten" {
 		t.Fatalf("transaction %d before %d is %s: a refused call began one", tx-1, tx, st.State)
 	}
-	if got := c.keys(0); len(got) != 0 {
+	if got := c.Keys(0); len(got) != 0 {
 		t.Fatalf("node 0 keys %v", got)
 	}
 }
 
 func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	c := startCluster(t, clusterConfig{})
-	tx := c.begin()
-	c.mustExec(tx, 2, "INSERT INTO kv VALUES (1, 'a')")
+	tx := c.Begin()
+	c.Exec(tx, 2, "INSERT INTO kv VALUES (1, 'a')")
 	r, err := c.transact(api.TransactParams{TxID: tx, Statements: []api.StatementParams{
 		stmt(0, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(1, "INSERT INTO kv VALUES (3, 'c')"),
@@ -152,7 +153,7 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	if r.TxID != tx || r.Outcome != nil || len(r.Results) != 2 {
 		t.Fatalf("reply %+v, want tx %d's two results and no outcome", r, tx)
 	}
-	if st := c.status(tx); st.State != "active" {
+	if st := c.Status(tx); st.State != "active" {
 		t.Fatalf("transaction is %s, want active until its commit", st.State)
 	}
 	r, err = c.transact(api.TransactParams{TxID: tx, Commit: true, Statements: []api.StatementParams{
@@ -161,24 +162,24 @@ func TestTransactContinuesAnOpenTransaction(t *testing.T) {
 	if err != nil || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit: %+v, %v", r, err)
 	}
-	eventually(t, "applied", func() bool { return c.status(tx).State == "committed" })
+	testcluster.Eventually(t, "applied", func() bool { return c.Status(tx).State == "committed" })
 	for i, want := range [][]int{{2}, {3, 4}, {1}} {
-		if got := c.keys(i); !slices.Equal(got, want) {
+		if got := c.Keys(i); !slices.Equal(got, want) {
 			t.Fatalf("node %d keys %v, want %v", i, got, want)
 		}
 	}
 
 	// A failure in an open transaction leaves it to its client, as exec
 	// does: abort-only, not rolled back behind the client's back.
-	tx = c.begin()
+	tx = c.Begin()
 	_, err = c.transact(api.TransactParams{TxID: tx, Statements: []api.StatementParams{stmt(0, "SELECT * FROM missing")}})
 	if rpcCode(err) != rpc.CodeAborted || strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("err %v, want code %d without a rollback", err, rpc.CodeAborted)
 	}
-	if st := c.status(tx); st.State != "active" {
+	if st := c.Status(tx); st.State != "active" {
 		t.Fatalf("transaction is %s, want active (abort-only)", st.State)
 	}
-	if out := c.commit(tx); out.Outcome != engine.OutcomeAbort {
+	if out := c.Commit(tx); out.Outcome != engine.OutcomeAbort {
 		t.Fatalf("commit of a failed transaction: %+v", out)
 	}
 }
@@ -200,8 +201,8 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 	// refused as a whole, before any of its statements runs; the
 	// transaction stays usable, and nothing is committed behind the
 	// client's back.
-	tx := c.begin()
-	c.mustExec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	tx := c.Begin()
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
 	_, err = c.transact(api.TransactParams{TxID: tx, Commit: true, Statements: []api.StatementParams{
 		stmt(1, "INSERT INTO kv VALUES (2, 'b')"),
 		stmt(2, "INSERT INTO kv VALUES (3, 'c')"),
@@ -210,15 +211,12 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 	if rpcCode(err) != rpc.CodeLimit || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err %v, want code %d saying %q", err, rpc.CodeLimit, want)
 	}
-	if st := c.status(tx); st.State != "active" {
+	if st := c.Status(tx); st.State != "active" {
 		t.Fatalf("transaction is %s, want active", st.State)
 	}
-	if out := c.commit(tx); out.Outcome != engine.OutcomeCommit {
-		t.Fatalf("commit: %+v", out)
-	}
-	eventually(t, "applied", func() bool { return c.status(tx).State == "committed" })
+	c.CommitApplied(tx)
 	for i, want := range [][]int{{1}, nil, nil} {
-		if got := c.keys(i); !slices.Equal(got, want) {
+		if got := c.Keys(i); !slices.Equal(got, want) {
 			t.Fatalf("node %d keys %v, want %v", i, got, want)
 		}
 	}
@@ -229,7 +227,7 @@ func TestTransactKeepsTheStatementLimit(t *testing.T) {
 // transaction is doomed; the error names the statement that doomed it.
 func TestTransactReportsTheCause(t *testing.T) {
 	c := startCluster(t, noIdleAbort)
-	c.stopParticipant(1)
+	c.StopParticipant(1)
 	_, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		stmt(0, "SELECT pg_sleep(1)"),
 		stmt(0, "SELECT 1"),
@@ -243,7 +241,7 @@ func TestTransactReportsTheCause(t *testing.T) {
 
 func TestTransactReportsANoVote(t *testing.T) {
 	c := startCluster(t, clusterConfig{})
-	c.exec1(1, "CREATE TABLE once (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+	c.Exec1(1, "CREATE TABLE once (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
 	// The duplicate passes its statement and fails at PREPARE, where the
 	// deferred check runs: node 1 votes no.
 	r, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
@@ -256,8 +254,8 @@ func TestTransactReportsANoVote(t *testing.T) {
 	if r.Outcome == nil || *r.Outcome != engine.OutcomeAbort || !strings.Contains(r.Reason, "duplicate key") {
 		t.Fatalf("reply %+v, want abort for the duplicate", r)
 	}
-	c.settled()
-	if got := c.keys(0); len(got) != 0 {
+	c.Settled()
+	if got := c.Keys(0); len(got) != 0 {
 		t.Fatalf("node 0 keys %v", got)
 	}
 }

@@ -103,47 +103,6 @@ func keysOn(node, n, start int) []int {
 	return keys
 }
 
-// rowsOn reads kv on participant node's data database directly.
-func (f *frontDoor) rowsOn(node int) map[int]string {
-	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rows, err := f.c.Data[node].Query(ctx, "SELECT k, v FROM kv")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	out := map[int]string{}
-	for rows.Next() {
-		var k int
-		var v string
-		if err := rows.Scan(&k, &v); err != nil {
-			f.t.Fatal(err)
-		}
-		out[k] = v
-	}
-	if err := rows.Err(); err != nil {
-		f.t.Fatal(err)
-	}
-	return out
-}
-
-// preparedOn lists the prepared transactions left on participant node's
-// data server.
-func (f *frontDoor) preparedOn(node int) []string {
-	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rows, err := f.c.Data[node].Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return gids
-}
-
 // openOn counts the data server's sessions of the participant that are in
 // a transaction.
 func (f *frontDoor) openOn(node int) int {
@@ -168,12 +127,12 @@ func (f *frontDoor) wantRows(want map[int]string) {
 	testcluster.Eventually(f.t, "rows applied on both participants", func() bool {
 		got := 0
 		for n := range 2 {
-			got += len(f.rowsOn(n))
+			got += len(testcluster.KV(f.t, f.c.Data[n]))
 		}
 		return got >= len(want)
 	})
 	for n := range 2 {
-		got := f.rowsOn(n)
+		got := testcluster.KV(f.t, f.c.Data[n])
 		for k, v := range want {
 			onThis := shard.NodeFor(strconv.Itoa(k), 2) == engine.NodeID(n)
 			if gv, ok := got[k]; ok != onThis || ok && gv != v {
@@ -196,7 +155,7 @@ func (f *frontDoor) nothingLeft() {
 		return f.openOn(0) == 0 && f.openOn(1) == 0
 	})
 	for n := range 2 {
-		if gids := f.preparedOn(n); len(gids) > 0 {
+		if gids := f.c.Prepared(n); len(gids) > 0 {
 			f.t.Fatalf("participant %d left prepared: %v", n, gids)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/replay"
 )
@@ -99,7 +100,7 @@ func writeBigLog(t *testing.T, pool *pgxpool.Pool, n int) bigLog {
 // time, CPU time and peak resident set size, after checking what it reports.
 func replayBig(t *testing.T, uri string, want bigLog) (wall, cpu time.Duration, rss int64) {
 	t.Helper()
-	cmd := exec.Command(tpcdBin, "replay", "--log-db", uri, "--format", "json", "--limit", "5")
+	cmd := exec.Command(testbin.Binary(t), "replay", "--log-db", uri, "--format", "json", "--limit", "5")
 	began := time.Now()
 	out, err := cmd.Output()
 	took := time.Since(began)

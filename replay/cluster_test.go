@@ -19,40 +19,23 @@ import (
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
-	"github.com/tpcd/tpcd/rpc"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/replay")
 
-// tpcdBin is the tpcd binary built for the tests that run the command.
-var tpcdBin string
-
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
+	os.Exit(testbin.Main(m, pgtest.Main))
 }
 
-// cluster is a coordinator and participants in this process, each node
-// with its own log database (and data database) on the shared test server,
-// talking JSON-RPC over loopback, as separate tpcd processes would.
+// cluster is a coordinator and participants in this process
+// (internal/testcluster), as separate tpcd processes would be.
 type cluster struct {
-	t       *testing.T
-	logger  *slog.Logger
-	compact time.Duration
-	// The ports are held for the whole test: a node restarted on its
-	// port gets it back (testbin.Port).
-	coordPort *testbin.Port
-	coordAddr string
-	coordDBs  *node.Databases
-	coord     *node.Coordinator
-	partPorts []*testbin.Port
-	partAddrs []string
-	partDBs   []*node.Databases
-	parts     []*node.Participant
-	client    *rpc.Client
+	*testcluster.Cluster
 	// began are the transactions begun through begin, which settled waits
 	// for.
 	began []engine.TxID
@@ -65,152 +48,32 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func openDBs(t *testing.T, spec node.DatabaseSpec) *node.Databases {
-	t.Helper()
-	dbs, err := node.OpenDatabases(context.Background(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dbs.Close() })
-	return dbs
-}
-
 // startCluster starts n participants and a coordinator and creates the
 // table kv (k int primary key, v text) on every participant. compact is
-// the nodes' CompactEvery (negative: never).
+// the nodes' CompactEvery (negative: never). The ports are held for the
+// whole test, so a node restarted on its port gets it back.
 func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 	t.Helper()
-	c := &cluster{
-		t:       t,
-		logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		compact: compact,
-	}
-	c.coordDBs = openDBs(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: c.logger})
-	for range n {
-		c.partDBs = append(c.partDBs, openDBs(t, node.DatabaseSpec{
-			LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: c.logger, MaxConns: 20,
-		}))
-	}
-	c.coordPort, c.partPorts = testbin.HoldPort(t), testbin.HoldPorts(t, n)
-	c.coordAddr, c.partAddrs = c.coordPort.Addr, testbin.Addrs(c.partPorts)
-	c.parts = make([]*node.Participant, n)
-	for i := range n {
-		c.startParticipant(i)
-	}
-	c.startCoordinator()
-	c.client = rpc.NewClient(c.coordAddr, rpc.ClientOptions{})
-	t.Cleanup(func() {
-		c.client.Close()
-		c.stop()
-	})
-	for i := range n {
-		tx := c.begin()
-		c.exec(tx, i, "CREATE TABLE kv (k int PRIMARY KEY, v text)")
-		c.mustCommit(tx)
-	}
-	// A commit is answered once decided; the tables exist once applied.
-	c.settled()
-	return c
-}
-
-func (c *cluster) startCoordinator() {
-	c.t.Helper()
-	coord, err := node.StartCoordinator(context.Background(), c.coordPort.Lend(), node.CoordinatorOptions{
-		Participants: c.partAddrs, Log: c.coordDBs.Log, Logger: c.logger, CompactEvery: c.compact,
-		Engine: engine.CoordinatorConfig{RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.coord = coord
-}
-
-func (c *cluster) startParticipant(i int) {
-	c.t.Helper()
-	p, err := node.StartParticipant(context.Background(), c.partPorts[i].Lend(), node.ParticipantOptions{
-		ID: engine.NodeID(i), Coordinator: c.coordAddr, Log: c.partDBs[i].Log, Data: c.partDBs[i].Data,
-		Logger: c.logger, CompactEvery: c.compact, KeepEnded: time.Millisecond,
-		Engine: engine.ParticipantConfig{InquireAfter: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.parts[i] = p
-}
-
-func (c *cluster) stopCoordinator() {
-	if c.coord != nil {
-		c.coord.Close()
-		c.coord = nil
-	}
-}
-
-func (c *cluster) stopParticipant(i int) {
-	if c.parts[i] != nil {
-		c.parts[i].Close()
-		c.parts[i] = nil
-	}
-}
-
-// stop closes every node; the databases stay.
-func (c *cluster) stop() {
-	c.stopCoordinator()
-	for i := range c.parts {
-		c.stopParticipant(i)
-	}
-}
-
-func (c *cluster) call(method string, params, result any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return c.client.Call(ctx, method, params, result)
+	return &cluster{Cluster: testcluster.Start(t, testcluster.Config{
+		Participants: n,
+		HoldPorts:    true,
+		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Coordinator: func(o *node.CoordinatorOptions) {
+			o.CompactEvery = compact
+			o.Engine = engine.CoordinatorConfig{RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+		},
+		Participant: func(_ int, o *node.ParticipantOptions) {
+			o.CompactEvery, o.KeepEnded = compact, time.Millisecond
+			o.Engine = engine.ParticipantConfig{InquireAfter: 100 * time.Millisecond, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+		},
+	})}
 }
 
 func (c *cluster) begin() engine.TxID {
-	c.t.Helper()
-	var r engine.BeginReply
-	if err := c.call(api.MethodBegin, struct{}{}, &r); err != nil {
-		c.t.Fatalf("begin: %v", err)
-	}
-	c.began = append(c.began, r.TxID)
-	return r.TxID
-}
-
-func (c *cluster) tryExec(tx engine.TxID, n int, sql string, args ...any) error {
-	id := engine.NodeID(n)
-	var r engine.ExecReply
-	return c.call(api.MethodExec, api.ExecParams{TxID: tx, Node: &id, SQL: sql, Args: args}, &r)
-}
-
-func (c *cluster) exec(tx engine.TxID, n int, sql string, args ...any) {
-	c.t.Helper()
-	if err := c.tryExec(tx, n, sql, args...); err != nil {
-		c.t.Fatalf("exec tx %d on %d: %v", tx, n, err)
-	}
-}
-
-func (c *cluster) commit(tx engine.TxID) engine.OutcomeReply {
-	c.t.Helper()
-	var r engine.OutcomeReply
-	if err := c.call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
-		c.t.Fatalf("commit %d: %v", tx, err)
-	}
-	return r
-}
-
-func (c *cluster) mustCommit(tx engine.TxID) {
-	c.t.Helper()
-	if r := c.commit(tx); r.Outcome != engine.OutcomeCommit {
-		c.t.Fatalf("tx %d: %s (%s)", tx, r.Outcome, r.Reason)
-	}
-}
-
-func (c *cluster) rollback(tx engine.TxID) {
-	c.t.Helper()
-	var r engine.OutcomeReply
-	if err := c.call(api.MethodRollback, api.TxParams{TxID: tx}, &r); err != nil {
-		c.t.Fatalf("rollback %d: %v", tx, err)
-	}
+	c.T.Helper()
+	tx := c.Begin()
+	c.began = append(c.began, tx)
+	return tx
 }
 
 // logRef is one node's log, with the data database of a participant.
@@ -223,8 +86,8 @@ type logRef struct {
 }
 
 func (c *cluster) logs() []logRef {
-	out := []logRef{{node: api.CoordinatorName, log: c.coordDBs.Log, logURI: c.coordDBs.LogURI}}
-	for i, d := range c.partDBs {
+	out := []logRef{{node: api.CoordinatorName, log: c.CoordDBs.Log, logURI: c.CoordDBs.LogURI}}
+	for i, d := range c.PartDBs {
 		out = append(out, logRef{node: api.ParticipantName(engine.NodeID(i)), log: d.Log, logURI: d.LogURI, data: d.Data, dataURI: d.DataURI})
 	}
 	return out
@@ -232,7 +95,7 @@ func (c *cluster) logs() []logRef {
 
 // replayOf replays one node's log (with its data database for a
 // participant).
-func replayOf(t *testing.T, l logRef, opts replay.Options) *replay.Report {
+func replayOf(t testing.TB, l logRef, opts replay.Options) *replay.Report {
 	t.Helper()
 	opts.Log, opts.Data = l.log, l.data
 	rep, err := replay.Run(context.Background(), opts)
@@ -245,14 +108,14 @@ func replayOf(t *testing.T, l logRef, opts replay.Options) *replay.Report {
 // settled waits until no node holds a transaction in memory and nothing
 // is left prepared, judged by replaying every log.
 func (c *cluster) settled() {
-	c.t.Helper()
+	c.T.Helper()
 	// The coordinator first: until every participant has acknowledged, its
 	// log may not yet show the decision (an abort is logged lazily) while
 	// the participants' logs already look finished.
-	eventually(c.t, "the coordinator ended every transaction begun", func() bool {
+	testcluster.Eventually(c.T, "the coordinator ended every transaction begun", func() bool {
 		for _, tx := range c.began {
 			var st engine.StatusReply
-			if err := c.call(api.MethodStatus, api.TxParams{TxID: tx}, &st); err != nil {
+			if err := c.Call(api.MethodStatus, api.TxParams{TxID: tx}, &st); err != nil {
 				return false
 			}
 			switch st.State {
@@ -263,9 +126,9 @@ func (c *cluster) settled() {
 		}
 		return true
 	})
-	eventually(c.t, "every transaction ended on every node", func() bool {
+	testcluster.Eventually(c.T, "every transaction ended on every node", func() bool {
 		for _, l := range c.logs() {
-			rep := replayOf(c.t, l, replay.Options{})
+			rep := replayOf(c.T, l, replay.Options{})
 			if rep.Nodes[0].InMemory != 0 || !rep.Consistent() {
 				return false
 			}
@@ -275,18 +138,6 @@ func (c *cluster) settled() {
 		}
 		return true
 	})
-}
-
-// eventually polls cond; the deadline only bounds a broken run.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // appendEvents writes hand-made events to a node's log as one row, as the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/replay"
 )
@@ -19,7 +20,7 @@ func compacted(t *testing.T, l logRef) {
 	t.Helper()
 	store := logstore.New(l.log)
 	ctx := context.Background()
-	eventually(t, l.node+" compacted to its node-level events", func() bool {
+	testcluster.Eventually(t, l.node+" compacted to its node-level events", func() bool {
 		left := 0
 		err := store.Scan(ctx, l.node, func(r logstore.Record) error {
 			if r.Tx != 0 && !violation(t, r) {
@@ -56,13 +57,13 @@ func TestCompaction(t *testing.T) {
 	for i := range 20 {
 		tx := c.begin()
 		txs = append(txs, tx)
-		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
-		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.Exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
 		if i%4 == 3 {
-			c.rollback(tx)
+			c.Rollback(tx)
 			aborted = append(aborted, 100+i)
 		} else {
-			c.mustCommit(tx)
+			c.MustCommit(tx)
 			committed = append(committed, 100+i)
 		}
 	}
@@ -98,13 +99,13 @@ func TestCompaction(t *testing.T) {
 	}
 
 	// Restart the coordinator and participant 0 on their compacted logs.
-	c.stopCoordinator()
-	c.stopParticipant(0)
-	c.startParticipant(0)
-	c.startCoordinator()
+	c.StopCoordinator()
+	c.StopParticipant(0)
+	c.StartParticipant(0)
+	c.StartCoordinator()
 
 	var st engine.StatusReply
-	if err := c.call(api.MethodStatus, api.TxParams{TxID: txs[0]}, &st); err != nil {
+	if err := c.Call(api.MethodStatus, api.TxParams{TxID: txs[0]}, &st); err != nil {
 		t.Fatal(err)
 	}
 	// The log forgot it; the outcomes the coordinator keeps beside the log
@@ -118,9 +119,9 @@ func TestCompaction(t *testing.T) {
 			t.Fatalf("tx id %d after the restart reuses or precedes an id before it (last %d)", tx, txs[len(txs)-1])
 		}
 		txs = append(txs, tx)
-		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
-		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
-		c.mustCommit(tx)
+		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
+		c.Exec(tx, 1, "INSERT INTO kv VALUES ($1, 'y')", 200+i)
+		c.MustCommit(tx)
 		committed = append(committed, 200+i)
 	}
 	c.settled()
@@ -135,20 +136,8 @@ func TestCompaction(t *testing.T) {
 	if after.Coordinator.Incarnations != 2 || after.Epoch != 2 || after.Coordinator.NextTx <= uint64(txs[len(txs)-1]) {
 		t.Errorf("coordinator after the restart: epoch %d, %+v", after.Epoch, after.Coordinator)
 	}
-	for i := range c.parts {
-		var keys []int
-		rows, err := c.partDBs[i].Data.Query(ctx, "SELECT k FROM kv ORDER BY k")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var k int
-			if err := rows.Scan(&k); err != nil {
-				t.Fatal(err)
-			}
-			keys = append(keys, k)
-		}
-		rows.Close()
+	for i := range c.Parts {
+		keys := c.Keys(i)
 		if fmt.Sprint(keys) != fmt.Sprint(committed) {
 			t.Errorf("participant %d holds keys %v, want the committed ones %v (aborted: %v)", i, keys, committed, aborted)
 		}
@@ -165,12 +154,12 @@ func TestCompactionAfterRestart(t *testing.T) {
 	c := startCluster(t, 2, -1)
 	for i := range 6 {
 		tx := c.begin()
-		c.exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
-		c.exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
+		c.Exec(tx, 1, "INSERT INTO kv VALUES ($1, 'x')", 100+i)
 		if i%3 == 2 {
-			c.rollback(tx)
+			c.Rollback(tx)
 		} else {
-			c.mustCommit(tx)
+			c.MustCommit(tx)
 		}
 	}
 	c.settled()
@@ -182,16 +171,17 @@ func TestCompactionAfterRestart(t *testing.T) {
 			t.Fatalf("%s before the restart: states %v, want the 4 commits and 2 rollbacks still in the log", l.node, before.States)
 		}
 	}
-	c.stopCoordinator()
-	c.stopParticipant(0)
+	c.StopCoordinator()
+	c.StopParticipant(0)
 	// A violation recorded for one of them stays through compaction: it is
 	// evidence, not a transaction's state.
 	appendEvents(t, logs[1].log, logs[1].node, engine.PartViolation{TxID: last, Detail: "made by hand"})
-	c.compact = 50 * time.Millisecond
-	c.startParticipant(0)
-	c.startCoordinator()
+	c.PartOpts[0].CompactEvery = 50 * time.Millisecond
+	c.CoordOpts.CompactEvery = 50 * time.Millisecond
+	c.StartParticipant(0)
+	c.StartCoordinator()
 	compacted(t, logs[0])
-	eventually(t, logs[1].node+" compacted", func() bool {
+	testcluster.Eventually(t, logs[1].node+" compacted", func() bool {
 		st := replayOf(t, logs[1], replay.Options{}).Nodes[0].States
 		return st["committed"] == 0 && st["aborted"] == 0
 	})

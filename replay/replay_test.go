@@ -19,6 +19,8 @@ import (
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/replay"
 )
@@ -79,7 +81,7 @@ func lastRows(t *testing.T, logs ...logRef) []int64 {
 // runTpcd runs the tpcd binary and returns its stdout and exit status.
 func runTpcd(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(tpcdBin, args...)
+	cmd := exec.Command(testbin.Binary(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -139,27 +141,27 @@ func TestReplayCluster(t *testing.T) {
 	c := startCluster(t, 2, -1) // no compaction: ended transactions stay countable
 
 	tx := c.begin()
-	c.exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.exec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
-	c.mustCommit(tx)
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (1, 'a')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (1, 'a')")
+	c.MustCommit(tx)
 	c.settled()
 
 	tx = c.begin()
-	c.exec(tx, 0, "INSERT INTO kv VALUES (2, 'b')")
-	c.exec(tx, 1, "INSERT INTO kv VALUES (2, 'b')")
-	c.rollback(tx)
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (2, 'b')")
+	c.Exec(tx, 1, "INSERT INTO kv VALUES (2, 'b')")
+	c.Rollback(tx)
 	c.settled()
 
 	tx = c.begin()
-	c.exec(tx, 0, "INSERT INTO kv VALUES (3, 'c')")
-	if err := c.tryExec(tx, 1, "INSERT INTO kv VALUES (1, 'duplicate')"); err == nil {
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (3, 'c')")
+	if _, err := c.TryExec(tx, 1, "INSERT INTO kv VALUES (1, 'duplicate')"); err == nil {
 		t.Fatal("a duplicate key was accepted")
 	}
-	if r := c.commit(tx); r.Outcome != engine.OutcomeAbort {
+	if r := c.Commit(tx); r.Outcome != engine.OutcomeAbort {
 		t.Fatalf("tx %d with a failed statement: %s", tx, r.Outcome)
 	}
 	c.settled()
-	c.stop()
+	c.Stop()
 
 	logs := c.logs()
 	lives := lastRows(t, logs...)
@@ -213,12 +215,12 @@ func TestReplayCluster(t *testing.T) {
 	// start (who is the coordinator?) finds it and each logs the new epoch,
 	// which problems.golden shows: a participant started first may never
 	// ask again when no message comes its way.
-	c.startCoordinator()
-	for i := range c.parts {
-		c.startParticipant(i)
+	c.StartCoordinator()
+	for i := range c.Parts {
+		c.StartParticipant(i)
 	}
 	for _, l := range logs[1:] {
-		eventually(t, l.node+" logs the new epoch", func() bool {
+		testcluster.Eventually(t, l.node+" logs the new epoch", func() bool {
 			return replayOf(t, l, replay.Options{}).Nodes[0].Epoch == uint64(epoch)+1
 		})
 	}
@@ -231,10 +233,10 @@ func TestReplayCluster(t *testing.T) {
 	if tx <= inDoubt {
 		t.Errorf("new transaction id %d reuses an id up to %d", tx, inDoubt)
 	}
-	c.exec(tx, 0, "INSERT INTO kv VALUES (4, 'd')")
-	c.mustCommit(tx)
+	c.Exec(tx, 0, "INSERT INTO kv VALUES (4, 'd')")
+	c.MustCommit(tx)
 	c.settled()
-	c.stop()
+	c.Stop()
 
 	injectProblems(t, logs, epoch+1)
 }

@@ -157,7 +157,7 @@ func (c *BenchCmd) startsPostgres() bool { return c.Coordinator == "" }
 func startBenchCluster(ctx context.Context, s bench.ClusterSpec) (bench.StartedCluster, error) {
 	cl, err := localcluster.Start(ctx, localcluster.Options{
 		Participants: s.Participants, PGBin: s.PGBin, MaxConns: s.MaxConns,
-		EagerPrepared: !s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry, Protocol: s.Protocol},
+		LazyPrepared: s.LazyPrepared, Coordinator: engine.CoordinatorConfig{RetryMin: s.DecisionRetry, Protocol: s.Protocol},
 		Logger: s.Logger,
 	})
 	if err != nil {

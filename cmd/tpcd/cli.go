@@ -45,6 +45,13 @@ func (f ProtocolFlag) protocol() engine.Protocol {
 	return p
 }
 
+// LazyPreparedFlag is --[no-]lazy-prepared of the commands that run
+// participants: engine.ParticipantConfig.LazyPrepared, on unless turned
+// off.
+type LazyPreparedFlag struct {
+	LazyPrepared bool `help:"A participant votes yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
+}
+
 // Globals are flags every command takes.
 type Globals struct {
 	LogLevel  string `help:"Log level: debug, info, warn, error." enum:"debug,info,warn,error" default:"info"`

@@ -30,8 +30,9 @@ type ClusterCmd struct {
 	PG       bool   `name:"pg" help:"Serve the PostgreSQL protocol too (--no-pg: don't)." default:"true" negatable:""`
 	PGListen string `name:"pg-listen" help:"HOST:PORT of the PostgreSQL front door (default: 127.0.0.1, port base-port+n+1; a free port with --base-port 0)." placeholder:"HOST:PORT"`
 
-	ProtocolFlag `embed:""`
-	PGWireFlags  `embed:""`
+	ProtocolFlag     `embed:""`
+	LazyPreparedFlag `embed:""`
+	PGWireFlags      `embed:""`
 }
 
 // Help is the long help.
@@ -119,7 +120,7 @@ func (c *ClusterCmd) Run(g *Globals, ctx context.Context) error {
 	defer obs.close()
 	fmt.Fprintf(os.Stderr, "starting a coordinator and %d participants, each with its own PostgreSQL...\n", c.N)
 	opts := localcluster.Options{
-		Participants: c.N, BasePort: c.BasePort, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger,
+		Participants: c.N, BasePort: c.BasePort, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger, LazyPrepared: c.LazyPrepared,
 		Coordinator: engine.CoordinatorConfig{VoteTimeout: c.Timeout.D(), BatchSize: c.BatchSize, BatchFlush: c.BatchFlush.D(), Protocol: c.protocol()},
 	}
 	obs.observe(&opts)

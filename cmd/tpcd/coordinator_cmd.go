@@ -106,25 +106,11 @@ func (c *CoordinatorCmd) Validate() error {
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	// Listen first: whether peers must authenticate depends on the address
-	// bound, and a taken port should fail before any database starts.
-	ln, err := activation.Listen("tcp", c.Host)
+	ln, transport, obs, err := c.listen(c.Host, logger, true)
 	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+		return err
 	}
-	// Once serving, the node closes ln itself; closing it again is harmless.
 	defer ln.Close()
-	transport, warnings, err := c.secure(c.Host, ln.Addr())
-	if err != nil {
-		return err
-	}
-	for _, w := range warnings {
-		logger.Warn(w)
-	}
-	obs, err := startObservability(c.MetricsAddr, logger, true, transport)
-	if err != nil {
-		return err
-	}
 	defer obs.close()
 	observer := obs.coordinatorObserver()
 	pgObserver, _ := observer.(node.PostgresObserver)

@@ -8,12 +8,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-// tpcdBin is the tpcd binary built for the tests that run it.
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // runBin runs a tpcd binary and returns its output and exit status.
 func runBin(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {

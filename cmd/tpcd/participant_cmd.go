@@ -23,10 +23,10 @@ type ParticipantCmd struct {
 	LockTimeout      Seconds `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
 	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
 	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
-	LazyPrepared     bool    `help:"Vote yes once PREPARE TRANSACTION is durable, without waiting for the Prepared event in the log (one forced write less per commit); recovery then asks the coordinator about every prepared transaction. --no-lazy-prepared waits for the event first." default:"true" negatable:""`
-	MaxConns         int     `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
-	StateDir         string  `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
-	PGBin            string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+	LazyPreparedFlag `embed:""`
+	MaxConns         int    `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
+	StateDir         string `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
+	PGBin            string `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 
 	SecurityFlags `embed:""`
 }
@@ -79,25 +79,11 @@ func (c *ParticipantCmd) Validate() error {
 // Run starts the participant and serves until SIGINT/SIGTERM.
 func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	// Listen first: whether peers must authenticate depends on the address
-	// bound, and a taken port should fail before any database starts.
-	ln, err := activation.Listen("tcp", c.Host)
+	ln, transport, obs, err := c.listen(c.Host, logger, false)
 	if err != nil {
-		return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+		return err
 	}
-	// Once serving, the node closes ln itself; closing it again is harmless.
 	defer ln.Close()
-	transport, warnings, err := c.secure(c.Host, ln.Addr())
-	if err != nil {
-		return err
-	}
-	for _, w := range warnings {
-		logger.Warn(w)
-	}
-	obs, err := startObservability(c.MetricsAddr, logger, false, transport)
-	if err != nil {
-		return err
-	}
 	defer obs.close()
 	observer := obs.participantObserver()
 	pgObserver, _ := observer.(node.PostgresObserver)

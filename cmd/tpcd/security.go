@@ -50,6 +50,34 @@ func (f *SecurityFlags) validate() error {
 	return nil
 }
 
+// listen is what a node command does before it opens its databases. It
+// listens on host first: whether peers must authenticate depends on the
+// address bound, and a taken port should fail before any database starts.
+// Then it secures the node's RPC for that address and starts the metrics
+// listener (with the coordinator's status page if coordinator). The caller
+// closes both; once serving, the node closes ln itself, and closing it
+// again is harmless.
+func (f *SecurityFlags) listen(host string, logger *slog.Logger, coordinator bool) (net.Listener, node.Transport, *observability, error) {
+	ln, err := activation.Listen("tcp", host)
+	if err != nil {
+		return nil, node.Transport{}, nil, fmt.Errorf("listen on --host %s: %w", host, err)
+	}
+	transport, warnings, err := f.secure(host, ln.Addr())
+	if err != nil {
+		ln.Close()
+		return nil, node.Transport{}, nil, err
+	}
+	for _, w := range warnings {
+		logger.Warn(w)
+	}
+	obs, err := startObservability(f.MetricsAddr, logger, coordinator, transport)
+	if err != nil {
+		ln.Close()
+		return nil, node.Transport{}, nil, err
+	}
+	return ln, transport, obs, nil
+}
+
 // secure builds the RPC security of a node from the flags, applies the
 // peer rule (peerAccess) and lists what the operator should hear about at
 // start. host is --host as given, for messages; bound is the address the

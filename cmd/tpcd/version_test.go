@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // TestVersion runs the binary: --version and the version command print the
@@ -14,23 +16,23 @@ import (
 // the commit is unknown, and the values `make build` links in show up.
 func TestVersion(t *testing.T) {
 	platform := " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
-	flag, errs, code := runBin(t, tpcdBin, "--version")
+	flag, errs, code := runBin(t, testbin.Binary(t), "--version")
 	if code != 0 || errs != "" || !strings.HasPrefix(flag, "tpcd ") || !strings.HasSuffix(flag, platform) || strings.Count(flag, "\n") != 1 {
 		t.Fatalf("--version: status %d, stdout %q, stderr %q", code, flag, errs)
 	}
-	cmd, _, code := runBin(t, tpcdBin, "version")
+	cmd, _, code := runBin(t, testbin.Binary(t), "version")
 	if code != 0 || cmd != flag {
 		t.Fatalf("version: status %d, %q; --version said %q", code, cmd, flag)
 	}
 	// A subcommand's flags do not hide it.
-	if out, _, code := runBin(t, tpcdBin, "client", "--version"); code != 0 || out != flag {
+	if out, _, code := runBin(t, testbin.Binary(t), "client", "--version"); code != 0 || out != flag {
 		t.Fatalf("client --version: status %d, %q", code, out)
 	}
 
 	// The test binary is built from a linked worktree or with
 	// -buildvcs=false (go records nothing then), or from a checkout
 	// (go records the commit): say which applies.
-	if out, err := exec.Command("go", "version", "-m", tpcdBin).Output(); err != nil {
+	if out, err := exec.Command("go", "version", "-m", testbin.Binary(t)).Output(); err != nil {
 		t.Fatal(err)
 	} else if strings.Contains(string(out), "vcs.revision=") {
 		rev := strings.SplitN(strings.SplitN(string(out), "vcs.revision=", 2)[1], "\n", 2)[0]

@@ -318,12 +318,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 	base := emptyTempDir(t)
 	// A port we hold and asked for explicitly: the server cannot bind it and
 	// Start must not try another.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := testbin.Listen(t).Addr().(*net.TCPAddr).Port
 
 	c, err := Start(testCtx(t), Options{Port: port, Settings: fast})
 	if err == nil {

@@ -240,6 +240,20 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 	fail := func(format string, args ...any) {
 		done.Err = fmt.Sprintf(format, args...)
 	}
+	// injected fails an operation on a prepared GID as f says: a retryable
+	// connection error or a plain failure.
+	injected := func(what string) bool {
+		switch f {
+		case RetryOp:
+			done.Retry = true
+			fail("connection refused")
+		case FailOp:
+			fail("injected %s error", what)
+		default:
+			return false
+		}
+		return true
+	}
 	switch op.Op {
 	case engine.DataExec:
 		if d.broken[op.TxID] {
@@ -316,13 +330,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			fail("injected rollback error")
 		}
 	case engine.DataCommitPrepared:
-		if f == RetryOp {
-			done.Retry = true
-			fail("connection refused")
-			return done, ch
-		}
-		if f == FailOp {
-			fail("injected commit error")
+		if injected("commit") {
 			return done, ch
 		}
 		if t := d.prepared[op.GID]; t != nil {
@@ -335,13 +343,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			fail("prepared transaction with identifier %q does not exist", op.GID)
 		}
 	case engine.DataRollbackPrepared:
-		if f == RetryOp {
-			done.Retry = true
-			fail("connection refused")
-			return done, ch
-		}
-		if f == FailOp {
-			fail("injected rollback error")
+		if injected("rollback") {
 			return done, ch
 		}
 		if t := d.prepared[op.GID]; t != nil {
@@ -353,13 +355,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			fail("prepared transaction with identifier %q does not exist and committed", op.GID)
 		}
 	case engine.DataDeleteMarker:
-		if f == RetryOp {
-			done.Retry = true
-			fail("connection refused")
-			return done, ch
-		}
-		if f == FailOp {
-			fail("injected delete error")
+		if injected("delete") {
 			return done, ch
 		}
 		delete(d.markers, op.GID)

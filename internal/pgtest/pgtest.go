@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db/embedpg"
@@ -105,6 +106,17 @@ func NewDB(t testing.TB) string {
 		}
 	})
 	return c.URI(name)
+}
+
+// Connect connects to uri for the rest of the test.
+func Connect(t testing.TB, uri string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), uri)
+	if err != nil {
+		t.Fatalf("connect %s: %v", uri, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
 
 // MigratedPool opens a pool on a new database (NewDB) and brings its schema

@@ -13,16 +13,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
 
-func connect(t *testing.T, uri string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), uri)
-	if err != nil {
-		t.Fatalf("connect %s: %v", uri, err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
 func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
@@ -48,7 +38,7 @@ func TestNewDBGivesDistinctDatabases(t *testing.T) {
 		}
 		var conns []*pgx.Conn
 		for i, uri := range uris {
-			conn := connect(t, uri)
+			conn := Connect(t, uri)
 			conns = append(conns, conn)
 			var name string
 			if err := conn.QueryRow(context.Background(), "SELECT current_database()").Scan(&name); err != nil {
@@ -72,7 +62,7 @@ func TestNewDBGivesDistinctDatabases(t *testing.T) {
 	if len(names) != 2 {
 		t.FailNow()
 	}
-	admin := connect(t, Cluster(t).URI("postgres"))
+	admin := Connect(t, Cluster(t).URI("postgres"))
 	for _, name := range names {
 		if n := queryInt(t, admin, "SELECT count(*) FROM pg_database WHERE datname = $1", name); n != 0 {
 			t.Errorf("database %s not dropped after its test", name)
@@ -108,7 +98,7 @@ func TestNewClusterSurvivesKill(t *testing.T) {
 	if err := c.Restart(context.Background()); err != nil {
 		t.Fatalf("Restart: %v", err)
 	}
-	if v := queryInt(t, connect(t, c.URI("postgres")), "SELECT v FROM t"); v != 7 {
+	if v := queryInt(t, Connect(t, c.URI("postgres")), "SELECT v FROM t"); v != 7 {
 		t.Fatalf("after kill and restart: %d", v)
 	}
 }

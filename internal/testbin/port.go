@@ -135,6 +135,17 @@ func CommandContext(ctx context.Context, bin string, ports []*Port, args ...stri
 	return activation.CommandContext(ctx, bin, files, args...)
 }
 
+// Listen listens on a loopback port the kernel picks, until the test ends.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // RefusingAddr is a loopback address where nothing serves and connections
 // are refused, for a peer that must be absent. Its port stays the test's
 // until the end: the socket is bound but never listens, and without

@@ -94,6 +94,15 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
+// Take returns what was written since the last Take and forgets it.
+func (s *SyncBuffer) Take() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.b.String()
+	s.b.Reset()
+	return out
+}
+
 // ServerTempDir makes a fresh directory under os.TempDir() that the
 // PostgreSQL server user can reach (a test's t.TempDir is 0700, which that
 // user cannot traverse when the tests run as root); it is removed when the

@@ -24,14 +24,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-// tpcdBin is the tpcd binary built once by TestMain. It is built without
-// the race detector: only the test binary needs it, and the nodes run
-// faster without.
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // nodeName names the processes of a cluster: "coordinator", "p0", "p1"...
 func partName(i int) string { return "p" + strconv.Itoa(i) }
@@ -63,7 +56,7 @@ func (p *proc) start(t *testing.T, env ...string) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(f, "=== start %s %s\n", strings.Join(env, " "), strings.Join(p.args, " "))
-	cmd := testbin.Command(tpcdBin, []*testbin.Port{p.port}, p.args...)
+	cmd := testbin.Command(testbin.Binary(t), []*testbin.Port{p.port}, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// A failpoint left in the test's own environment must not arm every
 	// node; only env arms one.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -413,26 +414,7 @@ func (c *cluster) count(i int, sql string) int {
 
 func (c *cluster) rows(i int) map[int]string {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rows, err := c.data[i].Query(ctx, "SELECT k, v FROM kv")
-	if err != nil {
-		c.t.Fatalf("read %s: %v", partName(i), err)
-	}
-	defer rows.Close()
-	out := map[int]string{}
-	for rows.Next() {
-		var k int
-		var v string
-		if err := rows.Scan(&k, &v); err != nil {
-			c.t.Fatal(err)
-		}
-		out[k] = v
-	}
-	if err := rows.Err(); err != nil {
-		c.t.Fatal(err)
-	}
-	return out
+	return testcluster.KV(c.t, c.data[i])
 }
 
 // count0 runs a counting query on pool, which must answer.

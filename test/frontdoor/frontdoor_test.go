@@ -18,11 +18,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // psql runs psql with args and fails the test unless it succeeds.
 func psql(t *testing.T, url string, args ...string) string {
@@ -58,7 +54,7 @@ func waitFor(t *testing.T, p *testbin.Proc, re *regexp.Regexp) []string {
 // made-up password; psql runs a transaction across both participants with
 // it, and the rows are on the participants' data servers.
 func TestClusterPrintsPsql(t *testing.T) {
-	p := testbin.Start(t, tpcdBin, nil, "cluster", "-n", "2", "--base-port", "0", "--shard", "kv:k")
+	p := testbin.Start(t, testbin.Binary(t), nil, "cluster", "-n", "2", "--base-port", "0", "--shard", "kv:k")
 	url := waitFor(t, p, regexp.MustCompile(`PostgreSQL:\s+psql '(postgresql://tpcd:[0-9a-f]+@127\.0\.0\.1:\d+/tpcd)'`))[1]
 	data := regexp.MustCompile(`participant-(\d)\s+\S+\s+\S+\s+(postgres://\S+/tpcd_data\S*)`).FindAllStringSubmatch(p.Out.String(), -1)
 	if len(data) != 2 {
@@ -73,23 +69,24 @@ func TestClusterPrintsPsql(t *testing.T) {
 		"-c", "INSERT INTO kv (k, v) VALUES (2, 'two')",
 		"-c", "COMMIT")
 	// FNV-1a: "1" and "3" hash to participant 0 of 2, "2" to participant 1.
-	want := map[string][]string{"0": {"1", "3"}, "1": {"2"}}
+	want := map[string]string{"0": "[1 3]", "1": "[2]"}
 	for _, d := range data {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		conn, err := pgx.Connect(ctx, d[2])
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		conn.Close(ctx)
-		cancel()
-		if err != nil || fmt.Sprint(keys) != fmt.Sprint(want[d[1]]) {
-			t.Fatalf("participant %s holds keys %v (%v), want %v", d[1], keys, err, want[d[1]])
-		}
+		wantKeys(t, d[1], d[2], want[d[1]])
 	}
 	p.Stop(t)
+}
+
+// wantKeys fails the test unless kv on participant who's data database,
+// at uri, holds the keys want ("[1 3]").
+func wantKeys(t *testing.T, who, uri, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, _ := pgtest.Connect(t, uri).Query(ctx, "SELECT k::text FROM kv ORDER BY k")
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || fmt.Sprint(keys) != want {
+		t.Fatalf("participant %s holds keys %v (%v), want %s", who, keys, err, want)
+	}
 }
 
 // TestCoordinatorPGListen: the seed's coordinator command line with
@@ -101,10 +98,10 @@ func TestCoordinatorPGListen(t *testing.T) {
 	ports := testbin.HoldPorts(t, 4)
 	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	var procs []*testbin.Proc
-	procs = append(procs, testbin.StartServing(t, tpcdBin, nil, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--pg-users-file", users))
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", pgtest.NewDB(t)))
 	}
 	for _, addr := range []string{coord, p0, p1} {
@@ -133,10 +130,10 @@ func TestCoordinatorTokenUser(t *testing.T) {
 	ports := testbin.HoldPorts(t, 4)
 	coord, p0, p1, pg := ports[0].Addr, ports[1].Addr, ports[2].Addr, ports[3].Addr
 	data := []string{pgtest.NewDB(t), pgtest.NewDB(t)}
-	procs := []*testbin.Proc{testbin.StartServing(t, tpcdBin, env, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
+	procs := []*testbin.Proc{testbin.StartServing(t, testbin.Binary(t), env, []*testbin.Port{ports[0], ports[3]}, "coordinator", "--host", coord, "--participant", p0, "--participant", p1,
 		"--log-db", pgtest.NewDB(t), "--pg-listen", pg, "--shard-file", shards)}
 	for i, addr := range []string{p0, p1} {
-		procs = append(procs, testbin.StartServing(t, tpcdBin, env, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), env, ports[1+i:2+i], "participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord,
 			"--log-db", pgtest.NewDB(t), "--data-db", data[i]))
 	}
 	waitFor(t, procs[0], regexp.MustCompile(`PostgreSQL front door serving.*token_user=true`))
@@ -155,19 +152,7 @@ func TestCoordinatorTokenUser(t *testing.T) {
 		"-c", "COMMIT")
 	// FNV-1a: "1" and "3" hash to participant 0 of 2, "2" to participant 1.
 	for i, want := range []string{"[1 3]", "[2]"} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		conn, err := pgx.Connect(ctx, data[i])
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		conn.Close(ctx)
-		cancel()
-		if err != nil || fmt.Sprint(keys) != want {
-			t.Fatalf("participant %d holds keys %v (%v), want %s", i, keys, err, want)
-		}
+		wantKeys(t, fmt.Sprint(i), data[i], want)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -198,6 +183,6 @@ func TestFrontDoorFlags(t *testing.T) {
 		{[]string{"cluster", "-n", "2", "--base-port", "65533"}, "--no-pg"},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, tpcdBin, tc.args, tc.want) })
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, testbin.Binary(t), tc.args, tc.want) })
 	}
 }

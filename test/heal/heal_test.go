@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,17 +17,13 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
-	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // healWithin is how long a node may take to serve again after its server
 // was killed: crash recovery, with fsync on, on a loaded machine.
@@ -66,7 +61,7 @@ func newNode(t *testing.T, root, name string, args ...string) *node {
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.proc = testbin.StartServing(t, tpcdBin, nil, n.ports, n.args...)
+	n.proc = testbin.StartServing(t, testbin.Binary(t), nil, n.ports, n.args...)
 }
 
 // exited reports the process's exit, if it has ended.
@@ -229,43 +224,15 @@ func (c *cluster) call(ctx context.Context, method string, params, result any) e
 func (c *cluster) commit(key int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var b engine.BeginReply
-	if err := c.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	for i := range 2 {
-		n := engine.NodeID(i)
-		if err := c.call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}, nil); err != nil {
-			c.call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
-			return fmt.Errorf("exec on %d: %w", i, err)
-		}
-	}
-	var r engine.OutcomeReply
-	if err := c.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if r.Outcome != engine.OutcomeCommit {
-		return fmt.Errorf("%s: %s", r.Outcome, r.Reason)
-	}
-	return nil
+	return testcluster.CommitOn(ctx, c.coord.addr, 2, "INSERT INTO t VALUES ($1)", key)
 }
 
 func (c *cluster) createTable(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for i := range 2 {
-		var b engine.BeginReply
-		if err := c.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
-			t.Fatal(err)
-		}
-		n := engine.NodeID(i)
-		if err := c.call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "CREATE TABLE t (k int PRIMARY KEY)"}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, nil); err != nil {
-			t.Fatal(err)
-		}
+	if err := testcluster.CommitOn(ctx, c.coord.addr, 2, "CREATE TABLE t (k int PRIMARY KEY)"); err != nil {
+		t.Fatalf("create table: %v", err)
 	}
 }
 
@@ -413,7 +380,7 @@ func TestDataServerWithoutPreparedTransactionsIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	host := testbin.HoldPort(t)
-	out, err := testbin.CommandContext(ctx, tpcdBin, []*testbin.Port{host}, "participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t),
+	out, err := testbin.CommandContext(ctx, testbin.Binary(t), []*testbin.Port{host}, "participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t),
 		"--log-db", pgtest.NewDB(t), "--data-db", server.URI("data")).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {

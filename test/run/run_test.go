@@ -16,11 +16,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 )
 
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, m.Run))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, nil)) }
 
 // startTimeout is generous: two initdb runs on a loaded 2-core machine.
 const startTimeout = 4 * time.Minute
@@ -40,7 +36,7 @@ type clusterRun struct {
 func startCluster(t *testing.T, tmp, dir string) *clusterRun {
 	t.Helper()
 	r := &clusterRun{out: &testbin.SyncBuffer{}, done: make(chan struct{})}
-	r.cmd = exec.Command(tpcdBin, "cluster", "-n", "1", "--base-port", "0", "--metrics-addr", "127.0.0.1:0")
+	r.cmd = exec.Command(testbin.Binary(t), "cluster", "-n", "1", "--base-port", "0", "--metrics-addr", "127.0.0.1:0")
 	r.cmd.Dir = dir
 	r.cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
@@ -132,7 +128,7 @@ func TestStopsCleanlyOnSignals(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			tmp := testbin.ServerTempDir(t)
-			r := startCluster(t, tmp, filepath.Dir(tpcdBin))
+			r := startCluster(t, tmp, filepath.Dir(testbin.Binary(t)))
 			r.waitStarted(t)
 			if n := len(clusterDirs(t, tmp)); n != 2 {
 				t.Errorf("%d embedded clusters in TMPDIR while running, want 2", n)
@@ -179,7 +175,7 @@ func TestStopsCleanlyOnSignals(t *testing.T) {
 // it left while the clusters of a run still alive are kept.
 func TestRemovesStaleClustersOfDeadRuns(t *testing.T) {
 	tmp := testbin.ServerTempDir(t)
-	wd := filepath.Dir(tpcdBin)
+	wd := filepath.Dir(testbin.Binary(t))
 	live := startCluster(t, tmp, wd)
 	live.waitStarted(t)
 	liveDirs := clusterDirs(t, tmp)

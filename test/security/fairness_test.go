@@ -151,14 +151,14 @@ func TestFairShareAgainstDefaults(t *testing.T) {
 		ports := testbin.HoldPorts(t, 2)
 		parts, partMetrics = append(parts, ports[0].Addr), append(partMetrics, ports[1].Addr)
 		dataDBs = append(dataDBs, fmt.Sprintf("data%d", i))
-		testbin.StartServing(t, tpcdBin, nil, ports, "participant", "--node-id", strconv.Itoa(i), "--host", parts[i], "--coordinator", coord,
+		testbin.StartServing(t, testbin.Binary(t), nil, ports, "participant", "--node-id", strconv.Itoa(i), "--host", parts[i], "--coordinator", coord,
 			"--log-db", uri(fmt.Sprintf("log%d", i)), "--data-db", uri(dataDBs[i]), "--metrics-addr", partMetrics[i])
 	}
 	args := []string{"coordinator", "--host", coord, "--log-db", uri("coordlog"), "--metrics-addr", coordMetrics}
 	for _, p := range parts {
 		args = append(args, "--participant", p)
 	}
-	testbin.StartServing(t, tpcdBin, nil, coordPorts, args...)
+	testbin.StartServing(t, testbin.Binary(t), nil, coordPorts, args...)
 	observer{hc: http.DefaultClient, base: "http://" + coordMetrics}.waitReady(t)
 	for _, m := range partMetrics {
 		observer{hc: http.DefaultClient, base: "http://" + m}.waitReady(t)

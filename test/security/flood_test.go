@@ -64,9 +64,9 @@ func TestObserverFloodDuringCommits(t *testing.T) {
 		if i == 0 {
 			args = append(args, "--metrics-addr", partMetrics)
 		}
-		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, partPorts[i], args...))
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, partPorts[i], args...))
 	}
-	procs = append(procs, testbin.StartServing(t, tpcdBin, nil, coordPorts, "coordinator", "--host", coord,
+	procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, coordPorts, "coordinator", "--host", coord,
 		"--participant", parts[0], "--participant", parts[1], "--log-db", coordDB, "--metrics-addr", coordMetrics))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: floods}}
 	defer hc.CloseIdleConnections()

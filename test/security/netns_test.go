@@ -79,7 +79,7 @@ func (n *netns) command(name string, args ...string) *exec.Cmd {
 // start runs tpcd inside the namespace as a testbin.Proc.
 func (n *netns) start(t *testing.T, env []string, args ...string) *testbin.Proc {
 	t.Helper()
-	return testbin.Start(t, "ip", env, append([]string{"netns", "exec", n.name, tpcdBin}, args...)...)
+	return testbin.Start(t, "ip", env, append([]string{"netns", "exec", n.name, testbin.Binary(t)}, args...)...)
 }
 
 // addr is a HOST:PORT on netnsIP. Nothing else listens in a new namespace,

@@ -54,11 +54,11 @@ func TestNonLoopbackNodesNeedPeerCredentials(t *testing.T) {
 	// Nothing is listening there: the refusal comes before any database.
 	nowhere := "postgresql://postgres@127.0.0.1:1/none"
 
-	wantRefusedStart(t, ns.command(tpcdBin, "participant", "--node-id", "0", "--host", ns.addr(), "--coordinator", ns.addr(),
+	wantRefusedStart(t, ns.command(testbin.Binary(t), "participant", "--node-id", "0", "--host", ns.addr(), "--coordinator", ns.addr(),
 		"--log-db", nowhere, "--data-db", nowhere), "is not a loopback address")
-	wantRefusedStart(t, ns.command(tpcdBin, "coordinator", "--host", ns.addr(), "--participant", ns.addr(), "--log-db", nowhere),
+	wantRefusedStart(t, ns.command(testbin.Binary(t), "coordinator", "--host", ns.addr(), "--participant", ns.addr(), "--log-db", nowhere),
 		"is not a loopback address")
-	wantRefusedStart(t, ns.command(tpcdBin, "participant", "--node-id", "0", "--host", ns.addr(), "--coordinator", ns.addr(),
+	wantRefusedStart(t, ns.command(testbin.Binary(t), "participant", "--node-id", "0", "--host", ns.addr(), "--coordinator", ns.addr(),
 		"--log-db", nowhere, "--data-db", nowhere, "--client-token", "c"), "only token is a client token")
 
 	// With a peer token (from the environment) on every node.
@@ -119,7 +119,7 @@ func TestPeerRulesOnLoopback(t *testing.T) {
 		{"participant", "--node-id", "0", "--host", host.Addr, "--coordinator", testbin.RefusingAddr(t), "--client-token", "c"},
 		{"coordinator", "--host", host.Addr, "--participant", testbin.RefusingAddr(t), "--client-token", "c"},
 	} {
-		wantRefusedStart(t, testbin.Command(tpcdBin, []*testbin.Port{host}, args...), "only token is a client token")
+		wantRefusedStart(t, testbin.Command(testbin.Binary(t), []*testbin.Port{host}, args...), "only token is a client token")
 	}
 
 	const clientTok, peerTok = "client-tok-1", "peer-tok-2"
@@ -128,8 +128,8 @@ func TestPeerRulesOnLoopback(t *testing.T) {
 	ports := testbin.HoldPorts(t, 2)
 	coord, part := ports[0].Addr, ports[1].Addr
 	procs := []*testbin.Proc{
-		testbin.StartServing(t, tpcdBin, env, ports[1:], "participant", "--node-id", "0", "--host", part, "--coordinator", coord, "--log-db", logDB, "--data-db", dataDB),
-		testbin.StartServing(t, tpcdBin, env, ports[:1], "coordinator", "--host", coord, "--participant", part, "--log-db", coordDB),
+		testbin.StartServing(t, testbin.Binary(t), env, ports[1:], "participant", "--node-id", "0", "--host", part, "--coordinator", coord, "--log-db", logDB, "--data-db", dataDB),
+		testbin.StartServing(t, testbin.Binary(t), env, ports[:1], "coordinator", "--host", coord, "--participant", part, "--log-db", coordDB),
 	}
 	stranger := outsider{hc: http.DefaultClient}
 	ping := stranger.waitPing(t, coord, clientTok)
@@ -157,7 +157,7 @@ func TestPeerRulesOnLoopback(t *testing.T) {
 // starts) gives its nodes a secret of their own; clients need nothing, and
 // a stranger on the same machine sends node-to-node messages in vain.
 func TestClusterCommandSharesAPeerToken(t *testing.T) {
-	p := testbin.Start(t, tpcdBin, nil, "cluster", "-n", "2", "--base-port", "0")
+	p := testbin.Start(t, testbin.Binary(t), nil, "cluster", "-n", "2", "--base-port", "0")
 	var coord string
 	var parts []string
 	deadline := time.Now().Add(3 * time.Minute)

@@ -23,11 +23,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // withPassword puts a password into a test database URI. The test server
 // trusts local connections, so it is accepted and ignored: only whether
@@ -118,12 +114,12 @@ func TestSecureClusterOfProcesses(t *testing.T) {
 		args := append([]string{"participant", "--node-id", strconv.Itoa(i), "--host", addr, "--coordinator", coord,
 			"--log-db", logDBs[i], "--data-db", dataDBs[i],
 			"--auth-token-file", tokenFile, "--metrics-addr", partMetrics[i]}, tlsArgs(fmt.Sprintf("participant-%d", i))...)
-		procs = append(procs, testbin.StartServing(t, tpcdBin, nil, partPorts[i], args...))
+		procs = append(procs, testbin.StartServing(t, testbin.Binary(t), nil, partPorts[i], args...))
 	}
 	args := append([]string{"coordinator", "--host", coord, "--participant", parts[0], "--participant", parts[1],
 		"--log-db", coordLogDB, "--metrics-addr", coordMetrics}, tlsArgs("coordinator")...)
 	// The token comes from the environment here, from a file above.
-	procs = append(procs, testbin.StartServing(t, tpcdBin, []string{"TPCD_AUTH_TOKEN=" + token}, coordPorts, args...))
+	procs = append(procs, testbin.StartServing(t, testbin.Binary(t), []string{"TPCD_AUTH_TOKEN=" + token}, coordPorts, args...))
 
 	clientPair := ca.Issue(t, "client")
 	clientTLS, err := rpc.TLSFiles{Cert: clientPair.Cert, Key: clientPair.Key, CA: ca.File}.ClientTLS()
@@ -275,7 +271,7 @@ func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
 	env := append(os.Environ(), "TPCD_AUTH_TOKEN="+token, "TPCD_LOG_DB=postgresql://u:"+pw+"@127.0.0.1:1/x",
 		"TPCD_DATA_DB=postgresql://u:"+pw+"@127.0.0.1:1/y")
 	for _, args := range [][]string{{"--help"}, {"coordinator", "--help"}, {"participant", "--help"}} {
-		cmd := exec.Command(tpcdBin, args...)
+		cmd := exec.Command(testbin.Binary(t), args...)
 		cmd.Env = env
 		out, _ := cmd.CombinedOutput()
 		if strings.Contains(string(out), pw) || strings.Contains(string(out), token) {
@@ -295,7 +291,7 @@ func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
 		"postgresql://u:" + pw + "@[::1/x?sslmode=bogus", // unparsable
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cmd := testbin.CommandContext(ctx, tpcdBin, []*testbin.Port{host}, "coordinator", "--host", host.Addr, "--participant", participant, "--log-db", uri)
+		cmd := testbin.CommandContext(ctx, testbin.Binary(t), []*testbin.Port{host}, "coordinator", "--host", host.Addr, "--participant", participant, "--log-db", uri)
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if err == nil {
@@ -314,7 +310,7 @@ func TestSecretsStayOutOfHelpAndErrors(t *testing.T) {
 		{"--auth-token", "a", "--auth-token-file", "/f"},
 	} {
 		all := append([]string{"coordinator", "--participant", "127.0.0.1:1"}, args...)
-		out, err := exec.Command(tpcdBin, all...).CombinedOutput()
+		out, err := exec.Command(testbin.Binary(t), all...).CombinedOutput()
 		if err == nil {
 			t.Errorf("tpcd %v accepted", all)
 		}

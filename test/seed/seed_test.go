@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
@@ -21,11 +19,7 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-var tpcdBin string
-
-func TestMain(m *testing.M) {
-	os.Exit(testbin.Main(&tpcdBin, func() int { return pgtest.Main(m) }))
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, pgtest.Main)) }
 
 // seedCluster starts the seed README's three commands (coordinator and two
 // participants), with or without database URIs.
@@ -57,11 +51,11 @@ func startSeedWith(t *testing.T, env []string, withURIs bool, extra, partExtra [
 	args := append([]string{"coordinator", "--host", coord, "--participant", p0, "--participant", p1}, coordDB...)
 	args = append(args, extra...)
 	c := &seedCluster{coordAddr: coord}
-	c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[:1], args...))
+	c.procs = append(c.procs, testbin.StartServing(t, testbin.Binary(t), env, ports[:1], args...))
 	for i, addr := range []string{p0, p1} {
 		args := append([]string{"participant", "--node-id", fmt.Sprint(i), "--host", addr, "--coordinator", coord}, partDBs[i]...)
 		args = append(args, partExtra...)
-		c.procs = append(c.procs, testbin.StartServing(t, tpcdBin, env, ports[i+1:i+2], args...))
+		c.procs = append(c.procs, testbin.StartServing(t, testbin.Binary(t), env, ports[i+1:i+2], args...))
 	}
 	for _, addr := range []string{coord, p0, p1} {
 		testcluster.WaitReady(t, addr)
@@ -156,20 +150,15 @@ func TestSeedClientDemo(t *testing.T) {
 	src := pgtest.NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));
+	if _, err := pgtest.Connect(t, src).Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));
 		INSERT INTO items SELECT i, 'item ' || i, i * 1.25 FROM generate_series(1, 120) i`); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.CommandContext(ctx, tpcdBin, "client", "--coordinator", c.coordAddr, "--demo", "--n-nodes", "2", "--data-db", src).CombinedOutput()
+	out, err := exec.CommandContext(ctx, testbin.Binary(t), "client", "--coordinator", c.coordAddr, "--demo", "--n-nodes", "2", "--data-db", src).CombinedOutput()
 	if err != nil || !regexp.MustCompile(`^loaded 120 rows into items in 2 transactions \(0 aborted\) in [0-9.]+s, \d+ rows/s; rows per node: @0 \d+, @1 \d+\n$`).Match(out) {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
-	out, err = exec.CommandContext(ctx, tpcdBin, "client", "--coordinator", c.coordAddr, "--format", "csv",
+	out, err = exec.CommandContext(ctx, testbin.Binary(t), "client", "--coordinator", c.coordAddr, "--format", "csv",
 		"-c", "begin; @0 select count(*), sum(price) from items; @1 select count(*), sum(price) from items; rollback").CombinedOutput()
 	if err != nil {
 		t.Fatalf("count: %v\n%s", err, out)
@@ -214,7 +203,7 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 	part := []string{"participant", "--node-id", "0", "--host", p0, "--coordinator", coord, "--state-dir", filepath.Join(state, "p0")}
 	epochs := []engine.Epoch{}
 	for range 2 {
-		pc, pp := testbin.StartServing(t, tpcdBin, nil, ports[:1], args...), testbin.StartServing(t, tpcdBin, nil, ports[1:], part...)
+		pc, pp := testbin.StartServing(t, testbin.Binary(t), nil, ports[:1], args...), testbin.StartServing(t, testbin.Binary(t), nil, ports[1:], part...)
 		testcluster.WaitReady(t, coord)
 		testcluster.WaitReady(t, p0)
 		cl := rpc.NewClient(coord, rpc.ClientOptions{})
@@ -249,13 +238,13 @@ func TestBadFlagsSayHowToFix(t *testing.T) {
 		{[]string{"coordinator", "--participant", "127.0.0.1:5", "--batch-size", "0"}, "at least 1"},
 	}
 	for _, tc := range cases {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, tpcdBin, tc.args, tc.want) })
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { testbin.WantUsageError(t, testbin.Binary(t), tc.args, tc.want) })
 	}
 }
 
 func TestHelpOnEveryCommand(t *testing.T) {
 	for _, cmd := range []string{"coordinator", "participant", "replay", "client", "cluster"} {
-		out, err := exec.Command(tpcdBin, cmd, "--help").CombinedOutput()
+		out, err := exec.Command(testbin.Binary(t), cmd, "--help").CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s --help: %v\n%s", cmd, err, out)
 		}
