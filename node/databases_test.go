@@ -265,7 +265,7 @@ func TestLogServerWithoutSynchronousStandbyWarns(t *testing.T) {
 		var out bytes.Buffer
 		var mu sync.Mutex
 		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
-		openDBs(t, node.DatabaseSpec{LogURI: primary.URI("tpcd_log"), Logger: logger}).Close()
+		testcluster.Open(t, node.DatabaseSpec{LogURI: primary.URI("tpcd_log"), Logger: logger}).Close()
 		mu.Lock()
 		defer mu.Unlock()
 		return strings.Contains(out.String(), warning)
