@@ -199,7 +199,8 @@ func (t *txState) commit() error {
 // that prepared commits a moment later; until then a read there would not
 // see the transaction's rows. Waiting here, before the session's next
 // statement rather than in COMMIT, lets a session read its own writes at
-// no cost to a client that commits and leaves.
+// no cost to a client that commits and leaves. Applied is enough: what is
+// left then is the decider's marker, which no read sees.
 func (t *txState) waitApplied() error {
 	id := t.unapplied
 	if id == 0 {
@@ -212,7 +213,7 @@ func (t *txState) waitApplied() error {
 		if err != nil {
 			return asPGError(err, 0)
 		}
-		if st.State != engine.PhaseCommitting.String() {
+		if st.State != engine.PhaseCommitting.String() || st.Applied {
 			t.unapplied = 0
 			return nil
 		}
