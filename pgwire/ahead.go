@@ -35,7 +35,8 @@ import (
 // one as if the call had not been made: each statement then gets its own
 // answer, the failing one its error, as PostgreSQL would give them. The
 // block's statements before the failing one thus run twice, the first time
-// in a transaction that left nothing behind.
+// in a transaction that left nothing behind. A lone statement outside a
+// block is the call running it alone would make: its error is its answer.
 
 // Bounds on a batch read ahead: beyond them its messages are answered one
 // by one, as they come.
@@ -169,7 +170,14 @@ type plan struct {
 	// block: inside BEGIN ... COMMIT; committed: the block's COMMIT came,
 	// and nothing may run after it.
 	block, committed bool
+	// jobs counts the statements run; explicit: BEGIN or COMMIT was seen.
+	jobs     int
+	explicit bool
 }
+
+// lone: the plan is one statement outside a block, which one by one would
+// be the same call.
+func (p *plan) lone() bool { return p.jobs == 1 && !p.explicit && !p.s.tx.block }
 
 func (s *session) newPlan() *plan { return &plan{s: s, block: s.tx.block} }
 
@@ -181,9 +189,10 @@ func (p *plan) add(st *statement, params []*string, bound bool) bool {
 	}
 	switch st.kind {
 	case kindBegin:
-		p.block = true
+		p.block, p.explicit = true, true
 		return !p.committed
 	case kindCommit:
+		p.explicit = true
 		if !p.block || p.committed {
 			return false
 		}
@@ -204,6 +213,7 @@ func (p *plan) add(st *statement, params []*string, bound bool) bool {
 		return false
 	}
 	p.stmts = append(p.stmts, p.s.srv.router.statements(st, to, params)...)
+	p.jobs++
 	return true
 }
 
@@ -366,6 +376,12 @@ func (t *txState) runAhead(p *plan) {
 	reply, err := t.s.srv.opts.Coordinator.Transact(ctx, api.TransactParams{Statements: p.stmts, Commit: true})
 	done()
 	if err != nil {
+		if p.lone() {
+			// Its error is the statement's, as running it alone would
+			// have had it.
+			t.ahead = &ahead{stmts: p.stmts, err: err}
+			return
+		}
 		if !outcomeUnknown(err) {
 			t.s.log.Debug("a block run as one call failed, and was rolled back; running it statement by statement", "err", err)
 			return

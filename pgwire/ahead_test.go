@@ -110,13 +110,22 @@ func TestPgxBatchBlockInOneCall(t *testing.T) {
 // not run, nothing of the block is committed, the block is failed until
 // its end, where COMMIT answers ROLLBACK, and the session goes on.
 func TestPgxBatchBlockFailing(t *testing.T) {
-	f, _ := startCountedFrontDoor(t)
+	f, cc := startCountedFrontDoor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	conn := f.connect(ctx)
 	k0, k1 := keysOn(0, 2, 0), keysOn(1, 2, 0)
 	if _, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'first')", k1[0]); err != nil {
 		t.Fatal(err)
+	}
+	// A statement alone fails in its one call, and is not run again.
+	cc.calls()
+	_, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'again')", k1[0])
+	if pe := pgCode(t, err); pe.Code != "23505" || pe.Detail == "" {
+		t.Fatalf("duplicate alone: %+v", pe)
+	}
+	if tr, co := cc.calls(); tr != 1 || co != 0 {
+		t.Fatalf("a failing statement alone took %d transact and %d commit calls, want one transact", tr, co)
 	}
 
 	b := &pgx.Batch{}
@@ -131,7 +140,7 @@ func TestPgxBatchBlockFailing(t *testing.T) {
 			t.Fatalf("%q, %v; want %q", got, err, tag)
 		}
 	}
-	_, err := br.Exec()
+	_, err = br.Exec()
 	if pe := pgCode(t, err); pe.Code != "23505" || pe.Detail == "" {
 		t.Fatalf("duplicate in a block sent whole: %+v", pe)
 	}
