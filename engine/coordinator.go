@@ -1809,6 +1809,7 @@ func (c *Coordinator) Status(id TxID) StatusReply {
 				s.Pending = append(s.Pending, NodeID(i))
 			}
 		}
+		s.Applied = tx.phase == PhaseCommitting && !slices.ContainsFunc(s.Pending, func(n NodeID) bool { return n != tx.decider })
 		return s
 	}
 	if e, ok := c.endedIdx[id]; ok {

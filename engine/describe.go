@@ -199,6 +199,9 @@ func DescribeStatus(s StatusReply) string {
 	if len(s.Pending) > 0 {
 		out += " pending=" + nodeList(s.Pending)
 	}
+	if s.Applied {
+		out += " applied"
+	}
 	return out + reason(s.Reason)
 }
 

@@ -452,6 +452,12 @@ type StatusReply struct {
 	Participants []NodeID `json:"participants,omitempty"`
 	// Pending lists participants that have not acknowledged the decision.
 	Pending []NodeID `json:"pending,omitempty"`
+	// Applied: the commit is applied on every participant's data, so that
+	// a read anywhere sees it, while the transaction may still be
+	// committing. Only the decider, whose own commit was the decision, is
+	// left to acknowledge (it deletes its marker once the prepared
+	// branches committed and the decision is durable).
+	Applied bool `json:"applied,omitempty"`
 }
 
 func (BeginReply) isReply()    {}

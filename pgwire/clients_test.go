@@ -141,6 +141,20 @@ func TestPsycopg2(t *testing.T) {
 	f.wantRows(map[int]string{k0: "psycopg2", k1: "psycopg2"})
 }
 
+var pgbenchDone = regexp.MustCompile(`number of transactions actually processed: (\d+)/(\d+)`)
+
+// pgbenchProcessed is the number of transactions a pgbench run that ended
+// well processed; a run that did not process all it was to fails the test.
+func pgbenchProcessed(t *testing.T, mode, out string, code int) int {
+	t.Helper()
+	m := pgbenchDone.FindStringSubmatch(out)
+	if code != 0 || m == nil || m[1] != m[2] {
+		t.Fatalf("pgbench -M %s: exit %d\n%s", mode, code, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
 // TestPgbench: pgbench's clients run a custom script whose every
 // transaction spans both participants, in each protocol mode; each
 // participant's counter then equals the number of transactions pgbench
@@ -157,17 +171,11 @@ func TestPgbench(t *testing.T) {
 		t.Fatalf("set-up: exit %d\n%s", code, out)
 	}
 	const clients, perClient = 4, 25
-	processed := regexp.MustCompile(`number of transactions actually processed: (\d+)/(\d+)`)
 	total := 0
 	for _, mode := range []string{"simple", "extended", "prepared"} {
 		out, code := run(t, env, pgbench, "-n", "-M", mode, "-f", "testdata/pgbench_spread.sql",
 			"-c", strconv.Itoa(clients), "-t", strconv.Itoa(perClient), f.psqlURL())
-		m := processed.FindStringSubmatch(out)
-		if code != 0 || m == nil || m[1] != m[2] {
-			t.Fatalf("pgbench -M %s: exit %d\n%s", mode, code, out)
-		}
-		n, _ := strconv.Atoi(m[1])
-		total += n
+		total += pgbenchProcessed(t, mode, out, code)
 	}
 	for node := range 2 {
 		var n int

@@ -23,9 +23,12 @@ func (s *session) parse(m *pgproto3.Parse) error {
 	if _, ok := s.stmts[m.Name]; ok && m.Name != "" {
 		return &pgError{code: "42P05", message: fmt.Sprintf("prepared statement %q already exists", m.Name)}
 	}
-	stmts, err := parseQuery(m.Query)
-	if err != nil {
-		return err
+	stmts, ok := s.memo.parsed[m]
+	if !ok {
+		var err error
+		if stmts, err = parseQuery(m.Query); err != nil {
+			return err
+		}
 	}
 	if len(stmts) > 1 {
 		return &pgError{code: codeSyntaxError, message: "cannot insert multiple commands into a prepared statement"}
@@ -48,6 +51,20 @@ func (s *session) bind(m *pgproto3.Bind) error {
 	if _, ok := s.portals[m.DestinationPortal]; ok && m.DestinationPortal != "" {
 		return &pgError{code: "42P03", message: fmt.Sprintf("cursor %q already exists", m.DestinationPortal)}
 	}
+	params, ok := s.memo.bound[m]
+	if !ok {
+		var err error
+		if params, err = s.bindParams(p, m); err != nil {
+			return err
+		}
+	}
+	s.portals[m.DestinationPortal] = &portal{name: m.DestinationPortal, stmt: p, params: params, formats: slices.Clone(m.ResultFormatCodes)}
+	s.be.Send(&pgproto3.BindComplete{})
+	return nil
+}
+
+// bindParams converts a Bind's parameters to text (nil for NULL).
+func (s *session) bindParams(p *prepared, m *pgproto3.Bind) ([]*string, error) {
 	params := make([]*string, len(m.Parameters))
 	for i, raw := range m.Parameters {
 		if raw == nil {
@@ -57,16 +74,14 @@ func (s *session) bind(m *pgproto3.Bind) error {
 		if formatOf(m.ParameterFormatCodes, i) == pgtype.BinaryFormatCode {
 			var err error
 			if text, err = s.vals.toText(p.paramOID(i), raw); err != nil {
-				return err
+				return nil, err
 			}
 		} else {
 			text = string(raw)
 		}
 		params[i] = &text
 	}
-	s.portals[m.DestinationPortal] = &portal{name: m.DestinationPortal, stmt: p, params: params, formats: slices.Clone(m.ResultFormatCodes)}
-	s.be.Send(&pgproto3.BindComplete{})
-	return nil
+	return params, nil
 }
 
 // paramOID is parameter i's type: as Parse gave it, else as described.

@@ -91,6 +91,22 @@ func (f *frontDoor) connect(ctx context.Context) *pgx.Conn {
 	return conn
 }
 
+// connectMode connects with pgx in one of its query modes; the caller
+// closes the connection.
+func (f *frontDoor) connectMode(ctx context.Context, mode pgx.QueryExecMode) *pgx.Conn {
+	f.t.Helper()
+	cfg, err := pgx.ParseConfig(f.url(testUser, testPassword, ""))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = mode
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		f.t.Fatalf("%v: connect: %v", mode, err)
+	}
+	return conn
+}
+
 // keysOn returns n keys that the shard hash puts on participant node (of
 // two), from start on.
 func keysOn(node, n, start int) []int {

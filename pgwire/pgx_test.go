@@ -36,15 +36,7 @@ func TestPgxTransactionAcrossParticipants(t *testing.T) {
 	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
 		pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol}
 	for i, mode := range modes {
-		cfg, err := pgx.ParseConfig(f.url(testUser, testPassword, ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.DefaultQueryExecMode = mode
-		conn, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
-			t.Fatalf("%v: connect: %v", mode, err)
-		}
+		conn := f.connectMode(ctx, mode)
 		k0, k1 := keysOn(0, 1, 100*i)[0], keysOn(1, 1, 100*i)[0]
 		tx, err := conn.Begin(ctx)
 		if err != nil {

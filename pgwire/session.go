@@ -44,6 +44,9 @@ type session struct {
 	// result when the next message executes it (a describe of its own
 	// otherwise).
 	describeWanted *portal
+	// memo keeps what planning a batch worked out, for its messages'
+	// handlers (ahead.go).
+	memo batchMemo
 
 	mu           sync.Mutex
 	cancelCall   context.CancelFunc
@@ -115,49 +118,70 @@ func (s *session) run() {
 			s.log.Debug("connection ended", "err", err)
 			return
 		}
-		if _, ok := msg.(*pgproto3.Terminate); ok {
-			return
-		}
-		if s.skipToSync {
-			if _, ok := msg.(*pgproto3.Sync); !ok {
-				continue
+		msgs := []pgproto3.FrontendMessage{msg}
+		if opensBatch(msg) && !s.skipToSync {
+			// The messages up to Sync, read before any is answered, may
+			// be a whole transaction that one call can run (ahead.go).
+			if msgs, err = s.readBatch(msg); err != nil {
+				s.log.Debug("connection ended", "err", err)
+				return
 			}
+			s.planBatch(msgs)
 		}
-		if !s.settleDeferred(msg) {
-			if _, ok := msg.(*pgproto3.Sync); !ok {
-				continue
-			}
-		}
-		flush := false
-		switch m := msg.(type) {
-		case *pgproto3.Query:
-			s.simpleQuery(m.String)
-			flush = true
-		case *pgproto3.Parse:
-			s.extended(s.parse(m))
-		case *pgproto3.Bind:
-			s.extended(s.bind(m))
-		case *pgproto3.Describe:
-			s.extended(s.describe(m))
-		case *pgproto3.Execute:
-			s.extended(s.execute(m))
-		case *pgproto3.Close:
-			s.extended(s.closeObject(m))
-		case *pgproto3.Sync:
-			s.sync()
-			flush = true
-		case *pgproto3.Flush:
-			flush = true
-		default:
-			s.extended(&pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("message %T is not supported through tpcd", msg)})
-			flush = true
-		}
-		if flush {
-			if err := s.be.Flush(); err != nil {
+		for _, m := range msgs {
+			if !s.handle(m) {
 				return
 			}
 		}
+		s.endBatch()
 	}
+}
+
+// handle serves one message; false ends the session.
+func (s *session) handle(msg pgproto3.FrontendMessage) bool {
+	if _, ok := msg.(*pgproto3.Terminate); ok {
+		return false
+	}
+	if s.skipToSync {
+		if _, ok := msg.(*pgproto3.Sync); !ok {
+			return true
+		}
+	}
+	if !s.settleDeferred(msg) {
+		if _, ok := msg.(*pgproto3.Sync); !ok {
+			return true
+		}
+	}
+	flush := false
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		s.simpleQuery(m.String)
+		flush = true
+	case *pgproto3.Parse:
+		s.extended(s.parse(m))
+	case *pgproto3.Bind:
+		s.extended(s.bind(m))
+	case *pgproto3.Describe:
+		s.extended(s.describe(m))
+	case *pgproto3.Execute:
+		s.extended(s.execute(m))
+	case *pgproto3.Close:
+		s.extended(s.closeObject(m))
+	case *pgproto3.Sync:
+		s.sync()
+		flush = true
+	case *pgproto3.Flush:
+		flush = true
+	default:
+		s.extended(&pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("message %T is not supported through tpcd", msg)})
+		flush = true
+	}
+	if flush {
+		if err := s.be.Flush(); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // settleDeferred runs what waited to see the next message: a Describe of
@@ -225,6 +249,8 @@ func (s *session) simpleQuery(query string) {
 		s.be.Send(&pgproto3.EmptyQueryResponse{})
 	}
 	if err == nil {
+		s.planStatements(stmts)
+		defer s.endBatch()
 		for _, st := range stmts {
 			if err := s.runStatement(st, nil, true, &output{describe: true}); err != nil {
 				s.sendError(err, st.offset)

@@ -68,6 +68,12 @@ func (s *session) runStatement(st *statement, params []*string, bound bool, out 
 	if err != nil {
 		return err
 	}
+	return t.run(&job{st: st, out: out, stmts: s.srv.router.statements(st, to, params)})
+}
+
+// statements are st with its parameters, once for each participant to
+// names.
+func (r *router) statements(st *statement, to target, params []*string) []api.StatementParams {
 	var args []any
 	if len(params) > 0 {
 		args = make([]any, len(params))
@@ -77,14 +83,14 @@ func (s *session) runStatement(st *statement, params []*string, bound bool, out 
 			}
 		}
 	}
-	j := &job{st: st, out: out}
-	for n := range s.srv.router.participants {
+	var out []api.StatementParams
+	for n := range r.participants {
 		if to.all || n == to.node {
 			node := engine.NodeID(n)
-			j.stmts = append(j.stmts, api.StatementParams{Node: &node, SQL: st.sql, Args: args})
+			out = append(out, api.StatementParams{Node: &node, SQL: st.sql, Args: args})
 		}
 	}
-	return t.run(j)
+	return out
 }
 
 // complete answers a statement the session ran itself.

@@ -30,6 +30,10 @@ type txState struct {
 	// not be applied on every participant yet: the session's next
 	// statement waits for it (waitApplied).
 	unapplied engine.TxID
+	// ahead, when set, holds the answer of the call that ran the batch
+	// being answered (ahead.go): its statements and commit take their
+	// results from it instead of calling the coordinator.
+	ahead *ahead
 }
 
 // job is a statement on its way to the coordinator: one statement per
@@ -76,12 +80,18 @@ func (t *txState) flushPending() error {
 // execute runs j's statements in the transaction (beginning it if there is
 // none yet), committing with them if commit, and writes their result.
 func (t *txState) execute(j *job, commit bool) error {
-	if err := t.waitApplied(); err != nil {
-		return err
+	var reply engine.TransactReply
+	var err error
+	if t.ahead != nil {
+		reply, err = t.ahead.take(j.stmts, commit)
+	} else {
+		if err := t.waitApplied(); err != nil {
+			return err
+		}
+		ctx, done := t.s.running()
+		reply, err = t.s.srv.opts.Coordinator.Transact(ctx, api.TransactParams{TxID: t.id, Statements: j.stmts, Commit: commit})
+		done()
 	}
-	ctx, done := t.s.running()
-	reply, err := t.s.srv.opts.Coordinator.Transact(ctx, api.TransactParams{TxID: t.id, Statements: j.stmts, Commit: commit})
-	done()
 	if err != nil {
 		// The coordinator rolled back a transaction the call began or
 		// was to commit; one given by id stays, abort-only, for the
@@ -165,9 +175,15 @@ func (t *txState) end(rollback bool) (tag string, err error) {
 func (t *txState) commit() error {
 	id := t.id
 	t.id = 0
-	ctx, done := t.s.running()
-	reply, err := t.s.srv.opts.Coordinator.Commit(ctx, id)
-	done()
+	var reply engine.OutcomeReply
+	var err error
+	if t.ahead != nil {
+		reply, err = t.ahead.commit()
+	} else {
+		ctx, done := t.s.running()
+		reply, err = t.s.srv.opts.Coordinator.Commit(ctx, id)
+		done()
+	}
 	if err != nil {
 		return asPGError(err, 0)
 	}
@@ -183,7 +199,8 @@ func (t *txState) commit() error {
 // that prepared commits a moment later; until then a read there would not
 // see the transaction's rows. Waiting here, before the session's next
 // statement rather than in COMMIT, lets a session read its own writes at
-// no cost to a client that commits and leaves.
+// no cost to a client that commits and leaves. Applied is enough: what is
+// left then is the decider's marker, which no read sees.
 func (t *txState) waitApplied() error {
 	id := t.unapplied
 	if id == 0 {
@@ -196,7 +213,7 @@ func (t *txState) waitApplied() error {
 		if err != nil {
 			return asPGError(err, 0)
 		}
-		if st.State != engine.PhaseCommitting.String() {
+		if st.State != engine.PhaseCommitting.String() || st.Applied {
 			t.unapplied = 0
 			return nil
 		}
