@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,7 +89,10 @@ func (tx *loadTx) run(ctx context.Context, stmts map[engine.NodeID][]stmt) (map[
 				var r engine.ExecReply
 				err := s.rpc.Call(ctx, api.MethodExec, api.ExecParams{TxID: tx.id, Node: &nd, SQL: st.sql, Args: st.args}, &r)
 				mu.Lock()
-				if err != nil && firstErr == nil {
+				// The statement that failed, not one on another participant
+				// refused because of it ("will abort"), whichever answer
+				// came first: the failed one names the row to report.
+				if err != nil && (firstErr == nil || tx.doomedBy(firstErr) && !tx.doomedBy(err)) {
 					firstErr = err
 					if !rpc.IsTransport(err) && ctx.Err() == nil {
 						firstErr = &stmtError{tx: tx.id, node: nd, stmt: st, err: err, addr: s.addr}
@@ -174,4 +178,10 @@ func (l *loader) transact(ctx context.Context, stmts map[engine.NodeID][]stmt) (
 	}
 	retry, err = tx.commit(ctx)
 	return tx.id, retry, err
+}
+
+// doomedBy reports whether err refused a statement because an earlier one
+// of the transaction failed.
+func (tx *loadTx) doomedBy(err error) bool {
+	return strings.HasPrefix(rpcMessage(err), fmt.Sprintf("transaction %d will abort", tx.id))
 }
