@@ -148,9 +148,10 @@ func TestPrepareOfAReaderCommitsAtOnce(t *testing.T) {
 
 // A PREPARE TRANSACTION whose wait for the synchronous standby is cut
 // short (the standby is down; someone cancels the wait) returns success
-// with a warning; it must be a no vote. ROLLBACK PREPARED then waits for
-// the standby too, and ends once commits stop waiting for it.
-func TestPrepareNotOnTheStandbyIsANoVote(t *testing.T) {
+// with a warning; it must be a no vote. A settle that finds a decider's
+// marker says commit only once the standby has it. ROLLBACK PREPARED then
+// waits for the standby too, and ends once commits stop waiting for it.
+func TestWaitForTheStandbyCancelled(t *testing.T) {
 	ctx := t.Context()
 	server, err := embedpg.Start(ctx, embedpg.Options{Settings: map[string]string{"fsync": "off"}})
 	if err != nil {
@@ -166,8 +167,10 @@ func TestPrepareNotOnTheStandbyIsANoVote(t *testing.T) {
 		t.Fatal(err)
 	}
 	// From now on commits wait for a standby that never comes; the data
-	// pool's connections, opened after, see it at once.
-	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "ALTER SYSTEM SET synchronous_standby_names = 'absent'", "SELECT pg_reload_conf()"} {
+	// pool's connections, opened after, see it at once. A decider's marker
+	// committed before that is for the settle below.
+	const marked = "tpcd:test:1:3:0:0"
+	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "INSERT INTO tpcd_markers (gid, tx) VALUES ('" + marked + "', 3)", "ALTER SYSTEM SET synchronous_standby_names = 'absent'", "SELECT pg_reload_conf()"} {
 		if _, err := setup.Exec(ctx, s); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
@@ -230,6 +233,9 @@ func TestPrepareNotOnTheStandbyIsANoVote(t *testing.T) {
 	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 2, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(3)}})
 	if res := cancelled(w2, engine.Data{Op: engine.DataPrepare, TxID: 2, GID: gid2}); !strings.Contains(res.Err, "synchronous standby") {
 		t.Fatalf("prepare = %+v, want it refused for want of the standby", res)
+	}
+	if res := cancelled(nil, engine.Data{Op: engine.DataSettle, TxID: 3, GID: marked}); res.Committed || !res.Retry || !strings.Contains(res.Err, "synchronous standby") {
+		t.Fatalf("settle of a marked branch = %+v, want no answer yet, to be tried again, for want of the standby", res)
 	}
 	if prepared, _ := facts(t, d); !slices.Equal(prepared, []string{gid1, gid2}) {
 		t.Fatalf("prepared %q: the server holds both, on its own", prepared)

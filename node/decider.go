@@ -51,11 +51,24 @@ func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
 	if err := q.MarkerSettle(ctx, d.pool, dataqueries.MarkerSettleParams{Gid: op.GID, Tx: int64(op.TxID)}); err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
 	}
-	aborted, err := q.MarkerAborted(ctx, d.pool, op.GID)
+	// Read on a connection of its own, to see whether its commit's wait
+	// for a synchronous standby was cut short: commit is said only once
+	// the standby has the marker.
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
+	}
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+	unreplicated.take(pc)
+	aborted, err := q.MarkerAborted(ctx, conn, op.GID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Deleted between the two statements: the coordinator already
 		// let it go, which it does only once everyone has the outcome.
 		err = errors.New("its marker vanished while settling")
+	}
+	if err == nil && unreplicated.take(pc) {
+		err = errNotReplicated
 	}
 	if err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}

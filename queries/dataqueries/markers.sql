@@ -19,9 +19,12 @@ VALUES (@gid, @tx, true)
 ON CONFLICT (gid) DO NOTHING;
 
 -- MarkerAborted reads whether the row of a decider's branch is a tombstone
--- (aborted) or its commit marker.
+-- (aborted) or its commit marker. It locks the row: the lock is written to
+-- the WAL, so the statement's commit waits, as a commit that wrote does,
+-- until a synchronous standby has everything committed before it, the row
+-- read included.
 -- name: MarkerAborted :one
-SELECT aborted FROM tpcd_markers WHERE gid = @gid;
+SELECT aborted FROM tpcd_markers WHERE gid = @gid FOR UPDATE;
 
 -- MarkerDeleteByGIDs deletes the markers of transactions that are over, any number
 -- in one statement.

@@ -10,11 +10,14 @@ import (
 )
 
 const markerAborted = `-- name: MarkerAborted :one
-SELECT aborted FROM tpcd_markers WHERE gid = $1
+SELECT aborted FROM tpcd_markers WHERE gid = $1 FOR UPDATE
 `
 
 // MarkerAborted reads whether the row of a decider's branch is a tombstone
-// (aborted) or its commit marker.
+// (aborted) or its commit marker. It locks the row: the lock is written to
+// the WAL, so the statement's commit waits, as a commit that wrote does,
+// until a synchronous standby has everything committed before it, the row
+// read included.
 func (q *Queries) MarkerAborted(ctx context.Context, db DBTX, gid string) (bool, error) {
 	row := db.QueryRow(ctx, markerAborted, gid)
 	var aborted bool
