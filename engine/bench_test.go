@@ -67,7 +67,7 @@ func BenchmarkParticipantStep(b *testing.B) {
 		gid := rd.Effects[len(rd.Effects)-1].(engine.Data).GID
 		p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: tx, Result: &engine.StmtResult{RowsAffected: 1}})
 		p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: tx, Stmts: 1}})
-		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx, Xid: uint64(tx)})
 		p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: tx, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
 		p.Step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: tx})
 		rd = p.Step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: tx})
@@ -93,7 +93,7 @@ func BenchmarkParticipantTick(b *testing.B) {
 		if tx%2 == 0 {
 			p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: tx})
 			p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: tx, Stmts: 1}})
-			p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx})
+			p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx, Xid: uint64(tx)})
 		}
 	}
 	b.ReportAllocs()

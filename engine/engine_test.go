@@ -189,7 +189,7 @@ func TestParticipantViolations(t *testing.T) {
 		p.Step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: tx, SQL: "insert"}})
 		p.Step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: tx})
 		p.Step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: tx, Stmts: 1}})
-		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx})
+		p.Step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: tx, Xid: uint64(tx)})
 	}
 	prepared(2)
 	p.Step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 2, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
@@ -264,10 +264,13 @@ func TestParticipantAfterCommit(t *testing.T) {
 	step(engine.Receive{Now: now, Msg: engine.ExecRequest{Header: h, TxID: 1, SQL: "insert"}})
 	step(engine.DataDone{Now: now, Op: engine.DataExec, TxID: 1})
 	step(engine.Receive{Now: now, Msg: engine.PrepareRequest{Header: h, TxID: 1, Stmts: 1}})
-	step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 1})
+	step(engine.DataDone{Now: now, Op: engine.DataPrepare, TxID: 1, Xid: 1})
 	step(engine.Receive{Now: now, Msg: engine.DecisionRequest{Header: h, TxID: 1, TxEpoch: 1, Outcome: engine.OutcomeCommit}})
 	rd := step(engine.DataDone{Now: now, Op: engine.DataCommitPrepared, TxID: 1})
-	if len(rd.Events) != 1 || rd.Events[0].Kind() != "part.committed" || len(p.Transactions()) != 0 || p.MarkerDeletions() != 1 {
+	// The branch has no marker (its transaction id says it committed):
+	// it is forgotten once part.committed is durable.
+	if len(rd.Events) != 1 || rd.Events[0].Kind() != "part.committed" || len(p.Transactions()) != 0 || p.MarkerDeletions() != 0 ||
+		!slices.ContainsFunc(rd.Effects, func(e engine.Effect) bool { _, ok := e.(engine.Forget); return ok }) {
 		t.Fatalf("after COMMIT PREPARED: %s; %d in memory, %d marker deletions", engine.DescribeReady(rd), len(p.Transactions()), p.MarkerDeletions())
 	}
 
@@ -289,26 +292,40 @@ func TestParticipantAfterCommit(t *testing.T) {
 		t.Errorf("an abort decision for a committed transaction: %s", engine.DescribeReady(rd))
 	}
 
-	// Any failure is retried, flagged for a retry or not: the marker may
-	// still be there. Not before its time.
-	rd = step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 1, Err: "connection reset"})
-	if len(rd.Effects) != 0 || p.MarkerDeletions() != 1 {
+	// A branch an earlier version prepared has a marker and no transaction
+	// id: a restart that finds it committed deletes the marker. Any failure
+	// is retried, flagged for a retry or not: the marker may still be
+	// there. Not before its time.
+	old := engine.NewParticipant(engine.ParticipantConfig{Node: 0})
+	for _, e := range []engine.Event{engine.PartEpochSeen{Cluster: "c", Epoch: 1}, engine.PartPrepared{TxID: 2, GID: "tpcd:c:1:2:0"}} {
+		if err := old.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rd := old.Step(engine.Start{Now: now, Markers: []string{"tpcd:c:1:2:0"}}); old.MarkerDeletions() != 1 {
+		t.Fatalf("restart with an earlier version's committed branch: %s", engine.DescribeReady(rd))
+	}
+	old.Step(engine.CoordinatorAnswered{Now: now, Cluster: "c", Epoch: 1})
+	rd = old.Step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 2, Err: "connection reset"})
+	if len(rd.Effects) != 0 || old.MarkerDeletions() != 1 {
 		t.Fatalf("a failed marker deletion: %s", engine.DescribeReady(rd))
 	}
-	if rd := step(engine.Tick{Now: now.Add(time.Millisecond)}); !rd.Empty() {
+	if rd := old.Step(engine.Tick{Now: now.Add(time.Millisecond)}); !rd.Empty() {
 		t.Fatalf("a tick before the retry is due: %s", engine.DescribeReady(rd))
 	}
-	rd = step(engine.Tick{Now: now.Add(time.Second)})
-	if len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "data delete-marker tx=1 gid=tpcd:c:1:1:0" {
+	rd = old.Step(engine.Tick{Now: now.Add(time.Second)})
+	if len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "data delete-marker tx=2 gid=tpcd:c:1:2:0" {
 		t.Fatalf("the retry: %s", engine.DescribeReady(rd))
 	}
-	rd = step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 1})
-	if len(rd.Events) != 0 || len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "forget tx=1" || p.MarkerDeletions() != 0 {
+	rd = old.Step(engine.DataDone{Now: now, Op: engine.DataDeleteMarker, TxID: 2})
+	if len(rd.Events) != 0 || len(rd.Effects) != 1 || engine.DescribeEffect(rd.Effects[0]) != "forget tx=2" || old.MarkerDeletions() != 0 {
 		t.Fatalf("the marker deleted: %s", engine.DescribeReady(rd))
 	}
-	// With the marker gone only the id is remembered, as for a read-only
-	// vote, to which an abort may be sent: no violation then.
-	if rd := step(engine.Receive{Now: now, Msg: abort}); hasViolation(rd) {
+	// Committed here, marker gone or not: an abort decided for it is a
+	// violation, where one sent to a read-only voter is not.
+	abort2 := abort
+	abort2.TxID = 2
+	if rd := old.Step(engine.Receive{Now: now, Msg: abort2}); !hasViolation(rd) {
 		t.Errorf("an abort after the marker is gone: %s", engine.DescribeReady(rd))
 	}
 

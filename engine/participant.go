@@ -111,6 +111,10 @@ type Participant struct {
 	// back, committed, or read-only (finished without phase 2).
 	finished    []TxID
 	finishedIdx map[TxID]Outcome
+	// committedHere marks, among finished, the branches that committed
+	// here (not a read-only vote, which also remembers a commit): an abort
+	// decided for one of them is a violation.
+	committedHere map[TxID]bool
 	// deleting holds the markers of committed transactions being deleted. They
 	// are not folded from the log: a restart finds the markers left in the
 	// data database and deletes them again.
@@ -233,7 +237,7 @@ type settling struct {
 // with Apply before the Start step.
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
-	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, deleting: map[TxID]*markerDeletion{},
+	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, committedHere: map[TxID]bool{}, deleting: map[TxID]*markerDeletion{},
 		kept: map[TxID]*keptMarker{}, settles: map[TxID]*settling{}}
 }
 
@@ -266,7 +270,7 @@ func (p *Participant) Apply(e Event) error {
 			// Joined another cluster: every transaction of the old one had
 			// ended first (see join), and its ids mean nothing to the new
 			// one, which hands out the same numbers again.
-			p.finished, p.finishedIdx = nil, map[TxID]Outcome{}
+			p.finished, p.finishedIdx, p.committedHere = nil, map[TxID]Outcome{}, map[TxID]bool{}
 			// Tombstones of the old cluster answer nobody now (its
 			// coordinator is gone; its commit markers forbid a join).
 			clear(p.kept)
@@ -294,6 +298,9 @@ func (p *Participant) Apply(e Event) error {
 		// record. After a crash the marker itself says whether it is still
 		// there. Logs of earlier versions also hold a PartForgotten after the
 		// PartCommitted; it changes nothing.
+		if p.txs[e.Tx()] != nil {
+			p.committedHere[e.Tx()] = true
+		}
 		delete(p.txs, e.Tx())
 		p.remember(e.Tx(), OutcomeCommit)
 	case PartVotedNo:
@@ -317,6 +324,7 @@ func (p *Participant) remember(id TxID, o Outcome) {
 	p.finishedIdx[id] = o
 	if len(p.finished) > p.cfg.RememberAborted {
 		delete(p.finishedIdx, p.finished[0])
+		delete(p.committedHere, p.finished[0])
 		p.finished = p.finished[1:]
 	}
 }
@@ -1107,10 +1115,9 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 			return // the ack follows the marker's deletion
 		case m.Outcome == OutcomeCommit && p.finishedIdx[m.TxID] == OutcomeAbort:
 			p.violation(m.TxID, "coordinator decided commit, but this participant rolled the transaction back")
-		case m.Outcome == OutcomeAbort && !m.Presumed && p.deleting[m.TxID] != nil:
-			// Committed here, its marker still being deleted. (Once it is
-			// gone only the id is remembered, as for a read-only vote, to
-			// which an abort may be sent.)
+		case m.Outcome == OutcomeAbort && !m.Presumed && (p.deleting[m.TxID] != nil || p.committedHere[m.TxID]):
+			// Committed here (a read-only vote, to which an abort may be
+			// sent, is not in committedHere).
 			p.violation(m.TxID, "coordinator decided abort, but this participant committed the transaction")
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
@@ -1212,6 +1219,11 @@ func (p *Participant) dataDone(in DataDone) {
 
 // prepareDone ends a branch's PREPARE TRANSACTION: it votes.
 func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly bool, xid uint64) {
+	if err == "" && !readOnly && xid == 0 {
+		// Without its id nothing could tell, once the GID is gone, whether
+		// the branch committed (it has no marker): no vote.
+		err = "prepared, but its transaction id was not reported"
+	}
 	switch {
 	case err != "":
 		// PREPARE may or may not have happened; rolling back the GID

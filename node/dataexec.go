@@ -301,6 +301,6 @@ func (d *dataDB) execThen(ctx context.Context, w *txWorker, op engine.Data) engi
 		then = engine.DataDone{Err: fmt.Sprintf("a statement cannot carry %s", op.Then)}
 	}
 	failpoint.AfterData(op.Then, then)
-	done.Then, done.ThenErr, done.ReadOnly, done.Retry = op.Then, then.Err, then.ReadOnly, then.Retry
+	done.Then, done.ThenErr, done.ReadOnly, done.Retry, done.Xid = op.Then, then.Err, then.ReadOnly, then.Retry, then.Xid
 	return done
 }

@@ -64,20 +64,25 @@ func TestPrepareCommitAndXid(t *testing.T) {
 	if w.conn != nil {
 		t.Fatal("the worker kept its connection after PREPARE TRANSACTION")
 	}
+
+	// A second branch, prepared with a later statement, after a first that
+	// opened the transaction.
+	w2 := &txWorker{}
+	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 9, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(2)}})
+	res2 := mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 9, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(3)}, Then: engine.DataPrepare})
+	xid2 := res2.Xid
+	if res2.ThenErr != "" || xid2 == 0 || xid2 == xid {
+		t.Fatalf("second branch's prepare %+v: transaction id %d (first %d)", res2, xid2, xid)
+	}
+
+	// Both still prepared, nothing completed since: the ids a restart reads
+	// are the ones the prepares reported.
 	in, err := RecoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(in.PreparedGIDs, []string{gid}) || in.PreparedXids[gid] != xid || len(in.Markers) != 0 {
-		t.Fatalf("after prepare: %+v; want %s prepared as transaction %d and no marker", in, gid, xid)
-	}
-
-	// A second branch, prepared then rolled back.
-	w2 := &txWorker{}
-	mustRun(t, d, w2, engine.Data{Op: engine.DataExec, TxID: 9, GID: gid2, SQL: "INSERT INTO t VALUES ($1)", Args: []any{float64(2)}})
-	xid2 := mustRun(t, d, w2, engine.Data{Op: engine.DataPrepare, TxID: 9, GID: gid2}).Xid
-	if xid2 == 0 || xid2 == xid {
-		t.Fatalf("second branch's transaction id %d (first %d)", xid2, xid)
+	if !slices.Equal(in.PreparedGIDs, []string{gid, gid2}) || in.PreparedXids[gid] != xid || in.PreparedXids[gid2] != xid2 || len(in.Markers) != 0 {
+		t.Fatalf("after the prepares: %+v; want %s and %s prepared as transactions %d and %d, and no marker", in, gid, gid2, xid, xid2)
 	}
 	mustRun(t, d, w2, engine.Data{Op: engine.DataRollbackPrepared, TxID: 9, GID: gid2, Xid: xid2})
 

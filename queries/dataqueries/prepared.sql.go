@@ -10,13 +10,12 @@ import (
 )
 
 const preparedList = `-- name: PreparedList :many
-SELECT gid,
-    ((((pg_snapshot_xmax(pg_current_snapshot())::text::bigint) >> 32)
-      - CASE WHEN transaction::text::bigint > ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint) & 4294967295) THEN 1 ELSE 0 END) << 32
-     | transaction::text::bigint)::bigint AS xid
-FROM pg_catalog.pg_prepared_xacts
-WHERE database = current_database() AND gid LIKE 'tpcd:%'
-ORDER BY gid
+SELECT p.gid,
+    (s.xmin + ((p.transaction::text::bigint - (s.xmin & 4294967295) + 4294967296) % 4294967296))::bigint AS xid
+FROM pg_catalog.pg_prepared_xacts AS p,
+    (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) AS s
+WHERE p.database = current_database() AND p.gid LIKE 'tpcd:%'
+ORDER BY p.gid
 `
 
 type PreparedListRow struct {
@@ -27,9 +26,9 @@ type PreparedListRow struct {
 // PreparedList lists the transactions of this database that tpcd prepared
 // (GIDs starting with "tpcd:") and nobody has committed or rolled back yet,
 // sorted, each with its transaction id widened to 64 bits as
-// pg_current_xact_id gives it: the epoch of the next id to be assigned, or
-// the one before when the prepared id's low bits are above the next id's
-// (it was assigned before the 32-bit counter last wrapped).
+// pg_current_xact_id gives it. A prepared transaction is still running, so
+// its id is at least the snapshot's xmin and less than 2^31 above it: it is
+// the first id from xmin on whose low 32 bits are the prepared one's.
 func (q *Queries) PreparedList(ctx context.Context, db DBTX) ([]PreparedListRow, error) {
 	rows, err := db.Query(ctx, preparedList)
 	if err != nil {
