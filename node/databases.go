@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -279,6 +280,8 @@ func openPool(ctx context.Context, uri string, maxConns, minConns int, onNotice 
 	}
 	if onNotice != nil {
 		cfg.ConnConfig.OnNotice = onNotice
+		// What the handler noted of a connection goes with it.
+		cfg.BeforeClose = func(c *pgx.Conn) { unreplicated.forget(c.PgConn()) }
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)

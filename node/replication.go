@@ -33,6 +33,9 @@ func (u *unreplicatedConns) note(pc *pgconn.PgConn, n *pgconn.Notice) {
 	}
 }
 
+// forget drops what was noted of pc, a connection being closed.
+func (u *unreplicatedConns) forget(pc *pgconn.PgConn) { u.m.Delete(pc) }
+
 // take reports whether pc got the warning since the last take, and forgets
 // it.
 func (u *unreplicatedConns) take(pc *pgconn.PgConn) bool {
