@@ -31,7 +31,7 @@ func newTestDataDB(t *testing.T) *dataDB {
 // facts reads the prepared GIDs and the markers as a restart would.
 func facts(t *testing.T, d *dataDB) (prepared, markers []string) {
 	t.Helper()
-	in, err := RecoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
+	in, err := recoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestPrepareCommitAndXid(t *testing.T) {
 
 	// Both still prepared, nothing completed since: the ids a restart reads
 	// are the ones the prepares reported.
-	in, err := RecoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
+	in, err := recoveryFacts(t.Context(), d.pool, engine.NewParticipant(engine.ParticipantConfig{}))
 	if err != nil {
 		t.Fatal(err)
 	}

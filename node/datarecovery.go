@@ -10,12 +10,12 @@ import (
 	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
-// RecoveryFacts reads what survived in the data database, as the start step
+// recoveryFacts reads what survived in the data database, as the start step
 // of eng (a participant with its log folded in) takes it: our prepared
 // transactions with their transaction ids, outcome markers, decider
 // tombstones, and which of the branches the log shows prepared the commit
 // log shows committed.
-func RecoveryFacts(ctx context.Context, pool *pgxpool.Pool, eng *engine.Participant) (engine.Start, error) {
+func recoveryFacts(ctx context.Context, pool *pgxpool.Pool, eng *engine.Participant) (engine.Start, error) {
 	var in engine.Start
 	q := dataqueries.New()
 	prepared, err := q.PreparedList(ctx, pool)

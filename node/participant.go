@@ -156,7 +156,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if err != nil {
 		return nil, err
 	}
-	start, err := RecoveryFacts(ctx, opts.Data, p.eng)
+	start, err := recoveryFacts(ctx, opts.Data, p.eng)
 	if err != nil {
 		return nil, err
 	}

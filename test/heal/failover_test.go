@@ -15,6 +15,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
 )
 
 // TestLogFailsOverToItsStandby gives the coordinator a log server with a
@@ -46,20 +47,7 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d,127.0.0.1:%d/tpcd_log?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
 		embedpg.Superuser, primary.Port(), standby.Port())
 
-	c := &cluster{}
-	for i := range 2 {
-		c.parts = append(c.parts, newNode(t, root, fmt.Sprintf("p%d", i)))
-	}
-	c.coord = newNode(t, root, "coordinator", "coordinator", "--log-db", logURI, "--participant", c.parts[0].addr, "--participant", c.parts[1].addr)
-	for i, p := range c.parts {
-		p.args = append([]string{"participant", "--node-id", fmt.Sprint(i), "--coordinator", c.coord.addr}, p.args...)
-	}
-	for _, n := range c.all() {
-		n.start(t)
-	}
-	for _, n := range c.all() {
-		n.waitServing(t, 2*time.Minute)
-	}
+	c := startCluster(t, "--log-db", logURI)
 	c.createTable(t)
 
 	// Four clients commit keys of their own until told to stop; a key is
@@ -163,11 +151,7 @@ func (c *cluster) readAll(t *testing.T, q string) [2]string {
 // sql runs statements on uri, each on its own.
 func sql(t *testing.T, uri string, stmts ...string) {
 	t.Helper()
-	conn, err := pgx.Connect(t.Context(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := pgtest.Connect(t, uri)
 	for _, s := range stmts {
 		if _, err := conn.Exec(t.Context(), s); err != nil {
 			t.Fatalf("%s: %v", s, err)
@@ -175,7 +159,8 @@ func sql(t *testing.T, uri string, stmts ...string) {
 	}
 }
 
-// query reads one value from uri.
+// query reads one value from uri, on a connection of its own (it is
+// polled, so the connection goes at once rather than with the test).
 func query(t *testing.T, uri, q string) string {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), uri)

@@ -191,14 +191,17 @@ type cluster struct {
 	parts []*node
 }
 
-func startCluster(t *testing.T) *cluster {
+// startCluster starts the cluster; coordArgs are the coordinator's own
+// flags (a log database, say).
+func startCluster(t *testing.T, coordArgs ...string) *cluster {
 	t.Helper()
 	root := stateRoot(t)
 	c := &cluster{}
 	for i := range 2 {
 		c.parts = append(c.parts, newNode(t, root, "p"+strconv.Itoa(i)))
 	}
-	c.coord = newNode(t, root, "coordinator", "coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr)
+	args := append([]string{"coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr}, coordArgs...)
+	c.coord = newNode(t, root, "coordinator", args...)
 	for i, p := range c.parts {
 		p.args = append([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", c.coord.addr}, p.args...)
 	}
