@@ -179,6 +179,12 @@ type Coordinator struct {
 	// recalled keeps what lookups found, the latest maxRecalled of them.
 	recalled     map[string]endedTx
 	recalledFIFO []string
+	// forgottenLSN is the newest coord.ended among the transactions whose
+	// keys left memory. The driver's store learns of an outcome once its
+	// coord.ended is durable, so a lookup waits for this LSN, and no more:
+	// waiting for every pending event would force a log write before each
+	// new key.
+	forgottenLSN LSN
 	// endedCount counts every transaction forgotten, so that a driver can
 	// tell which entries of ended are new since it last looked.
 	endedCount uint64
@@ -192,6 +198,9 @@ type endedTx struct {
 	outcome Outcome
 	reason  string
 	keys    []string
+	// endLSN is its coord.ended event's, 0 when there is none to wait for
+	// (read back at start, or never logged).
+	endLSN LSN
 }
 
 type coordTx struct {
@@ -383,11 +392,11 @@ func (c *Coordinator) Apply(e Event) error {
 		if tx == nil {
 			if e.Outcome != 0 {
 				// Its other events were compacted away.
-				c.remember(endedTx{id: e.TxID, outcome: e.Outcome, reason: e.Reason, keys: e.Keys})
+				c.remember(endedTx{id: e.TxID, outcome: e.Outcome, reason: e.Reason, keys: e.Keys, endLSN: c.appliedLSN()})
 			}
 			return nil
 		}
-		c.forget(tx)
+		c.forget(tx, c.appliedLSN())
 	default:
 		return fmt.Errorf("engine: coordinator cannot apply %s", e.Kind())
 	}
@@ -412,12 +421,24 @@ func (c *Coordinator) txOrNew(id TxID, epoch Epoch) *coordTx {
 }
 
 // forget drops a finished transaction, remembering its outcome.
-func (c *Coordinator) forget(tx *coordTx) {
+// forget drops tx from the running transactions and remembers how it
+// ended; endLSN is its coord.ended event's (0 if it has none).
+func (c *Coordinator) forget(tx *coordTx, endLSN LSN) {
 	delete(c.txs, tx.id)
 	if c.batch == tx {
 		c.batch = nil
 	}
-	c.remember(endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason, keys: tx.keys})
+	c.remember(endedTx{id: tx.id, outcome: tx.outcome, reason: tx.reason, keys: tx.keys, endLSN: endLSN})
+}
+
+// appliedLSN is the LSN of the event being applied: emit applies an event
+// before it counts it. Events read back at start were durable before the
+// node served anything, so they need no LSN.
+func (c *Coordinator) appliedLSN() LSN {
+	if !c.started {
+		return 0
+	}
+	return c.lsn + 1
 }
 
 // remember keeps an ended transaction's outcome (and keys) answerable,
@@ -438,6 +459,9 @@ func (c *Coordinator) remember(e endedTx) {
 			if c.keys[k] == old.id {
 				delete(c.keys, k)
 			}
+		}
+		if len(old.keys) > 0 {
+			c.forgottenLSN = max(c.forgottenLSN, old.endLSN)
 		}
 		delete(c.endedIdx, old.id)
 		c.ended[0] = endedTx{}
@@ -1180,7 +1204,9 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 			tx.phase = PhaseAborted
 		}
 		c.answerWaiters(tx)
-		c.forget(tx)
+		// Nothing of it was logged: there is no coord.ended to wait for,
+		// and the store never hears of its keys.
+		c.forget(tx, 0)
 		return
 	}
 	lsn := c.emit(CoordDecided{TxID: tx.id, Epoch: tx.epoch, Outcome: o, Participants: phase2, Reason: reason})
@@ -1331,7 +1357,7 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 // long ago. The driver's store is asked once, however many calls wait.
 func (c *Coordinator) lookUp(key string, in Input) {
 	if _, asked := c.lookups[key]; !asked {
-		c.effect(LookupKey{Key: key, WaitLSN: c.lsn})
+		c.effect(LookupKey{Key: key, WaitLSN: c.forgottenLSN})
 	}
 	c.lookups[key] = append(c.lookups[key], in)
 }
