@@ -130,15 +130,23 @@ func TestLinkDownRefusesUntilHealed(t *testing.T) {
 	roundTrip(t, dial(t, l), "back")
 }
 
-func TestLinkStallDeliversOnHeal(t *testing.T) {
-	l := newTestLink(t)
+// writeUnderFault opens a connection through l that works, puts l under
+// fault, and writes msg, which then must not come back for a while.
+func writeUnderFault(t *testing.T, l *Link, fault func(), msg string) net.Conn {
+	t.Helper()
 	c := dial(t, l)
 	roundTrip(t, c, "hello")
-	l.Stall()
-	if _, err := c.Write([]byte("late")); err != nil {
+	fault()
+	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	nothingFor(t, c, 200*time.Millisecond)
+	return c
+}
+
+func TestLinkStallDeliversOnHeal(t *testing.T) {
+	l := newTestLink(t)
+	c := writeUnderFault(t, l, l.Stall, "late")
 	l.Heal()
 	got := make([]byte, 4)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -149,13 +157,7 @@ func TestLinkStallDeliversOnHeal(t *testing.T) {
 
 func TestLinkBlackholeDiscardsThenCuts(t *testing.T) {
 	l := newTestLink(t)
-	c := dial(t, l)
-	roundTrip(t, c, "hello")
-	l.Blackhole()
-	if _, err := c.Write([]byte("lost")); err != nil {
-		t.Fatal(err)
-	}
-	nothingFor(t, c, 200*time.Millisecond)
+	c := writeUnderFault(t, l, l.Blackhole, "lost")
 	l.Heal()
 	readClosed(t, c)
 	roundTrip(t, dial(t, l), "fresh")

@@ -381,21 +381,34 @@ func (s *Session) checkNode(n engine.NodeID) error {
 	return nil
 }
 
+// endTxCall ends the open transaction by calling method (commit or
+// rollback) for it. A call that got no answer leaves the transaction's
+// outcome unsure, and noAnswer explains it.
+func (s *Session) endTxCall(ctx context.Context, method string, kind Kind, noAnswer func(engine.TxID, error) error) (engine.TxID, engine.OutcomeReply, error) {
+	id := s.tx
+	var r engine.OutcomeReply
+	if err := s.call(ctx, method, api.TxParams{TxID: id}, &r); err != nil {
+		if rpc.IsTransport(err) {
+			s.txUnsure = true
+			return id, r, noAnswer(id, err)
+		}
+		return id, r, s.txError(ctx, err, Command{Kind: kind})
+	}
+	s.endTx()
+	return id, r, nil
+}
+
 func (s *Session) commit(ctx context.Context) (*Result, error) {
 	if s.tx == 0 {
 		return nil, errors.New("no open transaction to commit")
 	}
-	id := s.tx
-	var r engine.OutcomeReply
-	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: id}, &r); err != nil {
-		if rpc.IsTransport(err) {
-			s.txUnsure = true
-			return nil, wrapf(err, "no answer to commit of transaction %d, so its outcome is unknown; once the coordinator is back, status %d tells: %s",
-				id, id, describe(err, s.addr))
-		}
-		return nil, s.txError(ctx, err, Command{Kind: CmdCommit})
+	id, r, err := s.endTxCall(ctx, api.MethodCommit, CmdCommit, func(id engine.TxID, err error) error {
+		return wrapf(err, "no answer to commit of transaction %d, so its outcome is unknown; once the coordinator is back, status %d tells: %s",
+			id, id, describe(err, s.addr))
+	})
+	if err != nil {
+		return nil, err
 	}
-	s.endTx()
 	res := &Result{Kind: CmdCommit, Value: r}
 	if r.Outcome != engine.OutcomeCommit {
 		return res, &OutcomeError{TxID: id, Reason: r.Reason}
@@ -422,16 +435,12 @@ func (s *Session) rollback(ctx context.Context) (*Result, error) {
 	if s.tx == 0 {
 		return nil, errors.New("no open transaction to roll back")
 	}
-	id := s.tx
-	var r engine.OutcomeReply
-	if err := s.call(ctx, api.MethodRollback, api.TxParams{TxID: id}, &r); err != nil {
-		if rpc.IsTransport(err) {
-			s.txUnsure = true
-			return nil, s.explain(err)
-		}
-		return nil, s.txError(ctx, err, Command{Kind: CmdRollback})
+	id, r, err := s.endTxCall(ctx, api.MethodRollback, CmdRollback, func(_ engine.TxID, err error) error {
+		return s.explain(err)
+	})
+	if err != nil {
+		return nil, err
 	}
-	s.endTx()
 	text := fmt.Sprintf("ROLLBACK %d", id)
 	if r.Outcome == engine.OutcomeCommit {
 		text = fmt.Sprintf("transaction %d had already committed", id)

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"encoding"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -106,27 +107,31 @@ func TestEncodeEventRejectsInvalidEnum(t *testing.T) {
 	}
 }
 
-func TestEnumText(t *testing.T) {
-	for _, o := range []engine.Outcome{engine.OutcomeCommit, engine.OutcomeAbort} {
-		b, err := o.MarshalText()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back engine.Outcome
-		if err := back.UnmarshalText(b); err != nil || back != o {
-			t.Fatalf("outcome %s: round trip gave %s, %v", o, back, err)
-		}
-	}
-	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly} {
+// textRoundTrip checks that each of vals reads back as itself from the
+// text it marshals to.
+func textRoundTrip[T interface {
+	comparable
+	encoding.TextMarshaler
+}, PT interface {
+	*T
+	encoding.TextUnmarshaler
+}](t *testing.T, what string, vals ...T) {
+	t.Helper()
+	for _, v := range vals {
 		b, err := v.MarshalText()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back engine.Vote
-		if err := back.UnmarshalText(b); err != nil || back != v {
-			t.Fatalf("vote %s: round trip gave %s, %v", v, back, err)
+		var back T
+		if err := PT(&back).UnmarshalText(b); err != nil || back != v {
+			t.Fatalf("%s %v: round trip gave %v, %v", what, v, back, err)
 		}
 	}
+}
+
+func TestEnumText(t *testing.T) {
+	textRoundTrip(t, "outcome", engine.OutcomeCommit, engine.OutcomeAbort)
+	textRoundTrip(t, "vote", engine.VoteYes, engine.VoteNo, engine.VoteReadOnly)
 	if _, err := engine.Outcome(0).MarshalText(); err == nil {
 		t.Error("the zero outcome marshalled")
 	}

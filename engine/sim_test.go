@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -134,20 +135,12 @@ func TestSim(t *testing.T) {
 	}
 }
 
+// addStats adds each of the counts in s to the same count in t.
 func addStats(t *enginetest.SimStats, s enginetest.SimStats) {
-	t.Steps += s.Steps
-	t.Delivered += s.Delivered
-	t.Dropped += s.Dropped
-	t.Duplicated += s.Duplicated
-	t.SendFailures += s.SendFailures
-	t.DataOps += s.DataOps
-	t.DataFaults += s.DataFaults
-	t.Crashes += s.Crashes
-	t.Requests += s.Requests
-	t.Committed += s.Committed
-	t.Aborted += s.Aborted
-	t.Logged += s.Logged
-	t.Replaced += s.Replaced
+	tv, sv := reflect.ValueOf(t).Elem(), reflect.ValueOf(s)
+	for i := range tv.NumField() {
+		tv.Field(i).SetInt(tv.Field(i).Int() + sv.Field(i).Int())
+	}
 }
 
 // TestSimCatchesBrokenRule breaks two-phase commit on purpose, from outside

@@ -132,26 +132,14 @@ func (e *traceEnv) run(d *datadriven.TestData) error {
 	case "start", "restart":
 		return e.start(d)
 	case "crash":
-		n, err := e.node(d, "node", true)
-		if err != nil {
-			return err
-		}
-		return e.c.Crash(n)
+		return e.onNode(d, e.c.Crash)
 	case "lose-log":
-		n, err := e.node(d, "node", true)
-		if err != nil {
-			return err
-		}
 		cluster, _ := arg(d, "cluster")
-		return e.c.LoseLog(n, cluster)
+		return e.onNode(d, func(n engine.NodeID) error { return e.c.LoseLog(n, cluster) })
 	case "forge":
 		return e.forge(d)
 	case "crash-data-db":
-		n, err := e.node(d, "node", true)
-		if err != nil {
-			return err
-		}
-		return e.c.CrashDataDB(n)
+		return e.onNode(d, e.c.CrashDataDB)
 	case "client":
 		return e.client(d)
 	case "deliver":
@@ -278,6 +266,15 @@ func uintArg(d *datadriven.TestData, key string) (uint64, error) {
 		return 0, fmt.Errorf("bad %s %q", key, s)
 	}
 	return v, nil
+}
+
+// onNode runs do on the node the command names (node=..).
+func (e *traceEnv) onNode(d *datadriven.TestData, do func(engine.NodeID) error) error {
+	n, err := e.node(d, "node", true)
+	if err != nil {
+		return err
+	}
+	return do(n)
 }
 
 // eachNode runs f on the node d names (node=), or without one on every

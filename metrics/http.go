@@ -118,15 +118,9 @@ func Handler(opts ServerOptions) http.Handler {
 	a := &access{
 		auth: opts.Auth, certificate: certificate, logger: opts.Logger,
 		bucket: newBucket(opts.Rate, opts.Burst, time.Now), delay: opts.RefusalDelay,
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tpcd_observer_requests_refused_total",
-			Help: "Requests to the metrics listener refused: unauthorized (no or wrong token or certificate), rate_limited (429).",
-		}, []string{"reason"}),
+		refused: newCounterVec("tpcd_observer_requests_refused_total", "Requests to the metrics listener refused: unauthorized (no or wrong token or certificate), rate_limited (429).", "reason"),
 	}
-	a.slowed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tpcd_observer_probes_slowed_total",
-		Help: "Health probes (/readyz, /healthz) answered late because the metrics listener's token bucket was empty.",
-	})
+	a.slowed = newCounter("tpcd_observer_probes_slowed_total", "Health probes (/readyz, /healthz) answered late because the metrics listener's token bucket was empty.")
 	opts.Registry.MustRegister(a.refused, a.slowed)
 	for _, class := range []string{"unauthorized", "rate_limited"} {
 		a.refused.WithLabelValues(class)

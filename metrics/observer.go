@@ -12,6 +12,29 @@ import (
 // timeout (seconds).
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
+// newCounter, newGauge, newHistogram and their vector forms make this
+// package's metrics, which need only a name, a help text, the buckets of a
+// histogram and the label of a vector.
+func newCounter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func newCounterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+}
+
+func newGauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func newHistogram(name, help string, buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+}
+
+func newHistogramVec(name, help string, buckets []float64, label string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, []string{label})
+}
+
 // loopMetrics are what every node's loop shows: log appends and recovery.
 type loopMetrics struct {
 	appendEvents   prometheus.Histogram
@@ -25,28 +48,13 @@ type loopMetrics struct {
 
 func newLoopMetrics(reg prometheus.Registerer) loopMetrics {
 	m := loopMetrics{
-		appendEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tpcd_log_append_batch_events", Help: "Events written by one group-commit append to the log.",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
-		}),
-		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tpcd_log_append_seconds", Help: "Time one group-commit append to the log took.", Buckets: latencyBuckets,
-		}),
-		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_log_append_failures_total", Help: "Log appends that failed (and were retried).",
-		}),
-		recovery: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tpcd_recovery_seconds", Help: "How long replaying the log took at the last start.",
-		}),
-		recoveryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tpcd_recovery_events", Help: "Events replayed from the log at the last start.",
-		}),
-		violations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_atomicity_violations_total", Help: "Evidence of broken atomicity seen by this node. Never expected: alert on any.",
-		}),
-		pgRestarts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_postgres_restarts_total", Help: "Restarts of the node's own (embedded) PostgreSQL after it died.",
-		}),
+		appendEvents:   newHistogram("tpcd_log_append_batch_events", "Events written by one group-commit append to the log.", prometheus.ExponentialBuckets(1, 2, 11)),
+		appendSeconds:  newHistogram("tpcd_log_append_seconds", "Time one group-commit append to the log took.", latencyBuckets),
+		appendFailures: newCounter("tpcd_log_append_failures_total", "Log appends that failed (and were retried)."),
+		recovery:       newGauge("tpcd_recovery_seconds", "How long replaying the log took at the last start."),
+		recoveryEvents: newGauge("tpcd_recovery_events", "Events replayed from the log at the last start."),
+		violations:     newCounter("tpcd_atomicity_violations_total", "Evidence of broken atomicity seen by this node. Never expected: alert on any."),
+		pgRestarts:     newCounter("tpcd_postgres_restarts_total", "Restarts of the node's own (embedded) PostgreSQL after it died."),
 	}
 	reg.MustRegister(m.appendEvents, m.appendSeconds, m.appendFailures, m.recovery, m.recoveryEvents, m.violations, m.pgRestarts)
 	return m
@@ -101,31 +109,18 @@ type Coordinator struct {
 func NewCoordinator(reg prometheus.Registerer) *Coordinator {
 	m := &Coordinator{
 		loopMetrics: newLoopMetrics(reg),
-		begun: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_transactions_begun_total", Help: "Transactions begun: explicit (begin) and seed-form batches.",
-		}),
-		committed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_transactions_committed_total", Help: "Transactions decided commit.",
-		}),
-		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tpcd_transactions_aborted_total", Help: "Transactions decided abort, by reason class.",
-		}, []string{"reason"}),
-		commitRPC: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "tpcd_commit_latency_seconds", Help: "From a commit request to its answer (the decision is durable), by outcome.",
-			Buckets: latencyBuckets,
-		}, []string{"outcome"}),
-		voteRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tpcd_vote_round_trip_seconds", Help: "From sending prepare to a participant to receiving its vote, or the decider's commit request to its answer.", Buckets: latencyBuckets,
-		}),
-		decideRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tpcd_decision_round_trip_seconds", Help: "From first sending a decision to a participant to its acknowledgement.", Buckets: latencyBuckets,
-		}),
-		now:        time.Now,
-		commitReqs: map[engine.ReqID]time.Time{},
-		batches:    map[engine.TxID]struct{}{},
-		decided:    map[engine.TxID]struct{}{},
-		prepares:   map[nodeTx]time.Time{},
-		decisions:  map[nodeTx]time.Time{},
+		begun:       newCounter("tpcd_transactions_begun_total", "Transactions begun: explicit (begin) and seed-form batches."),
+		committed:   newCounter("tpcd_transactions_committed_total", "Transactions decided commit."),
+		aborted:     newCounterVec("tpcd_transactions_aborted_total", "Transactions decided abort, by reason class.", "reason"),
+		commitRPC:   newHistogramVec("tpcd_commit_latency_seconds", "From a commit request to its answer (the decision is durable), by outcome.", latencyBuckets, "outcome"),
+		voteRTT:     newHistogram("tpcd_vote_round_trip_seconds", "From sending prepare to a participant to receiving its vote, or the decider's commit request to its answer.", latencyBuckets),
+		decideRTT:   newHistogram("tpcd_decision_round_trip_seconds", "From first sending a decision to a participant to its acknowledgement.", latencyBuckets),
+		now:         time.Now,
+		commitReqs:  map[engine.ReqID]time.Time{},
+		batches:     map[engine.TxID]struct{}{},
+		decided:     map[engine.TxID]struct{}{},
+		prepares:    map[nodeTx]time.Time{},
+		decisions:   map[nodeTx]time.Time{},
 	}
 	// Every reason class is shown from the start, at zero, so that rates
 	// and alerts work before the first abort of a kind.
@@ -256,15 +251,9 @@ type Participant struct {
 func NewParticipant(reg prometheus.Registerer) *Participant {
 	m := &Participant{
 		loopMetrics: newLoopMetrics(reg),
-		votes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tpcd_votes_total", Help: "Votes sent to the coordinator, by vote (committed: a decider's commit).",
-		}, []string{"vote"}),
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tpcd_participant_outcomes_total", Help: "Transactions finished in the data database, by outcome (durable).",
-		}, []string{"outcome"}),
-		stmts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tpcd_statements_total", Help: "Statements received from the coordinator.",
-		}),
+		votes:       newCounterVec("tpcd_votes_total", "Votes sent to the coordinator, by vote (committed: a decider's commit).", "vote"),
+		outcomes:    newCounterVec("tpcd_participant_outcomes_total", "Transactions finished in the data database, by outcome (durable).", "outcome"),
+		stmts:       newCounter("tpcd_statements_total", "Statements received from the coordinator."),
 	}
 	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly, engine.VoteCommitted} {
 		m.votes.WithLabelValues(v.String())

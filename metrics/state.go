@@ -29,7 +29,7 @@ var (
 // at every scrape from the snapshot the coordinator refreshes every second
 // (LatestSnapshot), so that scrapes never wait for its loop.
 func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger) {
-	var failures atomic.Uint64 // scrapes may run concurrently
+	read := snapshotReader(logger, "coordinator", c.LatestSnapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
 		// Reachability is kept apart from the loop: read it now rather
 		// than as old as the snapshot.
@@ -46,13 +46,8 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 			}
 			ch <- prometheus.MustNewConstMetric(lastSeenDesc, prometheus.GaugeValue, seen, id, p.Address)
 		}
-		s, err := c.LatestSnapshot()
-		if err != nil {
-			failures.Add(1)
-			logger.Warn("metrics: coordinator snapshot unavailable", "err", err)
-		}
-		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, float64(failures.Load()))
-		if err != nil {
+		s, ok := read(ch)
+		if !ok {
 			return
 		}
 		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
@@ -69,18 +64,29 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 // WatchParticipant registers a participant's state gauges with reg, read
 // from its LatestSnapshot.
 func WatchParticipant(reg prometheus.Registerer, p *node.Participant, logger *slog.Logger) {
-	var failures atomic.Uint64
+	read := snapshotReader(logger, "participant", p.LatestSnapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		s, err := p.LatestSnapshot()
-		if err != nil {
-			failures.Add(1)
-			logger.Warn("metrics: participant snapshot unavailable", "err", err)
-		}
-		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, float64(failures.Load()))
-		if err != nil {
+		s, ok := read(ch)
+		if !ok {
 			return
 		}
 		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(s.InDoubt))
 		ch <- prometheus.MustNewConstMetric(openDesc, prometheus.GaugeValue, float64(s.Open))
 	}))
+}
+
+// snapshotReader returns what a scrape calls to read a node's snapshot: it
+// reports on ch how many scrapes so far found none (logging each), and
+// whether this one did.
+func snapshotReader[S any](logger *slog.Logger, role string, snapshot func() (S, error)) func(ch chan<- prometheus.Metric) (S, bool) {
+	var failures atomic.Uint64 // scrapes may run concurrently
+	return func(ch chan<- prometheus.Metric) (S, bool) {
+		s, err := snapshot()
+		if err != nil {
+			failures.Add(1)
+			logger.Warn("metrics: "+role+" snapshot unavailable", "err", err)
+		}
+		ch <- prometheus.MustNewConstMetric(snapshotErrDesc, prometheus.CounterValue, float64(failures.Load()))
+		return s, err == nil
+	}
 }

@@ -17,6 +17,21 @@ func record(t *testing.T, seq int64, ev engine.Event) logstore.Record {
 	return logstore.Record{Pos: logstore.Pos{Seq: seq}, Tx: uint64(ev.Tx()), Payload: payload}
 }
 
+// boundedStep returns a function that feeds an event to a fold as the
+// next row of its log, and fails t once tr tracks more than window
+// transactions.
+func boundedStep(t *testing.T, seq *int64, window int, fold func(logstore.Record) error, tr *tracker) func(engine.Event) {
+	return func(ev engine.Event) {
+		*seq++
+		if err := fold(record(t, *seq, ev)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(tr.txs); n > window {
+			t.Fatalf("after %s: %d transactions tracked, at most %d are open", engine.DescribeEvent(ev), n, window)
+		}
+	}
+}
+
 // TestFoldForgetsEndedTransactions feeds long logs with a bounded number of
 // transactions open at a time and checks that the replay's bookkeeping
 // never holds more than those: ended transactions leave memory as they end.
@@ -29,15 +44,7 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 	t.Run("coordinator", func(t *testing.T) {
 		rep := &NodeReport{}
 		f := newCoordFold(rep, 3, 0, 2, false)
-		step := func(ev engine.Event) {
-			seq++
-			if err := f.step(f, record(t, seq, ev)); err != nil {
-				t.Fatal(err)
-			}
-			if n := len(f.tr.txs); n > window {
-				t.Fatalf("after %s: %d transactions tracked, at most %d are open", engine.DescribeEvent(ev), n, window)
-			}
-		}
+		step := boundedStep(t, &seq, window, func(rec logstore.Record) error { return f.step(f, rec) }, f.tr)
 		step(engine.CoordStarted{Cluster: "c", Epoch: 1})
 		step(engine.CoordTxIDsReserved{Through: total + window})
 		for i := 1; i <= total+window; i++ {
@@ -68,15 +75,7 @@ func TestFoldForgetsEndedTransactions(t *testing.T) {
 	t.Run("participant", func(t *testing.T) {
 		rep := &NodeReport{}
 		f := newPartFold(rep, 3, 0, engine.ParticipantConfig{Node: 0, RememberAborted: 1})
-		step := func(ev engine.Event) {
-			seq++
-			if err := f.step(f, record(t, seq, ev)); err != nil {
-				t.Fatal(err)
-			}
-			if n := len(f.tr.txs); n > window {
-				t.Fatalf("after %s: %d transactions tracked, at most %d are open", engine.DescribeEvent(ev), n, window)
-			}
-		}
+		step := boundedStep(t, &seq, window, func(rec logstore.Record) error { return f.step(f, rec) }, f.tr)
 		step(engine.PartEpochSeen{Cluster: "c", Epoch: 1})
 		for i := 1; i <= total+window; i++ {
 			if i <= total {

@@ -287,33 +287,50 @@ func (r *runner) coordReport(ctx context.Context, f *coordFold) (*NodeReport, er
 		}
 		return t
 	}
-	if r.opts.Tx != 0 {
-		t := TxReport{Tx: uint64(r.opts.Tx), State: "no events", Reason: "not handed out yet"}
-		if uint64(r.opts.Tx) < f.facts.NextTx {
-			t.Reason = "ended and compacted, or aborted before anything was logged (presumed abort)"
-		}
-		for _, s := range sums {
-			if s.TxID == r.opts.Tx {
-				t = txr(s)
-			}
-		}
-		if tr := f.tr.txs[r.opts.Tx]; tr != nil && !coordLive(tr.state) {
-			t.State = tr.state
-		}
-		if err := r.txEvents(ctx, api.CoordinatorName, &t); err != nil {
-			return nil, err
-		}
-		rep.Transactions = []TxReport{t}
-	} else {
-		for _, s := range sums {
-			t := txr(s)
-			t.Events, t.EarlierEvents = refs(f.tr.txs[s.TxID], r.opts.Times)
-			rep.Transactions = append(rep.Transactions, t)
-		}
+	missing := TxReport{Tx: uint64(r.opts.Tx), State: "no events", Reason: "not handed out yet"}
+	if uint64(r.opts.Tx) < f.facts.NextTx {
+		missing.Reason = "ended and compacted, or aborted before anything was logged (presumed abort)"
+	}
+	ended := func(state string) bool { return !coordLive(state) }
+	if err := listTxs(ctx, r, api.CoordinatorName, rep, f.tr, sums, txr, missing, ended); err != nil {
+		return nil, err
+	}
+	if r.opts.Tx == 0 {
 		r.limit(rep)
 	}
 	rep.Problems = len(rep.Undecodable) + rep.UndecodableOmitted
 	return rep, nil
+}
+
+// listTxs fills rep.Transactions from the engine's summaries, made into
+// reports by txr. With Options.Tx it lists that transaction alone with all
+// its events: as missing says when the engine no longer holds it, and in
+// the state the log left it in when ended says that state ended it.
+// Otherwise it lists every transaction the engine holds, with the events
+// the fold kept of each.
+func listTxs[S any](ctx context.Context, r *runner, name string, rep *NodeReport, tr *tracker, sums []S, txr func(S) TxReport, missing TxReport, ended func(state string) bool) error {
+	if r.opts.Tx == 0 {
+		for _, s := range sums {
+			t := txr(s)
+			t.Events, t.EarlierEvents = refs(tr.txs[engine.TxID(t.Tx)], r.opts.Times)
+			rep.Transactions = append(rep.Transactions, t)
+		}
+		return nil
+	}
+	t := missing
+	for _, s := range sums {
+		if st := txr(s); st.Tx == uint64(r.opts.Tx) {
+			t = st
+		}
+	}
+	if tt := tr.txs[r.opts.Tx]; tt != nil && ended(tt.state) {
+		t.State = tt.state
+	}
+	if err := r.txEvents(ctx, name, &t); err != nil {
+		return err
+	}
+	rep.Transactions = []TxReport{t}
+	return nil
 }
 
 // limit sorts the listing and cuts it to Options.Limit.
@@ -402,26 +419,10 @@ func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpoo
 		}
 		return t
 	}
-	if r.opts.Tx != 0 {
-		t := TxReport{Tx: uint64(r.opts.Tx), State: "no events", Reason: "never prepared here, or ended and compacted"}
-		for _, s := range sums {
-			if s.TxID == r.opts.Tx {
-				t = txr(s)
-			}
-		}
-		if tr := f.tr.txs[r.opts.Tx]; tr != nil && !partLive(tr.state) && tr.state != "" {
-			t.State = tr.state
-		}
-		if err := r.txEvents(ctx, name, &t); err != nil {
-			return nil, err
-		}
-		rep.Transactions = []TxReport{t}
-	} else {
-		for _, s := range sums {
-			t := txr(s)
-			t.Events, t.EarlierEvents = refs(f.tr.txs[s.TxID], r.opts.Times)
-			rep.Transactions = append(rep.Transactions, t)
-		}
+	missing := TxReport{Tx: uint64(r.opts.Tx), State: "no events", Reason: "never prepared here, or ended and compacted"}
+	ended := func(state string) bool { return state != "" && !partLive(state) }
+	if err := listTxs(ctx, r, name, rep, f.tr, sums, txr, missing, ended); err != nil {
+		return nil, err
 	}
 	if data != nil {
 		if err := r.checkData(ctx, rep, id, f.eng, sums, data); err != nil {

@@ -45,6 +45,21 @@ func (f ProtocolFlag) protocol() engine.Protocol {
 	return p
 }
 
+// VoteBatchFlags are the coordinator's vote timeout and seed-form
+// batching, which tpcd coordinator and tpcd cluster both take.
+type VoteBatchFlags struct {
+	Timeout    Seconds `help:"Seconds to wait for all votes before aborting." default:"5"`
+	BatchSize  int     `help:"Seed form: how many execute calls make one transaction." default:"1"`
+	BatchFlush Seconds `help:"Seed form: commit a partial batch this long after it began." default:"1"`
+}
+
+func (f VoteBatchFlags) checkBatch() error {
+	if f.BatchSize < 1 {
+		return fmt.Errorf("--batch-size %d: must be at least 1", f.BatchSize)
+	}
+	return nil
+}
+
 // LazyPreparedFlag is --[no-]lazy-prepared of the commands that run
 // participants: engine.ParticipantConfig.LazyPrepared, on unless turned
 // off.

@@ -18,14 +18,14 @@ import (
 
 // ClusterCmd runs a whole local cluster in one process.
 type ClusterCmd struct {
-	N           int     `short:"n" help:"Number of participants." default:"3"`
-	BasePort    int     `help:"Coordinator port; participant i gets base-port+1+i (0: free ports)." default:"9990"`
-	StateDir    string  `help:"Keep every node's PostgreSQL under this directory so the next run resumes the same cluster." type:"path"`
-	PGBin       string  `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
-	Timeout     Seconds `help:"Seconds to wait for all votes before aborting." default:"5"`
-	BatchSize   int     `help:"Seed form: how many execute calls make one transaction." default:"1"`
-	BatchFlush  Seconds `help:"Seed form: commit a partial batch this long after it began." default:"1"`
-	MetricsAddr string  `name:"metrics-addr" help:"Serve every node's Prometheus metrics (labelled tpcd_node) at /metrics, /healthz, /readyz (ready once every node is) and the coordinator's status page at / on this HOST:PORT (port 0: a free one). Off by default; it has no authentication, so keep it on loopback." placeholder:"HOST:PORT"`
+	N        int    `short:"n" help:"Number of participants." default:"3"`
+	BasePort int    `help:"Coordinator port; participant i gets base-port+1+i (0: free ports)." default:"9990"`
+	StateDir string `help:"Keep every node's PostgreSQL under this directory so the next run resumes the same cluster." type:"path"`
+	PGBin    string `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
+
+	VoteBatchFlags `embed:""`
+
+	MetricsAddr string `name:"metrics-addr" help:"Serve every node's Prometheus metrics (labelled tpcd_node) at /metrics, /healthz, /readyz (ready once every node is) and the coordinator's status page at / on this HOST:PORT (port 0: a free one). Off by default; it has no authentication, so keep it on loopback." placeholder:"HOST:PORT"`
 
 	PG       bool   `name:"pg" help:"Serve the PostgreSQL protocol too (--no-pg: don't)." default:"true" negatable:""`
 	PGListen string `name:"pg-listen" help:"HOST:PORT of the PostgreSQL front door (default: 127.0.0.1, port base-port+n+1; a free port with --base-port 0)." placeholder:"HOST:PORT"`
@@ -52,8 +52,8 @@ func (c *ClusterCmd) Validate() error {
 	if c.BasePort < 0 || c.BasePort+c.N > 65535 {
 		return fmt.Errorf("--base-port %d: ports base-port..base-port+%d must lie within 1..65535", c.BasePort, c.N)
 	}
-	if c.BatchSize < 1 {
-		return fmt.Errorf("--batch-size %d: must be at least 1", c.BatchSize)
+	if err := c.checkBatch(); err != nil {
+		return err
 	}
 	if c.MetricsAddr != "" {
 		if err := checkListenAddr("metrics-addr", c.MetricsAddr); err != nil {

@@ -16,12 +16,12 @@ import (
 
 // CoordinatorCmd runs a coordinator node.
 type CoordinatorCmd struct {
-	Host         string        `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9990"`
-	Participant  []string      `help:"A participant's HOST:PORT (HOST alone: port 12345); repeat once per participant, in node-id order (node 0 first)." required:""`
-	LogDB        string        `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
-	Timeout      Seconds       `help:"Seconds to wait for all votes before aborting." default:"5"`
-	BatchSize    int           `help:"Seed form: how many execute calls make one transaction." default:"1"`
-	BatchFlush   Seconds       `help:"Seed form: commit a partial batch this long after it began." default:"1"`
+	Host        string   `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9990"`
+	Participant []string `help:"A participant's HOST:PORT (HOST alone: port 12345); repeat once per participant, in node-id order (node 0 first)." required:""`
+	LogDB       string   `name:"log-db" help:"PostgreSQL URI of the coordinator's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+
+	VoteBatchFlags `embed:""`
+
 	ExecTimeout  Seconds       `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
 	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later) ($$${env})." env:"TPCD_COORDINATOR_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"60"`
 	KeepOutcomes time.Duration `name:"keep-outcomes" help:"How long the outcome of an ended transaction stays answerable, by id and by its client's key, after the log forgot it (status says forgotten after that)." default:"24h"`
@@ -72,8 +72,8 @@ func (c *CoordinatorCmd) Validate() error {
 		}
 		seen[p] = true
 	}
-	if c.BatchSize < 1 {
-		return fmt.Errorf("--batch-size %d: must be at least 1", c.BatchSize)
+	if err := c.checkBatch(); err != nil {
+		return err
 	}
 	if c.Timeout.D() <= 0 {
 		return fmt.Errorf("--timeout must be more than 0 seconds")

@@ -61,22 +61,15 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
 	}
 }
 
-func queryInt(t *testing.T, conn *pgx.Conn, sql string) int {
+// queryOne runs a query that answers one value, failing the test if it
+// fails.
+func queryOne[T any](t *testing.T, conn *pgx.Conn, sql string) T {
 	t.Helper()
-	var n int
-	if err := conn.QueryRow(testCtx(t), sql).Scan(&n); err != nil {
+	var v T
+	if err := conn.QueryRow(testCtx(t), sql).Scan(&v); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-	return n
-}
-
-func queryString(t *testing.T, conn *pgx.Conn, sql string) string {
-	t.Helper()
-	var s string
-	if err := conn.QueryRow(testCtx(t), sql).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
+	return v
 }
 
 // sharedDir makes a directory the server user can reach.
@@ -103,25 +96,25 @@ func TestTempClusterTwoPhaseCommit(t *testing.T) {
 	}
 
 	admin := connect(t, c.URI("postgres"))
-	if got := queryString(t, admin, "SHOW listen_addresses"); got != "127.0.0.1" {
+	if got := queryOne[string](t, admin, "SHOW listen_addresses"); got != "127.0.0.1" {
 		t.Errorf("listen_addresses = %q", got)
 	}
-	if got := queryString(t, admin, "SHOW unix_socket_directories"); !strings.Contains(got, c.Dir()) {
+	if got := queryOne[string](t, admin, "SHOW unix_socket_directories"); !strings.Contains(got, c.Dir()) {
 		t.Errorf("unix_socket_directories = %q, want inside %s", got, c.Dir())
 	}
-	if !exists(t, filepath.Join(c.Dir(), ".s.PGSQL."+queryString(t, admin, "SHOW port"))) {
+	if !exists(t, filepath.Join(c.Dir(), ".s.PGSQL."+queryOne[string](t, admin, "SHOW port"))) {
 		t.Errorf("no unix socket in %s", c.Dir())
 	}
-	if got := queryString(t, admin, "SELECT current_user"); got != "postgres" {
+	if got := queryOne[string](t, admin, "SELECT current_user"); got != "postgres" {
 		t.Errorf("current_user = %q", got)
 	}
-	if got := queryInt(t, admin, "SELECT current_setting('max_prepared_transactions')::int"); got != 200 {
+	if got := queryOne[int](t, admin, "SELECT current_setting('max_prepared_transactions')::int"); got != 200 {
 		t.Errorf("max_prepared_transactions = %d", got)
 	}
-	if got := queryInt(t, admin, "SELECT current_setting('max_connections')::int"); got != 200 {
+	if got := queryOne[int](t, admin, "SELECT current_setting('max_connections')::int"); got != 200 {
 		t.Errorf("max_connections = %d", got)
 	}
-	if got := queryString(t, admin, "SHOW fsync"); got != "off" {
+	if got := queryOne[string](t, admin, "SHOW fsync"); got != "off" {
 		t.Errorf("fsync = %q, Settings not applied", got)
 	}
 
@@ -136,18 +129,18 @@ func TestTempClusterTwoPhaseCommit(t *testing.T) {
 	mustExec(t, app, "CREATE TABLE t (x int)")
 	mustExec(t, app, "INSERT INTO t VALUES (1)")
 	mustExec(t, app, "PREPARE TRANSACTION 'x'")
-	if n := queryInt(t, admin, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'x'"); n != 1 {
+	if n := queryOne[int](t, admin, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'x'"); n != 1 {
 		t.Fatalf("prepared transactions named x: %d", n)
 	}
 	mustExec(t, app, "COMMIT PREPARED 'x'") // must run in the database it belongs to
-	if n := queryInt(t, app, "SELECT sum(x) FROM t"); n != 1 {
+	if n := queryOne[int](t, app, "SELECT sum(x) FROM t"); n != 1 {
 		t.Fatalf("sum after COMMIT PREPARED = %d", n)
 	}
 
 	if err := c.DropDatabase(ctx, "app"); err != nil { // app is still connected: FORCE
 		t.Fatalf("DropDatabase: %v", err)
 	}
-	if n := queryInt(t, admin, "SELECT count(*) FROM pg_database WHERE datname = 'app'"); n != 0 {
+	if n := queryOne[int](t, admin, "SELECT count(*) FROM pg_database WHERE datname = 'app'"); n != 0 {
 		t.Fatalf("app still exists")
 	}
 
@@ -187,7 +180,7 @@ func TestDirReusedAcrossStartStop(t *testing.T) {
 
 	c2 := start(t, Options{Dir: dir})
 	conn = connect(t, c2.URI("postgres"))
-	if got := queryString(t, conn, "SELECT v FROM kept"); got != "hello" {
+	if got := queryOne[string](t, conn, "SELECT v FROM kept"); got != "hello" {
 		t.Fatalf("after reuse: %q", got)
 	}
 	if err := c2.Stop(); err != nil {
@@ -213,7 +206,7 @@ func TestKillRestartRecovers(t *testing.T) {
 	mustExec(t, conn, "BEGIN")
 	mustExec(t, conn, "INSERT INTO t VALUES (2)")
 	mustExec(t, conn, "PREPARE TRANSACTION 'in-doubt'")
-	backend := queryInt(t, conn, "SELECT pg_backend_pid()")
+	backend := queryOne[int](t, conn, "SELECT pg_backend_pid()")
 
 	if err := c.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
@@ -243,14 +236,14 @@ func TestKillRestartRecovers(t *testing.T) {
 		t.Fatalf("Restart of a running server succeeded")
 	}
 	conn = connect(t, c.URI("postgres"))
-	if n := queryInt(t, conn, "SELECT sum(x) FROM t"); n != 1 {
+	if n := queryOne[int](t, conn, "SELECT sum(x) FROM t"); n != 1 {
 		t.Fatalf("committed data after crash: sum = %d, want 1", n)
 	}
-	if n := queryInt(t, conn, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'in-doubt'"); n != 1 {
+	if n := queryOne[int](t, conn, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'in-doubt'"); n != 1 {
 		t.Fatalf("prepared transaction lost in crash")
 	}
 	mustExec(t, conn, "COMMIT PREPARED 'in-doubt'")
-	if n := queryInt(t, conn, "SELECT sum(x) FROM t"); n != 3 {
+	if n := queryOne[int](t, conn, "SELECT sum(x) FROM t"); n != 3 {
 		t.Fatalf("after COMMIT PREPARED: sum = %d, want 3", n)
 	}
 	conn.Close(ctx)
@@ -263,7 +256,7 @@ func TestKillRestartRecovers(t *testing.T) {
 		t.Fatalf("Restart after Shutdown: %v", err)
 	}
 	conn = connect(t, c.URI("postgres"))
-	if n := queryInt(t, conn, "SELECT sum(x) FROM t"); n != 3 {
+	if n := queryOne[int](t, conn, "SELECT sum(x) FROM t"); n != 3 {
 		t.Fatalf("after Shutdown/Restart: sum = %d, want 3", n)
 	}
 	conn.Close(ctx)

@@ -17,7 +17,7 @@ func openBackends(t *testing.T, c *Cluster, n int) {
 	t.Helper()
 	for range n {
 		conn := connect(t, c.URI("postgres"))
-		queryInt(t, conn, "SELECT 1")
+		queryOne[int](t, conn, "SELECT 1")
 	}
 }
 
@@ -27,7 +27,7 @@ func startAgain(t *testing.T, dir string, port int) *Cluster {
 	t.Helper()
 	c := start(t, Options{Dir: dir, Port: port})
 	conn := connect(t, c.URI("postgres"))
-	if got := queryString(t, conn, "SELECT v FROM kept"); got != "before" {
+	if got := queryOne[string](t, conn, "SELECT v FROM kept"); got != "before" {
 		t.Fatalf("after the restart: %q", got)
 	}
 	return c
@@ -71,7 +71,7 @@ func TestStartKillsOrphanedBackends(t *testing.T) {
 	t.Parallel()
 	c1 := clusterWithRow(t)
 	conn := connect(t, c1.URI("postgres"))
-	backend := queryInt(t, conn, "SELECT pg_backend_pid()")
+	backend := queryOne[int](t, conn, "SELECT pg_backend_pid()")
 	if err := syscall.Kill(backend, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

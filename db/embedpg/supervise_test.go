@@ -88,7 +88,7 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 	}
 	conn = connect(t, c.URI("postgres"))
 	mustExec(t, conn, "COMMIT PREPARED 'in-doubt'") // crash recovery kept it
-	if n := queryInt(t, conn, "SELECT sum(x) FROM t"); n != 1 {
+	if n := queryOne[int](t, conn, "SELECT sum(x) FROM t"); n != 1 {
 		t.Fatalf("sum = %d, want 1", n)
 	}
 
@@ -182,7 +182,7 @@ func TestSuperviseRetriesAFailedRestart(t *testing.T) {
 	case <-time.After(healWithin):
 		t.Fatal("not restarted once the port was free")
 	}
-	queryInt(t, connect(t, c.URI("postgres")), "SELECT 1")
+	queryOne[int](t, connect(t, c.URI("postgres")), "SELECT 1")
 }
 
 func TestSuperviseGivesUpWhenRestartsKeepFailing(t *testing.T) {

@@ -109,7 +109,7 @@ func TestUnixSocketOnly(t *testing.T) {
 		t.Errorf("URI %s does not name the socket", c.URI("postgres"))
 	}
 	admin := connect(t, c.URI("postgres"))
-	if got := queryString(t, admin, "SHOW listen_addresses"); got != "" {
+	if got := queryOne[string](t, admin, "SHOW listen_addresses"); got != "" {
 		t.Errorf("listen_addresses = %q, want none", got)
 	}
 	mustExec(t, admin, "CREATE TABLE kept (k int)")
@@ -120,7 +120,7 @@ func TestUnixSocketOnly(t *testing.T) {
 	if err := c.Restart(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if n := queryInt(t, connect(t, c.URI("postgres")), "SELECT count(*) FROM kept"); n != 1 {
+	if n := queryOne[int](t, connect(t, c.URI("postgres")), "SELECT count(*) FROM kept"); n != 1 {
 		t.Errorf("%d rows after the restart, want 1", n)
 	}
 }

@@ -281,43 +281,27 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		default:
 			done.Result = &engine.StmtResult{Columns: []string{"n"}, Rows: [][]any{{int64(len(t.writes))}}, RowsAffected: 1, Tag: "SELECT 1"}
 		}
-	case engine.DataPrepare:
+	case engine.DataPrepare, engine.DataCommitBranch:
 		delete(d.broken, op.TxID)
 		t := d.open[op.TxID]
-		switch {
-		case t == nil:
+		if t == nil {
 			fail("no open data transaction (connection lost)")
 			return done, ch
+		}
+		var ended *change
+		switch {
 		case t.failed:
 			fail("current transaction is aborted")
-		case f == FailOp:
-			fail("injected prepare error")
-		case f == ForceReadOnly || len(t.writes) == 0 && f != ForcePrepare:
-			// A driver that commits instead of preparing makes whatever was
-			// written permanent, so the checker sees it as a commit.
-			delete(d.open, op.TxID)
-			done.ReadOnly = true
-			if len(t.writes) > 0 {
-				d.commit(t)
-			}
-			return done, append(ch, change{key: t.key, to: fateReadOnly, writes: t.writes})
-		case d.markers[op.GID]:
-			fail("duplicate key value violates unique constraint on the outcome marker")
-		case d.prepared[op.GID] != nil:
-			fail("transaction identifier %q is already in use", op.GID)
+		case op.Op == engine.DataPrepare:
+			ended = d.prepare(t, op, f, &done)
 		default:
-			delete(d.open, op.TxID)
-			t.gid = op.GID
-			d.lastXid++
-			t.xid = d.lastXid
-			d.prepared[op.GID] = t
-			done.Xid = t.xid
-			if f == FailAfterPrepare {
-				fail("connection lost after PREPARE TRANSACTION")
-			}
-			return done, append(ch, change{key: t.key, to: fatePrepared, writes: t.writes})
+			ended = d.commitBranch(t, op, f, &done)
 		}
-		// Any failure loses the open transaction with its connection.
+		if ended != nil {
+			return done, append(ch, *ended)
+		}
+		// A failed prepare loses the open transaction with its connection;
+		// a failed COMMIT rolls it back.
 		delete(d.open, op.TxID)
 		ch = append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 	case engine.DataRollback:
@@ -360,34 +344,6 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		}
 		delete(d.markers, op.GID)
 		delete(d.tombstones, op.GID)
-	case engine.DataCommitBranch:
-		delete(d.broken, op.TxID)
-		t := d.open[op.TxID]
-		switch {
-		case t == nil:
-			fail("no open data transaction (connection lost)")
-			return done, ch
-		case t.failed:
-			fail("current transaction is aborted")
-		case f == FailOp || f == RetryOp:
-			fail("injected commit error")
-		case d.markers[op.GID] || d.tombstones[op.GID]:
-			fail("duplicate key value violates unique constraint on the outcome marker")
-		default:
-			// The marker and the writes commit together.
-			delete(d.open, op.TxID)
-			d.markers[op.GID] = true
-			t.gid = op.GID
-			t.key = keyOf(op.GID, op.TxID)
-			d.commit(t)
-			if f == FailAfterCommit {
-				fail("connection lost during COMMIT")
-			}
-			return done, append(ch, change{key: t.key, to: fateCommitted, writes: t.writes, decider: true})
-		}
-		// A failed COMMIT rolls the transaction back.
-		delete(d.open, op.TxID)
-		ch = append(ch, change{key: t.key, to: fateAborted, writes: t.writes})
 	case engine.DataSettle:
 		if f == RetryOp || f == FailOp {
 			done.Retry = f == RetryOp
@@ -401,6 +357,66 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 		done.Committed = true
 	}
 	return done, ch
+}
+
+// prepare ends open transaction t as op asks: prepared, or committed when
+// the driver reports it read-only; f may make it fail. It returns the
+// transition of a transaction that is no longer open, nil when it failed
+// (done.Err says why).
+func (d *DataDB) prepare(t *dataTx, op engine.Data, f Fault, done *engine.DataDone) *change {
+	switch {
+	case f == FailOp:
+		done.Err = "injected prepare error"
+	case f == ForceReadOnly || len(t.writes) == 0 && f != ForcePrepare:
+		// A driver that commits instead of preparing makes whatever was
+		// written permanent, so the checker sees it as a commit.
+		delete(d.open, op.TxID)
+		done.ReadOnly = true
+		if len(t.writes) > 0 {
+			d.commit(t)
+		}
+		return &change{key: t.key, to: fateReadOnly, writes: t.writes}
+	case d.markers[op.GID]:
+		done.Err = "duplicate key value violates unique constraint on the outcome marker"
+	case d.prepared[op.GID] != nil:
+		done.Err = fmt.Sprintf("transaction identifier %q is already in use", op.GID)
+	default:
+		delete(d.open, op.TxID)
+		t.gid = op.GID
+		d.lastXid++
+		t.xid = d.lastXid
+		d.prepared[op.GID] = t
+		done.Xid = t.xid
+		if f == FailAfterPrepare {
+			done.Err = "connection lost after PREPARE TRANSACTION"
+		}
+		return &change{key: t.key, to: fatePrepared, writes: t.writes}
+	}
+	return nil
+}
+
+// commitBranch commits open transaction t with its outcome marker, as a
+// decider does; f may make it fail. It returns the transition of the
+// committed transaction, nil when the commit failed (done.Err says why).
+func (d *DataDB) commitBranch(t *dataTx, op engine.Data, f Fault, done *engine.DataDone) *change {
+	switch {
+	case f == FailOp || f == RetryOp:
+		done.Err = "injected commit error"
+	case d.markers[op.GID] || d.tombstones[op.GID]:
+		done.Err = "duplicate key value violates unique constraint on the outcome marker"
+	default:
+		// The marker and the writes commit together.
+		delete(d.open, op.TxID)
+		d.markers[op.GID] = true
+		t.gid = op.GID
+		t.key = keyOf(op.GID, op.TxID)
+		d.commit(t)
+		if f == FailAfterCommit {
+			done.Err = "connection lost during COMMIT"
+		}
+		return &change{key: t.key, to: fateCommitted, writes: t.writes, decider: true}
+	}
+	return nil
 }
 
 // runThen runs a statement and what it carries, as a driver does in one

@@ -294,37 +294,38 @@ func (s *sim) deliver() {
 	}
 }
 
+// faultOdds lists the faults injected into one kind of data operation, each
+// picked when a single draw falls below its cumulative probability.
+type faultOdds []struct {
+	below float64
+	fault Fault
+}
+
+// dataFaultOdds says how often each kind of data operation fails, and how.
+var dataFaultOdds = map[engine.DataOp]faultOdds{
+	engine.DataExec:         {{0.02, FailOp}},
+	engine.DataRollback:     {{0.02, FailOp}},
+	engine.DataPrepare:      {{0.03, FailOp}, {0.05, FailAfterPrepare}, {0.35, ForcePrepare}},
+	engine.DataCommitBranch: {{0.03, FailOp}, {0.06, FailAfterCommit}, {0.08, RetryOp}},
+}
+
+// otherDataFaultOdds is for every other kind of data operation.
+var otherDataFaultOdds = faultOdds{{0.08, RetryOp}}
+
 func (s *sim) data(withOps []engine.NodeID) {
 	id := pick(s.rng, withOps)
 	i := pick(s.rng, s.c.Runnable(id))
 	op := s.c.Node(id).ops[i]
 	f := NoFault
-	switch op.Op {
-	case engine.DataExec, engine.DataRollback:
-		if s.chance(0.02) {
-			f = FailOp
-		}
-	case engine.DataPrepare:
-		switch r := s.rng.Float64(); {
-		case r < 0.03:
-			f = FailOp
-		case r < 0.05:
-			f = FailAfterPrepare
-		case r < 0.35:
-			f = ForcePrepare
-		}
-	case engine.DataCommitBranch:
-		switch r := s.rng.Float64(); {
-		case r < 0.03:
-			f = FailOp
-		case r < 0.06:
-			f = FailAfterCommit
-		case r < 0.08:
-			f = RetryOp
-		}
-	default:
-		if s.chance(0.08) {
-			f = RetryOp
+	odds, ok := dataFaultOdds[op.Op]
+	if !ok {
+		odds = otherDataFaultOdds
+	}
+	r := s.rng.Float64()
+	for _, o := range odds {
+		if r < o.below {
+			f = o.fault
+			break
 		}
 	}
 	s.stats.DataOps++

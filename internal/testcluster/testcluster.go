@@ -250,13 +250,20 @@ func (c *Cluster) Call(method string, params, result any) error {
 	return c.Client.Call(ctx, method, params, result)
 }
 
+// mustCall calls the coordinator, failing the test, with what the call was
+// for, if the call fails.
+func (c *Cluster) mustCall(what, method string, params, result any) {
+	c.T.Helper()
+	if err := c.Call(method, params, result); err != nil {
+		c.T.Fatalf("%s: %v", what, err)
+	}
+}
+
 // Begin starts a transaction or fails the test.
 func (c *Cluster) Begin() engine.TxID {
 	c.T.Helper()
 	var r engine.BeginReply
-	if err := c.Call(api.MethodBegin, struct{}{}, &r); err != nil {
-		c.T.Fatalf("begin: %v", err)
-	}
+	c.mustCall("begin", api.MethodBegin, struct{}{}, &r)
 	return r.TxID
 }
 
@@ -284,9 +291,7 @@ func (c *Cluster) Exec(tx engine.TxID, n int, sql string, args ...any) *engine.E
 func (c *Cluster) Commit(tx engine.TxID) engine.OutcomeReply {
 	c.T.Helper()
 	var r engine.OutcomeReply
-	if err := c.Call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
-		c.T.Fatalf("commit %d: %v", tx, err)
-	}
+	c.mustCall(fmt.Sprintf("commit %d", tx), api.MethodCommit, api.TxParams{TxID: tx}, &r)
 	return r
 }
 
@@ -319,18 +324,14 @@ func (c *Cluster) Exec1(n int, sql string, args ...any) {
 // Rollback rolls tx back or fails the test.
 func (c *Cluster) Rollback(tx engine.TxID) {
 	c.T.Helper()
-	if err := c.Call(api.MethodRollback, api.TxParams{TxID: tx}, nil); err != nil {
-		c.T.Fatalf("rollback %d: %v", tx, err)
-	}
+	c.mustCall(fmt.Sprintf("rollback %d", tx), api.MethodRollback, api.TxParams{TxID: tx}, nil)
 }
 
 // Status returns where tx stands or fails the test.
 func (c *Cluster) Status(tx engine.TxID) engine.StatusReply {
 	c.T.Helper()
 	var r engine.StatusReply
-	if err := c.Call(api.MethodStatus, api.TxParams{TxID: tx}, &r); err != nil {
-		c.T.Fatalf("status %d: %v", tx, err)
-	}
+	c.mustCall(fmt.Sprintf("status %d", tx), api.MethodStatus, api.TxParams{TxID: tx}, &r)
 	return r
 }
 
@@ -418,23 +419,39 @@ func CommitOn(ctx context.Context, addr string, n int, sql string, args ...any) 
 // Eventually polls cond until it holds; the minute only bounds a broken run.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	EventuallyWithin(t, time.Minute, what, cond)
+}
+
+// EventuallyWithin polls cond until it holds, failing the test once within
+// has passed.
+func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
+			t.Fatalf("gave up waiting after %v: %s", within, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // WaitReady waits up to two minutes for the node at addr (a node run as
-// a process, say) to answer a ping
-// (api.MethodPing), failing the test if it never does.
+// a process, say) to answer a ping (api.MethodPing), failing the test if it
+// never does.
 func WaitReady(t testing.TB, addr string) {
+	t.Helper()
+	WaitServing(t, addr, 2*time.Minute, nil)
+}
+
+// WaitServing waits up to within for the node at addr to answer a ping
+// (api.MethodPing), failing the test if it never does. gone, unless nil,
+// is asked between tries whether the node's process ended, and with what
+// to report; the test then fails at once.
+func WaitServing(t testing.TB, addr string, within time.Duration, gone func() (string, bool)) {
 	t.Helper()
 	c := rpc.NewClient(addr, rpc.ClientOptions{})
 	defer c.Close()
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		var r api.PingReply
@@ -443,9 +460,14 @@ func WaitReady(t testing.TB, addr string) {
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered: %v", addr, err)
+		if gone != nil {
+			if why, ok := gone(); ok {
+				t.Fatal(why)
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered within %v: %v", addr, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -46,17 +46,15 @@ func New() *Log {
 
 // Hold makes every later Append wait, as a HeldAppend on Held, until the
 // test releases or fails it.
-func (l *Log) Hold() {
-	l.mu.Lock()
-	l.holding = true
-	l.mu.Unlock()
-}
+func (l *Log) Hold() { l.setHolding(true) }
 
 // Pass makes later appends write at once again. Appends already held stay
 // held until they are settled.
-func (l *Log) Pass() {
+func (l *Log) Pass() { l.setHolding(false) }
+
+func (l *Log) setHolding(on bool) {
 	l.mu.Lock()
-	l.holding = false
+	l.holding = on
 	l.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
 // clients is the number of concurrent clients of the workload.
@@ -125,7 +126,7 @@ var triggers = map[string]func(*cluster, *workload){
 		for round := 0; round < 20 && p1.running(); round++ {
 			w.waitCommits(3)
 			c.coord.kill(c.t)
-			waitFor(c.t, "p1 to be asked as the decider, or a few seconds", 30*time.Second, func() bool {
+			testcluster.EventuallyWithin(c.t, 30*time.Second, "p1 to be asked as the decider, or a few seconds", func() bool {
 				return !p1.running() || time.Since(c.coord.diedAt()) > 4*time.Second
 			})
 			if p1.running() {
@@ -140,7 +141,7 @@ var triggers = map[string]func(*cluster, *workload){
 // exercising its recovery path.
 var whileDown = map[string]func(*cluster, *workload){
 	failpoint.CoordAfterDecisionSent: func(c *cluster, w *workload) {
-		waitFor(c.t, "a transaction committed on some participants and not on others", 30*time.Second,
+		testcluster.EventuallyWithin(c.t, 30*time.Second, "a transaction committed on some participants and not on others",
 			func() bool { return c.stuckHalfApplied(w) })
 	},
 	failpoint.PartAfterPrepare:         preparedOnP1,
@@ -169,7 +170,7 @@ var whileDown = map[string]func(*cluster, *workload){
 			}
 			return
 		}
-		waitFor(c.t, fmt.Sprintf("the %d prepared branches to settle with their deciders while the coordinator is down", n0), 30*time.Second,
+		testcluster.EventuallyWithin(c.t, 30*time.Second, fmt.Sprintf("the %d prepared branches to settle with their deciders while the coordinator is down", n0),
 			func() bool { return c.prepared() == 0 })
 	},
 }
@@ -273,7 +274,7 @@ func TestPostgresCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			fails := w.fails.Load()
-			waitFor(t, "the load to run into the dead server", time.Minute, func() bool { return tc.hit(c, w, fails) })
+			testcluster.EventuallyWithin(t, time.Minute, "the load to run into the dead server", func() bool { return tc.hit(c, w, fails) })
 			if err := pg.Restart(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -17,10 +17,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -294,31 +294,21 @@ func (c *cluster) restart(p *proc) {
 	c.waitReady(p)
 }
 
+// waitReady waits for p to answer a ping, failing the test if it exits
+// first.
 func (c *cluster) waitReady(p *proc) {
 	c.t.Helper()
-	cl := rpc.NewClient(p.addr, rpc.ClientOptions{})
-	defer cl.Close()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := cl.Call(ctx, api.MethodPing, struct{}{}, nil)
-		cancel()
-		if err == nil {
-			return
-		}
+	testcluster.WaitServing(c.t, p.addr, time.Minute, func() (string, bool) {
 		p.mu.Lock()
 		done := p.done
 		p.mu.Unlock()
 		select {
 		case <-done:
-			c.t.Fatalf("%s exited while starting:\n%s", p.name, tail(p.log(), 40))
+			return fmt.Sprintf("%s exited while starting:\n%s", p.name, tail(p.log(), 40)), true
 		default:
+			return "", false
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s never answered: %v", p.name, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
 }
 
 // violations returns the lines of every process log that report an

@@ -9,6 +9,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
 // TestCoordinatorReplaced is a coordinator that comes back with an empty
@@ -64,7 +65,7 @@ func TestCoordinatorReplaced(t *testing.T) {
 	if r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("commit on the new coordinator: %s (%s)", r.Outcome, r.Reason)
 	}
-	waitFor(t, "the new transaction to be applied", 30*time.Second, func() bool {
+	testcluster.EventuallyWithin(t, 30*time.Second, "the new transaction to be applied", func() bool {
 		s, err := c.txStatus(again2.TxID)
 		return err == nil && s.State != engine.PhaseCommitting.String()
 	})

@@ -163,25 +163,12 @@ func (w *workload) checkApplied(ctx context.Context, cl *rpc.Client, rec *txReco
 	}
 }
 
-// waitFor polls cond until it holds. The deadline only bounds a broken
-// run; nothing is measured.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitCommits waits for n more commit answers than there are now, which
 // proves the cluster makes progress.
 func (w *workload) waitCommits(n int64) {
 	w.t.Helper()
 	target := w.commits.Load() + n
-	waitFor(w.t, fmt.Sprintf("%d more commits", n), time.Minute, func() bool { return w.commits.Load() >= target })
+	testcluster.EventuallyWithin(w.t, time.Minute, fmt.Sprintf("%d more commits", n), func() bool { return w.commits.Load() >= target })
 }
 
 // summary counts what happened, for the test log.
@@ -210,7 +197,7 @@ func (c *cluster) check(recs []*txRecord) summary {
 	t.Helper()
 	status := map[engine.TxID]engine.StatusReply{}
 	pending := slices.Clone(recs)
-	waitFor(t, "every transaction to end and no prepared transaction or marker to remain", 90*time.Second, func() bool {
+	testcluster.EventuallyWithin(t, 90*time.Second, "every transaction to end and no prepared transaction or marker to remain", func() bool {
 		still := pending[:0]
 		for _, r := range pending {
 			s, err := c.txStatus(r.id)

@@ -16,6 +16,7 @@ import (
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
 // TestLogFailsOverToItsStandby gives the coordinator a log server with a
@@ -41,7 +42,7 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 	}
 	t.Cleanup(func() { standby.Stop() })
 	sql(t, primary.URI("postgres"), "ALTER SYSTEM SET synchronous_standby_names = 's1'", "SELECT pg_reload_conf()")
-	eventually(t, 30*time.Second, "the standby streams synchronously", func() bool {
+	testcluster.EventuallyWithin(t, 30*time.Second, "the standby streams synchronously", func() bool {
 		return query(t, primary.URI("postgres"), "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's1' AND sync_state = 'sync'") == "1"
 	})
 	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d,127.0.0.1:%d/tpcd_log?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
@@ -81,7 +82,7 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 		}()
 	}
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
-	eventually(t, time.Minute, "commits before the failover", func() bool { return ackedCount() >= 40 })
+	testcluster.EventuallyWithin(t, time.Minute, "commits before the failover", func() bool { return ackedCount() >= 40 })
 	if err := primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 		return query(t, standby.URI("tpcd_log"), "SELECT coalesce(max(seq), 0) FROM tpcd_log WHERE node = 'coordinator'")
 	}
 	promotedAt := lastSeq()
-	eventually(t, time.Minute, "commits on the promoted standby", func() bool { return ackedCount() >= killedAt+40 })
+	testcluster.EventuallyWithin(t, time.Minute, "commits on the promoted standby", func() bool { return ackedCount() >= killedAt+40 })
 	close(stop)
 	wg.Wait()
 	if now := lastSeq(); now == promotedAt {
@@ -104,7 +105,7 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 
 	// Every transaction ends; then each key is on both participants or on
 	// neither, and every acknowledged one is on both.
-	eventually(t, time.Minute, "no transaction left prepared", func() bool {
+	testcluster.EventuallyWithin(t, time.Minute, "no transaction left prepared", func() bool {
 		return c.readAll(t, "SELECT count(*) FROM pg_prepared_xacts") == [2]string{"0", "0"}
 	})
 	rows := c.readAll(t, "SELECT coalesce(string_agg(k::text, ',' ORDER BY k), '') FROM t")

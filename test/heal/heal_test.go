@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -74,27 +75,16 @@ func (n *node) exited() (*os.ProcessState, bool) {
 	}
 }
 
-// waitServing waits until the node answers a ping.
+// waitServing waits until the node answers a ping, failing the test if
+// it exits first.
 func (n *node) waitServing(t *testing.T, within time.Duration) {
 	t.Helper()
-	c := rpc.NewClient(n.addr, rpc.ClientOptions{})
-	defer c.Close()
-	deadline := time.Now().Add(within)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Call(ctx, api.MethodPing, struct{}{}, nil)
-		cancel()
-		if err == nil {
-			return
-		}
+	testcluster.WaitServing(t, n.addr, within, func() (string, bool) {
 		if st, ok := n.exited(); ok {
-			t.Fatalf("%s exited (%v) instead of serving:\n%s", n.name, st, n.proc.Out)
+			return fmt.Sprintf("%s exited (%v) instead of serving:\n%s", n.name, st, n.proc.Out), true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not serve after %v: %v", n.name, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return "", false
+	})
 }
 
 // postmasterPID reads the pid of the node's postmaster from its lock file.
@@ -239,18 +229,6 @@ func (c *cluster) createTable(t *testing.T) {
 	}
 }
 
-// eventually polls cond until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting after %v: %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestNodesHealWhenTheirPostgresIsKilled kills the postmaster of a
 // participant's, then of the coordinator's own server: each node restarts
 // it, is ready again and commits without help.
@@ -279,8 +257,8 @@ func TestNodesHealWhenTheirPostgresIsKilled(t *testing.T) {
 		if _, ok := victim.exited(); ok {
 			t.Fatalf("%s exited", victim.name)
 		}
-		eventually(t, 5*time.Second, victim.name+" counts the restart", func() bool { return victim.metric(t, "tpcd_postgres_restarts_total") == 1 })
-		eventually(t, 5*time.Second, victim.name+" ready", func() bool { ok, _ := victim.ready(); return ok })
+		testcluster.EventuallyWithin(t, 5*time.Second, victim.name+" counts the restart", func() bool { return victim.metric(t, "tpcd_postgres_restarts_total") == 1 })
+		testcluster.EventuallyWithin(t, 5*time.Second, victim.name+" ready", func() bool { ok, _ := victim.ready(); return ok })
 		out := victim.proc.Out.String()
 		for _, want := range []string{`level=WARN msg="postgres exited on its own; restarting it (crash recovery)"`, `level=INFO msg="postgres restarted"`} {
 			if !strings.Contains(out, want) {
@@ -288,7 +266,7 @@ func TestNodesHealWhenTheirPostgresIsKilled(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 5*time.Second, "the coordinator sees both participants", func() bool {
+	testcluster.EventuallyWithin(t, 5*time.Second, "the coordinator sees both participants", func() bool {
 		var nodes []api.NodeHealth
 		err := c.call(context.Background(), api.MethodNodes, struct{}{}, &nodes)
 		return err == nil && nodes[0].Reachable && nodes[1].Reachable
