@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -78,6 +79,31 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logger receives life-cycle events; nil discards them.
 	Logger *slog.Logger
+	// PrivateAddress, if set, is a further address the server listens on
+	// (with Port), and PrivateNetwork the network whose clients it trusts
+	// there: for a server alone in a Linux network namespace that nodes in
+	// other namespaces reach over a private network (test/netns). Both
+	// must be private (10/8, 172.16/12, 192.168/16); the server trusts
+	// everyone who reaches it, so nothing else may. Read at initdb only.
+	PrivateAddress string
+	PrivateNetwork string
+}
+
+// privateNet checks PrivateAddress and PrivateNetwork.
+func (o Options) privateNet() (addr netip.Addr, network netip.Prefix, err error) {
+	if o.PrivateAddress == "" && o.PrivateNetwork == "" {
+		return addr, network, nil
+	}
+	if addr, err = netip.ParseAddr(o.PrivateAddress); err != nil {
+		return addr, network, fmt.Errorf("private address: %w", err)
+	}
+	if network, err = netip.ParsePrefix(o.PrivateNetwork); err != nil {
+		return addr, network, fmt.Errorf("private network: %w", err)
+	}
+	if !addr.IsPrivate() || !network.Addr().IsPrivate() || !network.Contains(addr) {
+		return addr, network, fmt.Errorf("private address %s and network %s: both must be private, the address inside the network", addr, network)
+	}
+	return addr, network.Masked(), nil
 }
 
 // Cluster is a running (or killed, or stopped) private PostgreSQL cluster.
@@ -85,8 +111,9 @@ type Options struct {
 type Cluster struct {
 	dir     string
 	binDir  string
-	unix    bool     // UnixSocketOnly
-	tmp     *tempDir // nil unless Start made the directory
+	unix    bool         // UnixSocketOnly
+	network netip.Prefix // PrivateNetwork, trusted in pg_hba.conf
+	tmp     *tempDir     // nil unless Start made the directory
 	port    int
 	args    []string // server arguments except the port
 	as      *runAs
@@ -127,7 +154,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, network, err := opts.privateNet()
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{
+		network: network,
 		binDir:  binDir,
 		unix:    opts.UnixSocketOnly,
 		as:      as,
@@ -264,14 +296,19 @@ func (c *Cluster) initdb(ctx context.Context) error {
 		}
 		return fmt.Errorf("initdb %s: %w\n%s", c.dir, err, tail(out))
 	}
-	if err := os.WriteFile(filepath.Join(c.dir, "pg_hba.conf"), []byte(hbaConf), 0o600); err != nil {
+	hba := hbaConf
+	if c.network.IsValid() {
+		hba += fmt.Sprintf("host    all           all   %s  trust\nhost    replication   all   %s  trust\n", c.network, c.network)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return fmt.Errorf("write pg_hba.conf: %w", err)
 	}
 	return c.as.chown(filepath.Join(c.dir, "pg_hba.conf"))
 }
 
 // hbaConf trusts every connection that can reach the server at all: the
-// socket lives in the private data directory and TCP listens on 127.0.0.1.
+// socket lives in the private data directory and TCP listens on 127.0.0.1
+// (and, asked for, on a private network; see Options.PrivateAddress).
 const hbaConf = `# Written by tpcd (db/embedpg): trust connections over the unix socket in
 # the data directory and over 127.0.0.1, the only address the server uses.
 local   all           all                 trust
@@ -302,6 +339,9 @@ func serverArgs(dir string, opts Options) []string {
 		set["max_prepared_transactions"] = strconv.Itoa(cmpOr(opts.MaxPreparedTransactions, defaultMaxPreparedTransactions))
 	}
 	set["listen_addresses"] = "127.0.0.1"
+	if opts.PrivateAddress != "" {
+		set["listen_addresses"] += "," + opts.PrivateAddress
+	}
 	if opts.UnixSocketOnly {
 		set["listen_addresses"] = ""
 	}

@@ -34,6 +34,13 @@ func StartServing(t testing.TB, bin string, env []string, ports []*Port, args ..
 	return start(t, Command(bin, ports, args...), env, args)
 }
 
+// StartCommand is Start for a command the test made itself (to run tpcd
+// in another network namespace, say).
+func StartCommand(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
+	t.Helper()
+	return start(t, cmd, env, cmd.Args)
+}
+
 func start(t testing.TB, cmd *exec.Cmd, env, args []string) *Proc {
 	t.Helper()
 	p := &Proc{Cmd: cmd, Out: &SyncBuffer{}, done: make(chan error, 1), exited: make(chan struct{})}
