@@ -7,7 +7,7 @@ GO ?= go
 # stops a hung run.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 ensure-iproute2 fuzz-short fuzz-long
+.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 fuzz-short fuzz-long
 
 ## help: list the targets
 help:
@@ -38,11 +38,11 @@ run: ensure-postgres build
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
 # -count=1: the end-to-end tests build and run the tpcd binary, which Go's
 # test cache does not see, so a cached pass could hide a change to it.
-test: ensure-postgres ensure-chromium ensure-psycopg2 ensure-iproute2 lint verify-generated fuzz-short
+test: ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 lint verify-generated fuzz-short
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
-test-short: ensure-postgres ensure-psycopg2
+test-short: ensure-postgres ensure-psycopg2 ensure-node-pg ensure-jdbc
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
 ## lint: gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
@@ -92,6 +92,14 @@ ensure-chromium:
 ## ensure-psycopg2: install Debian's python3-psycopg2 if Python cannot import it (the PostgreSQL front door's tests drive it)
 ensure-psycopg2:
 	@scripts/ensure-psycopg2.sh
+
+## ensure-node-pg: install Node.js (Debian's nodejs) if missing and node-postgres from npm into ~/.cache/tpcd/node-pg (the PostgreSQL front door's tests drive it)
+ensure-node-pg:
+	@scripts/ensure-node-pg.sh
+
+## ensure-jdbc: install Debian's default-jdk-headless and libpostgresql-jdbc-java if missing (the PostgreSQL front door's tests drive a Java client)
+ensure-jdbc:
+	@scripts/ensure-jdbc.sh
 
 ## ensure-iproute2: install Debian's iproute2 if ip is missing and this runs as root (the network namespace test drives it)
 ensure-iproute2:

@@ -141,6 +141,90 @@ func TestPsycopg2(t *testing.T) {
 	f.wantRows(map[int]string{k0: "psycopg2", k1: "psycopg2"})
 }
 
+// nodePG finds node and the node-postgres that make ensure-node-pg
+// installs (in ~/.cache/tpcd/node-pg). Missing, the test fails.
+func nodePG(t *testing.T) (node, modules string) {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules = filepath.Join(cache, "tpcd", "node-pg", "node_modules")
+	node, err = exec.LookPath("node")
+	if err != nil {
+		t.Fatal("no node: run make ensure-node-pg (installs Node.js and node-postgres)")
+	}
+	if _, err := os.Stat(filepath.Join(modules, "pg", "package.json")); err != nil {
+		t.Fatalf("no node-postgres in %s: run make ensure-node-pg", modules)
+	}
+	return node, modules
+}
+
+// TestNodePostgres: an application on node-postgres
+// (testdata/node_pg_client.js) runs a transaction across participants with
+// parameters, a named prepared statement in a later transaction, a failing
+// statement in a block, a routing error and a savepoint, leaves
+// mid-transaction and tries a wrong password; the rows are then checked on
+// the data servers.
+func TestNodePostgres(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	node, modules := nodePG(t)
+	on0, on1 := keysOn(0, 2, 0), keysOn(1, 3, 0)
+	host, port, _ := strings.Cut(f.addr, ":")
+	args := []string{"testdata/node_pg_client.js", host, port, testUser, testPassword}
+	for _, k := range []int{on0[0], on1[0], on1[2], on0[1], on1[1]} {
+		args = append(args, strconv.Itoa(k))
+	}
+	out, code := run(t, []string{"NODE_PATH=" + modules}, node, args...)
+	if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), "done") {
+		t.Fatalf("node-postgres client: exit %d\n%s", code, out)
+	}
+	t.Log(out)
+	f.nothingLeft()
+	f.wantRows(map[int]string{on0[0]: "node-pg", on1[0]: "node-pg", on0[1]: "named", on1[1]: "named"})
+}
+
+// jdbcDriver is where Debian's libpostgresql-jdbc-java puts the driver.
+const jdbcDriver = "/usr/share/java/postgresql.jar"
+
+// java finds a Java (11 or later, which runs a single source file) and the
+// PostgreSQL JDBC driver that make ensure-jdbc installs. Missing, the test
+// fails.
+func java(t *testing.T) string {
+	t.Helper()
+	j, err := exec.LookPath("java")
+	if err != nil {
+		t.Fatal("no java: run make ensure-jdbc (installs Debian's default-jre-headless and libpostgresql-jdbc-java)")
+	}
+	if _, err := os.Stat(jdbcDriver); err != nil {
+		t.Fatalf("no JDBC driver at %s: run make ensure-jdbc", jdbcDriver)
+	}
+	return j
+}
+
+// TestJDBC: a Java application on the PostgreSQL JDBC driver
+// (testdata/JdbcClient.java) runs a transaction across participants with
+// server-side prepared statements, one statement run again and again, a
+// failing statement in a block, a routing error and a savepoint, leaves
+// mid-transaction and tries a wrong password; the rows are then checked on
+// the data servers.
+func TestJDBC(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	j := java(t)
+	on0, on1 := keysOn(0, 2, 0), keysOn(1, 3, 0)
+	args := []string{"-cp", jdbcDriver, "testdata/JdbcClient.java", "jdbc:postgresql://" + f.addr + "/tpcd?sslmode=disable", testUser, testPassword}
+	for _, k := range []int{on0[0], on1[0], on1[2], on0[1], on1[1]} {
+		args = append(args, strconv.Itoa(k))
+	}
+	out, code := run(t, nil, j, args...)
+	if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), "done") {
+		t.Fatalf("JDBC client: exit %d\n%s", code, out)
+	}
+	t.Log(out)
+	f.nothingLeft()
+	f.wantRows(map[int]string{on0[0]: "jdbc", on1[0]: "jdbc", on0[1]: "jdbc prepared", on1[1]: "jdbc prepared"})
+}
+
 var pgbenchDone = regexp.MustCompile(`number of transactions actually processed: (\d+)/(\d+)`)
 
 // pgbenchProcessed is the number of transactions a pgbench run that ended

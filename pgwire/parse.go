@@ -276,6 +276,11 @@ func (st *statement) classifyTransaction(t *pg_query.TransactionStmt) {
 var settingsKept = map[string][]string{
 	"application_name": nil,
 	"client_encoding":  {"utf8", "unicode"},
+	// The JDBC driver sets 3 when it connects. From PostgreSQL 12 on,
+	// every positive value means the shortest text that reads back as the
+	// same float, which is what the participants send at their default of
+	// 1; zero and below would round, and are refused.
+	"extra_float_digits": {"1", "2", "3"},
 }
 
 func (st *statement) classifySet(s *pg_query.VariableSetStmt) {

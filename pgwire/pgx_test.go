@@ -222,6 +222,14 @@ func TestPgxRouting(t *testing.T) {
 	if pe := pgCode(t, err); pe.Code != "0A000" {
 		t.Fatalf("SAVEPOINT: %+v", pe)
 	}
+	// Settings drivers send on connecting are answered by the front door;
+	// one that would change the text participants send is refused.
+	exec("SET application_name = 'routing test'")
+	exec("SET extra_float_digits = 3")
+	_, err = conn.Exec(ctx, "SET extra_float_digits = 0")
+	if pe := pgCode(t, err); pe.Code != "0A000" || !strings.Contains(pe.Message, "extra_float_digits") {
+		t.Fatalf("SET extra_float_digits = 0: %+v", pe)
+	}
 	_, err = conn.Exec(ctx, "LISTEN ch")
 	if pe := pgCode(t, err); pe.Code != "0A000" {
 		t.Fatalf("LISTEN: %+v", pe)
