@@ -66,12 +66,7 @@ const DefaultProtocol = ProtocolDecider
 
 var protocolNames = [...]string{"", "decider", "classic"}
 
-func (p Protocol) String() string {
-	if int(p) < len(protocolNames) && p != 0 {
-		return protocolNames[p]
-	}
-	return "protocol(?)"
-}
+func (p Protocol) String() string { return enumName(protocolNames[:], p, "protocol(?)") }
 
 // ParseProtocol reads a protocol name.
 func ParseProtocol(s string) (Protocol, error) {
@@ -140,12 +135,7 @@ const (
 
 var phaseNames = [...]string{"", "active", "preparing", "committing", "aborting", "committed", "aborted"}
 
-func (p Phase) String() string {
-	if int(p) < len(phaseNames) && p != 0 {
-		return phaseNames[p]
-	}
-	return "phase(?)"
-}
+func (p Phase) String() string { return enumName(phaseNames[:], p, "phase(?)") }
 
 // Coordinator is the coordinator's state machine. It is not safe for
 // concurrent use; the driver owns it from one goroutine.

@@ -310,12 +310,7 @@ const (
 
 var dataOpNames = [...]string{"", "exec", "prepare", "rollback", "commit-prepared", "rollback-prepared", "delete-marker", "commit-branch", "settle"}
 
-func (o DataOp) String() string {
-	if int(o) < len(dataOpNames) && o != 0 {
-		return dataOpNames[o]
-	}
-	return "dataop(?)"
-}
+func (o DataOp) String() string { return enumName(dataOpNames[:], o, "dataop(?)") }
 
 // Data asks a participant's driver to work on its data database.
 type Data struct {
@@ -486,12 +481,7 @@ const (
 
 var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used", "unavailable"}
 
-func (c ErrorCode) String() string {
-	if int(c) < len(errorCodeNames) && c != 0 {
-		return errorCodeNames[c]
-	}
-	return "error(?)"
-}
+func (c ErrorCode) String() string { return enumName(errorCodeNames[:], c, "error(?)") }
 
 // Error is a client-visible failure.
 type Error struct {

@@ -85,12 +85,7 @@ const (
 
 var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back", "deciding"}
 
-func (p PartPhase) String() string {
-	if int(p) < len(partPhaseNames) && p != 0 {
-		return partPhaseNames[p]
-	}
-	return "phase(?)"
-}
+func (p PartPhase) String() string { return enumName(partPhaseNames[:], p, "phase(?)") }
 
 // Participant is a participant's state machine. It is not safe for concurrent
 // use; the driver owns it from one goroutine.
