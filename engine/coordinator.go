@@ -179,8 +179,7 @@ type Coordinator struct {
 	// tell which entries of ended are new since it last looked.
 	endedCount uint64
 
-	lsn LSN
-	rd  Ready
+	output
 }
 
 type endedTx struct {
@@ -464,12 +463,7 @@ func (c *Coordinator) emit(e Event) LSN {
 	if err := c.Apply(e); err != nil {
 		panic(fmt.Sprintf("engine: emitted event does not apply: %v", err))
 	}
-	if len(c.rd.Events) == 0 {
-		c.rd.FirstLSN = c.lsn + 1
-	}
-	c.rd.Events = append(c.rd.Events, e)
-	c.lsn++
-	return c.lsn
+	return c.queue(e)
 }
 
 func (c *Coordinator) effect(e Effect) { c.rd.Effects = append(c.rd.Effects, e) }
@@ -524,12 +518,6 @@ func (c *Coordinator) Step(in Input) Ready {
 		c.sendFailed(now, in.To, in.Msg)
 	}
 	return c.take()
-}
-
-func (c *Coordinator) take() Ready {
-	rd := c.rd
-	c.rd = Ready{}
-	return rd
 }
 
 func reqOf(in Input) (ReqID, bool) {
