@@ -66,12 +66,7 @@ const DefaultProtocol = ProtocolDecider
 
 var protocolNames = [...]string{"", "decider", "classic"}
 
-func (p Protocol) String() string {
-	if int(p) < len(protocolNames) && p != 0 {
-		return protocolNames[p]
-	}
-	return "protocol(?)"
-}
+func (p Protocol) String() string { return enumName(protocolNames[:], p, "protocol(?)") }
 
 // ParseProtocol reads a protocol name.
 func ParseProtocol(s string) (Protocol, error) {
@@ -140,12 +135,7 @@ const (
 
 var phaseNames = [...]string{"", "active", "preparing", "committing", "aborting", "committed", "aborted"}
 
-func (p Phase) String() string {
-	if int(p) < len(phaseNames) && p != 0 {
-		return phaseNames[p]
-	}
-	return "phase(?)"
-}
+func (p Phase) String() string { return enumName(phaseNames[:], p, "phase(?)") }
 
 // Coordinator is the coordinator's state machine. It is not safe for
 // concurrent use; the driver owns it from one goroutine.
@@ -189,8 +179,7 @@ type Coordinator struct {
 	// tell which entries of ended are new since it last looked.
 	endedCount uint64
 
-	lsn LSN
-	rd  Ready
+	output
 }
 
 type endedTx struct {
@@ -474,12 +463,7 @@ func (c *Coordinator) emit(e Event) LSN {
 	if err := c.Apply(e); err != nil {
 		panic(fmt.Sprintf("engine: emitted event does not apply: %v", err))
 	}
-	if len(c.rd.Events) == 0 {
-		c.rd.FirstLSN = c.lsn + 1
-	}
-	c.rd.Events = append(c.rd.Events, e)
-	c.lsn++
-	return c.lsn
+	return c.queue(e)
 }
 
 func (c *Coordinator) effect(e Effect) { c.rd.Effects = append(c.rd.Effects, e) }
@@ -534,12 +518,6 @@ func (c *Coordinator) Step(in Input) Ready {
 		c.sendFailed(now, in.To, in.Msg)
 	}
 	return c.take()
-}
-
-func (c *Coordinator) take() Ready {
-	rd := c.rd
-	c.rd = Ready{}
-	return rd
 }
 
 func reqOf(in Input) (ReqID, bool) {

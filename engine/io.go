@@ -249,6 +249,32 @@ type Ready struct {
 // Empty reports whether the step produced nothing.
 func (r Ready) Empty() bool { return len(r.Events) == 0 && len(r.Effects) == 0 }
 
+// output is what a state machine hands its driver: the events and effects
+// of the step it is taking, and the LSN of its last event. A Coordinator
+// and a Participant each embed one.
+type output struct {
+	lsn LSN
+	rd  Ready
+}
+
+// queue adds e, already applied, to the step's events for the log and
+// returns its LSN.
+func (o *output) queue(e Event) LSN {
+	if len(o.rd.Events) == 0 {
+		o.rd.FirstLSN = o.lsn + 1
+	}
+	o.rd.Events = append(o.rd.Events, e)
+	o.lsn++
+	return o.lsn
+}
+
+// take hands over what the step produced and starts the next empty.
+func (o *output) take() Ready {
+	rd := o.rd
+	o.rd = Ready{}
+	return rd
+}
+
 // Effect is something the caller must do for the machine.
 type Effect interface {
 	// After is the LSN that must be durable before the effect runs (0: none).
@@ -310,12 +336,7 @@ const (
 
 var dataOpNames = [...]string{"", "exec", "prepare", "rollback", "commit-prepared", "rollback-prepared", "delete-marker", "commit-branch", "settle"}
 
-func (o DataOp) String() string {
-	if int(o) < len(dataOpNames) && o != 0 {
-		return dataOpNames[o]
-	}
-	return "dataop(?)"
-}
+func (o DataOp) String() string { return enumName(dataOpNames[:], o, "dataop(?)") }
 
 // Data asks a participant's driver to work on its data database.
 type Data struct {
@@ -486,12 +507,7 @@ const (
 
 var errorCodeNames = [...]string{"", "unknown transaction", "transaction not active", "bad node", "aborted", "statement failed", "bad request", "key used", "unavailable"}
 
-func (c ErrorCode) String() string {
-	if int(c) < len(errorCodeNames) && c != 0 {
-		return errorCodeNames[c]
-	}
-	return "error(?)"
-}
+func (c ErrorCode) String() string { return enumName(errorCodeNames[:], c, "error(?)") }
 
 // Error is a client-visible failure.
 type Error struct {

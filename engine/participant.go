@@ -85,12 +85,7 @@ const (
 
 var partPhaseNames = [...]string{"", "working", "preparing", "prepared", "committing", "aborting", "rolling-back", "deciding"}
 
-func (p PartPhase) String() string {
-	if int(p) < len(partPhaseNames) && p != 0 {
-		return partPhaseNames[p]
-	}
-	return "phase(?)"
-}
+func (p PartPhase) String() string { return enumName(partPhaseNames[:], p, "phase(?)") }
 
 // Participant is a participant's state machine. It is not safe for concurrent
 // use; the driver owns it from one goroutine.
@@ -150,8 +145,7 @@ type Participant struct {
 	// for a retry, with whoever asked.
 	settles map[TxID]*settling
 
-	lsn LSN
-	rd  Ready
+	output
 }
 
 type partTx struct {
@@ -333,12 +327,7 @@ func (p *Participant) emit(e Event) LSN {
 	if err := p.Apply(e); err != nil {
 		panic(fmt.Sprintf("engine: emitted event does not apply: %v", err))
 	}
-	if len(p.rd.Events) == 0 {
-		p.rd.FirstLSN = p.lsn + 1
-	}
-	p.rd.Events = append(p.rd.Events, e)
-	p.lsn++
-	return p.lsn
+	return p.queue(e)
 }
 
 func (p *Participant) send(m Message, wait LSN) { p.sendTo(CoordinatorNode, m, wait) }
@@ -394,9 +383,7 @@ func (p *Participant) Step(in Input) Ready {
 	if p.joining != nil {
 		p.settleJoin(now)
 	}
-	rd := p.rd
-	p.rd = Ready{}
-	return rd
+	return p.take()
 }
 
 // start reconciles the log with the data database after a restart. A

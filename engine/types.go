@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+// enumName is v's name in names, an enum's names by value with entry 0 for
+// its invalid zero value; the zero value, or one past the table, is unknown.
+func enumName[E ~uint8](names []string, v E, unknown string) string {
+	if v != 0 && int(v) < len(names) {
+		return names[v]
+	}
+	return unknown
+}
+
 // TxID names a distributed transaction. The coordinator assigns ids in
 // increasing order and never reuses one, across restarts too.
 type TxID uint64

@@ -12,28 +12,28 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
+// rpcCodes gives each engine error the JSON-RPC code a client sees; any
+// other is CodeInternal.
+var rpcCodes = map[engine.ErrorCode]int{
+	engine.ErrUnknownTx:   rpc.CodeUnknownTx,
+	engine.ErrTxNotActive: rpc.CodeTxNotActive,
+	engine.ErrBadNode:     rpc.CodeBadNode,
+	engine.ErrAborted:     rpc.CodeAborted,
+	engine.ErrStatement:   rpc.CodeAborted,
+	engine.ErrKeyUsed:     rpc.CodeKeyUsed,
+	engine.ErrUnavailable: rpc.CodeUnavailable,
+	// The engine refuses a request it will never accept as is (a limit
+	// such as MaxStatements); before Start it says "still starting",
+	// which the node never shows a client because it serves only after
+	// Start.
+	engine.ErrBadRequest: rpc.CodeLimit,
+}
+
 // rpcError turns an engine error into a JSON-RPC error with a matching code.
 func rpcError(e *engine.Error) *rpc.Error {
-	code := rpc.CodeInternal
-	switch e.Code {
-	case engine.ErrUnknownTx:
-		code = rpc.CodeUnknownTx
-	case engine.ErrTxNotActive:
-		code = rpc.CodeTxNotActive
-	case engine.ErrBadNode:
-		code = rpc.CodeBadNode
-	case engine.ErrAborted, engine.ErrStatement:
-		code = rpc.CodeAborted
-	case engine.ErrKeyUsed:
-		code = rpc.CodeKeyUsed
-	case engine.ErrUnavailable:
-		code = rpc.CodeUnavailable
-	case engine.ErrBadRequest:
-		// The engine refuses a request it will never accept as is (a limit
-		// such as MaxStatements); before Start it says "still starting",
-		// which the node never shows a client because it serves only after
-		// Start.
-		code = rpc.CodeLimit
+	code, ok := rpcCodes[e.Code]
+	if !ok {
+		code = rpc.CodeInternal
 	}
 	err := rpc.Errorf(code, "%s", e.Message)
 	if e.SQL != nil {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const (
@@ -83,10 +85,8 @@ func (w *watched[S]) takeSnapshot(parent context.Context, snapshot func(context.
 // lastHealth is the result of the last check, or errStopped at once
 // when the node's loop has stopped.
 func (w *watched[S]) lastHealth(stopped <-chan struct{}) error {
-	select {
-	case <-stopped:
+	if isClosed(stopped) {
 		return errStopped
-	default:
 	}
 	r := w.health.Load()
 	if r == nil {
@@ -108,20 +108,43 @@ func (w *watched[S]) lastSnapshot() (S, error) {
 	return s.s, nil
 }
 
+// namedDB is a database a health check pings, with the name its failure
+// carries.
+type namedDB struct {
+	name string
+	pool *pgxpool.Pool
+}
+
+// checkServing is a node's health check: errStopped once its loop has
+// stopped, else the first of dbs that does not answer a ping.
+func checkServing(ctx context.Context, stopped <-chan struct{}, dbs ...namedDB) error {
+	if isClosed(stopped) {
+		return errStopped
+	}
+	for _, db := range dbs {
+		if err := db.pool.Ping(ctx); err != nil {
+			return fmt.Errorf("%s database: %w", db.name, err)
+		}
+	}
+	return nil
+}
+
+// isClosed tells, without waiting, whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // CheckHealth reports whether the coordinator can serve: it has recovered (it
 // exists), its loop runs, and its log database answers. It pings the
 // database; probes read Health instead, which the node refreshes from it
 // every second.
 func (c *Coordinator) CheckHealth(ctx context.Context) error {
-	select {
-	case <-c.loop.stopped:
-		return errStopped
-	default:
-	}
-	if err := c.opts.Log.Ping(ctx); err != nil {
-		return fmt.Errorf("log database: %w", err)
-	}
-	return nil
+	return checkServing(ctx, c.loop.stopped, namedDB{"log", c.opts.Log})
 }
 
 // Health is the coordinator's health as of its last check, at most about a
@@ -147,18 +170,7 @@ func (c *Coordinator) watchState(ctx context.Context) {
 // loop runs, and its log and data databases answer. It pings both
 // databases; probes read Health instead.
 func (p *Participant) CheckHealth(ctx context.Context) error {
-	select {
-	case <-p.loop.stopped:
-		return errStopped
-	default:
-	}
-	if err := p.opts.Log.Ping(ctx); err != nil {
-		return fmt.Errorf("log database: %w", err)
-	}
-	if err := p.opts.Data.Ping(ctx); err != nil {
-		return fmt.Errorf("data database: %w", err)
-	}
-	return nil
+	return checkServing(ctx, p.loop.stopped, namedDB{"log", p.opts.Log}, namedDB{"data", p.opts.Data})
 }
 
 // Health is the participant's health as of its last check, at most about a

@@ -27,37 +27,34 @@ func startCountingServer(t *testing.T, opts ServerOptions) (addr string, request
 		opts.Logger = testLogger(t)
 	}
 	srv := NewServer(opts)
-	requests = new(atomic.Int64)
+	counter := &countingHandler{h: srv.Handler()}
 	mux := http.NewServeMux()
-	endpoint := srv.Handler()
-	mux.Handle(DefaultPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		endpoint.ServeHTTP(w, r)
-	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	mux.Handle(DefaultPath, counter)
+	return serveMux(t, mux, srv), &counter.requests
+}
+
+// countingMethods are the test methods and, for each of answers, a method
+// of that name that counts its runs in ran and returns its answer.
+func countingMethods(ran *atomic.Int64, answers map[string]string) map[string]Handler {
+	methods := newTestMethods().methods()
+	for name, answer := range answers {
+		methods[name] = func(context.Context, json.RawMessage) (any, error) {
+			ran.Add(1)
+			return answer, nil
+		}
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: mux, Protocols: protocols}
-	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			t.Errorf("http shutdown: %v", err)
+	return methods
+}
+
+// wantBatchErr fails the test unless every call of a batch that failed as a
+// whole carries the batch's error.
+func wantBatchErr(t *testing.T, calls []BatchCall, err error) {
+	t.Helper()
+	for i, call := range calls {
+		if call.Err != err {
+			t.Fatalf("call %d: Err %v, want the batch's error %v", i, call.Err, err)
 		}
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
-		}
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("rpc shutdown: %v", err)
-		}
-	})
-	return ln.Addr().String(), requests
+	}
 }
 
 // deadAddr returns a 127.0.0.1 address nothing listens on.
@@ -361,11 +358,7 @@ func TestCallBatchServerDown(t *testing.T) {
 	if !IsTransport(err) {
 		t.Fatalf("nothing listening: got %v, want a transport error", err)
 	}
-	for i, call := range calls {
-		if call.Err != err {
-			t.Fatalf("call %d: Err %v, want the batch's error %v", i, call.Err, err)
-		}
-	}
+	wantBatchErr(t, calls, err)
 	if res != (echoParams{}) {
 		t.Fatalf("result written without an answer: %+v", res)
 	}
@@ -376,15 +369,7 @@ func TestCallBatchServerDown(t *testing.T) {
 // transport error since the server did answer.
 func TestCallBatchRefusedAsAWhole(t *testing.T) {
 	var ran atomic.Int64
-	methods := newTestMethods().methods()
-	methods["count"] = func(context.Context, json.RawMessage) (any, error) {
-		ran.Add(1)
-		return "counted", nil
-	}
-	methods["tpcd.vote"] = func(context.Context, json.RawMessage) (any, error) {
-		ran.Add(1)
-		return "voted", nil
-	}
+	methods := countingMethods(&ran, map[string]string{"count": "counted", "tpcd.vote": "voted"})
 	const clientTok, peerTok = "client-secret", "peer-secret"
 	_, authed := startServer(t, "", ServerOptions{Methods: methods, Auth: Auth{ClientToken: clientTok, PeerToken: peerTok}})
 	_, small := startServer(t, "", ServerOptions{Methods: methods, MaxRequestBytes: 512})
@@ -403,9 +388,7 @@ func TestCallBatchRefusedAsAWhole(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ran.Store(0)
-			tc.opts.Logger = testLogger(t)
-			c := NewClient(tc.addr, tc.opts)
-			defer c.Close()
+			c := newClientWith(t, tc.addr, tc.opts)
 			var res any = "unchanged"
 			calls := []BatchCall{
 				{Method: "count", Result: &res},
@@ -416,11 +399,7 @@ func TestCallBatchRefusedAsAWhole(t *testing.T) {
 			if !IsCode(err, tc.code) || IsTransport(err) {
 				t.Fatalf("CallBatch: %v, want code %d and no transport error", err, tc.code)
 			}
-			for i, call := range calls {
-				if call.Err != err {
-					t.Fatalf("call %d: Err %v, want the batch's error %v", i, call.Err, err)
-				}
-			}
+			wantBatchErr(t, calls, err)
 			if n := ran.Load(); n != 0 {
 				t.Fatalf("%d handlers ran for a refused request", n)
 			}
@@ -434,8 +413,7 @@ func TestCallBatchRefusedAsAWhole(t *testing.T) {
 	// entry the token does not allow is refused on its own.
 	t.Run("token for some entries", func(t *testing.T) {
 		ran.Store(0)
-		c := NewClient(authed.Addr().String(), ClientOptions{Token: clientTok, Logger: testLogger(t)})
-		defer c.Close()
+		c := newClientWith(t, authed.Addr().String(), ClientOptions{Token: clientTok})
 		var res any
 		calls := []BatchCall{
 			{Method: "count", Result: &res},
@@ -463,18 +441,13 @@ func TestCallBatchRefusedAsAWhole(t *testing.T) {
 
 func TestCallBatchWrongPath(t *testing.T) {
 	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods()})
-	c := NewClient(ln.Addr().String(), ClientOptions{Path: "/nowhere", Logger: testLogger(t)})
-	defer c.Close()
+	c := newClientWith(t, ln.Addr().String(), ClientOptions{Path: "/nowhere"})
 	calls := []BatchCall{{Method: "echo", Params: echoParams{}}, {Method: "nothing"}}
 	err := c.CallBatch(context.Background(), calls)
 	if !IsTransport(err) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("batch to a path that is no endpoint: %v, want a transport error naming HTTP 404", err)
 	}
-	for i, call := range calls {
-		if call.Err != err {
-			t.Fatalf("call %d: Err %v, want the batch's error", i, call.Err)
-		}
-	}
+	wantBatchErr(t, calls, err)
 }
 
 func TestCallBatchContextEnds(t *testing.T) {
@@ -488,11 +461,7 @@ func TestCallBatchContextEnds(t *testing.T) {
 		if !IsTransport(err) || !errors.Is(err, want) {
 			t.Fatalf("CallBatch: %v, want %v as a transport error", err, want)
 		}
-		for i, call := range calls {
-			if call.Err != err {
-				t.Fatalf("call %d: Err %v, want the batch's error", i, call.Err)
-			}
-		}
+		wantBatchErr(t, calls, err)
 	}
 
 	t.Run("cancelled while a handler runs", func(t *testing.T) {
@@ -558,11 +527,7 @@ func TestCallBatchEmptyIsNoOp(t *testing.T) {
 // error nor a server's.
 func TestCallBatchLocalFailures(t *testing.T) {
 	var ran atomic.Int64
-	methods := newTestMethods().methods()
-	methods["count"] = func(context.Context, json.RawMessage) (any, error) {
-		ran.Add(1)
-		return "counted", nil
-	}
+	methods := countingMethods(&ran, map[string]string{"count": "counted"})
 	addr, requests := startCountingServer(t, ServerOptions{Methods: methods})
 	c := newTestClient(t, addr)
 
@@ -591,11 +556,7 @@ func TestCallBatchLocalFailures(t *testing.T) {
 			if !strings.Contains(err.Error(), "echo") {
 				t.Fatalf("error %q does not name the call that failed", err)
 			}
-			for i, call := range calls {
-				if call.Err != err {
-					t.Fatalf("call %d: Err %v, want the batch's error", i, call.Err)
-				}
-			}
+			wantBatchErr(t, calls, err)
 			if res != "unchanged" {
 				t.Fatalf("result written: %v", res)
 			}
@@ -615,11 +576,7 @@ func TestCallBatchLocalFailures(t *testing.T) {
 	if !errors.Is(err, ErrClientClosed) {
 		t.Fatalf("batch after Close: %v, want ErrClientClosed", err)
 	}
-	for i, call := range calls {
-		if call.Err != err {
-			t.Fatalf("call %d: Err %v, want the batch's error", i, call.Err)
-		}
-	}
+	wantBatchErr(t, calls, err)
 	if n := requests.Load(); n != 0 {
 		t.Fatalf("closed client sent %d HTTP requests", n)
 	}

@@ -112,24 +112,81 @@ func startServer(t *testing.T, addr string, opts ServerOptions) (*Server, *count
 		opts.Logger = testLogger(t)
 	}
 	srv := NewServer(opts)
+	serveUntilCleanup(t, func() error { return srv.Serve(cl) }, srv.Shutdown)
+	return srv, cl
+}
+
+// countingHandler wraps h and counts the HTTP requests that reach it, the
+// upgrades among them apart.
+type countingHandler struct {
+	h                  http.Handler
+	requests, upgrades atomic.Int64
+}
+
+func (c *countingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.requests.Add(1)
+	if isStreamUpgrade(r) {
+		c.upgrades.Add(1)
+	}
+	c.h.ServeHTTP(w, r)
+}
+
+// serveMux serves h on a fresh loopback port with a plain http.Server and
+// returns its address; the rpc server srv (if any) is shut down after it.
+func serveMux(t *testing.T, h http.Handler, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The protocols Serve speaks without TLS.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: h, Protocols: protocols}
+	shutdowns := []func(context.Context) error{hs.Shutdown}
+	if srv != nil {
+		shutdowns = append(shutdowns, srv.Shutdown)
+	}
+	serveUntilCleanup(t, func() error { return hs.Serve(ln) }, shutdowns...)
+	return ln.Addr().String()
+}
+
+// serveUntilCleanup runs serve in the background and, at the end of the
+// test, calls each of shutdowns in order, then checks that serve returned
+// http.ErrServerClosed.
+func serveUntilCleanup(t *testing.T, serve func() error, shutdowns ...func(context.Context) error) {
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(cl) }()
+	go func() { done <- serve() }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+		for _, shutdown := range shutdowns {
+			if err := shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
 		}
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
 		}
 	})
-	return srv, cl
 }
 
+// newTestClient is a client with the default options, closed at the end of
+// the test.
 func newTestClient(t *testing.T, addr string) *Client {
 	t.Helper()
-	c := NewClient(addr, ClientOptions{Logger: testLogger(t)})
+	return newClientWith(t, addr, ClientOptions{})
+}
+
+// newClientWith is a client with opts (and the test's logger), closed at
+// the end of the test.
+func newClientWith(t *testing.T, addr string, opts ClientOptions) *Client {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	c := NewClient(addr, opts)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -593,26 +650,9 @@ func TestHandlerMountedOnOwnMux(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/rpc", srv.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: mux, Protocols: protocols}
-	go hs.Serve(ln)
-	defer func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}()
+	addr := serveMux(t, mux, srv)
 
-	c := NewClient(ln.Addr().String(), ClientOptions{Path: "/api/v1/rpc"})
-	defer c.Close()
+	c := newClientWith(t, addr, ClientOptions{Path: "/api/v1/rpc"})
 	var got echoParams
 	if err := c.Call(context.Background(), "echo", echoParams{Text: "mounted"}, &got); err != nil || got.Text != "mounted" {
 		t.Fatalf("call on own mux: %+v, %v", got, err)
@@ -620,8 +660,7 @@ func TestHandlerMountedOnOwnMux(t *testing.T) {
 
 	// A path that is not an RPC endpoint answers without JSON-RPC: that is
 	// a transport error, since no handler ran.
-	wrong := NewClient(ln.Addr().String(), ClientOptions{Path: "/nowhere"})
-	defer wrong.Close()
+	wrong := newClientWith(t, addr, ClientOptions{Path: "/nowhere"})
 	if err := wrong.Call(context.Background(), "echo", echoParams{}, nil); !IsTransport(err) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("call to wrong path: %v", err)
 	}

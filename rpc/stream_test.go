@@ -25,56 +25,6 @@ func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
 	return newClientWith(t, addr, opts)
 }
 
-// newClientWith is a client with opts (and the test's logger), closed at
-// the end of the test.
-func newClientWith(t *testing.T, addr string, opts ClientOptions) *Client {
-	t.Helper()
-	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
-	}
-	c := NewClient(addr, opts)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// countingHandler wraps h and counts the HTTP requests that reach it, the
-// upgrades among them apart.
-type countingHandler struct {
-	h                  http.Handler
-	requests, upgrades atomic.Int64
-}
-
-func (c *countingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.requests.Add(1)
-	if isStreamUpgrade(r) {
-		c.upgrades.Add(1)
-	}
-	c.h.ServeHTTP(w, r)
-}
-
-// serveMux serves h on a fresh loopback port with a plain http.Server and
-// returns its address; the rpc server srv (if any) is shut down after it.
-func serveMux(t *testing.T, h http.Handler, srv *Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go hs.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		hs.Shutdown(ctx)
-		if srv != nil {
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("rpc shutdown: %v", err)
-			}
-		}
-	})
-	return ln.Addr().String()
-}
-
 // serveOwnShutdown serves m's methods on a fresh loopback port, for a test
 // that shuts the server down itself.
 func serveOwnShutdown(t *testing.T, m *testMethods) (*Server, string) {
@@ -86,6 +36,17 @@ func serveOwnShutdown(t *testing.T, m *testMethods) (*Server, string) {
 	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	go srv.Serve(ln)
 	return srv, ln.Addr().String()
+}
+
+// restartServer shuts srv down and serves m's methods again on its address,
+// until the end of the test: a node restarting while its clients keep
+// their streams.
+func restartServer(ctx context.Context, t *testing.T, srv *Server, addr string, m *testMethods) {
+	t.Helper()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	startServer(t, addr, ServerOptions{Methods: m.methods()})
 }
 
 // Batches over a stream get what they get over HTTP: each call's result or
@@ -219,10 +180,7 @@ func TestBatchStreamAfterServerRestart(t *testing.T) {
 	if err := one("before"); err != nil {
 		t.Fatalf("before restart: %v", err)
 	}
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("shutdown: %v", err)
-	}
-	_, _ = startServer(t, addr, ServerOptions{Methods: m.methods()})
+	restartServer(ctx, t, srv, addr, m)
 	for i := range 3 {
 		if err := one("after"); err != nil {
 			t.Fatalf("batch %d after restart: %v", i, err)
@@ -755,10 +713,7 @@ func TestStreamCallsAfterServerRestart(t *testing.T) {
 	defer cancel()
 	const n = 3
 	runBlocked(ctx, t, c, m, n)
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("shutdown: %v", err)
-	}
-	_, _ = startServer(t, addr, ServerOptions{Methods: m.methods()})
+	restartServer(ctx, t, srv, addr, m)
 	for i := range n + 1 {
 		var got echoParams
 		if err := c.Call(ctx, "echo", echoParams{Count: i}, &got); err != nil || got.Count != i {
