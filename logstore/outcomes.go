@@ -57,14 +57,18 @@ func (s *Store) SaveOutcomes(ctx context.Context, outcomes []Outcome) error {
 		}
 	}
 	keys.EndedAt = row.EndedAt
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := s.q.OutcomesSave(ctx, tx, row); err != nil {
-			return err
-		}
-		if len(keys.Keys) == 0 {
-			return nil
-		}
-		return s.q.OutcomeKeysSave(ctx, tx, keys)
+	// Once saved, compaction may delete the transactions' events: the
+	// outcomes must be as durable as the events were.
+	err := s.durably(ctx, func(conn *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if err := s.q.OutcomesSave(ctx, tx, row); err != nil {
+				return err
+			}
+			if len(keys.Keys) == 0 {
+				return nil
+			}
+			return s.q.OutcomeKeysSave(ctx, tx, keys)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("save %d outcomes: %w", len(outcomes), err)

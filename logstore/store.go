@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/queries"
 )
 
@@ -82,11 +83,39 @@ func (s *Store) Append(ctx context.Context, node string, entries []Entry) (int64
 	if err != nil {
 		return 0, err
 	}
-	seq, err := s.q.LogAppend(ctx, s.pool, queries.LogAppendParams{Node: node, Txs: txs, Events: events})
+	var seq int64
+	err = s.durably(ctx, func(conn *pgx.Conn) (err error) {
+		seq, err = s.q.LogAppend(ctx, conn, queries.LogAppendParams{Node: node, Txs: txs, Events: events})
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("append %d events: %w", len(entries), err)
 	}
 	return seq, nil
+}
+
+// durably runs commit, which commits once on conn, and returns once the
+// commit is durable: on the server, and on its synchronous standby if it
+// has one. A commit whose wait for the standby was cancelled is on the
+// server alone (package syncrep); a barrier after it makes it durable, or
+// durably fails with syncrep.ErrNotReplicated. The caller then does not
+// know whether what it committed will outlive a failover, and must treat
+// it as an append whose answer was lost.
+func (s *Store) durably(ctx context.Context, commit func(*pgx.Conn) error) error {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	conn := c.Conn()
+	syncrep.Cancelled(conn.PgConn())
+	if err := commit(conn); err != nil {
+		return err
+	}
+	if syncrep.Cancelled(conn.PgConn()) {
+		return syncrep.Barrier(ctx, conn)
+	}
+	return nil
 }
 
 // rowOf checks entries and returns the row that stores them: the transaction
@@ -125,7 +154,17 @@ func rowOf(entries []Entry) ([]int64, []byte, error) {
 // zeros if node has no row. After an Append that failed, it tells whether the
 // row was written all the same (the answer to a commit can be lost).
 func (s *Store) Last(ctx context.Context, node string) (seq int64, events int, err error) {
-	row, err := s.q.LogLastByNode(ctx, s.pool, node)
+	// The row may be on the server and not yet on its synchronous standby
+	// (the append's wait for it was cancelled): report it only once it is
+	// on both, or it could be taken for durable and lost in a failover.
+	var row queries.LogLastByNodeRow
+	c, err := s.pool.Acquire(ctx)
+	if err == nil {
+		if err = syncrep.Barrier(ctx, c.Conn()); err == nil {
+			row, err = s.q.LogLastByNode(ctx, c, node)
+		}
+		c.Release()
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return 0, 0, nil

@@ -9,12 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/db/embedpg"
+	"github.com/tpcd/tpcd/db/syncrep"
 )
 
 // DatabaseSpec says where a node's databases live. An empty URI means the
@@ -122,7 +121,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 			d.DataURI = c.URI("tpcd_data")
 		}
 	}
-	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns, 0, nil); err != nil {
+	if d.Log, err = openPool(ctx, d.LogURI, spec.MaxConns, 0); err != nil {
 		return d, fmt.Errorf("log database: %w", err)
 	}
 	if err := db.MigrateLog(ctx, d.Log, spec.Logger); err != nil {
@@ -130,7 +129,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 	}
 	warnLogServer(ctx, d.Log, d.LogURI, d.Embedded != nil && spec.LogURI == "", spec.Logger)
 	if spec.NeedData {
-		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns, unreplicated.note); err != nil {
+		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
 		}
 		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
@@ -273,16 +272,14 @@ func warmable(maxConns int32) int { return int(maxConns) / 2 }
 // openPool opens a pool of at most maxConns connections that keeps at
 // least minConns open once it has them (pgxpool's health check replaces
 // those it closes).
-func openPool(ctx context.Context, uri string, maxConns, minConns int, onNotice pgconn.NoticeHandler) (*pgxpool.Pool, error) {
+func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(uri)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", db.Redact(uri), redactErr(err))
 	}
-	if onNotice != nil {
-		cfg.ConnConfig.OnNotice = onNotice
-		// What the handler noted of a connection goes with it.
-		cfg.BeforeClose = func(c *pgx.Conn) { unreplicated.forget(c.PgConn()) }
-	}
+	// Every commit the node takes for durable, in its log or its data,
+	// is checked for a cancelled wait for the synchronous standby.
+	syncrep.Watch(cfg)
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/failpoint"
 	"github.com/tpcd/tpcd/queries/dataqueries"
@@ -168,7 +169,7 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	default:
 		return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil, 0
 	}
-	unreplicated.take(conn.PgConn())
+	syncrep.Cancelled(conn.PgConn())
 	mrr := conn.PgConn().ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
@@ -195,8 +196,8 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 		}
 		thenErr = cerr
 	}
-	if wantTag != "" && thenErr == nil && unreplicated.take(conn.PgConn()) {
-		thenErr = errNotReplicated
+	if wantTag != "" && thenErr == nil && syncrep.Cancelled(conn.PgConn()) {
+		thenErr = syncrep.ErrNotReplicated
 	}
 	return res, true, nil, thenErr, xid
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
 )
 
@@ -40,15 +41,15 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 	var p pipeline
 	p.utility(branchXidSQL)
 	p.utility("PREPARE TRANSACTION " + quote(op.GID))
-	unreplicated.take(conn.PgConn())
+	syncrep.Cancelled(conn.PgConn())
 	mrr := conn.PgConn().ExecBatch(ctx, &p.batch)
 	xid, err := thenResults(mrr, "PREPARE TRANSACTION")
 	if cerr := mrr.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && unreplicated.take(conn.PgConn()) {
+	if err == nil && syncrep.Cancelled(conn.PgConn()) {
 		// Prepared here alone: a no vote, and the engine rolls it back.
-		err = errNotReplicated
+		err = syncrep.ErrNotReplicated
 	}
 	if err != nil {
 		d.release(ctx, w, "ROLLBACK")

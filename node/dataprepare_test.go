@@ -163,7 +163,7 @@ func TestWaitForTheStandbyCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Stop() })
-	setup, err := openPool(ctx, server.URI("postgres"), 2, 0, nil)
+	setup, err := openPool(ctx, server.URI("postgres"), 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestWaitForTheStandbyCancelled(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	pool, err := openPool(ctx, server.URI("postgres"), 4, 0, unreplicated.note)
+	pool, err := openPool(ctx, server.URI("postgres"), 4, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +246,34 @@ func TestWaitForTheStandbyCancelled(t *testing.T) {
 		t.Fatalf("prepared %q: the server holds both, on its own", prepared)
 	}
 
-	// The engine rolls them back; that waits for the standby, until
-	// commits no longer wait for one.
+	// A rollback whose waits are all cancelled, its own and its
+	// barriers', is done on the server alone: to be tried again.
+	undone := make(chan engine.DataDone, 1)
+	go func() {
+		undone <- d.run(&txWorker{}, engine.Data{Op: engine.DataRollbackPrepared, TxID: 1, GID: gid1})
+	}()
+	var res1 engine.DataDone
+	for deadline, got := time.Now().Add(time.Minute), false; !got; time.Sleep(20 * time.Millisecond) {
+		if _, err := setup.Exec(ctx, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case res1, got = <-undone:
+		default:
+		}
+		if !got && time.Now().After(deadline) {
+			t.Fatal("the rollback never gave up")
+		}
+	}
+	if !res1.Retry || !strings.Contains(res1.Err, "synchronous standby") {
+		t.Fatalf("rollback whose waits were all cancelled = %+v, want it tried again for want of the standby", res1)
+	}
+	if prepared, _ := facts(t, d); !slices.Equal(prepared, []string{gid2}) {
+		t.Fatalf("prepared %q: the server rolled back %s on its own", prepared, gid1)
+	}
+
+	// The engine rolls them back (gid1 again); that waits for the standby,
+	// until commits no longer wait for one.
 	rolled := make(chan engine.DataDone, 2)
 	for i, gid := range []string{gid1, gid2} {
 		go func() {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/queries/dataqueries"
 )
@@ -21,16 +22,16 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	}
 	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); COMMIT", quote(op.GID), op.TxID)
 	pc := w.conn.Conn().PgConn()
-	unreplicated.take(pc)
+	syncrep.Cancelled(pc)
 	tag, err := w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err == nil && tag.String() != "COMMIT" {
 		// A transaction already failed answers COMMIT with ROLLBACK.
 		err = fmt.Errorf("COMMIT answered %q", tag.String())
 	}
-	if err == nil && unreplicated.take(pc) {
+	if err == nil && syncrep.Cancelled(pc) {
 		// Committed here, maybe not on the standby: not an answer to give;
 		// the engine settles the branch, as after a broken connection.
-		err = errNotReplicated
+		err = syncrep.ErrNotReplicated
 	}
 	if err != nil {
 		d.release(ctx, w, "ROLLBACK")
@@ -60,15 +61,15 @@ func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
 	}
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
-	unreplicated.take(pc)
+	syncrep.Cancelled(pc)
 	aborted, err := q.MarkerAborted(ctx, conn, op.GID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Deleted between the two statements: the coordinator already
 		// let it go, which it does only once everyone has the outcome.
 		err = errors.New("its marker vanished while settling")
 	}
-	if err == nil && unreplicated.take(pc) {
-		err = errNotReplicated
+	if err == nil && syncrep.Cancelled(pc) {
+		err = syncrep.ErrNotReplicated
 	}
 	if err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
