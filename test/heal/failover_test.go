@@ -26,17 +26,51 @@ import (
 // client heard of is on both participants, every other transaction ended
 // one way on both, and nothing is left prepared.
 func TestLogFailsOverToItsStandby(t *testing.T) {
+	failOver(t, func(pair serverPair) ([]string, map[int][]string) {
+		return []string{"--log-db", pair.uri("tpcd_log")}, nil
+	}, "tpcd_log", "SELECT coalesce(max(seq), 0) FROM tpcd_log WHERE node = 'coordinator'")
+}
+
+// TestDataServerFailsOverToItsStandby does the same to participant 1's
+// server, which holds its data (prepared branches, the decider's markers)
+// and its log: the participant goes on on the new primary, and no
+// decision, vote or commit it acted on is lost.
+func TestDataServerFailsOverToItsStandby(t *testing.T) {
+	failOver(t, func(pair serverPair) ([]string, map[int][]string) {
+		return nil, map[int][]string{1: {"--data-db", pair.uri("tpcd_data"), "--log-db", pair.uri("tpcd_log")}}
+	}, "tpcd_data", "SELECT count(*) FROM t")
+}
+
+// serverPair is a PostgreSQL server and its synchronous standby.
+type serverPair struct{ primary, standby *embedpg.Cluster }
+
+// uri names both servers, so that a node reconnects to whichever accepts
+// writes.
+func (p serverPair) uri(dbname string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
+		embedpg.Superuser, p.primary.Port(), p.standby.Port(), dbname)
+}
+
+// failOver starts a server pair with databases tpcd_log and tpcd_data, a
+// cluster that uses it through args, and four clients; kills the primary
+// under load and promotes the standby; and checks that commits go on (and
+// that growing, a count read with growth on the promoted server's database
+// growthDB, grows), that every acknowledged key is on both participants,
+// that they agree, and that nothing is left prepared.
+func failOver(t *testing.T, args func(serverPair) ([]string, map[int][]string), growthDB, growing string) {
 	ctx := t.Context()
 	root := stateRoot(t)
-	primary, err := embedpg.Start(ctx, embedpg.Options{Dir: filepath.Join(root, "log-primary")})
+	primary, err := embedpg.Start(ctx, embedpg.Options{Dir: filepath.Join(root, "primary")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { primary.Stop() })
-	if err := primary.CreateDatabase(ctx, "tpcd_log"); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"tpcd_log", "tpcd_data"} {
+		if err := primary.CreateDatabase(ctx, name); err != nil {
+			t.Fatal(err)
+		}
 	}
-	standby, err := primary.StartStandby(ctx, "s1", embedpg.Options{Dir: filepath.Join(root, "log-standby")})
+	standby, err := primary.StartStandby(ctx, "s1", embedpg.Options{Dir: filepath.Join(root, "standby")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,10 +79,9 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 	testcluster.EventuallyWithin(t, 30*time.Second, "the standby streams synchronously", func() bool {
 		return query(t, primary.URI("postgres"), "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's1' AND sync_state = 'sync'") == "1"
 	})
-	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d,127.0.0.1:%d/tpcd_log?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
-		embedpg.Superuser, primary.Port(), standby.Port())
 
-	c := startCluster(t, "--log-db", logURI)
+	coordArgs, partArgs := args(serverPair{primary, standby})
+	c := startClusterWith(t, coordArgs, partArgs)
 	c.createTable(t)
 
 	// Four clients commit keys of their own until told to stop; a key is
@@ -91,15 +124,13 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 	if got := query(t, standby.URI("postgres"), "SELECT pg_is_in_recovery()"); got != "false" {
 		t.Fatalf("the promoted standby is in recovery: %s", got)
 	}
-	lastSeq := func() string {
-		return query(t, standby.URI("tpcd_log"), "SELECT coalesce(max(seq), 0) FROM tpcd_log WHERE node = 'coordinator'")
-	}
-	promotedAt := lastSeq()
+	grown := func() string { return query(t, standby.URI(growthDB), growing) }
+	promotedAt := grown()
 	testcluster.EventuallyWithin(t, time.Minute, "commits on the promoted standby", func() bool { return ackedCount() >= killedAt+40 })
 	close(stop)
 	wg.Wait()
-	if now := lastSeq(); now == promotedAt {
-		t.Fatalf("the coordinator's log on the promoted standby did not grow (last row %s)", now)
+	if now := grown(); now == promotedAt {
+		t.Fatalf("nothing was written to the promoted standby (%s: %s)", growing, now)
 	}
 	t.Logf("%d commits acknowledged (%d before the kill), %d calls failed", len(acked), killedAt, len(failed))
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -185,6 +186,13 @@ type cluster struct {
 // flags (a log database, say).
 func startCluster(t *testing.T, coordArgs ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, coordArgs, nil)
+}
+
+// startClusterWith is startCluster that also gives participant i the flags
+// partArgs[i] (its databases, say).
+func startClusterWith(t *testing.T, coordArgs []string, partArgs map[int][]string) *cluster {
+	t.Helper()
 	root := stateRoot(t)
 	c := &cluster{}
 	for i := range 2 {
@@ -193,7 +201,7 @@ func startCluster(t *testing.T, coordArgs ...string) *cluster {
 	args := append([]string{"coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr}, coordArgs...)
 	c.coord = newNode(t, root, "coordinator", args...)
 	for i, p := range c.parts {
-		p.args = append([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", c.coord.addr}, p.args...)
+		p.args = slices.Concat([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", c.coord.addr}, p.args, partArgs[i])
 	}
 	for _, n := range c.all() {
 		n.start(t)
