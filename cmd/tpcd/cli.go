@@ -27,6 +27,7 @@ type CLI struct {
 	Cluster     ClusterCmd     `cmd:"" help:"Run a coordinator and N participants with embedded PostgreSQL in one process (a local cluster to try tpcd)."`
 	Chaos       ChaosCmd       `cmd:"" help:"Run a cluster under random faults (crashes, lost and delayed messages) and check that every transaction stayed atomic."`
 	Bench       BenchCmd       `cmd:"" help:"Measure throughput and latency under load, optionally against raw two-phase commit on the same servers."`
+	Probe       ProbeCmd       `cmd:"" help:"Ask a node's metrics listener whether it is ready (exit 0) or not (exit 1), with the node's token: an exec probe for orchestrators."`
 	Version     VersionCmd     `cmd:"" help:"Print the version (the same line as --version)."`
 
 	VersionFlag kong.VersionFlag `name:"version" env:"-" help:"Print the version (module version, commit, commit time, modified tree, Go) and exit."`

@@ -1,0 +1,295 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tpcd/tpcd/internal/testbin"
+)
+
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, nil)) }
+
+// The parts of the Kubernetes objects the test reads.
+type (
+	object struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name   string            `yaml:"name"`
+			Labels map[string]string `yaml:"labels"`
+		} `yaml:"metadata"`
+		Spec       spec              `yaml:"spec"`
+		StringData map[string]string `yaml:"stringData"`
+	}
+	spec struct {
+		Replicas       *int `yaml:"replicas"`
+		MaxUnavailable *int `yaml:"maxUnavailable"`
+		Strategy       struct {
+			Type string `yaml:"type"`
+		} `yaml:"strategy"`
+		ServiceName string `yaml:"serviceName"`
+		ClusterIP   string `yaml:"clusterIP"`
+		Selector    struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		ServiceSelector map[string]string // a Service's spec.selector, filled by decode
+		Ports           []struct {
+			Name string `yaml:"name"`
+			Port int    `yaml:"port"`
+		} `yaml:"ports"`
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
+			Spec struct {
+				Containers []container `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	}
+	container struct {
+		Name  string   `yaml:"name"`
+		Image string   `yaml:"image"`
+		Args  []string `yaml:"args"`
+		Env   []struct {
+			Name      string `yaml:"name"`
+			Value     string `yaml:"value"`
+			ValueFrom *struct {
+				SecretKeyRef *struct {
+					Name string `yaml:"name"`
+					Key  string `yaml:"key"`
+				} `yaml:"secretKeyRef"`
+				FieldRef *struct {
+					FieldPath string `yaml:"fieldPath"`
+				} `yaml:"fieldRef"`
+			} `yaml:"valueFrom"`
+		} `yaml:"env"`
+		Ports []struct {
+			ContainerPort int `yaml:"containerPort"`
+		} `yaml:"ports"`
+		ReadinessProbe struct {
+			Exec *struct {
+				Command []string `yaml:"command"`
+			} `yaml:"exec"`
+		} `yaml:"readinessProbe"`
+		LivenessProbe struct {
+			HTTPGet *struct {
+				Path string `yaml:"path"`
+				Port int    `yaml:"port"`
+			} `yaml:"httpGet"`
+		} `yaml:"livenessProbe"`
+	}
+)
+
+// load reads every document of the example, strictly: a field the test
+// does not know is fine, a malformed document is not.
+func load(t *testing.T) map[string]object {
+	t.Helper()
+	raw, err := os.ReadFile("kubernetes/tpcd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := map[string]object{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	for {
+		var node yaml.Node
+		if err := dec.Decode(&node); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("kubernetes/tpcd.yaml: %v", err)
+		}
+		var o object
+		if err := node.Decode(&o); err != nil {
+			t.Fatalf("kubernetes/tpcd.yaml: %v", err)
+		}
+		if o.Kind == "Service" {
+			var svc struct {
+				Spec struct {
+					Selector map[string]string `yaml:"selector"`
+				} `yaml:"spec"`
+			}
+			if err := node.Decode(&svc); err != nil {
+				t.Fatal(err)
+			}
+			o.Spec.ServiceSelector = svc.Spec.Selector
+		}
+		if o.APIVersion == "" || o.Kind == "" || o.Metadata.Name == "" {
+			t.Fatalf("a document without apiVersion, kind or name: %+v", o)
+		}
+		key := o.Kind + "/" + o.Metadata.Name
+		if _, dup := objs[key]; dup {
+			t.Fatalf("%s twice", key)
+		}
+		objs[key] = o
+	}
+	return objs
+}
+
+func get(t *testing.T, objs map[string]object, key string) object {
+	t.Helper()
+	o, ok := objs[key]
+	if !ok {
+		t.Fatalf("no %s in the example", key)
+	}
+	return o
+}
+
+// helpEnvs and helpFlags read what `tpcd CMD --help` lists.
+var (
+	helpFlag = regexp.MustCompile(`(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)`)
+	helpEnv  = regexp.MustCompile(`\$(TPCD_[A-Z_]+)`)
+)
+
+func help(t *testing.T, args ...string) (flags, envs []string) {
+	t.Helper()
+	out, _, code := testbin.Run(t, testbin.Binary(t), nil, "", append(args, "--help")...)
+	if code != 0 {
+		t.Fatalf("tpcd %s --help: exit %d", strings.Join(args, " "), code)
+	}
+	for _, m := range helpFlag.FindAllStringSubmatch(out, -1) {
+		flags = append(flags, strings.TrimPrefix(m[1], "--[no-]"))
+	}
+	for _, m := range helpEnv.FindAllStringSubmatch(out, -1) {
+		envs = append(envs, m[1])
+	}
+	return flags, envs
+}
+
+// checkContainer checks a container against the command it runs: every
+// flag and every TPCD_ variable is one the command takes, every $(VAR) is
+// defined before it is used, secrets are ones the example defines, and the
+// readiness probe asks the container's own metrics listener.
+func checkContainer(t *testing.T, objs map[string]object, c container, command string) {
+	t.Helper()
+	if len(c.Args) == 0 || c.Args[0] != command {
+		t.Fatalf("%s: args %q do not start with %s", c.Name, c.Args, command)
+	}
+	flags, envs := help(t, command)
+	metrics := ""
+	for _, a := range c.Args[1:] {
+		name, value, _ := strings.Cut(a, "=")
+		if !slices.Contains(flags, name) {
+			t.Errorf("%s: tpcd %s takes no %s", c.Name, command, name)
+		}
+		if name == "--metrics-addr" {
+			metrics = value
+		}
+	}
+	defined := map[string]bool{}
+	ref := regexp.MustCompile(`\$\(([A-Z_]+)\)`)
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "TPCD_") && !slices.Contains(envs, e.Name) {
+			t.Errorf("%s: tpcd %s reads no %s", c.Name, command, e.Name)
+		}
+		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
+			if !defined[m[1]] {
+				t.Errorf("%s: %s uses $(%s) before it is defined", c.Name, e.Name, m[1])
+			}
+		}
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			s := get(t, objs, "Secret/"+e.ValueFrom.SecretKeyRef.Name)
+			if _, ok := s.StringData[e.ValueFrom.SecretKeyRef.Key]; !ok {
+				t.Errorf("%s: %s reads key %s, which secret %s lacks", c.Name, e.Name, e.ValueFrom.SecretKeyRef.Key, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		defined[e.Name] = true
+	}
+	_, port, _ := strings.Cut(metrics, ":")
+	if c.ReadinessProbe.Exec == nil || !slices.Equal(c.ReadinessProbe.Exec.Command, []string{"tpcd", "probe", "127.0.0.1:" + port}) {
+		t.Errorf("%s: readiness probe %+v does not ask its metrics listener (%s) with tpcd probe", c.Name, c.ReadinessProbe.Exec, metrics)
+	}
+	if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/healthz" || fmt.Sprint(p.Port) != port {
+		t.Errorf("%s: liveness probe %+v is not /healthz on %s", c.Name, p, port)
+	}
+	// tpcd probe itself must take what the probe passes.
+	probeFlags, _ := help(t, "probe")
+	for _, a := range c.ReadinessProbe.Exec.Command[2:] {
+		if strings.HasPrefix(a, "--") && !slices.Contains(probeFlags, a) {
+			t.Errorf("%s: tpcd probe takes no %s", c.Name, a)
+		}
+	}
+}
+
+// TestKubernetesExample checks deploy/kubernetes/tpcd.yaml against the
+// tpcd binary and against itself.
+func TestKubernetesExample(t *testing.T) {
+	objs := load(t)
+
+	coord := get(t, objs, "Deployment/tpcd-coordinator")
+	if coord.Spec.Replicas == nil || *coord.Spec.Replicas != 1 || coord.Spec.Strategy.Type != "Recreate" {
+		t.Errorf("the coordinator must run alone on its log: replicas %v, strategy %q", coord.Spec.Replicas, coord.Spec.Strategy.Type)
+	}
+	cc := coord.Spec.Template.Spec.Containers
+	if len(cc) != 1 {
+		t.Fatalf("coordinator pod: %d containers", len(cc))
+	}
+	checkContainer(t, objs, cc[0], "coordinator")
+
+	parts := get(t, objs, "StatefulSet/tpcd-participant")
+	pc := parts.Spec.Template.Spec.Containers
+	if len(pc) != 1 {
+		t.Fatalf("participant pod: %d containers", len(pc))
+	}
+	checkContainer(t, objs, pc[0], "participant")
+
+	// The coordinator lists the participants in pod-index order, at the
+	// headless service's names, as many as the StatefulSet runs.
+	headless := get(t, objs, "Service/"+parts.Spec.ServiceName)
+	if headless.Spec.ClusterIP != "None" {
+		t.Errorf("service %s is not headless", parts.Spec.ServiceName)
+	}
+	var listed []string
+	for _, a := range cc[0].Args {
+		if v, ok := strings.CutPrefix(a, "--participant="); ok {
+			listed = append(listed, v)
+		}
+	}
+	if parts.Spec.Replicas == nil || len(listed) != *parts.Spec.Replicas {
+		t.Fatalf("the coordinator lists %d participants, the StatefulSet runs %v", len(listed), parts.Spec.Replicas)
+	}
+	for i, addr := range listed {
+		want := fmt.Sprintf("%s-%d.%s:%d", parts.Metadata.Name, i, headless.Metadata.Name, headless.Spec.Ports[0].Port)
+		if addr != want {
+			t.Errorf("participant %d is listed at %s, want %s", i, addr, want)
+		}
+	}
+	nodeID := false
+	for _, e := range pc[0].Env {
+		if e.Name == "TPCD_NODE_ID" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+			e.ValueFrom.FieldRef.FieldPath == "metadata.labels['apps.kubernetes.io/pod-index']" {
+			nodeID = true
+		}
+	}
+	if !nodeID {
+		t.Error("a participant's --node-id is not its pod index")
+	}
+
+	// Services and the disruption budget select the pods they mean.
+	for key, pods := range map[string]map[string]string{
+		"Service/tpcd-coordinator":          coord.Spec.Template.Metadata.Labels,
+		"Service/" + headless.Metadata.Name: parts.Spec.Template.Metadata.Labels,
+	} {
+		for k, v := range get(t, objs, key).Spec.ServiceSelector {
+			if pods[k] != v {
+				t.Errorf("%s selects %s=%s, which its pods lack", key, k, v)
+			}
+		}
+	}
+	pdb := get(t, objs, "PodDisruptionBudget/tpcd-participant")
+	if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != 1 {
+		t.Errorf("the participants' disruption budget allows %v down at once, want 1", pdb.Spec.MaxUnavailable)
+	}
+	for k, v := range pdb.Spec.Selector.MatchLabels {
+		if parts.Spec.Template.Metadata.Labels[k] != v {
+			t.Errorf("the disruption budget selects %s=%s, which participants lack", k, v)
+		}
+	}
+}
