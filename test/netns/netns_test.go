@@ -236,7 +236,7 @@ func TestBankAcrossPartitions(t *testing.T) {
 	}
 
 	addr := func(h *host) string { return net.JoinHostPort(h.addr, rpcPort) }
-	coordArgs := []string{"coordinator", "--host", addr(coord), "--log-db", logURI, "--peer-token", token, "--timeout", "3"}
+	coordArgs := []string{"coordinator", "--host", addr(coord), "--log-db", logURI, "--peer-token", token, "--timeout", "2"}
 	for _, p := range parts {
 		coordArgs = append(coordArgs, "--participant", addr(p))
 	}
@@ -252,7 +252,7 @@ func TestBankAcrossPartitions(t *testing.T) {
 	b := &bank{coordinator: addr(coord)}
 	b.start(6)
 	load := func(d time.Duration) { time.Sleep(d) }
-	load(2 * time.Second)
+	load(time.Second)
 	for _, cut := range [][]string{
 		{"p1"},    // a participant from everyone, mid-commit
 		{"trunk"}, // the minority side from the majority
@@ -276,9 +276,9 @@ func TestBankAcrossPartitions(t *testing.T) {
 				t.Fatalf("%s still reachable at %s with its link down", name, target)
 			}
 		}
-		load(3 * time.Second)
+		load(2500 * time.Millisecond)
 		nw.heal(cut...)
-		load(2 * time.Second)
+		load(1500 * time.Millisecond)
 	}
 	transfers := b.stopAndWait()
 
