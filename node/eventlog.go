@@ -15,8 +15,11 @@ type eventLog interface {
 	// trip and returns the row's seq. After an error nothing of entries
 	// counts as durable: the loop appends them again.
 	Append(ctx context.Context, node string, entries []logstore.Entry) (int64, error)
-	// Last returns the seq of node's newest row and how many events it
-	// holds (zeros if none): whether an append that failed was written.
+	// Last returns the seq of node's newest durable row and how many
+	// events it holds (zeros if none): whether an append that failed was
+	// written. A row the server has and its synchronous standby may not
+	// (the append's wait for it was cancelled) is not reported until the
+	// standby has it.
 	Last(ctx context.Context, node string) (seq int64, events int, err error)
 	// Scan calls fn with each of node's events in log order.
 	Scan(ctx context.Context, node string, fn func(logstore.Record) error) error
