@@ -53,6 +53,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// idleOf counts the idle connections of host.
+func (t *connTracker) idleOf(host string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for tc := range t.idleConns() {
+		if tc.host == host {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Server) streamCount() int {
 	s.streams.mu.Lock()
 	defer s.streams.mu.Unlock()
@@ -147,7 +160,7 @@ func TestIdleStreamFlood(t *testing.T) {
 // longest idle first; other addresses are untouched.
 func TestConnCapRefusesOnlyWhenAllBusy(t *testing.T) {
 	m := newTestMethods()
-	_, ln := startServer(t, "", ServerOptions{Methods: m.methods(), MaxConnsPerHost: 3})
+	srv, ln := startServer(t, "", ServerOptions{Methods: m.methods(), MaxConnsPerHost: 3})
 	addr := ln.Addr().String()
 	ctx := context.Background()
 
@@ -173,6 +186,9 @@ func TestConnCapRefusesOnlyWhenAllBusy(t *testing.T) {
 			t.Fatalf("blocked call: %v", err)
 		}
 	}
+	// A stream counts as idle once its reply is written, which its client
+	// may read first.
+	waitFor(t, "the three streams idle", func() bool { return srv.conns.idleOf("127.0.0.1") == 3 })
 	// The three streams now idle in busy's pool: a new connection closes
 	// the oldest, not a busy one.
 	oldest, _, ok := upgradeFrom(t, "127.0.0.1", addr)

@@ -309,6 +309,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	}()
 	// Deadlines net/http set for the upgrade request would cut the stream.
 	conn.SetDeadline(time.Time{})
+	// Idle from before the peer can know the stream is open: a stream that
+	// has sent no frame yet is the first to close when a new connection
+	// needs its place, and a peer that opens connections at once must not
+	// find it busy only because its goroutine has not reached its first
+	// read.
+	s.conns.setIdle(conn, true)
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
 	if err := brw.Flush(); err != nil {
 		return
