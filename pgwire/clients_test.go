@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testcluster"
 )
 
 // run runs a client program to its end and returns its combined output
@@ -261,6 +262,11 @@ func TestPgbench(t *testing.T) {
 			"-c", strconv.Itoa(clients), "-t", strconv.Itoa(perClient), f.psqlURL())
 		total += pgbenchProcessed(t, mode, out, code)
 	}
+	// pgbench's last COMMIT returns once the decider committed; the other
+	// participant's branch commits in phase two, just after.
+	testcluster.Eventually(t, "phase two of the last transactions", func() bool {
+		return len(f.c.Prepared(0)) == 0 && len(f.c.Prepared(1)) == 0
+	})
 	for node := range 2 {
 		var n int
 		if err := f.c.Data[node].QueryRow(context.Background(), "SELECT n FROM counters WHERE id = 1").Scan(&n); err != nil || n != total {

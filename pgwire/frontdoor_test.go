@@ -139,13 +139,13 @@ func (f *frontDoor) openOn(node int) int {
 func (f *frontDoor) wantRows(want map[int]string) {
 	f.t.Helper()
 	// Committed means decided; the second participant may apply it a
-	// moment later.
+	// moment later (phase two: its branch is prepared until then).
 	testcluster.Eventually(f.t, "rows applied on both participants", func() bool {
 		got := 0
 		for n := range 2 {
 			got += len(testcluster.KV(f.t, f.c.Data[n]))
 		}
-		return got >= len(want)
+		return got >= len(want) && len(f.c.Prepared(0)) == 0 && len(f.c.Prepared(1)) == 0
 	})
 	for n := range 2 {
 		got := testcluster.KV(f.t, f.c.Data[n])
