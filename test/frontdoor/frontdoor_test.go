@@ -77,15 +77,24 @@ func TestClusterPrintsPsql(t *testing.T) {
 }
 
 // wantKeys fails the test unless kv on participant who's data database,
-// at uri, holds the keys want ("[1 3]").
+// at uri, holds the keys want ("[1 3]") within a minute: a COMMIT returns
+// once the decider committed, and another participant's branch commits in
+// phase two, just after.
 func wantKeys(t *testing.T, who, uri, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rows, _ := pgtest.Connect(t, uri).Query(ctx, "SELECT k::text FROM kv ORDER BY k")
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || fmt.Sprint(keys) != want {
-		t.Fatalf("participant %s holds keys %v (%v), want %s", who, keys, err, want)
+	conn := pgtest.Connect(t, uri)
+	for {
+		rows, _ := conn.Query(ctx, "SELECT k::text FROM kv ORDER BY k")
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err == nil && fmt.Sprint(keys) == want {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("participant %s holds keys %v (%v), want %s", who, keys, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
