@@ -94,28 +94,16 @@ func (s *Store) Append(ctx context.Context, node string, entries []Entry) (int64
 	return seq, nil
 }
 
-// durably runs commit, which commits once on conn, and returns once the
-// commit is durable: on the server, and on its synchronous standby if it
-// has one. A commit whose wait for the standby was cancelled is on the
-// server alone (package syncrep); a barrier after it makes it durable, or
-// durably fails with syncrep.ErrNotReplicated. The caller then does not
-// know whether what it committed will outlive a failover, and must treat
-// it as an append whose answer was lost.
+// durably runs commit on a connection of the pool and returns once what
+// it committed is durable (syncrep.Durably): a row the server has and its
+// standby may lack would be lost in a failover.
 func (s *Store) durably(ctx context.Context, commit func(*pgx.Conn) error) error {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Release()
-	conn := c.Conn()
-	syncrep.Cancelled(conn.PgConn())
-	if err := commit(conn); err != nil {
-		return err
-	}
-	if syncrep.Cancelled(conn.PgConn()) {
-		return syncrep.Barrier(ctx, conn)
-	}
-	return nil
+	return syncrep.Durably(ctx, c.Conn(), func() error { return commit(c.Conn()) })
 }
 
 // rowOf checks entries and returns the row that stores them: the transaction

@@ -28,15 +28,12 @@ func (d *dataDB) finish(ctx context.Context, gid string, xid uint64, verb string
 	}
 	defer c.Release()
 	conn := c.Conn()
-	syncrep.Cancelled(conn.PgConn())
-	// A utility statement: the GID goes in as a literal (see quote).
-	_, err = conn.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
+	err = syncrep.Durably(ctx, conn, func() error {
+		// A utility statement: the GID goes in as a literal (see quote).
+		_, err := conn.Exec(ctx, verb+" "+quote(gid), pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
 	if err == nil {
-		if syncrep.Cancelled(conn.PgConn()) {
-			if err := syncrep.Barrier(ctx, conn); err != nil {
-				return engine.DataDone{Err: fmt.Sprintf("%s %s: %v", verb, gid, err), Retry: true}
-			}
-		}
 		return engine.DataDone{}
 	}
 	if !notPrepared(err) {

@@ -34,7 +34,9 @@ var cancelled sync.Map // *pgconn.PgConn -> struct{}
 func Watch(cfg *pgxpool.Config) {
 	prevNotice := cfg.ConnConfig.OnNotice
 	cfg.ConnConfig.OnNotice = func(pc *pgconn.PgConn, n *pgconn.Notice) {
-		Note(pc, n)
+		if strings.HasPrefix(n.Message, "canceling wait for synchronous replication") {
+			cancelled.Store(pc, struct{}{})
+		}
 		if prevNotice != nil {
 			prevNotice(pc, n)
 		}
@@ -49,13 +51,6 @@ func Watch(cfg *pgxpool.Config) {
 	}
 }
 
-// Note is a notice handler that notes the warning; Watch installs it.
-func Note(pc *pgconn.PgConn, n *pgconn.Notice) {
-	if strings.HasPrefix(n.Message, "canceling wait for synchronous replication") {
-		cancelled.Store(pc, struct{}{})
-	}
-}
-
 // Cancelled reports whether pc got the warning since the last call, and
 // forgets it. Call it before a commit, to clear what an earlier statement
 // left, and after, to learn whether this one is only on the primary.
@@ -64,9 +59,22 @@ func Cancelled(pc *pgconn.PgConn) bool {
 	return ok
 }
 
-// Forget drops what was noted of pc; Watch calls it when a pool closes a
-// connection, others when they close one themselves.
-func Forget(pc *pgconn.PgConn) { cancelled.Delete(pc) }
+// Durably runs commit, which commits once on conn, and returns once what
+// it committed is durable: on the server, and on its synchronous standby
+// if it has one. When the commit's wait for the standby was cancelled, a
+// Barrier after it makes it durable, or Durably fails with
+// ErrNotReplicated; the caller then cannot tell whether the commit will
+// outlive a failover, and must treat it as one whose answer was lost.
+func Durably(ctx context.Context, conn *pgx.Conn, commit func() error) error {
+	Cancelled(conn.PgConn())
+	if err := commit(); err != nil {
+		return err
+	}
+	if Cancelled(conn.PgConn()) {
+		return Barrier(ctx, conn)
+	}
+	return nil
+}
 
 // BarrierSQL is the statement of Barrier's transaction.
 const BarrierSQL = "SELECT pg_logical_emit_message(true, 'tpcd', 'barrier')"
@@ -80,10 +88,10 @@ const BarrierTries = 3
 // message, which any role may emit and nothing reads), so that its commit
 // waits for the standby, and the standby confirms records in order. (A
 // transaction that only takes an id does not do: PostgreSQL does not wait
-// for the standby when nothing but the commit record was written.) A commit whose own
-// wait was cancelled is durable once a barrier after it returns. Barrier
-// tries a few times when its own wait is cancelled, then gives up with
-// ErrNotReplicated.
+// for the standby when nothing but the commit record was written.) A
+// commit whose own wait was cancelled is durable once a barrier after it
+// returns. Barrier tries a few times when its own wait is cancelled, then
+// gives up with ErrNotReplicated.
 func Barrier(ctx context.Context, conn *pgx.Conn) error {
 	for range BarrierTries {
 		Cancelled(conn.PgConn())
