@@ -22,6 +22,8 @@ var messageDecoders = map[string]func(json.RawMessage) (engine.Message, error){
 	engine.CommitBranchRequest{}.Method(): decodeAs[engine.CommitBranchRequest],
 	engine.SettleRequest{}.Method():       decodeAs[engine.SettleRequest],
 	engine.SettleAnswer{}.Method():        decodeAs[engine.SettleAnswer],
+	engine.ReconcileRequest{}.Method():    decodeAs[engine.ReconcileRequest],
+	engine.ReconcileAnswer{}.Method():     decodeAs[engine.ReconcileAnswer],
 }
 
 // DecodeMessage decodes and checks the params of a node-to-node method as
@@ -38,8 +40,25 @@ func DecodeMessage(method string, raw json.RawMessage) (engine.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.Tx() == 0 {
-		return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: tx must be a positive transaction id", method)
+	switch v := m.(type) {
+	case engine.ReconcileRequest:
+		// About no one transaction, but from one incarnation.
+		if v.Epoch == 0 {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: epoch must be positive", method)
+		}
+	case engine.ReconcileAnswer:
+		if v.Epoch == 0 {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: epoch must be positive", method)
+		}
+		for _, mk := range v.Markers {
+			if mk.TxID == 0 {
+				return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: markers: tx must be a positive transaction id", method)
+			}
+		}
+	default:
+		if m.Tx() == 0 {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "%s: tx must be a positive transaction id", method)
+		}
 	}
 	// A missing vote or outcome decodes to the invalid zero value, which the
 	// encoder refuses: refuse it here too rather than hand the engine a

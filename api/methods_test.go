@@ -21,16 +21,21 @@ func TestMethodNamesAndTokens(t *testing.T) {
 			t.Errorf("client method %q decodes as a node-to-node message", m)
 		}
 	}
-	if len(messageDecoders) != 10 {
-		t.Errorf("%d node-to-node methods, want 10", len(messageDecoders))
+	if len(messageDecoders) != 12 {
+		t.Errorf("%d node-to-node methods, want 12", len(messageDecoders))
 	}
 	for m := range messageDecoders {
 		if !strings.HasPrefix(m, rpc.PeerMethodPrefix) {
 			t.Errorf("message method %q lacks the peer prefix %q", m, rpc.PeerMethodPrefix)
 		}
 		// Each decodes into the message its name is for, and an empty one
-		// is refused for its missing transaction id.
-		msg, err := DecodeMessage(m, json.RawMessage(`{"tx":1}`))
+		// is refused for its missing transaction id (or, for the messages
+		// about no one transaction, its epoch).
+		params := `{"tx":1}`
+		if strings.HasPrefix(m, "tpcd.reconcile") {
+			params = `{"epoch":1}`
+		}
+		msg, err := DecodeMessage(m, json.RawMessage(params))
 		if err == nil && msg.Method() != m {
 			t.Errorf("DecodeMessage(%q) decoded a %s", m, msg.Method())
 		}

@@ -179,7 +179,28 @@ type Coordinator struct {
 	// tell which entries of ended are new since it last looked.
 	endedCount uint64
 
+	// A decider may commit before this coordinator's log holds the
+	// transaction, so after a restart an id or key the log does not know
+	// may still name a commit, recorded only in a decider's marker.
+	// unreconciled marks the participants that have not yet answered
+	// ReconcileRequest (reconcileLeft counts them); until all have, calls
+	// about such an id or key wait in awaiting. firstTx is this
+	// incarnation's first id: later ones are all known.
+	unreconciled     []bool
+	reconcileLeft    int
+	reconcileAt      Instant
+	reconcileBackoff time.Duration
+	reconcileLSN     LSN
+	firstTx          TxID
+	awaiting         []awaitingCall
+
 	output
+}
+
+// awaitingCall is a client call held until every participant reconciled.
+type awaitingCall struct {
+	in    Input
+	since Instant
 }
 
 type endedTx struct {
@@ -227,8 +248,9 @@ type coordTx struct {
 	backoff    time.Duration
 
 	// decider is the participant whose commit decides the transaction,
-	// CoordinatorNode in the classic protocol. preparingLSN is the
-	// coord.preparing that must be durable before the decider is asked.
+	// CoordinatorNode in the classic protocol. preparingLSN is its
+	// coord.preparing, which a question to the decider (settle) waits for;
+	// the request to commit does not.
 	decider      NodeID
 	preparingLSN LSN
 	// branchAsked is set once the decider may have been asked to commit
@@ -553,8 +575,17 @@ func (c *Coordinator) start(in Start) {
 	if cluster == "" {
 		cluster = in.NewCluster
 	}
-	c.emit(CoordStarted{Cluster: cluster, Epoch: c.epoch + 1})
+	startedLSN := c.emit(CoordStarted{Cluster: cluster, Epoch: c.epoch + 1})
 	c.nextTx = max(c.reserved, c.maxTx) + 1
+	c.firstTx = c.nextTx
+	if c.epoch > 1 && c.cfg.Participants > 0 {
+		c.unreconciled = make([]bool, c.cfg.Participants)
+		for i := range c.unreconciled {
+			c.unreconciled[i] = true
+		}
+		c.reconcileLeft, c.reconcileLSN = c.cfg.Participants, startedLSN
+		c.askReconcile(in.Now)
+	}
 	for _, id := range c.sortedTxIDs() {
 		tx := c.txs[id]
 		switch {
@@ -895,9 +926,10 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 				m.Decider = &d
 			}
 		case ThenCommit:
-			// The decider may commit from here on: its coord.preparing
-			// comes first, and only its answer decides.
-			wait = max(wait, tx.preparingLSN)
+			// The decider may commit from here on, and only its answer
+			// decides. Its marker carries the keys: a restart that lost
+			// coord.preparing learns of the commit from it (reconcile).
+			m.Keys = tx.keys
 			tx.branchAsked = true
 			tx.settleAt = p.deadline
 			tx.settleBackoff = c.cfg.RetryMin
@@ -953,6 +985,10 @@ func (c *Coordinator) clientCommit(in ClientCommit) {
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
 		return
 	}
+	if c.mayHaveCommittedUnseen(in.TxID) {
+		c.await(in)
+		return
+	}
 	c.answerDecided(in.Req, in.TxID)
 }
 
@@ -983,6 +1019,10 @@ func (c *Coordinator) clientRollback(in ClientRollback) {
 	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
 		c.decide(in.Now, tx, OutcomeAbort, "rolled back by client")
 		c.reply(in.Req, OutcomeReply{TxID: tx.id, Outcome: OutcomeAbort, Reason: tx.reason}, 0)
+		return
+	}
+	if c.mayHaveCommittedUnseen(in.TxID) {
+		c.await(in)
 		return
 	}
 	c.answerDecided(in.Req, in.TxID)
@@ -1083,8 +1123,9 @@ func chooseDecider(tx *coordTx, parts []NodeID) NodeID {
 }
 
 // askDecider asks the decider to commit its branch once every other branch
-// voted yes or finished read-only, and once the coord.preparing naming it
-// is durable.
+// voted yes or finished read-only. It does not wait for the coord.preparing
+// naming the decider: the marker records the commit, with the keys, and a
+// restarted coordinator learns of it (askReconcile).
 func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
 	if tx.phase != PhasePreparing || tx.branchAsked {
 		return
@@ -1097,7 +1138,7 @@ func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
 	}
 	tx.branchAsked = true
 	d := tx.decider
-	c.effect(Send{To: d, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[d].sent}, WaitLSN: tx.preparingLSN})
+	c.effect(Send{To: d, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[d].sent, Keys: tx.keys}, WaitLSN: c.reserveLSN})
 	// An answer this late is asked for (settled) rather than waited for.
 	tx.settleAt = now.Add(c.cfg.VoteTimeout)
 	tx.settleBackoff = c.cfg.RetryMin
@@ -1233,9 +1274,14 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 	tx.keyWaiters = nil
 }
 
-// dispatchClient runs a call that may carry a key.
+// dispatchClient runs a call that waited: for its key's lookup, or for
+// every participant to reconcile.
 func (c *Coordinator) dispatchClient(in Input) {
 	switch in := in.(type) {
+	case ClientCommit:
+		c.clientCommit(in)
+	case ClientRollback:
+		c.clientRollback(in)
 	case ClientBegin:
 		c.clientBegin(in)
 	case ClientExecute:
@@ -1263,6 +1309,10 @@ func (c *Coordinator) clientStatus(in ClientStatus) {
 			c.reply(in.Req, StatusReply{Key: in.Key, State: "unknown", Reason: "no transaction with this key is remembered here"}, 0)
 			return
 		}
+	}
+	if c.mayHaveCommittedUnseen(id) {
+		c.await(in)
+		return
 	}
 	// A status naming the outcome reveals the decision, so it waits for
 	// the decision to be durable like a commit reply does.
@@ -1318,6 +1368,13 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 			if req, ok := reqOf(w); ok {
 				c.fail(req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
 			}
+		}
+		return
+	}
+	if !in.Found && c.reconcileLeft > 0 {
+		// A decider may hold the key with a commit this log never saw.
+		for _, w := range waiting {
+			c.await(w)
 		}
 		return
 	}
@@ -1457,6 +1514,8 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		from, cluster = m.From, m.Cluster
 	case SettleAnswer:
 		from, cluster = m.From, m.Cluster
+	case ReconcileAnswer:
+		from, cluster = m.From, m.Cluster
 	default:
 		return // a coordinator-bound message of another kind is nonsense; drop it
 	}
@@ -1466,8 +1525,12 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		// ours of the same id.
 		return
 	}
-	if inq, ok := m.(InquireMessage); ok {
-		c.inquire(inq)
+	switch m := m.(type) {
+	case InquireMessage:
+		c.inquire(m)
+		return
+	case ReconcileAnswer:
+		c.reconciled(now, m)
 		return
 	}
 	tx := c.txs[m.Tx()]
@@ -1633,6 +1696,10 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 }
 
 func (c *Coordinator) tick(now Instant) {
+	if c.reconcileLeft > 0 && now >= c.reconcileAt {
+		c.askReconcile(now)
+	}
+	c.expireAwaiting(now)
 	for _, id := range c.sortedTxIDs() {
 		tx := c.txs[id]
 		if tx == nil {
@@ -1823,6 +1890,103 @@ func (c *Coordinator) Status(id TxID) StatusReply {
 		return StatusReply{TxID: id, State: "unknown"}
 	}
 	return StatusReply{TxID: id, State: "forgotten", Reason: "ended long ago, or aborted before anything was logged"}
+}
+
+// askReconcile asks the participants that have not answered since this
+// incarnation started for the commit markers of earlier ones, and again
+// with backoff.
+func (c *Coordinator) askReconcile(now Instant) {
+	for i, left := range c.unreconciled {
+		if left {
+			c.effect(Send{To: NodeID(i), Msg: ReconcileRequest{Header: c.header()}, WaitLSN: c.reconcileLSN})
+		}
+	}
+	if c.reconcileBackoff == 0 {
+		c.reconcileBackoff = c.cfg.RetryMin
+	}
+	c.reconcileAt = now.Add(c.reconcileBackoff)
+	c.reconcileBackoff = min(2*c.reconcileBackoff, c.cfg.RetryMax)
+}
+
+// reconciled takes a participant's markers of earlier incarnations: a
+// transaction this log does not know was committed by that decider before
+// its coord.preparing was durable. It is adopted as committed (its keys
+// with it) and finished like any other: every participant hears the
+// commit (a branch that never heard of it acknowledges), the decider last.
+// Once every participant answered, the calls that waited run.
+func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
+	if a.Epoch != c.epoch || c.reconcileLeft == 0 || !c.unreconciled[a.From] {
+		return
+	}
+	for _, mk := range a.Markers {
+		_, ended := c.endedIdx[mk.TxID]
+		if c.txs[mk.TxID] != nil || ended || mk.TxID == 0 || mk.TxID >= c.firstTx || mk.TxEpoch >= c.epoch {
+			// Known: a transaction whose coord.preparing survived is
+			// settled with its decider by start.
+			continue
+		}
+		all := make([]NodeID, c.cfg.Participants)
+		for i := range all {
+			all[i] = NodeID(i)
+		}
+		d := a.From
+		c.emit(CoordPreparing{TxID: mk.TxID, Epoch: mk.TxEpoch, Participants: all, Decider: &d, Keys: mk.Keys})
+		tx := c.txs[mk.TxID]
+		tx.branchAsked = true
+		c.deciderAnswered(now, tx, true, false, "")
+	}
+	c.unreconciled[a.From] = false
+	c.reconcileLeft--
+	if c.reconcileLeft > 0 {
+		return
+	}
+	c.unreconciled = nil
+	held := c.awaiting
+	c.awaiting = nil
+	for _, w := range held {
+		c.dispatchClient(w.in)
+	}
+}
+
+// mayHaveCommittedUnseen reports whether id is an earlier incarnation's
+// transaction this log does not know, while a participant that may hold
+// its commit marker has not answered yet.
+func (c *Coordinator) mayHaveCommittedUnseen(id TxID) bool {
+	if c.reconcileLeft == 0 || id == 0 || id >= c.firstTx || c.txs[id] != nil {
+		return false
+	}
+	_, ended := c.endedIdx[id]
+	return !ended
+}
+
+func (c *Coordinator) await(in Input) {
+	c.awaiting = append(c.awaiting, awaitingCall{in: in, since: in.At()})
+}
+
+
+// expireAwaiting refuses, to be retried, the calls that waited longer than
+// a vote may: a participant is down, and the answer may be on it.
+func (c *Coordinator) expireAwaiting(now Instant) {
+	if len(c.awaiting) == 0 || now < c.awaiting[0].since.Add(c.cfg.VoteTimeout) {
+		return
+	}
+	var missing []string
+	for i, left := range c.unreconciled {
+		if left {
+			missing = append(missing, NodeID(i).String())
+		}
+	}
+	keep := c.awaiting[:0]
+	for _, w := range c.awaiting {
+		req, ok := reqOf(w.in)
+		switch {
+		case now < w.since.Add(c.cfg.VoteTimeout):
+			keep = append(keep, w)
+		case ok:
+			c.fail(req, ErrUnavailable, "this coordinator restarted and %s has not answered since: it may hold the commit of a transaction this log does not know; retry", strings.Join(missing, ","))
+		}
+	}
+	c.awaiting = keep
 }
 
 func endedState(o Outcome) Phase {

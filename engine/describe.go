@@ -64,13 +64,21 @@ func DescribeMessage(m Message) string {
 			s += fmt.Sprintf(" args=%v", m.Args)
 		}
 		if m.Then != ThenNothing {
-			s += " then=" + m.Then.String() + decider(m.Decider)
+			s += " then=" + m.Then.String() + decider(m.Decider) + keyList(m.Keys)
 		}
 		return s
 	case PrepareRequest:
 		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
 	case CommitBranchRequest:
-		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d", m.Method(), m.Epoch, m.TxID, m.Stmts)
+		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, keyList(m.Keys))
+	case ReconcileRequest:
+		return fmt.Sprintf("%s epoch=%d", m.Method(), m.Epoch)
+	case ReconcileAnswer:
+		s := fmt.Sprintf("%s from=%s epoch=%d", m.Method(), m.From, m.Epoch)
+		for _, mk := range m.Markers {
+			s += fmt.Sprintf(" [tx=%d epoch=%d%s]", mk.TxID, mk.TxEpoch, keyList(mk.Keys))
+		}
+		return s
 	case SettleRequest:
 		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
 	case SettleAnswer:
@@ -124,6 +132,7 @@ func DescribeEffect(e Effect) string {
 		} else {
 			s += " gid=" + e.GID
 		}
+		s += keyList(e.Keys)
 		if e.Xid != 0 {
 			s += fmt.Sprintf(" xid=%d", e.Xid)
 		}

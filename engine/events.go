@@ -41,10 +41,10 @@ type CoordTxIDsReserved struct {
 // CoordPreparing records that prepare requests went to Participants. In
 // the classic protocol it is lazy: it only lets a restarted coordinator
 // tell those participants to abort sooner than they would find out by
-// asking. With a Decider it must be durable before the decider is asked to
-// commit: a restarted coordinator then knows every transaction a decider
-// may have committed, and settles it with the decider instead of presuming
-// abort.
+// asking. With a Decider it is lazy too: a restarted coordinator that
+// finds it settles the transaction with the decider instead of presuming
+// abort, and one that lost it learns of a commit from the decider's marker
+// (ReconcileRequest), which carries the keys.
 type CoordPreparing struct {
 	TxID         TxID     `json:"tx"`
 	Epoch        Epoch    `json:"epoch"`

@@ -22,6 +22,9 @@ type Start struct {
 	PreparedGIDs []string
 	Markers      []string
 	Tombstones   []string
+	// MarkerKeys are the idempotency keys stored with the commit markers of
+	// Markers, by GID (none for a marker without keys).
+	MarkerKeys map[string][]string
 	// PreparedXids are the transaction ids of PreparedGIDs, by GID.
 	PreparedXids map[string]uint64
 	// CommittedXids are those of Participant.BranchXids that PostgreSQL's
@@ -157,6 +160,8 @@ type DataDone struct {
 	// Committed is a DataSettle's finding: the decider's branch committed
 	// (its marker is there). Otherwise it is settled as aborted.
 	Committed bool
+	// Keys are the idempotency keys a DataSettle found with the marker.
+	Keys []string
 	// Err is empty on success.
 	Err string
 	// SQLErr is what PostgreSQL said when a DataExec's statement failed.
@@ -359,6 +364,9 @@ type Data struct {
 	// version, which has a marker instead): when the GID is no longer
 	// prepared, its status in the commit log tells what became of it.
 	Xid uint64
+	// Keys, on a DataCommitBranch (or a DataExec whose Then is one), are
+	// the transaction's idempotency keys, stored with the marker.
+	Keys []string
 }
 
 // Violation reports evidence that atomicity was broken. It must be made loud:

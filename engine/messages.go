@@ -39,6 +39,10 @@ type ExecRequest struct {
 	// without running it (what a PostgreSQL client learns from Parse and
 	// Describe before it binds values).
 	Describe bool `json:"describe,omitempty"`
+	// Keys, with Then commit, are the transaction's idempotency keys: the
+	// decider stores them with its marker, so that a coordinator that
+	// lost the transaction in a crash still recognises a repeated call.
+	Keys []string `json:"keys,omitempty"`
 }
 
 // Then is what a participant does right after a statement.
@@ -102,13 +106,42 @@ type PrepareRequest struct {
 // CommitBranchRequest asks the decider to commit its branch with an
 // ordinary COMMIT, its outcome marker inside: that commit is the decision
 // of the whole transaction. The coordinator sends it once every other
-// branch is prepared (or finished read-only), and only after its
-// coord.preparing naming the decider is durable. The answer is a
-// VoteMessage: committed, or no.
+// branch is prepared (or finished read-only), without waiting for its own
+// coord.preparing: the marker carries the transaction's idempotency keys,
+// and a restarted coordinator learns of every marker it does not know
+// (ReconcileRequest). The answer is a VoteMessage: committed, or no.
 type CommitBranchRequest struct {
 	Header
-	TxID  TxID `json:"tx"`
-	Stmts int  `json:"stmts"`
+	TxID  TxID     `json:"tx"`
+	Stmts int      `json:"stmts"`
+	Keys  []string `json:"keys,omitempty"`
+}
+
+// ReconcileRequest asks a participant, from a coordinator that restarted,
+// for the commit markers it keeps as the decider of transactions of
+// earlier incarnations. A decider may have committed before the
+// coordinator's log held the transaction; until every participant has
+// answered, the coordinator says nothing about a transaction or key it
+// does not know. The participant answers once no branch of an earlier
+// incarnation can still commit there.
+type ReconcileRequest struct {
+	Header
+}
+
+// ReconcileAnswer lists a participant's commit markers of transactions of
+// earlier coordinator incarnations (Epoch is the incarnation that asked).
+type ReconcileAnswer struct {
+	Cluster string   `json:"cluster"`
+	From    NodeID   `json:"from"`
+	Epoch   Epoch    `json:"epoch"`
+	Markers []Marker `json:"markers,omitempty"`
+}
+
+// Marker is a decider's commit marker as a ReconcileAnswer reports it.
+type Marker struct {
+	TxID    TxID     `json:"tx"`
+	TxEpoch Epoch    `json:"tx_epoch"`
+	Keys    []string `json:"keys,omitempty"`
 }
 
 // SettleRequest asks a decider for the outcome of a transaction it
@@ -224,6 +257,8 @@ func (InquireMessage) Method() string      { return "tpcd.inquire" }
 func (CommitBranchRequest) Method() string { return "tpcd.commit_branch" }
 func (SettleRequest) Method() string       { return "tpcd.settle" }
 func (SettleAnswer) Method() string        { return "tpcd.settled" }
+func (ReconcileRequest) Method() string    { return "tpcd.reconcile" }
+func (ReconcileAnswer) Method() string     { return "tpcd.reconciled" }
 
 func (m ExecRequest) Tx() TxID         { return m.TxID }
 func (m PrepareRequest) Tx() TxID      { return m.TxID }
@@ -235,6 +270,8 @@ func (m InquireMessage) Tx() TxID      { return m.TxID }
 func (m CommitBranchRequest) Tx() TxID { return m.TxID }
 func (m SettleRequest) Tx() TxID       { return m.TxID }
 func (m SettleAnswer) Tx() TxID        { return m.TxID }
+func (ReconcileRequest) Tx() TxID      { return 0 }
+func (ReconcileAnswer) Tx() TxID       { return 0 }
 
 func (ExecRequest) isMessage()         {}
 func (PrepareRequest) isMessage()      {}
@@ -246,3 +283,5 @@ func (InquireMessage) isMessage()      {}
 func (CommitBranchRequest) isMessage() {}
 func (SettleRequest) isMessage()       {}
 func (SettleAnswer) isMessage()        {}
+func (ReconcileRequest) isMessage()    {}
+func (ReconcileAnswer) isMessage()     {}

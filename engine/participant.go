@@ -185,6 +185,9 @@ type partTx struct {
 	// the decider (with its statement count), waiting for running work.
 	commitWanted bool
 	commitStmts  int
+	// keys are the transaction's idempotency keys, stored with the
+	// decider's marker.
+	keys []string
 	// askers wait for this decider branch's outcome (SettleRequest); the
 	// first came at askedAt.
 	askers  []NodeID
@@ -213,6 +216,9 @@ type markerDeletion struct {
 type keptMarker struct {
 	gid       string
 	tombstone bool
+	// keys are the idempotency keys stored with a commit marker: a
+	// coordinator that lost the transaction learns them (ReconcileAnswer).
+	keys []string
 	// A tombstone may belong to a transaction the coordinator never learned
 	// of (it died before coord.preparing was durable), which will never
 	// say it may go: the decider asks about it, and a presumed abort lets
@@ -405,11 +411,11 @@ func (p *Participant) start(in Start) {
 	// A decider's marker or tombstone stays until the coordinator says the
 	// other branches have their outcome: they may still ask about it.
 	for id, gid := range p.ours(in.Tombstones) {
-		p.keep(in.Now, id, gid, true)
+		p.keep(in.Now, id, gid, true, nil)
 	}
 	for _, id := range slices.Sorted(maps.Keys(markers)) {
 		if g, _ := ParseGID(markers[id]); g.IsDecider() {
-			p.keep(in.Now, id, markers[id], false)
+			p.keep(in.Now, id, markers[id], false, in.MarkerKeys[markers[id]])
 			delete(markers, id)
 			if p.finishedIdx[id] != OutcomeCommit {
 				p.emit(PartCommitted{TxID: id, GID: g.String()})
@@ -710,6 +716,8 @@ func headerOf(m Message) Header {
 		return m.Header
 	case CommitBranchRequest:
 		return m.Header
+	case ReconcileRequest:
+		return m.Header
 	}
 	return Header{}
 }
@@ -735,6 +743,10 @@ func (p *Participant) receive(now Instant, m Message) {
 	case CommitBranchRequest:
 		if p.admit(now, m, m.Header) {
 			p.commitBranch(now, m)
+		}
+	case ReconcileRequest:
+		if p.admit(now, m, m.Header) {
+			p.reconcile(m)
 		}
 	case SettleRequest:
 		// A question from a branch in doubt or from the coordinator. It
@@ -811,8 +823,8 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		case m.Then == ThenCommit:
 			tx.decider = p.cfg.Node
 			tx.gid = p.branchGID(tx.id, tx.epoch, p.cfg.Node)
-			tx.commitWanted, tx.commitStmts = true, tx.nextStmt
-			d.Then, d.GID = DataCommitBranch, tx.gid
+			tx.commitWanted, tx.commitStmts, tx.keys = true, tx.nextStmt, m.Keys
+			d.Then, d.GID, d.Keys = DataCommitBranch, tx.gid, m.Keys
 		}
 		if d.Then != 0 {
 			// The GID it prepares (or the marker it commits) names the
@@ -895,7 +907,7 @@ func (p *Participant) commitBranch(now Instant, m CommitBranchRequest) {
 	switch tx.phase {
 	case PartPhaseWorking, PartPhaseRollingBack:
 		tx.lastActivity = now
-		tx.commitWanted, tx.commitStmts = true, m.Stmts
+		tx.commitWanted, tx.commitStmts, tx.keys = true, m.Stmts, m.Keys
 		p.tryCommitBranch(now, tx)
 	}
 	// Deciding: the answer follows. Any other phase: this branch is
@@ -915,7 +927,33 @@ func (p *Participant) tryCommitBranch(now Instant, tx *partTx) {
 		return
 	}
 	tx.phase = PartPhaseDeciding
-	p.data(Data{Op: DataCommitBranch, TxID: tx.id, GID: tx.gid}, tx)
+	p.data(Data{Op: DataCommitBranch, TxID: tx.id, GID: tx.gid, Keys: tx.keys}, tx)
+}
+
+// reconcile answers a restarted coordinator with the commit markers this
+// participant keeps for transactions of earlier incarnations, once none of
+// their branches can still commit here: the coordinator's epoch is bound,
+// so their requests are refused from now on, and the branches that were
+// open then have been rolled back or have finished committing. A settle
+// may still find a marker, so the answer waits for those too. Until then
+// the question goes unanswered; the coordinator asks again.
+func (p *Participant) reconcile(m ReconcileRequest) {
+	for _, tx := range p.txs {
+		if tx.epoch < m.Epoch && (tx.phase == PartPhaseWorking || tx.phase == PartPhaseDeciding) {
+			return
+		}
+	}
+	if len(p.settles) > 0 {
+		return
+	}
+	a := ReconcileAnswer{Cluster: p.cluster, From: p.cfg.Node, Epoch: m.Epoch}
+	for _, id := range slices.Sorted(maps.Keys(p.kept)) {
+		k := p.kept[id]
+		if g, ok := ParseGID(k.gid); ok && !k.tombstone && g.Epoch < m.Epoch {
+			a.Markers = append(a.Markers, Marker{TxID: id, TxEpoch: g.Epoch, Keys: k.keys})
+		}
+	}
+	p.send(a, p.epochLSN)
 }
 
 // answerBranch answers the coordinator's commit request for a branch
@@ -1007,7 +1045,7 @@ func (p *Participant) settled(in DataDone) {
 		return
 	}
 	delete(p.settles, in.TxID)
-	p.keep(in.Now, in.TxID, s.gid, !in.Committed)
+	p.keep(in.Now, in.TxID, s.gid, !in.Committed, in.Keys)
 	switch {
 	case in.Committed && p.finishedIdx[in.TxID] != OutcomeCommit:
 		p.emit(PartCommitted{TxID: in.TxID, GID: s.gid})
@@ -1021,8 +1059,8 @@ func (p *Participant) settled(in DataDone) {
 
 // keep records a decider's marker or tombstone, which stays until the
 // coordinator's word.
-func (p *Participant) keep(now Instant, id TxID, gid string, tombstone bool) {
-	p.kept[id] = &keptMarker{gid: gid, tombstone: tombstone, nextInquiry: now.Add(p.cfg.InquireAfter), backoff: p.cfg.InquireAfter}
+func (p *Participant) keep(now Instant, id TxID, gid string, tombstone bool, keys []string) {
+	p.kept[id] = &keptMarker{gid: gid, tombstone: tombstone, keys: keys, nextInquiry: now.Add(p.cfg.InquireAfter), backoff: p.cfg.InquireAfter}
 }
 
 // inquireTombstones asks the coordinator about the tombstones whose
@@ -1295,7 +1333,7 @@ func (p *Participant) branchDone(now Instant, tx *partTx, err string, retry bool
 		return
 	}
 	p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
-	p.keep(now, tx.id, tx.gid, false)
+	p.keep(now, tx.id, tx.gid, false, tx.keys)
 	p.answerBranch(tx.id, true, "")
 	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 }

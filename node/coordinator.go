@@ -298,7 +298,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 }
 
 // coordinatorMethods are the node-to-node messages a coordinator serves.
-var coordinatorMethods = messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}, engine.SettleAnswer{})
+var coordinatorMethods = messageMethods(engine.ExecResult{}, engine.VoteMessage{}, engine.AckMessage{}, engine.InquireMessage{}, engine.SettleAnswer{}, engine.ReconcileAnswer{})
 
 // exec serves api.MethodExec.
 func (c *Coordinator) exec(ctx context.Context, p api.ExecParams) (any, error) {

@@ -161,7 +161,7 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 		p.utility("PREPARE TRANSACTION " + quote(op.GID))
 		wantTag = "PREPARE TRANSACTION"
 	case engine.DataCommitBranch:
-		if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID)}); err != nil {
+		if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID), Keys: op.Keys}); err != nil {
 			return nil, false, err, nil, 0
 		}
 		p.utility("COMMIT")

@@ -27,8 +27,16 @@ func recoveryFacts(ctx context.Context, pool *pgxpool.Pool, eng *engine.Particip
 		in.PreparedGIDs = append(in.PreparedGIDs, p.Gid)
 		in.PreparedXids[p.Gid] = uint64(p.Xid)
 	}
-	if in.Markers, err = q.MarkerListGIDs(ctx, pool); err != nil {
+	markers, err := q.MarkerList(ctx, pool)
+	if err != nil {
 		return in, fmt.Errorf("read markers: %w", err)
+	}
+	in.MarkerKeys = map[string][]string{}
+	for _, m := range markers {
+		in.Markers = append(in.Markers, m.Gid)
+		if len(m.Keys) > 0 {
+			in.MarkerKeys[m.Gid] = m.Keys
+		}
 	}
 	if in.Tombstones, err = q.MarkerListTombstones(ctx, pool); err != nil {
 		return in, fmt.Errorf("read tombstones: %w", err)

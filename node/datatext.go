@@ -97,11 +97,35 @@ func textParams(args []any) (params [][]byte, ok bool) {
 			params[i] = strconv.AppendFloat(nil, v, 'f', -1, 64)
 		case bool:
 			params[i] = strconv.AppendBool(nil, v)
+		case []string:
+			if v != nil {
+				params[i] = textArrayParam(v)
+			}
 		default:
 			return nil, false
 		}
 	}
 	return params, true
+}
+
+// textArrayParam renders a text[] parameter in PostgreSQL's array syntax,
+// every element quoted (so that NULL, commas and braces stay text).
+func textArrayParam(v []string) []byte {
+	b := []byte{'{'}
+	for i, s := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for j := 0; j < len(s); j++ {
+			if s[j] == '"' || s[j] == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, s[j])
+		}
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 // normalizeArg turns JSON numbers that are whole into integers, so that

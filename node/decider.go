@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,7 +21,7 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	if w.conn == nil {
 		return engine.DataDone{Err: "no open data transaction to commit"}
 	}
-	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx) VALUES (%s, %d); COMMIT", quote(op.GID), op.TxID)
+	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx, keys) VALUES (%s, %d, %s); COMMIT", quote(op.GID), op.TxID, textArray(op.Keys))
 	pc := w.conn.Conn().PgConn()
 	syncrep.Cancelled(pc)
 	tag, err := w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
@@ -39,6 +40,19 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	}
 	d.release(ctx, w, "")
 	return engine.DataDone{}
+}
+
+// textArray renders keys as a SQL text[] literal for a statement sent as
+// text, NULL when there are none.
+func textArray(keys []string) string {
+	if len(keys) == 0 {
+		return "NULL"
+	}
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = quote(k)
+	}
+	return "ARRAY[" + strings.Join(q, ",") + "]::text[]"
 }
 
 // settle makes the outcome of the decider's branch op.GID final and reads
@@ -62,7 +76,7 @@ func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
 	syncrep.Cancelled(pc)
-	aborted, err := q.MarkerAborted(ctx, conn, op.GID)
+	row, err := q.MarkerAborted(ctx, conn, op.GID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Deleted between the two statements: the coordinator already
 		// let it go, which it does only once everyone has the outcome.
@@ -74,5 +88,8 @@ func (d *dataDB) settle(ctx context.Context, op engine.Data) engine.DataDone {
 	if err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("settle %s: %v", op.GID, err), Retry: true}
 	}
-	return engine.DataDone{Committed: !aborted}
+	if row.Aborted {
+		return engine.DataDone{}
+	}
+	return engine.DataDone{Committed: true, Keys: row.Keys}
 }

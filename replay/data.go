@@ -29,6 +29,8 @@ type facts struct {
 	// as node hands them to the engine's Start step (the engine keeps its
 	// own).
 	preparedGIDs, markerGIDs, tombstoneGIDs []string
+	// markerKeys are the idempotency keys stored with the markers, by GID.
+	markerKeys map[string][]string
 	// preparedXids are the transaction ids of preparedGIDs.
 	preparedXids map[string]uint64
 	// prepared and markers are this participant's (its cluster and node
@@ -55,9 +57,17 @@ func readFacts(ctx context.Context, pool *pgxpool.Pool, cluster string, id engin
 		prepared = append(prepared, r.Gid)
 		f.preparedXids[r.Gid] = uint64(r.Xid)
 	}
-	markers, err := q.MarkerListGIDs(ctx, pool)
+	markerRows, err := q.MarkerList(ctx, pool)
 	if err != nil {
 		return f, fmt.Errorf("read markers: %w", explain(err, "tpcd_markers", "a tpcd participant's data database"))
+	}
+	var markers []string
+	f.markerKeys = map[string][]string{}
+	for _, r := range markerRows {
+		markers = append(markers, r.Gid)
+		if len(r.Keys) > 0 {
+			f.markerKeys[r.Gid] = r.Keys
+		}
 	}
 	tombstones, err := q.MarkerListTombstones(ctx, pool)
 	if err != nil {
@@ -191,7 +201,7 @@ func (r *runner) checkData(ctx context.Context, rep *NodeReport, id engine.NodeI
 	if err != nil {
 		return fmt.Errorf("data database of %s: %w", rep.Node, err)
 	}
-	plans := planRestart(eng, engine.Start{PreparedGIDs: fs.preparedGIDs, Markers: fs.markerGIDs, Tombstones: fs.tombstoneGIDs,
+	plans := planRestart(eng, engine.Start{PreparedGIDs: fs.preparedGIDs, Markers: fs.markerGIDs, MarkerKeys: fs.markerKeys, Tombstones: fs.tombstoneGIDs,
 		PreparedXids: fs.preparedXids, CommittedXids: committed})
 	rep.RestartNotes = plans.notes
 	live := map[engine.TxID]logState{}

@@ -294,6 +294,7 @@ func (c *Cluster) Start(id engine.NodeID) error {
 	} else {
 		in.PreparedGIDs, in.Markers, in.Tombstones = n.db.PreparedGIDs(), n.db.Markers(), n.db.Tombstones()
 		in.PreparedXids, in.CommittedXids = n.db.PreparedXids(), n.db.CommittedXids(n.part.BranchXids())
+		in.MarkerKeys = n.db.MarkerKeys()
 	}
 	tomb := ""
 	if len(in.Tombstones) > 0 {

@@ -92,6 +92,8 @@ type DataDB struct {
 	open     map[engine.TxID]*dataTx
 	prepared map[string]*dataTx
 	markers  map[string]bool
+	// markerKeys are the idempotency keys stored with a marker.
+	markerKeys map[string][]string
 	// tombstones are decider branches settled as aborted: rows under the
 	// marker's name, so that the branch's own marker can never be
 	// inserted after them.
@@ -116,6 +118,7 @@ func newDataDB() *DataDB {
 		open:       map[engine.TxID]*dataTx{},
 		prepared:   map[string]*dataTx{},
 		markers:    map[string]bool{},
+		markerKeys: map[string][]string{},
 		tombstones: map[string]bool{},
 		committed:  map[TxKey][]string{},
 		commits:    map[TxKey]int{},
@@ -161,6 +164,9 @@ func (d *DataDB) PreparedGIDs() []string { return slices.Sorted(maps.Keys(d.prep
 
 // Markers lists the committed outcome markers, sorted.
 func (d *DataDB) Markers() []string { return slices.Sorted(maps.Keys(d.markers)) }
+
+// MarkerKeys returns the idempotency keys stored with the markers, by GID.
+func (d *DataDB) MarkerKeys() map[string][]string { return maps.Clone(d.markerKeys) }
 
 // Tombstones lists the decider branches settled as aborted, sorted.
 func (d *DataDB) Tombstones() []string { return slices.Sorted(maps.Keys(d.tombstones)) }
@@ -343,6 +349,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			return done, ch
 		}
 		delete(d.markers, op.GID)
+		delete(d.markerKeys, op.GID)
 		delete(d.tombstones, op.GID)
 	case engine.DataSettle:
 		if f == RetryOp || f == FailOp {
@@ -354,7 +361,7 @@ func (d *DataDB) run(op engine.Data, f Fault) (engine.DataDone, []change) {
 			d.tombstones[op.GID] = true
 			return done, append(ch, change{key: keyOf(op.GID, op.TxID), to: fateSettledAborted})
 		}
-		done.Committed = true
+		done.Committed, done.Keys = true, d.markerKeys[op.GID]
 	}
 	return done, ch
 }
@@ -408,6 +415,9 @@ func (d *DataDB) commitBranch(t *dataTx, op engine.Data, f Fault, done *engine.D
 		// The marker and the writes commit together.
 		delete(d.open, op.TxID)
 		d.markers[op.GID] = true
+		if len(op.Keys) > 0 {
+			d.markerKeys[op.GID] = op.Keys
+		}
 		t.gid = op.GID
 		t.key = keyOf(op.GID, op.TxID)
 		d.commit(t)
@@ -446,7 +456,7 @@ func (d *DataDB) runThen(op engine.Data, f Fault) (engine.DataDone, []change) {
 	case FailOp:
 		tf = NoFault
 	}
-	then, tch := d.run(engine.Data{Op: op.Then, TxID: op.TxID, GID: op.GID}, tf)
+	then, tch := d.run(engine.Data{Op: op.Then, TxID: op.TxID, GID: op.GID, Keys: op.Keys}, tf)
 	done.Then, done.ThenErr, done.ReadOnly, done.Retry, done.Xid = op.Then, then.Err, then.ReadOnly, then.Retry, then.Xid
 	return done, append(ch, tch...)
 }

@@ -1,9 +1,9 @@
--- MarkerInsert writes a transaction's outcome marker inside the data transaction
--- about to be prepared, so that the row exists exactly when that transaction
--- committed.
+-- MarkerInsert writes a transaction's outcome marker, with its idempotency keys
+-- (NULL for none), inside the decider's data transaction about to commit, so
+-- that the row exists exactly when that transaction committed.
 -- name: MarkerInsert :exec
-INSERT INTO tpcd_markers (gid, tx)
-VALUES (@gid, @tx);
+INSERT INTO tpcd_markers (gid, tx, keys)
+VALUES (@gid, @tx, sqlc.narg(keys)::text[]);
 
 -- MarkerExists tells, once PostgreSQL no longer holds a GID prepared, whether its
 -- transaction committed (a tombstone is no commit marker).
@@ -24,7 +24,7 @@ ON CONFLICT (gid) DO NOTHING;
 -- until a synchronous standby has everything committed before it, the row
 -- read included.
 -- name: MarkerAborted :one
-SELECT aborted FROM tpcd_markers WHERE gid = @gid FOR UPDATE;
+SELECT aborted, keys FROM tpcd_markers WHERE gid = @gid FOR UPDATE;
 
 -- MarkerDeleteByGIDs deletes the markers of transactions that are over, any number
 -- in one statement.
@@ -32,9 +32,10 @@ SELECT aborted FROM tpcd_markers WHERE gid = @gid FOR UPDATE;
 DELETE FROM tpcd_markers
 WHERE gid = ANY (@gids::text[]);
 
--- MarkerListGIDs lists every commit marker, sorted: what a restart reads.
--- name: MarkerListGIDs :many
-SELECT gid
+-- MarkerList lists every commit marker with its keys, sorted: what a restart
+-- reads.
+-- name: MarkerList :many
+SELECT gid, keys
 FROM tpcd_markers
 WHERE NOT aborted
 ORDER BY gid;

@@ -10,19 +10,24 @@ import (
 )
 
 const markerAborted = `-- name: MarkerAborted :one
-SELECT aborted FROM tpcd_markers WHERE gid = $1 FOR UPDATE
+SELECT aborted, keys FROM tpcd_markers WHERE gid = $1 FOR UPDATE
 `
+
+type MarkerAbortedRow struct {
+	Aborted bool
+	Keys    []string
+}
 
 // MarkerAborted reads whether the row of a decider's branch is a tombstone
 // (aborted) or its commit marker. It locks the row: the lock is written to
 // the WAL, so the statement's commit waits, as a commit that wrote does,
 // until a synchronous standby has everything committed before it, the row
 // read included.
-func (q *Queries) MarkerAborted(ctx context.Context, db DBTX, gid string) (bool, error) {
+func (q *Queries) MarkerAborted(ctx context.Context, db DBTX, gid string) (MarkerAbortedRow, error) {
 	row := db.QueryRow(ctx, markerAborted, gid)
-	var aborted bool
-	err := row.Scan(&aborted)
-	return aborted, err
+	var i MarkerAbortedRow
+	err := row.Scan(&i.Aborted, &i.Keys)
+	return i, err
 }
 
 const markerDeleteByGIDs = `-- name: MarkerDeleteByGIDs :exec
@@ -51,44 +56,51 @@ func (q *Queries) MarkerExists(ctx context.Context, db DBTX, gid string) (bool, 
 }
 
 const markerInsert = `-- name: MarkerInsert :exec
-INSERT INTO tpcd_markers (gid, tx)
-VALUES ($1, $2)
+INSERT INTO tpcd_markers (gid, tx, keys)
+VALUES ($1, $2, $3::text[])
 `
 
 type MarkerInsertParams struct {
-	Gid string
-	Tx  int64
+	Gid  string
+	Tx   int64
+	Keys []string
 }
 
-// MarkerInsert writes a transaction's outcome marker inside the data transaction
-// about to be prepared, so that the row exists exactly when that transaction
-// committed.
+// MarkerInsert writes a transaction's outcome marker, with its idempotency keys
+// (NULL for none), inside the decider's data transaction about to commit, so
+// that the row exists exactly when that transaction committed.
 func (q *Queries) MarkerInsert(ctx context.Context, db DBTX, arg MarkerInsertParams) error {
-	_, err := db.Exec(ctx, markerInsert, arg.Gid, arg.Tx)
+	_, err := db.Exec(ctx, markerInsert, arg.Gid, arg.Tx, arg.Keys)
 	return err
 }
 
-const markerListGIDs = `-- name: MarkerListGIDs :many
-SELECT gid
+const markerList = `-- name: MarkerList :many
+SELECT gid, keys
 FROM tpcd_markers
 WHERE NOT aborted
 ORDER BY gid
 `
 
-// MarkerListGIDs lists every commit marker, sorted: what a restart reads.
-func (q *Queries) MarkerListGIDs(ctx context.Context, db DBTX) ([]string, error) {
-	rows, err := db.Query(ctx, markerListGIDs)
+type MarkerListRow struct {
+	Gid  string
+	Keys []string
+}
+
+// MarkerList lists every commit marker with its keys, sorted: what a restart
+// reads.
+func (q *Queries) MarkerList(ctx context.Context, db DBTX) ([]MarkerListRow, error) {
+	rows, err := db.Query(ctx, markerList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []string
+	var items []MarkerListRow
 	for rows.Next() {
-		var gid string
-		if err := rows.Scan(&gid); err != nil {
+		var i MarkerListRow
+		if err := rows.Scan(&i.Gid, &i.Keys); err != nil {
 			return nil, err
 		}
-		items = append(items, gid)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

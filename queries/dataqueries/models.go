@@ -13,4 +13,5 @@ type TpcdMarker struct {
 	Tx        int64
 	CreatedAt time.Time
 	Aborted   bool
+	Keys      []string
 }
