@@ -1933,6 +1933,7 @@ func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
 		c.emit(CoordPreparing{TxID: mk.TxID, Epoch: mk.TxEpoch, Participants: all, Decider: &d, Keys: mk.Keys})
 		tx := c.txs[mk.TxID]
 		tx.branchAsked = true
+		c.effect(Warning{Detail: fmt.Sprintf("transaction %d (epoch %d) was committed by its decider %s before this coordinator's log held it: adopted as committed", mk.TxID, mk.TxEpoch, d)})
 		c.deciderAnswered(now, tx, true, false, "")
 	}
 	c.unreconciled[a.From] = false
@@ -1962,7 +1963,6 @@ func (c *Coordinator) mayHaveCommittedUnseen(id TxID) bool {
 func (c *Coordinator) await(in Input) {
 	c.awaiting = append(c.awaiting, awaitingCall{in: in, since: in.At()})
 }
-
 
 // expireAwaiting refuses, to be retried, the calls that waited longer than
 // a vote may: a participant is down, and the answer may be on it.

@@ -48,6 +48,10 @@ const (
 
 	// The decider protocol's steps.
 
+	// CoordBeforePreparingLogged: a coord.preparing naming a decider is in
+	// the log batch about to be appended, not yet durable (the process
+	// lingers first, and deciders commit meanwhile).
+	CoordBeforePreparingLogged = "coordinator/before-preparing-logged"
 	// CoordAfterBranchAsked: the decider accepted the coordinator's request
 	// to commit its branch; the coordinator has not heard the outcome.
 	CoordAfterBranchAsked = "coordinator/after-branch-asked"
@@ -68,7 +72,7 @@ func Names() []string {
 		CoordBeforeDecisionLogged, CoordAfterDecisionLogged, CoordAfterDecisionSent,
 		PartAfterPrepare, PartBeforePreparedLogged, PartAfterPreparedLogged, PartAfterVote,
 		PartAfterCommitPrepared, PartBeforeCommittedLogged, PartBeforeAck,
-		CoordAfterBranchAsked, PartBeforeBranchCommit, PartAfterBranchCommit, PartAfterSettle,
+		CoordBeforePreparingLogged, CoordAfterBranchAsked, PartBeforeBranchCommit, PartAfterBranchCommit, PartAfterSettle,
 	}
 }
 

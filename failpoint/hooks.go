@@ -22,6 +22,8 @@ func BeforeLog(evs []engine.Event) {
 		switch {
 		case commitDecision(ev):
 			fire(CoordBeforeDecisionLogged, Linger)
+		case deciderPreparing(ev):
+			fire(CoordBeforePreparingLogged, Linger)
 		case ev.Kind() == engine.PartPrepared{}.Kind():
 			fire(PartBeforePreparedLogged, Linger)
 		case ev.Kind() == engine.PartCommitted{}.Kind():
@@ -46,6 +48,11 @@ func AfterLog(evs []engine.Event, err error) {
 			hit(PartAfterPreparedLogged)
 		}
 	}
+}
+
+func deciderPreparing(ev engine.Event) bool {
+	p, ok := ev.(engine.CoordPreparing)
+	return ok && p.Decider != nil
 }
 
 func commitDecision(ev engine.Event) bool {

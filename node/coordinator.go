@@ -524,6 +524,8 @@ func (c *Coordinator) perform(e engine.Effect) {
 		c.out[e.To].push(e.Msg)
 	case engine.Violation:
 		c.logger.Error("ATOMICITY VIOLATION", "tx", e.TxID, "detail", e.Detail)
+	case engine.Warning:
+		c.logger.Warn(e.Detail)
 	case engine.LookupKey:
 		c.outcomes.lookUp(e.Key)
 	}

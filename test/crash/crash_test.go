@@ -94,7 +94,7 @@ func TestCrashMatrix(t *testing.T) {
 			live := time.Since(began)
 			s := c.check(w.records())
 			if check := afterwards[tc.failpoint]; check != nil {
-				check(t, s)
+				check(t, c, s)
 			}
 			t.Logf("%s killed at %s, restarted: %s (up %s, died %s, live again %s, settled %s)", armed, name, s,
 				up.Round(time.Millisecond), died.Round(time.Millisecond), live.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
@@ -105,7 +105,7 @@ func TestCrashMatrix(t *testing.T) {
 // deciderOnly and classicOnly are the failpoints of one protocol's steps.
 var (
 	deciderOnly = map[string]bool{
-		failpoint.CoordAfterBranchAsked: true, failpoint.PartBeforeBranchCommit: true,
+		failpoint.CoordBeforePreparingLogged: true, failpoint.CoordAfterBranchAsked: true, failpoint.PartBeforeBranchCommit: true,
 		failpoint.PartAfterBranchCommit: true, failpoint.PartAfterSettle: true,
 	}
 	// The forced commit decision exists in the classic protocol only.
@@ -203,13 +203,21 @@ func preparedOnP1(c *cluster, _ *workload) {
 // afterwards proves the same from the outcome, for the coordinator steps
 // around the forced decision: the transaction whose client never heard an
 // answer must have aborted (decision lost) or committed (decision durable).
-var afterwards = map[string]func(*testing.T, summary){
-	failpoint.CoordBeforeDecisionLogged: func(t *testing.T, s summary) {
+var afterwards = map[string]func(*testing.T, *cluster, summary){
+	failpoint.CoordBeforeDecisionLogged: func(t *testing.T, _ *cluster, s summary) {
 		if s.abortedUnanswered < 1 {
 			t.Errorf("no transaction whose commit went unanswered aborted: the lost decision was not exercised")
 		}
 	},
-	failpoint.CoordAfterDecisionLogged: func(t *testing.T, s summary) {
+	// The deciders committed during the linger, before coord.preparing was
+	// durable: the restarted coordinator must have learned of those
+	// commits from their markers.
+	failpoint.CoordBeforePreparingLogged: func(t *testing.T, c *cluster, _ summary) {
+		if !strings.Contains(c.coord.log(), "adopted as committed") {
+			t.Errorf("the restarted coordinator adopted no transaction from a decider's marker: the lost coord.preparing was not exercised")
+		}
+	},
+	failpoint.CoordAfterDecisionLogged: func(t *testing.T, _ *cluster, s summary) {
 		if s.committedUnanswered < 1 {
 			t.Errorf("no transaction whose commit went unanswered committed: the durable decision was not exercised")
 		}
