@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 var logVersions = []int64{1, 2, 3, 4}
 
 // dataVersions are the data set's migrations, in order.
-var dataVersions = []int64{1, 2}
+var dataVersions = []int64{1, 2, 3}
 
 func openPool(t *testing.T, uri string) *pgxpool.Pool {
 	t.Helper()

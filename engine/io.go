@@ -205,7 +205,10 @@ type CoordinatorAnswered struct {
 	Epoch   Epoch
 	// Participants are the participants' addresses, by node id.
 	Participants []string
-	Err          string
+	// NextTx is the coordinator's next transaction id: every earlier one
+	// had been handed out when it answered (0 if it did not say).
+	NextTx TxID
+	Err    string
 }
 
 func (i KeyLookedUp) At() Instant         { return i.Now }
