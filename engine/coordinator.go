@@ -1472,18 +1472,22 @@ func (c *Coordinator) answerRepeated(w keyWaiter, id TxID, o Outcome, reason str
 func (c *Coordinator) sendDecision(tx *coordTx) {
 	for i := range tx.nodes {
 		if n := tx.nodes[i]; n.inPhase2 && !n.acked && !c.deciderWaits(tx, NodeID(i)) {
-			c.effect(Send{To: NodeID(i), Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, NodeID(i))})
+			c.effect(c.decisionSend(tx, NodeID(i)))
 		}
 	}
 }
 
-// decisionWait is the log position a decision sent to node waits for: the
-// client's (decisionLSN) for a branch, coord.decided too for the decider.
-func (c *Coordinator) decisionWait(tx *coordTx, node NodeID) LSN {
+// decisionSend is tx's outcome sent to node. It waits for the decision to
+// be durable (decisionLSN), and, sent to the decider, for coord.decided
+// too: the decider then drops its marker, the commit's only other record.
+// That message is housekeeping nobody waits for, so it is Lazy: it rides
+// the next log write instead of forcing one per transaction.
+func (c *Coordinator) decisionSend(tx *coordTx, node NodeID) Send {
+	s := Send{To: node, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN}
 	if node == tx.decider && tx.branchAsked {
-		return max(tx.decisionLSN, tx.decidedLSN)
+		s.WaitLSN, s.Lazy = max(tx.decisionLSN, tx.decidedLSN), true
 	}
-	return tx.decisionLSN
+	return s
 }
 
 // deciderWaits reports whether node is a decider that must not hear the
@@ -1619,7 +1623,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			if d := tx.decider; d != CoordinatorNode && tx.nodes[d].inPhase2 && !tx.nodes[d].acked && !c.deciderWaits(tx, d) {
 				// The last other branch acknowledged: the decider may now
 				// drop its marker.
-				c.effect(Send{To: d, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, d)})
+				c.effect(c.decisionSend(tx, d))
 			}
 			return
 		}
@@ -1659,7 +1663,7 @@ func (c *Coordinator) deciderAnswered(now Instant, tx *coordTx, committed, abort
 func (c *Coordinator) inquire(m InquireMessage) {
 	if tx := c.txs[m.TxID]; tx != nil {
 		if tx.outcome != 0 {
-			c.effect(Send{To: m.From, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: c.decisionWait(tx, m.From)})
+			c.effect(c.decisionSend(tx, m.From))
 		}
 		return
 	}

@@ -295,6 +295,9 @@ type Send struct {
 	To      NodeID
 	Msg     Message
 	WaitLSN LSN
+	// Lazy marks a message nobody waits for: the driver sends it once its
+	// WaitLSN is durable but does not write the log early for it.
+	Lazy bool
 }
 
 // Respond answers a client request. Exactly one of Reply and Err is set.

@@ -365,16 +365,19 @@ func (l *loop) awaited() bool {
 }
 
 // urgent tells the effects worth a forced write of their own from those
-// that can wait for the next one. Deleting a marker and forgetting a
-// transaction's events are housekeeping: neither may run before the
-// part.committed it waits for is durable, but nothing waits for them, so
-// they follow whichever append comes next.
+// that can wait for the next one. Deleting a marker, forgetting a
+// transaction's events and a message the engine marks Lazy (the outcome
+// that lets a decider drop its marker, after coord.decided) are
+// housekeeping: none may run before the event it waits for is durable,
+// but nothing waits for them, so they follow whichever append comes next.
 func urgent(e engine.Effect) bool {
 	switch e := e.(type) {
 	case engine.Forget:
 		return false
 	case engine.Data:
 		return e.Op != engine.DataDeleteMarker
+	case engine.Send:
+		return !e.Lazy
 	}
 	return true
 }

@@ -561,10 +561,12 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	h := newHeldHarness(t)
 
 	h.step(evs(ev(1, "ended")))
-	// A marker deletion, or forgetting a transaction, waits for its event
-	// but is worth no write of its own.
+	// A marker deletion, forgetting a transaction, or a message marked
+	// Lazy (the outcome that lets a decider drop its marker) waits for its
+	// event but is worth no write of its own.
 	h.step(evs(ev(2, "committed")), deleteMarker(2, "delete marker", h.lsn+1))
 	h.step(evs(ev(3, "committed 3")), engine.Forget{TxID: 3, WaitLSN: h.lsn + 1})
+	h.step(evs(ev(4, "decided 4")), engine.Send{To: 0, Msg: engine.DecisionRequest{TxID: 4, Outcome: engine.OutcomeCommit}, WaitLSN: h.lsn + 1, Lazy: true})
 	h.sync()
 	h.wantAppending(false)
 	for elapsed := h.loop.tick; elapsed < lazyFlush; elapsed += h.loop.tick {
@@ -573,12 +575,12 @@ func TestLazyEventsAreAppendedWithinTheBound(t *testing.T) {
 	}
 	h.tick()
 	a := h.held()
-	if got := names(t, a); !slices.Equal(got, []string{"ended", "committed", "committed 3"}) {
-		t.Fatalf("lazy append holds %q, want [ended committed committed 3]", got)
+	if got := names(t, a); !slices.Equal(got, []string{"ended", "committed", "committed 3", "decided 4"}) {
+		t.Fatalf("lazy append holds %q, want [ended committed committed 3 decided 4]", got)
 	}
 	h.wantPerformed()
 	a.Release()
-	h.waitPerformed("delete marker", "engine.Forget")
+	h.waitPerformed("delete marker", "engine.Forget", "engine.Send")
 }
 
 func TestManyLazyEventsAreAppendedAtOnce(t *testing.T) {
