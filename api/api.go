@@ -159,10 +159,6 @@ type PingReply struct {
 	// Coordinator, from a participant, is the coordinator address it was
 	// given, so that a client pointed at a participant can say where to go.
 	Coordinator string `json:"coordinator,omitempty"`
-	// NextTx, from a coordinator, is the id its next transaction will get.
-	// A participant that just started refuses to begin work of an earlier
-	// one: a crash may have taken the record of its commit there.
-	NextTx engine.TxID `json:"next_tx,omitempty"`
 }
 
 // StatementErrorData is the data of the JSON-RPC error a statement that

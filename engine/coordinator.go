@@ -351,10 +351,6 @@ func (c *Coordinator) Cluster() string { return c.cluster }
 // Epoch is the current incarnation, known after Start.
 func (c *Coordinator) Epoch() Epoch { return c.epoch }
 
-// NextTx is the id the next transaction will get: every earlier one has
-// been handed out.
-func (c *Coordinator) NextTx() TxID { return c.nextTx }
-
 // Apply folds one durable event into the state. Recovery calls it for every
 // event of the log in order; Step calls it for every event it emits, so both
 // paths reach the same state.

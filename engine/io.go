@@ -205,10 +205,7 @@ type CoordinatorAnswered struct {
 	Epoch   Epoch
 	// Participants are the participants' addresses, by node id.
 	Participants []string
-	// NextTx is the coordinator's next transaction id: every earlier one
-	// had been handed out when it answered (0 if it did not say).
-	NextTx TxID
-	Err    string
+	Err          string
 }
 
 func (i KeyLookedUp) At() Instant         { return i.Now }

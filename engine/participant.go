@@ -136,16 +136,6 @@ type Participant struct {
 	// coordinator last named them: a branch in doubt reaches its decider
 	// with them.
 	peers []string
-	// freshFrom is the coordinator's next transaction id when it first
-	// answered after this participant started (freshKnown). A crash may
-	// have taken the lazy events of a branch that prepared and committed
-	// here, leaving no trace of it but its rows; a late copy of its first
-	// statement must not open it again. So a transaction unknown here
-	// starts only if its id is at least freshFrom: one begun before the
-	// start is refused (its client retries), and until the first answer a
-	// first statement waits.
-	freshFrom  TxID
-	freshKnown bool
 
 	// kept holds, as the decider of transactions, their outcome markers
 	// (and tombstones) that must stay until the coordinator says every
@@ -587,9 +577,6 @@ func (p *Participant) answered(now Instant, in CoordinatorAnswered) {
 	}
 	// Answered: the next strange message may ask at once.
 	p.askAt, p.askBackoff = 0, 0
-	if !p.freshKnown {
-		p.freshKnown, p.freshFrom = true, in.NextTx
-	}
 	id := Header{Cluster: in.Cluster, Epoch: in.Epoch}
 	switch {
 	case p.joining != nil:
@@ -802,13 +789,6 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 			return
 		case m.Stmt != 0:
 			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
-			return
-		case !p.freshKnown:
-			p.hold(m)
-			p.ask(now)
-			return
-		case m.TxID < p.freshFrom:
-			p.send(p.execResult(m.TxID, m.Stmt, "the transaction began before this participant (re)started, which may have lost what it did here; it cannot start here now"), 0)
 			return
 		}
 		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking, decider: CoordinatorNode}

@@ -290,11 +290,7 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			if err := rpc.DecodeNoParams(raw); err != nil {
 				return nil, err
 			}
-			r := api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}
-			if err := c.loop.query(ctx, func() { r.NextTx = c.eng.NextTx() }); err != nil {
-				return nil, rpc.Errorf(rpc.CodeUnavailable, "coordinator: %v", err)
-			}
-			return r, nil
+			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
 		},
 	}
 	serveMessages(m, coordinatorMethods, c.loop, nil)

@@ -388,32 +388,6 @@ func TestCoordinatorRestart(t *testing.T) {
 	}
 }
 
-// A participant that (re)started begins no transaction begun before it: a
-// crash may have taken the record of what such a transaction did there
-// (docs/PROTOCOL.md, "Recovery"). It learns where that boundary lies from
-// the coordinator's ping answer; one begun after the restart runs.
-func TestRestartedParticipantRefusesEarlierTransactions(t *testing.T) {
-	c := startCluster(t, clusterConfig{participants: 2})
-	before := c.Begin()
-	c.Exec(before, 0, "INSERT INTO kv VALUES (1, 'a')")
-	c.StopParticipant(1)
-	c.StartParticipant(1)
-	_, err := c.TryExec(before, 1, "INSERT INTO kv VALUES (2, 'b')")
-	if err == nil || !strings.Contains(err.Error(), "began before this participant (re)started") {
-		t.Fatalf("first statement on the restarted participant of transaction %d begun before: %v, want it refused", before, err)
-	}
-	after := c.Begin()
-	c.Exec(after, 0, "INSERT INTO kv VALUES (3, 'c')")
-	c.Exec(after, 1, "INSERT INTO kv VALUES (3, 'c')")
-	if r := c.Commit(after); r.Outcome != engine.OutcomeCommit {
-		t.Fatalf("transaction begun after the restart: %s (%s)", r.Outcome, r.Reason)
-	}
-	c.Settled()
-	if got := c.Keys(1); !slices.Equal(got, []int{3}) {
-		t.Fatalf("participant 1 keys %v, want [3]", got)
-	}
-}
-
 // An exec without a transaction id begins one: the reply names it and the
 // transaction goes on as any other. A failing first statement leaves nothing
 // behind: the coordinator rolls the transaction back at once, since the

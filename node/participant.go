@@ -282,7 +282,7 @@ func (p *Participant) askCoordinator() {
 		defer cancel()
 		var r api.PingReply
 		err := p.coord.Call(ctx, api.MethodPing, struct{}{}, &r)
-		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch, Participants: r.Participants, NextTx: r.NextTx}
+		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch, Participants: r.Participants}
 		switch {
 		case err != nil:
 			a.Err = err.Error()

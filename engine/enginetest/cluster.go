@@ -672,7 +672,7 @@ func (c *Cluster) answer() engine.CoordinatorAnswered {
 	for i := range peers {
 		peers[i] = engine.NodeID(i).String()
 	}
-	return engine.CoordinatorAnswered{Now: c.now, Cluster: c.coord.coord.Cluster(), Epoch: c.coord.coord.Epoch(), Participants: peers, NextTx: c.coord.coord.NextTx()}
+	return engine.CoordinatorAnswered{Now: c.now, Cluster: c.coord.coord.Cluster(), Epoch: c.coord.coord.Epoch(), Participants: peers}
 }
 
 // Deliver hands the i-th message in flight to its destination; a message to
