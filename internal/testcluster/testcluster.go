@@ -390,8 +390,9 @@ func (c *Cluster) Settled() {
 
 // CommitOn runs sql with args on participants 0..n-1 in one transaction
 // through the coordinator at addr and commits it; it fails unless the
-// transaction committed. It serves clusters a test reaches by address
-// only: processes, or localcluster.
+// transaction committed and its commit is applied on every participant. It
+// serves clusters a test reaches by address only: processes, or
+// localcluster.
 func CommitOn(ctx context.Context, addr string, n int, sql string, args ...any) error {
 	cl := rpc.NewClient(addr, rpc.ClientOptions{})
 	defer cl.Close()
@@ -413,7 +414,23 @@ func CommitOn(ctx context.Context, addr string, n int, sql string, args ...any) 
 	if r.Outcome != engine.OutcomeCommit {
 		return fmt.Errorf("%s: %s", r.Outcome, r.Reason)
 	}
-	return nil
+	// The answer comes once the decider committed; the prepared branches
+	// commit right after. What a caller runs next (often on a table this
+	// created) must find them committed.
+	for {
+		var st engine.StatusReply
+		if err := cl.Call(ctx, api.MethodStatus, api.StatusParams{TxID: b.TxID}, &st); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		if st.Applied || st.State == engine.PhaseCommitted.String() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("transaction %d committed but not applied everywhere: %w", b.TxID, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // Eventually polls cond until it holds; the minute only bounds a broken run.
