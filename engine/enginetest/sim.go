@@ -127,6 +127,17 @@ type sim struct {
 	keys     []string // given to calls, for status by key
 	replaced int
 	stats    SimStats
+	// stepNo is the step being taken; slow holds back, until a step, data
+	// operations caught by a coordinator crash (see data).
+	stepNo int
+	slow   map[slowOp]int
+}
+
+// slowOp names a participant's data operation across steps.
+type slowOp struct {
+	node engine.NodeID
+	tx   engine.TxID
+	op   engine.DataOp
 }
 
 // session is one client connection: at most one explicit transaction and,
@@ -209,6 +220,7 @@ func (s *sim) onResponse(r Response) {
 func (s *sim) chance(p float64) bool { return s.rng.Float64() < p }
 
 func (s *sim) step(i int) {
+	s.stepNo = i
 	c := s.c
 	var up, down, withPending, withOps []engine.NodeID
 	for _, n := range c.Nodes() {
@@ -313,9 +325,39 @@ var dataFaultOdds = map[engine.DataOp]faultOdds{
 var otherDataFaultOdds = faultOdds{{0.08, RetryOp}}
 
 func (s *sim) data(withOps []engine.NodeID) {
-	id := pick(s.rng, withOps)
-	i := pick(s.rng, s.c.Runnable(id))
+	type cand struct {
+		id engine.NodeID
+		i  int
+	}
+	var cands []cand
+	for _, id := range withOps {
+		for _, i := range s.c.Runnable(id) {
+			op := s.c.Node(id).ops[i]
+			if s.slow[slowOp{id, op.TxID, op.Op}] <= s.stepNo {
+				cands = append(cands, cand{id, i})
+			}
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	ch := pick(s.rng, cands)
+	id, i := ch.id, ch.i
 	op := s.c.Node(id).ops[i]
+	if (op.Op == engine.DataCommitBranch || op.Then == engine.DataCommitBranch) && s.c.coord.up && s.chance(0.05) {
+		// The coordinator dies while a decider's commit runs, which
+		// then takes long: the restarted coordinator's question about
+		// the decider's markers is likely to come first, and must not be
+		// answered until the commit is over.
+		s.stats.Crashes++
+		if s.slow == nil {
+			s.slow = map[slowOp]int{}
+		}
+		s.slow[slowOp{id, op.TxID, op.Op}] = s.stepNo + 60
+		s.tracef("%s: its decider commit of tx %d stalls while the coordinator dies", id, op.TxID)
+		_ = s.c.Crash(engine.CoordinatorNode)
+		return
+	}
 	f := NoFault
 	odds, ok := dataFaultOdds[op.Op]
 	if !ok {
