@@ -351,6 +351,10 @@ func (c *Coordinator) Cluster() string { return c.cluster }
 // Epoch is the current incarnation, known after Start.
 func (c *Coordinator) Epoch() Epoch { return c.epoch }
 
+// Reconciling reports whether a participant has not yet answered this
+// incarnation's question about the commit markers of earlier ones.
+func (c *Coordinator) Reconciling() bool { return c.reconcileLeft > 0 }
+
 // Apply folds one durable event into the state. Recovery calls it for every
 // event of the log in order; Step calls it for every event it emits, so both
 // paths reach the same state.

@@ -969,6 +969,12 @@ func (c *Cluster) Quiet() bool {
 		if !n.up || len(n.pending) > 0 || len(n.held) > 0 || len(n.ops) > 0 {
 			return false
 		}
+		// Work the engines wait to do at a later tick: a restarted
+		// coordinator still asking for markers, a participant holding
+		// messages until its coordinator says who it is.
+		if n.coord != nil && n.coord.Reconciling() || n.part != nil && len(n.part.Held()) > 0 {
+			return false
+		}
 	}
 	return true
 }

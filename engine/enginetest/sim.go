@@ -344,11 +344,12 @@ func (s *sim) data(withOps []engine.NodeID) {
 	ch := pick(s.rng, cands)
 	id, i := ch.id, ch.i
 	op := s.c.Node(id).ops[i]
-	if (op.Op == engine.DataCommitBranch || op.Then == engine.DataCommitBranch) && s.c.coord.up && s.chance(0.05) {
-		// The coordinator dies while a decider's commit runs, which
-		// then takes long: the restarted coordinator's question about
-		// the decider's markers is likely to come first, and must not be
-		// answered until the commit is over.
+	if (op.Op == engine.DataCommitBranch || op.Then == engine.DataCommitBranch || op.Op == engine.DataSettle) && s.c.coord.up && s.chance(0.05) {
+		// The coordinator dies while a decider's commit (or a settle,
+		// which may find its marker) runs, which then takes long: the
+		// restarted coordinator's question about the decider's markers
+		// is likely to come first, and must not be answered until the
+		// operation is over.
 		s.stats.Crashes++
 		if s.slow == nil {
 			s.slow = map[slowOp]int{}
