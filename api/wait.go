@@ -19,8 +19,9 @@ func WaitApplied(ctx context.Context, call func(ctx context.Context, method stri
 		if err := call(ctx, MethodStatus, TxParams{TxID: tx}, &st); err != nil {
 			return fmt.Errorf("status of transaction %d: %w", tx, err)
 		}
-		if st.State != engine.PhaseCommitting.String() {
-			// committed, or forgotten once every participant acknowledged
+		if st.State != engine.PhaseCommitting.String() || st.Applied {
+			// Committed, or forgotten once every participant acknowledged;
+			// or applied, with only the decider's marker left to drop.
 			return nil
 		}
 		select {

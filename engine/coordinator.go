@@ -183,11 +183,10 @@ type Coordinator struct {
 	// transaction, so after a restart an id or key the log does not know
 	// may still name a commit, recorded only in a decider's marker.
 	// unreconciled marks the participants that have not yet answered
-	// ReconcileRequest (reconcileLeft counts them); until all have, calls
-	// about such an id or key wait in awaiting. firstTx is this
-	// incarnation's first id: later ones are all known.
+	// ReconcileRequest (nil once all have); until then, calls about such
+	// an id or key wait in awaiting. firstTx is this incarnation's first
+	// id: later ones are all known.
 	unreconciled     []bool
-	reconcileLeft    int
 	reconcileAt      Instant
 	reconcileBackoff time.Duration
 	reconcileLSN     LSN
@@ -353,7 +352,7 @@ func (c *Coordinator) Epoch() Epoch { return c.epoch }
 
 // Reconciling reports whether a participant has not yet answered this
 // incarnation's question about the commit markers of earlier ones.
-func (c *Coordinator) Reconciling() bool { return c.reconcileLeft > 0 }
+func (c *Coordinator) Reconciling() bool { return c.unreconciled != nil }
 
 // Apply folds one durable event into the state. Recovery calls it for every
 // event of the log in order; Step calls it for every event it emits, so both
@@ -587,7 +586,7 @@ func (c *Coordinator) start(in Start) {
 		for i := range c.unreconciled {
 			c.unreconciled[i] = true
 		}
-		c.reconcileLeft, c.reconcileLSN = c.cfg.Participants, startedLSN
+		c.reconcileLSN = startedLSN
 		c.askReconcile(in.Now)
 	}
 	for _, id := range c.sortedTxIDs() {
@@ -1152,11 +1151,7 @@ func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
 // until it answers.
 func (c *Coordinator) settle(now Instant, tx *coordTx) {
 	c.effect(Send{To: tx.decider, Msg: SettleRequest{Cluster: c.cluster, From: CoordinatorNode, TxID: tx.id, TxEpoch: tx.epoch}, WaitLSN: tx.preparingLSN})
-	if tx.settleBackoff == 0 {
-		tx.settleBackoff = c.cfg.RetryMin
-	}
-	tx.settleAt = now.Add(tx.settleBackoff)
-	tx.settleBackoff = min(2*tx.settleBackoff, c.cfg.RetryMax)
+	tx.settleAt = backOff(now, &tx.settleBackoff, c.cfg.RetryMin, c.cfg.RetryMax)
 }
 
 // decide fixes the outcome. Presumed abort: only a commit decision is forced
@@ -1375,7 +1370,7 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 		}
 		return
 	}
-	if !in.Found && c.reconcileLeft > 0 {
+	if !in.Found && c.Reconciling() {
 		// A decider may hold the key with a commit this log never saw.
 		for _, w := range waiting {
 			c.await(w)
@@ -1704,7 +1699,7 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 }
 
 func (c *Coordinator) tick(now Instant) {
-	if c.reconcileLeft > 0 && now >= c.reconcileAt {
+	if c.Reconciling() && now >= c.reconcileAt {
 		c.askReconcile(now)
 	}
 	c.expireAwaiting(now)
@@ -1909,11 +1904,7 @@ func (c *Coordinator) askReconcile(now Instant) {
 			c.effect(Send{To: NodeID(i), Msg: ReconcileRequest{Header: c.header()}, WaitLSN: c.reconcileLSN})
 		}
 	}
-	if c.reconcileBackoff == 0 {
-		c.reconcileBackoff = c.cfg.RetryMin
-	}
-	c.reconcileAt = now.Add(c.reconcileBackoff)
-	c.reconcileBackoff = min(2*c.reconcileBackoff, c.cfg.RetryMax)
+	c.reconcileAt = backOff(now, &c.reconcileBackoff, c.cfg.RetryMin, c.cfg.RetryMax)
 }
 
 // reconciled takes a participant's markers of earlier incarnations: a
@@ -1923,8 +1914,12 @@ func (c *Coordinator) askReconcile(now Instant) {
 // commit (a branch that never heard of it acknowledges), the decider last.
 // Once every participant answered, the calls that waited run.
 func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
-	if a.Epoch != c.epoch || c.reconcileLeft == 0 || !c.unreconciled[a.From] {
+	if a.Epoch != c.epoch || !c.Reconciling() || !c.unreconciled[a.From] {
 		return
+	}
+	all := make([]NodeID, c.cfg.Participants)
+	for i := range all {
+		all[i] = NodeID(i)
 	}
 	for _, mk := range a.Markers {
 		_, ended := c.endedIdx[mk.TxID]
@@ -1932,10 +1927,6 @@ func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
 			// Known: a transaction whose coord.preparing survived is
 			// settled with its decider by start.
 			continue
-		}
-		all := make([]NodeID, c.cfg.Participants)
-		for i := range all {
-			all[i] = NodeID(i)
 		}
 		d := a.From
 		c.emit(CoordPreparing{TxID: mk.TxID, Epoch: mk.TxEpoch, Participants: all, Decider: &d, Keys: mk.Keys})
@@ -1945,8 +1936,7 @@ func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
 		c.deciderAnswered(now, tx, true, false, "")
 	}
 	c.unreconciled[a.From] = false
-	c.reconcileLeft--
-	if c.reconcileLeft > 0 {
+	if slices.Contains(c.unreconciled, true) {
 		return
 	}
 	c.unreconciled = nil
@@ -1961,7 +1951,7 @@ func (c *Coordinator) reconciled(now Instant, a ReconcileAnswer) {
 // transaction this log does not know, while a participant that may hold
 // its commit marker has not answered yet.
 func (c *Coordinator) mayHaveCommittedUnseen(id TxID) bool {
-	if c.reconcileLeft == 0 || id == 0 || id >= c.firstTx || c.txs[id] != nil {
+	if !c.Reconciling() || id == 0 || id >= c.firstTx || c.txs[id] != nil {
 		return false
 	}
 	_, ended := c.endedIdx[id]

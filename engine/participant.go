@@ -1409,12 +1409,7 @@ func (p *Participant) tick(now Instant) {
 // backOff returns when to try again from now, and doubles *backoff (from
 // RetryMin, up to RetryMax) for the time after.
 func (p *Participant) backOff(now Instant, backoff *time.Duration) Instant {
-	if *backoff == 0 {
-		*backoff = p.cfg.RetryMin
-	}
-	at := now.Add(*backoff)
-	*backoff = min(2**backoff, p.cfg.RetryMax)
-	return at
+	return backOff(now, backoff, p.cfg.RetryMin, p.cfg.RetryMax)
 }
 
 // due reports whether tick has something to do for tx: the cases of its

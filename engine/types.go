@@ -45,6 +45,17 @@ type Instant int64
 // Add returns t moved forward by d.
 func (t Instant) Add(d time.Duration) Instant { return t + Instant(d) }
 
+// backOff returns when to try again from now, and doubles *backoff (from
+// least, up to most) for the time after.
+func backOff(now Instant, backoff *time.Duration, least, most time.Duration) Instant {
+	if *backoff == 0 {
+		*backoff = least
+	}
+	at := now.Add(*backoff)
+	*backoff = min(2**backoff, most)
+	return at
+}
+
 // LSN is the position of an event in the log written by this incarnation of a
 // node. It orders durability: the driver reports the highest LSN durable, and
 // an effect waits for its WaitLSN. Events folded in at recovery are durable by

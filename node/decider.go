@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,10 +20,15 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	if w.conn == nil {
 		return engine.DataDone{Err: "no open data transaction to commit"}
 	}
-	sql := fmt.Sprintf("INSERT INTO tpcd_markers (gid, tx, keys) VALUES (%s, %d, %s); COMMIT", quote(op.GID), op.TxID, textArray(op.Keys))
+	var p pipeline
+	if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID), Keys: op.Keys}); err != nil {
+		d.release(ctx, w, "ROLLBACK")
+		return engine.DataDone{Err: fmt.Sprintf("commit %s: %v", op.GID, err)}
+	}
+	p.utility("COMMIT")
 	pc := w.conn.Conn().PgConn()
 	syncrep.Cancelled(pc)
-	tag, err := w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	tag, err := p.run(ctx, pc)
 	if err == nil && tag.String() != "COMMIT" {
 		// A transaction already failed answers COMMIT with ROLLBACK.
 		err = fmt.Errorf("COMMIT answered %q", tag.String())
@@ -40,19 +44,6 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	}
 	d.release(ctx, w, "")
 	return engine.DataDone{}
-}
-
-// textArray renders keys as a SQL text[] literal for a statement sent as
-// text, NULL when there are none.
-func textArray(keys []string) string {
-	if len(keys) == 0 {
-		return "NULL"
-	}
-	q := make([]string, len(keys))
-	for i, k := range keys {
-		q[i] = quote(k)
-	}
-	return "ARRAY[" + strings.Join(q, ",") + "]::text[]"
 }
 
 // settle makes the outcome of the decider's branch op.GID final and reads

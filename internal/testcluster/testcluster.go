@@ -417,20 +417,7 @@ func CommitOn(ctx context.Context, addr string, n int, sql string, args ...any) 
 	// The answer comes once the decider committed; the prepared branches
 	// commit right after. What a caller runs next (often on a table this
 	// created) must find them committed.
-	for {
-		var st engine.StatusReply
-		if err := cl.Call(ctx, api.MethodStatus, api.StatusParams{TxID: b.TxID}, &st); err != nil {
-			return fmt.Errorf("status: %w", err)
-		}
-		if st.Applied || st.State == engine.PhaseCommitted.String() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("transaction %d committed but not applied everywhere: %w", b.TxID, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	return api.WaitApplied(ctx, cl.Call, b.TxID)
 }
 
 // Eventually polls cond until it holds; the minute only bounds a broken run.
