@@ -41,18 +41,7 @@ func TestAppendOutlivesACancelledStandbyWait(t *testing.T) {
 	// standby makes commits wait for a standby of that name ("" for none).
 	standby := func(name string) {
 		t.Helper()
-		for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = '" + name + "'", "SELECT pg_reload_conf()"} {
-			if _, err := admin.Exec(ctx, q); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-		}
-		waitFor(t, "synchronous_standby_names = "+name, func() bool {
-			var v string
-			if err := admin.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
-				t.Fatal(err)
-			}
-			return v == name
-		})
+		pgtest.SetSyncStandby(t, server.URI("postgres"), name)
 	}
 	// cancelWaits cancels, as an operator would, every wait for the
 	// standby of a statement that begins with prefix, and reports how many.

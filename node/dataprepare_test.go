@@ -175,24 +175,12 @@ func TestWaitForTheStandbyCancelled(t *testing.T) {
 	// pool's connections, opened after, see it at once. A decider's marker
 	// committed before that is for the settle below.
 	const marked = "tpcd:test:1:3:0:0"
-	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "INSERT INTO tpcd_markers (gid, tx) VALUES ('" + marked + "', 3)", "ALTER SYSTEM SET synchronous_standby_names = 'absent'", "SELECT pg_reload_conf()"} {
+	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "INSERT INTO tpcd_markers (gid, tx) VALUES ('" + marked + "', 3)"} {
 		if _, err := setup.Exec(ctx, s); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var v string
-		if err := setup.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		if v == "absent" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("synchronous_standby_names is %q after the reload", v)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pgtest.SetSyncStandby(t, server.URI("postgres"), "absent")
 	pool, err := openPool(ctx, server.URI("postgres"), 4, 0)
 	if err != nil {
 		t.Fatal(err)
