@@ -64,6 +64,9 @@ type Size struct {
 type Store struct {
 	pool *pgxpool.Pool
 	q    *queries.Queries
+	// fence, when set, makes appends to its node's log conditional on a
+	// lease (Fenced).
+	fence *fence
 }
 
 // New returns a Store over pool, whose database must have been migrated with
@@ -85,7 +88,7 @@ func (s *Store) Append(ctx context.Context, node string, entries []Entry) (int64
 	}
 	var seq int64
 	err = s.durably(ctx, func(conn *pgx.Conn) (err error) {
-		seq, err = s.q.LogAppend(ctx, conn, queries.LogAppendParams{Node: node, Txs: txs, Events: events})
+		seq, err = s.appendRow(ctx, conn, node, txs, events)
 		return err
 	})
 	if err != nil {

@@ -60,6 +60,9 @@ type CoordinatorOptions struct {
 	AdmissionWait time.Duration
 	// Observer, if set, watches the loop (metrics).
 	Observer Observer
+	// Lease, when set, is the slot this coordinator holds in a log that
+	// other coordinators share (HoldLease): every append is fenced by it.
+	Lease *Lease
 }
 
 // Coordinator is a running coordinator node.
@@ -104,6 +107,16 @@ type peerHealth struct {
 	epoch   engine.Epoch
 }
 
+// coordinatorStore is the coordinator's log, its appends fenced by its
+// lease if it holds one.
+func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
+	s := logstore.New(opts.Log)
+	if opts.Lease != nil {
+		s = s.Fenced(api.CoordinatorName, opts.Lease.Generation())
+	}
+	return s
+}
+
 // StartCoordinator recovers the coordinator from its log, starts a new epoch
 // and serves JSON-RPC on ln until Close.
 func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOptions) (*Coordinator, error) {
@@ -127,7 +140,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		opts:    opts,
 		logger:  opts.Logger.With("role", "coordinator"),
 		eng:     engine.NewCoordinator(opts.Engine),
-		store:   logstore.New(opts.Log),
+		store:   coordinatorStore(opts),
 		waiters: map[engine.ReqID]chan engine.Respond{},
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),

@@ -34,6 +34,12 @@ const (
 	ackPatience = 10 * time.Millisecond
 )
 
+// batchCaller sends a JSON-RPC batch: an *rpc.Client, or an *rpc.Failover
+// for a coordinator with standbys.
+type batchCaller interface {
+	CallBatch(ctx context.Context, calls []rpc.BatchCall) error
+}
+
 // outbox carries one node's one-way messages to one peer. A single goroutine
 // sends whatever has queued up as one JSON-RPC batch in one request, so
 // under load the many small messages of concurrent transactions share a
@@ -42,7 +48,7 @@ const (
 // next batch collects.
 type outbox struct {
 	to     engine.NodeID
-	client *rpc.Client
+	client batchCaller
 	logger *slog.Logger
 	// sent sees the outcome of every request: peer health.
 	sent func(err error)
@@ -55,7 +61,7 @@ type outbox struct {
 	timeout time.Duration
 }
 
-func newOutbox(to engine.NodeID, client *rpc.Client, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
+func newOutbox(to engine.NodeID, client batchCaller, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
 	q := newBatchQueue[engine.Message]()
 	q.patient, q.patience = isAck, ackPatience
 	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q, timeout: sendTimeout}

@@ -23,6 +23,10 @@ type ParticipantOptions struct {
 	ID engine.NodeID
 	// Coordinator is the coordinator's RPC address.
 	Coordinator string
+	// Standbys are the addresses of coordinators that wait to take over
+	// Coordinator's log (tpcd coordinator --lease); messages go to
+	// whichever of them accepts connections.
+	Standbys []string
 	// Log and Data are pools of the log and data databases, both migrated.
 	Log, Data *pgxpool.Pool
 	Engine    engine.ParticipantConfig
@@ -68,7 +72,7 @@ type Participant struct {
 	eng    *engine.Participant
 	loop   *loop
 	store  *logstore.Store
-	coord  *rpc.Client
+	coord  *rpc.Failover
 	out    *outbox
 	data   *dataDB
 	server *rpc.Server
@@ -129,7 +133,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p.loop.perform = observed(opts.Observer, p.perform)
 	p.loop.onDurable = p.onDurable
 	p.loop.observer = opts.Observer
-	p.coord = rpc.NewClient(opts.Coordinator, opts.Transport.client(p.logger))
+	p.coord = rpc.NewFailover(append([]string{opts.Coordinator}, opts.Standbys...), opts.Transport.client(p.logger))
 	// A lost message needs no handling here: the coordinator resends
 	// decisions and times out votes, and in-doubt transactions keep asking.
 	p.out = newOutbox(0, p.coord, p.logger, nil, nil)
@@ -287,7 +291,7 @@ func (p *Participant) askCoordinator() {
 		case err != nil:
 			a.Err = err.Error()
 		case r.Role != "coordinator":
-			a.Err = fmt.Sprintf("%s answers as a %s, not a coordinator", p.opts.Coordinator, r.Role)
+			a.Err = fmt.Sprintf("%s answers as a %s, not a coordinator", p.coord.Addr(), r.Role)
 		}
 		if a.Err != "" {
 			p.logger.Debug("asking the coordinator who it is failed; will ask again", "coordinator", p.opts.Coordinator, "err", a.Err)

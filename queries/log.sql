@@ -5,6 +5,19 @@ INSERT INTO tpcd_log (node, txs, events)
 VALUES (@node, @txs::bigint[], @events::jsonb)
 RETURNING seq;
 
+-- LogAppendFenced is LogAppend for a node whose slot is leased: it writes
+-- the row only while the slot's generation is still @generation. The share
+-- lock on the lease row makes a take-over wait for this append to commit,
+-- and an append that waited for a take-over sees the new generation and
+-- writes nothing (no row returned).
+-- name: LogAppendFenced :one
+INSERT INTO tpcd_log (node, txs, events)
+SELECT l.node, @txs::bigint[], @events::jsonb
+FROM tpcd_leases l
+WHERE l.node = @node AND l.generation = @generation
+FOR SHARE
+RETURNING seq;
+
 -- LogListByNode reads one keyset page of a node's rows: callers pass the last seq
 -- they saw, so a log of any size streams in bounded memory.
 -- name: LogListByNode :many

@@ -30,6 +30,39 @@ func (q *Queries) LogAppend(ctx context.Context, db DBTX, arg LogAppendParams) (
 	return seq, err
 }
 
+const logAppendFenced = `-- name: LogAppendFenced :one
+INSERT INTO tpcd_log (node, txs, events)
+SELECT l.node, $1::bigint[], $2::jsonb
+FROM tpcd_leases l
+WHERE l.node = $3 AND l.generation = $4
+FOR SHARE
+RETURNING seq
+`
+
+type LogAppendFencedParams struct {
+	Txs        []int64
+	Events     []byte
+	Node       string
+	Generation int64
+}
+
+// LogAppendFenced is LogAppend for a node whose slot is leased: it writes
+// the row only while the slot's generation is still @generation. The share
+// lock on the lease row makes a take-over wait for this append to commit,
+// and an append that waited for a take-over sees the new generation and
+// writes nothing (no row returned).
+func (q *Queries) LogAppendFenced(ctx context.Context, db DBTX, arg LogAppendFencedParams) (int64, error) {
+	row := db.QueryRow(ctx, logAppendFenced,
+		arg.Txs,
+		arg.Events,
+		arg.Node,
+		arg.Generation,
+	)
+	var seq int64
+	err := row.Scan(&seq)
+	return seq, err
+}
+
 const logCompact = `-- name: LogCompact :one
 WITH dropped AS (
     DELETE FROM tpcd_log d

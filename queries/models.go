@@ -8,6 +8,13 @@ import (
 	"time"
 )
 
+type TpcdLease struct {
+	Node       string
+	Holder     string
+	Generation int64
+	ExpiresAt  time.Time
+}
+
 type TpcdLog struct {
 	Seq       int64
 	CreatedAt time.Time

@@ -118,6 +118,25 @@ func (s *Seconds) UnmarshalText(b []byte) error {
 func (s Seconds) D() time.Duration { return time.Duration(s) }
 
 // checkAddr validates a HOST:PORT flag value.
+// checkAddrs gives each of a repeated address flag's values the default
+// port, checks it, and refuses one given twice; why says what each value
+// must have of its own.
+func checkAddrs(flag string, addrs []string, why string) error {
+	seen := map[string]bool{}
+	for i, a := range addrs {
+		a = withDefaultPort(a)
+		addrs[i] = a
+		if err := checkAddr(flag, a); err != nil {
+			return err
+		}
+		if seen[a] {
+			return fmt.Errorf("--%s %s is given twice; %s", flag, a, why)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
 func checkAddr(flag, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

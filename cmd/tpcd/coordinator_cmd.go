@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
@@ -32,6 +35,8 @@ type CoordinatorCmd struct {
 	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
+	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (not listening), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log." default:"0s"`
+
 	PGListen string `name:"pg-listen" help:"Also serve the PostgreSQL protocol on HOST:PORT, so that psql, pgbench and any driver commit across participants (docs/PGWIRE.md). Needs --pg-user, --pg-users-file or --pg-trust." placeholder:"HOST:PORT"`
 
 	ProtocolFlag  `embed:""`
@@ -57,20 +62,20 @@ func (c *CoordinatorCmd) Validate() error {
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
 	}
+	if c.Lease < 0 {
+		return fmt.Errorf("--lease %s: give a positive duration, such as 5s, or 0 for none", c.Lease)
+	}
+	if c.Lease > 0 && c.LogDB == "" {
+		return errors.New("--lease shares a log database between coordinators: give it with --log-db")
+	}
+	if c.Lease > 0 && c.Lease < 300*time.Millisecond {
+		return fmt.Errorf("--lease %s is too short to renew reliably: give at least 300ms", c.Lease)
+	}
 	if c.KeepOutcomes <= 0 {
 		return fmt.Errorf("--keep-outcomes %s: give a positive duration, such as 24h", c.KeepOutcomes)
 	}
-	seen := map[string]bool{}
-	for i, p := range c.Participant {
-		p = withDefaultPort(p)
-		c.Participant[i] = p
-		if err := checkAddr("participant", p); err != nil {
-			return err
-		}
-		if seen[p] {
-			return fmt.Errorf("--participant %s is given twice; each participant needs its own address", p)
-		}
-		seen[p] = true
+	if err := checkAddrs("participant", c.Participant, "each participant needs its own address"); err != nil {
+		return err
 	}
 	if err := c.checkBatch(); err != nil {
 		return err
@@ -106,6 +111,25 @@ func (c *CoordinatorCmd) Validate() error {
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
+	var lease *node.Lease
+	if c.Lease > 0 {
+		// A standby opens no address until it holds the slot, so that
+		// participants and clients find the serving coordinator by the
+		// one address that accepts connections.
+		pool, err := node.OpenLeasePool(ctx, c.LogDB, logger)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if lease, err = c.holdLease(ctx, pool, logger); err != nil || lease == nil {
+			return err
+		}
+		defer func() {
+			if err := lease.Release(context.Background()); err != nil {
+				logger.Warn("the lease was not released: a standby takes over when it expires", "err", err)
+			}
+		}()
+	}
 	ln, transport, obs, err := c.listen(c.Host, logger, true)
 	if err != nil {
 		return err
@@ -137,6 +161,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		MaxOpen:          c.MaxOpen,
 		MaxOpenPerClient: c.MaxOpenPerClient,
 		Observer:         observer,
+		Lease:            lease,
 	})
 	if err != nil {
 		return err
@@ -174,13 +199,44 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger.Info("coordinator serving", "addr", ln.Addr().String(), "participants", len(c.Participant),
 		"tls", transport.ServerTLS != nil, "mutual_tls", c.TLSCA != "", "auth", transport.Auth.Enabled(),
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
-	err = waitForSignal(ctx, logger, dbs.Failed())
+	failed := dbs.Failed()
+	if lease != nil {
+		failed = orLeaseLost(failed, lease)
+	}
+	err = waitForSignal(ctx, logger, failed)
 	if pg != nil {
 		// First, so that the sessions' open transactions are rolled
 		// back while the coordinator still runs.
 		pg.Close()
 	}
 	return errors.Join(err, coord.Close())
+}
+
+// holdLease waits as a standby until this process holds the log's
+// coordinator slot. It returns a nil lease when ctx ends first (a signal:
+// the standby stops).
+func (c *CoordinatorCmd) holdLease(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*node.Lease, error) {
+	lease, err := node.HoldLease(ctx, pool, node.LeaseOptions{TTL: c.Lease, Holder: c.Host, Logger: logger})
+	if err != nil && ctx.Err() != nil {
+		logger.Info("standby shutting down")
+		return nil, nil
+	}
+	return lease, err
+}
+
+// orLeaseLost returns a channel that carries what failed carries, or the
+// reason the lease was lost.
+func orLeaseLost(failed <-chan error, lease *node.Lease) <-chan error {
+	both := make(chan error, 1)
+	go func() {
+		select {
+		case err := <-failed:
+			both <- err
+		case <-lease.Lost():
+			both <- lease.Err()
+		}
+	}()
+	return both
 }
 
 func (c *CoordinatorCmd) startsPostgres() bool { return c.LogDB == "" }

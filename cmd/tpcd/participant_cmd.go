@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tpcd/tpcd/activation"
 	"github.com/tpcd/tpcd/db"
@@ -13,16 +14,16 @@ import (
 
 // ParticipantCmd runs a participant node.
 type ParticipantCmd struct {
-	NodeID           *int    `name:"node-id" help:"This participant's id: participants are numbered 0, 1, 2, ... in the order the coordinator lists them." required:""`
-	Host             string  `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9991"`
-	Coordinator      string  `help:"The coordinator's HOST:PORT (HOST alone: port 12345)." required:""`
-	Timeout          Seconds `help:"Seconds to wait for the coordinator (or another participant) to answer a request carrying this node's messages (votes, acknowledgements, inquiries) before counting them lost, as the seed project's --timeout on a participant; the protocol sends again what matters." default:"10"`
-	BatchSize        int     `help:"Accepted for the seed project's command lines, where every node took it: only the coordinator batches execute calls, so a participant ignores it." default:"1"`
-	LogDB            string  `name:"log-db" help:"PostgreSQL URI of this participant's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
-	DataDB           string  `name:"data-db" help:"PostgreSQL URI of the data database the statements run on. Without it an embedded PostgreSQL is started." placeholder:"URI"`
-	LockTimeout      Seconds `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
-	StatementTimeout Seconds `help:"statement_timeout of data transactions." default:"30"`
-	IdleTimeout      Seconds `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
+	NodeID           *int     `name:"node-id" help:"This participant's id: participants are numbered 0, 1, 2, ... in the order the coordinator lists them." required:""`
+	Host             string   `help:"Address to serve JSON-RPC on, HOST:PORT (a HOST alone gets port 12345, as in the seed project)." default:"127.0.0.1:9991"`
+	Coordinator      []string `help:"The coordinator's HOST:PORT (HOST alone: port 12345). Where coordinators share the log by a lease (tpcd coordinator --lease), give each one's address, comma-separated or repeated: messages go to the one serving." required:""`
+	Timeout          Seconds  `help:"Seconds to wait for the coordinator (or another participant) to answer a request carrying this node's messages (votes, acknowledgements, inquiries) before counting them lost, as the seed project's --timeout on a participant; the protocol sends again what matters." default:"10"`
+	BatchSize        int      `help:"Accepted for the seed project's command lines, where every node took it: only the coordinator batches execute calls, so a participant ignores it." default:"1"`
+	LogDB            string   `name:"log-db" help:"PostgreSQL URI of this participant's log database. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	DataDB           string   `name:"data-db" help:"PostgreSQL URI of the data database the statements run on. Without it an embedded PostgreSQL is started." placeholder:"URI"`
+	LockTimeout      Seconds  `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
+	StatementTimeout Seconds  `help:"statement_timeout of data transactions." default:"30"`
+	IdleTimeout      Seconds  `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
 	LazyPreparedFlag `embed:""`
 	MaxConns         int    `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
 	StateDir         string `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
@@ -48,14 +49,14 @@ func (c *ParticipantCmd) Validate() error {
 	if *c.NodeID < 0 {
 		return fmt.Errorf("--node-id %d: ids start at 0", *c.NodeID)
 	}
-	c.Host, c.Coordinator = withDefaultPort(c.Host), withDefaultPort(c.Coordinator)
+	c.Host = withDefaultPort(c.Host)
 	if err := checkAddr("host", c.Host); err != nil {
 		return err
 	}
-	if err := checkAddr("coordinator", c.Coordinator); err != nil {
+	if err := checkAddrs("coordinator", c.Coordinator, "give each coordinator's address once"); err != nil {
 		return err
 	}
-	if c.Host == c.Coordinator {
+	if slices.Contains(c.Coordinator, c.Host) {
 		return fmt.Errorf("--host and --coordinator are both %s; the participant needs an address of its own", c.Host)
 	}
 	if c.Timeout.D() <= 0 {
@@ -97,7 +98,8 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 	defer dbs.Close()
 	p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{
 		ID:               engine.NodeID(*c.NodeID),
-		Coordinator:      c.Coordinator,
+		Coordinator:      c.Coordinator[0],
+		Standbys:         c.Coordinator[1:],
 		Log:              dbs.Log,
 		Data:             dbs.Data,
 		Logger:           logger,

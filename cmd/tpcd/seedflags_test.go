@@ -41,7 +41,7 @@ func TestSeedFlagsOnEveryRole(t *testing.T) {
 		t.Fatalf("participant: %v\n%s", err, out.String())
 	}
 	pc := cli.Participant
-	if pc.Coordinator != "localhost:12345" || pc.Host != "localhost:9991" {
+	if len(pc.Coordinator) != 1 || pc.Coordinator[0] != "localhost:12345" || pc.Host != "localhost:9991" {
 		t.Errorf("participant --coordinator %q --host %q, want localhost:12345 and localhost:9991", pc.Coordinator, pc.Host)
 	}
 	if pc.Timeout.D() != 7*time.Second || pc.BatchSize != 3 {

@@ -41,6 +41,23 @@ func TestDataServerFailsOverToItsStandby(t *testing.T) {
 	}, "tpcd_data", "SELECT count(*) FROM t")
 }
 
+// startServer starts a PostgreSQL server in dir, stopped when the test
+// ends, with the databases named.
+func startServer(t *testing.T, dir string, databases ...string) *embedpg.Cluster {
+	t.Helper()
+	server, err := embedpg.Start(t.Context(), embedpg.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	for _, name := range databases {
+		if err := server.CreateDatabase(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return server
+}
+
 // serverPair is a PostgreSQL server and its synchronous standby.
 type serverPair struct{ primary, standby *embedpg.Cluster }
 
@@ -60,16 +77,7 @@ func (p serverPair) uri(dbname string) string {
 func failOver(t *testing.T, args func(serverPair) ([]string, map[int][]string), growthDB, growing string) {
 	ctx := t.Context()
 	root := stateRoot(t)
-	primary, err := embedpg.Start(ctx, embedpg.Options{Dir: filepath.Join(root, "primary")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { primary.Stop() })
-	for _, name := range []string{"tpcd_log", "tpcd_data"} {
-		if err := primary.CreateDatabase(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	primary := startServer(t, filepath.Join(root, "primary"), "tpcd_log", "tpcd_data")
 	standby, err := primary.StartStandby(ctx, "s1", embedpg.Options{Dir: filepath.Join(root, "standby")})
 	if err != nil {
 		t.Fatal(err)

@@ -189,6 +189,9 @@ func (n *node) waitExit(t *testing.T, within time.Duration) (*os.ProcessState, s
 type cluster struct {
 	coord *node
 	parts []*node
+	// standbys are coordinators waiting to take coord's log over
+	// (--lease); calls go to whichever of them serves.
+	standbys []*node
 }
 
 // startCluster starts the cluster; coordArgs are the coordinator's own
@@ -223,9 +226,18 @@ func startClusterWith(t *testing.T, coordArgs []string, partArgs map[int][]strin
 
 func (c *cluster) all() []*node { return append([]*node{c.coord}, c.parts...) }
 
-// call calls the coordinator.
+// coordAddrs lists the address of the coordinator and of its standbys.
+func (c *cluster) coordAddrs() []string {
+	addrs := []string{c.coord.addr}
+	for _, s := range c.standbys {
+		addrs = append(addrs, s.addr)
+	}
+	return addrs
+}
+
+// call calls the coordinator (or the standby serving in its place).
 func (c *cluster) call(ctx context.Context, method string, params, result any) error {
-	cl := rpc.NewClient(c.coord.addr, rpc.ClientOptions{})
+	cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
 	defer cl.Close()
 	return cl.Call(ctx, method, params, result)
 }

@@ -1,0 +1,125 @@
+package logstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tpcd/tpcd/queries"
+)
+
+// ErrFenced is what an append of a leased node returns once its slot was
+// taken over: the row was not written, and no append under that lease
+// will be.
+var ErrFenced = errors.New("the slot's lease was taken over: the log no longer takes this holder's appends")
+
+// Lease describes who holds a node's slot (see TakeLease).
+type Lease struct {
+	Node       string
+	Holder     string
+	Generation int64
+	// Expires is when the lease ends unless renewed, by the log server's
+	// clock; Remaining is how long that is from the moment it was read.
+	Expires   time.Time
+	Remaining time.Duration
+}
+
+// Fenced returns a Store whose appends to node's log are written only while
+// node's slot is still held under generation (see TakeLease); once another
+// holder took it, they fail with ErrFenced. Everything else is as s.
+func (s *Store) Fenced(node string, generation int64) *Store {
+	f := *s
+	f.fence = &fence{node: node, generation: generation}
+	return &f
+}
+
+// fence names the one node whose appends a Fenced store checks.
+type fence struct {
+	node       string
+	generation int64
+}
+
+// appendRow writes one row of node's log on conn, fenced if s is.
+func (s *Store) appendRow(ctx context.Context, conn *pgx.Conn, node string, txs []int64, events []byte) (int64, error) {
+	if s.fence == nil || s.fence.node != node {
+		return s.q.LogAppend(ctx, conn, queries.LogAppendParams{Node: node, Txs: txs, Events: events})
+	}
+	seq, err := s.q.LogAppendFenced(ctx, conn, queries.LogAppendFencedParams{Node: node, Txs: txs, Events: events, Generation: s.fence.generation})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrFenced
+	}
+	return seq, err
+}
+
+// TakeLease makes holder the holder of node's slot for ttl, if nobody holds
+// it or its lease has expired, and returns the slot's new generation, which
+// every append of the new holder must name (Fenced). When another holds
+// it, taken is false and current says who, until when. Taking a slot waits
+// for the appends in flight under the old generation, so once it returns
+// the log holds everything the old holder will ever have written.
+func (s *Store) TakeLease(ctx context.Context, node, holder string, ttl time.Duration) (generation int64, taken bool, current Lease, err error) {
+	err = s.durably(ctx, func(conn *pgx.Conn) error {
+		var err error
+		generation, err = s.q.LeaseTake(ctx, conn, queries.LeaseTakeParams{Node: node, Holder: holder, TtlSeconds: ttl.Seconds()})
+		return err
+	})
+	switch {
+	case err == nil:
+		return generation, true, Lease{}, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return 0, false, Lease{}, fmt.Errorf("take the lease of %s: %w", node, err)
+	}
+	current, found, err := s.LeaseOf(ctx, node)
+	if err != nil {
+		return 0, false, Lease{}, err
+	}
+	if !found {
+		// Released and removed in between: nobody holds it now.
+		return 0, false, Lease{Node: node}, nil
+	}
+	return 0, false, current, nil
+}
+
+// RenewLease extends the lease of generation's holder of node's slot by ttl
+// from now. held is false when the slot was taken over meanwhile.
+func (s *Store) RenewLease(ctx context.Context, node string, generation int64, ttl time.Duration) (held bool, err error) {
+	err = s.durably(ctx, func(conn *pgx.Conn) error {
+		_, err := s.q.LeaseRenew(ctx, conn, queries.LeaseRenewParams{Node: node, Generation: generation, TtlSeconds: ttl.Seconds()})
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	}
+	return false, fmt.Errorf("renew the lease of %s: %w", node, err)
+}
+
+// ReleaseLease ends generation's lease of node's slot now, so that another
+// holder may take it at once. Releasing a lease already taken over does
+// nothing.
+func (s *Store) ReleaseLease(ctx context.Context, node string, generation int64) error {
+	if err := s.q.LeaseRelease(ctx, s.pool, queries.LeaseReleaseParams{Node: node, Generation: generation}); err != nil {
+		return fmt.Errorf("release the lease of %s: %w", node, err)
+	}
+	return nil
+}
+
+// LeaseOf reads who holds node's slot; found is false if nobody ever took it.
+func (s *Store) LeaseOf(ctx context.Context, node string) (l Lease, found bool, err error) {
+	row, err := s.q.LeaseOf(ctx, s.pool, node)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Lease{}, false, nil
+	case err != nil:
+		return Lease{}, false, fmt.Errorf("read the lease of %s: %w", node, err)
+	}
+	return Lease{
+		Node: node, Holder: row.Holder, Generation: row.Generation, Expires: row.ExpiresAt,
+		Remaining: time.Duration(row.RemainingSeconds * float64(time.Second)),
+	}, true, nil
+}

@@ -1,0 +1,158 @@
+package logstore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/queries"
+)
+
+// TestLeaseFencesTheHolderItReplaced: one holder at a time; a holder whose
+// lease expired and was taken writes nothing more, and cannot renew.
+func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	const node = "coordinator"
+
+	genA, taken, _, err := s.TakeLease(ctx, node, "a", time.Hour)
+	if err != nil || !taken {
+		t.Fatalf("first take: generation %d, taken %v, err %v", genA, taken, err)
+	}
+	if _, taken, current, err := s.TakeLease(ctx, node, "b", time.Hour); err != nil || taken || current.Holder != "a" || current.Generation != genA || current.Remaining <= 0 {
+		t.Fatalf("take of a held slot: taken %v, current %+v, err %v; want it refused, naming a", taken, current, err)
+	}
+	a := s.Fenced(node, genA)
+	first := appendRow(t, a, node, entry(1, "a", 0))
+
+	// a lets its lease run out (as a holder that stopped renewing would).
+	if _, err := s.pool.Exec(ctx, "UPDATE tpcd_leases SET expires_at = now() - interval '1 second'"); err != nil {
+		t.Fatal(err)
+	}
+	genB, taken, _, err := s.TakeLease(ctx, node, "b", time.Hour)
+	if err != nil || !taken || genB <= genA {
+		t.Fatalf("take of an expired slot: generation %d (a had %d), taken %v, err %v", genB, genA, taken, err)
+	}
+	if _, err := a.Append(ctx, node, []Entry{entry(2, "a", 0)}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("append of the replaced holder: %v, want %v", err, ErrFenced)
+	}
+	if held, err := s.RenewLease(ctx, node, genA, time.Hour); err != nil || held {
+		t.Fatalf("renewal of the replaced holder: held %v, err %v", held, err)
+	}
+	b := s.Fenced(node, genB)
+	row := appendRow(t, b, node, entry(3, "b", 0))
+	if held, err := s.RenewLease(ctx, node, genB, time.Hour); err != nil || !held {
+		t.Fatalf("renewal of the holder: held %v, err %v", held, err)
+	}
+	// Another node's log is not fenced by this slot.
+	other := appendRow(t, a, "participant-0", entry(4, "p", 0))
+	checkRecords(t, scanAll(t, s, node), first, row)
+	checkRecords(t, scanAll(t, s, "participant-0"), other)
+
+	// Released, the slot is taken at once.
+	if err := s.ReleaseLease(ctx, node, genA); err != nil {
+		t.Fatal(err)
+	}
+	if _, taken, _, _ := s.TakeLease(ctx, node, "c", time.Hour); taken {
+		t.Fatal("a release by the replaced holder freed the slot")
+	}
+	if err := s.ReleaseLease(ctx, node, genB); err != nil {
+		t.Fatal(err)
+	}
+	if _, taken, _, err := s.TakeLease(ctx, node, "c", time.Hour); err != nil || !taken {
+		t.Fatalf("take after release: taken %v, err %v", taken, err)
+	}
+}
+
+// TestTakeOverOrdersWithAppendsInFlight: an append in flight when the slot
+// is taken over either commits before the take-over ends (so the new holder
+// reads it) or writes nothing; it never lands after.
+func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	const node = "coordinator"
+	gen, _, _, err := s.TakeLease(ctx, node, "a", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expire := func() {
+		t.Helper()
+		if _, err := s.pool.Exec(ctx, "UPDATE tpcd_leases SET expires_at = now() - interval '1 second'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// lockWaits reports whether some statement waits for a row lock.
+	lockWaits := func() bool {
+		var n int
+		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	q := queries.New()
+
+	// An append not yet committed: the take-over waits for it. (The lease
+	// expires first: the update would wait for the append too.)
+	expire()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := q.LogAppendFenced(ctx, tx, queries.LogAppendFencedParams{Node: node, Txs: []int64{1}, Events: []byte(`[{"type":"a"}]`), Generation: gen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type took struct {
+		gen   int64
+		taken bool
+		err   error
+	}
+	done := make(chan took, 1)
+	go func() {
+		g, taken, _, err := s.TakeLease(context.Background(), node, "b", time.Hour)
+		done <- took{g, taken, err}
+	}()
+	waitFor(t, "the take-over to wait for the append", lockWaits)
+	select {
+	case r := <-done:
+		t.Fatalf("take-over ended (%+v) while an append under the old lease was in flight", r)
+	default:
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || !r.taken {
+		t.Fatalf("take-over after the append: %+v", r)
+	}
+	if recs := scanAll(t, s, node); len(recs) != 1 || recs[0].Seq != seq {
+		t.Fatalf("log after the take-over: %+v, want the append in flight (seq %d)", recs, seq)
+	}
+
+	// A take-over not yet committed: the append waits for it, then writes
+	// nothing.
+	expire()
+	tx, err = s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.LeaseTake(ctx, tx, queries.LeaseTakeParams{Node: node, Holder: "c", TtlSeconds: 3600}); err != nil {
+		t.Fatal(err)
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Fenced(node, r.gen).Append(context.Background(), node, []Entry{entry(2, "b", 0)})
+		appended <- err
+	}()
+	waitFor(t, "the append to wait for the take-over", lockWaits)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; !errors.Is(err, ErrFenced) {
+		t.Fatalf("append that waited for a take-over: %v, want %v", err, ErrFenced)
+	}
+	if recs := scanAll(t, s, node); len(recs) != 1 {
+		t.Fatalf("log holds %d events, want only the first append's", len(recs))
+	}
+}

@@ -1,0 +1,175 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db"
+	"github.com/tpcd/tpcd/logstore"
+)
+
+// LeaseOptions configure HoldLease.
+type LeaseOptions struct {
+	// TTL is how long the lease lasts unless renewed; it is renewed every
+	// third of it. A standby takes over at most about TTL after the holder
+	// stopped renewing.
+	TTL time.Duration
+	// Holder names this process in the lease row and in the standbys'
+	// logs: its address, say.
+	Holder string
+	Logger *slog.Logger
+}
+
+// Lease is the coordinator's slot in a shared log, held by this process
+// and renewed in the background until Release or until it is lost.
+type Lease struct {
+	store      *logstore.Store
+	opts       LeaseOptions
+	generation int64
+
+	stop     context.CancelFunc
+	done     chan struct{}
+	lostOnce sync.Once
+	lost     chan struct{}
+	why      error
+}
+
+// HoldLease waits until this process holds the coordinator's slot in the
+// log at pool (a standby, meanwhile: it logs who holds it), then keeps the
+// lease renewed. It returns when the slot is held, or with ctx's error.
+// A coordinator started with the lease (CoordinatorOptions.Lease) writes to
+// the log only while the slot is still its own; when the lease is lost,
+// Lost is closed, and the process must stop acting as the coordinator.
+func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lease, error) {
+	if opts.TTL <= 0 {
+		return nil, errors.New("lease: TTL must be positive")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	store := logstore.New(pool)
+	// A standby asks every tenth of the TTL: it takes over within that of
+	// the lease's expiry.
+	poll := opts.TTL / 10
+	var reported string
+	for {
+		start := time.Now()
+		gen, taken, current, err := store.TakeLease(ctx, api.CoordinatorName, opts.Holder, opts.TTL)
+		switch {
+		case taken:
+			l := &Lease{store: store, opts: opts, generation: gen, done: make(chan struct{}), lost: make(chan struct{})}
+			var rctx context.Context
+			rctx, l.stop = context.WithCancel(context.Background())
+			go l.renew(rctx, start)
+			opts.Logger.Info("holding the coordinator's slot in the log", "generation", gen, "ttl", opts.TTL)
+			return l, nil
+		case err != nil:
+			opts.Logger.Warn("lease: cannot reach the log to take the coordinator's slot; trying again", "err", err)
+		case current.Holder != reported:
+			reported = current.Holder
+			opts.Logger.Info("standby: another coordinator holds the slot; taking over once its lease expires",
+				"holder", current.Holder, "generation", current.Generation, "expires_in", current.Remaining.Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// Generation is the slot's generation this lease holds; appends name it.
+func (l *Lease) Generation() int64 { return l.generation }
+
+// Lost is closed once the lease is lost: taken over, or not renewed in
+// time. Err then says why.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+// Err says why the lease was lost (nil while it is held).
+func (l *Lease) Err() error {
+	select {
+	case <-l.lost:
+		return l.why
+	default:
+		return nil
+	}
+}
+
+// renew renews the lease every third of its TTL. The lease counts as lost
+// once the TTL has passed since the start of the last renewal that
+// succeeded: by the log server's clock the lease ran until at least then,
+// and a standby may hold it now.
+func (l *Lease) renew(ctx context.Context, renewed time.Time) {
+	defer close(l.done)
+	every := l.opts.TTL / 3
+	next := renewed.Add(every)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		deadline := renewed.Add(l.opts.TTL)
+		start := time.Now()
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		held, err := l.store.RenewLease(rctx, api.CoordinatorName, l.generation, l.opts.TTL)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil && held:
+			renewed, next = start, start.Add(every)
+		case err == nil:
+			l.lose(errors.New("another coordinator took the slot over"))
+			return
+		case !time.Now().Before(deadline):
+			l.lose(fmt.Errorf("not renewed within %s: %w", l.opts.TTL, err))
+			return
+		default:
+			l.opts.Logger.Warn("lease: renewal failed; trying again", "err", err)
+			next = time.Now().Add(l.opts.TTL / 10)
+		}
+	}
+}
+
+func (l *Lease) lose(why error) {
+	l.lostOnce.Do(func() {
+		l.why = fmt.Errorf("lost the coordinator's slot in the log: %w", why)
+		l.opts.Logger.Error("lease lost: this coordinator stops", "err", why)
+		close(l.lost)
+	})
+}
+
+// Release stops renewing and ends the lease at once, so that a standby
+// takes over without waiting for it to expire. Call it after the
+// coordinator has stopped.
+func (l *Lease) Release(ctx context.Context) error {
+	l.stop()
+	<-l.done
+	if l.Err() != nil {
+		return nil
+	}
+	return l.store.ReleaseLease(ctx, api.CoordinatorName, l.generation)
+}
+
+// OpenLeasePool opens a small pool on the log database at uri, with the
+// log's schema brought up to date, for HoldLease: its own connections, so
+// that renewals never queue behind the coordinator's appends.
+func OpenLeasePool(ctx context.Context, uri string, logger *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := openPool(ctx, uri, 2, 1)
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	if err := db.MigrateLog(ctx, pool, logger); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	return pool, nil
+}

@@ -1,0 +1,34 @@
+-- LeaseTake takes node's slot for @holder until @ttl_seconds from now, if nobody
+-- holds it or its lease has expired, and returns the slot's new generation
+-- (no row when another holds it). Raising the generation waits for the
+-- appends in flight under the old one (they hold the row FOR SHARE), and
+-- fences every later one.
+-- name: LeaseTake :one
+INSERT INTO tpcd_leases AS l (node, holder, generation, expires_at)
+VALUES (@node, @holder, 1, now() + make_interval(secs => @ttl_seconds::float8))
+ON CONFLICT (node) DO UPDATE
+SET holder = excluded.holder, generation = l.generation + 1, expires_at = excluded.expires_at
+WHERE l.expires_at < now()
+RETURNING generation;
+
+-- LeaseRenew extends the lease of @generation's holder until @ttl_seconds from now;
+-- no row means the slot was taken over.
+-- name: LeaseRenew :one
+UPDATE tpcd_leases
+SET expires_at = now() + make_interval(secs => @ttl_seconds::float8)
+WHERE node = @node AND generation = @generation
+RETURNING expires_at;
+
+-- LeaseRelease ends the lease of @generation's holder at once, so that a
+-- standby takes over without waiting for it to expire.
+-- name: LeaseRelease :exec
+UPDATE tpcd_leases
+SET expires_at = now()
+WHERE node = @node AND generation = @generation;
+
+-- LeaseOf reads node's slot: who holds it, under which generation, until
+-- when, and how long that is from now by the log server's clock.
+-- name: LeaseOf :one
+SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
+FROM tpcd_leases
+WHERE node = @node;

@@ -1,0 +1,331 @@
+package heal
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db/embedpg"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// leaseTTL is the coordinators' --lease in TestStandbyTakesOver: a standby
+// takes over about this long after the holder died.
+const leaseTTL = 2 * time.Second
+
+// TestStandbyTakesOver runs two coordinators on one log database, one
+// serving and one a standby (--lease), and two participants that know
+// both. Under load from clients that know both too, the serving one is
+// SIGKILLed; the standby takes over and finishes what the dead one had in
+// flight. The dead one comes back as the standby and the other is killed
+// in turn. Every transaction whose commit a client called ends with an
+// answer, from commit or from status; each committed one is on both
+// participants, no other is on either, and nothing is left prepared.
+func TestStandbyTakesOver(t *testing.T) {
+	c, coords := startLeasedCluster(t)
+	createTable(t, c)
+
+	// Four clients run transfers of keys of their own until told to stop.
+	var mu sync.Mutex
+	var outcomes []txOutcome
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
+			defer cl.Close()
+			for key := 100000 * (w + 1); ; key++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				o, ok := transfer(cl, key)
+				if !ok {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				outcomes = append(outcomes, o)
+				mu.Unlock()
+			}
+		}()
+	}
+	committed := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, o := range outcomes {
+			if o.state == "commit" {
+				n++
+			}
+		}
+		return n
+	}
+
+	// Kill the serving one; the other serves; the dead one comes back as
+	// the standby. Twice, so that each has taken over once.
+	for round, victim := range []int{0, 1} {
+		dead, heir := coords[victim], coords[1-victim]
+		testcluster.EventuallyWithin(t, time.Minute, "commits before the kill", func() bool { return committed() >= 30*(round+1) })
+		before := committed()
+		dead.proc.Cmd.Process.Kill()
+		<-dead.proc.Exited()
+		heir.waitServing(t, 30*time.Second)
+		if out := heir.proc.Out.String(); !strings.Contains(out, "holding the coordinator's slot in the log") {
+			t.Fatalf("%s serves without holding the slot:\n%s", heir.name, out)
+		}
+		testcluster.EventuallyWithin(t, time.Minute, "commits after the take-over", func() bool { return committed() >= before+30 })
+		dead.startUnheld(t)
+		waitOutput(t, dead, "standby: another coordinator holds the slot")
+	}
+	close(stop)
+	wg.Wait()
+
+	// Each commit a client called and heard nothing back from is asked
+	// about until its outcome is known.
+	cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
+	defer cl.Close()
+	asked := 0
+	for i := range outcomes {
+		o := &outcomes[i]
+		if o.state != "" {
+			continue
+		}
+		asked++
+		testcluster.EventuallyWithin(t, time.Minute, fmt.Sprintf("the outcome of tx %d", o.tx), func() bool {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var st engine.StatusReply
+			if err := cl.Call(sctx, api.MethodStatus, api.TxParams{TxID: o.tx}, &st); err != nil {
+				return false
+			}
+			switch {
+			case st.Outcome != 0:
+				o.state = st.Outcome.String()
+			case st.State == "forgotten":
+				o.state = "forgotten"
+			}
+			return o.state != ""
+		})
+	}
+
+	testcluster.EventuallyWithin(t, time.Minute, "no transaction left prepared", func() bool {
+		return c.readAll(t, "SELECT count(*) FROM pg_prepared_xacts") == [2]string{"0", "0"}
+	})
+	rows := c.readAll(t, "SELECT coalesce(string_agg(k::text, ',' ORDER BY k), '') FROM t")
+	if rows[0] != rows[1] {
+		t.Fatalf("participants differ:\np0 %s\np1 %s", rows[0], rows[1])
+	}
+	have := map[string]bool{}
+	for _, k := range strings.Split(rows[0], ",") {
+		have[k] = true
+	}
+	n := 0
+	for _, o := range outcomes {
+		key := strconv.Itoa(o.key)
+		switch {
+		case o.state == "commit" && !have[key]:
+			t.Errorf("tx %d (key %d) committed, but its key is missing", o.tx, o.key)
+		case o.state != "commit" && have[key]:
+			t.Errorf("tx %d (key %d) came to %s, but its key is there", o.tx, o.key, o.state)
+		case o.state == "commit":
+			n++
+		}
+	}
+	t.Logf("%d transactions asked to commit, %d committed, %d learnt through status", len(outcomes), n, asked)
+	for _, n := range coords {
+		if out := n.proc.Out.String(); strings.Contains(out, "violation") {
+			t.Errorf("%s logged a violation:\n%s", n.name, out)
+		}
+	}
+}
+
+// TestPausedCoordinatorLosesItsSlot pauses the serving coordinator
+// (SIGSTOP) past its lease: the standby takes over and commits, and the
+// paused one, resumed, writes nothing more to the log and exits.
+func TestPausedCoordinatorLosesItsSlot(t *testing.T) {
+	c, coords := startLeasedCluster(t)
+	createTable(t, c)
+	old, heir := coords[0], coords[1]
+	if err := commitKey(c, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.proc.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	heir.waitServing(t, 30*time.Second)
+	// Calls go to the paused one's port, which takes connections and never
+	// answers: ask the heir.
+	if err := testcluster.CommitOn(t.Context(), heir.addr, 2, "INSERT INTO t VALUES ($1)", 2); err != nil {
+		t.Fatalf("commit through the coordinator that took over: %v", err)
+	}
+	if err := old.proc.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	st, out := old.waitExit(t, 30*time.Second)
+	if st.Success() || !strings.Contains(out, "lease lost") {
+		t.Fatalf("the resumed coordinator exited with %v; want a failure for the lost lease:\n%s", st, out)
+	}
+	if strings.Contains(out, "violation") {
+		t.Fatalf("the resumed coordinator logged a violation:\n%s", out)
+	}
+	if err := commitKey(c, 3); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.EventuallyWithin(t, time.Minute, "no transaction left prepared", func() bool {
+		return c.readAll(t, "SELECT count(*) FROM pg_prepared_xacts") == [2]string{"0", "0"}
+	})
+	if rows := c.readAll(t, "SELECT string_agg(k::text, ',' ORDER BY k) FROM t"); rows != [2]string{"1,2,3", "1,2,3"} {
+		t.Fatalf("participants hold %v, want 1,2,3 on both", rows)
+	}
+}
+
+// commitKey writes key on both participants through whichever coordinator
+// serves.
+func commitKey(c *cluster, key int) error {
+	cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
+	defer cl.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		o, ok := transfer(cl, key)
+		if ok && o.state == "commit" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("key %d: not committed within a minute (%+v)", key, o)
+		}
+	}
+}
+
+// startLeasedCluster starts two participants and two coordinators sharing
+// a log database with --lease, c1 serving and c2 its standby; everyone
+// knows both coordinators' addresses.
+func startLeasedCluster(t *testing.T) (*cluster, []*node) {
+	t.Helper()
+	root := stateRoot(t)
+	logServer := startServer(t, filepath.Join(root, "log"), "tpcd_log")
+	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d/tpcd_log?sslmode=disable&connect_timeout=2", embedpg.Superuser, logServer.Port())
+
+	c := &cluster{}
+	for i := range 2 {
+		c.parts = append(c.parts, newNode(t, root, "p"+strconv.Itoa(i)))
+	}
+	// The coordinators open their address themselves, only once they
+	// hold the lease: a held port would take connections while a standby
+	// waits.
+	coords := []*node{standbyNode(t, root, "c1"), standbyNode(t, root, "c2")}
+	for _, n := range coords {
+		n.args = append([]string{"coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr,
+			"--log-db", logURI, "--lease", leaseTTL.String(), "--timeout", "1"}, n.args...)
+	}
+	c.coord, c.standbys = coords[0], coords[1:]
+	for i, p := range c.parts {
+		p.args = slices.Concat([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", strings.Join(c.coordAddrs(), ",")}, p.args)
+	}
+	coords[0].startUnheld(t)
+	coords[0].waitServing(t, 2*time.Minute)
+	coords[1].startUnheld(t)
+	for _, p := range c.parts {
+		p.start(t)
+	}
+	for _, p := range c.parts {
+		p.waitServing(t, 2*time.Minute)
+	}
+	waitOutput(t, coords[1], "standby: another coordinator holds the slot")
+	if conn, err := net.DialTimeout("tcp", coords[1].addr, time.Second); err == nil {
+		conn.Close()
+		t.Fatalf("the standby %s accepts connections", coords[1].addr)
+	}
+	return c, coords
+}
+
+// txOutcome is what became of one transaction whose commit a client
+// called: state is the outcome ("commit", "abort"), "forgotten", or empty
+// while unknown (the call got no answer).
+type txOutcome struct {
+	tx    engine.TxID
+	key   int
+	state string
+}
+
+// transfer writes key on both participants in one transaction and asks
+// for its commit. ok is false when the transaction ended before its commit
+// was asked for (no coordinator, a failed statement): nothing to learn.
+func transfer(cl *rpc.Failover, key int) (o txOutcome, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b engine.BeginReply
+	if err := cl.Call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
+		return o, false
+	}
+	for i := range 2 {
+		n := engine.NodeID(i)
+		if err := cl.Call(ctx, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}, nil); err != nil {
+			cl.Call(ctx, api.MethodRollback, api.TxParams{TxID: b.TxID}, nil)
+			return o, false
+		}
+	}
+	o = txOutcome{tx: b.TxID, key: key}
+	var r engine.OutcomeReply
+	if err := cl.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, &r); err == nil {
+		o.state = r.Outcome.String()
+	}
+	return o, true
+}
+
+// standbyNode is a coordinator node whose address the test does not hold:
+// it opens it itself, once it holds the lease.
+func standbyNode(t *testing.T, root, name string) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	n := &node{name: name, addr: addr, state: filepath.Join(root, name)}
+	n.args = []string{"--host", n.addr, "--state-dir", n.state}
+	return n
+}
+
+// startUnheld starts a node whose ports the test does not hold.
+func (n *node) startUnheld(t *testing.T) {
+	t.Helper()
+	n.proc = testbin.Start(t, testbin.Binary(t), nil, n.args...)
+}
+
+// waitOutput waits until the node has written want to its log.
+func waitOutput(t *testing.T, n *node, want string) {
+	t.Helper()
+	testcluster.EventuallyWithin(t, time.Minute, n.name+" logs "+want, func() bool {
+		if _, ok := n.exited(); ok {
+			t.Fatalf("%s exited:\n%s", n.name, n.proc.Out)
+		}
+		return strings.Contains(n.proc.Out.String(), want)
+	})
+}
+
+// createTable creates t on both participants through whichever
+// coordinator serves.
+func createTable(t *testing.T, c *cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := testcluster.CommitOn(ctx, c.coord.addr, 2, "CREATE TABLE t (k int PRIMARY KEY)"); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+}
