@@ -94,6 +94,10 @@ type Options struct {
 	// Coordinator is the HOST:PORT of a running coordinator. Empty: Run
 	// starts a local cluster with StartCluster.
 	Coordinator string
+	// Standbys are the HOST:PORT of coordinators that take Coordinator's
+	// place when it goes (tpcd coordinator --lease); calls fail over to
+	// whichever serves.
+	Standbys []string
 	// StartCluster starts a cluster in this process for Run to measure
 	// when Coordinator is empty (cmd/tpcd passes one that runs
 	// localcluster, with an embedded PostgreSQL per node). It is the

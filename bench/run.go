@@ -179,7 +179,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(opts.Coordinator, opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
+	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
 	if !opts.NoKeys {
 		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
 	}

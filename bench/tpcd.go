@@ -16,7 +16,7 @@ import (
 // tpcdDriver runs transactions through a coordinator's explicit form: an
 // exec per statement and a commit, or (single) one transact call.
 type tpcdDriver struct {
-	conns   []*rpc.Client
+	conns   []*rpc.Failover
 	timeout time.Duration
 	single  bool
 	// keyPrefix, if set, starts the idempotency key of every transact
@@ -30,13 +30,14 @@ type tpcdDriver struct {
 // call's outcome.
 const keyRetries = 3
 
-func newTPCDDriver(addr string, conns int, timeout time.Duration, single, stream bool) *tpcdDriver {
+func newTPCDDriver(addrs []string, conns int, timeout time.Duration, single, stream bool) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout, single: single}
 	for range conns {
 		// HTTP/1.1 with keep-alive through net/http's transport, as most
 		// applications' HTTP clients speak it (a client has one call out
 		// at a time), or the same calls as frames of a batch stream.
-		d.conns = append(d.conns, rpc.NewClient(addr, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
+		// A coordinator's standbys, if given, take calls when it goes.
+		d.conns = append(d.conns, rpc.NewFailover(addrs, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
 	}
 	return d
 }
@@ -108,7 +109,7 @@ func (d *tpcdDriver) client(i int) txFunc {
 }
 
 // transact runs plan and its commit in one call.
-func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {
+func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Failover, plan []stmt, sp *spans) (outcome, string) {
 	p := api.TransactParams{Commit: true, Statements: make([]api.StatementParams, len(plan))}
 	nodes := make([]engine.NodeID, len(plan))
 	for i, s := range plan {
@@ -143,7 +144,7 @@ func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Client, plan []stmt, s
 	return outCommitted, ""
 }
 
-func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Client, plan []stmt, sp *spans) (outcome, string) {
+func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Failover, plan []stmt, sp *spans) (outcome, string) {
 	call := func(method string, params, result any) error {
 		cctx, cancel := context.WithTimeout(ctx, d.timeout)
 		defer cancel()

@@ -95,7 +95,7 @@ func (tx *loadTx) run(ctx context.Context, stmts map[engine.NodeID][]stmt) (map[
 				if err != nil && (firstErr == nil || tx.doomedBy(firstErr) && !tx.doomedBy(err)) {
 					firstErr = err
 					if !rpc.IsTransport(err) && ctx.Err() == nil {
-						firstErr = &stmtError{tx: tx.id, node: nd, stmt: st, err: err, addr: s.addr}
+						firstErr = &stmtError{tx: tx.id, node: nd, stmt: st, err: err, addr: s.Addr()}
 					}
 				}
 				results[nd] = r.Result
@@ -115,7 +115,7 @@ func (tx *loadTx) run(ctx context.Context, stmts map[engine.NodeID][]stmt) (map[
 		if errors.As(firstErr, &se) {
 			return nil, se
 		}
-		return nil, wrapf(firstErr, "transaction %d: %s", tx.id, describe(firstErr, s.addr))
+		return nil, wrapf(firstErr, "transaction %d: %s", tx.id, describe(firstErr, s.Addr()))
 	}
 	return results, nil
 }
@@ -136,16 +136,16 @@ func (tx *loadTx) commit(ctx context.Context) (retry bool, err error) {
 	var out engine.OutcomeReply
 	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: tx.id}, &out); err != nil {
 		if !rpc.IsTransport(err) || ctx.Err() != nil {
-			return false, fmt.Errorf("commit transaction %d: %s", tx.id, describe(err, s.addr))
+			return false, fmt.Errorf("commit transaction %d: %s", tx.id, describe(err, s.Addr()))
 		}
 		// The commit may or may not have happened: ask once the
 		// coordinator answers again, so rows are neither lost nor doubled.
 		if cerr := s.check(ctx); cerr != nil {
-			return false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", tx.id, describe(cerr, s.addr))
+			return false, fmt.Errorf("commit transaction %d: outcome unknown, the coordinator is unreachable: %s", tx.id, describe(cerr, s.Addr()))
 		}
 		var st engine.StatusReply
 		if serr := s.call(ctx, api.MethodStatus, api.TxParams{TxID: tx.id}, &st); serr != nil {
-			return false, fmt.Errorf("commit transaction %d: outcome unknown: %s", tx.id, describe(serr, s.addr))
+			return false, fmt.Errorf("commit transaction %d: outcome unknown: %s", tx.id, describe(serr, s.Addr()))
 		}
 		switch st.State {
 		case engine.PhaseCommitted.String(), engine.PhaseCommitting.String():

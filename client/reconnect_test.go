@@ -48,7 +48,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatalf("exec after restart: %v", err)
 	}
 	notices := errs.Take()
-	wantRestart := regexp.QuoteMeta("coordinator "+c.CoordAddr+" restarted (epoch ") + `\d+ -> \d+\); reconnected`
+	wantRestart := regexp.QuoteMeta("coordinator "+c.CoordAddr+" restarted or took over (epoch ") + `\d+ -> \d+\); reconnected`
 	for _, re := range []string{wantRestart, `transaction \d+ is gone: the coordinator restarted and aborted it`} {
 		if !regexp.MustCompile(re).MatchString(notices) {
 			t.Fatalf("notices %q lack %q", notices, re)
@@ -84,5 +84,28 @@ func TestReconnect(t *testing.T) {
 	c.waitRows(t, 1, "kv", 1)
 	if n := c.count(t, 0, "SELECT count(*) FROM kv") + c.count(t, 1, "SELECT count(*) FROM kv"); n != 1 {
 		t.Fatalf("%d rows, want only the one committed after the restarts", n)
+	}
+}
+
+// TestStandbyAddresses: a session given a coordinator that is gone and a
+// standby that serves (tpcd coordinator --lease) runs its commands on the
+// standby and names it.
+func TestStandbyAddresses(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 2, engine.CoordinatorConfig{})
+	c.createTable(t, "CREATE TABLE kv (k int PRIMARY KEY, v text)")
+	var out, errs testbin.SyncBuffer
+	gone := testbin.RefusingAddr(t)
+	r := newRunner(Options{Coordinator: gone, Standbys: []string{c.CoordAddr}, Stdout: &out, Stderr: &errs})
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	defer r.finish(ctx)
+	for _, text := range []string{"begin", "@0 insert into kv values (1, 'a')", "@1 insert into kv values (1, 'a')", "commit"} {
+		if _, err := r.run(ctx, Complete{Text: text}, ""); err != nil {
+			t.Fatalf("%s: %v\nstderr: %s", text, err, errs.Take())
+		}
+	}
+	if !strings.Contains(out.String(), "COMMIT") || r.sess.Addr() != c.CoordAddr {
+		t.Fatalf("after a commit through the standby: calls go to %s (want %s), output:\n%s", r.sess.Addr(), c.CoordAddr, out.String())
 	}
 }

@@ -21,7 +21,10 @@ import (
 type Options struct {
 	// Coordinator is the coordinator's HOST:PORT.
 	Coordinator string
-	Format      Format
+	// Standbys are the HOST:PORT of coordinators that take its place when
+	// it goes (tpcd coordinator --lease).
+	Standbys []string
+	Format   Format
 	// Continue keeps a script going after a failed command; the run still
 	// ends in an error if any failed.
 	Continue bool
@@ -94,7 +97,7 @@ func newRunner(opts Options) *runner {
 	}
 	r := &runner{opts: opts, pr: pr}
 	r.sess = NewSession(opts.Coordinator, SessionOptions{
-		Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger, Token: opts.Token, TLS: opts.TLS,
+		Notice: pr.Notice, ReconnectWait: opts.ReconnectWait, Logger: opts.Logger, Token: opts.Token, TLS: opts.TLS, Standbys: opts.Standbys,
 	})
 	return r
 }

@@ -32,14 +32,24 @@ type SessionOptions struct {
 	Token string
 	// TLS, if set, makes the session speak TLS (see rpc.TLSFiles).
 	TLS *tls.Config
+	// Standbys are the addresses of coordinators that take the
+	// coordinator's place when it goes (tpcd coordinator --lease): calls
+	// go to whichever serves, and a session waits up to
+	// DefaultTakeOverWait for one when none does (unless ReconnectWait
+	// says otherwise).
+	Standbys []string
 }
+
+// DefaultTakeOverWait is how long a session whose coordinator has
+// standbys keeps trying to reach one: a standby takes over a few seconds
+// (its lease) after the coordinator went.
+const DefaultTakeOverWait = 20 * time.Second
 
 // Session is a conversation with one coordinator: the open transaction, the
 // coordinator's incarnation (epoch) last seen, and the number of
 // participants. It is not safe for concurrent use.
 type Session struct {
-	addr   string
-	rpc    *rpc.Client
+	rpc    *rpc.Failover
 	opts   SessionOptions
 	logger *slog.Logger
 
@@ -64,28 +74,31 @@ type Session struct {
 	nodes     int
 }
 
-// NewSession makes a session with the coordinator at addr (HOST:PORT). It
-// connects on first use.
+// NewSession makes a session with the coordinator at addr (HOST:PORT), and
+// its standbys if any (SessionOptions.Standbys). It connects on first use.
 func NewSession(addr string, opts SessionOptions) *Session {
 	if opts.Notice == nil {
 		opts.Notice = func(string) {}
 	}
 	if opts.ReconnectWait == 0 {
 		opts.ReconnectWait = DefaultReconnectWait
+		if len(opts.Standbys) > 0 {
+			opts.ReconnectWait = DefaultTakeOverWait
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Session{
-		addr:   addr,
-		rpc:    rpc.NewClient(addr, rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS}),
+		rpc: rpc.NewFailover(append([]string{addr}, opts.Standbys...),
+			rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS}),
 		opts:   opts,
 		logger: opts.Logger,
 	}
 }
 
-// Addr is the coordinator's address.
-func (s *Session) Addr() string { return s.addr }
+// Addr is the address of the coordinator calls go to now.
+func (s *Session) Addr() string { return s.rpc.Addr() }
 
 // Tx is the open transaction, 0 if none.
 func (s *Session) Tx() engine.TxID { return s.tx }
@@ -125,7 +138,7 @@ func (s *Session) Finish(ctx context.Context) {
 	err := s.call(ctx, api.MethodRollback, api.TxParams{TxID: id}, &r)
 	s.endTx()
 	if err != nil {
-		s.opts.Notice(fmt.Sprintf("could not roll back transaction %d: %s", id, oneLine(describe(err, s.addr))))
+		s.opts.Notice(fmt.Sprintf("could not roll back transaction %d: %s", id, oneLine(describe(err, s.Addr()))))
 		return
 	}
 	s.opts.Notice(fmt.Sprintf("rolled back transaction %d, left open", id))
@@ -149,7 +162,7 @@ func (s *Session) check(ctx context.Context) error {
 	var ping api.PingReply
 	err := s.call(ctx, api.MethodPing, struct{}{}, &ping)
 	if err != nil && rpc.IsTransport(err) && s.contacted && s.opts.ReconnectWait > 0 && ctx.Err() == nil {
-		s.opts.Notice(fmt.Sprintf("lost the connection to coordinator %s; reconnecting...", s.addr))
+		s.opts.Notice(fmt.Sprintf("lost the connection to coordinator %s; reconnecting...", s.Addr()))
 		err = s.retryPing(ctx, &ping)
 	}
 	if err != nil {
@@ -166,9 +179,9 @@ func (s *Session) check(ctx context.Context) error {
 	restarted := s.contacted && ping.Epoch != s.epoch
 	switch {
 	case restarted:
-		s.opts.Notice(fmt.Sprintf("coordinator %s restarted (epoch %d -> %d); reconnected", s.addr, s.epoch, ping.Epoch))
+		s.opts.Notice(fmt.Sprintf("coordinator %s restarted or took over (epoch %d -> %d); reconnected", s.Addr(), s.epoch, ping.Epoch))
 	case wasBroken && s.contacted:
-		s.opts.Notice(fmt.Sprintf("reconnected to coordinator %s", s.addr))
+		s.opts.Notice(fmt.Sprintf("reconnected to coordinator %s", s.Addr()))
 	}
 	first := !s.contacted
 	s.contacted, s.epoch, s.cluster = true, ping.Epoch, ping.Cluster
@@ -351,7 +364,7 @@ func (s *Session) cancelExec(ctx context.Context, err error, c Command) error {
 	if rerr := s.call(rctx, api.MethodRollback, api.TxParams{TxID: id}, &r); rerr != nil {
 		s.txUnsure = true
 		return wrapf(err, "cancelled, but the statement runs on at @%d and stays part of transaction %d if it succeeds: rolling the transaction back failed (%s); type rollback",
-			c.Node, id, describe(rerr, s.addr))
+			c.Node, id, describe(rerr, s.Addr()))
 	}
 	s.endTx()
 	s.noteAborted(id, "rolled back when its statement was cancelled")
@@ -404,7 +417,7 @@ func (s *Session) commit(ctx context.Context) (*Result, error) {
 	}
 	id, r, err := s.endTxCall(ctx, api.MethodCommit, CmdCommit, func(id engine.TxID, err error) error {
 		return wrapf(err, "no answer to commit of transaction %d, so its outcome is unknown; once the coordinator is back, status %d tells: %s",
-			id, id, describe(err, s.addr))
+			id, id, describe(err, s.Addr()))
 	})
 	if err != nil {
 		return nil, err
@@ -565,7 +578,7 @@ func (s *Session) txError(ctx context.Context, err error, c Command) error {
 	case rpc.IsTransport(err):
 		s.txUnsure = true
 		if c.Kind == CmdExec {
-			return wrapf(err, "no answer from the coordinator, so whether the statement ran is unknown: %s", describe(err, s.addr))
+			return wrapf(err, "no answer from the coordinator, so whether the statement ran is unknown: %s", describe(err, s.Addr()))
 		}
 	case rpc.IsCode(err, rpc.CodeAborted):
 		s.txFailed = true
@@ -600,7 +613,7 @@ func (s *Session) explain(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &cmdError{msg: oneLine(describe(err, s.addr)), cause: err}
+	return &cmdError{msg: oneLine(describe(err, s.Addr())), cause: err}
 }
 
 // cmdError is a failure worded for the user that still carries its cause,

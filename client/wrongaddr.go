@@ -67,9 +67,9 @@ func (s *Session) notCoordinator(ping api.PingReply) error {
 	if ping.Role != "participant" {
 		return nil
 	}
-	return &WrongAddrError{Addr: s.addr, Found: endpoint.Finding{Kind: endpoint.TPCD, Role: ping.Role},
+	return &WrongAddrError{Addr: s.Addr(), Found: endpoint.Finding{Kind: endpoint.TPCD, Role: ping.Role},
 		Node: ping.Node, Coordinator: ping.Coordinator,
-		Cause: fmt.Errorf("%s answers as a %s", s.addr, ping.Role)}
+		Cause: fmt.Errorf("%s answers as a %s", s.Addr(), ping.Role)}
 }
 
 // identify looks at what listens at the coordinator's address after a ping
@@ -81,7 +81,7 @@ func (s *Session) identify(ctx context.Context, err error) error {
 	if ctx.Err() != nil || !(rpc.IsTransport(err) || rpc.IsCode(err, rpc.CodeMethodNotFound)) || dialFailed(err) {
 		return err
 	}
-	found := endpoint.Identify(ctx, s.addr)
+	found := endpoint.Identify(ctx, s.Addr())
 	tls := s.opts.TLS != nil
 	switch {
 	case found.Kind == endpoint.Unknown && !rpc.IsCode(err, rpc.CodeMethodNotFound):
@@ -95,7 +95,7 @@ func (s *Session) identify(ctx context.Context, err error) error {
 	case found.Kind == endpoint.TLS && tls:
 		return err // the TLS settings themselves are the trouble
 	}
-	return &WrongAddrError{Addr: s.addr, Found: found, Cause: err}
+	return &WrongAddrError{Addr: s.Addr(), Found: found, Cause: err}
 }
 
 // dialFailed reports whether no connection could be made at all (refused,

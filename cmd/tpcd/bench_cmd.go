@@ -15,7 +15,7 @@ import (
 
 // BenchCmd is a load generator; the logic lives in package bench.
 type BenchCmd struct {
-	Coordinator   string   `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process)." placeholder:"HOST:PORT"`
+	Coordinator   []string `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process). Where coordinators share the log by a lease (tpcd coordinator --lease), give each one's address, comma-separated or repeated: calls go to the one serving." placeholder:"HOST:PORT"`
 	N             int      `short:"n" help:"Participants of the local cluster bench starts (ignored with --coordinator)." default:"3"`
 	PGBin         string   `name:"pg-bin" help:"Directory with initdb and postgres for the local cluster." type:"path"`
 	MaxConns      int      `help:"Connections per database pool of the local cluster (as tpcd participant --max-conns)." default:"100"`
@@ -84,7 +84,7 @@ Examples:
 
 func (c *BenchCmd) options() bench.Options {
 	o := bench.Options{
-		Coordinator: c.Coordinator, Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(), Protocol: c.protocol(),
+		Coordinator: c.coordinator(), Standbys: c.standbys(), Participants: c.N, PGBin: c.PGBin, MaxConns: c.MaxConns, LazyPrepared: c.LazyPrepared, DecisionRetry: c.DecisionRetry.D(), Protocol: c.protocol(),
 		Concurrency: c.C, Connections: c.Connections, Statements: c.S, Form: c.Form, NoKeys: c.NoKeys, Transport: c.Transport,
 		HotFraction: c.HotFraction, HotKeys: c.HotKeys,
 		Duration: c.Duration.D(), Transactions: c.Transactions, Warmup: c.Warmup.D(), Rounds: c.Rounds,
@@ -101,10 +101,8 @@ func (c *BenchCmd) options() bench.Options {
 
 // Validate checks the flags.
 func (c *BenchCmd) Validate() error {
-	if c.Coordinator != "" {
-		if err := checkAddr("coordinator", c.Coordinator); err != nil {
-			return err
-		}
+	if err := checkAddrs("coordinator", c.Coordinator, "give each coordinator's address once"); err != nil {
+		return err
 	}
 	for _, u := range c.DataDB {
 		if err := checkURI("data-db", u); err != nil {
@@ -149,7 +147,23 @@ func (c *BenchCmd) Run(g *Globals, ctx context.Context) error {
 	return err
 }
 
-func (c *BenchCmd) startsPostgres() bool { return c.Coordinator == "" }
+func (c *BenchCmd) startsPostgres() bool { return len(c.Coordinator) == 0 }
+
+// coordinator is the first coordinator address given ("" for none: bench
+// starts a cluster); standbys are the others.
+func (c *BenchCmd) coordinator() string {
+	if len(c.Coordinator) == 0 {
+		return ""
+	}
+	return c.Coordinator[0]
+}
+
+func (c *BenchCmd) standbys() []string {
+	if len(c.Coordinator) < 2 {
+		return nil
+	}
+	return c.Coordinator[1:]
+}
 
 // startBenchCluster starts the local cluster bench measures without
 // --coordinator: a coordinator and participants in this process, each with

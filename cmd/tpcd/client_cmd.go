@@ -14,8 +14,8 @@ import (
 // ClientCmd talks to a coordinator: an interactive shell, scripts, and CSV
 // loading. The logic lives in package client.
 type ClientCmd struct {
-	Coordinator string `help:"The coordinator's HOST:PORT." default:"127.0.0.1:9990"`
-	Format      string `help:"How results are printed: table, json (one object per command and line) or csv." enum:"table,json,csv" default:"table"`
+	Coordinator []string `help:"The coordinator's HOST:PORT. Where coordinators share the log by a lease (tpcd coordinator --lease), give each one's address, comma-separated or repeated: calls go to the one serving." default:"127.0.0.1:9990"`
+	Format      string   `help:"How results are printed: table, json (one object per command and line) or csv." enum:"table,json,csv" default:"table"`
 
 	AuthToken     string `name:"auth-token" help:"Token the coordinator requires (its --auth-token). Prefer TPCD_AUTH_TOKEN or --auth-token-file: a flag shows in the process list." placeholder:"TOKEN"`
 	AuthTokenFile string `name:"auth-token-file" help:"Read --auth-token from this file." placeholder:"FILE" type:"path"`
@@ -75,7 +75,7 @@ func (c *ClientCmd) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together: give both")
 	}
-	return checkAddr("coordinator", c.Coordinator)
+	return checkAddrs("coordinator", c.Coordinator, "give each coordinator's address once")
 }
 
 func (c *ClientCmd) options(g *Globals) (client.Options, error) {
@@ -97,7 +97,8 @@ func (c *ClientCmd) options(g *Globals) (client.Options, error) {
 		return client.Options{}, err
 	}
 	return client.Options{
-		Coordinator: c.Coordinator,
+		Coordinator: c.Coordinator[0],
+		Standbys:    c.Coordinator[1:],
 		Format:      client.Format(c.Format),
 		Progress:    client.IsTerminal(os.Stderr),
 		Terminal:    terminal(os.Stdout),
