@@ -6,6 +6,10 @@ GO ?= go
 # The whole suite on this 2-core machine takes a few minutes; the limit only
 # stops a hung run.
 TEST_TIMEOUT ?= 12m
+# Test packages run at once. Many end-to-end tests spend much of their time
+# waiting (a lease to expire, a server to restart, a timeout), so one more
+# package than cores keeps both cores busy.
+TEST_PACKAGES ?= 3
 
 .PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 fuzz-short fuzz-long
 
@@ -39,7 +43,7 @@ run: ensure-postgres build
 # -count=1: the end-to-end tests build and run the tpcd binary, which Go's
 # test cache does not see, so a cached pass could hide a change to it.
 test: ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 lint verify-generated fuzz-short
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -p $(TEST_PACKAGES) -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
 test-short: ensure-postgres ensure-psycopg2 ensure-node-pg ensure-jdbc

@@ -35,62 +35,7 @@ func TestChaos(t *testing.T) {
 		}
 		duration = d
 	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv(seedEnv); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %v", seedEnv, err)
-		}
-		seed = s
-	}
-	t.Logf("seed %d (rerun the same fault sequence with %s=%d)", seed, seedEnv, seed)
-
-	// The servers run as the postgres user when we are root, so the
-	// directory must be reachable for it: not t.TempDir, which is private.
-	parent, err := os.MkdirTemp("", "tpcd-chaos-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(parent, 0o755)
-	keep := filepath.Join(parent, "run")
-	var harnessLog testbin.SyncBuffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("harness log:\n%s", tail(harnessLog.String(), 200))
-			for _, name := range []string{"coordinator", "participant-0", "participant-1", "participant-2"} {
-				b, _ := os.ReadFile(filepath.Join(keep, "logs", name+".log"))
-				t.Logf("%s log (end):\n%s", name, tail(string(b), 60))
-			}
-		}
-		os.RemoveAll(parent)
-	})
-
-	ctx, cancel := context.WithTimeout(context.Background(), duration+10*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, Options{
-		Binary:       testbin.Binary(t),
-		Duration:     duration,
-		Participants: 3,
-		Clients:      8,
-		Seed:         seed,
-		PGBin:        os.Getenv(pgtest.BinDirEnv),
-		Keep:         keep,
-		Logger:       slog.New(slog.NewTextHandler(&harnessLog, nil)),
-	})
-	if rep != nil {
-		var out bytes.Buffer
-		rep.Print(&out)
-		t.Logf("report:\n%s", out.String())
-	}
-	if err != nil {
-		t.Fatalf("chaos run: %v", err)
-	}
-	if !rep.OK() {
-		t.Fatalf("%d violations, %d problems (seed %d)", len(rep.Violations), len(rep.Problems), seed)
-	}
-	if rep.Committed == 0 {
-		t.Fatal("no transaction committed under faults")
-	}
+	rep := runChaos(t, Options{Duration: duration})
 	if rep.OneCall == 0 {
 		t.Error("no transaction went in one transact call: that path was not exercised")
 	}
@@ -127,6 +72,79 @@ func TestChaos(t *testing.T) {
 			t.Errorf("%d kills of the coordinator's own postgres, none healed: supervision was not shown to work", len(rep.EmbeddedKills))
 		}
 	}
+}
+
+// TestChaosTwoCoordinators runs two coordinators on one log, killing and
+// pausing either (every third node fault the serving one) among link
+// faults: the standby must take over, with every transaction checked.
+func TestChaosTwoCoordinators(t *testing.T) {
+	rep := runChaos(t, Options{
+		Duration:     30 * time.Second,
+		Coordinators: 2,
+		Faults:       []string{KillNode, PauseNode, LinkCut, LinkDown, LinkStall},
+	})
+	if rep.TakeOvers < 2 {
+		t.Errorf("the log's slot was taken %d times: no coordinator took over from the other", rep.TakeOvers)
+	}
+}
+
+// runChaos runs the harness with opts (a binary, three participants,
+// eight clients and a seed filled in) and fails the test on any violation
+// or problem, or if nothing committed; on failure it logs the end of the
+// harness's and the nodes' logs.
+func runChaos(t *testing.T, opts Options) *Report {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(seedEnv); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", seedEnv, err)
+		}
+		seed = s
+	}
+	t.Logf("seed %d (rerun the same fault sequence with %s=%d)", seed, seedEnv, seed)
+
+	// The servers run as the postgres user when we are root, so the
+	// directory must be reachable for it: not t.TempDir, which is private.
+	parent, err := os.MkdirTemp("", "tpcd-chaos-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(parent, 0o755)
+	keep := filepath.Join(parent, "run")
+	var harnessLog testbin.SyncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("harness log:\n%s", tail(harnessLog.String(), 200))
+			for _, name := range []string{"coordinator", secondCoordinator, "participant-0", "participant-1", "participant-2"} {
+				if b, err := os.ReadFile(filepath.Join(keep, "logs", name+".log")); err == nil {
+					t.Logf("%s log (end):\n%s", name, tail(string(b), 60))
+				}
+			}
+		}
+		os.RemoveAll(parent)
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), opts.Duration+10*time.Minute)
+	defer cancel()
+	opts.Binary, opts.Participants, opts.Clients, opts.Seed = testbin.Binary(t), 3, 8, seed
+	opts.PGBin, opts.Keep, opts.Logger = os.Getenv(pgtest.BinDirEnv), keep, slog.New(slog.NewTextHandler(&harnessLog, nil))
+	rep, err := Run(ctx, opts)
+	if rep != nil {
+		var out bytes.Buffer
+		rep.Print(&out)
+		t.Logf("report:\n%s", out.String())
+	}
+	if err != nil {
+		t.Fatalf("chaos run: %v", err)
+	}
+	if !rep.OK() {
+		t.Fatalf("%d violations, %d problems (seed %d)", len(rep.Violations), len(rep.Problems), seed)
+	}
+	if rep.Committed == 0 {
+		t.Fatal("no transaction committed under faults")
+	}
+	return rep
 }
 
 // tail keeps the last n lines of s.

@@ -179,14 +179,14 @@ func compareKeys(a, b TxKey) int {
 // keeps what it learnt, by incarnation and id: the states of a replaced
 // incarnation stay as they were read from it.
 type statusPoller struct {
-	cl      *rpc.Client
+	cl      *rpc.Failover
 	mu      sync.Mutex
 	state   map[TxKey]string
 	lastErr error
 }
 
-func newStatusPoller(addr string) *statusPoller {
-	return &statusPoller{cl: rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second}), state: map[TxKey]string{}}
+func newStatusPoller(addrs []string) *statusPoller {
+	return &statusPoller{cl: rpc.NewFailover(addrs, rpc.ClientOptions{DialTimeout: time.Second}), state: map[TxKey]string{}}
 }
 
 // keysOf lists the keys of the records of one coordinator incarnation.
@@ -332,7 +332,14 @@ type logFacts struct {
 	// with transactions in flight, a participant with in-doubt ones;
 	// pending sums those transactions.
 	recoveries, pending int
+	// takeOvers counts the times a coordinator took the log's slot
+	// (the first start of the first coordinator included).
+	takeOvers int
 }
+
+// takeOverMark is in the line a coordinator logs when it holds the slot of
+// a log it shares (--lease).
+const takeOverMark = "holding the coordinator's slot in the log"
 
 // recoveredRe reads the in-flight (coordinator) or in-doubt (participant)
 // count from the line a node logs when it has recovered.
@@ -352,6 +359,9 @@ func scanLog(path string) (alarms []string, facts logFacts, err error) {
 		line := sc.Text()
 		if strings.Contains(line, "level=ERROR") {
 			facts.errorLines++
+		}
+		if strings.Contains(line, takeOverMark) {
+			facts.takeOvers++
 		}
 		if strings.Contains(line, refusalMark) {
 			facts.refusals = append(facts.refusals, line)

@@ -98,11 +98,17 @@ type cluster struct {
 	links   []*Link   // 2i: coordinator->participant-i, 2i+1: participant-i->coordinator
 	nodes   []*proc   // 0: coordinator; i+1: participant i
 
-	coordAddr    string   // the coordinator's own address (clients connect here)
-	coordMetrics string   // the coordinator's /metrics and /readyz listener
-	coordArgs    []string // the coordinator's arguments but its --state-dir
-	nodeAddrs    []string // every node's own address, in nodes order
-	dataURIs     []string // participant i's data database
+	coordAddr    string // the coordinator's own address (clients connect here)
+	coordMetrics string // the coordinator's /metrics and /readyz listener
+	// second is the other coordinator when two share a log (Options.
+	// Coordinators), at secondAddr; nil with one. Either may serve.
+	second     *proc
+	secondAddr string
+	// logServer holds the log the two coordinators share; nil with one.
+	logServer *server
+	coordArgs []string // the coordinator's arguments but its --state-dir
+	nodeAddrs []string // every node's own address, in nodes order
+	dataURIs  []string // participant i's data database
 	// template is a stopped, initialised PostgreSQL directory every server
 	// starts from, each coordinator incarnation's too.
 	template string
@@ -141,7 +147,13 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	}
 	// Ports: a server per participant, every node, every link, the
 	// coordinator's metrics listener.
-	ports, err := allocPorts(n + (n + 1) + 2*n + 1)
+	// With two coordinators: their log server, the second's address and
+	// metrics listener.
+	extra := 0
+	if opts.Coordinators == 2 {
+		extra = 3
+	}
+	ports, err := allocPorts(n + (n + 1) + 2*n + 1 + extra)
 	if err != nil {
 		return c, err
 	}
@@ -208,12 +220,22 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	}
 	c.coordAddr = c.nodeAddrs[0]
 	c.coordMetrics = addr(take())
+	var logURI, secondMetrics string
+	if opts.Coordinators == 2 {
+		c.secondAddr, secondMetrics = addr(take()), addr(take())
+		if logURI, err = c.startLogServer(ctx, pgOpts, take()); err != nil {
+			return c, err
+		}
+	}
 	for i := range n {
-		for _, l := range []struct{ name, target string }{
-			{fmt.Sprintf("coordinator->participant-%d", i), c.nodeAddrs[i+1]},
-			{fmt.Sprintf("participant-%d->coordinator", i), c.coordAddr},
+		for _, l := range []struct {
+			name    string
+			targets []string
+		}{
+			{fmt.Sprintf("coordinator->participant-%d", i), []string{c.nodeAddrs[i+1]}},
+			{fmt.Sprintf("participant-%d->coordinator", i), c.coordAddrs()},
 		} {
-			link, err := NewLink(l.name, addr(take()), l.target, log)
+			link, err := NewLink(l.name, addr(take()), log, l.targets...)
 			if err != nil {
 				return c, err
 			}
@@ -233,8 +255,19 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		c.coordArgs = append(c.coordArgs, "--participant", c.links[2*i].Addr())
 	}
 	c.coordArgs = append(c.coordArgs, coordinatorFlags...)
-	args, err := c.nextCoordinator()
-	if err != nil {
+	var args []string
+	var secondProc *proc
+	if opts.Coordinators == 2 {
+		// Both on the shared log, by a lease; the second at its own
+		// addresses. The links to the participants serve either.
+		c.coordArgs = append(c.coordArgs, "--log-db", logURI, "--lease", coordinatorLease.String())
+		args = slices.Clone(c.coordArgs)
+		c.incarnation = 1
+		second := slices.Clone(c.coordArgs)
+		second[slices.Index(second, c.coordAddr)] = c.secondAddr
+		second[slices.Index(second, c.coordMetrics)] = secondMetrics
+		secondProc = newProc(secondCoordinator, opts.Binary, second, filepath.Join(c.root, "logs", secondCoordinator+".log"), log)
+	} else if args, err = c.nextCoordinator(); err != nil {
 		return c, err
 	}
 	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, args, c.logPath(0), log))
@@ -250,7 +283,56 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	if err := c.waitServing(ctx, 2*time.Minute); err != nil {
 		return c, err
 	}
+	if secondProc != nil {
+		// Started once the first serves, so that it starts as the standby.
+		c.second = secondProc
+		go c.second.supervise()
+	}
 	return c, c.learnClusterID(ctx)
+}
+
+// secondCoordinator names the second coordinator (Options.Coordinators)
+// in fault targets and its log file.
+const secondCoordinator = "coordinator-b"
+
+// coordinatorLease is the two coordinators' --lease: the standby takes
+// over about this long after the serving one stopped renewing.
+const coordinatorLease = 2 * time.Second
+
+// startLogServer starts the server that holds the two coordinators' log
+// on port and returns the log database's URI.
+func (c *cluster) startLogServer(ctx context.Context, pgOpts func(dir string, port int, name string) embedpg.Options, port int) (string, error) {
+	const name = "coordinator-log"
+	dir := filepath.Join(c.root, "pg", name)
+	if err := cloneDir(c.template, dir); err != nil {
+		return "", fmt.Errorf("copy postgres template for the coordinators' log: %w", err)
+	}
+	pg, err := embedpg.Start(ctx, pgOpts(dir, port, name))
+	if err != nil {
+		return "", fmt.Errorf("postgres for the coordinators' log: %w", err)
+	}
+	c.logServer = &server{name: name, pg: pg}
+	if err := pg.CreateDatabase(ctx, logDBName); err != nil {
+		return "", err
+	}
+	return pg.URI(logDBName), nil
+}
+
+// coordAddrs lists the coordinators' addresses: the first's, and the
+// second's when two share a log.
+func (c *cluster) coordAddrs() []string {
+	if c.second == nil && c.secondAddr == "" {
+		return []string{c.coordAddr}
+	}
+	return []string{c.coordAddr, c.secondAddr}
+}
+
+// coordinators lists the coordinator processes.
+func (c *cluster) coordinators() []*proc {
+	if c.second == nil {
+		return c.nodes[:1]
+	}
+	return []*proc{c.nodes[0], c.second}
 }
 
 // makeTemplate initialises the PostgreSQL directory every server is copied
@@ -321,7 +403,7 @@ func (c *cluster) current() int {
 // the current incarnation's. The id is fixed when the log is created, so a
 // replaced coordinator reports a new one.
 func (c *cluster) learnClusterID(ctx context.Context) error {
-	id, err := pingCluster(ctx, c.coordAddr)
+	id, err := pingCluster(ctx, c.coordAddrs())
 	if err != nil {
 		return fmt.Errorf("ask the coordinator for its cluster id: %w", err)
 	}
@@ -341,9 +423,10 @@ func (c *cluster) ClusterIDs() []string {
 	return slices.Clone(c.clusterIDs)
 }
 
-// pingCluster asks the node at addr which cluster it belongs to.
-func pingCluster(ctx context.Context, addr string) (string, error) {
-	cl := rpc.NewClient(addr, rpc.ClientOptions{DialTimeout: time.Second})
+// pingCluster asks the node at addrs (the one of them serving) which
+// cluster it belongs to.
+func pingCluster(ctx context.Context, addrs []string) (string, error) {
+	cl := rpc.NewFailover(addrs, rpc.ClientOptions{DialTimeout: time.Second})
 	defer cl.Close()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -443,8 +526,12 @@ func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 
 // waitNodeServing waits until node i answers a ping, up to deadline.
 func (c *cluster) waitNodeServing(ctx context.Context, i int, deadline time.Time) error {
-	a := c.nodeAddrs[i]
-	cl := rpc.NewClient(a, rpc.ClientOptions{DialTimeout: time.Second})
+	addrs := []string{c.nodeAddrs[i]}
+	if i == 0 {
+		addrs = c.coordAddrs() // either coordinator
+	}
+	a := strings.Join(addrs, " or ")
+	cl := rpc.NewFailover(addrs, rpc.ClientOptions{DialTimeout: time.Second})
 	defer cl.Close()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -477,11 +564,20 @@ func (c *cluster) restore(ctx context.Context) error {
 			}
 		}
 	}
-	for _, p := range c.nodes {
+	for _, p := range c.allProcs() {
 		p.Resume()
 		p.Release()
 	}
 	return errors.Join(errs...)
+}
+
+// allProcs lists every tpcd process: the nodes, and the second
+// coordinator if there is one.
+func (c *cluster) allProcs() []*proc {
+	if c.second == nil {
+		return c.nodes
+	}
+	return append(slices.Clone(c.nodes), c.second)
 }
 
 // stop stops nodes, links and servers, in that order.
@@ -490,7 +586,7 @@ func (c *cluster) stop() error {
 	for _, l := range c.links {
 		l.Close()
 	}
-	for _, s := range c.servers {
+	for _, s := range append(slices.Clone(c.servers), c.logServer) {
 		if s != nil {
 			if err := s.pg.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("stop postgres of %s: %w", s.name, err))
@@ -506,7 +602,7 @@ func (c *cluster) stopNodes() error {
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for _, p := range c.nodes {
+	for _, p := range c.allProcs() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

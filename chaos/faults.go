@@ -108,6 +108,9 @@ type injector struct {
 	replaceSkipped []string
 	wg             sync.WaitGroup
 	deck           []string
+	// nodeFaults counts kill-node and pause-node faults, to aim some at
+	// the serving coordinator when two share a log.
+	nodeFaults int
 }
 
 func newInjector(runCtx context.Context, c *cluster, wl *workload, poller *statusPoller, seed uint64, kinds []string, log *slog.Logger) *injector {
@@ -235,19 +238,32 @@ func (in *injector) uniform(lo, hi time.Duration) time.Duration {
 // gives the same sequence of faults.
 func (in *injector) inject(ctx context.Context, kind string) bool {
 	var nodeTargets, linkTargets []string
-	for i := range in.c.nodes {
-		nodeTargets = append(nodeTargets, nodeName(i))
+	procs := in.c.allProcs() // either coordinator, when two share a log
+	for _, p := range procs {
+		nodeTargets = append(nodeTargets, p.name)
 	}
+	participants := nodeTargets[1:len(in.c.nodes)]
 	for _, l := range in.c.links {
 		linkTargets = append(linkTargets, l.Name())
 	}
 	switch kind {
 	case KillNode, PauseNode:
-		name := in.target(nodeTargets)
+		name := ""
+		if in.c.second != nil {
+			// With two coordinators, every third node fault goes to the
+			// one serving, so that the other takes over in every run.
+			in.nodeFaults++
+			if in.nodeFaults%3 == 1 {
+				name = in.servingCoordinator(ctx)
+			}
+		}
+		if name == "" {
+			name = in.target(nodeTargets)
+		}
 		if name == "" {
 			return false
 		}
-		p := in.c.nodes[slices.Index(nodeTargets, name)]
+		p := procs[slices.Index(nodeTargets, name)]
 		if kind == KillNode {
 			var down time.Duration
 			switch r := in.rng.IntN(10); {
@@ -272,11 +288,11 @@ func (in *injector) inject(ctx context.Context, kind string) bool {
 	case KillPostgres:
 		// The servers the harness runs: the participants'. The
 		// coordinator's is its own (KillEmbeddedPostgres).
-		name := in.target(prefixed("pg:", nodeTargets[1:]))
+		name := in.target(prefixed("pg:", participants))
 		if name == "" {
 			return false
 		}
-		s := in.c.servers[slices.Index(nodeTargets[1:], strings.TrimPrefix(name, "pg:"))]
+		s := in.c.servers[slices.Index(participants, strings.TrimPrefix(name, "pg:"))]
 		down := in.uniform(0, 500*time.Millisecond)
 		if in.rng.IntN(10) >= 4 {
 			down = in.uniform(500*time.Millisecond, 3*time.Second)
@@ -315,6 +331,34 @@ func (in *injector) inject(ctx context.Context, kind string) bool {
 		}
 	}
 	return true
+}
+
+// servingCoordinator marks busy and returns the name of the coordinator
+// that answers a ping now; "" if none does or it is busy.
+func (in *injector) servingCoordinator(ctx context.Context) string {
+	for _, p := range in.c.coordinators() {
+		addr := in.c.coordAddr
+		if p == in.c.second {
+			addr = in.c.secondAddr
+		}
+		in.mu.Lock()
+		busy := in.busy[p.name] // a paused one would not answer the ping
+		in.mu.Unlock()
+		if busy {
+			continue
+		}
+		if _, err := pingCluster(ctx, []string{addr}); err != nil {
+			continue
+		}
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if in.busy[p.name] {
+			return ""
+		}
+		in.busy[p.name] = true
+		return p.name
+	}
+	return ""
 }
 
 // hold applies a fault now and heals it after d, or at once when ctx ends.

@@ -19,10 +19,13 @@ import (
 // cutting the connection (everything in flight is lost, the dialler
 // reconnects) or discarding bytes for a while and cutting at the end.
 type Link struct {
-	name   string
-	target string
-	ln     net.Listener
-	log    *slog.Logger
+	name string
+	// targets are tried in order for each connection: the first that
+	// takes it gets it (a coordinator and its standby: only the one
+	// serving listens).
+	targets []string
+	ln      net.Listener
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	down    bool          // refuse new connections
@@ -65,8 +68,8 @@ const (
 )
 
 // NewLink listens on listen (HOST:PORT) and forwards every connection to
-// target.
-func NewLink(name, listen, target string, log *slog.Logger) (*Link, error) {
+// target, or to the first of targets that takes it.
+func NewLink(name, listen string, log *slog.Logger, targets ...string) (*Link, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("link %s: listen on %s: %w", name, listen, err)
@@ -74,7 +77,7 @@ func NewLink(name, listen, target string, log *slog.Logger) (*Link, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Link{name: name, target: target, ln: ln, log: log, conns: map[*pconn]struct{}{}}
+	l := &Link{name: name, targets: targets, ln: ln, log: log, conns: map[*pconn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
 	return l, nil
@@ -115,7 +118,13 @@ func (l *Link) accept() {
 // sees as the peer being unreachable.
 func (l *Link) open(a net.Conn) {
 	defer l.wg.Done()
-	b, err := net.DialTimeout("tcp", l.target, proxyDialTimeout)
+	var b net.Conn
+	err := errors.New("no target")
+	for _, t := range l.targets {
+		if b, err = net.DialTimeout("tcp", t, proxyDialTimeout); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		a.Close()
 		return

@@ -262,7 +262,7 @@ func (c *cluster) checkJoined(ctx context.Context) []string {
 	want := ids[len(ids)-1]
 	var problems []string
 	for i := 1; i < len(c.nodeAddrs); i++ {
-		got, err := pingCluster(ctx, c.nodeAddrs[i])
+		got, err := pingCluster(ctx, []string{c.nodeAddrs[i]})
 		switch {
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("%s: cannot ask which cluster it belongs to: %v", nodeName(i), err))

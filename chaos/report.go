@@ -65,6 +65,10 @@ type Report struct {
 	// (PartInDoubt in all). Read from the nodes' "recovered" log lines.
 	CoordRecoveries, CoordInFlight int
 	PartRecoveries, PartInDoubt    int
+	// Coordinators is how many coordinator processes shared the log (1:
+	// the coordinator alone); TakeOvers how often one of them took the
+	// log's slot, the first start included.
+	Coordinators, TakeOvers int
 
 	// Reasons are the most frequent reasons of aborts and unknowns, with
 	// numbers masked, most frequent first.
@@ -156,7 +160,11 @@ const maxListed = 50
 func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "seed\t%d\n", r.Seed)
-	fmt.Fprintf(tw, "cluster\tcoordinator + %d participants, %d clients, %v of faults\n", r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
+	coordinators := "coordinator"
+	if r.Coordinators > 1 {
+		coordinators = fmt.Sprintf("%d coordinators on one log", r.Coordinators)
+	}
+	fmt.Fprintf(tw, "cluster\t%s + %d participants, %d clients, %v of faults\n", coordinators, r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
 	fmt.Fprintf(tw, "transactions\tattempted %d, committed %d, aborted %d, unknown %d (client got no answer)\n", r.Attempted, r.Committed, r.Aborted, r.Unknown)
 	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one transact call; %d begin calls failed, %d sent again with their key after a lost answer\n", r.RolledBack, r.PlannedFail, r.OneCall, r.BeginFailures, r.BeginRepeats)
 	fmt.Fprintf(tw, "applied\t%d committed on every node they touched, %d on none\n", r.AppliedCommit, r.AppliedAbort)
@@ -169,6 +177,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "faults\t%d: %s\n", total, strings.Join(parts, ", "))
 	fmt.Fprintf(tw, "coordinators\t%s\n", r.describeCoordinators())
+	if r.Coordinators > 1 {
+		fmt.Fprintf(tw, "take-overs\t%d coordinators on one log: the slot taken %d times (the first start included)\n", r.Coordinators, r.TakeOvers)
+	}
 	fmt.Fprintf(tw, "replaced\t%s\n", r.describeReplacements())
 	fmt.Fprintf(tw, "own postgres\t%s\n", r.describeEmbeddedKills())
 	fmt.Fprintf(tw, "node starts\t%s\n", describeCounts(r.Starts))

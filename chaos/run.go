@@ -36,7 +36,16 @@ type Options struct {
 	// QuiesceTimeout bounds the wait, after the faults, for the cluster to
 	// serve again and end every transaction. Default 3m.
 	QuiesceTimeout time.Duration
-	// Faults restricts the fault kinds (see FaultKinds); empty means all.
+	// Coordinators is how many coordinator processes run: 1 (default),
+	// with its log in its own embedded PostgreSQL; or 2, sharing a log
+	// server the harness runs, one serving and one its standby (tpcd
+	// coordinator --lease), so that kill-node and pause-node of either
+	// make the other take over. Faults that need the coordinator's own
+	// server (kill-embedded-postgres, replace-coordinator) do not apply
+	// to 2.
+	Coordinators int
+	// Faults restricts the fault kinds (see FaultKinds); empty means all
+	// that apply.
 	Faults []string
 	// Logger receives the harness's events (every fault, progress).
 	Logger *slog.Logger
@@ -61,12 +70,25 @@ func (o *Options) setDefaults() error {
 	if o.QuiesceTimeout <= 0 {
 		o.QuiesceTimeout = 3 * time.Minute
 	}
+	if o.Coordinators == 0 {
+		o.Coordinators = 1
+	}
+	if o.Coordinators != 1 && o.Coordinators != 2 {
+		return fmt.Errorf("chaos: %d coordinators: run 1, or 2 sharing a log", o.Coordinators)
+	}
+	ownLogOnly := []string{KillEmbeddedPostgres, ReplaceCoordinator}
 	if len(o.Faults) == 0 {
 		o.Faults = FaultKinds()
+		if o.Coordinators == 2 {
+			o.Faults = slices.DeleteFunc(o.Faults, func(k string) bool { return slices.Contains(ownLogOnly, k) })
+		}
 	}
 	for _, k := range o.Faults {
 		if !slices.Contains(FaultKinds(), k) {
 			return fmt.Errorf("chaos: unknown fault kind %q (known: %v)", k, FaultKinds())
+		}
+		if o.Coordinators == 2 && slices.Contains(ownLogOnly, k) {
+			return fmt.Errorf("chaos: fault %s needs the coordinator's own embedded PostgreSQL; two coordinators share a log server", k)
 		}
 	}
 	if o.Logger == nil {
@@ -92,7 +114,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		return nil, err
 	}
 	log := opts.Logger
-	rep = &Report{Seed: opts.Seed, Participants: opts.Participants, Clients: opts.Clients}
+	rep = &Report{Seed: opts.Seed, Participants: opts.Participants, Clients: opts.Clients, Coordinators: opts.Coordinators}
 
 	root, err := makeRoot(opts.Keep)
 	if err != nil {
@@ -122,7 +144,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 		return rep, fmt.Errorf("start cluster: %w", err)
 	}
-	wl := newWorkload(ctx, c.coordAddr, opts.Participants, log)
+	wl := newWorkload(ctx, c.coordAddrs(), opts.Participants, log)
 	// One transaction across every node before any fault: a cluster that
 	// cannot commit at all is a set-up failure, not a finding.
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -135,7 +157,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	log.Info("injecting faults", "for", opts.Duration, "clients", opts.Clients)
 	faultCtx, stopFaults := context.WithTimeout(ctx, opts.Duration)
 	defer stopFaults()
-	poller := newStatusPoller(c.coordAddr)
+	poller := newStatusPoller(c.coordAddrs())
 	defer poller.cl.Close()
 	inj := newInjector(ctx, c, wl, poller, opts.Seed, opts.Faults, log)
 	began := time.Now()
@@ -222,10 +244,10 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		rep.Problems = append(rep.Problems, "stop nodes: "+err.Error())
 	}
 	rep.Starts, rep.UnexpectedExits, rep.ErrorLines = map[string]int{}, map[string]int{}, map[string]int{}
-	for i, p := range c.nodes {
+	for i, p := range c.allProcs() {
 		starts, unexpected, _ := p.Stats()
 		rep.Starts[p.name], rep.UnexpectedExits[p.name] = starts, unexpected
-		alarms, facts, err := scanLog(c.logPath(i))
+		alarms, facts, err := scanLog(p.logPath)
 		if err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("read log of %s: %v", p.name, err))
 		}
@@ -235,8 +257,10 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s refused the new coordinator %d times although the old cluster was quiet; first: %s", p.name, n, facts.refusals[0]))
 		}
 		rep.ErrorLines[p.name] = facts.errorLines
-		if i == 0 {
-			rep.CoordRecoveries, rep.CoordInFlight = facts.recoveries, facts.pending
+		if i == 0 || p == c.second {
+			rep.CoordRecoveries += facts.recoveries
+			rep.CoordInFlight += facts.pending
+			rep.TakeOvers += facts.takeOvers
 		} else {
 			rep.PartRecoveries += facts.recoveries
 			rep.PartInDoubt += facts.pending

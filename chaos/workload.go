@@ -116,10 +116,10 @@ const (
 // workload runs concurrent clients against the coordinator and records
 // every transaction that was given an id.
 type workload struct {
-	log  *slog.Logger
-	ctx  context.Context // ends only when the whole run is interrupted
-	addr string
-	n    int
+	log   *slog.Logger
+	ctx   context.Context // ends only when the whole run is interrupted
+	addrs []string        // the coordinators', calls go to the one serving
+	n     int
 
 	mu      sync.Mutex
 	records []*TxRecord
@@ -134,8 +134,8 @@ type workload struct {
 	wg           sync.WaitGroup
 }
 
-func newWorkload(ctx context.Context, addr string, participants int, log *slog.Logger) *workload {
-	w := &workload{ctx: ctx, addr: addr, n: participants, log: log, gate: newGate()}
+func newWorkload(ctx context.Context, addrs []string, participants int, log *slog.Logger) *workload {
+	w := &workload{ctx: ctx, addrs: addrs, n: participants, log: log, gate: newGate()}
 	context.AfterFunc(ctx, w.gate.stop)
 	return w
 }
@@ -152,7 +152,7 @@ func (w *workload) start(clients int, seed uint64) {
 				// Odd clients call over batch streams, even ones over
 				// h2c, so that the coordinator's crashes and pauses meet
 				// both ways a client calls.
-				rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
+				rpc: rpc.NewFailover(w.addrs, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()
 			for {
@@ -210,7 +210,7 @@ type client struct {
 	id  int
 	seq int
 	rng *rand.Rand
-	rpc *rpc.Client
+	rpc *rpc.Failover
 }
 
 // stmt is one planned statement.
@@ -418,7 +418,7 @@ func everyNode(n int) func(attempt int) []int {
 // cluster serves (again); its transactions are recorded like any other, as
 // transactions of the coordinator incarnation current at their begin.
 func (w *workload) probe(ctx context.Context, nodes func(attempt int) []int) (attempts int, err error) {
-	c := &client{w: w, id: -1, rng: rand.New(rand.NewPCG(0, 0)), rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
+	c := &client{w: w, id: -1, rng: rand.New(rand.NewPCG(0, 0)), rpc: rpc.NewFailover(w.addrs, rpc.ClientOptions{DialTimeout: time.Second})}
 	defer c.rpc.Close()
 	for ctx.Err() == nil {
 		attempts++
@@ -461,7 +461,7 @@ func (w *workload) probe(ctx context.Context, nodes func(attempt int) []int) (at
 // a client that vanished leaves behind. They are recorded as orphaned, and
 // returned with the first error that kept one from being begun.
 func (w *workload) orphans(ctx context.Context, incarnation, k int) ([]*TxRecord, error) {
-	c := &client{w: w, id: -1, rpc: rpc.NewClient(w.addr, rpc.ClientOptions{DialTimeout: time.Second})}
+	c := &client{w: w, id: -1, rpc: rpc.NewFailover(w.addrs, rpc.ClientOptions{DialTimeout: time.Second})}
 	defer c.rpc.Close()
 	var out []*TxRecord
 	for range k {

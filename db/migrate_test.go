@@ -22,7 +22,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // logVersions are the log migrations in db/migrations, in order.
-var logVersions = []int64{1, 2, 3, 4}
+var logVersions = []int64{1, 2, 3, 4, 5}
 
 // dataVersions are the data set's migrations, in order.
 var dataVersions = []int64{1, 2, 3}
@@ -316,7 +316,7 @@ func TestMigrateCanceledContext(t *testing.T) {
 // logProvider returns a goose provider over the first n log migrations.
 func logProvider(t *testing.T, pool *pgxpool.Pool, n int) *goose.Provider {
 	t.Helper()
-	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql"}[:n]
+	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql", "00005_leases.sql"}[:n]
 	fsys := fstest.MapFS{}
 	for _, name := range files {
 		data, err := os.ReadFile("migrations/" + name)
@@ -406,7 +406,7 @@ func TestMigrateLogUpgradesVersion1(t *testing.T) {
 
 // Migration 3's Down turns every event of a row back into a row of
 // tpcd_events, in log order, and Up again makes each one a row. Migration
-// 4's Down, on the way, drops the kept outcomes.
+// 4's Down, on the way, drops the kept outcomes, and 5's the leases.
 func TestMigrateLogDownFromRows(t *testing.T) {
 	ctx := t.Context()
 	pool := openPool(t, pgtest.NewDB(t))
@@ -421,10 +421,10 @@ func TestMigrateLogDownFromRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := logProvider(t, pool, 4).DownTo(ctx, 2); err != nil {
+	if _, err := logProvider(t, pool, 5).DownTo(ctx, 2); err != nil {
 		t.Fatalf("down to version 2: %v", err)
 	}
-	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon"} {
+	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases"} {
 		if tableExists(t, pool, table) {
 			t.Fatalf("%s left after Down", table)
 		}

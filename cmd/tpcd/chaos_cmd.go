@@ -14,6 +14,7 @@ type ChaosCmd struct {
 	Duration       Seconds  `help:"How long to inject faults (seconds, or a duration like 10m) ($$${env})." env:"TPCD_CHAOS_DURATION,TPCD_DURATION" default:"60s"`
 	N              int      `short:"n" help:"Number of participants." default:"3"`
 	Clients        int      `help:"Concurrent clients." default:"8"`
+	Coordinators   int      `help:"Coordinator processes: 1, with its log in its own embedded PostgreSQL; or 2, sharing a log server by a lease (tpcd coordinator --lease), one serving and one its standby, so that kill-node and pause-node of either make the other take over (kill-embedded-postgres and replace-coordinator do not apply)." enum:"1,2" default:"1"`
 	Seed           uint64   `help:"Seed of every random choice (faults, targets, workload); 0 picks one and prints it." default:"0"`
 	Faults         []string `help:"Fault kinds to inject, comma-separated (default: all): kill-node, kill-postgres, pause-node, link-cut, link-down, link-blackhole, link-stall, link-delay, kill-embedded-postgres, replace-coordinator." placeholder:"KIND"`
 	QuiesceTimeout Seconds  `help:"How long the cluster may take, after the faults, to end every transaction." default:"3m"`
@@ -29,8 +30,11 @@ proxies it controls, and runs concurrent client transactions while it
 injects faults at random: SIGKILL and restart of nodes and PostgreSQL
 servers, the coordinator's own PostgreSQL killed for it to heal, the
 coordinator replaced by a fresh one with an empty log, paused nodes, cut,
-refused, black-holed, stalled and delayed links. Then it restores everything, waits until every transaction has ended and
-checks that each one committed on all the nodes it touched or on none.
+refused, black-holed, stalled and delayed links. With --coordinators 2
+two coordinators share a log server, one serving and one its standby, and
+killing or pausing either makes the other take over. Then it restores
+everything, waits until every transaction has ended and checks that each
+one committed on all the nodes it touched or on none.
 
 It prints what the clients were told, the faults injected and the
 violations found, and exits non-zero if there are any. See docs/CHAOS.md.`
@@ -50,6 +54,9 @@ func (c *ChaosCmd) Validate() error {
 	for _, f := range c.Faults {
 		if !contains(chaos.FaultKinds(), f) {
 			return fmt.Errorf("--faults %s: unknown kind; use some of %s", f, strings.Join(chaos.FaultKinds(), ","))
+		}
+		if c.Coordinators == 2 && (f == chaos.KillEmbeddedPostgres || f == chaos.ReplaceCoordinator) {
+			return fmt.Errorf("--faults %s needs the coordinator's own embedded PostgreSQL; with --coordinators 2 they share a log server", f)
 		}
 	}
 	return nil
@@ -71,7 +78,7 @@ func (c *ChaosCmd) Run(g *Globals, ctx context.Context) error {
 		return fmt.Errorf("find the tpcd binary to run the nodes: %w", err)
 	}
 	rep, err := chaos.Run(ctx, chaos.Options{
-		Binary: self, Duration: c.Duration.D(), Participants: c.N, Clients: c.Clients, Seed: c.Seed,
+		Binary: self, Duration: c.Duration.D(), Participants: c.N, Clients: c.Clients, Coordinators: c.Coordinators, Seed: c.Seed,
 		Faults: c.Faults, QuiesceTimeout: c.QuiesceTimeout.D(), PGBin: c.PGBin, Keep: c.Keep,
 		Logger: stderrLogger(g),
 	})

@@ -111,14 +111,29 @@ func (c *CoordinatorCmd) Validate() error {
 // Run starts the coordinator and serves until SIGINT/SIGTERM.
 func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	logger := stderrLogger(g)
-	var lease *node.Lease
+	var (
+		ln        net.Listener
+		transport node.Transport
+		obs       *observability
+		lease     *node.Lease
+		err       error
+	)
 	if c.Lease > 0 {
-		// A standby opens no address until it holds the slot, so that
-		// participants and clients find the serving coordinator by the
-		// one address that accepts connections.
-		pool, err := node.OpenLeasePool(ctx, c.LogDB, logger)
-		if err != nil {
+		// A standby opens its RPC address only once it holds the slot, so
+		// that participants and clients find the serving coordinator by
+		// the one address that takes connections; its metrics listener
+		// answers /healthz meanwhile, and /readyz says not ready.
+		bound, rerr := net.ResolveTCPAddr("tcp", c.Host)
+		if rerr != nil {
+			return fmt.Errorf("--host %s: %w", c.Host, rerr)
+		}
+		if transport, obs, err = c.observe(c.Host, bound, logger, true); err != nil {
 			return err
+		}
+		defer obs.close()
+		pool, perr := node.OpenLeasePool(ctx, c.LogDB, logger)
+		if perr != nil {
+			return perr
 		}
 		defer pool.Close()
 		if lease, err = c.holdLease(ctx, pool, logger); err != nil || lease == nil {
@@ -129,13 +144,16 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 				logger.Warn("the lease was not released: a standby takes over when it expires", "err", err)
 			}
 		}()
-	}
-	ln, transport, obs, err := c.listen(c.Host, logger, true)
-	if err != nil {
-		return err
+		if ln, err = activation.Listen("tcp", c.Host); err != nil {
+			return fmt.Errorf("listen on --host %s: %w", c.Host, err)
+		}
+	} else {
+		if ln, transport, obs, err = c.listen(c.Host, logger, true); err != nil {
+			return err
+		}
+		defer obs.close()
 	}
 	defer ln.Close()
-	defer obs.close()
 	observer := obs.coordinatorObserver()
 	pgObserver, _ := observer.(node.PostgresObserver)
 	dbs, err := node.OpenDatabases(ctx, node.DatabaseSpec{LogURI: c.LogDB, StateDir: c.StateDir, PGBin: c.PGBin, Logger: logger, Observer: pgObserver})

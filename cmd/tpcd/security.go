@@ -62,20 +62,29 @@ func (f *SecurityFlags) listen(host string, logger *slog.Logger, coordinator boo
 	if err != nil {
 		return nil, node.Transport{}, nil, fmt.Errorf("listen on --host %s: %w", host, err)
 	}
-	transport, warnings, err := f.secure(host, ln.Addr())
+	transport, obs, err := f.observe(host, ln.Addr(), logger, coordinator)
 	if err != nil {
 		ln.Close()
 		return nil, node.Transport{}, nil, err
+	}
+	return ln, transport, obs, nil
+}
+
+// observe builds the node's RPC security for the address bound (or to be
+// bound) for host and starts its metrics listener.
+func (f *SecurityFlags) observe(host string, bound net.Addr, logger *slog.Logger, coordinator bool) (node.Transport, *observability, error) {
+	transport, warnings, err := f.secure(host, bound)
+	if err != nil {
+		return node.Transport{}, nil, err
 	}
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
 	obs, err := startObservability(f.MetricsAddr, logger, coordinator, transport)
 	if err != nil {
-		ln.Close()
-		return nil, node.Transport{}, nil, err
+		return node.Transport{}, nil, err
 	}
-	return ln, transport, obs, nil
+	return transport, obs, nil
 }
 
 // secure builds the RPC security of a node from the flags, applies the
