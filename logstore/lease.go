@@ -54,6 +54,24 @@ func (s *Store) appendRow(ctx context.Context, conn *pgx.Conn, node string, txs 
 	return seq, err
 }
 
+// fenced runs write on the pool, or, when s fences node's log, in a
+// transaction that first checks the lease and holds it FOR SHARE until
+// the write commits (ErrFenced once the slot was taken over).
+func (s *Store) fenced(ctx context.Context, node string, write func(queries.DBTX) error) error {
+	if s.fence == nil || s.fence.node != node {
+		return write(s.pool)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := s.q.LeaseHeld(ctx, tx, queries.LeaseHeldParams{Node: node, Generation: s.fence.generation}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrFenced
+			}
+			return err
+		}
+		return write(tx)
+	})
+}
+
 // TakeLease makes holder the holder of node's slot for ttl, if nobody holds
 // it or its lease has expired, and returns the slot's new generation, which
 // every append of the new holder must name (Fenced). When another holds

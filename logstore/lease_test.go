@@ -37,6 +37,9 @@ func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
 	if _, err := a.Append(ctx, node, []Entry{entry(2, "a", 0)}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("append of the replaced holder: %v, want %v", err, ErrFenced)
 	}
+	if _, _, err := a.Compact(ctx, node, []int64{first.seq}, nil); !errors.Is(err, ErrFenced) {
+		t.Fatalf("compaction by the replaced holder: %v, want %v", err, ErrFenced)
+	}
 	if held, err := s.RenewLease(ctx, node, genA, time.Hour); err != nil || held {
 		t.Fatalf("renewal of the replaced holder: held %v, err %v", held, err)
 	}
@@ -49,6 +52,10 @@ func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
 	other := appendRow(t, a, "participant-0", entry(4, "p", 0))
 	checkRecords(t, scanAll(t, s, node), first, row)
 	checkRecords(t, scanAll(t, s, "participant-0"), other)
+	if deleted, _, err := b.Compact(ctx, node, []int64{first.seq}, nil); err != nil || deleted != 1 {
+		t.Fatalf("compaction by the holder: %d rows deleted, %v; want the first row", deleted, err)
+	}
+	checkRecords(t, scanAll(t, s, node), row)
 
 	// Released, the slot is taken at once.
 	if err := s.ReleaseLease(ctx, node, genA); err != nil {

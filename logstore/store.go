@@ -259,6 +259,10 @@ type Cut struct {
 // ended; the log only refuses to delete a row with a node-level event (tx 0)
 // or a violation, and to cut a violation. Compact returns how many rows it
 // deleted and how many it trimmed.
+// A fenced store (Fenced) compacts its node's log only while its lease
+// holds, and a take-over waits for a compaction under way: a compaction
+// cut short by a take-over would otherwise remove rows while the new
+// holder reads them.
 func (s *Store) Compact(ctx context.Context, node string, drop []int64, cuts []Cut) (deleted, trimmed int64, err error) {
 	if len(drop) == 0 && len(cuts) == 0 {
 		return 0, 0, nil
@@ -274,7 +278,11 @@ func (s *Store) Compact(ctx context.Context, node string, drop []int64, cuts []C
 			arg.CutTxs = append(arg.CutTxs, int64(c.Tx))
 		}
 	}
-	n, err := s.q.LogCompact(ctx, s.pool, arg)
+	var n queries.LogCompactRow
+	err = s.fenced(ctx, node, func(db queries.DBTX) (err error) {
+		n, err = s.q.LogCompact(ctx, db, arg)
+		return err
+	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact log of %s (%d rows, %d cuts): %w", node, len(drop), len(cuts), err)
 	}

@@ -32,3 +32,12 @@ WHERE node = @node AND generation = @generation;
 SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
 FROM tpcd_leases
 WHERE node = @node;
+
+-- LeaseHeld locks node's lease row FOR SHARE, in the caller's transaction,
+-- if its generation is still @generation (no row otherwise): what the
+-- transaction writes to node's log then commits before any take-over.
+-- name: LeaseHeld :one
+SELECT generation
+FROM tpcd_leases
+WHERE node = @node AND generation = @generation
+FOR SHARE;

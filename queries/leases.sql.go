@@ -10,6 +10,28 @@ import (
 	"time"
 )
 
+const leaseHeld = `-- name: LeaseHeld :one
+SELECT generation
+FROM tpcd_leases
+WHERE node = $1 AND generation = $2
+FOR SHARE
+`
+
+type LeaseHeldParams struct {
+	Node       string
+	Generation int64
+}
+
+// LeaseHeld locks node's lease row FOR SHARE, in the caller's transaction,
+// if its generation is still @generation (no row otherwise): what the
+// transaction writes to node's log then commits before any take-over.
+func (q *Queries) LeaseHeld(ctx context.Context, db DBTX, arg LeaseHeldParams) (int64, error) {
+	row := db.QueryRow(ctx, leaseHeld, arg.Node, arg.Generation)
+	var generation int64
+	err := row.Scan(&generation)
+	return generation, err
+}
+
 const leaseOf = `-- name: LeaseOf :one
 SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
 FROM tpcd_leases
