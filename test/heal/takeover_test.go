@@ -88,7 +88,9 @@ func TestStandbyTakesOver(t *testing.T) {
 		before := committed()
 		dead.proc.Cmd.Process.Kill()
 		<-dead.proc.Exited()
+		killed := time.Now()
 		heir.waitServing(t, 30*time.Second)
+		t.Logf("%s serves %v after %s was killed (lease %v)", heir.name, time.Since(killed).Round(10*time.Millisecond), dead.name, leaseTTL)
 		if out := heir.proc.Out.String(); !strings.Contains(out, "holding the coordinator's slot in the log") {
 			t.Fatalf("%s serves without holding the slot:\n%s", heir.name, out)
 		}
