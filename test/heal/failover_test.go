@@ -96,32 +96,17 @@ func failOver(t *testing.T, args func(serverPair) ([]string, map[int][]string), 
 	// acknowledged when its commit answered commit.
 	var mu sync.Mutex
 	var acked, failed []int
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for key := 1000 * (w + 1); ; key++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				err := c.commit(key)
-				mu.Lock()
-				if err == nil {
-					acked = append(acked, key)
-				} else {
-					failed = append(failed, key)
-				}
-				mu.Unlock()
-				if err != nil {
-					time.Sleep(50 * time.Millisecond)
-				}
-			}
-		}()
-	}
+	stop := clients(1000, func(_, key int) error {
+		err := c.commit(key)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			acked = append(acked, key)
+		} else {
+			failed = append(failed, key)
+		}
+		return err
+	})
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
 	testcluster.EventuallyWithin(t, time.Minute, "commits before the failover", func() bool { return ackedCount() >= 40 })
 	if err := primary.Kill(); err != nil {
@@ -135,8 +120,7 @@ func failOver(t *testing.T, args func(serverPair) ([]string, map[int][]string), 
 	grown := func() string { return query(t, standby.URI(growthDB), growing) }
 	promotedAt := grown()
 	testcluster.EventuallyWithin(t, time.Minute, "commits on the promoted standby", func() bool { return ackedCount() >= killedAt+40 })
-	close(stop)
-	wg.Wait()
+	stop()
 	if now := grown(); now == promotedAt {
 		t.Fatalf("nothing was written to the promoted standby (%s: %s)", growing, now)
 	}

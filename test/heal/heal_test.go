@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -225,6 +226,32 @@ func startClusterWith(t *testing.T, coordArgs []string, partArgs map[int][]strin
 }
 
 func (c *cluster) all() []*node { return append([]*node{c.coord}, c.parts...) }
+
+// clients runs four clients, each calling run with keys of its own
+// (starting at base times its number, from 1), one after the other, until
+// the returned stop is called, which waits for them. A client whose call
+// failed pauses a little before its next key.
+func clients(base int, run func(client, key int) error) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := base * (w + 1); ; key++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if run(w, key) != nil {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
 
 // coordAddrs lists the address of the coordinator and of its standbys.
 func (c *cluster) coordAddrs() []string {

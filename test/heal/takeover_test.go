@@ -2,6 +2,7 @@ package heal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -43,31 +44,21 @@ func TestStandbyTakesOver(t *testing.T) {
 	// Four clients run transfers of keys of their own until told to stop.
 	var mu sync.Mutex
 	var outcomes []txOutcome
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
-			defer cl.Close()
-			for key := 100000 * (w + 1); ; key++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o, ok := transfer(cl, key)
-				if !ok {
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				mu.Lock()
-				outcomes = append(outcomes, o)
-				mu.Unlock()
-			}
-		}()
+	conns := make([]*rpc.Failover, 4)
+	for w := range conns {
+		conns[w] = rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
+		defer conns[w].Close()
 	}
+	stop := clients(100000, func(w, key int) error {
+		o, ok := transfer(conns[w], key)
+		if !ok {
+			return errors.New("ended before its commit")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		outcomes = append(outcomes, o)
+		return nil
+	})
 	committed := func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -98,8 +89,7 @@ func TestStandbyTakesOver(t *testing.T) {
 		dead.startUnheld(t)
 		waitOutput(t, dead, "standby: another coordinator holds the slot")
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 
 	// The serving one (c1 again) is paused past its lease: the standby
 	// takes over and commits, and the paused one, resumed, exits without
