@@ -117,6 +117,20 @@ func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 	return s
 }
 
+// checkNoLease refuses to start a coordinator without a lease on a log
+// whose slot another holds by one: its appends would not be fenced, and the
+// holder's would not fence it out.
+func checkNoLease(ctx context.Context, store *logstore.Store) error {
+	l, found, err := store.LeaseOf(ctx, api.CoordinatorName)
+	if err != nil {
+		return err
+	}
+	if found && l.Remaining > 0 {
+		return fmt.Errorf("another coordinator (%s) holds this log's slot by a lease for %v more: give --lease to run as its standby, or stop it first", l.Holder, l.Remaining.Round(time.Millisecond))
+	}
+	return nil
+}
+
 // StartCoordinator recovers the coordinator from its log, starts a new epoch
 // and serves JSON-RPC on ln until Close.
 func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOptions) (*Coordinator, error) {
@@ -180,6 +194,11 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 			func(m engine.Message) { c.loop.submit(engine.SendFailed{Now: c.loop.now(), To: to, Msg: m}) }))
 	}
 
+	if opts.Lease == nil {
+		if err := checkNoLease(ctx, c.store); err != nil {
+			return nil, err
+		}
+	}
 	began := time.Now()
 	n, err := c.loop.recover(ctx)
 	if err != nil {

@@ -16,7 +16,10 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -436,4 +439,24 @@ func TestExecWithoutTransactionBeginsOne(t *testing.T) {
 		}
 		return open == 0
 	})
+}
+
+// A coordinator without a lease does not start on a log whose slot a
+// coordinator with one holds (tpcd coordinator --lease): its appends
+// would not be fenced. Once that lease has expired, it starts.
+func TestCoordinatorWithoutLeaseRefusesAHeldSlot(t *testing.T) {
+	c := startCluster(t, clusterConfig{participants: 1})
+	c.StopCoordinator()
+	store := logstore.New(c.CoordOpts.Log)
+	if _, taken, _, err := store.TakeLease(t.Context(), api.CoordinatorName, "other:9990", time.Hour); err != nil || !taken {
+		t.Fatalf("take the lease: %v, %v", taken, err)
+	}
+	_, err := node.StartCoordinator(t.Context(), testbin.Listen(t), c.CoordOpts)
+	if err == nil || !strings.Contains(err.Error(), "other:9990") || !strings.Contains(err.Error(), "--lease") {
+		t.Fatalf("start beside a held lease: %v; want a refusal naming the holder and --lease", err)
+	}
+	if _, err := c.CoordOpts.Log.Exec(t.Context(), "UPDATE tpcd_leases SET expires_at = now() - interval '1 second'"); err != nil {
+		t.Fatal(err)
+	}
+	c.StartCoordinator()
 }
