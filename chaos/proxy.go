@@ -19,13 +19,10 @@ import (
 // cutting the connection (everything in flight is lost, the dialler
 // reconnects) or discarding bytes for a while and cutting at the end.
 type Link struct {
-	name string
-	// targets are tried in order for each connection: the first that
-	// takes it gets it (a coordinator and its standby: only the one
-	// serving listens).
-	targets []string
-	ln      net.Listener
-	log     *slog.Logger
+	name   string
+	target string
+	ln     net.Listener
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	down    bool          // refuse new connections
@@ -68,8 +65,8 @@ const (
 )
 
 // NewLink listens on listen (HOST:PORT) and forwards every connection to
-// target, or to the first of targets that takes it.
-func NewLink(name, listen string, log *slog.Logger, targets ...string) (*Link, error) {
+// target.
+func NewLink(name, listen, target string, log *slog.Logger) (*Link, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("link %s: listen on %s: %w", name, listen, err)
@@ -77,7 +74,7 @@ func NewLink(name, listen string, log *slog.Logger, targets ...string) (*Link, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Link{name: name, targets: targets, ln: ln, log: log, conns: map[*pconn]struct{}{}}
+	l := &Link{name: name, target: target, ln: ln, log: log, conns: map[*pconn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
 	return l, nil
@@ -118,13 +115,7 @@ func (l *Link) accept() {
 // sees as the peer being unreachable.
 func (l *Link) open(a net.Conn) {
 	defer l.wg.Done()
-	var b net.Conn
-	err := errors.New("no target")
-	for _, t := range l.targets {
-		if b, err = net.DialTimeout("tcp", t, proxyDialTimeout); err == nil {
-			break
-		}
-	}
+	b, err := net.DialTimeout("tcp", l.target, proxyDialTimeout)
 	if err != nil {
 		a.Close()
 		return

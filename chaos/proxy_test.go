@@ -35,7 +35,7 @@ func echoServer(t *testing.T) string {
 
 func newTestLink(t *testing.T) *Link {
 	t.Helper()
-	l, err := NewLink("test", "127.0.0.1:0", nil, echoServer(t))
+	l, err := NewLink("test", "127.0.0.1:0", echoServer(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -424,7 +424,7 @@ func TestMigrateLogDownFromRows(t *testing.T) {
 	if _, err := logProvider(t, pool, 5).DownTo(ctx, 2); err != nil {
 		t.Fatalf("down to version 2: %v", err)
 	}
-	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases"} {
+	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases", "tpcd_lease_fences"} {
 		if tableExists(t, pool, table) {
 			t.Fatalf("%s left after Down", table)
 		}

@@ -76,13 +76,30 @@ func (s *Store) fenced(ctx context.Context, node string, write func(queries.DBTX
 // it or its lease has expired, and returns the slot's new generation, which
 // every append of the new holder must name (Fenced). When another holds
 // it, taken is false and current says who, until when. Taking a slot waits
-// for the appends in flight under the old generation, so once it returns
-// the log holds everything the old holder will ever have written.
+// for the appends and compactions in flight under the old generation, so
+// once it returns the log holds everything the old holder will ever have
+// written. Renewals do not wait for them: they update the lease, not the
+// fence the writes hold.
 func (s *Store) TakeLease(ctx context.Context, node, holder string, ttl time.Duration) (generation int64, taken bool, current Lease, err error) {
+	// Read first: a take that finds the lease held still locks its row (ON
+	// CONFLICT does), which would hold up the holder's appends at every
+	// poll of a standby.
+	current, found, err := s.LeaseOf(ctx, node)
+	if err != nil {
+		return 0, false, Lease{}, err
+	}
+	if found && current.Remaining > 0 {
+		return 0, false, current, nil
+	}
 	err = s.durably(ctx, func(conn *pgx.Conn) error {
-		var err error
-		generation, err = s.q.LeaseTake(ctx, conn, queries.LeaseTakeParams{Node: node, Holder: holder, TtlSeconds: ttl.Seconds()})
-		return err
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var err error
+			generation, err = s.q.LeaseTake(ctx, tx, queries.LeaseTakeParams{Node: node, Holder: holder, TtlSeconds: ttl.Seconds()})
+			if err != nil {
+				return err
+			}
+			return s.q.LeaseFence(ctx, tx, queries.LeaseFenceParams{Node: node, Generation: generation})
+		})
 	})
 	switch {
 	case err == nil:
@@ -90,12 +107,11 @@ func (s *Store) TakeLease(ctx context.Context, node, holder string, ttl time.Dur
 	case !errors.Is(err, pgx.ErrNoRows):
 		return 0, false, Lease{}, fmt.Errorf("take the lease of %s: %w", node, err)
 	}
-	current, found, err := s.LeaseOf(ctx, node)
-	if err != nil {
+	// Taken by another since the read.
+	if current, found, err = s.LeaseOf(ctx, node); err != nil {
 		return 0, false, Lease{}, err
 	}
 	if !found {
-		// Released and removed in between: nobody holds it now.
 		return 0, false, Lease{Node: node}, nil
 	}
 	return 0, false, current, nil

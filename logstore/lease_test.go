@@ -37,6 +37,9 @@ func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
 	if _, err := a.Append(ctx, node, []Entry{entry(2, "a", 0)}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("append of the replaced holder: %v, want %v", err, ErrFenced)
 	}
+	if _, _, err := a.Last(ctx, node); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the replaced holder asks for the newest row: %v, want %v", err, ErrFenced)
+	}
 	if _, _, err := a.Compact(ctx, node, []int64{first.seq}, nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("compaction by the replaced holder: %v, want %v", err, ErrFenced)
 	}
@@ -45,6 +48,9 @@ func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
 	}
 	b := s.Fenced(node, genB)
 	row := appendRow(t, b, node, entry(3, "b", 0))
+	if seq, n, err := b.Last(ctx, node); err != nil || seq != row.seq || n != 1 {
+		t.Fatalf("the holder's newest row: %d, %d, %v; want %d with one event", seq, n, err, row.seq)
+	}
 	if held, err := s.RenewLease(ctx, node, genB, time.Hour); err != nil || !held {
 		t.Fatalf("renewal of the holder: held %v, err %v", held, err)
 	}
@@ -74,7 +80,8 @@ func TestLeaseFencesTheHolderItReplaced(t *testing.T) {
 
 // TestTakeOverOrdersWithAppendsInFlight: an append in flight when the slot
 // is taken over either commits before the take-over ends (so the new holder
-// reads it) or writes nothing; it never lands after.
+// reads it) or writes nothing; it never lands after. A renewal does not
+// wait for appends.
 func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
 	ctx := t.Context()
 	s := newStore(t)
@@ -99,9 +106,8 @@ func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
 	}
 	q := queries.New()
 
-	// An append not yet committed: the take-over waits for it. (The lease
-	// expires first: the update would wait for the append too.)
-	expire()
+	// An append not yet committed: a renewal does not wait for it, a
+	// take-over does.
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +116,12 @@ func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	renewCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if held, err := s.RenewLease(renewCtx, node, gen, time.Hour); err != nil || !held {
+		t.Fatalf("renewal while an append is in flight: held %v, %v", held, err)
+	}
+	expire()
 	type took struct {
 		gen   int64
 		taken bool
@@ -144,7 +156,11 @@ func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.LeaseTake(ctx, tx, queries.LeaseTakeParams{Node: node, Holder: "c", TtlSeconds: 3600}); err != nil {
+	next, err := q.LeaseTake(ctx, tx, queries.LeaseTakeParams{Node: node, Holder: "c", TtlSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.LeaseFence(ctx, tx, queries.LeaseFenceParams{Node: node, Generation: next}); err != nil {
 		t.Fatal(err)
 	}
 	appended := make(chan error, 1)

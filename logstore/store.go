@@ -148,13 +148,20 @@ func (s *Store) Last(ctx context.Context, node string) (seq int64, events int, e
 	// The row may be on the server and not yet on its synchronous standby
 	// (the append's wait for it was cancelled): report it only once it is
 	// on both, or it could be taken for durable and lost in a failover.
+	// A fenced store asks only while its lease holds: after a take-over
+	// the newest row is the new holder's, and could pass for the one an
+	// append of the old holder failed to confirm.
 	var row queries.LogLastByNodeRow
 	c, err := s.pool.Acquire(ctx)
 	if err == nil {
-		if err = syncrep.Barrier(ctx, c.Conn()); err == nil {
-			row, err = s.q.LogLastByNode(ctx, c, node)
-		}
+		err = syncrep.Barrier(ctx, c.Conn())
 		c.Release()
+	}
+	if err == nil {
+		err = s.fenced(ctx, node, func(db queries.DBTX) (err error) {
+			row, err = s.q.LogLastByNode(ctx, db, node)
+			return err
+		})
 	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

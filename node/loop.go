@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -440,9 +441,13 @@ func (l *loop) flushBatch(ctx context.Context, st *flushState, batch []pendingEv
 		failpoint.BeforeLog(evs)
 		began := l.clock.Now()
 		r.seq, r.err = l.log.Append(ctx, l.name, st.entries)
-		if r.err != nil {
+		switch {
+		case errors.Is(r.err, logstore.ErrFenced):
+			// Certainly not written, and nothing of this node will be
+			// again: its lease is gone (the process stops on that).
+		case r.err != nil:
 			st.unsure = len(batch)
-		} else {
+		default:
 			st.lastSeq = r.seq
 			if l.compaction != nil {
 				l.compaction.track(r.seq, evs)

@@ -507,6 +507,38 @@ func TestFailedAppendIsRetriedAndReleasesNothing(t *testing.T) {
 	h.wantLogged("a1", "a2", "b1")
 }
 
+// An append the log refused because this node's lease was taken over
+// (logstore.ErrFenced) was certainly not written: the loop appends it
+// again and does not take a row of the new holder's, of the same size,
+// for its own.
+func TestFencedAppendIsNotMistakenForTheNewHoldersRow(t *testing.T) {
+	h := newHeldHarness(t)
+	h.step(evs(ev(1, "a1")), dataOp(1, "exec a", h.lsn+1))
+	first := h.held()
+	first.Fail(logstore.ErrFenced)
+	h.eventually("the loop pauses", func() bool { return h.clock.timersPending() > 0 })
+
+	// The new holder writes a row of one event meanwhile.
+	intruder := make(chan error, 1)
+	go func() {
+		_, err := h.log.Append(context.Background(), first.Node, []logstore.Entry{{Tx: 9, Event: []byte(`{"type":"x"}`)}})
+		intruder <- err
+	}()
+	h.held().Release()
+	if err := <-intruder; err != nil {
+		t.Fatal(err)
+	}
+
+	h.clock.Advance(appendRetryPause)
+	again := h.held()
+	h.wantPerformed()
+	if got := names(t, again); !slices.Equal(got, []string{"a1"}) {
+		t.Fatalf("retry appends %q, want [a1]", got)
+	}
+	again.Release()
+	h.waitPerformed("exec a")
+}
+
 func TestTransactionsDoNotWaitForEachOther(t *testing.T) {
 	h := newHeldHarness(t)
 

@@ -1,8 +1,7 @@
 -- LeaseTake takes node's slot for @holder until @ttl_seconds from now, if nobody
 -- holds it or its lease has expired, and returns the slot's new generation
--- (no row when another holds it). Raising the generation waits for the
--- appends in flight under the old one (they hold the row FOR SHARE), and
--- fences every later one.
+-- (no row when another holds it). LeaseFence then sets the fence, in the
+-- same transaction.
 -- name: LeaseTake :one
 INSERT INTO tpcd_leases AS l (node, holder, generation, expires_at)
 VALUES (@node, @holder, 1, now() + make_interval(secs => @ttl_seconds::float8))
@@ -33,11 +32,19 @@ SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::f
 FROM tpcd_leases
 WHERE node = @node;
 
--- LeaseHeld locks node's lease row FOR SHARE, in the caller's transaction,
--- if its generation is still @generation (no row otherwise): what the
+-- LeaseFence sets node's fence to the generation a take-over raised. It
+-- waits for the appends and compactions in flight under the old one (they
+-- hold the fence FOR SHARE), and every later one sees the new generation.
+-- name: LeaseFence :exec
+INSERT INTO tpcd_lease_fences AS f (node, generation)
+VALUES (@node, @generation)
+ON CONFLICT (node) DO UPDATE SET generation = excluded.generation;
+
+-- LeaseHeld locks node's fence FOR SHARE, in the caller's transaction, if
+-- its generation is still @generation (no row otherwise): what the
 -- transaction writes to node's log then commits before any take-over.
 -- name: LeaseHeld :one
 SELECT generation
-FROM tpcd_leases
+FROM tpcd_lease_fences
 WHERE node = @node AND generation = @generation
 FOR SHARE;

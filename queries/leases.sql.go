@@ -10,9 +10,28 @@ import (
 	"time"
 )
 
+const leaseFence = `-- name: LeaseFence :exec
+INSERT INTO tpcd_lease_fences AS f (node, generation)
+VALUES ($1, $2)
+ON CONFLICT (node) DO UPDATE SET generation = excluded.generation
+`
+
+type LeaseFenceParams struct {
+	Node       string
+	Generation int64
+}
+
+// LeaseFence sets node's fence to the generation a take-over raised. It
+// waits for the appends and compactions in flight under the old one (they
+// hold the fence FOR SHARE), and every later one sees the new generation.
+func (q *Queries) LeaseFence(ctx context.Context, db DBTX, arg LeaseFenceParams) error {
+	_, err := db.Exec(ctx, leaseFence, arg.Node, arg.Generation)
+	return err
+}
+
 const leaseHeld = `-- name: LeaseHeld :one
 SELECT generation
-FROM tpcd_leases
+FROM tpcd_lease_fences
 WHERE node = $1 AND generation = $2
 FOR SHARE
 `
@@ -22,8 +41,8 @@ type LeaseHeldParams struct {
 	Generation int64
 }
 
-// LeaseHeld locks node's lease row FOR SHARE, in the caller's transaction,
-// if its generation is still @generation (no row otherwise): what the
+// LeaseHeld locks node's fence FOR SHARE, in the caller's transaction, if
+// its generation is still @generation (no row otherwise): what the
 // transaction writes to node's log then commits before any take-over.
 func (q *Queries) LeaseHeld(ctx context.Context, db DBTX, arg LeaseHeldParams) (int64, error) {
 	row := db.QueryRow(ctx, leaseHeld, arg.Node, arg.Generation)
@@ -116,9 +135,8 @@ type LeaseTakeParams struct {
 
 // LeaseTake takes node's slot for @holder until @ttl_seconds from now, if nobody
 // holds it or its lease has expired, and returns the slot's new generation
-// (no row when another holds it). Raising the generation waits for the
-// appends in flight under the old one (they hold the row FOR SHARE), and
-// fences every later one.
+// (no row when another holds it). LeaseFence then sets the fence, in the
+// same transaction.
 func (q *Queries) LeaseTake(ctx context.Context, db DBTX, arg LeaseTakeParams) (int64, error) {
 	row := db.QueryRow(ctx, leaseTake, arg.Node, arg.Holder, arg.TtlSeconds)
 	var generation int64

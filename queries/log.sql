@@ -6,15 +6,15 @@ VALUES (@node, @txs::bigint[], @events::jsonb)
 RETURNING seq;
 
 -- LogAppendFenced is LogAppend for a node whose slot is leased: it writes
--- the row only while the slot's generation is still @generation. The share
--- lock on the lease row makes a take-over wait for this append to commit,
--- and an append that waited for a take-over sees the new generation and
--- writes nothing (no row returned).
+-- the row only while the slot's fence still holds @generation. The share
+-- lock on the fence makes a take-over wait for this append to commit, and
+-- an append that waited for a take-over sees the new generation and writes
+-- nothing (no row returned).
 -- name: LogAppendFenced :one
 INSERT INTO tpcd_log (node, txs, events)
-SELECT l.node, @txs::bigint[], @events::jsonb
-FROM tpcd_leases l
-WHERE l.node = @node AND l.generation = @generation
+SELECT f.node, @txs::bigint[], @events::jsonb
+FROM tpcd_lease_fences f
+WHERE f.node = @node AND f.generation = @generation
 FOR SHARE
 RETURNING seq;
 

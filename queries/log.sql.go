@@ -32,9 +32,9 @@ func (q *Queries) LogAppend(ctx context.Context, db DBTX, arg LogAppendParams) (
 
 const logAppendFenced = `-- name: LogAppendFenced :one
 INSERT INTO tpcd_log (node, txs, events)
-SELECT l.node, $1::bigint[], $2::jsonb
-FROM tpcd_leases l
-WHERE l.node = $3 AND l.generation = $4
+SELECT f.node, $1::bigint[], $2::jsonb
+FROM tpcd_lease_fences f
+WHERE f.node = $3 AND f.generation = $4
 FOR SHARE
 RETURNING seq
 `
@@ -47,10 +47,10 @@ type LogAppendFencedParams struct {
 }
 
 // LogAppendFenced is LogAppend for a node whose slot is leased: it writes
-// the row only while the slot's generation is still @generation. The share
-// lock on the lease row makes a take-over wait for this append to commit,
-// and an append that waited for a take-over sees the new generation and
-// writes nothing (no row returned).
+// the row only while the slot's fence still holds @generation. The share
+// lock on the fence makes a take-over wait for this append to commit, and
+// an append that waited for a take-over sees the new generation and writes
+// nothing (no row returned).
 func (q *Queries) LogAppendFenced(ctx context.Context, db DBTX, arg LogAppendFencedParams) (int64, error) {
 	row := db.QueryRow(ctx, logAppendFenced,
 		arg.Txs,

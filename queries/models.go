@@ -15,6 +15,11 @@ type TpcdLease struct {
 	ExpiresAt  time.Time
 }
 
+type TpcdLeaseFence struct {
+	Node       string
+	Generation int64
+}
+
 type TpcdLog struct {
 	Seq       int64
 	CreatedAt time.Time

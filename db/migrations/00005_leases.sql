@@ -12,5 +12,14 @@ CREATE TABLE tpcd_leases (
     expires_at timestamptz NOT NULL
 );
 
+-- The generation again, in a row of its own that appends and compactions
+-- hold FOR SHARE while they write: a take-over, which updates it, waits
+-- for them, while a renewal, which updates only tpcd_leases, does not.
+CREATE TABLE tpcd_lease_fences (
+    node       text   PRIMARY KEY,
+    generation bigint NOT NULL
+);
+
 -- +goose Down
+DROP TABLE tpcd_lease_fences;
 DROP TABLE tpcd_leases;
