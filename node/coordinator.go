@@ -119,16 +119,21 @@ func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 
 // checkNoLease refuses to start a coordinator without a lease on a log
 // whose slot another holds by one: its appends would not be fenced, and the
-// holder's would not fence it out.
-func checkNoLease(ctx context.Context, store *logstore.Store) error {
-	l, found, err := store.LeaseOf(ctx, api.CoordinatorName)
-	if err != nil {
+// holder's would not fence it out. A lease that has expired is taken over
+// (for no time at all), so that its holder, if it still runs, can write
+// nothing more.
+func checkNoLease(ctx context.Context, store *logstore.Store, self string) error {
+	if _, found, err := store.LeaseOf(ctx, api.CoordinatorName); err != nil || !found {
 		return err
 	}
-	if found && l.Remaining > 0 {
-		return fmt.Errorf("another coordinator (%s) holds this log's slot by a lease for %v more: give --lease to run as its standby, or stop it first", l.Holder, l.Remaining.Round(time.Millisecond))
+	_, taken, held, err := store.TakeLease(ctx, api.CoordinatorName, self+" (no lease)", 0)
+	switch {
+	case err != nil || taken:
+		return err
+	case held.Remaining > 0:
+		return fmt.Errorf("another coordinator (%s) holds this log's slot by a lease for %v more: give --lease to run as its standby, or stop it first", held.Holder, held.Remaining.Round(time.Millisecond))
 	}
-	return nil
+	return fmt.Errorf("another coordinator (%s) took this log's slot while this one started", held.Holder)
 }
 
 // StartCoordinator recovers the coordinator from its log, starts a new epoch
@@ -195,7 +200,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	}
 
 	if opts.Lease == nil {
-		if err := checkNoLease(ctx, c.store); err != nil {
+		if err := checkNoLease(ctx, c.store, ln.Addr().String()); err != nil {
 			return nil, err
 		}
 	}

@@ -443,7 +443,8 @@ func TestExecWithoutTransactionBeginsOne(t *testing.T) {
 
 // A coordinator without a lease does not start on a log whose slot a
 // coordinator with one holds (tpcd coordinator --lease): its appends
-// would not be fenced. Once that lease has expired, it starts.
+// would not be fenced. Once that lease has expired, it starts, and fences
+// the old holder out.
 func TestCoordinatorWithoutLeaseRefusesAHeldSlot(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 1})
 	c.StopCoordinator()
@@ -459,4 +460,10 @@ func TestCoordinatorWithoutLeaseRefusesAHeldSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.StartCoordinator()
+	// It took the expired slot over, for no time: the old holder is
+	// fenced out, and a standby may take it at once.
+	l, _, err := store.LeaseOf(t.Context(), api.CoordinatorName)
+	if err != nil || l.Generation != 2 || l.Remaining > 0 || !strings.Contains(l.Holder, "(no lease)") {
+		t.Fatalf("the slot after a start without a lease: %+v, %v; want generation 2, expired, held by no lease", l, err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -55,13 +57,20 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	store := logstore.New(pool)
+	// The row names this process alone, so that a take whose answer was
+	// lost is recognised as its own at the next try.
+	holder := opts.Holder + " #" + strconv.FormatUint(rand.Uint64(), 36)
 	// A standby asks every tenth of the TTL: it takes over within that of
 	// the lease's expiry.
 	poll := opts.TTL / 10
 	var reported string
 	for {
 		start := time.Now()
-		gen, taken, current, err := store.TakeLease(ctx, api.CoordinatorName, opts.Holder, opts.TTL)
+		gen, taken, current, err := store.TakeLease(ctx, api.CoordinatorName, holder, opts.TTL)
+		if !taken && err == nil && current.Holder == holder && current.Remaining > 0 {
+			// Counted from when the lease was taken, as the server did.
+			gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
+		}
 		switch {
 		case taken:
 			l := &Lease{store: store, opts: opts, generation: gen, done: make(chan struct{}), lost: make(chan struct{})}
@@ -161,7 +170,8 @@ func (l *Lease) Release(ctx context.Context) error {
 
 // OpenLeasePool opens a small pool on the log database at uri, with the
 // log's schema brought up to date, for HoldLease: its own connections, so
-// that renewals never queue behind the coordinator's appends.
+// that a renewal never waits for a connection the coordinator's appends
+// hold.
 func OpenLeasePool(ctx context.Context, uri string, logger *slog.Logger) (*pgxpool.Pool, error) {
 	pool, err := openPool(ctx, uri, 2, 1)
 	if err != nil {

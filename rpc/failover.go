@@ -26,6 +26,9 @@ type Failover struct {
 // NewFailover returns a Failover over addrs ("host:port" each, at least
 // one), each called as NewClient(addr, opts) would. It does not connect yet.
 func NewFailover(addrs []string, opts ClientOptions) *Failover {
+	if len(addrs) == 0 {
+		panic("rpc: NewFailover needs at least one address")
+	}
 	f := &Failover{}
 	for _, a := range addrs {
 		f.clients = append(f.clients, NewClient(a, opts))

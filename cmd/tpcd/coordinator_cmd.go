@@ -35,7 +35,7 @@ type CoordinatorCmd struct {
 	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
-	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (not listening), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log." default:"0s"`
+	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (its --host closed, its metrics listener not ready), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log." default:"0s"`
 
 	PGListen string `name:"pg-listen" help:"Also serve the PostgreSQL protocol on HOST:PORT, so that psql, pgbench and any driver commit across participants (docs/PGWIRE.md). Needs --pg-user, --pg-users-file or --pg-trust." placeholder:"HOST:PORT"`
 
@@ -140,7 +140,11 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			return err
 		}
 		defer func() {
-			if err := lease.Release(context.Background()); err != nil {
+			// Bounded: a log out of reach must not hold up the exit; the
+			// lease then expires by itself.
+			rctx, cancel := context.WithTimeout(context.Background(), c.Lease)
+			defer cancel()
+			if err := lease.Release(rctx); err != nil {
 				logger.Warn("the lease was not released: a standby takes over when it expires", "err", err)
 			}
 		}()
