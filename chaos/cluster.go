@@ -95,7 +95,7 @@ type cluster struct {
 	keep bool // keep the state of replaced coordinators
 
 	servers []*server // participant i's server
-	links   []*Link   // 2i: coordinator->participant-i, 2i+1: participant-i->coordinator
+	links   []*Link   // 2i: coordinator->participant-i, 2i+1: participant-i->coordinator; 2n+i: participant-i->coordinator-b
 	nodes   []*proc   // 0: coordinator; i+1: participant i
 
 	coordAddr    string // the coordinator's own address (clients connect here)
@@ -151,7 +151,7 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	// metrics listener.
 	extra := 0
 	if opts.Coordinators == 2 {
-		extra = 3
+		extra = 3 + n // and a link from each participant to the second
 	}
 	ports, err := allocPorts(n + (n + 1) + 2*n + 1 + extra)
 	if err != nil {
@@ -228,14 +228,25 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		}
 	}
 	for i := range n {
-		for _, l := range []struct {
-			name    string
-			targets []string
-		}{
-			{fmt.Sprintf("coordinator->participant-%d", i), []string{c.nodeAddrs[i+1]}},
-			{fmt.Sprintf("participant-%d->coordinator", i), c.coordAddrs()},
+		for _, l := range []struct{ name, target string }{
+			{fmt.Sprintf("coordinator->participant-%d", i), c.nodeAddrs[i+1]},
+			{fmt.Sprintf("participant-%d->coordinator", i), c.coordAddr},
 		} {
-			link, err := NewLink(l.name, addr(take()), log, l.targets...)
+			link, err := NewLink(l.name, addr(take()), l.target, log)
+			if err != nil {
+				return c, err
+			}
+			c.links = append(c.links, link)
+		}
+	}
+
+	// With two coordinators each participant has a link to each, and knows
+	// both (links 2n+i), as a participant would be configured: a paused
+	// coordinator still takes connections, and a participant moves on to
+	// the other address after a call to it failed.
+	if opts.Coordinators == 2 {
+		for i := range n {
+			link, err := NewLink(fmt.Sprintf("participant-%d->%s", i, secondCoordinator), addr(take()), c.secondAddr, log)
 			if err != nil {
 				return c, err
 			}
@@ -273,7 +284,7 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 	c.nodes = append(c.nodes, newProc(nodeName(0), opts.Binary, args, c.logPath(0), log))
 	for i := range n {
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", c.nodeAddrs[i+1],
-			"--coordinator", c.links[2*i+1].Addr(),
+			"--coordinator", c.participantCoordinators(i),
 			"--log-db", c.servers[i].pg.URI(logDBName), "--data-db", c.dataURIs[i]}
 		c.nodes = append(c.nodes, newProc(nodeName(i+1), opts.Binary, append(args, participantFlags...), c.logPath(i+1), log))
 	}
@@ -325,6 +336,16 @@ func (c *cluster) coordAddrs() []string {
 		return []string{c.coordAddr}
 	}
 	return []string{c.coordAddr, c.secondAddr}
+}
+
+// participantCoordinators is participant i's --coordinator: its link to
+// the coordinator, and to the second one if there is one.
+func (c *cluster) participantCoordinators(i int) string {
+	addrs := c.links[2*i+1].Addr()
+	if c.secondAddr != "" {
+		addrs += "," + c.links[2*c.n+i].Addr()
+	}
+	return addrs
 }
 
 // coordinators lists the coordinator processes.
