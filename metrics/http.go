@@ -54,6 +54,10 @@ type Health struct {
 // request would let a flood of probes take the node's connections.
 func (h *Health) SetReady(health func() error) { h.health.Store(&health) }
 
+// Recovering makes Ready report the node recovering again, as before
+// SetReady.
+func (h *Health) Recovering() { h.health.Store(nil) }
+
 // Ready reports the node's health: nil when ready.
 func (h *Health) Ready() error {
 	health := h.health.Load()

@@ -136,9 +136,11 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			return perr
 		}
 		defer pool.Close()
+		obs.standby(true)
 		if lease, err = c.holdLease(ctx, pool, logger); err != nil || lease == nil {
 			return err
 		}
+		obs.standby(false)
 		defer func() {
 			// Bounded: a log out of reach must not hold up the exit; the
 			// lease then expires by itself.

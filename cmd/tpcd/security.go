@@ -281,6 +281,21 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 	o.health.SetReady(c.Health)
 }
 
+// standby makes /readyz say why a coordinator waiting for the log's slot
+// is not ready; waiting false puts back the usual "recovering" until the
+// coordinator is up.
+func (o *observability) standby(waiting bool) {
+	if o == nil {
+		return
+	}
+	if !waiting {
+		o.health.Recovering()
+		return
+	}
+	why := errors.New("standby: another coordinator holds the log's slot; this one takes over when its lease expires")
+	o.health.SetReady(func() error { return why })
+}
+
 // participantUp wires the running participant's gauges and readiness.
 func (o *observability) participantUp(p *node.Participant, logger *slog.Logger) {
 	if o == nil {

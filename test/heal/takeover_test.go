@@ -231,8 +231,8 @@ func startLeasedCluster(t *testing.T) (*cluster, []*node) {
 		t.Fatalf("the standby %s accepts connections", coords[1].addr)
 	}
 	// A standby is alive, and not ready.
-	if ready, why := coords[1].ready(); ready {
-		t.Fatalf("the standby's /readyz says ready: %s", why)
+	if ready, why := coords[1].ready(); ready || !strings.Contains(why, "standby") {
+		t.Fatalf("the standby's /readyz: ready %v, %q; want not ready, as a standby", ready, why)
 	}
 	if resp, err := http.Get("http://" + coords[1].metrics + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("the standby's /healthz: %v %v", resp, err)
