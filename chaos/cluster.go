@@ -332,7 +332,7 @@ func (c *cluster) startLogServer(ctx context.Context, pgOpts func(dir string, po
 // coordAddrs lists the coordinators' addresses: the first's, and the
 // second's when two share a log.
 func (c *cluster) coordAddrs() []string {
-	if c.second == nil && c.secondAddr == "" {
+	if c.secondAddr == "" {
 		return []string{c.coordAddr}
 	}
 	return []string{c.coordAddr, c.secondAddr}
@@ -346,14 +346,6 @@ func (c *cluster) participantCoordinators(i int) string {
 		addrs += "," + c.links[2*c.n+i].Addr()
 	}
 	return addrs
-}
-
-// coordinators lists the coordinator processes.
-func (c *cluster) coordinators() []*proc {
-	if c.second == nil {
-		return c.nodes[:1]
-	}
-	return []*proc{c.nodes[0], c.second}
 }
 
 // makeTemplate initialises the PostgreSQL directory every server is copied

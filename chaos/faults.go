@@ -334,13 +334,11 @@ func (in *injector) inject(ctx context.Context, kind string) bool {
 }
 
 // servingCoordinator marks busy and returns the name of the coordinator
-// that answers a ping now; "" if none does or it is busy.
+// (of two) that answers a ping now; "" if none does or it is busy.
 func (in *injector) servingCoordinator(ctx context.Context) string {
-	for _, p := range in.c.coordinators() {
-		addr := in.c.coordAddr
-		if p == in.c.second {
-			addr = in.c.secondAddr
-		}
+	addrs := in.c.coordAddrs()
+	for i, p := range []*proc{in.c.nodes[0], in.c.second} {
+		addr := addrs[i]
 		in.mu.Lock()
 		busy := in.busy[p.name] // a paused one would not answer the ping
 		in.mu.Unlock()

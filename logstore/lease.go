@@ -21,9 +21,8 @@ type Lease struct {
 	Node       string
 	Holder     string
 	Generation int64
-	// Expires is when the lease ends unless renewed, by the log server's
-	// clock; Remaining is how long that is from the moment it was read.
-	Expires   time.Time
+	// Remaining is how long the lease lasts unless renewed, from the
+	// moment it was read, by the log server's clock.
 	Remaining time.Duration
 }
 
@@ -153,7 +152,7 @@ func (s *Store) LeaseOf(ctx context.Context, node string) (l Lease, found bool, 
 		return Lease{}, false, fmt.Errorf("read the lease of %s: %w", node, err)
 	}
 	return Lease{
-		Node: node, Holder: row.Holder, Generation: row.Generation, Expires: row.ExpiresAt,
+		Node: node, Holder: row.Holder, Generation: row.Generation,
 		Remaining: time.Duration(row.RemainingSeconds * float64(time.Second)),
 	}, true, nil
 }

@@ -25,10 +25,10 @@ UPDATE tpcd_leases
 SET expires_at = now()
 WHERE node = @node AND generation = @generation;
 
--- LeaseOf reads node's slot: who holds it, under which generation, until
--- when, and how long that is from now by the log server's clock.
+-- LeaseOf reads node's slot: who holds it, under which generation, and
+-- how long its lease lasts from now by the log server's clock.
 -- name: LeaseOf :one
-SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
+SELECT holder, generation, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
 FROM tpcd_leases
 WHERE node = @node;
 

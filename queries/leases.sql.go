@@ -52,7 +52,7 @@ func (q *Queries) LeaseHeld(ctx context.Context, db DBTX, arg LeaseHeldParams) (
 }
 
 const leaseOf = `-- name: LeaseOf :one
-SELECT holder, generation, expires_at, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
+SELECT holder, generation, extract(epoch FROM expires_at - now())::float8 AS remaining_seconds
 FROM tpcd_leases
 WHERE node = $1
 `
@@ -60,21 +60,15 @@ WHERE node = $1
 type LeaseOfRow struct {
 	Holder           string
 	Generation       int64
-	ExpiresAt        time.Time
 	RemainingSeconds float64
 }
 
-// LeaseOf reads node's slot: who holds it, under which generation, until
-// when, and how long that is from now by the log server's clock.
+// LeaseOf reads node's slot: who holds it, under which generation, and
+// how long its lease lasts from now by the log server's clock.
 func (q *Queries) LeaseOf(ctx context.Context, db DBTX, node string) (LeaseOfRow, error) {
 	row := db.QueryRow(ctx, leaseOf, node)
 	var i LeaseOfRow
-	err := row.Scan(
-		&i.Holder,
-		&i.Generation,
-		&i.ExpiresAt,
-		&i.RemainingSeconds,
-	)
+	err := row.Scan(&i.Holder, &i.Generation, &i.RemainingSeconds)
 	return i, err
 }
 

@@ -39,15 +39,6 @@ func NewFailover(addrs []string, opts ClientOptions) *Failover {
 // Addr returns the address calls go to now.
 func (f *Failover) Addr() string { return f.clients[f.current.Load()].addr }
 
-// Addrs returns every address, in the order given.
-func (f *Failover) Addrs() []string {
-	addrs := make([]string, len(f.clients))
-	for i, c := range f.clients {
-		addrs[i] = c.addr
-	}
-	return addrs
-}
-
 // Call is Client.Call on the serving address.
 func (f *Failover) Call(ctx context.Context, method string, params, result any) error {
 	return f.each(func(c *Client) error { return c.Call(ctx, method, params, result) })
