@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -33,8 +34,12 @@ type (
 	spec struct {
 		Replicas       *int `yaml:"replicas"`
 		MaxUnavailable *int `yaml:"maxUnavailable"`
+		MinAvailable   *int `yaml:"minAvailable"`
 		Strategy       struct {
-			Type string `yaml:"type"`
+			Type          string `yaml:"type"`
+			RollingUpdate struct {
+				MaxUnavailable *int `yaml:"maxUnavailable"`
+			} `yaml:"rollingUpdate"`
 		} `yaml:"strategy"`
 		ServiceName string `yaml:"serviceName"`
 		ClusterIP   string `yaml:"clusterIP"`
@@ -51,7 +56,8 @@ type (
 				Labels map[string]string `yaml:"labels"`
 			} `yaml:"metadata"`
 			Spec struct {
-				Containers []container `yaml:"containers"`
+				TerminationGracePeriodSeconds int         `yaml:"terminationGracePeriodSeconds"`
+				Containers                    []container `yaml:"containers"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	}
@@ -80,6 +86,13 @@ type (
 				Command []string `yaml:"command"`
 			} `yaml:"exec"`
 		} `yaml:"readinessProbe"`
+		Lifecycle struct {
+			PreStop struct {
+				Exec *struct {
+					Command []string `yaml:"command"`
+				} `yaml:"exec"`
+			} `yaml:"preStop"`
+		} `yaml:"lifecycle"`
 		LivenessProbe struct {
 			HTTPGet *struct {
 				Path string `yaml:"path"`
@@ -203,19 +216,43 @@ func checkContainer(t *testing.T, objs map[string]object, c container, command s
 		defined[e.Name] = true
 	}
 	_, port, _ := strings.Cut(metrics, ":")
-	if c.ReadinessProbe.Exec == nil || !slices.Equal(c.ReadinessProbe.Exec.Command, []string{"tpcd", "probe", "127.0.0.1:" + port}) {
-		t.Errorf("%s: readiness probe %+v does not ask its metrics listener (%s) with tpcd probe", c.Name, c.ReadinessProbe.Exec, metrics)
+	if c.ReadinessProbe.Exec == nil {
+		t.Fatalf("%s: no readiness probe", c.Name)
 	}
+	checkProbe(t, c.Name+": readiness probe", c.ReadinessProbe.Exec.Command, port)
 	if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/healthz" || fmt.Sprint(p.Port) != port {
 		t.Errorf("%s: liveness probe %+v is not /healthz on %s", c.Name, p, port)
 	}
-	// tpcd probe itself must take what the probe passes.
+}
+
+// checkProbe checks a command that runs tpcd probe: it asks the
+// container's own metrics listener, with flags tpcd probe takes, and
+// returns them.
+func checkProbe(t *testing.T, what string, command []string, port string) []string {
+	t.Helper()
+	if len(command) < 3 || command[0] != "tpcd" || command[1] != "probe" || command[len(command)-1] != "127.0.0.1:"+port {
+		t.Errorf("%s %q does not ask its metrics listener (port %s) with tpcd probe", what, command, port)
+		return nil
+	}
 	probeFlags, _ := help(t, "probe")
-	for _, a := range c.ReadinessProbe.Exec.Command[2:] {
-		if strings.HasPrefix(a, "--") && !slices.Contains(probeFlags, a) {
-			t.Errorf("%s: tpcd probe takes no %s", c.Name, a)
+	flags := command[2 : len(command)-1]
+	for _, a := range flags {
+		name, _, _ := strings.Cut(a, "=")
+		if !slices.Contains(probeFlags, name) {
+			t.Errorf("%s: tpcd probe takes no %s", what, name)
 		}
 	}
+	return flags
+}
+
+// flagValue is the value of --name=value in args.
+func flagValue(args []string, name string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // TestKubernetesExample checks deploy/kubernetes/tpcd.yaml against the
@@ -224,14 +261,33 @@ func TestKubernetesExample(t *testing.T) {
 	objs := load(t)
 
 	coord := get(t, objs, "Deployment/tpcd-coordinator")
-	if coord.Spec.Replicas == nil || *coord.Spec.Replicas != 1 || coord.Spec.Strategy.Type != "Recreate" {
-		t.Errorf("the coordinator must run alone on its log: replicas %v, strategy %q", coord.Spec.Replicas, coord.Spec.Strategy.Type)
-	}
 	cc := coord.Spec.Template.Spec.Containers
 	if len(cc) != 1 {
 		t.Fatalf("coordinator pod: %d containers", len(cc))
 	}
 	checkContainer(t, objs, cc[0], "coordinator")
+	// Coordinators on one log take turns by the lease. A standby counts
+	// as ready, or a rollout would wait for it forever; the rollout keeps
+	// one ready throughout, and so does a drain.
+	if coord.Spec.Replicas == nil || *coord.Spec.Replicas < 2 {
+		t.Errorf("coordinators: replicas %v, want a standby", coord.Spec.Replicas)
+	}
+	if !slices.ContainsFunc(cc[0].Args, func(a string) bool { return strings.HasPrefix(a, "--lease=") && a != "--lease=0s" }) {
+		t.Errorf("coordinators share the log without --lease: %q", cc[0].Args)
+	}
+	if !slices.Contains(cc[0].ReadinessProbe.Exec.Command, "--standby-ready") {
+		t.Errorf("a standby coordinator is never ready to %q: rollouts and drains would wait for it", cc[0].ReadinessProbe.Exec.Command)
+	}
+	if ru := coord.Spec.Strategy.RollingUpdate.MaxUnavailable; coord.Spec.Strategy.Type != "RollingUpdate" || ru == nil || *ru != 0 {
+		t.Errorf("coordinators roll with strategy %q, maxUnavailable %v; want RollingUpdate keeping every replica", coord.Spec.Strategy.Type, ru)
+	}
+	if svc := get(t, objs, "Service/tpcd-coordinator"); svc.Spec.ClusterIP != "None" {
+		t.Error("the coordinators' service is not headless: a connection through its one address may land on a standby")
+	}
+	cpdb := get(t, objs, "PodDisruptionBudget/tpcd-coordinator")
+	if cpdb.Spec.MinAvailable == nil || *cpdb.Spec.MinAvailable != 1 {
+		t.Errorf("the coordinators' disruption budget keeps %v available, want 1", cpdb.Spec.MinAvailable)
+	}
 
 	parts := get(t, objs, "StatefulSet/tpcd-participant")
 	pc := parts.Spec.Template.Spec.Containers
@@ -239,6 +295,18 @@ func TestKubernetesExample(t *testing.T) {
 		t.Fatalf("participant pod: %d containers", len(pc))
 	}
 	checkContainer(t, objs, pc[0], "participant")
+	// Stopped by choice, a participant first waits until nothing is in
+	// doubt, within its grace period.
+	stop := pc[0].Lifecycle.PreStop.Exec
+	if stop == nil {
+		t.Fatal("participants have no preStop hook")
+	}
+	_, port, _ := strings.Cut(flagValue(pc[0].Args, "--metrics-addr"), ":")
+	flags := checkProbe(t, "participant: preStop", stop.Command, port)
+	wait, err := time.ParseDuration(flagValue(flags, "--until-settled"))
+	if grace := time.Duration(parts.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; err != nil || wait <= 0 || wait >= grace {
+		t.Errorf("participant: preStop %q waits %v (%v), want less than the grace period %v", stop.Command, wait, err, grace)
+	}
 
 	// The coordinator lists the participants in pod-index order, at the
 	// headless service's names, as many as the StatefulSet runs.
@@ -287,9 +355,14 @@ func TestKubernetesExample(t *testing.T) {
 	if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != 1 {
 		t.Errorf("the participants' disruption budget allows %v down at once, want 1", pdb.Spec.MaxUnavailable)
 	}
-	for k, v := range pdb.Spec.Selector.MatchLabels {
-		if parts.Spec.Template.Metadata.Labels[k] != v {
-			t.Errorf("the disruption budget selects %s=%s, which participants lack", k, v)
+	for key, pods := range map[string]map[string]string{
+		"PodDisruptionBudget/tpcd-coordinator": coord.Spec.Template.Metadata.Labels,
+		"PodDisruptionBudget/tpcd-participant": parts.Spec.Template.Metadata.Labels,
+	} {
+		for k, v := range get(t, objs, key).Spec.Selector.MatchLabels {
+			if pods[k] != v {
+				t.Errorf("%s selects %s=%s, which its pods lack", key, k, v)
+			}
 		}
 	}
 }

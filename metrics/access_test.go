@@ -289,3 +289,27 @@ func TestFloodersAreSlowed(t *testing.T) {
 	resp.Body.Close()
 	held[1].Close()
 }
+
+// TestStandbyReadiness: a standby is not ready to plain /readyz, ready to
+// /readyz?standby=ready, and nothing else passes for ready that way.
+func TestStandbyReadiness(t *testing.T) {
+	health := &metrics.Health{}
+	url := serve(t, metrics.ServerOptions{Registry: metrics.NewRegistry(), Health: health, RefusalDelay: -1})
+	hc := http.DefaultClient
+	check := func(state, path string, want int) {
+		t.Helper()
+		if got := getWith(t, hc, url+path, ""); got != want {
+			t.Errorf("%s: %s answered %d, want %d", state, path, got, want)
+		}
+	}
+	check("recovering", "/readyz?standby=ready", 503)
+	health.Standby()
+	check("standby", "/readyz", 503)
+	check("standby", "/readyz?standby=ready", 200)
+	check("standby", "/readyz?standby=yes", 503)
+	health.SetReady(func() error { return errors.New("log database: down") })
+	check("down", "/readyz?standby=ready", 503)
+	health.SetReady(func() error { return nil })
+	check("serving", "/readyz", 200)
+	check("serving", "/readyz?standby=ready", 200)
+}

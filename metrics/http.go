@@ -58,6 +58,18 @@ func (h *Health) SetReady(health func() error) { h.health.Store(&health) }
 // SetReady.
 func (h *Health) Recovering() { h.health.Store(nil) }
 
+// ErrStandby is the readiness of a coordinator that waits for the log's
+// slot while another holds it (tpcd coordinator --lease).
+var ErrStandby = errors.New("standby: another coordinator holds the log's slot; this one takes over when its lease expires")
+
+// Standby makes Ready report ErrStandby until SetReady or Recovering.
+// /readyz answers it 503 like any reason not to serve, except when asked
+// /readyz?standby=ready: an orchestrator that must count every healthy
+// replica ready before it rolls the next one or drains a machine asks
+// that way, while the clients find the serving coordinator by its open
+// port (a standby's is closed).
+func (h *Health) Standby() { h.SetReady(func() error { return ErrStandby }) }
+
 // Ready reports the node's health: nil when ready.
 func (h *Health) Ready() error {
 	health := h.health.Load()
@@ -140,7 +152,12 @@ func Handler(opts ServerOptions) http.Handler {
 	})))
 	mux.Handle("GET /readyz", a.requireCaller(a.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := opts.Health.Ready(); err != nil {
+		err := opts.Health.Ready()
+		if errors.Is(err, ErrStandby) && r.URL.Query().Get("standby") == "ready" {
+			fmt.Fprintf(w, "ready: %v\n", err)
+			return
+		}
+		if err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %v\n", err)
 			return

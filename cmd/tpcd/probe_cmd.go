@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -24,7 +27,9 @@ type ProbeCmd struct {
 	TLSCA         string        `name:"tls-ca" help:"Ask over TLS, verifying the node against these PEM CA certificates." placeholder:"FILE" type:"path"`
 	TLSCert       string        `name:"tls-cert" help:"Present this PEM certificate (a node with --tls-ca requires one)." placeholder:"FILE" type:"path"`
 	TLSKey        string        `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE" type:"path"`
-	Timeout       time.Duration `env:"-" help:"Give up after this long." default:"2s"`
+	StandbyReady  bool          `name:"standby-ready" env:"-" help:"With /readyz: a coordinator waiting as a standby (--lease) counts as ready. For orchestrators that must see every healthy replica ready before they roll the next one or drain a machine; clients reach the serving coordinator anyway, a standby's RPC port being closed."`
+	UntilSettled  time.Duration `name:"until-settled" env:"-" help:"Instead of one question, ask the node's /metrics every second until it holds no transaction in doubt (tpcd_transactions_in_doubt 0), for at most this long; exit 1 if some still are. For a participant's preStop hook: a pod stopped by choice (a drain, an upgrade, a removal) first lets the commits it carries finish." placeholder:"D"`
+	Timeout       time.Duration `env:"-" help:"Give up after this long (one question)." default:"2s"`
 }
 
 // Help explains the exit status.
@@ -32,44 +37,118 @@ func (ProbeCmd) Help() string {
 	return `Prints what the node answered and exits 0 when it answered 200, 1 otherwise
 (not ready, unreachable, refused). For example, as a Kubernetes readiness probe:
 
-    tpcd probe 127.0.0.1:9100`
+    tpcd probe 127.0.0.1:9100
+
+With --until-settled D it asks the node's /metrics every second instead,
+and exits 0 once the node holds no transaction in doubt, 1 if it still
+does after D: a participant's preStop hook (deploy/kubernetes).`
 }
 
-// Run asks once.
+// Run asks once, or until the node is settled.
 func (c *ProbeCmd) Run(ctx context.Context) error {
 	token, err := c.token()
 	if err != nil {
 		return err
 	}
+	if c.UntilSettled > 0 {
+		return c.waitSettled(ctx, token)
+	}
+	body, err := c.get(ctx, token, c.Path)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Println(body)
+	return err
+}
+
+// get asks path once; anything but 200 is an error that says what the
+// node answered.
+func (c *ProbeCmd) get(ctx context.Context, token, path string) (string, error) {
 	client := &http.Client{Timeout: c.Timeout}
 	scheme := "http"
 	if c.TLSCA != "" || c.TLSCert != "" {
 		cfg, err := rpc.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}.ClientTLS()
 		if err != nil {
-			return err
+			return "", err
 		}
 		client.Transport = &http.Transport{TLSClientConfig: cfg}
 		scheme = "https"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+c.Path, nil)
+	query := path
+	if c.StandbyReady && path == "/readyz" {
+		query += "?standby=ready"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+query, nil)
 	if err != nil {
-		return fmt.Errorf("probe %s: %w", c.Addr, err)
+		return "", fmt.Errorf("probe %s: %w", c.Addr, err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("probe %s%s: %w", c.Addr, c.Path, err)
+		return "", fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody))
 	answer := strings.TrimSpace(string(body))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s%s: %s: %s", c.Addr, c.Path, resp.Status, answer)
+		if len(answer) > 4096 {
+			answer = answer[:4096]
+		}
+		return "", fmt.Errorf("%s%s: %s: %s", c.Addr, path, resp.Status, answer)
 	}
-	_, err = fmt.Println(answer)
-	return err
+	return answer, nil
+}
+
+// maxMetricsBody bounds what is read of an answer: a node's /metrics is a
+// few tens of kilobytes.
+const maxMetricsBody = 4 << 20
+
+// waitSettled asks /metrics every second until the node holds nothing in
+// doubt. A node that cannot be asked is not taken for settled.
+func (c *ProbeCmd) waitSettled(ctx context.Context, token string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.UntilSettled)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last error
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, c.Timeout)
+		n, err := c.inDoubt(qctx, token)
+		qcancel()
+		if err == nil && n == 0 {
+			_, err = fmt.Println("settled: nothing in doubt")
+			return err
+		}
+		last = err
+		if err == nil {
+			last = fmt.Errorf("%g transactions in doubt", n)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not settled within %v: %w", c.Addr, c.UntilSettled, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// inDoubt reads tpcd_transactions_in_doubt from the node's /metrics.
+func (c *ProbeCmd) inDoubt(ctx context.Context, token string) (float64, error) {
+	body, err := c.get(ctx, token, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body + "\n"))
+	if err != nil {
+		return 0, fmt.Errorf("%s/metrics: %w", c.Addr, err)
+	}
+	f := families["tpcd_transactions_in_doubt"]
+	if f == nil || len(f.GetMetric()) != 1 {
+		return 0, fmt.Errorf("%s/metrics has no tpcd_transactions_in_doubt (is it a tpcd node whose state is fresh?)", c.Addr)
+	}
+	return f.GetMetric()[0].GetGauge().GetValue(), nil
 }
 
 // token is the token to present: the flag, its file, or the first of the

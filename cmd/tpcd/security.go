@@ -292,8 +292,7 @@ func (o *observability) standby(waiting bool) {
 		o.health.Recovering()
 		return
 	}
-	why := errors.New("standby: another coordinator holds the log's slot; this one takes over when its lease expires")
-	o.health.SetReady(func() error { return why })
+	o.health.Standby()
 }
 
 // participantUp wires the running participant's gauges and readiness.

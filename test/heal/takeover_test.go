@@ -234,6 +234,11 @@ func startLeasedCluster(t *testing.T) (*cluster, []*node) {
 	if ready, why := coords[1].ready(); ready || !strings.Contains(why, "standby") {
 		t.Fatalf("the standby's /readyz: ready %v, %q; want not ready, as a standby", ready, why)
 	}
+	if resp, err := http.Get("http://" + coords[1].metrics + "/readyz?standby=ready"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the standby's /readyz?standby=ready (what tpcd probe --standby-ready asks): %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if resp, err := http.Get("http://" + coords[1].metrics + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("the standby's /healthz: %v %v", resp, err)
 	} else {
