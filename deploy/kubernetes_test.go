@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -58,6 +59,16 @@ type (
 			Spec struct {
 				TerminationGracePeriodSeconds int         `yaml:"terminationGracePeriodSeconds"`
 				Containers                    []container `yaml:"containers"`
+				Affinity                      struct {
+					PodAntiAffinity struct {
+						Required []struct {
+							TopologyKey   string `yaml:"topologyKey"`
+							LabelSelector struct {
+								MatchLabels map[string]string `yaml:"matchLabels"`
+							} `yaml:"labelSelector"`
+						} `yaml:"requiredDuringSchedulingIgnoredDuringExecution"`
+					} `yaml:"podAntiAffinity"`
+				} `yaml:"affinity"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	}
@@ -266,14 +277,22 @@ func TestKubernetesExample(t *testing.T) {
 		t.Fatalf("coordinator pod: %d containers", len(cc))
 	}
 	checkContainer(t, objs, cc[0], "coordinator")
-	// Coordinators on one log take turns by the lease. A standby counts
-	// as ready, or a rollout would wait for it forever; the rollout keeps
-	// one ready throughout, and so does a drain.
+	// Coordinators on one log take turns by the lease, on machines of
+	// their own. A standby counts as ready, or a rollout would wait for it
+	// forever; a rollout stops none before its replacement is ready, and a
+	// drain takes one at a time.
 	if coord.Spec.Replicas == nil || *coord.Spec.Replicas < 2 {
 		t.Errorf("coordinators: replicas %v, want a standby", coord.Spec.Replicas)
 	}
-	if !slices.ContainsFunc(cc[0].Args, func(a string) bool { return strings.HasPrefix(a, "--lease=") && a != "--lease=0s" }) {
+	if d, err := time.ParseDuration(flagValue(cc[0].Args, "--lease")); err != nil || d <= 0 {
 		t.Errorf("coordinators share the log without --lease: %q", cc[0].Args)
+	}
+	apart := false
+	for _, r := range coord.Spec.Template.Spec.Affinity.PodAntiAffinity.Required {
+		apart = apart || r.TopologyKey == "kubernetes.io/hostname" && maps.Equal(r.LabelSelector.MatchLabels, coord.Spec.Selector.MatchLabels)
+	}
+	if !apart {
+		t.Error("both coordinators may land on one machine: no anti-affinity on kubernetes.io/hostname")
 	}
 	if !slices.Contains(cc[0].ReadinessProbe.Exec.Command, "--standby-ready") {
 		t.Errorf("a standby coordinator is never ready to %q: rollouts and drains would wait for it", cc[0].ReadinessProbe.Exec.Command)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -27,7 +30,7 @@ type ProbeCmd struct {
 	TLSCA         string        `name:"tls-ca" help:"Ask over TLS, verifying the node against these PEM CA certificates." placeholder:"FILE" type:"path"`
 	TLSCert       string        `name:"tls-cert" help:"Present this PEM certificate (a node with --tls-ca requires one)." placeholder:"FILE" type:"path"`
 	TLSKey        string        `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE" type:"path"`
-	StandbyReady  bool          `name:"standby-ready" env:"-" help:"With /readyz: a coordinator waiting as a standby (--lease) counts as ready. For orchestrators that must see every healthy replica ready before they roll the next one or drain a machine; clients reach the serving coordinator anyway, a standby's RPC port being closed."`
+	StandbyReady  bool          `name:"standby-ready" env:"-" help:"Ask /readyz?standby=ready: a coordinator waiting as a standby (--lease) counts as ready. For orchestrators that must see every healthy replica ready before they roll the next one or drain a machine; clients reach the serving coordinator anyway, a standby's RPC port being closed."`
 	UntilSettled  time.Duration `name:"until-settled" env:"-" help:"Instead of one question, ask the node's /metrics every second until it holds no transaction in doubt (tpcd_transactions_in_doubt 0), for at most this long; exit 1 if some still are. For a participant's preStop hook: a pod stopped by choice (a drain, an upgrade, a removal) first lets the commits it carries finish." placeholder:"D"`
 	Timeout       time.Duration `env:"-" help:"Give up after this long (one question)." default:"2s"`
 }
@@ -44,61 +47,82 @@ and exits 0 once the node holds no transaction in doubt, 1 if it still
 does after D: a participant's preStop hook (deploy/kubernetes).`
 }
 
+// Validate refuses flags that would be ignored.
+func (c *ProbeCmd) Validate() error {
+	switch {
+	case c.StandbyReady && c.UntilSettled > 0:
+		return errors.New("--standby-ready and --until-settled: give one (--until-settled reads /metrics, not /readyz)")
+	case c.StandbyReady && c.Path != "/readyz":
+		return fmt.Errorf("--standby-ready asks /readyz, not %s", c.Path)
+	}
+	return nil
+}
+
 // Run asks once, or until the node is settled.
 func (c *ProbeCmd) Run(ctx context.Context) error {
 	token, err := c.token()
 	if err != nil {
 		return err
 	}
-	if c.UntilSettled > 0 {
-		return c.waitSettled(ctx, token)
-	}
-	body, err := c.get(ctx, token, c.Path)
+	client, scheme, err := c.client()
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Println(body)
+	defer client.CloseIdleConnections()
+	if c.UntilSettled > 0 {
+		return c.waitSettled(ctx, client, scheme, token)
+	}
+	path := c.Path
+	if c.StandbyReady {
+		path += "?standby=ready"
+	}
+	body, err := c.get(ctx, client, scheme, token, path)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Println(strings.TrimSpace(string(body)))
 	return err
+}
+
+// client is the HTTP client of every question: one, so that repeated
+// questions share its connection.
+func (c *ProbeCmd) client() (*http.Client, string, error) {
+	client := &http.Client{Timeout: c.Timeout}
+	if c.TLSCA == "" && c.TLSCert == "" {
+		return client, "http", nil
+	}
+	cfg, err := rpc.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}.ClientTLS()
+	if err != nil {
+		return nil, "", fmt.Errorf("probe %s: %w", c.Addr, err)
+	}
+	client.Transport = &http.Transport{TLSClientConfig: cfg}
+	return client, "https", nil
 }
 
 // get asks path once; anything but 200 is an error that says what the
 // node answered.
-func (c *ProbeCmd) get(ctx context.Context, token, path string) (string, error) {
-	client := &http.Client{Timeout: c.Timeout}
-	scheme := "http"
-	if c.TLSCA != "" || c.TLSCert != "" {
-		cfg, err := rpc.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}.ClientTLS()
-		if err != nil {
-			return "", err
-		}
-		client.Transport = &http.Transport{TLSClientConfig: cfg}
-		scheme = "https"
-	}
-	query := path
-	if c.StandbyReady && path == "/readyz" {
-		query += "?standby=ready"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+query, nil)
+func (c *ProbeCmd) get(ctx context.Context, client *http.Client, scheme, token, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+path, nil)
 	if err != nil {
-		return "", fmt.Errorf("probe %s: %w", c.Addr, err)
+		return nil, fmt.Errorf("probe %s: %w", c.Addr, err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
+		return nil, fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody))
-	answer := strings.TrimSpace(string(body))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody))
 	if resp.StatusCode != http.StatusOK {
-		if len(answer) > 4096 {
-			answer = answer[:4096]
-		}
-		return "", fmt.Errorf("%s%s: %s: %s", c.Addr, path, resp.Status, answer)
+		answer := strings.TrimSpace(string(body[:min(len(body), 4096)]))
+		return nil, fmt.Errorf("%s%s: %s: %s", c.Addr, path, resp.Status, answer)
 	}
-	return answer, nil
+	if err != nil {
+		return nil, fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
+	}
+	return body, nil
 }
 
 // maxMetricsBody bounds what is read of an answer: a node's /metrics is a
@@ -107,23 +131,25 @@ const maxMetricsBody = 4 << 20
 
 // waitSettled asks /metrics every second until the node holds nothing in
 // doubt. A node that cannot be asked is not taken for settled.
-func (c *ProbeCmd) waitSettled(ctx context.Context, token string) error {
+func (c *ProbeCmd) waitSettled(ctx context.Context, client *http.Client, scheme, token string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.UntilSettled)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var last error
 	for {
-		qctx, qcancel := context.WithTimeout(ctx, c.Timeout)
-		n, err := c.inDoubt(qctx, token)
-		qcancel()
+		n, err := c.inDoubt(ctx, client, scheme, token)
 		if err == nil && n == 0 {
 			_, err = fmt.Println("settled: nothing in doubt")
 			return err
 		}
-		last = err
-		if err == nil {
-			last = fmt.Errorf("%g transactions in doubt", n)
+		// A question the deadline cut short says less than the one
+		// before it.
+		if last == nil || ctx.Err() == nil {
+			last = err
+			if err == nil {
+				last = fmt.Errorf("%g transactions in doubt", n)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -133,20 +159,24 @@ func (c *ProbeCmd) waitSettled(ctx context.Context, token string) error {
 	}
 }
 
-// inDoubt reads tpcd_transactions_in_doubt from the node's /metrics.
-func (c *ProbeCmd) inDoubt(ctx context.Context, token string) (float64, error) {
-	body, err := c.get(ctx, token, "/metrics")
+// inDoubt reads the gauge tpcd_transactions_in_doubt from the node's
+// /metrics.
+func (c *ProbeCmd) inDoubt(ctx context.Context, client *http.Client, scheme, token string) (float64, error) {
+	body, err := c.get(ctx, client, scheme, token, "/metrics")
 	if err != nil {
 		return 0, err
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(body + "\n"))
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return 0, fmt.Errorf("%s/metrics: %w", c.Addr, err)
 	}
 	f := families["tpcd_transactions_in_doubt"]
-	if f == nil || len(f.GetMetric()) != 1 {
-		return 0, fmt.Errorf("%s/metrics has no tpcd_transactions_in_doubt (is it a tpcd node whose state is fresh?)", c.Addr)
+	switch {
+	case f == nil:
+		return 0, fmt.Errorf("%s/metrics has no tpcd_transactions_in_doubt (a tpcd node that has recovered, whose state is fresh, has it)", c.Addr)
+	case f.GetType() != dto.MetricType_GAUGE || len(f.GetMetric()) != 1:
+		return 0, fmt.Errorf("%s/metrics: tpcd_transactions_in_doubt is not one gauge (%v, %d series)", c.Addr, f.GetType(), len(f.GetMetric()))
 	}
 	return f.GetMetric()[0].GetGauge().GetValue(), nil
 }

@@ -57,7 +57,7 @@ func TestProbe(t *testing.T) {
 }
 
 // TestProbeStandbyReady: --standby-ready asks /readyz?standby=ready, and
-// only of /readyz.
+// is refused where it would be ignored.
 func TestProbeStandbyReady(t *testing.T) {
 	var asked []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -76,10 +76,17 @@ func TestProbeStandbyReady(t *testing.T) {
 	if err := (&ProbeCmd{Addr: addr, Path: "/readyz", StandbyReady: true, Timeout: 2e9}).Run(context.Background()); err != nil {
 		t.Fatalf("--standby-ready: %v", err)
 	}
-	(&ProbeCmd{Addr: addr, Path: "/healthz", StandbyReady: true, Timeout: 2e9}).Run(context.Background())
-	want := []string{"/readyz", "/readyz?standby=ready", "/healthz"}
+	want := []string{"/readyz", "/readyz?standby=ready"}
 	if !slices.Equal(asked, want) {
 		t.Fatalf("asked %q, want %q", asked, want)
+	}
+	for _, c := range []ProbeCmd{
+		{Addr: addr, Path: "/healthz", StandbyReady: true},
+		{Addr: addr, Path: "/readyz", StandbyReady: true, UntilSettled: time.Second},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("--standby-ready with --path %s, --until-settled %v: accepted, and it would be ignored", c.Path, c.UntilSettled)
+		}
 	}
 }
 
