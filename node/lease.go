@@ -36,11 +36,9 @@ type Lease struct {
 	opts       LeaseOptions
 	generation int64
 
-	stop     context.CancelFunc
-	done     chan struct{}
-	lostOnce sync.Once
-	lost     chan struct{}
-	why      error
+	stop context.CancelFunc
+	done chan struct{}
+	lossSignal
 }
 
 // HoldLease waits until this process holds the coordinator's slot in the
@@ -71,9 +69,23 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 			// Counted from when the lease was taken, as the server did.
 			gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
 		}
+		if taken {
+			// A coordinator without a lease holds the log lock instead; it
+			// took that before it looked at the slot, so one of the two
+			// sees the other. Its appends are not fenced: leave it be.
+			if other, held, herr := LogLockHolder(ctx, pool); herr != nil || held {
+				store.ReleaseLease(ctx, api.CoordinatorName, gen)
+				taken, err = false, herr
+				if held && other != reported {
+					reported = other
+					opts.Logger.Warn("standby: a coordinator without --lease serves on this log; taking over only once it stops", "holder", other)
+				}
+				current.Holder = reported
+			}
+		}
 		switch {
 		case taken:
-			l := &Lease{store: store, opts: opts, generation: gen, done: make(chan struct{}), lost: make(chan struct{})}
+			l := &Lease{store: store, opts: opts, generation: gen, done: make(chan struct{}), lossSignal: newLossSignal()}
 			var rctx context.Context
 			rctx, l.stop = context.WithCancel(context.Background())
 			go l.renew(rctx, start)
@@ -96,20 +108,6 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 
 // Generation is the slot's generation this lease holds; appends name it.
 func (l *Lease) Generation() int64 { return l.generation }
-
-// Lost is closed once the lease is lost: taken over, or not renewed in
-// time. Err then says why.
-func (l *Lease) Lost() <-chan struct{} { return l.lost }
-
-// Err says why the lease was lost (nil while it is held).
-func (l *Lease) Err() error {
-	select {
-	case <-l.lost:
-		return l.why
-	default:
-		return nil
-	}
-}
 
 // renew renews the lease every third of its TTL. The lease counts as lost
 // once the TTL has passed since the start of the last renewal that
@@ -149,11 +147,42 @@ func (l *Lease) renew(ctx context.Context, renewed time.Time) {
 }
 
 func (l *Lease) lose(why error) {
-	l.lostOnce.Do(func() {
-		l.why = fmt.Errorf("lost the coordinator's slot in the log: %w", why)
+	if l.signal(fmt.Errorf("lost the coordinator's slot in the log: %w", why)) {
 		l.opts.Logger.Error("lease lost: this coordinator stops", "err", why)
-		close(l.lost)
+	}
+}
+
+// lossSignal is how a lease or the log lock, which a coordinator must hold
+// to serve, tells that it was lost.
+type lossSignal struct {
+	once sync.Once
+	lost chan struct{}
+	why  error
+}
+
+func newLossSignal() lossSignal { return lossSignal{lost: make(chan struct{})} }
+
+// signal records the loss; only the first counts (true).
+func (s *lossSignal) signal(why error) (first bool) {
+	s.once.Do(func() {
+		s.why, first = why, true
+		close(s.lost)
 	})
+	return first
+}
+
+// Lost is closed once it is lost: a lease taken over or not renewed in
+// time, the log lock taken by another. Err then says why.
+func (s *lossSignal) Lost() <-chan struct{} { return s.lost }
+
+// Err says why it was lost (nil while it is held).
+func (s *lossSignal) Err() error {
+	select {
+	case <-s.lost:
+		return s.why
+	default:
+		return nil
+	}
 }
 
 // Release stops renewing and ends the lease at once, so that a standby

@@ -35,7 +35,7 @@ type CoordinatorCmd struct {
 	MaxOpen          int `help:"Most undecided transactions the coordinator admits at once, all clients together. Each may hold a data connection on every participant, so keep it below the participants' --max-conns (100 by default), with room for phase two. A begin beyond waits up to 5 s for a slot, then is refused (code -32007)." default:"80"`
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
-	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (its --host closed, its metrics listener not ready), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log." default:"0s"`
+	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (its --host closed; /readyz not ready, but ready to /readyz?standby=ready, see tpcd probe --standby-ready), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log (it holds the log lock while it runs: a second one started on the log refuses to, and a standby does not take over from it)." default:"0s"`
 
 	PGListen string `name:"pg-listen" help:"Also serve the PostgreSQL protocol on HOST:PORT, so that psql, pgbench and any driver commit across participants (docs/PGWIRE.md). Needs --pg-user, --pg-users-file or --pg-trust." placeholder:"HOST:PORT"`
 
@@ -116,13 +116,15 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		transport node.Transport
 		obs       *observability
 		lease     *node.Lease
+		logLock   *node.LogLock
 		err       error
 	)
 	if c.Lease > 0 {
 		// A standby opens its RPC address only once it holds the slot, so
 		// that participants and clients find the serving coordinator by
 		// the one address that takes connections; its metrics listener
-		// answers /healthz meanwhile, and /readyz says not ready.
+		// answers /healthz meanwhile, and /readyz says not ready (ready
+		// to /readyz?standby=ready).
 		bound, rerr := net.ResolveTCPAddr("tcp", c.Host)
 		if rerr != nil {
 			return fmt.Errorf("--host %s: %w", c.Host, rerr)
@@ -158,6 +160,15 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			return err
 		}
 		defer obs.close()
+		if c.LogDB != "" {
+			// A log database others can reach: hold the log lock, so
+			// that a second coordinator started on it refuses to serve.
+			if logLock, err = node.LockLog(ctx, c.LogDB, node.DefaultLogLockWait, logger); err != nil {
+				ln.Close()
+				return err
+			}
+			defer logLock.Close()
+		}
 	}
 	defer ln.Close()
 	observer := obs.coordinatorObserver()
@@ -225,7 +236,10 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		"log_db", db.Redact(dbs.LogURI), "cluster", coord.Cluster(), "epoch", coord.Epoch())
 	failed := dbs.Failed()
 	if lease != nil {
-		failed = orLeaseLost(failed, lease)
+		failed = orLost(failed, lease)
+	}
+	if logLock != nil {
+		failed = orLost(failed, logLock)
 	}
 	err = waitForSignal(ctx, logger, failed)
 	if pg != nil {
@@ -248,16 +262,23 @@ func (c *CoordinatorCmd) holdLease(ctx context.Context, pool *pgxpool.Pool, logg
 	return lease, err
 }
 
-// orLeaseLost returns a channel that carries what failed carries, or the
-// reason the lease was lost.
-func orLeaseLost(failed <-chan error, lease *node.Lease) <-chan error {
+// losable is what a coordinator holds to be the only one serving on its
+// log: a lease, or the log lock.
+type losable interface {
+	Lost() <-chan struct{}
+	Err() error
+}
+
+// orLost returns a channel that carries what failed carries, or the reason
+// held was lost.
+func orLost(failed <-chan error, held losable) <-chan error {
 	both := make(chan error, 1)
 	go func() {
 		select {
 		case err := <-failed:
 			both <- err
-		case <-lease.Lost():
-			both <- lease.Err()
+		case <-held.Lost():
+			both <- held.Err()
 		}
 	}()
 	return both

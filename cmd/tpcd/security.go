@@ -282,8 +282,8 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 }
 
 // standby makes /readyz say why a coordinator waiting for the log's slot
-// is not ready; waiting false puts back the usual "recovering" until the
-// coordinator is up.
+// is not ready (and ready to /readyz?standby=ready); waiting false puts
+// back the usual "recovering" until the coordinator is up.
 func (o *observability) standby(waiting bool) {
 	if o == nil {
 		return
