@@ -63,6 +63,10 @@ type CoordinatorOptions struct {
 	// Lease, when set, is the slot this coordinator holds in a log that
 	// other coordinators share (HoldLease): every append is fenced by it.
 	Lease *Lease
+	// Fence, when not 0, is the slot's generation a coordinator without a
+	// lease claimed (ClaimSlot): every append is fenced by it, so that a
+	// standby that takes the slot over shuts it out of the log.
+	Fence int64
 }
 
 // Coordinator is a running coordinator node.
@@ -111,10 +115,22 @@ type peerHealth struct {
 // lease if it holds one.
 func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 	s := logstore.New(opts.Log)
-	if opts.Lease != nil {
+	switch {
+	case opts.Lease != nil:
 		s = s.Fenced(api.CoordinatorName, opts.Lease.Generation())
+	case opts.Fence != 0:
+		s = s.Fenced(api.CoordinatorName, opts.Fence)
 	}
 	return s
+}
+
+// ClaimSlot takes the log's coordinator slot for a coordinator without a
+// lease (for no time at all: a standby may take it whenever nothing else
+// stops it, see LogLock) and returns the generation to fence its appends
+// by (CoordinatorOptions.Fence). It refuses while another holds the slot by
+// a lease. self names the coordinator in the slot.
+func ClaimSlot(ctx context.Context, pool *pgxpool.Pool, self string) (int64, error) {
+	return claimSlot(ctx, logstore.New(pool), self, true)
 }
 
 // checkNoLease refuses to start a coordinator without a lease on a log
@@ -123,17 +139,28 @@ func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 // (for no time at all), so that its holder, if it still runs, can write
 // nothing more.
 func checkNoLease(ctx context.Context, store *logstore.Store, self string) error {
-	if _, found, err := store.LeaseOf(ctx, api.CoordinatorName); err != nil || !found {
-		return err
+	_, err := claimSlot(ctx, store, self, false)
+	return err
+}
+
+// claimSlot takes the slot for no time unless another holds it by a
+// lease; without always, only a slot somebody ever took.
+func claimSlot(ctx context.Context, store *logstore.Store, self string, always bool) (int64, error) {
+	if !always {
+		if _, found, err := store.LeaseOf(ctx, api.CoordinatorName); err != nil || !found {
+			return 0, err
+		}
 	}
-	_, taken, held, err := store.TakeLease(ctx, api.CoordinatorName, self+" (no lease)", 0)
+	gen, taken, held, err := store.TakeLease(ctx, api.CoordinatorName, self+" (no lease)", 0)
 	switch {
-	case err != nil || taken:
-		return err
+	case err != nil:
+		return 0, fmt.Errorf("the log's coordinator slot: %w", err)
+	case taken:
+		return gen, nil
 	case held.Remaining > 0:
-		return fmt.Errorf("another coordinator (%s) holds this log's slot by a lease for %v more: give --lease to run as its standby, or stop it first", held.Holder, held.Remaining.Round(time.Millisecond))
+		return 0, fmt.Errorf("another coordinator (%s) holds this log's slot by a lease for %v more: give --lease to run as its standby, or stop it first", held.Holder, held.Remaining.Round(time.Millisecond))
 	}
-	return fmt.Errorf("another coordinator (%s) took this log's slot while this one started", held.Holder)
+	return 0, fmt.Errorf("another coordinator (%s) took this log's slot while this one started", held.Holder)
 }
 
 // StartCoordinator recovers the coordinator from its log, starts a new epoch
@@ -199,7 +226,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 			func(m engine.Message) { c.loop.submit(engine.SendFailed{Now: c.loop.now(), To: to, Msg: m}) }))
 	}
 
-	if opts.Lease == nil {
+	if opts.Lease == nil && opts.Fence == 0 {
 		if err := checkNoLease(ctx, c.store, ln.Addr().String()); err != nil {
 			return nil, err
 		}

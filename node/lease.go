@@ -62,25 +62,39 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 	// the lease's expiry.
 	poll := opts.TTL / 10
 	var reported string
+	// lockedOut reports whether a coordinator without a lease holds the
+	// log lock: while it does, the slot is not taken from it.
+	lockedOut := func() (bool, error) {
+		other, held, err := LogLockHolder(ctx, pool)
+		if held && other != reported {
+			reported = other
+			opts.Logger.Warn("standby: a coordinator without --lease serves on this log; taking over only once it stops", "holder", other)
+		}
+		return held, err
+	}
 	for {
 		start := time.Now()
-		gen, taken, current, err := store.TakeLease(ctx, api.CoordinatorName, holder, opts.TTL)
-		if !taken && err == nil && current.Holder == holder && current.Remaining > 0 {
-			// Counted from when the lease was taken, as the server did.
-			gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
+		var (
+			gen     int64
+			taken   bool
+			current logstore.Lease
+		)
+		locked, err := lockedOut()
+		if err == nil && !locked {
+			gen, taken, current, err = store.TakeLease(ctx, api.CoordinatorName, holder, opts.TTL)
+			if !taken && err == nil && current.Holder == holder && current.Remaining > 0 {
+				// Counted from when the lease was taken, as the server did.
+				gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
+			}
 		}
 		if taken {
-			// A coordinator without a lease holds the log lock instead; it
-			// took that before it looked at the slot, so one of the two
-			// sees the other. Its appends are not fenced: leave it be.
-			if other, held, herr := LogLockHolder(ctx, pool); herr != nil || held {
+			// It may have taken the lock meanwhile: it took that before it
+			// claimed the slot, so one of the two sees the other. (Its
+			// appends are fenced by the slot it claimed, so taking the slot
+			// from it is safe, but it would stop.)
+			if locked, err = lockedOut(); err != nil || locked {
 				store.ReleaseLease(ctx, api.CoordinatorName, gen)
-				taken, err = false, herr
-				if held && other != reported {
-					reported = other
-					opts.Logger.Warn("standby: a coordinator without --lease serves on this log; taking over only once it stops", "holder", other)
-				}
-				current.Holder = reported
+				taken = false
 			}
 		}
 		switch {
@@ -93,6 +107,7 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 			return l, nil
 		case err != nil:
 			opts.Logger.Warn("lease: cannot reach the log to take the coordinator's slot; trying again", "err", err)
+		case locked:
 		case current.Holder != reported:
 			reported = current.Holder
 			opts.Logger.Info("standby: another coordinator holds the slot; taking over once its lease expires",

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/queries"
 )
 
@@ -27,13 +32,18 @@ const (
 
 // logLockParams make the server probe the holder's connection, so that a
 // holder whose machine vanished without closing it loses the lock in about
-// 5 + 3 × 2 seconds rather than the system default of hours.
+// 5 + 3 × 2 seconds rather than the system default of hours, also when
+// the server was sending it something (tcp_user_timeout).
 var logLockParams = map[string]string{
 	"tcp_keepalives_idle":     "5",
 	"tcp_keepalives_interval": "2",
 	"tcp_keepalives_count":    "3",
-	"application_name":        "tpcd coordinator (log lock)",
+	"tcp_user_timeout":        "11000",
 }
+
+// logLockApp is the application_name of a holder's session; a nonce of
+// the process follows it, by which a holder knows its own old session.
+const logLockApp = "tpcd coordinator (log lock)"
 
 // LogLock keeps a second coordinator without a lease from serving on the
 // same log database: two would interleave their events in one log. The
@@ -48,8 +58,11 @@ type LogLock struct {
 
 	mu   sync.Mutex
 	conn *pgx.Conn
-	// pid is the server process of the session that last held the lock.
-	pid uint32
+	// app is this process's application_name, unique to it.
+	app string
+	// slot, once set (WatchSlot), is the generation of the log's slot this
+	// coordinator claimed; the watch stops it once the slot moved on.
+	slot int64
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -71,6 +84,8 @@ func LockLog(ctx context.Context, uri string, wait time.Duration, logger *slog.L
 		cfg.RuntimeParams[k] = v
 	}
 	l := &LogLock{cfg: cfg, logger: logger, done: make(chan struct{}), lossSignal: newLossSignal()}
+	l.app = logLockApp + " #" + strconv.FormatUint(rand.Uint64(), 36)
+	cfg.RuntimeParams["application_name"] = l.app
 	deadline := time.Now().Add(wait)
 	waiting := false
 	for {
@@ -84,11 +99,13 @@ func LockLog(ctx context.Context, uri string, wait time.Duration, logger *slog.L
 			wctx, l.stop = context.WithCancel(context.Background())
 			go l.watch(wctx)
 			return l, nil
-		case err != nil && ctx.Err() != nil:
-			return nil, ctx.Err()
+		case err != nil && (ctx.Err() != nil || refused(err)):
+			l.dropConn()
+			return nil, fmt.Errorf("log database: %w", err)
 		case !time.Now().Before(deadline):
+			l.dropConn()
 			if err != nil {
-				return nil, fmt.Errorf("log lock: %w", err)
+				return nil, fmt.Errorf("log database: %w", err)
 			}
 			return nil, fmt.Errorf("another coordinator serves on this log database (its session: %s): stop it first, or give every coordinator of this log --lease to run one as the others' standby", holder)
 		case err == nil && !waiting:
@@ -97,10 +114,28 @@ func LockLog(ctx context.Context, uri string, wait time.Duration, logger *slog.L
 		}
 		select {
 		case <-ctx.Done():
+			l.dropConn()
 			return nil, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// refused reports an error no retry mends: the server refused the login
+// or has no such database.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D"))
+}
+
+// WatchSlot makes the watch check, with the lock, that the log's slot is
+// still at generation (ClaimSlot's): a standby that took it over while the
+// lock's session was broken has fenced this coordinator out of the log,
+// and the lock counts as lost.
+func (l *LogLock) WatchSlot(generation int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slot = generation
 }
 
 // take connects if need be and tries the lock once. A held lock comes back
@@ -121,14 +156,13 @@ func (l *LogLock) take(ctx context.Context) (holder string, err error) {
 	}
 	q := queries.New()
 	endedOwn := false
-	for range 3 {
+	for range 10 {
 		locked, err := q.LogLockTry(ctx, l.conn)
 		if err != nil {
 			l.dropConn()
 			return "", err
 		}
 		if locked {
-			l.pid = l.conn.PgConn().PID()
 			return "", nil
 		}
 		h, err := q.LogLockHolder(ctx, l.conn)
@@ -138,21 +172,28 @@ func (l *LogLock) take(ctx context.Context) (holder string, err error) {
 		case err != nil:
 			l.dropConn()
 			return "", err
-		case h.Pid != int32(l.pid) || l.pid == 0 || endedOwn:
+		case h.Application != l.app:
 			return describeHolder(h), nil
+		case !endedOwn:
+			l.logger.Info("log lock: ending this coordinator's own session from before its connection broke", "pid", h.Pid)
+			if _, err := q.LogLockEndSession(ctx, l.conn, h.Pid); err != nil {
+				l.dropConn()
+				return "", err
+			}
+			endedOwn = true
 		}
-		l.logger.Info("log lock: ending this coordinator's own session from before its connection broke", "pid", h.Pid)
-		if _, err := q.LogLockEndSession(ctx, l.conn, h.Pid); err != nil {
-			l.dropConn()
-			return "", err
-		}
-		endedOwn = true
+		// Its own old session, ending: give it a moment.
+		time.Sleep(200 * time.Millisecond)
 	}
-	return "", errors.New("the log lock changed hands while this coordinator asked for it")
+	return "", errors.New("the log lock is still held by a session of this coordinator's that does not end")
 }
 
 func describeHolder(h queries.LogLockHolderRow) string {
-	return fmt.Sprintf("server process %d, from %s, %q, since %s", h.Pid, h.Client, h.Application, h.BackendStart.Time.UTC().Format(time.RFC3339))
+	d := fmt.Sprintf("server process %d, from %s, %q", h.Pid, h.Client, h.Application)
+	if h.BackendStart.Valid {
+		d += ", since " + h.BackendStart.Time.UTC().Format(time.RFC3339)
+	}
+	return d
 }
 
 // LogLockHolder says which session holds the log lock of the database db
@@ -190,18 +231,11 @@ func (l *LogLock) watch(ctx context.Context) {
 			return
 		case <-time.After(logLockCheck):
 		}
-		l.mu.Lock()
-		var held bool
-		err := errors.New("not connected")
-		if l.conn != nil {
-			qctx, cancel := context.WithTimeout(ctx, logLockCheck)
-			held, err = queries.New().LogLockMine(qctx, l.conn)
-			cancel()
-			if err != nil {
-				l.dropConn()
-			}
+		held, moved, err := l.check(ctx)
+		if moved != "" {
+			l.lose(fmt.Errorf("another coordinator took this log's slot over (%s): this one is fenced out of the log", moved))
+			return
 		}
-		l.mu.Unlock()
 		if err == nil && held {
 			continue
 		}
@@ -229,6 +263,30 @@ func (l *LogLock) watch(ctx context.Context) {
 			l.logger.Warn("log lock: session on the log database broke; taking the lock again once it answers", "err", terr)
 		}
 	}
+}
+
+// check asks, on the lock's session, whether it still holds the lock and
+// (with WatchSlot) whether the slot moved on, naming its new holder then.
+// A session that does not answer is dropped.
+func (l *LogLock) check(ctx context.Context) (held bool, moved string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return false, "", errors.New("not connected")
+	}
+	qctx, cancel := context.WithTimeout(ctx, logLockCheck)
+	defer cancel()
+	q := queries.New()
+	if held, err = q.LogLockMine(qctx, l.conn); err == nil && l.slot != 0 {
+		var slot queries.LeaseOfRow
+		if slot, err = q.LeaseOf(qctx, l.conn, api.CoordinatorName); err == nil && slot.Generation != l.slot {
+			moved = slot.Holder
+		}
+	}
+	if err != nil {
+		l.dropConn()
+	}
+	return held, moved, err
 }
 
 func (l *LogLock) lose(why error) {

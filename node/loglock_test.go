@@ -14,8 +14,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
 )
 
@@ -127,7 +130,8 @@ func TestLogLockOutlivesACut(t *testing.T) {
 	holderPID := func() int32 {
 		t.Helper()
 		var pid int32
-		err := admin.QueryRow(t.Context(), `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 1953523556 AND objid = 1`).Scan(&pid)
+		err := admin.QueryRow(t.Context(), `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 1953523556 AND objid = 1
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&pid)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			t.Fatalf("who holds the lock: %v", err)
 		}
@@ -216,5 +220,43 @@ func (b *blackhole) forward(from, to net.Conn, gen int64) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// TestLogLockWatchesTheSlot: a holder that claimed the log's slot stops
+// once another took the slot over (which fenced its appends out), and a
+// claim refuses a slot held by a lease.
+func TestLogLockWatchesTheSlot(t *testing.T) {
+	pool := pgtest.MigratedPool(t, db.MigrateLog)
+	held, err := node.LockLog(t.Context(), pool.Config().ConnString(), time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	gen, err := node.ClaimSlot(t.Context(), pool, "c1:9990")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.WatchSlot(gen)
+	time.Sleep(3 * time.Second) // a check or two, with the slot its own
+	if err := held.Err(); err != nil {
+		t.Fatalf("lost with the slot still its own: %v", err)
+	}
+	// The claim was for no time: a take (as by a standby that missed the
+	// lock while its session was broken) succeeds, and fences the holder.
+	store := logstore.New(pool)
+	if _, taken, _, err := store.TakeLease(t.Context(), api.CoordinatorName, "standby:9990", time.Hour); err != nil || !taken {
+		t.Fatalf("take the claimed slot: %v %v", taken, err)
+	}
+	select {
+	case <-held.Lost():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the holder did not stop after its slot was taken over")
+	}
+	if err := held.Err(); err == nil || !strings.Contains(err.Error(), "standby:9990") {
+		t.Fatalf("why it stopped: %v, want the slot's new holder named", err)
+	}
+	if _, err := node.ClaimSlot(t.Context(), pool, "c2:9990"); err == nil || !strings.Contains(err.Error(), "standby:9990") {
+		t.Fatalf("a claim of a slot held by a lease: %v, want a refusal naming the holder", err)
 	}
 }

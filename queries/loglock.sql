@@ -12,7 +12,8 @@ SELECT pg_try_advisory_lock(1953523556, 1) AS locked;
 -- the message of a coordinator that finds it held.
 -- name: LogLockHolder :one
 SELECT a.pid::int AS pid,
-       coalesce(host(a.client_addr), 'a local socket')::text AS client,
+       (CASE WHEN a.client_port = -1 THEN 'a local socket'
+             ELSE coalesce(host(a.client_addr), 'an address not shown to this role') END)::text AS client,
        coalesce(a.application_name, '')::text AS application,
        a.backend_start
 FROM pg_catalog.pg_locks l
@@ -32,6 +33,6 @@ SELECT EXISTS (
 
 -- LogLockEndSession ends a session that held the log lock for this very
 -- coordinator before its connection broke, which the server has not
--- noticed yet, and waits up to 5 s for it to end.
+-- noticed yet. The session ends soon after, not at once.
 -- name: LogLockEndSession :one
-SELECT pg_terminate_backend(@pid::int, 5000) AS ended;
+SELECT pg_terminate_backend(@pid::int) AS ended;

@@ -12,12 +12,12 @@ import (
 )
 
 const logLockEndSession = `-- name: LogLockEndSession :one
-SELECT pg_terminate_backend($1::int, 5000) AS ended
+SELECT pg_terminate_backend($1::int) AS ended
 `
 
 // LogLockEndSession ends a session that held the log lock for this very
 // coordinator before its connection broke, which the server has not
-// noticed yet, and waits up to 5 s for it to end.
+// noticed yet. The session ends soon after, not at once.
 func (q *Queries) LogLockEndSession(ctx context.Context, db DBTX, pid int32) (bool, error) {
 	row := db.QueryRow(ctx, logLockEndSession, pid)
 	var ended bool
@@ -27,7 +27,8 @@ func (q *Queries) LogLockEndSession(ctx context.Context, db DBTX, pid int32) (bo
 
 const logLockHolder = `-- name: LogLockHolder :one
 SELECT a.pid::int AS pid,
-       coalesce(host(a.client_addr), 'a local socket')::text AS client,
+       (CASE WHEN a.client_port = -1 THEN 'a local socket'
+             ELSE coalesce(host(a.client_addr), 'an address not shown to this role') END)::text AS client,
        coalesce(a.application_name, '')::text AS application,
        a.backend_start
 FROM pg_catalog.pg_locks l
