@@ -284,15 +284,7 @@ func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool
 		cfg.MaxConns = int32(maxConns)
 	}
 	cfg.MinConns = int32(min(warmable(cfg.MaxConns), max(minConns, 0)))
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
-	}
-	return pool, nil
+	return db.OpenPool(ctx, cfg)
 }
 
 // DefaultWarmDataConns is how many data connections a participant opens

@@ -64,15 +64,7 @@ func Connect(ctx context.Context, uri string) (*pgxpool.Pool, error) {
 	cfg.MaxConns = 2
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "tpcd replay"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect %s: %w", db.Redact(uri), err)
-	}
-	return pool, nil
+	return db.OpenPool(ctx, cfg)
 }
 
 // ParseNode splits a node name of the log into its role and participant id.
