@@ -31,7 +31,7 @@ type ProbeCmd struct {
 	TLSCert       string        `name:"tls-cert" help:"Present this PEM certificate (a node with --tls-ca requires one)." placeholder:"FILE" type:"path"`
 	TLSKey        string        `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE" type:"path"`
 	StandbyReady  bool          `name:"standby-ready" env:"-" help:"Ask /readyz?standby=ready: a coordinator waiting as a standby (--lease) counts as ready. For orchestrators that must see every healthy replica ready before they roll the next one or drain a machine; clients reach the serving coordinator anyway, a standby's RPC port being closed."`
-	UntilSettled  time.Duration `name:"until-settled" env:"-" help:"Instead of one question, ask the node's /metrics every second until it holds no transaction in doubt (tpcd_transactions_in_doubt 0), for at most this long; exit 1 if some still are. For a participant's preStop hook: a pod stopped by choice (a drain, an upgrade, a removal) first lets the commits it carries finish." placeholder:"D"`
+	UntilSettled  time.Duration `name:"until-settled" env:"-" help:"Instead of one question, ask the node's /metrics every second until it holds no transaction in doubt (tpcd_transactions_in_doubt 0), for at most this long; exit 1 if some still are. For a participant's preStop hook: a stopping pod first lets the commits it carries finish, as far as the time allows (the node keeps taking work meanwhile)." placeholder:"D"`
 	Timeout       time.Duration `env:"-" help:"Give up after this long (one question)." default:"2s"`
 }
 
