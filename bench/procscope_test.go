@@ -52,6 +52,8 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 	other := start(sh, "-c", postgres+" -c '"+spin+"' & wait")
 	otherNode := start(tpcd, "-c", spin)
 
+	// children are parent's children that run postgres: a child forked
+	// but not yet executing it still bears its parent's name.
 	children := func(parent int) []int {
 		var pids []int
 		entries, _ := os.ReadDir("/proc")
@@ -60,7 +62,7 @@ func TestProcSnapshotCountsInvolvedProcesses(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			if _, p, err := readProcStat(pid); err == nil && p.ppid == parent {
+			if comm, p, err := readProcStat(pid); err == nil && p.ppid == parent && comm == "postgres" {
 				pids = append(pids, pid)
 			}
 		}
