@@ -130,7 +130,7 @@ func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 // by (CoordinatorOptions.Fence). It refuses while another holds the slot by
 // a lease. self names the coordinator in the slot.
 func ClaimSlot(ctx context.Context, pool *pgxpool.Pool, self string) (int64, error) {
-	return claimSlot(ctx, logstore.New(pool), self, true)
+	return claimSlot(ctx, logstore.New(pool), self)
 }
 
 // checkNoLease refuses to start a coordinator without a lease on a log
@@ -139,18 +139,15 @@ func ClaimSlot(ctx context.Context, pool *pgxpool.Pool, self string) (int64, err
 // (for no time at all), so that its holder, if it still runs, can write
 // nothing more.
 func checkNoLease(ctx context.Context, store *logstore.Store, self string) error {
-	_, err := claimSlot(ctx, store, self, false)
+	if _, found, err := store.LeaseOf(ctx, api.CoordinatorName); err != nil || !found {
+		return err
+	}
+	_, err := claimSlot(ctx, store, self)
 	return err
 }
 
-// claimSlot takes the slot for no time unless another holds it by a
-// lease; without always, only a slot somebody ever took.
-func claimSlot(ctx context.Context, store *logstore.Store, self string, always bool) (int64, error) {
-	if !always {
-		if _, found, err := store.LeaseOf(ctx, api.CoordinatorName); err != nil || !found {
-			return 0, err
-		}
-	}
+// claimSlot takes the slot for no time unless another holds it by a lease.
+func claimSlot(ctx context.Context, store *logstore.Store, self string) (int64, error) {
 	gen, taken, held, err := store.TakeLease(ctx, api.CoordinatorName, self+" (no lease)", 0)
 	switch {
 	case err != nil:

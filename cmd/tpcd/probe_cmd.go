@@ -64,19 +64,19 @@ func (c *ProbeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	client, scheme, err := c.client()
+	n, err := c.node(token)
 	if err != nil {
 		return err
 	}
-	defer client.CloseIdleConnections()
+	defer n.client.CloseIdleConnections()
 	if c.UntilSettled > 0 {
-		return c.waitSettled(ctx, client, scheme, token)
+		return c.waitSettled(ctx, n)
 	}
 	path := c.Path
 	if c.StandbyReady {
 		path += "?standby=ready"
 	}
-	body, err := c.get(ctx, client, scheme, token, path)
+	body, err := n.get(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -84,43 +84,51 @@ func (c *ProbeCmd) Run(ctx context.Context) error {
 	return err
 }
 
-// client is the HTTP client of every question: one, so that repeated
-// questions share its connection.
-func (c *ProbeCmd) client() (*http.Client, string, error) {
-	client := &http.Client{Timeout: c.Timeout}
+// probedNode is how every question reaches the node: one HTTP client, so
+// that repeated questions share its connection.
+type probedNode struct {
+	client *http.Client
+	base   string // scheme://addr
+	addr   string
+	token  string
+}
+
+func (c *ProbeCmd) node(token string) (*probedNode, error) {
+	n := &probedNode{client: &http.Client{Timeout: c.Timeout}, base: "http://" + c.Addr, addr: c.Addr, token: token}
 	if c.TLSCA == "" && c.TLSCert == "" {
-		return client, "http", nil
+		return n, nil
 	}
 	cfg, err := rpc.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}.ClientTLS()
 	if err != nil {
-		return nil, "", fmt.Errorf("probe %s: %w", c.Addr, err)
+		return nil, fmt.Errorf("probe %s: %w", c.Addr, err)
 	}
-	client.Transport = &http.Transport{TLSClientConfig: cfg}
-	return client, "https", nil
+	n.client.Transport = &http.Transport{TLSClientConfig: cfg}
+	n.base = "https://" + c.Addr
+	return n, nil
 }
 
 // get asks path once; anything but 200 is an error that says what the
 // node answered.
-func (c *ProbeCmd) get(ctx context.Context, client *http.Client, scheme, token, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+path, nil)
+func (n *probedNode) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base+path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("probe %s: %w", c.Addr, err)
+		return nil, fmt.Errorf("probe %s: %w", n.addr, err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if n.token != "" {
+		req.Header.Set("Authorization", "Bearer "+n.token)
 	}
-	resp, err := client.Do(req)
+	resp, err := n.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
+		return nil, fmt.Errorf("probe %s%s: %w", n.addr, path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetricsBody))
 	if resp.StatusCode != http.StatusOK {
 		answer := strings.TrimSpace(string(body[:min(len(body), 4096)]))
-		return nil, fmt.Errorf("%s%s: %s: %s", c.Addr, path, resp.Status, answer)
+		return nil, fmt.Errorf("%s%s: %s: %s", n.addr, path, resp.Status, answer)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("probe %s%s: %w", c.Addr, path, err)
+		return nil, fmt.Errorf("probe %s%s: %w", n.addr, path, err)
 	}
 	return body, nil
 }
@@ -131,14 +139,14 @@ const maxMetricsBody = 4 << 20
 
 // waitSettled asks /metrics every second until the node holds nothing in
 // doubt. A node that cannot be asked is not taken for settled.
-func (c *ProbeCmd) waitSettled(ctx context.Context, client *http.Client, scheme, token string) error {
+func (c *ProbeCmd) waitSettled(ctx context.Context, node *probedNode) error {
 	ctx, cancel := context.WithTimeout(ctx, c.UntilSettled)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var last error
 	for {
-		n, err := c.inDoubt(ctx, client, scheme, token)
+		n, err := node.inDoubt(ctx)
 		if err == nil && n == 0 {
 			_, err = fmt.Println("settled: nothing in doubt")
 			return err
@@ -161,22 +169,22 @@ func (c *ProbeCmd) waitSettled(ctx context.Context, client *http.Client, scheme,
 
 // inDoubt reads the gauge tpcd_transactions_in_doubt from the node's
 // /metrics.
-func (c *ProbeCmd) inDoubt(ctx context.Context, client *http.Client, scheme, token string) (float64, error) {
-	body, err := c.get(ctx, client, scheme, token, "/metrics")
+func (n *probedNode) inDoubt(ctx context.Context) (float64, error) {
+	body, err := n.get(ctx, "/metrics")
 	if err != nil {
 		return 0, err
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
-		return 0, fmt.Errorf("%s/metrics: %w", c.Addr, err)
+		return 0, fmt.Errorf("%s/metrics: %w", n.addr, err)
 	}
 	f := families["tpcd_transactions_in_doubt"]
 	switch {
 	case f == nil:
-		return 0, fmt.Errorf("%s/metrics has no tpcd_transactions_in_doubt (a tpcd node that has recovered, whose state is fresh, has it)", c.Addr)
+		return 0, fmt.Errorf("%s/metrics has no tpcd_transactions_in_doubt (a tpcd node that has recovered, whose state is fresh, has it)", n.addr)
 	case f.GetType() != dto.MetricType_GAUGE || len(f.GetMetric()) != 1:
-		return 0, fmt.Errorf("%s/metrics: tpcd_transactions_in_doubt is not one gauge (%v, %d series)", c.Addr, f.GetType(), len(f.GetMetric()))
+		return 0, fmt.Errorf("%s/metrics: tpcd_transactions_in_doubt is not one gauge (%v, %d series)", n.addr, f.GetType(), len(f.GetMetric()))
 	}
 	return f.GetMetric()[0].GetGauge().GetValue(), nil
 }
