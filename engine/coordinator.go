@@ -166,6 +166,9 @@ type Coordinator struct {
 	// first call runs.
 	lookups    map[string][]Input
 	keyChecked string
+	// checking finds the transaction that runs while its key is looked
+	// up, by that key.
+	checking map[string]TxID
 	// recalled keeps what lookups found, the latest maxRecalled of them.
 	recalled     map[string]endedTx
 	recalledFIFO []string
@@ -266,6 +269,20 @@ type coordTx struct {
 	// with the statements.
 	transact  *transactCall
 	piggyback bool
+
+	// checking is the key of a transaction that runs while the key is
+	// looked up (see speculates); until the answer comes nothing of the
+	// transaction is logged, the decider is not asked to commit, and a
+	// decision (an abort: nothing else can come before the commit is
+	// asked for) waits in held.
+	checking string
+	held     *heldDecision
+}
+
+// heldDecision is a decision taken while a transaction's key was checked.
+type heldDecision struct {
+	outcome Outcome
+	reason  string
 }
 
 // transactCall is a ClientTransact in progress: its statements' results
@@ -341,7 +358,7 @@ type pendingExec struct {
 // with Apply before the Start step.
 func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
 	cfg.fill()
-	return &Coordinator{cfg: cfg, txs: map[TxID]*coordTx{}, endedIdx: map[TxID]endedTx{}, keys: map[string]TxID{}, lookups: map[string][]Input{}, recalled: map[string]endedTx{}}
+	return &Coordinator{cfg: cfg, txs: map[TxID]*coordTx{}, endedIdx: map[TxID]endedTx{}, keys: map[string]TxID{}, lookups: map[string][]Input{}, checking: map[string]TxID{}, recalled: map[string]endedTx{}}
 }
 
 // Cluster is the cluster id, known after Start or after folding a log.
@@ -736,7 +753,8 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 		c.fail(in.Req, ErrBadRequest, "a key names the transaction a call begins; give it without tx")
 		return
 	}
-	if c.repeated(in, in.Req, in.Key, keyWaiter{req: in.Req, kind: keyedTransact}) {
+	speculative := c.speculates(in)
+	if !speculative && c.repeated(in, in.Req, in.Key, keyWaiter{req: in.Req, kind: keyedTransact}) {
 		return
 	}
 	var tx *coordTx
@@ -744,7 +762,13 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 	if began {
 		tx = c.newTx(in.Now, false)
 		tx.unanswered = true
-		c.addKey(tx, in.Key)
+		if speculative {
+			tx.checking = in.Key
+			c.checking[in.Key] = tx.id
+			c.lookUp(in.Key, nil)
+		} else {
+			c.addKey(tx, in.Key)
+		}
 	} else if tx = c.activeTx(in.Req, in.TxID); tx == nil {
 		return
 	}
@@ -826,8 +850,10 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 		}
 	}
 	tx.decider = d
-	tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
-	tx.phase = PhaseActive // (the event names the phase a restart finds)
+	if tx.checking == "" {
+		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
+		tx.phase = PhaseActive // (the event names the phase a restart finds)
+	}
 	if len(parts) == 1 {
 		thens[last[d]] = ThenCommit
 		return thens
@@ -1039,7 +1065,7 @@ func (c *Coordinator) requestCommit(now Instant, tx *coordTx) {
 // tryPrepare starts phase one once the client asked to commit and no
 // statement is still queued or running.
 func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
-	if tx.phase != PhaseActive || !tx.commitRequested {
+	if tx.phase != PhaseActive || !tx.commitRequested || tx.checking != "" {
 		return
 	}
 	if tx.abortOnly != "" {
@@ -1158,6 +1184,12 @@ func (c *Coordinator) settle(now Instant, tx *coordTx) {
 // to the log before anyone hears of it; an abort with nobody to tell is not
 // logged at all.
 func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string) {
+	if tx.checking != "" {
+		if tx.held == nil {
+			tx.held = &heldDecision{outcome: o, reason: reason}
+		}
+		return
+	}
 	var phase2 []NodeID
 	for i := range tx.nodes {
 		n := &tx.nodes[i]
@@ -1360,6 +1392,12 @@ func (c *Coordinator) clientBegin(in ClientBegin) {
 // that waited for it, in order: the first of a new key begins its
 // transaction, and the others then find that.
 func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
+	if id, ok := c.checking[in.Key]; ok {
+		delete(c.checking, in.Key)
+		if tx := c.txs[id]; tx != nil && tx.checking == in.Key {
+			c.keyCheckDone(tx, in)
+		}
+	}
 	waiting := c.lookups[in.Key]
 	delete(c.lookups, in.Key)
 	if in.Err != "" {
@@ -1392,8 +1430,86 @@ func (c *Coordinator) keyLookedUp(in KeyLookedUp) {
 func (c *Coordinator) lookUp(key string, in Input) {
 	if _, asked := c.lookups[key]; !asked {
 		c.effect(LookupKey{Key: key, WaitLSN: c.forgottenLSN})
+		c.lookups[key] = nil
 	}
-	c.lookups[key] = append(c.lookups[key], in)
+	if in != nil { // nil: asked for a transaction that runs meanwhile (c.checking)
+		c.lookups[key] = append(c.lookups[key], in)
+	}
+}
+
+// speculates reports whether a transact call may run its statements while
+// its key is looked up, instead of after: a new transaction committed by
+// the decider protocol over several participants, whose commit is asked
+// of the decider only once every other branch prepared. Until the key is
+// known to be new the transaction logs nothing and the decider is not
+// asked; a key that named an earlier transaction rolls it back unseen
+// (keyCheckDone). A one-phase commit goes with the statement, so it waits
+// for the key as before.
+func (c *Coordinator) speculates(in ClientTransact) bool {
+	if in.Key == "" || in.TxID != 0 || !in.Commit || c.cfg.Protocol != ProtocolDecider || c.Reconciling() {
+		return false
+	}
+	if _, known := c.keys[in.Key]; known {
+		return false
+	}
+	if _, found := c.recalled[in.Key]; found || in.Key == c.keyChecked {
+		return false
+	}
+	if _, asked := c.lookups[in.Key]; asked {
+		return false
+	}
+	first := in.Stmts[0].Node
+	for _, s := range in.Stmts[1:] {
+		if s.Node != first {
+			return true
+		}
+	}
+	return false
+}
+
+// keyChecked ends the check of a transaction's key (see speculates). A new
+// key joins the transaction, which is logged and may now commit, or takes
+// the decision held meanwhile. A key that named an earlier transaction
+// answers the call with that one's outcome, as a repeated call is
+// answered, and rolls this one back; so does a key that could not be
+// checked, with an error the client may retry.
+func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
+	tx.checking = ""
+	held := tx.held
+	tx.held = nil
+	if in.Err == "" && !in.Found {
+		c.addKey(tx, in.Key)
+		if tx.phase == PhaseActive && tx.piggyback {
+			var parts []NodeID
+			for i := range tx.nodes {
+				if tx.nodes[i].touched {
+					parts = append(parts, NodeID(i))
+				}
+			}
+			d := tx.decider
+			tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
+			tx.phase = PhaseActive // (the event names the phase a restart finds)
+		}
+		if held != nil {
+			c.decide(in.Now, tx, held.outcome, held.reason)
+			return
+		}
+		c.tryPrepare(in.Now, tx)
+		return
+	}
+	reason := fmt.Sprintf("its key %q could not be checked: %s", in.Key, in.Err)
+	if call := tx.transact; call != nil {
+		tx.transact = nil
+		tx.commitWaiters = slices.DeleteFunc(tx.commitWaiters, func(r ReqID) bool { return r == call.req })
+		if in.Found {
+			reason = fmt.Sprintf("its key %q named transaction %d", in.Key, in.TxID)
+			c.answerRepeated(keyWaiter{req: call.req, kind: keyedTransact}, in.TxID, in.Outcome, in.Reason, 0)
+		} else {
+			c.fail(call.req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
+		}
+	}
+	tx.unanswered = false
+	c.decide(in.Now, tx, OutcomeAbort, reason)
 }
 
 // maxRecalled bounds the outcomes kept from lookups.
