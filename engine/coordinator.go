@@ -277,12 +277,27 @@ type coordTx struct {
 	// asked for) waits in held.
 	checking string
 	held     *heldDecision
+	// checkDeadline bounds the check: the branches hold their locks
+	// meanwhile. heldAnswer is the call's failure, told once the key is
+	// known to be new: a key that named an earlier transaction answers
+	// with that one's outcome instead (the statements, run again, may
+	// well fail on what it wrote).
+	checkDeadline Instant
+	heldAnswer    *heldAnswer
 }
 
 // heldDecision is a decision taken while a transaction's key was checked.
 type heldDecision struct {
 	outcome Outcome
 	reason  string
+}
+
+// heldAnswer is a failure to tell a call once its key is checked.
+type heldAnswer struct {
+	req    ReqID
+	code   ErrorCode
+	sqlErr *SQLError
+	text   string
 }
 
 // transactCall is a ClientTransact in progress: its statements' results
@@ -763,7 +778,7 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 		tx = c.newTx(in.Now, false)
 		tx.unanswered = true
 		if speculative {
-			tx.checking = in.Key
+			tx.checking, tx.checkDeadline = in.Key, in.Now.Add(c.cfg.VoteTimeout)
 			c.checking[in.Key] = tx.id
 			c.lookUp(in.Key, nil)
 		} else {
@@ -914,6 +929,11 @@ func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code Err
 		return
 	}
 	tx.commitWaiters = slices.DeleteFunc(tx.commitWaiters, func(r ReqID) bool { return r == call.req })
+	if tx.checking != "" {
+		tx.heldAnswer = &heldAnswer{req: call.req, code: code, sqlErr: sqlErr, text: fmt.Sprintf("%s (transaction %d rolled back)", msg, tx.id)}
+		c.decide(now, tx, OutcomeAbort, reason) // held too
+		return
+	}
 	c.failSQL(call.req, code, sqlErr, "%s (transaction %d rolled back)", msg, tx.id)
 	if !tx.branchAsked {
 		c.decide(now, tx, OutcomeAbort, reason)
@@ -1047,7 +1067,11 @@ func (c *Coordinator) clientRollback(in ClientRollback) {
 	}
 	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
 		c.decide(in.Now, tx, OutcomeAbort, "rolled back by client")
-		c.reply(in.Req, OutcomeReply{TxID: tx.id, Outcome: OutcomeAbort, Reason: tx.reason}, 0)
+		reason := tx.reason
+		if reason == "" {
+			reason = "rolled back by client" // held while its key is checked
+		}
+		c.reply(in.Req, OutcomeReply{TxID: tx.id, Outcome: OutcomeAbort, Reason: reason}, 0)
 		return
 	}
 	if c.mayHaveCommittedUnseen(in.TxID) {
@@ -1475,8 +1499,8 @@ func (c *Coordinator) speculates(in ClientTransact) bool {
 // checked, with an error the client may retry.
 func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 	tx.checking = ""
-	held := tx.held
-	tx.held = nil
+	held, answer := tx.held, tx.heldAnswer
+	tx.held, tx.heldAnswer = nil, nil
 	if in.Err == "" && !in.Found {
 		c.addKey(tx, in.Key)
 		if tx.phase == PhaseActive && tx.piggyback {
@@ -1490,6 +1514,9 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 			tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
 			tx.phase = PhaseActive // (the event names the phase a restart finds)
 		}
+		if answer != nil {
+			c.failSQL(answer.req, answer.code, answer.sqlErr, "%s", answer.text)
+		}
 		if held != nil {
 			c.decide(in.Now, tx, held.outcome, held.reason)
 			return
@@ -1498,14 +1525,24 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 		return
 	}
 	reason := fmt.Sprintf("its key %q could not be checked: %s", in.Key, in.Err)
-	if call := tx.transact; call != nil {
+	var req ReqID
+	hasCall := true
+	switch call := tx.transact; {
+	case call != nil:
+		req = call.req
 		tx.transact = nil
 		tx.commitWaiters = slices.DeleteFunc(tx.commitWaiters, func(r ReqID) bool { return r == call.req })
+	case answer != nil:
+		req = answer.req
+	default:
+		hasCall = false
+	}
+	if hasCall {
 		if in.Found {
 			reason = fmt.Sprintf("its key %q named transaction %d", in.Key, in.TxID)
-			c.answerRepeated(keyWaiter{req: call.req, kind: keyedTransact}, in.TxID, in.Outcome, in.Reason, 0)
+			c.answerRepeated(keyWaiter{req: req, kind: keyedTransact}, in.TxID, in.Outcome, in.Reason, 0)
 		} else {
-			c.fail(call.req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
+			c.fail(req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)
 		}
 	}
 	tx.unanswered = false
@@ -1826,6 +1863,13 @@ func (c *Coordinator) tick(now Instant) {
 		}
 		switch tx.phase {
 		case PhaseActive:
+			if tx.checking != "" && now >= tx.checkDeadline {
+				// The lookup is late; the branches wait with their locks.
+				// The client is told to retry, which looks the key up again.
+				delete(c.checking, tx.checking)
+				c.keyCheckDone(tx, KeyLookedUp{Now: now, Key: tx.checking, Err: fmt.Sprintf("no answer within %s", c.cfg.VoteTimeout)})
+				continue
+			}
 			if tx.branchAsked {
 				// The decider was asked to commit with its statement: only
 				// its answer decides, so a late one is asked for.

@@ -367,3 +367,57 @@ func isData(e engine.Effect) bool {
 	_, ok := e.(engine.Data)
 	return ok
 }
+
+// TestKeyCheckHasADeadline covers a transaction whose statements run while
+// its key is looked up (docs/PROTOCOL.md) when the lookup does not answer:
+// the branches must not wait with their locks for ever. Past the vote
+// timeout the call is told to retry and the transaction aborts; the late
+// answer changes nothing, and the key stays free for the retry, which
+// looks it up again.
+func TestKeyCheckHasADeadline(t *testing.T) {
+	start := engine.Instant(time.Hour)
+	c := engine.NewCoordinator(engine.CoordinatorConfig{Participants: 2, Protocol: engine.ProtocolDecider, VoteTimeout: 5 * time.Second, ExecTimeout: time.Minute})
+	c.Step(engine.Start{Now: start, NewCluster: "c"})
+	stmts := []engine.Statement{{Node: 0, SQL: "insert 1"}, {Node: 1, SQL: "insert 2"}}
+	rd := c.Step(engine.ClientTransact{Now: start, Req: 1, Stmts: stmts, Commit: true, Key: "k"})
+	var looked, sent int
+	for _, e := range rd.Effects {
+		switch e := e.(type) {
+		case engine.LookupKey:
+			looked++
+		case engine.Send:
+			if _, ok := e.Msg.(engine.ExecRequest); ok {
+				sent++
+			}
+		}
+	}
+	if looked != 1 || sent != 2 {
+		t.Fatalf("the call looked its key up %d times and sent %d statements, want 1 and 2 at once: %v", looked, sent, rd.Effects)
+	}
+	answers := func(rd engine.Ready) []engine.Respond {
+		var out []engine.Respond
+		for _, e := range rd.Effects {
+			if r, ok := e.(engine.Respond); ok {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	if got := answers(c.Step(engine.Tick{Now: start.Add(4 * time.Second)})); len(got) != 0 {
+		t.Fatalf("answered before the deadline: %+v", got)
+	}
+	got := answers(c.Step(engine.Tick{Now: start.Add(6 * time.Second)}))
+	if len(got) != 1 || got[0].Req != 1 || got[0].Err == nil || got[0].Err.Code != engine.ErrUnavailable {
+		t.Fatalf("past the deadline the call got %+v, want one ErrUnavailable", got)
+	}
+	if st := c.Status(1); st.Outcome != engine.OutcomeAbort {
+		t.Fatalf("the transaction is %+v, want aborted", st)
+	}
+	if got := answers(c.Step(engine.KeyLookedUp{Now: start.Add(7 * time.Second), Key: "k"})); len(got) != 0 {
+		t.Fatalf("the late answer answered %+v", got)
+	}
+	rd = c.Step(engine.ClientTransact{Now: start.Add(8 * time.Second), Req: 2, Stmts: stmts, Commit: true, Key: "k"})
+	if !slices.ContainsFunc(rd.Effects, func(e engine.Effect) bool { _, ok := e.(engine.LookupKey); return ok }) {
+		t.Fatalf("the retry did not look its key up again: %v", rd.Effects)
+	}
+}

@@ -131,8 +131,10 @@ type ClientTransact struct {
 	Stmts  []Statement
 	Commit bool
 	// Key, optional and only with TxID 0, names the transaction the call
-	// begins: a call repeated with the same key never runs its statements
-	// again; it is answered with the first call's outcome once known.
+	// begins: a call repeated with the same key never commits its
+	// statements again; it is answered with the first call's outcome once
+	// known. (Its statements may run while the key is looked up, and are
+	// then rolled back.)
 	Key string
 }
 
