@@ -62,6 +62,13 @@ type Checker struct {
 	// simulation's statements are unique, so a write committed by two
 	// transactions ran twice (a call repeated with its key must not).
 	committedBy map[string]TxKey
+	// keyCommitted finds the transaction that committed under each
+	// idempotency key, from the coordinator's durable events (the keys of
+	// coord.preparing or coord.ended, a commit in coord.decided or
+	// coord.ended): a call repeated with the key must be answered with
+	// that commit. txKeys holds the keys coord.preparing named.
+	keyCommitted map[string]TxKey
+	txKeys       map[TxKey][]string
 }
 
 type earlyCommit struct {
@@ -93,6 +100,8 @@ func newChecker(c *Cluster) *Checker {
 		early:            map[TxKey][]earlyCommit{},
 		transacting:      map[TxKey]bool{},
 		committedBy:      map[string]TxKey{},
+		keyCommitted:     map[string]TxKey{},
+		txKeys:           map[TxKey][]string{},
 		transactedCall:   map[TxKey]bool{},
 	}
 	for range c.cfg.Participants {
@@ -112,6 +121,29 @@ func (k *Checker) Err() error {
 	return fmt.Errorf("%s", strings.Join(k.failures, "\n"))
 }
 
+// onKeyedAnswer checks the answer to a transact call with an idempotency
+// key: once a transaction committed under the key, no call with it may be
+// told that its work failed or aborted (a retry may only be told to retry).
+func (k *Checker) onKeyedAnswer(key string, reply engine.Reply, err *engine.Error) {
+	first, ok := k.keyCommitted[key]
+	if !ok {
+		return
+	}
+	switch r := reply.(type) {
+	case engine.TransactReply:
+		if r.Outcome != nil && *r.Outcome != engine.OutcomeCommit {
+			k.failf("a call with key %q was told abort, but tx %s committed under it", key, first)
+		}
+	}
+	if err != nil && err.Code != engine.ErrUnavailable {
+		k.failf("a call with key %q was told %q, but tx %s committed under it", key, err.Message, first)
+	}
+}
+
+// forgetKeys drops what it knows of keys: a replaced coordinator's new
+// cluster knows none of them.
+func (k *Checker) forgetKeys() { clear(k.keyCommitted) }
+
 func (k *Checker) failf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	k.failures = append(k.failures, msg)
@@ -127,10 +159,25 @@ func (k *Checker) current(tx engine.TxID) TxKey {
 func (k *Checker) onDurable(n *Node, evs []engine.Event) {
 	for _, e := range evs {
 		switch e := e.(type) {
+		case engine.CoordPreparing:
+			if len(e.Keys) > 0 {
+				k.txKeys[k.current(e.TxID)] = e.Keys
+			}
+		case engine.CoordEnded:
+			if e.Outcome == engine.OutcomeCommit {
+				for _, key := range e.Keys {
+					k.keyCommitted[key] = k.current(e.TxID)
+				}
+			}
 		case engine.CoordTxIDsReserved:
 			k.reserved = max(k.reserved, e.Through)
 		case engine.CoordDecided:
 			key := k.current(e.TxID)
+			if e.Outcome == engine.OutcomeCommit {
+				for _, kk := range k.txKeys[key] {
+					k.keyCommitted[kk] = key
+				}
+			}
 			_, committed := k.decided[key]
 			switch {
 			case e.Outcome == engine.OutcomeCommit && k.abortLogged[key],

@@ -163,6 +163,9 @@ func (s *sim) onResponse(r Response) {
 	delete(s.reqs, r.Req)
 	ss := &s.sessions[i]
 	ss.waiting--
+	if !r.Lost && r.Key != "" && r.Kind == "transact" {
+		s.c.check.onKeyedAnswer(r.Key, r.Reply, r.Err)
+	}
 	if r.Lost {
 		ss.tx = 0
 		if r.Key != "" && (r.Kind == "transact" || r.Kind == "execute") {
@@ -488,6 +491,7 @@ func (s *sim) replaceCoordinator() {
 		s.sessions[i].retry = nil
 	}
 	s.keys = nil
+	s.c.check.forgetKeys()
 }
 
 func (s *sim) restart(down []engine.NodeID) {
