@@ -1491,7 +1491,7 @@ func (c *Coordinator) speculates(in ClientTransact) bool {
 	return false
 }
 
-// keyChecked ends the check of a transaction's key (see speculates). A new
+// keyCheckDone ends the check of a transaction's key (see speculates). A new
 // key joins the transaction, which is logged and may now commit, or takes
 // the decision held meanwhile. A key that named an earlier transaction
 // answers the call with that one's outcome, as a repeated call is
@@ -1525,6 +1525,9 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 		return
 	}
 	reason := fmt.Sprintf("its key %q could not be checked: %s", in.Key, in.Err)
+	if in.Found {
+		reason = fmt.Sprintf("its key %q named transaction %d", in.Key, in.TxID)
+	}
 	var req ReqID
 	hasCall := true
 	switch call := tx.transact; {
@@ -1539,7 +1542,6 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 	}
 	if hasCall {
 		if in.Found {
-			reason = fmt.Sprintf("its key %q named transaction %d", in.Key, in.TxID)
 			c.answerRepeated(keyWaiter{req: req, kind: keyedTransact}, in.TxID, in.Outcome, in.Reason, 0)
 		} else {
 			c.fail(req, ErrUnavailable, "cannot tell whether key %q was used before: %s; retry", in.Key, in.Err)

@@ -143,6 +143,18 @@ func addStats(t *enginetest.SimStats, s enginetest.SimStats) {
 	}
 }
 
+// TestSimForgottenKeys runs the decider protocol with a coordinator that
+// keeps one ended transaction in memory, so that calls repeated with their
+// keys are answered after a lookup, and transactions over several
+// participants run while their key is checked (docs/PROTOCOL.md).
+func TestSimForgottenKeys(t *testing.T) {
+	for seed := uint64(1); seed <= 3000; seed++ {
+		if _, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps, Protocol: engine.ProtocolDecider, RememberEnded: 1}); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}
+
 // TestSimCatchesBrokenRule breaks two-phase commit on purpose, from outside
 // the engine: the harness forges yes votes so the coordinator commits on the
 // first real one. The checker's own data-level invariant (not only the

@@ -19,6 +19,10 @@ type SimConfig struct {
 	ForgeVotes bool
 	// Protocol is the coordinator's; 0 draws one per run.
 	Protocol engine.Protocol
+	// RememberEnded, if positive, is how many ended transactions the
+	// coordinator keeps in memory, so that keys are soon looked up in
+	// its store; 0 draws it now and then.
+	RememberEnded int
 	// ForgeEarlyAbort breaks the decider rule on purpose; see
 	// Config.ForgeEarlyAbort.
 	ForgeEarlyAbort bool
@@ -78,6 +82,9 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		// Forgetting ended transactions quickly makes the coordinator
 		// answer old questions by presumption.
 		cfg.Coordinator.RememberEnded = 1 + rng.IntN(8)
+	}
+	if sc.RememberEnded > 0 {
+		cfg.Coordinator.RememberEnded = sc.RememberEnded
 	}
 	cfg.Compact = rng.IntN(2) == 0
 	// A node keeps what ended for a minute (node.keepEnded) and its
@@ -147,6 +154,8 @@ type session struct {
 	tx      engine.TxID
 	waiting int
 	retry   *Request
+	// retryAt is the step before which retry is not sent.
+	retryAt int
 }
 
 func (s *sim) tracef(format string, args ...any) {
@@ -165,12 +174,19 @@ func (s *sim) onResponse(r Response) {
 	ss.waiting--
 	if !r.Lost && r.Key != "" && r.Kind == "transact" {
 		s.c.check.onKeyedAnswer(r.Key, r.Reply, r.Err)
+		if rep, ok := r.Reply.(engine.TransactReply); ok && rep.Outcome != nil && r.Tx == 0 && ss.retry == nil && s.chance(0.3) {
+			// A client that gave up waiting sends the call again, maybe
+			// long after: answered by the coordinator's memory, or, once
+			// it forgot the transaction, after a lookup of the key.
+			again := r.Request
+			ss.retry, ss.retryAt = &again, s.stepNo+20+s.rng.IntN(100)
+		}
 	}
 	if r.Lost {
 		ss.tx = 0
 		if r.Key != "" && (r.Kind == "transact" || r.Kind == "execute") {
 			lost := r.Request
-			ss.retry = &lost
+			ss.retry, ss.retryAt = &lost, 0
 		}
 		return
 	}
@@ -543,7 +559,7 @@ func (s *sim) client() {
 	ss.waiting++
 	r := s.rng.Float64()
 	switch {
-	case ss.tx == 0 && ss.retry != nil && s.chance(0.5):
+	case ss.tx == 0 && ss.retry != nil && s.stepNo >= ss.retryAt && s.chance(0.5):
 		// The same call again, with the same key: it must not run twice.
 		again := ss.retry
 		ss.retry = nil
