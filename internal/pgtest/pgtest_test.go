@@ -57,7 +57,11 @@ func TestNewDBGivesDistinctDatabases(t *testing.T) {
 				t.Errorf("database %s holds %d, want %d", names[i], v, i)
 			}
 		}
-		// Connections left open: the clean-up must force them out.
+		// Connections left open: the clean-up must force them out, and a
+		// prepared transaction left behind must not keep it from dropping.
+		mustExec(t, conns[0], "BEGIN")
+		mustExec(t, conns[0], "INSERT INTO t VALUES (7)")
+		mustExec(t, conns[0], "PREPARE TRANSACTION 'left-behind'")
 	})
 	if len(names) != 2 {
 		t.FailNow()
