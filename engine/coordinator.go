@@ -866,8 +866,7 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 	}
 	tx.decider = d
 	if tx.checking == "" {
-		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
-		tx.phase = PhaseActive // (the event names the phase a restart finds)
+		c.logPlannedDecider(tx, parts)
 	}
 	if len(parts) == 1 {
 		thens[last[d]] = ThenCommit
@@ -879,6 +878,26 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 		}
 	}
 	return thens
+}
+
+// logPlannedDecider records coord.preparing for a commit piggyback planned
+// with the decider protocol; the transaction's statements still run.
+func (c *Coordinator) logPlannedDecider(tx *coordTx, parts []NodeID) {
+	d := tx.decider
+	tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
+	tx.phase = PhaseActive // (the event names the phase a restart finds)
+}
+
+// touchedNodes lists, in order, the participants a transaction's
+// statements went to.
+func (tx *coordTx) touchedNodes() []NodeID {
+	var parts []NodeID
+	for i := range tx.nodes {
+		if tx.nodes[i].touched {
+			parts = append(parts, NodeID(i))
+		}
+	}
+	return parts
 }
 
 // isRead reports whether a statement is a plain read, by its first word.
@@ -1099,12 +1118,7 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 	if c.busy(tx) {
 		return
 	}
-	var parts []NodeID
-	for i := range tx.nodes {
-		if tx.nodes[i].touched {
-			parts = append(parts, NodeID(i))
-		}
-	}
+	parts := tx.touchedNodes()
 	if len(parts) == 0 {
 		c.decide(now, tx, OutcomeCommit, "")
 		return
@@ -1504,15 +1518,7 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 	if in.Err == "" && !in.Found {
 		c.addKey(tx, in.Key)
 		if tx.phase == PhaseActive && tx.piggyback {
-			var parts []NodeID
-			for i := range tx.nodes {
-				if tx.nodes[i].touched {
-					parts = append(parts, NodeID(i))
-				}
-			}
-			d := tx.decider
-			tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
-			tx.phase = PhaseActive // (the event names the phase a restart finds)
+			c.logPlannedDecider(tx, tx.touchedNodes())
 		}
 		if answer != nil {
 			c.failSQL(answer.req, answer.code, answer.sqlErr, "%s", answer.text)
