@@ -183,7 +183,11 @@ func (l *LogLock) take(ctx context.Context) (holder string, err error) {
 			endedOwn = true
 		}
 		// Its own old session, ending: give it a moment.
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return "", errors.New("the log lock is still held by a session of this coordinator's that does not end")
 }
