@@ -13,7 +13,6 @@ import (
 	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/failpoint"
-	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // exec runs one statement of the work phase in the transaction's own data
@@ -154,20 +153,10 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 		nil, nil, nil)
 	b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
 	wantTag := ""
-	switch op.Then {
-	case 0:
-	case engine.DataPrepare:
-		p.utility(branchXidSQL)
-		p.utility("PREPARE TRANSACTION " + quote(op.GID))
-		wantTag = "PREPARE TRANSACTION"
-	case engine.DataCommitBranch:
-		if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID), Keys: op.Keys}); err != nil {
+	if op.Then != 0 {
+		if wantTag, err = d.queueEnd(ctx, &p, op.Then, op); err != nil {
 			return nil, false, err, nil, 0
 		}
-		p.utility("COMMIT")
-		wantTag = "COMMIT"
-	default:
-		return nil, false, fmt.Errorf("a statement cannot carry %s", op.Then), nil, 0
 	}
 	syncrep.Cancelled(conn.PgConn())
 	mrr := conn.PgConn().ExecBatch(ctx, b)
@@ -187,18 +176,13 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 		mrr.Close()
 		return nil, true, err, nil, 0
 	}
-	if wantTag != "" {
-		xid, thenErr = thenResults(mrr, wantTag)
-	}
-	if cerr := mrr.Close(); cerr != nil && thenErr == nil {
-		if wantTag == "" {
-			return nil, true, cerr, nil, 0
+	if wantTag == "" {
+		if err := mrr.Close(); err != nil {
+			return nil, true, err, nil, 0
 		}
-		thenErr = cerr
+		return res, true, nil, nil, 0
 	}
-	if wantTag != "" && thenErr == nil && syncrep.Cancelled(conn.PgConn()) {
-		thenErr = syncrep.ErrNotReplicated
-	}
+	xid, thenErr = endResults(conn.PgConn(), mrr, wantTag)
 	return res, true, nil, thenErr, xid
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/queries/dataqueries"
 )
 
 // prepare ends the work phase: a transaction that wrote nothing commits at
@@ -38,25 +39,68 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 		}
 		return engine.DataDone{ReadOnly: true}
 	}
-	var p pipeline
-	p.utility(branchXidSQL)
-	p.utility("PREPARE TRANSACTION " + quote(op.GID))
-	syncrep.Cancelled(conn.PgConn())
-	mrr := conn.PgConn().ExecBatch(ctx, &p.batch)
-	xid, err := thenResults(mrr, "PREPARE TRANSACTION")
-	if cerr := mrr.Close(); err == nil {
-		err = cerr
+	xid, err := d.endBranch(ctx, w, engine.DataPrepare, op)
+	if err != nil {
+		return engine.DataDone{Err: fmt.Sprintf("prepare %s: %v", op.GID, err)}
 	}
-	if err == nil && syncrep.Cancelled(conn.PgConn()) {
-		// Prepared here alone: a no vote, and the engine rolls it back.
-		err = syncrep.ErrNotReplicated
+	return engine.DataDone{Xid: xid}
+}
+
+// endBranch ends w's open data transaction as kind says (see queueEnd), in
+// one round trip, and releases its connection, rolling the transaction
+// back unless it ended. xid is the id of the branch prepared.
+func (d *dataDB) endBranch(ctx context.Context, w *txWorker, kind engine.DataOp, op engine.Data) (xid uint64, err error) {
+	var p pipeline
+	wantTag, err := d.queueEnd(ctx, &p, kind, op)
+	if err == nil {
+		pc := w.conn.Conn().PgConn()
+		syncrep.Cancelled(pc)
+		xid, err = endResults(pc, pc.ExecBatch(ctx, &p.batch), wantTag)
 	}
 	if err != nil {
 		d.release(ctx, w, "ROLLBACK")
-		return engine.DataDone{Err: fmt.Sprintf("prepare %s: %v", op.GID, err)}
+		return 0, err
 	}
 	d.release(ctx, w, "")
-	return engine.DataDone{Xid: xid}
+	return xid, nil
+}
+
+// queueEnd queues the two statements that end a branch, whether on their
+// own (endBranch) or behind the transaction's first statement (beginWith):
+// for DataPrepare the branch's transaction id and PREPARE TRANSACTION, for
+// DataCommitBranch the outcome marker and COMMIT. wantTag is the command
+// tag of the second, the only answer that means it happened.
+func (d *dataDB) queueEnd(ctx context.Context, p *pipeline, kind engine.DataOp, op engine.Data) (wantTag string, err error) {
+	switch kind {
+	case engine.DataPrepare:
+		p.utility(branchXidSQL)
+		p.utility("PREPARE TRANSACTION " + quote(op.GID))
+		return "PREPARE TRANSACTION", nil
+	case engine.DataCommitBranch:
+		if err := d.q.MarkerInsert(ctx, p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID), Keys: op.Keys}); err != nil {
+			return "", err
+		}
+		p.utility("COMMIT")
+		return "COMMIT", nil
+	}
+	return "", fmt.Errorf("%s does not end a branch", kind)
+}
+
+// endResults reads the results of the statements queueEnd queued, the last
+// ones mrr has, and closes mrr. A prepare or commit whose wait for the
+// synchronous standby was cancelled is no success, as the branch may be on
+// pc's server alone: a prepare's failure is a no vote, and the engine rolls
+// the branch back; a commit's leaves the engine to settle the branch, as
+// after a broken connection.
+func endResults(pc *pgconn.PgConn, mrr *pgconn.MultiResultReader, wantTag string) (xid uint64, err error) {
+	xid, err = thenResults(mrr, wantTag)
+	if cerr := mrr.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && syncrep.Cancelled(pc) {
+		err = syncrep.ErrNotReplicated
+	}
+	return xid, err
 }
 
 // branchXidSQL reads the open transaction's id, 64 bits (the epoch

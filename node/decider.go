@@ -20,29 +20,9 @@ func (d *dataDB) commitBranch(ctx context.Context, w *txWorker, op engine.Data) 
 	if w.conn == nil {
 		return engine.DataDone{Err: "no open data transaction to commit"}
 	}
-	var p pipeline
-	if err := d.q.MarkerInsert(ctx, &p, dataqueries.MarkerInsertParams{Gid: op.GID, Tx: int64(op.TxID), Keys: op.Keys}); err != nil {
-		d.release(ctx, w, "ROLLBACK")
+	if _, err := d.endBranch(ctx, w, engine.DataCommitBranch, op); err != nil {
 		return engine.DataDone{Err: fmt.Sprintf("commit %s: %v", op.GID, err)}
 	}
-	p.utility("COMMIT")
-	pc := w.conn.Conn().PgConn()
-	syncrep.Cancelled(pc)
-	tag, err := p.run(ctx, pc)
-	if err == nil && tag.String() != "COMMIT" {
-		// A transaction already failed answers COMMIT with ROLLBACK.
-		err = fmt.Errorf("COMMIT answered %q", tag.String())
-	}
-	if err == nil && syncrep.Cancelled(pc) {
-		// Committed here, maybe not on the standby: not an answer to give;
-		// the engine settles the branch, as after a broken connection.
-		err = syncrep.ErrNotReplicated
-	}
-	if err != nil {
-		d.release(ctx, w, "ROLLBACK")
-		return engine.DataDone{Err: fmt.Sprintf("commit %s: %v", op.GID, err)}
-	}
-	d.release(ctx, w, "")
 	return engine.DataDone{}
 }
 
