@@ -103,8 +103,19 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 // first statement of a transaction (beginWith), so a statement behaves the
 // same wherever it falls in its transaction.
 func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
+	pc := conn.PgConn()
+	defer stmtsOf(pc).noteUserSQL(sql)
 	if params, ok := textParams(args); ok {
-		return textResult(conn.PgConn().ExecParams(ctx, sql, params, nil, nil, []int16{pgx.TextFormatCode}))
+		name, named, err := stmtsOf(pc).name(ctx, pc, sql, false)
+		switch {
+		case err != nil:
+			// The parse failed inside the transaction, which is as
+			// aborted as if the statement had run and failed.
+			return nil, err
+		case named:
+			return textResult(pc.ExecPrepared(ctx, name, params, nil, []int16{pgx.TextFormatCode}))
+		}
+		return textResult(pc.ExecParams(ctx, sql, params, nil, nil, []int16{pgx.TextFormatCode}))
 	}
 	var opts []any
 	if len(args) == 0 {
@@ -145,21 +156,34 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 // was lost may have committed: the engine settles it). xid is the id of the
 // branch prepared.
 func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, params [][]byte) (res *engine.StmtResult, begun bool, err, thenErr error, xid uint64) {
-	var p pipeline
+	pc := conn.PgConn()
+	stmts := stmtsOf(pc)
+	p := pipeline{conn: pc}
 	b := &p.batch
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
-	b.ExecParams("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
-		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))},
-		nil, nil, nil)
-	b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
+	if err := p.statement(ctx, timeoutsSQL,
+		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))}); err != nil {
+		return nil, false, err, nil, 0
+	}
+	// Named outside the transaction: a statement that does not parse runs
+	// unnamed instead, to fail inside it as it always did.
+	if name, ok, perr := stmts.name(ctx, pc, op.SQL, false); perr == nil && ok {
+		b.ExecPrepared(name, params, nil, []int16{pgx.TextFormatCode})
+	} else {
+		b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
+	}
+	stmts.noteUserSQL(op.SQL)
 	wantTag := ""
 	if op.Then != 0 {
 		if wantTag, err = d.queueEnd(ctx, &p, op.Then, op); err != nil {
 			return nil, false, err, nil, 0
 		}
 	}
-	syncrep.Cancelled(conn.PgConn())
-	mrr := conn.PgConn().ExecBatch(ctx, b)
+	if err := stmts.trim(ctx, pc); err != nil {
+		return nil, false, err, nil, 0
+	}
+	syncrep.Cancelled(pc)
+	mrr := pc.ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
 			return nil, false, closeBoth(nil, mrr), nil, 0
@@ -185,6 +209,10 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	xid, thenErr = endResults(conn.PgConn(), mrr, wantTag)
 	return res, true, nil, thenErr, xid
 }
+
+// timeoutsSQL sets, for the transaction it runs in, the lock and statement
+// timeouts that turn a distributed deadlock into an error instead of a hang.
+const timeoutsSQL = "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)"
 
 // thenResults reads the results of the branch's transaction id query and
 // PREPARE TRANSACTION, or of the marker insert and COMMIT; only the
@@ -238,6 +266,9 @@ func (d *dataDB) release(ctx context.Context, w *txWorker, sql string) error {
 		if err != nil {
 			w.conn.Conn().Close(ctx)
 		}
+	}
+	if stmtsOf(w.conn.Conn().PgConn()).unfit {
+		w.conn.Conn().Close(ctx)
 	}
 	w.conn.Release()
 	d.mu.Lock()

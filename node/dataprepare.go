@@ -50,10 +50,10 @@ func (d *dataDB) prepare(ctx context.Context, w *txWorker, op engine.Data) engin
 // one round trip, and releases its connection, rolling the transaction
 // back unless it ended. xid is the id of the branch prepared.
 func (d *dataDB) endBranch(ctx context.Context, w *txWorker, kind engine.DataOp, op engine.Data) (xid uint64, err error) {
-	var p pipeline
+	pc := w.conn.Conn().PgConn()
+	p := pipeline{conn: pc}
 	wantTag, err := d.queueEnd(ctx, &p, kind, op)
 	if err == nil {
-		pc := w.conn.Conn().PgConn()
 		syncrep.Cancelled(pc)
 		xid, err = endResults(pc, pc.ExecBatch(ctx, &p.batch), wantTag)
 	}
@@ -73,7 +73,9 @@ func (d *dataDB) endBranch(ctx context.Context, w *txWorker, kind engine.DataOp,
 func (d *dataDB) queueEnd(ctx context.Context, p *pipeline, kind engine.DataOp, op engine.Data) (wantTag string, err error) {
 	switch kind {
 	case engine.DataPrepare:
-		p.utility(branchXidSQL)
+		if err := p.statement(ctx, branchXidSQL, nil); err != nil {
+			return "", err
+		}
 		p.utility("PREPARE TRANSACTION " + quote(op.GID))
 		return "PREPARE TRANSACTION", nil
 	case engine.DataCommitBranch:

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
@@ -17,7 +19,13 @@ import (
 // database with a table t (k bigint primary key).
 func newTestDataDB(t *testing.T) *dataDB {
 	t.Helper()
-	pool := pgtest.MigratedPool(t, db.MigrateData)
+	return dataDBOver(t, pgtest.MigratedPool(t, db.MigrateData))
+}
+
+// dataDBOver returns the data layer over pool's migrated data database,
+// creating a table t (k bigint primary key) in it.
+func dataDBOver(t *testing.T, pool *pgxpool.Pool) *dataDB {
+	t.Helper()
 	if _, err := pool.Exec(t.Context(), "CREATE TABLE t (k bigint PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,9 @@ import (
 // its caller wants the rows before the pipeline runs.
 type pipeline struct {
 	batch pgconn.Batch
+	// conn, when set, is the connection the pipeline is for: its own
+	// statements then run by name (stmtCache), parsed once per connection.
+	conn *pgconn.PgConn
 }
 
 // errPipelineReads is what a generated query that reads rows gets from a
@@ -23,13 +26,28 @@ type pipeline struct {
 var errPipelineReads = errors.New("a pipelined statement cannot read rows")
 
 // Exec queues sql, with args sent as text parameters.
-func (p *pipeline) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+func (p *pipeline) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	params, ok := textParams(args)
 	if !ok && len(args) > 0 {
 		return pgconn.CommandTag{}, fmt.Errorf("queue a statement: arguments %v cannot be sent as text", args)
 	}
-	p.batch.ExecParams(sql, params, nil, nil, nil)
-	return pgconn.CommandTag{}, nil
+	return pgconn.CommandTag{}, p.statement(ctx, sql, params)
+}
+
+// statement queues one of the participant's own statements with its text
+// parameters, by name when the pipeline knows its connection (naming it
+// there the first time takes a round trip of its own).
+func (p *pipeline) statement(ctx context.Context, sql string, params [][]byte) error {
+	if p.conn == nil {
+		p.batch.ExecParams(sql, params, nil, nil, nil)
+		return nil
+	}
+	name, _, err := stmtsOf(p.conn).name(ctx, p.conn, sql, true)
+	if err != nil {
+		return fmt.Errorf("prepare %q: %w", sql, err)
+	}
+	p.batch.ExecPrepared(name, params, nil, nil)
+	return nil
 }
 
 // Query refuses: see errPipelineReads.
@@ -47,18 +65,3 @@ func (r errRow) Scan(...any) error { return r.err }
 // utility queues a statement that takes no parameters; whatever it names
 // must be in sql already, quoted (see quote).
 func (p *pipeline) utility(sql string) { p.batch.ExecParams(sql, nil, nil, nil, nil) }
-
-// run sends the queued statements and returns the command tag of the last
-// one and the first error. After an error PostgreSQL skips the statements
-// that follow it.
-func (p *pipeline) run(ctx context.Context, conn *pgconn.PgConn) (pgconn.CommandTag, error) {
-	results, err := conn.ExecBatch(ctx, &p.batch).ReadAll()
-	var tag pgconn.CommandTag
-	for _, r := range results {
-		if err == nil {
-			err = r.Err
-		}
-		tag = r.CommandTag
-	}
-	return tag, err
-}
