@@ -251,11 +251,7 @@ func (c *testCluster) nodes() []api.NodeHealth {
 // once the standby is synchronous.
 func TestLogServerWithoutSynchronousStandbyWarns(t *testing.T) {
 	ctx := t.Context()
-	primary, err := embedpg.Start(ctx, embedpg.Options{Settings: map[string]string{"fsync": "off"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { primary.Stop() })
+	primary := pgtest.NewCluster(t, embedpg.Options{})
 	if err := primary.CreateDatabase(ctx, "tpcd_log"); err != nil {
 		t.Fatal(err)
 	}

@@ -166,11 +166,7 @@ func TestPrepareOfAReaderCommitsAtOnce(t *testing.T) {
 // waits for the standby too, and ends once commits stop waiting for it.
 func TestWaitForTheStandbyCancelled(t *testing.T) {
 	ctx := t.Context()
-	server, err := embedpg.Start(ctx, embedpg.Options{Settings: map[string]string{"fsync": "off"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Stop() })
+	server := pgtest.NewCluster(t, embedpg.Options{})
 	setup, err := openPool(ctx, server.URI("postgres"), 2, 0)
 	if err != nil {
 		t.Fatal(err)
