@@ -178,7 +178,7 @@ func testDemoOnTerminal(t *testing.T, c *testCluster) {
 	if code := tm.exit(); code != 0 {
 		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
 	}
-	<-tm.done
+	<-tm.Done()
 	raw := tm.raw.String()
 	if !strings.Contains(raw, "\r\x1b[Kloading demo_tty [##############################] 100%  500 rows") {
 		t.Fatalf("no progress bar in the output: %q", raw)

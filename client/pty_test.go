@@ -3,17 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/creack/pty"
 
 	"github.com/tpcd/tpcd/internal/testbin"
 )
@@ -27,15 +25,12 @@ func tpcdBinary(t *testing.T) string {
 	return testbin.Binary(t)
 }
 
-// terminal runs a program on a pseudo-terminal and keeps what it shows.
+// terminal runs tpcd on a pseudo-terminal and keeps what it shows.
 type terminal struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	pty  *os.File
-	mu   sync.Mutex
-	scr  *screen
-	raw  strings.Builder // every byte the program wrote
-	done chan struct{}
+	*testbin.Terminal
+	t   *testing.T
+	scr *screen
+	raw strings.Builder // every byte the program wrote
 }
 
 const termCols = 120
@@ -44,33 +39,8 @@ func startTerminal(t *testing.T, env []string, args ...string) *terminal {
 	t.Helper()
 	cmd := exec.Command(tpcdBinary(t), args...)
 	cmd.Env = append(cleanEnv(), env...)
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: termCols})
-	if err != nil {
-		t.Fatalf("start on a pty: %v", err)
-	}
-	tm := &terminal{t: t, cmd: cmd, pty: f, scr: newScreen(termCols), done: make(chan struct{})}
-	go func() {
-		defer close(tm.done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := f.Read(buf)
-			tm.mu.Lock()
-			tm.scr.Write(buf[:n])
-			tm.raw.Write(buf[:n])
-			tm.mu.Unlock()
-			if err != nil { // EIO once the program exited
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		if tm.cmd.ProcessState == nil {
-			tm.cmd.Process.Kill()
-			tm.cmd.Wait()
-		}
-		f.Close()
-		<-tm.done
-	})
+	tm := &terminal{t: t, scr: newScreen(termCols)}
+	tm.Terminal = testbin.StartTerminal(t, cmd, termCols, io.MultiWriter(tm.scr, &tm.raw))
 	return tm
 }
 
@@ -93,9 +63,7 @@ func cleanEnv() []string {
 // send types keys.
 func (tm *terminal) send(keys string) {
 	tm.t.Helper()
-	if _, err := tm.pty.Write([]byte(keys)); err != nil {
-		tm.t.Fatalf("type %q: %v", keys, err)
-	}
+	tm.Type(tm.t, keys)
 }
 
 // waitFor waits until cond holds for the screen (all of it, and the line
@@ -104,9 +72,9 @@ func (tm *terminal) waitFor(what string, cond func(all, current string) bool) st
 	tm.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		tm.mu.Lock()
+		tm.Lock()
 		all, cur := tm.scr.String(), tm.scr.current()
-		tm.mu.Unlock()
+		tm.Unlock()
 		if cond(all, cur) {
 			return all
 		}
@@ -134,7 +102,7 @@ func (tm *terminal) waitCount(s string, n int) string {
 func (tm *terminal) exit() int {
 	tm.t.Helper()
 	ch := make(chan error, 1)
-	go func() { ch <- tm.cmd.Wait() }()
+	go func() { ch <- tm.Cmd.Wait() }()
 	select {
 	case err := <-ch:
 		var ee *exec.ExitError
@@ -146,8 +114,8 @@ func (tm *terminal) exit() int {
 		}
 		return 0
 	case <-time.After(20 * time.Second):
-		tm.mu.Lock()
-		defer tm.mu.Unlock()
+		tm.Lock()
+		defer tm.Unlock()
 		tm.t.Fatalf("the client did not exit; the screen shows:\n%s", tm.scr.String())
 		return -1
 	}
@@ -372,7 +340,7 @@ func testLoadOnTerminal(t *testing.T, c *testCluster) {
 	if code := tm.exit(); code != 0 {
 		t.Fatalf("exit status %d; screen:\n%s", code, tm.scr.String())
 	}
-	<-tm.done
+	<-tm.Done()
 	raw := tm.raw.String()
 	if !regexp.MustCompile(`\r\x1b\[Kloading sensors_tty \[#*-*\] +\d+%  \d+ rows  \d+ rows/s`).MatchString(raw) ||
 		!strings.Contains(raw, "loading sensors_tty [##############################] 100%  3000 rows") {

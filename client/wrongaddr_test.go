@@ -69,7 +69,7 @@ func testWrongAddress(t *testing.T, c *testCluster) {
 	if code := tm.exit(); code != ExitConnection {
 		t.Fatalf("interactive: exit status %d, want %d", code, ExitConnection)
 	}
-	<-tm.done
+	<-tm.Done()
 	want := fmt.Sprintf("tpcd: error: %s is participant-0 of a tpcd cluster, not its coordinator: use --coordinator %s", c.PartAddrs[0], c.CoordAddr)
 	// The terminal wraps the long line; a space that falls at the end of
 	// a row is not kept there, so compare without either.

@@ -5,68 +5,36 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
-
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // psqlTerminal is psql run interactively on a pseudo-terminal, as a person
 // uses it: its prompt shows the transaction status the front door reports
 // in ReadyForQuery (=> idle, =*> in a block, =!> in a failed block).
 type psqlTerminal struct {
+	*testbin.Terminal
 	t   *testing.T
-	cmd *exec.Cmd
-	pty *os.File
-
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
+	out strings.Builder
 }
 
 func startPsqlTerminal(t *testing.T, f *frontDoor) *psqlTerminal {
 	t.Helper()
 	cmd := exec.Command(pgtest.ClientBin(t, "psql"), f.psqlURL(), "-X", "-P", "pager=off")
 	cmd.Env = append(os.Environ(), append(f.psqlEnv(testPassword), "TERM=dumb")...)
-	p, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 200})
-	if err != nil {
-		t.Fatalf("start psql on a pseudo-terminal: %v", err)
-	}
-	pt := &psqlTerminal{t: t, cmd: cmd, pty: p, done: make(chan struct{})}
-	go func() {
-		defer close(pt.done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := p.Read(buf)
-			pt.mu.Lock()
-			pt.out.Write(buf[:n])
-			pt.mu.Unlock()
-			if err != nil { // EIO once psql is gone
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		p.Close()
-		<-pt.done
-	})
+	pt := &psqlTerminal{t: t}
+	pt.Terminal = testbin.StartTerminal(t, cmd, 200, &pt.out)
 	return pt
 }
 
 // typeLine types a line and presses Enter.
 func (pt *psqlTerminal) typeLine(line string) {
 	pt.t.Helper()
-	if _, err := pt.pty.Write([]byte(line + "\r")); err != nil {
-		pt.t.Fatalf("type %q: %v", line, err)
-	}
+	pt.Type(pt.t, line+"\r")
 }
 
 // waitCount waits until psql has shown s at least n times.
@@ -74,9 +42,9 @@ func (pt *psqlTerminal) waitCount(s string, n int) {
 	pt.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		pt.mu.Lock()
+		pt.Lock()
 		out := pt.out.String()
-		pt.mu.Unlock()
+		pt.Unlock()
 		if strings.Count(out, s) >= n {
 			return
 		}
@@ -123,8 +91,8 @@ func TestPsqlTerminal(t *testing.T) {
 	pt.waitCount(inBlock, 6)
 	pt.typeLine(fmt.Sprintf("INSERT INTO kv (k, v) VALUES (%d, 'left behind?');", kLeft))
 	pt.waitCount("INSERT 0 1", 3)
-	pt.cmd.Process.Signal(syscall.SIGKILL)
-	pt.cmd.Wait()
+	pt.Cmd.Process.Signal(syscall.SIGKILL)
+	pt.Cmd.Wait()
 
 	f.nothingLeft()
 	f.wantRows(map[int]string{k0: "psql terminal", k1: "psql terminal"})

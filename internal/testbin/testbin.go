@@ -1,8 +1,9 @@
 // Package testbin serves the tests that run tpcd as real processes: it
 // builds the tpcd binary at most once per test process, when a test first
-// asks for it, starts and stops such processes keeping their output, and
-// finds free loopback addresses. A test package that uses Binary calls
-// Main from its TestMain, which removes what was built.
+// asks for it, starts and stops such processes keeping their output, runs
+// programs on a pseudo-terminal, and finds free loopback addresses. A test
+// package that uses Binary calls Main from its TestMain, which removes
+// what was built.
 package testbin
 
 import (
