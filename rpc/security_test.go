@@ -258,7 +258,7 @@ func TestMutualTLS(t *testing.T) {
 	logs := &testbin.SyncBuffer{}
 	serverTLS := mustTLS(t, s.server.ServerTLS)
 	_, ln := startServer(t, "", ServerOptions{Methods: newTestMethods().methods(), TLS: serverTLS,
-		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil))})
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))})
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
