@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // newStreamClient is a client with opts and Stream set, closed at the end
@@ -25,17 +27,17 @@ func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
 	return newClientWith(t, addr, opts)
 }
 
-// serveOwnShutdown serves m's methods on a fresh loopback port, for a test
-// that shuts the server down itself.
-func serveOwnShutdown(t *testing.T, m *testMethods) (*Server, string) {
+// serveOwnShutdown serves fresh test methods m on a loopback port, for a
+// test that shuts the server srv down itself, and returns them with the
+// server's address and c, a stream client of it.
+func serveOwnShutdown(t *testing.T) (m *testMethods, srv *Server, addr string, c *Client) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	ln := testbin.Listen(t)
+	m = newTestMethods()
+	srv = NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
 	go srv.Serve(ln)
-	return srv, ln.Addr().String()
+	addr = ln.Addr().String()
+	return m, srv, addr, newStreamClient(t, addr, ClientOptions{})
 }
 
 // restartServer shuts srv down and serves m's methods again on its address,
@@ -161,9 +163,7 @@ func TestBatchStreamFrameTooLarge(t *testing.T) {
 // server restarted on the same address) and opens a new one instead of
 // losing the next batch on the dead one.
 func TestBatchStreamAfterServerRestart(t *testing.T) {
-	m := newTestMethods()
-	srv, addr := serveOwnShutdown(t, m)
-	c := newStreamClient(t, addr, ClientOptions{})
+	m, srv, addr, c := serveOwnShutdown(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	one := func(text string) error {
@@ -191,9 +191,7 @@ func TestBatchStreamAfterServerRestart(t *testing.T) {
 // Shutdown lets a frame being answered finish and its reply reach the
 // client, then ends the stream.
 func TestBatchStreamShutdownFinishesFrame(t *testing.T) {
-	m := newTestMethods()
-	srv, addr := serveOwnShutdown(t, m)
-	c := newStreamClient(t, addr, ClientOptions{})
+	m, srv, _, c := serveOwnShutdown(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -283,10 +281,8 @@ func TestBatchStreamOutlivesDeadlines(t *testing.T) {
 // Close while a batch is out: the batch finishes, then the stream is
 // closed rather than left open.
 func TestBatchStreamCloseDuringBatch(t *testing.T) {
-	m := newTestMethods()
-	srv, addr := serveOwnShutdown(t, m)
+	m, srv, _, c := serveOwnShutdown(t)
 	defer srv.Shutdown(context.Background())
-	c := newStreamClient(t, addr, ClientOptions{})
 	done := make(chan error, 1)
 	go func() { done <- c.CallBatch(context.Background(), []BatchCall{{Method: "block"}}) }()
 	<-m.started
@@ -321,9 +317,7 @@ func waitStreams(t *testing.T, srv *Server, n int) {
 // A Shutdown whose ctx ends while a frame is being answered closes the
 // stream and cancels the handler; the client sees a transport error.
 func TestBatchStreamShutdownTimesOut(t *testing.T) {
-	m := newTestMethods()
-	srv, addr := serveOwnShutdown(t, m)
-	c := newStreamClient(t, addr, ClientOptions{})
+	m, srv, _, c := serveOwnShutdown(t)
 	done := make(chan error, 1)
 	go func() { done <- c.CallBatch(context.Background(), []BatchCall{{Method: "block"}}) }()
 	<-m.started
@@ -706,9 +700,7 @@ func TestStreamCallAuth(t *testing.T) {
 // Streams the server closed while they sat idle are noticed before use:
 // the next calls open new ones instead of failing.
 func TestStreamCallsAfterServerRestart(t *testing.T) {
-	m := newTestMethods()
-	srv, addr := serveOwnShutdown(t, m)
-	c := newStreamClient(t, addr, ClientOptions{})
+	m, srv, addr, c := serveOwnShutdown(t)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	const n = 3
