@@ -19,10 +19,9 @@ import (
 	"github.com/tpcd/tpcd/internal/testcerts"
 )
 
-// rawPost sends body with the given Authorization header (none if empty)
-// over HTTP/1.1 and returns the status and the JSON-RPC error code (0 for a
-// result).
-func rawPost(t *testing.T, hc *http.Client, url, auth, body string) (int, int) {
+// postAuth posts body as JSON with the given Authorization header (none
+// if empty) and returns the status and the body of the answer.
+func postAuth(t *testing.T, hc *http.Client, url, auth, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
@@ -38,14 +37,23 @@ func rawPost(t *testing.T, hc *http.Client, url, auth, body string) (int, int) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
+}
+
+// rawPost sends body with the given Authorization header (none if empty)
+// over HTTP/1.1 and returns the status and the JSON-RPC error code (0 for a
+// result).
+func rawPost(t *testing.T, hc *http.Client, url, auth, body string) (int, int) {
+	t.Helper()
+	status, raw := postAuth(t, hc, url, auth, body)
 	var msg response
 	if err := json.Unmarshal(raw, &msg); err != nil {
 		t.Fatalf("body %q is not JSON-RPC: %v", raw, err)
 	}
 	if msg.Error != nil {
-		return resp.StatusCode, msg.Error.Code
+		return status, msg.Error.Code
 	}
-	return resp.StatusCode, 0
+	return status, 0
 }
 
 func TestTokensAreRequired(t *testing.T) {
@@ -91,27 +99,16 @@ func TestTokensAreRequired(t *testing.T) {
 
 	// A batch mixing methods the token allows and does not: each request
 	// gets its own answer.
-	status, _ := func() (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("["+echo+","+strings.Replace(vote, `"id":1`, `"id":2`, 1)+"]"))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+clientTok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var out []response
-		if err := json.Unmarshal(raw, &out); err != nil || len(out) != 2 {
+	status, raw := postAuth(t, http.DefaultClient, url, "Bearer "+clientTok, "["+echo+","+strings.Replace(vote, `"id":1`, `"id":2`, 1)+"]")
+	var answers []response
+	if err := json.Unmarshal(raw, &answers); err != nil || len(answers) != 2 {
+		t.Fatalf("batch answer %q", raw)
+	}
+	for _, r := range answers {
+		if sameID(r.ID, 1) && r.Error != nil || sameID(r.ID, 2) && (r.Error == nil || r.Error.Code != CodeUnauthorized) {
 			t.Fatalf("batch answer %q", raw)
 		}
-		for _, r := range out {
-			if sameID(r.ID, 1) && r.Error != nil || sameID(r.ID, 2) && (r.Error == nil || r.Error.Code != CodeUnauthorized) {
-				t.Fatalf("batch answer %q", raw)
-			}
-		}
-		return resp.StatusCode, string(raw)
-	}()
+	}
 	if status != 200 {
 		t.Fatalf("batch: HTTP %d", status)
 	}
