@@ -8,16 +8,14 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // echoServer echoes every connection until the test ends.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := testbin.Listen(t)
 	go func() {
 		for {
 			c, err := ln.Accept()
