@@ -3,23 +3,37 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 )
 
+// parseArgs parses args as main parses them, failing the test with the
+// parser's output if it refuses them.
+func parseArgs(t *testing.T, args ...string) *CLI {
+	t.Helper()
+	var out bytes.Buffer
+	var cli CLI
+	if _, err := newParserFor(t, &cli, &out).Parse(args); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return &cli
+}
+
+// debugLogs tells whether cli's global flags make the logger log at debug
+// level.
+func debugLogs(cli *CLI) bool {
+	return cli.Globals.Logger(io.Discard).Enabled(context.Background(), slog.LevelDebug)
+}
+
 // The seed project's flags on every role, parsed as main parses them: an
 // address without a port gets the seed's 12345, --timeout and --batch-size
 // are taken by a participant too, and --verbose logs at debug level.
 func TestSeedFlagsOnEveryRole(t *testing.T) {
-	var out bytes.Buffer
-	var cli CLI
-	p := newParserFor(t, &cli, &out)
-	if _, err := p.Parse([]string{"coordinator", "--verbose", "--host", "localhost", "--participant", "localhost:9991",
-		"--participant", "db2", "--participant", "[::1]", "--timeout", "10", "--batch-size", "3"}); err != nil {
-		t.Fatalf("coordinator: %v\n%s", err, out.String())
-	}
+	cli := parseArgs(t, "coordinator", "--verbose", "--host", "localhost", "--participant", "localhost:9991",
+		"--participant", "db2", "--participant", "[::1]", "--timeout", "10", "--batch-size", "3")
 	c := cli.Coordinator
 	if c.Host != "localhost:12345" {
 		t.Errorf("--host localhost became %q, want localhost:12345", c.Host)
@@ -30,16 +44,12 @@ func TestSeedFlagsOnEveryRole(t *testing.T) {
 	if c.Timeout.D() != 10*time.Second || c.BatchSize != 3 {
 		t.Errorf("--timeout %v --batch-size %d, want 10s and 3", c.Timeout.D(), c.BatchSize)
 	}
-	if !cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+	if !debugLogs(cli) {
 		t.Error("--verbose does not log at debug level")
 	}
 
-	cli = CLI{}
-	p = newParserFor(t, &cli, &out)
-	if _, err := p.Parse([]string{"participant", "--node-id", "0", "--host", "localhost:9991", "--coordinator", "localhost",
-		"--timeout", "7", "--batch-size", "3", "--verbose"}); err != nil {
-		t.Fatalf("participant: %v\n%s", err, out.String())
-	}
+	cli = parseArgs(t, "participant", "--node-id", "0", "--host", "localhost:9991", "--coordinator", "localhost",
+		"--timeout", "7", "--batch-size", "3", "--verbose")
 	pc := cli.Participant
 	if len(pc.Coordinator) != 1 || pc.Coordinator[0] != "localhost:12345" || pc.Host != "localhost:9991" {
 		t.Errorf("participant --coordinator %q --host %q, want localhost:12345 and localhost:9991", pc.Coordinator, pc.Host)
@@ -47,19 +57,15 @@ func TestSeedFlagsOnEveryRole(t *testing.T) {
 	if pc.Timeout.D() != 7*time.Second || pc.BatchSize != 3 {
 		t.Errorf("participant --timeout %v --batch-size %d, want 7s and 3", pc.Timeout.D(), pc.BatchSize)
 	}
-	if !cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+	if !debugLogs(cli) {
 		t.Error("participant --verbose does not log at debug level")
 	}
 
-	cli = CLI{}
-	p = newParserFor(t, &cli, &out)
-	if _, err := p.Parse([]string{"participant", "--node-id", "0", "--coordinator", "localhost:9990"}); err != nil {
-		t.Fatal(err)
-	}
+	cli = parseArgs(t, "participant", "--node-id", "0", "--coordinator", "localhost:9990")
 	if d := cli.Participant.Timeout.D(); d != 10*time.Second {
 		t.Errorf("participant --timeout defaults to %v, want the seed's 10s", d)
 	}
-	if cli.Globals.Logger(&out).Enabled(context.Background(), slog.LevelDebug) {
+	if debugLogs(cli) {
 		t.Error("debug logging without --verbose")
 	}
 }
@@ -67,13 +73,8 @@ func TestSeedFlagsOnEveryRole(t *testing.T) {
 // The seed client's demo loader command line parses as the shell's
 // --demo, and its flags are refused where they cannot mean anything.
 func TestSeedClientDemoFlags(t *testing.T) {
-	var out bytes.Buffer
-	var cli CLI
-	p := newParserFor(t, &cli, &out)
-	if _, err := p.Parse([]string{"client", "--coordinator", "localhost:9990", "--demo", "--n-nodes", "2",
-		"--data-db", "postgresql://localhost:8870/demo"}); err != nil {
-		t.Fatalf("seed demo command line: %v\n%s", err, out.String())
-	}
+	cli := parseArgs(t, "client", "--coordinator", "localhost:9990", "--demo", "--n-nodes", "2",
+		"--data-db", "postgresql://localhost:8870/demo")
 	if s := cli.Client.Shell; !s.Demo || s.NNodes != 2 || s.DataDB != "postgresql://localhost:8870/demo" || s.TxSize != 100 {
 		t.Fatalf("parsed %+v", s)
 	}
@@ -88,9 +89,8 @@ func TestSeedClientDemoFlags(t *testing.T) {
 		{[]string{"client", "--demo", "--data-db", "postgresql://x/y", "-c", "nodes"}, "--demo loads a table and exits; it takes no -c or -f"},
 		{[]string{"client", "--demo", "--data-db", "postgresql://x/y", "--n-nodes=-1"}, "--n-nodes -1: must be at least 1"},
 	} {
-		cli = CLI{}
-		p = newParserFor(t, &cli, &out)
-		if _, err := p.Parse(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
+		var out bytes.Buffer
+		if _, err := newParserFor(t, &CLI{}, &out).Parse(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: got %v, want %q", tt.args, err, tt.want)
 		}
 	}
