@@ -24,7 +24,7 @@ func newTestDataDB(t *testing.T) *dataDB {
 
 // dataDBOver returns the data layer over pool's migrated data database,
 // creating a table t (k bigint primary key) in it.
-func dataDBOver(t *testing.T, pool *pgxpool.Pool) *dataDB {
+func dataDBOver(t testing.TB, pool *pgxpool.Pool) *dataDB {
 	t.Helper()
 	if _, err := pool.Exec(t.Context(), "CREATE TABLE t (k bigint PRIMARY KEY)"); err != nil {
 		t.Fatal(err)

@@ -179,3 +179,33 @@ func TestDeallocateByAUserStatement(t *testing.T) {
 		t.Fatalf("%d rows (%v), want the transaction's 3", n, err)
 	}
 }
+
+// The data work of one branch, one at a time: an upsert committed at once
+// with its marker (a decider's or a lone participant's branch), or
+// prepared and then committed. With the statements named, a branch costs
+// its server no parse and no plan (docs/PERFORMANCE.md).
+func BenchmarkBranchCommitted(b *testing.B) { benchmarkBranch(b, false) }
+func BenchmarkBranchPrepared(b *testing.B)  { benchmarkBranch(b, true) }
+
+func benchmarkBranch(b *testing.B, prepare bool) {
+	pool := pgtest.MigratedPool(b, db.MigrateData)
+	d := dataDBOver(b, pool)
+	const upsert = "INSERT INTO t VALUES ($1) ON CONFLICT (k) DO UPDATE SET k = EXCLUDED.k"
+	for i := 0; b.Loop(); i++ {
+		tx := engine.TxID(i + 1)
+		gid := fmt.Sprintf("tpcd:bench:1:%d", tx)
+		op := engine.Data{Op: engine.DataExec, TxID: tx, GID: gid, SQL: upsert, Args: []any{float64(i % 1000)}, Then: engine.DataCommitBranch}
+		if prepare {
+			op.Then = engine.DataPrepare
+		}
+		res := d.run(&txWorker{}, op)
+		if res.Err != "" || res.ThenErr != "" {
+			b.Fatalf("%s: %s%s", gid, res.Err, res.ThenErr)
+		}
+		if prepare {
+			if r := d.run(&txWorker{}, engine.Data{Op: engine.DataCommitPrepared, TxID: tx, GID: gid, Xid: res.Xid}); r.Err != "" {
+				b.Fatalf("commit %s: %s", gid, r.Err)
+			}
+		}
+	}
+}
