@@ -27,6 +27,16 @@ func newStreamClient(t *testing.T, addr string, opts ClientOptions) *Client {
 	return newClientWith(t, addr, opts)
 }
 
+// countedStream serves m's methods on a loopback port behind a counter of
+// HTTP requests and upgrades, and returns the server, the counter and a
+// stream client of the server.
+func countedStream(t *testing.T, m *testMethods) (*Server, *countingHandler, *Client) {
+	t.Helper()
+	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	return srv, counter, newStreamClient(t, serveMux(t, counter, srv), ClientOptions{})
+}
+
 // serveOwnShutdown serves fresh test methods m on a loopback port, for a
 // test that shuts the server srv down itself, and returns them with the
 // server's address and c, a stream client of it.
@@ -54,10 +64,7 @@ func restartServer(ctx context.Context, t *testing.T, srv *Server, addr string, 
 // Batches over a stream get what they get over HTTP: each call's result or
 // error, in one upgrade for any number of batches.
 func TestBatchStreamCarriesBatches(t *testing.T) {
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
-	counter := &countingHandler{h: srv.Handler()}
-	addr := serveMux(t, counter, srv)
-	c := newStreamClient(t, addr, ClientOptions{})
+	_, counter, c := countedStream(t, newTestMethods())
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
@@ -505,10 +512,7 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 // what they get over HTTP: results, and errors with their codes; one
 // upgrade serves them all.
 func TestStreamCarriesCalls(t *testing.T) {
-	srv := NewServer(ServerOptions{Methods: newTestMethods().methods(), Logger: testLogger(t)})
-	counter := &countingHandler{h: srv.Handler()}
-	addr := serveMux(t, counter, srv)
-	c := newStreamClient(t, addr, ClientOptions{})
+	_, counter, c := countedStream(t, newTestMethods())
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for i := range 10 {
@@ -581,10 +585,7 @@ func idleStreams(c *Client) (int, bool) {
 // its own, and the streams are kept for the calls after them.
 func TestStreamConcurrentCalls(t *testing.T) {
 	m := newTestMethods()
-	srv := NewServer(ServerOptions{Methods: m.methods(), Logger: testLogger(t)})
-	counter := &countingHandler{h: srv.Handler()}
-	addr := serveMux(t, counter, srv)
-	c := newStreamClient(t, addr, ClientOptions{})
+	srv, counter, c := countedStream(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 
