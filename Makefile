@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 12m
 # package than cores keeps both cores busy.
 TEST_PACKAGES ?= 3
 
-.PHONY: help build run test test-short lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 fuzz-short fuzz-long
+.PHONY: help build run test test-short ensure-test-tools ensure-test-packages lint generate verify-generated bench ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 fuzz-short fuzz-long
 
 ## help: list the targets
 help:
@@ -42,8 +42,20 @@ run: ensure-postgres build
 ## test: everything CI checks: formatting, vet, generated code, short fuzzing, and all tests with the race detector
 # -count=1: the end-to-end tests build and run the tpcd binary, which Go's
 # test cache does not see, so a cached pass could hide a change to it.
-test: ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2 lint verify-generated fuzz-short
+test: ensure-test-tools lint verify-generated fuzz-short
 	$(GO) test -race -count=1 -p $(TEST_PACKAGES) -timeout $(TEST_TIMEOUT) ./...
+
+## ensure-test-tools: install what the tests need: the packages below in turn (apt installs one at a time), sqlc beside them
+# On a fresh machine the packages download and install (network, dpkg)
+# while sqlc compiles (CPU, about two minutes): side by side, not one
+# after the other.
+ensure-test-tools:
+	@$(MAKE) --no-print-directory -j2 ensure-test-packages $(SQLC)
+
+ensure-test-packages:
+	@for t in ensure-postgres ensure-chromium ensure-psycopg2 ensure-node-pg ensure-jdbc ensure-iproute2; do \
+		$(MAKE) --no-print-directory $$t || exit 1; \
+	done
 
 ## test-short: the tests without the race detector and the generated-code check (quicker while working)
 test-short: ensure-postgres ensure-psycopg2 ensure-node-pg ensure-jdbc
