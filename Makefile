@@ -45,7 +45,7 @@ run: ensure-postgres build
 test: ensure-test-tools lint verify-generated fuzz-short
 	$(GO) test -race -count=1 -p $(TEST_PACKAGES) -timeout $(TEST_TIMEOUT) ./...
 
-## ensure-test-tools: install what the tests need: the packages below in turn (apt installs one at a time), sqlc beside them
+## ensure-test-tools: install what the tests need: the ensure-* packages in turn (apt installs one at a time), sqlc beside them
 # On a fresh machine the packages download and install (network, dpkg)
 # while sqlc compiles (CPU, about two minutes): side by side, not one
 # after the other.
