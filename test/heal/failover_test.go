@@ -26,7 +26,6 @@ import (
 // client heard of is on both participants, every other transaction ended
 // one way on both, and nothing is left prepared.
 func TestLogFailsOverToItsStandby(t *testing.T) {
-	t.Parallel()
 	failOver(t, func(pair serverPair) ([]string, map[int][]string) {
 		return []string{"--log-db", pair.uri("tpcd_log")}, nil
 	}, "tpcd_log", "SELECT coalesce(max(seq), 0) FROM tpcd_log WHERE node = 'coordinator'")
@@ -37,7 +36,6 @@ func TestLogFailsOverToItsStandby(t *testing.T) {
 // and its log: the participant goes on on the new primary, and no
 // decision, vote or commit it acted on is lost.
 func TestDataServerFailsOverToItsStandby(t *testing.T) {
-	t.Parallel()
 	failOver(t, func(pair serverPair) ([]string, map[int][]string) {
 		return nil, map[int][]string{1: {"--data-db", pair.uri("tpcd_data"), "--log-db", pair.uri("tpcd_log")}}
 	}, "tpcd_data", "SELECT count(*) FROM t")

@@ -289,7 +289,6 @@ func (c *cluster) createTable(t *testing.T) {
 // participant's, then of the coordinator's own server: each node restarts
 // it, is ready again and commits without help.
 func TestNodesHealWhenTheirPostgresIsKilled(t *testing.T) {
-	t.Parallel()
 	c := startCluster(t)
 	c.createTable(t)
 	if err := c.commit(1); err != nil {
@@ -346,7 +345,6 @@ func TestNodesHealWhenTheirPostgresIsKilled(t *testing.T) {
 // each time it is back: the sixth death within a minute ends the node,
 // non-zero, saying why.
 func TestNodeExitsWhenItsPostgresKeepsDying(t *testing.T) {
-	t.Parallel()
 	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.RefusingAddr(t))
 	p.start(t)
 	p.waitServing(t, 2*time.Minute)
@@ -374,7 +372,6 @@ func TestNodeExitsWhenItsPostgresKeepsDying(t *testing.T) {
 // TestNodeExitsWhenItsPostgresCannotRestart makes the coordinator's server
 // unable to start again (its configuration unreadable), then kills it.
 func TestNodeExitsWhenItsPostgresCannotRestart(t *testing.T) {
-	t.Parallel()
 	c := newNode(t, stateRoot(t), "coordinator", "coordinator", "--participant", testbin.RefusingAddr(t))
 	c.start(t)
 	c.waitServing(t, 2*time.Minute)
@@ -397,7 +394,6 @@ func TestNodeExitsWhenItsPostgresCannotRestart(t *testing.T) {
 // directory: the earlier server is still going away, which PostgreSQL alone
 // takes for "another postmaster".
 func TestRestartRightAfterKillStartsFirstTime(t *testing.T) {
-	t.Parallel()
 	p := newNode(t, stateRoot(t), "p0", "participant", "--node-id", "0", "--coordinator", testbin.RefusingAddr(t))
 	p.start(t)
 	p.waitServing(t, 2*time.Minute)
@@ -420,7 +416,6 @@ func TestRestartRightAfterKillStartsFirstTime(t *testing.T) {
 // against a data server with initdb's max_prepared_transactions = 0, on
 // which every commit would abort.
 func TestDataServerWithoutPreparedTransactionsIsRefused(t *testing.T) {
-	t.Parallel()
 	server := pgtest.NewCluster(t, embedpg.Options{Settings: map[string]string{"max_prepared_transactions": "0"}})
 	if err := server.CreateDatabase(context.Background(), "data"); err != nil {
 		t.Fatal(err)

@@ -38,7 +38,6 @@ const leaseTTL = 2 * time.Second
 // each committed one is on both participants, no other is on either, and
 // nothing is left prepared.
 func TestStandbyTakesOver(t *testing.T) {
-	t.Parallel()
 	c, coords := startLeasedCluster(t)
 	createTable(t, c)
 
