@@ -45,18 +45,11 @@ func startCluster(t *testing.T, cfg clusterConfig) *testCluster {
 		Coordinator: func(o *node.CoordinatorOptions) {
 			o.Engine, o.CompactEvery = cfg.engine, cfg.compactEvery
 			if cfg.coordLog != nil {
-				o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, cfg.coordLog), &slog.HandlerOptions{Level: slog.LevelInfo}))
+				o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), cfg.coordLog), &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
 		},
 		Participant: func(_ int, o *node.ParticipantOptions) { o.LockTimeout = cfg.lockTimeout },
 	})}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
 }
 
 func rpcCode(err error) int {

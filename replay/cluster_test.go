@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,13 +40,6 @@ type cluster struct {
 	began []engine.TxID
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // startCluster starts n participants and a coordinator and creates the
 // table kv (k int primary key, v text) on every participant. compact is
 // the nodes' CompactEvery (negative: never). The ports are held for the
@@ -57,7 +49,7 @@ func startCluster(t *testing.T, n int, compact time.Duration) *cluster {
 	return &cluster{Cluster: testcluster.Start(t, testcluster.Config{
 		Participants: n,
 		HoldPorts:    true,
-		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Coordinator: func(o *node.CoordinatorOptions) {
 			o.CompactEvery = compact
 			o.Engine = engine.CoordinatorConfig{RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}

@@ -75,14 +75,7 @@ type Cluster struct {
 
 // Logger logs to the test's log.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(writer{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type writer struct{ t testing.TB }
-
-func (w writer) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // Open opens a node's databases, closed when the test ends.
