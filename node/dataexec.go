@@ -104,9 +104,10 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 // same wherever it falls in its transaction.
 func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
 	pc := conn.PgConn()
-	defer stmtsOf(pc).noteUserSQL(sql)
+	stmts := stmtsOf(pc)
+	defer stmts.noteUserSQL(sql)
 	if params, ok := textParams(args); ok {
-		name, named, err := stmtsOf(pc).name(ctx, pc, sql, false)
+		name, named, err := stmts.name(ctx, pc, sql, false)
 		switch {
 		case err != nil:
 			// The parse failed inside the transaction, which is as

@@ -16,8 +16,8 @@ import (
 // its caller wants the rows before the pipeline runs.
 type pipeline struct {
 	batch pgconn.Batch
-	// conn, when set, is the connection the pipeline is for: its own
-	// statements then run by name (stmtCache), parsed once per connection.
+	// conn is the connection the pipeline is for: the participant's own
+	// statements run there by name (stmtCache), parsed once per connection.
 	conn *pgconn.PgConn
 }
 
@@ -35,13 +35,9 @@ func (p *pipeline) Exec(ctx context.Context, sql string, args ...any) (pgconn.Co
 }
 
 // statement queues one of the participant's own statements with its text
-// parameters, by name when the pipeline knows its connection (naming it
-// there the first time takes a round trip of its own).
+// parameters, by name (naming it on the connection the first time takes a
+// round trip of its own).
 func (p *pipeline) statement(ctx context.Context, sql string, params [][]byte) error {
-	if p.conn == nil {
-		p.batch.ExecParams(sql, params, nil, nil, nil)
-		return nil
-	}
 	name, _, err := stmtsOf(p.conn).name(ctx, p.conn, sql, true)
 	if err != nil {
 		return fmt.Errorf("prepare %q: %w", sql, err)

@@ -23,8 +23,7 @@ const stmtCacheKey = "tpcd.stmts"
 
 // stmtCache names the statements a data connection runs again and again,
 // so that its server parses and plans each once per connection instead of
-// on every run. On this machine that work was a tenth of the servers' CPU
-// per committed transaction (docs/PERFORMANCE.md).
+// on every run (what that saves: docs/PERFORMANCE.md, "Defaults").
 //
 // A user's statement is run by name only when it returns no rows: a
 // statement that does could fail with "cached plan must not change result
