@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -34,7 +35,7 @@ func newOneConnDataDB(t *testing.T) *dataDB {
 // under tpcd's names, with how often each ran.
 func namedStatements(t *testing.T, pool *pgxpool.Pool) map[string]int64 {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements WHERE name LIKE 'tpcd\\_%'")
+	rows, err := pool.Query(poolCtx(t), "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements WHERE name LIKE 'tpcd\\_%'")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,10 +63,18 @@ func worker(t *testing.T, d *dataDB) *txWorker {
 	return w
 }
 
+// poolCtx bounds a test's own use of the one-connection pool: should a
+// worker keep the connection, the test fails instead of waiting for it.
+func poolCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func backendPID(t *testing.T, pool *pgxpool.Pool) int {
 	t.Helper()
 	var pid int
-	if err := pool.QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+	if err := pool.QueryRow(poolCtx(t), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	return pid
@@ -120,7 +129,7 @@ func TestStatementsRunByNameOnAConnection(t *testing.T) {
 	}
 
 	// A new column changes what SELECT * returns; the statements still run.
-	if _, err := d.pool.Exec(t.Context(), "ALTER TABLE t ADD COLUMN v text"); err != nil {
+	if _, err := d.pool.Exec(poolCtx(t), "ALTER TABLE t ADD COLUMN v text"); err != nil {
 		t.Fatal(err)
 	}
 	w := worker(t, d)
@@ -167,7 +176,7 @@ func TestDeallocateByAUserStatement(t *testing.T) {
 	mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid, SQL: insert, Args: []any{float64(1)}})
 	mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid, SQL: insert, Args: []any{float64(2)}})
 	res := mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid, SQL: "SELECT pg_backend_pid()"})
-	pid := res.Result.Rows[0][0]
+	pid := fmt.Sprint(res.Result.Rows[0][0])
 	mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid, SQL: "DEALLOCATE ALL"})
 	mustRun(t, d, w, engine.Data{Op: engine.DataExec, TxID: 1, GID: gid, SQL: insert, Args: []any{float64(3)}})
 	mustRun(t, d, w, engine.Data{Op: engine.DataCommitBranch, TxID: 1, GID: gid})
@@ -175,7 +184,7 @@ func TestDeallocateByAUserStatement(t *testing.T) {
 		t.Errorf("the connection that ran DEALLOCATE ALL (backend %s) was used again", pid)
 	}
 	var n int
-	if err := d.pool.QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil || n != 3 {
+	if err := d.pool.QueryRow(poolCtx(t), "SELECT count(*) FROM t").Scan(&n); err != nil || n != 3 {
 		t.Fatalf("%d rows (%v), want the transaction's 3", n, err)
 	}
 }
