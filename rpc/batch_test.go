@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tpcd/tpcd/internal/testbin"
 )
 
 // batchDeadline only keeps a broken implementation from hanging the test
@@ -55,20 +56,6 @@ func wantBatchErr(t *testing.T, calls []BatchCall, err error) {
 			t.Fatalf("call %d: Err %v, want the batch's error %v", i, call.Err, err)
 		}
 	}
-}
-
-// deadAddr returns a 127.0.0.1 address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 func TestCallBatchMixedOutcomes(t *testing.T) {
@@ -348,7 +335,7 @@ func TestNonInlineEntriesRunConcurrently(t *testing.T) {
 }
 
 func TestCallBatchServerDown(t *testing.T) {
-	c := newTestClient(t, deadAddr(t))
+	c := newTestClient(t, testbin.RefusingAddr(t))
 	var res echoParams
 	calls := []BatchCall{
 		{Method: "echo", Params: echoParams{Text: "a"}, Result: &res},
@@ -506,7 +493,7 @@ func TestCallBatchContextEnds(t *testing.T) {
 func TestCallBatchEmptyIsNoOp(t *testing.T) {
 	addr, requests := startCountingServer(t, ServerOptions{Methods: newTestMethods().methods()})
 	live := newTestClient(t, addr)
-	dead := newTestClient(t, deadAddr(t))
+	dead := newTestClient(t, testbin.RefusingAddr(t))
 	closed := NewClient(addr, ClientOptions{})
 	closed.Close()
 	for _, c := range []*Client{live, dead, closed} {

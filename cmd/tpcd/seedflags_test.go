@@ -90,7 +90,7 @@ func TestSeedClientDemoFlags(t *testing.T) {
 		{[]string{"client", "--demo", "--data-db", "postgresql://x/y", "--n-nodes=-1"}, "--n-nodes -1: must be at least 1"},
 	} {
 		var out bytes.Buffer
-		if _, err := newParserFor(t, &CLI{}, &out).Parse(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := newParser(t, &out).Parse(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: got %v, want %q", tt.args, err, tt.want)
 		}
 	}
