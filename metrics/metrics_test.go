@@ -182,6 +182,26 @@ func TestMetricsMoveWithTransactions(t *testing.T) {
 		return sample(t, ptext, "tpcd_transactions_in_doubt") == 0
 	})
 
+	// The pools' statistics: the participant's data pool served the
+	// statements above, and none of its connections is held once
+	// everything ended.
+	if got := sample(t, ptext, `tpcd_db_acquires_total{db="data"}`); got < 4 {
+		t.Errorf("data connections acquired %v, want at least 4", got)
+	}
+	if got, want := sample(t, ptext, `tpcd_db_max_connections{db="data"}`), float64(c.Parts[0].Databases()[1].Pool.Config().MaxConns); got != want {
+		t.Errorf("data pool's most connections %v, want %v", got, want)
+	}
+	if got := sample(t, text, `tpcd_db_acquires_total{db="log"}`); got < 1 {
+		t.Errorf("coordinator's log connections acquired %v, want at least 1", got)
+	}
+	for _, db := range []string{"log", "data"} {
+		testcluster.Eventually(t, db+" connections given back", func() bool {
+			_, ptext := get(t, partURL+"/metrics")
+			return sample(t, ptext, `tpcd_db_connections{db="`+db+`",state="in_use"}`) == 0 &&
+				sample(t, ptext, `tpcd_db_connections{db="`+db+`",state="idle"}`) >= 1
+		})
+	}
+
 	// A participant whose node stops is reported unreachable.
 	c.Parts[1].Close()
 	testcluster.Eventually(t, "participant 1 unreachable", func() bool {

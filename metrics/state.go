@@ -27,8 +27,10 @@ var (
 
 // WatchCoordinator registers the coordinator's state gauges with reg: read
 // at every scrape from the snapshot the coordinator refreshes every second
-// (LatestSnapshot), so that scrapes never wait for its loop.
+// (LatestSnapshot), so that scrapes never wait for its loop; and its log
+// pool's statistics.
 func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger) {
+	watchPools(reg, c.Databases())
 	read := snapshotReader(logger, "coordinator", c.LatestSnapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
 		// Reachability is kept apart from the loop: read it now rather
@@ -62,8 +64,9 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 }
 
 // WatchParticipant registers a participant's state gauges with reg, read
-// from its LatestSnapshot.
+// from its LatestSnapshot, and its pools' statistics.
 func WatchParticipant(reg prometheus.Registerer, p *node.Participant, logger *slog.Logger) {
+	watchPools(reg, p.Databases())
 	read := snapshotReader(logger, "participant", p.LatestSnapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
 		s, ok := read(ch)

@@ -108,22 +108,22 @@ func (w *watched[S]) lastSnapshot() (S, error) {
 	return s.s, nil
 }
 
-// namedDB is a database a health check pings, with the name its failure
-// carries.
-type namedDB struct {
-	name string
-	pool *pgxpool.Pool
+// Database is one of a node's connection pools, with the name its health
+// check and its metrics give it.
+type Database struct {
+	Name string
+	Pool *pgxpool.Pool
 }
 
 // checkServing is a node's health check: errStopped once its loop has
 // stopped, else the first of dbs that does not answer a ping.
-func checkServing(ctx context.Context, stopped <-chan struct{}, dbs ...namedDB) error {
+func checkServing(ctx context.Context, stopped <-chan struct{}, dbs []Database) error {
 	if isClosed(stopped) {
 		return errStopped
 	}
 	for _, db := range dbs {
-		if err := db.pool.Ping(ctx); err != nil {
-			return fmt.Errorf("%s database: %w", db.name, err)
+		if err := db.Pool.Ping(ctx); err != nil {
+			return fmt.Errorf("%s database: %w", db.Name, err)
 		}
 	}
 	return nil
@@ -144,8 +144,11 @@ func isClosed(ch <-chan struct{}) bool {
 // database; probes read Health instead, which the node refreshes from it
 // every second.
 func (c *Coordinator) CheckHealth(ctx context.Context) error {
-	return checkServing(ctx, c.loop.stopped, namedDB{"log", c.opts.Log})
+	return checkServing(ctx, c.loop.stopped, c.Databases())
 }
+
+// Databases is the coordinator's connection pool to its log.
+func (c *Coordinator) Databases() []Database { return []Database{{"log", c.opts.Log}} }
 
 // Health is the coordinator's health as of its last check, at most about a
 // second old (nil: it can serve). It reads memory only, so any number of
@@ -170,7 +173,13 @@ func (c *Coordinator) watchState(ctx context.Context) {
 // loop runs, and its log and data databases answer. It pings both
 // databases; probes read Health instead.
 func (p *Participant) CheckHealth(ctx context.Context) error {
-	return checkServing(ctx, p.loop.stopped, namedDB{"log", p.opts.Log}, namedDB{"data", p.opts.Data})
+	return checkServing(ctx, p.loop.stopped, p.Databases())
+}
+
+// Databases is the participant's connection pools: its log's and its data
+// database's.
+func (p *Participant) Databases() []Database {
+	return []Database{{"log", p.opts.Log}, {"data", p.opts.Data}}
 }
 
 // Health is the participant's health as of its last check, at most about a

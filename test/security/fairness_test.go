@@ -179,6 +179,11 @@ func TestFairShareAgainstDefaults(t *testing.T) {
 	if err := steadyRPC.Call(ctx, api.MethodCommit, api.TxParams{TxID: b.TxID}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// Commit answers once decided; the steady client's first exec may reach
+	// a participant whose CREATE TABLE is still prepared.
+	if err := api.WaitApplied(ctx, steadyRPC.Call, b.TxID); err != nil {
+		t.Fatal(err)
+	}
 	steady := &steadyClient{}
 	steadyCtx, stopSteady := context.WithCancel(ctx)
 	var steadyDone sync.WaitGroup
