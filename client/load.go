@@ -86,7 +86,8 @@ func (s *LoadSummary) String() string {
 // that already holds rows is refused unless opts.Append. A value the
 // servers refuse is reported with its line and column in the file. A
 // progress bar is drawn on progress if it is not nil. The summary is
-// returned also when the load stops early, with what was committed.
+// returned also when the load stops early, with what was committed. Load
+// returns once what it committed is applied on every participant.
 func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer) (*LoadSummary, error) {
 	if err := opts.Check(); err != nil {
 		return nil, err
@@ -122,6 +123,9 @@ func Load(ctx context.Context, s *Session, opts LoadOptions, progress io.Writer)
 		} else {
 			err = l.loadBatches(ctx)
 		}
+		if applied := l.waitApplied(ctx); err == nil {
+			err = applied
+		}
 		l.sum.Seconds = time.Since(started).Seconds()
 		if l.bar != nil {
 			l.bar.clear()
@@ -145,6 +149,21 @@ type loader struct {
 	n      int
 	sum    *LoadSummary
 	bar    *progressBar
+	// committed are the transactions the pass committed, which it waits
+	// to see applied before it reports them loaded.
+	committed []engine.TxID
+}
+
+// waitApplied returns once every transaction the pass committed is applied
+// on every participant: commit answers once the outcome is decided, and a
+// query run right after the load must find every row it reported.
+func (l *loader) waitApplied(ctx context.Context) error {
+	for _, tx := range l.committed {
+		if err := api.WaitApplied(ctx, l.s.call, tx); err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+	}
+	return nil
 }
 
 // openLoad opens the file and reads its header and sample, from which the
@@ -254,6 +273,7 @@ func (l *loader) loadAtomic(ctx context.Context) (retry bool, err error) {
 		l.sum.Aborts++
 		return retry, fmt.Errorf("load: no rows loaded: %w", err)
 	}
+	l.committed = append(l.committed, tx.id)
 	l.sum.Created = l.opts.Create
 	l.drawProgress(true)
 	return false, nil
@@ -376,8 +396,9 @@ func (l *loader) count(byNode [][]record) {
 func (l *loader) batch(ctx context.Context, recs []record) error {
 	byNode, stmts := l.route(recs)
 	for attempt := 1; ; attempt++ {
-		_, retry, err := l.transact(ctx, stmts)
+		id, retry, err := l.transact(ctx, stmts)
 		if err == nil {
+			l.committed = append(l.committed, id)
 			l.sum.Transactions++
 			l.count(byNode)
 			return nil
