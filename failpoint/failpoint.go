@@ -35,7 +35,8 @@ const (
 	// PartAfterPreparedLogged: the Prepared event is durable; the yes vote
 	// has not left.
 	PartAfterPreparedLogged = "participant/after-prepared-logged"
-	// PartAfterVote: the coordinator accepted a yes vote.
+	// PartAfterVote: a yes vote went out to the coordinator (written: votes
+	// are one-way).
 	PartAfterVote = "participant/after-vote"
 	// PartAfterCommitPrepared: COMMIT PREPARED succeeded; the Committed event
 	// is not logged and no ack left.

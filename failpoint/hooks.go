@@ -78,9 +78,9 @@ func BeforeSend(m engine.Message) {
 }
 
 // AfterSend marks the end of a send of m that failed with err (nil: the
-// peer accepted it). An accepted commit decision may fire
-// CoordAfterDecisionSent (see decisionGate); an accepted yes vote hits
-// PartAfterVote.
+// peer accepted it, or, for a participant's one-way messages, it was
+// written). An accepted commit decision may fire CoordAfterDecisionSent
+// (see decisionGate); a yes vote sent hits PartAfterVote.
 func AfterSend(m engine.Message, err error) {
 	if !enabled.Load() {
 		return

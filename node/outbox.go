@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"slices"
 	"time"
 
@@ -38,6 +39,7 @@ const (
 // for a coordinator with standbys.
 type batchCaller interface {
 	CallBatch(ctx context.Context, calls []rpc.BatchCall) error
+	NotifyBatch(ctx context.Context, calls []rpc.BatchCall) error
 }
 
 // outbox carries one node's one-way messages to one peer. A single goroutine
@@ -59,12 +61,20 @@ type outbox struct {
 	queue *batchQueue[engine.Message]
 	// timeout bounds one request (sendTimeout unless set).
 	timeout time.Duration
+	// oneWay sends batches as notifications (rpc.Client.NotifyBatch),
+	// without waiting for replies: for a sender that neither tracks the
+	// peer's health nor learns of failed messages, to whom a reply says
+	// nothing it would use.
+	oneWay bool
 }
 
+// newOutbox returns the outbox of messages to peer to. A sender that passes
+// neither sent nor failed sends one-way.
 func newOutbox(to engine.NodeID, client batchCaller, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
 	q := newBatchQueue[engine.Message]()
 	q.patient, q.patience = isAck, ackPatience
-	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q, timeout: sendTimeout}
+	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q, timeout: sendTimeout,
+		oneWay: sent == nil && failed == nil}
 }
 
 func isAck(m engine.Message) bool {
@@ -104,6 +114,14 @@ func (o *outbox) run(ctx context.Context) {
 	var calls []rpc.BatchCall
 	o.queue.drain(ctx.Done(), maxBatch, cutBeforeRepeatedDecision, func(batch []engine.Message) {
 		calls = o.send(ctx, batch, calls)
+		if o.oneWay {
+			// A two-way batch collected the next one while it waited for
+			// its reply. A one-way batch is gone once written: yielding
+			// lets whatever else is runnable queue its messages first, so
+			// that under load they leave together, and costs nothing when
+			// idle.
+			runtime.Gosched()
+		}
 	})
 }
 
@@ -136,6 +154,16 @@ func (o *outbox) deliver(ctx context.Context, batch []engine.Message, calls []rp
 		calls = append(calls, rpc.BatchCall{Method: m.Method(), Params: m})
 	}
 	sctx, cancel := context.WithTimeout(ctx, o.timeout)
+	if o.oneWay {
+		// Written is as far as a one-way send knows: each message counts
+		// as delivered unless the write failed.
+		err := o.client.NotifyBatch(sctx, calls[start:])
+		cancel()
+		for i := range calls[start:] {
+			calls[start+i].Err = err
+		}
+		return calls
+	}
 	err := o.client.CallBatch(sctx, calls[start:])
 	cancel()
 	if err != nil && len(batch) > 1 && rpc.IsCode(err, rpc.CodeInvalidRequest) {

@@ -406,6 +406,66 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 	return nil
 }
 
+// NotifyBatch sends calls as JSON-RPC notifications, in one one-way frame
+// of a batch stream, and returns once the frame is written: the server
+// sends nothing back, so whether a call ran, or was refused (unknown
+// method, wrong token, the server stopping), stays unknown. It suits
+// messages whose sender survives their loss anyway and would only discard
+// their answers, as a participant's messages to its coordinator. The
+// calls' Result and Err are not used. It returns an error wrapping a
+// *TransportError when the frame may not have gone out, an upgrade the
+// server refused, or an encoding error (nothing was sent). Without
+// ClientOptions.Stream it is CallBatch, whose per-call errors it drops.
+func (c *Client) NotifyBatch(ctx context.Context, calls []BatchCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	if c.streams == nil {
+		return c.CallBatch(ctx, calls)
+	}
+	if c.closed.Load() {
+		return fmt.Errorf("notify batch of %d at %s: %w", len(calls), c.addr, ErrClientClosed)
+	}
+	encoded := make([][]byte, len(calls))
+	for i, call := range calls {
+		var err error
+		if encoded[i], err = encodeRequest(0, call.Method, call.Params); err != nil {
+			return fmt.Errorf("notify %s at %s: encode params: %w", call.Method, c.addr, err)
+		}
+	}
+	method := fmt.Sprintf("notification batch of %d (%s...)", len(calls), calls[0].Method)
+	var buf bytes.Buffer
+	for start := 0; start < len(encoded); {
+		// Nobody hears that a server refused a frame as too large, so the
+		// calls are cut into frames its default limit takes; one call
+		// larger than that goes alone, and is dropped there.
+		buf.Reset()
+		buf.WriteByte('[')
+		end := start
+		for end < len(encoded) && (end == start || buf.Len()+len(encoded[end])+1 < DefaultMaxRequestBytes) {
+			if end > start {
+				buf.WriteByte(',')
+			}
+			buf.Write(encoded[end])
+			end++
+		}
+		buf.WriteByte(']')
+		refused, err := c.sendOneWay(ctx, buf.Bytes())
+		if err != nil {
+			return &TransportError{Method: method, Addr: c.addr, Err: err}
+		}
+		if refused != nil {
+			var msg response
+			if json.Unmarshal(refused.data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
+				return fmt.Errorf("notify %s at %s: %w", method, c.addr, msg.Error)
+			}
+			return &TransportError{Method: method, Addr: c.addr, Err: c.statusError(*refused)}
+		}
+		start = end
+	}
+	return nil
+}
+
 // Close releases the idle connections. Calls still in flight finish or
 // fail on their own; cancel their contexts to stop them. Later calls fail
 // with ErrClientClosed.
@@ -429,7 +489,8 @@ type response struct {
 // encodeRequest writes the request envelope by hand around params encoded
 // once: marshalling a struct that holds the encoded params would scan them
 // all over again. The bytes are what json.Marshal of the envelope struct
-// (jsonrpc, id, method, params omitempty) would give.
+// (jsonrpc, id, method, params omitempty) would give; id 0, which no call
+// uses, leaves the id out: a notification.
 func encodeRequest(id uint64, method string, params any) ([]byte, error) {
 	var raw []byte
 	if params != nil {
@@ -450,9 +511,13 @@ func encodeRequest(id uint64, method string, params any) ([]byte, error) {
 		return nil, err
 	}
 	out := make([]byte, 0, 48+len(name)+len(raw))
-	out = append(out, `{"jsonrpc":"2.0","id":`...)
-	out = strconv.AppendUint(out, id, 10)
-	out = append(out, `,"method":`...)
+	out = append(out, `{"jsonrpc":"2.0",`...)
+	if id != 0 {
+		out = append(out, `"id":`...)
+		out = strconv.AppendUint(out, id, 10)
+		out = append(out, ',')
+	}
+	out = append(out, `"method":`...)
 	out = append(out, name...)
 	if raw != nil {
 		out = append(out, `,"params":`...)

@@ -6,7 +6,9 @@
 // any HTTP client work), the same over unencrypted HTTP/2 with prior
 // knowledge (h2c), and batch streams (stream.go): an HTTP/1.1 connection
 // upgraded (StreamProtocol) to carry request bodies and their replies as
-// length-prefixed, checksummed frames, one each way per exchange. With
+// length-prefixed, checksummed frames, one each way per exchange, or one
+// way only for a batch of notifications whose sender waits for nothing
+// (Client.NotifyBatch). With
 // ServerOptions.TLS the same three run over TLS (HTTP/2 by ALPN).
 //
 // The Client sends in one of three ways, chosen by ClientOptions:

@@ -54,6 +54,11 @@ func (f *Failover) CallBatch(ctx context.Context, calls []BatchCall) error {
 	})
 }
 
+// NotifyBatch is Client.NotifyBatch on the serving address.
+func (f *Failover) NotifyBatch(ctx context.Context, calls []BatchCall) error {
+	return f.each(func(c *Client) error { return c.NotifyBatch(ctx, calls) })
+}
+
 // each runs call on the current client and, while it could not connect,
 // on the next ones, once around the list; the first client that connects
 // becomes current.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -27,7 +26,18 @@ import (
 // between goroutines for every request; node-to-node batches, many small
 // ones per transaction, go this way, and so may a Go caller's calls
 // (ClientOptions.Stream).
-const StreamProtocol = "tpcd-batch/1"
+const StreamProtocol = "tpcd-batch/2"
+
+// streamProtocolV1 is the stream without one-way frames: its length word
+// is all length. A server still accepts it from clients written for it.
+const streamProtocolV1 = "tpcd-batch/1"
+
+// oneWayFrame, set in a frame's length word on a StreamProtocol stream,
+// marks a frame the server answers with nothing: a batch of notifications
+// whose sender does not wait (Client.NotifyBatch). The reply frame it
+// spares, with its write and its reads at both ends, was half of all the
+// frames between nodes, for messages whose answer nobody read.
+const oneWayFrame = 1 << 31
 
 // frameHeader is a frame's length and the CRC-32C of its body, both big
 // endian. The checksum is there because the chaos harness may drop bytes in
@@ -40,11 +50,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // writeFrame sends body as one frame: one vectored write on a TCP
 // connection (over TLS, a record each for header and body).
 func writeFrame(w io.Writer, body []byte) error {
-	if uint64(len(body)) > math.MaxUint32 {
-		return fmt.Errorf("frame of %d bytes exceeds the format's 4 GiB", len(body))
+	return writeFrameWith(w, body, 0)
+}
+
+// writeFrameWith is writeFrame with flags (oneWayFrame) in the length word.
+func writeFrameWith(w io.Writer, body []byte, flags uint32) error {
+	if uint64(len(body)) >= oneWayFrame {
+		return fmt.Errorf("frame of %d bytes exceeds the format's 2 GiB", len(body))
 	}
 	var hdr [frameHeader]byte
-	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body)))
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(body))|flags)
 	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(body, castagnoli))
 	bufs := net.Buffers{hdr[:], body}
 	_, err := bufs.WriteTo(w)
@@ -105,9 +120,11 @@ func readFrame(r io.Reader, max int64) ([]byte, error) {
 	return readFrameBody(r, size, sum)
 }
 
-// isStreamUpgrade reports whether r asks to switch to a batch stream.
+// isStreamUpgrade reports whether r asks to switch to a batch stream, of
+// either version.
 func isStreamUpgrade(r *http.Request) bool {
-	return strings.EqualFold(r.Header.Get("Upgrade"), StreamProtocol) && headerHasToken(r.Header, "Connection", "upgrade")
+	up := r.Header.Get("Upgrade")
+	return (strings.EqualFold(up, StreamProtocol) || strings.EqualFold(up, streamProtocolV1)) && headerHasToken(r.Header, "Connection", "upgrade")
 }
 
 func headerHasToken(h http.Header, name, token string) bool {
@@ -131,6 +148,8 @@ type stream struct {
 	// broken is set when the client sent bytes while a frame was being
 	// answered, which a client waiting for its reply never does.
 	broken bool
+	// oneWay: the stream is StreamProtocol's, whose frames may be one-way.
+	oneWay bool
 }
 
 // watch gives handlers that may wait (any but Inline ones) a context that
@@ -294,7 +313,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 		refuseHijacked(conn, http.StatusServiceUnavailable, Errorf(CodeLimit, "too many connections: the server's connection cap is reached and every connection is busy"))
 		return
 	}
-	st := &stream{conn: conn, br: brw.Reader}
+	protocol := StreamProtocol
+	if strings.EqualFold(r.Header.Get("Upgrade"), streamProtocolV1) {
+		protocol = streamProtocolV1
+	}
+	st := &stream{conn: conn, br: brw.Reader, oneWay: protocol == StreamProtocol}
 	if !s.streams.add(st) {
 		conn.Close()
 		s.conns.forget(conn)
@@ -315,7 +338,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	// find it busy only because its goroutine has not reached its first
 	// read.
 	s.conns.setIdle(conn, true)
-	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + protocol + "\r\n\r\n")
 	if err := brw.Flush(); err != nil {
 		return
 	}
@@ -354,6 +377,12 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 		s.streams.busy(st)
 		// Also lifts shutdown's interruption if it came after the header.
 		st.conn.SetReadDeadline(time.Now().Add(s.http.ReadTimeout))
+		if st.oneWay && size&oneWayFrame != 0 {
+			if err := s.serveOneWay(ctx, st, roles, size&^oneWayFrame, sum); err != nil {
+				return err
+			}
+			continue
+		}
 		var reply []byte
 		if int64(size) > s.maxBytes {
 			// Skipped rather than cut off, so the peer can split the batch
@@ -380,6 +409,29 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 			return err
 		}
 	}
+}
+
+// serveOneWay runs a one-way frame of size bytes, whose sender waits for
+// nothing: what would have been its reply, an error included, is dropped.
+// Nor is the stream watched while it runs, as the sender may already be
+// writing its next frame.
+func (s *Server) serveOneWay(ctx context.Context, st *stream, roles Role, size, sum uint32) error {
+	if int64(size) > s.maxBytes {
+		if _, err := io.CopyN(io.Discard, st.br, int64(size)); err != nil {
+			return err
+		}
+		s.log.Warn("rpc: one-way frame over the request limit dropped", "remote", callerAddr(ctx), "bytes", size, "limit", s.maxBytes)
+		return nil
+	}
+	body, err := readFrameBody(st.br, size, sum)
+	if err != nil {
+		if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn("rpc: batch stream broken", "remote", callerAddr(ctx), "err", err)
+		}
+		return err
+	}
+	s.answer(ctx, roles, body, nil)
+	return nil
 }
 
 // keepIdle is how long a client keeps an unused stream or HTTP/1.1
@@ -451,6 +503,37 @@ func (c *Client) exchange(ctx context.Context, body []byte) (answer, error) {
 		return answer{}, err
 	}
 	return answer{status: http.StatusOK, data: data}, nil
+}
+
+// sendOneWay writes body as one one-way frame and returns once it is written: the
+// server answers nothing. An error means the frame may or may not have
+// gone out whole.
+func (c *Client) sendOneWay(ctx context.Context, body []byte) (refused *answer, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sp := c.streams
+	sc, err := sp.take()
+	if err != nil {
+		return nil, err
+	}
+	if sc == nil {
+		if sc, refused, err = c.openStream(ctx); err != nil || refused != nil {
+			return refused, err
+		}
+	}
+	stop := bindCtx(ctx, sc.conn)
+	err = writeFrameWith(sc.conn, body, oneWayFrame)
+	if !stop() || err != nil {
+		sc.conn.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, ctxOr(ctx, fmt.Errorf("write frame: %w", err))
+	}
+	sc.conn.SetDeadline(time.Time{})
+	sp.put(sc)
+	return nil, nil
 }
 
 // take returns the most recently used idle stream that is still good, or

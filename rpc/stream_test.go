@@ -745,3 +745,73 @@ func TestOversizedResponse(t *testing.T) {
 		})
 	}
 }
+
+// NotifyBatch sends one-way frames: the server runs every call, errors
+// included, and answers nothing, so calls that wait for their replies on
+// the same stream get theirs and not a stray one; batches larger than the
+// server's request limit together go out in frames it takes. A client of
+// the first stream version is still served, one-way frames aside.
+func TestBatchStreamOneWayFrames(t *testing.T) {
+	var ran atomic.Int64
+	var sizes sync.Map
+	m := newTestMethods()
+	methods := m.methods()
+	methods["count"] = func(_ context.Context, raw json.RawMessage) (any, error) {
+		ran.Add(1)
+		sizes.Store(len(raw), true)
+		return nil, errors.New("an error nobody hears")
+	}
+	srv := NewServer(ServerOptions{Methods: methods, Logger: testLogger(t)})
+	counter := &countingHandler{h: srv.Handler()}
+	addr := serveMux(t, counter, srv)
+	c := newStreamClient(t, addr, ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+
+	big := strings.Repeat("x", DefaultMaxRequestBytes/3)
+	for i := range 20 {
+		calls := []BatchCall{{Method: "count"}, {Method: "no.such.method"}, {Method: "count", Params: []int{i}}}
+		if i == 10 {
+			// Three calls of a third of the limit each: more than one
+			// frame may carry.
+			calls = []BatchCall{{Method: "count", Params: []string{big}}, {Method: "count", Params: []string{big}}, {Method: "count", Params: []string{big}}}
+		}
+		if err := c.NotifyBatch(ctx, calls); err != nil {
+			t.Fatalf("notify %d: %v", i, err)
+		}
+		var out echoParams
+		if err := c.Call(ctx, "echo", echoParams{Text: "after", Count: i}, &out); err != nil || out != (echoParams{Text: "after", Count: i}) {
+			t.Fatalf("call after notification batch %d: %+v %v", i, out, err)
+		}
+	}
+	if n := ran.Load(); n != 19*2+3 {
+		t.Fatalf("%d notifications ran, want %d", n, 19*2+3)
+	}
+	if _, ok := sizes.Load(len(big) + 4); !ok {
+		t.Fatal("the large notifications never ran")
+	}
+	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != 1 || u != 1 {
+		t.Fatalf("%d HTTP requests, %d upgrades; want one stream for everything", n, u)
+	}
+
+	// The first version: the upgrade names it, and a frame's length word
+	// is all length (a frame with the one-way bit is one too large).
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(batchDeadline))
+	io.WriteString(conn, "GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+streamProtocolV1+"\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != streamProtocolV1 {
+		t.Fatalf("version 1 upgrade: %v %v", resp, err)
+	}
+	if err := writeFrame(conn, []byte(`{"jsonrpc":"2.0","id":7,"method":"echo","params":{"text":"v1"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := readFrame(br, 1<<20); err != nil || !strings.Contains(string(reply), `"v1"`) {
+		t.Fatalf("version 1 frame: %q %v", reply, err)
+	}
+}
