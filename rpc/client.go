@@ -415,7 +415,11 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 // calls' Result and Err are not used. It returns an error wrapping a
 // *TransportError when the frame may not have gone out, an upgrade the
 // server refused, or an encoding error (nothing was sent). Without
-// ClientOptions.Stream it is CallBatch, whose per-call errors it drops.
+// ClientOptions.Stream it is CallBatch, whose per-call errors it drops;
+// to a server that speaks only tpcd-batch/1, each frame is two-way, its
+// reply dropped. Frames are cut to fit the default
+// request limit (DefaultMaxRequestBytes): a server given a smaller one
+// drops larger frames unanswered.
 func (c *Client) NotifyBatch(ctx context.Context, calls []BatchCall) error {
 	if len(calls) == 0 {
 		return nil
@@ -451,6 +455,11 @@ func (c *Client) NotifyBatch(ctx context.Context, calls []BatchCall) error {
 		}
 		buf.WriteByte(']')
 		refused, err := c.sendOneWay(ctx, buf.Bytes())
+		if err != nil && start > 0 {
+			// Earlier frames went out: this is no failure to connect,
+			// which would let a Failover send them all elsewhere again.
+			err = fmt.Errorf("after %d of %d calls were sent: %s", start, len(calls), err)
+		}
 		if err != nil {
 			return &TransportError{Method: method, Addr: c.addr, Err: err}
 		}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -450,6 +451,8 @@ type streamConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	used time.Time
+	// v1: streamProtocolV1, whose every frame gets a reply.
+	v1 bool
 }
 
 // streamPool holds a client's batch streams. An exchange has a stream to
@@ -469,6 +472,10 @@ type streamPool struct {
 	// tls, when set, secures every new stream; it offers only HTTP/1.1
 	// by ALPN, as HTTP/2 has no upgrade.
 	tls *tls.Config
+	// v1 is set once the server refused StreamProtocol and took
+	// streamProtocolV1 (a server from before one-way frames, as in a
+	// rolling upgrade): new streams ask for that at once.
+	v1 atomic.Bool
 }
 
 // exchange sends body as one frame and returns the reply frame's body. A
@@ -521,6 +528,16 @@ func (c *Client) sendOneWay(ctx context.Context, body []byte) (refused *answer, 
 		if sc, refused, err = c.openStream(ctx); err != nil || refused != nil {
 			return refused, err
 		}
+	}
+	if sc.v1 {
+		// No one-way frames there: the reply is read and dropped.
+		_, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
+		if reusable {
+			sp.put(sc)
+		} else {
+			sc.conn.Close()
+		}
+		return nil, err
 	}
 	stop := bindCtx(ctx, sc.conn)
 	err = writeFrameWith(sc.conn, body, oneWayFrame)
@@ -675,8 +692,29 @@ func ctxOr(ctx context.Context, err error) error {
 
 // openStream dials the server and asks it to switch to a batch stream.
 // When the server answers the upgrade with anything but 101, that answer
-// is returned in refused and the connection is closed.
+// is returned in refused and the connection is closed. A server that does
+// not know StreamProtocol (one from before one-way frames, met in a
+// rolling upgrade, answers 405 or 400) is asked again for
+// streamProtocolV1, and so are the client's later streams.
 func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answer, err error) {
+	if !c.streams.v1.Load() {
+		sc, refused, err = c.openStreamAs(ctx, StreamProtocol)
+		if refused == nil || (refused.status != http.StatusMethodNotAllowed && refused.status != http.StatusBadRequest) {
+			return sc, refused, err
+		}
+	}
+	sc, refused, err = c.openStreamAs(ctx, streamProtocolV1)
+	if sc != nil {
+		if !c.streams.v1.Swap(true) {
+			c.log.Info("rpc: the server speaks only the first batch stream version: no one-way frames", "addr", c.addr)
+		}
+		sc.v1 = true
+	}
+	return sc, refused, err
+}
+
+// openStreamAs opens a stream of the given protocol version.
+func (c *Client) openStreamAs(ctx context.Context, protocol string) (sc *streamConn, refused *answer, err error) {
 	sp := c.streams
 	conn, err := c.logDial(sp.dialer)(ctx, "tcp", c.addr)
 	if err != nil {
@@ -701,7 +739,7 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 		return nil, nil, err
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", StreamProtocol)
+	req.Header.Set("Upgrade", protocol)
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -724,8 +762,8 @@ func (c *Client) openStream(ctx context.Context) (sc *streamConn, refused *answe
 		}
 		return nil, &answer{status: resp.StatusCode, statusText: resp.Status, data: data}, nil
 	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), StreamProtocol) {
-		return nil, nil, fmt.Errorf("server switched to %q, not %s", resp.Header.Get("Upgrade"), StreamProtocol)
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), protocol) {
+		return nil, nil, fmt.Errorf("server switched to %q, not %s", resp.Header.Get("Upgrade"), protocol)
 	}
 	if !stop() {
 		return nil, nil, ctx.Err()

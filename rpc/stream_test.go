@@ -815,3 +815,59 @@ func TestBatchStreamOneWayFrames(t *testing.T) {
 		t.Fatalf("version 1 frame: %q %v", reply, err)
 	}
 }
+
+// A server from before one-way frames refuses tpcd-batch/2 as a plain GET
+// (405), as in a rolling upgrade: the client opens tpcd-batch/1 streams
+// instead, and its notifications still run, each frame answered and the
+// answer dropped, while calls between them get their own replies.
+func TestBatchStreamToAFirstVersionServer(t *testing.T) {
+	var ran atomic.Int64
+	m := newTestMethods()
+	methods := m.methods()
+	methods["count"] = func(context.Context, json.RawMessage) (any, error) {
+		ran.Add(1)
+		return nil, nil
+	}
+	srv := NewServer(ServerOptions{Methods: methods, Logger: testLogger(t)})
+	var refusedV2 atomic.Int64
+	old := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), StreamProtocol) {
+			refusedV2.Add(1)
+			writeError(w, http.StatusMethodNotAllowed, Errorf(CodeInvalidRequest, "HTTP method GET not allowed"))
+			return
+		}
+		srv.Handler().ServeHTTP(w, r)
+	})
+	c := newStreamClient(t, serveMux(t, old, srv), ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
+	defer cancel()
+	for i := range 5 {
+		if err := c.NotifyBatch(ctx, []BatchCall{{Method: "count"}, {Method: "count"}}); err != nil {
+			t.Fatalf("notify %d: %v", i, err)
+		}
+		var out echoParams
+		if err := c.Call(ctx, "echo", echoParams{Text: "v1", Count: i}, &out); err != nil || out.Count != i {
+			t.Fatalf("call %d: %+v %v", i, out, err)
+		}
+	}
+	if n := ran.Load(); n != 10 {
+		t.Fatalf("%d notifications ran, want 10", n)
+	}
+	// Three calls at once need three streams.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if err := c.Call(ctx, "block", nil, nil); err != nil {
+				t.Errorf("block: %v", err)
+			}
+		})
+	}
+	for range 3 {
+		<-m.started
+	}
+	close(m.release)
+	wg.Wait()
+	if n := refusedV2.Load(); n != 1 {
+		t.Fatalf("tpcd-batch/2 asked for %d times, want once: later streams ask for the first version at once", n)
+	}
+}
