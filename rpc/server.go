@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -107,6 +108,9 @@ type Server struct {
 	log      *slog.Logger
 	path     string
 	maxBytes int64
+	// droppedOneWay counts one-way frames over maxBytes; lastDropWarn
+	// (unix nanoseconds) spaces the warnings about them.
+	droppedOneWay, lastDropWarn atomic.Int64
 
 	methods map[string]Handler
 	inline  map[string]bool

@@ -421,7 +421,11 @@ func (s *Server) serveOneWay(ctx context.Context, st *stream, roles Role, size, 
 		if _, err := io.CopyN(io.Discard, st.br, int64(size)); err != nil {
 			return err
 		}
-		s.log.Warn("rpc: one-way frame over the request limit dropped", "remote", callerAddr(ctx), "bytes", size, "limit", s.maxBytes)
+		// Spaced as the connection cap's warnings: a peer may send many.
+		n, now := s.droppedOneWay.Add(1), time.Now().UnixNano()
+		if last := s.lastDropWarn.Load(); now-last >= int64(refusalLogEvery) && s.lastDropWarn.CompareAndSwap(last, now) {
+			s.log.Warn("rpc: one-way frame over the request limit dropped", "remote", callerAddr(ctx), "bytes", size, "limit", s.maxBytes, "dropped_since_start", n)
+		}
 		return nil
 	}
 	body, err := readFrameBody(st.br, size, sum)

@@ -793,6 +793,21 @@ func TestBatchStreamOneWayFrames(t *testing.T) {
 	if n, u := counter.requests.Load(), counter.upgrades.Load(); n != 1 || u != 1 {
 		t.Fatalf("%d HTTP requests, %d upgrades; want one stream for everything", n, u)
 	}
+	// One call over the server's limit goes alone and is dropped there,
+	// unanswered; the stream goes on.
+	if err := c.NotifyBatch(ctx, []BatchCall{{Method: "count", Params: []string{strings.Repeat("y", DefaultMaxRequestBytes)}}}); err != nil {
+		t.Fatalf("notify oversized: %v", err)
+	}
+	var out echoParams
+	if err := c.Call(ctx, "echo", echoParams{Text: "still"}, &out); err != nil || out.Text != "still" {
+		t.Fatalf("call after an oversized one-way frame: %+v %v", out, err)
+	}
+	if n := ran.Load(); n != 19*2+3 {
+		t.Fatalf("the oversized notification ran (%d calls)", n)
+	}
+	if n := srv.droppedOneWay.Load(); n != 1 {
+		t.Fatalf("%d one-way frames dropped, want 1", n)
+	}
 
 	// The first version: the upgrade names it, and a frame's length word
 	// is all length (a frame with the one-way bit is one too large).
