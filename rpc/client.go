@@ -369,11 +369,8 @@ func (c *Client) CallBatch(ctx context.Context, calls []BatchCall) error {
 	data := ans.data
 	var msgs []response
 	if err := json.Unmarshal(data, &msgs); err != nil {
-		// A request refused as a whole (unauthorized, too large) is answered
-		// with one error object.
-		var msg response
-		if json.Unmarshal(data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
-			return fail(fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error))
+		if err := c.refusal(ans, method); err != nil {
+			return fail(err)
 		}
 		if ans.status != http.StatusOK {
 			return transportErr(c.statusError(ans))
@@ -464,13 +461,23 @@ func (c *Client) NotifyBatch(ctx context.Context, calls []BatchCall) error {
 			return &TransportError{Method: method, Addr: c.addr, Err: err}
 		}
 		if refused != nil {
-			var msg response
-			if json.Unmarshal(refused.data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
-				return fmt.Errorf("notify %s at %s: %w", method, c.addr, msg.Error)
+			if err := c.refusal(*refused, method); err != nil {
+				return err
 			}
 			return &TransportError{Method: method, Addr: c.addr, Err: c.statusError(*refused)}
 		}
 		start = end
+	}
+	return nil
+}
+
+// refusal is the error of a request the server refused as a whole
+// (unauthorized, too large), which it answers with one error object in
+// place of a batch's answers; nil when ans is not that.
+func (c *Client) refusal(ans answer, method string) error {
+	var msg response
+	if json.Unmarshal(ans.data, &msg) == nil && msg.JSONRPC == "2.0" && msg.Error != nil {
+		return fmt.Errorf("call %s at %s: %w", method, c.addr, msg.Error)
 	}
 	return nil
 }

@@ -35,9 +35,9 @@ const streamProtocolV1 = "tpcd-batch/1"
 
 // oneWayFrame, set in a frame's length word on a StreamProtocol stream,
 // marks a frame the server answers with nothing: a batch of notifications
-// whose sender does not wait (Client.NotifyBatch). The reply frame it
-// spares, with its write and its reads at both ends, was half of all the
-// frames between nodes, for messages whose answer nobody read.
+// whose sender does not wait (Client.NotifyBatch). It spares a reply
+// frame, with its write and its reads at both ends, that its sender
+// would only have discarded.
 const oneWayFrame = 1 << 31
 
 // frameHeader is a frame's length and the CRC-32C of its body, both big
@@ -378,11 +378,14 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 		s.streams.busy(st)
 		// Also lifts shutdown's interruption if it came after the header.
 		st.conn.SetReadDeadline(time.Now().Add(s.http.ReadTimeout))
-		if st.oneWay && size&oneWayFrame != 0 {
-			if err := s.serveOneWay(ctx, st, roles, size&^oneWayFrame, sum); err != nil {
-				return err
-			}
-			continue
+		// A one-way frame's sender waits for nothing: what would have been
+		// its reply, an error included, is dropped, and the stream is not
+		// watched while it runs, as the sender may be writing its next.
+		oneWay := st.oneWay && size&oneWayFrame != 0
+		watch := st.watch
+		if oneWay {
+			size &^= oneWayFrame
+			watch = nil
 		}
 		var reply []byte
 		if int64(size) > s.maxBytes {
@@ -390,6 +393,10 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 			// and try again on the same connection, as over HTTP.
 			if _, err := io.CopyN(io.Discard, br, int64(size)); err != nil {
 				return err
+			}
+			if oneWay {
+				s.droppedOneWayFrame(ctx, size)
+				continue
 			}
 			reply = errorBody(s.tooLarge())
 		} else {
@@ -400,10 +407,13 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 				}
 				return err
 			}
-			_, reply = s.answer(ctx, roles, body, st.watch)
+			_, reply = s.answer(ctx, roles, body, watch)
 			if st.broken {
 				return errors.New("the client sent data before its reply")
 			}
+		}
+		if oneWay {
+			continue
 		}
 		st.conn.SetWriteDeadline(time.Now().Add(s.http.WriteTimeout))
 		if err := writeFrame(st.conn, reply); err != nil {
@@ -412,31 +422,14 @@ func (s *Server) serveFrames(ctx context.Context, st *stream, roles Role) error 
 	}
 }
 
-// serveOneWay runs a one-way frame of size bytes, whose sender waits for
-// nothing: what would have been its reply, an error included, is dropped.
-// Nor is the stream watched while it runs, as the sender may already be
-// writing its next frame.
-func (s *Server) serveOneWay(ctx context.Context, st *stream, roles Role, size, sum uint32) error {
-	if int64(size) > s.maxBytes {
-		if _, err := io.CopyN(io.Discard, st.br, int64(size)); err != nil {
-			return err
-		}
-		// Spaced as the connection cap's warnings: a peer may send many.
-		n, now := s.droppedOneWay.Add(1), time.Now().UnixNano()
-		if last := s.lastDropWarn.Load(); now-last >= int64(refusalLogEvery) && s.lastDropWarn.CompareAndSwap(last, now) {
-			s.log.Warn("rpc: one-way frame over the request limit dropped", "remote", callerAddr(ctx), "bytes", size, "limit", s.maxBytes, "dropped_since_start", n)
-		}
-		return nil
+// droppedOneWayFrame counts a one-way frame of size bytes skipped for the
+// request limit, and warns of it at most every refusalLogEvery, as of
+// refused connections: a peer may send many, and nobody else hears.
+func (s *Server) droppedOneWayFrame(ctx context.Context, size uint32) {
+	n, now := s.droppedOneWay.Add(1), time.Now().UnixNano()
+	if last := s.lastDropWarn.Load(); now-last >= int64(refusalLogEvery) && s.lastDropWarn.CompareAndSwap(last, now) {
+		s.log.Warn("rpc: one-way frame over the request limit dropped", "remote", callerAddr(ctx), "bytes", size, "limit", s.maxBytes, "dropped_since_start", n)
 	}
-	body, err := readFrameBody(st.br, size, sum)
-	if err != nil {
-		if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
-			s.log.Warn("rpc: batch stream broken", "remote", callerAddr(ctx), "err", err)
-		}
-		return err
-	}
-	s.answer(ctx, roles, body, nil)
-	return nil
 }
 
 // keepIdle is how long a client keeps an unused stream or HTTP/1.1
@@ -487,60 +480,56 @@ type streamPool struct {
 // returned as the answer it carries, with its HTTP status. An error means
 // no answer arrived.
 func (c *Client) exchange(ctx context.Context, body []byte) (answer, error) {
-	if err := ctx.Err(); err != nil {
+	sc, refused, err := c.stream(ctx)
+	switch {
+	case err != nil:
 		return answer{}, err
+	case refused != nil:
+		return *refused, nil
 	}
-	sp := c.streams
-	sc, err := sp.take()
-	if err != nil {
-		return answer{}, err
-	}
-	if sc == nil {
-		var refused *answer
-		if sc, refused, err = c.openStream(ctx); err != nil {
-			return answer{}, err
-		}
-		if refused != nil {
-			return *refused, nil
-		}
-	}
-	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
-	if reusable {
-		sp.put(sc)
-	} else {
-		sc.conn.Close()
-	}
+	data, err := c.roundTrip(ctx, sc, body)
 	if err != nil {
 		return answer{}, err
 	}
 	return answer{status: http.StatusOK, data: data}, nil
 }
 
-// sendOneWay writes body as one one-way frame and returns once it is written: the
-// server answers nothing. An error means the frame may or may not have
-// gone out whole.
-func (c *Client) sendOneWay(ctx context.Context, body []byte) (refused *answer, err error) {
+// stream takes an idle stream or opens one; refused is the server's answer
+// to an upgrade it refused.
+func (c *Client) stream(ctx context.Context) (sc *streamConn, refused *answer, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	sp := c.streams
-	sc, err := sp.take()
-	if err != nil {
-		return nil, err
+	if sc, err = c.streams.take(); err != nil || sc != nil {
+		return sc, nil, err
 	}
-	if sc == nil {
-		if sc, refused, err = c.openStream(ctx); err != nil || refused != nil {
-			return refused, err
-		}
+	return c.openStream(ctx)
+}
+
+// roundTrip runs one exchange on sc and gives sc back to the pool, or
+// closes it when the exchange did not end cleanly.
+func (c *Client) roundTrip(ctx context.Context, sc *streamConn, body []byte) ([]byte, error) {
+	data, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
+	if reusable {
+		c.streams.put(sc)
+	} else {
+		sc.conn.Close()
+	}
+	return data, err
+}
+
+// sendOneWay writes body as one one-way frame and returns once it is
+// written: the server answers nothing. It returns the server's answer to
+// an upgrade it refused; an error means the frame may or may not have gone
+// out whole.
+func (c *Client) sendOneWay(ctx context.Context, body []byte) (*answer, error) {
+	sc, refused, err := c.stream(ctx)
+	if err != nil || refused != nil {
+		return refused, err
 	}
 	if sc.v1 {
 		// No one-way frames there: the reply is read and dropped.
-		_, reusable, err := sc.roundTrip(ctx, body, c.maxBytes)
-		if reusable {
-			sp.put(sc)
-		} else {
-			sc.conn.Close()
-		}
+		_, err := c.roundTrip(ctx, sc, body)
 		return nil, err
 	}
 	stop := bindCtx(ctx, sc.conn)
@@ -553,7 +542,7 @@ func (c *Client) sendOneWay(ctx context.Context, body []byte) (refused *answer, 
 		return nil, ctxOr(ctx, fmt.Errorf("write frame: %w", err))
 	}
 	sc.conn.SetDeadline(time.Time{})
-	sp.put(sc)
+	c.streams.put(sc)
 	return nil, nil
 }
 
