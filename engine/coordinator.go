@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -269,6 +270,14 @@ type coordTx struct {
 	// with the statements.
 	transact  *transactCall
 	piggyback bool
+	// voteToDecider marks a piggybacked transaction whose other
+	// participants all write: they vote to the decider, which commits once
+	// their votes are in, and the coordinator asks it to commit as soon
+	// as its statements are sent (commitDirect). deciderStmts is how many
+	// statements the decider gets, voters the others.
+	voteToDecider bool
+	deciderStmts  int
+	voters        []NodeID
 
 	// checking is the key of a transaction that runs while the key is
 	// looked up (see speculates); until the answer comes nothing of the
@@ -312,9 +321,10 @@ type transactCall struct {
 	// that carried its commit: said to the client if the decider's answer
 	// is abort (an error may also come from a late copy of the statement,
 	// after the branch committed, so only the answer decides).
-	failed    string
-	failedSQL *SQLError
-	failedIdx int
+	failed     string
+	failedSQL  *SQLError
+	failedIdx  int
+	failedCode ErrorCode // ErrStatement when zero
 	// execute marks the execute call that closed a batch: it carries the
 	// batch's commit and is answered with its one result and the outcome
 	// (ExecReply), so that its caller's next call sees the batch committed.
@@ -872,12 +882,42 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 		thens[last[d]] = ThenCommit
 		return thens
 	}
+	tx.voteToDecider, tx.deciderStmts = true, count[d]
 	for _, n := range parts {
-		if n != d && writes[n] {
-			thens[last[n]] = ThenPrepare
+		if n == d {
+			continue
 		}
+		if !writes[n] {
+			// A reader is asked to prepare once its statements answered,
+			// and votes to the coordinator: the decider cannot wait for it.
+			tx.voteToDecider = false
+			continue
+		}
+		thens[last[n]] = ThenPrepare
+		tx.voters = append(tx.voters, n)
+	}
+	if !tx.voteToDecider {
+		tx.voters = nil
 	}
 	return thens
+}
+
+// commitDirect asks the decider of a transaction whose voters vote to it
+// (coordTx.voteToDecider) to commit, once its last statement is sent and
+// the transaction's key is known to be new: the decider commits when the
+// votes are in, without a hop back through the coordinator. From then on
+// only the decider's answer decides.
+func (c *Coordinator) commitDirect(now Instant, tx *coordTx) {
+	d := &tx.nodes[tx.decider]
+	if !tx.voteToDecider || tx.branchAsked || tx.checking != "" || tx.abortOnly != "" || tx.phase != PhaseActive ||
+		d.sent != tx.deciderStmts || len(d.queue) > 0 {
+		return
+	}
+	tx.branchAsked = true
+	c.effect(Send{To: tx.decider, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: d.sent, Keys: tx.keys, Voters: tx.voters}, WaitLSN: c.reserveLSN})
+	// An answer this late is asked for (settled) rather than waited for.
+	tx.settleAt = now.Add(c.cfg.VoteTimeout)
+	tx.settleBackoff = c.cfg.RetryMin
 }
 
 // logPlannedDecider records coord.preparing for a commit piggyback planned
@@ -935,10 +975,22 @@ func (c *Coordinator) transactFailed(now Instant, tx *coordTx, idx int, code Err
 	if call == nil {
 		return
 	}
-	tx.transact = nil
 	if tx.abortOnly == "" {
 		tx.abortOnly = reason
 	}
+	if tx.branchAsked && tx.outcome == 0 && call.commit {
+		// The decider was asked to commit once its voters voted, and a
+		// statement that seemed lost on the way to one may have arrived:
+		// only the decider's answer decides. It is asked now (an open
+		// branch is rolled back then), and the failure is said if it
+		// aborted.
+		if call.failed == "" {
+			call.failed, call.failedSQL, call.failedIdx, call.failedCode = reason, sqlErr, idx, code
+		}
+		tx.settleAt = now
+		return
+	}
+	tx.transact = nil
 	msg := fmt.Sprintf("statements[%d]: %s", idx, reason)
 	if call.execute {
 		msg = reason
@@ -993,6 +1045,7 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 				d := tx.decider
 				m.Decider = &d
 			}
+			m.VoteToDecider = tx.voteToDecider
 		case ThenCommit:
 			// The decider may commit from here on, and only its answer
 			// decides. Its marker carries the keys: a restart that lost
@@ -1003,6 +1056,9 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 			tx.settleBackoff = c.cfg.RetryMin
 		}
 		c.effect(Send{To: node, Msg: m, WaitLSN: wait})
+	}
+	if node == tx.decider {
+		c.commitDirect(now, tx)
 	}
 }
 
@@ -1228,6 +1284,17 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 		}
 		return
 	}
+	if o == OutcomeAbort && tx.branchAsked && tx.outcome == 0 && tx.nodes[tx.decider].vote != VoteNo {
+		// The decider may have been asked to commit: only its answer
+		// decides, whatever went wrong elsewhere (a voter that said no
+		// may, restarted, run a late copy of its statement and vote yes
+		// to the decider). Ask it now; its abort is said with this reason.
+		if tx.abortOnly == "" {
+			tx.abortOnly = reason
+		}
+		tx.settleAt = now
+		return
+	}
 	var phase2 []NodeID
 	for i := range tx.nodes {
 		n := &tx.nodes[i]
@@ -1320,7 +1387,7 @@ func (c *Coordinator) answerWaiters(tx *coordTx) {
 				c.failSQL(req, ErrStatement, call.failedSQL, "%s (transaction %d rolled back)", call.failed, tx.id)
 				continue
 			case call.failed != "" && o == OutcomeAbort:
-				c.failSQL(req, ErrStatement, call.failedSQL, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
+				c.failSQL(req, cmp.Or(call.failedCode, ErrStatement), call.failedSQL, "statements[%d]: %s (transaction %d rolled back)", call.failedIdx, call.failed, tx.id)
 				continue
 			case call.execute && o == OutcomeAbort:
 				c.fail(req, ErrAborted, "batch transaction %d aborted: %s", tx.id, tx.reason)
@@ -1527,6 +1594,7 @@ func (c *Coordinator) keyCheckDone(tx *coordTx, in KeyLookedUp) {
 			c.decide(in.Now, tx, held.outcome, held.reason)
 			return
 		}
+		c.commitDirect(in.Now, tx)
 		c.tryPrepare(in.Now, tx)
 		return
 	}
@@ -1747,6 +1815,9 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			return
 		}
 		if from == tx.decider {
+			if m.Vote == VoteCommitted {
+				c.votersAnswered(now, tx, m.Results)
+			}
 			c.deciderAnswered(now, tx, m.Vote == VoteCommitted, m.Vote == VoteNo, m.Reason)
 			return
 		}
@@ -1798,6 +1869,35 @@ func (c *Coordinator) decideIfAllVoted(now Instant, tx *coordTx) {
 	c.decide(now, tx, OutcomeCommit, "")
 }
 
+// votersAnswered takes the votes and last results of the participants
+// that voted to the decider, which it passes on with its commit: they
+// answer those participants' last statements.
+func (c *Coordinator) votersAnswered(now Instant, tx *coordTx, results []VoterResult) {
+	for _, r := range results {
+		if c.checkNode(r.Node) != nil || r.Node == tx.decider || (r.Vote != VoteYes && r.Vote != VoteReadOnly) {
+			continue
+		}
+		n := &tx.nodes[r.Node]
+		if !n.touched {
+			continue
+		}
+		if n.vote == 0 {
+			n.vote = r.Vote
+		}
+		p := n.inflight
+		if p == nil || p.stmt != r.Stmt {
+			continue
+		}
+		n.inflight = nil
+		if r.Result != nil && !p.describe && !strings.HasPrefix(r.Result.Tag, "SELECT") {
+			n.wrote = true
+		}
+		if p.inTransact {
+			c.transactResult(now, tx, p.idx, r.Result)
+		}
+	}
+}
+
 // deciderAnswered takes the decider's word on its branch: committed, which
 // is the commit decision, or aborted. Anything else (a vote that is
 // neither) is not an answer.
@@ -1809,6 +1909,11 @@ func (c *Coordinator) deciderAnswered(now Instant, tx *coordTx, committed, abort
 		c.decide(now, tx, OutcomeCommit, "")
 	case aborted:
 		n.vote = VoteNo
+		if tx.abortOnly != "" {
+			// What went wrong first, which the decider's abort follows.
+			c.decide(now, tx, OutcomeAbort, tx.abortOnly)
+			return
+		}
 		c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s (the decider) did not commit: %s", tx.decider, reason))
 	}
 }

@@ -66,11 +66,18 @@ func DescribeMessage(m Message) string {
 		if m.Then != ThenNothing {
 			s += " then=" + m.Then.String() + decider(m.Decider) + keyList(m.Keys)
 		}
+		if m.VoteToDecider {
+			s += " vote-to-decider"
+		}
 		return s
 	case PrepareRequest:
 		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
 	case CommitBranchRequest:
-		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, keyList(m.Keys))
+		s := fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, keyList(m.Keys))
+		if len(m.Voters) > 0 {
+			s += " voters=" + nodeList(m.Voters)
+		}
+		return s
 	case ReconcileRequest:
 		return fmt.Sprintf("%s epoch=%d", m.Method(), m.Epoch)
 	case ReconcileAnswer:
@@ -99,7 +106,14 @@ func DescribeMessage(m Message) string {
 		}
 		return s
 	case VoteMessage:
-		return fmt.Sprintf("%s from=%s tx=%d vote=%s%s", m.Method(), m.From, m.TxID, m.Vote, reason(m.Reason))
+		s := fmt.Sprintf("%s from=%s tx=%d vote=%s%s", m.Method(), m.From, m.TxID, m.Vote, reason(m.Reason))
+		if m.TxEpoch != 0 {
+			s += fmt.Sprintf(" epoch=%d stmt=%d", m.TxEpoch, m.Stmt)
+		}
+		for _, r := range m.Results {
+			s += fmt.Sprintf(" [%s %s stmt=%d]", r.Node, r.Vote, r.Stmt)
+		}
+		return s
 	case AckMessage:
 		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
 	case InquireMessage:
@@ -168,6 +182,9 @@ func describeReply(r Reply) string {
 		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))
 	case TransactReply:
 		s := fmt.Sprintf("transact tx=%d results=%d", r.TxID, len(r.Results))
+		if missing := len(r.Results) - len(slices.DeleteFunc(slices.Clone(r.Results), func(r *StmtResult) bool { return r == nil })); missing > 0 {
+			s += fmt.Sprintf(" (%d missing)", missing)
+		}
 		if r.Outcome != nil {
 			s += " " + r.Outcome.String()
 		}

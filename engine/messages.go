@@ -43,6 +43,13 @@ type ExecRequest struct {
 	// decider stores them with its marker, so that a coordinator that
 	// lost the transaction in a crash still recognises a repeated call.
 	Keys []string `json:"keys,omitempty"`
+	// VoteToDecider, with Then prepare, sends a yes (or read-only) vote
+	// to the decider instead of the coordinator, the statement's result
+	// with it: the decider commits once every such vote is in
+	// (CommitBranchRequest.Voters) and hands the results on with its
+	// answer, sparing a hop through the coordinator. A failure still
+	// goes to the coordinator.
+	VoteToDecider bool `json:"vote_to_decider,omitempty"`
 }
 
 // Then is what a participant does right after a statement.
@@ -115,6 +122,10 @@ type CommitBranchRequest struct {
 	TxID  TxID     `json:"tx"`
 	Stmts int      `json:"stmts"`
 	Keys  []string `json:"keys,omitempty"`
+	// Voters are the participants asked to vote to the decider
+	// (ExecRequest.VoteToDecider): the branch commits once each of them
+	// voted yes or read-only here, and is never committed otherwise.
+	Voters []NodeID `json:"voters,omitempty"`
 }
 
 // ReconcileRequest asks a participant, from a coordinator that restarted,
@@ -193,13 +204,30 @@ type ExecResult struct {
 	SQLErr *SQLError `json:"sql_error,omitempty"`
 }
 
-// VoteMessage answers a PrepareRequest.
+// VoteMessage answers a PrepareRequest (to the coordinator) or an
+// ExecRequest with VoteToDecider (to the decider: then TxEpoch, Stmt and
+// Result are the branch's epoch, its last statement and that statement's
+// result). The decider's answer to a CommitBranchRequest is one too:
+// committed, with the voters' results in Results, or no.
 type VoteMessage struct {
-	Cluster string `json:"cluster"`
-	From    NodeID `json:"from"`
-	TxID    TxID   `json:"tx"`
-	Vote    Vote   `json:"vote"`
-	Reason  string `json:"reason,omitempty"`
+	Cluster string        `json:"cluster"`
+	From    NodeID        `json:"from"`
+	TxID    TxID          `json:"tx"`
+	Vote    Vote          `json:"vote"`
+	Reason  string        `json:"reason,omitempty"`
+	TxEpoch Epoch         `json:"tx_epoch,omitempty"`
+	Stmt    int           `json:"stmt,omitempty"`
+	Result  *StmtResult   `json:"result,omitempty"`
+	Results []VoterResult `json:"results,omitempty"`
+}
+
+// VoterResult is a voter's vote and the result of its last statement, as
+// the decider passes them on to the coordinator.
+type VoterResult struct {
+	Node   NodeID      `json:"node"`
+	Vote   Vote        `json:"vote"`
+	Stmt   int         `json:"stmt"`
+	Result *StmtResult `json:"result,omitempty"`
 }
 
 // AckMessage acknowledges that a decision was applied.

@@ -144,6 +144,11 @@ type Participant struct {
 	// settles are the decider's DataSettle operations in flight or waiting
 	// for a retry, with whoever asked.
 	settles map[TxID]*settling
+	// earlyVotes are votes that reached this participant as the decider
+	// before the transaction's first statement did; its branch takes them
+	// when it opens. Bounded by maxHeld, dropped after IdleTimeout (a vote
+	// lost is an abort, never a wrong commit).
+	earlyVotes map[TxID][]earlyVote
 
 	output
 }
@@ -199,6 +204,22 @@ type partTx struct {
 	// the branch right after (ExecRequest.Then): an abort decision then
 	// waits for it, as for a prepare.
 	thenInFlight bool
+	// voteToDecider sends this branch's yes vote to its decider
+	// (ExecRequest.VoteToDecider).
+	voteToDecider bool
+	// voters are the participants whose votes this decider branch waits
+	// for before it commits (CommitBranchRequest.Voters); votes holds
+	// those that came, to be handed on with the answer.
+	voters []NodeID
+	votes  []VoterResult
+}
+
+// earlyVote is a vote that came before the branch it is for.
+type earlyVote struct {
+	vote VoterResult
+	// epoch is the epoch of the voter's branch, at when it came.
+	epoch Epoch
+	at    Instant
 }
 
 // markerDeletion is the deletion of one committed transaction's marker.
@@ -238,7 +259,7 @@ type settling struct {
 func NewParticipant(cfg ParticipantConfig) *Participant {
 	cfg.fill()
 	return &Participant{cfg: cfg, txs: map[TxID]*partTx{}, finishedIdx: map[TxID]Outcome{}, committedHere: map[TxID]bool{}, deleting: map[TxID]*markerDeletion{},
-		kept: map[TxID]*keptMarker{}, settles: map[TxID]*settling{}}
+		kept: map[TxID]*keptMarker{}, settles: map[TxID]*settling{}, earlyVotes: map[TxID][]earlyVote{}}
 }
 
 // Cluster is the cluster this participant serves, "" before it heard of one.
@@ -768,7 +789,56 @@ func (p *Participant) receive(now Instant, m Message) {
 		if m.Cluster == p.cluster && p.cluster != "" {
 			p.settleAnswered(now, m)
 		}
+	case VoteMessage:
+		// A peer's vote, this participant being the decider. Like a
+		// settle question it is checked for the cluster only: peers
+		// authenticate each other, and a vote commits nothing without the
+		// coordinator's request naming its voter.
+		if m.Cluster == p.cluster && p.cluster != "" {
+			p.peerVoted(now, m)
+		}
 	}
+}
+
+// peerVoted records a yes (or read-only) vote sent to this participant as
+// the decider, and commits the branch if it was the last one missing.
+func (p *Participant) peerVoted(now Instant, m VoteMessage) {
+	if m.From < 0 || len(p.peers) > 0 && int(m.From) >= len(p.peers) || m.From == p.cfg.Node || (m.Vote != VoteYes && m.Vote != VoteReadOnly) {
+		return
+	}
+	v := VoterResult{Node: m.From, Vote: m.Vote, Stmt: m.Stmt, Result: m.Result}
+	tx := p.txs[m.TxID]
+	if tx == nil {
+		_, finished := p.finishedIdx[m.TxID]
+		if finished || p.kept[m.TxID] != nil || p.settles[m.TxID] != nil || len(p.earlyVotes) >= maxHeld {
+			return
+		}
+		p.earlyVotes[m.TxID] = append(p.earlyVotes[m.TxID], earlyVote{vote: v, epoch: m.TxEpoch, at: now})
+		return
+	}
+	if tx.epoch != m.TxEpoch {
+		return
+	}
+	p.addVote(tx, v)
+	p.tryCommitBranch(now, tx)
+}
+
+// addVote records a voter's vote on an open branch, once per voter.
+func (p *Participant) addVote(tx *partTx, v VoterResult) {
+	if tx.phase != PartPhaseWorking || slices.ContainsFunc(tx.votes, func(o VoterResult) bool { return o.Node == v.Node }) {
+		return
+	}
+	tx.votes = append(tx.votes, v)
+}
+
+// votesIn reports whether every voter the decider branch waits for voted.
+func (tx *partTx) votesIn() bool {
+	for _, n := range tx.voters {
+		if !slices.ContainsFunc(tx.votes, func(v VoterResult) bool { return v.Node == n }) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Participant) execResult(tx TxID, stmt int, err string) ExecResult {
@@ -793,6 +863,12 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		}
 		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking, decider: CoordinatorNode}
 		p.txs[m.TxID] = tx
+		for _, e := range p.earlyVotes[m.TxID] {
+			if e.epoch == tx.epoch {
+				p.addVote(tx, e.vote)
+			}
+		}
+		delete(p.earlyVotes, m.TxID)
 	}
 	if tx.phase != PartPhaseWorking {
 		if tx.last != nil && tx.last.Stmt == m.Stmt {
@@ -819,6 +895,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 				tx.gid = p.branchGID(tx.id, tx.epoch, tx.decider)
 			}
 			tx.prepareWanted, tx.prepareStmts = true, tx.nextStmt
+			tx.voteToDecider = m.VoteToDecider && m.Decider != nil
 			d.Then, d.GID = DataPrepare, tx.gid
 		case m.Then == ThenCommit:
 			tx.decider = p.cfg.Node
@@ -841,6 +918,17 @@ func (p *Participant) vote(tx TxID, v Vote, reason string, wait LSN) {
 	p.send(VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx, Vote: v, Reason: reason}, wait)
 }
 
+// voteYes votes yes (or read-only) for tx: to the coordinator, or, when
+// asked to, to the decider with the last statement's result, which the
+// coordinator then hears of from the decider.
+func (p *Participant) voteYes(tx *partTx, v Vote, wait LSN) {
+	if !tx.voteToDecider || tx.last == nil {
+		p.vote(tx.id, v, "", wait)
+		return
+	}
+	p.sendTo(tx.decider, VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, Vote: v, TxEpoch: tx.epoch, Stmt: tx.last.Stmt, Result: tx.last.Result}, wait)
+}
+
 func (p *Participant) prepare(now Instant, m PrepareRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
@@ -860,7 +948,7 @@ func (p *Participant) prepare(now Instant, m PrepareRequest) {
 		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
 		p.tryPrepare(now, tx)
 	case PartPhasePrepared:
-		p.vote(tx.id, VoteYes, "", tx.preparedLSN)
+		p.voteYes(tx, VoteYes, tx.preparedLSN)
 	case PartPhaseRollingBack:
 		tx.prepareWanted = true
 	}
@@ -907,7 +995,7 @@ func (p *Participant) commitBranch(now Instant, m CommitBranchRequest) {
 	switch tx.phase {
 	case PartPhaseWorking, PartPhaseRollingBack:
 		tx.lastActivity = now
-		tx.commitWanted, tx.commitStmts, tx.keys = true, m.Stmts, m.Keys
+		tx.commitWanted, tx.commitStmts, tx.keys, tx.voters = true, m.Stmts, m.Keys, m.Voters
 		p.tryCommitBranch(now, tx)
 	}
 	// Deciding: the answer follows. Any other phase: this branch is
@@ -917,6 +1005,9 @@ func (p *Participant) commitBranch(now Instant, m CommitBranchRequest) {
 func (p *Participant) tryCommitBranch(now Instant, tx *partTx) {
 	if !tx.commitWanted || tx.pending > 0 || tx.phase != PartPhaseWorking {
 		return
+	}
+	if tx.nextStmt == tx.commitStmts && !tx.votesIn() {
+		return // a voter's yes is still missing: never commit without it
 	}
 	tx.commitWanted = false
 	tx.decider = p.cfg.Node
@@ -957,10 +1048,10 @@ func (p *Participant) reconcile(m ReconcileRequest) {
 }
 
 // answerBranch answers the coordinator's commit request for a branch
-// whose outcome is known.
-func (p *Participant) answerBranch(id TxID, committed bool, reason string) {
+// whose outcome is known; a commit hands on the votes that came here.
+func (p *Participant) answerBranch(id TxID, committed bool, reason string, votes ...VoterResult) {
 	if committed {
-		p.vote(id, VoteCommitted, "", 0)
+		p.send(VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Vote: VoteCommitted, Results: votes}, 0)
 	} else {
 		p.vote(id, VoteNo, reason, 0)
 	}
@@ -987,7 +1078,7 @@ func (p *Participant) settleRequested(now Instant, m SettleRequest) {
 			}
 			tx.askers = appendAsker(tx.askers, m.From)
 			if m.From == CoordinatorNode && tx.phase == PartPhaseWorking {
-				p.rollback(now, tx, "the coordinator settled it before asking for its commit")
+				p.rollback(now, tx, "the coordinator asked for its outcome before it committed")
 			}
 		}
 		// A prepared branch here belongs to another decider.
@@ -1203,7 +1294,11 @@ func (p *Participant) dataDone(in DataDone) {
 			r.Result = in.Result
 			tx.last = &r
 		}
-		p.send(r, 0)
+		if in.Then != DataPrepare || !tx.voteToDecider || in.Err != "" || in.ThenErr != "" {
+			// (A branch that votes to its decider sends the result with
+			// its vote.)
+			p.send(r, 0)
+		}
 		tx.thenInFlight = false
 		if in.Err != "" && tx.phase == PartPhaseWorking {
 			p.rollback(now, tx, "statement failed: "+in.Err)
@@ -1258,7 +1353,7 @@ func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly 
 		tx.phase, tx.reason = PartPhaseAborting, "prepare failed: "+err
 		p.data(Data{Op: DataRollbackPrepared, TxID: tx.id, GID: tx.gid}, tx)
 	case readOnly:
-		p.vote(tx.id, VoteReadOnly, "", 0)
+		p.voteYes(tx, VoteReadOnly, 0)
 		delete(p.txs, tx.id)
 		p.remember(tx.id, OutcomeCommit)
 	case tx.abortWanted:
@@ -1277,7 +1372,7 @@ func (p *Participant) prepareDone(now Instant, tx *partTx, err string, readOnly 
 		// then does the participant start asking, at the same pace.
 		tx.nextInquiry = now.Add(p.cfg.InquireAfter)
 		tx.backoff = p.cfg.InquireAfter
-		p.vote(tx.id, VoteYes, "", tx.preparedLSN)
+		p.voteYes(tx, VoteYes, tx.preparedLSN)
 	}
 }
 
@@ -1334,7 +1429,7 @@ func (p *Participant) branchDone(now Instant, tx *partTx, err string, retry bool
 	}
 	p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
 	p.keep(now, tx.id, tx.gid, false, tx.keys)
-	p.answerBranch(tx.id, true, "")
+	p.answerBranch(tx.id, true, "", slices.DeleteFunc(tx.votes, func(v VoterResult) bool { return !slices.Contains(tx.voters, v.Node) })...)
 	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 }
 
@@ -1368,6 +1463,11 @@ func (p *Participant) tick(now Instant) {
 	p.retryMarkerDeletions(now)
 	p.retrySettles(now)
 	p.inquireTombstones(now)
+	for id, votes := range p.earlyVotes {
+		if now >= votes[0].at.Add(p.cfg.IdleTimeout) {
+			delete(p.earlyVotes, id)
+		}
+	}
 	var ready []TxID
 	for id, tx := range p.txs {
 		if p.due(now, tx) {
@@ -1424,7 +1524,7 @@ func (p *Participant) due(now Instant, tx *partTx) bool {
 // outOfPatience reports whether an open branch asked about as the decider
 // has waited long enough for the coordinator's commit request.
 func (p *Participant) outOfPatience(now Instant, tx *partTx) bool {
-	return len(tx.askers) > 0 && !tx.commitWanted && now >= tx.askedAt.Add(p.cfg.DeciderPatience)
+	return len(tx.askers) > 0 && (!tx.commitWanted || !tx.votesIn()) && now >= tx.askedAt.Add(p.cfg.DeciderPatience)
 }
 
 // retrySettles reissues the settles whose retry is due, in id order.

@@ -197,23 +197,39 @@ func TestSimDeterministic(t *testing.T) {
 	}
 }
 
+// TestSimCatchesCommitWithoutVotes plants a decider that commits as soon
+// as it is asked, without the votes its voters send it: the checker must
+// find a transaction committed by its decider while another branch's
+// writes are not prepared.
+func TestSimCatchesCommitWithoutVotes(t *testing.T) {
+	simCatchesBrokenDecider(t, "a commit without votes", enginetest.SimConfig{ForgeVoterVotes: true})
+}
+
 // TestSimCatchesEarlyAbort breaks the decider rule on purpose, from outside
 // the engines: a branch in doubt hears abort from its decider the moment
 // it asks, as from a decider that concluded abort while its own branch
 // could still commit. The checker must notice a transaction committed by
 // its decider and rolled back elsewhere.
 func TestSimCatchesEarlyAbort(t *testing.T) {
+	simCatchesBrokenDecider(t, "an early abort", enginetest.SimConfig{ForgeEarlyAbort: true})
+}
+
+// simCatchesBrokenDecider runs up to 2,000 seeds of the decider protocol
+// with the planted bug cfg names, until one reports a transaction its
+// decider committed and another branch rolled back.
+func simCatchesBrokenDecider(t *testing.T, bug string, cfg enginetest.SimConfig) {
+	cfg.Steps, cfg.Protocol = *simSteps, engine.ProtocolDecider
 	caught := 0
 	for seed := uint64(1); seed <= 2000; seed++ {
-		_, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps, Protocol: engine.ProtocolDecider, ForgeEarlyAbort: true})
+		_, err := enginetest.Simulate(simRNG(seed), cfg)
 		if err == nil {
 			continue
 		}
 		caught++
 		if msg := firstLine(err.Error()); strings.Contains(msg, "rolled back") || strings.Contains(msg, "not prepared") {
-			t.Logf("seed %d caught the early abort (%d seeds caught something so far): %s", seed, caught, msg)
+			t.Logf("seed %d caught %s (%d seeds caught something so far): %s", seed, bug, caught, msg)
 			return
 		}
 	}
-	t.Fatalf("2000 seeds with early aborts: %d reported something, none a transaction committed by its decider and rolled back elsewhere", caught)
+	t.Fatalf("2000 seeds with %s: %d reported something, none a transaction committed by its decider and rolled back elsewhere", bug, caught)
 }

@@ -216,7 +216,7 @@ func (p *Participant) Close() error {
 }
 
 // participantMethods are the node-to-node messages a participant serves.
-var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{},
+var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequest{}, engine.DecisionRequest{}, engine.VoteMessage{},
 	engine.CommitBranchRequest{}, engine.SettleRequest{}, engine.SettleAnswer{}, engine.ReconcileRequest{})
 
 func (p *Participant) methods() map[string]rpc.Handler {

@@ -40,6 +40,11 @@ type Config struct {
 	// as abort the moment the question arrives, as a decider would answer
 	// that concluded abort while its own branch could still commit.
 	ForgeEarlyAbort bool
+	// ForgeVoterVotes breaks the decider rule another way: a commit
+	// request naming voters reaches the decider with a yes vote forged
+	// from each of them, as a decider would act that committed without
+	// waiting for its voters.
+	ForgeVoterVotes bool
 	// CompactAfter delays Compact: a transaction's events go only this long
 	// after they could, as a node keeps them (so that what ended stays
 	// known for longer than a message can be late).
@@ -710,6 +715,13 @@ func (c *Cluster) Deliver(i int) {
 		return
 	}
 	c.stepNode(n, engine.Receive{Now: c.now, Msg: env.Msg})
+	if r, ok := env.Msg.(engine.CommitBranchRequest); ok && c.cfg.ForgeVoterVotes && n.up {
+		for _, q := range r.Voters {
+			forged := engine.VoteMessage{Cluster: r.Cluster, From: q, TxID: r.TxID, Vote: engine.VoteYes, TxEpoch: r.Epoch}
+			c.tracef("forged: %s -> %s: %s", q, env.To, engine.DescribeMessage(forged))
+			c.stepNode(n, engine.Receive{Now: c.now, Msg: forged})
+		}
+	}
 	if v, ok := env.Msg.(engine.VoteMessage); ok && c.cfg.ForgeVotes && v.Vote == engine.VoteYes && c.coord.up {
 		for _, q := range c.prepareTargets[v.TxID] {
 			if q == v.From {

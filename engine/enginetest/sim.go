@@ -26,6 +26,8 @@ type SimConfig struct {
 	// ForgeEarlyAbort breaks the decider rule on purpose; see
 	// Config.ForgeEarlyAbort.
 	ForgeEarlyAbort bool
+	// ForgeVoterVotes: see Config.ForgeVoterVotes.
+	ForgeVoterVotes bool
 	// Trace receives a "--- step N: ..." line before each action, then
 	// the cluster's lines; nil keeps the run silent.
 	Trace func(string)
@@ -58,6 +60,7 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		ClusterID:       fmt.Sprintf("c%d", rng.IntN(1000)),
 		ForgeVotes:      sc.ForgeVotes,
 		ForgeEarlyAbort: sc.ForgeEarlyAbort,
+		ForgeVoterVotes: sc.ForgeVoterVotes,
 		Trace:           sc.Trace,
 		OnResponse:      s.onResponse,
 		Coordinator: engine.CoordinatorConfig{
