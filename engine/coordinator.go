@@ -346,6 +346,11 @@ type coordNode struct {
 	acked    bool
 	// prepareSent marks a node asked to prepare with its last statement.
 	prepareSent bool
+	// votedStmt is that statement when it votes to the decider, and
+	// votedIdx its place in the transact call: the decider hands on its
+	// result, which answers it even if the coordinator gave up on it
+	// meanwhile (a send reported failed that still arrived).
+	votedStmt, votedIdx int
 }
 
 // keyWaiter is a call repeated with the key of a transaction still
@@ -903,20 +908,29 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 }
 
 // commitDirect asks the decider of a transaction whose voters vote to it
-// (coordTx.voteToDecider) to commit, once its last statement is sent and
+// (coordTx.voteToDecider) to commit, once its last statement answered and
 // the transaction's key is known to be new: the decider commits when the
 // votes are in, without a hop back through the coordinator. From then on
-// only the decider's answer decides.
+// only the decider's answer decides. Waiting for the decider's own
+// statements keeps a decider that is down or slow from holding the
+// voters: until it answers, a statement timeout aborts as usual.
 func (c *Coordinator) commitDirect(now Instant, tx *coordTx) {
 	d := &tx.nodes[tx.decider]
 	if !tx.voteToDecider || tx.branchAsked || tx.checking != "" || tx.abortOnly != "" || tx.phase != PhaseActive ||
-		d.sent != tx.deciderStmts || len(d.queue) > 0 {
+		d.sent != tx.deciderStmts || len(d.queue) > 0 || d.inflight != nil {
 		return
 	}
 	tx.branchAsked = true
 	c.effect(Send{To: tx.decider, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: d.sent, Keys: tx.keys, Voters: tx.voters}, WaitLSN: c.reserveLSN})
-	// An answer this late is asked for (settled) rather than waited for.
+	// An answer this late is asked for (settled) rather than waited for:
+	// a vote timeout from now, or, when later, the statement timeout of a
+	// voter's statement still running (its result comes with its vote).
 	tx.settleAt = now.Add(c.cfg.VoteTimeout)
+	for _, v := range tx.voters {
+		if p := tx.nodes[v].inflight; p != nil && p.deadline > tx.settleAt {
+			tx.settleAt = p.deadline
+		}
+	}
 	tx.settleBackoff = c.cfg.RetryMin
 }
 
@@ -1046,6 +1060,7 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 				m.Decider = &d
 			}
 			m.VoteToDecider = tx.voteToDecider
+			n.votedStmt, n.votedIdx = p.stmt, p.idx
 		case ThenCommit:
 			// The decider may commit from here on, and only its answer
 			// decides. Its marker carries the keys: a restart that lost
@@ -1869,6 +1884,24 @@ func (c *Coordinator) decideIfAllVoted(now Instant, tx *coordTx) {
 	c.decide(now, tx, OutcomeCommit, "")
 }
 
+// noteMissingVotes names, as the reason of the abort a late decider is
+// likely to answer, the voters whose statements it has not heard of
+// (their results come with their votes, through the decider).
+func (c *Coordinator) noteMissingVotes(tx *coordTx) {
+	if !tx.voteToDecider || tx.abortOnly != "" {
+		return
+	}
+	var missing []string
+	for _, v := range tx.voters {
+		if tx.nodes[v].inflight != nil {
+			missing = append(missing, v.String())
+		}
+	}
+	if len(missing) > 0 {
+		tx.abortOnly = fmt.Sprintf("vote timeout: no vote from %s reached the decider %s within %s", strings.Join(missing, ","), tx.decider, c.cfg.ExecTimeout)
+	}
+}
+
 // votersAnswered takes the votes and last results of the participants
 // that voted to the decider, which it passes on with its commit: they
 // answer those participants' last statements.
@@ -1884,16 +1917,14 @@ func (c *Coordinator) votersAnswered(now Instant, tx *coordTx, results []VoterRe
 		if n.vote == 0 {
 			n.vote = r.Vote
 		}
-		p := n.inflight
-		if p == nil || p.stmt != r.Stmt {
+		if !n.prepareSent || r.Stmt != n.votedStmt {
 			continue
 		}
-		n.inflight = nil
-		if r.Result != nil && !p.describe && !strings.HasPrefix(r.Result.Tag, "SELECT") {
-			n.wrote = true
-		}
-		if p.inTransact {
+		if p := n.inflight; p != nil && p.stmt == r.Stmt {
+			n.inflight = nil
 			c.transactResult(now, tx, p.idx, r.Result)
+		} else if call := tx.transact; call != nil && n.votedIdx < len(call.results) && call.results[n.votedIdx] == nil {
+			call.results[n.votedIdx] = r.Result
 		}
 	}
 }
@@ -1984,15 +2015,20 @@ func (c *Coordinator) tick(now Instant) {
 				continue
 			}
 			if tx.branchAsked {
-				// The decider was asked to commit with its statement: only
-				// its answer decides, so a late one is asked for.
+				// The decider was asked to commit with its statement (or
+				// once its voters voted): only its answer decides, so a
+				// late one is asked for.
 				if now >= tx.settleAt {
+					c.noteMissingVotes(tx)
 					c.settle(now, tx)
 				}
 				continue
 			}
 			for i := range tx.nodes {
-				if p := tx.nodes[i].inflight; p != nil && now >= p.deadline && tx.phase == PhaseActive {
+				if p := tx.nodes[i].inflight; p != nil && now >= p.deadline && tx.phase == PhaseActive && !(tx.voteToDecider && p.then == ThenPrepare) {
+					// (A statement that votes to the decider answers with
+					// its vote, through the decider: commitDirect's settle
+					// time bounds it.)
 					c.execFailed(now, tx, NodeID(i), ErrAborted, fmt.Sprintf("%s did not answer statement %d within %s", NodeID(i), p.stmt, c.cfg.ExecTimeout), nil)
 				}
 			}

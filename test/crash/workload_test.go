@@ -116,6 +116,10 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 	w.mu.Lock()
 	w.recs = append(w.recs, rec)
 	w.mu.Unlock()
+	if rec.key%2 == 0 {
+		w.oneCall(ctx, cl, rec)
+		return true
+	}
 	for _, n := range nodes {
 		p := api.ExecParams{TxID: rec.id, Node: &n, SQL: "INSERT INTO kv VALUES ($1, $2)", Args: []any{rec.key, fmt.Sprint(rec.id)}}
 		if err := cl.Call(ctx, api.MethodExec, p, nil); err != nil {
@@ -141,6 +145,42 @@ func (w *workload) one(cl *rpc.Client, nodes []engine.NodeID) bool {
 		w.checkApplied(ctx, cl, rec)
 	}
 	return true
+}
+
+// oneCall sends every statement of rec and its commit in one transact
+// call, as a client of the single form does: each participant but the
+// decider prepares right after its statement and votes to the decider.
+func (w *workload) oneCall(ctx context.Context, cl *rpc.Client, rec *txRecord) {
+	p := api.TransactParams{TxID: rec.id, Commit: true}
+	for _, n := range rec.nodes {
+		p.Statements = append(p.Statements, api.StatementParams{Node: &n, SQL: "INSERT INTO kv VALUES ($1, $2)", Args: []any{rec.key, fmt.Sprint(rec.id)}})
+	}
+	rec.commitCalled = true
+	var r api.TransactReply
+	err := cl.Call(ctx, api.MethodTransact, p, &r)
+	switch {
+	case err == nil && r.Outcome != nil:
+		rec.answer, rec.reason = *r.Outcome, r.Reason
+	case err == nil:
+		rec.err = "transact answered without an outcome"
+		w.fails.Add(1)
+		return
+	case rpc.IsCode(err, rpc.CodeAborted):
+		// A statement failed, or the transaction was aborted: the answer
+		// is an error, and the transaction rolled back.
+		rec.answer, rec.err = engine.OutcomeAbort, fmt.Sprintf("transact: %v", err)
+		w.fails.Add(1)
+		return
+	default:
+		// No answer, or one that names no outcome: it may have committed.
+		rec.err = fmt.Sprintf("transact: %v", err)
+		w.fails.Add(1)
+		return
+	}
+	if rec.answer == engine.OutcomeCommit {
+		w.commits.Add(1)
+		w.checkApplied(ctx, cl, rec)
+	}
 }
 
 // checkApplied asks for the status of a transaction just committed. The
