@@ -1854,6 +1854,9 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		c.decideIfAllVoted(now, tx)
 	case SettleAnswer:
 		if (tx.phase == PhasePreparing || tx.phase == PhaseActive) && from == tx.decider && tx.branchAsked {
+			if m.Outcome == OutcomeCommit {
+				c.votersAnswered(now, tx, m.Results)
+			}
 			c.deciderAnswered(now, tx, m.Outcome == OutcomeCommit, m.Outcome == OutcomeAbort, "the decider settled it as aborted")
 		}
 	case AckMessage:

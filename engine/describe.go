@@ -89,7 +89,7 @@ func DescribeMessage(m Message) string {
 	case SettleRequest:
 		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
 	case SettleAnswer:
-		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
+		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome) + voterResults(m.Results)
 	case DecisionRequest:
 		s := fmt.Sprintf("%s epoch=%d tx=%d outcome=%s", m.Method(), m.Epoch, m.TxID, m.Outcome)
 		if m.Presumed {
@@ -110,16 +110,22 @@ func DescribeMessage(m Message) string {
 		if m.TxEpoch != 0 {
 			s += fmt.Sprintf(" epoch=%d stmt=%d", m.TxEpoch, m.Stmt)
 		}
-		for _, r := range m.Results {
-			s += fmt.Sprintf(" [%s %s stmt=%d]", r.Node, r.Vote, r.Stmt)
-		}
-		return s
+		return s + voterResults(m.Results)
 	case AckMessage:
 		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
 	case InquireMessage:
 		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
 	}
 	return fmt.Sprintf("%T", m)
+}
+
+// voterResults renders the votes a decider hands on.
+func voterResults(rs []VoterResult) string {
+	s := ""
+	for _, r := range rs {
+		s += fmt.Sprintf(" [%s %s stmt=%d]", r.Node, r.Vote, r.Stmt)
+	}
+	return s
 }
 
 // DescribeEffect renders an effect on one line; "after=N" shows its WaitLSN.

@@ -175,6 +175,10 @@ type SettleAnswer struct {
 	From    NodeID  `json:"from"`
 	TxID    TxID    `json:"tx"`
 	Outcome Outcome `json:"outcome"`
+	// Results, in a commit told to the coordinator, are the votes and
+	// results the decider's voters sent it, as in its committed vote
+	// (which this answer stands in for when that was lost).
+	Results []VoterResult `json:"results,omitempty"`
 }
 
 // DecisionRequest tells a participant the outcome. Presumed marks an abort

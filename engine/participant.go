@@ -246,6 +246,9 @@ type keptMarker struct {
 	// it go.
 	nextInquiry Instant
 	backoff     time.Duration
+	// votes are a committed branch's voters' votes and results, handed on
+	// again when the coordinator asks (its commit's answer may be lost).
+	votes []VoterResult
 }
 
 // settling is a decider's DataSettle: the askers get its finding.
@@ -982,7 +985,7 @@ func (p *Participant) commitBranch(now Instant, m CommitBranchRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
 		if k := p.kept[m.TxID]; k != nil {
-			p.answerBranch(m.TxID, !k.tombstone, "settled as aborted earlier")
+			p.answerBranch(m.TxID, !k.tombstone, "settled as aborted earlier", k.votes...)
 			return
 		}
 		if o := p.finishedIdx[m.TxID]; o != 0 {
@@ -1121,7 +1124,11 @@ func (p *Participant) settleAnswer(id TxID, askers []NodeID, committed bool) {
 		o = OutcomeCommit
 	}
 	for _, a := range askers {
-		p.sendTo(a, SettleAnswer{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}, 0)
+		m := SettleAnswer{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}
+		if k := p.kept[id]; k != nil && committed && a == CoordinatorNode {
+			m.Results = k.votes
+		}
+		p.sendTo(a, m, 0)
 	}
 }
 
@@ -1429,7 +1436,9 @@ func (p *Participant) branchDone(now Instant, tx *partTx, err string, retry bool
 	}
 	p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
 	p.keep(now, tx.id, tx.gid, false, tx.keys)
-	p.answerBranch(tx.id, true, "", slices.DeleteFunc(tx.votes, func(v VoterResult) bool { return !slices.Contains(tx.voters, v.Node) })...)
+	votes := slices.DeleteFunc(tx.votes, func(v VoterResult) bool { return !slices.Contains(tx.voters, v.Node) })
+	p.kept[tx.id].votes = votes
+	p.answerBranch(tx.id, true, "", votes...)
 	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
 }
 
