@@ -273,10 +273,10 @@ type coordTx struct {
 	// voteToDecider marks a piggybacked transaction whose other
 	// participants all write: they vote to the decider, which commits once
 	// their votes are in, and the coordinator asks it to commit as soon
-	// as its statements are sent (commitDirect). deciderStmts is how many
-	// statements the decider gets, voters the others.
+	// as its statements answered (commitDirect). voters are the others,
+	// as planned: not all of them may have been sent their last statement
+	// yet when the decider is asked.
 	voteToDecider bool
-	deciderStmts  int
 	voters        []NodeID
 
 	// checking is the key of a transaction that runs while the key is
@@ -346,11 +346,11 @@ type coordNode struct {
 	acked    bool
 	// prepareSent marks a node asked to prepare with its last statement.
 	prepareSent bool
-	// votedStmt is that statement when it votes to the decider, and
-	// votedIdx its place in the transact call: the decider hands on its
-	// result, which answers it even if the coordinator gave up on it
-	// meanwhile (a send reported failed that still arrived).
-	votedStmt, votedIdx int
+	// votedIdx is that statement's place in the transact call when it
+	// votes to the decider: the decider hands on its result, which answers
+	// it even if the coordinator gave up on it meanwhile (a send reported
+	// failed that still arrived).
+	votedIdx int
 }
 
 // keyWaiter is a call repeated with the key of a transaction still
@@ -887,7 +887,7 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 		thens[last[d]] = ThenCommit
 		return thens
 	}
-	tx.voteToDecider, tx.deciderStmts = true, count[d]
+	tx.voteToDecider = true
 	for _, n := range parts {
 		if n == d {
 			continue
@@ -913,11 +913,13 @@ func (c *Coordinator) piggyback(tx *coordTx, stmts []Statement) []Then {
 // votes are in, without a hop back through the coordinator. From then on
 // only the decider's answer decides. Waiting for the decider's own
 // statements keeps a decider that is down or slow from holding the
-// voters: until it answers, a statement timeout aborts as usual.
+// voters: until it answers, a statement timeout aborts as usual. (A call's
+// statements are all queued in the step it arrives in, so a decider with
+// none queued or running has answered them all.)
 func (c *Coordinator) commitDirect(now Instant, tx *coordTx) {
 	d := &tx.nodes[tx.decider]
 	if !tx.voteToDecider || tx.branchAsked || tx.checking != "" || tx.abortOnly != "" || tx.phase != PhaseActive ||
-		d.sent != tx.deciderStmts || len(d.queue) > 0 || d.inflight != nil {
+		len(d.queue) > 0 || d.inflight != nil {
 		return
 	}
 	tx.branchAsked = true
@@ -1060,7 +1062,7 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 				m.Decider = &d
 			}
 			m.VoteToDecider = tx.voteToDecider
-			n.votedStmt, n.votedIdx = p.stmt, p.idx
+			n.votedIdx = p.idx
 		case ThenCommit:
 			// The decider may commit from here on, and only its answer
 			// decides. Its marker carries the keys: a restart that lost
@@ -1920,7 +1922,7 @@ func (c *Coordinator) votersAnswered(now Instant, tx *coordTx, results []VoterRe
 		if n.vote == 0 {
 			n.vote = r.Vote
 		}
-		if !n.prepareSent || r.Stmt != n.votedStmt {
+		if !n.prepareSent || r.Stmt != n.sent-1 { // (the statement that prepares is the last)
 			continue
 		}
 		if p := n.inflight; p != nil && p.stmt == r.Stmt {

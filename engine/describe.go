@@ -188,7 +188,13 @@ func describeReply(r Reply) string {
 		return fmt.Sprintf("outcome tx=%d %s%s", r.TxID, r.Outcome, reason(r.Reason))
 	case TransactReply:
 		s := fmt.Sprintf("transact tx=%d results=%d", r.TxID, len(r.Results))
-		if missing := len(r.Results) - len(slices.DeleteFunc(slices.Clone(r.Results), func(r *StmtResult) bool { return r == nil })); missing > 0 {
+		missing := 0
+		for _, res := range r.Results {
+			if res == nil {
+				missing++
+			}
+		}
+		if missing > 0 {
 			s += fmt.Sprintf(" (%d missing)", missing)
 		}
 		if r.Outcome != nil {

@@ -822,12 +822,12 @@ func (p *Participant) peerVoted(now Instant, m VoteMessage) {
 	if tx.epoch != m.TxEpoch {
 		return
 	}
-	p.addVote(tx, v)
+	tx.addVote(v)
 	p.tryCommitBranch(now, tx)
 }
 
 // addVote records a voter's vote on an open branch, once per voter.
-func (p *Participant) addVote(tx *partTx, v VoterResult) {
+func (tx *partTx) addVote(v VoterResult) {
 	if tx.phase != PartPhaseWorking || slices.ContainsFunc(tx.votes, func(o VoterResult) bool { return o.Node == v.Node }) {
 		return
 	}
@@ -868,7 +868,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		p.txs[m.TxID] = tx
 		for _, e := range p.earlyVotes[m.TxID] {
 			if e.epoch == tx.epoch {
-				p.addVote(tx, e.vote)
+				tx.addVote(e.vote)
 			}
 		}
 		delete(p.earlyVotes, m.TxID)
