@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db"
@@ -142,7 +143,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		// opened on demand, the first burst of clients waited seconds for
 		// a few dozen PostgreSQL backends to start at once (32 clients ran
 		// at 1 tx/s in their first second).
-		warm(ctx, d.Data, spec.WarmDataConns)
+		warm(ctx, d.Data, spec.WarmDataConns, primeBranch)
 	}
 	if d.Embedded != nil {
 		d.supervise(spec.Observer)
@@ -293,9 +294,9 @@ func openPool(ctx context.Context, uri string, maxConns, minConns int) (*pgxpool
 const DefaultWarmDataConns = 32
 
 // warm opens up to n connections of pool at once and keeps them open:
-// the pool holds at least that many from then on. A failure only leaves
-// the pool colder.
-func warm(ctx context.Context, pool *pgxpool.Pool, n int) {
+// the pool holds at least that many from then on; prime, if not nil, runs
+// on each. A failure only leaves the pool colder.
+func warm(ctx context.Context, pool *pgxpool.Pool, n int, prime func(context.Context, *pgconn.PgConn) error) {
 	n = min(n, warmable(pool.Config().MaxConns))
 	if n <= 0 {
 		return
@@ -306,7 +307,16 @@ func warm(ctx context.Context, pool *pgxpool.Pool, n int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conns[i], _ = pool.Acquire(ctx)
+			c, err := pool.Acquire(ctx)
+			if err != nil {
+				return
+			}
+			if prime != nil && prime(ctx, c.Conn().PgConn()) != nil {
+				// Whatever state the failure left it in is not worth
+				// keeping: the pool opens another when one is needed.
+				c.Conn().Close(ctx)
+			}
+			conns[i] = c
 		}()
 	}
 	wg.Wait()
