@@ -653,7 +653,7 @@ func (c *Coordinator) start(in Start) {
 			tx.branchAsked = tx.decider != CoordinatorNode
 			tx.backoff = c.cfg.RetryMin
 			tx.nextRetry = in.Now.Add(tx.backoff)
-			c.sendDecision(tx)
+			c.sendDecision(in.Now, tx)
 		}
 	}
 }
@@ -1392,7 +1392,7 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 	c.answerWaiters(tx)
 	tx.backoff = c.cfg.RetryMin
 	tx.nextRetry = now.Add(tx.backoff)
-	c.sendDecision(tx)
+	c.sendDecision(now, tx)
 }
 
 func (c *Coordinator) answerWaiters(tx *coordTx) {
@@ -1710,12 +1710,35 @@ func (c *Coordinator) answerRepeated(w keyWaiter, id TxID, o Outcome, reason str
 	}
 }
 
-func (c *Coordinator) sendDecision(tx *coordTx) {
+func (c *Coordinator) sendDecision(now Instant, tx *coordTx) {
 	for i := range tx.nodes {
 		if n := tx.nodes[i]; n.inPhase2 && !n.acked && !c.deciderWaits(tx, NodeID(i)) {
 			c.effect(c.decisionSend(tx, NodeID(i)))
 		}
 	}
+	c.awaitDecider(now, tx)
+}
+
+// deciderAckWait is how many times RetryMin a decision only the decider
+// has yet to acknowledge waits before it is sent again.
+const deciderAckWait = 10
+
+// awaitDecider spaces the resends of a decision that the decider alone has
+// yet to acknowledge. Its decision is housekeeping (decisionSend): it
+// leaves with this node's next log write, and the decider acknowledges it
+// once it dropped its marker, after a log write of its own; a resend any
+// sooner would only make it do that work twice.
+func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
+	if tx.decider == CoordinatorNode || !tx.branchAsked {
+		return
+	}
+	for i := range tx.nodes {
+		if n := tx.nodes[i]; n.inPhase2 && !n.acked && NodeID(i) != tx.decider {
+			return
+		}
+	}
+	tx.backoff = max(tx.backoff, deciderAckWait*c.cfg.RetryMin)
+	tx.nextRetry = max(tx.nextRetry, now.Add(tx.backoff))
 }
 
 // decisionSend is tx's outcome sent to node. It waits for the decision to
@@ -1871,6 +1894,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 				// The last other branch acknowledged: the decider may now
 				// drop its marker.
 				c.effect(c.decisionSend(tx, d))
+				c.awaitDecider(now, tx)
 			}
 			return
 		}
@@ -2067,7 +2091,7 @@ func (c *Coordinator) tick(now Instant) {
 			}
 		case PhaseCommitting, PhaseAborting:
 			if now >= tx.nextRetry {
-				c.sendDecision(tx)
+				c.sendDecision(now, tx)
 				tx.backoff = min(2*tx.backoff, c.cfg.RetryMax)
 				tx.nextRetry = now.Add(tx.backoff)
 			}
@@ -2100,9 +2124,9 @@ func (c *Coordinator) clientResolve(now Instant, in ClientResolve) {
 			c.settle(now, tx)
 		}
 	case PhaseCommitting, PhaseAborting:
-		c.sendDecision(tx)
 		tx.backoff = c.cfg.RetryMin
 		tx.nextRetry = now.Add(tx.backoff)
+		c.sendDecision(now, tx)
 	}
 	c.reply(in.Req, c.Status(in.TxID), tx.decisionLSN)
 }
