@@ -114,9 +114,14 @@ func (tm *terminal) exit() int {
 		}
 		return 0
 	case <-time.After(20 * time.Second):
+		// Reaped here, by the one Wait already running: the terminal's
+		// cleanup must not call Wait a second time meanwhile.
+		tm.Cmd.Process.Kill()
+		<-ch
 		tm.Lock()
-		defer tm.Unlock()
-		tm.t.Fatalf("the client did not exit; the screen shows:\n%s", tm.scr.String())
+		screen := tm.scr.String()
+		tm.Unlock()
+		tm.t.Fatalf("the client did not exit; the screen shows:\n%s", screen)
 		return -1
 	}
 }

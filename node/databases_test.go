@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/node"
 )
@@ -162,29 +162,15 @@ func TestLogServerWithoutSynchronousCommitWarns(t *testing.T) {
 		{"", true},
 		{"&synchronous_commit=on", false},
 	} {
-		var out bytes.Buffer
-		var mu sync.Mutex
-		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
+		var out testbin.SyncBuffer
+		logger := slog.New(slog.NewTextHandler(&out, nil))
 		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t) + tc.query, Logger: logger})
 		dbs.Close()
-		mu.Lock()
 		warned := strings.Contains(out.String(), "synchronous_commit = off")
-		mu.Unlock()
 		if warned != tc.warn {
 			t.Errorf("log URI%s: warned %v, want %v:\n%s", tc.query, warned, tc.warn, out.String())
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestParticipantRefusesWhileItsDatabasesAreDown: while a participant's
@@ -258,12 +244,9 @@ func TestLogServerWithoutSynchronousStandbyWarns(t *testing.T) {
 	const warning = "without a synchronous standby"
 	warned := func() bool {
 		t.Helper()
-		var out bytes.Buffer
-		var mu sync.Mutex
-		logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &out}, nil))
+		var out testbin.SyncBuffer
+		logger := slog.New(slog.NewTextHandler(&out, nil))
 		testcluster.Open(t, node.DatabaseSpec{LogURI: primary.URI("tpcd_log"), Logger: logger}).Close()
-		mu.Lock()
-		defer mu.Unlock()
 		return strings.Contains(out.String(), warning)
 	}
 	if !warned() {

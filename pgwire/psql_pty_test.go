@@ -19,7 +19,7 @@ import (
 type psqlTerminal struct {
 	*testbin.Terminal
 	t   *testing.T
-	out strings.Builder
+	out testbin.SyncBuffer
 }
 
 func startPsqlTerminal(t *testing.T, f *frontDoor) *psqlTerminal {
@@ -42,9 +42,7 @@ func (pt *psqlTerminal) waitCount(s string, n int) {
 	pt.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		pt.Lock()
 		out := pt.out.String()
-		pt.Unlock()
 		if strings.Count(out, s) >= n {
 			return
 		}
