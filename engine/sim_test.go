@@ -70,16 +70,32 @@ func flagSet(name string) bool {
 // enginetest for what it does and checks. A failure names its seed and shows
 // the end of its trace; -seed=S replays it.
 func TestSim(t *testing.T) {
-	first, count := *simSeed, *simSeeds
+	simulateSeeds(t, enginetest.SimConfig{Steps: *simSteps}, *simSeeds)
+}
+
+// simulateSeeds runs cfg for count seeds from -seed (-seeds, when given,
+// says how many; -short runs at most 500), in parallel, and fails with the
+// lowest failing seed, replayed with its trace. -seed alone replays that
+// seed and logs its trace.
+func simulateSeeds(t *testing.T, cfg enginetest.SimConfig, count int) {
+	first := *simSeed
+	if flagSet("seeds") {
+		count = *simSeeds
+	}
 	replay := flagSet("seed") && !flagSet("seeds")
 	if replay {
 		count = 1
 	} else if testing.Short() {
 		count = min(count, 500)
 	}
+	withTrace := func(trace func(string)) enginetest.SimConfig {
+		c := cfg
+		c.Trace = trace
+		return c
+	}
 	if replay {
 		var lines []string
-		stats, err := enginetest.Simulate(simRNG(first), enginetest.SimConfig{Steps: *simSteps, Trace: func(s string) { lines = append(lines, s) }})
+		stats, err := enginetest.Simulate(simRNG(first), withTrace(func(s string) { lines = append(lines, s) }))
 		t.Logf("seed %d trace:\n%s", first, strings.Join(lines, "\n"))
 		t.Logf("stats: %+v", stats)
 		if err != nil {
@@ -112,7 +128,7 @@ func TestSim(t *testing.T) {
 				if stop {
 					return
 				}
-				stats, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps})
+				stats, err := enginetest.Simulate(simRNG(seed), cfg)
 				mu.Lock()
 				addStats(&total, stats)
 				if err != nil && (failErr == nil || seed < failed) {
@@ -127,11 +143,11 @@ func TestSim(t *testing.T) {
 	t.Logf("%d seeds from %d in %s (%.0f seeds/s); totals %+v", count, first, elapsed.Round(time.Millisecond), float64(count)/elapsed.Seconds(), total)
 	if failErr != nil {
 		tail := &traceTail{n: *simLast}
-		_, err := enginetest.Simulate(simRNG(failed), enginetest.SimConfig{Steps: *simSteps, Trace: tail.add})
+		_, err := enginetest.Simulate(simRNG(failed), withTrace(tail.add))
 		if err == nil || err.Error() != failErr.Error() {
 			t.Errorf("seed %d did not fail the same way when replayed: %v", failed, err)
 		}
-		t.Fatalf("seed %d: %v\nreplay: go test ./engine -run 'TestSim$' -seed=%d -v\nlast %d steps:\n%s", failed, failErr, failed, *simLast, tail)
+		t.Fatalf("seed %d: %v\nreplay: go test ./engine -run '%s$' -seed=%d -v\nlast %d steps:\n%s", failed, failErr, t.Name(), failed, *simLast, tail)
 	}
 }
 
@@ -148,11 +164,7 @@ func addStats(t *enginetest.SimStats, s enginetest.SimStats) {
 // keys are answered after a lookup, and transactions over several
 // participants run while their key is checked (docs/PROTOCOL.md).
 func TestSimForgottenKeys(t *testing.T) {
-	for seed := uint64(1); seed <= 3000; seed++ {
-		if _, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps, Protocol: engine.ProtocolDecider, RememberEnded: 1}); err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
-		}
-	}
+	simulateSeeds(t, enginetest.SimConfig{Steps: *simSteps, Protocol: engine.ProtocolDecider, RememberEnded: 1}, 3000)
 }
 
 // TestSimCatchesBrokenRule breaks two-phase commit on purpose, from outside

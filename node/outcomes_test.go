@@ -48,6 +48,9 @@ func TestOutcomesOutliveCompactionAndRestart(t *testing.T) {
 	if err != nil || committed.Outcome == nil || *committed.Outcome != engine.OutcomeCommit {
 		t.Fatalf("keyed transact: %+v, %v", committed, err)
 	}
+	// Applied everywhere first, so that the duplicate below meets a
+	// committed row and not a prepared one it would wait for.
+	testcluster.Eventually(t, "transfer-1 applied", func() bool { return c.Status(committed.TxID).State == "committed" })
 	c.Exec1(0, "INSERT INTO kv VALUES (2, 'b')")
 	// A duplicate key aborts the second transaction.
 	_, err = c.keyedTransact("transfer-2", "INSERT INTO kv VALUES (3, 'c')", "INSERT INTO kv VALUES (1, 'dup')")
