@@ -260,6 +260,9 @@ func (k *Checker) onRequest(r Request) {
 
 // onResponse checks an answer at the moment the client gets it.
 func (k *Checker) onResponse(r Response) {
+	if !r.Lost && r.Key != "" && r.Kind == "transact" {
+		k.onKeyedAnswer(r.Key, r.Reply, r.Err)
+	}
 	if r.Lost || r.Err != nil {
 		return
 	}

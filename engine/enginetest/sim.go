@@ -176,7 +176,6 @@ func (s *sim) onResponse(r Response) {
 	ss := &s.sessions[i]
 	ss.waiting--
 	if !r.Lost && r.Key != "" && r.Kind == "transact" {
-		s.c.check.onKeyedAnswer(r.Key, r.Reply, r.Err)
 		if rep, ok := r.Reply.(engine.TransactReply); ok && rep.Outcome != nil && r.Tx == 0 && ss.retry == nil && s.chance(0.3) {
 			// A client that gave up waiting sends the call again, maybe
 			// long after: answered by the coordinator's memory, or, once
