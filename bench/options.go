@@ -121,8 +121,8 @@ type Options struct {
 	// the engine's default).
 	Protocol engine.Protocol
 	// DecisionRetry is the coordinator's first decision resend interval
-	// (engine.CoordinatorConfig.RetryMin) in a cluster Run starts; 0 keeps
-	// the engine's default.
+	// (engine.CoordinatorConfig.RetryMin; a decider's waits ten times as
+	// long) in a cluster Run starts; 0 keeps the engine's default.
 	DecisionRetry time.Duration
 
 	// Concurrency is the number of clients, each running one transaction at

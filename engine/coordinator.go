@@ -27,7 +27,9 @@ type CoordinatorConfig struct {
 	BatchSize int
 	// BatchFlush commits a partial batch this long after it began.
 	BatchFlush time.Duration
-	// RetryMin and RetryMax bound the backoff of decision resends.
+	// RetryMin and RetryMax bound the backoff of decision resends (a
+	// decision only the decider has yet to acknowledge waits ten times
+	// RetryMin, RetryMax at most, before its first resend).
 	RetryMin, RetryMax time.Duration
 	// RememberEnded is how many ended transactions' outcomes stay answerable
 	// by status after the coordinator forgot them.
@@ -1719,8 +1721,8 @@ func (c *Coordinator) sendDecision(now Instant, tx *coordTx) {
 	c.awaitDecider(now, tx)
 }
 
-// deciderAckWait is how many times RetryMin a decision only the decider
-// has yet to acknowledge waits before it is sent again.
+// deciderAckWait is how many times RetryMin (RetryMax at most) a decision
+// only the decider has yet to acknowledge waits before it is sent again.
 const deciderAckWait = 10
 
 // awaitDecider spaces the resends of a decision that the decider alone has
@@ -1737,7 +1739,7 @@ func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
 			return
 		}
 	}
-	tx.backoff = max(tx.backoff, deciderAckWait*c.cfg.RetryMin)
+	tx.backoff = max(tx.backoff, min(deciderAckWait*c.cfg.RetryMin, c.cfg.RetryMax))
 	tx.nextRetry = max(tx.nextRetry, now.Add(tx.backoff))
 }
 

@@ -143,7 +143,9 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		// opened on demand, the first burst of clients waited seconds for
 		// a few dozen PostgreSQL backends to start at once (32 clients ran
 		// at 1 tx/s in their first second).
-		warm(ctx, d.Data, spec.WarmDataConns, primeBranch)
+		if err := warm(ctx, d.Data, spec.WarmDataConns, primeBranch); err != nil && spec.Logger != nil {
+			spec.Logger.Warn("could not prime the data connections; they serve all the same, their first transactions slower", "err", err)
+		}
 	}
 	if d.Embedded != nil {
 		d.supervise(spec.Observer)
@@ -295,14 +297,16 @@ const DefaultWarmDataConns = 32
 
 // warm opens up to n connections of pool at once and keeps them open:
 // the pool holds at least that many from then on; prime, if not nil, runs
-// on each. A failure only leaves the pool colder.
-func warm(ctx context.Context, pool *pgxpool.Pool, n int, prime func(context.Context, *pgconn.PgConn) error) {
+// on each. A failure only leaves the pool colder; the first failure of
+// prime is returned, for the log.
+func warm(ctx context.Context, pool *pgxpool.Pool, n int, prime func(context.Context, *pgconn.PgConn) error) error {
 	n = min(n, warmable(pool.Config().MaxConns))
 	if n <= 0 {
-		return
+		return nil
 	}
 	var wg sync.WaitGroup
 	conns := make([]*pgxpool.Conn, n)
+	primeErrs := make([]error, n)
 	for i := range conns {
 		wg.Add(1)
 		go func() {
@@ -311,10 +315,12 @@ func warm(ctx context.Context, pool *pgxpool.Pool, n int, prime func(context.Con
 			if err != nil {
 				return
 			}
-			if prime != nil && prime(ctx, c.Conn().PgConn()) != nil {
-				// Whatever state the failure left it in is not worth
-				// keeping: the pool opens another when one is needed.
-				c.Conn().Close(ctx)
+			if prime != nil {
+				if primeErrs[i] = prime(ctx, c.Conn().PgConn()); primeErrs[i] != nil {
+					// Whatever state the failure left it in is not worth
+					// keeping: the pool opens another when one is needed.
+					c.Conn().Close(ctx)
+				}
 			}
 			conns[i] = c
 		}()
@@ -325,6 +331,12 @@ func warm(ctx context.Context, pool *pgxpool.Pool, n int, prime func(context.Con
 			c.Release()
 		}
 	}
+	for _, err := range primeErrs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close closes the pools and stops an embedded cluster (removing it unless

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -113,6 +114,11 @@ func endResults(pc *pgconn.PgConn, mrr *pgconn.MultiResultReader, wantTag string
 // second or two loading the same catalogs into each of dozens of backends.
 func primeBranch(ctx context.Context, pc *pgconn.PgConn) error {
 	p := pipeline{conn: pc}
+	// A lock held on the marker table (an index build, say) must fail the
+	// priming, not hold up the participant's start: naming the insert
+	// waits for it too, before any timeout set in the transaction applies.
+	ctx, cancel := context.WithTimeout(ctx, primeTimeout)
+	defer cancel()
 	p.utility("BEGIN")
 	if err := p.statement(ctx, timeoutsSQL, [][]byte{[]byte("0"), []byte("0")}); err != nil {
 		return err
@@ -127,6 +133,9 @@ func primeBranch(ctx context.Context, pc *pgconn.PgConn) error {
 	_, err := pc.ExecBatch(ctx, &p.batch).ReadAll()
 	return err
 }
+
+// primeTimeout bounds primeBranch, lock waits included.
+const primeTimeout = 5 * time.Second
 
 // branchXidSQL reads the open transaction's id, 64 bits (the epoch
 // included, so it never wraps), as text.

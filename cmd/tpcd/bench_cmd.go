@@ -43,7 +43,7 @@ type BenchCmd struct {
 	MemProfile    string   `name:"memprofile" hidden:"" help:"Write an allocation profile at the end of the (first round's) tpcd measurement." type:"path"`
 	Trace         string   `name:"trace" hidden:"" help:"Write an execution trace of the (first round's) tpcd measurement (go tool trace)." type:"path"`
 	LazyPrepared  bool     `name:"lazy-prepared" hidden:"" default:"true" negatable:"" help:"Start the local cluster's participants with lazy Prepared events, as tpcd participant does by default (--no-lazy-prepared: the yes vote waits for the participant's log)."`
-	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long (default: the engine's)."`
+	DecisionRetry Seconds  `name:"decision-retry" hidden:"" help:"The local cluster's coordinator resends an unacknowledged decision first after this long, a decider's after ten times as long (default: the engine's)."`
 	WatchPID      int      `name:"watch-pid" hidden:"" help:"Report the peak RSS of this process (e.g. an external coordinator) during the measurements."`
 
 	// Protocol applies to the cluster bench starts; a coordinator given
