@@ -90,6 +90,25 @@ func (s *Store) OutcomesByKey(ctx context.Context, keys []string) (map[string]Ou
 	return found, nil
 }
 
+// OutcomeKeysCount counts the idempotency keys kept.
+func (s *Store) OutcomeKeysCount(ctx context.Context) (int64, error) {
+	n, err := s.q.OutcomeKeysCount(ctx, s.pool)
+	if err != nil {
+		return 0, fmt.Errorf("count kept keys: %w", err)
+	}
+	return n, nil
+}
+
+// OutcomeKeysAfter lists, in order, up to n kept keys that sort after
+// after ("" for the first page).
+func (s *Store) OutcomeKeysAfter(ctx context.Context, after string, n int) ([]string, error) {
+	keys, err := s.q.OutcomeKeysAfter(ctx, s.pool, queries.OutcomeKeysAfterParams{After: after, N: int32(n)})
+	if err != nil {
+		return nil, fmt.Errorf("list kept keys after %q: %w", after, err)
+	}
+	return keys, nil
+}
+
 // OutcomeByTx finds the outcome of transaction tx; ok is false when none is
 // kept.
 func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool, err error) {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bits-and-blooms/bloom/v3"
+
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 )
@@ -25,6 +27,8 @@ type outcomeStore interface {
 	OutcomeByTx(ctx context.Context, tx uint64) (logstore.Outcome, bool, error)
 	PruneOutcomes(ctx context.Context, before time.Time) (int64, error)
 	OutcomesHorizon(ctx context.Context) (uint64, error)
+	OutcomeKeysCount(ctx context.Context) (int64, error)
+	OutcomeKeysAfter(ctx context.Context, after string, n int) ([]string, error)
 }
 
 var _ outcomeStore = (*logstore.Store)(nil)
@@ -53,7 +57,29 @@ type outcomeKeeper struct {
 	horizon uint64
 	asked   []string // keys to look up
 	wake    chan struct{}
+	// keys is a Bloom filter of every key the store may hold, so that a key
+	// it has never held (nearly every one: a client's key is new but when
+	// a call is repeated) is answered without a query. It is filled from
+	// the store after the log's replay, and each key goes in before a save
+	// writes it; until the filling is done (keysReady) every lookup
+	// queries the store.
+	keys      *bloom.BloomFilter
+	keysMin   uint // keysMinCap but in tests
+	keysCap   uint
+	keysAdded uint
+	keysReady bool
+	filling   bool
 }
+
+// Sizing of the key filter: room for twice the keys kept at start (and at
+// least keysMinCap) at a false-positive rate of keysFalsePositive. Once
+// more keys went in than it has room for, it is filled afresh, twice as
+// large; lookups query the store meanwhile.
+const (
+	keysMinCap        = 1 << 20
+	keysFalsePositive = 0.01
+	keysPage          = 10_000
+)
 
 type keptOutcome struct {
 	logstore.Outcome
@@ -61,7 +87,7 @@ type keptOutcome struct {
 }
 
 func newOutcomeKeeper(store outcomeStore, keep time.Duration, logger *slog.Logger) *outcomeKeeper {
-	return &outcomeKeeper{store: store, keep: keep, logger: logger,
+	return &outcomeKeeper{store: store, keep: keep, logger: logger, keysMin: keysMinCap,
 		pending: map[uint64]*keptOutcome{}, byKey: map[string]uint64{}, wake: make(chan struct{}, 1),
 		saved: func(logstore.Ended) {}, answer: func(engine.KeyLookedUp) {}}
 }
@@ -114,6 +140,10 @@ func (k *outcomeKeeper) run(ctx context.Context, every time.Duration) {
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
 	go k.answerLookups(ctx)
+	k.mu.Lock()
+	k.filling = true
+	k.mu.Unlock()
+	go k.fillKeys(ctx, k.keysMin)
 	for {
 		select {
 		case <-ctx.Done():
@@ -136,6 +166,11 @@ func (k *outcomeKeeper) save(ctx context.Context) {
 		upTo := make([]int64, n)
 		for i, tx := range k.order[:n] {
 			batch[i], upTo[i] = k.pending[tx].Outcome, k.pending[tx].upTo
+			// Into the filter before the store may hold them: a lookup
+			// that misses them in memory then asks the store.
+			for _, key := range batch[i].Keys {
+				k.noteKeyLocked(ctx, key)
+			}
 		}
 		k.mu.Unlock()
 		if n == 0 {
@@ -209,16 +244,23 @@ func (k *outcomeKeeper) answerLookups(ctx context.Context) {
 		k.mu.Lock()
 		asked := k.asked
 		k.asked = nil
-		var ask []string
+		var ask, unheard []string
 		held := map[string]logstore.Outcome{}
 		for _, key := range asked {
 			if tx, ok := k.byKey[key]; ok {
 				held[key] = k.pending[tx].Outcome
 				continue
 			}
+			if k.keysReady && !k.keys.TestString(key) {
+				unheard = append(unheard, key)
+				continue
+			}
 			ask = append(ask, key)
 		}
 		k.mu.Unlock()
+		for _, key := range unheard {
+			k.answer(engine.KeyLookedUp{Key: key})
+		}
 		// Answered outside the lock: answering may wait for the loop,
 		// which calls add.
 		for key, o := range held {
@@ -239,6 +281,66 @@ func (k *outcomeKeeper) answerLookups(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// noteKeyLocked puts a key the store is about to hold into the filter,
+// and has the filter filled afresh once it holds more than it has room
+// for. k.mu is held.
+func (k *outcomeKeeper) noteKeyLocked(ctx context.Context, key string) {
+	if k.keys == nil {
+		return
+	}
+	k.keys.AddString(key)
+	k.keysAdded++
+	if k.keysAdded > k.keysCap && !k.filling {
+		k.keysReady, k.filling = false, true
+		go k.fillKeys(ctx, 2*k.keysCap)
+	}
+}
+
+// fillKeys fills a new key filter of room for at least capacity keys with
+// every key the store holds, page by page; keys saved meanwhile go in too
+// (noteKeyLocked). Only then are lookups answered from it. A failure
+// leaves every lookup to the store, as before the filter.
+func (k *outcomeKeeper) fillKeys(ctx context.Context, capacity uint) {
+	n, err := k.store.OutcomeKeysCount(ctx)
+	if err == nil {
+		capacity = max(capacity, k.keysMin, 2*uint(n))
+		k.mu.Lock()
+		k.keys, k.keysCap, k.keysAdded, k.keysReady, k.filling = bloom.NewWithEstimates(capacity, keysFalsePositive), capacity, 0, false, true
+		// A save under way may have noted its keys in the filter this one
+		// replaces, and commit them after the pages below were read: its
+		// keys are still held in memory until it committed.
+		for key := range k.byKey {
+			k.keys.AddString(key)
+			k.keysAdded++
+		}
+		k.mu.Unlock()
+		after := ""
+		for ctx.Err() == nil {
+			var page []string
+			if page, err = k.store.OutcomeKeysAfter(ctx, after, keysPage); err != nil || len(page) == 0 {
+				break
+			}
+			k.mu.Lock()
+			for _, key := range page {
+				k.keys.AddString(key)
+				k.keysAdded++
+			}
+			k.mu.Unlock()
+			after = page[len(page)-1]
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.filling = false
+	if err != nil || ctx.Err() != nil {
+		if ctx.Err() == nil {
+			k.logger.Warn("could not read the kept keys into the key filter; every key is looked up in the log database", "err", err)
+		}
+		return
+	}
+	k.keysReady = true
 }
 
 func (k *outcomeKeeper) answerFound(key string, o logstore.Outcome) {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -128,4 +129,122 @@ func TestOutcomeKeeper(t *testing.T) {
 	if a := lookUp("a"); a.Found {
 		t.Fatalf("lookup of a key deleted for age: %+v", a)
 	}
+}
+
+// countingOutcomes counts the key lookups that reach the store.
+type countingOutcomes struct {
+	outcomeStore
+	mu      sync.Mutex
+	lookups int
+}
+
+func (c *countingOutcomes) OutcomesByKey(ctx context.Context, keys []string) (map[string]logstore.Outcome, error) {
+	c.mu.Lock()
+	c.lookups += len(keys)
+	c.mu.Unlock()
+	return c.outcomeStore.OutcomesByKey(ctx, keys)
+}
+
+func (c *countingOutcomes) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lookups
+}
+
+// The key filter answers a key the store never held without asking it,
+// asks it about every key it may hold (kept before the start, saved since,
+// or saved while the filter was filled), asks it about everything until
+// the filter is filled, and fills itself afresh, larger, once full.
+func TestKeyFilter(t *testing.T) {
+	ctx := context.Background()
+	dbs, err := OpenDatabases(ctx, DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbs.Close()
+	store := &countingOutcomes{outcomeStore: logstore.New(dbs.Log)}
+	if err := store.SaveOutcomes(ctx, []logstore.Outcome{{Tx: 1, EndedAt: time.Now(), Committed: true, Keys: []string{"before-start"}}}); err != nil {
+		t.Fatal(err)
+	}
+	k := newOutcomeKeeper(store, time.Hour, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	k.keysMin = 8
+	answers := make(chan engine.KeyLookedUp, 10)
+	k.answer = func(a engine.KeyLookedUp) { answers <- a }
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go k.answerLookups(lctx)
+	lookUp := func(key string, found bool, asked int) {
+		t.Helper()
+		before := store.count()
+		k.lookUp(key)
+		select {
+		case a := <-answers:
+			if a.Key != key || a.Err != "" || a.Found != found {
+				t.Fatalf("lookup of %q: %+v, want found %v", key, a, found)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("lookup of %q unanswered", key)
+		}
+		if got := store.count() - before; got != asked {
+			t.Fatalf("lookup of %q asked the store %d times, want %d", key, got, asked)
+		}
+	}
+	filled := func() {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			k.mu.Lock()
+			ready := k.keysReady
+			k.mu.Unlock()
+			if ready {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the key filter was never filled")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	lookUp("unfilled", false, 1) // no filter yet: the store is asked
+	// A save under way when the filter is filled: its key is held in
+	// memory, and its row is written after the filter read the store.
+	k.add(engine.CoordEnded{TxID: 2, Outcome: engine.OutcomeCommit, Keys: []string{"in-flight"}}, 1, time.Now())
+	k.mu.Lock()
+	k.filling = true
+	k.mu.Unlock()
+	k.fillKeys(ctx, k.keysMin)
+	filled()
+	if err := store.SaveOutcomes(ctx, []logstore.Outcome{{Tx: 2, EndedAt: time.Now(), Committed: true, Keys: []string{"in-flight"}}}); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	delete(k.byKey, "in-flight")
+	delete(k.pending, 2)
+	k.order = nil
+	k.mu.Unlock()
+
+	lookUp("before-start", true, 1)
+	lookUp("in-flight", true, 1)
+	lookUp("never-used", false, 0)
+
+	k.add(engine.CoordEnded{TxID: 3, Outcome: engine.OutcomeAbort, Keys: []string{"saved"}}, 2, time.Now())
+	k.save(ctx)
+	lookUp("saved", true, 1)
+
+	// Past its room (8) the filter is filled afresh, from the store.
+	for i := range 10 {
+		k.add(engine.CoordEnded{TxID: engine.TxID(10 + i), Outcome: engine.OutcomeCommit, Keys: []string{fmt.Sprintf("more-%d", i)}}, 3, time.Now())
+	}
+	k.save(ctx)
+	filled()
+	k.mu.Lock()
+	room := k.keysCap
+	k.mu.Unlock()
+	if room < 16 {
+		t.Fatalf("filter refilled with room for %d keys, want at least 16", room)
+	}
+	lookUp("more-9", true, 1)
+	lookUp("before-start", true, 1)
+	lookUp("still-never-used", false, 0)
 }

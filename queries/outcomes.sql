@@ -20,6 +20,19 @@ SELECT key, tx, committed, reason
 FROM tpcd_outcome_keys
 WHERE key = ANY (@keys::text[]);
 
+-- OutcomeKeysCount counts the keys kept.
+-- name: OutcomeKeysCount :one
+SELECT count(*)::bigint AS keys FROM tpcd_outcome_keys;
+
+-- OutcomeKeysAfter lists, in order, up to @n keys kept that sort after
+-- @after: the coordinator reads them all, a page at a time, into its key
+-- filter.
+-- name: OutcomeKeysAfter :many
+SELECT key FROM tpcd_outcome_keys
+WHERE key > @after::text
+ORDER BY key
+LIMIT @n::int;
+
 -- OutcomeByTx finds one transaction's outcome: found is false when no row
 -- holds it.
 -- name: OutcomeByTx :one

@@ -34,6 +34,53 @@ func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, tx int64) (OutcomeBy
 	return i, err
 }
 
+const outcomeKeysAfter = `-- name: OutcomeKeysAfter :many
+SELECT key FROM tpcd_outcome_keys
+WHERE key > $1::text
+ORDER BY key
+LIMIT $2::int
+`
+
+type OutcomeKeysAfterParams struct {
+	After string
+	N     int32
+}
+
+// OutcomeKeysAfter lists, in order, up to @n keys kept that sort after
+// @after: the coordinator reads them all, a page at a time, into its key
+// filter.
+func (q *Queries) OutcomeKeysAfter(ctx context.Context, db DBTX, arg OutcomeKeysAfterParams) ([]string, error) {
+	rows, err := db.Query(ctx, outcomeKeysAfter, arg.After, arg.N)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			return nil, err
+		}
+		items = append(items, key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const outcomeKeysCount = `-- name: OutcomeKeysCount :one
+SELECT count(*)::bigint AS keys FROM tpcd_outcome_keys
+`
+
+// OutcomeKeysCount counts the keys kept.
+func (q *Queries) OutcomeKeysCount(ctx context.Context, db DBTX) (int64, error) {
+	row := db.QueryRow(ctx, outcomeKeysCount)
+	var keys int64
+	err := row.Scan(&keys)
+	return keys, err
+}
+
 const outcomeKeysSave = `-- name: OutcomeKeysSave :exec
 INSERT INTO tpcd_outcome_keys (key, tx, ended_at, committed, reason)
 SELECT k.key, k.tx, $1, k.committed, k.reason
