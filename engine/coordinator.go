@@ -1739,8 +1739,9 @@ func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
 			return
 		}
 	}
-	tx.backoff = max(tx.backoff, min(deciderAckWait*c.cfg.RetryMin, c.cfg.RetryMax))
-	tx.nextRetry = max(tx.nextRetry, now.Add(tx.backoff))
+	// Only this wait is longer: should the decider have been down, the
+	// resends after it come as quickly as anyone's.
+	tx.nextRetry = max(tx.nextRetry, now.Add(min(deciderAckWait*c.cfg.RetryMin, c.cfg.RetryMax)))
 }
 
 // decisionSend is tx's outcome sent to node. It waits for the decision to
