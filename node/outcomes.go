@@ -84,6 +84,9 @@ const (
 type keptOutcome struct {
 	logstore.Outcome
 	upTo int64 // the log's last row when it ended, for compaction
+	// filtered: its keys went into the key filter (a save that failed
+	// is retried without counting them again).
+	filtered bool
 }
 
 func newOutcomeKeeper(store outcomeStore, keep time.Duration, logger *slog.Logger) *outcomeKeeper {
@@ -140,16 +143,14 @@ func (k *outcomeKeeper) run(ctx context.Context, every time.Duration) {
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
 	go k.answerLookups(ctx)
-	k.mu.Lock()
-	k.filling = true
-	k.mu.Unlock()
-	go k.fillKeys(ctx, k.keysMin)
+	k.refillKeys(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-save.C:
 			k.save(ctx)
+			k.refillKeys(ctx)
 		case <-prune.C:
 			k.prune(ctx, time.Now())
 		}
@@ -168,8 +169,11 @@ func (k *outcomeKeeper) save(ctx context.Context) {
 			batch[i], upTo[i] = k.pending[tx].Outcome, k.pending[tx].upTo
 			// Into the filter before the store may hold them: a lookup
 			// that misses them in memory then asks the store.
-			for _, key := range batch[i].Keys {
-				k.noteKeyLocked(ctx, key)
+			if o := k.pending[tx]; !o.filtered {
+				o.filtered = true
+				for _, key := range o.Keys {
+					k.noteKeyLocked(ctx, key)
+				}
 			}
 		}
 		k.mu.Unlock()
@@ -294,20 +298,36 @@ func (k *outcomeKeeper) noteKeyLocked(ctx context.Context, key string) {
 	k.keysAdded++
 	if k.keysAdded > k.keysCap && !k.filling {
 		k.keysReady, k.filling = false, true
-		go k.fillKeys(ctx, 2*k.keysCap)
+		go k.fillKeys(ctx)
 	}
 }
 
-// fillKeys fills a new key filter of room for at least capacity keys with
-// every key the store holds, page by page; keys saved meanwhile go in too
-// (noteKeyLocked). Only then are lookups answered from it. A failure
-// leaves every lookup to the store, as before the filter.
-func (k *outcomeKeeper) fillKeys(ctx context.Context, capacity uint) {
+// refillKeys starts filling the key filter again after a fill failed.
+func (k *outcomeKeeper) refillKeys(ctx context.Context) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keysReady || k.filling {
+		return
+	}
+	k.filling = true
+	go k.fillKeys(ctx)
+}
+
+// fillKeys fills a new key filter, with room for twice the keys the store
+// and the memory hold, with every one of them, page by page; keys saved meanwhile go in
+// too (noteKeyLocked). Only then are lookups answered from it. After a
+// failure every lookup goes to the store, as before the filter, until a
+// later try (refillKeys) succeeds.
+func (k *outcomeKeeper) fillKeys(ctx context.Context) {
 	n, err := k.store.OutcomeKeysCount(ctx)
 	if err == nil {
-		capacity = max(capacity, k.keysMin, 2*uint(n))
 		k.mu.Lock()
-		k.keys, k.keysCap, k.keysAdded, k.keysReady, k.filling = bloom.NewWithEstimates(capacity, keysFalsePositive), capacity, 0, false, true
+		held := len(k.byKey)
+		k.mu.Unlock()
+		capacity := max(k.keysMin, 2*(uint(n)+uint(held)))
+		filter := bloom.NewWithEstimates(capacity, keysFalsePositive)
+		k.mu.Lock()
+		k.keys, k.keysCap, k.keysAdded, k.keysReady, k.filling = filter, capacity, 0, false, true
 		// A save under way may have noted its keys in the filter this one
 		// replaces, and commit them after the pages below were read: its
 		// keys are still held in memory until it committed.

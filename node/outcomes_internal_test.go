@@ -213,7 +213,7 @@ func TestKeyFilter(t *testing.T) {
 	k.mu.Lock()
 	k.filling = true
 	k.mu.Unlock()
-	k.fillKeys(ctx, k.keysMin)
+	k.fillKeys(ctx)
 	filled()
 	if err := store.SaveOutcomes(ctx, []logstore.Outcome{{Tx: 2, EndedAt: time.Now(), Committed: true, Keys: []string{"in-flight"}}}); err != nil {
 		t.Fatal(err)
