@@ -1731,13 +1731,8 @@ const deciderAckWait = 10
 // once it dropped its marker, after a log write of its own; a resend any
 // sooner would only make it do that work twice.
 func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
-	if tx.decider == CoordinatorNode || !tx.branchAsked {
+	if tx.decider == CoordinatorNode || !tx.branchAsked || c.deciderWaits(tx, tx.decider) {
 		return
-	}
-	for i := range tx.nodes {
-		if n := tx.nodes[i]; n.inPhase2 && !n.acked && NodeID(i) != tx.decider {
-			return
-		}
 	}
 	// Only this wait is longer: should the decider have been down, the
 	// resends after it come as quickly as anyone's.

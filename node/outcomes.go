@@ -71,10 +71,10 @@ type outcomeKeeper struct {
 	filling   bool
 }
 
-// Sizing of the key filter: room for twice the keys kept at start (and at
-// least keysMinCap) at a false-positive rate of keysFalsePositive. Once
-// more keys went in than it has room for, it is filled afresh, twice as
-// large; lookups query the store meanwhile.
+// Sizing of the key filter: room for twice the keys held when it is
+// filled (and at least keysMinCap) at a false-positive rate of
+// keysFalsePositive. Once more keys went in than it has room for, it is
+// filled afresh, sized again; lookups query the store meanwhile.
 const (
 	keysMinCap        = 1 << 20
 	keysFalsePositive = 0.01
@@ -166,10 +166,11 @@ func (k *outcomeKeeper) save(ctx context.Context) {
 		batch := make([]logstore.Outcome, n)
 		upTo := make([]int64, n)
 		for i, tx := range k.order[:n] {
-			batch[i], upTo[i] = k.pending[tx].Outcome, k.pending[tx].upTo
+			o := k.pending[tx]
+			batch[i], upTo[i] = o.Outcome, o.upTo
 			// Into the filter before the store may hold them: a lookup
 			// that misses them in memory then asks the store.
-			if o := k.pending[tx]; !o.filtered {
+			if !o.filtered {
 				o.filtered = true
 				for _, key := range o.Keys {
 					k.noteKeyLocked(ctx, key)
@@ -302,7 +303,8 @@ func (k *outcomeKeeper) noteKeyLocked(ctx context.Context, key string) {
 	}
 }
 
-// refillKeys starts filling the key filter again after a fill failed.
+// refillKeys starts filling the key filter unless it is filled or being
+// filled: at start, and again after a fill failed.
 func (k *outcomeKeeper) refillKeys(ctx context.Context) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -314,8 +316,8 @@ func (k *outcomeKeeper) refillKeys(ctx context.Context) {
 }
 
 // fillKeys fills a new key filter, with room for twice the keys the store
-// and the memory hold, with every one of them, page by page; keys saved meanwhile go in
-// too (noteKeyLocked). Only then are lookups answered from it. After a
+// and the memory hold, with every one of them, page by page; keys saved
+// meanwhile go in too (noteKeyLocked). Only then are lookups answered from it. After a
 // failure every lookup goes to the store, as before the filter, until a
 // later try (refillKeys) succeeds.
 func (k *outcomeKeeper) fillKeys(ctx context.Context) {

@@ -15,6 +15,18 @@ import (
 	"github.com/tpcd/tpcd/logstore"
 )
 
+// newLogStore opens a log database of the test's own, migrated, closed
+// when the test ends.
+func newLogStore(t *testing.T) *logstore.Store {
+	t.Helper()
+	dbs, err := OpenDatabases(context.Background(), DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dbs.Close() })
+	return logstore.New(dbs.Log)
+}
+
 // flakyOutcomes fails saves while failing is set.
 type flakyOutcomes struct {
 	outcomeStore
@@ -36,12 +48,7 @@ func (f *flakyOutcomes) SaveOutcomes(ctx context.Context, o []logstore.Outcome) 
 // could not write, and says forgotten only of what it deleted for age.
 func TestOutcomeKeeper(t *testing.T) {
 	ctx := context.Background()
-	dbs, err := OpenDatabases(ctx, DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dbs.Close()
-	store := &flakyOutcomes{outcomeStore: logstore.New(dbs.Log), failing: true}
+	store := &flakyOutcomes{outcomeStore: newLogStore(t), failing: true}
 	k := newOutcomeKeeper(store, time.Hour, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	var saved []logstore.Ended
 	k.saved = func(e logstore.Ended) { saved = append(saved, e) }
@@ -157,12 +164,7 @@ func (c *countingOutcomes) count() int {
 // the filter is filled, and fills itself afresh, larger, once full.
 func TestKeyFilter(t *testing.T) {
 	ctx := context.Background()
-	dbs, err := OpenDatabases(ctx, DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dbs.Close()
-	store := &countingOutcomes{outcomeStore: logstore.New(dbs.Log)}
+	store := &countingOutcomes{outcomeStore: newLogStore(t)}
 	if err := store.SaveOutcomes(ctx, []logstore.Outcome{{Tx: 1, EndedAt: time.Now(), Committed: true, Keys: []string{"before-start"}}}); err != nil {
 		t.Fatal(err)
 	}
