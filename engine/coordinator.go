@@ -1235,11 +1235,16 @@ func (c *Coordinator) tryPrepare(now Instant, tx *coordTx) {
 		d := chooseDecider(tx, parts)
 		tx.decider = d
 		tx.preparingLSN = c.emit(CoordPreparing{TxID: tx.id, Epoch: tx.epoch, Participants: parts, Decider: &d, Keys: tx.keys})
+		// Every statement has answered, so the others vote to the decider
+		// and the decider is asked to commit at once: it commits when
+		// their votes are in, a hop sooner than through the coordinator.
 		for _, n := range parts {
 			if n != d {
-				c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent, Decider: &d}})
+				tx.voters = append(tx.voters, n)
+				c.effect(Send{To: n, Msg: PrepareRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[n].sent, Decider: &d, VoteToDecider: true}})
 			}
 		}
+		tx.voteToDecider = len(tx.voters) > 0
 		c.askDecider(now, tx)
 		return
 	}
@@ -1274,13 +1279,13 @@ func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
 	}
 	for i := range tx.nodes {
 		n := &tx.nodes[i]
-		if NodeID(i) != tx.decider && n.touched && n.vote != VoteYes && n.vote != VoteReadOnly {
+		if NodeID(i) != tx.decider && n.touched && n.vote != VoteYes && n.vote != VoteReadOnly && !tx.voteToDecider {
 			return
 		}
 	}
 	tx.branchAsked = true
 	d := tx.decider
-	c.effect(Send{To: d, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[d].sent, Keys: tx.keys}, WaitLSN: c.reserveLSN})
+	c.effect(Send{To: d, Msg: CommitBranchRequest{Header: c.header(), TxID: tx.id, Stmts: tx.nodes[d].sent, Keys: tx.keys, Voters: tx.voters}, WaitLSN: c.reserveLSN})
 	// An answer this late is asked for (settled) rather than waited for.
 	tx.settleAt = now.Add(c.cfg.VoteTimeout)
 	tx.settleBackoff = c.cfg.RetryMin
@@ -1914,8 +1919,16 @@ func (c *Coordinator) decideIfAllVoted(now Instant, tx *coordTx) {
 // noteMissingVotes names, as the reason of the abort a late decider is
 // likely to answer, the voters whose statements it has not heard of
 // (their results come with their votes, through the decider).
-func (c *Coordinator) noteMissingVotes(tx *coordTx) {
+func (c *Coordinator) noteMissingVotes(now Instant, tx *coordTx) {
 	if !tx.voteToDecider || tx.abortOnly != "" {
+		return
+	}
+	if tx.phase == PhasePreparing {
+		// The votes went to the decider; which of them it lacks only it
+		// knows.
+		if now >= tx.voteDeadline {
+			tx.abortOnly = fmt.Sprintf("vote timeout: the decider %s had not heard a yes from each of %s within %s", tx.decider, nodeList(tx.voters), c.cfg.VoteTimeout)
+		}
 		return
 	}
 	var missing []string
@@ -2010,7 +2023,10 @@ func (c *Coordinator) sendFailed(now Instant, to NodeID, m Message) {
 			c.execFailed(now, tx, to, ErrAborted, fmt.Sprintf("%s unreachable", to), nil)
 		}
 	case PrepareRequest:
-		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 && !tx.branchAsked {
+		if tx.phase == PhasePreparing && tx.nodes[to].vote == 0 {
+			// With the decider already asked to commit (its voters vote to
+			// it), decide asks the decider instead, which cannot commit
+			// without this vote.
 			c.decide(now, tx, OutcomeAbort, fmt.Sprintf("%s unreachable during prepare", to))
 		}
 	case CommitBranchRequest:
@@ -2046,7 +2062,7 @@ func (c *Coordinator) tick(now Instant) {
 				// once its voters voted): only its answer decides, so a
 				// late one is asked for.
 				if now >= tx.settleAt {
-					c.noteMissingVotes(tx)
+					c.noteMissingVotes(now, tx)
 					c.settle(now, tx)
 				}
 				continue
@@ -2074,6 +2090,7 @@ func (c *Coordinator) tick(now Instant) {
 		case PhasePreparing:
 			if tx.branchAsked {
 				if now >= tx.settleAt {
+					c.noteMissingVotes(now, tx)
 					c.settle(now, tx)
 				}
 				continue

@@ -71,7 +71,11 @@ func DescribeMessage(m Message) string {
 		}
 		return s
 	case PrepareRequest:
-		return fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
+		s := fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))
+		if m.VoteToDecider {
+			s += " vote-to-decider"
+		}
+		return s
 	case CommitBranchRequest:
 		s := fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, keyList(m.Keys))
 		if len(m.Voters) > 0 {
@@ -108,7 +112,10 @@ func DescribeMessage(m Message) string {
 	case VoteMessage:
 		s := fmt.Sprintf("%s from=%s tx=%d vote=%s%s", m.Method(), m.From, m.TxID, m.Vote, reason(m.Reason))
 		if m.TxEpoch != 0 {
-			s += fmt.Sprintf(" epoch=%d stmt=%d", m.TxEpoch, m.Stmt)
+			s += fmt.Sprintf(" epoch=%d", m.TxEpoch)
+		}
+		if m.Result != nil {
+			s += fmt.Sprintf(" stmt=%d", m.Stmt)
 		}
 		return s + voterResults(m.Results)
 	case AckMessage:
@@ -123,6 +130,10 @@ func DescribeMessage(m Message) string {
 func voterResults(rs []VoterResult) string {
 	s := ""
 	for _, r := range rs {
+		if r.Result == nil {
+			s += fmt.Sprintf(" [%s %s]", r.Node, r.Vote)
+			continue
+		}
 		s += fmt.Sprintf(" [%s %s stmt=%d]", r.Node, r.Vote, r.Stmt)
 	}
 	return s

@@ -102,12 +102,15 @@ func (t *Then) UnmarshalText(b []byte) error {
 // statements the coordinator saw succeed there; a participant that has a
 // different count lost work and must vote no. Decider, when set, names the
 // participant whose own COMMIT will decide the transaction: the prepared
-// branch's GID names it, and a branch in doubt asks it.
+// branch's GID names it, and a branch in doubt asks it. VoteToDecider, with
+// Decider, sends a yes (or read-only) vote to the decider, as
+// ExecRequest.VoteToDecider does; a no still goes to the coordinator.
 type PrepareRequest struct {
 	Header
-	TxID    TxID    `json:"tx"`
-	Stmts   int     `json:"stmts"`
-	Decider *NodeID `json:"decider,omitempty"`
+	TxID          TxID    `json:"tx"`
+	Stmts         int     `json:"stmts"`
+	Decider       *NodeID `json:"decider,omitempty"`
+	VoteToDecider bool    `json:"vote_to_decider,omitempty"`
 }
 
 // CommitBranchRequest asks the decider to commit its branch with an

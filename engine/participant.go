@@ -205,8 +205,11 @@ type partTx struct {
 	// waits for it, as for a prepare.
 	thenInFlight bool
 	// voteToDecider sends this branch's yes vote to its decider
-	// (ExecRequest.VoteToDecider).
-	voteToDecider bool
+	// (ExecRequest.VoteToDecider, PrepareRequest.VoteToDecider);
+	// resultWithVote, set for the first, sends the last statement's
+	// result with it, which nobody has had yet.
+	voteToDecider  bool
+	resultWithVote bool
 	// voters are the participants whose votes this decider branch waits
 	// for before it commits (CommitBranchRequest.Voters); votes holds
 	// those that came, to be handed on with the answer.
@@ -899,6 +902,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 			}
 			tx.prepareWanted, tx.prepareStmts = true, tx.nextStmt
 			tx.voteToDecider = m.VoteToDecider && m.Decider != nil
+			tx.resultWithVote = tx.voteToDecider
 			d.Then, d.GID = DataPrepare, tx.gid
 		case m.Then == ThenCommit:
 			tx.decider = p.cfg.Node
@@ -922,14 +926,18 @@ func (p *Participant) vote(tx TxID, v Vote, reason string, wait LSN) {
 }
 
 // voteYes votes yes (or read-only) for tx: to the coordinator, or, when
-// asked to, to the decider with the last statement's result, which the
-// coordinator then hears of from the decider.
+// asked to, to the decider, with the last statement's result if the vote
+// rode that statement: the coordinator then hears of both from the
+// decider.
 func (p *Participant) voteYes(tx *partTx, v Vote, wait LSN) {
-	if !tx.voteToDecider || tx.last == nil {
+	switch {
+	case !tx.voteToDecider || tx.resultWithVote && tx.last == nil:
 		p.vote(tx.id, v, "", wait)
-		return
+	case tx.resultWithVote:
+		p.sendTo(tx.decider, VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, Vote: v, TxEpoch: tx.epoch, Stmt: tx.last.Stmt, Result: tx.last.Result}, wait)
+	default:
+		p.sendTo(tx.decider, VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, Vote: v, TxEpoch: tx.epoch}, wait)
 	}
-	p.sendTo(tx.decider, VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: tx.id, Vote: v, TxEpoch: tx.epoch, Stmt: tx.last.Stmt, Result: tx.last.Result}, wait)
 }
 
 func (p *Participant) prepare(now Instant, m PrepareRequest) {
@@ -947,6 +955,7 @@ func (p *Participant) prepare(now Instant, m PrepareRequest) {
 			}
 			tx.decider = *m.Decider
 			tx.gid = p.branchGID(tx.id, tx.epoch, tx.decider)
+			tx.voteToDecider = m.VoteToDecider
 		}
 		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
 		p.tryPrepare(now, tx)

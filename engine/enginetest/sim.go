@@ -479,14 +479,17 @@ func (s *sim) nothingToDecide() bool {
 	return true
 }
 
-// mayDecide reports whether a coordinator message may prepare or commit a
-// branch.
+// mayDecide reports whether a message may prepare or commit a branch: a
+// coordinator's request, or a vote on its way to a decider, which may be
+// the last one it waits for (a read-only voter leaves nothing prepared).
 func mayDecide(m engine.Message) bool {
 	switch m := m.(type) {
 	case engine.PrepareRequest, engine.CommitBranchRequest:
 		return true
 	case engine.ExecRequest:
 		return m.Then != engine.ThenNothing
+	case engine.VoteMessage:
+		return m.TxEpoch != 0 && (m.Vote == engine.VoteYes || m.Vote == engine.VoteReadOnly)
 	}
 	return false
 }
