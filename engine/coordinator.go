@@ -272,12 +272,13 @@ type coordTx struct {
 	// with the statements.
 	transact  *transactCall
 	piggyback bool
-	// voteToDecider marks a piggybacked transaction whose other
-	// participants all write: they vote to the decider, which commits once
-	// their votes are in, and the coordinator asks it to commit as soon
-	// as its statements answered (commitDirect). voters are the others,
-	// as planned: not all of them may have been sent their last statement
-	// yet when the decider is asked.
+	// voteToDecider marks a transaction whose other participants vote to
+	// the decider, which commits once their votes are in: a piggybacked
+	// one whose others all write, asked to commit as soon as its own
+	// statements answered (commitDirect), or one whose commit came on its
+	// own, asked with the prepares (tryPrepare). voters are the others, as
+	// planned: in a piggybacked one not all of them may have been sent
+	// their last statement yet when the decider is asked.
 	voteToDecider bool
 	voters        []NodeID
 
@@ -1270,7 +1271,7 @@ func chooseDecider(tx *coordTx, parts []NodeID) NodeID {
 }
 
 // askDecider asks the decider to commit its branch once every other branch
-// voted yes or finished read-only. It does not wait for the coord.preparing
+// voted yes or finished read-only, or at once when their votes go to it. It does not wait for the coord.preparing
 // naming the decider: the marker records the commit, with the keys, and a
 // restarted coordinator learns of it (askReconcile).
 func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
@@ -1927,7 +1928,7 @@ func (c *Coordinator) noteMissingVotes(now Instant, tx *coordTx) {
 		// The votes went to the decider; which of them it lacks only it
 		// knows.
 		if now >= tx.voteDeadline {
-			tx.abortOnly = fmt.Sprintf("vote timeout: the decider %s had not heard a yes from each of %s within %s", tx.decider, nodeList(tx.voters), c.cfg.VoteTimeout)
+			tx.abortOnly = fmt.Sprintf("vote timeout: the decider %s had not committed within %s (the votes of %s go to it)", tx.decider, c.cfg.VoteTimeout, nodeList(tx.voters))
 		}
 		return
 	}
@@ -1954,7 +1955,11 @@ func (c *Coordinator) votersAnswered(now Instant, tx *coordTx, results []VoterRe
 		if !n.touched {
 			continue
 		}
-		if n.vote == 0 {
+		if n.vote == 0 || n.vote == VoteNo {
+			// The decider's word wins over a no heard here: a voter that
+			// said no (its branch lost in a restart) may have prepared a
+			// late copy and voted yes to the decider, and it must hear the
+			// commit.
 			n.vote = r.Vote
 		}
 		if !n.prepareSent || r.Stmt != n.sent-1 { // (the statement that prepares is the last)

@@ -116,7 +116,8 @@ type PrepareRequest struct {
 // CommitBranchRequest asks the decider to commit its branch with an
 // ordinary COMMIT, its outcome marker inside: that commit is the decision
 // of the whole transaction. The coordinator sends it once every other
-// branch is prepared (or finished read-only), without waiting for its own
+// branch is prepared (or finished read-only), or, when their votes go to
+// the decider (Voters), with their prepares; never waiting for its own
 // coord.preparing: the marker carries the transaction's idempotency keys,
 // and a restarted coordinator learns of every marker it does not know
 // (ReconcileRequest). The answer is a VoteMessage: committed, or no.
@@ -126,7 +127,8 @@ type CommitBranchRequest struct {
 	Stmts int      `json:"stmts"`
 	Keys  []string `json:"keys,omitempty"`
 	// Voters are the participants asked to vote to the decider
-	// (ExecRequest.VoteToDecider): the branch commits once each of them
+	// (ExecRequest.VoteToDecider, PrepareRequest.VoteToDecider): the
+	// branch commits once each of them
 	// voted yes or read-only here, and is never committed otherwise.
 	Voters []NodeID `json:"voters,omitempty"`
 }
@@ -211,7 +213,8 @@ type ExecResult struct {
 	SQLErr *SQLError `json:"sql_error,omitempty"`
 }
 
-// VoteMessage answers a PrepareRequest (to the coordinator) or an
+// VoteMessage answers a PrepareRequest (to the coordinator, or with
+// VoteToDecider to the decider: then TxEpoch is the branch's epoch) or an
 // ExecRequest with VoteToDecider (to the decider: then TxEpoch, Stmt and
 // Result are the branch's epoch, its last statement and that statement's
 // result). The decider's answer to a CommitBranchRequest is one too:

@@ -943,6 +943,19 @@ func (p *Participant) voteYes(tx *partTx, v Vote, wait LSN) {
 func (p *Participant) prepare(now Instant, m PrepareRequest) {
 	tx := p.txs[m.TxID]
 	if tx == nil {
+		if p.finishedIdx[m.TxID] == OutcomeCommit && !p.committedHere[m.TxID] {
+			// A copy of the request that found the branch read-only: say
+			// so again. The first vote may have gone to the decider, and
+			// a no now would abort a transaction that can commit.
+			v := VoteMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: m.TxID, Vote: VoteReadOnly}
+			if m.VoteToDecider && m.Decider != nil {
+				v.TxEpoch = m.Epoch
+				p.sendTo(*m.Decider, v, 0)
+				return
+			}
+			p.send(v, 0)
+			return
+		}
 		p.vote(m.TxID, VoteNo, "no such transaction here (rolled back, or lost in a restart)", 0)
 		return
 	}
@@ -960,6 +973,11 @@ func (p *Participant) prepare(now Instant, m PrepareRequest) {
 		tx.prepareWanted, tx.prepareStmts = true, m.Stmts
 		p.tryPrepare(now, tx)
 	case PartPhasePrepared:
+		if m.VoteToDecider && m.Decider != nil && *m.Decider == tx.decider {
+			// (A branch recovered from the log no longer knows where its
+			// vote went.)
+			tx.voteToDecider = true
+		}
 		p.voteYes(tx, VoteYes, tx.preparedLSN)
 	case PartPhaseRollingBack:
 		tx.prepareWanted = true

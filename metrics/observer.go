@@ -113,7 +113,7 @@ func NewCoordinator(reg prometheus.Registerer) *Coordinator {
 		committed:   newCounter("tpcd_transactions_committed_total", "Transactions decided commit."),
 		aborted:     newCounterVec("tpcd_transactions_aborted_total", "Transactions decided abort, by reason class.", "reason"),
 		commitRPC:   newHistogramVec("tpcd_commit_latency_seconds", "From a commit request to its answer (the decision is durable), by outcome.", latencyBuckets, "outcome"),
-		voteRTT:     newHistogram("tpcd_vote_round_trip_seconds", "From sending prepare to a participant to receiving its vote, or the decider's commit request to its answer.", latencyBuckets),
+		voteRTT:     newHistogram("tpcd_vote_round_trip_seconds", "From sending prepare to a participant to receiving its vote (when it votes to the coordinator), or the decider's commit request to its answer.", latencyBuckets),
 		decideRTT:   newHistogram("tpcd_decision_round_trip_seconds", "From first sending a decision to a participant to its acknowledgement.", latencyBuckets),
 		now:         time.Now,
 		commitReqs:  map[engine.ReqID]time.Time{},
@@ -195,8 +195,14 @@ func (m *Coordinator) Performed(e engine.Effect) {
 				m.batches[msg.TxID] = struct{}{}
 				m.begun.Inc()
 			}
-		case engine.PrepareRequest, engine.CommitBranchRequest:
-			if k := (nodeTx{msg.Tx(), e.To}); m.prepares[k].IsZero() {
+		case engine.PrepareRequest:
+			// A vote that goes to the decider is not seen here; the
+			// decider's answer to its commit request is.
+			if k := (nodeTx{msg.TxID, e.To}); m.prepares[k].IsZero() && !msg.VoteToDecider {
+				m.prepares[k] = m.now()
+			}
+		case engine.CommitBranchRequest:
+			if k := (nodeTx{msg.TxID, e.To}); m.prepares[k].IsZero() {
 				m.prepares[k] = m.now()
 			}
 		case engine.DecisionRequest:
