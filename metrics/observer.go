@@ -257,7 +257,7 @@ type Participant struct {
 func NewParticipant(reg prometheus.Registerer) *Participant {
 	m := &Participant{
 		loopMetrics: newLoopMetrics(reg),
-		votes:       newCounterVec("tpcd_votes_total", "Votes sent to the coordinator or, in a one-call transaction, to the decider, by vote (committed: a decider's commit).", "vote"),
+		votes:       newCounterVec("tpcd_votes_total", "Votes sent to the coordinator or, under the decider protocol, to the decider, by vote (committed: a decider's commit).", "vote"),
 		outcomes:    newCounterVec("tpcd_participant_outcomes_total", "Transactions finished in the data database, by outcome (durable).", "outcome"),
 		stmts:       newCounter("tpcd_statements_total", "Statements received from the coordinator."),
 	}
