@@ -1271,9 +1271,10 @@ func chooseDecider(tx *coordTx, parts []NodeID) NodeID {
 }
 
 // askDecider asks the decider to commit its branch once every other branch
-// voted yes or finished read-only, or at once when their votes go to it. It does not wait for the coord.preparing
-// naming the decider: the marker records the commit, with the keys, and a
-// restarted coordinator learns of it (askReconcile).
+// voted yes or finished read-only, or at once when their votes go to it.
+// It does not wait for the coord.preparing naming the decider: the marker
+// records the commit, with the keys, and a restarted coordinator learns of
+// it (askReconcile).
 func (c *Coordinator) askDecider(now Instant, tx *coordTx) {
 	if tx.phase != PhasePreparing || tx.branchAsked {
 		return
