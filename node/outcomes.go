@@ -295,12 +295,18 @@ func (k *outcomeKeeper) noteKeyLocked(ctx context.Context, key string) {
 	if k.keys == nil {
 		return
 	}
-	k.keys.AddString(key)
-	k.keysAdded++
+	k.addKeyLocked(key)
 	if k.keysAdded > k.keysCap && !k.filling {
 		k.keysReady, k.filling = false, true
 		go k.fillKeys(ctx)
 	}
+}
+
+// addKeyLocked puts key into the filter and counts it against its room.
+// k.mu is held.
+func (k *outcomeKeeper) addKeyLocked(key string) {
+	k.keys.AddString(key)
+	k.keysAdded++
 }
 
 // refillKeys starts filling the key filter unless it is filled or being
@@ -317,9 +323,9 @@ func (k *outcomeKeeper) refillKeys(ctx context.Context) {
 
 // fillKeys fills a new key filter, with room for twice the keys the store
 // and the memory hold, with every one of them, page by page; keys saved
-// meanwhile go in too (noteKeyLocked). Only then are lookups answered from it. After a
-// failure every lookup goes to the store, as before the filter, until a
-// later try (refillKeys) succeeds.
+// meanwhile go in too (noteKeyLocked). Only then are lookups answered from
+// it. After a failure every lookup goes to the store, as before the
+// filter, until a later try (refillKeys) succeeds.
 func (k *outcomeKeeper) fillKeys(ctx context.Context) {
 	n, err := k.store.OutcomeKeysCount(ctx)
 	if err == nil {
@@ -334,8 +340,7 @@ func (k *outcomeKeeper) fillKeys(ctx context.Context) {
 		// replaces, and commit them after the pages below were read: its
 		// keys are still held in memory until it committed.
 		for key := range k.byKey {
-			k.keys.AddString(key)
-			k.keysAdded++
+			k.addKeyLocked(key)
 		}
 		k.mu.Unlock()
 		after := ""
@@ -346,8 +351,7 @@ func (k *outcomeKeeper) fillKeys(ctx context.Context) {
 			}
 			k.mu.Lock()
 			for _, key := range page {
-				k.keys.AddString(key)
-				k.keysAdded++
+				k.addKeyLocked(key)
 			}
 			k.mu.Unlock()
 			after = page[len(page)-1]
