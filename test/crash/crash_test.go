@@ -118,12 +118,28 @@ var (
 var deciderMayFinish = map[string]bool{failpoint.CoordAfterDecisionSent: true}
 
 // triggers bring about the situation a failpoint waits for when the
-// workload alone does not: a decider settles only when asked, which a
-// coordinator that died mid-commit makes the branches in doubt do.
+// workload alone does not.
+//
+// A decider settles (reads its marker, or makes its rollback final) only
+// when its branch is asked about before it could commit. Votes go straight
+// to the decider, so a coordinator crash seldom leaves one so: freezing a
+// voter does. p1 decides the single-form transactions over {p1, p2} (a tie
+// goes to the lower node); with p2 frozen, p1 waits for p2's vote, the
+// coordinator gives up on it after --timeout and asks p1 to settle, and p1
+// rolls back after its patience and settles. Killing the coordinator
+// mid-commit, the other way there, is tried between rounds.
 var triggers = map[string]func(*cluster, *workload){
 	failpoint.PartAfterSettle: func(c *cluster, w *workload) {
-		p1 := c.proc(partName(1))
-		for round := 0; round < 20 && p1.running(); round++ {
+		p1, p2 := c.proc(partName(1)), c.proc(partName(2))
+		for round := 0; round < 5 && p1.running(); round++ {
+			w.waitCommits(3)
+			p2.freeze(c.t)
+			testcluster.EventuallyWithin(c.t, time.Minute, "p1 to settle a branch while p2 is frozen, or 20 seconds",
+				func() bool { return !p1.running() || time.Since(p2.frozenAt()) > 20*time.Second })
+			p2.thaw(c.t)
+			if !p1.running() {
+				return
+			}
 			w.waitCommits(3)
 			c.coord.kill(c.t)
 			testcluster.EventuallyWithin(c.t, 30*time.Second, "p1 to be asked as the decider, or a few seconds", func() bool {

@@ -42,11 +42,12 @@ type proc struct {
 	args    []string
 	logPath string
 
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	done  chan struct{}
-	state *os.ProcessState
-	died  time.Time
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	state  *os.ProcessState
+	died   time.Time
+	frozen time.Time
 }
 
 func (p *proc) start(t *testing.T, env ...string) {
@@ -149,6 +150,39 @@ func (p *proc) kill(t *testing.T) {
 	p.mu.Lock()
 	p.died = time.Now()
 	p.mu.Unlock()
+}
+
+// freeze stops the process with SIGSTOP: it keeps its connections and
+// ports, and answers nothing, as a node stalled by its host does. The test
+// thaws it when it ends, whatever happens.
+func (p *proc) freeze(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	cmd := p.cmd
+	p.frozen = time.Now()
+	p.mu.Unlock()
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("freeze %s: %v", p.name, err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGCONT) })
+}
+
+// thaw lets a frozen process run on (SIGCONT).
+func (p *proc) thaw(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("thaw %s: %v", p.name, err)
+	}
+}
+
+// frozenAt is when freeze last stopped the process.
+func (p *proc) frozenAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen
 }
 
 // diedAt is when kill last ended the process.
