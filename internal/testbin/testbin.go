@@ -1,9 +1,10 @@
 // Package testbin serves the tests that run tpcd as real processes: it
 // builds the tpcd binary at most once per test process, when a test first
-// asks for it, starts and stops such processes keeping their output, runs
-// programs on a pseudo-terminal, and finds free loopback addresses. A test
-// package that uses Binary calls Main from its TestMain, which removes
-// what was built.
+// asks for it and the environment names none already built (BinaryEnv),
+// starts and stops such processes keeping their output, runs programs on
+// a pseudo-terminal, and finds free loopback addresses. A test package
+// that uses Binary calls Main from its TestMain, which removes what was
+// built.
 package testbin
 
 import (
@@ -43,12 +44,23 @@ func Main(m *testing.M, run func(*testing.M) int) int {
 	return code
 }
 
-// Binary returns the tpcd binary, built on the first call in this test
-// process, so that tests run without it (-run, -short) build nothing. It
-// is built without the race detector: only the test binary needs it, and
-// the nodes run faster without.
+// BinaryEnv names a tpcd binary already built from this tree, for Binary
+// to use instead of building its own: make test builds one for all the
+// packages that run it, which would each link it otherwise.
+const BinaryEnv = "TPCD_TEST_BINARY"
+
+// Binary returns the tpcd binary: the one BinaryEnv names, or else one
+// built on the first call in this test process, so that tests run without
+// it (-run, -short) build nothing. It is built without the race detector:
+// only the test binary needs it, and the nodes run faster without.
 func Binary(t testing.TB) string {
 	t.Helper()
+	if path := os.Getenv(BinaryEnv); path != "" {
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%s names no binary: %v", BinaryEnv, err)
+		}
+		return path
+	}
 	return builds[0].get(t, "tpcd")
 }
 
