@@ -126,8 +126,9 @@ var deciderMayFinish = map[string]bool{failpoint.CoordAfterDecisionSent: true}
 // voter does. p1 decides the single-form transactions over {p1, p2} (a tie
 // goes to the lower node); with p2 frozen, p1 waits for p2's vote, the
 // coordinator gives up on it after --timeout and asks p1 to settle, and p1
-// rolls back after its patience and settles. Killing the coordinator
-// mid-commit, the other way there, is tried between rounds.
+// rolls back (at once if its commit request had not come yet, else after
+// its patience) and settles. Killing the coordinator mid-commit, the other
+// way there, is tried between rounds.
 var triggers = map[string]func(*cluster, *workload){
 	failpoint.PartAfterSettle: func(c *cluster, w *workload) {
 		p1, p2 := c.proc(partName(1)), c.proc(partName(2))
