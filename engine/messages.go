@@ -128,8 +128,8 @@ type CommitBranchRequest struct {
 	Keys  []string `json:"keys,omitempty"`
 	// Voters are the participants asked to vote to the decider
 	// (ExecRequest.VoteToDecider, PrepareRequest.VoteToDecider): the
-	// branch commits once each of them
-	// voted yes or read-only here, and is never committed otherwise.
+	// branch commits once each of them voted yes or read-only here, and is
+	// never committed otherwise.
 	Voters []NodeID `json:"voters,omitempty"`
 }
 

@@ -135,8 +135,9 @@ var triggers = map[string]func(*cluster, *workload){
 		for round := 0; round < 5 && p1.running(); round++ {
 			w.waitCommits(3)
 			p2.freeze(c.t)
+			frozeAt := time.Now()
 			testcluster.EventuallyWithin(c.t, time.Minute, "p1 to settle a branch while p2 is frozen, or 20 seconds",
-				func() bool { return !p1.running() || time.Since(p2.frozenAt()) > 20*time.Second })
+				func() bool { return !p1.running() || time.Since(frozeAt) > 20*time.Second })
 			p2.thaw(c.t)
 			if !p1.running() {
 				return

@@ -42,12 +42,11 @@ type proc struct {
 	args    []string
 	logPath string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	state  *os.ProcessState
-	died   time.Time
-	frozen time.Time
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+	state *os.ProcessState
+	died  time.Time
 }
 
 func (p *proc) start(t *testing.T, env ...string) {
@@ -159,7 +158,6 @@ func (p *proc) freeze(t *testing.T) {
 	t.Helper()
 	p.mu.Lock()
 	cmd := p.cmd
-	p.frozen = time.Now()
 	p.mu.Unlock()
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("freeze %s: %v", p.name, err)
@@ -176,13 +174,6 @@ func (p *proc) thaw(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatalf("thaw %s: %v", p.name, err)
 	}
-}
-
-// frozenAt is when freeze last stopped the process.
-func (p *proc) frozenAt() time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.frozen
 }
 
 // diedAt is when kill last ended the process.
