@@ -21,7 +21,9 @@ type CoordinatorConfig struct {
 	// IdleTimeout aborts an explicit transaction whose client made no call
 	// for this long, counted from its last call or the last successful
 	// answer to one of its statements, whichever came later: the client is
-	// presumed gone.
+	// presumed gone. Statements a client sends participants directly
+	// (ExecRequest.Direct) pass the coordinator by, so they do not count:
+	// such a transaction has this long from begin to commit.
 	IdleTimeout time.Duration
 	// BatchSize is the number of seed-form execute calls per transaction.
 	BatchSize int
@@ -1120,6 +1122,10 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 func (c *Coordinator) clientCommit(in ClientCommit) {
 	tx := c.txs[in.TxID]
 	if tx != nil && tx.phase == PhaseActive && !tx.batch && !tx.commitRequested {
+		if err := c.addDirect(tx, in.Direct); err != "" {
+			c.fail(in.Req, ErrBadRequest, "%s", err)
+			return
+		}
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
 		c.requestCommit(in.Now, tx)
 		return
@@ -1134,6 +1140,32 @@ func (c *Coordinator) clientCommit(in ClientCommit) {
 		return
 	}
 	c.answerDecided(in.Req, in.TxID)
+}
+
+// addDirect takes the client's account of its direct branches into tx, as
+// if the coordinator had sent their statements: each branch is touched,
+// with the statements the client counted. A client names every
+// participant it sent a statement to, answered or not. A branch that also
+// ran statements through the coordinator cannot be counted (both
+// numberings start at 0, so one may stand in for the other), and the
+// transaction can only abort.
+func (c *Coordinator) addDirect(tx *coordTx, direct []DirectBranch) string {
+	for _, d := range direct {
+		if c.checkNode(d.Node) != nil || d.Stmts < 0 {
+			return fmt.Sprintf("direct branch %s with %d statements: no such participant, or a negative count", d.Node, d.Stmts)
+		}
+	}
+	for _, d := range direct {
+		n := &tx.nodes[d.Node]
+		if n.sent > 0 && tx.abortOnly == "" {
+			tx.abortOnly = fmt.Sprintf("statements went to %s both through the coordinator and directly", d.Node)
+		}
+		n.touched = true
+		n.sent += d.Stmts
+		n.wrote = n.wrote || d.Wrote
+		tx.stmts += d.Stmts
+	}
+	return ""
 }
 
 // answerDecided replies to commit/rollback of a transaction already decided.
@@ -1155,6 +1187,13 @@ func (c *Coordinator) answerDecided(req ReqID, id TxID) {
 
 func (c *Coordinator) clientRollback(in ClientRollback) {
 	tx := c.txs[in.TxID]
+	if tx != nil && tx.phase == PhaseActive {
+		for _, n := range in.Direct {
+			if c.checkNode(n) == nil {
+				tx.nodes[n].touched = true
+			}
+		}
+	}
 	if tx != nil && tx.branchAsked && tx.outcome == 0 {
 		// The decider is deciding; the answer is whatever it decides.
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
@@ -1503,7 +1542,7 @@ func (c *Coordinator) clientBegin(in ClientBegin) {
 	if id, ok := c.keys[in.Key]; ok && in.Key != "" {
 		switch tx := c.txs[id]; {
 		case tx != nil && !tx.batch && tx.phase == PhaseActive:
-			c.reply(in.Req, BeginReply{TxID: id, Repeated: true}, c.reserveLSN)
+			c.reply(in.Req, BeginReply{TxID: id, Repeated: true, Cluster: c.cluster, Epoch: tx.epoch}, c.reserveLSN)
 		case tx != nil && !tx.batch:
 			// Its outcome may not be durable yet, so it is not named here.
 			c.fail(in.Req, ErrKeyUsed, "key %q names transaction %d, which takes no more statements; status key %s tells how it ends", in.Key, id, in.Key)
@@ -1516,7 +1555,7 @@ func (c *Coordinator) clientBegin(in ClientBegin) {
 	}
 	tx := c.newTx(in.Now, false)
 	c.addKey(tx, in.Key)
-	c.reply(in.Req, BeginReply{TxID: tx.id}, c.reserveLSN)
+	c.reply(in.Req, BeginReply{TxID: tx.id, Cluster: c.cluster, Epoch: tx.epoch}, c.reserveLSN)
 }
 
 // keyLookedUp takes the driver's answer about a key and runs the calls

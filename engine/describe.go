@@ -69,6 +69,9 @@ func DescribeMessage(m Message) string {
 		if m.VoteToDecider {
 			s += " vote-to-decider"
 		}
+		if m.Direct {
+			s += " direct"
+		}
 		return s
 	case PrepareRequest:
 		s := fmt.Sprintf("%s epoch=%d tx=%d stmts=%d%s", m.Method(), m.Epoch, m.TxID, m.Stmts, decider(m.Decider))

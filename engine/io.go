@@ -79,6 +79,23 @@ type ClientCommit struct {
 	Now  Instant
 	Req  ReqID
 	TxID TxID
+	// Direct are the branches whose statements the client sent the
+	// participants itself (ExecRequest.Direct), which the coordinator
+	// never saw: each is prepared (or, as the decider, committed) with
+	// the count the client gives, and a participant that ran another
+	// number votes no. The client names every participant it sent such a
+	// statement, counting those that answered ok; it sends none after
+	// asking to commit.
+	Direct []DirectBranch
+}
+
+// DirectBranch is a client's account of the statements it sent one
+// participant directly: how many succeeded, and whether any of them
+// wrote (the decider is chosen among the branches that wrote).
+type DirectBranch struct {
+	Node  NodeID `json:"node"`
+	Stmts int    `json:"stmts"`
+	Wrote bool   `json:"wrote,omitempty"`
 }
 
 // ClientRollback asks to abort an explicit transaction.
@@ -86,6 +103,9 @@ type ClientRollback struct {
 	Now  Instant
 	Req  ReqID
 	TxID TxID
+	// Direct are the participants the client sent statements directly,
+	// which hear the abort with the others.
+	Direct []NodeID
 }
 
 // ClientStatus asks where a transaction stands, by id or, with TxID 0, by
@@ -440,6 +460,10 @@ type Reply interface{ isReply() }
 type BeginReply struct {
 	TxID     TxID `json:"tx"`
 	Repeated bool `json:"repeated,omitempty"`
+	// Cluster and Epoch are the header a statement sent to a participant
+	// directly carries (ExecRequest.Direct): the transaction's.
+	Cluster string `json:"cluster,omitempty"`
+	Epoch   Epoch  `json:"epoch,omitempty"`
 }
 
 // ExecReply answers ClientExec and ClientExecute. The execute that closes

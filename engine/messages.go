@@ -50,6 +50,13 @@ type ExecRequest struct {
 	// answer, sparing a hop through the coordinator. A failure still
 	// goes to the coordinator.
 	VoteToDecider bool `json:"vote_to_decider,omitempty"`
+	// Direct marks a statement the client sent the participant itself,
+	// sparing the hop through the coordinator: its result goes back to
+	// the client (ClientNode), and the client tells the coordinator at
+	// commit how many statements succeeded here (ClientCommit.Direct),
+	// which the prepare checks as it checks the coordinator's own count.
+	// A direct statement never carries Then.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // Then is what a participant does right after a statement.

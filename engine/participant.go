@@ -162,9 +162,12 @@ type partTx struct {
 	// PREPARE came from an earlier version, which wrote a marker).
 	xid uint64
 
-	nextStmt     int
-	last         *ExecResult // result of statement nextStmt-1, resent on duplicates
-	pending      int         // data operations issued and not yet done
+	nextStmt int
+	last     *ExecResult // result of statement nextStmt-1, resent on duplicates
+	// direct marks a branch whose running statement came from the client
+	// itself (ExecRequest.Direct): its result goes back there.
+	direct       bool
+	pending      int // data operations issued and not yet done
 	lastActivity Instant
 
 	prepareWanted bool
@@ -701,7 +704,7 @@ func (p *Participant) refuse(id Header, inDoubt int) {
 		switch m := m.(type) {
 		case ExecRequest:
 			if m.Header == id {
-				p.send(ExecResult{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt, Err: reason}, 0)
+				p.answerExec(m.Direct, ExecResult{Cluster: id.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt, Err: reason})
 			}
 		case PrepareRequest:
 			if m.Header == id {
@@ -758,6 +761,12 @@ func (p *Participant) receive(now Instant, m Message) {
 	case ExecRequest:
 		if p.admit(now, m, m.Header) {
 			p.exec(now, m)
+		} else if m.Direct && m.Cluster == p.cluster && m.Epoch < p.epoch {
+			// A client waits for this answer; the coordinator that began
+			// the transaction is gone (a newer one took over), and so is
+			// the transaction.
+			p.answerExec(true, ExecResult{Cluster: m.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt,
+				Err: fmt.Sprintf("transaction %d belongs to coordinator epoch %d, which has been replaced (now %d)", m.TxID, m.Epoch, p.epoch)})
 		}
 	case PrepareRequest:
 		if p.admit(now, m, m.Header) {
@@ -851,20 +860,34 @@ func (p *Participant) execResult(tx TxID, stmt int, err string) ExecResult {
 	return ExecResult{Cluster: p.cluster, From: p.cfg.Node, TxID: tx, Stmt: stmt, Err: err}
 }
 
+// answerExec sends a statement's result to whoever sent the statement: the
+// client itself for a direct one, else the coordinator.
+func (p *Participant) answerExec(direct bool, r ExecResult) {
+	if direct {
+		p.sendTo(ClientNode, r, 0)
+		return
+	}
+	p.send(r, 0)
+}
+
 func (p *Participant) exec(now Instant, m ExecRequest) {
+	if m.Direct && m.Then != ThenNothing {
+		p.answerExec(true, p.execResult(m.TxID, m.Stmt, "a statement sent to a participant directly cannot prepare or commit its branch; ask the coordinator to commit"))
+		return
+	}
 	tx := p.txs[m.TxID]
 	if tx == nil {
 		switch {
 		case p.finishedIdx[m.TxID] == OutcomeAbort:
-			p.send(p.execResult(m.TxID, m.Stmt, "transaction was rolled back here"), 0)
+			p.answerExec(m.Direct, p.execResult(m.TxID, m.Stmt, "transaction was rolled back here"))
 			return
 		case p.finishedIdx[m.TxID] == OutcomeCommit || p.kept[m.TxID] != nil || p.settles[m.TxID] != nil:
 			// A late duplicate: running it would redo committed work (or
 			// reopen a branch its decider settled).
-			p.send(p.execResult(m.TxID, m.Stmt, "transaction already finished here"), 0)
+			p.answerExec(m.Direct, p.execResult(m.TxID, m.Stmt, "transaction already finished here"))
 			return
 		case m.Stmt != 0:
-			p.send(p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)), 0)
+			p.answerExec(m.Direct, p.execResult(m.TxID, m.Stmt, fmt.Sprintf("statement %d arrived but earlier work is gone (rolled back or lost in a restart)", m.Stmt)))
 			return
 		}
 		tx = &partTx{id: m.TxID, epoch: m.Epoch, gid: GID{Cluster: p.cluster, Epoch: m.Epoch, Tx: m.TxID, Node: p.cfg.Node}.String(), phase: PartPhaseWorking, decider: CoordinatorNode}
@@ -876,23 +899,34 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		}
 		delete(p.earlyVotes, m.TxID)
 	}
+	// A copy of the last statement is answered with its result again; a
+	// statement that only shares its number (one direct, the other sent
+	// through the coordinator) is not that statement.
+	again := tx.last != nil && tx.last.Stmt == m.Stmt && tx.direct == m.Direct
 	if tx.phase != PartPhaseWorking {
-		if tx.last != nil && tx.last.Stmt == m.Stmt {
-			p.send(*tx.last, 0)
+		if again {
+			p.answerExec(m.Direct, *tx.last)
+		} else if m.Direct {
+			// The client waits for an answer; the coordinator would
+			// resend, but a client's call asks once.
+			p.answerExec(true, p.execResult(tx.id, m.Stmt, "transaction takes no more statements here (it is being prepared, committed or rolled back)"))
 		}
 		return
 	}
 	tx.lastActivity = now
 	switch {
 	case m.Stmt < tx.nextStmt:
-		if tx.last != nil && tx.last.Stmt == m.Stmt {
-			p.send(*tx.last, 0)
+		if again {
+			p.answerExec(m.Direct, *tx.last)
+		} else if m.Direct {
+			p.answerExec(true, p.execResult(tx.id, m.Stmt, fmt.Sprintf("statement %d already ran here", m.Stmt)))
 		}
 	case m.Stmt > tx.nextStmt:
-		p.send(p.execResult(tx.id, m.Stmt, fmt.Sprintf("statement %d arrived before statement %d", m.Stmt, tx.nextStmt)), 0)
+		p.answerExec(m.Direct, p.execResult(tx.id, m.Stmt, fmt.Sprintf("statement %d arrived before statement %d", m.Stmt, tx.nextStmt)))
 		p.rollback(now, tx, "statements lost")
 	default:
 		tx.nextStmt++
+		tx.direct = m.Direct
 		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args, Describe: m.Describe}
 		switch {
 		case m.Then == ThenPrepare && (m.Decider == nil || *m.Decider != p.cfg.Node):
@@ -1331,7 +1365,7 @@ func (p *Participant) dataDone(in DataDone) {
 		if in.Then != DataPrepare || !tx.voteToDecider || in.Err != "" || in.ThenErr != "" {
 			// (A branch that votes to its decider sends the result with
 			// its vote.)
-			p.send(r, 0)
+			p.answerExec(tx.direct, r)
 		}
 		tx.thenInFlight = false
 		if in.Err != "" && tx.phase == PartPhaseWorking {

@@ -104,7 +104,7 @@ var traceArgs = func() map[string][]string {
 		"lose-log":         {"node", "cluster"},
 		"forge":            {"to", "kind", "cluster", "epoch", "tx", "stmt", "sql", "outcome"},
 		"crash-data-db":    {"node"},
-		"client":           {"begin", "exec", "commit", "rollback", "status", "resolve", "execute", "transact", "tx", "node", "sql", "stmts", "key"},
+		"client":           {"begin", "exec", "direct", "commit", "rollback", "status", "resolve", "execute", "transact", "tx", "node", "sql", "stmts", "key"},
 		"deliver":          append(slices.Clone(filter), "all"),
 		"drop":             filter,
 		"duplicate":        filter,
@@ -361,6 +361,17 @@ func (e *traceEnv) client(d *datadriven.TestData) error {
 		e.c.Begin(key)
 	case "exec":
 		e.c.Exec(tx, node, sql)
+	case "direct":
+		// "client direct tx=N node=K sql=(...)": straight to the
+		// participant; "commit direct" and "rollback direct" then name
+		// the participants it went to.
+		if d.HasArg("commit") {
+			e.c.CommitDirect(tx)
+		} else if d.HasArg("rollback") {
+			e.c.RollbackDirect(tx)
+		} else {
+			e.c.Direct(tx, node, sql)
+		}
 	case "commit":
 		e.c.Commit(tx)
 	case "rollback":

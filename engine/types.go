@@ -27,9 +27,17 @@ type NodeID int
 // participant sends to its coordinator.
 const CoordinatorNode NodeID = -1
 
+// ClientNode is the destination of a participant's answer to a statement
+// its client sent it directly (ExecRequest.Direct): the driver hands it to
+// the call waiting for it.
+const ClientNode NodeID = -2
+
 func (n NodeID) String() string {
-	if n == CoordinatorNode {
+	switch n {
+	case CoordinatorNode:
 		return "coordinator"
+	case ClientNode:
+		return "client"
 	}
 	return "p" + strconv.Itoa(int(n))
 }

@@ -276,16 +276,25 @@ func (k *Checker) onResponse(r Response) {
 		}
 		k.begun[rep.TxID] = true
 	case engine.ExecReply:
-		if rep.TxID > k.reserved {
+		key := k.current(rep.TxID)
+		if r.Kind == "direct" {
+			// Its id came with a begin's answer, checked then; it may be
+			// of a cluster whose coordinator has lost its log since.
+			key = TxKey{Cluster: r.Cluster, Tx: rep.TxID}
+		} else if rep.TxID > k.reserved {
 			k.failf("exec answered for tx %d before its id was reserved durably", rep.TxID)
 		}
 		if rep.Node != r.Node {
 			k.failf("exec on %s answered from %s", r.Node, rep.Node)
 		}
-		key := k.current(rep.TxID)
 		if StatementWrites(r.SQL) && rep.Node >= 0 && int(rep.Node) < k.c.cfg.Participants {
 			w := k.okWritesOf(key)
 			w[rep.Node] = append(w[rep.Node], r.SQL)
+		}
+		if r.Kind == "direct" {
+			// Answers to statements sent straight to a participant may
+			// reach the client in another order than they ran.
+			k.transactedCall[key] = true
 		}
 		if r.Kind == "execute" {
 			// A batch commits with its closing execute, before that

@@ -2,6 +2,7 @@ package enginetest
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -126,6 +127,8 @@ type Request struct {
 	Stmts []engine.Statement
 	// Key is the call's idempotency key, if any.
 	Key string
+	// Cluster is a direct statement's cluster, from its begin's answer.
+	Cluster string
 }
 
 // Response is what the client got for a request.
@@ -217,6 +220,11 @@ type Cluster struct {
 	nextMsg uint64
 	nextReq engine.ReqID
 	waiting map[engine.ReqID]Request
+	// direct holds, by transaction, what the client knows of the
+	// statements it sends participants itself; directWaiting are those
+	// statements not answered yet.
+	direct        map[engine.TxID]*directTx
+	directWaiting map[directStmt]Request
 	// prepareTargets lists, per transaction, the participants that were
 	// sent a prepare request (for ForgeVotes).
 	prepareTargets map[engine.TxID][]engine.NodeID
@@ -233,6 +241,8 @@ func New(cfg Config) *Cluster {
 		cfg:            cfg,
 		now:            engine.Instant(time.Hour), // far from zero, so no deadline is ever 0
 		waiting:        map[engine.ReqID]Request{},
+		direct:         map[engine.TxID]*directTx{},
+		directWaiting:  map[directStmt]Request{},
 		prepareTargets: map[engine.TxID][]engine.NodeID{},
 	}
 	c.check = newChecker(c)
@@ -491,6 +501,9 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 			return
 		}
 		delete(c.waiting, e.Req)
+		if b, ok := e.Reply.(engine.BeginReply); ok && (c.direct[b.TxID] == nil || c.direct[b.TxID].header.Cluster != b.Cluster) {
+			c.direct[b.TxID] = &directTx{header: engine.Header{Cluster: b.Cluster, Epoch: b.Epoch}, next: map[engine.NodeID]int{}, ok: map[engine.NodeID]int{}}
+		}
 		c.respond(Response{Request: req, Reply: e.Reply, Err: e.Err})
 	case engine.Data:
 		if n.db == nil {
@@ -685,6 +698,11 @@ func (c *Cluster) answer() engine.CoordinatorAnswered {
 // since it asked.
 func (c *Cluster) Deliver(i int) {
 	env := c.take(i)
+	if env.To == engine.ClientNode {
+		c.tracef("%s", env)
+		c.directAnswered(env.Msg)
+		return
+	}
 	n := c.Node(env.To)
 	if n == nil || !n.up || env.Answer != nil && n.inc != env.fromInc {
 		c.tracef("%s (lost: %s is down)", env, env.To)
@@ -775,7 +793,7 @@ func (c *Cluster) FailSend(i int, deliver bool) {
 		c.Drop(i)
 	}
 	n := c.Node(env.From)
-	if env.Answer != nil || !n.up || n.inc != env.fromInc {
+	if env.Answer != nil || n == nil || !n.up || n.inc != env.fromInc {
 		return
 	}
 	if env.Ask {
@@ -898,14 +916,131 @@ func (c *Cluster) Exec(tx engine.TxID, node engine.NodeID, sql string) engine.Re
 	return c.request(r, engine.ClientExec{Now: c.now, Req: r.Req, TxID: tx, Node: node, SQL: sql})
 }
 
+// directTx is a client's own account of a transaction whose statements it
+// sends participants directly: the header its begin was answered with,
+// the next statement number and the statements answered ok, by node.
+type directTx struct {
+	header engine.Header
+	next   map[engine.NodeID]int
+	ok     map[engine.NodeID]int
+	// ended is set once the client asked to commit or roll back: a
+	// statement sent after that could run in a branch the commit does
+	// not know, so a client sends none.
+	ended bool
+}
+
+type directStmt struct {
+	cluster string
+	tx      engine.TxID
+	node engine.NodeID
+	stmt int
+}
+
+// CanDirect reports whether the client knows tx's header from its begin,
+// which a statement sent to a participant directly carries.
+func (c *Cluster) CanDirect(tx engine.TxID) bool { return c.direct[tx] != nil && !c.direct[tx].ended }
+
+// Direct sends a statement of tx to node itself, past the coordinator
+// (engine.ExecRequest.Direct). The client does not wait for the answer:
+// whatever answered ok by its commit is what it counts (CommitDirect).
+func (c *Cluster) Direct(tx engine.TxID, node engine.NodeID, sql string) engine.ReqID {
+	d := c.direct[tx]
+	r := c.newReq("direct", tx, node, sql)
+	r.Cluster = d.header.Cluster
+	stmt := d.next[node]
+	d.next[node]++
+	c.directWaiting[directStmt{d.header.Cluster, tx, node, stmt}] = r
+	c.check.onRequest(r)
+	if c.cfg.Trace != nil {
+		c.tracef("client: req=%d direct tx=%d node=%s sql=%q", r.Req, tx, node, sql)
+	}
+	c.nextMsg++
+	c.net = append(c.net, Envelope{ID: c.nextMsg, sentAt: c.now, From: engine.ClientNode, To: node,
+		Msg: engine.ExecRequest{Header: d.header, TxID: tx, Stmt: stmt, SQL: sql, Direct: true}})
+	return r.Req
+}
+
+// directAnswered hands a participant's answer to a direct statement to
+// the client; a copy of one already answered is ignored, as a client's
+// finished call would.
+func (c *Cluster) directAnswered(m engine.Message) {
+	res, ok := m.(engine.ExecResult)
+	if !ok {
+		c.check.failf("client got %s", engine.DescribeMessage(m))
+		return
+	}
+	k := directStmt{res.Cluster, res.TxID, res.From, res.Stmt}
+	req, ok := c.directWaiting[k]
+	if !ok {
+		return
+	}
+	delete(c.directWaiting, k)
+	r := Response{Request: req}
+	if res.Err != "" {
+		r.Err = &engine.Error{Code: engine.ErrStatement, Message: res.Err}
+	} else {
+		if d := c.direct[res.TxID]; d.header.Cluster == res.Cluster {
+			d.ok[res.From]++ // (not once its coordinator lost its log)
+		}
+		r.Reply = engine.ExecReply{TxID: res.TxID, Node: res.From, Result: res.Result}
+	}
+	c.respond(r)
+}
+
+// endDirect ends the direct statements of tx, whose client asked to
+// commit or roll back.
+func (c *Cluster) endDirect(tx engine.TxID) {
+	d := c.direct[tx]
+	if d == nil {
+		return
+	}
+	d.ended = true
+	// Its statements still unanswered are given up: the commit did not
+	// count them, and an answer that comes later is not heard.
+	for k := range c.directWaiting {
+		if k.tx == tx && k.cluster == d.header.Cluster {
+			delete(c.directWaiting, k)
+		}
+	}
+}
+
+// CommitDirect asks to commit tx, telling the coordinator of every
+// participant the client sent statements directly and how many of them
+// answered ok.
+func (c *Cluster) CommitDirect(tx engine.TxID) engine.ReqID {
+	r := c.newReq("commit", tx, 0, "")
+	c.endDirect(tx)
+	var direct []engine.DirectBranch
+	if d := c.direct[tx]; d != nil {
+		for _, n := range slices.Sorted(maps.Keys(d.next)) {
+			direct = append(direct, engine.DirectBranch{Node: n, Stmts: d.ok[n], Wrote: true})
+		}
+	}
+	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx, Direct: direct})
+}
+
+// RollbackDirect asks to abort tx, naming the participants the client sent
+// statements directly.
+func (c *Cluster) RollbackDirect(tx engine.TxID) engine.ReqID {
+	r := c.newReq("rollback", tx, 0, "")
+	c.endDirect(tx)
+	var nodes []engine.NodeID
+	if d := c.direct[tx]; d != nil {
+		nodes = slices.Sorted(maps.Keys(d.next))
+	}
+	return c.request(r, engine.ClientRollback{Now: c.now, Req: r.Req, TxID: tx, Direct: nodes})
+}
+
 // Commit asks to commit an explicit transaction.
 func (c *Cluster) Commit(tx engine.TxID) engine.ReqID {
+	c.endDirect(tx)
 	r := c.newReq("commit", tx, 0, "")
 	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx})
 }
 
 // Rollback asks to abort an explicit transaction.
 func (c *Cluster) Rollback(tx engine.TxID) engine.ReqID {
+	c.endDirect(tx)
 	r := c.newReq("rollback", tx, 0, "")
 	return c.request(r, engine.ClientRollback{Now: c.now, Req: r.Req, TxID: tx})
 }
@@ -926,6 +1061,9 @@ func (c *Cluster) Resolve(tx engine.TxID) engine.ReqID {
 // Transact runs statements in one call, committing when commit is set; tx
 // 0 begins a transaction, named by key unless it is empty.
 func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool, key string) engine.ReqID {
+	if commit {
+		c.endDirect(tx)
+	}
 	r := c.newReq("transact", tx, 0, "")
 	r.Stmts, r.Key = stmts, key
 	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit, Key: key})
@@ -950,7 +1088,7 @@ func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
 		if r.Tx != 0 {
 			s += fmt.Sprintf(" tx=%d", r.Tx)
 		}
-		if r.Kind == "exec" || r.Kind == "execute" {
+		if r.Kind == "exec" || r.Kind == "execute" || r.Kind == "direct" {
 			s += fmt.Sprintf(" node=%s sql=%q", r.Node, r.SQL)
 		}
 		for _, st := range r.Stmts {
@@ -958,6 +1096,16 @@ func (c *Cluster) request(r Request, in engine.Input) engine.ReqID {
 		}
 		if r.Key != "" {
 			s += fmt.Sprintf(" key=%q", r.Key)
+		}
+		switch in := in.(type) {
+		case engine.ClientCommit:
+			for _, d := range in.Direct {
+				s += fmt.Sprintf(" direct=%s:%d", d.Node, d.Stmts)
+			}
+		case engine.ClientRollback:
+			for _, n := range in.Direct {
+				s += fmt.Sprintf(" direct=%s", n)
+			}
 		}
 		c.tracef("%s", s)
 	}

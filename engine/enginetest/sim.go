@@ -54,7 +54,7 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 	if sc.Participants <= 0 {
 		sc.Participants = 3
 	}
-	s := &sim{rng: rng, sc: sc, reqs: map[engine.ReqID]int{}}
+	s := &sim{rng: rng, sc: sc, reqs: map[engine.ReqID]int{}, directTxs: map[engine.TxID]bool{}}
 	cfg := Config{
 		Participants:    sc.Participants,
 		ClusterID:       fmt.Sprintf("c%d", rng.IntN(1000)),
@@ -131,12 +131,15 @@ type sim struct {
 	c        *Cluster
 	sessions []session
 	reqs     map[engine.ReqID]int // request -> session
-	known    []engine.TxID
-	sqlSeq   int
-	keySeq   int
-	keys     []string // given to calls, for status by key
-	replaced int
-	stats    SimStats
+	// directTxs are the transactions a client sent statements of to
+	// participants directly.
+	directTxs map[engine.TxID]bool
+	known     []engine.TxID
+	sqlSeq    int
+	keySeq    int
+	keys      []string // given to calls, for status by key
+	replaced  int
+	stats     SimStats
 	// stepNo is the step being taken; slow holds back, until a step, data
 	// operations caught by a coordinator crash (see data).
 	stepNo int
@@ -595,17 +598,34 @@ func (s *sim) client() {
 		// a node that does not exist.
 		s.c.Exec(pick(s.rng, s.known), engine.NodeID(s.rng.IntN(s.sc.Participants+1)), s.sql())
 	case ss.tx == 0 && len(s.known) > 0:
-		s.c.Commit(pick(s.rng, s.known))
+		// Only the client that sent a transaction's direct statements
+		// can commit it: nobody else knows its branches.
+		if tx := pick(s.rng, s.known); !s.directTxs[tx] {
+			s.c.Commit(tx)
+		} else {
+			s.c.Status(tx, "")
+		}
 	case ss.tx == 0:
 		delete(s.reqs, next)
 		ss.waiting--
 		return
+	case r < 0.55 && s.c.CanDirect(ss.tx) && s.chance(0.5):
+		// Straight to the participant, not waiting for the answer: the
+		// commit counts what answered ok by then.
+		delete(s.reqs, next)
+		ss.waiting--
+		s.directTxs[ss.tx] = true
+		s.c.Direct(ss.tx, node, s.sql())
 	case r < 0.55:
 		s.c.Exec(ss.tx, node, s.sql())
 	case r < 0.6:
-		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5), "")
+		s.c.Transact(ss.tx, s.stmts(), s.chance(0.5) && !s.directTxs[ss.tx], "")
+	case r < 0.8 && s.directTxs[ss.tx]:
+		s.c.CommitDirect(ss.tx)
 	case r < 0.8:
 		s.c.Commit(ss.tx)
+	case r < 0.87 && s.directTxs[ss.tx]:
+		s.c.RollbackDirect(ss.tx)
 	case r < 0.87:
 		s.c.Rollback(ss.tx)
 	case r < 0.92:
