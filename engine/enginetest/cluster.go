@@ -932,8 +932,8 @@ type directTx struct {
 type directStmt struct {
 	cluster string
 	tx      engine.TxID
-	node engine.NodeID
-	stmt int
+	node    engine.NodeID
+	stmt    int
 }
 
 // CanDirect reports whether the client knows tx's header from its begin,
