@@ -34,9 +34,35 @@ const (
 	MethodPing = rpc.PingMethod
 )
 
-// TxParams names a transaction (commit, rollback).
+// TxParams names a transaction (commit, rollback). Direct, from a client
+// that sent statements to participants itself (MethodDirectExec), names
+// every participant it sent one, with how many answered ok there
+// (rollback needs only the nodes).
 type TxParams struct {
-	TxID engine.TxID `json:"tx"`
+	TxID   engine.TxID           `json:"tx"`
+	Direct []engine.DirectBranch `json:"direct,omitempty"`
+}
+
+// MethodDirectExec is served by participants: one statement of a
+// transaction begun at the coordinator, sent straight to the participant
+// that runs it, sparing the hop through the coordinator. Its params are
+// DirectExecParams, its result an engine.ExecResult. The client numbers
+// its statements to each participant from 0, sends the next only once the
+// last one answered, and tells the coordinator at commit what it sent
+// (TxParams.Direct); it sends no statement of the transaction through the
+// coordinator to that participant.
+const MethodDirectExec = "direct_exec"
+
+// DirectExecParams are a direct statement's: Cluster and Epoch from the
+// transaction's begin (engine.BeginReply), its number at this participant,
+// the statement.
+type DirectExecParams struct {
+	Cluster string       `json:"cluster"`
+	Epoch   engine.Epoch `json:"epoch"`
+	TxID    engine.TxID  `json:"tx"`
+	Stmt    int          `json:"stmt"`
+	SQL     string       `json:"sql"`
+	Args    []any        `json:"args,omitempty"`
 }
 
 // MaxKeyBytes bounds an idempotency key. A key is kept with its

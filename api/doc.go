@@ -7,8 +7,9 @@
 //
 // # Methods
 //
-// The coordinator serves every method below; MethodPing is served by every
-// node. docs/API.md shows each with example params and results.
+// The coordinator serves every method below but direct_exec, which the
+// participants serve; MethodPing is served by every node. docs/API.md shows
+// each with example params and results.
 //
 //	method          params          result
 //	begin           BeginParams     engine.BeginReply
@@ -21,6 +22,7 @@
 //	nodes           {}              []NodeHealth
 //	indoubt         {}              []InDoubtTx
 //	resolve         TxParams        engine.StatusReply
+//	direct_exec     DirectExecParams engine.ExecResult
 //	tpcd.ping       {}              PingReply
 //
 // The results named engine.* are the engine's reply types, encoded as they
@@ -55,6 +57,11 @@
 //   - commit, rollback: rpc.CodeUnknownTx, or rpc.CodeTxNotActive for a
 //     transaction ended so long ago that its outcome is forgotten. An
 //     abort is an outcome, not an error.
+//   - direct_exec: rpc.CodeAborted when the statement failed or the
+//     participant will not run it (out of order, its transaction ended
+//     there or belongs to a coordinator incarnation since replaced): the
+//     transaction can then only abort; rpc.CodeUnavailable when no answer
+//     came in time, which leaves the same.
 //   - resolve: rpc.CodeUnknownTx for a transaction never issued,
 //     rpc.CodeTxNotActive for one not in doubt (still taking statements,
 //     or ended).

@@ -382,6 +382,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 		{FormInteractive, TransportHTTP, "commit", []string{BaselineRaw, BaselineLocal}},
 		{FormSingle, TransportHTTP, "transact", []string{BaselineRawGrouped}},
 		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}},
+		{FormDirect, TransportStream, "commit", nil},
 	} {
 		form, step := tc.form, tc.step
 		start := startShared

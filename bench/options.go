@@ -55,6 +55,10 @@ const (
 	// one transact call; the raw baseline then also runs each server's
 	// statements at the same time as the other servers'.
 	FormSingle = "single"
+	// FormDirect is the interactive form with each statement sent straight
+	// to its participant (api.MethodDirectExec) after a begin at the
+	// coordinator, and the commit naming what went where.
+	FormDirect = "direct"
 )
 
 // Transports that Options.Transport accepts: how the clients' calls reach
@@ -134,7 +138,7 @@ type Options struct {
 	// Statements per transaction (default 3), spread over the participants
 	// round robin from a random first participant.
 	Statements int
-	// Form is FormInteractive (default) or FormSingle.
+	// Form is FormInteractive (default), FormSingle or FormDirect.
 	Form string
 	// NoKeys sends FormSingle's transactions without idempotency keys.
 	// With a key (the default), a call whose reply was lost is sent again
@@ -302,9 +306,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("rounds %d: must not be negative", o.Rounds))
 	}
 	switch o.Form {
-	case "", FormInteractive, FormSingle:
+	case "", FormInteractive, FormSingle, FormDirect:
 	default:
-		errs = append(errs, fmt.Errorf("form %q: want %s or %s", o.Form, FormInteractive, FormSingle))
+		errs = append(errs, fmt.Errorf("form %q: want %s, %s or %s", o.Form, FormInteractive, FormSingle, FormDirect))
 	}
 	if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
 		errs = append(errs, fmt.Errorf("rate %g: must be a positive number of transactions per second (0: as fast as the clients go)", o.Rate))

@@ -180,6 +180,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
+	tp.direct = opts.Form == FormDirect
 	if !opts.NoKeys {
 		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
 	}
@@ -192,6 +193,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	n := len(participants)
 	opts.Participants = n
+	if tp.direct {
+		tp.dialParticipants(participants, opts.Transport == TransportStream)
+	}
 	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {
 		return nil, fmt.Errorf("the coordinator has %d participants but %d --data-db were given", n, len(opts.DataDBs))
 	}

@@ -19,6 +19,11 @@ type tpcdDriver struct {
 	conns   []*rpc.Failover
 	timeout time.Duration
 	single  bool
+	// direct sends each statement straight to its participant, through
+	// parts[conn][node], a connection per client connection and
+	// participant.
+	direct bool
+	parts  [][]*rpc.Failover
 	// keyPrefix, if set, starts the idempotency key of every transact
 	// call; a sequence number ends it.
 	keyPrefix string
@@ -45,6 +50,22 @@ func newTPCDDriver(addrs []string, conns int, timeout time.Duration, single, str
 func (d *tpcdDriver) close() {
 	for _, c := range d.conns {
 		c.Close()
+	}
+	for _, ps := range d.parts {
+		for _, p := range ps {
+			p.Close()
+		}
+	}
+}
+
+// dialParticipants opens, for each client connection, one to each
+// participant, for the direct form.
+func (d *tpcdDriver) dialParticipants(addrs []string, stream bool) {
+	d.parts = make([][]*rpc.Failover, len(d.conns))
+	for i := range d.conns {
+		for _, a := range addrs {
+			d.parts[i] = append(d.parts[i], rpc.NewFailover([]string{a}, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
+		}
 	}
 }
 
@@ -98,6 +119,12 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 // connections round robin.
 func (d *tpcdDriver) client(i int) txFunc {
 	c := d.conns[i%len(d.conns)]
+	if d.direct {
+		parts := d.parts[i%len(d.conns)]
+		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+			return d.directTx(ctx, c, parts, plan, sp)
+		}
+	}
 	if d.single {
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 			return d.transact(ctx, c, plan, sp)
@@ -189,6 +216,58 @@ func (d *tpcdDriver) tx(ctx context.Context, c *rpc.Failover, plan []stmt, sp *s
 	}
 	var r engine.OutcomeReply
 	if err := call(api.MethodCommit, api.TxParams{TxID: tx}, &r); err != nil {
+		return outFailed, fmt.Sprintf("commit: %v", err)
+	}
+	if r.Outcome != engine.OutcomeCommit {
+		return outAborted, "commit: " + r.Reason
+	}
+	sp.mark("commit")
+	return outCommitted, ""
+}
+
+// directTx runs plan as the interactive form does, but sends each
+// statement straight to its participant: a begin at the coordinator, the
+// statements, and a commit that names every participant a statement went
+// to and how many answered ok there.
+func (d *tpcdDriver) directTx(ctx context.Context, c *rpc.Failover, parts []*rpc.Failover, plan []stmt, sp *spans) (outcome, string) {
+	call := func(to *rpc.Failover, method string, params, result any) error {
+		cctx, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		return to.Call(cctx, method, params, result)
+	}
+	var b engine.BeginReply
+	if err := call(c, api.MethodBegin, struct{}{}, &b); err != nil {
+		return outFailed, fmt.Sprintf("begin: %v", err)
+	}
+	sp.mark("begin")
+	var direct []engine.DirectBranch
+	branch := func(n engine.NodeID) *engine.DirectBranch {
+		for i := range direct {
+			if direct[i].Node == n {
+				return &direct[i]
+			}
+		}
+		direct = append(direct, engine.DirectBranch{Node: n})
+		return &direct[len(direct)-1]
+	}
+	for _, s := range plan {
+		br := branch(engine.NodeID(s.node))
+		p := api.DirectExecParams{Cluster: b.Cluster, Epoch: b.Epoch, TxID: b.TxID, Stmt: br.Stmts, SQL: UpsertSQL, Args: []any{s.key, s.val}}
+		if err := call(parts[s.node], api.MethodDirectExec, p, nil); err != nil {
+			// Whatever became of the statement, the transaction cannot
+			// commit; the rollback names its branches so that they end
+			// now rather than at a timeout.
+			if call(c, api.MethodRollback, api.TxParams{TxID: b.TxID, Direct: direct}, nil) == nil || rpc.IsCode(err, rpc.CodeAborted) {
+				return outAborted, fmt.Sprintf("direct exec on p%d: %v", s.node, err)
+			}
+			return outFailed, fmt.Sprintf("direct exec on p%d: %v", s.node, err)
+		}
+		br.Stmts++
+		br.Wrote = true
+		sp.mark("exec")
+	}
+	var r engine.OutcomeReply
+	if err := call(c, api.MethodCommit, api.TxParams{TxID: b.TxID, Direct: direct}, &r); err != nil {
 		return outFailed, fmt.Sprintf("commit: %v", err)
 	}
 	if r.Outcome != engine.OutcomeCommit {

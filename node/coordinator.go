@@ -325,11 +325,15 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 				return engine.ClientExecute{Now: now, Req: req, Node: node, SQL: p.SQL, Args: p.Args, Key: p.Key}
 			})
 		},
-		api.MethodCommit: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
-			return engine.ClientCommit{Now: now, Req: req, TxID: tx}
+		api.MethodCommit: c.txMethod(true, func(req engine.ReqID, now engine.Instant, p api.TxParams) engine.Input {
+			return engine.ClientCommit{Now: now, Req: req, TxID: p.TxID, Direct: p.Direct}
 		}),
-		api.MethodRollback: c.txMethod(true, func(req engine.ReqID, now engine.Instant, tx engine.TxID) engine.Input {
-			return engine.ClientRollback{Now: now, Req: req, TxID: tx}
+		api.MethodRollback: c.txMethod(true, func(req engine.ReqID, now engine.Instant, p api.TxParams) engine.Input {
+			nodes := make([]engine.NodeID, len(p.Direct))
+			for i, d := range p.Direct {
+				nodes[i] = d.Node
+			}
+			return engine.ClientRollback{Now: now, Req: req, TxID: p.TxID, Direct: nodes}
 		}),
 		api.MethodStatus:  c.status,
 		api.MethodInDoubt: c.inDoubt,
@@ -389,7 +393,7 @@ func (c *Coordinator) exec(ctx context.Context, p api.ExecParams) (any, error) {
 // txMethod serves a client method about one transaction; ends says its
 // answer shows the transaction decided (commit, rollback), which frees
 // its admission slot.
-func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, engine.TxID) engine.Input) rpc.Handler {
+func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, api.TxParams) engine.Input) rpc.Handler {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p api.TxParams
 		if err := rpc.DecodeParams(raw, &p); err != nil {
@@ -398,7 +402,7 @@ func (c *Coordinator) txMethod(ends bool, mk func(engine.ReqID, engine.Instant, 
 		if p.TxID == 0 {
 			return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx is required (a transaction id from begin)")
 		}
-		r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input { return mk(req, now, p.TxID) })
+		r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input { return mk(req, now, p) })
 		if ends {
 			c.endsTx(p.TxID, err)
 		}

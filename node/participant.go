@@ -84,6 +84,8 @@ type Participant struct {
 	// addresses the engine learned from the coordinator. Loop goroutine
 	// only.
 	peers map[engine.NodeID]*peerOutbox
+	// direct are the callers of api.MethodDirectExec waiting for answers.
+	direct directCalls
 	// runCtx lives as long as the node's goroutines: peer outboxes run in it.
 	runCtx context.Context
 
@@ -234,6 +236,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 		},
 	}
 	serveMessages(m, participantMethods, p.loop, p.notReady)
+	m[api.MethodDirectExec] = p.directExec
 	return m
 }
 
@@ -253,8 +256,14 @@ func (p *Participant) notReady() error {
 func (p *Participant) perform(e engine.Effect) {
 	switch e := e.(type) {
 	case engine.Send:
-		if e.To == engine.CoordinatorNode {
+		switch e.To {
+		case engine.CoordinatorNode:
 			p.out.push(e.Msg)
+			return
+		case engine.ClientNode:
+			if r, ok := e.Msg.(engine.ExecResult); ok {
+				p.direct.answer(r)
+			}
 			return
 		}
 		p.peer(e.To).push(e.Msg)
