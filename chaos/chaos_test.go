@@ -39,6 +39,9 @@ func TestChaos(t *testing.T) {
 	if rep.OneCall == 0 {
 		t.Error("no transaction went in one transact call: that path was not exercised")
 	}
+	if rep.Direct == 0 {
+		t.Error("no transaction sent its statements straight to the participants: that path was not exercised")
+	}
 	// A deck holds every kind, and kinds not drawn a third of the way
 	// through go first; a minute of faults draws several decks.
 	if duration >= time.Minute {

@@ -301,6 +301,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		if r.OneCall {
 			rep.OneCall++
 		}
+		if r.Direct {
+			rep.Direct++
+		}
 	}
 	rep.Incarnations, rep.ReusedIDs = describeIncarnations(c.ClusterIDs(), records)
 	rep.Orphans, rep.OrphansMet = countOrphans(records)

@@ -82,6 +82,9 @@ type TxRecord struct {
 	RolledBack bool
 	// OneCall: the statements and the commit went in one transact call.
 	OneCall bool
+	// Direct: the statements went straight to their participants
+	// (direct_exec); the commit or rollback names them.
+	Direct bool
 	// Orphaned: the harness left the transaction open on purpose and
 	// replaced its coordinator, so no coordinator can tell its state and
 	// none of its rows may ever commit.
@@ -111,6 +114,9 @@ const (
 	// pctTransact of the transactions send their statements and commit in
 	// one transact call instead of an exec per statement.
 	pctTransact = 30
+	// pctDirect of the others send each statement straight to its
+	// participant.
+	pctDirect = 30
 )
 
 // workload runs concurrent clients against the coordinator and records
@@ -155,6 +161,11 @@ func (w *workload) start(clients int, seed uint64) {
 				rpc: rpc.NewFailover(w.addrs, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()
+			defer func() {
+				for _, p := range c.parts {
+					p.Close()
+				}
+			}()
 			for {
 				incarnation, ok := w.gate.enter()
 				if !ok {
@@ -211,6 +222,9 @@ type client struct {
 	seq int
 	rng *rand.Rand
 	rpc *rpc.Failover
+	// parts call the participants, for direct statements; opened on
+	// first use from the coordinator's list of them.
+	parts []*rpc.Failover
 }
 
 // stmt is one planned statement.
@@ -287,11 +301,26 @@ func (c *client) runOne(incarnation int) {
 		c.transact(r, plan)
 		return
 	}
+	r.Direct = c.rng.IntN(100) < pctDirect && c.dialParticipants()
 	for _, s := range plan {
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
 		nd := engine.NodeID(s.node)
-		err := c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: s.sql, Args: s.args}, nil)
+		var err error
+		if r.Direct {
+			p := api.DirectExecParams{Cluster: b.Cluster, Epoch: b.Epoch, TxID: b.TxID, Stmt: r.Sent[s.node] - 1, SQL: s.sql, Args: s.args}
+			ctx, cancel := context.WithTimeout(c.w.ctx, execTimeout)
+			err = c.parts[s.node].Call(ctx, api.MethodDirectExec, p, nil)
+			cancel()
+			if rpc.IsCode(err, rpc.CodeUnavailable) {
+				// No answer in time, or a participant that is starting:
+				// whether the statement ran is unknown.
+				r.Lost, r.Reason = true, err.Error()
+				break
+			}
+		} else {
+			err = c.call(execTimeout, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &nd, SQL: s.sql, Args: s.args}, nil)
+		}
 		if err == nil {
 			r.Acked[s.node]++
 			continue
@@ -375,8 +404,17 @@ func (r *TxRecord) noteExecError(err error) {
 func (c *client) finish(r *TxRecord, method string, timeout time.Duration) {
 	var out engine.OutcomeReply
 	var err error
+	p := api.TxParams{TxID: engine.TxID(r.TxID)}
+	if r.Direct {
+		// Every participant a statement went to, with those answered ok.
+		for n, sent := range r.Sent {
+			if sent > 0 {
+				p.Direct = append(p.Direct, engine.DirectBranch{Node: engine.NodeID(n), Stmts: r.Acked[n], Wrote: r.Acked[n] > 0})
+			}
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		err = c.call(timeout, method, api.TxParams{TxID: engine.TxID(r.TxID)}, &out)
+		err = c.call(timeout, method, p, &out)
 		if err == nil || !rpc.IsCode(err, rpc.CodeUnavailable) || attempt == 5 {
 			break
 		}
@@ -394,6 +432,23 @@ func (c *client) finish(r *TxRecord, method string, timeout time.Duration) {
 	default:
 		r.Told, r.Reason = ToldUnknown, err.Error()
 	}
+}
+
+// dialParticipants opens the client's connections to the participants,
+// at the addresses the coordinator reaches them at; false if it could not
+// learn them.
+func (c *client) dialParticipants() bool {
+	if c.parts != nil {
+		return true
+	}
+	var nodes []api.NodeHealth
+	if err := c.call(beginTimeout, api.MethodNodes, struct{}{}, &nodes); err != nil || len(nodes) != c.w.n {
+		return false
+	}
+	for _, n := range nodes {
+		c.parts = append(c.parts, rpc.NewFailover([]string{n.Address}, rpc.ClientOptions{DialTimeout: time.Second, Stream: c.id%2 == 1}))
+	}
+	return true
 }
 
 func (c *client) call(timeout time.Duration, method string, params, result any) error {
