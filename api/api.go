@@ -50,12 +50,12 @@ type TxParams struct {
 // its statements to each participant from 0, sends the next only once the
 // last one answered, and tells the coordinator at commit what it sent
 // (TxParams.Direct); it sends no statement of the transaction through the
-// coordinator to that participant.
+// coordinator to that participant (to others it may).
 const MethodDirectExec = "direct_exec"
 
 // DirectExecParams are a direct statement's: Cluster and Epoch from the
-// transaction's begin (engine.BeginReply), its number at this participant,
-// the statement.
+// transaction's begin (engine.BeginReply, or the engine.ExecReply of the
+// exec that began it), its number at this participant, the statement.
 type DirectExecParams struct {
 	Cluster string       `json:"cluster"`
 	Epoch   engine.Epoch `json:"epoch"`

@@ -55,9 +55,10 @@ const (
 	// one transact call; the raw baseline then also runs each server's
 	// statements at the same time as the other servers'.
 	FormSingle = "single"
-	// FormDirect is the interactive form with each statement sent straight
-	// to its participant (api.MethodDirectExec) after a begin at the
-	// coordinator, and the commit naming what went where.
+	// FormDirect is the interactive form with the statements sent straight
+	// to their participants (api.MethodDirectExec), but for those on the
+	// participant of the first, which begins the transaction through the
+	// coordinator; the commit names what went where.
 	FormDirect = "direct"
 )
 

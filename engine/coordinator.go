@@ -1878,6 +1878,7 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		}
 		p := n.inflight
 		n.inflight = nil
+		began := tx.unanswered
 		tx.unanswered = false
 		if m.Result != nil && !p.describe && !strings.HasPrefix(m.Result.Tag, "SELECT") {
 			n.wrote = true
@@ -1889,7 +1890,11 @@ func (c *Coordinator) receive(now Instant, m Message) {
 		if p.inTransact {
 			c.transactResult(now, tx, p.idx, m.Result)
 		} else {
-			c.reply(p.req, ExecReply{TxID: tx.id, Node: from, Result: m.Result}, c.reserveLSN)
+			r := ExecReply{TxID: tx.id, Node: from, Result: m.Result}
+			if began {
+				r.Cluster, r.Epoch = c.cluster, tx.epoch
+			}
+			c.reply(p.req, r, c.reserveLSN)
 		}
 		c.pump(now, tx, from)
 		c.tryPrepare(now, tx)

@@ -476,6 +476,11 @@ type ExecReply struct {
 	// Repeated says the execute's key named a statement that had run: it
 	// did not run again (Result is absent) and Outcome is its batch's.
 	Repeated bool `json:"repeated,omitempty"`
+	// Cluster and Epoch, in the answer to an exec that began its
+	// transaction, are the header its statements sent straight to other
+	// participants carry (BeginReply).
+	Cluster string `json:"cluster,omitempty"`
+	Epoch   Epoch  `json:"epoch,omitempty"`
 }
 
 // OutcomeReply answers ClientCommit and ClientRollback.

@@ -501,8 +501,18 @@ func (c *Cluster) perform(n *Node, e engine.Effect) {
 			return
 		}
 		delete(c.waiting, e.Req)
-		if b, ok := e.Reply.(engine.BeginReply); ok && (c.direct[b.TxID] == nil || c.direct[b.TxID].header.Cluster != b.Cluster) {
-			c.direct[b.TxID] = &directTx{header: engine.Header{Cluster: b.Cluster, Epoch: b.Epoch}, next: map[engine.NodeID]int{}, ok: map[engine.NodeID]int{}}
+		// The header for direct statements comes with a begin's answer, or
+		// with that of the exec that began the transaction.
+		var h engine.Header
+		var id engine.TxID
+		switch r := e.Reply.(type) {
+		case engine.BeginReply:
+			h, id = engine.Header{Cluster: r.Cluster, Epoch: r.Epoch}, r.TxID
+		case engine.ExecReply:
+			h, id = engine.Header{Cluster: r.Cluster, Epoch: r.Epoch}, r.TxID
+		}
+		if h.Cluster != "" && (c.direct[id] == nil || c.direct[id].header.Cluster != h.Cluster) {
+			c.direct[id] = &directTx{header: h, next: map[engine.NodeID]int{}, ok: map[engine.NodeID]int{}}
 		}
 		c.respond(Response{Request: req, Reply: e.Reply, Err: e.Err})
 	case engine.Data:
