@@ -61,7 +61,8 @@
 //     participant will not run it (out of order, its transaction ended
 //     there or belongs to a coordinator incarnation since replaced): the
 //     transaction can then only abort; rpc.CodeUnavailable when no answer
-//     came in time, which leaves the same.
+//     came in time, which leaves the same; rpc.CodeInvalidParams for a
+//     statement whose number another call is running.
 //   - resolve: rpc.CodeUnknownTx for a transaction never issued,
 //     rpc.CodeTxNotActive for one not in doubt (still taking statements,
 //     or ended).

@@ -1150,9 +1150,12 @@ func (c *Coordinator) clientCommit(in ClientCommit) {
 // numberings start at 0, so one may stand in for the other), and the
 // transaction can only abort.
 func (c *Coordinator) addDirect(tx *coordTx, direct []DirectBranch) string {
-	for _, d := range direct {
+	for i, d := range direct {
 		if c.checkNode(d.Node) != nil || d.Stmts < 0 {
 			return fmt.Sprintf("direct branch %s with %d statements: no such participant, or a negative count", d.Node, d.Stmts)
+		}
+		if slices.ContainsFunc(direct[:i], func(o DirectBranch) bool { return o.Node == d.Node }) {
+			return fmt.Sprintf("direct branch %s named twice", d.Node)
 		}
 	}
 	for _, d := range direct {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"time"
@@ -165,8 +166,12 @@ type partTx struct {
 	nextStmt int
 	last     *ExecResult // result of statement nextStmt-1, resent on duplicates
 	// direct marks a branch whose running statement came from the client
-	// itself (ExecRequest.Direct): its result goes back there.
+	// itself (ExecRequest.Direct): its result goes back there. lastDigest
+	// is that statement's digest (statementDigest): a direct statement is
+	// a copy of it only if it is the same statement, not just one of the
+	// same number.
 	direct       bool
+	lastDigest   uint64
 	pending      int // data operations issued and not yet done
 	lastActivity Instant
 
@@ -574,6 +579,7 @@ func (p *Participant) admit(now Instant, m Message, h Header) bool {
 func (p *Participant) hold(m Message) {
 	size := messageSize(m)
 	if len(p.held) >= maxHeld || p.heldBytes+size > maxHeldBytes {
+		p.refuseDirect(m, "too much work waits here for the coordinator to confirm who it is; try again")
 		return
 	}
 	p.held = append(p.held, m)
@@ -732,8 +738,43 @@ func (p *Participant) releaseHeld(now Instant) {
 			p.hold(m)
 		case h.Cluster == p.cluster && h.Epoch == p.epoch:
 			p.receive(now, m)
+		default:
+			p.refuseDirect(m, fmt.Sprintf("the coordinator did not confirm cluster %s epoch %d, which the statement names", h.Cluster, h.Epoch))
 		}
 	}
+}
+
+// refusesDirect says why a statement a client sent directly under header
+// h cannot run here, or "" if admit may take it (or hold it until the
+// coordinator confirms who it is).
+func (p *Participant) refusesDirect(h Header) string {
+	switch {
+	case h.Cluster == "" || h.Epoch == 0:
+		return "the statement names no cluster and epoch"
+	case p.joining != nil && h != *p.joining:
+		return fmt.Sprintf("this participant is leaving cluster %s for %s", p.cluster, p.joining.Cluster)
+	case h.Cluster == p.cluster && h.Epoch < p.epoch:
+		// The coordinator that began the transaction is gone (a newer
+		// one took over), and so is the transaction.
+		return fmt.Sprintf("the transaction belongs to coordinator epoch %d, which has been replaced (now %d)", h.Epoch, p.epoch)
+	}
+	return ""
+}
+
+// refuseDirect answers a statement a client sent directly with why it did
+// not run; any other message is dropped as before, without a word.
+func (p *Participant) refuseDirect(m Message, why string) {
+	if e, ok := m.(ExecRequest); ok && e.Direct {
+		p.answerExec(true, ExecResult{Cluster: e.Cluster, From: p.cfg.Node, TxID: e.TxID, Stmt: e.Stmt, Err: why})
+	}
+}
+
+// statementDigest tells statements apart: a direct statement that only
+// shares its number with the last one ran is not a copy of it.
+func statementDigest(m ExecRequest) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d\x00%s\x00%v\x00%t", len(m.SQL), m.SQL, m.Args, m.Describe)
+	return h.Sum64()
 }
 
 func headerOf(m Message) Header {
@@ -759,14 +800,16 @@ func (p *Participant) warn(format string, args ...any) {
 func (p *Participant) receive(now Instant, m Message) {
 	switch m := m.(type) {
 	case ExecRequest:
+		if m.Direct {
+			// A client waits for this answer, and asks once: whatever
+			// admit would drop without a word is refused aloud.
+			if why := p.refusesDirect(m.Header); why != "" {
+				p.refuseDirect(m, why)
+				return
+			}
+		}
 		if p.admit(now, m, m.Header) {
 			p.exec(now, m)
-		} else if m.Direct && m.Cluster == p.cluster && m.Epoch < p.epoch {
-			// A client waits for this answer; the coordinator that began
-			// the transaction is gone (a newer one took over), and so is
-			// the transaction.
-			p.answerExec(true, ExecResult{Cluster: m.Cluster, From: p.cfg.Node, TxID: m.TxID, Stmt: m.Stmt,
-				Err: fmt.Sprintf("transaction %d belongs to coordinator epoch %d, which has been replaced (now %d)", m.TxID, m.Epoch, p.epoch)})
 		}
 	case PrepareRequest:
 		if p.admit(now, m, m.Header) {
@@ -902,7 +945,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 	// A copy of the last statement is answered with its result again; a
 	// statement that only shares its number (one direct, the other sent
 	// through the coordinator) is not that statement.
-	again := tx.last != nil && tx.last.Stmt == m.Stmt && tx.direct == m.Direct
+	again := tx.last != nil && tx.last.Stmt == m.Stmt && tx.direct == m.Direct && (!m.Direct || tx.lastDigest == statementDigest(m))
 	if tx.phase != PartPhaseWorking {
 		if again {
 			p.answerExec(m.Direct, *tx.last)
@@ -927,6 +970,9 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 	default:
 		tx.nextStmt++
 		tx.direct = m.Direct
+		if m.Direct {
+			tx.lastDigest = statementDigest(m)
+		}
 		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args, Describe: m.Describe}
 		switch {
 		case m.Then == ThenPrepare && (m.Decider == nil || *m.Decider != p.cfg.Node):

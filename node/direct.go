@@ -5,11 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
+
+// directSlack is what a direct statement's caller waits beyond the data
+// database's timeouts for one statement before it is told there was no
+// answer (whether the statement ran is then unknown).
+const directSlack = 10 * time.Second
 
 // directCalls are the direct statements (api.MethodDirectExec) whose
 // callers wait for the engine's answer, by transaction and statement.
@@ -39,10 +45,14 @@ func (d *directCalls) wait(k directStmt) (chan engine.ExecResult, bool) {
 	return ch, true
 }
 
-func (d *directCalls) giveUp(k directStmt) {
+// giveUp unregisters the caller waiting on ch, if the answer has not
+// taken it away meanwhile (and a later caller registered under the key).
+func (d *directCalls) giveUp(k directStmt, ch chan engine.ExecResult) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.waiting, k)
+	if d.waiting[k] == ch {
+		delete(d.waiting, k)
+	}
 }
 
 // answer hands a result to its caller; a result nobody waits for (the
@@ -86,9 +96,14 @@ func (p *Participant) directExec(ctx context.Context, raw json.RawMessage) (any,
 	m := engine.ExecRequest{Header: engine.Header{Cluster: params.Cluster, Epoch: params.Epoch},
 		TxID: params.TxID, Stmt: params.Stmt, SQL: params.SQL, Args: params.Args, Direct: true}
 	if !p.loop.submit(engine.Receive{Now: p.loop.now(), Msg: m}) {
-		p.direct.giveUp(k)
+		p.direct.giveUp(k, ch)
 		return nil, unavailable(errStopped)
 	}
+	// The engine answers every direct statement, but a statement may wait
+	// for a connection and its locks first: the bound is the data
+	// database's own for one statement, and some.
+	bound := time.NewTimer(p.opts.StatementTimeout + p.opts.LockTimeout + directSlack)
+	defer bound.Stop()
 	select {
 	case r := <-ch:
 		if r.Err != "" {
@@ -96,7 +111,13 @@ func (p *Participant) directExec(ctx context.Context, raw json.RawMessage) (any,
 		}
 		return r, nil
 	case <-ctx.Done():
-		p.direct.giveUp(k)
+		p.direct.giveUp(k, ch)
 		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s: no answer to statement %d of transaction %d: %v", p.name, params.Stmt, params.TxID, ctx.Err())
+	case <-bound.C:
+		p.direct.giveUp(k, ch)
+		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s: no answer to statement %d of transaction %d within %s", p.name, params.Stmt, params.TxID, p.opts.StatementTimeout+p.opts.LockTimeout+directSlack)
+	case <-p.loop.stopped:
+		p.direct.giveUp(k, ch)
+		return nil, unavailable(errStopped)
 	}
 }

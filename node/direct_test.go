@@ -110,6 +110,28 @@ func TestDirectStatements(t *testing.T) {
 		t.Fatalf("rows after the abort: p0 %d, p1 %d; want 2 and 1 still", rows(0), rows(1))
 	}
 
+	// A copy of the last statement is answered with its result again;
+	// another statement under its number is refused, not taken for it.
+	b = begin()
+	first, err := direct(b, 0, 0, "INSERT INTO d VALUES (8)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := direct(b, 0, 0, "INSERT INTO d VALUES (8)"); err != nil || again.Result == nil || again.Result.Tag != first.Result.Tag {
+		t.Fatalf("a copy of statement 0: %+v %v, want its result again", again, err)
+	}
+	if _, err := direct(b, 0, 0, "INSERT INTO d VALUES (9)"); !rpc.IsCode(err, rpc.CodeAborted) {
+		t.Fatalf("another statement numbered 0: %v, want it refused", err)
+	}
+	if r := commit(b, 1); r.Outcome != engine.OutcomeCommit {
+		t.Fatalf("after the refused copy: %s (%s)", r.Outcome, r.Reason)
+	}
+	c.CommitApplied(b.TxID)
+	var nine int
+	if err := c.Data[0].QueryRow(ctx, "SELECT count(*) FROM d WHERE k = 9").Scan(&nine); err != nil || nine != 0 || rows(0) != 3 {
+		t.Fatalf("p0 holds %d rows, %d of them the refused one (%v); want 3 and none", rows(0), nine, err)
+	}
+
 	// Statements out of order, and a transaction of an epoch the
 	// participant does not know, fail at once rather than hang.
 	b = begin()
