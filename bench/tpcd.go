@@ -248,44 +248,29 @@ func (d *tpcdDriver) directTx(ctx context.Context, c *rpc.Failover, parts []*rpc
 		return outFailed, fmt.Sprintf("exec: %v", err)
 	}
 	sp.mark("exec")
-	var direct []engine.DirectBranch
-	branch := func(n engine.NodeID) *engine.DirectBranch {
-		for i := range direct {
-			if direct[i].Node == n {
-				return &direct[i]
-			}
-		}
-		direct = append(direct, engine.DirectBranch{Node: n})
-		return &direct[len(direct)-1]
-	}
+	direct := api.NewDirectTx(b.TxID, b.Cluster, b.Epoch)
 	for _, s := range plan[1:] {
 		n := engine.NodeID(s.node)
 		var err error
-		var br *engine.DirectBranch
 		if n == first {
 			err = call(c, api.MethodExec, api.ExecParams{TxID: b.TxID, Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}, nil)
 		} else {
-			br = branch(n)
-			p := api.DirectExecParams{Cluster: b.Cluster, Epoch: b.Epoch, TxID: b.TxID, Stmt: br.Stmts, SQL: UpsertSQL, Args: []any{s.key, s.val}}
-			err = call(parts[s.node], api.MethodDirectExec, p, nil)
+			err = call(parts[s.node], api.MethodDirectExec, direct.Exec(n, UpsertSQL, []any{s.key, s.val}), nil)
+			direct.Answered(n, err == nil, true)
 		}
 		if err != nil {
 			// Whatever became of the statement, the transaction cannot
 			// commit; the rollback names its direct branches so that they
 			// end now rather than at a timeout.
-			if call(c, api.MethodRollback, api.TxParams{TxID: b.TxID, Direct: direct}, nil) == nil {
+			if call(c, api.MethodRollback, direct.End(), nil) == nil {
 				return outAborted, fmt.Sprintf("exec on p%d: %v", s.node, err)
 			}
 			return outFailed, fmt.Sprintf("exec on p%d: %v", s.node, err)
 		}
-		if br != nil {
-			br.Stmts++
-			br.Wrote = true
-		}
 		sp.mark("exec")
 	}
 	var r engine.OutcomeReply
-	if err := call(c, api.MethodCommit, api.TxParams{TxID: b.TxID, Direct: direct}, &r); err != nil {
+	if err := call(c, api.MethodCommit, direct.End(), &r); err != nil {
 		return outFailed, fmt.Sprintf("commit: %v", err)
 	}
 	if r.Outcome != engine.OutcomeCommit {
