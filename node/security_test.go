@@ -177,6 +177,10 @@ func TestHostileInputWhileCommitting(t *testing.T) {
 		{"bad outcome", req("tpcd.decide", `{"cluster":"x","epoch":1,"tx":1,"tx_epoch":1,"outcome":"perhaps"}`), rpc.CodeInvalidParams, peerToken},
 		{"decision without an outcome", req("tpcd.decide", fmt.Sprintf(`{"cluster":"%s","epoch":%d,"tx":%d,"tx_epoch":%d}`, cluster, epoch, open, epoch)), rpc.CodeInvalidParams, peerToken},
 		{"client method on a participant", req("begin", `{}`), rpc.CodeMethodNotFound, peerToken},
+		{"direct statement without sql", req("direct_exec", fmt.Sprintf(`{"cluster":"%s","epoch":%d,"tx":%d,"stmt":0}`, cluster, epoch, open)), rpc.CodeInvalidParams, ""},
+		{"direct statement without an epoch", req("direct_exec", fmt.Sprintf(`{"cluster":"%s","tx":987656,"stmt":0,"sql":"select 1"}`, cluster)), rpc.CodeInvalidParams, ""},
+		{"direct statement out of order", req("direct_exec", fmt.Sprintf(`{"cluster":"%s","epoch":%d,"tx":987656,"stmt":3,"sql":"select 1"}`, cluster, epoch)), rpc.CodeAborted, ""},
+		{"direct statement of another cluster", req("direct_exec", `{"cluster":"not-ours","epoch":1,"tx":987656,"stmt":1,"sql":"select 1"}`), rpc.CodeAborted, ""},
 		{"invalid utf-8", req("tpcd.exec", "{\"cluster\":\"\xff\"}"), rpc.CodeParseError, peerToken},
 		{"malformed", []byte(`{"jsonrpc":"2.0","id":1,"method":"tpcd.exec","params":{"cluster":`), rpc.CodeParseError, peerToken},
 	}
