@@ -1934,7 +1934,11 @@ func (c *Coordinator) receive(now Instant, m Message) {
 			if m.Outcome == OutcomeCommit {
 				c.votersAnswered(now, tx, m.Results)
 			}
-			c.deciderAnswered(now, tx, m.Outcome == OutcomeCommit, m.Outcome == OutcomeAbort, "the decider settled it as aborted")
+			why := "the decider settled it as aborted"
+			if m.Reason != "" {
+				why = "it rolled back: " + m.Reason
+			}
+			c.deciderAnswered(now, tx, m.Outcome == OutcomeCommit, m.Outcome == OutcomeAbort, why)
 		}
 	case AckMessage:
 		if tx.outcome == 0 || m.Outcome != tx.outcome || !n.inPhase2 || n.acked {

@@ -96,7 +96,11 @@ func DescribeMessage(m Message) string {
 	case SettleRequest:
 		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
 	case SettleAnswer:
-		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome) + voterResults(m.Results)
+		s := fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome) + voterResults(m.Results)
+		if m.Reason != "" {
+			s += fmt.Sprintf(" reason=%q", m.Reason)
+		}
+		return s
 	case DecisionRequest:
 		s := fmt.Sprintf("%s epoch=%d tx=%d outcome=%s", m.Method(), m.Epoch, m.TxID, m.Outcome)
 		if m.Presumed {

@@ -191,6 +191,9 @@ type SettleAnswer struct {
 	// results the decider's voters sent it, as in its committed vote
 	// (which this answer stands in for when that was lost).
 	Results []VoterResult `json:"results,omitempty"`
+	// Reason, with an abort, is why the decider rolled its branch back,
+	// when it did so itself.
+	Reason string `json:"reason,omitempty"`
 }
 
 // DecisionRequest tells a participant the outcome. Presumed marks an abort

@@ -266,6 +266,10 @@ type keptMarker struct {
 type settling struct {
 	markerOp
 	askers []NodeID
+	// reason is why the branch rolled back, if it did here: told with an
+	// abort, so that the client learns it (a count that did not match,
+	// a statement that failed).
+	reason string
 }
 
 // NewParticipant returns a participant with an empty state; fold its log in
@@ -1071,7 +1075,7 @@ func (p *Participant) tryPrepare(now Instant, tx *partTx) {
 	tx.prepareWanted = false
 	if tx.nextStmt != tx.prepareStmts {
 		tx.prepareWanted = true // answered when the rollback is done
-		p.rollback(now, tx, fmt.Sprintf("ran %d statements, coordinator counted %d", tx.nextStmt, tx.prepareStmts))
+		p.rollback(now, tx, fmt.Sprintf("ran %d statements, the commit counted %d", tx.nextStmt, tx.prepareStmts))
 		return
 	}
 	tx.phase = PartPhasePreparing
@@ -1124,7 +1128,7 @@ func (p *Participant) tryCommitBranch(now Instant, tx *partTx) {
 	tx.gid = p.branchGID(tx.id, tx.epoch, p.cfg.Node)
 	if tx.nextStmt != tx.commitStmts {
 		tx.askers = appendAsker(tx.askers, CoordinatorNode)
-		p.rollback(now, tx, fmt.Sprintf("ran %d statements, coordinator counted %d", tx.nextStmt, tx.commitStmts))
+		p.rollback(now, tx, fmt.Sprintf("ran %d statements, the commit counted %d", tx.nextStmt, tx.commitStmts))
 		return
 	}
 	tx.phase = PartPhaseDeciding
@@ -1195,7 +1199,7 @@ func (p *Participant) settleRequested(now Instant, m SettleRequest) {
 		return
 	}
 	if k := p.kept[m.TxID]; k != nil {
-		p.settleAnswer(m.TxID, []NodeID{m.From}, !k.tombstone)
+		p.settleAnswer(m.TxID, []NodeID{m.From}, !k.tombstone, "")
 		return
 	}
 	if o := p.finishedIdx[m.TxID]; o != 0 {
@@ -1205,7 +1209,7 @@ func (p *Participant) settleRequested(now Instant, m SettleRequest) {
 		// transactions are compacted only after a while, see
 		// docs/PROTOCOL.md), and a branch that rolled back cannot be
 		// reopened meanwhile.
-		p.settleAnswer(m.TxID, []NodeID{m.From}, o == OutcomeCommit)
+		p.settleAnswer(m.TxID, []NodeID{m.From}, o == OutcomeCommit, "")
 		return
 	}
 	p.settle(m.TxID, p.branchGID(m.TxID, m.TxEpoch, p.cfg.Node), m.From)
@@ -1225,13 +1229,14 @@ func (p *Participant) settle(id TxID, gid string, asker NodeID) {
 // settleAnswer tells each asker the decider's outcome: the coordinator as
 // the answer to its commit request or question, a branch in doubt as the
 // decision it waits for.
-func (p *Participant) settleAnswer(id TxID, askers []NodeID, committed bool) {
+func (p *Participant) settleAnswer(id TxID, askers []NodeID, committed bool, reason string) {
 	o := OutcomeAbort
 	if committed {
 		o = OutcomeCommit
+		reason = ""
 	}
 	for _, a := range askers {
-		m := SettleAnswer{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}
+		m := SettleAnswer{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o, Reason: reason}
 		if k := p.kept[id]; k != nil && committed && a == CoordinatorNode {
 			m.Results = k.votes
 		}
@@ -1259,7 +1264,7 @@ func (p *Participant) settled(in DataDone) {
 	case !in.Committed && p.finishedIdx[in.TxID] == 0:
 		p.emit(PartAborted{TxID: in.TxID, GID: s.gid, Reason: "settled as aborted by the decider"})
 	}
-	p.settleAnswer(in.TxID, s.askers, in.Committed)
+	p.settleAnswer(in.TxID, s.askers, in.Committed, s.reason)
 }
 
 // keep records a decider's marker or tombstone, which stays until the
@@ -1513,7 +1518,7 @@ func (p *Participant) rolledBack(now Instant, tx *partTx, in DataDone) {
 	if len(tx.askers) > 0 && tx.abortDecided {
 		// The coordinator decided abort before asking this branch to
 		// commit: it never will, so the abort is final as it is.
-		p.settleAnswer(tx.id, tx.askers, false)
+		p.settleAnswer(tx.id, tx.askers, false, reason)
 	} else if len(tx.askers) > 0 || tx.commitWanted {
 		// Asked about as a decider: rolled back is not yet final (a
 		// duplicate could reopen the branch); the tombstone makes it
@@ -1525,6 +1530,7 @@ func (p *Participant) rolledBack(now Instant, tx *partTx, in DataDone) {
 		for _, a := range tx.askers[1:] {
 			p.settle(tx.id, "", a)
 		}
+		p.settles[tx.id].reason = reason
 	}
 }
 
@@ -1546,7 +1552,7 @@ func (p *Participant) branchDone(now Instant, tx *partTx, err string, retry bool
 	votes := slices.DeleteFunc(tx.votes, func(v VoterResult) bool { return !slices.Contains(tx.voters, v.Node) })
 	p.kept[tx.id].votes = votes
 	p.answerBranch(tx.id, true, "", votes...)
-	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true)
+	p.settleAnswer(tx.id, slices.DeleteFunc(tx.askers, func(a NodeID) bool { return a == CoordinatorNode }), true, "")
 }
 
 // markerDeleted ends a marker's deletion: any failure is retried with
