@@ -371,9 +371,43 @@ func (c *Cluster) prepare(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.as.credential()}
 }
 
+// shmemRetries and shmemPause bound how long a start waits for the
+// backends of a killed postmaster to let go of its shared memory: a
+// backend that is exiting has left its directory (clearPrevious no longer
+// sees it) but may still hold the segment, and the new postmaster then
+// refuses to start.
+const (
+	shmemRetries = 50
+	shmemPause   = 100 * time.Millisecond
+)
+
 // startServer runs the postmaster on c.port and waits until it accepts
 // connections. It also returns where this run's output starts in the log.
 func (c *Cluster) startServer(ctx context.Context) (*server, int64, error) {
+	for attempt := 1; ; attempt++ {
+		s, logStart, err := c.startServerOnce(ctx)
+		if err == nil || attempt == shmemRetries || !shmemInUse(c.logSince(logStart)) {
+			return s, logStart, err
+		}
+		if attempt == 1 {
+			c.log.Warn("the backends of the previous postgres still hold its shared memory; starting again once they let go", "dir", c.dir)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, logStart, err
+		case <-time.After(shmemPause):
+		}
+	}
+}
+
+// shmemInUse recognises the log of a start refused because the previous
+// server's shared memory is still attached.
+func shmemInUse(log []byte) bool {
+	return strings.Contains(string(log), "pre-existing shared memory block")
+}
+
+// startServerOnce is one try of startServer.
+func (c *Cluster) startServerOnce(ctx context.Context) (*server, int64, error) {
 	if err := c.clearPrevious(ctx); err != nil {
 		return nil, 0, err
 	}
