@@ -353,6 +353,11 @@ type LoadOptions struct {
 	// Types are column types to use instead of guessing them from the
 	// data, by column name: the demo loader knows its source's.
 	Types map[string]string
+	// Direct sends the INSERTs straight to the participants
+	// (api.MethodDirectExec), at the addresses the coordinator reaches
+	// them at, instead of through the coordinator, which then only begins
+	// and commits each transaction.
+	Direct bool
 }
 
 // source is what messages call the rows' origin.
@@ -367,7 +372,7 @@ func (o LoadOptions) source() string {
 const DefaultTxSize = 100
 
 // ParseLoadArgs reads the arguments of the load command:
-// --table NAME --key COLUMN [--create] [--atomic] [--append] [--tx-size N] FILE.
+// --table NAME --key COLUMN [--create] [--atomic] [--append] [--direct] [--tx-size N] FILE.
 func ParseLoadArgs(args []string) (LoadOptions, error) {
 	var o LoadOptions
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
@@ -378,6 +383,7 @@ func ParseLoadArgs(args []string) (LoadOptions, error) {
 	fs.BoolVar(&o.Atomic, "atomic", false, "load every row in one transaction")
 	fs.BoolVar(&o.Append, "append", false, "load into a table that already holds rows")
 	fs.IntVar(&o.TxSize, "tx-size", DefaultTxSize, "rows per transaction")
+	fs.BoolVar(&o.Direct, "direct", false, "send the rows straight to the participants")
 	// Flags may follow the file name too: parse, take a positional, go on.
 	var files []string
 	for {
@@ -397,7 +403,7 @@ func ParseLoadArgs(args []string) (LoadOptions, error) {
 	return o, o.Check()
 }
 
-const loadUsage = "load --table NAME --key COLUMN [--create] [--atomic] [--append] [--tx-size N] FILE.csv"
+const loadUsage = "load --table NAME --key COLUMN [--create] [--atomic] [--append] [--direct] [--tx-size N] FILE.csv"
 
 // Check validates the options.
 func (o LoadOptions) Check() error {

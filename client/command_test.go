@@ -72,11 +72,11 @@ func TestParseCommand(t *testing.T) {
 }
 
 func TestParseLoadArgs(t *testing.T) {
-	c, err := ParseCommand(`load testdata/x.csv --table "my table" --key sensor_id --create --tx-size 50`)
+	c, err := ParseCommand(`load testdata/x.csv --table "my table" --key sensor_id --create --direct --tx-size 50`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := LoadOptions{File: "testdata/x.csv", Table: "my table", Key: "sensor_id", Create: true, TxSize: 50}
+	want := LoadOptions{File: "testdata/x.csv", Table: "my table", Key: "sensor_id", Create: true, Direct: true, TxSize: 50}
 	if !reflect.DeepEqual(*c.Load, want) {
 		t.Fatalf("got %+v, want %+v", *c.Load, want)
 	}
@@ -84,7 +84,7 @@ func TestParseLoadArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Load.TxSize != DefaultTxSize || c.Load.Create {
+	if c.Load.TxSize != DefaultTxSize || c.Load.Create || c.Load.Direct {
 		t.Fatalf("defaults: %+v", *c.Load)
 	}
 }

@@ -17,7 +17,7 @@ var helpTopics = []struct{ name, usage, text string }{
 	{"indoubt", "indoubt", "Transactions past their statements that have not ended: their age, what they wait for and from whom, and why (an unreachable participant)."},
 	{"resolve", "resolve TXID", "Retry now what an in-doubt transaction waits for (resend its decision, ask its decider again); the coordinator logs it. It changes no outcome."},
 	{"nodes", "nodes", "List the participants and whether the coordinator reaches them."},
-	{"load", "load --table T --key COL [--create] [--tx-size N|--atomic] [--append] FILE", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows, or with --atomic all in one. A table that holds rows already needs --append."},
+	{"load", "load --table T --key COL [--create] [--tx-size N|--atomic] [--append] FILE", "Load a CSV file: row r goes to participant FNV-1a(r.COL) mod N, committed in distributed transactions of --tx-size rows, or with --atomic all in one. A table that holds rows already needs --append. --direct sends the rows straight to the participants."},
 	{`\timing`, `\timing [on|off]`, "Say how long each command took (Time: 1.234 ms; time_ms in JSON)."},
 	{`\x`, `\x [on|off|auto]`, "Expanded output: each row as a block of column | value lines; auto: when a table is wider than the terminal."},
 	{`\pset`, `\pset pager [on|off|always]   \pset expanded [on|off|auto]`, `On a terminal, output taller than it goes through $TPCD_PAGER, else $PAGER, else less (empty: none); off: never; always: even when it fits. \pset expanded is \x.`},

@@ -262,6 +262,42 @@ func testLoadAtomic(t *testing.T, c *testCluster) {
 	}
 }
 
+// testLoadDirect loads with --direct, the rows sent straight to the
+// participants: split as any load, committed and counted; an atomic load
+// with a bad row leaves nothing, its error naming the row's line.
+func testLoadDirect(t *testing.T, c *testCluster) {
+	var body strings.Builder
+	body.WriteString("id,v\n")
+	keys := make([]string, 250)
+	for i := range keys {
+		keys[i] = fmt.Sprint(i + 1)
+		fmt.Fprintf(&body, "%d,v%d\n", i+1, i+1)
+	}
+	out, errs, err := loadFile(t, c, body.String(), "--table direct_ok --key id --create --direct --tx-size 40")
+	if err != nil || !strings.Contains(out, "loaded 250 rows into direct_ok in 7 transactions (0 aborted)") {
+		t.Fatalf("direct load: %v\nstdout %q\nstderr %q", err, out, errs)
+	}
+	c.waitSplit(t, "direct_ok", keys, 1)
+
+	// The bad row comes after the rows the column types are guessed from.
+	body.Reset()
+	body.WriteString("id,v\n")
+	for i := 1; i <= sampleRows+100; i++ {
+		fmt.Fprintf(&body, "%d,%d\n", i, i)
+	}
+	body.WriteString("x,y\n")
+	out, errs, err = loadFile(t, c, body.String(), "--table direct_bad --key v --create --atomic --direct")
+	if err == nil || !strings.Contains(errs, fmt.Sprintf("error: load: line %d, column 1 (id): ", sampleRows+102)) ||
+		!strings.Contains(out, "loaded 0 rows into direct_bad in no transaction") {
+		t.Fatalf("atomic direct load with a bad row: %v\nstdout %q\nstderr %q", err, out, errs)
+	}
+	for i := range c.Data {
+		if n := c.count(t, i, "SELECT count(*) FROM pg_tables WHERE tablename = 'direct_bad'"); n != 0 {
+			t.Errorf("@%d has table direct_bad after a failed atomic load", i)
+		}
+	}
+}
+
 // testLoadRefusesNonEmpty loads a file twice: the second time is refused
 // unless --append, which adds the rows again.
 func testLoadRefusesNonEmpty(t *testing.T, c *testCluster) {

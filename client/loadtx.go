@@ -17,6 +17,18 @@ import (
 type loadTx struct {
 	s  *Session
 	id engine.TxID
+	// direct, for a load whose statements go straight to the
+	// participants (parts), keeps their account.
+	direct *api.DirectTx
+	parts  []*rpc.Failover
+}
+
+// end is the params of the transaction's commit or rollback.
+func (tx *loadTx) end() api.TxParams {
+	if tx.direct != nil {
+		return tx.direct.End()
+	}
+	return api.TxParams{TxID: tx.id}
 }
 
 // stmtError is a statement a participant refused: retrying cannot help,
@@ -46,7 +58,16 @@ func (l *loader) begin(ctx context.Context) (*loadTx, error) {
 	if err := s.call(ctx, api.MethodBegin, struct{}{}, &b); err != nil {
 		return nil, s.explain(err)
 	}
-	return &loadTx{s: s, id: b.TxID}, nil
+	tx := &loadTx{s: s, id: b.TxID}
+	if l.opts.Direct {
+		parts, err := s.participants(ctx)
+		if err != nil {
+			tx.rollback(ctx)
+			return nil, err
+		}
+		tx.direct, tx.parts = api.NewDirectTx(b.TxID, b.Cluster, b.Epoch), parts
+	}
+	return tx, nil
 }
 
 // retryable reports whether err, from a transaction's begin, exec or
@@ -86,19 +107,38 @@ func (tx *loadTx) run(ctx context.Context, stmts map[engine.NodeID][]stmt) (map[
 		go func() {
 			defer wg.Done()
 			for _, st := range list {
-				var r engine.ExecReply
-				err := s.rpc.Call(ctx, api.MethodExec, api.ExecParams{TxID: tx.id, Node: &nd, SQL: st.sql, Args: st.args}, &r)
+				var result *engine.StmtResult
+				var err error
+				if tx.direct != nil {
+					mu.Lock()
+					p := tx.direct.Exec(nd, st.sql, st.args)
+					mu.Unlock()
+					var r engine.ExecResult
+					err = tx.parts[nd].Call(ctx, api.MethodDirectExec, p, &r)
+					result = r.Result
+				} else {
+					var r engine.ExecReply
+					err = s.rpc.Call(ctx, api.MethodExec, api.ExecParams{TxID: tx.id, Node: &nd, SQL: st.sql, Args: st.args}, &r)
+					result = r.Result
+				}
 				mu.Lock()
+				if tx.direct != nil {
+					tx.direct.Answered(nd, err == nil, true)
+				}
 				// The statement that failed, not one on another participant
 				// refused because of it ("will abort"), whichever answer
 				// came first: the failed one names the row to report.
 				if err != nil && (firstErr == nil || tx.doomedBy(firstErr) && !tx.doomedBy(err)) {
 					firstErr = err
 					if !rpc.IsTransport(err) && ctx.Err() == nil {
-						firstErr = &stmtError{tx: tx.id, node: nd, stmt: st, err: err, addr: s.Addr()}
+						addr := s.Addr()
+						if tx.direct != nil {
+							addr = tx.parts[nd].Addr()
+						}
+						firstErr = &stmtError{tx: tx.id, node: nd, stmt: st, err: err, addr: addr}
 					}
 				}
-				results[nd] = r.Result
+				results[nd] = result
 				mu.Unlock()
 				if err != nil {
 					return
@@ -124,7 +164,7 @@ func (tx *loadTx) run(ctx context.Context, stmts map[engine.NodeID][]stmt) (map[
 // abort it at its idle timeout anyway, so a failure is not reported.
 func (tx *loadTx) rollback(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	_ = tx.s.rpc.Call(rctx, api.MethodRollback, api.TxParams{TxID: tx.id}, nil)
+	_ = tx.s.rpc.Call(rctx, api.MethodRollback, tx.end(), nil)
 	cancel()
 }
 
@@ -134,7 +174,7 @@ func (tx *loadTx) rollback(ctx context.Context) {
 func (tx *loadTx) commit(ctx context.Context) (retry bool, err error) {
 	s := tx.s
 	var out engine.OutcomeReply
-	if err := s.call(ctx, api.MethodCommit, api.TxParams{TxID: tx.id}, &out); err != nil {
+	if err := s.call(ctx, api.MethodCommit, tx.end(), &out); err != nil {
 		if !rpc.IsTransport(err) || ctx.Err() != nil {
 			return false, fmt.Errorf("commit transaction %d: %s", tx.id, describe(err, s.Addr()))
 		}

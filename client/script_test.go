@@ -70,6 +70,7 @@ func TestCluster(t *testing.T) {
 		{"load/errors", testLoadErrors},
 		{"load/positions", testLoadPositions},
 		{"load/atomic", testLoadAtomic},
+		{"load/direct", testLoadDirect},
 		{"load/refuses-non-empty", testLoadRefusesNonEmpty},
 		{"load/terminal", testLoadOnTerminal},
 		{"demo", testDemo},

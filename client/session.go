@@ -72,6 +72,10 @@ type Session struct {
 	epoch     engine.Epoch
 	cluster   string
 	nodes     int
+
+	// parts call the participants, for statements sent straight to them
+	// (a load's --direct); opened on first use.
+	parts []*rpc.Failover
 }
 
 // NewSession makes a session with the coordinator at addr (HOST:PORT), and
@@ -118,7 +122,30 @@ func (s *Session) Cluster() string { return s.cluster }
 
 // Close releases the connection. It leaves an open transaction alone; see
 // Finish.
-func (s *Session) Close() error { return s.rpc.Close() }
+func (s *Session) Close() error {
+	for _, p := range s.parts {
+		p.Close()
+	}
+	return s.rpc.Close()
+}
+
+// participants opens the session's connections to the participants, at
+// the addresses the coordinator reaches them at, with the session's token
+// and TLS.
+func (s *Session) participants(ctx context.Context) ([]*rpc.Failover, error) {
+	if s.parts != nil {
+		return s.parts, nil
+	}
+	nodes, err := s.listNodes(ctx)
+	if err != nil {
+		return nil, s.explain(err)
+	}
+	for _, n := range nodes {
+		s.parts = append(s.parts, rpc.NewFailover([]string{n.Address},
+			rpc.ClientOptions{Logger: s.opts.Logger, DialTimeout: 2 * time.Second, Token: s.opts.Token, TLS: s.opts.TLS}))
+	}
+	return s.parts, nil
+}
 
 // Connect reaches the coordinator and learns its incarnation and
 // participants. Commands call it themselves; an interactive shell calls it

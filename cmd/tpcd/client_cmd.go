@@ -188,6 +188,7 @@ type ClientLoadCmd struct {
 	Atomic bool   `env:"-" help:"Load every row (and with --create the table) in one distributed transaction: all of them or none. --tx-size does not apply."`
 	Append bool   `env:"-" help:"Load into a table that already holds rows (refused without it, so that loading a file twice does not double its rows)."`
 	TxSize int    `name:"tx-size" help:"Rows per distributed transaction." default:"100"`
+	Direct bool   `env:"-" help:"Send the rows straight to the participants (at the addresses the coordinator reaches them at), the coordinator only beginning and committing each transaction."`
 	File   string `arg:"" help:"CSV file; its first line names the columns." type:"existingfile"`
 }
 
@@ -198,7 +199,7 @@ func (c *ClientLoadCmd) Run(g *Globals, ctx context.Context, parent *ClientCmd) 
 		return err
 	}
 	return client.LoadCommand(ctx, opts, client.LoadOptions{
-		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, Atomic: c.Atomic, Append: c.Append, TxSize: c.TxSize,
+		File: c.File, Table: c.Table, Key: c.Key, Create: c.Create, Atomic: c.Atomic, Append: c.Append, TxSize: c.TxSize, Direct: c.Direct,
 	})
 }
 
