@@ -562,6 +562,7 @@ func (p *Participant) sortedTxIDs() []TxID { return slices.Sorted(maps.Keys(p.tx
 func (p *Participant) admit(now Instant, m Message, h Header) bool {
 	switch {
 	case h.Cluster == "" || h.Epoch == 0:
+		p.refuseDirect(m, "the statement names no cluster and epoch")
 		return false
 	case p.joining != nil && h == *p.joining:
 		p.hold(m)
@@ -569,10 +570,14 @@ func (p *Participant) admit(now Instant, m Message, h Header) bool {
 	case p.joining != nil:
 		// Leaving: the configured coordinator is already the new
 		// cluster's; nothing of the old one starts here any more.
+		p.refuseDirect(m, fmt.Sprintf("this participant is leaving cluster %s for %s", p.cluster, p.joining.Cluster))
 		return false
 	case h.Cluster == p.cluster && h.Epoch == p.epoch:
 		return true
 	case h.Cluster == p.cluster && h.Epoch < p.epoch:
+		// The coordinator that began the transaction is gone (a newer
+		// one took over), and so is the transaction.
+		p.refuseDirect(m, fmt.Sprintf("the transaction belongs to coordinator epoch %d, which has been replaced (now %d)", h.Epoch, p.epoch))
 		return false
 	}
 	p.hold(m)
@@ -748,25 +753,9 @@ func (p *Participant) releaseHeld(now Instant) {
 	}
 }
 
-// refusesDirect says why a statement a client sent directly under header
-// h cannot run here, or "" if admit may take it (or hold it until the
-// coordinator confirms who it is).
-func (p *Participant) refusesDirect(h Header) string {
-	switch {
-	case h.Cluster == "" || h.Epoch == 0:
-		return "the statement names no cluster and epoch"
-	case p.joining != nil && h != *p.joining:
-		return fmt.Sprintf("this participant is leaving cluster %s for %s", p.cluster, p.joining.Cluster)
-	case h.Cluster == p.cluster && h.Epoch < p.epoch:
-		// The coordinator that began the transaction is gone (a newer
-		// one took over), and so is the transaction.
-		return fmt.Sprintf("the transaction belongs to coordinator epoch %d, which has been replaced (now %d)", h.Epoch, p.epoch)
-	}
-	return ""
-}
-
 // refuseDirect answers a statement a client sent directly with why it did
-// not run; any other message is dropped as before, without a word.
+// not run: the client asks once and waits for the answer. Any other
+// message is dropped without a word, as a lost one (its sender resends).
 func (p *Participant) refuseDirect(m Message, why string) {
 	if e, ok := m.(ExecRequest); ok && e.Direct {
 		p.answerExec(true, ExecResult{Cluster: e.Cluster, From: p.cfg.Node, TxID: e.TxID, Stmt: e.Stmt, Err: why})
@@ -804,14 +793,6 @@ func (p *Participant) warn(format string, args ...any) {
 func (p *Participant) receive(now Instant, m Message) {
 	switch m := m.(type) {
 	case ExecRequest:
-		if m.Direct {
-			// A client waits for this answer, and asks once: whatever
-			// admit would drop without a word is refused aloud.
-			if why := p.refusesDirect(m.Header); why != "" {
-				p.refuseDirect(m, why)
-				return
-			}
-		}
 		if p.admit(now, m, m.Header) {
 			p.exec(now, m)
 		}
