@@ -301,7 +301,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		if r.OneCall {
 			rep.OneCall++
 		}
-		if r.Direct {
+		if r.direct != nil {
 			rep.Direct++
 		}
 	}

@@ -82,9 +82,10 @@ type TxRecord struct {
 	RolledBack bool
 	// OneCall: the statements and the commit went in one transact call.
 	OneCall bool
-	// Direct: the statements went straight to their participants
-	// (direct_exec); the commit or rollback names them.
-	Direct bool
+	// direct, for a transaction whose statements went straight to their
+	// participants (direct_exec), keeps the account its commit or
+	// rollback names them with.
+	direct *api.DirectTx
 	// Orphaned: the harness left the transaction open on purpose and
 	// replaced its coordinator, so no coordinator can tell its state and
 	// none of its rows may ever commit.
@@ -301,17 +302,19 @@ func (c *client) runOne(incarnation int) {
 		c.transact(r, plan)
 		return
 	}
-	r.Direct = c.rng.IntN(100) < pctDirect && c.dialParticipants()
+	if c.rng.IntN(100) < pctDirect && c.dialParticipants() {
+		r.direct = api.NewDirectTx(b.TxID, b.Cluster, b.Epoch)
+	}
 	for _, s := range plan {
 		r.Sent[s.node]++
 		r.PlannedFail = r.PlannedFail || s.fail
 		nd := engine.NodeID(s.node)
 		var err error
-		if r.Direct {
-			p := api.DirectExecParams{Cluster: b.Cluster, Epoch: b.Epoch, TxID: b.TxID, Stmt: r.Sent[s.node] - 1, SQL: s.sql, Args: s.args}
+		if r.direct != nil {
 			ctx, cancel := context.WithTimeout(c.w.ctx, execTimeout)
-			err = c.parts[s.node].Call(ctx, api.MethodDirectExec, p, nil)
+			err = c.parts[s.node].Call(ctx, api.MethodDirectExec, r.direct.Exec(nd, s.sql, s.args), nil)
 			cancel()
+			r.direct.Answered(nd, err == nil, true)
 			if rpc.IsCode(err, rpc.CodeUnavailable) {
 				// No answer in time, or a participant that is starting:
 				// whether the statement ran is unknown.
@@ -405,13 +408,8 @@ func (c *client) finish(r *TxRecord, method string, timeout time.Duration) {
 	var out engine.OutcomeReply
 	var err error
 	p := api.TxParams{TxID: engine.TxID(r.TxID)}
-	if r.Direct {
-		// Every participant a statement went to, with those answered ok.
-		for n, sent := range r.Sent {
-			if sent > 0 {
-				p.Direct = append(p.Direct, engine.DirectBranch{Node: engine.NodeID(n), Stmts: r.Acked[n], Wrote: r.Acked[n] > 0})
-			}
-		}
+	if r.direct != nil {
+		p = r.direct.End()
 	}
 	for attempt := 0; ; attempt++ {
 		err = c.call(timeout, method, p, &out)
