@@ -53,6 +53,20 @@ type TxParams struct {
 // coordinator to that participant (to others it may).
 const MethodDirectExec = "direct_exec"
 
+// MethodPlainTransact is served by participants: statements that all name
+// this participant, run as one plain transaction on its data server and
+// committed there (BEGIN, the statements, COMMIT, in one round trip when
+// their arguments allow). The coordinator, the logs and the outcome marker
+// stay out of it: it costs what the same transaction sent to PostgreSQL
+// straight would, plus the hop to the participant. Its params are
+// TransactParams with commit true and neither tx nor key; its result is a
+// TransactReply whose tx is 0 (the transaction has no id in the cluster,
+// and status knows nothing of it). A statement that fails rolls the
+// transaction back; a call whose answer is lost leaves its outcome
+// unknown, as with any PostgreSQL client, so a transaction that must be
+// told apart from its repeat goes to the coordinator with a key.
+const MethodPlainTransact = "plain_transact"
+
 // DirectExecParams are a direct statement's: Cluster and Epoch from the
 // transaction's begin (engine.BeginReply, or the engine.ExecReply of the
 // exec that began it), its number at this participant, the statement.

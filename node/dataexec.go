@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -19,23 +18,9 @@ import (
 // transaction, opening it on the first statement.
 func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.DataDone {
 	if w.conn == nil {
-		// A full pool must fail the statement rather than wait: the
-		// connections are held by transactions that may be waiting for
-		// this one on another node.
-		// Opening a new connection may take long on a busy server; only
-		// waiting for a full pool is cut short.
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if st := d.pool.Stat(); st.AcquiredConns() >= st.MaxConns() {
-			actx, cancel = context.WithTimeout(ctx, d.acquireTimeout)
-		}
-		conn, err := d.pool.Acquire(actx)
-		poolFull := actx != ctx && actx.Err() != nil && ctx.Err() == nil
-		cancel()
+		conn, err := d.acquire(ctx)
 		if err != nil {
-			if poolFull {
-				return engine.DataDone{Err: fmt.Sprintf("no free data-database connection within %s (all %d in use by open transactions; raise --max-conns)", d.acquireTimeout, d.pool.Config().MaxConns)}
-			}
-			return engine.DataDone{Err: fmt.Sprintf("data database unavailable: %v", err)}
+			return engine.DataDone{Err: err.Error()}
 		}
 		if params, ok := textParams(op.Args); ok {
 			// The usual first statement: one round trip opens the
@@ -162,8 +147,7 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	p := pipeline{conn: pc}
 	b := &p.batch
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
-	if err := p.statement(ctx, timeoutsSQL,
-		[][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))}); err != nil {
+	if err := p.statement(ctx, timeoutsSQL, d.timeoutParams()); err != nil {
 		return nil, false, err, nil, 0
 	}
 	// Named outside the transaction: a statement that does not parse runs

@@ -237,6 +237,7 @@ func (p *Participant) methods() map[string]rpc.Handler {
 	}
 	serveMessages(m, participantMethods, p.loop, p.notReady)
 	m[api.MethodDirectExec] = p.directExec
+	m[api.MethodPlainTransact] = p.plainTransact
 	return m
 }
 

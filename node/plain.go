@@ -1,0 +1,284 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// plainTransact serves api.MethodPlainTransact: a one-participant
+// transaction that needs none of the protocol, so none of it runs. Nothing
+// is logged and the engine never hears of it: a plain transaction leaves
+// nothing to recover, as it either committed on this participant's server
+// or did not.
+func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (any, error) {
+	var params api.TransactParams
+	if err := rpc.DecodeParams(raw, &params); err != nil {
+		return nil, err
+	}
+	switch {
+	case params.TxID != 0:
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "tx: a plain transaction runs whole in one call; an open transaction's statements go to the coordinator")
+	case !params.Commit:
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "commit must be true: a plain transaction commits in the call that runs it")
+	case params.Key != "":
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "key: a plain transaction keeps no outcome to find by its key; send a keyed transaction to the coordinator (transact)")
+	case len(params.Statements) == 0:
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements are required")
+	}
+	me := p.opts.Engine.Node
+	for i, st := range params.Statements {
+		n, err := needNode(st.Node)
+		if err != nil {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements[%d]: %s", i, err.(*rpc.Error).Message)
+		}
+		if n != me {
+			return nil, rpc.Errorf(rpc.CodeBadNode, "statements[%d] is for participant %d and this is %d: a plain transaction runs on one participant (send it there, or a transaction of several to the coordinator)", i, n, me)
+		}
+		if err := needSQL(st.SQL); err != nil {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements[%d]: sql is required", i)
+		}
+	}
+	if err := p.notReady(); err != nil {
+		return nil, err
+	}
+	results, err := p.data.plain(ctx, params.Statements)
+	if err != nil {
+		var fail *plainFailure
+		if errors.As(err, &fail) {
+			e := &engine.Error{Code: engine.ErrStatement, Message: fmt.Sprintf("%s: statements[%d]: %s (rolled back)", p.name, fail.stmt, fail.done.Err), SQL: fail.done.SQLErr}
+			if fail.stmt < 0 {
+				e.Message = fmt.Sprintf("%s: commit: %s (rolled back)", p.name, fail.done.Err)
+			}
+			return nil, rpcError(e)
+		}
+		return nil, err
+	}
+	committed := engine.OutcomeCommit
+	return engine.TransactReply{Results: results, Outcome: &committed}, nil
+}
+
+// plainFailure is a plain transaction that PostgreSQL rolled back: a
+// statement failed (stmt is its index) or its COMMIT did (stmt -1).
+type plainFailure struct {
+	stmt int
+	done engine.DataDone
+}
+
+func (f *plainFailure) Error() string { return f.done.Err }
+
+// errPlainUnknown wraps a plain transaction's failure after its COMMIT may
+// have reached the server: nobody can tell whether it committed.
+var errPlainUnknown = errors.New("whether it committed is unknown")
+
+// plain runs stmts as one transaction on a pooled connection and commits
+// it: BEGIN, the timeouts, the statements and COMMIT in one round trip when
+// every statement's arguments go as text (as a branch's first statement
+// does), else statement by statement. A *plainFailure is a rollback; an
+// error wrapping errPlainUnknown an outcome nobody knows; any other error
+// means nothing committed.
+func (d *dataDB) plain(ctx context.Context, stmts []api.StatementParams) ([]*engine.StmtResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	conn, err := d.acquire(ctx)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s", err.Error())
+	}
+	params := make([][][]byte, len(stmts))
+	pipelined := true
+	for i, st := range stmts {
+		if params[i], pipelined = textParams(st.Args); !pipelined {
+			break
+		}
+	}
+	var results []*engine.StmtResult
+	if pipelined {
+		results, err = d.plainPipelined(ctx, conn.Conn().PgConn(), stmts, params)
+	} else {
+		results, err = d.plainInTurn(ctx, conn.Conn(), stmts)
+	}
+	var fail *plainFailure
+	switch {
+	case err == nil:
+	case errors.As(err, &fail) && fail.stmt >= 0:
+		// The transaction is open and failed: end it, or drop the
+		// connection if that fails too.
+		if _, rerr := conn.Exec(ctx, "ROLLBACK", pgx.QueryExecModeSimpleProtocol); rerr != nil {
+			conn.Conn().Close(ctx)
+		}
+	case errors.As(err, &fail):
+		// A COMMIT that failed rolled back, and the session is out of the
+		// transaction.
+	default:
+		conn.Conn().Close(ctx)
+	}
+	if stmtsOf(conn.Conn().PgConn()).unfit {
+		conn.Conn().Close(ctx)
+	}
+	conn.Release()
+	return results, err
+}
+
+// plainPipelined sends the whole transaction in one pipeline. PostgreSQL
+// skips what follows a failed statement up to the pipeline's end, COMMIT
+// included, so the transaction is left open and failed.
+func (d *dataDB) plainPipelined(ctx context.Context, pc *pgconn.PgConn, stmts []api.StatementParams, params [][][]byte) ([]*engine.StmtResult, error) {
+	cache := stmtsOf(pc)
+	p := pipeline{conn: pc}
+	b := &p.batch
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	if err := p.statement(ctx, timeoutsSQL, d.timeoutParams()); err != nil {
+		return nil, err
+	}
+	for i, st := range stmts {
+		if name, ok, perr := cache.name(ctx, pc, st.SQL, false); perr == nil && ok {
+			b.ExecPrepared(name, params[i], nil, []int16{pgx.TextFormatCode})
+		} else {
+			b.ExecParams(st.SQL, params[i], nil, nil, []int16{pgx.TextFormatCode})
+		}
+		cache.noteUserSQL(st.SQL)
+	}
+	p.utility("COMMIT")
+	if err := cache.trim(ctx, pc); err != nil {
+		return nil, err
+	}
+	mrr := pc.ExecBatch(ctx, b)
+	for range 2 {
+		if !mrr.NextResult() {
+			return nil, pipelineBroke("begin", closeBoth(nil, mrr))
+		}
+		if _, err := mrr.ResultReader().Close(); err != nil {
+			// PostgreSQL skipped the rest, COMMIT included; the
+			// connection is closed, which ends the session's transaction.
+			return nil, pipelineBroke("begin", closeBoth(err, mrr))
+		}
+	}
+	results := make([]*engine.StmtResult, len(stmts))
+	for i := range stmts {
+		if !mrr.NextResult() {
+			return nil, plainStatementFailed(i, closeBoth(nil, mrr))
+		}
+		res, err := textResult(mrr.ResultReader())
+		if err != nil {
+			return nil, plainStatementFailed(i, closeBoth(err, mrr))
+		}
+		results[i] = res
+	}
+	if !mrr.NextResult() {
+		return nil, commitAnswer(pgconn.CommandTag{}, closeBoth(nil, mrr))
+	}
+	tag, err := mrr.ResultReader().Close()
+	if cerr := mrr.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return results, commitAnswer(tag, err)
+}
+
+// plainStatementFailed reads the failure of a pipelined statement: PostgreSQL
+// refused it (and skipped the rest, COMMIT included), or the connection
+// broke after the pipeline, COMMIT and all, was sent.
+func plainStatementFailed(i int, err error) error {
+	if isServerError(err) {
+		return &plainFailure{stmt: i, done: statementFailed(err)}
+	}
+	return fmt.Errorf("statements[%d]: %w: %w", i, errPlainUnknown, err)
+}
+
+// pipelineBroke is the failure of the pipeline's opening statements:
+// refused by PostgreSQL (nothing ran), or lost with the connection after
+// COMMIT was sent.
+func pipelineBroke(step string, err error) error {
+	if isServerError(err) {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	return fmt.Errorf("%s: %w: %w", step, errPlainUnknown, err)
+}
+
+// plainInTurn runs the transaction a statement at a time, for arguments
+// only pgx's typed encoding can send (query).
+func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.StatementParams) ([]*engine.StmtResult, error) {
+	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+		d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
+	if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	results := make([]*engine.StmtResult, len(stmts))
+	for i, st := range stmts {
+		res, err := query(ctx, conn, st.SQL, st.Args)
+		if err != nil {
+			if isServerError(err) {
+				return nil, &plainFailure{stmt: i, done: statementFailed(err)}
+			}
+			// Nothing was sent to commit it: the server rolls back the
+			// transaction of a connection that is closed.
+			return nil, fmt.Errorf("statements[%d]: %w", i, err)
+		}
+		results[i] = res
+	}
+	tag, err := conn.PgConn().Exec(ctx, "COMMIT").ReadAll()
+	if err == nil && len(tag) != 1 {
+		err = fmt.Errorf("COMMIT answered %d results", len(tag))
+	}
+	var ct pgconn.CommandTag
+	if err == nil {
+		ct, err = tag[0].CommandTag, tag[0].Err
+	}
+	return results, commitAnswer(ct, err)
+}
+
+// commitAnswer reads the answer to a plain transaction's COMMIT.
+func commitAnswer(tag pgconn.CommandTag, err error) error {
+	switch {
+	case err != nil && isServerError(err):
+		return &plainFailure{stmt: -1, done: statementFailed(err)}
+	case err != nil:
+		return fmt.Errorf("commit: %w: %w", errPlainUnknown, err)
+	case tag.String() != "COMMIT":
+		// A transaction that failed earlier answers COMMIT with ROLLBACK.
+		return &plainFailure{stmt: -1, done: engine.DataDone{Err: fmt.Sprintf("COMMIT answered %q", tag.String())}}
+	}
+	return nil
+}
+
+// isServerError reports whether err is PostgreSQL's answer, as opposed
+// to a broken connection or a cancelled wait, after which the session's
+// state is unknown.
+func isServerError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe)
+}
+
+// timeoutParams are timeoutsSQL's arguments.
+func (d *dataDB) timeoutParams() [][]byte {
+	return [][]byte{[]byte(strconv.FormatInt(d.lockTimeout.Milliseconds(), 10)), []byte(strconv.FormatInt(d.statementTimeout.Milliseconds(), 10))}
+}
+
+// acquire takes a data connection. A full pool fails after acquireTimeout
+// rather than waiting: the connections are held by transactions that may
+// be waiting for this one on another node. Opening a new connection may
+// take long on a busy server; only waiting for a full pool is cut short.
+func (d *dataDB) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if st := d.pool.Stat(); st.AcquiredConns() >= st.MaxConns() {
+		actx, cancel = context.WithTimeout(ctx, d.acquireTimeout)
+	}
+	defer cancel()
+	conn, err := d.pool.Acquire(actx)
+	if err != nil {
+		if actx != ctx && actx.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("no free data-database connection within %s (all %d in use by open transactions; raise --max-conns)", d.acquireTimeout, d.pool.Config().MaxConns)
+		}
+		return nil, fmt.Errorf("data database unavailable: %w", err)
+	}
+	return conn, nil
+}
