@@ -60,6 +60,11 @@ const (
 	// participant of the first, which begins the transaction through the
 	// coordinator; the commit names what went where.
 	FormDirect = "direct"
+	// FormPlain is the single form with a transaction whose statements
+	// all fall on one participant sent to that participant as a plain
+	// transaction (api.MethodPlainTransact), the coordinator left out;
+	// the others go to the coordinator as in the single form.
+	FormPlain = "plain"
 )
 
 // Transports that Options.Transport accepts: how the clients' calls reach
@@ -139,7 +144,8 @@ type Options struct {
 	// Statements per transaction (default 3), spread over the participants
 	// round robin from a random first participant.
 	Statements int
-	// Form is FormInteractive (default), FormSingle or FormDirect.
+	// Form is FormInteractive (default), FormSingle, FormDirect or
+	// FormPlain.
 	Form string
 	// NoKeys sends FormSingle's transactions without idempotency keys.
 	// With a key (the default), a call whose reply was lost is sent again
@@ -307,9 +313,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("rounds %d: must not be negative", o.Rounds))
 	}
 	switch o.Form {
-	case "", FormInteractive, FormSingle, FormDirect:
+	case "", FormInteractive, FormSingle, FormDirect, FormPlain:
 	default:
-		errs = append(errs, fmt.Errorf("form %q: want %s, %s or %s", o.Form, FormInteractive, FormSingle, FormDirect))
+		errs = append(errs, fmt.Errorf("form %q: want %s, %s, %s or %s", o.Form, FormInteractive, FormSingle, FormDirect, FormPlain))
 	}
 	if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
 		errs = append(errs, fmt.Errorf("rate %g: must be a positive number of transactions per second (0: as fast as the clients go)", o.Rate))

@@ -8,7 +8,7 @@ import (
 )
 
 // stepOrder is the order steps happen in, for printing.
-var stepOrder = []string{"begin", "exec", "transact", "prepare", "decision", "commit", "commit prepared"}
+var stepOrder = []string{"begin", "exec", "transact", "plain", "prepare", "decision", "commit", "commit prepared"}
 
 // WriteJSON writes the report as one indented JSON document.
 func (r *Report) WriteJSON(w io.Writer) error {

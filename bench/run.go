@@ -179,8 +179,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form == FormSingle, opts.Transport == TransportStream)
-	tp.direct = opts.Form == FormDirect
+	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form == FormSingle || opts.Form == FormPlain, opts.Transport == TransportStream)
+	tp.direct, tp.plain = opts.Form == FormDirect, opts.Form == FormPlain
 	if !opts.NoKeys {
 		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
 	}
@@ -193,7 +193,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	n := len(participants)
 	opts.Participants = n
-	if tp.direct {
+	if tp.direct || tp.plain {
 		tp.dialParticipants(participants, opts.Transport == TransportStream)
 	}
 	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {
@@ -271,7 +271,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if hasTwoPhaseBaseline(opts.Baselines) {
 			logDB = opts.LogDB
 		}
-		raw = newRawDriver(opts.DataDBs, logDB, keys.nonce, opts.LockTimeout, opts.CallTimeout, opts.Form == FormSingle,
+		raw = newRawDriver(opts.DataDBs, logDB, keys.nonce, opts.LockTimeout, opts.CallTimeout, opts.Form == FormSingle || opts.Form == FormPlain,
 			slices.Contains(opts.Baselines, BaselineRawGrouped), opts.Concurrency)
 		defer raw.close()
 		rawCtx, cancel := context.WithTimeout(ctx, opts.CallTimeout)

@@ -56,7 +56,8 @@ type Result struct {
 	// Steps are the latencies of the steps of committed transactions, as
 	// the client saw them: for tpcd "exec" (one sample per statement; the
 	// first begins the transaction) and "commit", or in the single form
-	// "transact" (the whole call); for raw "exec" (the first on a server
+	// "transact" (the whole call), and in the plain form "plain" for a
+	// plain transaction at its participant; for raw "exec" (the first on a server
 	// includes its BEGIN; in the single form one sample for all servers'
 	// statements at once), "prepare", "decision" and "commit prepared".
 	Steps map[string]Latency `json:"steps,omitempty"`

@@ -23,7 +23,10 @@ type tpcdDriver struct {
 	// parts[conn][node], a connection per client connection and
 	// participant.
 	direct bool
-	parts  [][]*rpc.Failover
+	// plain sends a single-form transaction of one participant to that
+	// participant (api.MethodPlainTransact), through parts too.
+	plain bool
+	parts [][]*rpc.Failover
 	// keyPrefix, if set, starts the idempotency key of every transact
 	// call; a sequence number ends it.
 	keyPrefix string
@@ -59,7 +62,7 @@ func (d *tpcdDriver) close() {
 }
 
 // dialParticipants opens, for each client connection, one to each
-// participant, for the direct form.
+// participant, for the direct and plain forms.
 func (d *tpcdDriver) dialParticipants(addrs []string, stream bool) {
 	d.parts = make([][]*rpc.Failover, len(d.conns))
 	for i := range d.conns {
@@ -125,6 +128,15 @@ func (d *tpcdDriver) client(i int) txFunc {
 			return d.directTx(ctx, c, parts, plan, sp)
 		}
 	}
+	if d.plain {
+		parts := d.parts[i%len(d.conns)]
+		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
+			if n, ok := oneParticipant(plan); ok {
+				return d.plainTx(ctx, parts[n], plan, sp)
+			}
+			return d.transact(ctx, c, plan, sp)
+		}
+	}
 	if d.single {
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 			return d.transact(ctx, c, plan, sp)
@@ -168,6 +180,44 @@ func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Failover, plan []stmt,
 		return outAborted, "transact: " + r.Reason
 	}
 	sp.mark("transact")
+	return outCommitted, ""
+}
+
+// oneParticipant reports the participant of plan's statements, if they
+// all have the same one.
+func oneParticipant(plan []stmt) (int, bool) {
+	for _, s := range plan[1:] {
+		if s.node != plan[0].node {
+			return 0, false
+		}
+	}
+	return plan[0].node, true
+}
+
+// plainTx runs plan on its one participant as a plain transaction. Its
+// outcome is unknown when the reply is lost: there is no key to ask
+// about.
+func (d *tpcdDriver) plainTx(ctx context.Context, part *rpc.Failover, plan []stmt, sp *spans) (outcome, string) {
+	p := api.TransactParams{Commit: true, Statements: make([]api.StatementParams, len(plan))}
+	n := engine.NodeID(plan[0].node)
+	for i, s := range plan {
+		p.Statements[i] = api.StatementParams{Node: &n, SQL: UpsertSQL, Args: []any{s.key, s.val}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var r struct {
+		Outcome engine.Outcome `json:"outcome"`
+	}
+	err := part.Call(ctx, api.MethodPlainTransact, p, &r)
+	switch {
+	case rpc.IsCode(err, rpc.CodeAborted):
+		return outAborted, fmt.Sprintf("plain_transact: %v", err)
+	case err != nil:
+		return outFailed, fmt.Sprintf("plain_transact: %v", err)
+	case r.Outcome != engine.OutcomeCommit:
+		return outFailed, fmt.Sprintf("plain_transact: answered outcome %q", r.Outcome)
+	}
+	sp.mark("plain")
 	return outCommitted, ""
 }
 

@@ -22,7 +22,7 @@ type BenchCmd struct {
 	C             int      `short:"c" name:"concurrency" help:"Concurrent clients, each running one transaction at a time." default:"8"`
 	Connections   int      `help:"RPC clients the clients share round robin (0: one per client); each opens a connection, or stream, per call in flight." default:"0"`
 	S             int      `short:"s" name:"statements" help:"Statements (upserts) per transaction, spread over the participants round robin from a random one." default:"3"`
-	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others'); 'direct' is interactive with the statements sent straight to their participants (those on the first statement's participant, which begins the transaction, go through the coordinator), and the commit telling the coordinator what went where." enum:"interactive,single,direct" default:"interactive"`
+	Form          string   `help:"How a transaction reaches the coordinator: 'interactive' sends an exec call per statement and a commit; 'single' sends statements and commit in one transact call (and the raw baseline runs each server's statements at the same time as the others'); 'direct' is interactive with the statements sent straight to their participants (those on the first statement's participant, which begins the transaction, go through the coordinator), and the commit telling the coordinator what went where; 'plain' is single with a transaction whose statements all fall on one participant (every one with -s 1) sent to that participant as a plain transaction (plain_transact), the coordinator and the logs left out." enum:"interactive,single,direct,plain" default:"interactive"`
 	NoKeys        bool     `name:"no-keys" help:"Send --form single's transactions without idempotency keys (by default each carries one, and a call whose reply was lost is sent again and answered with the first call's outcome)."`
 	Transport     string   `help:"How the clients' calls travel: 'http' as HTTP/1.1 requests on kept-alive connections through Go's net/http client, as most HTTP clients send them; 'stream' as frames of batch streams (the same JSON-RPC without HTTP's headers; docs/WIRE.md)." enum:"http,stream" default:"http"`
 	HotFraction   float64  `help:"Fraction of statements that write one of --hot-keys keys, to provoke lock conflicts (0: every key is new)." default:"0"`
@@ -77,6 +77,7 @@ Examples:
   tpcd bench -c 32 --baseline raw,raw-grouped
   tpcd bench -c 32 --baseline raw --form single --transport stream
   tpcd bench -c 32 -s 1 --baseline local --form single --transport stream
+  tpcd bench -c 32 -s 1 --baseline local --form plain --transport stream
   tpcd bench -c 32 --warmup 0 --duration 30
   tpcd bench -c 16 --rate 200 -P 5 --latency-limit 100ms
   tpcd bench --coordinator 127.0.0.1:9990 -c 8 --hot-fraction 0.2 --duration 60`
