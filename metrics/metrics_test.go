@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -9,19 +10,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/metrics"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // The observers are what the nodes accept.
 var (
-	_ node.Observer = (*metrics.Coordinator)(nil)
-	_ node.Observer = (*metrics.Participant)(nil)
+	_ node.Observer      = (*metrics.Coordinator)(nil)
+	_ node.Observer      = (*metrics.Participant)(nil)
+	_ node.PlainObserver = (*metrics.Participant)(nil)
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -167,7 +171,25 @@ func TestMetricsMoveWithTransactions(t *testing.T) {
 			sample(t, text, `tpcd_participant_reachable{address="`+c.PartAddrs[1]+`",node="1"}`) == 1
 	})
 
+	// Plain transactions at participant 0: one commits, one rolls back.
+	part := rpc.NewClient(c.PartAddrs[0], rpc.ClientOptions{})
+	t.Cleanup(func() { part.Close() })
+	zero := engine.NodeID(0)
+	for _, k := range []int{200, 0} {
+		err := part.Call(context.Background(), api.MethodPlainTransact, api.TransactParams{Commit: true,
+			Statements: []api.StatementParams{{Node: &zero, SQL: "INSERT INTO kv VALUES ($1, 'p')", Args: []any{k}}}}, nil)
+		if (err == nil) != (k != 0) {
+			t.Fatalf("plain transaction writing key %d: %v", k, err)
+		}
+	}
+
 	_, ptext := get(t, partURL+"/metrics")
+	if got := sample(t, ptext, `tpcd_plain_transactions_total{outcome="committed"}`); got != 1 {
+		t.Errorf("plain transactions committed %v, want 1", got)
+	}
+	if got := sample(t, ptext, `tpcd_plain_transactions_total{outcome="rolled_back"}`); got != 1 {
+		t.Errorf("plain transactions rolled back %v, want 1", got)
+	}
 	// A branch votes yes, or, as the decider, answers committed.
 	if got := sample(t, ptext, `tpcd_votes_total{vote="yes"}`) + sample(t, ptext, `tpcd_votes_total{vote="committed"}`); got < 2 {
 		t.Errorf("participant yes and committed votes %v, want at least 2", got)

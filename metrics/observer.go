@@ -251,6 +251,7 @@ type Participant struct {
 	votes    *prometheus.CounterVec
 	outcomes *prometheus.CounterVec
 	stmts    prometheus.Counter
+	plain    *prometheus.CounterVec
 }
 
 // NewParticipant registers a participant's metrics with reg.
@@ -260,6 +261,7 @@ func NewParticipant(reg prometheus.Registerer) *Participant {
 		votes:       newCounterVec("tpcd_votes_total", "Votes sent to the coordinator or, under the decider protocol, to the decider, by vote (committed: a decider's commit).", "vote"),
 		outcomes:    newCounterVec("tpcd_participant_outcomes_total", "Transactions finished in the data database, by outcome (durable).", "outcome"),
 		stmts:       newCounter("tpcd_statements_total", "Statements received from the coordinator."),
+		plain:       newCounterVec("tpcd_plain_transactions_total", "Plain transactions (plain_transact) run here, by how they ended: committed; rolled_back (PostgreSQL refused a statement or the COMMIT, or the transaction could not begin); unknown (the connection to the data server broke once the COMMIT was sent).", "outcome"),
 	}
 	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly, engine.VoteCommitted} {
 		m.votes.WithLabelValues(v.String())
@@ -267,9 +269,15 @@ func NewParticipant(reg prometheus.Registerer) *Participant {
 	for _, o := range []engine.Outcome{engine.OutcomeCommit, engine.OutcomeAbort} {
 		m.outcomes.WithLabelValues(o.String())
 	}
-	reg.MustRegister(m.votes, m.outcomes, m.stmts)
+	for _, o := range []string{"committed", "rolled_back", "unknown"} {
+		m.plain.WithLabelValues(o)
+	}
+	reg.MustRegister(m.votes, m.outcomes, m.stmts, m.plain)
 	return m
 }
+
+// PlainEnded implements node.PlainObserver.
+func (m *Participant) PlainEnded(outcome string) { m.plain.WithLabelValues(outcome).Inc() }
 
 // Stepped implements node.Observer.
 func (m *Participant) Stepped(in engine.Input, _ engine.Ready) {

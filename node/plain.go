@@ -53,6 +53,9 @@ func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (a
 		return nil, err
 	}
 	results, err := p.data.plain(ctx, params.Statements)
+	if o, ok := p.opts.Observer.(PlainObserver); ok {
+		o.PlainEnded(plainOutcome(err))
+	}
 	if err != nil {
 		var fail *plainFailure
 		if errors.As(err, &fail) {
@@ -66,6 +69,26 @@ func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (a
 	}
 	committed := engine.OutcomeCommit
 	return engine.TransactReply{Results: results, Outcome: &committed}, nil
+}
+
+// PlainObserver, when a participant's Observer implements it, hears how
+// each plain transaction ended: "committed", "rolled_back", or "unknown"
+// (the connection broke after the COMMIT was sent, or before anything was
+// known of it).
+type PlainObserver interface {
+	PlainEnded(outcome string)
+}
+
+// plainOutcome names how a plain transaction that returned err ended.
+func plainOutcome(err error) string {
+	var fail *plainFailure
+	switch {
+	case err == nil:
+		return "committed"
+	case errors.As(err, &fail) || !errors.Is(err, errPlainUnknown):
+		return "rolled_back"
+	}
+	return "unknown"
 }
 
 // plainFailure is a plain transaction that PostgreSQL rolled back: a
