@@ -42,6 +42,9 @@ func TestChaos(t *testing.T) {
 	if rep.Direct == 0 {
 		t.Error("no transaction sent its statements straight to the participants: that path was not exercised")
 	}
+	if rep.Plain == 0 {
+		t.Error("no plain transaction went to its participant: that path was not exercised")
+	}
 	// A deck holds every kind, and kinds not drawn a third of the way
 	// through go first; a minute of faults draws several decks.
 	if duration >= time.Minute {

@@ -135,6 +135,8 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 		case r.Orphaned:
 			// Its coordinator is gone with its log: no one can tell its
 			// state, only the data can show it never committed.
+		case r.Plain:
+			// No coordinator ever knew it: the data alone tells.
 		case state == "":
 			bad(r, "no status from the coordinator")
 		case state == "unknown":

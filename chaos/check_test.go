@@ -241,3 +241,34 @@ func TestCountOrphans(t *testing.T) {
 		t.Fatalf("got %d orphans, %d met; want 4, 1", orphans, met)
 	}
 }
+
+// TestCheckPlainTransactions: a plain transaction has no coordinator
+// status to agree with, only data: a clean one passes without a status,
+// and a lie or a half commit of one is caught like any other's.
+func TestCheckPlainTransactions(t *testing.T) {
+	plain := func(tx uint64, told Told, acked ...int) *TxRecord {
+		r := recOf(plainIncarnation, tx, told, acked...)
+		r.Plain = true
+		return r
+	}
+	key := func(tx uint64) TxKey { return TxKey{Incarnation: plainIncarnation, TxID: tx} }
+	clean := []*TxRecord{plain(1, ToldCommit, 0, 2, 0), plain(2, ToldAbort, 1, 0, 0), plain(3, ToldUnknown, 0, 0, 1)}
+	v := Check(clean, observed(map[TxKey]string{}, map[TxKey]int{}, map[TxKey]int{key(1): 2}, map[TxKey]int{key(3): 1}))
+	if len(v.Violations) != 0 || v.AppliedCommit != 2 || v.UnknownCommit != 1 {
+		t.Fatalf("clean plain transactions: %+v", v)
+	}
+	for _, tc := range []struct {
+		rec  *TxRecord
+		rows int
+		want string
+	}{
+		{plain(1, ToldCommit, 0, 2, 0), 0, "plain transaction 1 (client 0, told commit): client was told commit but no node has its rows"},
+		{plain(1, ToldAbort, 0, 2, 0), 2, "told abort"},
+		{plain(1, ToldUnknown, 0, 2, 0), 1, "not atomic: node 1 has 1 rows, 2 inserts"},
+	} {
+		v := Check([]*TxRecord{tc.rec}, observed(map[TxKey]string{}, map[TxKey]int{}, map[TxKey]int{key(1): tc.rows}, map[TxKey]int{}))
+		if len(v.Violations) != 1 || !strings.Contains(v.Violations[0], tc.want) {
+			t.Errorf("%s with %d rows: %v, want one violation naming %q", tc.rec.Told, tc.rows, v.Violations, tc.want)
+		}
+	}
+}

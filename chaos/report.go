@@ -28,9 +28,10 @@ type Report struct {
 	BeginRepeats int
 	// RolledBack and PlannedFail count transactions ended by the client's
 	// rollback and those that sent a statement meant to fail; OneCall
-	// those sent in one transact call, Direct those whose statements went
-	// straight to their participants.
-	RolledBack, PlannedFail, OneCall, Direct int
+	// those sent in one call, Direct those whose statements went
+	// straight to their participants, Plain those of one participant sent
+	// to it as a plain transaction (counted in OneCall too).
+	RolledBack, PlannedFail, OneCall, Direct, Plain int
 
 	Verdict
 
@@ -167,7 +168,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "cluster\t%s + %d participants, %d clients, %v of faults\n", coordinators, r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
 	fmt.Fprintf(tw, "transactions\tattempted %d, committed %d, aborted %d, unknown %d (client got no answer)\n", r.Attempted, r.Committed, r.Aborted, r.Unknown)
-	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one transact call, %d sent their statements straight to the participants; %d begin calls failed, %d sent again with their key after a lost answer\n", r.RolledBack, r.PlannedFail, r.OneCall, r.Direct, r.BeginFailures, r.BeginRepeats)
+	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one call (%d of them plain transactions at their participant), %d sent their statements straight to the participants; %d begin calls failed, %d sent again with their key after a lost answer\n", r.RolledBack, r.PlannedFail, r.OneCall, r.Plain, r.Direct, r.BeginFailures, r.BeginRepeats)
 	fmt.Fprintf(tw, "applied\t%d committed on every node they touched, %d on none\n", r.AppliedCommit, r.AppliedAbort)
 	fmt.Fprintf(tw, "  unknowns\t%d turned out committed, %d aborted\n", r.UnknownCommit, r.UnknownAbort)
 	total := 0

@@ -304,6 +304,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		if r.direct != nil {
 			rep.Direct++
 		}
+		if r.Plain {
+			rep.Plain++
+		}
 	}
 	rep.Incarnations, rep.ReusedIDs = describeIncarnations(c.ClusterIDs(), records)
 	rep.Orphans, rep.OrphansMet = countOrphans(records)

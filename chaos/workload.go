@@ -54,6 +54,9 @@ type TxKey struct {
 }
 
 func (k TxKey) String() string {
+	if k.Incarnation == plainIncarnation {
+		return fmt.Sprintf("plain transaction %d", k.TxID)
+	}
 	return fmt.Sprintf("tx %d of coordinator #%d", k.TxID, k.Incarnation)
 }
 
@@ -86,6 +89,10 @@ type TxRecord struct {
 	// participants (direct_exec), keeps the account its commit or
 	// rollback names them with.
 	direct *api.DirectTx
+	// Plain: the transaction went to its one participant as a plain
+	// transaction (plain_transact). No coordinator knows it: its TxID is
+	// the workload's own count of them and its Incarnation is 0.
+	Plain bool
 	// Orphaned: the harness left the transaction open on purpose and
 	// replaced its coordinator, so no coordinator can tell its state and
 	// none of its rows may ever commit.
@@ -118,7 +125,14 @@ const (
 	// pctDirect of the others send each statement straight to its
 	// participant.
 	pctDirect = 30
+	// pctPlain of the transactions are one participant's, sent to it as a
+	// plain transaction.
+	pctPlain = 10
 )
+
+// plainIncarnation is the Incarnation of plain transactions' records and
+// rows: no coordinator issued them.
+const plainIncarnation = 0
 
 // workload runs concurrent clients against the coordinator and records
 // every transaction that was given an id.
@@ -138,7 +152,9 @@ type workload struct {
 	// beginRepeats counts begins sent again with their key after the
 	// answer was lost.
 	beginRepeats atomic.Int64
-	wg           sync.WaitGroup
+	// plainSeq numbers the plain transactions.
+	plainSeq atomic.Uint64
+	wg       sync.WaitGroup
 }
 
 func newWorkload(ctx context.Context, addrs []string, participants int, log *slog.Logger) *workload {
@@ -242,11 +258,12 @@ type stmt struct {
 // transaction committed it even when two incarnations issued the same id.
 const insertSQL = "INSERT INTO " + rowsTable + " (key, incarnation, tx, node) VALUES ($1, $2, $3, $4)"
 
-// plan picks 1-3 nodes, 1-2 inserts of unique keys on each, and now and
-// then a statement that fails (duplicate key, syntax error, NOT NULL).
-func (c *client) plan(incarnation int, tx uint64) []stmt {
+// plan picks 1 to maxNodes (at most 3) nodes, 1-2 inserts of unique keys
+// on each, and now and then a statement that fails (duplicate key, syntax
+// error, NOT NULL).
+func (c *client) plan(incarnation int, tx uint64, maxNodes int) []stmt {
 	n := c.w.n
-	k := 1 + c.rng.IntN(min(3, n))
+	k := 1 + c.rng.IntN(min(maxNodes, n))
 	nodes := c.rng.Perm(n)[:k]
 	var out []stmt
 	for _, nd := range nodes {
@@ -279,6 +296,10 @@ func (c *client) plan(incarnation int, tx uint64) []stmt {
 // begin to its end and records it.
 func (c *client) runOne(incarnation int) {
 	c.seq++
+	if c.rng.IntN(100) < pctPlain && c.dialParticipants() {
+		c.plain()
+		return
+	}
 	var b engine.BeginReply
 	// The begin carries a key: when its answer is lost, the begin sent
 	// again gets the transaction the first one opened instead of leaving it
@@ -297,7 +318,7 @@ func (c *client) runOne(incarnation int) {
 	}
 	r := &TxRecord{TxID: uint64(b.TxID), Incarnation: incarnation, Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n)}
 	defer c.w.add(r)
-	plan := c.plan(incarnation, r.TxID)
+	plan := c.plan(incarnation, r.TxID, 3)
 	if c.rng.IntN(100) < pctTransact {
 		c.transact(r, plan)
 		return
@@ -387,6 +408,42 @@ func (c *client) transact(r *TxRecord, plan []stmt) {
 		copy(r.Acked, rows)
 		r.Reason = fmt.Sprint(err)
 		c.finish(r, api.MethodRollback, rollbackTimeout)
+	}
+}
+
+// plain runs a one-participant transaction at its participant and records
+// the answer. A refusal of the call as a whole (bad params) would be a
+// harness bug; any answer but commit or a statement's failure leaves the
+// outcome unknown, which the data then shows.
+func (c *client) plain() {
+	r := &TxRecord{TxID: c.w.plainSeq.Add(1), Incarnation: plainIncarnation, Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n), Plain: true, OneCall: true}
+	defer c.w.add(r)
+	plan := c.plan(plainIncarnation, r.TxID, 1)
+	nd := engine.NodeID(plan[0].node)
+	p := api.TransactParams{Commit: true}
+	rows := make([]int, c.w.n)
+	for _, s := range plan {
+		p.Statements = append(p.Statements, api.StatementParams{Node: &nd, SQL: s.sql, Args: s.args})
+		r.Sent[s.node]++
+		r.PlannedFail = r.PlannedFail || s.fail
+		if !s.fail {
+			rows[s.node]++
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.w.ctx, execTimeout+commitTimeout)
+	defer cancel()
+	var out api.TransactReply
+	err := c.parts[nd].Call(ctx, api.MethodPlainTransact, p, &out)
+	switch {
+	case err == nil && out.Outcome != nil && *out.Outcome == engine.OutcomeCommit:
+		copy(r.Acked, rows)
+		r.Told = ToldCommit
+	case rpc.IsCode(err, rpc.CodeAborted):
+		r.Failed, r.Told, r.Reason = true, ToldAbort, err.Error()
+	default:
+		// The rows count only if the transaction committed, all of them.
+		copy(r.Acked, rows)
+		r.Told, r.Reason = ToldUnknown, fmt.Sprintf("plain_transact: %v (outcome %v)", err, out.Outcome)
 	}
 }
 
