@@ -261,7 +261,7 @@ func NewParticipant(reg prometheus.Registerer) *Participant {
 		votes:       newCounterVec("tpcd_votes_total", "Votes sent to the coordinator or, under the decider protocol, to the decider, by vote (committed: a decider's commit).", "vote"),
 		outcomes:    newCounterVec("tpcd_participant_outcomes_total", "Transactions finished in the data database, by outcome (durable).", "outcome"),
 		stmts:       newCounter("tpcd_statements_total", "Statements received from the coordinator."),
-		plain:       newCounterVec("tpcd_plain_transactions_total", "Plain transactions (plain_transact) run here, by how they ended: committed; rolled_back (PostgreSQL refused a statement or the COMMIT, or the transaction could not begin); unknown (the connection to the data server broke once the COMMIT was sent).", "outcome"),
+		plain:       newCounterVec("tpcd_plain_transactions_total", "Plain transactions (plain_transact) run here, by how they ended: committed; rolled_back (PostgreSQL refused a statement or the COMMIT, or nothing was sent to commit it); unknown (the connection broke once the COMMIT may have been sent, or the COMMIT is on the primary alone).", "outcome"),
 	}
 	for _, v := range []engine.Vote{engine.VoteYes, engine.VoteNo, engine.VoteReadOnly, engine.VoteCommitted} {
 		m.votes.WithLabelValues(v.String())

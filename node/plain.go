@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -65,16 +67,25 @@ func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (a
 			}
 			return nil, rpcError(e)
 		}
-		return nil, err
+		var rerr *rpc.Error
+		switch {
+		case errors.Is(err, errPlainUnknown):
+			return nil, rpc.Errorf(rpc.CodeInternal, "%s: %v", p.name, err)
+		case errors.As(err, &rerr):
+			return nil, rerr
+		}
+		// Nothing was committed: the call may be sent again.
+		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s: %v (nothing committed)", p.name, err)
 	}
 	committed := engine.OutcomeCommit
 	return engine.TransactReply{Results: results, Outcome: &committed}, nil
 }
 
 // PlainObserver, when a participant's Observer implements it, hears how
-// each plain transaction ended: "committed", "rolled_back", or "unknown"
-// (the connection broke after the COMMIT was sent, or before anything was
-// known of it).
+// each plain transaction ended: "committed", "rolled_back" (PostgreSQL
+// refused it, or nothing was sent to commit it), or "unknown" (the
+// connection broke once the COMMIT may have been sent, or the COMMIT is on
+// the primary alone).
 type PlainObserver interface {
 	PlainEnded(outcome string)
 }
@@ -109,13 +120,14 @@ var errPlainUnknown = errors.New("whether it committed is unknown")
 // every statement's arguments go as text (as a branch's first statement
 // does), else statement by statement. A *plainFailure is a rollback; an
 // error wrapping errPlainUnknown an outcome nobody knows; any other error
-// means nothing committed.
+// means nothing committed (the connection broke before COMMIT was sent, or
+// none could be had).
 func (d *dataDB) plain(ctx context.Context, stmts []api.StatementParams) ([]*engine.StmtResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	conn, err := d.acquire(ctx)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s", err.Error())
+		return nil, err
 	}
 	params := make([][][]byte, len(stmts))
 	pipelined := true
@@ -126,7 +138,7 @@ func (d *dataDB) plain(ctx context.Context, stmts []api.StatementParams) ([]*eng
 	}
 	var results []*engine.StmtResult
 	if pipelined {
-		results, err = d.plainPipelined(ctx, conn.Conn().PgConn(), stmts, params)
+		results, err = d.plainPipelined(ctx, conn.Conn(), stmts, params)
 	} else {
 		results, err = d.plainInTurn(ctx, conn.Conn(), stmts)
 	}
@@ -152,10 +164,17 @@ func (d *dataDB) plain(ctx context.Context, stmts []api.StatementParams) ([]*eng
 	return results, err
 }
 
+// plainNamed bounds the user's statements one plain transaction runs by
+// name: the connection's cache keeps the most recent stmtCacheSize names,
+// and a name evicted while the pipeline is built would be deallocated
+// (trim) before the pipeline uses it.
+const plainNamed = stmtCacheSize / 2
+
 // plainPipelined sends the whole transaction in one pipeline. PostgreSQL
 // skips what follows a failed statement up to the pipeline's end, COMMIT
 // included, so the transaction is left open and failed.
-func (d *dataDB) plainPipelined(ctx context.Context, pc *pgconn.PgConn, stmts []api.StatementParams, params [][][]byte) ([]*engine.StmtResult, error) {
+func (d *dataDB) plainPipelined(ctx context.Context, conn *pgx.Conn, stmts []api.StatementParams, params [][][]byte) ([]*engine.StmtResult, error) {
+	pc := conn.PgConn()
 	cache := stmtsOf(pc)
 	p := pipeline{conn: pc}
 	b := &p.batch
@@ -163,27 +182,35 @@ func (d *dataDB) plainPipelined(ctx context.Context, pc *pgconn.PgConn, stmts []
 	if err := p.statement(ctx, timeoutsSQL, d.timeoutParams()); err != nil {
 		return nil, err
 	}
+	// A statement that may deallocate prepared statements would take the
+	// names of those after it away before they run.
+	nameable := !slices.ContainsFunc(stmts, func(st api.StatementParams) bool { return containsFold(st.SQL, "deallocate") })
 	for i, st := range stmts {
-		if name, ok, perr := cache.name(ctx, pc, st.SQL, false); perr == nil && ok {
-			b.ExecPrepared(name, params[i], nil, []int16{pgx.TextFormatCode})
-		} else {
-			b.ExecParams(st.SQL, params[i], nil, nil, []int16{pgx.TextFormatCode})
-		}
 		cache.noteUserSQL(st.SQL)
+		// Asked about at most plainNamed statements, the cache makes at
+		// most that many entries (of statements that return rows too).
+		if nameable && i < plainNamed {
+			if name, ok, perr := cache.name(ctx, pc, st.SQL, false); perr == nil && ok {
+				b.ExecPrepared(name, params[i], nil, []int16{pgx.TextFormatCode})
+				continue
+			}
+		}
+		b.ExecParams(st.SQL, params[i], nil, nil, []int16{pgx.TextFormatCode})
 	}
 	p.utility("COMMIT")
 	if err := cache.trim(ctx, pc); err != nil {
 		return nil, err
 	}
+	syncrep.Cancelled(pc)
 	mrr := pc.ExecBatch(ctx, b)
 	for range 2 {
 		if !mrr.NextResult() {
-			return nil, pipelineBroke("begin", closeBoth(nil, mrr))
+			return nil, plainBroke("begin", closeBoth(nil, mrr))
 		}
 		if _, err := mrr.ResultReader().Close(); err != nil {
 			// PostgreSQL skipped the rest, COMMIT included; the
 			// connection is closed, which ends the session's transaction.
-			return nil, pipelineBroke("begin", closeBoth(err, mrr))
+			return nil, plainBroke("begin", closeBoth(err, mrr))
 		}
 	}
 	results := make([]*engine.StmtResult, len(stmts))
@@ -198,37 +225,40 @@ func (d *dataDB) plainPipelined(ctx context.Context, pc *pgconn.PgConn, stmts []
 		results[i] = res
 	}
 	if !mrr.NextResult() {
-		return nil, commitAnswer(pgconn.CommandTag{}, closeBoth(nil, mrr))
+		return nil, commitAnswer(ctx, conn, pgconn.CommandTag{}, closeBoth(nil, mrr))
 	}
 	tag, err := mrr.ResultReader().Close()
-	if cerr := mrr.Close(); err == nil && cerr != nil {
+	// The COMMIT's own answer counts: once it said COMMIT, a failure to
+	// read what follows it changes nothing.
+	if cerr := mrr.Close(); err == nil && cerr != nil && tag.String() != "COMMIT" {
 		err = cerr
 	}
-	return results, commitAnswer(tag, err)
+	return results, commitAnswer(ctx, conn, tag, err)
 }
 
 // plainStatementFailed reads the failure of a pipelined statement: PostgreSQL
 // refused it (and skipped the rest, COMMIT included), or the connection
-// broke after the pipeline, COMMIT and all, was sent.
+// broke, after the pipeline, COMMIT and all, may have been sent.
 func plainStatementFailed(i int, err error) error {
 	if isServerError(err) {
 		return &plainFailure{stmt: i, done: statementFailed(err)}
 	}
-	return fmt.Errorf("statements[%d]: %w: %w", i, errPlainUnknown, err)
+	return plainBroke(fmt.Sprintf("statements[%d]", i), err)
 }
 
-// pipelineBroke is the failure of the pipeline's opening statements:
-// refused by PostgreSQL (nothing ran), or lost with the connection after
-// COMMIT was sent.
-func pipelineBroke(step string, err error) error {
-	if isServerError(err) {
+// plainBroke is a pipeline's failure other than a statement PostgreSQL
+// refused: nothing committed if PostgreSQL refused the opening statements
+// or nothing was sent (pgconn.SafeToRetry), else nobody can tell.
+func plainBroke(step string, err error) error {
+	if isServerError(err) || pgconn.SafeToRetry(err) {
 		return fmt.Errorf("%s: %w", step, err)
 	}
 	return fmt.Errorf("%s: %w: %w", step, errPlainUnknown, err)
 }
 
-// plainInTurn runs the transaction a statement at a time, for arguments
-// only pgx's typed encoding can send (query).
+// plainInTurn runs the transaction a statement at a time, for statements
+// without arguments (which may be several, as in psql) and arguments only
+// pgx's typed encoding can send (query).
 func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.StatementParams) ([]*engine.StmtResult, error) {
 	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
 		d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
@@ -238,16 +268,20 @@ func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.St
 	results := make([]*engine.StmtResult, len(stmts))
 	for i, st := range stmts {
 		res, err := query(ctx, conn, st.SQL, st.Args)
-		if err != nil {
-			if isServerError(err) {
-				return nil, &plainFailure{stmt: i, done: statementFailed(err)}
-			}
-			// Nothing was sent to commit it: the server rolls back the
-			// transaction of a connection that is closed.
-			return nil, fmt.Errorf("statements[%d]: %w", i, err)
+		switch {
+		case err == nil:
+			results[i] = res
+			continue
+		case isServerError(err) || !conn.IsClosed():
+			// PostgreSQL refused it, or pgx could not send its
+			// arguments: the transaction is still there to roll back.
+			return nil, &plainFailure{stmt: i, done: statementFailed(err)}
 		}
-		results[i] = res
+		// Nothing was sent to commit it: the server rolls back the
+		// transaction of a connection that is closed.
+		return nil, fmt.Errorf("statements[%d]: %w", i, err)
 	}
+	syncrep.Cancelled(conn.PgConn())
 	tag, err := conn.PgConn().Exec(ctx, "COMMIT").ReadAll()
 	if err == nil && len(tag) != 1 {
 		err = fmt.Errorf("COMMIT answered %d results", len(tag))
@@ -256,11 +290,14 @@ func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.St
 	if err == nil {
 		ct, err = tag[0].CommandTag, tag[0].Err
 	}
-	return results, commitAnswer(ct, err)
+	return results, commitAnswer(ctx, conn, ct, err)
 }
 
-// commitAnswer reads the answer to a plain transaction's COMMIT.
-func commitAnswer(tag pgconn.CommandTag, err error) error {
+// commitAnswer reads the answer to a plain transaction's COMMIT. A COMMIT
+// whose wait for the synchronous standby was cancelled is on the primary
+// alone: a barrier makes it durable, or its outcome is unknown (package
+// syncrep).
+func commitAnswer(ctx context.Context, conn *pgx.Conn, tag pgconn.CommandTag, err error) error {
 	switch {
 	case err != nil && isServerError(err):
 		return &plainFailure{stmt: -1, done: statementFailed(err)}
@@ -269,6 +306,11 @@ func commitAnswer(tag pgconn.CommandTag, err error) error {
 	case tag.String() != "COMMIT":
 		// A transaction that failed earlier answers COMMIT with ROLLBACK.
 		return &plainFailure{stmt: -1, done: engine.DataDone{Err: fmt.Sprintf("COMMIT answered %q", tag.String())}}
+	}
+	if syncrep.Cancelled(conn.PgConn()) {
+		if err := syncrep.Barrier(ctx, conn); err != nil {
+			return fmt.Errorf("commit: %w: %w: %w", errPlainUnknown, syncrep.ErrNotReplicated, err)
+		}
 	}
 	return nil
 }

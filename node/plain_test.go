@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +89,40 @@ func TestPlainTransactions(t *testing.T) {
 		}
 		noOpenSession()
 	}
+	// A statement whose argument pgx cannot send fails before it runs; the
+	// transaction is rolled back like any other whose statement failed.
+	_, err = plain(stmt("INSERT INTO pl VALUES ($1, 'x')", 14), stmt("INSERT INTO pl VALUES ($1, 'y')", map[string]any{"not": "an int"}))
+	if !rpc.IsCode(err, rpc.CodeAborted) || !strings.Contains(err.Error(), "statements[1]") {
+		t.Fatalf("an argument that cannot be sent: %v, want an abort naming statements[1]", err)
+	}
+	if n := count("SELECT count(*) FROM pl WHERE k >= 10"); n != 0 {
+		t.Fatalf("%d rows of the transaction whose argument could not be sent", n)
+	}
+	noOpenSession()
+
+	// More distinct statements than a connection keeps names for, run
+	// again and again: the second run names them, and none may be
+	// deallocated before the pipeline that uses it.
+	var many []api.StatementParams
+	for i := range 2 * 64 {
+		many = append(many, stmt(fmt.Sprintf("SELECT $1::int + %d", i), i))
+	}
+	for run := range 3 {
+		r, err := plain(many...)
+		if err != nil || len(r.Results) != len(many) || r.Results[len(many)-1].Rows[0][0] != strconv.Itoa(2*(len(many)-1)) {
+			t.Fatalf("run %d of %d distinct statements: %v", run, len(many), err)
+		}
+	}
+
+	// A statement that deallocates prepared statements, ours included, in
+	// the middle of a transaction of named ones.
+	for run := range 2 {
+		r, err := plain(stmt("INSERT INTO pl VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v", 6, "f"), stmt("DEALLOCATE ALL"), stmt("UPDATE pl SET v = $1 WHERE k = $2", "g", 6))
+		if err != nil || len(r.Results) != 3 || r.Results[2].RowsAffected != 1 {
+			t.Fatalf("run %d with DEALLOCATE ALL in the middle: %+v, %v", run, r, err)
+		}
+	}
+
 	// The connections the failures used still serve.
 	if _, err := plain(stmt("INSERT INTO pl VALUES ($1, $2)", 5, "e")); err != nil {
 		t.Fatalf("after the failures: %v", err)
@@ -112,8 +148,8 @@ func TestPlainTransactions(t *testing.T) {
 			t.Fatalf("%s: %v, want code %d naming %q", tc.name, err, tc.code, tc.want)
 		}
 	}
-	if n := count("SELECT count(*) FROM pl"); n != 5 {
-		t.Fatalf("%d rows at the end, want 5", n)
+	if n := count("SELECT count(*) FROM pl"); n != 6 {
+		t.Fatalf("%d rows at the end, want 6", n)
 	}
 	noOpenSession()
 }
