@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -189,7 +188,7 @@ func TestAgainstRunningCluster(t *testing.T) {
 			if i > 0 && res.Mode != baselines[i-1] {
 				t.Errorf("baseline %d is %q, want %q", i-1, res.Mode, baselines[i-1])
 			}
-			checkCounts(t, res, stmts)
+			checkCounts(t, res, 4)
 			if res.Attempted != txs {
 				t.Errorf("%s: attempted %d, want %d", res.Mode, res.Attempted, txs)
 			}
@@ -379,18 +378,16 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 	for i, tc := range []struct {
 		form, transport, step string
 		baselines             []string
-		// stmts is 4 unless given.
-		stmts int
 	}{
-		{FormInteractive, TransportHTTP, "commit", []string{BaselineRaw, BaselineLocal}, 0},
-		{FormSingle, TransportHTTP, "transact", []string{BaselineRawGrouped}, 0},
-		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}, 0},
-		{FormDirect, TransportStream, "commit", nil, 0},
-		// One statement: every transaction is one participant's, and goes
-		// there as a plain transaction.
-		{FormPlain, TransportStream, "plain", []string{BaselineLocal}, 1},
+		{FormInteractive, TransportHTTP, "commit", []string{BaselineRaw, BaselineLocal}},
+		{FormSingle, TransportHTTP, "transact", []string{BaselineRawGrouped}},
+		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}},
+		{FormDirect, TransportStream, "commit", nil},
+		// Every transaction is one participant's, and goes there as a
+		// plain transaction.
+		{FormPlain, TransportStream, "plain", []string{BaselineLocal}},
 	} {
-		form, step, stmts := tc.form, tc.step, cmp.Or(tc.stmts, 4)
+		form, step := tc.form, tc.step
 		start := startShared
 		if i == 0 {
 			start = startLocalCluster
@@ -401,7 +398,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				// Conflicts, but not so many that a busy machine (CI runs
 				// packages in parallel) sees every transaction of the
 				// short run time out.
-				Participants: 2, Concurrency: 6, Statements: stmts, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
+				Participants: 2, Concurrency: 6, Statements: 4, HotFraction: 0.3, HotKeys: 8, Form: form, Transport: tc.transport,
 				Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Baselines: tc.baselines,
 				LockTimeout: 200 * time.Millisecond, Progress: &progress, Logger: testLogger(t),
 				StartCluster: start,
@@ -416,7 +413,7 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				t.Fatalf("%d baselines measured, want %v", len(rep.Baselines), tc.baselines)
 			}
 			for _, res := range append([]*Result{rep.TPCD}, rep.Baselines...) {
-				checkCounts(t, res, stmts)
+				checkCounts(t, res, 4)
 				if res.Committed == 0 {
 					t.Errorf("%s: nothing committed: %v", res.Mode, res.Reasons)
 				}

@@ -60,10 +60,9 @@ const (
 	// participant of the first, which begins the transaction through the
 	// coordinator; the commit names what went where.
 	FormDirect = "direct"
-	// FormPlain is the single form with a transaction whose statements
-	// all fall on one participant sent to that participant as a plain
-	// transaction (api.MethodPlainTransact), the coordinator left out;
-	// the others go to the coordinator as in the single form.
+	// FormPlain puts each transaction's statements on one participant, as
+	// the local baseline does, and sends it to that participant as a plain
+	// transaction (api.MethodPlainTransact), the coordinator left out.
 	FormPlain = "plain"
 )
 

@@ -291,7 +291,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		// tpcd first, with the profiles if asked (first round only).
 		var round Round
-		tl := &load{mode: "tpcd", opts: &opts, keys: keys, progress: opts.Progress}
+		tl := &load{mode: "tpcd", opts: &opts, keys: keys, progress: opts.Progress, oneNode: opts.Form == FormPlain}
 		for i := range opts.Concurrency {
 			tl.clients = append(tl.clients, tp.client(i))
 		}

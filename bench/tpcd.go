@@ -23,8 +23,9 @@ type tpcdDriver struct {
 	// parts[conn][node], a connection per client connection and
 	// participant.
 	direct bool
-	// plain sends a single-form transaction of one participant to that
-	// participant (api.MethodPlainTransact), through parts too.
+	// plain sends each transaction, all of whose statements are on one
+	// participant, to that participant (api.MethodPlainTransact), through
+	// parts too.
 	plain bool
 	parts [][]*rpc.Failover
 	// keyPrefix, if set, starts the idempotency key of every transact
@@ -129,12 +130,10 @@ func (d *tpcdDriver) client(i int) txFunc {
 		}
 	}
 	if d.plain {
+		// The plain form plans every transaction on one participant.
 		parts := d.parts[i%len(d.conns)]
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
-			if n, ok := oneParticipant(plan); ok {
-				return d.plainTx(ctx, parts[n], plan, sp)
-			}
-			return d.transact(ctx, c, plan, sp)
+			return d.plainTx(ctx, parts[plan[0].node], plan, sp)
 		}
 	}
 	if d.single {
@@ -181,17 +180,6 @@ func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Failover, plan []stmt,
 	}
 	sp.mark("transact")
 	return outCommitted, ""
-}
-
-// oneParticipant reports the participant of plan's statements, if they
-// all have the same one.
-func oneParticipant(plan []stmt) (int, bool) {
-	for _, s := range plan[1:] {
-		if s.node != plan[0].node {
-			return 0, false
-		}
-	}
-	return plan[0].node, true
 }
 
 // plainTx runs plan on its one participant as a plain transaction. Its
