@@ -63,7 +63,8 @@ func isFinal(state string) bool { return slices.Contains(finalStates, state) }
 // A transaction committed on some node (it has rows there) must be
 // committed on every node it wrote to, with exactly the rows whose inserts
 // were acknowledged; it must not have been told abort, have had a failed
-// statement, or have been given up by its client. A transaction without rows
+// statement (or sent one that cannot succeed in the call that committed
+// it), or have been given up by its client. A transaction without rows
 // anywhere must not have been told commit. The coordinator's final state
 // must agree with the data; rows of transactions nobody began, prepared
 // transactions left behind and alarms in the node logs are violations too.
@@ -92,6 +93,13 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 		if r.Told == ToldCommit && r.Failed {
 			bad(r, "told commit although a statement failed (%s)", r.Reason)
 		}
+		// A transaction sent whole in one call commits all of its
+		// statements or none; sent a statement at a time, one refused
+		// before it ran may leave the rest to commit.
+		cannotCommit := r.OneCall && r.PlannedFail
+		if r.Told == ToldCommit && cannotCommit {
+			bad(r, "told commit although it sent a statement that cannot succeed in the same call")
+		}
 		if len(present) > 0 {
 			v.AppliedCommit++
 			if r.Told == ToldUnknown {
@@ -102,6 +110,8 @@ func Check(records []*TxRecord, obs Observed) Verdict {
 				bad(r, "client was told abort (%s) but rows are committed on nodes %v", r.Reason, present)
 			case r.Failed:
 				bad(r, "a statement failed (%s) but rows are committed on nodes %v", r.Reason, present)
+			case cannotCommit:
+				bad(r, "it sent a statement that cannot succeed in the same call, but rows are committed on nodes %v", present)
 			case r.Orphaned:
 				bad(r, "left open when its coordinator was replaced, but rows are committed on nodes %v", present)
 			case r.Lost || r.RolledBack:

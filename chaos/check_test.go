@@ -59,6 +59,7 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		{name: "told abort, rows there", rec: rec(1, ToldAbort, 1, 1, 0), status: "aborted", rows: []int{1, 1, 0}, want: "told abort"},
 		{name: "failed statement committed", rec: func() *TxRecord { r := rec(1, ToldCommit, 1, 0, 0); r.Failed = true; return r }(), status: "committed", rows: []int{1, 0, 0}, want: "a statement failed"},
 		{name: "told commit after a failed statement", rec: func() *TxRecord { r := rec(1, ToldCommit, 0, 0, 0); r.Failed = true; return r }(), status: "committed", rows: []int{0, 0, 0}, want: "told commit although a statement failed"},
+		{name: "told commit after a statement that cannot succeed", rec: func() *TxRecord { r := rec(1, ToldCommit, 1, 0, 0); r.PlannedFail, r.OneCall = true, true; return r }(), status: "committed", rows: []int{1, 0, 0}, want: "told commit although it sent a statement that cannot succeed"},
 		{name: "rolled back but committed", rec: func() *TxRecord { r := rec(1, ToldUnknown, 1, 0, 0); r.RolledBack = true; return r }(), status: "committed", rows: []int{1, 0, 0}, want: "never asked to commit"},
 		{name: "outcome forgotten", rec: rec(1, ToldUnknown, 1, 0, 0), status: "forgotten", rows: []int{1, 0, 0}, want: "forgot its outcome"},
 		{name: "coordinator and data disagree", rec: rec(1, ToldUnknown, 1, 0, 0), status: "aborted", rows: []int{1, 0, 0}, want: "coordinator says aborted"},
@@ -248,7 +249,7 @@ func TestCountOrphans(t *testing.T) {
 func TestCheckPlainTransactions(t *testing.T) {
 	plain := func(tx uint64, told Told, acked ...int) *TxRecord {
 		r := recOf(plainIncarnation, tx, told, acked...)
-		r.Plain = true
+		r.Plain, r.OneCall = true, true
 		return r
 	}
 	key := func(tx uint64) TxKey { return TxKey{Incarnation: plainIncarnation, TxID: tx} }
@@ -265,6 +266,7 @@ func TestCheckPlainTransactions(t *testing.T) {
 		{plain(1, ToldCommit, 0, 2, 0), 0, "plain transaction 1 (client 0, told commit): client was told commit but no node has its rows"},
 		{plain(1, ToldAbort, 0, 2, 0), 2, "told abort"},
 		{plain(1, ToldUnknown, 0, 2, 0), 1, "not atomic: node 1 has 1 rows, 2 inserts"},
+		{func() *TxRecord { r := plain(1, ToldUnknown, 0, 2, 0); r.PlannedFail = true; return r }(), 2, "sent a statement that cannot succeed in the same call, but rows are committed"},
 	} {
 		v := Check([]*TxRecord{tc.rec}, observed(map[TxKey]string{}, map[TxKey]int{}, map[TxKey]int{key(1): tc.rows}, map[TxKey]int{}))
 		if len(v.Violations) != 1 || !strings.Contains(v.Violations[0], tc.want) {

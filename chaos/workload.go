@@ -412,9 +412,9 @@ func (c *client) transact(r *TxRecord, plan []stmt) {
 }
 
 // plain runs a one-participant transaction at its participant and records
-// the answer. A refusal of the call as a whole (bad params) would be a
-// harness bug; any answer but commit or a statement's failure leaves the
-// outcome unknown, which the data then shows.
+// the answer: commit; abort for a statement's failure or for "nothing
+// committed" (-32003); unknown for anything else, which the data then
+// shows.
 func (c *client) plain() {
 	r := &TxRecord{TxID: c.w.plainSeq.Add(1), Incarnation: plainIncarnation, Client: c.id, Sent: make([]int, c.w.n), Acked: make([]int, c.w.n), Plain: true, OneCall: true}
 	defer c.w.add(r)
@@ -440,6 +440,12 @@ func (c *client) plain() {
 		r.Told = ToldCommit
 	case rpc.IsCode(err, rpc.CodeAborted):
 		r.Failed, r.Told, r.Reason = true, ToldAbort, err.Error()
+	case rpc.IsCode(err, rpc.CodeUnavailable):
+		// The participant says nothing committed (it could not begin, or
+		// its connection broke before the COMMIT went): the check holds it
+		// to that.
+		copy(r.Acked, rows)
+		r.Told, r.Reason = ToldAbort, err.Error()
 	default:
 		// The rows count only if the transaction committed, all of them.
 		copy(r.Acked, rows)
