@@ -30,9 +30,12 @@ const (
 	CmdSet
 	CmdInDoubt
 	CmdResolve
+	// CmdPlain runs one statement as a plain transaction at its
+	// participant (api.MethodPlainTransact).
+	CmdPlain
 )
 
-var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "set", "indoubt", "resolve"}
+var kindNames = [...]string{"", "begin", "exec", "execute", "commit", "rollback", "status", "nodes", "load", "help", "quit", "set", "indoubt", "resolve", "plain"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && k != 0 {
@@ -44,7 +47,7 @@ func (k Kind) String() string {
 // Command is one parsed command.
 type Command struct {
 	Kind Kind
-	// Node and SQL are set for exec and execute.
+	// Node and SQL are set for exec, execute and plain.
 	Node engine.NodeID
 	SQL  string
 	// TxID is the transaction status asks about; 0 means the session's.
@@ -63,7 +66,7 @@ type Command struct {
 
 // commandWords are the words that start a command, for help, completion
 // and guesses at a mistyped one.
-var commandWords = []string{"begin", "exec", "execute", "commit", "rollback", "status", "nodes", "indoubt", "resolve", "load", "help", "quit", "exit",
+var commandWords = []string{"begin", "exec", "execute", "plain", "commit", "rollback", "status", "nodes", "indoubt", "resolve", "load", "help", "quit", "exit",
 	`\timing`, `\x`, `\pset`, `\q`, `\?`}
 
 // ParseCommand parses one command as cut by a Splitter.
@@ -79,11 +82,8 @@ func ParseCommand(text string) (Command, error) {
 		return sqlCommand(CmdExec, node, rest, word)
 	}
 	switch lower {
-	case "exec", "execute":
-		kind := CmdExec
-		if lower == "execute" {
-			kind = CmdExecute
-		}
+	case "exec", "execute", "plain":
+		kind := map[string]Kind{"exec": CmdExec, "execute": CmdExecute, "plain": CmdPlain}[lower]
 		target, sql := cutWord(rest)
 		if !strings.HasPrefix(target, "@") {
 			return Command{}, fmt.Errorf("%s needs a node: %s @0 SQL", lower, lower)

@@ -10,6 +10,7 @@ var helpTopics = []struct{ name, usage, text string }{
 	{"begin", "begin [KEY]", "Open a distributed transaction; the prompt shows its id. KEY, an idempotency key, names it: begin KEY again gets the same open transaction, and status key KEY finds it for a day after it ended."},
 	{"exec", "exec @N SQL;   or   @N SQL;", "Run SQL on participant N inside the open transaction. SQL may span lines; it ends at ';'."},
 	{"execute", "execute @N SQL;", "Seed form: run SQL on participant N in the coordinator's current batch; every --batch-size statements commit together."},
+	{"plain", "plain @N SQL;", "Run SQL alone on participant N as a plain transaction there, committed at once: no coordinator, no two-phase commit, no transaction id (outside an open transaction only)."},
 	{"sql", "SQL   (a statement without a node, as in the seed's client)", "The shell asks On this node #:, runs it there (in the open transaction, else as execute), then asks Send another query request? (y/n); n leaves. Scripts need @N."},
 	{"commit", "commit", "Commit the open transaction on every participant it touched (two-phase commit)."},
 	{"rollback", "rollback", "Abort the open transaction."},

@@ -65,6 +65,7 @@ func TestCluster(t *testing.T) {
 		{"script/exit-status", testScriptExitStatus},
 		{"script/execute-sees-previous", testScriptExecuteSeesPrevious},
 		{"script/keys", testScriptKeys},
+		{"script/plain", testScriptPlain},
 		{"wrong-address", testWrongAddress},
 		{"load/sensors", testLoadSensors},
 		{"load/errors", testLoadErrors},
@@ -109,6 +110,34 @@ func testScriptExecuteSeesPrevious(t *testing.T, c *testCluster) {
 		}
 		if !regexp.MustCompile(`(?s)INSERT 0 1 \(batch transaction \d+ committed\).* 1\n`).MatchString(out) {
 			t.Fatalf("run %d: the insert or its count is missing:\n%s", i, out)
+		}
+	}
+}
+
+// testScriptPlain runs plain transactions at a participant: each commits
+// at once and the next sees it; a failing one leaves nothing; one inside
+// an open transaction, or for a node that does not exist, is refused
+// before anything runs.
+func testScriptPlain(t *testing.T, c *testCluster) {
+	c.createTable(t, "CREATE TABLE plained (k int PRIMARY KEY)")
+	out, errs, err := runScript(t, c, FormatTable, true, `plain @2 insert into plained values (1);
+plain @2 select count(*) from plained;
+plain @2 insert into plained values (1);
+plain @7 select 1;
+begin
+plain @2 select 1;
+rollback
+plain @2 select count(*) from plained;
+`)
+	if err == nil {
+		t.Fatalf("the failing plain transactions passed:\n%s", out)
+	}
+	if !regexp.MustCompile(`^INSERT 0 1\n count\n-+\n +1\n\(1 row\)\nBEGIN \d+\nROLLBACK \d+\n count\n-+\n +1\n\(1 row\)\n$`).MatchString(out) {
+		t.Fatalf("stdout does not match:\n%s\nstderr:\n%s", out, errs)
+	}
+	for _, want := range []string{"duplicate key value violates unique constraint", "rolled back", "node 7 does not exist", "a plain transaction runs alone"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
 		}
 	}
 }

@@ -305,6 +305,8 @@ func (s *Session) Do(ctx context.Context, c Command) (*Result, error) {
 		return s.exec(ctx, c)
 	case CmdExecute:
 		return s.execute(ctx, c)
+	case CmdPlain:
+		return s.plain(ctx, c)
 	case CmdCommit:
 		return s.commit(ctx)
 	case CmdRollback:
@@ -412,6 +414,47 @@ func (s *Session) execute(ctx context.Context, c Command) (*Result, error) {
 	}
 	s.lastTx = r.TxID
 	return execResult(CmdExecute, r), nil
+}
+
+// plain runs c's statement as a plain transaction at its participant,
+// reached at the address the coordinator knows it by.
+func (s *Session) plain(ctx context.Context, c Command) (*Result, error) {
+	if s.tx != 0 {
+		return nil, fmt.Errorf("transaction %d is open, and a plain transaction runs alone: commit or rollback first, or run @%d SQL in the open transaction", s.tx, c.Node)
+	}
+	if err := s.checkNode(c.Node); err != nil {
+		return nil, err
+	}
+	parts, err := s.participants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if int(c.Node) >= len(parts) {
+		return nil, fmt.Errorf("node %d does not exist: the participants are @0..@%d", c.Node, len(parts)-1)
+	}
+	n := c.Node
+	var r engine.TransactReply
+	err = parts[n].Call(ctx, api.MethodPlainTransact, api.TransactParams{Commit: true, Statements: []api.StatementParams{{Node: &n, SQL: c.SQL}}}, &r)
+	switch {
+	case err == nil && len(r.Results) == 1:
+	case err == nil:
+		return nil, fmt.Errorf("@%d answered %d results for one statement", n, len(r.Results))
+	case rpc.IsCode(err, rpc.CodeAborted):
+		return nil, wrapf(err, "%s", rpcMessage(err))
+	case rpc.IsCode(err, rpc.CodeUnavailable):
+		return nil, wrapf(err, "%s (nothing committed: try again)", rpcMessage(err))
+	case rpc.IsTransport(err):
+		return nil, wrapf(err, "no answer from @%d, so whether the plain transaction committed is unknown: %s", n, rpcMessage(err))
+	case errors.As(err, new(*rpc.Error)):
+		// The connection to its server broke once the COMMIT may have
+		// been sent, or the call was refused as it stands.
+		return nil, wrapf(err, "%s", rpcMessage(err))
+	default:
+		return nil, wrapf(err, "@%d: %s", n, rpcMessage(err))
+	}
+	res := execResult(CmdPlain, engine.ExecReply{Result: r.Results[0]})
+	res.Value = r
+	return res, nil
 }
 
 func (s *Session) checkNode(n engine.NodeID) error {
