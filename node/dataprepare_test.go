@@ -166,34 +166,11 @@ func TestPrepareOfAReaderCommitsAtOnce(t *testing.T) {
 // waits for the standby too, and ends once commits stop waiting for it.
 func TestWaitForTheStandbyCancelled(t *testing.T) {
 	ctx := t.Context()
-	server := pgtest.NewCluster(t, embedpg.Options{})
-	setup, err := openPool(ctx, server.URI("postgres"), 2, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(setup.Close)
-	if err := db.MigrateData(ctx, setup, nil); err != nil {
-		t.Fatal(err)
-	}
-	// From now on commits wait for a standby that never comes; the data
-	// pool's connections, opened after, see it at once. A decider's marker
-	// committed before that is for the settle below.
+	// A decider's marker committed before commits wait for the standby is
+	// for the settle below.
 	const marked = "tpcd:test:1:3:0:0"
-	for _, s := range []string{"CREATE TABLE t (k bigint PRIMARY KEY)", "INSERT INTO tpcd_markers (gid, tx) VALUES ('" + marked + "', 3)"} {
-		if _, err := setup.Exec(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-	pgtest.SetSyncStandby(t, server.URI("postgres"), "absent")
-	pool, err := openPool(ctx, server.URI("postgres"), 4, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	d := newDataDB(&dataDB{pool: pool, logger: slog.New(slog.DiscardHandler),
-		lockTimeout: time.Second, statementTimeout: 500 * time.Millisecond, acquireTimeout: time.Second,
-		now: func() engine.Instant { return 0 }, done: func(engine.DataDone) {}})
-	t.Cleanup(d.closeAll)
+	d, setup := dataDBWithoutItsStandby(t, 500*time.Millisecond,
+		"CREATE TABLE t (k bigint PRIMARY KEY)", "INSERT INTO tpcd_markers (gid, tx) VALUES ('"+marked+"', 3)")
 
 	// cancelled runs op and cancels its wait for the standby, as an
 	// operator would with pg_cancel_backend.
@@ -286,7 +263,42 @@ func TestWaitForTheStandbyCancelled(t *testing.T) {
 		t.Fatalf("still prepared: %q", prepared)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 0 {
+	if err := d.pool.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rows (%v), want none", n, err)
 	}
+}
+
+// dataDBWithoutItsStandby returns the data layer over a fresh, migrated
+// data database whose commits wait for a synchronous standby that never
+// comes, and a pool for the test's own statements; the setup statements
+// run before the wait starts. The data layer's connections, opened after,
+// wait at once.
+func dataDBWithoutItsStandby(t *testing.T, statementTimeout time.Duration, setupSQL ...string) (*dataDB, *pgxpool.Pool) {
+	t.Helper()
+	ctx := t.Context()
+	server := pgtest.NewCluster(t, embedpg.Options{})
+	setup, err := openPool(ctx, server.URI("postgres"), 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(setup.Close)
+	if err := db.MigrateData(ctx, setup, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range setupSQL {
+		if _, err := setup.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	pgtest.SetSyncStandby(t, server.URI("postgres"), "absent")
+	pool, err := openPool(ctx, server.URI("postgres"), 4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	d := newDataDB(&dataDB{pool: pool, logger: slog.New(slog.DiscardHandler),
+		lockTimeout: time.Second, statementTimeout: statementTimeout, acquireTimeout: time.Second,
+		now: func() engine.Instant { return 0 }, done: func(engine.DataDone) {}})
+	t.Cleanup(d.closeAll)
+	return d, setup
 }

@@ -2,15 +2,12 @@ package node
 
 import (
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/tpcd/tpcd/api"
-	"github.com/tpcd/tpcd/db/embedpg"
 	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
-	"github.com/tpcd/tpcd/internal/pgtest"
 )
 
 // TestPlainCommitWithoutTheStandby: a plain transaction's COMMIT whose
@@ -21,25 +18,7 @@ import (
 // transaction are checked.
 func TestPlainCommitWithoutTheStandby(t *testing.T) {
 	ctx := t.Context()
-	server := pgtest.NewCluster(t, embedpg.Options{})
-	setup, err := openPool(ctx, server.URI("postgres"), 2, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(setup.Close)
-	if _, err := setup.Exec(ctx, "CREATE TABLE t (k bigint PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
-	pgtest.SetSyncStandby(t, server.URI("postgres"), "absent")
-	pool, err := openPool(ctx, server.URI("postgres"), 4, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	d := newDataDB(&dataDB{pool: pool, logger: slog.New(slog.DiscardHandler),
-		lockTimeout: time.Second, statementTimeout: time.Minute, acquireTimeout: time.Second,
-		now: func() engine.Instant { return 0 }, done: func(engine.DataDone) {}})
-	t.Cleanup(d.closeAll)
+	d, setup := dataDBWithoutItsStandby(t, time.Minute, "CREATE TABLE t (k bigint PRIMARY KEY)")
 
 	zero := engine.NodeID(0)
 	for _, stmts := range [][]api.StatementParams{
