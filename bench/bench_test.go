@@ -188,7 +188,7 @@ func TestAgainstRunningCluster(t *testing.T) {
 			if i > 0 && res.Mode != baselines[i-1] {
 				t.Errorf("baseline %d is %q, want %q", i-1, res.Mode, baselines[i-1])
 			}
-			checkCounts(t, res, 4)
+			checkCounts(t, res, stmts)
 			if res.Attempted != txs {
 				t.Errorf("%s: attempted %d, want %d", res.Mode, res.Attempted, txs)
 			}
