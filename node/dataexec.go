@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/db/syncrep"
 	"github.com/tpcd/tpcd/engine"
@@ -51,11 +52,7 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 			}
 			return done
 		}
-		// One round trip opens the transaction with the timeouts that turn
-		// a distributed deadlock into an error instead of a hang.
-		begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
-			d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
-		if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+		if err := d.beginSimple(ctx, conn.Conn()); err != nil {
 			conn.Conn().Close(ctx)
 			conn.Release()
 			return engine.DataDone{Err: fmt.Sprintf("begin: %v", err)}
@@ -146,18 +143,10 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	stmts := stmtsOf(pc)
 	p := pipeline{conn: pc}
 	b := &p.batch
-	b.ExecParams("BEGIN", nil, nil, nil, nil)
-	if err := p.statement(ctx, timeoutsSQL, d.timeoutParams()); err != nil {
+	if err := d.queueBegin(ctx, &p); err != nil {
 		return nil, false, err, nil, 0
 	}
-	// Named outside the transaction: a statement that does not parse runs
-	// unnamed instead, to fail inside it as it always did.
-	if name, ok, perr := stmts.name(ctx, pc, op.SQL, false); perr == nil && ok {
-		b.ExecPrepared(name, params, nil, []int16{pgx.TextFormatCode})
-	} else {
-		b.ExecParams(op.SQL, params, nil, nil, []int16{pgx.TextFormatCode})
-	}
-	stmts.noteUserSQL(op.SQL)
+	p.user(ctx, op.SQL, params, true)
 	wantTag := ""
 	if op.Then != 0 {
 		if wantTag, err = d.queueEnd(ctx, &p, op.Then, op); err != nil {
@@ -169,13 +158,8 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	}
 	syncrep.Cancelled(pc)
 	mrr := pc.ExecBatch(ctx, b)
-	for range 2 {
-		if !mrr.NextResult() {
-			return nil, false, closeBoth(nil, mrr), nil, 0
-		}
-		if _, err := mrr.ResultReader().Close(); err != nil {
-			return nil, false, closeBoth(err, mrr), nil, 0
-		}
+	if err := readBegun(mrr); err != nil {
+		return nil, false, err, nil, 0
 	}
 	if !mrr.NextResult() {
 		return nil, true, closeBoth(nil, mrr), nil, 0
@@ -193,6 +177,36 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	}
 	xid, thenErr = endResults(conn.PgConn(), mrr, wantTag)
 	return res, true, nil, thenErr, xid
+}
+
+// queueBegin queues BEGIN and the transaction's timeouts, the two
+// statements readBegun reads the results of.
+func (d *dataDB) queueBegin(ctx context.Context, p *pipeline) error {
+	p.batch.ExecParams("BEGIN", nil, nil, nil, nil)
+	return p.statement(ctx, timeoutsSQL, d.timeoutParams())
+}
+
+// readBegun reads the results of what queueBegin queued. An error closes
+// mrr: PostgreSQL skipped the rest of the pipeline.
+func readBegun(mrr *pgconn.MultiResultReader) error {
+	for range 2 {
+		if !mrr.NextResult() {
+			return closeBoth(nil, mrr)
+		}
+		if _, err := mrr.ResultReader().Close(); err != nil {
+			return closeBoth(err, mrr)
+		}
+	}
+	return nil
+}
+
+// beginSimple opens a transaction with the same timeouts in one round trip
+// of the simple protocol, for statements that go one at a time.
+func (d *dataDB) beginSimple(ctx context.Context, conn *pgx.Conn) error {
+	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+		d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
+	_, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol)
+	return err
 }
 
 // timeoutsSQL sets, for the transaction it runs in, the lock and statement
@@ -245,20 +259,27 @@ func (d *dataDB) release(ctx context.Context, w *txWorker, sql string) error {
 	if w.conn == nil {
 		return nil
 	}
-	var err error
-	if sql != "" {
-		_, err = w.conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
-		if err != nil {
-			w.conn.Conn().Close(ctx)
-		}
-	}
-	if stmtsOf(w.conn.Conn().PgConn()).unfit {
-		w.conn.Conn().Close(ctx)
-	}
-	w.conn.Release()
+	err := releaseConn(ctx, w.conn, sql)
 	d.mu.Lock()
 	w.conn, w.wrote = nil, false
 	d.mu.Unlock()
+	return err
+}
+
+// releaseConn gives conn back to its pool, running sql on it first if
+// given; a connection that fails, or that a user's statement left unfit,
+// is closed rather than reused.
+func releaseConn(ctx context.Context, conn *pgxpool.Conn, sql string) error {
+	var err error
+	if sql != "" {
+		if _, err = conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol); err != nil {
+			conn.Conn().Close(ctx)
+		}
+	}
+	if stmtsOf(conn.Conn().PgConn()).unfit {
+		conn.Conn().Close(ctx)
+	}
+	conn.Release()
 	return err
 }
 

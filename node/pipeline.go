@@ -58,6 +58,22 @@ type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
 
+// user queues a user's statement with its text parameters: by name when
+// named is set and the connection's cache names it, else unnamed. It is
+// named outside the transaction, so a statement that does not parse runs
+// unnamed instead, to fail inside it as it always did.
+func (p *pipeline) user(ctx context.Context, sql string, params [][]byte, named bool) {
+	cache := stmtsOf(p.conn)
+	defer cache.noteUserSQL(sql)
+	if named {
+		if name, ok, err := cache.name(ctx, p.conn, sql, false); err == nil && ok {
+			p.batch.ExecPrepared(name, params, nil, []int16{pgx.TextFormatCode})
+			return
+		}
+	}
+	p.batch.ExecParams(sql, params, nil, nil, []int16{pgx.TextFormatCode})
+}
+
 // utility queues a statement that takes no parameters; whatever it names
 // must be in sql already, quoted (see quote).
 func (p *pipeline) utility(sql string) { p.batch.ExecParams(sql, nil, nil, nil, nil) }

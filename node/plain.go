@@ -42,13 +42,13 @@ func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (a
 	for i, st := range params.Statements {
 		n, err := needNode(st.Node)
 		if err != nil {
-			return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements[%d]: %s", i, err.(*rpc.Error).Message)
+			return nil, statementError(i, err)
 		}
 		if n != me {
 			return nil, rpc.Errorf(rpc.CodeBadNode, "statements[%d] is for participant %d and this is %d: a plain transaction runs on one participant (send it there, or a transaction of several to the coordinator)", i, n, me)
 		}
 		if err := needSQL(st.SQL); err != nil {
-			return nil, rpc.Errorf(rpc.CodeInvalidParams, "statements[%d]: sql is required", i)
+			return nil, statementError(i, err)
 		}
 	}
 	if err := p.notReady(); err != nil {
@@ -67,12 +67,8 @@ func (p *Participant) plainTransact(ctx context.Context, raw json.RawMessage) (a
 			}
 			return nil, rpcError(e)
 		}
-		var rerr *rpc.Error
-		switch {
-		case errors.Is(err, errPlainUnknown):
+		if errors.Is(err, errPlainUnknown) {
 			return nil, rpc.Errorf(rpc.CodeInternal, "%s: %v", p.name, err)
-		case errors.As(err, &rerr):
-			return nil, rerr
 		}
 		// Nothing was committed: the call may be sent again.
 		return nil, rpc.Errorf(rpc.CodeUnavailable, "%s: %v (nothing committed)", p.name, err)
@@ -92,14 +88,13 @@ type PlainObserver interface {
 
 // plainOutcome names how a plain transaction that returned err ended.
 func plainOutcome(err error) string {
-	var fail *plainFailure
 	switch {
 	case err == nil:
 		return "committed"
-	case errors.As(err, &fail) || !errors.Is(err, errPlainUnknown):
-		return "rolled_back"
+	case errors.Is(err, errPlainUnknown):
+		return "unknown"
 	}
-	return "unknown"
+	return "rolled_back"
 }
 
 // plainFailure is a plain transaction that PostgreSQL rolled back: a
@@ -144,23 +139,18 @@ func (d *dataDB) plain(ctx context.Context, stmts []api.StatementParams) ([]*eng
 	}
 	var fail *plainFailure
 	switch {
-	case err == nil:
-	case errors.As(err, &fail) && fail.stmt >= 0:
+	case err == nil, errors.As(err, &fail) && fail.stmt < 0:
+		// Committed, or a COMMIT that failed rolled back: the session is
+		// out of the transaction.
+		releaseConn(ctx, conn, "")
+	case fail != nil:
 		// The transaction is open and failed: end it, or drop the
 		// connection if that fails too.
-		if _, rerr := conn.Exec(ctx, "ROLLBACK", pgx.QueryExecModeSimpleProtocol); rerr != nil {
-			conn.Conn().Close(ctx)
-		}
-	case errors.As(err, &fail):
-		// A COMMIT that failed rolled back, and the session is out of the
-		// transaction.
+		releaseConn(ctx, conn, "ROLLBACK")
 	default:
 		conn.Conn().Close(ctx)
+		conn.Release()
 	}
-	if stmtsOf(conn.Conn().PgConn()).unfit {
-		conn.Conn().Close(ctx)
-	}
-	conn.Release()
 	return results, err
 }
 
@@ -175,43 +165,28 @@ const plainNamed = stmtCacheSize / 2
 // included, so the transaction is left open and failed.
 func (d *dataDB) plainPipelined(ctx context.Context, conn *pgx.Conn, stmts []api.StatementParams, params [][][]byte) ([]*engine.StmtResult, error) {
 	pc := conn.PgConn()
-	cache := stmtsOf(pc)
 	p := pipeline{conn: pc}
-	b := &p.batch
-	b.ExecParams("BEGIN", nil, nil, nil, nil)
-	if err := p.statement(ctx, timeoutsSQL, d.timeoutParams()); err != nil {
+	if err := d.queueBegin(ctx, &p); err != nil {
 		return nil, err
 	}
 	// A statement that may deallocate prepared statements would take the
 	// names of those after it away before they run.
 	nameable := !slices.ContainsFunc(stmts, func(st api.StatementParams) bool { return containsFold(st.SQL, "deallocate") })
 	for i, st := range stmts {
-		cache.noteUserSQL(st.SQL)
 		// Asked about at most plainNamed statements, the cache makes at
 		// most that many entries (of statements that return rows too).
-		if nameable && i < plainNamed {
-			if name, ok, perr := cache.name(ctx, pc, st.SQL, false); perr == nil && ok {
-				b.ExecPrepared(name, params[i], nil, []int16{pgx.TextFormatCode})
-				continue
-			}
-		}
-		b.ExecParams(st.SQL, params[i], nil, nil, []int16{pgx.TextFormatCode})
+		p.user(ctx, st.SQL, params[i], nameable && i < plainNamed)
 	}
 	p.utility("COMMIT")
-	if err := cache.trim(ctx, pc); err != nil {
+	if err := stmtsOf(pc).trim(ctx, pc); err != nil {
 		return nil, err
 	}
 	syncrep.Cancelled(pc)
-	mrr := pc.ExecBatch(ctx, b)
-	for range 2 {
-		if !mrr.NextResult() {
-			return nil, plainBroke("begin", closeBoth(nil, mrr))
-		}
-		if _, err := mrr.ResultReader().Close(); err != nil {
-			// PostgreSQL skipped the rest, COMMIT included; the
-			// connection is closed, which ends the session's transaction.
-			return nil, plainBroke("begin", closeBoth(err, mrr))
-		}
+	mrr := pc.ExecBatch(ctx, &p.batch)
+	if err := readBegun(mrr); err != nil {
+		// PostgreSQL skipped the rest, COMMIT included; the connection is
+		// closed, which ends the session's transaction.
+		return nil, plainBroke("begin", err)
 	}
 	results := make([]*engine.StmtResult, len(stmts))
 	for i := range stmts {
@@ -260,9 +235,7 @@ func plainBroke(step string, err error) error {
 // without arguments (which may be several, as in psql) and arguments only
 // pgx's typed encoding can send (query).
 func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.StatementParams) ([]*engine.StmtResult, error) {
-	begin := fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
-		d.lockTimeout.Milliseconds(), d.statementTimeout.Milliseconds())
-	if _, err := conn.Exec(ctx, begin, pgx.QueryExecModeSimpleProtocol); err != nil {
+	if err := d.beginSimple(ctx, conn); err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	results := make([]*engine.StmtResult, len(stmts))
@@ -282,15 +255,8 @@ func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.St
 		return nil, fmt.Errorf("statements[%d]: %w", i, err)
 	}
 	syncrep.Cancelled(conn.PgConn())
-	tag, err := conn.PgConn().Exec(ctx, "COMMIT").ReadAll()
-	if err == nil && len(tag) != 1 {
-		err = fmt.Errorf("COMMIT answered %d results", len(tag))
-	}
-	var ct pgconn.CommandTag
-	if err == nil {
-		ct, err = tag[0].CommandTag, tag[0].Err
-	}
-	return results, commitAnswer(ctx, conn, ct, err)
+	tag, err := conn.Exec(ctx, "COMMIT", pgx.QueryExecModeSimpleProtocol)
+	return results, commitAnswer(ctx, conn, tag, err)
 }
 
 // commitAnswer reads the answer to a plain transaction's COMMIT. A COMMIT
