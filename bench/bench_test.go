@@ -643,7 +643,7 @@ func TestMedianRound(t *testing.T) {
 // run again (here, run again, it would fail: its table is gone).
 func testTransactCarriesKey(t *testing.T, cl *localcluster.Cluster) {
 	ctx := context.Background()
-	d := newTPCDDriver([]string{cl.CoordinatorAddr()}, 1, time.Minute, true, false)
+	d := newTPCDDriver([]string{cl.CoordinatorAddr()}, 1, time.Minute, FormSingle, false)
 	defer d.close()
 	d.keyPrefix = "bench-test-"
 	if err := d.createTable(ctx, 2); err != nil {

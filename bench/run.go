@@ -179,8 +179,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form == FormSingle || opts.Form == FormPlain, opts.Transport == TransportStream)
-	tp.direct, tp.plain = opts.Form == FormDirect, opts.Form == FormPlain
+	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form, opts.Transport == TransportStream)
 	if !opts.NoKeys {
 		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
 	}
@@ -193,7 +192,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	n := len(participants)
 	opts.Participants = n
-	if tp.direct || tp.plain {
+	if tp.needsParticipants() {
 		tp.dialParticipants(participants, opts.Transport == TransportStream)
 	}
 	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {

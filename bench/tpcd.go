@@ -13,20 +13,15 @@ import (
 	"github.com/tpcd/tpcd/rpc"
 )
 
-// tpcdDriver runs transactions through a coordinator's explicit form: an
-// exec per statement and a commit, or (single) one transact call.
+// tpcdDriver runs transactions in one of the forms (FormInteractive and
+// the others): through a coordinator, or for the direct and plain forms
+// partly or wholly straight to the participants.
 type tpcdDriver struct {
 	conns   []*rpc.Failover
 	timeout time.Duration
-	single  bool
-	// direct sends each statement straight to its participant, through
-	// parts[conn][node], a connection per client connection and
-	// participant.
-	direct bool
-	// plain sends each transaction, all of whose statements are on one
-	// participant, to that participant (api.MethodPlainTransact), through
-	// parts too.
-	plain bool
+	form    string
+	// parts[conn][node] reach the participants for the direct and plain
+	// forms, a connection per client connection and participant.
 	parts [][]*rpc.Failover
 	// keyPrefix, if set, starts the idempotency key of every transact
 	// call; a sequence number ends it.
@@ -39,8 +34,8 @@ type tpcdDriver struct {
 // call's outcome.
 const keyRetries = 3
 
-func newTPCDDriver(addrs []string, conns int, timeout time.Duration, single, stream bool) *tpcdDriver {
-	d := &tpcdDriver{timeout: timeout, single: single}
+func newTPCDDriver(addrs []string, conns int, timeout time.Duration, form string, stream bool) *tpcdDriver {
+	d := &tpcdDriver{timeout: timeout, form: form}
 	for range conns {
 		// HTTP/1.1 with keep-alive through net/http's transport, as most
 		// applications' HTTP clients speak it (a client has one call out
@@ -123,20 +118,19 @@ func (d *tpcdDriver) createTable(ctx context.Context, participants int) error {
 // connections round robin.
 func (d *tpcdDriver) client(i int) txFunc {
 	c := d.conns[i%len(d.conns)]
-	if d.direct {
+	switch d.form {
+	case FormDirect:
 		parts := d.parts[i%len(d.conns)]
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 			return d.directTx(ctx, c, parts, plan, sp)
 		}
-	}
-	if d.plain {
+	case FormPlain:
 		// The plain form plans every transaction on one participant.
 		parts := d.parts[i%len(d.conns)]
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 			return d.plainTx(ctx, parts[plan[0].node], plan, sp)
 		}
-	}
-	if d.single {
+	case FormSingle:
 		return func(ctx context.Context, plan []stmt, sp *spans) (outcome, string) {
 			return d.transact(ctx, c, plan, sp)
 		}
@@ -145,6 +139,9 @@ func (d *tpcdDriver) client(i int) txFunc {
 		return d.tx(ctx, c, plan, sp)
 	}
 }
+
+// needsParticipants reports whether the form calls the participants.
+func (d *tpcdDriver) needsParticipants() bool { return d.form == FormDirect || d.form == FormPlain }
 
 // transact runs plan and its commit in one call.
 func (d *tpcdDriver) transact(ctx context.Context, c *rpc.Failover, plan []stmt, sp *spans) (outcome, string) {
