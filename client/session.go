@@ -94,11 +94,16 @@ func NewSession(addr string, opts SessionOptions) *Session {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Session{
-		rpc: rpc.NewFailover(append([]string{addr}, opts.Standbys...),
-			rpc.ClientOptions{Logger: opts.Logger, DialTimeout: 2 * time.Second, Token: opts.Token, TLS: opts.TLS}),
+		rpc:    rpc.NewFailover(append([]string{addr}, opts.Standbys...), opts.clientOptions()),
 		opts:   opts,
 		logger: opts.Logger,
 	}
+}
+
+// clientOptions are how the session calls any node: the coordinator, and
+// the participants it reaches straight.
+func (o SessionOptions) clientOptions() rpc.ClientOptions {
+	return rpc.ClientOptions{Logger: o.Logger, DialTimeout: 2 * time.Second, Token: o.Token, TLS: o.TLS}
 }
 
 // Addr is the address of the coordinator calls go to now.
@@ -141,8 +146,7 @@ func (s *Session) participants(ctx context.Context) ([]*rpc.Failover, error) {
 		return nil, s.explain(err)
 	}
 	for _, n := range nodes {
-		s.parts = append(s.parts, rpc.NewFailover([]string{n.Address},
-			rpc.ClientOptions{Logger: s.opts.Logger, DialTimeout: 2 * time.Second, Token: s.opts.Token, TLS: s.opts.TLS}))
+		s.parts = append(s.parts, rpc.NewFailover([]string{n.Address}, s.opts.clientOptions()))
 	}
 	return s.parts, nil
 }
@@ -439,15 +443,14 @@ func (s *Session) plain(ctx context.Context, c Command) (*Result, error) {
 	case err == nil && len(r.Results) == 1:
 	case err == nil:
 		return nil, fmt.Errorf("@%d answered %d results for one statement", n, len(r.Results))
-	case rpc.IsCode(err, rpc.CodeAborted):
-		return nil, wrapf(err, "%s", rpcMessage(err))
 	case rpc.IsCode(err, rpc.CodeUnavailable):
 		return nil, wrapf(err, "%s (nothing committed: try again)", rpcMessage(err))
 	case rpc.IsTransport(err):
 		return nil, wrapf(err, "no answer from @%d, so whether the plain transaction committed is unknown: %s", n, rpcMessage(err))
 	case errors.As(err, new(*rpc.Error)):
-		// The connection to its server broke once the COMMIT may have
-		// been sent, or the call was refused as it stands.
+		// PostgreSQL refused it, the connection to its server broke once
+		// the COMMIT may have been sent, or the call was refused as it
+		// stands: the participant's message says which.
 		return nil, wrapf(err, "%s", rpcMessage(err))
 	default:
 		return nil, wrapf(err, "@%d: %s", n, rpcMessage(err))
