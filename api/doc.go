@@ -7,8 +7,9 @@
 //
 // # Methods
 //
-// The coordinator serves every method below but direct_exec, which the
-// participants serve; MethodPing is served by every node. docs/API.md shows
+// The coordinator serves every method below but direct_exec and
+// plain_transact, which the participants serve; MethodPing is served by
+// every node. docs/API.md shows
 // each with example params and results.
 //
 //	method          params          result
@@ -23,6 +24,7 @@
 //	indoubt         {}              []InDoubtTx
 //	resolve         TxParams        engine.StatusReply
 //	direct_exec     DirectExecParams engine.ExecResult
+//	plain_transact  TransactParams  TransactReply
 //	tpcd.ping       {}              PingReply
 //
 // The results named engine.* are the engine's reply types, encoded as they
@@ -63,6 +65,12 @@
 //     transaction can then only abort; rpc.CodeUnavailable when no answer
 //     came in time, which leaves the same; rpc.CodeInvalidParams for a
 //     statement whose number another call is running.
+//   - plain_transact: rpc.CodeBadNode for a statement of another
+//     participant; rpc.CodeAborted, with the SQLSTATE, when PostgreSQL
+//     refused a statement or the COMMIT (rolled back); rpc.CodeUnavailable
+//     when nothing committed; rpc.CodeInternal "whether it committed is
+//     unknown" when the connection broke once the COMMIT may have been
+//     sent, or the COMMIT lacks its synchronous standby.
 //   - resolve: rpc.CodeUnknownTx for a transaction never issued,
 //     rpc.CodeTxNotActive for one not in doubt (still taking statements,
 //     or ended).

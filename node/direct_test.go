@@ -132,8 +132,9 @@ func TestDirectStatements(t *testing.T) {
 		t.Fatalf("p0 holds %d rows, %d of them the refused one (%v); want 3 and none", rows(0), nine, err)
 	}
 
-	// Statements out of order, and a transaction of an epoch the
-	// participant does not know, fail at once rather than hang.
+	// Statements out of order fail at once rather than hang; a statement
+	// without the epoch from begin is refused before the engine sees it
+	// (the engine's refusal of another cluster's is security_test's).
 	b = begin()
 	if _, err := direct(b, 0, 1, "INSERT INTO d VALUES (6)"); !rpc.IsCode(err, rpc.CodeAborted) {
 		t.Fatalf("statement 1 before statement 0: %v, want a statement error", err)

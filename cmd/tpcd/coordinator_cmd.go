@@ -26,7 +26,7 @@ type CoordinatorCmd struct {
 	VoteBatchFlags `embed:""`
 
 	ExecTimeout  Seconds       `help:"Seconds to wait for one statement's result before the transaction aborts." default:"30"`
-	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later) ($$${env})." env:"TPCD_COORDINATOR_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"60"`
+	IdleTimeout  Seconds       `help:"Abort an explicit transaction whose client made no call for this long (counted from its last call or the last successful answer to one of its statements, whichever came later; statements a client sends straight to the participants are no calls here) ($$${env})." env:"TPCD_COORDINATOR_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"60"`
 	KeepOutcomes time.Duration `name:"keep-outcomes" help:"How long the outcome of an ended transaction stays answerable, by id and by its client's key, after the log forgot it (status says forgotten after that)." default:"24h"`
 	StateDir     string        `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin        string        `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`

@@ -23,7 +23,7 @@ type ParticipantCmd struct {
 	DataDB           string   `name:"data-db" help:"PostgreSQL URI of the data database the statements run on. Without it an embedded PostgreSQL is started." placeholder:"URI"`
 	LockTimeout      Seconds  `help:"lock_timeout of data transactions: a distributed deadlock ends after this in a no vote." default:"2"`
 	StatementTimeout Seconds  `help:"statement_timeout of data transactions." default:"30"`
-	IdleTimeout      Seconds  `help:"Roll back an unprepared transaction that heard nothing from the coordinator this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
+	IdleTimeout      Seconds  `help:"Roll back an unprepared transaction that heard nothing from the coordinator (nor, for statements a client sends it straight, from that client) this long ($$${env})." env:"TPCD_PARTICIPANT_IDLE_TIMEOUT,TPCD_IDLE_TIMEOUT" default:"120"`
 	LazyPreparedFlag `embed:""`
 	MaxConns         int    `help:"Connections per database pool; the data pool needs one per open transaction, so keep the coordinator's --max-open (80 by default) below it." default:"100"`
 	StateDir         string `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
