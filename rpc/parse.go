@@ -8,8 +8,8 @@ import (
 
 // parseRequests parses a request body. Bodies in the exact form this
 // package's Client writes (encodeRequest: no whitespace, the members
-// jsonrpc, id, method and params in that order, a decimal id, a plain
-// method name) are taken apart in one validating pass and a light scan;
+// jsonrpc, id, method and params in that order, a decimal id or none, a
+// plain method name) are taken apart in one validating pass and a light scan;
 // everything else goes through jrpc2, whose general parse decodes each
 // request into a map to check its members and costs several passes over
 // the body. At one client, the node messages of a transaction spent about
@@ -65,8 +65,9 @@ func parseCanonical(body []byte) (reqs []*jrpc2.ParsedRequest, ok bool) {
 }
 
 const (
-	canonicalHead   = `{"jsonrpc":"2.0","id":`
-	canonicalMethod = `,"method":"`
+	canonicalHead   = `{"jsonrpc":"2.0",`
+	canonicalID     = `"id":`
+	canonicalMethod = `"method":"`
 	canonicalParams = `,"params":`
 )
 
@@ -77,19 +78,24 @@ func parseCanonicalOne(b []byte) (req *jrpc2.ParsedRequest, rest []byte, ok bool
 	if !ok {
 		return nil, nil, false
 	}
-	n := 0
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
-		n++
+	// A notification (a node's one-way messages) has no id; jrpc2 gives it
+	// the empty ID too.
+	id := ""
+	if rest, isCall := cutPrefix(b, canonicalID); isCall {
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 0 || n == len(rest) || rest[n] != ',' {
+			return nil, nil, false
+		}
+		id, b = string(rest[:n]), rest[n+1:]
 	}
-	if n == 0 {
-		return nil, nil, false
-	}
-	id := string(b[:n])
-	b, ok = cutPrefix(b[n:], canonicalMethod)
+	b, ok = cutPrefix(b, canonicalMethod)
 	if !ok {
 		return nil, nil, false
 	}
-	n = 0
+	n := 0
 	for n < len(b) && isPlainMethodByte(b[n]) {
 		n++
 	}

@@ -56,6 +56,8 @@ var canonicalCases = []string{
 	`[{"jsonrpc":"2.0","id":1,"method":"tpcd.ack","params":{"tx":1}},{"jsonrpc":"2.0","id":2,"method":"tpcd.vote","params":[1,2]}]`,
 	`{"jsonrpc":"2.0","id":7,"method":"nothing"}`,
 	`[{"jsonrpc":"2.0","id":7,"method":"nothing"}]`,
+	`{"jsonrpc":"2.0","method":"tpcd.vote","params":{"tx":1}}`,
+	`[{"jsonrpc":"2.0","method":"tpcd.ack","params":{"tx":1}},{"jsonrpc":"2.0","id":3,"method":"tpcd.vote","params":{}},{"jsonrpc":"2.0","method":"x"}]`,
 }
 
 // otherCases are not canonical: each goes to jrpc2, whose answer must
@@ -74,7 +76,9 @@ var otherCases = []string{
 	`{"jsonrpc":"2.0","id":1,"method":"a","params":3}`,
 	`{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":1}`,
 	`{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":tru}}`,
-	`{"jsonrpc":"2.0","method":"a","params":{}}`,
+	`{"jsonrpc":"2.0","method":"a","id":1,"params":{}}`,
+	`{"jsonrpc":"2.0","id":1"method":"a"}`,
+	`{"jsonrpc":"2.0","id":,"method":"a"}`,
 	`{"jsonrpc":"2.0","id":1, "method":"a"}`,
 	`{"jsonrpc":"2.0","id":1,"method":"a"} `,
 	`[{"jsonrpc":"2.0","id":1,"method":"a"},]`,
@@ -112,7 +116,12 @@ func TestClientRequestsAreCanonical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, body := range [][]byte{one, bare, []byte("[" + string(one) + "," + string(bare) + "]")} {
+	// A notification: the one-way messages nodes send each other.
+	oneWay, err := encodeRequest(0, "tpcd.vote", map[string]any{"tx": 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range [][]byte{one, bare, oneWay, []byte("[" + string(one) + "," + string(bare) + "," + string(oneWay) + "]")} {
 		if _, ok := parseCanonical(body); !ok {
 			t.Fatalf("client request %s is not canonical", body)
 		}
