@@ -13,7 +13,7 @@ import (
 // message method must.
 func TestMethodNamesAndTokens(t *testing.T) {
 	for _, m := range []string{MethodBegin, MethodExec, MethodCommit, MethodRollback,
-		MethodStatus, MethodExecute, MethodNodes, MethodTransact, MethodDirectExec} {
+		MethodStatus, MethodExecute, MethodNodes, MethodTransact, MethodDirectExec, MethodPlainTransact} {
 		if strings.HasPrefix(m, rpc.PeerMethodPrefix) {
 			t.Errorf("client method %q has the peer prefix %q", m, rpc.PeerMethodPrefix)
 		}
