@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -36,4 +39,96 @@ func TestDecodeMessageRefusesInvalidVoteOrOutcome(t *testing.T) {
 			t.Errorf("%s %s: %v, want invalid params naming the %s", c.method, c.params, err, c.refusal)
 		}
 	}
+}
+
+// decodeTargets make a new value of each type rpc.DecodeParams decodes in
+// tpcd: every client method's params and every node-to-node message.
+var decodeTargets = []func() any{
+	func() any { return new(BeginParams) },
+	func() any { return new(ExecParams) },
+	func() any { return new(ExecuteParams) },
+	func() any { return new(TxParams) },
+	func() any { return new(StatusParams) },
+	func() any { return new(TransactParams) },
+	func() any { return new(DirectExecParams) },
+	func() any { return new(struct{}) },
+	func() any { return new(engine.ExecRequest) },
+	func() any { return new(engine.PrepareRequest) },
+	func() any { return new(engine.DecisionRequest) },
+	func() any { return new(engine.ExecResult) },
+	func() any { return new(engine.VoteMessage) },
+	func() any { return new(engine.AckMessage) },
+	func() any { return new(engine.InquireMessage) },
+	func() any { return new(engine.CommitBranchRequest) },
+	func() any { return new(engine.SettleRequest) },
+	func() any { return new(engine.SettleAnswer) },
+	func() any { return new(engine.ReconcileRequest) },
+	func() any { return new(engine.ReconcileAnswer) },
+}
+
+// decodeSeeds are bodies of every shape the targets take, with the values
+// where two decoders are likeliest to part: numbers in []any, empty and
+// null arrays, nested rows, escapes.
+var decodeSeeds = []string{
+	`{}`,
+	`{"key":"k\u00e9\n"}`,
+	`{"tx":3,"node":1,"sql":"SELECT $1, $2","args":[1,-2.5e3,"x",null,true,[1,{"a":[]}],{"b":null}],"describe":true}`,
+	`{"node":0,"sql":"INSERT","args":[],"key":"k"}`,
+	`{"tx":7,"direct":[{"node":1,"stmts":2,"wrote":true},{"node":0,"stmts":0}]}`,
+	`{"tx":0,"key":""}`,
+	`{"tx":1,"statements":[{"node":2,"sql":"UPDATE t SET v = $1","args":[18446744073709551615]}],"commit":true,"key":"x"}`,
+	`{"cluster":"c","epoch":4,"tx":9,"stmt":1,"sql":"s","args":null}`,
+	`{"cluster":"c","epoch":1,"tx":5,"stmt":2,"sql":"s","args":["a"],"batch":true,"then":"prepare","decider":2,"keys":["k1","k2"],"vote_to_decider":true,"direct":false}`,
+	`{"cluster":"c","epoch":1,"tx":5,"stmts":3,"decider":1,"vote_to_decider":true}`,
+	`{"cluster":"c","epoch":1,"tx":5,"tx_epoch":1,"outcome":"commit","presumed":true}`,
+	`{"cluster":"c","from":1,"tx":5,"stmt":0,"result":{"columns":["a","b"],"types":[23,25],"rows":[[1,"x"],[null,2.5]],"rows_affected":2,"tag":"SELECT 2"},"error":"","sql_error":{"sqlstate":"23505","message":"m","position":7}}`,
+	`{"cluster":"c","from":2,"tx":5,"vote":"yes","reason":"r","tx_epoch":1,"stmt":1,"result":{"rows_affected":1},"results":[{"node":0,"vote":"read-only","stmt":0,"result":{"params":[23]}}]}`,
+	`{"cluster":"c","from":0,"tx":5,"outcome":"abort"}`,
+	`{"cluster":"c","from":0,"tx":5,"tx_epoch":2}`,
+	`{"cluster":"c","epoch":1,"tx":5,"stmts":1,"keys":["a"],"voters":[0,1]}`,
+	`{"cluster":"c","epoch":3}`,
+	`{"cluster":"c","epoch":3,"markers":[{"tx":4}]}`,
+	`{"tx":1,"tx":2}`,
+	`{"TX":1}`,
+	`{"tx":1.5}`,
+	`{"tx":-1}`,
+	`{"tx":"1"}`,
+	`{"args":[1e400]}`,
+	`{"node":null,"sql":null}`,
+	`{"tx":1e2,"stmt":1.0,"epoch":-0}`,
+	`{"then":null,"outcome":null,"vote":null,"result":null,"statements":null,"markers":null}`,
+	`{"args":[9007199254740993,-0,0.1e-400,"\u0000\ud83d\ude00"]}`,
+	`{"rows_affected":9223372036854775808}`,
+	`{"cluster":"c","from":1,"tx":5,"result":{"rows":[[{"x":[1,2]}]]}}`,
+}
+
+// FuzzDecodeParamsAsEncodingJSON holds rpc.DecodeParams, which decodes with
+// json/v2 where that accepts, to encoding/json's reading: whatever it
+// accepts, encoding/json (unknown fields refused) accepts too, with the
+// same value. A refusal needs no check: encoding/json makes every one.
+func FuzzDecodeParamsAsEncodingJSON(f *testing.F) {
+	for i := range decodeTargets {
+		for _, body := range decodeSeeds {
+			f.Add(uint8(i), []byte(body))
+		}
+		if zero, err := json.Marshal(decodeTargets[i]()); err == nil {
+			f.Add(uint8(i), zero)
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		newTarget := decodeTargets[int(which)%len(decodeTargets)]
+		got := newTarget()
+		if rpc.DecodeParams(body, got) != nil {
+			return
+		}
+		want := newTarget()
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(want); err != nil {
+			t.Fatalf("DecodeParams took %q as a %T; encoding/json refuses it: %v", body, got, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q as a %T: DecodeParams %#v, encoding/json %#v", body, got, got, want)
+		}
+	})
 }
