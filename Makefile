@@ -87,7 +87,7 @@ bench:
 # Fuzz targets as package:target; each runs FUZZTIME in fuzz-short. Inputs
 # that failed once stay in <package>/testdata/fuzz/<target>/ and run with
 # every plain `go test` too.
-FUZZ_TARGETS := ./engine:FuzzDecodeEvent ./rpc:FuzzRequest ./rpc:FuzzParseRequests
+FUZZ_TARGETS := ./engine:FuzzDecodeEvent ./rpc:FuzzRequest ./rpc:FuzzParseRequests ./api:FuzzDecodeParamsAsEncodingJSON
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
 # fail a clean run with "context deadline exceeded" at the deadline
 # (go.dev/issue/75804, fixed in Go 1.27). 200000 inputs take 5-20 s here.
