@@ -29,8 +29,11 @@
 // Connections are dialled lazily and re-dialled after they break.
 //
 // The server uses github.com/creachadair/jrpc2 to parse and validate
-// requests (single and batch) and dispatches each request to its handler
-// itself, on that request's goroutine. jrpc2's HTTP bridge was tried first:
+// requests (single and batch), except bodies in the exact form this
+// package's Client writes, which parse.go takes apart in one pass with the
+// same result; it dispatches each request to its handler itself, on that
+// request's goroutine. DecodeParams decodes params with json/v2 where that
+// reads them as encoding/json would, and with encoding/json otherwise. jrpc2's HTTP bridge was tried first:
 // it funnels every request through one in-memory channel, so handlers that
 // wait (a commit waiting for votes) held up the very votes that would end
 // the wait, and 64 concurrent clients stalled until timeouts. The client
