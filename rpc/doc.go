@@ -33,10 +33,11 @@
 // package's Client writes, which parse.go takes apart in one pass with the
 // same result; it dispatches each request to its handler itself, on that
 // request's goroutine. DecodeParams decodes params with json/v2 where that
-// reads them as encoding/json would, and with encoding/json otherwise. jrpc2's HTTP bridge was tried first:
-// it funnels every request through one in-memory channel, so handlers that
-// wait (a commit waiting for votes) held up the very votes that would end
-// the wait, and 64 concurrent clients stalled until timeouts. The client
+// reads them as encoding/json would, and with encoding/json otherwise.
+// jrpc2's HTTP bridge was tried first: it funnels every request through
+// one in-memory channel, so handlers that wait (a commit waiting for
+// votes) held up the very votes that would end the wait, and 64 concurrent
+// clients stalled until timeouts. The client
 // side is a thin layer over net/http and the stream framing rather than
 // jrpc2's HTTP channel, because that channel stops the whole jrpc2 client
 // when any single HTTP exchange fails and reports the failure as a
