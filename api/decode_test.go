@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -155,4 +157,43 @@ func TestDecodeTargetsHoldEveryMessage(t *testing.T) {
 			t.Errorf("%s is not among decodeTargets", method)
 		}
 	}
+}
+
+// BenchmarkDecodeParams decodes a tpcd.exec message as a participant does
+// (rpc.DecodeParams, its strict checks included), and with json/v2 and
+// encoding/json alone, which rpc.decodeFast's comment compares:
+// go test ./api -run '^$' -bench DecodeParams.
+func BenchmarkDecodeParams(b *testing.B) {
+	body := []byte(`{"cluster":"8fa0d86e-d336-4be8-816e-1e81dc26017a","epoch":1,"tx":12345,"stmt":0,` +
+		`"sql":"INSERT INTO bench_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",` +
+		`"args":["k-123456789","v-987654321"],"then":"prepare","decider":2,"vote_to_decider":true}`)
+	b.Run("DecodeParams", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var m engine.ExecRequest
+			if err := rpc.DecodeParams(body, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json-v2", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var m engine.ExecRequest
+			if err := jsonv2.Unmarshal(body, &m, jsonv2.RejectUnknownMembers(true)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var m engine.ExecRequest
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
