@@ -46,27 +46,29 @@ func TestDecodeMessageRefusesInvalidVoteOrOutcome(t *testing.T) {
 // decodeTargets make a new value of each type rpc.DecodeParams decodes in
 // tpcd: every client method's params and every node-to-node message.
 var decodeTargets = []func() any{
-	func() any { return new(BeginParams) },
-	func() any { return new(ExecParams) },
-	func() any { return new(ExecuteParams) },
-	func() any { return new(TxParams) },
-	func() any { return new(StatusParams) },
-	func() any { return new(TransactParams) },
-	func() any { return new(DirectExecParams) },
-	func() any { return new(struct{}) },
-	func() any { return new(engine.ExecRequest) },
-	func() any { return new(engine.PrepareRequest) },
-	func() any { return new(engine.DecisionRequest) },
-	func() any { return new(engine.ExecResult) },
-	func() any { return new(engine.VoteMessage) },
-	func() any { return new(engine.AckMessage) },
-	func() any { return new(engine.InquireMessage) },
-	func() any { return new(engine.CommitBranchRequest) },
-	func() any { return new(engine.SettleRequest) },
-	func() any { return new(engine.SettleAnswer) },
-	func() any { return new(engine.ReconcileRequest) },
-	func() any { return new(engine.ReconcileAnswer) },
+	newOf[BeginParams],
+	newOf[ExecParams],
+	newOf[ExecuteParams],
+	newOf[TxParams],
+	newOf[StatusParams],
+	newOf[TransactParams],
+	newOf[DirectExecParams],
+	newOf[struct{}],
+	newOf[engine.ExecRequest],
+	newOf[engine.PrepareRequest],
+	newOf[engine.DecisionRequest],
+	newOf[engine.ExecResult],
+	newOf[engine.VoteMessage],
+	newOf[engine.AckMessage],
+	newOf[engine.InquireMessage],
+	newOf[engine.CommitBranchRequest],
+	newOf[engine.SettleRequest],
+	newOf[engine.SettleAnswer],
+	newOf[engine.ReconcileRequest],
+	newOf[engine.ReconcileAnswer],
 }
+
+func newOf[T any]() any { return new(T) }
 
 // decodeSeeds are bodies of every shape the targets take, with the values
 // where two decoders are likeliest to part: numbers in []any, empty and
