@@ -199,6 +199,13 @@ type PingReply struct {
 	// Coordinator, from a participant, is the coordinator address it was
 	// given, so that a client pointed at a participant can say where to go.
 	Coordinator string `json:"coordinator,omitempty"`
+	// Slot and Slots, from a coordinator of a cluster with several slots,
+	// are the slot it holds and how many there are; Address is where it
+	// serves, so that a participant that asked another coordinator about
+	// the slot sends the slot's messages straight to it.
+	Slot    int    `json:"slot,omitempty"`
+	Slots   int    `json:"slots,omitempty"`
+	Address string `json:"address,omitempty"`
 }
 
 // StatementErrorData is the data of the JSON-RPC error a statement that

@@ -46,6 +46,10 @@ type CoordinatorConfig struct {
 	// Protocol is how transactions commit; the zero value takes
 	// DefaultProtocol.
 	Protocol Protocol
+	// FirstTx is the smallest id this coordinator assigns (0: 1): the
+	// start of its slot's range where several coordinators share a
+	// cluster, each assigning ids of its own.
+	FirstTx TxID
 }
 
 // Protocol is how the coordinator commits a transaction.
@@ -632,6 +636,9 @@ func (c *Coordinator) start(in Start) {
 	}
 	startedLSN := c.emit(CoordStarted{Cluster: cluster, Epoch: c.epoch + 1})
 	c.nextTx = max(c.reserved, c.maxTx) + 1
+	if c.nextTx < c.cfg.FirstTx {
+		c.nextTx = c.cfg.FirstTx
+	}
 	c.firstTx = c.nextTx
 	if c.epoch > 1 && c.cfg.Participants > 0 {
 		c.unreconciled = make([]bool, c.cfg.Participants)

@@ -115,7 +115,7 @@ func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool,
 	if tx == 0 || tx > math.MaxInt64 {
 		return Outcome{}, false, nil
 	}
-	r, err := s.q.OutcomeByTx(ctx, s.pool, int64(tx))
+	r, err := s.q.OutcomeByTx(ctx, s.pool, queries.OutcomeByTxParams{Tx: int64(tx), EndTx: s.txEnd()})
 	if err != nil {
 		return Outcome{}, false, fmt.Errorf("outcome of tx %d: %w", tx, err)
 	}
@@ -129,9 +129,10 @@ func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool,
 }
 
 // PruneOutcomes deletes the outcomes of transactions that ended before
-// before, with their keys, and returns how many rows it deleted.
+// before, with their keys, and returns how many rows it deleted: of the ids
+// s touches (ForTxs).
 func (s *Store) PruneOutcomes(ctx context.Context, before time.Time) (int64, error) {
-	n, err := s.q.OutcomesPrune(ctx, s.pool, before)
+	n, err := s.q.OutcomesPrune(ctx, s.pool, queries.OutcomesPruneParams{Before: before, FirstTx: int64(s.firstTx), EndTx: s.txEnd()})
 	if err != nil {
 		return 0, fmt.Errorf("prune outcomes ended before %s: %w", before.Format(time.RFC3339), err)
 	}

@@ -67,6 +67,26 @@ type Store struct {
 	// fence, when set, makes appends to its node's log conditional on a
 	// lease (Fenced).
 	fence *fence
+	// firstTx and endTx bound the ids whose outcomes it reads by id and
+	// prunes (ForTxs); endTx 0 is no bound.
+	firstTx, endTx uint64
+}
+
+// ForTxs returns a Store whose outcome lookups by id and pruning touch only
+// ids from first up to, not including, end: one slot's, where several
+// coordinators share the log database.
+func (s *Store) ForTxs(first, end uint64) *Store {
+	f := *s
+	f.firstTx, f.endTx = first, end
+	return &f
+}
+
+// txEnd is the end of the ids s touches, for queries that take one.
+func (s *Store) txEnd() int64 {
+	if s.endTx == 0 || s.endTx > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(s.endTx)
 }
 
 // New returns a Store over pool, whose database must have been migrated with

@@ -67,11 +67,20 @@ type CoordinatorOptions struct {
 	// lease claimed (ClaimSlot): every append is fenced by it, so that a
 	// standby that takes the slot over shuts it out of the log.
 	Fence int64
+	// Slots, when more than 1, is how many coordinators serve the cluster
+	// at once, each holding one slot by a lease (package api, "Slots");
+	// Slot is this one's, 0 to Slots-1. Calls that belong to another slot
+	// are passed on to its holder.
+	Slot, Slots int
+	// Address is where this coordinator serves, as its lease names it
+	// (LeaseOptions.Holder): others pass it the calls of its slot.
+	Address string
 }
 
 // Coordinator is a running coordinator node.
 type Coordinator struct {
 	opts   CoordinatorOptions
+	name   string
 	logger *slog.Logger
 	eng    *engine.Coordinator
 	loop   *loop
@@ -99,6 +108,8 @@ type Coordinator struct {
 	admission *admission
 	// watch is what operators read (Health, LatestSnapshot).
 	watch watched[CoordinatorSnapshot]
+	// router passes on calls of other slots; nil with one slot.
+	router *slotRouter
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -115,11 +126,15 @@ type peerHealth struct {
 // lease if it holds one.
 func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 	s := logstore.New(opts.Log)
+	if opts.Slots > 1 {
+		s = s.ForTxs(uint64(api.FirstTxOfSlot(opts.Slot)), uint64(api.EndTxOfSlot(opts.Slot)))
+	}
+	name := api.CoordinatorSlotName(opts.Slot)
 	switch {
 	case opts.Lease != nil:
-		s = s.Fenced(api.CoordinatorName, opts.Lease.Generation())
+		s = s.Fenced(name, opts.Lease.Generation())
 	case opts.Fence != 0:
-		s = s.Fenced(api.CoordinatorName, opts.Fence)
+		s = s.Fenced(name, opts.Fence)
 	}
 	return s
 }
@@ -166,6 +181,20 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	if len(opts.Participants) == 0 {
 		return nil, errors.New("coordinator needs at least one participant")
 	}
+	if opts.Slots < 1 {
+		opts.Slots = 1
+	}
+	switch {
+	case opts.Slots > api.MaxSlots:
+		return nil, fmt.Errorf("%d slots: at most %d", opts.Slots, api.MaxSlots)
+	case opts.Slot < 0 || opts.Slot >= opts.Slots:
+		return nil, fmt.Errorf("slot %d of %d: slots are numbered from 0", opts.Slot, opts.Slots)
+	case opts.Slots > 1 && opts.Lease == nil:
+		return nil, errors.New("coordinators that share a cluster's slots hold them by leases")
+	}
+	if opts.Slots > 1 {
+		opts.Engine.FirstTx = api.FirstTxOfSlot(opts.Slot)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -179,17 +208,23 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	// Filled here so that the limits the node applies itself (write
 	// timeout, transact's statement count) are the engine's.
 	opts.Engine = opts.Engine.Filled()
+	name := api.CoordinatorSlotName(opts.Slot)
+	logger := opts.Logger.With("role", "coordinator")
+	if opts.Slots > 1 {
+		logger = logger.With("slot", opts.Slot)
+	}
 	c := &Coordinator{
 		opts:    opts,
-		logger:  opts.Logger.With("role", "coordinator"),
+		name:    name,
+		logger:  logger,
 		eng:     engine.NewCoordinator(opts.Engine),
 		store:   coordinatorStore(opts),
 		waiters: map[engine.ReqID]chan engine.Respond{},
 		health:  make([]peerHealth, len(opts.Participants)),
 		done:    make(chan struct{}),
 	}
-	c.ended = newCompactor(c.store, api.CoordinatorName, 0, c.logger)
-	c.loop = newLoop(api.CoordinatorName, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
+	c.ended = newCompactor(c.store, name, 0, c.logger)
+	c.loop = newLoop(name, c.eng, c.store, wallClock{}, c.logger, opts.Tick)
 	if opts.CompactEvery > 0 {
 		c.loop.compaction = c.ended
 	}
@@ -234,7 +269,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 		return nil, err
 	}
 	c.loop.afterStep = c.afterStep(endedFeed(c.eng))
-	effects, err := c.loop.startStep(ctx, engine.Start{Now: c.loop.now(), NewCluster: uuid.NewString()})
+	effects, err := c.loop.startStep(ctx, engine.Start{Now: c.loop.now(), NewCluster: api.SlotCluster(uuid.NewString(), opts.Slot)})
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +292,9 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	}
 
 	c.watch.checkHealth(ctx, c.CheckHealth)
+	if opts.Slots > 1 {
+		c.router = newSlotRouter(opts.Slot, opts.Slots, opts.Address, logstore.New(opts.Log), opts.Transport, c.logger)
+	}
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
 		WriteTimeout: writeTimeout(opts.Engine)}))
@@ -292,6 +330,9 @@ func (c *Coordinator) Close() error {
 	<-c.done
 	for _, p := range c.peers {
 		p.Close()
+	}
+	if c.router != nil {
+		c.router.close()
 	}
 	return err
 }
@@ -351,15 +392,84 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 			}
 			return c.Nodes(), nil
 		},
-		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
-			if err := rpc.DecodeNoParams(raw); err != nil {
-				return nil, err
-			}
-			return api.PingReply{Role: "coordinator", Node: api.CoordinatorName, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}, nil
-		},
+		api.MethodPing: c.ping,
 	}
-	serveMessages(m, coordinatorMethods, c.loop, nil)
+	if c.router == nil {
+		serveMessages(m, coordinatorMethods, c.loop, nil)
+		return m
+	}
+	serveMessagesVia(m, coordinatorMethods, c.messageLoop, nil)
+	for _, method := range slotMethods {
+		m[method] = c.routed(method, m[method])
+	}
+	m[forwardMethod] = serveForwarded(m)
 	return m
+}
+
+// ping answers who this coordinator is; asked about another slot, it
+// passes the question on to that slot's coordinator.
+func (c *Coordinator) ping(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.PingParams
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := rpc.DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+	}
+	if p.Slot != nil && *p.Slot != c.opts.Slot {
+		if c.router == nil || *p.Slot < 0 || *p.Slot >= c.opts.Slots {
+			return nil, rpc.Errorf(rpc.CodeInvalidParams, "slot %d: this cluster has %d slot(s)", *p.Slot, c.opts.Slots)
+		}
+		return c.router.forward(ctx, *p.Slot, api.MethodPing, raw)
+	}
+	r := api.PingReply{Role: "coordinator", Node: c.name, Cluster: c.cluster, Epoch: c.epoch, Participants: c.opts.Participants}
+	if c.opts.Slots > 1 {
+		r.Slot, r.Slots, r.Address = c.opts.Slot, c.opts.Slots, c.opts.Address
+	}
+	return r, nil
+}
+
+// slotMethods are the client methods whose calls belong to a slot by the
+// transaction or the key they name.
+var slotMethods = []string{api.MethodBegin, api.MethodExec, api.MethodExecute, api.MethodCommit, api.MethodRollback,
+	api.MethodStatus, api.MethodResolve, api.MethodTransact}
+
+// routed serves a call of method with h here if it belongs to this slot
+// (or to none), and passes it on to its slot's coordinator otherwise.
+func (c *Coordinator) routed(method string, h rpc.Handler) rpc.Handler {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		// Params that do not decode here are h's to refuse.
+		var names struct {
+			TxID engine.TxID `json:"tx"`
+			Key  string      `json:"key"`
+		}
+		if json.Unmarshal(raw, &names) == nil {
+			slot, other := 0, false
+			switch {
+			case names.TxID != 0:
+				slot, other = c.router.ofTx(names.TxID)
+			case names.Key != "":
+				slot, other = c.router.ofKey(names.Key)
+			}
+			if other && slot < c.opts.Slots {
+				return c.router.forward(ctx, slot, method, raw)
+			}
+		}
+		return h(ctx, raw)
+	}
+}
+
+// messageLoop takes a node message of this slot to the engine and passes
+// one of another slot on to its coordinator.
+func (c *Coordinator) messageLoop(ctx context.Context, method string, m engine.Message, raw json.RawMessage) (*loop, error) {
+	s := messageSlot(m)
+	switch {
+	case s == c.opts.Slot:
+		return c.loop, nil
+	case isForwarded(ctx) || s >= c.opts.Slots:
+		return nil, unavailable(fmt.Errorf("this coordinator holds slot %d, not %d", c.opts.Slot, s))
+	}
+	c.router.notify(s, method, raw)
+	return nil, nil
 }
 
 // coordinatorMethods are the node-to-node messages a coordinator serves.
@@ -623,7 +733,12 @@ func (c *Coordinator) pingLoop(ctx context.Context) {
 				cctx, cancel := context.WithTimeout(ctx, time.Second)
 				defer cancel()
 				var r api.PingReply
-				err := p.Call(cctx, api.MethodPing, struct{}{}, &r)
+				var params any = struct{}{}
+				if c.opts.Slots > 1 {
+					// The participant's engine for this slot answers.
+					params = api.PingParams{Slot: &c.opts.Slot}
+				}
+				err := p.Call(cctx, api.MethodPing, params, &r)
 				if ctx.Err() == nil {
 					c.noteHealth(engine.NodeID(i), err, r.Epoch)
 				}

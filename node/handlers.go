@@ -85,6 +85,13 @@ func unavailable(err error) *rpc.Error {
 // refused message is a lost one, which the protocol survives, and the
 // sender learns at once that it did not arrive.
 func serveMessages(m map[string]rpc.Handler, methods []string, l *loop, ready func() error) {
+	serveMessagesVia(m, methods, func(context.Context, string, engine.Message, json.RawMessage) (*loop, error) { return l, nil }, ready)
+}
+
+// serveMessagesVia is serveMessages with the loop picked per message (a
+// slot's); a nil loop and no error means the message was passed on, and
+// its receipt is acknowledged.
+func serveMessagesVia(m map[string]rpc.Handler, methods []string, pick func(context.Context, string, engine.Message, json.RawMessage) (*loop, error), ready func() error) {
 	for _, method := range methods {
 		m[method] = func(ctx context.Context, raw json.RawMessage) (any, error) {
 			msg, err := api.DecodeMessage(method, raw)
@@ -95,6 +102,13 @@ func serveMessages(m map[string]rpc.Handler, methods []string, l *loop, ready fu
 				if err := ready(); err != nil {
 					return nil, err
 				}
+			}
+			l, err := pick(ctx, method, msg, raw)
+			switch {
+			case err != nil:
+				return nil, err
+			case l == nil:
+				return api.Ack{}, nil
 			}
 			if !l.submit(engine.Receive{Now: l.now(), Msg: msg}) {
 				return nil, unavailable(errStopped)

@@ -27,12 +27,18 @@ type LeaseOptions struct {
 	// logs: its address, say.
 	Holder string
 	Logger *slog.Logger
+	// Slots, where several coordinators serve one cluster
+	// (CoordinatorOptions.Slots), are the slots this process may take,
+	// tried in order; nil is slot 0 alone.
+	Slots []int
 }
 
 // Lease is the coordinator's slot in a shared log, held by this process
 // and renewed in the background until Release or until it is lost.
 type Lease struct {
 	store      *logstore.Store
+	node       string
+	slot       int
 	opts       LeaseOptions
 	generation int64
 
@@ -55,6 +61,10 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	store := logstore.New(pool)
+	slots := opts.Slots
+	if len(slots) == 0 {
+		slots = []int{0}
+	}
 	// The row names this process alone, so that a take whose answer was
 	// lost is recognised as its own at the next try.
 	holder := opts.Holder + " #" + strconv.FormatUint(rand.Uint64(), 36)
@@ -78,13 +88,22 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 			gen     int64
 			taken   bool
 			current logstore.Lease
+			slot    int
+			node    string
 		)
 		locked, err := lockedOut()
-		if err == nil && !locked {
-			gen, taken, current, err = store.TakeLease(ctx, api.CoordinatorName, holder, opts.TTL)
+		for _, slot = range slots {
+			if err != nil || locked {
+				break
+			}
+			node = api.CoordinatorSlotName(slot)
+			gen, taken, current, err = store.TakeLease(ctx, node, holder, opts.TTL)
 			if !taken && err == nil && current.Holder == holder && current.Remaining > 0 {
 				// Counted from when the lease was taken, as the server did.
 				gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
+			}
+			if taken {
+				break
 			}
 		}
 		if taken {
@@ -93,17 +112,17 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 			// appends are fenced by the slot it claimed, so taking the slot
 			// from it is safe, but it would stop.)
 			if locked, err = lockedOut(); err != nil || locked {
-				store.ReleaseLease(ctx, api.CoordinatorName, gen)
+				store.ReleaseLease(ctx, node, gen)
 				taken = false
 			}
 		}
 		switch {
 		case taken:
-			l := &Lease{store: store, opts: opts, generation: gen, done: make(chan struct{}), lossSignal: newLossSignal()}
+			l := &Lease{store: store, node: node, slot: slot, opts: opts, generation: gen, done: make(chan struct{}), lossSignal: newLossSignal()}
 			var rctx context.Context
 			rctx, l.stop = context.WithCancel(context.Background())
 			go l.renew(rctx, start)
-			opts.Logger.Info("holding the coordinator's slot in the log", "generation", gen, "ttl", opts.TTL)
+			opts.Logger.Info("holding the coordinator's slot in the log", "slot", slot, "generation", gen, "ttl", opts.TTL)
 			return l, nil
 		case err != nil:
 			opts.Logger.Warn("lease: cannot reach the log to take the coordinator's slot; trying again", "err", err)
@@ -120,6 +139,9 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 		}
 	}
 }
+
+// Slot is the slot this lease holds (LeaseOptions.Slots).
+func (l *Lease) Slot() int { return l.slot }
 
 // Generation is the slot's generation this lease holds; appends name it.
 func (l *Lease) Generation() int64 { return l.generation }
@@ -141,7 +163,7 @@ func (l *Lease) renew(ctx context.Context, renewed time.Time) {
 		deadline := renewed.Add(l.opts.TTL)
 		start := time.Now()
 		rctx, cancel := context.WithDeadline(ctx, deadline)
-		held, err := l.store.RenewLease(rctx, api.CoordinatorName, l.generation, l.opts.TTL)
+		held, err := l.store.RenewLease(rctx, l.node, l.generation, l.opts.TTL)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -209,7 +231,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.Err() != nil {
 		return nil
 	}
-	return l.store.ReleaseLease(ctx, api.CoordinatorName, l.generation)
+	return l.store.ReleaseLease(ctx, l.node, l.generation)
 }
 
 // OpenLeasePool opens a small pool on the log database at uri, with the

@@ -55,6 +55,11 @@ type ParticipantOptions struct {
 	Transport Transport
 	// Observer, if set, watches the loop (metrics).
 	Observer Observer
+	// Slots is how many coordinators serve the cluster at once (tpcd
+	// coordinator --slots; package api, "Slots"): the participant runs an
+	// engine for each slot, with a log of its own, and each engine asks
+	// the coordinators which of them holds its slot. Default 1.
+	Slots int
 	// DatabasesDown, if set, reports why the node's databases are known to
 	// be down (Databases.Down: its own PostgreSQL died and is being
 	// restarted), nil while they are not. Meanwhile the participant refuses
@@ -67,6 +72,7 @@ type ParticipantOptions struct {
 // Participant is a running participant node.
 type Participant struct {
 	opts   ParticipantOptions
+	slot   int
 	name   string
 	logger *slog.Logger
 	eng    *engine.Participant
@@ -88,6 +94,9 @@ type Participant struct {
 	direct directCalls
 	// runCtx lives as long as the node's goroutines: peer outboxes run in it.
 	runCtx context.Context
+	// slots are the engines of every slot, this one first (slot 0, which
+	// serves the node's RPC); set on slot 0 only.
+	slots []*Participant
 
 	mu       sync.Mutex
 	cluster  string
@@ -115,17 +124,82 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if opts.CompactEvery == 0 {
 		opts.CompactEvery = 10 * time.Second
 	}
+	if opts.KeepEnded <= 0 {
+		opts.KeepEnded = keepEnded
+	}
+	if opts.Slots < 1 {
+		opts.Slots = 1
+	}
+	if opts.Slots > api.MaxSlots {
+		return nil, fmt.Errorf("%d slots: at most %d", opts.Slots, api.MaxSlots)
+	}
 	opts.Engine.Node = opts.ID
+	var slots []*Participant
+	var effects [][]engine.Effect
+	defer func() {
+		if err != nil {
+			// Stop the data layers' sweepers and the coordinator clients;
+			// nothing else has started yet.
+			for _, q := range slots {
+				q.data.closeAll()
+				q.coord.Close()
+			}
+		}
+	}()
+	for s := range opts.Slots {
+		q, eff, err := recoverSlot(ctx, opts, s)
+		if q != nil {
+			slots = append(slots, q)
+		}
+		if err != nil {
+			return nil, err
+		}
+		effects = append(effects, eff)
+	}
+	p := slots[0]
+	p.slots = slots
+	p.watch.checkHealth(ctx, p.CheckHealth)
+	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
+		Inline: participantMethods}))
+	var workers []func(context.Context)
+	for i, q := range slots {
+		q.peers = map[engine.NodeID]*peerOutbox{}
+		workers = append(workers,
+			func(ctx context.Context) {
+				q.runCtx = ctx
+				q.loop.run(ctx, effects[i])
+			},
+			q.out.run,
+			func(ctx context.Context) {
+				q.finished.run(ctx, q.opts.CompactEvery)
+			})
+	}
+	workers = append(workers, p.watchState)
+	p.cancel = background(p.server, ln, p.logger, p.done, workers...)
+	return p, nil
+}
+
+// recoverSlot builds slot s's engine and recovers it from its log and the
+// data database; the effects are the engine's first, to run once its loop
+// does. A participant that is not returned has nothing to release.
+func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Participant, []engine.Effect, error) {
+	logger := opts.Logger.With("role", "participant", "node", int(opts.ID))
+	if opts.Slots > 1 {
+		logger = logger.With("slot", s)
+	}
+	if s > 0 {
+		// The node's metrics and status watch slot 0's engine; the
+		// others' events would be counted twice over otherwise.
+		opts.Observer = nil
+	}
 	p := &Participant{
 		opts:   opts,
-		name:   api.ParticipantName(opts.ID),
-		logger: opts.Logger.With("role", "participant", "node", int(opts.ID)),
+		slot:   s,
+		name:   api.ParticipantSlotName(opts.ID, s),
+		logger: logger,
 		eng:    engine.NewParticipant(opts.Engine),
 		store:  logstore.New(opts.Log),
 		done:   make(chan struct{}),
-	}
-	if opts.KeepEnded <= 0 {
-		opts.KeepEnded = keepEnded
 	}
 	p.finished = newCompactor(p.store, p.name, opts.KeepEnded, p.logger)
 	p.loop = newLoop(p.name, p.eng, p.store, wallClock{}, p.logger, opts.Tick)
@@ -148,28 +222,20 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 		now:            p.loop.now,
 		done:           func(d engine.DataDone) { p.loop.submit(d) },
 	})
-	defer func() {
-		if err != nil {
-			// Stop the data layer's sweeper and the peer client; nothing
-			// else has started yet.
-			p.data.closeAll()
-			p.coord.Close()
-		}
-	}()
 
 	began := time.Now()
 	n, err := p.loop.recover(ctx)
 	if err != nil {
-		return nil, err
+		return p, nil, err
 	}
 	start, err := recoveryFacts(ctx, opts.Data, p.eng)
 	if err != nil {
-		return nil, err
+		return p, nil, err
 	}
 	start.Now = p.loop.now()
 	effects, err := p.loop.startStep(ctx, start)
 	if err != nil {
-		return nil, err
+		return p, nil, err
 	}
 	p.cluster, p.epoch = p.eng.Cluster(), p.eng.Epoch()
 	inDoubt := 0
@@ -183,22 +249,7 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	if opts.Observer != nil {
 		opts.Observer.Recovered(n, time.Since(began))
 	}
-
-	p.watch.checkHealth(ctx, p.CheckHealth)
-	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
-		Inline: participantMethods}))
-	p.peers = map[engine.NodeID]*peerOutbox{}
-	p.cancel = background(p.server, ln, p.logger, p.done,
-		func(ctx context.Context) {
-			p.runCtx = ctx
-			p.loop.run(ctx, effects)
-		},
-		p.out.run,
-		func(ctx context.Context) {
-			p.finished.run(ctx, p.opts.CompactEvery)
-		},
-		p.watchState)
-	return p, nil
+	return p, effects, nil
 }
 
 // Close stops serving and rolls back open (unprepared) data transactions;
@@ -209,10 +260,12 @@ func (p *Participant) Close() error {
 	err := p.server.Shutdown(ctx)
 	p.cancel()
 	<-p.done
-	p.data.closeAll()
-	p.coord.Close()
-	for _, o := range p.peers {
-		o.client.Close()
+	for _, q := range p.slots {
+		q.data.closeAll()
+		q.coord.Close()
+		for _, o := range q.peers {
+			o.client.Close()
+		}
 	}
 	return err
 }
@@ -224,21 +277,65 @@ var participantMethods = messageMethods(engine.ExecRequest{}, engine.PrepareRequ
 func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
 		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
-			if err := rpc.DecodeNoParams(raw); err != nil {
-				return nil, err
+			var params api.PingParams
+			if len(raw) > 0 && string(raw) != "null" {
+				if err := rpc.DecodeParams(raw, &params); err != nil {
+					return nil, err
+				}
 			}
 			if err := p.notReady(); err != nil {
 				return nil, err
 			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			return api.PingReply{Role: "participant", Node: p.name, Cluster: p.cluster, Epoch: p.epoch, Coordinator: p.opts.Coordinator}, nil
+			q := p
+			if params.Slot != nil {
+				if *params.Slot < 0 || *params.Slot >= len(p.slots) {
+					return nil, rpc.Errorf(rpc.CodeInvalidParams, "slot %d: this participant serves %d slot(s) (tpcd participant --slots)", *params.Slot, len(p.slots))
+				}
+				q = p.slots[*params.Slot]
+			}
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			r := api.PingReply{Role: "participant", Node: q.name, Cluster: q.cluster, Epoch: q.epoch, Coordinator: p.opts.Coordinator}
+			if len(p.slots) > 1 {
+				r.Slot, r.Slots = q.slot, len(p.slots)
+			}
+			return r, nil
 		},
 	}
-	serveMessages(m, participantMethods, p.loop, p.notReady)
-	m[api.MethodDirectExec] = p.directExec
+	if len(p.slots) == 1 {
+		serveMessages(m, participantMethods, p.loop, p.notReady)
+		m[api.MethodDirectExec] = p.directExec
+	} else {
+		serveMessagesVia(m, participantMethods, p.slotLoop, p.notReady)
+		m[api.MethodDirectExec] = p.slotDirectExec
+	}
 	m[api.MethodPlainTransact] = p.plainTransact
 	return m
+}
+
+// slotLoop is the loop of the slot's engine a message belongs to.
+func (p *Participant) slotLoop(_ context.Context, _ string, m engine.Message, _ json.RawMessage) (*loop, error) {
+	s := messageSlot(m)
+	if s >= len(p.slots) {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "the message belongs to slot %d; this participant serves %d slot(s) (tpcd participant --slots)", s, len(p.slots))
+	}
+	return p.slots[s].loop, nil
+}
+
+// slotDirectExec hands a direct statement to the engine of its
+// transaction's slot.
+func (p *Participant) slotDirectExec(ctx context.Context, raw json.RawMessage) (any, error) {
+	var names struct {
+		TxID engine.TxID `json:"tx"`
+	}
+	s := 0
+	if json.Unmarshal(raw, &names) == nil {
+		s = api.SlotOfTx(names.TxID)
+	}
+	if s >= len(p.slots) {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "transaction %d belongs to slot %d; this participant serves %d slot(s) (tpcd participant --slots)", names.TxID, s, len(p.slots))
+	}
+	return p.slots[s].directExec(ctx, raw)
 }
 
 // notReady is the refusal of a request while the node's databases are
@@ -295,13 +392,23 @@ func (p *Participant) askCoordinator() {
 		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
 		defer cancel()
 		var r api.PingReply
-		err := p.coord.Call(ctx, api.MethodPing, struct{}{}, &r)
+		var params any = struct{}{}
+		if p.opts.Slots > 1 {
+			params = api.PingParams{Slot: &p.slot}
+		}
+		err := p.coord.Call(ctx, api.MethodPing, params, &r)
 		a := engine.CoordinatorAnswered{Now: p.loop.now(), Cluster: r.Cluster, Epoch: r.Epoch, Participants: r.Participants}
 		switch {
 		case err != nil:
 			a.Err = err.Error()
 		case r.Role != "coordinator":
 			a.Err = fmt.Sprintf("%s answers as a %s, not a coordinator", p.coord.Addr(), r.Role)
+		case max(r.Slots, 1) != p.opts.Slots || r.Slot != p.slot:
+			a.Err = fmt.Sprintf("asked for slot %d of %d, %s answers for slot %d of %d: give coordinators and participants the same --slots", p.slot, p.opts.Slots, p.coord.Addr(), r.Slot, r.Slots)
+		case r.Address != "":
+			// Another coordinator may have passed the question on: the
+			// slot's messages go to its holder from now on.
+			p.coord.Prefer(r.Address)
 		}
 		if a.Err != "" {
 			p.logger.Debug("asking the coordinator who it is failed; will ask again", "coordinator", p.opts.Coordinator, "err", a.Err)

@@ -34,26 +34,30 @@ ORDER BY key
 LIMIT @n::int;
 
 -- OutcomeByTx finds one transaction's outcome: found is false when no row
--- holds it.
+-- holds it. Rows of ids from @end_tx on (later slots') are not read.
 -- name: OutcomeByTx :one
 SELECT
     coalesce(bool_or(@tx::bigint = ANY (committed)), false)::boolean AS committed,
     coalesce(bool_or(@tx::bigint = ANY (aborted)), false)::boolean AS aborted,
     coalesce(max(reasons[array_position(aborted, @tx::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE last_tx >= @tx::bigint AND first_tx <= @tx::bigint;
+WHERE last_tx >= @tx::bigint AND last_tx < @end_tx::bigint AND first_tx <= @tx::bigint;
 
 -- OutcomesPrune deletes the outcomes of transactions that ended before
 -- @before, with their keys, and raises the horizon to the largest id
--- deleted, in one statement. It returns how many rows it deleted.
+-- deleted, in one statement. It returns how many rows it deleted. Only ids
+-- from @first_tx up to, not including, @end_tx are deleted: a coordinator
+-- prunes its own slot's (api.FirstTxOfSlot), each by its own window.
 -- name: OutcomesPrune :one
 WITH pruned AS (
     DELETE FROM tpcd_outcomes
     WHERE ended_at < @before::timestamptz
+      AND first_tx >= @first_tx::bigint AND last_tx < @end_tx::bigint
     RETURNING last_tx
 ), pruned_keys AS (
     DELETE FROM tpcd_outcome_keys
     WHERE ended_at < @before::timestamptz
+      AND tx >= @first_tx::bigint AND tx < @end_tx::bigint
     RETURNING tx
 ), horizon AS (
     INSERT INTO tpcd_outcomes_horizon (max_tx)

@@ -16,8 +16,13 @@ SELECT
     coalesce(bool_or($1::bigint = ANY (aborted)), false)::boolean AS aborted,
     coalesce(max(reasons[array_position(aborted, $1::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE last_tx >= $1::bigint AND first_tx <= $1::bigint
+WHERE last_tx >= $1::bigint AND last_tx < $2::bigint AND first_tx <= $1::bigint
 `
+
+type OutcomeByTxParams struct {
+	Tx    int64
+	EndTx int64
+}
 
 type OutcomeByTxRow struct {
 	Committed bool
@@ -26,9 +31,9 @@ type OutcomeByTxRow struct {
 }
 
 // OutcomeByTx finds one transaction's outcome: found is false when no row
-// holds it.
-func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, tx int64) (OutcomeByTxRow, error) {
-	row := db.QueryRow(ctx, outcomeByTx, tx)
+// holds it. Rows of ids from @end_tx on (later slots') are not read.
+func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, arg OutcomeByTxParams) (OutcomeByTxRow, error) {
+	row := db.QueryRow(ctx, outcomeByTx, arg.Tx, arg.EndTx)
 	var i OutcomeByTxRow
 	err := row.Scan(&i.Committed, &i.Aborted, &i.Reason)
 	return i, err
@@ -166,10 +171,12 @@ const outcomesPrune = `-- name: OutcomesPrune :one
 WITH pruned AS (
     DELETE FROM tpcd_outcomes
     WHERE ended_at < $1::timestamptz
+      AND first_tx >= $2::bigint AND last_tx < $3::bigint
     RETURNING last_tx
 ), pruned_keys AS (
     DELETE FROM tpcd_outcome_keys
     WHERE ended_at < $1::timestamptz
+      AND tx >= $2::bigint AND tx < $3::bigint
     RETURNING tx
 ), horizon AS (
     INSERT INTO tpcd_outcomes_horizon (max_tx)
@@ -179,11 +186,19 @@ WITH pruned AS (
 SELECT ((SELECT count(*) FROM pruned) + (SELECT count(*) FROM pruned_keys))::bigint AS deleted
 `
 
+type OutcomesPruneParams struct {
+	Before  time.Time
+	FirstTx int64
+	EndTx   int64
+}
+
 // OutcomesPrune deletes the outcomes of transactions that ended before
 // @before, with their keys, and raises the horizon to the largest id
-// deleted, in one statement. It returns how many rows it deleted.
-func (q *Queries) OutcomesPrune(ctx context.Context, db DBTX, before time.Time) (int64, error) {
-	row := db.QueryRow(ctx, outcomesPrune, before)
+// deleted, in one statement. It returns how many rows it deleted. Only ids
+// from @first_tx up to, not including, @end_tx are deleted: a coordinator
+// prunes its own slot's (api.FirstTxOfSlot), each by its own window.
+func (q *Queries) OutcomesPrune(ctx context.Context, db DBTX, arg OutcomesPruneParams) (int64, error) {
+	row := db.QueryRow(ctx, outcomesPrune, arg.Before, arg.FirstTx, arg.EndTx)
 	var deleted int64
 	err := row.Scan(&deleted)
 	return deleted, err

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/queries/dataqueries"
@@ -323,6 +322,7 @@ type checker struct {
 	// coordCluster caches the cluster of the coordinator's log in the same
 	// database ("" if there is none); coordRead says it was looked up.
 	coordCluster string
+	coordName    string
 	coordRead    bool
 }
 
@@ -336,11 +336,18 @@ var errStop = errors.New("stop")
 func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string, known bool, err error) {
 	if !c.coordRead {
 		c.coordRead = true
-		if slices.Contains(c.r.names, api.CoordinatorName) {
-			err := c.r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error {
+		// The coordinator's log of this participant's cluster: of the
+		// slot whose cluster it is, where several coordinators share it.
+		for _, name := range c.r.names {
+			if role, _, ok := ParseNode(name); !ok || role != RoleCoordinator {
+				continue
+			}
+			err := c.r.store.Scan(ctx, name, func(rec logstore.Record) error {
 				if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 					if s, ok := ev.(engine.CoordStarted); ok {
-						c.coordCluster = s.Cluster
+						if s.Cluster == c.rep.Cluster {
+							c.coordCluster, c.coordName = s.Cluster, name
+						}
 						return errStop
 					}
 				}
@@ -349,12 +356,15 @@ func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string,
 			if err != nil && !errors.Is(err, errStop) {
 				return "", false, err
 			}
+			if c.coordName != "" {
+				break
+			}
 		}
 	}
 	if c.coordCluster == "" || c.coordCluster != c.rep.Cluster {
 		return "", false, nil
 	}
-	evs, err := c.r.readTx(ctx, api.CoordinatorName, uint64(tx))
+	evs, err := c.r.readTx(ctx, c.coordName, uint64(tx))
 	if err != nil {
 		return "", false, err
 	}

@@ -68,19 +68,35 @@ func Connect(ctx context.Context, uri string) (*pgxpool.Pool, error) {
 }
 
 // ParseNode splits a node name of the log into its role and participant id.
+// A name may end in a slot (".N", package api's "Slots"): that slot's
+// coordinator, or the participant's engine for it.
 func ParseNode(name string) (role string, id engine.NodeID, ok bool) {
-	if name == api.CoordinatorName {
-		return RoleCoordinator, engine.CoordinatorNode, true
+	base, slot := name, 0
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		n, err := strconv.Atoi(name[i+1:])
+		if err != nil || n < 1 || n >= api.MaxSlots {
+			return "", 0, false
+		}
+		base, slot = name[:i], n
 	}
-	rest, found := strings.CutPrefix(name, "participant-")
+	if base == api.CoordinatorName {
+		return RoleCoordinator, engine.CoordinatorNode, api.CoordinatorSlotName(slot) == name
+	}
+	rest, found := strings.CutPrefix(base, "participant-")
 	if !found {
 		return "", 0, false
 	}
 	n, err := strconv.Atoi(rest)
-	if err != nil || n < 0 || api.ParticipantName(engine.NodeID(n)) != name {
+	if err != nil || n < 0 || api.ParticipantSlotName(engine.NodeID(n), slot) != name {
 		return "", 0, false
 	}
 	return RoleParticipant, engine.NodeID(n), true
+}
+
+// partLog is a participant's log: its id and node name (one per slot).
+type partLog struct {
+	id   engine.NodeID
+	name string
 }
 
 type runner struct {
@@ -114,20 +130,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	rep := &Report{Tx: uint64(opts.Tx), Nodes: []NodeReport{}}
-	var coord bool
-	var parts []engine.NodeID
+	// The node names in the log, coordinators' (one per slot) and
+	// participants' (one per participant and slot), in the log's order.
+	var coords []string
+	var parts []partLog
 	for _, n := range r.names {
 		role, id, ok := ParseNode(n)
 		switch {
 		case !ok:
 			rep.Notes = append(rep.Notes, fmt.Sprintf("node %q is not a tpcd node name; its events were not replayed", n))
 		case role == RoleCoordinator:
-			coord = true
+			coords = append(coords, n)
 		default:
-			parts = append(parts, id)
+			parts = append(parts, partLog{id: id, name: n})
 		}
 	}
-	slices.Sort(parts)
+	slices.SortStableFunc(parts, func(a, b partLog) int { return int(a.id) - int(b.id) })
 
 	dataNode := engine.CoordinatorNode
 	if opts.Node != "" {
@@ -141,32 +159,37 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if opts.Data != nil && role != RoleParticipant {
 			return nil, fmt.Errorf("a data database belongs to a participant, not to the %s", opts.Node)
 		}
-		coord = role == RoleCoordinator
-		parts = nil
-		if role == RoleParticipant {
-			parts = []engine.NodeID{id}
+		coords, parts = nil, nil
+		if role == RoleCoordinator {
+			coords = []string{opts.Node}
+		} else {
+			parts = []partLog{{id: id, name: opts.Node}}
 		}
 		dataNode = id
 	} else if opts.Data != nil {
-		if len(parts) != 1 {
-			return nil, fmt.Errorf("the log holds %d participants (%s); name the data database's owner with the node option", len(parts), listOr(r.names, "none"))
+		ids := map[engine.NodeID]bool{}
+		for _, p := range parts {
+			ids[p.id] = true
 		}
-		dataNode = parts[0]
+		if len(ids) != 1 {
+			return nil, fmt.Errorf("the log holds %d participants (%s); name the data database's owner with the node option", len(ids), listOr(r.names, "none"))
+		}
+		dataNode = parts[0].id
 	}
 
-	if coord {
-		nr, err := r.coordinator(ctx)
+	for _, name := range coords {
+		nr, err := r.coordinator(ctx, name)
 		if err != nil {
 			return nil, err
 		}
 		rep.Nodes = append(rep.Nodes, *nr)
 	}
-	for _, id := range parts {
+	for _, p := range parts {
 		var data *pgxpool.Pool
-		if opts.Data != nil && id == dataNode {
+		if opts.Data != nil && p.id == dataNode {
 			data = opts.Data
 		}
-		nr, err := r.participant(ctx, id, data)
+		nr, err := r.participant(ctx, p.id, p.name, data)
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +222,7 @@ func listOr(xs []string, none string) string {
 // of participants before the first event; unless told, replay starts with
 // the participants that have logs here and, if an event names a higher id,
 // reads the log once for the highest id and folds again.
-func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
+func (r *runner) coordinator(ctx context.Context, name string) (*NodeReport, error) {
 	n, inferred := r.opts.Participants, r.opts.Participants == 0
 	if inferred {
 		n = 1
@@ -210,17 +233,17 @@ func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		rep := &NodeReport{Node: api.CoordinatorName, Role: RoleCoordinator}
+		rep := &NodeReport{Node: name, Role: RoleCoordinator}
 		f := newCoordFold(rep, r.keep, r.opts.Tx, n, inferred)
-		err := r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error { return f.step(f, rec) })
+		err := r.store.Scan(ctx, name, func(rec logstore.Record) error { return f.step(f, rec) })
 		if err == nil {
-			return r.coordReport(ctx, f)
+			return r.coordReport(ctx, name, f)
 		}
 		if !errors.Is(err, errRefold) || attempt >= 2 {
-			return nil, fmt.Errorf("replay %s: %w", api.CoordinatorName, err)
+			return nil, fmt.Errorf("replay %s: %w", name, err)
 		}
 		r.log.Debug("an event names a participant beyond the guess; reading the log for the highest id", "guess", n, "needed", f.need)
-		if n, err = r.highestParticipant(ctx); err != nil {
+		if n, err = r.highestParticipant(ctx, name); err != nil {
 			return nil, err
 		}
 		n = max(n, f.need)
@@ -229,9 +252,9 @@ func (r *runner) coordinator(ctx context.Context) (*NodeReport, error) {
 
 // highestParticipant reads the coordinator's log for the number of
 // participants its events name, decoding only the lists of nodes.
-func (r *runner) highestParticipant(ctx context.Context) (int, error) {
+func (r *runner) highestParticipant(ctx context.Context, name string) (int, error) {
 	n := 1
-	err := r.store.Scan(ctx, api.CoordinatorName, func(rec logstore.Record) error {
+	err := r.store.Scan(ctx, name, func(rec logstore.Record) error {
 		var env struct {
 			Type string `json:"type"`
 			Data struct {
@@ -250,12 +273,12 @@ func (r *runner) highestParticipant(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("replay %s: count participants: %w", api.CoordinatorName, err)
+		return 0, fmt.Errorf("replay %s: count participants: %w", name, err)
 	}
 	return n, nil
 }
 
-func (r *runner) coordReport(ctx context.Context, f *coordFold) (*NodeReport, error) {
+func (r *runner) coordReport(ctx context.Context, name string, f *coordFold) (*NodeReport, error) {
 	rep := f.rep
 	rep.Cluster, rep.Epoch = f.eng.Cluster(), uint64(f.eng.Epoch())
 	f.facts.NextTx = max(f.facts.ReservedThrough, f.facts.HighestTx) + 1
@@ -284,7 +307,7 @@ func (r *runner) coordReport(ctx context.Context, f *coordFold) (*NodeReport, er
 		missing.Reason = "ended and compacted, or aborted before anything was logged (presumed abort)"
 	}
 	ended := func(state string) bool { return !coordLive(state) }
-	if err := listTxs(ctx, r, api.CoordinatorName, rep, f.tr, sums, txr, missing, ended); err != nil {
+	if err := listTxs(ctx, r, name, rep, f.tr, sums, txr, missing, ended); err != nil {
 		return nil, err
 	}
 	if r.opts.Tx == 0 {
@@ -389,8 +412,7 @@ func eventGID(ev engine.Event) string {
 
 // participant folds participant id's log and, given its data database,
 // compares the two.
-func (r *runner) participant(ctx context.Context, id engine.NodeID, data *pgxpool.Pool) (*NodeReport, error) {
-	name := api.ParticipantName(id)
+func (r *runner) participant(ctx context.Context, id engine.NodeID, name string, data *pgxpool.Pool) (*NodeReport, error) {
 	nid := int(id)
 	rep := &NodeReport{Node: name, Role: RoleParticipant, ID: &nid}
 	f := newPartFold(rep, r.keep, r.opts.Tx, r.partConfig(id, data != nil))

@@ -39,6 +39,18 @@ func NewFailover(addrs []string, opts ClientOptions) *Failover {
 // Addr returns the address calls go to now.
 func (f *Failover) Addr() string { return f.clients[f.current.Load()].addr }
 
+// Prefer makes addr, if it is one of f's, the address calls go to next:
+// the server that holds what the caller needs, where several serve at
+// once. Another address is ignored.
+func (f *Failover) Prefer(addr string) {
+	for i, c := range f.clients {
+		if c.addr == addr {
+			f.current.Store(int64(i))
+			return
+		}
+	}
+}
+
 // Call is Client.Call on the serving address.
 func (f *Failover) Call(ctx context.Context, method string, params, result any) error {
 	return f.each(func(c *Client) error { return c.Call(ctx, method, params, result) })

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/activation"
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -36,6 +37,9 @@ type CoordinatorCmd struct {
 	MaxOpenPerClient int `help:"Most undecided transactions one client (remote IP) may hold: its share is --max-open divided among the clients active in the last 10 s (at least 4), and never more than this. A begin beyond waits, then is refused (code -32007). 0: seven eighths of --max-open (70 of 80), so that others always find room." default:"0"`
 
 	Lease time.Duration `help:"Share the log database with other coordinators of this cluster, one serving at a time: hold the log's coordinator slot by a lease this long, renewed every third of it. While another holds it, wait as a standby (its --host closed; /readyz not ready, but ready to /readyz?standby=ready, see tpcd probe --standby-ready), and take over once its lease expires: recover from the log, finish its transactions, serve. A coordinator that loses the lease exits. Needs --log-db; give participants and clients every coordinator's address. 0: no lease, the only coordinator on this log (with --log-db it holds the log lock while it runs: a second one started on the log refuses to start, and a standby does not take over from it)." default:"0s"`
+
+	Slots int `help:"Coordinators that serve this cluster at once, each holding one slot of the shared log by --lease: any of them takes any client's call (passing on those that belong to another's slot), and a standby takes over the slot of one that stops. Give coordinators and participants (tpcd participant --slots) the same number, at most 64." default:"1"`
+	Slot  int `help:"With --slots: the one slot this coordinator takes (a standby for it until it is free); -1: the first free one, then whichever frees first." default:"-1"`
 
 	PGListen string `name:"pg-listen" help:"Also serve the PostgreSQL protocol on HOST:PORT, so that psql, pgbench and any driver commit across participants (docs/PGWIRE.md). Needs --pg-user, --pg-users-file or --pg-trust." placeholder:"HOST:PORT"`
 
@@ -70,6 +74,20 @@ func (c *CoordinatorCmd) Validate() error {
 	}
 	if c.Lease > 0 && c.Lease < 300*time.Millisecond {
 		return fmt.Errorf("--lease %s is too short to renew reliably: give at least 300ms", c.Lease)
+	}
+	if c.Slots < 1 || c.Slots > api.MaxSlots {
+		return fmt.Errorf("--slots %d: give 1 to %d", c.Slots, api.MaxSlots)
+	}
+	if c.Slots > 1 && c.Lease == 0 {
+		return errors.New("--slots: coordinators that serve a cluster at once hold their slots by leases: give --lease (and a shared --log-db)")
+	}
+	if c.Slot < -1 || c.Slot >= c.Slots {
+		return fmt.Errorf("--slot %d: give 0 to %d, or -1 for any", c.Slot, c.Slots-1)
+	}
+	if c.Slots > 1 {
+		if host, _, err := net.SplitHostPort(c.Host); err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+			return fmt.Errorf("--host %s: with --slots the other coordinators pass calls to this address, so give one they can reach", c.Host)
+		}
 	}
 	if c.KeepOutcomes <= 0 {
 		return fmt.Errorf("--keep-outcomes %s: give a positive duration, such as 24h", c.KeepOutcomes)
@@ -208,6 +226,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		Observer:         observer,
 		Lease:            lease,
 		Fence:            fence,
+		Slot:             slotOf(lease),
+		Slots:            c.Slots,
+		Address:          c.Host,
 	})
 	if err != nil {
 		return err
@@ -261,11 +282,28 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	return errors.Join(err, coord.Close())
 }
 
+// slotOf is the slot a lease holds; 0 without one.
+func slotOf(l *node.Lease) int {
+	if l == nil {
+		return 0
+	}
+	return l.Slot()
+}
+
 // holdLease waits as a standby until this process holds the log's
 // coordinator slot. It returns a nil lease when ctx ends first (a signal:
 // the standby stops).
 func (c *CoordinatorCmd) holdLease(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*node.Lease, error) {
-	lease, err := node.HoldLease(ctx, pool, node.LeaseOptions{TTL: c.Lease, Holder: c.Host, Logger: logger})
+	opts := node.LeaseOptions{TTL: c.Lease, Holder: c.Host, Logger: logger}
+	switch {
+	case c.Slot >= 0:
+		opts.Slots = []int{c.Slot}
+	default:
+		for s := range c.Slots {
+			opts.Slots = append(opts.Slots, s)
+		}
+	}
+	lease, err := node.HoldLease(ctx, pool, opts)
 	if err != nil && ctx.Err() != nil {
 		logger.Info("standby shutting down")
 		return nil, nil

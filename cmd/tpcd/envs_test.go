@@ -87,6 +87,7 @@ var sharedEnvs = map[string]string{
 	"TPCD_PG_TRUST":        "whether the front door lets loopback clients in without a password",
 	"TPCD_SHARD":           "a sharded table of the front door, TABLE:COLUMN",
 	"TPCD_SHARD_FILE":      "the file of sharded tables",
+	"TPCD_SLOTS":           "how many coordinators serve the cluster at once, the same on every coordinator and participant",
 }
 
 func TestSharedEnvsMeanOneThing(t *testing.T) {

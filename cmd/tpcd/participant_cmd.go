@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/tpcd/tpcd/activation"
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/db"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/node"
@@ -29,6 +30,8 @@ type ParticipantCmd struct {
 	StateDir         string `help:"Keep the embedded PostgreSQL here, so a restart recovers (default: a temporary directory removed on exit)." type:"path"`
 	PGBin            string `name:"pg-bin" help:"Directory with initdb and postgres (default: PATH, then /usr/lib/postgresql/*/bin)." type:"path"`
 
+	Slots int `help:"Coordinators that serve the cluster at once (tpcd coordinator --slots): the participant runs an engine per slot. Give every coordinator's address with --coordinator." default:"1"`
+
 	SecurityFlags `embed:""`
 }
 
@@ -48,6 +51,9 @@ func (c *ParticipantCmd) Validate() error {
 	}
 	if *c.NodeID < 0 {
 		return fmt.Errorf("--node-id %d: ids start at 0", *c.NodeID)
+	}
+	if c.Slots < 1 || c.Slots > api.MaxSlots {
+		return fmt.Errorf("--slots %d: give 1 to %d", c.Slots, api.MaxSlots)
 	}
 	c.Host = withDefaultPort(c.Host)
 	if err := checkAddr("host", c.Host); err != nil {
@@ -100,6 +106,7 @@ func (c *ParticipantCmd) Run(g *Globals, ctx context.Context) error {
 		ID:               engine.NodeID(*c.NodeID),
 		Coordinator:      c.Coordinator[0],
 		Standbys:         c.Coordinator[1:],
+		Slots:            c.Slots,
 		Log:              dbs.Log,
 		Data:             dbs.Data,
 		Logger:           logger,

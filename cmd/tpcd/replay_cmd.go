@@ -14,7 +14,7 @@ import (
 // package replay.
 type ReplayCmd struct {
 	LogDB        string `name:"log-db" help:"PostgreSQL URI of the log database (only read)." required:"" placeholder:"URI"`
-	Node         string `help:"Replay only this node: coordinator or participant-N (default: every node in the log)." placeholder:"NAME"`
+	Node         string `help:"Replay only this node: coordinator or participant-N, with .S for slot S of a cluster with several (tpcd coordinator --slots) (default: every node in the log)." placeholder:"NAME"`
 	Tx           uint64 `help:"Show only this transaction, with all its events." placeholder:"ID"`
 	DataDB       string `name:"data-db" help:"PostgreSQL URI of a participant's data database, to compare with pg_prepared_xacts and the markers (needs --node participant-N unless the log holds one participant)." placeholder:"URI"`
 	Format       string `help:"Output: text or json (docs/REPLAY.md describes the JSON)." enum:"text,json" default:"text"`
@@ -56,7 +56,7 @@ func (c *ReplayCmd) Validate() error {
 	if c.Node != "" {
 		role, _, ok := replay.ParseNode(c.Node)
 		if !ok {
-			return fmt.Errorf("--node %q: want coordinator or participant-N", c.Node)
+			return fmt.Errorf("--node %q: want coordinator or participant-N, either with a slot (.S, tpcd coordinator --slots) or not", c.Node)
 		}
 		if c.DataDB != "" && role != replay.RoleParticipant {
 			return fmt.Errorf("--data-db belongs to a participant; use --node participant-N")

@@ -42,34 +42,8 @@ func TestStandbyTakesOver(t *testing.T) {
 	createTable(t, c)
 
 	// Four clients run transfers of keys of their own until told to stop.
-	var mu sync.Mutex
-	var outcomes []txOutcome
-	conns := make([]*rpc.Failover, 4)
-	for w := range conns {
-		conns[w] = rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
-		defer conns[w].Close()
-	}
-	stop := clients(100000, func(w, key int) error {
-		o, ok := transfer(conns[w], key)
-		if !ok {
-			return errors.New("ended before its commit")
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		outcomes = append(outcomes, o)
-		return nil
-	})
-	committed := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, o := range outcomes {
-			if o.state == "commit" {
-				n++
-			}
-		}
-		return n
-	}
+	tr := startTransfers(func(int) []string { return c.coordAddrs() })
+	committed := func() int { return tr.committed(func(txOutcome) bool { return true }) }
 
 	// Kill the serving one; the other serves; the dead one comes back as
 	// the standby. Twice, so that each has taken over once.
@@ -89,7 +63,7 @@ func TestStandbyTakesOver(t *testing.T) {
 		dead.startUnheld(t)
 		waitOutput(t, dead, "standby: another coordinator holds the slot")
 	}
-	stop()
+	outcomes := tr.stop()
 
 	// The serving one (c1 again) is paused past its lease: the standby
 	// takes over and commits, and the paused one, resumed, exits without
@@ -120,6 +94,16 @@ func TestStandbyTakesOver(t *testing.T) {
 	// about until its outcome is known.
 	cl := rpc.NewFailover(c.coordAddrs(), rpc.ClientOptions{})
 	defer cl.Close()
+	asked := learnOutcomes(t, cl.Call, outcomes)
+	n := checkTransfers(t, c, outcomes, coords)
+	t.Logf("%d transactions asked to commit, %d committed, %d learnt through status", len(outcomes), n, asked)
+}
+
+// learnOutcomes asks status, through call, about each transaction whose
+// commit got no answer until its outcome is known, and returns how many it
+// asked about.
+func learnOutcomes(t *testing.T, call func(ctx context.Context, method string, params, result any) error, outcomes []txOutcome) int {
+	t.Helper()
 	asked := 0
 	for i := range outcomes {
 		o := &outcomes[i]
@@ -131,7 +115,7 @@ func TestStandbyTakesOver(t *testing.T) {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			var st engine.StatusReply
-			if err := cl.Call(sctx, api.MethodStatus, api.TxParams{TxID: o.tx}, &st); err != nil {
+			if err := call(sctx, api.MethodStatus, api.TxParams{TxID: o.tx}, &st); err != nil {
 				return false
 			}
 			switch {
@@ -143,7 +127,15 @@ func TestStandbyTakesOver(t *testing.T) {
 			return o.state != ""
 		})
 	}
+	return asked
+}
 
+// checkTransfers waits until nothing is left prepared, then checks the
+// bank-transfer invariant: both participants hold the same keys, each
+// committed transfer's key and no other's, and no node logged a
+// violation. It returns how many transfers committed.
+func checkTransfers(t *testing.T, c *cluster, outcomes []txOutcome, nodes []*node) int {
+	t.Helper()
 	testcluster.EventuallyWithin(t, time.Minute, "no transaction left prepared", func() bool {
 		return c.readAll(t, "SELECT count(*) FROM pg_prepared_xacts") == [2]string{"0", "0"}
 	})
@@ -167,12 +159,68 @@ func TestStandbyTakesOver(t *testing.T) {
 			n++
 		}
 	}
-	t.Logf("%d transactions asked to commit, %d committed, %d learnt through status", len(outcomes), n, asked)
-	for _, n := range coords {
+	for _, n := range nodes {
 		if out := n.proc.Out.String(); strings.Contains(out, "violation") {
 			t.Errorf("%s logged a violation:\n%s", n.name, out)
 		}
 	}
+	return n
+}
+
+// transfers are four clients running transfers of keys of their own, with
+// what became of each whose commit was called.
+type transfers struct {
+	end      func()
+	mu       sync.Mutex
+	outcomes []txOutcome
+}
+
+// startTransfers starts the clients; client w calls the coordinators at
+// addrs(w), the first that takes connections.
+func startTransfers(addrs func(w int) []string) *transfers {
+	tr := &transfers{}
+	conns := make([]*rpc.Failover, 4)
+	for w := range conns {
+		conns[w] = rpc.NewFailover(addrs(w), rpc.ClientOptions{})
+	}
+	stop := clients(100000, func(w, key int) error {
+		o, ok := transfer(conns[w], key)
+		if !ok {
+			return errors.New("ended before its commit")
+		}
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		tr.outcomes = append(tr.outcomes, o)
+		return nil
+	})
+	tr.end = func() {
+		stop()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	return tr
+}
+
+// committed counts the committed transfers that match.
+func (tr *transfers) committed(match func(txOutcome) bool) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, o := range tr.outcomes {
+		if o.state == "commit" && match(o) {
+			n++
+		}
+	}
+	return n
+}
+
+// stop stops the clients and returns the outcomes.
+func (tr *transfers) stop() []txOutcome {
+	tr.end()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.outcomes
 }
 
 // commitKey writes key on both participants through whichever coordinator
@@ -196,36 +244,7 @@ func commitKey(c *cluster, key int) error {
 // knows both coordinators' addresses.
 func startLeasedCluster(t *testing.T) (*cluster, []*node) {
 	t.Helper()
-	root := stateRoot(t)
-	logServer := startServer(t, filepath.Join(root, "log"), "tpcd_log")
-	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d/tpcd_log?sslmode=disable&connect_timeout=2", embedpg.Superuser, logServer.Port())
-
-	c := &cluster{}
-	for i := range 2 {
-		c.parts = append(c.parts, newNode(t, root, "p"+strconv.Itoa(i)))
-	}
-	// The coordinators open their address themselves, only once they
-	// hold the lease: a held port would take connections while a standby
-	// waits.
-	coords := []*node{standbyNode(t, root, "c1"), standbyNode(t, root, "c2")}
-	for _, n := range coords {
-		n.args = append([]string{"coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr,
-			"--log-db", logURI, "--lease", leaseTTL.String(), "--timeout", "1"}, n.args...)
-	}
-	c.coord, c.standbys = coords[0], coords[1:]
-	for i, p := range c.parts {
-		p.args = slices.Concat([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", strings.Join(c.coordAddrs(), ",")}, p.args)
-	}
-	coords[0].startUnheld(t)
-	coords[0].waitServing(t, 2*time.Minute)
-	coords[1].startUnheld(t)
-	for _, p := range c.parts {
-		p.start(t)
-	}
-	for _, p := range c.parts {
-		p.waitServing(t, 2*time.Minute)
-	}
-	waitOutput(t, coords[1], "standby: another coordinator holds the slot")
+	c, coords, _ := startSharedLog(t, 2, 1)
 	if conn, err := net.DialTimeout("tcp", coords[1].addr, time.Second); err == nil {
 		conn.Close()
 		t.Fatalf("the standby %s accepts connections", coords[1].addr)
@@ -245,6 +264,55 @@ func startLeasedCluster(t *testing.T) (*cluster, []*node) {
 		resp.Body.Close()
 	}
 	return c, coords
+}
+
+// startSharedLog starts two participants and n coordinators c1, c2, ...
+// sharing a log database with --lease, everyone given flags (--slots, say)
+// and every coordinator's address. The first serving ones start one after
+// the other, each serving before the next starts; the others wait as
+// standbys. It returns the log database's URI too.
+func startSharedLog(t *testing.T, n, serving int, flags ...string) (*cluster, []*node, string) {
+	t.Helper()
+	root := stateRoot(t)
+	logServer := startServer(t, filepath.Join(root, "log"), "tpcd_log")
+	logURI := fmt.Sprintf("postgres://%s@127.0.0.1:%d/tpcd_log?sslmode=disable&connect_timeout=2", embedpg.Superuser, logServer.Port())
+
+	c := &cluster{}
+	for i := range 2 {
+		c.parts = append(c.parts, newNode(t, root, "p"+strconv.Itoa(i)))
+	}
+	// The coordinators open their address themselves, only once they
+	// hold the lease: a held port would take connections while a standby
+	// waits.
+	var coords []*node
+	for i := range n {
+		coords = append(coords, standbyNode(t, root, "c"+strconv.Itoa(i+1)))
+	}
+	for _, n := range coords {
+		n.args = slices.Concat([]string{"coordinator", "--participant", c.parts[0].addr, "--participant", c.parts[1].addr,
+			"--log-db", logURI, "--lease", leaseTTL.String(), "--timeout", "1"}, flags, n.args)
+	}
+	c.coord, c.standbys = coords[0], coords[1:]
+	for i, p := range c.parts {
+		p.args = slices.Concat([]string{"participant", "--node-id", strconv.Itoa(i), "--coordinator", strings.Join(c.coordAddrs(), ",")}, flags, p.args)
+	}
+	for _, n := range coords[:serving] {
+		n.startUnheld(t)
+		n.waitServing(t, 2*time.Minute)
+	}
+	for _, n := range coords[serving:] {
+		n.startUnheld(t)
+	}
+	for _, p := range c.parts {
+		p.start(t)
+	}
+	for _, p := range c.parts {
+		p.waitServing(t, 2*time.Minute)
+	}
+	for _, n := range coords[serving:] {
+		waitOutput(t, n, "standby: another coordinator holds the slot")
+	}
+	return c, coords, logURI
 }
 
 // txOutcome is what became of one transaction whose commit a client

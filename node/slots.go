@@ -1,0 +1,226 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// forwardMethod carries a call that one coordinator passes to the holder
+// of the slot the call belongs to (api.SlotOfTx, api.SlotOfKey). It is a
+// node-to-node method, so only peers may send it, and its receiver never
+// passes it on again: two coordinators that each think the other holds a
+// slot answer unavailable instead of sending a call round in circles.
+const forwardMethod = "tpcd.forward"
+
+// forwardParams are forwardMethod's params: the call as its client made
+// it.
+type forwardParams struct {
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params,omitempty"`
+	// OneWay marks a node message passed on: it gets no answer but the
+	// acknowledgement of its receipt.
+	OneWay bool `json:"one_way,omitempty"`
+}
+
+// holderTTL is how long a slot's holder, read from its lease, is taken as
+// known: a take-over is noticed within it (a forward to the old holder
+// fails at once, since it no longer serves).
+const holderTTL = time.Second
+
+// slotRouter passes calls that belong to another slot to the coordinator
+// holding it.
+type slotRouter struct {
+	slot, slots int
+	// self is this coordinator's address, as its lease names it.
+	self      string
+	store     *logstore.Store
+	transport Transport
+	logger    *slog.Logger
+
+	mu      sync.Mutex
+	holders map[int]slotHolder
+	clients map[string]*rpc.Client
+	closed  bool
+}
+
+type slotHolder struct {
+	addr string
+	read time.Time
+}
+
+func newSlotRouter(slot, slots int, self string, store *logstore.Store, transport Transport, logger *slog.Logger) *slotRouter {
+	return &slotRouter{slot: slot, slots: slots, self: self, store: store, transport: transport, logger: logger,
+		holders: map[int]slotHolder{}, clients: map[string]*rpc.Client{}}
+}
+
+// forwardedKey marks the context of a call another coordinator passed on.
+type forwardedKey struct{}
+
+func isForwarded(ctx context.Context) bool { return ctx.Value(forwardedKey{}) != nil }
+
+// ofTx is the slot of transaction tx, and whether it is another's.
+func (r *slotRouter) ofTx(tx engine.TxID) (int, bool) {
+	s := api.SlotOfTx(tx)
+	return s, s != r.slot
+}
+
+// ofKey is the slot of an idempotency key, and whether it is another's.
+func (r *slotRouter) ofKey(key string) (int, bool) {
+	s := api.SlotOfKey(key, r.slots)
+	return s, s != r.slot
+}
+
+// holder is the address of the coordinator holding slot s, from its lease.
+func (r *slotRouter) holder(ctx context.Context, s int, fresh bool) (string, error) {
+	r.mu.Lock()
+	h, ok := r.holders[s]
+	r.mu.Unlock()
+	if ok && !fresh && time.Since(h.read) < holderTTL {
+		return h.addr, nil
+	}
+	lease, found, err := r.store.LeaseOf(ctx, api.CoordinatorSlotName(s))
+	switch {
+	case err != nil:
+		return "", unavailable(fmt.Errorf("find the coordinator of slot %d: %w", s, err))
+	case !found || lease.Remaining <= 0:
+		return "", unavailable(fmt.Errorf("slot %d has no coordinator now (its lease is not held); a standby takes it over within its lease's time", s))
+	}
+	addr, _, _ := strings.Cut(lease.Holder, " ")
+	r.mu.Lock()
+	r.holders[s] = slotHolder{addr: addr, read: time.Now()}
+	r.mu.Unlock()
+	return addr, nil
+}
+
+// client is the connection to a coordinator at addr.
+func (r *slotRouter) client(addr string) (*rpc.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, unavailable(errStopped)
+	}
+	c := r.clients[addr]
+	if c == nil {
+		c = rpc.NewClient(addr, r.transport.client(r.logger))
+		r.clients[addr] = c
+	}
+	return c, nil
+}
+
+// forward passes a client's call to slot s's coordinator and returns its
+// answer as it gave it.
+func (r *slotRouter) forward(ctx context.Context, s int, method string, raw json.RawMessage) (any, error) {
+	if isForwarded(ctx) {
+		return nil, unavailable(fmt.Errorf("this coordinator does not hold slot %d (any more): ask again", s))
+	}
+	addr, err := r.holder(ctx, s, false)
+	if err != nil {
+		return nil, err
+	}
+	if addr == r.self {
+		// The lease was read while this process held it, or a stale
+		// cache: read it again.
+		if addr, err = r.holder(ctx, s, true); err != nil {
+			return nil, err
+		}
+		if addr == r.self {
+			return nil, unavailable(fmt.Errorf("slot %d's lease names this coordinator, which serves slot %d", s, r.slot))
+		}
+	}
+	c, err := r.client(addr)
+	if err != nil {
+		return nil, err
+	}
+	var result json.RawMessage
+	err = c.Call(ctx, forwardMethod, forwardParams{Method: method, Params: raw}, &result)
+	switch {
+	case err == nil:
+		return result, nil
+	case rpc.NotConnected(err):
+		r.forget(s)
+		return nil, unavailable(fmt.Errorf("the coordinator of slot %d (%s) cannot be reached; nothing was sent to it: %w", s, addr, err))
+	case rpc.IsTransport(err):
+		r.forget(s)
+		return nil, fmt.Errorf("the coordinator of slot %d (%s) did not answer; whether the call ran there is unknown: %w", s, addr, err)
+	}
+	return nil, err
+}
+
+// notify passes a node message of slot s on to its coordinator, with no
+// wait for its handling: messages may be lost, and the protocol sends again
+// what matters.
+func (r *slotRouter) notify(s int, method string, raw json.RawMessage) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		addr, err := r.holder(ctx, s, false)
+		if err != nil || addr == r.self {
+			return
+		}
+		c, err := r.client(addr)
+		if err != nil {
+			return
+		}
+		call := []rpc.BatchCall{{Method: forwardMethod, Params: forwardParams{Method: method, Params: raw, OneWay: true}}}
+		if err := c.NotifyBatch(ctx, call); err != nil {
+			r.forget(s)
+			r.logger.Debug("passing a message on to its slot's coordinator failed; it counts as lost", "slot", s, "method", method, "err", err)
+		}
+	}()
+}
+
+func (r *slotRouter) forget(s int) {
+	r.mu.Lock()
+	delete(r.holders, s)
+	r.mu.Unlock()
+}
+
+func (r *slotRouter) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, c := range r.clients {
+		c.Close()
+	}
+}
+
+// serveForwarded is forwardMethod's handler: it runs the call passed on
+// with the handler of its method, marked so that it is not passed on again.
+func serveForwarded(methods map[string]rpc.Handler) rpc.Handler {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p forwardParams
+		if err := rpc.DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		h := methods[p.Method]
+		if h == nil || p.Method == forwardMethod {
+			return nil, rpc.Errorf(rpc.CodeMethodNotFound, "method %q cannot be passed on", p.Method)
+		}
+		return h(context.WithValue(ctx, forwardedKey{}, true), p.Params)
+	}
+}
+
+// messageSlot is the slot a node message belongs to: its transaction's, or
+// for a message about no transaction, its cluster's.
+func messageSlot(m engine.Message) int {
+	if tx := m.Tx(); tx != 0 {
+		return api.SlotOfTx(tx)
+	}
+	switch m := m.(type) {
+	case engine.ReconcileRequest:
+		return api.SlotOfCluster(m.Cluster)
+	case engine.ReconcileAnswer:
+		return api.SlotOfCluster(m.Cluster)
+	}
+	return 0
+}

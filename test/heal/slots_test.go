@@ -1,0 +1,142 @@
+package heal
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// TestSlotsServeAtOnce runs two coordinators that serve one cluster at
+// once (--slots 2, each holding a slot of the shared log by --lease), a
+// third as a standby for either slot, and two participants with an engine
+// per slot. Clients call either coordinator: both commit, each in its own
+// range of ids, and either answers for the other's transactions and keys
+// (it passes the call on). Under load the first is SIGKILLed; the standby
+// takes its slot over and finishes what it had in flight. Every
+// transaction whose commit a client called ends with an answer, from
+// commit or from status; each committed one is on both participants, no
+// other is on either, and nothing is left prepared.
+func TestSlotsServeAtOnce(t *testing.T) {
+	// c1 takes slot 0, c2 slot 1 (the first free one each); c3 waits.
+	c, coords, logURI := startSharedLog(t, 3, 2, "--slots", "2")
+	slotOf := func(n *node) int {
+		var r api.PingReply
+		if err := rpc.NewClient(n.addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodPing, nil, &r); err != nil {
+			t.Fatalf("ping %s: %v", n.name, err)
+		}
+		return r.Slot
+	}
+	if s0, s1 := slotOf(coords[0]), slotOf(coords[1]); s0 != 0 || s1 != 1 {
+		t.Fatalf("c1 holds slot %d and c2 slot %d; want 0 and 1", s0, s1)
+	}
+	if err := testcluster.CommitOn(t.Context(), coords[0].addr, 2, "CREATE TABLE t (k int PRIMARY KEY)"); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+
+	// Either coordinator answers for the other's transactions and keys.
+	first := map[int]engine.TxID{}
+	for i, n := range coords[:2] {
+		var r api.TransactReply
+		n0, n1 := engine.NodeID(0), engine.NodeID(1)
+		key := "slots-" + strconv.Itoa(i)
+		err := rpc.NewClient(n.addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodTransact, api.TransactParams{Commit: true, Key: key, Statements: []api.StatementParams{
+			{Node: &n0, SQL: "INSERT INTO t VALUES ($1)", Args: []any{i + 1}}, {Node: &n1, SQL: "INSERT INTO t VALUES ($1)", Args: []any{i + 1}}}}, &r)
+		if err != nil || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
+			t.Fatalf("transact with key %s at %s: %v %+v", key, n.name, err, r)
+		}
+		if want := api.SlotOfKey(key, 2); api.SlotOfTx(r.TxID) != want {
+			t.Fatalf("key %s's transaction %d is of slot %d; the key belongs to slot %d", key, r.TxID, api.SlotOfTx(r.TxID), want)
+		}
+		first[i] = r.TxID
+		for _, other := range coords[:2] {
+			var st engine.StatusReply
+			if err := rpc.NewClient(other.addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodStatus, api.StatusParams{TxID: r.TxID}, &st); err != nil || st.Outcome != engine.OutcomeCommit {
+				t.Fatalf("status of %d at %s: %v %+v", r.TxID, other.name, err, st)
+			}
+			var again api.TransactReply
+			if err := rpc.NewClient(other.addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodTransact, api.TransactParams{Commit: true, Key: key, Statements: []api.StatementParams{
+				{Node: &n0, SQL: "INSERT INTO t VALUES ($1)", Args: []any{i + 1}}}}, &again); err != nil || !again.Repeated || again.TxID != r.TxID {
+				t.Fatalf("transact repeated with key %s at %s: %v %+v; want the first call's transaction %d, repeated", key, other.name, err, again, r.TxID)
+			}
+		}
+	}
+
+	// Four clients, two starting at each serving coordinator.
+	tr := startTransfers(func(w int) []string {
+		addrs := c.coordAddrs()
+		if w%2 == 1 {
+			addrs[0], addrs[1] = addrs[1], addrs[0]
+		}
+		return addrs
+	})
+	committedIn := func(slot int) int {
+		return tr.committed(func(o txOutcome) bool { return api.SlotOfTx(o.tx) == slot })
+	}
+	testcluster.EventuallyWithin(t, time.Minute, "commits in both slots", func() bool { return committedIn(0) >= 20 && committedIn(1) >= 20 })
+	before := committedIn(0)
+	coords[0].proc.Cmd.Process.Kill()
+	<-coords[0].proc.Exited()
+	killed := time.Now()
+	coords[2].waitServing(t, 30*time.Second)
+	t.Logf("c3 serves %v after c1 was killed (lease %v)", time.Since(killed).Round(10*time.Millisecond), leaseTTL)
+	if s := slotOf(coords[2]); s != 0 {
+		t.Fatalf("c3 took slot %d; want the dead one's, 0", s)
+	}
+	// The clients that called c1 now call c2; c3 serves slot 0's new
+	// transactions for whoever calls it.
+	total := func() int { return committedIn(0) + committedIn(1) }
+	after := total()
+	testcluster.EventuallyWithin(t, time.Minute, "commits after the take-over", func() bool { return total() >= after+20 })
+	var b engine.BeginReply
+	if err := rpc.NewClient(coords[2].addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodBegin, struct{}{}, &b); err != nil || api.SlotOfTx(b.TxID) != 0 {
+		t.Fatalf("begin at c3: %v, tx %d; want a new transaction of slot 0", err, b.TxID)
+	}
+	if err := rpc.NewClient(coords[2].addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodRollback, api.TxParams{TxID: b.TxID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	outcomes := tr.stop()
+	if committedIn(0) < before {
+		t.Fatalf("slot 0 lost commits: %d before the kill, %d after", before, committedIn(0))
+	}
+
+	// Each commit a client called and heard nothing back from is asked
+	// about, at c2, until its outcome is known.
+	cl := rpc.NewClient(coords[1].addr, rpc.ClientOptions{})
+	defer cl.Close()
+	asked := learnOutcomes(t, cl.Call, outcomes)
+	outcomes = append(outcomes, txOutcome{tx: first[0], key: 1, state: "commit"}, txOutcome{tx: first[1], key: 2, state: "commit"})
+	n := checkTransfers(t, c, outcomes, append(coords, c.parts...))
+	t.Logf("%d transactions asked to commit, %d committed (%d in slot 0, %d in slot 1), %d learnt through status",
+		len(outcomes), n, committedIn(0), committedIn(1), asked)
+
+	// tpcd replay reads each slot's log of the shared log database.
+	out, errOut, code := testbin.Run(t, testbin.Binary(t), nil, "", "replay", "--log-db", logURI, "--format", "json")
+	var rep struct {
+		Problems int `json:"problems"`
+		Nodes    []struct {
+			Node    string `json:"node"`
+			Cluster string `json:"cluster"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
+		t.Fatalf("tpcd replay of the shared log: exit %d, %v\n%s\n%s", code, err, out, errOut)
+	}
+	var names []string
+	for _, n := range rep.Nodes {
+		names = append(names, n.Node)
+		if api.SlotOfCluster(n.Cluster) != map[string]int{"coordinator": 0, "coordinator.1": 1}[n.Node] {
+			t.Errorf("replay: %s's cluster %s is not of its slot", n.Node, n.Cluster)
+		}
+	}
+	if !slices.Equal(names, []string{"coordinator", "coordinator.1"}) || rep.Problems != 0 {
+		t.Fatalf("replay of the shared log: nodes %v, %d problems; want both slots' coordinators, none:\n%s", names, rep.Problems, out)
+	}
+}
