@@ -134,6 +134,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		transport node.Transport
 		obs       *observability
 		lease     *node.Lease
+		leasePool *pgxpool.Pool
 		logLock   *node.LogLock
 		err       error
 	)
@@ -151,13 +152,12 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			return err
 		}
 		defer obs.close()
-		pool, perr := node.OpenLeasePool(ctx, c.LogDB, logger)
-		if perr != nil {
-			return perr
+		if leasePool, err = node.OpenLeasePool(ctx, c.LogDB, logger); err != nil {
+			return err
 		}
-		defer pool.Close()
+		defer leasePool.Close()
 		obs.standby(true)
-		if lease, err = c.holdLease(ctx, pool, logger); err != nil || lease == nil {
+		if lease, err = c.holdLease(ctx, leasePool, logger); err != nil || lease == nil {
 			return err
 		}
 		obs.standby(false)
@@ -206,30 +206,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		}
 		logLock.WatchSlot(fence)
 	}
-	coord, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{
-		Participants: c.Participant,
-		KeepOutcomes: c.KeepOutcomes,
-		Log:          dbs.Log,
-		Logger:       logger,
-		Engine: engine.CoordinatorConfig{
-			VoteTimeout:   c.Timeout.D(),
-			ExecTimeout:   c.ExecTimeout.D(),
-			IdleTimeout:   c.IdleTimeout.D(),
-			BatchSize:     c.BatchSize,
-			BatchFlush:    c.BatchFlush.D(),
-			MaxStatements: c.MaxStatements,
-			Protocol:      c.protocol(),
-		},
-		Transport:        transport,
-		MaxOpen:          c.MaxOpen,
-		MaxOpenPerClient: c.MaxOpenPerClient,
-		Observer:         observer,
-		Lease:            lease,
-		Fence:            fence,
-		Slot:             slotOf(lease),
-		Slots:            c.Slots,
-		Address:          c.Host,
-	})
+	coordOpts := c.coordinatorOptions(dbs.Log, logger, transport)
+	coordOpts.Observer, coordOpts.Lease, coordOpts.Fence, coordOpts.Slot = observer, lease, fence, slotOf(lease)
+	coord, err := node.StartCoordinator(ctx, ln, coordOpts)
 	if err != nil {
 		return err
 	}
@@ -273,6 +252,10 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 	if logLock != nil {
 		failed = orLost(failed, logLock)
 	}
+	if c.Slots > 1 {
+		adopted := c.adoptSlots(leasePool, dbs.Log, logger, transport, lease.Slot())
+		defer adopted.close()
+	}
 	err = waitForSignal(ctx, logger, failed)
 	if pg != nil {
 		// First, so that the sessions' open transactions are rolled
@@ -280,6 +263,31 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		pg.Close()
 	}
 	return errors.Join(err, coord.Close())
+}
+
+// coordinatorOptions are the options of a coordinator this command
+// starts, but for what holds its slot and what watches it.
+func (c *CoordinatorCmd) coordinatorOptions(log *pgxpool.Pool, logger *slog.Logger, transport node.Transport) node.CoordinatorOptions {
+	return node.CoordinatorOptions{
+		Participants: c.Participant,
+		KeepOutcomes: c.KeepOutcomes,
+		Log:          log,
+		Logger:       logger,
+		Engine: engine.CoordinatorConfig{
+			VoteTimeout:   c.Timeout.D(),
+			ExecTimeout:   c.ExecTimeout.D(),
+			IdleTimeout:   c.IdleTimeout.D(),
+			BatchSize:     c.BatchSize,
+			BatchFlush:    c.BatchFlush.D(),
+			MaxStatements: c.MaxStatements,
+			Protocol:      c.protocol(),
+		},
+		Transport:        transport,
+		MaxOpen:          c.MaxOpen,
+		MaxOpenPerClient: c.MaxOpenPerClient,
+		Slots:            c.Slots,
+		Address:          c.Host,
+	}
 }
 
 // slotOf is the slot a lease holds; 0 without one.

@@ -69,13 +69,19 @@ func TestSlotsServeAtOnce(t *testing.T) {
 		}
 	}
 
-	// Four clients, two starting at each serving coordinator.
+	// Four clients, two starting at each serving coordinator; two send
+	// each transfer in one call with a key, which belongs to either slot.
 	tr := startTransfers(func(w int) []string {
 		addrs := c.coordAddrs()
 		if w%2 == 1 {
 			addrs[0], addrs[1] = addrs[1], addrs[0]
 		}
 		return addrs
+	}, func(w int) func(*rpc.Failover, int) (txOutcome, bool) {
+		if w >= 2 {
+			return transferKeyed
+		}
+		return transfer
 	})
 	committedIn := func(slot int) int {
 		return tr.committed(func(o txOutcome) bool { return api.SlotOfTx(o.tx) == slot })
@@ -102,10 +108,20 @@ func TestSlotsServeAtOnce(t *testing.T) {
 	if err := rpc.NewClient(coords[2].addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodRollback, api.TxParams{TxID: b.TxID}, nil); err != nil {
 		t.Fatal(err)
 	}
-	outcomes := tr.stop()
 	if committedIn(0) < before {
 		t.Fatalf("slot 0 lost commits: %d before the kill, %d after", before, committedIn(0))
 	}
+
+	// c3 is killed too, with no standby left: c2 takes slot 0 over
+	// itself, on a port of its own, and finishes what c3 had in flight.
+	before = committedIn(0)
+	coords[2].proc.Cmd.Process.Kill()
+	<-coords[2].proc.Exited()
+	killed = time.Now()
+	waitOutput(t, coords[1], "took over a slot whose coordinator stopped")
+	t.Logf("c2 serves slot 0 too %v after c3 was killed", time.Since(killed).Round(10*time.Millisecond))
+	testcluster.EventuallyWithin(t, time.Minute, "commits in slot 0 after c2 took it over", func() bool { return committedIn(0) >= before+10 })
+	outcomes := tr.stop()
 
 	// Each commit a client called and heard nothing back from is asked
 	// about, at c2, until its outcome is known.

@@ -42,7 +42,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	createTable(t, c)
 
 	// Four clients run transfers of keys of their own until told to stop.
-	tr := startTransfers(func(int) []string { return c.coordAddrs() })
+	tr := startTransfers(func(int) []string { return c.coordAddrs() }, func(int) func(*rpc.Failover, int) (txOutcome, bool) { return transfer })
 	committed := func() int { return tr.committed(func(txOutcome) bool { return true }) }
 
 	// Kill the serving one; the other serves; the dead one comes back as
@@ -115,7 +115,11 @@ func learnOutcomes(t *testing.T, call func(ctx context.Context, method string, p
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			var st engine.StatusReply
-			if err := call(sctx, api.MethodStatus, api.TxParams{TxID: o.tx}, &st); err != nil {
+			params := api.StatusParams{TxID: o.tx}
+			if o.tx == 0 {
+				params.Key = o.idem
+			}
+			if err := call(sctx, api.MethodStatus, params, &st); err != nil {
 				return false
 			}
 			switch {
@@ -123,6 +127,8 @@ func learnOutcomes(t *testing.T, call func(ctx context.Context, method string, p
 				o.state = st.Outcome.String()
 			case st.State == "forgotten":
 				o.state = "forgotten"
+			case o.tx == 0 && st.State == "unknown":
+				o.state = "unknown"
 			}
 			return o.state != ""
 		})
@@ -176,15 +182,16 @@ type transfers struct {
 }
 
 // startTransfers starts the clients; client w calls the coordinators at
-// addrs(w), the first that takes connections.
-func startTransfers(addrs func(w int) []string) *transfers {
+// addrs(w), the first that takes connections, and sends each transfer
+// with send (transfer, transferKeyed).
+func startTransfers(addrs func(w int) []string, send func(w int) func(*rpc.Failover, int) (txOutcome, bool)) *transfers {
 	tr := &transfers{}
 	conns := make([]*rpc.Failover, 4)
 	for w := range conns {
 		conns[w] = rpc.NewFailover(addrs(w), rpc.ClientOptions{})
 	}
 	stop := clients(100000, func(w, key int) error {
-		o, ok := transfer(conns[w], key)
+		o, ok := send(w)(conns[w], key)
 		if !ok {
 			return errors.New("ended before its commit")
 		}
@@ -322,6 +329,28 @@ type txOutcome struct {
 	tx    engine.TxID
 	key   int
 	state string
+	// idem is the idempotency key of a transfer sent whole in one call
+	// (transferKeyed), by which its outcome is asked about when the call
+	// got no answer (tx is 0 then). "unknown" is a state then too: no
+	// transaction ever had the key.
+	idem string
+}
+
+// transferKeyed is transfer in one transact call with an idempotency key.
+func transferKeyed(cl *rpc.Failover, key int) (o txOutcome, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o = txOutcome{key: key, idem: "transfer-" + strconv.Itoa(key)}
+	stmts := make([]api.StatementParams, 2)
+	for i := range stmts {
+		n := engine.NodeID(i)
+		stmts[i] = api.StatementParams{Node: &n, SQL: "INSERT INTO t VALUES ($1)", Args: []any{key}}
+	}
+	var r api.TransactReply
+	if err := cl.Call(ctx, api.MethodTransact, api.TransactParams{Commit: true, Key: o.idem, Statements: stmts}, &r); err == nil && r.Outcome != nil {
+		o.tx, o.state = r.TxID, r.Outcome.String()
+	}
+	return o, true
 }
 
 // transfer writes key on both participants in one transaction and asks

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/logstore"
+	"github.com/tpcd/tpcd/node"
+)
+
+// adopted are the slots a serving coordinator took over from others that
+// stopped, each served by a coordinator of its own in this process.
+type adopted struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// adoptSlots watches the other slots of the cluster while this coordinator
+// serves slot own. A slot nobody has held for a lease's time past its
+// expiry (a standby would have taken it by then), or ever since this
+// coordinator started serving, is taken over here: its coordinator starts
+// on another port of this host, recovers the slot's log, finishes what was
+// in flight and serves the slot's calls, which every coordinator passes on
+// to it, until this process stops or loses that lease.
+func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int) *adopted {
+	ctx, stop := context.WithCancel(context.Background())
+	a := &adopted{stop: stop, done: make(chan struct{})}
+	store := logstore.New(leasePool)
+	host, _, _ := net.SplitHostPort(c.Host)
+	began := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	held := map[int]bool{own: true}
+	isHeld := func(s int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return held[s]
+	}
+	go func() {
+		defer close(a.done)
+		defer wg.Wait()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(c.Lease):
+			}
+			for s := range c.Slots {
+				if isHeld(s) {
+					continue
+				}
+				l, found, err := store.LeaseOf(ctx, api.CoordinatorSlotName(s))
+				switch {
+				case err != nil:
+					continue
+				case found && l.Remaining > -c.Lease:
+					continue
+				case !found && time.Since(began) < 2*c.Lease:
+					continue
+				}
+				mu.Lock()
+				held[s] = true
+				mu.Unlock()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() {
+						// Free to be tried again, if it is free.
+						mu.Lock()
+						delete(held, s)
+						mu.Unlock()
+					}()
+					err := c.serveAdopted(ctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s)
+					if err != nil && ctx.Err() == nil {
+						logger.Warn("serving an adopted slot failed; another coordinator may take it", "slot", s, "err", err)
+					}
+				}()
+			}
+		}
+	}()
+	return a
+}
+
+// serveAdopted takes slot s's lease, if it is still free, and serves the
+// slot until ctx ends or the lease is lost.
+func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	tctx, cancel := context.WithTimeout(ctx, c.Lease)
+	lease, err := node.HoldLease(tctx, leasePool, node.LeaseOptions{TTL: c.Lease, Holder: ln.Addr().String(), Logger: logger, Slots: []int{s}})
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Another coordinator took it first.
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), c.Lease)
+		defer cancel()
+		lease.Release(rctx)
+	}()
+	opts := c.coordinatorOptions(log, logger, transport)
+	opts.Lease, opts.Slot, opts.Address = lease, s, ln.Addr().String()
+	coord, err := node.StartCoordinator(ctx, ln, opts)
+	if err != nil {
+		return err
+	}
+	logger.Warn("took over a slot whose coordinator stopped: serving it too", "slot", s, "addr", ln.Addr().String(),
+		"cluster", coord.Cluster(), "epoch", coord.Epoch())
+	select {
+	case <-ctx.Done():
+	case <-lease.Lost():
+		logger.Error("lost the adopted slot's lease: stopped serving it", "slot", s, "err", lease.Err())
+	}
+	return coord.Close()
+}
+
+// close stops serving the adopted slots and releases their leases.
+func (a *adopted) close() {
+	a.stop()
+	<-a.done
+}
