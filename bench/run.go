@@ -231,8 +231,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	servers = oneURIPerServer(append(servers, opts.DataDBs...))
 	scope := procScope{
-		self:    os.Getpid(),
-		nodes:   findNodes(append([]string{opts.Coordinator}, participants...)),
+		self: os.Getpid(),
+		// Every coordinator given that serves (a standby's port is
+		// closed): several serve at once with --slots.
+		nodes:   findNodes(slices.Concat([]string{opts.Coordinator}, opts.Standbys, participants)),
 		servers: findServers(ctx, servers),
 	}
 

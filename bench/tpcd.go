@@ -36,12 +36,16 @@ const keyRetries = 3
 
 func newTPCDDriver(addrs []string, conns int, timeout time.Duration, form string, stream bool) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout, form: form}
-	for range conns {
+	for i := range conns {
 		// HTTP/1.1 with keep-alive through net/http's transport, as most
 		// applications' HTTP clients speak it (a client has one call out
 		// at a time), or the same calls as frames of a batch stream.
 		// A coordinator's standbys, if given, take calls when it goes.
-		d.conns = append(d.conns, rpc.NewFailover(addrs, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
+		// Connections start at the addresses in turn, so that
+		// coordinators serving at once (--slots) share the clients.
+		k := i % len(addrs)
+		order := append(append([]string{}, addrs[k:]...), addrs[:k]...)
+		d.conns = append(d.conns, rpc.NewFailover(order, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
 	}
 	return d
 }

@@ -15,7 +15,7 @@ import (
 
 // BenchCmd is a load generator; the logic lives in package bench.
 type BenchCmd struct {
-	Coordinator   []string `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process). Where coordinators share the log by a lease (tpcd coordinator --lease), give each one's address, comma-separated or repeated: calls go to the one serving." placeholder:"HOST:PORT"`
+	Coordinator   []string `help:"HOST:PORT of a running coordinator (default: start a local cluster with embedded PostgreSQL in this process). Where coordinators share the log by a lease (tpcd coordinator --lease), give each one's address, comma-separated or repeated: calls go to the one serving, and where several serve at once (--slots) connections start at each address in turn." placeholder:"HOST:PORT"`
 	N             int      `short:"n" help:"Participants of the local cluster bench starts (ignored with --coordinator)." default:"3"`
 	PGBin         string   `name:"pg-bin" help:"Directory with initdb and postgres for the local cluster." type:"path"`
 	MaxConns      int      `help:"Connections per database pool of the local cluster (as tpcd participant --max-conns)." default:"100"`
