@@ -22,7 +22,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // logVersions are the log migrations in db/migrations, in order.
-var logVersions = []int64{1, 2, 3, 4, 5}
+var logVersions = []int64{1, 2, 3, 4, 5, 6}
 
 // dataVersions are the data set's migrations, in order.
 var dataVersions = []int64{1, 2, 3}
@@ -52,6 +52,19 @@ func tableExists(t *testing.T, pool *pgxpool.Pool, name string) bool {
 		t.Fatalf("look up table %s: %v", name, err)
 	}
 	return ok
+}
+
+// query runs q, which returns one text value (NULL as "").
+func query(t *testing.T, pool *pgxpool.Pool, q string) string {
+	t.Helper()
+	var v *string
+	if err := pool.QueryRow(t.Context(), q).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if v == nil {
+		return ""
+	}
+	return *v
 }
 
 // appliedVersions lists the migration versions a goose version table records as
@@ -316,7 +329,7 @@ func TestMigrateCanceledContext(t *testing.T) {
 // logProvider returns a goose provider over the first n log migrations.
 func logProvider(t *testing.T, pool *pgxpool.Pool, n int) *goose.Provider {
 	t.Helper()
-	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql", "00005_leases.sql"}[:n]
+	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql", "00005_leases.sql", "00006_outcomes_horizon_per_slot.sql"}[:n]
 	fsys := fstest.MapFS{}
 	for _, name := range files {
 		data, err := os.ReadFile("migrations/" + name)
@@ -421,7 +434,7 @@ func TestMigrateLogDownFromRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := logProvider(t, pool, 5).DownTo(ctx, 2); err != nil {
+	if _, err := logProvider(t, pool, 6).DownTo(ctx, 2); err != nil {
 		t.Fatalf("down to version 2: %v", err)
 	}
 	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases", "tpcd_lease_fences"} {
@@ -459,4 +472,35 @@ func TestMigrateLogDownFromRows(t *testing.T) {
 
 func sameRow(a, b logRow) bool {
 	return a.seq == b.seq && a.node == b.node && slices.Equal(a.txs, b.txs) && a.events == b.events
+}
+
+// Migration 6 keeps the one outcomes horizon there was as slot 0's, and
+// its Down keeps slot 0's as the one again.
+func TestMigrateLogHorizonPerSlot(t *testing.T) {
+	ctx := t.Context()
+	pool := openPool(t, pgtest.NewDB(t))
+	if _, err := logProvider(t, pool, 5).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tpcd_outcomes_horizon (max_tx) VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := logProvider(t, pool, 6).Up(ctx); err != nil {
+		t.Fatalf("up to 6: %v", err)
+	}
+	if got := query(t, pool, `SELECT string_agg(slot || ':' || max_tx, ',' ORDER BY slot) FROM tpcd_outcomes_horizon`); got != "0:42" {
+		t.Fatalf("horizons after the upgrade: %s, want slot 0's 42", got)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tpcd_outcomes_horizon (slot, max_tx) VALUES (1, 1099511627800)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tpcd_outcomes_horizon (slot, max_tx) VALUES (1, 7)`); err == nil {
+		t.Fatal("a second horizon of slot 1 was taken")
+	}
+	if _, err := logProvider(t, pool, 6).DownTo(ctx, 5); err != nil {
+		t.Fatalf("down to 5: %v", err)
+	}
+	if got := query(t, pool, `SELECT string_agg(max_tx::text, ',') FROM tpcd_outcomes_horizon`); got != "42" {
+		t.Fatalf("the horizon after Down: %s, want slot 0's 42 alone", got)
+	}
 }

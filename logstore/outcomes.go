@@ -115,7 +115,7 @@ func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool,
 	if tx == 0 || tx > math.MaxInt64 {
 		return Outcome{}, false, nil
 	}
-	r, err := s.q.OutcomeByTx(ctx, s.pool, queries.OutcomeByTxParams{Tx: int64(tx), EndTx: s.txEnd()})
+	r, err := s.q.OutcomeByTx(ctx, s.pool, queries.OutcomeByTxParams{Tx: int64(tx), EndTx: s.txEnd(), FirstTx: int64(s.firstTx)})
 	if err != nil {
 		return Outcome{}, false, fmt.Errorf("outcome of tx %d: %w", tx, err)
 	}
@@ -130,20 +130,20 @@ func (s *Store) OutcomeByTx(ctx context.Context, tx uint64) (o Outcome, ok bool,
 
 // PruneOutcomes deletes the outcomes of transactions that ended before
 // before, with their keys, and returns how many rows it deleted: of the ids
-// s touches (ForTxs).
+// s touches (ForSlot).
 func (s *Store) PruneOutcomes(ctx context.Context, before time.Time) (int64, error) {
-	n, err := s.q.OutcomesPrune(ctx, s.pool, queries.OutcomesPruneParams{Before: before, FirstTx: int64(s.firstTx), EndTx: s.txEnd()})
+	n, err := s.q.OutcomesPrune(ctx, s.pool, queries.OutcomesPruneParams{Before: before, FirstTx: int64(s.firstTx), EndTx: s.txEnd(), Slot: int32(s.slot)})
 	if err != nil {
 		return 0, fmt.Errorf("prune outcomes ended before %s: %w", before.Format(time.RFC3339), err)
 	}
 	return n, nil
 }
 
-// OutcomesHorizon is the largest transaction id whose outcome PruneOutcomes
-// deleted (0 if none): no kept outcome is the only sign that a larger id
+// OutcomesHorizon is the largest transaction id of s's slot whose outcome
+// PruneOutcomes deleted (0 if none): no kept outcome is the only sign that a larger id
 // ended before anything of it was logged.
 func (s *Store) OutcomesHorizon(ctx context.Context) (uint64, error) {
-	h, err := s.q.OutcomesHorizon(ctx, s.pool)
+	h, err := s.q.OutcomesHorizon(ctx, s.pool, int32(s.slot))
 	if err != nil {
 		return 0, fmt.Errorf("outcomes horizon: %w", err)
 	}

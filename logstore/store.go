@@ -67,17 +67,20 @@ type Store struct {
 	// fence, when set, makes appends to its node's log conditional on a
 	// lease (Fenced).
 	fence *fence
-	// firstTx and endTx bound the ids whose outcomes it reads by id and
-	// prunes (ForTxs); endTx 0 is no bound.
+	// slot, firstTx and endTx name the slot whose outcomes it keeps and
+	// bound the ids whose outcomes it reads by id and prunes (ForSlot);
+	// endTx 0 is no bound.
+	slot           int
 	firstTx, endTx uint64
 }
 
-// ForTxs returns a Store whose outcome lookups by id and pruning touch only
-// ids from first up to, not including, end: one slot's, where several
-// coordinators share the log database.
-func (s *Store) ForTxs(first, end uint64) *Store {
+// ForSlot returns a Store that keeps the outcomes of one slot, where
+// several coordinators share the log database: its lookups by id and its
+// pruning touch only ids from first up to, not including, end, and it
+// keeps the slot's own horizon. A Store of no slot is slot 0's.
+func (s *Store) ForSlot(slot int, first, end uint64) *Store {
 	f := *s
-	f.firstTx, f.endTx = first, end
+	f.slot, f.firstTx, f.endTx = slot, first, end
 	return &f
 }
 

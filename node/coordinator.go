@@ -127,7 +127,7 @@ type peerHealth struct {
 func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
 	s := logstore.New(opts.Log)
 	if opts.Slots > 1 {
-		s = s.ForTxs(uint64(api.FirstTxOfSlot(opts.Slot)), uint64(api.EndTxOfSlot(opts.Slot)))
+		s = s.ForSlot(opts.Slot, uint64(api.FirstTxOfSlot(opts.Slot)), uint64(api.EndTxOfSlot(opts.Slot)))
 	}
 	name := api.CoordinatorSlotName(opts.Slot)
 	switch {

@@ -46,6 +46,6 @@ type TpcdOutcomeKey struct {
 }
 
 type TpcdOutcomesHorizon struct {
-	OnlyRow bool
-	MaxTx   int64
+	MaxTx int64
+	Slot  int32
 }

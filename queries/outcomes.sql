@@ -34,20 +34,23 @@ ORDER BY key
 LIMIT @n::int;
 
 -- OutcomeByTx finds one transaction's outcome: found is false when no row
--- holds it. Rows of ids from @end_tx on (later slots') are not read.
+-- holds it. Only rows of ids from @first_tx up to @end_tx (the slot's) are
+-- read.
 -- name: OutcomeByTx :one
 SELECT
     coalesce(bool_or(@tx::bigint = ANY (committed)), false)::boolean AS committed,
     coalesce(bool_or(@tx::bigint = ANY (aborted)), false)::boolean AS aborted,
     coalesce(max(reasons[array_position(aborted, @tx::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE last_tx >= @tx::bigint AND last_tx < @end_tx::bigint AND first_tx <= @tx::bigint;
+WHERE last_tx >= @tx::bigint AND last_tx < @end_tx::bigint
+  AND first_tx <= @tx::bigint AND first_tx >= @first_tx::bigint;
 
 -- OutcomesPrune deletes the outcomes of transactions that ended before
 -- @before, with their keys, and raises the horizon to the largest id
 -- deleted, in one statement. It returns how many rows it deleted. Only ids
 -- from @first_tx up to, not including, @end_tx are deleted: a coordinator
--- prunes its own slot's (api.FirstTxOfSlot), each by its own window.
+-- prunes its own slot's (api.FirstTxOfSlot), each by its own window, and
+-- raises its own slot's horizon.
 -- name: OutcomesPrune :one
 WITH pruned AS (
     DELETE FROM tpcd_outcomes
@@ -60,13 +63,13 @@ WITH pruned AS (
       AND tx >= @first_tx::bigint AND tx < @end_tx::bigint
     RETURNING tx
 ), horizon AS (
-    INSERT INTO tpcd_outcomes_horizon (max_tx)
-    SELECT max(last_tx) FROM pruned HAVING count(*) > 0
-    ON CONFLICT (only_row) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
+    INSERT INTO tpcd_outcomes_horizon (slot, max_tx)
+    SELECT @slot::int, max(last_tx) FROM pruned HAVING count(*) > 0
+    ON CONFLICT (slot) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
 )
 SELECT ((SELECT count(*) FROM pruned) + (SELECT count(*) FROM pruned_keys))::bigint AS deleted;
 
--- OutcomesHorizon reads the largest transaction id whose outcome was deleted
--- for age (0 if none was).
+-- OutcomesHorizon reads the largest transaction id of @slot whose outcome
+-- was deleted for age (0 if none was).
 -- name: OutcomesHorizon :one
-SELECT coalesce((SELECT max_tx FROM tpcd_outcomes_horizon), 0)::bigint AS max_tx;
+SELECT coalesce((SELECT max_tx FROM tpcd_outcomes_horizon WHERE slot = @slot::int), 0)::bigint AS max_tx;

@@ -16,12 +16,14 @@ SELECT
     coalesce(bool_or($1::bigint = ANY (aborted)), false)::boolean AS aborted,
     coalesce(max(reasons[array_position(aborted, $1::bigint)]), '')::text AS reason
 FROM tpcd_outcomes
-WHERE last_tx >= $1::bigint AND last_tx < $2::bigint AND first_tx <= $1::bigint
+WHERE last_tx >= $1::bigint AND last_tx < $2::bigint
+  AND first_tx <= $1::bigint AND first_tx >= $3::bigint
 `
 
 type OutcomeByTxParams struct {
-	Tx    int64
-	EndTx int64
+	Tx      int64
+	EndTx   int64
+	FirstTx int64
 }
 
 type OutcomeByTxRow struct {
@@ -31,9 +33,10 @@ type OutcomeByTxRow struct {
 }
 
 // OutcomeByTx finds one transaction's outcome: found is false when no row
-// holds it. Rows of ids from @end_tx on (later slots') are not read.
+// holds it. Only rows of ids from @first_tx up to @end_tx (the slot's) are
+// read.
 func (q *Queries) OutcomeByTx(ctx context.Context, db DBTX, arg OutcomeByTxParams) (OutcomeByTxRow, error) {
-	row := db.QueryRow(ctx, outcomeByTx, arg.Tx, arg.EndTx)
+	row := db.QueryRow(ctx, outcomeByTx, arg.Tx, arg.EndTx, arg.FirstTx)
 	var i OutcomeByTxRow
 	err := row.Scan(&i.Committed, &i.Aborted, &i.Reason)
 	return i, err
@@ -155,13 +158,13 @@ func (q *Queries) OutcomesByKey(ctx context.Context, db DBTX, keys []string) ([]
 }
 
 const outcomesHorizon = `-- name: OutcomesHorizon :one
-SELECT coalesce((SELECT max_tx FROM tpcd_outcomes_horizon), 0)::bigint AS max_tx
+SELECT coalesce((SELECT max_tx FROM tpcd_outcomes_horizon WHERE slot = $1::int), 0)::bigint AS max_tx
 `
 
-// OutcomesHorizon reads the largest transaction id whose outcome was deleted
-// for age (0 if none was).
-func (q *Queries) OutcomesHorizon(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, outcomesHorizon)
+// OutcomesHorizon reads the largest transaction id of @slot whose outcome
+// was deleted for age (0 if none was).
+func (q *Queries) OutcomesHorizon(ctx context.Context, db DBTX, slot int32) (int64, error) {
+	row := db.QueryRow(ctx, outcomesHorizon, slot)
 	var max_tx int64
 	err := row.Scan(&max_tx)
 	return max_tx, err
@@ -179,9 +182,9 @@ WITH pruned AS (
       AND tx >= $2::bigint AND tx < $3::bigint
     RETURNING tx
 ), horizon AS (
-    INSERT INTO tpcd_outcomes_horizon (max_tx)
-    SELECT max(last_tx) FROM pruned HAVING count(*) > 0
-    ON CONFLICT (only_row) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
+    INSERT INTO tpcd_outcomes_horizon (slot, max_tx)
+    SELECT $4::int, max(last_tx) FROM pruned HAVING count(*) > 0
+    ON CONFLICT (slot) DO UPDATE SET max_tx = greatest(tpcd_outcomes_horizon.max_tx, excluded.max_tx)
 )
 SELECT ((SELECT count(*) FROM pruned) + (SELECT count(*) FROM pruned_keys))::bigint AS deleted
 `
@@ -190,15 +193,22 @@ type OutcomesPruneParams struct {
 	Before  time.Time
 	FirstTx int64
 	EndTx   int64
+	Slot    int32
 }
 
 // OutcomesPrune deletes the outcomes of transactions that ended before
 // @before, with their keys, and raises the horizon to the largest id
 // deleted, in one statement. It returns how many rows it deleted. Only ids
 // from @first_tx up to, not including, @end_tx are deleted: a coordinator
-// prunes its own slot's (api.FirstTxOfSlot), each by its own window.
+// prunes its own slot's (api.FirstTxOfSlot), each by its own window, and
+// raises its own slot's horizon.
 func (q *Queries) OutcomesPrune(ctx context.Context, db DBTX, arg OutcomesPruneParams) (int64, error) {
-	row := db.QueryRow(ctx, outcomesPrune, arg.Before, arg.FirstTx, arg.EndTx)
+	row := db.QueryRow(ctx, outcomesPrune,
+		arg.Before,
+		arg.FirstTx,
+		arg.EndTx,
+		arg.Slot,
+	)
 	var deleted int64
 	err := row.Scan(&deleted)
 	return deleted, err
