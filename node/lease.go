@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -103,6 +104,14 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 				gen, taken, start = current.Generation, true, time.Now().Add(current.Remaining-opts.TTL)
 			}
 			if taken {
+				break
+			}
+			if err != nil {
+				// Its take may have succeeded unheard: this slot is
+				// tried first next time, so that the lease is not left
+				// naming this process while it takes another.
+				i := slices.Index(slots, slot)
+				slots = append(append([]int{slot}, slots[:i]...), slots[i+1:]...)
 				break
 			}
 		}

@@ -385,6 +385,10 @@ func (a *admission) poll() {
 }
 
 func clientIdentity(ctx context.Context) string {
+	if c := forwardedClient(ctx); c != "" {
+		// Passed on by another coordinator (slots): its client's.
+		return c
+	}
 	if c, ok := rpc.CallerOf(ctx); ok {
 		return c.Host()
 	}

@@ -410,7 +410,11 @@ func (p *Participant) askCoordinator() {
 			// slot's messages go to its holder from now on.
 			p.coord.Prefer(r.Address)
 		}
-		if a.Err != "" {
+		switch {
+		case err == nil && a.Err != "":
+			// Misconfigured, not down: say so louder.
+			p.logger.Warn("the coordinator's answer does not fit this participant; will ask again", "coordinator", p.coord.Addr(), "err", a.Err)
+		case a.Err != "":
 			p.logger.Debug("asking the coordinator who it is failed; will ask again", "coordinator", p.opts.Coordinator, "err", a.Err)
 		}
 		p.loop.submit(a)

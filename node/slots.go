@@ -30,6 +30,9 @@ type forwardParams struct {
 	// OneWay marks a node message passed on: it gets no answer but the
 	// acknowledgement of its receipt.
 	OneWay bool `json:"one_way,omitempty"`
+	// Client is who called the coordinator that passed the call on (its
+	// IP): the receiver counts the call against that client's limits.
+	Client string `json:"client,omitempty"`
 }
 
 // holderTTL is how long a slot's holder, read from its lease, is taken as
@@ -50,6 +53,10 @@ type slotRouter struct {
 	mu      sync.Mutex
 	holders map[int]slotHolder
 	clients map[string]*rpc.Client
+	// passing queues the node messages of each other slot on their way
+	// to its coordinator, each drained by a goroutine of its own.
+	passing map[int]*batchQueue[forwardParams]
+	done    chan struct{}
 	closed  bool
 }
 
@@ -60,13 +67,22 @@ type slotHolder struct {
 
 func newSlotRouter(slot, slots int, self string, store *logstore.Store, transport Transport, logger *slog.Logger) *slotRouter {
 	return &slotRouter{slot: slot, slots: slots, self: self, store: store, transport: transport, logger: logger,
-		holders: map[int]slotHolder{}, clients: map[string]*rpc.Client{}}
+		holders: map[int]slotHolder{}, clients: map[string]*rpc.Client{},
+		passing: map[int]*batchQueue[forwardParams]{}, done: make(chan struct{})}
 }
 
-// forwardedKey marks the context of a call another coordinator passed on.
+// forwardedKey marks the context of a call another coordinator passed on;
+// its value is the client that called that coordinator.
 type forwardedKey struct{}
 
 func isForwarded(ctx context.Context) bool { return ctx.Value(forwardedKey{}) != nil }
+
+// forwardedClient is the client a call passed on came from, "" for a call
+// made here.
+func forwardedClient(ctx context.Context) string {
+	c, _ := ctx.Value(forwardedKey{}).(string)
+	return c
+}
 
 // ofTx is the slot of transaction tx, and whether it is another's.
 func (r *slotRouter) ofTx(tx engine.TxID) (int, bool) {
@@ -142,10 +158,13 @@ func (r *slotRouter) forward(ctx context.Context, s int, method string, raw json
 		return nil, err
 	}
 	var result json.RawMessage
-	err = c.Call(ctx, forwardMethod, forwardParams{Method: method, Params: raw}, &result)
+	err = c.Call(ctx, forwardMethod, forwardParams{Method: method, Params: raw, Client: clientIdentity(ctx)}, &result)
 	switch {
 	case err == nil:
 		return result, nil
+	case rpc.IsCode(err, rpc.CodeUnavailable):
+		// It may no longer hold the slot: read the lease again next time.
+		r.forget(s)
 	case rpc.NotConnected(err):
 		r.forget(s)
 		return nil, unavailable(fmt.Errorf("the coordinator of slot %d (%s) cannot be reached; nothing was sent to it: %w", s, addr, err))
@@ -156,27 +175,54 @@ func (r *slotRouter) forward(ctx context.Context, s int, method string, raw json
 	return nil, err
 }
 
+// maxPassing bounds the messages of one slot queued on their way to its
+// coordinator; beyond it the oldest are dropped (lost, as the protocol
+// allows), and maxPassingBatch those sent in one frame.
+const (
+	maxPassing      = 4096
+	maxPassingBatch = 256
+)
+
 // notify passes a node message of slot s on to its coordinator, with no
 // wait for its handling: messages may be lost, and the protocol sends again
-// what matters.
+// what matters. Messages of one slot go in batches, one at a time, in the
+// order they came.
 func (r *slotRouter) notify(s int, method string, raw json.RawMessage) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		addr, err := r.holder(ctx, s, false)
-		if err != nil || addr == r.self {
-			return
-		}
-		c, err := r.client(addr)
-		if err != nil {
-			return
-		}
-		call := []rpc.BatchCall{{Method: forwardMethod, Params: forwardParams{Method: method, Params: raw, OneWay: true}}}
-		if err := c.NotifyBatch(ctx, call); err != nil {
-			r.forget(s)
-			r.logger.Debug("passing a message on to its slot's coordinator failed; it counts as lost", "slot", s, "method", method, "err", err)
-		}
-	}()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	q := r.passing[s]
+	if q == nil {
+		q = newBatchQueue[forwardParams]()
+		r.passing[s] = q
+		go q.drain(r.done, maxPassingBatch, nil, func(batch []forwardParams) { r.pass(s, batch) })
+	}
+	r.mu.Unlock()
+	q.push(forwardParams{Method: method, Params: raw, OneWay: true}, maxPassing)
+}
+
+// pass sends a batch of slot s's messages to its coordinator.
+func (r *slotRouter) pass(s int, batch []forwardParams) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addr, err := r.holder(ctx, s, false)
+	if err != nil || addr == r.self {
+		return
+	}
+	c, err := r.client(addr)
+	if err != nil {
+		return
+	}
+	calls := make([]rpc.BatchCall, len(batch))
+	for i, m := range batch {
+		calls[i] = rpc.BatchCall{Method: forwardMethod, Params: m}
+	}
+	if err := c.NotifyBatch(ctx, calls); err != nil {
+		r.forget(s)
+		r.logger.Debug("passing messages on to their slot's coordinator failed; they count as lost", "slot", s, "messages", len(batch), "err", err)
+	}
 }
 
 func (r *slotRouter) forget(s int) {
@@ -188,6 +234,9 @@ func (r *slotRouter) forget(s int) {
 func (r *slotRouter) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.closed {
+		close(r.done)
+	}
 	r.closed = true
 	for _, c := range r.clients {
 		c.Close()
@@ -206,7 +255,7 @@ func serveForwarded(methods map[string]rpc.Handler) rpc.Handler {
 		if h == nil || p.Method == forwardMethod {
 			return nil, rpc.Errorf(rpc.CodeMethodNotFound, "method %q cannot be passed on", p.Method)
 		}
-		return h(context.WithValue(ctx, forwardedKey{}, true), p.Params)
+		return h(context.WithValue(ctx, forwardedKey{}, p.Client), p.Params)
 	}
 }
 

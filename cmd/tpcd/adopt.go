@@ -96,8 +96,12 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 		return err
 	}
 	defer ln.Close()
+	// Named as --host names this coordinator (a name its certificate
+	// holds, say), with the port just opened.
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr := net.JoinHostPort(host, port)
 	tctx, cancel := context.WithTimeout(ctx, c.Lease)
-	lease, err := node.HoldLease(tctx, leasePool, node.LeaseOptions{TTL: c.Lease, Holder: ln.Addr().String(), Logger: logger, Slots: []int{s}})
+	lease, err := node.HoldLease(tctx, leasePool, node.LeaseOptions{TTL: c.Lease, Holder: addr, Logger: logger, Slots: []int{s}})
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -112,12 +116,12 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 		lease.Release(rctx)
 	}()
 	opts := c.coordinatorOptions(log, logger, transport)
-	opts.Lease, opts.Slot, opts.Address = lease, s, ln.Addr().String()
+	opts.Lease, opts.Slot, opts.Address = lease, s, addr
 	coord, err := node.StartCoordinator(ctx, ln, opts)
 	if err != nil {
 		return err
 	}
-	logger.Warn("took over a slot whose coordinator stopped: serving it too", "slot", s, "addr", ln.Addr().String(),
+	logger.Warn("took over a slot whose coordinator stopped: serving it too", "slot", s, "addr", addr,
 		"cluster", coord.Cluster(), "epoch", coord.Epoch())
 	select {
 	case <-ctx.Done():
