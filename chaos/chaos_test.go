@@ -94,6 +94,23 @@ func TestChaosTwoCoordinators(t *testing.T) {
 	}
 }
 
+// TestChaosTwoSlots runs two coordinators serving at once, each a slot of
+// one log (--slots 2), with clients starting at either, killing and
+// pausing either among link faults: the other, or the killed one back,
+// must take its slot over, with every transaction checked.
+func TestChaosTwoSlots(t *testing.T) {
+	rep := runChaos(t, Options{
+		Duration:     30 * time.Second,
+		Coordinators: 2,
+		Slots:        2,
+		Faults:       []string{KillNode, PauseNode, LinkCut, LinkDown, LinkStall},
+	})
+	// The first starts take both slots; a fault must have moved one.
+	if rep.TakeOvers < 3 {
+		t.Errorf("the log's slots were taken %d times, the first starts included: no slot changed hands", rep.TakeOvers)
+	}
+}
+
 // runChaos runs the harness with opts (a binary, three participants,
 // eight clients and a seed filled in) and fails the test on any violation
 // or problem, or if nothing committed; on failure it logs the end of the

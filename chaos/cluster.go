@@ -272,6 +272,10 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		// Both on the shared log, by a lease; the second at its own
 		// addresses. The links to the participants serve either.
 		c.coordArgs = append(c.coordArgs, "--log-db", logURI, "--lease", coordinatorLease.String())
+		if opts.Slots == 2 {
+			// Both serve at once, each a slot of its own.
+			c.coordArgs = append(c.coordArgs, "--slots", "2")
+		}
 		args = slices.Clone(c.coordArgs)
 		c.incarnation = 1
 		second := slices.Clone(c.coordArgs)
@@ -286,6 +290,9 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		args := []string{"participant", "--node-id", strconv.Itoa(i), "--host", c.nodeAddrs[i+1],
 			"--coordinator", c.participantCoordinators(i),
 			"--log-db", c.servers[i].pg.URI(logDBName), "--data-db", c.dataURIs[i]}
+		if opts.Slots == 2 {
+			args = append(args, "--slots", "2")
+		}
 		c.nodes = append(c.nodes, newProc(nodeName(i+1), opts.Binary, append(args, participantFlags...), c.logPath(i+1), log))
 	}
 	for _, p := range c.nodes {
@@ -295,9 +302,15 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		return c, err
 	}
 	if secondProc != nil {
-		// Started once the first serves, so that it starts as the standby.
+		// Started once the first serves, so that it starts as the standby
+		// (or, with two slots, takes the other).
 		c.second = secondProc
 		go c.second.supervise()
+		if opts.Slots == 2 {
+			if err := waitPing(ctx, []string{c.secondAddr}, time.Now().Add(2*time.Minute)); err != nil {
+				return c, fmt.Errorf("%s, serving the second slot: %w (see its log)", secondCoordinator, err)
+			}
+		}
 	}
 	return c, c.learnClusterID(ctx)
 }
@@ -537,30 +550,40 @@ func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 	return nil
 }
 
-// waitNodeServing waits until node i answers a ping, up to deadline.
-func (c *cluster) waitNodeServing(ctx context.Context, i int, deadline time.Time) error {
-	addrs := []string{c.nodeAddrs[i]}
-	if i == 0 {
-		addrs = c.coordAddrs() // either coordinator
-	}
-	a := strings.Join(addrs, " or ")
+// waitPing waits until the node at one of addrs answers a ping, up to
+// deadline.
+func waitPing(ctx context.Context, addrs []string, deadline time.Time) error {
 	cl := rpc.NewFailover(addrs, rpc.ClientOptions{DialTimeout: time.Second})
 	defer cl.Close()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			return nil
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not answer at %s: %v (see %s)", nodeName(i), a, err, c.logPath(i))
+		case time.Now().After(deadline):
+			return fmt.Errorf("no answer at %s: %w", strings.Join(addrs, " or "), err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitNodeServing waits until node i answers a ping, up to deadline.
+func (c *cluster) waitNodeServing(ctx context.Context, i int, deadline time.Time) error {
+	addrs := []string{c.nodeAddrs[i]}
+	if i == 0 {
+		addrs = c.coordAddrs() // either coordinator
+	}
+	if err := waitPing(ctx, addrs, deadline); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("%s does not answer: %v (see %s)", nodeName(i), err, c.logPath(i))
+	}
+	return nil
 }
 
 // restore ends every fault that may be left: links healed, servers up,

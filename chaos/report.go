@@ -71,6 +71,8 @@ type Report struct {
 	// the coordinator alone); TakeOvers how often one of them took the
 	// log's slot, the first start included.
 	Coordinators, TakeOvers int
+	// Slots is how many of the coordinators served at once (Options.Slots).
+	Slots int
 
 	// Reasons are the most frequent reasons of aborts and unknowns, with
 	// numbers masked, most frequent first.
@@ -166,6 +168,9 @@ func (r *Report) Print(w io.Writer) {
 	if r.Coordinators > 1 {
 		coordinators = fmt.Sprintf("%d coordinators on one log", r.Coordinators)
 	}
+	if r.Slots > 1 {
+		coordinators = fmt.Sprintf("%d coordinators on one log, serving %d slots at once", r.Coordinators, r.Slots)
+	}
 	fmt.Fprintf(tw, "cluster\t%s + %d participants, %d clients, %v of faults\n", coordinators, r.Participants, r.Clients, r.FaultDuration.Round(time.Second))
 	fmt.Fprintf(tw, "transactions\tattempted %d, committed %d, aborted %d, unknown %d (client got no answer)\n", r.Attempted, r.Committed, r.Aborted, r.Unknown)
 	fmt.Fprintf(tw, "  of which\t%d rolled back by the client, %d sent a failing statement, %d sent in one call (%d of them plain transactions at their participant), %d sent their statements straight to the participants; %d begin calls failed, %d sent again with their key after a lost answer\n", r.RolledBack, r.PlannedFail, r.OneCall, r.Plain, r.Direct, r.BeginFailures, r.BeginRepeats)
@@ -180,7 +185,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "faults\t%d: %s\n", total, strings.Join(parts, ", "))
 	fmt.Fprintf(tw, "coordinators\t%s\n", r.describeCoordinators())
 	if r.Coordinators > 1 {
-		fmt.Fprintf(tw, "take-overs\t%d coordinators on one log: the slot taken %d times (the first start included)\n", r.Coordinators, r.TakeOvers)
+		fmt.Fprintf(tw, "take-overs\t%d coordinators on one log: a slot taken %d times (the first starts included)\n", r.Coordinators, r.TakeOvers)
 	}
 	fmt.Fprintf(tw, "replaced\t%s\n", r.describeReplacements())
 	fmt.Fprintf(tw, "own postgres\t%s\n", r.describeEmbeddedKills())

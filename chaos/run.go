@@ -44,6 +44,10 @@ type Options struct {
 	// server (kill-embedded-postgres, replace-coordinator) do not apply
 	// to 2.
 	Coordinators int
+	// Slots, with 2 coordinators, makes both serve at once, each holding
+	// one of two slots (tpcd coordinator --slots 2); clients start at
+	// either. Default 1: one serves, the other is its standby.
+	Slots int
 	// Faults restricts the fault kinds (see FaultKinds); empty means all
 	// that apply.
 	Faults []string
@@ -75,6 +79,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Coordinators != 1 && o.Coordinators != 2 {
 		return fmt.Errorf("chaos: %d coordinators: run 1, or 2 sharing a log", o.Coordinators)
+	}
+	if o.Slots == 0 {
+		o.Slots = 1
+	}
+	if o.Slots != 1 && (o.Slots != 2 || o.Coordinators != 2) {
+		return fmt.Errorf("chaos: %d slots: run 1, or 2 with 2 coordinators", o.Slots)
 	}
 	ownLogOnly := []string{KillEmbeddedPostgres, ReplaceCoordinator}
 	if len(o.Faults) == 0 {
@@ -114,7 +124,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		return nil, err
 	}
 	log := opts.Logger
-	rep = &Report{Seed: opts.Seed, Participants: opts.Participants, Clients: opts.Clients, Coordinators: opts.Coordinators}
+	rep = &Report{Seed: opts.Seed, Participants: opts.Participants, Clients: opts.Clients, Coordinators: opts.Coordinators, Slots: opts.Slots}
 
 	root, err := makeRoot(opts.Keep)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,15 @@ func newWorkload(ctx context.Context, addrs []string, participants int, log *slo
 	return w
 }
 
+// clientAddrs are the coordinators client i calls: every one, starting
+// at the next in turn, so that coordinators serving at once (slots)
+// share the clients; a standby takes no connections, so clients of one
+// serving coordinator all land on it.
+func (w *workload) clientAddrs(i int) []string {
+	k := i % len(w.addrs)
+	return append(slices.Clone(w.addrs[k:]), w.addrs[:k]...)
+}
+
 // start launches clients; each runs until stopAndWait.
 func (w *workload) start(clients int, seed uint64) {
 	for i := range clients {
@@ -175,7 +185,7 @@ func (w *workload) start(clients int, seed uint64) {
 				// Odd clients call over batch streams, even ones over
 				// h2c, so that the coordinator's crashes and pauses meet
 				// both ways a client calls.
-				rpc: rpc.NewFailover(w.addrs, rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
+				rpc: rpc.NewFailover(w.clientAddrs(i), rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
 			}
 			defer c.rpc.Close()
 			defer func() {

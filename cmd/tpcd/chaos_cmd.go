@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,6 +16,7 @@ type ChaosCmd struct {
 	N              int      `short:"n" help:"Number of participants." default:"3"`
 	Clients        int      `help:"Concurrent clients." default:"8"`
 	Coordinators   int      `help:"Coordinator processes: 1, with its log in its own embedded PostgreSQL; or 2, sharing a log server by a lease (tpcd coordinator --lease), one serving and one its standby, so that kill-node and pause-node of either make the other take over (kill-embedded-postgres and replace-coordinator do not apply)." enum:"1,2" default:"1"`
+	Slots          int      `help:"With --coordinators 2: 2 makes both serve at once, each holding a slot (tpcd coordinator --slots 2), the clients starting at either; killing or pausing one makes the other take its slot over. 1: one serves, the other is its standby." enum:"1,2" default:"1"`
 	Seed           uint64   `help:"Seed of every random choice (faults, targets, workload); 0 picks one and prints it." default:"0"`
 	Faults         []string `help:"Fault kinds to inject, comma-separated (default: all): kill-node, kill-postgres, pause-node, link-cut, link-down, link-blackhole, link-stall, link-delay, kill-embedded-postgres, replace-coordinator." placeholder:"KIND"`
 	QuiesceTimeout Seconds  `help:"How long the cluster may take, after the faults, to end every transaction." default:"3m"`
@@ -51,6 +53,9 @@ func (c *ChaosCmd) Validate() error {
 	if c.Duration.D() <= 0 {
 		return fmt.Errorf("--duration must be more than 0 seconds")
 	}
+	if c.Slots == 2 && c.Coordinators != 2 {
+		return errors.New("--slots 2 needs --coordinators 2")
+	}
 	for _, f := range c.Faults {
 		if !contains(chaos.FaultKinds(), f) {
 			return fmt.Errorf("--faults %s: unknown kind; use some of %s", f, strings.Join(chaos.FaultKinds(), ","))
@@ -78,7 +83,7 @@ func (c *ChaosCmd) Run(g *Globals, ctx context.Context) error {
 		return fmt.Errorf("find the tpcd binary to run the nodes: %w", err)
 	}
 	rep, err := chaos.Run(ctx, chaos.Options{
-		Binary: self, Duration: c.Duration.D(), Participants: c.N, Clients: c.Clients, Coordinators: c.Coordinators, Seed: c.Seed,
+		Binary: self, Duration: c.Duration.D(), Participants: c.N, Clients: c.Clients, Coordinators: c.Coordinators, Slots: c.Slots, Seed: c.Seed,
 		Faults: c.Faults, QuiesceTimeout: c.QuiesceTimeout.D(), PGBin: c.PGBin, Keep: c.Keep,
 		Logger: stderrLogger(g),
 	})
