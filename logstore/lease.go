@@ -156,3 +156,66 @@ func (s *Store) LeaseOf(ctx context.Context, node string) (l Lease, found bool, 
 		Remaining: time.Duration(row.RemainingSeconds * float64(time.Second)),
 	}, true, nil
 }
+
+// SlotsDiffer is AgreeSlots's refusal: coordinators serving another
+// number of slots hold leases on the log.
+type SlotsDiffer struct {
+	Recorded, Asked, Live int
+}
+
+func (e *SlotsDiffer) Error() string {
+	return fmt.Sprintf("the coordinators of this log serve %d slot(s), and %d of them hold a lease now; this one was asked to serve %d: give every coordinator the same --slots, or stop them all to change it", e.Recorded, e.Live, e.Asked)
+}
+
+// AgreeSlots records that the log's coordinators serve slots slots at once
+// and returns how many they served before (1 if never recorded). While any
+// coordinator's lease is live it refuses another number (*SlotsDiffer):
+// an idempotency key belongs to the slot it hashes to among that many, so
+// coordinators that disagree could each run one key's transaction.
+func (s *Store) AgreeSlots(ctx context.Context, slots int) (before int, err error) {
+	err = s.durably(ctx, func(conn *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			n, err := s.q.SlotsOf(ctx, tx)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				before = 1
+			case err != nil:
+				return err
+			default:
+				before = int(n)
+			}
+			if before == slots {
+				return nil
+			}
+			live, err := s.q.CoordinatorLeasesLive(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if live > 0 {
+				return &SlotsDiffer{Recorded: before, Asked: slots, Live: int(live)}
+			}
+			return s.q.SlotsSet(ctx, tx, int32(slots))
+		})
+	})
+	if err != nil {
+		var differ *SlotsDiffer
+		if errors.As(err, &differ) {
+			return before, differ
+		}
+		return before, fmt.Errorf("agree on the slots: %w", err)
+	}
+	return before, nil
+}
+
+// Slots reads how many slots the log's coordinators serve (1 if never
+// recorded).
+func (s *Store) Slots(ctx context.Context) (int, error) {
+	n, err := s.q.SlotsOf(ctx, s.pool)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 1, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the slots: %w", err)
+	}
+	return int(n), nil
+}

@@ -179,3 +179,43 @@ func TestTakeOverOrdersWithAppendsInFlight(t *testing.T) {
 		t.Fatalf("log holds %d events, want only the first append's", len(recs))
 	}
 }
+
+// TestSlotsAgreeWhileCoordinatorsRun: a log records how many slots its
+// coordinators serve; another number is refused while a coordinator's
+// lease is live, and taken once none is.
+func TestSlotsAgreeWhileCoordinatorsRun(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	if n, err := s.Slots(ctx); err != nil || n != 1 {
+		t.Fatalf("slots of a new log: %d, %v; want 1", n, err)
+	}
+	if before, err := s.AgreeSlots(ctx, 1); err != nil || before != 1 {
+		t.Fatalf("agree on 1 slot: %d, %v", before, err)
+	}
+	if before, err := s.AgreeSlots(ctx, 2); err != nil || before != 1 {
+		t.Fatalf("agree on 2 slots with nobody running: %d, %v", before, err)
+	}
+	if _, taken, _, err := s.TakeLease(ctx, "coordinator.1", "b", time.Hour); err != nil || !taken {
+		t.Fatalf("take slot 1: %v %v", taken, err)
+	}
+	var differ *SlotsDiffer
+	if _, err := s.AgreeSlots(ctx, 3); !errors.As(err, &differ) || differ.Recorded != 2 || differ.Live != 1 {
+		t.Fatalf("agree on 3 slots while slot 1 is held: %v; want a refusal naming 2 slots and 1 live lease", err)
+	}
+	if before, err := s.AgreeSlots(ctx, 2); err != nil || before != 2 {
+		t.Fatalf("agree on the recorded 2 while slot 1 is held: %d, %v", before, err)
+	}
+	// Another node's lease (not a coordinator's) does not count.
+	if _, err := s.pool.Exec(ctx, "UPDATE tpcd_leases SET expires_at = now() - interval '1 second'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, taken, _, err := s.TakeLease(ctx, "other", "c", time.Hour); err != nil || !taken {
+		t.Fatalf("take another node's lease: %v %v", taken, err)
+	}
+	if before, err := s.AgreeSlots(ctx, 3); err != nil || before != 2 {
+		t.Fatalf("agree on 3 slots once no coordinator runs: %d, %v", before, err)
+	}
+	if n, err := s.Slots(ctx); err != nil || n != 3 {
+		t.Fatalf("slots recorded: %d, %v; want 3", n, err)
+	}
+}

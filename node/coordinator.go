@@ -263,6 +263,11 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 			return nil, err
 		}
 	}
+	if recorded, err := c.store.Slots(ctx); err != nil {
+		return nil, err
+	} else if recorded != opts.Slots {
+		return nil, fmt.Errorf("the coordinators of this log serve %d slot(s), this one %d: give every coordinator the same --slots (AgreeSlots records a change)", recorded, opts.Slots)
+	}
 	began := time.Now()
 	n, err := c.loop.recover(ctx)
 	if err != nil {

@@ -258,3 +258,20 @@ func OpenLeasePool(ctx context.Context, uri string, logger *slog.Logger) (*pgxpo
 	}
 	return pool, nil
 }
+
+// AgreeSlots records, in the log database at pool, that its coordinators
+// serve slots slots at once (CoordinatorOptions.Slots), before this one
+// takes one. It refuses another number than the recorded one while any
+// coordinator holds a lease (logstore.SlotsDiffer); with none running,
+// the number changes, and the keys of calls repeated across the change
+// may name another slot than their first call's.
+func AgreeSlots(ctx context.Context, pool *pgxpool.Pool, slots int, logger *slog.Logger) error {
+	before, err := logstore.New(pool).AgreeSlots(ctx, slots)
+	if err != nil {
+		return err
+	}
+	if before != slots {
+		logger.Warn("the log's coordinators now serve another number of slots: a call repeated with its idempotency key across the change may run again", "before", before, "slots", slots)
+	}
+	return nil
+}

@@ -48,3 +48,18 @@ SELECT generation
 FROM tpcd_lease_fences
 WHERE node = @node AND generation = @generation
 FOR SHARE;
+
+-- SlotsOf reads how many slots the log's coordinators serve (no row: one).
+-- name: SlotsOf :one
+SELECT slots FROM tpcd_slots WHERE only_row FOR UPDATE;
+
+-- SlotsSet records how many slots the log's coordinators serve.
+-- name: SlotsSet :exec
+INSERT INTO tpcd_slots (only_row, slots) VALUES (true, @slots::int)
+ON CONFLICT (only_row) DO UPDATE SET slots = excluded.slots;
+
+-- CoordinatorLeasesLive counts the coordinators' slots whose lease has not
+-- expired, by the log server's clock.
+-- name: CoordinatorLeasesLive :one
+SELECT count(*)::int AS live FROM tpcd_leases
+WHERE (node = 'coordinator' OR node LIKE 'coordinator.%') AND expires_at > now();

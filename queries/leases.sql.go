@@ -10,6 +10,20 @@ import (
 	"time"
 )
 
+const coordinatorLeasesLive = `-- name: CoordinatorLeasesLive :one
+SELECT count(*)::int AS live FROM tpcd_leases
+WHERE (node = 'coordinator' OR node LIKE 'coordinator.%') AND expires_at > now()
+`
+
+// CoordinatorLeasesLive counts the coordinators' slots whose lease has not
+// expired, by the log server's clock.
+func (q *Queries) CoordinatorLeasesLive(ctx context.Context, db DBTX) (int32, error) {
+	row := db.QueryRow(ctx, coordinatorLeasesLive)
+	var live int32
+	err := row.Scan(&live)
+	return live, err
+}
+
 const leaseFence = `-- name: LeaseFence :exec
 INSERT INTO tpcd_lease_fences AS f (node, generation)
 VALUES ($1, $2)
@@ -136,4 +150,27 @@ func (q *Queries) LeaseTake(ctx context.Context, db DBTX, arg LeaseTakeParams) (
 	var generation int64
 	err := row.Scan(&generation)
 	return generation, err
+}
+
+const slotsOf = `-- name: SlotsOf :one
+SELECT slots FROM tpcd_slots WHERE only_row FOR UPDATE
+`
+
+// SlotsOf reads how many slots the log's coordinators serve (no row: one).
+func (q *Queries) SlotsOf(ctx context.Context, db DBTX) (int32, error) {
+	row := db.QueryRow(ctx, slotsOf)
+	var slots int32
+	err := row.Scan(&slots)
+	return slots, err
+}
+
+const slotsSet = `-- name: SlotsSet :exec
+INSERT INTO tpcd_slots (only_row, slots) VALUES (true, $1::int)
+ON CONFLICT (only_row) DO UPDATE SET slots = excluded.slots
+`
+
+// SlotsSet records how many slots the log's coordinators serve.
+func (q *Queries) SlotsSet(ctx context.Context, db DBTX, slots int32) error {
+	_, err := db.Exec(ctx, slotsSet, slots)
+	return err
 }

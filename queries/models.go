@@ -49,3 +49,8 @@ type TpcdOutcomesHorizon struct {
 	MaxTx int64
 	Slot  int32
 }
+
+type TpcdSlot struct {
+	OnlyRow bool
+	Slots   int32
+}

@@ -156,6 +156,9 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 			return err
 		}
 		defer leasePool.Close()
+		if err := node.AgreeSlots(ctx, leasePool, c.Slots, logger); err != nil {
+			return err
+		}
 		obs.standby(true)
 		if lease, err = c.holdLease(ctx, leasePool, logger); err != nil || lease == nil {
 			return err

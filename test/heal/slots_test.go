@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +28,24 @@ import (
 func TestSlotsServeAtOnce(t *testing.T) {
 	// c1 takes slot 0, c2 slot 1 (the first free one each); c3 waits.
 	c, coords, logURI := startSharedLog(t, 3, 2, "--slots", "2")
+	// A coordinator given another number of slots refuses to start while
+	// these serve: it would put keys in other slots than they do.
+	odd := standbyNode(t, t.TempDir(), "c4")
+	args := slices.Clone(coords[2].args)
+	for i, a := range args {
+		switch a {
+		case coords[2].addr:
+			args[i] = odd.addr
+		case coords[2].metrics:
+			args[i] = odd.metrics
+		case coords[2].state:
+			args[i] = odd.state
+		}
+	}
+	args[slices.Index(args, "--slots")+1] = "3"
+	if _, errOut, code := testbin.Run(t, testbin.Binary(t), nil, "", args...); code == 0 || !strings.Contains(errOut, "serve 2 slot(s)") {
+		t.Fatalf("a coordinator with --slots 3 on a log of 2: exit %d\n%s", code, errOut)
+	}
 	slotOf := func(n *node) int {
 		var r api.PingReply
 		if err := rpc.NewClient(n.addr, rpc.ClientOptions{}).Call(t.Context(), api.MethodPing, nil, &r); err != nil {

@@ -1,0 +1,12 @@
+-- +goose Up
+-- How many slots the coordinators of this log serve at once (tpcd
+-- coordinator --slots): every coordinator must agree, since an idempotency
+-- key belongs to the slot it hashes to among that many. No row is one slot,
+-- as every log was before slots.
+CREATE TABLE tpcd_slots (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    slots    int     NOT NULL CHECK (slots >= 1)
+);
+
+-- +goose Down
+DROP TABLE tpcd_slots;
