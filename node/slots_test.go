@@ -1,0 +1,124 @@
+package node_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tpcd/tpcd/api"
+	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/pgtest"
+	"github.com/tpcd/tpcd/internal/testbin"
+	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/rpc"
+)
+
+// TestSlotsInOneProcess runs two coordinators that serve one cluster at
+// once (two slots of one log) and two participants with an engine per
+// slot, all in this process, so that the race detector watches the
+// routing between them. Clients call both coordinators, with keys and
+// without, and ask each about the other's transactions; every commit is
+// on both participants, and each slot's ids are its own.
+func TestSlotsInOneProcess(t *testing.T) {
+	ctx := t.Context()
+	logger := testcluster.Logger(t)
+	logDBs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: logger})
+	if err := node.AgreeSlots(ctx, logDBs.Log, 2, logger); err != nil {
+		t.Fatal(err)
+	}
+	coordLns := []net.Listener{testbin.Listen(t), testbin.Listen(t)}
+	partLns := []net.Listener{testbin.Listen(t), testbin.Listen(t)}
+	coordAddrs := []string{coordLns[0].Addr().String(), coordLns[1].Addr().String()}
+	partAddrs := []string{partLns[0].Addr().String(), partLns[1].Addr().String()}
+
+	var data []*pgxpool.Pool
+	for i, ln := range partLns {
+		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 30})
+		if _, err := dbs.Data.Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v text)"); err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, dbs.Data)
+		p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{ID: engine.NodeID(i), Coordinator: coordAddrs[0], Standbys: coordAddrs[1:],
+			Log: dbs.Log, Data: dbs.Data, Logger: logger, Slots: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+	}
+	for s, ln := range coordLns {
+		lease, err := node.HoldLease(ctx, logDBs.Log, node.LeaseOptions{TTL: 5 * time.Second, Holder: coordAddrs[s], Logger: logger, Slots: []int{s}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := node.StartCoordinator(ctx, ln, node.CoordinatorOptions{Participants: partAddrs, Log: logDBs.Log, Logger: logger,
+			Lease: lease, Slot: s, Slots: 2, Address: coordAddrs[s]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			c.Close()
+			lease.Release(context.Background())
+		})
+	}
+	clients := []*rpc.Client{rpc.NewClient(coordAddrs[0], rpc.ClientOptions{Stream: true}), rpc.NewClient(coordAddrs[1], rpc.ClientOptions{})}
+	for _, c := range clients {
+		t.Cleanup(func() { c.Close() })
+	}
+
+	// Eight clients, four at each coordinator, half of their transactions
+	// with a key; each then asks the other coordinator about it.
+	var committed atomic.Int64
+	var inSlot [2]atomic.Int64
+	concurrently(8, func(w int) {
+		at, other := clients[w%2], clients[1-w%2]
+		for i := range 15 {
+			k := w*100 + i
+			p := api.TransactParams{Commit: true}
+			if i%2 == 0 {
+				p.Key = "slots-" + strconv.Itoa(k)
+			}
+			for n := range 2 {
+				nid := engine.NodeID(n)
+				p.Statements = append(p.Statements, api.StatementParams{Node: &nid, SQL: "INSERT INTO kv VALUES ($1, 'x')", Args: []any{k}})
+			}
+			var r api.TransactReply
+			if err := at.Call(ctx, api.MethodTransact, p, &r); err != nil || r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
+				t.Errorf("transact %d: %v %+v", k, err, r)
+				return
+			}
+			slot := api.SlotOfTx(r.TxID)
+			if p.Key != "" && slot != api.SlotOfKey(p.Key, 2) || p.Key == "" && slot != w%2 {
+				t.Errorf("transaction %d (key %q, at coordinator %d) is of slot %d", r.TxID, p.Key, w%2, slot)
+			}
+			committed.Add(1)
+			inSlot[slot].Add(1)
+			var st engine.StatusReply
+			if err := other.Call(ctx, api.MethodStatus, api.StatusParams{TxID: r.TxID}, &st); err != nil || st.Outcome != engine.OutcomeCommit {
+				t.Errorf("status of %d at the other coordinator: %v %+v", r.TxID, err, st)
+			}
+			if p.Key != "" {
+				var again api.TransactReply
+				if err := other.Call(ctx, api.MethodTransact, p, &again); err != nil || !again.Repeated || again.TxID != r.TxID {
+					t.Errorf("transact %d repeated with its key at the other coordinator: %v %+v", k, err, again)
+				}
+			}
+		}
+	})
+	if inSlot[0].Load() == 0 || inSlot[1].Load() == 0 {
+		t.Fatalf("commits by slot: %d, %d; want both", inSlot[0].Load(), inSlot[1].Load())
+	}
+	for i, pool := range data {
+		testcluster.Eventually(t, "participant "+strconv.Itoa(i)+" holds every commit, nothing prepared", func() bool {
+			var rows, prepared int64
+			pool.QueryRow(ctx, "SELECT count(*) FROM kv").Scan(&rows)
+			pool.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts").Scan(&prepared)
+			return rows == committed.Load() && prepared == 0
+		})
+	}
+}
