@@ -16,6 +16,7 @@ import (
 	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/replay"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -37,13 +38,14 @@ func TestSlotsInOneProcess(t *testing.T) {
 	coordAddrs := []string{coordLns[0].Addr().String(), coordLns[1].Addr().String()}
 	partAddrs := []string{partLns[0].Addr().String(), partLns[1].Addr().String()}
 
-	var data []*pgxpool.Pool
+	var data, partLogs []*pgxpool.Pool
 	for i, ln := range partLns {
 		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 30})
 		if _, err := dbs.Data.Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v text)"); err != nil {
 			t.Fatal(err)
 		}
 		data = append(data, dbs.Data)
+		partLogs = append(partLogs, dbs.Log)
 		p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{ID: engine.NodeID(i), Coordinator: coordAddrs[0], Standbys: coordAddrs[1:],
 			Log: dbs.Log, Data: dbs.Data, Logger: logger, Slots: 2})
 		if err != nil {
@@ -120,5 +122,21 @@ func TestSlotsInOneProcess(t *testing.T) {
 			pool.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts").Scan(&prepared)
 			return rows == committed.Load() && prepared == 0
 		})
+	}
+
+	// Replay reads a participant's engine of each slot and checks each
+	// against the data database, which holds both slots' work.
+	rep, err := replay.Run(ctx, replay.Options{Log: partLogs[0], Data: data[0], Node: "participant-0", LazyPrepared: true})
+	if err != nil || !rep.Consistent() || len(rep.Nodes) != 1 {
+		t.Fatalf("replay of participant-0 with its data: %v, %+v", err, rep)
+	}
+	rep, err = replay.Run(ctx, replay.Options{Log: partLogs[0], Data: data[0], Node: "participant-0.1", LazyPrepared: true})
+	if err != nil || !rep.Consistent() || len(rep.Nodes) != 1 || api.SlotOfCluster(rep.Nodes[0].Cluster) != 1 {
+		t.Fatalf("replay of participant-0.1 with its data: %v, %+v", err, rep)
+	}
+	// Without a node named: the log holds one participant, in two slots.
+	rep, err = replay.Run(ctx, replay.Options{Log: partLogs[1], Data: data[1], LazyPrepared: true})
+	if err != nil || !rep.Consistent() || len(rep.Nodes) != 2 || rep.Nodes[1].Node != "participant-1.1" {
+		t.Fatalf("replay of participant 1's log with its data: %v, %+v", err, rep)
 	}
 }
