@@ -158,12 +158,16 @@ func (s *Store) LeaseOf(ctx context.Context, node string) (l Lease, found bool, 
 }
 
 // SlotsDiffer is AgreeSlots's refusal: coordinators serving another
-// number of slots hold leases on the log.
+// number of slots hold leases on the log (Live), or the number asked is
+// smaller than the recorded one.
 type SlotsDiffer struct {
 	Recorded, Asked, Live int
 }
 
 func (e *SlotsDiffer) Error() string {
+	if e.Asked < e.Recorded {
+		return fmt.Sprintf("the coordinators of this log serve %d slot(s); this one was asked to serve %d, but slots are never taken away: the higher slots' logs and transactions would be left to nobody (fewer coordinators than slots serve them all: a serving one takes over a slot nobody holds)", e.Recorded, e.Asked)
+	}
 	return fmt.Sprintf("the coordinators of this log serve %d slot(s), and %d of them hold a lease now; this one was asked to serve %d: give every coordinator the same --slots, or stop them all to change it", e.Recorded, e.Live, e.Asked)
 }
 
@@ -171,7 +175,9 @@ func (e *SlotsDiffer) Error() string {
 // and returns how many they served before (1 if never recorded). While any
 // coordinator's lease is live it refuses another number (*SlotsDiffer):
 // an idempotency key belongs to the slot it hashes to among that many, so
-// coordinators that disagree could each run one key's transaction.
+// coordinators that disagree could each run one key's transaction. It
+// never lowers the number: a slot taken away would leave its log, its
+// transactions and the participants' branches of them to nobody.
 func (s *Store) AgreeSlots(ctx context.Context, slots int) (before int, err error) {
 	err = s.durably(ctx, func(conn *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -186,6 +192,9 @@ func (s *Store) AgreeSlots(ctx context.Context, slots int) (before int, err erro
 			}
 			if before == slots {
 				return nil
+			}
+			if slots < before {
+				return &SlotsDiffer{Recorded: before, Asked: slots}
 			}
 			live, err := s.q.CoordinatorLeasesLive(ctx, tx)
 			if err != nil {

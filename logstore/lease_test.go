@@ -218,4 +218,8 @@ func TestSlotsAgreeWhileCoordinatorsRun(t *testing.T) {
 	if n, err := s.Slots(ctx); err != nil || n != 3 {
 		t.Fatalf("slots recorded: %d, %v; want 3", n, err)
 	}
+	// Never fewer: slot 2's log would be left to nobody.
+	if _, err := s.AgreeSlots(ctx, 2); !errors.As(err, &differ) || differ.Asked != 2 || differ.Recorded != 3 {
+		t.Fatalf("agree on 2 slots after 3: %v; want a refusal", err)
+	}
 }

@@ -125,10 +125,9 @@ type peerHealth struct {
 // coordinatorStore is the coordinator's log, its appends fenced by its
 // lease if it holds one.
 func coordinatorStore(opts CoordinatorOptions) *logstore.Store {
-	s := logstore.New(opts.Log)
-	if opts.Slots > 1 {
-		s = s.ForSlot(opts.Slot, uint64(api.FirstTxOfSlot(opts.Slot)), uint64(api.EndTxOfSlot(opts.Slot)))
-	}
+	// Its own slot's outcomes only, with one slot too: a log that served
+	// more keeps the others' (slots are never taken away).
+	s := logstore.New(opts.Log).ForSlot(opts.Slot, uint64(api.FirstTxOfSlot(opts.Slot)), uint64(api.EndTxOfSlot(opts.Slot)))
 	name := api.CoordinatorSlotName(opts.Slot)
 	switch {
 	case opts.Lease != nil:

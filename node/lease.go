@@ -263,10 +263,24 @@ func OpenLeasePool(ctx context.Context, uri string, logger *slog.Logger) (*pgxpo
 // serve slots slots at once (CoordinatorOptions.Slots), before this one
 // takes one. It refuses another number than the recorded one while any
 // coordinator holds a lease (logstore.SlotsDiffer); with none running,
-// the number changes, and the keys of calls repeated across the change
-// may name another slot than their first call's.
+// the number may grow, and the keys of calls repeated across the change
+// may name another slot than their first call's; it never shrinks.
 func AgreeSlots(ctx context.Context, pool *pgxpool.Pool, slots int, logger *slog.Logger) error {
-	before, err := logstore.New(pool).AgreeSlots(ctx, slots)
+	store := logstore.New(pool)
+	recorded, err := store.Slots(ctx)
+	if err != nil {
+		return err
+	}
+	if recorded != slots {
+		// A coordinator without a lease holds no live lease, but the
+		// log lock: it serves as many slots as recorded.
+		if holder, held, err := LogLockHolder(ctx, pool); err != nil {
+			return err
+		} else if held {
+			return fmt.Errorf("a coordinator without --lease (%s) serves this log with %d slot(s); this one was asked to serve %d: stop it first", holder, recorded, slots)
+		}
+	}
+	before, err := store.AgreeSlots(ctx, slots)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,11 @@ ALTER TABLE tpcd_outcomes_horizon ALTER COLUMN slot DROP DEFAULT;
 ALTER TABLE tpcd_outcomes_horizon ADD PRIMARY KEY (slot);
 
 -- +goose Down
-DELETE FROM tpcd_outcomes_horizon WHERE slot <> 0;
+-- One horizon again, the largest of all slots': it may say forgotten where
+-- a slot knew aborted, never the other way round.
+UPDATE tpcd_outcomes_horizon SET max_tx = (SELECT max(max_tx) FROM tpcd_outcomes_horizon);
+DELETE FROM tpcd_outcomes_horizon
+WHERE slot <> (SELECT min(slot) FROM tpcd_outcomes_horizon);
 ALTER TABLE tpcd_outcomes_horizon DROP COLUMN slot;
 ALTER TABLE tpcd_outcomes_horizon ADD COLUMN only_row boolean NOT NULL DEFAULT true CHECK (only_row);
 ALTER TABLE tpcd_outcomes_horizon ADD PRIMARY KEY (only_row);
