@@ -307,8 +307,10 @@ func startCluster(ctx context.Context, opts Options, root string, log *slog.Logg
 		c.second = secondProc
 		go c.second.supervise()
 		if opts.Slots == 2 {
-			if err := waitPing(ctx, []string{c.secondAddr}, time.Now().Add(2*time.Minute)); err != nil {
-				return c, fmt.Errorf("%s, serving the second slot: %w (see its log)", secondCoordinator, err)
+			// Slot 1 served, by the second or, should it be slow to start,
+			// by the first, which then takes it over itself.
+			if err := waitPing(ctx, c.coordAddrs(), api.PingParams{Slot: &secondSlot}, time.Now().Add(2*time.Minute)); err != nil {
+				return c, fmt.Errorf("the second slot is not served: %w (see %s's log)", err, secondCoordinator)
 			}
 		}
 	}
@@ -550,14 +552,18 @@ func (c *cluster) waitServing(ctx context.Context, limit time.Duration) error {
 	return nil
 }
 
-// waitPing waits until the node at one of addrs answers a ping, up to
-// deadline.
-func waitPing(ctx context.Context, addrs []string, deadline time.Time) error {
+// secondSlot is the slot a ping asks about to learn that the second of
+// two slots is served.
+var secondSlot = 1
+
+// waitPing waits until the node at one of addrs answers a ping with
+// params, up to deadline.
+func waitPing(ctx context.Context, addrs []string, params any, deadline time.Time) error {
 	cl := rpc.NewFailover(addrs, rpc.ClientOptions{DialTimeout: time.Second})
 	defer cl.Close()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := cl.Call(cctx, api.MethodPing, struct{}{}, nil)
+		err := cl.Call(cctx, api.MethodPing, params, nil)
 		cancel()
 		switch {
 		case err == nil:
@@ -577,7 +583,7 @@ func (c *cluster) waitNodeServing(ctx context.Context, i int, deadline time.Time
 	if i == 0 {
 		addrs = c.coordAddrs() // either coordinator
 	}
-	if err := waitPing(ctx, addrs, deadline); err != nil {
+	if err := waitPing(ctx, addrs, struct{}{}, deadline); err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
