@@ -39,6 +39,7 @@ func TestSlotsInOneProcess(t *testing.T) {
 	partAddrs := []string{partLns[0].Addr().String(), partLns[1].Addr().String()}
 
 	var data, partLogs []*pgxpool.Pool
+	var parts []*node.Participant
 	for i, ln := range partLns {
 		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 30})
 		if _, err := dbs.Data.Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v text)"); err != nil {
@@ -52,6 +53,7 @@ func TestSlotsInOneProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.Close() })
+		parts = append(parts, p)
 	}
 	for s, ln := range coordLns {
 		lease, err := node.HoldLease(ctx, logDBs.Log, node.LeaseOptions{TTL: 5 * time.Second, Holder: coordAddrs[s], Logger: logger, Slots: []int{s}})
@@ -122,6 +124,21 @@ func TestSlotsInOneProcess(t *testing.T) {
 			pool.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts").Scan(&prepared)
 			return rows == committed.Load() && prepared == 0
 		})
+	}
+
+	// A participant counts what it holds of every slot: an open
+	// transaction of slot 1 shows in participant 0's snapshot (the
+	// metrics, and the wait of tpcd probe --until-settled, read it).
+	zero := engine.NodeID(0)
+	var ex engine.ExecReply
+	if err := clients[1].Call(ctx, api.MethodExec, api.ExecParams{Node: &zero, SQL: "INSERT INTO kv VALUES (100000, 'open')"}, &ex); err != nil || api.SlotOfTx(ex.TxID) != 1 {
+		t.Fatalf("exec at coordinator 1: %v, tx %d", err, ex.TxID)
+	}
+	if snap, err := parts[0].Snapshot(ctx); err != nil || snap.Open != 1 {
+		t.Fatalf("participant 0's snapshot with slot 1's transaction open: %+v, %v; want it counted", snap, err)
+	}
+	if err := clients[0].Call(ctx, api.MethodRollback, api.TxParams{TxID: ex.TxID}, nil); err != nil {
+		t.Fatalf("rollback of slot 1's transaction at coordinator 0: %v", err)
 	}
 
 	// Replay reads a participant's engine of each slot and checks each

@@ -77,21 +77,29 @@ type ParticipantSnapshot struct {
 	Open, InDoubt int
 }
 
-// Snapshot reads the participant's state on its loop goroutine.
+// Snapshot reads the participant's state on its loop goroutine: of every
+// slot's engine, where several coordinators serve at once, so that what
+// waits on the participant is counted whichever slot it belongs to.
 func (p *Participant) Snapshot(ctx context.Context) (ParticipantSnapshot, error) {
 	var s ParticipantSnapshot
-	err := p.loop.query(ctx, func() {
-		for _, tx := range p.eng.Transactions() {
-			switch tx.Phase {
-			case engine.PartPhasePrepared:
-				s.InDoubt++
-			case engine.PartPhaseWorking, engine.PartPhasePreparing:
-				s.Open++
+	slots := p.slots
+	if len(slots) == 0 {
+		slots = []*Participant{p}
+	}
+	for _, q := range slots {
+		err := q.loop.query(ctx, func() {
+			for _, tx := range q.eng.Transactions() {
+				switch tx.Phase {
+				case engine.PartPhasePrepared:
+					s.InDoubt++
+				case engine.PartPhaseWorking, engine.PartPhasePreparing:
+					s.Open++
+				}
 			}
+		})
+		if err != nil {
+			return ParticipantSnapshot{}, fmt.Errorf("participant snapshot of %s: %w", q.name, err)
 		}
-	})
-	if err != nil {
-		return ParticipantSnapshot{}, fmt.Errorf("participant snapshot: %w", err)
 	}
 	return s, nil
 }
