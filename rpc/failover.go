@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 )
 
@@ -19,9 +20,17 @@ import (
 // been replaced, and if it was not, the others refuse at once. It is safe
 // for concurrent use.
 type Failover struct {
-	clients []*Client
+	// clients is replaced, never changed in place, when Prefer adds one.
+	clients atomic.Pointer[[]*Client]
 	current atomic.Int64
+	opts    ClientOptions
+
+	mu    sync.Mutex // serializes Prefer's additions
+	added int
 }
+
+// maxPreferred bounds the addresses Prefer adds to those given.
+const maxPreferred = 8
 
 // NewFailover returns a Failover over addrs ("host:port" each, at least
 // one), each called as NewClient(addr, opts) would. It does not connect yet.
@@ -29,26 +38,44 @@ func NewFailover(addrs []string, opts ClientOptions) *Failover {
 	if len(addrs) == 0 {
 		panic("rpc: NewFailover needs at least one address")
 	}
-	f := &Failover{}
-	for _, a := range addrs {
-		f.clients = append(f.clients, NewClient(a, opts))
+	f := &Failover{opts: opts}
+	clients := make([]*Client, len(addrs))
+	for i, a := range addrs {
+		clients[i] = NewClient(a, opts)
 	}
+	f.clients.Store(&clients)
 	return f
 }
 
 // Addr returns the address calls go to now.
-func (f *Failover) Addr() string { return f.clients[f.current.Load()].addr }
+func (f *Failover) Addr() string {
+	// The list only grows, and current may already index a longer one.
+	clients := *f.clients.Load()
+	return clients[f.current.Load()%int64(len(clients))].addr
+}
 
-// Prefer makes addr, if it is one of f's, the address calls go to next:
-// the server that holds what the caller needs, where several serve at
-// once. Another address is ignored.
+// Prefer makes addr the address calls go to next: the server that holds
+// what the caller needs, where several serve at once. An address f was not
+// given joins its list (a few at most; beyond that, one not given is
+// ignored), after the others, so that when it stops answering calls move
+// on to them.
 func (f *Failover) Prefer(addr string) {
-	for i, c := range f.clients {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clients := *f.clients.Load()
+	for i, c := range clients {
 		if c.addr == addr {
 			f.current.Store(int64(i))
 			return
 		}
 	}
+	if f.added >= maxPreferred {
+		return
+	}
+	f.added++
+	grown := append(clients[:len(clients):len(clients)], NewClient(addr, f.opts))
+	f.clients.Store(&grown)
+	f.current.Store(int64(len(grown) - 1))
 }
 
 // Call is Client.Call on the serving address.
@@ -75,12 +102,13 @@ func (f *Failover) NotifyBatch(ctx context.Context, calls []BatchCall) error {
 // on the next ones, once around the list; the first client that connects
 // becomes current.
 func (f *Failover) each(call func(*Client) error) error {
+	clients := *f.clients.Load()
 	start := f.current.Load()
-	n := int64(len(f.clients))
+	n := int64(len(clients))
 	var err error
 	for k := range n {
 		i := (start + k) % n
-		err = call(f.clients[i])
+		err = call(clients[i])
 		switch {
 		case err == nil || !IsTransport(err):
 			if i != start {
@@ -98,7 +126,7 @@ func (f *Failover) each(call func(*Client) error) error {
 // Close closes every client.
 func (f *Failover) Close() error {
 	var errs []error
-	for _, c := range f.clients {
+	for _, c := range *f.clients.Load() {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -88,5 +89,53 @@ func TestFailoverMovesOnOnlyWhenNotConnected(t *testing.T) {
 				t.Fatalf("call after a mute server: %+v, %v, at %s", got, err, g.Addr())
 			}
 		})
+	}
+}
+
+// TestFailoverPrefer: Prefer moves calls to an address of the list, and
+// adds one it was not given, from which calls move on to the others once
+// it refuses connections.
+func TestFailoverPrefer(t *testing.T) {
+	ctx := context.Background()
+	m := newTestMethods()
+	_, ln1 := startServer(t, "", ServerOptions{Methods: m.methods()})
+	srv2, ln2 := startServer(t, "", ServerOptions{Methods: m.methods()})
+	one, two := ln1.Addr().String(), ln2.Addr().String()
+	f := NewFailover([]string{testbin.RefusingAddr(t), one}, ClientOptions{Stream: true})
+	defer f.Close()
+	var got echoParams
+	if err := f.Call(ctx, "echo", echoParams{Text: "a"}, &got); err != nil || f.Addr() != one {
+		t.Fatalf("first call: %v, at %s", err, f.Addr())
+	}
+	f.Prefer(two)
+	if err := f.Call(ctx, "echo", echoParams{Text: "b"}, &got); err != nil || got.Text != "b" || f.Addr() != two {
+		t.Fatalf("call after Prefer(%s): %+v, %v, at %s", two, got, err, f.Addr())
+	}
+	f.Prefer(one)
+	if f.Addr() != one {
+		t.Fatalf("Prefer(%s) of a given address: calls go to %s", one, f.Addr())
+	}
+	f.Prefer(two)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := srv2.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f.Call(ctx, "echo", echoParams{Text: "c"}, &got)
+		if err == nil && f.Addr() == one {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls after the preferred address stopped: %v, at %s; want them back at %s", err, f.Addr(), one)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range maxPreferred + 2 {
+		f.Prefer(testbin.RefusingAddr(t) + strconv.Itoa(i))
+	}
+	if n := len(*f.clients.Load()); n != 3+maxPreferred-1 {
+		t.Fatalf("%d addresses after many preferred; want the given 2 and %d added", n, maxPreferred)
 	}
 }
