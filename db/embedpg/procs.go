@@ -72,15 +72,21 @@ func procState(proc string) string {
 // waits until none is left: a new postmaster refuses to start while old
 // backends still hold the previous shared memory.
 func killCluster(postmaster int, dir string, timeout time.Duration) error {
+	// A dying process loses its working directory before it is done
+	// exiting, so every process found here, and every one killed below, is
+	// followed by pid until it is gone. Those found before the postmaster
+	// dies are followed too: a backend that notices its death exits on its
+	// own, and is past recognising by its directory while it does.
+	killed := map[int]bool{}
+	for _, pid := range clusterProcs(dir) {
+		killed[pid] = true
+	}
 	if postmaster > 0 {
 		if err := syscall.Kill(postmaster, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("kill postmaster %d: %w", postmaster, err)
 		}
 	}
 	deadline := time.Now().Add(timeout)
-	// A dying process loses its working directory before it is done
-	// exiting, so the ones we killed are followed by pid until they are.
-	killed := map[int]bool{}
 	for {
 		pids := clusterProcs(dir)
 		for pid := range killed {
