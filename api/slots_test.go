@@ -12,8 +12,8 @@ func TestSlotsOfIDsKeysAndClusters(t *testing.T) {
 		if SlotOfTx(first) != s || SlotOfTx(end-1) != s || SlotOfTx(end) != s+1 {
 			t.Fatalf("slot %d's ids [%d, %d) map to slots %d, %d, and %d past the end", s, first, end, SlotOfTx(first), SlotOfTx(end-1), SlotOfTx(end))
 		}
-		if SlotOfCluster(SlotCluster("0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6", s)) != s {
-			t.Fatalf("slot %d's cluster id names slot %d", s, SlotOfCluster(SlotCluster("x", s)))
+		if got := SlotOfCluster(SlotCluster("0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6", s)); got != s {
+			t.Fatalf("slot %d's cluster id names slot %d", s, got)
 		}
 	}
 	// Ids stay below 2^53, which every JSON reader holds exactly.
@@ -29,12 +29,20 @@ func TestSlotsOfIDsKeysAndClusters(t *testing.T) {
 		}
 	}
 	// A key's slot is fixed by the key and the number of slots: every
-	// coordinator must compute the same one.
+	// coordinator, of any version, must compute the same one.
+	for _, c := range []struct {
+		key         string
+		slots, want int
+	}{{"order-17", 2, 0}, {"order-17", 3, 1}, {"order-17", 64, 46}, {"transfer-100000", 64, 16}, {"slots-0", 2, 1}} {
+		if got := SlotOfKey(c.key, c.slots); got != c.want {
+			t.Errorf("SlotOfKey(%q, %d) = %d, want %d (FNV-1a of the key, modulo the slots)", c.key, c.slots, got, c.want)
+		}
+	}
 	counts := make([]int, 3)
 	for i := range 3000 {
 		key := "order-" + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676))
 		s := SlotOfKey(key, 3)
-		if s != SlotOfKey(key, 3) || s < 0 || s >= 3 {
+		if s < 0 || s >= 3 {
 			t.Fatalf("key %q: slot %d", key, s)
 		}
 		counts[s]++
