@@ -191,9 +191,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 	case opts.Slots > 1 && opts.Lease == nil:
 		return nil, errors.New("coordinators that share a cluster's slots hold them by leases")
 	}
-	if opts.Slots > 1 {
-		opts.Engine.FirstTx = api.FirstTxOfSlot(opts.Slot)
-	}
+	opts.Engine.FirstTx = api.FirstTxOfSlot(opts.Slot)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -297,7 +295,7 @@ func StartCoordinator(ctx context.Context, ln net.Listener, opts CoordinatorOpti
 
 	c.watch.checkHealth(ctx, c.CheckHealth)
 	if opts.Slots > 1 {
-		c.router = newSlotRouter(opts.Slot, opts.Slots, opts.Address, logstore.New(opts.Log), opts.Transport, c.logger)
+		c.router = newSlotRouter(opts.Slot, opts.Address, logstore.New(opts.Log), opts.Transport, c.logger)
 	}
 	c.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: c.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: c.methods(),
 		Inline:       coordinatorMethods,
@@ -414,10 +412,8 @@ func (c *Coordinator) methods() map[string]rpc.Handler {
 // passes the question on to that slot's coordinator.
 func (c *Coordinator) ping(ctx context.Context, raw json.RawMessage) (any, error) {
 	var p api.PingParams
-	if len(raw) > 0 && string(raw) != "null" {
-		if err := rpc.DecodeParams(raw, &p); err != nil {
-			return nil, err
-		}
+	if err := rpc.DecodeOptionalParams(raw, &p); err != nil {
+		return nil, err
 	}
 	if p.Slot != nil && *p.Slot != c.opts.Slot {
 		if c.router == nil || *p.Slot < 0 || *p.Slot >= c.opts.Slots {
@@ -447,14 +443,14 @@ func (c *Coordinator) routed(method string, h rpc.Handler) rpc.Handler {
 			Key  string      `json:"key"`
 		}
 		if json.Unmarshal(raw, &names) == nil {
-			slot, other := 0, false
+			slot := c.opts.Slot
 			switch {
 			case names.TxID != 0:
-				slot, other = c.router.ofTx(names.TxID)
+				slot = api.SlotOfTx(names.TxID)
 			case names.Key != "":
-				slot, other = c.router.ofKey(names.Key)
+				slot = api.SlotOfKey(names.Key, c.opts.Slots)
 			}
-			if other && slot < c.opts.Slots {
+			if slot != c.opts.Slot && slot < c.opts.Slots {
 				return c.router.forward(ctx, slot, method, raw)
 			}
 		}

@@ -69,8 +69,9 @@ func (d *directCalls) answer(r engine.ExecResult) {
 }
 
 // directExec serves api.MethodDirectExec: the statement goes to the engine
-// as if the coordinator had sent it, marked direct, and the engine's
-// answer comes back here instead of going to the coordinator.
+// of its transaction's slot as if the coordinator had sent it, marked
+// direct, and the engine's answer comes back here instead of going to the
+// coordinator.
 func (p *Participant) directExec(ctx context.Context, raw json.RawMessage) (any, error) {
 	var params api.DirectExecParams
 	if err := rpc.DecodeParams(raw, &params); err != nil {
@@ -88,6 +89,16 @@ func (p *Participant) directExec(ctx context.Context, raw json.RawMessage) (any,
 	if err := p.notReady(); err != nil {
 		return nil, err
 	}
+	q, err := p.slotEngine(api.SlotOfTx(params.TxID))
+	if err != nil {
+		return nil, err
+	}
+	return q.runDirect(ctx, params)
+}
+
+// runDirect runs a direct statement on this slot's engine and waits for
+// its answer.
+func (p *Participant) runDirect(ctx context.Context, params api.DirectExecParams) (any, error) {
 	k := directStmt{params.TxID, params.Stmt}
 	ch, ok := p.direct.wait(k)
 	if !ok {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +69,7 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 	}
 	// The row names this process alone, so that a take whose answer was
 	// lost is recognised as its own at the next try.
-	holder := opts.Holder + " #" + strconv.FormatUint(rand.Uint64(), 36)
+	holder := opts.Holder + holderNonceSep + strconv.FormatUint(rand.Uint64(), 36)
 	// A standby asks every tenth of the TTL: it takes over within that of
 	// the lease's expiry.
 	poll := opts.TTL / 10
@@ -95,6 +96,8 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 		locked, err := lockedOut()
 		for _, slot = range slots {
 			if err != nil || locked {
+				// Nothing is taken while a coordinator without a lease
+				// holds the log lock, or the lock cannot be read.
 				break
 			}
 			node = api.CoordinatorSlotName(slot)
@@ -111,7 +114,7 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 				// tried first next time, so that the lease is not left
 				// naming this process while it takes another.
 				i := slices.Index(slots, slot)
-				slots = append(append([]int{slot}, slots[:i]...), slots[i+1:]...)
+				slots = slices.Concat([]int{slot}, slots[:i], slots[i+1:])
 				break
 			}
 		}
@@ -151,6 +154,16 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 
 // Slot is the slot this lease holds (LeaseOptions.Slots).
 func (l *Lease) Slot() int { return l.slot }
+
+// holderNonceSep parts a lease holder's address (LeaseOptions.Holder) from
+// the nonce that names its process in the lease row.
+const holderNonceSep = " #"
+
+// holderAddr is the address a lease row's holder names.
+func holderAddr(holder string) string {
+	addr, _, _ := strings.Cut(holder, holderNonceSep)
+	return addr
+}
 
 // Generation is the slot's generation this lease holds; appends name it.
 func (l *Lease) Generation() int64 { return l.generation }

@@ -278,20 +278,18 @@ func (p *Participant) methods() map[string]rpc.Handler {
 	m := map[string]rpc.Handler{
 		api.MethodPing: func(ctx context.Context, raw json.RawMessage) (any, error) {
 			var params api.PingParams
-			if len(raw) > 0 && string(raw) != "null" {
-				if err := rpc.DecodeParams(raw, &params); err != nil {
-					return nil, err
-				}
+			if err := rpc.DecodeOptionalParams(raw, &params); err != nil {
+				return nil, err
 			}
 			if err := p.notReady(); err != nil {
 				return nil, err
 			}
 			q := p
 			if params.Slot != nil {
-				if *params.Slot < 0 || *params.Slot >= len(p.slots) {
-					return nil, rpc.Errorf(rpc.CodeInvalidParams, "slot %d: this participant serves %d slot(s) (tpcd participant --slots)", *params.Slot, len(p.slots))
+				var err error
+				if q, err = p.slotEngine(*params.Slot); err != nil {
+					return nil, err
 				}
-				q = p.slots[*params.Slot]
 			}
 			q.mu.Lock()
 			defer q.mu.Unlock()
@@ -302,40 +300,28 @@ func (p *Participant) methods() map[string]rpc.Handler {
 			return r, nil
 		},
 	}
-	if len(p.slots) == 1 {
-		serveMessages(m, participantMethods, p.loop, p.notReady)
-		m[api.MethodDirectExec] = p.directExec
-	} else {
-		serveMessagesVia(m, participantMethods, p.slotLoop, p.notReady)
-		m[api.MethodDirectExec] = p.slotDirectExec
-	}
+	serveMessagesVia(m, participantMethods, p.slotLoop, p.notReady)
+	m[api.MethodDirectExec] = p.directExec
 	m[api.MethodPlainTransact] = p.plainTransact
 	return m
 }
 
-// slotLoop is the loop of the slot's engine a message belongs to.
-func (p *Participant) slotLoop(_ context.Context, _ string, m engine.Message, _ json.RawMessage) (*loop, error) {
-	s := messageSlot(m)
-	if s >= len(p.slots) {
-		return nil, rpc.Errorf(rpc.CodeInvalidParams, "the message belongs to slot %d; this participant serves %d slot(s) (tpcd participant --slots)", s, len(p.slots))
+// slotEngine is this participant's engine of slot s (package api,
+// "Slots"); asked on slot 0, which serves the node's RPC.
+func (p *Participant) slotEngine(s int) (*Participant, error) {
+	if s < 0 || s >= len(p.slots) {
+		return nil, rpc.Errorf(rpc.CodeInvalidParams, "slot %d: this participant serves %d slot(s) (tpcd participant --slots)", s, len(p.slots))
 	}
-	return p.slots[s].loop, nil
+	return p.slots[s], nil
 }
 
-// slotDirectExec hands a direct statement to the engine of its
-// transaction's slot.
-func (p *Participant) slotDirectExec(ctx context.Context, raw json.RawMessage) (any, error) {
-	var names struct {
-		TxID engine.TxID `json:"tx"`
+// slotLoop is the loop of the slot's engine a message belongs to.
+func (p *Participant) slotLoop(_ context.Context, _ string, m engine.Message, _ json.RawMessage) (*loop, error) {
+	q, err := p.slotEngine(messageSlot(m))
+	if err != nil {
+		return nil, err
 	}
-	s := 0
-	if json.Unmarshal(raw, &names) == nil {
-		s = api.SlotOfTx(names.TxID)
-	}
-	if s >= len(p.slots) {
-		return nil, rpc.Errorf(rpc.CodeInvalidParams, "transaction %d belongs to slot %d; this participant serves %d slot(s) (tpcd participant --slots)", names.TxID, s, len(p.slots))
-	}
-	return p.slots[s].directExec(ctx, raw)
+	return q.loop, nil
 }
 
 // notReady is the refusal of a request while the node's databases are

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +42,7 @@ const holderTTL = time.Second
 // slotRouter passes calls that belong to another slot to the coordinator
 // holding it.
 type slotRouter struct {
-	slot, slots int
+	slot int
 	// self is this coordinator's address, as its lease names it.
 	self      string
 	store     *logstore.Store
@@ -65,8 +64,8 @@ type slotHolder struct {
 	read time.Time
 }
 
-func newSlotRouter(slot, slots int, self string, store *logstore.Store, transport Transport, logger *slog.Logger) *slotRouter {
-	return &slotRouter{slot: slot, slots: slots, self: self, store: store, transport: transport, logger: logger,
+func newSlotRouter(slot int, self string, store *logstore.Store, transport Transport, logger *slog.Logger) *slotRouter {
+	return &slotRouter{slot: slot, self: self, store: store, transport: transport, logger: logger,
 		holders: map[int]slotHolder{}, clients: map[string]*rpc.Client{},
 		passing: map[int]*batchQueue[forwardParams]{}, done: make(chan struct{})}
 }
@@ -84,18 +83,6 @@ func forwardedClient(ctx context.Context) string {
 	return c
 }
 
-// ofTx is the slot of transaction tx, and whether it is another's.
-func (r *slotRouter) ofTx(tx engine.TxID) (int, bool) {
-	s := api.SlotOfTx(tx)
-	return s, s != r.slot
-}
-
-// ofKey is the slot of an idempotency key, and whether it is another's.
-func (r *slotRouter) ofKey(key string) (int, bool) {
-	s := api.SlotOfKey(key, r.slots)
-	return s, s != r.slot
-}
-
 // holder is the address of the coordinator holding slot s, from its lease.
 func (r *slotRouter) holder(ctx context.Context, s int, fresh bool) (string, error) {
 	r.mu.Lock()
@@ -111,7 +98,7 @@ func (r *slotRouter) holder(ctx context.Context, s int, fresh bool) (string, err
 	case !found || lease.Remaining <= 0:
 		return "", unavailable(fmt.Errorf("slot %d has no coordinator now (its lease is not held); a standby takes it over within its lease's time", s))
 	}
-	addr, _, _ := strings.Cut(lease.Holder, " ")
+	addr := holderAddr(lease.Holder)
 	r.mu.Lock()
 	r.holders[s] = slotHolder{addr: addr, read: time.Now()}
 	r.mu.Unlock()

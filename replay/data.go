@@ -319,11 +319,11 @@ type checker struct {
 	r   *runner
 	rep *NodeReport
 	id  engine.NodeID
-	// coordCluster caches the cluster of the coordinator's log in the same
-	// database ("" if there is none); coordRead says it was looked up.
-	coordCluster string
-	coordName    string
-	coordRead    bool
+	// coordName caches the node name of the coordinator's log of this
+	// participant's cluster in the same database ("" if there is none);
+	// coordRead says it was looked up.
+	coordName string
+	coordRead bool
 }
 
 // errStop ends a Scan early.
@@ -346,7 +346,7 @@ func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string,
 				if ev, err := engine.DecodeEvent(rec.Payload); err == nil {
 					if s, ok := ev.(engine.CoordStarted); ok {
 						if s.Cluster == c.rep.Cluster {
-							c.coordCluster, c.coordName = s.Cluster, name
+							c.coordName = name
 						}
 						return errStop
 					}
@@ -361,7 +361,7 @@ func (c *checker) decision(ctx context.Context, tx engine.TxID) (outcome string,
 			}
 		}
 	}
-	if c.coordCluster == "" || c.coordCluster != c.rep.Cluster {
+	if c.coordName == "" {
 		return "", false, nil
 	}
 	evs, err := c.r.readTx(ctx, c.coordName, uint64(tx))

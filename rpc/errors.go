@@ -173,6 +173,16 @@ func decodeFast(params []byte, v any) bool {
 	return false
 }
 
+// DecodeOptionalParams decodes params that a method may go without: absent
+// params leave v as it is; anything else is decoded as DecodeParams does
+// (null and arrays are refused).
+func DecodeOptionalParams(raw json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	return DecodeParams(raw, v)
+}
+
 // DecodeNoParams checks the params of a method that takes none: they must
 // be absent or an empty object. Positional params (an array, even an empty
 // one), null and members are refused with CodeInvalidParams, as

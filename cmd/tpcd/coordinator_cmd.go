@@ -85,7 +85,7 @@ func (c *CoordinatorCmd) Validate() error {
 		return fmt.Errorf("--slot %d: give 0 to %d, or -1 for any", c.Slot, c.Slots-1)
 	}
 	if c.Slots > 1 {
-		if host, _, err := net.SplitHostPort(c.Host); err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+		if host, _, err := net.SplitHostPort(c.Host); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
 			return fmt.Errorf("--host %s: with --slots the other coordinators pass calls to this address, so give one they can reach", c.Host)
 		}
 	}
