@@ -53,7 +53,8 @@ type ParticipantOptions struct {
 	CompactEvery time.Duration
 	// Transport secures RPC (tokens, TLS); the zero value is plain h2c.
 	Transport Transport
-	// Observer, if set, watches the loop (metrics).
+	// Observer, if set, watches the loop (metrics). With several slots it
+	// watches every slot's engine, from each one's loop goroutine at once.
 	Observer Observer
 	// Slots is how many coordinators serve the cluster at once (tpcd
 	// coordinator --slots; package api, "Slots"): the participant runs an
@@ -102,6 +103,8 @@ type Participant struct {
 	cluster  string
 	epoch    engine.Epoch
 	finished *compactor // ended here, compacted a while later
+	// recovered is how many events this slot's log replayed at start.
+	recovered int
 	// watch is what operators read (Health, LatestSnapshot).
 	watch watched[ParticipantSnapshot]
 
@@ -146,6 +149,9 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 			}
 		}
 	}()
+	// Every slot's engine feeds the node's metrics (their counters are
+	// the node's totals); the recovery is reported once, for all slots.
+	began := time.Now()
 	for s := range opts.Slots {
 		q, eff, err := recoverSlot(ctx, opts, s)
 		if q != nil {
@@ -158,6 +164,13 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	}
 	p := slots[0]
 	p.slots = slots
+	if opts.Observer != nil {
+		events := 0
+		for _, q := range slots {
+			events += q.recovered
+		}
+		opts.Observer.Recovered(events, time.Since(began))
+	}
 	p.watch.checkHealth(ctx, p.CheckHealth)
 	p.server = rpc.NewServer(opts.Transport.server(rpc.ServerOptions{Logger: p.logger, MaxRequestBytes: opts.MaxRequestBytes, Methods: p.methods(),
 		Inline: participantMethods}))
@@ -186,11 +199,6 @@ func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Particip
 	logger := opts.Logger.With("role", "participant", "node", int(opts.ID))
 	if opts.Slots > 1 {
 		logger = logger.With("slot", s)
-	}
-	if s > 0 {
-		// The node's metrics and status watch slot 0's engine; the
-		// others' events would be counted twice over otherwise.
-		opts.Observer = nil
 	}
 	p := &Participant{
 		opts:   opts,
@@ -244,11 +252,9 @@ func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Particip
 			inDoubt++
 		}
 	}
+	p.recovered = n
 	p.logger.Info("participant recovered", "events", n, "cluster", p.cluster, "epoch", p.epoch,
 		"prepared_in_db", len(start.PreparedGIDs), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
-	if opts.Observer != nil {
-		opts.Observer.Recovered(n, time.Since(began))
-	}
 	return p, effects, nil
 }
 

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/metrics"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
 	"github.com/tpcd/tpcd/rpc"
@@ -40,7 +42,14 @@ func TestSlotsInOneProcess(t *testing.T) {
 
 	var data, partLogs []*pgxpool.Pool
 	var parts []*node.Participant
+	// Participant 0's metrics count what every slot's engine does.
+	reg := prometheus.NewRegistry()
+	observed := metrics.NewParticipant(reg)
 	for i, ln := range partLns {
+		var observer node.Observer
+		if i == 0 {
+			observer = observed
+		}
 		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: pgtest.NewDB(t), NeedData: true, Logger: logger, MaxConns: 30})
 		if _, err := dbs.Data.Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v text)"); err != nil {
 			t.Fatal(err)
@@ -48,7 +57,7 @@ func TestSlotsInOneProcess(t *testing.T) {
 		data = append(data, dbs.Data)
 		partLogs = append(partLogs, dbs.Log)
 		p, err := node.StartParticipant(ctx, ln, node.ParticipantOptions{ID: engine.NodeID(i), Coordinator: coordAddrs[0], Standbys: coordAddrs[1:],
-			Log: dbs.Log, Data: dbs.Data, Logger: logger, Slots: 2})
+			Log: dbs.Log, Data: dbs.Data, Logger: logger, Slots: 2, Observer: observer})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,6 +135,15 @@ func TestSlotsInOneProcess(t *testing.T) {
 		})
 	}
 
+	// Its metrics count both slots' work: every statement it received
+	// and every commit of its branches (counted once durable in its log).
+	testcluster.Eventually(t, "participant 0's metrics count both slots' commits", func() bool {
+		return gathered(t, reg, "tpcd_participant_outcomes_total", "commit") == float64(committed.Load())
+	})
+	if got := gathered(t, reg, "tpcd_statements_total", ""); got != float64(committed.Load()) {
+		t.Errorf("participant 0 counted %v statements; want %d, of both slots", got, committed.Load())
+	}
+
 	// A participant counts what it holds of every slot: an open
 	// transaction of slot 1 shows in participant 0's snapshot (the
 	// metrics, and the wait of tpcd probe --until-settled, read it).
@@ -156,4 +174,26 @@ func TestSlotsInOneProcess(t *testing.T) {
 	if err != nil || !rep.Consistent() || len(rep.Nodes) != 2 || rep.Nodes[1].Node != "participant-1.1" {
 		t.Fatalf("replay of participant 1's log with its data: %v, %+v", err, rep)
 	}
+}
+
+// gathered is the value of the counter name in reg, of the series whose
+// one label has the value label ("" for a counter without labels).
+func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{%s} in the registry", name, label)
+	return 0
 }
