@@ -8,7 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -251,5 +253,48 @@ func TestReasonClass(t *testing.T) {
 		if got := metrics.ReasonClass(reason); got != want {
 			t.Errorf("ReasonClass(%q) = %s, want %s", reason, got, want)
 		}
+	}
+}
+
+// TestSiblingCountsIntoTheSameMetrics drives a coordinator's observer and
+// a sibling's (a slot the node adopted) from two goroutines at once, as
+// their loops would: both count into one set of counters, and the
+// sibling leaves the recovery gauges to the node's own coordinator.
+func TestSiblingCountsIntoTheSameMetrics(t *testing.T) {
+	reg := metrics.NewRegistry()
+	own := metrics.NewCoordinator(reg)
+	adopted := own.Sibling()
+	own.Recovered(7, time.Second)
+	adopted.Recovered(99, time.Minute)
+	const each = 200
+	var wg sync.WaitGroup
+	for _, o := range []*metrics.Coordinator{own, adopted} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := engine.TxID(i + 1)
+				o.Stepped(engine.ClientCommit{Req: engine.ReqID(i), TxID: id},
+					engine.Ready{Events: []engine.Event{engine.CoordDecided{TxID: id, Outcome: engine.OutcomeCommit}}})
+				o.Performed(engine.Respond{Req: engine.ReqID(i), Reply: engine.OutcomeReply{TxID: id, Outcome: engine.OutcomeCommit}})
+				o.Ended([]engine.StatusReply{{TxID: id, Outcome: engine.OutcomeCommit}})
+			}
+			o.Performed(engine.Violation{})
+		}()
+	}
+	wg.Wait()
+	url := serve(t, metrics.ServerOptions{Registry: reg, Health: &metrics.Health{}})
+	_, text := get(t, url+"/metrics")
+	if got := sample(t, text, "tpcd_transactions_committed_total"); got != 2*each {
+		t.Errorf("committed %v; want %d, both coordinators'", got, 2*each)
+	}
+	if got := sample(t, text, `tpcd_commit_latency_seconds_count{outcome="commit"}`); got != 2*each {
+		t.Errorf("commit latencies observed %v; want %d", got, 2*each)
+	}
+	if got := sample(t, text, "tpcd_atomicity_violations_total"); got != 2 {
+		t.Errorf("violations %v; want 2, one from each", got)
+	}
+	if got := sample(t, text, "tpcd_recovery_events"); got != 7 {
+		t.Errorf("recovery events %v; want the node's own coordinator's 7", got)
 	}
 }

@@ -95,6 +95,10 @@ type Coordinator struct {
 	voteRTT   prometheus.Histogram
 	decideRTT prometheus.Histogram
 
+	// sibling: an observer of another coordinator of this process
+	// (Sibling), whose recovery the node's gauges do not show.
+	sibling bool
+
 	// Loop-goroutine state. Entries go when their transaction ends, so the
 	// maps hold at most the transactions in flight.
 	now        func() time.Time
@@ -130,6 +134,31 @@ func NewCoordinator(reg prometheus.Registerer) *Coordinator {
 	}
 	reg.MustRegister(m.begun, m.committed, m.aborted, m.commitRPC, m.voteRTT, m.decideRTT)
 	return m
+}
+
+// Sibling returns an observer for another coordinator running in this
+// process, as a slot the node adopted runs (tpcd coordinator --slots):
+// it counts into m's counters and histograms, so that the node's metrics
+// are the totals of every slot it serves, violations included, and keeps
+// its own loop state, as each coordinator's loop runs on its own
+// goroutine. The gauges (WatchCoordinator) and the recovery figures stay
+// m's coordinator's.
+func (m *Coordinator) Sibling() *Coordinator {
+	s := *m
+	s.sibling = true
+	s.commitReqs = map[engine.ReqID]time.Time{}
+	s.batches = map[engine.TxID]struct{}{}
+	s.decided = map[engine.TxID]struct{}{}
+	s.prepares = map[nodeTx]time.Time{}
+	s.decisions = map[nodeTx]time.Time{}
+	return &s
+}
+
+// Recovered implements node.Observer.
+func (m *Coordinator) Recovered(events int, took time.Duration) {
+	if !m.sibling {
+		m.loopMetrics.Recovered(events, took)
+	}
 }
 
 // Stepped implements node.Observer.

@@ -28,8 +28,9 @@ type adopted struct {
 // coordinator started serving, is taken over here: its coordinator starts
 // on another port of this host, recovers the slot's log, finishes what was
 // in flight and serves the slot's calls, which every coordinator passes on
-// to it, until this process stops or loses that lease.
-func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int) *adopted {
+// to it, until this process stops or loses that lease. Its metrics count
+// into observer's, this coordinator's own.
+func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int, observer node.Observer) *adopted {
 	ctx, stop := context.WithCancel(context.Background())
 	a := &adopted{stop: stop, done: make(chan struct{})}
 	store := logstore.New(leasePool)
@@ -77,7 +78,7 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 						delete(held, s)
 						mu.Unlock()
 					}()
-					err := c.serveAdopted(ctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s)
+					err := c.serveAdopted(ctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s, adoptedObserver(observer))
 					if err != nil && ctx.Err() == nil {
 						logger.Warn("serving an adopted slot failed; another coordinator may take it", "slot", s, "err", err)
 					}
@@ -90,7 +91,7 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 
 // serveAdopted takes slot s's lease, if it is still free, and serves the
 // slot until ctx ends or the lease is lost.
-func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int) error {
+func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int, observer node.Observer) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return err
@@ -116,7 +117,7 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 		lease.Release(rctx)
 	}()
 	opts := c.coordinatorOptions(log, logger, transport)
-	opts.Lease, opts.Slot, opts.Address = lease, s, addr
+	opts.Lease, opts.Slot, opts.Address, opts.Observer = lease, s, addr, observer
 	coord, err := node.StartCoordinator(ctx, ln, opts)
 	if err != nil {
 		return err

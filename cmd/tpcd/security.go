@@ -264,6 +264,15 @@ func (o *observability) coordinatorObserver() node.Observer {
 	return metrics.NewCoordinator(o.reg)
 }
 
+// adoptedObserver is the observer of a slot this coordinator adopted: it
+// counts into the metrics of main, the node's own coordinator's observer.
+func adoptedObserver(main node.Observer) node.Observer {
+	if m, ok := main.(*metrics.Coordinator); ok {
+		return m.Sibling()
+	}
+	return nil
+}
+
 func (o *observability) participantObserver() node.Observer {
 	if o == nil {
 		return nil
