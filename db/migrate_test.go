@@ -22,7 +22,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // logVersions are the log migrations in db/migrations, in order.
-var logVersions = []int64{1, 2, 3, 4, 5, 6, 7}
+var logVersions = []int64{1, 2, 3, 4, 5, 6, 7, 8}
 
 // dataVersions are the data set's migrations, in order.
 var dataVersions = []int64{1, 2, 3}
@@ -329,7 +329,7 @@ func TestMigrateCanceledContext(t *testing.T) {
 // logProvider returns a goose provider over the first n log migrations.
 func logProvider(t *testing.T, pool *pgxpool.Pool, n int) *goose.Provider {
 	t.Helper()
-	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql", "00005_leases.sql", "00006_outcomes_horizon_per_slot.sql", "00007_slots.sql"}[:n]
+	files := []string{"00001_events.sql", "00002_events_primary_key.sql", "00003_log_rows.sql", "00004_outcomes.sql", "00005_leases.sql", "00006_outcomes_horizon_per_slot.sql", "00007_slots.sql", "00008_standbys.sql"}[:n]
 	fsys := fstest.MapFS{}
 	for _, name := range files {
 		data, err := os.ReadFile("migrations/" + name)
@@ -434,10 +434,10 @@ func TestMigrateLogDownFromRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := logProvider(t, pool, 7).DownTo(ctx, 2); err != nil {
+	if _, err := logProvider(t, pool, len(logVersions)).DownTo(ctx, 2); err != nil {
 		t.Fatalf("down to version 2: %v", err)
 	}
-	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases", "tpcd_lease_fences", "tpcd_slots"} {
+	for _, table := range []string{"tpcd_log", "tpcd_outcomes", "tpcd_outcome_keys", "tpcd_outcomes_horizon", "tpcd_leases", "tpcd_lease_fences", "tpcd_slots", "tpcd_standbys"} {
 		if tableExists(t, pool, table) {
 			t.Fatalf("%s left after Down", table)
 		}

@@ -157,6 +157,39 @@ func (s *Store) LeaseOf(ctx context.Context, node string) (l Lease, found bool, 
 	}, true, nil
 }
 
+// AnnounceStandby records that holder waits for one of slots, for ttl:
+// a coordinator serving one of them as an adopted slot hands it back
+// (StandbyWaitsFor). The standby renews it while it waits.
+func (s *Store) AnnounceStandby(ctx context.Context, holder string, slots []int, ttl time.Duration) error {
+	ids := make([]int32, len(slots))
+	for i, slot := range slots {
+		ids[i] = int32(slot)
+	}
+	if err := s.q.StandbyAnnounce(ctx, s.pool, queries.StandbyAnnounceParams{Holder: holder, Slots: ids, TtlSeconds: ttl.Seconds()}); err != nil {
+		return fmt.Errorf("announce standby %s: %w", holder, err)
+	}
+	return nil
+}
+
+// WithdrawStandby removes holder's announcement, once it took a slot or
+// stops waiting.
+func (s *Store) WithdrawStandby(ctx context.Context, holder string) error {
+	if err := s.q.StandbyWithdraw(ctx, s.pool, holder); err != nil {
+		return fmt.Errorf("withdraw standby %s: %w", holder, err)
+	}
+	return nil
+}
+
+// StandbyWaitsFor reports whether a standby whose announcement has not
+// expired waits for slot.
+func (s *Store) StandbyWaitsFor(ctx context.Context, slot int) (bool, error) {
+	n, err := s.q.StandbyWaitsFor(ctx, s.pool, int32(slot))
+	if err != nil {
+		return false, fmt.Errorf("read the standbys waiting for slot %d: %w", slot, err)
+	}
+	return n > 0, nil
+}
+
 // SlotsDiffer is AgreeSlots's refusal: coordinators serving another
 // number of slots hold leases on the log (Live), or the number asked is
 // smaller than the recorded one.

@@ -223,3 +223,51 @@ func TestSlotsAgreeWhileCoordinatorsRun(t *testing.T) {
 		t.Fatalf("agree on 2 slots after 3: %v; want a refusal", err)
 	}
 }
+
+// TestStandbysAnnounceWhatTheyWaitFor: a standby's announcement names the
+// slots it waits for until it expires or is withdrawn; renewing it
+// replaces the slots.
+func TestStandbysAnnounceWhatTheyWaitFor(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	waits := func(slot int) bool {
+		t.Helper()
+		w, err := s.StandbyWaitsFor(ctx, slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	if waits(0) {
+		t.Fatal("a standby waits for slot 0 of a new log")
+	}
+	if err := s.AnnounceStandby(ctx, "a", []int{0, 2}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if !waits(0) || waits(1) || !waits(2) {
+		t.Fatalf("a waits for slots 0 and 2: 0 %v, 1 %v, 2 %v", waits(0), waits(1), waits(2))
+	}
+	if err := s.AnnounceStandby(ctx, "a", []int{1}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if waits(0) || !waits(1) {
+		t.Fatalf("a, announced again for slot 1 alone: 0 %v, 1 %v", waits(0), waits(1))
+	}
+	if err := s.AnnounceStandby(ctx, "b", []int{1}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WithdrawStandby(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !waits(1) {
+		t.Fatal("b still waits for slot 1 once a withdrew")
+	}
+	// An announcement that ran out counts no more, as of a standby that
+	// died waiting.
+	if _, err := s.pool.Exec(ctx, "UPDATE tpcd_standbys SET expires_at = now() - interval '1 second'"); err != nil {
+		t.Fatal(err)
+	}
+	if waits(1) {
+		t.Fatal("an expired announcement still counts")
+	}
+}

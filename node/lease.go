@@ -33,6 +33,11 @@ type LeaseOptions struct {
 	// (CoordinatorOptions.Slots), are the slots this process may take,
 	// tried in order; nil is slot 0 alone.
 	Slots []int
+	// Announce, while this process waits, records in the log that it
+	// waits for Slots (renewed every third of TTL, withdrawn once it
+	// holds one or stops waiting): a coordinator that serves one of them
+	// as an adopted slot hands it back.
+	Announce bool
 }
 
 // Lease is the coordinator's slot in a shared log, held by this process
@@ -74,6 +79,19 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 	// the lease's expiry.
 	poll := opts.TTL / 10
 	var reported string
+	var announced time.Time
+	if opts.Announce {
+		defer func() {
+			if !announced.IsZero() {
+				// Also once ctx ended: a moment of its own to say so.
+				wctx, cancel := context.WithTimeout(context.Background(), opts.TTL)
+				defer cancel()
+				if err := store.WithdrawStandby(wctx, holder); err != nil {
+					opts.Logger.Debug("standby: withdrawing the announcement failed; it expires", "err", err)
+				}
+			}
+		}()
+	}
 	// lockedOut reports whether a coordinator without a lease holds the
 	// log lock: while it does, the slot is not taken from it.
 	lockedOut := func() (bool, error) {
@@ -143,6 +161,13 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 			reported = current.Holder
 			opts.Logger.Info("standby: another coordinator holds the slot; taking over once its lease expires",
 				"holder", current.Holder, "generation", current.Generation, "expires_in", current.Remaining.Round(time.Millisecond))
+		}
+		if opts.Announce && err == nil && !locked && time.Since(announced) >= opts.TTL/3 {
+			if aerr := store.AnnounceStandby(ctx, holder, slots, opts.TTL); aerr != nil {
+				opts.Logger.Debug("standby: announcing failed; trying again", "err", aerr)
+			} else {
+				announced = time.Now()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -16,6 +16,7 @@ import (
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testbin"
 	"github.com/tpcd/tpcd/internal/testcluster"
+	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/metrics"
 	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/replay"
@@ -196,4 +197,64 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float6
 	}
 	t.Fatalf("no %s{%s} in the registry", name, label)
 	return 0
+}
+
+// TestStandbyAnnouncesItself: a coordinator waiting for a slot with
+// Announce says so in the log while it waits (a coordinator serving the
+// slot as an adopted one hands it back), and withdraws once it holds a
+// slot or stops waiting.
+func TestStandbyAnnouncesItself(t *testing.T) {
+	ctx := t.Context()
+	logger := testcluster.Logger(t)
+	log := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), Logger: logger}).Log
+	store := logstore.New(log)
+	ttl := time.Second
+	held, err := node.HoldLease(ctx, log, node.LeaseOptions{TTL: ttl, Holder: "a", Logger: logger, Slots: []int{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitsFor := func(slot int) bool {
+		w, err := store.StandbyWaitsFor(ctx, slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+
+	// b waits for slot 0 until a releases it; c waits for slot 0 too,
+	// until it gives up.
+	bHeld := make(chan *node.Lease, 1)
+	go func() {
+		l, err := node.HoldLease(ctx, log, node.LeaseOptions{TTL: ttl, Holder: "b", Logger: logger, Slots: []int{0}, Announce: true})
+		if err != nil {
+			t.Error(err)
+		}
+		bHeld <- l
+	}()
+	cctx, stopC := context.WithCancel(ctx)
+	cDone := make(chan struct{})
+	go func() {
+		defer close(cDone)
+		node.HoldLease(cctx, log, node.LeaseOptions{TTL: ttl, Holder: "c", Logger: logger, Slots: []int{0}, Announce: true})
+	}()
+	testcluster.Eventually(t, "standbys announced for slot 0", func() bool { return waitsFor(0) })
+	if waitsFor(1) {
+		t.Fatal("a standby of slot 0 counts as waiting for slot 1")
+	}
+	stopC()
+	<-cDone
+	if !waitsFor(0) {
+		t.Fatal("c's withdrawal took b's announcement with it")
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := <-bHeld
+	if b == nil {
+		t.Fatal("b took no lease")
+	}
+	defer b.Release(context.Background())
+	if waitsFor(0) {
+		t.Fatal("an announcement is left once b holds the slot and c stopped waiting")
+	}
 }

@@ -63,3 +63,22 @@ ON CONFLICT (only_row) DO UPDATE SET slots = excluded.slots;
 -- name: CoordinatorLeasesLive :one
 SELECT count(*)::int AS live FROM tpcd_leases
 WHERE (node = 'coordinator' OR node LIKE 'coordinator.%') AND expires_at > now();
+
+-- StandbyAnnounce records that @holder waits for one of @slots, until
+-- @ttl_seconds from now (renewed while it waits).
+-- name: StandbyAnnounce :exec
+INSERT INTO tpcd_standbys (holder, slots, expires_at)
+VALUES (@holder, @slots::int[], now() + make_interval(secs => @ttl_seconds::float8))
+ON CONFLICT (holder) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at;
+
+-- StandbyWithdraw removes @holder's announcement (it took a slot or
+-- stopped), and any that expired long ago, of standbys that died waiting.
+-- name: StandbyWithdraw :exec
+DELETE FROM tpcd_standbys
+WHERE holder = @holder OR expires_at < now() - interval '1 hour';
+
+-- StandbyWaitsFor counts the standbys whose announcement has not expired
+-- and that wait for @slot.
+-- name: StandbyWaitsFor :one
+SELECT count(*)::int AS waiting FROM tpcd_standbys
+WHERE @slot::int = ANY (slots) AND expires_at > now();

@@ -174,3 +174,48 @@ func (q *Queries) SlotsSet(ctx context.Context, db DBTX, slots int32) error {
 	_, err := db.Exec(ctx, slotsSet, slots)
 	return err
 }
+
+const standbyAnnounce = `-- name: StandbyAnnounce :exec
+INSERT INTO tpcd_standbys (holder, slots, expires_at)
+VALUES ($1, $2::int[], now() + make_interval(secs => $3::float8))
+ON CONFLICT (holder) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at
+`
+
+type StandbyAnnounceParams struct {
+	Holder     string
+	Slots      []int32
+	TtlSeconds float64
+}
+
+// StandbyAnnounce records that @holder waits for one of @slots, until
+// @ttl_seconds from now (renewed while it waits).
+func (q *Queries) StandbyAnnounce(ctx context.Context, db DBTX, arg StandbyAnnounceParams) error {
+	_, err := db.Exec(ctx, standbyAnnounce, arg.Holder, arg.Slots, arg.TtlSeconds)
+	return err
+}
+
+const standbyWaitsFor = `-- name: StandbyWaitsFor :one
+SELECT count(*)::int AS waiting FROM tpcd_standbys
+WHERE $1::int = ANY (slots) AND expires_at > now()
+`
+
+// StandbyWaitsFor counts the standbys whose announcement has not expired
+// and that wait for @slot.
+func (q *Queries) StandbyWaitsFor(ctx context.Context, db DBTX, slot int32) (int32, error) {
+	row := db.QueryRow(ctx, standbyWaitsFor, slot)
+	var waiting int32
+	err := row.Scan(&waiting)
+	return waiting, err
+}
+
+const standbyWithdraw = `-- name: StandbyWithdraw :exec
+DELETE FROM tpcd_standbys
+WHERE holder = $1 OR expires_at < now() - interval '1 hour'
+`
+
+// StandbyWithdraw removes @holder's announcement (it took a slot or
+// stopped), and any that expired long ago, of standbys that died waiting.
+func (q *Queries) StandbyWithdraw(ctx context.Context, db DBTX, holder string) error {
+	_, err := db.Exec(ctx, standbyWithdraw, holder)
+	return err
+}

@@ -54,3 +54,9 @@ type TpcdSlot struct {
 	OnlyRow bool
 	Slots   int32
 }
+
+type TpcdStandby struct {
+	Holder    string
+	Slots     []int32
+	ExpiresAt time.Time
+}

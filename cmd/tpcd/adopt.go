@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +41,8 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	held := map[int]bool{own: true}
+	// serving ends each adopted slot's coordinator: to hand it back.
+	serving := map[int]context.CancelFunc{}
 	isHeld := func(s int) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -53,6 +57,7 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 				return
 			case <-time.After(c.Lease):
 			}
+			c.handBack(ctx, store, logger, &mu, serving)
 			for s := range c.Slots {
 				if isHeld(s) {
 					continue
@@ -66,6 +71,7 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 				case !found && time.Since(began) < 2*c.Lease:
 					continue
 				}
+				sctx, end := context.WithCancel(ctx)
 				mu.Lock()
 				held[s] = true
 				mu.Unlock()
@@ -76,9 +82,15 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 						// Free to be tried again, if it is free.
 						mu.Lock()
 						delete(held, s)
+						delete(serving, s)
 						mu.Unlock()
+						end()
 					}()
-					err := c.serveAdopted(ctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s, adoptedObserver(observer))
+					err := c.serveAdopted(sctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s, adoptedObserver(observer), func() {
+						mu.Lock()
+						serving[s] = end
+						mu.Unlock()
+					})
 					if err != nil && ctx.Err() == nil {
 						logger.Warn("serving an adopted slot failed; another coordinator may take it", "slot", s, "err", err)
 					}
@@ -89,9 +101,37 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 	return a
 }
 
+// handBack ends the coordinator of one adopted slot that a standby waits
+// for (one that announced itself, node.LeaseOptions.Announce: a
+// restarted coordinator, say), so that every slot has a process of its
+// own again. It releases the slot's lease as it stops, and the standby
+// takes the slot at its next try; meanwhile the slot's calls are
+// answered -32003 and retried, as in any take-over. One slot a round: a
+// second standby gets the next.
+func (c *CoordinatorCmd) handBack(ctx context.Context, store *logstore.Store, logger *slog.Logger, mu *sync.Mutex, serving map[int]context.CancelFunc) {
+	mu.Lock()
+	slots := slices.Sorted(maps.Keys(serving))
+	mu.Unlock()
+	for _, s := range slots {
+		waiting, err := store.StandbyWaitsFor(ctx, s)
+		if err != nil || !waiting {
+			continue
+		}
+		mu.Lock()
+		end := serving[s]
+		delete(serving, s)
+		mu.Unlock()
+		if end != nil {
+			logger.Info("handing an adopted slot back: a coordinator waits for it", "slot", s)
+			end()
+		}
+		return
+	}
+}
+
 // serveAdopted takes slot s's lease, if it is still free, and serves the
-// slot until ctx ends or the lease is lost.
-func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int, observer node.Observer) error {
+// slot until ctx ends or the lease is lost; up is called once it serves.
+func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int, observer node.Observer, up func()) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return err
@@ -124,6 +164,7 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 	}
 	logger.Warn("took over a slot whose coordinator stopped: serving it too", "slot", s, "addr", addr,
 		"cluster", coord.Cluster(), "epoch", coord.Epoch())
+	up()
 	select {
 	case <-ctx.Done():
 	case <-lease.Lost():

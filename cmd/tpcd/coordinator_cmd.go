@@ -305,7 +305,9 @@ func slotOf(l *node.Lease) int {
 // coordinator slot. It returns a nil lease when ctx ends first (a signal:
 // the standby stops).
 func (c *CoordinatorCmd) holdLease(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*node.Lease, error) {
-	opts := node.LeaseOptions{TTL: c.Lease, Holder: c.Host, Logger: logger}
+	// With several slots a waiting coordinator says so, and one serving
+	// a slot it adopted hands that back.
+	opts := node.LeaseOptions{TTL: c.Lease, Holder: c.Host, Logger: logger, Announce: c.Slots > 1}
 	switch {
 	case c.Slot >= 0:
 		opts.Slots = []int{c.Slot}

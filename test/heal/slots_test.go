@@ -140,6 +140,20 @@ func TestSlotsServeAtOnce(t *testing.T) {
 	waitOutput(t, coords[1], "took over a slot whose coordinator stopped")
 	t.Logf("c2 serves slot 0 too %v after c3 was killed", time.Since(killed).Round(10*time.Millisecond))
 	testcluster.EventuallyWithin(t, time.Minute, "commits in slot 0 after c2 took it over", func() bool { return committedIn(0) >= before+10 })
+
+	// c1 comes back and waits as a standby, saying so in the log: c2
+	// hands slot 0 back to it, and every slot has a process of its own
+	// again. The clients go on meanwhile.
+	before = committedIn(0)
+	coords[0].startUnheld(t)
+	restarted := time.Now()
+	waitOutput(t, coords[1], "handing an adopted slot back")
+	coords[0].waitServing(t, time.Minute)
+	t.Logf("c1 serves slot 0 again %v after it was restarted", time.Since(restarted).Round(10*time.Millisecond))
+	if s := slotOf(coords[0]); s != 0 {
+		t.Fatalf("c1, restarted, took slot %d; want slot 0 back", s)
+	}
+	testcluster.EventuallyWithin(t, time.Minute, "commits in slot 0 once c1 has it back", func() bool { return committedIn(0) >= before+10 })
 	outcomes := tr.stop()
 
 	// Each commit a client called and heard nothing back from is asked
