@@ -43,15 +43,23 @@ type Costs struct {
 	WALSyncsPerTx  float64 `json:"wal_syncs_per_tx"`
 	WALBytesPerTx  float64 `json:"wal_bytes_per_tx"`
 	PGCommitsPerTx float64 `json:"pg_commits_per_tx"`
+	// ContextSwitchesPerTx are the context switches per committed
+	// transaction of every process MachineCPUMsPerTx counts, voluntary
+	// (a thread waited: for a message, a lock, the disk) and involuntary
+	// (preempted): each hop between processes wakes one, so they count
+	// hops and waits where CPU counts work. A server process that ended
+	// during the measurement is left out. 0 where /proc cannot be read.
+	ContextSwitchesPerTx float64 `json:"context_switches_per_tx"`
 }
 
 // costMeter takes the counters before and after a measurement.
 type costMeter struct {
-	uris    []string // one per server
-	scope   procScope
-	cpu     time.Duration
-	procs   procSnapshot
-	servers []serverCounters
+	uris     []string // one per server
+	scope    procScope
+	cpu      time.Duration
+	switches uint64 // this process's
+	procs    procSnapshot
+	servers  []serverCounters
 	// err is why the servers' statistics are missing, procErr why the
 	// other processes' CPU is.
 	err, procErr error
@@ -95,6 +103,15 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// processSwitches are this process's context switches, every thread's.
+func processSwitches() uint64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return uint64(ru.Nvcsw + ru.Nivcsw)
+}
+
 func (m *costMeter) read(ctx context.Context) []serverCounters {
 	out := make([]serverCounters, len(m.uris))
 	for i, u := range m.uris {
@@ -130,7 +147,7 @@ func readCounters(ctx context.Context, uri string) (serverCounters, error) {
 // whose CPU is the meter's, not the workload's.
 func (m *costMeter) start(ctx context.Context) {
 	m.servers = m.read(ctx)
-	m.cpu = processCPU()
+	m.cpu, m.switches = processCPU(), processSwitches()
 	m.procs = m.snapshot()
 }
 
@@ -146,7 +163,7 @@ func (m *costMeter) snapshot() procSnapshot {
 // at once; server statistics reach the shared counters a moment after a
 // transaction ends, so it waits that moment out before reading them.
 func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
-	cpu := processCPU() - m.cpu
+	cpu, switches := processCPU()-m.cpu, processSwitches()-m.switches
 	var procs procSnapshot
 	if m.procs != nil {
 		procs = m.snapshot()
@@ -162,6 +179,7 @@ func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
 		c.PostgresCPUMsPerTx, c.TPCDProcessesCPUMsPerTx = perTx(others.postgres), perTx(others.tpcd)
 		c.MachineCPUMsPerTx = perTx(cpu + others.postgres + others.tpcd)
 		c.PostgresProcesses, c.TPCDProcesses = others.postgresProcs, others.tpcdProcs
+		c.ContextSwitchesPerTx = float64(switches+others.switches) / n
 	}
 	if len(m.uris) == 0 || m.servers == nil {
 		return c

@@ -54,6 +54,10 @@ type procTimes struct {
 	// exited and that this process waited for. A postmaster waits for its
 	// backends, so a backend that ends during a measurement still counts.
 	reaped uint64
+	// switches are the context switches of the process's threads,
+	// voluntary (it waited: for a message, a lock, the disk) and not
+	// (preempted); read for counted processes only (threadSwitches).
+	switches uint64
 }
 
 func (p procTimes) total() uint64 { return p.own + p.reaped }
@@ -95,8 +99,48 @@ func parseProcStat(line string) (string, procTimes, error) {
 	}, nil
 }
 
+// threadSwitches sums the context switches of every thread of process
+// pid (/proc/PID/task/TID/status, whose counts are the thread's own); 0
+// when they cannot be read.
+func threadSwitches(pid int) uint64 {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		n += contextSwitches(string(b))
+	}
+	return n
+}
+
+// contextSwitches reads voluntary_ctxt_switches and
+// nonvoluntary_ctxt_switches from a /proc status file and adds them.
+func contextSwitches(status string) uint64 {
+	var n uint64
+	for _, line := range strings.Split(status, "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || name != "voluntary_ctxt_switches" && name != "nonvoluntary_ctxt_switches" {
+			continue
+		}
+		if v, err := strconv.ParseUint(strings.TrimSpace(value), 10, 64); err == nil {
+			n += v
+		}
+	}
+	return n
+}
+
 // procCPU is what the counted processes spent between two snapshots.
 type procCPU struct {
+	// switches are the context switches of the processes seen in both
+	// snapshots, and all of those of one that started in between; a
+	// process that ended in between is not in it.
+	switches       uint64
 	postgres, tpcd time.Duration
 	// postgresProcs and tpcdProcs count the processes seen in either
 	// snapshot.
@@ -120,13 +164,16 @@ func cpuBetween(before, after procSnapshot, ticksPerSecond uint64) procCPU {
 		b, ok := after[pid]
 		return b, ok && b.started == a.started
 	}
+	var switches uint64
 	for pid, a := range after {
 		procs[a.kind]++
 		if b, ok := before[pid]; ok && b.started == a.started {
 			ticks[a.kind] += int64(a.total()) - int64(b.total())
+			switches += a.switches - min(b.switches, a.switches)
 			continue
 		}
 		ticks[a.kind] += int64(a.total())
+		switches += a.switches
 	}
 	for pid, b := range before {
 		if _, ok := same(b, pid); ok {
@@ -145,6 +192,7 @@ func cpuBetween(before, after procSnapshot, ticksPerSecond uint64) procCPU {
 		return time.Duration(max(t, 0)) * time.Second / time.Duration(ticksPerSecond)
 	}
 	return procCPU{
+		switches:      switches,
 		postgres:      duration(ticks[procPostgres]),
 		tpcd:          duration(ticks[procTPCD]),
 		postgresProcs: procs[procPostgres],

@@ -82,6 +82,7 @@ func (s procScope) snapshot() (procSnapshot, error) {
 	for pid, p := range named {
 		parent, ok := named[p.ppid]
 		if isNode(pid, p) || isServer(pid, p) || ok && isServer(p.ppid, parent) {
+			p.switches = threadSwitches(pid)
 			snap[pid] = p
 		}
 	}

@@ -73,15 +73,15 @@ func (r *Report) WriteText(w io.Writer) error {
 
 	fmt.Fprintln(w, "\nwork per committed transaction (CPU: user + system ms; all processes: this one, the cluster's node processes and PostgreSQL servers on this machine):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tCPU ms (all processes)\tof it postgres\tof it node processes\tprocesses (postgres + tpcd)\tWAL fsyncs\tPG commits\tWAL bytes\t")
+	fmt.Fprintln(tw, "mode\tCPU ms (this process)\tCPU ms (all processes)\tof it postgres\tof it node processes\tprocesses (postgres + tpcd)\tcontext switches\tWAL fsyncs\tPG commits\tWAL bytes\t")
 	for _, res := range results {
 		if res.Costs == nil {
 			continue
 		}
 		c := res.Costs
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%d + %d\t%.2f\t%.2f\t%.0f\t\n", res.Mode, c.ProcessCPUMsPerTx,
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%d + %d\t%.1f\t%.2f\t%.2f\t%.0f\t\n", res.Mode, c.ProcessCPUMsPerTx,
 			c.MachineCPUMsPerTx, c.PostgresCPUMsPerTx, c.TPCDProcessesCPUMsPerTx, c.PostgresProcesses, c.TPCDProcesses,
-			c.WALSyncsPerTx, c.PGCommitsPerTx, c.WALBytesPerTx)
+			c.ContextSwitchesPerTx, c.WALSyncsPerTx, c.PGCommitsPerTx, c.WALBytesPerTx)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
