@@ -181,9 +181,9 @@ func (s *Store) WithdrawStandby(ctx context.Context, holder string) error {
 }
 
 // StandbyWaitsFor reports whether a standby whose announcement has not
-// expired waits for slot.
-func (s *Store) StandbyWaitsFor(ctx context.Context, slot int) (bool, error) {
-	n, err := s.q.StandbyWaitsFor(ctx, s.pool, int32(slot))
+// expired has waited for slot for at least waited.
+func (s *Store) StandbyWaitsFor(ctx context.Context, slot int, waited time.Duration) (bool, error) {
+	n, err := s.q.StandbyWaitsFor(ctx, s.pool, queries.StandbyWaitsForParams{Slot: int32(slot), WaitedSeconds: waited.Seconds()})
 	if err != nil {
 		return false, fmt.Errorf("read the standbys waiting for slot %d: %w", slot, err)
 	}

@@ -232,7 +232,7 @@ func TestStandbysAnnounceWhatTheyWaitFor(t *testing.T) {
 	s := newStore(t)
 	waits := func(slot int) bool {
 		t.Helper()
-		w, err := s.StandbyWaitsFor(ctx, slot)
+		w, err := s.StandbyWaitsFor(ctx, slot, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,6 +246,16 @@ func TestStandbysAnnounceWhatTheyWaitFor(t *testing.T) {
 	}
 	if !waits(0) || waits(1) || !waits(2) {
 		t.Fatalf("a waits for slots 0 and 2: 0 %v, 1 %v, 2 %v", waits(0), waits(1), waits(2))
+	}
+	// A slot goes back only to a standby that has waited a while.
+	if w, err := s.StandbyWaitsFor(ctx, 0, time.Hour); err != nil || w {
+		t.Fatalf("a, announced just now, has waited an hour: %v, %v", w, err)
+	}
+	if _, err := s.pool.Exec(ctx, "UPDATE tpcd_standbys SET since = now() - interval '2 hours'"); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.StandbyWaitsFor(ctx, 0, time.Hour); err != nil || !w {
+		t.Fatalf("a, waiting for two hours, has not waited an hour: %v, %v", w, err)
 	}
 	if err := s.AnnounceStandby(ctx, "a", []int{1}, time.Hour); err != nil {
 		t.Fatal(err)

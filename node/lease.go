@@ -79,17 +79,25 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 	// the lease's expiry.
 	poll := opts.TTL / 10
 	var reported string
+	// announced is when this process last announced itself; tried, that
+	// it tried at all: an announcement whose answer was lost may stand.
 	var announced time.Time
+	var tried bool
 	if opts.Announce {
 		defer func() {
-			if !announced.IsZero() {
-				// Also once ctx ended: a moment of its own to say so.
+			if !tried {
+				return
+			}
+			// In the background, with a moment of its own (ctx may have
+			// ended): a slot just taken is served meanwhile, and an
+			// announcement left behind expires after TTL.
+			go func() {
 				wctx, cancel := context.WithTimeout(context.Background(), opts.TTL)
 				defer cancel()
 				if err := store.WithdrawStandby(wctx, holder); err != nil {
 					opts.Logger.Debug("standby: withdrawing the announcement failed; it expires", "err", err)
 				}
-			}
+			}()
 		}()
 	}
 	// lockedOut reports whether a coordinator without a lease holds the
@@ -163,6 +171,7 @@ func HoldLease(ctx context.Context, pool *pgxpool.Pool, opts LeaseOptions) (*Lea
 				"holder", current.Holder, "generation", current.Generation, "expires_in", current.Remaining.Round(time.Millisecond))
 		}
 		if opts.Announce && err == nil && !locked && time.Since(announced) >= opts.TTL/3 {
+			tried = true
 			if aerr := store.AnnounceStandby(ctx, holder, slots, opts.TTL); aerr != nil {
 				opts.Logger.Debug("standby: announcing failed; trying again", "err", aerr)
 			} else {

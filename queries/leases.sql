@@ -78,7 +78,8 @@ DELETE FROM tpcd_standbys
 WHERE holder = @holder OR expires_at < now() - interval '1 hour';
 
 -- StandbyWaitsFor counts the standbys whose announcement has not expired
--- and that wait for @slot.
+-- and that have waited for @slot for at least @waited_seconds.
 -- name: StandbyWaitsFor :one
 SELECT count(*)::int AS waiting FROM tpcd_standbys
-WHERE @slot::int = ANY (slots) AND expires_at > now();
+WHERE @slot::int = ANY (slots) AND expires_at > now()
+  AND since <= now() - make_interval(secs => @waited_seconds::float8);

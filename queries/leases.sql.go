@@ -197,12 +197,18 @@ func (q *Queries) StandbyAnnounce(ctx context.Context, db DBTX, arg StandbyAnnou
 const standbyWaitsFor = `-- name: StandbyWaitsFor :one
 SELECT count(*)::int AS waiting FROM tpcd_standbys
 WHERE $1::int = ANY (slots) AND expires_at > now()
+  AND since <= now() - make_interval(secs => $2::float8)
 `
 
+type StandbyWaitsForParams struct {
+	Slot          int32
+	WaitedSeconds float64
+}
+
 // StandbyWaitsFor counts the standbys whose announcement has not expired
-// and that wait for @slot.
-func (q *Queries) StandbyWaitsFor(ctx context.Context, db DBTX, slot int32) (int32, error) {
-	row := db.QueryRow(ctx, standbyWaitsFor, slot)
+// and that have waited for @slot for at least @waited_seconds.
+func (q *Queries) StandbyWaitsFor(ctx context.Context, db DBTX, arg StandbyWaitsForParams) (int32, error) {
+	row := db.QueryRow(ctx, standbyWaitsFor, arg.Slot, arg.WaitedSeconds)
 	var waiting int32
 	err := row.Scan(&waiting)
 	return waiting, err

@@ -58,5 +58,6 @@ type TpcdSlot struct {
 type TpcdStandby struct {
 	Holder    string
 	Slots     []int32
+	Since     time.Time
 	ExpiresAt time.Time
 }

@@ -30,7 +30,8 @@ type adopted struct {
 // coordinator started serving, is taken over here: its coordinator starts
 // on another port of this host, recovers the slot's log, finishes what was
 // in flight and serves the slot's calls, which every coordinator passes on
-// to it, until this process stops or loses that lease. Its metrics count
+// to it, until this process stops, loses that lease or hands the slot
+// back to a coordinator that waits for it (handBack). Its metrics count
 // into observer's, this coordinator's own.
 func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int, observer node.Observer) *adopted {
 	ctx, stop := context.WithCancel(context.Background())
@@ -101,19 +102,29 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 	return a
 }
 
-// handBack ends the coordinator of one adopted slot that a standby waits
-// for (one that announced itself, node.LeaseOptions.Announce: a
-// restarted coordinator, say), so that every slot has a process of its
-// own again. It releases the slot's lease as it stops, and the standby
-// takes the slot at its next try; meanwhile the slot's calls are
-// answered -32003 and retried, as in any take-over. One slot a round: a
-// second standby gets the next.
+// handBack ends the coordinator of one adopted slot that a standby has
+// waited for for a lease at least (one that announced itself,
+// node.LeaseOptions.Announce: a restarted coordinator, say), so that
+// every slot has a process of its own again. It releases the slot's lease
+// as it stops, and the standby takes the slot at its next try; meanwhile
+// the slot's calls are answered -32003 and retried, as in any take-over.
+// Nothing goes back while any slot is free: a standby takes that one
+// first. One slot a round: a second standby gets the next.
 func (c *CoordinatorCmd) handBack(ctx context.Context, store *logstore.Store, logger *slog.Logger, mu *sync.Mutex, serving map[int]context.CancelFunc) {
 	mu.Lock()
 	slots := slices.Sorted(maps.Keys(serving))
 	mu.Unlock()
+	if len(slots) == 0 {
+		return
+	}
+	for s := range c.Slots {
+		l, found, err := store.LeaseOf(ctx, api.CoordinatorSlotName(s))
+		if err != nil || !found || l.Remaining <= 0 {
+			return
+		}
+	}
 	for _, s := range slots {
-		waiting, err := store.StandbyWaitsFor(ctx, s)
+		waiting, err := store.StandbyWaitsFor(ctx, s, c.Lease)
 		if err != nil || !waiting {
 			continue
 		}

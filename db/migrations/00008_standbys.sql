@@ -7,6 +7,9 @@
 CREATE TABLE tpcd_standbys (
     holder     text        PRIMARY KEY,
     slots      int[]       NOT NULL,
+    -- since it waits: a slot goes back only to one that waited a while,
+    -- not to one that comes and goes.
+    since      timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
 

@@ -21,7 +21,9 @@ import (
 // per slot. Clients call either coordinator: both commit, each in its own
 // range of ids, and either answers for the other's transactions and keys
 // (it passes the call on). Under load the first is SIGKILLed; the standby
-// takes its slot over and finishes what it had in flight. Every
+// takes its slot over and finishes what it had in flight; killed too, its
+// slot is adopted by the second, which hands it back to the first once
+// that is restarted and waits for it. Every
 // transaction whose commit a client called ends with an answer, from
 // commit or from status; each committed one is on both participants, no
 // other is on either, and nothing is left prepared.
