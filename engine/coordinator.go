@@ -2285,6 +2285,24 @@ func (c *Coordinator) allAcked(tx *coordTx) bool {
 	return true
 }
 
+// Applied reports whether nothing of id's outcome is left to reach the
+// data but the decider's marker (StatusReply.Applied), or id is not a
+// transaction being committed (it ended, aborts or is unknown): what a
+// client that wants to read its own writes waits for. Unlike Status it
+// allocates nothing, for a caller that asks after every step.
+func (c *Coordinator) Applied(id TxID) bool {
+	tx := c.txs[id]
+	if tx == nil || tx.phase != PhaseCommitting {
+		return true
+	}
+	for i, n := range tx.nodes {
+		if n.inPhase2 && !n.acked && NodeID(i) != tx.decider {
+			return false
+		}
+	}
+	return true
+}
+
 // Status describes a transaction for clients and operators.
 func (c *Coordinator) Status(id TxID) StatusReply {
 	if tx := c.txs[id]; tx != nil {

@@ -106,6 +106,9 @@ type Coordinator struct {
 	// transactions; counts is touched on the loop goroutine only.
 	counts    outcomeCounts
 	admission *admission
+	// applied are the callers of WaitApplied, woken after the step that
+	// applied their transaction.
+	applied appliedWaiters
 	// watch is what operators read (Health, LatestSnapshot).
 	watch watched[CoordinatorSnapshot]
 	// router passes on calls of other slots; nil with one slot.

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -52,6 +54,77 @@ func (c *Coordinator) Status(ctx context.Context, tx engine.TxID) (engine.Status
 	return typed[engine.StatusReply](c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
 		return engine.ClientStatus{Now: now, Req: req, TxID: tx}
 	}))
+}
+
+// WaitApplied waits until tx's commit is applied on every participant but
+// its decider (engine.StatusReply.Applied: a read there sees its rows), or
+// tx is not being committed; it returns ctx's error if that ends first.
+// It is woken by the step that applies it, where asking Status over and
+// over would either ask often or wake late.
+func (c *Coordinator) WaitApplied(ctx context.Context, tx engine.TxID) error {
+	// Waiting before asking: a step that applies tx after the answer
+	// below wakes the waiter.
+	done := c.applied.add(tx)
+	defer c.applied.remove(tx, done)
+	st, err := c.Status(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if st.State != engine.PhaseCommitting.String() || st.Applied {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// appliedWaiters are the callers of WaitApplied, by transaction.
+type appliedWaiters struct {
+	mu      sync.Mutex
+	waiting map[engine.TxID][]chan struct{}
+}
+
+func (w *appliedWaiters) add(tx engine.TxID) chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waiting == nil {
+		w.waiting = map[engine.TxID][]chan struct{}{}
+	}
+	w.waiting[tx] = append(w.waiting[tx], ch)
+	return ch
+}
+
+// remove forgets ch, if wake has not already.
+func (w *appliedWaiters) remove(tx engine.TxID, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	chs := slices.DeleteFunc(w.waiting[tx], func(c chan struct{}) bool { return c == ch })
+	if len(chs) == 0 {
+		delete(w.waiting, tx)
+		return
+	}
+	w.waiting[tx] = chs
+}
+
+// wake closes the channels of the transactions applied says are applied;
+// it runs on the loop goroutine after every step, where the engine may be
+// asked.
+func (w *appliedWaiters) wake(applied func(engine.TxID) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for tx, chs := range w.waiting {
+		if !applied(tx) {
+			continue
+		}
+		for _, ch := range chs {
+			close(ch)
+		}
+		delete(w.waiting, tx)
+	}
 }
 
 // Participants is the number of participants (node ids 0..n-1).

@@ -100,6 +100,7 @@ func (l *loop) query(ctx context.Context, f func()) error {
 // to the observer; it runs on the loop goroutine.
 func (c *Coordinator) afterStep(feed func() []engine.StatusReply) func() {
 	return func() {
+		c.applied.wake(c.eng.Applied)
 		txs := feed()
 		if len(txs) == 0 {
 			return

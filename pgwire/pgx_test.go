@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/internal/testcerts"
 	"github.com/tpcd/tpcd/internal/testcluster"
@@ -380,4 +382,78 @@ func TestPgxBatch(t *testing.T) {
 	}
 	f.nothingLeft()
 	f.wantRows(map[int]string{keys0[0]: "batch", keys1[0]: "batch"})
+}
+
+// TestSessionWaitsUntilItsCommitIsApplied: after COMMIT, a session's next
+// statement waits until the commit is applied on every participant, even
+// one it does not touch. Participant 0 runs two statements and so decides
+// (its COMMIT is the decision); participant 1 prepares, and its COMMIT
+// PREPARED waits for a connection while the test holds every free one of
+// its pool. A read on participant 0 meanwhile gets no answer; once the
+// connections go back, it answers, and participant 1 holds the row.
+func TestSessionWaitsUntilItsCommitIsApplied(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	on0, k1 := keysOn(0, 2, 5000), keysOn(1, 1, 5000)[0]
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(on0, k1) {
+		if _, err := tx.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 'mine')", k); err != nil {
+			t.Fatalf("insert %d: %v", k, err)
+		}
+	}
+	// Every connection of participant 1's pool that is or comes free,
+	// its branch's too once PREPARE gives it back, until release.
+	gctx, stopGrabbing := context.WithCancel(ctx)
+	grabbed := make(chan []*pgxpool.Conn, 1)
+	go func() {
+		var held []*pgxpool.Conn
+		for {
+			c, err := f.c.Data[1].Acquire(gctx)
+			if err != nil {
+				grabbed <- held
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	release := sync.OnceFunc(func() {
+		stopGrabbing()
+		for _, c := range <-grabbed {
+			c.Release()
+		}
+	})
+	defer release()
+	testcluster.Eventually(t, "participant 1's free connections taken", func() bool {
+		return f.c.Data[1].Stat().IdleConns() == 0 && f.c.Data[1].Stat().AcquiredConns() == f.c.Data[1].Stat().MaxConns()
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	type answer struct {
+		n   int
+		err error
+	}
+	read := make(chan answer, 1)
+	go func() {
+		var a answer
+		a.err = conn.QueryRow(ctx, "SELECT count(*) FROM kv WHERE k = $1", on0[0]).Scan(&a.n)
+		read <- a
+	}()
+	select {
+	case a := <-read:
+		t.Fatalf("the session's next statement answered (%d, %v) before its commit was applied on participant 1", a.n, a.err)
+	case <-time.After(time.Second):
+	}
+	release()
+	if a := <-read; a.err != nil || a.n != 1 {
+		t.Fatalf("the session's next statement, once its commit was applied: %d, %v", a.n, a.err)
+	}
+	if got := testcluster.KV(t, f.c.Data[1]); got[k1] != "mine" || len(f.c.Prepared(1)) != 0 {
+		t.Fatalf("participant 1 holds %v, prepared %v; want key %d committed", got, f.c.Prepared(1), k1)
+	}
 }

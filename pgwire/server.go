@@ -30,6 +30,9 @@ type Coordinator interface {
 	Commit(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error)
 	Rollback(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error)
 	Status(ctx context.Context, tx engine.TxID) (engine.StatusReply, error)
+	// WaitApplied waits until tx's commit is applied on every participant
+	// (but its marker on the decider), or tx is not being committed.
+	WaitApplied(ctx context.Context, tx engine.TxID) error
 	// Participants is the number of participants, node ids 0..n-1.
 	Participants() int
 }

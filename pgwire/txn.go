@@ -2,7 +2,6 @@ package pgwire
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -208,21 +207,11 @@ func (t *txState) waitApplied() error {
 	}
 	ctx, done := t.s.running()
 	defer done()
-	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
-		st, err := t.s.srv.opts.Coordinator.Status(ctx, id)
-		if err != nil {
-			return asPGError(err, 0)
-		}
-		if st.State != engine.PhaseCommitting.String() || st.Applied {
-			t.unapplied = 0
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return asPGError(ctx.Err(), 0)
-		case <-time.After(pause):
-		}
+	if err := t.s.srv.opts.Coordinator.WaitApplied(ctx, id); err != nil {
+		return asPGError(err, 0)
 	}
+	t.unapplied = 0
+	return nil
 }
 
 // rollback rolls the tpcd transaction back, if there is one. A failure is
