@@ -27,12 +27,14 @@ const (
 	// own (ParticipantOptions.SendTimeout).
 	sendTimeout = 10 * time.Second
 	// ackPatience is how long an acknowledgement waits for another message
-	// to the same peer to travel with. Nobody waits for an ack but the
-	// coordinator's bookkeeping (it ends the transaction and later resends
-	// the decision, first after engine.DefaultRetryMin, ten times longer),
-	// and when transactions follow each other the next exec result or vote
-	// comes within milliseconds, saving a request per ack.
-	ackPatience = 10 * time.Millisecond
+	// to the same peer to travel with: when transactions follow each other
+	// the next exec result or vote comes within a millisecond or two,
+	// saving a request per ack. It stays short because a session of the
+	// PostgreSQL front door waits for a prepared branch's ack (its commit
+	// applied) before its next statement, which would otherwise bring the
+	// company the ack waits for; the coordinator's resend of a decision
+	// comes far later (engine.DefaultRetryMin).
+	ackPatience = 2 * time.Millisecond
 )
 
 // batchCaller sends a JSON-RPC batch: an *rpc.Client, or an *rpc.Failover
