@@ -72,6 +72,8 @@ cluster bench starts, the nodes too) and for all processes, read from
 that this process or such a node started or that --data-db and --log-db
 name (postmasters and their children). Nodes and servers on other
 machines are not in it; the report says how many processes it counted.
+The context switches of the same processes, per committed transaction,
+count the hops and waits a commit took.
 
 Examples:
   tpcd bench -c 32 --baseline raw,raw-grouped
