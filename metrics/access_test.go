@@ -34,35 +34,8 @@ func getWith(t *testing.T, hc *http.Client, url, token string) int {
 	return resp.StatusCode
 }
 
-// counter reads a counter of the listener's registry; reason selects the
-// series of tpcd_observer_requests_refused_total.
-func counter(t *testing.T, opts metrics.ServerOptions, name, reason string) float64 {
-	t.Helper()
-	families, err := opts.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if reason == "" {
-				return m.GetCounter().GetValue()
-			}
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{reason=%q}", name, reason)
-	return 0
-}
-
 func refused(t *testing.T, opts metrics.ServerOptions, reason string) float64 {
-	return counter(t, opts, "tpcd_observer_requests_refused_total", reason)
+	return testcluster.Counter(t, opts.Registry, "tpcd_observer_requests_refused_total", "reason", reason)
 }
 
 // TestListenerTakesTheRPCTokens: with tokens on the RPC port, the listener
@@ -153,7 +126,7 @@ func TestRateLimit(t *testing.T) {
 	if got := refused(t, opts, "rate_limited"); got != 6 {
 		t.Errorf("rate_limited refusals counted %v, want 6", got)
 	}
-	if got := counter(t, opts, "tpcd_observer_probes_slowed_total", ""); got != 100 {
+	if got := testcluster.Counter(t, opts.Registry, "tpcd_observer_probes_slowed_total"); got != 100 {
 		t.Errorf("probes slowed %v, want all 100 sent with the bucket empty", got)
 	}
 }

@@ -139,9 +139,9 @@ func TestSlotsInOneProcess(t *testing.T) {
 	// Its metrics count both slots' work: every statement it received
 	// and every commit of its branches (counted once durable in its log).
 	testcluster.Eventually(t, "participant 0's metrics count both slots' commits", func() bool {
-		return gathered(t, reg, "tpcd_participant_outcomes_total", "commit") == float64(committed.Load())
+		return testcluster.Counter(t, reg, "tpcd_participant_outcomes_total", "outcome", "commit") == float64(committed.Load())
 	})
-	if got := gathered(t, reg, "tpcd_statements_total", ""); got != float64(committed.Load()) {
+	if got := testcluster.Counter(t, reg, "tpcd_statements_total"); got != float64(committed.Load()) {
 		t.Errorf("participant 0 counted %v statements; want %d, of both slots", got, committed.Load())
 	}
 
@@ -175,28 +175,6 @@ func TestSlotsInOneProcess(t *testing.T) {
 	if err != nil || !rep.Consistent() || len(rep.Nodes) != 2 || rep.Nodes[1].Node != "participant-1.1" {
 		t.Fatalf("replay of participant 1's log with its data: %v, %+v", err, rep)
 	}
-}
-
-// gathered is the value of the counter name in reg, of the series whose
-// one label has the value label ("" for a counter without labels).
-func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if label == "" && len(m.GetLabel()) == 0 || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s{%s} in the registry", name, label)
-	return 0
 }
 
 // TestStandbyAnnouncesItself: a coordinator waiting for a slot with
