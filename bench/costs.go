@@ -95,21 +95,14 @@ func oneURIPerServer(uris []string) []string {
 	return out
 }
 
-func processCPU() time.Duration {
+// processUsage is this process's CPU time and context switches, every
+// thread's.
+func processUsage() (time.Duration, uint64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// processSwitches are this process's context switches, every thread's.
-func processSwitches() uint64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return uint64(ru.Nvcsw + ru.Nivcsw)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), uint64(ru.Nvcsw + ru.Nivcsw)
 }
 
 func (m *costMeter) read(ctx context.Context) []serverCounters {
@@ -147,7 +140,7 @@ func readCounters(ctx context.Context, uri string) (serverCounters, error) {
 // whose CPU is the meter's, not the workload's.
 func (m *costMeter) start(ctx context.Context) {
 	m.servers = m.read(ctx)
-	m.cpu, m.switches = processCPU(), processSwitches()
+	m.cpu, m.switches = processUsage()
 	m.procs = m.snapshot()
 }
 
@@ -163,7 +156,8 @@ func (m *costMeter) snapshot() procSnapshot {
 // at once; server statistics reach the shared counters a moment after a
 // transaction ends, so it waits that moment out before reading them.
 func (m *costMeter) stop(ctx context.Context, committed int64) *Costs {
-	cpu, switches := processCPU()-m.cpu, processSwitches()-m.switches
+	cpu, switches := processUsage()
+	cpu, switches = cpu-m.cpu, switches-m.switches
 	var procs procSnapshot
 	if m.procs != nil {
 		procs = m.snapshot()

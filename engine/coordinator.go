@@ -2292,9 +2292,12 @@ func (c *Coordinator) allAcked(tx *coordTx) bool {
 // allocates nothing, for a caller that asks after every step.
 func (c *Coordinator) Applied(id TxID) bool {
 	tx := c.txs[id]
-	if tx == nil || tx.phase != PhaseCommitting {
-		return true
-	}
+	return tx == nil || tx.phase != PhaseCommitting || tx.applied()
+}
+
+// applied reports whether every branch owing an ack but the decider's has
+// sent it.
+func (tx *coordTx) applied() bool {
 	for i, n := range tx.nodes {
 		if n.inPhase2 && !n.acked && NodeID(i) != tx.decider {
 			return false
@@ -2318,7 +2321,7 @@ func (c *Coordinator) Status(id TxID) StatusReply {
 				s.Pending = append(s.Pending, NodeID(i))
 			}
 		}
-		s.Applied = tx.phase == PhaseCommitting && !slices.ContainsFunc(s.Pending, func(n NodeID) bool { return n != tx.decider })
+		s.Applied = tx.phase == PhaseCommitting && tx.applied()
 		return s
 	}
 	if e, ok := c.endedIdx[id]; ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
@@ -83,6 +84,8 @@ func (c *Coordinator) WaitApplied(ctx context.Context, tx engine.TxID) error {
 
 // appliedWaiters are the callers of WaitApplied, by transaction.
 type appliedWaiters struct {
+	// n counts the waiters, so that a step with none (most) takes no lock.
+	n       atomic.Int32
 	mu      sync.Mutex
 	waiting map[engine.TxID][]chan struct{}
 }
@@ -95,6 +98,7 @@ func (w *appliedWaiters) add(tx engine.TxID) chan struct{} {
 		w.waiting = map[engine.TxID][]chan struct{}{}
 	}
 	w.waiting[tx] = append(w.waiting[tx], ch)
+	w.n.Add(1)
 	return ch
 }
 
@@ -102,7 +106,9 @@ func (w *appliedWaiters) add(tx engine.TxID) chan struct{} {
 func (w *appliedWaiters) remove(tx engine.TxID, ch chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	before := len(w.waiting[tx])
 	chs := slices.DeleteFunc(w.waiting[tx], func(c chan struct{}) bool { return c == ch })
+	w.n.Add(int32(len(chs) - before))
 	if len(chs) == 0 {
 		delete(w.waiting, tx)
 		return
@@ -114,6 +120,9 @@ func (w *appliedWaiters) remove(tx engine.TxID, ch chan struct{}) {
 // it runs on the loop goroutine after every step, where the engine may be
 // asked.
 func (w *appliedWaiters) wake(applied func(engine.TxID) bool) {
+	if w.n.Load() == 0 {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for tx, chs := range w.waiting {
@@ -123,6 +132,7 @@ func (w *appliedWaiters) wake(applied func(engine.TxID) bool) {
 		for _, ch := range chs {
 			close(ch)
 		}
+		w.n.Add(-int32(len(chs)))
 		delete(w.waiting, tx)
 	}
 }

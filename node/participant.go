@@ -103,8 +103,6 @@ type Participant struct {
 	cluster  string
 	epoch    engine.Epoch
 	finished *compactor // ended here, compacted a while later
-	// recovered is how many events this slot's log replayed at start.
-	recovered int
 	// watch is what operators read (Health, LatestSnapshot).
 	watch watched[ParticipantSnapshot]
 
@@ -152,8 +150,10 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	// Every slot's engine feeds the node's metrics (their counters are
 	// the node's totals); the recovery is reported once, for all slots.
 	began := time.Now()
+	events := 0
 	for s := range opts.Slots {
-		q, eff, err := recoverSlot(ctx, opts, s)
+		q, eff, n, err := recoverSlot(ctx, opts, s)
+		events += n
 		if q != nil {
 			slots = append(slots, q)
 		}
@@ -165,10 +165,6 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 	p := slots[0]
 	p.slots = slots
 	if opts.Observer != nil {
-		events := 0
-		for _, q := range slots {
-			events += q.recovered
-		}
 		opts.Observer.Recovered(events, time.Since(began))
 	}
 	p.watch.checkHealth(ctx, p.CheckHealth)
@@ -194,8 +190,9 @@ func StartParticipant(ctx context.Context, ln net.Listener, opts ParticipantOpti
 
 // recoverSlot builds slot s's engine and recovers it from its log and the
 // data database; the effects are the engine's first, to run once its loop
-// does. A participant that is not returned has nothing to release.
-func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Participant, []engine.Effect, error) {
+// does, and events how many its log replayed. A participant that is not
+// returned has nothing to release.
+func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (_ *Participant, _ []engine.Effect, events int, _ error) {
 	logger := opts.Logger.With("role", "participant", "node", int(opts.ID))
 	if opts.Slots > 1 {
 		logger = logger.With("slot", s)
@@ -234,16 +231,16 @@ func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Particip
 	began := time.Now()
 	n, err := p.loop.recover(ctx)
 	if err != nil {
-		return p, nil, err
+		return p, nil, 0, err
 	}
 	start, err := recoveryFacts(ctx, opts.Data, p.eng)
 	if err != nil {
-		return p, nil, err
+		return p, nil, 0, err
 	}
 	start.Now = p.loop.now()
 	effects, err := p.loop.startStep(ctx, start)
 	if err != nil {
-		return p, nil, err
+		return p, nil, 0, err
 	}
 	p.cluster, p.epoch = p.eng.Cluster(), p.eng.Epoch()
 	inDoubt := 0
@@ -252,10 +249,9 @@ func recoverSlot(ctx context.Context, opts ParticipantOptions, s int) (*Particip
 			inDoubt++
 		}
 	}
-	p.recovered = n
 	p.logger.Info("participant recovered", "events", n, "cluster", p.cluster, "epoch", p.epoch,
 		"prepared_in_db", len(start.PreparedGIDs), "in_doubt", inDoubt, "took", time.Since(began).Round(time.Millisecond))
-	return p, effects, nil
+	return p, effects, n, nil
 }
 
 // Close stops serving and rolls back open (unprepared) data transactions;

@@ -82,11 +82,7 @@ type ParticipantSnapshot struct {
 // waits on the participant is counted whichever slot it belongs to.
 func (p *Participant) Snapshot(ctx context.Context) (ParticipantSnapshot, error) {
 	var s ParticipantSnapshot
-	slots := p.slots
-	if len(slots) == 0 {
-		slots = []*Participant{p}
-	}
-	for _, q := range slots {
+	for _, q := range p.slots {
 		err := q.loop.query(ctx, func() {
 			for _, tx := range q.eng.Transactions() {
 				switch tx.Phase {

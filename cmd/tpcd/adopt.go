@@ -58,12 +58,15 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 				return
 			case <-time.After(c.Lease):
 			}
-			c.handBack(ctx, store, logger, &mu, serving)
+			// free: a slot this process does not hold may be free (or
+			// could not be read); nothing goes back while one may be.
+			free := false
 			for s := range c.Slots {
 				if isHeld(s) {
 					continue
 				}
 				l, found, err := store.LeaseOf(ctx, api.CoordinatorSlotName(s))
+				free = free || err != nil || !found || l.Remaining <= 0
 				switch {
 				case err != nil:
 					continue
@@ -97,6 +100,9 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 					}
 				}()
 			}
+			if !free {
+				c.handBack(ctx, store, logger, &mu, serving)
+			}
 		}
 	}()
 	return a
@@ -108,21 +114,12 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 // every slot has a process of its own again. It releases the slot's lease
 // as it stops, and the standby takes the slot at its next try; meanwhile
 // the slot's calls are answered -32003 and retried, as in any take-over.
-// Nothing goes back while any slot is free: a standby takes that one
-// first. One slot a round: a second standby gets the next.
+// Its caller calls it only while no slot is free: a standby takes that
+// one first. One slot a round: a second standby gets the next.
 func (c *CoordinatorCmd) handBack(ctx context.Context, store *logstore.Store, logger *slog.Logger, mu *sync.Mutex, serving map[int]context.CancelFunc) {
 	mu.Lock()
 	slots := slices.Sorted(maps.Keys(serving))
 	mu.Unlock()
-	if len(slots) == 0 {
-		return
-	}
-	for s := range c.Slots {
-		l, found, err := store.LeaseOf(ctx, api.CoordinatorSlotName(s))
-		if err != nil || !found || l.Remaining <= 0 {
-			return
-		}
-	}
 	for _, s := range slots {
 		waiting, err := store.StandbyWaitsFor(ctx, s, c.Lease)
 		if err != nil || !waiting {
