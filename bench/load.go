@@ -34,6 +34,14 @@ type load struct {
 // other. ctx ending stops the load early; the result covers what was
 // measured until then.
 func (l *load) run(ctx context.Context) *Result {
+	onMeasure := l.onMeasure
+	if l.opts.Warmup <= 0 && onMeasure != nil {
+		// Without a warm-up, measuring starts with the load: the meter
+		// reads its counters first, so that no transaction falls due
+		// (--rate) before the measured time begins.
+		onMeasure()
+		onMeasure = nil
+	}
 	loadStart := time.Now()
 	var sched *schedule
 	if l.opts.Rate > 0 {
@@ -57,8 +65,8 @@ func (l *load) run(ctx context.Context) *Result {
 
 	var start time.Time
 	startMeasuring := func() {
-		if l.onMeasure != nil {
-			l.onMeasure()
+		if onMeasure != nil {
+			onMeasure()
 		}
 		start = time.Now()
 		rec.startAt(start)
