@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,7 @@ func TestMetricsMoveWithTransactions(t *testing.T) {
 			}
 		},
 	})
-	metrics.WatchCoordinator(coordReg, c.Coord, testcluster.Logger(t))
+	metrics.WatchCoordinator(coordReg, c.Coord, testcluster.Logger(t), nil)
 	metrics.WatchParticipant(partReg, c.Parts[0], testcluster.Logger(t))
 	coordHealth.SetReady(c.Coord.Health)
 	partHealth.SetReady(c.Parts[0].Health)
@@ -297,4 +298,55 @@ func TestSiblingCountsIntoTheSameMetrics(t *testing.T) {
 	if got := sample(t, text, "tpcd_recovery_events"); got != 7 {
 		t.Errorf("recovery events %v; want the node's own coordinator's 7", got)
 	}
+}
+
+// TestAdoptedSlotsCountInTheGauges watches a coordinator that serves a
+// slot it adopted (another coordinator, of a cluster of its own here):
+// the transaction gauges count both coordinators' open transactions while
+// the slot is listed, and the node's own alone once it is not.
+func TestAdoptedSlotsCountInTheGauges(t *testing.T) {
+	own := testcluster.Start(t, testcluster.Config{Participants: 1})
+	other := testcluster.Start(t, testcluster.Config{Participants: 1})
+	var mu sync.Mutex
+	adopted := []*node.Coordinator{other.Coord}
+	reg := metrics.NewRegistry()
+	metrics.WatchCoordinator(reg, own.Coord, testcluster.Logger(t), func() []*node.Coordinator {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(adopted)
+	})
+	url := serve(t, metrics.ServerOptions{Registry: reg, Health: &metrics.Health{}})
+	// -1 until the node's first snapshot, which the gauges wait for.
+	active := func() float64 {
+		_, text := get(t, url+"/metrics")
+		for line := range strings.Lines(text) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), `tpcd_transactions_in_flight{state="active"} `); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		return -1
+	}
+
+	var open []engine.TxID
+	for k, c := range []*testcluster.Cluster{own, other, other} {
+		tx := c.Begin()
+		c.Exec(tx, 0, "INSERT INTO kv VALUES ($1, 'open')", k)
+		open = append(open, tx)
+	}
+	// Snapshots are refreshed every second.
+	testcluster.Eventually(t, "three open transactions, one the node's own and two of the adopted slot", func() bool { return active() == 3 })
+
+	mu.Lock()
+	adopted = nil
+	mu.Unlock()
+	if got := active(); got != 1 {
+		t.Errorf("active transactions %v once the slot went back; want the node's own 1", got)
+	}
+	own.Rollback(open[0])
+	other.Rollback(open[1])
+	other.Rollback(open[2])
 }

@@ -28,8 +28,11 @@ var (
 // WatchCoordinator registers the coordinator's state gauges with reg: read
 // at every scrape from the snapshot the coordinator refreshes every second
 // (LatestSnapshot), so that scrapes never wait for its loop; and its log
-// pool's statistics.
-func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger) {
+// pool's statistics. adopted, when not nil, lists the coordinators of the
+// slots this one adopted (their transactions are the node's too, and an
+// alert on transactions in doubt must see them): the transaction gauges
+// count theirs with c's.
+func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger, adopted func() []*node.Coordinator) {
 	watchPools(reg, c.Databases())
 	read := snapshotReader(logger, "coordinator", c.LatestSnapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
@@ -52,14 +55,28 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 		if !ok {
 			return
 		}
+		snaps := []node.CoordinatorSnapshot{s}
+		if adopted != nil {
+			for _, a := range adopted() {
+				// Gone since it was listed (handed back, say): its
+				// transactions are another node's again.
+				if as, err := a.LatestSnapshot(); err == nil {
+					snaps = append(snaps, as)
+				}
+			}
+		}
 		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
-		for _, tx := range s.InFlight {
-			states[tx.State]++
+		inDoubt := 0
+		for _, s := range snaps {
+			for _, tx := range s.InFlight {
+				states[tx.State]++
+			}
+			inDoubt += len(s.InDoubt)
 		}
 		for st, n := range states {
 			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(n), st)
 		}
-		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(len(s.InDoubt)))
+		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(inDoubt))
 	}))
 }
 

@@ -53,12 +53,35 @@ type Options struct {
 	// Refresh is how often the browser reloads the page. Default 2s.
 	Refresh time.Duration
 	Logger  *slog.Logger
+	// Adopted lists the slots the coordinator took over from others that
+	// stopped, each served by a coordinator of its own in this process
+	// (docs/OPERATIONS.md, "Slots"); nil for a node that adopts none. Like
+	// the snapshot, it must read memory only.
+	Adopted func() []AdoptedSlot
+}
+
+// AdoptedSlot is a slot the coordinator adopted, as the page shows it.
+type AdoptedSlot struct {
+	Slot int
+	// Address is where the slot's own coordinator listens.
+	Address string
+	// Snapshot is that coordinator's latest; Err says why there is none.
+	Snapshot node.CoordinatorSnapshot
+	Err      error
 }
 
 type view struct {
 	node.CoordinatorSnapshot
 	Refresh int
 	Stamp   string
+	Adopted []AdoptedSlot
+	// AdoptedInDoubt are the adopted slots' transactions in doubt.
+	AdoptedInDoubt []adoptedTx
+}
+
+type adoptedTx struct {
+	Slot int
+	engine.TxSummary
 }
 
 // Handler serves the page.
@@ -85,8 +108,17 @@ func Handler(snapshot Snapshotter, opts Options) http.Handler {
 			fmt.Fprintf(w, "coordinator state unavailable: %v\n", err)
 			return
 		}
+		v := view{CoordinatorSnapshot: s, Refresh: refresh, Stamp: s.Taken.UTC().Format("2006-01-02 15:04:05 MST")}
+		if opts.Adopted != nil {
+			v.Adopted = opts.Adopted()
+			for _, a := range v.Adopted {
+				for _, tx := range a.Snapshot.InDoubt {
+					v.AdoptedInDoubt = append(v.AdoptedInDoubt, adoptedTx{Slot: a.Slot, TxSummary: tx})
+				}
+			}
+		}
 		var buf bytes.Buffer
-		if err := page.Execute(&buf, view{CoordinatorSnapshot: s, Refresh: refresh, Stamp: s.Taken.UTC().Format("2006-01-02 15:04:05 MST")}); err != nil {
+		if err := page.Execute(&buf, v); err != nil {
 			opts.Logger.Error("status page: render failed", "err", err)
 			http.Error(w, "render failed", http.StatusInternalServerError)
 			return

@@ -2,10 +2,12 @@ package statuspage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/tpcd/tpcd/internal/pgtest"
 	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/metrics"
+	"github.com/tpcd/tpcd/node"
 	"github.com/tpcd/tpcd/statuspage"
 )
 
@@ -167,4 +170,49 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 	}
 
 	c.Rollback(open)
+}
+
+// TestAdoptedSlotsShown renders the page of a coordinator that adopted two
+// slots, one of them with a transaction in doubt and one whose state is
+// unavailable: each is listed with its address, the transaction in doubt
+// with its slot. A coordinator that adopted none shows no such section.
+func TestAdoptedSlotsShown(t *testing.T) {
+	own := func() (node.CoordinatorSnapshot, error) {
+		return node.CoordinatorSnapshot{Cluster: "c-own", Epoch: 3, Taken: time.Now()}, nil
+	}
+	stuck := engine.TxSummary{StatusReply: engine.StatusReply{TxID: 4711, State: "committing", Participants: []engine.NodeID{0, 1}, Pending: []engine.NodeID{1}, Reason: "waiting for p1"}}
+	adopted := []statuspage.AdoptedSlot{
+		{Slot: 1, Address: "127.0.0.1:7001", Snapshot: node.CoordinatorSnapshot{Epoch: 9, InFlight: []engine.TxSummary{stuck}, InDoubt: []engine.TxSummary{stuck}, Committed: 12}},
+		{Slot: 2, Address: "127.0.0.1:7002", Err: errors.New("no snapshot yet")},
+	}
+	render := func(opts statuspage.Options) string {
+		rec := httptest.NewRecorder()
+		statuspage.Handler(own, opts).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status %d:\n%s", rec.Code, rec.Body)
+		}
+		return rec.Body.String()
+	}
+
+	page := render(statuspage.Options{Adopted: func() []statuspage.AdoptedSlot { return adopted }})
+	for _, want := range []string{
+		"<h2>Adopted slots</h2>",
+		`<tr id="slot-1"><td>1</td><td>127.0.0.1:7001</td>`, "<td>9</td><td>1</td><td>1</td><td>12</td><td>0</td>",
+		`<tr id="slot-2"><td>2</td><td>127.0.0.1:7002</td>`, "state unavailable</span>: no snapshot yet",
+		`id="adopted-in-doubt"`, "<tr><td>1</td><td>4711</td><td>committing</td><td>p0, p1</td><td>p1</td>",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q:\n%s", want, page)
+		}
+	}
+	// The node's own counts stay its own.
+	if !strings.Contains(page, `in doubt <b id="in-doubt">0</b>`) {
+		t.Errorf("the node's own in-doubt count took in the adopted slot's:\n%s", page)
+	}
+
+	for _, opts := range []statuspage.Options{{}, {Adopted: func() []statuspage.AdoptedSlot { return nil }}} {
+		if page := render(opts); strings.Contains(page, "Adopted slots") {
+			t.Errorf("a coordinator that adopted no slot shows the section:\n%s", page)
+		}
+	}
 }

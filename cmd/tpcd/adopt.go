@@ -32,8 +32,9 @@ type adopted struct {
 // in flight and serves the slot's calls, which every coordinator passes on
 // to it, until this process stops, loses that lease or hands the slot
 // back to a coordinator that waits for it (handBack). Its metrics count
-// into observer's, this coordinator's own.
-func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int, observer node.Observer) *adopted {
+// into observer's, this coordinator's own, and obs's gauges and status
+// page show it while it is served.
+func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.Logger, transport node.Transport, own int, observer node.Observer, obs *observability) *adopted {
 	ctx, stop := context.WithCancel(context.Background())
 	a := &adopted{stop: stop, done: make(chan struct{})}
 	store := logstore.New(leasePool)
@@ -90,7 +91,7 @@ func (c *CoordinatorCmd) adoptSlots(leasePool, log *pgxpool.Pool, logger *slog.L
 						mu.Unlock()
 						end()
 					}()
-					err := c.serveAdopted(sctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s, adoptedObserver(observer), func() {
+					err := c.serveAdopted(sctx, leasePool, log, host, logger.With("adopted_slot", s), transport, s, adoptedObserver(observer), obs, func() {
 						mu.Lock()
 						serving[s] = end
 						mu.Unlock()
@@ -138,8 +139,9 @@ func (c *CoordinatorCmd) handBack(ctx context.Context, store *logstore.Store, lo
 }
 
 // serveAdopted takes slot s's lease, if it is still free, and serves the
-// slot until ctx ends or the lease is lost; up is called once it serves.
-func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int, observer node.Observer, up func()) error {
+// slot until ctx ends or the lease is lost; up is called once it serves,
+// and obs lists the slot meanwhile.
+func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpool.Pool, host string, logger *slog.Logger, transport node.Transport, s int, observer node.Observer, obs *observability, up func()) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return err
@@ -172,12 +174,14 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 	}
 	logger.Warn("took over a slot whose coordinator stopped: serving it too", "slot", s, "addr", addr,
 		"cluster", coord.Cluster(), "epoch", coord.Epoch())
+	obs.slotAdopted(s, addr, coord)
 	up()
 	select {
 	case <-ctx.Done():
 	case <-lease.Lost():
 		logger.Error("lost the adopted slot's lease: stopped serving it", "slot", s, "err", lease.Err())
 	}
+	obs.slotReleased(s)
 	return coord.Close()
 }
 

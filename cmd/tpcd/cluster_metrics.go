@@ -42,7 +42,7 @@ func (o *observability) clusterUp(cl *localcluster.Cluster, logger *slog.Logger)
 		return
 	}
 	coord, parts := cl.Coordinator(), cl.Participants()
-	metrics.WatchCoordinator(o.nodeRegisterer(api.CoordinatorName), coord, logger)
+	metrics.WatchCoordinator(o.nodeRegisterer(api.CoordinatorName), coord, logger, nil)
 	for i, p := range parts {
 		metrics.WatchParticipant(o.nodeRegisterer(api.ParticipantName(engine.NodeID(i))), p, logger)
 	}

@@ -256,7 +256,7 @@ func (c *CoordinatorCmd) Run(g *Globals, ctx context.Context) error {
 		failed = orLost(failed, logLock)
 	}
 	if c.Slots > 1 {
-		adopted := c.adoptSlots(leasePool, dbs.Log, logger, transport, lease.Slot(), observer)
+		adopted := c.adoptSlots(leasePool, dbs.Log, logger, transport, lease.Slot(), observer, obs)
 		defer adopted.close()
 	}
 	err = waitForSignal(ctx, logger, failed)

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -217,6 +220,69 @@ type observability struct {
 	addr   string // where it listens
 	// coord is set once the coordinator runs; the status page waits for it.
 	coord atomic.Pointer[node.Coordinator]
+	// adopted are the slots the coordinator serves for others that
+	// stopped (adoptSlots), for its gauges and status page.
+	adopted adoptedSlots
+}
+
+// adoptedSlots are the slots a coordinator adopted, each with the
+// coordinator serving it in this process.
+type adoptedSlots struct {
+	mu    sync.Mutex
+	slots map[int]adoptedSlot
+}
+
+type adoptedSlot struct {
+	addr  string
+	coord *node.Coordinator
+}
+
+// slotAdopted lists slot s, served by coord at addr, until slotReleased.
+func (o *observability) slotAdopted(s int, addr string, coord *node.Coordinator) {
+	if o == nil {
+		return
+	}
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	if o.adopted.slots == nil {
+		o.adopted.slots = map[int]adoptedSlot{}
+	}
+	o.adopted.slots[s] = adoptedSlot{addr: addr, coord: coord}
+}
+
+func (o *observability) slotReleased(s int) {
+	if o == nil {
+		return
+	}
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	delete(o.adopted.slots, s)
+}
+
+// adoptedSlots returns the adopted slots in order, with their latest
+// snapshots: what the status page shows.
+func (o *observability) adoptedSlots() []statuspage.AdoptedSlot {
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	out := make([]statuspage.AdoptedSlot, 0, len(o.adopted.slots))
+	for _, s := range slices.Sorted(maps.Keys(o.adopted.slots)) {
+		a := o.adopted.slots[s]
+		snap, err := a.coord.LatestSnapshot()
+		out = append(out, statuspage.AdoptedSlot{Slot: s, Address: a.addr, Snapshot: snap, Err: err})
+	}
+	return out
+}
+
+// adoptedCoordinators returns the adopted slots' coordinators, for the
+// gauges.
+func (o *observability) adoptedCoordinators() []*node.Coordinator {
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	out := make([]*node.Coordinator, 0, len(o.adopted.slots))
+	for _, a := range o.adopted.slots {
+		out = append(out, a.coord)
+	}
+	return out
 }
 
 // startObservability listens on --metrics-addr; it returns nil when the
@@ -242,7 +308,7 @@ func startObservability(addr string, logger *slog.Logger, withPage bool, t node.
 				return node.CoordinatorSnapshot{}, errors.New("the coordinator is still recovering its log")
 			}
 			return c.LatestSnapshot()
-		}, statuspage.Options{Logger: logger})
+		}, statuspage.Options{Logger: logger, Adopted: o.adoptedSlots})
 	}
 	o.server = metrics.Serve(ln, opts)
 	logger.Info("metrics listener serving", "addr", ln.Addr().String(), "status_page", withPage, "tls", t.ServerTLS != nil, "auth", t.Auth.Enabled())
@@ -285,7 +351,7 @@ func (o *observability) coordinatorUp(c *node.Coordinator, logger *slog.Logger) 
 	if o == nil {
 		return
 	}
-	metrics.WatchCoordinator(o.reg, c, logger)
+	metrics.WatchCoordinator(o.reg, c, logger, o.adoptedCoordinators)
 	o.coord.Store(c)
 	o.health.SetReady(c.Health)
 }

@@ -162,6 +162,21 @@ func (n *node) metricValue(name string) (v float64, ok bool, err error) {
 	return 0, false, s.Err()
 }
 
+// statusPage reads the coordinator's status page.
+func (n *node) statusPage(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.metrics + "/")
+	if err != nil {
+		t.Fatalf("%s's status page: %v", n.name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s's status page: %d %v\n%s", n.name, resp.StatusCode, err, b)
+	}
+	return string(b)
+}
+
 // ready reports /readyz.
 func (n *node) ready() (bool, string) {
 	resp, err := http.Get("http://" + n.metrics + "/readyz")

@@ -2,6 +2,7 @@ package heal
 
 import (
 	"encoding/json"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +143,11 @@ func TestSlotsServeAtOnce(t *testing.T) {
 	waitOutput(t, coords[1], "took over a slot whose coordinator stopped")
 	t.Logf("c2 serves slot 0 too %v after c3 was killed", time.Since(killed).Round(10*time.Millisecond))
 	testcluster.EventuallyWithin(t, time.Minute, "commits in slot 0 after c2 took it over", func() bool { return committedIn(0) >= before+10 })
+	// c2's status page lists the slot it adopted, with the state of its
+	// coordinator there.
+	if page := coords[1].statusPage(t); !regexp.MustCompile(`<tr id="slot-0"><td>0</td><td>[^<]+:\d+</td>\s*<td>\d+</td>`).MatchString(page) {
+		t.Fatalf("c2's status page does not list slot 0 as adopted:\n%s", page)
+	}
 
 	// c1 comes back and waits as a standby, saying so in the log: c2
 	// hands slot 0 back to it, and every slot has a process of its own
@@ -154,6 +160,9 @@ func TestSlotsServeAtOnce(t *testing.T) {
 	t.Logf("c1 serves slot 0 again %v after it was restarted", time.Since(restarted).Round(10*time.Millisecond))
 	if s := slotOf(coords[0]); s != 0 {
 		t.Fatalf("c1, restarted, took slot %d; want slot 0 back", s)
+	}
+	if page := coords[1].statusPage(t); strings.Contains(page, "Adopted slots") {
+		t.Fatalf("c2's status page still lists an adopted slot after handing slot 0 back:\n%s", page)
 	}
 	testcluster.EventuallyWithin(t, time.Minute, "commits in slot 0 once c1 has it back", func() bool { return committedIn(0) >= before+10 })
 	outcomes := tr.stop()
