@@ -31,3 +31,22 @@ func WaitApplied(ctx context.Context, call func(ctx context.Context, method stri
 		}
 	}
 }
+
+type promptAcksKey struct{}
+
+// WithPromptAcks marks the calls made with ctx to a coordinator in the
+// same process (node.Coordinator's Commit and Transact) as those of a
+// client that waits for each commit to be applied before its next
+// statement, as a session of the PostgreSQL front door does: the
+// participants then send their acks of its decisions at once, where they
+// would otherwise wait a little for other messages to travel with
+// (engine.ClientCommit.PromptAcks).
+func WithPromptAcks(ctx context.Context) context.Context {
+	return context.WithValue(ctx, promptAcksKey{}, true)
+}
+
+// PromptAcks reports whether ctx was marked by WithPromptAcks.
+func PromptAcks(ctx context.Context) bool {
+	v, _ := ctx.Value(promptAcksKey{}).(bool)
+	return v
+}

@@ -237,6 +237,9 @@ type coordTx struct {
 
 	abortOnly       string
 	commitRequested bool
+	// promptAcks: a client waits for the commit to be applied
+	// (ClientCommit.PromptAcks); its decision asks for prompt acks.
+	promptAcks bool
 	// unanswered marks a transaction begun by an exec without a
 	// transaction id until a reply tells the client its id: before that
 	// nobody could roll it back (see execFailed).
@@ -840,6 +843,7 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 		// the commit planned with its statements covers all of it.
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
 		tx.commitRequested = true
+		tx.promptAcks = tx.promptAcks || in.PromptAcks
 	}
 	for i, s := range in.Stmts {
 		p := pendingExec{sql: s.SQL, args: s.Args, inTransact: true, idx: i}
@@ -1128,6 +1132,9 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 
 func (c *Coordinator) clientCommit(in ClientCommit) {
 	tx := c.txs[in.TxID]
+	if tx != nil && in.PromptAcks {
+		tx.promptAcks = true
+	}
 	if tx != nil && tx.phase == PhaseActive && !tx.batch && !tx.commitRequested {
 		if err := c.addDirect(tx, in.Direct); err != "" {
 			c.fail(in.Req, ErrBadRequest, "%s", err)
@@ -1799,12 +1806,17 @@ func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
 // be durable (decisionLSN), and, sent to the decider, for coord.decided
 // too: the decider then drops its marker, the commit's only other record.
 // That message is housekeeping nobody waits for, so it is Lazy: it rides
-// the next log write instead of forcing one per transaction.
+// the next log write instead of forcing one per transaction; nor is its
+// ack prompt, since the commit is applied without it.
 func (c *Coordinator) decisionSend(tx *coordTx, node NodeID) Send {
-	s := Send{To: node, Msg: c.decisionMsg(tx.id, tx.epoch, tx.outcome, false), WaitLSN: tx.decisionLSN}
+	m := c.decisionMsg(tx.id, tx.epoch, tx.outcome, false)
+	s := Send{To: node, WaitLSN: tx.decisionLSN}
 	if node == tx.decider && tx.branchAsked {
 		s.WaitLSN, s.Lazy = max(tx.decisionLSN, tx.decidedLSN), true
+	} else {
+		m.PromptAck = tx.promptAcks
 	}
+	s.Msg = m
 	return s
 }
 

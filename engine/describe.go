@@ -106,6 +106,9 @@ func DescribeMessage(m Message) string {
 		if m.Presumed {
 			s += " presumed"
 		}
+		if m.PromptAck {
+			s += " prompt-ack"
+		}
 		return s
 	case ExecResult:
 		s := fmt.Sprintf("%s from=%s tx=%d stmt=%d", m.Method(), m.From, m.TxID, m.Stmt)
@@ -126,7 +129,11 @@ func DescribeMessage(m Message) string {
 		}
 		return s + voterResults(m.Results)
 	case AckMessage:
-		return fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
+		s := fmt.Sprintf("%s from=%s tx=%d outcome=%s", m.Method(), m.From, m.TxID, m.Outcome)
+		if m.Prompt {
+			s += " prompt"
+		}
+		return s
 	case InquireMessage:
 		return fmt.Sprintf("%s from=%s tx=%d", m.Method(), m.From, m.TxID)
 	}

@@ -87,6 +87,12 @@ type ClientCommit struct {
 	// statement, counting those that answered ok; it sends none after
 	// asking to commit.
 	Direct []DirectBranch
+	// PromptAcks: the client will wait for the commit to be applied on
+	// every participant (StatusReply.Applied) before its next statement,
+	// as a session of the PostgreSQL front door does; the decision asks
+	// the participants to acknowledge at once (DecisionRequest.PromptAck)
+	// rather than hold their acks for company.
+	PromptAcks bool
 }
 
 // DirectBranch is a client's account of the statements it sent one
@@ -156,6 +162,8 @@ type ClientTransact struct {
 	// known. (Its statements may run while the key is looked up, and are
 	// then rolled back.)
 	Key string
+	// PromptAcks, with Commit, is ClientCommit.PromptAcks.
+	PromptAcks bool
 }
 
 // Statement is one statement of a ClientTransact.

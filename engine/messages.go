@@ -199,12 +199,16 @@ type SettleAnswer struct {
 // DecisionRequest tells a participant the outcome. Presumed marks an abort
 // answered for a transaction the coordinator has no record of; such an answer
 // is stale when the participant already knows the transaction committed.
+// PromptAck asks for the acknowledgement at once: the client waits for the
+// commit to be applied everywhere before its next statement
+// (ClientCommit.PromptAcks).
 type DecisionRequest struct {
 	Header
-	TxID     TxID    `json:"tx"`
-	TxEpoch  Epoch   `json:"tx_epoch"`
-	Outcome  Outcome `json:"outcome"`
-	Presumed bool    `json:"presumed,omitempty"`
+	TxID      TxID    `json:"tx"`
+	TxEpoch   Epoch   `json:"tx_epoch"`
+	Outcome   Outcome `json:"outcome"`
+	Presumed  bool    `json:"presumed,omitempty"`
+	PromptAck bool    `json:"prompt_ack,omitempty"`
 }
 
 // ExecResult answers an ExecRequest.
@@ -250,12 +254,15 @@ type VoterResult struct {
 	Result *StmtResult `json:"result,omitempty"`
 }
 
-// AckMessage acknowledges that a decision was applied.
+// AckMessage acknowledges that a decision was applied. Prompt, which does
+// not travel, tells the driver that somebody waits for it (the decision
+// asked for a PromptAck): it must not be held back for company.
 type AckMessage struct {
 	Cluster string  `json:"cluster"`
 	From    NodeID  `json:"from"`
 	TxID    TxID    `json:"tx"`
 	Outcome Outcome `json:"outcome"`
+	Prompt  bool    `json:"-"`
 }
 
 // InquireMessage asks the coordinator for the decision on an in-doubt

@@ -179,8 +179,10 @@ type partTx struct {
 	prepareStmts  int
 	// abortWanted is an abort decision that arrived while preparing.
 	abortWanted bool
-	// ackWanted: the coordinator asked for the outcome; ack once applied.
+	// ackWanted: the coordinator asked for the outcome; ack once applied,
+	// promptly when it asked for that (DecisionRequest.PromptAck).
 	ackWanted bool
+	promptAck bool
 	reason    string
 
 	preparedLSN LSN
@@ -1297,8 +1299,11 @@ func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
 	p.data(Data{Op: DataRollback, TxID: tx.id, GID: tx.gid}, tx)
 }
 
-func (p *Participant) ack(id TxID, o Outcome) {
-	p.send(AckMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o}, 0)
+func (p *Participant) ack(id TxID, o Outcome) { p.ackPrompt(id, o, false) }
+
+// ackPrompt acknowledges o; prompt marks an ack somebody waits for.
+func (p *Participant) ackPrompt(id TxID, o Outcome, prompt bool) {
+	p.send(AckMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o, Prompt: prompt}, 0)
 }
 
 func (p *Participant) decision(now Instant, m DecisionRequest) {
@@ -1338,10 +1343,11 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
 		// forget too.
-		p.ack(m.TxID, m.Outcome)
+		p.ackPrompt(m.TxID, m.Outcome, m.PromptAck)
 		return
 	}
 	tx.ackWanted = true
+	tx.promptAck = tx.promptAck || m.PromptAck
 	switch {
 	case m.Outcome == OutcomeCommit && tx.phase == PartPhasePrepared:
 		tx.phase = PartPhaseCommitting
@@ -1427,7 +1433,7 @@ func (p *Participant) dataDone(in DataDone) {
 			p.violation(tx.id, "commit of %s failed: %s", tx.gid, in.Err)
 		}
 		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
-		p.ack(tx.id, OutcomeCommit)
+		p.ackPrompt(tx.id, OutcomeCommit, tx.promptAck)
 		if tx.xid == 0 {
 			p.deleteMarker(tx.id, tx.gid, lsn, 0)
 			return

@@ -25,7 +25,7 @@ var update = flag.Bool("update", false, "rewrite the golden traces in testdata/t
 // command is every event, effect and message it caused, rendered with the
 // engine's Describe functions. Commands:
 //
-//	init participants=3 [protocol=decider|classic] [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes] [asks-in-flight]
+//	init participants=3 [protocol=decider|classic] [batch-size=3] [vote-timeout=5s] [lazy-prepared] [reserve-block=N] [remember-ended=N] [forge-votes] [asks-in-flight] [prompt-acks]
 //	start [node=c|pN]          start every down node, or one
 //	restart node=pN            same as start for one crashed node
 //	crash node=pN              lose volatile events, held effects, issued data ops, open data txs
@@ -190,6 +190,8 @@ func (e *traceEnv) init(d *datadriven.TestData) error {
 			e.forges = true
 		case "asks-in-flight":
 			cfg.AnswerAtOnce = false
+		case "prompt-acks":
+			cfg.PromptAcks = true
 		case "protocol":
 			if len(a.Vals) != 1 {
 				return fmt.Errorf("init: protocol=decider|classic")

@@ -62,7 +62,8 @@ func TestBatchQueuePatientItemsLeaveAlone(t *testing.T) {
 	}
 }
 
-// Of the messages a node sends, only acknowledgements may wait.
+// Of the messages a node sends, only acknowledgements may wait, and not
+// those a client waits for.
 func TestOnlyAcksArePatient(t *testing.T) {
 	o := newOutbox(0, nil, nil, nil, nil)
 	for _, c := range []struct {
@@ -70,6 +71,7 @@ func TestOnlyAcksArePatient(t *testing.T) {
 		want bool
 	}{
 		{engine.AckMessage{TxID: 1}, true},
+		{engine.AckMessage{TxID: 1, Prompt: true}, false},
 		{engine.ExecRequest{TxID: 1}, false},
 		{engine.ExecResult{TxID: 1}, false},
 		{engine.PrepareRequest{TxID: 1}, false},

@@ -34,8 +34,9 @@ func (c *Coordinator) Transact(ctx context.Context, p api.TransactParams) (engin
 
 // Commit runs api.MethodCommit.
 func (c *Coordinator) Commit(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error) {
+	prompt := api.PromptAcks(ctx)
 	r, err := c.call(ctx, func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientCommit{Now: now, Req: req, TxID: tx}
+		return engine.ClientCommit{Now: now, Req: req, TxID: tx, PromptAcks: prompt}
 	})
 	c.endsTx(tx, err)
 	return typed[engine.OutcomeReply](r, err)

@@ -28,13 +28,13 @@ const (
 	sendTimeout = 10 * time.Second
 	// ackPatience is how long an acknowledgement waits for another message
 	// to the same peer to travel with: when transactions follow each other
-	// the next exec result or vote comes within a millisecond or two,
-	// saving a request per ack. It stays short because a session of the
-	// PostgreSQL front door waits for a prepared branch's ack (its commit
-	// applied) before its next statement, which would otherwise bring the
-	// company the ack waits for; the coordinator's resend of a decision
-	// comes far later (engine.DefaultRetryMin).
-	ackPatience = 2 * time.Millisecond
+	// the acks of several share a request. Nobody waits for such an ack:
+	// one a client waits for (engine.AckMessage.Prompt, asked for by a
+	// session of the PostgreSQL front door, which waits for its commit to
+	// be applied before its next statement) leaves at once, and the
+	// coordinator's resend of a decision comes far later
+	// (engine.DefaultRetryMin).
+	ackPatience = 10 * time.Millisecond
 )
 
 // batchCaller sends a JSON-RPC batch: an *rpc.Client, or an *rpc.Failover
@@ -74,14 +74,15 @@ type outbox struct {
 // neither sent nor failed sends one-way.
 func newOutbox(to engine.NodeID, client batchCaller, logger *slog.Logger, sent func(error), failed func(engine.Message)) *outbox {
 	q := newBatchQueue[engine.Message]()
-	q.patient, q.patience = isAck, ackPatience
+	q.patient, q.patience = isPatientAck, ackPatience
 	return &outbox{to: to, client: client, logger: logger, sent: sent, failed: failed, queue: q, timeout: sendTimeout,
 		oneWay: sent == nil && failed == nil}
 }
 
-func isAck(m engine.Message) bool {
-	_, ok := m.(engine.AckMessage)
-	return ok
+// isPatientAck reports whether m is an ack that may wait for company.
+func isPatientAck(m engine.Message) bool {
+	a, ok := m.(engine.AckMessage)
+	return ok && !a.Prompt
 }
 
 // push queues m. It never blocks: the loop goroutine calls it.

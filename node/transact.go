@@ -61,7 +61,7 @@ func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams) (
 	// once, so each participant can prepare (or, alone, commit) with its
 	// last statement.
 	mk := func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit, Key: p.Key}
+		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit, Key: p.Key, PromptAcks: api.PromptAcks(ctx)}
 	}
 	if p.TxID != 0 {
 		return c.call(ctx, mk)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
 	"github.com/tpcd/tpcd/rpc"
 )
@@ -77,8 +78,10 @@ func newSession(srv *Server, conn net.Conn, be *pgproto3.Backend, params map[str
 	s := &session{srv: srv, conn: conn, be: be, pid: pid, secret: slices.Clone(secret), user: params["user"], app: params["application_name"],
 		vals: newValues(), stmts: map[string]*prepared{}, portals: map[string]*portal{}}
 	s.log = srv.logger.With("client", conn.RemoteAddr().String(), "pid", pid)
-	// The coordinator counts open transactions per client address.
-	s.ctx = rpc.WithCaller(context.Background(), rpc.Caller{Addr: conn.RemoteAddr().String(), Roles: rpc.RoleClient, Authenticated: true})
+	// The coordinator counts open transactions per client address. A
+	// session waits for its last commit to be applied before its next
+	// statement (txState.waitApplied): its acks must not dawdle.
+	s.ctx = api.WithPromptAcks(rpc.WithCaller(context.Background(), rpc.Caller{Addr: conn.RemoteAddr().String(), Roles: rpc.RoleClient, Authenticated: true}))
 	s.tx.s = s
 	return s
 }

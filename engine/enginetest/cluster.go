@@ -20,6 +20,9 @@ type Config struct {
 	Participant engine.ParticipantConfig
 	// ClusterID is the NewCluster given to the coordinator's Start.
 	ClusterID string
+	// PromptAcks makes every client commit one whose client waits for it to
+	// be applied (ClientCommit.PromptAcks), as the front door's are.
+	PromptAcks bool
 	// ForgeVotes breaks two-phase commit on purpose, to prove the checker
 	// notices: the first yes vote the coordinator receives for a transaction
 	// is followed by forged yes votes from every other participant asked to
@@ -1026,7 +1029,7 @@ func (c *Cluster) CommitDirect(tx engine.TxID) engine.ReqID {
 			direct = append(direct, engine.DirectBranch{Node: n, Stmts: d.ok[n], Wrote: true})
 		}
 	}
-	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx, Direct: direct})
+	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx, Direct: direct, PromptAcks: c.cfg.PromptAcks})
 }
 
 // RollbackDirect asks to abort tx, naming the participants the client sent
@@ -1045,7 +1048,7 @@ func (c *Cluster) RollbackDirect(tx engine.TxID) engine.ReqID {
 func (c *Cluster) Commit(tx engine.TxID) engine.ReqID {
 	c.endDirect(tx)
 	r := c.newReq("commit", tx, 0, "")
-	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx})
+	return c.request(r, engine.ClientCommit{Now: c.now, Req: r.Req, TxID: tx, PromptAcks: c.cfg.PromptAcks})
 }
 
 // Rollback asks to abort an explicit transaction.
@@ -1076,7 +1079,7 @@ func (c *Cluster) Transact(tx engine.TxID, stmts []engine.Statement, commit bool
 	}
 	r := c.newReq("transact", tx, 0, "")
 	r.Stmts, r.Key = stmts, key
-	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit, Key: key})
+	return c.request(r, engine.ClientTransact{Now: c.now, Req: r.Req, TxID: tx, Stmts: stmts, Commit: commit, Key: key, PromptAcks: c.cfg.PromptAcks})
 }
 
 // Execute is the seed form: a statement that joins the current batch,

@@ -90,6 +90,8 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		cfg.Coordinator.RememberEnded = sc.RememberEnded
 	}
 	cfg.Compact = rng.IntN(2) == 0
+	// Commits as the front door's: decisions asking for prompt acks.
+	cfg.PromptAcks = rng.IntN(2) == 0
 	// A node keeps what ended for a minute (node.keepEnded) and its
 	// transport gives up on a message well before that.
 	cfg.CompactAfter, cfg.MaxMessageAge = time.Minute, 30*time.Second
