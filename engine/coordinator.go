@@ -1132,21 +1132,20 @@ func (c *Coordinator) execFailed(now Instant, tx *coordTx, node NodeID, code Err
 
 func (c *Coordinator) clientCommit(in ClientCommit) {
 	tx := c.txs[in.TxID]
-	if tx != nil && in.PromptAcks {
-		tx.promptAcks = true
-	}
 	if tx != nil && tx.phase == PhaseActive && !tx.batch && !tx.commitRequested {
 		if err := c.addDirect(tx, in.Direct); err != "" {
 			c.fail(in.Req, ErrBadRequest, "%s", err)
 			return
 		}
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		tx.promptAcks = in.PromptAcks
 		c.requestCommit(in.Now, tx)
 		return
 	}
 	if tx != nil && (tx.phase == PhaseActive || tx.phase == PhasePreparing) {
 		// A repeated commit joins the one in progress.
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
+		tx.promptAcks = tx.promptAcks || in.PromptAcks
 		return
 	}
 	if c.mayHaveCommittedUnseen(in.TxID) {
@@ -1458,6 +1457,11 @@ func (c *Coordinator) decide(now Instant, tx *coordTx, o Outcome, reason string)
 	tx.backoff = c.cfg.RetryMin
 	tx.nextRetry = now.Add(tx.backoff)
 	c.sendDecision(now, tx)
+	// Asked for once: a resend comes late enough that an ack held for
+	// company costs nothing, and goes without the field, which a
+	// participant of an older release refuses (it refuses unknown fields)
+	// and would otherwise refuse for ever, the commit never applied there.
+	tx.promptAcks = false
 }
 
 func (c *Coordinator) answerWaiters(tx *coordTx) {
@@ -1807,14 +1811,15 @@ func (c *Coordinator) awaitDecider(now Instant, tx *coordTx) {
 // too: the decider then drops its marker, the commit's only other record.
 // That message is housekeeping nobody waits for, so it is Lazy: it rides
 // the next log write instead of forcing one per transaction; nor is its
-// ack prompt, since the commit is applied without it.
+// ack prompt, since the commit is applied without it. Only a commit's
+// acks may be (nobody waits for an abort to be applied).
 func (c *Coordinator) decisionSend(tx *coordTx, node NodeID) Send {
 	m := c.decisionMsg(tx.id, tx.epoch, tx.outcome, false)
 	s := Send{To: node, WaitLSN: tx.decisionLSN}
 	if node == tx.decider && tx.branchAsked {
 		s.WaitLSN, s.Lazy = max(tx.decisionLSN, tx.decidedLSN), true
 	} else {
-		m.PromptAck = tx.promptAcks
+		m.PromptAck = tx.promptAcks && tx.outcome == OutcomeCommit
 	}
 	s.Msg = m
 	return s

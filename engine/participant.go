@@ -1299,10 +1299,10 @@ func (p *Participant) rollback(now Instant, tx *partTx, reason string) {
 	p.data(Data{Op: DataRollback, TxID: tx.id, GID: tx.gid}, tx)
 }
 
-func (p *Participant) ack(id TxID, o Outcome) { p.ackPrompt(id, o, false) }
+func (p *Participant) ack(id TxID, o Outcome) { p.sendAck(id, o, false) }
 
-// ackPrompt acknowledges o; prompt marks an ack somebody waits for.
-func (p *Participant) ackPrompt(id TxID, o Outcome, prompt bool) {
+// sendAck acknowledges o; prompt marks an ack somebody waits for.
+func (p *Participant) sendAck(id TxID, o Outcome, prompt bool) {
 	p.send(AckMessage{Cluster: p.cluster, From: p.cfg.Node, TxID: id, Outcome: o, Prompt: prompt}, 0)
 }
 
@@ -1343,7 +1343,7 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
 		// forget too.
-		p.ackPrompt(m.TxID, m.Outcome, m.PromptAck)
+		p.sendAck(m.TxID, m.Outcome, m.PromptAck && m.Outcome == OutcomeCommit)
 		return
 	}
 	tx.ackWanted = true
@@ -1433,7 +1433,7 @@ func (p *Participant) dataDone(in DataDone) {
 			p.violation(tx.id, "commit of %s failed: %s", tx.gid, in.Err)
 		}
 		lsn := p.emit(PartCommitted{TxID: tx.id, GID: tx.gid})
-		p.ackPrompt(tx.id, OutcomeCommit, tx.promptAck)
+		p.sendAck(tx.id, OutcomeCommit, tx.promptAck)
 		if tx.xid == 0 {
 			p.deleteMarker(tx.id, tx.gid, lsn, 0)
 			return

@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync/atomic"
 
@@ -34,7 +36,11 @@ var (
 // count theirs with c's.
 func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *slog.Logger, adopted func() []*node.Coordinator) {
 	watchPools(reg, c.Databases())
-	read := snapshotReader(logger, "coordinator", c.LatestSnapshot)
+	snapshot := c.LatestSnapshot
+	if adopted != nil {
+		snapshot = func() (node.CoordinatorSnapshot, error) { return withAdopted(c, adopted()) }
+	}
+	read := snapshotReader(logger, "coordinator", snapshot)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
 		// Reachability is kept apart from the loop: read it now rather
 		// than as old as the snapshot.
@@ -55,29 +61,37 @@ func WatchCoordinator(reg prometheus.Registerer, c *node.Coordinator, logger *sl
 		if !ok {
 			return
 		}
-		snaps := []node.CoordinatorSnapshot{s}
-		if adopted != nil {
-			for _, a := range adopted() {
-				// Gone since it was listed (handed back, say): its
-				// transactions are another node's again.
-				if as, err := a.LatestSnapshot(); err == nil {
-					snaps = append(snaps, as)
-				}
-			}
-		}
 		states := map[string]int{"active": 0, "preparing": 0, "committing": 0, "aborting": 0}
-		inDoubt := 0
-		for _, s := range snaps {
-			for _, tx := range s.InFlight {
-				states[tx.State]++
-			}
-			inDoubt += len(s.InDoubt)
+		for _, tx := range s.InFlight {
+			states[tx.State]++
 		}
 		for st, n := range states {
 			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(n), st)
 		}
-		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(inDoubt))
+		ch <- prometheus.MustNewConstMetric(inDoubtDesc, prometheus.GaugeValue, float64(len(s.InDoubt)))
 	}))
+}
+
+// withAdopted is c's latest snapshot with the transactions of the
+// coordinators of the slots it adopted added. It fails when any of them
+// has none: a gauge that left out a slot whose loop stopped answering
+// would show fewer transactions in doubt just when they matter, so the
+// scrape goes without the gauges and counts the failure, as for c's own.
+func withAdopted(c *node.Coordinator, adopted []*node.Coordinator) (node.CoordinatorSnapshot, error) {
+	s, err := c.LatestSnapshot()
+	if err != nil {
+		return s, err
+	}
+	for _, a := range adopted {
+		as, err := a.LatestSnapshot()
+		if err != nil {
+			return s, fmt.Errorf("an adopted slot's coordinator: %w", err)
+		}
+		// Clipped: the snapshots' slices are shared with other readers.
+		s.InFlight = append(slices.Clip(s.InFlight), as.InFlight...)
+		s.InDoubt = append(slices.Clip(s.InDoubt), as.InDoubt...)
+	}
+	return s, nil
 }
 
 // WatchParticipant registers a participant's state gauges with reg, read

@@ -25,7 +25,7 @@ func (c *Coordinator) Exec(ctx context.Context, p api.ExecParams) (engine.ExecRe
 
 // Transact runs api.MethodTransact.
 func (c *Coordinator) Transact(ctx context.Context, p api.TransactParams) (engine.TransactReply, error) {
-	r, err := typed[engine.TransactReply](c.transactTyped(ctx, p))
+	r, err := typed[engine.TransactReply](c.transactTyped(ctx, p, api.PromptAcks(ctx)))
 	if err == nil && r.Outcome != nil {
 		c.endsTx(r.TxID, nil)
 	}

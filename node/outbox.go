@@ -28,11 +28,12 @@ const (
 	sendTimeout = 10 * time.Second
 	// ackPatience is how long an acknowledgement waits for another message
 	// to the same peer to travel with: when transactions follow each other
-	// the acks of several share a request. Nobody waits for such an ack:
-	// one a client waits for (engine.AckMessage.Prompt, asked for by a
-	// session of the PostgreSQL front door, which waits for its commit to
-	// be applied before its next statement) leaves at once, and the
-	// coordinator's resend of a decision comes far later
+	// the acks of several share a request. An ack a client waits for
+	// (engine.AckMessage.Prompt, asked for by a session of the PostgreSQL
+	// front door, which waits for its commit to be applied before its
+	// next statement) leaves at once; a client polling status for
+	// "applied" over JSON-RPC polls every 10 ms anyway (api.WaitApplied),
+	// and the coordinator's resend of a decision comes far later
 	// (engine.DefaultRetryMin).
 	ackPatience = 10 * time.Millisecond
 )

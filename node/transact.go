@@ -22,10 +22,12 @@ func (c *Coordinator) transact(ctx context.Context, raw json.RawMessage) (any, e
 	if err := rpc.DecodeParams(raw, &p); err != nil {
 		return nil, err
 	}
-	return c.transactTyped(ctx, p)
+	return c.transactTyped(ctx, p, false)
 }
 
-func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams) (any, error) {
+// transactTyped runs a transact call; promptAcks is
+// engine.ClientTransact.PromptAcks, for in-process callers.
+func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams, promptAcks bool) (any, error) {
 	if err := needKey(p.Key); err != nil {
 		return nil, err
 	}
@@ -61,7 +63,7 @@ func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams) (
 	// once, so each participant can prepare (or, alone, commit) with its
 	// last statement.
 	mk := func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit, Key: p.Key, PromptAcks: api.PromptAcks(ctx)}
+		return engine.ClientTransact{Now: now, Req: req, TxID: p.TxID, Stmts: stmts, Commit: p.Commit, Key: p.Key, PromptAcks: promptAcks}
 	}
 	if p.TxID != 0 {
 		return c.call(ctx, mk)

@@ -21,19 +21,27 @@ import (
 
 // countingCoordinator counts the front door's calls that run statements
 // or commit, so that a test can tell a block sent whole from one run
-// statement by statement.
+// statement by statement; and those not marked for prompt acks
+// (api.WithPromptAcks), which a session, waiting for its commits to be
+// applied, must ask for.
 type countingCoordinator struct {
 	pgwire.Coordinator
-	transacts, commits atomic.Int64
+	transacts, commits, unmarked atomic.Int64
 }
 
 func (c *countingCoordinator) Transact(ctx context.Context, p api.TransactParams) (engine.TransactReply, error) {
 	c.transacts.Add(1)
+	if !api.PromptAcks(ctx) {
+		c.unmarked.Add(1)
+	}
 	return c.Coordinator.Transact(ctx, p)
 }
 
 func (c *countingCoordinator) Commit(ctx context.Context, tx engine.TxID) (engine.OutcomeReply, error) {
 	c.commits.Add(1)
+	if !api.PromptAcks(ctx) {
+		c.unmarked.Add(1)
+	}
 	return c.Coordinator.Commit(ctx, tx)
 }
 
@@ -47,6 +55,11 @@ func startCountedFrontDoor(t *testing.T) (*frontDoor, *countingCoordinator) {
 	f := startFrontDoor(t, func(o *pgwire.Options) {
 		cc = &countingCoordinator{Coordinator: o.Coordinator}
 		o.Coordinator = cc
+	})
+	t.Cleanup(func() {
+		if n := cc.unmarked.Load(); n > 0 {
+			t.Errorf("%d of the front door's calls did not ask for prompt acks", n)
+		}
 	})
 	return f, cc
 }

@@ -259,9 +259,9 @@ func (o *observability) slotReleased(s int) {
 	delete(o.adopted.slots, s)
 }
 
-// adoptedSlots returns the adopted slots in order, with their latest
+// adoptedForPage returns the adopted slots in order, with their latest
 // snapshots: what the status page shows.
-func (o *observability) adoptedSlots() []statuspage.AdoptedSlot {
+func (o *observability) adoptedForPage() []statuspage.AdoptedSlot {
 	o.adopted.mu.Lock()
 	defer o.adopted.mu.Unlock()
 	out := make([]statuspage.AdoptedSlot, 0, len(o.adopted.slots))
@@ -308,7 +308,7 @@ func startObservability(addr string, logger *slog.Logger, withPage bool, t node.
 				return node.CoordinatorSnapshot{}, errors.New("the coordinator is still recovering its log")
 			}
 			return c.LatestSnapshot()
-		}, statuspage.Options{Logger: logger, Adopted: o.adoptedSlots})
+		}, statuspage.Options{Logger: logger, Adopted: o.adoptedForPage})
 	}
 	o.server = metrics.Serve(ln, opts)
 	logger.Info("metrics listener serving", "addr", ln.Addr().String(), "status_page", withPage, "tls", t.ServerTLS != nil, "auth", t.Auth.Enabled())

@@ -100,8 +100,8 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		cfg.Coordinator.Protocol = engine.Protocol(1 + rng.IntN(2))
 	}
 	cfg.Participant.DeciderPatience = time.Duration(1+rng.IntN(6)) * time.Second
-	s.tracef("config: protocol=%s batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t compact=%t patience=%s",
-		cfg.Coordinator.Protocol, cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared, cfg.Compact, cfg.Participant.DeciderPatience)
+	s.tracef("config: protocol=%s batch-size=%d reserve-block=%d remember-ended=%d lazy-prepared=%t compact=%t patience=%s prompt-acks=%t",
+		cfg.Coordinator.Protocol, cfg.Coordinator.BatchSize, cfg.Coordinator.ReserveBlock, cfg.Coordinator.RememberEnded, cfg.Participant.LazyPrepared, cfg.Compact, cfg.Participant.DeciderPatience, cfg.PromptAcks)
 	s.c = New(cfg)
 	s.sessions = make([]session, 3)
 	for _, n := range s.c.Nodes() {
