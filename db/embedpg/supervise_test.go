@@ -154,7 +154,17 @@ func takePortOnDeath(t *testing.T, c *Cluster) (down func(error), release func()
 		if taken != nil {
 			return
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)))
+		// The port, free since the death, is an ephemeral one: another
+		// test's outgoing connection may hold it for a moment. Supervise
+		// waits for Down before it restarts, so the test waits too.
+		var ln net.Listener
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)))
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Errorf("take the port: %v", err)
 			return
