@@ -1138,7 +1138,7 @@ func (c *Coordinator) clientCommit(in ClientCommit) {
 			return
 		}
 		tx.commitWaiters = append(tx.commitWaiters, in.Req)
-		tx.promptAcks = in.PromptAcks
+		tx.promptAcks = tx.promptAcks || in.PromptAcks
 		c.requestCommit(in.Now, tx)
 		return
 	}

@@ -1343,7 +1343,7 @@ func (p *Participant) decision(now Instant, m DecisionRequest) {
 		}
 		// Already finished and forgotten: acknowledge so the coordinator can
 		// forget too.
-		p.sendAck(m.TxID, m.Outcome, m.PromptAck && m.Outcome == OutcomeCommit)
+		p.sendAck(m.TxID, m.Outcome, m.PromptAck)
 		return
 	}
 	tx.ackWanted = true

@@ -15,6 +15,7 @@ import (
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/logstore"
 	"github.com/tpcd/tpcd/node"
+	"github.com/tpcd/tpcd/statuspage"
 )
 
 // adopted are the slots a serving coordinator took over from others that
@@ -183,6 +184,71 @@ func (c *CoordinatorCmd) serveAdopted(ctx context.Context, leasePool, log *pgxpo
 	}
 	obs.slotReleased(s)
 	return coord.Close()
+}
+
+// adoptedSlots are the slots a coordinator adopted, each with the
+// coordinator serving it in this process, for its gauges and status page.
+type adoptedSlots struct {
+	mu    sync.Mutex
+	slots map[int]adoptedSlot
+}
+
+type adoptedSlot struct {
+	slot  int
+	addr  string
+	coord *node.Coordinator
+}
+
+// slotAdopted lists slot s, served by coord at addr, until slotReleased.
+func (o *observability) slotAdopted(s int, addr string, coord *node.Coordinator) {
+	if o == nil {
+		return
+	}
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	if o.adopted.slots == nil {
+		o.adopted.slots = map[int]adoptedSlot{}
+	}
+	o.adopted.slots[s] = adoptedSlot{slot: s, addr: addr, coord: coord}
+}
+
+func (o *observability) slotReleased(s int) {
+	if o == nil {
+		return
+	}
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	delete(o.adopted.slots, s)
+}
+
+// adoptedList returns the adopted slots in order.
+func (o *observability) adoptedList() []adoptedSlot {
+	o.adopted.mu.Lock()
+	defer o.adopted.mu.Unlock()
+	out := make([]adoptedSlot, 0, len(o.adopted.slots))
+	for _, s := range slices.Sorted(maps.Keys(o.adopted.slots)) {
+		out = append(out, o.adopted.slots[s])
+	}
+	return out
+}
+
+// adoptedForPage is what the status page shows of the adopted slots.
+func (o *observability) adoptedForPage() []statuspage.AdoptedSlot {
+	var out []statuspage.AdoptedSlot
+	for _, a := range o.adoptedList() {
+		snap, err := a.coord.LatestSnapshot()
+		out = append(out, statuspage.AdoptedSlot{Slot: a.slot, Address: a.addr, Snapshot: snap, Err: err})
+	}
+	return out
+}
+
+// adoptedCoordinators are the adopted slots' coordinators, for the gauges.
+func (o *observability) adoptedCoordinators() []*node.Coordinator {
+	var out []*node.Coordinator
+	for _, a := range o.adoptedList() {
+		out = append(out, a.coord)
+	}
+	return out
 }
 
 // close stops serving the adopted slots and releases their leases.

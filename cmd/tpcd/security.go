@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -223,66 +220,6 @@ type observability struct {
 	// adopted are the slots the coordinator serves for others that
 	// stopped (adoptSlots), for its gauges and status page.
 	adopted adoptedSlots
-}
-
-// adoptedSlots are the slots a coordinator adopted, each with the
-// coordinator serving it in this process.
-type adoptedSlots struct {
-	mu    sync.Mutex
-	slots map[int]adoptedSlot
-}
-
-type adoptedSlot struct {
-	addr  string
-	coord *node.Coordinator
-}
-
-// slotAdopted lists slot s, served by coord at addr, until slotReleased.
-func (o *observability) slotAdopted(s int, addr string, coord *node.Coordinator) {
-	if o == nil {
-		return
-	}
-	o.adopted.mu.Lock()
-	defer o.adopted.mu.Unlock()
-	if o.adopted.slots == nil {
-		o.adopted.slots = map[int]adoptedSlot{}
-	}
-	o.adopted.slots[s] = adoptedSlot{addr: addr, coord: coord}
-}
-
-func (o *observability) slotReleased(s int) {
-	if o == nil {
-		return
-	}
-	o.adopted.mu.Lock()
-	defer o.adopted.mu.Unlock()
-	delete(o.adopted.slots, s)
-}
-
-// adoptedForPage returns the adopted slots in order, with their latest
-// snapshots: what the status page shows.
-func (o *observability) adoptedForPage() []statuspage.AdoptedSlot {
-	o.adopted.mu.Lock()
-	defer o.adopted.mu.Unlock()
-	out := make([]statuspage.AdoptedSlot, 0, len(o.adopted.slots))
-	for _, s := range slices.Sorted(maps.Keys(o.adopted.slots)) {
-		a := o.adopted.slots[s]
-		snap, err := a.coord.LatestSnapshot()
-		out = append(out, statuspage.AdoptedSlot{Slot: s, Address: a.addr, Snapshot: snap, Err: err})
-	}
-	return out
-}
-
-// adoptedCoordinators returns the adopted slots' coordinators, for the
-// gauges.
-func (o *observability) adoptedCoordinators() []*node.Coordinator {
-	o.adopted.mu.Lock()
-	defer o.adopted.mu.Unlock()
-	out := make([]*node.Coordinator, 0, len(o.adopted.slots))
-	for _, a := range o.adopted.slots {
-		out = append(out, a.coord)
-	}
-	return out
 }
 
 // startObservability listens on --metrics-addr; it returns nil when the
