@@ -76,7 +76,7 @@ type DirectExecParams struct {
 	TxID    engine.TxID  `json:"tx"`
 	Stmt    int          `json:"stmt"`
 	SQL     string       `json:"sql"`
-	Args    []any        `json:"args,omitempty"`
+	Args    engine.Args  `json:"args,omitempty"`
 }
 
 // MaxKeyBytes bounds an idempotency key. A key is kept with its
@@ -110,7 +110,7 @@ type ExecParams struct {
 	// Args are the statement's $1-style parameters. Without them the SQL
 	// goes over PostgreSQL's simple protocol and may hold several
 	// statements.
-	Args []any `json:"args,omitempty"`
+	Args engine.Args `json:"args,omitempty"`
 	// Describe asks for the statement's parameter types and result
 	// columns (StmtResult's Params, Columns and Types) instead of running
 	// it. It is parsed in the transaction, so it sees the tables the
@@ -125,7 +125,7 @@ type ExecParams struct {
 type ExecuteParams struct {
 	Node *engine.NodeID `json:"node"`
 	SQL  string         `json:"sql"`
-	Args []any          `json:"args,omitempty"`
+	Args engine.Args    `json:"args,omitempty"`
 	Key  string         `json:"key,omitempty"`
 }
 
@@ -147,7 +147,7 @@ type TransactParams struct {
 type StatementParams struct {
 	Node *engine.NodeID `json:"node"`
 	SQL  string         `json:"sql"`
-	Args []any          `json:"args,omitempty"`
+	Args engine.Args    `json:"args,omitempty"`
 }
 
 // TransactReply answers MethodTransact: the statements' results in the

@@ -31,7 +31,7 @@ type ExecRequest struct {
 	TxID    TxID    `json:"tx"`
 	Stmt    int     `json:"stmt"`
 	SQL     string  `json:"sql"`
-	Args    []any   `json:"args,omitempty"`
+	Args    Args    `json:"args,omitempty"`
 	Batch   bool    `json:"batch,omitempty"`
 	Then    Then    `json:"then,omitempty"`
 	Decider *NodeID `json:"decider,omitempty"`

@@ -106,7 +106,7 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 	} else {
 		opts = []any{pgx.QueryResultFormats{pgx.TextFormatCode}}
 		for _, a := range args {
-			opts = append(opts, normalizeArg(a))
+			opts = append(opts, typedArg(a))
 		}
 	}
 	rows, err := conn.Query(ctx, sql, opts...)

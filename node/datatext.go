@@ -2,12 +2,16 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
+	"math/big"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tpcd/tpcd/engine"
 )
@@ -89,6 +93,8 @@ func textParams(args []any) (params [][]byte, ok bool) {
 			params[i] = []byte(v)
 		case int64:
 			params[i] = strconv.AppendInt(nil, v, 10)
+		case json.Number:
+			params[i] = []byte(numberText(v))
 		case float64:
 			if math.IsNaN(v) || math.IsInf(v, 0) {
 				return nil, false
@@ -129,10 +135,76 @@ func textArrayParam(v []string) []byte {
 }
 
 // normalizeArg turns JSON numbers that are whole into integers, so that
-// they bind to integer columns.
+// they bind to integer columns. A json.Number (engine.Args) that int64
+// does not hold stays as sent, for textParams to render exactly.
 func normalizeArg(a any) any {
-	if f, ok := a.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		return int64(f)
+	switch v := a.(type) {
+	case float64:
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return int64(v)
+		}
+	case json.Number:
+		if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return i
+		}
 	}
 	return a
+}
+
+// numberText is a JSON number as a text parameter: the digits as sent,
+// which PostgreSQL reads exactly into numeric and refuses for bigint when
+// they are too large, where a float64 would have been a neighbour. A whole
+// number written with a fraction or an exponent ("1.0", "1e16") is written
+// out as an integer, so that integer columns take it as they took the
+// float64.
+func numberText(n json.Number) string {
+	s := string(n)
+	if !strings.ContainsAny(s, ".eE") || !smallExponent(s) {
+		return s
+	}
+	if r, ok := new(big.Rat).SetString(s); ok && r.IsInt() {
+		return r.Num().String()
+	}
+	return s
+}
+
+// typedArg is an argument for pgx's typed encoding (arrays and objects
+// among the arguments): a json.Number becomes an int64, or else a
+// pgtype.Numeric holding its digits exactly, which pgx writes into
+// numeric, float and integer parameters alike (out of an integer's range
+// is an error, not another number). Arrays are converted element by
+// element; objects (json, jsonb) keep their numbers, which json.Marshal
+// writes as sent.
+func typedArg(a any) any {
+	switch v := normalizeArg(a).(type) {
+	case json.Number:
+		if smallExponent(string(v)) {
+			var n pgtype.Numeric
+			if n.ScanScientific(string(v)) == nil {
+				return n
+			}
+		}
+		f, _ := strconv.ParseFloat(string(v), 64)
+		return f
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = typedArg(e)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+// smallExponent reports whether a JSON number's exponent, if any, is
+// within ±400: big.Rat and pgtype.Numeric work out 10^exponent, which
+// for "1e-999999999" (a float64 zero) would take a node's memory.
+func smallExponent(s string) bool {
+	i := strings.IndexAny(s, "eE")
+	if i < 0 {
+		return true
+	}
+	e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+	return err == nil && e >= -400 && e <= 400
 }
