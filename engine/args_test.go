@@ -19,9 +19,12 @@ func TestArgsKeepNumbersAsSent(t *testing.T) {
 			want: Args{json.Number("9007199254740993"), json.Number("-0.10000000000000000555"), json.Number("1e16"), "a\"bé", true, false, nil}},
 		{in: `[[1, 18446744073709551616], {"n": 2.50}]`,
 			want: Args{[]any{json.Number("1"), json.Number("18446744073709551616")}, map[string]any{"n": json.Number("2.50")}}},
-		{in: `[1e400]`, err: "argument 1e400 is out of range"},
-		{in: `[[{"n": -1e400}]]`, err: "argument -1e400 is out of range"},
-		{in: `{"a": 1}`, err: "cannot unmarshal"},
+		{in: `[1e400]`, err: "cannot unmarshal number 1e400 into Go value of type float64"},
+		{in: `[[{"n": -1e400}]]`, err: "number -1e400"},
+		{in: `{"a": 1}`, err: "cannot unmarshal object into Go value of type engine.Args"},
+		{in: `"1"`, err: "cannot unmarshal string"},
+		{in: "[0." + strings.Repeat("7", 999) + "]", err: "a number argument of 1001 characters: at most 1000 are taken"},
+		{in: "[0." + strings.Repeat("7", 998) + "]", want: Args{json.Number("0." + strings.Repeat("7", 998))}},
 		{in: `[1,]`, err: "invalid"},
 	} {
 		var got Args
