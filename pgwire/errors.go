@@ -25,12 +25,15 @@ const (
 	codeInvalidAuthorization = "28000"
 	codeProtocolViolation    = "08P01"
 	codeInvalidParameter     = "22023"
-	codeUndefinedStatement   = "26000"
-	codeUndefinedCursor      = "34000"
-	codeTooManyConnections   = "53300"
-	codeResources            = "53000"
-	codeCannotConnectNow     = "57P03"
-	codeInternal             = "XX000"
+	// codeCharacterNotInRepertoire is what PostgreSQL answers for bytes
+	// that are not valid in the database's encoding.
+	codeCharacterNotInRepertoire = "22021"
+	codeUndefinedStatement       = "26000"
+	codeUndefinedCursor          = "34000"
+	codeTooManyConnections       = "53300"
+	codeResources                = "53000"
+	codeCannotConnectNow         = "57P03"
+	codeInternal                 = "XX000"
 	// codeNoRoute is PostgreSQL's "invalid parameter value": the statement
 	// lacks what routes it (a node, or a shard key's value).
 	codeNoRoute = codeInvalidParameter

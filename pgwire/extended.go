@@ -3,6 +3,7 @@ package pgwire
 import (
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -78,6 +79,12 @@ func (s *session) bindParams(p *prepared, m *pgproto3.Bind) ([]*string, error) {
 			}
 		} else {
 			text = string(raw)
+		}
+		// Participants take text as JSON, whose encoder would turn bytes
+		// that are not UTF-8 into U+FFFD: refused, as PostgreSQL refuses
+		// them in a UTF8 database.
+		if !utf8.ValidString(text) {
+			return nil, &pgError{code: codeCharacterNotInRepertoire, message: fmt.Sprintf("invalid byte sequence for encoding \"UTF8\" in parameter $%d", i+1)}
 		}
 		params[i] = &text
 	}

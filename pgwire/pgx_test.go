@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -236,6 +238,94 @@ func TestPgxRouting(t *testing.T) {
 	if pe := pgCode(t, err); pe.Code != "0A000" {
 		t.Fatalf("LISTEN: %+v", pe)
 	}
+	f.nothingLeft()
+}
+
+// TestPgxShardKeyStaysWithItsRow: an UPDATE that would give a row a shard
+// key of another participant is refused (the row would stay where it is,
+// out of reach of its new key); one that keeps the key on the row's
+// participant goes through.
+func TestPgxShardKeyStaysWithItsRow(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	on0, on1 := keysOn(0, 3, 0), keysOn(1, 1, 0)[0]
+	exec := func(sql string, args ...any) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	}
+	if err := exec("INSERT INTO kv (k, v) VALUES ($1, 'a')", on0[0]); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(sql, wantIn string, args ...any) {
+		t.Helper()
+		pe := pgCode(t, exec(sql, args...))
+		if pe.Code != "0A000" || !strings.Contains(pe.Message, wantIn) || !strings.Contains(pe.Hint, "insert") {
+			t.Fatalf("%s: %+v, want 0A000 saying %q", sql, pe, wantIn)
+		}
+	}
+	refused("UPDATE kv SET k = $1 WHERE k = $2",
+		fmt.Sprintf("sets the shard key kv.k to %q, which belongs on participant 1, but the row is on participant 0", strconv.Itoa(on1)), on1, on0[0])
+	refused(fmt.Sprintf("UPDATE kv SET v = 'b', k = %d WHERE k = %d", on1, on0[0]), "belongs on participant 1")
+	refused("UPDATE kv SET k = k + 1 WHERE k = $1", "to a value that is not a literal or a parameter", on0[0])
+	refused("INSERT INTO kv (k, v) VALUES ($1, 'c') ON CONFLICT (k) DO UPDATE SET k = $2", "belongs on participant 1", on0[0], on1)
+	f.wantRows(map[int]string{on0[0]: "a"})
+
+	// The key written back unchanged, as ORMs do, or moved within its
+	// participant.
+	for _, st := range []struct {
+		sql  string
+		args []any
+	}{
+		{"UPDATE kv SET k = $1, v = 'b' WHERE k = $1", []any{on0[0]}},
+		{"UPDATE kv SET k = k, v = 'c' WHERE k = $1", []any{on0[0]}},
+		{"INSERT INTO kv (k, v) VALUES ($1, 'd') ON CONFLICT (k) DO UPDATE SET k = EXCLUDED.k, v = EXCLUDED.v", []any{on0[0]}},
+		{"UPDATE kv SET k = $1 WHERE k = $2", []any{on0[1], on0[0]}},
+	} {
+		if err := exec(st.sql, st.args...); err != nil {
+			t.Fatalf("%s: %v", st.sql, err)
+		}
+	}
+	f.wantRows(map[int]string{on0[1]: "d"})
+	f.nothingLeft()
+}
+
+// TestPgxTextIsUTF8: a parameter that is not UTF-8 is refused as
+// PostgreSQL refuses it (22021), not written with U+FFFD in its place; a
+// client that says its text is in another encoding is turned away at
+// start-up, one that says UTF8 or SQL_ASCII gets in.
+func TestPgxTextIsUTF8(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	keys := keysOn(0, 4, 0)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+		_, err := conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, $2)", mode, keys[0], "caf\xe9")
+		if pe := pgCode(t, err); pe.Code != "22021" || !strings.Contains(pe.Message, "parameter $2") {
+			t.Fatalf("mode %v, a Latin-1 byte in a parameter: %+v, want 22021 naming $2", mode, pe)
+		}
+	}
+	f.wantRows(map[int]string{})
+
+	_, err := pgx.Connect(ctx, f.url(testUser, testPassword, "sslmode=disable&client_encoding=LATIN1"))
+	if pe := pgCode(t, err); pe.Code != "0A000" || pe.Severity != "FATAL" || !strings.Contains(pe.Message, `client_encoding "LATIN1"`) {
+		t.Fatalf("client_encoding LATIN1: %+v, want FATAL 0A000 naming it", pe)
+	}
+	want := map[int]string{}
+	for i, enc := range []string{"UTF8", "utf-8", "SQL_ASCII"} {
+		c, err := pgx.Connect(ctx, f.url(testUser, testPassword, "sslmode=disable&client_encoding="+enc))
+		if err != nil {
+			t.Fatalf("client_encoding %s: %v", enc, err)
+		}
+		if _, err := c.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, $2)", keys[i+1], "café"); err != nil {
+			t.Fatalf("client_encoding %s: %v", enc, err)
+		}
+		want[keys[i+1]] = "café"
+		c.Close(ctx)
+	}
+	f.wantRows(want)
 	f.nothingLeft()
 }
 

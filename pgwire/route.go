@@ -142,9 +142,62 @@ func (r *router) byShardKey(st *statement, params []*string, bound bool) (node i
 			hint: "split it into one statement per participant, in one transaction block; or " + r.choices(st)}
 	}
 	for n := range nodes {
+		if err := r.keyStays(st, params, bound, n); err != nil {
+			return 0, false, err
+		}
 		return n, true, nil
 	}
 	return 0, false, nil
+}
+
+// keyStays refuses an UPDATE (or an INSERT's ON CONFLICT DO UPDATE) that
+// sets a sharded table's key to a value belonging on another participant
+// than node, where the row is: the row would stay there under its new key,
+// and every statement routed by that key would miss it. Setting the key
+// to a value of the same participant is let through (ORMs write every
+// column back, the key unchanged), as is SET key = key or EXCLUDED.key.
+func (r *router) keyStays(st *statement, params []*string, bound bool, node int) error {
+	var table string
+	var sets []*pg_query.Node
+	switch n := st.tree.GetNode().(type) {
+	case *pg_query.Node_UpdateStmt:
+		table, sets = n.UpdateStmt.GetRelation().GetRelname(), n.UpdateStmt.TargetList
+	case *pg_query.Node_InsertStmt:
+		table, sets = n.InsertStmt.GetRelation().GetRelname(), n.InsertStmt.GetOnConflictClause().GetTargetList()
+	}
+	col, ok := r.shards[table]
+	if !ok {
+		return nil
+	}
+	self := tableRef{name: table}
+	if i := slices.IndexFunc(st.tables, func(t tableRef) bool { return t.name == table }); i >= 0 {
+		self = st.tables[i]
+	}
+	for _, set := range sets {
+		target := set.GetResTarget()
+		if target.GetName() != col || len(target.GetIndirection()) > 0 {
+			continue
+		}
+		v := target.GetVal()
+		if refersTo(v, self, col) || refersTo(v, tableRef{name: "excluded"}, col) {
+			continue
+		}
+		text, err := keyText(v, params, bound)
+		switch {
+		case errors.Is(err, errParamsUnknown):
+			return err
+		case err != nil:
+			return &pgError{code: codeFeatureNotSupported,
+				message: fmt.Sprintf("%s sets the shard key %s.%s to a value that %v: tpcd cannot tell which participant the row would belong on, and it would stay on participant %d", what(st), table, col, err, node),
+				hint:    "set the key to a literal or a parameter; to move a row to another key, delete it and insert it anew, in one transaction block"}
+		}
+		if to := int(shard.NodeFor(text, r.participants)); to != node {
+			return &pgError{code: codeFeatureNotSupported,
+				message: fmt.Sprintf("%s sets the shard key %s.%s to %q, which belongs on participant %d, but the row is on participant %d, where it would stay", what(st), table, col, text, to, node),
+				hint:    "delete the row and insert it with its new key, in one transaction block"}
+		}
+	}
+	return nil
 }
 
 // keyValues finds the shard key's value of every sharded table st names:

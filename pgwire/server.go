@@ -227,6 +227,13 @@ func (s *Server) serveConn(conn net.Conn) {
 		}
 		return
 	}
+	if enc, ok := startup.Parameters["client_encoding"]; ok && !speaksUTF8(enc) {
+		// Text goes to the participants as it came, UTF-8 to them: text of
+		// another encoding would be read as other characters, or mangled.
+		fail(&pgError{severity: "FATAL", code: codeFeatureNotSupported, message: fmt.Sprintf("client_encoding %q is not supported: tpcd's front door speaks UTF8 only", enc),
+			hint: "connect with client_encoding UTF8 (PGCLIENTENCODING=UTF8 for libpq clients)"})
+		return
+	}
 	conn.SetDeadline(time.Time{})
 	sess := s.newSession(conn, be, startup.Parameters)
 	if sess == nil {
@@ -291,4 +298,21 @@ func (s *Server) cancel(pid uint32, secret []byte) {
 		return
 	}
 	sess.cancelRunning()
+}
+
+// speaksUTF8 reports whether a start-up's client_encoding needs no
+// conversion from UTF-8: UTF8 by any of its names, or SQL_ASCII (bytes as
+// they are, which is what psql sends from a terminal in the C locale).
+// Like PostgreSQL, it ignores case and what is not a letter or digit.
+func speaksUTF8(enc string) bool {
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return -1
+	}, enc)
+	return name == "utf8" || name == "unicode" || name == "sqlascii"
 }
