@@ -329,6 +329,37 @@ func TestPgxTextIsUTF8(t *testing.T) {
 	f.nothingLeft()
 }
 
+// TestPgxArraysKeepTheirShape: a two-dimensional array pgx sends in
+// binary is written with its shape, and read back in binary with it.
+func TestPgxArraysKeepTheirShape(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn := f.connect(ctx)
+	if _, err := conn.Exec(ctx, "SET tpcd.node = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE grid (id int PRIMARY KEY, cells int[])"); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]int32{{1, 2}, {3, 4}}
+	if _, err := conn.Exec(ctx, "INSERT INTO grid VALUES (1, $1)", want); err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	if err := f.c.Data[0].QueryRow(ctx, "SELECT cells::text FROM grid").Scan(&text); err != nil || text != "{{1,2},{3,4}}" {
+		t.Fatalf("participant 0 holds %q (%v), want {{1,2},{3,4}}", text, err)
+	}
+	var got [][]int32
+	if err := conn.QueryRow(ctx, "SELECT cells FROM grid WHERE id = 1").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("read back %v, want %v", got, want)
+	}
+	f.nothingLeft()
+}
+
 // TestPgxCancel: a CancelRequest stops the running statement with 57014,
 // and the session goes on.
 func TestPgxCancel(t *testing.T) {

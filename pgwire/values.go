@@ -36,7 +36,7 @@ func (v *values) toBinary(oid uint32, text []byte) ([]byte, error) {
 	if !ok {
 		return nil, &pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("binary format of type %d is not supported through tpcd; ask for text", oid)}
 	}
-	val, err := t.Codec.DecodeValue(v.m, oid, pgtype.TextFormatCode, text)
+	val, err := v.decode(t, oid, pgtype.TextFormatCode, text)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s value %q: %w", t.Name, text, err)
 	}
@@ -63,7 +63,7 @@ func (v *values) toText(oid uint32, raw []byte) (string, error) {
 	if !ok {
 		return "", &pgError{code: codeFeatureNotSupported, message: fmt.Sprintf("a parameter of type %d in binary format is not supported through tpcd; send it in text", oid)}
 	}
-	val, err := t.Codec.DecodeValue(v.m, oid, pgtype.BinaryFormatCode, raw)
+	val, err := v.decode(t, oid, pgtype.BinaryFormatCode, raw)
 	if err != nil {
 		return "", &pgError{code: codeProtocolViolation, message: fmt.Sprintf("incorrect binary data format in %s parameter: %v", t.Name, err)}
 	}
@@ -72,6 +72,26 @@ func (v *values) toText(oid uint32, raw []byte) (string, error) {
 		return "", fmt.Errorf("encode %s parameter in text: %w", t.Name, err)
 	}
 	return string(out), nil
+}
+
+// decode reads a value of type t for re-encoding in the other format. An
+// array is read into a pgtype.Array, which keeps its dimensions and lower
+// bounds (a codec's DecodeValue gives a flat []any: {{1,2},{3,4}} would
+// go on as {1,2,3,4}); an array of json or jsonb keeps each element's
+// text, which a decode through Go would reorder and round.
+func (v *values) decode(t *pgtype.Type, oid uint32, format int16, src []byte) (any, error) {
+	ac, ok := t.Codec.(*pgtype.ArrayCodec)
+	if !ok {
+		return t.Codec.DecodeValue(v.m, oid, format, src)
+	}
+	if e := ac.ElementType.OID; e == pgtype.JSONOID || e == pgtype.JSONBOID {
+		var a pgtype.Array[*string]
+		err := v.m.Scan(oid, format, src, &a)
+		return a, err
+	}
+	var a pgtype.Array[any]
+	err := v.m.Scan(oid, format, src, &a)
+	return a, err
 }
 
 // formatOf is the format code of column or parameter i, given a message's
