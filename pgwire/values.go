@@ -80,6 +80,10 @@ func (v *values) toText(oid uint32, raw []byte) (string, error) {
 // go on as {1,2,3,4}); an array of json or jsonb keeps each element's
 // text, which a decode through Go would reorder and round.
 func (v *values) decode(t *pgtype.Type, oid uint32, format int16, src []byte) (any, error) {
+	if target := typedTarget(oid); target != nil {
+		err := v.m.Scan(oid, format, src, target)
+		return target, err
+	}
 	ac, ok := t.Codec.(*pgtype.ArrayCodec)
 	if !ok {
 		return t.Codec.DecodeValue(v.m, oid, format, src)
@@ -92,6 +96,52 @@ func (v *values) decode(t *pgtype.Type, oid uint32, format int16, src []byte) (a
 	var a pgtype.Array[any]
 	err := v.m.Scan(oid, format, src, &a)
 	return a, err
+}
+
+// typedTarget is where a value of type oid is read when the Go value its
+// codec's DecodeValue gives cannot be encoded again: a date or timestamp
+// at infinity (an InfinityModifier, where a time.Time was expected), a
+// range or multirange (of untyped bounds). A nil target: DecodeValue does.
+func typedTarget(oid uint32) any {
+	switch oid {
+	case pgtype.DateOID:
+		return new(pgtype.Date)
+	case pgtype.TimestampOID:
+		return new(pgtype.Timestamp)
+	case pgtype.TimestamptzOID:
+		return new(pgtype.Timestamptz)
+	case pgtype.DateArrayOID:
+		return new(pgtype.Array[pgtype.Date])
+	case pgtype.TimestampArrayOID:
+		return new(pgtype.Array[pgtype.Timestamp])
+	case pgtype.TimestamptzArrayOID:
+		return new(pgtype.Array[pgtype.Timestamptz])
+	case pgtype.Int4rangeOID:
+		return new(pgtype.Range[pgtype.Int4])
+	case pgtype.Int8rangeOID:
+		return new(pgtype.Range[pgtype.Int8])
+	case pgtype.NumrangeOID:
+		return new(pgtype.Range[pgtype.Numeric])
+	case pgtype.DaterangeOID:
+		return new(pgtype.Range[pgtype.Date])
+	case pgtype.TsrangeOID:
+		return new(pgtype.Range[pgtype.Timestamp])
+	case pgtype.TstzrangeOID:
+		return new(pgtype.Range[pgtype.Timestamptz])
+	case pgtype.Int4multirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Int4]])
+	case pgtype.Int8multirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Int8]])
+	case pgtype.NummultirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Numeric]])
+	case pgtype.DatemultirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Date]])
+	case pgtype.TsmultirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamp]])
+	case pgtype.TstzmultirangeOID:
+		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamptz]])
+	}
+	return nil
 }
 
 // formatOf is the format code of column or parameter i, given a message's

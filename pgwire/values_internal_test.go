@@ -6,9 +6,12 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// TestArraysKeepTheirShape: an array converted between text and binary
-// keeps its dimensions and lower bounds, and json elements their text.
-func TestArraysKeepTheirShape(t *testing.T) {
+// TestValuesGoBothWays: a value converted from text to binary and back is
+// the value it was: an array keeps its dimensions and lower bounds, json
+// elements their text; dates and timestamps at infinity, ranges and
+// multiranges convert (a result that could not would fail after its
+// transaction committed).
+func TestValuesGoBothWays(t *testing.T) {
 	v := newValues()
 	for _, c := range []struct {
 		oid  uint32
@@ -23,6 +26,17 @@ func TestArraysKeepTheirShape(t *testing.T) {
 		{pgtype.JSONArrayOID, `{"{\"b\": 0.10000000000000000001, \"a\": 9007199254740993}",NULL}`},
 		{pgtype.JSONBArrayOID, `{"{\"n\": 9007199254740993}"}`},
 		{pgtype.Int4ArrayOID, "{}"},
+		{pgtype.TimestamptzOID, "infinity"},
+		{pgtype.TimestamptzOID, "-infinity"},
+		{pgtype.TimestampOID, "infinity"},
+		{pgtype.DateOID, "-infinity"},
+		{pgtype.DateArrayOID, "{infinity,2024-01-02,NULL}"},
+		{pgtype.TimestamptzArrayOID, "{-infinity}"},
+		{pgtype.Int4rangeOID, "[1,5)"},
+		{pgtype.Int8rangeOID, "empty"},
+		{pgtype.NumrangeOID, "[1.5,2.25]"},
+		{pgtype.DaterangeOID, "[2024-01-02,infinity)"},
+		{pgtype.Int4multirangeOID, "{[1,3),[5,7)}"},
 	} {
 		bin, err := v.toBinary(c.oid, []byte(c.text))
 		if err != nil {
