@@ -111,6 +111,11 @@ type ExecParams struct {
 	// goes over PostgreSQL's simple protocol and may hold several
 	// statements.
 	Args engine.Args `json:"args,omitempty"`
+	// ParamTypes, optional, declare the arguments' PostgreSQL type OIDs
+	// (0: inferred from the statement, as without them): a timestamptz
+	// declared for a timestamp column is converted to the participant's
+	// time zone, where text alone would have its offset dropped.
+	ParamTypes []uint32 `json:"param_types,omitempty"`
 	// Describe asks for the statement's parameter types and result
 	// columns (StmtResult's Params, Columns and Types) instead of running
 	// it. It is parsed in the transaction, so it sees the tables the
@@ -143,11 +148,14 @@ type TransactParams struct {
 }
 
 // StatementParams is one statement of MethodTransact: a node, its SQL and
-// its arguments.
+// its arguments. ParamTypes, optional, declare the arguments' PostgreSQL
+// type OIDs (0: inferred from the statement), as a PostgreSQL client's
+// Parse does.
 type StatementParams struct {
-	Node *engine.NodeID `json:"node"`
-	SQL  string         `json:"sql"`
-	Args engine.Args    `json:"args,omitempty"`
+	Node       *engine.NodeID `json:"node"`
+	SQL        string         `json:"sql"`
+	Args       engine.Args    `json:"args,omitempty"`
+	ParamTypes []uint32       `json:"param_types,omitempty"`
 }
 
 // TransactReply answers MethodTransact: the statements' results in the

@@ -78,6 +78,7 @@ var decodeSeeds = []string{
 	`{"key":"k\u00e9\n"}`,
 	`{"tx":3,"node":1,"sql":"SELECT $1, $2","args":[1,-2.5e3,"x",null,true,[1,{"a":[]}],{"b":null}],"describe":true}`,
 	`{"node":0,"sql":"INSERT","args":[],"key":"k"}`,
+	`{"node":1,"sql":"SELECT $1 / 2","args":["3"],"param_types":[701,0,4294967295]}`,
 	`{"tx":7,"direct":[{"node":1,"stmts":2,"wrote":true},{"node":0,"stmts":0}]}`,
 	`{"tx":0,"key":""}`,
 	`{"tx":1,"statements":[{"node":2,"sql":"UPDATE t SET v = $1","args":[18446744073709551615]}],"commit":true,"key":"x"}`,

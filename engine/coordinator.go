@@ -381,12 +381,13 @@ const (
 )
 
 type pendingExec struct {
-	req      ReqID
-	sql      string
-	args     []any
-	stmt     int
-	deadline Instant
-	batch    bool
+	req        ReqID
+	sql        string
+	args       []any
+	paramTypes []uint32
+	stmt       int
+	deadline   Instant
+	batch      bool
 	// inTransact marks statement idx of the transaction's ClientTransact,
 	// answered with the call rather than on its own (req is 0).
 	inTransact bool
@@ -731,7 +732,7 @@ func (c *Coordinator) clientExec(in ClientExec) {
 		c.fail(in.Req, ErrBadRequest, "transaction %d already has %d statements, the most one transaction may have; commit it and continue in another", tx.id, c.cfg.MaxStatements)
 		return
 	}
-	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, describe: in.Describe})
+	c.enqueue(in.Now, tx, in.Node, pendingExec{req: in.Req, sql: in.SQL, args: in.Args, paramTypes: in.ParamTypes, describe: in.Describe})
 }
 
 func (c *Coordinator) clientExecute(in ClientExecute) {
@@ -846,7 +847,7 @@ func (c *Coordinator) clientTransact(in ClientTransact) {
 		tx.promptAcks = tx.promptAcks || in.PromptAcks
 	}
 	for i, s := range in.Stmts {
-		p := pendingExec{sql: s.SQL, args: s.Args, inTransact: true, idx: i}
+		p := pendingExec{sql: s.SQL, args: s.Args, paramTypes: s.ParamTypes, inTransact: true, idx: i}
 		if thens != nil {
 			p.then = thens[i]
 		}
@@ -1068,7 +1069,7 @@ func (c *Coordinator) pump(now Instant, tx *coordTx, node NodeID) {
 		n.sent++
 		p.deadline = now.Add(c.cfg.ExecTimeout)
 		n.inflight = &p
-		m := ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, Batch: tx.batch, Then: p.then, Describe: p.describe}
+		m := ExecRequest{Header: c.header(), TxID: tx.id, Stmt: p.stmt, SQL: p.sql, Args: p.args, ParamTypes: p.paramTypes, Batch: tx.batch, Then: p.then, Describe: p.describe}
 		wait := c.reserveLSN
 		switch p.then {
 		case ThenPrepare:

@@ -63,6 +63,9 @@ func DescribeMessage(m Message) string {
 		if len(m.Args) > 0 {
 			s += fmt.Sprintf(" args=%v", m.Args)
 		}
+		if len(m.ParamTypes) > 0 {
+			s += fmt.Sprintf(" param-types=%v", m.ParamTypes)
+		}
 		if m.Then != ThenNothing {
 			s += " then=" + m.Then.String() + decider(m.Decider) + keyList(m.Keys)
 		}

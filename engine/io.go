@@ -69,6 +69,8 @@ type ClientExec struct {
 	Node NodeID
 	SQL  string
 	Args []any
+	// ParamTypes declare the arguments' type OIDs (ExecRequest.ParamTypes).
+	ParamTypes []uint32
 	// Describe asks for the statement's parameter and result types
 	// instead of running it (ExecRequest.Describe).
 	Describe bool
@@ -168,9 +170,10 @@ type ClientTransact struct {
 
 // Statement is one statement of a ClientTransact.
 type Statement struct {
-	Node NodeID
-	SQL  string
-	Args []any
+	Node       NodeID
+	SQL        string
+	Args       []any
+	ParamTypes []uint32
 }
 
 // DataDone reports the result of a Data effect (participant only).
@@ -378,13 +381,15 @@ func (o DataOp) String() string { return enumName(dataOpNames[:], o, "dataop(?)"
 
 // Data asks a participant's driver to work on its data database.
 type Data struct {
-	Op      DataOp
-	TxID    TxID
-	GID     string
-	Stmt    int
-	SQL     string
-	Args    []any
-	WaitLSN LSN
+	Op   DataOp
+	TxID TxID
+	GID  string
+	Stmt int
+	SQL  string
+	Args []any
+	// ParamTypes declare the arguments' type OIDs (ExecRequest.ParamTypes).
+	ParamTypes []uint32
+	WaitLSN    LSN
 	// Then, on a DataExec, is DataPrepare or DataCommitBranch to run right
 	// after the statement succeeds, on GID, best in the same round trip;
 	// it is not run when the statement fails.

@@ -28,13 +28,16 @@ type Header struct {
 // trip to its database; the vote follows the result.
 type ExecRequest struct {
 	Header
-	TxID    TxID    `json:"tx"`
-	Stmt    int     `json:"stmt"`
-	SQL     string  `json:"sql"`
-	Args    Args    `json:"args,omitempty"`
-	Batch   bool    `json:"batch,omitempty"`
-	Then    Then    `json:"then,omitempty"`
-	Decider *NodeID `json:"decider,omitempty"`
+	TxID TxID   `json:"tx"`
+	Stmt int    `json:"stmt"`
+	SQL  string `json:"sql"`
+	Args Args   `json:"args,omitempty"`
+	// ParamTypes declare the arguments' type OIDs (0: inferred), as the
+	// client gave them.
+	ParamTypes []uint32 `json:"param_types,omitempty"`
+	Batch      bool     `json:"batch,omitempty"`
+	Then       Then     `json:"then,omitempty"`
+	Decider    *NodeID  `json:"decider,omitempty"`
 	// Describe asks for the statement's parameter and result types
 	// without running it (what a PostgreSQL client learns from Parse and
 	// Describe before it binds values).

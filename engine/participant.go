@@ -769,6 +769,9 @@ func (p *Participant) refuseDirect(m Message, why string) {
 func statementDigest(m ExecRequest) uint64 {
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d\x00%s\x00%v\x00%t", len(m.SQL), m.SQL, m.Args, m.Describe)
+	if len(m.ParamTypes) > 0 {
+		fmt.Fprintf(h, "\x00%v", m.ParamTypes)
+	}
 	return h.Sum64()
 }
 
@@ -960,7 +963,7 @@ func (p *Participant) exec(now Instant, m ExecRequest) {
 		if m.Direct {
 			tx.lastDigest = statementDigest(m)
 		}
-		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args, Describe: m.Describe}
+		d := Data{Op: DataExec, TxID: tx.id, GID: tx.gid, Stmt: m.Stmt, SQL: m.SQL, Args: m.Args, ParamTypes: m.ParamTypes, Describe: m.Describe}
 		switch {
 		case m.Then == ThenPrepare && (m.Decider == nil || *m.Decider != p.cfg.Node):
 			if m.Decider != nil {

@@ -59,7 +59,7 @@ func TestBeginWithMatchesLaterStatements(t *testing.T) {
 			if _, err := conn.Exec(ctx, "BEGIN; SET LOCAL lock_timeout = 1234; SET LOCAL statement_timeout = 5678", pgx.QueryExecModeSimpleProtocol); err != nil {
 				t.Fatal(err)
 			}
-			want, err := query(ctx, conn, tc.sql, tc.args)
+			want, err := query(ctx, conn, tc.sql, tc.args, nil)
 			if err != nil {
 				t.Fatalf("later statement: %v", err)
 			}

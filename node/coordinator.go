@@ -488,7 +488,7 @@ func (c *Coordinator) exec(ctx context.Context, p api.ExecParams) (any, error) {
 		return nil, err
 	}
 	exec := func(req engine.ReqID, now engine.Instant) engine.Input {
-		return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args, Describe: p.Describe}
+		return engine.ClientExec{Now: now, Req: req, TxID: p.TxID, Node: node, SQL: p.SQL, Args: p.Args, ParamTypes: p.ParamTypes, Describe: p.Describe}
 	}
 	if p.TxID != 0 {
 		return c.call(ctx, exec)

@@ -62,13 +62,13 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 	if op.Describe {
 		// Parsed and described in the transaction, so that it sees what
 		// the transaction's earlier statements created; nothing runs.
-		res, err := describe(ctx, w.conn.Conn(), op.SQL)
+		res, err := describe(ctx, w.conn.Conn(), op.SQL, op.ParamTypes)
 		if err != nil {
 			return statementFailed(err)
 		}
 		return engine.DataDone{Result: res}
 	}
-	res, err := query(ctx, w.conn.Conn(), op.SQL, op.Args)
+	res, err := query(ctx, w.conn.Conn(), op.SQL, op.Args, op.ParamTypes)
 	if err != nil {
 		return statementFailed(err)
 	}
@@ -84,12 +84,12 @@ func (d *dataDB) exec(ctx context.Context, w *txWorker, op engine.Data) engine.D
 // scalar arguments they go as text parameters (see textParams), as in the
 // first statement of a transaction (beginWith), so a statement behaves the
 // same wherever it falls in its transaction.
-func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine.StmtResult, error) {
+func query(ctx context.Context, conn *pgx.Conn, sql string, args []any, types []uint32) (*engine.StmtResult, error) {
 	pc := conn.PgConn()
 	stmts := stmtsOf(pc)
 	defer stmts.noteUserSQL(sql)
 	if params, ok := textParams(args); ok {
-		name, named, err := stmts.name(ctx, pc, sql, false)
+		name, named, err := stmts.name(ctx, pc, sql, types, false)
 		switch {
 		case err != nil:
 			// The parse failed inside the transaction, which is as
@@ -98,7 +98,12 @@ func query(ctx context.Context, conn *pgx.Conn, sql string, args []any) (*engine
 		case named:
 			return textResult(pc.ExecPrepared(ctx, name, params, nil, []int16{pgx.TextFormatCode}))
 		}
-		return textResult(pc.ExecParams(ctx, sql, params, nil, nil, []int16{pgx.TextFormatCode}))
+		return textResult(pc.ExecParams(ctx, sql, params, types, nil, []int16{pgx.TextFormatCode}))
+	}
+	if len(types) > 0 {
+		// pgx's typed encoding works from the types it learns by its own
+		// describe; declared ones would be left out, unsaid.
+		return nil, errors.New("param_types cannot be given with an array or object among the arguments, nor without arguments")
 	}
 	var opts []any
 	if len(args) == 0 {
@@ -146,7 +151,7 @@ func (d *dataDB) beginWith(ctx context.Context, conn *pgx.Conn, op engine.Data, 
 	if err := d.queueBegin(ctx, &p); err != nil {
 		return nil, false, err, nil, 0
 	}
-	p.user(ctx, op.SQL, params, true)
+	p.user(ctx, op.SQL, params, op.ParamTypes, true)
 	wantTag := ""
 	if op.Then != 0 {
 		if wantTag, err = d.queueEnd(ctx, &p, op.Then, op); err != nil {

@@ -42,8 +42,8 @@ func columns(fields []pgconn.FieldDescription) (names []string, types []uint32) 
 
 // describe parses sql as the unnamed prepared statement and returns its
 // parameter and result types, without running it.
-func describe(ctx context.Context, conn *pgx.Conn, sql string) (*engine.StmtResult, error) {
-	sd, err := conn.PgConn().Prepare(ctx, "", sql, nil)
+func describe(ctx context.Context, conn *pgx.Conn, sql string, types []uint32) (*engine.StmtResult, error) {
+	sd, err := conn.PgConn().Prepare(ctx, "", sql, types)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func (p *pipeline) Exec(ctx context.Context, sql string, args ...any) (pgconn.Co
 // parameters, by name (naming it on the connection the first time takes a
 // round trip of its own).
 func (p *pipeline) statement(ctx context.Context, sql string, params [][]byte) error {
-	name, _, err := stmtsOf(p.conn).name(ctx, p.conn, sql, true)
+	name, _, err := stmtsOf(p.conn).name(ctx, p.conn, sql, nil, true)
 	if err != nil {
 		return fmt.Errorf("prepare %q: %w", sql, err)
 	}
@@ -62,16 +62,16 @@ func (r errRow) Scan(...any) error { return r.err }
 // named is set and the connection's cache names it, else unnamed. It is
 // named outside the transaction, so a statement that does not parse runs
 // unnamed instead, to fail inside it as it always did.
-func (p *pipeline) user(ctx context.Context, sql string, params [][]byte, named bool) {
+func (p *pipeline) user(ctx context.Context, sql string, params [][]byte, types []uint32, named bool) {
 	cache := stmtsOf(p.conn)
 	defer cache.noteUserSQL(sql)
 	if named {
-		if name, ok, err := cache.name(ctx, p.conn, sql, false); err == nil && ok {
+		if name, ok, err := cache.name(ctx, p.conn, sql, types, false); err == nil && ok {
 			p.batch.ExecPrepared(name, params, nil, []int16{pgx.TextFormatCode})
 			return
 		}
 	}
-	p.batch.ExecParams(sql, params, nil, nil, []int16{pgx.TextFormatCode})
+	p.batch.ExecParams(sql, params, types, nil, []int16{pgx.TextFormatCode})
 }
 
 // utility queues a statement that takes no parameters; whatever it names

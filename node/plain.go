@@ -175,7 +175,7 @@ func (d *dataDB) plainPipelined(ctx context.Context, conn *pgx.Conn, stmts []api
 	for i, st := range stmts {
 		// Asked about at most plainNamed statements, the cache makes at
 		// most that many entries (of statements that return rows too).
-		p.user(ctx, st.SQL, params[i], nameable && i < plainNamed)
+		p.user(ctx, st.SQL, params[i], st.ParamTypes, nameable && i < plainNamed)
 	}
 	p.utility("COMMIT")
 	if err := stmtsOf(pc).trim(ctx, pc); err != nil {
@@ -240,7 +240,7 @@ func (d *dataDB) plainInTurn(ctx context.Context, conn *pgx.Conn, stmts []api.St
 	}
 	results := make([]*engine.StmtResult, len(stmts))
 	for i, st := range stmts {
-		res, err := query(ctx, conn, st.SQL, st.Args)
+		res, err := query(ctx, conn, st.SQL, st.Args, st.ParamTypes)
 		switch {
 		case err == nil:
 			results[i] = res

@@ -48,7 +48,9 @@ type stmtCache struct {
 }
 
 type stmtEntry struct {
-	sql, name string
+	// key is the SQL, after its declared parameter types if any
+	// (stmtKey).
+	key, name string
 	// rows: the statement returns rows, and is to run unnamed.
 	rows bool
 }
@@ -70,33 +72,34 @@ func stmtsOf(pc *pgconn.PgConn) *stmtCache {
 // sees it, or one that returns rows. An error is PostgreSQL's answer to
 // the statement's parse: inside a transaction it has aborted that
 // transaction, as running the statement would have.
-func (c *stmtCache) name(ctx context.Context, pc *pgconn.PgConn, sql string, own bool) (name string, ok bool, err error) {
-	if el, hit := c.entries[sql]; hit {
+func (c *stmtCache) name(ctx context.Context, pc *pgconn.PgConn, sql string, types []uint32, own bool) (name string, ok bool, err error) {
+	key := stmtKey(sql, types)
+	if el, hit := c.entries[key]; hit {
 		c.recent.MoveToFront(el)
 		e := el.Value.(*stmtEntry)
 		return e.name, !e.rows, nil
 	}
 	if !own {
-		if _, again := c.seen[sql]; !again {
+		if _, again := c.seen[key]; !again {
 			if len(c.seen) >= stmtSeenSize {
 				clear(c.seen)
 			}
-			c.seen[sql] = struct{}{}
+			c.seen[key] = struct{}{}
 			return "", false, nil
 		}
-		delete(c.seen, sql)
+		delete(c.seen, key)
 	}
 	c.next++
 	name = "tpcd_" + strconv.Itoa(c.next)
-	sd, err := pc.Prepare(ctx, name, sql, nil)
+	sd, err := pc.Prepare(ctx, name, sql, types)
 	if err != nil {
 		return "", false, err
 	}
-	e := &stmtEntry{sql: sql, name: name, rows: !own && len(sd.Fields) > 0}
-	c.entries[sql] = c.recent.PushFront(e)
+	e := &stmtEntry{key: key, name: name, rows: !own && len(sd.Fields) > 0}
+	c.entries[key] = c.recent.PushFront(e)
 	for c.recent.Len() > stmtCacheSize {
 		old := c.recent.Remove(c.recent.Back()).(*stmtEntry)
-		delete(c.entries, old.sql)
+		delete(c.entries, old.key)
 		c.stale = append(c.stale, old.name)
 	}
 	return name, !e.rows, nil
@@ -144,4 +147,21 @@ func containsFold(s, w string) bool {
 		}
 	}
 	return false
+}
+
+// stmtKey tells statements apart by their SQL and their declared
+// parameter types: the same SQL prepared with other types is another
+// statement. SQL holds no NUL byte (PostgreSQL refuses one), so the types
+// before one cannot be taken for SQL.
+func stmtKey(sql string, types []uint32) string {
+	if len(types) == 0 {
+		return sql
+	}
+	b := make([]byte, 0, len(sql)+8*len(types))
+	for _, t := range types {
+		b = strconv.AppendUint(b, uint64(t), 10)
+		b = append(b, ',')
+	}
+	b = append(b, 0)
+	return string(append(b, sql...))
 }

@@ -57,7 +57,7 @@ func (c *Coordinator) transactTyped(ctx context.Context, p api.TransactParams, p
 
 	stmts := make([]engine.Statement, len(p.Statements))
 	for i, s := range p.Statements {
-		stmts[i] = engine.Statement{Node: nodes[i], SQL: s.SQL, Args: s.Args}
+		stmts[i] = engine.Statement{Node: nodes[i], SQL: s.SQL, Args: s.Args, ParamTypes: s.ParamTypes}
 	}
 	// One input: the engine sees the whole transaction and its commit at
 	// once, so each participant can prepare (or, alone, commit) with its

@@ -144,7 +144,7 @@ func (s *session) planStatements(stmts []*statement) {
 	}
 	p := s.newPlan()
 	for _, st := range stmts {
-		if !p.add(st, nil, false) {
+		if !p.add(st, nil, nil, false) {
 			return
 		}
 	}
@@ -183,7 +183,7 @@ func (s *session) newPlan() *plan { return &plan{s: s, block: s.tx.block} }
 
 // add takes the next statement run, with its bound parameters; false
 // when the batch cannot run as one call.
-func (p *plan) add(st *statement, params []*string, bound bool) bool {
+func (p *plan) add(st *statement, params []*string, types []uint32, bound bool) bool {
 	if st == nil {
 		return true // an empty query runs nothing
 	}
@@ -212,7 +212,7 @@ func (p *plan) add(st *statement, params []*string, bound bool) bool {
 	if err != nil {
 		return false
 	}
-	p.stmts = append(p.stmts, p.s.srv.router.statements(st, to, params)...)
+	p.stmts = append(p.stmts, p.s.srv.router.statements(st, to, params, types)...)
 	p.jobs++
 	return true
 }
@@ -312,7 +312,7 @@ func (b *batchSim) step(p *plan, msg, next pgproto3.FrontendMessage) bool {
 		if pt == nil || m.MaxRows != 0 {
 			return false
 		}
-		return p.add(pt.stmt.st, pt.params, true)
+		return p.add(pt.stmt.st, pt.params, pt.stmt.declared(), true)
 	case *pgproto3.Close:
 		switch m.ObjectType {
 		case 'S':
@@ -438,7 +438,7 @@ func (a *ahead) commit() (engine.OutcomeReply, error) {
 }
 
 func sameStatement(a, b api.StatementParams) bool {
-	return *a.Node == *b.Node && a.SQL == b.SQL && len(a.Args) == len(b.Args)
+	return *a.Node == *b.Node && a.SQL == b.SQL && len(a.Args) == len(b.Args) && slices.Equal(a.ParamTypes, b.ParamTypes)
 }
 
 // binaryKnown: every column a Bind asks for in binary has a type whose

@@ -91,6 +91,17 @@ func (s *session) bindParams(p *prepared, m *pgproto3.Bind) ([]*string, error) {
 	return params, nil
 }
 
+// declared are the parameter types Parse gave, for the participant to
+// prepare the statement with, as PostgreSQL would have; nil when Parse
+// gave none but 0 (unspecified), which leaves them to the participant's
+// PostgreSQL to infer.
+func (p *prepared) declared() []uint32 {
+	if !slices.ContainsFunc(p.paramOIDs, func(oid uint32) bool { return oid != 0 }) {
+		return nil
+	}
+	return p.paramOIDs
+}
+
 // paramOID is parameter i's type: as Parse gave it, else as described.
 func (p *prepared) paramOID(i int) uint32 {
 	if i < len(p.paramOIDs) && p.paramOIDs[i] != 0 {
@@ -182,7 +193,7 @@ func (s *session) describeStmt(p *prepared) (*describedStmt, error) {
 		node = engine.NodeID(to.node)
 	}
 	ctx, done := s.running()
-	reply, err := s.srv.opts.Coordinator.Exec(ctx, api.ExecParams{TxID: t.id, Node: &node, SQL: st.sql, Describe: true})
+	reply, err := s.srv.opts.Coordinator.Exec(ctx, api.ExecParams{TxID: t.id, Node: &node, SQL: st.sql, ParamTypes: p.declared(), Describe: true})
 	done()
 	if err != nil {
 		t.failed = true
@@ -224,7 +235,7 @@ func (s *session) execute(m *pgproto3.Execute) error {
 		s.be.Send(&pgproto3.EmptyQueryResponse{})
 		return nil
 	}
-	return s.runStatement(pt.stmt.st, pt.params, true, out)
+	return s.runStatement(pt.stmt.st, pt.params, pt.stmt.declared(), true, out)
 }
 
 // closeObject serves Close; closing a statement closes its portals.

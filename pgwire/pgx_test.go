@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tpcd/tpcd/internal/testcerts"
@@ -356,6 +357,48 @@ func TestPgxArraysKeepTheirShape(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("read back %v, want %v", got, want)
+	}
+	f.nothingLeft()
+}
+
+// TestPgxDeclaredParamTypes: parameter types a client gives in Parse are
+// the statement's, as PostgreSQL has them: 3 declared a double and halved
+// is 1.5 (left to inference it is an integer, 1), and a described
+// statement reports the declared type.
+func TestPgxDeclaredParamTypes(t *testing.T) {
+	f := startFrontDoor(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pc := f.connect(ctx).PgConn()
+	sd, err := pc.Prepare(ctx, "half", "SELECT $1 / 2", []uint32{pgtype.Float8OID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(sd.ParamOIDs) != fmt.Sprint([]uint32{pgtype.Float8OID}) {
+		t.Fatalf("described parameters %v, want float8", sd.ParamOIDs)
+	}
+	for _, c := range []struct {
+		what string
+		run  func() *pgconn.ResultReader
+		want string
+	}{
+		{"prepared, float8 declared", func() *pgconn.ResultReader {
+			return pc.ExecPrepared(ctx, "half", [][]byte{[]byte("3")}, nil, nil)
+		}, "1.5"},
+		{"unnamed, float8 declared", func() *pgconn.ResultReader {
+			return pc.ExecParams(ctx, "SELECT $1 / 2", [][]byte{[]byte("3")}, []uint32{pgtype.Float8OID}, nil, nil)
+		}, "1.5"},
+		{"unnamed, inferred", func() *pgconn.ResultReader {
+			return pc.ExecParams(ctx, "SELECT $1 / 2", [][]byte{[]byte("3")}, nil, nil, nil)
+		}, "1"},
+	} {
+		r := c.run().Read()
+		if r.Err != nil {
+			t.Fatalf("%s: %v", c.what, r.Err)
+		}
+		if len(r.Rows) != 1 || string(r.Rows[0][0]) != c.want {
+			t.Fatalf("%s: rows %q, want %s", c.what, r.Rows, c.want)
+		}
 	}
 	f.nothingLeft()
 }

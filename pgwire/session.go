@@ -255,7 +255,7 @@ func (s *session) simpleQuery(query string) {
 		s.planStatements(stmts)
 		defer s.endBatch()
 		for _, st := range stmts {
-			if err := s.runStatement(st, nil, true, &output{describe: true}); err != nil {
+			if err := s.runStatement(st, nil, nil, true, &output{describe: true}); err != nil {
 				s.sendError(err, st.offset)
 				break
 			}

@@ -28,7 +28,7 @@ type output struct {
 // runStatement runs one statement with its bound parameters (text, nil for
 // NULL; bound is false for the simple protocol's statements, which have
 // none).
-func (s *session) runStatement(st *statement, params []*string, bound bool, out *output) error {
+func (s *session) runStatement(st *statement, params []*string, types []uint32, bound bool, out *output) error {
 	t := &s.tx
 	if t.block && t.failed && st.kind != kindCommit && st.kind != kindRollback {
 		return &pgError{code: codeInFailedTransaction, message: "current transaction is aborted, commands ignored until end of transaction block",
@@ -68,12 +68,12 @@ func (s *session) runStatement(st *statement, params []*string, bound bool, out 
 	if err != nil {
 		return err
 	}
-	return t.run(&job{st: st, out: out, stmts: s.srv.router.statements(st, to, params)})
+	return t.run(&job{st: st, out: out, stmts: s.srv.router.statements(st, to, params, types)})
 }
 
 // statements are st with its parameters, once for each participant to
 // names.
-func (r *router) statements(st *statement, to target, params []*string) []api.StatementParams {
+func (r *router) statements(st *statement, to target, params []*string, types []uint32) []api.StatementParams {
 	var args []any
 	if len(params) > 0 {
 		args = make([]any, len(params))
@@ -87,7 +87,7 @@ func (r *router) statements(st *statement, to target, params []*string) []api.St
 	for n := range r.participants {
 		if to.all || n == to.node {
 			node := engine.NodeID(n)
-			out = append(out, api.StatementParams{Node: &node, SQL: st.sql, Args: args})
+			out = append(out, api.StatementParams{Node: &node, SQL: st.sql, Args: args, ParamTypes: types})
 		}
 	}
 	return out
