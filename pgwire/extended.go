@@ -94,13 +94,26 @@ func (s *session) bindParams(p *prepared, m *pgproto3.Bind) ([]*string, error) {
 // declared are the parameter types Parse gave, for the participant to
 // prepare the statement with, as PostgreSQL would have; nil when Parse
 // gave none but 0 (unspecified), which leaves them to the participant's
-// PostgreSQL to infer.
+// PostgreSQL to infer. Only built-in types keep their OID: a type created
+// on the participants (an enum, a domain) has an OID of its own on each,
+// and the client learned participant 0's (describeStmt); it is left to
+// be inferred, as tpcd always did.
 func (p *prepared) declared() []uint32 {
-	if !slices.ContainsFunc(p.paramOIDs, func(oid uint32) bool { return oid != 0 }) {
-		return nil
+	var out []uint32
+	for i, oid := range p.paramOIDs {
+		if oid != 0 && oid < firstUserOID {
+			if out == nil {
+				out = make([]uint32, len(p.paramOIDs))
+			}
+			out[i] = oid
+		}
 	}
-	return p.paramOIDs
+	return out
 }
+
+// firstUserOID is PostgreSQL's FirstNormalObjectId: below it, OIDs are
+// built in, the same on every server of a major version.
+const firstUserOID = 16384
 
 // paramOID is parameter i's type: as Parse gave it, else as described.
 func (p *prepared) paramOID(i int) uint32 {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
@@ -83,6 +84,12 @@ type tableRef struct {
 // with PostgreSQL's own parser (libpg_query). An empty string has no
 // statements. A syntax error is reported as PostgreSQL reports it.
 func parseQuery(query string) ([]*statement, error) {
+	if !utf8.ValidString(query) {
+		// Its text goes to participants as JSON, whose encoder would put
+		// U+FFFD in place of the bytes (a client that said SQL_ASCII may
+		// send Latin-1 in a literal).
+		return nil, &pgError{code: codeCharacterNotInRepertoire, message: `invalid byte sequence for encoding "UTF8" in the query string`}
+	}
 	quoted, inserted := quoteSetNodeAll(query)
 	tree, err := pg_query.Parse(quoted)
 	if err != nil {
@@ -314,7 +321,7 @@ func (st *statement) classifySet(s *pg_query.VariableSetStmt) {
 	}
 	if values, ok := settingsKept[name]; ok && s.Kind == pg_query.VariableSetKind_VAR_SET_VALUE && len(s.Args) == 1 {
 		v := strings.ToLower(constText(s.Args[0]))
-		if values == nil || slices.Contains(values, v) {
+		if values == nil || slices.Contains(values, v) || name == "client_encoding" && speaksUTF8(v) {
 			st.kind, st.tag = kindIgnoredSet, "SET"
 			return
 		}

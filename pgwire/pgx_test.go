@@ -271,6 +271,7 @@ func TestPgxShardKeyStaysWithItsRow(t *testing.T) {
 	refused(fmt.Sprintf("UPDATE kv SET v = 'b', k = %d WHERE k = %d", on1, on0[0]), "belongs on participant 1")
 	refused("UPDATE kv SET k = k + 1 WHERE k = $1", "to a value that is not a literal or a parameter", on0[0])
 	refused("INSERT INTO kv (k, v) VALUES ($1, 'c') ON CONFLICT (k) DO UPDATE SET k = $2", "belongs on participant 1", on0[0], on1)
+	refused("UPDATE kv SET (v, k) = ('x', $1) WHERE k = $2", "belongs on participant 1", on1, on0[0])
 	f.wantRows(map[int]string{on0[0]: "a"})
 
 	// The key written back unchanged, as ORMs do, or moved within its
@@ -282,6 +283,7 @@ func TestPgxShardKeyStaysWithItsRow(t *testing.T) {
 		{"UPDATE kv SET k = $1, v = 'b' WHERE k = $1", []any{on0[0]}},
 		{"UPDATE kv SET k = k, v = 'c' WHERE k = $1", []any{on0[0]}},
 		{"INSERT INTO kv (k, v) VALUES ($1, 'd') ON CONFLICT (k) DO UPDATE SET k = EXCLUDED.k, v = EXCLUDED.v", []any{on0[0]}},
+		{"UPDATE kv SET (k, v) = ($1, 'd') WHERE k = $1", []any{on0[0]}},
 		{"UPDATE kv SET k = $1 WHERE k = $2", []any{on0[1], on0[0]}},
 	} {
 		if err := exec(st.sql, st.args...); err != nil {
@@ -308,7 +310,17 @@ func TestPgxTextIsUTF8(t *testing.T) {
 			t.Fatalf("mode %v, a Latin-1 byte in a parameter: %+v, want 22021 naming $2", mode, pe)
 		}
 	}
+	// In the query string itself, by either protocol.
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		_, err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO kv (k, v) VALUES (%d, 'caf\xe9')", keys[0]), mode)
+		if pe := pgCode(t, err); pe.Code != "22021" || !strings.Contains(pe.Message, "query string") {
+			t.Fatalf("mode %v, a Latin-1 byte in the query: %+v, want 22021", mode, pe)
+		}
+	}
 	f.wantRows(map[int]string{})
+	if _, err := conn.Exec(ctx, "SET client_encoding = 'UTF-8'"); err != nil {
+		t.Fatalf("SET client_encoding = 'UTF-8': %v", err)
+	}
 
 	_, err := pgx.Connect(ctx, f.url(testUser, testPassword, "sslmode=disable&client_encoding=LATIN1"))
 	if pe := pgCode(t, err); pe.Code != "0A000" || pe.Severity != "FATAL" || !strings.Contains(pe.Message, `client_encoding "LATIN1"`) {
@@ -399,6 +411,35 @@ func TestPgxDeclaredParamTypes(t *testing.T) {
 		if len(r.Rows) != 1 || string(r.Rows[0][0]) != c.want {
 			t.Fatalf("%s: rows %q, want %s", c.what, r.Rows, c.want)
 		}
+	}
+
+	// A type created on the participants has an OID of its own on each;
+	// the one declared, participant 0's (as a client learns it by
+	// describing), is left to participant 1 to infer.
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pc.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec("/* tpcd:node=1 */ CREATE TYPE shift AS ENUM ('x')")
+	exec("/* tpcd:node=all */ CREATE TYPE mood AS ENUM ('ok', 'sad')")
+	exec("/* tpcd:node=all */ CREATE TABLE moods (k int PRIMARY KEY, m mood)")
+	var oid0, oid1 uint32
+	f.c.Data[0].QueryRow(ctx, "SELECT 'mood'::regtype::oid").Scan(&oid0)
+	f.c.Data[1].QueryRow(ctx, "SELECT 'mood'::regtype::oid").Scan(&oid1)
+	if oid0 == oid1 || oid0 == 0 {
+		t.Fatalf("mood is %d on participant 0 and %d on 1; the test wants them apart", oid0, oid1)
+	}
+	if _, err := pc.Prepare(ctx, "mood", "/* tpcd:node=1 */ INSERT INTO moods (k, m) VALUES ($1, $2)", []uint32{pgtype.Int4OID, oid0}); err != nil {
+		t.Fatal(err)
+	}
+	if r := pc.ExecPrepared(ctx, "mood", [][]byte{[]byte("1"), []byte("sad")}, nil, nil).Read(); r.Err != nil {
+		t.Fatalf("insert with participant 0's OID of mood, on participant 1: %v", r.Err)
+	}
+	var m string
+	if err := f.c.Data[1].QueryRow(ctx, "SELECT m::text FROM moods WHERE k = 1").Scan(&m); err != nil || m != "sad" {
+		t.Fatalf("participant 1 holds %q (%v), want sad", m, err)
 	}
 	f.nothingLeft()
 }

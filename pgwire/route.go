@@ -179,6 +179,13 @@ func (r *router) keyStays(st *statement, params []*string, bound bool, node int)
 			continue
 		}
 		v := target.GetVal()
+		if m := v.GetMultiAssignRef(); m != nil {
+			// SET (a, key) = (x, y): the key's own value in the row, when
+			// the source is one.
+			if row := m.GetSource().GetRowExpr(); row != nil && int(m.Colno) >= 1 && int(m.Colno) <= len(row.Args) {
+				v = row.Args[m.Colno-1]
+			}
+		}
 		if refersTo(v, self, col) || refersTo(v, tableRef{name: "excluded"}, col) {
 			continue
 		}

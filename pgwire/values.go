@@ -140,6 +140,18 @@ func typedTarget(oid uint32) any {
 		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamp]])
 	case pgtype.TstzmultirangeOID:
 		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamptz]])
+	case pgtype.Int4rangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Int4]])
+	case pgtype.Int8rangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Int8]])
+	case pgtype.NumrangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Numeric]])
+	case pgtype.DaterangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Date]])
+	case pgtype.TsrangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Timestamp]])
+	case pgtype.TstzrangeArrayOID:
+		return new(pgtype.Array[pgtype.Range[pgtype.Timestamptz]])
 	}
 	return nil
 }

@@ -37,6 +37,7 @@ func TestValuesGoBothWays(t *testing.T) {
 		{pgtype.NumrangeOID, "[1.5,2.25]"},
 		{pgtype.DaterangeOID, "[2024-01-02,infinity)"},
 		{pgtype.Int4multirangeOID, "{[1,3),[5,7)}"},
+		{pgtype.Int4rangeArrayOID, `{"[1,5)",empty,NULL}`},
 	} {
 		bin, err := v.toBinary(c.oid, []byte(c.text))
 		if err != nil {
