@@ -8,6 +8,7 @@ import (
 
 	"github.com/tpcd/tpcd/api"
 	"github.com/tpcd/tpcd/engine"
+	"github.com/tpcd/tpcd/internal/testcluster"
 	"github.com/tpcd/tpcd/rpc"
 )
 
@@ -18,9 +19,12 @@ import (
 func TestNumbersAreWrittenAsSent(t *testing.T) {
 	c := startCluster(t, clusterConfig{participants: 2})
 	const ddl = "CREATE TABLE nums (k bigint PRIMARY KEY, n numeric, i int, a bigint[], j jsonb)"
-	if _, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{stmt(0, ddl), stmt(1, ddl)}}); err != nil {
+	created, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{stmt(0, ddl), stmt(1, ddl)}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// Committed is decided: a prepared branch may apply it a moment later.
+	testcluster.Eventually(t, "the table created on both", func() bool { return c.Status(created.TxID).State == "committed" })
 	const big = int64(1<<53 + 1) // 9007199254740993
 	r, err := c.transact(api.TransactParams{Commit: true, Statements: []api.StatementParams{
 		// Scalars only: bound as text.
@@ -35,6 +39,7 @@ func TestNumbersAreWrittenAsSent(t *testing.T) {
 	if r.Outcome == nil || *r.Outcome != engine.OutcomeCommit {
 		t.Fatalf("reply %+v, want a committed transaction", r)
 	}
+	testcluster.Eventually(t, "the rows applied on both", func() bool { return c.Status(r.TxID).State == "committed" })
 	read := func(n int, sql string) string {
 		t.Helper()
 		var s string
