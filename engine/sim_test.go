@@ -226,6 +226,21 @@ func TestSimCatchesEarlyAbort(t *testing.T) {
 	simCatchesBrokenDecider(t, "an early abort", enginetest.SimConfig{ForgeEarlyAbort: true})
 }
 
+// TestSimCatchesPromptAckResent breaks the prompt-ack rule on purpose:
+// every decision asks for a prompt ack, resends and aborts too. A
+// participant of an older release refuses the field, so a resend that
+// carried it would never apply the commit there; the checker must notice.
+func TestSimCatchesPromptAckResent(t *testing.T) {
+	for seed := uint64(1); seed <= 500; seed++ {
+		_, err := enginetest.Simulate(simRNG(seed), enginetest.SimConfig{Steps: *simSteps, ForgePromptAcks: true})
+		if err != nil && strings.Contains(err.Error(), "asks for a prompt ack") {
+			t.Logf("seed %d caught it: %s", seed, firstLine(err.Error()))
+			return
+		}
+	}
+	t.Fatal("500 seeds with a prompt ack on every decision: none reported one")
+}
+
 // simCatchesBrokenDecider runs up to 2,000 seeds of the decider protocol
 // with the planted bug cfg names, until one reports a transaction its
 // decider committed and another branch rolled back.

@@ -69,6 +69,17 @@ type Checker struct {
 	// that commit. txKeys holds the keys coord.preparing named.
 	keyCommitted map[string]TxKey
 	txKeys       map[TxKey][]string
+	// promptAsked holds the decisions that asked for a prompt ack, by
+	// transaction, destination and coordinator incarnation: one each at
+	// most (a participant of an older release refuses the field, and
+	// would refuse every resend that carried it).
+	promptAsked map[promptKey]bool
+}
+
+type promptKey struct {
+	tx    TxKey
+	to    engine.NodeID
+	epoch engine.Epoch
 }
 
 type earlyCommit struct {
@@ -103,6 +114,7 @@ func newChecker(c *Cluster) *Checker {
 		keyCommitted:     map[string]TxKey{},
 		txKeys:           map[TxKey][]string{},
 		transactedCall:   map[TxKey]bool{},
+		promptAsked:      map[promptKey]bool{},
 	}
 	for range c.cfg.Participants {
 		k.preparedLogged = append(k.preparedLogged, map[TxKey]bool{})
@@ -217,6 +229,18 @@ func (k *Checker) onSend(n *Node, s engine.Send) {
 		// and the participant must know better (the data checks see if not).
 		if m.Outcome == engine.OutcomeAbort && committed && !m.Presumed {
 			k.failf("abort of tx %d sent to %s, but commit was logged", m.TxID, s.To)
+		}
+		if m.PromptAck {
+			// Nobody waits for an abort to be applied, nor for an answer
+			// to an inquiry.
+			if m.Outcome != engine.OutcomeCommit || m.Presumed {
+				k.failf("decision %s (presumed %t) of tx %d to %s asks for a prompt ack", m.Outcome, m.Presumed, m.TxID, s.To)
+			}
+			pk := promptKey{tx: TxKey{Cluster: m.Cluster, Tx: m.TxID}, to: s.To, epoch: m.Epoch}
+			if k.promptAsked[pk] {
+				k.failf("decision of tx %d to %s asks for a prompt ack again: only its first send may", m.TxID, s.To)
+			}
+			k.promptAsked[pk] = true
 		}
 	case engine.VoteMessage:
 		if m.Vote == engine.VoteCommitted {

@@ -49,6 +49,10 @@ type Config struct {
 	// from each of them, as a decider would act that committed without
 	// waiting for its voters.
 	ForgeVoterVotes bool
+	// ForgePromptAcks breaks the prompt-ack rule on purpose: every
+	// decision the coordinator sends asks for a prompt ack, its resends
+	// and aborts too, as a coordinator would that never cleared the flag.
+	ForgePromptAcks bool
 	// CompactAfter delays Compact: a transaction's events go only this long
 	// after they could, as a node keeps them (so that what ended stays
 	// known for longer than a message can be late).
@@ -491,6 +495,10 @@ func (c *Cluster) release(n *Node) []heldEffect {
 func (c *Cluster) perform(n *Node, e engine.Effect) {
 	switch e := e.(type) {
 	case engine.Send:
+		if d, ok := e.Msg.(engine.DecisionRequest); ok && c.cfg.ForgePromptAcks {
+			d.PromptAck = true
+			e.Msg = d
+		}
 		c.check.onSend(n, e)
 		if pr, ok := e.Msg.(engine.PrepareRequest); ok && !slices.Contains(c.prepareTargets[pr.TxID], e.To) {
 			c.prepareTargets[pr.TxID] = append(c.prepareTargets[pr.TxID], e.To)

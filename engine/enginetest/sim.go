@@ -28,6 +28,8 @@ type SimConfig struct {
 	ForgeEarlyAbort bool
 	// ForgeVoterVotes: see Config.ForgeVoterVotes.
 	ForgeVoterVotes bool
+	// ForgePromptAcks: see Config.ForgePromptAcks.
+	ForgePromptAcks bool
 	// Trace receives a "--- step N: ..." line before each action, then
 	// the cluster's lines; nil keeps the run silent.
 	Trace func(string)
@@ -61,6 +63,7 @@ func Simulate(rng *rand.Rand, sc SimConfig) (SimStats, error) {
 		ForgeVotes:      sc.ForgeVotes,
 		ForgeEarlyAbort: sc.ForgeEarlyAbort,
 		ForgeVoterVotes: sc.ForgeVoterVotes,
+		ForgePromptAcks: sc.ForgePromptAcks,
 		Trace:           sc.Trace,
 		OnResponse:      s.onResponse,
 		Coordinator: engine.CoordinatorConfig{
