@@ -136,6 +136,7 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
 			return d, err
 		}
+		warnDataEncoding(ctx, d.Data, d.DataURI, spec.Logger)
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
@@ -220,6 +221,28 @@ func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error 
 		"On that server run ALTER SYSTEM SET max_prepared_transactions = %d; and restart it "+
 		"(or set max_prepared_transactions = %d in its postgresql.conf and restart it), or lower --max-conns",
 		db.Redact(uri), have, need, need, need)
+}
+
+// warnDataEncoding warns about a data database whose encoding is not
+// UTF8. PostgreSQL converts text between its encoding and the UTF8 tpcd's
+// connections ask for, except in a SQL_ASCII database, whose bytes pass as
+// they are: text in them that is not UTF-8 would reach clients with U+FFFD
+// in its place (rows travel as JSON), and be stored so if written back.
+func warnDataEncoding(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) {
+	if logger == nil {
+		return
+	}
+	var enc string
+	if err := pool.QueryRow(ctx, "SHOW server_encoding").Scan(&enc); err != nil {
+		logger.Warn("could not read the data database's encoding", "data_db", db.Redact(uri), "err", err)
+		return
+	}
+	if enc == "SQL_ASCII" {
+		logger.Warn("the data database's encoding is SQL_ASCII: PostgreSQL does not check or convert its text, and tpcd carries text as UTF-8, "+
+			"so text in it that is not UTF-8 reaches clients with U+FFFD in its place, and is stored so if written back; "+
+			"keep only UTF-8 text in it, or move the data to a UTF8 database",
+			"data_db", db.Redact(uri))
+	}
 }
 
 // warnLogServer warns about a log server that does not make commits

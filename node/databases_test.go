@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,6 +170,40 @@ func TestLogServerWithoutSynchronousCommitWarns(t *testing.T) {
 		warned := strings.Contains(out.String(), "synchronous_commit = off")
 		if warned != tc.warn {
 			t.Errorf("log URI%s: warned %v, want %v:\n%s", tc.query, warned, tc.warn, out.String())
+		}
+	}
+}
+
+// TestSQLASCIIDataDatabaseWarns: a data database whose text PostgreSQL
+// neither checks nor converts is named at start-up; a UTF8 one is not.
+func TestSQLASCIIDataDatabaseWarns(t *testing.T) {
+	c := pgtest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := pgtest.Connect(t, c.URI("postgres"))
+	name := "sqlascii_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	for _, tc := range []struct {
+		data string
+		warn bool
+	}{
+		{c.URI(name), true},
+		{pgtest.NewDB(t), false},
+	} {
+		var out testbin.SyncBuffer
+		logger := slog.New(slog.NewTextHandler(&out, nil))
+		dbs := testcluster.Open(t, node.DatabaseSpec{LogURI: pgtest.NewDB(t), DataURI: tc.data, NeedData: true, MaxConns: 4, Logger: logger})
+		dbs.Close()
+		warned := strings.Contains(out.String(), "encoding is SQL_ASCII")
+		if warned != tc.warn {
+			t.Errorf("data database %s: warned %v, want %v:\n%s", tc.data, warned, tc.warn, out.String())
 		}
 	}
 }
