@@ -133,10 +133,9 @@ func OpenDatabases(ctx context.Context, spec DatabaseSpec) (_ *Databases, err er
 		if d.Data, err = openPool(ctx, d.DataURI, spec.MaxConns, spec.WarmDataConns); err != nil {
 			return d, fmt.Errorf("data database: %w", err)
 		}
-		if err := checkDataServer(ctx, d.Data, d.DataURI); err != nil {
+		if err := checkDataServer(ctx, d.Data, d.DataURI, spec.Logger); err != nil {
 			return d, err
 		}
-		warnDataEncoding(ctx, d.Data, d.DataURI, spec.Logger)
 		if err := db.MigrateData(ctx, d.Data, spec.Logger); err != nil {
 			return d, fmt.Errorf("migrate data database %s: %w", db.Redact(d.DataURI), err)
 		}
@@ -207,10 +206,23 @@ func (d *Databases) Failed() <-chan error { return d.failed }
 // on every connection of the data pool: PREPARE TRANSACTION beyond
 // max_prepared_transactions fails, so (with initdb's default of 0) every
 // commit would abort while the node looks healthy.
-func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error {
+//
+// It warns of a SQL_ASCII data database, in the same round trip.
+// PostgreSQL converts text between any other encoding and the UTF8 tpcd's
+// connections ask for; a SQL_ASCII database's bytes pass as they are, and
+// text there that is not UTF-8 would reach clients with U+FFFD in its
+// place (rows travel as JSON), and be stored so if written back.
+func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) error {
 	var have int
-	if err := pool.QueryRow(ctx, "SELECT current_setting('max_prepared_transactions')::int").Scan(&have); err != nil {
-		return fmt.Errorf("data database %s: read max_prepared_transactions: %w", db.Redact(uri), err)
+	var encoding string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('max_prepared_transactions')::int, current_setting('server_encoding')").Scan(&have, &encoding); err != nil {
+		return fmt.Errorf("data database %s: read max_prepared_transactions and server_encoding: %w", db.Redact(uri), err)
+	}
+	if encoding == "SQL_ASCII" && logger != nil {
+		logger.Warn("the data database's encoding is SQL_ASCII: PostgreSQL does not check or convert its text, and tpcd carries text as UTF-8, "+
+			"so text in it that is not UTF-8 reaches clients with U+FFFD in its place, and is stored so if written back; "+
+			"keep only UTF-8 text in it, or move the data to a UTF8 database",
+			"data_db", db.Redact(uri))
 	}
 	need := int(pool.Config().MaxConns)
 	if have >= need {
@@ -221,28 +233,6 @@ func checkDataServer(ctx context.Context, pool *pgxpool.Pool, uri string) error 
 		"On that server run ALTER SYSTEM SET max_prepared_transactions = %d; and restart it "+
 		"(or set max_prepared_transactions = %d in its postgresql.conf and restart it), or lower --max-conns",
 		db.Redact(uri), have, need, need, need)
-}
-
-// warnDataEncoding warns about a data database whose encoding is not
-// UTF8. PostgreSQL converts text between its encoding and the UTF8 tpcd's
-// connections ask for, except in a SQL_ASCII database, whose bytes pass as
-// they are: text in them that is not UTF-8 would reach clients with U+FFFD
-// in its place (rows travel as JSON), and be stored so if written back.
-func warnDataEncoding(ctx context.Context, pool *pgxpool.Pool, uri string, logger *slog.Logger) {
-	if logger == nil {
-		return
-	}
-	var enc string
-	if err := pool.QueryRow(ctx, "SHOW server_encoding").Scan(&enc); err != nil {
-		logger.Warn("could not read the data database's encoding", "data_db", db.Redact(uri), "err", err)
-		return
-	}
-	if enc == "SQL_ASCII" {
-		logger.Warn("the data database's encoding is SQL_ASCII: PostgreSQL does not check or convert its text, and tpcd carries text as UTF-8, "+
-			"so text in it that is not UTF-8 reaches clients with U+FFFD in its place, and is stored so if written back; "+
-			"keep only UTF-8 text in it, or move the data to a UTF8 database",
-			"data_db", db.Redact(uri))
-	}
 }
 
 // warnLogServer warns about a log server that does not make commits

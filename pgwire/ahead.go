@@ -274,11 +274,7 @@ func (b *batchSim) step(p *plan, msg, next pgproto3.FrontendMessage) bool {
 			return false
 		}
 		b.s.memo.parsed[m] = stmts
-		pr := &prepared{paramOIDs: slices.Clone(m.ParameterOIDs)}
-		if len(stmts) == 1 {
-			pr.st = stmts[0]
-		}
-		b.stmts[m.Name] = pr
+		b.stmts[m.Name] = newPrepared(m, stmts)
 	case *pgproto3.Bind:
 		pr := b.stmt(m.PreparedStatement)
 		if pr == nil || m.DestinationPortal != "" && b.portal(m.DestinationPortal) != nil {
@@ -312,7 +308,7 @@ func (b *batchSim) step(p *plan, msg, next pgproto3.FrontendMessage) bool {
 		if pt == nil || m.MaxRows != 0 {
 			return false
 		}
-		return p.add(pt.stmt.st, pt.params, pt.stmt.declared(), true)
+		return p.add(pt.stmt.st, pt.params, pt.stmt.declared, true)
 	case *pgproto3.Close:
 		switch m.ObjectType {
 		case 'S':

@@ -34,11 +34,7 @@ func (s *session) parse(m *pgproto3.Parse) error {
 	if len(stmts) > 1 {
 		return &pgError{code: codeSyntaxError, message: "cannot insert multiple commands into a prepared statement"}
 	}
-	p := &prepared{paramOIDs: slices.Clone(m.ParameterOIDs)}
-	if len(stmts) == 1 {
-		p.st = stmts[0]
-	}
-	s.stmts[m.Name] = p
+	s.stmts[m.Name] = newPrepared(m, stmts)
 	s.be.Send(&pgproto3.ParseComplete{})
 	return nil
 }
@@ -91,19 +87,19 @@ func (s *session) bindParams(p *prepared, m *pgproto3.Bind) ([]*string, error) {
 	return params, nil
 }
 
-// declared are the parameter types Parse gave, for the participant to
-// prepare the statement with, as PostgreSQL would have; nil when Parse
+// declaredTypes are the parameter types Parse gave, for the participant
+// to prepare the statement with, as PostgreSQL would have; nil when Parse
 // gave none but 0 (unspecified), which leaves them to the participant's
 // PostgreSQL to infer. Only built-in types keep their OID: a type created
 // on the participants (an enum, a domain) has an OID of its own on each,
 // and the client learned participant 0's (describeStmt); it is left to
 // be inferred, as tpcd always did.
-func (p *prepared) declared() []uint32 {
+func declaredTypes(oids []uint32) []uint32 {
 	var out []uint32
-	for i, oid := range p.paramOIDs {
+	for i, oid := range oids {
 		if oid != 0 && oid < firstUserOID {
 			if out == nil {
-				out = make([]uint32, len(p.paramOIDs))
+				out = make([]uint32, len(oids))
 			}
 			out[i] = oid
 		}
@@ -206,7 +202,7 @@ func (s *session) describeStmt(p *prepared) (*describedStmt, error) {
 		node = engine.NodeID(to.node)
 	}
 	ctx, done := s.running()
-	reply, err := s.srv.opts.Coordinator.Exec(ctx, api.ExecParams{TxID: t.id, Node: &node, SQL: st.sql, ParamTypes: p.declared(), Describe: true})
+	reply, err := s.srv.opts.Coordinator.Exec(ctx, api.ExecParams{TxID: t.id, Node: &node, SQL: st.sql, ParamTypes: p.declared, Describe: true})
 	done()
 	if err != nil {
 		t.failed = true
@@ -248,7 +244,7 @@ func (s *session) execute(m *pgproto3.Execute) error {
 		s.be.Send(&pgproto3.EmptyQueryResponse{})
 		return nil
 	}
-	return s.runStatement(pt.stmt.st, pt.params, pt.stmt.declared(), true, out)
+	return s.runStatement(pt.stmt.st, pt.params, pt.stmt.declared, true, out)
 }
 
 // closeObject serves Close; closing a statement closes its portals.

@@ -3,7 +3,6 @@ package pgwire
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -279,15 +278,15 @@ func (st *statement) classifyTransaction(t *pg_query.TransactionStmt) {
 }
 
 // settingsKept are the session settings the front door answers itself,
-// with the values it accepts (empty: any).
-var settingsKept = map[string][]string{
-	"application_name": nil,
-	"client_encoding":  {"utf8", "unicode"},
+// each with the values it accepts (given in lower case).
+var settingsKept = map[string]func(string) bool{
+	"application_name": func(string) bool { return true },
+	"client_encoding":  speaksUTF8,
 	// The JDBC driver sets 3 when it connects. From PostgreSQL 12 on,
 	// every positive value means the shortest text that reads back as the
 	// same float, which is what the participants send at their default of
 	// 1; zero and below would round, and are refused.
-	"extra_float_digits": {"1", "2", "3"},
+	"extra_float_digits": func(v string) bool { return v == "1" || v == "2" || v == "3" },
 }
 
 func (st *statement) classifySet(s *pg_query.VariableSetStmt) {
@@ -319,9 +318,8 @@ func (st *statement) classifySet(s *pg_query.VariableSetStmt) {
 		st.kind = kindRun
 		return
 	}
-	if values, ok := settingsKept[name]; ok && s.Kind == pg_query.VariableSetKind_VAR_SET_VALUE && len(s.Args) == 1 {
-		v := strings.ToLower(constText(s.Args[0]))
-		if values == nil || slices.Contains(values, v) || name == "client_encoding" && speaksUTF8(v) {
+	if accepts, ok := settingsKept[name]; ok && s.Kind == pg_query.VariableSetKind_VAR_SET_VALUE && len(s.Args) == 1 {
+		if accepts(strings.ToLower(constText(s.Args[0]))) {
 			st.kind, st.tag = kindIgnoredSet, "SET"
 			return
 		}

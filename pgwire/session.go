@@ -60,7 +60,20 @@ type prepared struct {
 	// paramOIDs are the types Parse gave (0: unspecified), completed by
 	// a describe.
 	paramOIDs []uint32
+	// declared are the types of paramOIDs the participants prepare the
+	// statement with (declaredTypes); nil for none.
+	declared  []uint32
 	described *describedStmt
+}
+
+// newPrepared is the statement a Parse names, of stmts (none for an empty
+// query string, else one).
+func newPrepared(m *pgproto3.Parse, stmts []*statement) *prepared {
+	p := &prepared{paramOIDs: slices.Clone(m.ParameterOIDs), declared: declaredTypes(m.ParameterOIDs)}
+	if len(stmts) == 1 {
+		p.st = stmts[0]
+	}
+	return p
 }
 
 // portal is a bound statement (Bind).

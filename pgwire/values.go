@@ -80,9 +80,10 @@ func (v *values) toText(oid uint32, raw []byte) (string, error) {
 // go on as {1,2,3,4}); an array of json or jsonb keeps each element's
 // text, which a decode through Go would reorder and round.
 func (v *values) decode(t *pgtype.Type, oid uint32, format int16, src []byte) (any, error) {
-	if target := typedTarget(oid); target != nil {
-		err := v.m.Scan(oid, format, src, target)
-		return target, err
+	if newTarget, ok := typedTargets[oid]; ok {
+		dst := newTarget()
+		err := v.m.Scan(oid, format, src, dst)
+		return dst, err
 	}
 	ac, ok := t.Codec.(*pgtype.ArrayCodec)
 	if !ok {
@@ -98,63 +99,40 @@ func (v *values) decode(t *pgtype.Type, oid uint32, format int16, src []byte) (a
 	return a, err
 }
 
-// typedTarget is where a value of type oid is read when the Go value its
+// typedTargets make, by type, where a value is read when the Go value its
 // codec's DecodeValue gives cannot be encoded again: a date or timestamp
 // at infinity (an InfinityModifier, where a time.Time was expected), a
-// range or multirange (of untyped bounds). A nil target: DecodeValue does.
-func typedTarget(oid uint32) any {
-	switch oid {
-	case pgtype.DateOID:
-		return new(pgtype.Date)
-	case pgtype.TimestampOID:
-		return new(pgtype.Timestamp)
-	case pgtype.TimestamptzOID:
-		return new(pgtype.Timestamptz)
-	case pgtype.DateArrayOID:
-		return new(pgtype.Array[pgtype.Date])
-	case pgtype.TimestampArrayOID:
-		return new(pgtype.Array[pgtype.Timestamp])
-	case pgtype.TimestamptzArrayOID:
-		return new(pgtype.Array[pgtype.Timestamptz])
-	case pgtype.Int4rangeOID:
-		return new(pgtype.Range[pgtype.Int4])
-	case pgtype.Int8rangeOID:
-		return new(pgtype.Range[pgtype.Int8])
-	case pgtype.NumrangeOID:
-		return new(pgtype.Range[pgtype.Numeric])
-	case pgtype.DaterangeOID:
-		return new(pgtype.Range[pgtype.Date])
-	case pgtype.TsrangeOID:
-		return new(pgtype.Range[pgtype.Timestamp])
-	case pgtype.TstzrangeOID:
-		return new(pgtype.Range[pgtype.Timestamptz])
-	case pgtype.Int4multirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Int4]])
-	case pgtype.Int8multirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Int8]])
-	case pgtype.NummultirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Numeric]])
-	case pgtype.DatemultirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Date]])
-	case pgtype.TsmultirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamp]])
-	case pgtype.TstzmultirangeOID:
-		return new(pgtype.Multirange[pgtype.Range[pgtype.Timestamptz]])
-	case pgtype.Int4rangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Int4]])
-	case pgtype.Int8rangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Int8]])
-	case pgtype.NumrangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Numeric]])
-	case pgtype.DaterangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Date]])
-	case pgtype.TsrangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Timestamp]])
-	case pgtype.TstzrangeArrayOID:
-		return new(pgtype.Array[pgtype.Range[pgtype.Timestamptz]])
-	}
-	return nil
+// range or multirange (of untyped bounds), an array of those. A type not
+// here is read by DecodeValue.
+var typedTargets = map[uint32]func() any{
+	pgtype.DateOID:             readInto[pgtype.Date],
+	pgtype.TimestampOID:        readInto[pgtype.Timestamp],
+	pgtype.TimestamptzOID:      readInto[pgtype.Timestamptz],
+	pgtype.DateArrayOID:        readInto[pgtype.Array[pgtype.Date]],
+	pgtype.TimestampArrayOID:   readInto[pgtype.Array[pgtype.Timestamp]],
+	pgtype.TimestamptzArrayOID: readInto[pgtype.Array[pgtype.Timestamptz]],
+	pgtype.Int4rangeOID:        readInto[pgtype.Range[pgtype.Int4]],
+	pgtype.Int8rangeOID:        readInto[pgtype.Range[pgtype.Int8]],
+	pgtype.NumrangeOID:         readInto[pgtype.Range[pgtype.Numeric]],
+	pgtype.DaterangeOID:        readInto[pgtype.Range[pgtype.Date]],
+	pgtype.TsrangeOID:          readInto[pgtype.Range[pgtype.Timestamp]],
+	pgtype.TstzrangeOID:        readInto[pgtype.Range[pgtype.Timestamptz]],
+	pgtype.Int4multirangeOID:   readInto[pgtype.Multirange[pgtype.Range[pgtype.Int4]]],
+	pgtype.Int8multirangeOID:   readInto[pgtype.Multirange[pgtype.Range[pgtype.Int8]]],
+	pgtype.NummultirangeOID:    readInto[pgtype.Multirange[pgtype.Range[pgtype.Numeric]]],
+	pgtype.DatemultirangeOID:   readInto[pgtype.Multirange[pgtype.Range[pgtype.Date]]],
+	pgtype.TsmultirangeOID:     readInto[pgtype.Multirange[pgtype.Range[pgtype.Timestamp]]],
+	pgtype.TstzmultirangeOID:   readInto[pgtype.Multirange[pgtype.Range[pgtype.Timestamptz]]],
+	pgtype.Int4rangeArrayOID:   readInto[pgtype.Array[pgtype.Range[pgtype.Int4]]],
+	pgtype.Int8rangeArrayOID:   readInto[pgtype.Array[pgtype.Range[pgtype.Int8]]],
+	pgtype.NumrangeArrayOID:    readInto[pgtype.Array[pgtype.Range[pgtype.Numeric]]],
+	pgtype.DaterangeArrayOID:   readInto[pgtype.Array[pgtype.Range[pgtype.Date]]],
+	pgtype.TsrangeArrayOID:     readInto[pgtype.Array[pgtype.Range[pgtype.Timestamp]]],
+	pgtype.TstzrangeArrayOID:   readInto[pgtype.Array[pgtype.Range[pgtype.Timestamptz]]],
 }
+
+// readInto makes a new T to read a value into.
+func readInto[T any]() any { return new(T) }
 
 // formatOf is the format code of column or parameter i, given a message's
 // format codes: none means text, one applies to all.
