@@ -122,8 +122,20 @@ func checkBySecond(t *testing.T, res *Result) {
 		for _, n := range res.CommittedBySecond[:st.FirstSeconds] {
 			first += n
 		}
-		if st.FirstPerSec != float64(first)/float64(st.FirstSeconds) || st.Ratio != st.FirstPerSec/st.LaterPerSec {
-			t.Errorf("%s: start-up %+v does not follow from %v", res.Mode, st, res.CommittedBySecond)
+		// The later seconds are the whole ones after the first: the
+		// last entry is left out when the measurement ended inside it.
+		whole := min(int(res.Seconds), len(res.CommittedBySecond))
+		var later int64
+		for _, n := range res.CommittedBySecond[st.FirstSeconds:whole] {
+			later += n
+		}
+		ratio := 0.0
+		if later > 0 {
+			ratio = st.FirstPerSec / st.LaterPerSec
+		}
+		if st.FirstSeconds != min(whole/3, maxStartupSeconds) || st.FirstPerSec != float64(first)/float64(st.FirstSeconds) ||
+			st.LaterPerSec != float64(later)/float64(whole-st.FirstSeconds) || st.Ratio != ratio {
+			t.Errorf("%s: start-up %+v does not follow from %v over %.2f s", res.Mode, st, res.CommittedBySecond, res.Seconds)
 		}
 	}
 }
@@ -422,10 +434,13 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 				}
 				checkBySecond(t, res)
 				checkMachineCPU(t, res)
-				// Measured by time: 3 whole seconds, the first against
-				// the two after it.
-				if res.Startup == nil || res.Startup.FirstSeconds != 1 || res.Startup.LaterPerSec <= 0 {
-					t.Errorf("%s: start-up %+v from %v", res.Mode, res.Startup, res.CommittedBySecond)
+				// Measured by time: at least 3 whole seconds, so the
+				// start-up is always reported. How many more depends on
+				// how long the transactions in flight at the end take to
+				// finish, which a busy machine can stretch by seconds;
+				// checkBySecond checks the figures follow from the counts.
+				if res.Startup == nil {
+					t.Fatalf("%s: no start-up from %v over %.2f s", res.Mode, res.CommittedBySecond, res.Seconds)
 				}
 			}
 			if l, ok := rep.TPCD.Steps[step]; !ok || l.P50 <= 0 {
@@ -443,7 +458,8 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 			}
 			// tpcd's rates by second and its first second against the
 			// later ones, on its own line.
-			bySecond := regexp.MustCompile(fmt.Sprintf(`(?m)^  tpcd +( [0-9]+)+  \| first 1 s %.0f/s, later %.0f/s`, rep.TPCD.Startup.FirstPerSec, rep.TPCD.Startup.LaterPerSec))
+			st := rep.TPCD.Startup
+			bySecond := regexp.MustCompile(fmt.Sprintf(`(?m)^  tpcd +( [0-9]+)+  \| first %d s %.0f/s, later %.0f/s`, st.FirstSeconds, st.FirstPerSec, st.LaterPerSec))
 			if !bySecond.MatchString(text.String()) {
 				t.Errorf("text report lacks tpcd's rates by second:\n%s", text.String())
 			}
