@@ -78,6 +78,17 @@ type ClientOptions struct {
 	// as every tpcd node does: there is no falling back to HTTP. Stream
 	// overrides HTTP1.
 	Stream bool
+	// Multiplex, with Stream, makes calls share up to this many streams
+	// (MuxProtocol), each carrying any number of calls at once: calls made
+	// at the same moment go out in one frame, and their replies come back
+	// in one as they end. It suits many callers of one server, as a
+	// front door's sessions or a benchmark's clients, whose calls would
+	// otherwise cost a frame each way apiece. A call whose context ends
+	// is cancelled at the server and its stream kept, unless nothing at
+	// all came from the server since the call was sent (then it is closed
+	// and redialled). Against a server that does not multiplex, calls go
+	// a stream each, as with Stream alone. Zero: a stream per call.
+	Multiplex int
 }
 
 // Client calls one peer. By default it posts over a single HTTP/2
@@ -103,6 +114,10 @@ type Client struct {
 	tr      *http.Transport
 	hc      *http.Client
 	streams *streamPool
+	// mux, when set, carries the calls on shared streams, falling back
+	// to streams when the server does not multiplex
+	// (ClientOptions.Multiplex).
+	mux *muxPool
 }
 
 // ErrClientClosed is returned by Call after Close.
@@ -152,6 +167,9 @@ func NewClient(addr string, opts ClientOptions) *Client {
 			}
 		}
 		c.streams = &streamPool{dialer: dialer, tls: tlsConfig}
+		if opts.Multiplex > 0 {
+			c.mux = &muxPool{max: opts.Multiplex}
+		}
 		return c
 	}
 
@@ -274,6 +292,11 @@ type answer struct {
 // request, and reads the whole answer. An error means no answer arrived
 // (see TransportError).
 func (c *Client) send(ctx context.Context, body []byte) (answer, error) {
+	if c.mux != nil && !c.mux.refused.Load() {
+		if ans, ok, err := c.muxExchange(ctx, body); ok {
+			return ans, err
+		}
+	}
 	if c.streams != nil {
 		return c.exchange(ctx, body)
 	}
@@ -487,6 +510,9 @@ func (c *Client) refusal(ans answer, method string) error {
 // with ErrClientClosed.
 func (c *Client) Close() error {
 	c.closed.Store(true)
+	if c.mux != nil {
+		c.mux.close()
+	}
 	if c.streams != nil {
 		c.streams.close()
 	} else {

@@ -122,10 +122,10 @@ func readFrame(r io.Reader, max int64) ([]byte, error) {
 }
 
 // isStreamUpgrade reports whether r asks to switch to a batch stream, of
-// either version.
+// any version.
 func isStreamUpgrade(r *http.Request) bool {
 	up := r.Header.Get("Upgrade")
-	return (strings.EqualFold(up, StreamProtocol) || strings.EqualFold(up, streamProtocolV1)) && headerHasToken(r.Header, "Connection", "upgrade")
+	return (strings.EqualFold(up, StreamProtocol) || strings.EqualFold(up, streamProtocolV1) || strings.EqualFold(up, MuxProtocol)) && headerHasToken(r.Header, "Connection", "upgrade")
 }
 
 func headerHasToken(h http.Header, name, token string) bool {
@@ -315,8 +315,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 		return
 	}
 	protocol := StreamProtocol
-	if strings.EqualFold(r.Header.Get("Upgrade"), streamProtocolV1) {
+	switch up := r.Header.Get("Upgrade"); {
+	case strings.EqualFold(up, streamProtocolV1):
 		protocol = streamProtocolV1
+	case strings.EqualFold(up, MuxProtocol):
+		protocol = MuxProtocol
 	}
 	st := &stream{conn: conn, br: brw.Reader, oneWay: protocol == StreamProtocol}
 	if !s.streams.add(st) {
@@ -346,7 +349,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, roles Role,
 	s.log.Debug("rpc: batch stream opened", "remote", r.RemoteAddr)
 	ctx, cancel := context.WithCancel(WithCaller(s.handlerCtx, Caller{Addr: r.RemoteAddr, Roles: roles, Authenticated: authenticated}))
 	defer cancel()
-	err = s.serveFrames(ctx, st, roles)
+	if protocol == MuxProtocol {
+		err = s.serveMux(ctx, st, roles)
+	} else {
+		err = s.serveFrames(ctx, st, roles)
+	}
 	s.log.Debug("rpc: batch stream closed", "remote", r.RemoteAddr, "err", err)
 }
 

@@ -383,20 +383,26 @@ func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
 // does with frames no Client would send.
 func openRawStream(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
+	return openRawUpgrade(t, addr, StreamProtocol)
+}
+
+// openRawUpgrade upgrades a connection to protocol by hand.
+func openRawUpgrade(t *testing.T, addr, protocol string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(batchDeadline))
-	io.WriteString(conn, "GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+StreamProtocol+"\r\n\r\n")
+	io.WriteString(conn, "GET /rpc HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+protocol+"\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade answered %s", resp.Status)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !strings.EqualFold(resp.Header.Get("Upgrade"), protocol) {
+		t.Fatalf("upgrade answered %s, %q", resp.Status, resp.Header.Get("Upgrade"))
 	}
 	return conn, br
 }
@@ -510,9 +516,19 @@ func wantCanceled(t *testing.T, ended <-chan error, missed string) {
 
 // With Stream, plain calls go over a stream too, and so do batches, and get
 // what they get over HTTP: results, and errors with their codes; one
-// upgrade serves them all.
+// upgrade serves them all, a stream per call or a multiplexed one.
 func TestStreamCarriesCalls(t *testing.T) {
-	_, counter, c := countedStream(t, newTestMethods())
+	t.Run("stream", func(t *testing.T) {
+		_, counter, c := countedStream(t, newTestMethods())
+		testStreamCarriesCalls(t, counter, c)
+	})
+	t.Run("mux", func(t *testing.T) {
+		_, counter, c := countedMux(t, newTestMethods(), 4)
+		testStreamCarriesCalls(t, counter, c)
+	})
+}
+
+func testStreamCarriesCalls(t *testing.T, counter *countingHandler, c *Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchDeadline)
 	defer cancel()
 	for i := range 10 {
@@ -547,6 +563,20 @@ func TestStreamCarriesCalls(t *testing.T) {
 // them and fails the test unless all succeed.
 func runBlocked(ctx context.Context, t *testing.T, c *Client, m *testMethods, n int) {
 	t.Helper()
+	done := startBlocked(ctx, t, c, m, n)
+	close(m.release)
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatalf("concurrent call: %v", err)
+		}
+	}
+}
+
+// startBlocked makes n calls of the test method "block" at once and waits
+// until every one has reached its handler; each call's outcome comes on
+// the channel it returns, an error unless it was released.
+func startBlocked(ctx context.Context, t *testing.T, c *Client, m *testMethods, n int) <-chan error {
+	t.Helper()
 	done := make(chan error, n)
 	for range n {
 		go func() {
@@ -565,12 +595,7 @@ func runBlocked(ctx context.Context, t *testing.T, c *Client, m *testMethods, n 
 			t.Fatalf("%d of %d concurrent calls reached the server", i, n)
 		}
 	}
-	close(m.release)
-	for range n {
-		if err := <-done; err != nil {
-			t.Fatalf("concurrent call: %v", err)
-		}
-	}
+	return done
 }
 
 // idleStreams is how many streams c keeps idle, and whether their expiry
