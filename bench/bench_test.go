@@ -394,6 +394,10 @@ func TestStartsClusterWithHotKeys(t *testing.T) {
 		{FormInteractive, TransportHTTP, "commit", []string{BaselineRaw, BaselineLocal}},
 		{FormSingle, TransportHTTP, "transact", []string{BaselineRawGrouped}},
 		{FormInteractive, TransportStream, "commit", []string{BaselineRaw}},
+		// The clients share multiplexed streams, to the coordinator and,
+		// in the direct form, to the participants.
+		{FormInteractive, TransportMux, "commit", nil},
+		{FormDirect, TransportMux, "commit", nil},
 		{FormDirect, TransportStream, "commit", nil},
 		// Every transaction is one participant's, and goes there as a
 		// plain transaction.
@@ -659,7 +663,7 @@ func TestMedianRound(t *testing.T) {
 // run again (here, run again, it would fail: its table is gone).
 func testTransactCarriesKey(t *testing.T, cl *localcluster.Cluster) {
 	ctx := context.Background()
-	d := newTPCDDriver([]string{cl.CoordinatorAddr()}, 1, time.Minute, FormSingle, false)
+	d := newTPCDDriver([]string{cl.CoordinatorAddr()}, 1, time.Minute, FormSingle, TransportHTTP)
 	defer d.close()
 	d.keyPrefix = "bench-test-"
 	if err := d.createTable(ctx, 2); err != nil {

@@ -179,7 +179,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		rep.Config.StartedCluster = true
 	}
 
-	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form, opts.Transport == TransportStream)
+	tp := newTPCDDriver(append([]string{opts.Coordinator}, opts.Standbys...), opts.Connections, opts.CallTimeout, opts.Form, opts.Transport)
 	if !opts.NoKeys {
 		tp.keyPrefix = fmt.Sprintf("bench-%x-%d-", time.Now().UnixNano(), os.Getpid())
 	}
@@ -193,7 +193,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	n := len(participants)
 	opts.Participants = n
 	if tp.needsParticipants() {
-		tp.dialParticipants(participants, opts.Transport == TransportStream)
+		tp.dialParticipants(participants, opts.Transport)
 	}
 	if len(opts.Baselines) > 0 && len(opts.DataDBs) != n {
 		return nil, fmt.Errorf("the coordinator has %d participants but %d --data-db were given", n, len(opts.DataDBs))

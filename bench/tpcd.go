@@ -34,20 +34,42 @@ type tpcdDriver struct {
 // call's outcome.
 const keyRetries = 3
 
-func newTPCDDriver(addrs []string, conns int, timeout time.Duration, form string, stream bool) *tpcdDriver {
+func newTPCDDriver(addrs []string, conns int, timeout time.Duration, form, transport string) *tpcdDriver {
 	d := &tpcdDriver{timeout: timeout, form: form}
+	// With TransportMux the client connections to one address share its
+	// streams: one Failover for each order of addresses.
+	shared := map[int]*rpc.Failover{}
 	for i := range conns {
 		// HTTP/1.1 with keep-alive through net/http's transport, as most
 		// applications' HTTP clients speak it (a client has one call out
-		// at a time), or the same calls as frames of a batch stream.
+		// at a time), or the same calls as frames of batch streams.
 		// A coordinator's standbys, if given, take calls when it goes.
 		// Connections start at the addresses in turn, so that
 		// coordinators serving at once (--slots) share the clients.
 		k := i % len(addrs)
+		if f, ok := shared[k]; ok {
+			d.conns = append(d.conns, f)
+			continue
+		}
 		order := append(append([]string{}, addrs[k:]...), addrs[:k]...)
-		d.conns = append(d.conns, rpc.NewFailover(order, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
+		f := rpc.NewFailover(order, clientOptions(transport))
+		if transport == TransportMux {
+			shared[k] = f
+		}
+		d.conns = append(d.conns, f)
 	}
 	return d
+}
+
+// clientOptions are those of the clients' calls over transport.
+func clientOptions(transport string) rpc.ClientOptions {
+	switch transport {
+	case TransportStream:
+		return rpc.ClientOptions{Stream: true}
+	case TransportMux:
+		return rpc.ClientOptions{Stream: true, Multiplex: muxStreams}
+	}
+	return rpc.ClientOptions{HTTP1: true}
 }
 
 func (d *tpcdDriver) close() {
@@ -62,12 +84,17 @@ func (d *tpcdDriver) close() {
 }
 
 // dialParticipants opens, for each client connection, one to each
-// participant, for the direct and plain forms.
-func (d *tpcdDriver) dialParticipants(addrs []string, stream bool) {
+// participant, for the direct and plain forms; with TransportMux the
+// client connections share one to each.
+func (d *tpcdDriver) dialParticipants(addrs []string, transport string) {
 	d.parts = make([][]*rpc.Failover, len(d.conns))
 	for i := range d.conns {
+		if i > 0 && transport == TransportMux {
+			d.parts[i] = d.parts[0]
+			continue
+		}
 		for _, a := range addrs {
-			d.parts[i] = append(d.parts[i], rpc.NewFailover([]string{a}, rpc.ClientOptions{HTTP1: !stream, Stream: stream}))
+			d.parts[i] = append(d.parts[i], rpc.NewFailover([]string{a}, clientOptions(transport)))
 		}
 	}
 }
