@@ -47,7 +47,7 @@ type ClientOptions struct {
 	// without closing its socket (power loss, partition) while a call
 	// without a deadline waits. Defaults 15s, 5s. Neither applies with
 	// HTTP1 or Stream: there a vanished peer is noticed when a call's ctx
-	// ends.
+	// ends (with Multiplex, PingTimeout after that; see there).
 	PingInterval time.Duration
 	PingTimeout  time.Duration
 	// Token is sent as "Authorization: Bearer <Token>" with every call (or
@@ -84,10 +84,12 @@ type ClientOptions struct {
 	// in one as they end. It suits many callers of one server, as a
 	// front door's sessions or a benchmark's clients, whose calls would
 	// otherwise cost a frame each way apiece. A call whose context ends
-	// is cancelled at the server and its stream kept, unless nothing at
-	// all came from the server since the call was sent (then it is closed
-	// and redialled). Against a server that does not multiplex, calls go
-	// a stream each, as with Stream alone. Zero: a stream per call.
+	// is cancelled at the server and its stream kept; when its deadline
+	// passed with nothing at all heard from the server since the call was
+	// sent, a stream that then stays silent for PingTimeout is closed,
+	// failing the calls on it, and the next call dials afresh. Against a
+	// server that does not multiplex, calls go a stream each, as with
+	// Stream alone. Zero: a stream per call.
 	Multiplex int
 }
 
@@ -168,7 +170,7 @@ func NewClient(addr string, opts ClientOptions) *Client {
 		}
 		c.streams = &streamPool{dialer: dialer, tls: tlsConfig}
 		if opts.Multiplex > 0 {
-			c.mux = &muxPool{max: opts.Multiplex}
+			c.mux = &muxPool{max: opts.Multiplex, probeTimeout: orDefault(opts.PingTimeout, DefaultPingTimeout)}
 		}
 		return c
 	}

@@ -32,6 +32,9 @@ type muxConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	max  int64
+	// probeTimeout is how long a stream found silent may stay so
+	// (ClientOptions.PingTimeout).
+	probeTimeout time.Duration
 	// lastRead is when a frame last arrived (unix nanoseconds), to tell a
 	// silent peer from a slow call.
 	lastRead atomic.Int64
@@ -53,8 +56,8 @@ type muxConn struct {
 	closeIdle bool
 }
 
-func newMuxConn(sc *streamConn, max int64) *muxConn {
-	mc := &muxConn{conn: sc.conn, br: sc.br, max: max, waiting: map[uint32]chan muxResult{}, used: time.Now(), ended: make(chan struct{})}
+func newMuxConn(sc *streamConn, max int64, probeTimeout time.Duration) *muxConn {
+	mc := &muxConn{conn: sc.conn, br: sc.br, max: max, probeTimeout: probeTimeout, waiting: map[uint32]chan muxResult{}, used: time.Now(), ended: make(chan struct{})}
 	mc.lastRead.Store(time.Now().UnixNano())
 	mc.w = newMuxWriter(mc.write, func(_ int, err error) {
 		if err != nil {
@@ -73,6 +76,7 @@ func (mc *muxConn) readLoop() {
 		var tooLarge errMuxTooLarge
 		switch {
 		case errors.As(err, &tooLarge):
+			mc.lastRead.Store(time.Now().UnixNano())
 			mc.deliver(tooLarge.tag, muxResult{err: fmt.Errorf("response of %d bytes exceeds the limit of %d bytes", tooLarge.size, mc.max)})
 			continue
 		case err != nil:
@@ -184,16 +188,27 @@ func (mc *muxConn) write(frame []byte) error {
 	return err
 }
 
+// errMuxUnsent wraps the error of a call that never left: the stream it
+// was given had ended. The call may go on another.
+type errMuxUnsent struct{ err error }
+
+func (e errMuxUnsent) Error() string { return e.err.Error() }
+func (e errMuxUnsent) Unwrap() error { return e.err }
+
 // call sends body as one message and waits for its reply. An error means
-// no reply arrived: the call may or may not have run. A call whose ctx
-// ends first is cancelled at the server; when its deadline passed with
-// nothing at all heard from the stream since the call was sent, the
-// stream is taken for dead and closed, as a StreamProtocol stream whose
-// call timed out would be, so that the next call dials afresh.
+// no reply arrived: the call may or may not have run, except for
+// errMuxUnsent. A call whose ctx ends first is cancelled at the server.
+// When its deadline passed with nothing at all heard from the stream
+// since the call was sent, the stream is probed: the server answers a
+// cancel as soon as the call's handler returns, and a stream that stays
+// silent for the probe timeout after it is taken for dead and closed, as
+// a StreamProtocol stream whose call timed out would be, so that the next
+// call dials afresh. The calls still waiting on it fail then; before,
+// their own deadlines are theirs.
 func (mc *muxConn) call(ctx context.Context, body []byte) ([]byte, error) {
 	tag, ch, err := mc.register()
 	if err != nil {
-		return nil, err
+		return nil, errMuxUnsent{err}
 	}
 	sent := time.Now().UnixNano()
 	mc.w.send(muxMsg{tag: tag, body: body})
@@ -209,9 +224,20 @@ func (mc *muxConn) call(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	mc.w.send(muxMsg{tag: tag, cancel: true})
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && mc.lastRead.Load() < sent {
-		mc.fail(fmt.Errorf("nothing heard from the server since a call %v ago", time.Duration(time.Now().UnixNano()-sent).Round(time.Millisecond)))
+		mc.probe(sent)
 	}
 	return nil, ctx.Err()
+}
+
+// probe closes the stream unless a frame arrives within the probe
+// timeout; sent is when the call that found it silent was sent.
+func (mc *muxConn) probe(sent int64) {
+	asked := time.Now().UnixNano()
+	time.AfterFunc(mc.probeTimeout, func() {
+		if mc.lastRead.Load() < asked {
+			mc.fail(fmt.Errorf("nothing heard from the server since a call %v ago", time.Duration(time.Now().UnixNano()-sent).Round(time.Millisecond)))
+		}
+	})
 }
 
 // muxPool holds a client's multiplexed streams: at most max, each shared
@@ -219,7 +245,8 @@ func (mc *muxConn) call(ctx context.Context, body []byte) ([]byte, error) {
 // waiting, and opens another while all have some and there are fewer than
 // max.
 type muxPool struct {
-	max int
+	max          int
+	probeTimeout time.Duration
 	// refused is set once the server refused MuxProtocol (one from before
 	// it, met in a rolling upgrade): calls go on StreamProtocol streams.
 	refused atomic.Bool
@@ -298,7 +325,7 @@ func (c *Client) tryMuxStream(ctx context.Context) (mc *muxConn, refused *answer
 
 	sc, refused, err := c.openStreamAs(ctx, MuxProtocol)
 	if sc != nil {
-		mc = newMuxConn(sc, c.maxBytes)
+		mc = newMuxConn(sc, c.maxBytes, p.probeTimeout)
 	}
 	p.mu.Lock()
 	p.opening--
@@ -328,9 +355,13 @@ func (mc *muxConn) lastUsed() time.Time {
 	return mc.used
 }
 
+// errMuxStale ends a stream that idled too long or broke; a call that
+// chose it just then goes on another (errMuxUnsent).
+var errMuxStale = errors.New("rpc: multiplexed stream closed after idling")
+
 func closeMux(conns []*muxConn) {
 	for _, mc := range conns {
-		mc.fail(ErrClientClosed)
+		mc.fail(errMuxStale)
 	}
 }
 
@@ -353,8 +384,20 @@ func (c *Client) muxExchange(ctx context.Context, body []byte) (ans answer, ok b
 		return *refused, true, nil
 	}
 	data, err := mc.call(ctx, body)
-	if err != nil {
+	var unsent errMuxUnsent
+	for tries := 1; errors.As(err, &unsent) && tries < 3; tries++ {
+		// The stream ended between being chosen and taking the call
+		// (the server closed it, or it idled too long): another will do.
+		if mc, refused, err = c.muxStream(ctx); err != nil || refused != nil {
+			break
+		}
+		data, err = mc.call(ctx, body)
+	}
+	switch {
+	case err != nil:
 		return answer{}, true, ctxOr(ctx, err)
+	case refused != nil:
+		return *refused, true, nil
 	}
 	return answer{status: http.StatusOK, data: data}, true, nil
 }

@@ -3,6 +3,9 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"sync"
 	"time"
 )
@@ -28,6 +31,9 @@ type muxServer struct {
 	reading bool
 
 	w *muxWriter
+	// room holds a token for each call running, up to the server's
+	// MaxConcurrency.
+	room chan struct{}
 
 	mu sync.Mutex
 	// running cancels each running call's context, by tag.
@@ -40,7 +46,7 @@ type muxServer struct {
 // gone.
 func (s *Server) serveMux(ctx context.Context, st *stream, roles Role) error {
 	ctx, cancel := context.WithCancel(ctx)
-	m := &muxServer{s: s, st: st, roles: roles, ctx: ctx, running: map[uint32]context.CancelFunc{}}
+	m := &muxServer{s: s, st: st, roles: roles, ctx: ctx, running: map[uint32]context.CancelFunc{}, room: make(chan struct{}, cap(s.slots))}
 	m.w = newMuxWriter(m.write, m.written)
 	done := make(chan struct{})
 	wrote := make(chan struct{})
@@ -69,9 +75,11 @@ func (m *muxServer) read() error {
 			}
 			return err
 		}
-		m.s.conns.setIdle(conn, false)
+		// Under the lock that the last reply's idle marking takes too,
+		// so that it cannot mark the stream idle after this.
 		ss.mu.Lock()
 		m.reading, m.st.busy = true, true
+		m.s.conns.setIdle(conn, false)
 		ss.mu.Unlock()
 		// Also lifts shutdown's interruption if it came after the header.
 		conn.SetReadDeadline(time.Now().Add(m.s.http.ReadTimeout))
@@ -81,7 +89,9 @@ func (m *muxServer) read() error {
 		if skipped {
 			msgs = []muxMsg{{tag: tooLarge.tag}}
 		} else if err != nil {
-			m.s.log.Warn("rpc: multiplexed stream broken", "remote", callerAddr(m.ctx), "err", err)
+			if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+				m.s.log.Warn("rpc: multiplexed stream broken", "remote", callerAddr(m.ctx), "err", err)
+			}
 			return err
 		}
 		calls := 0
@@ -106,7 +116,9 @@ func (m *muxServer) read() error {
 				// it did not run.
 				m.reply(msg.tag, errorBody(Errorf(CodeUnavailable, "server shutting down: the call did not run")))
 			default:
-				m.start(msg)
+				if err := m.start(msg); err != nil {
+					return err
+				}
 			}
 		}
 		if !m.settle() {
@@ -146,15 +158,25 @@ func (m *muxServer) idle() {
 	m.s.conns.setIdle(m.st.conn, true)
 }
 
-// start runs a call on a goroutine of its own.
-func (m *muxServer) start(msg muxMsg) {
+// start runs a call on a goroutine of its own, once fewer than the
+// server's MaxConcurrency run on the stream: until then the reader reads
+// nothing more, so a client's calls beyond that wait in the connection's
+// buffers rather than as goroutines holding their bodies. An error ends
+// the stream: the tag is a running call's, which a reply could not tell
+// apart, or the stream ended while the call waited for room.
+func (m *muxServer) start(msg muxMsg) error {
+	select {
+	case m.room <- struct{}{}:
+	case <-m.ctx.Done():
+		return m.ctx.Err()
+	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	m.mu.Lock()
 	if _, ok := m.running[msg.tag]; ok {
 		m.mu.Unlock()
 		cancel()
-		m.reply(msg.tag, errorBody(Errorf(CodeInvalidRequest, "tag %d is in use by a call still running", msg.tag)))
-		return
+		<-m.room
+		return fmt.Errorf("tag %d sent again while its call runs", msg.tag)
 	}
 	m.running[msg.tag] = cancel
 	m.mu.Unlock()
@@ -166,8 +188,10 @@ func (m *muxServer) start(msg muxMsg) {
 		delete(m.running, msg.tag)
 		m.mu.Unlock()
 		cancel()
+		<-m.room
 		m.reply(msg.tag, reply)
 	}()
+	return nil
 }
 
 // cancel ends the context of the call of tag, if it still runs; the call

@@ -83,7 +83,7 @@ func TestMuxCancelledCall(t *testing.T) {
 	}
 	srv := NewServer(ServerOptions{Methods: methods, Logger: testLogger(t)})
 	counter := &countingHandler{h: srv.Handler()}
-	c := newStreamClient(t, serveMux(t, counter, srv), ClientOptions{Multiplex: 1})
+	c := newStreamClient(t, serveMux(t, counter, srv), ClientOptions{Multiplex: 1, PingTimeout: muxTestProbe})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
@@ -95,22 +95,22 @@ func TestMuxCancelledCall(t *testing.T) {
 	}
 	wantCanceled(t, ended, "the handler of a cancelled call ran on")
 
-	// A deadline that passes while the stream is heard from (here,
-	// replies to other calls) cancels the call alone.
-	dctx, dcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer dcancel()
-	go func() { res <- c.Call(dctx, "wait", nil, nil) }()
-	<-started
-	for range 5 {
-		time.Sleep(100 * time.Millisecond)
-		if err := c.Call(context.Background(), "nothing", nil, nil); err != nil {
-			t.Fatalf("call beside a waiting one: %v", err)
-		}
+	// A deadline that passes with nothing heard probes the stream: the
+	// server answers the cancel as the handler returns, and the stream
+	// is kept past the probe's timeout. (The call before it makes sure
+	// the reply to the first cancel is in, so that nothing comes in after
+	// the call is sent but that answer.)
+	if err := c.Call(context.Background(), "nothing", nil, nil); err != nil {
+		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, context.DeadlineExceeded) {
+	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer dcancel()
+	if err := c.Call(dctx, "wait", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call past its deadline: %v, want context.DeadlineExceeded", err)
 	}
+	<-started
 	wantCanceled(t, ended, "the handler of a call past its deadline ran on")
+	time.Sleep(3 * muxTestProbe)
 	if err := c.Call(context.Background(), "echo", echoParams{Text: "after"}, nil); err != nil {
 		t.Fatalf("call after the cancelled ones: %v", err)
 	}
@@ -146,14 +146,18 @@ func silentServer(t *testing.T) (addr string, upgrades *atomic.Int64) {
 	return ln.Addr().String(), upgrades
 }
 
+// muxTestProbe is the probe timeout of the tests' clients.
+const muxTestProbe = 200 * time.Millisecond
+
 // A call whose deadline passes with nothing heard from the stream since it
-// was sent takes the stream for dead: the next call dials a new one, as
-// after a StreamProtocol call that timed out.
+// was sent, followed by the probe's silence, takes the stream for dead:
+// the next call dials a new one, as after a StreamProtocol call that
+// timed out.
 func TestMuxSilentPeer(t *testing.T) {
 	addr, upgrades := silentServer(t)
-	c := newStreamClient(t, addr, ClientOptions{Multiplex: 1})
+	c := newStreamClient(t, addr, ClientOptions{Multiplex: 1, PingTimeout: muxTestProbe})
 	for i := range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		err := c.Call(ctx, "nothing", nil, nil)
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) || !IsTransport(err) {
@@ -161,6 +165,28 @@ func TestMuxSilentPeer(t *testing.T) {
 		}
 		if u := upgrades.Load(); u != int64(i+1) {
 			t.Fatalf("after call %d: %d upgrades, want %d: a silent stream must not be used again", i, u, i+1)
+		}
+		waitMuxEnded(t, c)
+	}
+}
+
+// waitMuxEnded waits until every stream of c has ended.
+func waitMuxEnded(t *testing.T, c *Client) {
+	t.Helper()
+	for deadline := time.Now().Add(batchDeadline); ; time.Sleep(10 * time.Millisecond) {
+		c.mux.mu.Lock()
+		live := 0
+		for _, mc := range c.mux.conns {
+			if _, usable := mc.load(); usable {
+				live++
+			}
+		}
+		c.mux.mu.Unlock()
+		if live == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d multiplexed streams still open", live)
 		}
 	}
 }
@@ -365,5 +391,14 @@ func TestMuxClose(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatalf("call in flight at Close: %v", err)
 	}
+	waitStreams(t, srv, 0)
+
+	// With no call waiting, Close closes the stream at once.
+	idle := newStreamClient(t, c.Addr(), ClientOptions{Multiplex: 1})
+	if err := idle.Call(ctx, "nothing", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitStreams(t, srv, 1)
+	idle.Close()
 	waitStreams(t, srv, 0)
 }
