@@ -182,10 +182,10 @@ func (w *workload) start(clients int, seed uint64) {
 			c := &client{
 				w: w, id: i,
 				rng: rand.New(rand.NewPCG(seed, uint64(i)+1)),
-				// Odd clients call over batch streams, even ones over
-				// h2c, so that the coordinator's crashes and pauses meet
-				// both ways a client calls.
-				rpc: rpc.NewFailover(w.clientAddrs(i), rpc.ClientOptions{DialTimeout: time.Second, Stream: i%2 == 1}),
+				// Clients call over h2c, batch streams or a multiplexed
+				// stream in turn, so that the faults meet every way a
+				// client calls.
+				rpc: rpc.NewFailover(w.clientAddrs(i), clientOptions(i)),
 			}
 			defer c.rpc.Close()
 			defer func() {
@@ -517,7 +517,7 @@ func (c *client) dialParticipants() bool {
 		return false
 	}
 	for _, n := range nodes {
-		c.parts = append(c.parts, rpc.NewFailover([]string{n.Address}, rpc.ClientOptions{DialTimeout: time.Second, Stream: c.id%2 == 1}))
+		c.parts = append(c.parts, rpc.NewFailover([]string{n.Address}, clientOptions(c.id)))
 	}
 	return true
 }
@@ -647,4 +647,18 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// clientOptions are client i's: h2c, a batch stream per call, or one
+// multiplexed stream, in turn. A short probe lets a multiplexed stream
+// cut off by a partition go within the calls' own time scale.
+func clientOptions(i int) rpc.ClientOptions {
+	opts := rpc.ClientOptions{DialTimeout: time.Second}
+	switch i % 3 {
+	case 1:
+		opts.Stream = true
+	case 2:
+		opts.Stream, opts.Multiplex, opts.PingTimeout = true, 1, time.Second
+	}
+	return opts
 }
