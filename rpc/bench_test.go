@@ -35,6 +35,7 @@ var benchTransports = []struct {
 	{"h2c", ClientOptions{}},
 	{"http1", ClientOptions{HTTP1: true}},
 	{"stream", ClientOptions{Stream: true}},
+	{"mux", ClientOptions{Stream: true, Multiplex: 1}},
 }
 
 // reportCPU adds the CPU time per operation since start as "cpu-ns/op":
@@ -69,7 +70,8 @@ func BenchmarkCall(b *testing.B) {
 
 // BenchmarkCallParallel is calls from 8 goroutines per CPU at once, as a
 // coordinator under load gets them: h2c shares one connection among them,
-// the others open a connection (or stream) per call in flight.
+// and mux one stream; the others open a connection (or stream) per call in
+// flight.
 func BenchmarkCallParallel(b *testing.B) {
 	for _, tc := range benchTransports {
 		b.Run(tc.name, func(b *testing.B) {

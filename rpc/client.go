@@ -83,13 +83,14 @@ type ClientOptions struct {
 	// at the same moment go out in one frame, and their replies come back
 	// in one as they end. It suits many callers of one server, as a
 	// front door's sessions or a benchmark's clients, whose calls would
-	// otherwise cost a frame each way apiece. A call whose context ends
-	// is cancelled at the server and its stream kept; when its deadline
-	// passed with nothing at all heard from the server since the call was
-	// sent, a stream that then stays silent for PingTimeout is closed,
-	// failing the calls on it, and the next call dials afresh. Against a
-	// server that does not multiplex, calls go a stream each, as with
-	// Stream alone. Zero: a stream per call.
+	// otherwise cost a frame each way apiece; a lone caller's calls cost
+	// more CPU than on a stream each (docs/WIRE.md). A call whose
+	// context ends is cancelled at the server and its stream kept; when
+	// its deadline passed with nothing at all heard from the server since
+	// the call was sent, a stream that then stays silent for PingTimeout
+	// is closed, failing the calls on it, and the next call dials afresh.
+	// Against a server that does not multiplex, calls go a stream each,
+	// as with Stream alone. Zero: a stream per call.
 	Multiplex int
 }
 
