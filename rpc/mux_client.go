@@ -172,12 +172,12 @@ func (mc *muxConn) forget(tag uint32) bool {
 	return true
 }
 
-// load is how many calls wait on the stream, and whether it can take
-// more.
-func (mc *muxConn) load() (calls int, usable bool) {
+// load is how many calls wait on the stream, whether it can take more,
+// and when a call last began or ended on it.
+func (mc *muxConn) load() (calls int, usable bool, used time.Time) {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
-	return len(mc.waiting), mc.err == nil
+	return len(mc.waiting), mc.err == nil, mc.used
 }
 
 // write sends one frame: the writer's, which no call's context can
@@ -290,8 +290,8 @@ func (c *Client) tryMuxStream(ctx context.Context) (mc *muxConn, refused *answer
 	live := p.conns[:0]
 	var stale []*muxConn
 	for _, mc := range p.conns {
-		calls, usable := mc.load()
-		if !usable || calls == 0 && time.Since(mc.lastUsed()) >= keepIdle {
+		calls, usable, used := mc.load()
+		if !usable || calls == 0 && time.Since(used) >= keepIdle {
 			// Closed before the server's idle timeout could close it
 			// under a call just written.
 			stale = append(stale, mc)
@@ -347,12 +347,6 @@ func (c *Client) tryMuxStream(ctx context.Context) (mc *muxConn, refused *answer
 		return best, nil, nil, nil
 	}
 	return mc, refused, nil, err
-}
-
-func (mc *muxConn) lastUsed() time.Time {
-	mc.mu.Lock()
-	defer mc.mu.Unlock()
-	return mc.used
 }
 
 // errMuxStale ends a stream that idled too long or broke; a call that

@@ -177,7 +177,7 @@ func waitMuxEnded(t *testing.T, c *Client) {
 		c.mux.mu.Lock()
 		live := 0
 		for _, mc := range c.mux.conns {
-			if _, usable := mc.load(); usable {
+			if _, usable, _ := mc.load(); usable {
 				live++
 			}
 		}
@@ -192,7 +192,7 @@ func waitMuxEnded(t *testing.T, c *Client) {
 }
 
 // Shutdown lets calls in flight finish and delivers their replies; the
-// stream then closes.
+// stream then closes, which the client sees.
 func TestMuxShutdownFinishesCalls(t *testing.T) {
 	m, srv, addr, _ := serveOwnShutdown(t)
 	c := newStreamClient(t, addr, ClientOptions{Multiplex: 1})
@@ -217,7 +217,8 @@ func TestMuxShutdownFinishesCalls(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	waitStreams(t, srv, 0)
+	// Shutdown returned once the stream was gone; the client notices.
+	waitMuxEnded(t, c)
 }
 
 // A frame read while the server shuts down is answered, call by call, with
